@@ -1,0 +1,329 @@
+/*
+ * dbpool.h — the public interface of dbpool, a thread-safe database
+ * connection pool for SQLite, PostgreSQL and MySQL/MariaDB.
+ *
+ * Conventions that hold for every function below:
+ *  - Errors are negative int codes (DBPOOL_OK == 0). Functions that can fail
+ *    take a caller-owned `dbpool_error *` (may be NULL) that receives the
+ *    detail. The pool never keeps a "last error" of its own.
+ *  - Strings passed in are copied; strings returned are borrowed until the
+ *    next call on the same object.
+ *  - A `dbpool` is fully thread-safe. A `dbpool_conn` (a lease) and a
+ *    `dbpool_result` belong to one thread at a time, from acquire to release.
+ *  - No message that crosses this interface contains a password.
+ */
+#ifndef DBPOOL_H
+#define DBPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DBPOOL_VERSION_MAJOR 0
+#define DBPOOL_VERSION_MINOR 1
+#define DBPOOL_VERSION_PATCH 0
+#define DBPOOL_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* X(name, value, description). One table; dbpool_strerror() reads it. */
+#define DBPOOL_ERRNO_MAP(X)                                                      \
+    X(OK, 0, "success")                                                          \
+    X(EINVAL, -1, "invalid argument or option")                                  \
+    X(ETIMEDOUT, -2, "timed out")                                                \
+    X(ECONNECT, -3, "could not connect to the database")                         \
+    X(ECLOSED, -4, "pool is closed")                                             \
+    X(EBUSY, -5, "too many callers waiting")                                     \
+    X(ENOMEM, -6, "out of memory")                                               \
+    X(EQUERY, -7, "query failed")                                                \
+    X(ENOTFOUND, -8, "database not found")                                       \
+    X(EMISUSE, -9, "API misuse")                                                 \
+    X(EAUTH, -10, "authentication failed")                                       \
+    X(EUNAVAILABLE, -11, "database unavailable (circuit breaker open)")          \
+    X(EBROKEN, -12, "connection is broken")                                      \
+    X(EPERM, -13, "permission denied")                                           \
+    X(EUNSUPPORTED, -14, "not supported by this build or backend")               \
+    X(ERANGE, -15, "column index or type out of range")                          \
+    X(EVALIDATE, -16, "connection failed validation")
+
+typedef enum {
+#define DBPOOL_ERRNO_ENUM_(name, value, text) DBPOOL_##name = value,
+    DBPOOL_ERRNO_MAP(DBPOOL_ERRNO_ENUM_)
+#undef DBPOOL_ERRNO_ENUM_
+} dbpool_errno;
+
+/* Detail of a failure, filled by the function that failed. */
+typedef struct dbpool_error {
+    int code;          /* a DBPOOL_E* code, same as the return value   */
+    int native_code;   /* the backend's own code (SQLite result, MySQL errno), or 0 */
+    char sqlstate[6];  /* five-character SQLSTATE where the backend has one, else "" */
+    char message[512]; /* what went wrong and what to do; never a password */
+} dbpool_error;
+
+/* The name-free description of a code ("timed out"). Never NULL. */
+const char *dbpool_strerror(int code);
+/* The enum's name of a code ("DBPOOL_ETIMEDOUT"). Never NULL. */
+const char *dbpool_errname(int code);
+/* "0.1.0" */
+const char *dbpool_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    DBPOOL_LOG_ERROR = 0,
+    DBPOOL_LOG_WARN = 1,
+    DBPOOL_LOG_INFO = 2,
+    DBPOOL_LOG_DEBUG = 3
+} dbpool_log_level;
+
+typedef enum {
+    DBPOOL_VALIDATE_NEVER = 0,   /* hand connections out unchecked             */
+    DBPOOL_VALIDATE_ALWAYS = 1,  /* round trip before every hand-out           */
+    DBPOOL_VALIDATE_IF_IDLE = 2  /* round trip when idle > validation_window_ms */
+} dbpool_validation;
+
+/* Called from any pool thread with a finished, password-free line. */
+typedef void (*dbpool_log_fn)(void *user, dbpool_log_level level, const char *message);
+/* Called on every new connection after init_sql, with the native handle
+ * (sqlite3 *, PGconn *, MYSQL *). Return 0, or non-zero to reject the
+ * connection (it is closed and the connect attempt fails). */
+typedef int (*dbpool_after_connect_fn)(void *native, void *user);
+
+typedef struct dbpool_options {
+    const char *name;               /* pool name for logs and metrics ("default") */
+    int min_size;                   /* connections kept open; warmed up by open (0) */
+    int max_size;                   /* hard cap on open connections (10) */
+    int64_t acquire_timeout_ms;     /* default wait in dbpool_acquire (30000) */
+    int64_t connect_timeout_ms;     /* one connect attempt (10000) */
+    int64_t idle_timeout_ms;        /* idle connections above min_size closed after (600000); 0 = never */
+    int64_t max_lifetime_ms;        /* connections retired after (1800000, +-2.5% jitter); 0 = unlimited */
+    int64_t validation_timeout_ms;  /* bound on one validation round trip (5000) */
+    int max_retries;                /* extra connect attempts after the first (3) */
+    int64_t backoff_base_ms;        /* first retry delay, doubled each time (10) */
+    int64_t backoff_max_ms;         /* cap on one retry delay (2000) */
+    int max_waiters;                /* callers allowed to wait at once; 0 = unlimited */
+    dbpool_validation validation;   /* (DBPOOL_VALIDATE_IF_IDLE) */
+    int64_t validation_window_ms;   /* for DBPOOL_VALIDATE_IF_IDLE (500) */
+    const char *init_sql;           /* run on every new connection (NULL) */
+    dbpool_after_connect_fn after_connect;
+    void *after_connect_user;
+    dbpool_log_fn log_fn;           /* NULL: no logging */
+    void *log_user;
+    dbpool_log_level log_level;     /* lines above this level are dropped (DBPOOL_LOG_INFO) */
+    int64_t statement_timeout_ms;   /* server-side statement timeout (0 = none); PostgreSQL and MySQL */
+    int64_t keepalive_ms;           /* ping idle connections this often (0 = off) */
+    int64_t leak_threshold_ms;      /* report leases held longer (0 = off) */
+    int64_t maintenance_interval_ms;/* maintenance thread period (1000); 0 = no thread */
+} dbpool_options;
+
+/* Fill every field with its default (the values in parentheses above). */
+void dbpool_options_init(dbpool_options *o);
+
+/* ------------------------------------------------------------------------ */
+/* The pool                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct dbpool dbpool;
+typedef struct dbpool_conn dbpool_conn;
+typedef struct dbpool_result dbpool_result;
+
+/*
+ * Open a pool for `url` (sqlite:..., postgresql://..., mysql://...).
+ * `o` may be NULL for defaults. Keys in the URL's query that start with
+ * `pool_` (pool_max, pool_min, pool_acquire_timeout, ...) override the
+ * matching fields of `o`: the URL is the deployment's configuration.
+ * Validates the options (DBPOOL_EINVAL names the field and the value),
+ * opens min_size connections and fails with the real cause if the database
+ * cannot be reached. On success *out is the pool; on failure *out is NULL.
+ */
+int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err);
+
+/*
+ * Close the pool. Idle connections are closed now; every waiter wakes with
+ * DBPOOL_ECLOSED; leases still out stay valid and are closed when released;
+ * the pool's memory is freed with the last lease. Returns the number of
+ * leases still out (>= 0). NULL is a no-op returning 0. Call it once.
+ */
+int dbpool_close(dbpool *p);
+
+/*
+ * Lease a connection, waiting up to timeout_ms (negative: the pool's
+ * acquire_timeout_ms; 0: do not wait). Waiters are served first come, first
+ * served. On timeout the error says what the pool looked like and carries
+ * the last connect error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT, DBPOOL_EBUSY
+ * (max_waiters reached), DBPOOL_ECLOSED, or the connect error of a new
+ * connection (DBPOOL_ECONNECT, DBPOOL_EAUTH, DBPOOL_ENOTFOUND, ...).
+ */
+int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err);
+
+/* dbpool_acquire that never waits: an idle connection, a new one if there is
+ * room, or DBPOOL_EBUSY at once. */
+int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
+
+/*
+ * Give a lease back. An open transaction is rolled back; a connection whose
+ * reset fails, that is broken, or whose lifetime is over is closed instead
+ * of pooled. Returns DBPOOL_OK, or DBPOOL_EMISUSE for NULL, a lease released
+ * twice, or something that is not a lease (nothing is touched then).
+ * Releasing after dbpool_close is valid and frees what is left.
+ */
+int dbpool_release(dbpool_conn *c);
+
+/* Give a lease back and close it: for a connection the caller knows is
+ * broken. Same return values as dbpool_release. */
+int dbpool_discard(dbpool_conn *c);
+
+/* The backend's handle: sqlite3 *, PGconn * or MYSQL *. Borrowed for the
+ * lease; do not close it (use dbpool_discard). */
+void *dbpool_conn_native(dbpool_conn *c);
+
+/* The backend's name for a pool: "sqlite", "postgresql", "mysql", "mock". */
+const char *dbpool_backend(const dbpool *p);
+/* The pool's name (options.name). */
+const char *dbpool_name(const dbpool *p);
+
+/* Close idle connections until at most target_idle remain (never below
+ * min_size counts are refilled later by maintenance). Leased connections are
+ * never touched. Returns how many were closed, or a negative error. */
+int dbpool_shrink(dbpool *p, int target_idle);
+
+/* ------------------------------------------------------------------------ */
+/* Queries: one small API over every backend                                */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    DBPOOL_TYPE_NULL = 0,
+    DBPOOL_TYPE_INT64 = 1,
+    DBPOOL_TYPE_DOUBLE = 2,
+    DBPOOL_TYPE_TEXT = 3
+} dbpool_type;
+
+/* A bound parameter. Placeholders are written `?` on every backend (the
+ * PostgreSQL backend numbers them $1, $2, ... outside quotes). */
+typedef struct dbpool_param {
+    dbpool_type type;
+    union {
+        int64_t i64;
+        double f64;
+        struct {
+            const char *ptr; /* need not be NUL-terminated */
+            size_t len;
+        } text;
+    } v;
+} dbpool_param;
+
+static inline dbpool_param dbpool_param_null(void) {
+    dbpool_param p;
+    p.type = DBPOOL_TYPE_NULL;
+    p.v.i64 = 0;
+    return p;
+}
+static inline dbpool_param dbpool_param_int64(int64_t v) {
+    dbpool_param p;
+    p.type = DBPOOL_TYPE_INT64;
+    p.v.i64 = v;
+    return p;
+}
+static inline dbpool_param dbpool_param_double(double v) {
+    dbpool_param p;
+    p.type = DBPOOL_TYPE_DOUBLE;
+    p.v.f64 = v;
+    return p;
+}
+/* `s` NULL gives a NULL parameter. */
+dbpool_param dbpool_param_text(const char *s);
+
+/* Run a statement. *affected (may be NULL) receives the rows changed. An
+ * error that means the connection is broken marks the lease so that it is
+ * closed on release. */
+int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
+                int64_t *affected, dbpool_error *err);
+
+/* Run a query; step through its rows with dbpool_result_next. The result
+ * must be freed before the lease is released. */
+int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
+                 dbpool_result **out, dbpool_error *err);
+
+/* 1: a row is ready; 0: no more rows; negative: an error. */
+int dbpool_result_next(dbpool_result *r, dbpool_error *err);
+int dbpool_result_columns(const dbpool_result *r);
+const char *dbpool_result_column_name(const dbpool_result *r, int col);
+bool dbpool_result_is_null(const dbpool_result *r, int col);
+/* Typed getters convert text to numbers the way strtoll/strtod do; a NULL
+ * or out-of-range column reads as 0 / 0.0 / NULL. */
+int64_t dbpool_result_int64(const dbpool_result *r, int col);
+double dbpool_result_double(const dbpool_result *r, int col);
+/* Borrowed until the next dbpool_result_next; NULL for SQL NULL. */
+const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len);
+void dbpool_result_free(dbpool_result *r);
+
+/* ------------------------------------------------------------------------ */
+/* Health and statistics                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum { DBPOOL_HEALTHY = 0, DBPOOL_UNHEALTHY = 1 } dbpool_health_status;
+
+typedef struct dbpool_health {
+    dbpool_health_status status;
+    const char *backend;        /* "sqlite", "postgresql", "mysql", "mock" */
+    char server_version[64];    /* "3.40.1", "15.18", "10.11.6-MariaDB" */
+    double round_trip_ms;       /* one validation round trip */
+    double acquire_ms;          /* time to get the connection used */
+    dbpool_error error;         /* why, when unhealthy */
+} dbpool_health;
+
+/* Acquire (pool default timeout), run one round trip, release. Returns
+ * DBPOOL_OK when healthy; out->status says the same either way. */
+int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
+
+typedef enum {
+    DBPOOL_CLOSE_IDLE_TIMEOUT = 0,
+    DBPOOL_CLOSE_LIFETIME,
+    DBPOOL_CLOSE_BROKEN,
+    DBPOOL_CLOSE_VALIDATION,
+    DBPOOL_CLOSE_SHRINK,
+    DBPOOL_CLOSE_POOL_CLOSED,
+    DBPOOL_CLOSE_DISCARDED,
+    DBPOOL_CLOSE_RESET_FAILED,
+    DBPOOL_CLOSE_REASON_COUNT
+} dbpool_close_reason;
+
+/* Name used in JSON and metrics: "idle_timeout", "lifetime", ... */
+const char *dbpool_close_reason_name(dbpool_close_reason r);
+
+typedef struct dbpool_stats {
+    uint64_t created;        /* connections opened */
+    uint64_t reused;         /* hand-outs of an already open connection */
+    uint64_t destroyed;      /* connections closed, all reasons */
+    uint64_t destroyed_by[DBPOOL_CLOSE_REASON_COUNT];
+    uint64_t acquired;       /* successful acquires */
+    uint64_t timeouts;       /* acquires that timed out */
+    uint64_t connect_errors; /* failed connect attempts */
+    uint64_t validation_failures;
+    uint64_t rollbacks;      /* transactions rolled back on release */
+    int idle;
+    int in_use;
+    int connecting;
+    int waiting;
+    int total;               /* idle + in_use + connecting */
+    int peak_in_use;
+    int peak_waiting;
+    int min_size;
+    int max_size;
+} dbpool_stats;
+
+/* A consistent snapshot, taken under the pool's lock. */
+void dbpool_get_stats(dbpool *p, dbpool_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBPOOL_H */

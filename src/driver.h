@@ -1,0 +1,105 @@
+/*
+ * driver.h — the internal vtable every backend implements, and the result
+ * header every backend's result type starts with.
+ *
+ * Rules for a driver:
+ *  - Everything in driver_X.c is static except its `const dbpool_driver`.
+ *  - A driver never touches the pool or its lock; the core calls it with no
+ *    lock held and one thread per native handle at a time.
+ *  - Every function that does I/O takes an absolute deadline on the
+ *    monotonic clock (dbpool__now_ns() + budget) and must return by then.
+ *  - Errors go into the caller's dbpool_error via dbpool__seterr. Messages
+ *    may contain the password (libpq echoes it); the core redacts them with
+ *    the strings that `secrets` returns before anything leaves the library.
+ */
+#ifndef DBPOOL_DRIVER_H
+#define DBPOOL_DRIVER_H
+
+#include "dbpool.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What the core tells a driver about every new connection. */
+typedef struct dbpool_connect_settings {
+    int64_t connect_timeout_ms;
+    int64_t statement_timeout_ms; /* 0 = none */
+} dbpool_connect_settings;
+
+typedef struct dbpool_result_ops {
+    int (*next)(dbpool_result *r, dbpool_error *e);
+    int (*columns)(const dbpool_result *r);
+    const char *(*column_name)(const dbpool_result *r, int col);
+    bool (*is_null)(const dbpool_result *r, int col);
+    int64_t (*int64)(const dbpool_result *r, int col);
+    double (*dbl)(const dbpool_result *r, int col);
+    const char *(*text)(const dbpool_result *r, int col, size_t *len);
+    void (*free)(dbpool_result *r);
+} dbpool_result_ops;
+
+/* Every backend's result struct starts with this. */
+struct dbpool_result {
+    const dbpool_result_ops *ops;
+    dbpool_conn *lease; /* set by the core; used to mark broken leases */
+};
+
+typedef struct dbpool_driver {
+    const char *name;             /* "sqlite", "postgresql", "mysql", "mock" */
+    const char *const *schemes;   /* NULL-terminated: "postgresql", "postgres" */
+
+    /* Parse the URL (dbpool's pool_* keys already removed) into a config
+     * object. Unknown keys are DBPOOL_EINVAL naming the key. */
+    int (*configure)(const char *url, void **cfg, dbpool_error *e);
+    void (*free_config)(void *cfg);
+    /* NULL-terminated list of strings to scrub from every message (the
+     * password, raw and percent-encoded). May return NULL. */
+    const char *const *(*secrets)(const void *cfg);
+
+    int (*connect)(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns,
+                   void **native, dbpool_error *e);
+    void (*disconnect)(void *native); /* cannot fail; may be called with a broken handle */
+
+    /* A real round trip bounded by the deadline. */
+    int (*ping)(void *native, int64_t deadline_ns, dbpool_error *e);
+    /* Local only, no I/O: 0 = clean and reusable as is, 1 = needs reset()
+     * (open transaction, pending result), -1 = broken, must be closed. */
+    int (*needs_reset)(void *native);
+    /* Roll back and clear session state; failure means discard. */
+    int (*reset)(void *native, int64_t deadline_ns, dbpool_error *e);
+
+    int (*exec)(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                dbpool_error *e);
+    int (*query)(void *native, const char *sql, const dbpool_param *p, size_t n,
+                 dbpool_result **out, dbpool_error *e);
+    /* Does this error mean the connection can never be used again? */
+    bool (*is_broken)(void *native, const dbpool_error *e);
+    void (*server_version)(void *native, char *buf, size_t len);
+} dbpool_driver;
+
+/* The compiled-in drivers, NULL-terminated; and lookup by URL scheme. */
+const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e);
+
+extern const dbpool_driver dbpool__driver_sqlite;
+extern const dbpool_driver dbpool__driver_mock;
+#ifdef DBPOOL_HAVE_PG
+extern const dbpool_driver dbpool__driver_pg;
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+extern const dbpool_driver dbpool__driver_mysql;
+#endif
+
+/* ---- A fully fetched result of text cells, for backends that return whole
+ * result sets (PostgreSQL, MySQL). Build it with rowset_new/add, hand it
+ * out as a dbpool_result. ---- */
+typedef struct dbpool_rowset dbpool_rowset;
+dbpool_rowset *dbpool__rowset_new(int ncols);
+/* Copies the name. Returns DBPOOL_OK or DBPOOL_ENOMEM. */
+int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name);
+/* Start a new row (all cells NULL until set). */
+int dbpool__rowset_add_row(dbpool_rowset *rs);
+/* Set a cell of the last added row; `value` NULL = SQL NULL. Copies. */
+int dbpool__rowset_set_cell(dbpool_rowset *rs, int col, const char *value, size_t len);
+dbpool_result *dbpool__rowset_result(dbpool_rowset *rs);
+void dbpool__rowset_free(dbpool_rowset *rs);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * internal.h — helpers shared by the core and the drivers: the monotonic
+ * clock, error filling, password redaction and URL query handling.
+ */
+#ifndef DBPOOL_INTERNAL_H
+#define DBPOOL_INTERNAL_H
+
+#include "dbpool.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DBPOOL_NS_PER_MS INT64_C(1000000)
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t dbpool__now_ns(void);
+/* now + ms, saturating. */
+int64_t dbpool__deadline_after_ms(int64_t ms);
+/* Milliseconds left until the deadline (0 when past), rounded up. */
+int64_t dbpool__ms_left(int64_t deadline_ns);
+/* Sleep until the deadline or for ms, whichever comes first. */
+void dbpool__sleep_ms(int64_t ms, int64_t deadline_ns);
+
+/* Fill e (may be NULL) and return code. */
+int dbpool__seterr(dbpool_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap);
+/* Prefix e->message with "prefix: " (keeps the code). */
+void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dbpool__clearerr(dbpool_error *e);
+
+/*
+ * Scrub secrets from a NUL-terminated message in place: every occurrence of
+ * each string in `secrets` (NULL-terminated, may be NULL), the value of any
+ * `password=...` / `pwd=...` pair, and the password part of any
+ * `scheme://user:password@` URL become "***".
+ */
+void dbpool__redact(char *msg, size_t cap, const char *const *secrets);
+
+/* A key=value pair from a URL query, both percent-decoded. */
+typedef struct dbpool_kv {
+    char *key;
+    char *value;
+} dbpool_kv;
+
+/* Split "base?k=v&k2=v2": *base gets a copy of the part before '?', and
+ * kvs/nkv the decoded pairs. Returns DBPOOL_OK, DBPOOL_ENOMEM or
+ * DBPOOL_EINVAL (bad percent escape). Free with dbpool__kv_free. */
+int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv, dbpool_error *e);
+void dbpool__kv_free(dbpool_kv *kvs, size_t n);
+/* Percent-decode src[0..len) into a new string; NULL on a bad escape/ENOMEM. */
+char *dbpool__pct_decode(const char *src, size_t len);
+/* Parse a base-10 integer in [lo, hi]; false when not a number or outside. */
+bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+/* Parse true/false/on/off/1/0/yes/no. */
+bool dbpool__parse_bool(const char *s, bool *out);
+
+char *dbpool__strdup(const char *s);
+/* Bounded copy that always terminates. */
+void dbpool__strlcpy(char *dst, const char *src, size_t cap);
+
+#endif

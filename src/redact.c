@@ -1,0 +1,157 @@
+/* redact.c — the one place that scrubs passwords from messages. Every
+ * message that leaves the library (errors, log lines) passes through here. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MASK "***"
+
+/* Append n bytes to out (bounded). */
+static void put(char *out, size_t cap, size_t *o, const char *s, size_t n) {
+    for (size_t i = 0; i < n && *o + 1 < cap; i++)
+        out[(*o)++] = s[i];
+}
+
+static void replace_secret(char *msg, size_t cap, const char *secret) {
+    size_t slen = strlen(secret);
+    if (slen == 0 || !strstr(msg, secret))
+        return;
+    char *out = malloc(cap);
+    if (!out) {
+        /* Cannot rebuild: blank the message rather than leak. */
+        dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
+        return;
+    }
+    size_t o = 0;
+    for (const char *s = msg; *s;) {
+        if (strncmp(s, secret, slen) == 0) {
+            put(out, cap, &o, MASK, sizeof MASK - 1);
+            s += slen;
+        } else {
+            put(out, cap, &o, s, 1);
+            s++;
+        }
+    }
+    out[o] = '\0';
+    memcpy(msg, out, o + 1);
+    free(out);
+}
+
+static bool is_key_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-'; }
+
+/* password=value, pwd=value, passwd=value (case-insensitive; value may be
+ * quoted; ends at white space, '&', ';' or the closing quote). */
+static void mask_key_values(char *msg, size_t cap) {
+    static const char *const keys[] = {"password", "passwd", "pwd", "sslpassword"};
+    char *out = malloc(cap);
+    if (!out) {
+        dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
+        return;
+    }
+    size_t o = 0;
+    const char *s = msg;
+    while (*s) {
+        bool masked = false;
+        if (s == msg || !is_key_char(s[-1])) {
+            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+                size_t kl = strlen(keys[k]);
+                if (strncasecmp(s, keys[k], kl) != 0)
+                    continue;
+                const char *v = s + kl;
+                while (*v == ' ')
+                    v++;
+                if (*v != '=')
+                    continue;
+                v++;
+                while (*v == ' ')
+                    v++;
+                put(out, cap, &o, s, (size_t)(v - s));
+                put(out, cap, &o, MASK, sizeof MASK - 1);
+                if (*v == '\'' || *v == '"') {
+                    char q = *v++;
+                    while (*v && *v != q) {
+                        if (*v == '\\' && v[1])
+                            v++;
+                        v++;
+                    }
+                    if (*v)
+                        v++;
+                } else {
+                    while (*v && !isspace((unsigned char)*v) && *v != '&' && *v != ';' && *v != ',' &&
+                           *v != '"' && *v != '\'')
+                        v++;
+                }
+                s = v;
+                masked = true;
+                break;
+            }
+        }
+        if (!masked) {
+            put(out, cap, &o, s, 1);
+            s++;
+        }
+    }
+    out[o] = '\0';
+    memcpy(msg, out, o + 1);
+    free(out);
+}
+
+/* scheme://user:password@host -> scheme://user:***@host */
+static void mask_url_userinfo(char *msg, size_t cap) {
+    char *out = malloc(cap);
+    if (!out) {
+        dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
+        return;
+    }
+    size_t o = 0;
+    const char *s = msg;
+    while (*s) {
+        const char *sep = strstr(s, "://");
+        if (!sep) {
+            put(out, cap, &o, s, strlen(s));
+            break;
+        }
+        const char *auth = sep + 3;
+        put(out, cap, &o, s, (size_t)(auth - s));
+        /* The authority ends at the first '/', '?', '#' or white space; the
+         * userinfo at its last '@'. A password may contain '@' and ':'. */
+        const char *end = auth;
+        while (*end && *end != '/' && *end != '?' && *end != '#' && !isspace((unsigned char)*end))
+            end++;
+        const char *at = NULL;
+        for (const char *p = auth; p < end; p++)
+            if (*p == '@')
+                at = p;
+        const char *colon = NULL;
+        if (at)
+            for (const char *p = auth; p < at; p++)
+                if (*p == ':') {
+                    colon = p;
+                    break;
+                }
+        if (colon) {
+            put(out, cap, &o, auth, (size_t)(colon + 1 - auth));
+            put(out, cap, &o, MASK, sizeof MASK - 1);
+            s = at;
+        } else {
+            s = auth;
+        }
+    }
+    out[o] = '\0';
+    memcpy(msg, out, o + 1);
+    free(out);
+}
+
+void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
+    if (!msg || cap == 0)
+        return;
+    msg[cap - 1] = '\0';
+    if (secrets)
+        for (size_t i = 0; secrets[i]; i++)
+            replace_secret(msg, cap, secrets[i]);
+    mask_key_values(msg, cap);
+    mask_url_userinfo(msg, cap);
+}

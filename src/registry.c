@@ -1,0 +1,56 @@
+/* registry.c — the compiled-in backends, chosen by URL scheme. */
+#include "driver.h"
+#include "internal.h"
+
+#include <string.h>
+#include <strings.h>
+
+static const dbpool_driver *const drivers[] = {
+    &dbpool__driver_sqlite,
+#ifdef DBPOOL_HAVE_PG
+    &dbpool__driver_pg,
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+    &dbpool__driver_mysql,
+#endif
+    &dbpool__driver_mock,
+    NULL,
+};
+
+const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e) {
+    if (!url || !*url) {
+        dbpool__seterr(e, DBPOOL_EINVAL,
+                       "empty database URL: give one such as sqlite:app.db, "
+                       "postgresql://user@127.0.0.1/db or mysql://user@127.0.0.1/db");
+        return NULL;
+    }
+    const char *colon = strchr(url, ':');
+    size_t len = colon ? (size_t)(colon - url) : 0;
+    if (len == 0) {
+        dbpool__seterr(e, DBPOOL_EINVAL,
+                       "database URL has no scheme: start it with sqlite:, postgresql:// or mysql://");
+        return NULL;
+    }
+    for (size_t i = 0; drivers[i]; i++) {
+        for (size_t s = 0; drivers[i]->schemes[s]; s++) {
+            const char *scheme = drivers[i]->schemes[s];
+            if (strlen(scheme) == len && strncasecmp(scheme, url, len) == 0)
+                return drivers[i];
+        }
+    }
+    static const char *const known_elsewhere[] = {"postgresql", "postgres", "mysql", "mariadb"};
+    for (size_t i = 0; i < sizeof known_elsewhere / sizeof *known_elsewhere; i++) {
+        if (strlen(known_elsewhere[i]) == len && strncasecmp(known_elsewhere[i], url, len) == 0) {
+            dbpool__seterr(e, DBPOOL_EUNSUPPORTED,
+                           "the %.*s backend is not compiled into this build of dbpool "
+                           "(install its client library's -dev package and rebuild)",
+                           (int)len, url);
+            return NULL;
+        }
+    }
+    dbpool__seterr(e, DBPOOL_EINVAL,
+                   "unknown database URL scheme '%.*s': use sqlite:, postgresql://, "
+                   "postgres://, mysql:// or mariadb://",
+                   (int)(len > 32 ? 32 : len), url);
+    return NULL;
+}

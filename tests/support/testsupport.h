@@ -1,0 +1,37 @@
+/* testsupport.h — fixtures shared by the tests. */
+#ifndef DBPOOL_TESTSUPPORT_H
+#define DBPOOL_TESTSUPPORT_H
+
+#include "dbpool.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The exit code ctest reads as "skipped". */
+#define DBT_SKIP 77
+
+/*
+ * The URL for a backend named on the command line: "sqlite" (a new file in a
+ * fresh temporary directory), "pg" (DBPOOL_TEST_PG_URL) or "mysql"
+ * (DBPOOL_TEST_MYSQL_URL). A server backend whose variable is unset makes
+ * the test exit DBT_SKIP, unless DBPOOL_TEST_REQUIRE_SERVERS=1 (as in CI),
+ * when it fails. The string is static.
+ */
+const char *dbt_backend_url(const char *backend);
+/* dbt_backend_url with the query keys in `extra` ("pool_max=3&x=y")
+ * appended. Returns a static buffer, overwritten by the next call. */
+const char *dbt_backend_url_with(const char *backend, const char *extra);
+/* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at
+ * exit. Static string. */
+const char *dbt_tmpdir(void);
+/* Monotonic milliseconds. */
+int64_t dbt_now_ms(void);
+void dbt_sleep_ms(int64_t ms);
+/* Options with a short acquire timeout, for tests. */
+void dbt_options(dbpool_options *o, int min_size, int max_size);
+/* Check the pool's counters: total == idle + in_use + connecting. */
+bool dbt_invariant_holds(dbpool *p);
+/* The backend name argument of a per-backend test (argv[1]), "sqlite" if none. */
+const char *dbt_backend_arg(int argc, char **argv);
+
+#endif
