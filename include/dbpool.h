@@ -122,6 +122,7 @@ typedef struct dbpool_options {
     int64_t keepalive_ms;           /* ping idle connections this often (0 = off) */
     int64_t leak_threshold_ms;      /* report leases held longer (0 = off) */
     int64_t maintenance_interval_ms;/* maintenance thread period (1000); 0 = no thread */
+    bool lazy_connect;              /* min_size 0: do not open a first connection in dbpool_open (false) */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -141,8 +142,10 @@ typedef struct dbpool_result dbpool_result;
  * `pool_` (pool_max, pool_min, pool_acquire_timeout, ...) override the
  * matching fields of `o`: the URL is the deployment's configuration.
  * Validates the options (DBPOOL_EINVAL names the field and the value),
- * opens min_size connections and fails with the real cause if the database
- * cannot be reached. On success *out is the pool; on failure *out is NULL.
+ * opens max(min_size, 1) connections (0 with lazy_connect and min_size 0)
+ * and fails with the real cause if the database cannot be reached. Starts
+ * the maintenance thread unless maintenance_interval_ms is 0. On success
+ * *out is the pool; on failure *out is NULL.
  */
 int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err);
 

@@ -1,0 +1,245 @@
+/* driver_mock.c — a backend without a database, for fault injection in
+ * tests. See driver_mock.h. */
+#include "driver_mock.h"
+
+#include "driver.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct mock_conn {
+    int id;
+    bool dead;
+    bool in_tx;
+} mock_conn;
+
+typedef struct fail_rule {
+    long nth, count;
+    int code;
+} fail_rule;
+
+static pthread_mutex_t mock_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    dbpool_mock_counters n;
+    fail_rule connect_rule, ping_rule, reset_rule;
+    int64_t connect_delay_ms, ping_delay_ms;
+    int next_id;
+} mock;
+
+void dbpool_mock_reset(void) {
+    pthread_mutex_lock(&mock_lock);
+    memset(&mock, 0, sizeof mock);
+    pthread_mutex_unlock(&mock_lock);
+}
+
+static void set_rule(fail_rule *r, long nth, long count, int code) {
+    pthread_mutex_lock(&mock_lock);
+    r->nth = nth;
+    r->count = count;
+    r->code = code;
+    pthread_mutex_unlock(&mock_lock);
+}
+
+void dbpool_mock_fail_connect(long nth, long count, int code) { set_rule(&mock.connect_rule, nth, count, code); }
+void dbpool_mock_fail_ping(long nth, long count) { set_rule(&mock.ping_rule, nth, count, DBPOOL_EBROKEN); }
+void dbpool_mock_fail_reset(long nth, long count) { set_rule(&mock.reset_rule, nth, count, DBPOOL_EBROKEN); }
+
+void dbpool_mock_set_connect_delay_ms(int64_t ms) {
+    pthread_mutex_lock(&mock_lock);
+    mock.connect_delay_ms = ms;
+    pthread_mutex_unlock(&mock_lock);
+}
+void dbpool_mock_set_ping_delay_ms(int64_t ms) {
+    pthread_mutex_lock(&mock_lock);
+    mock.ping_delay_ms = ms;
+    pthread_mutex_unlock(&mock_lock);
+}
+
+void dbpool_mock_kill(void *native) {
+    pthread_mutex_lock(&mock_lock);
+    ((mock_conn *)native)->dead = true;
+    pthread_mutex_unlock(&mock_lock);
+}
+
+static bool is_dead(mock_conn *c) {
+    pthread_mutex_lock(&mock_lock);
+    bool d = c->dead;
+    pthread_mutex_unlock(&mock_lock);
+    return d;
+}
+
+bool dbpool_mock_in_transaction(void *native) { return ((mock_conn *)native)->in_tx; }
+int dbpool_mock_conn_id(void *native) { return ((mock_conn *)native)->id; }
+
+void dbpool_mock_get_counters(dbpool_mock_counters *out) {
+    pthread_mutex_lock(&mock_lock);
+    *out = mock.n;
+    pthread_mutex_unlock(&mock_lock);
+}
+
+/* Under mock_lock: does attempt number `k` fail by rule r? */
+static bool rule_hits(const fail_rule *r, long k) {
+    if (r->nth <= 0)
+        return false;
+    return k >= r->nth && (r->count < 0 || k < r->nth + r->count);
+}
+
+static const char *const mock_schemes[] = {"mock", NULL};
+
+static int mock_configure(const char *url, void **cfg, dbpool_error *e) {
+    (void)e;
+    (void)url;
+    *cfg = malloc(1); /* no settings: the controls are process-wide */
+    return *cfg ? DBPOOL_OK : DBPOOL_ENOMEM;
+}
+static void mock_free_config(void *cfg) { free(cfg); }
+
+static int mock_connect(const void *cfg, const dbpool_connect_settings *s, int64_t deadline, void **native,
+                        dbpool_error *e) {
+    (void)cfg;
+    (void)s;
+    pthread_mutex_lock(&mock_lock);
+    long k = ++mock.n.connects;
+    bool fail = rule_hits(&mock.connect_rule, k);
+    int code = mock.connect_rule.code ? mock.connect_rule.code : DBPOOL_ECONNECT;
+    int64_t delay = mock.connect_delay_ms;
+    pthread_mutex_unlock(&mock_lock);
+    if (delay > 0) {
+        dbpool__sleep_ms(delay, deadline);
+        if (dbpool__now_ns() >= deadline) {
+            pthread_mutex_lock(&mock_lock);
+            mock.n.connect_failures++;
+            pthread_mutex_unlock(&mock_lock);
+            return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mock connect timed out (attempt %ld)", k);
+        }
+    }
+    if (fail) {
+        pthread_mutex_lock(&mock_lock);
+        mock.n.connect_failures++;
+        pthread_mutex_unlock(&mock_lock);
+        return dbpool__seterr(e, code, "mock connect failure injected (attempt %ld)", k);
+    }
+    mock_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    pthread_mutex_lock(&mock_lock);
+    c->id = ++mock.next_id;
+    mock.n.live++;
+    pthread_mutex_unlock(&mock_lock);
+    *native = c;
+    return DBPOOL_OK;
+}
+
+static void mock_disconnect(void *native) {
+    pthread_mutex_lock(&mock_lock);
+    mock.n.disconnects++;
+    mock.n.live--;
+    pthread_mutex_unlock(&mock_lock);
+    free(native);
+}
+
+static int mock_ping(void *native, int64_t deadline, dbpool_error *e) {
+    pthread_mutex_lock(&mock_lock);
+    long k = ++mock.n.pings;
+    bool fail = rule_hits(&mock.ping_rule, k);
+    int64_t delay = mock.ping_delay_ms;
+    pthread_mutex_unlock(&mock_lock);
+    if (delay > 0) {
+        dbpool__sleep_ms(delay, deadline);
+        if (dbpool__now_ns() >= deadline)
+            return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mock ping timed out");
+    }
+    if (fail || is_dead(native))
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock ping failed (connection %d)", ((mock_conn *)native)->id);
+    return DBPOOL_OK;
+}
+
+static int mock_needs_reset(void *native) {
+    mock_conn *c = native;
+    if (is_dead(c))
+        return -1;
+    return c->in_tx ? 1 : 0;
+}
+
+static int mock_reset(void *native, int64_t deadline, dbpool_error *e) {
+    (void)deadline;
+    mock_conn *c = native;
+    pthread_mutex_lock(&mock_lock);
+    long k = ++mock.n.resets;
+    bool fail = rule_hits(&mock.reset_rule, k) || c->dead;
+    pthread_mutex_unlock(&mock_lock);
+    if (fail)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock reset failed");
+    c->in_tx = false;
+    return DBPOOL_OK;
+}
+
+static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                     dbpool_error *e) {
+    (void)p;
+    (void)n;
+    mock_conn *c = native;
+    if (is_dead(c))
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection %d is closed", c->id);
+    if (strcasecmp(sql, "BEGIN") == 0)
+        c->in_tx = true;
+    else if (strcasecmp(sql, "COMMIT") == 0 || strcasecmp(sql, "ROLLBACK") == 0)
+        c->in_tx = false;
+    else if (strcasecmp(sql, "FAIL") == 0)
+        return dbpool__seterr(e, DBPOOL_EQUERY, "mock query failure");
+    else if (strcasecmp(sql, "BREAK") == 0) {
+        dbpool_mock_kill(c);
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection lost");
+    } else if (strncasecmp(sql, "SLEEP ", 6) == 0)
+        dbpool__sleep_ms(atoll(sql + 6), INT64_MAX);
+    if (affected)
+        *affected = 0;
+    return DBPOOL_OK;
+}
+
+static int mock_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                      dbpool_error *e) {
+    int rc = mock_exec(native, sql, p, n, NULL, e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    dbpool_rowset *rs = dbpool__rowset_new(1);
+    char id[16];
+    int len = snprintf(id, sizeof id, "%d", ((mock_conn *)native)->id);
+    if (!rs || dbpool__rowset_set_column(rs, 0, "conn_id") != DBPOOL_OK || dbpool__rowset_add_row(rs) != DBPOOL_OK ||
+        dbpool__rowset_set_cell(rs, 0, id, (size_t)len) != DBPOOL_OK) {
+        dbpool__rowset_free(rs);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    *out = dbpool__rowset_result(rs);
+    return DBPOOL_OK;
+}
+
+static bool mock_is_broken(void *native, const dbpool_error *e) {
+    return is_dead(native) || (e && e->code == DBPOOL_EBROKEN);
+}
+
+static void mock_server_version(void *native, char *buf, size_t len) {
+    (void)native;
+    dbpool__strlcpy(buf, "mock-1", len);
+}
+
+const dbpool_driver dbpool__driver_mock = {
+    .name = "mock",
+    .schemes = mock_schemes,
+    .configure = mock_configure,
+    .free_config = mock_free_config,
+    .secrets = NULL,
+    .connect = mock_connect,
+    .disconnect = mock_disconnect,
+    .ping = mock_ping,
+    .needs_reset = mock_needs_reset,
+    .reset = mock_reset,
+    .exec = mock_exec,
+    .query = mock_query,
+    .is_broken = mock_is_broken,
+    .server_version = mock_server_version,
+};

@@ -1,0 +1,538 @@
+/*
+ * driver_sqlite.c — the embedded SQLite backend.
+ *
+ * URLs: sqlite:relative/path.db, sqlite:///abs/path.db, sqlite::memory:
+ * Keys: journal_mode, synchronous, busy_timeout, foreign_keys, mode,
+ * create_if_missing.
+ *
+ * sqlite::memory: is one database shared by every connection of the pool.
+ * Plain ":memory:" would give each connection its own empty database, and
+ * shared-cache mode has table-level locks that ignore busy_timeout, so we
+ * use the "memdb" VFS with a name unique to the pool (normal locking, busy
+ * timeout honoured). The config holds one extra connection to it, so the
+ * database lives exactly as long as the pool even when every pooled
+ * connection has been closed.
+ */
+#include "driver.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct sqlite_cfg {
+    char *path;         /* file path, or the memdb URI */
+    bool memory;
+    int open_flags;
+    char journal_mode[16]; /* "" = leave as is */
+    char synchronous[16];
+    int64_t busy_timeout_ms;
+    bool foreign_keys;
+    sqlite3 *anchor;    /* memory databases: keeps the database alive */
+} sqlite_cfg;
+
+static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
+
+static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *e) {
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(src);
+    int code = DBPOOL_ECONNECT;
+    char hint[320] = "";
+    if ((src & 0xff) == SQLITE_CANTOPEN) {
+        /* Say which part of the path is wrong: SQLite only says "unable to
+         * open database file". */
+        char dir[PATH_MAX];
+        dbpool__strlcpy(dir, path, sizeof dir);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir)
+            *slash = '\0';
+        else if (slash)
+            dir[1] = '\0';
+        else
+            dbpool__strlcpy(dir, ".", sizeof dir);
+        struct stat st;
+        if (stat(dir, &st) != 0)
+            snprintf(hint, sizeof hint, " (directory '%.200s' does not exist: create it or fix the path)", dir);
+        else if (!S_ISDIR(st.st_mode))
+            snprintf(hint, sizeof hint, " ('%.200s' is not a directory)", dir);
+        else if (access(dir, W_OK | X_OK) != 0)
+            snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir), code = DBPOOL_EPERM;
+        else if (access(path, F_OK) == 0 && access(path, R_OK) != 0)
+            snprintf(hint, sizeof hint, " (permission denied on '%.200s')", path), code = DBPOOL_EPERM;
+    } else if ((src & 0xff) == SQLITE_NOTADB) {
+        code = DBPOOL_ECONNECT;
+        snprintf(hint, sizeof hint, " (the file is not an SQLite database)");
+    } else if ((src & 0xff) == SQLITE_NOMEM) {
+        code = DBPOOL_ENOMEM;
+    }
+    dbpool__seterr(e, code, "cannot open SQLite database '%.200s': %s%s", path, msg, hint);
+    if (e)
+        e->native_code = src;
+    return code;
+}
+
+static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error *e) {
+    int ext = db ? sqlite3_extended_errcode(db) : src;
+    dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_EQUERY, "%s: %s", what,
+                   db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+    if (e)
+        e->native_code = ext;
+    return e ? e->code : DBPOOL_EQUERY;
+}
+
+/* ---- configuration ---- */
+
+static bool one_of(const char *v, const char *const *allowed, char *out, size_t cap) {
+    for (size_t i = 0; allowed[i]; i++)
+        if (strcasecmp(v, allowed[i]) == 0) {
+            dbpool__strlcpy(out, allowed[i], cap);
+            return true;
+        }
+    return false;
+}
+
+static void sqlite_free_config(void *p) {
+    sqlite_cfg *c = p;
+    if (!c)
+        return;
+    if (c->anchor)
+        sqlite3_close_v2(c->anchor);
+    free(c->path);
+    free(c);
+}
+
+static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
+    *out = NULL;
+    char *base;
+    dbpool_kv *kv;
+    size_t n;
+    int rc = dbpool__url_query(url, &base, &kv, &n, e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    sqlite_cfg *c = calloc(1, sizeof *c);
+    if (!c) {
+        free(base);
+        dbpool__kv_free(kv, n);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    c->busy_timeout_ms = 5000;
+    c->foreign_keys = true;
+    int mode = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    bool journal_set = false;
+
+    const char *rest = strchr(base, ':') + 1; /* the registry matched "sqlite:" */
+    if (strncmp(rest, "//", 2) == 0)
+        rest += 2; /* sqlite:///abs -> /abs ; sqlite://rel -> rel */
+    if (strcmp(rest, ":memory:") == 0) {
+        c->memory = true;
+    } else if (!*rest) {
+        rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                            "SQLite URL has no path: write sqlite:path/to/file.db, "
+                            "sqlite:///abs/path.db or sqlite::memory:");
+    } else {
+        char *decoded = dbpool__pct_decode(rest, strlen(rest));
+        if (!decoded)
+            rc = dbpool__seterr(e, DBPOOL_EINVAL, "bad percent-escape in the SQLite path");
+        c->path = decoded;
+    }
+
+    static const char *const journals[] = {"delete", "truncate", "persist", "memory", "wal", "off", NULL};
+    static const char *const syncs[] = {"off", "normal", "full", "extra", NULL};
+    for (size_t i = 0; rc == DBPOOL_OK && i < n; i++) {
+        const char *k = kv[i].key, *v = kv[i].value;
+        int64_t num;
+        bool b;
+        if (strcmp(k, "journal_mode") == 0) {
+            if (!one_of(v, journals, c->journal_mode, sizeof c->journal_mode))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "SQLite key journal_mode: '%.32s' is not one of delete, truncate, "
+                                    "persist, memory, wal, off", v);
+            journal_set = true;
+        } else if (strcmp(k, "synchronous") == 0) {
+            if (!one_of(v, syncs, c->synchronous, sizeof c->synchronous))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "SQLite key synchronous: '%.32s' is not one of off, normal, full, extra", v);
+        } else if (strcmp(k, "busy_timeout") == 0) {
+            if (!dbpool__parse_i64(v, 0, INT_MAX, &num))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "SQLite key busy_timeout: '%.32s' is not a number of milliseconds", v);
+            c->busy_timeout_ms = num;
+        } else if (strcmp(k, "foreign_keys") == 0) {
+            if (!dbpool__parse_bool(v, &b))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "SQLite key foreign_keys: '%.32s' is not on or off", v);
+            c->foreign_keys = b;
+        } else if (strcmp(k, "mode") == 0) {
+            if (strcasecmp(v, "ro") == 0)
+                mode = SQLITE_OPEN_READONLY;
+            else if (strcasecmp(v, "rw") == 0)
+                mode = SQLITE_OPEN_READWRITE;
+            else if (strcasecmp(v, "rwc") == 0)
+                mode = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+            else
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "SQLite key mode: '%.32s' is not one of ro, rw, rwc", v);
+        } else if (strcmp(k, "create_if_missing") == 0) {
+            if (!dbpool__parse_bool(v, &b))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "SQLite key create_if_missing: '%.32s' is not true or false", v);
+            else if (!b)
+                mode &= ~SQLITE_OPEN_CREATE;
+        } else {
+            rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                "unknown SQLite URL key '%.64s' (known: journal_mode, synchronous, "
+                                "busy_timeout, foreign_keys, mode, create_if_missing, and pool_* keys)", k);
+        }
+    }
+    free(base);
+    dbpool__kv_free(kv, n);
+    if (rc == DBPOOL_OK && !journal_set && (mode & SQLITE_OPEN_READONLY))
+        journal_set = true; /* read-only: cannot change the journal */
+    if (rc == DBPOOL_OK && !journal_set && !c->memory)
+        dbpool__strlcpy(c->journal_mode, "wal", sizeof c->journal_mode);
+    if (rc == DBPOOL_OK && !c->synchronous[0] && strcmp(c->journal_mode, "wal") == 0)
+        dbpool__strlcpy(c->synchronous, "normal", sizeof c->synchronous); /* safe with WAL, much faster */
+    /* One thread per connection at a time (the pool guarantees it): no
+     * per-connection mutex needed. */
+    c->open_flags = mode | SQLITE_OPEN_NOMUTEX;
+
+    if (rc == DBPOOL_OK && c->memory) {
+        static atomic_uint_fast64_t counter;
+        char name[96];
+        snprintf(name, sizeof name, "file:/dbpool-memdb-%ld-%llu?vfs=memdb", (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&counter, 1));
+        c->path = dbpool__strdup(name);
+        c->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+        if (!c->path) {
+            rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        } else {
+            int src = sqlite3_open_v2(c->path, &c->anchor, c->open_flags, NULL);
+            if (src != SQLITE_OK)
+                rc = map_open_error(src, ":memory:", c->anchor, e);
+        }
+    } else if (rc == DBPOOL_OK && !(mode & SQLITE_OPEN_CREATE)) {
+        if (access(c->path, F_OK) != 0)
+            rc = dbpool__seterr(e, DBPOOL_ENOTFOUND,
+                                "SQLite database '%.300s' does not exist and the URL forbids creating it "
+                                "(mode=%s): create it first or use mode=rwc",
+                                c->path, (mode & SQLITE_OPEN_READONLY) ? "ro" : "rw");
+    }
+    if (rc != DBPOOL_OK) {
+        sqlite_free_config(c);
+        return rc;
+    }
+    *out = c;
+    return DBPOOL_OK;
+}
+
+/* ---- connections ---- */
+
+static int run_pragma(sqlite3 *db, const char *sql, dbpool_error *e) {
+    char *msg = NULL;
+    int src = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (src != SQLITE_OK) {
+        dbpool__seterr(e, DBPOOL_ECONNECT, "SQLite '%s' failed: %s", sql, msg ? msg : sqlite3_errstr(src));
+        if (e)
+            e->native_code = src;
+        sqlite3_free(msg);
+        return DBPOOL_ECONNECT;
+    }
+    return DBPOOL_OK;
+}
+
+static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, int64_t deadline, void **native,
+                          dbpool_error *e) {
+    (void)s;
+    const sqlite_cfg *c = cfgp;
+    sqlite3 *db = NULL;
+    *native = NULL;
+    if (dbpool__ms_left(deadline) == 0)
+        return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "no time left to open the SQLite database");
+    int src = sqlite3_open_v2(c->path, &db, c->open_flags, NULL);
+    if (src != SQLITE_OK) {
+        int rc = map_open_error(src, c->memory ? ":memory:" : c->path, db, e);
+        sqlite3_close_v2(db);
+        return rc;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    /* The busy timeout is bounded by the connect deadline while we set the
+     * journal mode (which takes a lock), then set to the configured value. */
+    int64_t left = dbpool__ms_left(deadline);
+    sqlite3_busy_timeout(db, (int)(left < c->busy_timeout_ms ? left : c->busy_timeout_ms));
+    char sql[96];
+    int rc = DBPOOL_OK;
+    if (c->journal_mode[0]) {
+        snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", c->journal_mode);
+        rc = run_pragma(db, sql, e);
+    }
+    if (rc == DBPOOL_OK && c->synchronous[0]) {
+        snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", c->synchronous);
+        rc = run_pragma(db, sql, e);
+    }
+    if (rc == DBPOOL_OK)
+        rc = run_pragma(db, c->foreign_keys ? "PRAGMA foreign_keys=ON" : "PRAGMA foreign_keys=OFF", e);
+    if (rc == DBPOOL_OK && !c->memory) {
+        /* Opening is lazy: read the schema now so that "not a database"
+         * and permission problems show up here, not on the first query. */
+        rc = run_pragma(db, "PRAGMA schema_version", e);
+    }
+    if (rc != DBPOOL_OK) {
+        sqlite3_close_v2(db);
+        if (e && (e->native_code & 0xff) == SQLITE_NOTADB)
+            dbpool__prefix_err(e, "'%.200s' is not an SQLite database", c->path);
+        return rc;
+    }
+    sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
+    *native = db;
+    return DBPOOL_OK;
+}
+
+static void sqlite_disconnect(void *native) {
+    /* _v2: statements a careless caller left open cannot keep the file
+     * handle alive forever; they are finalized with the zombie. */
+    sqlite3_close_v2(native);
+}
+
+static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
+    (void)deadline;
+    sqlite3 *db = native;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db, "SELECT 1", -1, &st, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (src != SQLITE_ROW)
+        return set_query_error(db, src, "SQLite validation query failed", e);
+    return DBPOOL_OK;
+}
+
+static int sqlite_needs_reset(void *native) { return sqlite3_get_autocommit(native) ? 0 : 1; }
+
+static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
+    (void)deadline;
+    sqlite3 *db = native;
+    /* Reset statements still stepping, or ROLLBACK could fail with BUSY. */
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
+        sqlite3_reset(st);
+    char *msg = NULL;
+    int src = sqlite3_exec(db, "ROLLBACK", NULL, NULL, &msg);
+    if (src != SQLITE_OK || !sqlite3_get_autocommit(db)) {
+        dbpool__seterr(e, DBPOOL_EQUERY, "ROLLBACK failed: %s", msg ? msg : sqlite3_errstr(src));
+        sqlite3_free(msg);
+        return DBPOOL_EQUERY;
+    }
+    return DBPOOL_OK;
+}
+
+static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, size_t n, dbpool_error *e) {
+    int expected = sqlite3_bind_parameter_count(st);
+    if ((size_t)expected != n)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "the statement has %d placeholders but %zu parameters were given",
+                              expected, n);
+    for (size_t i = 0; i < n; i++) {
+        int idx = (int)i + 1, src;
+        switch (p[i].type) {
+        case DBPOOL_TYPE_NULL:
+            src = sqlite3_bind_null(st, idx);
+            break;
+        case DBPOOL_TYPE_INT64:
+            src = sqlite3_bind_int64(st, idx, p[i].v.i64);
+            break;
+        case DBPOOL_TYPE_DOUBLE:
+            src = sqlite3_bind_double(st, idx, p[i].v.f64);
+            break;
+        default:
+            src = sqlite3_bind_text64(st, idx, p[i].v.text.ptr ? p[i].v.text.ptr : "", p[i].v.text.len,
+                                      SQLITE_TRANSIENT, SQLITE_UTF8);
+            break;
+        }
+        if (src != SQLITE_OK)
+            return set_query_error(db, src, "binding a parameter failed", e);
+    }
+    return DBPOOL_OK;
+}
+
+static bool only_space(const char *s) {
+    for (; s && *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != ';')
+            return false;
+    return true;
+}
+
+static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                       dbpool_error *e) {
+    sqlite3 *db = native;
+    const char *tail = sql;
+    int64_t total = 0;
+    /* Several statements run in turn when there are no parameters. */
+    do {
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
+        if (src != SQLITE_OK)
+            return set_query_error(db, src, "SQLite could not prepare the statement", e);
+        if (!st)
+            break; /* only white space or comments */
+        if (n > 0 && !only_space(tail)) {
+            sqlite3_finalize(st);
+            return dbpool__seterr(e, DBPOOL_EINVAL, "parameters can only be bound to a single statement");
+        }
+        int rc = bind_params(db, st, p, n, e);
+        if (rc != DBPOOL_OK) {
+            sqlite3_finalize(st);
+            return rc;
+        }
+        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        }
+        if (src != SQLITE_DONE) {
+            rc = set_query_error(db, src, "SQLite statement failed", e);
+            sqlite3_finalize(st);
+            return rc;
+        }
+        total += sqlite3_changes64(db);
+        sqlite3_finalize(st);
+    } while (tail && *tail && !only_space(tail));
+    if (affected)
+        *affected = total;
+    return DBPOOL_OK;
+}
+
+/* ---- results: streamed with sqlite3_step ---- */
+
+typedef struct sqlite_result {
+    struct dbpool_result base;
+    sqlite3_stmt *st;
+    bool done;
+    bool has_row;
+} sqlite_result;
+
+static int sr_next(dbpool_result *r, dbpool_error *e) {
+    sqlite_result *sr = (sqlite_result *)r;
+    if (sr->done)
+        return 0;
+    int src = sqlite3_step(sr->st);
+    if (src == SQLITE_ROW) {
+        sr->has_row = true;
+        return 1;
+    }
+    sr->done = true;
+    sr->has_row = false;
+    if (src == SQLITE_DONE)
+        return 0;
+    return set_query_error(sqlite3_db_handle(sr->st), src, "SQLite query failed", e);
+}
+static int sr_columns(const dbpool_result *r) { return sqlite3_column_count(((const sqlite_result *)r)->st); }
+static const char *sr_column_name(const dbpool_result *r, int col) {
+    return sqlite3_column_name(((const sqlite_result *)r)->st, col);
+}
+static bool sr_is_null(const dbpool_result *r, int col) {
+    const sqlite_result *sr = (const sqlite_result *)r;
+    return !sr->has_row || sqlite3_column_type(sr->st, col) == SQLITE_NULL;
+}
+static int64_t sr_int64(const dbpool_result *r, int col) {
+    const sqlite_result *sr = (const sqlite_result *)r;
+    return sr->has_row ? sqlite3_column_int64(sr->st, col) : 0;
+}
+static double sr_double(const dbpool_result *r, int col) {
+    const sqlite_result *sr = (const sqlite_result *)r;
+    return sr->has_row ? sqlite3_column_double(sr->st, col) : 0.0;
+}
+static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
+    const sqlite_result *sr = (const sqlite_result *)r;
+    if (!sr->has_row || sqlite3_column_type(sr->st, col) == SQLITE_NULL) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    const char *t = (const char *)sqlite3_column_text(sr->st, col);
+    if (len)
+        *len = (size_t)sqlite3_column_bytes(sr->st, col);
+    return t;
+}
+static void sr_free(dbpool_result *r) {
+    sqlite_result *sr = (sqlite_result *)r;
+    sqlite3_finalize(sr->st);
+    free(sr);
+}
+
+static const dbpool_result_ops sqlite_result_ops = {
+    .next = sr_next,
+    .columns = sr_columns,
+    .column_name = sr_column_name,
+    .is_null = sr_is_null,
+    .int64 = sr_int64,
+    .dbl = sr_double,
+    .text = sr_text,
+    .free = sr_free,
+};
+
+static int sqlite_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                        dbpool_error *e) {
+    sqlite3 *db = native;
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int src = sqlite3_prepare_v2(db, sql, -1, &st, &tail);
+    if (src != SQLITE_OK)
+        return set_query_error(db, src, "SQLite could not prepare the query", e);
+    if (!st)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "the query is empty");
+    if (!only_space(tail)) {
+        sqlite3_finalize(st);
+        return dbpool__seterr(e, DBPOOL_EINVAL, "dbpool_query takes one statement; use dbpool_exec for several");
+    }
+    int rc = bind_params(db, st, p, n, e);
+    if (rc != DBPOOL_OK) {
+        sqlite3_finalize(st);
+        return rc;
+    }
+    sqlite_result *r = calloc(1, sizeof *r);
+    if (!r) {
+        sqlite3_finalize(st);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    r->base.ops = &sqlite_result_ops;
+    r->st = st;
+    *out = &r->base;
+    return DBPOOL_OK;
+}
+
+static bool sqlite_is_broken(void *native, const dbpool_error *e) {
+    (void)native;
+    if (!e)
+        return false;
+    switch (e->native_code & 0xff) {
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_MISUSE:
+        return true;
+    default:
+        return e->code == DBPOOL_EBROKEN;
+    }
+}
+
+static void sqlite_server_version(void *native, char *buf, size_t len) {
+    (void)native;
+    dbpool__strlcpy(buf, sqlite3_libversion(), len);
+}
+
+const dbpool_driver dbpool__driver_sqlite = {
+    .name = "sqlite",
+    .schemes = sqlite_schemes,
+    .configure = sqlite_configure,
+    .free_config = sqlite_free_config,
+    .secrets = NULL,
+    .connect = sqlite_connect,
+    .disconnect = sqlite_disconnect,
+    .ping = sqlite_ping,
+    .needs_reset = sqlite_needs_reset,
+    .reset = sqlite_reset,
+    .exec = sqlite_exec,
+    .query = sqlite_query,
+    .is_broken = sqlite_is_broken,
+    .server_version = sqlite_server_version,
+};

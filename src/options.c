@@ -1,0 +1,228 @@
+/* options.c — option defaults, the pool_* keys of a URL, and validation. */
+#include "pool_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void dbpool_options_init(dbpool_options *o) {
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->name = "default";
+    o->min_size = 0;
+    o->max_size = 10;
+    o->acquire_timeout_ms = 30000;
+    o->connect_timeout_ms = 10000;
+    o->idle_timeout_ms = 600000;
+    o->max_lifetime_ms = 1800000;
+    o->validation_timeout_ms = 5000;
+    o->max_retries = 3;
+    o->backoff_base_ms = 10;
+    o->backoff_max_ms = 2000;
+    o->max_waiters = 0;
+    o->validation = DBPOOL_VALIDATE_IF_IDLE;
+    o->validation_window_ms = 500;
+    o->log_level = DBPOOL_LOG_INFO;
+    o->maintenance_interval_ms = 1000;
+}
+
+typedef enum { K_INT, K_MS, K_VALIDATION, K_NAME } key_kind;
+
+typedef struct pool_key {
+    const char *key;
+    key_kind kind;
+    size_t offset;
+    int64_t lo, hi;
+} pool_key;
+
+#define OFF(field) offsetof(dbpool_options, field)
+static const pool_key pool_keys[] = {
+    {"pool_min", K_INT, OFF(min_size), 0, 1000000},
+    {"pool_max", K_INT, OFF(max_size), 1, 1000000},
+    {"pool_acquire_timeout", K_MS, OFF(acquire_timeout_ms), 1, INT64_MAX / 2000000},
+    {"pool_connect_timeout", K_MS, OFF(connect_timeout_ms), 1, INT64_MAX / 2000000},
+    {"pool_idle_timeout", K_MS, OFF(idle_timeout_ms), 0, INT64_MAX / 2000000},
+    {"pool_max_lifetime", K_MS, OFF(max_lifetime_ms), 0, INT64_MAX / 2000000},
+    {"pool_validation_timeout", K_MS, OFF(validation_timeout_ms), 1, INT64_MAX / 2000000},
+    {"pool_max_retries", K_INT, OFF(max_retries), 0, 1000},
+    {"pool_backoff_base", K_MS, OFF(backoff_base_ms), 0, INT64_MAX / 2000000},
+    {"pool_backoff_max", K_MS, OFF(backoff_max_ms), 0, INT64_MAX / 2000000},
+    {"pool_max_waiters", K_INT, OFF(max_waiters), 0, 100000000},
+    {"pool_validation", K_VALIDATION, OFF(validation), 0, 0},
+    {"pool_validation_window", K_MS, OFF(validation_window_ms), 0, INT64_MAX / 2000000},
+    {"pool_statement_timeout", K_MS, OFF(statement_timeout_ms), 0, INT64_MAX / 2000000},
+    {"pool_keepalive", K_MS, OFF(keepalive_ms), 0, INT64_MAX / 2000000},
+    {"pool_leak_threshold", K_MS, OFF(leak_threshold_ms), 0, INT64_MAX / 2000000},
+    {"pool_maintenance_interval", K_MS, OFF(maintenance_interval_ms), 0, INT64_MAX / 2000000},
+    {"pool_name", K_NAME, OFF(name), 0, 0},
+};
+#undef OFF
+
+static int apply_key(dbpool_options *o, const pool_key *k, const char *value, char **name_copy,
+                     dbpool_error *e) {
+    char *base = (char *)o + k->offset;
+    int64_t v;
+    switch (k->kind) {
+    case K_INT:
+        if (!dbpool__parse_i64(value, k->lo, k->hi, &v))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "URL key %s: '%.64s' is not a whole number from %lld to %lld", k->key,
+                                  value, (long long)k->lo, (long long)k->hi);
+        *(int *)(void *)base = (int)v;
+        return DBPOOL_OK;
+    case K_MS:
+        if (!dbpool__parse_i64(value, k->lo, k->hi, &v))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "URL key %s: '%.64s' is not a number of milliseconds >= %lld", k->key,
+                                  value, (long long)k->lo);
+        *(int64_t *)(void *)base = v;
+        return DBPOOL_OK;
+    case K_VALIDATION:
+        if (strcasecmp(value, "never") == 0)
+            o->validation = DBPOOL_VALIDATE_NEVER;
+        else if (strcasecmp(value, "always") == 0)
+            o->validation = DBPOOL_VALIDATE_ALWAYS;
+        else if (strcasecmp(value, "if_idle") == 0)
+            o->validation = DBPOOL_VALIDATE_IF_IDLE;
+        else
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "URL key pool_validation: '%.64s' is not one of never, always, if_idle",
+                                  value);
+        return DBPOOL_OK;
+    case K_NAME:
+        free(*name_copy);
+        *name_copy = dbpool__strdup(value);
+        if (!*name_copy)
+            return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        o->name = *name_copy;
+        return DBPOOL_OK;
+    }
+    return DBPOOL_OK;
+}
+
+static bool unreserved(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~' || c == '/' || c == ':' || c == ',';
+}
+
+/* Append s percent-encoded to buf (which has room: callers size it 3x). */
+static size_t append_encoded(char *buf, size_t o, const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (unreserved(c)) {
+            buf[o++] = (char)c;
+        } else {
+            buf[o++] = '%';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        }
+    }
+    return o;
+}
+
+int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url,
+                              char **name_copy, dbpool_error *e) {
+    char *base;
+    dbpool_kv *kvs;
+    size_t n;
+    *driver_url = NULL;
+    int rc = dbpool__url_query(url, &base, &kvs, &n, e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    size_t need = strlen(base) + 2;
+    for (size_t i = 0; i < n; i++)
+        need += 3 * (strlen(kvs[i].key) + strlen(kvs[i].value)) + 2;
+    char *out = malloc(need);
+    if (!out) {
+        free(base);
+        dbpool__kv_free(kvs, n);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    size_t len = strlen(base);
+    memcpy(out, base, len);
+    bool first = true;
+    for (size_t i = 0; i < n && rc == DBPOOL_OK; i++) {
+        if (strncmp(kvs[i].key, "pool_", 5) == 0) {
+            const pool_key *k = NULL;
+            for (size_t j = 0; j < sizeof pool_keys / sizeof *pool_keys; j++)
+                if (strcmp(pool_keys[j].key, kvs[i].key) == 0)
+                    k = &pool_keys[j];
+            if (!k)
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "unknown pool key '%.64s' in the URL (known: pool_min, pool_max, "
+                                    "pool_acquire_timeout, pool_connect_timeout, pool_idle_timeout, "
+                                    "pool_max_lifetime, pool_max_retries, pool_validation, ...; see "
+                                    "docs/configuration.md)",
+                                    kvs[i].key);
+            else
+                rc = apply_key(o, k, kvs[i].value, name_copy, e);
+            continue;
+        }
+        out[len++] = first ? '?' : '&';
+        first = false;
+        len = append_encoded(out, len, kvs[i].key);
+        out[len++] = '=';
+        len = append_encoded(out, len, kvs[i].value);
+    }
+    out[len] = '\0';
+    free(base);
+    dbpool__kv_free(kvs, n);
+    if (rc != DBPOOL_OK) {
+        free(out);
+        return rc;
+    }
+    *driver_url = out;
+    return DBPOOL_OK;
+}
+
+int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
+#define REQUIRE(cond, ...)                                   \
+    do {                                                     \
+        if (!(cond))                                         \
+            return dbpool__seterr(e, DBPOOL_EINVAL, __VA_ARGS__); \
+    } while (0)
+    REQUIRE(o->max_size >= 1, "max_size must be at least 1 (got %d): a pool needs room for one connection",
+            o->max_size);
+    REQUIRE(o->min_size >= 0, "min_size must be 0 or more (got %d)", o->min_size);
+    REQUIRE(o->min_size <= o->max_size, "min_size (%d) must not exceed max_size (%d)", o->min_size,
+            o->max_size);
+    REQUIRE(o->acquire_timeout_ms > 0, "acquire_timeout_ms must be greater than 0 (got %lld)",
+            (long long)o->acquire_timeout_ms);
+    REQUIRE(o->connect_timeout_ms > 0, "connect_timeout_ms must be greater than 0 (got %lld)",
+            (long long)o->connect_timeout_ms);
+    REQUIRE(o->validation_timeout_ms > 0, "validation_timeout_ms must be greater than 0 (got %lld)",
+            (long long)o->validation_timeout_ms);
+    REQUIRE(o->idle_timeout_ms >= 0, "idle_timeout_ms must be 0 (never) or more (got %lld)",
+            (long long)o->idle_timeout_ms);
+    REQUIRE(o->max_lifetime_ms >= 0, "max_lifetime_ms must be 0 (unlimited) or more (got %lld)",
+            (long long)o->max_lifetime_ms);
+    REQUIRE(o->max_retries >= 0, "max_retries must be 0 or more (got %d)", o->max_retries);
+    REQUIRE(o->backoff_base_ms >= 0, "backoff_base_ms must be 0 or more (got %lld)",
+            (long long)o->backoff_base_ms);
+    REQUIRE(o->backoff_max_ms >= o->backoff_base_ms,
+            "backoff_max_ms (%lld) must be at least backoff_base_ms (%lld)", (long long)o->backoff_max_ms,
+            (long long)o->backoff_base_ms);
+    REQUIRE(o->max_waiters >= 0, "max_waiters must be 0 (unlimited) or more (got %d)", o->max_waiters);
+    REQUIRE(o->validation == DBPOOL_VALIDATE_NEVER || o->validation == DBPOOL_VALIDATE_ALWAYS ||
+                o->validation == DBPOOL_VALIDATE_IF_IDLE,
+            "validation must be DBPOOL_VALIDATE_NEVER, _ALWAYS or _IF_IDLE (got %d)", (int)o->validation);
+    REQUIRE(o->validation_window_ms >= 0, "validation_window_ms must be 0 or more (got %lld)",
+            (long long)o->validation_window_ms);
+    REQUIRE(o->log_level >= DBPOOL_LOG_ERROR && o->log_level <= DBPOOL_LOG_DEBUG,
+            "log_level must be DBPOOL_LOG_ERROR..DBPOOL_LOG_DEBUG (got %d)", (int)o->log_level);
+    REQUIRE(o->statement_timeout_ms >= 0, "statement_timeout_ms must be 0 (none) or more (got %lld)",
+            (long long)o->statement_timeout_ms);
+    REQUIRE(o->keepalive_ms >= 0, "keepalive_ms must be 0 (off) or more (got %lld)",
+            (long long)o->keepalive_ms);
+    REQUIRE(o->leak_threshold_ms >= 0, "leak_threshold_ms must be 0 (off) or more (got %lld)",
+            (long long)o->leak_threshold_ms);
+    REQUIRE(o->maintenance_interval_ms >= 0,
+            "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
+            (long long)o->maintenance_interval_ms);
+    REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
+#undef REQUIRE
+    return DBPOOL_OK;
+}

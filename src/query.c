@@ -1,0 +1,158 @@
+/* query.c — the unified query API over every backend, and the health
+ * check. Errors that mean "this connection is dead" mark the lease so that
+ * release closes it instead of pooling it. */
+#include "pool_internal.h"
+
+#include <string.h>
+
+dbpool_param dbpool_param_text(const char *s) {
+    dbpool_param p;
+    if (!s)
+        return dbpool_param_null();
+    p.type = DBPOOL_TYPE_TEXT;
+    p.v.text.ptr = s;
+    p.v.text.len = strlen(s);
+    return p;
+}
+
+static bool lease_ok(const dbpool_conn *c) {
+    return c && c->magic == DBPOOL_CONN_MAGIC && c->state == CONN_LEASED;
+}
+
+static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n,
+                      dbpool_error *e) {
+    if (!lease_ok(c))
+        return dbpool__seterr(e, DBPOOL_EMISUSE, "not a lease (released already, or never acquired)");
+    if (!sql)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "sql must not be NULL");
+    if (n > 0 && !params)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters announced but params is NULL", n);
+    for (size_t i = 0; i < n; i++) {
+        if (params[i].type < DBPOOL_TYPE_NULL || params[i].type > DBPOOL_TYPE_TEXT)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu has unknown type %d", i + 1,
+                                  (int)params[i].type);
+        if (params[i].type == DBPOOL_TYPE_TEXT && !params[i].v.text.ptr && params[i].v.text.len)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu is text with a NULL pointer", i + 1);
+    }
+    return DBPOOL_OK;
+}
+
+static int after_call(dbpool_conn *c, int rc, dbpool_error *e) {
+    if (rc == DBPOOL_OK)
+        return rc;
+    dbpool *p = c->pool;
+    if (p->driver->is_broken(c->native, e)) {
+        c->broken = true;
+        dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu is broken and will be closed on release",
+                    (unsigned long long)c->id);
+    }
+    dbpool__finish_err(p, e);
+    return rc;
+}
+
+int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
+                int64_t *affected, dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (affected)
+        *affected = 0;
+    int rc = check_args(c, sql, params, nparams, err);
+    if (rc != DBPOOL_OK)
+        return rc;
+    dbpool_error local;
+    dbpool_error *e = err ? err : &local;
+    dbpool__clearerr(e);
+    rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, e);
+    return after_call(c, rc, e);
+}
+
+int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
+                 dbpool_result **out, dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (!out)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "out must not be NULL");
+    *out = NULL;
+    int rc = check_args(c, sql, params, nparams, err);
+    if (rc != DBPOOL_OK)
+        return rc;
+    dbpool_error local;
+    dbpool_error *e = err ? err : &local;
+    dbpool__clearerr(e);
+    rc = c->pool->driver->query(c->native, sql, params, nparams, out, e);
+    if (rc == DBPOOL_OK && *out)
+        (*out)->lease = c;
+    return after_call(c, rc, e);
+}
+
+int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (!r)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "result is NULL");
+    dbpool_error local;
+    dbpool_error *e = err ? err : &local;
+    dbpool__clearerr(e);
+    int rc = r->ops->next(r, e);
+    if (rc < 0 && r->lease)
+        after_call(r->lease, rc, e);
+    return rc;
+}
+
+int dbpool_result_columns(const dbpool_result *r) { return r ? r->ops->columns(r) : 0; }
+
+static bool col_ok(const dbpool_result *r, int col) {
+    return r && col >= 0 && col < r->ops->columns(r);
+}
+
+const char *dbpool_result_column_name(const dbpool_result *r, int col) {
+    return col_ok(r, col) ? r->ops->column_name(r, col) : NULL;
+}
+bool dbpool_result_is_null(const dbpool_result *r, int col) {
+    return col_ok(r, col) ? r->ops->is_null(r, col) : true;
+}
+int64_t dbpool_result_int64(const dbpool_result *r, int col) {
+    return col_ok(r, col) ? r->ops->int64(r, col) : 0;
+}
+double dbpool_result_double(const dbpool_result *r, int col) {
+    return col_ok(r, col) ? r->ops->dbl(r, col) : 0.0;
+}
+const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len) {
+    if (!col_ok(r, col)) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    return r->ops->text(r, col, len);
+}
+void dbpool_result_free(dbpool_result *r) {
+    if (r)
+        r->ops->free(r);
+}
+
+int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (!p || !out)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_check_health: pool and out must not be NULL");
+    memset(out, 0, sizeof *out);
+    out->backend = p->driver->name;
+    out->status = DBPOOL_UNHEALTHY;
+    int64_t t0 = dbpool__now_ns();
+    dbpool_conn *c = NULL;
+    int rc = dbpool_acquire(p, -1, &c, &out->error);
+    int64_t t1 = dbpool__now_ns();
+    out->acquire_ms = (double)(t1 - t0) / 1e6;
+    if (rc == DBPOOL_OK) {
+        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
+        rc = p->driver->ping(c->native, deadline, &out->error);
+        out->round_trip_ms = (double)(dbpool__now_ns() - t1) / 1e6;
+        if (rc == DBPOOL_OK) {
+            p->driver->server_version(c->native, out->server_version, sizeof out->server_version);
+            out->status = DBPOOL_HEALTHY;
+            dbpool_release(c);
+        } else {
+            dbpool__finish_err(p, &out->error);
+            dbpool_discard(c);
+        }
+    }
+    if (rc != DBPOOL_OK && err)
+        *err = out->error;
+    return rc;
+}
