@@ -1,0 +1,235 @@
+/* New connections: retry with exponential backoff and jitter, never past
+ * the caller's deadline; non-retriable causes reported at once; a timeout
+ * carries the last connect error. Uses the mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+static dbpool *open_lazy(dbpool_options *o) {
+    o->lazy_connect = true;
+    o->maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", o, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static void test_retried_then_reported(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 3;
+    o.backoff_base_ms = 1;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_ECONNECT);
+    assert_null(c);
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool_mock_counters n;
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.connects, 4); /* first try + 3 retries */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.connect_errors, 4);
+    assert_int_equal(s.total, 0);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
+static void test_auth_error_not_retried(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 5;
+    o.backoff_base_ms = 200;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_EAUTH);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EAUTH);
+    assert_true(dbt_now_ms() - t0 < 150);
+    dbpool_mock_counters n;
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.connects, 1);
+    dbpool_close(p);
+}
+
+static void test_backoff_grows_with_jitter(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 3;
+    o.backoff_base_ms = 40;
+    o.backoff_max_ms = 1000;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_fail_connect(1, 3, DBPOOL_ECONNECT); /* the 4th attempt works */
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    /* Delays 40, 80, 160 with "equal jitter": each at least half. */
+    if (took < 140 || took > 1000)
+        fail_msg("three backoffs took %lld ms, expected 140..1000", (long long)took);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_backoff_capped(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 4;
+    o.backoff_base_ms = 20;
+    o.backoff_max_ms = 20;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_fail_connect(1, 4, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &c, NULL), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took < 40 || took > 400)
+        fail_msg("four capped backoffs took %lld ms, expected 40..400", (long long)took);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_never_past_deadline(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 10;
+    o.backoff_base_ms = 1000;
+    o.backoff_max_ms = 5000;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 300, &c, &e);
+    int64_t took = dbt_now_ms() - t0;
+    assert_true(rc == DBPOOL_ECONNECT || rc == DBPOOL_ETIMEDOUT);
+    assert_true(took < 450);
+    /* The cause, not a bare timeout. */
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool_close(p);
+}
+
+static void test_slow_connect_bounded(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.connect_timeout_ms = 100;
+    dbpool *p = open_lazy(&o);
+    dbpool_mock_set_connect_delay_ms(2000);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_ETIMEDOUT);
+    int64_t took = dbt_now_ms() - t0;
+    if (took < 95 || took > 400)
+        fail_msg("connect_timeout 100 ms took %lld ms", (long long)took);
+    dbpool_close(p);
+}
+
+static void test_timeout_carries_last_connect_error(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    dbpool *p = open_lazy(&o);
+    dbpool_conn *held = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    /* A failing discard-and-reconnect leaves a connect error behind. */
+    dbpool_discard(held);
+    dbpool_mock_fail_connect(2, 1, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
+    assert_non_null(strstr(e.message, "1 in use"));
+    assert_non_null(strstr(e.message, "max 1"));
+    assert_non_null(strstr(e.message, "last connect error"));
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool_release(held);
+    dbpool_close(p);
+}
+
+static void test_open_fails_with_cause(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.max_retries = 1;
+    o.backoff_base_ms = 1;
+    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_ECONNECT);
+    assert_null(p);
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool_mock_counters n;
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.live, 0); /* the warm-up connection was closed */
+}
+
+static int reject_all(void *native, void *user) {
+    (void)native;
+    (*(int *)user)++;
+    return 1;
+}
+
+static void test_after_connect_and_init_sql(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    int calls = 0;
+    o.after_connect = reject_all;
+    o.after_connect_user = &calls;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_ECONNECT);
+    assert_int_equal(calls, 1);
+    assert_non_null(strstr(e.message, "after_connect"));
+    o.after_connect = NULL;
+    o.init_sql = "FAIL";
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EQUERY);
+    assert_non_null(strstr(e.message, "init_sql"));
+    dbpool_mock_counters n;
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.live, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_retried_then_reported, setup),
+        cmocka_unit_test_setup(test_auth_error_not_retried, setup),
+        cmocka_unit_test_setup(test_backoff_grows_with_jitter, setup),
+        cmocka_unit_test_setup(test_backoff_capped, setup),
+        cmocka_unit_test_setup(test_never_past_deadline, setup),
+        cmocka_unit_test_setup(test_slow_connect_bounded, setup),
+        cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
+        cmocka_unit_test_setup(test_open_fails_with_cause, setup),
+        cmocka_unit_test_setup(test_after_connect_and_init_sql, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,249 @@
+/* What happens to a lease on its way out and back in: validation before
+ * hand-out, reset on release, broken connections discarded, and the
+ * maintenance thread's refill and keepalive. Uses the mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+static dbpool *open_mock(dbpool_options *o) {
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static int conn_id(dbpool_conn *c) { return dbpool_mock_conn_id(dbpool_conn_native(c)); }
+
+static void test_validation_failure_replaced(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    int first = conn_id(c);
+    dbpool_release(c);
+    dbpool_mock_fail_ping(1, 1);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_not_equal(conn_id(c), first);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.validation_failures, 1);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_VALIDATION], 1);
+    assert_int_equal(s.created, 2);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_validation_window(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_IF_IDLE;
+    o.validation_window_ms = 100;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    dbpool_mock_counters n;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* idle < window */
+    dbpool_release(c);
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.pings, 0);
+    dbt_sleep_ms(150);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* idle > window */
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.pings, 1);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_killed_behind_back_is_discarded(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    int first = conn_id(c);
+    dbpool_mock_kill(dbpool_conn_native(c));
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_not_equal(conn_id(c), first);
+    assert_int_equal(dbpool_exec(c, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_broken_error_marks_lease(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(c, "FAIL", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    dbpool_release(c); /* an ordinary query error keeps the connection */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(c, "BREAK", NULL, 0, NULL, &e), DBPOOL_EBROKEN);
+    dbpool_release(c);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
+    dbpool_close(p);
+}
+
+static void test_open_transaction_rolled_back(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    void *native = dbpool_conn_native(c);
+    assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+    assert_true(dbpool_mock_in_transaction(native));
+    dbpool_release(c);
+    assert_false(dbpool_mock_in_transaction(native)); /* still pooled: safe to look */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.rollbacks, 1);
+    assert_int_equal(s.idle, 1);
+    dbpool_close(p);
+}
+
+static void test_failed_reset_discards(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+    dbpool_mock_fail_reset(1, 1);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(s.total, 0);
+    dbpool_close(p);
+}
+
+static void test_misuse_is_an_error(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
+    assert_int_equal(dbpool_discard(c), DBPOOL_EMISUSE);
+    assert_null(dbpool_conn_native(c));
+    assert_int_equal(dbpool_exec(c, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_EMISUSE);
+    assert_int_equal(dbpool_release(NULL), DBPOOL_EMISUSE);
+    int not_a_lease[16] = {0};
+    assert_int_equal(dbpool_release((dbpool_conn *)not_a_lease), DBPOOL_EMISUSE);
+    /* A discarded lease's slot is kept: releasing it again is caught too. */
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_discard(c), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.total, 0);
+    dbpool_close(p);
+}
+
+static void test_maintenance_refills_min(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
+    dbpool_discard(a);
+    dbpool_discard(b);
+    dbpool_stats s;
+    int64_t until = dbt_now_ms() + 2000;
+    do {
+        dbt_sleep_ms(10);
+        dbpool_get_stats(p, &s);
+    } while (s.idle < 2 && dbt_now_ms() < until);
+    assert_int_equal(s.idle, 2);
+    assert_int_equal(s.created, 4);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
+static void test_keepalive_finds_dead_idle(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 20;
+    o.keepalive_ms = 40;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    int first = conn_id(c);
+    void *native = dbpool_conn_native(c);
+    dbpool_release(c);
+    dbpool_mock_kill(native); /* the server dropped it while idle */
+    dbpool_stats s;
+    int64_t until = dbt_now_ms() + 2000;
+    do {
+        dbt_sleep_ms(10);
+        dbpool_get_stats(p, &s);
+    } while ((s.destroyed_by[DBPOOL_CLOSE_BROKEN] < 1 || s.idle < 1) && dbt_now_ms() < until);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_not_equal(conn_id(c), first); /* never handed the dead one */
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_validation_failure_replaced, setup),
+        cmocka_unit_test_setup(test_validation_window, setup),
+        cmocka_unit_test_setup(test_killed_behind_back_is_discarded, setup),
+        cmocka_unit_test_setup(test_broken_error_marks_lease, setup),
+        cmocka_unit_test_setup(test_open_transaction_rolled_back, setup),
+        cmocka_unit_test_setup(test_failed_reset_discards, setup),
+        cmocka_unit_test_setup(test_misuse_is_an_error, setup),
+        cmocka_unit_test_setup(test_maintenance_refills_min, setup),
+        cmocka_unit_test_setup(test_keepalive_finds_dead_idle, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

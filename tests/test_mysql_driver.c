@@ -1,0 +1,544 @@
+/* test_mysql_driver.c — what is particular to the MySQL/MariaDB backend:
+ * its URL syntax, fail-over hosts, the unix socket, value round trips,
+ * native error detail, killed connections, rollback on release, wrong
+ * passwords and ssl-mode=REQUIRED. Needs DBPOOL_TEST_MYSQL_URL (and
+ * DBPOOL_TEST_MYSQL_ADMIN_URL / _SOCKET, written by scripts/mysql-server.sh). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "dbpool.h"
+#include "testsupport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char *base_url;
+
+/* "mysql://USERINFO@HOSTS/REST": copy the three parts out of the test URL. */
+static void split_url(const char *url, char *userinfo, size_t ulen, char *hosts, size_t hlen, char *rest,
+                      size_t rlen) {
+    const char *p = strstr(url, "://");
+    assert_non_null(p);
+    p += 3;
+    const char *slash = strchr(p, '/');
+    assert_non_null(slash);
+    const char *at = NULL;
+    for (const char *s = p; s < slash; s++)
+        if (*s == '@')
+            at = s;
+    assert_non_null(at);
+    snprintf(userinfo, ulen, "%.*s", (int)(at - p), p);
+    snprintf(hosts, hlen, "%.*s", (int)(slash - at - 1), at + 1);
+    snprintf(rest, rlen, "%s", slash);
+}
+
+static dbpool *open_pool(const char *url, int max, dbpool_validation v) {
+    dbpool_options o;
+    dbt_options(&o, 0, max);
+    o.validation = v;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, &o, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
+    return p;
+}
+
+static int64_t query_int(dbpool_conn *c, const char *sql) {
+    dbpool_result *r = NULL;
+    dbpool_error err;
+    int rc = dbpool_query(c, sql, NULL, 0, &r, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: %s", sql, err.message);
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    int64_t v = dbpool_result_int64(r, 0);
+    dbpool_result_free(r);
+    return v;
+}
+
+static void exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *p, size_t n) {
+    dbpool_error err;
+    int rc = dbpool_exec(c, sql, p, n, NULL, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: %s", sql, err.message);
+}
+
+/* Open a pool and get a connection; returns the first failure's code. The
+ * core dials during dbpool_open, so a connect error may come from either. */
+static int open_and_acquire(const char *url, int64_t timeout_ms, dbpool_error *err) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = NULL;
+    int rc = dbpool_open(&p, url, &o, err);
+    if (rc != DBPOOL_OK)
+        return rc;
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, timeout_ms, &c, err);
+    if (rc == DBPOOL_OK)
+        dbpool_release(c);
+    dbpool_close(p);
+    return rc;
+}
+
+/* A port on 127.0.0.1 where nothing listens (bound then closed). */
+static int closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static const char *admin_url(void) {
+    const char *u = getenv("DBPOOL_TEST_MYSQL_ADMIN_URL");
+    if (!u || !*u)
+        fail_msg("DBPOOL_TEST_MYSQL_ADMIN_URL is not set (scripts/mysql-server.sh writes it)");
+    return u;
+}
+
+/* ---- URL parsing (nothing is connected to but the test server) ---- */
+
+static void test_unknown_key_rejected(void **state) {
+    (void)state;
+    char url[2048];
+    snprintf(url, sizeof url, "%s?sslmode=require", base_url);
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, url, NULL, &err), DBPOOL_EINVAL);
+    assert_null(p);
+    assert_non_null(strstr(err.message, "sslmode"));
+}
+
+static void test_bad_ssl_mode_rejected(void **state) {
+    (void)state;
+    char url[2048];
+    snprintf(url, sizeof url, "%s?ssl-mode=SOMETIMES", base_url);
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, url, NULL, &err), DBPOOL_EINVAL);
+    assert_non_null(strstr(err.message, "ssl-mode"));
+    assert_non_null(strstr(err.message, "SOMETIMES"));
+}
+
+static void test_bad_values_rejected(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "mysql://user:secretpw@127.0.0.1:0/db",           "mysql://user:secretpw@127.0.0.1:70000/db",
+        "mysql://user:secretpw@::1/db",                   "mysql://user:secretpw@[::1/db",
+        "mysql://user:secretpw@127.0.0.1/db?read_timeout=soon", "mysql://user:secretpw@127.0.0.1/db?charset=utf8;DROP",
+        "mysql://user:secretpw@127.0.0.1/db?connect_timeout=0",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        dbpool *p = NULL;
+        dbpool_error err;
+        int rc = dbpool_open(&p, bad[i], NULL, &err);
+        if (rc != DBPOOL_EINVAL)
+            fail_msg("%s: want DBPOOL_EINVAL, got %s", bad[i], dbpool_errname(rc));
+    }
+}
+
+static void test_ipv6_host_parses(void **state) {
+    (void)state;
+    /* dbpool_open dials the first host; the bracketed IPv6 entries come after
+     * the real server in the fail-over list, so they are parsed but never
+     * dialled. A misparse would fail the open with DBPOOL_EINVAL. */
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mariadb://%s@%s,[::1]:3307,[::1],localhost%s", userinfo, hosts, rest);
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    assert_string_equal(dbpool_backend(p), "mysql");
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    assert_int_equal(query_int(c, "SELECT 3"), 3);
+    dbpool_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+
+    /* The port after ']' is read: an impossible one is refused. */
+    static const char *const bad[] = {"mysql://user:secretpw@[::1]:99999/db",
+                                      "mysql://user:secretpw@[::1]x/db", "mysql://user:secretpw@[]/db"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = NULL;
+        int rc = dbpool_open(&p, bad[i], NULL, &err);
+        if (rc != DBPOOL_EINVAL)
+            fail_msg("%s: want DBPOOL_EINVAL, got %s", bad[i], dbpool_errname(rc));
+        assert_null(strstr(err.message, "secretpw"));
+    }
+}
+
+/* A password with every character that has a meaning in a URL. */
+static void test_percent_encoded_password(void **state) {
+    (void)state;
+    static const char pw_raw[] = "p@ss:w/rd?x#1";
+    static const char pw_enc[] = "p%40ss%3Aw%2Frd%3Fx%231";
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+
+    dbpool *admin = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *a = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(admin, -1, &a, &err), DBPOOL_OK);
+    dbpool_param pw = dbpool_param_text(pw_raw);
+    exec_ok(a, "DROP USER IF EXISTS 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+    /* CREATE USER cannot be prepared: bind the password to a variable and
+     * let the server quote it. */
+    exec_ok(a, "SET @dbpool_pw = ?", &pw, 1);
+    exec_ok(a,
+            "EXECUTE IMMEDIATE CONCAT('CREATE USER ''dbpool_pct''@''127.0.0.1'' IDENTIFIED BY ', "
+            "QUOTE(@dbpool_pw))",
+            NULL, 0);
+    exec_ok(a, "GRANT ALL PRIVILEGES ON dbpool_test.* TO 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+
+    snprintf(url, sizeof url, "mysql://dbpool_pct:%s@%s%s", pw_enc, hosts, rest);
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("connect with the decoded password: %s", err.message);
+    assert_int_equal(query_int(c, "SELECT 7"), 7);
+    dbpool_release(c);
+    dbpool_close(p);
+
+    /* A failing connect must not echo the password in either form. */
+    snprintf(url, sizeof url, "mysql://dbpool_pct:%s@%s/no_such_db_dbpool", pw_enc, hosts);
+    rc = open_and_acquire(url, 3000, &err);
+    /* Without rights there, the server answers 1044 rather than say the database is missing. */
+    assert_int_equal(rc, DBPOOL_EAUTH);
+    assert_int_equal(err.native_code, 1044);
+    assert_null(strstr(err.message, pw_raw));
+    assert_null(strstr(err.message, pw_enc));
+    assert_null(strstr(err.message, "w/rd"));
+
+    exec_ok(a, "DROP USER 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+    dbpool_release(a);
+    dbpool_close(admin);
+}
+
+static void test_unknown_database_not_found(void **state) {
+    (void)state;
+    /* The admin may see every database, so the server says 1049. */
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(admin_url(), userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mysql://%s@%s/no_such_db_dbpool", userinfo, hosts);
+    dbpool_error err;
+    assert_int_equal(open_and_acquire(url, 3000, &err), DBPOOL_ENOTFOUND);
+    assert_int_equal(err.native_code, 1049);
+}
+
+static void test_failover_host_list(void **state) {
+    (void)state;
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mysql://%s@127.0.0.1:%d,%s%s", userinfo, closed_port(), hosts, rest);
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("fail-over to the second host: %s", err.message);
+    assert_int_equal(query_int(c, "SELECT 1"), 1);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_unix_socket(void **state) {
+    (void)state;
+    const char *sock = getenv("DBPOOL_TEST_MYSQL_SOCKET");
+    if (!sock || !*sock) {
+        print_message("DBPOOL_TEST_MYSQL_SOCKET not set; socket test not run\n");
+        skip();
+    }
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mysql://%s@localhost%s%csocket=%s", userinfo, rest,
+             strchr(rest, '?') ? '&' : '?', sock);
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("socket connect: %s", err.message);
+    /* The server sees a socket client as plain "localhost", a TCP one as host:port. */
+    dbpool_result *r = NULL;
+    assert_int_equal(dbpool_query(c,
+                                  "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = "
+                                  "CONNECTION_ID()",
+                                  NULL, 0, &r, &err),
+                     DBPOOL_OK);
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_string_equal(dbpool_result_text(r, 0, NULL), "localhost");
+    dbpool_result_free(r);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+/* ---- values ---- */
+
+static void check_row(dbpool_result *r, const char *big, size_t biglen) {
+    dbpool_error err;
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_int_equal(dbpool_result_columns(r), 6);
+    assert_true(dbpool_result_int64(r, 0) == INT64_MIN);
+    assert_true(dbpool_result_int64(r, 1) == INT64_MAX);
+    assert_true(dbpool_result_double(r, 2) == 3.25);
+    size_t len = 0;
+    assert_string_equal(dbpool_result_text(r, 3, &len), "h\xc3\xa9llo 'quoted'");
+    assert_true(dbpool_result_is_null(r, 4));
+    assert_null(dbpool_result_text(r, 4, NULL));
+    const char *t = dbpool_result_text(r, 5, &len);
+    assert_int_equal(len, biglen);
+    assert_memory_equal(t, big, biglen);
+    assert_int_equal(dbpool_result_next(r, &err), 0);
+}
+
+static void test_round_trip(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+
+    size_t biglen = 100 * 1024;
+    char *big = malloc(biglen + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < biglen; i++)
+        big[i] = (char)('a' + i % 26);
+    big[biglen] = '\0';
+
+    exec_ok(c,
+            "CREATE TEMPORARY TABLE rt (id INT PRIMARY KEY, i BIGINT, j BIGINT, d DOUBLE, "
+            "t VARCHAR(64), n INT NULL, body LONGTEXT)",
+            NULL, 0);
+    dbpool_param ps[7] = {dbpool_param_int64(1),        dbpool_param_int64(INT64_MIN),
+                          dbpool_param_int64(INT64_MAX), dbpool_param_double(3.25),
+                          dbpool_param_text("h\xc3\xa9llo 'quoted'"), dbpool_param_null(),
+                          dbpool_param_text(big)};
+    int64_t affected = -1;
+    assert_int_equal(dbpool_exec(c, "INSERT INTO rt VALUES (?, ?, ?, ?, ?, ?, ?)", ps, 7, &affected, &err),
+                     DBPOOL_OK);
+    assert_int_equal(affected, 1);
+
+    /* Prepared statement path (binary protocol, truncated cells fetched again). */
+    dbpool_result *r = NULL;
+    dbpool_param id = dbpool_param_int64(1);
+    assert_int_equal(dbpool_query(c, "SELECT i, j, d, t, n, body FROM rt WHERE id = ?", &id, 1, &r, &err),
+                     DBPOOL_OK);
+    assert_string_equal(dbpool_result_column_name(r, 5), "body");
+    check_row(r, big, biglen);
+    dbpool_result_free(r);
+
+    /* Text protocol path (no parameters). */
+    assert_int_equal(dbpool_query(c, "SELECT i, j, d, t, n, body FROM rt", NULL, 0, &r, &err), DBPOOL_OK);
+    check_row(r, big, biglen);
+    dbpool_result_free(r);
+
+    /* Parameters straight back, with NULL and text that is not NUL-terminated. */
+    dbpool_param echo[4] = {dbpool_param_int64(-42), dbpool_param_double(-0.5), dbpool_param_null(),
+                            {.type = DBPOOL_TYPE_TEXT, .v.text = {"abcdef", 3}}};
+    assert_int_equal(dbpool_query(c, "SELECT ?, ?, ?, ?", echo, 4, &r, &err), DBPOOL_OK);
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_true(dbpool_result_int64(r, 0) == -42);
+    assert_true(dbpool_result_double(r, 1) == -0.5);
+    assert_true(dbpool_result_is_null(r, 2));
+    assert_string_equal(dbpool_result_text(r, 3, NULL), "abc");
+    dbpool_result_free(r);
+
+    /* An UPDATE that changes nothing still counts the matched row. */
+    dbpool_param same[2] = {dbpool_param_int64(INT64_MIN), dbpool_param_int64(1)};
+    assert_int_equal(dbpool_exec(c, "UPDATE rt SET i = ? WHERE id = ?", same, 2, &affected, &err), DBPOOL_OK);
+    assert_int_equal(affected, 1);
+
+    free(big);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_native_error_detail(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+
+    assert_int_equal(dbpool_exec(c, "SELECT * FROM no_such_table_dbpool", NULL, 0, NULL, &err),
+                     DBPOOL_EQUERY);
+    assert_int_equal(err.native_code, 1146);
+    assert_string_equal(err.sqlstate, "42S02");
+
+    dbpool_param one = dbpool_param_int64(1);
+    assert_int_equal(dbpool_exec(c, "SELECT * FROM no_such_table_dbpool WHERE a = ?", &one, 1, NULL, &err),
+                     DBPOOL_EQUERY);
+    assert_int_equal(err.native_code, 1146);
+    assert_string_equal(err.sqlstate, "42S02");
+
+    assert_int_equal(dbpool_exec(c, "SELEC 1", NULL, 0, NULL, &err), DBPOOL_EQUERY);
+    assert_int_equal(err.native_code, 1064);
+    assert_string_equal(err.sqlstate, "42000");
+
+    /* The connection survives a statement error. */
+    assert_int_equal(query_int(c, "SELECT 5"), 5);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+/* ---- lifecycle ---- */
+
+static void kill_connection(int64_t id) {
+    dbpool *admin = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *a = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(admin, -1, &a, &err), DBPOOL_OK);
+    /* KILL cannot be prepared; the id is a number we read, never user text. */
+    char sql[64];
+    snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+    exec_ok(a, sql, NULL, 0);
+    dbpool_release(a);
+    dbpool_close(admin);
+    dbt_sleep_ms(100);
+}
+
+static void test_killed_connection_discarded(void **state) {
+    (void)state;
+    /* No validation: the dead connection is handed out and must be noticed. */
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+    kill_connection(id);
+
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+    assert_int_not_equal(rc, DBPOOL_OK);
+    assert_true(err.native_code == 2006 || err.native_code == 2013 || err.native_code == 1927 ||
+                err.native_code == 4031 || err.native_code == 2055);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    int64_t id2 = query_int(c, "SELECT CONNECTION_ID()");
+    assert_true(id2 != id);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_true(s.destroyed_by[DBPOOL_CLOSE_BROKEN] >= 1);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+
+    /* With validation on every hand-out, the caller never sees the dead one. */
+    p = open_pool(base_url, 1, DBPOOL_VALIDATE_ALWAYS);
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    id = query_int(c, "SELECT CONNECTION_ID()");
+    dbpool_release(c);
+    kill_connection(id);
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    assert_true(query_int(c, "SELECT CONNECTION_ID()") != id);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_open_transaction_rolled_back(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    exec_ok(c, "DROP TABLE IF EXISTS dbpool_tx_test", NULL, 0);
+    exec_ok(c, "CREATE TABLE dbpool_tx_test (a INT) ENGINE=InnoDB", NULL, 0);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    exec_ok(c, "START TRANSACTION", NULL, 0);
+    dbpool_param v = dbpool_param_int64(42);
+    exec_ok(c, "INSERT INTO dbpool_tx_test VALUES (?)", &v, 1);
+    exec_ok(c, "SET @leftover = 'x'", NULL, 0);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    /* Same connection (max 1), clean session, nothing committed. */
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), id);
+    assert_int_equal(query_int(c, "SELECT @@in_transaction"), 0);
+    assert_int_equal(query_int(c, "SELECT COUNT(*) FROM dbpool_tx_test"), 0);
+    assert_int_equal(query_int(c, "SELECT @leftover IS NULL"), 1);
+    /* The reset must not lose the connection's character set. */
+    dbpool_result *r = NULL;
+    assert_int_equal(dbpool_query(c, "SELECT @@character_set_client", NULL, 0, &r, &err), DBPOOL_OK);
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_string_equal(dbpool_result_text(r, 0, NULL), "utf8mb4");
+    dbpool_result_free(r);
+    exec_ok(c, "DROP TABLE dbpool_tx_test", NULL, 0);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_true(s.rollbacks >= 1);
+    dbpool_close(p);
+}
+
+static void test_wrong_password_fast_auth_error(void **state) {
+    (void)state;
+    static const char secret[] = "Wr0ngSecretPw";
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    char *colon = strchr(userinfo, ':');
+    if (colon)
+        *colon = '\0';
+    snprintf(url, sizeof url, "mysql://%s:%s@%s%s", userinfo, secret, hosts, rest);
+    dbpool_error err;
+    int64_t t0 = dbt_now_ms();
+    int rc = open_and_acquire(url, 10000, &err);
+    int64_t took = dbt_now_ms() - t0;
+    assert_int_equal(rc, DBPOOL_EAUTH);
+    assert_int_equal(err.native_code, 1045);
+    assert_null(strstr(err.message, secret));
+    if (took > 3000)
+        fail_msg("wrong password took %lld ms to report", (long long)took);
+}
+
+static void test_ssl_required_without_tls_fails(void **state) {
+    (void)state;
+    char url[2048];
+    snprintf(url, sizeof url, "%s%cssl-mode=REQUIRED", base_url, strchr(base_url, '?') ? '&' : '?');
+    dbpool_error err;
+    int rc = open_and_acquire(url, 5000, &err);
+    if (rc == DBPOOL_OK)
+        fail_msg("ssl-mode=REQUIRED connected to a server without TLS");
+    assert_int_equal(rc, DBPOOL_ECONNECT);
+    assert_true(strstr(err.message, "ssl") || strstr(err.message, "SSL") || strstr(err.message, "TLS"));
+}
+
+int main(void) {
+    base_url = dbt_backend_url("mysql");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unknown_key_rejected),
+        cmocka_unit_test(test_bad_ssl_mode_rejected),
+        cmocka_unit_test(test_bad_values_rejected),
+        cmocka_unit_test(test_ipv6_host_parses),
+        cmocka_unit_test(test_percent_encoded_password),
+        cmocka_unit_test(test_unknown_database_not_found),
+        cmocka_unit_test(test_failover_host_list),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_native_error_detail),
+        cmocka_unit_test(test_killed_connection_discarded),
+        cmocka_unit_test(test_open_transaction_rolled_back),
+        cmocka_unit_test(test_wrong_password_fast_auth_error),
+        cmocka_unit_test(test_ssl_required_without_tls_fails),
+    };
+    return cmocka_run_group_tests_name("mysql_driver", tests, NULL, NULL);
+}

@@ -1,0 +1,187 @@
+/* Every option's validation: each bad value is DBPOOL_EINVAL naming the
+ * field and the value; defaults match the documented ones. */
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void test_defaults(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbpool_options_init(&o);
+    assert_int_equal(o.min_size, 0);
+    assert_int_equal(o.max_size, 10);
+    assert_int_equal(o.acquire_timeout_ms, 30000);
+    assert_int_equal(o.connect_timeout_ms, 10000);
+    assert_int_equal(o.idle_timeout_ms, 600000);
+    assert_int_equal(o.max_lifetime_ms, 1800000);
+    assert_int_equal(o.validation_timeout_ms, 5000);
+    assert_int_equal(o.max_retries, 3);
+    assert_int_equal(o.backoff_base_ms, 10);
+    assert_int_equal(o.max_waiters, 0);
+    assert_int_equal(o.validation, DBPOOL_VALIDATE_IF_IDLE);
+    assert_int_equal(o.validation_window_ms, 500);
+    assert_string_equal(o.name, "default");
+}
+
+typedef void (*mutate_fn)(dbpool_options *o);
+static void m_max0(dbpool_options *o) { o->max_size = 0; }
+static void m_maxneg(dbpool_options *o) { o->max_size = -3; }
+static void m_minneg(dbpool_options *o) { o->min_size = -1; }
+static void m_min_gt_max(dbpool_options *o) { o->min_size = 5, o->max_size = 4; }
+static void m_acq0(dbpool_options *o) { o->acquire_timeout_ms = 0; }
+static void m_conn0(dbpool_options *o) { o->connect_timeout_ms = 0; }
+static void m_val0(dbpool_options *o) { o->validation_timeout_ms = -5; }
+static void m_idleneg(dbpool_options *o) { o->idle_timeout_ms = -1; }
+static void m_lifeneg(dbpool_options *o) { o->max_lifetime_ms = -1; }
+static void m_retneg(dbpool_options *o) { o->max_retries = -1; }
+static void m_backneg(dbpool_options *o) { o->backoff_base_ms = -1; }
+static void m_backmax(dbpool_options *o) { o->backoff_base_ms = 100, o->backoff_max_ms = 50; }
+static void m_waitneg(dbpool_options *o) { o->max_waiters = -2; }
+static void m_valmode(dbpool_options *o) { o->validation = (dbpool_validation)7; }
+static void m_winneg(dbpool_options *o) { o->validation_window_ms = -1; }
+static void m_stmtneg(dbpool_options *o) { o->statement_timeout_ms = -1; }
+static void m_keepneg(dbpool_options *o) { o->keepalive_ms = -1; }
+static void m_leakneg(dbpool_options *o) { o->leak_threshold_ms = -1; }
+static void m_maintneg(dbpool_options *o) { o->maintenance_interval_ms = -1; }
+static void m_loglevel(dbpool_options *o) { o->log_level = (dbpool_log_level)9; }
+
+static const struct {
+    mutate_fn fn;
+    const char *field;
+    const char *value;
+} cases[] = {
+    {m_max0, "max_size", "0"},
+    {m_maxneg, "max_size", "-3"},
+    {m_minneg, "min_size", "-1"},
+    {m_min_gt_max, "min_size", "5"},
+    {m_acq0, "acquire_timeout_ms", "0"},
+    {m_conn0, "connect_timeout_ms", "0"},
+    {m_val0, "validation_timeout_ms", "-5"},
+    {m_idleneg, "idle_timeout_ms", "-1"},
+    {m_lifeneg, "max_lifetime_ms", "-1"},
+    {m_retneg, "max_retries", "-1"},
+    {m_backneg, "backoff_base_ms", "-1"},
+    {m_backmax, "backoff_max_ms", "50"},
+    {m_waitneg, "max_waiters", "-2"},
+    {m_valmode, "validation", "7"},
+    {m_winneg, "validation_window_ms", "-1"},
+    {m_stmtneg, "statement_timeout_ms", "-1"},
+    {m_keepneg, "keepalive_ms", "-1"},
+    {m_leakneg, "leak_threshold_ms", "-1"},
+    {m_maintneg, "maintenance_interval_ms", "-1"},
+    {m_loglevel, "log_level", "9"},
+};
+
+static void test_each_violation_named(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        cases[i].fn(&o);
+        dbpool *p = (dbpool *)0x1;
+        dbpool_error e;
+        int rc = dbpool_open(&p, "mock:", &o, &e);
+        if (rc != DBPOOL_EINVAL || !strstr(e.message, cases[i].field) || !strstr(e.message, cases[i].value))
+            fail_msg("case %s=%s: rc=%d message='%s'", cases[i].field, cases[i].value, rc, e.message);
+        assert_null(p);
+        assert_int_equal(e.code, DBPOOL_EINVAL);
+    }
+}
+
+static void test_null_options_are_defaults(void **state) {
+    (void)state;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", NULL, &e), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.max_size, 10);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void test_bad_urls(void **state) {
+    (void)state;
+    static const struct {
+        const char *url;
+        int code;
+        const char *needle;
+    } urls[] = {
+        {"", DBPOOL_EINVAL, "empty"},
+        {"nothing", DBPOOL_EINVAL, "scheme"},
+        {"oracle://x", DBPOOL_EINVAL, "oracle"},
+        {"sqlite:", DBPOOL_EINVAL, "no path"},
+        {"sqlite::memory:?colour=red", DBPOOL_EINVAL, "colour"},
+        {"sqlite::memory:?pool_colour=red", DBPOOL_EINVAL, "pool_colour"},
+        {"sqlite::memory:?pool_max=zero", DBPOOL_EINVAL, "pool_max"},
+        {"sqlite::memory:?pool_max=0", DBPOOL_EINVAL, "pool_max"},
+        {"sqlite::memory:?synchronous=sometimes", DBPOOL_EINVAL, "synchronous"},
+        {"sqlite::memory:?journal_mode=fast", DBPOOL_EINVAL, "journal_mode"},
+        {"sqlite::memory:?busy_timeout=-1", DBPOOL_EINVAL, "busy_timeout"},
+        {"sqlite::memory:?mode=rx", DBPOOL_EINVAL, "mode"},
+        {"sqlite::memory:?pool_validation=sometimes", DBPOOL_EINVAL, "pool_validation"},
+        {"sqlite::memory:?x=%zz", DBPOOL_EINVAL, "percent"},
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        dbpool *p = NULL;
+        dbpool_error e;
+        int rc = dbpool_open(&p, urls[i].url, NULL, &e);
+        if (rc != urls[i].code || !strstr(e.message, urls[i].needle))
+            fail_msg("url '%s': rc=%d message='%s'", urls[i].url, rc, e.message);
+        assert_null(p);
+    }
+    dbpool *p = NULL;
+    assert_int_equal(dbpool_open(&p, NULL, NULL, NULL), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(NULL, "mock:", NULL, NULL), DBPOOL_EINVAL);
+}
+
+/* URL pool_* keys override the options struct (documented precedence). */
+static void test_pool_keys_override_struct(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.max_size = 3;
+    o.min_size = 1;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:?pool_max=7&pool_min=2&pool_name=orders", &o, &e), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.max_size, 7);
+    assert_int_equal(s.min_size, 2);
+    assert_int_equal(s.total, 2); /* warmed up */
+    assert_string_equal(dbpool_name(p), "orders");
+    dbpool_close(p);
+    /* A URL value that breaks the struct's invariants is still caught. */
+    o.min_size = 2;
+    assert_int_equal(dbpool_open(&p, "mock:?pool_max=1", &o, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "min_size"));
+}
+
+static void test_strerror_table(void **state) {
+    (void)state;
+    assert_string_equal(dbpool_strerror(DBPOOL_OK), "success");
+    assert_string_equal(dbpool_errname(DBPOOL_ETIMEDOUT), "DBPOOL_ETIMEDOUT");
+    assert_string_equal(dbpool_strerror(12345), "unknown error code");
+    for (int c = 0; c >= DBPOOL_EVALIDATE; c--) {
+        assert_non_null(dbpool_strerror(c));
+        assert_string_not_equal(dbpool_strerror(c), "unknown error code");
+    }
+    assert_string_equal(dbpool_version(), DBPOOL_VERSION_STRING);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_each_violation_named),
+        cmocka_unit_test(test_null_options_are_defaults),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_pool_keys_override_struct),
+        cmocka_unit_test(test_strerror_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

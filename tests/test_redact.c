@@ -1,0 +1,69 @@
+/* The redactor: every form in which a password can appear in a message is
+ * masked, and nothing else is lost. */
+#include "internal.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void check(const char *in, const char *const *secrets, const char *expect) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", in);
+    dbpool__redact(buf, sizeof buf, secrets);
+    if (strcmp(buf, expect) != 0)
+        fail_msg("redact('%s') = '%s', expected '%s'", in, buf, expect);
+}
+
+static void test_url_userinfo(void **state) {
+    (void)state;
+    check("could not parse postgresql://bob:s3cr3t@db:5432/x", NULL, "could not parse postgresql://bob:***@db:5432/x");
+    check("mysql://u:p%40ss@[::1]:3306/db?x=1", NULL, "mysql://u:***@[::1]:3306/db?x=1");
+    check("mysql://u:a@b:c@h/db", NULL, "mysql://u:***@h/db"); /* '@' in the password */
+    check("postgresql://bob@db/x", NULL, "postgresql://bob@db/x"); /* no password: unchanged */
+    check("two postgresql://a:1@h and mysql://b:2@k", NULL, "two postgresql://a:***@h and mysql://b:***@k");
+}
+
+static void test_key_values(void **state) {
+    (void)state;
+    check("invalid connection option password=hunter2 host=x", NULL,
+          "invalid connection option password=*** host=x");
+    check("PASSWORD = 'with space' user=u", NULL, "PASSWORD = *** user=u");
+    check("pwd=abc;uid=x", NULL, "pwd=***;uid=x");
+    check("?password=abc&user=u", NULL, "?password=***&user=u");
+    check("mypassword=1 is not a key", NULL, "mypassword=1 is not a key");
+}
+
+static void test_known_secrets(void **state) {
+    (void)state;
+    const char *secrets[] = {"Tr0ub4dor&3", "Tr0ub4dor%263", NULL};
+    check("auth failed for Tr0ub4dor&3 and Tr0ub4dor%263", secrets, "auth failed for *** and ***");
+    const char *tiny[] = {"x", NULL};
+    check("xx", tiny, "******");
+    const char *empty[] = {"", NULL};
+    check("nothing to hide", empty, "nothing to hide");
+}
+
+static void test_truncation_safe(void **state) {
+    (void)state;
+    char buf[16];
+    snprintf(buf, sizeof buf, "%s", "password=abcdefghijk");
+    const char *secrets[] = {"a", NULL};
+    dbpool__redact(buf, sizeof buf, secrets);
+    assert_null(strstr(buf, "bcdef"));
+    assert_true(strlen(buf) < sizeof buf);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_userinfo),
+        cmocka_unit_test(test_key_values),
+        cmocka_unit_test(test_known_secrets),
+        cmocka_unit_test(test_truncation_safe),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,231 @@
+/* The SQLite backend's URL keys and the pragmas they set. */
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+static dbpool *open_url(const char *url) {
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, url, &o, &e) != DBPOOL_OK)
+        fail_msg("open %s: %s", url, e.message);
+    return p;
+}
+
+static char *pragma_text(dbpool_conn *c, const char *sql, char *buf, size_t cap) {
+    dbpool_result *r = NULL;
+    dbpool_error e;
+    if (dbpool_query(c, sql, NULL, 0, &r, &e) != DBPOOL_OK)
+        fail_msg("%s: %s", sql, e.message);
+    assert_int_equal(dbpool_result_next(r, NULL), 1);
+    snprintf(buf, cap, "%s", dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    return buf;
+}
+
+static void test_file_defaults(void **state) {
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url, "sqlite:%s/defaults.db", dbt_tmpdir());
+    dbpool *p = open_url(url);
+    dbpool_conn *c;
+    char buf[64];
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_string_equal(pragma_text(c, "PRAGMA journal_mode", buf, sizeof buf), "wal");
+    assert_string_equal(pragma_text(c, "PRAGMA synchronous", buf, sizeof buf), "1"); /* NORMAL */
+    assert_string_equal(pragma_text(c, "PRAGMA busy_timeout", buf, sizeof buf), "5000");
+    assert_string_equal(pragma_text(c, "PRAGMA foreign_keys", buf, sizeof buf), "1");
+    /* foreign keys really enforced */
+    assert_int_equal(dbpool_exec(c, "CREATE TABLE a(id INTEGER PRIMARY KEY); "
+                                    "CREATE TABLE b(a_id INTEGER REFERENCES a(id))", NULL, 0, NULL, NULL),
+                     DBPOOL_OK);
+    dbpool_error e;
+    dbpool_param one = dbpool_param_int64(1);
+    assert_int_equal(dbpool_exec(c, "INSERT INTO b VALUES(?)", &one, 1, NULL, &e), DBPOOL_EQUERY);
+    assert_int_equal(e.native_code, SQLITE_CONSTRAINT_FOREIGNKEY);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_keys_applied(void **state) {
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url,
+             "sqlite:%s/keys.db?journal_mode=delete&synchronous=full&busy_timeout=1234&foreign_keys=off",
+             dbt_tmpdir());
+    dbpool *p = open_url(url);
+    dbpool_conn *c;
+    char buf[64];
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_string_equal(pragma_text(c, "PRAGMA journal_mode", buf, sizeof buf), "delete");
+    assert_string_equal(pragma_text(c, "PRAGMA synchronous", buf, sizeof buf), "2");
+    assert_string_equal(pragma_text(c, "PRAGMA busy_timeout", buf, sizeof buf), "1234");
+    assert_string_equal(pragma_text(c, "PRAGMA foreign_keys", buf, sizeof buf), "0");
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_absolute_url_form(void **state) {
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url, "sqlite://%s/abs.db", dbt_tmpdir()); /* sqlite:///tmp/... */
+    dbpool *p = open_url(url);
+    dbpool_close(p);
+    char path[600];
+    snprintf(path, sizeof path, "%s/abs.db", dbt_tmpdir());
+    assert_int_equal(access(path, F_OK), 0);
+}
+
+static void test_missing_file_not_created(void **state) {
+    (void)state;
+    const char *forms[] = {"mode=rw", "create_if_missing=false", "mode=ro"};
+    for (size_t i = 0; i < 3; i++) {
+        char url[600], path[600];
+        snprintf(path, sizeof path, "%s/missing%zu.db", dbt_tmpdir(), i);
+        snprintf(url, sizeof url, "sqlite:%s?%s", path, forms[i]);
+        dbpool *p = NULL;
+        dbpool_error e;
+        assert_int_equal(dbpool_open(&p, url, NULL, &e), DBPOOL_ENOTFOUND);
+        assert_non_null(strstr(e.message, path));
+        assert_int_not_equal(access(path, F_OK), 0);
+    }
+}
+
+static void test_read_only(void **state) {
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url, "sqlite:%s/ro.db", dbt_tmpdir());
+    dbpool *p = open_url(url);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(c, "CREATE TABLE t(x)", NULL, 0, NULL, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    dbpool_close(p);
+    snprintf(url, sizeof url, "sqlite:%s/ro.db?mode=ro", dbt_tmpdir());
+    p = open_url(url);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c, "INSERT INTO t VALUES(1)", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    assert_int_equal(e.native_code & 0xff, SQLITE_READONLY);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_invalid_path_retried_then_reported(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 2;
+    o.backoff_base_ms = 1;
+    o.lazy_connect = true;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "sqlite:/nonexistent/dir/db.sqlite", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_ECONNECT);
+    assert_non_null(strstr(e.message, "/nonexistent/dir"));
+    assert_non_null(strstr(e.message, "does not exist"));
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.connect_errors, 3);
+    dbpool_close(p);
+    /* Without lazy_connect the open itself reports it. */
+    o.lazy_connect = false;
+    assert_int_equal(dbpool_open(&p, "sqlite:/nonexistent/dir/db.sqlite", &o, &e), DBPOOL_ECONNECT);
+    assert_non_null(strstr(e.message, "/nonexistent/dir"));
+}
+
+static void test_not_a_database(void **state) {
+    (void)state;
+    char path[600], url[620];
+    snprintf(path, sizeof path, "%s/junk.db", dbt_tmpdir());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++)
+        fputs("this is not an sqlite file ", f);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_not_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
+    assert_non_null(strstr(e.message, "not a database"));
+}
+
+static void test_memory_shared_and_typed(void **state) {
+    (void)state;
+    dbpool *p = open_url("sqlite::memory:");
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
+    assert_ptr_not_equal(dbpool_conn_native(a), dbpool_conn_native(b));
+    assert_int_equal(dbpool_exec(a, "CREATE TABLE t(i INTEGER, d REAL, s TEXT, n TEXT)", NULL, 0, NULL, NULL),
+                     DBPOOL_OK);
+    dbpool_param ps[4] = {dbpool_param_int64(INT64_C(-9007199254740993)), dbpool_param_double(2.5),
+                          dbpool_param_text("h\xc3\xa9llo ' ; DROP TABLE t"), dbpool_param_null()};
+    int64_t affected = 0;
+    assert_int_equal(dbpool_exec(a, "INSERT INTO t VALUES(?, ?, ?, ?)", ps, 4, &affected, NULL), DBPOOL_OK);
+    assert_int_equal(affected, 1);
+    dbpool_result *r;
+    assert_int_equal(dbpool_query(b, "SELECT i, d, s, n FROM t", NULL, 0, &r, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_result_columns(r), 4);
+    assert_string_equal(dbpool_result_column_name(r, 2), "s");
+    assert_int_equal(dbpool_result_next(r, NULL), 1);
+    assert_true(dbpool_result_int64(r, 0) == INT64_C(-9007199254740993));
+    assert_true(dbpool_result_double(r, 1) == 2.5);
+    assert_string_equal(dbpool_result_text(r, 2, NULL), "h\xc3\xa9llo ' ; DROP TABLE t");
+    assert_true(dbpool_result_is_null(r, 3));
+    assert_null(dbpool_result_text(r, 3, NULL));
+    assert_true(dbpool_result_is_null(r, 99)); /* out of range reads as NULL */
+    assert_int_equal(dbpool_result_next(r, NULL), 0);
+    dbpool_result_free(r);
+    /* Parameter count mismatch is a clear error, not a crash. */
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(a, "INSERT INTO t VALUES(?, ?, ?, ?)", ps, 2, NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "placeholders"));
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p);
+}
+
+static void test_two_memory_pools_are_separate(void **state) {
+    (void)state;
+    dbpool *p1 = open_url("sqlite::memory:"), *p2 = open_url("sqlite::memory:");
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_acquire(p1, 1000, &a, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p2, 1000, &b, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(a, "CREATE TABLE only_in_one(x)", NULL, 0, NULL, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(b, "CREATE TABLE only_in_one(x)", NULL, 0, NULL, NULL), DBPOOL_OK);
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p1);
+    dbpool_close(p2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_file_defaults),
+        cmocka_unit_test(test_keys_applied),
+        cmocka_unit_test(test_absolute_url_form),
+        cmocka_unit_test(test_missing_file_not_created),
+        cmocka_unit_test(test_read_only),
+        cmocka_unit_test(test_invalid_path_retried_then_reported),
+        cmocka_unit_test(test_not_a_database),
+        cmocka_unit_test(test_memory_shared_and_typed),
+        cmocka_unit_test(test_two_memory_pools_are_separate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
