@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what dbpool needs on Debian 12, from Debian's packages.
+#   scripts/install-deps.sh demo   build + run the demo (SQLite only)
+#   scripts/install-deps.sh test   everything the test suite needs, servers included
+#   scripts/install-deps.sh bench  the benchmark suite's peers and plotting
+set -euo pipefail
+what=${1:-test}
+
+demo_pkgs=(build-essential cmake pkg-config libsqlite3-dev libjansson-dev)
+test_pkgs=("${demo_pkgs[@]}" libcmocka-dev libpq-dev libmariadb-dev postgresql mariadb-server
+           clang libclang-rt-14-dev python3 iproute2 procps)
+bench_pkgs=("${test_pkgs[@]}" gnuplot-nox libzdb-dev libaprutil1-dev default-jdk-headless
+            libhikaricp-java libpostgresql-jdbc-java libxerial-sqlite-jdbc-java libslf4j-java)
+
+case "$what" in
+demo) pkgs=("${demo_pkgs[@]}") ;;
+test) pkgs=("${test_pkgs[@]}") ;;
+bench) pkgs=("${bench_pkgs[@]}") ;;
+*) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "installing: ${missing[*]}" >&2
+$SUDO apt-get update -qq
+# The server packages must not start system-wide services: the tests start
+# their own servers on free ports. policy-rc.d 101 forbids service starts.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
