@@ -45,6 +45,9 @@ struct dbpool_result {
 
 typedef struct dbpool_driver {
     const char *name;             /* "sqlite", "postgresql", "mysql", "mock" */
+    /* reset() also drops session settings (mysql_reset_connection): the
+     * core runs init_sql again after it. */
+    bool reset_clears_session;
     const char *const *schemes;   /* NULL-terminated: "postgresql", "postgres" */
 
     /* Parse the URL (dbpool's pool_* keys already removed) into a config

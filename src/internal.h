@@ -38,6 +38,10 @@ void dbpool__clearerr(dbpool_error *e);
  * `scheme://user:password@` URL become "***".
  */
 void dbpool__redact(char *msg, size_t cap, const char *const *secrets);
+/* dbpool__redact with the passwords found in `url` (userinfo and
+ * password= values, raw and decoded): for messages made before a driver
+ * could say what its secrets are. */
+void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url);
 
 /* A key=value pair from a URL query, both percent-decoded. */
 typedef struct dbpool_kv {

@@ -499,6 +499,8 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         rc = dbpool__maint_start(p, err);
     if (rc != DBPOOL_OK) {
         dbpool__finish_err(p, err);
+        if (err)
+            dbpool__redact_url_secrets(err->message, sizeof err->message, url);
         p->closed = true;
         /* Close what warm-up opened. */
         while (p->idle_head) {
@@ -839,7 +841,10 @@ static int release_impl(dbpool_conn *c, bool discard) {
         dbpool_error e;
         dbpool__clearerr(&e);
         int64_t deadline = dbpool__now_ns() + p->opt.validation_timeout_ms * DBPOOL_NS_PER_MS;
-        if (p->driver->reset(c->native, deadline, &e) == DBPOOL_OK) {
+        int rrc = p->driver->reset(c->native, deadline, &e);
+        if (rrc == DBPOOL_OK && p->driver->reset_clears_session && p->init_sql)
+            rrc = p->driver->exec(c->native, p->init_sql, NULL, 0, NULL, &e);
+        if (rrc == DBPOOL_OK) {
             keep = true;
             lock(p);
             p->stats.rollbacks++;

@@ -25,9 +25,13 @@ static void replace_secret(char *msg, size_t cap, const char *secret) {
         dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
         return;
     }
+    /* A very short secret is masked only where it stands alone, or every
+     * "p" in a message would become "***" for the password "p". */
+    bool whole_word = slen < 4;
     size_t o = 0;
     for (const char *s = msg; *s;) {
-        if (strncmp(s, secret, slen) == 0) {
+        if (strncmp(s, secret, slen) == 0 &&
+            (!whole_word || ((s == msg || !isalnum((unsigned char)s[-1])) && !isalnum((unsigned char)s[slen])))) {
             put(out, cap, &o, MASK, sizeof MASK - 1);
             s += slen;
         } else {
@@ -154,4 +158,65 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
             replace_secret(msg, cap, secrets[i]);
     mask_key_values(msg, cap);
     mask_url_userinfo(msg, cap);
+}
+
+/* Collect the password of a URL: the userinfo's and any password= value,
+ * each as written and percent-decoded. At most 4 strings. */
+static size_t url_passwords(const char *url, char *out[4]) {
+    size_t n = 0;
+    const char *sep = strstr(url, "://");
+    if (sep) {
+        const char *auth = sep + 3;
+        const char *end = auth + strcspn(auth, "/?#");
+        const char *at = NULL;
+        for (const char *p = auth; p < end; p++)
+            if (*p == '@')
+                at = p;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon && at > colon + 1) {
+            size_t len = (size_t)(at - colon - 1);
+            out[n] = malloc(len + 1);
+            if (out[n]) {
+                memcpy(out[n], colon + 1, len);
+                out[n][len] = '\0';
+                n++;
+            }
+            out[n] = dbpool__pct_decode(colon + 1, len);
+            if (out[n])
+                n++;
+        }
+    }
+    const char *q = strchr(url, '?');
+    for (const char *s = q; s && *s && n < 3; s++) {
+        if ((s[0] == '?' || s[0] == '&') && strncasecmp(s + 1, "password=", 9) == 0) {
+            const char *v = s + 10;
+            size_t len = strcspn(v, "&");
+            if (len == 0)
+                continue;
+            out[n] = malloc(len + 1);
+            if (out[n]) {
+                memcpy(out[n], v, len);
+                out[n][len] = '\0';
+                n++;
+            }
+            out[n] = dbpool__pct_decode(v, len);
+            if (out[n])
+                n++;
+        }
+    }
+    return n;
+}
+
+void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url) {
+    if (!msg || !url)
+        return;
+    char *found[5] = {NULL, NULL, NULL, NULL, NULL};
+    size_t n = url_passwords(url, found);
+    const char *list[5];
+    for (size_t i = 0; i < n; i++)
+        list[i] = found[i];
+    list[n] = NULL;
+    dbpool__redact(msg, cap, list);
+    for (size_t i = 0; i < n; i++)
+        free(found[i]);
 }
