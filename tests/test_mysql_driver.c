@@ -140,9 +140,12 @@ static void test_bad_ssl_mode_rejected(void **state) {
 static void test_bad_values_rejected(void **state) {
     (void)state;
     static const char *const bad[] = {
-        "mysql://user:secretpw@127.0.0.1:0/db",           "mysql://user:secretpw@127.0.0.1:70000/db",
-        "mysql://user:secretpw@::1/db",                   "mysql://user:secretpw@[::1/db",
-        "mysql://user:secretpw@127.0.0.1/db?read_timeout=soon", "mysql://user:secretpw@127.0.0.1/db?charset=utf8;DROP",
+        "mysql://user:secretpw@127.0.0.1:0/db",
+        "mysql://user:secretpw@127.0.0.1:70000/db",
+        "mysql://user:secretpw@::1/db",
+        "mysql://user:secretpw@[::1/db",
+        "mysql://user:secretpw@127.0.0.1/db?read_timeout=soon",
+        "mysql://user:secretpw@127.0.0.1/db?charset=utf8;DROP",
         "mysql://user:secretpw@127.0.0.1/db?connect_timeout=0",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -326,9 +329,12 @@ static void test_round_trip(void **state) {
             "CREATE TEMPORARY TABLE rt (id INT PRIMARY KEY, i BIGINT, j BIGINT, d DOUBLE, "
             "t VARCHAR(64), n INT NULL, body LONGTEXT)",
             NULL, 0);
-    dbpool_param ps[7] = {dbpool_param_int64(1),        dbpool_param_int64(INT64_MIN),
-                          dbpool_param_int64(INT64_MAX), dbpool_param_double(3.25),
-                          dbpool_param_text("h\xc3\xa9llo 'quoted'"), dbpool_param_null(),
+    dbpool_param ps[7] = {dbpool_param_int64(1),
+                          dbpool_param_int64(INT64_MIN),
+                          dbpool_param_int64(INT64_MAX),
+                          dbpool_param_double(3.25),
+                          dbpool_param_text("h\xc3\xa9llo 'quoted'"),
+                          dbpool_param_null(),
                           dbpool_param_text(big)};
     int64_t affected = -1;
     assert_int_equal(dbpool_exec(c, "INSERT INTO rt VALUES (?, ?, ?, ?, ?, ?, ?)", ps, 7, &affected, &err),
@@ -350,7 +356,9 @@ static void test_round_trip(void **state) {
     dbpool_result_free(r);
 
     /* Parameters straight back, with NULL and text that is not NUL-terminated. */
-    dbpool_param echo[4] = {dbpool_param_int64(-42), dbpool_param_double(-0.5), dbpool_param_null(),
+    dbpool_param echo[4] = {dbpool_param_int64(-42),
+                            dbpool_param_double(-0.5),
+                            dbpool_param_null(),
                             {.type = DBPOOL_TYPE_TEXT, .v.text = {"abcdef", 3}}};
     assert_int_equal(dbpool_query(c, "SELECT ?, ?, ?, ?", echo, 4, &r, &err), DBPOOL_OK);
     assert_int_equal(dbpool_result_next(r, &err), 1);

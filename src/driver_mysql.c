@@ -1,0 +1,1234 @@
+/*
+ * driver_mysql.c — the MySQL/MariaDB backend, on MariaDB Connector/C.
+ *
+ * Notes for users and maintainers:
+ *  - Connector/C sets SIGPIPE to SIG_IGN process-wide when the library is
+ *    initialised (the first connection of the first MySQL pool). A program
+ *    that relies on SIGPIPE's default action must reinstall it itself.
+ *  - mysql_thread_init/mysql_thread_end are no-ops in Connector/C 3.x
+ *    (deprecated since 3.0), so threads need no per-thread set-up; only
+ *    mysql_library_init must run once before the first mysql_init, which
+ *    pthread_once guarantees.
+ *  - Automatic reconnect stays off: a silent reconnect would lose the
+ *    transaction and session state without the caller noticing.
+ *  - Connect, ping and reset use the non-blocking API with poll(), so they
+ *    end at the core's deadline whatever the network does. exec and query
+ *    have no deadline in the vtable: they are bounded by the URL's
+ *    read_timeout/write_timeout and the server's max_statement_time.
+ *  - The native handle is the MYSQL *; per-connection bookkeeping hangs off
+ *    it through Connector/C's MARIADB_OPT_USERDATA.
+ */
+#include "driver.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <mysql.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+/* Client and server error numbers we act on (errmsg.h / mysqld_error.h). */
+enum {
+    MY_ER_SERVER_SHUTDOWN = 1053,
+    MY_ER_DBACCESS_DENIED = 1044,
+    MY_ER_ACCESS_DENIED = 1045,
+    MY_ER_BAD_DB = 1049,
+    MY_ER_ACCESS_DENIED_NO_PASSWORD = 1698,
+    MY_ER_CONNECTION_KILLED = 1927,
+    MY_CR_CONNECTION_ERROR = 2002,
+    MY_CR_CONN_HOST_ERROR = 2003,
+    MY_CR_UNKNOWN_HOST = 2005,
+    MY_CR_SERVER_GONE = 2006,
+    MY_CR_SERVER_LOST = 2013,
+    MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
+    MY_CR_SERVER_LOST_EXTENDED = 2055,
+    MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
+};
+
+#define MY_DEFAULT_PORT 3306u
+#define MY_USERDATA_KEY "dbpool.mysql"
+
+typedef enum { SSL_DISABLED = 0, SSL_PREFERRED, SSL_REQUIRED, SSL_VERIFY_CA, SSL_VERIFY_IDENTITY } ssl_mode;
+
+typedef struct my_host {
+    char *host; /* NULL: the library's default (localhost) */
+    unsigned port;
+} my_host;
+
+typedef struct my_cfg {
+    char *user, *password, *database;
+    char *password_encoded; /* as written in the URL, for the redactor */
+    my_host *hosts;
+    size_t nhosts;
+    char *socket;
+    ssl_mode ssl;
+    bool ssl_mode_given;
+    char *ssl_ca, *ssl_cert, *ssl_key;
+    char *charset;
+    unsigned connect_timeout, read_timeout, write_timeout; /* seconds; 0 = not given */
+    char *init_command;
+    const char *secrets[3];
+} my_cfg;
+
+/* Bookkeeping per connection, reachable from the MYSQL * (see top). */
+typedef struct my_conn {
+    bool dirty;        /* the server reported a session state change since the last reset */
+    bool broken;       /* an operation was cut off at its deadline, or the link was lost */
+    char *restore_sql; /* re-applies charset and session settings after a reset */
+    char *init_command;
+} my_conn;
+
+/* ------------------------------------------------------------------------ */
+/* Library initialisation                                                   */
+/* ------------------------------------------------------------------------ */
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static int lib_init_rc;
+
+static void lib_init(void) { lib_init_rc = mysql_library_init(0, NULL, NULL); }
+
+static int ensure_library(dbpool_error *e) {
+    if (pthread_once(&lib_once, lib_init) != 0)
+        abort();
+    if (lib_init_rc != 0)
+        return dbpool__seterr(e, DBPOOL_ECONNECT, "mysql: could not initialise MariaDB Connector/C");
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+static void my_free_config(void *p) {
+    my_cfg *c = p;
+    if (!c)
+        return;
+    free(c->user);
+    if (c->password) {
+        /* The password should not linger in freed memory. */
+        memset(c->password, 0, strlen(c->password));
+        free(c->password);
+    }
+    if (c->password_encoded) {
+        memset(c->password_encoded, 0, strlen(c->password_encoded));
+        free(c->password_encoded);
+    }
+    free(c->database);
+    for (size_t i = 0; i < c->nhosts; i++)
+        free(c->hosts[i].host);
+    free(c->hosts);
+    free(c->socket);
+    free(c->ssl_ca);
+    free(c->ssl_cert);
+    free(c->ssl_key);
+    free(c->charset);
+    free(c->init_command);
+    free(c);
+}
+
+static char *dup_range(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static int parse_port(const char *s, size_t n, unsigned *out, dbpool_error *e) {
+    char buf[16];
+    int64_t v;
+    if (n == 0 || n >= sizeof buf)
+        goto bad;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (!dbpool__parse_i64(buf, 1, 65535, &v))
+        goto bad;
+    *out = (unsigned)v;
+    return DBPOOL_OK;
+bad:
+    return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad port '%.*s' (want 1-65535)",
+                          (int)(n > 32 ? 32 : n), s);
+}
+
+/* One entry of the host list: "host", "host:port", "[v6]", "[v6]:port". */
+static int parse_host(const char *s, size_t n, my_host *h, dbpool_error *e) {
+    const char *name = s;
+    size_t namelen;
+    const char *port = NULL;
+    size_t portlen = 0;
+    h->port = MY_DEFAULT_PORT;
+    if (n > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: '[' without ']' in host '%.*s'",
+                                  (int)(n > 64 ? 64 : n), s);
+        name = s + 1;
+        namelen = (size_t)(close - name);
+        const char *after = close + 1;
+        size_t rest = n - (size_t)(after - s);
+        if (rest > 0) {
+            if (after[0] != ':')
+                return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: unexpected text after ']' in host '%.*s'",
+                                      (int)(n > 64 ? 64 : n), s);
+            port = after + 1;
+            portlen = rest - 1;
+        }
+        if (namelen == 0)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: empty IPv6 address '[]'");
+    } else {
+        const char *colon = memchr(s, ':', n);
+        if (colon && memchr(colon + 1, ':', n - (size_t)(colon + 1 - s)))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "mysql URL: write an IPv6 address in brackets, as [::1]:3306");
+        namelen = colon ? (size_t)(colon - s) : n;
+        if (colon) {
+            port = colon + 1;
+            portlen = n - namelen - 1;
+        }
+    }
+    if (port) {
+        int rc = parse_port(port, portlen, &h->port, e);
+        if (rc)
+            return rc;
+    }
+    h->host = NULL;
+    if (namelen > 0) {
+        h->host = dbpool__pct_decode(name, namelen);
+        if (!h->host)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in a host name");
+    }
+    return DBPOOL_OK;
+}
+
+static int parse_seconds(const char *key, const char *v, unsigned *out, dbpool_error *e) {
+    int64_t n;
+    if (!dbpool__parse_i64(v, 1, 31536000, &n))
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "mysql URL: bad value '%.64s' for %s (want whole seconds, 1 or more)", v, key);
+    *out = (unsigned)n;
+    return DBPOOL_OK;
+}
+
+static int set_string(char **dst, const char *key, const char *v, dbpool_error *e) {
+    if (!*v)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: %s needs a value", key);
+    free(*dst);
+    *dst = dbpool__strdup(v);
+    return *dst ? DBPOOL_OK : dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+}
+
+static int apply_key(my_cfg *c, const char *key, const char *v, dbpool_error *e) {
+    if (strcmp(key, "socket") == 0)
+        return set_string(&c->socket, key, v, e);
+    if (strcmp(key, "ssl-ca") == 0)
+        return set_string(&c->ssl_ca, key, v, e);
+    if (strcmp(key, "ssl-cert") == 0)
+        return set_string(&c->ssl_cert, key, v, e);
+    if (strcmp(key, "ssl-key") == 0)
+        return set_string(&c->ssl_key, key, v, e);
+    if (strcmp(key, "init_command") == 0)
+        return set_string(&c->init_command, key, v, e);
+    if (strcmp(key, "connect_timeout") == 0)
+        return parse_seconds(key, v, &c->connect_timeout, e);
+    if (strcmp(key, "read_timeout") == 0)
+        return parse_seconds(key, v, &c->read_timeout, e);
+    if (strcmp(key, "write_timeout") == 0)
+        return parse_seconds(key, v, &c->write_timeout, e);
+    if (strcmp(key, "charset") == 0) {
+        /* It is also spliced into SET NAMES after a reset: names only. */
+        size_t n = strlen(v);
+        bool ok = n > 0 && n <= 32;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+                 (v[i] >= '0' && v[i] <= '9') || v[i] == '_';
+        if (!ok)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "mysql URL: bad value '%.64s' for charset (want a character set "
+                                  "name such as utf8mb4)",
+                                  v);
+        return set_string(&c->charset, key, v, e);
+    }
+    if (strcmp(key, "ssl-mode") == 0) {
+        static const struct {
+            const char *name;
+            ssl_mode mode;
+        } modes[] = {{"DISABLED", SSL_DISABLED},
+                     {"PREFERRED", SSL_PREFERRED},
+                     {"REQUIRED", SSL_REQUIRED},
+                     {"VERIFY_CA", SSL_VERIFY_CA},
+                     {"VERIFY_IDENTITY", SSL_VERIFY_IDENTITY}};
+        for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+            if (strcasecmp(v, modes[i].name) == 0) {
+                c->ssl = modes[i].mode;
+                c->ssl_mode_given = true;
+                return DBPOOL_OK;
+            }
+        }
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "mysql URL: bad value '%.64s' for ssl-mode (want DISABLED, PREFERRED, "
+                              "REQUIRED, VERIFY_CA or VERIFY_IDENTITY)",
+                              v);
+    }
+    return dbpool__seterr(e, DBPOOL_EINVAL,
+                          "mysql URL: unknown key '%.64s' (known: socket, ssl-mode, ssl-ca, ssl-cert, "
+                          "ssl-key, charset, connect_timeout, read_timeout, write_timeout, "
+                          "init_command)",
+                          key);
+}
+
+static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
+    char *base = NULL;
+    dbpool_kv *kv = NULL;
+    size_t nkv = 0;
+    int rc = dbpool__url_query(url, &base, &kv, &nkv, e);
+    if (rc)
+        return rc;
+
+    const char *p = strstr(base, "://");
+    size_t schemelen = p ? (size_t)(p - base) : 0;
+    if (!p || !((schemelen == 5 && strncasecmp(base, "mysql", 5) == 0) ||
+                (schemelen == 7 && strncasecmp(base, "mariadb", 7) == 0))) {
+        rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: want mysql://user:password@host:port/database");
+        goto out;
+    }
+    p += 3;
+    const char *slash = strchr(p, '/');
+    const char *auth_end = slash ? slash : p + strlen(p);
+
+    /* The last '@' ends the user info, so an unescaped '@' in a password still works. */
+    const char *at = NULL;
+    for (const char *s = p; s < auth_end; s++)
+        if (*s == '@')
+            at = s;
+    const char *hosts = p;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *uend = colon ? colon : at;
+        if (uend > p) {
+            c->user = dbpool__pct_decode(p, (size_t)(uend - p));
+            if (!c->user) {
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the user name");
+                goto out;
+            }
+        }
+        if (colon) {
+            size_t n = (size_t)(at - colon - 1);
+            c->password = dbpool__pct_decode(colon + 1, n);
+            c->password_encoded = dup_range(colon + 1, n);
+            if (!c->password || !c->password_encoded) {
+                /* Never echo the text: it is the password. */
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the password");
+                goto out;
+            }
+        }
+        hosts = at + 1;
+    }
+
+    /* Comma-separated fail-over hosts. */
+    size_t cap = 1;
+    for (const char *s = hosts; s < auth_end; s++)
+        if (*s == ',')
+            cap++;
+    c->hosts = calloc(cap, sizeof *c->hosts);
+    if (!c->hosts) {
+        rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        goto out;
+    }
+    const char *s = hosts;
+    for (;;) {
+        const char *comma = memchr(s, ',', (size_t)(auth_end - s));
+        const char *end = comma ? comma : auth_end;
+        if (end == s && (cap > 1)) {
+            rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: empty entry in the host list");
+            goto out;
+        }
+        rc = parse_host(s, (size_t)(end - s), &c->hosts[c->nhosts], e);
+        if (rc)
+            goto out;
+        c->nhosts++;
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+
+    if (slash && slash[1]) {
+        c->database = dbpool__pct_decode(slash + 1, strlen(slash + 1));
+        if (!c->database) {
+            rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the database name");
+            goto out;
+        }
+    }
+
+    for (size_t i = 0; i < nkv; i++) {
+        rc = apply_key(c, kv[i].key, kv[i].value, e);
+        if (rc)
+            goto out;
+    }
+    if (!c->charset && !(c->charset = dbpool__strdup("utf8mb4"))) {
+        rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (c->socket) {
+        if (c->nhosts > 1 || (c->hosts[0].host && strcmp(c->hosts[0].host, "localhost") != 0)) {
+            rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                "mysql URL: socket= connects through a unix socket; leave the host "
+                                "empty or write localhost");
+            goto out;
+        }
+    }
+    if (c->ssl == SSL_DISABLED && (c->ssl_ca || c->ssl_cert || c->ssl_key) && c->ssl_mode_given) {
+        rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                            "mysql URL: ssl-ca/ssl-cert/ssl-key given with ssl-mode=DISABLED");
+        goto out;
+    }
+    /* Certificates without a mode mean the user wants TLS: prefer it. */
+    if (!c->ssl_mode_given && (c->ssl_ca || c->ssl_cert || c->ssl_key))
+        c->ssl = SSL_PREFERRED;
+
+    size_t ns = 0;
+    if (c->password && c->password[0]) {
+        c->secrets[ns++] = c->password;
+        if (strcmp(c->password_encoded, c->password) != 0)
+            c->secrets[ns++] = c->password_encoded;
+    }
+    c->secrets[ns] = NULL;
+    rc = DBPOOL_OK;
+out:
+    free(base);
+    dbpool__kv_free(kv, nkv);
+    return rc;
+}
+
+static int my_configure(const char *url, void **cfg, dbpool_error *e) {
+    *cfg = NULL;
+    my_cfg *c = calloc(1, sizeof *c);
+    if (!c)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    int rc = parse_url(c, url, e);
+    if (rc) {
+        my_free_config(c);
+        return rc;
+    }
+    *cfg = c;
+    return DBPOOL_OK;
+}
+
+static const char *const *my_secrets(const void *cfg) {
+    const my_cfg *c = cfg;
+    return c && c->secrets[0] ? c->secrets : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static bool broken_errno(unsigned n) {
+    switch (n) {
+    case MY_CR_SERVER_GONE:
+    case MY_CR_SERVER_LOST:
+    case MY_CR_SERVER_LOST_EXTENDED:
+    case MY_CR_COMMANDS_OUT_OF_SYNC:
+    case MY_ER_CLIENT_INTERACTION_TIMEOUT:
+    case MY_ER_CONNECTION_KILLED:
+    case MY_ER_SERVER_SHUTDOWN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static my_conn *conn_of(MYSQL *m) {
+    void *p = NULL;
+    if (mysql_get_optionv(m, MARIADB_OPT_USERDATA, (void *)MY_USERDATA_KEY, &p) != 0)
+        return NULL;
+    return p;
+}
+
+static void fill_native(dbpool_error *e, unsigned n, const char *sqlstate) {
+    if (!e)
+        return;
+    e->native_code = (int)n;
+    dbpool__strlcpy(e->sqlstate, sqlstate && strcmp(sqlstate, "00000") != 0 ? sqlstate : "",
+                    sizeof e->sqlstate);
+}
+
+/* A failed statement: EBROKEN when the link is gone, EQUERY otherwise. */
+static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *msg, dbpool_error *e) {
+    bool broken = broken_errno(n);
+    if (broken) {
+        my_conn *mc = conn_of(m);
+        if (mc)
+            mc->broken = true;
+    }
+    int code = broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
+    dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)", msg, n, sqlstate);
+    fill_native(e, n, sqlstate);
+    return code;
+}
+
+static int conn_error(MYSQL *m, dbpool_error *e) {
+    return stmt_error(m, mysql_errno(m), mysql_sqlstate(m), mysql_error(m), e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waiting on the non-blocking API                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Wait for what the library asked for (`status`), but no later than the
+ * deadline. Returns the events to hand to the _cont() function. Once the
+ * deadline has passed, the operation is driven to a quick failure: its own
+ * timer is reported as fired when it has one, otherwise the socket is shut
+ * down so that the library's next read or write fails at once. Either way
+ * the operation finishes, the handle stays consistent and *expired says the
+ * deadline did it.
+ */
+static int wait_io(MYSQL *m, int status, int64_t deadline_ns, bool *expired) {
+    int fd = (int)mysql_get_socket(m);
+    if (*expired)
+        goto cut;
+    for (;;) {
+        int64_t left = dbpool__ms_left(deadline_ns);
+        if (left <= 0) {
+            *expired = true;
+            goto cut;
+        }
+        int timeout = left > INT_MAX ? INT_MAX : (int)left;
+        bool lib_timer = false;
+        if (status & MYSQL_WAIT_TIMEOUT) {
+            unsigned lib = mysql_get_timeout_value_ms(m);
+            if ((int64_t)lib < (int64_t)timeout) {
+                timeout = (int)lib;
+                lib_timer = true;
+            }
+        }
+        struct pollfd pfd = {.fd = fd, .events = 0, .revents = 0};
+        if (status & MYSQL_WAIT_READ)
+            pfd.events |= POLLIN;
+        if (status & MYSQL_WAIT_WRITE)
+            pfd.events |= POLLOUT;
+        if (status & MYSQL_WAIT_EXCEPT)
+            pfd.events |= POLLPRI;
+        int r = poll(&pfd, 1, timeout);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* poll itself failed: let the library find out on the socket. */
+            return status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
+        }
+        if (r == 0) {
+            if (lib_timer)
+                return MYSQL_WAIT_TIMEOUT;
+            continue; /* the deadline check at the top decides */
+        }
+        int out = 0;
+        if ((status & MYSQL_WAIT_READ) && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+            out |= MYSQL_WAIT_READ;
+        if ((status & MYSQL_WAIT_WRITE) && (pfd.revents & (POLLOUT | POLLHUP | POLLERR)))
+            out |= MYSQL_WAIT_WRITE;
+        if ((status & MYSQL_WAIT_EXCEPT) && (pfd.revents & POLLPRI))
+            out |= MYSQL_WAIT_EXCEPT;
+        if (out == 0)
+            out = status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
+        return out;
+    }
+cut:
+    if (status & MYSQL_WAIT_TIMEOUT)
+        return MYSQL_WAIT_TIMEOUT;
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    return status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
+}
+
+static void mark_broken(MYSQL *m) {
+    my_conn *mc = conn_of(m);
+    if (mc)
+        mc->broken = true;
+}
+
+/* Run one statement (and discard any result) within the deadline. */
+static int run_sql(MYSQL *m, const char *sql, int64_t deadline_ns, const char *what, dbpool_error *e) {
+    bool expired = false;
+    int err = 0;
+    int st = mysql_real_query_start(&err, m, sql, (unsigned long)strlen(sql));
+    while (st) {
+        st = wait_io(m, st, deadline_ns, &expired);
+        st = mysql_real_query_cont(&err, m, st);
+    }
+    if (!err && mysql_field_count(m) > 0) {
+        MYSQL_RES *res = NULL;
+        st = mysql_store_result_start(&res, m);
+        while (st) {
+            st = wait_io(m, st, deadline_ns, &expired);
+            st = mysql_store_result_cont(&res, m, st);
+        }
+        if (res)
+            mysql_free_result(res);
+        else
+            err = 1;
+    }
+    if (expired) {
+        mark_broken(m);
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: %s timed out", what);
+        fill_native(e, mysql_errno(m) ? mysql_errno(m) : MY_CR_SERVER_LOST, mysql_sqlstate(m));
+        return DBPOOL_ETIMEDOUT;
+    }
+    if (err) {
+        int rc = conn_error(m, e);
+        dbpool__prefix_err(e, "%s", what);
+        return rc;
+    }
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connect                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static unsigned seconds_left(int64_t deadline_ns) {
+    int64_t ms = dbpool__ms_left(deadline_ns);
+    int64_t s = (ms + 999) / 1000;
+    if (s < 1)
+        s = 1;
+    if (s > 31536000)
+        s = 31536000;
+    return (unsigned)s;
+}
+
+static int connect_error_code(unsigned n) {
+    switch (n) {
+    case MY_ER_ACCESS_DENIED:
+    case MY_ER_DBACCESS_DENIED:
+    case MY_ER_ACCESS_DENIED_NO_PASSWORD:
+        return DBPOOL_EAUTH;
+    case MY_ER_BAD_DB:
+        return DBPOOL_ENOTFOUND;
+    default:
+        return DBPOOL_ECONNECT;
+    }
+}
+
+static void describe_target(const my_cfg *c, const my_host *h, char *buf, size_t len) {
+    if (c->socket)
+        snprintf(buf, len, "unix socket %s", c->socket);
+    else if (!h->host)
+        snprintf(buf, len, "localhost (default socket)");
+    else if (strchr(h->host, ':'))
+        snprintf(buf, len, "[%s]:%u", h->host, h->port);
+    else
+        snprintf(buf, len, "%s:%u", h->host, h->port);
+}
+
+static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_error *e) {
+    my_bool off = 0, on = 1;
+    unsigned ct = c->connect_timeout ? c->connect_timeout : seconds_left(deadline_ns);
+    unsigned proto = c->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    int bad = 0;
+    bad |= mysql_optionsv(m, MYSQL_OPT_NONBLOCK, 0);
+    bad |= mysql_optionsv(m, MYSQL_OPT_RECONNECT, &off);
+    bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
+    if (c->read_timeout)
+        bad |= mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &c->read_timeout);
+    if (c->write_timeout)
+        bad |= mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &c->write_timeout);
+    bad |= mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, c->charset);
+    if (c->init_command)
+        bad |= mysql_optionsv(m, MYSQL_INIT_COMMAND, c->init_command);
+    /* A host of "localhost" would otherwise silently mean the default socket. */
+    if (c->socket || c->hosts[0].host)
+        bad |= mysql_optionsv(m, MYSQL_OPT_PROTOCOL, &proto);
+    /* Never read a local file on the server's request. */
+    bad |= mysql_optionsv(m, MYSQL_OPT_LOCAL_INFILE, &off);
+    if (c->ssl != SSL_DISABLED) {
+        bad |= mysql_ssl_set(m, c->ssl_key, c->ssl_cert, c->ssl_ca, NULL, NULL);
+        my_bool verify = c->ssl >= SSL_VERIFY_CA ? 1 : 0;
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+        if (c->ssl >= SSL_REQUIRED)
+            bad |= mysql_optionsv(m, MYSQL_OPT_SSL_ENFORCE, &on);
+    }
+    if (bad)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "mysql: Connector/C rejected an option (%s)", mysql_error(m));
+    return DBPOOL_OK;
+}
+
+/* One attempt against one host. On success *out is the connected handle. */
+static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, MYSQL **out, dbpool_error *e) {
+    *out = NULL;
+    MYSQL *m = mysql_init(NULL);
+    if (!m)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_init");
+    int rc = set_options(m, c, deadline_ns, e);
+    if (rc) {
+        mysql_close(m);
+        return rc;
+    }
+    /* Affected rows count matched rows, as on SQLite and PostgreSQL. */
+    unsigned long flags = CLIENT_FOUND_ROWS;
+    MYSQL *ret = NULL;
+    bool expired = false;
+    int st = mysql_real_connect_start(&ret, m, c->socket ? NULL : h->host, c->user, c->password, c->database,
+                                      c->socket ? 0 : h->port, c->socket, flags);
+    while (st) {
+        st = wait_io(m, st, deadline_ns, &expired);
+        st = mysql_real_connect_cont(&ret, m, st);
+    }
+    char target[300];
+    describe_target(c, h, target, sizeof target);
+    if (!ret) {
+        unsigned n = mysql_errno(m);
+        if (expired || dbpool__ms_left(deadline_ns) <= 0) {
+            rc = dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: connecting to %s timed out (%s)", target,
+                                mysql_error(m));
+        } else {
+            rc = dbpool__seterr(e, connect_error_code(n), "mysql: connecting to %s failed: %s", target,
+                                mysql_error(m));
+        }
+        fill_native(e, n, mysql_sqlstate(m));
+        mysql_close(m);
+        return rc;
+    }
+    if (c->ssl >= SSL_REQUIRED && !mysql_get_ssl_cipher(m)) {
+        /* Belt and braces: never let REQUIRED end in a plaintext session. */
+        mysql_close(m);
+        return dbpool__seterr(e, DBPOOL_ECONNECT, "mysql: ssl-mode=%s but the session to %s is not encrypted",
+                              c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target);
+    }
+    *out = m;
+    return DBPOOL_OK;
+}
+
+/* The session settings a reset wipes, rebuilt from numbers and a checked name. */
+static char *session_sql(MYSQL *m, const my_cfg *c, const dbpool_connect_settings *s, bool names) {
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "SET %s%s%ssession_track_state_change=ON", names ? "NAMES " : "",
+                     names ? c->charset : "", names ? ", " : "");
+    int64_t ms = s ? s->statement_timeout_ms : 0;
+    if (ms > 0 && n > 0 && (size_t)n < sizeof buf) {
+        if (mariadb_connection(m))
+            snprintf(buf + n, sizeof buf - (size_t)n, ", SESSION max_statement_time=%lld.%03lld",
+                     (long long)(ms / 1000), (long long)(ms % 1000));
+        else
+            snprintf(buf + n, sizeof buf - (size_t)n, ", SESSION max_execution_time=%lld", (long long)ms);
+    }
+    return dbpool__strdup(buf);
+}
+
+static void my_disconnect(void *native) {
+    MYSQL *m = native;
+    if (!m)
+        return;
+    my_conn *mc = conn_of(m);
+    if (mc) {
+        free(mc->restore_sql);
+        free(mc->init_command);
+        free(mc);
+    }
+    mysql_close(m);
+}
+
+static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
+                      dbpool_error *e) {
+    const my_cfg *c = cfg;
+    *native = NULL;
+    int rc = ensure_library(e);
+    if (rc)
+        return rc;
+    MYSQL *m = NULL;
+    size_t tries = c->socket ? 1 : c->nhosts;
+    for (size_t i = 0; i < tries; i++) {
+        rc = connect_one(c, &c->hosts[i], deadline_ns, &m, e);
+        if (rc == DBPOOL_OK || rc == DBPOOL_EAUTH || rc == DBPOOL_ENOTFOUND || rc == DBPOOL_ENOMEM ||
+            rc == DBPOOL_EINVAL || dbpool__ms_left(deadline_ns) <= 0)
+            break;
+    }
+    if (rc) {
+        if (tries > 1)
+            dbpool__prefix_err(e, "all %zu hosts failed; the last", tries);
+        return rc;
+    }
+
+    my_conn *mc = calloc(1, sizeof *mc);
+    if (!mc) {
+        mysql_close(m);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    mc->restore_sql = session_sql(m, c, s, true);
+    mc->init_command = c->init_command ? dbpool__strdup(c->init_command) : NULL;
+    char *first = session_sql(m, c, s, false);
+    if (!mc->restore_sql || !first || (c->init_command && !mc->init_command) ||
+        mysql_optionsv(m, MARIADB_OPT_USERDATA, (void *)MY_USERDATA_KEY, (void *)mc) != 0) {
+        free(first);
+        free(mc->restore_sql);
+        free(mc->init_command);
+        free(mc);
+        mysql_close(m);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    rc = run_sql(m, first, deadline_ns, "setting up the session", e);
+    free(first);
+    if (rc) {
+        my_disconnect(m);
+        return rc;
+    }
+    mc->dirty = false;
+    *native = m;
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ping, reset                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
+    MYSQL *m = native;
+    my_conn *mc = conn_of(m);
+    if (mc && mc->broken)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
+    bool expired = false;
+    int err = 0;
+    int st = mysql_ping_start(&err, m);
+    while (st) {
+        st = wait_io(m, st, deadline_ns, &expired);
+        st = mysql_ping_cont(&err, m, st);
+    }
+    if (expired) {
+        mark_broken(m);
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: ping got no answer before the deadline");
+        fill_native(e, MY_CR_SERVER_LOST, "HY000");
+        return DBPOOL_ETIMEDOUT;
+    }
+    if (err) {
+        mark_broken(m);
+        int rc = conn_error(m, e);
+        if (e)
+            e->code = DBPOOL_EBROKEN;
+        return rc == DBPOOL_EQUERY ? DBPOOL_EBROKEN : rc;
+    }
+    return DBPOOL_OK;
+}
+
+/*
+ * Local only. The rule: 1 when the server's last status said a transaction
+ * is open, or when it reported a session state change (SET, user variables,
+ * temporary tables, USE, ...) since the last reset — session_track_state_change
+ * is switched on for every connection so that the server tells us. Otherwise
+ * 0, which saves the reset's round trip on the common path. -1 once the link
+ * is known to be lost.
+ */
+static int my_needs_reset(void *native) {
+    MYSQL *m = native;
+    my_conn *mc = conn_of(m);
+    if ((mc && mc->broken) || broken_errno(mysql_errno(m)))
+        return -1;
+    unsigned status = 0;
+    if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
+        return 1;
+    if (status & SERVER_STATUS_IN_TRANS)
+        return 1;
+    if (!mc || mc->dirty)
+        return 1;
+    return 0;
+}
+
+static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
+    MYSQL *m = native;
+    my_conn *mc = conn_of(m);
+    if (mc && mc->broken)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
+    bool expired = false;
+    int err = 0;
+    int st = mysql_reset_connection_start(&err, m);
+    while (st) {
+        st = wait_io(m, st, deadline_ns, &expired);
+        st = mysql_reset_connection_cont(&err, m, st);
+    }
+    if (expired) {
+        mark_broken(m);
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reset got no answer before the deadline");
+        fill_native(e, MY_CR_SERVER_LOST, "HY000");
+        return DBPOOL_ETIMEDOUT;
+    }
+    if (err) {
+        mark_broken(m);
+        int rc = conn_error(m, e);
+        dbpool__prefix_err(e, "reset");
+        return rc;
+    }
+    /* The reset put session variables back to the server's defaults. */
+    if (mc) {
+        int rc = run_sql(m, mc->restore_sql, deadline_ns, "restoring session settings after reset", e);
+        if (rc == DBPOOL_OK && mc->init_command)
+            rc = run_sql(m, mc->init_command, deadline_ns, "init_command after reset", e);
+        if (rc) {
+            mark_broken(m);
+            return rc;
+        }
+        mc->dirty = false;
+    }
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statements                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void note_status(MYSQL *m) {
+    my_conn *mc = conn_of(m);
+    unsigned status = 0;
+    if (!mc)
+        return;
+    if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0 ||
+        (status & SERVER_SESSION_STATE_CHANGED))
+        mc->dirty = true;
+}
+
+/* Drain further result sets (CALL returns several). */
+static int drain_results(MYSQL *m, dbpool_error *e) {
+    for (;;) {
+        int r = mysql_next_result(m);
+        if (r < 0)
+            return DBPOOL_OK;
+        if (r > 0)
+            return conn_error(m, e);
+        MYSQL_RES *res = mysql_store_result(m);
+        if (res)
+            mysql_free_result(res);
+        else if (mysql_field_count(m) > 0)
+            return conn_error(m, e);
+    }
+}
+
+static int rowset_from_res(MYSQL *m, MYSQL_RES *res, dbpool_result **out, dbpool_error *e) {
+    unsigned nf = mysql_num_fields(res);
+    dbpool_rowset *rs = dbpool__rowset_new((int)nf);
+    if (!rs)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    MYSQL_FIELD *f = mysql_fetch_fields(res);
+    for (unsigned i = 0; i < nf; i++)
+        if (dbpool__rowset_set_column(rs, (int)i, f[i].name))
+            goto nomem;
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(res))) {
+        unsigned long *lens = mysql_fetch_lengths(res);
+        if (dbpool__rowset_add_row(rs))
+            goto nomem;
+        for (unsigned i = 0; i < nf; i++)
+            if (dbpool__rowset_set_cell(rs, (int)i, row[i], row[i] ? lens[i] : 0))
+                goto nomem;
+    }
+    (void)m;
+    *out = dbpool__rowset_result(rs);
+    return DBPOOL_OK;
+nomem:
+    dbpool__rowset_free(rs);
+    return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory building a result");
+}
+
+/* No parameters: the text protocol, one round trip. */
+static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0)
+        return conn_error(m, e);
+    int rc = DBPOOL_OK;
+    MYSQL_RES *res = mysql_store_result(m);
+    if (!res && mysql_field_count(m) > 0)
+        return conn_error(m, e);
+    if (affected)
+        *affected = res ? 0 : (int64_t)mysql_affected_rows(m);
+    if (out) {
+        if (res) {
+            rc = rowset_from_res(m, res, out, e);
+        } else {
+            dbpool_rowset *rs = dbpool__rowset_new(0);
+            if (!rs)
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            else
+                *out = dbpool__rowset_result(rs);
+        }
+    }
+    if (res)
+        mysql_free_result(res);
+    int drc = drain_results(m, e);
+    if (rc == DBPOOL_OK && drc != DBPOOL_OK) {
+        if (out && *out) {
+            (*out)->ops->free(*out);
+            *out = NULL;
+        }
+        rc = drc;
+    }
+    note_status(m);
+    return rc;
+}
+
+static int stmt_fail(MYSQL *m, MYSQL_STMT *st, dbpool_error *e) {
+    return stmt_error(m, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st), e);
+}
+
+typedef struct col_buf {
+    char *buf;
+    unsigned long cap, len;
+    my_bool is_null, error;
+} col_buf;
+
+static int stmt_fetch_rows(MYSQL *m, MYSQL_STMT *st, dbpool_result **out, dbpool_error *e) {
+    unsigned nf = mysql_stmt_field_count(st);
+    dbpool_rowset *rs = dbpool__rowset_new((int)nf);
+    MYSQL_BIND *b = calloc(nf ? nf : 1, sizeof *b);
+    col_buf *cb = calloc(nf ? nf : 1, sizeof *cb);
+    MYSQL_RES *meta = mysql_stmt_result_metadata(st);
+    int rc = DBPOOL_OK;
+    if (!rs || !b || !cb || !meta) {
+        rc = meta ? dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory") : stmt_fail(m, st, e);
+        goto out;
+    }
+    MYSQL_FIELD *f = mysql_fetch_fields(meta);
+    for (unsigned i = 0; i < nf; i++) {
+        if (dbpool__rowset_set_column(rs, (int)i, f[i].name)) {
+            rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            goto out;
+        }
+        cb[i].cap = 64;
+        cb[i].buf = malloc(cb[i].cap);
+        if (!cb[i].buf) {
+            rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            goto out;
+        }
+        /* Every column as text: the rowset serves the typed getters. */
+        b[i].buffer_type = MYSQL_TYPE_STRING;
+        b[i].buffer = cb[i].buf;
+        b[i].buffer_length = cb[i].cap;
+        b[i].length = &cb[i].len;
+        b[i].is_null = &cb[i].is_null;
+        b[i].error = &cb[i].error;
+    }
+    /* Buffer the whole result so that the connection is free again at once. */
+    if (mysql_stmt_store_result(st) != 0) {
+        rc = stmt_fail(m, st, e);
+        goto out;
+    }
+    bool rebind = true;
+    for (;;) {
+        if (rebind && mysql_stmt_bind_result(st, b) != 0) {
+            rc = stmt_fail(m, st, e);
+            goto out;
+        }
+        rebind = false;
+        int r = mysql_stmt_fetch(st);
+        if (r == MYSQL_NO_DATA)
+            break;
+        if (r == 1) {
+            rc = stmt_fail(m, st, e);
+            goto out;
+        }
+        if (dbpool__rowset_add_row(rs)) {
+            rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (unsigned i = 0; i < nf; i++) {
+            if (cb[i].is_null) {
+                continue;
+            }
+            if (cb[i].len > cb[i].cap) {
+                /* Truncated: grow the buffer and fetch this cell again. */
+                unsigned long cap = cb[i].len + 1;
+                char *nb = realloc(cb[i].buf, cap);
+                if (!nb) {
+                    rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+                    goto out;
+                }
+                cb[i].buf = nb;
+                cb[i].cap = cap;
+                b[i].buffer = nb;
+                b[i].buffer_length = cap;
+                if (mysql_stmt_fetch_column(st, &b[i], i, 0) != 0) {
+                    rc = stmt_fail(m, st, e);
+                    goto out;
+                }
+                rebind = true;
+            }
+            if (dbpool__rowset_set_cell(rs, (int)i, cb[i].buf, cb[i].len)) {
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+    }
+    *out = dbpool__rowset_result(rs);
+    rs = NULL;
+out:
+    if (meta)
+        mysql_free_result(meta);
+    if (cb)
+        for (unsigned i = 0; i < nf; i++)
+            free(cb[i].buf);
+    free(cb);
+    free(b);
+    dbpool__rowset_free(rs);
+    return rc;
+}
+
+static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                    dbpool_result **out, dbpool_error *e) {
+    MYSQL_STMT *st = mysql_stmt_init(m);
+    if (!st)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_stmt_init");
+    int rc = DBPOOL_OK;
+    MYSQL_BIND *b = calloc(n, sizeof *b);
+    unsigned long *lens = calloc(n, sizeof *lens);
+    long long *ints = calloc(n, sizeof *ints);
+    double *dbls = calloc(n, sizeof *dbls);
+    if (!b || !lens || !ints || !dbls) {
+        rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql)) != 0) {
+        rc = stmt_fail(m, st, e);
+        goto out;
+    }
+    unsigned long want = mysql_stmt_param_count(st);
+    if (want != n) {
+        rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                            "mysql: the statement has %lu placeholders but %zu parameters were given", want,
+                            n);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        switch (p[i].type) {
+        case DBPOOL_TYPE_INT64:
+            ints[i] = (long long)p[i].v.i64;
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &ints[i];
+            break;
+        case DBPOOL_TYPE_DOUBLE:
+            dbls[i] = p[i].v.f64;
+            b[i].buffer_type = MYSQL_TYPE_DOUBLE;
+            b[i].buffer = &dbls[i];
+            break;
+        case DBPOOL_TYPE_TEXT:
+            if (!p[i].v.text.ptr) {
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            }
+            if (p[i].v.text.len > ULONG_MAX) {
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
+                goto out;
+            }
+            lens[i] = (unsigned long)p[i].v.text.len;
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = (void *)(uintptr_t)p[i].v.text.ptr;
+            b[i].buffer_length = lens[i];
+            b[i].length = &lens[i];
+            break;
+        case DBPOOL_TYPE_NULL:
+            b[i].buffer_type = MYSQL_TYPE_NULL;
+            break;
+        default:
+            rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu has an unknown type %d", i + 1,
+                                (int)p[i].type);
+            goto out;
+        }
+    }
+    if (n > 0 && mysql_stmt_bind_param(st, b) != 0) {
+        rc = stmt_fail(m, st, e);
+        goto out;
+    }
+    if (mysql_stmt_execute(st) != 0) {
+        rc = stmt_fail(m, st, e);
+        goto out;
+    }
+    if (affected)
+        *affected = mysql_stmt_field_count(st) > 0 ? 0 : (int64_t)mysql_stmt_affected_rows(st);
+    if (out) {
+        if (mysql_stmt_field_count(st) > 0) {
+            rc = stmt_fetch_rows(m, st, out, e);
+        } else {
+            dbpool_rowset *rs = dbpool__rowset_new(0);
+            if (!rs)
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            else
+                *out = dbpool__rowset_result(rs);
+        }
+    } else if (mysql_stmt_field_count(st) > 0 && mysql_stmt_store_result(st) != 0) {
+        rc = stmt_fail(m, st, e);
+    }
+    /* Further result sets (a CALL) must be read before the link is free. */
+    while (rc == DBPOOL_OK && mysql_stmt_more_results(st)) {
+        int r = mysql_stmt_next_result(st);
+        if (r > 0) {
+            rc = stmt_fail(m, st, e);
+        } else if (r == 0 && mysql_stmt_field_count(st) > 0 && mysql_stmt_store_result(st) != 0) {
+            rc = stmt_fail(m, st, e);
+        }
+        if (r < 0)
+            break;
+    }
+    if (rc && out && *out) {
+        (*out)->ops->free(*out);
+        *out = NULL;
+    }
+out:
+    note_status(m);
+    mysql_stmt_close(st);
+    free(b);
+    free(lens);
+    free(ints);
+    free(dbls);
+    return rc;
+}
+
+static int my_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                   dbpool_error *e) {
+    MYSQL *m = native;
+    if (affected)
+        *affected = 0;
+    return n == 0 ? text_run(m, sql, affected, NULL, e) : stmt_run(m, sql, p, n, affected, NULL, e);
+}
+
+static int my_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                    dbpool_error *e) {
+    MYSQL *m = native;
+    *out = NULL;
+    return n == 0 ? text_run(m, sql, NULL, out, e) : stmt_run(m, sql, p, n, NULL, out, e);
+}
+
+static bool my_is_broken(void *native, const dbpool_error *e) {
+    if (e && (e->code == DBPOOL_ECONNECT || e->code == DBPOOL_EBROKEN))
+        return true;
+    if (e && e->native_code > 0 && broken_errno((unsigned)e->native_code))
+        return true;
+    if (native) {
+        my_conn *mc = conn_of(native);
+        if ((mc && mc->broken) || broken_errno(mysql_errno(native)))
+            return true;
+    }
+    return false;
+}
+
+static void my_server_version(void *native, char *buf, size_t len) {
+    const char *v = native ? mysql_get_server_info(native) : NULL;
+    dbpool__strlcpy(buf, v ? v : "", len);
+}
+
+static const char *const my_schemes[] = {"mysql", "mariadb", NULL};
+
+const dbpool_driver dbpool__driver_mysql = {
+    .name = "mysql",
+    .reset_clears_session = true,
+    .schemes = my_schemes,
+    .configure = my_configure,
+    .free_config = my_free_config,
+    .secrets = my_secrets,
+    .connect = my_connect,
+    .disconnect = my_disconnect,
+    .ping = my_ping,
+    .needs_reset = my_needs_reset,
+    .reset = my_reset,
+    .exec = my_exec,
+    .query = my_query,
+    .is_broken = my_is_broken,
+    .server_version = my_server_version,
+};
