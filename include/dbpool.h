@@ -123,6 +123,16 @@ typedef struct dbpool_options {
     int64_t leak_threshold_ms;      /* report leases held longer (0 = off) */
     int64_t maintenance_interval_ms;/* maintenance thread period (1000); 0 = no thread */
     bool lazy_connect;              /* min_size 0: do not open a first connection in dbpool_open (false) */
+    int max_connecting;             /* connections opened at once in the background (2) */
+    int64_t leak_reclaim_ms;        /* leases held longer stop counting against max_size (0 = never) */
+    int breaker_failures;           /* consecutive connect failures that open the breaker (5); 0 = off */
+    int64_t breaker_cooldown_ms;    /* open -> half-open after (5000) */
+    bool autoscale;                 /* utilisation-driven cap between min_size and max_size (false) */
+    double autoscale_high;          /* scale up above this utilisation (0.8) */
+    double autoscale_low;           /* scale down below (0.5) */
+    double autoscale_step;          /* by this fraction of the cap (0.2) */
+    int64_t autoscale_interval_ms;  /* at most once per (60000) */
+    bool suspend_fails_fast;        /* while suspended: acquire fails with DBPOOL_EBUSY (true) or waits (false) */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -197,6 +207,28 @@ const char *dbpool_name(const dbpool *p);
  * min_size counts are refilled later by maintenance). Leased connections are
  * never touched. Returns how many were closed, or a negative error. */
 int dbpool_shrink(dbpool *p, int target_idle);
+
+/* Change the sizes at run time (validated as in dbpool_open). A smaller
+ * max closes idle connections above it now and leased ones as they come
+ * back; a larger min is filled by the maintenance thread. */
+int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err);
+
+/* Stop handing out connections until dbpool_resume: acquire then fails with
+ * DBPOOL_EBUSY (suspend_fails_fast, the default) or waits (counting against
+ * its timeout). Leases already out are not touched. */
+int dbpool_suspend(dbpool *p);
+int dbpool_resume(dbpool *p);
+
+typedef enum {
+    DBPOOL_BREAKER_CLOSED = 0,    /* connecting normally */
+    DBPOOL_BREAKER_OPEN = 1,      /* new connections refused until the cooldown ends */
+    DBPOOL_BREAKER_HALF_OPEN = 2  /* one trial connection in flight */
+} dbpool_breaker_state;
+
+/* Close the circuit breaker by hand (after fixing the database). */
+void dbpool_breaker_reset(dbpool *p);
+/* "closed", "open", "half_open" */
+const char *dbpool_breaker_state_name(dbpool_breaker_state s);
 
 /* ------------------------------------------------------------------------ */
 /* Queries: one small API over every backend                                */
@@ -302,6 +334,33 @@ typedef enum {
 /* Name used in JSON and metrics: "idle_timeout", "lifetime", ... */
 const char *dbpool_close_reason_name(dbpool_close_reason r);
 
+/* A latency summary from a histogram (milliseconds). */
+typedef struct dbpool_latency {
+    uint64_t count;
+    double mean_ms, p50_ms, p95_ms, p99_ms, max_ms;
+} dbpool_latency;
+
+typedef enum {
+    DBPOOL_HIST_ACQUIRE = 0, /* time from acquire call to lease */
+    DBPOOL_HIST_USE = 1,     /* time from lease to release */
+    DBPOOL_HIST_CONNECT = 2, /* time to open a new connection (successful ones) */
+    DBPOOL_HIST_COUNT
+} dbpool_histogram_kind;
+
+/* The Prometheus buckets, in seconds: 0.0001 ... 30. */
+#define DBPOOL_HISTOGRAM_BUCKETS 18
+typedef struct dbpool_histogram {
+    double upper_bound_s[DBPOOL_HISTOGRAM_BUCKETS]; /* "le" of each bucket */
+    uint64_t cumulative[DBPOOL_HISTOGRAM_BUCKETS];  /* observations <= upper_bound_s[i] */
+    uint64_t count;                                  /* all observations (the +Inf bucket) */
+    double sum_s;
+    double max_s;
+} dbpool_histogram;
+
+/* A snapshot of one histogram; recording never takes the pool lock, so a
+ * snapshot taken during traffic may be off by the observations in flight. */
+void dbpool_get_histogram(dbpool *p, dbpool_histogram_kind kind, dbpool_histogram *out);
+
 typedef struct dbpool_stats {
     uint64_t created;        /* connections opened */
     uint64_t reused;         /* hand-outs of an already open connection */
@@ -321,10 +380,30 @@ typedef struct dbpool_stats {
     int peak_waiting;
     int min_size;
     int max_size;
+    int cap;                 /* current cap (== max_size unless autoscale) */
+    bool suspended;
+    dbpool_breaker_state breaker;
+    uint64_t breaker_opens;  /* times the breaker opened */
+    uint64_t leaks_detected; /* leases held past leak_threshold_ms */
+    uint64_t leaks_reclaimed;
+    int reclaimed_out;       /* reclaimed leases not yet returned (not in total) */
+    double utilisation;      /* in_use / cap, now */
+    double uptime_s;
+    dbpool_latency acquire_wait;
+    dbpool_latency use_time;
+    dbpool_latency connect_time;
 } dbpool_stats;
 
-/* A consistent snapshot, taken under the pool's lock. */
+/* A consistent snapshot of the counters and gauges, taken under the pool's
+ * lock; the latency summaries come from the histograms. */
 void dbpool_get_stats(dbpool *p, dbpool_stats *out);
+
+/* The stats as one JSON object, and as Prometheus text format 0.0.4
+ * (metric names in docs/metrics.md). Like snprintf: writes at most len bytes
+ * including the NUL and returns the length the full text needs (excluding
+ * the NUL), or a negative error. */
+int dbpool_stats_json(dbpool *p, char *buf, size_t len);
+int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

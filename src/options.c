@@ -26,6 +26,14 @@ void dbpool_options_init(dbpool_options *o) {
     o->validation_window_ms = 500;
     o->log_level = DBPOOL_LOG_INFO;
     o->maintenance_interval_ms = 1000;
+    o->max_connecting = 2;
+    o->breaker_failures = 5;
+    o->breaker_cooldown_ms = 5000;
+    o->autoscale_high = 0.8;
+    o->autoscale_low = 0.5;
+    o->autoscale_step = 0.2;
+    o->autoscale_interval_ms = 60000;
+    o->suspend_fails_fast = true;
 }
 
 typedef enum { K_INT, K_MS, K_VALIDATION, K_NAME } key_kind;
@@ -56,6 +64,10 @@ static const pool_key pool_keys[] = {
     {"pool_keepalive", K_MS, OFF(keepalive_ms), 0, INT64_MAX / 2000000},
     {"pool_leak_threshold", K_MS, OFF(leak_threshold_ms), 0, INT64_MAX / 2000000},
     {"pool_maintenance_interval", K_MS, OFF(maintenance_interval_ms), 0, INT64_MAX / 2000000},
+    {"pool_max_connecting", K_INT, OFF(max_connecting), 1, 1000},
+    {"pool_leak_reclaim", K_MS, OFF(leak_reclaim_ms), 0, INT64_MAX / 2000000},
+    {"pool_breaker_failures", K_INT, OFF(breaker_failures), 0, 1000000},
+    {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, INT64_MAX / 2000000},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
 #undef OFF
@@ -223,6 +235,21 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
     REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
+    REQUIRE(o->max_connecting >= 1, "max_connecting must be at least 1 (got %d)", o->max_connecting);
+    REQUIRE(o->leak_reclaim_ms == 0 || (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
+            "leak_reclaim_ms (%lld) needs leak_threshold_ms > 0 and must not be below it",
+            (long long)o->leak_reclaim_ms);
+    REQUIRE(o->breaker_failures >= 0, "breaker_failures must be 0 (off) or more (got %d)", o->breaker_failures);
+    REQUIRE(o->breaker_cooldown_ms > 0, "breaker_cooldown_ms must be greater than 0 (got %lld)",
+            (long long)o->breaker_cooldown_ms);
+    REQUIRE(!o->autoscale || (o->autoscale_low > 0 && o->autoscale_low < o->autoscale_high &&
+                              o->autoscale_high <= 1.0),
+            "autoscale marks must satisfy 0 < autoscale_low (%g) < autoscale_high (%g) <= 1",
+            o->autoscale_low, o->autoscale_high);
+    REQUIRE(!o->autoscale || (o->autoscale_step > 0 && o->autoscale_step <= 1.0),
+            "autoscale_step must be in (0, 1] (got %g)", o->autoscale_step);
+    REQUIRE(!o->autoscale || o->autoscale_interval_ms > 0, "autoscale_interval_ms must be greater than 0 (got %lld)",
+            (long long)o->autoscale_interval_ms);
 #undef REQUIRE
     return DBPOOL_OK;
 }

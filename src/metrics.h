@@ -1,0 +1,27 @@
+/*
+ * metrics.h — latency histograms that the hot path records into without
+ * taking the pool lock (striped, cache-line separated counters), and the
+ * cheap clock used to time leases.
+ */
+#ifndef DBPOOL_METRICS_H
+#define DBPOOL_METRICS_H
+
+#include "dbpool.h"
+
+#include <stdint.h>
+
+typedef struct dbpool_metrics dbpool_metrics;
+
+dbpool_metrics *dbpool__metrics_new(void);
+void dbpool__metrics_free(dbpool_metrics *m);
+/* Record one observation of `ns` nanoseconds. Thread-safe, lock-free, a few
+ * nanoseconds; never blocks. */
+void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64_t ns);
+/* Snapshots (sum over stripes). */
+void dbpool__metrics_histogram(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_histogram *out);
+void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_latency *out);
+/* Monotonic nanoseconds, as cheap as the platform allows (TSC on x86-64,
+ * calibrated against CLOCK_MONOTONIC; clock_gettime elsewhere). */
+int64_t dbpool__fast_now_ns(void);
+
+#endif
