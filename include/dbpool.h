@@ -169,11 +169,17 @@ int dbpool_close(dbpool *p);
 
 /*
  * Lease a connection, waiting up to timeout_ms (negative: the pool's
- * acquire_timeout_ms; 0: do not wait). Waiters are served first come, first
- * served. On timeout the error says what the pool looked like and carries
- * the last connect error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT, DBPOOL_EBUSY
- * (max_waiters reached), DBPOOL_ECLOSED, or the connect error of a new
- * connection (DBPOOL_ECONNECT, DBPOOL_EAUTH, DBPOOL_ENOTFOUND, ...).
+ * acquire_timeout_ms; 0: do not wait — an idle connection or one connect
+ * attempt on this thread, else DBPOOL_ETIMEDOUT at once). Waiters are
+ * served first come, first served; new connections are opened for them in
+ * the background, and whichever comes first — a released or a new
+ * connection — goes to the head of the line. On timeout the error says what
+ * the pool looked like, who holds the connections and the last connect
+ * error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT, DBPOOL_EBUSY (max_waiters
+ * reached, or suspended), DBPOOL_EUNAVAILABLE (circuit breaker open),
+ * DBPOOL_ECLOSED, DBPOOL_EMISUSE (used in a forked child), or the connect
+ * error of a new connection (DBPOOL_ECONNECT, DBPOOL_EAUTH,
+ * DBPOOL_ENOTFOUND, ...). Thread-safe.
  */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err);
 
@@ -328,6 +334,7 @@ typedef enum {
     DBPOOL_CLOSE_POOL_CLOSED,
     DBPOOL_CLOSE_DISCARDED,
     DBPOOL_CLOSE_RESET_FAILED,
+    DBPOOL_CLOSE_RECLAIMED, /* a leaked lease, closed when it finally came back */
     DBPOOL_CLOSE_REASON_COUNT
 } dbpool_close_reason;
 

@@ -1,66 +1,183 @@
-/* maint.c — the pool's maintenance thread: closes idle connections past
- * idle_timeout (down to min_size), retires connections past their lifetime,
- * pings idle connections every keepalive_ms, and refills to min_size. It
- * takes connections out of the idle list under the lock and does its I/O
- * outside it; it never touches a leased connection. */
+/* maint.c — the pool's maintenance thread, one per pool, started by
+ * dbpool_open and joined by dbpool_close. Every maintenance_interval_ms it
+ * retires connections past their lifetime, closes idle ones past
+ * idle_timeout down to min_size, pings idle ones every keepalive_ms,
+ * refills to min_size, reports (and optionally reclaims) leaked leases and
+ * adjusts the autoscale cap. It takes connections out of the idle list
+ * under the lock and does its I/O outside it; it never touches a leased
+ * connection (a reclaimed lease is only stopped being counted). */
 #include "pool_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
-/* Lock held. Move idle connections that need work onto two lists. */
-static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired_list, dbpool_conn **idle_list,
-                        dbpool_conn **ping) {
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+
+/* Unlink an idle connection by hand (anywhere in the list). */
+static void unlink_idle(dbpool *p, dbpool_conn *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->idle_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        p->idle_tail = c->prev;
+    c->prev = c->next = NULL;
+    p->n_idle--;
+}
+
+static void push(dbpool_conn **list, dbpool_conn *c) {
+    c->next = *list;
+    *list = c;
+}
+
+/* Lock held. Move idle connections that need work onto three lists. */
+static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out, dbpool_conn **ping) {
     int64_t idle_limit = p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
     int64_t keepalive = p->opt.keepalive_ms * DBPOOL_NS_PER_MS;
     dbpool_conn *c = p->idle_tail;
     while (c) {
         dbpool_conn *prev = c->prev;
-        int total = p->n_idle + p->n_leased + p->n_connecting;
-        bool expired = now >= c->expires_ns;
-        bool idle_out = idle_limit > 0 && now - c->last_used_ns >= idle_limit && total > p->opt.min_size;
+        bool is_expired = now >= c->expires_ns;
+        bool is_idle_out = idle_limit > 0 && now - c->last_used_ns >= idle_limit &&
+                           dbpool__total_locked(p) > p->opt.min_size;
+        bool over_cap = dbpool__total_locked(p) > p->cap;
         bool due_ping = keepalive > 0 && now - c->last_used_ns >= keepalive;
-        if (expired || idle_out || due_ping) {
-            /* Out of the idle list; counted as closing, or as leased to
-             * maintenance while it pings. */
-            if (c->prev)
-                c->prev->next = c->next;
-            else
-                p->idle_head = c->next;
-            if (c->next)
-                c->next->prev = c->prev;
-            else
-                p->idle_tail = c->prev;
-            p->n_idle--;
-            if (expired || idle_out) {
-                c->state = CONN_CLOSING;
-                p->n_closing++;
-                dbpool_conn **list = expired ? expired_list : idle_list;
-                c->prev = NULL;
-                c->next = *list;
-                *list = c;
-            } else {
-                c->state = CONN_LEASED; /* held by maintenance for the ping */
-                p->n_leased++;
-                c->prev = NULL;
-                c->next = *ping;
-                *ping = c;
-            }
+        if (is_expired || is_idle_out || over_cap) {
+            unlink_idle(p, c);
+            c->state = CONN_CLOSING;
+            p->n_closing++;
+            push(is_expired ? expired : idle_out, c);
+        } else if (due_ping) {
+            unlink_idle(p, c);
+            c->state = CONN_LEASED; /* held by maintenance for the ping */
+            p->n_leased++;
+            push(ping, c);
         }
         c = prev;
     }
 }
 
+typedef struct leak_report {
+    uint64_t id;
+    int64_t held_ms;
+    bool reclaimed;
+    lease_trace trace;
+    bool have_trace;
+} leak_report;
+
+#define MAX_LEAK_REPORTS 8
+
+/* Lock held. Leases past the thresholds: report once, reclaim once. */
+static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
+    if (p->opt.leak_threshold_ms <= 0)
+        return 0;
+    int n = 0;
+    int64_t threshold = p->opt.leak_threshold_ms * DBPOOL_NS_PER_MS;
+    int64_t reclaim = p->opt.leak_reclaim_ms * DBPOOL_NS_PER_MS;
+    for (dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->state != CONN_LEASED || c->uses == 0)
+            continue;
+        int64_t held = now - c->acquired_ns;
+        bool report = !c->leak_reported && held >= threshold;
+        bool take_back = reclaim > 0 && !c->reclaimed && held >= reclaim;
+        if (!report && !take_back)
+            continue;
+        if (report) {
+            c->leak_reported = true;
+            p->stats.leaks_detected++;
+        }
+        if (take_back) {
+            /* The holder keeps its connection (never freed under it), but
+             * its place counts no more: a replacement may be opened. */
+            c->reclaimed = true;
+            p->n_leased--;
+            p->n_reclaimed++;
+            p->stats.leaks_reclaimed++;
+        }
+        if (n < MAX_LEAK_REPORTS) {
+            leak_report *r = &out[n++];
+            r->id = c->id;
+            r->held_ms = held / DBPOOL_NS_PER_MS;
+            r->reclaimed = take_back;
+            r->have_trace = c->trace && c->trace->depth > 0;
+            if (r->have_trace)
+                r->trace = *c->trace;
+        }
+    }
+    return n;
+}
+
+static void log_leaks(dbpool *p, const leak_report *r, int n) {
+    for (int i = 0; i < n; i++) {
+        char where[1024] = "  (stack not recorded)\n";
+        if (r[i].have_trace)
+            dbpool__trace_format(&r[i].trace, where, sizeof where, 12);
+        if (r[i].reclaimed)
+            dbpool__log(p, DBPOOL_LOG_WARN,
+                        "connection #%llu held for %lld ms: reclaimed (no longer counted against max_size; closed "
+                        "when it comes back)",
+                        (unsigned long long)r[i].id, (long long)r[i].held_ms);
+        else
+            dbpool__log(p, DBPOOL_LOG_WARN,
+                        "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld) by thread %lu, "
+                        "acquired at:\n%s",
+                        (unsigned long long)r[i].id, (long long)r[i].held_ms, (long long)p->opt.leak_threshold_ms,
+                        r[i].trace.thread, where);
+    }
+}
+
+/* Lock held. Utilisation-driven cap (opt.autoscale). */
+static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
+    *old_cap = p->cap;
+    if (!p->opt.autoscale)
+        return p->cap;
+    p->util_sum += p->cap > 0 ? (double)p->n_leased / p->cap : 0.0;
+    /* Callers waiting count as full use: the cap is what holds them back. */
+    if (p->n_waiting > 0)
+        p->util_sum += 1.0 - (p->cap > 0 ? (double)p->n_leased / p->cap : 0.0);
+    p->util_samples++;
+    if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)
+        return p->cap;
+    double util = p->util_samples ? p->util_sum / p->util_samples : 0.0;
+    int step = (int)ceil(p->cap * p->opt.autoscale_step);
+    if (step < 1)
+        step = 1;
+    int floor_cap = p->opt.min_size > 1 ? p->opt.min_size : 1;
+    if (util > p->opt.autoscale_high && p->cap < p->opt.max_size)
+        p->cap = p->cap + step > p->opt.max_size ? p->opt.max_size : p->cap + step;
+    else if (util < p->opt.autoscale_low && p->cap > floor_cap)
+        p->cap = p->cap - step < floor_cap ? floor_cap : p->cap - step;
+    p->util_sum = 0;
+    p->util_samples = 0;
+    p->last_scale_ns = now;
+    return p->cap;
+}
+
 void dbpool__maint_pass(dbpool *p) {
     dbpool_conn *expired = NULL, *idle_out = NULL, *ping = NULL;
-    pthread_mutex_lock(&p->lock);
+    leak_report leaks[MAX_LEAK_REPORTS];
+    lock(p);
     if (p->closed) {
-        pthread_mutex_unlock(&p->lock);
+        unlock(p);
         return;
     }
-    pick_locked(p, dbpool__coarse_now_ns(), &expired, &idle_out, &ping);
-    pthread_mutex_unlock(&p->lock);
+    int64_t now = dbpool__coarse_now_ns();
+    int old_cap;
+    int new_cap = autoscale_locked(p, now, &old_cap);
+    int nleaks = scan_leaks_locked(p, now, leaks);
+    pick_locked(p, now, &expired, &idle_out, &ping);
+    breaker_event ev = dbpool__request_connections_locked(p); /* reclaimed or grown places */
+    unlock(p);
+    dbpool__log_breaker_event(p, ev);
+    if (new_cap != old_cap)
+        dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", old_cap, new_cap);
+    log_leaks(p, leaks, nleaks);
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
     while (ping) {
@@ -68,12 +185,11 @@ void dbpool__maint_pass(dbpool *p) {
         ping->next = NULL;
         dbpool_error e;
         dbpool__clearerr(&e);
-        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
-        if (p->driver->ping(ping->native, deadline, &e) == DBPOOL_OK) {
-            ping->state = CONN_LEASED;
-            /* Back as if released clean: keeps its place in LIFO order as
-             * the most recently used, which is fine for a fresh ping. */
-            dbpool_release(ping);
+        if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) == DBPOOL_OK) {
+            lock(p);
+            p->n_leased--;
+            dbpool__publish_locked(p, ping, dbpool__coarse_now_ns());
+            unlock(p);
         } else {
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "keepalive ping of connection #%llu failed, closing it: %s",
@@ -85,24 +201,30 @@ void dbpool__maint_pass(dbpool *p) {
 
     /* Refill to min_size, one connection at a time, outside the lock. */
     for (;;) {
-        pthread_mutex_lock(&p->lock);
-        int total = p->n_idle + p->n_leased + p->n_connecting;
-        bool need = !p->closed && !p->maint_stop && total < p->opt.min_size;
+        lock(p);
+        int64_t t = dbpool__coarse_now_ns();
+        bool need = !p->closed && !p->maint_stop && dbpool__total_locked(p) < p->opt.min_size &&
+                    dbpool__total_locked(p) < p->cap && !dbpool__breaker_blocks_locked(p, t);
+        if (need && p->breaker == DBPOOL_BREAKER_OPEN) {
+            /* Cooldown over: this refill is the breaker's one trial. */
+            p->breaker = DBPOOL_BREAKER_HALF_OPEN;
+            p->trial_in_flight = true;
+        }
         if (need)
             p->n_connecting++;
-        pthread_mutex_unlock(&p->lock);
+        unlock(p);
         if (!need)
             break;
         dbpool_error e;
         dbpool__clearerr(&e);
         if (dbpool__open_one_idle(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), &e) != DBPOOL_OK)
-            break; /* logged and counted by the connect path; try next pass */
+            break; /* logged and counted by the connect path; next pass tries again */
     }
 }
 
 static void *maint_main(void *arg) {
     dbpool *p = arg;
-    pthread_mutex_lock(&p->lock);
+    lock(p);
     while (!p->maint_stop) {
         int64_t wake = dbpool__deadline_after_ms(p->opt.maintenance_interval_ms);
         struct timespec ts = {(time_t)(wake / INT64_C(1000000000)), (long)(wake % INT64_C(1000000000))};
@@ -112,36 +234,41 @@ static void *maint_main(void *arg) {
         }
         if (p->maint_stop)
             break;
-        pthread_mutex_unlock(&p->lock);
+        unlock(p);
         dbpool__maint_pass(p);
-        pthread_mutex_lock(&p->lock);
+        lock(p);
     }
-    pthread_mutex_unlock(&p->lock);
+    unlock(p);
     return NULL;
 }
+
+void dbpool__maint_wake(dbpool *p) { pthread_cond_signal(&p->maint_cond); }
 
 int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
+    p->last_scale_ns = dbpool__coarse_now_ns();
     int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
     if (rc != 0)
-        return dbpool__seterr(e, DBPOOL_ENOMEM, "could not start the maintenance thread (errno %d)", rc);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "could not start the maintenance thread (error %d)", rc);
+    lock(p);
     p->maint_running = true;
+    unlock(p);
     return DBPOOL_OK;
 }
 
 void dbpool__maint_stop(dbpool *p) {
-    pthread_mutex_lock(&p->lock);
+    lock(p);
     bool running = p->maint_running;
     p->maint_stop = true;
     pthread_cond_broadcast(&p->maint_cond);
-    pthread_mutex_unlock(&p->lock);
+    unlock(p);
     if (!running)
         return;
     pthread_join(p->maint_thread, NULL);
-    pthread_mutex_lock(&p->lock);
+    lock(p);
     p->maint_running = false;
-    pthread_mutex_unlock(&p->lock);
+    unlock(p);
 }

@@ -1,13 +1,22 @@
 /*
  * pool_internal.h — the pool's and the lease's structures, shared by the
- * files of the core (pool.c, options.c, query.c, stats.c, maint.c).
- * Nothing outside src/ sees them.
+ * files of the core:
+ *   pool.c     open/close, acquire/release/discard, the FIFO wait queue
+ *   create.c   opening connections: retry with backoff, the connector
+ *              threads, the circuit breaker
+ *   maint.c    the maintenance thread: idle reaping, lifetime, keepalive,
+ *              refill, leak detection, autoscaling
+ *   sizing.c   shrink, resize, suspend/resume
+ *   leak.c     recording and reporting where a lease was acquired
+ * Nothing outside src/ sees them. Lock order: there is one lock per pool;
+ * no other lock is taken while it is held (the metrics are lock-free).
  */
 #ifndef DBPOOL_POOL_INTERNAL_H
 #define DBPOOL_POOL_INTERNAL_H
 
 #include "driver.h"
 #include "internal.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -16,33 +25,49 @@
 /* A lease's magic while its struct belongs to a pool; any other value means
  * the pointer is not a dbpool_conn (or the pool is gone). */
 #define DBPOOL_CONN_MAGIC 0x6462636eu /* "dbcn" */
+#define DBPOOL_LEAK_FRAMES 16
 
 /* State equals list membership: every connection is in exactly one state,
- * and only the functions of pool.c move it, under the pool lock. */
+ * and only the core moves it, under the pool lock. */
 typedef enum {
-    CONN_FREE = 0,   /* struct on the free list, no connection behind it */
-    CONN_IDLE,       /* on the idle list (LIFO) */
-    CONN_LEASED,     /* held by a caller (or being checked before hand-out) */
-    CONN_RETURNING,  /* released, being reset outside the lock; counts as leased */
-    CONN_CLOSING     /* being disconnected outside the lock; counts in nothing */
+    CONN_FREE = 0,  /* struct on the free list, no connection behind it */
+    CONN_IDLE,      /* on the idle list (LIFO) */
+    CONN_LEASED,    /* held by a caller, or by maintenance for a ping */
+    CONN_RETURNING, /* released, being reset outside the lock; counts as leased */
+    CONN_CLOSING    /* being disconnected outside the lock; counts in n_closing */
 } conn_state;
+
+/* Where a lease was taken, for leak reports. */
+typedef struct lease_trace {
+    void *frames[DBPOOL_LEAK_FRAMES];
+    int depth;
+    unsigned long thread;
+} lease_trace;
 
 struct dbpool_conn {
     uint32_t magic;
     conn_state state;
-    bool broken;            /* a query error said the connection is dead */
+    bool broken;        /* a query error said the connection is dead */
+    bool leak_reported; /* reported as held past leak_threshold_ms */
+    bool reclaimed;     /* no longer counted against the cap; closed on return */
     dbpool *pool;
     void *native;
-    uint64_t id;            /* 1, 2, ... in order of creation */
+    uint64_t id;        /* 1, 2, ... in order of creation */
     int64_t created_ns;
-    int64_t expires_ns;     /* created + jittered lifetime; INT64_MAX = never */
-    int64_t last_used_ns;   /* when it last became idle */
-    int64_t acquired_ns;    /* when the current lease began */
-    uint64_t uses;          /* hand-outs so far */
+    int64_t expires_ns;   /* created + jittered lifetime; INT64_MAX = never */
+    int64_t last_used_ns; /* when it last became idle */
+    int64_t acquired_ns;  /* when the current lease began (coarse clock) */
+    int64_t lease_start;  /* the same, on the fast clock, for the use-time histogram */
+    uint64_t uses;        /* hand-outs so far */
     struct dbpool_conn *prev, *next; /* idle list, or free list (next only) */
+    struct dbpool_conn *all_next;    /* every slot the pool ever made */
+    lease_trace *trace;              /* leak detection on: where the lease began */
 };
 
 typedef struct waiter waiter;
+
+/* A breaker transition to log after the lock is dropped. */
+typedef enum { BREAKER_EVENT_NONE = 0, BREAKER_EVENT_OPENED, BREAKER_EVENT_HALF_OPEN, BREAKER_EVENT_CLOSED } breaker_event;
 
 struct dbpool {
     pthread_mutex_t lock;
@@ -50,52 +75,109 @@ struct dbpool {
     void *driver_cfg;
     const char *const *secrets;
     dbpool_connect_settings settings;
-    dbpool_options opt;   /* validated copy; strings point into the copies below */
+    dbpool_options opt; /* validated copy; strings point into the copies below */
     char *name;
     char *init_sql;
+    dbpool_metrics *metrics;
+    unsigned fork_generation; /* the process generation that opened the pool */
+    int64_t opened_ns;
 
     /* --- everything below is guarded by `lock` --- */
     bool closed;
+    bool suspended;
+    int cap; /* current cap: max_size, or less under autoscale */
     dbpool_conn *idle_head, *idle_tail; /* head = most recently used (LIFO) */
     dbpool_conn *free_slots;
+    dbpool_conn *all_slots;
     waiter *wait_head, *wait_tail;
-    int n_idle, n_leased, n_connecting, n_waiting, n_closing;
+    int n_idle, n_leased, n_connecting, n_waiting, n_closing, n_reclaimed;
     uint64_t next_conn_id;
     dbpool_error last_connect_error; /* redacted; for timeout messages */
-    int64_t last_connect_error_ns;
-    dbpool_stats stats;  /* counters; the gauges are filled on read */
+    dbpool_stats stats;              /* counters; the gauges are filled on read */
+
+    /* connector threads: open connections for waiters in the background */
+    int connect_jobs;    /* requested, not yet picked up (each holds a place in n_connecting) */
+    int connect_running; /* picked up and connecting (each holds a place in n_connecting) */
+    int n_connectors;
+    bool connectors_stop;
+    pthread_t *connectors;
+    pthread_cond_t connector_cond;
+
+    /* circuit breaker */
+    dbpool_breaker_state breaker;
+    int consecutive_failures;
+    int64_t breaker_opened_ns;
+    bool trial_in_flight;
 
     /* maintenance thread */
     bool maint_running;
     bool maint_stop;
     pthread_t maint_thread;
     pthread_cond_t maint_cond;
+    double util_sum; /* autoscale: utilisation samples since the last decision */
+    int util_samples;
+    int64_t last_scale_ns;
 };
 
-/* Log through the user's callback (never under the pool lock), redacted. */
-void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Redact an error that is about to leave the library. */
+/* pool.c */
+void dbpool__lock(dbpool *p);
+void dbpool__unlock(dbpool *p);
+void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void dbpool__finish_err(const dbpool *p, dbpool_error *e);
+int dbpool__total_locked(const dbpool *p);
+/* Put a healthy connection back: to the first waiter, else the idle list. */
+void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
+/* Fail the first waiter (all == false) or every waiter with e. */
+void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all);
+/* Close a lease the calling thread holds (CONN_LEASED or CONN_RETURNING). */
+void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
+/* Close a list (linked by next) of connections in CONN_CLOSING state that
+ * the caller took out of the idle list (n_closing counted). */
+void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why);
+/* Take idle connections out (oldest first) while `keep(p, c)` says so; they
+ * come back as a CONN_CLOSING list. Lock held. */
+dbpool_conn *dbpool__take_idle_locked(dbpool *p, bool (*take)(const dbpool *p, const dbpool_conn *c, void *arg),
+                                      void *arg);
+/* Lock held: the pool may be freed (closed and nothing left in it). */
+bool dbpool__can_free_locked(const dbpool *p);
+void dbpool__free(dbpool *p);
 
-/* options.c: defaults, pool_* URL keys, validation. */
-int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url,
-                              char **name_copy, dbpool_error *e);
+/* create.c */
+int dbpool__connectors_start(dbpool *p, dbpool_error *e);
+void dbpool__connectors_stop(dbpool *p);
+/* Ask the connector threads for as many new connections as waiters need.
+ * Lock held; returns a breaker event to log after unlocking. */
+breaker_event dbpool__request_connections_locked(dbpool *p);
+/* Would a caller who needs a new connection be refused by the breaker? */
+bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
+void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
+/* Open a connection into a place already reserved in n_connecting, on this
+ * thread. leased: hand it to the caller (*out), else publish it. */
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace, dbpool_conn **out,
+                          dbpool_error *err);
+int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
+/* Start a lease on c (lock held): counters, times, trace. */
+void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now, const lease_trace *trace);
+
+/* options.c */
+int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url, char **name_copy,
+                              dbpool_error *e);
 int dbpool__options_validate(const dbpool_options *o, dbpool_error *e);
 
 /* maint.c */
 int dbpool__maint_start(dbpool *p, dbpool_error *e);
 void dbpool__maint_stop(dbpool *p);
-/* One maintenance pass: reap idle connections past idle_timeout above
- * min_size, retire expired ones, ping for keepalive, refill to min_size. */
+void dbpool__maint_wake(dbpool *p); /* lock held */
 void dbpool__maint_pass(dbpool *p);
 
-/* pool.c internals used by maint.c */
-int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
-void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
-/* Close a list (linked by next) of connections in CONN_CLOSING state that
- * the caller took out of the idle list (n_closing counted). */
-void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why);
+/* leak.c */
+/* Capture the caller's stack (when leak detection is on). */
+void dbpool__trace_capture(lease_trace *t);
+/* "  #0 frame\n  #1 frame..." into buf, symbolised now. */
+void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_frames);
+
+/* fork.c */
+unsigned dbpool__fork_generation(void);
 
 /* Cheap coarse monotonic time for bookkeeping (ms resolution is enough). */
 int64_t dbpool__coarse_now_ns(void);

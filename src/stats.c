@@ -7,6 +7,7 @@ const char *dbpool_close_reason_name(dbpool_close_reason r) {
         [DBPOOL_CLOSE_BROKEN] = "broken",             [DBPOOL_CLOSE_VALIDATION] = "validation_failed",
         [DBPOOL_CLOSE_SHRINK] = "shrink",             [DBPOOL_CLOSE_POOL_CLOSED] = "pool_closed",
         [DBPOOL_CLOSE_DISCARDED] = "discarded",       [DBPOOL_CLOSE_RESET_FAILED] = "reset_failed",
+        [DBPOOL_CLOSE_RECLAIMED] = "leak_reclaimed",
     };
     if ((int)r < 0 || r >= DBPOOL_CLOSE_REASON_COUNT)
         return "unknown";

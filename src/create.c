@@ -1,0 +1,439 @@
+/*
+ * create.c — opening connections: one attempt (connect, init_sql,
+ * after_connect), retry with exponential backoff and jitter, the connector
+ * threads that open connections for waiting callers, and the circuit
+ * breaker that stops a pool from hammering a database that is down.
+ *
+ * Why connector threads: a caller who waited for a new connection on its
+ * own thread could not be served by a connection released meanwhile, and a
+ * burst of callers would each open one. Callers wait in the FIFO queue
+ * instead; at most max_connecting connects run at once, for as many
+ * waiters as are not already covered, and each result goes to whoever is
+ * first in line.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+
+static bool retriable(int code) {
+    return code == DBPOOL_ECONNECT || code == DBPOOL_ETIMEDOUT || code == DBPOOL_EBUSY || code == DBPOOL_EBROKEN;
+}
+
+const char *dbpool_breaker_state_name(dbpool_breaker_state s) {
+    switch (s) {
+    case DBPOOL_BREAKER_CLOSED:
+        return "closed";
+    case DBPOOL_BREAKER_OPEN:
+        return "open";
+    case DBPOOL_BREAKER_HALF_OPEN:
+        return "half_open";
+    }
+    return "unknown";
+}
+
+/* ---------------------------------------------------------------------- */
+/* circuit breaker (all under the lock)                                   */
+/* ---------------------------------------------------------------------- */
+
+bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now) {
+    if (p->breaker == DBPOOL_BREAKER_OPEN)
+        return now - p->breaker_opened_ns < p->opt.breaker_cooldown_ms * DBPOOL_NS_PER_MS;
+    if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
+        return p->trial_in_flight;
+    return false;
+}
+
+/* May a connect start now? Moves open -> half-open after the cooldown and
+ * makes that connect the one trial. */
+static bool breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
+    if (p->breaker == DBPOOL_BREAKER_CLOSED)
+        return true;
+    if (dbpool__breaker_blocks_locked(p, now))
+        return false;
+    if (p->breaker == DBPOOL_BREAKER_OPEN) {
+        p->breaker = DBPOOL_BREAKER_HALF_OPEN;
+        *ev = BREAKER_EVENT_HALF_OPEN;
+    }
+    p->trial_in_flight = true;
+    return true;
+}
+
+/* Count one connect attempt's outcome. */
+static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e) {
+    if (rc == DBPOOL_OK) {
+        p->consecutive_failures = 0;
+        p->trial_in_flight = false;
+        if (p->breaker != DBPOOL_BREAKER_CLOSED) {
+            p->breaker = DBPOOL_BREAKER_CLOSED;
+            return BREAKER_EVENT_CLOSED;
+        }
+        return BREAKER_EVENT_NONE;
+    }
+    p->stats.connect_errors++;
+    p->last_connect_error = *e;
+    p->consecutive_failures++;
+    bool open = p->breaker == DBPOOL_BREAKER_HALF_OPEN ||
+                (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
+                 p->consecutive_failures >= p->opt.breaker_failures);
+    p->trial_in_flight = false;
+    if (!open)
+        return BREAKER_EVENT_NONE;
+    p->breaker = DBPOOL_BREAKER_OPEN;
+    p->breaker_opened_ns = dbpool__coarse_now_ns();
+    p->stats.breaker_opens++;
+    return BREAKER_EVENT_OPENED;
+}
+
+void dbpool__log_breaker_event(dbpool *p, breaker_event ev) {
+    switch (ev) {
+    case BREAKER_EVENT_OPENED:
+        dbpool__log(p, DBPOOL_LOG_ERROR,
+                    "circuit breaker opened after %d consecutive failed connects: new connections are "
+                    "refused for %lld ms",
+                    p->consecutive_failures, (long long)p->opt.breaker_cooldown_ms);
+        break;
+    case BREAKER_EVENT_HALF_OPEN:
+        dbpool__log(p, DBPOOL_LOG_WARN, "circuit breaker half-open: trying one connection");
+        break;
+    case BREAKER_EVENT_CLOSED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker closed: the database answers again");
+        break;
+    case BREAKER_EVENT_NONE:
+        break;
+    }
+}
+
+void dbpool_breaker_reset(dbpool *p) {
+    if (!p)
+        return;
+    lock(p);
+    bool was_open = p->breaker != DBPOOL_BREAKER_CLOSED;
+    p->breaker = DBPOOL_BREAKER_CLOSED;
+    p->consecutive_failures = 0;
+    p->trial_in_flight = false;
+    breaker_event ev = dbpool__request_connections_locked(p);
+    unlock(p);
+    if (was_open)
+        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker reset by hand");
+    dbpool__log_breaker_event(p, ev);
+}
+
+/* ---------------------------------------------------------------------- */
+/* one connection, with retries                                           */
+/* ---------------------------------------------------------------------- */
+
+static int64_t jittered_expiry(const dbpool *p, int64_t now) {
+    if (p->opt.max_lifetime_ms <= 0)
+        return INT64_MAX;
+    int64_t life = p->opt.max_lifetime_ms * DBPOOL_NS_PER_MS;
+    /* Up to 2.5% shorter, so that connections opened together do not all
+     * expire together (sqlx's reconnect storms). */
+    int64_t span = life / 40;
+    if (span > 0)
+        life -= (int64_t)(dbpool__random() % (uint64_t)span);
+    return now + life;
+}
+
+/* One connection, made ready: connect, init_sql, after_connect. */
+static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error *e) {
+    int rc = p->driver->connect(p->driver_cfg, &p->settings, deadline, native, e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    if (p->init_sql) {
+        rc = p->driver->exec(*native, p->init_sql, NULL, 0, NULL, e);
+        if (rc != DBPOOL_OK) {
+            dbpool__prefix_err(e, "init_sql failed on a new connection");
+            p->driver->disconnect(*native);
+            *native = NULL;
+            return rc;
+        }
+    }
+    if (p->opt.after_connect) {
+        int urc = p->opt.after_connect(*native, p->opt.after_connect_user);
+        if (urc != 0) {
+            p->driver->disconnect(*native);
+            *native = NULL;
+            return dbpool__seterr(e, DBPOOL_ECONNECT, "the after_connect callback rejected the connection (it returned %d)",
+                                  urc);
+        }
+    }
+    return DBPOOL_OK;
+}
+
+/* Sleep ms, but wake early when the pool stops its connectors. */
+static void backoff_sleep(dbpool *p, int64_t ms) {
+    int64_t until = dbpool__deadline_after_ms(ms);
+    struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
+    lock(p);
+    while (!p->connectors_stop && !p->closed) {
+        if (pthread_cond_timedwait(&p->connector_cond, &p->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    unlock(p);
+}
+
+/*
+ * Open a native connection, retrying retriable failures with exponential
+ * backoff ("equal jitter": half the delay fixed, half random) up to
+ * max_retries, never past `deadline`, and stopping early when the breaker
+ * opens or `still_wanted` says nobody needs it any more.
+ */
+static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpool *p), void **native,
+                         dbpool_error *err) {
+    dbpool_error e;
+    dbpool__clearerr(&e);
+    int rc = DBPOOL_ECONNECT;
+    for (int attempt = 0;; attempt++) {
+        int64_t t0 = dbpool__fast_now_ns();
+        int64_t now = dbpool__now_ns();
+        int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
+        if (attempt_deadline > deadline || attempt_deadline < now)
+            attempt_deadline = deadline;
+        dbpool__clearerr(&e);
+        rc = connect_once(p, attempt_deadline, native, &e);
+        if (rc == DBPOOL_OK)
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
+        else
+            dbpool__finish_err(p, &e);
+        lock(p);
+        breaker_event ev = note_attempt_locked(p, rc, &e);
+        bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
+        unlock(p);
+        dbpool__log_breaker_event(p, ev);
+        if (rc == DBPOOL_OK)
+            break;
+        dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1, p->opt.max_retries + 1,
+                    e.message);
+        if (!retriable(rc) || attempt >= p->opt.max_retries || breaker_open)
+            break;
+        int64_t delay = p->opt.backoff_base_ms;
+        for (int i = 0; i < attempt && delay < p->opt.backoff_max_ms; i++)
+            delay *= 2;
+        if (delay > p->opt.backoff_max_ms)
+            delay = p->opt.backoff_max_ms;
+        if (delay > 1)
+            delay = delay / 2 + (int64_t)(dbpool__random() % (uint64_t)(delay / 2 + 1));
+        if (dbpool__now_ns() + delay * DBPOOL_NS_PER_MS >= deadline)
+            break; /* no time left for another attempt */
+        backoff_sleep(p, delay);
+        if (still_wanted && !still_wanted(p))
+            break;
+    }
+    if (rc != DBPOOL_OK && err)
+        *err = e;
+    return rc;
+}
+
+/* Turn a fresh native handle into a slot (its place already counted in
+ * n_connecting). Lock held. */
+static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lease_trace *trace) {
+    dbpool_conn *c = p->free_slots;
+    if (c) {
+        p->free_slots = c->next;
+    } else {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return NULL;
+        c->all_next = p->all_slots;
+        p->all_slots = c;
+    }
+    lease_trace *keep_trace = c->trace;
+    dbpool_conn *keep_all = c->all_next;
+    memset(c, 0, sizeof *c);
+    c->trace = keep_trace;
+    c->all_next = keep_all;
+    c->magic = DBPOOL_CONN_MAGIC;
+    c->pool = p;
+    int64_t now = dbpool__coarse_now_ns();
+    c->native = native;
+    c->id = ++p->next_conn_id;
+    c->created_ns = now;
+    c->expires_ns = jittered_expiry(p, now);
+    c->last_used_ns = now;
+    p->n_connecting--;
+    p->stats.created++;
+    if (leased) {
+        c->state = CONN_LEASED;
+        p->n_leased++;
+        if (p->n_leased > p->stats.peak_in_use)
+            p->stats.peak_in_use = p->n_leased;
+        dbpool__lease_begin_locked(p, c, now, dbpool__fast_now_ns(), trace);
+    } else {
+        dbpool__publish_locked(p, c, now);
+    }
+    return c;
+}
+
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace, dbpool_conn **out,
+                          dbpool_error *err) {
+    void *native = NULL;
+    int rc = create_native(p, deadline, NULL, &native, err);
+    lock(p);
+    dbpool_conn *c = NULL;
+    if (rc == DBPOOL_OK && !p->closed) {
+        c = adopt_locked(p, native, leased, trace);
+        if (!c)
+            rc = dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory for a connection slot");
+    } else if (rc == DBPOOL_OK) {
+        rc = dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed while a connection was being opened");
+    }
+    breaker_event ev = BREAKER_EVENT_NONE;
+    if (!c) {
+        p->n_connecting--;
+        ev = dbpool__request_connections_locked(p);
+    }
+    bool free_it = dbpool__can_free_locked(p);
+    unlock(p);
+    if (!c && native)
+        p->driver->disconnect(native);
+    if (free_it) {
+        dbpool__free(p);
+        return rc;
+    }
+    dbpool__log_breaker_event(p, ev);
+    if (c) {
+        if (out)
+            *out = c;
+        dbpool__log(p, DBPOOL_LOG_DEBUG, "opened connection #%llu", (unsigned long long)c->id);
+    }
+    return rc;
+}
+
+int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e) {
+    return dbpool__fill_reserved(p, deadline_ns, false, NULL, NULL, e);
+}
+
+/* ---------------------------------------------------------------------- */
+/* connector threads                                                      */
+/* ---------------------------------------------------------------------- */
+
+breaker_event dbpool__request_connections_locked(dbpool *p) {
+    breaker_event ev = BREAKER_EVENT_NONE;
+    if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0)
+        return ev;
+    int64_t now = dbpool__coarse_now_ns();
+    /* Waiters not yet covered by a connect requested or under way. */
+    int covered = p->connect_jobs + p->connect_running;
+    while (p->n_waiting > covered && dbpool__total_locked(p) < p->cap && covered < p->opt.max_connecting) {
+        if (!breaker_admit_locked(p, now, &ev))
+            break;
+        p->n_connecting++;
+        p->connect_jobs++;
+        covered++;
+        /* Broadcast: connectors sleeping in a backoff share the variable. */
+        pthread_cond_broadcast(&p->connector_cond);
+        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
+            break; /* one trial only */
+    }
+    return ev;
+}
+
+/* Does any waiter still need a connection? */
+static bool still_wanted(dbpool *p) {
+    lock(p);
+    bool wanted = p->n_waiting > 0 && !p->closed && !p->connectors_stop;
+    unlock(p);
+    return wanted;
+}
+
+/* A connector's connect failed for good: fail the first waiter with it, or
+ * every waiter when nothing else can serve them (the cause is permanent or
+ * the breaker is open, and no lease is out to come back). Lock held. */
+static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
+    if (!p->wait_head)
+        return;
+    bool hopeless = !retriable(rc) || p->breaker != DBPOOL_BREAKER_CLOSED;
+    if (p->breaker == DBPOOL_BREAKER_OPEN && rc != DBPOOL_EAUTH) {
+        char cause[sizeof e->message];
+        memcpy(cause, e->message, sizeof cause);
+        dbpool__seterr(e, DBPOOL_EUNAVAILABLE,
+                       "circuit breaker opened after %d consecutive failed connects; last connect error: %s",
+                       p->consecutive_failures, cause);
+    }
+    dbpool__fail_waiters_locked(p, e, hopeless && p->n_leased == 0 && p->connect_running == 0);
+}
+
+static void *connector_main(void *arg) {
+    dbpool *p = arg;
+    lock(p);
+    for (;;) {
+        if (p->connectors_stop)
+            break;
+        if (p->connect_jobs == 0) {
+            pthread_cond_wait(&p->connector_cond, &p->lock);
+            continue;
+        }
+        p->connect_jobs--;
+        p->connect_running++;
+        unlock(p);
+        void *native = NULL;
+        dbpool_error e;
+        dbpool__clearerr(&e);
+        /* Each attempt is bounded by connect_timeout_ms; the whole by the
+         * retry budget, cut short when no waiter needs it any more. */
+        int64_t budget = p->opt.connect_timeout_ms * (p->opt.max_retries + 1) + p->opt.backoff_max_ms * p->opt.max_retries;
+        int rc = create_native(p, dbpool__deadline_after_ms(budget), still_wanted, &native, &e);
+        lock(p);
+        p->connect_running--;
+        dbpool_conn *c = NULL;
+        if (rc == DBPOOL_OK && !p->closed)
+            c = adopt_locked(p, native, false, NULL); /* to the first waiter, or idle */
+        if (!c) {
+            p->n_connecting--;
+            if (rc != DBPOOL_OK)
+                deliver_failure_locked(p, rc, &e);
+        }
+        breaker_event ev = dbpool__request_connections_locked(p);
+        unlock(p);
+        if (!c && native)
+            p->driver->disconnect(native);
+        dbpool__log_breaker_event(p, ev);
+        lock(p);
+    }
+    unlock(p);
+    return NULL;
+}
+
+int dbpool__connectors_start(dbpool *p, dbpool_error *e) {
+    int n = p->opt.max_connecting;
+    p->connectors = calloc((size_t)n, sizeof *p->connectors);
+    if (!p->connectors)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    for (int i = 0; i < n; i++) {
+        int rc = pthread_create(&p->connectors[i], &attr, connector_main, p);
+        if (rc != 0) {
+            pthread_attr_destroy(&attr);
+            return dbpool__seterr(e, DBPOOL_ENOMEM, "could not start a connector thread (error %d)", rc);
+        }
+        lock(p);
+        p->n_connectors++;
+        unlock(p);
+    }
+    pthread_attr_destroy(&attr);
+    return DBPOOL_OK;
+}
+
+void dbpool__connectors_stop(dbpool *p) {
+    lock(p);
+    p->connectors_stop = true;
+    int n = p->n_connectors;
+    pthread_cond_broadcast(&p->connector_cond);
+    unlock(p);
+    for (int i = 0; i < n; i++)
+        pthread_join(p->connectors[i], NULL);
+    lock(p);
+    p->n_connectors = 0;
+    /* Requested jobs nobody picked up hold places: give them back. */
+    p->n_connecting -= p->connect_jobs;
+    p->connect_jobs = 0;
+    unlock(p);
+}

@@ -1,0 +1,20 @@
+/* fork.c — detecting a pool used across fork(). A child shares the
+ * parent's sockets: if it used or closed a pooled connection it would
+ * corrupt the parent's session (libpq's PQfinish sends a Terminate on the
+ * shared socket). Every pool remembers the process generation that opened
+ * it; a child's generation differs, and the pool refuses to work there. */
+#include "pool_internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+static atomic_uint generation;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void in_child(void) { atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed); }
+static void install(void) { pthread_atfork(NULL, NULL, in_child); }
+
+unsigned dbpool__fork_generation(void) {
+    pthread_once(&once, install);
+    return atomic_load_explicit(&generation, memory_order_relaxed);
+}

@@ -1,0 +1,105 @@
+/* sizing.c — changing what the pool holds at run time: shrink, resize,
+ * suspend and resume. */
+#include "pool_internal.h"
+
+#include <stdlib.h>
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+
+typedef struct keep_count {
+    int keep;
+} keep_count;
+
+static bool idle_above(const dbpool *p, const dbpool_conn *c, void *arg) {
+    (void)c;
+    return p->n_idle > ((keep_count *)arg)->keep;
+}
+
+static bool over_cap(const dbpool *p, const dbpool_conn *c, void *arg) {
+    (void)c, (void)arg;
+    return dbpool__total_locked(p) > p->cap;
+}
+
+int dbpool_shrink(dbpool *p, int target_idle) {
+    if (!p || target_idle < 0)
+        return DBPOOL_EINVAL;
+    lock(p);
+    if (p->closed) {
+        unlock(p);
+        return DBPOOL_ECLOSED;
+    }
+    keep_count k = {target_idle};
+    dbpool_conn *list = dbpool__take_idle_locked(p, idle_above, &k); /* least recently used first */
+    unlock(p);
+    int n = 0;
+    for (dbpool_conn *c = list; c; c = c->next)
+        n++;
+    dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);
+    return n;
+}
+
+int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (!p)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_resize: pool is NULL");
+    lock(p);
+    dbpool_options o = p->opt;
+    o.min_size = min_size;
+    o.max_size = max_size;
+    int rc = dbpool__options_validate(&o, err);
+    if (rc != DBPOOL_OK || p->closed) {
+        unlock(p);
+        return rc != DBPOOL_OK ? rc : dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' is closed", p->name);
+    }
+    p->opt.min_size = min_size;
+    p->opt.max_size = max_size;
+    if (!p->opt.autoscale || p->cap > max_size)
+        p->cap = max_size;
+    if (p->cap < min_size)
+        p->cap = min_size;
+    dbpool_conn *list = dbpool__take_idle_locked(p, over_cap, NULL);
+    breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
+    dbpool__maint_wake(p);                                      /* a larger min is filled there */
+    unlock(p);
+    dbpool__log_breaker_event(p, ev);
+    dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", min_size, max_size);
+    dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);
+    return DBPOOL_OK;
+}
+
+int dbpool_suspend(dbpool *p) {
+    if (!p)
+        return DBPOOL_EINVAL;
+    lock(p);
+    p->suspended = true;
+    unlock(p);
+    dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
+    return DBPOOL_OK;
+}
+
+int dbpool_resume(dbpool *p) {
+    if (!p)
+        return DBPOOL_EINVAL;
+    lock(p);
+    p->suspended = false;
+    /* Serve those who waited, in order, from the idle list first. */
+    while (p->wait_head && p->idle_head) {
+        dbpool_conn *c = p->idle_head;
+        /* Re-publishing the most recently used idle connection hands it to
+         * the first waiter. */
+        if (c->next)
+            c->next->prev = NULL;
+        else
+            p->idle_tail = NULL;
+        p->idle_head = c->next;
+        c->next = NULL;
+        p->n_idle--;
+        dbpool__publish_locked(p, c, dbpool__coarse_now_ns());
+    }
+    breaker_event ev = dbpool__request_connections_locked(p);
+    unlock(p);
+    dbpool__log_breaker_event(p, ev);
+    dbpool__log(p, DBPOOL_LOG_INFO, "resumed");
+    return DBPOOL_OK;
+}
