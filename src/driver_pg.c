@@ -1,0 +1,915 @@
+/*
+ * driver_pg.c — the PostgreSQL backend, over libpq.
+ *
+ * The URL (dbpool's pool_* keys already removed) is handed to libpq as is;
+ * libpq parses it, so multi-host lists, target_session_attrs, sslmode and
+ * every other libpq keyword work, and unknown keys are rejected.
+ *
+ * Everything that happens before a caller holds the connection (connect,
+ * validation, reset) is non-blocking and bounded by the caller's deadline.
+ * Statements run on behalf of the caller block as libpq does; the server's
+ * statement_timeout bounds them.
+ *
+ * Known limits:
+ *  - Placeholders are `?` outside quotes and comments. PostgreSQL's own
+ *    `?`, `?|`, `?&` and `??` operators (jsonb, geometry) cannot be used in a
+ *    statement that has parameters; without parameters the SQL is sent
+ *    verbatim, so they work there. Strings are assumed to follow
+ *    standard_conforming_strings=on (the default since 9.1).
+ *  - Parameters are sent as text: int64 typed integer (bigint when it does
+ *    not fit), double typed double precision, text and NULL untyped so the
+ *    server infers their type from the context. Write ?::numeric etc. where
+ *    the context does not say.
+ *  - With a multi-host URL the deadline covers all hosts together: libpq's
+ *    per-host connect_timeout only works in its blocking connect, so a deaf
+ *    first host uses up the whole budget.
+ *  - The connect error is classified from libpq's message text (no SQLSTATE
+ *    is exposed before the connection exists); servers with a non-English
+ *    lc_messages report authentication failures as DBPOOL_ECONNECT.
+ */
+#include "driver.h"
+#include "internal.h"
+
+#include <libpq-fe.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* From the server's catalog/pg_type_d.h, which libpq-dev does not ship. */
+#define PG_OID_INT4 23
+#define PG_OID_INT8 20
+#define PG_OID_FLOAT8 701
+/* The protocol's limit on bound parameters (a 16-bit count). */
+#define PG_MAX_PARAMS 65535
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+#define PG_MAX_SECRETS 3
+
+typedef struct pg_config {
+    char *conninfo;                          /* the URL handed to libpq */
+    char *secret_store[PG_MAX_SECRETS];      /* owned strings */
+    const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
+} pg_config;
+
+/* Defaults that keep pooled connections alive through NAT and firewalls
+ * and notice a dead peer within about a minute instead of hours. They come
+ * before the URL in the keyword list, so a value the URL sets wins. */
+static const char *const default_keys[] = {
+    "keepalives",       "keepalives_idle",  "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "fallback_application_name",
+};
+static const char *const default_values[] = {
+    "1", "30", "10", "3", "30000", "dbpool",
+};
+#define PG_NDEFAULTS (sizeof default_keys / sizeof *default_keys)
+
+static void free_config(void *p) {
+    pg_config *cfg = p;
+    if (!cfg)
+        return;
+    free(cfg->conninfo);
+    for (size_t i = 0; i < PG_MAX_SECRETS; i++)
+        free(cfg->secret_store[i]);
+    free(cfg);
+}
+
+static const char *const *secrets(const void *p) {
+    const pg_config *cfg = p;
+    return cfg && cfg->secrets[0] ? cfg->secrets : NULL;
+}
+
+/* The password exactly as written in the URL's userinfo, located the way
+ * libpq does it (the authority ends at '@' or '/'). NULL if none. */
+static char *raw_url_password(const char *url) {
+    const char *s = strstr(url, "://");
+    if (!s)
+        return NULL;
+    s += 3;
+    const char *p = s;
+    while (*p && *p != '@' && *p != '/')
+        p++;
+    if (*p != '@')
+        return NULL;
+    const char *colon = memchr(s, ':', (size_t)(p - s));
+    if (!colon || colon + 1 == p)
+        return NULL;
+    size_t n = (size_t)(p - colon - 1);
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, colon + 1, n);
+        out[n] = '\0';
+    }
+    return out;
+}
+
+/* Every byte outside RFC 3986's unreserved set as %XX. */
+static char *pct_encode(const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(s) * 3 + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Take ownership of s as a secret unless it is empty or already listed. */
+static void add_secret(pg_config *cfg, char *s) {
+    if (!s)
+        return;
+    size_t n = 0;
+    while (n < PG_MAX_SECRETS && cfg->secret_store[n]) {
+        if (strcmp(cfg->secret_store[n], s) == 0) {
+            free(s);
+            return;
+        }
+        n++;
+    }
+    if (n == PG_MAX_SECRETS || !*s) {
+        free(s);
+        return;
+    }
+    cfg->secret_store[n] = s;
+    cfg->secrets[n] = s;
+    cfg->secrets[n + 1] = NULL;
+}
+
+/* Join libpq's multi-line messages (one line per host tried, hints on
+ * lines of their own) into one line of at most cap bytes: a run of white
+ * space with a newline becomes "; ", any other run one space; the ends are
+ * trimmed. */
+static void one_line(char *msg, size_t cap) {
+    if (cap == 0)
+        return;
+    char src[1024];
+    dbpool__strlcpy(src, msg, sizeof src);
+    size_t o = 0;
+    bool space = false, newline = false;
+    for (const char *p = src; *p; p++) {
+        if (isspace((unsigned char)*p)) {
+            space = o > 0;
+            newline = newline || *p == '\n';
+            continue;
+        }
+        bool semi = space && newline && msg[o - 1] != ';' && msg[o - 1] != ':';
+        if (o + (size_t)semi + (size_t)space + 2 > cap)
+            break;
+        if (semi)
+            msg[o++] = ';';
+        if (space)
+            msg[o++] = ' ';
+        space = newline = false;
+        msg[o++] = *p;
+    }
+    msg[o] = '\0';
+}
+
+static int configure(const char *url, void **out, dbpool_error *e) {
+    *out = NULL;
+    pg_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+    cfg->conninfo = dbpool__strdup(url);
+    if (!cfg->conninfo) {
+        free_config(cfg);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+    }
+    /* libpq only recognises the scheme in lower case; the registry matched
+     * it case-insensitively. */
+    for (char *p = cfg->conninfo; *p && *p != ':'; p++)
+        *p = (char)tolower((unsigned char)*p);
+
+    /* Known before parsing, so that a parse error echoing the URL is
+     * scrubbed even though libpq never told us the password. */
+    char *raw = raw_url_password(cfg->conninfo);
+    if (raw) {
+        add_secret(cfg, dbpool__pct_decode(raw, strlen(raw)));
+        add_secret(cfg, raw);
+    }
+
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &perr);
+    if (!opts) {
+        int code = perr ? DBPOOL_EINVAL : DBPOOL_ENOMEM;
+        if (perr)
+            one_line(perr, strlen(perr) + 1);
+        dbpool__seterr(e, code, "invalid PostgreSQL URL: %s%s", perr ? perr : "out of memory",
+                       perr && strstr(perr, "parameter") ? " (dbpool's own keys start with pool_)" : "");
+        PQfreemem(perr);
+        if (e) {
+            one_line(e->message, sizeof e->message);
+            dbpool__redact(e->message, sizeof e->message, secrets(cfg));
+        }
+        free_config(cfg);
+        return code;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
+            add_secret(cfg, dbpool__strdup(o->val));
+            add_secret(cfg, pct_encode(o->val));
+        }
+    }
+    PQconninfoFree(opts);
+    *out = cfg;
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waiting on the socket                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* 1 = ready (or hung up: libpq finds out which), 0 = deadline passed,
+ * -1 = no socket / poll failed. */
+static int wait_socket(PGconn *c, short events, int64_t deadline_ns) {
+    int fd = PQsocket(c);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int64_t left = dbpool__ms_left(deadline_ns);
+        if (left <= 0)
+            return 0;
+        struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
+        int rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            continue; /* re-check: poll may return a little early */
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static void copy_conn_error_or(PGconn *c, char *buf, size_t cap, const char *fallback) {
+    const char *m = c ? PQerrorMessage(c) : NULL;
+    dbpool__strlcpy(buf, m && *m ? m : fallback, cap);
+    one_line(buf, cap);
+}
+
+static void copy_conn_error(PGconn *c, char *buf, size_t cap) {
+    copy_conn_error_or(c, buf, cap, "connection lost");
+}
+
+/* Fill e from a failed result: SQLSTATE and the primary message only (the
+ * DETAIL line can carry row values, which do not belong in logs). */
+static int result_error(PGconn *c, const PGresult *r, int code, const char *what, dbpool_error *e) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char msg[400];
+    if (primary && *primary) {
+        dbpool__strlcpy(msg, primary, sizeof msg);
+        one_line(msg, sizeof msg);
+    } else if (r && *PQresultErrorMessage(r)) {
+        dbpool__strlcpy(msg, PQresultErrorMessage(r), sizeof msg);
+        one_line(msg, sizeof msg);
+    } else {
+        copy_conn_error(c, msg, sizeof msg);
+    }
+    if (code == DBPOOL_EQUERY && PQstatus(c) != CONNECTION_OK)
+        code = DBPOOL_EBROKEN;
+    dbpool__seterr(e, code, "%s%s%s%s", what, state ? " [" : "", state ? state : "", state ? "]: " : ": ");
+    if (e) {
+        size_t used = strlen(e->message);
+        dbpool__strlcpy(e->message + used, msg, sizeof e->message - used);
+        if (state && strlen(state) == 5)
+            memcpy(e->sqlstate, state, 6);
+    }
+    return code;
+}
+
+/* The connection failed under a round trip. If the server said why before
+ * closing (57P01 terminate, 57P02 crash), libpq holds it as an error
+ * result; once the connection is bad, PQgetResult returns without I/O. */
+static int lost(PGconn *c, const char *what, dbpool_error *e) {
+    char msg[300];
+    copy_conn_error(c, msg, sizeof msg);
+    if (PQstatus(c) == CONNECTION_BAD) {
+        PGresult *r = PQgetResult(c);
+        if (r && PQresultErrorField(r, PG_DIAG_SQLSTATE)) {
+            int rc = result_error(c, r, DBPOOL_EBROKEN, what, e);
+            PQclear(r);
+            return rc;
+        }
+        PQclear(r);
+    }
+    return dbpool__seterr(e, DBPOOL_EBROKEN, "%s: %s", what, msg);
+}
+
+/*
+ * Run one simple-protocol statement without blocking past the deadline.
+ * `expect` is the result status that means success. On a timeout the
+ * statement may still be running: the connection is unusable afterwards.
+ */
+static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t deadline_ns, const char *what,
+                     dbpool_error *e) {
+    char msg[300];
+    if (PQsetnonblocking(c, 1) != 0 || !PQsendQuery(c, sql)) {
+        copy_conn_error(c, msg, sizeof msg);
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "%s: %s", what, msg);
+    }
+    for (;;) {
+        int f = PQflush(c);
+        if (f == 0)
+            break;
+        if (f < 0)
+            return lost(c, what, e);
+        int w = wait_socket(c, POLLOUT | POLLIN, deadline_ns);
+        if (w == 0)
+            return dbpool__seterr(e, DBPOOL_ETIMEDOUT,
+                                  "%s: no answer from the server in time "
+                                  "(could not send)",
+                                  what);
+        /* libpq's advice: read what the server sent, or a full buffer on
+         * its side could block our write forever. */
+        if (w < 0 || !PQconsumeInput(c))
+            return lost(c, what, e);
+    }
+    int rc = DBPOOL_OK;
+    bool got_expected = false;
+    for (;;) {
+        while (!PQisBusy(c)) {
+            PGresult *r = PQgetResult(c);
+            if (!r) {
+                PQsetnonblocking(c, 0);
+                if (rc == DBPOOL_OK && !got_expected)
+                    rc = lost(c, what, e);
+                return rc;
+            }
+            ExecStatusType st = PQresultStatus(r);
+            if (st == expect) {
+                got_expected = true;
+            } else if (rc == DBPOOL_OK) {
+                rc = result_error(c, r, st == PGRES_FATAL_ERROR ? DBPOOL_EQUERY : DBPOOL_EBROKEN, what, e);
+                if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+                    PQclear(r);
+                    return rc; /* cannot drain a COPY here; caller discards */
+                }
+            }
+            PQclear(r);
+        }
+        int w = wait_socket(c, POLLIN, deadline_ns);
+        if (w == 0)
+            return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "%s: no answer from the server in time", what);
+        if (w < 0 || !PQconsumeInput(c))
+            return lost(c, what, e);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connect                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* libpq prints notices (e.g. "there is no transaction in progress") on
+ * stderr by default; a library must not write to its host's stderr. */
+static void quiet_notices(void *arg, const char *message) {
+    (void)arg;
+    (void)message;
+}
+
+static int classify_connect_error(const char *msg) {
+    static const char *const auth[] = {
+        "password authentication failed", "no password supplied", "authentication failed",
+        "no pg_hba.conf entry",           "pg_hba.conf rejects",  "SCRAM authentication",
+    };
+    for (size_t i = 0; i < sizeof auth / sizeof *auth; i++)
+        if (strstr(msg, auth[i]))
+            return DBPOOL_EAUTH;
+    /* FATAL:  role "x" does not exist  /  FATAL:  database "x" does not exist */
+    const char *role = strstr(msg, "role \"");
+    if (role && strstr(role, "\" does not exist"))
+        return DBPOOL_EAUTH;
+    const char *db = strstr(msg, "database \"");
+    if (db && strstr(db, "\" does not exist"))
+        return DBPOOL_ENOTFOUND;
+    return DBPOOL_ECONNECT;
+}
+
+/* "host:port" or "unix socket /dir/.s.PGSQL.port" of the attempt under way. */
+static void describe_target(PGconn *c, char *buf, size_t cap) {
+    const char *host = PQhost(c);
+    const char *port = PQport(c);
+    if (!port || !*port)
+        port = "5432";
+    if (!host || !*host)
+        snprintf(buf, cap, "the default server (port %s)", port);
+    else if (host[0] == '/' || host[0] == '@')
+        snprintf(buf, cap, "unix socket %s/.s.PGSQL.%s", host, port);
+    else if (strchr(host, ':'))
+        snprintf(buf, cap, "[%s]:%s", host, port);
+    else
+        snprintf(buf, cap, "%s:%s", host, port);
+}
+
+static int apply_statement_timeout(PGconn *c, int64_t ms, int64_t deadline_ns, dbpool_error *e) {
+    /* The server's limit is INT_MAX milliseconds. */
+    if (ms > INT_MAX)
+        ms = INT_MAX;
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)ms);
+    return roundtrip(c, sql, PGRES_COMMAND_OK, deadline_ns, "setting statement_timeout", e);
+}
+
+static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
+                      dbpool_error *e) {
+    const pg_config *cfg = p;
+    *native = NULL;
+    const char *keys[PG_NDEFAULTS + 2];
+    const char *vals[PG_NDEFAULTS + 2];
+    for (size_t i = 0; i < PG_NDEFAULTS; i++) {
+        keys[i] = default_keys[i];
+        vals[i] = default_values[i];
+    }
+    /* Last: with expand_dbname the URL's own settings override the
+     * defaults above (libpq keeps the last value of a repeated key). */
+    keys[PG_NDEFAULTS] = "dbname";
+    vals[PG_NDEFAULTS] = cfg->conninfo;
+    keys[PG_NDEFAULTS + 1] = NULL;
+    vals[PG_NDEFAULTS + 1] = NULL;
+
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (!c)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory starting a PostgreSQL connection");
+    PQsetNoticeProcessor(c, quiet_notices, NULL);
+
+    char msg[400];
+    char target[200];
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    if (PQstatus(c) == CONNECTION_BAD)
+        st = PGRES_POLLING_FAILED;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            copy_conn_error(c, msg, sizeof msg);
+            int code = classify_connect_error(msg);
+            PQfinish(c);
+            return dbpool__seterr(e, code, "%s", msg);
+        }
+        /* The socket can change between polls (next host, SSL retry). */
+        int w = wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);
+        if (w == 0) {
+            describe_target(c, target, sizeof target);
+            /* With several hosts, what went wrong with the earlier ones.
+             * libpq has already written the "connection to server at ...
+             * failed:" heading of the attempt under way: drop it. */
+            copy_conn_error_or(c, msg, sizeof msg, "");
+            size_t ml = strlen(msg);
+            if (ml >= 7 && strcmp(msg + ml - 7, "failed:") == 0) {
+                char *head = NULL;
+                for (char *h = strstr(msg, "connection to server"); h;
+                     h = strstr(h + 1, "connection to server"))
+                    head = h;
+                if (head)
+                    *head = '\0';
+                one_line(msg, sizeof msg);
+            }
+            dbpool__seterr(e, DBPOOL_ETIMEDOUT,
+                           "connecting to %s: no answer before the deadline "
+                           "(connect_timeout_ms %lld)%s%s",
+                           target, (long long)(s ? s->connect_timeout_ms : 0), msg[0] ? "; earlier: " : "",
+                           msg);
+            PQfinish(c);
+            return DBPOOL_ETIMEDOUT;
+        }
+        if (w < 0) {
+            copy_conn_error(c, msg, sizeof msg);
+            PQfinish(c);
+            return dbpool__seterr(e, DBPOOL_ECONNECT, "%s", msg);
+        }
+        st = PQconnectPoll(c);
+    }
+
+    if (s && s->statement_timeout_ms > 0) {
+        int rc = apply_statement_timeout(c, s->statement_timeout_ms, deadline_ns, e);
+        if (rc != DBPOOL_OK) {
+            if (rc != DBPOOL_ETIMEDOUT)
+                rc = DBPOOL_ECONNECT;
+            if (e)
+                e->code = rc;
+            PQfinish(c);
+            return rc;
+        }
+    }
+    *native = c;
+    return DBPOOL_OK;
+}
+
+static void pg_disconnect(void *native) {
+    if (native)
+        PQfinish(native);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation and reset                                                     */
+/* ------------------------------------------------------------------------ */
+
+static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
+    PGconn *c = native;
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[300];
+        copy_conn_error(c, msg, sizeof msg);
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "validation: %s", msg);
+    }
+    /* An empty query is a full round trip that the server neither parses
+     * nor plans. */
+    int rc = roundtrip(c, "", PGRES_EMPTY_QUERY, deadline_ns, "validation", e);
+    if (rc != DBPOOL_OK && rc != DBPOOL_ETIMEDOUT) {
+        rc = DBPOOL_EBROKEN;
+        if (e)
+            e->code = rc;
+    }
+    return rc;
+}
+
+static int pg_needs_reset(void *native) {
+    PGconn *c = native;
+    if (!c || PQstatus(c) != CONNECTION_OK)
+        return -1;
+    switch (PQtransactionStatus(c)) {
+    case PQTRANS_IDLE:
+        return 0;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        return 1;
+    default: /* ACTIVE (a result not read to the end) or UNKNOWN */
+        return -1;
+    }
+}
+
+static int pg_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
+    PGconn *c = native;
+    int rc = roundtrip(c, "ROLLBACK", PGRES_COMMAND_OK, deadline_ns, "rollback on release", e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "rollback on release left the session busy");
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Placeholders: `?` -> $1, $2, ...                                         */
+/* ------------------------------------------------------------------------ */
+
+static bool ident_start(unsigned char ch) { return isalpha(ch) || ch == '_' || ch >= 0x80; }
+static bool ident_cont(unsigned char ch) { return ident_start(ch) || isdigit(ch) || ch == '$'; }
+
+/* Length of a dollar-quote opener "$tag$" at s, or 0 if s does not start one. */
+static size_t dollar_tag(const char *s) {
+    const unsigned char *p = (const unsigned char *)s + 1;
+    if (*p == '$')
+        return 2;
+    if (!ident_start(*p))
+        return 0; /* "$1" is a positional parameter, not a quote */
+    while (*p && (ident_start(*p) || isdigit(*p)))
+        p++;
+    return *p == '$' ? (size_t)((const char *)p - s) + 1 : 0;
+}
+
+/*
+ * Copy sql to out (when out is not NULL), numbering each `?` that stands
+ * outside a string, quoted identifier, dollar-quoted string or comment.
+ * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
+ * bytes ("$65535" for "?").
+ */
+static size_t number_placeholders(const char *sql, char *out) {
+    size_t count = 0, o = 0;
+    const char *s = sql;
+#define EMIT(ch)                                                                                             \
+    do {                                                                                                     \
+        char emitted_ = (ch);                                                                                \
+        if (out)                                                                                             \
+            out[o] = emitted_;                                                                               \
+        o++;                                                                                                 \
+    } while (0)
+    while (*s) {
+        unsigned char ch = (unsigned char)*s;
+        if (ident_start(ch)) {
+            /* A whole identifier or keyword, so that `$` inside it is not
+             * taken for a dollar quote; E'...' has backslash escapes. */
+            const char *start = s;
+            while (*s && ident_cont((unsigned char)*s))
+                EMIT(*s++);
+            if (s - start == 1 && (*start == 'E' || *start == 'e') && *s == '\'') {
+                EMIT(*s++);
+                while (*s) {
+                    if (*s == '\\' && s[1]) {
+                        EMIT(*s++);
+                        EMIT(*s++);
+                    } else if (*s == '\'' && s[1] == '\'') {
+                        EMIT(*s++);
+                        EMIT(*s++);
+                    } else if (*s == '\'') {
+                        EMIT(*s++);
+                        break;
+                    } else {
+                        EMIT(*s++);
+                    }
+                }
+            }
+        } else if (ch == '\'' || ch == '"') {
+            /* '' and "" inside are escapes and need no special case: the
+             * scan closes and at once reopens. */
+            char q = *s;
+            EMIT(*s++);
+            while (*s && *s != q)
+                EMIT(*s++);
+            if (*s)
+                EMIT(*s++);
+        } else if (ch == '$') {
+            size_t tl = dollar_tag(s);
+            if (tl == 0) {
+                EMIT(*s++);
+                while (*s && isdigit((unsigned char)*s))
+                    EMIT(*s++);
+                continue;
+            }
+            const char *tag = s;
+            for (size_t i = 0; i < tl; i++)
+                EMIT(*s++);
+            while (*s && strncmp(s, tag, tl) != 0)
+                EMIT(*s++);
+            if (*s)
+                for (size_t i = 0; i < tl; i++)
+                    EMIT(*s++);
+        } else if (ch == '-' && s[1] == '-') {
+            while (*s && *s != '\n')
+                EMIT(*s++);
+        } else if (ch == '/' && s[1] == '*') {
+            /* Block comments nest in PostgreSQL. */
+            int depth = 0;
+            do {
+                if (*s == '/' && s[1] == '*') {
+                    depth++;
+                    EMIT(*s++);
+                    EMIT(*s++);
+                } else if (*s == '*' && s[1] == '/') {
+                    depth--;
+                    EMIT(*s++);
+                    EMIT(*s++);
+                } else {
+                    EMIT(*s++);
+                }
+            } while (*s && depth > 0);
+        } else if (ch == '?') {
+            count++;
+            s++;
+            char num[16];
+            int len = snprintf(num, sizeof num, "$%zu", count);
+            for (int i = 0; i < len; i++)
+                EMIT(num[i]);
+        } else {
+            EMIT(*s++);
+        }
+    }
+    EMIT('\0');
+#undef EMIT
+    return count;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statements                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Run sql with params, blocking. With no parameters the statement goes
+ * through the simple protocol verbatim (several statements allowed, `?`
+ * operators usable); otherwise `?` are numbered and sent with
+ * PQexecParams in text format.
+ */
+static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGresult **out, dbpool_error *e) {
+    *out = NULL;
+    if (!sql)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "SQL is NULL");
+    if (n > 0 && !p)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters announced but the array is NULL", n);
+    if (n == 0) {
+        *out = PQexec(c, sql);
+        return DBPOOL_OK;
+    }
+    if (n > PG_MAX_PARAMS)
+        return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters: PostgreSQL accepts at most %d", n,
+                              PG_MAX_PARAMS);
+    size_t count = number_placeholders(sql, NULL);
+    if (count != n)
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "the statement has %zu ? placeholders (outside quotes and comments) "
+                              "but %zu parameters were given",
+                              count, n);
+
+    /* One allocation: rewritten SQL, value pointers, types, then the text
+     * of every parameter, each NUL-terminated as libpq wants it. */
+    size_t sql_len = strlen(sql) + 5 * count + 1;
+    size_t text_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i].type == DBPOOL_TYPE_TEXT) {
+            if (!p[i].v.text.ptr) {
+                if (p[i].v.text.len)
+                    return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: text is NULL", i + 1);
+            } else if (memchr(p[i].v.text.ptr, '\0', p[i].v.text.len)) {
+                return dbpool__seterr(e, DBPOOL_EINVAL,
+                                      "parameter %zu: PostgreSQL text cannot contain a NUL byte", i + 1);
+            }
+            text_len += p[i].v.text.len + 1;
+        } else if (p[i].type == DBPOOL_TYPE_INT64 || p[i].type == DBPOOL_TYPE_DOUBLE) {
+            text_len += 32;
+        } else if (p[i].type != DBPOOL_TYPE_NULL) {
+            return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: unknown type %d", i + 1, (int)p[i].type);
+        }
+    }
+    size_t ptr_bytes = n * sizeof(const char *);
+    size_t oid_bytes = n * sizeof(Oid);
+    char *mem = malloc(ptr_bytes + oid_bytes + sql_len + text_len);
+    if (!mem)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory binding %zu parameters", n);
+    const char **values = (const char **)(void *)mem;
+    Oid *types = (Oid *)(void *)(mem + ptr_bytes);
+    char *rewritten = mem + ptr_bytes + oid_bytes;
+    char *text = rewritten + sql_len;
+    number_placeholders(sql, rewritten);
+
+    for (size_t i = 0; i < n; i++) {
+        values[i] = NULL;
+        types[i] = 0; /* unknown: the server infers it from the context */
+        switch (p[i].type) {
+        case DBPOOL_TYPE_INT64:
+            /* integer when it fits: PostgreSQL has no implicit bigint ->
+             * integer cast, so an int8 parameter would break calls such as
+             * repeat(s, ?), date + ? or pg_terminate_backend(?). */
+            types[i] = p[i].v.i64 >= INT32_MIN && p[i].v.i64 <= INT32_MAX ? PG_OID_INT4 : PG_OID_INT8;
+            values[i] = text;
+            text += (size_t)snprintf(text, 32, "%lld", (long long)p[i].v.i64) + 1;
+            break;
+        case DBPOOL_TYPE_DOUBLE: {
+            double d = p[i].v.f64;
+            types[i] = PG_OID_FLOAT8;
+            values[i] = text;
+            if (isnan(d))
+                text += (size_t)snprintf(text, 32, "NaN") + 1;
+            else if (isinf(d))
+                text += (size_t)snprintf(text, 32, "%s", d > 0 ? "Infinity" : "-Infinity") + 1;
+            else
+                text += (size_t)snprintf(text, 32, "%.17g", d) + 1;
+            break;
+        }
+        case DBPOOL_TYPE_TEXT:
+            if (!p[i].v.text.ptr)
+                break; /* NULL text is SQL NULL, as dbpool_param_text(NULL) */
+            values[i] = text;
+            if (p[i].v.text.len)
+                memcpy(text, p[i].v.text.ptr, p[i].v.text.len);
+            text[p[i].v.text.len] = '\0';
+            text += p[i].v.text.len + 1;
+            break;
+        default:
+            break;
+        }
+    }
+    *out = PQexecParams(c, rewritten, (int)n, types, values, NULL, NULL, 0);
+    free(mem);
+    return DBPOOL_OK;
+}
+
+/* Map a finished PGresult to OK or a filled error (does not clear it). */
+static int check_result(PGconn *c, const PGresult *r, dbpool_error *e) {
+    if (!r) {
+        char msg[300];
+        copy_conn_error(c, msg, sizeof msg);
+        return dbpool__seterr(e, PQstatus(c) == CONNECTION_OK ? DBPOOL_ENOMEM : DBPOOL_EBROKEN, "%s", msg);
+    }
+    switch (PQresultStatus(r)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+        return DBPOOL_OK;
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+        /* The session is now in COPY mode; needs_reset() reports it busy,
+         * so the pool closes it on release. */
+        return dbpool__seterr(e, DBPOOL_EUNSUPPORTED,
+                              "COPY is not supported through dbpool_exec/dbpool_query; use the "
+                              "native handle (dbpool_conn_native)");
+    default:
+        return result_error(c, r, DBPOOL_EQUERY, "query failed", e);
+    }
+}
+
+static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                   dbpool_error *e) {
+    PGconn *c = native;
+    if (affected)
+        *affected = 0;
+    PGresult *r = NULL;
+    int rc = run(c, sql, p, n, &r, e);
+    if (rc == DBPOOL_OK)
+        rc = check_result(c, r, e);
+    if (rc == DBPOOL_OK && affected) {
+        const char *t = PQcmdTuples(r);
+        *affected = t && *t ? (int64_t)strtoll(t, NULL, 10) : 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                    dbpool_error *e) {
+    PGconn *c = native;
+    *out = NULL;
+    PGresult *r = NULL;
+    int rc = run(c, sql, p, n, &r, e);
+    if (rc == DBPOOL_OK)
+        rc = check_result(c, r, e);
+    if (rc != DBPOOL_OK) {
+        PQclear(r);
+        return rc;
+    }
+    int ncols = PQnfields(r);
+    int nrows = PQntuples(r);
+    dbpool_rowset *rs = dbpool__rowset_new(ncols);
+    rc = rs ? DBPOOL_OK : DBPOOL_ENOMEM;
+    for (int col = 0; rc == DBPOOL_OK && col < ncols; col++)
+        rc = dbpool__rowset_set_column(rs, col, PQfname(r, col));
+    for (int row = 0; rc == DBPOOL_OK && row < nrows; row++) {
+        rc = dbpool__rowset_add_row(rs);
+        for (int col = 0; rc == DBPOOL_OK && col < ncols; col++) {
+            if (PQgetisnull(r, row, col))
+                continue;
+            rc = dbpool__rowset_set_cell(rs, col, PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
+        }
+    }
+    PQclear(r);
+    if (rc != DBPOOL_OK) {
+        dbpool__rowset_free(rs);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory fetching %d rows", nrows);
+    }
+    *out = dbpool__rowset_result(rs);
+    return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Classification and metadata                                              */
+/* ------------------------------------------------------------------------ */
+
+static bool pg_is_broken(void *native, const dbpool_error *e) {
+    PGconn *c = native;
+    if (!c || PQstatus(c) != CONNECTION_OK)
+        return true;
+    if (!e)
+        return false;
+    if (e->code == DBPOOL_EBROKEN)
+        return true;
+    const char *st = e->sqlstate;
+    if (strlen(st) != 5)
+        return false;
+    return strncmp(st, "08", 2) == 0    /* connection exception */
+           || strcmp(st, "57P01") == 0  /* admin_shutdown */
+           || strcmp(st, "57P02") == 0  /* crash_shutdown */
+           || strcmp(st, "57P03") == 0  /* cannot_connect_now */
+           || strcmp(st, "25006") == 0; /* read_only_sql_transaction: a standby after failover */
+}
+
+static void pg_server_version(void *native, char *buf, size_t len) {
+    if (!buf || len == 0)
+        return;
+    const char *v = native ? PQparameterStatus(native, "server_version") : NULL;
+    dbpool__strlcpy(buf, v ? v : "", len);
+    /* "15.20 (Debian 15.20-0+deb12u1)" -> "15.20" */
+    char *sp = strchr(buf, ' ');
+    if (sp)
+        *sp = '\0';
+}
+
+static const char *const pg_schemes[] = {"postgresql", "postgres", NULL};
+
+const dbpool_driver dbpool__driver_pg = {
+    .name = "postgresql",
+    .schemes = pg_schemes,
+    .configure = configure,
+    .free_config = free_config,
+    .secrets = secrets,
+    .connect = pg_connect,
+    .disconnect = pg_disconnect,
+    .ping = pg_ping,
+    .needs_reset = pg_needs_reset,
+    .reset = pg_reset,
+    .exec = pg_exec,
+    .query = pg_query,
+    .is_broken = pg_is_broken,
+    .server_version = pg_server_version,
+};
