@@ -1,0 +1,172 @@
+/* The circuit breaker: consecutive connect failures open it, acquires that
+ * need a new connection then fail at once, one trial after the cooldown,
+ * success closes it, failure reopens it, and a manual reset. Mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+typedef struct log_lines {
+    char text[32][256];
+    int n;
+} log_lines;
+
+static void collect(void *user, dbpool_log_level level, const char *msg) {
+    (void)level;
+    log_lines *l = user;
+    if (l->n < 32)
+        snprintf(l->text[l->n++], sizeof l->text[0], "%s", msg);
+}
+
+static bool logged(const log_lines *l, const char *needle) {
+    for (int i = 0; i < l->n; i++)
+        if (strstr(l->text[i], needle))
+            return true;
+    return false;
+}
+
+static dbpool *open_breaker_pool(log_lines *logs) {
+    dbpool_options o;
+    dbt_options(&o, 0, 4);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 3;
+    o.breaker_cooldown_ms = 200;
+    o.log_fn = collect;
+    o.log_user = logs;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static void test_opens_fails_fast_and_recovers(void **state) {
+    (void)state;
+    log_lines logs = {0};
+    dbpool *p = open_breaker_pool(&logs);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c;
+    dbpool_error e;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c, &e), i < 2 ? DBPOOL_ECONNECT : DBPOOL_EUNAVAILABLE);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    assert_int_equal(s.breaker_opens, 1);
+    assert_true(logged(&logs, "circuit breaker opened"));
+
+    /* Open: fails at once, with the cause, without trying to connect. */
+    dbpool_mock_counters before, after;
+    dbpool_mock_get_counters(&before);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EUNAVAILABLE);
+    assert_true(dbt_now_ms() - t0 < 50);
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool_mock_get_counters(&after);
+    assert_int_equal(after.connects, before.connects);
+
+    /* After the cooldown one trial; it fails: open again. */
+    dbt_sleep_ms(250);
+    assert_int_not_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    assert_int_equal(s.breaker_opens, 2);
+    assert_true(logged(&logs, "half-open"));
+
+    /* The database is back: the next trial closes the breaker. */
+    dbpool_mock_fail_connect(0, 0, 0);
+    dbt_sleep_ms(250);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_true(logged(&logs, "circuit breaker closed"));
+    dbpool_release(c);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
+static void test_manual_reset(void **state) {
+    (void)state;
+    log_lines logs = {0};
+    dbpool *p = open_breaker_pool(&logs);
+    dbpool_mock_fail_connect(1, 3, DBPOOL_ECONNECT);
+    dbpool_conn *c;
+    for (int i = 0; i < 3; i++)
+        dbpool_acquire(p, 1000, &c, NULL);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    dbpool_breaker_reset(p);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    assert_true(logged(&logs, "reset by hand"));
+    dbpool_close(p);
+}
+
+static void test_full_pool_still_serves_while_open(void **state) {
+    (void)state;
+    log_lines logs = {0};
+    dbpool *p = open_breaker_pool(&logs);
+    dbpool_conn *a;
+    assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
+    dbpool_release(a);
+    /* Open the breaker while one healthy connection is idle. */
+    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool_conn *held[2];
+    assert_int_equal(dbpool_acquire(p, 1000, &held[0], NULL), DBPOOL_OK); /* the idle one */
+    for (int i = 0; i < 3; i++)
+        dbpool_acquire(p, 1000, &held[1], NULL);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    /* An existing connection still goes round: released and acquired. */
+    dbpool_release(held[0]);
+    assert_int_equal(dbpool_acquire(p, 1000, &held[0], NULL), DBPOOL_OK);
+    dbpool_release(held[0]);
+    dbpool_close(p);
+}
+
+static void test_disabled_breaker(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.max_retries = 0;
+    o.breaker_failures = 0;
+    dbpool *p = NULL;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, NULL), DBPOOL_OK);
+    dbpool_mock_fail_connect(1, 10, DBPOOL_ECONNECT);
+    dbpool_conn *c;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
+        cmocka_unit_test_setup(test_manual_reset, setup),
+        cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
+        cmocka_unit_test_setup(test_disabled_breaker, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,179 @@
+/* Sizing at run time: resize, suspend/resume and the utilisation-driven
+ * autoscale cap. Mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+static dbpool *open_pool(int min, int max, void (*tweak)(dbpool_options *)) {
+    dbpool_options o;
+    dbt_options(&o, min, max);
+    o.maintenance_interval_ms = 0;
+    if (tweak)
+        tweak(&o);
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static void test_resize_down_and_up(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 6, NULL);
+    dbpool_conn *c[6];
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c[i], NULL), DBPOOL_OK);
+    for (int i = 0; i < 3; i++)
+        dbpool_release(c[i]);
+    dbpool_error e;
+    assert_int_equal(dbpool_resize(p, 0, 2, &e), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.idle, 0); /* idle ones above the new max closed now */
+    assert_int_equal(s.in_use, 3);
+    assert_int_equal(s.max_size, 2);
+    /* Leased ones above it are closed as they come back. */
+    dbpool_release(c[3]);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.total, 2);
+    assert_int_equal(s.idle, 0);
+    dbpool_release(c[4]);
+    dbpool_release(c[5]);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.total, 2);
+    assert_int_equal(s.idle, 2);
+    assert_true(s.destroyed_by[DBPOOL_CLOSE_SHRINK] >= 4);
+    /* Bad sizes are refused and change nothing. */
+    assert_int_equal(dbpool_resize(p, 3, 2, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "min_size"));
+    assert_int_equal(dbpool_resize(p, 0, 0, &e), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_resize(p, 1, 8, &e), DBPOOL_OK);
+    dbpool_conn *eight[8];
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &eight[i], NULL), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.max_size, 8);
+    assert_int_equal(s.in_use, 8);
+    for (int i = 0; i < 8; i++)
+        dbpool_release(eight[i]);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
+static void fail_fast_off(dbpool_options *o) { o->suspend_fails_fast = false; }
+
+typedef struct waiter_arg {
+    dbpool *p;
+    int rc;
+    int64_t waited_ms;
+} waiter_arg;
+
+static void *acquire_and_release(void *arg) {
+    waiter_arg *w = arg;
+    dbpool_conn *c = NULL;
+    int64_t t0 = dbt_now_ms();
+    w->rc = dbpool_acquire(w->p, 3000, &c, NULL);
+    w->waited_ms = dbt_now_ms() - t0;
+    if (w->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+static void test_suspend_resume(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 2, NULL);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_EBUSY);
+    assert_non_null(strstr(e.message, "suspended"));
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_true(s.suspended);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    dbpool_release(c);
+    dbpool_close(p);
+
+    /* Blocking mode: callers wait until resume. */
+    p = open_pool(1, 2, fail_fast_off);
+    dbpool_suspend(p);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, acquire_and_release, &w);
+    int64_t until = dbt_now_ms() + 2000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(p, &s);
+    } while (s.waiting < 1 && dbt_now_ms() < until);
+    assert_int_equal(s.waiting, 1);
+    dbt_sleep_ms(100);
+    dbpool_resume(p);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    assert_true(w.waited_ms >= 100);
+    dbpool_close(p);
+}
+
+static void autoscale_fast(dbpool_options *o) {
+    o->autoscale = true;
+    o->autoscale_interval_ms = 60;
+    o->maintenance_interval_ms = 10;
+}
+
+static void test_autoscale(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_fast);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.cap, 5); /* starts half way */
+    /* Hold every place: utilisation 100% -> the cap grows by 20% steps. */
+    dbpool_conn *held[10];
+    int n = 0;
+    int64_t until = dbt_now_ms() + 3000;
+    while (dbt_now_ms() < until) {
+        while (n < 10 && dbpool_try_acquire(p, &held[n], NULL) == DBPOOL_OK)
+            n++;
+        dbpool_get_stats(p, &s);
+        if (s.cap == 10 && n == 10)
+            break;
+        dbt_sleep_ms(10);
+    }
+    assert_int_equal(s.cap, 10);
+    assert_int_equal(n, 10);
+    /* Idle: it comes down again, not below max(min_size, 1). */
+    for (int i = 0; i < n; i++)
+        dbpool_release(held[i]);
+    until = dbt_now_ms() + 3000;
+    do {
+        dbt_sleep_ms(20);
+        dbpool_get_stats(p, &s);
+    } while (s.cap > 1 && dbt_now_ms() < until);
+    assert_int_equal(s.cap, 1);
+    assert_true(s.total <= 1);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_resize_down_and_up, setup),
+        cmocka_unit_test_setup(test_suspend_resume, setup),
+        cmocka_unit_test_setup(test_autoscale, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
