@@ -274,7 +274,8 @@ static void test_demo_file_db_appends(void **state) {
 
     long long first_ids[] = {1, 8};
     for (int run = 0; run < 2; run++) {
-        run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, NULL});
+        run_result r =
+            run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, NULL});
         if (r.status != 0)
             fprintf(stderr, "run %d stderr: %s\n", run + 1, r.err);
         assert_int_equal(r.status, 0);
@@ -285,7 +286,8 @@ static void test_demo_file_db_appends(void **state) {
         run_result_free(&r);
     }
 
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
+    run_result r =
+        run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
     assert_int_equal(r.status, 0);
     json_t *doc = parse(r.out);
     assert_rows(doc, 1, labels, n);
@@ -483,8 +485,8 @@ static void test_help_and_version(void **state) {
         run_result_free(&r);
     }
     run_result r = run_cli((const char *[]){"demo", "--help", NULL});
-    static const char *const flags[] = {"--input", "--output", "--db", "--pool-size", "--timeout",
-                                        "--retries", "--reset", "--verbose"};
+    static const char *const flags[] = {"--input",   "--output",  "--db",    "--pool-size",
+                                        "--timeout", "--retries", "--reset", "--verbose"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         assert_non_null(strstr(r.out, flags[i]));
     run_result_free(&r);

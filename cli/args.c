@@ -1,0 +1,84 @@
+/* args.c — command-line option matching and number parsing. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value) {
+    const char *arg = argv[*i];
+    if (arg[0] != '-' || arg[1] != '-')
+        return 0;
+    size_t n = strlen(name);
+    if (strncmp(arg + 2, name, n) != 0)
+        return 0;
+    const char *rest = arg + 2 + n;
+    if (*rest == '=') {
+        *value = rest + 1;
+        return 1;
+    }
+    if (*rest != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *i += 1;
+    *value = argv[*i];
+    return 1;
+}
+
+int cli_opt_match(const char *cmd, int argc, char **argv, int *i, const char *const names[],
+                  const char **value) {
+    for (int k = 0; names[k]; k++) {
+        int m = cli_opt_value(argc, argv, i, names[k], value);
+        if (m < 0) {
+            cli_usage_error(cmd, "option --%s needs a value: see dbpool %s --help", names[k], cmd);
+            return -2;
+        }
+        if (m == 1)
+            return k;
+    }
+    return -1;
+}
+
+bool cli_opt_flag(const char *arg, const char *name) {
+    return arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, name) == 0;
+}
+
+const char *cli_opt_name(const char *arg) {
+    static char buf[64];
+    size_t n = strcspn(arg, "=");
+    if (n >= sizeof buf)
+        n = sizeof buf - 1;
+    memcpy(buf, arg, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+bool cli_parse_int(const char *s, int lo, int hi, int *out) {
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+bool cli_parse_seconds(const char *s, int64_t *ms) {
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    /* strtod also takes "inf", "nan" and hex; isfinite and the bound reject
+     * what no timeout means. A year is far beyond any sensible wait. */
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v <= 0.0 || v > 365.0 * 24 * 3600)
+        return false;
+    *ms = (int64_t)ceil(v * 1000.0);
+    return true;
+}

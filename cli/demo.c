@@ -1,0 +1,521 @@
+/*
+ * demo.c — `dbpool demo`: labels from a file go into a table through one
+ * lease, come back through a second lease of the same pool (showing reuse),
+ * and the pool's health and counters are reported as JSON.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CMD "demo"
+#define MAX_LABEL_BYTES 4096
+
+static const char usage_text[] =
+    "Usage: dbpool demo --input FILE --output FILE [options]\n"
+    "\n"
+    "Reads one label per line from the input file, inserts them into the table\n"
+    "events(id INTEGER PRIMARY KEY, label TEXT NOT NULL) in one transaction,\n"
+    "reads them back in id order through a second lease of the same pool (to\n"
+    "show reuse), runs a health check, and writes a JSON report to the output\n"
+    "file and to stdout. Logs and errors go to stderr.\n"
+    "\n"
+    "Options:\n"
+    "  --input FILE       labels, one per line, UTF-8, at most 4096 bytes each;\n"
+    "                     blank lines are skipped, CRLF line ends are accepted\n"
+    "  --output FILE      where the JSON report goes; written to FILE.tmp-XXXXXX\n"
+    "                     first and renamed, so it is never left half-written\n"
+    "  --db URL           database URL (default sqlite::memory:); with a file\n"
+    "                     database each run appends after the highest id\n"
+    "  --pool-size N      maximum connections in the pool, N >= 1 (default 5)\n"
+    "  --timeout SECONDS  how long an acquire may wait, > 0, fractions allowed\n"
+    "                     (default 30)\n"
+    "  --retries N        extra connect attempts after the first, N >= 0\n"
+    "                     (default 3)\n"
+    "  --reset            drop the events table first, so ids start again at 1\n"
+    "  --verbose          log the steps and the pool's activity on stderr\n"
+    "  --help             show this help\n"
+    "\n"
+    "Exit status: 0 report written; 1 the work failed (input file, database,\n"
+    "output file), and no report is written; 2 the command line is wrong.\n"
+    "\n"
+    "Example:\n"
+    "  dbpool demo --input data/sample_input.txt --output /tmp/demo.json \\\n"
+    "              --db sqlite:/tmp/demo.db --pool-size 3 --timeout 2.5\n";
+
+typedef struct demo_args {
+    const char *input;
+    const char *output;
+    const char *db;
+    int pool_size;
+    int64_t timeout_ms; /* 0: the library's default */
+    int retries;        /* -1: the library's default */
+    bool reset;
+    bool verbose;
+} demo_args;
+
+typedef struct labels {
+    char **v;
+    size_t n, cap;
+} labels;
+
+static bool verbose;
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...) {
+    if (!verbose)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("dbpool " CMD ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void labels_free(labels *l) {
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+static bool labels_push(labels *l, const char *s, size_t len) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return false;
+        l->v = v;
+        l->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return false;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    l->v[l->n++] = copy;
+    return true;
+}
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+ * Anything else would be stored as-is by SQLite and then break the JSON. */
+static bool valid_utf8(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t extra;
+        unsigned cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            extra = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            extra = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            extra = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (len - i <= extra)
+            return false;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+static bool blank(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t')
+            return false;
+    return true;
+}
+
+/* Returns CLI_EXIT_OK or the exit code after reporting the problem. */
+static int read_labels(const char *path, labels *out) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return cli_fail(CMD, "cannot open input file '%s': %s: check the --input path", path,
+                        strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    long lineno = 0;
+    int rc = CLI_EXIT_OK;
+    errno = 0;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t len = (size_t)got;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        if (blank(line, len))
+            continue;
+        if (len > MAX_LABEL_BYTES) {
+            rc = cli_fail(CMD, "input file '%s' line %ld is %zu bytes long, more than %d: shorten the label",
+                          path, lineno, len, MAX_LABEL_BYTES);
+            break;
+        }
+        if (memchr(line, '\0', len)) {
+            rc = cli_fail(CMD, "input file '%s' line %ld contains a NUL byte: labels must be text", path,
+                          lineno);
+            break;
+        }
+        if (!valid_utf8((const unsigned char *)line, len)) {
+            rc = cli_fail(CMD, "input file '%s' line %ld is not valid UTF-8: save the file as UTF-8", path,
+                          lineno);
+            break;
+        }
+        if (!labels_push(out, line, len)) {
+            rc = cli_fail(CMD, "out of memory reading input file '%s': use a smaller file", path);
+            break;
+        }
+        errno = 0;
+    }
+    if (rc == CLI_EXIT_OK && ferror(f))
+        rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file", path,
+                      strerror(errno ? errno : EIO));
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* Refuse early an output path that cannot be written, before touching the
+ * database: otherwise rows would be inserted and the report then lost. */
+static int check_output_path(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return cli_fail(CMD, "output '%s' is a directory: give a file name to --output", path);
+    char *dir = strdup(path);
+    if (!dir)
+        return cli_fail(CMD, "out of memory: try again");
+    char *slash = strrchr(dir, '/');
+    const char *d = slash == dir ? "/" : slash ? (*slash = '\0', dir) : ".";
+    int rc = CLI_EXIT_OK;
+    if (stat(d, &st) != 0)
+        rc = cli_fail(CMD, "output directory '%s' does not exist: %s: create it or change --output", d,
+                      strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        rc = cli_fail(CMD, "'%s' is not a directory: change --output", d);
+    else if (access(d, W_OK | X_OK) != 0)
+        rc = cli_fail(CMD, "cannot write in output directory '%s': %s: change --output", d, strerror(errno));
+    free(dir);
+    return rc;
+}
+
+static const char *hint_for(int code) {
+    switch (code) {
+    case DBPOOL_ETIMEDOUT:
+        return "raise --timeout or --pool-size, or check that the database answers";
+    case DBPOOL_ENOTFOUND:
+        return "check the path or database name in --db";
+    case DBPOOL_EAUTH:
+        return "check the user and password in --db";
+    case DBPOOL_EPERM:
+        return "check the permissions of the database named in --db";
+    case DBPOOL_ECONNECT:
+    case DBPOOL_EUNAVAILABLE:
+    case DBPOOL_EBROKEN:
+        return "check --db and that the database is reachable";
+    case DBPOOL_EINVAL:
+        return "check --db and the options (see dbpool demo --help)";
+    default:
+        return "check --db (run with --verbose for the pool's log)";
+    }
+}
+
+static int db_fail(const char *what, int code, const dbpool_error *e) {
+    char buf[700];
+    int rc = cli_fail(CMD, "%s: %s: %s", what, cli_errtext(code, e, buf, sizeof buf), hint_for(code));
+    return code == DBPOOL_EINVAL ? CLI_EXIT_USAGE : rc;
+}
+
+/* Create the table and append the labels after the highest id, in one
+ * transaction: either every label is stored or none is. */
+static int insert_labels(dbpool_conn *c, const demo_args *a, const labels *l, int64_t *first_id) {
+    dbpool_error e;
+    int rc;
+    if (a->reset) {
+        rc = dbpool_exec(c, "DROP TABLE IF EXISTS events", NULL, 0, NULL, &e);
+        if (rc != DBPOOL_OK)
+            return db_fail("cannot drop table events", rc, &e);
+        progress("dropped table events (--reset)");
+    }
+    rc = dbpool_exec(c, "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, label TEXT NOT NULL)",
+                     NULL, 0, NULL, &e);
+    if (rc != DBPOOL_OK)
+        return db_fail("cannot create table events", rc, &e);
+
+    rc = dbpool_exec(c, "BEGIN", NULL, 0, NULL, &e);
+    if (rc != DBPOOL_OK)
+        return db_fail("cannot begin a transaction", rc, &e);
+
+    const char *what = "cannot find the highest id in events";
+    dbpool_result *r = NULL;
+    int64_t max_id = 0;
+    rc = dbpool_query(c, "SELECT COALESCE(MAX(id),0) FROM events", NULL, 0, &r, &e);
+    if (rc == DBPOOL_OK) {
+        int step = dbpool_result_next(r, &e);
+        if (step == 1)
+            max_id = dbpool_result_int64(r, 0);
+        else if (step < 0)
+            rc = step;
+        dbpool_result_free(r);
+    }
+    for (size_t i = 0; rc == DBPOOL_OK && i < l->n; i++) {
+        dbpool_param p[2];
+        p[0] = dbpool_param_int64(max_id + 1 + (int64_t)i);
+        p[1].type = DBPOOL_TYPE_TEXT;
+        p[1].v.text.ptr = l->v[i];
+        p[1].v.text.len = strlen(l->v[i]);
+        what = "cannot insert into events";
+        rc = dbpool_exec(c, "INSERT INTO events(id, label) VALUES(?, ?)", p, 2, NULL, &e);
+    }
+    if (rc == DBPOOL_OK) {
+        what = "cannot commit";
+        rc = dbpool_exec(c, "COMMIT", NULL, 0, NULL, &e);
+    }
+    if (rc != DBPOOL_OK) {
+        dbpool_error ignored;
+        /* The error worth reporting is the first; release would roll back
+         * too, but an explicit ROLLBACK keeps the lease clean either way. */
+        (void)dbpool_exec(c, "ROLLBACK", NULL, 0, NULL, &ignored);
+        return db_fail(what, rc, &e);
+    }
+    *first_id = max_id + 1;
+    progress("inserted %zu rows (ids %lld..%lld) in one transaction", l->n, (long long)(max_id + 1),
+             (long long)(max_id + (int64_t)l->n));
+    return CLI_EXIT_OK;
+}
+
+static int read_rows(dbpool_conn *c, int64_t first_id, json_t *rows) {
+    dbpool_error e;
+    dbpool_result *r = NULL;
+    dbpool_param p = dbpool_param_int64(first_id - 1);
+    int rc = dbpool_query(c, "SELECT id, label FROM events WHERE id > ? ORDER BY id", &p, 1, &r, &e);
+    if (rc != DBPOOL_OK)
+        return db_fail("cannot read events back", rc, &e);
+    int step;
+    while ((step = dbpool_result_next(r, &e)) == 1) {
+        size_t len = 0;
+        const char *label = dbpool_result_text(r, 1, &len);
+        json_t *jl = json_stringn(label ? label : "", label ? len : 0);
+        if (!jl) {
+            long long id = (long long)dbpool_result_int64(r, 0);
+            dbpool_result_free(r);
+            return cli_fail(
+                CMD, "row %lld of events holds a label that is not UTF-8: fix the row or use --reset", id);
+        }
+        json_array_append_new(
+            rows, json_pack("{s:I, s:o}", "id", (json_int_t)dbpool_result_int64(r, 0), "label", jl));
+    }
+    dbpool_result_free(r);
+    if (step < 0)
+        return db_fail("cannot read events back", step, &e);
+    progress("read back %zu rows through a second lease", json_array_size(rows));
+    return CLI_EXIT_OK;
+}
+
+/* The workload on an open pool; on success *doc is the report. */
+static int run(dbpool *p, const demo_args *a, const labels *l, json_t **doc) {
+    dbpool_error e;
+    dbpool_conn *c = NULL;
+    int rc = dbpool_acquire(p, -1, &c, &e);
+    if (rc != DBPOOL_OK)
+        return db_fail("cannot get a connection", rc, &e);
+    int64_t first_id = 0;
+    int code = insert_labels(c, a, l, &first_id);
+    dbpool_release(c);
+    if (code != CLI_EXIT_OK)
+        return code;
+
+    rc = dbpool_acquire(p, -1, &c, &e);
+    if (rc != DBPOOL_OK)
+        return db_fail("cannot get a connection for the second lease", rc, &e);
+    json_t *rows = json_array();
+    code = read_rows(c, first_id, rows);
+    dbpool_release(c);
+    if (code != CLI_EXIT_OK) {
+        json_decref(rows);
+        return code;
+    }
+
+    dbpool_health h;
+    memset(&h, 0, sizeof h);
+    rc = dbpool_check_health(p, &h, &e);
+    if (rc != DBPOOL_OK || h.status != DBPOOL_HEALTHY) {
+        json_decref(rows);
+        const dbpool_error *why = h.error.code ? &h.error : &e;
+        int failed = rc != DBPOOL_OK ? rc : why->code ? why->code : DBPOOL_EUNAVAILABLE;
+        return db_fail("the health check failed", failed, why);
+    }
+    progress("health check: %s %s, round trip %.3f ms", h.backend ? h.backend : "?", h.server_version,
+             h.round_trip_ms);
+
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    *doc = json_pack("{s:I, s:o, s:o, s:o}", "rows_inserted", (json_int_t)l->n, "rows", rows, "health",
+                     cli_health_json(&h), "pool_stats", cli_stats_json(&s));
+    if (!*doc)
+        return cli_fail(CMD, "out of memory building the report: try again");
+    return CLI_EXIT_OK;
+}
+
+static int parse_args(int argc, char **argv, demo_args *a) {
+    static const char *const value_opts[] = {"input",   "output",  "db", "pool-size",
+                                             "timeout", "retries", NULL};
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *v = NULL;
+        if (strcmp(arg, "--") == 0) {
+            if (i + 1 < argc)
+                return cli_usage_error(CMD, "unexpected argument after '--': demo takes only options "
+                                            "(see dbpool demo --help)");
+            break;
+        }
+        switch (cli_opt_match(CMD, argc, argv, &i, value_opts, &v)) {
+        case -2:
+            return CLI_EXIT_USAGE;
+        case 0:
+            a->input = v;
+            break;
+        case 1:
+            a->output = v;
+            break;
+        case 2:
+            a->db = v;
+            break;
+        case 3:
+            if (!cli_parse_int(v, 1, 100000, &a->pool_size))
+                return cli_usage_error(CMD,
+                                       "--pool-size '%s' is not a whole number from 1 to 100000: "
+                                       "give the pool at least one connection",
+                                       v);
+            break;
+        case 4:
+            if (!cli_parse_seconds(v, &a->timeout_ms))
+                return cli_usage_error(CMD,
+                                       "--timeout '%s' is not a number of seconds above 0: "
+                                       "use e.g. --timeout 5 or --timeout 0.5",
+                                       v);
+            break;
+        case 5:
+            if (!cli_parse_int(v, 0, 1000, &a->retries))
+                return cli_usage_error(CMD,
+                                       "--retries '%s' is not a whole number from 0 to 1000: "
+                                       "use e.g. --retries 3",
+                                       v);
+            break;
+        default:
+            if (cli_opt_flag(arg, "reset"))
+                a->reset = true;
+            else if (cli_opt_flag(arg, "verbose"))
+                a->verbose = true;
+            else if (arg[0] == '-')
+                /* The name only: a mistyped --db=... may carry a password. */
+                return cli_usage_error(CMD, "unknown option '%s': see dbpool demo --help", cli_opt_name(arg));
+            else
+                return cli_usage_error(CMD, "unexpected argument (demo takes only options): "
+                                            "see dbpool demo --help");
+        }
+    }
+    if (!a->input)
+        return cli_usage_error(CMD, "--input FILE is required: give the file of labels, e.g. "
+                                    "--input data/sample_input.txt");
+    if (!a->output)
+        return cli_usage_error(CMD, "--output FILE is required: give where the JSON report goes");
+    return CLI_EXIT_OK;
+}
+
+int cli_demo_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_text, stdout);
+            return CLI_EXIT_OK;
+        }
+    }
+    demo_args a = {.db = "sqlite::memory:", .pool_size = 5, .timeout_ms = 0, .retries = -1};
+    int code = parse_args(argc, argv, &a);
+    if (code != CLI_EXIT_OK)
+        return code;
+    verbose = a.verbose;
+
+    /* Read before the pool's threads exist: umask can only be read by
+     * setting it. */
+    mode_t mask = umask(0);
+    umask(mask);
+
+    labels l = {0};
+    code = read_labels(a.input, &l);
+    if (code == CLI_EXIT_OK)
+        code = check_output_path(a.output);
+    if (code != CLI_EXIT_OK) {
+        labels_free(&l);
+        return code;
+    }
+    progress("read %zu labels from %s", l.n, a.input);
+
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.name = "demo";
+    o.max_size = a.pool_size;
+    if (a.timeout_ms > 0)
+        o.acquire_timeout_ms = a.timeout_ms;
+    if (a.retries >= 0)
+        o.max_retries = a.retries;
+    if (a.verbose) {
+        o.log_fn = cli_log_stderr;
+        o.log_level = DBPOOL_LOG_DEBUG;
+    }
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, a.db, &o, &e);
+    if (rc != DBPOOL_OK) {
+        labels_free(&l);
+        return db_fail("cannot open the pool", rc, &e);
+    }
+    progress("opened a %s pool of at most %d connections", dbpool_backend(p), o.max_size);
+
+    json_t *doc = NULL;
+    code = run(p, &a, &l, &doc);
+    labels_free(&l);
+    int left = dbpool_close(p);
+    if (code == CLI_EXIT_OK && left != 0)
+        code = cli_fail(CMD, "%d leases were still out when the pool closed: report this bug", left);
+    if (code != CLI_EXIT_OK) {
+        json_decref(doc);
+        return code;
+    }
+
+    char *text = cli_json_text(doc);
+    json_decref(doc);
+    if (!text)
+        return cli_fail(CMD, "out of memory rendering the report: try again");
+    char why[600];
+    if (!cli_write_file_atomic(a.output, text, strlen(text), 0666u & ~(unsigned)mask, why, sizeof why)) {
+        free(text);
+        return cli_fail(CMD, "%s: check --output", why);
+    }
+    progress("wrote %s", a.output);
+    bool printed = cli_print_text(text);
+    free(text);
+    if (!printed)
+        return cli_fail(CMD, "cannot write the report to stdout: %s: the file %s was written",
+                        strerror(errno), a.output);
+    return CLI_EXIT_OK;
+}

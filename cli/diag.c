@@ -1,0 +1,48 @@
+/* diag.c — what the command says on stderr: one-line errors and pool logs. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* One line per error, whatever the text holds: scripts read stderr by line. */
+static void print_line(const char *cmd, const char *fmt, va_list ap) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    fprintf(stderr, "dbpool %s: %s\n", cmd, msg);
+    fflush(stderr);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_line(cmd, fmt, ap);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_line(cmd, fmt, ap);
+    va_end(ap);
+    return CLI_EXIT_FAILED;
+}
+
+const char *cli_errtext(int code, const dbpool_error *e, char *buf, size_t cap) {
+    const char *msg = e && e->message[0] ? e->message : dbpool_strerror(code);
+    snprintf(buf, cap, "%s (%s)", msg, dbpool_errname(code));
+    return buf;
+}
+
+void cli_log_stderr(void *user, dbpool_log_level level, const char *message) {
+    (void)user;
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    const char *name = (unsigned)level < sizeof names / sizeof names[0] ? names[level] : "?";
+    /* One fprintf per line: stdio locks the stream, so lines from the
+     * pool's threads do not interleave. */
+    fprintf(stderr, "dbpool[%s]: %s\n", name, message);
+}
