@@ -4,6 +4,8 @@
 #include "driver_mock.h"
 #include "testsupport.h"
 
+#include <pthread.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,7 +20,9 @@ static int setup(void **state) {
     return 0;
 }
 
+/* The log callback runs on any pool thread: guard the lines. */
 typedef struct log_lines {
+    pthread_mutex_t mu;
     char text[32][256];
     int n;
 } log_lines;
@@ -26,15 +30,19 @@ typedef struct log_lines {
 static void collect(void *user, dbpool_log_level level, const char *msg) {
     (void)level;
     log_lines *l = user;
+    pthread_mutex_lock(&l->mu);
     if (l->n < 32)
         snprintf(l->text[l->n++], sizeof l->text[0], "%s", msg);
+    pthread_mutex_unlock(&l->mu);
 }
 
-static bool logged(const log_lines *l, const char *needle) {
-    for (int i = 0; i < l->n; i++)
-        if (strstr(l->text[i], needle))
-            return true;
-    return false;
+static bool logged(log_lines *l, const char *needle) {
+    bool found = false;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->n && !found; i++)
+        found = strstr(l->text[i], needle) != NULL;
+    pthread_mutex_unlock(&l->mu);
+    return found;
 }
 
 static dbpool *open_breaker_pool(log_lines *logs) {
@@ -57,7 +65,7 @@ static dbpool *open_breaker_pool(log_lines *logs) {
 
 static void test_opens_fails_fast_and_recovers(void **state) {
     (void)state;
-    log_lines logs = {0};
+    log_lines logs = {.mu = PTHREAD_MUTEX_INITIALIZER};
     dbpool *p = open_breaker_pool(&logs);
     dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c;
@@ -102,7 +110,7 @@ static void test_opens_fails_fast_and_recovers(void **state) {
 
 static void test_manual_reset(void **state) {
     (void)state;
-    log_lines logs = {0};
+    log_lines logs = {.mu = PTHREAD_MUTEX_INITIALIZER};
     dbpool *p = open_breaker_pool(&logs);
     dbpool_mock_fail_connect(1, 3, DBPOOL_ECONNECT);
     dbpool_conn *c;
@@ -122,7 +130,7 @@ static void test_manual_reset(void **state) {
 
 static void test_full_pool_still_serves_while_open(void **state) {
     (void)state;
-    log_lines logs = {0};
+    log_lines logs = {.mu = PTHREAD_MUTEX_INITIALIZER};
     dbpool *p = open_breaker_pool(&logs);
     dbpool_conn *a;
     assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
