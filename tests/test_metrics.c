@@ -1,0 +1,936 @@
+/* Latency histograms (recorded through metrics.h directly), the fast clock,
+ * and the two renderings of the statistics: JSON checked with jansson
+ * against dbpool_get_stats, Prometheus text checked line by line against the
+ * exposition format's rules. Uses the mock backend. */
+#include "driver_mock.h"
+#include "metrics.h"
+#include "testsupport.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+static const double bounds_s[DBPOOL_HISTOGRAM_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30};
+
+static int64_t bound_ns(int b) { return (int64_t)llround(bounds_s[b] * 1e9); }
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Histograms                                                             */
+/* ---------------------------------------------------------------------- */
+
+static void assert_histogram_sane(const dbpool_histogram *h) {
+    uint64_t prev = 0;
+    for (int b = 0; b < DBPOOL_HISTOGRAM_BUCKETS; b++) {
+        assert_true(h->upper_bound_s[b] == bounds_s[b]);
+        assert_true(h->cumulative[b] >= prev);
+        prev = h->cumulative[b];
+    }
+    assert_true(h->count >= prev);
+}
+
+/* Each Prometheus bound is an exact bucket edge: a value equal to the
+ * bound is counted in it (le means <=), one nanosecond more is not. */
+static void test_bounds_are_exact(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    assert_non_null(m);
+    double sum_ns = 0;
+    for (int b = 0; b < DBPOOL_HISTOGRAM_BUCKETS; b++) {
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, bound_ns(b));
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, bound_ns(b) + 1);
+        sum_ns += (double)(2 * bound_ns(b) + 1);
+    }
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, 0);
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, -5);                     /* clamped to 0 */
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, INT64_C(1000000000000)); /* 1000 s: +Inf only */
+    sum_ns += 1e12;
+
+    dbpool_histogram h;
+    dbpool__metrics_histogram(m, DBPOOL_HIST_USE, &h);
+    assert_histogram_sane(&h);
+    for (int b = 0; b < DBPOOL_HISTOGRAM_BUCKETS; b++) {
+        /* bounds 0..b, bounds 0..b-1 plus one, and the two zeros */
+        assert_int_equal(h.cumulative[b], (uint64_t)(2 * b + 1 + 2));
+    }
+    assert_int_equal(h.count, 2 * DBPOOL_HISTOGRAM_BUCKETS + 3);
+    assert_true(fabs(h.sum_s - sum_ns / 1e9) < 1e-6);
+    assert_true(h.max_s == 1000.0);
+
+    /* The other kinds are untouched. */
+    dbpool__metrics_histogram(m, DBPOOL_HIST_ACQUIRE, &h);
+    assert_int_equal(h.count, 0);
+    assert_int_equal(h.cumulative[DBPOOL_HISTOGRAM_BUCKETS - 1], 0);
+    dbpool_latency l;
+    dbpool__metrics_latency(m, DBPOOL_HIST_CONNECT, &l);
+    assert_int_equal(l.count, 0);
+    assert_true(l.p99_ms == 0 && l.max_ms == 0);
+    dbpool__metrics_free(m);
+    dbpool__metrics_free(NULL);
+}
+
+/* Every value lands in the bucket whose bounds hold it. */
+static void test_values_land_in_right_bucket(void **state) {
+    (void)state;
+    uint64_t seed = 88172645463325252ull;
+    for (int i = 0; i < 2000; i++) {
+        dbpool_metrics *m = dbpool__metrics_new();
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        /* log-uniform over 1 ns .. ~70 s */
+        int64_t v = (int64_t)exp((double)(seed % 1000000) / 1000000.0 * log(7e10));
+        dbpool__metrics_record(m, DBPOOL_HIST_ACQUIRE, v);
+        dbpool_histogram h;
+        dbpool__metrics_histogram(m, DBPOOL_HIST_ACQUIRE, &h);
+        for (int b = 0; b < DBPOOL_HISTOGRAM_BUCKETS; b++)
+            assert_int_equal(h.cumulative[b], v <= bound_ns(b) ? 1u : 0u);
+        assert_int_equal(h.count, 1);
+        assert_true(h.max_s == (double)v / 1e9);
+        dbpool_latency l;
+        dbpool__metrics_latency(m, DBPOOL_HIST_ACQUIRE, &l);
+        /* One observation: every percentile is within its bucket and never
+         * above the exact maximum. */
+        assert_true(l.p50_ms <= l.max_ms);
+        assert_true(l.p50_ms >= (double)v / 1e6 * 0.87 - 1e-6);
+        dbpool__metrics_free(m);
+    }
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Percentiles within one fine bucket (12.5%) of the true value. */
+static void check_percentiles(int64_t *v, size_t n) {
+    dbpool_metrics *m = dbpool__metrics_new();
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        dbpool__metrics_record(m, DBPOOL_HIST_CONNECT, v[i]);
+        sum += (double)v[i];
+    }
+    qsort(v, n, sizeof *v, cmp_i64);
+    dbpool_latency l;
+    dbpool__metrics_latency(m, DBPOOL_HIST_CONNECT, &l);
+    assert_int_equal(l.count, n);
+    assert_true(fabs(l.mean_ms - sum / (double)n / 1e6) <= 0.5e-6 + 1e-12); /* whole ns */
+    assert_true(l.max_ms == (double)v[n - 1] / 1e6);
+    const double qs[3] = {0.50, 0.95, 0.99};
+    const double got[3] = {l.p50_ms, l.p95_ms, l.p99_ms};
+    for (int i = 0; i < 3; i++) {
+        double truth = (double)v[(size_t)ceil(qs[i] * (double)n) - 1] / 1e6;
+        if (fabs(got[i] - truth) > truth * 0.125 + 1e-6)
+            fail_msg("p%g: got %.6f ms, true %.6f ms", qs[i] * 100, got[i], truth);
+    }
+    dbpool__metrics_free(m);
+}
+
+static void test_percentiles_known_distributions(void **state) {
+    (void)state;
+    enum { N = 100000 };
+    int64_t *v = malloc(N * sizeof *v);
+    assert_non_null(v);
+    /* uniform 1 us .. 100 ms */
+    for (int i = 0; i < N; i++)
+        v[i] = (int64_t)(i + 1) * 1000;
+    check_percentiles(v, N);
+    /* log-normal around 2 ms, sigma 1 */
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < N; i++) {
+        double u1, u2;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        u1 = ((double)(seed >> 11) + 1) / 9007199254740993.0;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        u2 = (double)(seed >> 11) / 9007199254740992.0;
+        double z = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+        v[i] = (int64_t)(2e6 * exp(z));
+    }
+    check_percentiles(v, N);
+    /* sub-microsecond values (an idle connection handed out at once) */
+    for (int i = 0; i < N; i++)
+        v[i] = 100 + i % 400;
+    check_percentiles(v, N);
+    free(v);
+}
+
+enum { THREADS = 4, PER_THREAD = 250000 };
+
+typedef struct {
+    dbpool_metrics *m;
+    int t;
+} rec_arg;
+
+static void *recorder(void *arg) {
+    rec_arg *a = arg;
+    for (int i = 0; i < PER_THREAD; i++)
+        dbpool__metrics_record(a->m, DBPOOL_HIST_ACQUIRE, (int64_t)(i % 1000) * 1000 + a->t);
+    return NULL;
+}
+
+/* Four threads record at once: nothing is lost or counted twice. */
+static void test_concurrent_recording(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    pthread_t th[THREADS];
+    rec_arg args[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        args[t] = (rec_arg){m, t};
+        assert_int_equal(pthread_create(&th[t], NULL, recorder, &args[t]), 0);
+    }
+    /* Snapshots while recording stay well-formed. */
+    for (int i = 0; i < 50; i++) {
+        dbpool_histogram h;
+        dbpool__metrics_histogram(m, DBPOOL_HIST_ACQUIRE, &h);
+        assert_histogram_sane(&h);
+    }
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    dbpool_histogram h;
+    dbpool__metrics_histogram(m, DBPOOL_HIST_ACQUIRE, &h);
+    assert_int_equal(h.count, (uint64_t)THREADS * PER_THREAD);
+    uint64_t sum = 0;
+    for (int t = 0; t < THREADS; t++)
+        for (int i = 0; i < PER_THREAD; i++)
+            sum += (uint64_t)(i % 1000) * 1000 + (uint64_t)t;
+    assert_true(fabs(h.sum_s - (double)sum / 1e9) < 1e-6);
+    assert_true(h.max_s == (999.0 * 1000 + THREADS - 1) / 1e9);
+    /* 0 .. 999 us: 100 us holds i in 0..100 (101 values per 1000) */
+    assert_int_equal(h.cumulative[0], (uint64_t)THREADS * (PER_THREAD / 1000) * 100 +
+                                          (uint64_t)(PER_THREAD / 1000)); /* t == 0 at exactly 100 us */
+    assert_int_equal(h.cumulative[3], h.count);                           /* all <= 1 ms */
+    dbpool__metrics_free(m);
+}
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A fast-clock reading and a CLOCK_MONOTONIC reading taken together: the
+ * tightest bracket of a few tries, so a preemption does not skew them. */
+static void pair_now(int64_t *fast, int64_t *mono) {
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < 20; i++) {
+        int64_t a = mono_ns(), f = dbpool__fast_now_ns(), b = mono_ns();
+        if (b - a < best) {
+            best = b - a;
+            *fast = f;
+            *mono = a + (b - a) / 2;
+        }
+    }
+}
+
+static void test_fast_clock(void **state) {
+    (void)state;
+    int64_t prev = dbpool__fast_now_ns();
+    for (int i = 0; i < 1000000; i++) {
+        int64_t now = dbpool__fast_now_ns();
+        assert_true(now >= prev);
+        prev = now;
+    }
+    int64_t f0, m0, f1, m1;
+    pair_now(&f0, &m0);
+    dbt_sleep_ms(200);
+    pair_now(&f1, &m1);
+    double ratio = (double)(f1 - f0) / (double)(m1 - m0);
+    if (ratio < 0.99 || ratio > 1.01)
+        fail_msg("fast clock ran %.5f x CLOCK_MONOTONIC", ratio);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A pool to render                                                       */
+/* ---------------------------------------------------------------------- */
+
+static const char weird_name[] = "we\"ird\\pool\nname \xc3\xa9";
+
+static dbpool *open_pool(const char *name, const char *url) {
+    dbpool_options o;
+    dbt_options(&o, 1, 4);
+    o.maintenance_interval_ms = 0; /* nothing changes the stats behind our back */
+    o.name = name;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, url, &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+/* Some traffic: acquires, releases, a discard, a failed connect. */
+static void exercise(dbpool *p) {
+    dbpool_conn *c[3];
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(dbpool_acquire(p, 1000, &c[i], NULL), DBPOOL_OK);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+    }
+    assert_int_equal(dbpool_acquire(p, 1000, &c[0], NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_discard(c[0]), DBPOOL_OK);
+}
+
+/* Size, allocate, render; again if the text grew in between (the JSON's
+ * uptime_s changes from call to call). */
+static char *render(int (*fn)(dbpool *, char *, size_t), dbpool *p) {
+    int n = fn(p, NULL, 0);
+    for (int tries = 0; tries < 10; tries++) {
+        assert_true(n > 0);
+        char *buf = malloc((size_t)n + 1);
+        assert_non_null(buf);
+        int m = fn(p, buf, (size_t)n + 1);
+        if (m <= n) {
+            assert_int_equal(strlen(buf), (size_t)m);
+            return buf;
+        }
+        free(buf);
+        n = m;
+    }
+    fail_msg("rendering keeps growing");
+    return NULL;
+}
+
+/* The histograms the pool records: one acquire-wait and one use-time per
+ * lease, one connect-time per connection opened. */
+static void test_pool_records_histograms(void **state) {
+    (void)state;
+    dbpool *p = open_pool("hist", "mock:");
+    exercise(p);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    dbpool_histogram h;
+    dbpool_get_histogram(p, DBPOOL_HIST_ACQUIRE, &h);
+    assert_histogram_sane(&h);
+    assert_int_equal(h.count, s.acquired);
+    assert_int_equal(s.acquire_wait.count, s.acquired);
+    dbpool_get_histogram(p, DBPOOL_HIST_USE, &h);
+    assert_int_equal(h.count, s.acquired); /* every lease was given back */
+    assert_int_equal(s.use_time.count, s.acquired);
+    dbpool_get_histogram(p, DBPOOL_HIST_CONNECT, &h);
+    assert_int_equal(h.count, s.created);
+    assert_int_equal(s.connect_time.count, s.created);
+    dbpool_close(p);
+
+    /* NULL pool and unknown kind: zero counts, bounds still filled. */
+    dbpool_get_histogram(NULL, DBPOOL_HIST_USE, &h);
+    assert_int_equal(h.count, 0);
+    assert_true(h.upper_bound_s[17] == 30.0);
+    dbpool_get_histogram(NULL, DBPOOL_HIST_COUNT, &h);
+    assert_int_equal(h.count, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* JSON                                                                   */
+/* ---------------------------------------------------------------------- */
+
+static json_int_t jint(json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v))
+        fail_msg("JSON field %s missing or not an integer", k);
+    return json_integer_value(v);
+}
+
+static double jnum(json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    if (!json_is_number(v))
+        fail_msg("JSON field %s missing or not a number", k);
+    return json_number_value(v);
+}
+
+static void check_latency(json_t *root, const char *k, const dbpool_latency *l) {
+    json_t *o = json_object_get(root, k);
+    assert_true(json_is_object(o));
+    assert_int_equal(json_object_size(o), 6);
+    assert_int_equal(jint(o, "count"), (json_int_t)l->count);
+    assert_true(jnum(o, "mean_ms") == l->mean_ms); /* the shortest exact form reads back exactly */
+    assert_true(jnum(o, "p50_ms") == l->p50_ms);
+    assert_true(jnum(o, "p95_ms") == l->p95_ms);
+    assert_true(jnum(o, "p99_ms") == l->p99_ms);
+    assert_true(jnum(o, "max_ms") == l->max_ms);
+}
+
+static void test_json_matches_stats(void **state) {
+    (void)state;
+    dbpool *p = open_pool(weird_name, "mock:");
+    exercise(p);
+    char *text = render(dbpool_stats_json, p);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+
+    json_error_t je;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        fail_msg("JSON does not parse: %s at %d: %s", je.text, je.position, text);
+    assert_true(json_is_object(root));
+    assert_string_equal(json_string_value(json_object_get(root, "name")), weird_name);
+    assert_string_equal(json_string_value(json_object_get(root, "backend")), "mock");
+    assert_string_equal(json_string_value(json_object_get(root, "version")), dbpool_version());
+    assert_true(jnum(root, "uptime_s") >= 0);
+
+    assert_int_equal(jint(root, "created"), (json_int_t)s.created);
+    assert_int_equal(jint(root, "reused"), (json_int_t)s.reused);
+    assert_int_equal(jint(root, "destroyed"), (json_int_t)s.destroyed);
+    json_t *by = json_object_get(root, "destroyed_by");
+    assert_true(json_is_object(by));
+    assert_int_equal(json_object_size(by), DBPOOL_CLOSE_REASON_COUNT);
+    for (int r = 0; r < DBPOOL_CLOSE_REASON_COUNT; r++)
+        assert_int_equal(jint(by, dbpool_close_reason_name((dbpool_close_reason)r)),
+                         (json_int_t)s.destroyed_by[r]);
+    assert_int_equal(jint(by, "discarded"), 1);
+    assert_int_equal(jint(root, "acquired"), (json_int_t)s.acquired);
+    assert_int_equal(jint(root, "acquired"), 16);
+    assert_int_equal(jint(root, "timeouts"), (json_int_t)s.timeouts);
+    assert_int_equal(jint(root, "connect_errors"), (json_int_t)s.connect_errors);
+    assert_int_equal(jint(root, "validation_failures"), (json_int_t)s.validation_failures);
+    assert_int_equal(jint(root, "rollbacks"), (json_int_t)s.rollbacks);
+    assert_int_equal(jint(root, "idle"), s.idle);
+    assert_int_equal(jint(root, "in_use"), s.in_use);
+    assert_int_equal(jint(root, "connecting"), s.connecting);
+    assert_int_equal(jint(root, "waiting"), s.waiting);
+    assert_int_equal(jint(root, "total"), s.total);
+    assert_int_equal(jint(root, "peak_in_use"), s.peak_in_use);
+    assert_int_equal(jint(root, "peak_in_use"), 3);
+    assert_int_equal(jint(root, "peak_waiting"), s.peak_waiting);
+    assert_int_equal(jint(root, "min_size"), s.min_size);
+    assert_int_equal(jint(root, "max_size"), s.max_size);
+    assert_int_equal(jint(root, "cap"), s.cap);
+    assert_true(json_is_boolean(json_object_get(root, "suspended")));
+    assert_int_equal(json_boolean_value(json_object_get(root, "suspended")), s.suspended);
+    assert_true(jnum(root, "utilisation") == s.utilisation);
+    assert_string_equal(json_string_value(json_object_get(root, "breaker")),
+                        dbpool_breaker_state_name(s.breaker));
+    assert_int_equal(jint(root, "breaker_opens"), (json_int_t)s.breaker_opens);
+    assert_int_equal(jint(root, "leaks_detected"), (json_int_t)s.leaks_detected);
+    assert_int_equal(jint(root, "leaks_reclaimed"), (json_int_t)s.leaks_reclaimed);
+    assert_int_equal(jint(root, "reclaimed_out"), s.reclaimed_out);
+    check_latency(root, "acquire_wait", &s.acquire_wait);
+    check_latency(root, "use_time", &s.use_time);
+    check_latency(root, "connect_time", &s.connect_time);
+    assert_int_equal(json_object_size(root), 33);
+
+    json_decref(root);
+    free(text);
+    dbpool_close(p);
+}
+
+/* Both renderers behave like snprintf. `stable` is how many leading bytes
+ * do not change between calls on an idle pool (all of the Prometheus text;
+ * the JSON up to its uptime_s). */
+static void check_snprintf_contract(int (*fn)(dbpool *, char *, size_t), dbpool *p, bool json) {
+    char *full = render(fn, p);
+    size_t n = strlen(full), stable = n;
+    if (json) {
+        const char *u = strstr(full, "\"uptime_s\":");
+        assert_non_null(u);
+        stable = (size_t)(u - full);
+    }
+    size_t sizes[] = {1, 2, 10, stable / 2, stable, n / 2, n - 1, n, n + 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len = sizes[i];
+        char *buf = malloc(len + 8);
+        memset(buf, 'X', len + 8);
+        int got = fn(p, buf, len);
+        if (!json)
+            assert_int_equal(got, (int)n);
+        else /* uptime_s may have grown or shrunk by a few digits */
+            assert_true(got > 0 && (size_t)got + 20 > n && (size_t)got < n + 20);
+        size_t written = len - 1 < (size_t)got ? len - 1 : (size_t)got;
+        assert_int_equal(strlen(buf), written);
+        assert_memory_equal(buf, full, written < stable ? written : stable);
+        for (size_t k = written + 1; k < len + 8; k++)
+            assert_int_equal(buf[k], 'X'); /* nothing written past the NUL */
+        free(buf);
+    }
+    char one = 'X';
+    int got = fn(p, &one, 0);
+    assert_true(got > 0);
+    assert_int_equal(one, 'X'); /* len 0: nothing written */
+    if (!json)
+        assert_int_equal(got, (int)n);
+    assert_true(fn(p, NULL, 0) > 0);
+    assert_true(fn(p, NULL, 10) < 0);
+    char small[4] = "abc";
+    assert_true(fn(NULL, small, sizeof small) < 0);
+    assert_int_equal(small[0], '\0');
+    free(full);
+}
+
+static void test_snprintf_contract(void **state) {
+    (void)state;
+    dbpool *p = open_pool("contract", "mock:");
+    exercise(p);
+    check_snprintf_contract(dbpool_stats_json, p, true);
+    check_snprintf_contract(dbpool_stats_prometheus, p, false);
+    dbpool_close(p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Prometheus text format 0.0.4, checked line by line                     */
+/* ---------------------------------------------------------------------- */
+
+typedef struct label {
+    char name[64];
+    char value[256]; /* unescaped */
+} label;
+
+typedef struct sample {
+    char name[128];
+    label labels[8];
+    int nlabels;
+    double value;
+} sample;
+
+typedef struct family {
+    char name[128];
+    char type[16];
+    bool help, typed, has_samples, closed;
+} family;
+
+typedef struct parsed {
+    family fam[64];
+    int nfam;
+    sample smp[512];
+    int nsmp;
+    char series[512][512]; /* name{sorted labels} for the duplicate check */
+} parsed;
+
+static bool is_name_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+static bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
+
+/* [a-zA-Z_:][a-zA-Z0-9_:]* (colons only for metric names) */
+static size_t scan_name(const char *s, bool colon) {
+    size_t n = 0;
+    if (!is_name_start(s[0]) || (!colon && s[0] == ':'))
+        return 0;
+    while (is_name_char(s[n]) && (colon || s[n] != ':'))
+        n++;
+    return n;
+}
+
+static family *find_family(parsed *P, const char *name) {
+    for (int i = 0; i < P->nfam; i++)
+        if (strcmp(P->fam[i].name, name) == 0)
+            return &P->fam[i];
+    return NULL;
+}
+
+/* The family a sample belongs to: histograms own name_bucket/_sum/_count. */
+static family *family_of(parsed *P, const char *sname) {
+    family *f = find_family(P, sname);
+    if (f)
+        return f;
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(sname), k = strlen(suffixes[i]);
+        if (n > k && strcmp(sname + n - k, suffixes[i]) == 0) {
+            char base[128];
+            snprintf(base, sizeof base, "%.*s", (int)(n - k), sname);
+            f = find_family(P, base);
+            if (f && strcmp(f->type, "histogram") == 0)
+                return f;
+        }
+    }
+    return NULL;
+}
+
+static double parse_value(const char *s, const char **end) {
+    if (strncmp(s, "+Inf", 4) == 0) {
+        *end = s + 4;
+        return INFINITY;
+    }
+    if (strncmp(s, "-Inf", 4) == 0) {
+        *end = s + 4;
+        return -INFINITY;
+    }
+    if (strncmp(s, "NaN", 3) == 0) {
+        *end = s + 3;
+        return NAN;
+    }
+    char *e;
+    double v = strtod(s, &e);
+    if (e == s)
+        fail_msg("value does not parse: %s", s);
+    /* strtod would accept "inf", "nan", hex: the format wants a Go float */
+    for (const char *c = s; c < e; c++)
+        if (!strchr("0123456789.eE+-", *c))
+            fail_msg("value not in Prometheus float form: %s", s);
+    *end = e;
+    return v;
+}
+
+static int cmp_label(const void *a, const void *b) {
+    return strcmp(((const label *)a)->name, ((const label *)b)->name);
+}
+
+static void parse_sample(parsed *P, const char *line) {
+    assert_true(P->nsmp < 512);
+    sample *s = &P->smp[P->nsmp];
+    memset(s, 0, sizeof *s);
+    size_t n = scan_name(line, true);
+    if (n == 0 || n >= sizeof s->name)
+        fail_msg("bad metric name: %s", line);
+    memcpy(s->name, line, n);
+    const char *c = line + n;
+    if (*c == '{') {
+        c++;
+        while (*c != '}') {
+            assert_true(s->nlabels < 8);
+            label *l = &s->labels[s->nlabels++];
+            size_t k = scan_name(c, false);
+            if (k == 0 || k >= sizeof l->name)
+                fail_msg("bad label name: %s", line);
+            memcpy(l->name, c, k);
+            if (strncmp(l->name, "__", 2) == 0)
+                fail_msg("reserved label name: %s", line);
+            c += k;
+            if (c[0] != '=' || c[1] != '"')
+                fail_msg("label without =\": %s", line);
+            c += 2;
+            size_t v = 0;
+            while (*c != '"') {
+                if (*c == '\0')
+                    fail_msg("unterminated label value: %s", line);
+                char ch = *c++;
+                if (ch == '\\') {
+                    char e = *c++;
+                    if (e == 'n')
+                        ch = '\n';
+                    else if (e == '\\' || e == '"')
+                        ch = e;
+                    else
+                        fail_msg("bad escape in label value: %s", line);
+                }
+                assert_true(v + 1 < sizeof l->value);
+                l->value[v++] = ch;
+            }
+            c++;
+            if (*c == ',')
+                c++;
+            else if (*c != '}')
+                fail_msg("bad label separator: %s", line);
+        }
+        c++;
+    }
+    if (*c != ' ')
+        fail_msg("no space before value: %s", line);
+    c++;
+    const char *end;
+    s->value = parse_value(c, &end);
+    if (*end != '\0')
+        fail_msg("trailing text after value (timestamps are not expected): %s", line);
+
+    /* labels unique within the series; the series unique in the text */
+    qsort(s->labels, (size_t)s->nlabels, sizeof(label), cmp_label);
+    char key[512];
+    int off = snprintf(key, sizeof key, "%s{", s->name);
+    for (int i = 0; i < s->nlabels; i++) {
+        if (i > 0 && strcmp(s->labels[i].name, s->labels[i - 1].name) == 0)
+            fail_msg("duplicate label %s: %s", s->labels[i].name, line);
+        off += snprintf(key + off, sizeof key - (size_t)off, "%s=%s,", s->labels[i].name, s->labels[i].value);
+    }
+    for (int i = 0; i < P->nsmp; i++)
+        if (strcmp(P->series[i], key) == 0)
+            fail_msg("duplicate series: %s", line);
+    snprintf(P->series[P->nsmp], sizeof P->series[0], "%s", key);
+    P->nsmp++;
+}
+
+static const char *label_of(const sample *s, const char *name) {
+    for (int i = 0; i < s->nlabels; i++)
+        if (strcmp(s->labels[i].name, name) == 0)
+            return s->labels[i].value;
+    return NULL;
+}
+
+/* Check the whole text against the format's rules; fill P. */
+static void check_exposition(const char *text, parsed *P) {
+    memset(P, 0, sizeof *P);
+    size_t len = strlen(text);
+    assert_true(len > 0 && text[len - 1] == '\n');
+    family *current = NULL;
+    const char *line = text;
+    while (*line) {
+        const char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        char buf[1024];
+        assert_true((size_t)(nl - line) < sizeof buf);
+        memcpy(buf, line, (size_t)(nl - line));
+        buf[nl - line] = '\0';
+        line = nl + 1;
+        if (buf[0] == '\0')
+            fail_msg("empty line");
+        if (buf[0] == '#') {
+            bool help = strncmp(buf, "# HELP ", 7) == 0, type = strncmp(buf, "# TYPE ", 7) == 0;
+            if (!help && !type)
+                continue; /* a comment */
+            const char *name = buf + 7;
+            size_t n = scan_name(name, true);
+            if (n == 0 || (name[n] != ' '))
+                fail_msg("bad HELP/TYPE line: %s", buf);
+            char fname[128];
+            snprintf(fname, sizeof fname, "%.*s", (int)n, name);
+            family *f = find_family(P, fname);
+            if (!f) {
+                assert_true(P->nfam < 64);
+                f = &P->fam[P->nfam++];
+                snprintf(f->name, sizeof f->name, "%s", fname);
+            }
+            if (f->has_samples)
+                fail_msg("HELP/TYPE after the samples of %s", fname);
+            if (current && current != f)
+                current->closed = true;
+            current = f;
+            if (help) {
+                if (f->help)
+                    fail_msg("second HELP for %s", fname);
+                f->help = true;
+                assert_true(strlen(name + n + 1) > 0);
+            } else {
+                if (f->typed)
+                    fail_msg("second TYPE for %s", fname);
+                f->typed = true;
+                const char *t = name + n + 1;
+                if (strcmp(t, "counter") && strcmp(t, "gauge") && strcmp(t, "histogram") &&
+                    strcmp(t, "summary") && strcmp(t, "untyped"))
+                    fail_msg("bad TYPE: %s", buf);
+                snprintf(f->type, sizeof f->type, "%s", t);
+            }
+            continue;
+        }
+        parse_sample(P, buf);
+        sample *s = &P->smp[P->nsmp - 1];
+        family *f = family_of(P, s->name);
+        if (!f || !f->help || !f->typed)
+            fail_msg("sample without HELP and TYPE before it: %s", buf);
+        if (f->closed)
+            fail_msg("family %s is not one group: %s", f->name, buf);
+        if (current && current != f)
+            current->closed = true;
+        current = f;
+        f->has_samples = true;
+        if (strcmp(f->type, "counter") == 0 &&
+            (s->value < 0 || strlen(s->name) < 7 || strcmp(s->name + strlen(s->name) - 6, "_total") != 0))
+            fail_msg("counter sample must be >= 0 and end in _total: %s", buf);
+    }
+    for (int i = 0; i < P->nfam; i++)
+        if (!P->fam[i].has_samples)
+            fail_msg("family %s has no samples", P->fam[i].name);
+}
+
+/* Buckets cumulative, non-decreasing, ending in le="+Inf" == _count. */
+static void check_histogram(parsed *P, const char *name, const char *pool, uint64_t want_count) {
+    char bucket[160], cnt[160], sum[160];
+    snprintf(bucket, sizeof bucket, "%s_bucket", name);
+    snprintf(cnt, sizeof cnt, "%s_count", name);
+    snprintf(sum, sizeof sum, "%s_sum", name);
+    double prev_le = -INFINITY, prev = 0, inf = -1, count = -1;
+    bool have_sum = false;
+    int nb = 0;
+    for (int i = 0; i < P->nsmp; i++) {
+        sample *s = &P->smp[i];
+        if (strcmp(label_of(s, "pool"), pool) != 0)
+            continue;
+        if (strcmp(s->name, bucket) == 0) {
+            const char *le = label_of(s, "le");
+            assert_non_null(le);
+            const char *end;
+            double b = parse_value(le, &end);
+            assert_true(*end == '\0');
+            assert_true(b > prev_le);
+            assert_true(s->value >= prev);
+            if (nb < DBPOOL_HISTOGRAM_BUCKETS)
+                assert_true(b == bounds_s[nb]);
+            prev_le = b;
+            prev = s->value;
+            nb++;
+            if (isinf(b))
+                inf = s->value;
+        } else if (strcmp(s->name, cnt) == 0) {
+            count = s->value;
+        } else if (strcmp(s->name, sum) == 0) {
+            have_sum = true;
+            assert_true(s->value >= 0);
+        }
+    }
+    assert_int_equal(nb, DBPOOL_HISTOGRAM_BUCKETS + 1);
+    assert_true(isinf(prev_le));
+    assert_true(have_sum);
+    assert_true(inf == count);
+    assert_true(count == (double)want_count);
+}
+
+static const sample *find_sample(parsed *P, const char *name, const char *lname, const char *lvalue) {
+    for (int i = 0; i < P->nsmp; i++) {
+        const sample *s = &P->smp[i];
+        if (strcmp(s->name, name) != 0)
+            continue;
+        if (!lname || (label_of(s, lname) && strcmp(label_of(s, lname), lvalue) == 0))
+            return s;
+    }
+    fail_msg("no sample %s{%s=%s}", name, lname ? lname : "", lvalue ? lvalue : "");
+    return NULL;
+}
+
+static void check_prometheus_for(dbpool *p, const char *name) {
+    char *text = render(dbpool_stats_prometheus, p);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    parsed *P = calloc(1, sizeof *P);
+    assert_non_null(P);
+    check_exposition(text, P);
+
+    /* Only these labels, and pool is the pool's name on every series. */
+    for (int i = 0; i < P->nsmp; i++) {
+        const sample *x = &P->smp[i];
+        const char *pool = label_of(x, "pool");
+        if (!pool || strcmp(pool, name) != 0)
+            fail_msg("series %s has pool label %s", x->name, pool ? pool : "(none)");
+        for (int k = 0; k < x->nlabels; k++) {
+            const char *l = x->labels[k].name;
+            if (strcmp(l, "pool") && strcmp(l, "state") && strcmp(l, "reason") && strcmp(l, "le") &&
+                strcmp(l, "version"))
+                fail_msg("unexpected label %s on %s", l, x->name);
+        }
+    }
+
+    static const struct {
+        const char *name, *type;
+    } want[] = {
+        {"dbpool_connections", "gauge"},
+        {"dbpool_connections_max", "gauge"},
+        {"dbpool_connections_min_idle", "gauge"},
+        {"dbpool_pending_requests", "gauge"},
+        {"dbpool_acquire_timeouts_total", "counter"},
+        {"dbpool_connections_created_total", "counter"},
+        {"dbpool_connections_closed_total", "counter"},
+        {"dbpool_connect_errors_total", "counter"},
+        {"dbpool_leaked_connections_total", "counter"},
+        {"dbpool_acquire_duration_seconds", "histogram"},
+        {"dbpool_use_duration_seconds", "histogram"},
+        {"dbpool_connect_duration_seconds", "histogram"},
+        {"dbpool_breaker_state", "gauge"},
+        {"dbpool_build_info", "gauge"},
+    };
+    assert_int_equal(P->nfam, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        family *f = find_family(P, want[i].name);
+        if (!f)
+            fail_msg("missing family %s", want[i].name);
+        assert_string_equal(f->type, want[i].type);
+    }
+
+    assert_true(find_sample(P, "dbpool_connections", "state", "idle")->value == s.idle);
+    assert_true(find_sample(P, "dbpool_connections", "state", "used")->value == s.in_use);
+    assert_true(find_sample(P, "dbpool_connections_max", NULL, NULL)->value == s.max_size);
+    assert_true(find_sample(P, "dbpool_connections_min_idle", NULL, NULL)->value == s.min_size);
+    assert_true(find_sample(P, "dbpool_pending_requests", NULL, NULL)->value == s.waiting);
+    assert_true(find_sample(P, "dbpool_acquire_timeouts_total", NULL, NULL)->value == (double)s.timeouts);
+    assert_true(find_sample(P, "dbpool_connections_created_total", NULL, NULL)->value == (double)s.created);
+    for (int r = 0; r < DBPOOL_CLOSE_REASON_COUNT; r++)
+        assert_true(find_sample(P, "dbpool_connections_closed_total", "reason",
+                                dbpool_close_reason_name((dbpool_close_reason)r))
+                        ->value == (double)s.destroyed_by[r]);
+    assert_true(find_sample(P, "dbpool_connect_errors_total", NULL, NULL)->value == (double)s.connect_errors);
+    assert_true(find_sample(P, "dbpool_leaked_connections_total", NULL, NULL)->value ==
+                (double)s.leaks_detected);
+    assert_true(find_sample(P, "dbpool_breaker_state", NULL, NULL)->value == (double)s.breaker);
+    const sample *bi = find_sample(P, "dbpool_build_info", NULL, NULL);
+    assert_true(bi->value == 1);
+    assert_string_equal(label_of(bi, "version"), dbpool_version());
+
+    check_histogram(P, "dbpool_acquire_duration_seconds", name, s.acquire_wait.count);
+    check_histogram(P, "dbpool_use_duration_seconds", name, s.use_time.count);
+    check_histogram(P, "dbpool_connect_duration_seconds", name, s.connect_time.count);
+    free(P);
+    free(text);
+}
+
+static void test_prometheus_format(void **state) {
+    (void)state;
+    dbpool *p = open_pool("main", "mock:");
+    exercise(p);
+    check_prometheus_for(p, "main");
+    dbpool_close(p);
+}
+
+/* Quotes, backslashes and line feeds in the name are escaped; the label
+ * round-trips to the exact name. */
+static void test_prometheus_escapes_pool_name(void **state) {
+    (void)state;
+    dbpool *p = open_pool(weird_name, "mock:");
+    exercise(p);
+    check_prometheus_for(p, weird_name);
+    char *text = render(dbpool_stats_prometheus, p);
+    assert_non_null(strstr(text, "pool=\"we\\\"ird\\\\pool\\nname \xc3\xa9\""));
+    free(text);
+    dbpool_close(p);
+}
+
+/* Invalid UTF-8 in the name becomes U+FFFD in both renderings. */
+static void test_invalid_utf8_name(void **state) {
+    (void)state;
+    dbpool *p = open_pool("bad\xff\xc3(", "mock:");
+    char *json = render(dbpool_stats_json, p);
+    json_t *root = json_loads(json, 0, NULL);
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(root, "name")), "bad\xef\xbf\xbd\xef\xbf\xbd(");
+    json_decref(root);
+    char *prom = render(dbpool_stats_prometheus, p);
+    assert_non_null(strstr(prom, "pool=\"bad\xef\xbf\xbd\xef\xbf\xbd(\""));
+    free(json);
+    free(prom);
+    dbpool_close(p);
+}
+
+/* Nothing from the URL reaches either rendering: only the pool's name. */
+static void test_no_url_parts_in_output(void **state) {
+    (void)state;
+    dbpool *p = open_pool("orders", "mock://alice:pw123secret@db-7.internal.example:5432/ordersdb");
+    exercise(p);
+    char *json = render(dbpool_stats_json, p);
+    char *prom = render(dbpool_stats_prometheus, p);
+    static const char *const leaks[] = {"pw123secret", "alice",    "db-7",   "internal.example",
+                                        "5432",        "ordersdb", "mock://"};
+    for (size_t i = 0; i < sizeof leaks / sizeof leaks[0]; i++) {
+        if (strstr(json, leaks[i]))
+            fail_msg("JSON contains %s", leaks[i]);
+        if (strstr(prom, leaks[i]))
+            fail_msg("Prometheus text contains %s", leaks[i]);
+    }
+    free(json);
+    free(prom);
+    dbpool_close(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bounds_are_exact),
+        cmocka_unit_test(test_values_land_in_right_bucket),
+        cmocka_unit_test(test_percentiles_known_distributions),
+        cmocka_unit_test(test_concurrent_recording),
+        cmocka_unit_test(test_fast_clock),
+        cmocka_unit_test_setup(test_pool_records_histograms, setup),
+        cmocka_unit_test_setup(test_json_matches_stats, setup),
+        cmocka_unit_test_setup(test_snprintf_contract, setup),
+        cmocka_unit_test_setup(test_prometheus_format, setup),
+        cmocka_unit_test_setup(test_prometheus_escapes_pool_name, setup),
+        cmocka_unit_test_setup(test_invalid_utf8_name, setup),
+        cmocka_unit_test_setup(test_no_url_parts_in_output, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
