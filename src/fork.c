@@ -14,7 +14,6 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void in_child(void) { atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed); }
 static void install(void) { pthread_atfork(NULL, NULL, in_child); }
 
-unsigned dbpool__fork_generation(void) {
-    pthread_once(&once, install);
-    return atomic_load_explicit(&generation, memory_order_relaxed);
-}
+void dbpool__fork_watch(void) { pthread_once(&once, install); }
+
+unsigned dbpool__fork_generation(void) { return atomic_load_explicit(&generation, memory_order_relaxed); }

@@ -177,6 +177,8 @@ void dbpool__trace_capture(lease_trace *t);
 void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_frames);
 
 /* fork.c */
+/* Install the fork handler (once per process; dbpool_open calls it). */
+void dbpool__fork_watch(void);
 unsigned dbpool__fork_generation(void);
 
 /* Cheap coarse monotonic time for bookkeeping (ms resolution is enough). */
