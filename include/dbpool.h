@@ -133,6 +133,9 @@ typedef struct dbpool_options {
     double autoscale_step;          /* by this fraction of the cap (0.2) */
     int64_t autoscale_interval_ms;  /* at most once per (60000) */
     bool suspend_fails_fast;        /* while suspended: acquire fails with DBPOOL_EBUSY (true) or waits (false) */
+    int64_t barging_window_us;      /* a running thread may take a free connection ahead of a waiter who has
+                                       waited less than this (50); after it, strict FIFO hand-off. 0 = always
+                                       hand off */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */

@@ -318,9 +318,10 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
     if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0)
         return ev;
     int64_t now = dbpool__coarse_now_ns();
-    /* Waiters not yet covered by a connect requested or under way. */
+    /* Waiters not yet covered by an idle connection they were told about
+     * (barging) or by a connect requested or under way. */
     int covered = p->connect_jobs + p->connect_running;
-    while (p->n_waiting > covered && dbpool__total_locked(p) < p->cap && covered < p->opt.max_connecting) {
+    while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap && covered < p->opt.max_connecting) {
         if (!breaker_admit_locked(p, now, &ev))
             break;
         p->n_connecting++;

@@ -34,6 +34,7 @@ void dbpool_options_init(dbpool_options *o) {
     o->autoscale_step = 0.2;
     o->autoscale_interval_ms = 60000;
     o->suspend_fails_fast = true;
+    o->barging_window_us = 50;
 }
 
 typedef enum { K_INT, K_MS, K_VALIDATION, K_NAME } key_kind;
@@ -68,6 +69,7 @@ static const pool_key pool_keys[] = {
     {"pool_leak_reclaim", K_MS, OFF(leak_reclaim_ms), 0, INT64_MAX / 2000000},
     {"pool_breaker_failures", K_INT, OFF(breaker_failures), 0, 1000000},
     {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, INT64_MAX / 2000000},
+    {"pool_barging_window_us", K_MS, OFF(barging_window_us), 0, INT64_MAX / 2000000},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
 #undef OFF
@@ -235,6 +237,8 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
     REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
+    REQUIRE(o->barging_window_us >= 0, "barging_window_us must be 0 (strict hand-off) or more (got %lld)",
+            (long long)o->barging_window_us);
     REQUIRE(o->max_connecting >= 1, "max_connecting must be at least 1 (got %d)", o->max_connecting);
     REQUIRE(o->leak_reclaim_ms == 0 || (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
             "leak_reclaim_ms (%lld) needs leak_threshold_ms > 0 and must not be below it",

@@ -30,6 +30,8 @@ struct waiter {
     pthread_cond_t cond;
     waiter *prev, *next;
     dbpool_conn *conn; /* handed over by a releasing or connecting thread */
+    int64_t since;     /* fast clock at enqueue */
+    bool poked;        /* a connection went idle while we were first in line: look */
     bool queued;
     bool failed; /* a connector gave up: `error` says why */
     dbpool_error error;
@@ -152,6 +154,7 @@ static void waiter_enqueue(dbpool *p, waiter *w) {
         p->wait_head = w;
     p->wait_tail = w;
     w->queued = true;
+    w->since = dbpool__fast_now_ns();
     p->n_waiting++;
     if (p->n_waiting > p->stats.peak_waiting)
         p->stats.peak_waiting = p->n_waiting;
@@ -178,9 +181,31 @@ static void note_peak(dbpool *p) {
         p->stats.peak_in_use = p->n_leased;
 }
 
+/*
+ * May a running thread take a free connection ahead of the queue? Only
+ * while the first waiter has waited less than the barging window: a thread
+ * that is already running skips a wake-up (3-25 us here) and the waiter is
+ * told to look; once it has waited longer, every release hands off to it
+ * directly (Go's sync.Mutex "starvation mode"). Lock held.
+ */
+static bool may_overtake_locked(const dbpool *p) {
+    const waiter *w = p->wait_head;
+    if (!w)
+        return true;
+    return p->opt.barging_window_us > 0 && dbpool__fast_now_ns() - w->since < p->opt.barging_window_us * 1000;
+}
+
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;
+    if (w && !p->suspended && may_overtake_locked(p)) {
+        idle_push(p, c);
+        if (!w->poked) {
+            w->poked = true;
+            pthread_cond_signal(&w->cond);
+        }
+        return;
+    }
     if (w && !p->suspended) {
         waiter_dequeue(p, w);
         c->state = CONN_LEASED;
@@ -591,6 +616,18 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
     ts.tv_sec = (time_t)(deadline / INT64_C(1000000000));
     ts.tv_nsec = (long)(deadline % INT64_C(1000000000));
     while (!w->conn && !w->failed && !p->closed) {
+        if (w->poked) {
+            w->poked = false;
+            if (p->idle_head && !p->suspended) {
+                dbpool_conn *c = p->idle_head;
+                idle_remove(p, c);
+                c->state = CONN_LEASED;
+                p->n_leased++;
+                note_peak(p);
+                w->conn = c;
+                break;
+            }
+        }
         int wrc = deadline == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
                                         : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
         if (wrc == ETIMEDOUT)
@@ -618,7 +655,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
         int64_t now = dbpool__coarse_now_ns();
         lock(p);
         dbpool_conn *c = p->idle_head;
-        if (c && !p->wait_head && !p->closed && !p->suspended && ready_locked(p, c, now)) {
+        if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && may_overtake_locked(p)) {
             idle_remove(p, c);
             c->state = CONN_LEASED;
             p->n_leased++;
@@ -660,7 +697,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
         }
         int64_t now = dbpool__coarse_now_ns();
         dbpool_conn *c = NULL;
-        if (!p->suspended && !p->wait_head && p->idle_head) {
+        if (!p->suspended && p->idle_head && may_overtake_locked(p)) {
             /* 1. An idle connection, when nobody waits ahead of us. */
             c = p->idle_head;
             idle_remove(p, c);
