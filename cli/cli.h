@@ -10,6 +10,7 @@
 #include "dbpool.h"
 
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,8 @@ enum {
 /* Subcommands: argv[0] is the subcommand's name. Each returns an exit code. */
 int cli_demo_main(int argc, char **argv);
 int cli_check_main(int argc, char **argv);
+int cli_bench_main(int argc, char **argv);
+int cli_stat_main(int argc, char **argv);
 
 /*
  * Print "dbpool <cmd>: <formatted>" as ONE line on stderr (newlines in the
@@ -91,5 +94,119 @@ bool cli_print_text(const char *text);
  */
 bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
                            size_t whycap);
+
+/* ------------------------------------------------------------------------ */
+/* Workloads for `bench` and `stat` (load.c)                                */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    CLI_MODE_CYCLE = 0,     /* acquire + release */
+    CLI_MODE_STATEMENT = 1, /* acquire, run the query, release */
+    CLI_MODE_CONNECT = 2    /* per op: open a one-connection pool, acquire, query, release, close */
+} cli_load_mode;
+
+/* Errors are counted by code: slot -code for codes -1 .. -(CLI_ERR_SLOTS-1),
+ * slot 0 for any other code. */
+#define CLI_ERR_SLOTS 32
+
+typedef struct cli_load_config {
+    dbpool *pool;               /* cycle, statement */
+    const char *url;            /* connect-per-query (each op opens its own pool) */
+    cli_load_mode mode;
+    const char *query;          /* statement, connect-per-query */
+    int threads;                /* >= 1; started with small (128 KiB) stacks */
+    int64_t acquire_timeout_ms; /* per acquire */
+    int64_t hold_ns;            /* held this long per lease ... */
+    int64_t hold_jitter_ns;     /* ... plus a uniform random [0, jitter) */
+    uint64_t max_ops;           /* stop after this many ops in all; 0: until stopped */
+} cli_load_config;
+
+typedef struct cli_load_report {
+    uint64_t ops;    /* finished, successful or not */
+    uint64_t errors; /* of which failed */
+    uint64_t errors_by[CLI_ERR_SLOTS];
+    uint64_t opened; /* connect-per-query: pools opened */
+    /* Filled by cli_load_finish only: */
+    char error_sample[CLI_ERR_SLOTS][256]; /* the first message seen per code */
+    double elapsed_s;                      /* start to the last worker's end */
+    double burst_s;                        /* start to the max_ops-th op, or -1 */
+    dbpool_latency op;                     /* the whole op as the caller saw it */
+} cli_load_report;
+
+typedef struct cli_load cli_load;
+
+/* Start cfg->threads workers; they begin all at once, after every thread
+ * exists. Returns true, or false with the reason in why (nothing left
+ * running). The config's strings and pool must outlive the load. */
+bool cli_load_start(cli_load **out, const cli_load_config *cfg, char *why, size_t whycap);
+/* Monotonic nanoseconds at which the workers were let go. */
+int64_t cli_load_started_ns(const cli_load *l);
+/* True once max_ops ops have finished (never when max_ops is 0). */
+bool cli_load_done(const cli_load *l);
+/* A live snapshot of ops, errors, errors_by, opened (cheap). */
+void cli_load_snapshot(const cli_load *l, cli_load_report *r);
+/* Stop the workers (each finishes its op), join them, fill r, free l. */
+void cli_load_finish(cli_load *l, cli_load_report *r);
+
+/* Slot -> "DBPOOL_ETIMEDOUT", or "other" for slot 0. */
+const char *cli_err_slot_name(int slot);
+
+/* Monotonic nanoseconds. */
+int64_t cli_now_ns(void);
+/* Sleep up to ns, returning early (within a few ms) once a stop signal came. */
+void cli_nap_ns(int64_t ns);
+
+/* SIGINT and SIGTERM set a flag instead of killing the process, so that a
+ * run stops cleanly (a second signal kills as usual). */
+void cli_stop_signals_install(void);
+bool cli_stop_requested(void);
+
+/* ------------------------------------------------------------------------ */
+/* The live progress line of `bench` (progress.c)                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cli_progress {
+    bool enabled; /* stderr is a terminal */
+    int64_t last_ns;
+    uint64_t last_ops;
+    int last_len;
+} cli_progress;
+
+/* Enabled only when stderr is a terminal. */
+void cli_progress_init(cli_progress *pr, int64_t start_ns);
+/* Redraw "elapsed, ops/s, p99 acquire wait, in use, waiting" with \r, at
+ * most every 250 ms. `p` may be NULL (no pool figures). */
+void cli_progress_update(cli_progress *pr, dbpool *p, int64_t start_ns, uint64_t ops);
+/* Erase the line, so that what follows starts at column 0. */
+void cli_progress_clear(cli_progress *pr);
+
+/* ------------------------------------------------------------------------ */
+/* GET /metrics for `bench --metrics-listen` (metrics_http.c)               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cli_listen_addr {
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } sa;
+    bool ipv6;
+    int port;      /* 0: any free port */
+    char host[48]; /* as printed: "127.0.0.1", "[::1]" */
+} cli_listen_addr;
+
+/* Parse HOST:PORT where HOST is an address in 127.0.0.0/8, [::1] or
+ * localhost (no name lookup). Anything else, including addresses that are
+ * not loopback, is reported as a usage error of `cmd`; returns false then. */
+bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr *out);
+/* Whether this build has the HTTP server (libmicrohttpd). */
+bool cli_metrics_available(void);
+
+typedef struct cli_metrics_server cli_metrics_server;
+/* Serve GET /metrics (dbpool_stats_prometheus of p) on a thread of its own
+ * until cli_metrics_stop, which must come before p is closed. On success
+ * a->port holds the bound port. False with the reason in why otherwise. */
+bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, char *why, size_t whycap);
+/* NULL is a no-op. */
+void cli_metrics_stop(cli_metrics_server *s);
 
 #endif

@@ -13,6 +13,8 @@ typedef struct command {
 static const command commands[] = {
     {"demo", cli_demo_main, "store labels from a file through a pool and report as JSON"},
     {"check", cli_check_main, "check that a database answers; JSON result, exit 0 when healthy"},
+    {"bench", cli_bench_main, "load-test a pool: ops/s, acquire wait percentiles, errors by code"},
+    {"stat", cli_stat_main, "one line of pool figures per interval while a workload runs"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -37,7 +39,9 @@ static void usage(FILE *out) {
           "\n"
           "Example:\n"
           "  dbpool demo --input data/sample_input.txt --output /tmp/demo.json\n"
-          "  dbpool check sqlite::memory:\n",
+          "  dbpool check sqlite::memory:\n"
+          "  dbpool bench sqlite::memory: --threads 50 --duration 30\n"
+          "  dbpool stat sqlite::memory: 1 10\n",
           out);
 }
 

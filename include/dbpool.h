@@ -33,23 +33,23 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /* X(name, value, description). One table; dbpool_strerror() reads it. */
-#define DBPOOL_ERRNO_MAP(X)                                                      \
-    X(OK, 0, "success")                                                          \
-    X(EINVAL, -1, "invalid argument or option")                                  \
-    X(ETIMEDOUT, -2, "timed out")                                                \
-    X(ECONNECT, -3, "could not connect to the database")                         \
-    X(ECLOSED, -4, "pool is closed")                                             \
-    X(EBUSY, -5, "too many callers waiting")                                     \
-    X(ENOMEM, -6, "out of memory")                                               \
-    X(EQUERY, -7, "query failed")                                                \
-    X(ENOTFOUND, -8, "database not found")                                       \
-    X(EMISUSE, -9, "API misuse")                                                 \
-    X(EAUTH, -10, "authentication failed")                                       \
-    X(EUNAVAILABLE, -11, "database unavailable (circuit breaker open)")          \
-    X(EBROKEN, -12, "connection is broken")                                      \
-    X(EPERM, -13, "permission denied")                                           \
-    X(EUNSUPPORTED, -14, "not supported by this build or backend")               \
-    X(ERANGE, -15, "column index or type out of range")                          \
+#define DBPOOL_ERRNO_MAP(X)                                                                                  \
+    X(OK, 0, "success")                                                                                      \
+    X(EINVAL, -1, "invalid argument or option")                                                              \
+    X(ETIMEDOUT, -2, "timed out")                                                                            \
+    X(ECONNECT, -3, "could not connect to the database")                                                     \
+    X(ECLOSED, -4, "pool is closed")                                                                         \
+    X(EBUSY, -5, "too many callers waiting")                                                                 \
+    X(ENOMEM, -6, "out of memory")                                                                           \
+    X(EQUERY, -7, "query failed")                                                                            \
+    X(ENOTFOUND, -8, "database not found")                                                                   \
+    X(EMISUSE, -9, "API misuse")                                                                             \
+    X(EAUTH, -10, "authentication failed")                                                                   \
+    X(EUNAVAILABLE, -11, "database unavailable (circuit breaker open)")                                      \
+    X(EBROKEN, -12, "connection is broken")                                                                  \
+    X(EPERM, -13, "permission denied")                                                                       \
+    X(EUNSUPPORTED, -14, "not supported by this build or backend")                                           \
+    X(ERANGE, -15, "column index or type out of range")                                                      \
     X(EVALIDATE, -16, "connection failed validation")
 
 typedef enum {
@@ -85,9 +85,9 @@ typedef enum {
 } dbpool_log_level;
 
 typedef enum {
-    DBPOOL_VALIDATE_NEVER = 0,   /* hand connections out unchecked             */
-    DBPOOL_VALIDATE_ALWAYS = 1,  /* round trip before every hand-out           */
-    DBPOOL_VALIDATE_IF_IDLE = 2  /* round trip when idle > validation_window_ms */
+    DBPOOL_VALIDATE_NEVER = 0,  /* hand connections out unchecked             */
+    DBPOOL_VALIDATE_ALWAYS = 1, /* round trip before every hand-out           */
+    DBPOOL_VALIDATE_IF_IDLE = 2 /* round trip when idle > validation_window_ms */
 } dbpool_validation;
 
 /* Called from any pool thread with a finished, password-free line. */
@@ -98,44 +98,44 @@ typedef void (*dbpool_log_fn)(void *user, dbpool_log_level level, const char *me
 typedef int (*dbpool_after_connect_fn)(void *native, void *user);
 
 typedef struct dbpool_options {
-    const char *name;               /* pool name for logs and metrics ("default") */
-    int min_size;                   /* connections kept open; warmed up by open (0) */
-    int max_size;                   /* hard cap on open connections (10) */
-    int64_t acquire_timeout_ms;     /* default wait in dbpool_acquire (30000) */
-    int64_t connect_timeout_ms;     /* one connect attempt (10000) */
-    int64_t idle_timeout_ms;        /* idle connections above min_size closed after (600000); 0 = never */
-    int64_t max_lifetime_ms;        /* connections retired after (1800000, +-2.5% jitter); 0 = unlimited */
-    int64_t validation_timeout_ms;  /* bound on one validation round trip (5000) */
-    int max_retries;                /* extra connect attempts after the first (3) */
-    int64_t backoff_base_ms;        /* first retry delay, doubled each time (10) */
-    int64_t backoff_max_ms;         /* cap on one retry delay (2000) */
-    int max_waiters;                /* callers allowed to wait at once; 0 = unlimited */
-    dbpool_validation validation;   /* (DBPOOL_VALIDATE_IF_IDLE) */
-    int64_t validation_window_ms;   /* for DBPOOL_VALIDATE_IF_IDLE (500) */
-    const char *init_sql;           /* run on every new connection (NULL) */
+    const char *name;              /* pool name for logs and metrics ("default") */
+    int min_size;                  /* connections kept open; warmed up by open (0) */
+    int max_size;                  /* hard cap on open connections (10) */
+    int64_t acquire_timeout_ms;    /* default wait in dbpool_acquire (30000) */
+    int64_t connect_timeout_ms;    /* one connect attempt (10000) */
+    int64_t idle_timeout_ms;       /* idle connections above min_size closed after (600000); 0 = never */
+    int64_t max_lifetime_ms;       /* connections retired after (1800000, +-2.5% jitter); 0 = unlimited */
+    int64_t validation_timeout_ms; /* bound on one validation round trip (5000) */
+    int max_retries;               /* extra connect attempts after the first (3) */
+    int64_t backoff_base_ms;       /* first retry delay, doubled each time (10) */
+    int64_t backoff_max_ms;        /* cap on one retry delay (2000) */
+    int max_waiters;               /* callers allowed to wait at once; 0 = unlimited */
+    dbpool_validation validation;  /* (DBPOOL_VALIDATE_IF_IDLE) */
+    int64_t validation_window_ms;  /* for DBPOOL_VALIDATE_IF_IDLE (500) */
+    const char *init_sql;          /* run on every new connection (NULL) */
     dbpool_after_connect_fn after_connect;
     void *after_connect_user;
-    dbpool_log_fn log_fn;           /* NULL: no logging */
+    dbpool_log_fn log_fn; /* NULL: no logging */
     void *log_user;
-    dbpool_log_level log_level;     /* lines above this level are dropped (DBPOOL_LOG_INFO) */
-    int64_t statement_timeout_ms;   /* server-side statement timeout (0 = none); PostgreSQL and MySQL */
-    int64_t keepalive_ms;           /* ping idle connections this often (0 = off) */
-    int64_t leak_threshold_ms;      /* report leases held longer (0 = off) */
-    int64_t maintenance_interval_ms;/* maintenance thread period (1000); 0 = no thread */
-    bool lazy_connect;              /* min_size 0: do not open a first connection in dbpool_open (false) */
-    int max_connecting;             /* connections opened at once in the background (2) */
-    int64_t leak_reclaim_ms;        /* leases held longer stop counting against max_size (0 = never) */
-    int breaker_failures;           /* consecutive connect failures that open the breaker (5); 0 = off */
-    int64_t breaker_cooldown_ms;    /* open -> half-open after (5000) */
-    bool autoscale;                 /* utilisation-driven cap between min_size and max_size (false) */
-    double autoscale_high;          /* scale up above this utilisation (0.8) */
-    double autoscale_low;           /* scale down below (0.5) */
-    double autoscale_step;          /* by this fraction of the cap (0.2) */
-    int64_t autoscale_interval_ms;  /* at most once per (60000) */
-    bool suspend_fails_fast;        /* while suspended: acquire fails with DBPOOL_EBUSY (true) or waits (false) */
-    int64_t barging_window_us;      /* a running thread may take a free connection ahead of a waiter who has
-                                       waited less than this (50); after it, strict FIFO hand-off. 0 = always
-                                       hand off */
+    dbpool_log_level log_level;      /* lines above this level are dropped (DBPOOL_LOG_INFO) */
+    int64_t statement_timeout_ms;    /* server-side statement timeout (0 = none); PostgreSQL and MySQL */
+    int64_t keepalive_ms;            /* ping idle connections this often (0 = off) */
+    int64_t leak_threshold_ms;       /* report leases held longer (0 = off) */
+    int64_t maintenance_interval_ms; /* maintenance thread period (1000); 0 = no thread */
+    bool lazy_connect;               /* min_size 0: do not open a first connection in dbpool_open (false) */
+    int max_connecting;              /* connections opened at once in the background (2) */
+    int64_t leak_reclaim_ms;         /* leases held longer stop counting against max_size (0 = never) */
+    int breaker_failures;            /* consecutive connect failures that open the breaker (5); 0 = off */
+    int64_t breaker_cooldown_ms;     /* open -> half-open after (5000) */
+    bool autoscale;                  /* utilisation-driven cap between min_size and max_size (false) */
+    double autoscale_high;           /* scale up above this utilisation (0.8) */
+    double autoscale_low;            /* scale down below (0.5) */
+    double autoscale_step;           /* by this fraction of the cap (0.2) */
+    int64_t autoscale_interval_ms;   /* at most once per (60000) */
+    bool suspend_fails_fast;   /* while suspended: acquire fails with DBPOOL_EBUSY (true) or waits (false) */
+    int64_t barging_window_us; /* a running thread may take a free connection ahead of a waiter who has
+                                  waited less than this (50); after it, strict FIFO hand-off. 0 = always
+                                  hand off */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -229,9 +229,9 @@ int dbpool_suspend(dbpool *p);
 int dbpool_resume(dbpool *p);
 
 typedef enum {
-    DBPOOL_BREAKER_CLOSED = 0,    /* connecting normally */
-    DBPOOL_BREAKER_OPEN = 1,      /* new connections refused until the cooldown ends */
-    DBPOOL_BREAKER_HALF_OPEN = 2  /* one trial connection in flight */
+    DBPOOL_BREAKER_CLOSED = 0,   /* connecting normally */
+    DBPOOL_BREAKER_OPEN = 1,     /* new connections refused until the cooldown ends */
+    DBPOOL_BREAKER_HALF_OPEN = 2 /* one trial connection in flight */
 } dbpool_breaker_state;
 
 /* Close the circuit breaker by hand (after fixing the database). */
@@ -317,11 +317,11 @@ typedef enum { DBPOOL_HEALTHY = 0, DBPOOL_UNHEALTHY = 1 } dbpool_health_status;
 
 typedef struct dbpool_health {
     dbpool_health_status status;
-    const char *backend;        /* "sqlite", "postgresql", "mysql", "mock" */
-    char server_version[64];    /* "3.40.1", "15.18", "10.11.6-MariaDB" */
-    double round_trip_ms;       /* one validation round trip */
-    double acquire_ms;          /* time to get the connection used */
-    dbpool_error error;         /* why, when unhealthy */
+    const char *backend;     /* "sqlite", "postgresql", "mysql", "mock" */
+    char server_version[64]; /* "3.40.1", "15.18", "10.11.6-MariaDB" */
+    double round_trip_ms;    /* one validation round trip */
+    double acquire_ms;       /* time to get the connection used */
+    dbpool_error error;      /* why, when unhealthy */
 } dbpool_health;
 
 /* Acquire (pool default timeout), run one round trip, release. Returns
@@ -362,7 +362,7 @@ typedef enum {
 typedef struct dbpool_histogram {
     double upper_bound_s[DBPOOL_HISTOGRAM_BUCKETS]; /* "le" of each bucket */
     uint64_t cumulative[DBPOOL_HISTOGRAM_BUCKETS];  /* observations <= upper_bound_s[i] */
-    uint64_t count;                                  /* all observations (the +Inf bucket) */
+    uint64_t count;                                 /* all observations (the +Inf bucket) */
     double sum_s;
     double max_s;
 } dbpool_histogram;
@@ -372,32 +372,32 @@ typedef struct dbpool_histogram {
 void dbpool_get_histogram(dbpool *p, dbpool_histogram_kind kind, dbpool_histogram *out);
 
 typedef struct dbpool_stats {
-    uint64_t created;        /* connections opened */
-    uint64_t reused;         /* hand-outs of an already open connection */
-    uint64_t destroyed;      /* connections closed, all reasons */
+    uint64_t created;   /* connections opened */
+    uint64_t reused;    /* hand-outs of an already open connection */
+    uint64_t destroyed; /* connections closed, all reasons */
     uint64_t destroyed_by[DBPOOL_CLOSE_REASON_COUNT];
     uint64_t acquired;       /* successful acquires */
     uint64_t timeouts;       /* acquires that timed out */
     uint64_t connect_errors; /* failed connect attempts */
     uint64_t validation_failures;
-    uint64_t rollbacks;      /* transactions rolled back on release */
+    uint64_t rollbacks; /* transactions rolled back on release */
     int idle;
     int in_use;
     int connecting;
     int waiting;
-    int total;               /* idle + in_use + connecting */
+    int total; /* idle + in_use + connecting */
     int peak_in_use;
     int peak_waiting;
     int min_size;
     int max_size;
-    int cap;                 /* current cap (== max_size unless autoscale) */
+    int cap; /* current cap (== max_size unless autoscale) */
     bool suspended;
     dbpool_breaker_state breaker;
     uint64_t breaker_opens;  /* times the breaker opened */
     uint64_t leaks_detected; /* leases held past leak_threshold_ms */
     uint64_t leaks_reclaimed;
-    int reclaimed_out;       /* reclaimed leases not yet returned (not in total) */
-    double utilisation;      /* in_use / cap, now */
+    int reclaimed_out;  /* reclaimed leases not yet returned (not in total) */
+    double utilisation; /* in_use / cap, now */
     double uptime_s;
     dbpool_latency acquire_wait;
     dbpool_latency use_time;

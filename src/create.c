@@ -22,7 +22,8 @@
 #define unlock(p) dbpool__unlock(p)
 
 static bool retriable(int code) {
-    return code == DBPOOL_ECONNECT || code == DBPOOL_ETIMEDOUT || code == DBPOOL_EBUSY || code == DBPOOL_EBROKEN;
+    return code == DBPOOL_ECONNECT || code == DBPOOL_ETIMEDOUT || code == DBPOOL_EBUSY ||
+           code == DBPOOL_EBROKEN;
 }
 
 const char *dbpool_breaker_state_name(dbpool_breaker_state s) {
@@ -159,8 +160,8 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
         if (urc != 0) {
             p->driver->disconnect(*native);
             *native = NULL;
-            return dbpool__seterr(e, DBPOOL_ECONNECT, "the after_connect callback rejected the connection (it returned %d)",
-                                  urc);
+            return dbpool__seterr(e, DBPOOL_ECONNECT,
+                                  "the after_connect callback rejected the connection (it returned %d)", urc);
         }
     }
     return DBPOOL_OK;
@@ -208,8 +209,8 @@ static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpoo
         dbpool__log_breaker_event(p, ev);
         if (rc == DBPOOL_OK)
             break;
-        dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1, p->opt.max_retries + 1,
-                    e.message);
+        dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
+                    p->opt.max_retries + 1, e.message);
         if (!retriable(rc) || attempt >= p->opt.max_retries || breaker_open)
             break;
         int64_t delay = p->opt.backoff_base_ms;
@@ -270,8 +271,8 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     return c;
 }
 
-int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace, dbpool_conn **out,
-                          dbpool_error *err) {
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
+                          dbpool_conn **out, dbpool_error *err) {
     void *native = NULL;
     int rc = create_native(p, deadline, NULL, &native, err);
     lock(p);
@@ -321,7 +322,8 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
     /* Waiters not yet covered by an idle connection they were told about
      * (barging) or by a connect requested or under way. */
     int covered = p->connect_jobs + p->connect_running;
-    while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap && covered < p->opt.max_connecting) {
+    while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap &&
+           covered < p->opt.max_connecting) {
         if (!breaker_admit_locked(p, now, &ev))
             break;
         p->n_connecting++;
@@ -378,7 +380,8 @@ static void *connector_main(void *arg) {
         dbpool__clearerr(&e);
         /* Each attempt is bounded by connect_timeout_ms; the whole by the
          * retry budget, cut short when no waiter needs it any more. */
-        int64_t budget = p->opt.connect_timeout_ms * (p->opt.max_retries + 1) + p->opt.backoff_max_ms * p->opt.max_retries;
+        int64_t budget =
+            p->opt.connect_timeout_ms * (p->opt.max_retries + 1) + p->opt.backoff_max_ms * p->opt.max_retries;
         int rc = create_native(p, dbpool__deadline_after_ms(budget), still_wanted, &native, &e);
         lock(p);
         p->connect_running--;

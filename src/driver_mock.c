@@ -44,7 +44,9 @@ static void set_rule(fail_rule *r, long nth, long count, int code) {
     pthread_mutex_unlock(&mock_lock);
 }
 
-void dbpool_mock_fail_connect(long nth, long count, int code) { set_rule(&mock.connect_rule, nth, count, code); }
+void dbpool_mock_fail_connect(long nth, long count, int code) {
+    set_rule(&mock.connect_rule, nth, count, code);
+}
 void dbpool_mock_fail_ping(long nth, long count) { set_rule(&mock.ping_rule, nth, count, DBPOOL_EBROKEN); }
 void dbpool_mock_fail_reset(long nth, long count) { set_rule(&mock.reset_rule, nth, count, DBPOOL_EBROKEN); }
 
@@ -154,7 +156,8 @@ static int mock_ping(void *native, int64_t deadline, dbpool_error *e) {
             return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mock ping timed out");
     }
     if (fail || is_dead(native))
-        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock ping failed (connection %d)", ((mock_conn *)native)->id);
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock ping failed (connection %d)",
+                              ((mock_conn *)native)->id);
     return DBPOOL_OK;
 }
 
@@ -209,7 +212,8 @@ static int mock_query(void *native, const char *sql, const dbpool_param *p, size
     dbpool_rowset *rs = dbpool__rowset_new(1);
     char id[16];
     int len = snprintf(id, sizeof id, "%d", ((mock_conn *)native)->id);
-    if (!rs || dbpool__rowset_set_column(rs, 0, "conn_id") != DBPOOL_OK || dbpool__rowset_add_row(rs) != DBPOOL_OK ||
+    if (!rs || dbpool__rowset_set_column(rs, 0, "conn_id") != DBPOOL_OK ||
+        dbpool__rowset_add_row(rs) != DBPOOL_OK ||
         dbpool__rowset_set_cell(rs, 0, id, (size_t)len) != DBPOOL_OK) {
         dbpool__rowset_free(rs);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");

@@ -16,12 +16,12 @@
 #include <stdint.h>
 
 typedef struct dbpool_mock_counters {
-    long connects;          /* connect attempts */
+    long connects; /* connect attempts */
     long connect_failures;
     long disconnects;
     long pings;
     long resets;
-    long live;              /* connected and not yet disconnected */
+    long live; /* connected and not yet disconnected */
 } dbpool_mock_counters;
 
 void dbpool_mock_reset(void);

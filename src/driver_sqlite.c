@@ -28,14 +28,14 @@
 #include <unistd.h>
 
 typedef struct sqlite_cfg {
-    char *path;         /* file path, or the memdb URI */
+    char *path; /* file path, or the memdb URI */
     bool memory;
     int open_flags;
     char journal_mode[16]; /* "" = leave as is */
     char synchronous[16];
     int64_t busy_timeout_ms;
     bool foreign_keys;
-    sqlite3 *anchor;    /* memory databases: keeps the database alive */
+    sqlite3 *anchor; /* memory databases: keeps the database alive */
 } sqlite_cfg;
 
 static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
@@ -58,11 +58,13 @@ static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *
             dbpool__strlcpy(dir, ".", sizeof dir);
         struct stat st;
         if (stat(dir, &st) != 0)
-            snprintf(hint, sizeof hint, " (directory '%.200s' does not exist: create it or fix the path)", dir);
+            snprintf(hint, sizeof hint, " (directory '%.200s' does not exist: create it or fix the path)",
+                     dir);
         else if (!S_ISDIR(st.st_mode))
             snprintf(hint, sizeof hint, " ('%.200s' is not a directory)", dir);
         else if (access(dir, W_OK | X_OK) != 0)
-            snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir), code = DBPOOL_EPERM;
+            snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir),
+                code = DBPOOL_EPERM;
         else if (access(path, F_OK) == 0 && access(path, R_OK) != 0)
             snprintf(hint, sizeof hint, " (permission denied on '%.200s')", path), code = DBPOOL_EPERM;
     } else if ((src & 0xff) == SQLITE_NOTADB) {
@@ -152,12 +154,14 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             if (!one_of(v, journals, c->journal_mode, sizeof c->journal_mode))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
                                     "SQLite key journal_mode: '%.32s' is not one of delete, truncate, "
-                                    "persist, memory, wal, off", v);
+                                    "persist, memory, wal, off",
+                                    v);
             journal_set = true;
         } else if (strcmp(k, "synchronous") == 0) {
             if (!one_of(v, syncs, c->synchronous, sizeof c->synchronous))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
-                                    "SQLite key synchronous: '%.32s' is not one of off, normal, full, extra", v);
+                                    "SQLite key synchronous: '%.32s' is not one of off, normal, full, extra",
+                                    v);
         } else if (strcmp(k, "busy_timeout") == 0) {
             if (!dbpool__parse_i64(v, 0, INT_MAX, &num))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
@@ -175,7 +179,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             else if (strcasecmp(v, "rwc") == 0)
                 mode = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
             else
-                rc = dbpool__seterr(e, DBPOOL_EINVAL, "SQLite key mode: '%.32s' is not one of ro, rw, rwc", v);
+                rc =
+                    dbpool__seterr(e, DBPOOL_EINVAL, "SQLite key mode: '%.32s' is not one of ro, rw, rwc", v);
         } else if (strcmp(k, "create_if_missing") == 0) {
             if (!dbpool__parse_bool(v, &b))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
@@ -185,7 +190,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
         } else {
             rc = dbpool__seterr(e, DBPOOL_EINVAL,
                                 "unknown SQLite URL key '%.64s' (known: journal_mode, synchronous, "
-                                "busy_timeout, foreign_keys, mode, create_if_missing, and pool_* keys)", k);
+                                "busy_timeout, foreign_keys, mode, create_if_missing, and pool_* keys)",
+                                k);
         }
     }
     free(base);
@@ -331,8 +337,8 @@ static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
 static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, size_t n, dbpool_error *e) {
     int expected = sqlite3_bind_parameter_count(st);
     if ((size_t)expected != n)
-        return dbpool__seterr(e, DBPOOL_EINVAL, "the statement has %d placeholders but %zu parameters were given",
-                              expected, n);
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "the statement has %d placeholders but %zu parameters were given", expected, n);
     for (size_t i = 0; i < n; i++) {
         int idx = (int)i + 1, src;
         switch (p[i].type) {
@@ -481,7 +487,8 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
         return dbpool__seterr(e, DBPOOL_EINVAL, "the query is empty");
     if (!only_space(tail)) {
         sqlite3_finalize(st);
-        return dbpool__seterr(e, DBPOOL_EINVAL, "dbpool_query takes one statement; use dbpool_exec for several");
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "dbpool_query takes one statement; use dbpool_exec for several");
     }
     int rc = bind_params(db, st, p, n, e);
     if (rc != DBPOOL_OK) {

@@ -6,8 +6,8 @@
 
 const char *dbpool_strerror(int code) {
     switch (code) {
-#define DBPOOL_STRERROR_CASE_(name, value, text) \
-    case value:                                  \
+#define DBPOOL_STRERROR_CASE_(name, value, text)                                                             \
+    case value:                                                                                              \
         return text;
         DBPOOL_ERRNO_MAP(DBPOOL_STRERROR_CASE_)
 #undef DBPOOL_STRERROR_CASE_
@@ -18,8 +18,8 @@ const char *dbpool_strerror(int code) {
 
 const char *dbpool_errname(int code) {
     switch (code) {
-#define DBPOOL_ERRNAME_CASE_(name, value, text) \
-    case value:                                 \
+#define DBPOOL_ERRNAME_CASE_(name, value, text)                                                              \
+    case value:                                                                                              \
         return "DBPOOL_" #name;
         DBPOOL_ERRNO_MAP(DBPOOL_ERRNAME_CASE_)
 #undef DBPOOL_ERRNAME_CASE_

@@ -37,7 +37,8 @@ static void push(dbpool_conn **list, dbpool_conn *c) {
 }
 
 /* Lock held. Move idle connections that need work onto three lists. */
-static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out, dbpool_conn **ping) {
+static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out,
+                        dbpool_conn **ping) {
     int64_t idle_limit = p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
     int64_t keepalive = p->opt.keepalive_ms * DBPOOL_NS_PER_MS;
     dbpool_conn *c = p->idle_tail;
@@ -119,16 +120,18 @@ static void log_leaks(dbpool *p, const leak_report *r, int n) {
         if (r[i].have_trace)
             dbpool__trace_format(&r[i].trace, where, sizeof where, 12);
         if (r[i].reclaimed)
-            dbpool__log(p, DBPOOL_LOG_WARN,
-                        "connection #%llu held for %lld ms: reclaimed (no longer counted against max_size; closed "
-                        "when it comes back)",
-                        (unsigned long long)r[i].id, (long long)r[i].held_ms);
+            dbpool__log(
+                p, DBPOOL_LOG_WARN,
+                "connection #%llu held for %lld ms: reclaimed (no longer counted against max_size; closed "
+                "when it comes back)",
+                (unsigned long long)r[i].id, (long long)r[i].held_ms);
         else
-            dbpool__log(p, DBPOOL_LOG_WARN,
-                        "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld) by thread %lu, "
-                        "acquired at:\n%s",
-                        (unsigned long long)r[i].id, (long long)r[i].held_ms, (long long)p->opt.leak_threshold_ms,
-                        r[i].trace.thread, where);
+            dbpool__log(
+                p, DBPOOL_LOG_WARN,
+                "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld) by thread %lu, "
+                "acquired at:\n%s",
+                (unsigned long long)r[i].id, (long long)r[i].held_ms, (long long)p->opt.leak_threshold_ms,
+                r[i].trace.thread, where);
     }
 }
 
@@ -185,7 +188,8 @@ void dbpool__maint_pass(dbpool *p) {
         ping->next = NULL;
         dbpool_error e;
         dbpool__clearerr(&e);
-        if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) == DBPOOL_OK) {
+        if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) ==
+            DBPOOL_OK) {
             lock(p);
             p->n_leased--;
             dbpool__publish_locked(p, ping, dbpool__coarse_now_ns());

@@ -137,8 +137,8 @@ static size_t append_encoded(char *buf, size_t o, const char *s) {
     return o;
 }
 
-int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url,
-                              char **name_copy, dbpool_error *e) {
+int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url, char **name_copy,
+                              dbpool_error *e) {
     char *base;
     dbpool_kv *kvs;
     size_t n;
@@ -193,10 +193,10 @@ int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_
 }
 
 int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
-#define REQUIRE(cond, ...)                                   \
-    do {                                                     \
-        if (!(cond))                                         \
-            return dbpool__seterr(e, DBPOOL_EINVAL, __VA_ARGS__); \
+#define REQUIRE(cond, ...)                                                                                   \
+    do {                                                                                                     \
+        if (!(cond))                                                                                         \
+            return dbpool__seterr(e, DBPOOL_EINVAL, __VA_ARGS__);                                            \
     } while (0)
     REQUIRE(o->max_size >= 1, "max_size must be at least 1 (got %d): a pool needs room for one connection",
             o->max_size);
@@ -240,20 +240,22 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(o->barging_window_us >= 0, "barging_window_us must be 0 (strict hand-off) or more (got %lld)",
             (long long)o->barging_window_us);
     REQUIRE(o->max_connecting >= 1, "max_connecting must be at least 1 (got %d)", o->max_connecting);
-    REQUIRE(o->leak_reclaim_ms == 0 || (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
+    REQUIRE(o->leak_reclaim_ms == 0 ||
+                (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
             "leak_reclaim_ms (%lld) needs leak_threshold_ms > 0 and must not be below it",
             (long long)o->leak_reclaim_ms);
-    REQUIRE(o->breaker_failures >= 0, "breaker_failures must be 0 (off) or more (got %d)", o->breaker_failures);
+    REQUIRE(o->breaker_failures >= 0, "breaker_failures must be 0 (off) or more (got %d)",
+            o->breaker_failures);
     REQUIRE(o->breaker_cooldown_ms > 0, "breaker_cooldown_ms must be greater than 0 (got %lld)",
             (long long)o->breaker_cooldown_ms);
-    REQUIRE(!o->autoscale || (o->autoscale_low > 0 && o->autoscale_low < o->autoscale_high &&
-                              o->autoscale_high <= 1.0),
+    REQUIRE(!o->autoscale ||
+                (o->autoscale_low > 0 && o->autoscale_low < o->autoscale_high && o->autoscale_high <= 1.0),
             "autoscale marks must satisfy 0 < autoscale_low (%g) < autoscale_high (%g) <= 1",
             o->autoscale_low, o->autoscale_high);
     REQUIRE(!o->autoscale || (o->autoscale_step > 0 && o->autoscale_step <= 1.0),
             "autoscale_step must be in (0, 1] (got %g)", o->autoscale_step);
-    REQUIRE(!o->autoscale || o->autoscale_interval_ms > 0, "autoscale_interval_ms must be greater than 0 (got %lld)",
-            (long long)o->autoscale_interval_ms);
+    REQUIRE(!o->autoscale || o->autoscale_interval_ms > 0,
+            "autoscale_interval_ms must be greater than 0 (got %lld)", (long long)o->autoscale_interval_ms);
 #undef REQUIRE
     return DBPOOL_OK;
 }

@@ -131,7 +131,8 @@ static void idle_remove(dbpool *p, dbpool_conn *c) {
     p->n_idle--;
 }
 
-dbpool_conn *dbpool__take_idle_locked(dbpool *p, bool (*take)(const dbpool *p, const dbpool_conn *c, void *arg),
+dbpool_conn *dbpool__take_idle_locked(dbpool *p,
+                                      bool (*take)(const dbpool *p, const dbpool_conn *c, void *arg),
                                       void *arg) {
     dbpool_conn *list = NULL;
     while (p->idle_tail && take(p, p->idle_tail, arg)) {
@@ -296,9 +297,9 @@ void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
     c->state = CONN_CLOSING;
     p->n_closing++;
     unlock(p);
-    dbpool__log(p,
-                why == DBPOOL_CLOSE_SHRINK || why == DBPOOL_CLOSE_POOL_CLOSED ? DBPOOL_LOG_DEBUG : DBPOOL_LOG_INFO,
-                "closing connection #%llu (%s)", (unsigned long long)c->id, dbpool_close_reason_name(why));
+    dbpool__log(
+        p, why == DBPOOL_CLOSE_SHRINK || why == DBPOOL_CLOSE_POOL_CLOSED ? DBPOOL_LOG_DEBUG : DBPOOL_LOG_INFO,
+        "closing connection #%llu (%s)", (unsigned long long)c->id, dbpool_close_reason_name(why));
     disconnect_and_account(p, c, why);
 }
 
@@ -402,7 +403,8 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         lock(p);
         p->n_connecting++;
         unlock(p);
-        rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.acquire_timeout_ms), false, NULL, NULL, err);
+        rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.acquire_timeout_ms), false, NULL, NULL,
+                                   err);
         if (rc != DBPOOL_OK)
             dbpool__prefix_err(err, "opening pool '%s' failed at connection %d of %d", p->name, i + 1, warm);
     }
@@ -580,8 +582,8 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
     char holders[160] = "";
     if (oldest) {
         h->oldest_ms = (now - oldest->acquired_ns) / DBPOOL_NS_PER_MS;
-        snprintf(holders, sizeof holders, "; %d holder%s, the oldest holding its connection for %lld ms", h->count,
-                 h->count == 1 ? "" : "s", (long long)h->oldest_ms);
+        snprintf(holders, sizeof holders, "; %d holder%s, the oldest holding its connection for %lld ms",
+                 h->count, h->count == 1 ? "" : "s", (long long)h->oldest_ms);
         if (oldest->trace && oldest->trace->depth > 0) {
             h->trace = *oldest->trace;
             h->have_trace = true;
@@ -590,8 +592,8 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
     char last[sizeof err->message];
     last[0] = '\0';
     if (p->last_connect_error.code != DBPOOL_OK)
-        snprintf(last, sizeof last, "; last connect error (%s): %s", dbpool_errname(p->last_connect_error.code),
-                 p->last_connect_error.message);
+        snprintf(last, sizeof last, "; last connect error (%s): %s",
+                 dbpool_errname(p->last_connect_error.code), p->last_connect_error.message);
     p->stats.timeouts++;
     return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
                           "timed out after %lld ms waiting for a connection from pool '%s' "
@@ -675,8 +677,9 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
     if (timeout_ms == 0)
         may_wait = false;
     const int64_t start = dbpool__now_ns();
-    const int64_t deadline =
-        timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS ? INT64_MAX : start + timeout_ms * DBPOOL_NS_PER_MS;
+    const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
+                                 ? INT64_MAX
+                                 : start + timeout_ms * DBPOOL_NS_PER_MS;
     lease_trace trace_buf, *trace = NULL;
     if (p->opt.leak_threshold_ms > 0) {
         dbpool__trace_capture(&trace_buf);
@@ -692,7 +695,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
             break;
         }
         if (p->suspended && p->opt.suspend_fails_fast) {
-            rc = dbpool__seterr(err, DBPOOL_EBUSY, "pool '%s' is suspended: try again after dbpool_resume", p->name);
+            rc = dbpool__seterr(err, DBPOOL_EBUSY, "pool '%s' is suspended: try again after dbpool_resume",
+                                p->name);
             break;
         }
         int64_t now = dbpool__coarse_now_ns();
@@ -716,10 +720,11 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
                      * its own thread. */
                     p->n_connecting++;
                     unlock(p);
-                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true, trace,
-                                               out, err);
+                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true,
+                                               trace, out, err);
                     if (rc == DBPOOL_OK)
-                        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
+                        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
+                                               dbpool__fast_now_ns() - fast_start);
                     return rc;
                 }
                 if (try_only)
@@ -809,7 +814,9 @@ int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_erro
     return acquire_impl(p, timeout_ms, false, out, err);
 }
 
-int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) { return acquire_impl(p, 0, true, out, err); }
+int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
+    return acquire_impl(p, 0, true, out, err);
+}
 
 /* ---------------------------------------------------------------------- */
 /* release / discard                                                      */

@@ -52,13 +52,13 @@ struct dbpool_conn {
     bool reclaimed;     /* no longer counted against the cap; closed on return */
     dbpool *pool;
     void *native;
-    uint64_t id;        /* 1, 2, ... in order of creation */
+    uint64_t id; /* 1, 2, ... in order of creation */
     int64_t created_ns;
-    int64_t expires_ns;   /* created + jittered lifetime; INT64_MAX = never */
-    int64_t last_used_ns; /* when it last became idle */
-    int64_t acquired_ns;  /* when the current lease began (coarse clock) */
-    int64_t lease_start;  /* the same, on the fast clock, for the use-time histogram */
-    uint64_t uses;        /* hand-outs so far */
+    int64_t expires_ns;              /* created + jittered lifetime; INT64_MAX = never */
+    int64_t last_used_ns;            /* when it last became idle */
+    int64_t acquired_ns;             /* when the current lease began (coarse clock) */
+    int64_t lease_start;             /* the same, on the fast clock, for the use-time histogram */
+    uint64_t uses;                   /* hand-outs so far */
     struct dbpool_conn *prev, *next; /* idle list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
     lease_trace *trace;              /* leak detection on: where the lease began */
@@ -67,7 +67,12 @@ struct dbpool_conn {
 typedef struct waiter waiter;
 
 /* A breaker transition to log after the lock is dropped. */
-typedef enum { BREAKER_EVENT_NONE = 0, BREAKER_EVENT_OPENED, BREAKER_EVENT_HALF_OPEN, BREAKER_EVENT_CLOSED } breaker_event;
+typedef enum {
+    BREAKER_EVENT_NONE = 0,
+    BREAKER_EVENT_OPENED,
+    BREAKER_EVENT_HALF_OPEN,
+    BREAKER_EVENT_CLOSED
+} breaker_event;
 
 struct dbpool {
     pthread_mutex_t lock;
@@ -85,7 +90,7 @@ struct dbpool {
     /* --- everything below is guarded by `lock` --- */
     bool closed;
     bool suspended;
-    int cap; /* current cap: max_size, or less under autoscale */
+    int cap;                            /* current cap: max_size, or less under autoscale */
     dbpool_conn *idle_head, *idle_tail; /* head = most recently used (LIFO) */
     dbpool_conn *free_slots;
     dbpool_conn *all_slots;
@@ -122,7 +127,8 @@ struct dbpool {
 /* pool.c */
 void dbpool__lock(dbpool *p);
 void dbpool__unlock(dbpool *p);
-void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void dbpool__finish_err(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
 /* Put a healthy connection back: to the first waiter, else the idle list. */
@@ -136,7 +142,8 @@ void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
 void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why);
 /* Take idle connections out (oldest first) while `keep(p, c)` says so; they
  * come back as a CONN_CLOSING list. Lock held. */
-dbpool_conn *dbpool__take_idle_locked(dbpool *p, bool (*take)(const dbpool *p, const dbpool_conn *c, void *arg),
+dbpool_conn *dbpool__take_idle_locked(dbpool *p,
+                                      bool (*take)(const dbpool *p, const dbpool_conn *c, void *arg),
                                       void *arg);
 /* Lock held: the pool may be freed (closed and nothing left in it). */
 bool dbpool__can_free_locked(const dbpool *p);
@@ -153,11 +160,12 @@ bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */
-int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace, dbpool_conn **out,
-                          dbpool_error *err);
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
+                          dbpool_conn **out, dbpool_error *err);
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
-void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now, const lease_trace *trace);
+void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
+                                const lease_trace *trace);
 
 /* options.c */
 int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url, char **name_copy,

@@ -98,9 +98,7 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
 
 int dbpool_result_columns(const dbpool_result *r) { return r ? r->ops->columns(r) : 0; }
 
-static bool col_ok(const dbpool_result *r, int col) {
-    return r && col >= 0 && col < r->ops->columns(r);
-}
+static bool col_ok(const dbpool_result *r, int col) { return r && col >= 0 && col < r->ops->columns(r); }
 
 const char *dbpool_result_column_name(const dbpool_result *r, int col) {
     return col_ok(r, col) ? r->ops->column_name(r, col) : NULL;

@@ -30,8 +30,8 @@ static void replace_secret(char *msg, size_t cap, const char *secret) {
     bool whole_word = slen < 4;
     size_t o = 0;
     for (const char *s = msg; *s;) {
-        if (strncmp(s, secret, slen) == 0 &&
-            (!whole_word || ((s == msg || !isalnum((unsigned char)s[-1])) && !isalnum((unsigned char)s[slen])))) {
+        if (strncmp(s, secret, slen) == 0 && (!whole_word || ((s == msg || !isalnum((unsigned char)s[-1])) &&
+                                                              !isalnum((unsigned char)s[slen])))) {
             put(out, cap, &o, MASK, sizeof MASK - 1);
             s += slen;
         } else {

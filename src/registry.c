@@ -13,8 +13,7 @@ static const dbpool_driver *const drivers[] = {
 #ifdef DBPOOL_HAVE_MYSQL
     &dbpool__driver_mysql,
 #endif
-    &dbpool__driver_mock,
-    NULL,
+    &dbpool__driver_mock,   NULL,
 };
 
 const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e) {

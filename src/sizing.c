@@ -60,7 +60,7 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
         p->cap = min_size;
     dbpool_conn *list = dbpool__take_idle_locked(p, over_cap, NULL);
     breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
-    dbpool__maint_wake(p);                                      /* a larger min is filled there */
+    dbpool__maint_wake(p);                                    /* a larger min is filled there */
     unlock(p);
     dbpool__log_breaker_event(p, ev);
     dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", min_size, max_size);

@@ -3,10 +3,14 @@
 
 const char *dbpool_close_reason_name(dbpool_close_reason r) {
     static const char *const names[DBPOOL_CLOSE_REASON_COUNT] = {
-        [DBPOOL_CLOSE_IDLE_TIMEOUT] = "idle_timeout", [DBPOOL_CLOSE_LIFETIME] = "lifetime",
-        [DBPOOL_CLOSE_BROKEN] = "broken",             [DBPOOL_CLOSE_VALIDATION] = "validation_failed",
-        [DBPOOL_CLOSE_SHRINK] = "shrink",             [DBPOOL_CLOSE_POOL_CLOSED] = "pool_closed",
-        [DBPOOL_CLOSE_DISCARDED] = "discarded",       [DBPOOL_CLOSE_RESET_FAILED] = "reset_failed",
+        [DBPOOL_CLOSE_IDLE_TIMEOUT] = "idle_timeout",
+        [DBPOOL_CLOSE_LIFETIME] = "lifetime",
+        [DBPOOL_CLOSE_BROKEN] = "broken",
+        [DBPOOL_CLOSE_VALIDATION] = "validation_failed",
+        [DBPOOL_CLOSE_SHRINK] = "shrink",
+        [DBPOOL_CLOSE_POOL_CLOSED] = "pool_closed",
+        [DBPOOL_CLOSE_DISCARDED] = "discarded",
+        [DBPOOL_CLOSE_RESET_FAILED] = "reset_failed",
         [DBPOOL_CLOSE_RECLAIMED] = "leak_reclaimed",
     };
     if ((int)r < 0 || r >= DBPOOL_CLOSE_REASON_COUNT)

@@ -111,13 +111,13 @@ int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv
             const char *eq = memchr(s, '=', (size_t)(end - s));
             const char *kend = eq ? eq : end;
             list[n].key = dbpool__pct_decode(s, (size_t)(kend - s));
-            list[n].value = eq ? dbpool__pct_decode(eq + 1, (size_t)(end - eq - 1))
-                               : dbpool__strdup("");
+            list[n].value = eq ? dbpool__pct_decode(eq + 1, (size_t)(end - eq - 1)) : dbpool__strdup("");
             if (!list[n].key || !list[n].value) {
                 dbpool__kv_free(list, n + 1);
                 free(b);
-                return dbpool__seterr(e, DBPOOL_EINVAL,
-                                      "bad percent-escape in the URL's query (write %%XX with two hex digits)");
+                return dbpool__seterr(
+                    e, DBPOOL_EINVAL,
+                    "bad percent-escape in the URL's query (write %%XX with two hex digits)");
             }
             if (!list[n].key[0]) {
                 dbpool__kv_free(list, n + 1);

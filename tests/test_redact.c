@@ -21,9 +21,10 @@ static void check(const char *in, const char *const *secrets, const char *expect
 
 static void test_url_userinfo(void **state) {
     (void)state;
-    check("could not parse postgresql://bob:s3cr3t@db:5432/x", NULL, "could not parse postgresql://bob:***@db:5432/x");
+    check("could not parse postgresql://bob:s3cr3t@db:5432/x", NULL,
+          "could not parse postgresql://bob:***@db:5432/x");
     check("mysql://u:p%40ss@[::1]:3306/db?x=1", NULL, "mysql://u:***@[::1]:3306/db?x=1");
-    check("mysql://u:a@b:c@h/db", NULL, "mysql://u:***@h/db"); /* '@' in the password */
+    check("mysql://u:a@b:c@h/db", NULL, "mysql://u:***@h/db");     /* '@' in the password */
     check("postgresql://bob@db/x", NULL, "postgresql://bob@db/x"); /* no password: unchanged */
     check("two postgresql://a:1@h and mysql://b:2@k", NULL, "two postgresql://a:***@h and mysql://b:***@k");
 }

@@ -47,8 +47,10 @@ static void test_file_defaults(void **state) {
     assert_string_equal(pragma_text(c, "PRAGMA busy_timeout", buf, sizeof buf), "5000");
     assert_string_equal(pragma_text(c, "PRAGMA foreign_keys", buf, sizeof buf), "1");
     /* foreign keys really enforced */
-    assert_int_equal(dbpool_exec(c, "CREATE TABLE a(id INTEGER PRIMARY KEY); "
-                                    "CREATE TABLE b(a_id INTEGER REFERENCES a(id))", NULL, 0, NULL, NULL),
+    assert_int_equal(dbpool_exec(c,
+                                 "CREATE TABLE a(id INTEGER PRIMARY KEY); "
+                                 "CREATE TABLE b(a_id INTEGER REFERENCES a(id))",
+                                 NULL, 0, NULL, NULL),
                      DBPOOL_OK);
     dbpool_error e;
     dbpool_param one = dbpool_param_int64(1);

@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     dbpool_options o;
     dbpool_options_init(&o);
-    o.lazy_connect = true;          /* parse only: never connect */
+    o.lazy_connect = true; /* parse only: never connect */
     o.maintenance_interval_ms = 0;
     dbpool *p = NULL;
     dbpool_error e;

@@ -48,8 +48,10 @@ const char *dbt_backend_url(const char *backend) {
     if (!v || !*v) {
         const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
         if (req && strcmp(req, "1") == 0) {
-            fprintf(stderr, "%s is not set but DBPOOL_TEST_REQUIRE_SERVERS=1: start the servers "
-                            "with scripts/test-servers.sh\n", var);
+            fprintf(stderr,
+                    "%s is not set but DBPOOL_TEST_REQUIRE_SERVERS=1: start the servers "
+                    "with scripts/test-servers.sh\n",
+                    var);
             exit(1);
         }
         fprintf(stderr, "skipped: %s is not set (scripts/test.sh starts the servers)\n", var);
