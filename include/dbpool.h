@@ -104,7 +104,7 @@ typedef struct dbpool_options {
     int64_t acquire_timeout_ms;    /* default wait in dbpool_acquire (30000) */
     int64_t connect_timeout_ms;    /* one connect attempt (10000) */
     int64_t idle_timeout_ms;       /* idle connections above min_size closed after (600000); 0 = never */
-    int64_t max_lifetime_ms;       /* connections retired after (1800000, +-2.5% jitter); 0 = unlimited */
+    int64_t max_lifetime_ms;       /* retired after (1800000; up to 2.5% sooner, jitter); 0 = never */
     int64_t validation_timeout_ms; /* bound on one validation round trip (5000) */
     int max_retries;               /* extra connect attempts after the first (3) */
     int64_t backoff_base_ms;       /* first retry delay, doubled each time (10) */
@@ -414,6 +414,34 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out);
  * the NUL), or a negative error. */
 int dbpool_stats_json(dbpool *p, char *buf, size_t len);
 int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* A manager of several named pools                                         */
+/* ------------------------------------------------------------------------ */
+
+/* For applications that talk to several databases (or one database with
+ * pools of different sizes): open, find and close pools by name, and read
+ * all their statistics at once. Thread-safe. */
+typedef struct dbpool_manager dbpool_manager;
+
+int dbpool_manager_new(dbpool_manager **out);
+/* Open a pool under `name` (copied; it also becomes the pool's name in logs
+ * and metrics). DBPOOL_EINVAL when the name is taken or empty; otherwise the
+ * errors of dbpool_open. */
+int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, const dbpool_options *o,
+                        dbpool_error *err);
+/* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
+ * through the manager, which callers must not do while others use it. */
+dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
+/* Close one pool (as dbpool_close). DBPOOL_ENOTFOUND for an unknown name. */
+int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
+/* Number of pools, and the name of the i-th (borrowed; order of opening). */
+int dbpool_manager_count(dbpool_manager *m);
+const char *dbpool_manager_name(dbpool_manager *m, int i);
+/* {"pools": {"<name>": <dbpool_stats_json>, ...}}, snprintf-style. */
+int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
+/* Close every pool and free the manager. NULL is a no-op. */
+void dbpool_manager_free(dbpool_manager *m);
 
 #ifdef __cplusplus
 }

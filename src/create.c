@@ -68,6 +68,9 @@ static bool breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
 /* Count one connect attempt's outcome. */
 static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e) {
     if (rc == DBPOOL_OK) {
+        /* A timeout message quotes the last connect error: not one from
+         * before the database came back. */
+        p->last_connect_error.code = DBPOOL_OK;
         p->consecutive_failures = 0;
         p->trial_in_flight = false;
         if (p->breaker != DBPOOL_BREAKER_CLOSED) {

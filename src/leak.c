@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void dbpool__trace_capture(lease_trace *t) {
+__attribute__((noinline)) void dbpool__trace_capture(lease_trace *t) {
     t->depth = backtrace(t->frames, DBPOOL_LEAK_FRAMES);
     t->thread = (unsigned long)pthread_self();
 }
@@ -17,8 +17,9 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
     if (cap == 0)
         return;
     buf[0] = '\0';
-    /* Skip the frames inside dbpool (capture, acquire_impl, dbpool_acquire). */
-    int skip = t->depth > 3 ? 3 : 0;
+    /* Skip dbpool__trace_capture and the public function that called it
+     * (dbpool_acquire or dbpool_try_acquire): frame 2 is the caller. */
+    int skip = t->depth > 2 ? 2 : 0;
     int n = t->depth - skip;
     if (max_frames > 0 && n > max_frames)
         n = max_frames;

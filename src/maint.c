@@ -48,7 +48,8 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
         bool is_idle_out = idle_limit > 0 && now - c->last_used_ns >= idle_limit &&
                            dbpool__total_locked(p) > p->opt.min_size;
         bool over_cap = dbpool__total_locked(p) > p->cap;
-        bool due_ping = keepalive > 0 && now - c->last_used_ns >= keepalive;
+        int64_t last_touch = c->last_used_ns > c->last_ping_ns ? c->last_used_ns : c->last_ping_ns;
+        bool due_ping = keepalive > 0 && now - last_touch >= keepalive;
         if (is_expired || is_idle_out || over_cap) {
             unlink_idle(p, c);
             c->state = CONN_CLOSING;
@@ -191,8 +192,7 @@ void dbpool__maint_pass(dbpool *p) {
         if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) ==
             DBPOOL_OK) {
             lock(p);
-            p->n_leased--;
-            dbpool__publish_locked(p, ping, dbpool__coarse_now_ns());
+            dbpool__return_pinged_locked(p, ping, dbpool__coarse_now_ns());
             unlock(p);
         } else {
             dbpool__finish_err(p, &e);
@@ -209,7 +209,8 @@ void dbpool__maint_pass(dbpool *p) {
         int64_t t = dbpool__coarse_now_ns();
         bool need = !p->closed && !p->maint_stop && dbpool__total_locked(p) < p->opt.min_size &&
                     dbpool__total_locked(p) < p->cap && !dbpool__breaker_blocks_locked(p, t);
-        if (need && p->breaker == DBPOOL_BREAKER_OPEN) {
+        bool trial = need && p->breaker == DBPOOL_BREAKER_OPEN;
+        if (trial) {
             /* Cooldown over: this refill is the breaker's one trial. */
             p->breaker = DBPOOL_BREAKER_HALF_OPEN;
             p->trial_in_flight = true;
@@ -217,6 +218,8 @@ void dbpool__maint_pass(dbpool *p) {
         if (need)
             p->n_connecting++;
         unlock(p);
+        if (trial)
+            dbpool__log_breaker_event(p, BREAKER_EVENT_HALF_OPEN);
         if (!need)
             break;
         dbpool_error e;

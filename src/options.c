@@ -37,7 +37,7 @@ void dbpool_options_init(dbpool_options *o) {
     o->barging_window_us = 50;
 }
 
-typedef enum { K_INT, K_MS, K_VALIDATION, K_NAME } key_kind;
+typedef enum { K_INT, K_MS, K_US, K_VALIDATION, K_NAME } key_kind;
 
 typedef struct pool_key {
     const char *key;
@@ -69,7 +69,7 @@ static const pool_key pool_keys[] = {
     {"pool_leak_reclaim", K_MS, OFF(leak_reclaim_ms), 0, INT64_MAX / 2000000},
     {"pool_breaker_failures", K_INT, OFF(breaker_failures), 0, 1000000},
     {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, INT64_MAX / 2000000},
-    {"pool_barging_window_us", K_MS, OFF(barging_window_us), 0, INT64_MAX / 2000000},
+    {"pool_barging_window_us", K_US, OFF(barging_window_us), 0, INT64_MAX / 2000000},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
 #undef OFF
@@ -87,10 +87,10 @@ static int apply_key(dbpool_options *o, const pool_key *k, const char *value, ch
         *(int *)(void *)base = (int)v;
         return DBPOOL_OK;
     case K_MS:
+    case K_US:
         if (!dbpool__parse_i64(value, k->lo, k->hi, &v))
-            return dbpool__seterr(e, DBPOOL_EINVAL,
-                                  "URL key %s: '%.64s' is not a number of milliseconds >= %lld", k->key,
-                                  value, (long long)k->lo);
+            return dbpool__seterr(e, DBPOOL_EINVAL, "URL key %s: '%.64s' is not a number of %s >= %lld", k->key,
+                                  value, k->kind == K_MS ? "milliseconds" : "microseconds", (long long)k->lo);
         *(int64_t *)(void *)base = v;
         return DBPOOL_OK;
     case K_VALIDATION:
@@ -237,6 +237,10 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
     REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
+    REQUIRE(o->maintenance_interval_ms > 0 || (!o->autoscale && o->leak_threshold_ms == 0 && o->keepalive_ms == 0),
+            "autoscale, leak_threshold_ms and keepalive_ms run in the maintenance thread: set "
+            "maintenance_interval_ms > 0 (got %lld)",
+            (long long)o->maintenance_interval_ms);
     REQUIRE(o->barging_window_us >= 0, "barging_window_us must be 0 (strict hand-off) or more (got %lld)",
             (long long)o->barging_window_us);
     REQUIRE(o->max_connecting >= 1, "max_connecting must be at least 1 (got %d)", o->max_connecting);

@@ -45,7 +45,43 @@ void dbpool__lock(dbpool *p) {
     if (pthread_mutex_lock(&p->lock) != 0)
         abort(); /* a failed lock on a valid mutex is a bug, as in libuv */
 }
+#ifdef DBPOOL_DEBUG_INVARIANTS
+/* State equals list membership: the counters agree with the lists and the
+ * slots' states. Checked before every unlock in debug builds. */
+static void check_invariants_locked(const dbpool *p) {
+    int idle = 0, leased = 0, reclaimed = 0, closing = 0, listed = 0, waiting = 0;
+    for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->state == CONN_IDLE)
+            idle++;
+        else if ((c->state == CONN_LEASED || c->state == CONN_RETURNING) && !c->reclaimed)
+            leased++;
+        else if (c->state == CONN_LEASED && c->reclaimed)
+            reclaimed++;
+        else if (c->state == CONN_CLOSING)
+            closing++;
+    }
+    for (const dbpool_conn *c = p->idle_head; c; c = c->next)
+        listed++;
+    for (const waiter *w = p->wait_head; w; w = w->next)
+        waiting++;
+    /* n_closing also counts dbpool_close's own hold on the pool. */
+    if (idle != p->n_idle || listed != p->n_idle || leased != p->n_leased || reclaimed != p->n_reclaimed ||
+        closing > p->n_closing || closing + 1 < p->n_closing || waiting != p->n_waiting ||
+        p->n_connecting < p->connect_jobs + p->connect_running || p->n_connecting < 0) {
+        fprintf(stderr,
+                "dbpool: invariant broken: idle %d/%d/%d leased %d/%d reclaimed %d/%d closing %d/%d "
+                "waiting %d/%d connecting %d jobs %d running %d\n",
+                idle, listed, p->n_idle, leased, p->n_leased, reclaimed, p->n_reclaimed, closing, p->n_closing,
+                waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running);
+        abort();
+    }
+}
+#endif
+
 void dbpool__unlock(dbpool *p) {
+#ifdef DBPOOL_DEBUG_INVARIANTS
+    check_invariants_locked(p);
+#endif
     if (pthread_mutex_unlock(&p->lock) != 0)
         abort();
 }
@@ -219,6 +255,26 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     idle_push(p, c);
 }
 
+void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
+    p->n_leased--;
+    c->last_ping_ns = now;
+    if (p->wait_head && !p->suspended) {
+        dbpool__publish_locked(p, c, now);
+        return;
+    }
+    /* The tail: its last use is old, and the list stays ordered by it, so
+     * idle-timeout reaping from the tail still finds it. */
+    c->state = CONN_IDLE;
+    c->next = NULL;
+    c->prev = p->idle_tail;
+    if (p->idle_tail)
+        p->idle_tail->next = c;
+    else
+        p->idle_head = c;
+    p->idle_tail = c;
+    p->n_idle++;
+}
+
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {
     while (p->wait_head) {
         waiter *w = p->wait_head;
@@ -326,6 +382,11 @@ static void cond_init_monotonic(pthread_cond_t *cv) {
     pthread_condattr_destroy(&ca);
 }
 
+static bool take_all(const dbpool *p, const dbpool_conn *c, void *arg) {
+    (void)p, (void)c, (void)arg;
+    return true;
+}
+
 static int initial_cap(const dbpool_options *o) {
     if (!o->autoscale)
         return o->max_size;
@@ -419,9 +480,10 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         dbpool__connectors_stop(p);
         lock(p);
         p->closed = true;
-        dbpool_conn *list = p->idle_head;
-        p->idle_head = p->idle_tail = NULL;
-        p->n_idle = 0;
+        dbpool_conn *list = dbpool__take_idle_locked(p, take_all, NULL);
+        for (dbpool_conn *c = list; c; c = c->next)
+            c->state = CONN_FREE; /* nobody else saw the pool: no accounting */
+        p->n_closing = 0;
         unlock(p);
         while (list) {
             dbpool_conn *next = list->next;
@@ -435,11 +497,6 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
                 p->opt.max_size);
     *out = p;
     return DBPOOL_OK;
-}
-
-static bool take_all(const dbpool *p, const dbpool_conn *c, void *arg) {
-    (void)p, (void)c, (void)arg;
-    return true;
 }
 
 int dbpool_close(dbpool *p) {
@@ -640,7 +697,8 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
     waiter_dequeue(p, w);
 }
 
-static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_conn **out, dbpool_error *err) {
+static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace, dbpool_conn **out,
+                        dbpool_error *err) {
     bool may_wait = !try_only;
     dbpool__clearerr(err);
     if (!out)
@@ -651,7 +709,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
     if (forked(p))
         return fork_error(err);
     const int64_t fast_start = dbpool__fast_now_ns();
-    if (p->opt.leak_threshold_ms == 0) {
+    if (!trace) {
         /* The fast path: an idle connection ready to go, nobody waiting.
          * One lock round, no deadline arithmetic, no system clock. */
         int64_t now = dbpool__coarse_now_ns();
@@ -680,11 +738,6 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
     const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
                                  ? INT64_MAX
                                  : start + timeout_ms * DBPOOL_NS_PER_MS;
-    lease_trace trace_buf, *trace = NULL;
-    if (p->opt.leak_threshold_ms > 0) {
-        dbpool__trace_capture(&trace_buf);
-        trace = &trace_buf;
-    }
     holders_info holders = {0};
     int rc;
 
@@ -794,6 +847,12 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
             return DBPOOL_OK;
         }
         lock(p);
+        /* A validation may have used up the time: no second one past the
+         * deadline (so an acquire overruns by at most one validation). */
+        if (may_wait && dbpool__now_ns() >= deadline) {
+            rc = timeout_error_locked(p, start, err, &holders);
+            break;
+        }
     }
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
@@ -810,12 +869,22 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, dbpool_con
     return rc;
 }
 
+/* The trace is captured here, one call below the caller, so that the leak
+ * report's first frame is the caller's (leak.c skips two frames). */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
-    return acquire_impl(p, timeout_ms, false, out, err);
+    lease_trace t;
+    bool tracing = p && p->opt.leak_threshold_ms > 0;
+    if (tracing)
+        dbpool__trace_capture(&t);
+    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, out, err);
 }
 
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
-    return acquire_impl(p, 0, true, out, err);
+    lease_trace t;
+    bool tracing = p && p->opt.leak_threshold_ms > 0;
+    if (tracing)
+        dbpool__trace_capture(&t);
+    return acquire_impl(p, 0, true, tracing ? &t : NULL, out, err);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -840,14 +909,16 @@ static int release_impl(dbpool_conn *c, bool discard) {
     dbpool *p = c->pool;
     if (forked(p))
         return DBPOOL_EMISUSE;
-    int64_t fast_end = dbpool__fast_now_ns();
+    /* Recorded before locking: once the connection is published, another
+     * thread may close the pool, and nothing of it may be touched here. */
+    if (c->state == CONN_LEASED)
+        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, dbpool__fast_now_ns() - c->lease_start);
     int64_t now = dbpool__coarse_now_ns();
     lock(p);
     if (c->state != CONN_LEASED) {
         unlock(p);
         return DBPOOL_EMISUSE;
     }
-    int64_t lease_start = c->lease_start;
     bool was_leak = c->leak_reported;
     if (c->reclaimed) {
         /* Its place was given away: close it (the holder is done with it). */
@@ -855,21 +926,19 @@ static int release_impl(dbpool_conn *c, bool discard) {
         p->n_reclaimed--;
         p->n_closing++;
         unlock(p);
-        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, fast_end - lease_start);
         log_leak_return(p, c, now - c->acquired_ns);
         disconnect_and_account(p, c, DBPOOL_CLOSE_RECLAIMED);
         return DBPOOL_OK;
     }
     int need = (discard || c->broken) ? -1 : p->driver->needs_reset(c->native);
-    if (need == 0 && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
+    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
         /* The fast path: a clean connection straight back. */
         p->n_leased--;
         dbpool__publish_locked(p, c, now);
+        /* Idle connections past their time go too; counted in n_closing,
+         * they keep the pool alive until closed. */
         dbpool_conn *expired = p->idle_tail != c ? dbpool__take_idle_locked(p, idle_expired, &now) : NULL;
         unlock(p);
-        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, fast_end - lease_start);
-        if (was_leak)
-            log_leak_return(p, c, now - c->acquired_ns);
         if (expired)
             dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_IDLE_TIMEOUT);
         return DBPOOL_OK;
@@ -877,7 +946,6 @@ static int release_impl(dbpool_conn *c, bool discard) {
     bool over_cap = total_locked(p) > p->cap;
     c->state = CONN_RETURNING;
     unlock(p);
-    dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, fast_end - lease_start);
     if (was_leak)
         log_leak_return(p, c, now - c->acquired_ns);
 

@@ -55,7 +55,8 @@ struct dbpool_conn {
     uint64_t id; /* 1, 2, ... in order of creation */
     int64_t created_ns;
     int64_t expires_ns;              /* created + jittered lifetime; INT64_MAX = never */
-    int64_t last_used_ns;            /* when it last became idle */
+    int64_t last_used_ns;            /* when it last became idle (idle timeout counts from here) */
+    int64_t last_ping_ns;            /* last keepalive ping (keepalive counts from the later) */
     int64_t acquired_ns;             /* when the current lease began (coarse clock) */
     int64_t lease_start;             /* the same, on the fast clock, for the use-time histogram */
     uint64_t uses;                   /* hand-outs so far */
@@ -133,6 +134,9 @@ void dbpool__finish_err(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
 /* Put a healthy connection back: to the first waiter, else the idle list. */
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
+/* Back from a keepalive ping: to the first waiter, else the cold end of
+ * the idle list, keeping its idle time. Lock held; c counted as leased. */
+void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now);
 /* Fail the first waiter (all == false) or every waiter with e. */
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all);
 /* Close a lease the calling thread holds (CONN_LEASED or CONN_RETURNING). */

@@ -153,23 +153,26 @@ static void test_slow_connect_bounded(void **state) {
 static void test_timeout_carries_last_connect_error(void **state) {
     (void)state;
     dbpool_options o;
-    dbt_options(&o, 0, 1);
+    dbt_options(&o, 0, 2);
     o.max_retries = 0;
+    o.breaker_failures = 0;
     dbpool *p = open_lazy(&o);
     dbpool_conn *held = NULL;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
-    /* A failing discard-and-reconnect leaves a connect error behind. */
-    dbpool_discard(held);
-    dbpool_mock_fail_connect(2, 1, DBPOOL_ECONNECT);
-    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_ECONNECT);
-    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    /* The database goes away: a caller gets the connect error itself... */
+    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ECONNECT);
+    /* ...and one whose wait ends before the next connect fails is told
+     * what the pool looks like and why it could not grow. */
+    dbpool_mock_set_connect_delay_ms(300);
     assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
     assert_non_null(strstr(e.message, "1 in use"));
-    assert_non_null(strstr(e.message, "max 1"));
+    assert_non_null(strstr(e.message, "max 2"));
     assert_non_null(strstr(e.message, "last connect error"));
     assert_non_null(strstr(e.message, "injected"));
+    assert_non_null(strstr(e.message, "1 holder"));
     dbpool_release(held);
     dbpool_close(p);
 }

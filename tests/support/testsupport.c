@@ -50,7 +50,7 @@ const char *dbt_backend_url(const char *backend) {
         if (req && strcmp(req, "1") == 0) {
             fprintf(stderr,
                     "%s is not set but DBPOOL_TEST_REQUIRE_SERVERS=1: start the servers "
-                    "with scripts/test-servers.sh\n",
+                    "with scripts/test.sh (make test)\n",
                     var);
             exit(1);
         }

@@ -1,0 +1,207 @@
+/* manager.c — several named pools behind one handle. A read-write lock
+ * guards the table: lookups share it, opening and closing take it alone
+ * (and do the pool's I/O outside it). */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry {
+    char *name;
+    dbpool *pool;
+} entry;
+
+struct dbpool_manager {
+    pthread_rwlock_t lock;
+    entry *items;
+    int n, cap;
+    int pending; /* names reserved by opens in progress: kept in items with pool NULL */
+};
+
+int dbpool_manager_new(dbpool_manager **out) {
+    if (!out)
+        return DBPOOL_EINVAL;
+    dbpool_manager *m = calloc(1, sizeof *m);
+    if (!m)
+        return DBPOOL_ENOMEM;
+    if (pthread_rwlock_init(&m->lock, NULL) != 0) {
+        free(m);
+        return DBPOOL_ENOMEM;
+    }
+    *out = m;
+    return DBPOOL_OK;
+}
+
+static int find(const dbpool_manager *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->items[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static void remove_at(dbpool_manager *m, int i) {
+    free(m->items[i].name);
+    memmove(&m->items[i], &m->items[i + 1], (size_t)(m->n - i - 1) * sizeof *m->items);
+    m->n--;
+}
+
+int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, const dbpool_options *o,
+                        dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (!m || !name || !*name)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_manager_open: a manager and a non-empty name are needed");
+    /* Reserve the name first, so that two threads opening the same name
+     * cannot both succeed; the open itself runs without the lock. */
+    pthread_rwlock_wrlock(&m->lock);
+    if (find(m, name) >= 0) {
+        pthread_rwlock_unlock(&m->lock);
+        return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%.64s' is already open in this manager", name);
+    }
+    if (m->n == m->cap) {
+        int cap = m->cap ? m->cap * 2 : 4;
+        entry *items = realloc(m->items, (size_t)cap * sizeof *items);
+        if (!items) {
+            pthread_rwlock_unlock(&m->lock);
+            return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
+        }
+        m->items = items;
+        m->cap = cap;
+    }
+    char *copy = dbpool__strdup(name);
+    if (!copy) {
+        pthread_rwlock_unlock(&m->lock);
+        return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
+    }
+    m->items[m->n++] = (entry){copy, NULL};
+    pthread_rwlock_unlock(&m->lock);
+
+    dbpool_options opts;
+    if (o)
+        opts = *o;
+    else
+        dbpool_options_init(&opts);
+    opts.name = name;
+    dbpool *p = NULL;
+    int rc = dbpool_open(&p, url, &opts, err);
+
+    pthread_rwlock_wrlock(&m->lock);
+    int i = find(m, name);
+    if (rc == DBPOOL_OK)
+        m->items[i].pool = p;
+    else
+        remove_at(m, i);
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
+}
+
+dbpool *dbpool_manager_get(dbpool_manager *m, const char *name) {
+    if (!m || !name)
+        return NULL;
+    pthread_rwlock_rdlock(&m->lock);
+    int i = find(m, name);
+    dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    pthread_rwlock_unlock(&m->lock);
+    return p;
+}
+
+int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
+    if (!m || !name)
+        return DBPOOL_EINVAL;
+    pthread_rwlock_wrlock(&m->lock);
+    int i = find(m, name);
+    dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    if (p)
+        remove_at(m, i);
+    pthread_rwlock_unlock(&m->lock);
+    if (!p)
+        return DBPOOL_ENOTFOUND;
+    dbpool_close(p);
+    return DBPOOL_OK;
+}
+
+int dbpool_manager_count(dbpool_manager *m) {
+    if (!m)
+        return 0;
+    pthread_rwlock_rdlock(&m->lock);
+    int n = 0;
+    for (int i = 0; i < m->n; i++)
+        n += m->items[i].pool != NULL;
+    pthread_rwlock_unlock(&m->lock);
+    return n;
+}
+
+const char *dbpool_manager_name(dbpool_manager *m, int idx) {
+    if (!m || idx < 0)
+        return NULL;
+    const char *name = NULL;
+    pthread_rwlock_rdlock(&m->lock);
+    for (int i = 0, k = 0; i < m->n && !name; i++)
+        if (m->items[i].pool && k++ == idx)
+            name = m->items[i].name;
+    pthread_rwlock_unlock(&m->lock);
+    return name;
+}
+
+/* Append to buf (snprintf-style accounting). */
+static void put(char *buf, size_t len, size_t *used, const char *s, size_t n) {
+    if (*used < len) {
+        size_t room = len - *used - 1;
+        memcpy(buf + *used, s, n < room ? n : room);
+    }
+    *used += n;
+}
+
+int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
+    if (!m || (!buf && len))
+        return DBPOOL_EINVAL;
+    size_t used = 0;
+    put(buf, len, &used, "{\"pools\": {", 11);
+    pthread_rwlock_rdlock(&m->lock);
+    bool first = true;
+    for (int i = 0; i < m->n; i++) {
+        if (!m->items[i].pool)
+            continue;
+        int need = dbpool_stats_json(m->items[i].pool, NULL, 0);
+        char *one = need >= 0 ? malloc((size_t)need + 64) : NULL;
+        if (!one) {
+            pthread_rwlock_unlock(&m->lock);
+            return DBPOOL_ENOMEM;
+        }
+        int got = dbpool_stats_json(m->items[i].pool, one, (size_t)need + 64);
+        if (!first)
+            put(buf, len, &used, ", ", 2);
+        first = false;
+        /* The key is the pool's own JSON name field's value: render it with
+         * the same escaping by taking it from the object. */
+        const char *name_field = strstr(one, "\"name\":");
+        const char *q1 = name_field ? strchr(name_field + 7, '"') : NULL;
+        const char *q2 = q1 ? q1 + 1 : NULL;
+        while (q2 && *q2 && *q2 != '"')
+            q2 += (*q2 == '\\' && q2[1]) ? 2 : 1;
+        if (q1 && q2 && *q2 == '"')
+            put(buf, len, &used, q1, (size_t)(q2 - q1 + 1));
+        else
+            put(buf, len, &used, "\"?\"", 3);
+        put(buf, len, &used, ": ", 2);
+        put(buf, len, &used, one, got > 0 ? strlen(one) : 0);
+        free(one);
+    }
+    pthread_rwlock_unlock(&m->lock);
+    put(buf, len, &used, "}}", 2);
+    if (len)
+        buf[used < len ? used : len - 1] = '\0';
+    return (int)used;
+}
+
+void dbpool_manager_free(dbpool_manager *m) {
+    if (!m)
+        return;
+    for (int i = 0; i < m->n; i++) {
+        dbpool_close(m->items[i].pool);
+        free(m->items[i].name);
+    }
+    free(m->items);
+    pthread_rwlock_destroy(&m->lock);
+    free(m);
+}

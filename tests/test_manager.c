@@ -1,0 +1,103 @@
+/* The manager of named pools: open, find, close by name, and all stats at
+ * once (parsed as JSON). */
+#include "testsupport.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void test_open_get_close(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "orders", "sqlite::memory:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "cache \"hot\"", "mock:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "orders", "mock:", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "already open"));
+    assert_int_equal(dbpool_manager_open(m, "", "mock:", NULL, &e), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_open(m, "broken", "nosuch://x", NULL, &e), DBPOOL_EINVAL);
+    assert_null(dbpool_manager_get(m, "broken")); /* a failed open leaves no entry */
+    assert_int_equal(dbpool_manager_count(m), 2);
+    assert_string_equal(dbpool_manager_name(m, 0), "orders");
+    assert_null(dbpool_manager_name(m, 2));
+
+    dbpool *orders = dbpool_manager_get(m, "orders");
+    assert_non_null(orders);
+    assert_string_equal(dbpool_name(orders), "orders");
+    assert_string_equal(dbpool_backend(orders), "sqlite");
+    assert_null(dbpool_manager_get(m, "nope"));
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(orders, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_release(c);
+
+    int need = dbpool_manager_stats_json(m, NULL, 0);
+    assert_true(need > 0);
+    char *buf = malloc((size_t)need + 256);
+    assert_true(dbpool_manager_stats_json(m, buf, (size_t)need + 256) > 0);
+    json_error_t je;
+    json_t *doc = json_loads(buf, 0, &je);
+    if (!doc)
+        fail_msg("manager JSON does not parse: %s: %s", je.text, buf);
+    json_t *pools = json_object_get(doc, "pools");
+    assert_int_equal(json_object_size(pools), 2);
+    json_t *o = json_object_get(pools, "orders");
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "acquired")), 1);
+    assert_non_null(json_object_get(pools, "cache \"hot\""));
+    json_decref(doc);
+    free(buf);
+
+    assert_int_equal(dbpool_manager_close_pool(m, "orders"), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_close_pool(m, "orders"), DBPOOL_ENOTFOUND);
+    assert_int_equal(dbpool_manager_count(m), 1);
+    dbpool_manager_free(m);
+    dbpool_manager_free(NULL);
+}
+
+typedef struct race {
+    dbpool_manager *m;
+    int rc;
+} race;
+
+static void *open_same(void *arg) {
+    race *r = arg;
+    r->rc = dbpool_manager_open(r->m, "same", "mock:", NULL, NULL);
+    return NULL;
+}
+
+static void test_concurrent_opens_of_one_name(void **state) {
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        dbpool_manager *m = NULL;
+        assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+        race r[4];
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) {
+            r[i].m = m;
+            pthread_create(&t[i], NULL, open_same, &r[i]);
+        }
+        int ok = 0;
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            ok += r[i].rc == DBPOOL_OK;
+        }
+        assert_int_equal(ok, 1);
+        assert_int_equal(dbpool_manager_count(m), 1);
+        dbpool_manager_free(m);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_get_close),
+        cmocka_unit_test(test_concurrent_opens_of_one_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
