@@ -50,13 +50,15 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
                         dbpool_error *err) {
     dbpool__clearerr(err);
     if (!m || !name || !*name)
-        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_manager_open: a manager and a non-empty name are needed");
+        return dbpool__seterr(err, DBPOOL_EINVAL,
+                              "dbpool_manager_open: a manager and a non-empty name are needed");
     /* Reserve the name first, so that two threads opening the same name
      * cannot both succeed; the open itself runs without the lock. */
     pthread_rwlock_wrlock(&m->lock);
     if (find(m, name) >= 0) {
         pthread_rwlock_unlock(&m->lock);
-        return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%.64s' is already open in this manager", name);
+        return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%.64s' is already open in this manager",
+                              name);
     }
     if (m->n == m->cap) {
         int cap = m->cap ? m->cap * 2 : 4;

@@ -1,0 +1,19 @@
+/*
+ * pg_placeholders.h — dbpool's `?` placeholders in PostgreSQL's $1, $2, ...
+ * form, for the PostgreSQL backend.
+ */
+#ifndef DBPOOL_PG_PLACEHOLDERS_H
+#define DBPOOL_PG_PLACEHOLDERS_H
+
+#include <stddef.h>
+
+/*
+ * Copy sql to out (when out is not NULL), numbering each `?` that stands
+ * outside a string, quoted identifier, dollar-quoted string or comment.
+ * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
+ * bytes. PostgreSQL's own `?`, `?|` and `?&` operators cannot be written
+ * in a statement that has parameters.
+ */
+size_t dbpool__pg_number_placeholders(const char *sql, char *out);
+
+#endif
