@@ -2,6 +2,7 @@
  * test_cli_demo.c — the `dbpool demo` and `dbpool check` commands, run as a
  * user runs them (a child process), their JSON parsed with jansson.
  */
+#include "cli_run.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -22,41 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
-
-typedef struct run_result {
-    int status; /* exit code, or 128 + signal */
-    char *out;
-    char *err;
-} run_result;
-
-static void run_result_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
 
 static void write_file(const char *path, const char *data, size_t len) {
     FILE *f = fopen(path, "wb");
@@ -96,57 +64,6 @@ static size_t count_char(const char *s, char c) {
     return n;
 }
 
-/* Run the built command with args (NULL-terminated, without argv[0]),
- * stdout and stderr captured in files. */
-static run_result run_cli(const char *const *args) {
-    static int seq;
-    char out_path[600], err_path[600];
-    seq++;
-    snprintf(out_path, sizeof out_path, "%s/run%d.stdout", dbt_tmpdir(), seq);
-    snprintf(err_path, sizeof err_path, "%s/run%d.stderr", dbt_tmpdir(), seq);
-
-    char *argv[32];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 31; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, "cannot run %s: %s\n", DBPOOL_CLI_PATH, strerror(rc));
-        fail();
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    run_result r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    assert_non_null(r.out);
-    assert_non_null(r.err);
-    unlink(out_path);
-    unlink(err_path);
-    return r;
-}
-
-static json_t *parse(const char *text) {
-    json_error_t e;
-    json_t *doc = json_loads(text, 0, &e);
-    if (!doc) {
-        fprintf(stderr, "not JSON (%s, line %d): %s\n", e.text, e.line, text);
-        fail();
-    }
-    return doc;
-}
-
 static json_int_t get_int(const json_t *obj, const char *key) {
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v)) {
@@ -167,7 +84,7 @@ static const char *get_str(const json_t *obj, const char *key) {
 
 /* The non-blank lines of the sample input, as the demo should read them. */
 static size_t sample_labels(char labels[][128], size_t max) {
-    char *text = slurp(SAMPLE);
+    char *text = dbt_slurp(SAMPLE);
     assert_non_null(text);
     size_t n = 0;
     for (char *line = strtok(text, "\r\n"); line && n < max; line = strtok(NULL, "\r\n"))
@@ -192,9 +109,9 @@ static void assert_rows(const json_t *doc, long long first_id, char labels[][128
 
 /* The output file holds the same document as stdout. */
 static void assert_file_matches(const char *path, const json_t *doc) {
-    char *text = slurp(path);
+    char *text = dbt_slurp(path);
     assert_non_null(text);
-    json_t *file_doc = parse(text);
+    json_t *file_doc = dbt_json_parse(text);
     assert_true(json_equal(file_doc, (json_t *)doc));
     json_decref(file_doc);
     free(text);
@@ -205,13 +122,13 @@ static void test_demo_sample(void **state) {
     char dir[600], out[700];
     fresh_dir("sample", dir, sizeof dir);
     snprintf(out, sizeof out, "%s/out.json", dir);
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, NULL});
     if (r.status != 0)
         fprintf(stderr, "stderr: %s\n", r.err);
     assert_int_equal(r.status, 0);
     assert_string_equal(r.err, ""); /* no --verbose: stderr stays quiet */
 
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     char labels[16][128];
     size_t n = sample_labels(labels, 16);
     assert_int_equal(n, 7);
@@ -243,7 +160,7 @@ static void test_demo_sample(void **state) {
     assert_file_matches(out, doc);
     assert_int_equal(dir_entries(dir), 1); /* no temporary left next to it */
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_pool_size_and_options(void **state) {
@@ -251,16 +168,16 @@ static void test_demo_pool_size_and_options(void **state) {
     char dir[600], out[700];
     fresh_dir("poolsize", dir, sizeof dir);
     snprintf(out, sizeof out, "%s/out.json", dir);
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--pool-size", "3",
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--pool-size", "3",
                                             "--timeout", "2.5", "--retries=0", NULL});
     if (r.status != 0)
         fprintf(stderr, "stderr: %s\n", r.err);
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     assert_int_equal(get_int(json_object_get(doc, "pool_stats"), "pool_size"), 3);
     assert_file_matches(out, doc);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_file_db_appends(void **state) {
@@ -274,25 +191,25 @@ static void test_demo_file_db_appends(void **state) {
 
     long long first_ids[] = {1, 8};
     for (int run = 0; run < 2; run++) {
-        run_result r =
-            run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, NULL});
+        dbt_run r =
+            dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, NULL});
         if (r.status != 0)
             fprintf(stderr, "run %d stderr: %s\n", run + 1, r.err);
         assert_int_equal(r.status, 0);
-        json_t *doc = parse(r.out);
+        json_t *doc = dbt_json_parse(r.out);
         assert_rows(doc, first_ids[run], labels, n);
         assert_file_matches(out, doc);
         json_decref(doc);
-        run_result_free(&r);
+        dbt_run_free(&r);
     }
 
-    run_result r =
-        run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
+    dbt_run r =
+        dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     assert_rows(doc, 1, labels, n);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_blank_lines_and_crlf(void **state) {
@@ -303,15 +220,15 @@ static void test_demo_blank_lines_and_crlf(void **state) {
     snprintf(out, sizeof out, "%s/out.json", dir);
     static const char input[] = "\r\nfirst\r\n\r\n\n   \nsecond label\r\ncaf\xc3\xa9 \xe2\x9c\x93\n\nlast";
     write_file(in, input, sizeof input - 1);
-    run_result r = run_cli((const char *[]){"demo", "--input", in, "--output", out, NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", in, "--output", out, NULL});
     if (r.status != 0)
         fprintf(stderr, "stderr: %s\n", r.err);
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     char labels[4][128] = {"first", "second label", "caf\xc3\xa9 \xe2\x9c\x93", "last"};
     assert_rows(doc, 1, labels, 4);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 /* A failed demo: the exit code, exactly one line on stderr naming the
@@ -332,7 +249,7 @@ static void expect_demo_error(const char *name, const char *const *extra, const 
     for (; *extra; extra++)
         args[n++] = *extra;
     args[n] = NULL;
-    run_result r = run_cli(args);
+    dbt_run r = dbt_run_cli(args);
     if (r.status != exit_code || count_char(r.err, '\n') != 1 || !strstr(r.err, mentions))
         fprintf(stderr, "case %s: exit %d, stderr: %s", name, r.status, r.err);
     assert_int_equal(r.status, exit_code);
@@ -343,7 +260,7 @@ static void expect_demo_error(const char *name, const char *const *extra, const 
     assert_string_equal(r.out, "");
     assert_false(exists(out));
     assert_int_equal(dir_entries(dir), 0);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_errors(void **state) {
@@ -366,12 +283,12 @@ static void test_demo_errors(void **state) {
 
 static void test_demo_missing_output_flag(void **state) {
     (void)state;
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, NULL});
     assert_int_equal(r.status, 2);
     assert_int_equal(count_char(r.err, '\n'), 1);
     assert_non_null(strstr(r.err, "--output"));
     assert_string_equal(r.out, "");
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_bad_input_lines(void **state) {
@@ -398,12 +315,12 @@ static void test_demo_bad_input_lines(void **state) {
     memcpy(text + 4096, "\r\n", 2);
     write_file(in, text, 4098);
     free(text);
-    run_result r = run_cli((const char *[]){"demo", "--input", in, "--output", out, NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", in, "--output", out, NULL});
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     assert_int_equal(strlen(get_str(json_array_get(json_object_get(doc, "rows"), 0), "label")), 4096);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 
     snprintf(in, sizeof in, "%s/latin1.txt", dbt_tmpdir());
     static const char latin1[] = "ok\nalso ok\ncaf\xe9\n";
@@ -415,40 +332,40 @@ static void test_demo_output_dir_missing(void **state) {
     (void)state;
     char out[600];
     snprintf(out, sizeof out, "%s/no-such-dir/out.json", dbt_tmpdir());
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, NULL});
     assert_int_equal(r.status, 1);
     assert_int_equal(count_char(r.err, '\n'), 1);
     assert_string_equal(r.out, "");
     assert_false(exists(out));
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_check_healthy(void **state) {
     (void)state;
-    run_result r = run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
     if (r.status != 0)
         fprintf(stderr, "stdout: %s\nstderr: %s\n", r.out, r.err);
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     assert_string_equal(get_str(doc, "status"), "healthy");
     assert_string_equal(get_str(doc, "backend"), "sqlite");
     assert_string_equal(get_str(doc, "sqlite_version"), sqlite3_libversion());
     assert_true(json_is_number(json_object_get(doc, "round_trip_ms")));
     assert_null(json_object_get(doc, "error"));
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_check_unhealthy(void **state) {
     (void)state;
-    run_result r = run_cli((const char *[]){"check", "sqlite:/nonexistent/dir/x.db?mode=rw", NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite:/nonexistent/dir/x.db?mode=rw", NULL});
     assert_int_equal(r.status, 1);
-    json_t *doc = parse(r.out);
+    json_t *doc = dbt_json_parse(r.out);
     assert_string_equal(get_str(doc, "status"), "unhealthy");
     assert_true(strlen(get_str(doc, "error")) > 0);
     assert_true(strncmp(get_str(doc, "error_code"), "DBPOOL_E", 8) == 0);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_check_usage(void **state) {
@@ -459,12 +376,12 @@ static void test_check_usage(void **state) {
         (const char *[]){"check", "sqlite::memory:", "--bogus", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        run_result r = run_cli(cases[i]);
+        dbt_run r = dbt_run_cli(cases[i]);
         assert_int_equal(r.status, 2);
         assert_int_equal(count_char(r.err, '\n'), 1);
         assert_true(strncmp(r.err, "dbpool check: ", 14) == 0);
         assert_string_equal(r.out, "");
-        run_result_free(&r);
+        dbt_run_free(&r);
     }
 }
 
@@ -477,29 +394,29 @@ static void test_help_and_version(void **state) {
         (const char *[]){"help", "demo", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        run_result r = run_cli(cases[i]);
+        dbt_run r = dbt_run_cli(cases[i]);
         assert_int_equal(r.status, 0);
         assert_non_null(strstr(r.out, "Usage: dbpool"));
         assert_non_null(strstr(r.out, "Example"));
         assert_string_equal(r.err, "");
-        run_result_free(&r);
+        dbt_run_free(&r);
     }
-    run_result r = run_cli((const char *[]){"demo", "--help", NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--help", NULL});
     static const char *const flags[] = {"--input",   "--output",  "--db",    "--pool-size",
                                         "--timeout", "--retries", "--reset", "--verbose"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         assert_non_null(strstr(r.out, flags[i]));
-    run_result_free(&r);
+    dbt_run_free(&r);
 
-    r = run_cli((const char *[]){"--version", NULL});
+    r = dbt_run_cli((const char *[]){"--version", NULL});
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, dbpool_version()));
-    run_result_free(&r);
+    dbt_run_free(&r);
 
-    r = run_cli((const char *[]){"frobnicate", NULL});
+    r = dbt_run_cli((const char *[]){"frobnicate", NULL});
     assert_int_equal(r.status, 2);
     assert_int_equal(count_char(r.err, '\n'), 1);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 static void test_demo_verbose_logs_to_stderr(void **state) {
@@ -507,13 +424,13 @@ static void test_demo_verbose_logs_to_stderr(void **state) {
     char dir[600], out[700];
     fresh_dir("verbose", dir, sizeof dir);
     snprintf(out, sizeof out, "%s/out.json", dir);
-    run_result r = run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--verbose", NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--verbose", NULL});
     assert_int_equal(r.status, 0);
-    json_t *doc = parse(r.out); /* stdout stays clean JSON */
+    json_t *doc = dbt_json_parse(r.out); /* stdout stays clean JSON */
     assert_int_equal(get_int(doc, "rows_inserted"), 7);
     assert_true(strlen(r.err) > 0);
     json_decref(doc);
-    run_result_free(&r);
+    dbt_run_free(&r);
 }
 
 int main(void) {

@@ -1,0 +1,92 @@
+/* cli_run.c — see cli_run.h. */
+#include "cli_run.h"
+
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+char *dbt_slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+dbt_run dbt_run_cli(const char *const *args) {
+    static int seq;
+    char out_path[600], err_path[600];
+    seq++;
+    snprintf(out_path, sizeof out_path, "%s/run%d.stdout", dbt_tmpdir(), seq);
+    snprintf(err_path, sizeof err_path, "%s/run%d.stderr", dbt_tmpdir(), seq);
+
+    char *argv[64];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 63; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    dbt_run r;
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = dbt_slurp(out_path);
+    r.err = dbt_slurp(err_path);
+    assert_non_null(r.out);
+    assert_non_null(r.err);
+    unlink(out_path);
+    unlink(err_path);
+    return r;
+}
+
+void dbt_run_free(dbt_run *r) {
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+json_t *dbt_json_parse(const char *text) {
+    json_error_t e;
+    json_t *doc = json_loads(text, 0, &e);
+    if (!doc)
+        fail_msg("not JSON (%s, line %d): %s", e.text, e.line, text);
+    return doc;
+}
