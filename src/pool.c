@@ -232,15 +232,23 @@ static bool may_overtake_locked(const dbpool *p) {
     return p->opt.barging_window_us > 0 && dbpool__fast_now_ns() - w->since < p->opt.barging_window_us * 1000;
 }
 
+/* Idle connections and someone first in line: tell them to look. Each
+ * waiter that takes one pokes the next, so no connection sits idle while
+ * anyone waits. Lock held. */
+static void poke_head_locked(dbpool *p) {
+    waiter *w = p->wait_head;
+    if (w && p->idle_head && !p->suspended && !w->poked) {
+        w->poked = true;
+        pthread_cond_signal(&w->cond);
+    }
+}
+
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;
     if (w && !p->suspended && may_overtake_locked(p)) {
         idle_push(p, c);
-        if (!w->poked) {
-            w->poked = true;
-            pthread_cond_signal(&w->cond);
-        }
+        poke_head_locked(p);
         return;
     }
     if (w && !p->suspended) {
@@ -540,8 +548,10 @@ int dbpool_close(dbpool *p) {
 /* ---------------------------------------------------------------------- */
 
 static bool needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    if (c->uses == 0)
-        return false; /* fresh from connect */
+    /* Fresh from connect: nothing to check yet. A warm-up or refill
+     * connection that has sat idle is checked like any other. */
+    if (c->uses == 0 && now - c->created_ns < p->opt.validation_window_ms * DBPOOL_NS_PER_MS)
+        return false;
     return p->opt.validation == DBPOOL_VALIDATE_ALWAYS ||
            (p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
             now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
@@ -695,6 +705,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
     /* A hand-off that raced with the timeout still counts: dropping it
      * would lose the connection. */
     waiter_dequeue(p, w);
+    poke_head_locked(p); /* whatever is still idle is the next one's */
 }
 
 static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace, dbpool_conn **out,

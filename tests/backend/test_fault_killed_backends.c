@@ -47,8 +47,8 @@ static void check_fresh(dbpool *p, const int64_t *old_ids, const char *how) {
         dbpool_error e;
         memset(&e, 0, sizeof e);
         int rc = dbpool_acquire(p, 5000, &cs[i], &e);
-        BT_CHECK(rc == DBPOOL_OK, "%s: acquire %d after the kill failed: %s: %s", how, i + 1, dbpool_errname(rc),
-                 e.message);
+        BT_CHECK(rc == DBPOOL_OK, "%s: acquire %d after the kill failed: %s: %s", how, i + 1,
+                 dbpool_errname(rc), e.message);
         dbpool_result *r = NULL;
         rc = dbpool_query(cs[i], session_id_sql(), NULL, 0, &r, &e);
         BT_CHECK(rc == DBPOOL_OK, "%s: the first query on lease %d after the kill failed: %s: %s", how, i + 1,
@@ -56,7 +56,8 @@ static void check_fresh(dbpool *p, const int64_t *old_ids, const char *how) {
         BT_CHECK(dbpool_result_next(r, &e) == 1, "%s: no row", how);
         int64_t id = dbpool_result_int64(r, 0);
         dbpool_result_free(r);
-        BT_CHECK(!was_killed(id, old_ids), "%s: lease %d runs on killed session %lld", how, i + 1, (long long)id);
+        BT_CHECK(!was_killed(id, old_ids), "%s: lease %d runs on killed session %lld", how, i + 1,
+                 (long long)id);
     }
     for (int i = 0; i < N; i++)
         bt_release(cs[i]);
@@ -81,7 +82,8 @@ static void run_validation_case(dbpool_validation mode, const char *how) {
     dbpool_stats before = bt_stats(p);
     check_fresh(p, ids, how);
     dbpool_stats s = bt_stats(p);
-    uint64_t replaced = s.destroyed_by[DBPOOL_CLOSE_VALIDATION] - before.destroyed_by[DBPOOL_CLOSE_VALIDATION];
+    uint64_t replaced =
+        s.destroyed_by[DBPOOL_CLOSE_VALIDATION] - before.destroyed_by[DBPOOL_CLOSE_VALIDATION];
     print_message("[%s] %s: %llu connections replaced by validation, %llu created\n", bt_backend, how,
                   (unsigned long long)replaced, (unsigned long long)(s.created - before.created));
     BT_CHECK(replaced == N, "%s: expected the %d killed connections to fail validation, %llu did", how, N,
@@ -122,17 +124,20 @@ static void test_keepalive_finds_them_first(void **state) {
      * replaced them (bounded). */
     int64_t end = dbt_now_ms() + 5000;
     dbpool_stats s = bt_stats(p);
-    while (dbt_now_ms() < end &&
-           (s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] < N || s.idle < N)) {
+    while (
+        dbt_now_ms() < end &&
+        (s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] < N || s.idle < N)) {
         dbt_sleep_ms(20);
         s = bt_stats(p);
     }
-    print_message("[%s] keepalive: %llu closed as broken, %d idle after refill\n", bt_backend,
-                  (unsigned long long)(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN]),
-                  s.idle);
-    BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] == N,
-             "keepalive should close the %d killed connections within 5 s, closed %llu", N,
-             (unsigned long long)(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN]));
+    print_message(
+        "[%s] keepalive: %llu closed as broken, %d idle after refill\n", bt_backend,
+        (unsigned long long)(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN]),
+        s.idle);
+    BT_CHECK(
+        s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] == N,
+        "keepalive should close the %d killed connections within 5 s, closed %llu", N,
+        (unsigned long long)(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN]));
     BT_CHECK(s.idle == N, "refill should bring back %d idle connections, %d idle", N, s.idle);
     /* Validation is off: only keepalive protects these callers. */
     check_fresh(p, ids, "keepalive");

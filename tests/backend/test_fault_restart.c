@@ -153,8 +153,8 @@ static void *worker_main(void *arg) {
 }
 
 static void print_tally(const char *phase, tally *t) {
-    print_message("[%s] %s: ok %ld (after restart %ld), acquire errors %ld, query errors %ld, bad %ld\n", bt_backend,
-                  phase, t->ok, t->ok_after, t->acquire_errors, t->query_errors, t->bad_errors);
+    print_message("[%s] %s: ok %ld (after restart %ld), acquire errors %ld, query errors %ld, bad %ld\n",
+                  bt_backend, phase, t->ok, t->ok_after, t->acquire_errors, t->query_errors, t->bad_errors);
     for (int i = 1; i < 32; i++)
         if (t->by_code[i])
             print_message("[%s]   %s x%ld\n", bt_backend, dbpool_errname(-i), t->by_code[i]);
@@ -199,7 +199,8 @@ static void test_restart_while_idle(void **state) {
         assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
         bt_release(c);
     }
-    BT_CHECK(bt_stats(p).idle == 3, "expected 3 idle connections before the restart, got %d", bt_stats(p).idle);
+    BT_CHECK(bt_stats(p).idle == 3, "expected 3 idle connections before the restart, got %d",
+             bt_stats(p).idle);
 
     kill_server();
     dbt_sleep_ms(300);
@@ -209,9 +210,10 @@ static void test_restart_while_idle(void **state) {
     /* Every lease handed out from now on must work at its first query.
      * Take three at once: the used connection and the two never used. */
     int64_t first_ok = 0;
-    int leases = 0, acquire_failures = 0;
-    char last_err[600] = "";
+    int leases = 0, acquire_failures = 0, dead = 0, rounds = 0;
+    char last_err[600] = "", dead_msg[800] = "";
     while (leases < 6 && dbt_now_ms() - back < 15000) {
+        rounds++;
         dbpool_conn *cs[3] = {NULL, NULL, NULL};
         int got = 0;
         for (int i = 0; i < 3; i++) {
@@ -234,16 +236,18 @@ static void test_restart_while_idle(void **state) {
             memset(&e, 0, sizeof e);
             int rc = select_one(cs[i], &e);
             if (rc != DBPOOL_OK) {
-                char msg[600];
-                snprintf(msg, sizeof msg, "%s", e.message);
-                dbt_scrub_secrets(msg, sizeof msg, NULL);
-                dbpool_stats s = bt_stats(p);
-                fail_msg("[%s] a dead connection was handed out after the restart (lease %d of this round, %d "
-                         "before): first query failed with %s: %s (stats: created %llu, validation_failures "
-                         "%llu, destroyed_by[validation] %llu)",
-                         bt_backend, i + 1, leases, dbpool_errname(rc), msg, (unsigned long long)s.created,
-                         (unsigned long long)s.validation_failures,
-                         (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_VALIDATION]);
+                /* Recorded, and the test goes on: how many were dead? */
+                if (!dead++) {
+                    dbpool_stats s = bt_stats(p);
+                    snprintf(dead_msg, sizeof dead_msg,
+                             "lease %d of round %d, %d good leases before: first query failed with %s: %s "
+                             "(stats: created %llu, validation_failures %llu, destroyed_by[validation] %llu)",
+                             i + 1, rounds, leases, dbpool_errname(rc), e.message,
+                             (unsigned long long)s.created, (unsigned long long)s.validation_failures,
+                             (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_VALIDATION]);
+                    dbt_scrub_secrets(dead_msg, sizeof dead_msg, NULL);
+                }
+                continue;
             }
             if (!first_ok)
                 first_ok = dbt_now_ms();
@@ -254,10 +258,17 @@ static void test_restart_while_idle(void **state) {
         if (got < 3)
             dbt_sleep_ms(50);
     }
+    if (first_ok)
+        printf("recovery_ms=%lld backend=%s phase=idle%s\n", (long long)(first_ok - back), bt_backend,
+               dead ? " (after dead connections were handed out)" : "");
+    fflush(stdout);
+    if (dead) {
+        dbpool_close(p); /* first: nothing left behind for the leak checker */
+        fail_msg("[%s] %d dead connection(s) handed out after the restart; first: %s", bt_backend, dead,
+                 dead_msg);
+    }
     BT_CHECK(first_ok > 0, "no successful query within 15 s of the restart (%d acquire failures; last: %s)",
              acquire_failures, last_err);
-    printf("recovery_ms=%lld backend=%s phase=idle\n", (long long)(first_ok - back), bt_backend);
-    fflush(stdout);
     wait_refill(p, 3, 5000);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
@@ -320,8 +331,9 @@ static void test_restart_under_load(void **state) {
     BT_CHECK(t.bad_errors == 0, "%ld unclear errors (unknown code, empty message or a password); first: %s",
              t.bad_errors, t.bad_example);
     BT_CHECK(t.acquire_errors + t.query_errors > 0, "the callers saw no error at all during a 1 s outage");
-    BT_CHECK(t.dead_after == 0, "%ld leases handed out after the restart failed at their first query; first: %s",
-             t.dead_after, t.dead_example);
+    BT_CHECK(t.dead_after == 0,
+             "%ld leases handed out after the restart failed at their first query; first: %s", t.dead_after,
+             t.dead_example);
     BT_CHECK(t.first_ok_after_ms > 0, "no successful query within 20 s of the restart");
     BT_CHECK(t.ok_after > 10, "only %ld successful queries after the restart", t.ok_after);
     printf("recovery_ms=%lld backend=%s phase=load\n", (long long)(t.first_ok_after_ms - back), bt_backend);

@@ -1,0 +1,153 @@
+/*
+ * test_fault_fork.c — a process forks while it holds a pool (one lease out,
+ * one connection idle, maintenance and connector threads running). In the
+ * child: dbpool_acquire fails with DBPOOL_EMISUSE, releasing the inherited
+ * lease is refused (DBPOOL_EMISUSE, nothing touched), and dbpool_close
+ * returns without touching any connection. The parent's connections keep
+ * working after the child has exited — on PostgreSQL and MariaDB the same
+ * server sessions (same backend id) answer, which proves the child sent no
+ * Terminate / COM_QUIT on the shared sockets. All backends (SQLite: a file
+ * database).
+ */
+#include "backend_common.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Child exit codes: which check failed. */
+enum {
+    CHILD_OK = 0,
+    CHILD_ACQUIRE_NOT_MISUSE = 10,
+    CHILD_ACQUIRE_NO_MESSAGE,
+    CHILD_TRY_ACQUIRE_NOT_MISUSE,
+    CHILD_RELEASE_NOT_MISUSE,
+    CHILD_DISCARD_NOT_MISUSE,
+    CHILD_CLOSE_NOT_ZERO,
+};
+
+static const char *child_failure(int code) {
+    switch (code) {
+    case CHILD_ACQUIRE_NOT_MISUSE:
+        return "dbpool_acquire in the child did not return DBPOOL_EMISUSE";
+    case CHILD_ACQUIRE_NO_MESSAGE:
+        return "dbpool_acquire in the child gave no message";
+    case CHILD_TRY_ACQUIRE_NOT_MISUSE:
+        return "dbpool_try_acquire in the child did not return DBPOOL_EMISUSE";
+    case CHILD_RELEASE_NOT_MISUSE:
+        return "dbpool_release of the inherited lease in the child did not return DBPOOL_EMISUSE";
+    case CHILD_DISCARD_NOT_MISUSE:
+        return "dbpool_discard of the inherited lease in the child did not return DBPOOL_EMISUSE";
+    case CHILD_CLOSE_NOT_ZERO:
+        return "dbpool_close in the child did not return 0";
+    default:
+        return "unknown";
+    }
+}
+
+/* Runs in the child: no cmocka, no atexit handlers (they would remove the
+ * parent's temporary directory): _exit with a code. */
+static void child_main(dbpool *p, dbpool_conn *inherited) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_acquire(p, 1000, &c, &e) != DBPOOL_EMISUSE)
+        _exit(CHILD_ACQUIRE_NOT_MISUSE);
+    if (e.message[0] == '\0')
+        _exit(CHILD_ACQUIRE_NO_MESSAGE);
+    if (dbpool_try_acquire(p, &c, &e) != DBPOOL_EMISUSE)
+        _exit(CHILD_TRY_ACQUIRE_NOT_MISUSE);
+    if (dbpool_release(inherited) != DBPOOL_EMISUSE)
+        _exit(CHILD_RELEASE_NOT_MISUSE);
+    if (dbpool_discard(inherited) != DBPOOL_EMISUSE)
+        _exit(CHILD_DISCARD_NOT_MISUSE);
+    if (dbpool_close(p) != 0)
+        _exit(CHILD_CLOSE_NOT_ZERO);
+    _exit(CHILD_OK);
+}
+
+static const char *session_sql(void) {
+    if (bt_is("pg"))
+        return "SELECT pg_backend_pid()";
+    if (bt_is("mysql"))
+        return "SELECT CONNECTION_ID()";
+    return "SELECT 1";
+}
+
+static void test_fork_while_holding_a_pool(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 2);
+    o.maintenance_interval_ms = 50;
+    o.validation = DBPOOL_VALIDATE_ALWAYS; /* a dead connection would be replaced: compare session ids */
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *held = bt_acquire(p), *other = bt_acquire(p);
+    int64_t held_id = bt_query_int(held, session_sql(), NULL, 0);
+    int64_t other_id = bt_query_int(other, session_sql(), NULL, 0);
+    bt_release(other); /* idle in the parent's pool at fork time */
+    if (!bt_is("sqlite")) {
+        bt_exec(held, "DROP TABLE IF EXISTS fault_fork");
+        bt_exec(held, "CREATE TABLE fault_fork (id INTEGER)");
+    }
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        child_main(p, held);
+
+    /* Bounded wait for the child. */
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+        dbt_sleep_ms(10);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        fail_msg("[%s] the child did not exit within 10 s (a deadlock on a lock inherited from the parent?)",
+                 bt_backend);
+    }
+    BT_CHECK(WIFEXITED(st), "the child died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    BT_CHECK(WEXITSTATUS(st) == CHILD_OK, "child: %s (exit %d)", child_failure(WEXITSTATUS(st)),
+             WEXITSTATUS(st));
+
+    dbt_sleep_ms(100); /* let a Terminate, had one been sent, reach the server */
+    /* The parent's lease still works, on the same session. */
+    BT_CHECK(bt_query_int(held, session_sql(), NULL, 0) == held_id, "the held lease changed session");
+    if (!bt_is("sqlite")) {
+        dbpool_param v = dbpool_param_int64(7);
+        bt_exec_params(held, "INSERT INTO fault_fork (id) VALUES (?)", &v, 1);
+        BT_CHECK(bt_query_int(held, "SELECT COUNT(*) FROM fault_fork", NULL, 0) == 1, "insert lost");
+    }
+    /* The idle one too: validation would replace a dead one, so its session
+     * id must be the one from before the fork. */
+    dbpool_stats before = bt_stats(p);
+    dbpool_conn *again = bt_acquire(p);
+    int64_t again_id = bt_query_int(again, session_sql(), NULL, 0);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.validation_failures == before.validation_failures,
+             "the idle connection failed validation after the child exited: the child closed it");
+    if (!bt_is("sqlite"))
+        BT_CHECK(again_id == other_id, "the idle connection's session changed (%lld -> %lld)",
+                 (long long)other_id, (long long)again_id);
+    bt_release(again);
+    bt_release(held);
+    BT_CHECK(s.created == 2, "the parent opened %llu connections, expected the 2 from before the fork",
+             (unsigned long long)s.created);
+    if (!bt_is("sqlite")) {
+        dbpool_conn *c = bt_acquire(p);
+        bt_exec(c, "DROP TABLE fault_fork");
+        bt_release(c);
+    }
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(int argc, char **argv) {
+    bt_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fork_while_holding_a_pool),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,292 @@
+/*
+ * test_fault_leak.c — leak detection and reclaim, on the mock backend:
+ *  - a lease held past leak_threshold_ms is reported once through the log
+ *    callback with the holder's stack (the line names the function that
+ *    acquired: this executable exports its symbols, ENABLE_EXPORTS in
+ *    tests/CMakeLists.txt), counted in leaks_detected, and its return is
+ *    reported too;
+ *  - reclaim (leak_reclaim_ms): with max_size 1 and the only lease leaked
+ *    past the reclaim threshold, another acquire succeeds; when the leaked
+ *    lease finally comes back it is closed (destroyed_by[RECLAIMED]);
+ *  - the acquire-timeout error names the holders: how many, the oldest hold
+ *    time and, with leak detection on, where the oldest was acquired.
+ */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* ---- a thread-safe collector of log lines ---- */
+
+#define MAX_LINES 64
+
+typedef struct log_lines {
+    pthread_mutex_t lock;
+    int n;
+    char line[MAX_LINES][2048];
+} log_lines;
+
+static log_lines logs = {PTHREAD_MUTEX_INITIALIZER, 0, {{0}}};
+
+static void collect(void *user, dbpool_log_level level, const char *message) {
+    (void)user;
+    (void)level;
+    pthread_mutex_lock(&logs.lock);
+    if (logs.n < MAX_LINES)
+        snprintf(logs.line[logs.n++], sizeof logs.line[0], "%s", message);
+    pthread_mutex_unlock(&logs.lock);
+}
+
+static void logs_clear(void) {
+    pthread_mutex_lock(&logs.lock);
+    logs.n = 0;
+    pthread_mutex_unlock(&logs.lock);
+}
+
+/* Copy of the first line containing all of a and b (b may be NULL). */
+static bool logs_find(const char *a, const char *b, char *out, size_t len) {
+    bool found = false;
+    pthread_mutex_lock(&logs.lock);
+    for (int i = 0; i < logs.n && !found; i++) {
+        if (strstr(logs.line[i], a) && (!b || strstr(logs.line[i], b))) {
+            snprintf(out, len, "%s", logs.line[i]);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&logs.lock);
+    return found;
+}
+
+static void logs_dump(void) {
+    pthread_mutex_lock(&logs.lock);
+    for (int i = 0; i < logs.n; i++)
+        print_message("  log: %s\n", logs.line[i]);
+    pthread_mutex_unlock(&logs.lock);
+}
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    logs_clear();
+    return 0;
+}
+
+static dbpool *open_mock(dbpool_options *o) {
+    o->log_fn = collect;
+    o->log_level = DBPOOL_LOG_DEBUG;
+    dbpool *p = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static dbpool_stats stats(dbpool *p) {
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    return s;
+}
+
+/* The holders: external (exported) and never inlined, so that
+ * backtrace_symbols names them in the reports. */
+dbpool_conn *fault_leak_forgetful_holder(dbpool *p);
+dbpool_conn *fault_leak_second_holder(dbpool *p);
+
+__attribute__((noinline)) dbpool_conn *fault_leak_forgetful_holder(dbpool *p) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 1000, &c, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("acquire: %s", e.message);
+    /* Work after the call keeps it from being a tail call (the frame
+     * stays on the stack). */
+    __asm__ __volatile__("" ::: "memory");
+    return c;
+}
+
+__attribute__((noinline)) dbpool_conn *fault_leak_second_holder(dbpool *p) {
+    dbpool_conn *c = fault_leak_forgetful_holder(p);
+    __asm__ __volatile__("" ::: "memory");
+    return c;
+}
+
+static bool wait_until(dbpool *p, bool (*cond)(const dbpool_stats *), int64_t timeout_ms) {
+    int64_t end = dbt_now_ms() + timeout_ms;
+    for (;;) {
+        dbpool_stats s = stats(p);
+        if (cond(&s))
+            return true;
+        if (dbt_now_ms() > end)
+            return false;
+        dbt_sleep_ms(5);
+    }
+}
+
+static bool one_leak(const dbpool_stats *s) { return s->leaks_detected >= 1; }
+
+static void test_leak_reported_with_stack(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.leak_threshold_ms = 100;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+
+    dbpool_conn *leaked = fault_leak_second_holder(p);
+    /* A short lease is never reported. */
+    dbpool_conn *brief = fault_leak_forgetful_holder(p);
+    dbpool_release(brief);
+
+    if (!wait_until(p, one_leak, 2000)) {
+        logs_dump();
+        fail_msg("no leak detected within 2 s of a 100 ms threshold");
+    }
+    dbt_sleep_ms(200); /* more maintenance passes: reported once only */
+    dbpool_stats s = stats(p);
+    assert_int_equal((int)s.leaks_detected, 1);
+
+    char line[2048];
+    if (!logs_find("leak", "fault_leak_forgetful_holder", line, sizeof line)) {
+        logs_dump();
+        fail_msg("no log line names the function that acquired the leaked lease "
+                 "(fault_leak_forgetful_holder); is the executable built with ENABLE_EXPORTS / -rdynamic?");
+    }
+    print_message("leak report:\n%s\n", line);
+    assert_non_null(strstr(line, "fault_leak_second_holder"));
+    assert_non_null(strstr(line, "held for"));
+
+    assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
+    if (!logs_find("came back", NULL, line, sizeof line)) {
+        logs_dump();
+        fail_msg("the leaked lease's return was not reported");
+    }
+    print_message("return report: %s\n", line);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void test_reclaim_restores_capacity(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 50;
+    o.leak_reclaim_ms = 150;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+
+    dbpool_conn *leaked = fault_leak_forgetful_holder(p);
+    int leaked_id = dbpool_mock_conn_id(dbpool_conn_native(leaked));
+
+    /* The only connection is out: a second caller waits, and is served by
+     * a replacement once the lease passes the reclaim threshold. */
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 3000, &c, &e);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_OK) {
+        logs_dump();
+        fail_msg("with the only lease leaked past leak_reclaim_ms, acquire failed after %lld ms: %s: %s",
+                 (long long)took, dbpool_errname(rc), e.message);
+    }
+    print_message("acquire served after %lld ms by reclaim\n", (long long)took);
+    assert_true(dbpool_mock_conn_id(dbpool_conn_native(c)) != leaked_id);
+    dbpool_stats s = stats(p);
+    assert_int_equal((int)s.leaks_reclaimed, 1);
+    assert_int_equal(s.reclaimed_out, 1);
+    assert_true(s.leaks_detected >= 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+    /* The holder still owns a working connection: never freed under it. */
+    assert_int_equal(dbpool_exec(leaked, "SELECT 1", NULL, 0, NULL, &e), DBPOOL_OK);
+
+    /* It finally comes back: closed, not pooled. */
+    dbpool_mock_counters before;
+    dbpool_mock_get_counters(&before);
+    assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
+    s = stats(p);
+    assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_RECLAIMED], 1);
+    assert_int_equal(s.reclaimed_out, 0);
+    assert_true(s.total <= 1);
+    dbpool_mock_counters after;
+    dbpool_mock_get_counters(&after);
+    assert_int_equal((int)(after.disconnects - before.disconnects), 1);
+    char line[2048];
+    if (!logs_find("came back", "reclaimed", line, sizeof line)) {
+        logs_dump();
+        fail_msg("the return of the reclaimed lease was not reported");
+    }
+    /* Capacity is exactly max_size again. */
+    c = fault_leak_forgetful_holder(p);
+    dbpool_conn *c2 = NULL;
+    assert_int_equal(dbpool_acquire(p, 50, &c2, &e), DBPOOL_ETIMEDOUT);
+    dbpool_release(c);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+    dbpool_mock_get_counters(&after);
+    assert_int_equal((int)after.live, 0);
+}
+
+static void test_timeout_error_names_holders(void **state) {
+    (void)state;
+    /* With leak detection on: count, oldest hold time and where. */
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 60000; /* on, but nothing is reported here */
+    o.maintenance_interval_ms = 1000;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *held = fault_leak_second_holder(p);
+    dbt_sleep_ms(120);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(dbpool_acquire(p, 100, &c, &e), DBPOOL_ETIMEDOUT);
+    print_message("timeout error (leak detection on):\n%s\n", e.message);
+    if (!strstr(e.message, "1 holder") || !strstr(e.message, "holding its connection for") ||
+        !strstr(e.message, "fault_leak_forgetful_holder"))
+        fail_msg("the timeout error should name the holders (count, oldest hold time, where): %s", e.message);
+    long held_ms = 0;
+    const char *f = strstr(e.message, "holding its connection for ");
+    if (f)
+        held_ms = strtol(f + strlen("holding its connection for "), NULL, 10);
+    if (held_ms < 200)
+        fail_msg("the oldest hold time should be >= 200 ms, the error says %ld", held_ms);
+    dbpool_release(held);
+    assert_int_equal(dbpool_close(p), 0);
+
+    /* With leak detection off: count and time, no stack. */
+    dbpool_mock_reset();
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    p = open_mock(&o);
+    dbpool_conn *a = fault_leak_forgetful_holder(p), *b = fault_leak_forgetful_holder(p);
+    memset(&e, 0, sizeof e);
+    assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
+    print_message("timeout error (leak detection off):\n%s\n", e.message);
+    if (!strstr(e.message, "2 holders") || !strstr(e.message, "holding its connection for"))
+        fail_msg("the timeout error should name the holders: %s", e.message);
+    dbpool_release(a);
+    dbpool_release(b);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
+        cmocka_unit_test_setup(test_reclaim_restores_capacity, setup),
+        cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
