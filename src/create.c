@@ -59,6 +59,7 @@ static bool breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
         return false;
     if (p->breaker == DBPOOL_BREAKER_OPEN) {
         p->breaker = DBPOOL_BREAKER_HALF_OPEN;
+        p->stats.breaker_half_opens++;
         *ev = BREAKER_EVENT_HALF_OPEN;
     }
     p->trial_in_flight = true;
@@ -75,6 +76,7 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
         p->trial_in_flight = false;
         if (p->breaker != DBPOOL_BREAKER_CLOSED) {
             p->breaker = DBPOOL_BREAKER_CLOSED;
+            p->stats.breaker_closes++;
             return BREAKER_EVENT_CLOSED;
         }
         return BREAKER_EVENT_NONE;
@@ -118,6 +120,8 @@ void dbpool_breaker_reset(dbpool *p) {
         return;
     lock(p);
     bool was_open = p->breaker != DBPOOL_BREAKER_CLOSED;
+    if (was_open)
+        p->stats.breaker_closes++;
     p->breaker = DBPOOL_BREAKER_CLOSED;
     p->consecutive_failures = 0;
     p->trial_in_flight = false;

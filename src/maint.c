@@ -213,6 +213,7 @@ void dbpool__maint_pass(dbpool *p) {
         if (trial) {
             /* Cooldown over: this refill is the breaker's one trial. */
             p->breaker = DBPOOL_BREAKER_HALF_OPEN;
+            p->stats.breaker_half_opens++;
             p->trial_in_flight = true;
         }
         if (need)

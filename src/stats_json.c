@@ -161,6 +161,8 @@ int dbpool_stats_json(dbpool *p, char *buf, size_t len) {
 
     kv_str(t, &f, "breaker", dbpool_breaker_state_name(s.breaker));
     kv_u64(t, &f, "breaker_opens", s.breaker_opens);
+    kv_u64(t, &f, "breaker_half_opens", s.breaker_half_opens);
+    kv_u64(t, &f, "breaker_closes", s.breaker_closes);
     kv_u64(t, &f, "leaks_detected", s.leaks_detected);
     kv_u64(t, &f, "leaks_reclaimed", s.leaks_reclaimed);
     kv_int(t, &f, "reclaimed_out", s.reclaimed_out);

@@ -102,6 +102,8 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
     dbpool_get_stats(p, &s);
     assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_int_equal(s.breaker_half_opens, 2);
+    assert_int_equal(s.breaker_closes, 1);
     assert_true(logged(&logs, "circuit breaker closed"));
     dbpool_release(c);
     assert_true(dbt_invariant_holds(p));

@@ -413,13 +413,15 @@ static void test_json_matches_stats(void **state) {
     assert_string_equal(json_string_value(json_object_get(root, "breaker")),
                         dbpool_breaker_state_name(s.breaker));
     assert_int_equal(jint(root, "breaker_opens"), (json_int_t)s.breaker_opens);
+    assert_int_equal(jint(root, "breaker_half_opens"), (json_int_t)s.breaker_half_opens);
+    assert_int_equal(jint(root, "breaker_closes"), (json_int_t)s.breaker_closes);
     assert_int_equal(jint(root, "leaks_detected"), (json_int_t)s.leaks_detected);
     assert_int_equal(jint(root, "leaks_reclaimed"), (json_int_t)s.leaks_reclaimed);
     assert_int_equal(jint(root, "reclaimed_out"), s.reclaimed_out);
     check_latency(root, "acquire_wait", &s.acquire_wait);
     check_latency(root, "use_time", &s.use_time);
     check_latency(root, "connect_time", &s.connect_time);
-    assert_int_equal(json_object_size(root), 33);
+    assert_int_equal(json_object_size(root), 35);
 
     json_decref(root);
     free(text);
@@ -802,7 +804,7 @@ static void check_prometheus_for(dbpool *p, const char *name) {
             fail_msg("series %s has pool label %s", x->name, pool ? pool : "(none)");
         for (int k = 0; k < x->nlabels; k++) {
             const char *l = x->labels[k].name;
-            if (strcmp(l, "pool") && strcmp(l, "state") && strcmp(l, "reason") && strcmp(l, "le") &&
+            if (strcmp(l, "pool") && strcmp(l, "state") && strcmp(l, "reason") && strcmp(l, "to") && strcmp(l, "le") &&
                 strcmp(l, "version"))
                 fail_msg("unexpected label %s on %s", l, x->name);
         }
@@ -824,6 +826,7 @@ static void check_prometheus_for(dbpool *p, const char *name) {
         {"dbpool_use_duration_seconds", "histogram"},
         {"dbpool_connect_duration_seconds", "histogram"},
         {"dbpool_breaker_state", "gauge"},
+        {"dbpool_breaker_transitions_total", "counter"},
         {"dbpool_build_info", "gauge"},
     };
     assert_int_equal(P->nfam, sizeof want / sizeof want[0]);
