@@ -110,8 +110,8 @@ typedef enum {
 #define CLI_ERR_SLOTS 32
 
 typedef struct cli_load_config {
-    dbpool *pool;               /* cycle, statement */
-    const char *url;            /* connect-per-query (each op opens its own pool) */
+    dbpool *pool;    /* cycle, statement */
+    const char *url; /* connect-per-query (each op opens its own pool) */
     cli_load_mode mode;
     const char *query;          /* statement, connect-per-query */
     int threads;                /* >= 1; started with small (128 KiB) stacks */

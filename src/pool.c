@@ -1,5 +1,7 @@
 /*
- * pool.c — open/close, acquire/release/discard and the FIFO wait queue.
+ * pool.c — open/close, the idle list, the FIFO wait queue and the
+ * accounting every move goes through. Acquire and release live in
+ * acquire.c and release.c.
  *
  * Locking: one mutex per pool guards every list and counter. No backend I/O
  * happens while it is held: a connection is moved to a state (leased,
@@ -9,10 +11,11 @@
  * Fairness: a caller who finds no idle connection joins a FIFO queue with
  * its own condition variable and asks the connector threads for a new
  * connection (create.c). Whatever comes first — a released connection or a
- * new one — goes straight to the head of the queue (direct hand-off), so a
- * later arrival never overtakes a waiter, and a caller never waits for a
- * slow connect while a release could serve it. New arrivals take the idle
- * list only when nobody waits.
+ * new one — goes to the head of the queue, so a caller never waits for a
+ * slow connect while a release could serve it. For the first
+ * barging_window_us of a waiter's wait a running thread may still take a
+ * free connection (the waiter is woken to look); after that every release
+ * hands off to it directly, so nobody waits long behind a later arrival.
  */
 /* For PTHREAD_MUTEX_ADAPTIVE_NP (glibc); harmless elsewhere. */
 #ifndef _GNU_SOURCE
@@ -26,16 +29,6 @@
 #include <string.h>
 #include <time.h>
 
-struct waiter {
-    pthread_cond_t cond;
-    waiter *prev, *next;
-    dbpool_conn *conn; /* handed over by a releasing or connecting thread */
-    int64_t since;     /* fast clock at enqueue */
-    bool poked;        /* a connection went idle while we were first in line: look */
-    bool queued;
-    bool failed; /* a connector gave up: `error` says why */
-    dbpool_error error;
-};
 
 /* ---------------------------------------------------------------------- */
 /* small helpers                                                          */
@@ -130,9 +123,9 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
 int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->n_connecting; }
 #define total_locked(p) dbpool__total_locked(p)
 
-static bool forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
+bool dbpool__forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
 
-static int fork_error(dbpool_error *e) {
+int dbpool__fork_error(dbpool_error *e) {
     return dbpool__seterr(e, DBPOOL_EMISUSE,
                           "this pool was opened before fork(): its connections belong to the parent "
                           "process; open a new pool in the child");
@@ -154,7 +147,7 @@ static void idle_push(dbpool *p, dbpool_conn *c) {
     p->n_idle++;
 }
 
-static void idle_remove(dbpool *p, dbpool_conn *c) {
+void dbpool__idle_remove(dbpool *p, dbpool_conn *c) {
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -173,7 +166,7 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
     dbpool_conn *list = NULL;
     while (p->idle_tail && take(p, p->idle_tail, arg)) {
         dbpool_conn *c = p->idle_tail;
-        idle_remove(p, c);
+        dbpool__idle_remove(p, c);
         c->state = CONN_CLOSING;
         p->n_closing++;
         c->next = list;
@@ -182,7 +175,7 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
     return list;
 }
 
-static void waiter_enqueue(dbpool *p, waiter *w) {
+void dbpool__waiter_enqueue(dbpool *p, waiter *w) {
     w->next = NULL;
     w->prev = p->wait_tail;
     if (p->wait_tail)
@@ -197,7 +190,7 @@ static void waiter_enqueue(dbpool *p, waiter *w) {
         p->stats.peak_waiting = p->n_waiting;
 }
 
-static void waiter_dequeue(dbpool *p, waiter *w) {
+void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
     if (!w->queued)
         return;
     if (w->prev)
@@ -213,7 +206,7 @@ static void waiter_dequeue(dbpool *p, waiter *w) {
     p->n_waiting--;
 }
 
-static void note_peak(dbpool *p) {
+void dbpool__note_peak(dbpool *p) {
     if (p->n_leased > p->stats.peak_in_use)
         p->stats.peak_in_use = p->n_leased;
 }
@@ -225,7 +218,7 @@ static void note_peak(dbpool *p) {
  * told to look; once it has waited longer, every release hands off to it
  * directly (Go's sync.Mutex "starvation mode"). Lock held.
  */
-static bool may_overtake_locked(const dbpool *p) {
+bool dbpool__may_overtake_locked(const dbpool *p) {
     const waiter *w = p->wait_head;
     if (!w)
         return true;
@@ -235,7 +228,7 @@ static bool may_overtake_locked(const dbpool *p) {
 /* Idle connections and someone first in line: tell them to look. Each
  * waiter that takes one pokes the next, so no connection sits idle while
  * anyone waits. Lock held. */
-static void poke_head_locked(dbpool *p) {
+void dbpool__poke_head_locked(dbpool *p) {
     waiter *w = p->wait_head;
     if (w && p->idle_head && !p->suspended && !w->poked) {
         w->poked = true;
@@ -246,16 +239,16 @@ static void poke_head_locked(dbpool *p) {
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;
-    if (w && !p->suspended && may_overtake_locked(p)) {
+    if (w && !p->suspended && dbpool__may_overtake_locked(p)) {
         idle_push(p, c);
-        poke_head_locked(p);
+        dbpool__poke_head_locked(p);
         return;
     }
     if (w && !p->suspended) {
-        waiter_dequeue(p, w);
+        dbpool__waiter_dequeue(p, w);
         c->state = CONN_LEASED;
         p->n_leased++;
-        note_peak(p);
+        dbpool__note_peak(p);
         w->conn = c;
         pthread_cond_signal(&w->cond);
         return;
@@ -286,7 +279,7 @@ void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {
     while (p->wait_head) {
         waiter *w = p->wait_head;
-        waiter_dequeue(p, w);
+        dbpool__waiter_dequeue(p, w);
         w->failed = true;
         w->error = *e;
         pthread_cond_signal(&w->cond);
@@ -334,8 +327,8 @@ static void slot_put(dbpool *p, dbpool_conn *c) {
 
 /* Close a connection that is out of every list and counted only in
  * n_closing (I/O outside the lock). */
-static void disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
-    if (!forked(p))
+void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
+    if (!dbpool__forked(p))
         p->driver->disconnect(c->native);
     lock(p);
     p->n_closing--;
@@ -364,7 +357,7 @@ void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
     dbpool__log(
         p, why == DBPOOL_CLOSE_SHRINK || why == DBPOOL_CLOSE_POOL_CLOSED ? DBPOOL_LOG_DEBUG : DBPOOL_LOG_INFO,
         "closing connection #%llu (%s)", (unsigned long long)c->id, dbpool_close_reason_name(why));
-    disconnect_and_account(p, c, why);
+    dbpool__disconnect_and_account(p, c, why);
 }
 
 void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why) {
@@ -372,7 +365,7 @@ void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reaso
         dbpool_conn *next = list->next;
         dbpool__log(p, DBPOOL_LOG_DEBUG, "closing connection #%llu (%s)", (unsigned long long)list->id,
                     dbpool_close_reason_name(why));
-        disconnect_and_account(p, list, why);
+        dbpool__disconnect_and_account(p, list, why);
         list = next;
     }
 }
@@ -381,7 +374,7 @@ void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reaso
 /* open / close                                                           */
 /* ---------------------------------------------------------------------- */
 
-static void cond_init_monotonic(pthread_cond_t *cv) {
+void dbpool__cond_init_monotonic(pthread_cond_t *cv) {
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -435,8 +428,8 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         free(p);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "pthread_mutex_init failed");
     }
-    cond_init_monotonic(&p->maint_cond);
-    cond_init_monotonic(&p->connector_cond);
+    dbpool__cond_init_monotonic(&p->maint_cond);
+    dbpool__cond_init_monotonic(&p->connector_cond);
     dbpool__fork_watch();
     p->fork_generation = dbpool__fork_generation();
     p->opened_ns = dbpool__now_ns();
@@ -510,7 +503,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
 int dbpool_close(dbpool *p) {
     if (!p)
         return 0;
-    if (forked(p))
+    if (dbpool__forked(p))
         return 0; /* the child owns none of it: touch nothing (docs/threading.md) */
     lock(p);
     if (p->closed) {
@@ -544,476 +537,6 @@ int dbpool_close(dbpool *p) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* acquire                                                                */
-/* ---------------------------------------------------------------------- */
-
-static bool needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    /* Fresh from connect: nothing to check yet. A warm-up or refill
-     * connection that has sat idle is checked like any other. */
-    if (c->uses == 0 && now - c->created_ns < p->opt.validation_window_ms * DBPOOL_NS_PER_MS)
-        return false;
-    return p->opt.validation == DBPOOL_VALIDATE_ALWAYS ||
-           (p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
-            now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
-}
-
-static bool idle_too_long(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    return p->opt.idle_timeout_ms > 0 && now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS &&
-           total_locked(p) > p->opt.min_size;
-}
-
-/* Can c be handed out without I/O? (lock held) */
-static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    return now < c->expires_ns && !needs_validation(p, c, now) && total_locked(p) <= p->cap &&
-           !idle_too_long(p, c, now);
-}
-
-void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
-                                const lease_trace *trace) {
-    p->stats.acquired++;
-    if (c->uses > 0)
-        p->stats.reused++;
-    c->uses++;
-    c->acquired_ns = now;
-    c->lease_start = fast_now;
-    c->leak_reported = false;
-    if (trace) {
-        if (!c->trace)
-            c->trace = malloc(sizeof *c->trace);
-        if (c->trace)
-            *c->trace = *trace;
-    } else if (c->trace) {
-        c->trace->depth = 0;
-    }
-}
-
-/* The checks that need I/O before a lease is handed out, outside the lock:
- * lifetime, cap and validation. Returns false when the connection was
- * closed instead (the caller then tries again). */
-static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
-    int64_t now = dbpool__coarse_now_ns();
-    if (now >= c->expires_ns) {
-        dbpool__destroy_conn(p, c, DBPOOL_CLOSE_LIFETIME);
-        return false;
-    }
-    lock(p);
-    bool over_cap = total_locked(p) > p->cap;
-    bool stale = idle_too_long(p, c, now);
-    unlock(p);
-    if (over_cap || stale) {
-        dbpool__destroy_conn(p, c, over_cap ? DBPOOL_CLOSE_SHRINK : DBPOOL_CLOSE_IDLE_TIMEOUT);
-        return false;
-    }
-    if (needs_validation(p, c, now)) {
-        /* Bounded by validation_timeout_ms alone: cutting it at the caller's
-         * deadline would close healthy connections of callers in a hurry. */
-        int64_t vdeadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
-        dbpool_error e;
-        dbpool__clearerr(&e);
-        if (p->driver->ping(c->native, vdeadline, &e) != DBPOOL_OK) {
-            dbpool__finish_err(p, &e);
-            dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu failed validation, replacing it: %s",
-                        (unsigned long long)c->id, e.message);
-            lock(p);
-            p->stats.validation_failures++;
-            unlock(p);
-            dbpool__destroy_conn(p, c, DBPOOL_CLOSE_VALIDATION);
-            return false;
-        }
-    }
-    lock(p);
-    dbpool__lease_begin_locked(p, c, now, dbpool__fast_now_ns(), trace);
-    unlock(p);
-    return true;
-}
-
-/* What an acquire timeout reports about the holders (filled under the lock,
- * symbolised after it). */
-typedef struct holders_info {
-    int count;
-    int64_t oldest_ms;
-    lease_trace trace;
-    bool have_trace;
-} holders_info;
-
-static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, holders_info *h) {
-    int64_t now = dbpool__coarse_now_ns();
-    const dbpool_conn *oldest = NULL;
-    for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
-        if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
-            continue;
-        h->count++;
-        if (!oldest || c->acquired_ns < oldest->acquired_ns)
-            oldest = c;
-    }
-    char holders[160] = "";
-    if (oldest) {
-        h->oldest_ms = (now - oldest->acquired_ns) / DBPOOL_NS_PER_MS;
-        snprintf(holders, sizeof holders, "; %d holder%s, the oldest holding its connection for %lld ms",
-                 h->count, h->count == 1 ? "" : "s", (long long)h->oldest_ms);
-        if (oldest->trace && oldest->trace->depth > 0) {
-            h->trace = *oldest->trace;
-            h->have_trace = true;
-        }
-    }
-    char last[sizeof err->message];
-    last[0] = '\0';
-    if (p->last_connect_error.code != DBPOOL_OK)
-        snprintf(last, sizeof last, "; last connect error (%s): %s",
-                 dbpool_errname(p->last_connect_error.code), p->last_connect_error.message);
-    p->stats.timeouts++;
-    return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
-                          "timed out after %lld ms waiting for a connection from pool '%s' "
-                          "(%d in use, %d idle, %d connecting, %d waiting, max %d%s)%s%s",
-                          (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name, p->n_leased,
-                          p->n_idle, p->n_connecting, p->n_waiting, p->cap,
-                          p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
-}
-
-static int breaker_error_locked(dbpool *p, dbpool_error *err) {
-    return dbpool__seterr(err, DBPOOL_EUNAVAILABLE,
-                          "pool '%s' is not opening connections: the circuit breaker is %s after %d "
-                          "consecutive failed connects (retrying after %lld ms); last connect error: %s",
-                          p->name, dbpool_breaker_state_name(p->breaker), p->consecutive_failures,
-                          (long long)p->opt.breaker_cooldown_ms, p->last_connect_error.message);
-}
-
-/* Wait in line until a connection is handed over, a connector fails us,
- * the deadline passes or the pool closes. Lock held on entry and return. */
-static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)(deadline / INT64_C(1000000000));
-    ts.tv_nsec = (long)(deadline % INT64_C(1000000000));
-    while (!w->conn && !w->failed && !p->closed) {
-        if (w->poked) {
-            w->poked = false;
-            if (p->idle_head && !p->suspended) {
-                dbpool_conn *c = p->idle_head;
-                idle_remove(p, c);
-                c->state = CONN_LEASED;
-                p->n_leased++;
-                note_peak(p);
-                w->conn = c;
-                break;
-            }
-        }
-        int wrc = deadline == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
-                                        : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
-        if (wrc == ETIMEDOUT)
-            break;
-    }
-    /* A hand-off that raced with the timeout still counts: dropping it
-     * would lose the connection. */
-    waiter_dequeue(p, w);
-    poke_head_locked(p); /* whatever is still idle is the next one's */
-}
-
-static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace, dbpool_conn **out,
-                        dbpool_error *err) {
-    bool may_wait = !try_only;
-    dbpool__clearerr(err);
-    if (!out)
-        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: out must not be NULL");
-    *out = NULL;
-    if (!p)
-        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: pool is NULL");
-    if (forked(p))
-        return fork_error(err);
-    const int64_t fast_start = dbpool__fast_now_ns();
-    if (!trace) {
-        /* The fast path: an idle connection ready to go, nobody waiting.
-         * One lock round, no deadline arithmetic, no system clock. */
-        int64_t now = dbpool__coarse_now_ns();
-        lock(p);
-        dbpool_conn *c = p->idle_head;
-        if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && may_overtake_locked(p)) {
-            idle_remove(p, c);
-            c->state = CONN_LEASED;
-            p->n_leased++;
-            note_peak(p);
-            dbpool__lease_begin_locked(p, c, now, 0, NULL);
-            unlock(p);
-            int64_t fast_now = dbpool__fast_now_ns();
-            c->lease_start = fast_now;
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
-            *out = c;
-            return DBPOOL_OK;
-        }
-        unlock(p);
-    }
-    if (timeout_ms < 0)
-        timeout_ms = p->opt.acquire_timeout_ms;
-    if (timeout_ms == 0)
-        may_wait = false;
-    const int64_t start = dbpool__now_ns();
-    const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
-                                 ? INT64_MAX
-                                 : start + timeout_ms * DBPOOL_NS_PER_MS;
-    holders_info holders = {0};
-    int rc;
-
-    lock(p);
-    for (;;) {
-        if (p->closed) {
-            rc = dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' is closed", p->name);
-            break;
-        }
-        if (p->suspended && p->opt.suspend_fails_fast) {
-            rc = dbpool__seterr(err, DBPOOL_EBUSY, "pool '%s' is suspended: try again after dbpool_resume",
-                                p->name);
-            break;
-        }
-        int64_t now = dbpool__coarse_now_ns();
-        dbpool_conn *c = NULL;
-        if (!p->suspended && p->idle_head && may_overtake_locked(p)) {
-            /* 1. An idle connection, when nobody waits ahead of us. */
-            c = p->idle_head;
-            idle_remove(p, c);
-            c->state = CONN_LEASED;
-            p->n_leased++;
-            note_peak(p);
-        } else {
-            bool needs_new = !p->suspended && !p->idle_head && total_locked(p) < p->cap;
-            if (needs_new && dbpool__breaker_blocks_locked(p, now)) {
-                rc = breaker_error_locked(p, err);
-                break;
-            }
-            if (!may_wait) {
-                if (needs_new && !p->wait_head) {
-                    /* A caller who will not wait gets one connect attempt on
-                     * its own thread. */
-                    p->n_connecting++;
-                    unlock(p);
-                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true,
-                                               trace, out, err);
-                    if (rc == DBPOOL_OK)
-                        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
-                                               dbpool__fast_now_ns() - fast_start);
-                    return rc;
-                }
-                if (try_only)
-                    rc = dbpool__seterr(err, DBPOOL_EBUSY,
-                                        "no connection free in pool '%s' (%d in use, max %d) and "
-                                        "try_acquire does not wait",
-                                        p->name, p->n_leased, p->cap);
-                else
-                    rc = timeout_error_locked(p, start, err, &holders); /* a timeout of 0 */
-                break;
-            }
-            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters) {
-                rc = dbpool__seterr(err, DBPOOL_EBUSY,
-                                    "pool '%s' already has %d callers waiting (max_waiters %d): try again "
-                                    "later or raise max_waiters",
-                                    p->name, p->n_waiting, p->opt.max_waiters);
-                break;
-            }
-            if (dbpool__now_ns() >= deadline) {
-                rc = timeout_error_locked(p, start, err, &holders);
-                break;
-            }
-            /* 2. Wait in line; ask for a new connection if there is room. */
-            waiter w;
-            memset(&w, 0, sizeof w);
-            cond_init_monotonic(&w.cond);
-            waiter_enqueue(p, &w);
-            breaker_event ev = dbpool__request_connections_locked(p);
-            if (ev != BREAKER_EVENT_NONE) {
-                unlock(p);
-                dbpool__log_breaker_event(p, ev);
-                lock(p);
-            }
-            wait_in_line(p, &w, deadline);
-            pthread_cond_destroy(&w.cond);
-            if (w.conn) {
-                c = w.conn;
-                now = dbpool__coarse_now_ns();
-            } else if (w.failed) {
-                if (err)
-                    *err = w.error;
-                rc = w.error.code;
-                break;
-            } else if (p->closed) {
-                continue; /* reported at the top */
-            } else {
-                rc = timeout_error_locked(p, start, err, &holders);
-                break;
-            }
-        }
-        /* c is ours (counted as leased): hand it out, after checks. The
-         * lease's start is stamped after unlocking: no clock read inside
-         * the critical section, which every thread shares. */
-        if (ready_locked(p, c, now)) {
-            dbpool__lease_begin_locked(p, c, now, 0, trace);
-            unlock(p);
-            int64_t fast_now = dbpool__fast_now_ns();
-            c->lease_start = fast_now;
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
-            *out = c;
-            return DBPOOL_OK;
-        }
-        unlock(p);
-        if (checkout_slow(p, c, trace)) {
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
-            *out = c;
-            return DBPOOL_OK;
-        }
-        lock(p);
-        /* A validation may have used up the time: no second one past the
-         * deadline (so an acquire overruns by at most one validation). */
-        if (may_wait && dbpool__now_ns() >= deadline) {
-            rc = timeout_error_locked(p, start, err, &holders);
-            break;
-        }
-    }
-    bool free_it = dbpool__can_free_locked(p);
-    unlock(p);
-    if (free_it) {
-        dbpool__free(p);
-        return rc;
-    }
-    if (holders.have_trace && err) {
-        char where[384];
-        dbpool__trace_format(&holders.trace, where, sizeof where, 4);
-        size_t used = strlen(err->message);
-        snprintf(err->message + used, sizeof err->message - used, "; the oldest was acquired at:\n%s", where);
-    }
-    return rc;
-}
-
-/* The trace is captured here, one call below the caller, so that the leak
- * report's first frame is the caller's (leak.c skips two frames). */
-int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
-    lease_trace t;
-    bool tracing = p && p->opt.leak_threshold_ms > 0;
-    if (tracing)
-        dbpool__trace_capture(&t);
-    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, out, err);
-}
-
-int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
-    lease_trace t;
-    bool tracing = p && p->opt.leak_threshold_ms > 0;
-    if (tracing)
-        dbpool__trace_capture(&t);
-    return acquire_impl(p, 0, true, tracing ? &t : NULL, out, err);
-}
-
-/* ---------------------------------------------------------------------- */
-/* release / discard                                                      */
-/* ---------------------------------------------------------------------- */
-
-static bool idle_expired(const dbpool *p, const dbpool_conn *c, void *arg) {
-    int64_t now = *(const int64_t *)arg;
-    return p->opt.idle_timeout_ms > 0 && total_locked(p) > p->opt.min_size &&
-           now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
-}
-
-static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
-    dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu reported as leaked came back after %lld ms%s",
-                (unsigned long long)c->id, (long long)(held_ns / DBPOOL_NS_PER_MS),
-                c->reclaimed ? " (reclaimed: closing it)" : "");
-}
-
-static int release_impl(dbpool_conn *c, bool discard) {
-    if (!c || c->magic != DBPOOL_CONN_MAGIC)
-        return DBPOOL_EMISUSE;
-    dbpool *p = c->pool;
-    if (forked(p))
-        return DBPOOL_EMISUSE;
-    /* Recorded before locking: once the connection is published, another
-     * thread may close the pool, and nothing of it may be touched here. */
-    if (c->state == CONN_LEASED)
-        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, dbpool__fast_now_ns() - c->lease_start);
-    int64_t now = dbpool__coarse_now_ns();
-    lock(p);
-    if (c->state != CONN_LEASED) {
-        unlock(p);
-        return DBPOOL_EMISUSE;
-    }
-    bool was_leak = c->leak_reported;
-    if (c->reclaimed) {
-        /* Its place was given away: close it (the holder is done with it). */
-        c->state = CONN_CLOSING;
-        p->n_reclaimed--;
-        p->n_closing++;
-        unlock(p);
-        log_leak_return(p, c, now - c->acquired_ns);
-        disconnect_and_account(p, c, DBPOOL_CLOSE_RECLAIMED);
-        return DBPOOL_OK;
-    }
-    int need = (discard || c->broken) ? -1 : p->driver->needs_reset(c->native);
-    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
-        /* The fast path: a clean connection straight back. */
-        p->n_leased--;
-        dbpool__publish_locked(p, c, now);
-        /* Idle connections past their time go too; counted in n_closing,
-         * they keep the pool alive until closed. */
-        dbpool_conn *expired = p->idle_tail != c ? dbpool__take_idle_locked(p, idle_expired, &now) : NULL;
-        unlock(p);
-        if (expired)
-            dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_IDLE_TIMEOUT);
-        return DBPOOL_OK;
-    }
-    bool over_cap = total_locked(p) > p->cap;
-    c->state = CONN_RETURNING;
-    unlock(p);
-    if (was_leak)
-        log_leak_return(p, c, now - c->acquired_ns);
-
-    dbpool_close_reason why = DBPOOL_CLOSE_POOL_CLOSED;
-    bool keep = false;
-    if (discard) {
-        why = DBPOOL_CLOSE_DISCARDED;
-    } else if (need < 0) {
-        why = DBPOOL_CLOSE_BROKEN;
-    } else if (now >= c->expires_ns) {
-        why = DBPOOL_CLOSE_LIFETIME;
-    } else if (over_cap) {
-        why = DBPOOL_CLOSE_SHRINK;
-    } else if (need == 1) {
-        dbpool_error e;
-        dbpool__clearerr(&e);
-        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
-        int rrc = p->driver->reset(c->native, deadline, &e);
-        if (rrc == DBPOOL_OK && p->driver->reset_clears_session && p->init_sql)
-            rrc = p->driver->exec(c->native, p->init_sql, NULL, 0, NULL, &e);
-        if (rrc == DBPOOL_OK) {
-            keep = true;
-            lock(p);
-            p->stats.rollbacks++;
-            unlock(p);
-        } else {
-            dbpool__finish_err(p, &e);
-            dbpool__log(p, DBPOOL_LOG_WARN, "reset of connection #%llu failed, closing it: %s",
-                        (unsigned long long)c->id, e.message);
-            why = DBPOOL_CLOSE_RESET_FAILED;
-        }
-    } else {
-        keep = true; /* clean, but the pool is closed: handled below */
-    }
-    lock(p);
-    if (keep && !p->closed) {
-        p->n_leased--;
-        dbpool__publish_locked(p, c, dbpool__coarse_now_ns());
-        unlock(p);
-        return DBPOOL_OK;
-    }
-    if (p->closed && keep)
-        why = DBPOOL_CLOSE_POOL_CLOSED;
-    unlock(p);
-    dbpool__destroy_conn(p, c, why);
-    return DBPOOL_OK;
-}
-
-int dbpool_release(dbpool_conn *c) { return release_impl(c, false); }
-int dbpool_discard(dbpool_conn *c) { return release_impl(c, true); }
-
-void *dbpool_conn_native(dbpool_conn *c) {
-    if (!c || c->magic != DBPOOL_CONN_MAGIC || c->state != CONN_LEASED)
-        return NULL;
-    return c->native;
-}
-
 const char *dbpool_backend(const dbpool *p) { return p ? p->driver->name : NULL; }
 const char *dbpool_name(const dbpool *p) { return p ? p->name : NULL; }
 

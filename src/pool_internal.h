@@ -1,7 +1,9 @@
 /*
  * pool_internal.h — the pool's and the lease's structures, shared by the
  * files of the core:
- *   pool.c     open/close, acquire/release/discard, the FIFO wait queue
+ *   pool.c     open/close, the lists, the FIFO wait queue, accounting
+ *   acquire.c  handing out leases: fast path, waiting, checks, timeouts
+ *   release.c  taking them back: reset, or close what must not be pooled
  *   create.c   opening connections: retry with backoff, the connector
  *              threads, the circuit breaker
  *   maint.c    the maintenance thread: idle reaping, lifetime, keepalive,
@@ -65,7 +67,18 @@ struct dbpool_conn {
     lease_trace *trace;              /* leak detection on: where the lease began */
 };
 
+/* A caller waiting in line (on its own stack). */
 typedef struct waiter waiter;
+struct waiter {
+    pthread_cond_t cond;
+    waiter *prev, *next;
+    dbpool_conn *conn; /* handed over by a releasing or connecting thread */
+    int64_t since;     /* fast clock at enqueue */
+    bool poked;        /* a connection went idle while we were first in line: look */
+    bool queued;
+    bool failed; /* a connector gave up: `error` says why */
+    dbpool_error error;
+};
 
 /* A breaker transition to log after the lock is dropped. */
 typedef enum {
@@ -125,6 +138,21 @@ struct dbpool {
     int64_t last_scale_ns;
 };
 
+/* pool.c: lists and accounting (lock held unless said otherwise) */
+bool dbpool__forked(const dbpool *p);
+int dbpool__fork_error(dbpool_error *e);
+void dbpool__idle_remove(dbpool *p, dbpool_conn *c);
+void dbpool__note_peak(dbpool *p);
+void dbpool__waiter_enqueue(dbpool *p, waiter *w);
+void dbpool__waiter_dequeue(dbpool *p, waiter *w);
+/* May a running thread take a free connection ahead of the first waiter? */
+bool dbpool__may_overtake_locked(const dbpool *p);
+/* Idle connections and someone first in line: tell them to look. */
+void dbpool__poke_head_locked(dbpool *p);
+void dbpool__cond_init_monotonic(pthread_cond_t *cv);
+/* Close a connection counted only in n_closing (takes the lock; may free
+ * the pool: touch nothing of it afterwards). */
+void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
 /* pool.c */
 void dbpool__lock(dbpool *p);
 void dbpool__unlock(dbpool *p);

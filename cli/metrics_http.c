@@ -1,0 +1,235 @@
+/*
+ * metrics_http.c — `dbpool bench --metrics-listen HOST:PORT`: GET /metrics
+ * answered with dbpool_stats_prometheus, served by libmicrohttpd on a
+ * thread of its own. Loopback addresses only: the metrics describe a
+ * database's load, and a benchmark is no place to open a port to the
+ * network. Without libmicrohttpd at build time the option says so.
+ */
+#include "cli.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef DBPOOL_HAVE_MICROHTTPD
+#include <microhttpd.h>
+#endif
+
+bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr *out) {
+    memset(out, 0, sizeof *out);
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec)
+        return cli_usage_error(cmd,
+                               "--metrics-listen '%s' is not HOST:PORT: use e.g. "
+                               "--metrics-listen 127.0.0.1:9187",
+                               spec),
+               false;
+    char host[64];
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= sizeof host)
+        return cli_usage_error(cmd, "--metrics-listen: the host part is too long: use 127.0.0.1 or [::1]"),
+               false;
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    int port;
+    if (!cli_parse_int(colon + 1, 0, 65535, &port))
+        return cli_usage_error(cmd,
+                               "--metrics-listen: port '%s' is not a number from 0 to 65535: "
+                               "use e.g. --metrics-listen 127.0.0.1:9187",
+                               colon + 1),
+               false;
+    out->port = port;
+
+    const char *bare = host;
+    char v6[64];
+    if (host[0] == '[') {
+        size_t n = strlen(host);
+        if (n < 3 || host[n - 1] != ']')
+            return cli_usage_error(cmd, "--metrics-listen: '%s' is not a bracketed IPv6 address: use [::1]",
+                                   host),
+                   false;
+        memcpy(v6, host + 1, n - 2);
+        v6[n - 2] = '\0';
+        bare = v6;
+    }
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0) {
+        inet_pton(AF_INET, "127.0.0.1", &a4);
+        goto v4;
+    }
+    if (bare == host && inet_pton(AF_INET, host, &a4) == 1) {
+        if ((ntohl(a4.s_addr) >> 24) != 127)
+            goto not_loopback;
+        goto v4;
+    }
+    if (bare != host && inet_pton(AF_INET6, bare, &a6) == 1) {
+        if (!IN6_IS_ADDR_LOOPBACK(&a6))
+            goto not_loopback;
+        out->ipv6 = true;
+        out->sa.v6.sin6_family = AF_INET6;
+        out->sa.v6.sin6_addr = a6;
+        out->sa.v6.sin6_port = htons((uint16_t)port);
+        snprintf(out->host, sizeof out->host, "[::1]");
+        return true;
+    }
+    if (bare == host && inet_pton(AF_INET6, host, &a6) == 1)
+        return cli_usage_error(cmd, "--metrics-listen: write an IPv6 address in brackets: [::1]:%d", port),
+               false;
+    /* No name lookup: what a name resolves to can change under us. */
+    return cli_usage_error(cmd,
+                           "--metrics-listen: '%s' is not an IP address: use 127.0.0.1, [::1] "
+                           "or localhost",
+                           host),
+           false;
+
+not_loopback:
+    return cli_usage_error(cmd,
+                           "--metrics-listen: %s is not a loopback address, and the metrics are "
+                           "served on loopback only (127.0.0.0/8 or [::1]): use e.g. 127.0.0.1:%d "
+                           "and let a local agent or an SSH tunnel reach it",
+                           host, port),
+           false;
+v4:
+    out->sa.v4.sin_family = AF_INET;
+    out->sa.v4.sin_addr = a4;
+    out->sa.v4.sin_port = htons((uint16_t)port);
+    inet_ntop(AF_INET, &a4, out->host, sizeof out->host);
+    return true;
+}
+
+#ifdef DBPOOL_HAVE_MICROHTTPD
+
+#if MHD_VERSION < 0x00097002
+typedef int MHD_RESULT_T; /* before 0.9.71 handlers returned int */
+#else
+typedef enum MHD_Result MHD_RESULT_T;
+#endif
+
+struct cli_metrics_server {
+    struct MHD_Daemon *d;
+    dbpool *pool;
+};
+
+bool cli_metrics_available(void) { return true; }
+
+static MHD_RESULT_T reply(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
+                          size_t len, enum MHD_ResponseMemoryMode mode) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
+    if (!r) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    MHD_RESULT_T rc = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static MHD_RESULT_T on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size,
+                               void **req_cls) {
+    (void)version;
+    (void)upload_data;
+    cli_metrics_server *s = cls;
+    /* The first call only announces the request; a body (there should be
+     * none) arrives in later calls and is ignored. */
+    if (*req_cls == NULL) {
+        *req_cls = s;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    static const char text[] = "text/plain; charset=utf-8";
+    if (strcmp(url, "/metrics") != 0) {
+        static char msg[] = "not found: the metrics are at /metrics\n";
+        return reply(conn, MHD_HTTP_NOT_FOUND, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        static char msg[] = "method not allowed: use GET\n";
+        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
+    }
+    /* Size, then render; the text can grow between the two calls (a new
+     * close reason shows up), so retry with the larger size. */
+    size_t cap = 16384;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        char *buf = malloc(cap);
+        if (!buf)
+            break;
+        int n = dbpool_stats_prometheus(s->pool, buf, cap);
+        if (n < 0) {
+            free(buf);
+            break;
+        }
+        if ((size_t)n < cap)
+            return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n,
+                         MHD_RESPMEM_MUST_FREE);
+        free(buf);
+        cap = (size_t)n + 4096;
+    }
+    static char msg[] = "cannot render the metrics\n";
+    return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, char *why, size_t whycap) {
+    *out = NULL;
+    cli_metrics_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(why, whycap, "out of memory");
+        return false;
+    }
+    s->pool = p;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+    if (a->ipv6)
+        flags |= MHD_USE_IPv6;
+    errno = 0;
+    s->d = MHD_start_daemon(flags, (uint16_t)a->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                            (const struct sockaddr *)&a->sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    if (!s->d) {
+        int err = errno;
+        snprintf(why, whycap, "cannot listen on %s:%d%s%s", a->host, a->port, err ? ": " : "",
+                 err ? strerror(err) : "");
+        free(s);
+        return false;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        a->port = info->port;
+    *out = s;
+    return true;
+}
+
+void cli_metrics_stop(cli_metrics_server *s) {
+    if (!s)
+        return;
+    MHD_stop_daemon(s->d);
+    free(s);
+}
+
+#else /* !DBPOOL_HAVE_MICROHTTPD */
+
+struct cli_metrics_server {
+    int unused;
+};
+
+bool cli_metrics_available(void) { return false; }
+
+bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, char *why, size_t whycap) {
+    (void)p;
+    (void)a;
+    *out = NULL;
+    snprintf(why, whycap, "this dbpool was built without libmicrohttpd");
+    return false;
+}
+
+void cli_metrics_stop(cli_metrics_server *s) { (void)s; }
+
+#endif

@@ -1,0 +1,372 @@
+/*
+ * acquire.c — handing out leases: the fast path (an idle connection, one
+ * lock round), waiting in the FIFO line, the checks before hand-out
+ * (lifetime, idle time, validation) and what a timeout reports.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+#define total_locked(p) dbpool__total_locked(p)
+
+/* acquire                                                                */
+/* ---------------------------------------------------------------------- */
+
+static bool needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    /* Fresh from connect: nothing to check yet. A warm-up or refill
+     * connection that has sat idle is checked like any other. */
+    if (c->uses == 0 && now - c->created_ns < p->opt.validation_window_ms * DBPOOL_NS_PER_MS)
+        return false;
+    return p->opt.validation == DBPOOL_VALIDATE_ALWAYS ||
+           (p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
+            now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
+}
+
+static bool idle_too_long(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    return p->opt.idle_timeout_ms > 0 && now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS &&
+           total_locked(p) > p->opt.min_size;
+}
+
+/* Can c be handed out without I/O? (lock held) */
+static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    return now < c->expires_ns && !needs_validation(p, c, now) && total_locked(p) <= p->cap &&
+           !idle_too_long(p, c, now);
+}
+
+void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
+                                const lease_trace *trace) {
+    p->stats.acquired++;
+    if (c->uses > 0)
+        p->stats.reused++;
+    c->uses++;
+    c->acquired_ns = now;
+    c->lease_start = fast_now;
+    c->leak_reported = false;
+    if (trace) {
+        if (!c->trace)
+            c->trace = malloc(sizeof *c->trace);
+        if (c->trace)
+            *c->trace = *trace;
+    } else if (c->trace) {
+        c->trace->depth = 0;
+    }
+}
+
+/* The checks that need I/O before a lease is handed out, outside the lock:
+ * lifetime, cap and validation. Returns false when the connection was
+ * closed instead (the caller then tries again). */
+static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
+    int64_t now = dbpool__coarse_now_ns();
+    if (now >= c->expires_ns) {
+        dbpool__destroy_conn(p, c, DBPOOL_CLOSE_LIFETIME);
+        return false;
+    }
+    lock(p);
+    bool over_cap = total_locked(p) > p->cap;
+    bool stale = idle_too_long(p, c, now);
+    unlock(p);
+    if (over_cap || stale) {
+        dbpool__destroy_conn(p, c, over_cap ? DBPOOL_CLOSE_SHRINK : DBPOOL_CLOSE_IDLE_TIMEOUT);
+        return false;
+    }
+    if (needs_validation(p, c, now)) {
+        /* Bounded by validation_timeout_ms alone: cutting it at the caller's
+         * deadline would close healthy connections of callers in a hurry. */
+        int64_t vdeadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
+        dbpool_error e;
+        dbpool__clearerr(&e);
+        if (p->driver->ping(c->native, vdeadline, &e) != DBPOOL_OK) {
+            dbpool__finish_err(p, &e);
+            dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu failed validation, replacing it: %s",
+                        (unsigned long long)c->id, e.message);
+            lock(p);
+            p->stats.validation_failures++;
+            unlock(p);
+            dbpool__destroy_conn(p, c, DBPOOL_CLOSE_VALIDATION);
+            return false;
+        }
+    }
+    lock(p);
+    dbpool__lease_begin_locked(p, c, now, dbpool__fast_now_ns(), trace);
+    unlock(p);
+    return true;
+}
+
+/* What an acquire timeout reports about the holders (filled under the lock,
+ * symbolised after it). */
+typedef struct holders_info {
+    int count;
+    int64_t oldest_ms;
+    lease_trace trace;
+    bool have_trace;
+} holders_info;
+
+static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, holders_info *h) {
+    int64_t now = dbpool__coarse_now_ns();
+    const dbpool_conn *oldest = NULL;
+    for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
+            continue;
+        h->count++;
+        if (!oldest || c->acquired_ns < oldest->acquired_ns)
+            oldest = c;
+    }
+    char holders[160] = "";
+    if (oldest) {
+        h->oldest_ms = (now - oldest->acquired_ns) / DBPOOL_NS_PER_MS;
+        snprintf(holders, sizeof holders, "; %d holder%s, the oldest holding its connection for %lld ms",
+                 h->count, h->count == 1 ? "" : "s", (long long)h->oldest_ms);
+        if (oldest->trace && oldest->trace->depth > 0) {
+            h->trace = *oldest->trace;
+            h->have_trace = true;
+        }
+    }
+    char last[sizeof err->message];
+    last[0] = '\0';
+    if (p->last_connect_error.code != DBPOOL_OK)
+        snprintf(last, sizeof last, "; last connect error (%s): %s",
+                 dbpool_errname(p->last_connect_error.code), p->last_connect_error.message);
+    p->stats.timeouts++;
+    return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
+                          "timed out after %lld ms waiting for a connection from pool '%s' "
+                          "(%d in use, %d idle, %d connecting, %d waiting, max %d%s)%s%s",
+                          (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name, p->n_leased,
+                          p->n_idle, p->n_connecting, p->n_waiting, p->cap,
+                          p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
+}
+
+static int breaker_error_locked(dbpool *p, dbpool_error *err) {
+    return dbpool__seterr(err, DBPOOL_EUNAVAILABLE,
+                          "pool '%s' is not opening connections: the circuit breaker is %s after %d "
+                          "consecutive failed connects (retrying after %lld ms); last connect error: %s",
+                          p->name, dbpool_breaker_state_name(p->breaker), p->consecutive_failures,
+                          (long long)p->opt.breaker_cooldown_ms, p->last_connect_error.message);
+}
+
+/* Wait in line until a connection is handed over, a connector fails us,
+ * the deadline passes or the pool closes. Lock held on entry and return. */
+static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(deadline / INT64_C(1000000000));
+    ts.tv_nsec = (long)(deadline % INT64_C(1000000000));
+    while (!w->conn && !w->failed && !p->closed) {
+        if (w->poked) {
+            w->poked = false;
+            if (p->idle_head && !p->suspended) {
+                dbpool_conn *c = p->idle_head;
+                dbpool__idle_remove(p, c);
+                c->state = CONN_LEASED;
+                p->n_leased++;
+                dbpool__note_peak(p);
+                w->conn = c;
+                break;
+            }
+        }
+        int wrc = deadline == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
+                                        : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
+        if (wrc == ETIMEDOUT)
+            break;
+    }
+    /* A hand-off that raced with the timeout still counts: dropping it
+     * would lose the connection. */
+    dbpool__waiter_dequeue(p, w);
+    dbpool__poke_head_locked(p); /* whatever is still idle is the next one's */
+}
+
+static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace, dbpool_conn **out,
+                        dbpool_error *err) {
+    bool may_wait = !try_only;
+    dbpool__clearerr(err);
+    if (!out)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: out must not be NULL");
+    *out = NULL;
+    if (!p)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: pool is NULL");
+    if (dbpool__forked(p))
+        return dbpool__fork_error(err);
+    const int64_t fast_start = dbpool__fast_now_ns();
+    if (!trace) {
+        /* The fast path: an idle connection ready to go, nobody waiting.
+         * One lock round, no deadline arithmetic, no system clock. */
+        int64_t now = dbpool__coarse_now_ns();
+        lock(p);
+        dbpool_conn *c = p->idle_head;
+        if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
+            dbpool__idle_remove(p, c);
+            c->state = CONN_LEASED;
+            p->n_leased++;
+            dbpool__note_peak(p);
+            dbpool__lease_begin_locked(p, c, now, 0, NULL);
+            unlock(p);
+            int64_t fast_now = dbpool__fast_now_ns();
+            c->lease_start = fast_now;
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
+            *out = c;
+            return DBPOOL_OK;
+        }
+        unlock(p);
+    }
+    if (timeout_ms < 0)
+        timeout_ms = p->opt.acquire_timeout_ms;
+    if (timeout_ms == 0)
+        may_wait = false;
+    const int64_t start = dbpool__now_ns();
+    const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
+                                 ? INT64_MAX
+                                 : start + timeout_ms * DBPOOL_NS_PER_MS;
+    holders_info holders = {0};
+    int rc;
+
+    lock(p);
+    for (;;) {
+        if (p->closed) {
+            rc = dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' is closed", p->name);
+            break;
+        }
+        if (p->suspended && p->opt.suspend_fails_fast) {
+            rc = dbpool__seterr(err, DBPOOL_EBUSY, "pool '%s' is suspended: try again after dbpool_resume",
+                                p->name);
+            break;
+        }
+        int64_t now = dbpool__coarse_now_ns();
+        dbpool_conn *c = NULL;
+        if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
+            /* 1. An idle connection, when nobody waits ahead of us. */
+            c = p->idle_head;
+            dbpool__idle_remove(p, c);
+            c->state = CONN_LEASED;
+            p->n_leased++;
+            dbpool__note_peak(p);
+        } else {
+            bool needs_new = !p->suspended && !p->idle_head && total_locked(p) < p->cap;
+            if (needs_new && dbpool__breaker_blocks_locked(p, now)) {
+                rc = breaker_error_locked(p, err);
+                break;
+            }
+            if (!may_wait) {
+                if (needs_new && !p->wait_head) {
+                    /* A caller who will not wait gets one connect attempt on
+                     * its own thread. */
+                    p->n_connecting++;
+                    unlock(p);
+                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true,
+                                               trace, out, err);
+                    if (rc == DBPOOL_OK)
+                        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
+                                               dbpool__fast_now_ns() - fast_start);
+                    return rc;
+                }
+                if (try_only)
+                    rc = dbpool__seterr(err, DBPOOL_EBUSY,
+                                        "no connection free in pool '%s' (%d in use, max %d) and "
+                                        "try_acquire does not wait",
+                                        p->name, p->n_leased, p->cap);
+                else
+                    rc = timeout_error_locked(p, start, err, &holders); /* a timeout of 0 */
+                break;
+            }
+            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters) {
+                rc = dbpool__seterr(err, DBPOOL_EBUSY,
+                                    "pool '%s' already has %d callers waiting (max_waiters %d): try again "
+                                    "later or raise max_waiters",
+                                    p->name, p->n_waiting, p->opt.max_waiters);
+                break;
+            }
+            if (dbpool__now_ns() >= deadline) {
+                rc = timeout_error_locked(p, start, err, &holders);
+                break;
+            }
+            /* 2. Wait in line; ask for a new connection if there is room. */
+            waiter w;
+            memset(&w, 0, sizeof w);
+            dbpool__cond_init_monotonic(&w.cond);
+            dbpool__waiter_enqueue(p, &w);
+            breaker_event ev = dbpool__request_connections_locked(p);
+            if (ev != BREAKER_EVENT_NONE) {
+                unlock(p);
+                dbpool__log_breaker_event(p, ev);
+                lock(p);
+            }
+            wait_in_line(p, &w, deadline);
+            pthread_cond_destroy(&w.cond);
+            if (w.conn) {
+                c = w.conn;
+                now = dbpool__coarse_now_ns();
+            } else if (w.failed) {
+                if (err)
+                    *err = w.error;
+                rc = w.error.code;
+                break;
+            } else if (p->closed) {
+                continue; /* reported at the top */
+            } else {
+                rc = timeout_error_locked(p, start, err, &holders);
+                break;
+            }
+        }
+        /* c is ours (counted as leased): hand it out, after checks. The
+         * lease's start is stamped after unlocking: no clock read inside
+         * the critical section, which every thread shares. */
+        if (ready_locked(p, c, now)) {
+            dbpool__lease_begin_locked(p, c, now, 0, trace);
+            unlock(p);
+            int64_t fast_now = dbpool__fast_now_ns();
+            c->lease_start = fast_now;
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
+            *out = c;
+            return DBPOOL_OK;
+        }
+        unlock(p);
+        if (checkout_slow(p, c, trace)) {
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
+            *out = c;
+            return DBPOOL_OK;
+        }
+        lock(p);
+        /* A validation may have used up the time: no second one past the
+         * deadline (so an acquire overruns by at most one validation). */
+        if (may_wait && dbpool__now_ns() >= deadline) {
+            rc = timeout_error_locked(p, start, err, &holders);
+            break;
+        }
+    }
+    bool free_it = dbpool__can_free_locked(p);
+    unlock(p);
+    if (free_it) {
+        dbpool__free(p);
+        return rc;
+    }
+    if (holders.have_trace && err) {
+        char where[384];
+        dbpool__trace_format(&holders.trace, where, sizeof where, 4);
+        size_t used = strlen(err->message);
+        snprintf(err->message + used, sizeof err->message - used, "; the oldest was acquired at:\n%s", where);
+    }
+    return rc;
+}
+
+/* The trace is captured here, one call below the caller, so that the leak
+ * report's first frame is the caller's (leak.c skips two frames). */
+int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
+    lease_trace t;
+    bool tracing = p && p->opt.leak_threshold_ms > 0;
+    if (tracing)
+        dbpool__trace_capture(&t);
+    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, out, err);
+}
+
+int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
+    lease_trace t;
+    bool tracing = p && p->opt.leak_threshold_ms > 0;
+    if (tracing)
+        dbpool__trace_capture(&t);
+    return acquire_impl(p, 0, true, tracing ? &t : NULL, out, err);
+}
+
+/* ---------------------------------------------------------------------- */

@@ -1,0 +1,127 @@
+/*
+ * release.c — taking leases back: the fast path for a clean connection,
+ * reset (rollback) for a dirty one, and closing what must not be pooled
+ * (broken, expired, over the cap, discarded, reclaimed, pool closed).
+ */
+#include "pool_internal.h"
+
+#include <stdlib.h>
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+#define total_locked(p) dbpool__total_locked(p)
+
+/* release / discard                                                      */
+/* ---------------------------------------------------------------------- */
+
+static bool idle_expired(const dbpool *p, const dbpool_conn *c, void *arg) {
+    int64_t now = *(const int64_t *)arg;
+    return p->opt.idle_timeout_ms > 0 && total_locked(p) > p->opt.min_size &&
+           now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
+}
+
+static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
+    dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu reported as leaked came back after %lld ms%s",
+                (unsigned long long)c->id, (long long)(held_ns / DBPOOL_NS_PER_MS),
+                c->reclaimed ? " (reclaimed: closing it)" : "");
+}
+
+static int release_impl(dbpool_conn *c, bool discard) {
+    if (!c || c->magic != DBPOOL_CONN_MAGIC)
+        return DBPOOL_EMISUSE;
+    dbpool *p = c->pool;
+    if (dbpool__forked(p))
+        return DBPOOL_EMISUSE;
+    /* Recorded before locking: once the connection is published, another
+     * thread may close the pool, and nothing of it may be touched here. */
+    if (c->state == CONN_LEASED)
+        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, dbpool__fast_now_ns() - c->lease_start);
+    int64_t now = dbpool__coarse_now_ns();
+    lock(p);
+    if (c->state != CONN_LEASED) {
+        unlock(p);
+        return DBPOOL_EMISUSE;
+    }
+    bool was_leak = c->leak_reported;
+    if (c->reclaimed) {
+        /* Its place was given away: close it (the holder is done with it). */
+        c->state = CONN_CLOSING;
+        p->n_reclaimed--;
+        p->n_closing++;
+        unlock(p);
+        log_leak_return(p, c, now - c->acquired_ns);
+        dbpool__disconnect_and_account(p, c, DBPOOL_CLOSE_RECLAIMED);
+        return DBPOOL_OK;
+    }
+    int need = (discard || c->broken) ? -1 : p->driver->needs_reset(c->native);
+    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
+        /* The fast path: a clean connection straight back. */
+        p->n_leased--;
+        dbpool__publish_locked(p, c, now);
+        /* Idle connections past their time go too; counted in n_closing,
+         * they keep the pool alive until closed. */
+        dbpool_conn *expired = p->idle_tail != c ? dbpool__take_idle_locked(p, idle_expired, &now) : NULL;
+        unlock(p);
+        if (expired)
+            dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_IDLE_TIMEOUT);
+        return DBPOOL_OK;
+    }
+    bool over_cap = total_locked(p) > p->cap;
+    c->state = CONN_RETURNING;
+    unlock(p);
+    if (was_leak)
+        log_leak_return(p, c, now - c->acquired_ns);
+
+    dbpool_close_reason why = DBPOOL_CLOSE_POOL_CLOSED;
+    bool keep = false;
+    if (discard) {
+        why = DBPOOL_CLOSE_DISCARDED;
+    } else if (need < 0) {
+        why = DBPOOL_CLOSE_BROKEN;
+    } else if (now >= c->expires_ns) {
+        why = DBPOOL_CLOSE_LIFETIME;
+    } else if (over_cap) {
+        why = DBPOOL_CLOSE_SHRINK;
+    } else if (need == 1) {
+        dbpool_error e;
+        dbpool__clearerr(&e);
+        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
+        int rrc = p->driver->reset(c->native, deadline, &e);
+        if (rrc == DBPOOL_OK && p->driver->reset_clears_session && p->init_sql)
+            rrc = p->driver->exec(c->native, p->init_sql, NULL, 0, NULL, &e);
+        if (rrc == DBPOOL_OK) {
+            keep = true;
+            lock(p);
+            p->stats.rollbacks++;
+            unlock(p);
+        } else {
+            dbpool__finish_err(p, &e);
+            dbpool__log(p, DBPOOL_LOG_WARN, "reset of connection #%llu failed, closing it: %s",
+                        (unsigned long long)c->id, e.message);
+            why = DBPOOL_CLOSE_RESET_FAILED;
+        }
+    } else {
+        keep = true; /* clean, but the pool is closed: handled below */
+    }
+    lock(p);
+    if (keep && !p->closed) {
+        p->n_leased--;
+        dbpool__publish_locked(p, c, dbpool__coarse_now_ns());
+        unlock(p);
+        return DBPOOL_OK;
+    }
+    if (p->closed && keep)
+        why = DBPOOL_CLOSE_POOL_CLOSED;
+    unlock(p);
+    dbpool__destroy_conn(p, c, why);
+    return DBPOOL_OK;
+}
+
+int dbpool_release(dbpool_conn *c) { return release_impl(c, false); }
+int dbpool_discard(dbpool_conn *c) { return release_impl(c, true); }
+
+void *dbpool_conn_native(dbpool_conn *c) {
+    if (!c || c->magic != DBPOOL_CONN_MAGIC || c->state != CONN_LEASED)
+        return NULL;
+    return c->native;
+}

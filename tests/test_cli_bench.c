@@ -1,0 +1,506 @@
+/*
+ * test_cli_bench.c — `dbpool bench` and `dbpool stat`, run as a user runs
+ * them (a child process), their JSON parsed with jansson. Figures are
+ * checked for sense (ops > 0, no errors), never against a speed.
+ */
+#include "cli_run.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* A command left running while the test talks to it (the metrics test). */
+typedef struct child {
+    pid_t pid;
+    char out_path[600], err_path[600];
+} child;
+
+static child spawn_cli(const char *const *args) {
+    static int seq;
+    child c;
+    seq++;
+    snprintf(c.out_path, sizeof c.out_path, "%s/bg%d.stdout", dbt_tmpdir(), seq);
+    snprintf(c.err_path, sizeof c.err_path, "%s/bg%d.stderr", dbt_tmpdir(), seq);
+    char *argv[40];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 39; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, c.out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, c.err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int rc = posix_spawn(&c.pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    return c;
+}
+
+static dbt_run wait_cli(child *c) {
+    int st;
+    assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
+    dbt_run r;
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = dbt_slurp(c->out_path);
+    r.err = dbt_slurp(c->err_path);
+    assert_non_null(r.out);
+    assert_non_null(r.err);
+    unlink(c->out_path);
+    unlink(c->err_path);
+    return r;
+}
+
+static json_int_t get_int(const json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v)) {
+        fprintf(stderr, "\"%s\" is missing or not an integer\n", key);
+        fail();
+    }
+    return json_integer_value(v);
+}
+
+static double get_num(const json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_number(v)) {
+        fprintf(stderr, "\"%s\" is missing or not a number\n", key);
+        fail();
+    }
+    return json_number_value(v);
+}
+
+static size_t count_char(const char *s, char c) {
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == c;
+    return n;
+}
+
+static void expect_ok(const dbt_run *r) {
+    if (r->status != 0)
+        fprintf(stderr, "exit %d, stderr: %s\n", r->status, r->err);
+    assert_int_equal(r->status, 0);
+}
+
+/* A successful bench: parsed document (caller frees), ops > 0, no errors. */
+static json_t *bench_json(const char *const *args) {
+    dbt_run r = dbt_run_cli(args);
+    expect_ok(&r);
+    /* Not a terminal: no progress line, nothing on stderr. */
+    assert_string_equal(r.err, "");
+    json_t *doc = dbt_json_parse(r.out);
+    dbt_run_free(&r);
+    assert_true(get_int(doc, "ops") > 0);
+    return doc;
+}
+
+static void assert_latency(const json_t *doc, const char *key) {
+    json_t *l = json_object_get(doc, key);
+    assert_true(json_is_object(l));
+    assert_true(get_int(l, "count") > 0);
+    double p50 = get_num(l, "p50_ms"), p95 = get_num(l, "p95_ms"), p99 = get_num(l, "p99_ms"),
+           max = get_num(l, "max_ms");
+    assert_true(p50 >= 0 && p50 <= p95 && p95 <= p99 && p99 <= max);
+}
+
+static void test_bench_cycle_json(void **state) {
+    (void)state;
+    json_t *doc = bench_json(
+        (const char *[]){"bench", "sqlite::memory:", "--duration", "0.5", "--threads", "4", "--json", NULL});
+    assert_string_equal(json_string_value(json_object_get(doc, "mode")), "cycle");
+    assert_string_equal(json_string_value(json_object_get(doc, "backend")), "sqlite");
+    assert_int_equal(get_int(doc, "threads"), 4);
+    assert_int_equal(get_int(doc, "errors"), 0);
+    assert_int_equal(json_object_size(json_object_get(doc, "errors_by_code")), 0);
+    assert_true(get_int(doc, "ops_per_s") > 0);
+    assert_true(get_num(doc, "elapsed_s") >= 0.5);
+    assert_latency(doc, "acquire_wait_ms");
+    assert_latency(doc, "use_time_ms");
+    assert_latency(doc, "op_latency_ms");
+    assert_true(get_int(doc, "connections_created") >= 1);
+    assert_true(get_int(doc, "peak_in_use") >= 1 && get_int(doc, "peak_in_use") <= 4);
+    assert_int_equal(get_int(doc, "timeouts"), 0);
+    assert_true(json_is_null(json_object_get(doc, "burst")));
+    /* Every op acquired once. */
+    assert_int_equal(get_int(json_object_get(doc, "pool_stats"), "acquired"), get_int(doc, "ops"));
+    json_decref(doc);
+}
+
+static void test_bench_statement(void **state) {
+    (void)state;
+    json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--mode", "statement", "--duration",
+                                              "0.3", "--threads", "2", "--json", NULL});
+    assert_string_equal(json_string_value(json_object_get(doc, "mode")), "statement");
+    assert_string_equal(json_string_value(json_object_get(doc, "query")), "SELECT 1");
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+
+    /* --query alone means statement mode; a failing query is counted, not fatal. */
+    doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--query", "SELECT nope FROM nowhere",
+                                      "--duration", "0.2", "--threads", "2", "--json", NULL});
+    assert_string_equal(json_string_value(json_object_get(doc, "mode")), "statement");
+    assert_int_equal(get_int(doc, "errors"), get_int(doc, "ops"));
+    json_t *by = json_object_get(doc, "errors_by_code");
+    assert_int_equal(get_int(by, "DBPOOL_EQUERY"), get_int(doc, "ops"));
+    assert_true(json_is_string(json_object_get(json_object_get(doc, "error_messages"), "DBPOOL_EQUERY")));
+    json_decref(doc);
+}
+
+static void test_bench_connect_per_query(void **state) {
+    (void)state;
+    json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query",
+                                              "--duration", "0.3", "--threads", "2", "--json", NULL});
+    assert_string_equal(json_string_value(json_object_get(doc, "mode")), "connect-per-query");
+    assert_int_equal(get_int(doc, "errors"), 0);
+    /* One connection per op. */
+    assert_int_equal(get_int(doc, "connections_created"), get_int(doc, "ops"));
+    assert_true(json_is_null(json_object_get(doc, "acquire_wait_ms")));
+    json_decref(doc);
+}
+
+static void test_bench_oversubscribed(void **state) {
+    (void)state;
+    json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--threads", "200", "--pool-size",
+                                              "4", "--duration", "0.5", "--json", NULL});
+    /* Timeouts may happen on a slow machine; nothing else may fail. */
+    json_t *by = json_object_get(doc, "errors_by_code");
+    const char *key;
+    json_t *v;
+    json_object_foreach(by, key, v) { assert_string_equal(key, "DBPOOL_ETIMEDOUT"); }
+    assert_int_equal(get_int(doc, "errors"), get_int(doc, "timeouts"));
+    assert_true(get_int(doc, "peak_in_use") <= 4);
+    assert_true(get_int(json_object_get(doc, "pool_stats"), "total") <= 4);
+    json_decref(doc);
+
+    /* The headline: a thousand concurrent callers. */
+    doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--threads", "1000", "--pool-size", "10",
+                                      "--duration", "0.3", "--json", NULL});
+    assert_int_equal(get_int(doc, "threads"), 1000);
+    json_decref(doc);
+}
+
+static void test_bench_burst(void **state) {
+    (void)state;
+    json_t *doc = bench_json(
+        (const char *[]){"bench", "sqlite::memory:", "--burst", "2000", "--threads", "8", "--json", NULL});
+    json_t *burst = json_object_get(doc, "burst");
+    assert_true(json_is_object(burst));
+    assert_int_equal(get_int(burst, "acquisitions"), 2000);
+    assert_true(json_is_true(json_object_get(burst, "completed")));
+    assert_true(get_num(burst, "seconds") > 0);
+    assert_true(get_int(burst, "per_s") > 0);
+    assert_int_equal(get_int(doc, "ops"), 2000);
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+}
+
+static void test_bench_table(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "0.2", "--threads",
+                                             "2", "--burst", "500", NULL});
+    expect_ok(&r);
+    assert_string_equal(r.err, "");
+    assert_non_null(strstr(r.out, "dbpool bench: sqlite, mode cycle, 2 threads"));
+    static const char *const rows[] = {"ops/s",        "errors",   "burst",
+                                       "acquire wait", "use time", "connections created",
+                                       "peak in use",  "timeouts", NULL};
+    for (int i = 0; rows[i]; i++) {
+        if (!strstr(r.out, rows[i]))
+            fprintf(stderr, "no '%s' in:\n%s", rows[i], r.out);
+        assert_non_null(strstr(r.out, rows[i]));
+    }
+    dbt_run_free(&r);
+}
+
+static void test_stat_lines(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){"stat", "sqlite::memory:", "0.2", "3", NULL});
+    expect_ok(&r);
+    assert_string_equal(r.err, "");
+    assert_int_equal(count_char(r.out, '\n'), 4);
+    char *save = NULL;
+    char *line = strtok_r(r.out, "\n", &save);
+    assert_non_null(line);
+    assert_non_null(strstr(line, "time"));
+    assert_non_null(strstr(line, "total"));
+    assert_non_null(strstr(line, "ops/s"));
+    assert_non_null(strstr(line, "p99ms"));
+    int lines = 0;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        char clock[16];
+        int total, idle, used, wait;
+        double ops, p99;
+        unsigned long long errs, tmo, created, closed;
+        int n = sscanf(line, "%15s %d %d %d %d %lf %llu %lf %llu %llu %llu", clock, &total, &idle, &used,
+                       &wait, &ops, &errs, &p99, &tmo, &created, &closed);
+        if (n != 11)
+            fprintf(stderr, "bad line: %s\n", line);
+        assert_int_equal(n, 11);
+        assert_true(total >= 1 && total <= 3); /* default pool of 3 */
+        assert_true(idle + used <= total);
+        assert_true(ops > 0);
+        assert_int_equal(errs, 0);
+        lines++;
+    }
+    assert_int_equal(lines, 3);
+    dbt_run_free(&r);
+}
+
+/* Exit 2 with exactly one line on stderr starting "dbpool CMD: ". */
+static void expect_usage(const char *const *args, const char *needle) {
+    dbt_run r = dbt_run_cli(args);
+    if (r.status != 2 || count_char(r.err, '\n') != 1)
+        fprintf(stderr, "exit %d, stderr: %s\n", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_string_equal(r.out, "");
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "dbpool %s: ", args[0]);
+    assert_true(strncmp(r.err, prefix, strlen(prefix)) == 0);
+    if (needle && !strstr(r.err, needle)) {
+        fprintf(stderr, "no '%s' in: %s", needle, r.err);
+        fail();
+    }
+    dbt_run_free(&r);
+}
+
+static void test_usage_errors(void **state) {
+    (void)state;
+    expect_usage((const char *[]){"bench", NULL}, "URL is missing");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", "0", NULL}, "--threads");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", "abc", NULL}, "--threads");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", NULL}, "needs a value");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--pool-size", "-1", NULL}, "--pool-size");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--duration", "0", NULL}, "--duration");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--duration", "601", NULL}, "--duration");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--mode", "fast", NULL}, "--mode");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--hold-ms", "-1", NULL}, "--hold-ms");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--burst", "0", NULL}, "--burst");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--mode", "cycle", "--query", "SELECT 2", NULL},
+                 "--query");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--bogus", NULL}, "unknown option '--bogus'");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "sqlite::memory:", NULL}, "more than one URL");
+    expect_usage((const char *[]){"stat", NULL}, "URL is missing");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "0", NULL}, "interval");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "x", NULL}, "count");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "2", "3", NULL}, "too many arguments");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "--threads", "0", "1", "1", NULL}, "--threads");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "--verbose", NULL}, "unknown option");
+}
+
+static void test_help(void **state) {
+    (void)state;
+    static const char *const cmds[] = {"bench", "stat", NULL};
+    for (int i = 0; cmds[i]; i++) {
+        dbt_run r = dbt_run_cli((const char *[]){cmds[i], "--help", NULL});
+        expect_ok(&r);
+        char want[64];
+        snprintf(want, sizeof want, "Usage: dbpool %s URL", cmds[i]);
+        assert_non_null(strstr(r.out, want));
+        assert_string_equal(r.err, "");
+        dbt_run_free(&r);
+    }
+    dbt_run r = dbt_run_cli((const char *[]){"--help", NULL});
+    expect_ok(&r);
+    assert_non_null(strstr(r.out, "bench"));
+    assert_non_null(strstr(r.out, "stat"));
+    dbt_run_free(&r);
+}
+
+static void test_connect_failure_and_no_password(void **state) {
+    (void)state;
+    char url[700];
+    /* A directory that does not exist: the first connect fails. */
+    snprintf(url, sizeof url, "sqlite:%s/no/such/dir/x.db?mode=rw", dbt_tmpdir());
+    dbt_run r = dbt_run_cli((const char *[]){"bench", url, "--duration", "0.2", "--json", NULL});
+    assert_int_equal(r.status, 1);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_true(strncmp(r.err, "dbpool bench: ", 14) == 0);
+    assert_string_equal(r.out, "");
+    dbt_run_free(&r);
+
+    /* Nothing listens on port 1 of loopback; the password never shows. */
+    static const char *const urls[] = {"postgresql://bob:s3cretPW@127.0.0.1:1/db",
+                                       "mysql://bob:s3cretPW@127.0.0.1:1/db", NULL};
+    for (int i = 0; urls[i]; i++) {
+        r = dbt_run_cli((const char *[]){"bench", urls[i], "--timeout", "0.5", "--duration", "0.2", NULL});
+        assert_true(r.status == 1 || r.status == 2);
+        assert_null(strstr(r.err, "s3cretPW"));
+        assert_null(strstr(r.out, "s3cretPW"));
+        dbt_run_free(&r);
+        r = dbt_run_cli((const char *[]){"stat", urls[i], "0.1", "1", NULL});
+        assert_true(r.status == 1 || r.status == 2);
+        assert_null(strstr(r.err, "s3cretPW"));
+        dbt_run_free(&r);
+    }
+    r = dbt_run_cli(
+        (const char *[]){"bench", "sqlite::memory:", "mysql://bob:s3cretPW@127.0.0.1:1/db", NULL});
+    assert_int_equal(r.status, 2);
+    assert_null(strstr(r.err, "s3cretPW"));
+    dbt_run_free(&r);
+}
+
+static void test_metrics_listen_refused(void **state) {
+    (void)state;
+    /* Refused from the address alone, before anything is opened. */
+    static const char *const bad[] = {"10.0.0.1:9000",
+                                      "0.0.0.0:9000",
+                                      "192.168.1.1:9100",
+                                      "[::]:9000",
+                                      "[2001:db8::1]:9000",
+                                      "example.com:9000",
+                                      NULL};
+    for (int i = 0; bad[i]; i++)
+        expect_usage((const char *[]){"bench", "sqlite::memory:", "--duration", "0.1", "--metrics-listen",
+                                      bad[i], NULL},
+                     "--metrics-listen");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "10.0.0.1:9000", NULL},
+                 "not a loopback address");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1", NULL},
+                 "HOST:PORT");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:70000", NULL},
+                 "port");
+}
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* GET path from 127.0.0.1:port with a plain socket; the whole response
+ * (malloc'd), or NULL while nothing listens. */
+static char *http_get(int port, const char *path) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return NULL;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        assert_int_equal(poll(&pfd, 1, 5000), 1);
+        ssize_t got = read(fd, buf + len, cap - len - 1);
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        len += (size_t)got;
+        if (cap - len - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    close(fd);
+    buf[len] = '\0';
+    return buf;
+}
+
+static void test_metrics_served(void **state) {
+    (void)state;
+    int port = free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "1", "--threads", "2",
+                                         "--hold-ms", "0.2", "--json", "--metrics-listen", listen, NULL});
+    char *resp = NULL;
+    for (int i = 0; i < 200 && !resp; i++) {
+        resp = http_get(port, "/metrics");
+        if (!resp) {
+            int st;
+            if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+                /* It ended without serving: the build has no libmicrohttpd? */
+                char *err = dbt_slurp(c.err_path);
+                int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                bool without = err && strstr(err, "built without libmicrohttpd");
+                if (!without)
+                    fprintf(stderr, "exit %d, stderr: %s\n", code, err ? err : "");
+                assert_true(without);
+                assert_int_equal(code, 2);
+                free(err);
+                unlink(c.out_path);
+                unlink(c.err_path);
+                skip();
+            }
+            dbt_sleep_ms(10);
+        }
+    }
+    assert_non_null(resp);
+    assert_true(strncmp(resp, "HTTP/1.", 7) == 0);
+    assert_non_null(strstr(resp, " 200 "));
+    assert_non_null(strstr(resp, "text/plain; version=0.0.4"));
+    assert_non_null(strstr(resp, "\ndbpool_connections{"));
+    assert_non_null(strstr(resp, "\ndbpool_build_info{"));
+    assert_non_null(strstr(resp, "pool=\"bench\""));
+    free(resp);
+    resp = http_get(port, "/other");
+    assert_non_null(resp);
+    assert_non_null(strstr(resp, " 404 "));
+    free(resp);
+
+    dbt_run r = wait_cli(&c);
+    expect_ok(&r);
+    assert_non_null(strstr(r.err, "serving metrics on http://127.0.0.1:"));
+    json_t *doc = dbt_json_parse(r.out); /* stdout stays clean JSON */
+    assert_true(get_int(doc, "ops") > 0);
+    json_decref(doc);
+    dbt_run_free(&r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bench_cycle_json),
+        cmocka_unit_test(test_bench_statement),
+        cmocka_unit_test(test_bench_connect_per_query),
+        cmocka_unit_test(test_bench_oversubscribed),
+        cmocka_unit_test(test_bench_burst),
+        cmocka_unit_test(test_bench_table),
+        cmocka_unit_test(test_stat_lines),
+        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_connect_failure_and_no_password),
+        cmocka_unit_test(test_metrics_listen_refused),
+        cmocka_unit_test(test_metrics_served),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
