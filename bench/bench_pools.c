@@ -1,0 +1,537 @@
+/* bench_pools — dbpool and its C peers side by side, on the same harness.
+ * A program that prints figures, not a test.
+ *
+ *   bench_pools cycle   IMPL BACKEND URL SIZE SECONDS THREADS[,THREADS...]
+ *   bench_pools stmt    IMPL BACKEND URL SIZE SECONDS THREADS[,THREADS...]
+ *   bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US
+ *
+ * cycle:   acquire + release, nothing else, as fast as possible.
+ * stmt:    acquire + SELECT 1 (read the value) + release, measured in
+ *          alternating slices with one dedicated raw connection per thread
+ *          doing the same SELECT 1; prints both rates and their ratio.
+ * latency: time each acquire while every holder keeps its connection
+ *          HOLD_US microseconds (busy-wait); THREADS > SIZE oversubscribes.
+ *
+ * IMPL      dbpool        dbpool_acquire / dbpool_release (stmt: dbpool_query)
+ *           dbpool-native stmt only: dbpool lease, SELECT 1 on the native handle
+ *           zdb           libzdb ConnectionPool_getConnection / Connection_close
+ *                         (returns NULL when the pool is full: we retry after
+ *                         sched_yield and count the failed attempts)
+ *           apr           apr_reslist_acquire / apr_reslist_release, with a
+ *                         constructor that opens a raw connection
+ *           mutex         cycle only: lock+unlock of a mutex private to the thread
+ *           mutex-shared  cycle only: lock+unlock of one mutex shared by all threads
+ *           clock-mono    cycle only: one clock_gettime(CLOCK_MONOTONIC), for scale
+ *           clock-coarse  cycle only: one clock_gettime(CLOCK_MONOTONIC_COARSE)
+ *           raw           stmt only: one dedicated raw connection per thread
+ *           cpq           stmt only: connect, SELECT 1, disconnect, every time
+ *           raw-vs-raw    stmt only: the raw loop against itself, interleaved
+ *                         like the pools: the ratio shows the method's noise
+ * BACKEND   sqlite | pg | mysql
+ * URL       dbpool's URL (sqlite:///abs/path.db, postgresql://..., mysql://...)
+ */
+#include "bench_util.h"
+#include "dbpool.h"
+
+#ifdef BENCH_HAVE_ZDB
+#include <zdb.h>
+#endif
+#ifdef BENCH_HAVE_APR
+#include <apr_general.h>
+#include <apr_pools.h>
+#include <apr_reslist.h>
+#endif
+
+typedef enum { M_CYCLE, M_STMT, M_LATENCY } bench_mode;
+typedef enum {
+    I_DBPOOL,
+    I_DBPOOL_NATIVE,
+    I_ZDB,
+    I_APR,
+    I_MUTEX,
+    I_MUTEX_SHARED,
+    I_RAW,
+    I_CPQ,
+    I_CLOCK_MONO,
+    I_CLOCK_COARSE,
+    I_RAW_AA
+} impl_kind;
+
+static const char *const impl_names[] = {"dbpool", "dbpool-native", "libzdb", "apr_reslist",
+                                         "mutex", "mutex-shared", "raw", "connect-per-query",
+                                         "clock_gettime-monotonic", "clock_gettime-coarse", "raw-vs-raw"};
+
+/* What every worker reads. */
+static struct {
+    bench_mode mode;
+    impl_kind impl;
+    bench_backend backend;
+    const char *url;
+    int size;
+    int64_t hold_ns;
+    dbpool *dp;
+#ifdef BENCH_HAVE_ZDB
+    ConnectionPool_T zp;
+    URL_T zurl;
+#endif
+#ifdef BENCH_HAVE_APR
+    apr_pool_t *apool;
+    apr_reslist_t *rl;
+#endif
+    pthread_mutex_t shared_mutex;
+    void *raw_conns[64]; /* stmt: the dedicated raw connection of each thread slot */
+} G;
+
+/* ---------------------------------------------------------------------- */
+/* libzdb                                                                 */
+/* ---------------------------------------------------------------------- */
+
+#ifdef BENCH_HAVE_ZDB
+static void zdb_abort(const char *error) { bench_die("libzdb: %s", error); }
+
+static void zdb_open(void) {
+    G.zurl = URL_new(G.url);
+    if (!G.zurl)
+        bench_die("libzdb cannot parse the URL");
+    G.zp = ConnectionPool_new(G.zurl);
+    ConnectionPool_setAbortHandler(G.zp, zdb_abort);
+    ConnectionPool_setInitialConnections(G.zp, G.size);
+    ConnectionPool_setMaxConnections(G.zp, G.size);
+    ConnectionPool_start(G.zp);
+}
+
+static void zdb_close(void) {
+    ConnectionPool_free(&G.zp);
+    URL_free(&G.zurl);
+}
+
+static int zdb_select1(Connection_T c) {
+    volatile int v = 0;
+    TRY {
+        ResultSet_T r = Connection_executeQuery(c, "SELECT 1");
+        if (ResultSet_next(r))
+            v = ResultSet_getInt(r, 1);
+    }
+    ELSE { v = 0; }
+    END_TRY;
+    return v == 1;
+}
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* APR apr_reslist                                                        */
+/* ---------------------------------------------------------------------- */
+
+#ifdef BENCH_HAVE_APR
+static apr_status_t apr_ctor(void **res, void *params, apr_pool_t *pool) {
+    (void)params;
+    (void)pool;
+    void *c = bench_raw_open(G.backend, G.url, false);
+    if (!c)
+        return APR_EGENERAL;
+    *res = c;
+    return APR_SUCCESS;
+}
+
+static apr_status_t apr_dtor(void *res, void *params, apr_pool_t *pool) {
+    (void)params;
+    (void)pool;
+    bench_raw_close(G.backend, res);
+    return APR_SUCCESS;
+}
+
+static void apr_open(void) {
+    apr_initialize();
+    if (apr_pool_create(&G.apool, NULL) != APR_SUCCESS)
+        bench_die("apr_pool_create failed");
+    if (apr_reslist_create(&G.rl, G.size, G.size, G.size, 0, apr_ctor, apr_dtor, NULL, G.apool) != APR_SUCCESS)
+        bench_die("apr_reslist_create failed (could not open %d connections)", G.size);
+}
+
+static void apr_close(void) {
+    apr_reslist_destroy(G.rl);
+    apr_pool_destroy(G.apool);
+    apr_terminate();
+}
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* dbpool                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void dbpool_bench_open(void) {
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.name = "bench";
+    o.min_size = G.size;
+    o.max_size = G.size;
+    /* Everything else stays at its default: what a user gets. */
+    dbpool_error e;
+    if (dbpool_open(&G.dp, G.url, &o, &e) != DBPOOL_OK)
+        bench_die("dbpool_open: %s", e.message);
+}
+
+static int dbpool_select1(dbpool_conn *c) {
+    dbpool_result *r = NULL;
+    if (dbpool_query(c, "SELECT 1", NULL, 0, &r, NULL) != DBPOOL_OK)
+        return 0;
+    int ok = dbpool_result_next(r, NULL) == 1 && dbpool_result_int64(r, 0) == 1;
+    dbpool_result_free(r);
+    return ok;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The workers                                                            */
+/* ---------------------------------------------------------------------- */
+
+/* One acquire (retrying while libzdb's pool is full), the work of the
+ * mode, one release. Returns 1 when an operation was completed. The
+ * switch is on a constant for the whole run: the branch predictor makes it
+ * free, and every implementation pays the same for it. */
+static inline int one_op(bench_worker *w, void *raw) {
+    int ok = 1;
+    int64_t t0 = 0;
+    if (G.mode == M_LATENCY)
+        t0 = bench_now_ns();
+    switch (G.impl) {
+    case I_DBPOOL:
+    case I_DBPOOL_NATIVE: {
+        dbpool_conn *c;
+        if (dbpool_acquire(G.dp, -1, &c, NULL) != DBPOOL_OK) {
+            w->errors++;
+            return 0;
+        }
+        if (G.mode == M_LATENCY) {
+            bench_sample(w, bench_now_ns() - t0);
+            bench_spin_ns(G.hold_ns);
+        } else if (G.mode == M_STMT) {
+            ok = G.impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
+        }
+        dbpool_release(c);
+        break;
+    }
+#ifdef BENCH_HAVE_ZDB
+    case I_ZDB: {
+        Connection_T c;
+        while (!(c = ConnectionPool_getConnection(G.zp))) {
+            w->fails++;
+            if (!bench_running())
+                return 0;
+            sched_yield();
+        }
+        if (G.mode == M_LATENCY) {
+            bench_sample(w, bench_now_ns() - t0);
+            bench_spin_ns(G.hold_ns);
+        } else if (G.mode == M_STMT) {
+            ok = zdb_select1(c);
+        }
+        Connection_close(c);
+        break;
+    }
+#endif
+#ifdef BENCH_HAVE_APR
+    case I_APR: {
+        void *c;
+        if (apr_reslist_acquire(G.rl, &c) != APR_SUCCESS) {
+            w->errors++;
+            return 0;
+        }
+        if (G.mode == M_LATENCY) {
+            bench_sample(w, bench_now_ns() - t0);
+            bench_spin_ns(G.hold_ns);
+        } else if (G.mode == M_STMT) {
+            ok = bench_raw_select1(G.backend, c);
+        }
+        apr_reslist_release(G.rl, c);
+        break;
+    }
+#endif
+    case I_MUTEX: {
+        pthread_mutex_t *m = raw;
+        pthread_mutex_lock(m);
+        pthread_mutex_unlock(m);
+        break;
+    }
+    case I_MUTEX_SHARED:
+        pthread_mutex_lock(&G.shared_mutex);
+        pthread_mutex_unlock(&G.shared_mutex);
+        break;
+    case I_CLOCK_MONO:
+    case I_CLOCK_COARSE: {
+        struct timespec ts;
+        clock_gettime(G.impl == I_CLOCK_MONO ? CLOCK_MONOTONIC : CLOCK_MONOTONIC_COARSE, &ts);
+        w->errors += ts.tv_sec < 0; /* keep the call */
+        break;
+    }
+    case I_RAW:
+    case I_RAW_AA:
+        ok = bench_raw_select1(G.backend, raw);
+        break;
+    case I_CPQ: {
+        void *c = bench_raw_open(G.backend, G.url, false);
+        if (!c) {
+            w->errors++;
+            return 0;
+        }
+        ok = bench_raw_select1(G.backend, c);
+        bench_raw_close(G.backend, c);
+        break;
+    }
+    default:
+        bench_die("implementation not built in");
+    }
+    if (!ok) {
+        w->errors++;
+        return 0;
+    }
+    return 1;
+}
+
+static void *worker_main(void *arg) {
+    bench_worker *w = arg;
+    void *raw = NULL;
+    pthread_mutex_t own;
+    if (G.impl == I_MUTEX) {
+        pthread_mutex_init(&own, NULL);
+        raw = &own;
+    } else if (G.impl == I_RAW || G.impl == I_RAW_AA) {
+        /* Opened once per thread slot in main, before any clock runs. */
+        raw = G.raw_conns[w->index];
+    }
+    bench_worker_start();
+    while (bench_running()) {
+        /* Check the stop flag once per 16 operations at most; cheap either way. */
+        for (int i = 0; i < 16; i++)
+            w->ops += (unsigned long)one_op(w, raw);
+    }
+    if (G.impl == I_MUTEX)
+        pthread_mutex_destroy(&own);
+    return NULL;
+}
+
+/*
+ * The statement benchmark compares a pool with a dedicated raw connection per
+ * thread. On a shared 2-core virtual machine the speed of a round trip
+ * drifts by tens of percent within seconds, so the two are measured in
+ * alternating slices of about 0.1 s (ABBA order) and each side's operations
+ * and time are summed: both see the same machine.
+ */
+typedef struct ab_result {
+    double ops_s, raw_ops_s;
+    unsigned long errors;
+} ab_result;
+
+static ab_result run_interleaved(int nthreads, double seconds) {
+    impl_kind impl = G.impl;
+    int slices = (int)(seconds / 0.1);
+    if (slices < 4)
+        slices = 4;
+    slices += slices % 2;
+    double slice_s = seconds / slices;
+    double t_impl = 0, t_raw = 0;
+    unsigned long ops_impl = 0, ops_raw = 0;
+    ab_result out;
+    memset(&out, 0, sizeof out);
+    for (int k = 0; k < slices; k++) {
+        for (int half = 0; half < 2; half++) {
+            bool raw_now = (k % 2 == 0) == (half == 0);
+            G.impl = raw_now ? I_RAW : impl;
+            bench_run r = {.nthreads = nthreads, .seconds = slice_s, .fn = worker_main};
+            bench_run_threads(&r);
+            if (raw_now) {
+                ops_raw += r.ops;
+                t_raw += r.elapsed_s;
+            } else {
+                ops_impl += r.ops;
+                t_impl += r.elapsed_s;
+            }
+            out.errors += r.errors;
+            bench_run_free(&r);
+        }
+    }
+    G.impl = impl;
+    out.ops_s = (double)ops_impl / t_impl;
+    out.raw_ops_s = (double)ops_raw / t_raw;
+    return out;
+}
+
+static impl_kind impl_parse(const char *s) {
+    if (strcmp(s, "dbpool") == 0)
+        return I_DBPOOL;
+    if (strcmp(s, "dbpool-native") == 0)
+        return I_DBPOOL_NATIVE;
+    if (strcmp(s, "zdb") == 0 || strcmp(s, "libzdb") == 0)
+        return I_ZDB;
+    if (strcmp(s, "apr") == 0 || strcmp(s, "apr_reslist") == 0)
+        return I_APR;
+    if (strcmp(s, "mutex") == 0)
+        return I_MUTEX;
+    if (strcmp(s, "mutex-shared") == 0)
+        return I_MUTEX_SHARED;
+    if (strcmp(s, "raw") == 0)
+        return I_RAW;
+    if (strcmp(s, "raw-vs-raw") == 0)
+        return I_RAW_AA;
+    if (strcmp(s, "clock-mono") == 0)
+        return I_CLOCK_MONO;
+    if (strcmp(s, "clock-coarse") == 0)
+        return I_CLOCK_COARSE;
+    if (strcmp(s, "cpq") == 0 || strcmp(s, "connect-per-query") == 0)
+        return I_CPQ;
+    bench_die("unknown implementation '%s'", s);
+    return I_DBPOOL;
+}
+
+static void pool_open(void) {
+    switch (G.impl) {
+    case I_DBPOOL:
+    case I_DBPOOL_NATIVE:
+        dbpool_bench_open();
+        break;
+    case I_ZDB:
+#ifdef BENCH_HAVE_ZDB
+        zdb_open();
+        break;
+#else
+        bench_die("built without libzdb");
+#endif
+    case I_APR:
+#ifdef BENCH_HAVE_APR
+        apr_open();
+        break;
+#else
+        bench_die("built without APR");
+#endif
+    default:
+        break;
+    }
+}
+
+static void pool_close(void) {
+    switch (G.impl) {
+    case I_DBPOOL:
+    case I_DBPOOL_NATIVE:
+        dbpool_close(G.dp);
+        break;
+#ifdef BENCH_HAVE_ZDB
+    case I_ZDB:
+        zdb_close();
+        break;
+#endif
+#ifdef BENCH_HAVE_APR
+    case I_APR:
+        apr_close();
+        break;
+#endif
+    default:
+        break;
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 8) {
+        fprintf(stderr,
+                "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
+                "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    G.mode = strcmp(mode, "cycle") == 0 ? M_CYCLE : strcmp(mode, "stmt") == 0 ? M_STMT : M_LATENCY;
+    if (G.mode == M_LATENCY && strcmp(mode, "latency") != 0)
+        bench_die("unknown mode '%s'", mode);
+    G.impl = impl_parse(argv[2]);
+    G.backend = bench_backend_parse(argv[3]);
+    G.url = bench_url_arg(argv[4]);
+    G.size = atoi(argv[5]);
+    double seconds = atof(argv[6]);
+    int threads[16];
+    int nthreads = bench_parse_list(argv[7], threads, 16);
+    int max_threads = 0;
+    for (int k = 0; k < nthreads; k++)
+        max_threads = threads[k] > max_threads ? threads[k] : max_threads;
+    if (max_threads > 64 || max_threads < 1)
+        bench_die("1 to 64 threads");
+    G.hold_ns = argc > 8 ? (int64_t)(atof(argv[8]) * 1000.0) : 100000;
+    pthread_mutex_init(&G.shared_mutex, NULL);
+    /* BENCH_IMPL_LABEL names a variant (dbpool with a non-default option)
+     * so that its lines are not mixed with the default's. */
+    const char *label = getenv("BENCH_IMPL_LABEL");
+    const char *impl = label && *label ? label : impl_names[G.impl];
+    bool floor = G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO || G.impl == I_CLOCK_COARSE;
+    const char *backend = floor ? "-" : bench_backend_name(G.backend);
+    int size = G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_CPQ || floor ? 0 : G.size;
+
+    pool_open();
+    if (G.mode == M_STMT)
+        for (int i = 0; i < max_threads; i++)
+            if (!(G.raw_conns[i] = bench_raw_open(G.backend, G.url, false)))
+                bench_die("cannot open a raw connection");
+    /* A short untimed run first: caches, lazily built statements, the
+     * first connections' server-side state. */
+    {
+        bench_run warm = {.nthreads = threads[0], .seconds = 0.2, .fn = worker_main};
+        if (G.mode == M_LATENCY)
+            warm.sample_cap = 1 << 16;
+        bench_run_threads(&warm);
+        bench_run_free(&warm);
+    }
+    if (G.mode == M_LATENCY) {
+        /* A fresh pool for the measurement, so that dbpool's own histogram
+         * holds exactly the measured acquisitions. */
+        pool_close();
+        pool_open();
+    }
+
+    for (int k = 0; k < nthreads && G.mode == M_STMT; k++) {
+        if (G.impl == I_RAW) {
+            bench_run r = {.nthreads = threads[k], .seconds = seconds, .fn = worker_main};
+            bench_run_threads(&r);
+            printf("R\tstmt\traw\t%s\t0\t%d\tops_s=%.0f\terrors=%lu\n", backend, threads[k],
+                   (double)r.ops / r.elapsed_s, r.errors);
+            bench_run_free(&r);
+        } else {
+            ab_result ab = run_interleaved(threads[k], seconds);
+            printf("R\tstmt\t%s\t%s\t%d\t%d\tops_s=%.0f\traw_ops_s=%.0f\tratio=%.4f\terrors=%lu\n", impl, backend,
+                   size, threads[k], ab.ops_s, ab.raw_ops_s, ab.ops_s / ab.raw_ops_s, ab.errors);
+        }
+        fflush(stdout);
+    }
+    for (int k = 0; k < nthreads && G.mode != M_STMT; k++) {
+        bench_run r = {.nthreads = threads[k], .seconds = seconds, .fn = worker_main};
+        if (G.mode == M_LATENCY)
+            r.sample_cap = (size_t)(seconds * 1e6 / (double)(G.hold_ns / 1000 + 1) * (double)G.size * 2.0) + 1024;
+        bench_run_threads(&r);
+        double ops_s = (double)r.ops / r.elapsed_s;
+        if (G.mode == M_LATENCY) {
+            bench_latency L = bench_latency_of(&r);
+            printf("R\tlatency\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
+                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%lu\terrors=%lu\n",
+                   impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us, L.max_us,
+                   L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread, r.fails,
+                   r.errors);
+            if (G.impl == I_DBPOOL && impl == impl_names[G.impl]) {
+                dbpool_stats st;
+                dbpool_get_stats(G.dp, &st);
+                if (st.acquire_wait.count > 0)
+                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=%llu\tmean_us=%.1f\tp50_us=%.1f"
+                           "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\n",
+                           backend, size, threads[k], (unsigned long long)st.acquire_wait.count,
+                           st.acquire_wait.mean_ms * 1e3, st.acquire_wait.p50_ms * 1e3, st.acquire_wait.p99_ms * 1e3,
+                           st.acquire_wait.max_ms * 1e3,
+                           st.acquire_wait.mean_ms > 0 ? st.acquire_wait.max_ms / st.acquire_wait.mean_ms : 0.0);
+                else
+                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n", backend,
+                           size, threads[k]);
+            }
+        } else {
+            printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tns_op=%.1f\tfails=%lu\terrors=%lu\n", mode, impl, backend, size,
+                   threads[k], ops_s, r.ops ? r.elapsed_s * 1e9 / (double)r.ops : 0.0, r.fails, r.errors);
+        }
+        fflush(stdout);
+        bench_run_free(&r);
+    }
+    pool_close();
+    for (int i = 0; i < max_threads; i++)
+        bench_raw_close(G.backend, G.raw_conns[i]);
+    return 0;
+}
