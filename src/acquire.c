@@ -193,8 +193,10 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     const int64_t fast_start = dbpool__fast_now_ns();
     if (!trace) {
         /* The fast path: an idle connection ready to go, nobody waiting.
-         * One lock round, no deadline arithmetic, no system clock. */
-        int64_t now = dbpool__coarse_now_ns();
+         * One lock round, no deadline arithmetic, no system clock: the
+         * bookkeeping takes the fast clock's reading (the same monotonic
+         * scale as the coarse clock, which runs up to a tick behind). */
+        int64_t now = fast_start;
         lock(p);
         dbpool_conn *c = p->idle_head;
         if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {

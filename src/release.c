@@ -34,9 +34,9 @@ static int release_impl(dbpool_conn *c, bool discard) {
         return DBPOOL_EMISUSE;
     /* Recorded before locking: once the connection is published, another
      * thread may close the pool, and nothing of it may be touched here. */
+    int64_t now = dbpool__fast_now_ns(); /* one reading serves the histogram and the bookkeeping */
     if (c->state == CONN_LEASED)
-        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, dbpool__fast_now_ns() - c->lease_start);
-    int64_t now = dbpool__coarse_now_ns();
+        dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
     lock(p);
     if (c->state != CONN_LEASED) {
         unlock(p);
