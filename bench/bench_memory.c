@@ -221,7 +221,8 @@ static void open_n(opened *o, const char *impl, int n) {
         /* A private allocator, destroyed with the pool: APR's global one
          * keeps freed blocks and would hide this pool's allocations. */
         apr_allocator_t *al = NULL;
-        if (apr_allocator_create(&al) != APR_SUCCESS || apr_pool_create_ex(&o->apool, NULL, NULL, al) != APR_SUCCESS)
+        if (apr_allocator_create(&al) != APR_SUCCESS ||
+            apr_pool_create_ex(&o->apool, NULL, NULL, al) != APR_SUCCESS)
             bench_die("apr_pool_create");
         apr_allocator_owner_set(al, o->apool);
         if (apr_reslist_create(&o->rl, n, n, n, 0, apr_ctor, apr_dtor, NULL, o->apool) != APR_SUCCESS)
@@ -323,7 +324,8 @@ int main(int argc, char **argv) {
     double per_conn = (double)(pool_n - raw_n) / n;
     double marginal = (double)((pool_n - raw_n) - (pool_small - raw_small)) / (double)(n - small);
     double fixed = (double)(pool_n - raw_n) - marginal * n;
-    printf("R\tmem-heap\t%s\t%s\t%d\t0\traw_bytes=%lld\tpool_bytes=%lld\tper_conn=%.0f\tmarginal=%.0f\tfixed=%.0f"
+    printf("R\tmem-heap\t%s\t%s\t%d\t0\traw_bytes=%lld\tpool_bytes=%lld\tper_conn=%.0f\tmarginal=%.0f\tfixed="
+           "%.0f"
            "\traw_per_conn=%.0f\n",
            iname, bname, n, raw_n, pool_n, per_conn, marginal, fixed, (double)raw_n / n);
 #ifdef BENCH_HAVE_APR

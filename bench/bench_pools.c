@@ -57,9 +57,17 @@ typedef enum {
     I_RAW_AA
 } impl_kind;
 
-static const char *const impl_names[] = {"dbpool", "dbpool-native", "libzdb", "apr_reslist",
-                                         "mutex", "mutex-shared", "raw", "connect-per-query",
-                                         "clock_gettime-monotonic", "clock_gettime-coarse", "raw-vs-raw"};
+static const char *const impl_names[] = {"dbpool",
+                                         "dbpool-native",
+                                         "libzdb",
+                                         "apr_reslist",
+                                         "mutex",
+                                         "mutex-shared",
+                                         "raw",
+                                         "connect-per-query",
+                                         "clock_gettime-monotonic",
+                                         "clock_gettime-coarse",
+                                         "raw-vs-raw"};
 
 /* What every worker reads. */
 static struct {
@@ -144,7 +152,8 @@ static void apr_open(void) {
     apr_initialize();
     if (apr_pool_create(&G.apool, NULL) != APR_SUCCESS)
         bench_die("apr_pool_create failed");
-    if (apr_reslist_create(&G.rl, G.size, G.size, G.size, 0, apr_ctor, apr_dtor, NULL, G.apool) != APR_SUCCESS)
+    if (apr_reslist_create(&G.rl, G.size, G.size, G.size, 0, apr_ctor, apr_dtor, NULL, G.apool) !=
+        APR_SUCCESS)
         bench_die("apr_reslist_create failed (could not open %d connections)", G.size);
 }
 
@@ -430,9 +439,8 @@ static void pool_close(void) {
 
 int main(int argc, char **argv) {
     if (argc < 8) {
-        fprintf(stderr,
-                "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
-                "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n");
+        fprintf(stderr, "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
+                        "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -457,7 +465,8 @@ int main(int argc, char **argv) {
      * so that its lines are not mixed with the default's. */
     const char *label = getenv("BENCH_IMPL_LABEL");
     const char *impl = label && *label ? label : impl_names[G.impl];
-    bool floor = G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO || G.impl == I_CLOCK_COARSE;
+    bool floor =
+        G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO || G.impl == I_CLOCK_COARSE;
     const char *backend = floor ? "-" : bench_backend_name(G.backend);
     int size = G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_CPQ || floor ? 0 : G.size;
 
@@ -491,21 +500,23 @@ int main(int argc, char **argv) {
             bench_run_free(&r);
         } else {
             ab_result ab = run_interleaved(threads[k], seconds);
-            printf("R\tstmt\t%s\t%s\t%d\t%d\tops_s=%.0f\traw_ops_s=%.0f\tratio=%.4f\terrors=%lu\n", impl, backend,
-                   size, threads[k], ab.ops_s, ab.raw_ops_s, ab.ops_s / ab.raw_ops_s, ab.errors);
+            printf("R\tstmt\t%s\t%s\t%d\t%d\tops_s=%.0f\traw_ops_s=%.0f\tratio=%.4f\terrors=%lu\n", impl,
+                   backend, size, threads[k], ab.ops_s, ab.raw_ops_s, ab.ops_s / ab.raw_ops_s, ab.errors);
         }
         fflush(stdout);
     }
     for (int k = 0; k < nthreads && G.mode != M_STMT; k++) {
         bench_run r = {.nthreads = threads[k], .seconds = seconds, .fn = worker_main};
         if (G.mode == M_LATENCY)
-            r.sample_cap = (size_t)(seconds * 1e6 / (double)(G.hold_ns / 1000 + 1) * (double)G.size * 2.0) + 1024;
+            r.sample_cap =
+                (size_t)(seconds * 1e6 / (double)(G.hold_ns / 1000 + 1) * (double)G.size * 2.0) + 1024;
         bench_run_threads(&r);
         double ops_s = (double)r.ops / r.elapsed_s;
         if (G.mode == M_LATENCY) {
             bench_latency L = bench_latency_of(&r);
             printf("R\tlatency\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
-                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%lu\terrors=%lu\n",
+                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%lu\terrors=%"
+                   "lu\n",
                    impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us, L.max_us,
                    L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread, r.fails,
                    r.errors);
@@ -516,16 +527,18 @@ int main(int argc, char **argv) {
                     printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=%llu\tmean_us=%.1f\tp50_us=%.1f"
                            "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\n",
                            backend, size, threads[k], (unsigned long long)st.acquire_wait.count,
-                           st.acquire_wait.mean_ms * 1e3, st.acquire_wait.p50_ms * 1e3, st.acquire_wait.p99_ms * 1e3,
-                           st.acquire_wait.max_ms * 1e3,
-                           st.acquire_wait.mean_ms > 0 ? st.acquire_wait.max_ms / st.acquire_wait.mean_ms : 0.0);
+                           st.acquire_wait.mean_ms * 1e3, st.acquire_wait.p50_ms * 1e3,
+                           st.acquire_wait.p99_ms * 1e3, st.acquire_wait.max_ms * 1e3,
+                           st.acquire_wait.mean_ms > 0 ? st.acquire_wait.max_ms / st.acquire_wait.mean_ms
+                                                       : 0.0);
                 else
-                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n", backend,
-                           size, threads[k]);
+                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n",
+                           backend, size, threads[k]);
             }
         } else {
-            printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tns_op=%.1f\tfails=%lu\terrors=%lu\n", mode, impl, backend, size,
-                   threads[k], ops_s, r.ops ? r.elapsed_s * 1e9 / (double)r.ops : 0.0, r.fails, r.errors);
+            printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tns_op=%.1f\tfails=%lu\terrors=%lu\n", mode, impl,
+                   backend, size, threads[k], ops_s, r.ops ? r.elapsed_s * 1e9 / (double)r.ops : 0.0, r.fails,
+                   r.errors);
         }
         fflush(stdout);
         bench_run_free(&r);

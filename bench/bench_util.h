@@ -300,7 +300,8 @@ static inline void *bench_raw_open(bench_backend b, const char *url, bool like_d
     case BK_SQLITE: {
         sqlite3 *db = NULL;
         if (sqlite3_open_v2(bench_sqlite_path(url), &db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK) {
             fprintf(stderr, "bench: sqlite3_open_v2: %s\n", db ? sqlite3_errmsg(db) : "out of memory");
             sqlite3_close_v2(db);
             return NULL;

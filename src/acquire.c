@@ -179,8 +179,8 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
     dbpool__poke_head_locked(p); /* whatever is still idle is the next one's */
 }
 
-static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace, dbpool_conn **out,
-                        dbpool_error *err) {
+static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
+                        dbpool_conn **out, dbpool_error *err) {
     bool may_wait = !try_only;
     dbpool__clearerr(err);
     if (!out)

@@ -44,11 +44,11 @@ struct dbpool_result {
 };
 
 typedef struct dbpool_driver {
-    const char *name;             /* "sqlite", "postgresql", "mysql", "mock" */
+    const char *name; /* "sqlite", "postgresql", "mysql", "mock" */
     /* reset() also drops session settings (mysql_reset_connection): the
      * core runs init_sql again after it. */
     bool reset_clears_session;
-    const char *const *schemes;   /* NULL-terminated: "postgresql", "postgres" */
+    const char *const *schemes; /* NULL-terminated: "postgresql", "postgres" */
 
     /* Parse the URL (dbpool's pool_* keys already removed) into a config
      * object. Unknown keys are DBPOOL_EINVAL naming the key. */
@@ -58,8 +58,8 @@ typedef struct dbpool_driver {
      * password, raw and percent-encoded). May return NULL. */
     const char *const *(*secrets)(const void *cfg);
 
-    int (*connect)(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns,
-                   void **native, dbpool_error *e);
+    int (*connect)(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
+                   dbpool_error *e);
     void (*disconnect)(void *native); /* cannot fail; may be called with a broken handle */
 
     /* A real round trip bounded by the deadline. */
@@ -72,8 +72,8 @@ typedef struct dbpool_driver {
 
     int (*exec)(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                 dbpool_error *e);
-    int (*query)(void *native, const char *sql, const dbpool_param *p, size_t n,
-                 dbpool_result **out, dbpool_error *e);
+    int (*query)(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                 dbpool_error *e);
     /* Does this error mean the connection can never be used again? */
     bool (*is_broken)(void *native, const dbpool_error *e);
     void (*server_version)(void *native, char *buf, size_t len);

@@ -24,8 +24,7 @@ int64_t dbpool__ms_left(int64_t deadline_ns);
 void dbpool__sleep_ms(int64_t ms, int64_t deadline_ns);
 
 /* Fill e (may be NULL) and return code. */
-int dbpool__seterr(dbpool_error *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int dbpool__seterr(dbpool_error *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap);
 /* Prefix e->message with "prefix: " (keeps the code). */
 void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -89,8 +89,9 @@ static int apply_key(dbpool_options *o, const pool_key *k, const char *value, ch
     case K_MS:
     case K_US:
         if (!dbpool__parse_i64(value, k->lo, k->hi, &v))
-            return dbpool__seterr(e, DBPOOL_EINVAL, "URL key %s: '%.64s' is not a number of %s >= %lld", k->key,
-                                  value, k->kind == K_MS ? "milliseconds" : "microseconds", (long long)k->lo);
+            return dbpool__seterr(e, DBPOOL_EINVAL, "URL key %s: '%.64s' is not a number of %s >= %lld",
+                                  k->key, value, k->kind == K_MS ? "milliseconds" : "microseconds",
+                                  (long long)k->lo);
         *(int64_t *)(void *)base = v;
         return DBPOOL_OK;
     case K_VALIDATION:
@@ -237,7 +238,8 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
     REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
-    REQUIRE(o->maintenance_interval_ms > 0 || (!o->autoscale && o->leak_threshold_ms == 0 && o->keepalive_ms == 0),
+    REQUIRE(o->maintenance_interval_ms > 0 ||
+                (!o->autoscale && o->leak_threshold_ms == 0 && o->keepalive_ms == 0),
             "autoscale, leak_threshold_ms and keepalive_ms run in the maintenance thread: set "
             "maintenance_interval_ms > 0 (got %lld)",
             (long long)o->maintenance_interval_ms);

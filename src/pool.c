@@ -29,7 +29,6 @@
 #include <string.h>
 #include <time.h>
 
-
 /* ---------------------------------------------------------------------- */
 /* small helpers                                                          */
 /* ---------------------------------------------------------------------- */
@@ -64,8 +63,8 @@ static void check_invariants_locked(const dbpool *p) {
         fprintf(stderr,
                 "dbpool: invariant broken: idle %d/%d/%d leased %d/%d reclaimed %d/%d closing %d/%d "
                 "waiting %d/%d connecting %d jobs %d running %d\n",
-                idle, listed, p->n_idle, leased, p->n_leased, reclaimed, p->n_reclaimed, closing, p->n_closing,
-                waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running);
+                idle, listed, p->n_idle, leased, p->n_leased, reclaimed, p->n_reclaimed, closing,
+                p->n_closing, waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running);
         abort();
     }
 }

@@ -180,7 +180,8 @@ int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len) {
 
     gauge_int(t, "dbpool_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", pool,
               (int)s.breaker);
-    family(t, "dbpool_breaker_transitions_total", "counter", "Circuit breaker transitions, by the state entered.");
+    family(t, "dbpool_breaker_transitions_total", "counter",
+           "Circuit breaker transitions, by the state entered.");
     sample_u64(t, "dbpool_breaker_transitions_total", pool, "to", "open", s.breaker_opens);
     sample_u64(t, "dbpool_breaker_transitions_total", pool, "to", "half_open", s.breaker_half_opens);
     sample_u64(t, "dbpool_breaker_transitions_total", pool, "to", "closed", s.breaker_closes);

@@ -23,7 +23,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
 static void write_file(const char *path, const char *data, size_t len) {
@@ -169,7 +168,7 @@ static void test_demo_pool_size_and_options(void **state) {
     fresh_dir("poolsize", dir, sizeof dir);
     snprintf(out, sizeof out, "%s/out.json", dir);
     dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--pool-size", "3",
-                                            "--timeout", "2.5", "--retries=0", NULL});
+                                             "--timeout", "2.5", "--retries=0", NULL});
     if (r.status != 0)
         fprintf(stderr, "stderr: %s\n", r.err);
     assert_int_equal(r.status, 0);
@@ -203,8 +202,8 @@ static void test_demo_file_db_appends(void **state) {
         dbt_run_free(&r);
     }
 
-    dbt_run r =
-        dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
+    dbt_run r = dbt_run_cli(
+        (const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", db, "--reset", NULL});
     assert_int_equal(r.status, 0);
     json_t *doc = dbt_json_parse(r.out);
     assert_rows(doc, 1, labels, n);

@@ -804,8 +804,8 @@ static void check_prometheus_for(dbpool *p, const char *name) {
             fail_msg("series %s has pool label %s", x->name, pool ? pool : "(none)");
         for (int k = 0; k < x->nlabels; k++) {
             const char *l = x->labels[k].name;
-            if (strcmp(l, "pool") && strcmp(l, "state") && strcmp(l, "reason") && strcmp(l, "to") && strcmp(l, "le") &&
-                strcmp(l, "version"))
+            if (strcmp(l, "pool") && strcmp(l, "state") && strcmp(l, "reason") && strcmp(l, "to") &&
+                strcmp(l, "le") && strcmp(l, "version"))
                 fail_msg("unexpected label %s on %s", l, x->name);
         }
     }

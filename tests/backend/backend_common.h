@@ -35,31 +35,31 @@ static inline void bt_init(int argc, char **argv) {
 static inline bool bt_is(const char *backend) { return strcmp(bt_backend, backend) == 0; }
 
 /* Fail the test with the error's name and message when rc is not OK. */
-#define BT_OK(rc_expr, errp, what)                                                                \
-    do {                                                                                          \
-        int bt_rc_ = (rc_expr);                                                                   \
-        if (bt_rc_ != DBPOOL_OK)                                                                  \
-            fail_msg("%s failed on backend %s: %s (%d): %s", (what), bt_backend,                  \
-                     dbpool_errname(bt_rc_), bt_rc_, (errp)->message);            \
+#define BT_OK(rc_expr, errp, what)                                                                           \
+    do {                                                                                                     \
+        int bt_rc_ = (rc_expr);                                                                              \
+        if (bt_rc_ != DBPOOL_OK)                                                                             \
+            fail_msg("%s failed on backend %s: %s (%d): %s", (what), bt_backend, dbpool_errname(bt_rc_),     \
+                     bt_rc_, (errp)->message);                                                               \
     } while (0)
 
 /* Fail unless rc_expr == want, naming both codes. */
-#define BT_RC(rc_expr, want, what)                                                                \
-    do {                                                                                          \
-        int bt_rc_ = (rc_expr);                                                                   \
-        if (bt_rc_ != (want))                                                                     \
-            fail_msg("%s on backend %s: expected %s, got %s (%d)", (what), bt_backend,            \
-                     dbpool_errname(want), dbpool_errname(bt_rc_), bt_rc_);                       \
+#define BT_RC(rc_expr, want, what)                                                                           \
+    do {                                                                                                     \
+        int bt_rc_ = (rc_expr);                                                                              \
+        if (bt_rc_ != (want))                                                                                \
+            fail_msg("%s on backend %s: expected %s, got %s (%d)", (what), bt_backend, dbpool_errname(want), \
+                     dbpool_errname(bt_rc_), bt_rc_);                                                        \
     } while (0)
 
 /* Fail with a formatted message unless cond holds. */
-#define BT_CHECK(cond, ...)                                                                       \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            char bt_msg_[768];                                                                    \
-            snprintf(bt_msg_, sizeof bt_msg_, __VA_ARGS__);                                       \
-            fail_msg("[%s] %s (failed: %s)", bt_backend, bt_msg_, #cond);                         \
-        }                                                                                         \
+#define BT_CHECK(cond, ...)                                                                                  \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            char bt_msg_[768];                                                                               \
+            snprintf(bt_msg_, sizeof bt_msg_, __VA_ARGS__);                                                  \
+            fail_msg("[%s] %s (failed: %s)", bt_backend, bt_msg_, #cond);                                    \
+        }                                                                                                    \
     } while (0)
 
 /* Open a pool on this backend with the given options and URL keys. */

@@ -12,7 +12,8 @@ static void test_discard_closes_connection(void **state) {
     bt_options(&o, 0, 2);
     dbpool *p = bt_open(&o, NULL);
     dbpool_stats before = bt_stats(p);
-    BT_CHECK(before.created == 1 && before.idle == 1, "open should leave one idle connection (created %llu, idle %d)",
+    BT_CHECK(before.created == 1 && before.idle == 1,
+             "open should leave one idle connection (created %llu, idle %d)",
              (unsigned long long)before.created, before.idle);
 
     dbpool_conn *c = bt_acquire(p);
@@ -21,8 +22,8 @@ static void test_discard_closes_connection(void **state) {
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_DISCARDED] == 1, "destroyed_by[discarded] is %llu, expected 1",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_DISCARDED]);
     BT_CHECK(s.destroyed == 1, "destroyed is %llu, expected 1", (unsigned long long)s.destroyed);
-    BT_CHECK(s.idle == 0 && s.in_use == 0 && s.total == 0, "after discard: idle %d in_use %d total %d", s.idle,
-             s.in_use, s.total);
+    BT_CHECK(s.idle == 0 && s.in_use == 0 && s.total == 0, "after discard: idle %d in_use %d total %d",
+             s.idle, s.in_use, s.total);
 
     c = bt_acquire(p);
     assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
@@ -55,7 +56,8 @@ static void test_double_release_is_misuse(void **state) {
     BT_CHECK(dbpool_conn_native(a) != dbpool_conn_native(b),
              "after a double release the same connection was handed out twice");
     s = bt_stats(p);
-    BT_CHECK(s.in_use == 2 && s.idle == 0 && s.total == 2, "in_use %d idle %d total %d", s.in_use, s.idle, s.total);
+    BT_CHECK(s.in_use == 2 && s.idle == 0 && s.total == 2, "in_use %d idle %d total %d", s.in_use, s.idle,
+             s.total);
     bt_release(a);
     bt_release(b);
     assert_true(dbt_invariant_holds(p));
@@ -149,7 +151,8 @@ static void test_killed_leased_connection_is_discarded(void **state) {
     BT_CHECK(closed == 1, "the killed connection should be closed on release, destroyed grew by %llu",
              (unsigned long long)closed);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_BROKEN] + s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED] ==
-                 before.destroyed_by[DBPOOL_CLOSE_BROKEN] + before.destroyed_by[DBPOOL_CLOSE_RESET_FAILED] + 1,
+                 before.destroyed_by[DBPOOL_CLOSE_BROKEN] + before.destroyed_by[DBPOOL_CLOSE_RESET_FAILED] +
+                     1,
              "the close should be counted as broken (or reset failed)");
 
     /* Every connection handed out from now on works. */
@@ -180,10 +183,11 @@ static void test_killed_idle_connection_fails_validation(void **state) {
     int64_t id2 = bt_query_int(c, id_sql, NULL, 0);
     BT_CHECK(id2 != id, "the killed session %lld was handed out again", (long long)id);
     dbpool_stats s = bt_stats(p);
-    BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_VALIDATION] == before.destroyed_by[DBPOOL_CLOSE_VALIDATION] + 1,
-             "the killed idle connection should be closed by validation (destroyed_by[validation] %llu -> %llu)",
-             (unsigned long long)before.destroyed_by[DBPOOL_CLOSE_VALIDATION],
-             (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_VALIDATION]);
+    BT_CHECK(
+        s.destroyed_by[DBPOOL_CLOSE_VALIDATION] == before.destroyed_by[DBPOOL_CLOSE_VALIDATION] + 1,
+        "the killed idle connection should be closed by validation (destroyed_by[validation] %llu -> %llu)",
+        (unsigned long long)before.destroyed_by[DBPOOL_CLOSE_VALIDATION],
+        (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_VALIDATION]);
     BT_CHECK(s.validation_failures == before.validation_failures + 1, "validation_failures %llu -> %llu",
              (unsigned long long)before.validation_failures, (unsigned long long)s.validation_failures);
     bt_release(c);

@@ -70,7 +70,8 @@ static void test_close_with_leases_and_waiter(void **state) {
     pthread_join(th, NULL);
     BT_CHECK(w.rc == DBPOOL_ECLOSED, "the waiter should wake with DBPOOL_ECLOSED, got %s: %s",
              dbpool_errname(w.rc), w.msg);
-    BT_CHECK(w.returned_ms - t0 < 1000, "the waiter woke %lld ms after close", (long long)(w.returned_ms - t0));
+    BT_CHECK(w.returned_ms - t0 < 1000, "the waiter woke %lld ms after close",
+             (long long)(w.returned_ms - t0));
 
     /* The pool is still allocated while leases are out: acquiring now is
      * legal and must say the pool is closed. */
@@ -151,10 +152,8 @@ static void test_close_wakes_every_waiter(void **state) {
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_close_with_idle_connections_only),
-        cmocka_unit_test(test_close_null),
-        cmocka_unit_test(test_close_with_leases_and_waiter),
-        cmocka_unit_test(test_discard_after_close),
+        cmocka_unit_test(test_close_with_idle_connections_only), cmocka_unit_test(test_close_null),
+        cmocka_unit_test(test_close_with_leases_and_waiter),     cmocka_unit_test(test_discard_after_close),
         cmocka_unit_test(test_close_wakes_every_waiter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

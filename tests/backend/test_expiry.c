@@ -46,7 +46,8 @@ static void test_lifetime_expired_idle_connection_not_reused(void **state) {
     c = bt_acquire(p);
     assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
     s = bt_stats(p);
-    BT_CHECK(s.created == 2, "after 400 ms (lifetime 300 ms) acquire should open a new connection, created %llu",
+    BT_CHECK(s.created == 2,
+             "after 400 ms (lifetime 300 ms) acquire should open a new connection, created %llu",
              (unsigned long long)s.created);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_LIFETIME] >= 1, "destroyed_by[lifetime] %llu, expected >= 1",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_LIFETIME]);
@@ -83,7 +84,8 @@ static void test_idle_timeout_enforced_on_release(void **state) {
     bt_release(a);
     dbt_sleep_ms(300);
     dbpool_stats s = bt_stats(p);
-    BT_CHECK(s.idle == 1 && s.destroyed == 0, "without maintenance nothing closes by itself (idle %d)", s.idle);
+    BT_CHECK(s.idle == 1 && s.destroyed == 0, "without maintenance nothing closes by itself (idle %d)",
+             s.idle);
     bt_release(b); /* A has now been idle 300 ms > 200 ms */
     s = bt_stats(p);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] == 1,
@@ -130,11 +132,12 @@ static void test_maintenance_closes_idle_connections(void **state) {
     dbt_sleep_ms(100);
     dbpool_stats s = bt_stats(p);
     if (dbt_now_ms() - t0 < 180) /* only meaningful if we were not descheduled */
-        BT_CHECK(s.idle == 2 && s.destroyed == 0, "closed too early: after ~100 ms idle %d destroyed %llu", s.idle,
-                 (unsigned long long)s.destroyed);
+        BT_CHECK(s.idle == 2 && s.destroyed == 0, "closed too early: after ~100 ms idle %d destroyed %llu",
+                 s.idle, (unsigned long long)s.destroyed);
     bool done = wait_until(p, idle_timeouts_at_least, 2, 3000);
     s = bt_stats(p);
-    BT_CHECK(done, "the maintenance thread should close both idle connections: destroyed_by[idle_timeout] %llu",
+    BT_CHECK(done,
+             "the maintenance thread should close both idle connections: destroyed_by[idle_timeout] %llu",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT]);
     BT_CHECK(s.idle == 0 && s.total == 0, "idle %d total %d", s.idle, s.total);
     /* The pool still works after being emptied. */
@@ -176,8 +179,9 @@ static void test_maintenance_retires_and_refills(void **state) {
     dbpool *p = bt_open(&o, NULL);
     bool done = wait_until(p, lifetimes_at_least, 1, 3000);
     dbpool_stats s = bt_stats(p);
-    BT_CHECK(done, "the maintenance thread should retire the connection after its lifetime: "
-                   "destroyed_by[lifetime] %llu",
+    BT_CHECK(done,
+             "the maintenance thread should retire the connection after its lifetime: "
+             "destroyed_by[lifetime] %llu",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_LIFETIME]);
     /* ... and open a replacement to keep min_size. */
     int64_t end = dbt_now_ms() + 3000;

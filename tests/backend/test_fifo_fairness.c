@@ -78,7 +78,8 @@ static void test_waiters_served_in_arrival_order(void **state) {
         strncat(order, one, sizeof order - strlen(order) - 1);
     }
     for (int i = 0; i < N_WAITERS; i++)
-        BT_CHECK(ctx.rc[i] == DBPOOL_OK, "waiter %d failed: %s: %s", i, dbpool_errname(ctx.rc[i]), ctx.msg[i]);
+        BT_CHECK(ctx.rc[i] == DBPOOL_OK, "waiter %d failed: %s: %s", i, dbpool_errname(ctx.rc[i]),
+                 ctx.msg[i]);
     for (int k = 0; k < N_WAITERS; k++)
         BT_CHECK(ctx.served_as[k] == k, "service order must equal arrival order 0..%d, got %s", N_WAITERS - 1,
                  order);

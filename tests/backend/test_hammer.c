@@ -187,8 +187,8 @@ static void test_hammer(void **state) {
              "the pool exceeded max_size %d: total seen %d, peak in use %d", POOL_MAX, ctx.max_total_seen,
              s.peak_in_use);
     BT_CHECK(s.in_use == 0 && s.waiting == 0 && s.connecting == 0 && s.total == s.idle && s.total <= POOL_MAX,
-             "at rest: in_use %d waiting %d connecting %d idle %d total %d", s.in_use, s.waiting, s.connecting,
-             s.idle, s.total);
+             "at rest: in_use %d waiting %d connecting %d idle %d total %d", s.in_use, s.waiting,
+             s.connecting, s.idle, s.total);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_DISCARDED] - before.destroyed_by[DBPOOL_CLOSE_DISCARDED] ==
                  (uint64_t)discards,
              "destroyed_by[discarded] grew by %llu, %ld discards were made",

@@ -25,7 +25,8 @@ static void test_released_connection_is_reused(void **state) {
         assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
         bt_release(c);
         dbpool_stats s = bt_stats(p);
-        BT_CHECK(s.created == 1, "cycle %d: created should stay 1, is %llu", i, (unsigned long long)s.created);
+        BT_CHECK(s.created == 1, "cycle %d: created should stay 1, is %llu", i,
+                 (unsigned long long)s.created);
         BT_CHECK(s.reused == before.reused + (uint64_t)i, "cycle %d: reused should be %llu, is %llu", i,
                  (unsigned long long)(before.reused + (uint64_t)i), (unsigned long long)s.reused);
         BT_CHECK(s.idle == 1 && s.in_use == 0 && s.total == 1, "cycle %d: idle %d in_use %d total %d", i,
@@ -55,14 +56,19 @@ static void test_idle_connections_are_lifo(void **state) {
     /* Last in, first out: C, then B, then A. */
     dbpool_conn *x = bt_acquire(p);
     BT_CHECK(dbpool_conn_native(x) == nc, "first acquire after releasing A, B, C should get C (got %s)",
-             dbpool_conn_native(x) == na ? "A" : dbpool_conn_native(x) == nb ? "B" : "a new one");
+             dbpool_conn_native(x) == na   ? "A"
+             : dbpool_conn_native(x) == nb ? "B"
+                                           : "a new one");
     dbpool_conn *y = bt_acquire(p);
     BT_CHECK(dbpool_conn_native(y) == nb, "second acquire should get B (got %s)",
-             dbpool_conn_native(y) == na ? "A" : dbpool_conn_native(y) == nc ? "C" : "a new one");
+             dbpool_conn_native(y) == na   ? "A"
+             : dbpool_conn_native(y) == nc ? "C"
+                                           : "a new one");
     dbpool_conn *z = bt_acquire(p);
     BT_CHECK(dbpool_conn_native(z) == na, "third acquire should get A");
     s = bt_stats(p);
-    BT_CHECK(s.created == 3, "no new connection should be opened, created is %llu", (unsigned long long)s.created);
+    BT_CHECK(s.created == 3, "no new connection should be opened, created is %llu",
+             (unsigned long long)s.created);
 
     /* Release in another order: the most recently released comes first. */
     bt_release(y);

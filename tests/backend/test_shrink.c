@@ -61,8 +61,8 @@ static void test_shrink_never_touches_leases(void **state) {
     int n = dbpool_shrink(p, 0);
     BT_CHECK(n == 2, "shrink(0) with 2 idle and 2 leased should close 2, returned %d", n);
     dbpool_stats s = bt_stats(p);
-    BT_CHECK(s.idle == 0 && s.in_use == 2 && s.total == 2, "after shrink(0): idle %d in_use %d total %d", s.idle,
-             s.in_use, s.total);
+    BT_CHECK(s.idle == 0 && s.in_use == 2 && s.total == 2, "after shrink(0): idle %d in_use %d total %d",
+             s.idle, s.in_use, s.total);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_SHRINK] == 2, "destroyed_by[shrink] %llu, expected 2",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_SHRINK]);
 
@@ -76,8 +76,9 @@ static void test_shrink_never_touches_leases(void **state) {
     bt_release(c[0]);
     bt_release(c[1]);
     s = bt_stats(p);
-    BT_CHECK(s.idle == 2 && s.in_use == 0 && s.destroyed == 2, "held leases go back to idle (idle %d, destroyed %llu)",
-             s.idle, (unsigned long long)s.destroyed);
+    BT_CHECK(s.idle == 2 && s.in_use == 0 && s.destroyed == 2,
+             "held leases go back to idle (idle %d, destroyed %llu)", s.idle,
+             (unsigned long long)s.destroyed);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
 }

@@ -81,8 +81,8 @@ static void test_negative_timeout_uses_pool_default(void **state) {
     int rc = dbpool_acquire(p, -1, &c, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_ETIMEDOUT, "acquire(-1) with acquire_timeout_ms 300");
-    BT_CHECK(waited >= 295 && waited < 600, "acquire(-1) should wait acquire_timeout_ms = 300 ms, waited %lld ms",
-             (long long)waited);
+    BT_CHECK(waited >= 295 && waited < 600,
+             "acquire(-1) should wait acquire_timeout_ms = 300 ms, waited %lld ms", (long long)waited);
     bt_release(held);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -157,7 +157,8 @@ static void test_max_waiters_rejects_at_once(void **state) {
     int rc = dbpool_acquire(p, 2000, &c, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_EBUSY, "acquire with max_waiters=1 already waiting");
-    BT_CHECK(waited < 100, "the refused acquire took %lld ms instead of returning at once", (long long)waited);
+    BT_CHECK(waited < 100, "the refused acquire took %lld ms instead of returning at once",
+             (long long)waited);
     assert_null(c);
     BT_CHECK(strstr(e.message, "max_waiters") != NULL, "the EBUSY message should name max_waiters: \"%s\"",
              e.message);
