@@ -439,32 +439,47 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
 /* Ping, reset                                                              */
 /* ------------------------------------------------------------------------ */
 
-static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
-    MYSQL *m = native;
+typedef int(STDCALL *nb_start_fn)(int *ret, MYSQL *m);
+typedef int(STDCALL *nb_cont_fn)(int *ret, MYSQL *m, int status);
+
+/* Run one command of the non-blocking API (ping, reset) to its end or the
+ * deadline. A deadline or a failure leaves the connection broken. */
+static int run_nonblocking(MYSQL *m, nb_start_fn start, nb_cont_fn cont, int64_t deadline_ns,
+                           const char *what, dbpool_error *e) {
     my_conn *mc = conn_of(m);
     if (mc && mc->broken)
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
     bool expired = false;
     int err = 0;
-    int st = mysql_ping_start(&err, m);
+    int st = start(&err, m);
     while (st) {
         st = wait_io(m, st, deadline_ns, &expired);
-        st = mysql_ping_cont(&err, m, st);
+        st = cont(&err, m, st);
     }
     if (expired) {
         mark_broken(m);
-        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: ping got no answer before the deadline");
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: %s got no answer before the deadline", what);
         fill_native(e, MY_CR_SERVER_LOST, "HY000");
         return DBPOOL_ETIMEDOUT;
     }
     if (err) {
         mark_broken(m);
         int rc = conn_error(m, e);
-        if (e)
-            e->code = DBPOOL_EBROKEN;
-        return rc == DBPOOL_EQUERY ? DBPOOL_EBROKEN : rc;
+        dbpool__prefix_err(e, "%s", what);
+        return rc;
     }
     return DBPOOL_OK;
+}
+
+static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
+    int rc = run_nonblocking(native, mysql_ping_start, mysql_ping_cont, deadline_ns, "ping", e);
+    if (rc != DBPOOL_OK && rc != DBPOOL_ETIMEDOUT) {
+        /* A failed ping means the link is gone, whatever the server said. */
+        if (e)
+            e->code = DBPOOL_EBROKEN;
+        rc = DBPOOL_EBROKEN;
+    }
+    return rc;
 }
 
 /*
@@ -493,30 +508,13 @@ static int my_needs_reset(void *native) {
 static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
-    if (mc && mc->broken)
-        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
-    bool expired = false;
-    int err = 0;
-    int st = mysql_reset_connection_start(&err, m);
-    while (st) {
-        st = wait_io(m, st, deadline_ns, &expired);
-        st = mysql_reset_connection_cont(&err, m, st);
-    }
-    if (expired) {
-        mark_broken(m);
-        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reset got no answer before the deadline");
-        fill_native(e, MY_CR_SERVER_LOST, "HY000");
-        return DBPOOL_ETIMEDOUT;
-    }
-    if (err) {
-        mark_broken(m);
-        int rc = conn_error(m, e);
-        dbpool__prefix_err(e, "reset");
+    int rc = run_nonblocking(m, mysql_reset_connection_start, mysql_reset_connection_cont, deadline_ns,
+                             "reset", e);
+    if (rc)
         return rc;
-    }
     /* The reset put session variables back to the server's defaults. */
     if (mc) {
-        int rc = run_sql(m, mc->restore_sql, deadline_ns, "restoring session settings after reset", e);
+        rc = run_sql(m, mc->restore_sql, deadline_ns, "restoring session settings after reset", e);
         if (rc == DBPOOL_OK && mc->init_command)
             rc = run_sql(m, mc->init_command, deadline_ns, "init_command after reset", e);
         if (rc) {

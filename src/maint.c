@@ -17,20 +17,6 @@
 #define lock(p) dbpool__lock(p)
 #define unlock(p) dbpool__unlock(p)
 
-/* Unlink an idle connection by hand (anywhere in the list). */
-static void unlink_idle(dbpool *p, dbpool_conn *c) {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->idle_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        p->idle_tail = c->prev;
-    c->prev = c->next = NULL;
-    p->n_idle--;
-}
-
 static void push(dbpool_conn **list, dbpool_conn *c) {
     c->next = *list;
     *list = c;
@@ -51,12 +37,12 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
         int64_t last_touch = c->last_used_ns > c->last_ping_ns ? c->last_used_ns : c->last_ping_ns;
         bool due_ping = keepalive > 0 && now - last_touch >= keepalive;
         if (is_expired || is_idle_out || over_cap) {
-            unlink_idle(p, c);
+            dbpool__idle_remove(p, c);
             c->state = CONN_CLOSING;
             p->n_closing++;
             push(is_expired ? expired : idle_out, c);
         } else if (due_ping) {
-            unlink_idle(p, c);
+            dbpool__idle_remove(p, c);
             c->state = CONN_LEASED; /* held by maintenance for the ping */
             p->n_leased++;
             push(ping, c);
