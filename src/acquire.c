@@ -93,7 +93,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
         }
     }
     lock(p);
-    dbpool__lease_begin_locked(p, c, now, dbpool__fast_now_ns(), trace);
+    dbpool__lease_begin_locked(p, c, now, 0, trace); /* hand_out stamps the start */
     unlock(p);
     return true;
 }
@@ -147,6 +147,16 @@ static int breaker_error_locked(dbpool *p, dbpool_error *err) {
                           "consecutive failed connects (retrying after %lld ms); last connect error: %s",
                           p->name, dbpool_breaker_state_name(p->breaker), p->consecutive_failures,
                           (long long)p->opt.breaker_cooldown_ms, p->last_connect_error.message);
+}
+
+/* After the lock is dropped: stamp the lease's start (no clock read inside
+ * the critical section, which every thread shares) and record the wait. */
+static int hand_out(dbpool *p, dbpool_conn *c, int64_t fast_start, dbpool_conn **out) {
+    int64_t fast_now = dbpool__fast_now_ns();
+    c->lease_start = fast_now;
+    dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
+    *out = c;
+    return DBPOOL_OK;
 }
 
 /* Wait in line until a connection is handed over, a connector fails us,
@@ -206,11 +216,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             dbpool__note_peak(p);
             dbpool__lease_begin_locked(p, c, now, 0, NULL);
             unlock(p);
-            int64_t fast_now = dbpool__fast_now_ns();
-            c->lease_start = fast_now;
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
-            *out = c;
-            return DBPOOL_OK;
+            return hand_out(p, c, fast_start, out);
         }
         unlock(p);
     }
@@ -312,24 +318,15 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 break;
             }
         }
-        /* c is ours (counted as leased): hand it out, after checks. The
-         * lease's start is stamped after unlocking: no clock read inside
-         * the critical section, which every thread shares. */
+        /* c is ours (counted as leased): hand it out, after checks. */
         if (ready_locked(p, c, now)) {
             dbpool__lease_begin_locked(p, c, now, 0, trace);
             unlock(p);
-            int64_t fast_now = dbpool__fast_now_ns();
-            c->lease_start = fast_now;
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
-            *out = c;
-            return DBPOOL_OK;
+            return hand_out(p, c, fast_start, out);
         }
         unlock(p);
-        if (checkout_slow(p, c, trace)) {
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
-            *out = c;
-            return DBPOOL_OK;
-        }
+        if (checkout_slow(p, c, trace))
+            return hand_out(p, c, fast_start, out);
         lock(p);
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */

@@ -108,13 +108,9 @@ static void kv_latency(textbuf *t, bool *first, const char *k, const dbpool_late
 }
 
 int dbpool_stats_json(dbpool *p, char *buf, size_t len) {
-    if (!buf && len > 0)
-        return DBPOOL_EINVAL;
-    if (!p) {
-        if (len > 0)
-            buf[0] = '\0';
-        return DBPOOL_EINVAL;
-    }
+    int rc = tb_check_args(p, buf, len);
+    if (rc != DBPOOL_OK)
+        return rc;
     dbpool_stats s;
     dbpool_get_stats(p, &s);
 

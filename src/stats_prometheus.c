@@ -132,13 +132,9 @@ static void histogram(textbuf *t, const char *name, const char *help, const char
 }
 
 int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len) {
-    if (!buf && len > 0)
-        return DBPOOL_EINVAL;
-    if (!p) {
-        if (len > 0)
-            buf[0] = '\0';
-        return DBPOOL_EINVAL;
-    }
+    int rc = tb_check_args(p, buf, len);
+    if (rc != DBPOOL_OK)
+        return rc;
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     dbpool_histogram h[DBPOOL_HIST_COUNT];

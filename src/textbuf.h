@@ -25,6 +25,19 @@ typedef struct textbuf {
     size_t len; /* bytes the full text needs so far */
 } textbuf;
 
+/* The renderers' shared argument check: a pool, and a buffer unless len is
+ * 0 (a sizing call). An empty string is left in a buffer that was given. */
+static inline int tb_check_args(const void *pool, char *buf, size_t len) {
+    if (!buf && len > 0)
+        return DBPOOL_EINVAL;
+    if (!pool) {
+        if (len > 0)
+            buf[0] = '\0';
+        return DBPOOL_EINVAL;
+    }
+    return DBPOOL_OK;
+}
+
 static inline void tb_init(textbuf *t, char *buf, size_t cap) {
     t->buf = buf;
     t->cap = cap;
