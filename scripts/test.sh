@@ -62,6 +62,10 @@ for b in $builds; do
   echo "== build: $b" >&2
   cmake -S . -B "build/$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDBPOOL_BENCH=OFF "${flags[@]}" >/dev/null
   cmake --build "build/$b" -j"$(nproc)"
+  # A test that died with a server stopped (a sanitizer abort skips its
+  # clean-up) must not take the next build's tests down with it.
+  [ $started_pg = 1 ] && scripts/pg-server.sh restart "$work" >/dev/null
+  [ $started_my = 1 ] && scripts/mysql-server.sh restart "$work" >/dev/null
   echo "== tests: $b" >&2
   # Serial: the server tests kill backends and restart servers, which
   # must not hit a neighbour test's connections.

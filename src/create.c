@@ -99,10 +99,10 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev) {
     switch (ev) {
     case BREAKER_EVENT_OPENED:
+        /* Only the immutable options here: the counters belong to the lock. */
         dbpool__log(p, DBPOOL_LOG_ERROR,
-                    "circuit breaker opened after %d consecutive failed connects: new connections are "
-                    "refused for %lld ms",
-                    p->consecutive_failures, (long long)p->opt.breaker_cooldown_ms);
+                    "circuit breaker opened (breaker_failures %d): new connections are refused for %lld ms",
+                    p->opt.breaker_failures, (long long)p->opt.breaker_cooldown_ms);
         break;
     case BREAKER_EVENT_HALF_OPEN:
         dbpool__log(p, DBPOOL_LOG_WARN, "circuit breaker half-open: trying one connection");
