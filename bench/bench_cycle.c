@@ -17,8 +17,10 @@
 static atomic_bool stop_flag;
 static dbpool *pool;
 
+/* One cache line pair per worker: counters of different threads must not
+ * share a line (the prefetcher pairs adjacent lines). */
 typedef struct worker {
-    pthread_t tid;
+    _Alignas(128) pthread_t tid;
     unsigned long cycles;
     unsigned long errors;
 } worker;

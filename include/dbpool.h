@@ -136,6 +136,9 @@ typedef struct dbpool_options {
     int64_t barging_window_us; /* a running thread may take a free connection ahead of a waiter who has
                                   waited less than this (50); after it, strict FIFO hand-off. 0 = always
                                   hand off */
+    bool thread_cache;         /* a thread's last released connection is kept for its next acquire, taken
+                                  back without the pool lock (true); see docs/design.md. Off while
+                                  leak_threshold_ms, validation "always" or autoscale is set */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -399,6 +402,8 @@ typedef struct dbpool_stats {
     uint64_t leaks_detected;     /* leases held past leak_threshold_ms */
     uint64_t leaks_reclaimed;
     int reclaimed_out;  /* reclaimed leases not yet returned (not in total) */
+    int thread_cached;  /* connections kept for the thread that released them (thread_cache; in idle or
+                           in_use) */
     double utilisation; /* in_use / cap, now */
     double uptime_s;
     dbpool_latency acquire_wait;

@@ -158,6 +158,11 @@ void dbpool__maint_pass(dbpool *p) {
         return;
     }
     int64_t now = dbpool__coarse_now_ns();
+    /* Parked connections unused for a whole interval (their thread is
+     * gone or busy elsewhere) rejoin the idle list, where idle timeout,
+     * lifetime and keepalive see them. */
+    if (p->parked_head)
+        dbpool__recall_parked_locked(p, false, now - p->opt.maintenance_interval_ms * DBPOOL_NS_PER_MS);
     int old_cap;
     int new_cap = autoscale_locked(p, now, &old_cap);
     int nleaks = scan_leaks_locked(p, now, leaks);

@@ -308,7 +308,19 @@ void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind
     out->max_ms = (double)snap.max_ns / 1e6;
 }
 
+void dbpool__metrics_record_zeros(dbpool_metrics *m, dbpool_histogram_kind kind, uint64_t n) {
+    if (!m || (unsigned)kind >= DBPOOL_HIST_COUNT || n == 0)
+        return;
+    stripe *s = &m->stripes[thread_index() & m->mask];
+    atomic_fetch_add_explicit(&s->slot[kind][g_split[0].base], n, memory_order_relaxed);
+}
+
 void dbpool_get_histogram(dbpool *p, dbpool_histogram_kind kind, dbpool_histogram *out) {
+    if (p && kind == DBPOOL_HIST_ACQUIRE) {
+        dbpool__lock(p);
+        dbpool__fold_fast_leases_locked(p);
+        dbpool__unlock(p);
+    }
     /* The bounds are filled even for a NULL pool or an unknown kind. */
     dbpool__metrics_histogram(p ? p->metrics : NULL, kind, out);
 }

@@ -17,6 +17,9 @@ void dbpool__metrics_free(dbpool_metrics *m);
 /* Record one observation of `ns` nanoseconds. Thread-safe, lock-free, a few
  * nanoseconds; never blocks. */
 void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64_t ns);
+/* Record n observations of 0 ns at once (the fast path's waits, folded
+ * in before a snapshot). */
+void dbpool__metrics_record_zeros(dbpool_metrics *m, dbpool_histogram_kind kind, uint64_t n);
 /* Snapshots (sum over stripes). */
 void dbpool__metrics_histogram(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_histogram *out);
 void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_latency *out);

@@ -35,6 +35,7 @@ void dbpool_options_init(dbpool_options *o) {
     o->autoscale_interval_ms = 60000;
     o->suspend_fails_fast = true;
     o->barging_window_us = 50;
+    o->thread_cache = true;
 }
 
 typedef enum { K_INT, K_MS, K_US, K_VALIDATION, K_NAME } key_kind;

@@ -41,7 +41,7 @@ void dbpool__lock(dbpool *p) {
 /* State equals list membership: the counters agree with the lists and the
  * slots' states. Checked before every unlock in debug builds. */
 static void check_invariants_locked(const dbpool *p) {
-    int idle = 0, leased = 0, reclaimed = 0, closing = 0, listed = 0, waiting = 0;
+    int idle = 0, leased = 0, reclaimed = 0, closing = 0, listed = 0, waiting = 0, parked = 0, plisted = 0;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
         if (c->state == CONN_IDLE)
             idle++;
@@ -51,7 +51,16 @@ static void check_invariants_locked(const dbpool *p) {
             reclaimed++;
         else if (c->state == CONN_CLOSING)
             closing++;
+        else if (c->state == CONN_PARKED)
+            parked++;
+        if (c->state != CONN_PARKED && atomic_load_explicit(&c->park, memory_order_relaxed) != 0) {
+            fprintf(stderr, "dbpool: invariant broken: connection #%llu not parked has a park word\n",
+                    (unsigned long long)c->id);
+            abort();
+        }
     }
+    for (const dbpool_conn *c = p->parked_head; c; c = c->park_next)
+        plisted++;
     for (const dbpool_conn *c = p->idle_head; c; c = c->next)
         listed++;
     for (const waiter *w = p->wait_head; w; w = w->next)
@@ -59,18 +68,21 @@ static void check_invariants_locked(const dbpool *p) {
     /* n_closing also counts dbpool_close's own hold on the pool. */
     if (idle != p->n_idle || listed != p->n_idle || leased != p->n_leased || reclaimed != p->n_reclaimed ||
         closing > p->n_closing || closing + 1 < p->n_closing || waiting != p->n_waiting ||
+        parked != p->n_parked || plisted != p->n_parked ||
         p->n_connecting < p->connect_jobs + p->connect_running || p->n_connecting < 0) {
         fprintf(stderr,
                 "dbpool: invariant broken: idle %d/%d/%d leased %d/%d reclaimed %d/%d closing %d/%d "
-                "waiting %d/%d connecting %d jobs %d running %d\n",
+                "waiting %d/%d connecting %d jobs %d running %d parked %d/%d/%d\n",
                 idle, listed, p->n_idle, leased, p->n_leased, reclaimed, p->n_reclaimed, closing,
-                p->n_closing, waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running);
+                p->n_closing, waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running,
+                parked, plisted, p->n_parked);
         abort();
     }
 }
 #endif
 
 void dbpool__unlock(dbpool *p) {
+    dbpool__gate_refresh_locked(p);
 #ifdef DBPOOL_DEBUG_INVARIANTS
     check_invariants_locked(p);
 #endif
@@ -119,7 +131,7 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
     p->opt.log_fn(p->opt.log_user, level, line);
 }
 
-int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->n_connecting; }
+int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->n_parked + p->n_connecting; }
 #define total_locked(p) dbpool__total_locked(p)
 
 bool dbpool__forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
@@ -143,6 +155,24 @@ static void idle_push(dbpool *p, dbpool_conn *c) {
     else
         p->idle_tail = c;
     p->idle_head = c;
+    p->n_idle++;
+}
+
+void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c) {
+    dbpool_conn *after = NULL; /* the last one used more recently than c */
+    for (dbpool_conn *x = p->idle_head; x && x->last_used_ns > c->last_used_ns; x = x->next)
+        after = x;
+    c->state = CONN_IDLE;
+    c->prev = after;
+    c->next = after ? after->next : p->idle_head;
+    if (c->next)
+        c->next->prev = c;
+    else
+        p->idle_tail = c;
+    if (after)
+        after->next = c;
+    else
+        p->idle_head = c;
     p->n_idle++;
 }
 
@@ -288,8 +318,9 @@ void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {
 }
 
 bool dbpool__can_free_locked(const dbpool *p) {
-    return p->closed && p->n_idle == 0 && p->n_leased == 0 && p->n_connecting == 0 && p->n_waiting == 0 &&
-           p->n_closing == 0 && p->n_reclaimed == 0 && !p->maint_running && p->n_connectors == 0;
+    return p->closed && p->n_idle == 0 && p->n_leased == 0 && p->n_parked == 0 && p->n_connecting == 0 &&
+           p->n_waiting == 0 && p->n_closing == 0 && p->n_reclaimed == 0 && !p->maint_running &&
+           p->n_connectors == 0;
 }
 
 void dbpool__free(dbpool *p) {
@@ -455,6 +486,13 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     p->settings.connect_timeout_ms = p->opt.connect_timeout_ms;
     p->settings.statement_timeout_ms = p->opt.statement_timeout_ms;
     p->cap = initial_cap(&p->opt);
+    /* Parking (sticky.c) skips what a lease's start must record or check
+     * under the lock: leak traces, a ping on every hand-out, autoscale's
+     * view of use. */
+    static _Atomic uint64_t next_serial;
+    p->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;
+    p->park_enabled = p->opt.leak_threshold_ms == 0 && p->opt.validation != DBPOOL_VALIDATE_ALWAYS &&
+                      !p->opt.autoscale && p->opt.thread_cache;
 
     /* Warm-up on this thread: min_size connections, each with the full
      * retry budget; at least one unless lazy_connect, so that a wrong URL,
@@ -513,6 +551,9 @@ int dbpool_close(dbpool *p) {
     /* Hold the pool while this function runs: a waiter or a release on
      * another thread may otherwise free it under us. */
     p->n_closing++;
+    /* Parked connections: the free ones go with the idle ones below, the
+     * ones in use come back at their release (and are closed there). */
+    dbpool__recall_parked_locked(p, false, -1);
     for (waiter *w = p->wait_head; w; w = w->next)
         pthread_cond_signal(&w->cond);
     unlock(p);
@@ -521,7 +562,8 @@ int dbpool_close(dbpool *p) {
     dbpool__maint_stop(p);
     dbpool__connectors_stop(p);
     lock(p);
-    int idle = p->n_idle, leased = p->n_leased + p->n_reclaimed;
+    int idle = p->n_idle,
+        leased = p->n_leased + p->n_reclaimed + p->n_parked; /* parked: in use (free ones were recalled) */
     dbpool_conn *list = dbpool__take_idle_locked(p, take_all, NULL);
     unlock(p);
     dbpool__log(p, DBPOOL_LOG_INFO, "closing (%d idle closed now, %d leases still out)", idle, leased);
@@ -551,8 +593,14 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
         return;
     lock(p);
     *out = p->stats;
-    out->idle = p->n_idle;
-    out->in_use = p->n_leased;
+    int parked_busy, parked_free;
+    dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
+    dbpool__fold_fast_leases_locked(p);
+    uint64_t fast = p->fast_folded;
+    out->acquired += fast;
+    out->reused += fast;
+    out->idle = p->n_idle + parked_free;
+    out->in_use = p->n_leased + parked_busy;
     out->connecting = p->n_connecting;
     out->waiting = p->n_waiting;
     out->total = total_locked(p);
@@ -562,7 +610,8 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     out->suspended = p->suspended;
     out->breaker = p->breaker;
     out->reclaimed_out = p->n_reclaimed;
-    out->utilisation = p->cap > 0 ? (double)p->n_leased / p->cap : 0.0;
+    out->thread_cached = p->n_parked;
+    out->utilisation = p->cap > 0 ? (double)out->in_use / p->cap : 0.0;
     unlock(p);
     out->uptime_s = (double)(dbpool__now_ns() - p->opened_ns) / 1e9;
     dbpool__metrics_latency(p->metrics, DBPOOL_HIST_ACQUIRE, &out->acquire_wait);

@@ -21,6 +21,7 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,7 @@
  * the pointer is not a dbpool_conn (or the pool is gone). */
 #define DBPOOL_CONN_MAGIC 0x6462636eu /* "dbcn" */
 #define DBPOOL_LEAK_FRAMES 16
+#define DBPOOL_CONN_ALIGN 128
 
 /* State equals list membership: every connection is in exactly one state,
  * and only the core moves it, under the pool lock. */
@@ -36,8 +38,19 @@ typedef enum {
     CONN_IDLE,      /* on the idle list (LIFO) */
     CONN_LEASED,    /* held by a caller, or by maintenance for a ping */
     CONN_RETURNING, /* released, being reset outside the lock; counts as leased */
-    CONN_CLOSING    /* being disconnected outside the lock; counts in n_closing */
+    CONN_CLOSING,   /* being disconnected outside the lock; counts in n_closing */
+    CONN_PARKED     /* kept for one thread (sticky.c): on the parked list, counts in n_parked */
 } conn_state;
+
+/* A parked connection's `park` word (sticky.c). 0 when not parked; else
+ * tag << 2 | PARK_FREE or PARK_BUSY, plus PARK_WANTED while busy when the
+ * pool wants it back. The tag is new at every parking, so a thread whose
+ * connection was taken and parked again elsewhere cannot mistake it for its
+ * own. */
+#define PARK_FREE UINT64_C(1)
+#define PARK_BUSY UINT64_C(2)
+#define PARK_WANTED UINT64_C(4)
+#define PARK_TAG_SHIFT 3
 
 /* Where a lease was taken, for leak reports. */
 typedef struct lease_trace {
@@ -65,6 +78,16 @@ struct dbpool_conn {
     struct dbpool_conn *prev, *next; /* idle list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
     lease_trace *trace;              /* leak detection on: where the lease began */
+
+    struct dbpool_conn *park_prev, *park_next; /* the parked list (sticky.c) */
+
+    /* Parking (sticky.c). While parked, only the owning thread touches the
+     * fields above, and only while it holds the park word at PARK_BUSY.
+     * A slot's reuse clears the fields up to here and keeps these: a
+     * thread may still hold an old tag for it (its CAS then fails). */
+    _Atomic uint64_t park;
+    _Atomic int64_t parked_used_ns; /* last fast release: maintenance reads it */
+    _Atomic uint64_t fast_leases;   /* hand-outs by the fast path, for the stats */
 };
 
 /* A caller waiting in line (on its own stack). */
@@ -101,6 +124,12 @@ struct dbpool {
     unsigned fork_generation; /* the process generation that opened the pool */
     int64_t opened_ns;
 
+    uint64_t serial;   /* unique per pool in this process: thread caches check it */
+    bool park_enabled; /* the options allow parking (sticky.c) */
+    /* Non-zero while the fast path must stay out: someone waits, or the
+     * pool is closed, suspended or over its cap. Written at unlock. */
+    _Atomic int gate;
+
     /* --- everything below is guarded by `lock` --- */
     bool closed;
     bool suspended;
@@ -109,7 +138,10 @@ struct dbpool {
     dbpool_conn *free_slots;
     dbpool_conn *all_slots;
     waiter *wait_head, *wait_tail;
-    int n_idle, n_leased, n_connecting, n_waiting, n_closing, n_reclaimed;
+    int n_idle, n_leased, n_connecting, n_waiting, n_closing, n_reclaimed, n_parked;
+    dbpool_conn *parked_head; /* parked connections (park_prev/park_next) */
+    uint64_t park_seq;        /* the last parking tag handed out */
+    uint64_t fast_folded;     /* fast hand-outs already in the acquire histogram */
     uint64_t next_conn_id;
     dbpool_error last_connect_error; /* redacted; for timeout messages */
     dbpool_stats stats;              /* counters; the gauges are filled on read */
@@ -138,10 +170,20 @@ struct dbpool {
     int64_t last_scale_ns;
 };
 
+/* Does the caller hold c (an ordinary lease, or its parked connection in
+ * use)? For the API's checks of a handle; no lock. */
+static inline bool dbpool__conn_held(const dbpool_conn *c) {
+    return c->state == CONN_LEASED ||
+           (c->state == CONN_PARKED && (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_BUSY));
+}
+
 /* pool.c: lists and accounting (lock held unless said otherwise) */
 bool dbpool__forked(const dbpool *p);
 int dbpool__fork_error(dbpool_error *e);
 void dbpool__idle_remove(dbpool *p, dbpool_conn *c);
+/* Put an uncounted connection on the idle list where its last use puts it
+ * (the list stays ordered: idle-timeout reaping takes from the tail). */
+void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c);
 void dbpool__note_peak(dbpool *p);
 void dbpool__waiter_enqueue(dbpool *p, waiter *w);
 void dbpool__waiter_dequeue(dbpool *p, waiter *w);
@@ -180,6 +222,36 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
 /* Lock held: the pool may be freed (closed and nothing left in it). */
 bool dbpool__can_free_locked(const dbpool *p);
 void dbpool__free(dbpool *p);
+
+/* sticky.c: connections parked for the thread that last released them */
+/* Lease the calling thread's parked connection without the lock. Returns
+ * the connection, or NULL (then take the ordinary path). */
+dbpool_conn *dbpool__sticky_acquire(dbpool *p);
+/* Give back a lease the fast way: true when done. False: the lease is now
+ * an ordinary one (CONN_LEASED) and the caller must release it the
+ * ordinary way; *recorded says whether its use time was already recorded. */
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recorded);
+/* Park c for the calling thread instead of making it idle, if allowed.
+ * Lock held; c counted in nothing (as for publish). */
+bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now);
+/* Take one free parked connection (counted as leased on return), or NULL. */
+dbpool_conn *dbpool__steal_parked_locked(dbpool *p);
+/* The pool wants its parked connections back (waiters, close, suspend,
+ * resize): free ones are taken now and published (to_waiters) or put on
+ * the idle list; busy ones are marked to come back on release. With
+ * older_than_ns >= 0 only free ones unused since then are taken (and busy
+ * ones left alone). */
+void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns);
+/* Parked connections in use and free (stats), lock held. */
+void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_);
+/* Fast-path hand-outs so far (stats), lock held. */
+uint64_t dbpool__fast_leases_locked(const dbpool *p);
+/* Record the fast path's hand-outs since the last call as zero waits in
+ * the acquire histogram (they never wait; counting them there instead of
+ * on the fast path saves two atomic adds per lease). Lock held. */
+void dbpool__fold_fast_leases_locked(dbpool *p);
+/* Recompute the gate (lock held); called by unlock. */
+void dbpool__gate_refresh_locked(dbpool *p);
 
 /* create.c */
 int dbpool__connectors_start(dbpool *p, dbpool_error *e);

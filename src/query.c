@@ -16,7 +16,7 @@ dbpool_param dbpool_param_text(const char *s) {
 }
 
 static bool lease_ok(const dbpool_conn *c) {
-    return c && c->magic == DBPOOL_CONN_MAGIC && c->state == CONN_LEASED;
+    return c && c->magic == DBPOOL_CONN_MAGIC && dbpool__conn_held(c);
 }
 
 static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n,

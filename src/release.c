@@ -32,10 +32,13 @@ static int release_impl(dbpool_conn *c, bool discard) {
     dbpool *p = c->pool;
     if (dbpool__forked(p))
         return DBPOOL_EMISUSE;
+    bool recorded;
+    if (dbpool__sticky_release(p, c, discard, &recorded))
+        return DBPOOL_OK;
     /* Recorded before locking: once the connection is published, another
      * thread may close the pool, and nothing of it may be touched here. */
     int64_t now = dbpool__fast_now_ns(); /* one reading serves the histogram and the bookkeeping */
-    if (c->state == CONN_LEASED)
+    if (c->state == CONN_LEASED && !recorded)
         dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
     lock(p);
     if (c->state != CONN_LEASED) {
@@ -55,9 +58,11 @@ static int release_impl(dbpool_conn *c, bool discard) {
     }
     int need = (discard || c->broken) ? -1 : p->driver->needs_reset(c->native);
     if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
-        /* The fast path: a clean connection straight back. */
+        /* The fast path: a clean connection straight back, parked for
+         * this thread when nobody waits (sticky.c). */
         p->n_leased--;
-        dbpool__publish_locked(p, c, now);
+        if (!dbpool__park_locked(p, c, now))
+            dbpool__publish_locked(p, c, now);
         /* Idle connections past their time go too; counted in n_closing,
          * they keep the pool alive until closed. */
         dbpool_conn *expired = p->idle_tail != c ? dbpool__take_idle_locked(p, idle_expired, &now) : NULL;
@@ -121,7 +126,7 @@ int dbpool_release(dbpool_conn *c) { return release_impl(c, false); }
 int dbpool_discard(dbpool_conn *c) { return release_impl(c, true); }
 
 void *dbpool_conn_native(dbpool_conn *c) {
-    if (!c || c->magic != DBPOOL_CONN_MAGIC || c->state != CONN_LEASED)
+    if (!c || c->magic != DBPOOL_CONN_MAGIC || !dbpool__conn_held(c))
         return NULL;
     return c->native;
 }

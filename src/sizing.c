@@ -29,6 +29,7 @@ int dbpool_shrink(dbpool *p, int target_idle) {
         unlock(p);
         return DBPOOL_ECLOSED;
     }
+    dbpool__recall_parked_locked(p, false, -1); /* parked and free counts as idle here */
     keep_count k = {target_idle};
     dbpool_conn *list = dbpool__take_idle_locked(p, idle_above, &k); /* least recently used first */
     unlock(p);
@@ -58,6 +59,7 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
         p->cap = max_size;
     if (p->cap < min_size)
         p->cap = min_size;
+    dbpool__recall_parked_locked(p, false, -1);
     dbpool_conn *list = dbpool__take_idle_locked(p, over_cap, NULL);
     breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
     dbpool__maint_wake(p);                                    /* a larger min is filled there */
@@ -73,6 +75,7 @@ int dbpool_suspend(dbpool *p) {
         return DBPOOL_EINVAL;
     lock(p);
     p->suspended = true;
+    dbpool__recall_parked_locked(p, false, -1);
     unlock(p);
     dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
     return DBPOOL_OK;

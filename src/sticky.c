@@ -1,0 +1,285 @@
+/*
+ * sticky.c — connections parked for the thread that last released them.
+ *
+ * A clean release with nobody waiting may park the connection for the
+ * releasing thread instead of making it idle: it stays on the pool's parked
+ * list (counted in n_parked) and the thread remembers it in a small
+ * thread-local cache. The thread's next acquire takes it back with one
+ * compare-and-swap on the connection's `park` word and its next release
+ * gives it back with another: no pool lock, no shared cache line, so
+ * threads that each keep one connection scale like threads that share
+ * nothing (HikariCP's ConcurrentBag does the same with its thread-local
+ * list).
+ *
+ * The park word (pool_internal.h) is the only thing shared between the
+ * owner and everyone else:
+ *   tag|FREE  parked, not in use: the owner may take it (-> tag|BUSY), and
+ *             anyone holding the pool lock may take it away (-> 0).
+ *   tag|BUSY  the owner is using it; only the owner changes it back.
+ *   +WANTED   set under the lock by someone who wants it back; the owner's
+ *             release (BUSY -> FREE) then fails and the owner returns it
+ *             the ordinary way, under the lock.
+ *   0         not parked: state and lists say where it is.
+ * Everything that takes a parked connection away holds the pool lock and
+ * moves it out of the parked list in the same critical section, so state
+ * still equals list membership at every unlock.
+ *
+ * Fairness: a parked connection is never handed to its owner ahead of a
+ * waiter. Whoever starts waiting recalls every parked connection (free ones
+ * at once, busy ones at their release), nothing is parked while anyone
+ * waits, and the fast acquire stays out while the pool's `gate` says so.
+ *
+ * The owner touches nothing of the pool after a successful BUSY -> FREE:
+ * from then on the connection may be taken, the pool closed and freed.
+ */
+#include "pool_internal.h"
+
+#include <stdlib.h>
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+
+/* A few pools per thread: one is the common case. */
+#define STICKY_SLOTS 4
+
+typedef struct sticky_slot {
+    const dbpool *pool; /* compared only, never dereferenced (it may be freed) */
+    uint64_t serial;    /* the pool's serial: an address reused by a new pool does not match */
+    dbpool_conn *conn;
+    uint64_t free_word; /* tag|PARK_FREE as parked */
+} sticky_slot;
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((tls_model("initial-exec")))
+#endif
+static _Thread_local sticky_slot tl_slots[STICKY_SLOTS];
+
+static inline sticky_slot *slot_for(const dbpool *p) {
+    for (int i = 0; i < STICKY_SLOTS; i++)
+        if (tl_slots[i].pool == p && tl_slots[i].serial == p->serial)
+            return &tl_slots[i];
+    return NULL;
+}
+
+static void parked_unlink(dbpool *p, dbpool_conn *c) {
+    if (c->park_prev)
+        c->park_prev->park_next = c->park_next;
+    else
+        p->parked_head = c->park_next;
+    if (c->park_next)
+        c->park_next->park_prev = c->park_prev;
+    c->park_prev = c->park_next = NULL;
+    p->n_parked--;
+}
+
+/* Lock held, park word already 0: the connection is the caller's lease. */
+static void unparked_to_leased(dbpool *p, dbpool_conn *c) {
+    parked_unlink(p, c);
+    c->state = CONN_LEASED;
+    p->n_leased++;
+}
+
+/* Lock held, park word already 0, connection taken from a free parking:
+ * its last use is what the owner last stored. */
+static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
+    parked_unlink(p, c);
+    c->last_used_ns = atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed);
+}
+
+/* The owner, holding tag|BUSY (maybe WANTED): make it an ordinary lease. */
+static void unpark_own(dbpool *p, dbpool_conn *c) {
+    lock(p);
+    atomic_store_explicit(&c->park, 0, memory_order_relaxed);
+    unparked_to_leased(p, c);
+    unlock(p);
+}
+
+dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
+    if (!p->park_enabled || atomic_load_explicit(&p->gate, memory_order_relaxed))
+        return NULL;
+    sticky_slot *s = slot_for(p);
+    if (!s)
+        return NULL;
+    dbpool_conn *c = s->conn;
+    uint64_t expect = s->free_word;
+    if (!atomic_compare_exchange_strong_explicit(&c->park, &expect, s->free_word - PARK_FREE + PARK_BUSY,
+                                                 memory_order_acquire, memory_order_relaxed)) {
+        if ((expect >> PARK_TAG_SHIFT) != (s->free_word >> PARK_TAG_SHIFT))
+            s->pool = NULL; /* taken away: forget it (else: in use by this thread, a second lease) */
+        return NULL;
+    }
+    int64_t now = dbpool__fast_now_ns();
+    int64_t idle = now - c->last_used_ns;
+    bool validate = p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
+                    idle >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS;
+    bool stale = p->opt.idle_timeout_ms > 0 && idle >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
+    if (now >= c->expires_ns || validate || stale) {
+        /* It needs the checks of the ordinary path: hand it there. */
+        unpark_own(p, c);
+        s->pool = NULL;
+        return c;
+    }
+    c->uses++;
+    c->acquired_ns = now;
+    c->lease_start = now;
+    atomic_store_explicit(&c->fast_leases, atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return c;
+}
+
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recorded) {
+    *recorded = false;
+    uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
+    if (w == 0)
+        return false; /* an ordinary lease (or a stale pointer: the ordinary path says so) */
+    sticky_slot *s = slot_for(p);
+    uint64_t busy = s ? s->free_word - PARK_FREE + PARK_BUSY : 0;
+    if (!s || s->conn != c || (w & ~PARK_WANTED) != busy)
+        return false; /* not this thread's lease: misuse, reported by the ordinary path */
+    if (!discard && !(w & PARK_WANTED) && !c->broken && p->driver->needs_reset(c->native) == 0) {
+        int64_t now = dbpool__fast_now_ns();
+        if (now < c->expires_ns) {
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
+            *recorded = true;
+            c->last_used_ns = now;
+            atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
+            uint64_t expect = busy;
+            if (atomic_compare_exchange_strong_explicit(&c->park, &expect, s->free_word, memory_order_release,
+                                                        memory_order_relaxed))
+                return true; /* nothing of the pool may be touched from here on */
+        }
+    }
+    /* Dirty, broken, discarded, expired or wanted back: the ordinary way. */
+    unpark_own(p, c);
+    s->pool = NULL;
+    return false;
+}
+
+/* Lock held: take a free parked connection away from its owner. */
+static bool take_free(dbpool_conn *c) {
+    uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
+    while (w & PARK_FREE) {
+        if (atomic_compare_exchange_weak_explicit(&c->park, &w, 0, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
+    if (!p->park_enabled || p->wait_head || p->closed || p->suspended || dbpool__total_locked(p) + 1 > p->cap)
+        return false;
+    sticky_slot *s = slot_for(p);
+    if (s) {
+        /* The thread's parked one, if it still has it, is older than c: it
+         * goes to the idle list (so the most recently used connection is
+         * still the next one handed out), unless it is in use (a second
+         * lease at the same time): then c goes there. */
+        dbpool_conn *old = s->conn;
+        uint64_t w = atomic_load_explicit(&old->park, memory_order_relaxed);
+        if ((w >> PARK_TAG_SHIFT) == (s->free_word >> PARK_TAG_SHIFT)) {
+            if (!take_free(old))
+                return false;
+            unparked_uncounted(p, old);
+            dbpool__idle_insert_locked(p, old);
+        }
+    } else {
+        for (int i = 0; i < STICKY_SLOTS && !s; i++)
+            if (!tl_slots[i].pool)
+                s = &tl_slots[i];
+        if (!s) /* full: the pool's slot of a busy thread's cache; the old one stays parked */
+            s = &tl_slots[p->serial % STICKY_SLOTS];
+    }
+    uint64_t tag = ++p->park_seq;
+    c->state = CONN_PARKED;
+    c->last_used_ns = now;
+    atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
+    c->park_prev = NULL;
+    c->park_next = p->parked_head;
+    if (p->parked_head)
+        p->parked_head->park_prev = c;
+    p->parked_head = c;
+    p->n_parked++;
+    s->pool = p;
+    s->serial = p->serial;
+    s->conn = c;
+    s->free_word = (tag << PARK_TAG_SHIFT) | PARK_FREE;
+    atomic_store_explicit(&c->park, s->free_word, memory_order_release);
+    return true;
+}
+
+dbpool_conn *dbpool__steal_parked_locked(dbpool *p) {
+    for (dbpool_conn *c = p->parked_head; c; c = c->park_next) {
+        if (take_free(c)) {
+            c->last_used_ns = atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed);
+            unparked_to_leased(p, c);
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Lock held: take c if free, else mark it wanted back. True when taken. */
+static bool take_or_mark(dbpool_conn *c) {
+    uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
+    for (;;) {
+        if (w & PARK_FREE) {
+            if (atomic_compare_exchange_weak_explicit(&c->park, &w, 0, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return true;
+        } else if (w & PARK_WANTED) {
+            return false;
+        } else if (atomic_compare_exchange_weak_explicit(&c->park, &w, w | PARK_WANTED, memory_order_relaxed,
+                                                         memory_order_relaxed)) {
+            return false;
+        }
+    }
+}
+
+void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns) {
+    dbpool_conn *c = p->parked_head;
+    while (c) {
+        dbpool_conn *next = c->park_next;
+        bool taken = older_than_ns >= 0
+                         ? atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed) <= older_than_ns &&
+                               take_free(c)
+                         : take_or_mark(c);
+        if (taken) {
+            unparked_uncounted(p, c);
+            if (to_waiters)
+                dbpool__publish_locked(p, c, c->last_used_ns);
+            else
+                dbpool__idle_insert_locked(p, c);
+        }
+        c = next;
+    }
+}
+
+void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_) {
+    *busy = *free_ = 0;
+    for (const dbpool_conn *c = p->parked_head; c; c = c->park_next) {
+        if (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_FREE)
+            (*free_)++;
+        else
+            (*busy)++;
+    }
+}
+
+uint64_t dbpool__fast_leases_locked(const dbpool *p) {
+    uint64_t n = 0;
+    for (const dbpool_conn *c = p->all_slots; c; c = c->all_next)
+        n += atomic_load_explicit(&c->fast_leases, memory_order_relaxed);
+    return n;
+}
+
+void dbpool__gate_refresh_locked(dbpool *p) {
+    int g = p->wait_head != NULL || p->closed || p->suspended || dbpool__total_locked(p) > p->cap;
+    if (atomic_load_explicit(&p->gate, memory_order_relaxed) != g)
+        atomic_store_explicit(&p->gate, g, memory_order_relaxed);
+}
+
+void dbpool__fold_fast_leases_locked(dbpool *p) {
+    uint64_t n = dbpool__fast_leases_locked(p);
+    dbpool__metrics_record_zeros(p->metrics, DBPOOL_HIST_ACQUIRE, n - p->fast_folded);
+    p->fast_folded = n;
+}

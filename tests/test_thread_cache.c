@@ -1,0 +1,431 @@
+/* The thread cache (src/sticky.c): a thread's released connection is kept
+ * for its next acquire, yet never ahead of a waiter, never lost when the
+ * thread goes away, counted in the stats and given back for close,
+ * suspend, resize and maintenance. Mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool_mock_reset();
+    return 0;
+}
+
+static dbpool *open_pool(int min, int max, bool cache, int64_t maint_ms) {
+    dbpool_options o;
+    dbt_options(&o, min, max);
+    o.thread_cache = cache;
+    o.maintenance_interval_ms = maint_ms;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static dbpool_conn *get(dbpool *p) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_acquire(p, 2000, &c, &e) != DBPOOL_OK)
+        fail_msg("acquire: %s", e.message);
+    return c;
+}
+
+static int conn_id(dbpool_conn *c) { return dbpool_mock_conn_id(dbpool_conn_native(c)); }
+
+static dbpool_stats stats(dbpool *p) {
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    return s;
+}
+
+/* Released and acquired again on one thread: the same connection, and
+ * every hand-out counted (stats and the acquire histogram). */
+static void test_same_thread_gets_its_connection_back(void **state) {
+    (void)state;
+    dbpool *p = open_pool(2, 4, true, 0);
+    dbpool_conn *c = get(p);
+    int id = conn_id(c);
+    dbpool_release(c);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.idle, 2); /* the parked one counts as idle */
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.thread_cached, 1);
+    for (int i = 0; i < 1000; i++) {
+        c = get(p);
+        assert_int_equal(conn_id(c), id);
+        if (i == 0) {
+            s = stats(p);
+            assert_int_equal(s.in_use, 1);
+            assert_int_equal(s.idle, 1);
+            assert_true(dbt_invariant_holds(p));
+        }
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    s = stats(p);
+    assert_int_equal(s.acquired, 1001);
+    assert_int_equal(s.reused, 1000); /* the first lease of a warm-up connection is no reuse */
+    dbpool_histogram h;
+    dbpool_get_histogram(p, DBPOOL_HIST_ACQUIRE, &h);
+    assert_int_equal(h.count, 1001);
+    dbpool_get_histogram(p, DBPOOL_HIST_USE, &h);
+    assert_int_equal(h.count, 1001);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* The most recently released connection is the next one handed out, as
+ * without the cache: the older parked one moves to the idle list. */
+static void test_most_recent_first(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 3, true, 0);
+    dbpool_conn *a = get(p), *b = get(p), *c = get(p);
+    int ids[3] = {conn_id(a), conn_id(b), conn_id(c)};
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_release(c);
+    dbpool_conn *x = get(p), *y = get(p), *z = get(p);
+    assert_int_equal(conn_id(x), ids[2]);
+    assert_int_equal(conn_id(y), ids[1]);
+    assert_int_equal(conn_id(z), ids[0]);
+    dbpool_release(x);
+    dbpool_release(y);
+    dbpool_release(z);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Misuse is still caught on the fast path. */
+static void test_double_release_and_stale_handle(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 2, true, 0);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    c = get(p); /* the fast path */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
+    assert_int_equal(dbpool_discard(c), DBPOOL_EMISUSE);
+    assert_null(dbpool_conn_native(c));
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.destroyed, 0);
+    assert_int_equal(s.idle, 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A dirty or broken connection on the fast path goes the ordinary way:
+ * rolled back, or closed. */
+static void test_dirty_and_discarded_leave_the_cache(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 2, true, 0);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    c = get(p);
+    assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+    void *native = dbpool_conn_native(c);
+    dbpool_release(c);
+    assert_false(dbpool_mock_in_transaction(native));
+    assert_int_equal(stats(p).rollbacks, 1);
+    c = get(p);
+    assert_int_equal(dbpool_discard(c), DBPOOL_OK);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_DISCARDED], 1);
+    assert_int_equal(s.total, 0);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+typedef struct waiter_arg {
+    dbpool *p;
+    atomic_int got_id;
+    atomic_bool started;
+    int64_t waited_ms;
+} waiter_arg;
+
+static void *wait_for_one(void *arg) {
+    waiter_arg *w = arg;
+    atomic_store(&w->started, true);
+    int64_t t0 = dbt_now_ms();
+    dbpool_conn *c = NULL;
+    if (dbpool_acquire(w->p, 5000, &c, NULL) == DBPOOL_OK) {
+        w->waited_ms = dbt_now_ms() - t0;
+        atomic_store(&w->got_id, conn_id(c));
+        dbt_sleep_ms(50);
+        dbpool_release(c);
+    } else {
+        atomic_store(&w->got_id, -1);
+    }
+    return NULL;
+}
+
+/* A waiter comes first: the holder's release hands the connection over,
+ * and the holder's next acquire waits its turn instead of taking it back. */
+static void test_waiter_is_served_before_the_owner(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, true, 0);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    c = get(p); /* parked for this thread, in use */
+    int id = conn_id(c);
+    waiter_arg w = {.p = p};
+    pthread_t t;
+    pthread_create(&t, NULL, wait_for_one, &w);
+    while (stats(p).waiting == 0)
+        dbt_sleep_ms(1);
+    dbpool_release(c);
+    /* The owner asks again at once: the waiter must have it first. */
+    dbpool_conn *again = get(p);
+    assert_int_equal(atomic_load(&w.got_id), id);
+    dbpool_release(again);
+    pthread_join(t, NULL);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A parked connection that is not in use is taken by another thread at
+ * once (pool of one): parking never holds a connection back. */
+static void test_free_parked_connection_serves_others(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, true, 0);
+    dbpool_conn *c = get(p);
+    int id = conn_id(c);
+    dbpool_release(c); /* parked for this thread, free */
+    waiter_arg w = {.p = p};
+    pthread_t t;
+    pthread_create(&t, NULL, wait_for_one, &w);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&w.got_id), id);
+    assert_true(w.waited_ms < 1000);
+    /* This thread's cache lost it; it gets it back the ordinary way. */
+    c = get(p);
+    assert_int_equal(conn_id(c), id);
+    dbpool_release(c);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void *park_and_exit(void *arg) {
+    dbpool *p = arg;
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    return NULL;
+}
+
+/* A thread that parks a connection and exits leaves nothing stranded. */
+static void test_exited_thread_leaves_nothing_behind(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, true, 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, park_and_exit, p);
+        pthread_join(t[i], NULL);
+    }
+    dbpool_stats s = stats(p);
+    assert_true(s.total >= 1 && s.idle == s.total);
+    assert_true(s.thread_cached >= 1); /* left behind by the threads, free for anyone */
+    dbpool_conn *a = get(p), *b = get(p);
+    assert_int_equal(stats(p).in_use, 2);
+    dbpool_release(a);
+    dbpool_release(b);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+    dbpool_mock_counters mc;
+    dbpool_mock_get_counters(&mc);
+    assert_int_equal(mc.live, 0);
+}
+
+/* Maintenance takes back a parked connection its thread stopped using, so
+ * that idle timeout applies to it. */
+static void test_maintenance_recalls_unused_parked(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 50;
+    o.idle_timeout_ms = 100;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    int64_t t0 = dbt_now_ms();
+    while (stats(p).total > 0 && dbt_now_ms() - t0 < 3000)
+        dbt_sleep_ms(10);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.total, 0);
+    assert_true(s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] >= 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+typedef struct holder_arg {
+    dbpool *p;
+    atomic_int phase; /* 1: holding its parked connection; 2: release it */
+} holder_arg;
+
+static void *hold_parked(void *arg) {
+    holder_arg *h = arg;
+    dbpool_conn *c = get(h->p);
+    dbpool_release(c);
+    c = get(h->p); /* the fast path */
+    atomic_store(&h->phase, 1);
+    while (atomic_load(&h->phase) != 2)
+        dbt_sleep_ms(1);
+    dbpool_release(c);
+    return NULL;
+}
+
+/* Close while another thread uses its parked connection: the connection
+ * is closed at its release, and the pool is freed then (ASan checks). */
+static void test_close_while_parked_connection_in_use(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 2, true, 0);
+    holder_arg h = {.p = p};
+    pthread_t t;
+    pthread_create(&t, NULL, hold_parked, &h);
+    while (atomic_load(&h.phase) != 1)
+        dbt_sleep_ms(1);
+    assert_int_equal(dbpool_close(p), 1); /* one lease still out */
+    atomic_store(&h.phase, 2);
+    pthread_join(t, NULL);
+    dbpool_mock_counters mc;
+    dbpool_mock_get_counters(&mc);
+    assert_int_equal(mc.live, 0);
+}
+
+/* Suspend and resize give parked connections back to the pool. */
+static void test_suspend_and_resize_recall(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 3, true, 0);
+    dbpool_conn *a = get(p), *b = get(p);
+    dbpool_release(a);
+    dbpool_release(b);
+    assert_int_equal(dbpool_resize(p, 0, 1, NULL), DBPOOL_OK);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.total, 1);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 100, &c, NULL), DBPOOL_EBUSY);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    c = get(p);
+    dbpool_release(c);
+    assert_int_equal(dbpool_shrink(p, 0), 1); /* the parked one counts as idle */
+    assert_int_equal(stats(p).total, 0);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Off: the release goes to the idle list. */
+static void test_cache_off(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, false, 0);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    assert_int_equal(stats(p).thread_cached, 0);
+    c = get(p);
+    dbpool_release(c);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.acquired, 2);
+    assert_int_equal(s.thread_cached, 0);
+    assert_int_equal(s.idle, 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Many threads on few connections with every kind of return, while
+ * another thread reads the stats and resizes: nothing lost, invariants
+ * hold (a TSan build checks the races). */
+#define STRESS_THREADS 8
+#define STRESS_CYCLES 4000
+
+typedef struct stress_arg {
+    dbpool *p;
+    int seed;
+    atomic_long ok;
+} stress_arg;
+
+static void *stress(void *arg) {
+    stress_arg *a = arg;
+    unsigned r = (unsigned)a->seed;
+    for (int i = 0; i < STRESS_CYCLES; i++) {
+        r = r * 1103515245u + 12345u;
+        dbpool_conn *c = NULL;
+        int rc =
+            (r >> 16) % 7 == 0 ? dbpool_try_acquire(a->p, &c, NULL) : dbpool_acquire(a->p, 2000, &c, NULL);
+        if (rc != DBPOOL_OK)
+            continue;
+        atomic_fetch_add(&a->ok, 1);
+        switch ((r >> 20) % 16) {
+        case 0:
+            dbpool_discard(c);
+            break;
+        case 1:
+            dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL);
+            dbpool_release(c);
+            break;
+        default:
+            dbpool_release(c);
+        }
+    }
+    return NULL;
+}
+
+static void test_stress(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 3, true, 5);
+    stress_arg a[STRESS_THREADS];
+    pthread_t t[STRESS_THREADS];
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        a[i].p = p;
+        a[i].seed = i + 1;
+        atomic_init(&a[i].ok, 0);
+        pthread_create(&t[i], NULL, stress, &a[i]);
+    }
+    for (int k = 0; k < 50; k++) {
+        dbpool_stats s = stats(p);
+        assert_true(s.in_use <= s.cap && s.idle >= 0);
+        dbpool_resize(p, 1, k % 2 ? 2 : 4, NULL);
+        dbt_sleep_ms(2);
+    }
+    long ok = 0;
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        ok += atomic_load(&a[i].ok);
+    }
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal((long)s.acquired, ok);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+    dbpool_mock_counters mc;
+    dbpool_mock_get_counters(&mc);
+    assert_int_equal(mc.live, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
+        cmocka_unit_test_setup(test_most_recent_first, setup),
+        cmocka_unit_test_setup(test_double_release_and_stale_handle, setup),
+        cmocka_unit_test_setup(test_dirty_and_discarded_leave_the_cache, setup),
+        cmocka_unit_test_setup(test_waiter_is_served_before_the_owner, setup),
+        cmocka_unit_test_setup(test_free_parked_connection_serves_others, setup),
+        cmocka_unit_test_setup(test_exited_thread_leaves_nothing_behind, setup),
+        cmocka_unit_test_setup(test_maintenance_recalls_unused_parked, setup),
+        cmocka_unit_test_setup(test_close_while_parked_connection_in_use, setup),
+        cmocka_unit_test_setup(test_suspend_and_resize_recall, setup),
+        cmocka_unit_test_setup(test_cache_off, setup),
+        cmocka_unit_test_setup(test_stress, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
