@@ -162,10 +162,26 @@ static int hand_out(dbpool *p, dbpool_conn *c, int64_t fast_start, dbpool_conn *
 /* Wait in line until a connection is handed over, a connector fails us,
  * the deadline passes or the pool closes. Lock held on entry and return. */
 static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)(deadline / INT64_C(1000000000));
-    ts.tv_nsec = (long)(deadline % INT64_C(1000000000));
+    const int64_t since = dbpool__now_ns(); /* w->since on the condition variable's clock */
     while (!w->conn && !w->failed && !p->closed) {
+        /* While the pool is not starving, wake up when this waiter's
+         * barging window ends: then the pool starves from the first waiter
+         * on (it waited at least as long) and hands off in order. The
+         * window is read again each time: it adapts to the leases. */
+        int64_t until = deadline;
+        if (!p->starving) {
+            int64_t now = dbpool__now_ns();
+            int64_t window_end = since + dbpool__barging_window_ns(p);
+            if (now >= window_end) {
+                if (!dbpool__may_overtake_locked(p))
+                    dbpool__poke_head_locked(p);
+                if (w->conn)
+                    break;
+                window_end = now + dbpool__barging_window_ns(p);
+            }
+            if (!p->starving && window_end < until)
+                until = window_end;
+        }
         if (w->poked) {
             w->poked = false;
             if (p->idle_head && !p->suspended) {
@@ -178,9 +194,10 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
                 break;
             }
         }
-        int wrc = deadline == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
-                                        : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
-        if (wrc == ETIMEDOUT)
+        struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
+        int wrc = until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
+                                     : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
+        if (wrc == ETIMEDOUT && until == deadline)
             break;
     }
     /* A hand-off that raced with the timeout still counts: dropping it
@@ -315,10 +332,6 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             memset(&w, 0, sizeof w);
             dbpool__cond_init_monotonic(&w.cond);
             dbpool__waiter_enqueue(p, &w);
-            /* Parked connections come back to the line (the first waiter
-             * gets a free one now, the busy ones at their release). */
-            if (p->parked_head)
-                dbpool__recall_parked_locked(p, true, -1);
             breaker_event ev = dbpool__request_connections_locked(p);
             if (ev != BREAKER_EVENT_NONE) {
                 unlock(p);

@@ -233,6 +233,10 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
     w->prev = w->next = NULL;
     w->queued = false;
     p->n_waiting--;
+    /* Starving ends when the first in line has not waited long. */
+    if (p->starving &&
+        (!p->wait_head || dbpool__fast_now_ns() - p->wait_head->since < dbpool__barging_window_ns(p)))
+        p->starving = false;
 }
 
 void dbpool__note_peak(dbpool *p) {
@@ -241,17 +245,45 @@ void dbpool__note_peak(dbpool *p) {
 }
 
 /*
- * May a running thread take a free connection ahead of the queue? Only
+ * May a running thread take a free connection ahead of the queue? Yes
  * while the first waiter has waited less than the barging window: a thread
  * that is already running skips a wake-up (3-25 us here) and the waiter is
- * told to look; once it has waited longer, every release hands off to it
- * directly (Go's sync.Mutex "starvation mode"). Lock held.
+ * told to look, or looks when its window ends. Once it has waited longer
+ * the pool is "starving": every release hands off to the first waiter
+ * directly, nothing is parked and the thread caches are recalled, until
+ * the first in line is a recent arrival again (Go's sync.Mutex normal and
+ * starvation modes). Lock held.
  */
-bool dbpool__may_overtake_locked(const dbpool *p) {
+bool dbpool__may_overtake_locked(dbpool *p) {
     const waiter *w = p->wait_head;
     if (!w)
         return true;
-    return p->opt.barging_window_us > 0 && dbpool__fast_now_ns() - w->since < p->opt.barging_window_us * 1000;
+    if (p->starving)
+        return false;
+    if (dbpool__fast_now_ns() - w->since < dbpool__barging_window_ns(p))
+        return true;
+    p->starving = true;
+    dbpool__recall_parked_locked(p, true, -1);
+    return false;
+}
+
+/*
+ * The window adapts to how long leases last. When they are shorter than a
+ * wake-up, a hand-off to a sleeping waiter leaves the connection unused
+ * for longer than a caller uses it, and a queue of sleepers turns into a
+ * convoy that runs at the rate of context switches: then running threads
+ * may overtake for up to SHORT_HOLD_WINDOW_NS. When leases are longer, a
+ * wake-up costs a small part of one and order matters more: then the
+ * configured window (barging_window_us) applies. 0 means always hand off.
+ */
+#define SHORT_HOLD_NS INT64_C(25000)
+#define SHORT_HOLD_WINDOW_NS INT64_C(1000000)
+
+int64_t dbpool__barging_window_ns(const dbpool *p) {
+    int64_t w = p->opt.barging_window_us * 1000;
+    if (w > 0 && p->hold_ewma_ns < SHORT_HOLD_NS && w < SHORT_HOLD_WINDOW_NS)
+        w = SHORT_HOLD_WINDOW_NS;
+    return w;
 }
 
 /* Idle connections and someone first in line: tell them to look. Each
@@ -267,12 +299,13 @@ void dbpool__poke_head_locked(dbpool *p) {
 
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
-    waiter *w = p->wait_head;
-    if (w && !p->suspended && dbpool__may_overtake_locked(p)) {
+    if (p->wait_head && !p->suspended && dbpool__may_overtake_locked(p)) {
         idle_push(p, c);
         dbpool__poke_head_locked(p);
         return;
     }
+    /* Read after: turning starving may have served the first waiter. */
+    waiter *w = p->wait_head;
     if (w && !p->suspended) {
         dbpool__waiter_dequeue(p, w);
         c->state = CONN_LEASED;
@@ -486,6 +519,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     p->settings.connect_timeout_ms = p->opt.connect_timeout_ms;
     p->settings.statement_timeout_ms = p->opt.statement_timeout_ms;
     p->cap = initial_cap(&p->opt);
+    p->hold_ewma_ns = 2 * SHORT_HOLD_NS; /* start in order; short leases widen the window */
     /* Parking (sticky.c) skips what a lease's start must record or check
      * under the lock: leak traces, a ping on every hand-out, autoscale's
      * view of use. */

@@ -142,6 +142,8 @@ struct dbpool {
     dbpool_conn *parked_head; /* parked connections (park_prev/park_next) */
     uint64_t park_seq;        /* the last parking tag handed out */
     uint64_t fast_folded;     /* fast hand-outs already in the acquire histogram */
+    bool starving;            /* the first waiter waited past the window: strict hand-off */
+    int64_t hold_ewma_ns;     /* typical lease (ordinary releases): picks the barging window */
     uint64_t next_conn_id;
     dbpool_error last_connect_error; /* redacted; for timeout messages */
     dbpool_stats stats;              /* counters; the gauges are filled on read */
@@ -187,8 +189,13 @@ void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c);
 void dbpool__note_peak(dbpool *p);
 void dbpool__waiter_enqueue(dbpool *p, waiter *w);
 void dbpool__waiter_dequeue(dbpool *p, waiter *w);
-/* May a running thread take a free connection ahead of the first waiter? */
-bool dbpool__may_overtake_locked(const dbpool *p);
+/* May a running thread take a free connection ahead of the first waiter?
+ * No once the first waiter has waited longer than the barging window: the
+ * pool then turns "starving" (strict hand-off, thread caches recalled)
+ * until the first in line is a recent arrival again. */
+bool dbpool__may_overtake_locked(dbpool *p);
+/* The barging window now, in ns (adapts to the typical hold, see pool.c). */
+int64_t dbpool__barging_window_ns(const dbpool *p);
 /* Idle connections and someone first in line: tell them to look. */
 void dbpool__poke_head_locked(dbpool *p);
 void dbpool__cond_init_monotonic(pthread_cond_t *cv);

@@ -45,6 +45,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
         unlock(p);
         return DBPOOL_EMISUSE;
     }
+    p->hold_ewma_ns += (now - c->lease_start - p->hold_ewma_ns) / 8; /* picks the barging window */
     bool was_leak = c->leak_reported;
     if (c->reclaimed) {
         /* Its place was given away: close it (the holder is done with it). */

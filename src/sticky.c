@@ -24,10 +24,14 @@
  * moves it out of the parked list in the same critical section, so state
  * still equals list membership at every unlock.
  *
- * Fairness: a parked connection is never handed to its owner ahead of a
- * waiter. Whoever starts waiting recalls every parked connection (free ones
- * at once, busy ones at their release), nothing is parked while anyone
- * waits, and the fast acquire stays out while the pool's `gate` says so.
+ * Fairness follows the pool's barging window (pool.c): an owner may take
+ * its parked connection back ahead of a waiter only while the first waiter
+ * has waited less than the window, as any running thread may take an idle
+ * one. Before anyone waits, a free parked connection is taken from its
+ * owner (steal). Once the first waiter has waited past the window the pool
+ * starves: every parked connection is recalled (free ones at once, busy
+ * ones at their release), nothing is parked, and the fast acquire stays
+ * out while the pool's `gate` says so.
  *
  * The owner touches nothing of the pool after a successful BUSY -> FREE:
  * from then on the connection may be taken, the pool closed and freed.
@@ -167,7 +171,7 @@ static bool take_free(dbpool_conn *c) {
 }
 
 bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
-    if (!p->park_enabled || p->wait_head || p->closed || p->suspended || dbpool__total_locked(p) + 1 > p->cap)
+    if (!p->park_enabled || p->starving || p->closed || p->suspended || dbpool__total_locked(p) + 1 > p->cap)
         return false;
     sticky_slot *s = slot_for(p);
     if (s) {
@@ -246,10 +250,15 @@ void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than
                          : take_or_mark(c);
         if (taken) {
             unparked_uncounted(p, c);
-            if (to_waiters)
+            if (to_waiters) {
                 dbpool__publish_locked(p, c, c->last_used_ns);
-            else
+                /* Publishing may have recalled too (pool.c turns starving
+                 * there): start over rather than trust `next`. Those
+                 * already taken are gone and marked ones are skipped. */
+                next = p->parked_head;
+            } else {
                 dbpool__idle_insert_locked(p, c);
+            }
         }
         c = next;
     }
@@ -273,7 +282,7 @@ uint64_t dbpool__fast_leases_locked(const dbpool *p) {
 }
 
 void dbpool__gate_refresh_locked(dbpool *p) {
-    int g = p->wait_head != NULL || p->closed || p->suspended || dbpool__total_locked(p) > p->cap;
+    int g = p->starving || p->closed || p->suspended || dbpool__total_locked(p) > p->cap;
     if (atomic_load_explicit(&p->gate, memory_order_relaxed) != g)
         atomic_store_explicit(&p->gate, g, memory_order_relaxed);
 }
