@@ -162,6 +162,7 @@ int dbpool_stats_json(dbpool *p, char *buf, size_t len) {
     kv_u64(t, &f, "leaks_detected", s.leaks_detected);
     kv_u64(t, &f, "leaks_reclaimed", s.leaks_reclaimed);
     kv_int(t, &f, "reclaimed_out", s.reclaimed_out);
+    kv_int(t, &f, "thread_cached", s.thread_cached);
 
     kv_latency(t, &f, "acquire_wait", &s.acquire_wait);
     kv_latency(t, &f, "use_time", &s.use_time);

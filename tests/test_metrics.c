@@ -418,10 +418,11 @@ static void test_json_matches_stats(void **state) {
     assert_int_equal(jint(root, "leaks_detected"), (json_int_t)s.leaks_detected);
     assert_int_equal(jint(root, "leaks_reclaimed"), (json_int_t)s.leaks_reclaimed);
     assert_int_equal(jint(root, "reclaimed_out"), s.reclaimed_out);
+    assert_int_equal(jint(root, "thread_cached"), s.thread_cached);
     check_latency(root, "acquire_wait", &s.acquire_wait);
     check_latency(root, "use_time", &s.use_time);
     check_latency(root, "connect_time", &s.connect_time);
-    assert_int_equal(json_object_size(root), 35);
+    assert_int_equal(json_object_size(root), 36);
 
     json_decref(root);
     free(text);
