@@ -90,7 +90,7 @@ static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
     c->last_used_ns = atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed);
 }
 
-/* The owner, holding tag|BUSY (maybe WANTED): make it an ordinary lease. */
+/* The holder of a tag|BUSY lease (maybe WANTED): make it an ordinary lease. */
 static void unpark_own(dbpool *p, dbpool_conn *c) {
     lock(p);
     atomic_store_explicit(&c->park, 0, memory_order_relaxed);
@@ -134,13 +134,12 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
 bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recorded) {
     *recorded = false;
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
-    if (w == 0)
-        return false; /* an ordinary lease (or a stale pointer: the ordinary path says so) */
+    if (!(w & PARK_BUSY))
+        return false; /* an ordinary lease, or released already (the ordinary path says so) */
     sticky_slot *s = slot_for(p);
-    uint64_t busy = s ? s->free_word - PARK_FREE + PARK_BUSY : 0;
-    if (!s || s->conn != c || (w & ~PARK_WANTED) != busy)
-        return false; /* not this thread's lease: misuse, reported by the ordinary path */
-    if (!discard && !(w & PARK_WANTED) && !c->broken && p->driver->needs_reset(c->native) == 0) {
+    bool mine = s && s->conn == c && (w & ~PARK_WANTED) == s->free_word - PARK_FREE + PARK_BUSY;
+    if (mine && !discard && !(w & PARK_WANTED) && !c->broken && p->driver->needs_reset(c->native) == 0) {
+        uint64_t busy = w;
         int64_t now = dbpool__fast_now_ns();
         if (now < c->expires_ns) {
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
@@ -153,9 +152,12 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recor
                 return true; /* nothing of the pool may be touched from here on */
         }
     }
-    /* Dirty, broken, discarded, expired or wanted back: the ordinary way. */
+    /* Dirty, broken, discarded, expired, wanted back, or leased by another
+     * thread's cache and released on this one: the ordinary way. The
+     * cache that parked it finds its word changed and forgets it. */
     unpark_own(p, c);
-    s->pool = NULL;
+    if (mine)
+        s->pool = NULL;
     return false;
 }
 

@@ -125,6 +125,42 @@ static void test_double_release_and_stale_handle(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+typedef struct handover {
+    dbpool_conn *c;
+    int rc;
+} handover;
+
+static void *release_there(void *arg) {
+    handover *h = arg;
+    h->rc = dbpool_release(h->c);
+    return NULL;
+}
+
+/* A lease from this thread's cache released on another thread: accepted,
+ * and the connection goes on serving both threads. */
+static void test_released_on_another_thread(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, true, 0);
+    dbpool_conn *c = get(p);
+    dbpool_release(c);
+    c = get(p); /* the fast path */
+    int id = conn_id(c);
+    handover h = {.c = c, .rc = -100};
+    pthread_t t;
+    pthread_create(&t, NULL, release_there, &h);
+    pthread_join(t, NULL);
+    assert_int_equal(h.rc, DBPOOL_OK);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.idle, 1);
+    c = get(p);
+    assert_int_equal(conn_id(c), id);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A dirty or broken connection on the fast path goes the ordinary way:
  * rolled back, or closed. */
 static void test_dirty_and_discarded_leave_the_cache(void **state) {
@@ -418,6 +454,7 @@ int main(void) {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
         cmocka_unit_test_setup(test_most_recent_first, setup),
         cmocka_unit_test_setup(test_double_release_and_stale_handle, setup),
+        cmocka_unit_test_setup(test_released_on_another_thread, setup),
         cmocka_unit_test_setup(test_dirty_and_discarded_leave_the_cache, setup),
         cmocka_unit_test_setup(test_waiter_is_served_before_the_owner, setup),
         cmocka_unit_test_setup(test_free_parked_connection_serves_others, setup),
