@@ -238,6 +238,13 @@ for w in 0 50 1000 10000; do
     BENCH_IMPL_LABEL=dbpool-barging-$w run "$BP" latency dbpool sqlite "$SQLITE_URL?pool_barging_window_us=$w" 2 \
         "$LAT_SECS" 8 $HOLD_US
 done
+# ... and what its thread cache buys: the default with the cache off.
+for size in 8 2; do
+    BENCH_IMPL_LABEL=dbpool-nocache run "$BP" cycle dbpool sqlite "$SQLITE_URL?pool_thread_cache=off" $size \
+        "$SECS" 1,2,8,32
+done
+BENCH_IMPL_LABEL=dbpool-nocache run "$BP" latency dbpool sqlite "$SQLITE_URL?pool_thread_cache=off" 2 \
+    "$LAT_SECS" 8 $HOLD_US
 
 log "memory: heap bookkeeping and RSS per connection"
 run "$BM" heap dbpool mock mock: 50

@@ -38,7 +38,7 @@ void dbpool_options_init(dbpool_options *o) {
     o->thread_cache = true;
 }
 
-typedef enum { K_INT, K_MS, K_US, K_VALIDATION, K_NAME } key_kind;
+typedef enum { K_INT, K_MS, K_US, K_BOOL, K_VALIDATION, K_NAME } key_kind;
 
 typedef struct pool_key {
     const char *key;
@@ -71,6 +71,7 @@ static const pool_key pool_keys[] = {
     {"pool_breaker_failures", K_INT, OFF(breaker_failures), 0, 1000000},
     {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, INT64_MAX / 2000000},
     {"pool_barging_window_us", K_US, OFF(barging_window_us), 0, INT64_MAX / 2000000},
+    {"pool_thread_cache", K_BOOL, OFF(thread_cache), 0, 0},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
 #undef OFF
@@ -94,6 +95,12 @@ static int apply_key(dbpool_options *o, const pool_key *k, const char *value, ch
                                   k->key, value, k->kind == K_MS ? "milliseconds" : "microseconds",
                                   (long long)k->lo);
         *(int64_t *)(void *)base = v;
+        return DBPOOL_OK;
+    case K_BOOL:
+        if (!dbpool__parse_bool(value, (bool *)(void *)base))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "URL key %s: '%.64s' is not one of true, false, on, off, 1, 0", k->key,
+                                  value);
         return DBPOOL_OK;
     case K_VALIDATION:
         if (strcasecmp(value, "never") == 0)

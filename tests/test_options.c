@@ -124,6 +124,7 @@ static void test_bad_urls(void **state) {
         {"sqlite::memory:?busy_timeout=-1", DBPOOL_EINVAL, "busy_timeout"},
         {"sqlite::memory:?mode=rx", DBPOOL_EINVAL, "mode"},
         {"sqlite::memory:?pool_validation=sometimes", DBPOOL_EINVAL, "pool_validation"},
+        {"sqlite::memory:?pool_thread_cache=maybe", DBPOOL_EINVAL, "pool_thread_cache"},
         {"sqlite::memory:?x=%zz", DBPOOL_EINVAL, "percent"},
     };
     for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
@@ -155,6 +156,20 @@ static void test_pool_keys_override_struct(void **state) {
     assert_int_equal(s.min_size, 2);
     assert_int_equal(s.total, 2); /* warmed up */
     assert_string_equal(dbpool_name(p), "orders");
+    dbpool_close(p);
+    /* A boolean key: the thread cache off keeps a release on the idle list. */
+    assert_int_equal(dbpool_open(&p, "mock:?pool_thread_cache=off", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.thread_cached, 0);
+    dbpool_close(p);
+    assert_int_equal(dbpool_open(&p, "mock:?pool_thread_cache=1", &o, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.thread_cached, 1);
     dbpool_close(p);
     /* A URL value that breaks the struct's invariants is still caught. */
     o.min_size = 2;
