@@ -233,10 +233,16 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
     w->prev = w->next = NULL;
     w->queued = false;
     p->n_waiting--;
-    /* Starving ends when the first in line has not waited long. */
+    /* Starving ends when the first in line has not waited long. Those in
+     * line went to sleep without a window to wake up at (starving needs
+     * none): wake them to set theirs, or the first one would wait for a
+     * hand-off that a pool back in normal mode does not make. */
     if (p->starving &&
-        (!p->wait_head || dbpool__fast_now_ns() - p->wait_head->since < dbpool__barging_window_ns(p)))
+        (!p->wait_head || dbpool__fast_now_ns() - p->wait_head->since < dbpool__barging_window_ns(p))) {
         p->starving = false;
+        for (waiter *x = p->wait_head; x; x = x->next)
+            pthread_cond_signal(&x->cond);
+    }
 }
 
 void dbpool__note_peak(dbpool *p) {
