@@ -11,27 +11,32 @@
  *    pthread_once guarantees.
  *  - Automatic reconnect stays off: a silent reconnect would lose the
  *    transaction and session state without the caller noticing.
- *  - Connect, ping and reset use the non-blocking API with poll(), so they
- *    end at the core's deadline whatever the network does. exec and query
- *    have no deadline in the vtable: they are bounded by the URL's
- *    read_timeout/write_timeout and the server's max_statement_time.
- *  - The native handle is the MYSQL *; per-connection bookkeeping hangs off
- *    it through Connector/C's MARIADB_OPT_USERDATA.
+ *  - Connect, ping and reset end at the core's deadline through Connector/C's
+ *    MARIADB_OPT_IO_WAIT hook, on the blocking API (see "Deadlines" below:
+ *    the non-blocking API would cost every connection a 256 KiB coroutine
+ *    stack). exec and query have no deadline in the vtable: they are bounded
+ *    by the URL's read_timeout/write_timeout and the server's
+ *    max_statement_time.
+ *  - The native handle is the MYSQL *; it is the first member of the
+ *    per-connection bookkeeping (my_conn), initialised in place.
  */
 #include "driver.h"
 #include "internal.h"
 #include "mysql_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <mysql.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 /* Client and server error numbers we act on (errmsg.h / mysqld_error.h). */
 enum {
@@ -51,14 +56,20 @@ enum {
     MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
 };
 
-#define MY_USERDATA_KEY "dbpool.mysql"
-
-/* Bookkeeping per connection, reachable from the MYSQL * (see top). */
+/*
+ * Bookkeeping per connection, around the MYSQL it wraps: the native handle
+ * is &mysql, initialised in place with mysql_init(&mc->mysql), so reaching
+ * the bookkeeping from the handle is pointer arithmetic and costs no memory
+ * beyond these fields (MARIADB_OPT_USERDATA would cost a hash table of
+ * about 8 KiB per handle).
+ */
 typedef struct my_conn {
-    bool dirty;        /* the server reported a session state change since the last reset */
-    bool broken;       /* an operation was cut off at its deadline, or the link was lost */
-    char *restore_sql; /* re-applies charset and session settings after a reset */
-    char *init_command;
+    MYSQL mysql;
+    bool dirty;                   /* the server reported a session state change since the last reset */
+    bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
+    char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
+    int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
+    char *init_command;           /* rerun after a reset, or NULL */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -97,12 +108,8 @@ static bool broken_errno(unsigned n) {
     }
 }
 
-static my_conn *conn_of(MYSQL *m) {
-    void *p = NULL;
-    if (mysql_get_optionv(m, MARIADB_OPT_USERDATA, (void *)MY_USERDATA_KEY, &p) != 0)
-        return NULL;
-    return p;
-}
+/* Every native handle of this driver is the mysql member of a my_conn. */
+static my_conn *conn_of(MYSQL *m) { return (my_conn *)(void *)((char *)m - offsetof(my_conn, mysql)); }
 
 static void fill_native(dbpool_error *e, unsigned n, const char *sqlstate) {
     if (!e)
@@ -115,11 +122,8 @@ static void fill_native(dbpool_error *e, unsigned n, const char *sqlstate) {
 /* A failed statement: EBROKEN when the link is gone, EQUERY otherwise. */
 static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *msg, dbpool_error *e) {
     bool broken = broken_errno(n);
-    if (broken) {
-        my_conn *mc = conn_of(m);
-        if (mc)
-            mc->broken = true;
-    }
+    if (broken)
+        conn_of(m)->broken = true;
     int code = broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
     dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)", msg, n, sqlstate);
     fill_native(e, n, sqlstate);
@@ -131,103 +135,159 @@ static int conn_error(MYSQL *m, dbpool_error *e) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Waiting on the non-blocking API                                          */
+/* Deadlines on the blocking API                                            */
 /* ------------------------------------------------------------------------ */
 
 /*
- * Wait for what the library asked for (`status`), but no later than the
- * deadline. Returns the events to hand to the _cont() function. Once the
- * deadline has passed, the operation is driven to a quick failure: its own
- * timer is reported as fired when it has one, otherwise the socket is shut
- * down so that the library's next read or write fails at once. Either way
- * the operation finishes, the handle stays consistent and *expired says the
- * deadline did it.
+ * Connect, ping and reset run on Connector/C's blocking API and still end at
+ * the core's deadline, through its MARIADB_OPT_IO_WAIT hook. In blocking
+ * mode Connector/C sends and receives with MSG_DONTWAIT and, whenever the
+ * socket is not ready, calls the hook (fd, read or write, its own timeout)
+ * instead of poll(). The hook, installed only while a bounded call runs,
+ * polls until the deadline of that call and then reports a timeout, which
+ * fails the call the way Connector/C's own read_timeout does. The hook has no
+ * user pointer, so the deadline is kept per thread: the core calls the driver
+ * from one thread per handle at a time, and Connector/C does its I/O on the
+ * calling thread.
+ *
+ * TLS: Connector/C leaves the socket in blocking mode and OpenSSL reads and
+ * writes it without MSG_DONTWAIT, so the hook would not be asked. For a
+ * bounded call on a TLS connection the socket is therefore made
+ * non-blocking: OpenSSL then reports WANT_READ/WANT_WRITE and Connector/C's
+ * TLS layer waits through the same hook. The TLS handshake inside connect
+ * cannot be reached that way (Connector/C sets the socket back to blocking
+ * after the TCP connect, and the handshake reads it without MSG_DONTWAIT):
+ * each of its reads and writes blocks under the socket timeouts that
+ * Connector/C sets from its connect timeout, in whole seconds (the time
+ * left, rounded up); when one expires, the hook is asked and the deadline
+ * decides. When Connector/C had to wait for the server's greeting (always
+ * over a real network), the hook tightens those socket timeouts to the time
+ * left (tighten_socket_timeouts) and the handshake keeps the deadline to a
+ * few milliseconds. When the greeting was already there, a stalled
+ * handshake is cut up to one second late.
+ *
+ * The non-blocking API (mysql_*_start/_cont) would bound everything, but it
+ * needs MYSQL_OPT_NONBLOCK, which gives every handle its own coroutine stack
+ * (256 KiB in Debian's Connector/C 3.3) for the handle's whole life: more
+ * than a thousand times what the pool itself keeps per connection.
  */
-static int wait_io(MYSQL *m, int status, int64_t deadline_ns, bool *expired) {
-    int fd = (int)mysql_get_socket(m);
-    if (*expired)
-        goto cut;
+typedef struct my_bound {
+    int64_t deadline_ns; /* 0: no bounded call on this thread */
+    bool expired;        /* the hook reported the deadline */
+    bool tls_connect;    /* a connect that will run a TLS handshake */
+} my_bound;
+
+static _Thread_local my_bound tl_bound;
+
+/*
+ * A connect that will run a TLS handshake: by the time Connector/C waits for
+ * the server's greeting it has set the socket's timeouts to its whole-second
+ * connect timeout, and the handshake after it blocks in read()/write() under
+ * them. Tighten them to the time left (Connector/C puts its read and write
+ * timeouts back at the end of connect). Never 0, which means no timeout.
+ */
+static void tighten_socket_timeouts(my_socket fd) {
+    int64_t left = dbpool__ms_left(tl_bound.deadline_ns);
+    if (left < 1)
+        left = 1;
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    setsockopt((int)fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt((int)fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+static int bounded_io_wait(my_socket fd, my_bool is_read, int lib_timeout_ms) {
+    struct pollfd pfd = {.fd = (int)fd, .events = is_read ? POLLIN : POLLOUT, .revents = 0};
     for (;;) {
-        int64_t left = dbpool__ms_left(deadline_ns);
-        if (left <= 0) {
-            *expired = true;
-            goto cut;
-        }
-        int timeout = left > INT_MAX ? INT_MAX : (int)left;
-        bool lib_timer = false;
-        if (status & MYSQL_WAIT_TIMEOUT) {
-            unsigned lib = mysql_get_timeout_value_ms(m);
-            if ((int64_t)lib < (int64_t)timeout) {
-                timeout = (int)lib;
-                lib_timer = true;
+        int timeout = lib_timeout_ms > 0 ? lib_timeout_ms : -1;
+        if (tl_bound.deadline_ns) {
+            /* The deadline alone governs: Connector/C's TLS layer passes its
+             * timeouts in seconds where milliseconds are expected. */
+            int64_t left = dbpool__ms_left(tl_bound.deadline_ns);
+            if (left <= 0) {
+                tl_bound.expired = true;
+                errno = ETIMEDOUT;
+                return 0;
             }
+            timeout = left > INT_MAX ? INT_MAX : (int)left;
         }
-        struct pollfd pfd = {.fd = fd, .events = 0, .revents = 0};
-        if (status & MYSQL_WAIT_READ)
-            pfd.events |= POLLIN;
-        if (status & MYSQL_WAIT_WRITE)
-            pfd.events |= POLLOUT;
-        if (status & MYSQL_WAIT_EXCEPT)
-            pfd.events |= POLLPRI;
         int r = poll(&pfd, 1, timeout);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            /* poll itself failed: let the library find out on the socket. */
-            return status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
-        }
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r == 0) {
-            if (lib_timer)
-                return MYSQL_WAIT_TIMEOUT;
-            continue; /* the deadline check at the top decides */
+            if (tl_bound.deadline_ns)
+                continue; /* the check at the top decides */
+            errno = ETIMEDOUT;
         }
-        int out = 0;
-        if ((status & MYSQL_WAIT_READ) && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
-            out |= MYSQL_WAIT_READ;
-        if ((status & MYSQL_WAIT_WRITE) && (pfd.revents & (POLLOUT | POLLHUP | POLLERR)))
-            out |= MYSQL_WAIT_WRITE;
-        if ((status & MYSQL_WAIT_EXCEPT) && (pfd.revents & POLLPRI))
-            out |= MYSQL_WAIT_EXCEPT;
-        if (out == 0)
-            out = status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
-        return out;
+        if (r > 0 && is_read && tl_bound.deadline_ns && tl_bound.tls_connect)
+            tighten_socket_timeouts(fd);
+        return r;
     }
-cut:
-    if (status & MYSQL_WAIT_TIMEOUT)
-        return MYSQL_WAIT_TIMEOUT;
-    if (fd >= 0)
-        shutdown(fd, SHUT_RDWR);
-    return status & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
 }
 
-static void mark_broken(MYSQL *m) {
-    my_conn *mc = conn_of(m);
-    if (mc)
-        mc->broken = true;
+/* What a bounded call changed on the handle, to be undone at its end. */
+typedef struct my_guard {
+    int fd;    /* made non-blocking for TLS, or -1 */
+    int flags; /* its flags before */
+} my_guard;
+
+/* TLS only: let OpenSSL report WANT_READ/WANT_WRITE instead of blocking. */
+static void guard_nonblock(MYSQL *m, my_guard *g) {
+    if (g->fd >= 0 || !mysql_get_ssl_cipher(m))
+        return;
+    int fd = (int)mysql_get_socket(m);
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0 || (fl & O_NONBLOCK))
+        return;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+        g->fd = fd;
+        g->flags = fl;
+    }
 }
 
-/* Run one statement (and discard any result) within the deadline. */
-static int run_sql(MYSQL *m, const char *sql, int64_t deadline_ns, const char *what, dbpool_error *e) {
-    bool expired = false;
-    int err = 0;
-    int st = mysql_real_query_start(&err, m, sql, (unsigned long)strlen(sql));
-    while (st) {
-        st = wait_io(m, st, deadline_ns, &expired);
-        st = mysql_real_query_cont(&err, m, st);
-    }
+/* Set the deadline of this thread's bounded call (0 would mean none). */
+static void bound_set(int64_t deadline_ns) {
+    tl_bound.deadline_ns = deadline_ns ? deadline_ns : 1;
+    tl_bound.expired = false;
+    tl_bound.tls_connect = false;
+}
+
+/* Start a bounded call on a connected handle: the deadline and the hook. */
+static void bound_begin(MYSQL *m, int64_t deadline_ns, my_guard *g) {
+    bound_set(deadline_ns);
+    g->fd = -1;
+    g->flags = 0;
+    mysql_optionsv(m, MARIADB_OPT_IO_WAIT, bounded_io_wait);
+    guard_nonblock(m, g);
+}
+
+/* End it; true when the deadline cut it off. */
+static bool bound_end(MYSQL *m, my_guard *g) {
+    /* Only while the handle still owns that descriptor: after a failure
+     * Connector/C may have closed it, and the number may be reused. */
+    if (g->fd >= 0 && (int)mysql_get_socket(m) == g->fd)
+        fcntl(g->fd, F_SETFL, g->flags);
+    g->fd = -1;
+    mysql_optionsv(m, MARIADB_OPT_IO_WAIT, (void *)NULL);
+    bool expired = tl_bound.expired;
+    tl_bound.deadline_ns = 0;
+    tl_bound.expired = false;
+    tl_bound.tls_connect = false;
+    return expired;
+}
+
+static void mark_broken(MYSQL *m) { conn_of(m)->broken = true; }
+
+/* Run one statement (and discard any result) inside a bounded call. */
+static int run_sql(MYSQL *m, const char *sql, const char *what, dbpool_error *e) {
+    int err = mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0;
     if (!err && mysql_field_count(m) > 0) {
-        MYSQL_RES *res = NULL;
-        st = mysql_store_result_start(&res, m);
-        while (st) {
-            st = wait_io(m, st, deadline_ns, &expired);
-            st = mysql_store_result_cont(&res, m, st);
-        }
+        MYSQL_RES *res = mysql_store_result(m);
         if (res)
             mysql_free_result(res);
         else
             err = 1;
     }
-    if (expired) {
+    if (tl_bound.expired) {
         mark_broken(m);
         dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: %s timed out", what);
         fill_native(e, mysql_errno(m) ? mysql_errno(m) : MY_CR_SERVER_LOST, mysql_sqlstate(m));
@@ -284,8 +344,10 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
     unsigned ct = c->connect_timeout ? c->connect_timeout : seconds_left(deadline_ns);
     unsigned proto = c->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
     int bad = 0;
-    bad |= mysql_optionsv(m, MYSQL_OPT_NONBLOCK, 0);
+    /* The deadline, through the hook (see bounded_io_wait). */
+    bad |= mysql_optionsv(m, MARIADB_OPT_IO_WAIT, bounded_io_wait);
     bad |= mysql_optionsv(m, MYSQL_OPT_RECONNECT, &off);
+    /* Connector/C's own timer: it bounds each read of a TLS handshake. */
     bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
     if (c->read_timeout)
         bad |= mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &c->read_timeout);
@@ -311,79 +373,98 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
     return DBPOOL_OK;
 }
 
-/* One attempt against one host. On success *out is the connected handle. */
-static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, MYSQL **out, dbpool_error *e) {
+/* Close a handle that connect made, connected or not, and its bookkeeping. */
+static void close_conn(my_conn *mc) {
+    mysql_close(&mc->mysql);
+    free(mc->init_command);
+    free(mc);
+}
+
+/*
+ * One attempt against one host, bounded by the deadline and by the URL's
+ * connect_timeout. On success *out is the connected handle, with the hook
+ * still installed and this thread's deadline set (my_connect ends both).
+ */
+static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, my_conn **out,
+                       dbpool_error *e) {
     *out = NULL;
-    MYSQL *m = mysql_init(NULL);
-    if (!m)
+    my_conn *mc = calloc(1, sizeof *mc);
+    if (!mc)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    MYSQL *m = mysql_init(&mc->mysql);
+    if (!m) {
+        free(mc);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_init");
+    }
     int rc = set_options(m, c, deadline_ns, e);
     if (rc) {
-        mysql_close(m);
+        close_conn(mc);
         return rc;
+    }
+    int64_t attempt_ns = deadline_ns;
+    if (c->connect_timeout) {
+        int64_t own = dbpool__deadline_after_ms((int64_t)c->connect_timeout * 1000);
+        if (own < attempt_ns)
+            attempt_ns = own;
     }
     /* Affected rows count matched rows, as on SQLite and PostgreSQL. */
     unsigned long flags = CLIENT_FOUND_ROWS;
-    MYSQL *ret = NULL;
-    bool expired = false;
-    int st = mysql_real_connect_start(&ret, m, c->socket ? NULL : h->host, c->user, c->password, c->database,
-                                      c->socket ? 0 : h->port, c->socket, flags);
-    while (st) {
-        st = wait_io(m, st, deadline_ns, &expired);
-        st = mysql_real_connect_cont(&ret, m, st);
-    }
+    bound_set(attempt_ns);
+    tl_bound.tls_connect = c->ssl != SSL_DISABLED;
+    MYSQL *ret = mysql_real_connect(m, c->socket ? NULL : h->host, c->user, c->password, c->database,
+                                    c->socket ? 0 : h->port, c->socket, flags);
+    bool expired = tl_bound.expired;
+    tl_bound.tls_connect = false;
     char target[300];
     describe_target(c, h, target, sizeof target);
     if (!ret) {
         unsigned n = mysql_errno(m);
-        if (expired || dbpool__ms_left(deadline_ns) <= 0) {
+        if (dbpool__ms_left(deadline_ns) <= 0 || (expired && attempt_ns == deadline_ns)) {
             rc = dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: connecting to %s timed out (%s)", target,
                                 mysql_error(m));
+        } else if (expired) {
+            rc = dbpool__seterr(e, DBPOOL_ECONNECT,
+                                "mysql: connecting to %s failed: no answer within connect_timeout=%us (%s)",
+                                target, c->connect_timeout, mysql_error(m));
         } else {
             rc = dbpool__seterr(e, connect_error_code(n), "mysql: connecting to %s failed: %s", target,
                                 mysql_error(m));
         }
         fill_native(e, n, mysql_sqlstate(m));
-        mysql_close(m);
+        close_conn(mc);
         return rc;
     }
     if (c->ssl >= SSL_REQUIRED && !mysql_get_ssl_cipher(m)) {
         /* Belt and braces: never let REQUIRED end in a plaintext session. */
-        mysql_close(m);
+        close_conn(mc);
         return dbpool__seterr(e, DBPOOL_ECONNECT, "mysql: ssl-mode=%s but the session to %s is not encrypted",
                               c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target);
     }
-    *out = m;
+    *out = mc;
     return DBPOOL_OK;
 }
 
-/* The session settings a reset wipes, rebuilt from numbers and a checked name. */
-static char *session_sql(MYSQL *m, const my_cfg *c, const dbpool_connect_settings *s, bool names) {
-    char buf[256];
-    int n = snprintf(buf, sizeof buf, "SET %s%s%ssession_track_state_change=ON", names ? "NAMES " : "",
-                     names ? c->charset : "", names ? ", " : "");
-    int64_t ms = s ? s->statement_timeout_ms : 0;
-    if (ms > 0 && n > 0 && (size_t)n < sizeof buf) {
-        if (mariadb_connection(m))
-            snprintf(buf + n, sizeof buf - (size_t)n, ", SESSION max_statement_time=%lld.%03lld",
+/*
+ * The session settings a reset wipes, rebuilt from numbers and a checked
+ * name: with names, for after a reset; without, right after connect (the
+ * charset was given to Connector/C as an option).
+ */
+static void session_sql(my_conn *mc, bool names, char *buf, size_t len) {
+    int n = snprintf(buf, len, "SET %s%s%ssession_track_state_change=ON", names ? "NAMES " : "",
+                     names ? mc->charset : "", names ? ", " : "");
+    int64_t ms = mc->statement_timeout_ms;
+    if (ms > 0 && n > 0 && (size_t)n < len) {
+        if (mariadb_connection(&mc->mysql))
+            snprintf(buf + n, len - (size_t)n, ", SESSION max_statement_time=%lld.%03lld",
                      (long long)(ms / 1000), (long long)(ms % 1000));
         else
-            snprintf(buf + n, sizeof buf - (size_t)n, ", SESSION max_execution_time=%lld", (long long)ms);
+            snprintf(buf + n, len - (size_t)n, ", SESSION max_execution_time=%lld", (long long)ms);
     }
-    return dbpool__strdup(buf);
 }
 
 static void my_disconnect(void *native) {
-    MYSQL *m = native;
-    if (!m)
-        return;
-    my_conn *mc = conn_of(m);
-    if (mc) {
-        free(mc->restore_sql);
-        free(mc->init_command);
-        free(mc);
-    }
-    mysql_close(m);
+    if (native)
+        close_conn(conn_of(native));
 }
 
 static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
@@ -393,41 +474,38 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     int rc = ensure_library(e);
     if (rc)
         return rc;
-    MYSQL *m = NULL;
+    my_conn *mc = NULL;
     size_t tries = c->socket ? 1 : c->nhosts;
     for (size_t i = 0; i < tries; i++) {
-        rc = connect_one(c, &c->hosts[i], deadline_ns, &m, e);
+        rc = connect_one(c, &c->hosts[i], deadline_ns, &mc, e);
         if (rc == DBPOOL_OK || rc == DBPOOL_EAUTH || rc == DBPOOL_ENOTFOUND || rc == DBPOOL_ENOMEM ||
             rc == DBPOOL_EINVAL || dbpool__ms_left(deadline_ns) <= 0)
             break;
     }
     if (rc) {
+        tl_bound.deadline_ns = 0;
         if (tries > 1)
             dbpool__prefix_err(e, "all %zu hosts failed; the last", tries);
         return rc;
     }
-
-    my_conn *mc = calloc(1, sizeof *mc);
-    if (!mc) {
-        mysql_close(m);
+    MYSQL *m = &mc->mysql;
+    dbpool__strlcpy(mc->charset, c->charset, sizeof mc->charset);
+    mc->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
+    if (c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) {
+        tl_bound.deadline_ns = 0;
+        close_conn(mc);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
-    mc->restore_sql = session_sql(m, c, s, true);
-    mc->init_command = c->init_command ? dbpool__strdup(c->init_command) : NULL;
-    char *first = session_sql(m, c, s, false);
-    if (!mc->restore_sql || !first || (c->init_command && !mc->init_command) ||
-        mysql_optionsv(m, MARIADB_OPT_USERDATA, (void *)MY_USERDATA_KEY, (void *)mc) != 0) {
-        free(first);
-        free(mc->restore_sql);
-        free(mc->init_command);
-        free(mc);
-        mysql_close(m);
-        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
-    }
-    rc = run_sql(m, first, deadline_ns, "setting up the session", e);
-    free(first);
+    char first[256];
+    session_sql(mc, false, first, sizeof first);
+    /* Still inside connect_one's bound; now against the whole deadline. */
+    my_guard g = {.fd = -1, .flags = 0};
+    bound_set(deadline_ns);
+    guard_nonblock(m, &g);
+    rc = run_sql(m, first, "setting up the session", e);
+    bound_end(m, &g);
     if (rc) {
-        my_disconnect(m);
+        close_conn(mc);
         return rc;
     }
     mc->dirty = false;
@@ -439,23 +517,16 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
 /* Ping, reset                                                              */
 /* ------------------------------------------------------------------------ */
 
-typedef int(STDCALL *nb_start_fn)(int *ret, MYSQL *m);
-typedef int(STDCALL *nb_cont_fn)(int *ret, MYSQL *m, int status);
-
-/* Run one command of the non-blocking API (ping, reset) to its end or the
- * deadline. A deadline or a failure leaves the connection broken. */
-static int run_nonblocking(MYSQL *m, nb_start_fn start, nb_cont_fn cont, int64_t deadline_ns,
-                           const char *what, dbpool_error *e) {
-    my_conn *mc = conn_of(m);
-    if (mc && mc->broken)
+/* Run one command (ping, reset) to its end or the deadline. A deadline or
+ * a failure leaves the connection broken. */
+static int run_bounded(MYSQL *m, int(STDCALL *cmd)(MYSQL *), int64_t deadline_ns, const char *what,
+                       dbpool_error *e) {
+    if (conn_of(m)->broken)
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
-    bool expired = false;
-    int err = 0;
-    int st = start(&err, m);
-    while (st) {
-        st = wait_io(m, st, deadline_ns, &expired);
-        st = cont(&err, m, st);
-    }
+    my_guard g;
+    bound_begin(m, deadline_ns, &g);
+    int err = cmd(m);
+    bool expired = bound_end(m, &g);
     if (expired) {
         mark_broken(m);
         dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: %s got no answer before the deadline", what);
@@ -472,7 +543,7 @@ static int run_nonblocking(MYSQL *m, nb_start_fn start, nb_cont_fn cont, int64_t
 }
 
 static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
-    int rc = run_nonblocking(native, mysql_ping_start, mysql_ping_cont, deadline_ns, "ping", e);
+    int rc = run_bounded(native, mysql_ping, deadline_ns, "ping", e);
     if (rc != DBPOOL_OK && rc != DBPOOL_ETIMEDOUT) {
         /* A failed ping means the link is gone, whatever the server said. */
         if (e)
@@ -493,36 +564,48 @@ static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
 static int my_needs_reset(void *native) {
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
-    if ((mc && mc->broken) || broken_errno(mysql_errno(m)))
+    if (mc->broken || broken_errno(mysql_errno(m)))
         return -1;
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
         return 1;
     if (status & SERVER_STATUS_IN_TRANS)
         return 1;
-    if (!mc || mc->dirty)
-        return 1;
-    return 0;
+    return mc->dirty ? 1 : 0;
 }
 
 static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
-    int rc = run_nonblocking(m, mysql_reset_connection_start, mysql_reset_connection_cont, deadline_ns,
-                             "reset", e);
-    if (rc)
-        return rc;
-    /* The reset put session variables back to the server's defaults. */
-    if (mc) {
-        rc = run_sql(m, mc->restore_sql, deadline_ns, "restoring session settings after reset", e);
-        if (rc == DBPOOL_OK && mc->init_command)
-            rc = run_sql(m, mc->init_command, deadline_ns, "init_command after reset", e);
-        if (rc) {
-            mark_broken(m);
-            return rc;
+    if (mc->broken)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
+    /* One deadline for the reset and the statements that follow it. */
+    my_guard g;
+    bound_begin(m, deadline_ns, &g);
+    int rc = DBPOOL_OK;
+    if (mysql_reset_connection(m) != 0) {
+        if (tl_bound.expired) {
+            dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reset got no answer before the deadline");
+            fill_native(e, MY_CR_SERVER_LOST, "HY000");
+            rc = DBPOOL_ETIMEDOUT;
+        } else {
+            rc = conn_error(m, e);
+            dbpool__prefix_err(e, "reset");
         }
-        mc->dirty = false;
+    } else {
+        /* The reset put session variables back to the server's defaults. */
+        char restore[256];
+        session_sql(mc, true, restore, sizeof restore);
+        rc = run_sql(m, restore, "restoring session settings after reset", e);
+        if (rc == DBPOOL_OK && mc->init_command)
+            rc = run_sql(m, mc->init_command, "init_command after reset", e);
     }
+    bound_end(m, &g);
+    if (rc) {
+        mark_broken(m);
+        return rc;
+    }
+    mc->dirty = false;
     return DBPOOL_OK;
 }
 
@@ -533,8 +616,6 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
 static void note_status(MYSQL *m) {
     my_conn *mc = conn_of(m);
     unsigned status = 0;
-    if (!mc)
-        return;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0 ||
         (status & SERVER_SESSION_STATE_CHANGED))
         mc->dirty = true;
@@ -853,8 +934,7 @@ static bool my_is_broken(void *native, const dbpool_error *e) {
     if (e && e->native_code > 0 && broken_errno((unsigned)e->native_code))
         return true;
     if (native) {
-        my_conn *mc = conn_of(native);
-        if ((mc && mc->broken) || broken_errno(mysql_errno(native)))
+        if (conn_of(native)->broken || broken_errno(mysql_errno(native)))
             return true;
     }
     return false;
