@@ -708,6 +708,76 @@ static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     return rc;
 }
 
+/*
+ * A query's result is the PGresult itself behind the dbpool_result
+ * interface: libpq has already fetched every row, so copying the cells
+ * into a rowset would only cost allocations. Values stay valid until the
+ * result is freed (the API promises less: until the next row).
+ */
+typedef struct pg_result {
+    struct dbpool_result base; /* first: a pg_result is a dbpool_result */
+    PGresult *r;
+    int nrows, ncols;
+    int row; /* 0-based index of the current row; -1 before the first */
+} pg_result;
+
+static const char *pr_cell(const dbpool_result *res, int col) {
+    const pg_result *pr = (const pg_result *)res;
+    if (pr->row < 0 || pr->row >= pr->nrows || col < 0 || col >= pr->ncols ||
+        PQgetisnull(pr->r, pr->row, col))
+        return NULL;
+    return PQgetvalue(pr->r, pr->row, col);
+}
+
+static int pr_next(dbpool_result *res, dbpool_error *e) {
+    (void)e;
+    pg_result *pr = (pg_result *)res;
+    if (pr->row + 1 < pr->nrows) {
+        pr->row++;
+        return 1;
+    }
+    pr->row = pr->nrows; /* after the last row: every cell reads as NULL */
+    return 0;
+}
+static int pr_columns(const dbpool_result *res) { return ((const pg_result *)res)->ncols; }
+static const char *pr_column_name(const dbpool_result *res, int col) {
+    const pg_result *pr = (const pg_result *)res;
+    return col >= 0 && col < pr->ncols ? PQfname(pr->r, col) : NULL;
+}
+static bool pr_is_null(const dbpool_result *res, int col) { return pr_cell(res, col) == NULL; }
+static int64_t pr_int64(const dbpool_result *res, int col) {
+    const char *v = pr_cell(res, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+static double pr_double(const dbpool_result *res, int col) {
+    const char *v = pr_cell(res, col);
+    return v ? strtod(v, NULL) : 0.0;
+}
+static const char *pr_text(const dbpool_result *res, int col, size_t *len) {
+    const char *v = pr_cell(res, col);
+    if (len) {
+        const pg_result *pr = (const pg_result *)res;
+        *len = v ? (size_t)PQgetlength(pr->r, pr->row, col) : 0;
+    }
+    return v;
+}
+static void pr_free(dbpool_result *res) {
+    pg_result *pr = (pg_result *)res;
+    PQclear(pr->r);
+    free(pr);
+}
+
+static const dbpool_result_ops pg_result_ops = {
+    .next = pr_next,
+    .columns = pr_columns,
+    .column_name = pr_column_name,
+    .is_null = pr_is_null,
+    .int64 = pr_int64,
+    .dbl = pr_double,
+    .text = pr_text,
+    .free = pr_free,
+};
+
 static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                     dbpool_error *e) {
     PGconn *c = native;
@@ -720,26 +790,19 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
         PQclear(r);
         return rc;
     }
-    int ncols = PQnfields(r);
-    int nrows = PQntuples(r);
-    dbpool_rowset *rs = dbpool__rowset_new(ncols);
-    rc = rs ? DBPOOL_OK : DBPOOL_ENOMEM;
-    for (int col = 0; rc == DBPOOL_OK && col < ncols; col++)
-        rc = dbpool__rowset_set_column(rs, col, PQfname(r, col));
-    for (int row = 0; rc == DBPOOL_OK && row < nrows; row++) {
-        rc = dbpool__rowset_add_row(rs);
-        for (int col = 0; rc == DBPOOL_OK && col < ncols; col++) {
-            if (PQgetisnull(r, row, col))
-                continue;
-            rc = dbpool__rowset_set_cell(rs, col, PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
-        }
-    }
-    PQclear(r);
-    if (rc != DBPOOL_OK) {
-        dbpool__rowset_free(rs);
+    pg_result *pr = malloc(sizeof *pr);
+    if (!pr) {
+        int nrows = PQntuples(r);
+        PQclear(r);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory fetching %d rows", nrows);
     }
-    *out = dbpool__rowset_result(rs);
+    pr->base.ops = &pg_result_ops;
+    pr->base.lease = NULL;
+    pr->r = r;
+    pr->nrows = PQntuples(r);
+    pr->ncols = PQnfields(r);
+    pr->row = -1;
+    *out = &pr->base;
     return DBPOOL_OK;
 }
 

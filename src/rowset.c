@@ -1,66 +1,135 @@
-/* rowset.c — a fully fetched result of text cells. The PostgreSQL and
- * MySQL backends fetch whole result sets; this holds them behind the
- * common dbpool_result interface. */
+/* rowset.c — a fully fetched result of text cells. The MySQL backend (and
+ * the mock) fetch whole result sets; this holds them behind the common
+ * dbpool_result interface.
+ *
+ * Every column name and cell value is copied, NUL-terminated, into one
+ * growing text buffer and found by its offset, so a result costs a few
+ * allocations however many cells it has. A small result (a few columns,
+ * a handful of rows, 256 bytes of text) fits in the rowset itself: one
+ * allocation in all. */
 #include "driver.h"
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define RS_INLINE_COLS 4
+#define RS_INLINE_CELLS 16
+#define RS_INLINE_TEXT 256
+#define RS_NONE SIZE_MAX /* offset of a name not set, or of an SQL NULL */
+
 typedef struct cell {
-    char *value; /* NULL = SQL NULL */
+    size_t off; /* into text; RS_NONE = SQL NULL */
     size_t len;
 } cell;
 
 struct dbpool_rowset {
     struct dbpool_result base; /* first: a rowset is a dbpool_result */
     int ncols;
-    char **names;
-    cell *cells; /* rows * ncols */
+    size_t *names; /* ncols offsets into text; RS_NONE = not set */
+    cell *cells;   /* cap_rows * max(ncols, 1) */
     size_t rows, cap_rows;
     size_t cursor; /* 1-based index of the current row; 0 = before the first */
+    char *text;    /* every name and value, NUL-terminated, back to back */
+    size_t text_len, text_cap;
+    size_t inline_names[RS_INLINE_COLS];
+    cell inline_cells[RS_INLINE_CELLS];
+    char inline_text[RS_INLINE_TEXT];
 };
 
 static const dbpool_result_ops rowset_ops;
 
+static size_t width(const dbpool_rowset *rs) { return rs->ncols > 0 ? (size_t)rs->ncols : 1; }
+
 dbpool_rowset *dbpool__rowset_new(int ncols) {
     if (ncols < 0)
         return NULL;
-    dbpool_rowset *rs = calloc(1, sizeof *rs);
+    dbpool_rowset *rs = malloc(sizeof *rs);
     if (!rs)
         return NULL;
     rs->base.ops = &rowset_ops;
+    rs->base.lease = NULL;
     rs->ncols = ncols;
-    if (ncols > 0) {
-        rs->names = calloc((size_t)ncols, sizeof *rs->names);
-        if (!rs->names) {
-            free(rs);
-            return NULL;
-        }
+    rs->names = rs->inline_names;
+    if (ncols > RS_INLINE_COLS && !(rs->names = malloc((size_t)ncols * sizeof *rs->names))) {
+        free(rs);
+        return NULL;
     }
+    for (int i = 0; i < ncols; i++)
+        rs->names[i] = RS_NONE;
+    rs->cells = rs->inline_cells;
+    rs->rows = 0;
+    rs->cap_rows = RS_INLINE_CELLS / width(rs);
+    rs->cursor = 0;
+    rs->text = rs->inline_text;
+    rs->text_len = 0;
+    rs->text_cap = RS_INLINE_TEXT;
     return rs;
+}
+
+/* Copy len bytes and a NUL to the end of the text; their offset, or RS_NONE
+ * when memory is short. */
+static size_t append_text(dbpool_rowset *rs, const char *s, size_t len) {
+    if (len >= SIZE_MAX / 2 - rs->text_len)
+        return RS_NONE;
+    size_t need = rs->text_len + len + 1;
+    if (need > rs->text_cap) {
+        size_t cap = rs->text_cap * 2 > need ? rs->text_cap * 2 : need;
+        char *t;
+        if (rs->text == rs->inline_text) {
+            t = malloc(cap);
+            if (t)
+                memcpy(t, rs->text, rs->text_len);
+        } else {
+            t = realloc(rs->text, cap);
+        }
+        if (!t)
+            return RS_NONE;
+        rs->text = t;
+        rs->text_cap = cap;
+    }
+    size_t off = rs->text_len;
+    if (len)
+        memcpy(rs->text + off, s, len);
+    rs->text[off + len] = '\0';
+    rs->text_len = need;
+    return off;
 }
 
 int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name) {
     if (col < 0 || col >= rs->ncols)
         return DBPOOL_ERANGE;
-    free(rs->names[col]);
-    rs->names[col] = dbpool__strdup(name ? name : "");
-    return rs->names[col] ? DBPOOL_OK : DBPOOL_ENOMEM;
+    if (!name)
+        name = "";
+    size_t off = append_text(rs, name, strlen(name));
+    if (off == RS_NONE)
+        return DBPOOL_ENOMEM;
+    rs->names[col] = off;
+    return DBPOOL_OK;
 }
 
 int dbpool__rowset_add_row(dbpool_rowset *rs) {
+    size_t w = width(rs);
     if (rs->rows == rs->cap_rows) {
-        size_t cap = rs->cap_rows ? rs->cap_rows * 2 : 16;
-        size_t width = rs->ncols > 0 ? (size_t)rs->ncols : 1;
-        cell *c = realloc(rs->cells, cap * width * sizeof *c);
+        size_t cap = rs->cap_rows >= 8 ? rs->cap_rows * 2 : 16;
+        if (cap > SIZE_MAX / sizeof(cell) / w)
+            return DBPOOL_ENOMEM;
+        cell *c;
+        if (rs->cells == rs->inline_cells) {
+            c = malloc(cap * w * sizeof *c);
+            if (c)
+                memcpy(c, rs->cells, rs->rows * w * sizeof *c);
+        } else {
+            c = realloc(rs->cells, cap * w * sizeof *c);
+        }
         if (!c)
             return DBPOOL_ENOMEM;
         rs->cells = c;
         rs->cap_rows = cap;
     }
-    for (int i = 0; i < rs->ncols; i++)
-        rs->cells[rs->rows * (size_t)rs->ncols + (size_t)i] = (cell){NULL, 0};
+    for (size_t i = 0; i < (size_t)rs->ncols; i++)
+        rs->cells[rs->rows * w + i] = (cell){RS_NONE, 0};
     rs->rows++;
     return DBPOOL_OK;
 }
@@ -69,17 +138,13 @@ int dbpool__rowset_set_cell(dbpool_rowset *rs, int col, const char *value, size_
     if (rs->rows == 0 || col < 0 || col >= rs->ncols)
         return DBPOOL_ERANGE;
     cell *c = &rs->cells[(rs->rows - 1) * (size_t)rs->ncols + (size_t)col];
-    free(c->value);
-    c->value = NULL;
-    c->len = 0;
+    *c = (cell){RS_NONE, 0};
     if (!value)
         return DBPOOL_OK;
-    c->value = malloc(len + 1);
-    if (!c->value)
+    size_t off = append_text(rs, value, len);
+    if (off == RS_NONE)
         return DBPOOL_ENOMEM;
-    memcpy(c->value, value, len);
-    c->value[len] = '\0';
-    c->len = len;
+    *c = (cell){off, len};
     return DBPOOL_OK;
 }
 
@@ -88,20 +153,26 @@ dbpool_result *dbpool__rowset_result(dbpool_rowset *rs) { return &rs->base; }
 void dbpool__rowset_free(dbpool_rowset *rs) {
     if (!rs)
         return;
-    for (size_t i = 0; i < rs->rows * (size_t)rs->ncols; i++)
-        free(rs->cells[i].value);
-    free(rs->cells);
-    for (int i = 0; i < rs->ncols; i++)
-        free(rs->names[i]);
-    free(rs->names);
+    if (rs->cells != rs->inline_cells)
+        free(rs->cells);
+    if (rs->names != rs->inline_names)
+        free(rs->names);
+    if (rs->text != rs->inline_text)
+        free(rs->text);
     free(rs);
 }
 
+/* The value of a cell of the current row; NULL for SQL NULL or no row. */
 static const cell *current(const dbpool_result *r, int col) {
     const dbpool_rowset *rs = (const dbpool_rowset *)r;
     if (rs->cursor == 0 || rs->cursor > rs->rows || col < 0 || col >= rs->ncols)
         return NULL;
-    return &rs->cells[(rs->cursor - 1) * (size_t)rs->ncols + (size_t)col];
+    const cell *c = &rs->cells[(rs->cursor - 1) * (size_t)rs->ncols + (size_t)col];
+    return c->off == RS_NONE ? NULL : c;
+}
+
+static const char *value_of(const dbpool_result *r, const cell *c) {
+    return c ? ((const dbpool_rowset *)r)->text + c->off : NULL;
 }
 
 static int rs_next(dbpool_result *r, dbpool_error *e) {
@@ -117,25 +188,24 @@ static int rs_next(dbpool_result *r, dbpool_error *e) {
 static int rs_columns(const dbpool_result *r) { return ((const dbpool_rowset *)r)->ncols; }
 static const char *rs_column_name(const dbpool_result *r, int col) {
     const dbpool_rowset *rs = (const dbpool_rowset *)r;
-    return col >= 0 && col < rs->ncols ? rs->names[col] : NULL;
+    if (col < 0 || col >= rs->ncols || rs->names[col] == RS_NONE)
+        return NULL;
+    return rs->text + rs->names[col];
 }
-static bool rs_is_null(const dbpool_result *r, int col) {
-    const cell *c = current(r, col);
-    return !c || !c->value;
-}
+static bool rs_is_null(const dbpool_result *r, int col) { return current(r, col) == NULL; }
 static int64_t rs_int64(const dbpool_result *r, int col) {
-    const cell *c = current(r, col);
-    return c && c->value ? strtoll(c->value, NULL, 10) : 0;
+    const char *v = value_of(r, current(r, col));
+    return v ? strtoll(v, NULL, 10) : 0;
 }
 static double rs_double(const dbpool_result *r, int col) {
-    const cell *c = current(r, col);
-    return c && c->value ? strtod(c->value, NULL) : 0.0;
+    const char *v = value_of(r, current(r, col));
+    return v ? strtod(v, NULL) : 0.0;
 }
 static const char *rs_text(const dbpool_result *r, int col, size_t *len) {
     const cell *c = current(r, col);
     if (len)
-        *len = c && c->value ? c->len : 0;
-    return c ? c->value : NULL;
+        *len = c ? c->len : 0;
+    return value_of(r, c);
 }
 static void rs_free(dbpool_result *r) { dbpool__rowset_free((dbpool_rowset *)r); }
 

@@ -243,7 +243,7 @@ static void test_fast_clock(void **state) {
         assert_true(now >= prev);
         prev = now;
     }
-    int64_t f0, m0, f1, m1;
+    int64_t f0 = 0, m0 = 0, f1 = 0, m1 = 0;
     pair_now(&f0, &m0);
     dbt_sleep_ms(200);
     pair_now(&f1, &m1);
