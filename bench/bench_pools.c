@@ -11,6 +11,9 @@
  *          doing the same SELECT 1; prints both rates and their ratio.
  * latency: time each acquire while every holder keeps its connection
  *          HOLD_US microseconds (busy-wait); THREADS > SIZE oversubscribes.
+ * stall:   bench_pools stall SECONDS: the longest pause the machine itself
+ *          imposes on a thread that only reads the clock (the noise floor
+ *          of any latency maximum).
  *
  * IMPL      dbpool        dbpool_acquire / dbpool_release (stmt: dbpool_query)
  *           dbpool-native stmt only: dbpool lease, SELECT 1 on the native handle
@@ -437,10 +440,32 @@ static void pool_close(void) {
     }
 }
 
+/* stall SECONDS: how long the machine itself stops a running thread. One
+ * thread reads the clock in a loop and reports the longest gap between two
+ * readings (and how many exceed 0.5 ms): waits that long happen to any pool
+ * here, whatever its algorithm, and bound what a fairness ratio can show. */
+static int stall_main(double seconds) {
+    int64_t t0 = bench_now_ns(), prev = t0, max_gap = 0;
+    long over = 0;
+    while (prev - t0 < (int64_t)(seconds * 1e9)) {
+        int64_t t = bench_now_ns();
+        if (t - prev > max_gap)
+            max_gap = t - prev;
+        if (t - prev > 500000)
+            over++;
+        prev = t;
+    }
+    printf("R\tstall\tmachine\t-\t0\t1\tmax_gap_us=%.1f\tgaps_over_500us=%ld\n", (double)max_gap / 1e3, over);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "stall") == 0)
+        return stall_main(atof(argv[2]));
     if (argc < 8) {
         fprintf(stderr, "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
-                        "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n");
+                        "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n"
+                        "       bench_pools stall SECONDS\n");
         return 2;
     }
     const char *mode = argv[1];

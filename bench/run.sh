@@ -177,6 +177,7 @@ meta postgresql "$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null)"
 meta mariadb "$(dpkg-query -W -f='${Version}' mariadb-server 2>/dev/null)"
 meta libzdb "$(dpkg-query -W -f='${Version}' libzdb-dev 2>/dev/null)"
 meta apr_util "$(dpkg-query -W -f='${Version}' libaprutil1-dev 2>/dev/null)"
+meta lat_secs "$LAT_SECS"
 meta hikaricp "$(dpkg-query -W -f='${Version}' libhikaricp-java 2>/dev/null)"
 meta java "$(java -version 2>&1 | head -n 1)"
 meta seconds "$SECS"
@@ -219,6 +220,7 @@ done
 LAT_ROUNDS=$((ROUNDS < 2 ? ROUNDS : 2))
 for round in $(seq 1 "$LAT_ROUNDS"); do
     log "round $round/$LAT_ROUNDS: acquire latency, 8 threads on a pool of 2, ${HOLD_US} us holds"
+    run "$BP" stall "$LAT_SECS" # the machine's own pauses: the floor of any maximum wait
     for impl in dbpool zdb apr; do
         run "$BP" latency $impl sqlite "$SQLITE_URL" 2 "$LAT_SECS" 8 $HOLD_US
         run "$BP" latency $impl pg "$PG_URL" 2 "$LAT_SECS" 8 $HOLD_US
