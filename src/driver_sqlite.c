@@ -267,6 +267,8 @@ typedef struct sqlite_result {
     cached_stmt *slot; /* the cache entry it lends; NULL = owns st and itself */
     bool done;
     bool has_row;
+    bool primed;     /* the first step was taken by sqlite_query: its outcome is next's first answer */
+    bool primed_row; /* ... and it was a row */
 } sqlite_result;
 
 struct cached_stmt {
@@ -657,6 +659,12 @@ static int sr_next(dbpool_result *r, dbpool_error *e) {
     sqlite_result *sr = (sqlite_result *)r;
     if (sr->done)
         return 0;
+    if (sr->primed) {
+        sr->primed = false;
+        sr->has_row = sr->primed_row;
+        sr->done = !sr->primed_row;
+        return sr->primed_row ? 1 : 0;
+    }
     int src = sqlite3_step(sr->st);
     if (src == SQLITE_ROW) {
         sr->has_row = true;
@@ -759,6 +767,18 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
     }
     r->base.ops = &sqlite_result_ops;
     r->st = st;
+    /* The first step now, not at the first dbpool_result_next: a cached
+     * statement is re-prepared after a schema change only when it steps,
+     * and until then its column count and names are the old ones. It also
+     * reports a failing statement here, as the server backends do. */
+    int src = sqlite3_step(st);
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        rc = set_query_error(db, src, "SQLite query failed", e);
+        sr_free(&r->base);
+        return rc;
+    }
+    r->primed = true;
+    r->primed_row = src == SQLITE_ROW;
     *out = &r->base;
     return DBPOOL_OK;
 }
