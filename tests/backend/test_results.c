@@ -1,0 +1,500 @@
+/*
+ * test_results.c — what a query hands back reads the same on every
+ * backend: SQL NULL apart from the empty string, large values intact, many
+ * rows, column names and counts, the typed getters on text, neutral values
+ * outside the rows (include/dbpool.h: "a NULL or out-of-range column reads
+ * as 0 / 0.0 / NULL"), two results open at once on one lease, and `?`
+ * parameters, NULL among them.
+ */
+#include "backend_common.h"
+
+#include <unistd.h>
+
+#define BIG_LEN (100 * 1024)
+#define MANY_ROWS 1000
+
+/* A table of this process's own (tests against one server may run from
+ * several builds at once). */
+static char table[64];
+
+static void fmt_sql(char *buf, size_t cap, const char *fmt) {
+    /* fmt holds one %s, the table name. */
+    int n = snprintf(buf, cap, fmt, table);
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
+static dbpool_conn *conn_of(void **state) { return *state; }
+
+/* Per test: a pool of one, its lease, and an empty table. */
+static dbpool *pool;
+
+static int setup(void **state) {
+    snprintf(table, sizeof table, "bt_results_%ld", (long)getpid());
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    pool = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(pool);
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "DROP TABLE IF EXISTS %s");
+    bt_exec(c, sql);
+    /* MariaDB's TEXT holds 64 KiB; LONGTEXT is MySQL only. */
+    const char *big_type = bt_is("mysql") ? "LONGTEXT" : "TEXT";
+    char fmt[256];
+    snprintf(fmt, sizeof fmt,
+             "CREATE TABLE %%s (id INTEGER NOT NULL, label TEXT, val INTEGER, num DOUBLE PRECISION, big %s)",
+             big_type);
+    fmt_sql(sql, sizeof sql, fmt);
+    bt_exec(c, sql);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "DROP TABLE IF EXISTS %s");
+    bt_exec(c, sql);
+    bt_release(c);
+    dbpool_stats s = bt_stats(pool);
+    /* Nothing a test did may have broken the connection. */
+    BT_CHECK(s.destroyed == 0 && s.idle == 1, "the lease should be pooled again (destroyed %llu, idle %d)",
+             (unsigned long long)s.destroyed, s.idle);
+    assert_int_equal(dbpool_close(pool), 0);
+    pool = NULL;
+    return 0;
+}
+
+static dbpool_result *query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
+    dbpool_result *r = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_query(c, sql, params, n, &r, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("[%s] query \"%s\" failed: %s: %s", bt_backend, sql, dbpool_errname(rc), e.message);
+    assert_non_null(r);
+    return r;
+}
+
+static int next(dbpool_result *r) {
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_result_next(r, &e);
+    if (rc < 0)
+        fail_msg("[%s] dbpool_result_next: %s: %s", bt_backend, dbpool_errname(rc), e.message);
+    return rc;
+}
+
+static void insert_row(dbpool_conn *c, int64_t id, dbpool_param label, dbpool_param val) {
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, label, val) VALUES (?, ?, ?)");
+    dbpool_param ps[3] = {dbpool_param_int64(id), label, val};
+    bt_exec_params(c, sql, ps, 3);
+}
+
+static int64_t count_where(dbpool_conn *c, const char *cond) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE %s", table, cond);
+    return bt_query_int(c, sql, NULL, 0);
+}
+
+/* Every getter reads the neutral value of "no value here". */
+static void check_neutral(const dbpool_result *r, int col, const char *where) {
+    size_t len = 99;
+    const char *t = dbpool_result_text(r, col, &len);
+    BT_CHECK(t == NULL && len == 0, "%s, column %d: text should be NULL with length 0", where, col);
+    BT_CHECK(dbpool_result_is_null(r, col), "%s, column %d: should read as NULL", where, col);
+    BT_CHECK(dbpool_result_int64(r, col) == 0, "%s, column %d: int64 should read 0", where, col);
+    BT_CHECK(dbpool_result_double(r, col) == 0.0, "%s, column %d: double should read 0.0", where, col);
+}
+
+static void test_null_and_empty_string(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_null(), dbpool_param_null());
+    insert_row(c, 2, dbpool_param_text(""), dbpool_param_int64(0));
+    insert_row(c, 3, dbpool_param_text(NULL), dbpool_param_null()); /* NULL text is SQL NULL */
+    insert_row(c, 4, dbpool_param_text("x"), dbpool_param_int64(4));
+    BT_CHECK(count_where(c, "label IS NULL") == 2, "two labels are SQL NULL");
+    BT_CHECK(count_where(c, "label = ''") == 1, "one label is the empty string");
+    BT_CHECK(count_where(c, "val IS NULL") == 2, "two values are SQL NULL");
+
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT id, label, val FROM %s ORDER BY id");
+    dbpool_result *r = query(c, sql, NULL, 0);
+    for (int id = 1; id <= 4; id++) {
+        BT_CHECK(next(r) == 1, "row %d should be there", id);
+        BT_CHECK(dbpool_result_int64(r, 0) == id, "rows in id order");
+        size_t len = 99;
+        const char *t = dbpool_result_text(r, 1, &len);
+        switch (id) {
+        case 1:
+        case 3:
+            check_neutral(r, 1, "a NULL label");
+            check_neutral(r, 2, "a NULL value");
+            break;
+        case 2:
+            BT_CHECK(t != NULL && len == 0 && t[0] == '\0', "the empty string reads as \"\", not NULL");
+            BT_CHECK(!dbpool_result_is_null(r, 1), "the empty string is not NULL");
+            BT_CHECK(!dbpool_result_is_null(r, 2), "the integer 0 is not NULL");
+            BT_CHECK(dbpool_result_int64(r, 2) == 0, "the integer 0 reads 0");
+            t = dbpool_result_text(r, 2, &len);
+            BT_CHECK(t && len == 1 && strcmp(t, "0") == 0, "the integer 0 reads as the text \"0\"");
+            break;
+        default:
+            BT_CHECK(t && len == 1 && strcmp(t, "x") == 0, "the label \"x\"");
+            break;
+        }
+    }
+    BT_CHECK(next(r) == 0, "four rows only");
+    dbpool_result_free(r);
+
+    /* The same from literals, without a table. */
+    r = query(c, "SELECT NULL AS n, '' AS e", NULL, 0);
+    BT_CHECK(next(r) == 1, "one row");
+    check_neutral(r, 0, "literal NULL");
+    size_t len = 99;
+    const char *t = dbpool_result_text(r, 1, &len);
+    BT_CHECK(t && len == 0 && !dbpool_result_is_null(r, 1), "literal '' is the empty string, not NULL");
+    dbpool_result_free(r);
+}
+
+static void test_large_text_value(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char *big = malloc(BIG_LEN + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < BIG_LEN; i++)
+        big[i] = (char)('a' + (i * 7 + i / 26) % 26);
+    big[BIG_LEN] = '\0';
+    memcpy(big + BIG_LEN - 4, "-end", 4);
+
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, big) VALUES (?, ?)");
+    dbpool_param ps[2] = {dbpool_param_int64(1), dbpool_param_text(big)};
+    bt_exec_params(c, sql, ps, 2);
+    ps[0] = dbpool_param_int64(2);
+    ps[1] = dbpool_param_text("small");
+    bt_exec_params(c, sql, ps, 2);
+
+    fmt_sql(sql, sizeof sql, "SELECT LENGTH(big) FROM %s WHERE id = 1");
+    BT_CHECK(bt_query_int(c, sql, NULL, 0) == BIG_LEN, "the server stores all %d bytes", BIG_LEN);
+
+    /* Read back without and with parameters (on MySQL: the text and the
+     * binary protocol), and straight back from a parameter. */
+    char without[256], with[256];
+    fmt_sql(without, sizeof without, "SELECT id, big FROM %s ORDER BY id");
+    fmt_sql(with, sizeof with, "SELECT id, big FROM %s WHERE id >= ? ORDER BY id");
+    dbpool_param one = dbpool_param_int64(1);
+    dbpool_param big_param = dbpool_param_text(big);
+    for (int how = 0; how < 3; how++) {
+        dbpool_result *r = how == 0   ? query(c, without, NULL, 0)
+                           : how == 1 ? query(c, with, &one, 1)
+                                      : query(c, "SELECT 1 AS id, ? AS big", &big_param, 1);
+        BT_CHECK(next(r) == 1, "way %d: the big row", how);
+        size_t len = 0;
+        const char *t = dbpool_result_text(r, 1, &len);
+        BT_CHECK(t != NULL && len == BIG_LEN, "way %d: %d bytes back, got %zu", how, BIG_LEN, len);
+        BT_CHECK(memcmp(t, big, BIG_LEN) == 0 && t[BIG_LEN] == '\0',
+                 "way %d: the value comes back intact and NUL-terminated", how);
+        if (how < 2) {
+            BT_CHECK(next(r) == 1, "way %d: the small row after the big one", how);
+            t = dbpool_result_text(r, 1, &len);
+            BT_CHECK(t && len == 5 && strcmp(t, "small") == 0, "way %d: the small row", how);
+        }
+        BT_CHECK(next(r) == 0, "way %d: no more rows", how);
+        dbpool_result_free(r);
+    }
+    free(big);
+}
+
+static void test_many_rows(void **state) {
+    dbpool_conn *c = conn_of(state);
+    bt_exec(c, "BEGIN");
+    for (int i = 1; i <= MANY_ROWS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "row-%d", i);
+        insert_row(c, i, dbpool_param_text(label), dbpool_param_int64((int64_t)i * 3));
+    }
+    bt_exec(c, "COMMIT");
+
+    int64_t want_ids = (int64_t)MANY_ROWS * (MANY_ROWS + 1) / 2;
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s");
+    BT_CHECK(bt_query_int(c, sql, NULL, 0) == MANY_ROWS, "%d rows stored", MANY_ROWS);
+    fmt_sql(sql, sizeof sql, "SELECT SUM(val) FROM %s");
+    BT_CHECK(bt_query_int(c, sql, NULL, 0) == 3 * want_ids, "the server's sum");
+
+    fmt_sql(sql, sizeof sql, "SELECT id, val, label FROM %s ORDER BY id");
+    dbpool_result *r = query(c, sql, NULL, 0);
+    int rows = 0;
+    int64_t sum_ids = 0, sum_vals = 0;
+    while (next(r) == 1) {
+        rows++;
+        int64_t id = dbpool_result_int64(r, 0);
+        sum_ids += id;
+        sum_vals += dbpool_result_int64(r, 1);
+        char want[32];
+        snprintf(want, sizeof want, "row-%d", rows);
+        const char *label = dbpool_result_text(r, 2, NULL);
+        if (id != rows || !label || strcmp(label, want) != 0)
+            fail_msg("[%s] row %d reads id %lld label %s", bt_backend, rows, (long long)id,
+                     label ? label : "(null)");
+    }
+    BT_CHECK(rows == MANY_ROWS, "%d rows read, expected %d", rows, MANY_ROWS);
+    BT_CHECK(sum_ids == want_ids && sum_vals == 3 * want_ids, "sums of the rows read: %lld and %lld",
+             (long long)sum_ids, (long long)sum_vals);
+    BT_CHECK(next(r) == 0 && next(r) == 0, "next stays at 0 after the end");
+    dbpool_result_free(r);
+}
+
+static void test_column_names_and_counts(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_text("one"), dbpool_param_int64(10));
+    char sql[256];
+    static const char *const names[] = {"id", "renamed", "val"};
+    /* Without and with a parameter (on MySQL: the text and the binary
+     * protocol); with rows and without. */
+    static const char *const forms[] = {
+        "SELECT id, label AS renamed, val FROM %s WHERE id >= 1",
+        "SELECT id, label AS renamed, val FROM %s WHERE id >= 2",
+        "SELECT id, label AS renamed, val FROM %s WHERE id >= ?",
+        "SELECT id, label AS renamed, val FROM %s WHERE id >= ?",
+    };
+    for (int how = 0; how < 4; how++) {
+        fmt_sql(sql, sizeof sql, forms[how]);
+        dbpool_param from = dbpool_param_int64(how == 2 ? 1 : 2);
+        dbpool_result *r = how < 2 ? query(c, sql, NULL, 0) : query(c, sql, &from, 1);
+        bool has_row = how % 2 == 0;
+        for (int step = 0; step < 2; step++) { /* before the first row, and after next */
+            BT_CHECK(dbpool_result_columns(r) == 3, "way %d, step %d: 3 columns, got %d", how, step,
+                     dbpool_result_columns(r));
+            for (int i = 0; i < 3; i++) {
+                const char *n = dbpool_result_column_name(r, i);
+                BT_CHECK(n && strcmp(n, names[i]) == 0, "way %d, step %d: column %d named %s, got %s", how,
+                         step, i, names[i], n ? n : "(null)");
+            }
+            BT_CHECK(dbpool_result_column_name(r, -1) == NULL && dbpool_result_column_name(r, 3) == NULL,
+                     "way %d: a column out of range has no name", how);
+            if (step == 0)
+                BT_CHECK(next(r) == (has_row ? 1 : 0), "way %d: %s", how, has_row ? "one row" : "no row");
+        }
+        dbpool_result_free(r);
+    }
+
+    dbpool_result *r = query(c, "SELECT 1 AS one", NULL, 0);
+    BT_CHECK(dbpool_result_columns(r) == 1, "SELECT 1 has one column");
+    BT_CHECK(strcmp(dbpool_result_column_name(r, 0), "one") == 0, "named by its alias");
+    dbpool_result_free(r);
+
+    /* A statement without a result set. */
+    fmt_sql(sql, sizeof sql, "UPDATE %s SET val = 11 WHERE id = 1");
+    r = query(c, sql, NULL, 0);
+    BT_CHECK(dbpool_result_columns(r) == 0, "an UPDATE through dbpool_query has no columns");
+    BT_CHECK(next(r) == 0, "and no rows");
+    check_neutral(r, 0, "the result of an UPDATE");
+    dbpool_result_free(r);
+    BT_CHECK(count_where(c, "val = 11") == 1, "the UPDATE ran");
+}
+
+static void test_numeric_getters_on_text(void **state) {
+    dbpool_conn *c = conn_of(state);
+    /* Text converted the way strtoll / strtod do (include/dbpool.h). */
+    static const struct {
+        const char *text;
+        int64_t i64;
+        double dbl;
+    } cases[] = {
+        {"42", 42, 42.0},     {"-7", -7, -7.0},   {" 12", 12, 12.0},
+        {"3.75", 3, 3.75},    {"-0.5", 0, -0.5},  {"abc", 0, 0.0},
+        {"8 apples", 8, 8.0}, {"1e3", 1, 1000.0}, {"", 0, 0.0},
+        {"007", 7, 7.0},      {"+5", 5, 5.0},     {"9007199254740993", 9007199254740993, 9007199254740992.0},
+    };
+    size_t ncases = sizeof cases / sizeof *cases;
+    for (size_t i = 0; i < ncases; i++)
+        insert_row(c, (int64_t)i, dbpool_param_text(cases[i].text), dbpool_param_int64((int64_t)i * 10));
+
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT label, val, id FROM %s ORDER BY id");
+    dbpool_result *r = query(c, sql, NULL, 0);
+    for (size_t i = 0; i < ncases; i++) {
+        BT_CHECK(next(r) == 1, "row %zu", i);
+        int64_t i64 = dbpool_result_int64(r, 0);
+        double d = dbpool_result_double(r, 0);
+        if (i64 != cases[i].i64 || d != cases[i].dbl)
+            fail_msg("[%s] text \"%s\" reads int64 %lld and double %.17g; expected %lld and %.17g",
+                     bt_backend, cases[i].text, (long long)i64, d, (long long)cases[i].i64, cases[i].dbl);
+        BT_CHECK(strcmp(dbpool_result_text(r, 0, NULL), cases[i].text) == 0, "the text itself is unchanged");
+        /* And an integer column read as text and double. */
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)i * 10);
+        BT_CHECK(strcmp(dbpool_result_text(r, 1, NULL), want) == 0, "integer %s as text", want);
+        BT_CHECK(dbpool_result_double(r, 1) == (double)i * 10, "integer %s as double", want);
+    }
+    BT_CHECK(next(r) == 0, "no more rows");
+    dbpool_result_free(r);
+
+    r = query(c, "SELECT 2.5 AS d, -3 AS i", NULL, 0);
+    BT_CHECK(next(r) == 1, "one row");
+    BT_CHECK(dbpool_result_double(r, 0) == 2.5, "2.5 as double");
+    BT_CHECK(dbpool_result_int64(r, 0) == 2, "2.5 as int64 is 2");
+    BT_CHECK(dbpool_result_int64(r, 1) == -3 && dbpool_result_double(r, 1) == -3.0, "-3");
+    dbpool_result_free(r);
+}
+
+static void test_getters_outside_the_rows(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_text("one"), dbpool_param_int64(10));
+    insert_row(c, 2, dbpool_param_text("two"), dbpool_param_int64(20));
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT id, label, val FROM %s ORDER BY id");
+    dbpool_result *r = query(c, sql, NULL, 0);
+    for (int col = -1; col <= 3; col++)
+        check_neutral(r, col, "before the first row");
+    BT_CHECK(next(r) == 1, "row 1");
+    BT_CHECK(dbpool_result_int64(r, 0) == 1 && strcmp(dbpool_result_text(r, 1, NULL), "one") == 0, "row 1");
+    check_neutral(r, -1, "row 1, column -1");
+    check_neutral(r, 3, "row 1, past the last column");
+    check_neutral(r, 1000, "row 1, far past the last column");
+    BT_CHECK(next(r) == 1, "row 2");
+    BT_CHECK(dbpool_result_int64(r, 2) == 20, "row 2");
+    BT_CHECK(next(r) == 0, "the end");
+    for (int col = -1; col <= 3; col++)
+        check_neutral(r, col, "after the last row");
+    BT_CHECK(next(r) == 0, "still the end");
+    check_neutral(r, 0, "after next past the end");
+    BT_CHECK(dbpool_result_columns(r) == 3, "the columns are still known after the end");
+    dbpool_result_free(r);
+
+    /* An empty result. */
+    fmt_sql(sql, sizeof sql, "SELECT id, label FROM %s WHERE id < 0");
+    r = query(c, sql, NULL, 0);
+    check_neutral(r, 0, "an empty result before next");
+    BT_CHECK(next(r) == 0, "no row");
+    check_neutral(r, 0, "an empty result after next");
+    dbpool_result_free(r);
+
+    /* A NULL result: neutral, and freeing it is a no-op. */
+    BT_CHECK(dbpool_result_columns(NULL) == 0, "no columns");
+    BT_CHECK(dbpool_result_column_name(NULL, 0) == NULL, "no names");
+    check_neutral(NULL, 0, "a NULL result");
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_CHECK(dbpool_result_next(NULL, &e) < 0, "dbpool_result_next(NULL) is an error");
+    dbpool_result_free(NULL);
+}
+
+static void test_two_results_open_at_once(void **state) {
+    dbpool_conn *c = conn_of(state);
+    for (int i = 1; i <= 10; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "l%d", i);
+        insert_row(c, i, dbpool_param_text(label), dbpool_param_int64(i * i));
+    }
+    char up[256], down[256];
+    fmt_sql(up, sizeof up, "SELECT id, val FROM %s ORDER BY id");
+    fmt_sql(down, sizeof down, "SELECT label FROM %s WHERE id >= ? ORDER BY id DESC");
+    dbpool_param from = dbpool_param_int64(6);
+    dbpool_result *a = query(c, up, NULL, 0);
+    BT_CHECK(next(a) == 1, "a: first row before b is opened");
+    dbpool_result *b = query(c, down, &from, 1);
+    dbpool_result *a2 = query(c, up, NULL, 0); /* the same text as a, open with it */
+    for (int i = 1; i <= 10; i++) {
+        BT_CHECK(dbpool_result_int64(a, 0) == i && dbpool_result_int64(a, 1) == i * i, "a: row %d", i);
+        BT_CHECK(next(a2) == 1 && dbpool_result_int64(a2, 0) == i, "a2: row %d", i);
+        if (i <= 5) {
+            BT_CHECK(next(b) == 1, "b: row %d", i);
+            char want[16];
+            snprintf(want, sizeof want, "l%d", 11 - i);
+            const char *t = dbpool_result_text(b, 0, NULL);
+            BT_CHECK(t && strcmp(t, want) == 0, "b: row %d reads %s, got %s", i, want, t ? t : "(null)");
+        }
+        BT_CHECK(next(a) == (i < 10 ? 1 : 0), "a: after row %d", i);
+    }
+    BT_CHECK(next(b) == 0 && next(a2) == 0, "b and a2 at their ends");
+    dbpool_result_free(a); /* not in reverse order of opening */
+    dbpool_result_free(b);
+
+    /* The lease still works with one result still open. */
+    insert_row(c, 11, dbpool_param_text("l11"), dbpool_param_int64(121));
+    BT_CHECK(count_where(c, "id = 11") == 1, "a write while a result is open");
+    dbpool_result_free(a2);
+    BT_CHECK(count_where(c, "id > 0") == 11, "eleven rows");
+}
+
+static void test_parameters_with_null(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, label, val, num) VALUES (?, ?, ?, ?)");
+    dbpool_param row1[4] = {dbpool_param_int64(1), dbpool_param_text("a"), dbpool_param_int64(5),
+                            dbpool_param_double(0.25)};
+    dbpool_param row2[4] = {dbpool_param_int64(2), dbpool_param_null(), dbpool_param_null(),
+                            dbpool_param_null()};
+    dbpool_param row3[4] = {dbpool_param_int64(3), dbpool_param_text("c"), dbpool_param_null(),
+                            dbpool_param_double(-1.5)};
+    bt_exec_params(c, sql, row1, 4);
+    bt_exec_params(c, sql, row2, 4);
+    bt_exec_params(c, sql, row3, 4);
+
+    /* Every type as a parameter in one query, a `?` inside a string
+     * literal left alone. */
+    fmt_sql(sql, sizeof sql,
+            "SELECT id, label, val, num, '?' AS q FROM %s WHERE id >= ? AND id <= ? ORDER BY id");
+    dbpool_param range[2] = {dbpool_param_int64(1), dbpool_param_int64(3)};
+    dbpool_result *r = query(c, sql, range, 2);
+    BT_CHECK(next(r) == 1, "row 1");
+    BT_CHECK(strcmp(dbpool_result_text(r, 1, NULL), "a") == 0 && dbpool_result_int64(r, 2) == 5 &&
+                 dbpool_result_double(r, 3) == 0.25,
+             "row 1 as inserted");
+    BT_CHECK(strcmp(dbpool_result_text(r, 4, NULL), "?") == 0, "a ? in a string literal is text");
+    BT_CHECK(next(r) == 1, "row 2");
+    for (int col = 1; col <= 3; col++)
+        check_neutral(r, col, "row 2, inserted from NULL parameters");
+    BT_CHECK(next(r) == 1, "row 3");
+    BT_CHECK(dbpool_result_is_null(r, 2) && dbpool_result_double(r, 3) == -1.5, "row 3 as inserted");
+    BT_CHECK(next(r) == 0, "three rows");
+    dbpool_result_free(r);
+
+    /* A NULL parameter compares as SQL NULL: never equal. */
+    fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE label = ?");
+    dbpool_param null_label = dbpool_param_text(NULL);
+    BT_CHECK(bt_query_int(c, sql, &null_label, 1) == 0, "label = NULL matches nothing");
+    dbpool_param a_label = dbpool_param_text("a");
+    BT_CHECK(bt_query_int(c, sql, &a_label, 1) == 1, "label = 'a' matches one row");
+
+    /* Mixed parameter types in a WHERE clause. */
+    fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id > ? AND num < ? AND label <> ?");
+    dbpool_param mixed[3] = {dbpool_param_int64(0), dbpool_param_double(1.0), dbpool_param_text("zzz")};
+    BT_CHECK(bt_query_int(c, sql, mixed, 3) == 2, "rows 1 and 3 match (row 2's NULLs do not)");
+
+    /* A NULL parameter as a value of its own. */
+    dbpool_param two[2] = {dbpool_param_null(), dbpool_param_text("fallback")};
+    r = query(c, "SELECT COALESCE(?, ?) AS v", two, 2);
+    BT_CHECK(next(r) == 1, "one row");
+    BT_CHECK(strcmp(dbpool_result_text(r, 0, NULL), "fallback") == 0, "COALESCE(NULL, 'fallback')");
+    dbpool_result_free(r);
+
+    /* A wrong number of parameters fails as DBPOOL_EINVAL, and the lease
+     * goes on working. */
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    r = NULL;
+    BT_RC(dbpool_query(c, sql, mixed, 2, &r, &e), DBPOOL_EINVAL, "3 placeholders, 2 parameters");
+    BT_CHECK(r == NULL && e.message[0], "no result, and a message");
+    memset(&e, 0, sizeof e);
+    fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id > ?");
+    BT_RC(dbpool_query(c, sql, mixed, 3, &r, &e), DBPOOL_EINVAL, "1 placeholder, 3 parameters");
+    BT_CHECK(bt_query_int(c, sql, mixed, 1) == 3, "the same query with the right count");
+}
+
+int main(int argc, char **argv) {
+    bt_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_null_and_empty_string, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_text_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
