@@ -4,7 +4,7 @@
  * A program that prints figures, not a test. Compiled by bench/run.sh with
  * javac against Debian's jars in /usr/share/java.
  *
- *   java HikariBench cycle|stmt|latency BACKEND JDBC_URL USER PASSWORD
+ *   java HikariBench cycle|stmt|latency|latency-sleep BACKEND JDBC_URL USER PASSWORD
  *                    SIZES THREADS SECONDS WARMUP_SECONDS [HOLD_US]
  *
  * cycle    getConnection() + close()
@@ -13,6 +13,7 @@
  *          baseline: one dedicated DriverManager connection per thread doing
  *          the same statement; prints both rates and their ratio
  * latency  time getConnection() while each holder busy-waits HOLD_US
+ * latency-sleep  the same, but each holder sleeps HOLD_US (LockSupport.parkNanos)
  *
  * The JIT compiles the hot paths during the warm-up: every thread count of a
  * pool size is run for WARMUP_SECONDS, untimed, before any is measured.
@@ -37,6 +38,7 @@ public final class HikariBench {
     static String backend, url, user, password;
     static Connection[] rawConns;
     static long holdNs = 100_000;
+    static boolean sleepHolds; /* latency-sleep: holders sleep, like a thread waiting on its query */
 
     /* One worker; the padding keeps the counters of two workers off one cache line. */
     static final class Worker extends Thread {
@@ -81,13 +83,18 @@ public final class HikariBench {
                             case "rawstmt":
                                 if (select1(own) != 1) errors++;
                                 break;
-                            case "latency": {
+                            case "latency":
+                            case "latency-sleep": {
                                 long t0 = System.nanoTime();
                                 Connection c = ds.getConnection();
                                 long t1 = System.nanoTime();
                                 if (nsamples < samples.length) samples[nsamples++] = t1 - t0;
-                                long end = t1 + holdNs;
-                                while (System.nanoTime() < end) Thread.onSpinWait();
+                                if (sleepHolds) {
+                                    java.util.concurrent.locks.LockSupport.parkNanos(holdNs);
+                                } else {
+                                    long end = t1 + holdNs;
+                                    while (System.nanoTime() < end) Thread.onSpinWait();
+                                }
                                 c.close();
                                 break;
                             }
@@ -189,6 +196,7 @@ public final class HikariBench {
         }
         Locale.setDefault(Locale.ROOT);
         mode = a[0];
+        sleepHolds = mode.equals("latency-sleep");
         backend = a[1];
         url = a[2];
         user = a[3];
@@ -206,7 +214,7 @@ public final class HikariBench {
         for (int size : sizes) {
             HikariDataSource ds = newPool(size);
             int cap = 0;
-            if (mode.equals("latency"))
+            if (mode.startsWith("latency"))
                 cap = (int) Math.min(50_000_000L, (long) (seconds * 1e9 / holdNs * size * 2) + 1024);
             if (mode.equals("stmt")) {
                 int max = Arrays.stream(threads).max().getAsInt();
@@ -253,7 +261,7 @@ public final class HikariBench {
                     continue;
                 }
                 Result r = run(ds, t, seconds, cap);
-                if (mode.equals("latency")) {
+                if (mode.startsWith("latency")) {
                     long[] s = r.all;
                     int n = s.length;
                     double sum = 0;
@@ -262,7 +270,7 @@ public final class HikariBench {
                     double p50 = n > 0 ? s[(n - 1) / 2] / 1e3 : 0;
                     double p99 = n > 0 ? s[(int) ((n - 1) * 0.99)] / 1e3 : 0;
                     double max = n > 0 ? s[n - 1] / 1e3 : 0;
-                    System.out.printf("R\tlatency\tHikariCP\t%s\t%d\t%d\tops_s=%.0f\tcount=%d\tmean_us=%.1f\tp50_us=%.1f"
+                    System.out.printf("R\t" + mode + "\tHikariCP\t%s\t%d\t%d\tops_s=%.0f\tcount=%d\tmean_us=%.1f\tp50_us=%.1f"
                                     + "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%d\tmax_thread_ops=%d"
                                     + "\tfails=0\terrors=%d%n",
                             backend, size, t, r.opsPerSec, n, mean, p50, p99, max,

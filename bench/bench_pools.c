@@ -11,6 +11,9 @@
  *          doing the same SELECT 1; prints both rates and their ratio.
  * latency: time each acquire while every holder keeps its connection
  *          HOLD_US microseconds (busy-wait); THREADS > SIZE oversubscribes.
+ * latency-sleep: the same, but holders sleep HOLD_US (nanosleep, with the
+ *          kernel's default 50 us timer slack), as a thread does while its
+ *          query waits on the server.
  * stall:   bench_pools stall SECONDS: the longest pause the machine itself
  *          imposes on a thread that only reads the clock (the noise floor
  *          of any latency maximum).
@@ -80,6 +83,7 @@ static struct {
     const char *url;
     int size;
     int64_t hold_ns;
+    bool hold_sleeps; /* latency-sleep: holders sleep (like a query waiting on its server) */
     dbpool *dp;
 #ifdef BENCH_HAVE_ZDB
     ConnectionPool_T zp;
@@ -200,6 +204,18 @@ static int dbpool_select1(dbpool_conn *c) {
  * mode, one release. Returns 1 when an operation was completed. The
  * switch is on a constant for the whole run: the branch predictor makes it
  * free, and every implementation pays the same for it. */
+/* A holder keeps its connection for hold_ns: busy (latency) or asleep
+ * (latency-sleep, as a thread waiting on its database is). */
+static inline void bench_hold(int64_t ns) {
+    if (!G.hold_sleeps) {
+        bench_spin_ns(ns);
+        return;
+    }
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
 static inline int one_op(bench_worker *w, void *raw) {
     int ok = 1;
     int64_t t0 = 0;
@@ -215,7 +231,7 @@ static inline int one_op(bench_worker *w, void *raw) {
         }
         if (G.mode == M_LATENCY) {
             bench_sample(w, bench_now_ns() - t0);
-            bench_spin_ns(G.hold_ns);
+            bench_hold(G.hold_ns);
         } else if (G.mode == M_STMT) {
             ok = G.impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
         }
@@ -233,7 +249,7 @@ static inline int one_op(bench_worker *w, void *raw) {
         }
         if (G.mode == M_LATENCY) {
             bench_sample(w, bench_now_ns() - t0);
-            bench_spin_ns(G.hold_ns);
+            bench_hold(G.hold_ns);
         } else if (G.mode == M_STMT) {
             ok = zdb_select1(c);
         }
@@ -250,7 +266,7 @@ static inline int one_op(bench_worker *w, void *raw) {
         }
         if (G.mode == M_LATENCY) {
             bench_sample(w, bench_now_ns() - t0);
-            bench_spin_ns(G.hold_ns);
+            bench_hold(G.hold_ns);
         } else if (G.mode == M_STMT) {
             ok = bench_raw_select1(G.backend, c);
         }
@@ -463,15 +479,17 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "stall") == 0)
         return stall_main(atof(argv[2]));
     if (argc < 8) {
-        fprintf(stderr, "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
-                        "       bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n"
-                        "       bench_pools stall SECONDS\n");
+        fprintf(stderr,
+                "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
+                "       bench_pools latency|latency-sleep IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n"
+                "       bench_pools stall SECONDS\n");
         return 2;
     }
     const char *mode = argv[1];
     G.mode = strcmp(mode, "cycle") == 0 ? M_CYCLE : strcmp(mode, "stmt") == 0 ? M_STMT : M_LATENCY;
-    if (G.mode == M_LATENCY && strcmp(mode, "latency") != 0)
+    if (G.mode == M_LATENCY && strcmp(mode, "latency") != 0 && strcmp(mode, "latency-sleep") != 0)
         bench_die("unknown mode '%s'", mode);
+    G.hold_sleeps = strcmp(mode, "latency-sleep") == 0;
     G.impl = impl_parse(argv[2]);
     G.backend = bench_backend_parse(argv[3]);
     G.url = bench_url_arg(argv[4]);
@@ -539,25 +557,25 @@ int main(int argc, char **argv) {
         double ops_s = (double)r.ops / r.elapsed_s;
         if (G.mode == M_LATENCY) {
             bench_latency L = bench_latency_of(&r);
-            printf("R\tlatency\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
+            printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
                    "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%lu\terrors=%"
                    "lu\n",
-                   impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us, L.max_us,
-                   L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread, r.fails,
-                   r.errors);
+                   mode, impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us,
+                   L.max_us, L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread,
+                   r.fails, r.errors);
             if (G.impl == I_DBPOOL && impl == impl_names[G.impl]) {
                 dbpool_stats st;
                 dbpool_get_stats(G.dp, &st);
                 if (st.acquire_wait.count > 0)
-                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=%llu\tmean_us=%.1f\tp50_us=%.1f"
+                    printf("R\t%s\tdbpool-histogram\t%s\t%d\t%d\tcount=%llu\tmean_us=%.1f\tp50_us=%.1f"
                            "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\n",
-                           backend, size, threads[k], (unsigned long long)st.acquire_wait.count,
+                           mode, backend, size, threads[k], (unsigned long long)st.acquire_wait.count,
                            st.acquire_wait.mean_ms * 1e3, st.acquire_wait.p50_ms * 1e3,
                            st.acquire_wait.p99_ms * 1e3, st.acquire_wait.max_ms * 1e3,
                            st.acquire_wait.mean_ms > 0 ? st.acquire_wait.max_ms / st.acquire_wait.mean_ms
                                                        : 0.0);
                 else
-                    printf("R\tlatency\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n",
+                    printf("R\t%s\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n", mode,
                            backend, size, threads[k]);
             }
         } else {

@@ -221,12 +221,17 @@ LAT_ROUNDS=$((ROUNDS < 2 ? ROUNDS : 2))
 for round in $(seq 1 "$LAT_ROUNDS"); do
     log "round $round/$LAT_ROUNDS: acquire latency, 8 threads on a pool of 2, ${HOLD_US} us holds"
     run "$BP" stall "$LAT_SECS" # the machine's own pauses: the floor of any maximum wait
-    for impl in dbpool zdb apr; do
-        run "$BP" latency $impl sqlite "$SQLITE_URL" 2 "$LAT_SECS" 8 $HOLD_US
-        run "$BP" latency $impl pg "$PG_URL" 2 "$LAT_SECS" 8 $HOLD_US
+    # Holders that spin (CPU-bound work under the lease) and holders that
+    # sleep (a query waiting on its server): on 2 cores the first also
+    # measures how the scheduler shares the CPUs among 8 busy threads.
+    for lat in latency latency-sleep; do
+        for impl in dbpool zdb apr; do
+            run "$BP" $lat $impl sqlite "$SQLITE_URL" 2 "$LAT_SECS" 8 $HOLD_US
+            run "$BP" $lat $impl pg "$PG_URL" 2 "$LAT_SECS" 8 $HOLD_US
+        done
+        run "${JAVA[@]}" $lat sqlite "$SQLITE_JDBC" "" "" 2 8 "$LAT_SECS" 0.5 $HOLD_US
+        run "${JAVA[@]}" $lat postgresql "$PG_JDBC" "$PG_USER" "$PG_PASS" 2 8 "$LAT_SECS" 0.5 $HOLD_US
     done
-    run "${JAVA[@]}" latency sqlite "$SQLITE_JDBC" "" "" 2 8 "$LAT_SECS" 0.5 $HOLD_US
-    run "${JAVA[@]}" latency postgresql "$PG_JDBC" "$PG_USER" "$PG_PASS" 2 8 "$LAT_SECS" 0.5 $HOLD_US
 done
 
 # dbpool alone: how its barging window (a running thread may take a free
