@@ -18,6 +18,14 @@
 /* acquire                                                                */
 /* ---------------------------------------------------------------------- */
 
+/* Take c off the idle list as the caller's lease. Lock held. */
+static void lease_idle_locked(dbpool *p, dbpool_conn *c) {
+    dbpool__idle_remove(p, c);
+    c->state = CONN_LEASED;
+    p->n_leased++;
+    dbpool__note_peak(p);
+}
+
 static bool needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
     /* Fresh from connect: nothing to check yet. A warm-up or refill
      * connection that has sat idle is checked like any other. */
@@ -173,7 +181,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
             int64_t now = dbpool__now_ns();
             int64_t window_end = since + dbpool__barging_window_ns(p);
             if (now >= window_end) {
-                if (!dbpool__may_overtake_locked(p))
+                if (dbpool__starve_if_overdue_locked(p))
                     dbpool__poke_head_locked(p);
                 if (w->conn)
                     break;
@@ -185,12 +193,8 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
         if (w->poked) {
             w->poked = false;
             if (p->idle_head && !p->suspended) {
-                dbpool_conn *c = p->idle_head;
-                dbpool__idle_remove(p, c);
-                c->state = CONN_LEASED;
-                p->n_leased++;
-                dbpool__note_peak(p);
-                w->conn = c;
+                w->conn = p->idle_head;
+                lease_idle_locked(p, w->conn);
                 break;
             }
         }
@@ -243,10 +247,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         lock(p);
         dbpool_conn *c = p->idle_head;
         if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
-            dbpool__idle_remove(p, c);
-            c->state = CONN_LEASED;
-            p->n_leased++;
-            dbpool__note_peak(p);
+            lease_idle_locked(p, c);
             dbpool__lease_begin_locked(p, c, now, 0, NULL);
             unlock(p);
             return hand_out(p, c, fast_start, out);
@@ -280,10 +281,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
             /* 1. An idle connection, when nobody waits ahead of us. */
             c = p->idle_head;
-            dbpool__idle_remove(p, c);
-            c->state = CONN_LEASED;
-            p->n_leased++;
-            dbpool__note_peak(p);
+            lease_idle_locked(p, c);
         } else if (!p->suspended && p->parked_head && dbpool__may_overtake_locked(p) &&
                    (c = dbpool__steal_parked_locked(p)) != NULL) {
             /* 1b. A connection parked for another thread, not in use now. */

@@ -260,17 +260,22 @@ void dbpool__note_peak(dbpool *p) {
  * the first in line is a recent arrival again (Go's sync.Mutex normal and
  * starvation modes). Lock held.
  */
-bool dbpool__may_overtake_locked(dbpool *p) {
+bool dbpool__may_overtake_locked(const dbpool *p) {
     const waiter *w = p->wait_head;
-    if (!w)
-        return true;
-    if (p->starving)
-        return false;
-    if (dbpool__fast_now_ns() - w->since < dbpool__barging_window_ns(p))
-        return true;
-    p->starving = true;
-    dbpool__recall_parked_locked(p, true, -1);
-    return false;
+    return !w || (!p->starving && dbpool__fast_now_ns() - w->since < dbpool__barging_window_ns(p));
+}
+
+/* A waiter's window ended: if the first in line is past its own, the pool
+ * starves from now on, and the thread caches come back to the line (free
+ * connections to the first waiters now, busy ones at their release). The
+ * one place the pool turns starving: every waiter wakes up when its window
+ * ends, so the first one past it is never missed. Lock held. */
+bool dbpool__starve_if_overdue_locked(dbpool *p) {
+    if (!p->starving && !dbpool__may_overtake_locked(p)) {
+        p->starving = true;
+        dbpool__recall_parked_locked(p, true, -1);
+    }
+    return p->starving;
 }
 
 /*
@@ -305,13 +310,12 @@ void dbpool__poke_head_locked(dbpool *p) {
 
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
-    if (p->wait_head && !p->suspended && dbpool__may_overtake_locked(p)) {
+    waiter *w = p->wait_head;
+    if (w && !p->suspended && dbpool__may_overtake_locked(p)) {
         idle_push(p, c);
         dbpool__poke_head_locked(p);
         return;
     }
-    /* Read after: turning starving may have served the first waiter. */
-    waiter *w = p->wait_head;
     if (w && !p->suspended) {
         dbpool__waiter_dequeue(p, w);
         c->state = CONN_LEASED;

@@ -193,7 +193,10 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w);
  * No once the first waiter has waited longer than the barging window: the
  * pool then turns "starving" (strict hand-off, thread caches recalled)
  * until the first in line is a recent arrival again. */
-bool dbpool__may_overtake_locked(dbpool *p);
+bool dbpool__may_overtake_locked(const dbpool *p);
+/* Turn starving if the first waiter is past its window (recalling the
+ * thread caches); returns whether the pool starves. */
+bool dbpool__starve_if_overdue_locked(dbpool *p);
 /* The barging window now, in ns (adapts to the typical hold, see pool.c). */
 int64_t dbpool__barging_window_ns(const dbpool *p);
 /* Idle connections and someone first in line: tell them to look. */

@@ -76,13 +76,6 @@ static void parked_unlink(dbpool *p, dbpool_conn *c) {
     p->n_parked--;
 }
 
-/* Lock held, park word already 0: the connection is the caller's lease. */
-static void unparked_to_leased(dbpool *p, dbpool_conn *c) {
-    parked_unlink(p, c);
-    c->state = CONN_LEASED;
-    p->n_leased++;
-}
-
 /* Lock held, park word already 0, connection taken from a free parking:
  * its last use is what the owner last stored. */
 static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
@@ -94,7 +87,9 @@ static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
 static void unpark_own(dbpool *p, dbpool_conn *c) {
     lock(p);
     atomic_store_explicit(&c->park, 0, memory_order_relaxed);
-    unparked_to_leased(p, c);
+    parked_unlink(p, c);
+    c->state = CONN_LEASED;
+    p->n_leased++;
     unlock(p);
 }
 
@@ -173,7 +168,8 @@ static bool take_free(dbpool_conn *c) {
 }
 
 bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
-    if (!p->park_enabled || p->starving || p->closed || p->suspended || dbpool__total_locked(p) + 1 > p->cap)
+    if (!p->park_enabled || !dbpool__may_overtake_locked(p) || p->closed || p->suspended ||
+        dbpool__total_locked(p) + 1 > p->cap)
         return false;
     sticky_slot *s = slot_for(p);
     if (s) {
@@ -217,8 +213,9 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 dbpool_conn *dbpool__steal_parked_locked(dbpool *p) {
     for (dbpool_conn *c = p->parked_head; c; c = c->park_next) {
         if (take_free(c)) {
-            c->last_used_ns = atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed);
-            unparked_to_leased(p, c);
+            unparked_uncounted(p, c);
+            c->state = CONN_LEASED;
+            p->n_leased++;
             return c;
         }
     }
@@ -252,15 +249,10 @@ void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than
                          : take_or_mark(c);
         if (taken) {
             unparked_uncounted(p, c);
-            if (to_waiters) {
+            if (to_waiters)
                 dbpool__publish_locked(p, c, c->last_used_ns);
-                /* Publishing may have recalled too (pool.c turns starving
-                 * there): start over rather than trust `next`. Those
-                 * already taken are gone and marked ones are skipped. */
-                next = p->parked_head;
-            } else {
+            else
                 dbpool__idle_insert_locked(p, c);
-            }
         }
         c = next;
     }
