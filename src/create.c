@@ -164,7 +164,7 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
         }
     }
     if (p->opt.after_connect) {
-        int urc = p->opt.after_connect(*native, p->opt.after_connect_user);
+        int urc = p->opt.after_connect(dbpool__user_handle(p->driver, *native), p->opt.after_connect_user);
         if (urc != 0) {
             p->driver->disconnect(*native);
             *native = NULL;

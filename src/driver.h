@@ -77,7 +77,15 @@ typedef struct dbpool_driver {
     /* Does this error mean the connection can never be used again? */
     bool (*is_broken)(void *native, const dbpool_error *e);
     void (*server_version)(void *native, char *buf, size_t len);
+    /* What the user sees of a connection (dbpool_conn_native, after_connect)
+     * when the driver keeps more than the library's handle; NULL: native
+     * itself. */
+    void *(*user_handle)(void *native);
 } dbpool_driver;
+
+static inline void *dbpool__user_handle(const dbpool_driver *d, void *native) {
+    return d->user_handle ? d->user_handle(native) : native;
+}
 
 /* The compiled-in drivers, NULL-terminated; and lookup by URL scheme. */
 const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e);

@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -248,12 +247,11 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
  * (the table is gone), the error comes from the step, i.e. from
  * dbpool_result_next or dbpool_exec, instead of from dbpool_query.
  *
- * The native handle must stay a plain sqlite3 * (dbpool_conn_native), so
- * the cache cannot live next to it: a registry keyed by the handle holds
- * it, from connect to disconnect. The registry is striped by the handle's
- * address, so threads working on different connections rarely share a
- * lock. Everything inside a cache belongs to the one thread that holds the
- * connection, like the handle itself.
+ * The driver's handle is a small struct holding the sqlite3 * and its
+ * cache (made at the first statement, so a pooled connection that runs
+ * none does not pay for it); dbpool_conn_native and after_connect get the
+ * plain sqlite3 * (user_handle). Everything in a cache belongs to the one
+ * thread that holds the connection, like the handle itself.
  */
 #define STMT_CACHE_SLOTS 16
 #define STMT_CACHE_MAX_SQL 4096 /* longer statements are not kept */
@@ -283,49 +281,25 @@ struct cached_stmt {
 };
 
 struct stmt_cache {
-    stmt_cache *next; /* in the registry */
-    sqlite3 *db;
     uint64_t tick;
     int lent;      /* entries in use by a result */
     bool orphaned; /* the connection closed while results were out */
     cached_stmt slot[STMT_CACHE_SLOTS];
 };
 
-typedef struct reg_stripe {
-    _Alignas(64) pthread_mutex_t mu;
-    stmt_cache *head;
-} reg_stripe;
+/* The driver's handle for one connection. */
+typedef struct sqlite_conn {
+    sqlite3 *db;
+    stmt_cache *cache; /* NULL until the first statement (or when memory was short) */
+} sqlite_conn;
 
-#define REG_STRIPES 64
-#define REG_INIT                                                                                             \
-    { PTHREAD_MUTEX_INITIALIZER, NULL }
-#define REG_INIT4 REG_INIT, REG_INIT, REG_INIT, REG_INIT
-#define REG_INIT16 REG_INIT4, REG_INIT4, REG_INIT4, REG_INIT4
-static reg_stripe registry[REG_STRIPES] = {REG_INIT16, REG_INIT16, REG_INIT16, REG_INIT16};
-
-static reg_stripe *stripe_of(const sqlite3 *db) {
-    uint64_t h = (uint64_t)(uintptr_t)db * UINT64_C(0x9E3779B97F4A7C15);
-    return &registry[h >> 58]; /* the top 6 bits: REG_STRIPES == 64 */
-}
-
-/* The connection's cache, made at its first statement, so that a pooled
- * connection that runs none costs nothing; NULL when memory is short (then
- * every statement is prepared afresh). */
-static stmt_cache *cache_of(sqlite3 *db) {
-    reg_stripe *s = stripe_of(db);
-    pthread_mutex_lock(&s->mu);
-    stmt_cache *c = s->head;
-    while (c && c->db != db)
-        c = c->next;
-    if (!c && (c = calloc(1, sizeof *c)) != NULL) {
-        c->db = db;
+/* The connection's cache, made at its first statement; NULL when memory is
+ * short (then every statement is prepared afresh). */
+static stmt_cache *cache_of(sqlite_conn *sc) {
+    if (!sc->cache && (sc->cache = calloc(1, sizeof *sc->cache)) != NULL)
         for (int i = 0; i < STMT_CACHE_SLOTS; i++)
-            c->slot[i].cache = c;
-        c->next = s->head;
-        s->head = c;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return c;
+            sc->cache->slot[i].cache = sc->cache;
+    return sc->cache;
 }
 
 static void slot_clear(cached_stmt *s) {
@@ -341,18 +315,7 @@ static void slot_clear(cached_stmt *s) {
  * result. A result still out (freed after its lease was released, against
  * the contract) keeps its statement and the cache alive until it is freed;
  * sqlite3_close_v2 keeps the connection as a zombie until then. */
-static void cache_detach(sqlite3 *db) {
-    if (!db)
-        return;
-    reg_stripe *s = stripe_of(db);
-    pthread_mutex_lock(&s->mu);
-    stmt_cache **pp = &s->head;
-    while (*pp && (*pp)->db != db)
-        pp = &(*pp)->next;
-    stmt_cache *c = *pp;
-    if (c)
-        *pp = c->next;
-    pthread_mutex_unlock(&s->mu);
+static void cache_detach(stmt_cache *c) {
     if (!c)
         return;
     for (int i = 0; i < STMT_CACHE_SLOTS; i++)
@@ -510,20 +473,30 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         return rc;
     }
     sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
-    *native = db;
+    sqlite_conn *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        sqlite3_close_v2(db);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    }
+    sc->db = db;
+    *native = sc;
     return DBPOOL_OK;
 }
 
 static void sqlite_disconnect(void *native) {
-    cache_detach(native);
+    sqlite_conn *sc = native;
+    cache_detach(sc->cache);
     /* _v2: a statement a careless caller left open keeps the connection
      * alive as a zombie until it is finalized, instead of failing here. */
-    sqlite3_close_v2(native);
+    sqlite3_close_v2(sc->db);
+    free(sc);
 }
+
+static void *sqlite_user_handle(void *native) { return ((sqlite_conn *)native)->db; }
 
 static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
     (void)deadline;
-    sqlite3 *db = native;
+    sqlite3 *db = ((sqlite_conn *)native)->db;
     sqlite3_stmt *st = NULL;
     int src = sqlite3_prepare_v2(db, "SELECT 1", -1, &st, NULL);
     if (src == SQLITE_OK)
@@ -534,11 +507,13 @@ static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
-static int sqlite_needs_reset(void *native) { return sqlite3_get_autocommit(native) ? 0 : 1; }
+static int sqlite_needs_reset(void *native) {
+    return sqlite3_get_autocommit(((sqlite_conn *)native)->db) ? 0 : 1;
+}
 
 static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
     (void)deadline;
-    sqlite3 *db = native;
+    sqlite3 *db = ((sqlite_conn *)native)->db;
     /* Reset statements still stepping, or ROLLBACK could fail with BUSY. */
     for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
         sqlite3_reset(st);
@@ -597,8 +572,8 @@ static void stmt_done(sqlite3_stmt *st, cached_stmt *slot) {
 
 static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                        dbpool_error *e) {
-    sqlite3 *db = native;
-    stmt_cache *cache = cache_of(db);
+    sqlite3 *db = ((sqlite_conn *)native)->db;
+    stmt_cache *cache = cache_of(native);
     const char *tail = sql;
     int64_t total = 0;
     bool first = true;
@@ -727,8 +702,8 @@ static const dbpool_result_ops sqlite_result_ops = {
 
 static int sqlite_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                         dbpool_error *e) {
-    sqlite3 *db = native;
-    stmt_cache *cache = cache_of(db);
+    sqlite3 *db = ((sqlite_conn *)native)->db;
+    stmt_cache *cache = cache_of(native);
     sqlite3_stmt *st = NULL;
     cached_stmt *slot = NULL;
     uint64_t h = 0;
@@ -819,4 +794,5 @@ const dbpool_driver dbpool__driver_sqlite = {
     .query = sqlite_query,
     .is_broken = sqlite_is_broken,
     .server_version = sqlite_server_version,
+    .user_handle = sqlite_user_handle,
 };

@@ -129,5 +129,5 @@ int dbpool_discard(dbpool_conn *c) { return release_impl(c, true); }
 void *dbpool_conn_native(dbpool_conn *c) {
     if (!c || c->magic != DBPOOL_CONN_MAGIC || !dbpool__conn_held(c))
         return NULL;
-    return c->native;
+    return dbpool__user_handle(c->pool->driver, c->native);
 }
