@@ -59,7 +59,7 @@ static void check_invariants_locked(const dbpool *p) {
             abort();
         }
     }
-    for (const dbpool_conn *c = p->parked_head; c; c = c->park_next)
+    for (const dbpool_conn *c = p->parked_head; c; c = c->next)
         plisted++;
     for (const dbpool_conn *c = p->idle_head; c; c = c->next)
         listed++;
@@ -146,22 +146,8 @@ int dbpool__fork_error(dbpool_error *e) {
 /* lists (all under the lock)                                             */
 /* ---------------------------------------------------------------------- */
 
-static void idle_push(dbpool *p, dbpool_conn *c) {
-    c->state = CONN_IDLE;
-    c->prev = NULL;
-    c->next = p->idle_head;
-    if (p->idle_head)
-        p->idle_head->prev = c;
-    else
-        p->idle_tail = c;
-    p->idle_head = c;
-    p->n_idle++;
-}
-
-void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c) {
-    dbpool_conn *after = NULL; /* the last one used more recently than c */
-    for (dbpool_conn *x = p->idle_head; x && x->last_used_ns > c->last_used_ns; x = x->next)
-        after = x;
+/* Link c into the idle list after `after` (NULL: at the head). */
+static void idle_link_after(dbpool *p, dbpool_conn *after, dbpool_conn *c) {
     c->state = CONN_IDLE;
     c->prev = after;
     c->next = after ? after->next : p->idle_head;
@@ -174,6 +160,15 @@ void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c) {
     else
         p->idle_head = c;
     p->n_idle++;
+}
+
+static void idle_push(dbpool *p, dbpool_conn *c) { idle_link_after(p, NULL, c); }
+
+void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c) {
+    dbpool_conn *after = NULL; /* the last one used more recently than c */
+    for (dbpool_conn *x = p->idle_head; x && x->last_used_ns > c->last_used_ns; x = x->next)
+        after = x;
+    idle_link_after(p, after, c);
 }
 
 void dbpool__idle_remove(dbpool *p, dbpool_conn *c) {
@@ -337,15 +332,7 @@ void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     }
     /* The tail: its last use is old, and the list stays ordered by it, so
      * idle-timeout reaping from the tail still finds it. */
-    c->state = CONN_IDLE;
-    c->next = NULL;
-    c->prev = p->idle_tail;
-    if (p->idle_tail)
-        p->idle_tail->next = c;
-    else
-        p->idle_head = c;
-    p->idle_tail = c;
-    p->n_idle++;
+    idle_link_after(p, p->idle_tail, c);
 }
 
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {

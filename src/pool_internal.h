@@ -75,11 +75,9 @@ struct dbpool_conn {
     int64_t acquired_ns;             /* when the current lease began (coarse clock) */
     int64_t lease_start;             /* the same, on the fast clock, for the use-time histogram */
     uint64_t uses;                   /* hand-outs so far */
-    struct dbpool_conn *prev, *next; /* idle list, or free list (next only) */
+    struct dbpool_conn *prev, *next; /* idle list, parked list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
     lease_trace *trace;              /* leak detection on: where the lease began */
-
-    struct dbpool_conn *park_prev, *park_next; /* the parked list (sticky.c) */
 
     /* Parking (sticky.c). While parked, only the owning thread touches the
      * fields above, and only while it holds the park word at PARK_BUSY.
@@ -139,7 +137,7 @@ struct dbpool {
     dbpool_conn *all_slots;
     waiter *wait_head, *wait_tail;
     int n_idle, n_leased, n_connecting, n_waiting, n_closing, n_reclaimed, n_parked;
-    dbpool_conn *parked_head; /* parked connections (park_prev/park_next) */
+    dbpool_conn *parked_head; /* parked connections (prev/next) */
     uint64_t park_seq;        /* the last parking tag handed out */
     uint64_t fast_folded;     /* fast hand-outs already in the acquire histogram */
     bool starving;            /* the first waiter waited past the window: strict hand-off */

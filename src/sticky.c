@@ -66,13 +66,13 @@ static inline sticky_slot *slot_for(const dbpool *p) {
 }
 
 static void parked_unlink(dbpool *p, dbpool_conn *c) {
-    if (c->park_prev)
-        c->park_prev->park_next = c->park_next;
+    if (c->prev)
+        c->prev->next = c->next;
     else
-        p->parked_head = c->park_next;
-    if (c->park_next)
-        c->park_next->park_prev = c->park_prev;
-    c->park_prev = c->park_next = NULL;
+        p->parked_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     p->n_parked--;
 }
 
@@ -196,10 +196,10 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->state = CONN_PARKED;
     c->last_used_ns = now;
     atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
-    c->park_prev = NULL;
-    c->park_next = p->parked_head;
+    c->prev = NULL;
+    c->next = p->parked_head;
     if (p->parked_head)
-        p->parked_head->park_prev = c;
+        p->parked_head->prev = c;
     p->parked_head = c;
     p->n_parked++;
     s->pool = p;
@@ -211,7 +211,7 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 }
 
 dbpool_conn *dbpool__steal_parked_locked(dbpool *p) {
-    for (dbpool_conn *c = p->parked_head; c; c = c->park_next) {
+    for (dbpool_conn *c = p->parked_head; c; c = c->next) {
         if (take_free(c)) {
             unparked_uncounted(p, c);
             c->state = CONN_LEASED;
@@ -242,7 +242,7 @@ static bool take_or_mark(dbpool_conn *c) {
 void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns) {
     dbpool_conn *c = p->parked_head;
     while (c) {
-        dbpool_conn *next = c->park_next;
+        dbpool_conn *next = c->next;
         bool taken = older_than_ns >= 0
                          ? atomic_load_explicit(&c->parked_used_ns, memory_order_relaxed) <= older_than_ns &&
                                take_free(c)
@@ -260,7 +260,7 @@ void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than
 
 void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_) {
     *busy = *free_ = 0;
-    for (const dbpool_conn *c = p->parked_head; c; c = c->park_next) {
+    for (const dbpool_conn *c = p->parked_head; c; c = c->next) {
         if (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_FREE)
             (*free_)++;
         else
