@@ -216,6 +216,12 @@ static inline void bench_hold(int64_t ns) {
     }
 }
 
+/* latency: the wait just measured, then the hold. */
+static inline void sample_and_hold(bench_worker *w, int64_t t0) {
+    bench_sample(w, bench_now_ns() - t0);
+    bench_hold(G.hold_ns);
+}
+
 static inline int one_op(bench_worker *w, void *raw) {
     int ok = 1;
     int64_t t0 = 0;
@@ -229,12 +235,10 @@ static inline int one_op(bench_worker *w, void *raw) {
             w->errors++;
             return 0;
         }
-        if (G.mode == M_LATENCY) {
-            bench_sample(w, bench_now_ns() - t0);
-            bench_hold(G.hold_ns);
-        } else if (G.mode == M_STMT) {
+        if (G.mode == M_LATENCY)
+            sample_and_hold(w, t0);
+        else if (G.mode == M_STMT)
             ok = G.impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
-        }
         dbpool_release(c);
         break;
     }
@@ -247,12 +251,10 @@ static inline int one_op(bench_worker *w, void *raw) {
                 return 0;
             sched_yield();
         }
-        if (G.mode == M_LATENCY) {
-            bench_sample(w, bench_now_ns() - t0);
-            bench_hold(G.hold_ns);
-        } else if (G.mode == M_STMT) {
+        if (G.mode == M_LATENCY)
+            sample_and_hold(w, t0);
+        else if (G.mode == M_STMT)
             ok = zdb_select1(c);
-        }
         Connection_close(c);
         break;
     }
@@ -264,12 +266,10 @@ static inline int one_op(bench_worker *w, void *raw) {
             w->errors++;
             return 0;
         }
-        if (G.mode == M_LATENCY) {
-            bench_sample(w, bench_now_ns() - t0);
-            bench_hold(G.hold_ns);
-        } else if (G.mode == M_STMT) {
+        if (G.mode == M_LATENCY)
+            sample_and_hold(w, t0);
+        else if (G.mode == M_STMT)
             ok = bench_raw_select1(G.backend, c);
-        }
         apr_reslist_release(G.rl, c);
         break;
     }
@@ -558,7 +558,8 @@ int main(int argc, char **argv) {
         if (G.mode == M_LATENCY) {
             bench_latency L = bench_latency_of(&r);
             printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
-                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%lu\terrors=%"
+                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%"
+                   "lu\terrors=%"
                    "lu\n",
                    mode, impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us,
                    L.max_us, L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread,
