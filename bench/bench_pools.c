@@ -8,7 +8,11 @@
  * cycle:   acquire + release, nothing else, as fast as possible.
  * stmt:    acquire + SELECT 1 (read the value) + release, measured in
  *          alternating slices with one dedicated raw connection per thread
- *          doing the same SELECT 1; prints both rates and their ratio.
+ *          doing the same SELECT 1; prints both rates and their ratio. For
+ *          dbpool the dedicated connection is the thread's own pooled
+ *          session, leased for the whole slice and driven with the raw
+ *          client library: both sides then talk to the same server process,
+ *          and the ratio is the pool's cost alone.
  * latency: time each acquire while every holder keeps its connection
  *          HOLD_US microseconds (busy-wait); THREADS > SIZE oversubscribes.
  * latency-sleep: the same, but holders sleep HOLD_US (nanosleep, with the
@@ -32,7 +36,8 @@
  *           raw           stmt only: one dedicated raw connection per thread
  *           cpq           stmt only: connect, SELECT 1, disconnect, every time
  *           raw-vs-raw    stmt only: the raw loop against itself, interleaved
- *                         like the pools: the ratio shows the method's noise
+ *                         like the pools, each side with its own connections:
+ *                         the ratio shows how much two sessions differ
  * BACKEND   sqlite | pg | mysql
  * URL       dbpool's URL (sqlite:///abs/path.db, postgresql://..., mysql://...)
  */
@@ -94,7 +99,8 @@ static struct {
     apr_reslist_t *rl;
 #endif
     pthread_mutex_t shared_mutex;
-    void *raw_conns[64]; /* stmt: the dedicated raw connection of each thread slot */
+    void *raw_conns[64];  /* stmt: the dedicated raw connection of each thread slot */
+    void *raw_conns2[64]; /* raw-vs-raw: the other side's */
 } G;
 
 /* ---------------------------------------------------------------------- */
@@ -222,12 +228,12 @@ static inline void sample_and_hold(bench_worker *w, int64_t t0) {
     bench_hold(G.hold_ns);
 }
 
-static inline int one_op(bench_worker *w, void *raw) {
+static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     int ok = 1;
     int64_t t0 = 0;
     if (G.mode == M_LATENCY)
         t0 = bench_now_ns();
-    switch (G.impl) {
+    switch (impl) {
     case I_DBPOOL:
     case I_DBPOOL_NATIVE: {
         dbpool_conn *c;
@@ -238,7 +244,7 @@ static inline int one_op(bench_worker *w, void *raw) {
         if (G.mode == M_LATENCY)
             sample_and_hold(w, t0);
         else if (G.mode == M_STMT)
-            ok = G.impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
+            ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
         dbpool_release(c);
         break;
     }
@@ -275,7 +281,7 @@ static inline int one_op(bench_worker *w, void *raw) {
     }
 #endif
     case I_MUTEX: {
-        pthread_mutex_t *m = raw;
+        pthread_mutex_t *m = raw; /* the worker's own mutex */
         pthread_mutex_lock(m);
         pthread_mutex_unlock(m);
         break;
@@ -330,7 +336,7 @@ static void *worker_main(void *arg) {
     while (bench_running()) {
         /* Check the stop flag once per 16 operations at most; cheap either way. */
         for (int i = 0; i < 16; i++)
-            w->ops += (unsigned long)one_op(w, raw);
+            w->ops += (unsigned long)one_op(w, raw, G.impl);
     }
     if (G.impl == I_MUTEX)
         pthread_mutex_destroy(&own);
@@ -340,46 +346,98 @@ static void *worker_main(void *arg) {
 /*
  * The statement benchmark compares a pool with a dedicated raw connection per
  * thread. On a shared 2-core virtual machine the speed of a round trip
- * drifts by tens of percent within seconds, so the two are measured in
- * alternating slices of about 0.1 s (ABBA order) and each side's operations
- * and time are summed: both see the same machine.
+ * drifts by tens of percent within seconds, and with a few threads it also
+ * depends on where the scheduler puts each thread and its server process.
+ * So one set of threads runs the whole measurement and switches between the
+ * two sides in alternating slices of about 0.1 s (ABBA order): both sides
+ * see the same machine, the same threads and the same placements. Each
+ * operation counts for the side it started on; main times the slices.
  */
 typedef struct ab_result {
     double ops_s, raw_ops_s;
     unsigned long errors;
 } ab_result;
 
+/* 0: the dedicated connection, 1: the implementation measured; AB_SETTLE
+ * and AB_SETTLE + 1: the same, before the clock runs (not counted). */
+static atomic_int ab_side;
+#define AB_SETTLE 2
+
+/* The baseline side's connection for this slice (see the header). */
+static void *ab_dedicated(bench_worker *w, dbpool_conn **held) {
+    switch (G.impl) {
+    case I_DBPOOL:
+    case I_DBPOOL_NATIVE:
+        if (dbpool_acquire(G.dp, -1, held, NULL) != DBPOOL_OK)
+            bench_die("dbpool_acquire failed for the baseline side");
+        return dbpool_conn_native(*held);
+    default:
+        return G.raw_conns[w->index];
+    }
+}
+
+static void *ab_worker_main(void *arg) {
+    bench_worker *w = arg;
+    void *other = G.impl == I_RAW_AA ? G.raw_conns2[w->index] : G.raw_conns[w->index];
+    dbpool_conn *held = NULL;
+    void *dedicated = NULL;
+    bench_worker_start();
+    while (bench_running()) {
+        int phase = atomic_load_explicit(&ab_side, memory_order_relaxed);
+        int side = phase & 1, slot = phase < 2 ? phase : 2;
+        if (side == 0 && !dedicated)
+            dedicated = ab_dedicated(w, &held);
+        if (side == 1 && dedicated) {
+            if (held)
+                dbpool_release(held);
+            held = NULL;
+            dedicated = NULL;
+        }
+        for (int i = 0; i < 16; i++)
+            w->ops_by_side[slot] +=
+                (unsigned long)(side ? one_op(w, other, G.impl) : one_op(w, dedicated, I_RAW));
+    }
+    if (held)
+        dbpool_release(held);
+    return NULL;
+}
+
 static ab_result run_interleaved(int nthreads, double seconds) {
-    impl_kind impl = G.impl;
     int slices = (int)(seconds / 0.1);
     if (slices < 4)
         slices = 4;
     slices += slices % 2;
     double slice_s = seconds / slices;
-    double t_impl = 0, t_raw = 0;
-    unsigned long ops_impl = 0, ops_raw = 0;
+    double t_side[2] = {0, 0};
     ab_result out;
     memset(&out, 0, sizeof out);
+    atomic_store(&ab_side, AB_SETTLE);
+    bench_run r = {.nthreads = nthreads, .fn = ab_worker_main};
+    bench_start_threads(&r);
+    /* Untimed first: a new thread's first tenth of a second runs faster
+     * or slower than the rest (placement), and would favour one side. */
+    bench_sleep_s(0.05);
+    atomic_store(&ab_side, AB_SETTLE + 1);
+    bench_sleep_s(0.05);
     for (int k = 0; k < slices; k++) {
         for (int half = 0; half < 2; half++) {
-            bool raw_now = (k % 2 == 0) == (half == 0);
-            G.impl = raw_now ? I_RAW : impl;
-            bench_run r = {.nthreads = nthreads, .seconds = slice_s, .fn = worker_main};
-            bench_run_threads(&r);
-            if (raw_now) {
-                ops_raw += r.ops;
-                t_raw += r.elapsed_s;
-            } else {
-                ops_impl += r.ops;
-                t_impl += r.elapsed_s;
-            }
-            out.errors += r.errors;
-            bench_run_free(&r);
+            int side = (k % 2 == 0) == (half == 0) ? 0 : 1;
+            int64_t t0 = bench_now_ns();
+            atomic_store_explicit(&ab_side, side, memory_order_relaxed);
+            bench_sleep_s(slice_s);
+            t_side[side] += (double)(bench_now_ns() - t0) / 1e9;
         }
     }
-    G.impl = impl;
-    out.ops_s = (double)ops_impl / t_impl;
-    out.raw_ops_s = (double)ops_raw / t_raw;
+    bench_join_threads(&r);
+    unsigned long ops[2] = {0, 0};
+    for (int i = 0; i < nthreads; i++) {
+        ops[0] += r.w[i].ops_by_side[0];
+        ops[1] += r.w[i].ops_by_side[1];
+    }
+    out.errors = r.errors;
+    out.ops_s = (double)ops[1] / t_side[1];
+    out.raw_ops_s = (double)ops[0] / t_side[0];
+    bench_run_free(&r);
     return out;
 }
 
@@ -516,11 +574,14 @@ int main(int argc, char **argv) {
     pool_open();
     if (G.mode == M_STMT)
         for (int i = 0; i < max_threads; i++)
-            if (!(G.raw_conns[i] = bench_raw_open(G.backend, G.url, false)))
+            if (!(G.raw_conns[i] = bench_raw_open(G.backend, G.url, false)) ||
+                (G.impl == I_RAW_AA && !(G.raw_conns2[i] = bench_raw_open(G.backend, G.url, false))))
                 bench_die("cannot open a raw connection");
     /* A short untimed run first: caches, lazily built statements, the
      * first connections' server-side state. */
-    {
+    if (G.mode == M_STMT && G.impl != I_RAW) {
+        (void)run_interleaved(threads[0], 0.4); /* both sides */
+    } else {
         bench_run warm = {.nthreads = threads[0], .seconds = 0.2, .fn = worker_main};
         if (G.mode == M_LATENCY)
             warm.sample_cap = 1 << 16;
@@ -588,7 +649,9 @@ int main(int argc, char **argv) {
         bench_run_free(&r);
     }
     pool_close();
-    for (int i = 0; i < max_threads; i++)
+    for (int i = 0; i < max_threads; i++) {
         bench_raw_close(G.backend, G.raw_conns[i]);
+        bench_raw_close(G.backend, G.raw_conns2[i]);
+    }
     return 0;
 }

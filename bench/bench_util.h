@@ -79,7 +79,8 @@ typedef struct bench_worker {
     unsigned long ops;
     unsigned long fails; /* attempts that did not get a connection (libzdb: pool full) */
     unsigned long errors;
-    int64_t *samples; /* latency mode: wait times in ns */
+    unsigned long ops_by_side[3]; /* stmt: operations on the raw side, the pool's, and uncounted */
+    int64_t *samples;             /* latency mode: wait times in ns */
     size_t nsamples, cap;
     char pad[BENCH_CACHELINE];
 } bench_worker;
@@ -110,7 +111,8 @@ static inline void bench_worker_start(void) {
         sched_yield();
 }
 
-static inline void bench_run_threads(bench_run *r) {
+/* Start the workers and release them together; returns the start time. */
+static inline int64_t bench_start_threads(bench_run *r) {
     r->w = calloc((size_t)r->nthreads, sizeof *r->w);
     if (!r->w)
         bench_die("out of memory");
@@ -133,7 +135,11 @@ static inline void bench_run_threads(bench_run *r) {
         sched_yield();
     int64_t t0 = bench_now_ns();
     atomic_store_explicit(&bench_go, true, memory_order_release);
-    bench_sleep_s(r->seconds);
+    return t0;
+}
+
+/* Stop the workers, wait for them and sum their counters. */
+static inline void bench_join_threads(bench_run *r) {
     atomic_store(&bench_stop, true);
     r->ops = r->fails = r->errors = 0;
     for (int i = 0; i < r->nthreads; i++) {
@@ -142,6 +148,12 @@ static inline void bench_run_threads(bench_run *r) {
         r->fails += r->w[i].fails;
         r->errors += r->w[i].errors;
     }
+}
+
+static inline void bench_run_threads(bench_run *r) {
+    int64_t t0 = bench_start_threads(r);
+    bench_sleep_s(r->seconds);
+    bench_join_threads(r);
     r->elapsed_s = (double)(bench_now_ns() - t0) / 1e9;
 }
 
