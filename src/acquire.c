@@ -198,6 +198,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
                 break;
             }
         }
+        w->timed = !p->starving;
         struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
         int wrc = until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
                                      : pthread_cond_timedwait(&w->cond, &p->lock, &ts);

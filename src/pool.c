@@ -228,15 +228,21 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
     w->prev = w->next = NULL;
     w->queued = false;
     p->n_waiting--;
-    /* Starving ends when the first in line has not waited long. Those in
-     * line went to sleep without a window to wake up at (starving needs
-     * none): wake them to set theirs, or the first one would wait for a
-     * hand-off that a pool back in normal mode does not make. */
+    /* Starving ends when the first in line has not waited long. */
     if (p->starving &&
         (!p->wait_head || dbpool__fast_now_ns() - p->wait_head->since < dbpool__barging_window_ns(p))) {
         p->starving = false;
-        for (waiter *x = p->wait_head; x; x = x->next)
-            pthread_cond_signal(&x->cond);
+    }
+    /* Outside starving mode the first in line must wake up when its window
+     * ends (or the pool would never starve for it). One that went to sleep
+     * while the pool was starving set no such wake-up: wake it to set one.
+     * Only the first: the others are woken the same way when their turn
+     * at the head comes (waking them all here cost ~30 context switches
+     * per starving episode with 32 threads on a pool of 2). */
+    waiter *head = p->wait_head;
+    if (!p->starving && head && !head->timed) {
+        head->timed = true;
+        pthread_cond_signal(&head->cond);
     }
 }
 
@@ -278,17 +284,30 @@ bool dbpool__starve_if_overdue_locked(dbpool *p) {
  * wake-up, a hand-off to a sleeping waiter leaves the connection unused
  * for longer than a caller uses it, and a queue of sleepers turns into a
  * convoy that runs at the rate of context switches: then running threads
- * may overtake for up to SHORT_HOLD_WINDOW_NS. When leases are longer, a
- * wake-up costs a small part of one and order matters more: then the
- * configured window (barging_window_us) applies. 0 means always hand off.
+ * may overtake for longer. Serving every waiter once in order costs about
+ * one wake-up (~20 us here) per waiter, shared among the connections; the
+ * window is ten times that, so that the pool spends at most about a tenth
+ * of its time on such rounds: at least 1 ms (Go's sync.Mutex), at most
+ * 10 ms (the longest a short lease's caller is passed over). When leases
+ * are longer, a wake-up costs a small part of one and order matters more:
+ * then the configured window (barging_window_us) applies. 0 means always
+ * hand off. Lock held (n_waiting, cap).
  */
 #define SHORT_HOLD_NS INT64_C(25000)
-#define SHORT_HOLD_WINDOW_NS INT64_C(1000000)
+#define SHORT_HOLD_MIN_WINDOW_NS INT64_C(1000000)
+#define SHORT_HOLD_MAX_WINDOW_NS INT64_C(10000000)
+#define WINDOW_PER_WAITER_NS INT64_C(200000) /* 10 x a wake-up */
 
 int64_t dbpool__barging_window_ns(const dbpool *p) {
     int64_t w = p->opt.barging_window_us * 1000;
-    if (w > 0 && p->hold_ewma_ns < SHORT_HOLD_NS && w < SHORT_HOLD_WINDOW_NS)
-        w = SHORT_HOLD_WINDOW_NS;
+    if (w > 0 && p->hold_ewma_ns < SHORT_HOLD_NS) {
+        int64_t round = (int64_t)p->n_waiting * WINDOW_PER_WAITER_NS / (p->cap > 0 ? p->cap : 1);
+        int64_t wide = round < SHORT_HOLD_MIN_WINDOW_NS   ? SHORT_HOLD_MIN_WINDOW_NS
+                       : round > SHORT_HOLD_MAX_WINDOW_NS ? SHORT_HOLD_MAX_WINDOW_NS
+                                                          : round;
+        if (w < wide)
+            w = wide;
+    }
     return w;
 }
 

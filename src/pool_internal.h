@@ -96,6 +96,7 @@ struct waiter {
     dbpool_conn *conn; /* handed over by a releasing or connecting thread */
     int64_t since;     /* fast clock at enqueue */
     bool poked;        /* a connection went idle while we were first in line: look */
+    bool timed;        /* asleep with a wake-up at the end of its barging window */
     bool queued;
     bool failed; /* a connector gave up: `error` says why */
     dbpool_error error;

@@ -452,6 +452,141 @@ static void test_stress(void **state) {
     assert_int_equal(mc.live, 0);
 }
 
+/* Zero-length leases from more threads than connections: the threads
+ * that run overtake the sleeping ones (the thread cache, the short-lease
+ * window), but only for a bounded time. With no maintenance thread to
+ * recall the caches, a first waiter without a wake-up at its window's end
+ * would wait until the run is over; each one must be served well before. */
+#define CONVOY_THREADS 6
+#define CONVOY_RUN_MS 600
+
+typedef struct convoy_arg {
+    dbpool *p;
+    atomic_bool *stop;
+    long leases;
+    int64_t max_wait_ms;
+    int errors;
+} convoy_arg;
+
+static void *convoy(void *arg) {
+    convoy_arg *a = arg;
+    while (!atomic_load(a->stop)) {
+        int64_t t0 = dbt_now_ms();
+        dbpool_conn *c = NULL;
+        if (dbpool_acquire(a->p, 5000, &c, NULL) != DBPOOL_OK) {
+            a->errors++;
+            continue;
+        }
+        int64_t waited = dbt_now_ms() - t0;
+        if (waited > a->max_wait_ms)
+            a->max_wait_ms = waited;
+        a->leases++;
+        dbpool_release(c);
+    }
+    return NULL;
+}
+
+static void test_short_leases_overtake_for_a_bounded_time(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, true, 0);
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    convoy_arg a[CONVOY_THREADS];
+    pthread_t t[CONVOY_THREADS];
+    for (int i = 0; i < CONVOY_THREADS; i++) {
+        a[i] = (convoy_arg){.p = p, .stop = &stop};
+        pthread_create(&t[i], NULL, convoy, &a[i]);
+    }
+    dbt_sleep_ms(CONVOY_RUN_MS);
+    atomic_store(&stop, true);
+    for (int i = 0; i < CONVOY_THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < CONVOY_THREADS; i++) {
+        print_message("thread %d: %ld leases, longest wait %lld ms\n", i, a[i].leases,
+                      (long long)a[i].max_wait_ms);
+        assert_int_equal(a[i].errors, 0);
+        assert_true(a[i].leases > 0);
+        /* The window is at most 10 ms; a loaded machine (TSan) delays
+         * timers and wake-ups, hence the margin. Starved, a thread would
+         * wait for most of the run. */
+        assert_true(a[i].max_wait_ms < CONVOY_RUN_MS / 3);
+    }
+    assert_int_equal(stats(p).in_use, 0);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* One waiter is served and then cycles zero-length leases through its
+ * cache for a while; the next waiter went to sleep while the pool was
+ * starving. */
+typedef struct cycler_arg {
+    dbpool *p;
+    atomic_bool served;
+    long leases;
+} cycler_arg;
+
+static void *wait_then_cycle(void *arg) {
+    cycler_arg *a = arg;
+    dbpool_conn *c = NULL;
+    if (dbpool_acquire(a->p, 5000, &c, NULL) != DBPOOL_OK)
+        return NULL;
+    atomic_store(&a->served, true);
+    dbpool_release(c);
+    int64_t end = dbt_now_ms() + 600;
+    while (dbt_now_ms() < end) {
+        if (dbpool_acquire(a->p, 5000, &c, NULL) != DBPOOL_OK)
+            break;
+        a->leases++;
+        dbpool_release(c);
+    }
+    return NULL;
+}
+
+/* The pool stops starving when the first in line is a recent arrival; that
+ * one went to sleep while it starved, with no wake-up at its window's end
+ * (starving needs none). It must get one: else the thread that cycles
+ * through its cache, never taking the lock, keeps the connection for as
+ * long as it likes. */
+static void test_waiter_from_starving_mode_gets_its_turn(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 0; /* nothing else recalls the cache */
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.barging_window_us = 100000; /* 100 ms: wide enough to order the steps below */
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *held = get(p);
+
+    cycler_arg b = {.p = p};
+    pthread_t tb;
+    pthread_create(&tb, NULL, wait_then_cycle, &b);
+    while (stats(p).waiting < 1)
+        dbt_sleep_ms(1);
+    dbt_sleep_ms(250); /* past B's window: it wakes up and the pool starves */
+
+    waiter_arg c = {.p = p};
+    pthread_t tc;
+    pthread_create(&tc, NULL, wait_for_one, &c); /* C sleeps while the pool starves */
+    while (stats(p).waiting < 2)
+        dbt_sleep_ms(1);
+    dbt_sleep_ms(5);
+    /* Handed to B; C, now first, has waited less than its window: the pool
+     * stops starving, and B cycles through its cache. */
+    dbpool_release(held);
+    pthread_join(tc, NULL);
+    pthread_join(tb, NULL);
+    print_message("B: %ld fast leases; C waited %lld ms\n", b.leases, (long long)c.waited_ms);
+    assert_true(atomic_load(&b.served));
+    assert_true(atomic_load(&c.got_id) > 0);
+    /* About its 100 ms window; never the whole of B's 600 ms run. */
+    assert_true(c.waited_ms < 450);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
@@ -467,6 +602,8 @@ int main(void) {
         cmocka_unit_test_setup(test_suspend_and_resize_recall, setup),
         cmocka_unit_test_setup(test_cache_off, setup),
         cmocka_unit_test_setup(test_stress, setup),
+        cmocka_unit_test_setup(test_short_leases_overtake_for_a_bounded_time, setup),
+        cmocka_unit_test_setup(test_waiter_from_starving_mode_gets_its_turn, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
