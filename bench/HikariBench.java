@@ -46,6 +46,7 @@ public final class HikariBench {
         long ops, errors;
         long[] samples;
         int nsamples;
+        long maxHoldNs; /* latency: the longest hold actually took */
         long q0, q1, q2, q3, q4, q5, q6, q7;
         final HikariDataSource ds;
         volatile boolean ready;
@@ -95,6 +96,7 @@ public final class HikariBench {
                                     long end = t1 + holdNs;
                                     while (System.nanoTime() < end) Thread.onSpinWait();
                                 }
+                                maxHoldNs = Math.max(maxHoldNs, System.nanoTime() - t1);
                                 c.close();
                                 break;
                             }
@@ -145,6 +147,7 @@ public final class HikariBench {
         long ops, errors;
         long[] all;
         long minThread = Long.MAX_VALUE, maxThread;
+        long maxHoldNs;
     }
 
     static Result run(HikariDataSource ds, int threads, double seconds, int sampleCap) throws Exception {
@@ -170,6 +173,7 @@ public final class HikariBench {
             n += w.nsamples;
             r.minThread = Math.min(r.minThread, w.ops);
             r.maxThread = Math.max(r.maxThread, w.ops);
+            r.maxHoldNs = Math.max(r.maxHoldNs, w.maxHoldNs);
         }
         r.elapsed = (System.nanoTime() - t0) / 1e9;
         r.opsPerSec = r.ops / r.elapsed;
@@ -272,9 +276,9 @@ public final class HikariBench {
                     double max = n > 0 ? s[n - 1] / 1e3 : 0;
                     System.out.printf("R\t" + mode + "\tHikariCP\t%s\t%d\t%d\tops_s=%.0f\tcount=%d\tmean_us=%.1f\tp50_us=%.1f"
                                     + "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%d\tmax_thread_ops=%d"
-                                    + "\tfails=0\terrors=%d%n",
+                                    + "\tmax_hold_us=%.1f\tfails=0\terrors=%d%n",
                             backend, size, t, r.opsPerSec, n, mean, p50, p99, max,
-                            mean > 0 ? max / mean : 0.0, r.minThread, r.maxThread, r.errors);
+                            mean > 0 ? max / mean : 0.0, r.minThread, r.maxThread, r.maxHoldNs / 1e3, r.errors);
                 } else {
                     System.out.printf("R\tcycle\tHikariCP\t%s\t%d\t%d\tops_s=%.0f\tns_op=%.1f\tfails=0\terrors=%d%n",
                             backend, size, t, r.opsPerSec, r.ops > 0 ? r.elapsed * 1e9 / r.ops : 0.0, r.errors);

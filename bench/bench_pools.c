@@ -224,8 +224,12 @@ static inline void bench_hold(int64_t ns) {
 
 /* latency: the wait just measured, then the hold. */
 static inline void sample_and_hold(bench_worker *w, int64_t t0) {
-    bench_sample(w, bench_now_ns() - t0);
+    int64_t t1 = bench_now_ns();
+    bench_sample(w, t1 - t0);
     bench_hold(G.hold_ns);
+    int64_t held = bench_now_ns() - t1;
+    if (held > w->max_hold_ns)
+        w->max_hold_ns = held;
 }
 
 static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
@@ -619,12 +623,11 @@ int main(int argc, char **argv) {
         if (G.mode == M_LATENCY) {
             bench_latency L = bench_latency_of(&r);
             printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tcount=%zu\tmean_us=%.1f\tp50_us=%.1f\tp99_us=%.1f"
-                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tfails=%"
-                   "lu\terrors=%"
-                   "lu\n",
+                   "\tmax_us=%.1f\tfairness=%.2f\tmin_thread_ops=%lu\tmax_thread_ops=%lu\tmax_hold_us=%.1f"
+                   "\tfails=%lu\terrors=%lu\n",
                    mode, impl, backend, size, threads[k], ops_s, L.count, L.mean_us, L.p50_us, L.p99_us,
                    L.max_us, L.mean_us > 0 ? L.max_us / L.mean_us : 0.0, L.min_per_thread, L.max_per_thread,
-                   r.fails, r.errors);
+                   L.max_hold_us, r.fails, r.errors);
             if (G.impl == I_DBPOOL && impl == impl_names[G.impl]) {
                 dbpool_stats st;
                 dbpool_get_stats(G.dp, &st);

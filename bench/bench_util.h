@@ -80,7 +80,8 @@ typedef struct bench_worker {
     unsigned long fails; /* attempts that did not get a connection (libzdb: pool full) */
     unsigned long errors;
     unsigned long ops_by_side[3]; /* stmt: operations on the raw side, the pool's, and uncounted */
-    int64_t *samples;             /* latency mode: wait times in ns */
+    int64_t max_hold_ns; /* latency mode: the longest hold (a 100 us sleep or spin can last longer) */
+    int64_t *samples;    /* latency mode: wait times in ns */
     size_t nsamples, cap;
     char pad[BENCH_CACHELINE];
 } bench_worker;
@@ -178,6 +179,7 @@ typedef struct bench_latency {
     size_t count;
     double mean_us, p50_us, p99_us, max_us;
     unsigned long min_per_thread, max_per_thread; /* acquisitions: starvation shows here */
+    double max_hold_us;                           /* the longest hold: it delays every waiter behind */
 } bench_latency;
 
 static inline bench_latency bench_latency_of(const bench_run *r) {
@@ -203,6 +205,8 @@ static inline bench_latency bench_latency_of(const bench_run *r) {
             L.min_per_thread = r->w[i].ops;
         if (r->w[i].ops > L.max_per_thread)
             L.max_per_thread = r->w[i].ops;
+        if ((double)r->w[i].max_hold_ns / 1e3 > L.max_hold_us)
+            L.max_hold_us = (double)r->w[i].max_hold_ns / 1e3;
     }
     qsort(all, n, sizeof *all, bench_cmp_i64);
     L.count = n;
