@@ -433,7 +433,9 @@ static void test_stress(void **state) {
     }
     for (int k = 0; k < 50; k++) {
         dbpool_stats s = stats(p);
-        assert_true(s.in_use <= s.cap && s.idle >= 0);
+        /* Not in_use <= cap: right after a shrink from 4 to 2, up to 4
+         * leases are still out until their holders release them. */
+        assert_true(s.in_use <= 4 && s.in_use <= s.total && s.idle >= 0);
         dbpool_resize(p, 1, k % 2 ? 2 : 4, NULL);
         dbt_sleep_ms(2);
     }
