@@ -63,8 +63,11 @@ enum {
  * beyond these fields (MARIADB_OPT_USERDATA would cost a hash table of
  * about 8 KiB per handle).
  */
+typedef struct my_stmt_cache my_stmt_cache;
+
 typedef struct my_conn {
     MYSQL mysql;
+    my_stmt_cache *stmts;         /* prepared parameterised statements, made at the first one */
     bool dirty;                   /* the server reported a session state change since the last reset */
     bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
@@ -373,9 +376,99 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
     return DBPOOL_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Prepared statements kept per connection                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A parameterised statement goes through the binary protocol: prepare, then
+ * execute, two round trips. The connection keeps its last 16 prepared
+ * statements (least recently used out), so running one again costs one
+ * round trip. Only a statement that ran cleanly is kept, and one that fails
+ * later is dropped. A reset (COM_RESET_CONNECTION) closes them on the
+ * server and Connector/C invalidates them: the cache is emptied then. Each
+ * connection holds at most 16 of the server's max_prepared_stmt_count.
+ *
+ * Only statements without a result set (INSERT, UPDATE, DELETE, ...) are
+ * kept. When a table changes, the server prepares its statements again by
+ * itself, but Connector/C (3.3) fails the execution of one whose result set
+ * gained or lost columns (CR_NEW_STMT_METADATA) after the server ran it:
+ * running it again could repeat a side effect (INSERT ... RETURNING, a
+ * function that writes), and failing it would fail a correct statement.
+ */
+#define MY_STMT_SLOTS 16
+#define MY_STMT_MAX_SQL 4096 /* longer statements are not kept */
+
+typedef struct my_stmt_slot {
+    char *sql; /* NULL: empty */
+    size_t len;
+    MYSQL_STMT *st;
+    uint64_t used; /* the cache's clock at the last use */
+} my_stmt_slot;
+
+struct my_stmt_cache {
+    uint64_t clock;
+    my_stmt_slot slot[MY_STMT_SLOTS];
+};
+
+static void stmt_slot_drop(my_stmt_slot *s) {
+    if (s->st)
+        mysql_stmt_close(s->st);
+    free(s->sql);
+    memset(s, 0, sizeof *s);
+}
+
+/* The kept statement for this SQL, or NULL. */
+static my_stmt_slot *stmt_cache_find(my_conn *mc, const char *sql, size_t len) {
+    if (!mc->stmts)
+        return NULL;
+    for (int i = 0; i < MY_STMT_SLOTS; i++) {
+        my_stmt_slot *s = &mc->stmts->slot[i];
+        if (s->sql && s->len == len && memcmp(s->sql, sql, len) == 0) {
+            s->used = ++mc->stmts->clock;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Keep st for this SQL; false (st not kept) when there is no room for it. */
+static bool stmt_cache_put(my_conn *mc, const char *sql, size_t len, MYSQL_STMT *st) {
+    if (len > MY_STMT_MAX_SQL)
+        return false;
+    if (!mc->stmts && !(mc->stmts = calloc(1, sizeof *mc->stmts)))
+        return false;
+    my_stmt_slot *victim = &mc->stmts->slot[0];
+    for (int i = 0; i < MY_STMT_SLOTS && victim->sql; i++) {
+        my_stmt_slot *s = &mc->stmts->slot[i];
+        if (!s->sql || s->used < victim->used)
+            victim = s;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return false;
+    memcpy(copy, sql, len);
+    copy[len] = '\0';
+    stmt_slot_drop(victim);
+    *victim = (my_stmt_slot){.sql = copy, .len = len, .st = st, .used = ++mc->stmts->clock};
+    return true;
+}
+
+/* Forget every kept statement. After mysql_close or a reset Connector/C has
+ * invalidated them, and closing them only frees memory. */
+static void stmt_cache_clear(my_conn *mc) {
+    if (!mc->stmts)
+        return;
+    for (int i = 0; i < MY_STMT_SLOTS; i++)
+        stmt_slot_drop(&mc->stmts->slot[i]);
+    free(mc->stmts);
+    mc->stmts = NULL;
+}
+
 /* Close a handle that connect made, connected or not, and its bookkeeping. */
 static void close_conn(my_conn *mc) {
     mysql_close(&mc->mysql);
+    stmt_cache_clear(mc);
     free(mc->init_command);
     free(mc);
 }
@@ -583,7 +676,10 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     my_guard g;
     bound_begin(m, deadline_ns, &g);
     int rc = DBPOOL_OK;
-    if (mysql_reset_connection(m) != 0) {
+    bool reset = mysql_reset_connection(m) == 0;
+    if (reset)
+        stmt_cache_clear(mc); /* closed on the server by the reset */
+    if (!reset) {
         if (tl_bound.expired) {
             dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reset got no answer before the deadline");
             fill_native(e, MY_CR_SERVER_LOST, "HY000");
@@ -806,10 +902,14 @@ out:
 
 static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                     dbpool_result **out, dbpool_error *e) {
-    MYSQL_STMT *st = mysql_stmt_init(m);
+    my_conn *mc = conn_of(m);
+    size_t sql_len = strlen(sql);
+    my_stmt_slot *kept = stmt_cache_find(mc, sql, sql_len);
+    MYSQL_STMT *st = kept ? kept->st : mysql_stmt_init(m);
     if (!st)
         return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_stmt_init");
     int rc = DBPOOL_OK;
+    bool several_results = false;
     MYSQL_BIND *b = calloc(n, sizeof *b);
     unsigned long *lens = calloc(n, sizeof *lens);
     long long *ints = calloc(n, sizeof *ints);
@@ -818,7 +918,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
         goto out;
     }
-    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql)) != 0) {
+    if (!kept && mysql_stmt_prepare(st, sql, (unsigned long)sql_len) != 0) {
         rc = stmt_fail(m, st, e);
         goto out;
     }
@@ -890,6 +990,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
     /* Further result sets (a CALL) must be read before the link is free. */
     while (rc == DBPOOL_OK && mysql_stmt_more_results(st)) {
+        several_results = true;
         int r = mysql_stmt_next_result(st);
         if (r > 0) {
             rc = stmt_fail(m, st, e);
@@ -905,7 +1006,15 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
 out:
     note_status(m);
-    mysql_stmt_close(st);
+    /* Kept for the next run when it ran cleanly and has no result set (a
+     * CALL with several results is not kept either); dropped when it
+     * failed, in case the failure was the statement's. */
+    mysql_stmt_free_result(st);
+    if (kept && rc != DBPOOL_OK)
+        stmt_slot_drop(kept);
+    else if (!kept && (rc != DBPOOL_OK || several_results || mysql_stmt_field_count(st) > 0 ||
+                       !stmt_cache_put(mc, sql, sql_len, st)))
+        mysql_stmt_close(st);
     free(b);
     free(lens);
     free(ints);
