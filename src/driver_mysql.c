@@ -910,6 +910,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_stmt_init");
     int rc = DBPOOL_OK;
     bool several_results = false;
+    bool bad_params = false; /* the caller's mistake, found before anything ran: keep the statement */
     MYSQL_BIND *b = calloc(n, sizeof *b);
     unsigned long *lens = calloc(n, sizeof *lens);
     long long *ints = calloc(n, sizeof *ints);
@@ -924,6 +925,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
     unsigned long want = mysql_stmt_param_count(st);
     if (want != n) {
+        bad_params = true;
         rc = dbpool__seterr(e, DBPOOL_EINVAL,
                             "mysql: the statement has %lu placeholders but %zu parameters were given", want,
                             n);
@@ -947,6 +949,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
                 break;
             }
             if (p[i].v.text.len > ULONG_MAX) {
+                bad_params = true;
                 rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
                 goto out;
             }
@@ -960,6 +963,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
             b[i].buffer_type = MYSQL_TYPE_NULL;
             break;
         default:
+            bad_params = true;
             rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu has an unknown type %d", i + 1,
                                 (int)p[i].type);
             goto out;
@@ -1008,9 +1012,10 @@ out:
     note_status(m);
     /* Kept for the next run when it ran cleanly and has no result set (a
      * CALL with several results is not kept either); dropped when it
-     * failed, in case the failure was the statement's. */
+     * failed, in case the failure was the statement's, unless the
+     * parameters were wrong and nothing was sent. */
     mysql_stmt_free_result(st);
-    if (kept && rc != DBPOOL_OK)
+    if (kept && rc != DBPOOL_OK && !bad_params)
         stmt_slot_drop(kept);
     else if (!kept && (rc != DBPOOL_OK || several_results || mysql_stmt_field_count(st) > 0 ||
                        !stmt_cache_put(mc, sql, sql_len, st)))

@@ -224,8 +224,10 @@ static void test_wrong_parameter_count_on_a_kept_statement(void **state) {
     assert_int_equal(dbpool_exec(c, "INSERT INTO dbpool_stmt_cache (a) VALUES (?)", two, 2, NULL, &err),
                      DBPOOL_EINVAL);
     assert_non_null(strstr(err.message, "1 placeholders but 2 parameters"));
-    /* Nothing was run for it, and the statement still works. */
+    /* Nothing was run for it, and the statement is still kept. */
+    long long prepared = com(c, "Com_stmt_prepare");
     insert(c, 2);
+    assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 0);
     assert_int_equal(count_rows(c), 2);
     exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
