@@ -26,25 +26,10 @@ static void lease_idle_locked(dbpool *p, dbpool_conn *c) {
     dbpool__note_peak(p);
 }
 
-static bool needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    /* Fresh from connect: nothing to check yet. A warm-up or refill
-     * connection that has sat idle is checked like any other. */
-    if (c->uses == 0 && now - c->created_ns < p->opt.validation_window_ms * DBPOOL_NS_PER_MS)
-        return false;
-    return p->opt.validation == DBPOOL_VALIDATE_ALWAYS ||
-           (p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
-            now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
-}
-
-static bool idle_too_long(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    return p->opt.idle_timeout_ms > 0 && now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS &&
-           total_locked(p) > p->opt.min_size;
-}
-
 /* Can c be handed out without I/O? (lock held) */
 static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    return now < c->expires_ns && !needs_validation(p, c, now) && total_locked(p) <= p->cap &&
-           !idle_too_long(p, c, now);
+    return now < c->expires_ns && !dbpool__needs_validation(p, c, now) && total_locked(p) <= p->cap &&
+           !dbpool__idle_expired_locked(p, c, now);
 }
 
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
@@ -77,13 +62,13 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
     }
     lock(p);
     bool over_cap = total_locked(p) > p->cap;
-    bool stale = idle_too_long(p, c, now);
+    bool stale = dbpool__idle_expired_locked(p, c, now);
     unlock(p);
     if (over_cap || stale) {
         dbpool__destroy_conn(p, c, over_cap ? DBPOOL_CLOSE_SHRINK : DBPOOL_CLOSE_IDLE_TIMEOUT);
         return false;
     }
-    if (needs_validation(p, c, now)) {
+    if (dbpool__needs_validation(p, c, now)) {
         /* Bounded by validation_timeout_ms alone: cutting it at the caller's
          * deadline would close healthy connections of callers in a hurry. */
         int64_t vdeadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);

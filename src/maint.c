@@ -25,14 +25,12 @@ static void push(dbpool_conn **list, dbpool_conn *c) {
 /* Lock held. Move idle connections that need work onto three lists. */
 static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out,
                         dbpool_conn **ping) {
-    int64_t idle_limit = p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
     int64_t keepalive = p->opt.keepalive_ms * DBPOOL_NS_PER_MS;
     dbpool_conn *c = p->idle_tail;
     while (c) {
         dbpool_conn *prev = c->prev;
         bool is_expired = now >= c->expires_ns;
-        bool is_idle_out = idle_limit > 0 && now - c->last_used_ns >= idle_limit &&
-                           dbpool__total_locked(p) > p->opt.min_size;
+        bool is_idle_out = dbpool__idle_expired_locked(p, c, now);
         bool over_cap = dbpool__total_locked(p) > p->cap;
         int64_t last_touch = c->last_used_ns > c->last_ping_ns ? c->last_used_ns : c->last_ping_ns;
         bool due_ping = keepalive > 0 && now - last_touch >= keepalive;

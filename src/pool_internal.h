@@ -43,7 +43,7 @@ typedef enum {
 } conn_state;
 
 /* A parked connection's `park` word (sticky.c). 0 when not parked; else
- * tag << 2 | PARK_FREE or PARK_BUSY, plus PARK_WANTED while busy when the
+ * tag << PARK_TAG_SHIFT | PARK_FREE or PARK_BUSY, plus PARK_WANTED while busy when the
  * pool wants it back. The tag is new at every parking, so a thread whose
  * connection was taken and parked again elsewhere cannot mistake it for its
  * own. */
@@ -178,6 +178,23 @@ static inline bool dbpool__conn_held(const dbpool_conn *c) {
            (c->state == CONN_PARKED && (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_BUSY));
 }
 
+/* The checks before a hand-out, shared by the ordinary path, the thread
+ * cache's lock-free path, release and maintenance. No lock needed: */
+/* c needs a ping first (the validation option). */
+static inline bool dbpool__needs_validation(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    /* Fresh from connect: nothing to check yet. A warm-up or refill
+     * connection that has sat idle is checked like any other. */
+    if (c->uses == 0 && now - c->created_ns < p->opt.validation_window_ms * DBPOOL_NS_PER_MS)
+        return false;
+    return p->opt.validation == DBPOOL_VALIDATE_ALWAYS ||
+           (p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
+            now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
+}
+/* c has sat unused for idle_timeout_ms (0: never times out). */
+static inline bool dbpool__idle_timed_out(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    return p->opt.idle_timeout_ms > 0 && now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
+}
+
 /* pool.c: lists and accounting (lock held unless said otherwise) */
 bool dbpool__forked(const dbpool *p);
 int dbpool__fork_error(dbpool_error *e);
@@ -211,6 +228,10 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dbpool__finish_err(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
+/* c is to close for idle time: timed out, and the pool above min_size. */
+static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
+    return dbpool__idle_timed_out(p, c, now) && dbpool__total_locked(p) > p->opt.min_size;
+}
 /* Put a healthy connection back: to the first waiter, else the idle list. */
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
 /* Back from a keepalive ping: to the first waiter, else the cold end of
@@ -253,8 +274,6 @@ dbpool_conn *dbpool__steal_parked_locked(dbpool *p);
 void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns);
 /* Parked connections in use and free (stats), lock held. */
 void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_);
-/* Fast-path hand-outs so far (stats), lock held. */
-uint64_t dbpool__fast_leases_locked(const dbpool *p);
 /* Record the fast path's hand-outs since the last call as zero waits in
  * the acquire histogram (they never wait; counting them there instead of
  * on the fast path saves two atomic adds per lease). Lock held. */

@@ -15,9 +15,7 @@
 /* ---------------------------------------------------------------------- */
 
 static bool idle_expired(const dbpool *p, const dbpool_conn *c, void *arg) {
-    int64_t now = *(const int64_t *)arg;
-    return p->opt.idle_timeout_ms > 0 && total_locked(p) > p->opt.min_size &&
-           now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
+    return dbpool__idle_expired_locked(p, c, *(const int64_t *)arg);
 }
 
 static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {

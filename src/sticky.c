@@ -108,11 +108,9 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
         return NULL;
     }
     int64_t now = dbpool__fast_now_ns();
-    int64_t idle = now - c->last_used_ns;
-    bool validate = p->opt.validation == DBPOOL_VALIDATE_IF_IDLE &&
-                    idle >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS;
-    bool stale = p->opt.idle_timeout_ms > 0 && idle >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
-    if (now >= c->expires_ns || validate || stale) {
+    /* Idle time alone, without the lock: whether the pool is above
+     * min_size is for the ordinary path to decide. */
+    if (now >= c->expires_ns || dbpool__needs_validation(p, c, now) || dbpool__idle_timed_out(p, c, now)) {
         /* It needs the checks of the ordinary path: hand it there. */
         unpark_own(p, c);
         s->pool = NULL;
@@ -268,7 +266,8 @@ void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_) {
     }
 }
 
-uint64_t dbpool__fast_leases_locked(const dbpool *p) {
+/* Fast-path hand-outs so far. Lock held. */
+static uint64_t fast_leases_locked(const dbpool *p) {
     uint64_t n = 0;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next)
         n += atomic_load_explicit(&c->fast_leases, memory_order_relaxed);
@@ -282,7 +281,7 @@ void dbpool__gate_refresh_locked(dbpool *p) {
 }
 
 void dbpool__fold_fast_leases_locked(dbpool *p) {
-    uint64_t n = dbpool__fast_leases_locked(p);
+    uint64_t n = fast_leases_locked(p);
     dbpool__metrics_record_zeros(p->metrics, DBPOOL_HIST_ACQUIRE, n - p->fast_folded);
     p->fast_folded = n;
 }
