@@ -670,32 +670,19 @@ static int my_needs_reset(void *native) {
 static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
-    if (mc->broken)
-        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
-    /* One deadline for the reset and the statements that follow it. */
+    int rc = run_bounded(m, mysql_reset_connection, deadline_ns, "reset", e);
+    if (rc)
+        return rc;
+    stmt_cache_clear(mc); /* closed on the server by the reset */
+    /* The reset put session variables back to the server's defaults; the
+     * same deadline bounds the statements that restore them. */
+    char restore[256];
+    session_sql(mc, true, restore, sizeof restore);
     my_guard g;
     bound_begin(m, deadline_ns, &g);
-    int rc = DBPOOL_OK;
-    bool reset = mysql_reset_connection(m) == 0;
-    if (reset)
-        stmt_cache_clear(mc); /* closed on the server by the reset */
-    if (!reset) {
-        if (tl_bound.expired) {
-            dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reset got no answer before the deadline");
-            fill_native(e, MY_CR_SERVER_LOST, "HY000");
-            rc = DBPOOL_ETIMEDOUT;
-        } else {
-            rc = conn_error(m, e);
-            dbpool__prefix_err(e, "reset");
-        }
-    } else {
-        /* The reset put session variables back to the server's defaults. */
-        char restore[256];
-        session_sql(mc, true, restore, sizeof restore);
-        rc = run_sql(m, restore, "restoring session settings after reset", e);
-        if (rc == DBPOOL_OK && mc->init_command)
-            rc = run_sql(m, mc->init_command, "init_command after reset", e);
-    }
+    rc = run_sql(m, restore, "restoring session settings after reset", e);
+    if (rc == DBPOOL_OK && mc->init_command)
+        rc = run_sql(m, mc->init_command, "init_command after reset", e);
     bound_end(m, &g);
     if (rc) {
         mark_broken(m);
@@ -910,7 +897,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_stmt_init");
     int rc = DBPOOL_OK;
     bool several_results = false;
-    bool bad_params = false; /* the caller's mistake, found before anything ran: keep the statement */
+    bool executed = false; /* a failure before it is the caller's or the client's: keep the statement */
     MYSQL_BIND *b = calloc(n, sizeof *b);
     unsigned long *lens = calloc(n, sizeof *lens);
     long long *ints = calloc(n, sizeof *ints);
@@ -925,7 +912,6 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
     unsigned long want = mysql_stmt_param_count(st);
     if (want != n) {
-        bad_params = true;
         rc = dbpool__seterr(e, DBPOOL_EINVAL,
                             "mysql: the statement has %lu placeholders but %zu parameters were given", want,
                             n);
@@ -949,7 +935,6 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
                 break;
             }
             if (p[i].v.text.len > ULONG_MAX) {
-                bad_params = true;
                 rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
                 goto out;
             }
@@ -963,7 +948,6 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
             b[i].buffer_type = MYSQL_TYPE_NULL;
             break;
         default:
-            bad_params = true;
             rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu has an unknown type %d", i + 1,
                                 (int)p[i].type);
             goto out;
@@ -973,6 +957,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         rc = stmt_fail(m, st, e);
         goto out;
     }
+    executed = true;
     if (mysql_stmt_execute(st) != 0) {
         rc = stmt_fail(m, st, e);
         goto out;
@@ -1012,10 +997,9 @@ out:
     note_status(m);
     /* Kept for the next run when it ran cleanly and has no result set (a
      * CALL with several results is not kept either); dropped when it
-     * failed, in case the failure was the statement's, unless the
-     * parameters were wrong and nothing was sent. */
+     * failed running, in case the failure was the statement's. */
     mysql_stmt_free_result(st);
-    if (kept && rc != DBPOOL_OK && !bad_params)
+    if (kept && rc != DBPOOL_OK && executed)
         stmt_slot_drop(kept);
     else if (!kept && (rc != DBPOOL_OK || several_results || mysql_stmt_field_count(st) > 0 ||
                        !stmt_cache_put(mc, sql, sql_len, st)))
