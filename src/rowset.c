@@ -68,6 +68,23 @@ dbpool_rowset *dbpool__rowset_new(int ncols) {
     return rs;
 }
 
+/* Move *buf to a heap block of `size` bytes keeping its first `used`: out
+ * of the rowset's inline storage the first time, by realloc after that. */
+static bool grow(void **buf, const void *inline_buf, size_t used, size_t size) {
+    void *b;
+    if (*buf == inline_buf) {
+        b = malloc(size);
+        if (b)
+            memcpy(b, inline_buf, used);
+    } else {
+        b = realloc(*buf, size);
+    }
+    if (!b)
+        return false;
+    *buf = b;
+    return true;
+}
+
 /* Copy len bytes and a NUL to the end of the text; their offset, or RS_NONE
  * when memory is short. */
 static size_t append_text(dbpool_rowset *rs, const char *s, size_t len) {
@@ -76,15 +93,8 @@ static size_t append_text(dbpool_rowset *rs, const char *s, size_t len) {
     size_t need = rs->text_len + len + 1;
     if (need > rs->text_cap) {
         size_t cap = rs->text_cap * 2 > need ? rs->text_cap * 2 : need;
-        char *t;
-        if (rs->text == rs->inline_text) {
-            t = malloc(cap);
-            if (t)
-                memcpy(t, rs->text, rs->text_len);
-        } else {
-            t = realloc(rs->text, cap);
-        }
-        if (!t)
+        void *t = rs->text;
+        if (!grow(&t, rs->inline_text, rs->text_len, cap))
             return RS_NONE;
         rs->text = t;
         rs->text_cap = cap;
@@ -115,15 +125,8 @@ int dbpool__rowset_add_row(dbpool_rowset *rs) {
         size_t cap = rs->cap_rows >= 8 ? rs->cap_rows * 2 : 16;
         if (cap > SIZE_MAX / sizeof(cell) / w)
             return DBPOOL_ENOMEM;
-        cell *c;
-        if (rs->cells == rs->inline_cells) {
-            c = malloc(cap * w * sizeof *c);
-            if (c)
-                memcpy(c, rs->cells, rs->rows * w * sizeof *c);
-        } else {
-            c = realloc(rs->cells, cap * w * sizeof *c);
-        }
-        if (!c)
+        void *c = rs->cells;
+        if (!grow(&c, rs->inline_cells, rs->rows * w * sizeof(cell), cap * w * sizeof(cell)))
             return DBPOOL_ENOMEM;
         rs->cells = c;
         rs->cap_rows = cap;
