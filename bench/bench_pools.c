@@ -206,20 +206,13 @@ static int dbpool_select1(dbpool_conn *c) {
 /* The workers                                                            */
 /* ---------------------------------------------------------------------- */
 
-/* One acquire (retrying while libzdb's pool is full), the work of the
- * mode, one release. Returns 1 when an operation was completed. The
- * switch is on a constant for the whole run: the branch predictor makes it
- * free, and every implementation pays the same for it. */
 /* A holder keeps its connection for hold_ns: busy (latency) or asleep
  * (latency-sleep, as a thread waiting on its database is). */
 static inline void bench_hold(int64_t ns) {
-    if (!G.hold_sleeps) {
+    if (G.hold_sleeps)
+        bench_sleep_ns(ns);
+    else
         bench_spin_ns(ns);
-        return;
-    }
-    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
 }
 
 /* latency: the wait just measured, then the hold. */
@@ -232,6 +225,10 @@ static inline void sample_and_hold(bench_worker *w, int64_t t0) {
         w->max_hold_ns = held;
 }
 
+/* One acquire (retrying while libzdb's pool is full), the work of the
+ * mode, one release. Returns 1 when an operation was completed. The
+ * switch is on a constant for the whole run: the branch predictor makes it
+ * free, and every implementation pays the same for it. */
 static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     int ok = 1;
     int64_t t0 = 0;
@@ -297,7 +294,7 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     case I_CLOCK_MONO:
     case I_CLOCK_COARSE: {
         struct timespec ts;
-        clock_gettime(G.impl == I_CLOCK_MONO ? CLOCK_MONOTONIC : CLOCK_MONOTONIC_COARSE, &ts);
+        clock_gettime(impl == I_CLOCK_MONO ? CLOCK_MONOTONIC : CLOCK_MONOTONIC_COARSE, &ts);
         w->errors += ts.tv_sec < 0; /* keep the call */
         break;
     }

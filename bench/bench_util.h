@@ -48,13 +48,14 @@ static inline void bench_spin_ns(int64_t ns) {
     }
 }
 
-static inline void bench_sleep_s(double s) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+/* Sleep the whole time, through signals. */
+static inline void bench_sleep_ns(int64_t ns) {
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
     while (nanosleep(&ts, &ts) != 0) {
     }
 }
+
+static inline void bench_sleep_s(double s) { bench_sleep_ns((int64_t)(s * 1e9)); }
 
 static inline _Noreturn void bench_die(const char *fmt, ...) {
     va_list ap;

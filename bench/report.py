@@ -202,7 +202,7 @@ def stmt_section(d):
 
 def latency_section(d):
     md = ["## 3. Acquire latency under 4× oversubscription\n"]
-    md.append(latency_table(d, "latency", "holders busy-wait"))
+    md.append(latency_table(d, "latency", with_intro=True))
     if d.get("latency-sleep", "dbpool", "sqlite", 2, 8, "mean_us") is not None:
         md.append("### The same with holders that sleep\n")
         md.append(
@@ -212,24 +212,24 @@ def latency_section(d):
             "the scheduler's choices show in the tail; sleeping holders leave the CPUs to whoever "
             "is woken, so the tail is the pool's.\n"
         )
-        md.append(latency_table(d, "latency-sleep", None))
+        md.append(latency_table(d, "latency-sleep", with_intro=False))
     gap = d.get("stall", "machine", "-", 0, 1, "max_gap_us")
     if gap is not None:
         n = d.get("stall", "machine", "-", 0, 1, "gaps_over_500us")
         md.append(
             f"**The machine's own pauses** (`bench_pools stall`, same rounds): a thread that does "
             f"nothing but read the clock was stopped for up to {fmt_num(gap)} µs at a time "
-            f"({fmt_num(n)} pauses over 0.5 ms per {d.meta.get('lat_secs', '1.5')} s run, medians). "
+            f"({fmt_num(n)} pauses over 0.5 ms per {d.meta.get('latency_seconds', '1.5')} s run, medians). "
             "A pause like that delays whoever holds or waits for a connection at that moment, "
             "under any pool.\n"
         )
     return "\n".join(md)
 
 
-def latency_table(d, bench, intro):
+def latency_table(d, bench, with_intro):
     md = []
     hold = d.meta.get("hold_us", "100")
-    if intro:
+    if with_intro:
         md.append(
             f"8 threads on a pool of 2; each holder busy-waits {hold} µs, releases, and asks again at "
             "once. Wait = time inside the acquire call. Fairness = longest wait ÷ mean wait (the "
@@ -258,7 +258,7 @@ def latency_table(d, bench, intro):
             rows.append([label, bname, fmt_rate(g("ops_s")) if g("ops_s") else "–", fmt_num(g("mean_us")),
                          fmt_num(g("p50_us")), fmt_num(g("p99_us")), fmt_num(g("max_us")),
                          fmt_num(g("fairness"), 2), fmt_num(ratio(g("p99_us"), g("mean_us")), 2), share,
-                         fmt_num(g("max_hold_us")) if g("max_hold_us") is not None else "–"])
+                         fmt_num(g("max_hold_us"))])
     md.append(table(header, rows))
     md.append("")
     return "\n".join(md)
@@ -393,35 +393,27 @@ def goals_section(d):
     rows.append(["single-threaded cycle within 2× of a bare mutex lock+unlock", "≤ 2×",
                  f"worst {fmt_x(worst, 1)} ({where})" if worst else "–",
                  verdict(None if worst is None else worst <= 2.0)])
-    # 2. fairness
-    for b, bname in BACKENDS_CYCLE:
-        f = d.get("latency", "dbpool", b, 2, 8, "fairness")
-        p99 = d.get("latency", "dbpool", b, 2, 8, "p99_us")
-        mean = d.get("latency", "dbpool", b, 2, 8, "mean_us")
-        mx = d.get("latency", "dbpool", b, 2, 8, "max_us")
-        gap = d.get("stall", "machine", "-", 0, 1, "max_gap_us")
-        hold = d.get("latency", "dbpool", b, 2, 8, "max_hold_us")
-        floor = f"; the machine alone paused a thread for up to {fmt_num(gap)} µs" if gap is not None else ""
-        if hold is not None:
-            floor += f"; the longest 100 µs hold took {fmt_num(hold)} µs"
-        rows.append([f"fairness under 4× oversubscription, 100 µs holds ({bname}): max wait ≤ 3× mean; p99 reported",
-                     "≤ 3×",
-                     f"max÷mean {fmt_num(f, 2)} (max {fmt_num(mx)} µs, mean {fmt_num(mean)} µs); "
-                     f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{floor}" if f is not None else "–",
-                     verdict(None if f is None else f <= 3.0)])
-    for b, bname in BACKENDS_CYCLE:
-        f = d.get("latency-sleep", "dbpool", b, 2, 8, "fairness")
-        if f is None:
-            continue
-        p99 = d.get("latency-sleep", "dbpool", b, 2, 8, "p99_us")
-        mean = d.get("latency-sleep", "dbpool", b, 2, 8, "mean_us")
-        mx = d.get("latency-sleep", "dbpool", b, 2, 8, "max_us")
-        hold = d.get("latency-sleep", "dbpool", b, 2, 8, "max_hold_us")
-        held = f"; the longest 100 µs sleep took {fmt_num(hold)} µs" if hold is not None else ""
-        rows.append([f"the same with holders that sleep ({bname})", "≤ 3×",
-                     f"max÷mean {fmt_num(f, 2)} (max {fmt_num(mx)} µs, mean {fmt_num(mean)} µs); "
-                     f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{held}",
-                     verdict(f <= 3.0)])
+    # 2. fairness: spinning holders (a row even without data), then sleeping ones
+    gap = d.get("stall", "machine", "-", 0, 1, "max_gap_us")
+    for bench, label, word, busy in (
+            ("latency", "fairness under 4× oversubscription, 100 µs holds ({}): max wait ≤ 3× mean; p99 reported",
+             "hold", True),
+            ("latency-sleep", "the same with holders that sleep ({})", "sleep", False)):
+        for b, bname in BACKENDS_CYCLE:
+            g = lambda f, b=b: d.get(bench, "dbpool", b, 2, 8, f)
+            f = g("fairness")
+            if f is None and not busy:
+                continue
+            mean, p99, hold = g("mean_us"), g("p99_us"), g("max_hold_us")
+            note = ""
+            if busy and gap is not None:
+                note += f"; the machine alone paused a thread for up to {fmt_num(gap)} µs"
+            if hold is not None:
+                note += f"; the longest 100 µs {word} took {fmt_num(hold)} µs"
+            rows.append([label.format(bname), "≤ 3×",
+                         f"max÷mean {fmt_num(f, 2)} (max {fmt_num(g('max_us'))} µs, mean {fmt_num(mean)} µs); "
+                         f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{note}" if f is not None else "–",
+                         verdict(None if f is None else f <= 3.0)])
     # 3. statement cycle ratio
     for b, bname, need in (("postgresql", "PostgreSQL", 0.98), ("mariadb", "MariaDB", 0.98), ("sqlite", "SQLite", 0.95)):
         worst, where, per = None, "", []
