@@ -65,13 +65,6 @@ static int64_t query_int(dbpool_conn *c, const char *sql) {
     return v;
 }
 
-static void exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *p, size_t n) {
-    dbpool_error err;
-    int rc = dbpool_exec(c, sql, p, n, NULL, &err);
-    if (rc != DBPOOL_OK)
-        fail_msg("%s: %s", sql, err.message);
-}
-
 /* Open a pool and get a connection; returns the first failure's code. The
  * core dials during dbpool_open, so a connect error may come from either. */
 static int open_and_acquire(const char *url, int64_t timeout_ms, dbpool_error *err) {
@@ -199,15 +192,15 @@ static void test_percent_encoded_password(void **state) {
     dbpool_error err;
     assert_int_equal(dbpool_acquire(admin, -1, &a, &err), DBPOOL_OK);
     dbpool_param pw = dbpool_param_text(pw_raw);
-    exec_ok(a, "DROP USER IF EXISTS 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+    dbt_exec_ok(a, "DROP USER IF EXISTS 'dbpool_pct'@'127.0.0.1'", NULL, 0);
     /* CREATE USER cannot be prepared: bind the password to a variable and
      * let the server quote it. */
-    exec_ok(a, "SET @dbpool_pw = ?", &pw, 1);
-    exec_ok(a,
-            "EXECUTE IMMEDIATE CONCAT('CREATE USER ''dbpool_pct''@''127.0.0.1'' IDENTIFIED BY ', "
-            "QUOTE(@dbpool_pw))",
-            NULL, 0);
-    exec_ok(a, "GRANT ALL PRIVILEGES ON dbpool_test.* TO 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+    dbt_exec_ok(a, "SET @dbpool_pw = ?", &pw, 1);
+    dbt_exec_ok(a,
+                "EXECUTE IMMEDIATE CONCAT('CREATE USER ''dbpool_pct''@''127.0.0.1'' IDENTIFIED BY ', "
+                "QUOTE(@dbpool_pw))",
+                NULL, 0);
+    dbt_exec_ok(a, "GRANT ALL PRIVILEGES ON dbpool_test.* TO 'dbpool_pct'@'127.0.0.1'", NULL, 0);
 
     snprintf(url, sizeof url, "mysql://dbpool_pct:%s@%s%s", pw_enc, hosts, rest);
     dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
@@ -229,7 +222,7 @@ static void test_percent_encoded_password(void **state) {
     assert_null(strstr(err.message, pw_enc));
     assert_null(strstr(err.message, "w/rd"));
 
-    exec_ok(a, "DROP USER 'dbpool_pct'@'127.0.0.1'", NULL, 0);
+    dbt_exec_ok(a, "DROP USER 'dbpool_pct'@'127.0.0.1'", NULL, 0);
     dbpool_release(a);
     dbpool_close(admin);
 }
@@ -325,10 +318,10 @@ static void test_round_trip(void **state) {
         big[i] = (char)('a' + i % 26);
     big[biglen] = '\0';
 
-    exec_ok(c,
-            "CREATE TEMPORARY TABLE rt (id INT PRIMARY KEY, i BIGINT, j BIGINT, d DOUBLE, "
-            "t VARCHAR(64), n INT NULL, body LONGTEXT)",
-            NULL, 0);
+    dbt_exec_ok(c,
+                "CREATE TEMPORARY TABLE rt (id INT PRIMARY KEY, i BIGINT, j BIGINT, d DOUBLE, "
+                "t VARCHAR(64), n INT NULL, body LONGTEXT)",
+                NULL, 0);
     dbpool_param ps[7] = {dbpool_param_int64(1),
                           dbpool_param_int64(INT64_MIN),
                           dbpool_param_int64(INT64_MAX),
@@ -416,7 +409,7 @@ static void kill_connection(int64_t id) {
     /* KILL cannot be prepared; the id is a number we read, never user text. */
     char sql[64];
     snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
-    exec_ok(a, sql, NULL, 0);
+    dbt_exec_ok(a, sql, NULL, 0);
     dbpool_release(a);
     dbpool_close(admin);
     dbt_sleep_ms(100);
@@ -469,13 +462,13 @@ static void test_open_transaction_rolled_back(void **state) {
     dbpool_conn *c = NULL;
     dbpool_error err;
     assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
-    exec_ok(c, "DROP TABLE IF EXISTS dbpool_tx_test", NULL, 0);
-    exec_ok(c, "CREATE TABLE dbpool_tx_test (a INT) ENGINE=InnoDB", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE IF EXISTS dbpool_tx_test", NULL, 0);
+    dbt_exec_ok(c, "CREATE TABLE dbpool_tx_test (a INT) ENGINE=InnoDB", NULL, 0);
     int64_t id = query_int(c, "SELECT CONNECTION_ID()");
-    exec_ok(c, "START TRANSACTION", NULL, 0);
+    dbt_exec_ok(c, "START TRANSACTION", NULL, 0);
     dbpool_param v = dbpool_param_int64(42);
-    exec_ok(c, "INSERT INTO dbpool_tx_test VALUES (?)", &v, 1);
-    exec_ok(c, "SET @leftover = 'x'", NULL, 0);
+    dbt_exec_ok(c, "INSERT INTO dbpool_tx_test VALUES (?)", &v, 1);
+    dbt_exec_ok(c, "SET @leftover = 'x'", NULL, 0);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
 
     assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
@@ -490,7 +483,7 @@ static void test_open_transaction_rolled_back(void **state) {
     assert_int_equal(dbpool_result_next(r, &err), 1);
     assert_string_equal(dbpool_result_text(r, 0, NULL), "utf8mb4");
     dbpool_result_free(r);
-    exec_ok(c, "DROP TABLE dbpool_tx_test", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_tx_test", NULL, 0);
     dbpool_release(c);
     dbpool_stats s;
     dbpool_get_stats(p, &s);

@@ -32,18 +32,13 @@ static dbpool *open_one(void) {
     return p;
 }
 
-static dbpool_conn *lease(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error err;
-    if (dbpool_acquire(p, 5000, &c, &err) != DBPOOL_OK)
-        fail_msg("acquire: %s", err.message);
-    return c;
-}
-
-static void exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *p, size_t n) {
-    dbpool_error err;
-    if (dbpool_exec(c, sql, p, n, NULL, &err) != DBPOOL_OK)
-        fail_msg("%s: %s", sql, err.message);
+/* Column `col` of the first row of sql, as an integer. */
+static int64_t first_int(dbpool_conn *c, const char *sql, int col) {
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    int64_t v = dbpool_result_int64(r, col);
+    dbpool_result_free(r);
+    return v;
 }
 
 /* This session's count of a statement command (text protocol: not counted
@@ -51,42 +46,28 @@ static void exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *p, size
 static long long com(dbpool_conn *c, const char *name) {
     char sql[128];
     snprintf(sql, sizeof sql, "SHOW SESSION STATUS LIKE '%s'", name);
-    dbpool_result *r = NULL;
-    dbpool_error err;
-    if (dbpool_query(c, sql, NULL, 0, &r, &err) != DBPOOL_OK)
-        fail_msg("%s: %s", sql, err.message);
-    assert_int_equal(dbpool_result_next(r, &err), 1);
-    long long v = (long long)dbpool_result_int64(r, 1);
-    dbpool_result_free(r);
-    return v;
+    return (long long)first_int(c, sql, 1);
 }
 
 /* A table of one INT column, empty. */
 static void make_table(dbpool_conn *c) {
-    exec_ok(c, "DROP TABLE IF EXISTS dbpool_stmt_cache", NULL, 0);
-    exec_ok(c, "CREATE TABLE dbpool_stmt_cache (a INT)", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE IF EXISTS dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "CREATE TABLE dbpool_stmt_cache (a INT)", NULL, 0);
 }
 
 static void insert(dbpool_conn *c, int64_t x) {
     dbpool_param v = dbpool_param_int64(x);
-    exec_ok(c, "INSERT INTO dbpool_stmt_cache (a) VALUES (?)", &v, 1);
+    dbt_exec_ok(c, "INSERT INTO dbpool_stmt_cache (a) VALUES (?)", &v, 1);
 }
 
 static int64_t count_rows(dbpool_conn *c) {
-    dbpool_result *r = NULL;
-    dbpool_error err;
-    if (dbpool_query(c, "SELECT COUNT(*) FROM dbpool_stmt_cache", NULL, 0, &r, &err) != DBPOOL_OK)
-        fail_msg("count: %s", err.message);
-    assert_int_equal(dbpool_result_next(r, &err), 1);
-    int64_t n = dbpool_result_int64(r, 0);
-    dbpool_result_free(r);
-    return n;
+    return first_int(c, "SELECT COUNT(*) FROM dbpool_stmt_cache", 0);
 }
 
 static void test_second_run_is_not_prepared_again(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     long long prepared = com(c, "Com_stmt_prepare"), executed = com(c, "Com_stmt_execute");
     for (int i = 0; i < 5; i++)
@@ -96,11 +77,11 @@ static void test_second_run_is_not_prepared_again(void **state) {
     assert_int_equal(count_rows(c), 5);
     /* Kept across leases of the same connection too. */
     dbpool_release(c);
-    c = lease(p);
+    c = dbt_acquire(p);
     insert(c, 5);
     assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 1);
     assert_int_equal(count_rows(c), 6);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -110,7 +91,7 @@ static void test_second_run_is_not_prepared_again(void **state) {
 static void test_statements_with_results_are_not_kept(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     insert(c, 1);
     const char *sql = "SELECT * FROM dbpool_stmt_cache WHERE a = ?";
@@ -121,7 +102,7 @@ static void test_statements_with_results_are_not_kept(void **state) {
     assert_int_equal(dbpool_query(c, sql, &one, 1, &r, &err), DBPOOL_OK);
     assert_int_equal(dbpool_result_columns(r), 1);
     dbpool_result_free(r);
-    exec_ok(c, "ALTER TABLE dbpool_stmt_cache ADD COLUMN b INT NOT NULL DEFAULT 7", NULL, 0);
+    dbt_exec_ok(c, "ALTER TABLE dbpool_stmt_cache ADD COLUMN b INT NOT NULL DEFAULT 7", NULL, 0);
     if (dbpool_query(c, sql, &one, 1, &r, &err) != DBPOOL_OK)
         fail_msg("after ALTER TABLE: %s", err.message);
     assert_int_equal(dbpool_result_columns(r), 2);
@@ -130,7 +111,7 @@ static void test_statements_with_results_are_not_kept(void **state) {
     assert_int_equal(dbpool_result_int64(r, 1), 7);
     dbpool_result_free(r);
     assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 2);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -141,13 +122,13 @@ static void test_statements_with_results_are_not_kept(void **state) {
 static void test_kept_statement_after_the_table_changes(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     insert(c, 1);
-    exec_ok(c, "ALTER TABLE dbpool_stmt_cache ADD COLUMN b INT NOT NULL DEFAULT 7", NULL, 0);
+    dbt_exec_ok(c, "ALTER TABLE dbpool_stmt_cache ADD COLUMN b INT NOT NULL DEFAULT 7", NULL, 0);
     insert(c, 2);
     assert_int_equal(count_rows(c), 2);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_param v = dbpool_param_int64(3);
     dbpool_error err;
     long long prepared = com(c, "Com_stmt_prepare");
@@ -160,7 +141,7 @@ static void test_kept_statement_after_the_table_changes(void **state) {
     make_table(c);
     insert(c, 4);
     assert_int_equal(count_rows(c), 1);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -168,12 +149,12 @@ static void test_kept_statement_after_the_table_changes(void **state) {
 static void test_reset_empties_the_cache(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     insert(c, 1);
-    exec_ok(c, "SET @dirty = 1", NULL, 0); /* the release resets the session */
+    dbt_exec_ok(c, "SET @dirty = 1", NULL, 0); /* the release resets the session */
     dbpool_release(c);
-    c = lease(p);
+    c = dbt_acquire(p);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_true(s.rollbacks >= 1);
@@ -183,7 +164,7 @@ static void test_reset_empties_the_cache(void **state) {
     insert(c, 2);
     assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 1);
     assert_int_equal(count_rows(c), 2);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -191,7 +172,7 @@ static void test_reset_empties_the_cache(void **state) {
 static void test_least_recently_used_is_closed(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     long long closed = com(c, "Com_stmt_close");
     /* 20 distinct statements: the cache keeps 16 and closes the rest. */
@@ -199,16 +180,16 @@ static void test_least_recently_used_is_closed(void **state) {
         char sql[80];
         snprintf(sql, sizeof sql, "INSERT INTO dbpool_stmt_cache (a) VALUES (? + %d)", i);
         dbpool_param v = dbpool_param_int64(i);
-        exec_ok(c, sql, &v, 1);
+        dbt_exec_ok(c, sql, &v, 1);
     }
     assert_int_equal(com(c, "Com_stmt_close") - closed, 4);
     assert_int_equal(count_rows(c), 20);
     /* The most recent ones are still kept. */
     long long prepared = com(c, "Com_stmt_prepare");
     dbpool_param v = dbpool_param_int64(1);
-    exec_ok(c, "INSERT INTO dbpool_stmt_cache (a) VALUES (? + 19)", &v, 1);
+    dbt_exec_ok(c, "INSERT INTO dbpool_stmt_cache (a) VALUES (? + 19)", &v, 1);
     assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 0);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -216,7 +197,7 @@ static void test_least_recently_used_is_closed(void **state) {
 static void test_wrong_parameter_count_on_a_kept_statement(void **state) {
     (void)state;
     dbpool *p = open_one();
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     make_table(c);
     insert(c, 1);
     dbpool_param two[2] = {dbpool_param_int64(1), dbpool_param_int64(2)};
@@ -229,7 +210,7 @@ static void test_wrong_parameter_count_on_a_kept_statement(void **state) {
     insert(c, 2);
     assert_int_equal(com(c, "Com_stmt_prepare") - prepared, 0);
     assert_int_equal(count_rows(c), 2);
-    exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE dbpool_stmt_cache", NULL, 0);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
 }

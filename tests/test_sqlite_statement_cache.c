@@ -76,52 +76,15 @@ static void expect_closed(const char *file, const char *when) {
                  when, n, file);
 }
 
-static dbpool_conn *acquire(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_acquire(p, 5000, &c, &e) != DBPOOL_OK)
-        fail_msg("dbpool_acquire: %s", e.message);
-    return c;
-}
-
 static void release(dbpool_conn *c) { assert_int_equal(dbpool_release(c), DBPOOL_OK); }
-
-static void exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_exec(c, sql, params, n, NULL, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("exec \"%s\": %s: %s", sql, dbpool_errname(rc), e.message);
-}
-
-static dbpool_result *query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
-    dbpool_result *r = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_query(c, sql, params, n, &r, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("query \"%s\": %s: %s", sql, dbpool_errname(rc), e.message);
-    assert_non_null(r);
-    return r;
-}
-
-static int next_ok(dbpool_result *r) {
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_result_next(r, &e);
-    if (rc < 0)
-        fail_msg("dbpool_result_next: %s: %s", dbpool_errname(rc), e.message);
-    return rc;
-}
 
 /* The first column of the only row. */
 static int64_t query_int(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
-    dbpool_result *r = query_ok(c, sql, params, n);
-    if (next_ok(r) != 1)
+    dbpool_result *r = dbt_query_ok(c, sql, params, n);
+    if (dbt_next_ok(r) != 1)
         fail_msg("query \"%s\" returned no row", sql);
     int64_t v = dbpool_result_int64(r, 0);
-    assert_int_equal(next_ok(r), 0);
+    assert_int_equal(dbt_next_ok(r), 0);
     dbpool_result_free(r);
     return v;
 }
@@ -139,23 +102,23 @@ static int query_first_row(dbpool_conn *c, const char *sql, dbpool_error *e) {
 }
 
 static void create_numbers(dbpool_conn *c, int rows) {
-    exec_ok(c, "DROP TABLE IF EXISTS numbers", NULL, 0);
-    exec_ok(c, "CREATE TABLE numbers (id INTEGER NOT NULL, label TEXT)", NULL, 0);
-    exec_ok(c, "BEGIN", NULL, 0);
+    dbt_exec_ok(c, "DROP TABLE IF EXISTS numbers", NULL, 0);
+    dbt_exec_ok(c, "CREATE TABLE numbers (id INTEGER NOT NULL, label TEXT)", NULL, 0);
+    dbt_exec_ok(c, "BEGIN", NULL, 0);
     for (int i = 0; i < rows; i++) {
         char label[32];
         snprintf(label, sizeof label, "n%d", i);
         dbpool_param ps[2] = {dbpool_param_int64(i), dbpool_param_text(label)};
-        exec_ok(c, "INSERT INTO numbers (id, label) VALUES (?, ?)", ps, 2);
+        dbt_exec_ok(c, "INSERT INTO numbers (id, label) VALUES (?, ?)", ps, 2);
     }
-    exec_ok(c, "COMMIT", NULL, 0);
+    dbt_exec_ok(c, "COMMIT", NULL, 0);
 }
 
 static void test_same_insert_rebinds_every_call(void **state) {
     (void)state;
     dbpool *p = open_pool("rebind.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
-    exec_ok(c, "CREATE TABLE t (id INTEGER NOT NULL, label TEXT, score REAL)", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    dbt_exec_ok(c, "CREATE TABLE t (id INTEGER NOT NULL, label TEXT, score REAL)", NULL, 0);
 
     /* One text, 100 calls: every call binds its own values, including a
      * NULL after a text and a text after a NULL. */
@@ -178,9 +141,9 @@ static void test_same_insert_rebinds_every_call(void **state) {
     assert_int_equal(query_int(c, "SELECT COUNT(DISTINCT label) FROM t", NULL, 0), 90);
 
     /* Every row as inserted, read through one query text. */
-    dbpool_result *r = query_ok(c, "SELECT id, label, score FROM t ORDER BY id", NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, "SELECT id, label, score FROM t ORDER BY id", NULL, 0);
     for (int i = 0; i < 100; i++) {
-        assert_int_equal(next_ok(r), 1);
+        assert_int_equal(dbt_next_ok(r), 1);
         assert_int_equal(dbpool_result_int64(r, 0), i);
         if (i % 10 == 0) {
             assert_true(dbpool_result_is_null(r, 1));
@@ -191,18 +154,18 @@ static void test_same_insert_rebinds_every_call(void **state) {
         }
         assert_true(dbpool_result_double(r, 2) == i + 0.5);
     }
-    assert_int_equal(next_ok(r), 0);
+    assert_int_equal(dbt_next_ok(r), 0);
     dbpool_result_free(r);
 
     /* The same parameterised query 100 times, each answering for its own
      * parameter. */
     for (int i = 99; i >= 0; i--) {
         dbpool_param id = dbpool_param_int64(i);
-        r = query_ok(c, "SELECT id, label FROM t WHERE id = ?", &id, 1);
-        assert_int_equal(next_ok(r), 1);
+        r = dbt_query_ok(c, "SELECT id, label FROM t WHERE id = ?", &id, 1);
+        assert_int_equal(dbt_next_ok(r), 1);
         assert_int_equal(dbpool_result_int64(r, 0), i);
         assert_int_equal(dbpool_result_is_null(r, 1), i % 10 == 0);
-        assert_int_equal(next_ok(r), 0);
+        assert_int_equal(dbt_next_ok(r), 0);
         dbpool_result_free(r);
     }
     release(c);
@@ -212,37 +175,37 @@ static void test_same_insert_rebinds_every_call(void **state) {
 static void test_nested_results_of_the_same_text(void **state) {
     (void)state;
     dbpool *p = open_pool("nested.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
     create_numbers(c, 10);
     const char *sql = "SELECT id, label FROM numbers ORDER BY id";
 
     /* Cache the text first, so that the outer result is the cached one. */
-    dbpool_result *r = query_ok(c, sql, NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
     dbpool_result_free(r);
 
-    dbpool_result *outer = query_ok(c, sql, NULL, 0);
-    assert_int_equal(next_ok(outer), 1);
-    dbpool_result *inner = query_ok(c, sql, NULL, 0);
-    dbpool_result *third = query_ok(c, sql, NULL, 0);
+    dbpool_result *outer = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(outer), 1);
+    dbpool_result *inner = dbt_query_ok(c, sql, NULL, 0);
+    dbpool_result *third = dbt_query_ok(c, sql, NULL, 0);
     /* Interleaved: outer at row i + 1, inner at row i, third every other
      * step; each keeps its own position. */
     int third_rows = 0;
     for (int i = 0; i < 10; i++) {
-        assert_int_equal(next_ok(inner), 1);
+        assert_int_equal(dbt_next_ok(inner), 1);
         assert_int_equal(dbpool_result_int64(inner, 0), i);
         assert_int_equal(dbpool_result_int64(outer, 0), i);
         char want[16];
         snprintf(want, sizeof want, "n%d", i);
         assert_string_equal(dbpool_result_text(outer, 1, NULL), want);
         assert_string_equal(dbpool_result_text(inner, 1, NULL), want);
-        assert_int_equal(next_ok(outer), i < 9 ? 1 : 0);
+        assert_int_equal(dbt_next_ok(outer), i < 9 ? 1 : 0);
         if (i % 2 == 0) {
-            assert_int_equal(next_ok(third), 1);
+            assert_int_equal(dbt_next_ok(third), 1);
             assert_int_equal(dbpool_result_int64(third, 0), third_rows);
             third_rows++;
         }
     }
-    assert_int_equal(next_ok(inner), 0);
+    assert_int_equal(dbt_next_ok(inner), 0);
     assert_int_equal(third_rows, 5);
     /* Freed in the order they were opened, not the reverse. */
     dbpool_result_free(outer);
@@ -252,30 +215,30 @@ static void test_nested_results_of_the_same_text(void **state) {
     /* Same text, different parameters, open together. */
     const char *from = "SELECT id FROM numbers WHERE id >= ? ORDER BY id";
     dbpool_param p5 = dbpool_param_int64(5), p8 = dbpool_param_int64(8);
-    dbpool_result *a = query_ok(c, from, &p5, 1);
-    dbpool_result *b = query_ok(c, from, &p8, 1);
+    dbpool_result *a = dbt_query_ok(c, from, &p5, 1);
+    dbpool_result *b = dbt_query_ok(c, from, &p8, 1);
     for (int i = 5; i < 10; i++) {
-        assert_int_equal(next_ok(a), 1);
+        assert_int_equal(dbt_next_ok(a), 1);
         assert_int_equal(dbpool_result_int64(a, 0), i);
         if (i >= 8) {
-            assert_int_equal(next_ok(b), 1);
+            assert_int_equal(dbt_next_ok(b), 1);
             assert_int_equal(dbpool_result_int64(b, 0), i);
         }
     }
-    assert_int_equal(next_ok(a), 0);
-    assert_int_equal(next_ok(b), 0);
+    assert_int_equal(dbt_next_ok(a), 0);
+    assert_int_equal(dbt_next_ok(b), 0);
     dbpool_result_free(b);
     dbpool_result_free(a);
 
     /* A result freed half-way: the same text starts again at the first row. */
-    r = query_ok(c, sql, NULL, 0);
-    assert_int_equal(next_ok(r), 1);
-    assert_int_equal(next_ok(r), 1);
+    r = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    assert_int_equal(dbt_next_ok(r), 1);
     assert_int_equal(dbpool_result_int64(r, 0), 1);
     dbpool_result_free(r);
-    r = query_ok(c, sql, NULL, 0);
+    r = dbt_query_ok(c, sql, NULL, 0);
     int rows = 0;
-    while (next_ok(r) == 1) {
+    while (dbt_next_ok(r) == 1) {
         assert_int_equal(dbpool_result_int64(r, 0), rows);
         rows++;
     }
@@ -296,7 +259,7 @@ static void expect_einval(int rc, const dbpool_error *e, const char *what) {
 static void test_wrong_parameter_count(void **state) {
     (void)state;
     dbpool *p = open_pool("params.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
     create_numbers(c, 5);
     const char *sel = "SELECT label FROM numbers WHERE id = ?";
     const char *ins = "INSERT INTO numbers (id, label) VALUES (?, ?)";
@@ -314,16 +277,16 @@ static void test_wrong_parameter_count(void **state) {
         expect_einval(dbpool_query(c, sel, two, 2, &r, &e), &e, "query with 2 of 1 parameters");
         assert_null(r);
         /* The next correct call binds its own value. */
-        r = query_ok(c, sel, &two[0], 1);
-        assert_int_equal(next_ok(r), 1);
+        r = dbt_query_ok(c, sel, &two[0], 1);
+        assert_int_equal(dbt_next_ok(r), 1);
         assert_string_equal(dbpool_result_text(r, 0, NULL), "n3");
-        assert_int_equal(next_ok(r), 0);
+        assert_int_equal(dbt_next_ok(r), 0);
         dbpool_result_free(r);
 
         memset(&e, 0, sizeof e);
         expect_einval(dbpool_exec(c, ins, two, 1, NULL, &e), &e, "insert with 1 of 2 parameters");
         dbpool_param row[2] = {dbpool_param_int64(100 + round), dbpool_param_text("ok")};
-        exec_ok(c, ins, row, 2);
+        dbt_exec_ok(c, ins, row, 2);
     }
     assert_int_equal(query_int(c, "SELECT COUNT(*) FROM numbers", NULL, 0), 7);
     assert_int_equal(query_int(c, "SELECT COUNT(*) FROM numbers WHERE label = 'extra'", NULL, 0), 0);
@@ -339,7 +302,7 @@ static void test_wrong_parameter_count(void **state) {
 static void test_more_statements_than_the_cache_holds(void **state) {
     (void)state;
     dbpool *p = open_pool("evict.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
     create_numbers(c, MORE_THAN_CACHED);
     const char *hot = "SELECT COUNT(*) FROM numbers WHERE id < ?";
 
@@ -358,14 +321,14 @@ static void test_more_statements_than_the_cache_holds(void **state) {
     }
 
     /* The same through dbpool_exec: distinct INSERT texts. */
-    exec_ok(c, "CREATE TABLE sums (k INTEGER, v INTEGER)", NULL, 0);
+    dbt_exec_ok(c, "CREATE TABLE sums (k INTEGER, v INTEGER)", NULL, 0);
     int64_t want_sum = 0;
     for (int round = 0; round < 3; round++) {
         for (int k = 0; k < 2 * MORE_THAN_CACHED; k++) {
             char sql[96];
             snprintf(sql, sizeof sql, "INSERT INTO sums (k, v) VALUES (%d, ?)", k);
             dbpool_param v = dbpool_param_int64(round * 1000 + k);
-            exec_ok(c, sql, &v, 1);
+            dbt_exec_ok(c, sql, &v, 1);
             want_sum += round * 1000 + k;
         }
     }
@@ -380,17 +343,17 @@ static void test_more_statements_than_the_cache_holds(void **state) {
         char sql[96];
         snprintf(sql, sizeof sql, "SELECT id * %d FROM numbers WHERE id >= ? ORDER BY id", k + 1);
         dbpool_param from = dbpool_param_int64(k);
-        open[k] = query_ok(c, sql, &from, 1);
+        open[k] = dbt_query_ok(c, sql, &from, 1);
     }
     for (int row = 0; row < MORE_THAN_CACHED; row++)
         for (int k = 0; k < MORE_THAN_CACHED; k++) {
             if (row + k >= MORE_THAN_CACHED)
                 continue;
-            assert_int_equal(next_ok(open[k]), 1);
+            assert_int_equal(dbt_next_ok(open[k]), 1);
             assert_int_equal(dbpool_result_int64(open[k], 0), (int64_t)(row + k) * (k + 1));
         }
     for (int k = 0; k < MORE_THAN_CACHED; k++)
-        assert_int_equal(next_ok(open[k]), 0);
+        assert_int_equal(dbt_next_ok(open[k]), 0);
     for (int k = 0; k < MORE_THAN_CACHED; k++)
         dbpool_result_free(open[(k * 7) % MORE_THAN_CACHED]); /* any order: 7 and 20 are coprime */
     /* And every one of them again, now that they were returned. */
@@ -409,8 +372,8 @@ static void test_more_statements_than_the_cache_holds(void **state) {
  * it knew: a change made by another connection is only seen when the
  * statement starts to run, with or without the cache.) */
 static void check_select_star(dbpool_conn *c, int want_cols, const char *last_name, const char *when) {
-    dbpool_result *r = query_ok(c, "SELECT * FROM t ORDER BY a", NULL, 0);
-    assert_int_equal(next_ok(r), 1);
+    dbpool_result *r = dbt_query_ok(c, "SELECT * FROM t ORDER BY a", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
     int cols = dbpool_result_columns(r);
     const char *name = dbpool_result_column_name(r, want_cols - 1);
     char name_copy[64];
@@ -424,16 +387,16 @@ static void check_select_star(dbpool_conn *c, int want_cols, const char *last_na
 static void test_schema_change_on_the_same_connection(void **state) {
     (void)state;
     dbpool *p = open_pool("schema_same.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
-    exec_ok(c, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
-    exec_ok(c, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    dbt_exec_ok(c, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
+    dbt_exec_ok(c, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
     check_select_star(c, 2, "b", "before ALTER");
     check_select_star(c, 2, "b", "cached, before ALTER");
 
-    exec_ok(c, "ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7", NULL, 0);
+    dbt_exec_ok(c, "ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7", NULL, 0);
     check_select_star(c, 3, "c", "after ALTER on the same connection");
-    dbpool_result *r = query_ok(c, "SELECT * FROM t ORDER BY a", NULL, 0);
-    assert_int_equal(next_ok(r), 1);
+    dbpool_result *r = dbt_query_ok(c, "SELECT * FROM t ORDER BY a", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
     assert_int_equal(dbpool_result_int64(r, 0), 1);
     assert_string_equal(dbpool_result_text(r, 1, NULL), "one");
     assert_int_equal(dbpool_result_int64(r, 2), 7);
@@ -441,11 +404,11 @@ static void test_schema_change_on_the_same_connection(void **state) {
 
     /* A cached INSERT naming its columns still works with the new one. */
     dbpool_param ps[2] = {dbpool_param_int64(2), dbpool_param_text("two")};
-    exec_ok(c, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
-    exec_ok(c, "ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dd'", NULL, 0);
+    dbt_exec_ok(c, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
+    dbt_exec_ok(c, "ALTER TABLE t ADD COLUMN d TEXT DEFAULT 'dd'", NULL, 0);
     ps[0] = dbpool_param_int64(3);
     ps[1] = dbpool_param_text("three");
-    exec_ok(c, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
+    dbt_exec_ok(c, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
     /* ADD COLUMN with a default fills the rows already there. */
     assert_int_equal(query_int(c, "SELECT COUNT(*) FROM t WHERE c = 7 AND d = 'dd'", NULL, 0), 3);
     check_select_star(c, 4, "d", "after a second ALTER");
@@ -461,21 +424,21 @@ static void test_columns_before_the_first_row_after_alter(void **state) {
      * must not report the shape from before an ALTER on its own
      * connection. */
     dbpool *p = open_pool("schema_shape.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
     const char *sql = "SELECT * FROM t";
-    exec_ok(c, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
-    exec_ok(c, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
-    dbpool_result *r = query_ok(c, sql, NULL, 0); /* cached from here on */
+    dbt_exec_ok(c, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
+    dbt_exec_ok(c, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0); /* cached from here on */
     assert_int_equal(dbpool_result_columns(r), 2);
     dbpool_result_free(r);
 
-    exec_ok(c, "ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7", NULL, 0);
-    r = query_ok(c, sql, NULL, 0);
+    dbt_exec_ok(c, "ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7", NULL, 0);
+    r = dbt_query_ok(c, sql, NULL, 0);
     int before = dbpool_result_columns(r);
     const char *name = dbpool_result_column_name(r, 2);
     char name_before[64];
     snprintf(name_before, sizeof name_before, "%s", name ? name : "(null)");
-    assert_int_equal(next_ok(r), 1);
+    assert_int_equal(dbt_next_ok(r), 1);
     int after = dbpool_result_columns(r);
     dbpool_result_free(r);
     release(c);
@@ -489,32 +452,32 @@ static void test_columns_before_the_first_row_after_alter(void **state) {
 static void test_schema_change_from_another_connection(void **state) {
     (void)state;
     dbpool *p = open_pool("schema_other.db", 2, NULL);
-    dbpool_conn *a = acquire(p);
-    dbpool_conn *b = acquire(p);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
     assert_ptr_not_equal(dbpool_conn_native(a), dbpool_conn_native(b));
-    exec_ok(a, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
-    exec_ok(a, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
+    dbt_exec_ok(a, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
+    dbt_exec_ok(a, "INSERT INTO t (a, b) VALUES (1, 'one')", NULL, 0);
     check_select_star(a, 2, "b", "before ALTER");
     dbpool_param ps[2] = {dbpool_param_int64(2), dbpool_param_text("two")};
-    exec_ok(a, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
+    dbt_exec_ok(a, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
 
-    exec_ok(b, "ALTER TABLE t ADD COLUMN c TEXT DEFAULT 'new'", NULL, 0);
+    dbt_exec_ok(b, "ALTER TABLE t ADD COLUMN c TEXT DEFAULT 'new'", NULL, 0);
     check_select_star(a, 3, "c", "after ALTER on another connection");
-    dbpool_result *r = query_ok(a, "SELECT * FROM t ORDER BY a", NULL, 0);
-    assert_int_equal(next_ok(r), 1);
+    dbpool_result *r = dbt_query_ok(a, "SELECT * FROM t ORDER BY a", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
     assert_string_equal(dbpool_result_text(r, 2, NULL), "new");
     dbpool_result_free(r);
     ps[0] = dbpool_param_int64(3);
     ps[1] = dbpool_param_text("three");
-    exec_ok(a, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
+    dbt_exec_ok(a, "INSERT INTO t (a, b) VALUES (?, ?)", ps, 2);
     assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t WHERE c = 'new'", NULL, 0), 3);
 
     /* The same once both were pooled and leased again. */
     release(a);
     release(b);
-    a = acquire(p);
-    b = acquire(p);
-    exec_ok(a, "ALTER TABLE t ADD COLUMN d INTEGER DEFAULT 4", NULL, 0);
+    a = dbt_acquire(p);
+    b = dbt_acquire(p);
+    dbt_exec_ok(a, "ALTER TABLE t ADD COLUMN d INTEGER DEFAULT 4", NULL, 0);
     check_select_star(b, 4, "d", "after ALTER on a connection leased again");
     check_select_star(a, 4, "d", "on the connection that ran the ALTER");
     release(a);
@@ -534,8 +497,8 @@ static void expect_missing_table(int rc, const dbpool_error *e, const char *what
 static void test_dropped_table(void **state) {
     (void)state;
     dbpool *p = open_pool("dropped.db", 2, NULL);
-    dbpool_conn *a = acquire(p);
-    dbpool_conn *b = acquire(p);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
     const char *sel = "SELECT b FROM t WHERE a = 1";
     const char *ins = "INSERT INTO t (a, b) VALUES (?, ?)";
     dbpool_param ps[2] = {dbpool_param_int64(1), dbpool_param_text("one")};
@@ -544,14 +507,14 @@ static void test_dropped_table(void **state) {
     /* Dropped by another connection, then by the same one. */
     for (int round = 0; round < 2; round++) {
         dbpool_conn *dropper = round == 0 ? b : a;
-        exec_ok(a, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
-        exec_ok(a, ins, ps, 2); /* cached on a */
+        dbt_exec_ok(a, "CREATE TABLE t (a INTEGER, b TEXT)", NULL, 0);
+        dbt_exec_ok(a, ins, ps, 2); /* cached on a */
         assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t", NULL, 0), 1);
-        dbpool_result *r = query_ok(a, sel, NULL, 0);
-        assert_int_equal(next_ok(r), 1);
+        dbpool_result *r = dbt_query_ok(a, sel, NULL, 0);
+        assert_int_equal(dbt_next_ok(r), 1);
         dbpool_result_free(r);
 
-        exec_ok(dropper, "DROP TABLE t", NULL, 0);
+        dbt_exec_ok(dropper, "DROP TABLE t", NULL, 0);
         for (int attempt = 0; attempt < 2; attempt++) {
             memset(&e, 0, sizeof e);
             expect_missing_table(query_first_row(a, sel, &e), &e, "cached SELECT of a dropped table");
@@ -565,14 +528,14 @@ static void test_dropped_table(void **state) {
         /* The connection still works, and the same texts work again once
          * the table is back (with a different shape). */
         assert_int_equal(query_int(a, "SELECT 41 + 1", NULL, 0), 42);
-        exec_ok(a, "CREATE TABLE t (z TEXT, b TEXT, a INTEGER)", NULL, 0);
-        exec_ok(a, ins, ps, 2);
-        r = query_ok(a, sel, NULL, 0);
-        assert_int_equal(next_ok(r), 1);
+        dbt_exec_ok(a, "CREATE TABLE t (z TEXT, b TEXT, a INTEGER)", NULL, 0);
+        dbt_exec_ok(a, ins, ps, 2);
+        r = dbt_query_ok(a, sel, NULL, 0);
+        assert_int_equal(dbt_next_ok(r), 1);
         assert_string_equal(dbpool_result_text(r, 0, NULL), "one");
-        assert_int_equal(next_ok(r), 0);
+        assert_int_equal(dbt_next_ok(r), 0);
         dbpool_result_free(r);
-        exec_ok(a, "DROP TABLE t", NULL, 0);
+        dbt_exec_ok(a, "DROP TABLE t", NULL, 0);
     }
     release(a);
     release(b);
@@ -602,9 +565,9 @@ static void test_returned_statement_holds_no_lock(void **state) {
     /* Rollback journal (a reader's SHARED lock blocks a writer's commit)
      * and a short busy timeout: a lock left behind shows as SQLITE_BUSY. */
     dbpool *p = open_pool("locks.db", 2, "journal_mode=delete&busy_timeout=100");
-    dbpool_conn *a = acquire(p);
-    dbpool_conn *b = acquire(p);
-    exec_ok(a, "CREATE TABLE t (id INTEGER)", NULL, 0);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
+    dbt_exec_ok(a, "CREATE TABLE t (id INTEGER)", NULL, 0);
     dbpool_error e;
     for (int i = 0; i < 5; i++)
         assert_int_equal(try_insert(a, i, &e), DBPOOL_OK);
@@ -612,8 +575,8 @@ static void test_returned_statement_holds_no_lock(void **state) {
     const char *sel = "SELECT id FROM t ORDER BY id";
     for (int round = 0; round < 3; round++) {
         /* A result in the middle of its rows reads: writers wait. */
-        dbpool_result *r = query_ok(a, sel, NULL, 0);
-        assert_int_equal(next_ok(r), 1);
+        dbpool_result *r = dbt_query_ok(a, sel, NULL, 0);
+        assert_int_equal(dbt_next_ok(r), 1);
         expect_busy(try_insert(b, 100 + round, &e), &e, "insert while a result is half read");
         /* Freed half-way: its (cached) statement holds nothing. */
         dbpool_result_free(r);
@@ -624,8 +587,8 @@ static void test_returned_statement_holds_no_lock(void **state) {
     }
     /* Read to the end and not freed yet: SQLite released the lock at the
      * last step; freed, the statement still holds none. */
-    dbpool_result *r = query_ok(a, sel, NULL, 0);
-    while (next_ok(r) == 1) {
+    dbpool_result *r = dbt_query_ok(a, sel, NULL, 0);
+    while (dbt_next_ok(r) == 1) {
     }
     dbpool_result_free(r);
     assert_int_equal(try_insert(b, 200, &e), DBPOOL_OK);
@@ -638,10 +601,10 @@ static void test_returned_statement_holds_no_lock(void **state) {
 static void test_open_transaction_rolled_back_on_release(void **state) {
     (void)state;
     dbpool *p = open_pool("txn.db", 2, "journal_mode=delete&busy_timeout=100");
-    dbpool_conn *a = acquire(p);
-    dbpool_conn *b = acquire(p);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
     void *native_a = dbpool_conn_native(a);
-    exec_ok(a, "CREATE TABLE t (id INTEGER)", NULL, 0);
+    dbt_exec_ok(a, "CREATE TABLE t (id INTEGER)", NULL, 0);
     dbpool_error e;
     assert_int_equal(try_insert(a, 1, &e), DBPOOL_OK); /* committed; the INSERT is now cached on a */
     assert_int_equal(try_insert(b, 2, &e), DBPOOL_OK); /* and on b */
@@ -649,11 +612,11 @@ static void test_open_transaction_rolled_back_on_release(void **state) {
     dbpool_get_stats(p, &before);
 
     for (int round = 0; round < 3; round++) {
-        exec_ok(a, "BEGIN", NULL, 0);
+        dbt_exec_ok(a, "BEGIN", NULL, 0);
         assert_int_equal(try_insert(a, 1000 + round, &e), DBPOOL_OK);
         assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t WHERE id >= 1000", NULL, 0), 1);
-        dbpool_result *r = query_ok(a, "SELECT id FROM t ORDER BY id", NULL, 0);
-        assert_int_equal(next_ok(r), 1); /* a cached statement half read, then freed */
+        dbpool_result *r = dbt_query_ok(a, "SELECT id FROM t ORDER BY id", NULL, 0);
+        assert_int_equal(dbt_next_ok(r), 1); /* a cached statement half read, then freed */
         dbpool_result_free(r);
         /* While the transaction is open, b cannot write. */
         expect_busy(try_insert(b, 3, &e), &e, "insert while another connection's transaction is open");
@@ -669,7 +632,7 @@ static void test_open_transaction_rolled_back_on_release(void **state) {
 
         /* The next lease is the same connection (b is still out), in
          * autocommit mode, without the row, with working cached texts. */
-        a = acquire(p);
+        a = dbt_acquire(p);
         assert_ptr_equal(dbpool_conn_native(a), native_a);
         assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t WHERE id >= 1000", NULL, 0), 0);
         assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t", NULL, 0), 3 + round);
@@ -692,15 +655,15 @@ static void test_result_outlives_its_lease(void **state) {
      * neither crash nor leak: the connection is closed while its cached
      * statement is still lent to a result. */
     dbpool *p = open_pool("orphan.db", 1, NULL);
-    dbpool_conn *c = acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
     create_numbers(c, 3);
     const char *sql = "SELECT id, label FROM numbers ORDER BY id";
-    dbpool_result *r = query_ok(c, sql, NULL, 0); /* first use: caches it */
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0); /* first use: caches it */
     dbpool_result_free(r);
-    dbpool_result *cached = query_ok(c, sql, NULL, 0); /* a cache hit */
-    dbpool_result *nested = query_ok(c, sql, NULL, 0); /* prepared on its own */
-    assert_int_equal(next_ok(cached), 1);
-    assert_int_equal(next_ok(nested), 1);
+    dbpool_result *cached = dbt_query_ok(c, sql, NULL, 0); /* a cache hit */
+    dbpool_result *nested = dbt_query_ok(c, sql, NULL, 0); /* prepared on its own */
+    assert_int_equal(dbt_next_ok(cached), 1);
+    assert_int_equal(dbt_next_ok(nested), 1);
     assert_int_equal(dbpool_discard(c), DBPOOL_OK);
     dbpool_result_free(nested);
     dbpool_result_free(cached);
@@ -711,11 +674,11 @@ static void test_result_outlives_its_lease(void **state) {
     expect_closed("orphan.db", "the discarded connection's last result freed");
 
     /* The pool goes on with a new connection and a new cache. */
-    c = acquire(p);
+    c = dbt_acquire(p);
     assert_int_equal(query_int(c, "SELECT COUNT(*) FROM numbers", NULL, 0), 3);
     /* Released with a result out, then the pool closes the connection. */
-    r = query_ok(c, sql, NULL, 0);
-    assert_int_equal(next_ok(r), 1);
+    r = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
     dbpool_result_free(r);
@@ -725,8 +688,8 @@ static void test_result_outlives_its_lease(void **state) {
 static void test_disconnect_finalizes_the_cache(void **state) {
     (void)state;
     dbpool *p = open_pool("finalize.db", 2, NULL);
-    dbpool_conn *a = acquire(p);
-    dbpool_conn *b = acquire(p);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
     create_numbers(a, 3);
     /* Fill both caches, and then some. */
     for (int k = 0; k < MORE_THAN_CACHED; k++) {
@@ -741,12 +704,12 @@ static void test_disconnect_finalizes_the_cache(void **state) {
     assert_int_not_equal(open_files_of("finalize.db"), 0);
     /* Closed by a shrink while the pool stays open, then by the close. */
     assert_int_equal(dbpool_shrink(p, 1), 1);
-    a = acquire(p);
+    a = dbt_acquire(p);
     assert_int_equal(query_int(a, "SELECT COUNT(*) FROM numbers", NULL, 0), 3);
     release(a);
     assert_int_equal(dbpool_shrink(p, 0), 1);
     expect_closed("finalize.db", "every connection shrunk away");
-    a = acquire(p); /* a new connection, a new cache */
+    a = dbt_acquire(p); /* a new connection, a new cache */
     assert_int_equal(query_int(a, "SELECT id + 5 FROM numbers WHERE id = 2", NULL, 0), 7);
     release(a);
     assert_int_equal(dbpool_close(p), 0);

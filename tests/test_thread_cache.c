@@ -35,14 +35,6 @@ static dbpool *open_pool(int min, int max, bool cache, int64_t maint_ms) {
     return p;
 }
 
-static dbpool_conn *get(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    if (dbpool_acquire(p, 2000, &c, &e) != DBPOOL_OK)
-        fail_msg("acquire: %s", e.message);
-    return c;
-}
-
 static int conn_id(dbpool_conn *c) { return dbpool_mock_conn_id(dbpool_conn_native(c)); }
 
 static dbpool_stats stats(dbpool *p) {
@@ -56,7 +48,7 @@ static dbpool_stats stats(dbpool *p) {
 static void test_same_thread_gets_its_connection_back(void **state) {
     (void)state;
     dbpool *p = open_pool(2, 4, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     int id = conn_id(c);
     dbpool_release(c);
     dbpool_stats s = stats(p);
@@ -64,7 +56,7 @@ static void test_same_thread_gets_its_connection_back(void **state) {
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.thread_cached, 1);
     for (int i = 0; i < 1000; i++) {
-        c = get(p);
+        c = dbt_acquire(p);
         assert_int_equal(conn_id(c), id);
         if (i == 0) {
             s = stats(p);
@@ -91,12 +83,12 @@ static void test_same_thread_gets_its_connection_back(void **state) {
 static void test_most_recent_first(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 3, true, 0);
-    dbpool_conn *a = get(p), *b = get(p), *c = get(p);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p), *c = dbt_acquire(p);
     int ids[3] = {conn_id(a), conn_id(b), conn_id(c)};
     dbpool_release(a);
     dbpool_release(b);
     dbpool_release(c);
-    dbpool_conn *x = get(p), *y = get(p), *z = get(p);
+    dbpool_conn *x = dbt_acquire(p), *y = dbt_acquire(p), *z = dbt_acquire(p);
     assert_int_equal(conn_id(x), ids[2]);
     assert_int_equal(conn_id(y), ids[1]);
     assert_int_equal(conn_id(z), ids[0]);
@@ -111,9 +103,9 @@ static void test_most_recent_first(void **state) {
 static void test_double_release_and_stale_handle(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 2, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
-    c = get(p); /* the fast path */
+    c = dbt_acquire(p); /* the fast path */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
     assert_int_equal(dbpool_discard(c), DBPOOL_EMISUSE);
@@ -141,9 +133,9 @@ static void *release_there(void *arg) {
 static void test_released_on_another_thread(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
-    c = get(p); /* the fast path */
+    c = dbt_acquire(p); /* the fast path */
     int id = conn_id(c);
     handover h = {.c = c, .rc = -100};
     pthread_t t;
@@ -153,7 +145,7 @@ static void test_released_on_another_thread(void **state) {
     dbpool_stats s = stats(p);
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.idle, 1);
-    c = get(p);
+    c = dbt_acquire(p);
     assert_int_equal(conn_id(c), id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
@@ -166,15 +158,15 @@ static void test_released_on_another_thread(void **state) {
 static void test_dirty_and_discarded_leave_the_cache(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 2, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
-    c = get(p);
+    c = dbt_acquire(p);
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
     void *native = dbpool_conn_native(c);
     dbpool_release(c);
     assert_false(dbpool_mock_in_transaction(native));
     assert_int_equal(stats(p).rollbacks, 1);
-    c = get(p);
+    c = dbt_acquire(p);
     assert_int_equal(dbpool_discard(c), DBPOOL_OK);
     dbpool_stats s = stats(p);
     assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_DISCARDED], 1);
@@ -186,13 +178,11 @@ static void test_dirty_and_discarded_leave_the_cache(void **state) {
 typedef struct waiter_arg {
     dbpool *p;
     atomic_int got_id;
-    atomic_bool started;
     int64_t waited_ms;
 } waiter_arg;
 
 static void *wait_for_one(void *arg) {
     waiter_arg *w = arg;
-    atomic_store(&w->started, true);
     int64_t t0 = dbt_now_ms();
     dbpool_conn *c = NULL;
     if (dbpool_acquire(w->p, 5000, &c, NULL) == DBPOOL_OK) {
@@ -211,9 +201,9 @@ static void *wait_for_one(void *arg) {
 static void test_waiter_is_served_before_the_owner(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
-    c = get(p); /* parked for this thread, in use */
+    c = dbt_acquire(p); /* parked for this thread, in use */
     int id = conn_id(c);
     waiter_arg w = {.p = p};
     pthread_t t;
@@ -226,7 +216,7 @@ static void test_waiter_is_served_before_the_owner(void **state) {
     dbt_sleep_ms(200);
     dbpool_release(c);
     /* The owner asks again at once: the waiter must have it first. */
-    dbpool_conn *again = get(p);
+    dbpool_conn *again = dbt_acquire(p);
     assert_int_equal(atomic_load(&w.got_id), id);
     dbpool_release(again);
     pthread_join(t, NULL);
@@ -239,7 +229,7 @@ static void test_waiter_is_served_before_the_owner(void **state) {
 static void test_free_parked_connection_serves_others(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, true, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     int id = conn_id(c);
     dbpool_release(c); /* parked for this thread, free */
     waiter_arg w = {.p = p};
@@ -249,7 +239,7 @@ static void test_free_parked_connection_serves_others(void **state) {
     assert_int_equal(atomic_load(&w.got_id), id);
     assert_true(w.waited_ms < 1000);
     /* This thread's cache lost it; it gets it back the ordinary way. */
-    c = get(p);
+    c = dbt_acquire(p);
     assert_int_equal(conn_id(c), id);
     dbpool_release(c);
     assert_true(dbt_invariant_holds(p));
@@ -258,7 +248,7 @@ static void test_free_parked_connection_serves_others(void **state) {
 
 static void *park_and_exit(void *arg) {
     dbpool *p = arg;
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     return NULL;
 }
@@ -275,7 +265,7 @@ static void test_exited_thread_leaves_nothing_behind(void **state) {
     dbpool_stats s = stats(p);
     assert_true(s.total >= 1 && s.idle == s.total);
     assert_true(s.thread_cached >= 1); /* left behind by the threads, free for anyone */
-    dbpool_conn *a = get(p), *b = get(p);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
     assert_int_equal(stats(p).in_use, 2);
     dbpool_release(a);
     dbpool_release(b);
@@ -297,7 +287,7 @@ static void test_maintenance_recalls_unused_parked(void **state) {
     dbpool *p = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     int64_t t0 = dbt_now_ms();
     while (stats(p).total > 0 && dbt_now_ms() - t0 < 3000)
@@ -315,9 +305,9 @@ typedef struct holder_arg {
 
 static void *hold_parked(void *arg) {
     holder_arg *h = arg;
-    dbpool_conn *c = get(h->p);
+    dbpool_conn *c = dbt_acquire(h->p);
     dbpool_release(c);
-    c = get(h->p); /* the fast path */
+    c = dbt_acquire(h->p); /* the fast path */
     atomic_store(&h->phase, 1);
     while (atomic_load(&h->phase) != 2)
         dbt_sleep_ms(1);
@@ -347,7 +337,7 @@ static void test_close_while_parked_connection_in_use(void **state) {
 static void test_suspend_and_resize_recall(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 3, true, 0);
-    dbpool_conn *a = get(p), *b = get(p);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
     dbpool_release(a);
     dbpool_release(b);
     assert_int_equal(dbpool_resize(p, 0, 1, NULL), DBPOOL_OK);
@@ -357,7 +347,7 @@ static void test_suspend_and_resize_recall(void **state) {
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 100, &c, NULL), DBPOOL_EBUSY);
     assert_int_equal(dbpool_resume(p), DBPOOL_OK);
-    c = get(p);
+    c = dbt_acquire(p);
     dbpool_release(c);
     assert_int_equal(dbpool_shrink(p, 0), 1); /* the parked one counts as idle */
     assert_int_equal(stats(p).total, 0);
@@ -369,10 +359,10 @@ static void test_suspend_and_resize_recall(void **state) {
 static void test_cache_off(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, false, 0);
-    dbpool_conn *c = get(p);
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     assert_int_equal(stats(p).thread_cached, 0);
-    c = get(p);
+    c = dbt_acquire(p);
     dbpool_release(c);
     dbpool_stats s = stats(p);
     assert_int_equal(s.acquired, 2);
@@ -560,7 +550,7 @@ static void test_waiter_from_starving_mode_gets_its_turn(void **state) {
     dbpool_error e;
     if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
-    dbpool_conn *held = get(p);
+    dbpool_conn *held = dbt_acquire(p);
 
     cycler_arg b = {.p = p};
     pthread_t tb;

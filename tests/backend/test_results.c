@@ -64,26 +64,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static dbpool_result *query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
-    dbpool_result *r = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_query(c, sql, params, n, &r, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("[%s] query \"%s\" failed: %s: %s", bt_backend, sql, dbpool_errname(rc), e.message);
-    assert_non_null(r);
-    return r;
-}
-
-static int next(dbpool_result *r) {
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_result_next(r, &e);
-    if (rc < 0)
-        fail_msg("[%s] dbpool_result_next: %s: %s", bt_backend, dbpool_errname(rc), e.message);
-    return rc;
-}
-
 static void insert_row(dbpool_conn *c, int64_t id, dbpool_param label, dbpool_param val) {
     char sql[256];
     fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, label, val) VALUES (?, ?, ?)");
@@ -119,9 +99,9 @@ static void test_null_and_empty_string(void **state) {
 
     char sql[256];
     fmt_sql(sql, sizeof sql, "SELECT id, label, val FROM %s ORDER BY id");
-    dbpool_result *r = query(c, sql, NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
     for (int id = 1; id <= 4; id++) {
-        BT_CHECK(next(r) == 1, "row %d should be there", id);
+        BT_CHECK(dbt_next_ok(r) == 1, "row %d should be there", id);
         BT_CHECK(dbpool_result_int64(r, 0) == id, "rows in id order");
         size_t len = 99;
         const char *t = dbpool_result_text(r, 1, &len);
@@ -144,12 +124,12 @@ static void test_null_and_empty_string(void **state) {
             break;
         }
     }
-    BT_CHECK(next(r) == 0, "four rows only");
+    BT_CHECK(dbt_next_ok(r) == 0, "four rows only");
     dbpool_result_free(r);
 
     /* The same from literals, without a table. */
-    r = query(c, "SELECT NULL AS n, '' AS e", NULL, 0);
-    BT_CHECK(next(r) == 1, "one row");
+    r = dbt_query_ok(c, "SELECT NULL AS n, '' AS e", NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
     check_neutral(r, 0, "literal NULL");
     size_t len = 99;
     const char *t = dbpool_result_text(r, 1, &len);
@@ -185,21 +165,21 @@ static void test_large_text_value(void **state) {
     dbpool_param one = dbpool_param_int64(1);
     dbpool_param big_param = dbpool_param_text(big);
     for (int how = 0; how < 3; how++) {
-        dbpool_result *r = how == 0   ? query(c, without, NULL, 0)
-                           : how == 1 ? query(c, with, &one, 1)
-                                      : query(c, "SELECT 1 AS id, ? AS big", &big_param, 1);
-        BT_CHECK(next(r) == 1, "way %d: the big row", how);
+        dbpool_result *r = how == 0   ? dbt_query_ok(c, without, NULL, 0)
+                           : how == 1 ? dbt_query_ok(c, with, &one, 1)
+                                      : dbt_query_ok(c, "SELECT 1 AS id, ? AS big", &big_param, 1);
+        BT_CHECK(dbt_next_ok(r) == 1, "way %d: the big row", how);
         size_t len = 0;
         const char *t = dbpool_result_text(r, 1, &len);
         BT_CHECK(t != NULL && len == BIG_LEN, "way %d: %d bytes back, got %zu", how, BIG_LEN, len);
         BT_CHECK(memcmp(t, big, BIG_LEN) == 0 && t[BIG_LEN] == '\0',
                  "way %d: the value comes back intact and NUL-terminated", how);
         if (how < 2) {
-            BT_CHECK(next(r) == 1, "way %d: the small row after the big one", how);
+            BT_CHECK(dbt_next_ok(r) == 1, "way %d: the small row after the big one", how);
             t = dbpool_result_text(r, 1, &len);
             BT_CHECK(t && len == 5 && strcmp(t, "small") == 0, "way %d: the small row", how);
         }
-        BT_CHECK(next(r) == 0, "way %d: no more rows", how);
+        BT_CHECK(dbt_next_ok(r) == 0, "way %d: no more rows", how);
         dbpool_result_free(r);
     }
     free(big);
@@ -223,10 +203,10 @@ static void test_many_rows(void **state) {
     BT_CHECK(bt_query_int(c, sql, NULL, 0) == 3 * want_ids, "the server's sum");
 
     fmt_sql(sql, sizeof sql, "SELECT id, val, label FROM %s ORDER BY id");
-    dbpool_result *r = query(c, sql, NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
     int rows = 0;
     int64_t sum_ids = 0, sum_vals = 0;
-    while (next(r) == 1) {
+    while (dbt_next_ok(r) == 1) {
         rows++;
         int64_t id = dbpool_result_int64(r, 0);
         sum_ids += id;
@@ -241,7 +221,7 @@ static void test_many_rows(void **state) {
     BT_CHECK(rows == MANY_ROWS, "%d rows read, expected %d", rows, MANY_ROWS);
     BT_CHECK(sum_ids == want_ids && sum_vals == 3 * want_ids, "sums of the rows read: %lld and %lld",
              (long long)sum_ids, (long long)sum_vals);
-    BT_CHECK(next(r) == 0 && next(r) == 0, "next stays at 0 after the end");
+    BT_CHECK(dbt_next_ok(r) == 0 && dbt_next_ok(r) == 0, "next stays at 0 after the end");
     dbpool_result_free(r);
 }
 
@@ -261,7 +241,7 @@ static void test_column_names_and_counts(void **state) {
     for (int how = 0; how < 4; how++) {
         fmt_sql(sql, sizeof sql, forms[how]);
         dbpool_param from = dbpool_param_int64(how == 2 ? 1 : 2);
-        dbpool_result *r = how < 2 ? query(c, sql, NULL, 0) : query(c, sql, &from, 1);
+        dbpool_result *r = how < 2 ? dbt_query_ok(c, sql, NULL, 0) : dbt_query_ok(c, sql, &from, 1);
         bool has_row = how % 2 == 0;
         for (int step = 0; step < 2; step++) { /* before the first row, and after next */
             BT_CHECK(dbpool_result_columns(r) == 3, "way %d, step %d: 3 columns, got %d", how, step,
@@ -274,21 +254,22 @@ static void test_column_names_and_counts(void **state) {
             BT_CHECK(dbpool_result_column_name(r, -1) == NULL && dbpool_result_column_name(r, 3) == NULL,
                      "way %d: a column out of range has no name", how);
             if (step == 0)
-                BT_CHECK(next(r) == (has_row ? 1 : 0), "way %d: %s", how, has_row ? "one row" : "no row");
+                BT_CHECK(dbt_next_ok(r) == (has_row ? 1 : 0), "way %d: %s", how,
+                         has_row ? "one row" : "no row");
         }
         dbpool_result_free(r);
     }
 
-    dbpool_result *r = query(c, "SELECT 1 AS one", NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, "SELECT 1 AS one", NULL, 0);
     BT_CHECK(dbpool_result_columns(r) == 1, "SELECT 1 has one column");
     BT_CHECK(strcmp(dbpool_result_column_name(r, 0), "one") == 0, "named by its alias");
     dbpool_result_free(r);
 
     /* A statement without a result set. */
     fmt_sql(sql, sizeof sql, "UPDATE %s SET val = 11 WHERE id = 1");
-    r = query(c, sql, NULL, 0);
+    r = dbt_query_ok(c, sql, NULL, 0);
     BT_CHECK(dbpool_result_columns(r) == 0, "an UPDATE through dbpool_query has no columns");
-    BT_CHECK(next(r) == 0, "and no rows");
+    BT_CHECK(dbt_next_ok(r) == 0, "and no rows");
     check_neutral(r, 0, "the result of an UPDATE");
     dbpool_result_free(r);
     BT_CHECK(count_where(c, "val = 11") == 1, "the UPDATE ran");
@@ -313,9 +294,9 @@ static void test_numeric_getters_on_text(void **state) {
 
     char sql[256];
     fmt_sql(sql, sizeof sql, "SELECT label, val, id FROM %s ORDER BY id");
-    dbpool_result *r = query(c, sql, NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
     for (size_t i = 0; i < ncases; i++) {
-        BT_CHECK(next(r) == 1, "row %zu", i);
+        BT_CHECK(dbt_next_ok(r) == 1, "row %zu", i);
         int64_t i64 = dbpool_result_int64(r, 0);
         double d = dbpool_result_double(r, 0);
         if (i64 != cases[i].i64 || d != cases[i].dbl)
@@ -328,11 +309,11 @@ static void test_numeric_getters_on_text(void **state) {
         BT_CHECK(strcmp(dbpool_result_text(r, 1, NULL), want) == 0, "integer %s as text", want);
         BT_CHECK(dbpool_result_double(r, 1) == (double)i * 10, "integer %s as double", want);
     }
-    BT_CHECK(next(r) == 0, "no more rows");
+    BT_CHECK(dbt_next_ok(r) == 0, "no more rows");
     dbpool_result_free(r);
 
-    r = query(c, "SELECT 2.5 AS d, -3 AS i", NULL, 0);
-    BT_CHECK(next(r) == 1, "one row");
+    r = dbt_query_ok(c, "SELECT 2.5 AS d, -3 AS i", NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
     BT_CHECK(dbpool_result_double(r, 0) == 2.5, "2.5 as double");
     BT_CHECK(dbpool_result_int64(r, 0) == 2, "2.5 as int64 is 2");
     BT_CHECK(dbpool_result_int64(r, 1) == -3 && dbpool_result_double(r, 1) == -3.0, "-3");
@@ -345,29 +326,29 @@ static void test_getters_outside_the_rows(void **state) {
     insert_row(c, 2, dbpool_param_text("two"), dbpool_param_int64(20));
     char sql[256];
     fmt_sql(sql, sizeof sql, "SELECT id, label, val FROM %s ORDER BY id");
-    dbpool_result *r = query(c, sql, NULL, 0);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
     for (int col = -1; col <= 3; col++)
         check_neutral(r, col, "before the first row");
-    BT_CHECK(next(r) == 1, "row 1");
+    BT_CHECK(dbt_next_ok(r) == 1, "row 1");
     BT_CHECK(dbpool_result_int64(r, 0) == 1 && strcmp(dbpool_result_text(r, 1, NULL), "one") == 0, "row 1");
     check_neutral(r, -1, "row 1, column -1");
     check_neutral(r, 3, "row 1, past the last column");
     check_neutral(r, 1000, "row 1, far past the last column");
-    BT_CHECK(next(r) == 1, "row 2");
+    BT_CHECK(dbt_next_ok(r) == 1, "row 2");
     BT_CHECK(dbpool_result_int64(r, 2) == 20, "row 2");
-    BT_CHECK(next(r) == 0, "the end");
+    BT_CHECK(dbt_next_ok(r) == 0, "the end");
     for (int col = -1; col <= 3; col++)
         check_neutral(r, col, "after the last row");
-    BT_CHECK(next(r) == 0, "still the end");
+    BT_CHECK(dbt_next_ok(r) == 0, "still the end");
     check_neutral(r, 0, "after next past the end");
     BT_CHECK(dbpool_result_columns(r) == 3, "the columns are still known after the end");
     dbpool_result_free(r);
 
     /* An empty result. */
     fmt_sql(sql, sizeof sql, "SELECT id, label FROM %s WHERE id < 0");
-    r = query(c, sql, NULL, 0);
+    r = dbt_query_ok(c, sql, NULL, 0);
     check_neutral(r, 0, "an empty result before next");
-    BT_CHECK(next(r) == 0, "no row");
+    BT_CHECK(dbt_next_ok(r) == 0, "no row");
     check_neutral(r, 0, "an empty result after next");
     dbpool_result_free(r);
 
@@ -392,23 +373,23 @@ static void test_two_results_open_at_once(void **state) {
     fmt_sql(up, sizeof up, "SELECT id, val FROM %s ORDER BY id");
     fmt_sql(down, sizeof down, "SELECT label FROM %s WHERE id >= ? ORDER BY id DESC");
     dbpool_param from = dbpool_param_int64(6);
-    dbpool_result *a = query(c, up, NULL, 0);
-    BT_CHECK(next(a) == 1, "a: first row before b is opened");
-    dbpool_result *b = query(c, down, &from, 1);
-    dbpool_result *a2 = query(c, up, NULL, 0); /* the same text as a, open with it */
+    dbpool_result *a = dbt_query_ok(c, up, NULL, 0);
+    BT_CHECK(dbt_next_ok(a) == 1, "a: first row before b is opened");
+    dbpool_result *b = dbt_query_ok(c, down, &from, 1);
+    dbpool_result *a2 = dbt_query_ok(c, up, NULL, 0); /* the same text as a, open with it */
     for (int i = 1; i <= 10; i++) {
         BT_CHECK(dbpool_result_int64(a, 0) == i && dbpool_result_int64(a, 1) == i * i, "a: row %d", i);
-        BT_CHECK(next(a2) == 1 && dbpool_result_int64(a2, 0) == i, "a2: row %d", i);
+        BT_CHECK(dbt_next_ok(a2) == 1 && dbpool_result_int64(a2, 0) == i, "a2: row %d", i);
         if (i <= 5) {
-            BT_CHECK(next(b) == 1, "b: row %d", i);
+            BT_CHECK(dbt_next_ok(b) == 1, "b: row %d", i);
             char want[16];
             snprintf(want, sizeof want, "l%d", 11 - i);
             const char *t = dbpool_result_text(b, 0, NULL);
             BT_CHECK(t && strcmp(t, want) == 0, "b: row %d reads %s, got %s", i, want, t ? t : "(null)");
         }
-        BT_CHECK(next(a) == (i < 10 ? 1 : 0), "a: after row %d", i);
+        BT_CHECK(dbt_next_ok(a) == (i < 10 ? 1 : 0), "a: after row %d", i);
     }
-    BT_CHECK(next(b) == 0 && next(a2) == 0, "b and a2 at their ends");
+    BT_CHECK(dbt_next_ok(b) == 0 && dbt_next_ok(a2) == 0, "b and a2 at their ends");
     dbpool_result_free(a); /* not in reverse order of opening */
     dbpool_result_free(b);
 
@@ -438,18 +419,18 @@ static void test_parameters_with_null(void **state) {
     fmt_sql(sql, sizeof sql,
             "SELECT id, label, val, num, '?' AS q FROM %s WHERE id >= ? AND id <= ? ORDER BY id");
     dbpool_param range[2] = {dbpool_param_int64(1), dbpool_param_int64(3)};
-    dbpool_result *r = query(c, sql, range, 2);
-    BT_CHECK(next(r) == 1, "row 1");
+    dbpool_result *r = dbt_query_ok(c, sql, range, 2);
+    BT_CHECK(dbt_next_ok(r) == 1, "row 1");
     BT_CHECK(strcmp(dbpool_result_text(r, 1, NULL), "a") == 0 && dbpool_result_int64(r, 2) == 5 &&
                  dbpool_result_double(r, 3) == 0.25,
              "row 1 as inserted");
     BT_CHECK(strcmp(dbpool_result_text(r, 4, NULL), "?") == 0, "a ? in a string literal is text");
-    BT_CHECK(next(r) == 1, "row 2");
+    BT_CHECK(dbt_next_ok(r) == 1, "row 2");
     for (int col = 1; col <= 3; col++)
         check_neutral(r, col, "row 2, inserted from NULL parameters");
-    BT_CHECK(next(r) == 1, "row 3");
+    BT_CHECK(dbt_next_ok(r) == 1, "row 3");
     BT_CHECK(dbpool_result_is_null(r, 2) && dbpool_result_double(r, 3) == -1.5, "row 3 as inserted");
-    BT_CHECK(next(r) == 0, "three rows");
+    BT_CHECK(dbt_next_ok(r) == 0, "three rows");
     dbpool_result_free(r);
 
     /* A NULL parameter compares as SQL NULL: never equal. */
@@ -466,8 +447,8 @@ static void test_parameters_with_null(void **state) {
 
     /* A NULL parameter as a value of its own. */
     dbpool_param two[2] = {dbpool_param_null(), dbpool_param_text("fallback")};
-    r = query(c, "SELECT COALESCE(?, ?) AS v", two, 2);
-    BT_CHECK(next(r) == 1, "one row");
+    r = dbt_query_ok(c, "SELECT COALESCE(?, ?) AS v", two, 2);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
     BT_CHECK(strcmp(dbpool_result_text(r, 0, NULL), "fallback") == 0, "COALESCE(NULL, 'fallback')");
     dbpool_result_free(r);
 

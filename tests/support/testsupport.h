@@ -34,4 +34,14 @@ bool dbt_invariant_holds(dbpool *p);
 /* The backend name argument of a per-backend test (argv[1]), "sqlite" if none. */
 const char *dbt_backend_arg(int argc, char **argv);
 
+/* Calls that must succeed (calls.c): on failure the test fails (cmocka)
+ * with the pool's message. */
+/* A lease within 5 s. */
+dbpool_conn *dbt_acquire(dbpool *p);
+void dbt_exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
+/* A result, never NULL. */
+dbpool_result *dbt_query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
+/* dbpool_result_next: 1 a row, 0 the end; an error fails the test. */
+int dbt_next_ok(dbpool_result *r);
+
 #endif
