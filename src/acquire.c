@@ -55,7 +55,7 @@ void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t 
  * lifetime, cap and validation. Returns false when the connection was
  * closed instead (the caller then tries again). */
 static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
-    int64_t now = dbpool__coarse_now_ns();
+    int64_t now = dbpool__fast_now_ns();
     if (now >= c->expires_ns) {
         dbpool__destroy_conn(p, c, DBPOOL_CLOSE_LIFETIME);
         return false;
@@ -101,7 +101,7 @@ typedef struct holders_info {
 } holders_info;
 
 static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, holders_info *h) {
-    int64_t now = dbpool__coarse_now_ns();
+    int64_t now = dbpool__fast_now_ns();
     const dbpool_conn *oldest = NULL;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
         if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
@@ -227,8 +227,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     if (!trace) {
         /* The fast path: an idle connection ready to go, nobody waiting.
          * One lock round, no deadline arithmetic, no system clock: the
-         * bookkeeping takes the fast clock's reading (the same monotonic
-         * scale as the coarse clock, which runs up to a tick behind). */
+         * bookkeeping takes the fast clock's reading. */
         int64_t now = fast_start;
         lock(p);
         dbpool_conn *c = p->idle_head;
@@ -262,7 +261,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                 p->name);
             break;
         }
-        int64_t now = dbpool__coarse_now_ns();
+        int64_t now = dbpool__fast_now_ns();
         dbpool_conn *c = NULL;
         if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
             /* 1. An idle connection, when nobody waits ahead of us. */
@@ -326,7 +325,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             pthread_cond_destroy(&w.cond);
             if (w.conn) {
                 c = w.conn;
-                now = dbpool__coarse_now_ns();
+                now = dbpool__fast_now_ns();
             } else if (w.failed) {
                 if (err)
                     *err = w.error;

@@ -92,7 +92,7 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     if (!open)
         return BREAKER_EVENT_NONE;
     p->breaker = DBPOOL_BREAKER_OPEN;
-    p->breaker_opened_ns = dbpool__coarse_now_ns();
+    p->breaker_opened_ns = dbpool__fast_now_ns();
     p->stats.breaker_opens++;
     return BREAKER_EVENT_OPENED;
 }
@@ -264,7 +264,7 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     c->all_next = keep_all;
     c->magic = DBPOOL_CONN_MAGIC;
     c->pool = p;
-    int64_t now = dbpool__coarse_now_ns();
+    int64_t now = dbpool__fast_now_ns();
     c->native = native;
     c->id = ++p->next_conn_id;
     c->created_ns = now;
@@ -331,7 +331,7 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
     breaker_event ev = BREAKER_EVENT_NONE;
     if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0)
         return ev;
-    int64_t now = dbpool__coarse_now_ns();
+    int64_t now = dbpool__fast_now_ns();
     /* Waiters not yet covered by an idle connection they were told about
      * (barging) or by a connect requested or under way. */
     int covered = p->connect_jobs + p->connect_running;

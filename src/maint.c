@@ -155,7 +155,7 @@ void dbpool__maint_pass(dbpool *p) {
         unlock(p);
         return;
     }
-    int64_t now = dbpool__coarse_now_ns();
+    int64_t now = dbpool__fast_now_ns();
     /* Parked connections unused for a whole interval (their thread is
      * gone or busy elsewhere) rejoin the idle list, where idle timeout,
      * lifetime and keepalive see them. */
@@ -181,7 +181,7 @@ void dbpool__maint_pass(dbpool *p) {
         if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) ==
             DBPOOL_OK) {
             lock(p);
-            dbpool__return_pinged_locked(p, ping, dbpool__coarse_now_ns());
+            dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
             unlock(p);
         } else {
             dbpool__finish_err(p, &e);
@@ -195,7 +195,7 @@ void dbpool__maint_pass(dbpool *p) {
     /* Refill to min_size, one connection at a time, outside the lock. */
     for (;;) {
         lock(p);
-        int64_t t = dbpool__coarse_now_ns();
+        int64_t t = dbpool__fast_now_ns();
         bool need = !p->closed && !p->maint_stop && dbpool__total_locked(p) < p->opt.min_size &&
                     dbpool__total_locked(p) < p->cap && !dbpool__breaker_blocks_locked(p, t);
         bool trial = need && p->breaker == DBPOOL_BREAKER_OPEN;
@@ -245,7 +245,7 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    p->last_scale_ns = dbpool__coarse_now_ns();
+    p->last_scale_ns = dbpool__fast_now_ns();
     int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
     if (rc != 0)

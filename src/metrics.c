@@ -1,5 +1,5 @@
 /*
- * metrics.c — lock-free latency histograms and the cheap clock.
+ * metrics.c — lock-free latency histograms.
  *
  * Recording. Each histogram is a log-linear set of fine buckets (8 per power
  * of two of nanoseconds, exact below 16 ns, so at most 12.5% wide) from 0 to
@@ -35,12 +35,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(DBPOOL_NO_TSC)
-#include <cpuid.h>
-#include <x86intrin.h>
-#define DBPOOL_HAVE_TSC 1
-#endif
 
 /* ---------------------------------------------------------------------- */
 /* Bucket layout                                                          */
@@ -324,85 +318,3 @@ void dbpool_get_histogram(dbpool *p, dbpool_histogram_kind kind, dbpool_histogra
     /* The bounds are filled even for a NULL pool or an unknown kind. */
     dbpool__metrics_histogram(p ? p->metrics : NULL, kind, out);
 }
-
-/* ---------------------------------------------------------------------- */
-/* The clock                                                              */
-/* ---------------------------------------------------------------------- */
-
-static int64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
-}
-
-#ifdef DBPOOL_HAVE_TSC
-/* Set once under g_clock_once; read-only after. */
-static bool g_use_tsc;
-static uint64_t g_tsc0;
-static int64_t g_ns0;
-static double g_ns_per_tick;
-static pthread_once_t g_clock_once = PTHREAD_ONCE_INIT;
-static _Atomic int g_clock_ready; /* release-published after calibration */
-
-static bool invariant_tsc(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(0x80000007u, &a, &b, &c, &d)) /* checks the max leaf */
-        return false;
-    return (d >> 8) & 1u;
-}
-
-/* One (tsc, monotonic) pair, the TSC read on both sides of clock_gettime;
- * keep the tightest of a few tries so the pair is accurate to ~10 ns. */
-static void pair(uint64_t *tsc, int64_t *ns) {
-    uint64_t best = UINT64_MAX;
-    for (int i = 0; i < 8; i++) {
-        uint64_t t0 = __rdtsc();
-        int64_t n = mono_ns();
-        uint64_t t1 = __rdtsc();
-        if (t1 >= t0 && t1 - t0 < best) {
-            best = t1 - t0;
-            *tsc = t0 + (t1 - t0) / 2;
-            *ns = n;
-        }
-    }
-}
-
-static void calibrate(void) {
-    g_use_tsc = false;
-    if (invariant_tsc()) {
-        uint64_t tsc0 = 0, tsc1 = 0;
-        int64_t ns0 = 0, ns1 = 0;
-        pair(&tsc0, &ns0);
-        struct timespec ts = {0, 5000000}; /* 5 ms: +-20 ns pairs give 1e-5 */
-        while (nanosleep(&ts, &ts) != 0) {
-        }
-        pair(&tsc1, &ns1);
-        if (tsc1 > tsc0 && ns1 > ns0) {
-            double npt = (double)(ns1 - ns0) / (double)(tsc1 - tsc0);
-            /* A TSC between 100 MHz and 20 GHz; anything else is a broken
-             * or virtualised counter we do not trust. */
-            if (npt > 0.05 && npt < 10.0) {
-                g_tsc0 = tsc1;
-                g_ns0 = ns1;
-                g_ns_per_tick = npt;
-                g_use_tsc = true;
-            }
-        }
-    }
-    atomic_store_explicit(&g_clock_ready, 1, memory_order_release);
-}
-
-int64_t dbpool__fast_now_ns(void) {
-    if (__builtin_expect(!atomic_load_explicit(&g_clock_ready, memory_order_acquire), 0))
-        pthread_once(&g_clock_once, calibrate);
-    if (g_use_tsc) {
-        uint64_t t = __rdtsc();
-        /* t < g_tsc0 only on a CPU whose TSC lags the calibrating one's. */
-        int64_t d = t >= g_tsc0 ? (int64_t)(t - g_tsc0) : -(int64_t)(g_tsc0 - t);
-        return g_ns0 + (int64_t)((double)d * g_ns_per_tick);
-    }
-    return mono_ns();
-}
-#else
-int64_t dbpool__fast_now_ns(void) { return mono_ns(); }
-#endif

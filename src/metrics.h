@@ -1,12 +1,12 @@
 /*
  * metrics.h — latency histograms that the hot path records into without
- * taking the pool lock (striped, cache-line separated counters), and the
- * cheap clock used to time leases.
+ * taking the pool lock (striped, cache-line separated counters).
  */
 #ifndef DBPOOL_METRICS_H
 #define DBPOOL_METRICS_H
 
 #include "dbpool.h"
+#include "fast_clock.h"
 
 #include <stdint.h>
 
@@ -23,8 +23,5 @@ void dbpool__metrics_record_zeros(dbpool_metrics *m, dbpool_histogram_kind kind,
 /* Snapshots (sum over stripes). */
 void dbpool__metrics_histogram(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_histogram *out);
 void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_latency *out);
-/* Monotonic nanoseconds, as cheap as the platform allows (TSC on x86-64,
- * calibrated against CLOCK_MONOTONIC; clock_gettime elsewhere). */
-int64_t dbpool__fast_now_ns(void);
 
 #endif

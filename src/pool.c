@@ -92,12 +92,6 @@ void dbpool__unlock(dbpool *p) {
 #define lock(p) dbpool__lock(p)
 #define unlock(p) dbpool__unlock(p)
 
-int64_t dbpool__coarse_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
-}
-
 uint64_t dbpool__random(void) {
     static _Thread_local uint64_t state;
     if (state == 0) {

@@ -72,7 +72,7 @@ struct dbpool_conn {
     int64_t expires_ns;              /* created + jittered lifetime; INT64_MAX = never */
     int64_t last_used_ns;            /* when it last became idle (idle timeout counts from here) */
     int64_t last_ping_ns;            /* last keepalive ping (keepalive counts from the later) */
-    int64_t acquired_ns;             /* when the current lease began (coarse clock) */
+    int64_t acquired_ns;             /* when the current lease began */
     int64_t lease_start;             /* the same, on the fast clock, for the use-time histogram */
     uint64_t uses;                   /* hand-outs so far */
     struct dbpool_conn *prev, *next; /* idle list, parked list, or free list (next only) */
@@ -260,7 +260,7 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p);
 /* Give back a lease the fast way: true when done. False: the lease is now
  * an ordinary one (CONN_LEASED) and the caller must release it the
  * ordinary way; *recorded says whether its use time was already recorded. */
-bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recorded);
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded);
 /* Park c for the calling thread instead of making it idle, if allowed.
  * Lock held; c counted in nothing (as for publish). */
 bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now);
@@ -321,8 +321,6 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
 void dbpool__fork_watch(void);
 unsigned dbpool__fork_generation(void);
 
-/* Cheap coarse monotonic time for bookkeeping (ms resolution is enough). */
-int64_t dbpool__coarse_now_ns(void);
 /* Thread-local xorshift; not for secrets. */
 uint64_t dbpool__random(void);
 

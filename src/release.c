@@ -30,12 +30,15 @@ static int release_impl(dbpool_conn *c, bool discard) {
     dbpool *p = c->pool;
     if (dbpool__forked(p))
         return DBPOOL_EMISUSE;
+    /* One reading serves the histogram and the bookkeeping, on either
+     * path. Taken first: the TSC takes a while to answer, and the checks
+     * below run meanwhile instead of waiting for it. */
+    int64_t now = dbpool__fast_now_ns();
     bool recorded;
-    if (dbpool__sticky_release(p, c, discard, &recorded))
+    if (dbpool__sticky_release(p, c, discard, now, &recorded))
         return DBPOOL_OK;
     /* Recorded before locking: once the connection is published, another
      * thread may close the pool, and nothing of it may be touched here. */
-    int64_t now = dbpool__fast_now_ns(); /* one reading serves the histogram and the bookkeeping */
     if (c->state == CONN_LEASED && !recorded)
         dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
     lock(p);
@@ -110,7 +113,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
     lock(p);
     if (keep && !p->closed) {
         p->n_leased--;
-        dbpool__publish_locked(p, c, dbpool__coarse_now_ns());
+        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
         unlock(p);
         return DBPOOL_OK;
     }

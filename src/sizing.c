@@ -98,7 +98,7 @@ int dbpool_resume(dbpool *p) {
         p->idle_head = c->next;
         c->next = NULL;
         p->n_idle--;
-        dbpool__publish_locked(p, c, dbpool__coarse_now_ns());
+        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
     }
     breaker_event ev = dbpool__request_connections_locked(p);
     unlock(p);

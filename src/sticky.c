@@ -101,13 +101,13 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
         return NULL;
     dbpool_conn *c = s->conn;
     uint64_t expect = s->free_word;
+    int64_t now = dbpool__fast_now_ns(); /* first: the CAS runs while the TSC answers */
     if (!atomic_compare_exchange_strong_explicit(&c->park, &expect, s->free_word - PARK_FREE + PARK_BUSY,
                                                  memory_order_acquire, memory_order_relaxed)) {
         if ((expect >> PARK_TAG_SHIFT) != (s->free_word >> PARK_TAG_SHIFT))
             s->pool = NULL; /* taken away: forget it (else: in use by this thread, a second lease) */
         return NULL;
     }
-    int64_t now = dbpool__fast_now_ns();
     /* Idle time alone, without the lock: whether the pool is above
      * min_size is for the ordinary path to decide. */
     if (now >= c->expires_ns || dbpool__needs_validation(p, c, now) || dbpool__idle_timed_out(p, c, now)) {
@@ -124,7 +124,7 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
     return c;
 }
 
-bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recorded) {
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded) {
     *recorded = false;
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
     if (!(w & PARK_BUSY))
@@ -133,7 +133,6 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, bool *recor
     bool mine = s && s->conn == c && (w & ~PARK_WANTED) == s->free_word - PARK_FREE + PARK_BUSY;
     if (mine && !discard && !(w & PARK_WANTED) && !c->broken && p->driver->needs_reset(c->native) == 0) {
         uint64_t busy = w;
-        int64_t now = dbpool__fast_now_ns();
         if (now < c->expires_ns) {
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
             *recorded = true;
