@@ -3,6 +3,7 @@
  *
  *   bench_pools cycle   IMPL BACKEND URL SIZE SECONDS THREADS[,THREADS...]
  *   bench_pools stmt    IMPL BACKEND URL SIZE SECONDS THREADS[,THREADS...]
+ *   bench_pools stmt-share IMPL BACKEND URL SIZE SECONDS THREADS[,THREADS...]
  *   bench_pools latency IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US
  *
  * cycle:   acquire + release, nothing else, as fast as possible.
@@ -13,6 +14,12 @@
  *          session, leased for the whole slice and driven with the raw
  *          client library: both sides then talk to the same server process,
  *          and the ratio is the pool's cost alone.
+ * stmt-share: dbpool's statement cycle alone, timing the time spent inside
+ *          dbpool_acquire and dbpool_release against the whole cycle. A
+ *          direct measure of the pool's share, which the stmt ratio cannot
+ *          resolve below the few per cent that two runs of the same loop
+ *          differ by here. The cost of a clock read is measured and taken
+ *          out of both.
  * latency: time each acquire while every holder keeps its connection
  *          HOLD_US microseconds (busy-wait); THREADS > SIZE oversubscribes.
  * latency-sleep: the same, but holders sleep HOLD_US (nanosleep, with the
@@ -53,7 +60,7 @@
 #include <apr_reslist.h>
 #endif
 
-typedef enum { M_CYCLE, M_STMT, M_LATENCY } bench_mode;
+typedef enum { M_CYCLE, M_STMT, M_LATENCY, M_SHARE } bench_mode;
 typedef enum {
     I_DBPOOL,
     I_DBPOOL_NATIVE,
@@ -232,7 +239,7 @@ static inline void sample_and_hold(bench_worker *w, int64_t t0) {
 static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     int ok = 1;
     int64_t t0 = 0;
-    if (G.mode == M_LATENCY)
+    if (G.mode == M_LATENCY || G.mode == M_SHARE)
         t0 = bench_now_ns();
     switch (impl) {
     case I_DBPOOL:
@@ -242,10 +249,22 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
             w->errors++;
             return 0;
         }
-        if (G.mode == M_LATENCY)
+        if (G.mode == M_LATENCY) {
             sample_and_hold(w, t0);
-        else if (G.mode == M_STMT)
+        } else if (G.mode == M_STMT) {
             ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
+        } else if (G.mode == M_SHARE) {
+            /* Time inside dbpool_acquire and dbpool_release, and the whole
+             * statement cycle; each interval holds one clock read too. */
+            int64_t t1 = bench_now_ns();
+            ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
+            int64_t t2 = bench_now_ns();
+            dbpool_release(c);
+            int64_t t3 = bench_now_ns();
+            w->pool_ns += (t1 - t0) + (t3 - t2);
+            w->op_ns += t3 - t0;
+            break;
+        }
         dbpool_release(c);
         break;
     }
@@ -442,6 +461,24 @@ static ab_result run_interleaved(int nthreads, double seconds) {
     return out;
 }
 
+/* What one bench_now_ns() costs here: the median gap between two
+ * back-to-back reads. */
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double clock_read_ns(void) {
+    enum { N = 2001 };
+    static int64_t gap[N];
+    for (int i = 0; i < N; i++) {
+        int64_t a = bench_now_ns();
+        gap[i] = bench_now_ns() - a;
+    }
+    qsort(gap, N, sizeof gap[0], cmp_i64);
+    return (double)gap[N / 2];
+}
+
 static impl_kind impl_parse(const char *s) {
     if (strcmp(s, "dbpool") == 0)
         return I_DBPOOL;
@@ -540,16 +577,22 @@ int main(int argc, char **argv) {
     if (argc < 8) {
         fprintf(stderr,
                 "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
+                "       bench_pools stmt-share dbpool|dbpool-native BACKEND URL SIZE SECONDS THREADS[,...]\n"
                 "       bench_pools latency|latency-sleep IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n"
                 "       bench_pools stall SECONDS\n");
         return 2;
     }
     const char *mode = argv[1];
-    G.mode = strcmp(mode, "cycle") == 0 ? M_CYCLE : strcmp(mode, "stmt") == 0 ? M_STMT : M_LATENCY;
+    G.mode = strcmp(mode, "cycle") == 0        ? M_CYCLE
+             : strcmp(mode, "stmt") == 0       ? M_STMT
+             : strcmp(mode, "stmt-share") == 0 ? M_SHARE
+                                               : M_LATENCY;
     if (G.mode == M_LATENCY && strcmp(mode, "latency") != 0 && strcmp(mode, "latency-sleep") != 0)
         bench_die("unknown mode '%s'", mode);
     G.hold_sleeps = strcmp(mode, "latency-sleep") == 0;
     G.impl = impl_parse(argv[2]);
+    if (G.mode == M_SHARE && G.impl != I_DBPOOL && G.impl != I_DBPOOL_NATIVE)
+        bench_die("stmt-share times dbpool's own calls: use dbpool or dbpool-native");
     G.backend = bench_backend_parse(argv[3]);
     G.url = bench_url_arg(argv[4]);
     G.size = atoi(argv[5]);
@@ -640,6 +683,22 @@ int main(int argc, char **argv) {
                     printf("R\t%s\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n", mode,
                            backend, size, threads[k]);
             }
+        } else if (G.mode == M_SHARE) {
+            int64_t pool_ns = 0, op_ns = 0;
+            for (int i = 0; i < r.nthreads; i++) {
+                pool_ns += r.w[i].pool_ns;
+                op_ns += r.w[i].op_ns;
+            }
+            /* Two timed intervals per cycle for the pool, one for the
+             * cycle: each holds about one clock read. */
+            double clock_ns = clock_read_ns();
+            double n = r.ops ? (double)r.ops : 1.0;
+            double pool_per_op = (double)pool_ns / n - 2 * clock_ns;
+            double op_per_op = (double)op_ns / n - clock_ns;
+            printf("R\tstmt-share\t%s\t%s\t%d\t%d\tops_s=%.0f\tpool_ns=%.1f\tcycle_ns=%.1f\tshare=%.5f"
+                   "\tclock_ns=%.1f\terrors=%lu\n",
+                   impl, backend, size, threads[k], ops_s, pool_per_op, op_per_op,
+                   op_per_op > 0 ? pool_per_op / op_per_op : 0.0, clock_ns, r.errors);
         } else {
             printf("R\t%s\t%s\t%s\t%d\t%d\tops_s=%.0f\tns_op=%.1f\tfails=%lu\terrors=%lu\n", mode, impl,
                    backend, size, threads[k], ops_s, r.ops ? r.elapsed_s * 1e9 / (double)r.ops : 0.0, r.fails,

@@ -219,6 +219,13 @@ for round in $(seq 1 "$ROUNDS"); do
         run "$BP" stmt $impl pg "$PG_URL" 8 "$secs" $T_STMT
         run "$BP" stmt $impl mysql "$MY_URL" 8 "$secs" $T_STMT
     done
+    # dbpool's own calls timed inside its statement cycle: the pool's share
+    # measured directly, finer than the ratio above can resolve.
+    for impl in dbpool dbpool-native; do
+        run "$BP" stmt-share $impl sqlite "$SQLITE_URL" 8 "$SECS" $T_STMT
+        run "$BP" stmt-share $impl pg "$PG_URL" 8 "$SECS" $T_STMT
+        run "$BP" stmt-share $impl mysql "$MY_URL" 8 "$SECS" $T_STMT
+    done
     run "${JAVA[@]}" stmt sqlite "$SQLITE_JDBC" "" "" 8 $T_STMT "$SECS" "$JAVA_WARMUP"
     run "${JAVA[@]}" stmt postgresql "$PG_JDBC" "$PG_USER" "$PG_PASS" 8 $T_STMT "$SECS" "$JAVA_WARMUP"
 done
