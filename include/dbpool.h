@@ -357,6 +357,10 @@ typedef enum {
     DBPOOL_HIST_ACQUIRE = 0, /* time from acquire call to lease */
     DBPOOL_HIST_USE = 1,     /* time from lease to release */
     DBPOOL_HIST_CONNECT = 2, /* time to open a new connection (successful ones) */
+    /* A waiting caller was handed a connection: time until it ran again.
+     * Part of its acquire wait that no pool size can shorten: the CPUs
+     * were busy (or the scheduler slow) when the connection was ready. */
+    DBPOOL_HIST_HANDOFF = 3,
     DBPOOL_HIST_COUNT
 } dbpool_histogram_kind;
 
@@ -409,6 +413,7 @@ typedef struct dbpool_stats {
     dbpool_latency acquire_wait;
     dbpool_latency use_time;
     dbpool_latency connect_time;
+    dbpool_latency handoff_delay; /* see DBPOOL_HIST_HANDOFF */
 } dbpool_stats;
 
 /* A consistent snapshot of the counters and gauges, taken under the pool's

@@ -326,6 +326,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             if (w.conn) {
                 c = w.conn;
                 now = dbpool__fast_now_ns();
+                if (w.handed_ns)
+                    dbpool__metrics_record(p->metrics, DBPOOL_HIST_HANDOFF, now - w.handed_ns);
             } else if (w.failed) {
                 if (err)
                     *err = w.error;

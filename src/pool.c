@@ -330,6 +330,9 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
         p->n_leased++;
         dbpool__note_peak(p);
         w->conn = c;
+        /* Read here, not taken from `now`: that may be the connection's
+         * last use (a recalled thread-cache connection). */
+        w->handed_ns = dbpool__fast_now_ns();
         pthread_cond_signal(&w->cond);
         return;
     }
@@ -661,4 +664,5 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     dbpool__metrics_latency(p->metrics, DBPOOL_HIST_ACQUIRE, &out->acquire_wait);
     dbpool__metrics_latency(p->metrics, DBPOOL_HIST_USE, &out->use_time);
     dbpool__metrics_latency(p->metrics, DBPOOL_HIST_CONNECT, &out->connect_time);
+    dbpool__metrics_latency(p->metrics, DBPOOL_HIST_HANDOFF, &out->handoff_delay);
 }

@@ -95,6 +95,7 @@ struct waiter {
     waiter *prev, *next;
     dbpool_conn *conn; /* handed over by a releasing or connecting thread */
     int64_t since;     /* fast clock at enqueue */
+    int64_t handed_ns; /* fast clock when `conn` was handed over (0: it was not) */
     bool poked;        /* a connection went idle while we were first in line: look */
     bool timed;        /* asleep with a wake-up at the end of its barging window */
     bool queued;

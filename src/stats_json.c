@@ -167,6 +167,7 @@ int dbpool_stats_json(dbpool *p, char *buf, size_t len) {
     kv_latency(t, &f, "acquire_wait", &s.acquire_wait);
     kv_latency(t, &f, "use_time", &s.use_time);
     kv_latency(t, &f, "connect_time", &s.connect_time);
+    kv_latency(t, &f, "handoff_delay", &s.handoff_delay);
     tb_putc(t, '}');
     return tb_finish(t);
 }

@@ -173,6 +173,10 @@ int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len) {
               &h[DBPOOL_HIST_USE]);
     histogram(t, "dbpool_connect_duration_seconds", "Time to open a new connection, in seconds.", pool,
               &h[DBPOOL_HIST_CONNECT]);
+    histogram(t, "dbpool_handoff_delay_seconds",
+              "Time from a connection being handed to a waiting caller until that caller ran again, in "
+              "seconds.",
+              pool, &h[DBPOOL_HIST_HANDOFF]);
 
     gauge_int(t, "dbpool_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", pool,
               (int)s.breaker);

@@ -304,7 +304,8 @@ static char *render(int (*fn)(dbpool *, char *, size_t), dbpool *p) {
 }
 
 /* The histograms the pool records: one acquire-wait and one use-time per
- * lease, one connect-time per connection opened. */
+ * lease, one connect-time per connection opened, one hand-off delay per
+ * lease that was handed over to a waiting caller. */
 static void test_pool_records_histograms(void **state) {
     (void)state;
     dbpool *p = open_pool("hist", "mock:");
@@ -322,6 +323,11 @@ static void test_pool_records_histograms(void **state) {
     dbpool_get_histogram(p, DBPOOL_HIST_CONNECT, &h);
     assert_int_equal(h.count, s.created);
     assert_int_equal(s.connect_time.count, s.created);
+    /* Callers that waited for a connector's new connection were handed
+     * it: at most one hand-off per lease. */
+    dbpool_get_histogram(p, DBPOOL_HIST_HANDOFF, &h);
+    assert_int_equal(h.count, s.handoff_delay.count);
+    assert_true(s.handoff_delay.count <= s.acquired);
     dbpool_close(p);
 
     /* NULL pool and unknown kind: zero counts, bounds still filled. */
@@ -330,6 +336,60 @@ static void test_pool_records_histograms(void **state) {
     assert_true(h.upper_bound_s[17] == 30.0);
     dbpool_get_histogram(NULL, DBPOOL_HIST_COUNT, &h);
     assert_int_equal(h.count, 0);
+}
+
+static void *acquire_and_release(void *arg) {
+    dbpool_conn *c = NULL;
+    if (dbpool_acquire(arg, 5000, &c, NULL) == DBPOOL_OK)
+        dbpool_release(c);
+    return c;
+}
+
+/* A connection handed to a waiter is one hand-off observation: from the
+ * release that handed it over until the waiter ran again. Leases that
+ * did not wait record none. */
+static void test_handoff_delay_recorded(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = NULL;
+    for (int i = 0; i < 3; i++) { /* no waiting: no hand-off */
+        assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, acquire_and_release, p), 0);
+    dbpool_stats s;
+    for (int i = 0; i < 500; i++) { /* until it waits */
+        dbpool_get_stats(p, &s);
+        if (s.waiting == 1)
+            break;
+        dbt_sleep_ms(2);
+    }
+    assert_int_equal(s.waiting, 1);
+    dbt_sleep_ms(20); /* past any barging window: the release hands over */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    void *got = NULL;
+    pthread_join(th, &got);
+    assert_non_null(got);
+
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.acquired, 5);
+    assert_int_equal(s.handoff_delay.count, 1);
+    assert_true(s.handoff_delay.max_ms >= 0.0);
+    assert_true(s.handoff_delay.max_ms <= s.acquire_wait.max_ms); /* a part of that wait */
+    assert_true(s.acquire_wait.max_ms >= 20.0);
+    dbpool_histogram h;
+    dbpool_get_histogram(p, DBPOOL_HIST_HANDOFF, &h);
+    assert_histogram_sane(&h);
+    assert_int_equal(h.count, 1);
+    dbpool_close(p);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -422,7 +482,8 @@ static void test_json_matches_stats(void **state) {
     check_latency(root, "acquire_wait", &s.acquire_wait);
     check_latency(root, "use_time", &s.use_time);
     check_latency(root, "connect_time", &s.connect_time);
-    assert_int_equal(json_object_size(root), 36);
+    check_latency(root, "handoff_delay", &s.handoff_delay);
+    assert_int_equal(json_object_size(root), 37);
 
     json_decref(root);
     free(text);
@@ -826,6 +887,7 @@ static void check_prometheus_for(dbpool *p, const char *name) {
         {"dbpool_acquire_duration_seconds", "histogram"},
         {"dbpool_use_duration_seconds", "histogram"},
         {"dbpool_connect_duration_seconds", "histogram"},
+        {"dbpool_handoff_delay_seconds", "histogram"},
         {"dbpool_breaker_state", "gauge"},
         {"dbpool_breaker_transitions_total", "counter"},
         {"dbpool_build_info", "gauge"},
@@ -860,6 +922,7 @@ static void check_prometheus_for(dbpool *p, const char *name) {
     check_histogram(P, "dbpool_acquire_duration_seconds", name, s.acquire_wait.count);
     check_histogram(P, "dbpool_use_duration_seconds", name, s.use_time.count);
     check_histogram(P, "dbpool_connect_duration_seconds", name, s.connect_time.count);
+    check_histogram(P, "dbpool_handoff_delay_seconds", name, s.handoff_delay.count);
     free(P);
     free(text);
 }
@@ -929,6 +992,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_recording),
         cmocka_unit_test(test_fast_clock),
         cmocka_unit_test_setup(test_pool_records_histograms, setup),
+        cmocka_unit_test_setup(test_handoff_delay_recorded, setup),
         cmocka_unit_test_setup(test_json_matches_stats, setup),
         cmocka_unit_test_setup(test_snprintf_contract, setup),
         cmocka_unit_test_setup(test_prometheus_format, setup),
