@@ -673,12 +673,15 @@ int main(int argc, char **argv) {
                 dbpool_get_stats(G.dp, &st);
                 if (st.acquire_wait.count > 0)
                     printf("R\t%s\tdbpool-histogram\t%s\t%d\t%d\tcount=%llu\tmean_us=%.1f\tp50_us=%.1f"
-                           "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\n",
+                           "\tp99_us=%.1f\tmax_us=%.1f\tfairness=%.2f\thandoffs=%llu\thandoff_p99_us=%.1f"
+                           "\thandoff_max_us=%.1f\n",
                            mode, backend, size, threads[k], (unsigned long long)st.acquire_wait.count,
                            st.acquire_wait.mean_ms * 1e3, st.acquire_wait.p50_ms * 1e3,
                            st.acquire_wait.p99_ms * 1e3, st.acquire_wait.max_ms * 1e3,
                            st.acquire_wait.mean_ms > 0 ? st.acquire_wait.max_ms / st.acquire_wait.mean_ms
-                                                       : 0.0);
+                                                       : 0.0,
+                           (unsigned long long)st.handoff_delay.count, st.handoff_delay.p99_ms * 1e3,
+                           st.handoff_delay.max_ms * 1e3);
                 else
                     printf("R\t%s\tdbpool-histogram\t%s\t%d\t%d\tcount=0\tnote=no_histogram_data\n", mode,
                            backend, size, threads[k]);

@@ -273,10 +273,13 @@ def latency_table(d, bench, with_intro):
             "`dbpool_get_stats().acquire_wait` of the same run, from the pool's bucketed histogram. "
             "*Longest hold* is the longest time one of the 100 µs holds actually took (a spinning "
             "holder preempted, a sleeping one woken late): every waiter behind that connection "
-            "waits for it too, whatever the pool does.\n"
+            "waits for it too, whatever the pool does. *Longest hand-off* (dbpool's own "
+            "`handoff_delay`) is the longest a waiter took to run again after a release had handed "
+            "it its connection: the kernel's wake-up latency, part of that waiter's wait under any "
+            "pool that hands over in order.\n"
         )
     header = ["pool", "backend", "acq/s", "mean µs", "p50 µs", "p99 µs", "max µs", "max÷mean",
-              "p99÷mean", "ops share min–max", "longest hold µs"]
+              "p99÷mean", "ops share min–max", "longest hold µs", "longest hand-off µs"]
     rows = []
     for b, bname in BACKENDS_CYCLE:
         for impl in ("dbpool", "dbpool-histogram", "HikariCP", "apr_reslist", "libzdb"):
@@ -291,7 +294,7 @@ def latency_table(d, bench, with_intro):
             rows.append([label, bname, fmt_rate(g("ops_s")) if g("ops_s") else "–", fmt_num(g("mean_us")),
                          fmt_num(g("p50_us")), fmt_num(g("p99_us")), fmt_num(g("max_us")),
                          fmt_num(g("fairness"), 2), fmt_num(ratio(g("p99_us"), g("mean_us")), 2), share,
-                         fmt_num(g("max_hold_us"))])
+                         fmt_num(g("max_hold_us")), fmt_num(g("handoff_max_us"))])
     md.append(table(header, rows))
     md.append("")
     return "\n".join(md)
@@ -443,6 +446,10 @@ def goals_section(d):
                 note += f"; the machine alone paused a thread for up to {fmt_num(gap)} µs"
             if hold is not None:
                 note += f"; the longest 100 µs {word} took {fmt_num(hold)} µs"
+            handoff = d.get(bench, "dbpool-histogram", b, 2, 8, "handoff_max_us")
+            if handoff is not None:
+                note += (f"; the longest a waiter took to run after being handed its connection: "
+                         f"{fmt_num(handoff)} µs")
             rows.append([label.format(bname), "≤ 3×",
                          f"max÷mean {fmt_num(f, 2)} (max {fmt_num(g('max_us'))} µs, mean {fmt_num(mean)} µs); "
                          f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{note}" if f is not None else "–",
