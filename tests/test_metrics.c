@@ -365,20 +365,14 @@ static void test_handoff_delay_recorded(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, acquire_and_release, p), 0);
-    dbpool_stats s;
-    for (int i = 0; i < 500; i++) { /* until it waits */
-        dbpool_get_stats(p, &s);
-        if (s.waiting == 1)
-            break;
-        dbt_sleep_ms(2);
-    }
-    assert_int_equal(s.waiting, 1);
+    dbt_wait_for_waiters(p, 1, 5000);
     dbt_sleep_ms(20); /* past any barging window: the release hands over */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     void *got = NULL;
     pthread_join(th, &got);
     assert_non_null(got);
 
+    dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.acquired, 5);
     assert_int_equal(s.handoff_delay.count, 1);

@@ -115,12 +115,7 @@ static void test_suspend_resume(void **state) {
     waiter_arg w = {p, -100, 0};
     pthread_t t;
     pthread_create(&t, NULL, acquire_and_release, &w);
-    int64_t until = dbt_now_ms() + 2000;
-    do {
-        dbt_sleep_ms(5);
-        dbpool_get_stats(p, &s);
-    } while (s.waiting < 1 && dbt_now_ms() < until);
-    assert_int_equal(s.waiting, 1);
+    dbt_wait_for_waiters(p, 1, 2000);
     dbt_sleep_ms(100);
     dbpool_resume(p);
     pthread_join(t, NULL);

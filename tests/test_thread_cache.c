@@ -208,8 +208,7 @@ static void test_waiter_is_served_before_the_owner(void **state) {
     waiter_arg w = {.p = p};
     pthread_t t;
     pthread_create(&t, NULL, wait_for_one, &w);
-    while (stats(p).waiting == 0)
-        dbt_sleep_ms(1);
+    dbt_wait_for_waiters(p, 1, 5000);
     /* Well past any barging window: the waiter wakes at the end of its own
      * (a timer that a loaded machine, e.g. under TSan, can delay by ms) and
      * turns the pool starving; from then on its turn comes first. */
@@ -555,15 +554,13 @@ static void test_waiter_from_starving_mode_gets_its_turn(void **state) {
     cycler_arg b = {.p = p};
     pthread_t tb;
     pthread_create(&tb, NULL, wait_then_cycle, &b);
-    while (stats(p).waiting < 1)
-        dbt_sleep_ms(1);
+    dbt_wait_for_waiters(p, 1, 5000);
     dbt_sleep_ms(250); /* past B's window: it wakes up and the pool starves */
 
     waiter_arg c = {.p = p};
     pthread_t tc;
     pthread_create(&tc, NULL, wait_for_one, &c); /* C sleeps while the pool starves */
-    while (stats(p).waiting < 2)
-        dbt_sleep_ms(1);
+    dbt_wait_for_waiters(p, 2, 5000);
     dbt_sleep_ms(5);
     /* Handed to B; C, now first, has waited less than its window: the pool
      * stops starving, and B cycles through its cache. */

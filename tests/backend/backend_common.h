@@ -131,18 +131,4 @@ static inline dbpool_stats bt_stats(dbpool *p) {
     return s;
 }
 
-/* Poll until the pool has `n` waiters (or fail after timeout_ms). */
-static inline void bt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms) {
-    int64_t end = dbt_now_ms() + timeout_ms;
-    for (;;) {
-        dbpool_stats s = bt_stats(p);
-        if (s.waiting == n)
-            return;
-        if (dbt_now_ms() > end)
-            fail_msg("[%s] expected %d waiters within %lld ms, the pool shows %d", bt_backend, n,
-                     (long long)timeout_ms, s.waiting);
-        dbt_sleep_ms(1);
-    }
-}
-
 #endif

@@ -62,7 +62,7 @@ static void test_close_with_leases_and_waiter(void **state) {
     w.p = p;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-    bt_wait_for_waiters(p, 1, 5000);
+    dbt_wait_for_waiters(p, 1, 5000);
 
     int64_t t0 = dbt_now_ms();
     int rc = dbpool_close(p);
@@ -135,7 +135,7 @@ static void test_close_wakes_every_waiter(void **state) {
         args[i].rc = 1;
         assert_int_equal(pthread_create(&th[i], NULL, many_waiter, &args[i]), 0);
     }
-    bt_wait_for_waiters(p, N, 5000);
+    dbt_wait_for_waiters(p, N, 5000);
     int64_t t0 = dbt_now_ms();
     int rc = dbpool_close(p);
     BT_CHECK(rc == 1, "close returned %d, expected 1", rc);

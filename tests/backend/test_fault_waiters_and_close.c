@@ -111,7 +111,7 @@ static void test_close_while_waiting(void **state) {
         w[i] = (acq_arg){p, 10000, 0, 0, 0, ""};
         assert_int_equal(pthread_create(&t[i], NULL, acquirer, &w[i]), 0);
     }
-    bt_wait_for_waiters(p, 3, 5000);
+    dbt_wait_for_waiters(p, 3, 5000);
     int64_t t0 = dbt_now_ms();
     int out = dbpool_close(p);
     BT_CHECK(out == 1, "close should report the 1 lease still out, returned %d", out);
@@ -166,7 +166,7 @@ static void close_during_connects(int64_t delay_ms, int64_t connect_timeout_ms) 
         w[i] = (acq_arg){p, 10000, 0, 0, 0, ""};
         assert_int_equal(pthread_create(&t[i], NULL, acquirer, &w[i]), 0);
     }
-    bt_wait_for_waiters(p, 3, 5000);
+    dbt_wait_for_waiters(p, 3, 5000);
     int64_t end = dbt_now_ms() + 2000;
     while (bt_stats(p).connecting == 0 && dbt_now_ms() < end)
         dbt_sleep_ms(1);

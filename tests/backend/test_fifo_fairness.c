@@ -63,7 +63,7 @@ static void test_waiters_served_in_arrival_order(void **state) {
         args[i].arrival = i;
         assert_int_equal(pthread_create(&th[i], NULL, fifo_waiter, &args[i]), 0);
         /* Thread i is in line before thread i+1 starts. */
-        bt_wait_for_waiters(p, i + 1, 5000);
+        dbt_wait_for_waiters(p, i + 1, 5000);
     }
     dbpool_stats s = bt_stats(p);
     BT_CHECK(s.peak_waiting >= N_WAITERS, "peak_waiting %d, expected at least %d", s.peak_waiting, N_WAITERS);

@@ -148,7 +148,7 @@ static void test_max_waiters_rejects_at_once(void **state) {
     w.timeout_ms = 5000;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-    bt_wait_for_waiters(p, 1, 5000);
+    dbt_wait_for_waiters(p, 1, 5000);
 
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -184,7 +184,7 @@ static void test_waiter_is_served_before_its_deadline(void **state) {
     w.timeout_ms = 3000;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-    bt_wait_for_waiters(p, 1, 5000);
+    dbt_wait_for_waiters(p, 1, 5000);
     dbt_sleep_ms(100);
     bt_release(held);
     pthread_join(th, NULL);

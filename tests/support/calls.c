@@ -46,3 +46,17 @@ int dbt_next_ok(dbpool_result *r) {
         fail_msg("dbpool_result_next: %s: %s", dbpool_errname(rc), e.message);
     return rc;
 }
+
+void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms) {
+    int64_t end = dbt_now_ms() + timeout_ms;
+    for (;;) {
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        if (s.waiting == n)
+            return;
+        if (dbt_now_ms() > end)
+            fail_msg("expected %d waiters within %lld ms, the pool shows %d", n, (long long)timeout_ms,
+                     s.waiting);
+        dbt_sleep_ms(1);
+    }
+}

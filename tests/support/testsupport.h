@@ -43,5 +43,8 @@ void dbt_exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, si
 dbpool_result *dbt_query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
 /* dbpool_result_next: 1 a row, 0 the end; an error fails the test. */
 int dbt_next_ok(dbpool_result *r);
+/* Poll until the pool has exactly n callers waiting; after timeout_ms the
+ * test fails. */
+void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms);
 
 #endif
