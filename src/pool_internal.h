@@ -72,8 +72,8 @@ struct dbpool_conn {
     int64_t expires_ns;              /* created + jittered lifetime; INT64_MAX = never */
     int64_t last_used_ns;            /* when it last became idle (idle timeout counts from here) */
     int64_t last_ping_ns;            /* last keepalive ping (keepalive counts from the later) */
-    int64_t acquired_ns;             /* when the current lease began */
-    int64_t lease_start;             /* the same, on the fast clock, for the use-time histogram */
+    int64_t acquired_ns;             /* when the current lease began: set under the lock (leak scan) */
+    int64_t lease_start;             /* the same, set after the lock is dropped: the use-time histogram */
     uint64_t uses;                   /* hand-outs so far */
     struct dbpool_conn *prev, *next; /* idle list, parked list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
