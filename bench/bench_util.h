@@ -81,9 +81,9 @@ typedef struct bench_worker {
     unsigned long fails; /* attempts that did not get a connection (libzdb: pool full) */
     unsigned long errors;
     unsigned long ops_by_side[3]; /* stmt: operations on the raw side, the pool's, and uncounted */
-    int64_t max_hold_ns; /* latency mode: the longest hold (a 100 us sleep or spin can last longer) */
+    int64_t max_hold_ns;    /* latency mode: the longest hold (a 100 us sleep or spin can last longer) */
     int64_t pool_ns, op_ns; /* stmt-share mode: time inside acquire + release, and whole cycles */
-    int64_t *samples;    /* latency mode: wait times in ns */
+    int64_t *samples;       /* latency mode: wait times in ns */
     size_t nsamples, cap;
     char pad[BENCH_CACHELINE];
 } bench_worker;
