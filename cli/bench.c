@@ -24,8 +24,9 @@ static const char usage_text[] =
     "Usage: dbpool bench URL [options]\n"
     "\n"
     "Runs a load test against a pool opened on URL and prints a summary on\n"
-    "stdout: ops, ops/s, errors by code, acquire wait and use time p50/p95/p99/max,\n"
-    "connections created, peak in use, timeouts. On a terminal a progress line\n"
+    "stdout: ops, ops/s, errors by code, acquire wait, use time and hand-off delay\n"
+    "(a waiter handed a connection, until it ran) p50/p95/p99/max, connections\n"
+    "created, peak in use, timeouts. On a terminal a progress line\n"
     "(elapsed, ops/s, p99 acquire wait, in use, waiting) is redrawn on stderr.\n"
     "A failed op is counted under its error code and the run goes on; Ctrl-C\n"
     "stops the run early and still prints the summary.\n"
@@ -244,6 +245,7 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
     json_object_set_new(doc, "error_messages", msgs);
     json_object_set_new(doc, "acquire_wait_ms", pooled ? latency_json(&s->acquire_wait) : json_null());
     json_object_set_new(doc, "use_time_ms", pooled ? latency_json(&s->use_time) : json_null());
+    json_object_set_new(doc, "handoff_delay_ms", pooled ? latency_json(&s->handoff_delay) : json_null());
     json_object_set_new(doc, "op_latency_ms", latency_json(&r->op));
     json_object_set_new(doc, "connections_created",
                         json_integer((json_int_t)(pooled ? s->created : r->opened)));
@@ -280,8 +282,14 @@ static const char *human(double ms, char *buf, size_t cap) {
     return buf;
 }
 
+/* "-" throughout when nothing was observed (no hand-off in a run where
+ * nobody waited), rather than zeros that read as measurements. */
 static void latency_row(FILE *f, const char *name, const dbpool_latency *l) {
     char a[32], b[32], c[32], d[32];
+    if (l->count == 0) {
+        fprintf(f, "  %-20s %10s %10s %10s %10s\n", name, "-", "-", "-", "-");
+        return;
+    }
     fprintf(f, "  %-20s %10s %10s %10s %10s\n", name, human(l->p50_ms, a, sizeof a),
             human(l->p95_ms, b, sizeof b), human(l->p99_ms, c, sizeof c), human(l->max_ms, d, sizeof d));
 }
@@ -315,6 +323,7 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
     if (pooled) {
         latency_row(f, "acquire wait", &s->acquire_wait);
         latency_row(f, "use time", &s->use_time);
+        latency_row(f, "hand-off delay", &s->handoff_delay);
     }
     latency_row(f, "op latency", &r->op);
     fputc('\n', f);

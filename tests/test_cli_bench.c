@@ -176,6 +176,7 @@ static void test_bench_connect_per_query(void **state) {
     /* One connection per op. */
     assert_int_equal(get_int(doc, "connections_created"), get_int(doc, "ops"));
     assert_true(json_is_null(json_object_get(doc, "acquire_wait_ms")));
+    assert_true(json_is_null(json_object_get(doc, "handoff_delay_ms")));
     json_decref(doc);
 }
 
@@ -191,6 +192,8 @@ static void test_bench_oversubscribed(void **state) {
     assert_int_equal(get_int(doc, "errors"), get_int(doc, "timeouts"));
     assert_true(get_int(doc, "peak_in_use") <= 4);
     assert_true(get_int(json_object_get(doc, "pool_stats"), "total") <= 4);
+    /* 200 callers on 4 connections: releases hand over to waiters. */
+    assert_latency(doc, "handoff_delay_ms");
     json_decref(doc);
 
     /* The headline: a thousand concurrent callers. */
@@ -222,9 +225,16 @@ static void test_bench_table(void **state) {
     expect_ok(&r);
     assert_string_equal(r.err, "");
     assert_non_null(strstr(r.out, "dbpool bench: sqlite, mode cycle, 2 threads"));
-    static const char *const rows[] = {"ops/s",        "errors",   "burst",
-                                       "acquire wait", "use time", "connections created",
-                                       "peak in use",  "timeouts", NULL};
+    static const char *const rows[] = {"ops/s",
+                                       "errors",
+                                       "burst",
+                                       "acquire wait",
+                                       "use time",
+                                       "hand-off delay",
+                                       "connections created",
+                                       "peak in use",
+                                       "timeouts",
+                                       NULL};
     for (int i = 0; rows[i]; i++) {
         if (!strstr(r.out, rows[i]))
             fprintf(stderr, "no '%s' in:\n%s", rows[i], r.out);
