@@ -12,8 +12,8 @@
  * stay within that 1e-5.
  *
  * The reader is inline: the thread-cache lease reads it twice per cycle,
- * and the TSC itself (about 10 ns on a virtual machine) is most of that
- * cycle's cost.
+ * and the TSC itself (about 10 ns on a virtual machine) is a large part of
+ * that cycle.
  */
 #ifndef DBPOOL_FAST_CLOCK_H
 #define DBPOOL_FAST_CLOCK_H
