@@ -32,14 +32,13 @@ static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
            !dbpool__idle_expired_locked(p, c, now);
 }
 
-void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
-                                const lease_trace *trace) {
+void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace) {
     p->stats.acquired++;
     if (c->uses > 0)
         p->stats.reused++;
     c->uses++;
     c->acquired_ns = now;
-    c->lease_start = fast_now;
+    c->lease_start = now; /* hand_out, when it follows, stamps it again after the lock */
     c->leak_reported = false;
     if (trace) {
         if (!c->trace)
@@ -86,7 +85,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
         }
     }
     lock(p);
-    dbpool__lease_begin_locked(p, c, now, 0, trace); /* hand_out stamps the start */
+    dbpool__lease_begin_locked(p, c, now, trace);
     unlock(p);
     return true;
 }
@@ -233,7 +232,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         dbpool_conn *c = p->idle_head;
         if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
             lease_idle_locked(p, c);
-            dbpool__lease_begin_locked(p, c, now, 0, NULL);
+            dbpool__lease_begin_locked(p, c, now, NULL);
             unlock(p);
             return hand_out(p, c, fast_start, out);
         }
@@ -342,7 +341,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         }
         /* c is ours (counted as leased): hand it out, after checks. */
         if (ready_locked(p, c, now)) {
-            dbpool__lease_begin_locked(p, c, now, 0, trace);
+            dbpool__lease_begin_locked(p, c, now, trace);
             unlock(p);
             return hand_out(p, c, fast_start, out);
         }

@@ -277,7 +277,7 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
         p->n_leased++;
         if (p->n_leased > p->stats.peak_in_use)
             p->stats.peak_in_use = p->n_leased;
-        dbpool__lease_begin_locked(p, c, now, dbpool__fast_now_ns(), trace);
+        dbpool__lease_begin_locked(p, c, now, trace);
     } else {
         dbpool__publish_locked(p, c, now);
     }

@@ -1,6 +1,8 @@
 /* fast_clock.c — calibrating the TSC against CLOCK_MONOTONIC (fast_clock.h). */
 #include "fast_clock.h"
 
+#include "internal.h"
+
 #include <pthread.h>
 #include <time.h>
 
@@ -9,12 +11,6 @@
 #endif
 
 dbpool_fast_clock dbpool__fast_clock;
-
-static int64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
-}
 
 #ifdef DBPOOL_HAVE_TSC
 static pthread_once_t g_clock_once = PTHREAD_ONCE_INIT;
@@ -32,7 +28,7 @@ static void pair(uint64_t *tsc, int64_t *ns) {
     uint64_t best = UINT64_MAX;
     for (int i = 0; i < 8; i++) {
         uint64_t t0 = __rdtsc();
-        int64_t n = mono_ns();
+        int64_t n = dbpool__now_ns();
         uint64_t t1 = __rdtsc();
         if (t1 >= t0 && t1 - t0 < best) {
             best = t1 - t0;
@@ -73,7 +69,7 @@ int64_t dbpool__fast_now_slow(void) {
     if (!atomic_load_explicit(&k->ready, memory_order_acquire))
         pthread_once(&g_clock_once, calibrate);
     if (!k->use_tsc)
-        return mono_ns();
+        return dbpool__now_ns();
     uint64_t t = __rdtsc();
     if (t >= k->tsc0)
         return dbpool__fast_now_ns();
@@ -83,5 +79,5 @@ int64_t dbpool__fast_now_slow(void) {
     return k->ns0 - (int64_t)(uint64_t)(back >> DBPOOL_FAST_CLOCK_SHIFT);
 }
 #else
-int64_t dbpool__fast_now_slow(void) { return mono_ns(); }
+int64_t dbpool__fast_now_slow(void) { return dbpool__now_ns(); }
 #endif

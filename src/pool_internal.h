@@ -297,8 +297,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
                           dbpool_conn **out, dbpool_error *err);
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
-void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, int64_t fast_now,
-                                const lease_trace *trace);
+void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
 
 /* options.c */
 int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url, char **name_copy,
