@@ -249,23 +249,24 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
             w->errors++;
             return 0;
         }
-        if (G.mode == M_LATENCY) {
+        /* stmt-share times the inside of dbpool_acquire and dbpool_release
+         * and the whole statement cycle; each interval holds one clock
+         * read too. */
+        int64_t t1 = 0, t2 = 0;
+        if (G.mode == M_LATENCY)
             sample_and_hold(w, t0);
-        } else if (G.mode == M_STMT) {
+        if (G.mode == M_SHARE)
+            t1 = bench_now_ns();
+        if (G.mode == M_STMT || G.mode == M_SHARE)
             ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
-        } else if (G.mode == M_SHARE) {
-            /* Time inside dbpool_acquire and dbpool_release, and the whole
-             * statement cycle; each interval holds one clock read too. */
-            int64_t t1 = bench_now_ns();
-            ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
-            int64_t t2 = bench_now_ns();
-            dbpool_release(c);
+        if (G.mode == M_SHARE)
+            t2 = bench_now_ns();
+        dbpool_release(c);
+        if (G.mode == M_SHARE) {
             int64_t t3 = bench_now_ns();
             w->pool_ns += (t1 - t0) + (t3 - t2);
             w->op_ns += t3 - t0;
-            break;
         }
-        dbpool_release(c);
         break;
     }
 #ifdef BENCH_HAVE_ZDB
