@@ -25,9 +25,9 @@
  * latency-sleep: the same, but holders sleep HOLD_US (nanosleep, with the
  *          kernel's default 50 us timer slack), as a thread does while its
  *          query waits on the server.
- * stall:   bench_pools stall SECONDS: the longest pause the machine itself
- *          imposes on a thread that only reads the clock (the noise floor
- *          of any latency maximum).
+ * stall:   bench_pools stall SECONDS [THREADS]: the longest pause the machine
+ *          itself imposes on threads that only read the clock (the noise
+ *          floor of any latency maximum); one thread, or one per CPU.
  *
  * IMPL      dbpool        dbpool_acquire / dbpool_release (stmt: dbpool_query)
  *           dbpool-native stmt only: dbpool lease, SELECT 1 on the native handle
@@ -45,6 +45,10 @@
  *           raw-vs-raw    stmt only: the raw loop against itself, interleaved
  *                         like the pools, each side with its own connections:
  *                         the ratio shows how much two sessions differ
+ *           raw-vs-self   stmt only: the raw loop against itself on the same
+ *                         connection, interleaved as dbpool is (whose
+ *                         baseline is its own session): the method's
+ *                         control, all it reads is its own noise and bias
  * BACKEND   sqlite | pg | mysql
  * URL       dbpool's URL (sqlite:///abs/path.db, postgresql://..., mysql://...)
  */
@@ -72,7 +76,8 @@ typedef enum {
     I_CPQ,
     I_CLOCK_MONO,
     I_CLOCK_COARSE,
-    I_RAW_AA
+    I_RAW_AA,
+    I_RAW_SELF
 } impl_kind;
 
 static const char *const impl_names[] = {"dbpool",
@@ -85,7 +90,8 @@ static const char *const impl_names[] = {"dbpool",
                                          "connect-per-query",
                                          "clock_gettime-monotonic",
                                          "clock_gettime-coarse",
-                                         "raw-vs-raw"};
+                                         "raw-vs-raw",
+                                         "raw-vs-self"};
 
 /* What every worker reads. */
 static struct {
@@ -320,6 +326,7 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     }
     case I_RAW:
     case I_RAW_AA:
+    case I_RAW_SELF:
         ok = bench_raw_select1(G.backend, raw);
         break;
     case I_CPQ: {
@@ -349,7 +356,7 @@ static void *worker_main(void *arg) {
     if (G.impl == I_MUTEX) {
         pthread_mutex_init(&own, NULL);
         raw = &own;
-    } else if (G.impl == I_RAW || G.impl == I_RAW_AA) {
+    } else if (G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_RAW_SELF) {
         /* Opened once per thread slot in main, before any clock runs. */
         raw = G.raw_conns[w->index];
     }
@@ -497,6 +504,8 @@ static impl_kind impl_parse(const char *s) {
         return I_RAW;
     if (strcmp(s, "raw-vs-raw") == 0)
         return I_RAW_AA;
+    if (strcmp(s, "raw-vs-self") == 0)
+        return I_RAW_SELF;
     if (strcmp(s, "clock-mono") == 0)
         return I_CLOCK_MONO;
     if (strcmp(s, "clock-coarse") == 0)
@@ -553,34 +562,65 @@ static void pool_close(void) {
     }
 }
 
-/* stall SECONDS: how long the machine itself stops a running thread. One
- * thread reads the clock in a loop and reports the longest gap between two
- * readings (and how many exceed 0.5 ms): waits that long happen to any pool
- * here, whatever its algorithm, and bound what a fairness ratio can show. */
-static int stall_main(double seconds) {
-    int64_t t0 = bench_now_ns(), prev = t0, max_gap = 0;
-    long over = 0;
-    while (prev - t0 < (int64_t)(seconds * 1e9)) {
+/* stall SECONDS [THREADS]: how long the machine itself stops a running
+ * thread. Each thread reads the clock in a loop and keeps the longest gap
+ * between two readings (and counts those over 0.5 ms): waits that long
+ * happen to any pool here, whatever its algorithm, and bound what a
+ * fairness ratio can show. One thread leaves the other CPUs idle, and the
+ * kernel runs its own threads there; one per CPU is the machine as eight
+ * spinning holders see it, where a kernel thread must stop one of them. */
+typedef struct stall_probe {
+    pthread_t tid;
+    double seconds;
+    int64_t max_gap;
+    long over;
+} stall_probe;
+
+static void *stall_thread(void *arg) {
+    stall_probe *sp = arg;
+    int64_t t0 = bench_now_ns(), prev = t0;
+    while (prev - t0 < (int64_t)(sp->seconds * 1e9)) {
         int64_t t = bench_now_ns();
-        if (t - prev > max_gap)
-            max_gap = t - prev;
+        if (t - prev > sp->max_gap)
+            sp->max_gap = t - prev;
         if (t - prev > 500000)
-            over++;
+            sp->over++;
         prev = t;
     }
-    printf("R\tstall\tmachine\t-\t0\t1\tmax_gap_us=%.1f\tgaps_over_500us=%ld\n", (double)max_gap / 1e3, over);
+    return NULL;
+}
+
+static int stall_main(double seconds, int nthreads) {
+    if (nthreads < 1 || nthreads > 64)
+        bench_die("stall: 1 to 64 threads");
+    stall_probe probes[64];
+    memset(probes, 0, sizeof probes);
+    for (int i = 0; i < nthreads; i++) {
+        probes[i].seconds = seconds;
+        if (pthread_create(&probes[i].tid, NULL, stall_thread, &probes[i]) != 0)
+            bench_die("stall: pthread_create failed");
+    }
+    int64_t max_gap = 0;
+    long over = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(probes[i].tid, NULL);
+        max_gap = probes[i].max_gap > max_gap ? probes[i].max_gap : max_gap;
+        over += probes[i].over;
+    }
+    printf("R\tstall\tmachine\t-\t0\t%d\tmax_gap_us=%.1f\tgaps_over_500us=%ld\n", nthreads,
+           (double)max_gap / 1e3, over);
     return 0;
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "stall") == 0)
-        return stall_main(atof(argv[2]));
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "stall") == 0)
+        return stall_main(atof(argv[2]), argc == 4 ? atoi(argv[3]) : 1);
     if (argc < 8) {
         fprintf(stderr,
                 "usage: bench_pools cycle|stmt IMPL BACKEND URL SIZE SECONDS THREADS[,...]\n"
                 "       bench_pools stmt-share dbpool|dbpool-native BACKEND URL SIZE SECONDS THREADS[,...]\n"
                 "       bench_pools latency|latency-sleep IMPL BACKEND URL SIZE SECONDS THREADS HOLD_US\n"
-                "       bench_pools stall SECONDS\n");
+                "       bench_pools stall SECONDS [THREADS]\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -614,7 +654,9 @@ int main(int argc, char **argv) {
     bool floor =
         G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO || G.impl == I_CLOCK_COARSE;
     const char *backend = floor ? "-" : bench_backend_name(G.backend);
-    int size = G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_CPQ || floor ? 0 : G.size;
+    int size = G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_RAW_SELF || G.impl == I_CPQ || floor
+                   ? 0
+                   : G.size;
 
     pool_open();
     if (G.mode == M_STMT)

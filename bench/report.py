@@ -45,6 +45,12 @@ class Data:
         self.meta = meta
         self.points = points
 
+    def stall_threads(self):
+        """The thread counts `bench_pools stall` ran with: one alone, and the
+        most (one per CPU), or None for either when it did not run."""
+        ts = sorted(k[4] for k in self.points if k[0] == "stall")
+        return (1 if 1 in ts else None), (ts[-1] if ts and ts[-1] > 1 else None)
+
     def get(self, bench, impl, backend, size, threads, field):
         """Median over rounds, or None."""
         rows = self.points.get((bench, impl, backend, size, threads))
@@ -52,6 +58,18 @@ class Data:
             return None
         vals = [r[field] for r in rows if isinstance(r.get(field), float)]
         return statistics.median(vals) if vals else None
+
+    def pooled_ratio(self, bench, impl, backend, size, threads):
+        """An interleaved run's ratio over all rounds together: the measured
+        side's statements per second summed over the rounds ÷ the baseline
+        side's (every round runs as long). A 98 % goal needs that: one run's
+        ratio moves by 1-3 % here, and the worst of three medians of three
+        would fall short of a pool costing 1 %."""
+        rows = self.points.get((bench, impl, backend, size, threads)) or []
+        pairs = [(r["ops_s"], r["raw_ops_s"]) for r in rows
+                 if isinstance(r.get("ops_s"), float) and isinstance(r.get("raw_ops_s"), float)]
+        base = sum(b for _, b in pairs)
+        return sum(a for a, _ in pairs) / base if base > 0 else None
 
     def rounds(self, bench, impl, backend, size, threads):
         return len(self.points.get((bench, impl, backend, size, threads), []))
@@ -151,7 +169,8 @@ def cycle_section(d):
 STMT_BACKENDS = [("sqlite", "SQLite"), ("postgresql", "PostgreSQL"), ("mariadb", "MariaDB")]
 STMT_IMPLS = [
     ("raw", "raw: one dedicated connection per thread", "raw"),
-    ("raw-vs-raw", "noise check: raw against itself, interleaved", "raw"),
+    ("raw-vs-raw", "noise check: raw against itself, interleaved, two sets of sessions", "raw"),
+    ("raw-vs-self", "control: raw against itself, interleaved, the same sessions", "raw"),
     ("dbpool", "**dbpool** (dbpool_query API)", "raw"),
     ("dbpool-native", "dbpool lease + native SELECT 1", "raw"),
     ("apr_reslist", "apr_reslist + native SELECT 1", "raw"),
@@ -171,25 +190,29 @@ def stmt_section(d):
         "HikariCP a dedicated JDBC connection per thread. One set of threads switches between "
         "each pool and its baseline in alternating ~0.1 s slices (ABBA order, the first 0.1 s "
         "not counted), and the ratio is taken within that run, so that the machine's drift and "
-        "the threads' placement hit both sides alike; the ratio shown is the median over the "
-        "rounds. For dbpool the baseline is the thread's own pooled session, leased for the "
+        "the threads' placement hit both sides alike; the ratio shown takes all rounds together "
+        "(the measured side's statements per second summed over the rounds ÷ the baseline's). "
+        "For dbpool the baseline is the thread's own pooled session, leased for the "
         "whole slice and driven with the raw client library, so both sides talk to the same "
         "server process. The baseline rows are separate runs of the raw loop alone. The "
         "*noise check* row runs the raw loop against itself, each side with its own "
         "connections: its distance from 1.000 is how far apart two sets of sessions are here. "
+        "The *control* row runs it against itself on the same connections, interleaved exactly "
+        "as dbpool's rows are and for as long: what it reads apart from 1.000 is the method's "
+        "own noise and bias, the resolution of dbpool's ratio. "
         "PostgreSQL and MariaDB over TCP on 127.0.0.1; SQLite on a file in WAL mode.\n"
     )
     for b, bname in STMT_BACKENDS:
         header = [f"{bname}"] + [f"{t} thr" for t in THREADS_STMT]
         rows = []
         for impl, label, base in STMT_IMPLS:
-            size = 0 if impl in ("raw", "raw-vs-raw", "connect-per-query", "raw-jdbc") else 8
+            size = 0 if impl in ("raw", "raw-vs-raw", "raw-vs-self", "connect-per-query", "raw-jdbc") else 8
             vals = [d.get("stmt", impl, b, size, t, "ops_s") for t in THREADS_STMT]
             if all(v is None for v in vals):
                 continue
             r = [label]
             for t, v in zip(THREADS_STMT, vals):
-                rt = d.get("stmt", impl, b, size, t, "ratio")
+                rt = d.pooled_ratio("stmt", impl, b, size, t)
                 if impl == base or v is None or rt is None:
                     r.append(fmt_rate(v))
                 else:
@@ -246,15 +269,22 @@ def latency_section(d):
             "is woken, so the tail is the pool's.\n"
         )
         md.append(latency_table(d, "latency-sleep", with_intro=False))
-    gap = d.get("stall", "machine", "-", 0, 1, "max_gap_us")
-    if gap is not None:
-        n = d.get("stall", "machine", "-", 0, 1, "gaps_over_500us")
+    one, every = d.stall_threads()
+    secs = d.meta.get('latency_seconds', '1.5')
+    parts = []
+    for t, how in ((one, "One thread that only reads the clock, the other CPUs idle"),
+                   (every, "one such thread on every CPU ({}), as under 8 spinning holders")):
+        gap = d.get("stall", "machine", "-", 0, t, "max_gap_us") if t else None
+        if gap is not None:
+            n = d.get("stall", "machine", "-", 0, t, "gaps_over_500us")
+            parts.append(f"{how.format(t)}: stopped for up to {fmt_num(gap)} µs at a time "
+                         f"({fmt_num(n, 0)} pauses over 0.5 ms per {secs} s run)")
+    if parts:
         md.append(
-            f"**The machine's own pauses** (`bench_pools stall`, same rounds): a thread that does "
-            f"nothing but read the clock was stopped for up to {fmt_num(gap)} µs at a time "
-            f"({fmt_num(n)} pauses over 0.5 ms per {d.meta.get('latency_seconds', '1.5')} s run, medians). "
-            "A pause like that delays whoever holds or waits for a connection at that moment, "
-            "under any pool.\n"
+            "**The machine's own pauses** (`bench_pools stall`, same rounds, medians). " + "; ".join(parts) +
+            ". With a CPU free, the kernel runs its own threads there; with every CPU busy it must "
+            "stop one of these (docs/benchmarks.md names the ones seen). A pause like that delays whoever holds or waits for a connection "
+            "at that moment, under any pool.\n"
         )
     return "\n".join(md)
 
@@ -430,7 +460,9 @@ def goals_section(d):
                  f"worst {fmt_x(worst, 1)} ({where})" if worst else "–",
                  verdict(None if worst is None else worst <= 2.0)])
     # 2. fairness: spinning holders (a row even without data), then sleeping ones
-    gap = d.get("stall", "machine", "-", 0, 1, "max_gap_us")
+    one, every = d.stall_threads()
+    gap_idle = d.get("stall", "machine", "-", 0, one, "max_gap_us") if one else None
+    gap_busy = d.get("stall", "machine", "-", 0, every, "max_gap_us") if every else None
     for bench, label, word, busy in (
             ("latency", "fairness under 4× oversubscription, 100 µs holds ({}): max wait ≤ 3× mean; p99 reported",
              "hold", True),
@@ -442,8 +474,10 @@ def goals_section(d):
                 continue
             mean, p99, hold = g("mean_us"), g("p99_us"), g("max_hold_us")
             note = ""
-            if busy and gap is not None:
-                note += f"; the machine alone paused a thread for up to {fmt_num(gap)} µs"
+            gap = gap_busy if busy else gap_idle
+            if gap is not None:
+                note += (f"; the machine alone paused a thread for up to {fmt_num(gap)} µs "
+                         f"({'every CPU busy' if busy else 'a CPU free'})")
             if hold is not None:
                 note += f"; the longest 100 µs {word} took {fmt_num(hold)} µs"
             handoff = d.get(bench, "dbpool-histogram", b, 2, 8, "handoff_max_us")
@@ -458,18 +492,19 @@ def goals_section(d):
     for b, bname, need in (("postgresql", "PostgreSQL", 0.98), ("mariadb", "MariaDB", 0.98), ("sqlite", "SQLite", 0.95)):
         worst, where, per = None, "", []
         for t in THREADS_STMT:
-            r = d.get("stmt", "dbpool", b, 8, t, "ratio")
+            r = d.pooled_ratio("stmt", "dbpool", b, 8, t)
             if r is None:
                 continue
             per.append(f"{t} thr {r:.3f}")
             if worst is None or r < worst:
                 worst, where = r, f"{t} thr"
-        nat = [d.get("stmt", "dbpool-native", b, 8, t, "ratio") for t in THREADS_STMT]
+        nat = [d.pooled_ratio("stmt", "dbpool-native", b, 8, t) for t in THREADS_STMT]
         nat = [x for x in nat if x is not None]
         native = f"; lease + native call (dbpool-native) worst {min(nat):.1%}" if nat else ""
-        aa = [d.get("stmt", "raw-vs-raw", b, 0, t, "ratio") for t in THREADS_STMT]
+        aa = [d.pooled_ratio("stmt", "raw-vs-self", b, 0, t) for t in THREADS_STMT]
         aa = [x for x in aa if x is not None]
-        noise = f"; two raw sessions differ by {min(aa):.3f}–{max(aa):.3f}" if aa else ""
+        noise = (f"; the same method without the pool (control, raw-vs-self) reads "
+                 f"{min(aa):.3f}–{max(aa):.3f}" if aa else "")
         sr = share_range(d, b) if b != "sqlite" else None
         if sr is not None:
             noise += (f"; timed directly, dbpool_acquire + dbpool_release are {sr[0]:.2%}–{sr[1]:.2%} "
