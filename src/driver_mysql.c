@@ -704,9 +704,11 @@ static void note_status(MYSQL *m) {
         mc->dirty = true;
 }
 
-/* Drain further result sets (CALL returns several). */
+/* Drain further result sets (CALL returns several). mysql_more_results
+ * only reads the status flags: the common single result costs no more than
+ * that (mysql_next_result would also clear the error state first). */
 static int drain_results(MYSQL *m, dbpool_error *e) {
-    for (;;) {
+    while (mysql_more_results(m)) {
         int r = mysql_next_result(m);
         if (r < 0)
             return DBPOOL_OK;
@@ -718,6 +720,7 @@ static int drain_results(MYSQL *m, dbpool_error *e) {
         else if (mysql_field_count(m) > 0)
             return conn_error(m, e);
     }
+    return DBPOOL_OK;
 }
 
 static int rowset_from_res(MYSQL *m, MYSQL_RES *res, dbpool_result **out, dbpool_error *e) {

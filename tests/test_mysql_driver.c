@@ -1,6 +1,7 @@
 /* test_mysql_driver.c — what is particular to the MySQL/MariaDB backend:
  * its URL syntax, fail-over hosts, the unix socket, value round trips,
- * native error detail, killed connections, rollback on release, wrong
+ * native error detail, killed connections, rollback on release, the result
+ * sets of a CALL, wrong
  * passwords and ssl-mode=REQUIRED. Needs DBPOOL_TEST_MYSQL_URL (and
  * DBPOOL_TEST_MYSQL_ADMIN_URL / _SOCKET, written by scripts/mysql-server.sh). */
 #include <setjmp.h>
@@ -491,6 +492,49 @@ static void test_open_transaction_rolled_back(void **state) {
     dbpool_close(p);
 }
 
+/* A CALL answers with one result set per SELECT in the procedure, then a
+ * status: the query hands out the first set and must read the rest, or
+ * the next statement on the connection fails "out of sync". An error in a
+ * later set is the call's error, and the connection stays usable. */
+static void test_procedure_result_sets_drained(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_two_sets", NULL, 0);
+    dbt_exec_ok(c, "CREATE PROCEDURE dbpool_two_sets() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END", NULL,
+                0);
+    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_second_fails", NULL, 0);
+    dbt_exec_ok(
+        c, "CREATE PROCEDURE dbpool_second_fails() BEGIN SELECT 1; SELECT * FROM dbpool_no_such_table; END",
+        NULL, 0);
+
+    dbpool_result *r = NULL;
+    assert_int_equal(dbpool_query(c, "CALL dbpool_two_sets()", NULL, 0, &r, &err), DBPOOL_OK);
+    assert_int_equal(dbpool_result_columns(r), 1);
+    assert_string_equal(dbpool_result_column_name(r, 0), "a");
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_int_equal(dbpool_result_int64(r, 0), 1);
+    assert_int_equal(dbpool_result_next(r, &err), 0);
+    dbpool_result_free(r);
+    assert_int_equal(query_int(c, "SELECT 4"), 4);
+
+    dbt_exec_ok(c, "CALL dbpool_two_sets()", NULL, 0);
+    assert_int_equal(query_int(c, "SELECT 5"), 5);
+
+    r = NULL;
+    assert_int_equal(dbpool_query(c, "CALL dbpool_second_fails()", NULL, 0, &r, &err), DBPOOL_EQUERY);
+    assert_null(r);
+    assert_int_equal(err.native_code, 1146); /* ER_NO_SUCH_TABLE */
+    assert_int_equal(query_int(c, "SELECT 6"), 6);
+
+    dbt_exec_ok(c, "DROP PROCEDURE dbpool_two_sets", NULL, 0);
+    dbt_exec_ok(c, "DROP PROCEDURE dbpool_second_fails", NULL, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 static void test_wrong_password_fast_auth_error(void **state) {
     (void)state;
     static const char secret[] = "Wr0ngSecretPw";
@@ -538,6 +582,7 @@ int main(void) {
         cmocka_unit_test(test_native_error_detail),
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
+        cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
     };
