@@ -723,30 +723,88 @@ static int drain_results(MYSQL *m, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
-static int rowset_from_res(MYSQL *m, MYSQL_RES *res, dbpool_result **out, dbpool_error *e) {
-    unsigned nf = mysql_num_fields(res);
-    dbpool_rowset *rs = dbpool__rowset_new((int)nf);
-    if (!rs)
+/*
+ * A text-protocol result is the MYSQL_RES itself. mysql_store_result has
+ * read every row into memory the result owns (each value NUL-terminated,
+ * SQL NULL a NULL pointer), so the result needs nothing more of the
+ * connection: no copy, and a large result is held once, not twice.
+ */
+typedef struct my_text_result {
+    struct dbpool_result base; /* first: this is a dbpool_result */
+    MYSQL_RES *res;
+    MYSQL_FIELD *fields;
+    MYSQL_ROW row; /* the current row; NULL before the first and after the last */
+    unsigned long *lengths;
+    unsigned ncols;
+} my_text_result;
+
+static my_text_result *text_result(const dbpool_result *r) { return (my_text_result *)(void *)r; }
+
+static const char *tr_cell(const dbpool_result *r, int col) {
+    const my_text_result *t = text_result(r);
+    return t->row && col >= 0 && (unsigned)col < t->ncols ? t->row[col] : NULL;
+}
+
+static int tr_next(dbpool_result *r, dbpool_error *e) {
+    (void)e;
+    my_text_result *t = text_result(r);
+    t->row = mysql_fetch_row(t->res); /* from memory: it cannot fail */
+    t->lengths = t->row ? mysql_fetch_lengths(t->res) : NULL;
+    return t->row != NULL;
+}
+static int tr_columns(const dbpool_result *r) { return (int)text_result(r)->ncols; }
+static const char *tr_column_name(const dbpool_result *r, int col) {
+    const my_text_result *t = text_result(r);
+    return col >= 0 && (unsigned)col < t->ncols ? t->fields[col].name : NULL;
+}
+static bool tr_is_null(const dbpool_result *r, int col) { return tr_cell(r, col) == NULL; }
+static int64_t tr_int64(const dbpool_result *r, int col) {
+    const char *v = tr_cell(r, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+static double tr_double(const dbpool_result *r, int col) {
+    const char *v = tr_cell(r, col);
+    return v ? strtod(v, NULL) : 0.0;
+}
+static const char *tr_text(const dbpool_result *r, int col, size_t *len) {
+    const char *v = tr_cell(r, col);
+    if (len)
+        *len = v ? (size_t)text_result(r)->lengths[col] : 0;
+    return v;
+}
+static void tr_free(dbpool_result *r) {
+    my_text_result *t = text_result(r);
+    mysql_free_result(t->res);
+    free(t);
+}
+
+static const dbpool_result_ops text_result_ops = {
+    .next = tr_next,
+    .columns = tr_columns,
+    .column_name = tr_column_name,
+    .is_null = tr_is_null,
+    .int64 = tr_int64,
+    .dbl = tr_double,
+    .text = tr_text,
+    .free = tr_free,
+};
+
+/* Takes res: freed with the result, or here on failure. */
+static int text_result_of(MYSQL_RES *res, dbpool_result **out, dbpool_error *e) {
+    my_text_result *t = malloc(sizeof *t);
+    if (!t) {
+        mysql_free_result(res);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
-    MYSQL_FIELD *f = mysql_fetch_fields(res);
-    for (unsigned i = 0; i < nf; i++)
-        if (dbpool__rowset_set_column(rs, (int)i, f[i].name))
-            goto nomem;
-    MYSQL_ROW row;
-    while ((row = mysql_fetch_row(res))) {
-        unsigned long *lens = mysql_fetch_lengths(res);
-        if (dbpool__rowset_add_row(rs))
-            goto nomem;
-        for (unsigned i = 0; i < nf; i++)
-            if (dbpool__rowset_set_cell(rs, (int)i, row[i], row[i] ? lens[i] : 0))
-                goto nomem;
     }
-    (void)m;
-    *out = dbpool__rowset_result(rs);
+    t->base.ops = &text_result_ops;
+    t->base.lease = NULL;
+    t->res = res;
+    t->ncols = mysql_num_fields(res);
+    t->fields = mysql_fetch_fields(res);
+    t->row = NULL;
+    t->lengths = NULL;
+    *out = &t->base;
     return DBPOOL_OK;
-nomem:
-    dbpool__rowset_free(rs);
-    return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory building a result");
 }
 
 /* No parameters: the text protocol, one round trip. */
@@ -759,16 +817,15 @@ static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result 
         return conn_error(m, e);
     if (affected)
         *affected = res ? 0 : (int64_t)mysql_affected_rows(m);
-    if (out) {
-        if (res) {
-            rc = rowset_from_res(m, res, out, e);
-        } else {
-            dbpool_rowset *rs = dbpool__rowset_new(0);
-            if (!rs)
-                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
-            else
-                *out = dbpool__rowset_result(rs);
-        }
+    if (out && res) {
+        rc = text_result_of(res, out, e); /* owns res from here */
+        res = NULL;
+    } else if (out) {
+        dbpool_rowset *rs = dbpool__rowset_new(0);
+        if (!rs)
+            rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+        else
+            *out = dbpool__rowset_result(rs);
     }
     if (res)
         mysql_free_result(res);

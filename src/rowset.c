@@ -1,5 +1,6 @@
-/* rowset.c — a fully fetched result of text cells. The MySQL backend (and
- * the mock) fetch whole result sets; this holds them behind the common
+/* rowset.c — a fully fetched result of text cells. The MySQL backend's
+ * prepared statements (whose bound buffers are reused row after row) and
+ * the mock fetch whole result sets; this holds them behind the common
  * dbpool_result interface.
  *
  * Every column name and cell value is copied, NUL-terminated, into one

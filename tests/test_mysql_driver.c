@@ -1,6 +1,6 @@
 /* test_mysql_driver.c — what is particular to the MySQL/MariaDB backend:
- * its URL syntax, fail-over hosts, the unix socket, value round trips,
- * native error detail, killed connections, rollback on release, the result
+ * its URL syntax, fail-over hosts, the unix socket, value round trips, a
+ * text-protocol result, native error detail, killed connections, rollback on release, the result
  * sets of a CALL, wrong
  * passwords and ssl-mode=REQUIRED. Needs DBPOOL_TEST_MYSQL_URL (and
  * DBPOOL_TEST_MYSQL_ADMIN_URL / _SOCKET, written by scripts/mysql-server.sh). */
@@ -372,6 +372,51 @@ static void test_round_trip(void **state) {
     dbpool_close(p);
 }
 
+/* A text-protocol result (no parameters): names, NULL against the empty
+ * string, a value with a NUL byte inside, no row before the first next or
+ * after the last, and rows that stay readable while the lease runs other
+ * statements. */
+static void test_text_result(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
+    dbpool_result *r = NULL;
+    assert_int_equal(dbpool_query(c,
+                                  "SELECT 'x' AS a, 0x610062 AS b, NULL AS n UNION ALL SELECT 'y', '', 'z'",
+                                  NULL, 0, &r, &err),
+                     DBPOOL_OK);
+    assert_int_equal(dbpool_result_columns(r), 3);
+    assert_string_equal(dbpool_result_column_name(r, 0), "a");
+    assert_string_equal(dbpool_result_column_name(r, 2), "n");
+    size_t len = 99;
+    assert_null(dbpool_result_text(r, 0, &len));
+    assert_int_equal(len, 0);
+    assert_true(dbpool_result_is_null(r, 0));
+
+    assert_int_equal(query_int(c, "SELECT 7"), 7);
+
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_string_equal(dbpool_result_text(r, 0, NULL), "x");
+    const char *b = dbpool_result_text(r, 1, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(b, "a\0b", 3);
+    assert_true(dbpool_result_is_null(r, 2));
+    assert_int_equal(dbpool_result_next(r, &err), 1);
+    assert_string_equal(dbpool_result_text(r, 0, NULL), "y");
+    assert_false(dbpool_result_is_null(r, 1));
+    assert_string_equal(dbpool_result_text(r, 1, &len), "");
+    assert_int_equal(len, 0);
+    assert_string_equal(dbpool_result_text(r, 2, NULL), "z");
+    assert_int_equal(dbpool_result_next(r, &err), 0);
+    assert_true(dbpool_result_is_null(r, 0));
+    assert_null(dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 static void test_native_error_detail(void **state) {
     (void)state;
     dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
@@ -579,6 +624,7 @@ int main(void) {
         cmocka_unit_test(test_failover_host_list),
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_text_result),
         cmocka_unit_test(test_native_error_detail),
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
