@@ -31,6 +31,8 @@ typedef struct dbpool_result_ops {
     int (*columns)(const dbpool_result *r);
     const char *(*column_name)(const dbpool_result *r, int col);
     bool (*is_null)(const dbpool_result *r, int col);
+    /* Optional: NULL where cells are text, which the core then reads
+     * with strtoll / strtod. */
     int64_t (*int64)(const dbpool_result *r, int col);
     double (*dbl)(const dbpool_result *r, int col);
     const char *(*text)(const dbpool_result *r, int col, size_t *len);

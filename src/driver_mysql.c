@@ -758,14 +758,6 @@ static const char *tr_column_name(const dbpool_result *r, int col) {
     return col >= 0 && (unsigned)col < t->ncols ? t->fields[col].name : NULL;
 }
 static bool tr_is_null(const dbpool_result *r, int col) { return tr_cell(r, col) == NULL; }
-static int64_t tr_int64(const dbpool_result *r, int col) {
-    const char *v = tr_cell(r, col);
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-static double tr_double(const dbpool_result *r, int col) {
-    const char *v = tr_cell(r, col);
-    return v ? strtod(v, NULL) : 0.0;
-}
 static const char *tr_text(const dbpool_result *r, int col, size_t *len) {
     const char *v = tr_cell(r, col);
     if (len)
@@ -783,8 +775,6 @@ static const dbpool_result_ops text_result_ops = {
     .columns = tr_columns,
     .column_name = tr_column_name,
     .is_null = tr_is_null,
-    .int64 = tr_int64,
-    .dbl = tr_double,
     .text = tr_text,
     .free = tr_free,
 };

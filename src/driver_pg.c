@@ -745,14 +745,6 @@ static const char *pr_column_name(const dbpool_result *res, int col) {
     return col >= 0 && col < pr->ncols ? PQfname(pr->r, col) : NULL;
 }
 static bool pr_is_null(const dbpool_result *res, int col) { return pr_cell(res, col) == NULL; }
-static int64_t pr_int64(const dbpool_result *res, int col) {
-    const char *v = pr_cell(res, col);
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-static double pr_double(const dbpool_result *res, int col) {
-    const char *v = pr_cell(res, col);
-    return v ? strtod(v, NULL) : 0.0;
-}
 static const char *pr_text(const dbpool_result *res, int col, size_t *len) {
     const char *v = pr_cell(res, col);
     if (len) {
@@ -772,8 +764,6 @@ static const dbpool_result_ops pg_result_ops = {
     .columns = pr_columns,
     .column_name = pr_column_name,
     .is_null = pr_is_null,
-    .int64 = pr_int64,
-    .dbl = pr_double,
     .text = pr_text,
     .free = pr_free,
 };

@@ -3,6 +3,7 @@
  * release closes it instead of pooling it. */
 #include "pool_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 dbpool_param dbpool_param_text(const char *s) {
@@ -106,11 +107,23 @@ const char *dbpool_result_column_name(const dbpool_result *r, int col) {
 bool dbpool_result_is_null(const dbpool_result *r, int col) {
     return col_ok(r, col) ? r->ops->is_null(r, col) : true;
 }
+/* A backend whose cells are text (no int64 / dbl of its own) is read the
+ * way strtoll and strtod read it. */
 int64_t dbpool_result_int64(const dbpool_result *r, int col) {
-    return col_ok(r, col) ? r->ops->int64(r, col) : 0;
+    if (!col_ok(r, col))
+        return 0;
+    if (r->ops->int64)
+        return r->ops->int64(r, col);
+    const char *v = r->ops->text(r, col, NULL);
+    return v ? strtoll(v, NULL, 10) : 0;
 }
 double dbpool_result_double(const dbpool_result *r, int col) {
-    return col_ok(r, col) ? r->ops->dbl(r, col) : 0.0;
+    if (!col_ok(r, col))
+        return 0.0;
+    if (r->ops->dbl)
+        return r->ops->dbl(r, col);
+    const char *v = r->ops->text(r, col, NULL);
+    return v ? strtod(v, NULL) : 0.0;
 }
 const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len) {
     if (!col_ok(r, col)) {

@@ -197,14 +197,6 @@ static const char *rs_column_name(const dbpool_result *r, int col) {
     return rs->text + rs->names[col];
 }
 static bool rs_is_null(const dbpool_result *r, int col) { return current(r, col) == NULL; }
-static int64_t rs_int64(const dbpool_result *r, int col) {
-    const char *v = value_of(r, current(r, col));
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-static double rs_double(const dbpool_result *r, int col) {
-    const char *v = value_of(r, current(r, col));
-    return v ? strtod(v, NULL) : 0.0;
-}
 static const char *rs_text(const dbpool_result *r, int col, size_t *len) {
     const cell *c = current(r, col);
     if (len)
@@ -218,8 +210,6 @@ static const dbpool_result_ops rowset_ops = {
     .columns = rs_columns,
     .column_name = rs_column_name,
     .is_null = rs_is_null,
-    .int64 = rs_int64,
-    .dbl = rs_double,
     .text = rs_text,
     .free = rs_free,
 };
