@@ -258,9 +258,9 @@ static void test_fast_clock(void **state) {
 
 static const char weird_name[] = "we\"ird\\pool\nname \xc3\xa9";
 
-static dbpool *open_pool(const char *name, const char *url) {
+static dbpool *open_pool_max(const char *name, const char *url, int max_size) {
     dbpool_options o;
-    dbt_options(&o, 1, 4);
+    dbt_options(&o, 1, max_size);
     o.maintenance_interval_ms = 0; /* nothing changes the stats behind our back */
     o.name = name;
     dbpool *p = NULL;
@@ -269,6 +269,8 @@ static dbpool *open_pool(const char *name, const char *url) {
         fail_msg("open: %s", e.message);
     return p;
 }
+
+static dbpool *open_pool(const char *name, const char *url) { return open_pool_max(name, url, 4); }
 
 /* Some traffic: acquires, releases, a discard, a failed connect. */
 static void exercise(dbpool *p) {
@@ -350,13 +352,7 @@ static void *acquire_and_release(void *arg) {
  * did not wait record none. */
 static void test_handoff_delay_recorded(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = open_pool_max("handoff", "mock:", 1);
     dbpool_conn *c = NULL;
     for (int i = 0; i < 3; i++) { /* no waiting: no hand-off */
         assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
