@@ -379,9 +379,8 @@ static void test_round_trip(void **state) {
 static void test_text_result(void **state) {
     (void)state;
     dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
-    dbpool_conn *c = NULL;
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_error err;
-    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
     dbpool_result *r = NULL;
     assert_int_equal(dbpool_query(c,
                                   "SELECT 'x' AS a, 0x610062 AS b, NULL AS n UNION ALL SELECT 'y', '', 'z'",
@@ -544,9 +543,8 @@ static void test_open_transaction_rolled_back(void **state) {
 static void test_procedure_result_sets_drained(void **state) {
     (void)state;
     dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
-    dbpool_conn *c = NULL;
+    dbpool_conn *c = dbt_acquire(p);
     dbpool_error err;
-    assert_int_equal(dbpool_acquire(p, -1, &c, &err), DBPOOL_OK);
     dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_two_sets", NULL, 0);
     dbt_exec_ok(c, "CREATE PROCEDURE dbpool_two_sets() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END", NULL,
                 0);
