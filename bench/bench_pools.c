@@ -40,6 +40,8 @@
  *           mutex-shared  cycle only: lock+unlock of one mutex shared by all threads
  *           clock-mono    cycle only: one clock_gettime(CLOCK_MONOTONIC), for scale
  *           clock-coarse  cycle only: one clock_gettime(CLOCK_MONOTONIC_COARSE)
+ *           tsc-pair      cycle only: two reads of the time-stamp counter, the
+ *                         clock reads a lease that times its hold makes (x86-64)
  *           raw           stmt only: one dedicated raw connection per thread
  *           cpq           stmt only: connect, SELECT 1, disconnect, every time
  *           raw-vs-raw    stmt only: the raw loop against itself, interleaved
@@ -57,6 +59,10 @@
 
 #ifdef BENCH_HAVE_ZDB
 #include <zdb.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <x86intrin.h>
+#define BENCH_HAVE_TSC 1
 #endif
 #ifdef BENCH_HAVE_APR
 #include <apr_general.h>
@@ -76,6 +82,7 @@ typedef enum {
     I_CPQ,
     I_CLOCK_MONO,
     I_CLOCK_COARSE,
+    I_TSC_PAIR,
     I_RAW_AA,
     I_RAW_SELF
 } impl_kind;
@@ -90,6 +97,7 @@ static const char *const impl_names[] = {"dbpool",
                                          "connect-per-query",
                                          "clock_gettime-monotonic",
                                          "clock_gettime-coarse",
+                                         "tsc-pair",
                                          "raw-vs-raw",
                                          "raw-vs-self"};
 
@@ -324,6 +332,17 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
         w->errors += ts.tv_sec < 0; /* keep the call */
         break;
     }
+    case I_TSC_PAIR: {
+#ifdef BENCH_HAVE_TSC
+        /* dbpool's fast clock reads the counter once when a lease starts
+         * and once when it ends; the subtraction keeps both reads. */
+        uint64_t start = __rdtsc();
+        w->errors += __rdtsc() < start;
+#else
+        bench_die("tsc-pair needs x86-64");
+#endif
+        break;
+    }
     case I_RAW:
     case I_RAW_AA:
     case I_RAW_SELF:
@@ -510,6 +529,8 @@ static impl_kind impl_parse(const char *s) {
         return I_CLOCK_MONO;
     if (strcmp(s, "clock-coarse") == 0)
         return I_CLOCK_COARSE;
+    if (strcmp(s, "tsc-pair") == 0)
+        return I_TSC_PAIR;
     if (strcmp(s, "cpq") == 0 || strcmp(s, "connect-per-query") == 0)
         return I_CPQ;
     bench_die("unknown implementation '%s'", s);
@@ -651,8 +672,8 @@ int main(int argc, char **argv) {
      * so that its lines are not mixed with the default's. */
     const char *label = getenv("BENCH_IMPL_LABEL");
     const char *impl = label && *label ? label : impl_names[G.impl];
-    bool floor =
-        G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO || G.impl == I_CLOCK_COARSE;
+    bool floor = G.impl == I_MUTEX || G.impl == I_MUTEX_SHARED || G.impl == I_CLOCK_MONO ||
+                 G.impl == I_CLOCK_COARSE || G.impl == I_TSC_PAIR;
     const char *backend = floor ? "-" : bench_backend_name(G.backend);
     int size = G.impl == I_RAW || G.impl == I_RAW_AA || G.impl == I_RAW_SELF || G.impl == I_CPQ || floor
                    ? 0

@@ -202,6 +202,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run "$BP" cycle mutex-shared sqlite - 0 "$SECS" $T_ALL
     run "$BP" cycle clock-mono sqlite - 0 "$SECS" 1
     run "$BP" cycle clock-coarse sqlite - 0 "$SECS" 1
+    [[ $(uname -m) == x86_64 ]] && run "$BP" cycle tsc-pair sqlite - 0 "$SECS" 1
     for size in 8 2; do
         for impl in dbpool zdb apr; do
             run "$BP" cycle $impl sqlite "$SQLITE_URL" $size "$SECS" $T_ALL
