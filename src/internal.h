@@ -50,7 +50,9 @@ typedef struct dbpool_kv {
 
 /* Split "base?k=v&k2=v2": *base gets a copy of the part before '?', and
  * kvs/nkv the decoded pairs. Returns DBPOOL_OK, DBPOOL_ENOMEM or
- * DBPOOL_EINVAL (bad percent escape). Free with dbpool__kv_free. */
+ * DBPOOL_EINVAL (a bad percent escape, %00, an item without '=', more than
+ * one '@' before the host, a port that is not 1-65535: messages that quote
+ * nothing of the URL). Free with dbpool__kv_free. */
 int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv, dbpool_error *e);
 void dbpool__kv_free(dbpool_kv *kvs, size_t n);
 /* Percent-decode src[0..len) into a new string; NULL on a bad escape/ENOMEM. */

@@ -58,8 +58,9 @@ static int parse_port(const char *s, size_t n, unsigned *out, dbpool_error *e) {
     *out = (unsigned)v;
     return DBPOOL_OK;
 bad:
-    return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad port '%.*s' (want 1-65535)",
-                          (int)(n > 32 ? 32 : n), s);
+    /* The text is not quoted: when a password holds a raw '/', the piece
+     * taken for the port is part of the password. */
+    return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: the port is not a number from 1 to 65535");
 }
 
 /* One entry of the host list: "host", "host:port", "[v6]", "[v6]:port". */

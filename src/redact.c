@@ -153,9 +153,23 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     if (!msg || cap == 0)
         return;
     msg[cap - 1] = '\0';
-    if (secrets)
-        for (size_t i = 0; secrets[i]; i++)
+    if (secrets) {
+        /* Longest first: a secret that is a prefix of another (a password
+         * decoded at a %00 of its raw form, say) would otherwise mask only
+         * the front and leave the rest of the longer one readable. */
+        const char *order[16];
+        size_t n = 0;
+        for (; secrets[n] && n < sizeof order / sizeof *order; n++) {
+            size_t i = n;
+            for (; i > 0 && strlen(order[i - 1]) < strlen(secrets[n]); i--)
+                order[i] = order[i - 1];
+            order[i] = secrets[n];
+        }
+        for (size_t i = 0; i < n; i++)
+            replace_secret(msg, cap, order[i]);
+        for (size_t i = n; secrets[i]; i++) /* more than any driver keeps */
             replace_secret(msg, cap, secrets[i]);
+    }
     mask_key_values(msg, cap);
     mask_url_userinfo(msg, cap);
 }

@@ -50,7 +50,7 @@ char *dbpool__pct_decode(const char *src, size_t len) {
                 return NULL;
             }
             int h = hexval(src[i + 1]), l = hexval(src[i + 2]);
-            if (h < 0 || l < 0) {
+            if (h < 0 || l < 0 || h + l == 0) { /* %00 would cut the string short */
                 free(out);
                 return NULL;
             }
@@ -77,10 +77,100 @@ void dbpool__kv_free(dbpool_kv *kvs, size_t n) {
     free(kvs);
 }
 
+/* One host of an authority ("host", "host:port", "[v6]", "[v6]:port"):
+ * false when a port is there but is not a number from 1 to 65535. */
+static bool host_port_ok(const char *h, size_t n) {
+    const char *port = NULL;
+    if (n > 0 && h[0] == '[') {
+        const char *close = memchr(h, ']', n);
+        if (close && (size_t)(close - h) + 1 < n) {
+            if (close[1] != ':')
+                return false;
+            port = close + 2;
+        }
+    } else {
+        for (size_t i = n; i > 0; i--)
+            if (h[i - 1] == ':') {
+                port = h + i;
+                break;
+            }
+    }
+    if (!port)
+        return true;
+    size_t len = (size_t)(h + n - port);
+    if (len == 0)
+        return true; /* "host:" means the default port */
+    unsigned long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (port[i] < '0' || port[i] > '9' || i >= 5)
+            return false;
+        v = v * 10 + (unsigned long)(port[i] - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
+
+/*
+ * What no backend can take and what would otherwise reach a driver's own
+ * parser, whose error messages quote the URL's pieces. A password with a
+ * raw '@', '/', '?' or '#' splits the URL in the wrong place: libpq then
+ * reports a piece of it as a host name or a port. So these are refused
+ * here, with messages that quote nothing of the URL.
+ */
+static int url_check(const char *url, dbpool_error *e) {
+    for (const char *p = strchr(url, '%'); p; p = strchr(p + 1, '%'))
+        if (p[1] == '0' && p[2] == '0')
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "the URL contains %%00, a NUL byte, which no path, user name, password "
+                                  "or value can hold; remove it");
+    const char *sep = strstr(url, "://");
+    const char *q = strpbrk(url, "?#");
+    if (sep && (!q || sep < q)) {
+        const char *auth = sep + 3;
+        const char *end = auth + strcspn(auth, "/?#");
+        const char *at = NULL;
+        int ats = 0;
+        for (const char *p = auth; p < end; p++)
+            if (*p == '@') {
+                at = p;
+                ats++;
+            }
+        if (ats > 1)
+            return dbpool__seterr(
+                e, DBPOOL_EINVAL,
+                "the URL has more than one '@' before its host: write a '@' inside the user "
+                "name or password as %%40");
+        const char *hosts = at ? at + 1 : auth;
+        for (const char *h = hosts; h <= end;) {
+            const char *comma = memchr(h, ',', (size_t)(end - h));
+            const char *hend = comma ? comma : end;
+            if (!host_port_ok(h, (size_t)(hend - h)))
+                return dbpool__seterr(e, DBPOOL_EINVAL,
+                                      "the URL's port is not a number from 1 to 65535; if the URL holds a "
+                                      "password, write any '/', '?', '#' or '@' in it as %%2F, %%3F, %%23, "
+                                      "%%40");
+            h = hend + 1;
+        }
+    }
+    for (const char *item = q && *q == '?' ? q + 1 : NULL; item && *item && *item != '#';) {
+        size_t len = strcspn(item, "&#");
+        if (len > 0 && !memchr(item, '=', len))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "an item of the URL's query has no '=' (items are key=value joined by '&'; "
+                                  "write a '&' inside a value, such as a password, as %%26)");
+        item += len;
+        if (*item == '&')
+            item++;
+    }
+    return DBPOOL_OK;
+}
+
 int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv, dbpool_error *e) {
     *base = NULL;
     *kvs = NULL;
     *nkv = 0;
+    int checked = url_check(url, e);
+    if (checked != DBPOOL_OK)
+        return checked;
     const char *q = strchr(url, '?');
     size_t baselen = q ? (size_t)(q - url) : strlen(url);
     char *b = malloc(baselen + 1);

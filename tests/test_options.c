@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -140,6 +141,66 @@ static void test_bad_urls(void **state) {
     assert_int_equal(dbpool_open(NULL, "mock:", NULL, NULL), DBPOOL_EINVAL);
 }
 
+/* URLs a driver's parser would split in the wrong place, quoting a piece of
+ * the password as a host, a port or a key: refused before any driver sees
+ * them, with messages that quote nothing of the URL. */
+static void test_ambiguous_urls_refused_without_quoting(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "postgresql://u:Hunter2@TailPart@127.0.0.1:5432/db",       /* raw '@' in the password */
+        "postgresql://u:Hunter2/TailPart@127.0.0.1:5432/db",       /* raw '/' */
+        "postgresql://u:Hunter2?TailPart@127.0.0.1/db",            /* raw '?' */
+        "mysql://u:Hunter2#TailPart@127.0.0.1/db",                 /* raw '#' */
+        "postgresql://u@127.0.0.1/db?password=Hunter2&TailPart",   /* raw '&' in password= */
+        "mysql://u:Hunter2Long%00TailPart@127.0.0.1:3306/db",      /* %00 cuts the password short */
+        "postgresql://u@127.0.0.1/db?password=Hunter2Long%00Tail", /* ... or the value */
+        "postgresql://127.0.0.1:0/db",
+        "postgresql://127.0.0.1:70000/db",
+        "mysql://[::1]:port/db",
+        "postgresql://h1:5432,h2:x/db",
+    };
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.min_size = 0; /* parse only: nothing connects */
+    o.lazy_connect = true;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        dbpool *p = NULL;
+        dbpool_error e;
+        int rc = dbpool_open(&p, bad[i], &o, &e);
+        if (rc == DBPOOL_EUNSUPPORTED)
+            continue; /* that backend is not built in */
+        if (rc != DBPOOL_EINVAL || strstr(e.message, "Hunter2") || strstr(e.message, "Tail"))
+            fail_msg("url %zu: rc=%d message='%s'", i, rc, e.message);
+        assert_null(p);
+    }
+    /* A NUL in a file name would open a shorter one. */
+    const char *cut = "/tmp/dbpool_test_options_nul";
+    unlink(cut);
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "sqlite:/tmp/dbpool_test_options_nul%00.db", &o, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "%00"));
+    assert_int_equal(access(cut, F_OK), -1);
+    /* What they must not catch: encoded specials, several hosts, IPv6,
+     * the default port, '@' inside query values. */
+    static const char *const good[] = {
+        "postgresql://u:Hunter2%40Tail%2FPart@127.0.0.1:5432/db",
+        "postgresql://127.0.0.1:5432,127.0.0.1:5433/db?application_name=a@b",
+        "mysql://u:pw@[::1]:3306/db",
+        "postgresql://u@127.0.0.1:/db",
+        "postgresql:///db?host=/tmp",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        p = NULL;
+        int rc = dbpool_open(&p, good[i], &o, &e);
+        if (rc == DBPOOL_EUNSUPPORTED)
+            continue;
+        if (rc != DBPOOL_OK)
+            fail_msg("url '%s' should open: rc=%d message='%s'", good[i], rc, e.message);
+        assert_int_equal(dbpool_close(p), 0);
+    }
+}
+
 /* URL pool_* keys override the options struct (documented precedence). */
 static void test_pool_keys_override_struct(void **state) {
     (void)state;
@@ -195,6 +256,7 @@ int main(void) {
         cmocka_unit_test(test_each_violation_named),
         cmocka_unit_test(test_null_options_are_defaults),
         cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
         cmocka_unit_test(test_pool_keys_override_struct),
         cmocka_unit_test(test_strerror_table),
     };

@@ -46,6 +46,10 @@ static void test_known_secrets(void **state) {
     const char *tiny[] = {"p", NULL};
     check("opening pool with p", tiny, "opening pool with ***"); /* short: whole words only */
     check("user=p", tiny, "user=***");
+    /* A secret that begins another: the longer goes first, or its tail
+     * would stay readable. */
+    const char *nested[] = {"Hunter2Long", "Hunter2LongTailPart", NULL};
+    check("login failed for Hunter2LongTailPart", nested, "login failed for ***");
     const char *empty[] = {"", NULL};
     check("nothing to hide", empty, "nothing to hide");
 }
