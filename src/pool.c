@@ -333,6 +333,10 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
         /* Read here, not taken from `now`: that may be the connection's
          * last use (a recalled thread-cache connection). */
         w->handed_ns = dbpool__fast_now_ns();
+        /* Leased from now on, though the waiter stamps its lease only when
+         * it runs: until then the leak scan and a timeout's report of the
+         * oldest holder read this, not the previous lease's start. */
+        c->acquired_ns = w->handed_ns;
         pthread_cond_signal(&w->cond);
         return;
     }

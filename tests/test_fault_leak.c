@@ -9,13 +9,17 @@
  *    past the reclaim threshold, another acquire succeeds; when the leaked
  *    lease finally comes back it is closed (destroyed_by[RECLAIMED]);
  *  - the acquire-timeout error names the holders: how many, the oldest hold
- *    time and, with leak detection on, where the oldest was acquired.
+ *    time and, with leak detection on, where the oldest was acquired;
+ *  - a connection handed to a waiter that has not run yet counts as held
+ *    since the hand-off, not since its previous lease began.
  */
 #include "driver_mock.h"
 #include "testsupport.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -282,11 +286,79 @@ static void test_timeout_error_names_holders(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A waiter that cannot run: its thread sits in a signal handler until
+ * released, while still queued in dbpool_acquire. */
+static sem_t in_handler, resume;
+static void pause_here(int sig) {
+    (void)sig;
+    sem_post(&in_handler);
+    while (sem_wait(&resume) != 0) {
+    }
+}
+
+static void *waiting_acquirer(void *arg) {
+    dbpool *p = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_acquire(p, 10000, &c, &e) != DBPOOL_OK)
+        fail_msg("the waiter's acquire: %s", e.message);
+    dbpool_release(c);
+    return NULL;
+}
+
+static void test_handed_connection_held_since_hand_off(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.barging_window_us = 0; /* a release hands the connection to the waiter */
+    dbpool *p = open_mock(&o);
+    assert_int_equal(sem_init(&in_handler, 0, 0), 0);
+    assert_int_equal(sem_init(&resume, 0, 0), 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = pause_here;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old;
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+
+    dbpool_conn *held = fault_leak_forgetful_holder(p);
+    pthread_t waiter;
+    assert_int_equal(pthread_create(&waiter, NULL, waiting_acquirer, p), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    /* The lease now held is this old when it ends. */
+    dbt_sleep_ms(600);
+    assert_int_equal(pthread_kill(waiter, SIGUSR1), 0);
+    while (sem_wait(&in_handler) != 0) {
+    }
+    assert_int_equal(dbpool_release(held), DBPOOL_OK); /* to the waiter, who is not running */
+
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(dbpool_acquire(p, 100, &c, &e), DBPOOL_ETIMEDOUT);
+    print_message("timeout error while the connection is handed over:\n%s\n", e.message);
+    const char *f = strstr(e.message, "holding its connection for ");
+    long held_ms = f ? strtol(f + strlen("holding its connection for "), NULL, 10) : -1;
+    sem_post(&resume);
+    assert_int_equal(pthread_join(waiter, NULL), 0);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    /* Held since the hand-off: about this acquire's 100 ms, not the
+     * previous lease's 600 ms and more. */
+    if (held_ms < 0 || held_ms >= 500)
+        fail_msg("the handed-over connection should count as held since the hand-off: %s", e.message);
+    assert_int_equal(dbpool_close(p), 0);
+    sem_destroy(&in_handler);
+    sem_destroy(&resume);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
         cmocka_unit_test_setup(test_reclaim_restores_capacity, setup),
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
+        cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
