@@ -227,7 +227,8 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err);
 
 /* Stop handing out connections until dbpool_resume: acquire then fails with
  * DBPOOL_EBUSY (suspend_fails_fast, the default) or waits (counting against
- * its timeout). Leases already out are not touched. */
+ * its timeout). Leases already out are not touched, and no connection is
+ * opened (maintenance refills min_size after the resume). */
 int dbpool_suspend(dbpool *p);
 int dbpool_resume(dbpool *p);
 

@@ -197,8 +197,10 @@ void dbpool__maint_pass(dbpool *p) {
     for (;;) {
         lock(p);
         int64_t t = dbpool__fast_now_ns();
-        bool need = !p->closed && !p->maint_stop && dbpool__total_locked(p) < p->opt.min_size &&
-                    dbpool__total_locked(p) < p->cap && !dbpool__breaker_blocks_locked(p, t);
+        /* Not while suspended: a switchover wants no new session opened. */
+        bool need = !p->closed && !p->maint_stop && !p->suspended &&
+                    dbpool__total_locked(p) < p->opt.min_size && dbpool__total_locked(p) < p->cap &&
+                    !dbpool__breaker_blocks_locked(p, t);
         bool trial = need && p->breaker == DBPOOL_BREAKER_OPEN;
         if (trial) {
             /* Cooldown over: this refill is the breaker's one trial. */

@@ -124,6 +124,33 @@ static void test_suspend_resume(void **state) {
     dbpool_close(p);
 }
 
+static void maintained(dbpool_options *o) { o->maintenance_interval_ms = 10; }
+
+/* Suspended means no new session: maintenance does not refill min_size
+ * until resume (a switchover suspends to keep the old primary free). */
+static void test_suspended_pool_is_not_refilled(void **state) {
+    (void)state;
+    dbpool *p = open_pool(2, 2, maintained);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    dbpool_shrink(p, 0);
+    dbpool_mock_counters before, after;
+    dbpool_mock_get_counters(&before);
+    dbt_sleep_ms(300); /* thirty maintenance rounds */
+    dbpool_mock_get_counters(&after);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.total, 0);
+    assert_int_equal((int)(after.connects - before.connects), 0);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    int64_t end = dbt_now_ms() + 3000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(p, &s);
+    } while (s.total < 2 && dbt_now_ms() < end);
+    assert_int_equal(s.total, 2); /* and back to min_size once resumed */
+    dbpool_close(p);
+}
+
 static void autoscale_fast(dbpool_options *o) {
     o->autoscale = true;
     o->autoscale_interval_ms = 60;
@@ -168,6 +195,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
         cmocka_unit_test_setup(test_suspend_resume, setup),
+        cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
