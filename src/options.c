@@ -47,30 +47,34 @@ typedef struct pool_key {
     int64_t lo, hi;
 } pool_key;
 
+/* The longest duration accepted, in ms or us alike (about 146 years in
+ * ms): twice it in nanoseconds still fits in an int64_t. */
+#define DBPOOL__MAX_DURATION (INT64_MAX / 2000000)
+
 #define OFF(field) offsetof(dbpool_options, field)
 static const pool_key pool_keys[] = {
     {"pool_min", K_INT, OFF(min_size), 0, 1000000},
     {"pool_max", K_INT, OFF(max_size), 1, 1000000},
-    {"pool_acquire_timeout", K_MS, OFF(acquire_timeout_ms), 1, INT64_MAX / 2000000},
-    {"pool_connect_timeout", K_MS, OFF(connect_timeout_ms), 1, INT64_MAX / 2000000},
-    {"pool_idle_timeout", K_MS, OFF(idle_timeout_ms), 0, INT64_MAX / 2000000},
-    {"pool_max_lifetime", K_MS, OFF(max_lifetime_ms), 0, INT64_MAX / 2000000},
-    {"pool_validation_timeout", K_MS, OFF(validation_timeout_ms), 1, INT64_MAX / 2000000},
+    {"pool_acquire_timeout", K_MS, OFF(acquire_timeout_ms), 1, DBPOOL__MAX_DURATION},
+    {"pool_connect_timeout", K_MS, OFF(connect_timeout_ms), 1, DBPOOL__MAX_DURATION},
+    {"pool_idle_timeout", K_MS, OFF(idle_timeout_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_max_lifetime", K_MS, OFF(max_lifetime_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_validation_timeout", K_MS, OFF(validation_timeout_ms), 1, DBPOOL__MAX_DURATION},
     {"pool_max_retries", K_INT, OFF(max_retries), 0, 1000},
-    {"pool_backoff_base", K_MS, OFF(backoff_base_ms), 0, INT64_MAX / 2000000},
-    {"pool_backoff_max", K_MS, OFF(backoff_max_ms), 0, INT64_MAX / 2000000},
+    {"pool_backoff_base", K_MS, OFF(backoff_base_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_backoff_max", K_MS, OFF(backoff_max_ms), 0, DBPOOL__MAX_DURATION},
     {"pool_max_waiters", K_INT, OFF(max_waiters), 0, 100000000},
     {"pool_validation", K_VALIDATION, OFF(validation), 0, 0},
-    {"pool_validation_window", K_MS, OFF(validation_window_ms), 0, INT64_MAX / 2000000},
-    {"pool_statement_timeout", K_MS, OFF(statement_timeout_ms), 0, INT64_MAX / 2000000},
-    {"pool_keepalive", K_MS, OFF(keepalive_ms), 0, INT64_MAX / 2000000},
-    {"pool_leak_threshold", K_MS, OFF(leak_threshold_ms), 0, INT64_MAX / 2000000},
-    {"pool_maintenance_interval", K_MS, OFF(maintenance_interval_ms), 0, INT64_MAX / 2000000},
+    {"pool_validation_window", K_MS, OFF(validation_window_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_statement_timeout", K_MS, OFF(statement_timeout_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_keepalive", K_MS, OFF(keepalive_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_leak_threshold", K_MS, OFF(leak_threshold_ms), 0, DBPOOL__MAX_DURATION},
+    {"pool_maintenance_interval", K_MS, OFF(maintenance_interval_ms), 0, DBPOOL__MAX_DURATION},
     {"pool_max_connecting", K_INT, OFF(max_connecting), 1, 1000},
-    {"pool_leak_reclaim", K_MS, OFF(leak_reclaim_ms), 0, INT64_MAX / 2000000},
+    {"pool_leak_reclaim", K_MS, OFF(leak_reclaim_ms), 0, DBPOOL__MAX_DURATION},
     {"pool_breaker_failures", K_INT, OFF(breaker_failures), 0, 1000000},
-    {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, INT64_MAX / 2000000},
-    {"pool_barging_window_us", K_US, OFF(barging_window_us), 0, INT64_MAX / 2000000},
+    {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, DBPOOL__MAX_DURATION},
+    {"pool_barging_window_us", K_US, OFF(barging_window_us), 0, DBPOOL__MAX_DURATION},
     {"pool_thread_cache", K_BOOL, OFF(thread_cache), 0, 0},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
@@ -91,9 +95,9 @@ static int apply_key(dbpool_options *o, const pool_key *k, const char *value, ch
     case K_MS:
     case K_US:
         if (!dbpool__parse_i64(value, k->lo, k->hi, &v))
-            return dbpool__seterr(e, DBPOOL_EINVAL, "URL key %s: '%.64s' is not a number of %s >= %lld",
-                                  k->key, value, k->kind == K_MS ? "milliseconds" : "microseconds",
-                                  (long long)k->lo);
+            return dbpool__seterr(
+                e, DBPOOL_EINVAL, "URL key %s: '%.64s' is not a number of %s from %lld to %lld", k->key,
+                value, k->kind == K_MS ? "milliseconds" : "microseconds", (long long)k->lo, (long long)k->hi);
         *(int64_t *)(void *)base = v;
         return DBPOOL_OK;
     case K_BOOL:
@@ -270,6 +274,33 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             "autoscale_step must be in (0, 1] (got %g)", o->autoscale_step);
     REQUIRE(!o->autoscale || o->autoscale_interval_ms > 0,
             "autoscale_interval_ms must be greater than 0 (got %lld)", (long long)o->autoscale_interval_ms);
+    /* Every duration becomes nanoseconds, and deadlines add two of them to
+     * a clock reading: above this bound (about 146 years) that overflows. */
+    const struct {
+        const char *name;
+        int64_t value;
+    } times[] = {
+        {"acquire_timeout_ms", o->acquire_timeout_ms},
+        {"connect_timeout_ms", o->connect_timeout_ms},
+        {"validation_timeout_ms", o->validation_timeout_ms},
+        {"idle_timeout_ms", o->idle_timeout_ms},
+        {"max_lifetime_ms", o->max_lifetime_ms},
+        {"backoff_base_ms", o->backoff_base_ms},
+        {"backoff_max_ms", o->backoff_max_ms},
+        {"validation_window_ms", o->validation_window_ms},
+        {"statement_timeout_ms", o->statement_timeout_ms},
+        {"keepalive_ms", o->keepalive_ms},
+        {"leak_threshold_ms", o->leak_threshold_ms},
+        {"leak_reclaim_ms", o->leak_reclaim_ms},
+        {"maintenance_interval_ms", o->maintenance_interval_ms},
+        {"breaker_cooldown_ms", o->breaker_cooldown_ms},
+        {"autoscale_interval_ms", o->autoscale_interval_ms},
+        {"barging_window_us", o->barging_window_us},
+    };
+    for (size_t i = 0; i < sizeof times / sizeof *times; i++)
+        REQUIRE(times[i].value <= DBPOOL__MAX_DURATION,
+                "%s is %lld: at most %lld (about 146 years) is accepted", times[i].name,
+                (long long)times[i].value, (long long)DBPOOL__MAX_DURATION);
 #undef REQUIRE
     return DBPOOL_OK;
 }

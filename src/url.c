@@ -227,6 +227,11 @@ int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv
 bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     if (!s || !*s)
         return false;
+    /* Plain base-10 digits with an optional '-': strtoll alone would also
+     * take leading blanks and a '+'. */
+    const char *d = s[0] == '-' ? s + 1 : s;
+    if (*d < '0' || *d > '9')
+        return false;
     char *end = NULL;
     errno = 0;
     long long v = strtoll(s, &end, 10);

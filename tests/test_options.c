@@ -50,6 +50,11 @@ static void m_keepneg(dbpool_options *o) { o->keepalive_ms = -1; }
 static void m_leakneg(dbpool_options *o) { o->leak_threshold_ms = -1; }
 static void m_maintneg(dbpool_options *o) { o->maintenance_interval_ms = -1; }
 static void m_loglevel(dbpool_options *o) { o->log_level = (dbpool_log_level)9; }
+/* Durations so long that their nanoseconds overflow. */
+static void m_lifehuge(dbpool_options *o) { o->max_lifetime_ms = INT64_MAX; }
+static void m_idlehuge(dbpool_options *o) { o->idle_timeout_ms = INT64_MAX / 1000; }
+static void m_bargehuge(dbpool_options *o) { o->barging_window_us = INT64_MAX; }
+static void m_backhuge(dbpool_options *o) { o->backoff_max_ms = INT64_MAX / 2; }
 
 static const struct {
     mutate_fn fn;
@@ -76,6 +81,10 @@ static const struct {
     {m_leakneg, "leak_threshold_ms", "-1"},
     {m_maintneg, "maintenance_interval_ms", "-1"},
     {m_loglevel, "log_level", "9"},
+    {m_lifehuge, "max_lifetime_ms", "at most"},
+    {m_idlehuge, "idle_timeout_ms", "at most"},
+    {m_bargehuge, "barging_window_us", "at most"},
+    {m_backhuge, "backoff_max_ms", "at most"},
 };
 
 static void test_each_violation_named(void **state) {
@@ -127,6 +136,9 @@ static void test_bad_urls(void **state) {
         {"sqlite::memory:?pool_validation=sometimes", DBPOOL_EINVAL, "pool_validation"},
         {"sqlite::memory:?pool_thread_cache=maybe", DBPOOL_EINVAL, "pool_thread_cache"},
         {"sqlite::memory:?x=%zz", DBPOOL_EINVAL, "percent"},
+        {"sqlite::memory:?pool_max=+5", DBPOOL_EINVAL, "pool_max"},
+        {"sqlite::memory:?pool_max=%205", DBPOOL_EINVAL, "pool_max"},
+        {"sqlite::memory:?pool_acquire_timeout=5000000000000", DBPOOL_EINVAL, "to 4611686018427"},
     };
     for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
         dbpool *p = NULL;
