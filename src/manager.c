@@ -52,6 +52,28 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     if (!m || !name || !*name)
         return dbpool__seterr(err, DBPOOL_EINVAL,
                               "dbpool_manager_open: a manager and a non-empty name are needed");
+    if (!url)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_manager_open: the URL is NULL");
+    /* The manager's name is the pool's name (its key in the manager's JSON
+     * and its label in metrics): a URL naming it otherwise would make two
+     * pools answer to one name. */
+    char *base = NULL;
+    dbpool_kv *kv = NULL;
+    size_t nkv = 0;
+    int parsed = dbpool__url_query(url, &base, &kv, &nkv, err);
+    if (parsed != DBPOOL_OK)
+        return parsed;
+    bool renamed = false;
+    for (size_t i = 0; i < nkv; i++)
+        if (strcmp(kv[i].key, "pool_name") == 0 && strcmp(kv[i].value, name) != 0)
+            renamed = true;
+    free(base);
+    dbpool__kv_free(kv, nkv);
+    if (renamed)
+        return dbpool__seterr(err, DBPOOL_EINVAL,
+                              "the URL of pool '%.64s' sets pool_name to another name: in a manager the "
+                              "pool is named by dbpool_manager_open; remove pool_name from the URL",
+                              name);
     /* Reserve the name first, so that two threads opening the same name
      * cannot both succeed; the open itself runs without the lock. */
     pthread_rwlock_wrlock(&m->lock);

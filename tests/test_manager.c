@@ -24,6 +24,12 @@ static void test_open_get_close(void **state) {
     assert_int_equal(dbpool_manager_open(m, "", "mock:", NULL, &e), DBPOOL_EINVAL);
     assert_int_equal(dbpool_manager_open(m, "broken", "nosuch://x", NULL, &e), DBPOOL_EINVAL);
     assert_null(dbpool_manager_get(m, "broken")); /* a failed open leaves no entry */
+    /* The manager names its pools: a URL may not rename one after another. */
+    assert_int_equal(dbpool_manager_open(m, "renamed", "mock:?pool_name=orders", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "pool_name"));
+    assert_null(dbpool_manager_get(m, "renamed"));
+    assert_int_equal(dbpool_manager_open(m, "same", "mock:?pool_name=same", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_close_pool(m, "same"), DBPOOL_OK);
     assert_int_equal(dbpool_manager_count(m), 2);
     assert_string_equal(dbpool_manager_name(m, 0), "orders");
     assert_null(dbpool_manager_name(m, 2));
