@@ -316,6 +316,23 @@ void dbpool__poke_head_locked(dbpool *p) {
     }
 }
 
+void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c) {
+    waiter *w = p->wait_head;
+    dbpool__waiter_dequeue(p, w);
+    c->state = CONN_LEASED;
+    p->n_leased++;
+    dbpool__note_peak(p);
+    w->conn = c;
+    /* Read here, not taken from the caller's reading: that may be the
+     * connection's last use (a recalled thread-cache connection). */
+    w->handed_ns = dbpool__fast_now_ns();
+    /* Leased from now on, though the waiter stamps its lease only when
+     * it runs: until then the leak scan and a timeout's report of the
+     * oldest holder read this, not the previous lease's start. */
+    c->acquired_ns = w->handed_ns;
+    pthread_cond_signal(&w->cond);
+}
+
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;
@@ -325,19 +342,7 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
         return;
     }
     if (w && !p->suspended) {
-        dbpool__waiter_dequeue(p, w);
-        c->state = CONN_LEASED;
-        p->n_leased++;
-        dbpool__note_peak(p);
-        w->conn = c;
-        /* Read here, not taken from `now`: that may be the connection's
-         * last use (a recalled thread-cache connection). */
-        w->handed_ns = dbpool__fast_now_ns();
-        /* Leased from now on, though the waiter stamps its lease only when
-         * it runs: until then the leak scan and a timeout's report of the
-         * oldest holder read this, not the previous lease's start. */
-        c->acquired_ns = w->handed_ns;
-        pthread_cond_signal(&w->cond);
+        dbpool__hand_off_locked(p, c);
         return;
     }
     idle_push(p, c);

@@ -235,6 +235,8 @@ static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_con
 }
 /* Put a healthy connection back: to the first waiter, else the idle list. */
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
+/* Give c (counted nowhere yet) to the first waiter, who must exist. */
+void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c);
 /* Back from a keepalive ping: to the first waiter, else the cold end of
  * the idle list, keeping its idle time. Lock held; c counted as leased. */
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now);

@@ -89,8 +89,9 @@ int dbpool_resume(dbpool *p) {
     /* Serve those who waited, in order, from the idle list first. */
     while (p->wait_head && p->idle_head) {
         dbpool_conn *c = p->idle_head;
-        /* Re-publishing the most recently used idle connection hands it to
-         * the first waiter. */
+        /* Handed straight to the first waiter: publishing would put it back
+         * on the idle list for a waiter still inside its barging window,
+         * and this loop would spin under the lock until the window ended. */
         if (c->next)
             c->next->prev = NULL;
         else
@@ -98,7 +99,7 @@ int dbpool_resume(dbpool *p) {
         p->idle_head = c->next;
         c->next = NULL;
         p->n_idle--;
-        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
+        dbpool__hand_off_locked(p, c);
     }
     breaker_event ev = dbpool__request_connections_locked(p);
     unlock(p);

@@ -124,6 +124,31 @@ static void test_suspend_resume(void **state) {
     dbpool_close(p);
 }
 
+static void wide_window_waits(dbpool_options *o) {
+    o->suspend_fails_fast = false;
+    o->barging_window_us = 3000000;
+}
+
+/* Resume hands the idle connections to those who waited, at once, even to
+ * a waiter still inside its barging window. */
+static void test_resume_serves_waiters_at_once(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, wide_window_waits);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    if (took >= 1500)
+        fail_msg("dbpool_resume took %lld ms: it waited for the waiter's window to end", (long long)took);
+    dbpool_close(p);
+}
+
 static void maintained(dbpool_options *o) { o->maintenance_interval_ms = 10; }
 
 /* Suspended means no new session: maintenance does not refill min_size
@@ -196,6 +221,7 @@ int main(void) {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
         cmocka_unit_test_setup(test_suspend_resume, setup),
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
+        cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
