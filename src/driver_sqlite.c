@@ -56,8 +56,15 @@ static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *
             dir[1] = '\0';
         else
             dbpool__strlcpy(dir, ".", sizeof dir);
+        /* The file itself first: when it exists, its own kind and mode
+         * are the cause, whatever the directory allows. */
         struct stat st;
-        if (stat(dir, &st) != 0)
+        bool exists = stat(path, &st) == 0;
+        if (exists && S_ISDIR(st.st_mode))
+            snprintf(hint, sizeof hint, " ('%.200s' is a directory: give the path of a database file)", path);
+        else if (exists && access(path, R_OK) != 0)
+            snprintf(hint, sizeof hint, " (permission denied on '%.200s')", path), code = DBPOOL_EPERM;
+        else if (stat(dir, &st) != 0)
             snprintf(hint, sizeof hint, " (directory '%.200s' does not exist: create it or fix the path)",
                      dir);
         else if (!S_ISDIR(st.st_mode))
@@ -65,8 +72,6 @@ static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *
         else if (access(dir, W_OK | X_OK) != 0)
             snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir),
                 code = DBPOOL_EPERM;
-        else if (access(path, F_OK) == 0 && access(path, R_OK) != 0)
-            snprintf(hint, sizeof hint, " (permission denied on '%.200s')", path), code = DBPOOL_EPERM;
     } else if ((src & 0xff) == SQLITE_NOTADB) {
         code = DBPOOL_ECONNECT;
         snprintf(hint, sizeof hint, " (the file is not an SQLite database)");

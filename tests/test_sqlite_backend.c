@@ -167,6 +167,22 @@ static void test_not_a_database(void **state) {
     assert_non_null(strstr(e.message, "not a database"));
 }
 
+/* A directory where the file should be: said so, rather than SQLite's
+ * "unable to open database file" alone. */
+static void test_directory_as_path(void **state) {
+    (void)state;
+    char url[620];
+    snprintf(url, sizeof url, "sqlite:%s", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_not_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
+    if (!strstr(e.message, "is a directory"))
+        fail_msg("the error should say the path is a directory: %s", e.message);
+}
+
 static void test_memory_shared_and_typed(void **state) {
     (void)state;
     dbpool *p = open_url("sqlite::memory:");
@@ -226,6 +242,7 @@ int main(void) {
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
+        cmocka_unit_test(test_directory_as_path),
         cmocka_unit_test(test_memory_shared_and_typed),
         cmocka_unit_test(test_two_memory_pools_are_separate),
     };
