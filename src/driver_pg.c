@@ -386,6 +386,11 @@ static void quiet_notices(void *arg, const char *message) {
 }
 
 static int classify_connect_error(const char *msg) {
+    /* libpq checks the settings before it connects: 'invalid sslmode
+     * value: "x"', 'invalid integer value "x" for connection option ...'.
+     * A wrong URL, not an unreachable server: no retry will help. */
+    if (strncmp(msg, "invalid ", 8) == 0)
+        return DBPOOL_EINVAL;
     static const char *const auth[] = {
         "password authentication failed", "no password supplied", "authentication failed",
         "no pg_hba.conf entry",           "pg_hba.conf rejects",  "SCRAM authentication",

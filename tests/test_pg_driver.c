@@ -213,6 +213,21 @@ static void test_unknown_key_rejected(void **state) {
         fail_msg("the error shows the password: %s", err.message);
 }
 
+/* A value libpq refuses before connecting is a wrong URL (EINVAL, not
+ * retried), not an unreachable server. */
+static void test_bad_value_is_invalid_url(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = (dbpool *)1;
+    dbpool_error err;
+    int rc = dbpool_open(&p, dbt_backend_url_with("pg", "sslmode=bogus"), &o, &err);
+    if (rc != DBPOOL_EINVAL || !strstr(err.message, "sslmode"))
+        fail_msg("rc=%d: %s", rc, err.message);
+    assert_null(p);
+}
+
 /* `?` becomes $n only outside strings, quoted identifiers, dollar quotes
  * and comments. Each statement takes one text parameter "X". */
 static void test_placeholders_outside_quotes(void **state) {
@@ -597,6 +612,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_keys_reach_libpq),
         cmocka_unit_test(test_unknown_key_rejected),
+        cmocka_unit_test(test_bad_value_is_invalid_url),
         cmocka_unit_test(test_placeholders_outside_quotes),
         cmocka_unit_test(test_value_round_trip),
         cmocka_unit_test(test_sqlstate_on_error),
