@@ -47,6 +47,24 @@ bool cli_opt_flag(const char *arg, const char *name) {
     return arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, name) == 0;
 }
 
+bool cli_opt_flag_given_value(const char *cmd, const char *arg, const char *const flags[]) {
+    if (arg[0] != '-' || arg[1] != '-')
+        return false;
+    size_t n = strcspn(arg + 2, "=");
+    if (arg[2 + n] != '=')
+        return false;
+    for (int k = 0; flags[k]; k++) {
+        if (strlen(flags[k]) == n && strncmp(arg + 2, flags[k], n) == 0) {
+            /* The value is not echoed, like any option value: it may be a
+             * password pasted in the wrong place. */
+            cli_usage_error(cmd, "option --%s takes no value: write --%s alone (see dbpool %s --help)",
+                            flags[k], flags[k], cmd);
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *cli_opt_name(const char *arg) {
     static char buf[64];
     size_t n = strcspn(arg, "=");

@@ -47,7 +47,7 @@ static void sync_parent_dir(const char *path) {
 
 bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
                            size_t whycap) {
-    static const char suffix[] = ".tmp-XXXXXX";
+    static const char suffix[] = CLI_TMP_SUFFIX;
     size_t n = strlen(path);
     char *tmp = malloc(n + sizeof suffix);
     if (!tmp) {

@@ -34,7 +34,9 @@ static const char usage_text[] =
     "Options:\n"
     "  --threads N          concurrent callers, 1..10000 (default 4); each thread\n"
     "                       has a 128 KiB stack, so 1000 callers are cheap\n"
-    "  --pool-size N        the pool's max_size, 1..10000 (default 10)\n"
+    "  --pool-size N        the pool's max_size, 1..10000 (default 10); a pool_max\n"
+    "                       key in the URL overrides it, and the summary shows\n"
+    "                       the size the pool really has\n"
     "  --duration SECONDS   how long to run, > 0 and <= 600, fractions allowed\n"
     "                       (default 5; with --burst, a cap that defaults to 60)\n"
     "  --mode MODE          what one op is (default cycle; statement with --query):\n"
@@ -74,8 +76,9 @@ static const char usage_text[] =
 typedef struct bench_args {
     const char *url;
     int threads;
-    int pool_size;
-    int64_t duration_ms; /* 0: not given */
+    int pool_size;        /* after the open: the pool's real max_size */
+    bool pool_size_given; /* --pool-size was on the command line */
+    int64_t duration_ms;  /* 0: not given */
     cli_load_mode mode;
     bool mode_given;
     const char *query;
@@ -101,6 +104,7 @@ static const char *mode_name(cli_load_mode m) {
 static int parse_args(int argc, char **argv, bench_args *a) {
     static const char *const value_opts[] = {"threads", "pool-size", "duration", "mode",           "query",
                                              "hold-ms", "burst",     "timeout",  "metrics-listen", NULL};
+    static const char *const flags[] = {"json", "verbose", "help", NULL};
     bool only_positional = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *v = NULL;
@@ -123,6 +127,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 return cli_usage_error(
                     CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 10", v,
                     MAX_POOL);
+            a->pool_size_given = true;
             continue;
         case 2:
             if (!cli_parse_seconds(v, &a->duration_ms) || a->duration_ms > MAX_DURATION_S * 1000LL)
@@ -182,6 +187,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             a->json = true;
         else if (!only_positional && cli_opt_flag(arg, "verbose"))
             a->verbose = true;
+        else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags))
+            return CLI_EXIT_USAGE;
         else if (!only_positional && arg[0] == '-' && arg[1] != '\0')
             return cli_usage_error(CMD, "unknown option '%s': see dbpool bench --help", cli_opt_name(arg));
         else if (a->url)
@@ -222,14 +229,18 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
         if (!r->errors_by[k])
             continue;
         json_object_set_new(by, cli_err_slot_name(k), json_integer((json_int_t)r->errors_by[k]));
-        /* Library messages are redacted; invalid UTF-8 would make it NULL. */
-        json_t *m = json_string(r->error_sample[k]);
+        /* Library messages are redacted, but may quote a server's text in
+         * another encoding. */
+        json_t *m = cli_json_string_lossy(r->error_sample[k]);
         json_object_set_new(msgs, cli_err_slot_name(k), m ? m : json_null());
     }
     json_t *doc = json_object();
     json_object_set_new(doc, "backend", json_string(backend));
     json_object_set_new(doc, "mode", json_string(mode_name(a->mode)));
-    json_object_set_new(doc, "query", a->mode == CLI_MODE_CYCLE ? json_null() : json_string(a->query));
+    /* The query may be in the database's encoding rather than UTF-8:
+     * shown with '?' for such bytes rather than dropped. */
+    json_object_set_new(doc, "query",
+                        a->mode == CLI_MODE_CYCLE ? json_null() : cli_json_string_lossy(a->query));
     json_object_set_new(doc, "threads", json_integer(a->threads));
     json_object_set_new(doc, "pool_size", json_integer(a->pool_size));
     json_object_set_new(doc, "hold_ms", cli_json_ms(a->hold_ms));
@@ -337,12 +348,28 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* The summary reports the pool as it is: a pool_max key in the URL
+ * overrides --pool-size, and a figure the pool does not have would make
+ * "peak in use" and the waits impossible to read. */
+static void report_pool_size(bench_args *a, dbpool *p) {
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.max_size == a->pool_size)
+        return;
+    if (a->pool_size_given) {
+        fprintf(stderr,
+                "dbpool bench: the pool has at most %d connections, not the %d of --pool-size: "
+                "the URL's pool_max overrides --pool-size\n",
+                s.max_size, a->pool_size);
+        fflush(stderr);
+    }
+    a->pool_size = s.max_size;
+}
+
 int cli_bench_main(int argc, char **argv) {
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0) {
-            fputs(usage_text, stdout);
-            return CLI_EXIT_OK;
-        }
+        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0)
+            return cli_print_help(CMD, usage_text);
     }
     bench_args a;
     memset(&a, 0, sizeof a);
@@ -386,6 +413,7 @@ int cli_bench_main(int argc, char **argv) {
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));
+    report_pool_size(&a, p);
 
     cli_metrics_server *metrics = NULL;
     if (a.listen) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CMD "check"
 
@@ -17,6 +18,8 @@ static const char usage_text[] =
     "When unhealthy, \"status\" is \"unhealthy\" and \"error\" and \"error_code\" say why.\n"
     "\n"
     "URL is sqlite:PATH, sqlite::memory:, postgresql://... or mysql://...\n"
+    "A SQLite file that does not exist is unhealthy (DBPOOL_ENOTFOUND): the check\n"
+    "does not create it, unless the URL sets mode=rwc or create_if_missing=true.\n"
     "\n"
     "Options:\n"
     "  --timeout SECONDS  bound on connecting and on the round trip, > 0,\n"
@@ -41,6 +44,59 @@ static const char *backend_of(const char *url) {
     return NULL;
 }
 
+/* True when the URL's query ("?k=v&k=v") sets `key`, compared as written. */
+static bool url_has_key(const char *url, const char *key) {
+    const char *p = strchr(url, '?');
+    size_t n = strlen(key);
+    while (p) {
+        p++; /* past the '?' or '&' */
+        if (strcspn(p, "=&") == n && strncmp(p, key, n) == 0)
+            return true;
+        p = strchr(p, '&');
+    }
+    return false;
+}
+
+/* The path part of a sqlite: or sqlite3: URL (up to the end, query
+ * included), or NULL for another backend. */
+static const char *sqlite_path(const char *url) {
+    const char *colon = strchr(url, ':');
+    size_t scheme = colon ? (size_t)(colon - url) : 0;
+    if (!((scheme == 6 && strncasecmp(url, "sqlite", 6) == 0) ||
+          (scheme == 7 && strncasecmp(url, "sqlite3", 7) == 0)))
+        return NULL;
+    const char *path = colon + 1;
+    return strncmp(path, "//", 2) == 0 ? path + 2 : path;
+}
+
+/*
+ * A health check must not create what it checks: with the default mode
+ * (rwc) a mistyped sqlite path would be created empty and reported healthy.
+ * Returns a malloc'd URL with create_if_missing=false added, or NULL when
+ * the URL is used as given: not a SQLite file, or it says itself whether to
+ * create (mode=..., create_if_missing=...). *failed is set when out of memory.
+ */
+static char *url_without_create(const char *url, bool *failed) {
+    *failed = false;
+    const char *path = sqlite_path(url);
+    if (!path)
+        return NULL;
+    if (strncmp(path, ":memory:", 8) == 0 && (path[8] == '\0' || path[8] == '?'))
+        return NULL;
+    if (url_has_key(url, "mode") || url_has_key(url, "create_if_missing"))
+        return NULL;
+    static const char param[] = "create_if_missing=false";
+    size_t n = strlen(url);
+    char *out = malloc(n + 1 + sizeof param);
+    if (!out) {
+        *failed = true;
+        return NULL;
+    }
+    const char *sep = !strchr(url, '?') ? "?" : url[n - 1] == '?' || url[n - 1] == '&' ? "" : "&";
+    snprintf(out, n + 1 + sizeof param, "%s%s%s", url, sep, param);
+    return out;
+}
+
 static int print_doc(json_t *doc) {
     char *text = doc ? cli_json_text(doc) : NULL;
     json_decref(doc);
@@ -53,15 +109,14 @@ static int print_doc(json_t *doc) {
 
 int cli_check_main(int argc, char **argv) {
     static const char *const value_opts[] = {"timeout", NULL};
+    static const char *const flags[] = {"verbose", "help", NULL};
     const char *url = NULL;
     int64_t timeout_ms = 0;
     bool verbose = false, only_positional = false;
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         const char *arg = argv[i];
-        if (cli_opt_flag(arg, "help") || strcmp(arg, "-h") == 0) {
-            fputs(usage_text, stdout);
-            return CLI_EXIT_OK;
-        }
+        if (cli_opt_flag(arg, "help") || strcmp(arg, "-h") == 0)
+            return cli_print_help(CMD, usage_text);
     }
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *v = NULL;
@@ -80,6 +135,8 @@ int cli_check_main(int argc, char **argv) {
                                        v);
         } else if (!only_positional && cli_opt_flag(arg, "verbose")) {
             verbose = true;
+        } else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags)) {
+            return CLI_EXIT_USAGE;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
             return cli_usage_error(CMD, "unknown option '%s': see dbpool check --help", cli_opt_name(arg));
         } else if (url) {
@@ -110,11 +167,17 @@ int cli_check_main(int argc, char **argv) {
         o.log_level = DBPOOL_LOG_DEBUG;
     }
 
+    bool no_memory;
+    char *checked_url = url_without_create(url, &no_memory);
+    if (no_memory)
+        return cli_fail(CMD, "out of memory: try again");
     dbpool *p = NULL;
     dbpool_error e;
     dbpool_health h;
     memset(&h, 0, sizeof h);
-    int rc = dbpool_open(&p, url, &o, &e);
+    bool creation_forbidden_here = checked_url != NULL;
+    int rc = dbpool_open(&p, checked_url ? checked_url : url, &o, &e);
+    free(checked_url);
     if (rc == DBPOOL_EINVAL) {
         char buf[700];
         return cli_usage_error(CMD, "%s: check the URL (see dbpool check --help)",
@@ -127,6 +190,16 @@ int cli_check_main(int argc, char **argv) {
         h.backend = backend_of(url);
         h.error = e;
         h.error.code = rc;
+        if (rc == DBPOOL_ENOTFOUND && creation_forbidden_here) {
+            /* The library's message blames the URL for forbidding creation,
+             * which the user did not write: say what check itself did. */
+            const char *path = sqlite_path(url);
+            size_t path_len = strcspn(path, "?");
+            snprintf(h.error.message, sizeof h.error.message,
+                     "SQLite database '%.*s' does not exist: check the path in the URL (dbpool check "
+                     "does not create databases; add ?mode=rwc to the URL to allow it)",
+                     (int)(path_len > 300 ? 300 : path_len), path);
+        }
     } else {
         rc = dbpool_check_health(p, &h, &e);
         if (rc != DBPOOL_OK && h.status == DBPOOL_HEALTHY) {

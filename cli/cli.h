@@ -56,6 +56,12 @@ int cli_opt_match(const char *cmd, int argc, char **argv, int *i, const char *co
                   const char **value);
 /* True when argv[i] is exactly "--name". */
 bool cli_opt_flag(const char *arg, const char *name);
+/*
+ * True, after reporting "option --NAME takes no value" as a usage error of
+ * `cmd`, when arg is "--NAME=VALUE" for one of the NULL-terminated value-less
+ * flags: without this, "--json=1" would be called an unknown option.
+ */
+bool cli_opt_flag_given_value(const char *cmd, const char *arg, const char *const flags[]);
 /* The option's name without any "=value" part, for error messages that
  * must not echo a value (it may hold a password). Static buffer. */
 const char *cli_opt_name(const char *arg);
@@ -85,6 +91,15 @@ json_t *cli_json_ms(double ms);
 char *cli_json_text(const json_t *doc);
 /* Write text to stdout and flush; false on a write error. */
 bool cli_print_text(const char *text);
+/* Print a command's help on stdout: CLI_EXIT_OK, or CLI_EXIT_FAILED after
+ * saying on stderr that stdout could not be written (full disk, closed). */
+int cli_print_help(const char *cmd, const char *text);
+/* A JSON string of s; bytes that are not valid UTF-8 (json_string refuses
+ * them) become '?' rather than the key going missing. NULL when out of memory. */
+json_t *cli_json_string_lossy(const char *s);
+
+/* What cli_write_file_atomic appends to the path for its temporary file. */
+#define CLI_TMP_SUFFIX ".tmp-XXXXXX"
 
 /*
  * Replace `path` with `data` atomically: write PATH.tmp-XXXXXX in the same

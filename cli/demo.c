@@ -194,25 +194,85 @@ static int read_labels(const char *path, labels *out) {
     return rc;
 }
 
-/* Refuse early an output path that cannot be written, before touching the
- * database: otherwise rows would be inserted and the report then lost. */
+#ifndef NAME_MAX
+#define NAME_MAX 255
+#endif
+
+/* Create and remove the temporary file the report will be written through.
+ * Only this proves that the directory takes new files: access() answers
+ * yes for root even on a directory, such as /proc, that refuses them. */
+static int probe_temporary(const char *path, const char *dir) {
+    size_t n = strlen(path);
+    char *tmp = malloc(n + sizeof CLI_TMP_SUFFIX);
+    if (!tmp)
+        return cli_fail(CMD, "out of memory: try again");
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, CLI_TMP_SUFFIX, sizeof CLI_TMP_SUFFIX);
+    int rc = CLI_EXIT_OK;
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output", dir,
+                      strerror(errno));
+    } else {
+        close(fd);
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+/*
+ * Refuse an output path that cannot be written before touching the
+ * database: otherwise the rows would be committed and the report then
+ * lost, while the help promises that a failed run writes no report.
+ */
 static int check_output_path(const char *path) {
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    if (!*path)
+        return cli_usage_error(CMD, "--output is empty: give the file the JSON report goes to, "
+                                    "e.g. --output /tmp/demo.json");
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!*base)
+        return cli_usage_error(CMD, "--output '%s' ends with '/': give a file name, e.g. %sdemo.json", path,
+                               path);
+    /* The temporary file's name is the file's name plus the suffix, so the
+     * name must leave room for it. */
+    size_t longest_name = NAME_MAX - (sizeof CLI_TMP_SUFFIX - 1);
+    if (strlen(base) > longest_name)
+        return cli_usage_error(CMD,
+                               "the --output file name is %zu bytes long, more than the %zu this command "
+                               "can write (it needs room for '%s' in the temporary file's name): "
+                               "give a shorter name",
+                               strlen(base), longest_name, CLI_TMP_SUFFIX);
+    if (strlen(path) + sizeof CLI_TMP_SUFFIX > PATH_MAX)
+        return cli_usage_error(CMD, "the --output path is %zu bytes long, more than %zu: give a shorter path",
+                               strlen(path), (size_t)PATH_MAX - sizeof CLI_TMP_SUFFIX);
+
+    struct stat st, target;
+    bool target_exists = stat(path, &target) == 0;
+    if (target_exists && S_ISDIR(target.st_mode))
         return cli_fail(CMD, "output '%s' is a directory: give a file name to --output", path);
     char *dir = strdup(path);
     if (!dir)
         return cli_fail(CMD, "out of memory: try again");
-    char *slash = strrchr(dir, '/');
-    const char *d = slash == dir ? "/" : slash ? (*slash = '\0', dir) : ".";
+    char *dir_slash = strrchr(dir, '/');
+    const char *d = dir_slash == dir ? "/" : dir_slash ? (*dir_slash = '\0', dir) : ".";
     int rc = CLI_EXIT_OK;
     if (stat(d, &st) != 0)
         rc = cli_fail(CMD, "output directory '%s' does not exist: %s: create it or change --output", d,
                       strerror(errno));
     else if (!S_ISDIR(st.st_mode))
         rc = cli_fail(CMD, "'%s' is not a directory: change --output", d);
-    else if (access(d, W_OK | X_OK) != 0)
-        rc = cli_fail(CMD, "cannot write in output directory '%s': %s: change --output", d, strerror(errno));
+    else if (target_exists && (st.st_mode & S_ISVTX) && geteuid() != 0 && target.st_uid != geteuid() &&
+             st.st_uid != geteuid())
+        /* A sticky directory (like /tmp) lets only the owner replace a file:
+         * the final rename would fail after the rows are committed. */
+        rc = cli_fail(CMD,
+                      "cannot replace '%s': it belongs to another user in a sticky directory: "
+                      "remove it or change --output",
+                      path);
+    else
+        rc = probe_temporary(path, d);
     free(dir);
     return rc;
 }
@@ -378,6 +438,7 @@ static int run(dbpool *p, const demo_args *a, const labels *l, json_t **doc) {
 static int parse_args(int argc, char **argv, demo_args *a) {
     static const char *const value_opts[] = {"input",   "output",  "db", "pool-size",
                                              "timeout", "retries", NULL};
+    static const char *const flags[] = {"reset", "verbose", "help", NULL};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *v = NULL;
         if (strcmp(arg, "--") == 0) {
@@ -424,6 +485,8 @@ static int parse_args(int argc, char **argv, demo_args *a) {
                 a->reset = true;
             else if (cli_opt_flag(arg, "verbose"))
                 a->verbose = true;
+            else if (cli_opt_flag_given_value(CMD, arg, flags))
+                return CLI_EXIT_USAGE;
             else if (arg[0] == '-')
                 /* The name only: a mistyped --db=... may carry a password. */
                 return cli_usage_error(CMD, "unknown option '%s': see dbpool demo --help", cli_opt_name(arg));
@@ -444,10 +507,8 @@ int cli_demo_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0)
             break;
-        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0) {
-            fputs(usage_text, stdout);
-            return CLI_EXIT_OK;
-        }
+        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0)
+            return cli_print_help(CMD, usage_text);
     }
     demo_args a = {.db = "sqlite::memory:", .pool_size = 5, .timeout_ms = 0, .retries = -1};
     int code = parse_args(argc, argv, &a);
@@ -489,7 +550,12 @@ int cli_demo_main(int argc, char **argv) {
         labels_free(&l);
         return db_fail("cannot open the pool", rc, &e);
     }
-    progress("opened a %s pool of at most %d connections", dbpool_backend(p), o.max_size);
+    if (verbose) {
+        /* From the pool, not the option: a pool_max in the URL overrides it. */
+        dbpool_stats opened;
+        dbpool_get_stats(p, &opened);
+        progress("opened a %s pool of at most %d connections", dbpool_backend(p), opened.max_size);
+    }
 
     json_t *doc = NULL;
     code = run(p, &a, &l, &doc);

@@ -1,6 +1,7 @@
 /* json.c — pool statistics and health as JSON, and the document's text. */
 #include "cli.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,9 +12,10 @@ static json_t *counter(uint64_t v) {
     return json_integer(v > (uint64_t)LLONG_MAX ? LLONG_MAX : (json_int_t)v);
 }
 
-/* Library messages may quote a path that is not UTF-8; json_string refuses
- * those, and a missing "error" would hide why the check failed. */
-static json_t *any_string(const char *s) {
+/* Library messages may quote a path that is not UTF-8, and a query may be in
+ * another encoding; json_string refuses those, and a missing key would hide
+ * what was run or why it failed. */
+json_t *cli_json_string_lossy(const char *s) {
     json_t *j = json_string(s);
     if (j)
         return j;
@@ -61,14 +63,16 @@ json_t *cli_health_json(const dbpool_health *h) {
          * so that a reader never confuses one server's numbering with another's. */
         char key[64];
         snprintf(key, sizeof key, "%s_version", backend);
-        json_object_set_new(o, key, h->server_version[0] ? any_string(h->server_version) : json_null());
+        json_object_set_new(o, key,
+                            h->server_version[0] ? cli_json_string_lossy(h->server_version) : json_null());
     }
     json_object_set_new(o, "round_trip_ms", healthy ? cli_json_ms(h->round_trip_ms) : json_null());
     json_object_set_new(o, "acquire_ms", cli_json_ms(h->acquire_ms));
     if (!healthy) {
         int code = h->error.code ? h->error.code : DBPOOL_EUNAVAILABLE;
-        json_object_set_new(o, "error",
-                            any_string(h->error.message[0] ? h->error.message : dbpool_strerror(code)));
+        json_object_set_new(
+            o, "error",
+            cli_json_string_lossy(h->error.message[0] ? h->error.message : dbpool_strerror(code)));
         json_object_set_new(o, "error_code", json_string(dbpool_errname(code)));
     }
     return o;
@@ -91,4 +95,16 @@ char *cli_json_text(const json_t *doc) {
     return text;
 }
 
-bool cli_print_text(const char *text) { return fputs(text, stdout) >= 0 && fflush(stdout) == 0; }
+bool cli_print_text(const char *text) {
+    /* ferror too: an earlier failed write may have emptied the buffer, so
+     * that the final flush has nothing left to fail on. */
+    return fputs(text, stdout) >= 0 && fflush(stdout) == 0 && !ferror(stdout);
+}
+
+int cli_print_help(const char *cmd, const char *text) {
+    errno = 0;
+    if (cli_print_text(text))
+        return CLI_EXIT_OK;
+    int err = errno ? errno : EIO;
+    return cli_fail(cmd, "cannot write the help to stdout: %s: check where stdout goes", strerror(err));
+}

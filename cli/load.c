@@ -169,12 +169,26 @@ static uint64_t next_rand(uint64_t *s) { /* xorshift64 */
     return *s = x;
 }
 
+static bool stopping(const cli_load *l) { return atomic_load_explicit(&l->stop, memory_order_relaxed); }
+
+/* How often a hold looks at the stop flag: a stop ends the run this soon
+ * after it, however long --hold-ms is. */
+#define HOLD_SLICE_NS (10 * 1000000)
+
+/* Keep the lease for the configured time, in slices, returning as soon as
+ * the load is stopped: otherwise each queued caller would still hold its
+ * lease in full after Ctrl-C or the end of --duration. */
 static void hold(worker *w) {
-    const cli_load_config *c = &w->load->cfg;
+    cli_load *l = w->load;
+    const cli_load_config *c = &l->cfg;
     int64_t ns = c->hold_ns;
     if (c->hold_jitter_ns > 0)
         ns += (int64_t)(next_rand(&w->rng) % (uint64_t)c->hold_jitter_ns);
-    sleep_ns(ns);
+    if (ns <= 0)
+        return;
+    int64_t end = cli_now_ns() + ns;
+    for (int64_t left = ns; left > 0 && !stopping(l); left = end - cli_now_ns())
+        sleep_ns(left < HOLD_SLICE_NS ? left : HOLD_SLICE_NS);
 }
 
 static int run_query(dbpool_conn *c, const char *sql, dbpool_error *e) {
@@ -188,12 +202,24 @@ static int run_query(dbpool_conn *c, const char *sql, dbpool_error *e) {
     return rc < 0 ? rc : DBPOOL_OK;
 }
 
-static int op_on_pool(worker *w, dbpool *p, bool query, dbpool_error *e) {
+/* What op_on_pool returns for a lease given back unused because the load
+ * stopped: not an op, so that it is not counted as one (it ran no query). */
+#define OP_ABANDONED 1
+
+static int op_on_pool(worker *w, dbpool *p, bool query, bool may_abandon, dbpool_error *e) {
     const cli_load_config *c = &w->load->cfg;
     dbpool_conn *conn = NULL;
     int rc = dbpool_acquire(p, c->acquire_timeout_ms, &conn, e);
     if (rc != DBPOOL_OK)
         return rc;
+    /* A caller that was queued when the load stopped gives the lease back
+     * at once: its query and hold would only delay the end of the run. A
+     * bare acquire + release (cycle, no hold) is a whole op: kept as one. */
+    bool more_than_acquire = query || c->hold_ns > 0 || c->hold_jitter_ns > 0;
+    if (may_abandon && more_than_acquire && stopping(w->load)) {
+        int rr = dbpool_release(conn);
+        return rr != DBPOOL_OK ? rr : OP_ABANDONED;
+    }
     if (query)
         rc = run_query(conn, c->query, e);
     hold(w);
@@ -222,7 +248,9 @@ static int op_connect(worker *w, dbpool_error *e) {
     if (rc != DBPOOL_OK)
         return rc;
     atomic_fetch_add_explicit(&w->opened, 1, memory_order_relaxed);
-    rc = op_on_pool(w, p, true, e);
+    /* Never abandoned: the connection this op opened is counted, and so
+     * must the op be. */
+    rc = op_on_pool(w, p, true, false, e);
     dbpool_close(p);
     return rc;
 }
@@ -246,15 +274,17 @@ static void *worker_main(void *arg) {
         int rc;
         switch (l->cfg.mode) {
         case CLI_MODE_CYCLE:
-            rc = op_on_pool(w, l->cfg.pool, false, &e);
+            rc = op_on_pool(w, l->cfg.pool, false, true, &e);
             break;
         case CLI_MODE_STATEMENT:
-            rc = op_on_pool(w, l->cfg.pool, true, &e);
+            rc = op_on_pool(w, l->cfg.pool, true, true, &e);
             break;
         default:
             rc = op_connect(w, &e);
             break;
         }
+        if (rc == OP_ABANDONED)
+            continue; /* and the loop ends: the load is stopping */
         int64_t t1 = cli_now_ns();
         uint64_t ns = t1 > t0 ? (uint64_t)(t1 - t0) : 0;
         w->lat[lat_bucket(ns)]++;

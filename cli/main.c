@@ -1,8 +1,11 @@
 /* main.c — the `dbpool` command: picks the subcommand. */
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct command {
     const char *name;
@@ -45,7 +48,62 @@ static void usage(FILE *out) {
           out);
 }
 
+/* Whether `name` can be echoed in an error: a URL given where a command
+ * was expected may hold a password, and is not a plain word. */
+static bool echoable(const char *name) {
+    return strlen(name) < 32 && strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") == strlen(name);
+}
+
+/* "the commands are demo, check, bench, stat" for an error message. */
+static const char *command_list(void) {
+    static char list[128];
+    size_t used = 0;
+    for (size_t i = 0; i < NCOMMANDS && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", commands[i].name);
+    return list;
+}
+
+/* Text the user asked for (help, version) that did not reach stdout is a
+ * failure: a script reading `dbpool --version` must not get "" and exit 0. */
+static int flush_stdout(const char *what) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return CLI_EXIT_OK;
+    fprintf(stderr, "dbpool: cannot write the %s to stdout: %s: check where stdout goes\n", what,
+            strerror(errno ? errno : EIO));
+    return CLI_EXIT_FAILED;
+}
+
+/*
+ * The next open() takes the lowest free descriptor: with stdout closed, a
+ * database socket or file could become fd 1 and receive the JSON result.
+ * Keep a closed stdin or stderr taken by /dev/null; a closed stdout is an
+ * error, since every command writes its result there.
+ */
+static bool standard_fds_open(void) {
+    static const struct { int fd, flags; } reserve[] = {{STDIN_FILENO, O_RDONLY}, {STDERR_FILENO, O_WRONLY}};
+    bool stdout_closed = fcntl(STDOUT_FILENO, F_GETFD) == -1 && errno == EBADF;
+    for (size_t i = 0; i < sizeof reserve / sizeof reserve[0]; i++) {
+        int fd = reserve[i].fd;
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int null_fd = open("/dev/null", reserve[i].flags);
+        if (null_fd >= 0 && null_fd != fd) {
+            /* With stdout closed too, open() returned 1, not this one. */
+            dup2(null_fd, fd);
+            close(null_fd);
+        }
+    }
+    if (stdout_closed)
+        fputs("dbpool: stdout is closed: every command writes its result there; redirect it instead, "
+              "e.g. >/dev/null\n",
+              stderr);
+    return !stdout_closed;
+}
+
 int main(int argc, char **argv) {
+    if (!standard_fds_open())
+        return CLI_EXIT_FAILED;
     if (argc < 2) {
         fputs("dbpool: a command is missing: run 'dbpool --help' for the list\n", stderr);
         return CLI_EXIT_USAGE;
@@ -61,13 +119,20 @@ int main(int argc, char **argv) {
                     return commands[i].run(2, args);
                 }
             }
+            /* The general help instead would hide the typo behind exit 0. */
+            if (echoable(argv[2]))
+                fprintf(stderr, "dbpool help: there is no command '%s': the commands are %s\n", argv[2],
+                        command_list());
+            else
+                fprintf(stderr, "dbpool help: that is not a command: the commands are %s\n", command_list());
+            return CLI_EXIT_USAGE;
         }
         usage(stdout);
-        return CLI_EXIT_OK;
+        return flush_stdout("help");
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
         printf("dbpool %s\n", dbpool_version());
-        return CLI_EXIT_OK;
+        return flush_stdout("version");
     }
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (strcmp(name, commands[i].name) == 0)
@@ -75,7 +140,7 @@ int main(int argc, char **argv) {
     if (name[0] == '-')
         fprintf(stderr, "dbpool: unknown option '%s': run 'dbpool --help' for the list\n",
                 cli_opt_name(name));
-    else if (strlen(name) < 32 && strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") == strlen(name))
+    else if (echoable(name))
         fprintf(stderr, "dbpool: unknown command '%s': run 'dbpool --help' for the list\n", name);
     else /* not echoed: a URL given without a command may hold a password */
         fputs("dbpool: the first argument is not a command: run 'dbpool --help' for the list\n", stderr);

@@ -56,11 +56,10 @@ static void header(void) {
 
 int cli_stat_main(int argc, char **argv) {
     static const char *const value_opts[] = {"threads", "pool-size", NULL};
+    static const char *const flags[] = {"help", NULL};
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0) {
-            fputs(usage_text, stdout);
-            return CLI_EXIT_OK;
-        }
+        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0)
+            return cli_print_help(CMD, usage_text);
     }
     const char *url = NULL, *interval_s = NULL, *count_s = NULL;
     int threads = 4, pool_size = 3;
@@ -83,6 +82,8 @@ int cli_stat_main(int argc, char **argv) {
                 return cli_usage_error(
                     CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", v,
                     MAX_POOL);
+        } else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags)) {
+            return CLI_EXIT_USAGE;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
             return cli_usage_error(CMD, "unknown option '%s': see dbpool stat --help", cli_opt_name(arg));
         } else if (!url) {

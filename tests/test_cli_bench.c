@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -243,6 +244,118 @@ static void test_bench_table(void **state) {
     dbt_run_free(&r);
 }
 
+/* A pool_max in the URL overrides --pool-size: the summary reports the
+ * pool's real size, and stderr says why it differs from --pool-size. */
+static void test_bench_pool_size_from_url(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:?pool_max=2", "--pool-size", "50",
+                                             "--threads", "8", "--duration", "0.3", "--json", NULL});
+    expect_ok(&r);
+    json_t *doc = dbt_json_parse(r.out);
+    assert_int_equal(get_int(doc, "pool_size"), 2);
+    assert_int_equal(get_int(json_object_get(doc, "pool_stats"), "pool_size"), 2);
+    assert_true(get_int(doc, "peak_in_use") <= 2);
+    json_decref(doc);
+    if (count_char(r.err, '\n') != 1 || !strstr(r.err, "pool_max overrides --pool-size"))
+        fprintf(stderr, "stderr: %s", r.err);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_non_null(strstr(r.err, "at most 2 connections, not the 50 of --pool-size"));
+    assert_non_null(strstr(r.err, "pool_max overrides --pool-size"));
+    dbt_run_free(&r);
+
+    r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:?pool_max=2", "--pool-size", "50", "--threads",
+                                     "2", "--duration", "0.2", NULL});
+    expect_ok(&r);
+    assert_non_null(strstr(r.out, "2 threads, pool of 2,"));
+    assert_non_null(strstr(r.out, " of 2\n")); /* peak in use N of 2 */
+    dbt_run_free(&r);
+
+    /* Without --pool-size there is nothing to contradict: no note. */
+    doc = bench_json((const char *[]){"bench", "sqlite::memory:?pool_max=3", "--threads", "2", "--duration",
+                                      "0.2", "--json", NULL});
+    assert_int_equal(get_int(doc, "pool_size"), 3);
+    json_decref(doc);
+}
+
+/* A query that is not UTF-8 (a database may take another encoding) is
+ * still reported, with '?' for the bytes JSON cannot hold. */
+static void test_bench_query_not_utf8(void **state) {
+    (void)state;
+    json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--query", "SELECT '\xff'",
+                                              "--duration", "0.1", "--threads", "1", "--json", NULL});
+    json_t *query = json_object_get(doc, "query");
+    if (!json_is_string(query))
+        fprintf(stderr, "\"query\" is missing or not a string\n");
+    assert_true(json_is_string(query));
+    assert_string_equal(json_string_value(query), "SELECT '?'");
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+}
+
+/* True once the process has a handler for SIGINT (Linux: /proc/PID/status). */
+static bool catches_sigint(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *status = dbt_slurp(path);
+    if (!status)
+        return false;
+    const char *line = strstr(status, "\nSigCgt:");
+    bool caught = line && (strtoull(line + 8, NULL, 16) & (1ULL << (SIGINT - 1))) != 0;
+    free(status);
+    return caught;
+}
+
+/*
+ * Callers queued on a busy pool when the run stops give their lease back at
+ * once, and the one holding a lease stops holding it: the run ends soon
+ * after the stop, not after every queued --hold-ms. With 3 callers on one
+ * connection and a 5 s hold, waiting for the holds would take 10-15 s; the
+ * bound leaves ample room for a loaded machine.
+ */
+#define STOP_BOUND_MS 4000
+
+static void test_bench_stop_cuts_holds(void **state) {
+    (void)state;
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--threads", "3", "--pool-size", "1",
+                                             "--hold-ms", "5000", "--timeout", "30", "--duration", "0.5",
+                                             "--json", NULL});
+    int64_t took = dbt_now_ms() - t0;
+    expect_ok(&r);
+    json_t *doc = dbt_json_parse(r.out);
+    if (took > STOP_BOUND_MS)
+        fprintf(stderr, "--duration 0.5 took %lld ms\n", (long long)took);
+    assert_true(took < STOP_BOUND_MS);
+    assert_true(get_num(doc, "elapsed_s") < STOP_BOUND_MS / 1000.0);
+    assert_false(json_is_true(json_object_get(doc, "interrupted")));
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+    dbt_run_free(&r);
+
+    if (access("/proc/self/status", R_OK) != 0)
+        skip(); /* no /proc: cannot tell when the handler is in place */
+    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--threads", "3", "--pool-size", "1",
+                                         "--hold-ms", "5000", "--timeout", "30", "--duration", "600",
+                                         "--json", NULL});
+    /* Before its handler is in place, SIGINT would simply kill it. */
+    for (int i = 0; i < 1000 && !catches_sigint(c.pid); i++)
+        dbt_sleep_ms(10);
+    assert_true(catches_sigint(c.pid));
+    dbt_sleep_ms(300); /* one caller holds the connection, two wait */
+    t0 = dbt_now_ms();
+    assert_int_equal(kill(c.pid, SIGINT), 0);
+    r = wait_cli(&c);
+    took = dbt_now_ms() - t0;
+    expect_ok(&r);
+    if (took > STOP_BOUND_MS)
+        fprintf(stderr, "Ctrl-C took %lld ms to end the run\n", (long long)took);
+    assert_true(took < STOP_BOUND_MS);
+    doc = dbt_json_parse(r.out);
+    assert_true(json_is_true(json_object_get(doc, "interrupted")));
+    json_decref(doc);
+    dbt_run_free(&r);
+}
+
 static void test_stat_lines(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"stat", "sqlite::memory:", "0.2", "3", NULL});
@@ -310,6 +423,12 @@ static void test_usage_errors(void **state) {
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--mode", "cycle", "--query", "SELECT 2", NULL},
                  "--query");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--bogus", NULL}, "unknown option '--bogus'");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--json=1", NULL},
+                 "option --json takes no value");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--verbose=yes", NULL},
+                 "option --verbose takes no value");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "--help=1", NULL},
+                 "option --help takes no value");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "sqlite::memory:", NULL}, "more than one URL");
     expect_usage((const char *[]){"stat", NULL}, "URL is missing");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "0", NULL}, "interval");
@@ -505,6 +624,9 @@ int main(void) {
         cmocka_unit_test(test_bench_oversubscribed),
         cmocka_unit_test(test_bench_burst),
         cmocka_unit_test(test_bench_table),
+        cmocka_unit_test(test_bench_pool_size_from_url),
+        cmocka_unit_test(test_bench_query_not_utf8),
+        cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_stat_lines),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),

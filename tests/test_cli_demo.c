@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
 static void write_file(const char *path, const char *data, size_t len) {
@@ -278,6 +280,10 @@ static void test_demo_errors(void **state) {
     expect_demo_error("e_unknown", (const char *[]){"--frobnicate", NULL}, SAMPLE, 2, "--frobnicate");
     expect_demo_error("e_no_value", (const char *[]){"--db", NULL}, SAMPLE, 2, "--db");
     expect_demo_error("e_no_input", (const char *[]){NULL}, NULL, 2, "--input");
+    expect_demo_error("e_reset_value", (const char *[]){"--reset=yes", NULL}, SAMPLE, 2,
+                      "option --reset takes no value");
+    expect_demo_error("e_verbose_value", (const char *[]){"--verbose=1", NULL}, SAMPLE, 2,
+                      "option --verbose takes no value");
 }
 
 static void test_demo_missing_output_flag(void **state) {
@@ -339,6 +345,71 @@ static void test_demo_output_dir_missing(void **state) {
     dbt_run_free(&r);
 }
 
+/* Rows in table events of the SQLite file at path: 0 when the file or the
+ * table does not exist. */
+static long long event_rows(const char *path) {
+    if (!exists(path))
+        return 0;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    long long n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM events", -1, &st, NULL) == SQLITE_OK) {
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        n = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* An output path that cannot take the report is refused before the
+ * database is touched: a failed run writes no report, so it must not have
+ * stored the rows either. */
+static void test_demo_output_refused_before_db(void **state) {
+    (void)state;
+    char dir[600], db_path[700], db_url[720], long_name[1000];
+    fresh_dir("refused_output", dir, sizeof dir);
+    snprintf(db_path, sizeof db_path, "%s/events.db", dir);
+    snprintf(db_url, sizeof db_url, "sqlite:%s", db_path);
+    char name300[301];
+    memset(name300, 'n', 300);
+    name300[300] = '\0';
+    snprintf(long_name, sizeof long_name, "%s/%s", dir, name300);
+    char trailing_slash[700];
+    snprintf(trailing_slash, sizeof trailing_slash, "%s/", dir);
+
+    struct {
+        const char *output;
+        int exit_code;
+        const char *mentions;
+    } cases[] = {
+        {"", 2, "--output is empty"},
+        {long_name, 2, "300 bytes"},
+        {trailing_slash, 2, "ends with '/'"},
+        /* root passes access(W_OK) on /proc, where no file can be created:
+         * only creating the temporary file tells. */
+        {"/proc/dbpool-demo-report.json", 1, "cannot create a file"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (strncmp(cases[i].output, "/proc/", 6) == 0 && !exists("/proc/self"))
+            continue;
+        dbt_run r = dbt_run_cli(
+            (const char *[]){"demo", "--input", SAMPLE, "--output", cases[i].output, "--db", db_url, NULL});
+        if (r.status != cases[i].exit_code || !strstr(r.err, cases[i].mentions))
+            fprintf(stderr, "case %zu: exit %d, stderr: %s", i, r.status, r.err);
+        assert_int_equal(r.status, cases[i].exit_code);
+        assert_int_equal(count_char(r.err, '\n'), 1);
+        assert_true(strncmp(r.err, "dbpool demo: ", 13) == 0);
+        assert_non_null(strstr(r.err, cases[i].mentions));
+        assert_string_equal(r.out, "");
+        assert_int_equal(event_rows(db_path), 0);
+        assert_false(exists(db_path));
+        assert_int_equal(dir_entries(dir), 0); /* no temporary left behind */
+        dbt_run_free(&r);
+    }
+}
+
 static void test_check_healthy(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
@@ -367,20 +438,140 @@ static void test_check_unhealthy(void **state) {
     dbt_run_free(&r);
 }
 
+/* A health check must not create the database it checks: a mistyped path
+ * is unhealthy, and no file appears, unless the URL asks for creation. */
+static void test_check_does_not_create_sqlite_file(void **state) {
+    (void)state;
+    char dir[600], path[700], url[800];
+    fresh_dir("check_create", dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/typo.db", dir);
+    const char *suffixes[] = {"", "?busy_timeout=100", "?pool_max=1&foreign_keys=on"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        snprintf(url, sizeof url, "sqlite:%s%s", path, suffixes[i]);
+        dbt_run r = dbt_run_cli((const char *[]){"check", url, NULL});
+        if (r.status != 1)
+            fprintf(stderr, "%s: exit %d, stdout: %s\nstderr: %s\n", url, r.status, r.out, r.err);
+        assert_int_equal(r.status, 1);
+        json_t *doc = dbt_json_parse(r.out);
+        assert_string_equal(get_str(doc, "status"), "unhealthy");
+        assert_string_equal(get_str(doc, "error_code"), "DBPOOL_ENOTFOUND");
+        assert_non_null(strstr(get_str(doc, "error"), "typo.db"));
+        assert_non_null(strstr(get_str(doc, "error"), "does not exist"));
+        json_decref(doc);
+        assert_false(exists(path));
+        assert_int_equal(dir_entries(dir), 0); /* no -wal or -shm either */
+        dbt_run_free(&r);
+    }
+
+    /* A URL that asks for creation is obeyed; so are the other settings. */
+    const char *creating[] = {"?mode=rwc", "?create_if_missing=true"};
+    for (size_t i = 0; i < sizeof creating / sizeof creating[0]; i++) {
+        unlink(path);
+        snprintf(url, sizeof url, "sqlite:%s%s", path, creating[i]);
+        dbt_run r = dbt_run_cli((const char *[]){"check", url, NULL});
+        if (r.status != 0)
+            fprintf(stderr, "%s: exit %d, stdout: %s\nstderr: %s\n", url, r.status, r.out, r.err);
+        assert_int_equal(r.status, 0);
+        assert_true(exists(path));
+        dbt_run_free(&r);
+    }
+
+    /* An existing file is checked as before. */
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    dbt_run r = dbt_run_cli((const char *[]){"check", url, NULL});
+    assert_int_equal(r.status, 0);
+    json_t *doc = dbt_json_parse(r.out);
+    assert_string_equal(get_str(doc, "status"), "healthy");
+    json_decref(doc);
+    dbt_run_free(&r);
+}
+
 static void test_check_usage(void **state) {
     (void)state;
     const char *const *cases[] = {
         (const char *[]){"check", NULL},
         (const char *[]){"check", "sqlite::memory:", "--timeout", "-1", NULL},
         (const char *[]){"check", "sqlite::memory:", "--bogus", NULL},
+        (const char *[]){"check", "sqlite::memory:", "--verbose=1", NULL},
+        (const char *[]){"check", "sqlite::memory:", "--help=yes", NULL},
     };
+    const char *mentions[] = {"URL is missing", "--timeout", "unknown option '--bogus'",
+                              "option --verbose takes no value", "option --help takes no value"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         dbt_run r = dbt_run_cli(cases[i]);
+        if (r.status != 2 || !strstr(r.err, mentions[i]))
+            fprintf(stderr, "case %zu: exit %d, stderr: %s", i, r.status, r.err);
         assert_int_equal(r.status, 2);
         assert_int_equal(count_char(r.err, '\n'), 1);
         assert_true(strncmp(r.err, "dbpool check: ", 14) == 0);
+        assert_non_null(strstr(r.err, mentions[i]));
         assert_string_equal(r.out, "");
         dbt_run_free(&r);
+    }
+}
+
+/* Run the command with stdout on stdout_path, or closed when NULL; the exit
+ * code, with stderr (malloc'd) in *err. */
+static int run_with_stdout(const char *const *args, const char *stdout_path, char **err) {
+    char err_path[700];
+    snprintf(err_path, sizeof err_path, "%s/stdout-test.stderr", dbt_tmpdir());
+    char *argv[16];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 15; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (stdout_path)
+        posix_spawn_file_actions_addopen(&fa, 1, stdout_path, O_WRONLY, 0);
+    else
+        posix_spawn_file_actions_addclose(&fa, 1);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    *err = dbt_slurp(err_path);
+    assert_non_null(*err);
+    unlink(err_path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Help or a version that did not reach stdout is an error: a script must
+ * not read "" with exit 0. */
+static void test_help_and_version_unwritable_stdout(void **state) {
+    (void)state;
+    const char *const *cases[] = {
+        (const char *[]){"--version", NULL},       (const char *[]){"--help", NULL},
+        (const char *[]){"help", "demo", NULL},    (const char *[]){"demo", "--help", NULL},
+        (const char *[]){"check", "--help", NULL}, (const char *[]){"bench", "--help", NULL},
+        (const char *[]){"stat", "--help", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = NULL;
+        int status;
+        if (exists("/dev/full")) {
+            status = run_with_stdout(cases[i], "/dev/full", &err);
+            if (status != 1 || !strstr(err, "cannot write"))
+                fprintf(stderr, "%s %s >/dev/full: exit %d, stderr: %s", cases[i][0],
+                        cases[i][1] ? cases[i][1] : "", status, err);
+            assert_int_equal(status, 1);
+            assert_int_equal(count_char(err, '\n'), 1);
+            assert_non_null(strstr(err, "cannot write"));
+            free(err);
+        }
+        status = run_with_stdout(cases[i], NULL, &err);
+        if (status != 1 || !strstr(err, "stdout is closed"))
+            fprintf(stderr, "%s %s >&-: exit %d, stderr: %s", cases[i][0], cases[i][1] ? cases[i][1] : "",
+                    status, err);
+        assert_int_equal(status, 1);
+        assert_non_null(strstr(err, "stdout is closed"));
+        free(err);
     }
 }
 
@@ -416,6 +607,17 @@ static void test_help_and_version(void **state) {
     assert_int_equal(r.status, 2);
     assert_int_equal(count_char(r.err, '\n'), 1);
     dbt_run_free(&r);
+
+    /* Help on a command that does not exist says so, not the general help. */
+    r = dbt_run_cli((const char *[]){"help", "nosuch", NULL});
+    if (r.status != 2)
+        fprintf(stderr, "help nosuch: exit %d, stdout: %s\nstderr: %s", r.status, r.out, r.err);
+    assert_int_equal(r.status, 2);
+    assert_string_equal(r.out, "");
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_non_null(strstr(r.err, "no command 'nosuch'"));
+    assert_non_null(strstr(r.err, "demo, check, bench, stat"));
+    dbt_run_free(&r);
 }
 
 static void test_demo_verbose_logs_to_stderr(void **state) {
@@ -445,7 +647,10 @@ int main(void) {
         cmocka_unit_test(test_check_healthy),
         cmocka_unit_test(test_check_unhealthy),
         cmocka_unit_test(test_check_usage),
+        cmocka_unit_test(test_check_does_not_create_sqlite_file),
+        cmocka_unit_test(test_demo_output_refused_before_db),
         cmocka_unit_test(test_help_and_version),
+        cmocka_unit_test(test_help_and_version_unwritable_stdout),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
