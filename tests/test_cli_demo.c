@@ -23,8 +23,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
 static void write_file(const char *path, const char *data, size_t len) {
@@ -510,38 +508,6 @@ static void test_check_usage(void **state) {
     }
 }
 
-/* Run the command with stdout on stdout_path, or closed when NULL; the exit
- * code, with stderr (malloc'd) in *err. */
-static int run_with_stdout(const char *const *args, const char *stdout_path, char **err) {
-    char err_path[700];
-    snprintf(err_path, sizeof err_path, "%s/stdout-test.stderr", dbt_tmpdir());
-    char *argv[16];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 15; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (stdout_path)
-        posix_spawn_file_actions_addopen(&fa, 1, stdout_path, O_WRONLY, 0);
-    else
-        posix_spawn_file_actions_addclose(&fa, 1);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    *err = dbt_slurp(err_path);
-    assert_non_null(*err);
-    unlink(err_path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* Help or a version that did not reach stdout is an error: a script must
  * not read "" with exit 0. */
 static void test_help_and_version_unwritable_stdout(void **state) {
@@ -556,7 +522,7 @@ static void test_help_and_version_unwritable_stdout(void **state) {
         char *err = NULL;
         int status;
         if (exists("/dev/full")) {
-            status = run_with_stdout(cases[i], "/dev/full", &err);
+            status = dbt_run_cli_stdout(cases[i], "/dev/full", &err);
             if (status != 1 || !strstr(err, "cannot write"))
                 fprintf(stderr, "%s %s >/dev/full: exit %d, stderr: %s", cases[i][0],
                         cases[i][1] ? cases[i][1] : "", status, err);
@@ -565,7 +531,7 @@ static void test_help_and_version_unwritable_stdout(void **state) {
             assert_non_null(strstr(err, "cannot write"));
             free(err);
         }
-        status = run_with_stdout(cases[i], NULL, &err);
+        status = dbt_run_cli_stdout(cases[i], NULL, &err);
         if (status != 1 || !strstr(err, "stdout is closed"))
             fprintf(stderr, "%s %s >&-: exit %d, stderr: %s", cases[i][0], cases[i][1] ? cases[i][1] : "",
                     status, err);

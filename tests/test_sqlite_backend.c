@@ -148,6 +148,18 @@ static void test_invalid_path_retried_then_reported(void **state) {
     assert_non_null(strstr(e.message, "/nonexistent/dir"));
 }
 
+/* dbpool_open of url fails, no retry, with needle in its message. */
+static void open_fails_saying(const char *url, const char *needle) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_not_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
+    if (!strstr(e.message, needle))
+        fail_msg("opening '%s': the error should say '%s': %s", url, needle, e.message);
+}
+
 static void test_not_a_database(void **state) {
     (void)state;
     char path[600], url[620];
@@ -158,13 +170,7 @@ static void test_not_a_database(void **state) {
         fputs("this is not an sqlite file ", f);
     fclose(f);
     snprintf(url, sizeof url, "sqlite:%s", path);
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.max_retries = 0;
-    dbpool *p = NULL;
-    dbpool_error e;
-    assert_int_not_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
-    assert_non_null(strstr(e.message, "not a database"));
+    open_fails_saying(url, "not a database");
 }
 
 /* A directory where the file should be: said so, rather than SQLite's
@@ -173,14 +179,7 @@ static void test_directory_as_path(void **state) {
     (void)state;
     char url[620];
     snprintf(url, sizeof url, "sqlite:%s", dbt_tmpdir());
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.max_retries = 0;
-    dbpool *p = NULL;
-    dbpool_error e;
-    assert_int_not_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
-    if (!strstr(e.message, "is a directory"))
-        fail_msg("the error should say the path is a directory: %s", e.message);
+    open_fails_saying(url, "is a directory");
 }
 
 static void test_memory_shared_and_typed(void **state) {

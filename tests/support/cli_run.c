@@ -5,6 +5,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,13 +41,9 @@ char *dbt_slurp(const char *path) {
     return buf;
 }
 
-dbt_run dbt_run_cli(const char *const *args) {
-    static int seq;
-    char out_path[600], err_path[600];
-    seq++;
-    snprintf(out_path, sizeof out_path, "%s/run%d.stdout", dbt_tmpdir(), seq);
-    snprintf(err_path, sizeof err_path, "%s/run%d.stderr", dbt_tmpdir(), seq);
-
+/* Spawn the command; stdout goes to out_path (created, or opened as it is
+ * when create is false) or is closed when out_path is NULL. */
+static int spawn_cli(const char *const *args, const char *out_path, bool create, const char *err_path) {
     char *argv[64];
     size_t n = 0;
     argv[n++] = (char *)DBPOOL_CLI_PATH;
@@ -57,7 +54,10 @@ dbt_run dbt_run_cli(const char *const *args) {
     posix_spawn_file_actions_t fa;
     assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (!out_path)
+        posix_spawn_file_actions_addclose(&fa, 1);
+    else
+        posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | (create ? O_CREAT | O_TRUNC : 0), 0600);
     posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     pid_t pid;
     int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
@@ -66,8 +66,17 @@ dbt_run dbt_run_cli(const char *const *args) {
         fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+dbt_run dbt_run_cli(const char *const *args) {
+    static int seq;
+    char out_path[600], err_path[600];
+    seq++;
+    snprintf(out_path, sizeof out_path, "%s/run%d.stdout", dbt_tmpdir(), seq);
+    snprintf(err_path, sizeof err_path, "%s/run%d.stderr", dbt_tmpdir(), seq);
     dbt_run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.status = spawn_cli(args, out_path, true, err_path);
     r.out = dbt_slurp(out_path);
     r.err = dbt_slurp(err_path);
     assert_non_null(r.out);
@@ -75,6 +84,16 @@ dbt_run dbt_run_cli(const char *const *args) {
     unlink(out_path);
     unlink(err_path);
     return r;
+}
+
+int dbt_run_cli_stdout(const char *const *args, const char *stdout_path, char **err) {
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/run-stdout.stderr", dbt_tmpdir());
+    int status = spawn_cli(args, stdout_path, false, err_path);
+    *err = dbt_slurp(err_path);
+    assert_non_null(*err);
+    unlink(err_path);
+    return status;
 }
 
 void dbt_run_free(dbt_run *r) {

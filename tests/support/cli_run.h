@@ -15,6 +15,10 @@ typedef struct dbt_run {
  * stdin from /dev/null. Fails the test if it cannot be started. */
 dbt_run dbt_run_cli(const char *const *args);
 void dbt_run_free(dbt_run *r);
+/* The same with stdout on an existing file (opened for writing, e.g.
+ * /dev/full) or closed when stdout_path is NULL: the exit code, and stderr
+ * (malloc'd) in *err. */
+int dbt_run_cli_stdout(const char *const *args, const char *stdout_path, char **err);
 /* A whole file as a string (NULL if it cannot be read). Free it. */
 char *dbt_slurp(const char *path);
 /* Parse JSON text, failing the test (with the text) when it is not. */
