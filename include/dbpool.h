@@ -398,6 +398,11 @@ typedef struct dbpool_stats {
     int connecting;
     int waiting;
     int total; /* idle + in_use + connecting */
+    /* The most in_use seen since open: at every hand-out under the lock,
+     * every dbpool_get_stats, and every lock-holding moment of the thread
+     * cache (an ordinary release, a lease leaving the cache, a maintenance
+     * pass). Leases through the cache take no lock, so a peak reached and
+     * gone through the cache alone between two such moments is missed. */
     int peak_in_use;
     int peak_waiting;
     int min_size;

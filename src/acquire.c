@@ -102,35 +102,64 @@ typedef struct holders_info {
 static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, holders_info *h) {
     int64_t now = dbpool__fast_now_ns();
     const dbpool_conn *oldest = NULL;
+    int cached = 0, parked_free = 0, pinged = 0;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->state == CONN_PARKED) {
+            /* A lease taken back through a thread cache is held as much as
+             * an ordinary one. Its start is written by its owner without
+             * the lock, so it is counted but not aged (reading it here
+             * would race with the owner's next lease). */
+            if (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_FREE)
+                parked_free++;
+            else
+                cached++;
+            continue;
+        }
         if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
             continue;
+        if (c->pinging) { /* maintenance's, for a moment: no caller to blame */
+            pinged++;
+            continue;
+        }
         h->count++;
         if (!oldest || c->acquired_ns < oldest->acquired_ns)
             oldest = c;
     }
-    char holders[160] = "";
-    if (oldest) {
+    h->count += cached;
+    char holders[256] = "";
+    size_t n = 0;
+    if (h->count > 0)
+        n += (size_t)snprintf(holders, sizeof holders, "; %d holder%s", h->count, h->count == 1 ? "" : "s");
+    if (cached > 0 && n < sizeof holders)
+        n += (size_t)snprintf(holders + n, sizeof holders - n,
+                              " (%d through a thread cache: hold time unknown)", cached);
+    if (oldest && n < sizeof holders) {
         h->oldest_ms = (now - oldest->acquired_ns) / DBPOOL_NS_PER_MS;
-        snprintf(holders, sizeof holders, "; %d holder%s, the oldest holding its connection for %lld ms",
-                 h->count, h->count == 1 ? "" : "s", (long long)h->oldest_ms);
+        n += (size_t)snprintf(holders + n, sizeof holders - n,
+                              ", the oldest%s holding its connection for %lld ms",
+                              cached > 0 ? " of the others" : "", (long long)h->oldest_ms);
         if (oldest->trace && oldest->trace->depth > 0) {
             h->trace = *oldest->trace;
             h->have_trace = true;
         }
     }
+    if (pinged > 0 && n < sizeof holders)
+        snprintf(holders + n, sizeof holders - n, "; %d in a keepalive ping", pinged);
     char last[sizeof err->message];
     last[0] = '\0';
     if (p->last_connect_error.code != DBPOOL_OK)
         snprintf(last, sizeof last, "; last connect error (%s): %s",
                  dbpool_errname(p->last_connect_error.code), p->last_connect_error.message);
     p->stats.timeouts++;
+    /* In use and idle as dbpool_get_stats counts them: parked connections
+     * by their park word. */
     return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
                           "timed out after %lld ms waiting for a connection from pool '%s' "
                           "(%d in use, %d idle, %d connecting, %d waiting, max %d%s)%s%s",
-                          (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name, p->n_leased,
-                          p->n_idle, p->n_connecting, p->n_waiting, p->cap,
-                          p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
+                          (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
+                          p->n_leased + cached, p->n_idle + parked_free, p->n_connecting, p->n_waiting,
+                          p->cap, p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "",
+                          holders, last);
 }
 
 static int breaker_error_locked(dbpool *p, dbpool_error *err) {
@@ -279,9 +308,18 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             if (!may_wait) {
                 if (needs_new && !p->wait_head) {
                     /* A caller who will not wait gets one connect attempt on
-                     * its own thread. */
+                     * its own thread, admitted by the breaker like a
+                     * connector's job: after the cooldown it is the one
+                     * trial (half-open), and other callers get EUNAVAILABLE
+                     * above while it runs. */
+                    breaker_event ev = BREAKER_EVENT_NONE;
+                    if (!dbpool__breaker_admit_locked(p, now, &ev)) { /* not blocked above: admitted */
+                        rc = breaker_error_locked(p, err);
+                        break;
+                    }
                     p->n_connecting++;
                     unlock(p);
+                    dbpool__log_breaker_event(p, ev);
                     rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true,
                                                trace, out, err);
                     if (rc == DBPOOL_OK)
@@ -289,13 +327,16 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                                dbpool__fast_now_ns() - fast_start);
                     return rc;
                 }
-                if (try_only)
+                if (try_only) {
+                    int parked_busy, parked_free;
+                    dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
                     rc = dbpool__seterr(err, DBPOOL_EBUSY,
                                         "no connection free in pool '%s' (%d in use, max %d) and "
                                         "try_acquire does not wait",
-                                        p->name, p->n_leased, p->cap);
-                else
+                                        p->name, p->n_leased + parked_busy, p->cap);
+                } else {
                     rc = timeout_error_locked(p, start, err, &holders); /* a timeout of 0 */
+                }
                 break;
             }
             if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters) {

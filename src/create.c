@@ -52,8 +52,11 @@ bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now) {
 }
 
 /* May a connect start now? Moves open -> half-open after the cooldown and
- * makes that connect the one trial. */
-static bool breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
+ * makes that connect the one trial. Every connect for a caller goes
+ * through here (the connectors' jobs, and the connect of a caller who will
+ * not wait): checking dbpool__breaker_blocks_locked alone would let every
+ * caller past an open breaker once its cooldown is over. */
+bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
     if (p->breaker == DBPOOL_BREAKER_CLOSED)
         return true;
     if (dbpool__breaker_blocks_locked(p, now))
@@ -89,8 +92,15 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
                 (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
                  p->consecutive_failures >= p->opt.breaker_failures);
     p->trial_in_flight = false;
-    if (!open)
+    if (!open) {
+        /* Already open: an attempt admitted before it opened (a
+         * connector's, or a caller's on its own thread) failed too. The
+         * database is still down now, so the cooldown counts from this
+         * failure, as after a failed trial. */
+        if (p->breaker == DBPOOL_BREAKER_OPEN)
+            p->breaker_opened_ns = dbpool__fast_now_ns();
         return BREAKER_EVENT_NONE;
+    }
     p->breaker = DBPOOL_BREAKER_OPEN;
     p->breaker_opened_ns = dbpool__fast_now_ns();
     p->stats.breaker_opens++;
@@ -149,13 +159,23 @@ static int64_t jittered_expiry(const dbpool *p, int64_t now) {
     return now + life;
 }
 
+int dbpool__run_init_sql(dbpool *p, void *native, dbpool_error *e) {
+    int rc = p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
+    /* What init_sql sets is the session every lease starts from, not a
+     * caller's change: counted as one, every release would reset the
+     * connection and run init_sql again, which counts again (MySQL). */
+    if (rc == DBPOOL_OK && p->driver->session_baseline)
+        p->driver->session_baseline(native);
+    return rc;
+}
+
 /* One connection, made ready: connect, init_sql, after_connect. */
 static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error *e) {
     int rc = p->driver->connect(p->driver_cfg, &p->settings, deadline, native, e);
     if (rc != DBPOOL_OK)
         return rc;
     if (p->init_sql) {
-        rc = p->driver->exec(*native, p->init_sql, NULL, 0, NULL, e);
+        rc = dbpool__run_init_sql(p, *native, e);
         if (rc != DBPOOL_OK) {
             dbpool__prefix_err(e, "init_sql failed on a new connection");
             p->driver->disconnect(*native);
@@ -337,7 +357,7 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
     int covered = p->connect_jobs + p->connect_running;
     while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap &&
            covered < p->opt.max_connecting) {
-        if (!breaker_admit_locked(p, now, &ev))
+        if (!dbpool__breaker_admit_locked(p, now, &ev))
             break;
         p->n_connecting++;
         p->connect_jobs++;

@@ -692,6 +692,13 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
+/* The pool's init_sql has just run (after connect or a reset): what it set
+ * is the session every lease starts from. Left dirty, the next release
+ * would reset and rerun init_sql, which would mark it dirty again: every
+ * release a reset. A transaction init_sql left open is still seen by
+ * needs_reset (the server's status, not this flag). */
+static void my_session_baseline(void *native) { conn_of(native)->dirty = false; }
+
 /* ------------------------------------------------------------------------ */
 /* Statements                                                               */
 /* ------------------------------------------------------------------------ */
@@ -1111,4 +1118,5 @@ const dbpool_driver dbpool__driver_mysql = {
     .query = my_query,
     .is_broken = my_is_broken,
     .server_version = my_server_version,
+    .session_baseline = my_session_baseline,
 };

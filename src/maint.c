@@ -43,6 +43,7 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
             dbpool__idle_remove(p, c);
             c->state = CONN_LEASED; /* held by maintenance for the ping */
             c->acquired_ns = now;   /* a holder since now, for a timeout's report */
+            c->pinging = true;      /* but no caller's: a timeout does not name it a holder */
             p->n_leased++;
             push(ping, c);
         }
@@ -182,6 +183,7 @@ void dbpool__maint_pass(dbpool *p) {
         if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) ==
             DBPOOL_OK) {
             lock(p);
+            ping->pinging = false;
             dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
             unlock(p);
         } else {

@@ -657,6 +657,11 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     out->reused += fast;
     out->idle = p->n_idle + parked_free;
     out->in_use = p->n_leased + parked_busy;
+    /* Leases through the thread cache take no lock to note a peak: the
+     * ones out now count here (sticky.c notes them where it locks). */
+    if (out->in_use > p->stats.peak_in_use)
+        p->stats.peak_in_use = out->in_use;
+    out->peak_in_use = p->stats.peak_in_use;
     out->connecting = p->n_connecting;
     out->waiting = p->n_waiting;
     out->total = total_locked(p);

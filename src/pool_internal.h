@@ -65,6 +65,7 @@ struct dbpool_conn {
     bool broken;        /* a query error said the connection is dead */
     bool leak_reported; /* reported as held past leak_threshold_ms */
     bool reclaimed;     /* no longer counted against the cap; closed on return */
+    bool pinging;       /* leased to maintenance for a keepalive ping: no caller holds it */
     dbpool *pool;
     void *native;
     uint64_t id; /* 1, 2, ... in order of creation */
@@ -292,12 +293,16 @@ void dbpool__connectors_stop(dbpool *p);
 breaker_event dbpool__request_connections_locked(dbpool *p);
 /* Would a caller who needs a new connection be refused by the breaker? */
 bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
+/* May a connect start now (open -> half-open after the cooldown: the one trial)? */
+bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev);
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */
 int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
                           dbpool_conn **out, dbpool_error *err);
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
+/* Run init_sql on a connection no caller holds; it leaves the connection clean. */
+int dbpool__run_init_sql(dbpool *p, void *native, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
 

@@ -95,7 +95,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
         int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
         int rrc = p->driver->reset(c->native, deadline, &e);
         if (rrc == DBPOOL_OK && p->driver->reset_clears_session && p->init_sql)
-            rrc = p->driver->exec(c->native, p->init_sql, NULL, 0, NULL, &e);
+            rrc = dbpool__run_init_sql(p, c->native, &e);
         if (rrc == DBPOOL_OK) {
             keep = true;
             lock(p);

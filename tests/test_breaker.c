@@ -153,6 +153,144 @@ static void test_full_pool_still_serves_while_open(void **state) {
     dbpool_close(p);
 }
 
+/* A breaker pool whose acquires will not wait: every connect runs on the
+ * caller's thread (try_acquire, acquire with a timeout of 0). */
+static dbpool *open_no_wait_pool(int64_t cooldown_ms) {
+    dbpool_options o;
+    dbt_options(&o, 0, 4);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 2;
+    o.breaker_cooldown_ms = cooldown_ms;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static long mock_connects(void) {
+    dbpool_mock_counters m;
+    dbpool_mock_get_counters(&m);
+    return m.connects;
+}
+
+/* Ten callers that will not wait, after the cooldown: one trial connects,
+ * the others get EUNAVAILABLE, and the failed trial opens the breaker
+ * again. try_only: try_acquire, else acquire with a timeout of 0. */
+static void ten_after_cooldown(dbpool *p, bool try_only, int64_t cooldown_ms, int round) {
+    dbt_sleep_ms(cooldown_ms + 50); /* the cooldown is a time: this waits it out, it synchronises nothing */
+    long before = mock_connects();
+    int unavailable = 0;
+    for (int i = 0; i < 10; i++) {
+        dbpool_conn *c = NULL;
+        dbpool_error e;
+        int rc = try_only ? dbpool_try_acquire(p, &c, &e) : dbpool_acquire(p, 0, &c, &e);
+        assert_int_not_equal(rc, DBPOOL_OK);
+        if (rc == DBPOOL_EUNAVAILABLE)
+            unavailable++;
+    }
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (mock_connects() - before != 1 || unavailable != 9)
+        fail_msg("%s after the cooldown: %ld connect attempts and %d EUNAVAILABLE for 10 callers (want one "
+                 "trial and 9); half_opens %llu, breaker %s",
+                 try_only ? "try_acquire" : "acquire(0)", mock_connects() - before, unavailable,
+                 (unsigned long long)s.breaker_half_opens, dbpool_breaker_state_name(s.breaker));
+    assert_int_equal((int)s.breaker_half_opens, round);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN); /* the trial failed: open again */
+    assert_int_equal((int)s.breaker_opens, round + 1);
+}
+
+/* Callers who will not wait connect on their own thread; the breaker
+ * admits them like the connectors: after the cooldown one trial, the
+ * others refused while it runs, and a successful trial closes it. */
+static void test_no_wait_callers_get_one_trial(void **state) {
+    (void)state;
+    const int64_t cooldown = 200;
+    dbpool *p = open_no_wait_pool(cooldown);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_ECONNECT);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+
+    ten_after_cooldown(p, true, cooldown, 1);
+    ten_after_cooldown(p, false, cooldown, 2);
+
+    /* The database is back: the next trial, a try_acquire, closes it. */
+    dbpool_mock_fail_connect(0, 0, 0);
+    dbt_sleep_ms(cooldown + 50);
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_int_equal((int)s.breaker_half_opens, 3);
+    assert_int_equal((int)s.breaker_closes, 1);
+    dbpool_release(c);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+typedef struct slow_attempt {
+    dbpool *p;
+    int rc;
+} slow_attempt;
+
+static void *try_slowly(void *arg) {
+    slow_attempt *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_try_acquire(a->p, &c, NULL);
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* A connect admitted before the breaker opened that fails after it opened
+ * says the database is still down: the cooldown counts from that failure. */
+static void test_failure_while_open_restarts_cooldown(void **state) {
+    (void)state;
+    const int64_t cooldown = 1000, slow = 2500;
+    dbpool *p = open_no_wait_pool(cooldown);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    /* A slow attempt, admitted while the breaker is closed. */
+    dbpool_mock_set_connect_delay_ms(slow);
+    slow_attempt a = {.p = p, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, try_slowly, &a), 0);
+    int64_t t0 = dbt_now_ms();
+    while (mock_connects() < 1) {
+        if (dbt_now_ms() - t0 > 10000)
+            fail_msg("the slow connect did not start within 10 s");
+        dbt_sleep_ms(1);
+    }
+    /* Two quick failures open the breaker while it runs. */
+    dbpool_mock_set_connect_delay_ms(0);
+    dbpool_conn *c = NULL;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dbpool_try_acquire(p, &c, NULL), DBPOOL_ECONNECT);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    /* The slow one fails well after the cooldown from the opening ended
+     * (it started before, and takes 2.5 s against a 1 s cooldown). */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, DBPOOL_ECONNECT);
+    long before = mock_connects();
+    dbpool_error e;
+    int rc = dbpool_try_acquire(p, &c, &e);
+    if (rc != DBPOOL_EUNAVAILABLE || mock_connects() != before)
+        fail_msg("a failure while the breaker was open did not restart the cooldown: %s, %ld connect "
+                 "attempt(s)",
+                 dbpool_errname(rc), mock_connects() - before);
+    dbpool_get_stats(p, &s);
+    assert_int_equal((int)s.breaker_opens, 1); /* restarted, not opened again */
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_disabled_breaker(void **state) {
     (void)state;
     dbpool_options o;
@@ -177,6 +315,8 @@ int main(void) {
         cmocka_unit_test_setup(test_manual_reset, setup),
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
+        cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
+        cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

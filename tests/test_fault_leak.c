@@ -11,7 +11,8 @@
  *  - the acquire-timeout error names the holders: how many, the oldest hold
  *    time and, with leak detection on, where the oldest was acquired;
  *  - a connection handed to a waiter that has not run yet counts as held
- *    since the hand-off, not since its previous lease began.
+ *    since the hand-off, not since its previous lease began;
+ *  - a connection in a keepalive ping is not named as a holder.
  */
 #include "driver_mock.h"
 #include "testsupport.h"
@@ -353,12 +354,42 @@ static void test_handed_connection_held_since_hand_off(void **state) {
     sem_destroy(&resume);
 }
 
+static bool one_in_use(const dbpool_stats *s) { return s->in_use == 1; }
+
+/* A connection that maintenance holds for a keepalive ping is no caller's:
+ * the timeout error does not name it a holder, nor show the stack of the
+ * lease that last used it. */
+static void test_timeout_error_leaves_out_keepalive_ping(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 60000; /* stacks recorded */
+    o.maintenance_interval_ms = 20;
+    o.keepalive_ms = 50;
+    dbpool_mock_set_ping_delay_ms(1500);
+    dbpool *p = open_mock(&o);
+    dbpool_release(fault_leak_second_holder(p)); /* its stack stays on the connection */
+    /* No lease is out: one connection in use means the ping has begun. */
+    if (!wait_until(p, one_in_use, 5000))
+        fail_msg("no keepalive ping within 5 s");
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(dbpool_acquire(p, 100, &c, &e), DBPOOL_ETIMEDOUT);
+    print_message("timeout error during a keepalive ping:\n%s\n", e.message);
+    if (strstr(e.message, "holder") || strstr(e.message, "acquired at") ||
+        strstr(e.message, "fault_leak_forgetful_holder") || !strstr(e.message, "1 in a keepalive ping"))
+        fail_msg("the connection in a keepalive ping should not be named as a caller's: %s", e.message);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
         cmocka_unit_test_setup(test_reclaim_restores_capacity, setup),
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
+        cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

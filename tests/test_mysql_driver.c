@@ -1,7 +1,7 @@
 /* test_mysql_driver.c — what is particular to the MySQL/MariaDB backend:
  * its URL syntax, fail-over hosts, the unix socket, value round trips, a
- * text-protocol result, native error detail, killed connections, rollback on release, the result
- * sets of a CALL, wrong
+ * text-protocol result, native error detail, killed connections, rollback on release, no reset
+ * for init_sql's own session changes, the result sets of a CALL, wrong
  * passwords and ssl-mode=REQUIRED. Needs DBPOOL_TEST_MYSQL_URL (and
  * DBPOOL_TEST_MYSQL_ADMIN_URL / _SOCKET, written by scripts/mysql-server.sh). */
 #include <setjmp.h>
@@ -536,6 +536,54 @@ static void test_open_transaction_rolled_back(void **state) {
     dbpool_close(p);
 }
 
+/* The pool's init_sql changes the session (a user variable) but is not a
+ * caller's change: clean leases go back without a reset. A caller's own
+ * change is reset once, with init_sql applied again, and the connection is
+ * clean from then on. */
+static void test_init_sql_leaves_connection_clean(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.maintenance_interval_ms = 0;
+    o.init_sql = "SET @dbpool_init = 1";
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, base_url, &o, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
+    for (int i = 0; i < 10; i++) {
+        dbpool_conn *c = dbt_acquire(p);
+        assert_int_equal(query_int(c, "SELECT 1"), 1);
+        dbpool_release(c);
+    }
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.rollbacks != 0)
+        fail_msg("10 clean leases after init_sql made %llu resets on release",
+                 (unsigned long long)s.rollbacks);
+
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    assert_int_equal(query_int(c, "SELECT @dbpool_init"), 1);
+    dbt_exec_ok(c, "SET @dbpool_caller = 2", NULL, 0);
+    dbpool_release(c);
+    dbpool_get_stats(p, &s);
+    assert_int_equal((int)s.rollbacks, 1);
+    for (int i = 0; i < 5; i++) {
+        c = dbt_acquire(p);
+        assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), id); /* reset, not replaced */
+        assert_int_equal(query_int(c, "SELECT @dbpool_caller IS NULL"), 1);
+        assert_int_equal(query_int(c, "SELECT @dbpool_init"), 1);
+        dbpool_release(c);
+    }
+    dbpool_get_stats(p, &s);
+    if (s.rollbacks != 1)
+        fail_msg("clean leases after a reset with init_sql: %llu resets, want 1",
+                 (unsigned long long)s.rollbacks);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A CALL answers with one result set per SELECT in the procedure, then a
  * status: the query hands out the first set and must read the rest, or
  * the next statement on the connection fails "out of sync". An error in a
@@ -626,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_native_error_detail),
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
+        cmocka_unit_test(test_init_sql_leaves_connection_clean),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),

@@ -581,6 +581,149 @@ static void test_waiter_from_starving_mode_gets_its_turn(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A thread that leases on cue, so that its connection ends up in its
+ * cache and is then held through it. */
+typedef struct cued {
+    dbpool *p;
+    atomic_int step; /* main: 1 lease once, 3 lease and hold, 5 release; the thread answers 2, 4, 6 */
+    dbpool_conn *c;
+} cued;
+
+/* Poll (no sleep stands in for a signal) until *v == want; false after 10 s. */
+static bool await_step(atomic_int *v, int want) {
+    int64_t end = dbt_now_ms() + 10000;
+    while (atomic_load(v) != want) {
+        if (dbt_now_ms() > end)
+            return false;
+        dbt_sleep_ms(1);
+    }
+    return true;
+}
+
+static void *lease_on_cue(void *arg) {
+    cued *a = arg;
+    if (!await_step(&a->step, 1))
+        return NULL;
+    dbpool_release(dbt_acquire(a->p)); /* parked for this thread */
+    atomic_store(&a->step, 2);
+    if (!await_step(&a->step, 3))
+        return NULL;
+    a->c = dbt_acquire(a->p); /* its parked one, through the cache */
+    atomic_store(&a->step, 4);
+    if (!await_step(&a->step, 5))
+        return NULL;
+    dbpool_release(a->c);
+    atomic_store(&a->step, 6);
+    return NULL;
+}
+
+/* Start n cued threads, have each park a connection in turn (one lease at
+ * a time), then all lease through their caches at once and hold. */
+static void cued_hold(dbpool *p, cued *a, pthread_t *t, int n) {
+    for (int i = 0; i < n; i++) {
+        a[i] = (cued){.p = p};
+        atomic_init(&a[i].step, 0);
+        assert_int_equal(pthread_create(&t[i], NULL, lease_on_cue, &a[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        atomic_store(&a[i].step, 1);
+        if (!await_step(&a[i].step, 2))
+            fail_msg("thread %d did not lease within 10 s", i);
+    }
+    for (int i = 0; i < n; i++)
+        atomic_store(&a[i].step, 3);
+    for (int i = 0; i < n; i++)
+        if (!await_step(&a[i].step, 4))
+            fail_msg("thread %d did not lease again within 10 s", i);
+}
+
+static void cued_release(cued *a, pthread_t *t, int n) {
+    for (int i = 0; i < n; i++) {
+        atomic_store(&a[i].step, 5);
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(atomic_load(&a[i].step), 6);
+    }
+}
+
+/* Leases through the thread caches count in peak_in_use: four threads
+ * that each used one connection at a time, then all four at once. */
+static void test_peak_counts_cached_leases(void **state) {
+    (void)state;
+    dbpool *p = open_pool(4, 4, true, 0);
+    static cued a[4]; /* static: a failed check must not leave the threads a dead stack frame */
+    static pthread_t t[4];
+    cued_hold(p, a, t, 4);
+    dbpool_stats held = stats(p);
+    cued_release(a, t, 4);
+    assert_int_equal(held.in_use, 4);
+    assert_int_equal(held.thread_cached, 4); /* all four through the caches */
+    if (held.peak_in_use != 4)
+        fail_msg("4 leases out at once through the thread caches, peak_in_use says %d", held.peak_in_use);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.peak_in_use, 4);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* The peak is also noted where the cache's bookkeeping takes the lock
+ * anyway, without a snapshot at that moment: an ordinary lease released
+ * while three others are out through the caches makes four. */
+static void test_peak_seen_by_release_beside_cached_leases(void **state) {
+    (void)state;
+    dbpool *p = open_pool(4, 4, true, 0);
+    static cued a[3];
+    static pthread_t t[3];
+    cued_hold(p, a, t, 3);
+    dbpool_conn *c = dbt_acquire(p); /* the idle one, the ordinary way */
+    dbpool_release(c);
+    cued_release(a, t, 3);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.in_use, 0);
+    if (s.peak_in_use != 4)
+        fail_msg("one ordinary lease beside 3 through the thread caches, peak_in_use says %d", s.peak_in_use);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+typedef struct timed_out {
+    dbpool *p;
+    int rc;
+    dbpool_error e;
+} timed_out;
+
+static void *acquire_200ms(void *arg) {
+    timed_out *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_acquire(a->p, 200, &c, &a->e);
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* An acquire timeout counts a lease taken through the thread cache as in
+ * use, with its holder (stats.in_use says 1: so must the message). */
+static void test_timeout_counts_cached_lease(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, true, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_release(c);
+    c = dbt_acquire(p); /* through the cache */
+    assert_int_equal(stats(p).in_use, 1);
+    timed_out a = {.p = p, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_200ms, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    print_message("timeout error: %s\n", a.e.message);
+    assert_int_equal(a.rc, DBPOOL_ETIMEDOUT);
+    if (!strstr(a.e.message, "(1 in use, 0 idle") ||
+        !strstr(a.e.message, "; 1 holder (1 through a thread cache"))
+        fail_msg("the timeout error should count the lease held through the thread cache: %s", a.e.message);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
@@ -598,6 +741,9 @@ int main(void) {
         cmocka_unit_test_setup(test_stress, setup),
         cmocka_unit_test_setup(test_short_leases_overtake_for_a_bounded_time, setup),
         cmocka_unit_test_setup(test_waiter_from_starving_mode_gets_its_turn, setup),
+        cmocka_unit_test_setup(test_peak_counts_cached_leases, setup),
+        cmocka_unit_test_setup(test_peak_seen_by_release_beside_cached_leases, setup),
+        cmocka_unit_test_setup(test_timeout_counts_cached_lease, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
