@@ -45,23 +45,30 @@ static bool logged(log_lines *l, const char *needle) {
     return found;
 }
 
-static dbpool *open_breaker_pool(log_lines *logs) {
+/* A mock pool that opens nothing itself (no warm-up, no maintenance, no
+ * retries), with the breaker's threshold and cooldown; logs collected when
+ * logs is not NULL. */
+static dbpool *open_pool_with_breaker(log_lines *logs, int failures, int64_t cooldown_ms) {
     dbpool_options o;
     dbt_options(&o, 0, 4);
     o.lazy_connect = true;
     o.maintenance_interval_ms = 0;
     o.max_retries = 0;
-    o.breaker_failures = 3;
-    o.breaker_cooldown_ms = 200;
-    o.log_fn = collect;
-    o.log_user = logs;
-    o.log_level = DBPOOL_LOG_DEBUG;
+    o.breaker_failures = failures;
+    o.breaker_cooldown_ms = cooldown_ms;
+    if (logs) {
+        o.log_fn = collect;
+        o.log_user = logs;
+        o.log_level = DBPOOL_LOG_DEBUG;
+    }
     dbpool *p = NULL;
     dbpool_error e;
     if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
     return p;
 }
+
+static dbpool *open_breaker_pool(log_lines *logs) { return open_pool_with_breaker(logs, 3, 200); }
 
 static void test_opens_fails_fast_and_recovers(void **state) {
     (void)state;
@@ -155,20 +162,7 @@ static void test_full_pool_still_serves_while_open(void **state) {
 
 /* A breaker pool whose acquires will not wait: every connect runs on the
  * caller's thread (try_acquire, acquire with a timeout of 0). */
-static dbpool *open_no_wait_pool(int64_t cooldown_ms) {
-    dbpool_options o;
-    dbt_options(&o, 0, 4);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
-    o.max_retries = 0;
-    o.breaker_failures = 2;
-    o.breaker_cooldown_ms = cooldown_ms;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
-}
+static dbpool *open_no_wait_pool(int64_t cooldown_ms) { return open_pool_with_breaker(NULL, 2, cooldown_ms); }
 
 static long mock_connects(void) {
     dbpool_mock_counters m;
