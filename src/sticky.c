@@ -84,6 +84,11 @@ static void parked_unlink(dbpool *p, dbpool_conn *c) {
  * leases out at each snapshot. A peak reached and gone between such
  * moments through the cache alone is not seen (include/dbpool.h says so). */
 static void note_peak_parked_locked(dbpool *p, int extra) {
+    /* Every parked one counted as busy first: once the peak is that high
+     * (soon, in a busy pool) the walk over the owners' park words, cache
+     * lines other threads write, is skipped. */
+    if (p->n_leased + extra + p->n_parked <= p->stats.peak_in_use)
+        return;
     int busy, free_;
     dbpool__parked_counts_locked(p, &busy, &free_);
     if (p->n_leased + extra + busy > p->stats.peak_in_use)
