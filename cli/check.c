@@ -19,7 +19,8 @@ static const char usage_text[] =
     "\n"
     "URL is sqlite:PATH, sqlite::memory:, postgresql://... or mysql://...\n"
     "A SQLite file that does not exist is unhealthy (DBPOOL_ENOTFOUND): the check\n"
-    "does not create it, unless the URL sets mode=rwc or create_if_missing=true.\n"
+    "does not create it, unless the URL sets mode=rwc or create_if_missing=true;\n"
+    "nor does it change an existing file's journal mode (unless journal_mode is set).\n"
     "\n"
     "Options:\n"
     "  --timeout SECONDS  bound on connecting and on the round trip, > 0,\n"
@@ -70,30 +71,38 @@ static const char *sqlite_path(const char *url) {
 }
 
 /*
- * A health check must not create what it checks: with the default mode
- * (rwc) a mistyped sqlite path would be created empty and reported healthy.
- * Returns a malloc'd URL with create_if_missing=false added, or NULL when
- * the URL is used as given: not a SQLite file, or it says itself whether to
- * create (mode=..., create_if_missing=...). *failed is set when out of memory.
+ * A health check must not change what it checks. With the library's SQLite
+ * defaults it would: a mistyped path would be created empty (mode rwc) and
+ * reported healthy, and an existing file would be switched to WAL (the
+ * journal mode is stored in the file). Returns a malloc'd URL with
+ * create_if_missing=false and journal_mode=unchanged added where the URL
+ * does not say otherwise, or NULL when the URL is used as given (not a
+ * SQLite file, or it sets both itself). *forbade_create says whether
+ * create_if_missing=false was added; *failed is set when out of memory.
  */
-static char *url_without_create(const char *url, bool *failed) {
+static char *url_for_check(const char *url, bool *forbade_create, bool *failed) {
     *failed = false;
+    *forbade_create = false;
     const char *path = sqlite_path(url);
     if (!path)
         return NULL;
     if (strncmp(path, ":memory:", 8) == 0 && (path[8] == '\0' || path[8] == '?'))
         return NULL;
-    if (url_has_key(url, "mode") || url_has_key(url, "create_if_missing"))
+    bool add_create = !url_has_key(url, "mode") && !url_has_key(url, "create_if_missing");
+    bool add_journal = !url_has_key(url, "journal_mode");
+    if (!add_create && !add_journal)
         return NULL;
-    static const char param[] = "create_if_missing=false";
-    size_t n = strlen(url);
-    char *out = malloc(n + 1 + sizeof param);
+    static const char create[] = "create_if_missing=false", journal[] = "journal_mode=unchanged";
+    size_t n = strlen(url), cap = n + sizeof create + sizeof journal + 2;
+    char *out = malloc(cap);
     if (!out) {
         *failed = true;
         return NULL;
     }
     const char *sep = !strchr(url, '?') ? "?" : url[n - 1] == '?' || url[n - 1] == '&' ? "" : "&";
-    snprintf(out, n + 1 + sizeof param, "%s%s%s", url, sep, param);
+    snprintf(out, cap, "%s%s%s%s%s", url, sep, add_create ? create : "", add_create && add_journal ? "&" : "",
+             add_journal ? journal : "");
+    *forbade_create = add_create;
     return out;
 }
 
@@ -167,15 +176,14 @@ int cli_check_main(int argc, char **argv) {
         o.log_level = DBPOOL_LOG_DEBUG;
     }
 
-    bool no_memory;
-    char *checked_url = url_without_create(url, &no_memory);
+    bool no_memory, creation_forbidden_here;
+    char *checked_url = url_for_check(url, &creation_forbidden_here, &no_memory);
     if (no_memory)
         return cli_fail(CMD, "out of memory: try again");
     dbpool *p = NULL;
     dbpool_error e;
     dbpool_health h;
     memset(&h, 0, sizeof h);
-    bool creation_forbidden_here = checked_url != NULL;
     int rc = dbpool_open(&p, checked_url ? checked_url : url, &o, &e);
     free(checked_url);
     if (rc == DBPOOL_EINVAL) {

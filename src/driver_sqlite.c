@@ -156,10 +156,15 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
         int64_t num;
         bool b;
         if (strcmp(k, "journal_mode") == 0) {
-            if (!one_of(v, journals, c->journal_mode, sizeof c->journal_mode))
+            /* "unchanged": the file keeps the mode it has (the journal mode
+             * is written into the database file; a reader such as a health
+             * check must not change it). */
+            if (strcasecmp(v, "unchanged") == 0)
+                c->journal_mode[0] = '\0';
+            else if (!one_of(v, journals, c->journal_mode, sizeof c->journal_mode))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
                                     "SQLite key journal_mode: '%.32s' is not one of delete, truncate, "
-                                    "persist, memory, wal, off",
+                                    "persist, memory, wal, off, unchanged",
                                     v);
             journal_set = true;
         } else if (strcmp(k, "synchronous") == 0) {

@@ -484,6 +484,48 @@ static void test_check_does_not_create_sqlite_file(void **state) {
     dbt_run_free(&r);
 }
 
+/* The journal mode stored in an SQLite file ("delete", "wal", ...). */
+static void journal_mode_of(const char *path, char *out, size_t cap) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* A health check leaves an existing file's journal mode alone (the
+ * library's default for files is WAL, which is written into the file);
+ * a URL that sets journal_mode is obeyed. */
+static void test_check_keeps_journal_mode(void **state) {
+    (void)state;
+    char dir[600], path[700], url[800], mode[32];
+    fresh_dir("check_journal", dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/rollback.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    journal_mode_of(path, mode, sizeof mode);
+    assert_string_equal(mode, "delete");
+
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    dbt_run r = dbt_run_cli((const char *[]){"check", url, NULL});
+    assert_int_equal(r.status, 0);
+    dbt_run_free(&r);
+    journal_mode_of(path, mode, sizeof mode);
+    assert_string_equal(mode, "delete");
+
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=wal", path);
+    r = dbt_run_cli((const char *[]){"check", url, NULL});
+    assert_int_equal(r.status, 0);
+    dbt_run_free(&r);
+    journal_mode_of(path, mode, sizeof mode);
+    assert_string_equal(mode, "wal");
+}
+
 static void test_check_usage(void **state) {
     (void)state;
     const char *const *cases[] = {
@@ -614,6 +656,7 @@ int main(void) {
         cmocka_unit_test(test_check_unhealthy),
         cmocka_unit_test(test_check_usage),
         cmocka_unit_test(test_check_does_not_create_sqlite_file),
+        cmocka_unit_test(test_check_keeps_journal_mode),
         cmocka_unit_test(test_demo_output_refused_before_db),
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
