@@ -23,7 +23,7 @@ static void lease_idle_locked(dbpool *p, dbpool_conn *c) {
     dbpool__idle_remove(p, c);
     c->state = CONN_LEASED;
     p->n_leased++;
-    dbpool__note_peak(p);
+    dbpool__note_peak(p, 0);
 }
 
 /* Can c be handed out without I/O? (lock held) */
@@ -102,19 +102,13 @@ typedef struct holders_info {
 static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, holders_info *h) {
     int64_t now = dbpool__fast_now_ns();
     const dbpool_conn *oldest = NULL;
-    int cached = 0, parked_free = 0, pinged = 0;
+    /* A lease taken back through a thread cache is held as much as an
+     * ordinary one. Its start is written by its owner without the lock, so
+     * it is counted but not aged (reading it would race with the owner's
+     * next lease). */
+    int cached, parked_free, pinged = 0;
+    dbpool__parked_counts_locked(p, &cached, &parked_free);
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
-        if (c->state == CONN_PARKED) {
-            /* A lease taken back through a thread cache is held as much as
-             * an ordinary one. Its start is written by its owner without
-             * the lock, so it is counted but not aged (reading it here
-             * would race with the owner's next lease). */
-            if (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_FREE)
-                parked_free++;
-            else
-                cached++;
-            continue;
-        }
         if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
             continue;
         if (c->pinging) { /* maintenance's, for a moment: no caller to blame */
@@ -298,7 +292,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         } else if (!p->suspended && p->parked_head && dbpool__may_overtake_locked(p) &&
                    (c = dbpool__steal_parked_locked(p)) != NULL) {
             /* 1b. A connection parked for another thread, not in use now. */
-            dbpool__note_peak(p);
+            dbpool__note_peak(p, 0);
         } else {
             bool needs_new = !p->suspended && !p->idle_head && total_locked(p) < p->cap;
             if (needs_new && dbpool__breaker_blocks_locked(p, now)) {

@@ -295,8 +295,7 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     if (leased) {
         c->state = CONN_LEASED;
         p->n_leased++;
-        if (p->n_leased > p->stats.peak_in_use)
-            p->stats.peak_in_use = p->n_leased;
+        dbpool__note_peak(p, 0);
         dbpool__lease_begin_locked(p, c, now, trace);
     } else {
         dbpool__publish_locked(p, c, now);

@@ -42,7 +42,6 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
         } else if (due_ping) {
             dbpool__idle_remove(p, c);
             c->state = CONN_LEASED; /* held by maintenance for the ping */
-            c->acquired_ns = now;   /* a holder since now, for a timeout's report */
             c->pinging = true;      /* but no caller's: a timeout does not name it a holder */
             p->n_leased++;
             push(ping, c);

@@ -240,9 +240,18 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
     }
 }
 
-void dbpool__note_peak(dbpool *p) {
-    if (p->n_leased > p->stats.peak_in_use)
-        p->stats.peak_in_use = p->n_leased;
+void dbpool__note_peak(dbpool *p, int returning) {
+    int most = p->n_leased + returning;
+    /* Every parked one counted as busy first: once the peak is that high
+     * (soon, in a busy pool) the walk over the owners' park words, cache
+     * lines other threads write, is skipped. */
+    if (most + p->n_parked <= p->stats.peak_in_use)
+        return;
+    int busy = 0, free_ = 0;
+    if (p->n_parked > 0)
+        dbpool__parked_counts_locked(p, &busy, &free_);
+    if (most + busy > p->stats.peak_in_use)
+        p->stats.peak_in_use = most + busy;
 }
 
 /*
@@ -321,7 +330,7 @@ void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c) {
     dbpool__waiter_dequeue(p, w);
     c->state = CONN_LEASED;
     p->n_leased++;
-    dbpool__note_peak(p);
+    dbpool__note_peak(p, 0);
     w->conn = c;
     /* Read here, not taken from the caller's reading: that may be the
      * connection's last use (a recalled thread-cache connection). */

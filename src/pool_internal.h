@@ -204,7 +204,12 @@ void dbpool__idle_remove(dbpool *p, dbpool_conn *c);
 /* Put an uncounted connection on the idle list where its last use puts it
  * (the list stays ordered: idle-timeout reaping takes from the tail). */
 void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c);
-void dbpool__note_peak(dbpool *p);
+/* Raise peak_in_use to what is in use now (lock held): ordinary leases,
+ * thread-cache leases that are out, and `returning` leases being given back
+ * at this moment. The cache's fast path takes no lock, so this runs at
+ * every hand-out and wherever sticky.c locks anyway; dbpool_get_stats
+ * counts the leases out at each snapshot. */
+void dbpool__note_peak(dbpool *p, int returning);
 void dbpool__waiter_enqueue(dbpool *p, waiter *w);
 void dbpool__waiter_dequeue(dbpool *p, waiter *w);
 /* May a running thread take a free connection ahead of the first waiter?

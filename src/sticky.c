@@ -76,25 +76,6 @@ static void parked_unlink(dbpool *p, dbpool_conn *c) {
     p->n_parked--;
 }
 
-/* Lock held: raise peak_in_use to what is in use now, parked leases in use
- * included, plus `extra` leases being returned at this moment. The fast
- * path takes no lock and so cannot note its own hand-outs; this runs
- * instead where the lock is held anyway (an ordinary release that parks,
- * a lease leaving the cache, a recall), and dbpool_get_stats counts the
- * leases out at each snapshot. A peak reached and gone between such
- * moments through the cache alone is not seen (include/dbpool.h says so). */
-static void note_peak_parked_locked(dbpool *p, int extra) {
-    /* Every parked one counted as busy first: once the peak is that high
-     * (soon, in a busy pool) the walk over the owners' park words, cache
-     * lines other threads write, is skipped. */
-    if (p->n_leased + extra + p->n_parked <= p->stats.peak_in_use)
-        return;
-    int busy, free_;
-    dbpool__parked_counts_locked(p, &busy, &free_);
-    if (p->n_leased + extra + busy > p->stats.peak_in_use)
-        p->stats.peak_in_use = p->n_leased + extra + busy;
-}
-
 /* Lock held, park word already 0, connection taken from a free parking:
  * its last use is what the owner last stored. */
 static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
@@ -109,7 +90,7 @@ static void unpark_own(dbpool *p, dbpool_conn *c) {
     parked_unlink(p, c);
     c->state = CONN_LEASED;
     p->n_leased++;
-    note_peak_parked_locked(p, 0);
+    dbpool__note_peak(p, 0); /* a cached lease becomes an ordinary one */
     unlock(p);
 }
 
@@ -188,7 +169,7 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     if (!p->park_enabled)
         return false;
     /* c, being returned, was in use until now beside the others. */
-    note_peak_parked_locked(p, 1);
+    dbpool__note_peak(p, 1);
     if (!dbpool__may_overtake_locked(p) || p->closed || p->suspended || dbpool__total_locked(p) + 1 > p->cap)
         return false;
     sticky_slot *s = slot_for(p);
@@ -260,7 +241,7 @@ static bool take_or_mark(dbpool_conn *c) {
 }
 
 void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns) {
-    note_peak_parked_locked(p, 0); /* every maintenance pass comes here while anything is parked */
+    dbpool__note_peak(p, 0); /* every maintenance pass comes here while anything is parked */
     dbpool_conn *c = p->parked_head;
     while (c) {
         dbpool_conn *next = c->next;
