@@ -44,6 +44,7 @@ typedef struct pool_key {
     const char *key;
     key_kind kind;
     size_t offset;
+    const char *field; /* the dbpool_options field's name, for messages */
     int64_t lo, hi;
 } pool_key;
 
@@ -51,7 +52,7 @@ typedef struct pool_key {
  * ms): twice it in nanoseconds still fits in an int64_t. */
 #define DBPOOL__MAX_DURATION (INT64_MAX / 2000000)
 
-#define OFF(field) offsetof(dbpool_options, field)
+#define OFF(field) offsetof(dbpool_options, field), #field
 static const pool_key pool_keys[] = {
     {"pool_min", K_INT, OFF(min_size), 0, 1000000},
     {"pool_max", K_INT, OFF(max_size), 1, 1000000},
@@ -275,32 +276,19 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(!o->autoscale || o->autoscale_interval_ms > 0,
             "autoscale_interval_ms must be greater than 0 (got %lld)", (long long)o->autoscale_interval_ms);
     /* Every duration becomes nanoseconds, and deadlines add two of them to
-     * a clock reading: above this bound (about 146 years) that overflows. */
-    const struct {
-        const char *name;
-        int64_t value;
-    } times[] = {
-        {"acquire_timeout_ms", o->acquire_timeout_ms},
-        {"connect_timeout_ms", o->connect_timeout_ms},
-        {"validation_timeout_ms", o->validation_timeout_ms},
-        {"idle_timeout_ms", o->idle_timeout_ms},
-        {"max_lifetime_ms", o->max_lifetime_ms},
-        {"backoff_base_ms", o->backoff_base_ms},
-        {"backoff_max_ms", o->backoff_max_ms},
-        {"validation_window_ms", o->validation_window_ms},
-        {"statement_timeout_ms", o->statement_timeout_ms},
-        {"keepalive_ms", o->keepalive_ms},
-        {"leak_threshold_ms", o->leak_threshold_ms},
-        {"leak_reclaim_ms", o->leak_reclaim_ms},
-        {"maintenance_interval_ms", o->maintenance_interval_ms},
-        {"breaker_cooldown_ms", o->breaker_cooldown_ms},
-        {"autoscale_interval_ms", o->autoscale_interval_ms},
-        {"barging_window_us", o->barging_window_us},
-    };
-    for (size_t i = 0; i < sizeof times / sizeof *times; i++)
-        REQUIRE(times[i].value <= DBPOOL__MAX_DURATION,
-                "%s is %lld: at most %lld (about 146 years) is accepted", times[i].name,
-                (long long)times[i].value, (long long)DBPOOL__MAX_DURATION);
+     * a clock reading: above DBPOOL__MAX_DURATION (about 146 years) that
+     * overflows. The URL keys' table bounds every duration field by it. */
+    for (size_t i = 0; i < sizeof pool_keys / sizeof *pool_keys; i++) {
+        const pool_key *k = &pool_keys[i];
+        if (k->kind != K_MS && k->kind != K_US)
+            continue;
+        int64_t v = *(const int64_t *)(const void *)((const char *)o + k->offset);
+        REQUIRE(v <= k->hi, "%s is %lld: at most %lld (about 146 years) is accepted", k->field, (long long)v,
+                (long long)k->hi);
+    }
+    REQUIRE(o->autoscale_interval_ms <= DBPOOL__MAX_DURATION,
+            "autoscale_interval_ms is %lld: at most %lld (about 146 years) is accepted",
+            (long long)o->autoscale_interval_ms, (long long)DBPOOL__MAX_DURATION);
 #undef REQUIRE
     return DBPOOL_OK;
 }

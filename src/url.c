@@ -100,13 +100,13 @@ static bool host_port_ok(const char *h, size_t n) {
     size_t len = (size_t)(h + n - port);
     if (len == 0)
         return true; /* "host:" means the default port */
-    unsigned long v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (port[i] < '0' || port[i] > '9' || i >= 5)
-            return false;
-        v = v * 10 + (unsigned long)(port[i] - '0');
-    }
-    return v >= 1 && v <= 65535;
+    char digits[6];  /* at most 5 */
+    if (len >= sizeof digits)
+        return false;
+    memcpy(digits, port, len);
+    digits[len] = '\0';
+    int64_t v;
+    return dbpool__parse_i64(digits, 1, 65535, &v);
 }
 
 /*
