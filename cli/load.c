@@ -96,13 +96,19 @@ void cli_stop_signals_install(void) {
 
 bool cli_stop_requested(void) { return stop_signal != 0; }
 
-void cli_nap_ns(int64_t ns) {
-    /* The signal may land on any thread, so poll rather than rely on EINTR. */
-    const int64_t slice = 20 * 1000000;
+static bool stopping(const cli_load *l) { return atomic_load_explicit(&l->stop, memory_order_relaxed); }
+
+/* Sleep ns in slices of at most slice_ns, returning early once the load l
+ * stops (with l NULL: once a stop signal came). The signal may land on any
+ * thread, so poll rather than rely on EINTR. */
+static void nap_sliced(int64_t ns, int64_t slice_ns, const cli_load *l) {
     int64_t end = cli_now_ns() + ns;
-    for (int64_t now = cli_now_ns(); now < end && !cli_stop_requested(); now = cli_now_ns())
-        sleep_ns(end - now < slice ? end - now : slice);
+    for (int64_t now = cli_now_ns(); now < end && !(l ? stopping(l) : cli_stop_requested());
+         now = cli_now_ns())
+        sleep_ns(end - now < slice_ns ? end - now : slice_ns);
 }
+
+void cli_nap_ns(int64_t ns) { nap_sliced(ns, 20 * 1000000, NULL); }
 
 /* ---- errors and latency ---------------------------------------------- */
 
@@ -169,8 +175,6 @@ static uint64_t next_rand(uint64_t *s) { /* xorshift64 */
     return *s = x;
 }
 
-static bool stopping(const cli_load *l) { return atomic_load_explicit(&l->stop, memory_order_relaxed); }
-
 /* How often a hold looks at the stop flag: a stop ends the run this soon
  * after it, however long --hold-ms is. */
 #define HOLD_SLICE_NS (10 * 1000000)
@@ -184,11 +188,7 @@ static void hold(worker *w) {
     int64_t ns = c->hold_ns;
     if (c->hold_jitter_ns > 0)
         ns += (int64_t)(next_rand(&w->rng) % (uint64_t)c->hold_jitter_ns);
-    if (ns <= 0)
-        return;
-    int64_t end = cli_now_ns() + ns;
-    for (int64_t left = ns; left > 0 && !stopping(l); left = end - cli_now_ns())
-        sleep_ns(left < HOLD_SLICE_NS ? left : HOLD_SLICE_NS);
+    nap_sliced(ns, HOLD_SLICE_NS, l);
 }
 
 static int run_query(dbpool_conn *c, const char *sql, dbpool_error *e) {
@@ -265,7 +265,7 @@ static void *worker_main(void *arg) {
 
     const uint64_t max = l->cfg.max_ops;
     dbpool_error e;
-    while (!atomic_load_explicit(&l->stop, memory_order_relaxed)) {
+    while (!stopping(l)) {
         if (max && atomic_fetch_add_explicit(&l->tickets, 1, memory_order_relaxed) >= max)
             break;
         e.code = 0;
