@@ -47,22 +47,19 @@ bool cli_opt_flag(const char *arg, const char *name) {
     return arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, name) == 0;
 }
 
-bool cli_opt_flag_given_value(const char *cmd, const char *arg, const char *const flags[]) {
-    if (arg[0] != '-' || arg[1] != '-')
-        return false;
-    size_t n = strcspn(arg + 2, "=");
-    if (arg[2 + n] != '=')
-        return false;
-    for (int k = 0; flags[k]; k++) {
-        if (strlen(flags[k]) == n && strncmp(arg + 2, flags[k], n) == 0) {
+int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]) {
+    size_t n = arg[0] == '-' && arg[1] == '-' ? strcspn(arg + 2, "=") : 0;
+    if (n > 0 && arg[2 + n] == '=') {
+        for (int k = 0; flags[k]; k++) {
             /* The value is not echoed, like any option value: it may be a
              * password pasted in the wrong place. */
-            cli_usage_error(cmd, "option --%s takes no value: write --%s alone (see dbpool %s --help)",
-                            flags[k], flags[k], cmd);
-            return true;
+            if (strlen(flags[k]) == n && strncmp(arg + 2, flags[k], n) == 0)
+                return cli_usage_error(cmd,
+                                       "option --%s takes no value: write --%s alone (see dbpool %s --help)",
+                                       flags[k], flags[k], cmd);
         }
     }
-    return false;
+    return cli_usage_error(cmd, "unknown option '%s': see dbpool %s --help", cli_opt_name(arg), cmd);
 }
 
 const char *cli_opt_name(const char *arg) {

@@ -45,21 +45,27 @@ static void sync_parent_dir(const char *path) {
     free(copy);
 }
 
+int cli_tmp_create(const char *path, char **tmp) {
+    size_t n = strlen(path);
+    *tmp = malloc(n + sizeof CLI_TMP_SUFFIX);
+    if (!*tmp) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(*tmp, path, n);
+    memcpy(*tmp + n, CLI_TMP_SUFFIX, sizeof CLI_TMP_SUFFIX);
+    return mkstemp(*tmp);
+}
+
 bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
                            size_t whycap) {
-    static const char suffix[] = CLI_TMP_SUFFIX;
-    size_t n = strlen(path);
-    char *tmp = malloc(n + sizeof suffix);
-    if (!tmp) {
-        snprintf(why, whycap, "out of memory");
-        return false;
-    }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, suffix, sizeof suffix);
-
-    int fd = mkstemp(tmp);
+    char *tmp;
+    int fd = cli_tmp_create(path, &tmp);
     if (fd < 0) {
-        snprintf(why, whycap, "cannot create a file next to '%s': %s", path, strerror(errno));
+        if (!tmp)
+            snprintf(why, whycap, "out of memory");
+        else
+            snprintf(why, whycap, "cannot create a file next to '%s': %s", path, strerror(errno));
         free(tmp);
         return false;
     }

@@ -187,10 +187,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             a->json = true;
         else if (!only_positional && cli_opt_flag(arg, "verbose"))
             a->verbose = true;
-        else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags))
-            return CLI_EXIT_USAGE;
         else if (!only_positional && arg[0] == '-' && arg[1] != '\0')
-            return cli_usage_error(CMD, "unknown option '%s': see dbpool bench --help", cli_opt_name(arg));
+            return cli_bad_option(CMD, arg, flags);
         else if (a->url)
             /* Not echoed: it may be a URL with a password. */
             return cli_usage_error(CMD, "more than one URL given: bench one database at a time");

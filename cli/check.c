@@ -74,31 +74,24 @@ static const char *sqlite_path(const char *url) {
  * A health check must not change what it checks. With the library's SQLite
  * defaults it would: a mistyped path would be created empty (mode rwc) and
  * reported healthy, and an existing file would be switched to WAL (the
- * journal mode is stored in the file). Returns a malloc'd URL with
- * create_if_missing=false and journal_mode=unchanged added where the URL
- * does not say otherwise, or NULL when the URL is used as given (not a
- * SQLite file, or it sets both itself). *forbade_create says whether
- * create_if_missing=false was added; *failed is set when out of memory.
+ * journal mode is stored in the file). Returns the URL to open, malloc'd:
+ * for a SQLite file, with create_if_missing=false and journal_mode=unchanged
+ * added where the URL does not say otherwise; NULL when out of memory.
+ * *forbade_create says whether create_if_missing=false was added.
  */
-static char *url_for_check(const char *url, bool *forbade_create, bool *failed) {
-    *failed = false;
+static char *url_for_check(const char *url, bool *forbade_create) {
     *forbade_create = false;
     const char *path = sqlite_path(url);
-    if (!path)
-        return NULL;
-    if (strncmp(path, ":memory:", 8) == 0 && (path[8] == '\0' || path[8] == '?'))
-        return NULL;
-    bool add_create = !url_has_key(url, "mode") && !url_has_key(url, "create_if_missing");
-    bool add_journal = !url_has_key(url, "journal_mode");
+    bool file = path && !(strncmp(path, ":memory:", 8) == 0 && (path[8] == '\0' || path[8] == '?'));
+    bool add_create = file && !url_has_key(url, "mode") && !url_has_key(url, "create_if_missing");
+    bool add_journal = file && !url_has_key(url, "journal_mode");
     if (!add_create && !add_journal)
-        return NULL;
+        return strdup(url);
     static const char create[] = "create_if_missing=false", journal[] = "journal_mode=unchanged";
     size_t n = strlen(url), cap = n + sizeof create + sizeof journal + 2;
     char *out = malloc(cap);
-    if (!out) {
-        *failed = true;
+    if (!out)
         return NULL;
-    }
     const char *sep = !strchr(url, '?') ? "?" : url[n - 1] == '?' || url[n - 1] == '&' ? "" : "&";
     snprintf(out, cap, "%s%s%s%s%s", url, sep, add_create ? create : "", add_create && add_journal ? "&" : "",
              add_journal ? journal : "");
@@ -144,10 +137,8 @@ int cli_check_main(int argc, char **argv) {
                                        v);
         } else if (!only_positional && cli_opt_flag(arg, "verbose")) {
             verbose = true;
-        } else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags)) {
-            return CLI_EXIT_USAGE;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
-            return cli_usage_error(CMD, "unknown option '%s': see dbpool check --help", cli_opt_name(arg));
+            return cli_bad_option(CMD, arg, flags);
         } else if (url) {
             /* Not echoed: it may be a second URL with a password. */
             return cli_usage_error(CMD, "more than one URL given: check one database at a time");
@@ -176,15 +167,15 @@ int cli_check_main(int argc, char **argv) {
         o.log_level = DBPOOL_LOG_DEBUG;
     }
 
-    bool no_memory, creation_forbidden_here;
-    char *checked_url = url_for_check(url, &creation_forbidden_here, &no_memory);
-    if (no_memory)
+    bool creation_forbidden_here;
+    char *checked_url = url_for_check(url, &creation_forbidden_here);
+    if (!checked_url)
         return cli_fail(CMD, "out of memory: try again");
     dbpool *p = NULL;
     dbpool_error e;
     dbpool_health h;
     memset(&h, 0, sizeof h);
-    int rc = dbpool_open(&p, checked_url ? checked_url : url, &o, &e);
+    int rc = dbpool_open(&p, checked_url, &o, &e);
     free(checked_url);
     if (rc == DBPOOL_EINVAL) {
         char buf[700];

@@ -57,11 +57,12 @@ int cli_opt_match(const char *cmd, int argc, char **argv, int *i, const char *co
 /* True when argv[i] is exactly "--name". */
 bool cli_opt_flag(const char *arg, const char *name);
 /*
- * True, after reporting "option --NAME takes no value" as a usage error of
- * `cmd`, when arg is "--NAME=VALUE" for one of the NULL-terminated value-less
- * flags: without this, "--json=1" would be called an unknown option.
+ * Report an option `cmd` does not take as a usage error, and return
+ * CLI_EXIT_USAGE: "option --NAME takes no value" when arg is "--NAME=VALUE"
+ * for one of the NULL-terminated value-less flags (without this, "--json=1"
+ * would be called an unknown option), else "unknown option" (the name only).
  */
-bool cli_opt_flag_given_value(const char *cmd, const char *arg, const char *const flags[]);
+int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]);
 /* The option's name without any "=value" part, for error messages that
  * must not echo a value (it may hold a password). Static buffer. */
 const char *cli_opt_name(const char *arg);
@@ -100,6 +101,10 @@ json_t *cli_json_string_lossy(const char *s);
 
 /* What cli_write_file_atomic appends to the path for its temporary file. */
 #define CLI_TMP_SUFFIX ".tmp-XXXXXX"
+
+/* Create PATH.tmp-XXXXXX (mode 0600): its descriptor, with the malloc'd
+ * name in *tmp; or -1 with errno set (ENOMEM: *tmp is NULL). */
+int cli_tmp_create(const char *path, char **tmp);
 
 /*
  * Replace `path` with `data` atomically: write PATH.tmp-XXXXXX in the same

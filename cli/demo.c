@@ -202,14 +202,11 @@ static int read_labels(const char *path, labels *out) {
  * Only this proves that the directory takes new files: access() answers
  * yes for root even on a directory, such as /proc, that refuses them. */
 static int probe_temporary(const char *path, const char *dir) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + sizeof CLI_TMP_SUFFIX);
-    if (!tmp)
+    char *tmp;
+    int fd = cli_tmp_create(path, &tmp);
+    if (fd < 0 && !tmp)
         return cli_fail(CMD, "out of memory: try again");
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, CLI_TMP_SUFFIX, sizeof CLI_TMP_SUFFIX);
     int rc = CLI_EXIT_OK;
-    int fd = mkstemp(tmp);
     if (fd < 0) {
         rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output", dir,
                       strerror(errno));
@@ -485,11 +482,9 @@ static int parse_args(int argc, char **argv, demo_args *a) {
                 a->reset = true;
             else if (cli_opt_flag(arg, "verbose"))
                 a->verbose = true;
-            else if (cli_opt_flag_given_value(CMD, arg, flags))
-                return CLI_EXIT_USAGE;
             else if (arg[0] == '-')
                 /* The name only: a mistyped --db=... may carry a password. */
-                return cli_usage_error(CMD, "unknown option '%s': see dbpool demo --help", cli_opt_name(arg));
+                return cli_bad_option(CMD, arg, flags);
             else
                 return cli_usage_error(CMD, "unexpected argument (demo takes only options): "
                                             "see dbpool demo --help");

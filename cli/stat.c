@@ -82,10 +82,8 @@ int cli_stat_main(int argc, char **argv) {
                 return cli_usage_error(
                     CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", v,
                     MAX_POOL);
-        } else if (!only_positional && cli_opt_flag_given_value(CMD, arg, flags)) {
-            return CLI_EXIT_USAGE;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
-            return cli_usage_error(CMD, "unknown option '%s': see dbpool stat --help", cli_opt_name(arg));
+            return cli_bad_option(CMD, arg, flags);
         } else if (!url) {
             url = arg;
         } else if (!interval_s) {
