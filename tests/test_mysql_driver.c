@@ -41,17 +41,23 @@ static void split_url(const char *url, char *userinfo, size_t ulen, char *hosts,
     snprintf(rest, rlen, "%s", slash);
 }
 
-static dbpool *open_pool(const char *url, int max, dbpool_validation v) {
+/* A pool without maintenance; init_sql may be NULL. */
+static dbpool *open_pool_init(const char *url, int max, dbpool_validation v, const char *init_sql) {
     dbpool_options o;
     dbt_options(&o, 0, max);
     o.validation = v;
     o.maintenance_interval_ms = 0;
+    o.init_sql = init_sql;
     dbpool *p = NULL;
     dbpool_error err;
     int rc = dbpool_open(&p, url, &o, &err);
     if (rc != DBPOOL_OK)
         fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
     return p;
+}
+
+static dbpool *open_pool(const char *url, int max, dbpool_validation v) {
+    return open_pool_init(url, max, v, NULL);
 }
 
 static int64_t query_int(dbpool_conn *c, const char *sql) {
@@ -542,16 +548,7 @@ static void test_open_transaction_rolled_back(void **state) {
  * clean from then on. */
 static void test_init_sql_leaves_connection_clean(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    o.maintenance_interval_ms = 0;
-    o.init_sql = "SET @dbpool_init = 1";
-    dbpool *p = NULL;
-    dbpool_error err;
-    int rc = dbpool_open(&p, base_url, &o, &err);
-    if (rc != DBPOOL_OK)
-        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
+    dbpool *p = open_pool_init(base_url, 1, DBPOOL_VALIDATE_NEVER, "SET @dbpool_init = 1");
     for (int i = 0; i < 10; i++) {
         dbpool_conn *c = dbt_acquire(p);
         assert_int_equal(query_int(c, "SELECT 1"), 1);
