@@ -8,12 +8,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-static atomic_uint generation;
+atomic_uint dbpool__fork_gen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void in_child(void) { atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed); }
+static void in_child(void) { atomic_fetch_add_explicit(&dbpool__fork_gen, 1, memory_order_relaxed); }
 static void install(void) { pthread_atfork(NULL, NULL, in_child); }
 
 void dbpool__fork_watch(void) { pthread_once(&once, install); }
-
-unsigned dbpool__fork_generation(void) { return atomic_load_explicit(&generation, memory_order_relaxed); }

@@ -128,8 +128,6 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
 int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->n_parked + p->n_connecting; }
 #define total_locked(p) dbpool__total_locked(p)
 
-bool dbpool__forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
-
 int dbpool__fork_error(dbpool_error *e) {
     return dbpool__seterr(e, DBPOOL_EMISUSE,
                           "this pool was opened before fork(): its connections belong to the parent "

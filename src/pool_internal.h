@@ -198,7 +198,6 @@ static inline bool dbpool__idle_timed_out(const dbpool *p, const dbpool_conn *c,
 }
 
 /* pool.c: lists and accounting (lock held unless said otherwise) */
-bool dbpool__forked(const dbpool *p);
 int dbpool__fork_error(dbpool_error *e);
 void dbpool__idle_remove(dbpool *p, dbpool_conn *c);
 /* Put an uncounted connection on the idle list where its last use puts it
@@ -331,7 +330,13 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
 /* fork.c */
 /* Install the fork handler (once per process; dbpool_open calls it). */
 void dbpool__fork_watch(void);
-unsigned dbpool__fork_generation(void);
+/* Bumped in every child. Read on each acquire and release: inline, one load. */
+extern atomic_uint dbpool__fork_gen;
+static inline unsigned dbpool__fork_generation(void) {
+    return atomic_load_explicit(&dbpool__fork_gen, memory_order_relaxed);
+}
+/* The pool was opened in another process (before a fork). */
+static inline bool dbpool__forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
 
 /* Thread-local xorshift; not for secrets. */
 uint64_t dbpool__random(void);
