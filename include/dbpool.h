@@ -293,9 +293,13 @@ static inline dbpool_param dbpool_param_double(double v) {
 /* `s` NULL gives a NULL parameter. */
 dbpool_param dbpool_param_text(const char *s);
 
-/* Run a statement. *affected (may be NULL) receives the rows changed. An
- * error that means the connection is broken marks the lease so that it is
- * closed on release. */
+/* Run a statement. *affected (may be NULL) receives the rows it inserted,
+ * updated or deleted: 0 for DDL, SELECT, BEGIN and the like (SQLite sums
+ * the statements of a multi-statement text; MySQL/MariaDB report 0 for a
+ * statement that returns rows, such as INSERT ... RETURNING). With
+ * parameters, the SQL must hold exactly one statement with as many `?`,
+ * else DBPOOL_EINVAL. An error that means the connection is broken marks
+ * the lease so that it is closed on release. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);
 

@@ -696,6 +696,16 @@ static int check_result(PGconn *c, const PGresult *r, dbpool_error *e) {
     }
 }
 
+/* The rows changed, as the other backends count them: PQcmdTuples also
+ * counts what a SELECT returned or a FETCH / MOVE passed over. */
+static bool changes_rows(const char *status) {
+    static const char *const verbs[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE ", "COPY "};
+    for (size_t i = 0; status && i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strncmp(status, verbs[i], strlen(verbs[i])) == 0)
+            return true;
+    return false;
+}
+
 static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                    dbpool_error *e) {
     PGconn *c = native;
@@ -705,7 +715,7 @@ static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     int rc = run(c, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)
         rc = check_result(c, r, e);
-    if (rc == DBPOOL_OK && affected) {
+    if (rc == DBPOOL_OK && affected && changes_rows(PQcmdStatus(r))) {
         const char *t = PQcmdTuples(r);
         *affected = t && *t ? (int64_t)strtoll(t, NULL, 10) : 0;
     }

@@ -554,9 +554,10 @@ static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, siz
         case DBPOOL_TYPE_DOUBLE:
             src = sqlite3_bind_double(st, idx, p[i].v.f64);
             break;
-        default:
-            src = sqlite3_bind_text64(st, idx, p[i].v.text.ptr ? p[i].v.text.ptr : "", p[i].v.text.len,
-                                      SQLITE_TRANSIENT, SQLITE_UTF8);
+        default: /* text; a NULL pointer is SQL NULL, as on the server backends */
+            src = p[i].v.text.ptr ? sqlite3_bind_text64(st, idx, p[i].v.text.ptr, p[i].v.text.len,
+                                                        SQLITE_TRANSIENT, SQLITE_UTF8)
+                                  : sqlite3_bind_null(st, idx);
             break;
         }
         if (src != SQLITE_OK)
@@ -565,10 +566,23 @@ static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, siz
     return DBPOOL_OK;
 }
 
+/* Nothing left to run: white space, semicolons and comments, both line
+ * comments and block comments (an unterminated block comment runs to the
+ * end, as SQLite reads it). */
 static bool only_space(const char *s) {
-    for (; s && *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != ';')
+    while (s && *s) {
+        if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == ';') {
+            s++;
+        } else if (s[0] == '-' && s[1] == '-') {
+            s = strchr(s, '\n');
+        } else if (s[0] == '/' && s[1] == '*') {
+            s = strstr(s + 2, "*/");
+            if (s)
+                s += 2;
+        } else {
             return false;
+        }
+    }
     return true;
 }
 
@@ -606,8 +620,12 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
             int src = sqlite3_prepare_v3(db, tail, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
             if (src != SQLITE_OK)
                 return set_query_error(db, src, "SQLite could not prepare the statement", e);
-            if (!st)
-                break; /* only white space or comments */
+            if (!st) { /* only white space or comments */
+                if (first && n > 0)
+                    return dbpool__seterr(e, DBPOOL_EINVAL,
+                                          "%zu parameters were given but the SQL holds no statement", n);
+                break;
+            }
             bool single = only_space(tail);
             if (n > 0 && !single) {
                 sqlite3_finalize(st);
@@ -622,6 +640,10 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
             stmt_done(st, slot);
             return rc;
         }
+        /* sqlite3_changes64 keeps the count of the last INSERT, UPDATE or
+         * DELETE, whatever ran since (DDL, SELECT, BEGIN, even in an earlier
+         * lease): it counts only when this statement moved the total. */
+        int64_t total_before = sqlite3_total_changes64(db);
         int src;
         while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         }
@@ -630,7 +652,8 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
             stmt_done(st, slot);
             return rc;
         }
-        total += sqlite3_changes64(db);
+        if (sqlite3_total_changes64(db) != total_before)
+            total += sqlite3_changes64(db);
         stmt_done(st, slot);
     } while (tail && *tail && !only_space(tail));
     if (affected)

@@ -465,6 +465,72 @@ static void test_parameters_with_null(void **state) {
     BT_CHECK(bt_query_int(c, sql, mixed, 1) == 3, "the same query with the right count");
 }
 
+/* dbpool_exec's *affected is the rows the statement inserted, updated or
+ * deleted: 0 for DDL, a SELECT or BEGIN, even right after a statement that
+ * changed rows (SQLite's sqlite3_changes keeps the last DML's count). */
+static int64_t affected_by(dbpool_conn *c, const char *sql) {
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t n = -1;
+    BT_OK(dbpool_exec(c, sql, NULL, 0, &n, &e), &e, sql);
+    return n;
+}
+
+static void test_affected_counts(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char sql[256], other[64];
+    snprintf(other, sizeof other, "%s_other", table);
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id) VALUES (1), (2), (3)");
+    BT_CHECK(affected_by(c, sql) == 3, "a three-row INSERT changes 3 rows");
+    char ddl[160];
+    snprintf(ddl, sizeof ddl, "CREATE TABLE %s (a INTEGER)", other);
+    BT_CHECK(affected_by(c, ddl) == 0, "CREATE TABLE right after the INSERT changes no rows");
+    fmt_sql(sql, sizeof sql, "SELECT id FROM %s");
+    BT_CHECK(affected_by(c, sql) == 0, "a SELECT run through dbpool_exec changes no rows");
+    fmt_sql(sql, sizeof sql, "UPDATE %s SET val = 1 WHERE id > 1");
+    BT_CHECK(affected_by(c, sql) == 2, "the UPDATE matches 2 rows");
+    fmt_sql(sql, sizeof sql, "UPDATE %s SET val = 2 WHERE id > 100");
+    BT_CHECK(affected_by(c, sql) == 0, "an UPDATE that matches nothing");
+    BT_CHECK(affected_by(c, "BEGIN") == 0 && affected_by(c, "COMMIT") == 0,
+             "BEGIN and COMMIT change no rows");
+    snprintf(ddl, sizeof ddl, "DROP TABLE %s", other);
+    BT_CHECK(affected_by(c, ddl) == 0, "DROP TABLE changes no rows");
+    fmt_sql(sql, sizeof sql, "DELETE FROM %s WHERE id = 3");
+    BT_CHECK(affected_by(c, sql) == 1, "the DELETE removes 1 row");
+}
+
+/* A text parameter built by hand with a NULL pointer is SQL NULL on every
+ * backend (dbpool_param_text(NULL) gives a NULL parameter too); parameters
+ * for SQL that holds no statement are refused, not ignored. */
+static void test_null_text_pointer_and_stray_parameters(void **state) {
+    dbpool_conn *c = conn_of(state);
+    dbpool_param p;
+    memset(&p, 0, sizeof p);
+    p.type = DBPOOL_TYPE_TEXT;
+    p.v.text.ptr = NULL;
+    p.v.text.len = 0;
+    dbpool_result *r = dbt_query_ok(c, "SELECT COALESCE(?, 'was null')", &p, 1);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
+    BT_CHECK(strcmp(dbpool_result_text(r, 0, NULL), "was null") == 0,
+             "a TEXT parameter with a NULL pointer is SQL NULL (got '%s')", dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    dbpool_param one = dbpool_param_int64(1);
+    /* Only SQLite reads the comment here: a server reports its own error. */
+    const char *empty[] = {"", " ;\n", "-- nothing here"};
+    size_t nempty = bt_is("sqlite") ? 3 : 2;
+    for (size_t i = 0; i < nempty; i++) {
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        int64_t n = -1;
+        int rc = dbpool_exec(c, empty[i], &one, 1, &n, &e);
+        BT_CHECK(rc == DBPOOL_EINVAL && e.message[0],
+                 "dbpool_exec('%s') with a parameter: expected DBPOOL_EINVAL, got %s: %s", empty[i],
+                 dbpool_errname(rc), e.message);
+    }
+    BT_CHECK(bt_query_int(c, "SELECT ? -- a trailing comment", &one, 1) == 1,
+             "a statement followed by a comment takes its parameter");
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -476,6 +542,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
