@@ -52,19 +52,26 @@ void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const le
 
 /* The checks that need I/O before a lease is handed out, outside the lock:
  * lifetime, cap and validation. Returns false when the connection was
- * closed instead (the caller then tries again). */
+ * closed instead; the caller then still counts in n_checking and must drop
+ * that under the lock before anything else (pool.c frees a closed pool only
+ * when nothing counts, and closing this connection may have been the last
+ * other thing that kept it). */
 static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
     int64_t now = dbpool__fast_now_ns();
-    if (now >= c->expires_ns) {
-        dbpool__destroy_conn(p, c, DBPOOL_CLOSE_LIFETIME);
-        return false;
-    }
     lock(p);
+    p->n_checking++;
+    /* Held from now on, as far as the leak scan and a timeout's report
+     * are concerned: the previous lease's start would age it wrongly. */
+    c->acquired_ns = now;
+    bool expired = now >= c->expires_ns;
     bool over_cap = total_locked(p) > p->cap;
     bool stale = dbpool__idle_expired_locked(p, c, now);
     unlock(p);
-    if (over_cap || stale) {
-        dbpool__destroy_conn(p, c, over_cap ? DBPOOL_CLOSE_SHRINK : DBPOOL_CLOSE_IDLE_TIMEOUT);
+    if (expired || over_cap || stale) {
+        dbpool__destroy_conn(p, c,
+                             expired    ? DBPOOL_CLOSE_LIFETIME
+                             : over_cap ? DBPOOL_CLOSE_SHRINK
+                                        : DBPOOL_CLOSE_IDLE_TIMEOUT);
         return false;
     }
     if (dbpool__needs_validation(p, c, now)) {
@@ -85,10 +92,16 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
         }
     }
     lock(p);
+    p->n_checking--; /* the lease keeps the pool from here on */
     dbpool__lease_begin_locked(p, c, now, trace);
     unlock(p);
     return true;
 }
+
+/* After checkout_slow returned false: lock held, drop its count. A pool
+ * closed meanwhile is freed by the caller once it unlocks, if nothing else
+ * holds it. */
+static void checkout_failed_locked(dbpool *p) { p->n_checking--; }
 
 /* What an acquire timeout reports about the holders (filled under the lock,
  * symbolised after it). */
@@ -149,11 +162,12 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
      * by their park word. */
     return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
                           "timed out after %lld ms waiting for a connection from pool '%s' "
-                          "(%d in use, %d idle, %d connecting, %d waiting, max %d%s)%s%s",
+                          "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s)%s%s",
                           (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
-                          p->n_leased + cached, p->n_idle + parked_free, p->n_connecting, p->n_waiting,
-                          p->cap, p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "",
-                          holders, last);
+                          p->n_leased - p->n_pinging + cached, p->n_idle + parked_free + p->n_pinging,
+                          p->n_connecting, p->n_waiting, p->cap,
+                          p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
+                          p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
 }
 
 static int breaker_error_locked(dbpool *p, dbpool_error *err) {
@@ -243,6 +257,16 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             int64_t t0 = dbpool__fast_now_ns();
             if (checkout_slow(p, c, NULL))
                 return hand_out(p, c, t0, out);
+            lock(p);
+            checkout_failed_locked(p);
+            if (p->closed) {
+                bool free_it = dbpool__can_free_locked(p);
+                unlock(p);
+                if (free_it)
+                    dbpool__free(p);
+                return dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed during this acquire");
+            }
+            unlock(p);
         }
     }
     const int64_t fast_start = dbpool__fast_now_ns();
@@ -384,6 +408,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (checkout_slow(p, c, trace))
             return hand_out(p, c, fast_start, out);
         lock(p);
+        checkout_failed_locked(p); /* a close meanwhile is reported at the top */
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */
         if (may_wait && dbpool__now_ns() >= deadline) {

@@ -44,6 +44,7 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
             c->state = CONN_LEASED; /* held by maintenance for the ping */
             c->pinging = true;      /* but no caller's: a timeout does not name it a holder */
             p->n_leased++;
+            p->n_pinging++; /* nor do in_use, the peak and the utilisation count it */
             push(ping, c);
         }
         c = prev;
@@ -126,10 +127,10 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     *old_cap = p->cap;
     if (!p->opt.autoscale)
         return p->cap;
-    p->util_sum += p->cap > 0 ? (double)p->n_leased / p->cap : 0.0;
+    p->util_sum += p->cap > 0 ? (double)(p->n_leased - p->n_pinging) / p->cap : 0.0;
     /* Callers waiting count as full use: the cap is what holds them back. */
     if (p->n_waiting > 0)
-        p->util_sum += 1.0 - (p->cap > 0 ? (double)p->n_leased / p->cap : 0.0);
+        p->util_sum += 1.0 - (p->cap > 0 ? (double)(p->n_leased - p->n_pinging) / p->cap : 0.0);
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)
         return p->cap;
@@ -186,6 +187,10 @@ void dbpool__maint_pass(dbpool *p) {
             dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
             unlock(p);
         } else {
+            lock(p);
+            ping->pinging = false;
+            p->n_pinging--;
+            unlock(p);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "keepalive ping of connection #%llu failed, closing it: %s",
                         (unsigned long long)ping->id, e.message);

@@ -42,6 +42,7 @@ void dbpool__lock(dbpool *p) {
  * slots' states. Checked before every unlock in debug builds. */
 static void check_invariants_locked(const dbpool *p) {
     int idle = 0, leased = 0, reclaimed = 0, closing = 0, listed = 0, waiting = 0, parked = 0, plisted = 0;
+    int pinging = 0;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
         if (c->state == CONN_IDLE)
             idle++;
@@ -53,6 +54,8 @@ static void check_invariants_locked(const dbpool *p) {
             closing++;
         else if (c->state == CONN_PARKED)
             parked++;
+        if (c->pinging && c->state == CONN_LEASED)
+            pinging++;
         if (c->state != CONN_PARKED && atomic_load_explicit(&c->park, memory_order_relaxed) != 0) {
             fprintf(stderr, "dbpool: invariant broken: connection #%llu not parked has a park word\n",
                     (unsigned long long)c->id);
@@ -68,14 +71,14 @@ static void check_invariants_locked(const dbpool *p) {
     /* n_closing also counts dbpool_close's own hold on the pool. */
     if (idle != p->n_idle || listed != p->n_idle || leased != p->n_leased || reclaimed != p->n_reclaimed ||
         closing > p->n_closing || closing + 1 < p->n_closing || waiting != p->n_waiting ||
-        parked != p->n_parked || plisted != p->n_parked ||
+        parked != p->n_parked || plisted != p->n_parked || pinging != p->n_pinging ||
         p->n_connecting < p->connect_jobs + p->connect_running || p->n_connecting < 0) {
         fprintf(stderr,
                 "dbpool: invariant broken: idle %d/%d/%d leased %d/%d reclaimed %d/%d closing %d/%d "
-                "waiting %d/%d connecting %d jobs %d running %d parked %d/%d/%d\n",
+                "waiting %d/%d connecting %d jobs %d running %d parked %d/%d/%d pinging %d/%d\n",
                 idle, listed, p->n_idle, leased, p->n_leased, reclaimed, p->n_reclaimed, closing,
                 p->n_closing, waiting, p->n_waiting, p->n_connecting, p->connect_jobs, p->connect_running,
-                parked, plisted, p->n_parked);
+                parked, plisted, p->n_parked, pinging, p->n_pinging);
         abort();
     }
 }
@@ -239,7 +242,7 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
 }
 
 void dbpool__note_peak(dbpool *p, int returning) {
-    int most = p->n_leased + returning;
+    int most = p->n_leased - p->n_pinging + returning;
     /* Every parked one counted as busy first: once the peak is that high
      * (soon, in a busy pool) the walk over the owners' park words, cache
      * lines other threads write, is skipped. */
@@ -357,6 +360,7 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     p->n_leased--;
+    p->n_pinging--;
     c->last_ping_ns = now;
     if (p->wait_head && !p->suspended) {
         dbpool__publish_locked(p, c, now);
@@ -382,7 +386,7 @@ void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {
 bool dbpool__can_free_locked(const dbpool *p) {
     return p->closed && p->n_idle == 0 && p->n_leased == 0 && p->n_parked == 0 && p->n_connecting == 0 &&
            p->n_waiting == 0 && p->n_closing == 0 && p->n_reclaimed == 0 && !p->maint_running &&
-           p->n_connectors == 0;
+           p->n_connectors == 0 && p->n_checking == 0;
 }
 
 void dbpool__free(dbpool *p) {
@@ -662,8 +666,10 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     uint64_t fast = p->fast_folded;
     out->acquired += fast;
     out->reused += fast;
-    out->idle = p->n_idle + parked_free;
-    out->in_use = p->n_leased + parked_busy;
+    /* A keepalive ping borrows an idle connection for a moment: still
+     * idle to everyone who reads these (no caller holds it). */
+    out->idle = p->n_idle + parked_free + p->n_pinging;
+    out->in_use = p->n_leased - p->n_pinging + parked_busy;
     /* Leases through the thread cache take no lock to note a peak: the
      * ones out now count here (sticky.c notes them where it locks). */
     if (out->in_use > p->stats.peak_in_use)

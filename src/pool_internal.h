@@ -153,6 +153,8 @@ struct dbpool {
     int connect_jobs;    /* requested, not yet picked up (each holds a place in n_connecting) */
     int connect_running; /* picked up and connecting (each holds a place in n_connecting) */
     int n_connectors;
+    int n_checking; /* acquires inside checkout_slow: they touch the pool again after it */
+    int n_pinging;  /* of n_leased: held by maintenance for a keepalive ping, not by a caller */
     bool connectors_stop;
     pthread_t *connectors;
     pthread_cond_t connector_cond;

@@ -76,6 +76,14 @@ int dbpool_suspend(dbpool *p) {
     lock(p);
     p->suspended = true;
     dbpool__recall_parked_locked(p, false, -1);
+    if (p->opt.suspend_fails_fast && p->wait_head) {
+        /* Those already in line get what a caller arriving now gets. */
+        dbpool_error e;
+        dbpool__clearerr(&e);
+        dbpool__seterr(&e, DBPOOL_EBUSY, "pool '%s' was suspended while this acquire waited: try again after "
+                                         "dbpool_resume", p->name);
+        dbpool__fail_waiters_locked(p, &e, true);
+    }
     unlock(p);
     dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
     return DBPOOL_OK;

@@ -4,6 +4,7 @@
 #include "driver_mock.h"
 #include "testsupport.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -233,6 +234,131 @@ static void test_keepalive_finds_dead_idle(void **state) {
     dbpool_close(p);
 }
 
+/* dbpool_close while an acquire validates an idle connection whose ping
+ * then fails: the acquire ends with DBPOOL_ECLOSED and the pool is freed
+ * once, after it (it used to lock the freed pool: a hang, or a sanitizer
+ * abort). Through the ordinary path and through the thread cache. */
+typedef struct close_race {
+    dbpool *p;
+    int rc;
+} close_race;
+
+static void *acquire_once(void *arg) {
+    close_race *r = arg;
+    dbpool_conn *c = NULL;
+    r->rc = dbpool_acquire(r->p, 2000, &c, NULL);
+    if (r->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+static void close_during_validation(bool thread_cache) {
+    dbpool_mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.validation_window_ms = 20;
+    o.maintenance_interval_ms = 0;
+    o.thread_cache = thread_cache;
+    close_race r = {open_mock(&o), -100};
+    if (thread_cache) { /* park a connection for the acquiring thread itself */
+        pthread_t t;
+        pthread_create(&t, NULL, acquire_once, &r);
+        pthread_join(t, NULL);
+        assert_int_equal(r.rc, DBPOOL_OK);
+    } else {
+        dbpool_conn *c;
+        assert_int_equal(dbpool_acquire(r.p, 1000, &c, NULL), DBPOOL_OK);
+        dbpool_release(c);
+    }
+    dbt_sleep_ms(60); /* idle past the window: the next acquire validates */
+    dbpool_mock_set_ping_delay_ms(300);
+    dbpool_mock_fail_ping(1, -1);
+    pthread_t t;
+    pthread_create(&t, NULL, acquire_once, &r);
+    int64_t until = dbt_now_ms() + 2000;
+    dbpool_mock_counters n;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_mock_get_counters(&n);
+    } while (n.pings < 1 && dbt_now_ms() < until);
+    assert_int_equal(n.pings, 1); /* the acquire is inside its ping */
+    dbpool_close(r.p);
+    pthread_join(t, NULL);
+    assert_int_equal(r.rc, DBPOOL_ECLOSED);
+    dbpool_mock_get_counters(&n);
+    assert_int_equal(n.live, 0);
+}
+
+static void test_close_during_validation(void **state) {
+    (void)state;
+    close_during_validation(false);
+    close_during_validation(true);
+}
+
+/* A connection being validated on its way out is not a leak: its lease
+ * starts at this acquire, not at the previous one's start. */
+static int leak_logs;
+static void count_leak_logs(void *user, dbpool_log_level level, const char *message) {
+    (void)user, (void)level;
+    if (strstr(message, "leak") || strstr(message, "held for"))
+        leak_logs++;
+}
+
+static void test_validating_acquire_is_not_a_leak(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 300;
+    o.maintenance_interval_ms = 20;
+    o.validation_window_ms = 20;
+    o.log_fn = count_leak_logs;
+    leak_logs = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_release(c);
+    dbt_sleep_ms(500); /* idle longer than the leak threshold */
+    dbpool_mock_set_ping_delay_ms(150);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* validated: 150 ms */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.leaks_detected, 0);
+    assert_int_equal(leak_logs, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+/* A keepalive ping borrows an idle connection: it stays idle in the
+ * statistics, and neither in_use nor the peak counts it. */
+static void test_keepalive_ping_is_not_in_use(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 2);
+    o.maintenance_interval_ms = 10;
+    o.keepalive_ms = 20;
+    dbpool *p = open_mock(&o);
+    dbpool_mock_set_ping_delay_ms(50);
+    dbpool_stats s;
+    int most_in_use = 0, pings_seen = 0;
+    int64_t until = dbt_now_ms() + 500;
+    while (dbt_now_ms() < until) {
+        dbpool_get_stats(p, &s);
+        if (s.in_use > most_in_use)
+            most_in_use = s.in_use;
+        assert_int_equal(s.idle + s.in_use + s.connecting, s.total);
+        dbt_sleep_ms(5);
+    }
+    dbpool_mock_counters n;
+    dbpool_mock_get_counters(&n);
+    pings_seen = (int)n.pings;
+    assert_true(pings_seen >= 2);
+    assert_int_equal(most_in_use, 0);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.peak_in_use, 0);
+    assert_int_equal(s.acquired, 0);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -244,6 +370,9 @@ int main(void) {
         cmocka_unit_test_setup(test_misuse_is_an_error, setup),
         cmocka_unit_test_setup(test_maintenance_refills_min, setup),
         cmocka_unit_test_setup(test_keepalive_finds_dead_idle, setup),
+        cmocka_unit_test_setup(test_close_during_validation, setup),
+        cmocka_unit_test_setup(test_validating_acquire_is_not_a_leak, setup),
+        cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,6 +124,48 @@ static void test_suspend_resume(void **state) {
     dbpool_close(p);
 }
 
+/* Callers already waiting when the pool is suspended (fail-fast, the
+ * default) get DBPOOL_EBUSY then, as a caller arriving after it does, not
+ * a timeout at the end of their wait. */
+static void test_suspend_fails_waiters_in_line(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, NULL);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    waiter_arg w[2] = {{p, -100, 0}, {p, -100, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, acquire_and_release, &w[i]);
+    dbt_wait_for_waiters(p, 2, 2000);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].rc, DBPOOL_EBUSY);
+        assert_true(w[i].waited_ms < 2500); /* the acquire's timeout is 3000 ms */
+    }
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.waiting, 0);
+    assert_int_equal(s.timeouts, 0);
+    dbpool_release(held);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    dbpool_close(p);
+}
+
+/* Not fail-fast: a waiter that times out while the pool is suspended is
+ * told so, not only that a connection sat idle. */
+static void test_timeout_while_suspended_says_so(void **state) {
+    (void)state;
+    dbpool *p = open_pool(1, 1, fail_fast_off);
+    dbpool_suspend(p);
+    dbpool_conn *c;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
+    assert_non_null(strstr(e.message, "suspended"));
+    dbpool_resume(p);
+    dbpool_close(p);
+}
+
 static void wide_window_waits(dbpool_options *o) {
     o->suspend_fails_fast = false;
     o->barging_window_us = 3000000;
@@ -220,6 +262,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
         cmocka_unit_test_setup(test_suspend_resume, setup),
+        cmocka_unit_test_setup(test_suspend_fails_waiters_in_line, setup),
+        cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
