@@ -397,8 +397,8 @@ typedef struct dbpool_stats {
     uint64_t connect_errors; /* failed connect attempts */
     uint64_t validation_failures;
     uint64_t rollbacks; /* transactions rolled back on release */
-    int idle;   /* including one borrowed for a moment by a keepalive ping */
-    int in_use; /* leased to callers */
+    int idle;           /* including one borrowed for a moment by a keepalive ping */
+    int in_use;         /* leased to callers */
     int connecting;
     int waiting;
     int total; /* idle + in_use + connecting */

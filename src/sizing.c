@@ -80,8 +80,10 @@ int dbpool_suspend(dbpool *p) {
         /* Those already in line get what a caller arriving now gets. */
         dbpool_error e;
         dbpool__clearerr(&e);
-        dbpool__seterr(&e, DBPOOL_EBUSY, "pool '%s' was suspended while this acquire waited: try again after "
-                                         "dbpool_resume", p->name);
+        dbpool__seterr(&e, DBPOOL_EBUSY,
+                       "pool '%s' was suspended while this acquire waited: try again after "
+                       "dbpool_resume",
+                       p->name);
         dbpool__fail_waiters_locked(p, &e, true);
     }
     unlock(p);
