@@ -23,6 +23,7 @@
 #include "driver.h"
 #include "internal.h"
 #include "mysql_config.h"
+#include "mysql_session_sql.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,7 +69,10 @@ typedef struct my_stmt_cache my_stmt_cache;
 typedef struct my_conn {
     MYSQL mysql;
     my_stmt_cache *stmts;         /* prepared parameterised statements, made at the first one */
-    bool dirty;                   /* the server reported a session state change since the last reset */
+    bool dirty;                   /* the session changed since the last reset (server-reported, or a
+                                     statement mysql_session_sql.c flags) */
+    bool stmts_stale;             /* the server reported a session change (USE, sql_mode, ...) since
+                                     the kept statements were prepared: prepare them again */
     bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
@@ -674,6 +678,7 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     if (rc)
         return rc;
     stmt_cache_clear(mc); /* closed on the server by the reset */
+    mc->stmts_stale = false;
     /* The reset put session variables back to the server's defaults; the
      * same deadline bounds the statements that restore them. */
     char restore[256];
@@ -707,7 +712,19 @@ static void note_status(MYSQL *m) {
     my_conn *mc = conn_of(m);
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0 ||
-        (status & SERVER_SESSION_STATE_CHANGED))
+        (status & SERVER_SESSION_STATE_CHANGED)) {
+        mc->dirty = true;
+        /* A prepared statement keeps the default database and sql_mode it
+         * was prepared under: after USE otherdb a kept INSERT would still
+         * write to the old database. */
+        mc->stmts_stale = true;
+    }
+}
+
+/* Before a statement runs: what the server will not report (table and
+ * named locks, user variables) still needs the reset at release. */
+static void note_statement(my_conn *mc, const char *sql) {
+    if (!mc->dirty && dbpool__mysql_untracked_session_change(sql))
         mc->dirty = true;
 }
 
@@ -806,6 +823,7 @@ static int text_result_of(MYSQL_RES *res, dbpool_result **out, dbpool_error *e) 
 
 /* No parameters: the text protocol, one round trip. */
 static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
+    note_statement(conn_of(m), sql);
     if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0)
         return conn_error(m, e);
     int rc = DBPOOL_OK;
@@ -947,6 +965,11 @@ out:
 static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                     dbpool_result **out, dbpool_error *e) {
     my_conn *mc = conn_of(m);
+    note_statement(mc, sql);
+    if (mc->stmts_stale) {
+        stmt_cache_clear(mc);
+        mc->stmts_stale = false;
+    }
     size_t sql_len = strlen(sql);
     my_stmt_slot *kept = stmt_cache_find(mc, sql, sql_len);
     MYSQL_STMT *st = kept ? kept->st : mysql_stmt_init(m);

@@ -60,10 +60,10 @@ static dbpool *open_pool(const char *url, int max, dbpool_validation v) {
     return open_pool_init(url, max, v, NULL);
 }
 
-static int64_t query_int(dbpool_conn *c, const char *sql) {
+static int64_t query_int_params(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
     dbpool_result *r = NULL;
     dbpool_error err;
-    int rc = dbpool_query(c, sql, NULL, 0, &r, &err);
+    int rc = dbpool_query(c, sql, params, n, &r, &err);
     if (rc != DBPOOL_OK)
         fail_msg("%s: %s", sql, err.message);
     assert_int_equal(dbpool_result_next(r, &err), 1);
@@ -71,6 +71,8 @@ static int64_t query_int(dbpool_conn *c, const char *sql) {
     dbpool_result_free(r);
     return v;
 }
+
+static int64_t query_int(dbpool_conn *c, const char *sql) { return query_int_params(c, sql, NULL, 0); }
 
 /* Open a pool and get a connection; returns the first failure's code. The
  * core dials during dbpool_open, so a connect error may come from either. */
@@ -542,6 +544,97 @@ static void test_open_transaction_rolled_back(void **state) {
     dbpool_close(p);
 }
 
+/* What the server does not report as a session change is reset too: a
+ * table lock, a named lock and a user variable set inside a SELECT would
+ * otherwise stay with the pooled connection (the lock blocking every other
+ * session while it sits idle) and reach the next caller. */
+static void test_untracked_session_state_reset(void **state) {
+    (void)state;
+    char lock_name[64], t1[64], t2[64], sql[256];
+    snprintf(lock_name, sizeof lock_name, "dbpool_test_lock_%ld", (long)getpid());
+    snprintf(t1, sizeof t1, "dbpool_lk1_%ld", (long)getpid());
+    snprintf(t2, sizeof t2, "dbpool_lk2_%ld", (long)getpid());
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (a INT)", t1);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (a INT)", t2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+    dbpool_stats before;
+    dbpool_get_stats(p, &before);
+
+    c = dbt_acquire(p);
+    snprintf(sql, sizeof sql, "LOCK TABLES %s WRITE", t1);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_param name = dbpool_param_text(lock_name);
+    assert_int_equal(query_int_params(c, "SELECT GET_LOCK(?, 0)", &name, 1), 1);
+    assert_int_equal(query_int(c, "SELECT LENGTH(@leak := 'lease one')"), 9);
+    dbpool_release(c);
+    dbpool_stats after;
+    dbpool_get_stats(p, &after);
+    assert_int_equal(after.rollbacks, before.rollbacks + 1);
+
+    c = dbt_acquire(p);
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), id); /* the same session */
+    assert_int_equal(query_int(c, "SELECT @leak IS NULL"), 1);
+    /* Under LOCK TABLES t1 this would fail: t2 "was not locked". */
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", t2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+
+    dbpool *other = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *o = dbt_acquire(other);
+    assert_int_equal(query_int_params(o, "SELECT IS_FREE_LOCK(?)", &name, 1), 1);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (2)", t1); /* would wait for the table lock */
+    dbt_exec_ok(o, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP TABLE %s, %s", t1, t2);
+    dbt_exec_ok(o, sql, NULL, 0);
+    dbpool_release(o);
+    dbpool_close(other);
+    dbpool_close(p);
+}
+
+/* A kept (prepared) statement belongs to the database it was prepared in:
+ * after USE, the same SQL must reach the new default database. */
+static void test_use_reprepares_kept_statements(void **state) {
+    (void)state;
+    char db2[64], table[64], sql[256];
+    snprintf(db2, sizeof db2, "dbpool_use_%ld", (long)getpid());
+    snprintf(table, sizeof table, "dbpool_ct_%ld", (long)getpid());
+    dbpool *p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    char home[64];
+    dbpool_result *r = dbt_query_ok(c, "SELECT DATABASE()", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    snprintf(home, sizeof home, "%s", dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    snprintf(sql, sizeof sql, "CREATE DATABASE IF NOT EXISTS %s", db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (v INT)", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s.%s (v INT)", db2, table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    char insert[128];
+    snprintf(insert, sizeof insert, "INSERT INTO %s VALUES (?)", table);
+    dbpool_param one = dbpool_param_int64(1);
+    dbt_exec_ok(c, insert, &one, 1); /* prepared and kept, in the home database */
+    snprintf(sql, sizeof sql, "USE %s", db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbt_exec_ok(c, insert, &one, 1); /* must land in db2 now */
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s.%s", db2, table);
+    assert_int_equal(query_int(c, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s.%s", home, table);
+    assert_int_equal(query_int(c, sql), 1);
+    snprintf(sql, sizeof sql, "DROP DATABASE %s", db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP TABLE %s.%s", home, table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 /* The pool's init_sql changes the session (a user variable) but is not a
  * caller's change: clean leases go back without a reset. A caller's own
  * change is reset once, with init_sql applied again, and the connection is
@@ -672,6 +765,8 @@ int main(void) {
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
         cmocka_unit_test(test_init_sql_leaves_connection_clean),
+        cmocka_unit_test(test_untracked_session_state_reset),
+        cmocka_unit_test(test_use_reprepares_kept_statements),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),

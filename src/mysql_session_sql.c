@@ -1,0 +1,113 @@
+/* mysql_session_sql.c — see mysql_session_sql.h. MySQL's lexical rules as
+ * far as they matter here: '...' and "..." strings with backslash escapes
+ * and doubled quotes, `...` identifiers, # and "-- " line comments, block
+ * comments, and the executable comments that MySQL runs as code. */
+#include "mysql_session_sql.h"
+
+#include <stddef.h>
+#include <strings.h>
+
+static bool ident_char(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '$' || ch >= 0x80;
+}
+
+/* Past a quoted run that starts at s (the quote itself). */
+static const char *skip_quoted(const char *s) {
+    char q = *s++;
+    while (*s) {
+        if (*s == '\\' && q != '`' && s[1]) {
+            s += 2;
+        } else if (*s == q) {
+            if (s[1] != q)
+                return s + 1;
+            s += 2; /* a doubled quote stands for itself */
+        } else {
+            s++;
+        }
+    }
+    return s;
+}
+
+static const char *skip_line(const char *s) {
+    while (*s && *s != '\n')
+        s++;
+    return s;
+}
+
+static bool is_keyword(const char *word, size_t len, const char *kw) {
+    size_t n = 0;
+    while (kw[n])
+        n++;
+    return len == n && strncasecmp(word, kw, n) == 0;
+}
+
+bool dbpool__mysql_untracked_session_change(const char *sql) {
+    const char *s = sql;
+    bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
+    while (s && *s) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\'' || ch == '"' || ch == '`') {
+            s = skip_quoted(s);
+        } else if (ch == '#') {
+            s = skip_line(s);
+        } else if (ch == '-' && s[1] == '-' && (s[2] == '\0' || (unsigned char)s[2] <= ' ')) {
+            s = skip_line(s);
+        } else if (ch == '/' && s[1] == '*') {
+            /* Executable comments (/ *! and / *M!, with an optional version)
+             * are code: read on inside them; their closing mark is skipped
+             * as code below. */
+            const char *body = s + 2;
+            if (*body == 'M' && body[1] == '!')
+                body++;
+            if (*body == '!') {
+                s = body + 1;
+                while (*s >= '0' && *s <= '9')
+                    s++;
+                continue;
+            }
+            const char *end = s + 2;
+            while (*end && !(end[0] == '*' && end[1] == '/'))
+                end++;
+            s = *end ? end + 2 : end;
+        } else if (ch == '@') {
+            if (s[1] == '@') { /* a system variable: SET of one is reported by the server */
+                s += 2;
+                continue;
+            }
+            unsigned char next = (unsigned char)s[1];
+            if (!ident_char(next) && next != '\'' && next != '"' && next != '`') {
+                s++;
+                continue;
+            }
+            /* A user variable: reading one changes nothing, assigning one
+             * outside SET (which the server reports) does. */
+            if (after_into)
+                return true;
+            if (ident_char(next)) {
+                s++;
+                while (ident_char((unsigned char)*s))
+                    s++;
+            } else {
+                s = skip_quoted(s + 1);
+            }
+            while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+                s++;
+            if (s[0] == ':' && s[1] == '=')
+                return true;
+        } else if (ident_char(ch)) {
+            const char *word = s;
+            while (ident_char((unsigned char)*s))
+                s++;
+            size_t len = (size_t)(s - word);
+            if (is_keyword(word, len, "LOCK") || is_keyword(word, len, "GET_LOCK") ||
+                is_keyword(word, len, "HANDLER"))
+                return true;
+            if (is_keyword(word, len, "INTO"))
+                after_into = true;
+        } else {
+            s++;
+        }
+    }
+    return false;
+}

@@ -1,0 +1,23 @@
+/*
+ * mysql_session_sql.h — statements that leave MySQL/MariaDB session state
+ * behind without the server saying so, for the MySQL backend's reset
+ * decision.
+ */
+#ifndef DBPOOL_MYSQL_SESSION_SQL_H
+#define DBPOOL_MYSQL_SESSION_SQL_H
+
+#include <stdbool.h>
+
+/*
+ * True when sql may leave state in the session that the server's
+ * SERVER_SESSION_STATE_CHANGED flag does not report: table locks (the word
+ * LOCK outside strings and comments: LOCK TABLES, FLUSH TABLES WITH READ
+ * LOCK, BACKUP LOCK, ... LOCK IN SHARE MODE), named locks (GET_LOCK),
+ * HANDLER tables, and user variables assigned outside SET (@name := ...,
+ * SELECT ... INTO @name; SET @name is reported by the server). A cheap
+ * lexical scan: false positives cost one reset at release, never a wrong
+ * result.
+ */
+bool dbpool__mysql_untracked_session_change(const char *sql);
+
+#endif

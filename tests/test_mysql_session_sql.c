@@ -1,0 +1,67 @@
+/* Which statements leave MySQL session state the server does not report
+ * (and so need a reset at release): locks and user variables, only where
+ * MySQL reads them as code. Pure parsing, no server. */
+#include "mysql_session_sql.h"
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void expect(const char *sql, bool flagged) {
+    if (dbpool__mysql_untracked_session_change(sql) != flagged)
+        fail_msg("'%s': expected %s", sql, flagged ? "flagged" : "not flagged");
+}
+
+static void test_flagged(void **state) {
+    (void)state;
+    expect("LOCK TABLES t WRITE", true);
+    expect("lock table t read", true);
+    expect("FLUSH TABLES WITH READ LOCK", true);
+    expect("SELECT GET_LOCK('job', 0)", true);
+    expect("select get_lock(?, 10)", true);
+    expect("SELECT * FROM t LOCK IN SHARE MODE", true);
+    expect("HANDLER t OPEN", true);
+    expect("SELECT @x := 5", true);
+    expect("SELECT @x:=5", true);
+    expect("SELECT @`odd name` := 1", true);
+    expect("SELECT @'quoted'\n := 'v'", true);
+    expect("SELECT id INTO @last FROM t", true);
+    expect("SELECT a, b FROM t INTO @x, @y", true);
+    expect("/*!50000 LOCK TABLES t WRITE */", true);
+    expect("/*M!100100 SELECT GET_LOCK('x', 0) */", true);
+    expect("SELECT 1; LOCK TABLES t WRITE", true);
+}
+
+static void test_not_flagged(void **state) {
+    (void)state;
+    expect("SELECT 1", false);
+    expect("", false);
+    expect("INSERT INTO users (email) VALUES ('a@b.example')", false);
+    expect("INSERT INTO t VALUES (\"it's @home\")", false);
+    expect("SELECT 'don''t LOCK', \"say \\\"LOCK\\\"\"", false);
+    expect("SELECT `lock` FROM t", false);
+    expect("SELECT locked, unlock_at, is_free_lock FROM t", false);
+    expect("SELECT @@version", false);
+    expect("SELECT @x IS NULL, @y + 1", false); /* read, not assigned */
+    expect("SET @a = 1", false);                /* the server reports SET itself */
+    expect("SELECT @a = 1", false);             /* a comparison */
+    expect("SELECT @@session.sql_mode", false);
+    expect("SELECT 1 -- LOCK TABLES t WRITE", false);
+    expect("SELECT 1 # GET_LOCK('x', 0)", false);
+    expect("SELECT /* @x LOCK */ 1", false);
+    expect("SELECT 1 /* unterminated LOCK", false);
+    expect("SELECT 5--1", false); /* no space after --: a minus sign twice */
+    expect("SELECT * FROM t FOR UPDATE", false);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flagged),
+        cmocka_unit_test(test_not_flagged),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
