@@ -191,6 +191,10 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
             return dbpool__seterr(e, DBPOOL_ECONNECT,
                                   "the after_connect callback rejected the connection (it returned %d)", urc);
         }
+        /* What after_connect set up (an ATTACH, a temporary table) is
+         * part of the session every lease starts from, as init_sql's is. */
+        if (p->driver->session_baseline)
+            p->driver->session_baseline(*native);
     }
     return DBPOOL_OK;
 }

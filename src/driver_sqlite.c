@@ -15,6 +15,7 @@
  */
 #include "driver.h"
 #include "internal.h"
+#include "sqlite_session.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -300,7 +301,8 @@ struct stmt_cache {
 /* The driver's handle for one connection. */
 typedef struct sqlite_conn {
     sqlite3 *db;
-    stmt_cache *cache; /* NULL until the first statement (or when memory was short) */
+    stmt_cache *cache;      /* NULL until the first statement (or when memory was short) */
+    sqlite_session session; /* temporary objects and attached databases a caller made */
 } sqlite_conn;
 
 /* The connection's cache, made at its first statement; NULL when memory is
@@ -489,12 +491,16 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
     sc->db = db;
+    dbpool__sqlite_session_watch(db, &sc->session);
     *native = sc;
     return DBPOOL_OK;
 }
 
 static void sqlite_disconnect(void *native) {
     sqlite_conn *sc = native;
+    /* A result still out may re-prepare later: not with sc gone. */
+    sqlite3_set_authorizer(sc->db, NULL, NULL);
+    dbpool__sqlite_session_free(&sc->session);
     cache_detach(sc->cache);
     /* _v2: a statement a careless caller left open keeps the connection
      * alive as a zombie until it is finalized, instead of failing here. */
@@ -518,23 +524,33 @@ static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
 }
 
 static int sqlite_needs_reset(void *native) {
-    return sqlite3_get_autocommit(((sqlite_conn *)native)->db) ? 0 : 1;
+    sqlite_conn *sc = native;
+    return sqlite3_get_autocommit(sc->db) && !sc->session.dirty ? 0 : 1;
 }
 
 static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
     (void)deadline;
-    sqlite3 *db = ((sqlite_conn *)native)->db;
-    /* Reset statements still stepping, or ROLLBACK could fail with BUSY. */
+    sqlite_conn *sc = native;
+    sqlite3 *db = sc->db;
+    /* Reset statements still stepping, or ROLLBACK (and DROP, DETACH)
+     * could fail with BUSY or LOCKED. */
     for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
         sqlite3_reset(st);
-    char *msg = NULL;
-    int src = sqlite3_exec(db, "ROLLBACK", NULL, NULL, &msg);
-    if (src != SQLITE_OK || !sqlite3_get_autocommit(db)) {
-        dbpool__seterr(e, DBPOOL_EQUERY, "ROLLBACK failed: %s", msg ? msg : sqlite3_errstr(src));
-        sqlite3_free(msg);
-        return DBPOOL_EQUERY;
+    if (!sqlite3_get_autocommit(db)) {
+        char *msg = NULL;
+        int src = sqlite3_exec(db, "ROLLBACK", NULL, NULL, &msg);
+        if (src != SQLITE_OK || !sqlite3_get_autocommit(db)) {
+            dbpool__seterr(e, DBPOOL_EQUERY, "ROLLBACK failed: %s", msg ? msg : sqlite3_errstr(src));
+            sqlite3_free(msg);
+            return DBPOOL_EQUERY;
+        }
     }
-    return DBPOOL_OK;
+    return dbpool__sqlite_session_clear(db, &sc->session, e);
+}
+
+static void sqlite_session_baseline(void *native) {
+    sqlite_conn *sc = native;
+    dbpool__sqlite_session_baseline(sc->db, &sc->session);
 }
 
 static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, size_t n, dbpool_error *e) {
@@ -617,7 +633,10 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
             }
         }
         if (!slot) {
+            unsigned marks = ((sqlite_conn *)native)->session.marks;
             int src = sqlite3_prepare_v3(db, tail, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
+            if (((sqlite_conn *)native)->session.marks != marks)
+                cacheable = false; /* it makes a temporary object: seen only when prepared */
             if (src != SQLITE_OK)
                 return set_query_error(db, src, "SQLite could not prepare the statement", e);
             if (!st) { /* only white space or comments */
@@ -746,7 +765,10 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
         st = slot->st;
     if (!slot) {
         const char *tail = NULL;
+        unsigned marks = ((sqlite_conn *)native)->session.marks;
         int src = sqlite3_prepare_v3(db, sql, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
+        if (((sqlite_conn *)native)->session.marks != marks)
+            cacheable = false; /* it makes a temporary object: seen only when prepared */
         if (src != SQLITE_OK)
             return set_query_error(db, src, "SQLite could not prepare the query", e);
         if (!st)
@@ -828,4 +850,5 @@ const dbpool_driver dbpool__driver_sqlite = {
     .is_broken = sqlite_is_broken,
     .server_version = sqlite_server_version,
     .user_handle = sqlite_user_handle,
+    .session_baseline = sqlite_session_baseline,
 };

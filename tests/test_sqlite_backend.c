@@ -232,6 +232,132 @@ static void test_two_memory_pools_are_separate(void **state) {
     dbpool_close(p2);
 }
 
+/* ---- what a caller leaves in the session ---- */
+
+static int64_t int_of(dbpool_conn *c, const char *sql) {
+    dbpool_result *r = NULL;
+    dbpool_error e;
+    if (dbpool_query(c, sql, NULL, 0, &r, &e) != DBPOOL_OK)
+        fail_msg("%s: %s", sql, e.message);
+    assert_int_equal(dbpool_result_next(r, NULL), 1);
+    int64_t v = dbpool_result_int64(r, 0);
+    dbpool_result_free(r);
+    return v;
+}
+
+static void exec_ok(dbpool_conn *c, const char *sql) {
+    dbpool_error e;
+    if (dbpool_exec(c, sql, NULL, 0, NULL, &e) != DBPOOL_OK)
+        fail_msg("%s: %s", sql, e.message);
+}
+
+static dbpool *open_one(const char *url, dbpool_options *o) {
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, url, o, &e) != DBPOOL_OK)
+        fail_msg("open %s: %s", url, e.message);
+    return p;
+}
+
+static const char *temp_and_attached =
+    "SELECT (SELECT count(*) FROM temp.sqlite_master) * 100 + "
+    "(SELECT count(*) FROM pragma_database_list WHERE name NOT IN ('main', 'temp'))";
+
+/* Temporary tables, views and triggers, and attached databases, do not
+ * reach the next caller of the same connection: a TEMP table would even
+ * shadow the main table of its name. Also when the statement that made one
+ * is run again (a statement cache must not hide it). */
+static void test_temporary_objects_dropped_at_release(void **state) {
+    (void)state;
+    char url[512], other[512], sql[700];
+    snprintf(url, sizeof url, "sqlite://%s/temp_objects.db", dbt_tmpdir());
+    snprintf(other, sizeof other, "%s/attached.db", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    void *first = dbpool_conn_native(c);
+    exec_ok(c, "CREATE TABLE accounts(id INTEGER); INSERT INTO accounts VALUES (1)");
+    dbpool_release(c);
+
+    c = dbt_acquire(p);
+    exec_ok(c, "CREATE TEMP TABLE accounts(id INTEGER)"); /* shadows main.accounts */
+    exec_ok(c, "CREATE TEMP TABLE scratch(v TEXT); INSERT INTO scratch VALUES ('private')");
+    exec_ok(c, "CREATE TEMP VIEW v AS SELECT * FROM scratch");
+    exec_ok(c, "CREATE TEMP TRIGGER tr AFTER INSERT ON scratch BEGIN SELECT 1; END");
+    snprintf(sql, sizeof sql, "ATTACH DATABASE '%s' AS other", other);
+    exec_ok(c, sql);
+    assert_int_equal(int_of(c, "SELECT count(*) FROM accounts"), 0); /* the shadow */
+    dbpool_release(c);
+
+    c = dbt_acquire(p);
+    assert_ptr_equal(dbpool_conn_native(c), first); /* the same connection, reset */
+    assert_int_equal(int_of(c, "SELECT count(*) FROM accounts"), 1);
+    assert_int_equal(int_of(c, temp_and_attached), 0);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.rollbacks, 1);
+    assert_int_equal(s.destroyed, 0);
+
+    /* The same statement twice: the second run must be seen too. */
+    for (int i = 0; i < 2; i++) {
+        c = dbt_acquire(p);
+        exec_ok(c, "CREATE TEMP TABLE IF NOT EXISTS again(a INTEGER)");
+        dbpool_release(c);
+        c = dbt_acquire(p);
+        assert_int_equal(int_of(c, temp_and_attached), 0);
+        dbpool_release(c);
+    }
+    /* Clean leases cost no reset. */
+    dbpool_get_stats(p, &s);
+    uint64_t resets = s.rollbacks;
+    for (int i = 0; i < 5; i++) {
+        c = dbt_acquire(p);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM accounts"), 1);
+        dbpool_release(c);
+    }
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.rollbacks, resets);
+    dbpool_close(p);
+}
+
+/* What after_connect sets up is where every lease starts: it stays, while
+ * what a caller adds goes. */
+static int attach_and_prepare(void *native, void *user) {
+    sqlite3 *db = native;
+    char sql[600];
+    snprintf(sql, sizeof sql, "ATTACH DATABASE '%s' AS shared; CREATE TEMP TABLE setup(v INTEGER);",
+             (const char *)user);
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : 1;
+}
+
+static void test_after_connect_objects_kept(void **state) {
+    (void)state;
+    char url[512], shared[512];
+    snprintf(url, sizeof url, "sqlite://%s/after_connect.db", dbt_tmpdir());
+    snprintf(shared, sizeof shared, "%s/shared.db", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.after_connect = attach_and_prepare;
+    o.after_connect_user = shared;
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TEMP TABLE mine(v INTEGER)");
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    assert_int_equal(int_of(c, "SELECT count(*) FROM pragma_database_list WHERE name = 'shared'"), 1);
+    assert_int_equal(int_of(c, "SELECT count(*) FROM temp.sqlite_master WHERE name = 'setup'"), 1);
+    assert_int_equal(int_of(c, "SELECT count(*) FROM temp.sqlite_master WHERE name = 'mine'"), 0);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.rollbacks, 1);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -244,6 +370,8 @@ int main(void) {
         cmocka_unit_test(test_directory_as_path),
         cmocka_unit_test(test_memory_shared_and_typed),
         cmocka_unit_test(test_two_memory_pools_are_separate),
+        cmocka_unit_test(test_temporary_objects_dropped_at_release),
+        cmocka_unit_test(test_after_connect_objects_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

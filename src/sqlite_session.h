@@ -1,0 +1,42 @@
+/*
+ * sqlite_session.h — what a caller leaves in an SQLite session beyond a
+ * transaction: temporary tables, views, triggers and indexes, and attached
+ * databases. They would reach the next caller of the pooled connection (a
+ * TEMP table even shadows the main table of the same name), so the SQLite
+ * backend notices them as they are made and drops them at release.
+ *
+ * Noticed with an authorizer (sqlite3_set_authorizer), which SQLite calls
+ * while it prepares a statement, also for statements run on the native
+ * handle. A statement that set the flag must not be kept in a statement
+ * cache: run again from the cache it would not be prepared, and not seen.
+ * A caller that installs its own authorizer on the native handle replaces
+ * this one.
+ */
+#ifndef DBPOOL_SQLITE_SESSION_H
+#define DBPOOL_SQLITE_SESSION_H
+
+#include "internal.h"
+
+#include <sqlite3.h>
+#include <stdbool.h>
+
+typedef struct sqlite_session {
+    bool dirty;     /* something was made since the baseline */
+    unsigned marks; /* authorizer hits so far: compare around a prepare */
+    char *baseline; /* the objects the session starts with, as "kind name\n" lines; NULL: none */
+} sqlite_session;
+
+/* Install the authorizer on a new connection (s lives as long as db). */
+void dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s);
+
+/* The session as it is now is where every lease starts (after the pool's
+ * init_sql and after_connect): remember what exists, clear the flag. */
+void dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s);
+
+/* Drop the temporary objects and detach the databases made since the
+ * baseline. No transaction may be open. */
+int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e);
+
+void dbpool__sqlite_session_free(sqlite_session *s);
+
+#endif
