@@ -60,13 +60,15 @@ static const char usage_text[] =
     "                       serve GET /metrics (Prometheus text) during the run;\n"
     "                       HOST must be loopback: 127.0.0.1 (127.0.0.0/8), [::1]\n"
     "                       or localhost; PORT 0 picks a free port. Needs a build\n"
-    "                       with libmicrohttpd\n"
+    "                       with libmicrohttpd. Not with --mode connect-per-query,\n"
+    "                       whose ops share no pool\n"
     "  --json               print the summary as one JSON document instead\n"
     "  --verbose            log the pool's activity on stderr\n"
     "  --help               show this help\n"
     "\n"
     "Exit status: 0 the run finished (failed ops are counted, not fatal);\n"
-    "1 the database could not be reached at the start; 2 the command line is wrong.\n"
+    "1 the database could not be reached at the start; 2 the command line is wrong,\n"
+    "or the --metrics-listen port is taken or cannot be used.\n"
     "\n"
     "Examples:\n"
     "  dbpool bench sqlite::memory: --threads 1000 --pool-size 10 --duration 10\n"
@@ -201,6 +203,12 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         return cli_usage_error(CMD, "--query is not run by --mode cycle: use --mode statement");
     if (a->query && !a->mode_given)
         a->mode = CLI_MODE_STATEMENT;
+    /* The metrics are those of the pool the ops share, and in this mode
+     * they share none: the page would only ever show zeros. */
+    if (a->listen && a->mode == CLI_MODE_CONNECT)
+        return cli_usage_error(CMD, "--metrics-listen serves the metrics of the pool the ops share, and "
+                                    "--mode connect-per-query opens a new pool for each op: drop "
+                                    "--metrics-listen, or use --mode statement");
     if (!a->query)
         a->query = "SELECT 1";
     if (a->duration_ms == 0)
@@ -240,7 +248,8 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
     json_object_set_new(doc, "query",
                         a->mode == CLI_MODE_CYCLE ? json_null() : cli_json_string_lossy(a->query));
     json_object_set_new(doc, "threads", json_integer(a->threads));
-    json_object_set_new(doc, "pool_size", json_integer(a->pool_size));
+    /* Connect-per-query: each op opens its own pool of one. */
+    json_object_set_new(doc, "pool_size", pooled ? json_integer(a->pool_size) : json_null());
     json_object_set_new(doc, "hold_ms", cli_json_ms(a->hold_ms));
     json_object_set_new(doc, "duration_s", json_real((double)a->duration_ms / 1000.0));
     json_object_set_new(doc, "elapsed_s", cli_json_ms(r->elapsed_s));
@@ -272,7 +281,8 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
     } else {
         json_object_set_new(doc, "burst", json_null());
     }
-    json_object_set_new(doc, "pool_stats", cli_stats_json(s));
+    /* Not the figures of the pool opened only to check the URL. */
+    json_object_set_new(doc, "pool_stats", pooled ? cli_stats_json(s) : json_null());
     return doc;
 }
 
@@ -306,9 +316,13 @@ static void latency_row(FILE *f, const char *name, const dbpool_latency *l) {
 static void summary_table(FILE *f, const bench_args *a, const char *backend, const cli_load_report *r,
                           const dbpool_stats *s, bool interrupted) {
     bool pooled = a->mode != CLI_MODE_CONNECT;
-    fprintf(f, "dbpool bench: %s, mode %s, %d thread%s, pool of %d, %.2f s%s\n", backend, mode_name(a->mode),
-            a->threads, a->threads == 1 ? "" : "s", a->pool_size, r->elapsed_s,
-            interrupted ? " (interrupted)" : "");
+    char pool[48];
+    if (pooled)
+        snprintf(pool, sizeof pool, "pool of %d", a->pool_size);
+    else
+        snprintf(pool, sizeof pool, "a new connection per op");
+    fprintf(f, "dbpool bench: %s, mode %s, %d thread%s, %s, %.2f s%s\n", backend, mode_name(a->mode),
+            a->threads, a->threads == 1 ? "" : "s", pool, r->elapsed_s, interrupted ? " (interrupted)" : "");
     if (a->mode != CLI_MODE_CYCLE)
         fprintf(f, "  query: %s\n", a->query);
     fputc('\n', f);
@@ -411,14 +425,16 @@ int cli_bench_main(int argc, char **argv) {
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));
-    report_pool_size(&a, p);
+    if (a.mode != CLI_MODE_CONNECT) /* there, each op opens its own pool of one */
+        report_pool_size(&a, p);
 
     cli_metrics_server *metrics = NULL;
     if (a.listen) {
         char why[300];
         if (!cli_metrics_start(&metrics, p, &listen, why, sizeof why)) {
             dbpool_close(p);
-            return cli_fail(CMD, "--metrics-listen: %s: pick another port", why);
+            /* The address given cannot be used: the command line's to fix. */
+            return cli_usage_error(CMD, "--metrics-listen: %s: pick another port, or 0 for a free one", why);
         }
         fprintf(stderr, "dbpool bench: serving metrics on http://%s:%d/metrics\n", listen.host, listen.port);
         fflush(stderr);

@@ -19,12 +19,29 @@
 
 bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr *out) {
     memset(out, 0, sizeof *out);
+    /* An IPv6 address has colons of its own: its port follows the ']'. */
     const char *colon = strrchr(spec, ':');
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (!close)
+            return cli_usage_error(cmd,
+                                   "--metrics-listen '%s': the '[' is not closed: write the IPv6 "
+                                   "address in brackets, then the port: [::1]:9187",
+                                   spec),
+                   false;
+        colon = close[1] == ':' || close[1] == '\0' ? close + 1 : NULL;
+    }
     if (!colon || colon == spec)
         return cli_usage_error(cmd,
                                "--metrics-listen '%s' is not HOST:PORT: use e.g. "
                                "--metrics-listen 127.0.0.1:9187",
                                spec),
+               false;
+    if (colon[0] == '\0' || colon[1] == '\0')
+        return cli_usage_error(cmd,
+                               "--metrics-listen '%s': the port is missing: use e.g. "
+                               "--metrics-listen %.*s:9187 (0 picks a free port)",
+                               spec, (int)(colon - spec), spec),
                false;
     char host[64];
     size_t hl = (size_t)(colon - spec);
@@ -107,6 +124,20 @@ typedef int MHD_RESULT_T; /* before 0.9.71 handlers returned int */
 #else
 typedef enum MHD_Result MHD_RESULT_T;
 #endif
+
+/*
+ * Any local process can connect, and a client that sends its request a
+ * line at a time holds a connection for as long as it keeps sending:
+ * libmicrohttpd 0.9.75 times out idle connections only, and has no bound
+ * on the time to receive a request's headers. So connections are
+ * plentiful and the idle timeout is short: a scraper sends its request at
+ * once and is answered within milliseconds, while up to half the limit in
+ * slow clients still leaves room for it, and a silent connection is gone
+ * after 3 s. (A Prometheus keep-alive connection is closed between
+ * scrapes; the next scrape opens another.)
+ */
+#define CONNECTION_LIMIT 64
+#define IDLE_TIMEOUT_S 3
 
 struct cli_metrics_server {
     struct MHD_Daemon *d;
@@ -191,8 +222,9 @@ bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, 
         flags |= MHD_USE_IPv6;
     errno = 0;
     s->d = MHD_start_daemon(flags, (uint16_t)a->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                            (const struct sockaddr *)&a->sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+                            (const struct sockaddr *)&a->sa, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!s->d) {
         int err = errno;
         snprintf(why, whycap, "cannot listen on %s:%d%s%s", a->host, a->port, err ? ": " : "",

@@ -54,6 +54,12 @@ static void header(void) {
            "errs", "p99ms", "tmo", "created", "closed");
 }
 
+/* "-1", "-0.5": after the URL, a bad INTERVAL or COUNT rather than an
+ * option, so that it gets the same message as 0 does. */
+static bool negative_number(const char *arg) {
+    return arg[0] == '-' && ((arg[1] >= '0' && arg[1] <= '9') || arg[1] == '.');
+}
+
 int cli_stat_main(int argc, char **argv) {
     static const char *const value_opts[] = {"threads", "pool-size", NULL};
     static const char *const flags[] = {"help", NULL};
@@ -82,7 +88,7 @@ int cli_stat_main(int argc, char **argv) {
                 return cli_usage_error(
                     CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", v,
                     MAX_POOL);
-        } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
+        } else if (!only_positional && arg[0] == '-' && arg[1] != '\0' && !(url && negative_number(arg))) {
             return cli_bad_option(CMD, arg, flags);
         } else if (!url) {
             url = arg;

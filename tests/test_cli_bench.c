@@ -178,7 +178,22 @@ static void test_bench_connect_per_query(void **state) {
     assert_int_equal(get_int(doc, "connections_created"), get_int(doc, "ops"));
     assert_true(json_is_null(json_object_get(doc, "acquire_wait_ms")));
     assert_true(json_is_null(json_object_get(doc, "handoff_delay_ms")));
+    /* Each op opens its own one-connection pool: no pool size to report,
+     * and not the figures of the pool opened to check the URL. */
+    assert_true(json_is_null(json_object_get(doc, "pool_size")));
+    assert_true(json_is_null(json_object_get(doc, "pool_stats")));
     json_decref(doc);
+
+    dbt_run r =
+        dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query", "--duration",
+                                     "0.2", "--threads", "2", "--pool-size", "7", NULL});
+    expect_ok(&r);
+    if (!strstr(r.out, "mode connect-per-query, 2 threads, a new connection per op,") ||
+        strstr(r.out, "pool of"))
+        fprintf(stderr, "stdout: %s", r.out);
+    assert_non_null(strstr(r.out, "mode connect-per-query, 2 threads, a new connection per op,"));
+    assert_null(strstr(r.out, "pool of"));
+    dbt_run_free(&r);
 }
 
 static void test_bench_oversubscribed(void **state) {
@@ -433,6 +448,14 @@ static void test_usage_errors(void **state) {
     expect_usage((const char *[]){"stat", NULL}, "URL is missing");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "0", NULL}, "interval");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "x", NULL}, "count");
+    /* A negative number is a bad interval or count, not an unknown option. */
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "-1", NULL}, "interval '-1' is not a number");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "-0.5", "3", NULL},
+                 "interval '-0.5' is not a number");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "-5", NULL}, "count '-5' is not a number");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "0", NULL}, "count '0' is not a number");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "2", "-3", NULL}, "too many arguments");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "-x", NULL}, "unknown option '-x'");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "2", "3", NULL}, "too many arguments");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "--threads", "0", "1", "1", NULL}, "--threads");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "--verbose", NULL}, "unknown option");
@@ -510,6 +533,61 @@ static void test_metrics_listen_refused(void **state) {
                  "HOST:PORT");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:70000", NULL},
                  "port");
+    /* A bracketed IPv6 host is split after its ']', not at its last ':'. */
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]", NULL},
+                 "the port is missing");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]:", NULL},
+                 "the port is missing");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:", NULL},
+                 "the port is missing");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1", NULL},
+                 "'[' is not closed");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1:9000", NULL},
+                 "'[' is not closed");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]9000", NULL},
+                 "HOST:PORT");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[]:9000", NULL},
+                 "not a bracketed IPv6 address");
+    /* The metrics are those of the shared pool, which this mode never uses. */
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query",
+                                  "--metrics-listen", "127.0.0.1:0", NULL},
+                 "--metrics-listen");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:0", "--mode",
+                                  "connect-per-query", NULL},
+                 "connect-per-query");
+}
+
+/* A port another socket listens on is a bad --metrics-listen (exit 2, as
+ * the help says), not a database that could not be reached (exit 1). */
+static void test_metrics_listen_port_taken(void **state) {
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    char listen_at[64];
+    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", ntohs(a.sin_port));
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "0.1",
+                                             "--metrics-listen", listen_at, NULL});
+    close(fd);
+    if (r.status != 2 || count_char(r.err, '\n') != 1)
+        fprintf(stderr, "exit %d, stderr: %s\n", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_string_equal(r.out, "");
+    assert_true(strncmp(r.err, "dbpool bench: --metrics-listen", 30) == 0);
+    /* Without libmicrohttpd it is refused before any port is tried. */
+    if (!strstr(r.err, "without libmicrohttpd")) {
+        assert_non_null(strstr(r.err, listen_at));
+        assert_non_null(strstr(r.err, "another port"));
+    }
+    dbt_run_free(&r);
 }
 
 static int free_port(void) {
@@ -565,21 +643,17 @@ static char *http_get(int port, const char *path) {
     return buf;
 }
 
-static void test_metrics_served(void **state) {
-    (void)state;
-    int port = free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "1", "--threads", "2",
-                                         "--hold-ms", "0.2", "--json", "--metrics-listen", listen, NULL});
+/* The first response of GET path from the command c serving on port,
+ * once it listens; skips the test when the build has no libmicrohttpd. */
+static char *first_response(child *c, int port, const char *path) {
     char *resp = NULL;
     for (int i = 0; i < 200 && !resp; i++) {
-        resp = http_get(port, "/metrics");
+        resp = http_get(port, path);
         if (!resp) {
             int st;
-            if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+            if (waitpid(c->pid, &st, WNOHANG) == c->pid) {
                 /* It ended without serving: the build has no libmicrohttpd? */
-                char *err = dbt_slurp(c.err_path);
+                char *err = dbt_slurp(c->err_path);
                 int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
                 bool without = err && strstr(err, "built without libmicrohttpd");
                 if (!without)
@@ -587,14 +661,25 @@ static void test_metrics_served(void **state) {
                 assert_true(without);
                 assert_int_equal(code, 2);
                 free(err);
-                unlink(c.out_path);
-                unlink(c.err_path);
+                unlink(c->out_path);
+                unlink(c->err_path);
                 skip();
             }
             dbt_sleep_ms(10);
         }
     }
     assert_non_null(resp);
+    return resp;
+}
+
+static void test_metrics_served(void **state) {
+    (void)state;
+    int port = free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "1", "--threads", "2",
+                                         "--hold-ms", "0.2", "--json", "--metrics-listen", listen, NULL});
+    char *resp = first_response(&c, port, "/metrics");
     assert_true(strncmp(resp, "HTTP/1.", 7) == 0);
     assert_non_null(strstr(resp, " 200 "));
     assert_non_null(strstr(resp, "text/plain; version=0.0.4"));
@@ -616,6 +701,133 @@ static void test_metrics_served(void **state) {
     dbt_run_free(&r);
 }
 
+/* A socket connected to 127.0.0.1:port, or -1. */
+static int connect_local(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Whether the server closed fd (EOF or reset) within ms. */
+static bool closed_within(int fd, int ms) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, ms) != 1)
+        return false;
+    char b[256];
+    return read(fd, b, sizeof b) <= 0;
+}
+
+/* GET /metrics with every wait bounded: the whole response, or NULL when
+ * the server refused, reset or did not answer within ms in all. */
+static char *scrape_within(int port, int ms) {
+    int fd = connect_local(port);
+    if (fd < 0)
+        return NULL;
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return NULL;
+    }
+    int64_t end = dbt_now_ms() + ms;
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        int64_t left = end - dbt_now_ms();
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t got = left > 0 && poll(&pfd, 1, (int)left) == 1 ? read(fd, buf + len, cap - len - 1) : -1;
+        if (got < 0) {
+            free(buf);
+            close(fd);
+            return NULL;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+        if (cap - len - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    close(fd);
+    buf[len] = '\0';
+    return buf;
+}
+
+/*
+ * Local clients that send a request's headers slowly cannot starve the
+ * scraper: with 32 of them trickling a header line every second (never
+ * idle long enough to be timed out), a scrape is still answered; and a
+ * connection that sends nothing is closed after a few seconds, not held.
+ */
+#define SLOW_CLIENTS 32
+#define IDLE_CLOSE_BOUND_MS 6000
+
+static void test_metrics_slow_clients(void **state) {
+    (void)state;
+    int port = free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "20", "--threads", "1",
+                                         "--hold-ms", "1", "--json", "--metrics-listen", listen, NULL});
+    free(first_response(&c, port, "/metrics"));
+
+    int64_t t0 = dbt_now_ms();
+    int idle = connect_local(port);
+    assert_true(idle >= 0);
+    int slow[SLOW_CLIENTS];
+    static const char start[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        slow[i] = connect_local(port);
+        assert_true(slow[i] >= 0);
+        assert_true(send(slow[i], start, sizeof start - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof start - 1));
+    }
+    static const char line[] = "X-Slow: 1\r\n";
+    for (int round = 0; round < 3; round++) {
+        dbt_sleep_ms(1000);
+        for (int i = 0; i < SLOW_CLIENTS; i++)
+            send(slow[i], line, sizeof line - 1, MSG_NOSIGNAL); /* checked below */
+    }
+    char *resp = scrape_within(port, 3000);
+    if (!resp || !strstr(resp, " 200 "))
+        fprintf(stderr, "no scrape answered beside %d slow clients: %s\n", SLOW_CLIENTS,
+                resp ? resp : "(refused or timed out)");
+    assert_non_null(resp);
+    assert_non_null(strstr(resp, " 200 "));
+    assert_non_null(strstr(resp, "\ndbpool_connections{"));
+    free(resp);
+    /* The slow clients were served alongside, not dropped to make room. */
+    int dropped = 0;
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        dropped += closed_within(slow[i], 0);
+    assert_int_equal(dropped, 0);
+    int64_t left = IDLE_CLOSE_BOUND_MS - (dbt_now_ms() - t0);
+    bool idle_closed = closed_within(idle, left > 0 ? (int)left : 0);
+    if (!idle_closed)
+        fprintf(stderr, "a silent connection was still open after %d ms\n", IDLE_CLOSE_BOUND_MS);
+    assert_true(idle_closed);
+    close(idle);
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        close(slow[i]);
+
+    for (int i = 0; i < 1000 && !catches_sigint(c.pid); i++)
+        dbt_sleep_ms(10);
+    assert_int_equal(kill(c.pid, SIGINT), 0);
+    dbt_run r = wait_cli(&c);
+    expect_ok(&r);
+    dbt_run_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bench_cycle_json),
@@ -633,6 +845,8 @@ int main(void) {
         cmocka_unit_test(test_connect_failure_and_no_password),
         cmocka_unit_test(test_metrics_listen_refused),
         cmocka_unit_test(test_metrics_served),
+        cmocka_unit_test(test_metrics_listen_port_taken),
+        cmocka_unit_test(test_metrics_slow_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
