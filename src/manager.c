@@ -197,7 +197,10 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
             put(buf, len, &used, ", ", 2);
         first = false;
         /* The key is the pool's own JSON name field's value: render it with
-         * the same escaping by taking it from the object. */
+         * the same escaping by taking it from the object. Keys are distinct
+         * because names are: dbpool_open refuses a name that is empty, not
+         * UTF-8 (which would render as U+FFFD) or holds control characters
+         * (options.c), and the escaping of valid UTF-8 is one to one. */
         const char *name_field = strstr(one, "\"name\":");
         const char *q1 = name_field ? strchr(name_field + 7, '"') : NULL;
         const char *q2 = q1 ? q1 + 1 : NULL;

@@ -3,7 +3,8 @@
  *
  * Recording. Each histogram is a log-linear set of fine buckets (8 per power
  * of two of nanoseconds, exact below 16 ns, so at most 12.5% wide) from 0 to
- * 2^36 ns (68.7 s) plus one overflow bucket. The 18 Prometheus bounds
+ * 2^42 ns (73.3 min: long transactions, batch jobs, acquires with long
+ * timeouts) plus one overflow bucket. The 18 Prometheus bounds
  * (0.0001 s ... 30 s) are not powers of two, so the fine bucket holding a
  * bound is split in two at that bound: every bound is then the exact upper
  * edge of a "slot", the cumulative Prometheus counts are sums of whole slots,
@@ -21,6 +22,14 @@
  * Snapshots sum the stripes with relaxed loads: an observation in flight may
  * be in the sum but not yet in a slot (or the other way round); nothing is
  * ever lost or counted twice.
+ *
+ * The sums are 64-bit nanoseconds, which wrap after 2^64 ns (584 years) of
+ * observed time: 1000 connections leased around the clock get there in about
+ * 7 months. Rather than widen the hot path's add, every snapshot adds the
+ * growth of the 64-bit total since the previous snapshot (mod 2^64, so a
+ * wrap in between is counted) to a 128-bit total, under a mutex that only
+ * snapshots take. The sum is exact as long as the histogram is read at least
+ * once per 2^64 ns of observations.
  */
 #include "metrics.h"
 
@@ -41,8 +50,8 @@
 
 #define SUB_BITS 3
 #define SUB (1u << SUB_BITS)                       /* fine buckets per power of two */
-#define TOP_BIT 36                                 /* 2^36 ns = 68.7 s: start of the overflow bucket */
-#define NFINE ((TOP_BIT - SUB_BITS + 1) * SUB + 1) /* 272 log-linear + overflow = 273 */
+#define TOP_BIT 42                                 /* 2^42 ns = 73.3 min: start of the overflow bucket */
+#define NFINE ((TOP_BIT - SUB_BITS + 1) * SUB + 1) /* 320 log-linear + overflow = 321 */
 #define NSLOTS (NFINE + DBPOOL_HISTOGRAM_BUCKETS)  /* room for every split */
 #define MAX_STRIPES 16u
 
@@ -135,9 +144,17 @@ typedef struct stripe {
     _Atomic uint64_t slot[DBPOOL_HIST_COUNT][NSLOTS];
 } stripe;
 
+/* The sums carried past 64 bits (see the top of the file). */
+typedef struct sum_total {
+    pthread_mutex_t lock;
+    uint64_t last[DBPOOL_HIST_COUNT];                      /* the 64-bit total at the last snapshot */
+    uint64_t lo[DBPOOL_HIST_COUNT], hi[DBPOOL_HIST_COUNT]; /* the 128-bit total */
+} sum_total;
+
 struct dbpool_metrics {
     stripe *stripes;
-    uint32_t mask; /* nstripes - 1 */
+    uint32_t mask;   /* nstripes - 1 */
+    sum_total *sums; /* written by snapshots of a const dbpool_metrics */
 };
 
 static _Atomic uint32_t g_next_thread_index;
@@ -173,8 +190,16 @@ dbpool_metrics *dbpool__metrics_new(void) {
     dbpool_metrics *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
+    m->sums = calloc(1, sizeof *m->sums);
+    if (!m->sums || pthread_mutex_init(&m->sums->lock, NULL) != 0) {
+        free(m->sums);
+        free(m);
+        return NULL;
+    }
     m->stripes = aligned_alloc(alignof(stripe), n * sizeof(stripe));
     if (!m->stripes) {
+        pthread_mutex_destroy(&m->sums->lock);
+        free(m->sums);
         free(m);
         return NULL;
     }
@@ -186,6 +211,8 @@ dbpool_metrics *dbpool__metrics_new(void) {
 void dbpool__metrics_free(dbpool_metrics *m) {
     if (!m)
         return;
+    pthread_mutex_destroy(&m->sums->lock);
+    free(m->sums);
     free(m->stripes);
     free(m);
 }
@@ -211,7 +238,8 @@ void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64
 
 typedef struct snapshot {
     uint64_t slot[NSLOTS];
-    uint64_t count, sum_ns, max_ns;
+    uint64_t count, max_ns;
+    double sum_ns; /* of the 128-bit total */
 } snapshot;
 
 static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *out) {
@@ -222,13 +250,26 @@ static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *
         stripe *s = &m->stripes[i];
         for (uint32_t k = 0; k < g_nslots; k++)
             out->slot[k] += atomic_load_explicit(&s->slot[kind][k], memory_order_relaxed);
-        out->sum_ns += atomic_load_explicit(&s->sum[kind], memory_order_relaxed);
         uint64_t mx = atomic_load_explicit(&s->max[kind], memory_order_relaxed);
         if (mx > out->max_ns)
             out->max_ns = mx;
     }
     for (uint32_t k = 0; k < g_nslots; k++)
         out->count += out->slot[k];
+    /* The sums are read under the lock, so each snapshot's reads come after
+     * the previous one's and the 64-bit total only grows (mod 2^64) from
+     * one to the next. */
+    sum_total *t = m->sums;
+    pthread_mutex_lock(&t->lock);
+    uint64_t now = 0;
+    for (uint32_t i = 0; i <= m->mask; i++)
+        now += atomic_load_explicit(&m->stripes[i].sum[kind], memory_order_relaxed);
+    uint64_t grew = now - t->last[kind];
+    t->last[kind] = now;
+    t->lo[kind] += grew;
+    t->hi[kind] += t->lo[kind] < grew; /* carry */
+    out->sum_ns = (double)t->hi[kind] * 18446744073709551616.0 + (double)t->lo[kind];
+    pthread_mutex_unlock(&t->lock);
 }
 
 void dbpool__metrics_histogram(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_histogram *out) {
@@ -249,18 +290,24 @@ void dbpool__metrics_histogram(const dbpool_metrics *m, dbpool_histogram_kind ki
         out->cumulative[b] = cum;
     }
     out->count = snap.count;
-    out->sum_s = (double)snap.sum_ns / 1e9;
+    out->sum_s = snap.sum_ns / 1e9;
     out->max_s = (double)snap.max_ns / 1e9;
 }
 
 /* The q-quantile in nanoseconds: find the slot holding rank q*count and
- * interpolate linearly inside it, never above the exact maximum. */
+ * interpolate linearly inside it, never above the exact maximum. A slot
+ * [lo, hi) holds whole nanoseconds lo .. hi - 1, so that is the range
+ * interpolated over: a slot one nanosecond wide (every value below 16 ns)
+ * gives its value exactly. The overflow slot (2^42 ns and more) has no
+ * upper edge to interpolate towards: a rank there is reported as the
+ * maximum, which is in that slot. */
 static double quantile_ns(const snapshot *s, double q) {
     if (s->count == 0)
         return 0;
     double rank = q * (double)s->count;
     if (rank < 1)
         rank = 1;
+    double max = (double)s->max_ns;
     uint64_t before = 0;
     for (uint32_t k = 0; k < g_nslots; k++) {
         uint64_t c = s->slot[k];
@@ -268,17 +315,20 @@ static double quantile_ns(const snapshot *s, double q) {
             continue;
         if ((double)(before + c) >= rank) {
             double lo = (double)g_slot_lo[k];
-            double hi = g_slot_hi[k] == UINT64_MAX ? (double)s->max_ns : (double)g_slot_hi[k];
-            if (hi > (double)s->max_ns)
-                hi = (double)s->max_ns;
+            /* The maximum can lag the slot by an observation in flight:
+             * never report less than the slot's lower edge. */
+            if (g_slot_hi[k] == UINT64_MAX)
+                return max > lo ? max : lo;
+            double hi = (double)(g_slot_hi[k] - 1);
+            if (hi > max)
+                hi = max;
             if (hi < lo)
                 hi = lo;
-            double v = lo + (hi - lo) * ((rank - (double)before) / (double)c);
-            return v > (double)s->max_ns ? (double)s->max_ns : v;
+            return lo + (hi - lo) * ((rank - (double)before) / (double)c);
         }
         before += c;
     }
-    return (double)s->max_ns;
+    return max;
 }
 
 void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind, dbpool_latency *out) {
@@ -294,7 +344,7 @@ void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind
         return;
     /* Whole nanoseconds: finer digits would be noise (the buckets are 12.5%
      * wide) and make the JSON harder to read. */
-    out->mean_ms = round((double)snap.sum_ns / (double)snap.count) / 1e6;
+    out->mean_ms = round(snap.sum_ns / (double)snap.count) / 1e6;
     out->p50_ms = round(quantile_ns(&snap, 0.50)) / 1e6;
     out->p95_ms = round(quantile_ns(&snap, 0.95)) / 1e6;
     out->p99_ms = round(quantile_ns(&snap, 0.99)) / 1e6;

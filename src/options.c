@@ -1,5 +1,6 @@
 /* options.c — option defaults, the pool_* keys of a URL, and validation. */
 #include "pool_internal.h"
+#include "textbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +207,47 @@ int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_
     return DBPOOL_OK;
 }
 
+/* The pool's name is its key in the manager's JSON, its Prometheus label and
+ * its tag in log lines. The renderers turn bytes that are not UTF-8 into
+ * U+FFFD, so two names that differ only there would become one key (one
+ * pool's stats vanish) and one label set; an empty label is no label to
+ * Prometheus; a control character splits a log line, and Prometheus leaves
+ * all but the line feed unescaped. With these refused, distinct names give
+ * distinct output. */
+static int check_name(const char *name, dbpool_error *e) {
+    if (!name)
+        return DBPOOL_OK; /* "default" */
+    size_t len = strlen(name);
+    if (len == 0)
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "the pool name (name, or pool_name in the URL) must not be empty: it "
+                              "labels the pool's metrics and log lines; give it a name, or leave name "
+                              "NULL for \"default\"");
+    if (len >= 128)
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "the pool name (name, or pool_name in the URL) must be shorter than 128 bytes (got %zu)", len);
+    const unsigned char *u = (const unsigned char *)name;
+    for (size_t i = 0; i < len;) {
+        size_t n = tb_utf8_len(u + i);
+        if (n == 0)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "the pool name (name, or pool_name in the URL) is not valid UTF-8 (byte "
+                                  "0x%02x at offset %zu): JSON and Prometheus labels would show every such "
+                                  "byte as U+FFFD, so two pools could show as one; use UTF-8 text",
+                                  u[i], i);
+        /* C0 controls, DEL and C1 controls (U+0080..U+009F: C2 80..C2 9F). */
+        if (u[i] < 0x20 || u[i] == 0x7F || (u[i] == 0xC2 && u[i + 1] < 0xA0))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "the pool name (name, or pool_name in the URL) contains a control "
+                                  "character (U+%04X at offset %zu): the name appears in log lines and "
+                                  "metric labels; use printable characters",
+                                  n == 1 ? (unsigned)u[i] : (unsigned)u[i + 1], i);
+        i += n;
+    }
+    return DBPOOL_OK;
+}
+
 int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
 #define REQUIRE(cond, ...)                                                                                   \
     do {                                                                                                     \
@@ -250,7 +292,9 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(o->maintenance_interval_ms >= 0,
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
-    REQUIRE(!o->name || strlen(o->name) < 128, "name must be shorter than 128 characters");
+    int name_rc = check_name(o->name, e);
+    if (name_rc != DBPOOL_OK)
+        return name_rc;
     REQUIRE(o->maintenance_interval_ms > 0 ||
                 (!o->autoscale && o->leak_threshold_ms == 0 && o->keepalive_ms == 0),
             "autoscale, leak_threshold_ms and keepalive_ms run in the maintenance thread: set "

@@ -67,6 +67,43 @@ static void test_open_get_close(void **state) {
     dbpool_manager_free(NULL);
 }
 
+/* Two names that differ only in bytes that are not UTF-8 would be one
+ * key in the manager's JSON (both become U+FFFD) and one pool's stats
+ * would vanish: such names are refused, and a refused open leaves no
+ * entry. */
+static void test_names_that_would_collide(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "orders", "mock:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "orders\xff", "mock:", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "UTF-8"));
+    assert_int_equal(dbpool_manager_open(m, "orders\xfe", "mock:", NULL, &e), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_open(m, "orders\n", "mock:", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "control"));
+    assert_null(dbpool_manager_get(m, "orders\xff"));
+    assert_int_equal(dbpool_manager_open(m, "orders \xc3\xa9", "mock:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(m), 2);
+
+    int need = dbpool_manager_stats_json(m, NULL, 0);
+    assert_true(need > 0);
+    char *buf = malloc((size_t)need + 256);
+    assert_non_null(buf);
+    assert_true(dbpool_manager_stats_json(m, buf, (size_t)need + 256) > 0);
+    json_error_t je;
+    json_t *doc = json_loads(buf, JSON_REJECT_DUPLICATES, &je);
+    if (!doc)
+        fail_msg("manager JSON does not parse: %s: %s", je.text, buf);
+    json_t *pools = json_object_get(doc, "pools");
+    assert_int_equal(json_object_size(pools), 2);
+    assert_non_null(json_object_get(pools, "orders"));
+    assert_non_null(json_object_get(pools, "orders \xc3\xa9"));
+    json_decref(doc);
+    free(buf);
+    dbpool_manager_free(m);
+}
+
 typedef struct race {
     dbpool_manager *m;
     int rc;
@@ -103,6 +140,7 @@ static void test_concurrent_opens_of_one_name(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
+        cmocka_unit_test(test_names_that_would_collide),
         cmocka_unit_test(test_concurrent_opens_of_one_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

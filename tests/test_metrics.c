@@ -4,6 +4,7 @@
  * exposition format's rules. Uses the mock backend. */
 #include "driver_mock.h"
 #include "metrics.h"
+#include "pool_internal.h"
 #include "testsupport.h"
 
 #include <jansson.h>
@@ -167,6 +168,146 @@ static void test_percentiles_known_distributions(void **state) {
     free(v);
 }
 
+/* Long holds and waits (a batch job's lease, an acquire with a long
+ * timeout): the fine buckets reach 2^42 ns (73 min), so percentiles stay
+ * within one bucket of the truth up there too. */
+static void test_percentiles_above_a_minute(void **state) {
+    (void)state;
+    static const int64_t s = INT64_C(1000000000);
+    dbpool_metrics *m = dbpool__metrics_new();
+    for (int i = 0; i < 4; i++)
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, 90 * s);
+    dbpool_latency l;
+    dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+    /* Every observation is 90 s: no percentile may be below the lower edge
+     * of its fine bucket, 10 x 2^33 ns = 85.9 s (p50 was 79.4 s), nor above
+     * it. */
+    const double edge_ms = (double)(INT64_C(10) << 33) / 1e6;
+    const double got[3] = {l.p50_ms, l.p95_ms, l.p99_ms};
+    for (int i = 0; i < 3; i++)
+        if (got[i] < edge_ms || got[i] > 90000.0)
+            fail_msg("4 x 90 s: percentile %d is %.3f ms", i, got[i]);
+    assert_true(l.max_ms == 90000.0);
+    dbpool__metrics_free(m);
+
+    m = dbpool__metrics_new();
+    for (int i = 0; i < 100; i++)
+        dbpool__metrics_record(m, DBPOOL_HIST_ACQUIRE, 600 * s);
+    dbpool__metrics_latency(m, DBPOOL_HIST_ACQUIRE, &l);
+    if (l.p50_ms < 600000.0 * 0.875 || l.p50_ms > 600000.0) /* was 334 s */
+        fail_msg("100 x 600 s: p50 is %.3f ms", l.p50_ms);
+    assert_true(l.p99_ms >= 600000.0 * 0.875 && l.p99_ms <= 600000.0);
+    dbpool__metrics_free(m);
+
+    /* Log-uniform 1 ms .. 70 min: every percentile within 12.5%. */
+    enum { N = 20000 };
+    int64_t *v = malloc(N * sizeof *v);
+    assert_non_null(v);
+    uint64_t seed = 0x2545F4914F6CDD1Dull;
+    for (int i = 0; i < N; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        v[i] = (int64_t)(1e6 * exp((double)(seed % 1000000) / 1000000.0 * log(4.2e6)));
+    }
+    check_percentiles(v, N);
+    /* All of them between 1 and 60 minutes (multiples of 16 ns: the test's
+     * double sum stays exact). */
+    for (int i = 0; i < N; i++)
+        v[i] = 60 * s + (int64_t)i * (59 * 60 * s / N);
+    check_percentiles(v, N);
+    free(v);
+}
+
+/* Past the last fine bucket (2^42 ns, 73 min) a percentile is the exact
+ * maximum: never below the bucket's lower edge, never above the maximum. */
+static void test_percentiles_past_last_bucket(void **state) {
+    (void)state;
+    static const int64_t hour = INT64_C(3600000000000);
+    const double top_ms = (double)(INT64_C(1) << 42) / 1e6;
+    dbpool_metrics *m = dbpool__metrics_new();
+    for (int i = 0; i < 9; i++)
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, 2 * hour);
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, 5 * hour);
+    dbpool_latency l;
+    dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+    assert_true(l.max_ms == 5.0 * 3600000.0);
+    const double got[3] = {l.p50_ms, l.p95_ms, l.p99_ms};
+    for (int i = 0; i < 3; i++) {
+        if (got[i] < top_ms || got[i] > l.max_ms)
+            fail_msg("percentile %d is %.3f ms, outside [%.3f, %.3f]", i, got[i], top_ms, l.max_ms);
+        assert_true(got[i] == l.max_ms); /* documented: the maximum */
+    }
+    /* A few long ones among short ones do not move p50. */
+    for (int i = 0; i < 1000; i++)
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, 1000000);
+    dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+    assert_true(l.p50_ms >= 0.875 && l.p50_ms <= 1.0);
+    assert_true(l.p99_ms >= 0.875 && l.p99_ms <= 1.0); /* rank 999.9 of 1010 */
+    for (int i = 0; i < 10; i++)                       /* now 20 of 1020 are long */
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, 3 * hour);
+    dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+    assert_true(l.p99_ms == l.max_ms);
+    dbpool__metrics_free(m);
+}
+
+/* Below 16 ns every value has its own bucket: percentiles are exact, not
+ * one nanosecond above (a pool whose waits were nearly all 0 ns reported
+ * p50 = 1 ns). */
+static void test_small_values_exact(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    dbpool__metrics_record_zeros(m, DBPOOL_HIST_ACQUIRE, 1000); /* the fast path's waits */
+    dbpool__metrics_record(m, DBPOOL_HIST_ACQUIRE, 500);
+    dbpool_latency l;
+    dbpool__metrics_latency(m, DBPOOL_HIST_ACQUIRE, &l);
+    assert_int_equal(l.count, 1001);
+    assert_true(l.p50_ms == 0 && l.p95_ms == 0 && l.p99_ms == 0);
+    assert_true(l.max_ms == 500e-6);
+    dbpool__metrics_free(m);
+
+    m = dbpool__metrics_new();
+    for (int i = 0; i < 100; i++)
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, 5);
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, 10);
+    dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+    assert_true(l.p50_ms == 5e-6 && l.p99_ms == 5e-6);
+    dbpool__metrics_free(m);
+
+    /* 0 .. 15 ns, ten of each: the true percentiles, exactly. */
+    m = dbpool__metrics_new();
+    for (int v = 0; v < 16; v++)
+        for (int i = 0; i < 10; i++)
+            dbpool__metrics_record(m, DBPOOL_HIST_CONNECT, v);
+    dbpool__metrics_latency(m, DBPOOL_HIST_CONNECT, &l);
+    assert_true(l.p50_ms == 7e-6);  /* the 80th of 160 */
+    assert_true(l.p95_ms == 15e-6); /* the 152nd */
+    assert_true(l.p99_ms == 15e-6);
+    dbpool__metrics_free(m);
+}
+
+/* The sum is kept in 64-bit nanoseconds per stripe, which wraps after 2^64
+ * ns (584 years) of observed time: 1000 connections leased around the
+ * clock reach that in about 7 months. Snapshots carry the wrap over, so a
+ * histogram that is read now and then keeps an exact sum. */
+static void test_sum_survives_wrap(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    const int64_t big = INT64_MAX / 4; /* 73 years */
+    double want_s = 0;
+    dbpool_histogram h;
+    dbpool_latency l;
+    for (int i = 1; i <= 12; i++) { /* 12 x 2^61 ns = 1.5 x 2^64 ns */
+        dbpool__metrics_record(m, DBPOOL_HIST_USE, big);
+        want_s += (double)big / 1e9;
+        dbpool__metrics_histogram(m, DBPOOL_HIST_USE, &h); /* a scrape */
+        if (fabs(h.sum_s - want_s) > want_s * 1e-12)
+            fail_msg("after %d: sum %.6g s, want %.6g s", i, h.sum_s, want_s);
+        dbpool__metrics_latency(m, DBPOOL_HIST_USE, &l);
+        if (fabs(l.mean_ms - (double)big / 1e6) > (double)big / 1e6 * 1e-12)
+            fail_msg("after %d: mean %.6g ms, want %.6g ms", i, l.mean_ms, (double)big / 1e6);
+    }
+    dbpool__metrics_free(m);
+}
+
 enum { THREADS = 4, PER_THREAD = 250000 };
 
 typedef struct {
@@ -256,7 +397,9 @@ static void test_fast_clock(void **state) {
 /* A pool to render                                                       */
 /* ---------------------------------------------------------------------- */
 
-static const char weird_name[] = "we\"ird\\pool\nname \xc3\xa9";
+/* Quote, backslash, space and a two-byte character: the characters a valid
+ * name (UTF-8, no control characters) can hold that need care. */
+static const char weird_name[] = "we\"ird\\pool name \xc3\xa9";
 
 static dbpool *open_pool_max(const char *name, const char *url, int max_size) {
     dbpool_options o;
@@ -925,30 +1068,46 @@ static void test_prometheus_format(void **state) {
     dbpool_close(p);
 }
 
-/* Quotes, backslashes and line feeds in the name are escaped; the label
- * round-trips to the exact name. */
+/* Quotes and backslashes in the name are escaped; the label round-trips to
+ * the exact name. */
 static void test_prometheus_escapes_pool_name(void **state) {
     (void)state;
     dbpool *p = open_pool(weird_name, "mock:");
     exercise(p);
     check_prometheus_for(p, weird_name);
     char *text = render(dbpool_stats_prometheus, p);
-    assert_non_null(strstr(text, "pool=\"we\\\"ird\\\\pool\\nname \xc3\xa9\""));
+    assert_non_null(strstr(text, "pool=\"we\\\"ird\\\\pool name \xc3\xa9\""));
     free(text);
     dbpool_close(p);
 }
 
-/* Invalid UTF-8 in the name becomes U+FFFD in both renderings. */
+/* A name that is not UTF-8 or holds a control character is refused at
+ * open (test_options.c). Should one get into a pool all the same, both
+ * renderings still parse: invalid UTF-8 becomes U+FFFD, a line feed is
+ * escaped. */
 static void test_invalid_utf8_name(void **state) {
     (void)state;
-    dbpool *p = open_pool("bad\xff\xc3(", "mock:");
+    dbpool_options o;
+    dbt_options(&o, 1, 4);
+    o.name = "bad\xff\xc3(";
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+    assert_null(p);
+
+    p = open_pool("ok", "mock:");
+    char *bad = strdup("bad\xff\xc3(\nx");
+    assert_non_null(bad);
+    free(p->name); /* behind validation's back */
+    p->name = bad;
+    p->opt.name = bad;
     char *json = render(dbpool_stats_json, p);
     json_t *root = json_loads(json, 0, NULL);
     assert_non_null(root);
-    assert_string_equal(json_string_value(json_object_get(root, "name")), "bad\xef\xbf\xbd\xef\xbf\xbd(");
+    assert_string_equal(json_string_value(json_object_get(root, "name")), "bad\xef\xbf\xbd\xef\xbf\xbd(\nx");
     json_decref(root);
     char *prom = render(dbpool_stats_prometheus, p);
-    assert_non_null(strstr(prom, "pool=\"bad\xef\xbf\xbd\xef\xbf\xbd(\""));
+    assert_non_null(strstr(prom, "pool=\"bad\xef\xbf\xbd\xef\xbf\xbd(\\nx\""));
     free(json);
     free(prom);
     dbpool_close(p);
@@ -979,6 +1138,10 @@ int main(void) {
         cmocka_unit_test(test_bounds_are_exact),
         cmocka_unit_test(test_values_land_in_right_bucket),
         cmocka_unit_test(test_percentiles_known_distributions),
+        cmocka_unit_test(test_percentiles_above_a_minute),
+        cmocka_unit_test(test_percentiles_past_last_bucket),
+        cmocka_unit_test(test_small_values_exact),
+        cmocka_unit_test(test_sum_survives_wrap),
         cmocka_unit_test(test_concurrent_recording),
         cmocka_unit_test(test_fast_clock),
         cmocka_unit_test_setup(test_pool_records_histograms, setup),

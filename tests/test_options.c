@@ -250,6 +250,81 @@ static void test_pool_keys_override_struct(void **state) {
     assert_non_null(strstr(e.message, "min_size"));
 }
 
+/* A pool's name is its key in the manager's JSON and its Prometheus
+ * label: empty, not UTF-8 (two such names rendered as the same text, both
+ * bytes becoming U+FFFD) or holding control characters is refused, from the
+ * options struct and from the URL alike. */
+static void test_pool_names(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *needle;
+    } bad[] = {
+        {"", "empty"},
+        {"orders\xff", "UTF-8"},
+        {"orders\xfe", "UTF-8"},
+        {"bad\xc3(", "UTF-8"},         /* truncated sequence */
+        {"\xc0\xaf", "UTF-8"},         /* overlong '/' */
+        {"s\xed\xa0\x80", "UTF-8"},    /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "UTF-8"}, /* above U+10FFFF */
+        {"line\nfeed", "control"},
+        {"tab\there", "control"},
+        {"cr\r", "control"},
+        {"del\x7f", "control"},
+        {"c1\xc2\x85", "control"}, /* U+0085 NEL */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.name = bad[i].name;
+        dbpool *p = (dbpool *)0x1;
+        dbpool_error e;
+        int rc = dbpool_open(&p, "mock:", &o, &e);
+        if (rc != DBPOOL_EINVAL || !strstr(e.message, "name") || !strstr(e.message, bad[i].needle))
+            fail_msg("name #%zu: rc=%d message='%s'", i, rc, e.message);
+        assert_null(p);
+    }
+    static const struct {
+        const char *url, *needle;
+    } bad_urls[] = {
+        {"mock:?pool_name=", "empty"},
+        {"mock:?pool_name=orders%FF", "UTF-8"},
+        {"mock:?pool_name=orders%FE", "UTF-8"},
+        {"mock:?pool_name=a%0Ab", "control"},
+    };
+    for (size_t i = 0; i < sizeof bad_urls / sizeof *bad_urls; i++) {
+        dbpool *p = (dbpool *)0x1;
+        dbpool_error e;
+        int rc = dbpool_open(&p, bad_urls[i].url, NULL, &e);
+        if (rc != DBPOOL_EINVAL || !strstr(e.message, "name") || !strstr(e.message, bad_urls[i].needle))
+            fail_msg("url %s: rc=%d message='%s'", bad_urls[i].url, rc, e.message);
+        assert_null(p);
+    }
+    static const char *const good[] = {"orders",           "caf\xc3\xa9",  "we\"ird\\pool name",
+                                       "\xf0\x9f\x90\x98", "\xef\xbf\xbd", "x"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.name = good[i];
+        dbpool *p = NULL;
+        dbpool_error e;
+        if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("name #%zu should open: %s", i, e.message);
+        assert_string_equal(dbpool_name(p), good[i]);
+        dbpool_close(p);
+    }
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:?pool_name=caf%C3%A9", NULL, &e), DBPOOL_OK);
+    assert_string_equal(dbpool_name(p), "caf\xc3\xa9");
+    dbpool_close(p);
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.name = NULL; /* the default name */
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    assert_string_equal(dbpool_name(p), "default");
+    dbpool_close(p);
+}
+
 static void test_strerror_table(void **state) {
     (void)state;
     assert_string_equal(dbpool_strerror(DBPOOL_OK), "success");
@@ -270,6 +345,7 @@ int main(void) {
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
         cmocka_unit_test(test_pool_keys_override_struct),
+        cmocka_unit_test(test_pool_names),
         cmocka_unit_test(test_strerror_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
