@@ -36,7 +36,8 @@ static const char usage_text[] =
     "                       has a 128 KiB stack, so 1000 callers are cheap\n"
     "  --pool-size N        the pool's max_size, 1..10000 (default 10); a pool_max\n"
     "                       key in the URL overrides it, and the summary shows\n"
-    "                       the size the pool really has\n"
+    "                       the size the pool really has. Not with\n"
+    "                       --mode connect-per-query\n"
     "  --duration SECONDS   how long to run, > 0 and <= 600, fractions allowed\n"
     "                       (default 5; with --burst, a cap that defaults to 60)\n"
     "  --mode MODE          what one op is (default cycle; statement with --query):\n"
@@ -203,6 +204,10 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         return cli_usage_error(CMD, "--query is not run by --mode cycle: use --mode statement");
     if (a->query && !a->mode_given)
         a->mode = CLI_MODE_STATEMENT;
+    if (a->pool_size_given && a->mode == CLI_MODE_CONNECT)
+        return cli_usage_error(CMD, "--pool-size has no pool to size with --mode connect-per-query, where "
+                                    "each op opens its own connection: drop --pool-size, or use --mode "
+                                    "statement");
     /* The metrics are those of the pool the ops share, and in this mode
      * they share none: the page would only ever show zeros. */
     if (a->listen && a->mode == CLI_MODE_CONNECT)

@@ -184,9 +184,8 @@ static void test_bench_connect_per_query(void **state) {
     assert_true(json_is_null(json_object_get(doc, "pool_stats")));
     json_decref(doc);
 
-    dbt_run r =
-        dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query", "--duration",
-                                     "0.2", "--threads", "2", "--pool-size", "7", NULL});
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query",
+                                             "--duration", "0.2", "--threads", "2", NULL});
     expect_ok(&r);
     if (!strstr(r.out, "mode connect-per-query, 2 threads, a new connection per op,") ||
         strstr(r.out, "pool of"))
@@ -555,6 +554,10 @@ static void test_metrics_listen_refused(void **state) {
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:0", "--mode",
                                   "connect-per-query", NULL},
                  "connect-per-query");
+    /* Nor is there a pool to size. */
+    expect_usage(
+        (const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query", "--pool-size", "7", NULL},
+        "--pool-size has no pool to size");
 }
 
 /* A port another socket listens on is a bad --metrics-listen (exit 2, as
