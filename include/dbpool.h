@@ -219,9 +219,10 @@ const char *dbpool_backend(const dbpool *p);
 /* The pool's name (options.name). */
 const char *dbpool_name(const dbpool *p);
 
-/* Close idle connections until at most target_idle remain (never below
- * min_size counts are refilled later by maintenance). Leased connections are
- * never touched. Returns how many were closed, or a negative error. */
+/* Close idle connections until at most target_idle remain. This may go
+ * below min_size: maintenance opens the missing ones again at its next
+ * pass. Leased connections are never touched. Returns how many were
+ * closed, or a negative error. */
 int dbpool_shrink(dbpool *p, int target_idle);
 
 /* Change the sizes at run time (validated as in dbpool_open). A smaller

@@ -180,7 +180,9 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             c->busy_timeout_ms = num;
         } else if (strcmp(k, "foreign_keys") == 0) {
             if (!dbpool__parse_bool(v, &b))
-                rc = dbpool__seterr(e, DBPOOL_EINVAL, "SQLite key foreign_keys: '%.32s' is not on or off", v);
+                rc = dbpool__seterr(
+                    e, DBPOOL_EINVAL,
+                    "SQLite key foreign_keys: '%.32s' is not on or off (or true, false, yes, no, 1, 0)", v);
             c->foreign_keys = b;
         } else if (strcmp(k, "mode") == 0) {
             if (strcasecmp(v, "ro") == 0)

@@ -105,8 +105,8 @@ static int apply_key(dbpool_options *o, const pool_key *k, const char *value, ch
     case K_BOOL:
         if (!dbpool__parse_bool(value, (bool *)(void *)base))
             return dbpool__seterr(e, DBPOOL_EINVAL,
-                                  "URL key %s: '%.64s' is not one of true, false, on, off, 1, 0", k->key,
-                                  value);
+                                  "URL key %s: '%.64s' is not one of true, false, on, off, yes, no, 1, 0",
+                                  k->key, value);
         return DBPOOL_OK;
     case K_VALIDATION:
         if (strcasecmp(value, "never") == 0)
