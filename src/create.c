@@ -165,7 +165,7 @@ int dbpool__run_init_sql(dbpool *p, void *native, dbpool_error *e) {
      * caller's change: counted as one, every release would reset the
      * connection and run init_sql again, which counts again (MySQL). */
     if (rc == DBPOOL_OK && p->driver->session_baseline)
-        p->driver->session_baseline(native);
+        rc = p->driver->session_baseline(native, e);
     return rc;
 }
 
@@ -193,8 +193,12 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
         }
         /* What after_connect set up (an ATTACH, a temporary table) is
          * part of the session every lease starts from, as init_sql's is. */
-        if (p->driver->session_baseline)
-            p->driver->session_baseline(*native);
+        int brc = p->driver->session_baseline ? p->driver->session_baseline(*native, e) : DBPOOL_OK;
+        if (brc != DBPOOL_OK) {
+            p->driver->disconnect(*native);
+            *native = NULL;
+            return brc;
+        }
     }
     return DBPOOL_OK;
 }

@@ -83,10 +83,11 @@ typedef struct dbpool_driver {
      * when the driver keeps more than the library's handle; NULL: native
      * itself. */
     void *(*user_handle)(void *native);
-    /* Optional: the pool's init_sql has just run; the session as it is now
-     * is where every lease starts, so needs_reset must not count what
-     * init_sql changed (for drivers that track session changes: MySQL). */
-    void (*session_baseline)(void *native);
+    /* Optional: the pool's init_sql or after_connect has just run; the
+     * session as it is now is where every lease starts, so needs_reset must
+     * not count what they changed (for drivers that track session changes:
+     * MySQL, SQLite). Failure fails the connect. */
+    int (*session_baseline)(void *native, dbpool_error *e);
 } dbpool_driver;
 
 static inline void *dbpool__user_handle(const dbpool_driver *d, void *native) {

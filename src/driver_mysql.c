@@ -702,7 +702,11 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
  * would reset and rerun init_sql, which would mark it dirty again: every
  * release a reset. A transaction init_sql left open is still seen by
  * needs_reset (the server's status, not this flag). */
-static void my_session_baseline(void *native) { conn_of(native)->dirty = false; }
+static int my_session_baseline(void *native, dbpool_error *e) {
+    (void)e;
+    conn_of(native)->dirty = false;
+    return DBPOOL_OK;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Statements                                                               */

@@ -550,9 +550,9 @@ static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
     return dbpool__sqlite_session_clear(db, &sc->session, e);
 }
 
-static void sqlite_session_baseline(void *native) {
+static int sqlite_session_baseline(void *native, dbpool_error *e) {
     sqlite_conn *sc = native;
-    dbpool__sqlite_session_baseline(sc->db, &sc->session);
+    return dbpool__sqlite_session_baseline(sc->db, &sc->session, e);
 }
 
 static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, size_t n, dbpool_error *e) {

@@ -5,6 +5,7 @@
 #include "mysql_session_sql.h"
 
 #include <stddef.h>
+#include <string.h>
 #include <strings.h>
 
 static bool ident_char(unsigned char ch) {
@@ -12,11 +13,14 @@ static bool ident_char(unsigned char ch) {
            ch == '$' || ch >= 0x80;
 }
 
-/* Past a quoted run that starts at s (the quote itself). */
-static const char *skip_quoted(const char *s) {
+/* Past a quoted run that starts at s (the quote itself). Whether a
+ * backslash escapes depends on the session's sql_mode
+ * (NO_BACKSLASH_ESCAPES), which the scan does not know: it reads the text
+ * both ways. */
+static const char *skip_quoted(const char *s, bool backslash_escapes) {
     char q = *s++;
     while (*s) {
-        if (*s == '\\' && q != '`' && s[1]) {
+        if (backslash_escapes && *s == '\\' && q != '`' && s[1]) {
             s += 2;
         } else if (*s == q) {
             if (s[1] != q)
@@ -42,13 +46,30 @@ static bool is_keyword(const char *word, size_t len, const char *kw) {
     return len == n && strncasecmp(word, kw, n) == 0;
 }
 
-bool dbpool__mysql_untracked_session_change(const char *sql) {
+/* Past white space and ordinary comments. */
+static const char *skip_blank(const char *s) {
+    for (;;) {
+        if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v') {
+            s++;
+        } else if (s[0] == '/' && s[1] == '*' && s[2] != '!' && !(s[2] == 'M' && s[3] == '!')) {
+            const char *end = strstr(s + 2, "*/");
+            s = end ? end + 2 : s + strlen(s);
+        } else if (*s == '#' ||
+                   (s[0] == '-' && s[1] == '-' && (s[2] == '\0' || (unsigned char)s[2] <= ' '))) {
+            s = skip_line(s);
+        } else {
+            return s;
+        }
+    }
+}
+
+static bool scan(const char *sql, bool backslash_escapes) {
     const char *s = sql;
     bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
-            s = skip_quoted(s);
+            s = skip_quoted(s, backslash_escapes);
         } else if (ch == '#') {
             s = skip_line(s);
         } else if (ch == '-' && s[1] == '-' && (s[2] == '\0' || (unsigned char)s[2] <= ' ')) {
@@ -89,10 +110,9 @@ bool dbpool__mysql_untracked_session_change(const char *sql) {
                 while (ident_char((unsigned char)*s))
                     s++;
             } else {
-                s = skip_quoted(s + 1);
+                s = skip_quoted(s + 1, backslash_escapes);
             }
-            while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
-                s++;
+            s = skip_blank(s);
             if (s[0] == ':' && s[1] == '=')
                 return true;
         } else if (ident_char(ch)) {
@@ -100,8 +120,10 @@ bool dbpool__mysql_untracked_session_change(const char *sql) {
             while (ident_char((unsigned char)*s))
                 s++;
             size_t len = (size_t)(s - word);
+            /* BACKUP STAGE / BACKUP LOCK; GET DIAGNOSTICS @v = ... */
             if (is_keyword(word, len, "LOCK") || is_keyword(word, len, "GET_LOCK") ||
-                is_keyword(word, len, "HANDLER"))
+                is_keyword(word, len, "HANDLER") || is_keyword(word, len, "BACKUP") ||
+                is_keyword(word, len, "DIAGNOSTICS"))
                 return true;
             if (is_keyword(word, len, "INTO"))
                 after_into = true;
@@ -111,3 +133,5 @@ bool dbpool__mysql_untracked_session_change(const char *sql) {
     }
     return false;
 }
+
+bool dbpool__mysql_untracked_session_change(const char *sql) { return scan(sql, true) || scan(sql, false); }

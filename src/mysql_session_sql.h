@@ -12,11 +12,12 @@
  * True when sql may leave state in the session that the server's
  * SERVER_SESSION_STATE_CHANGED flag does not report: table locks (the word
  * LOCK outside strings and comments: LOCK TABLES, FLUSH TABLES WITH READ
- * LOCK, BACKUP LOCK, ... LOCK IN SHARE MODE), named locks (GET_LOCK),
- * HANDLER tables, and user variables assigned outside SET (@name := ...,
- * SELECT ... INTO @name; SET @name is reported by the server). A cheap
- * lexical scan: false positives cost one reset at release, never a wrong
- * result.
+ * LOCK, BACKUP LOCK, BACKUP STAGE, ... LOCK IN SHARE MODE), named locks
+ * (GET_LOCK), HANDLER tables, and user variables assigned outside SET
+ * (@name := ..., SELECT ... INTO @name, GET DIAGNOSTICS @name = ...; SET
+ * @name is reported by the server). A cheap lexical scan, run twice (with
+ * and without backslash escapes in strings, as sql_mode may have either):
+ * false positives cost one reset at release, never a wrong result.
  */
 bool dbpool__mysql_untracked_session_change(const char *sql);
 

@@ -28,7 +28,7 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
         return dbpool__seterr(e, DBPOOL_EINVAL, "sql must not be NULL");
     if (n > 0 && !params)
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters announced but params is NULL", n);
-    if (n > 0 && sql[strspn(sql, " \t\r\n\f;")] == '\0')
+    if (n > 0 && sql[strspn(sql, " \t\r\n\f\v;")] == '\0')
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters were given but the SQL holds no statement",
                               n);
     for (size_t i = 0; i < n; i++) {

@@ -11,6 +11,11 @@
  * cache: run again from the cache it would not be prepared, and not seen.
  * A caller that installs its own authorizer on the native handle replaces
  * this one.
+ *
+ * What the pool's init_sql and after_connect made is the baseline, kept
+ * from lease to lease (rows callers write into a baseline table stay too).
+ * A caller that drops or changes a baseline object leaves a session that
+ * cannot be put back: the reset then fails and the connection is closed.
  */
 #ifndef DBPOOL_SQLITE_SESSION_H
 #define DBPOOL_SQLITE_SESSION_H
@@ -19,22 +24,32 @@
 
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stddef.h>
+
+typedef struct sqlite_object {
+    char *kind; /* "table", "index", "view", "trigger", or "database" (attached) */
+    char *name;
+    char *sql; /* the CREATE statement; NULL for a database */
+} sqlite_object;
 
 typedef struct sqlite_session {
-    bool dirty;     /* something was made since the baseline */
-    unsigned marks; /* authorizer hits so far: compare around a prepare */
-    char *baseline; /* the objects the session starts with, as "kind name\n" lines; NULL: none */
+    bool dirty;              /* something was made, dropped or changed since the baseline */
+    bool touched;            /* something temporary was dropped or altered, or a database detached */
+    unsigned marks;          /* authorizer hits so far: compare around a prepare */
+    sqlite_object *baseline; /* what the session starts with; NULL: nothing */
+    size_t nbaseline;
 } sqlite_session;
 
 /* Install the authorizer on a new connection (s lives as long as db). */
 void dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s);
 
 /* The session as it is now is where every lease starts (after the pool's
- * init_sql and after_connect): remember what exists, clear the flag. */
-void dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s);
+ * init_sql and after_connect): remember what exists, clear the flags. */
+int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error *e);
 
 /* Drop the temporary objects and detach the databases made since the
- * baseline. No transaction may be open. */
+ * baseline. No transaction may be open. Fails when the baseline itself was
+ * dropped or changed. */
 int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e);
 
 void dbpool__sqlite_session_free(sqlite_session *s);

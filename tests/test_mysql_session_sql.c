@@ -34,6 +34,13 @@ static void test_flagged(void **state) {
     expect("/*!50000 LOCK TABLES t WRITE */", true);
     expect("/*M!100100 SELECT GET_LOCK('x', 0) */", true);
     expect("SELECT 1; LOCK TABLES t WRITE", true);
+    /* Under NO_BACKSLASH_ESCAPES the string ends at the second quote. */
+    expect("SELECT '\\', GET_LOCK('nbe', 0)", true);
+    expect("SELECT 1 AS \"a\\\", GET_LOCK('aq', 0) AS \"b\"", true);
+    expect("BACKUP STAGE START", true);
+    expect("SELECT @cm /* a comment */ := 1", true);
+    expect("SELECT @cm -- line\n := 1", true);
+    expect("GET DIAGNOSTICS @n = NUMBER", true);
 }
 
 static void test_not_flagged(void **state) {
@@ -42,7 +49,8 @@ static void test_not_flagged(void **state) {
     expect("", false);
     expect("INSERT INTO users (email) VALUES ('a@b.example')", false);
     expect("INSERT INTO t VALUES (\"it's @home\")", false);
-    expect("SELECT 'don''t LOCK', \"say \\\"LOCK\\\"\"", false);
+    expect("SELECT 'don''t LOCK', \"say \"\"LOCK\"\"\"", false);
+    expect("SELECT 'a backslash \\\\ then LOCK'", false); /* a string either way */
     expect("SELECT `lock` FROM t", false);
     expect("SELECT locked, unlock_at, is_free_lock FROM t", false);
     expect("SELECT @@version", false);

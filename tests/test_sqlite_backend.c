@@ -358,6 +358,78 @@ static void test_after_connect_objects_kept(void **state) {
     dbpool_close(p);
 }
 
+/* Odd names are dropped too, and the reset needs no lock on the main
+ * database: another connection's exclusive transaction neither delays the
+ * release nor costs the connection. */
+static void test_temporary_objects_dropped_while_main_is_locked(void **state) {
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url, "sqlite://%s/locked_main.db?journal_mode=delete&busy_timeout=3000",
+             dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *a = dbt_acquire(p);
+    exec_ok(a, "CREATE TABLE IF NOT EXISTS t(v INTEGER)");
+    dbpool_conn *b = dbt_acquire(p);
+    void *first = dbpool_conn_native(a);
+    exec_ok(a, "CREATE TEMP TABLE \"odd\nname \"\"quoted\"\"\"(x)");
+    exec_ok(a, "CREATE TEMP TABLE plain(x)");
+    exec_ok(b, "BEGIN EXCLUSIVE");
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_release(a), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > 1000)
+        fail_msg("the release waited %lld ms for the main database's lock", (long long)took);
+    exec_ok(b, "ROLLBACK");
+    dbpool_release(b);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed, 0);
+    /* LIFO: the connection released last (b) comes first; take both. */
+    a = dbt_acquire(p);
+    b = dbt_acquire(p);
+    dbpool_conn *same = dbpool_conn_native(a) == first ? a : b;
+    assert_ptr_equal(dbpool_conn_native(same), first);
+    assert_int_equal(int_of(same, temp_and_attached), 0);
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p);
+}
+
+/* A caller that drops and remakes what after_connect set up leaves a
+ * session that cannot be put back: the connection is replaced, and the
+ * next caller gets the baseline fresh, without the caller's rows. */
+static void test_changed_baseline_replaces_connection(void **state) {
+    (void)state;
+    char url[512], shared[512];
+    snprintf(url, sizeof url, "sqlite://%s/changed_baseline.db", dbt_tmpdir());
+    snprintf(shared, sizeof shared, "%s/shared2.db", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.after_connect = attach_and_prepare;
+    o.after_connect_user = shared;
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "DROP TABLE temp.setup");
+    exec_ok(c, "CREATE TEMP TABLE setup(secret TEXT); INSERT INTO setup VALUES ('caller A')");
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    c = dbt_acquire(p);
+    assert_int_equal(int_of(c,
+                            "SELECT count(*) FROM temp.sqlite_master WHERE name = 'setup' AND sql LIKE '%v "
+                            "INTEGER%'"),
+                     1);
+    assert_int_equal(int_of(c, "SELECT count(*) FROM pragma_database_list WHERE name = 'shared'"), 1);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -372,6 +444,8 @@ int main(void) {
         cmocka_unit_test(test_two_memory_pools_are_separate),
         cmocka_unit_test(test_temporary_objects_dropped_at_release),
         cmocka_unit_test(test_after_connect_objects_kept),
+        cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
+        cmocka_unit_test(test_changed_baseline_replaces_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -516,8 +516,8 @@ static void test_null_text_pointer_and_stray_parameters(void **state) {
     dbpool_result_free(r);
     dbpool_param one = dbpool_param_int64(1);
     /* Only SQLite reads the comment here: a server reports its own error. */
-    const char *empty[] = {"", " ;\n", "-- nothing here"};
-    size_t nempty = bt_is("sqlite") ? 3 : 2;
+    const char *empty[] = {"", " ;\n", " \v ", "-- nothing here"};
+    size_t nempty = bt_is("sqlite") ? 4 : 3;
     for (size_t i = 0; i < nempty; i++) {
         dbpool_error e;
         memset(&e, 0, sizeof e);
