@@ -4,6 +4,7 @@
  * checked for sense (ops > 0, no errors), never against a speed.
  */
 #include "cli_run.h"
+#include "loopback.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -528,25 +529,25 @@ static void test_metrics_listen_refused(void **state) {
                      "--metrics-listen");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "10.0.0.1:9000", NULL},
                  "not a loopback address");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1", NULL},
-                 "HOST:PORT");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:70000", NULL},
-                 "port");
-    /* A bracketed IPv6 host is split after its ']', not at its last ':'. */
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]", NULL},
-                 "the port is missing");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]:", NULL},
-                 "the port is missing");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:", NULL},
-                 "the port is missing");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1", NULL},
-                 "'[' is not closed");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1:9000", NULL},
-                 "'[' is not closed");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[::1]9000", NULL},
-                 "HOST:PORT");
-    expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "[]:9000", NULL},
-                 "not a bracketed IPv6 address");
+    /* Malformed specs, each with what its message must say; a bracketed
+     * IPv6 host is split after its ']', not at its last ':'. */
+    static const struct {
+        const char *spec, *says;
+    } malformed[] = {
+        {"127.0.0.1", "HOST:PORT"},
+        {"127.0.0.1:70000", "port"},
+        {"[::1]", "the port is missing"},
+        {"[::1]:", "the port is missing"},
+        {"127.0.0.1:", "the port is missing"},
+        {"[::1", "'[' is not closed"},
+        {"[::1:9000", "'[' is not closed"},
+        {"[::1]9000", "HOST:PORT"},
+        {"[]:9000", "not a bracketed IPv6 address"},
+    };
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++)
+        expect_usage(
+            (const char *[]){"bench", "sqlite::memory:", "--metrics-listen", malformed[i].spec, NULL},
+            malformed[i].says);
     /* The metrics are those of the shared pool, which this mode never uses. */
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query",
                                   "--metrics-listen", "127.0.0.1:0", NULL},
@@ -564,18 +565,10 @@ static void test_metrics_listen_refused(void **state) {
  * the help says), not a database that could not be reached (exit 1). */
 static void test_metrics_listen_port_taken(void **state) {
     (void)state;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 1), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    int port;
+    int fd = dbt_loopback_socket(&port, 1);
     char listen_at[64];
-    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", ntohs(a.sin_port));
+    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
     dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "0.1",
                                              "--metrics-listen", listen_at, NULL});
     close(fd);
@@ -593,23 +586,8 @@ static void test_metrics_listen_port_taken(void **state) {
     dbt_run_free(&r);
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* GET path from 127.0.0.1:port with a plain socket; the whole response
- * (malloc'd), or NULL while nothing listens. */
-static char *http_get(int port, const char *path) {
+/* A socket connected to 127.0.0.1:port, or -1. */
+static int connect_local(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a;
@@ -619,19 +597,27 @@ static char *http_get(int port, const char *path) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
-        return NULL;
+        return -1;
     }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
+/* Read fd to its end, every wait bounded by ms in all, and close it: the
+ * bytes (malloc'd, NUL-terminated), or NULL on a reset or a timeout. */
+static char *read_response(int fd, int ms) {
+    int64_t end = dbt_now_ms() + ms;
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
     assert_non_null(buf);
     for (;;) {
+        int64_t left = end - dbt_now_ms();
         struct pollfd pfd = {fd, POLLIN, 0};
-        assert_int_equal(poll(&pfd, 1, 5000), 1);
-        ssize_t got = read(fd, buf + len, cap - len - 1);
-        assert_true(got >= 0);
+        ssize_t got = left > 0 && poll(&pfd, 1, (int)left) == 1 ? read(fd, buf + len, cap - len - 1) : -1;
+        if (got < 0) {
+            free(buf);
+            close(fd);
+            return NULL;
+        }
         if (got == 0)
             break;
         len += (size_t)got;
@@ -644,6 +630,20 @@ static char *http_get(int port, const char *path) {
     close(fd);
     buf[len] = '\0';
     return buf;
+}
+
+/* GET path from 127.0.0.1:port with a plain socket; the whole response
+ * (malloc'd), or NULL while nothing listens. */
+static char *http_get(int port, const char *path) {
+    int fd = connect_local(port);
+    if (fd < 0)
+        return NULL;
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    char *resp = read_response(fd, 5000);
+    assert_non_null(resp);
+    return resp;
 }
 
 /* The first response of GET path from the command c serving on port,
@@ -675,13 +675,20 @@ static char *first_response(child *c, int port, const char *path) {
     return resp;
 }
 
+/* `dbpool bench --json` on SQLite serving /metrics on a free loopback port
+ * (put in *port); the command is started, not yet necessarily listening. */
+static child bench_serving_metrics(int *port, const char *seconds, const char *threads, const char *hold_ms) {
+    *port = dbt_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", *port);
+    return spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", seconds, "--threads", threads,
+                                      "--hold-ms", hold_ms, "--json", "--metrics-listen", listen, NULL});
+}
+
 static void test_metrics_served(void **state) {
     (void)state;
-    int port = free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "1", "--threads", "2",
-                                         "--hold-ms", "0.2", "--json", "--metrics-listen", listen, NULL});
+    int port;
+    child c = bench_serving_metrics(&port, "1", "2", "0.2");
     char *resp = first_response(&c, port, "/metrics");
     assert_true(strncmp(resp, "HTTP/1.", 7) == 0);
     assert_non_null(strstr(resp, " 200 "));
@@ -704,22 +711,6 @@ static void test_metrics_served(void **state) {
     dbt_run_free(&r);
 }
 
-/* A socket connected to 127.0.0.1:port, or -1. */
-static int connect_local(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Whether the server closed fd (EOF or reset) within ms. */
 static bool closed_within(int fd, int ms) {
     struct pollfd pfd = {fd, POLLIN, 0};
@@ -740,31 +731,7 @@ static char *scrape_within(int port, int ms) {
         close(fd);
         return NULL;
     }
-    int64_t end = dbt_now_ms() + ms;
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    for (;;) {
-        int64_t left = end - dbt_now_ms();
-        struct pollfd pfd = {fd, POLLIN, 0};
-        ssize_t got = left > 0 && poll(&pfd, 1, (int)left) == 1 ? read(fd, buf + len, cap - len - 1) : -1;
-        if (got < 0) {
-            free(buf);
-            close(fd);
-            return NULL;
-        }
-        if (got == 0)
-            break;
-        len += (size_t)got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
-    return buf;
+    return read_response(fd, ms);
 }
 
 /*
@@ -778,11 +745,8 @@ static char *scrape_within(int port, int ms) {
 
 static void test_metrics_slow_clients(void **state) {
     (void)state;
-    int port = free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", "20", "--threads", "1",
-                                         "--hold-ms", "1", "--json", "--metrics-listen", listen, NULL});
+    int port;
+    child c = bench_serving_metrics(&port, "20", "1", "1");
     free(first_response(&c, port, "/metrics"));
 
     int64_t t0 = dbt_now_ms();

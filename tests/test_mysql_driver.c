@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "dbpool.h"
+#include "loopback.h"
 #include "testsupport.h"
 
 #include <arpa/inet.h>
@@ -91,21 +92,6 @@ static int open_and_acquire(const char *url, int64_t timeout_ms, dbpool_error *e
         dbpool_release(c);
     dbpool_close(p);
     return rc;
-}
-
-/* A port on 127.0.0.1 where nothing listens (bound then closed). */
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 static const char *admin_url(void) {
@@ -251,7 +237,7 @@ static void test_failover_host_list(void **state) {
     (void)state;
     char userinfo[512], hosts[512], rest[512], url[2048];
     split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
-    snprintf(url, sizeof url, "mysql://%s@127.0.0.1:%d,%s%s", userinfo, closed_port(), hosts, rest);
+    snprintf(url, sizeof url, "mysql://%s@127.0.0.1:%d,%s%s", userinfo, dbt_free_port(), hosts, rest);
     dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
     dbpool_conn *c = NULL;
     dbpool_error err;

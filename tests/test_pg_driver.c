@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "dbpool.h"
+#include "loopback.h"
 #include "testsupport.h"
 
 #include <stdio.h>
@@ -560,17 +561,8 @@ static void test_wrong_password(void **state) {
  * queues it) but the server never answers. The connect deadline fires. */
 static void test_deaf_listener_deadline(void **state) {
     (void)state;
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(ls >= 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(ls, 16), 0);
-    socklen_t sl = sizeof sa;
-    assert_int_equal(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
-    int port = ntohs(sa.sin_port);
+    int port;
+    int ls = dbt_loopback_socket(&port, 16);
 
     char url[256];
     snprintf(url, sizeof url, "postgresql://dbpool:not-used@127.0.0.1:%d/dbpool_test", port);

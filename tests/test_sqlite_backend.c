@@ -333,17 +333,24 @@ static int attach_and_prepare(void *native, void *user) {
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : 1;
 }
 
-static void test_after_connect_objects_kept(void **state) {
-    (void)state;
-    char url[512], shared[512];
-    snprintf(url, sizeof url, "sqlite://%s/after_connect.db", dbt_tmpdir());
-    snprintf(shared, sizeof shared, "%s/shared.db", dbt_tmpdir());
+/* A pool of one on tmpdir/file whose after_connect attaches tmpdir/shared
+ * (the path kept in *shared, which must outlive the pool). */
+static dbpool *open_with_baseline(const char *file, const char *attached, char *shared, size_t cap) {
+    char url[512];
+    snprintf(url, sizeof url, "sqlite://%s/%s", dbt_tmpdir(), file);
+    snprintf(shared, cap, "%s/%s", dbt_tmpdir(), attached);
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.maintenance_interval_ms = 0;
     o.after_connect = attach_and_prepare;
     o.after_connect_user = shared;
-    dbpool *p = open_one(url, &o);
+    return open_one(url, &o);
+}
+
+static void test_after_connect_objects_kept(void **state) {
+    (void)state;
+    char shared[512];
+    dbpool *p = open_with_baseline("after_connect.db", "shared.db", shared, sizeof shared);
     dbpool_conn *c = dbt_acquire(p);
     exec_ok(c, "CREATE TEMP TABLE mine(v INTEGER)");
     dbpool_release(c);
@@ -404,15 +411,8 @@ static void test_temporary_objects_dropped_while_main_is_locked(void **state) {
  * next caller gets the baseline fresh, without the caller's rows. */
 static void test_changed_baseline_replaces_connection(void **state) {
     (void)state;
-    char url[512], shared[512];
-    snprintf(url, sizeof url, "sqlite://%s/changed_baseline.db", dbt_tmpdir());
-    snprintf(shared, sizeof shared, "%s/shared2.db", dbt_tmpdir());
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    o.after_connect = attach_and_prepare;
-    o.after_connect_user = shared;
-    dbpool *p = open_one(url, &o);
+    char shared[512];
+    dbpool *p = open_with_baseline("changed_baseline.db", "shared2.db", shared, sizeof shared);
     dbpool_conn *c = dbt_acquire(p);
     exec_ok(c, "DROP TABLE temp.setup");
     exec_ok(c, "CREATE TEMP TABLE setup(secret TEXT); INSERT INTO setup VALUES ('caller A')");
