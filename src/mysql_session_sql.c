@@ -134,4 +134,7 @@ static bool scan(const char *sql, bool backslash_escapes) {
     return false;
 }
 
-bool dbpool__mysql_untracked_session_change(const char *sql) { return scan(sql, true) || scan(sql, false); }
+bool dbpool__mysql_untracked_session_change(const char *sql) {
+    /* The two readings differ only where a backslash stands. */
+    return scan(sql, true) || (strchr(sql, '\\') && scan(sql, false));
+}
