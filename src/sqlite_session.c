@@ -3,33 +3,54 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static bool is_temp(const char *schema) { return schema && strcmp(schema, "temp") == 0; }
 
+/* A baseline object (or, with `database`, an attached database) of this
+ * name; SQLite compares names without regard to ASCII case. */
+static bool in_baseline(const sqlite_session *s, bool database, const char *name) {
+    for (size_t i = 0; name && i < s->nbaseline; i++)
+        if ((strcmp(s->baseline[i].kind, "database") == 0) == database &&
+            strcasecmp(s->baseline[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 static int track(void *arg, int action, const char *what, const char *detail, const char *schema,
                  const char *trigger) {
-    (void)detail, (void)trigger;
+    (void)trigger;
     sqlite_session *s = arg;
     /* CREATE TEMP TABLE x has codes of its own; CREATE TABLE temp.x is an
-     * ordinary CREATE in the schema "temp". */
+     * ordinary CREATE in the schema "temp". A trigger is reported with the
+     * schema of its table, so CREATE TRIGGER temp.tr ON main_table looks
+     * like any other: every trigger counts (the listing at release sees
+     * where it went). */
+    bool in_temp = is_temp(schema);
     bool makes = action == SQLITE_CREATE_TEMP_TABLE || action == SQLITE_CREATE_TEMP_INDEX ||
                  action == SQLITE_CREATE_TEMP_TRIGGER || action == SQLITE_CREATE_TEMP_VIEW ||
-                 action == SQLITE_ATTACH ||
-                 (is_temp(schema) && (action == SQLITE_CREATE_TABLE || action == SQLITE_CREATE_INDEX ||
-                                      action == SQLITE_CREATE_TRIGGER || action == SQLITE_CREATE_VIEW ||
-                                      action == SQLITE_CREATE_VTABLE));
-    /* For ALTER TABLE the schema comes first: (schema, table). */
+                 action == SQLITE_ATTACH || action == SQLITE_CREATE_TRIGGER ||
+                 (in_temp && (action == SQLITE_CREATE_TABLE || action == SQLITE_CREATE_INDEX ||
+                              action == SQLITE_CREATE_VIEW || action == SQLITE_CREATE_VTABLE));
+    /* Any ALTER TABLE, even of a main table: a rename rewrites temporary
+     * triggers and views that name it. */
     bool unmakes = action == SQLITE_DROP_TEMP_TABLE || action == SQLITE_DROP_TEMP_INDEX ||
                    action == SQLITE_DROP_TEMP_TRIGGER || action == SQLITE_DROP_TEMP_VIEW ||
-                   action == SQLITE_DETACH || (action == SQLITE_ALTER_TABLE && is_temp(what)) ||
-                   (is_temp(schema) && (action == SQLITE_DROP_TABLE || action == SQLITE_DROP_INDEX ||
-                                        action == SQLITE_DROP_TRIGGER || action == SQLITE_DROP_VIEW ||
-                                        action == SQLITE_DROP_VTABLE));
+                   action == SQLITE_DETACH || action == SQLITE_ALTER_TABLE || action == SQLITE_DROP_TRIGGER ||
+                   (in_temp && (action == SQLITE_DROP_TABLE || action == SQLITE_DROP_INDEX ||
+                                action == SQLITE_DROP_VIEW || action == SQLITE_DROP_VTABLE));
     if (makes || unmakes) {
         s->dirty = true;
         s->touched |= unmakes;
         s->marks++;
     }
+    /* Dropping (or detaching) a baseline object breaks the baseline even
+     * if the same text makes it again: its rows, or the file behind the
+     * name, would be the caller's. For ALTER TABLE the schema comes first:
+     * (schema, table). */
+    if (unmakes && s->nbaseline > 0 &&
+        in_baseline(s, action == SQLITE_DETACH, action == SQLITE_ALTER_TABLE ? detail : what))
+        s->broken = true;
     return SQLITE_OK; /* it only watches: nothing is refused */
 }
 
@@ -138,7 +159,7 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
         s->baseline = now;
         s->nbaseline = n;
     }
-    s->dirty = s->touched = false;
+    s->dirty = s->touched = s->broken = false;
     return DBPOOL_OK;
 }
 
@@ -154,7 +175,7 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
     /* The baseline must be there as it was: a caller that dropped or
      * redefined part of it left a session the next caller must not get. */
     for (size_t i = 0; s->touched && i < s->nbaseline; i++) {
-        if (!listed(now, n, &s->baseline[i], true)) {
+        if (s->broken || !listed(now, n, &s->baseline[i], true)) {
             free_objects(now, n);
             return dbpool__seterr(e, DBPOOL_EQUERY,
                                   "a caller dropped or changed the %s that init_sql or after_connect set up "
@@ -175,7 +196,15 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
     int built = sqlite3_str_errcode(script);
     char *sql = sqlite3_str_finish(script); /* NULL when empty */
     char *msg = NULL;
+    /* Tables are dropped in no particular order: a caller's child table
+     * would stop its parent's DROP. The setting is restored at once. */
+    int fkeys = 0;
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, -1, &fkeys);
+    if (fkeys)
+        sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 0, (int *)NULL);
     src = built != SQLITE_OK ? built : sql ? sqlite3_exec(db, sql, NULL, NULL, &msg) : SQLITE_OK;
+    if (fkeys)
+        sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, (int *)NULL);
     sqlite3_free(sql);
     if (src != SQLITE_OK) {
         dbpool__seterr(e, DBPOOL_EQUERY, "dropping the temporary objects a caller left failed: %s",
@@ -183,7 +212,7 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
         sqlite3_free(msg);
         return DBPOOL_EQUERY;
     }
-    s->dirty = s->touched = false; /* our own DROPs and DETACHes set them again */
+    s->dirty = s->touched = s->broken = false; /* our own DROPs and DETACHes set them again */
     return DBPOOL_OK;
 }
 

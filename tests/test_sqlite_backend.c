@@ -286,6 +286,11 @@ static void test_temporary_objects_dropped_at_release(void **state) {
     exec_ok(c, "CREATE TEMP TABLE scratch(v TEXT); INSERT INTO scratch VALUES ('private')");
     exec_ok(c, "CREATE TEMP VIEW v AS SELECT * FROM scratch");
     exec_ok(c, "CREATE TEMP TRIGGER tr AFTER INSERT ON scratch BEGIN SELECT 1; END");
+    /* A temporary trigger on a main table, named by schema. */
+    exec_ok(c, "CREATE TRIGGER temp.on_main AFTER INSERT ON main.accounts BEGIN SELECT 1; END");
+    /* Tables linked by a foreign key (foreign_keys is on by default). */
+    exec_ok(c, "CREATE TEMP TABLE parent(id INTEGER PRIMARY KEY); INSERT INTO parent VALUES (1); "
+               "CREATE TEMP TABLE child(p INTEGER REFERENCES parent(id)); INSERT INTO child VALUES (1)");
     snprintf(sql, sizeof sql, "ATTACH DATABASE '%s' AS other", other);
     exec_ok(c, sql);
     assert_int_equal(int_of(c, "SELECT count(*) FROM accounts"), 0); /* the shadow */
@@ -328,7 +333,10 @@ static void test_temporary_objects_dropped_at_release(void **state) {
 static int attach_and_prepare(void *native, void *user) {
     sqlite3 *db = native;
     char sql[600];
-    snprintf(sql, sizeof sql, "ATTACH DATABASE '%s' AS shared; CREATE TEMP TABLE setup(v INTEGER);",
+    snprintf(sql, sizeof sql,
+             "ATTACH DATABASE '%s' AS shared; CREATE TEMP TABLE setup(v INTEGER); "
+             "CREATE TABLE IF NOT EXISTS base(a INTEGER); "
+             "CREATE TEMP TRIGGER btr AFTER INSERT ON base BEGIN SELECT 1; END;",
              (const char *)user);
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : 1;
 }
@@ -411,23 +419,38 @@ static void test_temporary_objects_dropped_while_main_is_locked(void **state) {
  * next caller gets the baseline fresh, without the caller's rows. */
 static void test_changed_baseline_replaces_connection(void **state) {
     (void)state;
-    char shared[512];
-    dbpool *p = open_with_baseline("changed_baseline.db", "shared2.db", shared, sizeof shared);
-    dbpool_conn *c = dbt_acquire(p);
-    exec_ok(c, "DROP TABLE temp.setup");
-    exec_ok(c, "CREATE TEMP TABLE setup(secret TEXT); INSERT INTO setup VALUES ('caller A')");
-    dbpool_release(c);
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
-    c = dbt_acquire(p);
-    assert_int_equal(int_of(c,
-                            "SELECT count(*) FROM temp.sqlite_master WHERE name = 'setup' AND sql LIKE '%v "
-                            "INTEGER%'"),
-                     1);
-    assert_int_equal(int_of(c, "SELECT count(*) FROM pragma_database_list WHERE name = 'shared'"), 1);
-    dbpool_release(c);
-    dbpool_close(p);
+    /* Each leaves the baseline's names in place, with other contents. */
+    static const char *const changes[] = {
+        "DROP TABLE temp.setup; CREATE TEMP TABLE setup(secret TEXT); INSERT INTO setup VALUES ('caller A')",
+        /* the same text again: the table is new, its rows the caller's */
+        "DROP TABLE temp.setup; CREATE TEMP TABLE setup(v INTEGER); INSERT INTO setup VALUES (42)",
+        /* another file behind the baseline's database name */
+        "DETACH shared; ATTACH DATABASE ':memory:' AS shared",
+        /* the baseline trigger, rewritten by the rename, fires on base_old */
+        "ALTER TABLE base RENAME TO base_old; CREATE TABLE base(a INTEGER)",
+    };
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
+        char file[64], shared[512];
+        snprintf(file, sizeof file, "changed_baseline_%zu.db", i);
+        dbpool *p = open_with_baseline(file, "shared2.db", shared, sizeof shared);
+        dbpool_conn *c = dbt_acquire(p);
+        exec_ok(c, changes[i]);
+        dbpool_release(c);
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        if (s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED] != 1)
+            fail_msg("after \"%s\": the connection was kept", changes[i]);
+        c = dbt_acquire(p);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM temp.setup"), 0);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM pragma_database_list WHERE name = 'shared' AND file "
+                                   "LIKE '%shared2.db'"),
+                         1);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM temp.sqlite_master WHERE name = 'btr' AND sql LIKE "
+                                   "'%ON base %'"),
+                         1);
+        dbpool_release(c);
+        dbpool_close(p);
+    }
 }
 
 int main(void) {
