@@ -62,8 +62,8 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
     const char *bare = host;
     char v6[64];
     if (host[0] == '[') {
-        size_t n = strlen(host);
-        if (n < 3 || host[n - 1] != ']')
+        size_t n = strlen(host); /* ends with the ']' found above */
+        if (n < 3)
             return cli_usage_error(cmd, "--metrics-listen: '%s' is not a bracketed IPv6 address: use [::1]",
                                    host),
                    false;

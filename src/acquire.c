@@ -164,7 +164,7 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
                           "timed out after %lld ms waiting for a connection from pool '%s' "
                           "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s)%s%s",
                           (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
-                          p->n_leased - p->n_pinging + cached, p->n_idle + parked_free + p->n_pinging,
+                          dbpool__callers_leased_locked(p) + cached, p->n_idle + parked_free + p->n_pinging,
                           p->n_connecting, p->n_waiting, p->cap,
                           p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
                           p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);

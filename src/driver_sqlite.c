@@ -604,6 +604,19 @@ static bool only_space(const char *s) {
     return true;
 }
 
+/* sqlite3_prepare_v3, persistent when it may be cached. A statement whose
+ * preparing told the session tracker it makes a temporary object may not
+ * be cached (*cacheable false): run from the cache it would not be
+ * prepared again, and not seen. */
+static int prepare_watched(sqlite_conn *sc, const char *sql, bool *cacheable, sqlite3_stmt **st,
+                           const char **tail) {
+    unsigned marks = sc->session.marks;
+    int src = sqlite3_prepare_v3(sc->db, sql, -1, *cacheable ? SQLITE_PREPARE_PERSISTENT : 0, st, tail);
+    if (sc->session.marks != marks)
+        *cacheable = false;
+    return src;
+}
+
 /* A statement done with: back to the cache, or finalized. */
 static void stmt_done(sqlite3_stmt *st, cached_stmt *slot) {
     if (slot)
@@ -635,10 +648,7 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
             }
         }
         if (!slot) {
-            unsigned marks = ((sqlite_conn *)native)->session.marks;
-            int src = sqlite3_prepare_v3(db, tail, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
-            if (((sqlite_conn *)native)->session.marks != marks)
-                cacheable = false; /* it makes a temporary object: seen only when prepared */
+            int src = prepare_watched(native, tail, &cacheable, &st, &tail);
             if (src != SQLITE_OK)
                 return set_query_error(db, src, "SQLite could not prepare the statement", e);
             if (!st) { /* only white space or comments */
@@ -767,10 +777,7 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
         st = slot->st;
     if (!slot) {
         const char *tail = NULL;
-        unsigned marks = ((sqlite_conn *)native)->session.marks;
-        int src = sqlite3_prepare_v3(db, sql, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
-        if (((sqlite_conn *)native)->session.marks != marks)
-            cacheable = false; /* it makes a temporary object: seen only when prepared */
+        int src = prepare_watched(native, sql, &cacheable, &st, &tail);
         if (src != SQLITE_OK)
             return set_query_error(db, src, "SQLite could not prepare the query", e);
         if (!st)

@@ -127,10 +127,10 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     *old_cap = p->cap;
     if (!p->opt.autoscale)
         return p->cap;
-    p->util_sum += p->cap > 0 ? (double)(p->n_leased - p->n_pinging) / p->cap : 0.0;
+    p->util_sum += p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
     /* Callers waiting count as full use: the cap is what holds them back. */
     if (p->n_waiting > 0)
-        p->util_sum += 1.0 - (p->cap > 0 ? (double)(p->n_leased - p->n_pinging) / p->cap : 0.0);
+        p->util_sum += 1.0 - (p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0);
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)
         return p->cap;
@@ -180,17 +180,13 @@ void dbpool__maint_pass(dbpool *p) {
         ping->next = NULL;
         dbpool_error e;
         dbpool__clearerr(&e);
-        if (p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e) ==
-            DBPOOL_OK) {
-            lock(p);
-            ping->pinging = false;
+        int prc = p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e);
+        lock(p);
+        dbpool__ping_over_locked(p, ping);
+        if (prc == DBPOOL_OK)
             dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
-            unlock(p);
-        } else {
-            lock(p);
-            ping->pinging = false;
-            p->n_pinging--;
-            unlock(p);
+        unlock(p);
+        if (prc != DBPOOL_OK) {
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "keepalive ping of connection #%llu failed, closing it: %s",
                         (unsigned long long)ping->id, e.message);

@@ -242,7 +242,7 @@ void dbpool__waiter_dequeue(dbpool *p, waiter *w) {
 }
 
 void dbpool__note_peak(dbpool *p, int returning) {
-    int most = p->n_leased - p->n_pinging + returning;
+    int most = dbpool__callers_leased_locked(p) + returning;
     /* Every parked one counted as busy first: once the peak is that high
      * (soon, in a busy pool) the walk over the owners' park words, cache
      * lines other threads write, is skipped. */
@@ -360,7 +360,6 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     p->n_leased--;
-    p->n_pinging--;
     c->last_ping_ns = now;
     if (p->wait_head && !p->suspended) {
         dbpool__publish_locked(p, c, now);
@@ -669,7 +668,7 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     /* A keepalive ping borrows an idle connection for a moment: still
      * idle to everyone who reads these (no caller holds it). */
     out->idle = p->n_idle + parked_free + p->n_pinging;
-    out->in_use = p->n_leased - p->n_pinging + parked_busy;
+    out->in_use = dbpool__callers_leased_locked(p) + parked_busy;
     /* Leases through the thread cache take no lock to note a peak: the
      * ones out now count here (sticky.c notes them where it locks). */
     if (out->in_use > p->stats.peak_in_use)

@@ -195,6 +195,18 @@ static inline bool dbpool__needs_validation(const dbpool *p, const dbpool_conn *
             now - c->last_used_ns >= p->opt.validation_window_ms * DBPOOL_NS_PER_MS);
 }
 /* c has sat unused for idle_timeout_ms (0: never times out). */
+/* Lock held: the leases callers hold. n_leased also counts the
+ * connections maintenance holds for a keepalive ping, which are idle to
+ * everyone who reads the pool's figures. */
+static inline int dbpool__callers_leased_locked(const dbpool *p) { return p->n_leased - p->n_pinging; }
+
+/* Lock held: maintenance's keepalive ping of c is over; c is still counted
+ * in n_leased until it is returned or closed. */
+static inline void dbpool__ping_over_locked(dbpool *p, dbpool_conn *c) {
+    c->pinging = false;
+    p->n_pinging--;
+}
+
 static inline bool dbpool__idle_timed_out(const dbpool *p, const dbpool_conn *c, int64_t now) {
     return p->opt.idle_timeout_ms > 0 && now - c->last_used_ns >= p->opt.idle_timeout_ms * DBPOOL_NS_PER_MS;
 }
