@@ -256,7 +256,8 @@ typedef enum {
     DBPOOL_TYPE_NULL = 0,
     DBPOOL_TYPE_INT64 = 1,
     DBPOOL_TYPE_DOUBLE = 2,
-    DBPOOL_TYPE_TEXT = 3
+    DBPOOL_TYPE_TEXT = 3,
+    DBPOOL_TYPE_BLOB = 4 /* bytes, NULs allowed: SQLite BLOB, PostgreSQL bytea, MySQL BLOB */
 } dbpool_type;
 
 /* A bound parameter. Placeholders are written `?` on every backend (the
@@ -270,6 +271,10 @@ typedef struct dbpool_param {
             const char *ptr; /* need not be NUL-terminated */
             size_t len;
         } text;
+        struct {
+            const void *ptr; /* NULL (with len 0): SQL NULL */
+            size_t len;
+        } blob;
     } v;
 } dbpool_param;
 
@@ -293,6 +298,21 @@ static inline dbpool_param dbpool_param_double(double v) {
 }
 /* `s` NULL gives a NULL parameter. */
 dbpool_param dbpool_param_text(const char *s);
+/* `len` bytes at `data`, bound as binary (bytea on PostgreSQL), so they
+ * may hold NUL bytes and need no escaping. `data` NULL gives a NULL
+ * parameter. The bytes are read during the call only. */
+static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
+    dbpool_param p;
+    if (!data) {
+        p.type = DBPOOL_TYPE_NULL;
+        p.v.i64 = 0;
+        return p;
+    }
+    p.type = DBPOOL_TYPE_BLOB;
+    p.v.blob.ptr = data;
+    p.v.blob.len = len;
+    return p;
+}
 
 /* Run a statement. *affected (may be NULL) receives the rows it inserted,
  * updated or deleted: 0 for DDL, SELECT, BEGIN and the like (SQLite sums
@@ -320,6 +340,12 @@ int64_t dbpool_result_int64(const dbpool_result *r, int col);
 double dbpool_result_double(const dbpool_result *r, int col);
 /* Borrowed until the next dbpool_result_next; NULL for SQL NULL. */
 const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len);
+/* The cell's bytes, for binary columns (BLOB, bytea): *len receives
+ * their number (len may be NULL, but bytes may hold NULs). PostgreSQL sends bytea as hex text, which
+ * this decodes; other columns read as their text. Borrowed until the next
+ * dbpool_result_next; NULL for SQL NULL, and NULL with *len 0 when out of
+ * memory. */
+const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len);
 void dbpool_result_free(dbpool_result *r);
 
 /* ------------------------------------------------------------------------ */

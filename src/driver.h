@@ -36,6 +36,9 @@ typedef struct dbpool_result_ops {
     int64_t (*int64)(const dbpool_result *r, int col);
     double (*dbl)(const dbpool_result *r, int col);
     const char *(*text)(const dbpool_result *r, int col, size_t *len);
+    /* Optional: NULL where a cell's text already is its bytes (len counts
+     * them, NULs included). */
+    const void *(*blob)(const dbpool_result *r, int col, size_t *len);
     void (*free)(dbpool_result *r);
 } dbpool_result_ops;
 

@@ -1028,6 +1028,21 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
             b[i].buffer_length = lens[i];
             b[i].length = &lens[i];
             break;
+        case DBPOOL_TYPE_BLOB:
+            if (!p[i].v.blob.ptr) {
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            }
+            if (p[i].v.blob.len > ULONG_MAX) {
+                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
+                goto out;
+            }
+            lens[i] = (unsigned long)p[i].v.blob.len;
+            b[i].buffer_type = MYSQL_TYPE_BLOB;
+            b[i].buffer = (void *)(uintptr_t)p[i].v.blob.ptr;
+            b[i].buffer_length = lens[i];
+            b[i].length = &lens[i];
+            break;
         case DBPOOL_TYPE_NULL:
             b[i].buffer_type = MYSQL_TYPE_NULL;
             break;

@@ -47,6 +47,7 @@
 #define PG_OID_INT4 23
 #define PG_OID_INT8 20
 #define PG_OID_FLOAT8 701
+#define PG_OID_BYTEA 17
 /* The protocol's limit on bound parameters (a 16-bit count). */
 #define PG_MAX_PARAMS 65535
 
@@ -614,24 +615,33 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
             text_len += p[i].v.text.len + 1;
         } else if (p[i].type == DBPOOL_TYPE_INT64 || p[i].type == DBPOOL_TYPE_DOUBLE) {
             text_len += 32;
+        } else if (p[i].type == DBPOOL_TYPE_BLOB) {
+            if (p[i].v.blob.len > INT_MAX)
+                return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: a blob of %zu bytes is over libpq's limit",
+                                      i + 1, p[i].v.blob.len);
         } else if (p[i].type != DBPOOL_TYPE_NULL) {
             return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: unknown type %d", i + 1, (int)p[i].type);
         }
     }
     size_t ptr_bytes = n * sizeof(const char *);
     size_t oid_bytes = n * sizeof(Oid);
-    char *mem = malloc(ptr_bytes + oid_bytes + sql_len + text_len);
+    size_t int_bytes = n * sizeof(int); /* lengths, then formats: blobs go in binary */
+    char *mem = malloc(ptr_bytes + oid_bytes + 2 * int_bytes + sql_len + text_len);
     if (!mem)
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory binding %zu parameters", n);
     const char **values = (const char **)(void *)mem;
     Oid *types = (Oid *)(void *)(mem + ptr_bytes);
-    char *rewritten = mem + ptr_bytes + oid_bytes;
+    int *lengths = (int *)(void *)(mem + ptr_bytes + oid_bytes);
+    int *formats = lengths + n;
+    char *rewritten = mem + ptr_bytes + oid_bytes + 2 * int_bytes;
     char *text = rewritten + sql_len;
     dbpool__pg_number_placeholders(sql, rewritten);
 
     for (size_t i = 0; i < n; i++) {
         values[i] = NULL;
         types[i] = 0; /* unknown: the server infers it from the context */
+        lengths[i] = 0;
+        formats[i] = 0;
         switch (p[i].type) {
         case DBPOOL_TYPE_INT64:
             /* integer when it fits: PostgreSQL has no implicit bigint ->
@@ -662,11 +672,18 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
             text[p[i].v.text.len] = '\0';
             text += p[i].v.text.len + 1;
             break;
+        case DBPOOL_TYPE_BLOB:
+            /* Binary format: bytea's binary form is the bytes themselves. */
+            types[i] = PG_OID_BYTEA;
+            values[i] = p[i].v.blob.ptr; /* NULL: SQL NULL */
+            lengths[i] = (int)p[i].v.blob.len;
+            formats[i] = 1;
+            break;
         default:
             break;
         }
     }
-    *out = PQexecParams(c, rewritten, (int)n, types, values, NULL, NULL, 0);
+    *out = PQexecParams(c, rewritten, (int)n, types, values, lengths, formats, 0);
     free(mem);
     return DBPOOL_OK;
 }
@@ -734,7 +751,18 @@ typedef struct pg_result {
     PGresult *r;
     int nrows, ncols;
     int row; /* 0-based index of the current row; -1 before the first */
+    /* The current row's bytea cells decoded by dbpool_result_blob, by
+     * column (made on first use, emptied at each row). */
+    unsigned char **decoded;
+    size_t *decoded_len;
 } pg_result;
+
+static void pr_forget_decoded(pg_result *pr) {
+    for (int i = 0; pr->decoded && i < pr->ncols; i++) {
+        PQfreemem(pr->decoded[i]);
+        pr->decoded[i] = NULL;
+    }
+}
 
 static const char *pr_cell(const dbpool_result *res, int col) {
     const pg_result *pr = (const pg_result *)res;
@@ -747,6 +775,7 @@ static const char *pr_cell(const dbpool_result *res, int col) {
 static int pr_next(dbpool_result *res, dbpool_error *e) {
     (void)e;
     pg_result *pr = (pg_result *)res;
+    pr_forget_decoded(pr);
     if (pr->row + 1 < pr->nrows) {
         pr->row++;
         return 1;
@@ -768,8 +797,40 @@ static const char *pr_text(const dbpool_result *res, int col, size_t *len) {
     }
     return v;
 }
+/* bytea arrives as text (hex, or the old escape format): decoded once per
+ * cell and row. Other columns' text is their bytes. */
+static const void *pr_blob(const dbpool_result *res, int col, size_t *len) {
+    pg_result *pr = (pg_result *)(uintptr_t)res; /* the decoded cells are a cache */
+    const char *v = pr_text(res, col, len);
+    if (!v || PQftype(pr->r, col) != PG_OID_BYTEA || PQfformat(pr->r, col) != 0)
+        return v;
+    if (!pr->decoded) {
+        pr->decoded = calloc((size_t)pr->ncols, sizeof *pr->decoded);
+        pr->decoded_len = calloc((size_t)pr->ncols, sizeof *pr->decoded_len);
+        if (!pr->decoded || !pr->decoded_len) {
+            free(pr->decoded);
+            free(pr->decoded_len);
+            pr->decoded = NULL;
+            pr->decoded_len = NULL;
+            *len = 0;
+            return NULL;
+        }
+    }
+    if (!pr->decoded[col]) {
+        pr->decoded[col] = PQunescapeBytea((const unsigned char *)v, &pr->decoded_len[col]);
+        if (!pr->decoded[col]) {
+            *len = 0;
+            return NULL;
+        }
+    }
+    *len = pr->decoded_len[col];
+    return pr->decoded[col];
+}
 static void pr_free(dbpool_result *res) {
     pg_result *pr = (pg_result *)res;
+    pr_forget_decoded(pr);
+    free(pr->decoded);
+    free(pr->decoded_len);
     PQclear(pr->r);
     free(pr);
 }
@@ -780,6 +841,7 @@ static const dbpool_result_ops pg_result_ops = {
     .column_name = pr_column_name,
     .is_null = pr_is_null,
     .text = pr_text,
+    .blob = pr_blob,
     .free = pr_free,
 };
 
@@ -807,6 +869,8 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
     pr->nrows = PQntuples(r);
     pr->ncols = PQnfields(r);
     pr->row = -1;
+    pr->decoded = NULL;
+    pr->decoded_len = NULL;
     *out = &pr->base;
     return DBPOOL_OK;
 }

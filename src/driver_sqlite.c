@@ -572,6 +572,10 @@ static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, siz
         case DBPOOL_TYPE_DOUBLE:
             src = sqlite3_bind_double(st, idx, p[i].v.f64);
             break;
+        case DBPOOL_TYPE_BLOB:
+            src = p[i].v.blob.ptr ? sqlite3_bind_blob64(st, idx, p[i].v.blob.ptr, p[i].v.blob.len, SQLITE_TRANSIENT)
+                                  : sqlite3_bind_null(st, idx);
+            break;
         default: /* text; a NULL pointer is SQL NULL, as on the server backends */
             src = p[i].v.text.ptr ? sqlite3_bind_text64(st, idx, p[i].v.text.ptr, p[i].v.text.len,
                                                         SQLITE_TRANSIENT, SQLITE_UTF8)
@@ -743,6 +747,22 @@ static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
         *len = (size_t)sqlite3_column_bytes(sr->st, col);
     return t;
 }
+static const void *sr_blob(const dbpool_result *r, int col, size_t *len) {
+    const sqlite_result *sr = (const sqlite_result *)r;
+    if (!sr->has_row || sqlite3_column_type(sr->st, col) == SQLITE_NULL) {
+        *len = 0;
+        return NULL;
+    }
+    const void *b = sqlite3_column_blob(sr->st, col);
+    *len = (size_t)sqlite3_column_bytes(sr->st, col);
+    if (b)
+        return b;
+    if (*len) { /* out of memory converting the value */
+        *len = 0;
+        return NULL;
+    }
+    return ""; /* an empty BLOB reads as a NULL pointer, but it is not SQL NULL */
+}
 static void sr_free(dbpool_result *r) {
     sqlite_result *sr = (sqlite_result *)r;
     if (sr->slot) {
@@ -761,6 +781,7 @@ static const dbpool_result_ops sqlite_result_ops = {
     .int64 = sr_int64,
     .dbl = sr_double,
     .text = sr_text,
+    .blob = sr_blob,
     .free = sr_free,
 };
 

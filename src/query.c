@@ -32,11 +32,14 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters were given but the SQL holds no statement",
                               n);
     for (size_t i = 0; i < n; i++) {
-        if (params[i].type < DBPOOL_TYPE_NULL || params[i].type > DBPOOL_TYPE_TEXT)
+        if (params[i].type < DBPOOL_TYPE_NULL || params[i].type > DBPOOL_TYPE_BLOB)
             return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu has unknown type %d", i + 1,
                                   (int)params[i].type);
         if (params[i].type == DBPOOL_TYPE_TEXT && !params[i].v.text.ptr && params[i].v.text.len)
             return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu is text with a NULL pointer", i + 1);
+        if (params[i].type == DBPOOL_TYPE_BLOB && !params[i].v.blob.ptr && params[i].v.blob.len)
+            return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu is a blob of %zu bytes with a NULL pointer",
+                                  i + 1, params[i].v.blob.len);
     }
     return DBPOOL_OK;
 }
@@ -135,6 +138,16 @@ const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len) {
         return NULL;
     }
     return r->ops->text(r, col, len);
+}
+const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len) {
+    size_t ignored;
+    if (!len)
+        len = &ignored;
+    if (!col_ok(r, col)) {
+        *len = 0;
+        return NULL;
+    }
+    return r->ops->blob ? r->ops->blob(r, col, len) : r->ops->text(r, col, len);
 }
 void dbpool_result_free(dbpool_result *r) {
     if (r)

@@ -3,8 +3,8 @@
  * backend: SQL NULL apart from the empty string, large values intact, many
  * rows, column names and counts, the typed getters on text, neutral values
  * outside the rows (include/dbpool.h: "a NULL or out-of-range column reads
- * as 0 / 0.0 / NULL"), two results open at once on one lease, and `?`
- * parameters, NULL among them.
+ * as 0 / 0.0 / NULL"), two results open at once on one lease, `?`
+ * parameters, NULL among them, and binary values.
  */
 #include "backend_common.h"
 
@@ -531,6 +531,81 @@ static void test_null_text_pointer_and_stray_parameters(void **state) {
              "a statement followed by a comment takes its parameter");
 }
 
+/* Bytes with NULs and every value 0-255, a large value, an empty one and
+ * NULL go in as blob parameters and come back intact through
+ * dbpool_result_blob (PostgreSQL decodes bytea's hex text); two blob
+ * cells of one row are readable at once; a text column reads as its text. */
+static void check_blob(dbpool_result *r, int col, const void *want, size_t want_len, const char *what) {
+    size_t len = 12345;
+    const unsigned char *got = dbpool_result_blob(r, col, &len);
+    BT_CHECK(got != NULL, "%s: a value, not NULL", what);
+    BT_CHECK(len == want_len, "%s: %zu bytes expected, got %zu", what, want_len, len);
+    BT_CHECK(want_len == 0 || memcmp(got, want, want_len) == 0, "%s: the bytes differ", what);
+    BT_CHECK(!dbpool_result_is_null(r, col), "%s: not SQL NULL", what);
+}
+
+static void test_blob_round_trip(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char blobs[96], sql[256];
+    snprintf(blobs, sizeof blobs, "%s_blob", table);
+    const char *type = bt_is("pg") ? "BYTEA" : bt_is("mysql") ? "LONGBLOB" : "BLOB";
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER NOT NULL, a %s, b %s)", blobs, type, type);
+    bt_exec(c, sql);
+
+    unsigned char all[512];
+    for (size_t i = 0; i < sizeof all; i++)
+        all[i] = (unsigned char)(i % 256);
+    size_t big_len = 300 * 1024;
+    unsigned char *big = malloc(big_len);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (unsigned char)((i * 7919u) >> 3);
+
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, a, b) VALUES (?, ?, ?)", blobs);
+    dbpool_param r1[3] = {dbpool_param_int64(1), dbpool_param_blob(all, sizeof all), dbpool_param_blob(big, big_len)};
+    dbpool_param r2[3] = {dbpool_param_int64(2), dbpool_param_blob("", 0), dbpool_param_blob(NULL, 0)};
+    bt_exec_params(c, sql, r1, 3);
+    bt_exec_params(c, sql, r2, 3);
+
+    snprintf(sql, sizeof sql, "SELECT a, b FROM %s ORDER BY id", blobs);
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "row 1");
+    check_blob(r, 0, all, sizeof all, "bytes 0-255 twice");
+    check_blob(r, 1, big, big_len, "300 KiB");
+    check_blob(r, 0, all, sizeof all, "the first cell again, after the second was read");
+    BT_CHECK(dbt_next_ok(r) == 1, "row 2");
+    check_blob(r, 0, "", 0, "an empty blob");
+    size_t len = 99;
+    BT_CHECK(dbpool_result_blob(r, 1, &len) == NULL && len == 0 && dbpool_result_is_null(r, 1),
+             "a NULL blob parameter is SQL NULL");
+    BT_CHECK(dbpool_result_blob(r, 2, &len) == NULL && len == 0, "a column past the end reads NULL");
+    BT_CHECK(dbt_next_ok(r) == 0, "two rows");
+    dbpool_result_free(r);
+
+    /* A blob parameter read straight back, and a text column through the
+     * blob getter. */
+    dbpool_param one = dbpool_param_blob(all, 300);
+    r = dbt_query_ok(c, "SELECT ?, 'plain'", &one, 1);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
+    check_blob(r, 0, all, 300, "SELECT ? of a blob");
+    check_blob(r, 1, "plain", 5, "a text column through dbpool_result_blob");
+    dbpool_result_free(r);
+
+    /* A hand-made blob parameter with a NULL pointer and a length is refused. */
+    dbpool_param bad;
+    memset(&bad, 0, sizeof bad);
+    bad.type = DBPOOL_TYPE_BLOB;
+    bad.v.blob.len = 3;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_CHECK(dbpool_exec(c, "SELECT ?", &bad, 1, NULL, &e) == DBPOOL_EINVAL && strstr(e.message, "NULL pointer"),
+             "a blob of 3 bytes at NULL: expected DBPOOL_EINVAL, got: %s", e.message);
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", blobs);
+    bt_exec(c, sql);
+    free(big);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -544,6 +619,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_round_trip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
