@@ -55,7 +55,7 @@
 /* Configuration                                                            */
 /* ------------------------------------------------------------------------ */
 
-#define PG_MAX_SECRETS 3
+#define PG_MAX_SECRETS 8
 
 typedef struct pg_config {
     char *conninfo;                          /* the URL handed to libpq */
@@ -207,6 +207,12 @@ static int configure(const char *url, void **out, dbpool_error *e) {
         add_secret(cfg, dbpool__pct_decode(raw, strlen(raw)));
         add_secret(cfg, raw);
     }
+    /* Also each password= of the query, and the userinfo's as the redactor
+     * delimits it (at the last '@'). */
+    char *found[4];
+    size_t nfound = dbpool__url_passwords(cfg->conninfo, found);
+    for (size_t i = 0; i < nfound; i++)
+        add_secret(cfg, found[i]);
 
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &perr);
@@ -275,7 +281,7 @@ static void copy_conn_error(PGconn *c, char *buf, size_t cap) {
 static int result_error(PGconn *c, const PGresult *r, int code, const char *what, dbpool_error *e) {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    char msg[400];
+    char msg[DBPOOL_MSG_CAP];
     if (primary && *primary) {
         dbpool__strlcpy(msg, primary, sizeof msg);
         one_line(msg, sizeof msg);
@@ -301,7 +307,7 @@ static int result_error(PGconn *c, const PGresult *r, int code, const char *what
  * closing (57P01 terminate, 57P02 crash), libpq holds it as an error
  * result; once the connection is bad, PQgetResult returns without I/O. */
 static int lost(PGconn *c, const char *what, dbpool_error *e) {
-    char msg[300];
+    char msg[DBPOOL_MSG_CAP];
     copy_conn_error(c, msg, sizeof msg);
     if (PQstatus(c) == CONNECTION_BAD) {
         PGresult *r = PQgetResult(c);
@@ -322,7 +328,7 @@ static int lost(PGconn *c, const char *what, dbpool_error *e) {
  */
 static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t deadline_ns, const char *what,
                      dbpool_error *e) {
-    char msg[300];
+    char msg[DBPOOL_MSG_CAP];
     if (PQsetnonblocking(c, 1) != 0 || !PQsendQuery(c, sql)) {
         copy_conn_error(c, msg, sizeof msg);
         return dbpool__seterr(e, DBPOOL_EBROKEN, "%s: %s", what, msg);
@@ -392,6 +398,11 @@ static int classify_connect_error(const char *msg) {
      * A wrong URL, not an unreachable server: no retry will help. */
     if (strncmp(msg, "invalid ", 8) == 0)
         return DBPOOL_EINVAL;
+    /* The same checks made per host come after libpq's heading for the
+     * host: 'connection to server at "h", port 1 failed: invalid integer
+     * value ...'; and a host list the ports do not match. */
+    if (strstr(msg, " failed: invalid ") || strncmp(msg, "could not match ", 16) == 0)
+        return DBPOOL_EINVAL;
     static const char *const auth[] = {
         "password authentication failed", "no password supplied", "authentication failed",
         "no pg_hba.conf entry",           "pg_hba.conf rejects",  "SCRAM authentication",
@@ -456,7 +467,7 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory starting a PostgreSQL connection");
     PQsetNoticeProcessor(c, quiet_notices, NULL);
 
-    char msg[400];
+    char msg[DBPOOL_MSG_CAP];
     char target[200];
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     if (PQstatus(c) == CONNECTION_BAD)
@@ -529,7 +540,7 @@ static void pg_disconnect(void *native) {
 static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
     PGconn *c = native;
     if (PQstatus(c) != CONNECTION_OK) {
-        char msg[300];
+        char msg[DBPOOL_MSG_CAP];
         copy_conn_error(c, msg, sizeof msg);
         return dbpool__seterr(e, DBPOOL_EBROKEN, "validation: %s", msg);
     }
@@ -691,7 +702,7 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
 /* Map a finished PGresult to OK or a filled error (does not clear it). */
 static int check_result(PGconn *c, const PGresult *r, dbpool_error *e) {
     if (!r) {
-        char msg[300];
+        char msg[DBPOOL_MSG_CAP];
         copy_conn_error(c, msg, sizeof msg);
         return dbpool__seterr(e, PQstatus(c) == CONNECTION_OK ? DBPOOL_ENOMEM : DBPOOL_EBROKEN, "%s", msg);
     }

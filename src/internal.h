@@ -37,10 +37,19 @@ void dbpool__clearerr(dbpool_error *e);
  * `scheme://user:password@` URL become "***".
  */
 void dbpool__redact(char *msg, size_t cap, const char *const *secrets);
+/* The size of dbpool_error.message: a buffer that collects a message
+ * before it goes there is at least this large, so that a message cut to
+ * fit is cut at the end of dbpool_error.message, where the redactor looks
+ * for a secret's cut-off start (redact.c). */
+#define DBPOOL_MSG_CAP sizeof(((dbpool_error *)0)->message)
 /* dbpool__redact with the passwords found in `url` (userinfo and
  * password= values, raw and decoded): for messages made before a driver
  * could say what its secrets are. */
 void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url);
+/* The passwords written in `url`: the userinfo's and each password= query
+ * value, each as written and percent-decoded, as up to 4 malloc'd strings
+ * in out; returns how many. */
+size_t dbpool__url_passwords(const char *url, char *out[4]);
 
 /* A key=value pair from a URL query, both percent-decoded. */
 typedef struct dbpool_kv {

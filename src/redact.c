@@ -47,7 +47,8 @@ static void replace_secret(char *msg, size_t cap, const char *secret) {
 static bool is_key_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-'; }
 
 /* password=value, pwd=value, passwd=value (case-insensitive; value may be
- * quoted; ends at white space, '&', ';' or the closing quote). */
+ * quoted; ends at white space, '&', ';' or a quote). A ',' does not end it:
+ * passwords hold commas, and masking too much is the safe mistake. */
 static void mask_key_values(char *msg, size_t cap) {
     static const char *const keys[] = {"password", "passwd", "pwd", "sslpassword"};
     char *out = malloc(cap);
@@ -84,8 +85,8 @@ static void mask_key_values(char *msg, size_t cap) {
                     if (*v)
                         v++;
                 } else {
-                    while (*v && !isspace((unsigned char)*v) && *v != '&' && *v != ';' && *v != ',' &&
-                           *v != '"' && *v != '\'')
+                    while (*v && !isspace((unsigned char)*v) && *v != '&' && *v != ';' && *v != '"' &&
+                           *v != '\'')
                         v++;
                 }
                 s = v;
@@ -149,6 +150,44 @@ static void mask_url_userinfo(char *msg, size_t cap) {
     free(out);
 }
 
+/* A message cut to fit its buffer may end in the first part of a secret,
+ * which no whole-secret match finds, or in a URL's "user:pass" whose '@'
+ * was cut off. Both tails are masked. */
+static void mask_cut_tail(char *msg, size_t cap, const char *const *secrets) {
+    if (cap <= sizeof MASK)
+        return;
+    size_t len = strlen(msg);
+    size_t cut = len;
+    for (size_t i = 0; secrets && secrets[i]; i++) {
+        size_t slen = strlen(secrets[i]);
+        for (size_t k = slen > len ? len : slen; k > 0; k--) {
+            if (memcmp(msg + len - k, secrets[i], k) == 0) {
+                if (len - k < cut)
+                    cut = len - k;
+                break;
+            }
+        }
+    }
+    /* The last URL, if its authority runs to the end with no '@': from
+     * the ':' after the user on. */
+    const char *last = NULL;
+    for (const char *s = strstr(msg, "://"); s; s = strstr(s + 3, "://"))
+        last = s;
+    if (last) {
+        const char *auth = last + 3;
+        size_t n = strcspn(auth, "/?#@ \t\r\n");
+        const char *colon = memchr(auth, ':', n);
+        if (auth[n] == '\0' && colon && (size_t)(colon + 1 - msg) < cut)
+            cut = (size_t)(colon + 1 - msg);
+    }
+    if (cut == len)
+        return;
+    /* Room for the mask: give up what it would overwrite. */
+    if (cut + sizeof MASK > cap)
+        cut = cap - sizeof MASK;
+    memcpy(msg + cut, MASK, sizeof MASK);
+}
+
 void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     if (!msg || cap == 0)
         return;
@@ -172,11 +211,13 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     }
     mask_key_values(msg, cap);
     mask_url_userinfo(msg, cap);
+    /* Only a full buffer can have been cut (every message buffer that
+     * feeds this one is at least as large). */
+    if (strlen(msg) + 1 == cap)
+        mask_cut_tail(msg, cap, secrets);
 }
 
-/* Collect the password of a URL: the userinfo's and any password= value,
- * each as written and percent-decoded. At most 4 strings. */
-static size_t url_passwords(const char *url, char *out[4]) {
+size_t dbpool__url_passwords(const char *url, char *out[4]) {
     size_t n = 0;
     const char *sep = strstr(url, "://");
     if (sep) {
@@ -225,7 +266,7 @@ void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url) {
     if (!msg || !url)
         return;
     char *found[5] = {NULL, NULL, NULL, NULL, NULL};
-    size_t n = url_passwords(url, found);
+    size_t n = dbpool__url_passwords(url, found);
     const char *list[5];
     for (size_t i = 0; i < n; i++)
         list[i] = found[i];

@@ -227,6 +227,43 @@ static void test_bad_value_is_invalid_url(void **state) {
     if (rc != DBPOOL_EINVAL || !strstr(err.message, "sslmode"))
         fail_msg("rc=%d: %s", rc, err.message);
     assert_null(p);
+    /* Checked per host, so libpq's message starts with the host's heading
+     * ("connection to server at ... failed: invalid ..."); and ports that
+     * do not match the hosts. Nothing listens on the port: a connect would
+     * be ECONNECT. */
+    int port = dbt_free_port();
+    char url[256];
+    snprintf(url, sizeof url, "postgresql://u@127.0.0.1:%d/db?keepalives=x", port);
+    p = (dbpool *)1;
+    rc = dbpool_open(&p, url, &o, &err);
+    if (rc != DBPOOL_EINVAL || !strstr(err.message, "keepalives"))
+        fail_msg("keepalives=x: rc=%s: %s", dbpool_errname(rc), err.message);
+    assert_null(p);
+    snprintf(url, sizeof url, "postgresql://u@127.0.0.1,127.0.0.1/db?port=%d,%d,%d", port, port, port);
+    p = (dbpool *)1;
+    rc = dbpool_open(&p, url, &o, &err);
+    if (rc != DBPOOL_EINVAL)
+        fail_msg("three ports for two hosts: rc=%s: %s", dbpool_errname(rc), err.message);
+    assert_null(p);
+}
+
+/* libpq quotes the whole URL in some parse errors: a query password is
+ * masked whole, a ',' in it included, encoded or not. */
+static void test_parse_error_hides_query_password(void **state) {
+    (void)state;
+    static const char *const urls[] = {
+        "postgresql://app@[::1/app?password=hunter2,XsecretX",
+        "postgresql://app@[]/app?password=a%2CXsecretX",
+        "postgresql://u:XsecretY@[::1/db?password=zz,XsecretX",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        dbpool *p = (dbpool *)1;
+        dbpool_error err;
+        int rc = dbpool_open(&p, urls[i], NULL, &err);
+        if (rc != DBPOOL_EINVAL || strstr(err.message, "Xsecret") || strstr(err.message, "hunter2"))
+            fail_msg("%s: rc=%s: %s", urls[i], dbpool_errname(rc), err.message);
+        assert_null(p);
+    }
 }
 
 /* `?` becomes $n only outside strings, quoted identifiers, dollar quotes
@@ -605,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_url_keys_reach_libpq),
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_bad_value_is_invalid_url),
+        cmocka_unit_test(test_parse_error_hides_query_password),
         cmocka_unit_test(test_placeholders_outside_quotes),
         cmocka_unit_test(test_value_round_trip),
         cmocka_unit_test(test_sqlstate_on_error),

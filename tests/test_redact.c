@@ -37,6 +37,10 @@ static void test_key_values(void **state) {
     check("pwd=abc;uid=x", NULL, "pwd=***;uid=x");
     check("?password=abc&user=u", NULL, "?password=***&user=u");
     check("mypassword=1 is not a key", NULL, "mypassword=1 is not a key");
+    /* A comma is part of the value: libpq quotes a URL whose query
+     * password holds one. */
+    check("in URI: \"postgresql://app@[::1/app?password=hunter2,XsecretX\"", NULL,
+          "in URI: \"postgresql://app@[::1/app?password=***\"");
 }
 
 static void test_known_secrets(void **state) {
@@ -64,12 +68,37 @@ static void test_truncation_safe(void **state) {
     assert_true(strlen(buf) < sizeof buf);
 }
 
+/* A message cut to fit its buffer, with a secret or a URL's password cut
+ * in two at its end: the part left is masked too. */
+static void test_cut_secret_at_the_end(void **state) {
+    (void)state;
+    char buf[64];
+    const char *secrets[] = {"XsecretPasswordX", NULL};
+    snprintf(buf, sizeof buf, "%s", "a long message that ends in the middle of XsecretPasswordX here");
+    dbpool__redact(buf, sizeof buf, secrets);
+    assert_null(strstr(buf, "Xsecret"));
+    assert_non_null(strstr(buf, "***"));
+    assert_true(strlen(buf) < sizeof buf);
+
+    /* No secrets known: a URL whose '@' was cut off. */
+    snprintf(buf, sizeof buf, "%s", "invalid URI: \"postgresql://uuuuuuuuuu:XsecretPasswordX@host/db\"");
+    dbpool__redact(buf, sizeof buf, NULL);
+    assert_null(strstr(buf, "Xsecret"));
+    assert_non_null(strstr(buf, "postgresql://uuuuuuuuuu:***"));
+
+    /* A message that was not cut keeps its end. */
+    snprintf(buf, sizeof buf, "%s", "connect to postgresql://h:5432");
+    dbpool__redact(buf, sizeof buf, secrets);
+    assert_string_equal(buf, "connect to postgresql://h:5432");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_userinfo),
         cmocka_unit_test(test_key_values),
         cmocka_unit_test(test_known_secrets),
         cmocka_unit_test(test_truncation_safe),
+        cmocka_unit_test(test_cut_secret_at_the_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
