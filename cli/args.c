@@ -1,12 +1,14 @@
 /* args.c — command-line option matching and number parsing. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value) {
     const char *arg = argv[*i];
@@ -72,8 +74,36 @@ const char *cli_opt_name(const char *arg) {
     return buf;
 }
 
+bool cli_showable(const char *arg) {
+    static const char *const hints[] = {"://", "@", "password", "passwd", "pwd="};
+    size_t n = arg ? strlen(arg) : 0;
+    if (!arg || n > 200)
+        return false;
+    for (size_t i = 0; i < sizeof hints / sizeof *hints; i++) {
+        size_t hl = strlen(hints[i]);
+        for (size_t at = 0; at + hl <= n; at++)
+            if (strncasecmp(arg + at, hints[i], hl) == 0)
+                return false;
+    }
+    return true;
+}
+
+const char *cli_shown(const char *arg) { return cli_showable(arg) ? arg : CLI_NOT_SHOWN; }
+
+/* Plain decimal only, as the URL's numbers: no blanks, no '+', no hex. */
+static bool plain_number(const char *s, bool fraction) {
+    if (*s == '-')
+        s++;
+    if (!isdigit((unsigned char)*s) && !(fraction && *s == '.' && isdigit((unsigned char)s[1])))
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s) && !(fraction && *s == '.'))
+            return false;
+    return true;
+}
+
 bool cli_parse_int(const char *s, int lo, int hi, int *out) {
-    if (!s || !*s)
+    if (!s || !*s || !plain_number(s, false))
         return false;
     char *end;
     errno = 0;
@@ -85,7 +115,7 @@ bool cli_parse_int(const char *s, int lo, int hi, int *out) {
 }
 
 bool cli_parse_seconds(const char *s, int64_t *ms) {
-    if (!s || !*s)
+    if (!s || !*s || !plain_number(s, true))
         return false;
     char *end;
     errno = 0;

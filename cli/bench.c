@@ -123,12 +123,12 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             if (!cli_parse_int(v, 1, MAX_THREADS, &a->threads))
                 return cli_usage_error(CMD,
                                        "--threads '%s' is not a number from 1 to %d: use e.g. --threads 50",
-                                       v, MAX_THREADS);
+                                       cli_shown(v), MAX_THREADS);
             continue;
         case 1:
             if (!cli_parse_int(v, 1, MAX_POOL, &a->pool_size))
                 return cli_usage_error(
-                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 10", v,
+                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 10", cli_shown(v),
                     MAX_POOL);
             a->pool_size_given = true;
             continue;
@@ -137,7 +137,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 return cli_usage_error(CMD,
                                        "--duration '%s' is not a number of seconds above 0 and at most %d: "
                                        "use e.g. --duration 30 or --duration 0.5",
-                                       v, MAX_DURATION_S);
+                                       cli_shown(v), MAX_DURATION_S);
             continue;
         case 3:
             if (strcmp(v, "cycle") == 0)
@@ -148,7 +148,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 a->mode = CLI_MODE_CONNECT;
             else
                 return cli_usage_error(
-                    CMD, "--mode '%s' is unknown: use cycle, statement or connect-per-query", v);
+                    CMD, "--mode '%s' is unknown: use cycle, statement or connect-per-query", cli_shown(v));
             a->mode_given = true;
             continue;
         case 4:
@@ -164,21 +164,21 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 return cli_usage_error(CMD,
                                        "--hold-ms '%s' is not a number of milliseconds from 0 to %.0f: "
                                        "use e.g. --hold-ms 0.1",
-                                       v, MAX_HOLD_MS);
+                                       cli_shown(v), MAX_HOLD_MS);
             a->hold_ms = ms;
             continue;
         }
         case 6:
             if (!cli_parse_int(v, 1, MAX_BURST, &a->burst))
                 return cli_usage_error(
-                    CMD, "--burst '%s' is not a number from 1 to %d: use e.g. --burst 10000", v, MAX_BURST);
+                    CMD, "--burst '%s' is not a number from 1 to %d: use e.g. --burst 10000", cli_shown(v), MAX_BURST);
             continue;
         case 7:
             if (!cli_parse_seconds(v, &a->timeout_ms))
                 return cli_usage_error(CMD,
-                                       "--timeout '%s' is not a number of seconds above 0: "
-                                       "use e.g. --timeout 5 or --timeout 0.5",
-                                       v);
+                                       "--timeout '%s' is not a number of seconds above 0 and at most "
+                                       "a year: use e.g. --timeout 5 or --timeout 0.5",
+                                       cli_shown(v));
             continue;
         case 8:
             a->listen = v;

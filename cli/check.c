@@ -132,9 +132,9 @@ int cli_check_main(int argc, char **argv) {
         if (which == 0) {
             if (!cli_parse_seconds(v, &timeout_ms))
                 return cli_usage_error(CMD,
-                                       "--timeout '%s' is not a number of seconds above 0: "
-                                       "use e.g. --timeout 5 or --timeout 0.5",
-                                       v);
+                                       "--timeout '%s' is not a number of seconds above 0 and at most "
+                                       "a year: use e.g. --timeout 5 or --timeout 0.5",
+                                       cli_shown(v));
         } else if (!only_positional && cli_opt_flag(arg, "verbose")) {
             verbose = true;
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {

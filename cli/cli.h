@@ -68,6 +68,14 @@ int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]);
 const char *cli_opt_name(const char *arg);
 
 /* A base-10 int in [lo, hi], the whole string; false otherwise. */
+/* An argument fit to quote in an error message: one that may hold a
+ * password (a URL pasted after an option that takes a value, as
+ * `--timeout $EMPTY "$DATABASE_URL"` does) is not shown. cli_shown gives
+ * the argument, or CLI_NOT_SHOWN in its place. */
+#define CLI_NOT_SHOWN "(not shown: it looks like a URL, which may hold a password)"
+bool cli_showable(const char *arg);
+const char *cli_shown(const char *arg);
+
 bool cli_parse_int(const char *s, int lo, int hi, int *out);
 /* Seconds, fractions allowed ("0.001", "2.5"), strictly positive and
  * finite; *ms is rounded up so that any positive value gives >= 1 ms. */

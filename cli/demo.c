@@ -148,7 +148,7 @@ static bool blank(const char *s, size_t len) {
 static int read_labels(const char *path, labels *out) {
     FILE *f = fopen(path, "r");
     if (!f)
-        return cli_fail(CMD, "cannot open input file '%s': %s: check the --input path", path,
+        return cli_fail(CMD, "cannot open input file '%s': %s: check the --input path", cli_shown(path),
                         strerror(errno));
     char *line = NULL;
     size_t cap = 0;
@@ -167,27 +167,30 @@ static int read_labels(const char *path, labels *out) {
             continue;
         if (len > MAX_LABEL_BYTES) {
             rc = cli_fail(CMD, "input file '%s' line %ld is %zu bytes long, more than %d: shorten the label",
-                          path, lineno, len, MAX_LABEL_BYTES);
+                          cli_shown(path), lineno, len, MAX_LABEL_BYTES);
             break;
         }
         if (memchr(line, '\0', len)) {
-            rc = cli_fail(CMD, "input file '%s' line %ld contains a NUL byte: labels must be text", path,
+            rc = cli_fail(CMD, "input file '%s' line %ld contains a NUL byte: labels must be text",
+                          cli_shown(path),
                           lineno);
             break;
         }
         if (!valid_utf8((const unsigned char *)line, len)) {
-            rc = cli_fail(CMD, "input file '%s' line %ld is not valid UTF-8: save the file as UTF-8", path,
+            rc = cli_fail(CMD, "input file '%s' line %ld is not valid UTF-8: save the file as UTF-8",
+                          cli_shown(path),
                           lineno);
             break;
         }
         if (!labels_push(out, line, len)) {
-            rc = cli_fail(CMD, "out of memory reading input file '%s': use a smaller file", path);
+            rc = cli_fail(CMD, "out of memory reading input file '%s': use a smaller file", cli_shown(path));
             break;
         }
         errno = 0;
     }
     if (rc == CLI_EXIT_OK && ferror(f))
-        rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file", path,
+        rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file",
+                      cli_shown(path),
                       strerror(errno ? errno : EIO));
     free(line);
     fclose(f);
@@ -208,7 +211,8 @@ static int probe_temporary(const char *path, const char *dir) {
         return cli_fail(CMD, "out of memory: try again");
     int rc = CLI_EXIT_OK;
     if (fd < 0) {
-        rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output", dir,
+        rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output",
+                      cli_shown(dir),
                       strerror(errno));
     } else {
         close(fd);
@@ -230,8 +234,8 @@ static int check_output_path(const char *path) {
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     if (!*base)
-        return cli_usage_error(CMD, "--output '%s' ends with '/': give a file name, e.g. %sdemo.json", path,
-                               path);
+        return cli_usage_error(CMD, "--output '%s' ends with '/': give a file name, e.g. %sdemo.json",
+                               cli_shown(path), cli_showable(path) ? path : "DIR/");
     /* The temporary file's name is the file's name plus the suffix, so the
      * name must leave room for it. */
     size_t longest_name = NAME_MAX - (sizeof CLI_TMP_SUFFIX - 1);
@@ -248,7 +252,7 @@ static int check_output_path(const char *path) {
     struct stat st, target;
     bool target_exists = stat(path, &target) == 0;
     if (target_exists && S_ISDIR(target.st_mode))
-        return cli_fail(CMD, "output '%s' is a directory: give a file name to --output", path);
+        return cli_fail(CMD, "output '%s' is a directory: give a file name to --output", cli_shown(path));
     char *dir = strdup(path);
     if (!dir)
         return cli_fail(CMD, "out of memory: try again");
@@ -256,10 +260,11 @@ static int check_output_path(const char *path) {
     const char *d = dir_slash == dir ? "/" : dir_slash ? (*dir_slash = '\0', dir) : ".";
     int rc = CLI_EXIT_OK;
     if (stat(d, &st) != 0)
-        rc = cli_fail(CMD, "output directory '%s' does not exist: %s: create it or change --output", d,
+        rc = cli_fail(CMD, "output directory '%s' does not exist: %s: create it or change --output",
+                      cli_shown(d),
                       strerror(errno));
     else if (!S_ISDIR(st.st_mode))
-        rc = cli_fail(CMD, "'%s' is not a directory: change --output", d);
+        rc = cli_fail(CMD, "'%s' is not a directory: change --output", cli_shown(d));
     else if (target_exists && (st.st_mode & S_ISVTX) && geteuid() != 0 && target.st_uid != geteuid() &&
              st.st_uid != geteuid())
         /* A sticky directory (like /tmp) lets only the owner replace a file:
@@ -267,7 +272,7 @@ static int check_output_path(const char *path) {
         rc = cli_fail(CMD,
                       "cannot replace '%s': it belongs to another user in a sticky directory: "
                       "remove it or change --output",
-                      path);
+                      cli_shown(path));
     else
         rc = probe_temporary(path, d);
     free(dir);
@@ -461,21 +466,21 @@ static int parse_args(int argc, char **argv, demo_args *a) {
                 return cli_usage_error(CMD,
                                        "--pool-size '%s' is not a whole number from 1 to 100000: "
                                        "give the pool at least one connection",
-                                       v);
+                                       cli_shown(v));
             break;
         case 4:
             if (!cli_parse_seconds(v, &a->timeout_ms))
                 return cli_usage_error(CMD,
-                                       "--timeout '%s' is not a number of seconds above 0: "
-                                       "use e.g. --timeout 5 or --timeout 0.5",
-                                       v);
+                                       "--timeout '%s' is not a number of seconds above 0 and at most "
+                                       "a year: use e.g. --timeout 5 or --timeout 0.5",
+                                       cli_shown(v));
             break;
         case 5:
             if (!cli_parse_int(v, 0, 1000, &a->retries))
                 return cli_usage_error(CMD,
                                        "--retries '%s' is not a whole number from 0 to 1000: "
                                        "use e.g. --retries 3",
-                                       v);
+                                       cli_shown(v));
             break;
         default:
             if (cli_opt_flag(arg, "reset"))

@@ -27,7 +27,7 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
             return cli_usage_error(cmd,
                                    "--metrics-listen '%s': the '[' is not closed: write the IPv6 "
                                    "address in brackets, then the port: [::1]:9187",
-                                   spec),
+                                   cli_shown(spec)),
                    false;
         colon = close[1] == ':' || close[1] == '\0' ? close + 1 : NULL;
     }
@@ -35,13 +35,14 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
         return cli_usage_error(cmd,
                                "--metrics-listen '%s' is not HOST:PORT: use e.g. "
                                "--metrics-listen 127.0.0.1:9187",
-                               spec),
+                               cli_shown(spec)),
                false;
     if (colon[0] == '\0' || colon[1] == '\0')
         return cli_usage_error(cmd,
                                "--metrics-listen '%s': the port is missing: use e.g. "
                                "--metrics-listen %.*s:9187 (0 picks a free port)",
-                               spec, (int)(colon - spec), spec),
+                               cli_shown(spec), cli_showable(spec) ? (int)(colon - spec) : 4,
+                               cli_showable(spec) ? spec : "HOST"),
                false;
     char host[64];
     size_t hl = (size_t)(colon - spec);
@@ -55,7 +56,7 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
         return cli_usage_error(cmd,
                                "--metrics-listen: port '%s' is not a number from 0 to 65535: "
                                "use e.g. --metrics-listen 127.0.0.1:9187",
-                               colon + 1),
+                               cli_showable(spec) ? colon + 1 : CLI_NOT_SHOWN),
                false;
     out->port = port;
 
@@ -65,7 +66,7 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
         size_t n = strlen(host); /* ends with the ']' found above */
         if (n < 3)
             return cli_usage_error(cmd, "--metrics-listen: '%s' is not a bracketed IPv6 address: use [::1]",
-                                   host),
+                                   cli_showable(spec) ? host : CLI_NOT_SHOWN),
                    false;
         memcpy(v6, host + 1, n - 2);
         v6[n - 2] = '\0';
@@ -99,7 +100,7 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
     return cli_usage_error(cmd,
                            "--metrics-listen: '%s' is not an IP address: use 127.0.0.1, [::1] "
                            "or localhost",
-                           host),
+                           cli_showable(spec) ? host : CLI_NOT_SHOWN),
            false;
 
 not_loopback:

@@ -82,11 +82,11 @@ int cli_stat_main(int argc, char **argv) {
         if (which == 0) {
             if (!cli_parse_int(v, 1, MAX_THREADS, &threads))
                 return cli_usage_error(
-                    CMD, "--threads '%s' is not a number from 1 to %d: use e.g. --threads 8", v, MAX_THREADS);
+                    CMD, "--threads '%s' is not a number from 1 to %d: use e.g. --threads 8", cli_shown(v), MAX_THREADS);
         } else if (which == 1) {
             if (!cli_parse_int(v, 1, MAX_POOL, &pool_size))
                 return cli_usage_error(
-                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", v,
+                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", cli_shown(v),
                     MAX_POOL);
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0' && !(url && negative_number(arg))) {
             return cli_bad_option(CMD, arg, flags);
@@ -107,10 +107,10 @@ int cli_stat_main(int argc, char **argv) {
     if (interval_s && (!cli_parse_seconds(interval_s, &interval_ms) || interval_ms > MAX_INTERVAL_S * 1000LL))
         return cli_usage_error(
             CMD, "interval '%s' is not a number of seconds above 0 and at most %d: use e.g. 1 or 0.5",
-            interval_s, MAX_INTERVAL_S);
+            cli_shown(interval_s), MAX_INTERVAL_S);
     int count = 0; /* 0: until a signal */
     if (count_s && !cli_parse_int(count_s, 1, 1000000000, &count))
-        return cli_usage_error(CMD, "count '%s' is not a number of lines from 1: use e.g. 10", count_s);
+        return cli_usage_error(CMD, "count '%s' is not a number of lines from 1: use e.g. 10", cli_shown(count_s));
 
     dbpool_options o;
     dbpool_options_init(&o);

@@ -513,6 +513,37 @@ static void test_connect_failure_and_no_password(void **state) {
     dbt_run_free(&r);
 }
 
+/* A URL taken as an option's value (`--timeout $EMPTY "$URL"`) is refused
+ * without being shown, whichever option or position takes it. */
+static void test_misplaced_url_not_echoed(void **state) {
+    (void)state;
+    const char *url = "postgresql://bob:s3cretPW@127.0.0.1:1/db";
+    char listen[80];
+    snprintf(listen, sizeof listen, "mysql://u:s3cretPW@h");
+    const char *const *cases[] = {
+        (const char *[]){"check", "--timeout", url, NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--mode", url, NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--threads", url, NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--duration", url, NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--metrics-listen", listen, NULL},
+        (const char *[]){"stat", "sqlite::memory:", url, NULL},
+        (const char *[]){"stat", "sqlite::memory:", "1", url, NULL},
+        (const char *[]){"demo", "--input", url, "--output", "/nonexistent-dir/o.json", NULL},
+        (const char *[]){"demo", "--input", "/dev/null", "--output", url, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dbt_run r = dbt_run_cli(cases[i]);
+        if (r.status == 0 || strstr(r.err, "s3cretPW") || strstr(r.out, "s3cretPW") || !strstr(r.err, "not shown"))
+            fail_msg("case %zu (%s %s): exit %d, stderr: %s", i, cases[i][0], cases[i][1], r.status, r.err);
+        dbt_run_free(&r);
+    }
+    /* Numbers are plain decimal, as in the URL: no hex, no '+', no blanks. */
+    expect_usage((const char *[]){"check", "--timeout", "0x10", "sqlite::memory:", NULL}, "--timeout '0x10'");
+    expect_usage((const char *[]){"check", "--timeout", "40000000", "sqlite::memory:", NULL}, "at most a year");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", " +2", NULL}, "--threads");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", " 1", NULL}, "interval");
+}
+
 static void test_metrics_listen_refused(void **state) {
     (void)state;
     /* Refused from the address alone, before anything is opened. */
@@ -810,6 +841,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_connect_failure_and_no_password),
+        cmocka_unit_test(test_misplaced_url_not_echoed),
         cmocka_unit_test(test_metrics_listen_refused),
         cmocka_unit_test(test_metrics_served),
         cmocka_unit_test(test_metrics_listen_port_taken),
