@@ -259,7 +259,13 @@ static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpoo
         if (dbpool__now_ns() + delay * DBPOOL_NS_PER_MS >= deadline)
             break; /* no time left for another attempt */
         backoff_sleep(p, delay);
-        if (still_wanted && !still_wanted(p))
+        /* While it slept, the pool may have closed, or another connect's
+         * failure opened the breaker: then no more attempts (the breaker's
+         * trial is for whoever it admits after the cooldown). */
+        lock(p);
+        bool stop = p->closed || p->connectors_stop || p->breaker != DBPOOL_BREAKER_CLOSED;
+        unlock(p);
+        if (stop || (still_wanted && !still_wanted(p)))
             break;
     }
     if (rc != DBPOOL_OK && err)
@@ -402,6 +408,19 @@ static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
     dbpool__fail_waiters_locked(p, e, hopeless && p->n_leased == 0 && p->connect_running == 0);
 }
 
+/* A connector's whole time for one connection: every attempt and every
+ * backoff between them. Saturates instead of overflowing (options allow
+ * durations up to 2^62 ns). */
+static int64_t connect_budget_ms(const dbpool_options *o) {
+    int64_t attempts = (int64_t)o->max_retries + 1, limit = INT64_MAX / DBPOOL_NS_PER_MS;
+    if (o->connect_timeout_ms > limit / attempts)
+        return limit;
+    int64_t budget = o->connect_timeout_ms * attempts;
+    if (o->max_retries > 0 && o->backoff_max_ms > (limit - budget) / o->max_retries)
+        return limit;
+    return budget + o->backoff_max_ms * o->max_retries;
+}
+
 static void *connector_main(void *arg) {
     dbpool *p = arg;
     lock(p);
@@ -420,8 +439,7 @@ static void *connector_main(void *arg) {
         dbpool__clearerr(&e);
         /* Each attempt is bounded by connect_timeout_ms; the whole by the
          * retry budget, cut short when no waiter needs it any more. */
-        int64_t budget =
-            p->opt.connect_timeout_ms * (p->opt.max_retries + 1) + p->opt.backoff_max_ms * p->opt.max_retries;
+        int64_t budget = connect_budget_ms(&p->opt);
         int rc = create_native(p, dbpool__deadline_after_ms(budget), still_wanted, &native, &e);
         lock(p);
         p->connect_running--;

@@ -22,33 +22,44 @@ static void push(dbpool_conn **list, dbpool_conn *c) {
     *list = c;
 }
 
-/* Lock held. Move idle connections that need work onto three lists. */
-static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out,
-                        dbpool_conn **ping) {
-    int64_t keepalive = p->opt.keepalive_ms * DBPOOL_NS_PER_MS;
+/* Lock held. Move idle connections due to close onto two lists. */
+static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out) {
     dbpool_conn *c = p->idle_tail;
     while (c) {
         dbpool_conn *prev = c->prev;
         bool is_expired = now >= c->expires_ns;
         bool is_idle_out = dbpool__idle_expired_locked(p, c, now);
         bool over_cap = dbpool__total_locked(p) > p->cap;
-        int64_t last_touch = c->last_used_ns > c->last_ping_ns ? c->last_used_ns : c->last_ping_ns;
-        bool due_ping = keepalive > 0 && now - last_touch >= keepalive;
         if (is_expired || is_idle_out || over_cap) {
             dbpool__idle_remove(p, c);
             c->state = CONN_CLOSING;
             p->n_closing++;
             push(is_expired ? expired : idle_out, c);
-        } else if (due_ping) {
-            dbpool__idle_remove(p, c);
-            c->state = CONN_LEASED; /* held by maintenance for the ping */
-            c->pinging = true;      /* but no caller's: a timeout does not name it a holder */
-            p->n_leased++;
-            p->n_pinging++; /* nor do in_use, the peak and the utilisation count it */
-            push(ping, c);
         }
         c = prev;
     }
+}
+
+/* Lock held. The oldest idle connection due a keepalive ping that this
+ * pass (started at pass_ns) has not pinged yet, held for the ping; NULL
+ * when none. One at a time: a ping that hangs holds only its own
+ * connection, and the others stay in the idle list for callers. */
+static dbpool_conn *next_ping_locked(dbpool *p, int64_t now, int64_t pass_ns) {
+    int64_t keepalive = p->opt.keepalive_ms * DBPOOL_NS_PER_MS;
+    if (keepalive <= 0 || p->closed || p->maint_stop)
+        return NULL;
+    for (dbpool_conn *c = p->idle_tail; c; c = c->prev) {
+        int64_t last_touch = c->last_used_ns > c->last_ping_ns ? c->last_used_ns : c->last_ping_ns;
+        if (now - last_touch < keepalive || c->last_ping_ns >= pass_ns)
+            continue;
+        dbpool__idle_remove(p, c);
+        c->state = CONN_LEASED; /* held by maintenance for the ping */
+        c->pinging = true;      /* but no caller's: a timeout does not name it a holder */
+        p->n_leased++;
+        p->n_pinging++; /* nor do in_use, the peak and the utilisation count it */
+        return c;
+    }
+    return NULL;
 }
 
 typedef struct leak_report {
@@ -150,7 +161,7 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
 }
 
 void dbpool__maint_pass(dbpool *p) {
-    dbpool_conn *expired = NULL, *idle_out = NULL, *ping = NULL;
+    dbpool_conn *expired = NULL, *idle_out = NULL;
     leak_report leaks[MAX_LEAK_REPORTS];
     lock(p);
     if (p->closed) {
@@ -166,7 +177,7 @@ void dbpool__maint_pass(dbpool *p) {
     int old_cap;
     int new_cap = autoscale_locked(p, now, &old_cap);
     int nleaks = scan_leaks_locked(p, now, leaks);
-    pick_locked(p, now, &expired, &idle_out, &ping);
+    pick_locked(p, now, &expired, &idle_out);
     breaker_event ev = dbpool__request_connections_locked(p); /* reclaimed or grown places */
     unlock(p);
     dbpool__log_breaker_event(p, ev);
@@ -175,9 +186,12 @@ void dbpool__maint_pass(dbpool *p) {
     log_leaks(p, leaks, nleaks);
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
-    while (ping) {
-        dbpool_conn *next = ping->next;
-        ping->next = NULL;
+    for (;;) {
+        lock(p);
+        dbpool_conn *ping = next_ping_locked(p, dbpool__fast_now_ns(), now);
+        unlock(p);
+        if (!ping)
+            break;
         dbpool_error e;
         dbpool__clearerr(&e);
         int prc = p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e);
@@ -192,7 +206,6 @@ void dbpool__maint_pass(dbpool *p) {
                         (unsigned long long)ping->id, e.message);
             dbpool__destroy_conn(p, ping, DBPOOL_CLOSE_BROKEN);
         }
-        ping = next;
     }
 
     /* Refill to min_size, one connection at a time, outside the lock. */
@@ -230,12 +243,13 @@ static void *maint_main(void *arg) {
     while (!p->maint_stop) {
         int64_t wake = dbpool__deadline_after_ms(p->opt.maintenance_interval_ms);
         struct timespec ts = {(time_t)(wake / INT64_C(1000000000)), (long)(wake % INT64_C(1000000000))};
-        while (!p->maint_stop) {
+        while (!p->maint_stop && !p->maint_woken) {
             if (pthread_cond_timedwait(&p->maint_cond, &p->lock, &ts) == ETIMEDOUT)
                 break;
         }
         if (p->maint_stop)
             break;
+        p->maint_woken = false;
         unlock(p);
         dbpool__maint_pass(p);
         lock(p);
@@ -244,7 +258,10 @@ static void *maint_main(void *arg) {
     return NULL;
 }
 
-void dbpool__maint_wake(dbpool *p) { pthread_cond_signal(&p->maint_cond); }
+void dbpool__maint_wake(dbpool *p) {
+    p->maint_woken = true; /* a pass now, not a signal the wait would sleep on through */
+    pthread_cond_signal(&p->maint_cond);
+}
 
 int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     pthread_attr_t attr;

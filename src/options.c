@@ -269,7 +269,10 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             (long long)o->idle_timeout_ms);
     REQUIRE(o->max_lifetime_ms >= 0, "max_lifetime_ms must be 0 (unlimited) or more (got %lld)",
             (long long)o->max_lifetime_ms);
-    REQUIRE(o->max_retries >= 0, "max_retries must be 0 or more (got %d)", o->max_retries);
+    REQUIRE(o->max_retries >= 0 && o->max_retries <= 1000,
+            "max_retries must be from 0 to 1000 (got %d): with the backoff capped at backoff_max_ms, 1000 "
+            "retries already last for hours",
+            o->max_retries);
     REQUIRE(o->backoff_base_ms >= 0, "backoff_base_ms must be 0 or more (got %lld)",
             (long long)o->backoff_base_ms);
     REQUIRE(o->backoff_max_ms >= o->backoff_base_ms,

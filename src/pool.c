@@ -622,6 +622,9 @@ int dbpool_close(dbpool *p) {
     dbpool__recall_parked_locked(p, false, -1);
     for (waiter *w = p->wait_head; w; w = w->next)
         pthread_cond_signal(&w->cond);
+    /* Connects asleep in a retry backoff (the maintenance thread's refill
+     * among them): awake, they see the pool closed and stop. */
+    pthread_cond_broadcast(&p->connector_cond);
     unlock(p);
     /* Joins: a connect in flight finishes first (bounded by
      * connect_timeout_ms); backoff sleeps are cut short. */

@@ -168,6 +168,7 @@ struct dbpool {
     /* maintenance thread */
     bool maint_running;
     bool maint_stop;
+    bool maint_woken; /* dbpool__maint_wake asked for a pass before the interval is up */
     pthread_t maint_thread;
     pthread_cond_t maint_cond;
     double util_sum; /* autoscale: utilisation samples since the last decision */

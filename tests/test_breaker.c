@@ -285,6 +285,48 @@ static void test_failure_while_open_restarts_cooldown(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void *acquire_for_3s(void *arg) {
+    dbpool_conn *c = NULL;
+    if (dbpool_acquire(arg, 3000, &c, NULL) == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* A connect asleep in its retry backoff when another's failure opens the
+ * breaker makes no more attempts: none run during the cooldown. */
+static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 4);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_connecting = 2;
+    o.max_retries = 5;
+    o.backoff_base_ms = 200;
+    o.backoff_max_ms = 200;
+    o.breaker_failures = 2;
+    o.breaker_cooldown_ms = 10000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_mock_set_connect_delay_ms(20);
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, acquire_for_3s, p), 0);
+    dbt_sleep_ms(10); /* the second connect fails while the first sleeps 100-200 ms */
+    assert_int_equal(pthread_create(&b, NULL, acquire_for_3s, p), 0);
+    assert_int_equal(pthread_join(a, NULL), 0);
+    assert_int_equal(pthread_join(b, NULL), 0);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    if (mock_connects() != 2)
+        fail_msg("%ld connect attempts: the one asleep in its backoff tried again after the breaker opened",
+                 mock_connects());
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_disabled_breaker(void **state) {
     (void)state;
     dbpool_options o;
@@ -309,6 +351,7 @@ int main(void) {
         cmocka_unit_test_setup(test_manual_reset, setup),
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
+        cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
         cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
         cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
     };

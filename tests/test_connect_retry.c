@@ -222,6 +222,42 @@ static void test_after_connect_and_init_sql(void **state) {
     assert_int_equal(n.live, 0);
 }
 
+/* dbpool_close cuts short a retry backoff (here the maintenance thread's
+ * refill, asleep for 5 s), and no attempt follows it. */
+static void test_close_cuts_backoff_short(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 50;
+    o.connect_timeout_ms = 60000;
+    o.backoff_base_ms = 5000;
+    o.backoff_max_ms = 5000;
+    o.max_retries = 3;
+    o.breaker_failures = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_discard(c); /* below min_size: the next pass refills, and fails */
+    dbpool_mock_counters n;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_mock_get_counters(&n);
+    } while (n.connects < 2 && dbt_now_ms() < until);
+    assert_int_equal(n.connects, 2); /* the first, and the refill's failed one: now in its backoff */
+    dbt_sleep_ms(50);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_close(p), 0);
+    int64_t took = dbt_now_ms() - t0;
+    dbpool_mock_get_counters(&n);
+    if (took > 1000 || n.connects != 2)
+        fail_msg("dbpool_close took %lld ms and %ld connect attempts followed it", (long long)took,
+                 n.connects - 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_retried_then_reported, setup),
@@ -233,6 +269,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
         cmocka_unit_test_setup(test_open_fails_with_cause, setup),
         cmocka_unit_test_setup(test_after_connect_and_init_sql, setup),
+        cmocka_unit_test_setup(test_close_cuts_backoff_short, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

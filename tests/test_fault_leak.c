@@ -390,6 +390,40 @@ static void test_timeout_error_leaves_out_keepalive_ping(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Keepalive pings go one at a time: while one hangs, the other idle
+ * connections are there for callers. */
+static void test_one_hung_ping_holds_one_connection(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 3, 3);
+    o.maintenance_interval_ms = 20;
+    o.keepalive_ms = 50;
+    o.validation_timeout_ms = 5000;
+    dbpool_mock_set_ping_delay_ms(2000); /* the first ping hangs for 2 s */
+    dbpool *p = open_mock(&o);
+    dbpool_mock_counters n;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(1);
+        dbpool_mock_get_counters(&n);
+    } while (n.pings < 1 && dbt_now_ms() < until);
+    if (n.pings < 1)
+        fail_msg("no keepalive ping within 5 s");
+    dbpool_mock_set_ping_delay_ms(0); /* later pings answer at once */
+    dbpool_conn *a = NULL, *b = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 500, &a, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("while one ping hangs, the first acquire: %s: %s", dbpool_errname(rc), e.message);
+    rc = dbpool_acquire(p, 500, &b, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("while one ping hangs, the second acquire: %s: %s", dbpool_errname(rc), e.message);
+    dbpool_release(a);
+    dbpool_release(b);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
@@ -397,6 +431,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
+        cmocka_unit_test_setup(test_one_hung_ping_holds_one_connection, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

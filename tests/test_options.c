@@ -40,6 +40,7 @@ static void m_val0(dbpool_options *o) { o->validation_timeout_ms = -5; }
 static void m_idleneg(dbpool_options *o) { o->idle_timeout_ms = -1; }
 static void m_lifeneg(dbpool_options *o) { o->max_lifetime_ms = -1; }
 static void m_retneg(dbpool_options *o) { o->max_retries = -1; }
+static void m_retbig(dbpool_options *o) { o->max_retries = 2147483647; }
 static void m_backneg(dbpool_options *o) { o->backoff_base_ms = -1; }
 static void m_backmax(dbpool_options *o) { o->backoff_base_ms = 100, o->backoff_max_ms = 50; }
 static void m_waitneg(dbpool_options *o) { o->max_waiters = -2; }
@@ -71,6 +72,7 @@ static const struct {
     {m_idleneg, "idle_timeout_ms", "-1"},
     {m_lifeneg, "max_lifetime_ms", "-1"},
     {m_retneg, "max_retries", "-1"},
+    {m_retbig, "max_retries", "2147483647"},
     {m_backneg, "backoff_base_ms", "-1"},
     {m_backmax, "backoff_max_ms", "50"},
     {m_waitneg, "max_waiters", "-2"},

@@ -93,6 +93,32 @@ static void *acquire_and_release(void *arg) {
     return NULL;
 }
 
+/* A larger min_size is filled by a maintenance pass at once, not at the
+ * end of the interval. */
+static void test_resize_fills_new_min_at_once(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 8);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 5000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbt_sleep_ms(50);
+    assert_int_equal(dbpool_resize(p, 4, 8, &e), DBPOOL_OK);
+    int64_t t0 = dbt_now_ms();
+    dbpool_stats s;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(p, &s);
+    } while (s.total < 4 && dbt_now_ms() - t0 < 3000);
+    if (s.total < 4)
+        fail_msg("min_size 4 not reached within 3 s of dbpool_resize (maintenance interval 5 s): total %d",
+                 s.total);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_suspend_resume(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 2, NULL);
@@ -261,6 +287,7 @@ static void test_autoscale(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
+        cmocka_unit_test_setup(test_resize_fills_new_min_at_once, setup),
         cmocka_unit_test_setup(test_suspend_resume, setup),
         cmocka_unit_test_setup(test_suspend_fails_waiters_in_line, setup),
         cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
