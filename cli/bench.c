@@ -128,8 +128,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         case 1:
             if (!cli_parse_int(v, 1, MAX_POOL, &a->pool_size))
                 return cli_usage_error(
-                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 10", cli_shown(v),
-                    MAX_POOL);
+                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 10",
+                    cli_shown(v), MAX_POOL);
             a->pool_size_given = true;
             continue;
         case 2:
@@ -170,8 +170,9 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         }
         case 6:
             if (!cli_parse_int(v, 1, MAX_BURST, &a->burst))
-                return cli_usage_error(
-                    CMD, "--burst '%s' is not a number from 1 to %d: use e.g. --burst 10000", cli_shown(v), MAX_BURST);
+                return cli_usage_error(CMD,
+                                       "--burst '%s' is not a number from 1 to %d: use e.g. --burst 10000",
+                                       cli_shown(v), MAX_BURST);
             continue;
         case 7:
             if (!cli_parse_seconds(v, &a->timeout_ms))

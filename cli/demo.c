@@ -172,14 +172,12 @@ static int read_labels(const char *path, labels *out) {
         }
         if (memchr(line, '\0', len)) {
             rc = cli_fail(CMD, "input file '%s' line %ld contains a NUL byte: labels must be text",
-                          cli_shown(path),
-                          lineno);
+                          cli_shown(path), lineno);
             break;
         }
         if (!valid_utf8((const unsigned char *)line, len)) {
             rc = cli_fail(CMD, "input file '%s' line %ld is not valid UTF-8: save the file as UTF-8",
-                          cli_shown(path),
-                          lineno);
+                          cli_shown(path), lineno);
             break;
         }
         if (!labels_push(out, line, len)) {
@@ -190,8 +188,7 @@ static int read_labels(const char *path, labels *out) {
     }
     if (rc == CLI_EXIT_OK && ferror(f))
         rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file",
-                      cli_shown(path),
-                      strerror(errno ? errno : EIO));
+                      cli_shown(path), strerror(errno ? errno : EIO));
     free(line);
     fclose(f);
     return rc;
@@ -212,8 +209,7 @@ static int probe_temporary(const char *path, const char *dir) {
     int rc = CLI_EXIT_OK;
     if (fd < 0) {
         rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output",
-                      cli_shown(dir),
-                      strerror(errno));
+                      cli_shown(dir), strerror(errno));
     } else {
         close(fd);
         unlink(tmp);
@@ -261,8 +257,7 @@ static int check_output_path(const char *path) {
     int rc = CLI_EXIT_OK;
     if (stat(d, &st) != 0)
         rc = cli_fail(CMD, "output directory '%s' does not exist: %s: create it or change --output",
-                      cli_shown(d),
-                      strerror(errno));
+                      cli_shown(d), strerror(errno));
     else if (!S_ISDIR(st.st_mode))
         rc = cli_fail(CMD, "'%s' is not a directory: change --output", cli_shown(d));
     else if (target_exists && (st.st_mode & S_ISVTX) && geteuid() != 0 && target.st_uid != geteuid() &&

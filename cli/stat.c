@@ -81,13 +81,14 @@ int cli_stat_main(int argc, char **argv) {
             return CLI_EXIT_USAGE;
         if (which == 0) {
             if (!cli_parse_int(v, 1, MAX_THREADS, &threads))
-                return cli_usage_error(
-                    CMD, "--threads '%s' is not a number from 1 to %d: use e.g. --threads 8", cli_shown(v), MAX_THREADS);
+                return cli_usage_error(CMD,
+                                       "--threads '%s' is not a number from 1 to %d: use e.g. --threads 8",
+                                       cli_shown(v), MAX_THREADS);
         } else if (which == 1) {
             if (!cli_parse_int(v, 1, MAX_POOL, &pool_size))
                 return cli_usage_error(
-                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4", cli_shown(v),
-                    MAX_POOL);
+                    CMD, "--pool-size '%s' is not a number from 1 to %d: use e.g. --pool-size 4",
+                    cli_shown(v), MAX_POOL);
         } else if (!only_positional && arg[0] == '-' && arg[1] != '\0' && !(url && negative_number(arg))) {
             return cli_bad_option(CMD, arg, flags);
         } else if (!url) {
@@ -110,7 +111,8 @@ int cli_stat_main(int argc, char **argv) {
             cli_shown(interval_s), MAX_INTERVAL_S);
     int count = 0; /* 0: until a signal */
     if (count_s && !cli_parse_int(count_s, 1, 1000000000, &count))
-        return cli_usage_error(CMD, "count '%s' is not a number of lines from 1: use e.g. 10", cli_shown(count_s));
+        return cli_usage_error(CMD, "count '%s' is not a number of lines from 1: use e.g. 10",
+                               cli_shown(count_s));
 
     dbpool_options o;
     dbpool_options_init(&o);

@@ -628,8 +628,9 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
             text_len += 32;
         } else if (p[i].type == DBPOOL_TYPE_BLOB) {
             if (p[i].v.blob.len > INT_MAX)
-                return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: a blob of %zu bytes is over libpq's limit",
-                                      i + 1, p[i].v.blob.len);
+                return dbpool__seterr(e, DBPOOL_EINVAL,
+                                      "parameter %zu: a blob of %zu bytes is over libpq's limit", i + 1,
+                                      p[i].v.blob.len);
         } else if (p[i].type != DBPOOL_TYPE_NULL) {
             return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu: unknown type %d", i + 1, (int)p[i].type);
         }

@@ -201,8 +201,10 @@ static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
     size_t schemelen = p ? (size_t)(p - base) : 0;
     if (!p || !((schemelen == 5 && strncasecmp(base, "mysql", 5) == 0) ||
                 (schemelen == 7 && strncasecmp(base, "mariadb", 7) == 0))) {
-        rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: want mysql://user@host:port/database (with ':' and the password after the user "
-                            "if there is one)");
+        rc = dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "mysql URL: want mysql://user@host:port/database (with ':' and the password after the user "
+            "if there is one)");
         goto out;
     }
     p += 3;

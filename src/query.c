@@ -38,8 +38,9 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
         if (params[i].type == DBPOOL_TYPE_TEXT && !params[i].v.text.ptr && params[i].v.text.len)
             return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu is text with a NULL pointer", i + 1);
         if (params[i].type == DBPOOL_TYPE_BLOB && !params[i].v.blob.ptr && params[i].v.blob.len)
-            return dbpool__seterr(e, DBPOOL_EINVAL, "parameter %zu is a blob of %zu bytes with a NULL pointer",
-                                  i + 1, params[i].v.blob.len);
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "parameter %zu is a blob of %zu bytes with a NULL pointer", i + 1,
+                                  params[i].v.blob.len);
     }
     return DBPOOL_OK;
 }

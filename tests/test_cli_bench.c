@@ -533,13 +533,15 @@ static void test_misplaced_url_not_echoed(void **state) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         dbt_run r = dbt_run_cli(cases[i]);
-        if (r.status == 0 || strstr(r.err, "s3cretPW") || strstr(r.out, "s3cretPW") || !strstr(r.err, "not shown"))
+        if (r.status == 0 || strstr(r.err, "s3cretPW") || strstr(r.out, "s3cretPW") ||
+            !strstr(r.err, "not shown"))
             fail_msg("case %zu (%s %s): exit %d, stderr: %s", i, cases[i][0], cases[i][1], r.status, r.err);
         dbt_run_free(&r);
     }
     /* Numbers are plain decimal, as in the URL: no hex, no '+', no blanks. */
     expect_usage((const char *[]){"check", "--timeout", "0x10", "sqlite::memory:", NULL}, "--timeout '0x10'");
-    expect_usage((const char *[]){"check", "--timeout", "40000000", "sqlite::memory:", NULL}, "at most a year");
+    expect_usage((const char *[]){"check", "--timeout", "40000000", "sqlite::memory:", NULL},
+                 "at most a year");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", " +2", NULL}, "--threads");
     expect_usage((const char *[]){"stat", "sqlite::memory:", " 1", NULL}, "interval");
 }

@@ -94,10 +94,8 @@ static void test_cut_secret_at_the_end(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_userinfo),
-        cmocka_unit_test(test_key_values),
-        cmocka_unit_test(test_known_secrets),
-        cmocka_unit_test(test_truncation_safe),
+        cmocka_unit_test(test_url_userinfo),          cmocka_unit_test(test_key_values),
+        cmocka_unit_test(test_known_secrets),         cmocka_unit_test(test_truncation_safe),
         cmocka_unit_test(test_cut_secret_at_the_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

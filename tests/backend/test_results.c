@@ -562,7 +562,8 @@ static void test_blob_round_trip(void **state) {
         big[i] = (unsigned char)((i * 7919u) >> 3);
 
     snprintf(sql, sizeof sql, "INSERT INTO %s (id, a, b) VALUES (?, ?, ?)", blobs);
-    dbpool_param r1[3] = {dbpool_param_int64(1), dbpool_param_blob(all, sizeof all), dbpool_param_blob(big, big_len)};
+    dbpool_param r1[3] = {dbpool_param_int64(1), dbpool_param_blob(all, sizeof all),
+                          dbpool_param_blob(big, big_len)};
     dbpool_param r2[3] = {dbpool_param_int64(2), dbpool_param_blob("", 0), dbpool_param_blob(NULL, 0)};
     bt_exec_params(c, sql, r1, 3);
     bt_exec_params(c, sql, r2, 3);
@@ -598,7 +599,8 @@ static void test_blob_round_trip(void **state) {
     bad.v.blob.len = 3;
     dbpool_error e;
     memset(&e, 0, sizeof e);
-    BT_CHECK(dbpool_exec(c, "SELECT ?", &bad, 1, NULL, &e) == DBPOOL_EINVAL && strstr(e.message, "NULL pointer"),
+    BT_CHECK(dbpool_exec(c, "SELECT ?", &bad, 1, NULL, &e) == DBPOOL_EINVAL &&
+                 strstr(e.message, "NULL pointer"),
              "a blob of 3 bytes at NULL: expected DBPOOL_EINVAL, got: %s", e.message);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", blobs);
