@@ -33,7 +33,7 @@ typedef struct sqlite_cfg {
     bool memory;
     int open_flags;
     char journal_mode[16]; /* "" = leave as is */
-    char synchronous[16];
+    char synchronous[16];  /* "" = normal on a WAL database, else SQLite's default */
     int64_t busy_timeout_ms;
     bool foreign_keys;
     sqlite3 *anchor; /* memory databases: keeps the database alive */
@@ -41,7 +41,7 @@ typedef struct sqlite_cfg {
 
 static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
 
-static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *e) {
+static int map_open_error(int src, const char *path, bool may_create, sqlite3 *db, dbpool_error *e) {
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(src);
     int code = DBPOOL_ECONNECT;
     char hint[320] = "";
@@ -63,6 +63,9 @@ static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *
         bool exists = stat(path, &st) == 0;
         if (exists && S_ISDIR(st.st_mode))
             snprintf(hint, sizeof hint, " ('%.200s' is a directory: give the path of a database file)", path);
+        else if (!exists && !may_create)
+            snprintf(hint, sizeof hint, " ('%.200s' does not exist and the URL forbids creating it)", path),
+                code = DBPOOL_ENOTFOUND;
         else if (exists && access(path, R_OK) != 0)
             snprintf(hint, sizeof hint, " (permission denied on '%.200s')", path), code = DBPOOL_EPERM;
         else if (stat(dir, &st) != 0)
@@ -74,7 +77,7 @@ static int map_open_error(int src, const char *path, sqlite3 *db, dbpool_error *
             snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir),
                 code = DBPOOL_EPERM;
     } else if ((src & 0xff) == SQLITE_NOTADB) {
-        code = DBPOOL_ECONNECT;
+        code = DBPOOL_EINVAL; /* no retry makes it one */
         snprintf(hint, sizeof hint, " (the file is not an SQLite database)");
     } else if ((src & 0xff) == SQLITE_NOMEM) {
         code = DBPOOL_ENOMEM;
@@ -132,7 +135,7 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     c->busy_timeout_ms = 5000;
     c->foreign_keys = true;
     int mode = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    bool journal_set = false;
+    bool journal_set = false, no_create = false, mode_given = false;
 
     const char *rest = strchr(base, ':') + 1; /* the registry matched "sqlite:" */
     if (strncmp(rest, "//", 2) == 0)
@@ -145,8 +148,24 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
                             "sqlite:///abs/path.db or sqlite::memory:");
     } else {
         char *decoded = dbpool__pct_decode(rest, strlen(rest));
-        if (!decoded)
+        if (!decoded) {
             rc = dbpool__seterr(e, DBPOOL_EINVAL, "bad percent-escape in the SQLite path");
+        } else if (strcmp(decoded, ":memory:") == 0) {
+            c->memory = true; /* written percent-encoded: the same database */
+            free(decoded);
+            decoded = NULL;
+        } else if (strncmp(decoded, "file:", 5) == 0) {
+            /* SQLite (built with SQLITE_USE_URI, as Debian's is) would read
+             * "file:..." as a URI with parameters of its own: a path is a
+             * path. */
+            char *plain = malloc(strlen(decoded) + 3);
+            if (plain)
+                snprintf(plain, strlen(decoded) + 3, "./%s", decoded);
+            else
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            free(decoded);
+            decoded = plain;
+        }
         c->path = decoded;
     }
 
@@ -185,6 +204,7 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
                     "SQLite key foreign_keys: '%.32s' is not on or off (or true, false, yes, no, 1, 0)", v);
             c->foreign_keys = b;
         } else if (strcmp(k, "mode") == 0) {
+            mode_given = true;
             if (strcasecmp(v, "ro") == 0)
                 mode = SQLITE_OPEN_READONLY;
             else if (strcasecmp(v, "rw") == 0)
@@ -198,8 +218,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             if (!dbpool__parse_bool(v, &b))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
                                     "SQLite key create_if_missing: '%.32s' is not true or false", v);
-            else if (!b)
-                mode &= ~SQLITE_OPEN_CREATE;
+            else
+                no_create = !b; /* applied after every key: mode=rwc does not undo it */
         } else {
             rc = dbpool__seterr(e, DBPOOL_EINVAL,
                                 "unknown SQLite URL key '%.64s' (known: journal_mode, synchronous, "
@@ -209,12 +229,16 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     }
     free(base);
     dbpool__kv_free(kv, n);
+    if (no_create)
+        mode &= ~SQLITE_OPEN_CREATE;
+    if (rc == DBPOOL_OK && c->memory && mode_given && mode != (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
+        rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                            "sqlite::memory: is always read-write and made by the pool: leave out mode= and "
+                            "create_if_missing=");
     if (rc == DBPOOL_OK && !journal_set && (mode & SQLITE_OPEN_READONLY))
         journal_set = true; /* read-only: cannot change the journal */
     if (rc == DBPOOL_OK && !journal_set && !c->memory)
         dbpool__strlcpy(c->journal_mode, "wal", sizeof c->journal_mode);
-    if (rc == DBPOOL_OK && !c->synchronous[0] && strcmp(c->journal_mode, "wal") == 0)
-        dbpool__strlcpy(c->synchronous, "normal", sizeof c->synchronous); /* safe with WAL, much faster */
     /* One thread per connection at a time (the pool guarantees it): no
      * per-connection mutex needed. */
     c->open_flags = mode | SQLITE_OPEN_NOMUTEX;
@@ -231,7 +255,7 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
         } else {
             int src = sqlite3_open_v2(c->path, &c->anchor, c->open_flags, NULL);
             if (src != SQLITE_OK)
-                rc = map_open_error(src, ":memory:", c->anchor, e);
+                rc = map_open_error(src, ":memory:", true, c->anchor, e);
         }
     } else if (rc == DBPOOL_OK && !(mode & SQLITE_OPEN_CREATE)) {
         if (access(c->path, F_OK) != 0)
@@ -431,17 +455,50 @@ static cached_stmt *cache_take(stmt_cache *c, const char *sql, uint64_t *h, size
 
 /* ---- connections ---- */
 
-static int run_pragma(sqlite3 *db, const char *sql, dbpool_error *e) {
+/* A setting that fails when the pool opens a connection: a read-only file
+ * or one that is no database will not change with a retry. */
+static int pragma_error_code(int src) {
+    switch (src & 0xff) {
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        return DBPOOL_EPERM;
+    case SQLITE_NOTADB:
+        return DBPOOL_EINVAL;
+    case SQLITE_NOMEM:
+        return DBPOOL_ENOMEM;
+    default:
+        return DBPOOL_ECONNECT;
+    }
+}
+
+static int copy_text(void *out, int ncols, char **vals, char **names) {
+    (void)names;
+    if (ncols > 0 && vals[0])
+        dbpool__strlcpy(out, vals[0], 16);
+    return 0;
+}
+
+/* Run a PRAGMA; its first value, if any, goes to out (16 bytes). */
+static int run_pragma_get(sqlite3 *db, const char *sql, char *out, dbpool_error *e) {
     char *msg = NULL;
-    int src = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    int src = sqlite3_exec(db, sql, out ? copy_text : NULL, out, &msg);
     if (src != SQLITE_OK) {
-        dbpool__seterr(e, DBPOOL_ECONNECT, "SQLite '%s' failed: %s", sql, msg ? msg : sqlite3_errstr(src));
+        int code = pragma_error_code(src);
+        dbpool__seterr(e, code, "SQLite '%s' failed: %s%s", sql, msg ? msg : sqlite3_errstr(src),
+                       code == DBPOOL_EPERM ? " (the database or its directory is not writable by this "
+                                              "process: fix the permissions, or open it with mode=ro)"
+                                            : "");
         if (e)
             e->native_code = src;
         sqlite3_free(msg);
-        return DBPOOL_ECONNECT;
+        return code;
     }
     return DBPOOL_OK;
+}
+
+static int run_pragma(sqlite3 *db, const char *sql, dbpool_error *e) {
+    return run_pragma_get(db, sql, NULL, e);
 }
 
 static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, int64_t deadline, void **native,
@@ -454,9 +511,20 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "no time left to open the SQLite database");
     int src = sqlite3_open_v2(c->path, &db, c->open_flags, NULL);
     if (src != SQLITE_OK) {
-        int rc = map_open_error(src, c->memory ? ":memory:" : c->path, db, e);
+        int rc = map_open_error(src, c->memory ? ":memory:" : c->path,
+                                (c->open_flags & SQLITE_OPEN_CREATE) != 0, db, e);
         sqlite3_close_v2(db);
         return rc;
+    }
+    /* Asked read-write, SQLite quietly opens a file it may not write
+     * read-only: every write would then fail. */
+    if (!(c->open_flags & SQLITE_OPEN_READONLY) && sqlite3_db_readonly(db, "main") == 1) {
+        sqlite3_close_v2(db);
+        return dbpool__seterr(
+            e, DBPOOL_EPERM,
+            "SQLite database '%.200s' can only be opened read-only (the file or its directory "
+            "is not writable by this process): fix the permissions, or open it with mode=ro",
+            c->path);
     }
     sqlite3_extended_result_codes(db, 1);
     /* The busy timeout is bounded by the connect deadline while we set the
@@ -464,13 +532,26 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     int64_t left = dbpool__ms_left(deadline);
     sqlite3_busy_timeout(db, (int)(left < c->busy_timeout_ms ? left : c->busy_timeout_ms));
     char sql[96];
+    char journal[16] = "";
     int rc = DBPOOL_OK;
     if (c->journal_mode[0]) {
         snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", c->journal_mode);
-        rc = run_pragma(db, sql, e);
+        rc = run_pragma_get(db, sql, journal, e);
+        /* SQLite answers with the mode it is in: one it cannot use (WAL on
+         * an in-memory database, say) is refused without an error. */
+        if (rc == DBPOOL_OK && strcasecmp(journal, c->journal_mode) != 0)
+            rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                "SQLite kept journal_mode '%s' for '%.200s' instead of the '%s' the URL asks "
+                                "for: choose another journal_mode, or journal_mode=unchanged",
+                                journal, c->memory ? ":memory:" : c->path, c->journal_mode);
+    } else {
+        rc = run_pragma_get(db, "PRAGMA journal_mode", journal, e);
     }
-    if (rc == DBPOOL_OK && c->synchronous[0]) {
-        snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", c->synchronous);
+    /* synchronous=normal is safe with WAL and much faster: the default
+     * whenever the database is in WAL mode, however it got there. */
+    const char *sync = c->synchronous[0] ? c->synchronous : strcasecmp(journal, "wal") == 0 ? "normal" : NULL;
+    if (rc == DBPOOL_OK && sync) {
+        snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
         rc = run_pragma(db, sql, e);
     }
     if (rc == DBPOOL_OK)
@@ -484,6 +565,9 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         sqlite3_close_v2(db);
         if (e && (e->native_code & 0xff) == SQLITE_NOTADB)
             dbpool__prefix_err(e, "'%.200s' is not an SQLite database", c->path);
+        else if (e && (e->native_code & 0xff) == SQLITE_CANTOPEN)
+            return map_open_error(e->native_code, c->path, (c->open_flags & SQLITE_OPEN_CREATE) != 0, NULL,
+                                  e);
         return rc;
     }
     sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
@@ -522,12 +606,33 @@ static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
     sqlite3_finalize(st);
     if (src != SQLITE_ROW)
         return set_query_error(db, src, "SQLite validation query failed", e);
+    /* A database file renamed over or deleted while the pool had it open:
+     * this connection would go on reading, and in WAL mode writing, the
+     * old file, unseen by connections opened since. */
+    int moved = 0;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved)
+        return dbpool__seterr(e, DBPOOL_EBROKEN,
+                              "the SQLite database file was renamed, replaced or deleted since this "
+                              "connection opened it: the connection is replaced");
     return DBPOOL_OK;
 }
 
 static int sqlite_needs_reset(void *native) {
     sqlite_conn *sc = native;
-    return sqlite3_get_autocommit(sc->db) && !sc->session.dirty ? 0 : 1;
+    if (!sqlite3_get_autocommit(sc->db) || sc->session.dirty)
+        return 1;
+#if SQLITE_VERSION_NUMBER >= 3034000
+    /* A statement stepped but not finished or reset (on the native handle,
+     * or a result not freed) holds a read transaction open in autocommit
+     * mode: the next caller would read an old snapshot, fail to write with
+     * SQLITE_BUSY_SNAPSHOT, and stop checkpoints. */
+    return sqlite3_txn_state(sc->db, NULL) != SQLITE_TXN_NONE;
+#else
+    for (sqlite3_stmt *st = sqlite3_next_stmt(sc->db, NULL); st; st = sqlite3_next_stmt(sc->db, st))
+        if (sqlite3_stmt_busy(st))
+            return 1;
+    return 0;
+#endif
 }
 
 static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
@@ -573,8 +678,9 @@ static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, siz
             src = sqlite3_bind_double(st, idx, p[i].v.f64);
             break;
         case DBPOOL_TYPE_BLOB:
-            src = p[i].v.blob.ptr ? sqlite3_bind_blob64(st, idx, p[i].v.blob.ptr, p[i].v.blob.len, SQLITE_TRANSIENT)
-                                  : sqlite3_bind_null(st, idx);
+            src = p[i].v.blob.ptr
+                      ? sqlite3_bind_blob64(st, idx, p[i].v.blob.ptr, p[i].v.blob.len, SQLITE_TRANSIENT)
+                      : sqlite3_bind_null(st, idx);
             break;
         default: /* text; a NULL pointer is SQL NULL, as on the server backends */
             src = p[i].v.text.ptr ? sqlite3_bind_text64(st, idx, p[i].v.text.ptr, p[i].v.text.len,
@@ -843,15 +949,33 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
     return DBPOOL_OK;
 }
 
+/* Whether the connection's own database still reads: an error about a
+ * file may have come from a database the caller attached. */
+static bool main_database_reads(void *native) {
+    if (!native)
+        return false;
+    sqlite3 *db = ((sqlite_conn *)native)->db;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db, "PRAGMA main.schema_version", -1, &st, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    /* Busy or locked: another connection is writing, which says nothing
+     * against this one. */
+    return src == SQLITE_ROW || (src & 0xff) == SQLITE_BUSY || (src & 0xff) == SQLITE_LOCKED;
+}
+
 static bool sqlite_is_broken(void *native, const dbpool_error *e) {
-    (void)native;
     if (!e)
         return false;
+    if (e->native_code == SQLITE_READONLY_DBMOVED)
+        return true; /* the file was renamed or deleted under the connection */
     switch (e->native_code & 0xff) {
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
     case SQLITE_CANTOPEN:
+        return !main_database_reads(native);
     case SQLITE_MISUSE:
         return true;
     default:

@@ -7,14 +7,15 @@
 
 static bool is_temp(const char *schema) { return schema && strcmp(schema, "temp") == 0; }
 
-/* A baseline object (or, with `database`, an attached database) of this
- * name; SQLite compares names without regard to ASCII case. */
-static bool in_baseline(const sqlite_session *s, bool database, const char *name) {
+/* The index of the baseline object (or, with `database`, attached
+ * database) of this name, or nbaseline; SQLite compares names without
+ * regard to ASCII case. */
+static size_t in_baseline(const sqlite_session *s, bool database, const char *name) {
     for (size_t i = 0; name && i < s->nbaseline; i++)
         if ((strcmp(s->baseline[i].kind, "database") == 0) == database &&
             strcasecmp(s->baseline[i].name, name) == 0)
-            return true;
-    return false;
+            return i;
+    return s->nbaseline;
 }
 
 static int track(void *arg, int action, const char *what, const char *detail, const char *schema,
@@ -48,9 +49,13 @@ static int track(void *arg, int action, const char *what, const char *detail, co
      * if the same text makes it again: its rows, or the file behind the
      * name, would be the caller's. For ALTER TABLE the schema comes first:
      * (schema, table). */
-    if (unmakes && s->nbaseline > 0 &&
-        in_baseline(s, action == SQLITE_DETACH, action == SQLITE_ALTER_TABLE ? detail : what))
+    size_t at = unmakes
+                    ? in_baseline(s, action == SQLITE_DETACH, action == SQLITE_ALTER_TABLE ? detail : what)
+                    : s->nbaseline;
+    if (at < s->nbaseline && !s->broken) {
         s->broken = true;
+        s->broken_at = at;
+    }
     return SQLITE_OK; /* it only watches: nothing is refused */
 }
 
@@ -176,11 +181,13 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
      * redefined part of it left a session the next caller must not get. */
     for (size_t i = 0; s->touched && i < s->nbaseline; i++) {
         if (s->broken || !listed(now, n, &s->baseline[i], true)) {
+            const sqlite_object *o = &s->baseline[s->broken ? s->broken_at : i];
             free_objects(now, n);
-            return dbpool__seterr(e, DBPOOL_EQUERY,
-                                  "a caller dropped or changed the %s that init_sql or after_connect set up "
-                                  "(and that every lease starts with): the connection is replaced",
-                                  s->baseline[i].kind);
+            return dbpool__seterr(
+                e, DBPOOL_EQUERY,
+                "a caller dropped or changed the %s '%.64s' that init_sql or after_connect set "
+                "up (and that every lease starts with): the connection is replaced",
+                o->kind, o->name);
         }
     }
     sqlite3_str *script = sqlite3_str_new(db);

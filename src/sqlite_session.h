@@ -36,6 +36,7 @@ typedef struct sqlite_session {
     bool dirty;              /* something was made, dropped or changed since the baseline */
     bool touched;            /* something temporary was dropped or altered, or a database detached */
     bool broken;             /* a baseline object was dropped or detached (maybe made again since) */
+    size_t broken_at;        /* which: its index in baseline */
     unsigned marks;          /* authorizer hits so far: compare around a prepare */
     sqlite_object *baseline; /* what the session starts with; NULL: nothing */
     size_t nbaseline;

@@ -3,6 +3,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -341,6 +342,16 @@ static int attach_and_prepare(void *native, void *user) {
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : 1;
 }
 
+/* The last warning about a changed baseline, as logged. */
+static char baseline_log[1024];
+
+static void keep_baseline_warning(void *user, dbpool_log_level level, const char *msg) {
+    (void)user;
+    (void)level;
+    if (strstr(msg, "dropped or changed"))
+        snprintf(baseline_log, sizeof baseline_log, "%s", msg);
+}
+
 /* A pool of one on tmpdir/file whose after_connect attaches tmpdir/shared
  * (the path kept in *shared, which must outlive the pool). */
 static dbpool *open_with_baseline(const char *file, const char *attached, char *shared, size_t cap) {
@@ -352,6 +363,8 @@ static dbpool *open_with_baseline(const char *file, const char *attached, char *
     o.maintenance_interval_ms = 0;
     o.after_connect = attach_and_prepare;
     o.after_connect_user = shared;
+    o.log_fn = keep_baseline_warning;
+    o.log_level = DBPOOL_LOG_WARN;
     return open_one(url, &o);
 }
 
@@ -429,6 +442,9 @@ static void test_changed_baseline_replaces_connection(void **state) {
         /* the baseline trigger, rewritten by the rename, fires on base_old */
         "ALTER TABLE base RENAME TO base_old; CREATE TABLE base(a INTEGER)",
     };
+    /* What the warning names: the object the caller changed. */
+    static const char *const named[] = {"table 'setup'", "table 'setup'", "database 'shared'",
+                                        "trigger 'btr'"};
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
         char file[64], shared[512];
         snprintf(file, sizeof file, "changed_baseline_%zu.db", i);
@@ -440,6 +456,8 @@ static void test_changed_baseline_replaces_connection(void **state) {
         dbpool_get_stats(p, &s);
         if (s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED] != 1)
             fail_msg("after \"%s\": the connection was kept", changes[i]);
+        if (!strstr(baseline_log, named[i]))
+            fail_msg("after \"%s\": the warning should name the %s: %s", changes[i], named[i], baseline_log);
         c = dbt_acquire(p);
         assert_int_equal(int_of(c, "SELECT count(*) FROM temp.setup"), 0);
         assert_int_equal(int_of(c, "SELECT count(*) FROM pragma_database_list WHERE name = 'shared' AND file "
@@ -451,6 +469,208 @@ static void test_changed_baseline_replaces_connection(void **state) {
         dbpool_release(c);
         dbpool_close(p);
     }
+}
+
+/* A pool of one connection on `file`, validating at every hand-out. */
+static dbpool *open_single(const char *file, const char *keys) {
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s%s%s", file, keys ? "?" : "", keys ? keys : "");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    return open_one(url, &o);
+}
+
+static void raw_exec(const char *file, const char *sql) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(file, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/* A statement stepped on the native handle and left unfinished holds a
+ * read snapshot: the release resets it, and the next lease sees rows
+ * committed since and can write. */
+static void test_unfinished_statement_reset_at_release(void **state) {
+    (void)state;
+    char file[600];
+    snprintf(file, sizeof file, "%s/midstep.db", dbt_tmpdir());
+    dbpool *p = open_single(file, NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(dbpool_conn_native(c), "SELECT x FROM t", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW); /* and left there */
+    dbpool_release(c);
+    raw_exec(file, "INSERT INTO t VALUES (4)");
+    c = dbt_acquire(p);
+    int64_t n = int_of(c, "SELECT count(*) FROM t");
+    dbpool_error e;
+    int rc = dbpool_exec(c, "INSERT INTO t VALUES (5)", NULL, 0, NULL, &e);
+    if (n != 4 || rc != DBPOOL_OK)
+        fail_msg("the next lease read %lld rows of 4 and its INSERT gave %s: %s", (long long)n,
+                 dbpool_errname(rc), rc ? e.message : "");
+    dbpool_release(c);
+    sqlite3_finalize(st);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* The database file renamed over while a connection is pooled: validation
+ * notices, and the next lease reads (and writes) the new file. (In
+ * rollback-journal mode: a WAL database's -wal file would be read with
+ * whatever file carries its name, which SQLite warns against.) */
+static void test_replaced_file_noticed(void **state) {
+    (void)state;
+    char file[600], other[620];
+    snprintf(file, sizeof file, "%s/replaced.db", dbt_tmpdir());
+    snprintf(other, sizeof other, "%s/replacement.db", dbt_tmpdir());
+    dbpool *p = open_single(file, "journal_mode=delete");
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('old')");
+    dbpool_release(c);
+    raw_exec(other, "CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('new')");
+    assert_int_equal(rename(other, file), 0);
+    c = dbt_acquire(p);
+    char buf[32];
+    pragma_text(c, "SELECT v FROM t", buf, sizeof buf);
+    if (strcmp(buf, "new") != 0)
+        fail_msg("after the file was replaced the pool still read '%s'", buf);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed, 1); /* the connection to the old file */
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* In rollback-journal mode a write to a moved file fails with
+ * SQLITE_READONLY_DBMOVED: that connection is not pooled again. */
+static void test_moved_file_write_closes_connection(void **state) {
+    (void)state;
+    char file[600], moved[620];
+    snprintf(file, sizeof file, "%s/moved.db", dbt_tmpdir());
+    snprintf(moved, sizeof moved, "%s/moved-away.db", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=delete", file);
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(x)");
+    dbpool_release(c);
+    assert_int_equal(rename(file, moved), 0);
+    c = dbt_acquire(p);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c, "INSERT INTO t VALUES (1)", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    assert_int_equal(e.native_code, SQLITE_READONLY_DBMOVED);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed, 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A caller's mistake about a file it attaches is not the connection's
+ * fault: the connection stays in the pool. */
+static void test_failed_attach_keeps_connection(void **state) {
+    (void)state;
+    char file[600];
+    snprintf(file, sizeof file, "%s/attach-fail.db", dbt_tmpdir());
+    dbpool *p = open_single(file, NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c, "ATTACH '/nonexistent/dir/x.db' AS x", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    assert_int_equal(e.native_code & 0xff, SQLITE_CANTOPEN);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.destroyed != 0)
+        fail_msg("a failed ATTACH of another file closed the connection");
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Keys that cannot take effect are refused, not ignored; key order does
+ * not matter; paths are paths. */
+static void test_keys_that_cannot_apply(void **state) {
+    (void)state;
+    dbpool_error e;
+    dbpool *p = NULL;
+    int rc = dbpool_open(&p, "sqlite::memory:?journal_mode=wal", NULL, &e);
+    if (rc != DBPOOL_EINVAL || !strstr(e.message, "journal_mode"))
+        fail_msg("sqlite::memory:?journal_mode=wal: %s: %s", dbpool_errname(rc), e.message);
+    rc = dbpool_open(&p, "sqlite::memory:?mode=ro", NULL, &e);
+    if (rc != DBPOOL_EINVAL)
+        fail_msg("sqlite::memory:?mode=ro: %s: %s", dbpool_errname(rc), e.message);
+
+    char path[600], url[700];
+    snprintf(path, sizeof path, "%s/order.db", dbt_tmpdir());
+    snprintf(url, sizeof url, "sqlite:%s?create_if_missing=false&mode=rwc", path);
+    assert_int_equal(dbpool_open(&p, url, NULL, &e), DBPOOL_ENOTFOUND);
+    assert_int_not_equal(access(path, F_OK), 0);
+
+    /* A WAL file opened with journal_mode=unchanged runs synchronous=normal. */
+    snprintf(path, sizeof path, "%s/walfile.db", dbt_tmpdir());
+    raw_exec(path, "PRAGMA journal_mode=wal; CREATE TABLE t(x)");
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=unchanged", path);
+    p = open_url(url);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_int_equal(int_of(c, "PRAGMA synchronous"), 1);
+    dbpool_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+
+    /* Percent-encoded :memory: is the pool's shared in-memory database. */
+    dbpool_options o;
+    dbt_options(&o, 2, 2);
+    p = open_one("sqlite:%3Amemory%3A", &o);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
+    exec_ok(a, "CREATE TABLE shared(x); INSERT INTO shared VALUES (7)");
+    assert_int_equal(int_of(b, "SELECT x FROM shared"), 7);
+    dbpool_release(a);
+    dbpool_release(b);
+    assert_int_equal(dbpool_close(p), 0);
+
+    /* A relative path that starts with "file:" is a file of that name. */
+    char cwd[600];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dbt_tmpdir()), 0);
+    p = open_url("sqlite:file:plain.db");
+    c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(x)");
+    dbpool_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    bool made = access("file:plain.db", F_OK) == 0 && access("plain.db", F_OK) != 0;
+    assert_int_equal(chdir(cwd), 0);
+    if (!made)
+        fail_msg("sqlite:file:plain.db should make the file 'file:plain.db'");
+}
+
+/* mode=rw on a file deleted after dbpool_open: not found, not retried. */
+static void test_deleted_file_not_found(void **state) {
+    (void)state;
+    char path[600], url[700];
+    snprintf(path, sizeof path, "%s/deleted.db", dbt_tmpdir());
+    raw_exec(path, "CREATE TABLE t(x)");
+    snprintf(url, sizeof url, "sqlite:%s?mode=rw", path);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1;
+    dbpool *p = open_one(url, &o);
+    assert_int_equal(unlink(path), 0);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int rc = dbpool_acquire(p, 2000, &c, &e);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (rc != DBPOOL_ENOTFOUND || s.connect_errors != 1 || !strstr(e.message, "does not exist"))
+        fail_msg("%s after %llu attempts: %s", dbpool_errname(rc), (unsigned long long)s.connect_errors,
+                 e.message);
+    assert_int_equal(dbpool_close(p), 0);
 }
 
 int main(void) {
@@ -469,6 +689,12 @@ int main(void) {
         cmocka_unit_test(test_after_connect_objects_kept),
         cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
         cmocka_unit_test(test_changed_baseline_replaces_connection),
+        cmocka_unit_test(test_unfinished_statement_reset_at_release),
+        cmocka_unit_test(test_replaced_file_noticed),
+        cmocka_unit_test(test_moved_file_write_closes_connection),
+        cmocka_unit_test(test_failed_attach_keeps_connection),
+        cmocka_unit_test(test_keys_that_cannot_apply),
+        cmocka_unit_test(test_deleted_file_not_found),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
