@@ -200,9 +200,11 @@ int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
  * twice, or something that is not a lease (nothing is touched then).
  * Releasing after dbpool_close is valid and frees what is left.
  * The handle is the pooled connection itself: a second release is caught
- * only until the connection is leased again. After that the stale handle
- * is indistinguishable from the new holder's and would release that lease;
- * set the pointer to NULL after releasing it.
+ * only until the connection is leased again, and not at all once the pool
+ * is freed (after dbpool_close, the release of the last lease out frees
+ * the pool and every handle with it). After that the stale handle is
+ * indistinguishable from the new holder's, or freed memory; set the
+ * pointer to NULL after releasing it.
  */
 int dbpool_release(dbpool_conn *c);
 

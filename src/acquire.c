@@ -171,11 +171,17 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
 }
 
 static int breaker_error_locked(dbpool *p, dbpool_error *err) {
+    char when[64] = "a trial connect is under way";
+    if (p->breaker == DBPOOL_BREAKER_OPEN) {
+        int64_t left =
+            p->opt.breaker_cooldown_ms - (dbpool__fast_now_ns() - p->breaker_opened_ns) / DBPOOL_NS_PER_MS;
+        snprintf(when, sizeof when, "next try in %lld ms", (long long)(left > 0 ? left : 0));
+    }
     return dbpool__seterr(err, DBPOOL_EUNAVAILABLE,
                           "pool '%s' is not opening connections: the circuit breaker is %s after %d "
-                          "consecutive failed connects (retrying after %lld ms); last connect error: %s",
-                          p->name, dbpool_breaker_state_name(p->breaker), p->consecutive_failures,
-                          (long long)p->opt.breaker_cooldown_ms, p->last_connect_error.message);
+                          "consecutive failed connects (%s); last connect error: %s",
+                          p->name, dbpool_breaker_state_name(p->breaker), p->consecutive_failures, when,
+                          p->last_connect_error.message);
 }
 
 /* After the lock is dropped: stamp the lease's start (no clock read inside

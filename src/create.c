@@ -474,7 +474,10 @@ int dbpool__connectors_start(dbpool *p, dbpool_error *e) {
         int rc = pthread_create(&p->connectors[i], &attr, connector_main, p);
         if (rc != 0) {
             pthread_attr_destroy(&attr);
-            return dbpool__seterr(e, DBPOOL_ENOMEM, "could not start a connector thread (error %d)", rc);
+            return dbpool__seterr(e, DBPOOL_ENOMEM,
+                                  "could not start connector thread %d of max_connecting %d (%s): lower "
+                                  "max_connecting or the process's thread limit",
+                                  i + 1, p->opt.max_connecting, strerror(rc));
         }
         lock(p);
         p->n_connectors++;

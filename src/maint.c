@@ -271,7 +271,10 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
     if (rc != 0)
-        return dbpool__seterr(e, DBPOOL_ENOMEM, "could not start the maintenance thread (error %d)", rc);
+        return dbpool__seterr(e, DBPOOL_ENOMEM,
+                              "could not start the maintenance thread (%s): the process is out of threads or "
+                              "memory; maintenance_interval_ms=0 runs the pool without it",
+                              strerror(rc));
     lock(p);
     p->maint_running = true;
     unlock(p);

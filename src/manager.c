@@ -177,8 +177,13 @@ static void put(char *buf, size_t len, size_t *used, const char *s, size_t n) {
 }
 
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
-    if (!m || (!buf && len))
+    if (!buf && len)
         return DBPOOL_EINVAL;
+    if (!m) {
+        if (len)
+            buf[0] = '\0'; /* as dbpool_stats_json does for a NULL pool */
+        return DBPOOL_EINVAL;
+    }
     size_t used = 0;
     put(buf, len, &used, "{\"pools\": {", 11);
     pthread_rwlock_rdlock(&m->lock);

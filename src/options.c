@@ -256,6 +256,8 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     } while (0)
     REQUIRE(o->max_size >= 1, "max_size must be at least 1 (got %d): a pool needs room for one connection",
             o->max_size);
+    REQUIRE(o->max_size <= 1000000, "max_size must be at most 1000000 (got %d), as pool_max in the URL",
+            o->max_size);
     REQUIRE(o->min_size >= 0, "min_size must be 0 or more (got %d)", o->min_size);
     REQUIRE(o->min_size <= o->max_size, "min_size (%d) must not exceed max_size (%d)", o->min_size,
             o->max_size);
@@ -305,7 +307,9 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
             (long long)o->maintenance_interval_ms);
     REQUIRE(o->barging_window_us >= 0, "barging_window_us must be 0 (strict hand-off) or more (got %lld)",
             (long long)o->barging_window_us);
-    REQUIRE(o->max_connecting >= 1, "max_connecting must be at least 1 (got %d)", o->max_connecting);
+    REQUIRE(o->max_connecting >= 1 && o->max_connecting <= 1000,
+            "max_connecting must be from 1 to 1000 (got %d): it is the number of connector threads",
+            o->max_connecting);
     REQUIRE(o->leak_reclaim_ms == 0 ||
                 (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
             "leak_reclaim_ms (%lld) needs leak_threshold_ms > 0 and must not be below it",

@@ -487,7 +487,7 @@ static int initial_cap(const dbpool_options *o) {
     if (!o->autoscale)
         return o->max_size;
     /* Autoscale starts half way and moves by steps (documented). */
-    int cap = (o->max_size + 1) / 2;
+    int cap = o->max_size / 2 + o->max_size % 2;
     if (cap < o->min_size)
         cap = o->min_size;
     return cap < 1 ? 1 : cap;
@@ -498,9 +498,13 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     if (!out)
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_open: out must not be NULL");
     *out = NULL;
-    const dbpool_driver *driver = dbpool__driver_for_url(url, err);
-    if (!driver)
-        return err ? err->code : DBPOOL_EINVAL;
+    dbpool_error why;
+    const dbpool_driver *driver = dbpool__driver_for_url(url, &why);
+    if (!driver) {
+        if (err)
+            *err = why;
+        return why.code; /* the same code whether or not the caller takes the message */
+    }
 
     dbpool *p = calloc(1, sizeof *p);
     if (!p)

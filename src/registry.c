@@ -17,6 +17,11 @@ static const dbpool_driver *const drivers[] = {
 };
 
 const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e) {
+    /* The caller reads the code from e: it needs one even when its own
+     * caller passed none. */
+    dbpool_error own;
+    if (!e)
+        e = &own;
     if (!url || !*url) {
         dbpool__seterr(e, DBPOOL_EINVAL,
                        "empty database URL: give one such as sqlite:app.db, "

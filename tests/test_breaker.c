@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -92,6 +93,10 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EUNAVAILABLE);
     assert_true(dbt_now_ms() - t0 < 50);
     assert_non_null(strstr(e.message, "injected"));
+    /* When the next try comes: what is left of the 200 ms cooldown. */
+    const char *when = strstr(e.message, "next try in ");
+    if (!when || atoi(when + 12) > 200)
+        fail_msg("the error should say how long is left of the cooldown: %s", e.message);
     dbpool_mock_get_counters(&after);
     assert_int_equal(after.connects, before.connects);
 

@@ -41,6 +41,8 @@ static void m_idleneg(dbpool_options *o) { o->idle_timeout_ms = -1; }
 static void m_lifeneg(dbpool_options *o) { o->max_lifetime_ms = -1; }
 static void m_retneg(dbpool_options *o) { o->max_retries = -1; }
 static void m_retbig(dbpool_options *o) { o->max_retries = 2147483647; }
+static void m_maxbig(dbpool_options *o) { o->max_size = 2147483647; }
+static void m_connbig(dbpool_options *o) { o->max_connecting = 1001; }
 static void m_backneg(dbpool_options *o) { o->backoff_base_ms = -1; }
 static void m_backmax(dbpool_options *o) { o->backoff_base_ms = 100, o->backoff_max_ms = 50; }
 static void m_waitneg(dbpool_options *o) { o->max_waiters = -2; }
@@ -73,6 +75,8 @@ static const struct {
     {m_lifeneg, "max_lifetime_ms", "-1"},
     {m_retneg, "max_retries", "-1"},
     {m_retbig, "max_retries", "2147483647"},
+    {m_maxbig, "max_size", "2147483647"},
+    {m_connbig, "max_connecting", "1001"},
     {m_backneg, "backoff_base_ms", "-1"},
     {m_backmax, "backoff_max_ms", "50"},
     {m_waitneg, "max_waiters", "-2"},
