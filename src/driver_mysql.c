@@ -1014,35 +1014,26 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
             b[i].buffer = &dbls[i];
             break;
         case DBPOOL_TYPE_TEXT:
-            if (!p[i].v.text.ptr) {
+        case DBPOOL_TYPE_BLOB: {
+            /* Both are bytes with a length; a BLOB goes as binary. */
+            bool text = p[i].type == DBPOOL_TYPE_TEXT;
+            const void *ptr = text ? (const void *)p[i].v.text.ptr : p[i].v.blob.ptr;
+            size_t len = text ? p[i].v.text.len : p[i].v.blob.len;
+            if (!ptr) {
                 b[i].buffer_type = MYSQL_TYPE_NULL;
                 break;
             }
-            if (p[i].v.text.len > ULONG_MAX) {
+            if (len > ULONG_MAX) {
                 rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
                 goto out;
             }
-            lens[i] = (unsigned long)p[i].v.text.len;
-            b[i].buffer_type = MYSQL_TYPE_STRING;
-            b[i].buffer = (void *)(uintptr_t)p[i].v.text.ptr;
+            lens[i] = (unsigned long)len;
+            b[i].buffer_type = text ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
+            b[i].buffer = (void *)(uintptr_t)ptr;
             b[i].buffer_length = lens[i];
             b[i].length = &lens[i];
             break;
-        case DBPOOL_TYPE_BLOB:
-            if (!p[i].v.blob.ptr) {
-                b[i].buffer_type = MYSQL_TYPE_NULL;
-                break;
-            }
-            if (p[i].v.blob.len > ULONG_MAX) {
-                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql: parameter %zu is too long", i + 1);
-                goto out;
-            }
-            lens[i] = (unsigned long)p[i].v.blob.len;
-            b[i].buffer_type = MYSQL_TYPE_BLOB;
-            b[i].buffer = (void *)(uintptr_t)p[i].v.blob.ptr;
-            b[i].buffer_length = lens[i];
-            b[i].length = &lens[i];
-            break;
+        }
         case DBPOOL_TYPE_NULL:
             b[i].buffer_type = MYSQL_TYPE_NULL;
             break;
