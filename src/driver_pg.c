@@ -559,6 +559,12 @@ static int pg_needs_reset(void *native) {
     PGconn *c = native;
     if (!c || PQstatus(c) != CONNECTION_OK)
         return -1;
+#ifdef LIBPQ_HAS_PIPELINING
+    /* Pipeline mode, entered on the native handle: every synchronous call
+     * would fail for the next caller. */
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+        return -1;
+#endif
     switch (PQtransactionStatus(c)) {
     case PQTRANS_IDLE:
         return 0;
@@ -603,7 +609,12 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
     if (n > PG_MAX_PARAMS)
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters: PostgreSQL accepts at most %d", n,
                               PG_MAX_PARAMS);
-    size_t count = dbpool__pg_number_placeholders(sql, NULL);
+    bool several = false;
+    size_t count = dbpool__pg_scan(sql, NULL, &several);
+    if (several)
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "with parameters the SQL must hold one statement: PostgreSQL runs a "
+                              "parameterized text as one; send the others in calls of their own");
     if (count != n)
         return dbpool__seterr(e, DBPOOL_EINVAL,
                               "the statement has %zu ? placeholders (outside quotes and comments) "
@@ -704,8 +715,15 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
 static int check_result(PGconn *c, const PGresult *r, dbpool_error *e) {
     if (!r) {
         char msg[DBPOOL_MSG_CAP];
-        copy_conn_error(c, msg, sizeof msg);
-        return dbpool__seterr(e, PQstatus(c) == CONNECTION_OK ? DBPOOL_ENOMEM : DBPOOL_EBROKEN, "%s", msg);
+        copy_conn_error_or(c, msg, sizeof msg, "");
+        int code = PQstatus(c) != CONNECTION_OK ? DBPOOL_EBROKEN : msg[0] ? DBPOOL_EQUERY : DBPOOL_ENOMEM;
+#ifdef LIBPQ_HAS_PIPELINING
+        if (code != DBPOOL_EBROKEN && PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+            return dbpool__seterr(e, DBPOOL_EBROKEN,
+                                  "the connection is in libpq pipeline mode (entered on the native handle), "
+                                  "where dbpool cannot run statements: it is closed on release");
+#endif
+        return dbpool__seterr(e, code, "%s", msg[0] ? msg : "out of memory");
     }
     switch (PQresultStatus(r)) {
     case PGRES_COMMAND_OK:

@@ -22,14 +22,27 @@ static size_t dollar_tag(const char *s) {
     return *p == '$' ? (size_t)((const char *)p - s) + 1 : 0;
 }
 
+/* After the closing quote of a string constant at s: white space holding a
+ * newline, then a quote, continues the same constant (SQL's rule); the
+ * length of that white space and quote, or 0. */
+static size_t continuation(const char *s) {
+    size_t n = strspn(s, " \t\r\n\f");
+    return n > 0 && memchr(s, '\n', n) && s[n] == '\'' ? n + 1 : 0;
+}
+
+size_t dbpool__pg_number_placeholders(const char *sql, char *out) { return dbpool__pg_scan(sql, out, NULL); }
+
 /*
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
  * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
  * bytes ("$65535" for "?").
  */
-size_t dbpool__pg_number_placeholders(const char *sql, char *out) {
+size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
     size_t count = 0, o = 0;
+    bool after_semicolon = false;
+    if (several)
+        *several = false;
     const char *s = sql;
 #define EMIT(ch)                                                                                             \
     do {                                                                                                     \
@@ -40,6 +53,9 @@ size_t dbpool__pg_number_placeholders(const char *sql, char *out) {
     } while (0)
     while (*s) {
         unsigned char ch = (unsigned char)*s;
+        bool comment = (ch == '-' && s[1] == '-') || (ch == '/' && s[1] == '*');
+        if (after_semicolon && several && !isspace(ch) && ch != ';' && !comment)
+            *several = true;
         if (ident_start(ch)) {
             /* A whole identifier or keyword, so that `$` inside it is not
              * taken for a dollar quote; E'...' has backslash escapes. */
@@ -57,7 +73,13 @@ size_t dbpool__pg_number_placeholders(const char *sql, char *out) {
                         EMIT(*s++);
                     } else if (*s == '\'') {
                         EMIT(*s++);
-                        break;
+                        /* E'a'<newline>'b' is one constant: the second part
+                         * has backslash escapes too. */
+                        size_t more = continuation(s);
+                        if (!more)
+                            break;
+                        for (size_t i = 0; i < more; i++)
+                            EMIT(*s++);
                     } else {
                         EMIT(*s++);
                     }
@@ -107,6 +129,9 @@ size_t dbpool__pg_number_placeholders(const char *sql, char *out) {
                     EMIT(*s++);
                 }
             } while (*s && depth > 0);
+        } else if (ch == ';') {
+            after_semicolon = true;
+            EMIT(*s++);
         } else if (ch == '?') {
             count++;
             s++;

@@ -5,6 +5,7 @@
 #ifndef DBPOOL_PG_PLACEHOLDERS_H
 #define DBPOOL_PG_PLACEHOLDERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -15,5 +16,10 @@
  * in a statement that has parameters.
  */
 size_t dbpool__pg_number_placeholders(const char *sql, char *out);
+
+/* dbpool__pg_number_placeholders, and whether sql holds more than one
+ * statement: a `;` outside quotes and comments with more than white space,
+ * `;` and comments after it. */
+size_t dbpool__pg_scan(const char *sql, char *out, bool *several);
 
 #endif

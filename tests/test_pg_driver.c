@@ -554,6 +554,48 @@ static void test_open_transaction_rolled_back(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Pipeline mode entered on the native handle: the caller's statements say
+ * so (not "out of memory"), and the connection is not pooled again. */
+static void test_pipeline_mode_not_pooled(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    assert_int_equal(PQenterPipelineMode(dbpool_conn_native(c)), 1);
+    dbpool_error err;
+    int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+    if (rc == DBPOOL_OK || rc == DBPOOL_ENOMEM || !strstr(err.message, "pipeline"))
+        fail_msg("a statement in pipeline mode: %s: %s", dbpool_errname(rc), err.message);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    /* Left in pipeline mode without a statement of ours: closed as well. */
+    c = lease(p);
+    assert_int_not_equal(backend_pid(c), pid);
+    pid = backend_pid(c);
+    assert_int_equal(PQenterPipelineMode(dbpool_conn_native(c)), 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    c = lease(p);
+    assert_int_not_equal(backend_pid(c), pid);
+    assert_int_equal(query_int(c, "SELECT 7", NULL, 0), 7);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* With parameters, one statement: several are DBPOOL_EINVAL before
+ * anything is sent (as on SQLite). */
+static void test_several_statements_with_parameters(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = lease(p);
+    dbpool_param one = dbpool_param_int64(1);
+    dbpool_error err;
+    int rc = dbpool_exec(c, "SELECT ?; SELECT 2", &one, 1, NULL, &err);
+    if (rc != DBPOOL_EINVAL || !strstr(err.message, "one statement"))
+        fail_msg("two statements with a parameter: %s: %s", dbpool_errname(rc), err.message);
+    assert_int_equal(query_int(c, "SELECT ?::int; -- one statement, a comment after", &one, 1), 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_wrong_password(void **state) {
     (void)state;
     static const char bad_pw[] = "Wr0ngPassw0rd-dbpool-test";
@@ -651,6 +693,8 @@ int main(void) {
         cmocka_unit_test(test_killed_idle_backend_validated),
         cmocka_unit_test(test_open_transaction_rolled_back),
         cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_pipeline_mode_not_pooled),
+        cmocka_unit_test(test_several_statements_with_parameters),
         cmocka_unit_test(test_deaf_listener_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,6 +41,29 @@ static void test_quoted_places_untouched(void **state) {
     check("SELECT ? -- what?\n, ?", "SELECT $1 -- what?\n, $2", 2);
     check("SELECT /* a? /* nested? */ b? */ ?", "SELECT /* a? /* nested? */ b? */ $1", 1);
     check("SELECT $1, ?", "SELECT $1, $1", 1); /* $1 is no quote; mixing styles is the caller's affair */
+    /* An E'' constant continued on the next line keeps its escapes: the
+     * \' there does not end it (PostgreSQL reads x'? here). */
+    check("SELECT E'x'\n'\\'?' AS v, /*'*/ ?::text", "SELECT E'x'\n'\\'?' AS v, /*'*/ $1::text", 1);
+    /* Without a newline it is no continuation. */
+    check("SELECT E'x' '?', ?", "SELECT E'x' '?', $1", 1);
+}
+
+static void several(const char *sql, bool expect) {
+    bool got = !expect;
+    dbpool__pg_scan(sql, NULL, &got);
+    if (got != expect)
+        fail_msg("'%s': %s statement(s) expected", sql, expect ? "several" : "one");
+}
+
+static void test_several_statements(void **state) {
+    (void)state;
+    several("SELECT ?", false);
+    several("SELECT ?;", false);
+    several("SELECT ?; -- done\n ; /* end */  ", false);
+    several("SELECT ';', ?", false);
+    several("SELECT $$;x$$, ?", false);
+    several("UPDATE t SET x = ?; SELECT 1", true);
+    several("SELECT 1;SELECT ?", true);
 }
 
 static void test_unterminated_input_is_safe(void **state) {
@@ -58,6 +81,7 @@ int main(void) {
         cmocka_unit_test(test_numbering),
         cmocka_unit_test(test_quoted_places_untouched),
         cmocka_unit_test(test_unterminated_input_is_safe),
+        cmocka_unit_test(test_several_statements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
