@@ -31,6 +31,7 @@
 #include <mysql.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ enum {
     MY_ER_BAD_DB = 1049,
     MY_ER_ACCESS_DENIED_NO_PASSWORD = 1698,
     MY_ER_CONNECTION_KILLED = 1927,
+    MY_ER_MAX_PREPARED_STMT_COUNT = 1461,
     MY_CR_CONNECTION_ERROR = 2002,
     MY_CR_CONN_HOST_ERROR = 2003,
     MY_CR_UNKNOWN_HOST = 2005,
@@ -74,9 +76,11 @@ typedef struct my_conn {
     bool stmts_stale;             /* the server reported a session change (USE, sql_mode, ...) since
                                      the kept statements were prepared: prepare them again */
     bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
+    bool schema_changed;          /* the server reported a new default database (USE) since the reset */
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
     char *init_command;           /* rerun after a reset, or NULL */
+    char *database;               /* the URL's, made current again after a reset; or NULL */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -346,6 +350,32 @@ static void describe_target(const my_cfg *c, const my_host *h, char *buf, size_t
         snprintf(buf, len, "%s:%u", h->host, h->port);
 }
 
+/*
+ * Connector/C calls this with every status and session-tracking report the
+ * server sends, whichever call read it: statements run on the native handle
+ * are seen too. A session change (SET, a user variable, a temporary table,
+ * USE, ...) needs the reset at release, and kept prepared statements must
+ * be prepared again (they keep the database and sql_mode they were
+ * prepared under).
+ */
+static void status_report(void *data, enum enum_mariadb_status_info type, ...) {
+    my_conn *mc = data;
+    va_list ap;
+    va_start(ap, type);
+    bool changed = true;
+    if (type == STATUS_TYPE) {
+        changed = (va_arg(ap, unsigned int) & SERVER_SESSION_STATE_CHANGED) != 0;
+    } else if (type == SESSION_TRACK_TYPE) {
+        if (va_arg(ap, int) == SESSION_TRACK_SCHEMA)
+            mc->schema_changed = true;
+    }
+    va_end(ap);
+    if (changed) {
+        mc->dirty = true;
+        mc->stmts_stale = true;
+    }
+}
+
 static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_error *e) {
     my_bool off = 0, on = 1;
     unsigned ct = c->connect_timeout ? c->connect_timeout : seconds_left(deadline_ns);
@@ -353,6 +383,7 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
     int bad = 0;
     /* The deadline, through the hook (see bounded_io_wait). */
     bad |= mysql_optionsv(m, MARIADB_OPT_IO_WAIT, bounded_io_wait);
+    bad |= mysql_optionsv(m, MARIADB_OPT_STATUS_CALLBACK, status_report, conn_of(m));
     bad |= mysql_optionsv(m, MYSQL_OPT_RECONNECT, &off);
     /* Connector/C's own timer: it bounds each read of a TLS handshake. */
     bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
@@ -474,6 +505,7 @@ static void close_conn(my_conn *mc) {
     mysql_close(&mc->mysql);
     stmt_cache_clear(mc);
     free(mc->init_command);
+    free(mc->database);
     free(mc);
 }
 
@@ -588,7 +620,8 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     MYSQL *m = &mc->mysql;
     dbpool__strlcpy(mc->charset, c->charset, sizeof mc->charset);
     mc->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
-    if (c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) {
+    if ((c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) ||
+        (c->database && *c->database && !(mc->database = dbpool__strdup(c->database)))) {
         tl_bound.deadline_ns = 0;
         close_conn(mc);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
@@ -663,6 +696,10 @@ static int my_needs_reset(void *native) {
     my_conn *mc = conn_of(m);
     if (mc->broken || broken_errno(mysql_errno(m)))
         return -1;
+    /* A result left unread on the native handle (mysql_use_result, a CALL's
+     * further results): the next command would be out of sync. */
+    if (m->status != MYSQL_STATUS_READY || mysql_more_results(m))
+        return -1;
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
         return 1;
@@ -678,22 +715,30 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     if (rc)
         return rc;
     stmt_cache_clear(mc); /* closed on the server by the reset */
-    mc->stmts_stale = false;
-    /* The reset put session variables back to the server's defaults; the
-     * same deadline bounds the statements that restore them. */
+    /* The reset put session variables back to the server's defaults but
+     * kept the default database; the same deadline bounds the statements
+     * that restore them, in the order of a new connection: the database,
+     * init_command, then the pool's settings. */
     char restore[256];
     session_sql(mc, true, restore, sizeof restore);
     my_guard g;
     bound_begin(m, deadline_ns, &g);
-    rc = run_sql(m, restore, "restoring session settings after reset", e);
+    if (mc->schema_changed && mc->database && mysql_select_db(m, mc->database) != 0) {
+        rc = conn_error(m, e);
+        dbpool__prefix_err(e, "making the URL's database current again after reset");
+    }
     if (rc == DBPOOL_OK && mc->init_command)
         rc = run_sql(m, mc->init_command, "init_command after reset", e);
+    if (rc == DBPOOL_OK)
+        rc = run_sql(m, restore, "restoring session settings after reset", e);
     bound_end(m, &g);
     if (rc) {
         mark_broken(m);
         return rc;
     }
     mc->dirty = false;
+    mc->stmts_stale = false;
+    mc->schema_changed = false;
     return DBPOOL_OK;
 }
 
@@ -828,8 +873,13 @@ static int text_result_of(MYSQL_RES *res, dbpool_result **out, dbpool_error *e) 
 /* No parameters: the text protocol, one round trip. */
 static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
     note_statement(conn_of(m), sql);
-    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0)
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0) {
+        /* An error reply carries no status: whatever the statement did
+         * before it failed (a procedure's BEGIN and INSERT, a SET) goes
+         * unreported. */
+        conn_of(m)->dirty = true;
         return conn_error(m, e);
+    }
     int rc = DBPOOL_OK;
     MYSQL_RES *res = mysql_store_result(m);
     if (!res && mysql_field_count(m) > 0)
@@ -991,8 +1041,15 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         goto out;
     }
     if (!kept && mysql_stmt_prepare(st, sql, (unsigned long)sql_len) != 0) {
-        rc = stmt_fail(m, st, e);
-        goto out;
+        /* The server's max_prepared_stmt_count reached: the kept
+         * statements give theirs back, and the prepare runs again. */
+        bool retry = mysql_stmt_errno(st) == MY_ER_MAX_PREPARED_STMT_COUNT && mc->stmts;
+        if (retry)
+            stmt_cache_clear(mc);
+        if (!retry || mysql_stmt_prepare(st, sql, (unsigned long)sql_len) != 0) {
+            rc = stmt_fail(m, st, e);
+            goto out;
+        }
     }
     unsigned long want = mysql_stmt_param_count(st);
     if (want != n) {
@@ -1049,6 +1106,7 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
     executed = true;
     if (mysql_stmt_execute(st) != 0) {
+        mc->dirty = true; /* an error reply carries no status (see text_run) */
         rc = stmt_fail(m, st, e);
         goto out;
     }

@@ -66,6 +66,7 @@ static const char *skip_blank(const char *s) {
 static bool scan(const char *sql, bool backslash_escapes) {
     const char *s = sql;
     bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
+    bool after_set = false;  /* the word before was SET */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
@@ -125,8 +126,16 @@ static bool scan(const char *sql, bool backslash_escapes) {
                 is_keyword(word, len, "HANDLER") || is_keyword(word, len, "BACKUP") ||
                 is_keyword(word, len, "DIAGNOSTICS"))
                 return true;
+            /* SET TRANSACTION: the next transaction's isolation or READ ONLY,
+             * which the server does not report. Turning the server's
+             * reports off (session_track_...) would hide what follows. */
+            if ((after_set && is_keyword(word, len, "TRANSACTION")) ||
+                (len > 14 && strncasecmp(word, "session_track_", 14) == 0))
+                return true;
             if (is_keyword(word, len, "INTO"))
                 after_into = true;
+            after_set = is_keyword(word, len, "SET");
+            continue;
         } else {
             s++;
         }

@@ -15,6 +15,7 @@
 #include "testsupport.h"
 
 #include <arpa/inet.h>
+#include <mysql.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -621,6 +622,222 @@ static void test_use_reprepares_kept_statements(void **state) {
     dbpool_close(p);
 }
 
+/* The next lease of the same session, with its text or 0 for NULL. */
+static void text_of(dbpool_conn *c, const char *sql, char *buf, size_t cap) {
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    const char *v = dbpool_result_text(r, 0, NULL);
+    snprintf(buf, cap, "%s", v ? v : "0");
+    dbpool_result_free(r);
+}
+
+/* A pool of one session on the admin URL, with a table, a procedure that
+ * fails after a write, and a second database. */
+typedef struct left_clean {
+    dbpool *p;
+    int64_t id;
+    char db2[64], proc[64], table[64], home[64];
+} left_clean;
+
+static void left_clean_open(left_clean *t) {
+    char sql[300];
+    snprintf(t->db2, sizeof t->db2, "dbpool_lc_%ld", (long)getpid());
+    snprintf(t->proc, sizeof t->proc, "dbpool_pfail_%ld", (long)getpid());
+    snprintf(t->table, sizeof t->table, "dbpool_pt_%ld", (long)getpid());
+    t->p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(t->p);
+    t->id = query_int(c, "SELECT CONNECTION_ID()");
+    text_of(c, "SELECT DATABASE()", t->home, sizeof t->home);
+    snprintf(sql, sizeof sql, "CREATE DATABASE IF NOT EXISTS %s", t->db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (v INT) ENGINE=InnoDB", t->table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s", t->proc);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s() BEGIN START TRANSACTION; INSERT INTO %s VALUES (1); "
+             "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'fails after a write'; END",
+             t->proc, t->table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+}
+
+static void left_clean_close(left_clean *t) {
+    char sql[300];
+    dbpool_conn *c = dbt_acquire(t->p);
+    snprintf(sql, sizeof sql, "DROP PROCEDURE %s", t->proc);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP TABLE %s.%s", t->home, t->table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP DATABASE %s", t->db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+    dbpool_close(t->p);
+}
+
+/* USE otherdb: the next lease is in the URL's database again. */
+static void test_use_undone_at_release(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300], got[64];
+    dbpool_conn *c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "USE %s", t.db2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), t.id);
+    text_of(c, "SELECT DATABASE()", got, sizeof got);
+    dbpool_release(c);
+    if (strcmp(got, t.home) != 0)
+        fail_msg("after USE %s the next lease is in '%s', not the URL's '%s'", t.db2, got, t.home);
+    left_clean_close(&t);
+}
+
+/* A statement that fails after opening a transaction (the error reply
+ * carries no status): the transaction does not reach the next lease. */
+static void test_failed_statement_resets(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300];
+    dbpool_conn *c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "CALL %s()", t.proc);
+    dbpool_error e;
+    assert_int_not_equal(dbpool_exec(c, sql, NULL, 0, NULL, &e), DBPOOL_OK);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    dbt_exec_ok(c, "COMMIT", NULL, 0);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t.table);
+    int64_t rows = query_int(c, sql);
+    dbpool_release(c);
+    if (rows != 0)
+        fail_msg("the failed CALL's open transaction reached the next lease, whose COMMIT kept its row");
+    left_clean_close(&t);
+}
+
+/* Changes made on the native handle are seen from the server's reports. */
+static void test_native_changes_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    dbpool_conn *c = dbt_acquire(t.p);
+    MYSQL *m = dbpool_conn_native(c);
+    assert_int_equal(mysql_query(m, "SET autocommit=0"), 0);
+    assert_int_equal(mysql_query(m, "SET SESSION sql_mode='ANSI_QUOTES'"), 0);
+    assert_int_equal(mysql_query(m, "SET @native_var = 9"), 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    int64_t autocommit = query_int(c, "SELECT @@autocommit");
+    int64_t var_gone = query_int(c, "SELECT @native_var IS NULL");
+    int64_t ansi = query_int(c, "SELECT @@sql_mode LIKE '%ANSI_QUOTES%'");
+    dbpool_release(c);
+    if (autocommit != 1 || var_gone != 1 || ansi != 0)
+        fail_msg("the next lease has autocommit %lld, @native_var %s, ANSI_QUOTES %s", (long long)autocommit,
+                 var_gone ? "gone" : "kept", ansi ? "on" : "off");
+    left_clean_close(&t);
+}
+
+/* SET TRANSACTION READ ONLY, for the next transaction only. */
+static void test_set_transaction_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300];
+    dbpool_conn *c = dbt_acquire(t.p);
+    dbt_exec_ok(c, "SET TRANSACTION READ ONLY", NULL, 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (2)", t.table);
+    dbpool_error e;
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &e);
+    dbpool_release(c);
+    if (rc != DBPOOL_OK)
+        fail_msg("the next lease inherited a read-only transaction: %s", e.message);
+    left_clean_close(&t);
+}
+
+/* A result left unread on the native handle: not pooled again. */
+static void test_unread_native_result_not_pooled(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    dbpool_conn *c = dbt_acquire(t.p);
+    MYSQL *m = dbpool_conn_native(c);
+    assert_int_equal(mysql_query(m, "SELECT 1 UNION ALL SELECT 2"), 0);
+    MYSQL_RES *half = mysql_use_result(m);
+    assert_non_null(half);
+    assert_non_null(mysql_fetch_row(half)); /* one of two rows read */
+    dbpool_release(c);
+    mysql_free_result(half);
+    c = dbt_acquire(t.p);
+    dbpool_error e;
+    dbpool_result *r = NULL;
+    int rc = dbpool_query(c, "SELECT 5", NULL, 0, &r, &e);
+    dbpool_result_free(r);
+    int64_t id = rc == DBPOOL_OK ? query_int(c, "SELECT CONNECTION_ID()") : t.id;
+    dbpool_release(c);
+    if (rc != DBPOOL_OK || id == t.id)
+        fail_msg("the connection with an unread result was pooled again: %s",
+                 rc ? e.message : "same session");
+    left_clean_close(&t);
+}
+
+/* After a reset the session is set up in the order of a new connection:
+ * init_command first, then the pool's statement timeout, which wins. */
+static void test_reset_restores_in_connect_order(void **state) {
+    (void)state;
+    char url[1200];
+    snprintf(url, sizeof url, "%s%sinit_command=SET%%20SESSION%%20max_statement_time%%3D7", base_url,
+             strchr(base_url, '?') ? "&" : "?");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.statement_timeout_ms = 1000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, url, &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t fresh = query_int(c, "SELECT @@max_statement_time * 1000");
+    dbt_exec_ok(c, "SET @dirty = 1", NULL, 0); /* the release resets */
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    int64_t after = query_int(c, "SELECT @@max_statement_time * 1000");
+    dbpool_release(c);
+    dbpool_close(p);
+    if (fresh != 1000 || after != fresh)
+        fail_msg("max_statement_time: %lld ms on a new connection, %lld ms after a reset", (long long)fresh,
+                 (long long)after);
+}
+
+/* The server's max_prepared_stmt_count reached by kept statements: they
+ * make room, and the new statement runs. */
+static void test_prepared_statement_limit(void **state) {
+    (void)state;
+    dbpool *p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t old_limit = query_int(c, "SELECT @@GLOBAL.max_prepared_stmt_count");
+    int64_t in_use = query_int(c, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                  "WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET GLOBAL max_prepared_stmt_count = %lld", (long long)(in_use + 4));
+    dbt_exec_ok(c, sql, NULL, 0);
+    int rc = DBPOOL_OK;
+    dbpool_error e;
+    for (int i = 0; i < 10 && rc == DBPOOL_OK; i++) {
+        snprintf(sql, sizeof sql, "DO ? + %d", i);
+        dbpool_param one = dbpool_param_int64(1);
+        rc = dbpool_exec(c, sql, &one, 1, NULL, &e); /* kept: no result set */
+    }
+    snprintf(sql, sizeof sql, "SET GLOBAL max_prepared_stmt_count = %lld", (long long)old_limit);
+    dbt_exec_ok(c, sql, NULL, 0);
+    if (rc != DBPOOL_OK)
+        fail_msg("with room for 4 prepared statements: %s: %s", dbpool_errname(rc), e.message);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 /* The pool's init_sql changes the session (a user variable) but is not a
  * caller's change: clean leases go back without a reset. A caller's own
  * change is reset once, with init_sql applied again, and the connection is
@@ -753,6 +970,13 @@ int main(void) {
         cmocka_unit_test(test_init_sql_leaves_connection_clean),
         cmocka_unit_test(test_untracked_session_state_reset),
         cmocka_unit_test(test_use_reprepares_kept_statements),
+        cmocka_unit_test(test_use_undone_at_release),
+        cmocka_unit_test(test_failed_statement_resets),
+        cmocka_unit_test(test_native_changes_reset),
+        cmocka_unit_test(test_set_transaction_reset),
+        cmocka_unit_test(test_unread_native_result_not_pooled),
+        cmocka_unit_test(test_prepared_statement_limit),
+        cmocka_unit_test(test_reset_restores_in_connect_order),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),

@@ -41,6 +41,9 @@ static void test_flagged(void **state) {
     expect("SELECT @cm /* a comment */ := 1", true);
     expect("SELECT @cm -- line\n := 1", true);
     expect("GET DIAGNOSTICS @n = NUMBER", true);
+    expect("SET TRANSACTION READ ONLY", true);
+    expect("set /* next one */ transaction isolation level serializable", true);
+    expect("SET session_track_state_change = OFF", true);
 }
 
 static void test_not_flagged(void **state) {
@@ -64,6 +67,8 @@ static void test_not_flagged(void **state) {
     expect("SELECT 1 /* unterminated LOCK", false);
     expect("SELECT 5--1", false); /* no space after --: a minus sign twice */
     expect("SELECT * FROM t FOR UPDATE", false);
+    expect("START TRANSACTION", false); /* the server's status shows it */
+    expect("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", false); /* reported */
 }
 
 int main(void) {
