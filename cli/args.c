@@ -114,6 +114,18 @@ bool cli_parse_int(const char *s, int lo, int hi, int *out) {
     return true;
 }
 
+bool cli_parse_double(const char *s, double lo, double hi, double *out) {
+    if (!s || !*s || !plain_number(s, true))
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
 bool cli_parse_seconds(const char *s, int64_t *ms) {
     if (!s || !*s || !plain_number(s, true))
         return false;

@@ -65,7 +65,7 @@ bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsig
         if (!tmp)
             snprintf(why, whycap, "out of memory");
         else
-            snprintf(why, whycap, "cannot create a file next to '%s': %s", path, strerror(errno));
+            snprintf(why, whycap, "cannot create a file next to '%s': %s", cli_shown(path), strerror(errno));
         free(tmp);
         return false;
     }
@@ -89,7 +89,7 @@ bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsig
     }
     if (step) {
         unlink(tmp);
-        snprintf(why, whycap, "cannot %s '%s': %s", step, path, strerror(saved));
+        snprintf(why, whycap, "cannot %s '%s': %s", step, cli_shown(path), strerror(saved));
         free(tmp);
         return false;
     }

@@ -156,18 +156,13 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 return cli_usage_error(CMD, "--query is empty: give a statement, e.g. --query 'SELECT 1'");
             a->query = v;
             continue;
-        case 5: {
-            char *end;
-            errno = 0;
-            double ms = strtod(v, &end);
-            if (!*v || errno || *end || !isfinite(ms) || ms < 0 || ms > MAX_HOLD_MS)
+        case 5:
+            if (!cli_parse_double(v, 0, MAX_HOLD_MS, &a->hold_ms))
                 return cli_usage_error(CMD,
                                        "--hold-ms '%s' is not a number of milliseconds from 0 to %.0f: "
                                        "use e.g. --hold-ms 0.1",
                                        cli_shown(v), MAX_HOLD_MS);
-            a->hold_ms = ms;
             continue;
-        }
         case 6:
             if (!cli_parse_int(v, 1, MAX_BURST, &a->burst))
                 return cli_usage_error(CMD,

@@ -67,7 +67,6 @@ int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]);
  * must not echo a value (it may hold a password). Static buffer. */
 const char *cli_opt_name(const char *arg);
 
-/* A base-10 int in [lo, hi], the whole string; false otherwise. */
 /* An argument fit to quote in an error message: one that may hold a
  * password (a URL pasted after an option that takes a value, as
  * `--timeout $EMPTY "$DATABASE_URL"` does) is not shown. cli_shown gives
@@ -76,7 +75,10 @@ const char *cli_opt_name(const char *arg);
 bool cli_showable(const char *arg);
 const char *cli_shown(const char *arg);
 
+/* A base-10 int in [lo, hi], the whole string; false otherwise. */
 bool cli_parse_int(const char *s, int lo, int hi, int *out);
+/* A plain decimal number, fractions allowed, in [lo, hi]; false otherwise. */
+bool cli_parse_double(const char *s, double lo, double hi, double *out);
 /* Seconds, fractions allowed ("0.001", "2.5"), strictly positive and
  * finite; *ms is rounded up so that any positive value gives >= 1 ms. */
 bool cli_parse_seconds(const char *s, int64_t *ms);

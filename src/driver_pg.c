@@ -594,7 +594,7 @@ static int pg_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
  * Run sql with params, blocking. With no parameters the statement goes
  * through the simple protocol verbatim (several statements allowed, `?`
  * operators usable); otherwise `?` are numbered and sent with
- * PQexecParams in text format.
+ * PQexecParams, in text format except blobs (binary bytea).
  */
 static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGresult **out, dbpool_error *e) {
     *out = NULL;

@@ -231,7 +231,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     dbpool__kv_free(kv, n);
     if (no_create)
         mode &= ~SQLITE_OPEN_CREATE;
-    if (rc == DBPOOL_OK && c->memory && mode_given && mode != (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
+    if (rc == DBPOOL_OK && c->memory && (mode_given || no_create) &&
+        mode != (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
         rc = dbpool__seterr(e, DBPOOL_EINVAL,
                             "sqlite::memory: is always read-write and made by the pool: leave out mode= and "
                             "create_if_missing=");

@@ -168,14 +168,14 @@ static void mask_cut_tail(char *msg, size_t cap, const char *const *secrets) {
             }
         }
     }
-    /* The last URL, if its authority runs to the end with no '@': from
-     * the ':' after the user on. */
+    /* The last URL, if its authority runs to the end: from the ':' after
+     * the user on (a password may hold '@', so the cut may fall after one). */
     const char *last = NULL;
     for (const char *s = strstr(msg, "://"); s; s = strstr(s + 3, "://"))
         last = s;
     if (last) {
         const char *auth = last + 3;
-        size_t n = strcspn(auth, "/?#@ \t\r\n");
+        size_t n = strcspn(auth, "/?# \t\r\n");
         const char *colon = memchr(auth, ':', n);
         if (auth[n] == '\0' && colon && (size_t)(colon + 1 - msg) < cut)
             cut = (size_t)(colon + 1 - msg);
@@ -192,6 +192,10 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     if (!msg || cap == 0)
         return;
     msg[cap - 1] = '\0';
+    /* Only a full buffer can have been cut (every message buffer that
+     * feeds this one is at least as large). Asked now: the masks below
+     * shorten the text. */
+    bool cut_to_fit = strlen(msg) + 1 == cap;
     if (secrets) {
         /* Longest first: a secret that is a prefix of another (a password
          * decoded at a %00 of its raw form, say) would otherwise mask only
@@ -211,9 +215,7 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     }
     mask_key_values(msg, cap);
     mask_url_userinfo(msg, cap);
-    /* Only a full buffer can have been cut (every message buffer that
-     * feeds this one is at least as large). */
-    if (strlen(msg) + 1 == cap)
+    if (cut_to_fit)
         mask_cut_tail(msg, cap, secrets);
 }
 

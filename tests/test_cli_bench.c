@@ -544,6 +544,7 @@ static void test_misplaced_url_not_echoed(void **state) {
                  "at most a year");
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--threads", " +2", NULL}, "--threads");
     expect_usage((const char *[]){"stat", "sqlite::memory:", " 1", NULL}, "interval");
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--hold-ms", "0x10", NULL}, "--hold-ms");
 }
 
 static void test_metrics_listen_refused(void **state) {

@@ -86,6 +86,19 @@ static void test_cut_secret_at_the_end(void **state) {
     assert_null(strstr(buf, "Xsecret"));
     assert_non_null(strstr(buf, "postgresql://uuuuuuuuuu:***"));
 
+    /* Cut, though the masks before shortened it: the secret whole earlier
+     * in the message, and its cut-off start at the end. */
+    snprintf(buf, sizeof buf, "%s", "XsecretPasswordX failed; we will retry the login as XsecretPasswordX");
+    dbpool__redact(buf, sizeof buf, secrets);
+    assert_null(strstr(buf, "Xsecret"));
+
+    /* A password with '@', cut after it. */
+    snprintf(buf, sizeof buf, "%s",
+             "no: \"postgresql://uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu:p@ss@word@host/db\"");
+    dbpool__redact(buf, sizeof buf, NULL);
+    if (strstr(buf, "ss@") || strstr(buf, "wor"))
+        fail_msg("a password cut after its '@' shows: %s", buf);
+
     /* A message that was not cut keeps its end. */
     snprintf(buf, sizeof buf, "%s", "connect to postgresql://h:5432");
     dbpool__redact(buf, sizeof buf, secrets);

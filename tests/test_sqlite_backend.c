@@ -605,6 +605,9 @@ static void test_keys_that_cannot_apply(void **state) {
     rc = dbpool_open(&p, "sqlite::memory:?mode=ro", NULL, &e);
     if (rc != DBPOOL_EINVAL)
         fail_msg("sqlite::memory:?mode=ro: %s: %s", dbpool_errname(rc), e.message);
+    rc = dbpool_open(&p, "sqlite:%3Amemory%3A?create_if_missing=false", NULL, &e);
+    if (rc != DBPOOL_EINVAL)
+        fail_msg("sqlite:%%3Amemory%%3A?create_if_missing=false: %s: %s", dbpool_errname(rc), e.message);
 
     char path[600], url[700];
     snprintf(path, sizeof path, "%s/order.db", dbt_tmpdir());
