@@ -638,7 +638,8 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
         close_conn(mc);
         return rc;
     }
-    mc->dirty = false;
+    /* The handshake's own reports (the default database) are no change. */
+    mc->dirty = mc->stmts_stale = mc->schema_changed = false;
     *native = m;
     return DBPOOL_OK;
 }
@@ -749,7 +750,11 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
  * needs_reset (the server's status, not this flag). */
 static int my_session_baseline(void *native, dbpool_error *e) {
     (void)e;
-    conn_of(native)->dirty = false;
+    my_conn *mc = conn_of(native);
+    mc->dirty = false;
+    /* A USE in init_sql is where leases start: the reset keeps it (it
+     * keeps the default database), so the URL's must not replace it. */
+    mc->schema_changed = false;
     return DBPOOL_OK;
 }
 
@@ -882,8 +887,10 @@ static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result 
     }
     int rc = DBPOOL_OK;
     MYSQL_RES *res = mysql_store_result(m);
-    if (!res && mysql_field_count(m) > 0)
+    if (!res && mysql_field_count(m) > 0) {
+        conn_of(m)->dirty = true;
         return conn_error(m, e);
+    }
     if (affected)
         *affected = res ? 0 : (int64_t)mysql_affected_rows(m);
     if (out && res) {
@@ -907,6 +914,8 @@ static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result 
         rc = drc;
     }
     note_status(m);
+    if (rc != DBPOOL_OK)
+        conn_of(m)->dirty = true; /* a later result failed: what ran before it went unreported */
     return rc;
 }
 
@@ -1106,7 +1115,6 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
     executed = true;
     if (mysql_stmt_execute(st) != 0) {
-        mc->dirty = true; /* an error reply carries no status (see text_run) */
         rc = stmt_fail(m, st, e);
         goto out;
     }
@@ -1143,6 +1151,8 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
     }
 out:
     note_status(m);
+    if (executed && rc != DBPOOL_OK)
+        mc->dirty = true; /* an error reply carries no status (see text_run) */
     /* Kept for the next run when it ran cleanly and has no result set (a
      * CALL with several results is not kept either); dropped when it
      * failed running, in case the failure was the statement's. */

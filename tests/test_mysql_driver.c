@@ -636,13 +636,14 @@ static void text_of(dbpool_conn *c, const char *sql, char *buf, size_t cap) {
 typedef struct left_clean {
     dbpool *p;
     int64_t id;
-    char db2[64], proc[64], table[64], home[64];
+    char db2[64], proc[64], proc2[64], table[64], home[64];
 } left_clean;
 
 static void left_clean_open(left_clean *t) {
     char sql[300];
     snprintf(t->db2, sizeof t->db2, "dbpool_lc_%ld", (long)getpid());
     snprintf(t->proc, sizeof t->proc, "dbpool_pfail_%ld", (long)getpid());
+    snprintf(t->proc2, sizeof t->proc2, "dbpool_pfail2_%ld", (long)getpid());
     snprintf(t->table, sizeof t->table, "dbpool_pt_%ld", (long)getpid());
     t->p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
     dbpool_conn *c = dbt_acquire(t->p);
@@ -659,6 +660,14 @@ static void left_clean_open(left_clean *t) {
              "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'fails after a write'; END",
              t->proc, t->table);
     dbt_exec_ok(c, sql, NULL, 0);
+    /* The same after a first result: the error comes with the next one. */
+    snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s", t->proc2);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s(IN x INT) BEGIN SELECT x; START TRANSACTION; INSERT INTO %s VALUES (x); "
+             "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'fails after a result'; END",
+             t->proc2, t->table);
+    dbt_exec_ok(c, sql, NULL, 0);
     dbpool_release(c);
 }
 
@@ -666,6 +675,8 @@ static void left_clean_close(left_clean *t) {
     char sql[300];
     dbpool_conn *c = dbt_acquire(t->p);
     snprintf(sql, sizeof sql, "DROP PROCEDURE %s", t->proc);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "DROP PROCEDURE %s", t->proc2);
     dbt_exec_ok(c, sql, NULL, 0);
     snprintf(sql, sizeof sql, "DROP TABLE %s.%s", t->home, t->table);
     dbt_exec_ok(c, sql, NULL, 0);
@@ -701,18 +712,28 @@ static void test_failed_statement_resets(void **state) {
     left_clean t;
     left_clean_open(&t);
     char sql[300];
-    dbpool_conn *c = dbt_acquire(t.p);
-    snprintf(sql, sizeof sql, "CALL %s()", t.proc);
-    dbpool_error e;
-    assert_int_not_equal(dbpool_exec(c, sql, NULL, 0, NULL, &e), DBPOOL_OK);
-    dbpool_release(c);
-    c = dbt_acquire(t.p);
-    dbt_exec_ok(c, "COMMIT", NULL, 0);
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t.table);
-    int64_t rows = query_int(c, sql);
-    dbpool_release(c);
-    if (rows != 0)
-        fail_msg("the failed CALL's open transaction reached the next lease, whose COMMIT kept its row");
+    /* The error as the first reply, after a first result (text), and after
+     * a first result of a prepared CALL. */
+    char calls[3][128];
+    snprintf(calls[0], sizeof calls[0], "CALL %s()", t.proc);
+    snprintf(calls[1], sizeof calls[1], "CALL %s(1)", t.proc2);
+    snprintf(calls[2], sizeof calls[2], "CALL %s(?)", t.proc2);
+    for (int i = 0; i < 3; i++) {
+        dbpool_conn *c = dbt_acquire(t.p);
+        dbpool_param one = dbpool_param_int64(1);
+        dbpool_error e;
+        assert_int_not_equal(dbpool_exec(c, calls[i], &one, i == 2 ? 1 : 0, NULL, &e), DBPOOL_OK);
+        dbpool_release(c);
+        c = dbt_acquire(t.p);
+        dbt_exec_ok(c, "COMMIT", NULL, 0);
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t.table);
+        int64_t rows = query_int(c, sql);
+        dbpool_release(c);
+        if (rows != 0)
+            fail_msg(
+                "%s failed with a transaction open; it reached the next lease, whose COMMIT kept its row",
+                calls[i]);
+    }
     left_clean_close(&t);
 }
 
@@ -768,7 +789,8 @@ static void test_unread_native_result_not_pooled(void **state) {
     MYSQL_RES *half = mysql_use_result(m);
     assert_non_null(half);
     assert_non_null(mysql_fetch_row(half)); /* one of two rows read */
-    dbpool_release(c);
+    dbpool_release(c);                      /* closes the connection: the result's handle is gone */
+    half->handle = NULL;
     mysql_free_result(half);
     c = dbt_acquire(t.p);
     dbpool_error e;
