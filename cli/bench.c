@@ -251,7 +251,7 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
     json_object_set_new(doc, "threads", json_integer(a->threads));
     /* Connect-per-query: each op opens its own pool of one. */
     json_object_set_new(doc, "pool_size", pooled ? json_integer(a->pool_size) : json_null());
-    json_object_set_new(doc, "hold_ms", cli_json_ms(a->hold_ms));
+    json_object_set_new(doc, "hold_ms", json_real(a->hold_ms)); /* as given: --hold-ms takes any fraction */
     json_object_set_new(doc, "duration_s", json_real((double)a->duration_ms / 1000.0));
     json_object_set_new(doc, "elapsed_s", cli_json_ms(r->elapsed_s));
     json_object_set_new(doc, "interrupted", json_boolean(interrupted));

@@ -210,6 +210,8 @@ static int op_on_pool(worker *w, dbpool *p, bool query, bool may_abandon, dbpool
     const cli_load_config *c = &w->load->cfg;
     dbpool_conn *conn = NULL;
     int rc = dbpool_acquire(p, c->acquire_timeout_ms, &conn, e);
+    if (rc == DBPOOL_EBUSY && may_abandon && stopping(w->load))
+        return OP_ABANDONED; /* the pool was suspended as the load stopped */
     if (rc != DBPOOL_OK)
         return rc;
     /* A caller that was queued when the load stopped gives the lease back
@@ -312,6 +314,13 @@ static void open_gate(cli_load *l) {
 
 static void join_all(cli_load *l) {
     atomic_store(&l->stop, true);
+    /* Callers still queued would get a connection only to give it back
+     * unused, and the pool would count those leases in its acquire and use
+     * histograms, which the report reads: the suspended pool fails them at
+     * once instead (DBPOOL_EBUSY, suspend_fails_fast), while the leases
+     * out finish their ops. */
+    if (l->cfg.pool && l->cfg.mode != CLI_MODE_CONNECT)
+        dbpool_suspend(l->cfg.pool);
     if (!l->gate_open)
         open_gate(l);
     for (int i = 0; i < l->started; i++)

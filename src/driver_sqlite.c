@@ -77,7 +77,7 @@ static int map_open_error(int src, const char *path, bool may_create, sqlite3 *d
             snprintf(hint, sizeof hint, " (permission denied on directory '%.200s')", dir),
                 code = DBPOOL_EPERM;
     } else if ((src & 0xff) == SQLITE_NOTADB) {
-        code = DBPOOL_EINVAL; /* no retry makes it one */
+        code = DBPOOL_ENOTFOUND; /* no database there, and no retry makes one */
         snprintf(hint, sizeof hint, " (the file is not an SQLite database)");
     } else if ((src & 0xff) == SQLITE_NOMEM) {
         code = DBPOOL_ENOMEM;
@@ -465,7 +465,7 @@ static int pragma_error_code(int src) {
     case SQLITE_AUTH:
         return DBPOOL_EPERM;
     case SQLITE_NOTADB:
-        return DBPOOL_EINVAL;
+        return DBPOOL_ENOTFOUND;
     case SQLITE_NOMEM:
         return DBPOOL_ENOMEM;
     default:

@@ -22,8 +22,9 @@ static void push(dbpool_conn **list, dbpool_conn *c) {
     *list = c;
 }
 
-/* Lock held. Move idle connections due to close onto two lists. */
-static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out) {
+/* Lock held. Move idle connections due to close onto three lists. */
+static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out,
+                        dbpool_conn **over_cap_out) {
     dbpool_conn *c = p->idle_tail;
     while (c) {
         dbpool_conn *prev = c->prev;
@@ -34,7 +35,8 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
             dbpool__idle_remove(p, c);
             c->state = CONN_CLOSING;
             p->n_closing++;
-            push(is_expired ? expired : idle_out, c);
+            /* Over the cap (autoscale lowered it) is a shrink, as at resize. */
+            push(is_expired ? expired : is_idle_out ? idle_out : over_cap_out, c);
         }
         c = prev;
     }
@@ -161,7 +163,7 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
 }
 
 void dbpool__maint_pass(dbpool *p) {
-    dbpool_conn *expired = NULL, *idle_out = NULL;
+    dbpool_conn *expired = NULL, *idle_out = NULL, *over_cap = NULL;
     leak_report leaks[MAX_LEAK_REPORTS];
     lock(p);
     if (p->closed) {
@@ -177,7 +179,7 @@ void dbpool__maint_pass(dbpool *p) {
     int old_cap;
     int new_cap = autoscale_locked(p, now, &old_cap);
     int nleaks = scan_leaks_locked(p, now, leaks);
-    pick_locked(p, now, &expired, &idle_out);
+    pick_locked(p, now, &expired, &idle_out, &over_cap);
     breaker_event ev = dbpool__request_connections_locked(p); /* reclaimed or grown places */
     unlock(p);
     dbpool__log_breaker_event(p, ev);
@@ -186,6 +188,7 @@ void dbpool__maint_pass(dbpool *p) {
     log_leaks(p, leaks, nleaks);
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
+    dbpool__close_closing_list(p, over_cap, DBPOOL_CLOSE_SHRINK);
     for (;;) {
         lock(p);
         dbpool_conn *ping = next_ping_locked(p, dbpool__fast_now_ns(), now);

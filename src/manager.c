@@ -191,13 +191,28 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     for (int i = 0; i < m->n; i++) {
         if (!m->items[i].pool)
             continue;
-        int need = dbpool_stats_json(m->items[i].pool, NULL, 0);
-        char *one = need >= 0 ? malloc((size_t)need + 64) : NULL;
-        if (!one) {
-            pthread_rwlock_unlock(&m->lock);
-            return DBPOOL_ENOMEM;
+        /* The pool works on while it is rendered: its JSON may have grown
+         * since it was measured (new latency figures). Render again into a
+         * larger buffer until the whole of it fits. */
+        char *one = NULL;
+        size_t cap = 0;
+        int got = dbpool_stats_json(m->items[i].pool, NULL, 0);
+        while (got >= 0 && (size_t)got >= cap) {
+            cap = (size_t)got + 256;
+            char *bigger = realloc(one, cap);
+            if (!bigger) {
+                free(one);
+                one = NULL;
+                break;
+            }
+            one = bigger;
+            got = dbpool_stats_json(m->items[i].pool, one, cap);
         }
-        int got = dbpool_stats_json(m->items[i].pool, one, (size_t)need + 64);
+        if (!one || got < 0) {
+            free(one);
+            pthread_rwlock_unlock(&m->lock);
+            return got < 0 ? got : DBPOOL_ENOMEM;
+        }
         if (!first)
             put(buf, len, &used, ", ", 2);
         first = false;

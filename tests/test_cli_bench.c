@@ -217,6 +217,19 @@ static void test_bench_oversubscribed(void **state) {
                                       "--duration", "0.3", "--json", NULL});
     assert_int_equal(get_int(doc, "threads"), 1000);
     json_decref(doc);
+
+    /* The pool's histograms hold the run's ops only: callers still queued
+     * when it stopped get no lease to give back unused (every op holds 5 ms). */
+    doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--threads", "200", "--pool-size", "4",
+                                      "--hold-ms", "5", "--duration", "0.4", "--json", NULL});
+    json_t *use = json_object_get(doc, "use_time_ms");
+    int64_t ops = get_int(doc, "ops");
+    if (get_int(json_object_get(doc, "acquire_wait_ms"), "count") != ops || get_int(use, "count") != ops ||
+        get_num(use, "p50_ms") < 4.5)
+        fail_msg("ops %lld: acquire waits %lld, uses %lld, use p50 %.3f ms", (long long)ops,
+                 (long long)get_int(json_object_get(doc, "acquire_wait_ms"), "count"),
+                 (long long)get_int(use, "count"), get_num(use, "p50_ms"));
+    json_decref(doc);
 }
 
 static void test_bench_burst(void **state) {

@@ -415,6 +415,24 @@ static void test_check_unhealthy(void **state) {
     assert_true(strncmp(get_str(doc, "error_code"), "DBPOOL_E", 8) == 0);
     json_decref(doc);
     dbt_run_free(&r);
+
+    /* A file that is not a database is unhealthy too (exit 2 is for a
+     * wrong command line or URL). */
+    char path[700], url[720];
+    snprintf(path, sizeof path, "%s/junk.db", dbt_tmpdir());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100; i++)
+        fputs("not an sqlite file at all ", f);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    r = dbt_run_cli((const char *[]){"check", url, NULL});
+    if (r.status != 1)
+        fail_msg("check of a file that is no database: exit %d: %s", r.status, r.err);
+    doc = dbt_json_parse(r.out);
+    assert_string_equal(get_str(doc, "status"), "unhealthy");
+    json_decref(doc);
+    dbt_run_free(&r);
 }
 
 /* A health check must not create the database it checks: a mistyped path

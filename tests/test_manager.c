@@ -137,11 +137,54 @@ static void test_concurrent_opens_of_one_name(void **state) {
     }
 }
 
+static void *lease_200(void *arg) {
+    for (int i = 0; i < 200; i++) {
+        dbpool_conn *c = NULL;
+        if (dbpool_acquire(arg, 100, &c, NULL) == DBPOOL_OK)
+            dbpool_release(c);
+    }
+    return NULL;
+}
+
+/* The manager's JSON stays valid while a fresh pool takes its first
+ * leases, when each pool's own JSON grows between its sizing and its
+ * rendering (its first latency figures appear). */
+static void test_stats_json_while_pools_work(void **state) {
+    (void)state;
+    static char buf[1 << 16];
+    for (int round = 0; round < 100; round++) {
+        dbpool_manager *m = NULL;
+        assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+        dbpool_options o;
+        dbt_options(&o, 0, 2);
+        o.lazy_connect = true;
+        o.maintenance_interval_ms = 0;
+        assert_int_equal(dbpool_manager_open(m, "a", "mock:", &o, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_manager_open(m, "b", "mock:", &o, NULL), DBPOOL_OK);
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, lease_200, dbpool_manager_get(m, "a")), 0);
+        for (int k = 0; k < 20; k++) {
+            int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+            assert_true(n > 0 && (size_t)n < sizeof buf);
+            json_error_t err;
+            json_t *doc = json_loads(buf, 0, &err);
+            if (!doc)
+                fail_msg("round %d: not JSON (%s at %d): %s", round, err.text, err.position, buf);
+            json_decref(doc);
+        }
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+        dbpool_manager_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
         cmocka_unit_test(test_names_that_would_collide),
         cmocka_unit_test(test_concurrent_opens_of_one_name),
+        cmocka_unit_test(test_stats_json_while_pools_work),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

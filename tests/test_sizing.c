@@ -281,6 +281,11 @@ static void test_autoscale(void **state) {
     assert_int_equal(s.cap, 1);
     assert_true(s.total <= 1);
     assert_true(dbt_invariant_holds(p));
+    /* Closed because the cap came down: a shrink, not an idle timeout. */
+    if (s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] != 0 || s.destroyed_by[DBPOOL_CLOSE_SHRINK] < 9)
+        fail_msg("autoscale closed %llu as shrink and %llu as idle timeout",
+                 (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_SHRINK],
+                 (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT]);
     dbpool_close(p);
 }
 
