@@ -320,9 +320,10 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
  * updated or deleted: 0 for DDL, SELECT, BEGIN and the like (SQLite sums
  * the statements of a multi-statement text, PostgreSQL reports its last
  * one; MySQL/MariaDB report 0 for a statement that returns rows, such as
- * INSERT ... RETURNING). With
- * parameters, the SQL must hold exactly one statement with as many `?`,
- * else DBPOOL_EINVAL. An error that means the connection is broken marks
+ * INSERT ... RETURNING). With parameters, the SQL must hold exactly one
+ * statement with as many `?`, else DBPOOL_EINVAL (on MySQL/MariaDB a
+ * second statement is the server's syntax error: DBPOOL_EQUERY). An error
+ * that means the connection is broken marks
  * the lease so that it is closed on release. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);

@@ -52,14 +52,14 @@ void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const le
 
 /* The checks that need I/O before a lease is handed out, outside the lock:
  * lifetime, cap and validation. Returns false when the connection was
- * closed instead; the caller then still counts in n_checking and must drop
+ * closed instead; the caller then still counts in n_holding and must drop
  * that under the lock before anything else (pool.c frees a closed pool only
  * when nothing counts, and closing this connection may have been the last
  * other thing that kept it). */
 static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
     int64_t now = dbpool__fast_now_ns();
     lock(p);
-    p->n_checking++;
+    p->n_holding++;
     /* Held from now on, as far as the leak scan and a timeout's report
      * are concerned: the previous lease's start would age it wrongly. */
     c->acquired_ns = now;
@@ -92,7 +92,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
         }
     }
     lock(p);
-    p->n_checking--; /* the lease keeps the pool from here on */
+    p->n_holding--; /* the lease keeps the pool from here on */
     dbpool__lease_begin_locked(p, c, now, trace);
     unlock(p);
     return true;
@@ -101,7 +101,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
 /* After checkout_slow returned false: lock held, drop its count. A pool
  * closed meanwhile is freed by the caller once it unlocks, if nothing else
  * holds it. */
-static void checkout_failed_locked(dbpool *p) { p->n_checking--; }
+static void checkout_failed_locked(dbpool *p) { p->n_holding--; }
 
 /* What an acquire timeout reports about the holders (filled under the lock,
  * symbolised after it). */

@@ -334,6 +334,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
     if (!c) {
         p->n_connecting--;
         ev = dbpool__request_connections_locked(p);
+        dbpool__hold_for_log_locked(p, ev); /* nothing else of this thread keeps the pool */
     }
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
@@ -343,7 +344,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
         dbpool__free(p);
         return rc;
     }
-    dbpool__log_breaker_event(p, ev);
+    dbpool__log_held(p, ev);
     if (c) {
         if (out)
             *out = c;

@@ -385,7 +385,7 @@ void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {
 bool dbpool__can_free_locked(const dbpool *p) {
     return p->closed && p->n_idle == 0 && p->n_leased == 0 && p->n_parked == 0 && p->n_connecting == 0 &&
            p->n_waiting == 0 && p->n_closing == 0 && p->n_reclaimed == 0 && !p->maint_running &&
-           p->n_connectors == 0 && p->n_checking == 0;
+           p->n_connectors == 0 && p->n_holding == 0;
 }
 
 void dbpool__free(dbpool *p) {
@@ -431,13 +431,26 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     p->stats.destroyed_by[why]++;
     slot_put(p, c);
     breaker_event ev = dbpool__request_connections_locked(p);
+    dbpool__hold_for_log_locked(p, ev); /* a dbpool_close may be finishing on another thread */
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
     if (free_it) {
         dbpool__free(p);
         return;
     }
+    dbpool__log_held(p, ev);
+}
+
+void dbpool__log_held(dbpool *p, breaker_event ev) {
+    if (ev == BREAKER_EVENT_NONE)
+        return;
     dbpool__log_breaker_event(p, ev);
+    lock(p);
+    p->n_holding--;
+    bool free_it = dbpool__can_free_locked(p);
+    unlock(p);
+    if (free_it)
+        dbpool__free(p);
 }
 
 void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {

@@ -153,7 +153,8 @@ struct dbpool {
     int connect_jobs;    /* requested, not yet picked up (each holds a place in n_connecting) */
     int connect_running; /* picked up and connecting (each holds a place in n_connecting) */
     int n_connectors;
-    int n_checking; /* acquires inside checkout_slow: they touch the pool again after it */
+    int n_holding; /* threads that touch the pool again after an unlock and keep it alive until then:
+                      acquires inside checkout_slow, a breaker event logged after a close's accounting */
     int n_pinging;  /* of n_leased: held by maintenance for a keepalive ping, not by a caller */
     bool connectors_stop;
     pthread_t *connectors;
@@ -275,6 +276,15 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
 /* Lock held: the pool may be freed (closed and nothing left in it). */
 bool dbpool__can_free_locked(const dbpool *p);
 void dbpool__free(dbpool *p);
+/* Log a breaker event after the lock is dropped, from a thread that holds
+ * nothing else of the pool: hold_for_log (lock held) keeps the pool alive
+ * until log_held has logged it; log_held frees the pool if it was the
+ * last thing keeping it. */
+static inline void dbpool__hold_for_log_locked(dbpool *p, breaker_event ev) {
+    if (ev != BREAKER_EVENT_NONE)
+        p->n_holding++;
+}
+void dbpool__log_held(dbpool *p, breaker_event ev);
 
 /* sticky.c: connections parked for the thread that last released them */
 /* Lease the calling thread's parked connection without the lock. Returns
