@@ -155,7 +155,7 @@ struct dbpool {
     int n_connectors;
     int n_holding; /* threads that touch the pool again after an unlock and keep it alive until then:
                       acquires inside checkout_slow, a breaker event logged after a close's accounting */
-    int n_pinging;  /* of n_leased: held by maintenance for a keepalive ping, not by a caller */
+    int n_pinging; /* of n_leased: held by maintenance for a keepalive ping, not by a caller */
     bool connectors_stop;
     pthread_t *connectors;
     pthread_cond_t connector_cond;
