@@ -189,9 +189,10 @@ int cli_check_main(int argc, char **argv) {
         h.backend = backend_of(url);
         h.error = e;
         h.error.code = rc;
-        /* Only when the file is really missing: ENOTFOUND also means a
-         * file that is no database. */
-        if (rc == DBPOOL_ENOTFOUND && creation_forbidden_here && strstr(e.message, "does not exist")) {
+        /* Only when the file is really missing (the driver's words for
+         * it): ENOTFOUND also means a file that is no database. */
+        if (rc == DBPOOL_ENOTFOUND && creation_forbidden_here &&
+            strstr(e.message, "does not exist and the URL forbids creating it")) {
             /* The library's message blames the URL for forbidding creation,
              * which the user did not write: say what check itself did. */
             const char *path = sqlite_path(url);

@@ -334,17 +334,26 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
     if (!c) {
         p->n_connecting--;
         ev = dbpool__request_connections_locked(p);
-        dbpool__hold_for_log_locked(p, ev); /* nothing else of this thread keeps the pool */
     }
+    /* Without a lease, nothing of this thread keeps the pool once its
+     * connecting place is given back: hold it for the disconnect and the
+     * log below (a dbpool_close may be finishing on another thread). */
+    bool hold = !c && (native || ev != BREAKER_EVENT_NONE);
+    if (hold)
+        dbpool__hold_locked(p);
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
-    if (!c && native)
-        p->driver->disconnect(native);
     if (free_it) {
         dbpool__free(p);
         return rc;
     }
-    dbpool__log_held(p, ev);
+    if (hold) {
+        if (native)
+            p->driver->disconnect(native);
+        dbpool__log_breaker_event(p, ev);
+        dbpool__unhold(p);
+        return rc;
+    }
     if (c) {
         if (out)
             *out = c;

@@ -431,20 +431,22 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     p->stats.destroyed_by[why]++;
     slot_put(p, c);
     breaker_event ev = dbpool__request_connections_locked(p);
-    dbpool__hold_for_log_locked(p, ev); /* a dbpool_close may be finishing on another thread */
+    bool hold = ev != BREAKER_EVENT_NONE; /* a dbpool_close may be finishing on another thread */
+    if (hold)
+        dbpool__hold_locked(p);
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
     if (free_it) {
         dbpool__free(p);
         return;
     }
-    dbpool__log_held(p, ev);
+    if (hold) {
+        dbpool__log_breaker_event(p, ev);
+        dbpool__unhold(p);
+    }
 }
 
-void dbpool__log_held(dbpool *p, breaker_event ev) {
-    if (ev == BREAKER_EVENT_NONE)
-        return;
-    dbpool__log_breaker_event(p, ev);
+void dbpool__unhold(dbpool *p) {
     lock(p);
     p->n_holding--;
     bool free_it = dbpool__can_free_locked(p);

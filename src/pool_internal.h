@@ -276,15 +276,12 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
 /* Lock held: the pool may be freed (closed and nothing left in it). */
 bool dbpool__can_free_locked(const dbpool *p);
 void dbpool__free(dbpool *p);
-/* Log a breaker event after the lock is dropped, from a thread that holds
- * nothing else of the pool: hold_for_log (lock held) keeps the pool alive
- * until log_held has logged it; log_held frees the pool if it was the
- * last thing keeping it. */
-static inline void dbpool__hold_for_log_locked(dbpool *p, breaker_event ev) {
-    if (ev != BREAKER_EVENT_NONE)
-        p->n_holding++;
-}
-void dbpool__log_held(dbpool *p, breaker_event ev);
+/* For a thread that will touch the pool after an unlock (a log line, a
+ * disconnect through p->driver) and holds nothing else of it: hold (lock
+ * held) keeps the pool from being freed until unhold, which frees it if it
+ * was the last thing keeping it (a dbpool_close finished meanwhile). */
+static inline void dbpool__hold_locked(dbpool *p) { p->n_holding++; }
+void dbpool__unhold(dbpool *p);
 
 /* sticky.c: connections parked for the thread that last released them */
 /* Lease the calling thread's parked connection without the lock. Returns

@@ -64,7 +64,9 @@ static void *wait_in_line(void *arg) {
 
 static void *closer(void *arg) {
     (void)arg;
-    while (!atomic_load(&releasing))
+    /* Until the release is in its slowed unlock (at most 10 s: a test
+     * that hangs would say less than one that fails). */
+    for (int i = 0; i < 10000 && !atomic_load(&releasing); i++)
         usleep(1000);
     dbpool_close(pool); /* while the release is under way */
     return NULL;
@@ -89,17 +91,23 @@ static void test_breaker_log_after_close(void **state) {
         fail_msg("open: %s", e.message);
     dbpool_conn *held = dbt_acquire(pool);
     dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT); /* the database goes away */
-    dbpool_mock_set_connect_delay_ms(30);             /* both callers queue before it fails */
+    dbpool_mock_set_connect_delay_ms(500);            /* both callers queue before it fails */
     pthread_t w[2];
     for (int i = 0; i < 2; i++) { /* the connector's failure fails the first; the second waits on */
         assert_int_equal(pthread_create(&w[i], NULL, wait_in_line, NULL), 0);
-        dbt_sleep_ms(5);
+        dbt_wait_for_waiters(pool, i + 1, 5000);
     }
-    dbt_sleep_ms(100); /* the breaker opened, its cooldown is over, one caller waits */
+    /* The connect fails, the breaker opens and fails the first caller;
+     * then its cooldown passes with the second still in line. */
     dbpool_stats s;
-    dbpool_get_stats(pool, &s);
+    int64_t until = dbt_now_ms() + 10000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(pool, &s);
+    } while ((s.breaker != DBPOOL_BREAKER_OPEN || s.waiting != 1) && dbt_now_ms() < until);
     assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
     assert_int_equal(s.waiting, 1);
+    dbt_sleep_ms(o.breaker_cooldown_ms + 50);
     pthread_t cl;
     assert_int_equal(pthread_create(&cl, NULL, closer, NULL), 0);
     pool_lock = &pool->lock;
