@@ -418,15 +418,7 @@ static void test_check_unhealthy(void **state) {
 
     /* A file that is not a database is unhealthy too (exit 2 is for a
      * wrong command line or URL). */
-    char path[700], url[720];
-    snprintf(path, sizeof path, "%s/junk.db", dbt_tmpdir());
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (int i = 0; i < 100; i++)
-        fputs("not an sqlite file at all ", f);
-    fclose(f);
-    snprintf(url, sizeof url, "sqlite:%s", path);
-    r = dbt_run_cli((const char *[]){"check", url, NULL});
+    r = dbt_run_cli((const char *[]){"check", dbt_not_a_database_url("junk.db"), NULL});
     if (r.status != 1)
         fail_msg("check of a file that is no database: exit %d: %s", r.status, r.err);
     doc = dbt_json_parse(r.out);

@@ -163,15 +163,7 @@ static void open_fails_saying(const char *url, const char *needle) {
 
 static void test_not_a_database(void **state) {
     (void)state;
-    char path[600], url[620];
-    snprintf(path, sizeof path, "%s/junk.db", dbt_tmpdir());
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (int i = 0; i < 200; i++)
-        fputs("this is not an sqlite file ", f);
-    fclose(f);
-    snprintf(url, sizeof url, "sqlite:%s", path);
-    open_fails_saying(url, "not a database");
+    open_fails_saying(dbt_not_a_database_url("junk.db"), "not a database");
 }
 
 /* A directory where the file should be: said so, rather than SQLite's

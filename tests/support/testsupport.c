@@ -31,6 +31,22 @@ const char *dbt_tmpdir(void) {
     return tmpdir;
 }
 
+const char *dbt_not_a_database_url(const char *name) {
+    static char url[700];
+    char path[640];
+    snprintf(path, sizeof path, "%s/%s", dbt_tmpdir(), name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "cannot write %s\n", path);
+        abort();
+    }
+    for (int i = 0; i < 200; i++)
+        fputs("this is not an sqlite file ", f);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    return url;
+}
+
 const char *dbt_backend_url(const char *backend) {
     static char url[1024];
     if (strcmp(backend, "sqlite") == 0) {

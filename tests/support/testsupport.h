@@ -24,6 +24,9 @@ const char *dbt_backend_url_with(const char *backend, const char *extra);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at
  * exit. Static string. */
 const char *dbt_tmpdir(void);
+/* The URL "sqlite:DIR/name" of a new file in dbt_tmpdir() that holds text,
+ * not an SQLite database. Static buffer. */
+const char *dbt_not_a_database_url(const char *name);
 /* Monotonic milliseconds. */
 int64_t dbt_now_ms(void);
 void dbt_sleep_ms(int64_t ms);
