@@ -127,14 +127,9 @@ bool cli_parse_double(const char *s, double lo, double hi, double *out) {
 }
 
 bool cli_parse_seconds(const char *s, int64_t *ms) {
-    if (!s || !*s || !plain_number(s, true))
-        return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    /* strtod also takes "inf", "nan" and hex; isfinite and the bound reject
-     * what no timeout means. A year is far beyond any sensible wait. */
-    if (errno != 0 || *end != '\0' || !isfinite(v) || v <= 0.0 || v > 365.0 * 24 * 3600)
+    /* Above 0; a year is far beyond any sensible wait. */
+    double v;
+    if (!cli_parse_double(s, 0.0, 365.0 * 24 * 3600, &v) || v <= 0.0)
         return false;
     *ms = (int64_t)ceil(v * 1000.0);
     return true;

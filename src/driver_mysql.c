@@ -876,21 +876,13 @@ static int text_result_of(MYSQL_RES *res, dbpool_result **out, dbpool_error *e) 
 }
 
 /* No parameters: the text protocol, one round trip. */
-static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
-    note_statement(conn_of(m), sql);
-    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0) {
-        /* An error reply carries no status: whatever the statement did
-         * before it failed (a procedure's BEGIN and INSERT, a SET) goes
-         * unreported. */
-        conn_of(m)->dirty = true;
+static int text_run_sent(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0)
         return conn_error(m, e);
-    }
     int rc = DBPOOL_OK;
     MYSQL_RES *res = mysql_store_result(m);
-    if (!res && mysql_field_count(m) > 0) {
-        conn_of(m)->dirty = true;
+    if (!res && mysql_field_count(m) > 0)
         return conn_error(m, e);
-    }
     if (affected)
         *affected = res ? 0 : (int64_t)mysql_affected_rows(m);
     if (out && res) {
@@ -914,8 +906,17 @@ static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result 
         rc = drc;
     }
     note_status(m);
+    return rc;
+}
+
+static int text_run(MYSQL *m, const char *sql, int64_t *affected, dbpool_result **out, dbpool_error *e) {
+    note_statement(conn_of(m), sql);
+    int rc = text_run_sent(m, sql, affected, out, e);
+    /* An error reply carries no status: whatever the statement did before
+     * it failed (a procedure's BEGIN and INSERT, a SET), or before a later
+     * result failed, goes unreported. */
     if (rc != DBPOOL_OK)
-        conn_of(m)->dirty = true; /* a later result failed: what ran before it went unreported */
+        conn_of(m)->dirty = true;
     return rc;
 }
 
