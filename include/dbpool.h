@@ -466,9 +466,13 @@ typedef struct dbpool_stats {
 void dbpool_get_stats(dbpool *p, dbpool_stats *out);
 
 /* The stats as one JSON object, and as Prometheus text format 0.0.4
- * (metric names in docs/metrics.md). Like snprintf: writes at most len bytes
- * including the NUL and returns the length the full text needs (excluding
- * the NUL), or a negative error. */
+ * (metric names in docs/metrics.md). Returns the length the full text needs
+ * (excluding the NUL), or a negative error, like snprintf; the text is in
+ * buf only when that length is < len. Unlike snprintf, a text that does not
+ * fit is not cut: buf holds "" (a cut document would parse as a smaller
+ * one). A pool in use changes between two calls, so a buffer sized by a
+ * first call (buf NULL, len 0) can be short for the second: give some slack
+ * and call again with a larger buffer while the result is >= len. */
 int dbpool_stats_json(dbpool *p, char *buf, size_t len);
 int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len);
 
@@ -495,7 +499,8 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
 /* Number of pools, and the name of the i-th (borrowed; order of opening). */
 int dbpool_manager_count(dbpool_manager *m);
 const char *dbpool_manager_name(dbpool_manager *m, int i);
-/* {"pools": {"<name>": <dbpool_stats_json>, ...}}, snprintf-style. */
+/* {"pools": {"<name>": <dbpool_stats_json>, ...}}, returned and sized as
+ * dbpool_stats_json (never a cut document). */
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
 /* Close every pool and free the manager. NULL is a no-op. */
 void dbpool_manager_free(dbpool_manager *m);

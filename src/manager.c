@@ -237,7 +237,7 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     pthread_rwlock_unlock(&m->lock);
     put(buf, len, &used, "}}", 2);
     if (len)
-        buf[used < len ? used : len - 1] = '\0';
+        buf[used < len ? used : 0] = '\0'; /* never a cut document (textbuf.h) */
     return (int)used;
 }
 

@@ -1,9 +1,12 @@
 /*
- * textbuf.h — an append-only text buffer with snprintf semantics, shared by
- * the JSON and Prometheus renderers (stats_json.c, stats_prometheus.c).
+ * textbuf.h — an append-only text buffer that measures as it writes, shared
+ * by the JSON and Prometheus renderers (stats_json.c, stats_prometheus.c).
  *
  * Appends write what fits into the caller's buffer and always count the full
- * length, so one pass both renders and measures. Numbers are written
+ * length, so one pass both renders and measures. A text that did not fit is
+ * not left cut in the buffer (tb_finish empties it): a cut JSON document
+ * fails to parse far from here, and a cut Prometheus text parses as a
+ * scrape that silently lacks the later metrics. Numbers are written
  * locale-independently (a caller's setlocale(LC_NUMERIC, "de_DE") must not
  * turn 0.5 into "0,5").
  */
@@ -56,10 +59,11 @@ static inline void tb_puts(textbuf *t, const char *s) { tb_putn(t, s, strlen(s))
 
 static inline void tb_putc(textbuf *t, char c) { tb_putn(t, &c, 1); }
 
-/* NUL-terminate (truncating) and return the full length, as snprintf. */
+/* NUL-terminate and return the full length, as snprintf; a text that did
+ * not fit leaves the empty string instead of its first part. */
 static inline int tb_finish(textbuf *t) {
     if (t->cap > 0)
-        t->buf[t->len < t->cap ? t->len : t->cap - 1] = '\0';
+        t->buf[t->len < t->cap ? t->len : 0] = '\0';
     if (t->len > (size_t)INT_MAX)
         return DBPOOL_ENOMEM;
     return (int)t->len;

@@ -47,6 +47,11 @@ static void test_open_get_close(void **state) {
     assert_true(need > 0);
     char *buf = malloc((size_t)need + 256);
     assert_true(dbpool_manager_stats_json(m, buf, (size_t)need + 256) > 0);
+    /* Too small a buffer gets the needed length and no cut document. */
+    char small[40];
+    memset(small, 'X', sizeof small);
+    assert_true(dbpool_manager_stats_json(m, small, sizeof small) >= (int)sizeof small);
+    assert_string_equal(small, "");
     json_error_t je;
     json_t *doc = json_loads(buf, 0, &je);
     if (!doc)

@@ -623,7 +623,8 @@ static void test_json_matches_stats(void **state) {
     dbpool_close(p);
 }
 
-/* Both renderers behave like snprintf. `stable` is how many leading bytes
+/* Both renderers return the needed length like snprintf, but leave the whole
+ * text or nothing (never a cut one). `stable` is how many leading bytes
  * do not change between calls on an idle pool (all of the Prometheus text;
  * the JSON up to its uptime_s). */
 static void check_snprintf_contract(int (*fn)(dbpool *, char *, size_t), dbpool *p, bool json) {
@@ -644,11 +645,13 @@ static void check_snprintf_contract(int (*fn)(dbpool *, char *, size_t), dbpool 
             assert_int_equal(got, (int)n);
         else /* uptime_s may have grown or shrunk by a few digits */
             assert_true(got > 0 && (size_t)got + 20 > n && (size_t)got < n + 20);
-        size_t written = len - 1 < (size_t)got ? len - 1 : (size_t)got;
+        /* The whole text or nothing: never a cut document. */
+        size_t written = (size_t)got < len ? (size_t)got : 0;
         assert_int_equal(strlen(buf), written);
         assert_memory_equal(buf, full, written < stable ? written : stable);
-        for (size_t k = written + 1; k < len + 8; k++)
-            assert_int_equal(buf[k], 'X'); /* nothing written past the NUL */
+        size_t untouched = (size_t)got < len ? written + 1 : len;
+        for (size_t k = untouched; k < len + 8; k++)
+            assert_int_equal(buf[k], 'X'); /* nothing past the text, nor past len */
         free(buf);
     }
     char one = 'X';
