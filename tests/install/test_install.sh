@@ -1,0 +1,65 @@
+#!/bin/sh
+# Installs the build into a scratch prefix and uses it the way a program
+# outside this tree would: the README's quick start, compiled as written
+# against the installed header through pkg-config, linked once to the
+# shared and once to the static library, must print "1 alice". Also checks
+# that the shared library exports the public API only and that the
+# installed command runs.
+#
+#   test_install.sh BUILD_DIR SOURCE_DIR
+set -eu
+build=$1
+src=$2
+tmp=$(mktemp -d /tmp/dbpool-install-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log" || {
+  cat "$tmp/install.log" >&2
+  fail "cmake --install"
+}
+pc=$(find "$tmp/prefix" -name dbpool.pc)
+[ -n "$pc" ] || fail "no dbpool.pc installed"
+PKG_CONFIG_PATH=$(dirname "$pc")
+export PKG_CONFIG_PATH
+libdir=$(pkg-config --variable=libdir dbpool)
+[ -f "$(pkg-config --variable=includedir dbpool)/dbpool.h" ] || fail "dbpool.h is not where dbpool.pc says"
+
+# The quick start: the first C block after the "## Quick start" heading.
+awk '/^## Quick start/ { q = 1 } q && /^```c$/ { on = 1; next } on && /^```$/ { exit } on { print }' \
+  "$src/README.md" >"$tmp/quickstart.c"
+grep -q dbpool_open "$tmp/quickstart.c" || fail "no quick start found in README.md"
+
+# shellcheck disable=SC2046  # pkg-config's output is a list of words
+cc -std=c11 -Wall -Wextra -Werror "$tmp/quickstart.c" $(pkg-config --cflags --libs dbpool) -o "$tmp/qs_shared" ||
+  fail "the quick start does not build against the shared library"
+ldd "$tmp/qs_shared" | grep -q 'libdbpool\.so\.0 ' || fail "qs_shared is not linked to libdbpool.so.0"
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/qs_shared") || fail "qs_shared exited $?"
+[ "$out" = "1 alice" ] || fail "qs_shared printed '$out', not '1 alice'"
+
+# Static: the archive itself, with the libraries dbpool.pc lists for it.
+static_libs=$(pkg-config --static --libs dbpool | sed 's/-ldbpool\b//')
+# shellcheck disable=SC2086
+cc -std=c11 -Wall -Wextra -Werror "$tmp/quickstart.c" $(pkg-config --cflags dbpool) "$libdir/libdbpool.a" \
+  $static_libs -o "$tmp/qs_static" || fail "the quick start does not link with libdbpool.a and pkg-config --static"
+out=$("$tmp/qs_static") || fail "qs_static exited $?"
+[ "$out" = "1 alice" ] || fail "qs_static printed '$out', not '1 alice'"
+
+# The shared library exports dbpool_* and nothing else (no dbpool__ internals).
+nm -D --defined-only "$libdir/libdbpool.so" | awk '{ print $3 }' >"$tmp/exports"
+n=$(grep -c '^dbpool_[a-z]' "$tmp/exports" || true)
+[ "$n" -ge 50 ] || fail "only $n dbpool_ functions exported"
+others=$(grep -v '^dbpool_[a-z]' "$tmp/exports" || true)
+[ -z "$others" ] || fail "libdbpool.so exports more than the API: $others"
+for f in dbpool_open dbpool_acquire dbpool_release dbpool_close dbpool_stats_prometheus; do
+  grep -qx "$f" "$tmp/exports" || fail "libdbpool.so does not export $f"
+done
+
+if [ -x "$tmp/prefix/bin/dbpool" ]; then
+  "$tmp/prefix/bin/dbpool" --help >/dev/null || fail "the installed dbpool --help exited $?"
+fi
+echo "ok: installed, quick start printed '1 alice' (shared and static), $n functions exported"
