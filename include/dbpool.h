@@ -62,7 +62,10 @@ typedef enum {
 typedef struct dbpool_error {
     int code;          /* a DBPOOL_E* code, same as the return value   */
     int native_code;   /* the backend's own code (SQLite result, MySQL errno), or 0 */
-    char sqlstate[6];  /* five-character SQLSTATE where the backend has one, else "" */
+    char sqlstate[6];  /* five-character SQLSTATE where the backend has one, else ""; SQLite's
+                        * constraint violations get PostgreSQL's (23505 unique, 23503 foreign
+                        * key, 23502 not null, 23514 check, else 23000), so a class "23"
+                        * prefix means a broken constraint on every backend */
     char message[512]; /* what went wrong and what to do; never a password */
 } dbpool_error;
 
@@ -368,7 +371,9 @@ typedef struct dbpool_health {
 } dbpool_health;
 
 /* Acquire (pool default timeout), run one round trip, release. Returns
- * DBPOOL_OK when healthy; out->status says the same either way. */
+ * DBPOOL_OK when healthy; out->status says the same either way. Takes at
+ * most acquire_timeout_ms + validation_timeout_ms (plus a new connection's
+ * connect_timeout_ms when the acquire has to open one). */
 int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
 
 typedef enum {

@@ -88,12 +88,36 @@ static int map_open_error(int src, const char *path, bool may_create, sqlite3 *d
     return code;
 }
 
+/* SQLite has no SQLSTATE. Its constraint violations get the codes
+ * PostgreSQL reports for the same violation (class 23 in the standard), so
+ * that a caller can tell "this row breaks a rule" from other failures the
+ * same way on every backend; MySQL/MariaDB report 23000 for all of them. */
+static const char *constraint_sqlstate(int ext) {
+    switch (ext) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_ROWID:
+        return "23505"; /* unique_violation */
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return "23503"; /* foreign_key_violation */
+    case SQLITE_CONSTRAINT_NOTNULL:
+        return "23502"; /* not_null_violation */
+    case SQLITE_CONSTRAINT_CHECK:
+        return "23514"; /* check_violation */
+    default:
+        return "23000"; /* integrity_constraint_violation */
+    }
+}
+
 static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error *e) {
     int ext = db ? sqlite3_extended_errcode(db) : src;
     dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_EQUERY, "%s: %s", what,
                    db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
-    if (e)
+    if (e) {
         e->native_code = ext;
+        if ((ext & 0xff) == SQLITE_CONSTRAINT)
+            dbpool__strlcpy(e->sqlstate, constraint_sqlstate(ext), sizeof e->sqlstate);
+    }
     return e ? e->code : DBPOOL_EQUERY;
 }
 

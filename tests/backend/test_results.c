@@ -4,7 +4,7 @@
  * rows, column names and counts, the typed getters on text, neutral values
  * outside the rows (include/dbpool.h: "a NULL or out-of-range column reads
  * as 0 / 0.0 / NULL"), two results open at once on one lease, `?`
- * parameters, NULL among them, and binary values.
+ * parameters, NULL among them, binary values, and broken constraints.
  */
 #include "backend_common.h"
 
@@ -608,6 +608,82 @@ static void test_blob_round_trip(void **state) {
     free(big);
 }
 
+/* Each broken constraint is DBPOOL_EQUERY with a class 23 SQLSTATE on every
+ * backend (SQLite has none of its own: it gets PostgreSQL's), and leaves
+ * the lease usable. */
+static void test_constraint_violations(void **state) {
+    dbpool_conn *c = conn_of(state);
+    char parent[96], child[96], sql[512];
+    snprintf(parent, sizeof parent, "%s_parent", table);
+    snprintf(child, sizeof child, "%s_child", table);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", child);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", parent);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", parent);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE %s (id INTEGER PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, "
+             "qty INTEGER CHECK (qty > 0), parent_id INTEGER REFERENCES %s(id))",
+             child, parent);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (1)", parent);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, code, qty, parent_id) VALUES (?, ?, ?, ?)", child);
+    dbpool_param ok[4] = {dbpool_param_int64(1), dbpool_param_text("a"), dbpool_param_int64(1),
+                          dbpool_param_int64(1)};
+    bt_exec_params(c, sql, ok, 4);
+
+    struct {
+        const char *what, *pg_state; /* PostgreSQL's SQLSTATE, which SQLite's mapping copies */
+        dbpool_param row[4];
+    } cases[] = {
+        {"a second row with the same code",
+         "23505",
+         {dbpool_param_int64(2), dbpool_param_text("a"), dbpool_param_int64(1), dbpool_param_int64(1)}},
+        {"a second row with the same primary key",
+         "23505",
+         {dbpool_param_int64(1), dbpool_param_text("b"), dbpool_param_int64(1), dbpool_param_int64(1)}},
+        {"a NULL code",
+         "23502",
+         {dbpool_param_int64(3), dbpool_param_null(), dbpool_param_int64(1), dbpool_param_int64(1)}},
+        {"qty 0 against CHECK (qty > 0)",
+         "23514",
+         {dbpool_param_int64(4), dbpool_param_text("d"), dbpool_param_int64(0), dbpool_param_int64(1)}},
+        {"a parent that does not exist",
+         "23503",
+         {dbpool_param_int64(5), dbpool_param_text("e"), dbpool_param_int64(1), dbpool_param_int64(99)}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        int rc = dbpool_exec(c, sql, cases[i].row, 4, NULL, &e);
+        BT_CHECK(rc == DBPOOL_EQUERY && e.code == DBPOOL_EQUERY, "%s: expected DBPOOL_EQUERY, got %s: %s",
+                 cases[i].what, dbpool_errname(rc), e.message);
+        BT_CHECK(strncmp(e.sqlstate, "23", 2) == 0 && strlen(e.sqlstate) == 5,
+                 "%s: SQLSTATE '%s' is not an integrity constraint violation (class 23): %s", cases[i].what,
+                 e.sqlstate, e.message);
+        if (!bt_is("mysql")) /* MySQL/MariaDB say 23000 for every one of them */
+            BT_CHECK(strcmp(e.sqlstate, cases[i].pg_state) == 0, "%s: SQLSTATE '%s', expected '%s': %s",
+                     cases[i].what, e.sqlstate, cases[i].pg_state, e.message);
+    }
+    BT_CHECK(count_where(c, "1 = 1") == 0, "the results table is untouched");
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", child);
+    BT_CHECK(bt_query_int(c, sql, NULL, 0) == 1, "only the valid row was stored");
+
+    /* An error that is no constraint carries no class 23 code. */
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_CHECK(dbpool_exec(c, "SELECT * FROM no_such_table_here", NULL, 0, NULL, &e) == DBPOOL_EQUERY &&
+                 strncmp(e.sqlstate, "23", 2) != 0,
+             "a missing table: SQLSTATE '%s': %s", e.sqlstate, e.message);
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", child);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", parent);
+    bt_exec(c, sql);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -622,6 +698,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_constraint_violations, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
