@@ -450,7 +450,7 @@ typedef struct dbpool_stats {
     int cap; /* current cap (== max_size unless autoscale) */
     bool suspended;
     dbpool_breaker_state breaker;
-    uint64_t breaker_opens;      /* times the breaker opened */
+    uint64_t breaker_opens;      /* times the breaker opened (a failed half-open trial re-opens it) */
     uint64_t breaker_half_opens; /* trials after a cooldown */
     uint64_t breaker_closes;     /* recoveries (a trial succeeded, or a manual reset) */
     uint64_t leaks_detected;     /* leases held past leak_threshold_ms */
