@@ -24,13 +24,13 @@ typedef struct fail_rule {
 
 static pthread_mutex_t mock_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     fail_rule connect_rule, ping_rule, reset_rule;
     int64_t connect_delay_ms, ping_delay_ms;
     int next_id;
 } mock;
 
-void dbpool_mock_reset(void) {
+void dbpool__mock_reset(void) {
     pthread_mutex_lock(&mock_lock);
     memset(&mock, 0, sizeof mock);
     pthread_mutex_unlock(&mock_lock);
@@ -44,24 +44,24 @@ static void set_rule(fail_rule *r, long nth, long count, int code) {
     pthread_mutex_unlock(&mock_lock);
 }
 
-void dbpool_mock_fail_connect(long nth, long count, int code) {
+void dbpool__mock_fail_connect(long nth, long count, int code) {
     set_rule(&mock.connect_rule, nth, count, code);
 }
-void dbpool_mock_fail_ping(long nth, long count) { set_rule(&mock.ping_rule, nth, count, DBPOOL_EBROKEN); }
-void dbpool_mock_fail_reset(long nth, long count) { set_rule(&mock.reset_rule, nth, count, DBPOOL_EBROKEN); }
+void dbpool__mock_fail_ping(long nth, long count) { set_rule(&mock.ping_rule, nth, count, DBPOOL_EBROKEN); }
+void dbpool__mock_fail_reset(long nth, long count) { set_rule(&mock.reset_rule, nth, count, DBPOOL_EBROKEN); }
 
-void dbpool_mock_set_connect_delay_ms(int64_t ms) {
+void dbpool__mock_set_connect_delay_ms(int64_t ms) {
     pthread_mutex_lock(&mock_lock);
     mock.connect_delay_ms = ms;
     pthread_mutex_unlock(&mock_lock);
 }
-void dbpool_mock_set_ping_delay_ms(int64_t ms) {
+void dbpool__mock_set_ping_delay_ms(int64_t ms) {
     pthread_mutex_lock(&mock_lock);
     mock.ping_delay_ms = ms;
     pthread_mutex_unlock(&mock_lock);
 }
 
-void dbpool_mock_kill(void *native) {
+void dbpool__mock_kill(void *native) {
     pthread_mutex_lock(&mock_lock);
     ((mock_conn *)native)->dead = true;
     pthread_mutex_unlock(&mock_lock);
@@ -74,10 +74,10 @@ static bool is_dead(mock_conn *c) {
     return d;
 }
 
-bool dbpool_mock_in_transaction(void *native) { return ((mock_conn *)native)->in_tx; }
-int dbpool_mock_conn_id(void *native) { return ((mock_conn *)native)->id; }
+bool dbpool__mock_in_transaction(void *native) { return ((mock_conn *)native)->in_tx; }
+int dbpool__mock_conn_id(void *native) { return ((mock_conn *)native)->id; }
 
-void dbpool_mock_get_counters(dbpool_mock_counters *out) {
+void dbpool__mock_get_counters(dbpool__mock_counters *out) {
     pthread_mutex_lock(&mock_lock);
     *out = mock.n;
     pthread_mutex_unlock(&mock_lock);
@@ -195,7 +195,7 @@ static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_
     else if (strcasecmp(sql, "FAIL") == 0)
         return dbpool__seterr(e, DBPOOL_EQUERY, "mock query failure");
     else if (strcasecmp(sql, "BREAK") == 0) {
-        dbpool_mock_kill(c);
+        dbpool__mock_kill(c);
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection lost");
     } else if (strncasecmp(sql, "SLEEP ", 6) == 0)
         dbpool__sleep_ms(atoll(sql + 6), INT64_MAX);

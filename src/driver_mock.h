@@ -2,7 +2,7 @@
  * driver_mock.h — controls of the mock backend ("mock:" URLs), for tests
  * that inject faults without a database: fail the Nth connect, ping or
  * reset, add latency, kill a connection behind the pool's back. State is
- * process-wide; call dbpool_mock_reset() at the start of each test.
+ * process-wide; call dbpool__mock_reset() at the start of each test.
  *
  * The mock understands these statements in exec: BEGIN, COMMIT, ROLLBACK
  * (tracks the transaction), FAIL (a query error), BREAK (an error that
@@ -15,30 +15,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct dbpool_mock_counters {
+typedef struct dbpool__mock_counters {
     long connects; /* connect attempts */
     long connect_failures;
     long disconnects;
     long pings;
     long resets;
     long live; /* connected and not yet disconnected */
-} dbpool_mock_counters;
+} dbpool__mock_counters;
 
-void dbpool_mock_reset(void);
+void dbpool__mock_reset(void);
 /* Fail `count` connect attempts starting at attempt `nth` (1-based, counted
  * from the last reset) with `code` (e.g. DBPOOL_ECONNECT, DBPOOL_EAUTH).
  * count < 0: fail every attempt from nth on. */
-void dbpool_mock_fail_connect(long nth, long count, int code);
-void dbpool_mock_fail_ping(long nth, long count);
-void dbpool_mock_fail_reset(long nth, long count);
-void dbpool_mock_set_connect_delay_ms(int64_t ms);
-void dbpool_mock_set_ping_delay_ms(int64_t ms);
+void dbpool__mock_fail_connect(long nth, long count, int code);
+void dbpool__mock_fail_ping(long nth, long count);
+void dbpool__mock_fail_reset(long nth, long count);
+void dbpool__mock_set_connect_delay_ms(int64_t ms);
+void dbpool__mock_set_ping_delay_ms(int64_t ms);
 /* Close a connection behind the pool's back: every later call on it fails
  * and needs_reset reports it broken. `native` from dbpool_conn_native. */
-void dbpool_mock_kill(void *native);
+void dbpool__mock_kill(void *native);
 /* Was this connection's transaction open? (for rollback tests) */
-bool dbpool_mock_in_transaction(void *native);
-int dbpool_mock_conn_id(void *native);
-void dbpool_mock_get_counters(dbpool_mock_counters *out);
+bool dbpool__mock_in_transaction(void *native);
+int dbpool__mock_conn_id(void *native);
+void dbpool__mock_get_counters(dbpool__mock_counters *out);
 
 #endif

@@ -17,7 +17,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -75,7 +75,7 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     (void)state;
     log_lines logs = {.mu = PTHREAD_MUTEX_INITIALIZER};
     dbpool *p = open_breaker_pool(&logs);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c;
     dbpool_error e;
     for (int i = 0; i < 3; i++)
@@ -87,8 +87,8 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     assert_true(logged(&logs, "circuit breaker opened"));
 
     /* Open: fails at once, with the cause, without trying to connect. */
-    dbpool_mock_counters before, after;
-    dbpool_mock_get_counters(&before);
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
     int64_t t0 = dbt_now_ms();
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EUNAVAILABLE);
     assert_true(dbt_now_ms() - t0 < 50);
@@ -97,7 +97,7 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     const char *when = strstr(e.message, "next try in ");
     if (!when || atoi(when + 12) > 200)
         fail_msg("the error should say how long is left of the cooldown: %s", e.message);
-    dbpool_mock_get_counters(&after);
+    dbpool__mock_get_counters(&after);
     assert_int_equal(after.connects, before.connects);
 
     /* After the cooldown one trial; it fails: open again. */
@@ -109,7 +109,7 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     assert_true(logged(&logs, "half-open"));
 
     /* The database is back: the next trial closes the breaker. */
-    dbpool_mock_fail_connect(0, 0, 0);
+    dbpool__mock_fail_connect(0, 0, 0);
     dbt_sleep_ms(250);
     assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
     dbpool_get_stats(p, &s);
@@ -126,7 +126,7 @@ static void test_manual_reset(void **state) {
     (void)state;
     log_lines logs = {.mu = PTHREAD_MUTEX_INITIALIZER};
     dbpool *p = open_breaker_pool(&logs);
-    dbpool_mock_fail_connect(1, 3, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, 3, DBPOOL_ECONNECT);
     dbpool_conn *c;
     for (int i = 0; i < 3; i++)
         dbpool_acquire(p, 1000, &c, NULL);
@@ -150,7 +150,7 @@ static void test_full_pool_still_serves_while_open(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
     dbpool_release(a);
     /* Open the breaker while one healthy connection is idle. */
-    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
     dbpool_conn *held[2];
     assert_int_equal(dbpool_acquire(p, 1000, &held[0], NULL), DBPOOL_OK); /* the idle one */
     for (int i = 0; i < 3; i++)
@@ -170,8 +170,8 @@ static void test_full_pool_still_serves_while_open(void **state) {
 static dbpool *open_no_wait_pool(int64_t cooldown_ms) { return open_pool_with_breaker(NULL, 2, cooldown_ms); }
 
 static long mock_connects(void) {
-    dbpool_mock_counters m;
-    dbpool_mock_get_counters(&m);
+    dbpool__mock_counters m;
+    dbpool__mock_get_counters(&m);
     return m.connects;
 }
 
@@ -209,7 +209,7 @@ static void test_no_wait_callers_get_one_trial(void **state) {
     (void)state;
     const int64_t cooldown = 200;
     dbpool *p = open_no_wait_pool(cooldown);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
     for (int i = 0; i < 2; i++)
@@ -222,7 +222,7 @@ static void test_no_wait_callers_get_one_trial(void **state) {
     ten_after_cooldown(p, false, cooldown, 2);
 
     /* The database is back: the next trial, a try_acquire, closes it. */
-    dbpool_mock_fail_connect(0, 0, 0);
+    dbpool__mock_fail_connect(0, 0, 0);
     dbt_sleep_ms(cooldown + 50);
     assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_OK);
     dbpool_get_stats(p, &s);
@@ -254,9 +254,9 @@ static void test_failure_while_open_restarts_cooldown(void **state) {
     (void)state;
     const int64_t cooldown = 1000, slow = 2500;
     dbpool *p = open_no_wait_pool(cooldown);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     /* A slow attempt, admitted while the breaker is closed. */
-    dbpool_mock_set_connect_delay_ms(slow);
+    dbpool__mock_set_connect_delay_ms(slow);
     slow_attempt a = {.p = p, .rc = -100};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, try_slowly, &a), 0);
@@ -267,7 +267,7 @@ static void test_failure_while_open_restarts_cooldown(void **state) {
         dbt_sleep_ms(1);
     }
     /* Two quick failures open the breaker while it runs. */
-    dbpool_mock_set_connect_delay_ms(0);
+    dbpool__mock_set_connect_delay_ms(0);
     dbpool_conn *c = NULL;
     for (int i = 0; i < 2; i++)
         assert_int_equal(dbpool_try_acquire(p, &c, NULL), DBPOOL_ECONNECT);
@@ -315,8 +315,8 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     dbpool_error e;
     if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
-    dbpool_mock_set_connect_delay_ms(20);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_set_connect_delay_ms(20);
     pthread_t a, b;
     assert_int_equal(pthread_create(&a, NULL, acquire_for_3s, p), 0);
     dbt_sleep_ms(10); /* the second connect fails while the first sleeps 100-200 ms */
@@ -341,7 +341,7 @@ static void test_disabled_breaker(void **state) {
     o.breaker_failures = 0;
     dbpool *p = NULL;
     assert_int_equal(dbpool_open(&p, "mock:", &o, NULL), DBPOOL_OK);
-    dbpool_mock_fail_connect(1, 10, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, 10, DBPOOL_ECONNECT);
     dbpool_conn *c;
     for (int i = 0; i < 10; i++)
         assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_ECONNECT);

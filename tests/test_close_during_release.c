@@ -74,7 +74,7 @@ static void *closer(void *arg) {
 
 static void test_breaker_log_after_close(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.max_retries = 0;
@@ -90,8 +90,8 @@ static void test_breaker_log_after_close(void **state) {
     if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
     dbpool_conn *held = dbt_acquire(pool);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT); /* the database goes away */
-    dbpool_mock_set_connect_delay_ms(500);            /* both callers queue before it fails */
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT); /* the database goes away */
+    dbpool__mock_set_connect_delay_ms(500);            /* both callers queue before it fails */
     pthread_t w[2];
     for (int i = 0; i < 2; i++) { /* the connector's failure fails the first; the second waits on */
         assert_int_equal(pthread_create(&w[i], NULL, wait_in_line, NULL), 0);
@@ -119,8 +119,8 @@ static void test_breaker_log_after_close(void **state) {
         assert_int_equal(pthread_join(w[i], NULL), 0);
     /* The release's breaker event was written (while the pool was held). */
     assert_int_equal(atomic_load(&half_open_logged), 1);
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.live, 0);
 }
 

@@ -13,7 +13,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -35,14 +35,14 @@ static void test_retried_then_reported(void **state) {
     o.max_retries = 3;
     o.backoff_base_ms = 1;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_ECONNECT);
     assert_null(c);
     assert_non_null(strstr(e.message, "injected"));
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.connects, 4); /* first try + 3 retries */
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -59,14 +59,14 @@ static void test_auth_error_not_retried(void **state) {
     o.max_retries = 5;
     o.backoff_base_ms = 200;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_EAUTH);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_EAUTH);
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EAUTH);
     assert_true(dbt_now_ms() - t0 < 150);
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.connects, 1);
     dbpool_close(p);
 }
@@ -79,7 +79,7 @@ static void test_backoff_grows_with_jitter(void **state) {
     o.backoff_base_ms = 40;
     o.backoff_max_ms = 1000;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_fail_connect(1, 3, DBPOOL_ECONNECT); /* the 4th attempt works */
+    dbpool__mock_fail_connect(1, 3, DBPOOL_ECONNECT); /* the 4th attempt works */
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();
@@ -100,7 +100,7 @@ static void test_backoff_capped(void **state) {
     o.backoff_base_ms = 20;
     o.backoff_max_ms = 20;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_fail_connect(1, 4, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, 4, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     int64_t t0 = dbt_now_ms();
     assert_int_equal(dbpool_acquire(p, 5000, &c, NULL), DBPOOL_OK);
@@ -119,7 +119,7 @@ static void test_never_past_deadline(void **state) {
     o.backoff_base_ms = 1000;
     o.backoff_max_ms = 5000;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();
@@ -139,7 +139,7 @@ static void test_slow_connect_bounded(void **state) {
     o.max_retries = 0;
     o.connect_timeout_ms = 100;
     dbpool *p = open_lazy(&o);
-    dbpool_mock_set_connect_delay_ms(2000);
+    dbpool__mock_set_connect_delay_ms(2000);
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();
@@ -160,13 +160,13 @@ static void test_timeout_carries_last_connect_error(void **state) {
     dbpool_conn *held = NULL;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
     /* The database goes away: a caller gets the connect error itself... */
-    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ECONNECT);
     /* ...and one whose wait ends before the next connect fails is told
      * what the pool looks like and why it could not grow. */
-    dbpool_mock_set_connect_delay_ms(300);
+    dbpool__mock_set_connect_delay_ms(300);
     assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
     assert_non_null(strstr(e.message, "1 in use"));
     assert_non_null(strstr(e.message, "max 2"));
@@ -183,14 +183,14 @@ static void test_open_fails_with_cause(void **state) {
     dbt_options(&o, 2, 4);
     o.max_retries = 1;
     o.backoff_base_ms = 1;
-    dbpool_mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
     dbpool *p = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_ECONNECT);
     assert_null(p);
     assert_non_null(strstr(e.message, "injected"));
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.live, 0); /* the warm-up connection was closed */
 }
 
@@ -217,8 +217,8 @@ static void test_after_connect_and_init_sql(void **state) {
     o.init_sql = "FAIL";
     assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EQUERY);
     assert_non_null(strstr(e.message, "init_sql"));
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.live, 0);
 }
 
@@ -239,20 +239,20 @@ static void test_close_cuts_backoff_short(void **state) {
     if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
     dbpool_conn *c = dbt_acquire(p);
-    dbpool_mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_discard(c); /* below min_size: the next pass refills, and fails */
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     int64_t until = dbt_now_ms() + 5000;
     do {
         dbt_sleep_ms(5);
-        dbpool_mock_get_counters(&n);
+        dbpool__mock_get_counters(&n);
     } while (n.connects < 2 && dbt_now_ms() < until);
     assert_int_equal(n.connects, 2); /* the first, and the refill's failed one: now in its backoff */
     dbt_sleep_ms(50);
     int64_t t0 = dbt_now_ms();
     assert_int_equal(dbpool_close(p), 0);
     int64_t took = dbt_now_ms() - t0;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_get_counters(&n);
     if (took > 1000 || n.connects != 2)
         fail_msg("dbpool_close took %lld ms and %ld connect attempts followed it", (long long)took,
                  n.connects - 2);

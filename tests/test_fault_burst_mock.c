@@ -1,6 +1,6 @@
 /*
  * test_fault_burst_mock.c — test_fault_burst on the mock backend: a burst
- * of 50 callers against a 1 s connect (dbpool_mock_set_connect_delay_ms).
+ * of 50 callers against a 1 s connect (dbpool__mock_set_connect_delay_ms).
  * Each caller does acquire / hold 1-2 ms / release once; all succeed and
  * the pool opens far fewer than 50 connections (max_connecting 2: <= 4).
  * Prints `created=<n>`.
@@ -45,8 +45,8 @@ static void *caller_main(void *arg) {
 }
 
 static void run_burst(int max_connecting, uint64_t max_created) {
-    dbpool_mock_reset();
-    dbpool_mock_set_connect_delay_ms(DELAY_MS);
+    dbpool__mock_reset();
+    dbpool__mock_set_connect_delay_ms(DELAY_MS);
     dbpool_options o;
     dbt_options(&o, 0, 10);
     o.lazy_connect = true;
@@ -76,8 +76,8 @@ static void run_burst(int max_connecting, uint64_t max_created) {
 
     dbpool_stats s;
     dbpool_get_stats(p, &s);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     printf("created=%llu backend=mock callers=%d connect_delay_ms=%d max_connecting=%d took_ms=%lld "
            "connect_attempts=%ld\n",
            (unsigned long long)s.created, CALLERS, DELAY_MS, max_connecting, (long long)took, mc.connects);
@@ -94,7 +94,7 @@ static void run_burst(int max_connecting, uint64_t max_created) {
     assert_true(s.acquired == CALLERS);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.live, 0);
 }
 

@@ -79,7 +79,7 @@ static void logs_dump(void) {
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     logs_clear();
     return 0;
 }
@@ -190,7 +190,7 @@ static void test_reclaim_restores_capacity(void **state) {
     dbpool *p = open_mock(&o);
 
     dbpool_conn *leaked = fault_leak_forgetful_holder(p);
-    int leaked_id = dbpool_mock_conn_id(dbpool_conn_native(leaked));
+    int leaked_id = dbpool__mock_conn_id(dbpool_conn_native(leaked));
 
     /* The only connection is out: a second caller waits, and is served by
      * a replacement once the lease passes the reclaim threshold. */
@@ -206,7 +206,7 @@ static void test_reclaim_restores_capacity(void **state) {
                  (long long)took, dbpool_errname(rc), e.message);
     }
     print_message("acquire served after %lld ms by reclaim\n", (long long)took);
-    assert_true(dbpool_mock_conn_id(dbpool_conn_native(c)) != leaked_id);
+    assert_true(dbpool__mock_conn_id(dbpool_conn_native(c)) != leaked_id);
     dbpool_stats s = stats(p);
     assert_int_equal((int)s.leaks_reclaimed, 1);
     assert_int_equal(s.reclaimed_out, 1);
@@ -218,15 +218,15 @@ static void test_reclaim_restores_capacity(void **state) {
     assert_int_equal(dbpool_exec(leaked, "SELECT 1", NULL, 0, NULL, &e), DBPOOL_OK);
 
     /* It finally comes back: closed, not pooled. */
-    dbpool_mock_counters before;
-    dbpool_mock_get_counters(&before);
+    dbpool__mock_counters before;
+    dbpool__mock_get_counters(&before);
     assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
     s = stats(p);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_RECLAIMED], 1);
     assert_int_equal(s.reclaimed_out, 0);
     assert_true(s.total <= 1);
-    dbpool_mock_counters after;
-    dbpool_mock_get_counters(&after);
+    dbpool__mock_counters after;
+    dbpool__mock_get_counters(&after);
     assert_int_equal((int)(after.disconnects - before.disconnects), 1);
     char line[2048];
     if (!logs_find("came back", "reclaimed", line, sizeof line)) {
@@ -240,7 +240,7 @@ static void test_reclaim_restores_capacity(void **state) {
     dbpool_release(c);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_get_counters(&after);
+    dbpool__mock_get_counters(&after);
     assert_int_equal((int)after.live, 0);
 }
 
@@ -272,7 +272,7 @@ static void test_timeout_error_names_holders(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 
     /* With leak detection off: count and time, no stack. */
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     dbt_options(&o, 0, 2);
     o.maintenance_interval_ms = 0;
     p = open_mock(&o);
@@ -364,15 +364,15 @@ static void test_timeout_error_leaves_out_keepalive_ping(void **state) {
     o.leak_threshold_ms = 60000; /* stacks recorded */
     o.maintenance_interval_ms = 20;
     o.keepalive_ms = 50;
-    dbpool_mock_set_ping_delay_ms(1500);
+    dbpool__mock_set_ping_delay_ms(1500);
     dbpool *p = open_mock(&o);
     dbpool_release(fault_leak_second_holder(p)); /* its stack stays on the connection */
     /* The mock counts a ping as it begins (it then takes 1.5 s). */
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     int64_t until = dbt_now_ms() + 5000;
     do {
         dbt_sleep_ms(5);
-        dbpool_mock_get_counters(&n);
+        dbpool__mock_get_counters(&n);
     } while (n.pings < 1 && dbt_now_ms() < until);
     if (n.pings < 1)
         fail_msg("no keepalive ping within 5 s");
@@ -399,17 +399,17 @@ static void test_one_hung_ping_holds_one_connection(void **state) {
     o.maintenance_interval_ms = 20;
     o.keepalive_ms = 50;
     o.validation_timeout_ms = 5000;
-    dbpool_mock_set_ping_delay_ms(2000); /* the first ping hangs for 2 s */
+    dbpool__mock_set_ping_delay_ms(2000); /* the first ping hangs for 2 s */
     dbpool *p = open_mock(&o);
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     int64_t until = dbt_now_ms() + 5000;
     do {
         dbt_sleep_ms(1);
-        dbpool_mock_get_counters(&n);
+        dbpool__mock_get_counters(&n);
     } while (n.pings < 1 && dbt_now_ms() < until);
     if (n.pings < 1)
         fail_msg("no keepalive ping within 5 s");
-    dbpool_mock_set_ping_delay_ms(0); /* later pings answer at once */
+    dbpool__mock_set_ping_delay_ms(0); /* later pings answer at once */
     dbpool_conn *a = NULL, *b = NULL;
     dbpool_error e;
     memset(&e, 0, sizeof e);

@@ -29,7 +29,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -118,8 +118,8 @@ static void test_acquire_discard_cycles(void **state) {
     assert_int_equal(s.waiting, 0);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     assert_int_equal((int)mc.live, 0);
 }
 
@@ -221,8 +221,8 @@ static void run_many(int64_t acquire_timeout_ms, bool expect_all_served) {
     assert_int_equal((int)s.timeouts, timed_out);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     assert_int_equal((int)mc.live, 0);
 }
 

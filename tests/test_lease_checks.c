@@ -14,7 +14,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -26,7 +26,7 @@ static dbpool *open_mock(dbpool_options *o) {
     return p;
 }
 
-static int conn_id(dbpool_conn *c) { return dbpool_mock_conn_id(dbpool_conn_native(c)); }
+static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
 
 static void test_validation_failure_replaced(void **state) {
     (void)state;
@@ -39,7 +39,7 @@ static void test_validation_failure_replaced(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     int first = conn_id(c);
     dbpool_release(c);
-    dbpool_mock_fail_ping(1, 1);
+    dbpool__mock_fail_ping(1, 1);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_not_equal(conn_id(c), first);
     dbpool_stats s;
@@ -60,16 +60,16 @@ static void test_validation_window(void **state) {
     o.maintenance_interval_ms = 0;
     dbpool *p = open_mock(&o);
     dbpool_conn *c;
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     dbpool_release(c);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* idle < window */
     dbpool_release(c);
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.pings, 0);
     dbt_sleep_ms(150);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* idle > window */
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.pings, 1);
     dbpool_release(c);
     dbpool_close(p);
@@ -84,7 +84,7 @@ static void test_killed_behind_back_is_discarded(void **state) {
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     int first = conn_id(c);
-    dbpool_mock_kill(dbpool_conn_native(c));
+    dbpool__mock_kill(dbpool_conn_native(c));
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -130,9 +130,9 @@ static void test_open_transaction_rolled_back(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     void *native = dbpool_conn_native(c);
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
-    assert_true(dbpool_mock_in_transaction(native));
+    assert_true(dbpool__mock_in_transaction(native));
     dbpool_release(c);
-    assert_false(dbpool_mock_in_transaction(native)); /* still pooled: safe to look */
+    assert_false(dbpool__mock_in_transaction(native)); /* still pooled: safe to look */
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.rollbacks, 1);
@@ -149,7 +149,7 @@ static void test_failed_reset_discards(void **state) {
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
-    dbpool_mock_fail_reset(1, 1);
+    dbpool__mock_fail_reset(1, 1);
     dbpool_release(c);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -220,7 +220,7 @@ static void test_keepalive_finds_dead_idle(void **state) {
     int first = conn_id(c);
     void *native = dbpool_conn_native(c);
     dbpool_release(c);
-    dbpool_mock_kill(native); /* the server dropped it while idle */
+    dbpool__mock_kill(native); /* the server dropped it while idle */
     dbpool_stats s;
     int64_t until = dbt_now_ms() + 2000;
     do {
@@ -253,7 +253,7 @@ static void *acquire_once(void *arg) {
 }
 
 static void close_during_validation(bool thread_cache) {
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.validation_window_ms = 20;
@@ -271,21 +271,21 @@ static void close_during_validation(bool thread_cache) {
         dbpool_release(c);
     }
     dbt_sleep_ms(60); /* idle past the window: the next acquire validates */
-    dbpool_mock_set_ping_delay_ms(300);
-    dbpool_mock_fail_ping(1, -1);
+    dbpool__mock_set_ping_delay_ms(300);
+    dbpool__mock_fail_ping(1, -1);
     pthread_t t;
     pthread_create(&t, NULL, acquire_once, &r);
     int64_t until = dbt_now_ms() + 2000;
-    dbpool_mock_counters n;
+    dbpool__mock_counters n;
     do {
         dbt_sleep_ms(5);
-        dbpool_mock_get_counters(&n);
+        dbpool__mock_get_counters(&n);
     } while (n.pings < 1 && dbt_now_ms() < until);
     assert_int_equal(n.pings, 1); /* the acquire is inside its ping */
     dbpool_close(r.p);
     pthread_join(t, NULL);
     assert_int_equal(r.rc, DBPOOL_ECLOSED);
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_get_counters(&n);
     assert_int_equal(n.live, 0);
 }
 
@@ -318,7 +318,7 @@ static void test_validating_acquire_is_not_a_leak(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     dbpool_release(c);
     dbt_sleep_ms(500); /* idle longer than the leak threshold */
-    dbpool_mock_set_ping_delay_ms(150);
+    dbpool__mock_set_ping_delay_ms(150);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* validated: 150 ms */
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -337,7 +337,7 @@ static void test_keepalive_ping_is_not_in_use(void **state) {
     o.maintenance_interval_ms = 10;
     o.keepalive_ms = 20;
     dbpool *p = open_mock(&o);
-    dbpool_mock_set_ping_delay_ms(50);
+    dbpool__mock_set_ping_delay_ms(50);
     dbpool_stats s;
     int most_in_use = 0, pings_seen = 0;
     int64_t until = dbt_now_ms() + 500;
@@ -348,8 +348,8 @@ static void test_keepalive_ping_is_not_in_use(void **state) {
         assert_int_equal(s.idle + s.in_use + s.connecting, s.total);
         dbt_sleep_ms(5);
     }
-    dbpool_mock_counters n;
-    dbpool_mock_get_counters(&n);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
     pings_seen = (int)n.pings;
     assert_true(pings_seen >= 2);
     assert_int_equal(most_in_use, 0);

@@ -27,7 +27,7 @@ static int64_t bound_ns(int b) { return (int64_t)llround(bounds_s[b] * 1e9); }
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 

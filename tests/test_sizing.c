@@ -14,7 +14,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -226,10 +226,10 @@ static void test_suspended_pool_is_not_refilled(void **state) {
     dbpool *p = open_pool(2, 2, maintained);
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
     dbpool_shrink(p, 0);
-    dbpool_mock_counters before, after;
-    dbpool_mock_get_counters(&before);
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
     dbt_sleep_ms(300); /* thirty maintenance rounds */
-    dbpool_mock_get_counters(&after);
+    dbpool__mock_get_counters(&after);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.total, 0);

@@ -18,7 +18,7 @@
 
 static int setup(void **state) {
     (void)state;
-    dbpool_mock_reset();
+    dbpool__mock_reset();
     return 0;
 }
 
@@ -35,7 +35,7 @@ static dbpool *open_pool(int min, int max, bool cache, int64_t maint_ms) {
     return p;
 }
 
-static int conn_id(dbpool_conn *c) { return dbpool_mock_conn_id(dbpool_conn_native(c)); }
+static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
 
 static dbpool_stats stats(dbpool *p) {
     dbpool_stats s;
@@ -164,7 +164,7 @@ static void test_dirty_and_discarded_leave_the_cache(void **state) {
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
     void *native = dbpool_conn_native(c);
     dbpool_release(c);
-    assert_false(dbpool_mock_in_transaction(native));
+    assert_false(dbpool__mock_in_transaction(native));
     assert_int_equal(stats(p).rollbacks, 1);
     c = dbt_acquire(p);
     assert_int_equal(dbpool_discard(c), DBPOOL_OK);
@@ -270,8 +270,8 @@ static void test_exited_thread_leaves_nothing_behind(void **state) {
     dbpool_release(b);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.live, 0);
 }
 
@@ -332,8 +332,8 @@ static void test_close_while_parked_connection_in_use(void **state) {
     assert_int_equal(dbpool_close(p), 1); /* one lease still out */
     atomic_store(&h.phase, 2);
     pthread_join(t, NULL);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.live, 0);
 }
 
@@ -443,8 +443,8 @@ static void test_stress(void **state) {
     assert_int_equal((long)s.acquired, ok);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool_mock_counters mc;
-    dbpool_mock_get_counters(&mc);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.live, 0);
 }
 
