@@ -65,7 +65,8 @@ typedef struct dbpool_error {
     char sqlstate[6];  /* five-character SQLSTATE where the backend has one, else ""; SQLite's
                         * constraint violations get PostgreSQL's (23505 unique, 23503 foreign
                         * key, 23502 not null, 23514 check, else 23000), so a class "23"
-                        * prefix means a broken constraint on every backend */
+                        * prefix means a broken constraint on every backend (Oracle MySQL
+                        * 8 reports a failed CHECK as HY000, error 3819) */
     char message[512]; /* what went wrong and what to do; never a password */
 } dbpool_error;
 

@@ -91,9 +91,19 @@ static int map_open_error(int src, const char *path, bool may_create, sqlite3 *d
 /* SQLite has no SQLSTATE. Its constraint violations get the codes
  * PostgreSQL reports for the same violation (class 23 in the standard), so
  * that a caller can tell "this row breaks a rule" from other failures the
- * same way on every backend; MySQL/MariaDB report 23000 for all of them. */
+ * same way on every backend; MySQL/MariaDB report 23000 for all of them.
+ * What SQLite files under SQLITE_CONSTRAINT but is no broken table rule
+ * gets what PostgreSQL says for its like, or nothing. */
 static const char *constraint_sqlstate(int ext) {
     switch (ext) {
+    case SQLITE_CONSTRAINT_TRIGGER:
+        return "P0001";           /* RAISE(ABORT, ...) in a trigger: raise_exception */
+#ifdef SQLITE_CONSTRAINT_DATATYPE /* SQLite 3.37 */
+    case SQLITE_CONSTRAINT_DATATYPE:
+        return "22P02"; /* a STRICT table's column refused the value's type */
+#endif
+    case SQLITE_CONSTRAINT_COMMITHOOK:
+        return ""; /* the application's own commit hook said no */
     case SQLITE_CONSTRAINT_UNIQUE:
     case SQLITE_CONSTRAINT_PRIMARYKEY:
     case SQLITE_CONSTRAINT_ROWID:

@@ -211,6 +211,8 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
         if (!one || got < 0) {
             free(one);
             pthread_rwlock_unlock(&m->lock);
+            if (len)
+                buf[0] = '\0'; /* never a cut document */
             return got < 0 ? got : DBPOOL_ENOMEM;
         }
         if (!first)

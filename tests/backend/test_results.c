@@ -678,6 +678,30 @@ static void test_constraint_violations(void **state) {
                  strncmp(e.sqlstate, "23", 2) != 0,
              "a missing table: SQLSTATE '%s': %s", e.sqlstate, e.message);
 
+    /* What SQLite files under "constraint" but is no table rule gets what
+     * PostgreSQL says for its like: a trigger's RAISE(ABORT) is PL/pgSQL's
+     * RAISE EXCEPTION (P0001), a STRICT column refusing a type is an
+     * invalid text representation (22P02). */
+    if (bt_is("sqlite")) {
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER %s_no_big BEFORE INSERT ON %s WHEN NEW.qty > 100 "
+                 "BEGIN SELECT RAISE(ABORT, 'too many'); END",
+                 child, child);
+        bt_exec(c, sql);
+        snprintf(sql, sizeof sql, "INSERT INTO %s (id, code, qty) VALUES (7, 'g', 500)", child);
+        memset(&e, 0, sizeof e);
+        BT_CHECK(dbpool_exec(c, sql, NULL, 0, NULL, &e) == DBPOOL_EQUERY && strcmp(e.sqlstate, "P0001") == 0,
+                 "RAISE(ABORT) in a trigger: SQLSTATE '%s': %s", e.sqlstate, e.message);
+        snprintf(sql, sizeof sql, "CREATE TABLE %s_strict (n INTEGER) STRICT", child);
+        bt_exec(c, sql);
+        snprintf(sql, sizeof sql, "INSERT INTO %s_strict VALUES ('abc')", child);
+        memset(&e, 0, sizeof e);
+        BT_CHECK(dbpool_exec(c, sql, NULL, 0, NULL, &e) == DBPOOL_EQUERY && strcmp(e.sqlstate, "22P02") == 0,
+                 "text into a STRICT INTEGER column: SQLSTATE '%s': %s", e.sqlstate, e.message);
+        snprintf(sql, sizeof sql, "DROP TABLE %s_strict", child);
+        bt_exec(c, sql);
+    }
+
     snprintf(sql, sizeof sql, "DROP TABLE %s", child);
     bt_exec(c, sql);
     snprintf(sql, sizeof sql, "DROP TABLE %s", parent);
