@@ -271,8 +271,15 @@ static void close_during_validation(bool thread_cache) {
         dbpool_release(c);
     }
     dbt_sleep_ms(60); /* idle past the window: the next acquire validates */
-    dbpool__mock_set_ping_delay_ms(300);
+    /* Long enough for the close below to land inside the ping, however
+     * late a loaded machine runs this thread after it sees the ping start. */
+    dbpool__mock_set_ping_delay_ms(1000);
     dbpool__mock_fail_ping(1, -1);
+    /* The lease above may have been validated too (handed over more than
+     * the 20 ms window after its connect, on a loaded machine): count from
+     * here, or the close below frees the pool before the acquire starts. */
+    dbpool__mock_counters n0;
+    dbpool__mock_get_counters(&n0);
     pthread_t t;
     pthread_create(&t, NULL, acquire_once, &r);
     int64_t until = dbt_now_ms() + 2000;
@@ -280,8 +287,8 @@ static void close_during_validation(bool thread_cache) {
     do {
         dbt_sleep_ms(5);
         dbpool__mock_get_counters(&n);
-    } while (n.pings < 1 && dbt_now_ms() < until);
-    assert_int_equal(n.pings, 1); /* the acquire is inside its ping */
+    } while (n.pings < n0.pings + 1 && dbt_now_ms() < until);
+    assert_int_equal(n.pings, n0.pings + 1); /* the acquire is inside its ping */
     dbpool_close(r.p);
     pthread_join(t, NULL);
     assert_int_equal(r.rc, DBPOOL_ECLOSED);

@@ -454,7 +454,7 @@ static void test_stress(void **state) {
  * recall the caches, a first waiter without a wake-up at its window's end
  * would wait until the run is over; each one must be served well before. */
 #define CONVOY_THREADS 6
-#define CONVOY_RUN_MS 600
+#define CONVOY_RUN_MS 1500
 
 typedef struct convoy_arg {
     dbpool *p;
