@@ -608,6 +608,15 @@ static void test_blob_round_trip(void **state) {
     free(big);
 }
 
+static void expect_query_sqlstate(dbpool_conn *c, const char *sql, const char *want, const char *what) {
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &e);
+    BT_CHECK(rc == DBPOOL_EQUERY && strcmp(e.sqlstate, want) == 0,
+             "%s: %s with SQLSTATE '%s', expected '%s': %s", what, dbpool_errname(rc), e.sqlstate, want,
+             e.message);
+}
+
 /* Each broken constraint is DBPOOL_EQUERY with a class 23 SQLSTATE on every
  * backend (SQLite has none of its own: it gets PostgreSQL's), and leaves
  * the lease usable. */
@@ -689,15 +698,11 @@ static void test_constraint_violations(void **state) {
                  child, child);
         bt_exec(c, sql);
         snprintf(sql, sizeof sql, "INSERT INTO %s (id, code, qty) VALUES (7, 'g', 500)", child);
-        memset(&e, 0, sizeof e);
-        BT_CHECK(dbpool_exec(c, sql, NULL, 0, NULL, &e) == DBPOOL_EQUERY && strcmp(e.sqlstate, "P0001") == 0,
-                 "RAISE(ABORT) in a trigger: SQLSTATE '%s': %s", e.sqlstate, e.message);
+        expect_query_sqlstate(c, sql, "P0001", "RAISE(ABORT) in a trigger");
         snprintf(sql, sizeof sql, "CREATE TABLE %s_strict (n INTEGER) STRICT", child);
         bt_exec(c, sql);
         snprintf(sql, sizeof sql, "INSERT INTO %s_strict VALUES ('abc')", child);
-        memset(&e, 0, sizeof e);
-        BT_CHECK(dbpool_exec(c, sql, NULL, 0, NULL, &e) == DBPOOL_EQUERY && strcmp(e.sqlstate, "22P02") == 0,
-                 "text into a STRICT INTEGER column: SQLSTATE '%s': %s", e.sqlstate, e.message);
+        expect_query_sqlstate(c, sql, "22P02", "text into a STRICT INTEGER column");
         snprintf(sql, sizeof sql, "DROP TABLE %s_strict", child);
         bt_exec(c, sql);
     }
