@@ -2,6 +2,7 @@
  * guards the table: lookups share it, opening and closing take it alone
  * (and do the pool's I/O outside it). */
 #include "internal.h"
+#include "textbuf.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -167,25 +168,14 @@ const char *dbpool_manager_name(dbpool_manager *m, int idx) {
     return name;
 }
 
-/* Append to buf (snprintf-style accounting). */
-static void put(char *buf, size_t len, size_t *used, const char *s, size_t n) {
-    if (*used < len) {
-        size_t room = len - *used - 1;
-        memcpy(buf + *used, s, n < room ? n : room);
-    }
-    *used += n;
-}
-
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
-    if (!buf && len)
-        return DBPOOL_EINVAL;
-    if (!m) {
-        if (len)
-            buf[0] = '\0'; /* as dbpool_stats_json does for a NULL pool */
-        return DBPOOL_EINVAL;
-    }
-    size_t used = 0;
-    put(buf, len, &used, "{\"pools\": {", 11);
+    int rc = tb_check_args(m, buf, len); /* as dbpool_stats_json */
+    if (rc != DBPOOL_OK)
+        return rc;
+    textbuf tb;
+    textbuf *t = &tb;
+    tb_init(t, buf, len);
+    tb_puts(t, "{\"pools\": {");
     pthread_rwlock_rdlock(&m->lock);
     bool first = true;
     for (int i = 0; i < m->n; i++) {
@@ -212,11 +202,11 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
             free(one);
             pthread_rwlock_unlock(&m->lock);
             if (len)
-                buf[0] = '\0'; /* never a cut document */
+                buf[0] = '\0'; /* never a cut document (textbuf.h) */
             return got < 0 ? got : DBPOOL_ENOMEM;
         }
         if (!first)
-            put(buf, len, &used, ", ", 2);
+            tb_puts(t, ", ");
         first = false;
         /* The key is the pool's own JSON name field's value: render it with
          * the same escaping by taking it from the object. Keys are distinct
@@ -229,18 +219,16 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
         while (q2 && *q2 && *q2 != '"')
             q2 += (*q2 == '\\' && q2[1]) ? 2 : 1;
         if (q1 && q2 && *q2 == '"')
-            put(buf, len, &used, q1, (size_t)(q2 - q1 + 1));
+            tb_putn(t, q1, (size_t)(q2 - q1 + 1));
         else
-            put(buf, len, &used, "\"?\"", 3);
-        put(buf, len, &used, ": ", 2);
-        put(buf, len, &used, one, got > 0 ? strlen(one) : 0);
+            tb_puts(t, "\"?\"");
+        tb_puts(t, ": ");
+        tb_putn(t, one, (size_t)got);
         free(one);
     }
     pthread_rwlock_unlock(&m->lock);
-    put(buf, len, &used, "}}", 2);
-    if (len)
-        buf[used < len ? used : 0] = '\0'; /* never a cut document (textbuf.h) */
-    return (int)used;
+    tb_puts(t, "}}");
+    return tb_finish(t);
 }
 
 void dbpool_manager_free(dbpool_manager *m) {

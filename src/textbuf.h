@@ -1,6 +1,7 @@
 /*
  * textbuf.h — an append-only text buffer that measures as it writes, shared
- * by the JSON and Prometheus renderers (stats_json.c, stats_prometheus.c).
+ * by the JSON and Prometheus renderers (stats_json.c, stats_prometheus.c)
+ * and the manager's JSON (manager.c).
  *
  * Appends write what fits into the caller's buffer and always count the full
  * length, so one pass both renders and measures. A text that did not fit is
