@@ -8,6 +8,7 @@
  */
 #include "backend_common.h"
 
+#include <stdarg.h>
 #include <unistd.h>
 
 #define BIG_LEN (100 * 1024)
@@ -608,6 +609,18 @@ static void test_blob_round_trip(void **state) {
     free(big);
 }
 
+/* Run one statement made from a printf format (table names). */
+static void exec_f(dbpool_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void exec_f(dbpool_conn *c, const char *fmt, ...) {
+    char sql[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    assert_true(n > 0 && (size_t)n < sizeof sql);
+    bt_exec(c, sql);
+}
+
 static void expect_query_sqlstate(dbpool_conn *c, const char *sql, const char *want, const char *what) {
     dbpool_error e;
     memset(&e, 0, sizeof e);
@@ -625,19 +638,14 @@ static void test_constraint_violations(void **state) {
     char parent[96], child[96], sql[512];
     snprintf(parent, sizeof parent, "%s_parent", table);
     snprintf(child, sizeof child, "%s_child", table);
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", child);
-    bt_exec(c, sql);
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", parent);
-    bt_exec(c, sql);
-    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", parent);
-    bt_exec(c, sql);
-    snprintf(sql, sizeof sql,
-             "CREATE TABLE %s (id INTEGER PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, "
-             "qty INTEGER CHECK (qty > 0), parent_id INTEGER REFERENCES %s(id))",
-             child, parent);
-    bt_exec(c, sql);
-    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (1)", parent);
-    bt_exec(c, sql);
+    exec_f(c, "DROP TABLE IF EXISTS %s", child);
+    exec_f(c, "DROP TABLE IF EXISTS %s", parent);
+    exec_f(c, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", parent);
+    exec_f(c,
+           "CREATE TABLE %s (id INTEGER PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, "
+           "qty INTEGER CHECK (qty > 0), parent_id INTEGER REFERENCES %s(id))",
+           child, parent);
+    exec_f(c, "INSERT INTO %s (id) VALUES (1)", parent);
     snprintf(sql, sizeof sql, "INSERT INTO %s (id, code, qty, parent_id) VALUES (?, ?, ?, ?)", child);
     dbpool_param ok[4] = {dbpool_param_int64(1), dbpool_param_text("a"), dbpool_param_int64(1),
                           dbpool_param_int64(1)};
@@ -692,25 +700,20 @@ static void test_constraint_violations(void **state) {
      * RAISE EXCEPTION (P0001), a STRICT column refusing a type is an
      * invalid text representation (22P02). */
     if (bt_is("sqlite")) {
-        snprintf(sql, sizeof sql,
-                 "CREATE TRIGGER %s_no_big BEFORE INSERT ON %s WHEN NEW.qty > 100 "
-                 "BEGIN SELECT RAISE(ABORT, 'too many'); END",
-                 child, child);
-        bt_exec(c, sql);
+        exec_f(c,
+               "CREATE TRIGGER %s_no_big BEFORE INSERT ON %s WHEN NEW.qty > 100 "
+               "BEGIN SELECT RAISE(ABORT, 'too many'); END",
+               child, child);
         snprintf(sql, sizeof sql, "INSERT INTO %s (id, code, qty) VALUES (7, 'g', 500)", child);
         expect_query_sqlstate(c, sql, "P0001", "RAISE(ABORT) in a trigger");
-        snprintf(sql, sizeof sql, "CREATE TABLE %s_strict (n INTEGER) STRICT", child);
-        bt_exec(c, sql);
+        exec_f(c, "CREATE TABLE %s_strict (n INTEGER) STRICT", child);
         snprintf(sql, sizeof sql, "INSERT INTO %s_strict VALUES ('abc')", child);
         expect_query_sqlstate(c, sql, "22P02", "text into a STRICT INTEGER column");
-        snprintf(sql, sizeof sql, "DROP TABLE %s_strict", child);
-        bt_exec(c, sql);
+        exec_f(c, "DROP TABLE %s_strict", child);
     }
 
-    snprintf(sql, sizeof sql, "DROP TABLE %s", child);
-    bt_exec(c, sql);
-    snprintf(sql, sizeof sql, "DROP TABLE %s", parent);
-    bt_exec(c, sql);
+    exec_f(c, "DROP TABLE %s", child);
+    exec_f(c, "DROP TABLE %s", parent);
 }
 
 int main(int argc, char **argv) {
