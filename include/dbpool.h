@@ -198,9 +198,11 @@ int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_erro
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
 
 /*
- * Give a lease back. An open transaction is rolled back; a connection whose
- * reset fails, that is broken, or whose lifetime is over is closed instead
- * of pooled. Returns DBPOOL_OK, or DBPOOL_EMISUSE for NULL, a lease released
+ * Give a lease back. An open transaction is rolled back, and what a
+ * statement left in the session (settings, temporary tables, locks: per
+ * backend in docs/operations.md) is cleared. A connection whose reset
+ * fails, that is broken, or whose lifetime is over is closed instead of
+ * pooled. Returns DBPOOL_OK, or DBPOOL_EMISUSE for NULL, a lease released
  * twice, or something that is not a lease (nothing is touched then).
  * Releasing after dbpool_close is valid and frees what is left.
  * The handle is the pooled connection itself: a second release is caught

@@ -49,10 +49,7 @@ struct dbpool_result {
 };
 
 typedef struct dbpool_driver {
-    const char *name; /* "sqlite", "postgresql", "mysql", "mock" */
-    /* reset() also drops session settings (mysql_reset_connection): the
-     * core runs init_sql again after it. */
-    bool reset_clears_session;
+    const char *name;           /* "sqlite", "postgresql", "mysql", "mock" */
     const char *const *schemes; /* NULL-terminated: "postgresql", "postgres" */
 
     /* Parse the URL (dbpool's pool_* keys already removed) into a config
@@ -72,8 +69,11 @@ typedef struct dbpool_driver {
     /* Local only, no I/O: 0 = clean and reusable as is, 1 = needs reset()
      * (open transaction, pending result), -1 = broken, must be closed. */
     int (*needs_reset)(void *native);
-    /* Roll back and clear session state; failure means discard. */
-    int (*reset)(void *native, int64_t deadline_ns, dbpool_error *e);
+    /* Roll back and clear session state; failure means discard. Sets
+     * *session_cleared when the session went back to the server's defaults
+     * (mysql_reset_connection, DISCARD ALL): the core then runs init_sql
+     * again. */
+    int (*reset)(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e);
 
     int (*exec)(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                 dbpool_error *e);

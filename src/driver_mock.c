@@ -168,8 +168,9 @@ static int mock_needs_reset(void *native) {
     return c->in_tx ? 1 : 0;
 }
 
-static int mock_reset(void *native, int64_t deadline, dbpool_error *e) {
+static int mock_reset(void *native, int64_t deadline, bool *session_cleared, dbpool_error *e) {
     (void)deadline;
+    *session_cleared = false;
     mock_conn *c = native;
     pthread_mutex_lock(&mock_lock);
     long k = ++mock.n.resets;

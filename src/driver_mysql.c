@@ -709,9 +709,10 @@ static int my_needs_reset(void *native) {
     return mc->dirty ? 1 : 0;
 }
 
-static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
+static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
+    *session_cleared = false;
     int rc = run_bounded(m, mysql_reset_connection, deadline_ns, "reset", e);
     if (rc)
         return rc;
@@ -740,6 +741,7 @@ static int my_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
     mc->dirty = false;
     mc->stmts_stale = false;
     mc->schema_changed = false;
+    *session_cleared = true; /* mysql_reset_connection: init_sql again */
     return DBPOOL_OK;
 }
 
@@ -1206,7 +1208,6 @@ static const char *const my_schemes[] = {"mysql", "mariadb", NULL};
 
 const dbpool_driver dbpool__driver_mysql = {
     .name = "mysql",
-    .reset_clears_session = true,
     .schemes = my_schemes,
     .configure = dbpool__mysql_configure,
     .free_config = dbpool__mysql_free_config,

@@ -29,6 +29,7 @@
  */
 #include "driver.h"
 #include "pg_placeholders.h"
+#include "pg_session_sql.h"
 #include "internal.h"
 
 #include <libpq-fe.h>
@@ -62,6 +63,16 @@ typedef struct pg_config {
     char *secret_store[PG_MAX_SECRETS];      /* owned strings */
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
+
+/* One connection: libpq's handle (what callers see as the native handle)
+ * and what a reset needs to put the session back as it was made. */
+typedef struct pg_session {
+    PGconn *pg;
+    int64_t statement_timeout_ms; /* set on connect; DISCARD ALL drops it */
+    bool changed;                 /* a statement may have left state that ROLLBACK keeps */
+} pg_session;
+
+static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
 
 /* Defaults that keep pooled connections alive through NAT and firewalls
  * and notice a dead peer within about a minute instead of hours. They come
@@ -524,13 +535,22 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
             return rc;
         }
     }
-    *native = c;
+    pg_session *ps = calloc(1, sizeof *ps);
+    if (!ps) {
+        PQfinish(c);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory for a connection");
+    }
+    ps->pg = c;
+    ps->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
+    *native = ps;
     return DBPOOL_OK;
 }
 
 static void pg_disconnect(void *native) {
-    if (native)
-        PQfinish(native);
+    if (native) {
+        PQfinish(pg_of(native));
+        free(native);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -538,7 +558,7 @@ static void pg_disconnect(void *native) {
 /* ------------------------------------------------------------------------ */
 
 static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
-    PGconn *c = native;
+    PGconn *c = pg_of(native);
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[DBPOOL_MSG_CAP];
         copy_conn_error(c, msg, sizeof msg);
@@ -556,7 +576,7 @@ static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
 }
 
 static int pg_needs_reset(void *native) {
-    PGconn *c = native;
+    PGconn *c = pg_of(native);
     if (!c || PQstatus(c) != CONNECTION_OK)
         return -1;
 #ifdef LIBPQ_HAS_PIPELINING
@@ -567,7 +587,7 @@ static int pg_needs_reset(void *native) {
 #endif
     switch (PQtransactionStatus(c)) {
     case PQTRANS_IDLE:
-        return 0;
+        return ((pg_session *)native)->changed ? 1 : 0;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR:
         return 1;
@@ -576,14 +596,53 @@ static int pg_needs_reset(void *native) {
     }
 }
 
-static int pg_reset(void *native, int64_t deadline_ns, dbpool_error *e) {
-    PGconn *c = native;
-    int rc = roundtrip(c, "ROLLBACK", PGRES_COMMAND_OK, deadline_ns, "rollback on release", e);
+/*
+ * ROLLBACK, and when a caller's statement may have changed the session
+ * beyond its transaction (pg_session_sql.h), DISCARD ALL: settings, temporary
+ * tables, prepared statements, LISTEN, advisory locks and held cursors go,
+ * and the session is as the server made it. What dbpool set on connect
+ * (statement_timeout) is set again here; the core runs init_sql again.
+ */
+static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
+    pg_session *ps = native;
+    PGconn *c = ps->pg;
+    *session_cleared = false;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        int rc = roundtrip(c, "ROLLBACK", PGRES_COMMAND_OK, deadline_ns, "rollback on release", e);
+        if (rc != DBPOOL_OK)
+            return rc;
+        if (PQtransactionStatus(c) != PQTRANS_IDLE)
+            return dbpool__seterr(e, DBPOOL_EBROKEN, "rollback on release left the session busy");
+    }
+    if (!ps->changed)
+        return DBPOOL_OK;
+    int rc =
+        roundtrip(c, "DISCARD ALL", PGRES_COMMAND_OK, deadline_ns, "discarding session state on release", e);
+    if (rc == DBPOOL_OK && ps->statement_timeout_ms > 0)
+        rc = apply_statement_timeout(c, ps->statement_timeout_ms, deadline_ns, e);
     if (rc != DBPOOL_OK)
         return rc;
-    if (PQtransactionStatus(c) != PQTRANS_IDLE)
-        return dbpool__seterr(e, DBPOOL_EBROKEN, "rollback on release left the session busy");
+    ps->changed = false;
+    *session_cleared = true;
     return DBPOOL_OK;
+}
+
+/* init_sql has just run: what it set is where every lease starts. */
+static int pg_session_baseline(void *native, dbpool_error *e) {
+    (void)e;
+    ((pg_session *)native)->changed = false;
+    return DBPOOL_OK;
+}
+
+static void *pg_user_handle(void *native) { return pg_of(native); }
+
+/* A statement a caller runs through dbpool: does it change the session for
+ * longer than its transaction? Scanned before it runs (a failed statement
+ * of several may have run the first). */
+static void note_session_change(void *native, const char *sql) {
+    pg_session *ps = native;
+    if (!ps->changed && dbpool__pg_session_change(sql))
+        ps->changed = true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -755,7 +814,8 @@ static bool changes_rows(const char *status) {
 
 static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                    dbpool_error *e) {
-    PGconn *c = native;
+    PGconn *c = pg_of(native);
+    note_session_change(native, sql);
     if (affected)
         *affected = 0;
     PGresult *r = NULL;
@@ -877,7 +937,8 @@ static const dbpool_result_ops pg_result_ops = {
 
 static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                     dbpool_error *e) {
-    PGconn *c = native;
+    PGconn *c = pg_of(native);
+    note_session_change(native, sql);
     *out = NULL;
     PGresult *r = NULL;
     int rc = run(c, sql, p, n, &r, e);
@@ -910,7 +971,7 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
 /* ------------------------------------------------------------------------ */
 
 static bool pg_is_broken(void *native, const dbpool_error *e) {
-    PGconn *c = native;
+    PGconn *c = pg_of(native);
     if (!c || PQstatus(c) != CONNECTION_OK)
         return true;
     if (!e)
@@ -930,7 +991,7 @@ static bool pg_is_broken(void *native, const dbpool_error *e) {
 static void pg_server_version(void *native, char *buf, size_t len) {
     if (!buf || len == 0)
         return;
-    const char *v = native ? PQparameterStatus(native, "server_version") : NULL;
+    const char *v = native ? PQparameterStatus(pg_of(native), "server_version") : NULL;
     dbpool__strlcpy(buf, v ? v : "", len);
     /* "15.20 (Debian 15.20-0+deb12u1)" -> "15.20" */
     char *sp = strchr(buf, ' ');
@@ -955,4 +1016,6 @@ const dbpool_driver dbpool__driver_pg = {
     .query = pg_query,
     .is_broken = pg_is_broken,
     .server_version = pg_server_version,
+    .user_handle = pg_user_handle,
+    .session_baseline = pg_session_baseline,
 };

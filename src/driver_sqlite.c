@@ -670,8 +670,9 @@ static int sqlite_needs_reset(void *native) {
 #endif
 }
 
-static int sqlite_reset(void *native, int64_t deadline, dbpool_error *e) {
+static int sqlite_reset(void *native, int64_t deadline, bool *session_cleared, dbpool_error *e) {
     (void)deadline;
+    *session_cleared = false; /* what it drops was made by a caller, not init_sql */
     sqlite_conn *sc = native;
     sqlite3 *db = sc->db;
     /* Reset statements still stepping, or ROLLBACK (and DROP, DETACH)

@@ -93,8 +93,9 @@ static int release_impl(dbpool_conn *c, bool discard) {
         dbpool_error e;
         dbpool__clearerr(&e);
         int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
-        int rrc = p->driver->reset(c->native, deadline, &e);
-        if (rrc == DBPOOL_OK && p->driver->reset_clears_session && p->init_sql)
+        bool cleared = false;
+        int rrc = p->driver->reset(c->native, deadline, &cleared, &e);
+        if (rrc == DBPOOL_OK && cleared && p->init_sql)
             rrc = dbpool__run_init_sql(p, c->native, &e);
         if (rrc == DBPOOL_OK) {
             keep = true;
