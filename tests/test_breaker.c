@@ -91,7 +91,11 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     dbpool__mock_get_counters(&before);
     int64_t t0 = dbt_now_ms();
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EUNAVAILABLE);
-    assert_true(dbt_now_ms() - t0 < 50);
+    /* At once, not after the acquire's 5000 ms; the bound leaves room for
+     * a descheduled test thread (TSan, a loaded machine). Waiting out the
+     * 200 ms cooldown instead would end in a trial connect: the connect
+     * counter below catches that. */
+    assert_true(dbt_now_ms() - t0 < 1000);
     assert_non_null(strstr(e.message, "injected"));
     /* When the next try comes: what is left of the 200 ms cooldown. */
     const char *when = strstr(e.message, "next try in ");
