@@ -11,6 +11,7 @@ static void test_acquire_times_out_on_time(void **state) {
     (void)state;
     dbpool_options o;
     bt_options(&o, 0, 1);
+    o.acquire_timeout_ms = 5000; /* what an acquire that ignored its 200 ms would wait */
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *held = bt_acquire(p);
     dbpool_stats before = bt_stats(p);
@@ -24,7 +25,9 @@ static void test_acquire_times_out_on_time(void **state) {
     BT_RC(rc, DBPOOL_ETIMEDOUT, "acquire(200 ms) on a full pool");
     assert_int_equal(e.code, DBPOOL_ETIMEDOUT);
     assert_null(c);
-    BT_CHECK(waited >= 195 && waited < 400, "acquire(200 ms) returned after %lld ms", (long long)waited);
+    /* The upper bound leaves room for a descheduled thread (TSan, a loaded
+     * machine), far below the pool's 5000 ms. */
+    BT_CHECK(waited >= 195 && waited < 1000, "acquire(200 ms) returned after %lld ms", (long long)waited);
     print_message("[%s] timeout message: %s\n", bt_backend, e.message);
     BT_CHECK(strstr(e.message, "in use") && strstr(e.message, "idle") && strstr(e.message, "waiting") &&
                  strstr(e.message, "max"),
@@ -45,6 +48,7 @@ static void test_zero_timeout_does_not_wait(void **state) {
     (void)state;
     dbpool_options o;
     bt_options(&o, 0, 1);
+    o.acquire_timeout_ms = 5000; /* what a wait would last */
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *held = bt_acquire(p);
 
@@ -55,7 +59,7 @@ static void test_zero_timeout_does_not_wait(void **state) {
     int rc = dbpool_acquire(p, 0, &c, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_ETIMEDOUT, "acquire(timeout 0) on a full pool");
-    BT_CHECK(waited < 50, "acquire(timeout 0) took %lld ms", (long long)waited);
+    BT_CHECK(waited < 1000, "acquire(timeout 0) took %lld ms", (long long)waited);
     assert_null(c);
 
     /* With a free connection a zero timeout succeeds. */
@@ -81,7 +85,7 @@ static void test_negative_timeout_uses_pool_default(void **state) {
     int rc = dbpool_acquire(p, -1, &c, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_ETIMEDOUT, "acquire(-1) with acquire_timeout_ms 300");
-    BT_CHECK(waited >= 295 && waited < 600,
+    BT_CHECK(waited >= 295 && waited < 1000,
              "acquire(-1) should wait acquire_timeout_ms = 300 ms, waited %lld ms", (long long)waited);
     bt_release(held);
     assert_int_equal(dbpool_close(p), 0);
@@ -91,6 +95,7 @@ static void test_try_acquire_never_waits(void **state) {
     (void)state;
     dbpool_options o;
     bt_options(&o, 0, 1);
+    o.acquire_timeout_ms = 5000; /* what a wait would last */
     dbpool *p = bt_open(&o, NULL);
 
     dbpool_conn *c = NULL, *d = NULL;
@@ -104,7 +109,7 @@ static void test_try_acquire_never_waits(void **state) {
     int rc = dbpool_try_acquire(p, &d, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_EBUSY, "try_acquire on a full pool");
-    BT_CHECK(waited < 50, "try_acquire took %lld ms", (long long)waited);
+    BT_CHECK(waited < 1000, "try_acquire took %lld ms", (long long)waited);
     assert_null(d);
     assert_true(e.message[0] != '\0');
     bt_release(c);
@@ -154,10 +159,10 @@ static void test_max_waiters_rejects_at_once(void **state) {
     dbpool_error e;
     memset(&e, 0, sizeof e);
     int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, 2000, &c, &e);
+    int rc = dbpool_acquire(p, 5000, &c, &e);
     int64_t waited = dbt_now_ms() - t0;
     BT_RC(rc, DBPOOL_EBUSY, "acquire with max_waiters=1 already waiting");
-    BT_CHECK(waited < 100, "the refused acquire took %lld ms instead of returning at once",
+    BT_CHECK(waited < 1000, "the refused acquire took %lld ms instead of returning at once",
              (long long)waited);
     assert_null(c);
     BT_CHECK(strstr(e.message, "max_waiters") != NULL, "the EBUSY message should name max_waiters: \"%s\"",
