@@ -91,10 +91,13 @@ static void test_acquire_against_deaf_listener(void **state) {
     dbpool_stats s = bt_stats(p);
     BT_CHECK(s.connecting == 0 && s.total == 0, "after the failed connect: connecting %d total %d",
              s.connecting, s.total);
-    /* Close is not held up by anything left behind. */
+    /* Close is not held up by anything left behind. A connect still
+     * running would count in s.connecting above; the bound is for a close
+     * that blocks on the deaf socket or on a thread that never ends, with
+     * room for a descheduled thread (TSan, a loaded machine). */
     t0 = dbt_now_ms();
     assert_int_equal(dbpool_close(p), 0);
-    BT_CHECK(dbt_now_ms() - t0 < 200, "close took %lld ms", (long long)(dbt_now_ms() - t0));
+    BT_CHECK(dbt_now_ms() - t0 < 1000, "close took %lld ms", (long long)(dbt_now_ms() - t0));
     dbt_proxy_destroy(px);
 }
 
