@@ -56,7 +56,9 @@ static void test_validation_window(void **state) {
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.validation = DBPOOL_VALIDATE_IF_IDLE;
-    o.validation_window_ms = 100;
+    /* Wide enough that the connect and the first lease fit in it even on a
+     * thread descheduled for a few hundred ms (TSan, a loaded machine). */
+    o.validation_window_ms = 400;
     o.maintenance_interval_ms = 0;
     dbpool *p = open_mock(&o);
     dbpool_conn *c;
@@ -67,7 +69,7 @@ static void test_validation_window(void **state) {
     dbpool_release(c);
     dbpool__mock_get_counters(&n);
     assert_int_equal(n.pings, 0);
-    dbt_sleep_ms(150);
+    dbt_sleep_ms(450);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* idle > window */
     dbpool__mock_get_counters(&n);
     assert_int_equal(n.pings, 1);
@@ -315,7 +317,11 @@ static void test_validating_acquire_is_not_a_leak(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.leak_threshold_ms = 300;
+    /* The lease below is held for its 150 ms validation and the few steps
+     * after it: 600 ms leaves room for a descheduled thread (TSan, a
+     * loaded machine). Counted from the previous lease's start, it would
+     * be past the threshold before its validation even began. */
+    o.leak_threshold_ms = 600;
     o.maintenance_interval_ms = 20;
     o.validation_window_ms = 20;
     o.log_fn = count_leak_logs;
@@ -324,7 +330,7 @@ static void test_validating_acquire_is_not_a_leak(void **state) {
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     dbpool_release(c);
-    dbt_sleep_ms(500); /* idle longer than the leak threshold */
+    dbt_sleep_ms(700); /* idle longer than the leak threshold */
     dbpool__mock_set_ping_delay_ms(150);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* validated: 150 ms */
     dbpool_stats s;
