@@ -30,7 +30,9 @@ static void test_lifetime_expired_idle_connection_not_reused(void **state) {
     (void)state;
     dbpool_options o;
     bt_options(&o, 0, 2);
-    o.max_lifetime_ms = 300;
+    /* Long enough for the connect and two leases below even on a thread
+     * descheduled for a few hundred ms (TSan, a loaded machine). */
+    o.max_lifetime_ms = 600;
     dbpool *p = bt_open(&o, NULL);
 
     /* Well within its lifetime the connection is reused. */
@@ -42,12 +44,12 @@ static void test_lifetime_expired_idle_connection_not_reused(void **state) {
     BT_CHECK(s.created == 1 && s.destroyed == 0, "before expiry: created %llu destroyed %llu",
              (unsigned long long)s.created, (unsigned long long)s.destroyed);
 
-    dbt_sleep_ms(400);
+    dbt_sleep_ms(700);
     c = bt_acquire(p);
     assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
     s = bt_stats(p);
     BT_CHECK(s.created == 2,
-             "after 400 ms (lifetime 300 ms) acquire should open a new connection, created %llu",
+             "after 700 ms (lifetime 600 ms) acquire should open a new connection, created %llu",
              (unsigned long long)s.created);
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_LIFETIME] >= 1, "destroyed_by[lifetime] %llu, expected >= 1",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_LIFETIME]);
@@ -126,9 +128,11 @@ static void test_maintenance_closes_idle_connections(void **state) {
     o.maintenance_interval_ms = 50;
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *a = bt_acquire(p), *b = bt_acquire(p);
+    /* Before the releases: a stall between them and this reading would
+     * otherwise age the connections unseen. */
+    int64_t t0 = dbt_now_ms();
     bt_release(a);
     bt_release(b);
-    int64_t t0 = dbt_now_ms();
     dbt_sleep_ms(100);
     dbpool_stats s = bt_stats(p);
     if (dbt_now_ms() - t0 < 180) /* only meaningful if we were not descheduled */
