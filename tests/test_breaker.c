@@ -69,7 +69,10 @@ static dbpool *open_pool_with_breaker(log_lines *logs, int failures, int64_t coo
     return p;
 }
 
-static dbpool *open_breaker_pool(log_lines *logs) { return open_pool_with_breaker(logs, 3, 200); }
+/* The cooldown covers the steps a test takes between the opening and an
+ * acquire that must find the breaker still open, with room for a thread
+ * descheduled for a few hundred ms (TSan, a loaded machine). */
+static dbpool *open_breaker_pool(log_lines *logs) { return open_pool_with_breaker(logs, 3, 400); }
 
 static void test_opens_fails_fast_and_recovers(void **state) {
     (void)state;
@@ -93,19 +96,19 @@ static void test_opens_fails_fast_and_recovers(void **state) {
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_EUNAVAILABLE);
     /* At once, not after the acquire's 5000 ms; the bound leaves room for
      * a descheduled test thread (TSan, a loaded machine). Waiting out the
-     * 200 ms cooldown instead would end in a trial connect: the connect
+     * 400 ms cooldown instead would end in a trial connect: the connect
      * counter below catches that. */
     assert_true(dbt_now_ms() - t0 < 1000);
     assert_non_null(strstr(e.message, "injected"));
-    /* When the next try comes: what is left of the 200 ms cooldown. */
+    /* When the next try comes: what is left of the 400 ms cooldown. */
     const char *when = strstr(e.message, "next try in ");
-    if (!when || atoi(when + 12) > 200)
+    if (!when || atoi(when + 12) > 400)
         fail_msg("the error should say how long is left of the cooldown: %s", e.message);
     dbpool__mock_get_counters(&after);
     assert_int_equal(after.connects, before.connects);
 
     /* After the cooldown one trial; it fails: open again. */
-    dbt_sleep_ms(250);
+    dbt_sleep_ms(450);
     assert_int_not_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
     dbpool_get_stats(p, &s);
     assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
@@ -114,7 +117,7 @@ static void test_opens_fails_fast_and_recovers(void **state) {
 
     /* The database is back: the next trial closes the breaker. */
     dbpool__mock_fail_connect(0, 0, 0);
-    dbt_sleep_ms(250);
+    dbt_sleep_ms(450);
     assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
     dbpool_get_stats(p, &s);
     assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
@@ -211,7 +214,9 @@ static void ten_after_cooldown(dbpool *p, bool try_only, int64_t cooldown_ms, in
  * others refused while it runs, and a successful trial closes it. */
 static void test_no_wait_callers_get_one_trial(void **state) {
     (void)state;
-    const int64_t cooldown = 200;
+    /* The nine callers after each failed trial come within the cooldown
+     * its failure restarts, even on a thread descheduled meanwhile. */
+    const int64_t cooldown = 400;
     dbpool *p = open_no_wait_pool(cooldown);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
@@ -311,8 +316,8 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     o.maintenance_interval_ms = 0;
     o.max_connecting = 2;
     o.max_retries = 5;
-    o.backoff_base_ms = 200;
-    o.backoff_max_ms = 200;
+    o.backoff_base_ms = 500;
+    o.backoff_max_ms = 500;
     o.breaker_failures = 2;
     o.breaker_cooldown_ms = 10000;
     dbpool *p = NULL;
@@ -323,7 +328,9 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     dbpool__mock_set_connect_delay_ms(20);
     pthread_t a, b;
     assert_int_equal(pthread_create(&a, NULL, acquire_for_3s, p), 0);
-    dbt_sleep_ms(10); /* the second connect fails while the first sleeps 100-200 ms */
+    /* The second connect fails while the first sleeps 250-500 ms, even if
+     * the second thread starts 200 ms late. */
+    dbt_sleep_ms(10);
     assert_int_equal(pthread_create(&b, NULL, acquire_for_3s, p), 0);
     assert_int_equal(pthread_join(a, NULL), 0);
     assert_int_equal(pthread_join(b, NULL), 0);
