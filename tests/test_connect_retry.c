@@ -175,8 +175,10 @@ static void test_timeout_carries_last_connect_error(void **state) {
     dbpool_error e;
     assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ECONNECT);
     /* ...and one whose wait ends before the next connect fails is told
-     * what the pool looks like and why it could not grow. */
-    dbpool__mock_set_connect_delay_ms(300);
+     * what the pool looks like and why it could not grow. The connect
+     * takes 600 ms: the 50 ms wait ends first even on a thread descheduled
+     * for a few hundred ms (TSan, a loaded machine). */
+    dbpool__mock_set_connect_delay_ms(600);
     assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
     assert_non_null(strstr(e.message, "1 in use"));
     assert_non_null(strstr(e.message, "max 2"));
