@@ -111,7 +111,7 @@ size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
                 for (size_t i = 0; i < tl; i++)
                     EMIT(*s++);
         } else if (ch == '-' && s[1] == '-') {
-            while (*s && *s != '\n')
+            while (*s && *s != '\n' && *s != '\r') /* PostgreSQL ends it at either */
                 EMIT(*s++);
         } else if (ch == '/' && s[1] == '*') {
             /* Block comments nest in PostgreSQL. */

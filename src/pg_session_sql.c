@@ -146,17 +146,28 @@ static bool scan(const char *sql, bool backslash_escapes) {
         } else if (ch == '\'') {
             s = skip_quoted(s, backslash_escapes);
         } else if (ch == '"') {
+            /* A quoted identifier is a word too: SET "application_name",
+             * "pg_temp".t, "set_config"(...). Never a keyword. */
+            const char *w = s + 1;
             s = skip_quoted(s, false);
+            size_t len = (size_t)(s - w) - (s > w && s[-1] == '"');
+            words++;
+            if (words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare)))
+                return true;
+            if (IS_ANY(w, len, k_session_functions))
+                return true;
+            prev = NULL;
         } else if (ch == '$') {
             const char *end = skip_dollar(s);
             s = end == s ? s + 1 : end;
         } else if (ch == '-' && s[1] == '-') {
-            s += strcspn(s, "\n");
+            s += strcspn(s, "\r\n"); /* a carriage return ends it too */
         } else if (ch == '/' && s[1] == '*') {
             s = skip_block_comment(s);
         } else if (ch == ';') {
             words = 0;
-            prev = NULL;
+            prev = first = NULL;
+            first_len = 0;
             s++;
         } else {
             s++;

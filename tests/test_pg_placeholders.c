@@ -39,6 +39,7 @@ static void test_quoted_places_untouched(void **state) {
     check("SELECT $$ ? $$, ?", "SELECT $$ ? $$, $1", 1);
     check("SELECT $tag$ ? $other$ ? $tag$, ?", "SELECT $tag$ ? $other$ ? $tag$, $1", 1);
     check("SELECT ? -- what?\n, ?", "SELECT $1 -- what?\n, $2", 2);
+    check("SELECT ? -- what?\r, ?", "SELECT $1 -- what?\r, $2", 2); /* \r ends a comment too */
     check("SELECT /* a? /* nested? */ b? */ ?", "SELECT /* a? /* nested? */ b? */ $1", 1);
     check("SELECT $1, ?", "SELECT $1, $1", 1); /* $1 is no quote; mixing styles is the caller's affair */
     /* An E'' constant continued on the next line keeps its escapes: the
