@@ -1,0 +1,494 @@
+/* test_pg_session_reset.c — a caller's session change does not reach the
+ * next caller: after a statement that may outlive its transaction (SET,
+ * temporary tables, LISTEN, PREPARE, advisory locks, set_config, WITH HOLD)
+ * the release runs DISCARD ALL, then statement_timeout and init_sql again,
+ * and counts a reset in `rollbacks`; a clean release costs nothing.
+ * Statements on the native handle are not seen (documented). One
+ * connection per pool (max_size 1), so the next lease is the same backend.
+ * Needs DBPOOL_TEST_PG_URL (written by scripts/pg-server.sh). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "dbpool.h"
+#include "testsupport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef DBPOOL_HAVE_PG
+
+#include <libpq-fe.h>
+
+#include <unistd.h>
+
+static char base_url[1024];
+static char table[64];      /* a regular table, unique per process: tests may run in parallel */
+static char temp_table[64]; /* a temporary one */
+static long long lock_key;  /* an advisory lock key, unique per process */
+
+static dbpool *open_pool_opts(const char *url, dbpool_options *o) {
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, o, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
+    return p;
+}
+
+/* One connection, no maintenance thread, no validation round trips. The
+ * statement timeout keeps a lock that a broken reset leaked from an
+ * earlier test (whose pool a failed assertion left open) from hanging a
+ * later one. */
+static dbpool *open_pool(void) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.statement_timeout_ms = 10000;
+    return open_pool_opts(base_url, &o);
+}
+
+static dbpool_conn *lease(dbpool *p) {
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(p, 5000, &c, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("dbpool_acquire: %s: %s", dbpool_errname(rc), err.message);
+    return c;
+}
+
+static void release(dbpool_conn *c) { assert_int_equal(dbpool_release(c), DBPOOL_OK); }
+
+static void exec_ok(dbpool_conn *c, const char *sql) {
+    dbpool_error err;
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: %s: %s", sql, dbpool_errname(rc), err.message);
+}
+
+/* The first column of the first row as a new string ("<NULL>" for NULL). */
+static char *query_text(dbpool_conn *c, const char *sql) {
+    dbpool_result *r = NULL;
+    dbpool_error err;
+    int rc = dbpool_query(c, sql, NULL, 0, &r, &err);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: %s: %s", sql, dbpool_errname(rc), err.message);
+    rc = dbpool_result_next(r, &err);
+    if (rc != 1)
+        fail_msg("%s: no row (%d): %s", sql, rc, err.message);
+    const char *t = dbpool_result_text(r, 0, NULL);
+    char *copy = strdup(t ? t : "<NULL>");
+    assert_non_null(copy);
+    dbpool_result_free(r);
+    return copy;
+}
+
+static long long query_int(dbpool_conn *c, const char *sql) {
+    char *t = query_text(c, sql);
+    long long v = strtoll(t, NULL, 10);
+    free(t);
+    return v;
+}
+
+static void expect_text(dbpool_conn *c, const char *sql, const char *want) {
+    char *got = query_text(c, sql);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s: got '%s', want '%s'", sql, got, want);
+    free(got);
+}
+
+static void expect_int(dbpool_conn *c, const char *sql, long long want) {
+    long long got = query_int(c, sql);
+    if (got != want)
+        fail_msg("%s: got %lld, want %lld", sql, got, want);
+}
+
+static int backend_pid(dbpool_conn *c) { return (int)query_int(c, "SELECT pg_backend_pid()"); }
+
+static uint64_t rollbacks(dbpool *p) {
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    return s.rollbacks;
+}
+
+/* The release after `what` reset the session n times (rollbacks + n). */
+static void expect_resets(dbpool *p, uint64_t before, uint64_t n, const char *what) {
+    uint64_t after = rollbacks(p);
+    if (after != before + n)
+        fail_msg("after %s: rollbacks went from %llu to %llu, want +%llu", what, (unsigned long long)before,
+                 (unsigned long long)after, (unsigned long long)n);
+}
+
+/* ---- one session change each: made, seen, released, gone -------------- */
+
+typedef struct leak_case {
+    const char *change;  /* run with dbpool_exec (NULL: the query below) */
+    const char *query;   /* run with dbpool_query, rows read */
+    const char *probe;   /* a query whose first column shows the change */
+    const char *changed; /* the probe's value while the change is in place */
+    const char *clean;   /* the probe's value on a clean session (NULL: as before the change) */
+} leak_case;
+
+static void check_change_gone(const leak_case *k) {
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    char *before = query_text(c, k->probe);
+    if (k->clean && strcmp(before, k->clean) != 0)
+        fail_msg("%s on a new connection: got '%s', want '%s'", k->probe, before, k->clean);
+    const char *what = k->change ? k->change : k->query;
+    if (k->change)
+        exec_ok(c, k->change);
+    if (k->query) {
+        dbpool_result *r = NULL;
+        dbpool_error err;
+        int rc = dbpool_query(c, k->query, NULL, 0, &r, &err);
+        if (rc != DBPOOL_OK)
+            fail_msg("%s: %s: %s", k->query, dbpool_errname(rc), err.message);
+        while ((rc = dbpool_result_next(r, &err)) == 1)
+            ;
+        if (rc != 0)
+            fail_msg("%s: reading: %s", k->query, err.message);
+        dbpool_result_free(r);
+    }
+    expect_text(c, k->probe, k->changed); /* the change is in place */
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, what);
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid); /* reset, not replaced */
+    char *after = query_text(c, k->probe);
+    if (strcmp(after, before) != 0)
+        fail_msg("after %s and a release: %s is '%s', want '%s' as before", what, k->probe, after, before);
+    free(after);
+    free(before);
+    /* The reset leaves a clean session: the next release costs nothing. */
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "a lease after the reset");
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void test_search_path(void **state) {
+    (void)state;
+    leak_case k = {"SET search_path = pg_catalog, public", NULL, "SHOW search_path", "pg_catalog, public",
+                   "\"$user\", public"};
+    check_change_gone(&k);
+}
+
+static void test_application_name(void **state) {
+    (void)state;
+    leak_case k = {"SET application_name = 'leaky'", NULL, "SELECT current_setting('application_name')",
+                   "leaky", NULL};
+    check_change_gone(&k);
+}
+
+static void test_listen(void **state) {
+    (void)state;
+    leak_case k = {"LISTEN dbpool_session_reset_chan", NULL, "SELECT count(*) FROM pg_listening_channels()",
+                   "1", "0"};
+    check_change_gone(&k);
+}
+
+static void test_advisory_lock(void **state) {
+    (void)state;
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", lock_key);
+    leak_case k = {sql, NULL,
+                   "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+                   "1", "0"};
+    check_change_gone(&k);
+}
+
+static void test_prepared_statement(void **state) {
+    (void)state;
+    leak_case k = {"PREPARE dbpool_q AS SELECT 1", NULL, "SELECT count(*) FROM pg_prepared_statements", "1",
+                   "0"};
+    check_change_gone(&k);
+}
+
+static void test_set_config_exec(void **state) {
+    (void)state;
+    leak_case k = {"SELECT set_config('application_name', 'x', false)", NULL,
+                   "SELECT current_setting('application_name')", "x", NULL};
+    check_change_gone(&k);
+}
+
+/* dbpool_query is scanned as well as dbpool_exec. */
+static void test_set_config_query(void **state) {
+    (void)state;
+    leak_case k = {NULL, "SELECT set_config('application_name', 'via_query', false)",
+                   "SELECT current_setting('application_name')", "via_query", NULL};
+    check_change_gone(&k);
+}
+
+static void test_session_setting_in_several_statements(void **state) {
+    (void)state;
+    leak_case k = {"SELECT 1; SET search_path = pg_catalog", NULL, "SHOW search_path", "pg_catalog", NULL};
+    check_change_gone(&k);
+}
+
+static void test_hold_cursor(void **state) {
+    (void)state;
+    leak_case k = {"BEGIN; DECLARE dbpool_c CURSOR WITH HOLD FOR SELECT 1; COMMIT", NULL,
+                   "SELECT count(*) FROM pg_cursors", "1", "0"};
+    check_change_gone(&k);
+}
+
+/* A temporary table: gone, so naming it is SQLSTATE 42P01. */
+static void test_temp_table(void **state) {
+    (void)state;
+    char sql[160];
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    snprintf(sql, sizeof sql, "CREATE TEMP TABLE %s (x int)", temp_table);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", temp_table);
+    exec_ok(c, sql);
+    expect_int(c,
+               "SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relkind = 'r' AND "
+               "pg_table_is_visible(oid)",
+               1);
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "CREATE TEMP TABLE");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", temp_table);
+    dbpool_error err;
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &err);
+    if (rc != DBPOOL_EQUERY || strcmp(err.sqlstate, "42P01") != 0)
+        fail_msg("the temporary table outlived its lease: %s: %s [%s] %s", sql, dbpool_errname(rc),
+                 err.sqlstate, err.message);
+    expect_int(c,
+               "SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relkind = 'r' AND "
+               "pg_table_is_visible(oid)",
+               0);
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* After DISCARD ALL the pool's own session set-up comes back: the statement
+ * timeout and init_sql, as on a new connection; and init_sql's own SET is
+ * where every lease starts, not a change that needs a reset. */
+static void test_init_sql_and_timeout_restored(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.init_sql = "SET application_name = 'from_init'";
+    o.statement_timeout_ms = 4321;
+    dbpool *p = open_pool_opts(base_url, &o);
+
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    expect_text(c, "SELECT current_setting('application_name')", "from_init");
+    expect_text(c, "SHOW statement_timeout", "4321ms");
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "a lease that changed nothing (init_sql's SET is the baseline)");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    exec_ok(c, "SET application_name = 'other'");
+    exec_ok(c, "SET statement_timeout = 0");
+    expect_text(c, "SELECT current_setting('application_name')", "other");
+    expect_text(c, "SHOW statement_timeout", "0");
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "SET application_name / statement_timeout");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    expect_text(c, "SELECT current_setting('application_name')", "from_init");
+    expect_text(c, "SHOW statement_timeout", "4321ms");
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "a lease after the reset (init_sql run again is the baseline)");
+
+    /* Twice in a row: the second reset restores as well. */
+    c = lease(p);
+    exec_ok(c, "RESET ALL");
+    expect_text(c, "SHOW statement_timeout", "0");
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "RESET ALL");
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    expect_text(c, "SELECT current_setting('application_name')", "from_init");
+    expect_text(c, "SHOW statement_timeout", "4321ms");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Nothing that outlives the transaction: no reset, and what a transaction
+ * left open is still rolled back (and counted) as before. */
+static void test_no_reset_when_not_needed(void **state) {
+    (void)state;
+    char sql[160];
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id int PRIMARY KEY, a int)", table);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0)", table);
+    exec_ok(c, sql);
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "CREATE TABLE and INSERT");
+
+    /* SET LOCAL ends with its transaction. */
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    exec_ok(c, "BEGIN");
+    exec_ok(c, "SET TRANSACTION READ ONLY");
+    exec_ok(c, "SET LOCAL search_path = pg_catalog");
+    expect_text(c, "SHOW search_path", "pg_catalog");
+    exec_ok(c, "COMMIT");
+    expect_text(c, "SHOW search_path", "\"$user\", public");
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "BEGIN; SET LOCAL; COMMIT");
+
+    /* SET in an UPDATE is a column, not a setting. */
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    snprintf(sql, sizeof sql, "UPDATE %s SET a = 2 WHERE id = 1", table);
+    int64_t affected = -1;
+    dbpool_error err;
+    assert_int_equal(dbpool_exec(c, sql, NULL, 0, &affected, &err), DBPOOL_OK);
+    assert_int_equal(affected, 1);
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "UPDATE ... SET");
+
+    /* A plain SELECT, and words that are only inside strings. */
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    snprintf(sql, sizeof sql, "SELECT a FROM %s WHERE id = 1", table);
+    expect_int(c, sql, 2);
+    expect_text(c, "SELECT 'SET search_path = x; LISTEN c' /* CREATE TEMP TABLE t */",
+                "SET search_path = x; LISTEN c");
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_xact_lock(%lld)::text", lock_key + 1);
+    expect_text(c, sql, ""); /* the transaction's lock, gone with it */
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "SELECT");
+
+    /* An open transaction: rolled back, counted, the row gone. */
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    exec_ok(c, "BEGIN");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (2, 0)", table);
+    exec_ok(c, sql);
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "BEGIN; INSERT");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    assert_int_equal(PQtransactionStatus(dbpool_conn_native(c)), PQTRANS_IDLE);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 2", table);
+    expect_int(c, sql, 0);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", table);
+    exec_ok(c, sql);
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A change and an open transaction in one lease: one reset, both undone. */
+static void test_change_inside_open_transaction(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    exec_ok(c, "BEGIN");
+    exec_ok(c, "SET search_path = pg_catalog"); /* not LOCAL: would outlive a COMMIT */
+    assert_int_equal(PQtransactionStatus(dbpool_conn_native(c)), PQTRANS_INTRANS);
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "BEGIN; SET (left open)");
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    assert_int_equal(PQtransactionStatus(dbpool_conn_native(c)), PQTRANS_IDLE);
+    expect_text(c, "SHOW search_path", "\"$user\", public");
+
+    /* Committed this time: only DISCARD ALL can undo it. */
+    exec_ok(c, "BEGIN");
+    exec_ok(c, "SET search_path = pg_catalog");
+    exec_ok(c, "COMMIT");
+    expect_text(c, "SHOW search_path", "pg_catalog");
+    n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "BEGIN; SET; COMMIT");
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    expect_text(c, "SHOW search_path", "\"$user\", public");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Documented limit: what runs on the native handle is not scanned, so the
+ * change stays with the connection for the next caller. */
+static void test_native_handle_not_scanned(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    PGresult *r = PQexec(dbpool_conn_native(c), "SET application_name = 'native'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("PQexec: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "a SET on the native handle");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    expect_text(c, "SELECT current_setting('application_name')", "native");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(void) {
+    snprintf(base_url, sizeof base_url, "%s", dbt_backend_url("pg"));
+    snprintf(table, sizeof table, "dbpool_pgsr_%ld", (long)getpid());
+    snprintf(temp_table, sizeof temp_table, "dbpool_pgsr_tmp_%ld", (long)getpid());
+    lock_key = 4242000000000LL + (long long)getpid();
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_search_path),
+        cmocka_unit_test(test_application_name),
+        cmocka_unit_test(test_temp_table),
+        cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_advisory_lock),
+        cmocka_unit_test(test_prepared_statement),
+        cmocka_unit_test(test_set_config_exec),
+        cmocka_unit_test(test_set_config_query),
+        cmocka_unit_test(test_session_setting_in_several_statements),
+        cmocka_unit_test(test_hold_cursor),
+        cmocka_unit_test(test_init_sql_and_timeout_restored),
+        cmocka_unit_test(test_no_reset_when_not_needed),
+        cmocka_unit_test(test_change_inside_open_transaction),
+        cmocka_unit_test(test_native_handle_not_scanned),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else /* !DBPOOL_HAVE_PG */
+
+int main(void) {
+    fprintf(stderr, "skipped: this build has no PostgreSQL backend\n");
+    return DBT_SKIP;
+}
+
+#endif
