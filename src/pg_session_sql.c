@@ -1,70 +1,14 @@
-/* pg_session_sql.c — see pg_session_sql.h. PostgreSQL's lexical rules as
- * far as they matter here: '...' strings (E'...' with backslash escapes,
- * and read both ways when standard_conforming_strings might be off),
- * "..." identifiers, $tag$ dollar quotes, -- comments and nested block
- * comments. */
+/* pg_session_sql.c — see pg_session_sql.h. The text that is not code is
+ * PostgreSQL's (pg_lexer.h); a text with a backslash is read both with and
+ * without escapes in plain strings, as standard_conforming_strings may be
+ * either. */
 #include "pg_session_sql.h"
+
+#include "pg_lexer.h"
 
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
-
-static bool ident_start(unsigned char ch) {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch >= 0x80;
-}
-
-static bool ident_cont(unsigned char ch) { return ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$'; }
-
-/* Past a quoted run at s (the quote itself); '' and "" are the quote. */
-static const char *skip_quoted(const char *s, bool backslash_escapes) {
-    char q = *s++;
-    while (*s) {
-        if (backslash_escapes && *s == '\\' && s[1]) {
-            s += 2;
-        } else if (*s == q) {
-            if (s[1] != q)
-                return s + 1;
-            s += 2;
-        } else {
-            s++;
-        }
-    }
-    return s;
-}
-
-/* Past a dollar quote at s, or s itself when "$" does not open one ($1). */
-static const char *skip_dollar(const char *s) {
-    const char *p = s + 1;
-    if (*p != '$') {
-        if (!ident_start((unsigned char)*p))
-            return s;
-        while (ident_start((unsigned char)*p) || (*p >= '0' && *p <= '9'))
-            p++;
-        if (*p != '$')
-            return s;
-    }
-    size_t tag_len = (size_t)(p - s) + 1;
-    const char *end = p + 1;
-    while (*end && strncmp(end, s, tag_len) != 0)
-        end++;
-    return *end ? end + tag_len : end;
-}
-
-static const char *skip_block_comment(const char *s) {
-    int depth = 0;
-    do {
-        if (s[0] == '/' && s[1] == '*') {
-            depth++;
-            s += 2;
-        } else if (s[0] == '*' && s[1] == '/') {
-            depth--;
-            s += 2;
-        } else {
-            s++;
-        }
-    } while (*s && depth > 0);
-    return s;
-}
 
 /* Keywords with their lengths: most words are rejected on length alone
  * (the scan runs on every statement). */
@@ -76,7 +20,8 @@ typedef struct keyword {
     { s, sizeof s - 1 }
 
 static bool is_word(const char *w, size_t len, keyword kw) {
-    return len == kw.len && strncasecmp(w, kw.text, len) == 0;
+    /* Letters and '_' only: OR-ing 0x20 folds the case of the first. */
+    return len == kw.len && (w[0] | 0x20) == (kw.text[0] | 0x20) && strncasecmp(w, kw.text, len) == 0;
 }
 
 static bool is_any(const char *w, size_t len, const keyword *kws, size_t n) {
@@ -112,15 +57,28 @@ static bool scan(const char *sql, bool backslash_escapes) {
     size_t first_len = 0;
     while (*s) {
         unsigned char ch = (unsigned char)*s;
-        if (ident_start(ch)) {
+        pg_token kind;
+        const char *end =
+            dbpool__pg_may_start_noncode(ch) ? dbpool__pg_skip_noncode(s, backslash_escapes, &kind) : NULL;
+        if (end && kind == PG_TOKEN_IDENT) {
+            /* A quoted identifier is a word too: SET "application_name",
+             * "pg_temp".t, "set_config"(...). Never a keyword. */
+            const char *w = s + 1;
+            size_t len = (size_t)(end - w) - (end > w && end[-1] == '"');
+            s = end;
+            words++;
+            if (words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare)))
+                return true;
+            if (IS_ANY(w, len, k_session_functions))
+                return true;
+            prev = NULL;
+        } else if (end) {
+            s = end;
+        } else if (dbpool__pg_ident_start(ch)) {
             const char *w = s;
-            while (ident_cont((unsigned char)*s))
+            while (dbpool__pg_ident_cont((unsigned char)*s))
                 s++;
             size_t len = (size_t)(s - w);
-            if (len == 1 && (*w == 'E' || *w == 'e') && *s == '\'') {
-                s = skip_quoted(s, true); /* E'...' */
-                continue;
-            }
             words++;
             if (words == 1) {
                 first = w;
@@ -143,27 +101,6 @@ static bool scan(const char *sql, bool backslash_escapes) {
                 return true;
             prev = w;
             prev_len = len;
-        } else if (ch == '\'') {
-            s = skip_quoted(s, backslash_escapes);
-        } else if (ch == '"') {
-            /* A quoted identifier is a word too: SET "application_name",
-             * "pg_temp".t, "set_config"(...). Never a keyword. */
-            const char *w = s + 1;
-            s = skip_quoted(s, false);
-            size_t len = (size_t)(s - w) - (s > w && s[-1] == '"');
-            words++;
-            if (words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare)))
-                return true;
-            if (IS_ANY(w, len, k_session_functions))
-                return true;
-            prev = NULL;
-        } else if (ch == '$') {
-            const char *end = skip_dollar(s);
-            s = end == s ? s + 1 : end;
-        } else if (ch == '-' && s[1] == '-') {
-            s += strcspn(s, "\r\n"); /* a carriage return ends it too */
-        } else if (ch == '/' && s[1] == '*') {
-            s = skip_block_comment(s);
         } else if (ch == ';') {
             words = 0;
             prev = first = NULL;

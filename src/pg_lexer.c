@@ -1,0 +1,115 @@
+/* pg_lexer.c — see pg_lexer.h. */
+#include "pg_lexer.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* After the closing quote of a string constant at s: white space holding a
+ * newline, then a quote, continues the same constant (SQL's rule); the
+ * length of that white space and quote, or 0. */
+static size_t continuation(const char *s) {
+    size_t n = strspn(s, " \t\r\n\f");
+    return n > 0 && memchr(s, '\n', n) && s[n] == '\'' ? n + 1 : 0;
+}
+
+/* s at the opening quote of a string constant; '' stands for a quote. */
+static const char *skip_string(const char *s, bool backslash_escapes) {
+    s++;
+    while (*s) {
+        if (backslash_escapes && *s == '\\' && s[1]) {
+            s += 2;
+        } else if (*s == '\'' && s[1] == '\'') {
+            s += 2;
+        } else if (*s == '\'') {
+            s++;
+            size_t more = continuation(s);
+            if (!more)
+                return s;
+            s += more;
+        } else {
+            s++;
+        }
+    }
+    return s;
+}
+
+/* s at the opening quote of an identifier; "" stands for a quote. */
+static const char *skip_quoted_ident(const char *s) {
+    s++;
+    while (*s) {
+        if (*s == '"' && s[1] == '"')
+            s += 2;
+        else if (*s == '"')
+            return s + 1;
+        else
+            s++;
+    }
+    return s;
+}
+
+/* Past a dollar-quoted string at s, or NULL when "$" opens none ($1). */
+static const char *skip_dollar(const char *s) {
+    const char *p = s + 1;
+    if (*p != '$') {
+        if (!dbpool__pg_ident_start((unsigned char)*p))
+            return NULL;
+        while (dbpool__pg_ident_start((unsigned char)*p) || (*p >= '0' && *p <= '9'))
+            p++;
+        if (*p != '$')
+            return NULL;
+    }
+    size_t tag_len = (size_t)(p - s) + 1;
+    const char *end = p + 1;
+    while (*end && strncmp(end, s, tag_len) != 0)
+        end++;
+    return *end ? end + tag_len : end;
+}
+
+/* Block comments nest in PostgreSQL. */
+static const char *skip_block_comment(const char *s) {
+    int depth = 0;
+    do {
+        if (s[0] == '/' && s[1] == '*') {
+            depth++;
+            s += 2;
+        } else if (s[0] == '*' && s[1] == '/') {
+            depth--;
+            s += 2;
+        } else {
+            s++;
+        }
+    } while (*s && depth > 0);
+    return s;
+}
+
+const char *dbpool__pg_skip_noncode(const char *s, bool plain_backslash_escapes, pg_token *kind) {
+    switch (s[0]) {
+    case 'E':
+    case 'e':
+        if (s[1] != '\'')
+            return NULL;
+        *kind = PG_TOKEN_STRING;
+        return skip_string(s + 1, true);
+    case '\'':
+        *kind = PG_TOKEN_STRING;
+        return skip_string(s, plain_backslash_escapes);
+    case '"':
+        *kind = PG_TOKEN_IDENT;
+        return skip_quoted_ident(s);
+    case '$':
+        *kind = PG_TOKEN_STRING;
+        return skip_dollar(s);
+    case '-':
+        if (s[1] != '-')
+            return NULL;
+        *kind = PG_TOKEN_COMMENT;
+        return s + 2 + strcspn(s + 2, "\r\n"); /* PostgreSQL ends it at either */
+    case '/':
+        if (s[1] != '*')
+            return NULL;
+        *kind = PG_TOKEN_COMMENT;
+        return skip_block_comment(s);
+    default:
+        return NULL;
+    }
+}
