@@ -1,0 +1,55 @@
+/* libFuzzer target: the lexical scans the server backends run over every
+ * statement a caller sends (PostgreSQL's `?` numbering and session-change
+ * scan, MySQL's session-change scan). Properties: no crash or sanitizer
+ * report on any text, and the numbered copy fits the size the header
+ * promises and keeps every byte that is not a placeholder. */
+#ifdef DBPOOL_HAVE_PG
+#include "pg_placeholders.h"
+#include "pg_session_sql.h"
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+#include "mysql_session_sql.h"
+#endif
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size > 8192)
+        return 0;
+    char *sql = malloc(size + 1);
+    if (!sql)
+        return 0;
+    memcpy(sql, data, size);
+    sql[size] = '\0'; /* a NUL in the data ends the text early, as in C */
+#ifdef DBPOOL_HAVE_PG
+    bool several;
+    size_t count = dbpool__pg_scan(sql, NULL, &several);
+    size_t len = strlen(sql);
+    size_t cap = len + 5 * count + 1;
+    char *out = malloc(cap);
+    if (out) {
+        if (dbpool__pg_scan(sql, out, NULL) != count)
+            abort(); /* the counting pass and the writing pass disagree */
+        size_t olen = strlen(out);
+        if (olen + 1 > cap || olen < len)
+            abort();
+        /* Every '?' that became "$n" grew the text by the digits of n. */
+        size_t q_in = 0, q_out = 0;
+        for (size_t i = 0; i < len; i++)
+            q_in += sql[i] == '?';
+        for (size_t i = 0; i < olen; i++)
+            q_out += out[i] == '?';
+        if (q_in - q_out != count)
+            abort();
+        free(out);
+    }
+    (void)dbpool__pg_session_change(sql);
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+    (void)dbpool__mysql_untracked_session_change(sql);
+#endif
+    free(sql);
+    return 0;
+}
