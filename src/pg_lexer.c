@@ -4,12 +4,26 @@
 #include <stddef.h>
 #include <string.h>
 
-/* After the closing quote of a string constant at s: white space holding a
- * newline, then a quote, continues the same constant (SQL's rule); the
- * length of that white space and quote, or 0. */
+/* After the closing quote of a string constant at s: white space and --
+ * comments holding a line break (\n or \r), then a quote, continue the
+ * same constant (scan.l's quotecontinue); the length of that run and the
+ * quote, or 0. */
 static size_t continuation(const char *s) {
-    size_t n = strspn(s, " \t\r\n\f");
-    return n > 0 && memchr(s, '\n', n) && s[n] == '\'' ? n + 1 : 0;
+    const char *p = s;
+    bool line_break = false;
+    for (;;) {
+        if (*p == ' ' || *p == '\t' || *p == '\f' || *p == '\v') {
+            p++;
+        } else if (*p == '\n' || *p == '\r') {
+            line_break = true;
+            p++;
+        } else if (p[0] == '-' && p[1] == '-') {
+            p += 2 + strcspn(p + 2, "\r\n");
+        } else {
+            break;
+        }
+    }
+    return line_break && *p == '\'' ? (size_t)(p - s) + 1 : 0;
 }
 
 /* s at the opening quote of a string constant; '' stands for a quote. */

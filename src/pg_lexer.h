@@ -33,8 +33,9 @@ static inline bool dbpool__pg_may_start_noncode(unsigned char ch) {
  * When s starts text that is not code, where that text ends, with *kind
  * saying what it was; NULL when s starts code. Call it where a token may
  * start, never inside an identifier (an `e'` there is no E string). A
- * string constant continued on a later line ('a' newline 'b') is one
- * constant, and an E'...' one keeps its backslash escapes there.
+ * string constant continued on a later line ('a' newline 'b', -- comments
+ * allowed between) is one constant, and an E'...' one keeps its backslash
+ * escapes there.
  * Unterminated text ends at the end of sql. plain_backslash_escapes reads
  * '...' as PostgreSQL does with standard_conforming_strings off.
  */

@@ -35,20 +35,31 @@ static bool is_any(const char *w, size_t len, const keyword *kws, size_t n) {
 
 static const keyword k_set = KW("SET"), k_prepare = KW("PREPARE"), k_transaction = KW("TRANSACTION"),
                      k_temp = KW("TEMP"), k_temporary = KW("TEMPORARY"), k_hold = KW("HOLD"),
-                     k_with = KW("WITH");
-static const keyword k_session_statements[] = {KW("RESET"),      KW("LISTEN"),  KW("UNLISTEN"),
-                                               KW("DEALLOCATE"), KW("DISCARD"), KW("LOAD")};
+                     k_with = KW("WITH"), k_load = KW("LOAD");
+static const keyword k_session_statements[] = {KW("RESET"), KW("LISTEN"), KW("UNLISTEN"), KW("DEALLOCATE"),
+                                               KW("DISCARD")};
 static const keyword k_before_temp[] = {KW("CREATE"), KW("REPLACE"),  KW("GLOBAL"),
                                         KW("LOCAL"),  KW("UNLOGGED"), KW("INTO")};
 static const keyword k_transaction_scoped_set[] = {KW("LOCAL"), KW("TRANSACTION"), KW("CONSTRAINTS")};
-static const keyword k_session_functions[] = {KW("pg_temp"),
-                                              KW("pg_advisory_lock"),
-                                              KW("pg_advisory_lock_shared"),
-                                              KW("pg_try_advisory_lock"),
-                                              KW("pg_try_advisory_lock_shared"),
-                                              KW("set_config")};
+/* Names that change the session wherever they stand: session advisory
+ * locks, set_config, and pg_settings (an UPDATE of it is a set_config). */
+static const keyword k_session_names[] = {KW("pg_settings"),
+                                          KW("pg_advisory_lock"),
+                                          KW("pg_advisory_lock_shared"),
+                                          KW("pg_try_advisory_lock"),
+                                          KW("pg_try_advisory_lock_shared"),
+                                          KW("set_config")};
 
-static bool scan(const char *sql, bool backslash_escapes) {
+/* The temporary schema: pg_temp, or a session's own pg_temp_N. */
+static bool temp_schema(const char *w, size_t len) {
+    return len >= 7 && strncasecmp(w, "pg_temp", 7) == 0 && (len == 7 || w[7] == '_');
+}
+
+/* The first character of code after white space at s. */
+static char next_code_char(const char *s) { return s[strspn(s, " \t\r\n\f\v")]; }
+
+static pg_session_effect scan(const char *sql, bool backslash_escapes) {
+    pg_session_effect effect = PG_SESSION_UNCHANGED;
     const char *s = sql;
     const char *prev = NULL; /* the word before, in this statement */
     size_t prev_len = 0;
@@ -67,10 +78,9 @@ static bool scan(const char *sql, bool backslash_escapes) {
             size_t len = (size_t)(end - w) - (end > w && end[-1] == '"');
             s = end;
             words++;
-            if (words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare)))
-                return true;
-            if (IS_ANY(w, len, k_session_functions))
-                return true;
+            if ((words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare))) ||
+                temp_schema(w, len) || IS_ANY(w, len, k_session_names))
+                effect = PG_SESSION_CHANGED;
             prev = NULL;
         } else if (end) {
             s = end;
@@ -83,22 +93,30 @@ static bool scan(const char *sql, bool backslash_escapes) {
             if (words == 1) {
                 first = w;
                 first_len = len;
+                /* A loaded library stays loaded whatever the reset does. */
+                if (is_word(w, len, k_load))
+                    return PG_SESSION_PERMANENT;
                 if (IS_ANY(w, len, k_session_statements))
-                    return true;
+                    effect = PG_SESSION_CHANGED;
             } else if (words == 2) {
-                /* SET x / PREPARE q: the second word says whether it lasts. */
-                if (is_word(first, first_len, k_set) && !IS_ANY(w, len, k_transaction_scoped_set))
-                    return true;
-                if (is_word(first, first_len, k_prepare) && !is_word(w, len, k_transaction))
-                    return true;
+                /* SET x / PREPARE q: the second word says whether it lasts.
+                 * The keywords are unreserved: SET local.x = 1 sets a
+                 * session variable, PREPARE transaction AS ... prepares a
+                 * statement named so (PREPARE TRANSACTION takes a string). */
+                if (is_word(first, first_len, k_set) &&
+                    (!IS_ANY(w, len, k_transaction_scoped_set) || next_code_char(s) == '.'))
+                    effect = PG_SESSION_CHANGED;
+                if (is_word(first, first_len, k_prepare)) {
+                    char c = next_code_char(s);
+                    if (!is_word(w, len, k_transaction) || !(c == '\'' || c == '$' || c == 'E' || c == 'e'))
+                        effect = PG_SESSION_CHANGED;
+                }
             }
-            if ((is_word(w, len, k_temp) || is_word(w, len, k_temporary)) && prev &&
-                IS_ANY(prev, prev_len, k_before_temp))
-                return true;
-            if (is_word(w, len, k_hold) && prev && is_word(prev, prev_len, k_with))
-                return true;
-            if (IS_ANY(w, len, k_session_functions))
-                return true;
+            if (((is_word(w, len, k_temp) || is_word(w, len, k_temporary)) && prev &&
+                 IS_ANY(prev, prev_len, k_before_temp)) ||
+                (is_word(w, len, k_hold) && prev && is_word(prev, prev_len, k_with)) || temp_schema(w, len) ||
+                IS_ANY(w, len, k_session_names))
+                effect = PG_SESSION_CHANGED;
             prev = w;
             prev_len = len;
         } else if (ch == ';') {
@@ -110,14 +128,20 @@ static bool scan(const char *sql, bool backslash_escapes) {
             s++;
         }
     }
-    return false;
+    return effect;
 }
 
-bool dbpool__pg_session_change(const char *sql) {
+pg_session_effect dbpool__pg_session_effect(const char *sql) {
     if (!sql)
-        return false;
+        return PG_SESSION_UNCHANGED;
+    pg_session_effect e = scan(sql, false);
     /* Backslashes escape in plain strings only with
      * standard_conforming_strings off; the two readings differ only where a
      * backslash stands. */
-    return scan(sql, false) || (strchr(sql, '\\') && scan(sql, true));
+    if (e != PG_SESSION_PERMANENT && strchr(sql, '\\')) {
+        pg_session_effect e2 = scan(sql, true);
+        if (e2 > e)
+            e = e2;
+    }
+    return e;
 }

@@ -190,8 +190,12 @@ static void test_temporary_objects(void **state) {
         {"SELECT * INTO t FROM s", false},
         {"SELECT 'CREATE TEMP TABLE t (x int)'", false},
         {"SELECT 'pg_temp.t'", false},
-        {"SELECT \"pg_temp_tables\" FROM t", false},
-        {"SELECT pg_temp_x, my_pg_temp FROM t", false},
+        {"SELECT \"pg_tempest\" FROM t", false},
+        {"SELECT pg_tempx, my_pg_temp FROM t", false},
+        /* A session's own temporary schema by its real name; a column
+         * named like one is a false alarm (one reset). */
+        {"CREATE TABLE pg_temp_3.t(x int)", true},
+        {"SELECT pg_temp_x FROM t", true},
         {"SELECT 1 -- CREATE TEMP TABLE t (x int)", false},
     };
     CHECK(cases);
@@ -327,6 +331,24 @@ static void test_lexer_edges(void **state) {
         {"SET \"search_path\" TO x", true},
         {"SELECT 1; -- a comment\rSET x.y = 1", true},
         {"-- a comment\rLISTEN c", true},
+        /* LOCAL, TRANSACTION and CONSTRAINTS are unreserved: followed by a
+         * dot they name a session variable. PREPARE TRANSACTION takes a
+         * string; PREPARE transaction AS ... prepares a statement. */
+        {"SET local.x = 1", true},
+        {"SET transaction .x = 1", true},
+        {"SET constraints.y TO 2", true},
+        {"SET LOCAL local.x = 1", false},
+        {"PREPARE transaction AS SELECT 1", true},
+        {"PREPARE TRANSACTION $$t1$$", false},
+        {"PREPARE TRANSACTION E't1'", false},
+        /* An UPDATE of pg_settings is a set_config. */
+        {"UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'", true},
+        {"UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'work_mem'", true},
+        /* An E'' constant continued after a -- comment or a bare \r keeps
+         * its escapes: the SET is inside the string. And the other way. */
+        {"SELECT E'x' --c\n'\\' ', '\\'; SET search_path = evil; SELECT '1'", true},
+        {"SELECT E'x'\r'\\'; SET a = 1; --'", false},
+        {"SELECT E'x' --c\n'\\'; SET a = 1; --'", false},
         /* Quoted names are the same objects and functions. */
         {"CREATE TABLE \"pg_temp\".zz(x int)", true},
         {"SELECT \"set_config\"('a', 'b', false)", true},
@@ -338,6 +360,16 @@ static void test_lexer_edges(void **state) {
     CHECK(cases);
 }
 
+/* LOAD is the one change no reset undoes: the connection must be closed. */
+static void test_load_is_permanent(void **state) {
+    (void)state;
+    assert_int_equal(dbpool__pg_session_effect("LOAD 'auto_explain'"), PG_SESSION_PERMANENT);
+    assert_int_equal(dbpool__pg_session_effect("SET a = 1; load 'x'"), PG_SESSION_PERMANENT);
+    assert_int_equal(dbpool__pg_session_effect("SET a = 1"), PG_SESSION_CHANGED);
+    assert_int_equal(dbpool__pg_session_effect("SELECT 'LOAD x'"), PG_SESSION_UNCHANGED);
+    assert_int_equal(dbpool__pg_session_effect("SELECT load FROM t"), PG_SESSION_UNCHANGED);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set),
@@ -347,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_plain_statements),
         cmocka_unit_test(test_lexing),
         cmocka_unit_test(test_lexer_edges),
+        cmocka_unit_test(test_load_is_permanent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
