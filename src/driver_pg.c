@@ -69,7 +69,7 @@ typedef struct pg_config {
 typedef struct pg_session {
     PGconn *pg;
     int64_t statement_timeout_ms; /* set on connect; DISCARD ALL drops it */
-    bool changed;                 /* a statement may have left state that ROLLBACK keeps */
+    pg_session_effect effect;     /* what statements may have left beyond ROLLBACK */
 } pg_session;
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
@@ -587,7 +587,7 @@ static int pg_needs_reset(void *native) {
 #endif
     switch (PQtransactionStatus(c)) {
     case PQTRANS_IDLE:
-        return ((pg_session *)native)->changed ? 1 : 0;
+        return ((pg_session *)native)->effect != PG_SESSION_UNCHANGED ? 1 : 0;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR:
         return 1;
@@ -599,9 +599,10 @@ static int pg_needs_reset(void *native) {
 /*
  * ROLLBACK, and when a caller's statement may have changed the session
  * beyond its transaction (pg_session_sql.h), DISCARD ALL: settings, temporary
- * tables, prepared statements, LISTEN, advisory locks and held cursors go,
- * and the session is as the server made it. What dbpool set on connect
- * (statement_timeout) is set again here; the core runs init_sql again.
+ * tables, prepared statements, LISTEN, advisory locks and held cursors go.
+ * What dbpool set on connect (statement_timeout) is set again here; the
+ * core runs init_sql again. A LOADed library stays whatever runs: such a
+ * connection fails its reset and is closed.
  */
 static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
     pg_session *ps = native;
@@ -614,15 +615,21 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
         if (PQtransactionStatus(c) != PQTRANS_IDLE)
             return dbpool__seterr(e, DBPOOL_EBROKEN, "rollback on release left the session busy");
     }
-    if (!ps->changed)
+    if (ps->effect == PG_SESSION_UNCHANGED)
         return DBPOOL_OK;
+    if (ps->effect == PG_SESSION_PERMANENT)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "a LOAD ran on this connection, which no reset undoes");
     int rc =
         roundtrip(c, "DISCARD ALL", PGRES_COMMAND_OK, deadline_ns, "discarding session state on release", e);
     if (rc == DBPOOL_OK && ps->statement_timeout_ms > 0)
         rc = apply_statement_timeout(c, ps->statement_timeout_ms, deadline_ns, e);
     if (rc != DBPOOL_OK)
         return rc;
-    ps->changed = false;
+    /* Notifications that arrived for a LISTEN before the DISCARD are the
+     * last caller's: the next one must not read them. */
+    for (PGnotify *n = PQnotifies(c); n; n = PQnotifies(c))
+        PQfreemem(n);
+    ps->effect = PG_SESSION_UNCHANGED;
     *session_cleared = true;
     return DBPOOL_OK;
 }
@@ -630,7 +637,9 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
 /* init_sql has just run: what it set is where every lease starts. */
 static int pg_session_baseline(void *native, dbpool_error *e) {
     (void)e;
-    ((pg_session *)native)->changed = false;
+    pg_session *ps = native;
+    if (ps->effect == PG_SESSION_CHANGED) /* a LOAD in init_sql still counts */
+        ps->effect = PG_SESSION_UNCHANGED;
     return DBPOOL_OK;
 }
 
@@ -638,11 +647,15 @@ static void *pg_user_handle(void *native) { return pg_of(native); }
 
 /* A statement a caller runs through dbpool: does it change the session for
  * longer than its transaction? Scanned before it runs (a failed statement
- * of several may have run the first). */
+ * of several may have run the first), and after a first change too, in
+ * case a later statement makes it permanent. */
 static void note_session_change(void *native, const char *sql) {
     pg_session *ps = native;
-    if (!ps->changed && dbpool__pg_session_change(sql))
-        ps->changed = true;
+    if (ps->effect != PG_SESSION_PERMANENT) {
+        pg_session_effect e = dbpool__pg_session_effect(sql);
+        if (e > ps->effect)
+            ps->effect = e;
+    }
 }
 
 /* ------------------------------------------------------------------------ */

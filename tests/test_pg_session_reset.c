@@ -189,6 +189,14 @@ static void test_application_name(void **state) {
     check_change_gone(&k);
 }
 
+/* An UPDATE of pg_settings is a set_config for the session. */
+static void test_pg_settings_update(void **state) {
+    (void)state;
+    leak_case k = {"UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'", NULL,
+                   "SHOW search_path", "pg_catalog", NULL};
+    check_change_gone(&k);
+}
+
 static void test_listen(void **state) {
     (void)state;
     leak_case k = {"LISTEN dbpool_session_reset_chan", NULL, "SELECT count(*) FROM pg_listening_channels()",
@@ -437,6 +445,62 @@ static void test_change_inside_open_transaction(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A notification that arrived for the caller's LISTEN is the caller's: the
+ * reset drops it with the LISTEN, so the next caller's PQnotifies is empty. */
+static void test_notifications_dropped(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    exec_ok(c, "LISTEN dbpool_session_reset_note");
+    exec_ok(c, "NOTIFY dbpool_session_reset_note, 'for the first caller only'");
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 1, "LISTEN and NOTIFY");
+
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    PGconn *pg = dbpool_conn_native(c);
+    assert_int_equal(PQconsumeInput(pg), 1);
+    PGnotify *note = PQnotifies(pg);
+    if (note) {
+        char got[256];
+        snprintf(got, sizeof got, "%s: %s", note->relname, note->extra);
+        PQfreemem(note);
+        fail_msg("the next caller received the previous caller's notification (%s)", got);
+    }
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* LOAD: no reset unloads a library, so the connection is closed (reason
+ * reset_failed) and the next caller gets a new backend. */
+static void test_load_closes_the_connection(void **state) {
+    (void)state;
+    const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
+    if (!admin || !*admin)
+        fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = open_pool_opts(admin, &o);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    exec_ok(c, "LOAD 'auto_explain'");
+    assert_true(query_int(c, "SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'") > 0);
+    release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+
+    c = lease(p);
+    assert_int_not_equal(backend_pid(c), pid);
+    expect_int(c, "SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'", 0);
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* Documented limit: what runs on the native handle is not scanned, so the
  * change stays with the connection for the next caller. */
 static void test_native_handle_not_scanned(void **state) {
@@ -470,6 +534,7 @@ int main(void) {
         cmocka_unit_test(test_application_name),
         cmocka_unit_test(test_temp_table),
         cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_pg_settings_update),
         cmocka_unit_test(test_advisory_lock),
         cmocka_unit_test(test_prepared_statement),
         cmocka_unit_test(test_set_config_exec),
@@ -479,6 +544,8 @@ int main(void) {
         cmocka_unit_test(test_init_sql_and_timeout_restored),
         cmocka_unit_test(test_no_reset_when_not_needed),
         cmocka_unit_test(test_change_inside_open_transaction),
+        cmocka_unit_test(test_notifications_dropped),
+        cmocka_unit_test(test_load_closes_the_connection),
         cmocka_unit_test(test_native_handle_not_scanned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
