@@ -435,7 +435,7 @@ typedef struct dbpool_stats {
     uint64_t timeouts;       /* acquires that timed out */
     uint64_t connect_errors; /* failed connect attempts */
     uint64_t validation_failures;
-    uint64_t rollbacks; /* transactions rolled back on release */
+    uint64_t rollbacks; /* resets on release: a transaction rolled back, session state cleared */
     int idle;           /* including one borrowed for a moment by a keepalive ping */
     int in_use;         /* leased to callers */
     int connecting;

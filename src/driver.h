@@ -89,7 +89,7 @@ typedef struct dbpool_driver {
     /* Optional: the pool's init_sql or after_connect has just run; the
      * session as it is now is where every lease starts, so needs_reset must
      * not count what they changed (for drivers that track session changes:
-     * MySQL, SQLite). Failure fails the connect. */
+     * MySQL, PostgreSQL, SQLite). Failure fails the connect. */
     int (*session_baseline)(void *native, dbpool_error *e);
 } dbpool_driver;
 

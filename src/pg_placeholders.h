@@ -12,8 +12,10 @@
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
  * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
- * bytes. PostgreSQL's own `?`, `?|` and `?&` operators cannot be written
- * in a statement that has parameters.
+ * bytes while count is at most 99999 (the backend allows PostgreSQL's
+ * 65535 parameters; "$65535" is 5 bytes longer than "?"). PostgreSQL's
+ * own `?`, `?|` and `?&` operators cannot be written in a statement that
+ * has parameters.
  */
 size_t dbpool__pg_number_placeholders(const char *sql, char *out);
 
