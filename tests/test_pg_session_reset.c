@@ -175,33 +175,31 @@ static void check_change_gone(const leak_case *k) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
-static void test_search_path(void **state) {
-    (void)state;
-    leak_case k = {"SET search_path = pg_catalog, public", NULL, "SHOW search_path", "pg_catalog, public",
-                   "\"$user\", public"};
-    check_change_gone(&k);
-}
+/* Session changes a lease makes with one statement: each is gone at the
+ * next lease of the same backend. */
+static const leak_case k_changes[] = {
+    {"SET search_path = pg_catalog, public", NULL, "SHOW search_path", "pg_catalog, public",
+     "\"$user\", public"},
+    {"SET application_name = 'leaky'", NULL, "SELECT current_setting('application_name')", "leaky", NULL},
+    /* An UPDATE of pg_settings is a set_config for the session. */
+    {"UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'", NULL, "SHOW search_path",
+     "pg_catalog", NULL},
+    {"LISTEN dbpool_session_reset_chan", NULL, "SELECT count(*) FROM pg_listening_channels()", "1", "0"},
+    {"PREPARE dbpool_q AS SELECT 1", NULL, "SELECT count(*) FROM pg_prepared_statements", "1", "0"},
+    {"SELECT set_config('application_name', 'x', false)", NULL, "SELECT current_setting('application_name')",
+     "x", NULL},
+    /* dbpool_query is scanned as well as dbpool_exec. */
+    {NULL, "SELECT set_config('application_name', 'via_query', false)",
+     "SELECT current_setting('application_name')", "via_query", NULL},
+    {"SELECT 1; SET search_path = pg_catalog", NULL, "SHOW search_path", "pg_catalog", NULL},
+    {"BEGIN; DECLARE dbpool_c CURSOR WITH HOLD FOR SELECT 1; COMMIT", NULL, "SELECT count(*) FROM pg_cursors",
+     "1", "0"},
+};
 
-static void test_application_name(void **state) {
+static void test_each_change_is_gone(void **state) {
     (void)state;
-    leak_case k = {"SET application_name = 'leaky'", NULL, "SELECT current_setting('application_name')",
-                   "leaky", NULL};
-    check_change_gone(&k);
-}
-
-/* An UPDATE of pg_settings is a set_config for the session. */
-static void test_pg_settings_update(void **state) {
-    (void)state;
-    leak_case k = {"UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'", NULL,
-                   "SHOW search_path", "pg_catalog", NULL};
-    check_change_gone(&k);
-}
-
-static void test_listen(void **state) {
-    (void)state;
-    leak_case k = {"LISTEN dbpool_session_reset_chan", NULL, "SELECT count(*) FROM pg_listening_channels()",
-                   "1", "0"};
-    check_change_gone(&k);
+    for (size_t i = 0; i < sizeof k_changes / sizeof k_changes[0]; i++)
+        check_change_gone(&k_changes[i]);
 }
 
 static void test_advisory_lock(void **state) {
@@ -211,41 +209,6 @@ static void test_advisory_lock(void **state) {
     leak_case k = {sql, NULL,
                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
                    "1", "0"};
-    check_change_gone(&k);
-}
-
-static void test_prepared_statement(void **state) {
-    (void)state;
-    leak_case k = {"PREPARE dbpool_q AS SELECT 1", NULL, "SELECT count(*) FROM pg_prepared_statements", "1",
-                   "0"};
-    check_change_gone(&k);
-}
-
-static void test_set_config_exec(void **state) {
-    (void)state;
-    leak_case k = {"SELECT set_config('application_name', 'x', false)", NULL,
-                   "SELECT current_setting('application_name')", "x", NULL};
-    check_change_gone(&k);
-}
-
-/* dbpool_query is scanned as well as dbpool_exec. */
-static void test_set_config_query(void **state) {
-    (void)state;
-    leak_case k = {NULL, "SELECT set_config('application_name', 'via_query', false)",
-                   "SELECT current_setting('application_name')", "via_query", NULL};
-    check_change_gone(&k);
-}
-
-static void test_session_setting_in_several_statements(void **state) {
-    (void)state;
-    leak_case k = {"SELECT 1; SET search_path = pg_catalog", NULL, "SHOW search_path", "pg_catalog", NULL};
-    check_change_gone(&k);
-}
-
-static void test_hold_cursor(void **state) {
-    (void)state;
-    leak_case k = {"BEGIN; DECLARE dbpool_c CURSOR WITH HOLD FOR SELECT 1; COMMIT", NULL,
-                   "SELECT count(*) FROM pg_cursors", "1", "0"};
     check_change_gone(&k);
 }
 
@@ -530,17 +493,9 @@ int main(void) {
     lock_key = 4242000000000LL + (long long)getpid();
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_search_path),
-        cmocka_unit_test(test_application_name),
+        cmocka_unit_test(test_each_change_is_gone),
         cmocka_unit_test(test_temp_table),
-        cmocka_unit_test(test_listen),
-        cmocka_unit_test(test_pg_settings_update),
         cmocka_unit_test(test_advisory_lock),
-        cmocka_unit_test(test_prepared_statement),
-        cmocka_unit_test(test_set_config_exec),
-        cmocka_unit_test(test_set_config_query),
-        cmocka_unit_test(test_session_setting_in_several_statements),
-        cmocka_unit_test(test_hold_cursor),
         cmocka_unit_test(test_init_sql_and_timeout_restored),
         cmocka_unit_test(test_no_reset_when_not_needed),
         cmocka_unit_test(test_change_inside_open_transaction),
