@@ -123,6 +123,18 @@ static void expect_resets(dbpool *p, uint64_t before, uint64_t n, const char *wh
                  (unsigned long long)after, (unsigned long long)n);
 }
 
+/* Release c, check that the release reset the session `resets` times,
+ * and lease again: the same backend (pid), since the pool has one. */
+static dbpool_conn *release_and_lease_again(dbpool *p, dbpool_conn *c, int pid, uint64_t resets,
+                                            const char *what) {
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, resets, what);
+    c = lease(p);
+    assert_int_equal(backend_pid(c), pid);
+    return c;
+}
+
 /* ---- one session change each: made, seen, released, gone -------------- */
 
 typedef struct leak_case {
@@ -156,19 +168,14 @@ static void check_change_gone(const leak_case *k) {
         dbpool_result_free(r);
     }
     expect_text(c, k->probe, k->changed); /* the change is in place */
-    uint64_t n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 1, what);
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid); /* reset, not replaced */
+    c = release_and_lease_again(p, c, pid, 1, what);
     char *after = query_text(c, k->probe);
     if (strcmp(after, before) != 0)
         fail_msg("after %s and a release: %s is '%s', want '%s' as before", what, k->probe, after, before);
     free(after);
     free(before);
     /* The reset leaves a clean session: the next release costs nothing. */
-    n = rollbacks(p);
+    uint64_t n = rollbacks(p);
     release(c);
     expect_resets(p, n, 0, "a lease after the reset");
     assert_true(dbt_invariant_holds(p));
@@ -227,12 +234,7 @@ static void test_temp_table(void **state) {
                "SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relkind = 'r' AND "
                "pg_table_is_visible(oid)",
                1);
-    uint64_t n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 1, "CREATE TEMP TABLE");
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 1, "CREATE TEMP TABLE");
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", temp_table);
     dbpool_error err;
     int rc = dbpool_exec(c, sql, NULL, 0, NULL, &err);
@@ -264,25 +266,16 @@ static void test_init_sql_and_timeout_restored(void **state) {
     int pid = backend_pid(c);
     expect_text(c, "SELECT current_setting('application_name')", "from_init");
     expect_text(c, "SHOW statement_timeout", "4321ms");
-    uint64_t n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 0, "a lease that changed nothing (init_sql's SET is the baseline)");
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 0,
+                                "a lease that changed nothing (init_sql's SET is the baseline)");
     exec_ok(c, "SET application_name = 'other'");
     exec_ok(c, "SET statement_timeout = 0");
     expect_text(c, "SELECT current_setting('application_name')", "other");
     expect_text(c, "SHOW statement_timeout", "0");
-    n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 1, "SET application_name / statement_timeout");
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 1, "SET application_name / statement_timeout");
     expect_text(c, "SELECT current_setting('application_name')", "from_init");
     expect_text(c, "SHOW statement_timeout", "4321ms");
-    n = rollbacks(p);
+    uint64_t n = rollbacks(p);
     release(c);
     expect_resets(p, n, 0, "a lease after the reset (init_sql run again is the baseline)");
 
@@ -290,11 +283,7 @@ static void test_init_sql_and_timeout_restored(void **state) {
     c = lease(p);
     exec_ok(c, "RESET ALL");
     expect_text(c, "SHOW statement_timeout", "0");
-    n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 1, "RESET ALL");
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 1, "RESET ALL");
     expect_text(c, "SELECT current_setting('application_name')", "from_init");
     expect_text(c, "SHOW statement_timeout", "4321ms");
     release(c);
@@ -417,12 +406,7 @@ static void test_notifications_dropped(void **state) {
     int pid = backend_pid(c);
     exec_ok(c, "LISTEN dbpool_session_reset_note");
     exec_ok(c, "NOTIFY dbpool_session_reset_note, 'for the first caller only'");
-    uint64_t n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 1, "LISTEN and NOTIFY");
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 1, "LISTEN and NOTIFY");
     PGconn *pg = dbpool_conn_native(c);
     assert_int_equal(PQconsumeInput(pg), 1);
     PGnotify *note = PQnotifies(pg);
@@ -475,12 +459,7 @@ static void test_native_handle_not_scanned(void **state) {
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("PQexec: %s", PQresultErrorMessage(r));
     PQclear(r);
-    uint64_t n = rollbacks(p);
-    release(c);
-    expect_resets(p, n, 0, "a SET on the native handle");
-
-    c = lease(p);
-    assert_int_equal(backend_pid(c), pid);
+    c = release_and_lease_again(p, c, pid, 0, "a SET on the native handle");
     expect_text(c, "SELECT current_setting('application_name')", "native");
     release(c);
     assert_int_equal(dbpool_close(p), 0);
