@@ -637,9 +637,10 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
 /* init_sql has just run: what it set is where every lease starts. */
 static int pg_session_baseline(void *native, dbpool_error *e) {
     (void)e;
-    pg_session *ps = native;
-    if (ps->effect == PG_SESSION_CHANGED) /* a LOAD in init_sql still counts */
-        ps->effect = PG_SESSION_UNCHANGED;
+    /* A LOAD in init_sql too: every connection has the library, so it is
+     * no caller's doing (counted, every release would close the
+     * connection). */
+    ((pg_session *)native)->effect = PG_SESSION_UNCHANGED;
     return DBPOOL_OK;
 }
 

@@ -35,19 +35,17 @@ static bool is_any(const char *w, size_t len, const keyword *kws, size_t n) {
 
 static const keyword k_set = KW("SET"), k_prepare = KW("PREPARE"), k_transaction = KW("TRANSACTION"),
                      k_temp = KW("TEMP"), k_temporary = KW("TEMPORARY"), k_hold = KW("HOLD"),
-                     k_with = KW("WITH"), k_load = KW("LOAD");
+                     k_with = KW("WITH"), k_load = KW("LOAD"), k_update = KW("UPDATE"),
+                     k_pg_settings = KW("pg_settings");
 static const keyword k_session_statements[] = {KW("RESET"), KW("LISTEN"), KW("UNLISTEN"), KW("DEALLOCATE"),
                                                KW("DISCARD")};
 static const keyword k_before_temp[] = {KW("CREATE"), KW("REPLACE"),  KW("GLOBAL"),
                                         KW("LOCAL"),  KW("UNLOGGED"), KW("INTO")};
 static const keyword k_transaction_scoped_set[] = {KW("LOCAL"), KW("TRANSACTION"), KW("CONSTRAINTS")};
 /* Names that change the session wherever they stand: session advisory
- * locks, set_config, and pg_settings (an UPDATE of it is a set_config). */
-static const keyword k_session_names[] = {KW("pg_settings"),
-                                          KW("pg_advisory_lock"),
-                                          KW("pg_advisory_lock_shared"),
-                                          KW("pg_try_advisory_lock"),
-                                          KW("pg_try_advisory_lock_shared"),
+ * locks and set_config. */
+static const keyword k_session_names[] = {KW("pg_advisory_lock"), KW("pg_advisory_lock_shared"),
+                                          KW("pg_try_advisory_lock"), KW("pg_try_advisory_lock_shared"),
                                           KW("set_config")};
 
 /* The temporary schema: pg_temp, or a session's own pg_temp_N. */
@@ -66,6 +64,8 @@ static pg_session_effect scan(const char *sql, bool backslash_escapes) {
     int words = 0; /* in this statement */
     const char *first = NULL;
     size_t first_len = 0;
+    /* An UPDATE of pg_settings is a set_config; reading it is not. */
+    bool update = false, settings = false;
     while (*s) {
         unsigned char ch = (unsigned char)*s;
         pg_token kind;
@@ -81,6 +81,7 @@ static pg_session_effect scan(const char *sql, bool backslash_escapes) {
             if ((words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare))) ||
                 temp_schema(w, len) || IS_ANY(w, len, k_session_names))
                 effect = PG_SESSION_CHANGED;
+            settings = settings || is_word(w, len, k_pg_settings);
             prev = NULL;
         } else if (end) {
             s = end;
@@ -117,16 +118,21 @@ static pg_session_effect scan(const char *sql, bool backslash_escapes) {
                 (is_word(w, len, k_hold) && prev && is_word(prev, prev_len, k_with)) || temp_schema(w, len) ||
                 IS_ANY(w, len, k_session_names))
                 effect = PG_SESSION_CHANGED;
+            update = update || is_word(w, len, k_update);
+            settings = settings || is_word(w, len, k_pg_settings);
             prev = w;
             prev_len = len;
         } else if (ch == ';') {
             words = 0;
             prev = first = NULL;
             first_len = 0;
+            update = settings = false;
             s++;
         } else {
             s++;
         }
+        if (update && settings)
+            effect = PG_SESSION_CHANGED;
     }
     return effect;
 }

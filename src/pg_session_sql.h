@@ -20,7 +20,7 @@ typedef enum pg_session_effect {
  * PREPARE (not PREPARE TRANSACTION), DEALLOCATE or DISCARD; a temporary
  * object (TEMP / TEMPORARY after CREATE, REPLACE, GLOBAL, LOCAL, UNLOGGED
  * or INTO; the pg_temp schema); a session advisory lock; set_config() or
- * pg_settings; a cursor WITH HOLD. PERMANENT: LOAD. A lexical scan outside
+ * an UPDATE of pg_settings; a cursor WITH HOLD. PERMANENT: LOAD. A lexical scan outside
  * strings, quoted identifiers, dollar quotes and comments: what a function
  * or DO block runs inside is not seen, and a false alarm costs one reset.
  */

@@ -448,6 +448,32 @@ static void test_load_closes_the_connection(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A LOAD in init_sql is every connection's: releases keep the connection. */
+static void test_load_in_init_sql_is_the_baseline(void **state) {
+    (void)state;
+    const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
+    if (!admin || !*admin)
+        fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.init_sql = "LOAD 'auto_explain'";
+    dbpool *p = open_pool_opts(admin, &o);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    assert_true(query_int(c, "SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'") > 0);
+    c = release_and_lease_again(p, c, pid, 0, "a lease on a connection whose init_sql ran LOAD");
+    /* A caller's change: DISCARD ALL, init_sql again, the same backend. */
+    exec_ok(c, "SET application_name = 'after_load'");
+    c = release_and_lease_again(p, c, pid, 1, "SET after an init_sql LOAD");
+    release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed, 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* Documented limit: what runs on the native handle is not scanned, so the
  * change stays with the connection for the next caller. */
 static void test_native_handle_not_scanned(void **state) {
@@ -480,6 +506,7 @@ int main(void) {
         cmocka_unit_test(test_change_inside_open_transaction),
         cmocka_unit_test(test_notifications_dropped),
         cmocka_unit_test(test_load_closes_the_connection),
+        cmocka_unit_test(test_load_in_init_sql_is_the_baseline),
         cmocka_unit_test(test_native_handle_not_scanned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -344,6 +344,10 @@ static void test_lexer_edges(void **state) {
         /* An UPDATE of pg_settings is a set_config. */
         {"UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'", true},
         {"UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'work_mem'", true},
+        {"WITH u AS (UPDATE pg_settings SET setting = 'x' WHERE name = 'work_mem' RETURNING 1) SELECT 1",
+         true},
+        {"SELECT setting FROM pg_settings WHERE name = 'work_mem'", false},
+        {"UPDATE t SET a = 1; SELECT * FROM pg_settings", false},
         /* An E'' constant continued after a -- comment or a bare \r keeps
          * its escapes: the SET is inside the string. And the other way. */
         {"SELECT E'x' --c\n'\\' ', '\\'; SET search_path = evil; SELECT '1'", true},
