@@ -53,8 +53,17 @@ static bool temp_schema(const char *w, size_t len) {
     return len >= 7 && strncasecmp(w, "pg_temp", 7) == 0 && (len == 7 || w[7] == '_');
 }
 
-/* The first character of code after white space at s. */
-static char next_code_char(const char *s) { return s[strspn(s, " \t\r\n\f\v")]; }
+/* The first character of code after white space and comments at s. */
+static char next_code_char(const char *s) {
+    for (;;) {
+        s += strspn(s, " \t\r\n\f\v");
+        pg_token kind;
+        const char *end = (*s == '-' || *s == '/') ? dbpool__pg_skip_noncode(s, false, &kind) : NULL;
+        if (!end)
+            return *s;
+        s = end;
+    }
+}
 
 static pg_session_effect scan(const char *sql, bool backslash_escapes) {
     pg_session_effect effect = PG_SESSION_UNCHANGED;
@@ -90,6 +99,10 @@ static pg_session_effect scan(const char *sql, bool backslash_escapes) {
             while (dbpool__pg_ident_cont((unsigned char)*s))
                 s++;
             size_t len = (size_t)(s - w);
+            /* U&"..." spells a name with escapes (U&"set\005fconfig"): what
+             * it names is not read here, so it counts as a change. */
+            if (len == 1 && (*w == 'U' || *w == 'u') && s[0] == '&' && s[1] == '"')
+                effect = PG_SESSION_CHANGED;
             words++;
             if (words == 1) {
                 first = w;

@@ -434,6 +434,9 @@ static void test_load_closes_the_connection(void **state) {
     dbpool *p = open_pool_opts(admin, &o);
     dbpool_conn *c = lease(p);
     int pid = backend_pid(c);
+    /* A change first, then the LOAD in a statement of its own: the scan
+     * goes on after the first change, so the LOAD is still seen. */
+    exec_ok(c, "SET application_name = 'before_load'");
     exec_ok(c, "LOAD 'auto_explain'");
     assert_true(query_int(c, "SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'") > 0);
     release(c);

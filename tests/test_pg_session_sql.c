@@ -337,7 +337,12 @@ static void test_lexer_edges(void **state) {
         {"SET local.x = 1", true},
         {"SET transaction .x = 1", true},
         {"SET constraints.y TO 2", true},
+        {"SET local/**/.x = 1", true},
+        {"SET local -- c\n.x = 1", true},
         {"SET LOCAL local.x = 1", false},
+        /* A name spelled with Unicode escapes is not read: it counts. */
+        {"SELECT U&\"set\\005fconfig\"('application_name', 'x', false)", true},
+        {"CREATE TABLE U&\"pg\\005ftemp\".t AS SELECT 1", true},
         {"PREPARE transaction AS SELECT 1", true},
         {"PREPARE TRANSACTION $$t1$$", false},
         {"PREPARE TRANSACTION E't1'", false},
@@ -367,6 +372,12 @@ static void test_lexer_edges(void **state) {
 /* LOAD is the one change no reset undoes: the connection must be closed. */
 static void test_load_is_permanent(void **state) {
     (void)state;
+    /* Flagged only by the reading with backslash escapes in plain strings
+     * (standard_conforming_strings off), and the two readings merged. */
+    assert_int_equal(dbpool__pg_session_effect("SELECT 'a\\''; SET x.y = 1; --'"), PG_SESSION_CHANGED);
+    assert_int_equal(dbpool__pg_session_effect("SELECT 'a\\''; LOAD 'x'; --'"), PG_SESSION_PERMANENT);
+    assert_int_equal(dbpool__pg_session_effect("SET a.b = 1; SELECT 'a\\''; LOAD 'x'; --'"),
+                     PG_SESSION_PERMANENT);
     assert_int_equal(dbpool__pg_session_effect("LOAD 'auto_explain'"), PG_SESSION_PERMANENT);
     assert_int_equal(dbpool__pg_session_effect("SET a = 1; load 'x'"), PG_SESSION_PERMANENT);
     assert_int_equal(dbpool__pg_session_effect("SET a = 1"), PG_SESSION_CHANGED);
