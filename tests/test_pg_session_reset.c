@@ -420,10 +420,9 @@ static void test_notifications_dropped(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
-/* LOAD: no reset unloads a library, so the connection is closed (reason
- * reset_failed) and the next caller gets a new backend. */
-static void test_load_closes_the_connection(void **state) {
-    (void)state;
+/* As open_pool, as the admin role (LOAD of a library outside plugins/
+ * needs a superuser), with init_sql. */
+static dbpool *open_admin_pool(const char *init_sql) {
     const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
     if (!admin || !*admin)
         fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
@@ -431,7 +430,15 @@ static void test_load_closes_the_connection(void **state) {
     dbt_options(&o, 0, 1);
     o.maintenance_interval_ms = 0;
     o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *p = open_pool_opts(admin, &o);
+    o.init_sql = init_sql;
+    return open_pool_opts(admin, &o);
+}
+
+/* LOAD: no reset unloads a library, so the connection is closed (reason
+ * reset_failed) and the next caller gets a new backend. */
+static void test_load_closes_the_connection(void **state) {
+    (void)state;
+    dbpool *p = open_admin_pool(NULL);
     dbpool_conn *c = lease(p);
     int pid = backend_pid(c);
     /* A change first, then the LOAD in a statement of its own: the scan
@@ -454,15 +461,7 @@ static void test_load_closes_the_connection(void **state) {
 /* A LOAD in init_sql is every connection's: releases keep the connection. */
 static void test_load_in_init_sql_is_the_baseline(void **state) {
     (void)state;
-    const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
-    if (!admin || !*admin)
-        fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    o.init_sql = "LOAD 'auto_explain'";
-    dbpool *p = open_pool_opts(admin, &o);
+    dbpool *p = open_admin_pool("LOAD 'auto_explain'");
     dbpool_conn *c = lease(p);
     int pid = backend_pid(c);
     assert_true(query_int(c, "SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'") > 0);
