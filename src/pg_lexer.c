@@ -96,7 +96,7 @@ static const char *skip_block_comment(const char *s) {
     return s;
 }
 
-const char *dbpool__pg_skip_noncode(const char *s, bool plain_backslash_escapes, pg_token *kind) {
+const char *dbpool__pg_noncode_end(const char *s, bool plain_backslash_escapes, pg_token *kind) {
     switch (s[0]) {
     case 'E':
     case 'e':

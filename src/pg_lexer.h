@@ -8,6 +8,7 @@
 #define DBPOOL_PG_LEXER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum pg_token {
     PG_TOKEN_STRING,  /* '...', E'...', $tag$...$tag$ */
@@ -23,11 +24,7 @@ static inline bool dbpool__pg_ident_cont(unsigned char ch) {
     return dbpool__pg_ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$';
 }
 
-/* Whether text that is not code may start with ch: the cheap test the
- * scans make before calling dbpool__pg_skip_noncode. */
-static inline bool dbpool__pg_may_start_noncode(unsigned char ch) {
-    return ch == '\'' || ch == '"' || ch == '$' || ch == '-' || ch == '/' || ch == 'E' || ch == 'e';
-}
+const char *dbpool__pg_noncode_end(const char *s, bool plain_backslash_escapes, pg_token *kind);
 
 /*
  * When s starts text that is not code, where that text ends, with *kind
@@ -37,8 +34,15 @@ static inline bool dbpool__pg_may_start_noncode(unsigned char ch) {
  * allowed between) is one constant, and an E'...' one keeps its backslash
  * escapes there.
  * Unterminated text ends at the end of sql. plain_backslash_escapes reads
- * '...' as PostgreSQL does with standard_conforming_strings off.
+ * '...' as PostgreSQL does with standard_conforming_strings off. Inline
+ * for the first-character test: the scans call it at every token.
  */
-const char *dbpool__pg_skip_noncode(const char *s, bool plain_backslash_escapes, pg_token *kind);
+static inline const char *dbpool__pg_skip_noncode(const char *s, bool plain_backslash_escapes,
+                                                  pg_token *kind) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch != '\'' && ch != '"' && ch != '$' && ch != '-' && ch != '/' && ch != 'E' && ch != 'e')
+        return NULL;
+    return dbpool__pg_noncode_end(s, plain_backslash_escapes, kind);
+}
 
 #endif

@@ -33,7 +33,7 @@ size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
     while (*s) {
         unsigned char ch = (unsigned char)*s;
         pg_token kind;
-        const char *end = dbpool__pg_may_start_noncode(ch) ? dbpool__pg_skip_noncode(s, false, &kind) : NULL;
+        const char *end = dbpool__pg_skip_noncode(s, false, &kind);
         if (after_semicolon && several && !isspace(ch) && ch != ';' && !(end && kind == PG_TOKEN_COMMENT))
             *several = true;
         const char *from = s;

@@ -58,8 +58,8 @@ static char next_code_char(const char *s) {
     for (;;) {
         s += strspn(s, " \t\r\n\f\v");
         pg_token kind;
-        const char *end = (*s == '-' || *s == '/') ? dbpool__pg_skip_noncode(s, false, &kind) : NULL;
-        if (!end)
+        const char *end = dbpool__pg_skip_noncode(s, false, &kind);
+        if (!end || kind != PG_TOKEN_COMMENT)
             return *s;
         s = end;
     }
@@ -68,7 +68,7 @@ static char next_code_char(const char *s) {
 static pg_session_effect scan(const char *sql, bool backslash_escapes) {
     pg_session_effect effect = PG_SESSION_UNCHANGED;
     const char *s = sql;
-    const char *prev = NULL; /* the word before, in this statement */
+    const char *prev = NULL; /* the word before, in this statement (NULL: quoted) */
     size_t prev_len = 0;
     int words = 0; /* in this statement */
     const char *first = NULL;
@@ -78,74 +78,76 @@ static pg_session_effect scan(const char *sql, bool backslash_escapes) {
     while (*s) {
         unsigned char ch = (unsigned char)*s;
         pg_token kind;
-        const char *end =
-            dbpool__pg_may_start_noncode(ch) ? dbpool__pg_skip_noncode(s, backslash_escapes, &kind) : NULL;
-        if (end && kind == PG_TOKEN_IDENT) {
-            /* A quoted identifier is a word too: SET "application_name",
-             * "pg_temp".t, "set_config"(...). Never a keyword. */
-            const char *w = s + 1;
-            size_t len = (size_t)(end - w) - (end > w && end[-1] == '"');
+        const char *end = dbpool__pg_skip_noncode(s, backslash_escapes, &kind);
+        /* The next word: a keyword or name, or a quoted identifier, which
+         * is a word too (SET "application_name", "pg_temp".t,
+         * "set_config"(...)) but never a keyword. */
+        const char *w;
+        size_t len;
+        bool quoted = end && kind == PG_TOKEN_IDENT;
+        if (quoted) {
+            w = s + 1;
+            len = (size_t)(end - w) - (end > w && end[-1] == '"');
             s = end;
-            words++;
-            if ((words == 2 && (is_word(first, first_len, k_set) || is_word(first, first_len, k_prepare))) ||
-                temp_schema(w, len) || IS_ANY(w, len, k_session_names))
-                effect = PG_SESSION_CHANGED;
-            settings = settings || is_word(w, len, k_pg_settings);
-            prev = NULL;
         } else if (end) {
             s = end;
+            continue;
         } else if (dbpool__pg_ident_start(ch)) {
-            const char *w = s;
+            w = s;
             while (dbpool__pg_ident_cont((unsigned char)*s))
                 s++;
-            size_t len = (size_t)(s - w);
-            /* U&"..." spells a name with escapes (U&"set\005fconfig"): what
-             * it names is not read here, so it counts as a change. */
-            if (len == 1 && (*w == 'U' || *w == 'u') && s[0] == '&' && s[1] == '"')
-                effect = PG_SESSION_CHANGED;
-            words++;
-            if (words == 1) {
-                first = w;
-                first_len = len;
-                /* A loaded library stays loaded whatever the reset does. */
-                if (is_word(w, len, k_load))
-                    return PG_SESSION_PERMANENT;
-                if (IS_ANY(w, len, k_session_statements))
-                    effect = PG_SESSION_CHANGED;
-            } else if (words == 2) {
-                /* SET x / PREPARE q: the second word says whether it lasts.
-                 * The keywords are unreserved: SET local.x = 1 sets a
-                 * session variable, PREPARE transaction AS ... prepares a
-                 * statement named so (PREPARE TRANSACTION takes a string). */
-                if (is_word(first, first_len, k_set) &&
-                    (!IS_ANY(w, len, k_transaction_scoped_set) || next_code_char(s) == '.'))
-                    effect = PG_SESSION_CHANGED;
-                if (is_word(first, first_len, k_prepare)) {
-                    char c = next_code_char(s);
-                    if (!is_word(w, len, k_transaction) || !(c == '\'' || c == '$' || c == 'E' || c == 'e'))
-                        effect = PG_SESSION_CHANGED;
-                }
-            }
-            if (((is_word(w, len, k_temp) || is_word(w, len, k_temporary)) && prev &&
-                 IS_ANY(prev, prev_len, k_before_temp)) ||
-                (is_word(w, len, k_hold) && prev && is_word(prev, prev_len, k_with)) || temp_schema(w, len) ||
-                IS_ANY(w, len, k_session_names))
-                effect = PG_SESSION_CHANGED;
-            update = update || is_word(w, len, k_update);
-            settings = settings || is_word(w, len, k_pg_settings);
-            prev = w;
-            prev_len = len;
-        } else if (ch == ';') {
-            words = 0;
-            prev = first = NULL;
-            first_len = 0;
-            update = settings = false;
-            s++;
+            len = (size_t)(s - w);
         } else {
+            if (ch == ';') {
+                words = 0;
+                prev = first = NULL;
+                first_len = 0;
+                update = settings = false;
+            }
             s++;
+            continue;
         }
+        words++;
+        /* U&"..." spells a name with escapes (U&"set\005fconfig"): what
+         * it names is not read here, so it counts as a change. */
+        if (!quoted && len == 1 && (*w == 'U' || *w == 'u') && s[0] == '&' && s[1] == '"')
+            effect = PG_SESSION_CHANGED;
+        if (words == 1 && !quoted) {
+            first = w;
+            first_len = len;
+            /* A loaded library stays loaded whatever the reset does. */
+            if (is_word(w, len, k_load))
+                return PG_SESSION_PERMANENT;
+            if (IS_ANY(w, len, k_session_statements))
+                effect = PG_SESSION_CHANGED;
+        } else if (words == 2) {
+            /* SET x / PREPARE q: the second word says whether it lasts.
+             * The keywords are unreserved: SET local.x = 1 sets a session
+             * variable, PREPARE transaction AS ... prepares a statement
+             * named so (PREPARE TRANSACTION takes a string). */
+            if (is_word(first, first_len, k_set) &&
+                (quoted || !IS_ANY(w, len, k_transaction_scoped_set) || next_code_char(s) == '.'))
+                effect = PG_SESSION_CHANGED;
+            if (is_word(first, first_len, k_prepare)) {
+                char c = next_code_char(s);
+                if (quoted || !is_word(w, len, k_transaction) ||
+                    !(c == '\'' || c == '$' || c == 'E' || c == 'e'))
+                    effect = PG_SESSION_CHANGED;
+            }
+        }
+        if (!quoted && prev &&
+            (((is_word(w, len, k_temp) || is_word(w, len, k_temporary)) &&
+              IS_ANY(prev, prev_len, k_before_temp)) ||
+             (is_word(w, len, k_hold) && is_word(prev, prev_len, k_with))))
+            effect = PG_SESSION_CHANGED;
+        if (temp_schema(w, len) || IS_ANY(w, len, k_session_names))
+            effect = PG_SESSION_CHANGED;
+        update = update || (!quoted && is_word(w, len, k_update));
+        settings = settings || is_word(w, len, k_pg_settings);
         if (update && settings)
             effect = PG_SESSION_CHANGED;
+        prev = quoted ? NULL : w;
+        prev_len = len;
     }
     return effect;
 }
