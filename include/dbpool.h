@@ -97,8 +97,10 @@ typedef enum {
 /* Called from any pool thread with a finished, password-free line. */
 typedef void (*dbpool_log_fn)(void *user, dbpool_log_level level, const char *message);
 /* Called on every new connection after init_sql, with the native handle
- * (sqlite3 *, PGconn *, MYSQL *). Return 0, or non-zero to reject the
- * connection (it is closed and the connect attempt fails). */
+ * (sqlite3 *, PGconn *, MYSQL *), and again, after init_sql, when a reset
+ * at release cleared the session (MySQL/MariaDB, PostgreSQL's DISCARD
+ * ALL). Return 0, or non-zero to reject the connection (it is closed and
+ * the connect attempt fails; after a reset, the connection is closed). */
 typedef int (*dbpool_after_connect_fn)(void *native, void *user);
 
 typedef struct dbpool_options {

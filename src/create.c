@@ -159,14 +159,31 @@ static int64_t jittered_expiry(const dbpool *p, int64_t now) {
     return now + life;
 }
 
-int dbpool__run_init_sql(dbpool *p, void *native, dbpool_error *e) {
-    int rc = p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
-    /* What init_sql sets is the session every lease starts from, not a
-     * caller's change: counted as one, every release would reset the
-     * connection and run init_sql again, which counts again (MySQL). */
-    if (rc == DBPOOL_OK && p->driver->session_baseline)
-        rc = p->driver->session_baseline(native, e);
-    return rc;
+int dbpool__start_session(dbpool *p, void *native, dbpool_error *e) {
+    if (p->init_sql) {
+        int rc = p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
+        /* What init_sql sets is the session every lease starts from, not
+         * a caller's change: counted as one, every release would reset the
+         * connection and run init_sql again, which counts again (MySQL). */
+        if (rc == DBPOOL_OK && p->driver->session_baseline)
+            rc = p->driver->session_baseline(native, e);
+        if (rc != DBPOOL_OK) {
+            dbpool__prefix_err(e, "init_sql failed");
+            return rc;
+        }
+    }
+    if (p->opt.after_connect) {
+        int urc = p->opt.after_connect(dbpool__user_handle(p->driver, native), p->opt.after_connect_user);
+        if (urc != 0)
+            return dbpool__seterr(e, DBPOOL_ECONNECT,
+                                  "the after_connect callback rejected the connection (it returned %d)", urc);
+        /* What after_connect set up (an ATTACH, a temporary table, a
+         * prepared statement) is part of the session every lease starts
+         * from, as init_sql's is. */
+        if (p->driver->session_baseline)
+            return p->driver->session_baseline(native, e);
+    }
+    return DBPOOL_OK;
 }
 
 /* One connection, made ready: connect, init_sql, after_connect. */
@@ -174,33 +191,13 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
     int rc = p->driver->connect(p->driver_cfg, &p->settings, deadline, native, e);
     if (rc != DBPOOL_OK)
         return rc;
-    if (p->init_sql) {
-        rc = dbpool__run_init_sql(p, *native, e);
-        if (rc != DBPOOL_OK) {
-            dbpool__prefix_err(e, "init_sql failed on a new connection");
-            p->driver->disconnect(*native);
-            *native = NULL;
-            return rc;
-        }
+    rc = dbpool__start_session(p, *native, e);
+    if (rc != DBPOOL_OK) {
+        dbpool__prefix_err(e, "on a new connection");
+        p->driver->disconnect(*native);
+        *native = NULL;
     }
-    if (p->opt.after_connect) {
-        int urc = p->opt.after_connect(dbpool__user_handle(p->driver, *native), p->opt.after_connect_user);
-        if (urc != 0) {
-            p->driver->disconnect(*native);
-            *native = NULL;
-            return dbpool__seterr(e, DBPOOL_ECONNECT,
-                                  "the after_connect callback rejected the connection (it returned %d)", urc);
-        }
-        /* What after_connect set up (an ATTACH, a temporary table) is
-         * part of the session every lease starts from, as init_sql's is. */
-        int brc = p->driver->session_baseline ? p->driver->session_baseline(*native, e) : DBPOOL_OK;
-        if (brc != DBPOOL_OK) {
-            p->driver->disconnect(*native);
-            *native = NULL;
-            return brc;
-        }
-    }
-    return DBPOOL_OK;
+    return rc;
 }
 
 /* Sleep ms, but wake early when the pool stops its connectors. */

@@ -327,8 +327,10 @@ void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
                           dbpool_conn **out, dbpool_error *err);
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
-/* Run init_sql on a connection no caller holds; it leaves the connection clean. */
-int dbpool__run_init_sql(dbpool *p, void *native, dbpool_error *e);
+/* Make a session no caller holds the one every lease starts from: init_sql,
+ * then after_connect, each made the baseline. Run on a new connection and
+ * again after a reset that cleared the session. */
+int dbpool__start_session(dbpool *p, void *native, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
 

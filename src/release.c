@@ -95,8 +95,8 @@ static int release_impl(dbpool_conn *c, bool discard) {
         int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
         bool cleared = false;
         int rrc = p->driver->reset(c->native, deadline, &cleared, &e);
-        if (rrc == DBPOOL_OK && cleared && p->init_sql)
-            rrc = dbpool__run_init_sql(p, c->native, &e);
+        if (rrc == DBPOOL_OK && cleared)
+            rrc = dbpool__start_session(p, c->native, &e);
         if (rrc == DBPOOL_OK) {
             keep = true;
             lock(p);

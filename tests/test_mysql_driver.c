@@ -899,6 +899,46 @@ static void test_init_sql_leaves_connection_clean(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* after_connect sets a user variable on the native handle. */
+static int set_native_variable(void *native, void *user) {
+    int *calls = user;
+    (*calls)++;
+    return mysql_query(native, "SET @dbpool_hook = 7") == 0 ? 0 : 1;
+}
+
+/* What after_connect sets up is where every lease starts: a reset (an open
+ * transaction here) clears the session, and after_connect runs again on
+ * the same connection, which is clean from then on. */
+static void test_after_connect_rerun_after_reset(void **state) {
+    (void)state;
+    int calls = 0;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.maintenance_interval_ms = 0;
+    o.after_connect = set_native_variable;
+    o.after_connect_user = &calls;
+    dbpool *p = NULL;
+    dbpool_error err;
+    if (dbpool_open(&p, base_url, &o, &err) != DBPOOL_OK)
+        fail_msg("dbpool_open: %s", err.message);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    assert_int_equal(query_int(c, "SELECT @dbpool_hook"), 7);
+    dbt_exec_ok(c, "START TRANSACTION", NULL, 0);
+    dbpool_release(c);
+    assert_int_equal(calls, 2);
+    c = dbt_acquire(p);
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), id); /* reset, not replaced */
+    assert_int_equal(query_int(c, "SELECT @dbpool_hook"), 7);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal((int)s.rollbacks, 1); /* after_connect's SET is the baseline */
+    assert_int_equal(calls, 2);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A CALL answers with one result set per SELECT in the procedure, then a
  * status: the query hands out the first set and must read the rest, or
  * the next statement on the connection fails "out of sync". An error in a
@@ -990,6 +1030,7 @@ int main(void) {
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
         cmocka_unit_test(test_init_sql_leaves_connection_clean),
+        cmocka_unit_test(test_after_connect_rerun_after_reset),
         cmocka_unit_test(test_untracked_session_state_reset),
         cmocka_unit_test(test_use_reprepares_kept_statements),
         cmocka_unit_test(test_use_undone_at_release),

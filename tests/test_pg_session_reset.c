@@ -476,6 +476,82 @@ static void test_load_in_init_sql_is_the_baseline(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* after_connect prepares a statement on the native handle; `reject_from`
+ * counts calls and, once past it, refuses the connection. */
+typedef struct prepare_hook {
+    int calls;
+    int reject_from; /* 0: never */
+} prepare_hook;
+
+static int prepare_hot(void *native, void *user) {
+    prepare_hook *h = user;
+    h->calls++;
+    if (h->reject_from && h->calls >= h->reject_from)
+        return 7;
+    PGresult *r = PQexec(native, "PREPARE dbpool_hot AS SELECT 41 + 1");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 0 : 1;
+}
+
+static dbpool *open_prepare_pool(prepare_hook *h) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.after_connect = prepare_hot;
+    o.after_connect_user = h;
+    return open_pool_opts(base_url, &o);
+}
+
+/* What after_connect set up is where every lease starts: DISCARD ALL drops
+ * the prepared statement, and the reset runs after_connect again, on the
+ * same backend, so the next caller can still EXECUTE it. */
+static void test_after_connect_restored(void **state) {
+    (void)state;
+    prepare_hook h = {0, 0};
+    dbpool *p = open_prepare_pool(&h);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    assert_int_equal(h.calls, 1);
+    expect_text(c, "EXECUTE dbpool_hot", "42");
+    c = release_and_lease_again(p, c, pid, 0, "EXECUTE of after_connect's statement");
+    assert_int_equal(h.calls, 1);
+    exec_ok(c, "SET search_path = pg_catalog");
+    c = release_and_lease_again(p, c, pid, 1, "SET search_path");
+    assert_int_equal(h.calls, 2);
+    expect_text(c, "EXECUTE dbpool_hot", "42");
+    expect_text(c, "SHOW search_path", "\"$user\", public");
+    /* after_connect's PREPARE is the baseline: no reset for it. */
+    uint64_t n = rollbacks(p);
+    release(c);
+    expect_resets(p, n, 0, "a lease after the reset (after_connect run again is the baseline)");
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* An after_connect that refuses the connection after a reset: the
+ * connection is closed (reset_failed) and the next lease gets a new one. */
+static void test_after_connect_refusal_at_reset(void **state) {
+    (void)state;
+    prepare_hook h = {0, 2};
+    dbpool *p = open_prepare_pool(&h);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    exec_ok(c, "SET application_name = 'refused'");
+    release(c);
+    assert_int_equal(h.calls, 2);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.total, 0);
+    h.reject_from = 0; /* the next connection is accepted */
+    c = lease(p);
+    assert_int_not_equal(backend_pid(c), pid);
+    expect_text(c, "EXECUTE dbpool_hot", "42");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* Documented limit: what runs on the native handle is not scanned, so the
  * change stays with the connection for the next caller. */
 static void test_native_handle_not_scanned(void **state) {
@@ -510,6 +586,8 @@ int main(void) {
         cmocka_unit_test(test_load_closes_the_connection),
         cmocka_unit_test(test_load_in_init_sql_is_the_baseline),
         cmocka_unit_test(test_native_handle_not_scanned),
+        cmocka_unit_test(test_after_connect_restored),
+        cmocka_unit_test(test_after_connect_refusal_at_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
