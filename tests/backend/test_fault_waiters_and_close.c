@@ -196,8 +196,10 @@ static void test_close_while_connecting_slow(void **state) {
     if (bt_is("sqlite"))
         skip(); /* no network to slow down: see test_fault_burst_mock for the mock backend */
     /* The connects would finish after close started: each new connection
-     * must be closed, not leaked. */
-    close_during_connects(400, 1000);
+     * must be closed, not leaked. The delay is long enough (1.5 s) that a
+     * waiter woken only when the connects end fails the 500 ms bound by a
+     * wide margin. */
+    close_during_connects(1500, 3000);
 }
 
 static void test_close_while_connecting_hung(void **state) {
@@ -205,8 +207,9 @@ static void test_close_while_connecting_hung(void **state) {
     if (bt_is("sqlite"))
         skip();
     /* The connects never finish in time: close waits at most one connect
-     * timeout, and the retries are cut short. */
-    close_during_connects(5000, 600);
+     * timeout (2 s: a waiter woken only when it ends is late by ~1.9 s),
+     * and the retries are cut short. */
+    close_during_connects(5000, 2000);
 }
 
 int main(int argc, char **argv) {
