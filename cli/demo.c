@@ -30,7 +30,9 @@ static const char usage_text[] =
     "  --input FILE       labels, one per line, UTF-8, at most 4096 bytes each;\n"
     "                     blank lines are skipped, CRLF line ends are accepted\n"
     "  --output FILE      where the JSON report goes; written to FILE.tmp-XXXXXX\n"
-    "                     first and renamed, so it is never left half-written\n"
+    "                     first and renamed, so it is never left half-written;\n"
+    "                     an existing FILE must be a regular file (a symbolic\n"
+    "                     link is followed), not a device such as /dev/null\n"
     "  --db URL           database URL (default sqlite::memory:); with a file\n"
     "                     database each run appends after the highest id\n"
     "  --pool-size N      maximum connections in the pool, N >= 1 (default 5)\n"
@@ -249,6 +251,15 @@ static int check_output_path(const char *path) {
     bool target_exists = stat(path, &target) == 0;
     if (target_exists && S_ISDIR(target.st_mode))
         return cli_fail(CMD, "output '%s' is a directory: give a file name to --output", cli_shown(path));
+    /* The report is renamed over the path: a device (/dev/null), a FIFO or
+     * a socket there would be replaced by a regular file, which for root
+     * means a system's /dev/null gone. */
+    if (target_exists && !S_ISREG(target.st_mode))
+        return cli_fail(CMD,
+                        "output '%s' is not a regular file (a device, FIFO or socket), and the report "
+                        "replaces the file it is written to: give a regular file's path to --output "
+                        "(the report is printed on stdout too)",
+                        cli_shown(path));
     char *dir = strdup(path);
     if (!dir)
         return cli_fail(CMD, "out of memory: try again");
@@ -272,6 +283,22 @@ static int check_output_path(const char *path) {
         rc = probe_temporary(path, d);
     free(dir);
     return rc;
+}
+
+/*
+ * The file the report is written to: through a symbolic link, the file it
+ * names. The rename would otherwise replace the link itself with a regular
+ * file, and the file it pointed to would keep the old report. A link that
+ * names nothing is replaced. Malloc'd; NULL when out of memory.
+ */
+static char *output_target(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *real = realpath(path, NULL);
+        if (real)
+            return real;
+    }
+    return strdup(path);
 }
 
 static const char *hint_for(int code) {
@@ -498,49 +525,38 @@ static int parse_args(int argc, char **argv, demo_args *a) {
     return CLI_EXIT_OK;
 }
 
-int cli_demo_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0)
-            return cli_print_help(CMD, usage_text);
-    }
-    demo_args a = {.db = "sqlite::memory:", .pool_size = 5, .timeout_ms = 0, .retries = -1};
-    int code = parse_args(argc, argv, &a);
-    if (code != CLI_EXIT_OK)
-        return code;
-    verbose = a.verbose;
-
+/* The demo with its output path settled. */
+static int demo(const demo_args *a) {
     /* Read before the pool's threads exist: umask can only be read by
      * setting it. */
     mode_t mask = umask(0);
     umask(mask);
 
     labels l = {0};
-    code = read_labels(a.input, &l);
+    int code = read_labels(a->input, &l);
     if (code == CLI_EXIT_OK)
-        code = check_output_path(a.output);
+        code = check_output_path(a->output);
     if (code != CLI_EXIT_OK) {
         labels_free(&l);
         return code;
     }
-    progress("read %zu labels from %s", l.n, a.input);
+    progress("read %zu labels from %s", l.n, a->input);
 
     dbpool_options o;
     dbpool_options_init(&o);
     o.name = "demo";
-    o.max_size = a.pool_size;
-    if (a.timeout_ms > 0)
-        o.acquire_timeout_ms = a.timeout_ms;
-    if (a.retries >= 0)
-        o.max_retries = a.retries;
-    if (a.verbose) {
+    o.max_size = a->pool_size;
+    if (a->timeout_ms > 0)
+        o.acquire_timeout_ms = a->timeout_ms;
+    if (a->retries >= 0)
+        o.max_retries = a->retries;
+    if (a->verbose) {
         o.log_fn = cli_log_stderr;
         o.log_level = DBPOOL_LOG_DEBUG;
     }
     dbpool *p = NULL;
     dbpool_error e;
-    int rc = dbpool_open(&p, a.db, &o, &e);
+    int rc = dbpool_open(&p, a->db, &o, &e);
     if (rc != DBPOOL_OK) {
         labels_free(&l);
         return db_fail("cannot open the pool", rc, &e);
@@ -553,7 +569,7 @@ int cli_demo_main(int argc, char **argv) {
     }
 
     json_t *doc = NULL;
-    code = run(p, &a, &l, &doc);
+    code = run(p, a, &l, &doc);
     labels_free(&l);
     int left = dbpool_close(p);
     if (code == CLI_EXIT_OK && left != 0)
@@ -568,15 +584,37 @@ int cli_demo_main(int argc, char **argv) {
     if (!text)
         return cli_fail(CMD, "out of memory rendering the report: try again");
     char why[600];
-    if (!cli_write_file_atomic(a.output, text, strlen(text), 0666u & ~(unsigned)mask, why, sizeof why)) {
+    if (!cli_write_file_atomic(a->output, text, strlen(text), 0666u & ~(unsigned)mask, why, sizeof why)) {
         free(text);
         return cli_fail(CMD, "%s: check --output", why);
     }
-    progress("wrote %s", a.output);
+    progress("wrote %s", a->output);
     bool printed = cli_print_text(text);
     free(text);
     if (!printed)
         return cli_fail(CMD, "cannot write the report to stdout: %s: the file %s was written",
-                        strerror(errno), a.output);
+                        strerror(errno), a->output);
     return CLI_EXIT_OK;
+}
+
+int cli_demo_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (cli_opt_flag(argv[i], "help") || strcmp(argv[i], "-h") == 0)
+            return cli_print_help(CMD, usage_text);
+    }
+    demo_args a = {.db = "sqlite::memory:", .pool_size = 5, .timeout_ms = 0, .retries = -1};
+    int code = parse_args(argc, argv, &a);
+    if (code != CLI_EXIT_OK)
+        return code;
+    verbose = a.verbose;
+
+    char *output = output_target(a.output);
+    if (!output)
+        return cli_fail(CMD, "out of memory: try again");
+    a.output = output;
+    code = demo(&a);
+    free(output);
+    return code;
 }

@@ -389,6 +389,59 @@ static void test_demo_output_refused_before_db(void **state) {
     }
 }
 
+/* The report is renamed over --output: an existing device, FIFO or socket
+ * there would be replaced by a regular file (as root, `--output /dev/null`
+ * replaced the system's /dev/null). It is refused before the database is
+ * touched, and left as it was. A FIFO stands in for a device here. */
+static void test_demo_output_not_regular_file(void **state) {
+    (void)state;
+    char dir[600], fifo[700], db_path[700], db_url[720];
+    fresh_dir("output_fifo", dir, sizeof dir);
+    snprintf(fifo, sizeof fifo, "%s/report.fifo", dir);
+    snprintf(db_path, sizeof db_path, "%s/events.db", dir);
+    snprintf(db_url, sizeof db_url, "sqlite:%s", db_path);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    dbt_run r =
+        dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", fifo, "--db", db_url, NULL});
+    if (r.status != 1)
+        fprintf(stderr, "exit %d, stderr: %s", r.status, r.err);
+    assert_int_equal(r.status, 1);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_non_null(strstr(r.err, "not a regular file"));
+    assert_string_equal(r.out, "");
+    struct stat st;
+    assert_int_equal(lstat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_false(exists(db_path));         /* refused before the database */
+    assert_int_equal(dir_entries(dir), 1); /* the FIFO alone: no temporary */
+    dbt_run_free(&r);
+}
+
+/* A symbolic link as --output: the report goes to the file it names, and
+ * the link stays a link (the rename used to replace the link with a new
+ * file, leaving the old report in the file it pointed to). */
+static void test_demo_output_through_symlink(void **state) {
+    (void)state;
+    char dir[600], target[700], link[700];
+    fresh_dir("output_link", dir, sizeof dir);
+    snprintf(target, sizeof target, "%s/real.json", dir);
+    snprintf(link, sizeof link, "%s/link.json", dir);
+    write_file(target, "old\n", 4);
+    assert_int_equal(symlink("real.json", link), 0);
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", SAMPLE, "--output", link, NULL});
+    if (r.status != 0)
+        fprintf(stderr, "exit %d, stderr: %s", r.status, r.err);
+    assert_int_equal(r.status, 0);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    json_t *doc = dbt_json_parse(r.out);
+    assert_file_matches(target, doc);
+    json_decref(doc);
+    assert_int_equal(dir_entries(dir), 2); /* the link and its file: no temporary */
+    dbt_run_free(&r);
+}
+
 static void test_check_healthy(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
@@ -649,6 +702,8 @@ int main(void) {
         cmocka_unit_test(test_check_does_not_create_sqlite_file),
         cmocka_unit_test(test_check_keeps_journal_mode),
         cmocka_unit_test(test_demo_output_refused_before_db),
+        cmocka_unit_test(test_demo_output_not_regular_file),
+        cmocka_unit_test(test_demo_output_through_symlink),
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
