@@ -146,32 +146,64 @@ static bool blank(const char *s, size_t len) {
     return true;
 }
 
+/*
+ * The next line of f into buf (at most cap bytes, without its '\n'), its
+ * length in *len. Returns 1 for a line, 0 at the end of the file, -1 on a
+ * read error (errno set), or -2 when the line holds more than cap bytes:
+ * it is not read further, so that a file without line ends (/dev/zero, a
+ * binary) cannot take all memory, as getline() would.
+ */
+static int read_line(FILE *f, char *buf, size_t cap, size_t *len) {
+    size_t n = 0;
+    for (;;) {
+        int c = getc(f);
+        if (c == EOF) {
+            if (ferror(f))
+                return -1;
+            *len = n;
+            return n > 0 ? 1 : 0;
+        }
+        if (c == '\n') {
+            *len = n;
+            return 1;
+        }
+        if (n == cap)
+            return -2;
+        buf[n++] = (char)c;
+    }
+}
+
 /* Returns CLI_EXIT_OK or the exit code after reporting the problem. */
 static int read_labels(const char *path, labels *out) {
     FILE *f = fopen(path, "r");
     if (!f)
         return cli_fail(CMD, "cannot open input file '%s': %s: check the --input path", cli_shown(path),
                         strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
+    /* A label, and the '\r' of a CRLF line end. */
+    char line[MAX_LABEL_BYTES + 1];
     long lineno = 0;
     int rc = CLI_EXIT_OK;
-    errno = 0;
-    while ((got = getline(&line, &cap, f)) >= 0) {
+    for (;;) {
+        size_t len = 0;
+        errno = 0;
+        int got = read_line(f, line, sizeof line, &len);
+        if (got == 0)
+            break;
         lineno++;
-        size_t len = (size_t)got;
-        if (len > 0 && line[len - 1] == '\n')
-            len--;
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        if (blank(line, len))
-            continue;
-        if (len > MAX_LABEL_BYTES) {
-            rc = cli_fail(CMD, "input file '%s' line %ld is %zu bytes long, more than %d: shorten the label",
-                          cli_shown(path), lineno, len, MAX_LABEL_BYTES);
+        if (got == -1) {
+            rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file",
+                          cli_shown(path), strerror(errno ? errno : EIO));
             break;
         }
+        if (got == 1 && len > 0 && line[len - 1] == '\r')
+            len--;
+        if (got == -2 || len > MAX_LABEL_BYTES) {
+            rc = cli_fail(CMD, "input file '%s' line %ld is more than %d bytes long: shorten the label",
+                          cli_shown(path), lineno, MAX_LABEL_BYTES);
+            break;
+        }
+        if (blank(line, len))
+            continue;
         if (memchr(line, '\0', len)) {
             rc = cli_fail(CMD, "input file '%s' line %ld contains a NUL byte: labels must be text",
                           cli_shown(path), lineno);
@@ -186,12 +218,7 @@ static int read_labels(const char *path, labels *out) {
             rc = cli_fail(CMD, "out of memory reading input file '%s': use a smaller file", cli_shown(path));
             break;
         }
-        errno = 0;
     }
-    if (rc == CLI_EXIT_OK && ferror(f))
-        rc = cli_fail(CMD, "cannot read input file '%s': %s: check that it is a readable file",
-                      cli_shown(path), strerror(errno ? errno : EIO));
-    free(line);
     fclose(f);
     return rc;
 }

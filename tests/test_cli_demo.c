@@ -19,9 +19,12 @@
 #include <jansson.h>
 #include <spawn.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
@@ -329,6 +332,73 @@ static void test_demo_bad_input_lines(void **state) {
     static const char latin1[] = "ok\nalso ok\ncaf\xe9\n";
     write_file(in, latin1, sizeof latin1 - 1);
     expect_demo_error("e_utf8", (const char *[]){NULL}, in, 1, "line 3");
+}
+
+/* Run the command with stdout and stderr to files, and return its exit
+ * code and its peak resident size in KiB (from wait4). */
+static int run_cli_rss(const char *const *args, long *maxrss_kib, char **err) {
+    char out_path[600], err_path[600];
+    snprintf(out_path, sizeof out_path, "%s/rss.stdout", dbt_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/rss.stderr", dbt_tmpdir());
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 31; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    int st;
+    struct rusage ru;
+    assert_int_equal(wait4(pid, &st, 0, &ru), pid);
+    *maxrss_kib = ru.ru_maxrss;
+    *err = dbt_slurp(err_path);
+    assert_non_null(*err);
+    unlink(out_path);
+    unlink(err_path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A file without line ends (/dev/zero, a binary) is refused after its
+ * first 4 KiB: it is not read whole into memory first (getline grew its
+ * buffer without bound, and a failed allocation read as the end of the
+ * file: a run over /dev/zero either took all memory or stored nothing
+ * and reported success). A sparse 64 MiB file of zeros without a '\n'
+ * stands in for /dev/zero: reading it whole would show in the peak RSS. */
+static void test_demo_input_without_line_ends(void **state) {
+    (void)state;
+    char dir[600], in[700], out[700];
+    fresh_dir("no_line_ends", dir, sizeof dir);
+    snprintf(in, sizeof in, "%s/zeros.bin", dir);
+    snprintf(out, sizeof out, "%s/out.json", dir);
+    int fd = open(in, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 64L << 20), 0);
+    assert_int_equal(close(fd), 0);
+
+    long base_kib, big_kib;
+    char *err;
+    int status =
+        run_cli_rss((const char *[]){"demo", "--input", SAMPLE, "--output", out, NULL}, &base_kib, &err);
+    assert_int_equal(status, 0);
+    free(err);
+    assert_int_equal(unlink(out), 0);
+    status = run_cli_rss((const char *[]){"demo", "--input", in, "--output", out, NULL}, &big_kib, &err);
+    if (status != 1 || big_kib > base_kib + 16 * 1024)
+        fprintf(stderr, "exit %d, peak RSS %ld KiB (a normal run: %ld KiB), stderr: %s", status, big_kib,
+                base_kib, err);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(err, "line 1 is more than 4096 bytes"));
+    assert_true(big_kib <= base_kib + 16 * 1024);
+    assert_false(exists(out));
+    free(err);
+    unlink(in);
 }
 
 static void test_demo_output_dir_missing(void **state) {
@@ -695,6 +765,7 @@ int main(void) {
         cmocka_unit_test(test_demo_errors),
         cmocka_unit_test(test_demo_missing_output_flag),
         cmocka_unit_test(test_demo_bad_input_lines),
+        cmocka_unit_test(test_demo_input_without_line_ends),
         cmocka_unit_test(test_demo_output_dir_missing),
         cmocka_unit_test(test_check_healthy),
         cmocka_unit_test(test_check_unhealthy),
