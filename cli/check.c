@@ -33,14 +33,20 @@ static const char usage_text[] =
     "Example:\n"
     "  dbpool check 'sqlite:/var/lib/app/app.db?mode=rw' --timeout 2\n";
 
-/* Best effort, for the report when the pool could not even be opened. */
+/* Best effort, for the report when the pool could not even be opened.
+ * The schemes the library takes, in any case, as it reads them. */
 static const char *backend_of(const char *url) {
     static const struct {
         const char *prefix, *name;
-    } schemes[] = {{"sqlite:", "sqlite"}, {"postgresql:", "postgresql"}, {"postgres:", "postgresql"},
-                   {"mysql:", "mysql"},   {"mariadb:", "mysql"},         {"mock:", "mock"}};
+    } schemes[] = {{"sqlite:", "sqlite"},
+                   {"sqlite3:", "sqlite"},
+                   {"postgresql:", "postgresql"},
+                   {"postgres:", "postgresql"},
+                   {"mysql:", "mysql"},
+                   {"mariadb:", "mysql"},
+                   {"mock:", "mock"}};
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
-        if (strncmp(url, schemes[i].prefix, strlen(schemes[i].prefix)) == 0)
+        if (strncasecmp(url, schemes[i].prefix, strlen(schemes[i].prefix)) == 0)
             return schemes[i].name;
     return NULL;
 }

@@ -552,6 +552,31 @@ static void test_check_unhealthy(void **state) {
 
 /* A health check must not create the database it checks: a mistyped path
  * is unhealthy, and no file appears, unless the URL asks for creation. */
+/* A scheme is read as the library reads it, whatever its case, and
+ * sqlite3: is SQLite: an unhealthy report still names the backend (it
+ * was null, and the "<backend>_version" key missing, for SQLITE: and
+ * sqlite3: URLs that could not be opened). */
+static void test_check_unhealthy_names_backend(void **state) {
+    (void)state;
+    static const char *const urls[] = {"SQLite:/nonexistent/dir/x.db?mode=rw",
+                                       "sqlite3:/nonexistent/dir/x.db?mode=rw",
+                                       "SQLITE3:/nonexistent/dir/x.db?mode=rw"};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        dbt_run r = dbt_run_cli((const char *[]){"check", urls[i], NULL});
+        if (r.status != 1)
+            fprintf(stderr, "%s: exit %d, stderr: %s", urls[i], r.status, r.err);
+        assert_int_equal(r.status, 1);
+        json_t *doc = dbt_json_parse(r.out);
+        assert_string_equal(get_str(doc, "status"), "unhealthy");
+        if (!json_is_string(json_object_get(doc, "backend")))
+            fprintf(stderr, "%s: %s", urls[i], r.out);
+        assert_string_equal(get_str(doc, "backend"), "sqlite");
+        assert_true(json_is_null(json_object_get(doc, "sqlite_version")));
+        json_decref(doc);
+        dbt_run_free(&r);
+    }
+}
+
 static void test_check_does_not_create_sqlite_file(void **state) {
     (void)state;
     char dir[600], path[700], url[800];
@@ -769,6 +794,7 @@ int main(void) {
         cmocka_unit_test(test_demo_output_dir_missing),
         cmocka_unit_test(test_check_healthy),
         cmocka_unit_test(test_check_unhealthy),
+        cmocka_unit_test(test_check_unhealthy_names_backend),
         cmocka_unit_test(test_check_usage),
         cmocka_unit_test(test_check_does_not_create_sqlite_file),
         cmocka_unit_test(test_check_keeps_journal_mode),
