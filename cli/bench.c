@@ -104,6 +104,14 @@ static const char *mode_name(cli_load_mode m) {
     }
 }
 
+/* "scheme:..." holding what may be a password ("://", "@", password=...):
+ * a database URL that took the place of --query's SQL, as
+ * `--query $EMPTY "$DATABASE_URL"` does. No statement starts that way. */
+static bool url_not_sql(const char *v) {
+    size_t n = strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+    return n > 0 && v[n] == ':' && !cli_showable(v);
+}
+
 static int parse_args(int argc, char **argv, bench_args *a) {
     static const char *const value_opts[] = {"threads", "pool-size", "duration", "mode",           "query",
                                              "hold-ms", "burst",     "timeout",  "metrics-listen", NULL};
@@ -154,6 +162,13 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         case 4:
             if (!*v)
                 return cli_usage_error(CMD, "--query is empty: give a statement, e.g. --query 'SELECT 1'");
+            /* Run as SQL, it would be printed in the summary, password and all. */
+            if (url_not_sql(v))
+                return cli_usage_error(CMD,
+                                       "--query '%s' is a database URL, not a statement: give the SQL "
+                                       "after --query (an empty variable before the URL?), e.g. "
+                                       "--query 'SELECT 1'",
+                                       cli_shown(v));
             a->query = v;
             continue;
         case 5:

@@ -539,6 +539,10 @@ static void test_misplaced_url_not_echoed(void **state) {
         (const char *[]){"bench", "sqlite::memory:", "--threads", url, NULL},
         (const char *[]){"bench", "sqlite::memory:", "--duration", url, NULL},
         (const char *[]){"bench", "sqlite::memory:", "--metrics-listen", listen, NULL},
+        /* Taken as SQL, it was run and printed in the summary ("query:"). */
+        (const char *[]){"bench", "sqlite::memory:", "--query", url, NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--query", listen, "--json", NULL},
+        (const char *[]){"bench", "sqlite::memory:", "--query", "mysql:u:s3cretPW@h/db", NULL},
         (const char *[]){"stat", "sqlite::memory:", url, NULL},
         (const char *[]){"stat", "sqlite::memory:", "1", url, NULL},
         (const char *[]){"demo", "--input", url, "--output", "/nonexistent-dir/o.json", NULL},
