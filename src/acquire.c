@@ -194,6 +194,23 @@ static int hand_out(dbpool *p, dbpool_conn *c, int64_t fast_start, dbpool_conn *
     return DBPOOL_OK;
 }
 
+/* A connection nobody uses, for w: an idle one, or one parked for a thread
+ * that is not using it now. Lock held. */
+static bool take_unused_locked(dbpool *p, waiter *w) {
+    if (p->suspended)
+        return false;
+    if (p->idle_head) {
+        w->conn = p->idle_head;
+        lease_idle_locked(p, w->conn);
+        return true;
+    }
+    if (p->parked_head && (w->conn = dbpool__steal_parked_locked(p)) != NULL) {
+        dbpool__note_peak(p, 0);
+        return true;
+    }
+    return false;
+}
+
 /* Wait in line until a connection is handed over, a connector fails us,
  * the deadline passes or the pool closes. Lock held on entry and return. */
 static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
@@ -219,18 +236,22 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
         }
         if (w->poked) {
             w->poked = false;
-            if (p->idle_head && !p->suspended) {
-                w->conn = p->idle_head;
-                lease_idle_locked(p, w->conn);
+            if (take_unused_locked(p, w))
                 break;
-            }
         }
         w->timed = !p->starving;
         struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
         int wrc = until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
                                      : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
-        if (wrc == ETIMEDOUT && until == deadline)
+        if (wrc == ETIMEDOUT && until == deadline) {
+            /* A last look before giving up. A release through a thread
+             * cache wakes nobody, and with a barging window longer than
+             * what is left of the wait, this was the first wake-up: the
+             * connection may sit there unused. */
+            if (!w->conn && !w->failed && !p->closed && (w == p->wait_head || dbpool__may_overtake_locked(p)))
+                take_unused_locked(p, w);
             break;
+        }
     }
     /* A hand-off that raced with the timeout still counts: dropping it
      * would lose the connection. */

@@ -315,12 +315,12 @@ int64_t dbpool__barging_window_ns(const dbpool *p) {
     return w;
 }
 
-/* Idle connections and someone first in line: tell them to look. Each
- * waiter that takes one pokes the next, so no connection sits idle while
- * anyone waits. Lock held. */
+/* Idle connections, or parked ones not in use, and someone first in
+ * line: tell them to look. Each waiter that takes one pokes the next, so no
+ * connection sits unused while anyone waits. Lock held. */
 void dbpool__poke_head_locked(dbpool *p) {
     waiter *w = p->wait_head;
-    if (w && p->idle_head && !p->suspended && !w->poked) {
+    if (w && !p->suspended && !w->poked && (p->idle_head || dbpool__parked_free_locked(p))) {
         w->poked = true;
         pthread_cond_signal(&w->cond);
     }

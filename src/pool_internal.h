@@ -237,7 +237,8 @@ bool dbpool__may_overtake_locked(const dbpool *p);
 bool dbpool__starve_if_overdue_locked(dbpool *p);
 /* The barging window now, in ns (adapts to the typical hold, see pool.c). */
 int64_t dbpool__barging_window_ns(const dbpool *p);
-/* Idle connections and someone first in line: tell them to look. */
+/* Idle connections (or parked ones not in use) and someone first in
+ * line: tell them to look. */
 void dbpool__poke_head_locked(dbpool *p);
 void dbpool__cond_init_monotonic(pthread_cond_t *cv);
 /* Close a connection counted only in n_closing (takes the lock; may free
@@ -302,6 +303,8 @@ dbpool_conn *dbpool__steal_parked_locked(dbpool *p);
  * older_than_ns >= 0 only free ones unused since then are taken (and busy
  * ones left alone). */
 void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than_ns);
+/* Is any parked connection not in use (a waiter may take it)? Lock held. */
+bool dbpool__parked_free_locked(const dbpool *p);
 /* Parked connections in use and free (stats), lock held. */
 void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_);
 /* Record the fast path's hand-outs since the last call as zero waits in

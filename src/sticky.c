@@ -208,6 +208,13 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     s->conn = c;
     s->free_word = (tag << PARK_TAG_SHIFT) | PARK_FREE;
     atomic_store_explicit(&c->park, s->free_word, memory_order_release);
+    /* Someone waits, inside their window: the owner may take c back
+     * first, as a running thread may take an idle connection, but the
+     * first waiter is told to look, as for an idle one (else it would
+     * sleep to its window's end, or its deadline, beside a connection
+     * nobody uses). */
+    if (p->wait_head)
+        dbpool__poke_head_locked(p);
     return true;
 }
 
@@ -258,6 +265,13 @@ void dbpool__recall_parked_locked(dbpool *p, bool to_waiters, int64_t older_than
         }
         c = next;
     }
+}
+
+bool dbpool__parked_free_locked(const dbpool *p) {
+    for (const dbpool_conn *c = p->parked_head; c; c = c->next)
+        if (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_FREE)
+            return true;
+    return false;
 }
 
 void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_) {

@@ -727,6 +727,85 @@ static void test_timeout_counts_cached_lease(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A pool with a barging window longer than the waits below: a waiter is
+ * inside its window for the whole of its wait. */
+static dbpool *open_wide_window_pool(void) {
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.barging_window_us = 10000000; /* 10 s */
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+typedef struct long_waiter {
+    dbpool *p;
+    int64_t timeout_ms;
+    int rc;
+    int64_t waited_ms;
+    dbpool_error e;
+} long_waiter;
+
+static void *acquire_with_timeout(void *arg) {
+    long_waiter *a = arg;
+    dbpool_conn *c = NULL;
+    int64_t t0 = dbt_now_ms();
+    a->rc = dbpool_acquire(a->p, a->timeout_ms, &c, &a->e);
+    a->waited_ms = dbt_now_ms() - t0;
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* A release that parks the connection while someone waits (inside the
+ * window) tells the first waiter, as a release to the idle list does: the
+ * owner may take it back first, but nobody using it, the waiter gets it
+ * now, not at its window's end or its deadline. */
+static void test_waiter_is_told_of_a_parked_connection(void **state) {
+    (void)state;
+    dbpool *p = open_wide_window_pool();
+    dbpool_conn *c = dbt_acquire(p); /* an ordinary lease: its release takes the lock and parks */
+    long_waiter w = {.p = p, .timeout_ms = 3000, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_with_timeout, &w), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (w.rc != DBPOOL_OK || w.waited_ms >= 1500)
+        fail_msg("a waiter missed the connection parked beside it: %s after %lld ms (%s)",
+                 dbpool_errname(w.rc), (long long)w.waited_ms, w.rc == DBPOOL_OK ? "" : w.e.message);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A release through the thread cache (no lock) wakes nobody. A waiter
+ * whose deadline comes before its window's end takes the connection at
+ * its deadline instead of timing out beside it. */
+static void test_waiter_takes_cached_connection_at_its_deadline(void **state) {
+    (void)state;
+    dbpool *p = open_wide_window_pool();
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_release(c);
+    c = dbt_acquire(p); /* through the cache: its release is lock-free */
+    long_waiter w = {.p = p, .timeout_ms = 600, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_with_timeout, &w), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (w.rc != DBPOOL_OK)
+        fail_msg("the waiter timed out beside a free connection: %s", w.e.message);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.timeouts, 0);
+    assert_int_equal(s.in_use, 0);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
@@ -747,6 +826,8 @@ int main(void) {
         cmocka_unit_test_setup(test_peak_counts_cached_leases, setup),
         cmocka_unit_test_setup(test_peak_seen_by_release_beside_cached_leases, setup),
         cmocka_unit_test_setup(test_timeout_counts_cached_lease, setup),
+        cmocka_unit_test_setup(test_waiter_is_told_of_a_parked_connection, setup),
+        cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
