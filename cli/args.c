@@ -65,12 +65,30 @@ int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]) 
 }
 
 const char *cli_opt_name(const char *arg) {
-    static char buf[64];
+    static const char hidden[] =
+        "... (the rest is not shown: it looks like a URL, which may hold a password)";
+    static char buf[64 + sizeof hidden];
     size_t n = strcspn(arg, "=");
-    if (n >= sizeof buf)
-        n = sizeof buf - 1;
+    /* No '=' to cut at: "-postgresql://u:pw@h/db", or "--db" and a URL
+     * joined by a non-breaking space pasted from a web page. Only the
+     * option-like start is shown then. */
+    char name[201];
+    bool showable = n < sizeof name;
+    if (showable) {
+        memcpy(name, arg, n);
+        name[n] = '\0';
+        showable = cli_showable(name);
+    }
+    if (!showable) {
+        size_t dashes = strspn(arg, "-");
+        n = dashes + strspn(arg + dashes, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+    }
+    if (n > 63)
+        n = 63;
     memcpy(buf, arg, n);
     buf[n] = '\0';
+    if (!showable)
+        strcat(buf, hidden);
     return buf;
 }
 

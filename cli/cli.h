@@ -64,7 +64,10 @@ bool cli_opt_flag(const char *arg, const char *name);
  */
 int cli_bad_option(const char *cmd, const char *arg, const char *const flags[]);
 /* The option's name without any "=value" part, for error messages that
- * must not echo a value (it may hold a password). Static buffer. */
+ * must not echo a value (it may hold a password). Without an '=', an
+ * argument that cli_showable refuses ("-postgresql://u:pw@h", "--db" and a
+ * URL joined by a non-breaking space) is shown up to its name's end only,
+ * with a note that the rest is not shown. Static buffer. */
 const char *cli_opt_name(const char *arg);
 
 /* An argument fit to quote in an error message: one that may hold a

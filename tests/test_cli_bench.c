@@ -543,6 +543,15 @@ static void test_misplaced_url_not_echoed(void **state) {
         (const char *[]){"bench", "sqlite::memory:", "--query", url, NULL},
         (const char *[]){"bench", "sqlite::memory:", "--query", listen, "--json", NULL},
         (const char *[]){"bench", "sqlite::memory:", "--query", "mysql:u:s3cretPW@h/db", NULL},
+        /* Unknown options: the name was echoed up to an '=', so whole
+         * when there was none (a URL after a dash, or joined to its option
+         * by a non-breaking space pasted from a web page). */
+        (const char *[]){"bench", "sqlite::memory:", "-postgresql://bob:s3cretPW@127.0.0.1:1/db", NULL},
+        (const char *[]){"check", "--timeout\xc2\xa0postgresql://bob:s3cretPW@127.0.0.1:1/db", NULL},
+        (const char *[]){"stat", "sqlite::memory:", "--pool-size\xc2\xa0mysql://u:s3cretPW@h", NULL},
+        (const char *[]){"demo", "--input", "/dev/null", "--output", "/nonexistent-dir/o.json",
+                         "--db\xc2\xa0mysql://u:s3cretPW@h/db", NULL},
+        (const char *[]){"--db\xc2\xa0mysql://u:s3cretPW@h/db", "sqlite::memory:", NULL},
         (const char *[]){"stat", "sqlite::memory:", url, NULL},
         (const char *[]){"stat", "sqlite::memory:", "1", url, NULL},
         (const char *[]){"demo", "--input", url, "--output", "/nonexistent-dir/o.json", NULL},
