@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,7 +33,8 @@ static const char usage_text[] =
     "  --output FILE      where the JSON report goes; written to FILE.tmp-XXXXXX\n"
     "                     first and renamed, so it is never left half-written;\n"
     "                     an existing FILE must be a regular file (a symbolic\n"
-    "                     link is followed), not a device such as /dev/null\n"
+    "                     link is followed), not a device such as /dev/null,\n"
+    "                     and neither the input file nor the SQLite database\n"
     "  --db URL           database URL (default sqlite::memory:); with a file\n"
     "                     database each run appends after the highest id\n"
     "  --pool-size N      maximum connections in the pool, N >= 1 (default 5)\n"
@@ -328,6 +330,112 @@ static char *output_target(const char *path) {
     return strdup(path);
 }
 
+/* "/dir/name" as the resolved directory and the name; NULL when the
+ * directory cannot be resolved (then it does not exist). Malloc'd. */
+static char *canonical_path(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    if (!real)
+        return NULL;
+    const char *base = slash ? slash + 1 : path;
+    size_t n = strlen(real) + strlen(base) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s/%s", real, base);
+    free(real);
+    return out;
+}
+
+/* Whether two paths name one file: the same inode when both exist, else
+ * (neither exists yet) the same resolved directory and name. */
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea || eb)
+        return ea && eb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ca = canonical_path(a), *cb = canonical_path(b);
+    bool same = ca && cb && strcmp(ca, cb) == 0;
+    free(ca);
+    free(cb);
+    return same;
+}
+
+static int hex_digit(char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The file a sqlite: URL opens, read as the library reads it (after
+ * "sqlite:" and an optional "//", up to the '?', percent-decoded, a
+ * "file:" path taken as "./file:..."); NULL for sqlite::memory:, another
+ * backend or a URL the library will refuse anyway. Malloc'd. */
+static char *sqlite_file_of(const char *url) {
+    const char *colon = strchr(url, ':');
+    size_t scheme = colon ? (size_t)(colon - url) : 0;
+    if (!((scheme == 6 && strncasecmp(url, "sqlite", 6) == 0) ||
+          (scheme == 7 && strncasecmp(url, "sqlite3", 7) == 0)))
+        return NULL;
+    const char *rest = colon + 1;
+    if (strncmp(rest, "//", 2) == 0)
+        rest += 2;
+    size_t n = strcspn(rest, "?");
+    char *out = malloc(n + 3), *o = out + 2;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (rest[i] != '%') {
+            *o++ = rest[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hex_digit(rest[i + 1]) : -1, lo = hi >= 0 ? hex_digit(rest[i + 2]) : -1;
+        if (lo < 0) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    if (!out[2] || strcmp(out + 2, ":memory:") == 0) {
+        free(out);
+        return NULL;
+    }
+    if (strncmp(out + 2, "file:", 5) == 0) {
+        out[0] = '.';
+        out[1] = '/';
+        return out;
+    }
+    memmove(out, out + 2, strlen(out + 2) + 1);
+    return out;
+}
+
+/*
+ * The report replaces --output after the rows are committed: an --output
+ * that is the input file would lose the labels, and one that is the
+ * SQLite database would lose the database. Refused before either is
+ * touched.
+ */
+static int check_output_distinct(const demo_args *a) {
+    if (same_file(a->output, a->input))
+        return cli_usage_error(CMD,
+                               "--output '%s' is the --input file, and the report would replace the labels: "
+                               "give another --output",
+                               cli_shown(a->output));
+    char *db_file = sqlite_file_of(a->db);
+    bool same = db_file && same_file(a->output, db_file);
+    free(db_file);
+    if (same)
+        return cli_usage_error(CMD,
+                               "--output '%s' is the database file of --db, and the report would replace "
+                               "the database: give another --output",
+                               cli_shown(a->output));
+    return CLI_EXIT_OK;
+}
+
 static const char *hint_for(int code) {
     switch (code) {
     case DBPOOL_ETIMEDOUT:
@@ -560,7 +668,9 @@ static int demo(const demo_args *a) {
     umask(mask);
 
     labels l = {0};
-    int code = read_labels(a->input, &l);
+    int code = check_output_distinct(a);
+    if (code == CLI_EXIT_OK)
+        code = read_labels(a->input, &l);
     if (code == CLI_EXIT_OK)
         code = check_output_path(a->output);
     if (code != CLI_EXIT_OK) {

@@ -512,6 +512,76 @@ static void test_demo_output_through_symlink(void **state) {
     dbt_run_free(&r);
 }
 
+/* The report replaces --output once the rows are committed: an --output
+ * that is the input file lost the labels, and one that is the SQLite
+ * database lost the database (the rows just stored included). Both are
+ * refused before anything is touched, also through another spelling of
+ * the path and before the database exists. */
+static void test_demo_output_is_input_or_database(void **state) {
+    (void)state;
+    char dir[600], in[700], in_other[700], db_path[700], db_url[720], out[700];
+    fresh_dir("output_clash", dir, sizeof dir);
+    snprintf(in, sizeof in, "%s/labels.txt", dir);
+    snprintf(in_other, sizeof in_other, "%s/../output_clash/./labels.txt", dir);
+    snprintf(db_path, sizeof db_path, "%s/events.db", dir);
+    snprintf(db_url, sizeof db_url, "sqlite:%s", db_path);
+    snprintf(out, sizeof out, "%s/out.json", dir);
+    static const char labels[] = "one\ntwo\n";
+    write_file(in, labels, sizeof labels - 1);
+
+    const char *outputs[] = {in, in_other};
+    for (size_t i = 0; i < 2; i++) {
+        dbt_run r = dbt_run_cli(
+            (const char *[]){"demo", "--input", in, "--output", outputs[i], "--db", db_url, NULL});
+        if (r.status != 2)
+            fprintf(stderr, "--output %s: exit %d, stderr: %s", outputs[i], r.status, r.err);
+        assert_int_equal(r.status, 2);
+        assert_int_equal(count_char(r.err, '\n'), 1);
+        assert_non_null(strstr(r.err, "is the --input file"));
+        assert_string_equal(r.out, "");
+        char *text = dbt_slurp(in);
+        assert_non_null(text);
+        assert_string_equal(text, labels);
+        free(text);
+        assert_false(exists(db_path));
+        dbt_run_free(&r);
+    }
+
+    /* A database that does not exist yet, named another way in the URL. */
+    char db_url_other[760];
+    snprintf(db_url_other, sizeof db_url_other, "sqlite://%s/../output_clash/events%%2Edb?journal_mode=wal",
+             dir);
+    dbt_run r =
+        dbt_run_cli((const char *[]){"demo", "--input", in, "--output", db_path, "--db", db_url_other, NULL});
+    if (r.status != 2)
+        fprintf(stderr, "new database: exit %d, stderr: %s", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "is the database file of --db"));
+    assert_false(exists(db_path));
+    dbt_run_free(&r);
+
+    /* An existing database with rows in it. */
+    r = dbt_run_cli((const char *[]){"demo", "--input", in, "--output", out, "--db", db_url, NULL});
+    assert_int_equal(r.status, 0);
+    dbt_run_free(&r);
+    r = dbt_run_cli((const char *[]){"demo", "--input", in, "--output", db_path, "--db", db_url, NULL});
+    if (r.status != 2)
+        fprintf(stderr, "existing database: exit %d, stderr: %s", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_non_null(strstr(r.err, "is the database file of --db"));
+    assert_string_equal(r.out, "");
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM events", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 2); /* the first run's rows, and no more */
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    dbt_run_free(&r);
+}
+
 static void test_check_healthy(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
@@ -801,6 +871,7 @@ int main(void) {
         cmocka_unit_test(test_demo_output_refused_before_db),
         cmocka_unit_test(test_demo_output_not_regular_file),
         cmocka_unit_test(test_demo_output_through_symlink),
+        cmocka_unit_test(test_demo_output_is_input_or_database),
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
