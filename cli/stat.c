@@ -14,6 +14,7 @@
 #define MAX_INTERVAL_S 3600
 #define MAX_THREADS 1000
 #define MAX_POOL 1000
+#define MAX_COUNT 1000000000
 
 static const char usage_text[] =
     "Usage: dbpool stat URL [INTERVAL [COUNT]] [options]\n"
@@ -110,9 +111,11 @@ int cli_stat_main(int argc, char **argv) {
             CMD, "interval '%s' is not a number of seconds above 0 and at most %d: use e.g. 1 or 0.5",
             cli_shown(interval_s), MAX_INTERVAL_S);
     int count = 0; /* 0: until a signal */
-    if (count_s && !cli_parse_int(count_s, 1, 1000000000, &count))
-        return cli_usage_error(CMD, "count '%s' is not a number of lines from 1: use e.g. 10",
-                               cli_shown(count_s));
+    if (count_s && !cli_parse_int(count_s, 1, MAX_COUNT, &count))
+        return cli_usage_error(CMD,
+                               "count '%s' is not a number of lines from 1 to %d: use e.g. 10, or leave "
+                               "COUNT out to run until Ctrl-C",
+                               cli_shown(count_s), MAX_COUNT);
 
     dbpool_options o;
     dbpool_options_init(&o);

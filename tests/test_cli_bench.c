@@ -467,6 +467,9 @@ static void test_usage_errors(void **state) {
                  "interval '-0.5' is not a number");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "-5", NULL}, "count '-5' is not a number");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "0", NULL}, "count '0' is not a number");
+    /* Above the limit: the message gives the limit, not just "from 1". */
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "99999999999", NULL},
+                 "from 1 to 1000000000");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "2", "-3", NULL}, "too many arguments");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "-x", NULL}, "unknown option '-x'");
     expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "2", "3", NULL}, "too many arguments");
