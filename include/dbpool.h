@@ -145,6 +145,9 @@ typedef struct dbpool_options {
     bool thread_cache;         /* a thread's last released connection is kept for its next acquire, taken
                                   back without the pool lock (true); see docs/design.md. Off while
                                   leak_threshold_ms, validation "always" or autoscale is set */
+    bool statement_cache;      /* PostgreSQL: parameterised statements are prepared once per connection
+                                  and kept (true). Off behind a proxy that cannot keep them (PgBouncer
+                                  in transaction mode before 1.21). SQLite and MySQL keep theirs always */
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */

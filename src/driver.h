@@ -24,6 +24,7 @@
 typedef struct dbpool_connect_settings {
     int64_t connect_timeout_ms;
     int64_t statement_timeout_ms; /* 0 = none */
+    bool statement_cache;         /* keep prepared statements (PostgreSQL; the others always do) */
 } dbpool_connect_settings;
 
 typedef struct dbpool_result_ops {

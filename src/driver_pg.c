@@ -64,12 +64,17 @@ typedef struct pg_config {
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
 
-/* One connection: libpq's handle (what callers see as the native handle)
- * and what a reset needs to put the session back as it was made. */
+typedef struct pg_stmt_cache pg_stmt_cache;
+
+/* One connection: libpq's handle (what callers see as the native handle),
+ * what a reset needs to put the session back as it was made, and the
+ * statements kept prepared on it. */
 typedef struct pg_session {
     PGconn *pg;
     int64_t statement_timeout_ms; /* set on connect; DISCARD ALL drops it */
     pg_session_effect effect;     /* what statements may have left beyond ROLLBACK */
+    bool keep_statements;         /* the pool's statement_cache */
+    pg_stmt_cache *stmts;         /* made at the first parameterised statement */
 } pg_session;
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
@@ -542,13 +547,230 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
     }
     ps->pg = c;
     ps->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
+    ps->keep_statements = !s || s->statement_cache;
     *native = ps;
     return DBPOOL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Kept statements                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A parameterised statement that runs a second time on a connection is
+ * prepared there under a name of dbpool's and from then on only bound and
+ * executed: the server parses and plans it once, not at every run (pgx's
+ * statement cache; JDBC's prepareThreshold). The first run goes unnamed,
+ * as before, and leaves only a hash in a small ring of statements seen
+ * once: SQL that never comes back (built with a varying IN list, say)
+ * costs no prepare and no DEALLOCATE, and does not push the statements
+ * that do come back out of the cache. The key is the caller's text
+ * together with the parameter types, which follow the values (int4 or
+ * int8): a statement prepared for int4 cannot take an int8 value. Names
+ * are never reused within a session, so a statement forgotten here but
+ * still on the server cannot be confused with a new one; what is forgotten
+ * that way (after a caller's DEALLOCATE, DISCARD or SET) is gone with the
+ * DISCARD ALL the release then runs.
+ */
+#define PG_STMT_SLOTS 32
+#define PG_STMT_SEEN 32
+#define PG_STMT_MAX_SQL 4096 /* longer statements are not kept */
+
+typedef struct pg_stmt_slot {
+    char *sql; /* NULL: empty */
+    size_t len;
+    Oid *types; /* n of them, as prepared */
+    int n;
+    uint64_t used; /* the cache's clock at the last use */
+    char name[32];
+} pg_stmt_slot;
+
+struct pg_stmt_cache {
+    uint64_t clock;
+    uint64_t serial;             /* names made so far on this connection */
+    uint64_t seen[PG_STMT_SEEN]; /* hashes of statements run once, unnamed (0: none) */
+    unsigned seen_next;          /* the ring's oldest entry */
+    pg_stmt_slot slot[PG_STMT_SLOTS];
+};
+
+static void stmt_slot_forget(pg_stmt_slot *s) {
+    free(s->sql);
+    free(s->types);
+    memset(s, 0, sizeof *s);
+}
+
+/* Forget every kept statement (the server's copies are dropped by the
+ * caller, or already gone); the serial stays, so names stay unique. */
+static void stmt_cache_forget_all(pg_session *ps) {
+    if (!ps->stmts)
+        return;
+    for (int i = 0; i < PG_STMT_SLOTS; i++)
+        stmt_slot_forget(&ps->stmts->slot[i]);
+}
+
+static void stmt_cache_free(pg_session *ps) {
+    stmt_cache_forget_all(ps);
+    free(ps->stmts);
+    ps->stmts = NULL;
+}
+
+static pg_stmt_slot *stmt_cache_find(pg_session *ps, const char *sql, size_t len, const Oid *types, int n) {
+    if (!ps->stmts)
+        return NULL;
+    for (int i = 0; i < PG_STMT_SLOTS; i++) {
+        pg_stmt_slot *s = &ps->stmts->slot[i];
+        if (s->sql && s->len == len && s->n == n && memcmp(s->sql, sql, len) == 0 &&
+            memcmp(s->types, types, (size_t)n * sizeof *types) == 0) {
+            s->used = ++ps->stmts->clock;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* FNV-1a over the text and the types; never 0 (an empty ring entry). */
+static uint64_t stmt_hash(const char *sql, size_t len, const Oid *types, int n) {
+    uint64_t h = UINT64_C(14695981039346656037);
+    const unsigned char *b = (const unsigned char *)sql;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * UINT64_C(1099511628211);
+    b = (const unsigned char *)types;
+    for (size_t i = 0; i < (size_t)n * sizeof *types; i++)
+        h = (h ^ b[i]) * UINT64_C(1099511628211);
+    return h ? h : 1;
+}
+
+/* Is this the statement's second run? The first one's hash is noted (and
+ * true is never answered for it until it comes back). A collision only
+ * prepares a statement one run early. */
+static bool stmt_seen_before(pg_session *ps, const char *sql, size_t len, const Oid *types, int n) {
+    if (!ps->stmts && !(ps->stmts = calloc(1, sizeof *ps->stmts)))
+        return false;
+    pg_stmt_cache *k = ps->stmts;
+    uint64_t h = stmt_hash(sql, len, types, n);
+    for (int i = 0; i < PG_STMT_SEEN; i++) {
+        if (k->seen[i] == h) {
+            k->seen[i] = 0;
+            return true;
+        }
+    }
+    k->seen[k->seen_next] = h;
+    k->seen_next = (k->seen_next + 1) % PG_STMT_SEEN;
+    return false;
+}
+
+/*
+ * Prepare sql (numbered as `rewritten`) and keep it. NULL with *failed set
+ * to the server's answer when the prepare failed (a syntax error: the
+ * caller's error); NULL with *failed NULL when it could not be kept (out
+ * of memory): run it unnamed instead.
+ */
+static pg_stmt_slot *stmt_cache_prepare(pg_session *ps, const char *sql, size_t len, const char *rewritten,
+                                        const Oid *types, int n, PGresult **failed) {
+    *failed = NULL;
+    pg_stmt_cache *k = ps->stmts; /* made by stmt_seen_before */
+    char *sql_copy = malloc(len + 1);
+    Oid *types_copy = malloc((size_t)n * sizeof *types);
+    if (!k || !sql_copy || !types_copy) {
+        free(sql_copy);
+        free(types_copy);
+        return NULL;
+    }
+    memcpy(sql_copy, sql, len + 1);
+    memcpy(types_copy, types, (size_t)n * sizeof *types);
+    pg_stmt_slot *victim = &k->slot[0];
+    for (int i = 0; i < PG_STMT_SLOTS && victim->sql; i++)
+        if (!k->slot[i].sql || k->slot[i].used < victim->used)
+            victim = &k->slot[i];
+    if (victim->sql) {
+        /* Full: the least recently used one goes, on the server too. If
+         * that fails, the statement is left there until a DISCARD ALL. */
+        char sql_dealloc[64];
+        snprintf(sql_dealloc, sizeof sql_dealloc, "DEALLOCATE %s", victim->name);
+        PGresult *r = PQexec(ps->pg, sql_dealloc);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && ps->effect == PG_SESSION_UNCHANGED)
+            ps->effect = PG_SESSION_CHANGED;
+        PQclear(r);
+        stmt_slot_forget(victim);
+    }
+    char name[sizeof victim->name];
+    snprintf(name, sizeof name, "_dbpool_s%llu", (unsigned long long)++k->serial);
+    PGresult *r = PQprepare(ps->pg, name, rewritten, n, types);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        free(sql_copy);
+        free(types_copy);
+        *failed = r;
+        return NULL;
+    }
+    PQclear(r);
+    *victim = (pg_stmt_slot){.sql = sql_copy, .len = len, .types = types_copy, .n = n, .used = ++k->clock};
+    memcpy(victim->name, name, sizeof name);
+    return victim;
+}
+
+/* A kept statement the server no longer runs as kept: 26000, it is gone
+ * (a DEALLOCATE or DISCARD on the native handle); 0A000 "cached plan must
+ * not change result type", a table it reads changed shape. Nothing ran. */
+static bool stmt_gone(const PGresult *r, bool *all) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!state)
+        return false;
+    *all = strcmp(state, "26000") == 0;
+    if (*all)
+        return true;
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    return strcmp(state, "0A000") == 0 && primary &&
+           strstr(primary, "cached plan must not change result type");
+}
+
+/*
+ * Run a numbered statement with its parameters: through the kept
+ * statement when there is one (or, at its second run, one can be made),
+ * else unnamed. A kept
+ * statement the server lost or must re-plan is forgotten; outside a
+ * transaction it is prepared again and run once more (nothing ran the
+ * first time), inside one the error is the caller's, as the transaction is
+ * aborted either way.
+ */
+static PGresult *exec_params(pg_session *ps, const char *sql, const char *rewritten, int n, const Oid *types,
+                             const char *const *values, const int *lengths, const int *formats) {
+    size_t len = strlen(sql);
+    if (!ps->keep_statements || len > PG_STMT_MAX_SQL)
+        return PQexecParams(ps->pg, rewritten, n, types, values, lengths, formats, 0);
+    bool outside_transaction = PQtransactionStatus(ps->pg) == PQTRANS_IDLE;
+    for (int attempt = 0;; attempt++) {
+        pg_stmt_slot *s = stmt_cache_find(ps, sql, len, types, n);
+        if (!s && attempt == 0 && !stmt_seen_before(ps, sql, len, types, n))
+            return PQexecParams(ps->pg, rewritten, n, types, values, lengths, formats, 0);
+        if (!s) {
+            PGresult *failed;
+            s = stmt_cache_prepare(ps, sql, len, rewritten, types, n, &failed);
+            if (!s)
+                return failed ? failed
+                              : PQexecParams(ps->pg, rewritten, n, types, values, lengths, formats, 0);
+        }
+        PGresult *r = PQexecPrepared(ps->pg, s->name, n, values, lengths, formats, 0);
+        bool all = false;
+        if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, &all))
+            return r;
+        if (all) {
+            stmt_cache_forget_all(ps);
+        } else {
+            /* Still on the server under its name: dropped at release. */
+            stmt_slot_forget(s);
+            if (ps->effect == PG_SESSION_UNCHANGED)
+                ps->effect = PG_SESSION_CHANGED;
+        }
+        if (attempt > 0 || !outside_transaction || PQtransactionStatus(ps->pg) != PQTRANS_IDLE)
+            return r;
+        PQclear(r);
+    }
 }
 
 static void pg_disconnect(void *native) {
     if (native) {
         PQfinish(pg_of(native));
+        stmt_cache_free(native);
         free(native);
     }
 }
@@ -629,6 +851,7 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
      * last caller's: the next one must not read them. */
     for (PGnotify *n = PQnotifies(c); n; n = PQnotifies(c))
         PQfreemem(n);
+    stmt_cache_forget_all(ps); /* DISCARD ALL deallocated them */
     ps->effect = PG_SESSION_UNCHANGED;
     *session_cleared = true;
     return DBPOOL_OK;
@@ -649,14 +872,16 @@ static void *pg_user_handle(void *native) { return pg_of(native); }
 /* A statement a caller runs through dbpool: does it change the session for
  * longer than its transaction? Scanned before it runs (a failed statement
  * of several may have run the first), and after a first change too, in
- * case a later statement makes it permanent. */
+ * case a later statement makes it permanent. Such a statement may also be
+ * a DEALLOCATE or DISCARD: the kept statements are forgotten (the ones
+ * still on the server go with the DISCARD ALL that the release now runs). */
 static void note_session_change(void *native, const char *sql) {
     pg_session *ps = native;
-    if (ps->effect != PG_SESSION_PERMANENT) {
-        pg_session_effect e = dbpool__pg_session_effect(sql);
-        if (e > ps->effect)
-            ps->effect = e;
-    }
+    pg_session_effect e = dbpool__pg_session_effect(sql);
+    if (e != PG_SESSION_UNCHANGED)
+        stmt_cache_forget_all(ps);
+    if (e > ps->effect)
+        ps->effect = e;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -666,10 +891,13 @@ static void note_session_change(void *native, const char *sql) {
 /*
  * Run sql with params, blocking. With no parameters the statement goes
  * through the simple protocol verbatim (several statements allowed, `?`
- * operators usable); otherwise `?` are numbered and sent with
- * PQexecParams, in text format except blobs (binary bytea).
+ * operators usable); otherwise `?` are numbered and the statement runs as
+ * a kept prepared statement (exec_params), its values in text format
+ * except blobs (binary bytea).
  */
-static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGresult **out, dbpool_error *e) {
+static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n, PGresult **out,
+               dbpool_error *e) {
+    PGconn *c = ps->pg;
     *out = NULL;
     if (!sql)
         return dbpool__seterr(e, DBPOOL_EINVAL, "SQL is NULL");
@@ -779,7 +1007,7 @@ static int run(PGconn *c, const char *sql, const dbpool_param *p, size_t n, PGre
             break;
         }
     }
-    *out = PQexecParams(c, rewritten, (int)n, types, values, lengths, formats, 0);
+    *out = exec_params(ps, sql, rewritten, (int)n, types, values, lengths, formats);
     free(mem);
     return DBPOOL_OK;
 }
@@ -833,7 +1061,7 @@ static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     if (affected)
         *affected = 0;
     PGresult *r = NULL;
-    int rc = run(c, sql, p, n, &r, e);
+    int rc = run(native, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)
         rc = check_result(c, r, e);
     if (rc == DBPOOL_OK && affected && changes_rows(PQcmdStatus(r))) {
@@ -955,7 +1183,7 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
     note_session_change(native, sql);
     *out = NULL;
     PGresult *r = NULL;
-    int rc = run(c, sql, p, n, &r, e);
+    int rc = run(native, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)
         rc = check_result(c, r, e);
     if (rc != DBPOOL_OK) {

@@ -37,6 +37,7 @@ void dbpool_options_init(dbpool_options *o) {
     o->suspend_fails_fast = true;
     o->barging_window_us = 50;
     o->thread_cache = true;
+    o->statement_cache = true;
 }
 
 typedef enum { K_INT, K_MS, K_US, K_BOOL, K_VALIDATION, K_NAME } key_kind;
@@ -78,6 +79,7 @@ static const pool_key pool_keys[] = {
     {"pool_breaker_cooldown", K_MS, OFF(breaker_cooldown_ms), 1, DBPOOL__MAX_DURATION},
     {"pool_barging_window_us", K_US, OFF(barging_window_us), 0, DBPOOL__MAX_DURATION},
     {"pool_thread_cache", K_BOOL, OFF(thread_cache), 0, 0},
+    {"pool_statement_cache", K_BOOL, OFF(statement_cache), 0, 0},
     {"pool_name", K_NAME, OFF(name), 0, 0},
 };
 #undef OFF

@@ -569,6 +569,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         p->secrets = driver->secrets(p->driver_cfg);
     p->settings.connect_timeout_ms = p->opt.connect_timeout_ms;
     p->settings.statement_timeout_ms = p->opt.statement_timeout_ms;
+    p->settings.statement_cache = p->opt.statement_cache;
     p->cap = initial_cap(&p->opt);
     p->hold_ewma_ns = 2 * SHORT_HOLD_NS; /* start in order; short leases widen the window */
     /* Parking (sticky.c) skips what a lease's start must record or check

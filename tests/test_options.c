@@ -141,6 +141,7 @@ static void test_bad_urls(void **state) {
         {"sqlite::memory:?mode=rx", DBPOOL_EINVAL, "mode"},
         {"sqlite::memory:?pool_validation=sometimes", DBPOOL_EINVAL, "pool_validation"},
         {"sqlite::memory:?pool_thread_cache=maybe", DBPOOL_EINVAL, "pool_thread_cache"},
+        {"sqlite::memory:?pool_statement_cache=sometimes", DBPOOL_EINVAL, "pool_statement_cache"},
         {"sqlite::memory:?x=%zz", DBPOOL_EINVAL, "percent"},
         {"sqlite::memory:?pool_max=+5", DBPOOL_EINVAL, "pool_max"},
         {"sqlite::memory:?pool_max=%205", DBPOOL_EINVAL, "pool_max"},
