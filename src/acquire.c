@@ -214,7 +214,9 @@ static bool take_unused_locked(dbpool *p, waiter *w) {
 /* Wait in line until a connection is handed over, a connector fails us,
  * the deadline passes or the pool closes. Lock held on entry and return. */
 static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
-    const int64_t since = dbpool__now_ns(); /* w->since on the condition variable's clock */
+    /* w->since on the condition variable's clock (a caller back in line
+     * keeps the window it started with). */
+    const int64_t since = dbpool__now_ns() - (dbpool__fast_now_ns() - w->since);
     while (!w->conn && !w->failed && !p->closed) {
         /* While the pool is not starving, wake up when this waiter's
          * barging window ends: then the pool starves from the first waiter
@@ -321,6 +323,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                  ? INT64_MAX
                                  : start + timeout_ms * DBPOOL_NS_PER_MS;
     holders_info holders = {0};
+    int64_t first_queued = 0; /* when this caller first joined the line (fast clock); 0: never */
     int rc;
 
     lock(p);
@@ -384,7 +387,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 }
                 break;
             }
-            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters) {
+            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters && first_queued == 0) {
                 rc = dbpool__seterr(err, DBPOOL_EBUSY,
                                     "pool '%s' already has %d callers waiting (max_waiters %d): try again "
                                     "later or raise max_waiters",
@@ -399,7 +402,13 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             waiter w;
             memset(&w, 0, sizeof w);
             dbpool__cond_init_monotonic(&w.cond);
+            /* Back in line after a connection that failed its checks: at
+             * the place it had, not behind those who came after it. */
+            w.since = first_queued;
             dbpool__waiter_enqueue(p, &w);
+            if (first_queued != 0)
+                dbpool__poke_head_locked(p); /* first again, maybe beside an idle one */
+            first_queued = w.since;
             breaker_event ev = dbpool__request_connections_locked(p);
             if (ev != BREAKER_EVENT_NONE) {
                 unlock(p);

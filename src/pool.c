@@ -195,15 +195,25 @@ dbpool_conn *dbpool__take_idle_locked(dbpool *p,
 }
 
 void dbpool__waiter_enqueue(dbpool *p, waiter *w) {
-    w->next = NULL;
-    w->prev = p->wait_tail;
-    if (p->wait_tail)
-        p->wait_tail->next = w;
+    /* A caller back in line (its connection failed the checks) keeps its
+     * place: after those who came before it, ahead of those who came
+     * after. Everyone else joins at the end. */
+    if (w->since == 0)
+        w->since = dbpool__fast_now_ns();
+    waiter *after = p->wait_tail;
+    while (after && after->since > w->since)
+        after = after->prev;
+    w->prev = after;
+    w->next = after ? after->next : p->wait_head;
+    if (w->next)
+        w->next->prev = w;
+    else
+        p->wait_tail = w;
+    if (after)
+        after->next = w;
     else
         p->wait_head = w;
-    p->wait_tail = w;
     w->queued = true;
-    w->since = dbpool__fast_now_ns();
     p->n_waiting++;
     if (p->n_waiting > p->stats.peak_waiting)
         p->stats.peak_waiting = p->n_waiting;

@@ -95,7 +95,7 @@ struct waiter {
     pthread_cond_t cond;
     waiter *prev, *next;
     dbpool_conn *conn; /* handed over by a releasing or connecting thread */
-    int64_t since;     /* fast clock at enqueue */
+    int64_t since;     /* fast clock when the caller first joined the line */
     int64_t handed_ns; /* fast clock when `conn` was handed over (0: it was not) */
     bool poked;        /* a connection went idle while we were first in line: look */
     bool timed;        /* asleep with a wake-up at the end of its barging window */
@@ -225,6 +225,8 @@ void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c);
  * every hand-out and wherever sticky.c locks anyway; dbpool_get_stats
  * counts the leases out at each snapshot. */
 void dbpool__note_peak(dbpool *p, int returning);
+/* Join the line: at the end, or, for a caller that waited before (w->since
+ * set to when it first joined), back at its place. */
 void dbpool__waiter_enqueue(dbpool *p, waiter *w);
 void dbpool__waiter_dequeue(dbpool *p, waiter *w);
 /* May a running thread take a free connection ahead of the first waiter?

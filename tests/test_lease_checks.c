@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
@@ -372,6 +373,63 @@ static void test_keepalive_ping_is_not_in_use(void **state) {
     dbpool_close(p);
 }
 
+typedef struct in_line {
+    dbpool *p;
+    atomic_int *served; /* order of service, shared */
+    int order;          /* 1 = served first */
+    int rc;
+} in_line;
+
+static void *acquire_and_hold(void *arg) {
+    in_line *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_acquire(a->p, 10000, &c, NULL);
+    a->order = atomic_fetch_add(a->served, 1) + 1;
+    if (a->rc == DBPOOL_OK) {
+        dbt_sleep_ms(1000);
+        dbpool_release(c);
+    }
+    return NULL;
+}
+
+/* A waiter handed a connection that fails validation keeps its place in
+ * line: the next connection is its, not that of a caller who came after
+ * it (it would otherwise wait out that caller's whole lease, or time out). */
+static void test_failed_validation_keeps_place_in_line(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK); /* fresh: not validated */
+    atomic_int served;
+    atomic_init(&served, 0);
+    static in_line a, b; /* static: a failed check must not leave the threads a dead stack frame */
+    a = (in_line){.p = p, .served = &served, .rc = -100};
+    b = (in_line){.p = p, .served = &served, .rc = -100};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, acquire_and_hold, &a), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(pthread_create(&tb, NULL, acquire_and_hold, &b), 0);
+    dbt_wait_for_waiters(p, 2, 5000);
+    dbpool__mock_fail_ping(1, 1); /* the first in line gets a connection that fails validation */
+    dbpool_release(held);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_int_equal(a.rc, DBPOOL_OK);
+    assert_int_equal(b.rc, DBPOOL_OK);
+    if (a.order != 1)
+        fail_msg("the first waiter, handed a connection that failed validation, was served after the one "
+                 "who came after it");
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.validation_failures, 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -386,6 +444,7 @@ int main(void) {
         cmocka_unit_test_setup(test_close_during_validation, setup),
         cmocka_unit_test_setup(test_validating_acquire_is_not_a_leak, setup),
         cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, setup),
+        cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
