@@ -213,8 +213,18 @@ static int configure(const char *url, void **out, dbpool_error *e) {
     }
     /* libpq only recognises the scheme in lower case; the registry matched
      * it case-insensitively. */
-    for (char *p = cfg->conninfo; *p && *p != ':'; p++)
-        *p = (char)tolower((unsigned char)*p);
+    char *colon = cfg->conninfo;
+    for (; *colon && *colon != ':'; colon++)
+        *colon = (char)tolower((unsigned char)*colon);
+    /* Without the "//" libpq reads a key=value string, and its error
+     * quotes the whole text, where a password has no marks to find it by. */
+    if (strncmp(colon, "://", 3) != 0) {
+        free_config(cfg);
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "PostgreSQL URL: want postgresql://user@host:port/database (with ':' and the "
+            "password after the user if there is one; the scheme's ':' is followed by '//')");
+    }
 
     /* Known before parsing, so that a parse error echoing the URL is
      * scrubbed even though libpq never told us the password. */

@@ -248,13 +248,19 @@ static void test_bad_value_is_invalid_url(void **state) {
 }
 
 /* libpq quotes the whole URL in some parse errors: a query password is
- * masked whole, a ',' in it included, encoded or not. */
+ * masked whole, a ',' in it included, encoded or not; a URL without the
+ * "//" is refused before libpq sees it. */
 static void test_parse_error_hides_query_password(void **state) {
     (void)state;
     static const char *const urls[] = {
         "postgresql://app@[::1/app?password=hunter2,XsecretX",
         "postgresql://app@[]/app?password=a%2CXsecretX",
         "postgresql://u:XsecretY@[::1/db?password=zz,XsecretX",
+        /* Without the "//": libpq would read a key=value string. */
+        "postgresql:u:XsecretX@127.0.0.1/db",
+        "postgres:/u:XsecretX@127.0.0.1/db",
+        "PostgreSQL:u:XsecretX@h/db",
+        "postgresql:host=h password=XsecretX",
     };
     for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
         dbpool *p = (dbpool *)1;
