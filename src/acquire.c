@@ -56,7 +56,25 @@ void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const le
  * that under the lock before anything else (pool.c frees a closed pool only
  * when nothing counts, and closing this connection may have been the last
  * other thing that kept it). */
-static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
+/* The caller of a failed checkout_slow had waited in line: put it back at
+ * its place before c is closed (the close may bring a new connection, and
+ * that one is the caller's, not the next waiter's). */
+static void back_in_line(dbpool *p, waiter *w) {
+    if (!w)
+        return;
+    lock(p);
+    if (!p->closed) {
+        w->conn = NULL;
+        w->handed_ns = 0;
+        w->poked = false;
+        w->timed = false;
+        dbpool__waiter_enqueue(p, w); /* w->since: when it first joined */
+        dbpool__poke_head_locked(p);  /* first again, maybe beside an idle one */
+    }
+    unlock(p);
+}
+
+static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue) {
     int64_t now = dbpool__fast_now_ns();
     lock(p);
     p->n_holding++;
@@ -68,6 +86,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
     bool stale = dbpool__idle_expired_locked(p, c, now);
     unlock(p);
     if (expired || over_cap || stale) {
+        back_in_line(p, requeue);
         dbpool__destroy_conn(p, c,
                              expired    ? DBPOOL_CLOSE_LIFETIME
                              : over_cap ? DBPOOL_CLOSE_SHRINK
@@ -81,6 +100,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace) {
         dbpool_error e;
         dbpool__clearerr(&e);
         if (p->driver->ping(c->native, vdeadline, &e) != DBPOOL_OK) {
+            back_in_line(p, requeue);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu failed validation, replacing it: %s",
                         (unsigned long long)c->id, e.message);
@@ -284,7 +304,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         }
         if (c) { /* an ordinary lease now, due for the checks */
             int64_t t0 = dbpool__fast_now_ns();
-            if (checkout_slow(p, c, NULL))
+            if (checkout_slow(p, c, NULL, NULL))
                 return hand_out(p, c, t0, out);
             lock(p);
             checkout_failed_locked(p);
@@ -323,7 +343,11 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                  ? INT64_MAX
                                  : start + timeout_ms * DBPOOL_NS_PER_MS;
     holders_info holders = {0};
-    int64_t first_queued = 0; /* when this caller first joined the line (fast clock); 0: never */
+    /* This caller's place in line. Handed a connection that fails its
+     * checks, it is put back there (checkout_slow), with the time it first
+     * arrived: not behind those who came after it. */
+    waiter w;
+    bool w_ready = false; /* w's condition variable is initialised */
     int rc;
 
     lock(p);
@@ -339,7 +363,10 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         }
         int64_t now = dbpool__fast_now_ns();
         dbpool_conn *c = NULL;
-        if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
+        if (w_ready && (w.queued || w.conn || w.failed)) {
+            /* Back in line after a failed check: wait at its place (or
+             * take what was handed over or said meanwhile). */
+        } else if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
             /* 1. An idle connection, when nobody waits ahead of us. */
             c = p->idle_head;
             lease_idle_locked(p, c);
@@ -387,7 +414,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 }
                 break;
             }
-            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters && first_queued == 0) {
+            if (p->opt.max_waiters > 0 && p->n_waiting >= p->opt.max_waiters) {
                 rc = dbpool__seterr(err, DBPOOL_EBUSY,
                                     "pool '%s' already has %d callers waiting (max_waiters %d): try again "
                                     "later or raise max_waiters",
@@ -399,16 +426,18 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 break;
             }
             /* 2. Wait in line; ask for a new connection if there is room. */
-            waiter w;
-            memset(&w, 0, sizeof w);
-            dbpool__cond_init_monotonic(&w.cond);
-            /* Back in line after a connection that failed its checks: at
-             * the place it had, not behind those who came after it. */
-            w.since = first_queued;
+            if (!w_ready) {
+                memset(&w, 0, sizeof w);
+                dbpool__cond_init_monotonic(&w.cond);
+                w_ready = true;
+            }
+            w.conn = NULL;
+            w.failed = false;
+            w.poked = false;
+            w.handed_ns = 0;
             dbpool__waiter_enqueue(p, &w);
-            if (first_queued != 0)
-                dbpool__poke_head_locked(p); /* first again, maybe beside an idle one */
-            first_queued = w.since;
+        }
+        if (!c) {
             breaker_event ev = dbpool__request_connections_locked(p);
             if (ev != BREAKER_EVENT_NONE) {
                 unlock(p);
@@ -416,7 +445,6 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 lock(p);
             }
             wait_in_line(p, &w, deadline);
-            pthread_cond_destroy(&w.cond);
             if (w.conn) {
                 c = w.conn;
                 now = dbpool__fast_now_ns();
@@ -438,19 +466,35 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (ready_locked(p, c, now)) {
             dbpool__lease_begin_locked(p, c, now, trace);
             unlock(p);
+            if (w_ready)
+                pthread_cond_destroy(&w.cond);
             return hand_out(p, c, fast_start, out);
         }
         unlock(p);
-        if (checkout_slow(p, c, trace))
+        if (checkout_slow(p, c, trace, w_ready ? &w : NULL)) {
+            if (w_ready)
+                pthread_cond_destroy(&w.cond);
             return hand_out(p, c, fast_start, out);
+        }
         lock(p);
         checkout_failed_locked(p); /* a close meanwhile is reported at the top */
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */
         if (may_wait && dbpool__now_ns() >= deadline) {
+            if (w_ready && w.queued) {
+                dbpool__waiter_dequeue(p, &w);
+                dbpool__poke_head_locked(p);
+            }
             rc = timeout_error_locked(p, start, err, &holders);
             break;
         }
+    }
+    if (w_ready) {
+        if (w.queued) { /* put back in line, then stopped (closed, suspended) */
+            dbpool__waiter_dequeue(p, &w);
+            dbpool__poke_head_locked(p);
+        }
+        pthread_cond_destroy(&w.cond);
     }
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);

@@ -430,6 +430,75 @@ static void test_failed_validation_keeps_place_in_line(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A connection released while the first waiter's failed one is being
+ * closed goes to that waiter, not to the one behind it: it is back in line
+ * before the close (which the log line below announces). */
+static dbpool_conn *release_on_close_log;
+
+static void release_when_closing(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level;
+    if (release_on_close_log && strstr(line, "closing connection") && strstr(line, "(validation_failed)")) {
+        dbpool_conn *c = release_on_close_log;
+        release_on_close_log = NULL;
+        dbpool_release(c); /* a clean release: no I/O, allowed in a callback */
+    }
+}
+
+typedef struct got_conn {
+    dbpool *p;
+    int rc;
+    int id;
+} got_conn;
+
+static void *acquire_note_hold(void *arg) {
+    got_conn *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_acquire(a->p, 10000, &c, NULL);
+    if (a->rc == DBPOOL_OK) {
+        a->id = conn_id(c);
+        dbt_sleep_ms(300);
+        dbpool_release(c);
+    }
+    return NULL;
+}
+
+static void test_failed_validation_back_in_line_before_close(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.maintenance_interval_ms = 0;
+    o.log_fn = release_when_closing;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c1, *c2;
+    assert_int_equal(dbpool_acquire(p, 1000, &c1, NULL), DBPOOL_OK); /* fresh ones: not validated */
+    assert_int_equal(dbpool_acquire(p, 1000, &c2, NULL), DBPOOL_OK);
+    int second = conn_id(c2);
+    static got_conn a, b; /* static: a failed check must not leave the threads a dead stack frame */
+    a = (got_conn){.p = p, .rc = -100};
+    b = (got_conn){.p = p, .rc = -100};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, acquire_note_hold, &a), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(pthread_create(&tb, NULL, acquire_note_hold, &b), 0);
+    dbt_wait_for_waiters(p, 2, 5000);
+    release_on_close_log = c2;
+    dbpool__mock_fail_ping(1, 1); /* c1 fails the first waiter's validation */
+    dbpool_release(c1);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_null(release_on_close_log);
+    assert_int_equal(a.rc, DBPOOL_OK);
+    assert_int_equal(b.rc, DBPOOL_OK);
+    if (a.id != second)
+        fail_msg(
+            "connection #%d, released while the first waiter's failed one was closed, went to the waiter "
+            "behind it",
+            second);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -445,6 +514,7 @@ int main(void) {
         cmocka_unit_test_setup(test_validating_acquire_is_not_a_leak, setup),
         cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, setup),
         cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
+        cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
