@@ -174,8 +174,12 @@ void dbpool__maint_pass(dbpool *p) {
     /* Parked connections unused for a whole interval (their thread is
      * gone or busy elsewhere) rejoin the idle list, where idle timeout,
      * lifetime and keepalive see them. */
-    if (p->parked_head)
+    if (p->parked_head) {
         dbpool__recall_parked_locked(p, false, now - p->opt.maintenance_interval_ms * DBPOOL_NS_PER_MS);
+        /* One released through a cache woke nobody: a waiter inside its
+         * window would sleep to its window's end (or its deadline). */
+        dbpool__poke_head_locked(p);
+    }
     int old_cap;
     int new_cap = autoscale_locked(p, now, &old_cap);
     int nleaks = scan_leaks_locked(p, now, leaks);

@@ -729,10 +729,10 @@ static void test_timeout_counts_cached_lease(void **state) {
 
 /* A pool with a barging window longer than the waits below: a waiter is
  * inside its window for the whole of its wait. */
-static dbpool *open_wide_window_pool(void) {
+static dbpool *open_wide_window_pool_maintained(int64_t maint_ms) {
     dbpool_options o;
     dbt_options(&o, 1, 1);
-    o.maintenance_interval_ms = 0;
+    o.maintenance_interval_ms = maint_ms;
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.barging_window_us = 10000000; /* 10 s */
     dbpool *p = NULL;
@@ -741,6 +741,8 @@ static dbpool *open_wide_window_pool(void) {
         fail_msg("open: %s", e.message);
     return p;
 }
+
+static dbpool *open_wide_window_pool(void) { return open_wide_window_pool_maintained(0); }
 
 typedef struct long_waiter {
     dbpool *p;
@@ -806,6 +808,29 @@ static void test_waiter_takes_cached_connection_at_its_deadline(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* With a maintenance thread, a connection released through the cache
+ * (which wakes nobody) reaches a waiter inside its window at the next
+ * maintenance pass, not at the window's end or the waiter's deadline. */
+static void test_maintenance_hands_cached_connection_to_waiter(void **state) {
+    (void)state;
+    dbpool *p = open_wide_window_pool_maintained(50);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_release(c);
+    c = dbt_acquire(p); /* through the cache: its release is lock-free */
+    long_waiter w = {.p = p, .timeout_ms = 5000, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_with_timeout, &w), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    if (w.waited_ms >= 2000)
+        fail_msg("maintenance every 50 ms, yet the waiter got the free connection only after %lld ms",
+                 (long long)w.waited_ms);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
@@ -828,6 +853,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_counts_cached_lease, setup),
         cmocka_unit_test_setup(test_waiter_is_told_of_a_parked_connection, setup),
         cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, setup),
+        cmocka_unit_test_setup(test_maintenance_hands_cached_connection_to_waiter, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
