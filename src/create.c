@@ -66,12 +66,18 @@ bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
         p->stats.breaker_half_opens++;
         *ev = BREAKER_EVENT_HALF_OPEN;
     }
-    p->trial_in_flight = true;
+    dbpool__breaker_trial_begins_locked(p);
     return true;
 }
 
-/* Count one connect attempt's outcome. */
-static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e) {
+void dbpool__breaker_trial_begins_locked(dbpool *p) {
+    p->trial_in_flight = true;
+    atomic_store_explicit(&p->trial_seq, atomic_load_explicit(&p->trial_seq, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* Count one connect attempt's outcome; seq: trial_seq when it started. */
+static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq) {
     if (rc == DBPOOL_OK) {
         /* A timeout message quotes the last connect error: not one from
          * before the database came back. */
@@ -88,6 +94,9 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     p->stats.connect_errors++;
     p->last_connect_error = *e;
     p->consecutive_failures++;
+    if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
+        seq != atomic_load_explicit(&p->trial_seq, memory_order_relaxed))
+        return BREAKER_EVENT_NONE; /* admitted before the trial, which is still under way: not its outcome */
     bool open = p->breaker == DBPOOL_BREAKER_HALF_OPEN ||
                 (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
                  p->consecutive_failures >= p->opt.breaker_failures);
@@ -230,13 +239,14 @@ static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpoo
         if (attempt_deadline > deadline || attempt_deadline < now)
             attempt_deadline = deadline;
         dbpool__clearerr(&e);
+        uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
         rc = connect_once(p, attempt_deadline, native, &e);
         if (rc == DBPOOL_OK)
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
         else
             dbpool__finish_err(p, &e);
         lock(p);
-        breaker_event ev = note_attempt_locked(p, rc, &e);
+        breaker_event ev = note_attempt_locked(p, rc, &e, seq);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
         unlock(p);
         dbpool__log_breaker_event(p, ev);

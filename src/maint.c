@@ -228,7 +228,7 @@ void dbpool__maint_pass(dbpool *p) {
             /* Cooldown over: this refill is the breaker's one trial. */
             p->breaker = DBPOOL_BREAKER_HALF_OPEN;
             p->stats.breaker_half_opens++;
-            p->trial_in_flight = true;
+            dbpool__breaker_trial_begins_locked(p);
         }
         if (need)
             p->n_connecting++;

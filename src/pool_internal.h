@@ -165,6 +165,10 @@ struct dbpool {
     int consecutive_failures;
     int64_t breaker_opened_ns;
     bool trial_in_flight;
+    /* Trials admitted so far (written under the lock): a connect attempt
+     * reads it as it starts, so that one admitted before the trial that
+     * fails during it is not taken for the trial's outcome. */
+    _Atomic uint64_t trial_seq;
 
     /* maintenance thread */
     bool maint_running;
@@ -326,6 +330,8 @@ breaker_event dbpool__request_connections_locked(dbpool *p);
 bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
 /* May a connect start now (open -> half-open after the cooldown: the one trial)? */
 bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev);
+/* A connect now under way is the breaker's one half-open trial. Lock held. */
+void dbpool__breaker_trial_begins_locked(dbpool *p);
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */

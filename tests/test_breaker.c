@@ -299,6 +299,73 @@ static void test_failure_while_open_restarts_cooldown(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A connect admitted before the breaker opened that fails while the
+ * half-open trial runs is not the trial's outcome: the breaker stays
+ * half-open, is not counted as opened again, and admits no second trial
+ * while the first is under way. */
+static void test_stale_failure_is_not_the_trial(void **state) {
+    (void)state;
+    const int64_t cooldown = 200;
+    dbpool *p = open_pool_with_breaker(NULL, 1, cooldown);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    /* Y: slow, admitted while the breaker is closed. */
+    dbpool__mock_set_connect_delay_ms(1500);
+    slow_attempt y = {.p = p, .rc = -100};
+    pthread_t ty;
+    assert_int_equal(pthread_create(&ty, NULL, try_slowly, &y), 0);
+    int64_t t0 = dbt_now_ms();
+    while (mock_connects() < 1) {
+        if (dbt_now_ms() - t0 > 10000)
+            fail_msg("Y's connect did not start within 10 s");
+        dbt_sleep_ms(1);
+    }
+    /* X: fails at once and opens the breaker (threshold 1). */
+    dbpool__mock_set_connect_delay_ms(0);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_try_acquire(p, &c, NULL), DBPOOL_ECONNECT);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    /* Z: after the cooldown, the trial; slow enough to outlast Y. */
+    dbt_sleep_ms(cooldown + 100);
+    dbpool__mock_set_connect_delay_ms(5000);
+    slow_attempt z = {.p = p, .rc = -100};
+    pthread_t tz;
+    assert_int_equal(pthread_create(&tz, NULL, try_slowly, &z), 0);
+    t0 = dbt_now_ms();
+    while (mock_connects() < 3) {
+        if (dbt_now_ms() - t0 > 10000)
+            fail_msg("the trial did not start within 10 s");
+        dbt_sleep_ms(1);
+    }
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_HALF_OPEN);
+    /* Y fails during the trial. */
+    assert_int_equal(pthread_join(ty, NULL), 0);
+    assert_int_equal(y.rc, DBPOOL_ECONNECT);
+    dbpool_get_stats(p, &s);
+    if (s.breaker != DBPOOL_BREAKER_HALF_OPEN || s.breaker_opens != 1)
+        fail_msg(
+            "after a failure admitted before the trial: breaker %s, opened %llu times (want half_open, 1)",
+            dbpool_breaker_state_name(s.breaker), (unsigned long long)s.breaker_opens);
+    /* Past a cooldown from Y's failure, the trial still runs: no second. */
+    dbt_sleep_ms(cooldown + 100);
+    long before = mock_connects();
+    int rc = dbpool_try_acquire(p, &c, NULL);
+    if (rc != DBPOOL_EUNAVAILABLE || mock_connects() != before)
+        fail_msg("while the trial runs: %s, %ld connect attempt(s) (want EUNAVAILABLE, none)",
+                 dbpool_errname(rc), mock_connects() - before);
+    dbpool_get_stats(p, &s);
+    assert_int_equal((int)s.breaker_half_opens, 1);
+    /* The trial fails: open again, counted once more. */
+    assert_int_equal(pthread_join(tz, NULL), 0);
+    assert_int_not_equal(z.rc, DBPOOL_OK); /* refused, or past its connect timeout */
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    assert_int_equal((int)s.breaker_opens, 2);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void *acquire_for_3s(void *arg) {
     dbpool_conn *c = NULL;
     if (dbpool_acquire(arg, 3000, &c, NULL) == DBPOOL_OK)
@@ -370,6 +437,7 @@ int main(void) {
         cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
         cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
         cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
+        cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
