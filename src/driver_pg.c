@@ -718,17 +718,35 @@ static pg_stmt_slot *stmt_cache_prepare(pg_session *ps, const char *sql, size_t 
     return victim;
 }
 
-/* A kept statement the server no longer runs as kept: 26000, it is gone
+/* Does text name the statement `name` (and not one whose name only starts
+ * with it: _dbpool_s1 in _dbpool_s12)? The quotes around it are
+ * translated with the message, so they are not looked for. */
+static bool names_statement(const char *text, const char *name) {
+    size_t len = strlen(name);
+    for (const char *at = text ? strstr(text, name) : NULL; at; at = strstr(at + 1, name))
+        if (!isdigit((unsigned char)at[len]))
+            return true;
+    return false;
+}
+
+/*
+ * A kept statement the server no longer runs as kept: 26000, it is gone
  * (a DEALLOCATE or DISCARD on the native handle); 0A000 "cached plan must
- * not change result type", a table it reads changed shape. Nothing ran. */
-static bool stmt_gone(const PGresult *r, bool *all) {
+ * not change result type", a table it reads changed shape. Nothing ran:
+ * both are raised as the statement is bound. The same codes from inside
+ * it (a function that runs EXECUTE of a statement of its own) come with a
+ * CONTEXT and are the caller's: the statement ran, maybe with effects no
+ * rollback undoes (nextval, dblink), and dbpool's statements are all still
+ * there.
+ */
+static bool stmt_gone(const PGresult *r, const char *name, bool *all) {
+    *all = false;
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (!state)
+    if (!state || PQresultErrorField(r, PG_DIAG_CONTEXT))
         return false;
-    *all = strcmp(state, "26000") == 0;
-    if (*all)
-        return true;
     const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (strcmp(state, "26000") == 0)
+        return *all = names_statement(primary, name);
     return strcmp(state, "0A000") == 0 && primary &&
            strstr(primary, "cached plan must not change result type");
 }
@@ -761,7 +779,7 @@ static PGresult *exec_params(pg_session *ps, const char *sql, const char *rewrit
         }
         PGresult *r = PQexecPrepared(ps->pg, s->name, n, values, lengths, formats, 0);
         bool all = false;
-        if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, &all))
+        if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, s->name, &all))
             return r;
         if (all) {
             stmt_cache_forget_all(ps);

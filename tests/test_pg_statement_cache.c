@@ -211,6 +211,45 @@ static void test_deallocated_behind_its_back(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A function the statement calls runs EXECUTE of a statement that does
+ * not exist: 26000, but not dbpool's statement. The call ran (its nextval
+ * is not rolled back) and is not run again, and the statements dbpool
+ * keeps are still kept, not forgotten while the server holds them. */
+static void test_error_from_inside_is_the_callers(void **state) {
+    (void)state;
+    char sql[512], call[160];
+    dbpool *p = open_one(NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    snprintf(sql, sizeof sql, "CREATE SEQUENCE %s_seq", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION %s_f(x int) RETURNS int LANGUAGE plpgsql AS "
+             "$$ BEGIN PERFORM nextval('%s_seq'); EXECUTE 'EXECUTE no_such_statement'; RETURN x; END $$",
+             table, table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    assert_int_equal(plus(c, 0), 1);
+    assert_int_equal(plus(c, 1), 2);
+    snprintf(call, sizeof call, "SELECT %s_f(?)", table);
+    for (int i = 0; i < 3; i++) { /* unnamed, prepared, kept */
+        dbpool_param v = dbpool_param_int64(i);
+        dbpool_error err;
+        int rc = dbpool_exec(c, call, &v, 1, NULL, &err);
+        if (rc != DBPOOL_EQUERY || strcmp(err.sqlstate, "26000") != 0)
+            fail_msg("run %d: %s [%s] %s, want DBPOOL_EQUERY [26000]", i, dbpool_errname(rc), err.sqlstate,
+                     err.message);
+    }
+    snprintf(sql, sizeof sql, "SELECT last_value FROM %s_seq", table);
+    assert_int_equal(first_int(c, sql, NULL, 0), 3);
+    assert_int_equal(plus(c, 2), 3);
+    assert_int_equal(kept_on_server(c), 2);
+    assert_int_equal(runs_of(c, "SELECT $1::bigint + 1"), 2);
+    snprintf(sql, sizeof sql, "DROP FUNCTION %s_f; DROP SEQUENCE %s_seq", table, table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(rollbacks(p), 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A DEALLOCATE ALL through dbpool empties the cache at once: inside a
  * transaction the statement runs (prepared again), with no error. */
 static void test_deallocate_through_dbpool(void **state) {
@@ -332,6 +371,7 @@ int main(void) {
         cmocka_unit_test(test_least_recently_used_goes),
         cmocka_unit_test(test_table_changed_shape),
         cmocka_unit_test(test_deallocated_behind_its_back),
+        cmocka_unit_test(test_error_from_inside_is_the_callers),
         cmocka_unit_test(test_deallocate_through_dbpool),
         cmocka_unit_test(test_reset_empties_the_cache),
         cmocka_unit_test(test_failures),
