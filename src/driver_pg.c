@@ -737,7 +737,9 @@ static bool names_statement(const char *text, const char *name) {
  * it (a function that runs EXECUTE of a statement of its own) come with a
  * CONTEXT and are the caller's: the statement ran, maybe with effects no
  * rollback undoes (nextval, dblink), and dbpool's statements are all still
- * there.
+ * there. The 0A000 is told by the server function that raises it: the
+ * message is translated with lc_messages (the English text is taken from
+ * a server that does not send the function).
  */
 static bool stmt_gone(const PGresult *r, const char *name, bool *all) {
     *all = false;
@@ -747,8 +749,11 @@ static bool stmt_gone(const PGresult *r, const char *name, bool *all) {
     const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     if (strcmp(state, "26000") == 0)
         return *all = names_statement(primary, name);
-    return strcmp(state, "0A000") == 0 && primary &&
-           strstr(primary, "cached plan must not change result type");
+    if (strcmp(state, "0A000") != 0)
+        return false;
+    const char *function = PQresultErrorField(r, PG_DIAG_SOURCE_FUNCTION);
+    return function ? strcmp(function, "RevalidateCachedQuery") == 0
+                    : primary && strstr(primary, "cached plan must not change result type");
 }
 
 /*

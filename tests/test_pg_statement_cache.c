@@ -20,6 +20,7 @@
 #include "dbpool.h"
 #include "testsupport.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,61 @@ static void test_table_changed_shape(void **state) {
     dbpool_result_free(r);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* The same on a server that answers in German (lc_messages, set as the
+ * admin; skipped where no such locale is installed): the stale statement
+ * is still known by its 0A000, prepared again and answers, also on the
+ * next lease. */
+static void test_changed_shape_in_another_language(void **state) {
+    (void)state;
+    const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
+    if (!admin || !*admin)
+        fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    if (dbpool_open(&p, admin, &o, &err) != DBPOOL_OK)
+        fail_msg("dbpool_open: %s", err.message);
+    dbpool_conn *c = dbt_acquire(p);
+    /* On the native handle: a SET through dbpool would reset the session
+     * (back to English) at the release. */
+    PGresult *res = PQexec(dbpool_conn_native(c), "SET lc_messages = 'de_DE.UTF-8'");
+    bool german = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!german) {
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        assert_int_equal(dbpool_close(p), 0);
+        skip(); /* the server has no de_DE.UTF-8 locale */
+    }
+    char sql[160], select[160];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s_de (a int)", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s_de VALUES (1)", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(select, sizeof select, "SELECT * FROM %s_de WHERE a = ?", table);
+    dbpool_param one = dbpool_param_int64(1);
+    for (int i = 0; i < 2; i++) { /* the second run prepares it */
+        dbpool_result *r = dbt_query_ok(c, select, &one, 1);
+        assert_int_equal(dbpool_result_columns(r), 1);
+        dbpool_result_free(r);
+    }
+    snprintf(sql, sizeof sql, "ALTER TABLE %s_de ADD COLUMN b int DEFAULT 7", table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    for (int lease = 0; lease < 2; lease++) {
+        dbpool_result *r = dbt_query_ok(c, select, &one, 1);
+        assert_int_equal(dbpool_result_columns(r), 2);
+        dbpool_result_free(r);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        c = dbt_acquire(p);
+    }
+    snprintf(sql, sizeof sql, "DROP TABLE %s_de", table);
     dbt_exec_ok(c, sql, NULL, 0);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
@@ -370,6 +426,7 @@ int main(void) {
         cmocka_unit_test(test_types_are_part_of_the_key),
         cmocka_unit_test(test_least_recently_used_goes),
         cmocka_unit_test(test_table_changed_shape),
+        cmocka_unit_test(test_changed_shape_in_another_language),
         cmocka_unit_test(test_deallocated_behind_its_back),
         cmocka_unit_test(test_error_from_inside_is_the_callers),
         cmocka_unit_test(test_deallocate_through_dbpool),
