@@ -579,8 +579,9 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
  * int8): a statement prepared for int4 cannot take an int8 value. Names
  * are never reused within a session, so a statement forgotten here but
  * still on the server cannot be confused with a new one; what is forgotten
- * that way (after a caller's DEALLOCATE, DISCARD or SET) is gone with the
- * DISCARD ALL the release then runs.
+ * that way (after a caller's DEALLOCATE, DISCARD or SET) is deallocated
+ * at the next statement outside a transaction, or gone with the DISCARD
+ * ALL the release then runs.
  */
 #define PG_STMT_SLOTS 32
 #define PG_STMT_SEEN 32
@@ -601,6 +602,10 @@ struct pg_stmt_cache {
     uint64_t seen[PG_STMT_SEEN]; /* hashes of statements run once, unnamed (0: none) */
     unsigned seen_next;          /* the ring's oldest entry */
     pg_stmt_slot slot[PG_STMT_SLOTS];
+    /* Forgotten but still on the server: deallocated at the next
+     * statement outside a transaction (or by the release's DISCARD ALL). */
+    char (*retired)[sizeof((pg_stmt_slot *)0)->name];
+    size_t nretired, retired_cap;
 };
 
 static void stmt_slot_forget(pg_stmt_slot *s) {
@@ -618,10 +623,64 @@ static void stmt_cache_forget_all(pg_session *ps) {
         stmt_slot_forget(&ps->stmts->slot[i]);
 }
 
+static void stmt_cache_forget_retired(pg_stmt_cache *k) {
+    free(k->retired);
+    k->retired = NULL;
+    k->nretired = k->retired_cap = 0;
+}
+
 static void stmt_cache_free(pg_session *ps) {
     stmt_cache_forget_all(ps);
+    if (ps->stmts)
+        stmt_cache_forget_retired(ps->stmts);
     free(ps->stmts);
     ps->stmts = NULL;
+}
+
+/* Forget every kept statement, which the server still holds: their names
+ * wait for stmt_cache_drop_retired. (Out of memory, a name is left to the
+ * DISCARD ALL at release: the caller's statement has made one due.) */
+static void stmt_cache_retire_all(pg_session *ps) {
+    pg_stmt_cache *k = ps->stmts;
+    if (!k)
+        return;
+    for (int i = 0; i < PG_STMT_SLOTS; i++) {
+        pg_stmt_slot *s = &k->slot[i];
+        if (!s->sql)
+            continue;
+        if (k->nretired == k->retired_cap) {
+            size_t cap = k->retired_cap ? 2 * k->retired_cap : PG_STMT_SLOTS;
+            void *grown = realloc(k->retired, cap * sizeof *k->retired);
+            if (grown) {
+                k->retired = grown;
+                k->retired_cap = cap;
+            }
+        }
+        if (k->nretired < k->retired_cap)
+            memcpy(k->retired[k->nretired++], s->name, sizeof s->name);
+        stmt_slot_forget(s);
+    }
+}
+
+/* Deallocate the retired statements, in one round trip, when no
+ * transaction is open: one of them found gone (a DEALLOCATE behind
+ * dbpool's back) fails only that batch, where inside a transaction it
+ * would abort the caller's. What a failed batch leaves goes with the
+ * DISCARD ALL at release. */
+static void stmt_cache_drop_retired(pg_session *ps) {
+    pg_stmt_cache *k = ps->stmts;
+    if (!k || !k->nretired || PQtransactionStatus(ps->pg) != PQTRANS_IDLE)
+        return;
+    size_t cap = k->nretired * (sizeof "DEALLOCATE ;" + sizeof k->retired[0]) + 1;
+    char *sql = malloc(cap);
+    if (sql) {
+        size_t used = 0;
+        for (size_t i = 0; i < k->nretired; i++)
+            used += (size_t)snprintf(sql + used, cap - used, "DEALLOCATE %s;", k->retired[i]);
+        PQclear(PQexec(ps->pg, sql));
+        free(sql);
+    }
+    stmt_cache_forget_retired(k);
 }
 
 static pg_stmt_slot *stmt_cache_find(pg_session *ps, const char *sql, size_t len, const Oid *types, int n) {
@@ -768,6 +827,7 @@ static bool stmt_gone(const PGresult *r, const char *name, bool *all) {
 static PGresult *exec_params(pg_session *ps, const char *sql, const char *rewritten, int n, const Oid *types,
                              const char *const *values, const int *lengths, const int *formats) {
     size_t len = strlen(sql);
+    stmt_cache_drop_retired(ps);
     if (!ps->keep_statements || len > PG_STMT_MAX_SQL)
         return PQexecParams(ps->pg, rewritten, n, types, values, lengths, formats, 0);
     bool outside_transaction = PQtransactionStatus(ps->pg) == PQTRANS_IDLE;
@@ -885,6 +945,8 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     for (PGnotify *n = PQnotifies(c); n; n = PQnotifies(c))
         PQfreemem(n);
     stmt_cache_forget_all(ps); /* DISCARD ALL deallocated them */
+    if (ps->stmts)
+        stmt_cache_forget_retired(ps->stmts);
     ps->effect = PG_SESSION_UNCHANGED;
     *session_cleared = true;
     return DBPOOL_OK;
@@ -902,17 +964,35 @@ static int pg_session_baseline(void *native, dbpool_error *e) {
 
 static void *pg_user_handle(void *native) { return pg_of(native); }
 
+/* Does sql hold `word` anywhere, in any case? */
+static bool mentions(const char *sql, const char *word) {
+    size_t len = strlen(word);
+    for (; *sql; sql++)
+        if (strncasecmp(sql, word, len) == 0)
+            return true;
+    return false;
+}
+
 /* A statement a caller runs through dbpool: does it change the session for
  * longer than its transaction? Scanned before it runs (a failed statement
  * of several may have run the first), and after a first change too, in
- * case a later statement makes it permanent. Such a statement may also be
- * a DEALLOCATE or DISCARD: the kept statements are forgotten (the ones
- * still on the server go with the DISCARD ALL that the release now runs). */
+ * case a later statement makes it permanent. Such a statement may change
+ * what a kept one means (a SET timezone, a temporary table in front of a
+ * table it reads): the kept statements are forgotten. One that mentions
+ * DEALLOCATE or DISCARD may remove them: what it leaves on the server goes
+ * with the DISCARD ALL that the release now runs. The others leave them
+ * there, and a long lease that runs such statements over and over (an
+ * advisory lock per job) would pile them up: they are deallocated at the
+ * next statement outside a transaction. */
 static void note_session_change(void *native, const char *sql) {
     pg_session *ps = native;
     pg_session_effect e = dbpool__pg_session_effect(sql);
-    if (e != PG_SESSION_UNCHANGED)
-        stmt_cache_forget_all(ps);
+    if (e != PG_SESSION_UNCHANGED) {
+        if (mentions(sql, "deallocate") || mentions(sql, "discard"))
+            stmt_cache_forget_all(ps);
+        else
+            stmt_cache_retire_all(ps);
+    }
     if (e > ps->effect)
         ps->effect = e;
 }

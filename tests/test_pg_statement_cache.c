@@ -351,6 +351,25 @@ static void test_reset_empties_the_cache(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A statement that changes the session (an advisory lock per job, in a
+ * long lease) makes the kept statements be forgotten; the server's copies
+ * are deallocated, not left to pile up until the release. */
+static void test_forgotten_are_deallocated(void **state) {
+    (void)state;
+    dbpool *p = open_one(NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    for (int64_t job = 0; job < 20; job++) {
+        dbpool_param key = dbpool_param_int64(4242);
+        dbt_exec_ok(c, "SELECT pg_advisory_lock(?)", &key, 1);
+        for (int64_t i = 0; i < 3; i++)
+            assert_int_equal(plus(c, i), i + 1);
+        dbt_exec_ok(c, "SELECT pg_advisory_unlock(?)", &key, 1);
+    }
+    assert_int_equal(kept_on_server(c), 3);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A statement that does not prepare (a syntax error) is the caller's
  * error, every time, and nothing is kept; one that fails when it runs
  * stays kept. */
@@ -431,6 +450,7 @@ int main(void) {
         cmocka_unit_test(test_error_from_inside_is_the_callers),
         cmocka_unit_test(test_deallocate_through_dbpool),
         cmocka_unit_test(test_reset_empties_the_cache),
+        cmocka_unit_test(test_forgotten_are_deallocated),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_run_once_not_prepared),
         cmocka_unit_test(test_cache_off),
