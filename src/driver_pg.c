@@ -640,26 +640,27 @@ static void stmt_cache_free(pg_session *ps) {
 /* Forget every kept statement, which the server still holds: their names
  * wait for stmt_cache_drop_retired. (Out of memory, a name is left to the
  * DISCARD ALL at release: the caller's statement has made one due.) */
+static bool stmt_slot_retire(pg_stmt_cache *k, pg_stmt_slot *s) {
+    if (k->nretired == k->retired_cap) {
+        size_t cap = k->retired_cap ? 2 * k->retired_cap : PG_STMT_SLOTS;
+        void *grown = realloc(k->retired, cap * sizeof *k->retired);
+        if (grown) {
+            k->retired = grown;
+            k->retired_cap = cap;
+        }
+    }
+    bool kept = k->nretired < k->retired_cap;
+    if (kept)
+        memcpy(k->retired[k->nretired++], s->name, sizeof s->name);
+    stmt_slot_forget(s);
+    return kept;
+}
+
 static void stmt_cache_retire_all(pg_session *ps) {
     pg_stmt_cache *k = ps->stmts;
-    if (!k)
-        return;
-    for (int i = 0; i < PG_STMT_SLOTS; i++) {
-        pg_stmt_slot *s = &k->slot[i];
-        if (!s->sql)
-            continue;
-        if (k->nretired == k->retired_cap) {
-            size_t cap = k->retired_cap ? 2 * k->retired_cap : PG_STMT_SLOTS;
-            void *grown = realloc(k->retired, cap * sizeof *k->retired);
-            if (grown) {
-                k->retired = grown;
-                k->retired_cap = cap;
-            }
-        }
-        if (k->nretired < k->retired_cap)
-            memcpy(k->retired[k->nretired++], s->name, sizeof s->name);
-        stmt_slot_forget(s);
-    }
+    for (int i = 0; k && i < PG_STMT_SLOTS; i++)
+        if (k->slot[i].sql)
+            stmt_slot_retire(k, &k->slot[i]);
 }
 
 /* Deallocate the retired statements, in one round trip, when no
@@ -677,7 +678,10 @@ static void stmt_cache_drop_retired(pg_session *ps) {
         size_t used = 0;
         for (size_t i = 0; i < k->nretired; i++)
             used += (size_t)snprintf(sql + used, cap - used, "DEALLOCATE %s;", k->retired[i]);
-        PQclear(PQexec(ps->pg, sql));
+        PGresult *r = PQexec(ps->pg, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && ps->effect == PG_SESSION_UNCHANGED)
+            ps->effect = PG_SESSION_CHANGED; /* what is left: DISCARD ALL */
+        PQclear(r);
         free(sql);
     }
     stmt_cache_forget_retired(k);
@@ -753,14 +757,23 @@ static pg_stmt_slot *stmt_cache_prepare(pg_session *ps, const char *sql, size_t 
             victim = &k->slot[i];
     if (victim->sql) {
         /* Full: the least recently used one goes, on the server too. If
-         * that fails, the statement is left there until a DISCARD ALL. */
-        char sql_dealloc[64];
-        snprintf(sql_dealloc, sizeof sql_dealloc, "DEALLOCATE %s", victim->name);
-        PGresult *r = PQexec(ps->pg, sql_dealloc);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && ps->effect == PG_SESSION_UNCHANGED)
-            ps->effect = PG_SESSION_CHANGED;
-        PQclear(r);
-        stmt_slot_forget(victim);
+         * that fails, the statement is left there until a DISCARD ALL.
+         * Inside a transaction it is deallocated after it, with the
+         * retired ones: if it was gone (a DEALLOCATE behind dbpool's
+         * back), the failed DEALLOCATE would abort the caller's
+         * transaction, and the caller's statement would fail with 25P02. */
+        if (PQtransactionStatus(ps->pg) != PQTRANS_IDLE) {
+            if (!stmt_slot_retire(k, victim) && ps->effect == PG_SESSION_UNCHANGED)
+                ps->effect = PG_SESSION_CHANGED; /* out of memory: DISCARD ALL */
+        } else {
+            char sql_dealloc[64];
+            snprintf(sql_dealloc, sizeof sql_dealloc, "DEALLOCATE %s", victim->name);
+            PGresult *r = PQexec(ps->pg, sql_dealloc);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && ps->effect == PG_SESSION_UNCHANGED)
+                ps->effect = PG_SESSION_CHANGED;
+            PQclear(r);
+            stmt_slot_forget(victim);
+        }
     }
     char name[sizeof victim->name];
     snprintf(name, sizeof name, "_dbpool_s%llu", (unsigned long long)++k->serial);

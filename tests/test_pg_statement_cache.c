@@ -306,6 +306,37 @@ static void test_error_from_inside_is_the_callers(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* DEALLOCATE ALL on the native handle with the cache full, then a new
+ * statement inside a transaction: making room for it does not deallocate
+ * the statement found gone there (which would abort the transaction), but
+ * after it, and the transaction goes on. */
+static void test_full_cache_in_a_transaction(void **state) {
+    (void)state;
+    dbpool *p = open_one(NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    char sql[64];
+    for (int k = 0; k < 32; k++) {
+        snprintf(sql, sizeof sql, "SELECT ?::int + %d", k);
+        for (int64_t i = 1; i <= 2; i++) {
+            dbpool_param v = dbpool_param_int64(i);
+            assert_int_equal(first_int(c, sql, &v, 1), i + k);
+        }
+    }
+    assert_int_equal(kept_on_server(c), 32);
+    PGresult *res = PQexec(dbpool_conn_native(c), "DEALLOCATE ALL");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    dbt_exec_ok(c, "BEGIN", NULL, 0);
+    for (int64_t i = 1; i <= 3; i++) {
+        dbpool_param v = dbpool_param_int64(i);
+        assert_int_equal(first_int(c, "SELECT ?::int * 2", &v, 1), 2 * i);
+    }
+    dbt_exec_ok(c, "COMMIT", NULL, 0);
+    assert_int_equal(plus(c, 1), 2);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A DEALLOCATE ALL through dbpool empties the cache at once: inside a
  * transaction the statement runs (prepared again), with no error. */
 static void test_deallocate_through_dbpool(void **state) {
@@ -448,6 +479,7 @@ int main(void) {
         cmocka_unit_test(test_changed_shape_in_another_language),
         cmocka_unit_test(test_deallocated_behind_its_back),
         cmocka_unit_test(test_error_from_inside_is_the_callers),
+        cmocka_unit_test(test_full_cache_in_a_transaction),
         cmocka_unit_test(test_deallocate_through_dbpool),
         cmocka_unit_test(test_reset_empties_the_cache),
         cmocka_unit_test(test_forgotten_are_deallocated),
