@@ -8,7 +8,7 @@ what=${1:-test}
 
 demo_pkgs=(build-essential cmake pkg-config libsqlite3-dev libjansson-dev)
 test_pkgs=("${demo_pkgs[@]}" libcmocka-dev libpq-dev libmariadb-dev libmicrohttpd-dev postgresql mariadb-server
-           clang libclang-rt-14-dev python3 iproute2 procps)
+           clang libclang-rt-14-dev python3 iproute2 procps locales)
 bench_pkgs=("${test_pkgs[@]}" gnuplot-nox libzdb-dev libaprutil1-dev default-jdk-headless
             libhikaricp-java libpostgresql-jdbc-java libxerial-sqlite-jdbc-java libslf4j-java)
 
@@ -19,15 +19,26 @@ bench) pkgs=("${bench_pkgs[@]}") ;;
 *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac
 
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+
+# A German locale for the server's messages: the PostgreSQL statement cache
+# must tell a stale plan by more than its English text
+# (test_pg_statement_cache). Made once, outside the locale archive.
+german_locale() {
+  [ "$what" = demo ] && return 0
+  locale -a 2>/dev/null | grep -qix 'de_DE.utf8' && return 0
+  $SUDO localedef --no-archive -i de_DE -f UTF-8 de_DE.UTF-8 >&2
+}
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  german_locale
   exit 0
 fi
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 echo "installing: ${missing[*]}" >&2
 $SUDO apt-get update -qq
 # The server packages must not start system-wide services: the tests start
@@ -38,3 +49,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+german_locale
