@@ -637,9 +637,9 @@ static void stmt_cache_free(pg_session *ps) {
     ps->stmts = NULL;
 }
 
-/* Forget every kept statement, which the server still holds: their names
- * wait for stmt_cache_drop_retired. (Out of memory, a name is left to the
- * DISCARD ALL at release: the caller's statement has made one due.) */
+/* Forget a kept statement the server still holds: its name waits for
+ * stmt_cache_drop_retired. False when out of memory: the name is lost, and
+ * the caller makes the release's DISCARD ALL due. */
 static bool stmt_slot_retire(pg_stmt_cache *k, pg_stmt_slot *s) {
     if (k->nretired == k->retired_cap) {
         size_t cap = k->retired_cap ? 2 * k->retired_cap : PG_STMT_SLOTS;
@@ -756,24 +756,14 @@ static pg_stmt_slot *stmt_cache_prepare(pg_session *ps, const char *sql, size_t 
         if (!k->slot[i].sql || k->slot[i].used < victim->used)
             victim = &k->slot[i];
     if (victim->sql) {
-        /* Full: the least recently used one goes, on the server too. If
-         * that fails, the statement is left there until a DISCARD ALL.
-         * Inside a transaction it is deallocated after it, with the
-         * retired ones: if it was gone (a DEALLOCATE behind dbpool's
-         * back), the failed DEALLOCATE would abort the caller's
-         * transaction, and the caller's statement would fail with 25P02. */
-        if (PQtransactionStatus(ps->pg) != PQTRANS_IDLE) {
-            if (!stmt_slot_retire(k, victim) && ps->effect == PG_SESSION_UNCHANGED)
-                ps->effect = PG_SESSION_CHANGED; /* out of memory: DISCARD ALL */
-        } else {
-            char sql_dealloc[64];
-            snprintf(sql_dealloc, sizeof sql_dealloc, "DEALLOCATE %s", victim->name);
-            PGresult *r = PQexec(ps->pg, sql_dealloc);
-            if (PQresultStatus(r) != PGRES_COMMAND_OK && ps->effect == PG_SESSION_UNCHANGED)
-                ps->effect = PG_SESSION_CHANGED;
-            PQclear(r);
-            stmt_slot_forget(victim);
-        }
+        /* Full: the least recently used one goes, on the server too, with
+         * the retired ones: now outside a transaction, after it inside one
+         * (found gone, a DEALLOCATE behind dbpool's back, the failed
+         * DEALLOCATE would abort the caller's transaction, and the
+         * caller's statement would fail with 25P02). */
+        if (!stmt_slot_retire(k, victim) && ps->effect == PG_SESSION_UNCHANGED)
+            ps->effect = PG_SESSION_CHANGED; /* out of memory: DISCARD ALL */
+        stmt_cache_drop_retired(ps);
     }
     char name[sizeof victim->name];
     snprintf(name, sizeof name, "_dbpool_s%llu", (unsigned long long)++k->serial);
@@ -859,14 +849,10 @@ static PGresult *exec_params(pg_session *ps, const char *sql, const char *rewrit
         bool all = false;
         if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, s->name, &all))
             return r;
-        if (all) {
+        if (all)
             stmt_cache_forget_all(ps);
-        } else {
-            /* Still on the server under its name: dropped at release. */
-            stmt_slot_forget(s);
-            if (ps->effect == PG_SESSION_UNCHANGED)
-                ps->effect = PG_SESSION_CHANGED;
-        }
+        else if (!stmt_slot_retire(ps->stmts, s) && ps->effect == PG_SESSION_UNCHANGED)
+            ps->effect = PG_SESSION_CHANGED; /* still on the server; out of memory: DISCARD ALL */
         if (attempt > 0 || !outside_transaction || PQtransactionStatus(ps->pg) != PQTRANS_IDLE)
             return r;
         PQclear(r);
