@@ -74,6 +74,18 @@ static int64_t runs_of(dbpool_conn *c, const char *statement) {
                      &p, 1);
 }
 
+/* n different statements ("SELECT ?::int + k"), each run twice: kept. */
+static void run_distinct_twice(dbpool_conn *c, int n) {
+    char sql[64];
+    for (int k = 0; k < n; k++) {
+        snprintf(sql, sizeof sql, "SELECT ?::int + %d", k);
+        for (int64_t i = 1; i <= 2; i++) {
+            dbpool_param v = dbpool_param_int64(i);
+            assert_int_equal(first_int(c, sql, &v, 1), i + k);
+        }
+    }
+}
+
 static uint64_t rollbacks(dbpool *p) {
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -122,14 +134,7 @@ static void test_least_recently_used_goes(void **state) {
     (void)state;
     dbpool *p = open_one(NULL);
     dbpool_conn *c = dbt_acquire(p);
-    char sql[64];
-    for (int k = 0; k < 40; k++) {
-        snprintf(sql, sizeof sql, "SELECT ?::int + %d", k);
-        for (int64_t i = 1; i <= 2; i++) {
-            dbpool_param v = dbpool_param_int64(i);
-            assert_int_equal(first_int(c, sql, &v, 1), i + k);
-        }
-    }
+    run_distinct_twice(c, 40);
     assert_int_equal(kept_on_server(c), 32);
     for (int64_t i = 1; i <= 2; i++) {
         dbpool_param v = dbpool_param_int64(i);
@@ -320,14 +325,7 @@ static void test_full_cache_in_a_transaction(void **state) {
     (void)state;
     dbpool *p = open_one(NULL);
     dbpool_conn *c = dbt_acquire(p);
-    char sql[64];
-    for (int k = 0; k < 32; k++) {
-        snprintf(sql, sizeof sql, "SELECT ?::int + %d", k);
-        for (int64_t i = 1; i <= 2; i++) {
-            dbpool_param v = dbpool_param_int64(i);
-            assert_int_equal(first_int(c, sql, &v, 1), i + k);
-        }
-    }
+    run_distinct_twice(c, 32);
     assert_int_equal(kept_on_server(c), 32);
     PGresult *res = PQexec(dbpool_conn_native(c), "DEALLOCATE ALL");
     assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
