@@ -793,7 +793,9 @@ static void test_waiter_takes_cached_connection_at_its_deadline(void **state) {
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     c = dbt_acquire(p); /* through the cache: its release is lock-free */
-    long_waiter w = {.p = p, .timeout_ms = 600, .rc = -100};
+    /* The release must come before the deadline, even from a thread
+     * stalled for a few hundred ms. */
+    long_waiter w = {.p = p, .timeout_ms = 1500, .rc = -100};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, acquire_with_timeout, &w), 0);
     dbt_wait_for_waiters(p, 1, 5000);
