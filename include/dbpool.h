@@ -91,7 +91,7 @@ typedef enum {
 typedef enum {
     DBPOOL_VALIDATE_NEVER = 0,  /* hand connections out unchecked             */
     DBPOOL_VALIDATE_ALWAYS = 1, /* round trip before every hand-out           */
-    DBPOOL_VALIDATE_IF_IDLE = 2 /* round trip when idle > validation_window_ms */
+    DBPOOL_VALIDATE_IF_IDLE = 2 /* round trip when idle >= validation_window_ms */
 } dbpool_validation;
 
 /* Called from any pool thread with a finished, password-free line. */
