@@ -500,7 +500,8 @@ typedef struct dbpool_manager dbpool_manager;
 
 int dbpool_manager_new(dbpool_manager **out);
 /* Open a pool under `name` (copied; it also becomes the pool's name in logs
- * and metrics). DBPOOL_EINVAL when the name is taken or empty; otherwise the
+ * and metrics, replacing o->name). DBPOOL_EINVAL when the name is taken or
+ * empty, or when the URL's pool_name key names it otherwise; else the
  * errors of dbpool_open. */
 int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, const dbpool_options *o,
                         dbpool_error *err);
