@@ -32,7 +32,10 @@ extern "C" {
 /* Errors                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* X(name, value, description). One table; dbpool_strerror() reads it. */
+/* X(name, value, description). One table; dbpool_strerror() reads it.
+ * No function of this version returns DBPOOL_EVALIDATE: a connection that
+ * fails validation is closed and replaced, and the caller never sees it
+ * (a failed dbpool_check_health returns the round trip's own error). */
 #define DBPOOL_ERRNO_MAP(X)                                                                                  \
     X(OK, 0, "success")                                                                                      \
     X(EINVAL, -1, "invalid argument or option")                                                              \
