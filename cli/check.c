@@ -119,7 +119,7 @@ int cli_check_main(int argc, char **argv) {
     static const char *const value_opts[] = {"timeout", NULL};
     static const char *const flags[] = {"verbose", "help", NULL};
     const char *url = NULL;
-    int64_t timeout_ms = 0;
+    int64_t timeout_ms = 10000; /* the help's default: a check answers within seconds, not the pool's 30 s */
     bool verbose = false, only_positional = false;
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         const char *arg = argv[i];
@@ -160,14 +160,13 @@ int cli_check_main(int argc, char **argv) {
     o.name = "check";
     o.min_size = 0;
     o.max_size = 1;
-    if (timeout_ms > 0) {
-        /* One bound for the whole check: waiting, connecting, the round trip. */
-        o.acquire_timeout_ms = timeout_ms;
-        if (o.connect_timeout_ms > timeout_ms)
-            o.connect_timeout_ms = timeout_ms;
-        if (o.validation_timeout_ms > timeout_ms)
-            o.validation_timeout_ms = timeout_ms;
-    }
+    /* The bound on waiting for the connection, and on each of connecting
+     * and the round trip. */
+    o.acquire_timeout_ms = timeout_ms;
+    if (o.connect_timeout_ms > timeout_ms)
+        o.connect_timeout_ms = timeout_ms;
+    if (o.validation_timeout_ms > timeout_ms)
+        o.validation_timeout_ms = timeout_ms;
     if (verbose) {
         o.log_fn = cli_log_stderr;
         o.log_level = DBPOOL_LOG_DEBUG;

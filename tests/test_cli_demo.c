@@ -3,6 +3,7 @@
  * user runs them (a child process), their JSON parsed with jansson.
  */
 #include "cli_run.h"
+#include "loopback.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -582,6 +583,26 @@ static void test_demo_output_is_input_or_database(void **state) {
     dbt_run_free(&r);
 }
 
+#ifdef DBPOOL_HAVE_PG
+/* Without --timeout a check of a server that accepts and never answers
+ * ends after the 10 s its help gives, not the pool's 30 s acquire timeout. */
+static void test_check_default_timeout(void **state) {
+    (void)state;
+    int port = 0;
+    int fd = dbt_loopback_socket(&port, 8); /* listens, never accepts: the handshake completes, no reply */
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/db", port);
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = dbt_run_cli((const char *[]){"check", url, NULL});
+    int64_t took = dbt_now_ms() - t0;
+    close(fd);
+    if (r.status != 1 || took < 9000 || took > 20000)
+        fail_msg("check of a deaf server: exit %d after %lld ms (want 1 after about 10 s); stderr: %s",
+                 r.status, (long long)took, r.err);
+    dbt_run_free(&r);
+}
+#endif
+
 static void test_check_healthy(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite::memory:", "--timeout", "5", NULL});
@@ -863,6 +884,9 @@ int main(void) {
         cmocka_unit_test(test_demo_input_without_line_ends),
         cmocka_unit_test(test_demo_output_dir_missing),
         cmocka_unit_test(test_check_healthy),
+#ifdef DBPOOL_HAVE_PG
+        cmocka_unit_test(test_check_default_timeout),
+#endif
         cmocka_unit_test(test_check_unhealthy),
         cmocka_unit_test(test_check_unhealthy_names_backend),
         cmocka_unit_test(test_check_usage),
