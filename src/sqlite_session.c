@@ -9,11 +9,15 @@ static bool is_temp(const char *schema) { return schema && strcmp(schema, "temp"
 
 /* The index of the baseline object (or, with `database`, attached
  * database) of this name, or nbaseline; SQLite compares names without
- * regard to ASCII case. */
+ * regard to ASCII case. A database without a name is the first baseline
+ * database: SQLite names the database of a DETACH to the authorizer only
+ * when it is written as a literal, and DETACH ? (or 'a' || 'ux') may
+ * detach any of them, and the same name may then be attached to another
+ * file. */
 static size_t in_baseline(const sqlite_session *s, bool database, const char *name) {
-    for (size_t i = 0; name && i < s->nbaseline; i++)
+    for (size_t i = 0; (name || database) && i < s->nbaseline; i++)
         if ((strcmp(s->baseline[i].kind, "database") == 0) == database &&
-            strcasecmp(s->baseline[i].name, name) == 0)
+            (!name || strcasecmp(s->baseline[i].name, name) == 0))
             return i;
     return s->nbaseline;
 }
