@@ -200,6 +200,20 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             free(decoded);
             decoded = plain;
         }
+        /* A relative path is relative to the working directory of now:
+         * opened as given, every reconnect after a chdir() would open (and
+         * create) another, empty, database. */
+        char cwd[PATH_MAX];
+        if (decoded && decoded[0] != '/' && getcwd(cwd, sizeof cwd)) {
+            size_t need = strlen(cwd) + strlen(decoded) + 2;
+            char *abs = malloc(need);
+            if (abs)
+                snprintf(abs, need, "%s%s%s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", decoded);
+            else
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+            free(decoded);
+            decoded = abs;
+        }
         c->path = decoded;
     }
 

@@ -646,6 +646,38 @@ static void test_keys_that_cannot_apply(void **state) {
         fail_msg("sqlite:file:plain.db should make the file 'file:plain.db'");
 }
 
+/* A relative path is resolved once, at dbpool_open: a connection opened
+ * after the process changed its working directory opens the same database,
+ * not a new empty one there. */
+static void test_relative_path_fixed_at_open(void **state) {
+    (void)state;
+    char cwd[600], sub[700];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(sub, sizeof sub, "%s/relative_dir", dbt_tmpdir());
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(chdir(sub), 0);
+    dbpool *p = open_url("sqlite:relative.db");
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(x); INSERT INTO t VALUES (5)");
+    assert_int_equal(dbpool_discard(c), DBPOOL_OK);
+    assert_int_equal(chdir(dbt_tmpdir()), 0);
+    c = dbt_acquire(p); /* a new connection, opened from elsewhere */
+    dbpool_result *r = NULL;
+    dbpool_error e;
+    int rc = dbpool_query(c, "SELECT x FROM t", NULL, 0, &r, &e);
+    bool stray = access("relative.db", F_OK) == 0;
+    assert_int_equal(chdir(cwd), 0);
+    if (rc != DBPOOL_OK)
+        fail_msg("after chdir the pool opened another database (%s)%s", e.message,
+                 stray ? ", made in the new working directory" : "");
+    assert_int_equal(dbpool_result_next(r, NULL), 1);
+    assert_int_equal(dbpool_result_int64(r, 0), 5);
+    dbpool_result_free(r);
+    dbpool_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    assert_false(stray);
+}
+
 /* mode=rw on a file deleted after dbpool_open: not found, not retried. */
 static void test_deleted_file_not_found(void **state) {
     (void)state;
@@ -693,6 +725,7 @@ int main(void) {
         cmocka_unit_test(test_failed_attach_keeps_connection),
         cmocka_unit_test(test_keys_that_cannot_apply),
         cmocka_unit_test(test_deleted_file_not_found),
+        cmocka_unit_test(test_relative_path_fixed_at_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
