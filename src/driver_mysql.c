@@ -81,6 +81,8 @@ typedef struct my_conn {
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
     char *init_command;           /* rerun after a reset, or NULL */
     char *database;               /* the URL's, made current again after a reset; or NULL */
+    char *set_role;               /* MariaDB: "SET ROLE ...", run after a reset (the reset keeps the
+                                     caller's role); or NULL */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -506,6 +508,7 @@ static void close_conn(my_conn *mc) {
     stmt_cache_clear(mc);
     free(mc->init_command);
     free(mc->database);
+    free(mc->set_role);
     free(mc);
 }
 
@@ -591,6 +594,62 @@ static void session_sql(my_conn *mc, bool names, char *buf, size_t len) {
     }
 }
 
+/*
+ * MariaDB's reset (COM_RESET_CONNECTION) keeps the current role: a caller's
+ * SET ROLE would be the next caller's, with its privileges. The role the
+ * connection started with (the user's default role, or NONE) is recorded
+ * after connect and set again after each reset. Called inside a bounded
+ * call. MySQL's roles differ (SET ROLE DEFAULT, 5.7 has none): nothing
+ * there.
+ */
+static int record_role(my_conn *mc, dbpool_error *e) {
+    MYSQL *m = &mc->mysql;
+    if (!mariadb_connection(m))
+        return DBPOOL_OK;
+    static const char sql[] = "SELECT CURRENT_ROLE()";
+    MYSQL_RES *res = NULL;
+    if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0 || !(res = mysql_store_result(m))) {
+        if (tl_bound.expired) {
+            mark_broken(m);
+            return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: reading the session's role timed out");
+        }
+        int rc = conn_error(m, e);
+        dbpool__prefix_err(e, "reading the session's role");
+        return rc;
+    }
+    MYSQL_ROW row = mysql_fetch_row(res);
+    unsigned long *len = row ? mysql_fetch_lengths(res) : NULL;
+    const char *name = row && row[0] ? row[0] : NULL;
+    size_t n = name ? (size_t)len[0] : 0;
+    /* SET ROLE `name` (a backquote in it doubled), or SET ROLE NONE. */
+    static const char prefix[] = "SET ROLE ";
+    size_t plen = sizeof prefix - 1;
+    char *stmt = malloc(plen + (name ? 2 * n + 3 : 5));
+    if (stmt) {
+        size_t o = plen;
+        memcpy(stmt, prefix, plen);
+        if (!name) {
+            memcpy(stmt + o, "NONE", 4);
+            o += 4;
+        } else {
+            stmt[o++] = '`';
+            for (size_t i = 0; i < n; i++) {
+                if (name[i] == '`')
+                    stmt[o++] = '`';
+                stmt[o++] = name[i];
+            }
+            stmt[o++] = '`';
+        }
+        stmt[o] = '\0';
+    }
+    mysql_free_result(res);
+    if (!stmt)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    free(mc->set_role);
+    mc->set_role = stmt;
+    return DBPOOL_OK;
+}
+
 static void my_disconnect(void *native) {
     if (native)
         close_conn(conn_of(native));
@@ -633,6 +692,8 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     bound_set(deadline_ns);
     guard_nonblock(m, &g);
     rc = run_sql(m, first, "setting up the session", e);
+    if (rc == DBPOOL_OK)
+        rc = record_role(mc, e);
     bound_end(m, &g);
     if (rc) {
         close_conn(mc);
@@ -718,9 +779,10 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
         return rc;
     stmt_cache_clear(mc); /* closed on the server by the reset */
     /* The reset put session variables back to the server's defaults but
-     * kept the default database; the same deadline bounds the statements
-     * that restore them, in the order of a new connection: the database,
-     * init_command, then the pool's settings. */
+     * kept the default database and (MariaDB) the current role; the same
+     * deadline bounds the statements that restore them, in the order of a
+     * new connection: the database, the role, init_command, then the pool's
+     * settings. */
     char restore[256];
     session_sql(mc, true, restore, sizeof restore);
     my_guard g;
@@ -729,6 +791,8 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
         rc = conn_error(m, e);
         dbpool__prefix_err(e, "making the URL's database current again after reset");
     }
+    if (rc == DBPOOL_OK && mc->set_role)
+        rc = run_sql(m, mc->set_role, "restoring the role after reset", e);
     if (rc == DBPOOL_OK && mc->init_command)
         rc = run_sql(m, mc->init_command, "init_command after reset", e);
     if (rc == DBPOOL_OK)

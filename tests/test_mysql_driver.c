@@ -833,6 +833,30 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+/* MariaDB's reset keeps the current role: a caller's SET ROLE must not
+ * give the next caller that role's privileges. The role the connection
+ * started with (none here) is set again after the reset. */
+static void test_role_undone_at_release(void **state) {
+    (void)state;
+    dbpool *p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    /* The creator of a role is granted it (WITH ADMIN OPTION). */
+    dbt_exec_ok(c, "DROP ROLE IF EXISTS dbpool_test_role", NULL, 0);
+    dbt_exec_ok(c, "CREATE ROLE dbpool_test_role", NULL, 0);
+    int64_t fresh = query_int(c, "SELECT CURRENT_ROLE() IS NULL");
+    dbt_exec_ok(c, "SET ROLE dbpool_test_role", NULL, 0);
+    assert_int_equal(query_int(c, "SELECT CURRENT_ROLE() = 'dbpool_test_role'"), 1);
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    int64_t after = query_int(c, "SELECT CURRENT_ROLE() IS NULL");
+    dbt_exec_ok(c, "DROP ROLE dbpool_test_role", NULL, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+    assert_int_equal(fresh, 1);
+    if (after != 1)
+        fail_msg("the previous lease's SET ROLE is still in force after the release");
+}
+
 /* The server's max_prepared_stmt_count reached by kept statements: they
  * make room, and the new statement runs. */
 static void test_prepared_statement_limit(void **state) {
@@ -1040,6 +1064,7 @@ int main(void) {
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),
+        cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
