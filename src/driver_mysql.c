@@ -49,6 +49,9 @@ enum {
     MY_ER_ACCESS_DENIED_NO_PASSWORD = 1698,
     MY_ER_CONNECTION_KILLED = 1927,
     MY_ER_MAX_PREPARED_STMT_COUNT = 1461,
+    MY_ER_MUST_CHANGE_PASSWORD = 1820,
+    MY_ER_MUST_CHANGE_PASSWORD_LOGIN = 1862,
+    MY_ER_ACCOUNT_HAS_BEEN_LOCKED = 4151,
     MY_CR_CONNECTION_ERROR = 2002,
     MY_CR_CONN_HOST_ERROR = 2003,
     MY_CR_UNKNOWN_HOST = 2005,
@@ -333,6 +336,8 @@ static int connect_error_code(unsigned n) {
     case MY_ER_ACCESS_DENIED:
     case MY_ER_DBACCESS_DENIED:
     case MY_ER_ACCESS_DENIED_NO_PASSWORD:
+    case MY_ER_MUST_CHANGE_PASSWORD_LOGIN:
+    case MY_ER_ACCOUNT_HAS_BEEN_LOCKED:
         return DBPOOL_EAUTH;
     case MY_ER_BAD_DB:
         return DBPOOL_ENOTFOUND;
@@ -695,6 +700,13 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     if (rc == DBPOOL_OK)
         rc = record_role(mc, e);
     bound_end(m, &g);
+    if (rc == DBPOOL_EQUERY && mysql_errno(m) == MY_ER_MUST_CHANGE_PASSWORD) {
+        /* An expired password: the server let the session in, but it runs
+         * nothing until the password is changed. */
+        rc = DBPOOL_EAUTH;
+        if (e)
+            e->code = rc;
+    }
     if (rc) {
         close_conn(mc);
         return rc;

@@ -1025,6 +1025,32 @@ static void test_wrong_password_fast_auth_error(void **state) {
         fail_msg("wrong password took %lld ms to report", (long long)took);
 }
 
+/* A locked account, and an expired password (the server lets the session
+ * in, but it runs nothing until the password is changed), are
+ * authentication errors: not retried, and no connection is pooled. */
+static void test_locked_or_expired_account_auth_error(void **state) {
+    (void)state;
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mysql://dbpool_locked:Pw4Locked@%s%s", hosts, rest);
+    dbpool *admin = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(admin);
+    dbt_exec_ok(c, "DROP USER IF EXISTS dbpool_locked", NULL, 0);
+    dbt_exec_ok(c, "CREATE USER dbpool_locked IDENTIFIED BY 'Pw4Locked'", NULL, 0);
+    dbt_exec_ok(c, "GRANT ALL ON *.* TO dbpool_locked", NULL, 0);
+    dbpool_error err;
+    dbt_exec_ok(c, "ALTER USER dbpool_locked ACCOUNT LOCK", NULL, 0);
+    int locked = open_and_acquire(url, 5000, &err);
+    dbt_exec_ok(c, "ALTER USER dbpool_locked ACCOUNT UNLOCK PASSWORD EXPIRE", NULL, 0);
+    int expired = open_and_acquire(url, 5000, &err);
+    dbt_exec_ok(c, "DROP USER dbpool_locked", NULL, 0);
+    dbpool_release(c);
+    dbpool_close(admin);
+    if (locked != DBPOOL_EAUTH || expired != DBPOOL_EAUTH)
+        fail_msg("locked account: %s, expired password: %s (want DBPOOL_EAUTH for both)",
+                 dbpool_errname(locked), dbpool_errname(expired));
+}
+
 static void test_ssl_required_without_tls_fails(void **state) {
     (void)state;
     char url[2048];
@@ -1067,6 +1093,7 @@ int main(void) {
         cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
+        cmocka_unit_test(test_locked_or_expired_account_auth_error),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
     };
     return cmocka_run_group_tests_name("mysql_driver", tests, NULL, NULL);
