@@ -42,7 +42,10 @@
 
 /* Client and server error numbers we act on (errmsg.h / mysqld_error.h). */
 enum {
+    MY_ER_FORCING_CLOSE = 1080,
     MY_ER_SERVER_SHUTDOWN = 1053,
+    MY_ER_NET_PACKET_TOO_LARGE = 1153,
+    MY_ER_NET_WRITE_INTERRUPTED = 1161,
     MY_ER_DBACCESS_DENIED = 1044,
     MY_ER_ACCESS_DENIED = 1045,
     MY_ER_BAD_DB = 1049,
@@ -110,7 +113,13 @@ static int ensure_library(dbpool_error *e) {
 /* ------------------------------------------------------------------------ */
 
 static bool broken_errno(unsigned n) {
+    /* The server's network errors (SQLSTATE 08S01: a packet larger than
+     * max_allowed_packet, a read or write that failed or was interrupted):
+     * the server closes the connection after sending one. */
+    if (n >= MY_ER_NET_PACKET_TOO_LARGE && n <= MY_ER_NET_WRITE_INTERRUPTED)
+        return true;
     switch (n) {
+    case MY_ER_FORCING_CLOSE:
     case MY_CR_SERVER_GONE:
     case MY_CR_SERVER_LOST:
     case MY_CR_SERVER_LOST_EXTENDED:

@@ -1051,6 +1051,29 @@ static void test_locked_or_expired_account_auth_error(void **state) {
                  dbpool_errname(locked), dbpool_errname(expired));
 }
 
+/* A parameter larger than max_allowed_packet: the server answers with
+ * error 1153 and closes the connection, so the lease is broken at once
+ * (not a query error that leaves a dead connection to a reset). */
+static void test_packet_too_large_is_broken(void **state) {
+    (void)state;
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t max = query_int(c, "SELECT @@max_allowed_packet");
+    size_t n = (size_t)max + 1024;
+    char *big = calloc(1, n);
+    assert_non_null(big);
+    dbpool_param v = dbpool_param_blob(big, n);
+    dbpool_error err;
+    int rc = dbpool_exec(c, "DO LENGTH(?)", &v, 1, NULL, &err);
+    free(big);
+    dbpool_release(c);
+    dbpool_close(p);
+    if (rc != DBPOOL_EBROKEN)
+        fail_msg("a packet over max_allowed_packet: %s (%s), want DBPOOL_EBROKEN", dbpool_errname(rc),
+                 err.message);
+    assert_int_equal(err.native_code, 1153);
+}
+
 static void test_ssl_required_without_tls_fails(void **state) {
     (void)state;
     char url[2048];
@@ -1094,6 +1117,7 @@ int main(void) {
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_locked_or_expired_account_auth_error),
+        cmocka_unit_test(test_packet_too_large_is_broken),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
     };
     return cmocka_run_group_tests_name("mysql_driver", tests, NULL, NULL);
