@@ -69,7 +69,9 @@ typedef struct dbpool_error {
                         * constraint violations get PostgreSQL's (23505 unique, 23503 foreign
                         * key, 23502 not null, 23514 check, else 23000), so a class "23"
                         * prefix means a broken constraint on every backend (Oracle MySQL
-                        * 8 reports a failed CHECK as HY000, error 3819) */
+                        * 8 reports a failed CHECK as HY000, error 3819). SQLite's other
+                        * refusals also as PostgreSQL says them: a trigger's RAISE(ABORT)
+                        * P0001, a STRICT column's type refusal 22P02, a commit hook's veto "" */
     char message[512]; /* what went wrong and what to do; never a password */
 } dbpool_error;
 
