@@ -43,19 +43,28 @@ static void split_url(const char *url, char *userinfo, size_t ulen, char *hosts,
     snprintf(rest, rlen, "%s", slash);
 }
 
-/* A pool without maintenance; init_sql may be NULL. */
-static dbpool *open_pool_init(const char *url, int max, dbpool_validation v, const char *init_sql) {
-    dbpool_options o;
-    dbt_options(&o, 0, max);
-    o.validation = v;
-    o.maintenance_interval_ms = 0;
-    o.init_sql = init_sql;
+/* Options for a pool without maintenance. */
+static void pool_options(dbpool_options *o, int max, dbpool_validation v) {
+    dbt_options(o, 0, max);
+    o->validation = v;
+    o->maintenance_interval_ms = 0;
+}
+
+static dbpool *open_pool_opts(const char *url, const dbpool_options *o) {
     dbpool *p = NULL;
     dbpool_error err;
-    int rc = dbpool_open(&p, url, &o, &err);
+    int rc = dbpool_open(&p, url, o, &err);
     if (rc != DBPOOL_OK)
         fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
     return p;
+}
+
+/* A pool without maintenance; init_sql may be NULL. */
+static dbpool *open_pool_init(const char *url, int max, dbpool_validation v, const char *init_sql) {
+    dbpool_options o;
+    pool_options(&o, max, v);
+    o.init_sql = init_sql;
+    return open_pool_opts(url, &o);
 }
 
 static dbpool *open_pool(const char *url, int max, dbpool_validation v) {
@@ -937,15 +946,10 @@ static void test_after_connect_rerun_after_reset(void **state) {
     (void)state;
     int calls = 0;
     dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    o.maintenance_interval_ms = 0;
+    pool_options(&o, 1, DBPOOL_VALIDATE_NEVER);
     o.after_connect = set_native_variable;
     o.after_connect_user = &calls;
-    dbpool *p = NULL;
-    dbpool_error err;
-    if (dbpool_open(&p, base_url, &o, &err) != DBPOOL_OK)
-        fail_msg("dbpool_open: %s", err.message);
+    dbpool *p = open_pool_opts(base_url, &o);
     dbpool_conn *c = dbt_acquire(p);
     int64_t id = query_int(c, "SELECT CONNECTION_ID()");
     assert_int_equal(query_int(c, "SELECT @dbpool_hook"), 7);

@@ -32,17 +32,28 @@
 
 static char table[64]; /* unique per process: tests may run in parallel */
 
-static dbpool *open_one(const char *extra) {
+/* One connection on url, no maintenance, no validation round trips. */
+static dbpool *open_one_at(const char *url) {
     dbpool_options o;
     dbt_options(&o, 1, 1);
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.maintenance_interval_ms = 0;
     dbpool *p = NULL;
     dbpool_error err;
-    if (dbpool_open(&p, extra ? dbt_backend_url_with("pg", extra) : dbt_backend_url("pg"), &o, &err) !=
-        DBPOOL_OK)
+    if (dbpool_open(&p, url, &o, &err) != DBPOOL_OK)
         fail_msg("dbpool_open: %s", err.message);
     return p;
+}
+
+/* The test server's pool, with the URL keys in extra (NULL: none). */
+static dbpool *open_one(const char *extra) {
+    return open_one_at(extra ? dbt_backend_url_with("pg", extra) : dbt_backend_url("pg"));
+}
+
+/* The end of a test: the lease back and the pool closed, both cleanly. */
+static void release_and_close(dbpool *p, dbpool_conn *c) {
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
 }
 
 /* The first column of the first row as an integer. */
@@ -123,8 +134,7 @@ static void test_types_are_part_of_the_key(void **state) {
     assert_int_equal(plus(c, INT64_C(6000000000)), INT64_C(6000000001));
     assert_int_equal(plus(c, 9), 10);
     assert_int_equal(kept_on_server(c), 2);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* 40 different statements run twice each: 32 stay kept, the server holds
@@ -210,14 +220,7 @@ static void test_changed_shape_in_another_language(void **state) {
     const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
     if (!admin || !*admin)
         fail_msg("DBPOOL_TEST_PG_ADMIN_URL is not set (scripts/pg-server.sh writes it)");
-    dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    o.maintenance_interval_ms = 0;
-    dbpool *p = NULL;
-    dbpool_error err;
-    if (dbpool_open(&p, admin, &o, &err) != DBPOOL_OK)
-        fail_msg("dbpool_open: %s", err.message);
+    dbpool *p = open_one_at(admin);
     dbpool_conn *c = dbt_acquire(p);
     /* On the native handle: a SET through dbpool would reset the session
      * (back to English) at the release. */
@@ -255,8 +258,7 @@ static void test_changed_shape_in_another_language(void **state) {
     }
     snprintf(sql, sizeof sql, "DROP TABLE %s_de", table);
     dbt_exec_ok(c, sql, NULL, 0);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* DEALLOCATE ALL on the native handle, which dbpool does not see: the next
@@ -274,8 +276,7 @@ static void test_deallocated_behind_its_back(void **state) {
     assert_int_equal(plus(c, 2), 3);
     assert_int_equal(plus(c, 3), 4);
     assert_int_equal(runs_of(c, "SELECT $1::bigint + 1"), 2);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* A function the statement calls runs EXECUTE of a statement that does
@@ -337,8 +338,7 @@ static void test_full_cache_in_a_transaction(void **state) {
     }
     dbt_exec_ok(c, "COMMIT", NULL, 0);
     assert_int_equal(plus(c, 1), 2);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* A DEALLOCATE ALL through dbpool empties the cache at once: inside a
@@ -354,8 +354,7 @@ static void test_deallocate_through_dbpool(void **state) {
     dbt_exec_ok(c, "DEALLOCATE ALL", NULL, 0);
     assert_int_equal(plus(c, 2), 3);
     dbt_exec_ok(c, "COMMIT", NULL, 0);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* A session change resets the session at release (DISCARD ALL): the kept
@@ -382,8 +381,7 @@ static void test_reset_empties_the_cache(void **state) {
     assert_int_equal(plus(c, 3), 4);
     dbt_exec_ok(c, "COMMIT", NULL, 0);
     assert_int_equal(runs_of(c, "SELECT $1::bigint + 1"), 1);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* A statement that changes the session (an advisory lock per job, in a
@@ -401,8 +399,7 @@ static void test_forgotten_are_deallocated(void **state) {
         dbt_exec_ok(c, "SELECT pg_advisory_unlock(?)", &key, 1);
     }
     assert_int_equal(kept_on_server(c), 3);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* A statement that does not prepare (a syntax error) is the caller's
@@ -436,8 +433,7 @@ static void test_failures(void **state) {
     /* The failed runs' plans were not finished (10 / 0 folded while
      * planning): only the last run counts. */
     assert_int_equal(runs_of(c, "SELECT 10 / $1::int"), 1);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* Statements run once each (SQL built with a varying literal) are never
@@ -457,8 +453,7 @@ static void test_run_once_not_prepared(void **state) {
     }
     assert_int_equal(kept_on_server(c), 1);
     assert_int_equal(runs_of(c, "SELECT $1::bigint + 1"), 9);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 /* pool_statement_cache=off: every run is unnamed, nothing is kept. */
@@ -469,8 +464,7 @@ static void test_cache_off(void **state) {
     for (int64_t i = 0; i < 5; i++)
         assert_int_equal(plus(c, i), i + 1);
     assert_int_equal(kept_on_server(c), 0);
-    assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(dbpool_close(p), 0);
+    release_and_close(p, c);
 }
 
 int main(void) {
