@@ -99,7 +99,9 @@ static int parse_host(const char *s, size_t n, my_host *h, dbpool_error *e) {
             portlen = n - namelen - 1;
         }
     }
-    if (port) {
+    /* "host:" means the default port, as in the PostgreSQL form and
+     * RFC 3986 (and as the URL check before any driver reads it). */
+    if (port && portlen > 0) {
         int rc = parse_port(port, portlen, &h->port, e);
         if (rc)
             return rc;

@@ -207,6 +207,9 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
         "postgresql://127.0.0.1:5432,127.0.0.1:5433/db?application_name=a@b",
         "mysql://u:pw@[::1]:3306/db",
         "postgresql://u@127.0.0.1:/db",
+        "mysql://u:pw@127.0.0.1:/db", /* the default port, as in the PostgreSQL form */
+        "mysql://u@[::1]:/db",
+        "mysql://u@h1:,h2:3307/db",
         "postgresql:///db?host=/tmp",
     };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
