@@ -50,6 +50,7 @@
 #define PG_OID_INT8 20
 #define PG_OID_FLOAT8 701
 #define PG_OID_BYTEA 17
+#define PG_OID_BOOL 16
 /* The protocol's limit on bound parameters (a 16-bit count). */
 #define PG_MAX_PARAMS 65535
 
@@ -930,6 +931,29 @@ static const char *pr_text(const dbpool_result *res, int col, size_t *len) {
     }
     return v;
 }
+/* A boolean arrives as "t" or "f", which strtoll and strtod read as 0
+ * both: read it as 1 / 0, as true and false read on SQLite and MySQL. The
+ * other columns' text is read the way the core reads text. */
+static bool pr_bool(const pg_result *pr, int col, const char *v, int *out) {
+    if (PQftype(pr->r, col) != PG_OID_BOOL || PQfformat(pr->r, col) != 0)
+        return false;
+    *out = v[0] == 't';
+    return true;
+}
+static int64_t pr_int64(const dbpool_result *res, int col) {
+    const char *v = pr_cell(res, col);
+    int b;
+    if (!v)
+        return 0;
+    return pr_bool((const pg_result *)res, col, v, &b) ? b : strtoll(v, NULL, 10);
+}
+static double pr_double(const dbpool_result *res, int col) {
+    const char *v = pr_cell(res, col);
+    int b;
+    if (!v)
+        return 0.0;
+    return pr_bool((const pg_result *)res, col, v, &b) ? b : strtod(v, NULL);
+}
 /* bytea arrives as text (hex, or the old escape format): decoded once per
  * cell and row. Other columns' text is their bytes. */
 static const void *pr_blob(const dbpool_result *res, int col, size_t *len) {
@@ -973,6 +997,8 @@ static const dbpool_result_ops pg_result_ops = {
     .columns = pr_columns,
     .column_name = pr_column_name,
     .is_null = pr_is_null,
+    .int64 = pr_int64,
+    .dbl = pr_double,
     .text = pr_text,
     .blob = pr_blob,
     .free = pr_free,

@@ -321,6 +321,29 @@ static void test_numeric_getters_on_text(void **state) {
     dbpool_result_free(r);
 }
 
+/* A comparison's true and false read as 1 and 0 through the numeric
+ * getters on every backend (PostgreSQL sends them as "t" and "f"). */
+static void test_booleans_read_as_numbers(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_text("one"), dbpool_param_int64(10));
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT val = 10, val = 11, val > 5 AND label = 'one', id FROM %s");
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
+    BT_CHECK(dbpool_result_int64(r, 0) == 1 && dbpool_result_double(r, 0) == 1.0,
+             "true reads 1 (int64 %lld, double %g, text '%s')", (long long)dbpool_result_int64(r, 0),
+             dbpool_result_double(r, 0), dbpool_result_text(r, 0, NULL));
+    BT_CHECK(dbpool_result_int64(r, 1) == 0 && dbpool_result_double(r, 1) == 0.0, "false reads 0");
+    BT_CHECK(dbpool_result_int64(r, 2) == 1, "a compound condition's true reads 1");
+    BT_CHECK(dbpool_result_int64(r, 3) == 1, "the integer beside them reads as itself");
+    dbpool_result_free(r);
+    /* A NULL boolean is NULL, and reads 0. */
+    r = dbt_query_ok(c, "SELECT NULL = 1", NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
+    check_neutral(r, 0, "a NULL comparison");
+    dbpool_result_free(r);
+}
+
 static void test_getters_outside_the_rows(void **state) {
     dbpool_conn *c = conn_of(state);
     insert_row(c, 1, dbpool_param_text("one"), dbpool_param_int64(10));
@@ -724,6 +747,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_many_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
