@@ -429,9 +429,18 @@ static int classify_connect_error(const char *msg) {
      * value ...'; and a host list the ports do not match. */
     if (strstr(msg, " failed: invalid ") || strncmp(msg, "could not match ", 16) == 0)
         return DBPOOL_EINVAL;
+    /* Also a role that may not log in (NOLOGIN, SQLSTATE 28000) and one
+     * without the CONNECT privilege on the database (42501): as MySQL's
+     * locked account and denied database, no retry fixes them. */
     static const char *const auth[] = {
-        "password authentication failed", "no password supplied", "authentication failed",
-        "no pg_hba.conf entry",           "pg_hba.conf rejects",  "SCRAM authentication",
+        "password authentication failed",
+        "no password supplied",
+        "authentication failed",
+        "no pg_hba.conf entry",
+        "pg_hba.conf rejects",
+        "SCRAM authentication",
+        "\" is not permitted to log in",
+        "permission denied for database",
     };
     for (size_t i = 0; i < sizeof auth / sizeof *auth; i++)
         if (strstr(msg, auth[i]))

@@ -642,6 +642,76 @@ static void test_wrong_password(void **state) {
     pthread_mutex_unlock(&log_mu);
 }
 
+static void admin_exec(const char *sql) {
+    dbpool *admin = open_pool(admin_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = lease(admin);
+    exec_ok(c, sql, NULL, 0);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(admin), 0);
+}
+
+/* One connect as user:pw to db: the code, after how long, the message. */
+static int connect_as(const char *user, const char *pw, const char *db, int64_t *took, dbpool_error *err) {
+    const char *host = strchr(strstr(base_url, "://") + 3, '@') + 1;
+    char url[1024];
+    snprintf(url, sizeof url, "postgresql://%s:%s@%.*s/%s", user, pw, (int)strcspn(host, "/?"), host, db);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1000; /* a retry would show in the time taken */
+    o.backoff_max_ms = 1000;
+    dbpool *p = NULL;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_open(&p, url, &o, err);
+    *took = dbt_now_ms() - t0;
+    if (rc == DBPOOL_OK)
+        assert_int_equal(dbpool_close(p), 0);
+    return rc;
+}
+
+/* A role that may not log in, and one without the CONNECT privilege on
+ * the database: refusals no retry can change, so DBPOOL_EAUTH at once
+ * (as a wrong password), not a retried DBPOOL_ECONNECT. */
+static void test_login_refused_is_auth(void **state) {
+    (void)state;
+    char role[64], db[64], sql[512];
+    snprintf(role, sizeof role, "dbpool_nologin_%ld", (long)getpid());
+    snprintf(db, sizeof db, "dbpool_noconnect_%ld", (long)getpid());
+    static const char pw[] = "Refused-Login-Pw-1";
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s; CREATE ROLE %s NOLOGIN PASSWORD '%s'", role, role, pw);
+    admin_exec(sql);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", db);
+    admin_exec(sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE template0", db);
+    admin_exec(sql);
+    snprintf(sql, sizeof sql, "REVOKE CONNECT ON DATABASE %s FROM PUBLIC", db);
+    admin_exec(sql);
+
+    dbpool_error err;
+    int64_t took;
+    int rc = connect_as(role, pw, "dbpool_test", &took, &err);
+    if (rc != DBPOOL_EAUTH || took >= 1000 || strstr(err.message, pw))
+        fail_msg("NOLOGIN role: %s after %lld ms: %s", dbpool_errname(rc), (long long)took, err.message);
+    assert_non_null(strstr(err.message, "not permitted to log in"));
+
+    char user_pw[256];
+    real_password(user_pw, sizeof user_pw);
+    const char *s = strstr(base_url, "://") + 3;
+    char user[128];
+    snprintf(user, sizeof user, "%.*s", (int)strcspn(s, ":@"), s);
+    rc = connect_as(user, user_pw, db, &took, &err);
+    if (rc != DBPOOL_EAUTH || took >= 1000 || (user_pw[0] && strstr(err.message, user_pw)))
+        fail_msg("no CONNECT privilege: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
+                 err.message);
+    assert_non_null(strstr(err.message, "permission denied for database"));
+
+    snprintf(sql, sizeof sql, "DROP DATABASE %s", db);
+    admin_exec(sql);
+    snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+    admin_exec(sql);
+}
+
 /* A listener that never accepts: the TCP handshake completes (the kernel
  * queues it) but the server never answers. The connect deadline fires. */
 static void test_deaf_listener_deadline(void **state) {
@@ -699,6 +769,7 @@ int main(void) {
         cmocka_unit_test(test_killed_idle_backend_validated),
         cmocka_unit_test(test_open_transaction_rolled_back),
         cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_login_refused_is_auth),
         cmocka_unit_test(test_pipeline_mode_not_pooled),
         cmocka_unit_test(test_several_statements_with_parameters),
         cmocka_unit_test(test_deaf_listener_deadline),
