@@ -124,7 +124,13 @@ static int url_check(const char *url, dbpool_error *e) {
                                   "or value can hold; remove it");
     const char *sep = strstr(url, "://");
     const char *q = strpbrk(url, "?#");
-    if (sep && (!q || sep < q)) {
+    /* SQLite's "//" starts a path (sqlite://name.db is the relative path
+     * name.db), not a host: a ':' or '@' in a file name is no port or
+     * user info. */
+    size_t schemelen = sep ? (size_t)(sep - url) : 0;
+    bool path_scheme = (schemelen == 6 && strncasecmp(url, "sqlite", 6) == 0) ||
+                       (schemelen == 7 && strncasecmp(url, "sqlite3", 7) == 0);
+    if (sep && (!q || sep < q) && !path_scheme) {
         const char *auth = sep + 3;
         const char *end = auth + strcspn(auth, "/?#");
         const char *at = NULL;

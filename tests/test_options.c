@@ -211,6 +211,10 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
         "mysql://u@[::1]:/db",
         "mysql://u@h1:,h2:3307/db",
         "postgresql:///db?host=/tmp",
+        /* SQLite's "//" is followed by a path, which may hold ':' and '@'. */
+        "sqlite://dbpool_test_options:2024.db",
+        "sqlite://dbpool_test_options@a@b.db",
+        "SQLITE3:///tmp/dbpool_test_options:x.db",
     };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         p = NULL;
