@@ -51,13 +51,52 @@ static const char *backend_of(const char *url) {
     return NULL;
 }
 
-/* True when the URL's query ("?k=v&k=v") sets `key`, compared as written. */
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The n bytes at s percent-decoded as the library decodes a URL's path and
+ * its query's keys (%XX with two hex digits, %00 refused, '+' kept),
+ * malloc'd; NULL for a bad escape (the library refuses the URL then) or
+ * when out of memory. */
+static char *pct_decode(const char *s, size_t n) {
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int h = i + 2 < n ? hex_digit(s[i + 1]) : -1, l = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+        if (h < 0 || l < 0 || h + l == 0) {
+            free(out);
+            return NULL;
+        }
+        out[o++] = (char)(h * 16 + l);
+        i += 2;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* True when the URL's query ("?k=v&k=v") sets `key`, read as the library
+ * reads it: percent-decoded ("create%5Fif%5Fmissing" is that key). */
 static bool url_has_key(const char *url, const char *key) {
     const char *p = strchr(url, '?');
-    size_t n = strlen(key);
     while (p) {
         p++; /* past the '?' or '&' */
-        if (strcspn(p, "=&") == n && strncmp(p, key, n) == 0)
+        char *k = pct_decode(p, strcspn(p, "=&"));
+        bool same = k && strcmp(k, key) == 0;
+        free(k);
+        if (same)
             return true;
         p = strchr(p, '&');
     }
@@ -88,7 +127,14 @@ static const char *sqlite_path(const char *url) {
 static char *url_for_check(const char *url, bool *forbade_create) {
     *forbade_create = false;
     const char *path = sqlite_path(url);
-    bool file = path && !(strncmp(path, ":memory:", 8) == 0 && (path[8] == '\0' || path[8] == '?'));
+    bool file = false;
+    if (path) {
+        /* As the library reads it: ":memory:" written percent-encoded
+         * ("%3Amemory%3A") is the in-memory database too. */
+        char *decoded = pct_decode(path, strcspn(path, "?"));
+        file = !decoded || strcmp(decoded, ":memory:") != 0;
+        free(decoded);
+    }
     bool add_create = file && !url_has_key(url, "mode") && !url_has_key(url, "create_if_missing");
     bool add_journal = file && !url_has_key(url, "journal_mode");
     if (!add_create && !add_journal)
@@ -200,12 +246,20 @@ int cli_check_main(int argc, char **argv) {
             strstr(e.message, "does not exist and the URL forbids creating it")) {
             /* The library's message blames the URL for forbidding creation,
              * which the user did not write: say what check itself did. */
+            /* The file's name, as the library decoded it from the URL: the
+             * file "a b.db" of sqlite:a%20b.db is the one missing. */
             const char *path = sqlite_path(url);
             size_t path_len = strcspn(path, "?");
+            char *decoded = pct_decode(path, path_len);
+            if (decoded) {
+                path = decoded;
+                path_len = strlen(decoded);
+            }
             snprintf(h.error.message, sizeof h.error.message,
                      "SQLite database '%.*s' does not exist: check the path in the URL (dbpool check "
                      "does not create databases; add ?mode=rwc to the URL to allow it)",
                      (int)(path_len > 300 ? 300 : path_len), path);
+            free(decoded);
         }
     } else {
         rc = dbpool_check_health(p, &h, &e);

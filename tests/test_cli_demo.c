@@ -756,6 +756,49 @@ static void test_check_keeps_journal_mode(void **state) {
     assert_string_equal(mode, "wal");
 }
 
+/* A SQLite URL is read as the library reads it, percent-decoding
+ * included: ":memory:" written "%3Amemory%3A" is the in-memory database
+ * (check added create_if_missing=false to it and exited 2 with "leave out
+ * mode= and create_if_missing=", which the user had not written); a
+ * missing "a b.db" written "a%20b.db" is reported under its real name
+ * (the message named 'a%20b.db'); a percent-encoded create_if_missing key
+ * is the user's own say (check added create_if_missing=false after it,
+ * and the later key won: the check refused to create the file). */
+static void test_check_percent_encoded_sqlite_url(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite:%3Amemory%3A", NULL});
+    if (r.status != 0)
+        fprintf(stderr, "sqlite:%%3Amemory%%3A: exit %d, stdout: %s\nstderr: %s\n", r.status, r.out, r.err);
+    assert_int_equal(r.status, 0);
+    json_t *doc = dbt_json_parse(r.out);
+    assert_string_equal(get_str(doc, "status"), "healthy");
+    json_decref(doc);
+    dbt_run_free(&r);
+
+    char dir[600], path[700], url[800];
+    fresh_dir("check_pct", dir, sizeof dir);
+    snprintf(url, sizeof url, "sqlite:%s/a%%20b.db", dir);
+    r = dbt_run_cli((const char *[]){"check", url, NULL});
+    assert_int_equal(r.status, 1);
+    doc = dbt_json_parse(r.out);
+    assert_string_equal(get_str(doc, "error_code"), "DBPOOL_ENOTFOUND");
+    const char *msg = get_str(doc, "error");
+    if (!strstr(msg, "/a b.db' does not exist") || strstr(msg, "%20"))
+        fail_msg("the missing file is not named as decoded: %s", msg);
+    json_decref(doc);
+    dbt_run_free(&r);
+    assert_int_equal(dir_entries(dir), 0);
+
+    snprintf(url, sizeof url, "sqlite:%s/c.db?create%%5Fif%%5Fmissing=true", dir);
+    snprintf(path, sizeof path, "%s/c.db", dir);
+    r = dbt_run_cli((const char *[]){"check", url, NULL});
+    if (r.status != 0)
+        fprintf(stderr, "%s: exit %d, stdout: %s\nstderr: %s\n", url, r.status, r.out, r.err);
+    assert_int_equal(r.status, 0);
+    assert_true(exists(path));
+    dbt_run_free(&r);
+}
+
 static void test_check_usage(void **state) {
     (void)state;
     const char *const *cases[] = {
@@ -892,6 +935,7 @@ int main(void) {
         cmocka_unit_test(test_check_usage),
         cmocka_unit_test(test_check_does_not_create_sqlite_file),
         cmocka_unit_test(test_check_keeps_journal_mode),
+        cmocka_unit_test(test_check_percent_encoded_sqlite_url),
         cmocka_unit_test(test_demo_output_refused_before_db),
         cmocka_unit_test(test_demo_output_not_regular_file),
         cmocka_unit_test(test_demo_output_through_symlink),
