@@ -140,7 +140,9 @@ bool cli_parse_double(const char *s, double lo, double hi, double *out) {
     double v = strtod(s, &end);
     if (errno != 0 || *end != '\0' || !isfinite(v) || v < lo || v > hi)
         return false;
-    *out = v;
+    /* "-0" is 0, and passes a lower bound of 0: without this it would be
+     * kept as -0.0 and shown so ("hold_ms": -0.0 in bench's JSON). */
+    *out = v == 0 ? 0.0 : v;
     return true;
 }
 

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -318,6 +319,21 @@ static void test_bench_query_not_utf8(void **state) {
     assert_string_equal(json_string_value(query), "SELECT '?'");
     assert_int_equal(get_int(doc, "errors"), 0);
     json_decref(doc);
+}
+
+/* "--hold-ms -0" is a hold of 0 ms, reported as 0: it was taken as -0.0
+ * and printed "hold_ms": -0.0, a negative hold. */
+static void test_bench_hold_minus_zero(void **state) {
+    (void)state;
+    static const char *const holds[] = {"-0", "-0.0", "-.0", NULL};
+    for (int i = 0; holds[i]; i++) {
+        json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--hold-ms", holds[i],
+                                                  "--duration", "0.1", "--threads", "1", "--json", NULL});
+        double hold = get_num(doc, "hold_ms");
+        if (hold != 0 || signbit(hold))
+            fail_msg("--hold-ms %s: \"hold_ms\" is %g", holds[i], hold);
+        json_decref(doc);
+    }
 }
 
 /* True once the process has a handler for SIGINT (Linux: /proc/PID/status). */
@@ -868,6 +884,7 @@ int main(void) {
         cmocka_unit_test(test_bench_table),
         cmocka_unit_test(test_bench_pool_size_from_url),
         cmocka_unit_test(test_bench_query_not_utf8),
+        cmocka_unit_test(test_bench_hold_minus_zero),
         cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_stat_lines),
         cmocka_unit_test(test_usage_errors),
