@@ -151,6 +151,10 @@ bool cli_parse_seconds(const char *s, int64_t *ms) {
     double v;
     if (!cli_parse_double(s, 0.0, 365.0 * 24 * 3600, &v) || v <= 0.0)
         return false;
-    *ms = (int64_t)ceil(v * 1000.0);
+    /* Rounded to whole microseconds first: in binary floating point
+     * 2.007 * 1000.0 is 2007.0000000000002, which ceil() made 2008 ms.
+     * Then up to whole milliseconds, and at least 1 for a value above 0. */
+    int64_t ms_up = (int64_t)ceil(round(v * 1e6) / 1000.0);
+    *ms = ms_up > 0 ? ms_up : 1;
     return true;
 }

@@ -336,6 +336,24 @@ static void test_bench_hold_minus_zero(void **state) {
     }
 }
 
+/* A number of seconds is taken as written: "--duration 2.007" was read
+ * as 2008 ms (2.007 * 1000 is 2007.0000000000002 in binary floating point,
+ * rounded up), and the JSON said "duration_s": 2.008. --burst ends the run
+ * at once; the duration is only its cap. */
+static void test_bench_duration_as_written(void **state) {
+    (void)state;
+    static const char *const given[] = {"2.007", "4.001", NULL};
+    static const double want[] = {2.007, 4.001};
+    for (int i = 0; given[i]; i++) {
+        json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--burst", "1", "--threads",
+                                                  "1", "--duration", given[i], "--json", NULL});
+        double d = get_num(doc, "duration_s");
+        if (d != want[i])
+            fail_msg("--duration %s: \"duration_s\" is %.9g, want %g", given[i], d, want[i]);
+        json_decref(doc);
+    }
+}
+
 /* True once the process has a handler for SIGINT (Linux: /proc/PID/status). */
 static bool catches_sigint(pid_t pid) {
     char path[64];
@@ -885,6 +903,7 @@ int main(void) {
         cmocka_unit_test(test_bench_pool_size_from_url),
         cmocka_unit_test(test_bench_query_not_utf8),
         cmocka_unit_test(test_bench_hold_minus_zero),
+        cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_stat_lines),
         cmocka_unit_test(test_usage_errors),
