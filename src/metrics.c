@@ -256,6 +256,18 @@ static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *
     }
     for (uint32_t k = 0; k < g_nslots; k++)
         out->count += out->slot[k];
+    /* A record adds to its slot before it raises the maximum, so a snapshot
+     * can see an observation in its slot with the maximum not yet raised
+     * (a first 1 us observation: count 1, p50 1 us, max 0). The maximum is
+     * at least the lower edge of the highest slot that holds one: never
+     * below a percentile, nor below a bucket with counts. */
+    for (uint32_t k = g_nslots; k-- > 0;) {
+        if (out->slot[k] == 0)
+            continue;
+        if (out->max_ns < g_slot_lo[k])
+            out->max_ns = g_slot_lo[k];
+        break;
+    }
     /* The sums are read under the lock, so each snapshot's reads come after
      * the previous one's and the 64-bit total only grows (mod 2^64) from
      * one to the next. */
