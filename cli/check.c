@@ -1,5 +1,6 @@
 /* check.c — `dbpool check URL`: one health check, printed as JSON. */
 #include "cli.h"
+#include "internal.h" /* the library's own URL decoding: check reads URLs as it does */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,49 +52,13 @@ static const char *backend_of(const char *url) {
     return NULL;
 }
 
-static int hex_digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* The n bytes at s percent-decoded as the library decodes a URL's path and
- * its query's keys (%XX with two hex digits, %00 refused, '+' kept),
- * malloc'd; NULL for a bad escape (the library refuses the URL then) or
- * when out of memory. */
-static char *pct_decode(const char *s, size_t n) {
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = s[i];
-            continue;
-        }
-        int h = i + 2 < n ? hex_digit(s[i + 1]) : -1, l = i + 2 < n ? hex_digit(s[i + 2]) : -1;
-        if (h < 0 || l < 0 || h + l == 0) {
-            free(out);
-            return NULL;
-        }
-        out[o++] = (char)(h * 16 + l);
-        i += 2;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* True when the URL's query ("?k=v&k=v") sets `key`, read as the library
  * reads it: percent-decoded ("create%5Fif%5Fmissing" is that key). */
 static bool url_has_key(const char *url, const char *key) {
     const char *p = strchr(url, '?');
     while (p) {
         p++; /* past the '?' or '&' */
-        char *k = pct_decode(p, strcspn(p, "=&"));
+        char *k = dbpool__pct_decode(p, strcspn(p, "=&"));
         bool same = k && strcmp(k, key) == 0;
         free(k);
         if (same)
@@ -131,7 +96,7 @@ static char *url_for_check(const char *url, bool *forbade_create) {
     if (path) {
         /* As the library reads it: ":memory:" written percent-encoded
          * ("%3Amemory%3A") is the in-memory database too. */
-        char *decoded = pct_decode(path, strcspn(path, "?"));
+        char *decoded = dbpool__pct_decode(path, strcspn(path, "?"));
         file = !decoded || strcmp(decoded, ":memory:") != 0;
         free(decoded);
     }
@@ -250,7 +215,7 @@ int cli_check_main(int argc, char **argv) {
              * file "a b.db" of sqlite:a%20b.db is the one missing. */
             const char *path = sqlite_path(url);
             size_t path_len = strcspn(path, "?");
-            char *decoded = pct_decode(path, path_len);
+            char *decoded = dbpool__pct_decode(path, path_len);
             if (decoded) {
                 path = decoded;
                 path_len = strlen(decoded);
