@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifdef DBPOOL_HAVE_MICROHTTPD
 #include <microhttpd.h>
@@ -74,7 +75,7 @@ bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr
     }
     struct in_addr a4;
     struct in6_addr a6;
-    if (strcmp(host, "localhost") == 0) {
+    if (strcasecmp(host, "localhost") == 0) { /* host names ignore case */
         inet_pton(AF_INET, "127.0.0.1", &a4);
         goto v4;
     }

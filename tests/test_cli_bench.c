@@ -773,11 +773,13 @@ static char *first_response(child *c, int port, const char *path) {
 }
 
 /* `dbpool bench --json` on SQLite serving /metrics on a free loopback port
- * (put in *port); the command is started, not yet necessarily listening. */
-static child bench_serving_metrics(int *port, const char *seconds, const char *threads, const char *hold_ms) {
+ * (put in *port) of `host`; the command is started, not yet necessarily
+ * listening. */
+static child bench_serving_metrics(const char *host, int *port, const char *seconds, const char *threads,
+                                   const char *hold_ms) {
     *port = dbt_free_port();
     char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", *port);
+    snprintf(listen, sizeof listen, "%s:%d", host, *port);
     return spawn_cli((const char *[]){"bench", "sqlite::memory:", "--duration", seconds, "--threads", threads,
                                       "--hold-ms", hold_ms, "--json", "--metrics-listen", listen, NULL});
 }
@@ -785,7 +787,7 @@ static child bench_serving_metrics(int *port, const char *seconds, const char *t
 static void test_metrics_served(void **state) {
     (void)state;
     int port;
-    child c = bench_serving_metrics(&port, "1", "2", "0.2");
+    child c = bench_serving_metrics("127.0.0.1", &port, "1", "2", "0.2");
     char *resp = first_response(&c, port, "/metrics");
     assert_true(strncmp(resp, "HTTP/1.", 7) == 0);
     assert_non_null(strstr(resp, " 200 "));
@@ -843,7 +845,8 @@ static char *scrape_within(int port, int ms) {
 static void test_metrics_slow_clients(void **state) {
     (void)state;
     int port;
-    child c = bench_serving_metrics(&port, "20", "1", "1");
+    /* Host names are case-insensitive: LOCALHOST is localhost. */
+    child c = bench_serving_metrics("LOCALHOST", &port, "20", "1", "1");
     free(first_response(&c, port, "/metrics"));
 
     int64_t t0 = dbt_now_ms();
