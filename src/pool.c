@@ -375,9 +375,11 @@ void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
         dbpool__publish_locked(p, c, now);
         return;
     }
-    /* The tail: its last use is old, and the list stays ordered by it, so
-     * idle-timeout reaping from the tail still finds it. */
-    idle_link_after(p, p->idle_tail, c);
+    /* Where its last use puts it: a ping is not a use. At the tail it would
+     * pass connections used less recently (the pass pings oldest first, so
+     * one pass over the list turned it around, and acquire, which takes the
+     * head, got the least recently used one). */
+    dbpool__idle_insert_locked(p, c);
 }
 
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all) {

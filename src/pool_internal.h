@@ -265,8 +265,9 @@ static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_con
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
 /* Give c (counted nowhere yet) to the first waiter, who must exist. */
 void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c);
-/* Back from a keepalive ping: to the first waiter, else the cold end of
- * the idle list, keeping its idle time. Lock held; c counted as leased. */
+/* Back from a keepalive ping: to the first waiter, else the idle list at
+ * the place its last use gives it (a ping is not a use: the LIFO order and
+ * its idle time stay). Lock held; c counted as leased. */
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now);
 /* Fail the first waiter (all == false) or every waiter with e. */
 void dbpool__fail_waiters_locked(dbpool *p, const dbpool_error *e, bool all);

@@ -499,6 +499,44 @@ static void test_failed_validation_back_in_line_before_close(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A keepalive ping is not a use: it leaves the idle list in the order of
+ * last use, so the next acquire still gets the most recently used
+ * connection (LIFO). A pinged connection used to go to the tail, so that
+ * one pass over three idle connections turned the list around and handed
+ * out the least recently used one first. The pass runs here, on the test's
+ * thread (the maintenance thread's interval is an hour). */
+void dbpool__maint_pass(dbpool *p);
+
+static void test_keepalive_keeps_lifo_order(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 3, 3);
+    o.maintenance_interval_ms = 3600 * 1000;
+    o.keepalive_ms = 1;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.thread_cache = false;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c[i], NULL), DBPOOL_OK);
+    int newest = conn_id(c[0]);
+    for (int i = 2; i >= 0; i--) /* c[0] last: the most recently used */
+        assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+    dbt_sleep_ms(5); /* all three due a ping */
+    dbpool__maint_pass(p);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.pings, 3);
+    dbpool_conn *got;
+    assert_int_equal(dbpool_acquire(p, 1000, &got, NULL), DBPOOL_OK);
+    if (conn_id(got) != newest)
+        fail_msg("keepalive pings reordered the idle list: got connection %d, the most recently used is %d",
+                 conn_id(got), newest);
+    dbpool_release(got);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -515,6 +553,7 @@ int main(void) {
         cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, setup),
         cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
         cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
+        cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
