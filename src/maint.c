@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -67,7 +68,8 @@ static dbpool_conn *next_ping_locked(dbpool *p, int64_t now, int64_t pass_ns) {
 typedef struct leak_report {
     uint64_t id;
     int64_t held_ms;
-    bool reclaimed;
+    bool reported;  /* past leak_threshold_ms for the first time: the stack is logged */
+    bool reclaimed; /* past leak_reclaim_ms: no longer counted */
     lease_trace trace;
     bool have_trace;
 } leak_report;
@@ -103,8 +105,10 @@ static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
         }
         if (n < MAX_LEAK_REPORTS) {
             leak_report *r = &out[n++];
+            memset(r, 0, sizeof *r);
             r->id = c->id;
             r->held_ms = held / DBPOOL_NS_PER_MS;
+            r->reported = report;
             r->reclaimed = take_back;
             r->have_trace = c->trace && c->trace->depth > 0;
             if (r->have_trace)
@@ -119,19 +123,24 @@ static void log_leaks(dbpool *p, const leak_report *r, int n) {
         char where[1024] = "  (stack not recorded)\n";
         if (r[i].have_trace)
             dbpool__trace_format(&r[i].trace, where, sizeof where, 12);
+        /* Reported and reclaimed in one pass (leak_reclaim_ms close to
+         * leak_threshold_ms): both lines, so that the stack is not lost. */
+        if (r[i].reported) {
+            char by[48] = "";
+            if (r[i].have_trace)
+                snprintf(by, sizeof by, " by thread %lu", r[i].trace.thread);
+            dbpool__log(p, DBPOOL_LOG_WARN,
+                        "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld)%s, "
+                        "acquired at:\n%s",
+                        (unsigned long long)r[i].id, (long long)r[i].held_ms,
+                        (long long)p->opt.leak_threshold_ms, by, where);
+        }
         if (r[i].reclaimed)
             dbpool__log(
                 p, DBPOOL_LOG_WARN,
                 "connection #%llu held for %lld ms: reclaimed (no longer counted against max_size; closed "
                 "when it comes back)",
                 (unsigned long long)r[i].id, (long long)r[i].held_ms);
-        else
-            dbpool__log(
-                p, DBPOOL_LOG_WARN,
-                "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld) by thread %lu, "
-                "acquired at:\n%s",
-                (unsigned long long)r[i].id, (long long)r[i].held_ms, (long long)p->opt.leak_threshold_ms,
-                r[i].trace.thread, where);
     }
 }
 

@@ -429,10 +429,45 @@ static void test_one_hung_ping_holds_one_connection(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* leak_reclaim_ms equal to leak_threshold_ms (allowed): a lease passes
+ * both in the same maintenance pass. It is still reported with the
+ * holder's stack, not only as reclaimed (the stack was never printed). */
+static bool one_reclaimed(const dbpool_stats *s) { return s->leaks_reclaimed >= 1; }
+
+static void test_reclaim_in_same_pass_still_reports_stack(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.leak_threshold_ms = 100;
+    o.leak_reclaim_ms = 100;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *leaked = fault_leak_second_holder(p);
+    if (!wait_until(p, one_reclaimed, 5000)) {
+        logs_dump();
+        fail_msg("the lease was not reclaimed within 5 s of a 100 ms threshold");
+    }
+    dbpool_stats s = stats(p);
+    assert_int_equal((int)s.leaks_detected, 1);
+    char line[2048];
+    if (!logs_find("held for", "fault_leak_forgetful_holder", line, sizeof line)) {
+        logs_dump();
+        fail_msg("the lease reported and reclaimed in one pass: no log line names where it was acquired");
+    }
+    if (!logs_find("reclaimed", NULL, line, sizeof line)) {
+        logs_dump();
+        fail_msg("the reclaim was not logged");
+    }
+    assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
         cmocka_unit_test_setup(test_reclaim_restores_capacity, setup),
+        cmocka_unit_test_setup(test_reclaim_in_same_pass_still_reports_stack, setup),
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
