@@ -87,7 +87,9 @@ static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
         if (c->state != CONN_LEASED || c->uses == 0)
             continue;
         int64_t held = now - c->acquired_ns;
-        bool report = !c->leak_reported && held >= threshold;
+        /* Reported once logged: one past what this pass logs waits for the
+         * next pass, or its stack would never be shown. */
+        bool report = !c->leak_reported && held >= threshold && n < MAX_LEAK_REPORTS;
         bool take_back = reclaim > 0 && !c->reclaimed && held >= reclaim;
         if (!report && !take_back)
             continue;

@@ -463,11 +463,48 @@ static void test_reclaim_in_same_pass_still_reports_stack(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* More leases past the threshold in one pass than a pass logs (8): each
+ * one is still reported with its stack, in a later pass (the ones past
+ * the eighth used to be marked reported and never logged). */
+#define MANY_LEAKS 10
+static bool many_leaks(const dbpool_stats *s) { return s->leaks_detected >= MANY_LEAKS; }
+
+static void test_every_leak_is_logged(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, MANY_LEAKS);
+    o.leak_threshold_ms = 100;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *leaked[MANY_LEAKS];
+    for (int i = 0; i < MANY_LEAKS; i++)
+        leaked[i] = fault_leak_forgetful_holder(p);
+    if (!wait_until(p, many_leaks, 5000)) {
+        logs_dump();
+        fail_msg("not every leak was detected within 5 s");
+    }
+    int reported = 0;
+    pthread_mutex_lock(&logs.lock);
+    for (int i = 0; i < logs.n; i++)
+        if (strstr(logs.line[i], "possible leak") && strstr(logs.line[i], "fault_leak_forgetful_holder"))
+            reported++;
+    pthread_mutex_unlock(&logs.lock);
+    if (reported != MANY_LEAKS) {
+        logs_dump();
+        fail_msg("%d leaks counted, %d reported with their stack", MANY_LEAKS, reported);
+    }
+    for (int i = 0; i < MANY_LEAKS; i++)
+        assert_int_equal(dbpool_release(leaked[i]), DBPOOL_OK);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
         cmocka_unit_test_setup(test_reclaim_restores_capacity, setup),
         cmocka_unit_test_setup(test_reclaim_in_same_pass_still_reports_stack, setup),
+        cmocka_unit_test_setup(test_every_leak_is_logged, setup),
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
