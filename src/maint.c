@@ -186,7 +186,11 @@ void dbpool__maint_pass(dbpool *p) {
      * gone or busy elsewhere) rejoin the idle list, where idle timeout,
      * lifetime and keepalive see them. */
     if (p->parked_head) {
-        dbpool__recall_parked_locked(p, false, now - p->opt.maintenance_interval_ms * DBPOOL_NS_PER_MS);
+        /* Not below 0, which would mean every parked one, in use or not:
+         * an interval longer than the clock's reading (the time since
+         * boot) takes none, as nothing can be older. */
+        int64_t unused_since = now - p->opt.maintenance_interval_ms * DBPOOL_NS_PER_MS;
+        dbpool__recall_parked_locked(p, false, unused_since > 0 ? unused_since : 0);
         /* One released through a cache woke nobody: a waiter inside its
          * window would sleep to its window's end (or its deadline). */
         dbpool__poke_head_locked(p);

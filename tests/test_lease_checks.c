@@ -537,6 +537,33 @@ static void test_keepalive_keeps_lifo_order(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A maintenance pass returns to the idle list only the parked connections
+ * unused for a whole interval. With an interval longer than the monotonic
+ * clock's reading (the time since boot), "unused since now - interval" was
+ * a negative time, which means "every parked connection, in use or not":
+ * each pass took the thread caches away. */
+static void test_long_maintenance_interval_keeps_thread_cache(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = INT64_C(100) * 365 * 24 * 3600 * 1000; /* a century: beyond any uptime */
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.thread_cache = true;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked for this thread */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.thread_cached, 1);
+    dbpool__maint_pass(p);
+    dbpool_get_stats(p, &s);
+    if (s.thread_cached != 1)
+        fail_msg("a maintenance pass took back a connection parked a moment ago");
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -554,6 +581,7 @@ int main(void) {
         cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
         cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
         cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
+        cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
