@@ -336,8 +336,9 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
         if (k->kind != K_MS && k->kind != K_US)
             continue;
         int64_t v = *(const int64_t *)(const void *)((const char *)o + k->offset);
-        REQUIRE(v <= k->hi, "%s is %lld: at most %lld (about 146 years) is accepted", k->field, (long long)v,
-                (long long)k->hi);
+        /* The same number in microseconds is about 53 days, not 146 years. */
+        REQUIRE(v <= k->hi, "%s is %lld: at most %lld (about %s) is accepted", k->field, (long long)v,
+                (long long)k->hi, k->kind == K_MS ? "146 years" : "53 days");
     }
     REQUIRE(o->autoscale_interval_ms <= DBPOOL__MAX_DURATION,
             "autoscale_interval_ms is %lld: at most %lld (about 146 years) is accepted",

@@ -109,6 +109,21 @@ static void test_each_violation_named(void **state) {
     }
 }
 
+/* The bound on a microseconds field is given in its own unit: 4611686018427
+ * microseconds are about 53 days (the message said 146 years, the figure
+ * for milliseconds). */
+static void test_microseconds_bound_in_its_unit(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.barging_window_us = INT64_MAX;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+    if (strstr(e.message, "years") || !strstr(e.message, "53 days"))
+        fail_msg("message: %s", e.message);
+}
+
 static void test_null_options_are_defaults(void **state) {
     (void)state;
     dbpool *p = NULL;
@@ -355,6 +370,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_each_violation_named),
+        cmocka_unit_test(test_microseconds_bound_in_its_unit),
         cmocka_unit_test(test_null_options_are_defaults),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
