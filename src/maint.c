@@ -152,8 +152,11 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     if (!p->opt.autoscale)
         return p->cap;
     p->util_sum += p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
-    /* Callers waiting count as full use: the cap is what holds them back. */
-    if (p->n_waiting > 0)
+    /* Callers waiting count as full use: the cap is what holds them back.
+     * Not while suspended: then they wait for dbpool_resume, and counting
+     * them would grow the cap through a switchover, opening that many more
+     * connections at the resume. */
+    if (p->n_waiting > 0 && !p->suspended)
         p->util_sum += 1.0 - (p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0);
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)

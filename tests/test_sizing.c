@@ -289,6 +289,49 @@ static void test_autoscale(void **state) {
     dbpool_close(p);
 }
 
+/* Callers waiting while the pool is suspended wait for dbpool_resume, not
+ * for room under the cap: autoscale must not count them as demand. It did
+ * (waiters count as full use), so a switchover grew the cap towards
+ * max_size, and on resume the pool opened that many more connections. The
+ * passes run here, on the test's thread (the thread's interval is a day). */
+void dbpool__maint_pass(dbpool *p);
+
+static void autoscale_suspended(dbpool_options *o) {
+    o->autoscale = true;
+    o->autoscale_interval_ms = 1;
+    o->maintenance_interval_ms = 24 * 3600 * 1000;
+    o->suspend_fails_fast = false;
+}
+
+static void test_autoscale_ignores_waiters_while_suspended(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_suspended);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap;
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    for (int i = 0; i < 3; i++) {
+        dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
+        dbpool__maint_pass(p);
+    }
+    dbpool_get_stats(p, &s);
+    int suspended_cap = s.cap;
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    dbpool_release(held);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    if (suspended_cap > cap)
+        fail_msg("a caller waiting for dbpool_resume grew the autoscale cap from %d to %d", cap,
+                 suspended_cap);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
@@ -298,6 +341,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
+        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
