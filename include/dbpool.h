@@ -184,6 +184,9 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * DBPOOL_ECLOSED; leases still out stay valid and are closed when released;
  * the pool's memory is freed with the last lease. Returns the number of
  * leases still out (>= 0). NULL is a no-op returning 0. Call it once.
+ * From a callback running on one of the pool's own threads (a log line of
+ * the maintenance thread, after_connect on a connector) it returns
+ * DBPOOL_EMISUSE and does nothing: it would have to join that thread.
  */
 int dbpool_close(dbpool *p);
 

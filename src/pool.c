@@ -635,13 +635,29 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     return DBPOOL_OK;
 }
 
+/* Is the calling thread one of p's own (maintenance, connectors)? Lock
+ * held. A callback running there (a log line, after_connect) must not
+ * close the pool: the close would have to join the very thread it runs
+ * on. */
+static bool on_own_thread_locked(const dbpool *p) {
+    pthread_t self = pthread_self();
+    if (p->maint_running && pthread_equal(self, p->maint_thread))
+        return true;
+    for (int i = 0; i < p->n_connectors; i++)
+        if (pthread_equal(self, p->connectors[i]))
+            return true;
+    return false;
+}
+
 int dbpool_close(dbpool *p) {
     if (!p)
         return 0;
     if (dbpool__forked(p))
         return 0; /* the child owns none of it: touch nothing (docs/threading.md) */
     lock(p);
-    if (p->closed) {
+    if (p->closed || on_own_thread_locked(p)) {
+        /* From a pool thread, pthread_join would fail with EDEADLK and the
+         * close would free the pool under that thread: refuse instead. */
         unlock(p);
         return DBPOOL_EMISUSE;
     }
