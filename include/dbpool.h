@@ -517,7 +517,9 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
 /* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
  * through the manager, which callers must not do while others use it. */
 dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
-/* Close one pool (as dbpool_close). DBPOOL_ENOTFOUND for an unknown name. */
+/* Close one pool (as dbpool_close). DBPOOL_ENOTFOUND for an unknown name;
+ * DBPOOL_EMISUSE, the pool left open and in the manager, from a callback
+ * on one of that pool's own threads (see dbpool_close). */
 int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
 /* Number of pools, and the name of the i-th (borrowed; order of opening). */
 int dbpool_manager_count(dbpool_manager *m);

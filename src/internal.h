@@ -71,6 +71,10 @@ bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* Parse true/false/on/off/1/0/yes/no. */
 bool dbpool__parse_bool(const char *s, bool *out);
 
+/* Is the calling thread one of p's own (its maintenance thread or a
+ * connector)? dbpool_close refuses to run there (pool.c). */
+bool dbpool__on_own_thread(dbpool *p);
+
 char *dbpool__strdup(const char *s);
 /* Bounded copy that always terminates. */
 void dbpool__strlcpy(char *dst, const char *src, size_t cap);

@@ -136,6 +136,13 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
     pthread_rwlock_wrlock(&m->lock);
     int i = find(m, name);
     dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    /* From a callback on one of the pool's own threads dbpool_close
+     * refuses (it would join that thread): keep the entry, or the pool
+     * would be left open with no name to close it by. */
+    if (p && dbpool__on_own_thread(p)) {
+        pthread_rwlock_unlock(&m->lock);
+        return DBPOOL_EMISUSE;
+    }
     if (p)
         remove_at(m, i);
     pthread_rwlock_unlock(&m->lock);

@@ -649,6 +649,13 @@ static bool on_own_thread_locked(const dbpool *p) {
     return false;
 }
 
+bool dbpool__on_own_thread(dbpool *p) {
+    lock(p);
+    bool own = on_own_thread_locked(p);
+    unlock(p);
+    return own;
+}
+
 int dbpool_close(dbpool *p) {
     if (!p)
         return 0;

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -184,9 +185,49 @@ static void test_stats_json_while_pools_work(void **state) {
     }
 }
 
+/* dbpool_manager_close_pool from a callback on the pool's own maintenance
+ * thread: the close is refused (it would join that thread), and the pool
+ * stays in the manager. It used to leave the table first, so the refused
+ * pool was left open with no name to close it by. */
+static dbpool_manager *callback_manager;
+static atomic_int callback_close_rc;
+
+static void close_by_name_on_leak(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level;
+    if (strstr(line, "possible leak")) /* once: a lease is reported once */
+        atomic_store(&callback_close_rc, dbpool_manager_close_pool(callback_manager, "leaky"));
+}
+
+static void test_close_pool_from_its_own_thread(void **state) {
+    (void)state;
+    assert_int_equal(dbpool_manager_new(&callback_manager), DBPOOL_OK);
+    atomic_store(&callback_close_rc, -1000);
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.leak_threshold_ms = 20;
+    o.maintenance_interval_ms = 10;
+    o.log_fn = close_by_name_on_leak;
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(callback_manager, "leaky", "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(dbpool_manager_get(callback_manager, "leaky"), 1000, &c, NULL),
+                     DBPOOL_OK);
+    int64_t until = dbt_now_ms() + 5000;
+    while (atomic_load(&callback_close_rc) == -1000 && dbt_now_ms() < until)
+        dbt_sleep_ms(5);
+    assert_int_equal(atomic_load(&callback_close_rc), DBPOOL_EMISUSE);
+    assert_non_null(dbpool_manager_get(callback_manager, "leaky"));
+    assert_int_equal(dbpool_manager_count(callback_manager), 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_close_pool(callback_manager, "leaky"), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(callback_manager), 0);
+    dbpool_manager_free(callback_manager);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
+        cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
         cmocka_unit_test(test_concurrent_opens_of_one_name),
         cmocka_unit_test(test_stats_json_while_pools_work),
