@@ -371,7 +371,10 @@ void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     p->n_leased--;
     c->last_ping_ns = now;
-    if (p->wait_head && !p->suspended) {
+    /* Not to a waiter once the pool is closed: dbpool_close has told them
+     * to stop, and one not yet run would take this lease instead of
+     * DBPOOL_ECLOSED. Idle, the close closes it with the others. */
+    if (p->wait_head && !p->suspended && !p->closed) {
         dbpool__publish_locked(p, c, now);
         return;
     }
