@@ -168,19 +168,26 @@ static int64_t jittered_expiry(const dbpool *p, int64_t now) {
     return now + life;
 }
 
-int dbpool__start_session(dbpool *p, void *native, dbpool_error *e) {
+int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_error *e) {
     if (p->init_sql) {
-        int rc = p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
+        /* Bounded like the connect or the reset before it: a server that
+         * stops answering must not hold a connector, an acquire or a
+         * releasing thread for as long as it likes. */
+        int rc = p->driver->exec_bounded ? p->driver->exec_bounded(native, p->init_sql, deadline_ns, e)
+                                         : p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
         /* What init_sql sets is the session every lease starts from, not
          * a caller's change: counted as one, every release would reset the
          * connection and run init_sql again, which counts again (MySQL). */
         if (rc == DBPOOL_OK && p->driver->session_baseline)
             rc = p->driver->session_baseline(native, e);
         if (rc != DBPOOL_OK) {
-            dbpool__prefix_err(e, "init_sql failed");
+            dbpool__prefix_err(e, "%s",
+                               rc == DBPOOL_ETIMEDOUT ? "init_sql did not finish before the deadline"
+                                                      : "init_sql failed");
             return rc;
         }
     }
+    /* The user's callback: not bounded (it may do anything). */
     if (p->opt.after_connect) {
         int urc = p->opt.after_connect(dbpool__user_handle(p->driver, native), p->opt.after_connect_user);
         if (urc != 0)
@@ -195,14 +202,19 @@ int dbpool__start_session(dbpool *p, void *native, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
-/* One connection, made ready: connect, init_sql, after_connect. */
+/* One connection, made ready: connect, init_sql, after_connect. The
+ * deadline covers the connect and init_sql. */
 static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error *e) {
     int rc = p->driver->connect(p->driver_cfg, &p->settings, deadline, native, e);
     if (rc != DBPOOL_OK)
         return rc;
-    rc = dbpool__start_session(p, *native, e);
+    rc = dbpool__start_session(p, *native, deadline, e);
     if (rc != DBPOOL_OK) {
-        dbpool__prefix_err(e, "on a new connection");
+        if (rc == DBPOOL_ETIMEDOUT)
+            dbpool__prefix_err(e, "on a new connection (connect_timeout_ms %lld covers connect and init_sql)",
+                               (long long)p->opt.connect_timeout_ms);
+        else
+            dbpool__prefix_err(e, "on a new connection");
         p->driver->disconnect(*native);
         *native = NULL;
     }

@@ -78,6 +78,12 @@ typedef struct dbpool_driver {
 
     int (*exec)(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                 dbpool_error *e);
+    /* Optional: run the pool's init_sql (no parameters; it may hold
+     * several statements, and rows it returns are discarded) and return by
+     * the deadline. A time-out is DBPOOL_ETIMEDOUT and leaves the
+     * connection broken (the statement may still be running on the
+     * server). Without it the core runs init_sql through exec, unbounded. */
+    int (*exec_bounded)(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e);
     int (*query)(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                  dbpool_error *e);
     /* Does this error mean the connection can never be used again? */

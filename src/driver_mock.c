@@ -27,6 +27,7 @@ static struct {
     dbpool__mock_counters n;
     fail_rule connect_rule, ping_rule, reset_rule;
     int64_t connect_delay_ms, ping_delay_ms;
+    bool reset_clears_session;
     int next_id;
 } mock;
 
@@ -58,6 +59,12 @@ void dbpool__mock_set_connect_delay_ms(int64_t ms) {
 void dbpool__mock_set_ping_delay_ms(int64_t ms) {
     pthread_mutex_lock(&mock_lock);
     mock.ping_delay_ms = ms;
+    pthread_mutex_unlock(&mock_lock);
+}
+
+void dbpool__mock_set_reset_clears_session(bool on) {
+    pthread_mutex_lock(&mock_lock);
+    mock.reset_clears_session = on;
     pthread_mutex_unlock(&mock_lock);
 }
 
@@ -175,10 +182,12 @@ static int mock_reset(void *native, int64_t deadline, bool *session_cleared, dbp
     pthread_mutex_lock(&mock_lock);
     long k = ++mock.n.resets;
     bool fail = rule_hits(&mock.reset_rule, k) || c->dead;
+    bool clears = mock.reset_clears_session;
     pthread_mutex_unlock(&mock_lock);
     if (fail)
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mock reset failed");
     c->in_tx = false;
+    *session_cleared = clears;
     return DBPOOL_OK;
 }
 
@@ -202,6 +211,23 @@ static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_
         dbpool__sleep_ms(atoll(sql + 6), INT64_MAX);
     if (affected)
         *affected = 0;
+    return DBPOOL_OK;
+}
+
+/* init_sql's run: as exec, but a SLEEP ends at the deadline, failing with
+ * DBPOOL_ETIMEDOUT and leaving the connection broken, as a real backend's
+ * would be with its statement still running. */
+static int mock_exec_bounded(void *native, const char *sql, int64_t deadline, dbpool_error *e) {
+    mock_conn *c = native;
+    if (strncasecmp(sql, "SLEEP ", 6) != 0 || is_dead(c))
+        return mock_exec(native, sql, NULL, 0, NULL, e);
+    int64_t ms = atoll(sql + 6);
+    int64_t until = dbpool__deadline_after_ms(ms);
+    dbpool__sleep_ms(ms, deadline);
+    if (until > deadline && dbpool__now_ns() >= deadline) {
+        dbpool__mock_kill(c);
+        return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mock statement timed out (connection %d)", c->id);
+    }
     return DBPOOL_OK;
 }
 
@@ -244,6 +270,7 @@ const dbpool_driver dbpool__driver_mock = {
     .needs_reset = mock_needs_reset,
     .reset = mock_reset,
     .exec = mock_exec,
+    .exec_bounded = mock_exec_bounded,
     .query = mock_query,
     .is_broken = mock_is_broken,
     .server_version = mock_server_version,

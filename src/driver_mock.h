@@ -7,7 +7,8 @@
  * The mock understands these statements in exec: BEGIN, COMMIT, ROLLBACK
  * (tracks the transaction), FAIL (a query error), BREAK (an error that
  * marks the connection broken), SLEEP <ms>; query returns one row with the
- * connection's id in column "conn_id".
+ * connection's id in column "conn_id". A SLEEP in init_sql (exec_bounded)
+ * ends at the deadline with DBPOOL_ETIMEDOUT and a broken connection.
  */
 #ifndef DBPOOL_DRIVER_MOCK_H
 #define DBPOOL_DRIVER_MOCK_H
@@ -33,6 +34,10 @@ void dbpool__mock_fail_ping(long nth, long count);
 void dbpool__mock_fail_reset(long nth, long count);
 void dbpool__mock_set_connect_delay_ms(int64_t ms);
 void dbpool__mock_set_ping_delay_ms(int64_t ms);
+/* Make every later successful reset report that it cleared the session
+ * (as mysql_reset_connection and DISCARD ALL do): the pool then runs
+ * init_sql again on the releasing thread. */
+void dbpool__mock_set_reset_clears_session(bool on);
 /* Close a connection behind the pool's back: every later call on it fails
  * and needs_reset reports it broken. `native` from dbpool_conn_native. */
 void dbpool__mock_kill(void *native);

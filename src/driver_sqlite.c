@@ -1050,6 +1050,11 @@ const dbpool_driver dbpool__driver_sqlite = {
     .needs_reset = sqlite_needs_reset,
     .reset = sqlite_reset,
     .exec = sqlite_exec,
+    /* No exec_bounded: init_sql runs through exec. There is no network to
+     * stop answering, and a lock it waits for is given up after the URL's
+     * busy_timeout (5000 ms unless set), not after connect_timeout_ms. A
+     * reset never clears the session here, so init_sql never runs on a
+     * releasing thread. */
     .query = sqlite_query,
     .is_broken = sqlite_is_broken,
     .server_version = sqlite_server_version,

@@ -341,8 +341,10 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
 /* Make a session no caller holds the one every lease starts from: init_sql,
  * then after_connect, each made the baseline. Run on a new connection and
- * again after a reset that cleared the session. */
-int dbpool__start_session(dbpool *p, void *native, dbpool_error *e);
+ * again after a reset that cleared the session. init_sql ends by the
+ * deadline (DBPOOL_ETIMEDOUT: the connection is broken); after_connect,
+ * the user's callback, is not bounded. */
+int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
 

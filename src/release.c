@@ -96,7 +96,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
         bool cleared = false;
         int rrc = p->driver->reset(c->native, deadline, &cleared, &e);
         if (rrc == DBPOOL_OK && cleared)
-            rrc = dbpool__start_session(p, c->native, &e);
+            rrc = dbpool__start_session(p, c->native, deadline, &e); /* the whole release bounded */
         if (rrc == DBPOOL_OK) {
             keep = true;
             lock(p);

@@ -234,6 +234,45 @@ static void test_after_connect_and_init_sql(void **state) {
     assert_int_equal(n.live, 0);
 }
 
+/* init_sql is part of the connect attempt and ends with its deadline
+ * (connect_timeout_ms): a server that does not answer it fails the attempt
+ * with a message naming init_sql, not after the statement's 3 s. */
+static void test_init_sql_bounded_by_connect_timeout(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.max_retries = 0;
+    o.connect_timeout_ms = 200;
+    o.maintenance_interval_ms = 0;
+    o.init_sql = "SLEEP 3000";
+    dbpool *p = NULL;
+    dbpool_error e;
+    /* dbpool_open's warm-up connection. */
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ETIMEDOUT || took > 1700)
+        fail_msg("open: %s after %lld ms: %s", dbpool_errname(rc), (long long)took, e.message);
+    assert_null(p);
+    assert_non_null(strstr(e.message, "init_sql"));
+    assert_non_null(strstr(e.message, "connect_timeout_ms"));
+    /* A caller's acquire, the connect made by a connector thread. */
+    o.min_size = 0;
+    p = open_lazy(&o);
+    dbpool_conn *c = NULL;
+    t0 = dbt_now_ms();
+    rc = dbpool_acquire(p, 5000, &c, &e);
+    took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ETIMEDOUT || took > 1700)
+        fail_msg("acquire: %s after %lld ms: %s", dbpool_errname(rc), (long long)took, e.message);
+    assert_null(c);
+    assert_non_null(strstr(e.message, "init_sql"));
+    dbpool_close(p);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.live, 0); /* the timed-out connections were closed */
+}
+
 /* dbpool_close cuts short a retry backoff (here the maintenance thread's
  * refill, asleep for 5 s), and no attempt follows it. */
 static void test_close_cuts_backoff_short(void **state) {
@@ -281,6 +320,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
         cmocka_unit_test_setup(test_open_fails_with_cause, setup),
         cmocka_unit_test_setup(test_after_connect_and_init_sql, setup),
+        cmocka_unit_test_setup(test_init_sql_bounded_by_connect_timeout, setup),
         cmocka_unit_test_setup(test_close_cuts_backoff_short, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

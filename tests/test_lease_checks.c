@@ -162,6 +162,42 @@ static void test_failed_reset_discards(void **state) {
     dbpool_close(p);
 }
 
+/* A reset that cleared the session runs init_sql again on the releasing
+ * thread, within the reset's own bound (validation_timeout_ms): a rerun
+ * that does not finish closes the connection (reset_failed) instead of
+ * holding the release for the statement's 2.5 s. */
+static void test_init_sql_rerun_bounded_on_release(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.connect_timeout_ms = 10000; /* the new connection's init_sql may take its time */
+    o.validation_timeout_ms = 200;
+    o.init_sql = "SLEEP 2500";
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    dbpool_error e;
+    if (dbpool_acquire(p, 10000, &c, &e) != DBPOOL_OK)
+        fail_msg("acquire: %s", e.message);
+    assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+    dbpool__mock_set_reset_clears_session(true);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > 200 + 1500)
+        fail_msg("the release took %lld ms with validation_timeout_ms 200", (long long)took);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.rollbacks, 0);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.resets, 1);
+    assert_int_equal(n.live, 0);
+    dbpool_close(p);
+}
+
 static void test_misuse_is_an_error(void **state) {
     (void)state;
     dbpool_options o;
@@ -581,6 +617,7 @@ int main(void) {
         cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
         cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
         cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
+        cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
