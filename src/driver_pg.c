@@ -348,12 +348,13 @@ static int lost(PGconn *c, const char *what, dbpool_error *e) {
 }
 
 /*
- * Run one simple-protocol statement without blocking past the deadline.
- * `expect` is the result status that means success. On a timeout the
+ * Run simple-protocol SQL (one statement, or several) without blocking past
+ * the deadline. The statuses in accept[0..n_accept) mean success; any other
+ * fails the call, and at least one result must have come. On a timeout the
  * statement may still be running: the connection is unusable afterwards.
  */
-static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t deadline_ns, const char *what,
-                     dbpool_error *e) {
+static int roundtrip_any(PGconn *c, const char *sql, const ExecStatusType *accept, size_t n_accept,
+                         int64_t deadline_ns, const char *what, dbpool_error *e) {
     char msg[DBPOOL_MSG_CAP];
     if (PQsetnonblocking(c, 1) != 0 || !PQsendQuery(c, sql)) {
         copy_conn_error(c, msg, sizeof msg);
@@ -388,7 +389,10 @@ static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t 
                 return rc;
             }
             ExecStatusType st = PQresultStatus(r);
-            if (st == expect) {
+            bool accepted = false;
+            for (size_t i = 0; i < n_accept && !accepted; i++)
+                accepted = st == accept[i];
+            if (accepted) {
                 got_expected = true;
             } else if (rc == DBPOOL_OK) {
                 rc = result_error(c, r, st == PGRES_FATAL_ERROR ? DBPOOL_EQUERY : DBPOOL_EBROKEN, what, e);
@@ -405,6 +409,12 @@ static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t 
         if (w < 0 || !PQconsumeInput(c))
             return lost(c, what, e);
     }
+}
+
+/* One statement whose result status is `expect`. */
+static int roundtrip(PGconn *c, const char *sql, ExecStatusType expect, int64_t deadline_ns, const char *what,
+                     dbpool_error *e) {
+    return roundtrip_any(c, sql, &expect, 1, deadline_ns, what, e);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -883,6 +893,15 @@ static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     return rc;
 }
 
+/* The pool's init_sql, ended by the deadline (a connect's or a reset's):
+ * one statement or several, rows discarded. A timeout leaves the statement
+ * running and the connection unusable. */
+static int pg_exec_bounded(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e) {
+    static const ExecStatusType ok[] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY};
+    note_session_change(native, sql);
+    return roundtrip_any(pg_of(native), sql, ok, sizeof ok / sizeof ok[0], deadline_ns, "query failed", e);
+}
+
 /*
  * A query's result is the PGresult itself behind the dbpool_result
  * interface: libpq has already fetched every row, so copying the cells
@@ -1091,6 +1110,7 @@ const dbpool_driver dbpool__driver_pg = {
     .needs_reset = pg_needs_reset,
     .reset = pg_reset,
     .exec = pg_exec,
+    .exec_bounded = pg_exec_bounded,
     .query = pg_query,
     .is_broken = pg_is_broken,
     .server_version = pg_server_version,

@@ -569,6 +569,79 @@ static void test_native_handle_not_scanned(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* init_sql that sleeps 5 s while the test's flag table holds a row: fast
+ * while the flag is down, a server that does not answer it once it is up.
+ * The rerun after DISCARD ALL is bounded by validation_timeout_ms (the
+ * release returns and closes the connection, reset_failed), and a new
+ * connection's by connect_timeout_ms. */
+static void test_slow_init_sql_bounded(void **state) {
+    (void)state;
+    char flag[64], sql[512], init_sql[256];
+    snprintf(flag, sizeof flag, "dbpool_pgsr_flag_%ld", (long)getpid());
+    dbpool *admin = open_pool();
+    dbpool_conn *a = lease(admin);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (x int)", flag, flag);
+    exec_ok(a, sql);
+    snprintf(init_sql, sizeof init_sql,
+             "SET application_name = 'slow_init'; "
+             "SELECT pg_sleep(CASE WHEN EXISTS (SELECT 1 FROM %s) THEN 5 ELSE 0 END)",
+             flag);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.max_retries = 0;
+    o.connect_timeout_ms = 500;
+    o.validation_timeout_ms = 500;
+    o.init_sql = init_sql;
+    dbpool *p = open_pool_opts(base_url, &o);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    expect_text(c, "SELECT current_setting('application_name')", "slow_init");
+    exec_ok(c, "SET work_mem = '8MB'"); /* the release runs DISCARD ALL, then init_sql */
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", flag);
+    exec_ok(a, sql);
+    int64_t t0 = dbt_now_ms();
+    release(c);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > 500 + 1500)
+        fail_msg("the release took %lld ms with validation_timeout_ms 500", (long long)took);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.total, 0);
+
+    /* A new connection while the flag is up: the attempt times out. */
+    dbpool_error err;
+    t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 5000, &c, &err);
+    took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ETIMEDOUT || took > 500 + 1500)
+        fail_msg("acquire with a slow init_sql: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
+                 err.message);
+    assert_non_null(strstr(err.message, "init_sql"));
+
+    /* Flag down: the next connection is a new backend, set up by init_sql. */
+    snprintf(sql, sizeof sql, "DELETE FROM %s", flag);
+    exec_ok(a, sql);
+    c = lease(p);
+    assert_int_not_equal(backend_pid(c), pid);
+    expect_text(c, "SELECT current_setting('application_name')", "slow_init");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    /* The timed-out statements still sleep on the server, holding a lock
+     * on the table: end them before dropping it. */
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+             "AND state = 'active' AND query LIKE '%%%s%%'",
+             flag);
+    (void)query_int(a, sql);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", flag);
+    exec_ok(a, sql);
+    release(a);
+    assert_int_equal(dbpool_close(admin), 0);
+}
+
 int main(void) {
     snprintf(base_url, sizeof base_url, "%s", dbt_backend_url("pg"));
     snprintf(table, sizeof table, "dbpool_pgsr_%ld", (long)getpid());
@@ -588,6 +661,7 @@ int main(void) {
         cmocka_unit_test(test_native_handle_not_scanned),
         cmocka_unit_test(test_after_connect_restored),
         cmocka_unit_test(test_after_connect_refusal_at_reset),
+        cmocka_unit_test(test_slow_init_sql_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
