@@ -14,9 +14,9 @@
  *  - Connect, ping and reset end at the core's deadline through Connector/C's
  *    MARIADB_OPT_IO_WAIT hook, on the blocking API (see "Deadlines" below:
  *    the non-blocking API would cost every connection a 256 KiB coroutine
- *    stack). exec and query have no deadline in the vtable: they are bounded
- *    by the URL's read_timeout/write_timeout and the server's
- *    max_statement_time.
+ *    stack), and so does the pool's init_sql (exec_bounded). exec and query
+ *    have no deadline in the vtable: they are bounded by the URL's
+ *    read_timeout/write_timeout and the server's max_statement_time.
  *  - The native handle is the MYSQL *; it is the first member of the
  *    per-connection bookkeeping (my_conn), initialised in place.
  */
@@ -1265,6 +1265,25 @@ static int my_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     return n == 0 ? text_run(m, sql, affected, NULL, e) : stmt_run(m, sql, p, n, affected, NULL, e);
 }
 
+/* The pool's init_sql inside a bounded call (its deadline: the connect's or
+ * the reset's): every result read and dropped, as exec does. A deadline
+ * leaves the connection broken. */
+static int my_exec_bounded(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e) {
+    MYSQL *m = native;
+    if (conn_of(m)->broken)
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
+    my_guard g;
+    bound_begin(m, deadline_ns, &g);
+    int rc = text_run(m, sql, NULL, NULL, e);
+    if (bound_end(m, &g)) {
+        mark_broken(m);
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: no answer from the server before the deadline");
+        fill_native(e, MY_CR_SERVER_LOST, "HY000");
+        return DBPOOL_ETIMEDOUT;
+    }
+    return rc;
+}
+
 static int my_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                     dbpool_error *e) {
     MYSQL *m = native;
@@ -1303,6 +1322,7 @@ const dbpool_driver dbpool__driver_mysql = {
     .needs_reset = my_needs_reset,
     .reset = my_reset,
     .exec = my_exec,
+    .exec_bounded = my_exec_bounded,
     .query = my_query,
     .is_broken = my_is_broken,
     .server_version = my_server_version,

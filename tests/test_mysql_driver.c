@@ -932,6 +932,86 @@ static void test_init_sql_leaves_connection_clean(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* init_sql that sleeps 5 s while the test's flag table holds a row: fast
+ * while the flag is down, a server that does not answer it once it is up.
+ * The rerun after the reset on release is bounded by validation_timeout_ms
+ * (the release returns and closes the connection, reset_failed), and a new
+ * connection's by connect_timeout_ms. */
+static void test_slow_init_sql_bounded(void **state) {
+    (void)state;
+    char flag[64], sql[512], init_sql[256];
+    snprintf(flag, sizeof flag, "dbpool_slow_flag_%ld", (long)getpid());
+    dbpool *admin = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *a = dbt_acquire(admin);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", flag);
+    dbt_exec_ok(a, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (x INT)", flag);
+    dbt_exec_ok(a, sql, NULL, 0);
+    snprintf(init_sql, sizeof init_sql,
+             "SELECT SLEEP(IF(EXISTS(SELECT 1 FROM %s), 5, 0)) INTO @dbpool_slow_init", flag);
+    dbpool_options o;
+    pool_options(&o, 1, DBPOOL_VALIDATE_NEVER);
+    o.max_retries = 0;
+    o.connect_timeout_ms = 500;
+    o.validation_timeout_ms = 500;
+    o.init_sql = init_sql;
+    dbpool *p = open_pool_opts(base_url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    assert_int_equal(query_int(c, "SELECT @dbpool_slow_init"), 0);
+    dbt_exec_ok(c, "SET @dbpool_caller = 1", NULL, 0); /* the release resets, then runs init_sql */
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", flag);
+    dbt_exec_ok(a, sql, NULL, 0);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > 500 + 1500)
+        fail_msg("the release took %lld ms with validation_timeout_ms 500", (long long)took);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.total, 0);
+
+    /* A new connection while the flag is up: the attempt times out. */
+    dbpool_error err;
+    t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 5000, &c, &err);
+    took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ETIMEDOUT || took > 500 + 1500)
+        fail_msg("acquire with a slow init_sql: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
+                 err.message);
+    assert_non_null(strstr(err.message, "init_sql"));
+
+    /* Flag down: the next connection is a new one, set up by init_sql. */
+    snprintf(sql, sizeof sql, "DELETE FROM %s", flag);
+    dbt_exec_ok(a, sql, NULL, 0);
+    c = dbt_acquire(p);
+    assert_int_not_equal(query_int(c, "SELECT CONNECTION_ID()"), id);
+    assert_int_equal(query_int(c, "SELECT @dbpool_slow_init"), 0);
+    dbpool_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    /* The timed-out statements still sleep on the server, holding a lock
+     * on the table: end them before dropping it. */
+    snprintf(sql, sizeof sql,
+             "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+             "AND COMMAND = 'Query' AND INFO LIKE '%%%s%%'",
+             flag);
+    int64_t ids[8];
+    int n = 0;
+    dbpool_result *r = dbt_query_ok(a, sql, NULL, 0);
+    while (dbt_next_ok(r) && n < 8)
+        ids[n++] = dbpool_result_int64(r, 0);
+    dbpool_result_free(r);
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql, "KILL QUERY %lld", (long long)ids[i]);
+        dbpool_exec(a, sql, NULL, 0, NULL, NULL); /* it may have ended meanwhile */
+    }
+    snprintf(sql, sizeof sql, "DROP TABLE %s", flag);
+    dbt_exec_ok(a, sql, NULL, 0);
+    dbpool_release(a);
+    assert_int_equal(dbpool_close(admin), 0);
+}
+
 /* after_connect sets a user variable on the native handle. */
 static int set_native_variable(void *native, void *user) {
     int *calls = user;
@@ -1107,6 +1187,7 @@ int main(void) {
         cmocka_unit_test(test_killed_connection_discarded),
         cmocka_unit_test(test_open_transaction_rolled_back),
         cmocka_unit_test(test_init_sql_leaves_connection_clean),
+        cmocka_unit_test(test_slow_init_sql_bounded),
         cmocka_unit_test(test_after_connect_rerun_after_reset),
         cmocka_unit_test(test_untracked_session_state_reset),
         cmocka_unit_test(test_use_reprepares_kept_statements),
