@@ -105,7 +105,8 @@ typedef void (*dbpool_log_fn)(void *user, dbpool_log_level level, const char *me
  * (sqlite3 *, PGconn *, MYSQL *), and again, after init_sql, when a reset
  * at release cleared the session (MySQL/MariaDB, PostgreSQL's DISCARD
  * ALL). Return 0, or non-zero to reject the connection (it is closed and
- * the connect attempt fails; after a reset, the connection is closed). */
+ * the connect attempt fails; after a reset, the connection is closed). No
+ * deadline bounds it. */
 typedef int (*dbpool_after_connect_fn)(void *native, void *user);
 
 typedef struct dbpool_options {
@@ -123,7 +124,9 @@ typedef struct dbpool_options {
     int max_waiters;               /* callers allowed to wait at once; 0 = unlimited */
     dbpool_validation validation;  /* (DBPOOL_VALIDATE_IF_IDLE) */
     int64_t validation_window_ms;  /* for DBPOOL_VALIDATE_IF_IDLE (500) */
-    const char *init_sql;          /* run on every new connection (NULL) */
+    const char *init_sql;          /* run on every new connection (NULL), within connect_timeout_ms; and
+                                      again after a reset that cleared the session, within
+                                      validation_timeout_ms */
     dbpool_after_connect_fn after_connect;
     void *after_connect_user;
     dbpool_log_fn log_fn; /* NULL: no logging */
