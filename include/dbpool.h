@@ -219,7 +219,9 @@ int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
  * backend in docs/operations.md) is cleared. A connection whose reset
  * fails, that is broken, or whose lifetime is over is closed instead of
  * pooled. Returns DBPOOL_OK, or DBPOOL_EMISUSE for NULL, a lease released
- * twice, or something that is not a lease (nothing is touched then).
+ * twice, something that is not a lease, or a lease with a result of
+ * dbpool_query not yet freed (nothing is touched then: free the results,
+ * then release again).
  * Releasing after dbpool_close is valid and frees what is left.
  * The handle is the pooled connection itself: a second release is caught
  * only until the connection is leased again, and not at all once the pool
@@ -351,7 +353,9 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
                 int64_t *affected, dbpool_error *err);
 
 /* Run a query; step through its rows with dbpool_result_next. The result
- * must be freed before the lease is released. */
+ * must be freed before the lease is released: dbpool_release and
+ * dbpool_discard refuse a lease with a result open (DBPOOL_EMISUSE). Free
+ * each result once. */
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                  dbpool_result **out, dbpool_error *err);
 

@@ -79,6 +79,8 @@ struct dbpool_conn {
     struct dbpool_conn *prev, *next; /* idle list, parked list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
     lease_trace *trace;              /* leak detection on: where the lease began */
+    int open_results;                /* results of dbpool_query not yet freed (the holder's thread only):
+                                        release refuses the lease while any is open */
 
     /* Parking (sticky.c). While parked, only the owning thread touches the
      * fields above, and only while it holds the park word at PARK_BUSY.

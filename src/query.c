@@ -86,8 +86,10 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
     rc = c->pool->driver->query(c->native, sql, params, nparams, out, e);
-    if (rc == DBPOOL_OK && *out)
+    if (rc == DBPOOL_OK && *out) {
         (*out)->lease = c;
+        c->open_results++;
+    }
     return after_call(c, rc, e);
 }
 
@@ -151,8 +153,11 @@ const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len) {
     return r->ops->blob ? r->ops->blob(r, col, len) : r->ops->text(r, col, len);
 }
 void dbpool_result_free(dbpool_result *r) {
-    if (r)
-        r->ops->free(r);
+    if (!r)
+        return;
+    if (r->lease)
+        r->lease->open_results--;
+    r->ops->free(r);
 }
 
 int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {

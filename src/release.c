@@ -30,6 +30,17 @@ static int release_impl(dbpool_conn *c, bool discard) {
     dbpool *p = c->pool;
     if (dbpool__forked(p))
         return DBPOOL_EMISUSE;
+    if (c->open_results > 0 && dbpool__conn_held(c)) {
+        /* A result still open reads through this connection: pooled, it
+         * would hold a statement (and its locks or snapshot) into the next
+         * lease and be read on the next holder's connection. */
+        dbpool__log(p, DBPOOL_LOG_WARN,
+                    "%s of connection #%llu refused: %d result%s of dbpool_query not freed; call "
+                    "dbpool_result_free first, then release again",
+                    discard ? "dbpool_discard" : "dbpool_release", (unsigned long long)c->id, c->open_results,
+                    c->open_results == 1 ? "" : "s");
+        return DBPOOL_EMISUSE;
+    }
     /* One reading serves the histogram and the bookkeeping, on either
      * path. Taken first: the TSC takes a while to answer, and the checks
      * below run meanwhile instead of waiting for it. */

@@ -424,6 +424,49 @@ static void test_two_results_open_at_once(void **state) {
     BT_CHECK(count_where(c, "id > 0") == 11, "eleven rows");
 }
 
+/* include/dbpool.h: "The result must be freed before the lease is
+ * released." Releasing (or discarding) with a result still open is
+ * refused with DBPOOL_EMISUSE and touches nothing: the result stays
+ * readable, and once it is freed the release goes through. Before, the
+ * release went through and the open result kept its statement on the
+ * pooled connection: on SQLite the next holder of the same connection
+ * could not drop the table ("database table is locked"), and reading the
+ * result read the next holder's connection. */
+static void test_release_with_open_result_is_refused(void **state) {
+    dbpool_conn *c = conn_of(state);
+    for (int i = 1; i <= 3; i++)
+        insert_row(c, i, dbpool_param_text("x"), dbpool_param_int64(i));
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "SELECT id FROM %s ORDER BY id");
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    dbpool_result *r2 = dbt_query_ok(c, sql, NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1 && dbpool_result_int64(r, 0) == 1, "first row");
+    BT_RC(dbpool_release(c), DBPOOL_EMISUSE, "dbpool_release with two results open");
+    BT_RC(dbpool_discard(c), DBPOOL_EMISUSE, "dbpool_discard with two results open");
+    /* Still the caller's lease, and the results still read. */
+    BT_CHECK(dbpool_conn_native(c) != NULL, "the refused release left the lease with its holder");
+    BT_CHECK(dbt_next_ok(r) == 1 && dbpool_result_int64(r, 0) == 2, "second row after the refused release");
+    dbpool_result_free(r);
+    BT_RC(dbpool_release(c), DBPOOL_EMISUSE, "dbpool_release with one result open");
+    BT_CHECK(dbt_next_ok(r2) == 1 && dbpool_result_int64(r2, 0) == 1, "the other result reads too");
+    dbpool_result_free(r2);
+    dbpool_stats s = bt_stats(pool);
+    BT_CHECK(s.in_use == 1 && s.idle == 0, "the lease stayed out (in use %d, idle %d)", s.in_use, s.idle);
+
+    /* With both freed the lease goes back, and the next holder (the same
+     * connection: a pool of one) finds no statement of the last one in
+     * its way. */
+    bt_release(c);
+    dbpool_conn *next = bt_acquire(pool);
+    char drop[256];
+    fmt_sql(drop, sizeof drop, "DROP TABLE %s");
+    bt_exec(next, drop);
+    fmt_sql(sql, sizeof sql,
+            "CREATE TABLE %s (id INTEGER NOT NULL, label TEXT, val INTEGER, num DOUBLE PRECISION, big TEXT)");
+    bt_exec(next, sql);
+    *state = next; /* the teardown releases it */
+}
+
 static void test_parameters_with_null(void **state) {
     dbpool_conn *c = conn_of(state);
     char sql[256];
@@ -750,6 +793,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_with_open_result_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
