@@ -402,7 +402,13 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                                dbpool__fast_now_ns() - fast_start);
                     return rc;
                 }
-                if (try_only) {
+                if (try_only && p->suspended) {
+                    /* Not "no connection free": there may be idle ones. */
+                    rc = dbpool__seterr(err, DBPOOL_EBUSY,
+                                        "pool '%s' is suspended: nothing is handed out until dbpool_resume "
+                                        "(try_acquire does not wait)",
+                                        p->name);
+                } else if (try_only) {
                     int parked_busy, parked_free;
                     dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
                     rc = dbpool__seterr(err, DBPOOL_EBUSY,

@@ -1,0 +1,51 @@
+/* The public API as a new user meets it: calls in the wrong order or in
+ * the wrong state end in the code and message include/dbpool.h promises.
+ * Uses the mock and SQLite backends. */
+#include "testsupport.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static dbpool *open_url(const char *url, dbpool_options *o) {
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, url, o, &e) != DBPOOL_OK)
+        fail_msg("open %s: %s", url, e.message);
+    return p;
+}
+
+/* dbpool_try_acquire on a suspended pool (not fail-fast) has idle
+ * connections it will not hand out: its error says the pool is suspended,
+ * not that no connection is free (which read "no connection free ... (0 in
+ * use, max 2)" with one idle). */
+static void test_try_acquire_while_suspended_says_so(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.suspend_fails_fast = false;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_url("mock:", &o);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_EBUSY);
+    assert_null(c);
+    assert_int_equal(e.code, DBPOOL_EBUSY);
+    if (!strstr(e.message, "suspended") || !strstr(e.message, "dbpool_resume"))
+        fail_msg("try_acquire on a suspended pool: %s", e.message);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_try_acquire_while_suspended_says_so),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
