@@ -124,9 +124,9 @@ typedef struct dbpool_options {
     int max_waiters;               /* callers allowed to wait at once; 0 = unlimited */
     dbpool_validation validation;  /* (DBPOOL_VALIDATE_IF_IDLE) */
     int64_t validation_window_ms;  /* for DBPOOL_VALIDATE_IF_IDLE (500) */
-    const char *init_sql;          /* run on every new connection (NULL), within connect_timeout_ms; and
-                                      again after a reset that cleared the session, within
-                                      validation_timeout_ms */
+    const char *init_sql;          /* run on every new connection (NULL; blank = NULL), within
+                                      connect_timeout_ms; and again after a reset that cleared the
+                                      session, within validation_timeout_ms */
     dbpool_after_connect_fn after_connect;
     void *after_connect_user;
     dbpool_log_fn log_fn; /* NULL: no logging */
@@ -346,8 +346,10 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
  * one; MySQL/MariaDB report 0 for a statement that returns rows, such as
  * INSERT ... RETURNING). With parameters, the SQL must hold exactly one
  * statement with as many `?`, else DBPOOL_EINVAL (on MySQL/MariaDB a
- * second statement is the server's syntax error: DBPOOL_EQUERY). An error
- * that means the connection is broken marks
+ * second statement is the server's syntax error: DBPOOL_EQUERY). Without
+ * parameters, SQL of only white space and semicolons runs nothing
+ * (DBPOOL_OK, *affected 0) on every backend. An error that means the
+ * connection is broken marks
  * the lease so that it is closed on release. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);
@@ -355,7 +357,8 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
 /* Run a query; step through its rows with dbpool_result_next. The result
  * must be freed before the lease is released: dbpool_release and
  * dbpool_discard refuse a lease with a result open (DBPOOL_EMISUSE). Free
- * each result once. */
+ * each result once. SQL of only white space and semicolons is
+ * DBPOOL_EINVAL on every backend. */
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                  dbpool_result **out, dbpool_error *err);
 

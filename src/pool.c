@@ -569,9 +569,12 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         rc = dbpool__options_validate(&p->opt, err);
     if (rc == DBPOOL_OK) {
         p->name = dbpool__strdup(p->opt.name ? p->opt.name : "default");
-        p->init_sql = p->opt.init_sql ? dbpool__strdup(p->opt.init_sql) : NULL;
+        /* A blank init_sql (an empty setting) is no init_sql: MySQL/MariaDB
+         * would fail every connect with "Query was empty". */
+        bool has_init = p->opt.init_sql && !dbpool__sql_is_blank(p->opt.init_sql);
+        p->init_sql = has_init ? dbpool__strdup(p->opt.init_sql) : NULL;
         p->metrics = dbpool__metrics_new();
-        if (!p->name || (p->opt.init_sql && !p->init_sql) || !p->metrics)
+        if (!p->name || (has_init && !p->init_sql) || !p->metrics)
             rc = dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
     }
     free(name_from_url);

@@ -183,6 +183,9 @@ struct dbpool {
     int64_t last_scale_ns;
 };
 
+/* Is the SQL text only white space and semicolons? (query.c) */
+bool dbpool__sql_is_blank(const char *sql);
+
 /* Does the caller hold c (an ordinary lease, or its parked connection in
  * use)? For the API's checks of a handle; no lock. */
 static inline bool dbpool__conn_held(const dbpool_conn *c) {

@@ -16,6 +16,11 @@ dbpool_param dbpool_param_text(const char *s) {
     return p;
 }
 
+/* SQL with nothing to run: only white space and semicolons. The backends
+ * disagree about it (SQLite and PostgreSQL run nothing, MySQL/MariaDB
+ * fail with "Query was empty"), so it is answered here, the same on all. */
+bool dbpool__sql_is_blank(const char *sql) { return sql[strspn(sql, " \t\r\n\f\v;")] == '\0'; }
+
 static bool lease_ok(const dbpool_conn *c) {
     return c && c->magic == DBPOOL_CONN_MAGIC && dbpool__conn_held(c);
 }
@@ -28,7 +33,7 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
         return dbpool__seterr(e, DBPOOL_EINVAL, "sql must not be NULL");
     if (n > 0 && !params)
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters announced but params is NULL", n);
-    if (n > 0 && sql[strspn(sql, " \t\r\n\f\v;")] == '\0')
+    if (n > 0 && dbpool__sql_is_blank(sql))
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters were given but the SQL holds no statement",
                               n);
     for (size_t i = 0; i < n; i++) {
@@ -66,6 +71,8 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     int rc = check_args(c, sql, params, nparams, err);
     if (rc != DBPOOL_OK)
         return rc;
+    if (dbpool__sql_is_blank(sql))
+        return DBPOOL_OK; /* nothing to run, on every backend */
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
@@ -82,6 +89,10 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     int rc = check_args(c, sql, params, nparams, err);
     if (rc != DBPOOL_OK)
         return rc;
+    if (dbpool__sql_is_blank(sql))
+        return dbpool__seterr(err, DBPOOL_EINVAL,
+                              "the query is empty: dbpool_query needs a statement (use dbpool_exec for "
+                              "statements that return no rows)");
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);

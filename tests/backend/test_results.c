@@ -467,6 +467,40 @@ static void test_release_with_open_result_is_refused(void **state) {
     *state = next; /* the teardown releases it */
 }
 
+/* SQL with nothing in it (white space and semicolons) reads the same on
+ * every backend: dbpool_exec runs nothing and succeeds, dbpool_query is
+ * DBPOOL_EINVAL, and a blank init_sql (an empty setting) is no init_sql.
+ * Before, MySQL/MariaDB failed all three with "Query was empty" (a blank
+ * init_sql failed every connect), PostgreSQL returned an empty result from
+ * dbpool_query, and SQLite refused only the query. */
+static void test_blank_sql_is_the_same_everywhere(void **state) {
+    dbpool_conn *c = conn_of(state);
+    const char *blank[] = {"", "   ", ";", " ;\n; \t"};
+    for (size_t i = 0; i < sizeof blank / sizeof *blank; i++) {
+        dbpool_error e;
+        int64_t affected = 99;
+        int rc = dbpool_exec(c, blank[i], NULL, 0, &affected, &e);
+        BT_CHECK(rc == DBPOOL_OK, "dbpool_exec of blank SQL #%zu: %s %s", i, dbpool_errname(rc), e.message);
+        BT_CHECK(affected == 0, "blank SQL #%zu affected %lld rows", i, (long long)affected);
+        dbpool_result *r = (dbpool_result *)&e; /* not left as it was */
+        rc = dbpool_query(c, blank[i], NULL, 0, &r, &e);
+        BT_CHECK(rc == DBPOOL_EINVAL, "dbpool_query of blank SQL #%zu: %s %s", i, dbpool_errname(rc),
+                 e.message);
+        BT_CHECK(r == NULL, "a failed dbpool_query leaves *out NULL");
+        BT_CHECK(strstr(e.message, "empty") != NULL, "the message says the query is empty: %s", e.message);
+    }
+    BT_CHECK(count_where(c, "1 = 1") == 0, "the lease still works");
+
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    o.init_sql = " ; ";
+    dbpool *p = bt_open(&o, NULL); /* fails the test if the open fails */
+    dbpool_conn *c2 = bt_acquire(p);
+    BT_CHECK(bt_query_int(c2, "SELECT 1", NULL, 0) == 1, "a lease of that pool works");
+    bt_release(c2);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_parameters_with_null(void **state) {
     dbpool_conn *c = conn_of(state);
     char sql[256];
@@ -794,6 +828,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_with_open_result_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blank_sql_is_the_same_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parameters_with_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
