@@ -85,6 +85,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
         return DBPOOL_OK;
     }
     bool over_cap = total_locked(p) > p->cap;
+    bool closed = p->closed;
     c->state = CONN_RETURNING;
     unlock(p);
     if (was_leak)
@@ -100,6 +101,10 @@ static int release_impl(dbpool_conn *c, bool discard) {
         why = DBPOOL_CLOSE_LIFETIME;
     } else if (over_cap) {
         why = DBPOOL_CLOSE_SHRINK;
+    } else if (closed) {
+        /* Closed anyway: no reset round trips (nor init_sql and
+         * after_connect again, after dbpool_close returned) before it. */
+        why = DBPOOL_CLOSE_POOL_CLOSED;
     } else if (need == 1) {
         dbpool_error e;
         dbpool__clearerr(&e);

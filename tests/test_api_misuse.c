@@ -1,6 +1,7 @@
 /* The public API as a new user meets it: calls in the wrong order or in
  * the wrong state end in the code and message include/dbpool.h promises.
  * Uses the mock and SQLite backends. */
+#include "driver_mock.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -43,9 +44,46 @@ static void test_try_acquire_while_suspended_says_so(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static int after_connect_calls;
+static int count_after_connect(void *native, void *user) {
+    (void)native, (void)user;
+    after_connect_calls++;
+    return 0;
+}
+
+/* A lease given back dirty after dbpool_close is closed as it comes back
+ * (include/dbpool.h): it is not reset first. Before, release ran the
+ * reset's round trips (ROLLBACK; on MySQL/MariaDB and PostgreSQL also
+ * init_sql and after_connect again, after dbpool_close had returned) on a
+ * connection it closed right after, and counted it in "rollbacks". */
+static void test_release_after_close_does_not_reset(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    o.after_connect = count_after_connect;
+    after_connect_calls = 0;
+    dbpool *p = open_url("mock:", &o);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+    assert_int_equal(after_connect_calls, 1);
+    dbpool__mock_counters before;
+    dbpool__mock_get_counters(&before);
+    assert_int_equal(dbpool_close(p), 1); /* the lease is still out */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool__mock_counters after;
+    dbpool__mock_get_counters(&after);
+    assert_int_equal(after.resets - before.resets, 0);
+    assert_int_equal(after.live, 0); /* closed, and the pool with it */
+    assert_int_equal(after_connect_calls, 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
+        cmocka_unit_test(test_release_after_close_does_not_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
