@@ -599,31 +599,9 @@ static void test_slow_init_sql_bounded(void **state) {
     int pid = backend_pid(c);
     expect_text(c, "SELECT current_setting('application_name')", "slow_init");
     exec_ok(c, "SET work_mem = '8MB'"); /* the release runs DISCARD ALL, then init_sql */
-    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", flag);
-    exec_ok(a, sql);
-    int64_t t0 = dbt_now_ms();
-    release(c);
-    int64_t took = dbt_now_ms() - t0;
-    if (took > 500 + 1500)
-        fail_msg("the release took %lld ms with validation_timeout_ms 500", (long long)took);
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
-    assert_int_equal(s.total, 0);
-
-    /* A new connection while the flag is up: the attempt times out. */
-    dbpool_error err;
-    t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, 5000, &c, &err);
-    took = dbt_now_ms() - t0;
-    if (rc != DBPOOL_ETIMEDOUT || took > 500 + 1500)
-        fail_msg("acquire with a slow init_sql: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
-                 err.message);
-    assert_non_null(strstr(err.message, "init_sql"));
+    dbt_expect_slow_init_sql_bounded(p, c, a, flag, 500);
 
     /* Flag down: the next connection is a new backend, set up by init_sql. */
-    snprintf(sql, sizeof sql, "DELETE FROM %s", flag);
-    exec_ok(a, sql);
     c = lease(p);
     assert_int_not_equal(backend_pid(c), pid);
     expect_text(c, "SELECT current_setting('application_name')", "slow_init");

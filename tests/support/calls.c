@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -59,4 +60,35 @@ void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms) {
                      s.waiting);
         dbt_sleep_ms(1);
     }
+}
+
+void dbt_expect_slow_init_sql_bounded(dbpool *p, dbpool_conn *c, dbpool_conn *admin, const char *flag_table,
+                                      int64_t bound_ms) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", flag_table);
+    dbt_exec_ok(admin, sql, NULL, 0);
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > bound_ms + 1500)
+        fail_msg("the release took %lld ms with validation_timeout_ms %lld", (long long)took,
+                 (long long)bound_ms);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    assert_int_equal(s.total, 0);
+
+    /* A new connection while the flag is up: the attempt times out. */
+    dbpool_error err;
+    memset(&err, 0, sizeof err);
+    t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 5000, &c, &err);
+    took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ETIMEDOUT || took > bound_ms + 1500)
+        fail_msg("acquire with a slow init_sql: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
+                 err.message);
+    assert_non_null(strstr(err.message, "init_sql"));
+
+    snprintf(sql, sizeof sql, "DELETE FROM %s", flag_table);
+    dbt_exec_ok(admin, sql, NULL, 0);
 }

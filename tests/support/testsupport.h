@@ -49,5 +49,15 @@ int dbt_next_ok(dbpool_result *r);
 /* Poll until the pool has exactly n callers waiting; after timeout_ms the
  * test fails. */
 void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms);
+/* The two halves of a slow init_sql, for pools whose init_sql sleeps while
+ * `flag_table` holds a row and whose validation_timeout_ms and
+ * connect_timeout_ms are both `bound_ms`. `c` is a lease that changed the
+ * session, so its release resets and runs init_sql again. With the flag
+ * raised through `admin` (another connection), the release must end within
+ * bound_ms + 1.5 s and close the connection (reset_failed, none left), and
+ * a new connection must time out as quickly, naming init_sql. The flag is
+ * lowered again before returning. */
+void dbt_expect_slow_init_sql_bounded(dbpool *p, dbpool_conn *c, dbpool_conn *admin, const char *flag_table,
+                                      int64_t bound_ms);
 
 #endif
