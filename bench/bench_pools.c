@@ -440,7 +440,11 @@ static void *ab_worker_main(void *arg) {
             held = NULL;
             dedicated = NULL;
         }
-        for (int i = 0; i < 16; i++)
+        /* Every operation counts for the side it started on: the phase is
+         * read again before each one, so that a side whose operations are
+         * slow (connect-per-query: milliseconds each) does not run on into
+         * the other side's slice and count that time as its own. */
+        for (int i = 0; i < 16 && atomic_load_explicit(&ab_side, memory_order_relaxed) == phase; i++)
             w->ops_by_side[slot] +=
                 (unsigned long)(side ? one_op(w, other, G.impl) : one_op(w, dedicated, I_RAW));
     }
