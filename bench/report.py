@@ -20,13 +20,20 @@ THREADS_STMT = [1, 2, 8]
 
 
 def load(path):
-    meta, points = {}, defaultdict(list)
+    """Read results.tsv. A line that cannot be read (a truncated file, a
+    program killed while printing) is skipped and listed, not fatal."""
+    meta, points, skipped = {}, defaultdict(list), []
     with open(path) as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
             if parts[0] == "M" and len(parts) >= 3:
                 meta[parts[1]] = parts[2]
-            elif parts[0] == "R" and len(parts) >= 6:
+            elif parts[0] == "R":
+                try:
+                    key = (parts[1], parts[2], parts[3], int(parts[4]), int(parts[5]))
+                except (IndexError, ValueError):
+                    skipped.append(lineno)
+                    continue
                 kv = {}
                 for item in parts[6:]:
                     if "=" in item:
@@ -35,15 +42,45 @@ def load(path):
                             kv[k] = float(v)
                         except ValueError:
                             kv[k] = v
-                key = (parts[1], parts[2], parts[3], int(parts[4]), int(parts[5]))
                 points[key].append(kv)
-    return meta, points
+    return meta, points, skipped
+
+
+def round_problem(key, kv):
+    """Why one round of a point is no measurement (None when it is one): it
+    had errors, or it completed nothing. Such a round is left out of every
+    median, ratio and verdict, and listed in the report."""
+    bench, impl, backend = key[0], key[1], key[2]
+    if bench in ("stall", "mem-heap", "mem-rss") or impl == "dbpool-histogram":
+        return None
+    errors = kv.get("errors")
+    # The floors' "errors" only keep a call from being optimised away.
+    if backend != "-" and isinstance(errors, float) and errors > 0:
+        return f"{errors:,.0f} errors"
+    ops = kv.get("ops_s")
+    if not isinstance(ops, float) or not ops > 0:
+        return "no operation completed" if isinstance(ops, float) else "no ops_s"
+    if bench == "stmt" and "raw_ops_s" in kv and not (isinstance(kv["raw_ops_s"], float) and kv["raw_ops_s"] > 0):
+        return "no baseline operation completed"
+    if bench.startswith("latency") and not (isinstance(kv.get("count"), float) and kv["count"] > 0):
+        return "no acquire timed"
+    return None
 
 
 class Data:
-    def __init__(self, meta, points):
+    def __init__(self, meta, points, skipped=()):
         self.meta = meta
-        self.points = points
+        self.points = defaultdict(list)
+        self.skipped = list(skipped)
+        self.dropped = []  # (key, reason) of every round left out
+        self.plotted = False
+        for key, rows in points.items():
+            for kv in rows:
+                why = round_problem(key, kv)
+                if why is None:
+                    self.points[key].append(kv)
+                else:
+                    self.dropped.append((key, why))
 
     def stall_threads(self):
         """The thread counts `bench_pools stall` ran with: one alone, and the
@@ -166,7 +203,10 @@ def cycle_section(d):
                     fails.append(f"{bname}/{size}/{t} thr: {f:,.0f}")
     if fails:
         md.append("libzdb attempts that found its pool full (median per point): " + "; ".join(fails) + ".\n")
-    md.append("![cycles per second](cycles.svg)\n")
+    if d.plotted:
+        md.append("![cycles per second](cycles.svg)\n")
+    else:
+        md.append("(gnuplot failed or is not installed: the plot is missing; see the run log.)\n")
     return "\n".join(md)
 
 
@@ -323,7 +363,7 @@ def latency_table(d, bench, with_intro):
             label = "dbpool (own histogram)" if impl == "dbpool-histogram" else (
                 "**dbpool**" if impl == "dbpool" else impl)
             share = "–"
-            if g("min_thread_ops") is not None:
+            if g("min_thread_ops") is not None and g("max_thread_ops") is not None:
                 share = f"{g('min_thread_ops'):,.0f}–{g('max_thread_ops'):,.0f}"
             rows.append([label, bname, fmt_rate(g("ops_s")) if g("ops_s") else "–", fmt_num(g("mean_us")),
                          fmt_num(g("p50_us")), fmt_num(g("p99_us")), fmt_num(g("max_us")),
@@ -425,12 +465,39 @@ def barging_section(d):
     return "\n".join(md)
 
 
+def problems_section(d):
+    """Every round left out and every line that could not be read: what the
+    verdicts and tables below are missing, said where it cannot be missed."""
+    if not d.dropped and not d.skipped:
+        return ""
+    md = ["## Data problems\n",
+          "These measurements failed and are left out of every table and verdict below (a point "
+          "with no round left shows as –, and a goal that needs it is not judged):\n"]
+    for (bench, impl, backend, size, threads), why in sorted(d.dropped):
+        md.append(f"- {bench} {impl} {backend}, pool {size}, {threads} thr: {why}")
+    if d.skipped:
+        lines = ", ".join(str(n) for n in d.skipped[:20]) + (" ..." if len(d.skipped) > 20 else "")
+        md.append(f"- results.tsv lines that could not be read (truncated?): {lines}")
+    md.append("")
+    return "\n".join(md)
+
+
 def goals_section(d):
     md = ["## Goals (issue #5)\n"]
     rows = []
 
-    def verdict(ok):
-        return "—" if ok is None else ("**MET**" if ok else "**NOT MET**")
+    def verdict(n_ok, n, expected):
+        """n of the expected points were measured, n_ok of them meet the
+        goal. A goal is met only when every point it names was measured:
+        a peer not installed, a server not started or a run that failed
+        leaves it unjudged, never met."""
+        if n == 0:
+            return "**NOT MEASURED**"
+        if n_ok < n:
+            return "**NOT MET**"
+        if n < expected:
+            return f"**NOT MEASURED** at {expected - n} of {expected} points (the rest meet it)"
+        return "**MET**"
 
     # 1. Cycle rate vs HikariCP, libzdb, apr.
     for peer, need in (("HikariCP", 1.0), ("libzdb", 3.0), ("apr_reslist", 3.0)):
@@ -447,17 +514,21 @@ def goals_section(d):
                         worst, where = r, f"{bname}, pool {size}, {t} thr"
         label = ("cycle rate ≥ HikariCP's at every thread count and both pool sizes" if peer == "HikariCP"
                  else f"cycle rate ≥ 3× {peer}'s")
+        expected = len(BACKENDS_CYCLE) * 2 * len(THREADS_ALL)
         rows.append([label, f"≥ {need:g}× everywhere",
-                     f"worst {fmt_x(worst)} ({where}); {n_ok}/{n} points meet it" if worst else "–",
-                     verdict(None if worst is None else n_ok == n)])
+                     f"worst {fmt_x(worst)} ({where}); {n_ok}/{n} measured points meet it"
+                     + (f", {expected - n} not measured" if n < expected else "") if worst is not None else "–",
+                     verdict(n_ok, n, expected)])
     # within 2x of the mutex floor single-threaded
     mu = d.get("cycle", "mutex", "-", 0, 1, "ns_op")
-    worst, where = None, ""
+    worst, where, n_ok, n = None, "", 0, 0
     for b, bname in BACKENDS_CYCLE:
         for size in (8, 2):
             v = d.get("cycle", "dbpool", b, size, 1, "ns_op")
             if v is not None and mu:
                 r = v / mu
+                n += 1
+                n_ok += r <= 2.0
                 if worst is None or r > worst:
                     worst, where = r, f"{bname}, pool {size}: {v:.0f} ns vs {mu:.1f} ns"
     # The two clock reads of the use-time histogram, against the same floor.
@@ -465,8 +536,8 @@ def goals_section(d):
     clocks = (f"; the two time-stamp counter reads that time a lease cost {tp:.1f} ns alone, "
               f"{fmt_x(tp / mu, 1)} the floor" if tp and mu else "")
     rows.append(["single-threaded cycle within 2× of a bare mutex lock+unlock", "≤ 2×",
-                 f"worst {fmt_x(worst, 1)} ({where}){clocks}" if worst else "–",
-                 verdict(None if worst is None else worst <= 2.0)])
+                 f"worst {fmt_x(worst, 1)} ({where}){clocks}" if worst is not None else "–",
+                 verdict(n_ok, n, len(BACKENDS_CYCLE) * 2)])
     # 2. fairness: spinning holders (a row even without data), then sleeping ones
     one, every = d.stall_threads()
     gap_idle = d.get("stall", "machine", "-", 0, one, "max_gap_us") if one else None
@@ -495,15 +566,18 @@ def goals_section(d):
             rows.append([label.format(bname), "≤ 3×",
                          f"max÷mean {fmt_num(f, 2)} (max {fmt_num(g('max_us'))} µs, mean {fmt_num(mean)} µs); "
                          f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{note}" if f is not None else "–",
-                         verdict(None if f is None else f <= 3.0)])
+                         verdict(int(f <= 3.0), 1, 1) if f is not None else verdict(0, 0, 1)])
     # 3. statement cycle ratio
     for b, bname, need in (("postgresql", "PostgreSQL", 0.98), ("mariadb", "MariaDB", 0.98), ("sqlite", "SQLite", 0.95)):
-        worst, where, per = None, "", []
+        worst, where, per, n_ok, n = None, "", [], 0, 0
         for t in THREADS_STMT:
             r = d.pooled_ratio("stmt", "dbpool", b, 8, t)
             if r is None:
+                per.append(f"{t} thr not measured")
                 continue
             per.append(f"{t} thr {r:.3f}")
+            n += 1
+            n_ok += r >= need
             if worst is None or r < worst:
                 worst, where = r, f"{t} thr"
         nat = [d.pooled_ratio("stmt", "dbpool-native", b, 8, t) for t in THREADS_STMT]
@@ -520,7 +594,7 @@ def goals_section(d):
         rows.append([f"statement cycle through dbpool vs a dedicated raw connection ({bname})",
                      f"≥ {need:.0%}",
                      f"worst {worst:.1%} ({'; '.join(per)}){native}{noise}" if worst is not None else "–",
-                     verdict(None if worst is None else worst >= need)])
+                     verdict(n_ok, n, len(THREADS_STMT))])
     # 4. bookkeeping
     for b in ("mock", "sqlite", "postgresql", "mariadb"):
         m = d.get("mem-heap", "dbpool", b, 50, 0, "marginal")
@@ -529,14 +603,16 @@ def goals_section(d):
         z = d.get("mem-heap", "libzdb", b, 50, 0, "marginal")
         extra = f"; libzdb {z:,.0f} B" if z is not None else ""
         rows.append([f"pool bookkeeping per connection ({b}) < 512 B", "< 512 B",
-                     f"{m:,.0f} B per connection (+ {fx:,.0f} B fixed per pool; {pc:,.0f} B/conn at N=50){extra}"
-                     if m is not None else "–",
-                     verdict(None if m is None else m < 512)])
+                     f"{m:,.0f} B per connection (+ {fmt_num(fx, 0)} B fixed per pool; {fmt_num(pc, 0)} B/conn "
+                     f"at N=50){extra}" if m is not None else "–",
+                     verdict(int(m < 512), 1, 1) if m is not None else verdict(0, 0, 1)])
     md.append(table(["goal", "target", "measured", "verdict"], rows))
     md.append(
         "\nEach verdict is computed by bench/report.py from the medians below; nothing is "
-        "adjusted by hand. Bookkeeping is judged on the marginal cost per connection; the "
-        "pool's fixed cost is shown beside it.\n"
+        "adjusted by hand. A goal is MET only when every point it names was measured; a point "
+        "that was not (a peer not installed, a server not started, a run that failed: see *Data "
+        "problems* above when there are any) leaves it NOT MEASURED, never met. Bookkeeping is "
+        "judged on the marginal cost per connection; the pool's fixed cost is shown beside it.\n"
     )
     return "\n".join(md)
 
@@ -583,13 +659,20 @@ def plot(d, out):
         s.append("unset multiplot")
         return "\n".join(s) + "\n"
 
+    for fname in ("cycles.svg", "cycles.png"):  # never show an earlier run's plot
+        if os.path.exists(os.path.join(out, fname)):
+            os.remove(os.path.join(out, fname))
     ok = True
     for term, fname in (("svg size 1100,800 dynamic noenhanced font 'Sans,11'", "cycles.svg"),
                         ("pngcairo size 1100,800 noenhanced font 'Sans,10'", "cycles.png")):
         gp = os.path.join(out, fname.replace(".", "_") + ".gp")
         with open(gp, "w") as f:
             f.write(script(term, fname))
-        r = subprocess.run(["gnuplot", os.path.basename(gp)], cwd=out, capture_output=True, text=True)
+        try:
+            r = subprocess.run(["gnuplot", os.path.basename(gp)], cwd=out, capture_output=True, text=True)
+        except OSError as e:  # gnuplot not installed
+            sys.stderr.write(f"report.py: cannot run gnuplot: {e}\n")
+            return False
         if r.returncode != 0:
             sys.stderr.write(f"report.py: gnuplot failed for {fname}: {r.stderr}\n")
             ok = False
@@ -625,15 +708,13 @@ def header_section(d):
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: report.py results.tsv OUTDIR")
-    meta, points = load(sys.argv[1])
-    d = Data(meta, points)
+    meta, points, skipped = load(sys.argv[1])
+    d = Data(meta, points, skipped)
     out = sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    plotted = plot(d, out)
-    parts = [header_section(d), goals_section(d), cycle_section(d), stmt_section(d), latency_section(d),
+    d.plotted = plot(d, out)
+    parts = [header_section(d), problems_section(d), goals_section(d), cycle_section(d), stmt_section(d), latency_section(d),
              memory_section(d), barging_section(d)]
-    if not plotted:
-        parts.append("\n(gnuplot failed: the plot is missing; see the run log.)\n")
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(parts))
     print(os.path.join(out, "report.md"))
