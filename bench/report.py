@@ -547,11 +547,26 @@ def goals_section(d):
              "hold", True),
             ("latency-sleep", "the same with holders that sleep ({})", "sleep", False)):
         for b, bname in BACKENDS_CYCLE:
-            g = lambda f, b=b: d.get(bench, "dbpool", b, 2, 8, f)
+            # Judged on the worst run, not the median: with two runs the
+            # median is their mean, and a run at 4× would pass beside one
+            # at 1.8×. The figures shown are that run's.
+            runs = [r for r in d.points.get((bench, "dbpool", b, 2, 8), [])
+                    if isinstance(r.get("fairness"), float)]
+            worst_run = max(runs, key=lambda r: r["fairness"]) if runs else {}
+
+            def g(field, run=worst_run):
+                v = run.get(field)
+                return v if isinstance(v, float) else None
+
             f = g("fairness")
             if f is None and not busy:
                 continue
             mean, p99, hold = g("mean_us"), g("p99_us"), g("max_hold_us")
+            if len(runs) > 1:
+                note_runs = (f"worst of {len(runs)} runs (median max÷mean "
+                             f"{fmt_num(d.get(bench, 'dbpool', b, 2, 8, 'fairness'), 2)}): ")
+            else:
+                note_runs = ""
             note = ""
             gap = gap_busy if busy else gap_idle
             if gap is not None:
@@ -564,7 +579,7 @@ def goals_section(d):
                 note += (f"; the longest a waiter took to run after being handed its connection: "
                          f"{fmt_num(handoff)} µs")
             rows.append([label.format(bname), "≤ 3×",
-                         f"max÷mean {fmt_num(f, 2)} (max {fmt_num(g('max_us'))} µs, mean {fmt_num(mean)} µs); "
+                         f"{note_runs}max÷mean {fmt_num(f, 2)} (max {fmt_num(g('max_us'))} µs, mean {fmt_num(mean)} µs); "
                          f"p99 {fmt_num(p99)} µs = {fmt_num(ratio(p99, mean), 2)}× mean{note}" if f is not None else "–",
                          verdict(int(f <= 3.0), 1, 1) if f is not None else verdict(0, 0, 1)])
     # 3. statement cycle ratio
@@ -608,7 +623,8 @@ def goals_section(d):
                      verdict(int(m < 512), 1, 1) if m is not None else verdict(0, 0, 1)])
     md.append(table(["goal", "target", "measured", "verdict"], rows))
     md.append(
-        "\nEach verdict is computed by bench/report.py from the medians below; nothing is "
+        "\nEach verdict is computed by bench/report.py from the medians below (fairness: from the "
+        "worst of the latency runs, whose figures it shows); nothing is "
         "adjusted by hand. A goal is MET only when every point it names was measured; a point "
         "that was not (a peer not installed, a server not started, a run that failed: see *Data "
         "problems* above when there are any) leaves it NOT MEASURED, never met. Bookkeeping is "

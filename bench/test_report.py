@@ -117,6 +117,14 @@ def main():
           "## Data problems" in md and re.search(r"latency dbpool sqlite, pool 2, 8 thr: 5,000 errors", md) is not None,
           md[:1500])
 
+    # Two latency runs, one fair and one not: the median (their mean) would
+    # pass; the goal is a bound on every run.
+    lines = [l for l in complete() if not l.startswith("R\tlatency\tdbpool\tpostgresql")]
+    lines += [latency_line("dbpool", "postgresql", 1.8), latency_line("dbpool", "postgresql", 4.0)]
+    rc, md = report(lines)
+    row = goal_row(md, "fairness under 4× oversubscription, 100 µs holds (PostgreSQL)")
+    check("fairness: one unfair run of two is not met", rc == 0 and "**NOT MET**" in row and "4.00" in row, row)
+
     # HikariCP measured on SQLite only (its PostgreSQL run failed).
     lines = [l for l in complete() if not l.startswith("R\tcycle\tHikariCP\tpostgresql")]
     rc, md = report(lines)
