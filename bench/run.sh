@@ -19,7 +19,9 @@
 # (3), BENCH_LATENCY_SECONDS (1.5), BENCH_STMT_SECONDS (5: dbpool's
 # statement rows on PostgreSQL and MariaDB and their control),
 # BENCH_SKIP_INSTALL=1 (do not touch apt),
-# BENCH_BUILD_DIR (build/bench).
+# BENCH_BUILD_DIR (build/bench), BENCH_RUN_TIMEOUT (seconds one program may
+# run before it is stopped; by default 120 s plus 40 times the three
+# durations above together).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +37,12 @@ LAT_SECS=${BENCH_LATENCY_SECONDS:-1.5}
 STMT_SECS=${BENCH_STMT_SECONDS:-5}
 HOLD_US=100
 JAVA_WARMUP=0.3
+# No program may hang the run: a pool that never hands a connection back,
+# a server that stops answering. The longest program (HikariBench's cycles:
+# 2 sizes x 5 thread counts x (warm-up + SECS), or dbpool's statement rows:
+# 3 x STMT_SECS) takes a small fraction of this.
+RUN_LIMIT=${BENCH_RUN_TIMEOUT:-$(awk -v a="$SECS" -v b="$STMT_SECS" -v c="$LAT_SECS" \
+    'BEGIN { printf "%d", 120 + 40 * (a + b + c) }')}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -163,7 +171,15 @@ JAVA=(java -Xms256m -Xmx256m -XX:+UseParallelGC -cp "$BUILD/java:$CP" HikariBenc
 run() {
     local line
     {
-        "$@" 2>>"$RUNLOG" || log "warning: failed: ${*:1:4}"
+        # --foreground: the program stays in the script's process group, so
+        # that Ctrl-C reaches it at once.
+        local rc=0
+        timeout --foreground -k 10 "$RUN_LIMIT" "$@" 2>>"$RUNLOG" || rc=$?
+        if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+            log "warning: stopped after ${RUN_LIMIT} s (BENCH_RUN_TIMEOUT): ${*:1:4}"
+        elif [[ $rc -ne 0 ]]; then
+            log "warning: failed (exit $rc): ${*:1:4}"
+        fi
     } | while IFS= read -r line; do
         printf '%s\n' "$line" >>"$RUNLOG"
         if [[ $line == R$'\t'* ]]; then
