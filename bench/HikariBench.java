@@ -11,7 +11,10 @@
  * stmt     getConnection(), Statement.executeQuery("SELECT 1"), read, close,
  *          measured in alternating ~0.1 s slices (ABBA) with the JDBC
  *          baseline: one dedicated DriverManager connection per thread doing
- *          the same statement; prints both rates and their ratio
+ *          the same statement; prints both rates and their ratio. As in
+ *          bench_pools: one set of threads runs the whole measurement and
+ *          switches sides, each statement counts for the side it started
+ *          on, and the first 0.1 s (half on each side) is not counted.
  * latency  time getConnection() while each holder busy-waits HOLD_US
  * latency-sleep  the same, but each holder sleeps HOLD_US (LockSupport.parkNanos)
  *
@@ -35,6 +38,8 @@ public final class HikariBench {
     static volatile boolean go;
 
     static volatile String mode;
+    /* stmt: 0 the dedicated connection, 1 the pool; 2 and 3 the same, not counted (settling) */
+    static volatile int side;
     static String backend, url, user, password;
     static Connection[] rawConns;
     static long holdNs = 100_000;
@@ -47,6 +52,9 @@ public final class HikariBench {
         long[] samples;
         int nsamples;
         long maxHoldNs; /* latency: the longest hold actually took */
+        /* stmt: statements on each side; fields, not an array, which would be
+         * an object of its own next to the other workers' on the heap */
+        long opsRaw, opsPool;
         long q0, q1, q2, q3, q4, q5, q6, q7;
         final HikariDataSource ds;
         volatile boolean ready;
@@ -63,9 +71,13 @@ public final class HikariBench {
         @Override
         public void run() {
             final String mode = HikariBench.mode;
-            final Connection own = mode.equals("rawstmt") ? rawConns[index] : null;
+            final Connection own = mode.equals("ab") ? rawConns[index] : null;
             ready = true;
             while (!go) Thread.onSpinWait();
+            if (mode.equals("ab")) {
+                runInterleaved(own);
+                return;
+            }
             while (!stop) {
                 for (int i = 0; i < 16; i++) {
                     try {
@@ -81,9 +93,6 @@ public final class HikariBench {
                                 }
                                 break;
                             }
-                            case "rawstmt":
-                                if (select1(own) != 1) errors++;
-                                break;
                             case "latency":
                             case "latency-sleep": {
                                 long t0 = System.nanoTime();
@@ -111,6 +120,88 @@ public final class HikariBench {
                 }
             }
         }
+
+        /* stmt: alternate between the dedicated connection and the pool as
+         * the main thread switches `side`; the side is read before every
+         * statement, which counts for the side it started on. */
+        void runInterleaved(Connection own) {
+            while (!stop) {
+                final int phase = side;
+                for (int i = 0; i < 16 && side == phase; i++) {
+                    try {
+                        if ((phase & 1) == 0) {
+                            if (select1(own) != 1) {
+                                errors++;
+                                continue;
+                            }
+                        } else {
+                            try (Connection c = ds.getConnection()) {
+                                if (select1(c) != 1) {
+                                    errors++;
+                                    continue;
+                                }
+                            }
+                        }
+                        if (phase == 0) opsRaw++;
+                        else if (phase == 1) opsPool++;
+                    } catch (Exception e) {
+                        errors++;
+                        if (errors < 3) System.err.println("HikariBench: " + e);
+                    }
+                }
+            }
+        }
+    }
+
+    static void sleepSeconds(double s) throws InterruptedException {
+        long end = System.nanoTime() + (long) (s * 1e9);
+        for (long left; (left = end - System.nanoTime()) > 0; )
+            Thread.sleep(left / 1_000_000, (int) (left % 1_000_000));
+    }
+
+    /* The stmt measurement: one set of threads, ABBA slices of about 0.1 s
+     * after 0.1 s of settling; returns {pool ops/s, raw ops/s, errors}. */
+    static double[] interleaved(HikariDataSource ds, int threads, double seconds) throws Exception {
+        int slices = Math.max(4, (int) (seconds / 0.1));
+        slices += slices % 2;
+        double slice = seconds / slices;
+        double[] t = new double[2];
+        String measured = mode;
+        mode = "ab";
+        side = 2;
+        stop = false;
+        go = false;
+        ArrayList<Worker> ws = new ArrayList<>();
+        for (int i = 0; i < threads; i++) {
+            Worker w = new Worker(ds, 0, i);
+            ws.add(w);
+            w.start();
+        }
+        for (Worker w : ws) while (!w.ready) Thread.onSpinWait();
+        go = true;
+        sleepSeconds(0.05);
+        side = 3;
+        sleepSeconds(0.05);
+        for (int k = 0; k < slices; k++) {
+            for (int half = 0; half < 2; half++) {
+                int now = (k % 2 == 0) == (half == 0) ? 0 : 1;
+                long t0 = System.nanoTime();
+                side = now;
+                sleepSeconds(slice);
+                t[now] += (System.nanoTime() - t0) / 1e9;
+            }
+        }
+        stop = true;
+        long[] ops = new long[2];
+        long errors = 0;
+        for (Worker w : ws) {
+            w.join();
+            ops[0] += w.opsRaw;
+            ops[1] += w.opsPool;
+            errors += w.errors;
+        }
+        mode = measured;
+        return new double[] {ops[1] / t[1], ops[0] / t[0], errors};
     }
 
     static int select1(Connection c) throws Exception {
@@ -227,37 +318,16 @@ public final class HikariBench {
             }
             String measured = mode;
             for (int t : threads) {
-                run(ds, t, warmup, cap);
-                if (measured.equals("stmt")) {
-                    mode = "rawstmt";
+                if (measured.equals("stmt"))
+                    interleaved(ds, t, warmup); /* both sides, the same loop as measured */
+                else
                     run(ds, t, warmup, cap);
-                    mode = measured;
-                }
             }
             for (int t : threads) {
                 if (measured.equals("stmt")) {
-                    int slices = Math.max(4, (int) (seconds / 0.1));
-                    slices += slices % 2;
-                    double slice = seconds / slices;
-                    long opsPool = 0, opsRaw = 0, errors = 0;
-                    double tPool = 0, tRaw = 0;
-                    for (int k = 0; k < slices; k++) {
-                        for (int half = 0; half < 2; half++) {
-                            boolean rawNow = (k % 2 == 0) == (half == 0);
-                            mode = rawNow ? "rawstmt" : "stmt";
-                            Result r = run(ds, t, slice, 0);
-                            if (rawNow) {
-                                opsRaw += r.ops;
-                                tRaw += r.elapsed;
-                            } else {
-                                opsPool += r.ops;
-                                tPool += r.elapsed;
-                            }
-                            errors += r.errors;
-                        }
-                    }
-                    mode = measured;
-                    double pool = opsPool / tPool, raw = opsRaw / tRaw;
+                    double[] ab = interleaved(ds, t, seconds);
+                    double pool = ab[0], raw = ab[1];
+                    long errors = (long) ab[2];
                     System.out.printf("R\tstmt\tHikariCP\t%s\t%d\t%d\tops_s=%.0f\traw_ops_s=%.0f\tratio=%.4f\terrors=%d%n",
                             backend, size, t, pool, raw, pool / raw, errors);
                     System.out.printf("R\tstmt\traw-jdbc\t%s\t0\t%d\tops_s=%.0f\terrors=0%n", backend, t, raw);
