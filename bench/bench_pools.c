@@ -272,7 +272,8 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
         if (G.mode == M_SHARE)
             t1 = bench_now_ns();
         if (G.mode == M_STMT || G.mode == M_SHARE)
-            ok = impl == I_DBPOOL ? dbpool_select1(c) : bench_raw_select1(G.backend, dbpool_conn_native(c));
+            ok = impl == I_DBPOOL ? dbpool_select1(c)
+                                  : bench_raw_select1_kept(G.backend, dbpool_conn_native(c));
         if (G.mode == M_SHARE)
             t2 = bench_now_ns();
         dbpool_release(c);
@@ -310,7 +311,7 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
         if (G.mode == M_LATENCY)
             sample_and_hold(w, t0);
         else if (G.mode == M_STMT)
-            ok = bench_raw_select1(G.backend, c);
+            ok = bench_raw_select1_kept(G.backend, c);
         apr_reslist_release(G.rl, c);
         break;
     }
@@ -346,7 +347,7 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
     case I_RAW:
     case I_RAW_AA:
     case I_RAW_SELF:
-        ok = bench_raw_select1(G.backend, raw);
+        ok = bench_raw_select1_kept(G.backend, raw);
         break;
     case I_CPQ: {
         void *c = bench_raw_open(G.backend, G.url, false);

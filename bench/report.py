@@ -230,7 +230,8 @@ def stmt_section(d):
     md.append(
         "Statements per second over all threads (pool size 8, so no thread ever waits), and in "
         "brackets the ratio to the baseline: a dedicated raw connection per thread (sqlite3 / "
-        "PGconn / MYSQL, prepare-step-finalize / PQexec / mysql_query+store_result), or for "
+        "PGconn / MYSQL: on SQLite a statement prepared once per connection, then stepped and reset, "
+        "as dbpool's statement cache does; PQexec; mysql_query+store_result), or for "
         "HikariCP a dedicated JDBC connection per thread. One set of threads switches between "
         "each pool and its baseline in alternating ~0.1 s slices (ABBA order, the first 0.1 s "
         "not counted), and the ratio is taken within that run, so that the machine's drift and "
