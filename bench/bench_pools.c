@@ -289,8 +289,15 @@ static inline int one_op(bench_worker *w, void *raw, impl_kind impl) {
         Connection_T c;
         while (!(c = ConnectionPool_getConnection(G.zp))) {
             w->fails++;
-            if (!bench_running())
+            if (!bench_running()) {
+                /* A wait still going at the end is a wait too, at least
+                 * this long: a thread that never got a connection would
+                 * otherwise leave no sample at all, and the maximum would
+                 * miss the starvation it is there to show. */
+                if (G.mode == M_LATENCY)
+                    bench_sample(w, bench_now_ns() - t0);
                 return 0;
+            }
             sched_yield();
         }
         if (G.mode == M_LATENCY)
