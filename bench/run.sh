@@ -91,7 +91,11 @@ install_packages() {
 TMP=
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # A second Ctrl-C while the servers stop must not cut the stop short
+    # (servers and the temporary directory would stay): ignore INT and TERM
+    # here, and in the stop scripts, which are bounded (30 s, then KILL).
+    trap - EXIT
+    trap '' INT TERM
     if [[ -n $TMP && -d $TMP ]]; then
         log "stopping the test servers"
         "$ROOT/scripts/pg-server.sh" stop "$TMP" >/dev/null 2>&1 || true
