@@ -14,7 +14,9 @@
  * its bookkeeping, per connection, with the pool's fixed cost (struct,
  * copied options, maintenance thread's TLS) spread over N. It is done at
  * N/5 and N as well, so the marginal cost per connection is shown apart
- * from the fixed cost.
+ * from the fixed cost. All of it twice: with the connections as opened,
+ * and after one SELECT 1 on each (fields *_used), which is when dbpool's
+ * SQLite backend makes a connection's statement cache.
  *
  * rss: resident set growth (from /proc/self/statm) after opening N
  * connections, divided by N: what the client side of one connection costs
@@ -258,10 +260,73 @@ static void close_n(opened *o) {
     memset(o, 0, sizeof *o);
 }
 
-static long long heap_delta(const char *impl, int n) {
+/* Run one SELECT 1 on every connection, each held at once so that none is
+ * left out: what a connection holds once it has been used (dbpool's
+ * statement cache on SQLite, made at a connection's first statement; the
+ * raw side keeps its prepared statement, as bench_pools' baseline does). */
+static void use_n(opened *o) {
+    if (o->raw) {
+        for (int i = 0; i < o->n; i++)
+            if (!bench_raw_select1_kept(g_backend, o->raw[i]))
+                bench_die("SELECT 1 failed on raw connection %d", i);
+    } else if (o->dp) {
+        dbpool_conn **c = __libc_calloc((size_t)o->n, sizeof *c);
+        dbpool_error e;
+        for (int i = 0; i < o->n; i++)
+            if (dbpool_acquire(o->dp, 10000, &c[i], &e) != DBPOOL_OK)
+                bench_die("dbpool_acquire: %s", e.message);
+        for (int i = 0; i < o->n; i++) {
+            dbpool_result *r = NULL;
+            if (dbpool_query(c[i], "SELECT 1", NULL, 0, &r, &e) != DBPOOL_OK)
+                bench_die("dbpool_query: %s", e.message);
+            dbpool_result_next(r, NULL);
+            dbpool_result_free(r);
+        }
+        for (int i = 0; i < o->n; i++)
+            dbpool_release(c[i]);
+        __libc_free(c);
+    }
+#ifdef BENCH_HAVE_ZDB
+    else if (o->zp) {
+        Connection_T *c = __libc_calloc((size_t)o->n, sizeof *c);
+        for (int i = 0; i < o->n; i++)
+            if (!(c[i] = ConnectionPool_getConnection(o->zp)))
+                bench_die("libzdb: no connection %d of %d", i + 1, o->n);
+        for (int i = 0; i < o->n; i++) {
+            TRY {
+                ResultSet_T r = Connection_executeQuery(c[i], "SELECT 1");
+                ResultSet_next(r);
+            }
+            ELSE { bench_die("libzdb: SELECT 1 failed"); }
+            END_TRY;
+        }
+        for (int i = 0; i < o->n; i++)
+            Connection_close(c[i]);
+        __libc_free(c);
+    }
+#endif
+#ifdef BENCH_HAVE_APR
+    else if (o->rl) {
+        void **c = __libc_calloc((size_t)o->n, sizeof *c);
+        for (int i = 0; i < o->n; i++)
+            if (apr_reslist_acquire(o->rl, &c[i]) != APR_SUCCESS)
+                bench_die("apr_reslist_acquire failed");
+        for (int i = 0; i < o->n; i++)
+            if (!bench_raw_select1_kept(g_backend, c[i]))
+                bench_die("SELECT 1 failed on an apr_reslist connection");
+        for (int i = 0; i < o->n; i++)
+            apr_reslist_release(o->rl, c[i]);
+        __libc_free(c);
+    }
+#endif
+}
+
+static long long heap_delta(const char *impl, int n, bool used) {
     opened o;
     long long before = heap_now();
     open_n(&o, impl, n);
+    if (used)
+        use_n(&o);
     long long after = heap_now();
     close_n(&o);
     /* Let a pool's background threads finish their exit. */
@@ -317,17 +382,23 @@ int main(int argc, char **argv) {
         bench_die("heap compares a pool with raw connections: give a pool");
 
     int small = n / 5;
-    long long raw_small = g_backend == BK_MOCK ? 0 : heap_delta("raw", small);
-    long long pool_small = heap_delta(impl, small);
-    long long raw_n = g_backend == BK_MOCK ? 0 : heap_delta("raw", n);
-    long long pool_n = heap_delta(impl, n);
-    double per_conn = (double)(pool_n - raw_n) / n;
-    double marginal = (double)((pool_n - raw_n) - (pool_small - raw_small)) / (double)(n - small);
-    double fixed = (double)(pool_n - raw_n) - marginal * n;
-    printf("R\tmem-heap\t%s\t%s\t%d\t0\traw_bytes=%lld\tpool_bytes=%lld\tper_conn=%.0f\tmarginal=%.0f\tfixed="
-           "%.0f"
-           "\traw_per_conn=%.0f\n",
-           iname, bname, n, raw_n, pool_n, per_conn, marginal, fixed, (double)raw_n / n);
+    /* Twice: connections as opened, and after one SELECT 1 on each. */
+    for (int used = 0; used <= 1; used++) {
+        long long raw_small = g_backend == BK_MOCK ? 0 : heap_delta("raw", small, used);
+        long long pool_small = heap_delta(impl, small, used);
+        long long raw_n = g_backend == BK_MOCK ? 0 : heap_delta("raw", n, used);
+        long long pool_n = heap_delta(impl, n, used);
+        double per_conn = (double)(pool_n - raw_n) / n;
+        double marginal = (double)((pool_n - raw_n) - (pool_small - raw_small)) / (double)(n - small);
+        double fixed = (double)(pool_n - raw_n) - marginal * n;
+        const char *sfx = used ? "_used" : "";
+        if (!used)
+            printf("R\tmem-heap\t%s\t%s\t%d\t0\traw_bytes=%lld\tpool_bytes=%lld", iname, bname, n, raw_n,
+                   pool_n);
+        printf("\tper_conn%s=%.0f\tmarginal%s=%.0f\tfixed%s=%.0f\traw_per_conn%s=%.0f", sfx, per_conn, sfx,
+               marginal, sfx, fixed, sfx, (double)raw_n / n);
+    }
+    printf("\n");
 #ifdef BENCH_HAVE_APR
     apr_terminate();
 #endif

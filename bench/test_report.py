@@ -125,6 +125,16 @@ def main():
     row = goal_row(md, "fairness under 4× oversubscription, 100 µs holds (PostgreSQL)")
     check("fairness: one unfair run of two is not met", rc == 0 and "**NOT MET**" in row and "4.00" in row, row)
 
+    # The heap figures after a statement on each connection are shown beside
+    # the bookkeeping goal, not hidden behind the figure as opened.
+    lines = [l for l in complete() if not l.startswith("R\tmem-heap\tdbpool\tsqlite")]
+    lines.append(r("mem-heap", "dbpool", "sqlite", 50, 0, raw_bytes=1000, pool_bytes=2000, per_conn=300,
+                   marginal=370, fixed=5000, raw_per_conn=20, per_conn_used=2861, marginal_used=1957,
+                   fixed_used=45170, raw_per_conn_used=20))
+    rc, md = report(lines)
+    row = goal_row(md, "pool bookkeeping per connection (sqlite)")
+    check("bookkeeping: the figure after a statement is in the goal row", rc == 0 and "1,957 B" in row, row)
+
     # HikariCP measured on SQLite only (its PostgreSQL run failed).
     lines = [l for l in complete() if not l.startswith("R\tcycle\tHikariCP\tpostgresql")]
     rc, md = report(lines)
