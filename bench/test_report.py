@@ -135,6 +135,15 @@ def main():
     row = goal_row(md, "pool bookkeeping per connection (sqlite)")
     check("bookkeeping: the figure after a statement is in the goal row", rc == 0 and "1,957 B" in row, row)
 
+    # Holders that sleep: run on SQLite, failed on PostgreSQL.
+    lines = complete() + [latency_line("dbpool", "sqlite", 2.0).replace("R\tlatency\t", "R\tlatency-sleep\t"),
+                          latency_line("dbpool", "postgresql", 0.0, errors=100, count=0)
+                          .replace("R\tlatency\t", "R\tlatency-sleep\t")]
+    rc, md = report(lines)
+    row = goal_row(md, "the same with holders that sleep (PostgreSQL)") if rc == 0 and \
+        "holders that sleep (PostgreSQL)" in md else "(no row)"
+    check("sleeping holders failed on one backend: its row says not measured", "NOT MEASURED" in row, row)
+
     # HikariCP measured on SQLite only (its PostgreSQL run failed).
     lines = [l for l in complete() if not l.startswith("R\tcycle\tHikariCP\tpostgresql")]
     rc, md = report(lines)
