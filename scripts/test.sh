@@ -73,7 +73,7 @@ for b in $builds; do
   # must not hit a neighbour test's connections.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" \
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions='$root/tests/tsan.supp'" \
     ctest --test-dir "build/$b" --output-on-failure --timeout 300
 done
 
