@@ -66,13 +66,13 @@ ensure_installed() {
     command -v mariadbd >/dev/null || die "installing mariadb-server failed"
 }
 
-# The pid of our server if it is running, else nothing. The pid file is only
-# trusted when that process is a mariadbd whose command line names our data
-# dir, so a recycled pid is never signalled.
-server_pid() {
-    [ -f "$pidfile" ] || return 0
-    local pid
-    pid=$(cat "$pidfile" 2>/dev/null || true)
+# The pid of the mariadbd this run of the script launched (launch), if any.
+launched=
+
+# Print $1 if it is a mariadbd whose command line names our data dir, so
+# that a recycled pid is never signalled.
+ours() {
+    local pid=$1
     case $pid in '' | *[!0-9]*) return 0 ;; esac
     [ -r "/proc/$pid/cmdline" ] || return 0
     local cmdline
@@ -80,6 +80,13 @@ server_pid() {
     case $cmdline in
     *mariadbd*" --datadir=$data "*) echo "$pid" ;;
     esac
+}
+
+# The pid of our server if it is running, else nothing. The pid file is only
+# trusted when that process is ours.
+server_pid() {
+    [ -f "$pidfile" ] || return 0
+    ours "$(cat "$pidfile" 2>/dev/null || true)"
 }
 
 port_in_use() {
@@ -139,6 +146,7 @@ launch() {
         --collation-server=utf8mb4_general_ci \
         </dev/null >/dev/null 2>&1 &
     local launcher=$!
+    launched=$launcher
     for _ in $(seq 1 600); do
         # ping exits 0 once the server answers, even with "access denied":
         # no credentials are needed to know it is up.
@@ -155,7 +163,32 @@ launch() {
     done
     log "mariadbd did not become ready within 60 s; its log:"
     tail -n 30 "$errlog" >&2 || true
+    # Not left running behind the caller's back.
+    kill_launched
     return 1
+}
+
+# SIGKILL the mariadbd this run launched, if it still runs. Started in the
+# background by a script, it ignores the terminal's SIGINT.
+kill_launched() {
+    local pid
+    pid=$(ours "$launched")
+    [ -n "$pid" ] || return 0
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 100 || true
+}
+
+# A half-made server is worse than none: unless start gets to the end
+# (failure, Ctrl-C), stop what it launched and remove what it made.
+undo_failed_start() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ "$rc" -ne 0 ]; then
+        log "start did not complete; removing the half-made server"
+        kill_launched || true
+        do_stop || true
+    fi
+    exit "$rc"
 }
 
 sql_root() {
@@ -167,6 +200,10 @@ do_start() {
     if [ -n "$(server_pid)" ]; then
         die "a server is already running for $dir (stop it first)"
     fi
+    # The EXIT trap alone would see status 0 on Ctrl-C: exit non-zero first.
+    trap undo_failed_start EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     mkdir -p "$dir"
     # The unprivileged server must be able to reach DIR (mktemp -d makes 0700).
     if [ "$(id -u)" -eq 0 ]; then
@@ -234,6 +271,7 @@ export DBPOOL_TEST_MYSQL_PORT=$port
 export DBPOOL_TEST_MYSQL_SOCKET=$sock
 EOF
     )
+    trap - EXIT INT TERM
     log "MariaDB $(mariadbd --version | sed 's/.*Ver //; s/ .*//') running on 127.0.0.1:$port (pid $(server_pid))"
     cat "$envfile"
 }

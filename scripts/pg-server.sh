@@ -130,8 +130,12 @@ cmd_start() {
     fi
     [[ ! -e $DATA ]] || die "$DATA exists but no server runs there: use 'restart' or 'stop' first"
     # A half-made server is worse than none: undo everything unless start
-    # gets to the end.
+    # gets to the end, also on Ctrl-C (the EXIT trap alone would see status
+    # 0 then, and pg_ctl runs the server in a session of its own, out of
+    # reach of the terminal's SIGINT).
     trap undo_failed_start EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     ensure_user
     mkdir -p "$DIR"
     chmod 755 "$DIR"
@@ -210,7 +214,7 @@ export DBPOOL_TEST_PG_DATA=$DATA
 export DBPOOL_TEST_PG_DIR=$DIR
 EOF
     )
-    trap - EXIT
+    trap - EXIT INT TERM
     print_env
 }
 

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Ctrl-C during `scripts/pg-server.sh start` / `scripts/mysql-server.sh start`
+# must not leave a server behind: the interrupted start exits non-zero,
+# no process of the half-made server survives, and a second `start` on the
+# same directory works (then `stop` removes everything it made).
+#
+# The interrupt is sent while the script waits for its freshly launched
+# server to answer: a stand-in for pg_isready / mariadb-admin first on the
+# search path records that the server was launched and never answers, so
+# the moment is certain, not a race.
+#
+#   test_server_scripts.sh SOURCE_DIR
+# Exits 77 (skipped) when a server is not installed, unless
+# DBPOOL_TEST_REQUIRE_SERVERS=1.
+set -euo pipefail
+src=$1
+tmp=$(mktemp -d /tmp/dbpool-scripttest-XXXXXX)
+chmod 755 "$tmp" # the servers run as an unprivileged user when we are root
+pg_dir=$tmp/pg-run
+my_dir=$tmp/my-run
+cleanup() {
+  "$src/scripts/pg-server.sh" stop "$pg_dir" >/dev/null 2>&1 || true
+  "$src/scripts/mysql-server.sh" stop "$my_dir" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+skip_or_fail() {
+  if [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then fail "$*"; fi
+  echo "skipped: $*" >&2
+  exit 77
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+  local n=$(($1 * 10))
+  shift
+  while ! "$@"; do
+    n=$((n - 1))
+    [ $n -gt 0 ] || return 1
+    sleep 0.1
+  done
+}
+no_process_in() { ! pgrep -f -- "$1" >/dev/null; }
+gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# interrupt NAME DIR MARKER ENV...: run `NAME start DIR` in a process group
+# of its own with ENV, wait for MARKER, Ctrl-C the group, and check what is
+# left.
+interrupt() {
+  local name=$1 dir=$2 marker=$3
+  shift 3
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  # Job control: the start gets a process group of its own, as in a
+  # terminal, and SIGINT is not ignored in it (as it is in a plain & job).
+  set -m
+  env "$@" "$src/scripts/$name" start "$dir" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  local pid=$!
+  set +m
+  wait_for 120 test -e "$marker" || {
+    cat "$tmp/$name.err" >&2
+    fail "$name start never launched its server"
+  }
+  kill -INT -- "-$pid"
+  wait_for 60 gone "$pid" || fail "$name start still runs 60 s after Ctrl-C"
+  local rc=0
+  wait "$pid" || rc=$?
+  [ $rc -ne 0 ] || fail "$name start exited 0 after Ctrl-C"
+  wait_for 30 no_process_in "$dir/" || fail "$name start left a server running after Ctrl-C: $(pgrep -af -- "$dir/")"
+  [ ! -e "$dir/${name%%-*}.env" ] || fail "$name start wrote an env file although it was interrupted"
+  # The directory is usable again at once.
+  "$src/scripts/$name" start "$dir" >/dev/null 2>"$tmp/$name.err2" || {
+    cat "$tmp/$name.err2" >&2
+    fail "$name start after an interrupted start failed"
+  }
+  "$src/scripts/$name" stop "$dir" >/dev/null 2>&1 || fail "$name stop"
+  wait_for 30 no_process_in "$dir/" || fail "$name stop left a process running"
+}
+
+fake=$tmp/bin
+mkdir -p "$fake"
+chmod 755 "$fake"
+
+# PostgreSQL: the script calls $PG_BIN/pg_isready after pg_ctl -w start.
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+ran_one=0
+if [ -x "$PG_BIN/pg_ctl" ]; then
+  mkdir -p "$fake/pg"
+  for f in "$PG_BIN"/*; do ln -s "$f" "$fake/pg/"; done
+  rm "$fake/pg/pg_isready"
+  printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$tmp/pg-launched" >"$fake/pg/pg_isready"
+  chmod 755 "$fake/pg" "$fake/pg/pg_isready"
+  interrupt pg-server.sh "$pg_dir" "$tmp/pg-launched" PG_BIN="$fake/pg"
+  ran_one=1
+elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
+  fail "PostgreSQL 15 not found in $PG_BIN"
+fi
+
+# MariaDB: the script pings with mariadb-admin once the socket exists.
+if command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null; then
+  mkdir -p "$fake/my"
+  printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$tmp/my-launched" >"$fake/my/mariadb-admin"
+  chmod 755 "$fake/my" "$fake/my/mariadb-admin"
+  interrupt mysql-server.sh "$my_dir" "$tmp/my-launched" PATH="$fake/my:$PATH"
+  ran_one=1
+elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
+  fail "mariadb-server is not installed"
+fi
+[ $ran_one = 1 ] || skip_or_fail "neither PostgreSQL 15 nor MariaDB is installed"
+echo "ok: an interrupted start leaves no server behind, and the next start works"
