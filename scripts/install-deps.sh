@@ -48,5 +48,8 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   $SUDO chmod +x /usr/sbin/policy-rc.d
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# Through env, not as a prefix: sudo's env_reset drops DEBIAN_FRONTEND, and
+# debconf would then ask questions on the terminal (libc6's "restart
+# services?" when libc6-dev upgrades it, tzdata's time zone).
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 german_locale
