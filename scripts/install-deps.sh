@@ -40,7 +40,16 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "installing: ${missing[*]}" >&2
-$SUDO apt-get update -qq
+# On a freshly booted machine apt-daily / unattended-upgrades often hold
+# apt's locks for a while. install waits for the dpkg lock (Lock::Timeout);
+# update does not wait for the lists lock, so it is tried again.
+apt_wait=(-o DPkg::Lock::Timeout=600)
+for try in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  $SUDO apt-get "${apt_wait[@]}" update -qq && break
+  [ "$try" -lt 12 ] || { echo "apt-get update failed 12 times" >&2; exit 1; }
+  echo "apt-get update failed (another apt running?); again in 10 s" >&2
+  sleep 10
+done
 # The server packages must not start system-wide services: the tests start
 # their own servers on free ports. policy-rc.d 101 forbids service starts.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -51,5 +60,5 @@ fi
 # Through env, not as a prefix: sudo's env_reset drops DEBIAN_FRONTEND, and
 # debconf would then ask questions on the terminal (libc6's "restart
 # services?" when libc6-dev upgrades it, tzdata's time zone).
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >&2
 german_locale
