@@ -12,6 +12,8 @@
 # --no-defaults so that /etc/mysql/my.cnf (a system server's port and socket)
 # is never read, and only the pid recorded in DIR is ever signalled.
 set -euo pipefail
+# mariadbd is in /usr/sbin, which a normal user's PATH lacks on Debian.
+case :$PATH: in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
 
 usage() {
     echo "usage: $0 start|stop|kill|restart DIR" >&2

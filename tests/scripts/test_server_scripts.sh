@@ -2,7 +2,9 @@
 # Ctrl-C during `scripts/pg-server.sh start` / `scripts/mysql-server.sh start`
 # must not leave a server behind: the interrupted start exits non-zero,
 # no process of the half-made server survives, and a second `start` on the
-# same directory works (then `stop` removes everything it made).
+# same directory works (then `stop` removes everything it made). That
+# second start of MariaDB runs with a normal Debian user's PATH, which has
+# no /usr/sbin (where mariadbd is).
 #
 # The interrupt is sent while the script waits for its freshly launched
 # server to answer: a stand-in for pg_isready / mariadb-admin first on the
@@ -48,12 +50,12 @@ wait_for() {
 no_process_in() { ! pgrep -f -- "$1" >/dev/null; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
-# interrupt NAME DIR MARKER ENV...: run `NAME start DIR` in a process group
-# of its own with ENV, wait for MARKER, Ctrl-C the group, and check what is
-# left.
+# interrupt NAME DIR MARKER PATH2 ENV...: run `NAME start DIR` in a process
+# group of its own with ENV, wait for MARKER, Ctrl-C the group, check what
+# is left, then start (with PATH=PATH2) and stop the server again.
 interrupt() {
-  local name=$1 dir=$2 marker=$3
-  shift 3
+  local name=$1 dir=$2 marker=$3 path2=$4
+  shift 4
   mkdir -p "$dir"
   chmod 755 "$dir"
   # Job control: the start gets a process group of its own, as in a
@@ -74,7 +76,7 @@ interrupt() {
   wait_for 30 no_process_in "$dir/" || fail "$name start left a server running after Ctrl-C: $(pgrep -af -- "$dir/")"
   [ ! -e "$dir/${name%%-*}.env" ] || fail "$name start wrote an env file although it was interrupted"
   # The directory is usable again at once.
-  "$src/scripts/$name" start "$dir" >/dev/null 2>"$tmp/$name.err2" || {
+  PATH=$path2 "$src/scripts/$name" start "$dir" >/dev/null 2>"$tmp/$name.err2" || {
     cat "$tmp/$name.err2" >&2
     fail "$name start after an interrupted start failed"
   }
@@ -95,7 +97,7 @@ if [ -x "$PG_BIN/pg_ctl" ]; then
   rm "$fake/pg/pg_isready"
   printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$tmp/pg-launched" >"$fake/pg/pg_isready"
   chmod 755 "$fake/pg" "$fake/pg/pg_isready"
-  interrupt pg-server.sh "$pg_dir" "$tmp/pg-launched" PG_BIN="$fake/pg"
+  interrupt pg-server.sh "$pg_dir" "$tmp/pg-launched" "$PATH" PG_BIN="$fake/pg"
   ran_one=1
 elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
   fail "PostgreSQL 15 not found in $PG_BIN"
@@ -106,7 +108,7 @@ if command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null; t
   mkdir -p "$fake/my"
   printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$tmp/my-launched" >"$fake/my/mariadb-admin"
   chmod 755 "$fake/my" "$fake/my/mariadb-admin"
-  interrupt mysql-server.sh "$my_dir" "$tmp/my-launched" PATH="$fake/my:$PATH"
+  interrupt mysql-server.sh "$my_dir" "$tmp/my-launched" /usr/local/bin:/usr/bin:/bin PATH="$fake/my:$PATH"
   ran_one=1
 elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
   fail "mariadb-server is not installed"
