@@ -64,9 +64,11 @@ interrupt() {
   env "$@" "$src/scripts/$name" start "$dir" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   local pid=$!
   set +m
-  wait_for 120 test -e "$marker" || {
+  launched_or_gone() { [ -e "$marker" ] || gone "$pid"; }
+  wait_for 60 launched_or_gone
+  [ -e "$marker" ] || {
     cat "$tmp/$name.err" >&2
-    fail "$name start never launched its server"
+    fail "$name start did not launch its server"
   }
   kill -INT -- "-$pid"
   wait_for 60 gone "$pid" || fail "$name start still runs 60 s after Ctrl-C"
