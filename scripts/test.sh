@@ -45,10 +45,14 @@ if [ -z "${DBPOOL_TEST_MYSQL_URL:-}" ]; then
   source "$work/mysql.env"
 fi
 export DBPOOL_TEST_REQUIRE_SERVERS=1
-# The restart and outage tests drive the servers through this directory;
-# with your own servers, set it yourself (docs/testing.md) or they skip.
+# The restart and outage tests drive the servers through this directory.
+# They check that its env file names the port under test, so with one
+# server of your own they still run against the one started here (and
+# skip for yours, unless you set DBPOOL_SERVER_DIR yourself: docs/testing.md).
 if [ $started_pg = 1 ] && [ $started_my = 1 ]; then
   export DBPOOL_SERVER_DIR="$work"
+elif [ $started_pg = 1 ] || [ $started_my = 1 ]; then
+  export DBPOOL_SERVER_DIR="${DBPOOL_SERVER_DIR:-$work}"
 fi
 
 builds=${DBPOOL_TEST_BUILDS:-normal asan tsan}
