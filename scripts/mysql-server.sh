@@ -202,6 +202,9 @@ do_start() {
     if [ -n "$(server_pid)" ]; then
         die "a server is already running for $dir (stop it first)"
     fi
+    case $dir in
+    *[[:space:]]*) die "DIR must not contain white space (mariadb-install-db cannot handle it): $dir" ;;
+    esac
     # The EXIT trap alone would see status 0 on Ctrl-C: exit non-zero first.
     trap undo_failed_start EXIT
     trap 'exit 130' INT
@@ -270,7 +273,7 @@ SQL
 export DBPOOL_TEST_MYSQL_URL=mysql://dbpool:$pw@127.0.0.1:$port/dbpool_test
 export DBPOOL_TEST_MYSQL_ADMIN_URL=mysql://dbpool_admin:$admin_pw@127.0.0.1:$port/dbpool_test
 export DBPOOL_TEST_MYSQL_PORT=$port
-export DBPOOL_TEST_MYSQL_SOCKET=$sock
+export DBPOOL_TEST_MYSQL_SOCKET=$(printf %q "$sock")
 EOF
     )
     trap - EXIT INT TERM

@@ -129,6 +129,8 @@ cmd_start() {
         return 0
     fi
     [[ ! -e $DATA ]] || die "$DATA exists but no server runs there: use 'restart' or 'stop' first"
+    # The paths go into postgresql.conf between single quotes.
+    [[ $DIR != *\'* ]] || die "DIR must not contain a single quote: $DIR"
     # A half-made server is worse than none: undo everything unless start
     # gets to the end, also on Ctrl-C (the EXIT trap alone would see status
     # 0 then, and pg_ctl runs the server in a session of its own, out of
@@ -209,9 +211,9 @@ EOF
 export DBPOOL_TEST_PG_URL=postgresql://dbpool:$user_pw@127.0.0.1:$port/dbpool_test
 export DBPOOL_TEST_PG_ADMIN_URL=postgresql://postgres:$su_pw@127.0.0.1:$port/dbpool_test
 export DBPOOL_TEST_PG_PORT=$port
-export DBPOOL_TEST_PG_SOCKET_DIR=$SOCK
-export DBPOOL_TEST_PG_DATA=$DATA
-export DBPOOL_TEST_PG_DIR=$DIR
+export DBPOOL_TEST_PG_SOCKET_DIR=$(printf %q "$SOCK")
+export DBPOOL_TEST_PG_DATA=$(printf %q "$DATA")
+export DBPOOL_TEST_PG_DIR=$(printf %q "$DIR")
 EOF
     )
     trap - EXIT INT TERM

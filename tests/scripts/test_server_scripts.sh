@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Ctrl-C during `scripts/pg-server.sh start` / `scripts/mysql-server.sh start`
-# must not leave a server behind: the interrupted start exits non-zero,
-# no process of the half-made server survives, and a second `start` on the
-# same directory works (then `stop` removes everything it made). That
-# second start of MariaDB runs with a normal Debian user's PATH, which has
-# no /usr/sbin (where mariadbd is).
+# The server scripts' start:
+# - Ctrl-C during `scripts/pg-server.sh start` / `scripts/mysql-server.sh
+#   start` must not leave a server behind: the interrupted start exits
+#   non-zero, no process of the half-made server survives, and a second
+#   `start` on the same directory works (then `stop` removes everything it
+#   made). That second start of MariaDB runs with a normal Debian user's
+#   PATH, which has no /usr/sbin (where mariadbd is).
+# - In a directory with a space, pg.env can be sourced as documented, and
+#   mysql-server.sh (whose mariadb-install-db cannot handle it) refuses
+#   the directory with a clear message instead of failing half-way.
 #
 # The interrupt is sent while the script waits for its freshly launched
 # server to answer: a stand-in for pg_isready / mariadb-admin first on the
@@ -22,7 +26,9 @@ pg_dir=$tmp/pg-run
 my_dir=$tmp/my-run
 cleanup() {
   "$src/scripts/pg-server.sh" stop "$pg_dir" >/dev/null 2>&1 || true
+  "$src/scripts/pg-server.sh" stop "$tmp/with space" >/dev/null 2>&1 || true
   "$src/scripts/mysql-server.sh" stop "$my_dir" >/dev/null 2>&1 || true
+  "$src/scripts/mysql-server.sh" stop "$tmp/my space" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -105,12 +111,36 @@ elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
   fail "PostgreSQL 15 not found in $PG_BIN"
 fi
 
+# PostgreSQL in a directory with a space: `source DIR/pg.env` works.
+if [ -x "$PG_BIN/pg_ctl" ]; then
+  spaced="$tmp/with space"
+  "$src/scripts/pg-server.sh" start "$spaced" >/dev/null 2>"$tmp/pg-space.err" || {
+    cat "$tmp/pg-space.err" >&2
+    fail "pg-server.sh start in a directory with a space"
+  }
+  got=$(bash -c 'set -e; source "$1/pg.env"; printf %s "$DBPOOL_TEST_PG_SOCKET_DIR"' _ "$spaced") ||
+    fail "pg.env of a directory with a space cannot be sourced"
+  [ "$got" = "$spaced/pg-sock" ] || fail "pg.env: DBPOOL_TEST_PG_SOCKET_DIR is '$got', not '$spaced/pg-sock'"
+  "$src/scripts/pg-server.sh" stop "$spaced" >/dev/null 2>&1 || fail "pg-server.sh stop in a directory with a space"
+fi
+
 # MariaDB: the script pings with mariadb-admin once the socket exists.
 if command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null; then
   mkdir -p "$fake/my"
   printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$tmp/my-launched" >"$fake/my/mariadb-admin"
   chmod 755 "$fake/my" "$fake/my/mariadb-admin"
   interrupt mysql-server.sh "$my_dir" "$tmp/my-launched" /usr/local/bin:/usr/bin:/bin PATH="$fake/my:$PATH"
+  # A directory with a space: refused up front, nothing made, nothing left.
+  spaced="$tmp/my space"
+  if "$src/scripts/mysql-server.sh" start "$spaced" >/dev/null 2>"$tmp/my-space.err"; then
+    "$src/scripts/mysql-server.sh" stop "$spaced" >/dev/null 2>&1 || true
+    fail "mysql-server.sh start accepted a directory with a space (mariadb-install-db cannot handle it)"
+  fi
+  grep -q "white space" "$tmp/my-space.err" || {
+    cat "$tmp/my-space.err" >&2
+    fail "mysql-server.sh start in a directory with a space did not say why it failed"
+  }
+  [ -z "$(ls -A "$spaced" 2>/dev/null)" ] || fail "mysql-server.sh left files in $spaced: $(ls -A "$spaced")"
   ran_one=1
 elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
   fail "mariadb-server is not installed"
