@@ -80,7 +80,8 @@ install_packages() {
         made_policy=1
     fi
     local rc=0
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
+    # Through env: sudo's env_reset would drop a DEBIAN_FRONTEND prefix.
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
     [[ $made_policy -eq 1 ]] && $SUDO rm -f /usr/sbin/policy-rc.d
     [[ $rc -eq 0 ]] || die "apt-get install failed"
 }
