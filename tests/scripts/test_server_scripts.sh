@@ -146,4 +146,4 @@ elif [ "${DBPOOL_TEST_REQUIRE_SERVERS:-0}" = 1 ]; then
   fail "mariadb-server is not installed"
 fi
 [ $ran_one = 1 ] || skip_or_fail "neither PostgreSQL 15 nor MariaDB is installed"
-echo "ok: an interrupted start leaves no server behind, and the next start works"
+echo "ok: an interrupted start leaves no server behind and the next start works; a directory with a space works (pg) or is refused (mysql)"
