@@ -149,7 +149,10 @@ launch() {
         </dev/null >/dev/null 2>&1 &
     local launcher=$!
     launched=$launcher
-    for _ in $(seq 1 600); do
+    # A deadline, not a count: each ping may itself wait 2 s for a server
+    # that accepts but does not answer yet.
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         # ping exits 0 once the server answers, even with "access denied":
         # no credentials are needed to know it is up.
         if [ -S "$sock" ] && mariadb-admin --no-defaults --socket="$sock" --connect-timeout=2 \

@@ -106,8 +106,9 @@ start_server() {
     fi
     local port
     port=$(conf_port)
-    for _ in $(seq 1 100); do
-        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -d postgres; then
+    local deadline=$((SECONDS + 10))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if "$PG_BIN/pg_isready" -q -t 2 -h 127.0.0.1 -p "$port" -d postgres; then
             return 0
         fi
         sleep 0.1
