@@ -52,8 +52,11 @@ for try in 1 2 3 4 5 6 7 8 9 10 11 12; do
 done
 # The server packages must not start system-wide services: the tests start
 # their own servers on free ports. policy-rc.d 101 forbids service starts.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+# The file says who wrote it, so that one left behind by a run that was
+# killed (no EXIT trap) is recognised as ours and removed by the next run.
+policy_mark='# written by dbpool scripts/install-deps.sh'
+if [ ! -e /usr/sbin/policy-rc.d ] || grep -qxF "$policy_mark" /usr/sbin/policy-rc.d 2>/dev/null; then
+  printf '#!/bin/sh\n%s\nexit 101\n' "$policy_mark" | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
