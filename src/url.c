@@ -156,6 +156,34 @@ static int url_check(const char *url, dbpool_error *e) {
                                       "%%40");
             h = hend + 1;
         }
+        /* A raw '@' after the host part is where a password with a '/' or
+         * '?' in it puts its own '@': "u:12/b@h/db" reads as host u, port
+         * 12 and database "b@h/db", "u:12?k=v@h/db" as port 12 and a key
+         * k; a client library then quotes those pieces of the password
+         * back (as a port, a database or a key). So no '@' in the path
+         * (the database name, from the first '/' to the first '?': no
+         * backend reads '#' as a delimiter), nor in a query item with a
+         * '/' after it (the "@host/db" tail). */
+        const char *query = strchr(auth, '?');
+        const char *path_end = query ? query : auth + strlen(auth);
+        const char *slash = memchr(auth, '/', (size_t)(path_end - auth));
+        if (slash && memchr(slash, '@', (size_t)(path_end - slash)))
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "the URL has a '@' after its host part, in the database name: if the "
+                                  "password holds a '/' or '?', write them as %%2F and %%3F (and a '@' in "
+                                  "a database name as %%40)");
+        for (const char *item = query ? query + 1 : NULL; item && *item;) {
+            size_t len = strcspn(item, "&");
+            const char *at_in = memchr(item, '@', len);
+            if (at_in && memchr(at_in, '/', len - (size_t)(at_in - item)))
+                return dbpool__seterr(e, DBPOOL_EINVAL,
+                                      "the URL has a '@' followed by a '/' in its query: if the password "
+                                      "holds a '/' or '?', write them as %%2F and %%3F (and a '@' in a "
+                                      "query value as %%40)");
+            item += len;
+            if (*item == '&')
+                item++;
+        }
     }
     for (const char *item = q && *q == '?' ? q + 1 : NULL; item && *item && *item != '#';) {
         size_t len = strcspn(item, "&#");

@@ -192,6 +192,16 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
         "postgresql://127.0.0.1:70000/db",
         "mysql://[::1]:port/db",
         "postgresql://h1:5432,h2:x/db",
+        /* A password that starts with digits and holds a '/' or '?': the
+         * digits pass for a port, and the rest, up to its '@', for the
+         * database or a query key. */
+        "postgresql://127.0.0.1:4711/Hunter2@127.0.0.1:5432/db",
+        "mysql://127.0.0.1:4711/Hunter2@127.0.0.1:3306/db",
+        "postgresql://127.0.0.1:4711?Hunter2=TailPart@127.0.0.1:5432/db",
+        "mysql://127.0.0.1:4711?Hunter2=TailPart@127.0.0.1:3306/db",
+        "postgresql://127.0.0.1:4711/x?Hunter2=TailPart@127.0.0.1/db",
+        /* ... or a '@' and a '?': the piece after its '@' passes for the host. */
+        "postgresql://u:Hunter2@TailPart?k=v@127.0.0.1/db",
     };
     dbpool_options o;
     dbpool_options_init(&o);
