@@ -2,6 +2,8 @@
 #include "driver.h"
 #include "internal.h"
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -52,9 +54,25 @@ const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e) {
             return NULL;
         }
     }
+    /* The text before the ':' is quoted only when it can be a scheme
+     * (RFC 3986: a letter, then letters, digits, '+', '-', '.') that
+     * starts a URL: "user:password@host/db" without its scheme, or a
+     * libpq key=value string ("password=secret:x host=h"), put a password
+     * there. */
+    bool scheme_like =
+        len <= 32 && isalpha((unsigned char)url[0]) && (strncmp(colon, "://", 3) == 0 || !strchr(url, '@'));
+    for (size_t i = 1; scheme_like && i < len; i++)
+        scheme_like = isalnum((unsigned char)url[i]) || url[i] == '+' || url[i] == '-' || url[i] == '.';
+    if (!scheme_like) {
+        dbpool__seterr(e, DBPOOL_EINVAL,
+                       "the database URL does not start with a scheme (the text before its first ':' "
+                       "is not shown: it may hold a password): start it with sqlite:, postgresql:// or "
+                       "mysql://; a key=value connection string is not taken, write it as a URL");
+        return NULL;
+    }
     dbpool__seterr(e, DBPOOL_EINVAL,
                    "unknown database URL scheme '%.*s': use sqlite:, postgresql://, "
                    "postgres://, mysql:// or mariadb://",
-                   (int)(len > 32 ? 32 : len), url);
+                   (int)len, url);
     return NULL;
 }

@@ -145,6 +145,11 @@ static void test_bad_urls(void **state) {
         {"", DBPOOL_EINVAL, "empty"},
         {"nothing", DBPOOL_EINVAL, "scheme"},
         {"oracle://x", DBPOOL_EINVAL, "oracle"},
+        {"postgresq://u:pw@127.0.0.1/db", DBPOOL_EINVAL, "scheme 'postgresq'"}, /* a typo is named */
+        {"mysql+tcp:x", DBPOOL_EINVAL, "scheme 'mysql+tcp'"},
+        /* No scheme: what stands before the ':' may be a password. */
+        {"app:Hunter2@127.0.0.1/db", DBPOOL_EINVAL, "not shown"},
+        {"password=Hunter2:x host=127.0.0.1", DBPOOL_EINVAL, "not shown"},
         {"sqlite:", DBPOOL_EINVAL, "no path"},
         {"sqlite::memory:?colour=red", DBPOOL_EINVAL, "colour"},
         {"sqlite::memory:?pool_colour=red", DBPOOL_EINVAL, "pool_colour"},

@@ -270,6 +270,17 @@ static const char *const pg_only[] = {
     "{S}://u@127.0.0.1:{P}/db?password={A}{B}&password={B}{A}",
 };
 
+/* Not URLs at all: libpq's key=value form, which dbpool does not take. */
+static const char *const not_urls[] = {
+    "host=127.0.0.1 port={P} password={A}:{B}",
+    "password={A}:{B} host=127.0.0.1 port={P}",
+    "password='{A}:{B}' host=127.0.0.1",
+    "password = '{A} \\' {B}:x' host=127.0.0.1",
+    "host=127.0.0.1 password=\"{A}:{B}\"",
+    "{A}:{B}@127.0.0.1:{P}/db",
+    "PGPASSWORD={A}:{B}",
+};
+
 typedef void (*runner)(const char *url);
 
 /* Each URL to run(); the schemes that are another's alias only when
@@ -288,6 +299,10 @@ static void run_all(runner run, bool aliases) {
                 fill(url, sizeof url, pg_only[i], schemes[s]);
                 run(url);
             }
+    }
+    for (size_t i = 0; i < sizeof not_urls / sizeof *not_urls; i++) {
+        fill(url, sizeof url, not_urls[i], "");
+        run(url);
     }
     if (shown > 0)
         fail_msg("%d outputs showed a piece of the password (listed above)", shown);
