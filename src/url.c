@@ -149,6 +149,15 @@ static int url_check(const char *url, dbpool_error *e) {
         for (const char *h = hosts; h <= end;) {
             const char *comma = memchr(h, ',', (size_t)(end - h));
             const char *hend = comma ? comma : end;
+            /* Where the user info was not recognised (a password with a
+             * raw '?' cut the authority short), such a "host" holds the
+             * user and the password's head, and both libraries quote it
+             * whole ("mysql://[u:secret?k=v@h", or libpq's whole URL). */
+            if (hend > h && *h == '[' && !memchr(h, ']', (size_t)(hend - h)))
+                return dbpool__seterr(e, DBPOOL_EINVAL,
+                                      "a host of the URL starts with '[' but has no ']' (write an IPv6 "
+                                      "address as [::1]); if the URL holds a password, write any '/', '?', "
+                                      "'#' or '@' in it as %%2F, %%3F, %%23, %%40");
             if (!host_port_ok(h, (size_t)(hend - h)))
                 return dbpool__seterr(e, DBPOOL_EINVAL,
                                       "the URL's port is not a number from 1 to 65535; if the URL holds a "

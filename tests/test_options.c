@@ -207,6 +207,9 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
         "postgresql://127.0.0.1:4711/x?Hunter2=TailPart@127.0.0.1/db",
         /* ... or a '@' and a '?': the piece after its '@' passes for the host. */
         "postgresql://u:Hunter2@TailPart?k=v@127.0.0.1/db",
+        /* ... or the user info is not seen at all: its '[' starts a host. */
+        "mysql://[u:Hunter2?k=v@127.0.0.1:3306",
+        "postgresql://[u:Hunter2?k=v@127.0.0.1:5432",
     };
     dbpool_options o;
     dbpool_options_init(&o);

@@ -243,6 +243,7 @@ static const char *const any_backend[] = {
     "{S}://u:{A}{B}@127.0.0.1:{P}/db?pool_max={A}{B}",
     "{S}://u:{A}{B}@127.0.0.1:{P}/db?pool_bogus=1",
     "{S}://u:{A}{B}@127.0.0.1:{P},127.0.0.1:{P}/db",
+    "{S}://[u:{A}?k=v@127.0.0.1:{P}",
 };
 
 /* Forms only PostgreSQL has: the password as a query key. */
