@@ -244,14 +244,17 @@ static int configure(const char *url, void **out, dbpool_error *e) {
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &perr);
     if (!opts) {
         int code = perr ? DBPOOL_EINVAL : DBPOOL_ENOMEM;
-        if (perr)
-            one_line(perr, strlen(perr) + 1);
+        /* The message may quote the URL: redacted before it is folded onto
+         * one line, which would turn a password's "\n" into "; " and no
+         * longer match it. Only its trailing line end goes first. */
+        for (size_t n = perr ? strlen(perr) : 0; n > 0 && isspace((unsigned char)perr[n - 1]); n--)
+            perr[n - 1] = '\0';
         dbpool__seterr(e, code, "invalid PostgreSQL URL: %s%s", perr ? perr : "out of memory",
                        perr && strstr(perr, "parameter") ? " (dbpool's own keys start with pool_)" : "");
         PQfreemem(perr);
         if (e) {
-            one_line(e->message, sizeof e->message);
             dbpool__redact(e->message, sizeof e->message, secrets(cfg));
+            one_line(e->message, sizeof e->message);
         }
         free_config(cfg);
         return code;

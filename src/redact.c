@@ -15,10 +15,35 @@ static void put(char *out, size_t cap, size_t *o, const char *s, size_t n) {
         out[(*o)++] = s[i];
 }
 
+/* How many bytes of msg, from s, the secret matches; 0 if it does not. A
+ * run of white space in the secret matches any run of white space in the
+ * message: drivers fold a multi-line message onto one line (one_line in
+ * driver_pg.c) before it gets here, which turns the two spaces or the tab
+ * of a password into one space. */
+static size_t secret_match(const char *s, const char *secret) {
+    const char *m = s;
+    for (const char *k = secret; *k;) {
+        if (isspace((unsigned char)*k)) {
+            if (!isspace((unsigned char)*m))
+                return 0;
+            while (isspace((unsigned char)*k))
+                k++;
+            while (isspace((unsigned char)*m))
+                m++;
+        } else if (*m == *k) {
+            m++;
+            k++;
+        } else {
+            return 0;
+        }
+    }
+    return (size_t)(m - s);
+}
+
 static void replace_secret(char *msg, size_t cap, const char *secret) {
     size_t slen = strlen(secret);
-    if (slen == 0 || !strstr(msg, secret))
-        return;
+    if (slen == 0 || (!strpbrk(secret, " \t\n\v\f\r") && !strstr(msg, secret)))
+        return; /* the common case, without a copy */
     char *out = malloc(cap);
     if (!out) {
         /* Cannot rebuild: blank the message rather than leak. */
@@ -30,10 +55,11 @@ static void replace_secret(char *msg, size_t cap, const char *secret) {
     bool whole_word = slen < 4;
     size_t o = 0;
     for (const char *s = msg; *s;) {
-        if (strncmp(s, secret, slen) == 0 && (!whole_word || ((s == msg || !isalnum((unsigned char)s[-1])) &&
-                                                              !isalnum((unsigned char)s[slen])))) {
+        size_t n = secret_match(s, secret);
+        if (n > 0 && (!whole_word ||
+                      ((s == msg || !isalnum((unsigned char)s[-1])) && !isalnum((unsigned char)s[n])))) {
             put(out, cap, &o, MASK, sizeof MASK - 1);
-            s += slen;
+            s += n;
         } else {
             put(out, cap, &o, s, 1);
             s++;

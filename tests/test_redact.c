@@ -54,6 +54,11 @@ static void test_known_secrets(void **state) {
      * would stay readable. */
     const char *nested[] = {"Hunter2Long", "Hunter2LongTailPart", NULL};
     check("login failed for Hunter2LongTailPart", nested, "login failed for ***");
+    /* A driver folds a multi-line message onto one line, and with it the
+     * run of white space inside a password: still masked. */
+    const char *spaced[] = {"Tr0ub  4dor\t\t&3", NULL};
+    check("in URI: \"postgresql://u:Tr0ub 4dor &3@[]/db\"", spaced, "in URI: \"postgresql://u:***@[]/db\"");
+    check("token: \"Tr0ub\n4dor  &3\"", spaced, "token: \"***\"");
     const char *empty[] = {"", NULL};
     check("nothing to hide", empty, "nothing to hide");
 }
