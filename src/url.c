@@ -2,6 +2,7 @@
  * small parsers every backend's URL handling shares. */
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,15 @@ static int url_check(const char *url, dbpool_error *e) {
                 e, DBPOOL_EINVAL,
                 "the URL has more than one '@' before its host: write a '@' inside the user "
                 "name or password as %%40");
+        /* No backend reads '#' as the start of a fragment: libpq and the
+         * MySQL parser take it, and what follows up to the next '/', for
+         * part of the port or the host, and quote it back ("invalid
+         * integer value \"5432#...\" for connection option \"port\"");
+         * with a password cut short there, a piece of it. */
+        if (*end == '#')
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "the URL has a '#' in its host part: if the password holds a '#', "
+                                  "'/', '?' or '@', write them as %%23, %%2F, %%3F, %%40");
         const char *hosts = at ? at + 1 : auth;
         for (const char *h = hosts; h <= end;) {
             const char *comma = memchr(h, ',', (size_t)(end - h));
@@ -172,7 +182,7 @@ static int url_check(const char *url, dbpool_error *e) {
          * back (as a port, a database or a key). So no '@' in the path
          * (the database name, from the first '/' to the first '?': no
          * backend reads '#' as a delimiter), nor in a query item with a
-         * '/' after it (the "@host/db" tail). */
+         * ':', '/' or '?' after it (the "@host:port/db?..." tail). */
         const char *query = strchr(auth, '?');
         const char *path_end = query ? query : auth + strlen(auth);
         const char *slash = memchr(auth, '/', (size_t)(path_end - auth));
@@ -184,15 +194,32 @@ static int url_check(const char *url, dbpool_error *e) {
         for (const char *item = query ? query + 1 : NULL; item && *item;) {
             size_t len = strcspn(item, "&");
             const char *at_in = memchr(item, '@', len);
-            if (at_in && memchr(at_in, '/', len - (size_t)(at_in - item)))
+            size_t after = at_in ? len - (size_t)(at_in - item) : 0;
+            if (at_in &&
+                (memchr(at_in, '/', after) || memchr(at_in, ':', after) || memchr(at_in, '?', after)))
                 return dbpool__seterr(e, DBPOOL_EINVAL,
-                                      "the URL has a '@' followed by a '/' in its query: if the password "
-                                      "holds a '/' or '?', write them as %%2F and %%3F (and a '@' in a "
-                                      "query value as %%40)");
+                                      "the URL has a '@' in its query followed by a ':', '/' or '?' (as in "
+                                      "@host:port/db): if the password holds a '/' or '?', write them as "
+                                      "%%2F and %%3F (and a '@' in a query value as %%40)");
             item += len;
             if (*item == '&')
                 item++;
         }
+    }
+    /* Keys are words (every backend's, and pool_*): one with another
+     * character is a piece of a password cut at a raw '?' ("u:12?x/y?k=v@h"
+     * gives the key "x/y?k"), which an "unknown key" message would quote. */
+    for (const char *item = strchr(url, '?'); item && *item;) {
+        item++; /* past the '?' or '&' */
+        size_t klen = strcspn(item, "=&");
+        for (size_t i = 0; i < klen; i++)
+            if (!isalnum((unsigned char)item[i]) && !strchr("_-.%", item[i]))
+                return dbpool__seterr(
+                    e, DBPOOL_EINVAL,
+                    "a key of the URL's query holds a character other than letters, digits, "
+                    "'_', '-', '.': if the password holds a '?', '/', '#' or '@', write them "
+                    "as %%3F, %%2F, %%23, %%40");
+        item = strchr(item, '&');
     }
     for (const char *item = q && *q == '?' ? q + 1 : NULL; item && *item && *item != '#';) {
         size_t len = strcspn(item, "&#");

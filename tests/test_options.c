@@ -207,6 +207,16 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
         "postgresql://127.0.0.1:4711/x?Hunter2=TailPart@127.0.0.1/db",
         /* ... or a '@' and a '?': the piece after its '@' passes for the host. */
         "postgresql://u:Hunter2@TailPart?k=v@127.0.0.1/db",
+        /* ... with no database after the host: the '@' of the user info is
+         * then followed by a port or a second '?'. */
+        "postgresql://127.0.0.1:4711?sslmode=Hunter2@127.0.0.1:5432",
+        "mysql://127.0.0.1:4711?Hunter2=TailPart@127.0.0.1:3306?connect_timeout=1",
+        /* ... or with a '?' that makes a key no backend has. */
+        "postgresql://127.0.0.1:4711?x/Hunter2?TailPart=1@dbhost",
+        /* ... or with a '#' cutting the host part short: libpq and the
+         * MySQL parser read '#' as part of the port. */
+        "postgresql://127.0.0.1:4711#x?Hunter2=TailPart@127.0.0.1",
+        "postgresql://u:Hunter2@127.0.0.1:1#Hunter2=TailPart@127.0.0.1/db",
         /* ... or the user info is not seen at all: its '[' starts a host. */
         "mysql://[u:Hunter2?k=v@127.0.0.1:3306",
         "postgresql://[u:Hunter2?k=v@127.0.0.1:5432",
@@ -238,6 +248,8 @@ static void test_ambiguous_urls_refused_without_quoting(void **state) {
     static const char *const good[] = {
         "postgresql://u:Hunter2%40Tail%2FPart@127.0.0.1:5432/db",
         "postgresql://127.0.0.1:5432,127.0.0.1:5433/db?application_name=a@b",
+        "postgresql://127.0.0.1/db?user=me@corp&password=pass@word",
+        "mysql://u:pw@127.0.0.1/db%23x",
         "mysql://u:pw@[::1]:3306/db",
         "postgresql://u@127.0.0.1:/db",
         "mysql://u:pw@127.0.0.1:/db", /* the default port, as in the PostgreSQL form */
