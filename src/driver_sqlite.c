@@ -619,14 +619,21 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
                                   e);
         return rc;
     }
-    sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
     sqlite_conn *sc = calloc(1, sizeof *sc);
     if (!sc) {
         sqlite3_close_v2(db);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
     sc->db = db;
-    dbpool__sqlite_session_watch(db, &sc->session);
+    /* Still within the connect's deadline: reading the settings loads the
+     * schema of an in-memory database, which waits for its lock. */
+    rc = dbpool__sqlite_session_watch(db, &sc->session, (int)c->busy_timeout_ms, e);
+    if (rc != DBPOOL_OK) {
+        sqlite3_close_v2(db);
+        free(sc);
+        return rc;
+    }
+    sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
     *native = sc;
     return DBPOOL_OK;
 }

@@ -1,6 +1,8 @@
 /* sqlite_session.c — see sqlite_session.h. */
 #include "sqlite_session.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,10 +24,85 @@ static size_t in_baseline(const sqlite_session *s, bool database, const char *na
     return s->nbaseline;
 }
 
+/* Per-connection settings a caller may change with a PRAGMA and a reset
+ * puts back: read at the baseline, each written again at release when a
+ * caller set it. The pool's own (foreign_keys, busy_timeout, synchronous)
+ * come from the URL and must hold for every lease; the others change what
+ * the next caller's statements do (query_only refuses its writes,
+ * ignore_check_constraints lets rows through, full_column_names renames
+ * its columns...). None of them takes a lock to read or write. */
+static const char *const restorable[SQLITE_SESSION_PRAGMAS] = {
+    "foreign_keys",
+    "busy_timeout",
+    "synchronous",
+    "query_only",
+    "recursive_triggers",
+    "reverse_unordered_selects",
+    "cache_size",
+    "temp_store",
+    "automatic_index",
+    "cell_size_check",
+    "ignore_check_constraints",
+    "defer_foreign_keys",
+    "legacy_alter_table",
+    "trusted_schema",
+    "writable_schema",
+    "secure_delete",
+    "journal_size_limit",
+    "cache_spill",
+    "analysis_limit",
+    "threads",
+    "full_column_names",
+    "short_column_names",
+    "count_changes",
+    "empty_result_callbacks",
+    "wal_autocheckpoint",
+    "mmap_size",
+};
+
+/* Settings no reset puts back: journal_mode and max_page_count take a lock
+ * on the database to set, case_sensitive_like cannot be read, and
+ * locking_mode=exclusive keeps its locks. A caller that sets one costs the
+ * connection (the next one is opened with the URL's settings), unless it
+ * sets journal_mode or locking_mode to the mode the connection has (the
+ * usual "PRAGMA journal_mode=WAL" on every lease changes nothing). Every other
+ * PRAGMA with a value is a query (table_info(t)), an action (optimize,
+ * wal_checkpoint), a change to the database file itself (user_version,
+ * auto_vacuum) or process-wide (soft_heap_limit): no session state. */
+static const char *const unrestorable[] = {"journal_mode", "locking_mode", "case_sensitive_like",
+                                           "max_page_count", NULL};
+
+static int pragma_index(const char *const *list, size_t n, const char *name) {
+    for (size_t i = 0; name && i < n && list[i]; i++)
+        if (strcasecmp(list[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
 static int track(void *arg, int action, const char *what, const char *detail, const char *schema,
                  const char *trigger) {
     (void)trigger;
     sqlite_session *s = arg;
+    if (action == SQLITE_PRAGMA) {
+        /* PRAGMA name = value (or name(value)): what is the name, detail
+         * the value; NULL when the PRAGMA only reads. */
+        if (!detail)
+            return SQLITE_OK;
+        int i = pragma_index(restorable, SQLITE_SESSION_PRAGMAS, what);
+        int lost = i < 0 ? pragma_index(unrestorable, SIZE_MAX, what) : -1;
+        if ((lost == 0 && strcasecmp(detail, s->journal_base) == 0) ||
+            (lost == 1 && strcasecmp(detail, s->locking_base) == 0))
+            lost = -1; /* the mode it is in: a no-op */
+        if (i >= 0)
+            s->pragmas |= UINT32_C(1) << i;
+        else if (lost >= 0 && !s->lost_pragma)
+            s->lost_pragma = lost + 1;
+        if (i >= 0 || lost >= 0) {
+            s->dirty = true;
+            s->marks++; /* not cached: run again, it would not be seen */
+        }
+        return SQLITE_OK;
+    }
     /* CREATE TEMP TABLE x has codes of its own; CREATE TABLE temp.x is an
      * ordinary CREATE in the schema "temp". A trigger is reported with the
      * schema of its table, so CREATE TRIGGER temp.tr ON main_table looks
@@ -63,7 +140,57 @@ static int track(void *arg, int action, const char *what, const char *detail, co
     return SQLITE_OK; /* it only watches: nothing is refused */
 }
 
-void dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s) { sqlite3_set_authorizer(db, track, s); }
+/* Read the restorable settings as they are now. */
+static int read_pragmas(sqlite3 *db, sqlite_session *s) {
+    s->pragmas_known = 0;
+    for (int i = 0; i < SQLITE_SESSION_PRAGMAS; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA main.%s", restorable[i]);
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (src == SQLITE_OK)
+            src = sqlite3_step(st);
+        if (src == SQLITE_ROW) {
+            s->pragma_base[i] = sqlite3_column_int64(st, 0);
+            s->pragmas_known |= UINT32_C(1) << i;
+            src = SQLITE_OK;
+        } else if (src == SQLITE_DONE) {
+            src = SQLITE_OK; /* compiled out: nothing to put back */
+        }
+        sqlite3_finalize(st);
+        if (src != SQLITE_OK)
+            return src;
+    }
+    static const char *const modes[] = {"PRAGMA main.journal_mode", "PRAGMA main.locking_mode"};
+    char *bases[] = {s->journal_base, s->locking_base};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(db, modes[i], -1, &st, NULL);
+        if (src == SQLITE_OK)
+            src = sqlite3_step(st);
+        bases[i][0] = '\0';
+        if (src == SQLITE_ROW && sqlite3_column_text(st, 0))
+            snprintf(bases[i], sizeof s->journal_base, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            return src;
+    }
+    return SQLITE_OK;
+}
+
+int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, dbpool_error *e) {
+    int src = read_pragmas(db, s);
+    if (src != SQLITE_OK)
+        return dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_ECONNECT,
+                              "reading the new SQLite connection's settings failed: %s", sqlite3_errstr(src));
+    int busy = pragma_index(restorable, SQLITE_SESSION_PRAGMAS, "busy_timeout");
+    if (busy >= 0) { /* what the connection runs with once opened */
+        s->pragma_base[busy] = busy_timeout_ms;
+        s->pragmas_known |= UINT32_C(1) << busy;
+    }
+    sqlite3_set_authorizer(db, track, s);
+    return DBPOOL_OK;
+}
 
 static void free_objects(sqlite_object *v, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -168,13 +295,57 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
         s->baseline = now;
         s->nbaseline = n;
     }
+    /* init_sql or after_connect set a PRAGMA: its value is the baseline. */
+    if (s->pragmas || s->lost_pragma) {
+        int src = read_pragmas(db, s);
+        if (src != SQLITE_OK)
+            return dbpool__seterr(e, DBPOOL_ECONNECT,
+                                  "reading the settings init_sql and after_connect left on the new SQLite "
+                                  "connection failed: %s",
+                                  sqlite3_errstr(src));
+    }
     s->dirty = s->touched = s->broken = false;
+    s->pragmas = 0;
+    s->lost_pragma = 0;
+    return DBPOOL_OK;
+}
+
+/* Write back the settings a caller changed; fail for one that cannot be. */
+static int restore_pragmas(sqlite3 *db, sqlite_session *s, dbpool_error *e) {
+    if (s->lost_pragma)
+        return dbpool__seterr(e, DBPOOL_EQUERY,
+                              "a caller set PRAGMA %s, which a reset cannot put back: the connection is "
+                              "replaced",
+                              unrestorable[s->lost_pragma - 1]);
+    uint32_t todo = s->pragmas & s->pragmas_known;
+    if (!todo)
+        return DBPOOL_OK;
+    sqlite3_str *script = sqlite3_str_new(db);
+    for (int i = 0; i < SQLITE_SESSION_PRAGMAS; i++)
+        if (todo & (UINT32_C(1) << i))
+            sqlite3_str_appendf(script, "PRAGMA main.%s=%lld;", restorable[i], (long long)s->pragma_base[i]);
+    int src = sqlite3_str_errcode(script);
+    char *sql = sqlite3_str_finish(script);
+    char *msg = NULL;
+    if (src == SQLITE_OK)
+        src = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    sqlite3_free(sql);
+    if (src != SQLITE_OK) {
+        dbpool__seterr(e, DBPOOL_EQUERY, "restoring the PRAGMA settings a caller changed failed: %s",
+                       msg ? msg : sqlite3_errstr(src));
+        sqlite3_free(msg);
+        return DBPOOL_EQUERY;
+    }
     return DBPOOL_OK;
 }
 
 int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e) {
     if (!s->dirty)
         return DBPOOL_OK;
+    /* First: query_only would refuse the DROPs below. */
+    int rc = restore_pragmas(db, s, e);
+    if (rc != DBPOOL_OK)
+        return rc;
     sqlite_object *now = NULL;
     size_t n = 0;
     int src = list_objects(db, &now, &n);
@@ -223,7 +394,9 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
         sqlite3_free(msg);
         return DBPOOL_EQUERY;
     }
-    s->dirty = s->touched = s->broken = false; /* our own DROPs and DETACHes set them again */
+    /* our own PRAGMAs, DROPs and DETACHes set them again */
+    s->dirty = s->touched = s->broken = false;
+    s->pragmas = 0;
     return DBPOOL_OK;
 }
 

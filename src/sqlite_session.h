@@ -1,9 +1,11 @@
 /*
  * sqlite_session.h — what a caller leaves in an SQLite session beyond a
- * transaction: temporary tables, views, triggers and indexes, and attached
- * databases. They would reach the next caller of the pooled connection (a
- * TEMP table even shadows the main table of the same name), so the SQLite
- * backend notices them as they are made and drops them at release.
+ * transaction: temporary tables, views, triggers and indexes, attached
+ * databases, and per-connection settings changed with a PRAGMA. They
+ * would reach the next caller of the pooled connection (a TEMP table even
+ * shadows the main table of the same name, query_only refuses its writes),
+ * so the SQLite backend notices them as they are made and drops them (or
+ * sets the PRAGMAs back) at release.
  *
  * Noticed with an authorizer (sqlite3_set_authorizer), which SQLite calls
  * while it prepares a statement, also for statements run on the native
@@ -25,12 +27,17 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sqlite_object {
     char *kind; /* "table", "index", "view", "trigger", or "database" (attached) */
     char *name;
     char *sql; /* the CREATE statement; NULL for a database */
 } sqlite_object;
+
+/* The per-connection PRAGMA settings a reset puts back (see
+ * sqlite_session.c): at most 32. */
+#define SQLITE_SESSION_PRAGMAS 26
 
 typedef struct sqlite_session {
     bool dirty;              /* something was made, dropped or changed since the baseline */
@@ -40,18 +47,28 @@ typedef struct sqlite_session {
     unsigned marks;          /* authorizer hits so far: compare around a prepare */
     sqlite_object *baseline; /* what the session starts with; NULL: nothing */
     size_t nbaseline;
+    uint32_t pragmas;       /* bit i: a caller set restorable PRAGMA i since the baseline */
+    uint32_t pragmas_known; /* bit i: pragma_base[i] was read (the PRAGMA is compiled in) */
+    int lost_pragma;        /* a PRAGMA set that no reset puts back: its index + 1; 0 = none */
+    int64_t pragma_base[SQLITE_SESSION_PRAGMAS]; /* their values at the baseline */
+    char journal_base[16];                       /* the journal and locking modes at the baseline: */
+    char locking_base[16];                       /* setting the same is no change */
 } sqlite_session;
 
-/* Install the authorizer on a new connection (s lives as long as db). */
-void dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s);
+/* Install the authorizer on a new connection (s lives as long as db), and
+ * read the PRAGMA settings a reset puts back; busy_timeout_ms is the busy
+ * timeout the connection will have (the connect runs with a shorter one). */
+int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, dbpool_error *e);
 
 /* The session as it is now is where every lease starts (after the pool's
  * init_sql and after_connect): remember what exists, clear the flags. */
 int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error *e);
 
-/* Drop the temporary objects and detach the databases made since the
- * baseline. No transaction may be open. Fails when the baseline itself was
- * dropped or changed. */
+/* Put back the PRAGMA settings a caller changed, drop the temporary
+ * objects and detach the databases made since the baseline. No
+ * transaction may be open. Fails when the baseline itself was dropped or
+ * changed, or a caller set a PRAGMA that cannot be put back (journal_mode,
+ * locking_mode, case_sensitive_like, max_page_count). */
 int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e);
 
 void dbpool__sqlite_session_free(sqlite_session *s);

@@ -340,7 +340,7 @@ static char baseline_log[1024];
 static void keep_baseline_warning(void *user, dbpool_log_level level, const char *msg) {
     (void)user;
     (void)level;
-    if (strstr(msg, "dropped or changed"))
+    if (strstr(msg, "dropped or changed") || strstr(msg, "cannot put back"))
         snprintf(baseline_log, sizeof baseline_log, "%s", msg);
 }
 
@@ -464,6 +464,103 @@ static void test_changed_baseline_replaces_connection(void **state) {
         dbpool_release(c);
         dbpool_close(p);
     }
+}
+
+/* PRAGMAs a caller sets do not reach the next caller of the connection:
+ * the URL's foreign_keys, busy_timeout and synchronous hold for every
+ * lease, query_only does not refuse the next caller's writes, and what
+ * init_sql set is what comes back. Also when set on the native handle, or
+ * by a statement run a second time (a statement cache must not hide it),
+ * and without waiting for another connection's lock on the database. A
+ * setting that cannot be put back costs the connection. */
+static void test_pragmas_restored_at_release(void **state) {
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url,
+             "sqlite://%s/pragmas.db?journal_mode=delete&busy_timeout=3000&synchronous=normal", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.init_sql = "PRAGMA cache_size = -1234";
+    o.log_fn = keep_baseline_warning;
+    o.log_level = DBPOOL_LOG_WARN;
+    dbpool *p = open_one(url, &o);
+    dbpool_conn *a = dbt_acquire(p);
+    exec_ok(a, "CREATE TABLE IF NOT EXISTS t(v INTEGER CHECK (v > 0))");
+    dbpool_conn *b = dbt_acquire(p);
+    void *first = dbpool_conn_native(a);
+    static const char *const checks[] = {
+        "PRAGMA query_only",        "PRAGMA foreign_keys",
+        "PRAGMA busy_timeout",      "PRAGMA synchronous",
+        "PRAGMA cache_size",        "PRAGMA recursive_triggers",
+        "PRAGMA full_column_names", "PRAGMA ignore_check_constraints",
+    };
+    static const int64_t want[] = {0, 1, 3000, 1, -1234, 0, 0, 0};
+    exec_ok(a, "PRAGMA query_only = 1; PRAGMA foreign_keys = off; PRAGMA busy_timeout = 7; "
+               "PRAGMA main.synchronous = OFF; PRAGMA cache_size = 10; PRAGMA full_column_names = 1; "
+               "PRAGMA IGNORE_CHECK_CONSTRAINTS(1)");
+    assert_int_equal(sqlite3_exec(dbpool_conn_native(a), "PRAGMA recursive_triggers = 1", NULL, NULL, NULL),
+                     SQLITE_OK);
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (int_of(a, checks[i]) == want[i])
+            fail_msg("%s did not change in the lease", checks[i]);
+    exec_ok(b, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (1)");
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_release(a), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    if (took > 1000)
+        fail_msg("the release waited %lld ms for the main database's lock", (long long)took);
+    exec_ok(b, "ROLLBACK");
+    dbpool_release(b);
+    a = dbt_acquire(p);
+    b = dbt_acquire(p);
+    dbpool_conn *same = dbpool_conn_native(a) == first ? a : b;
+    assert_ptr_equal(dbpool_conn_native(same), first);
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        int64_t v = int_of(same, checks[i]);
+        if (v != want[i])
+            fail_msg("the next lease found %s = %lld, not %lld", checks[i], (long long)v, (long long)want[i]);
+    }
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(same, "INSERT INTO t VALUES (-1)", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    assert_int_equal(e.native_code, SQLITE_CONSTRAINT_CHECK);
+    dbpool_release(a);
+    dbpool_release(b);
+
+    /* The same statement twice, on the same connection. Setting the
+     * journal and locking modes the connection has changes nothing. */
+    for (int i = 0; i < 2; i++) {
+        a = dbt_acquire(p);
+        exec_ok(a, "PRAGMA journal_mode = DELETE; PRAGMA locking_mode = normal");
+        exec_ok(a, "PRAGMA foreign_keys = 0");
+        assert_int_equal(int_of(a, "PRAGMA foreign_keys"), 0);
+        dbpool_release(a);
+        a = dbt_acquire(p);
+        assert_int_equal(int_of(a, "PRAGMA foreign_keys"), 1);
+        dbpool_release(a);
+    }
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed, 0);
+
+    /* locking_mode=exclusive would keep its locks from every other
+     * connection, whoever holds this one next. */
+    a = dbt_acquire(p);
+    exec_ok(a, "PRAGMA locking_mode = EXCLUSIVE");
+    baseline_log[0] = '\0';
+    dbpool_release(a);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RESET_FAILED], 1);
+    if (!strstr(baseline_log, "locking_mode"))
+        fail_msg("the warning should name locking_mode: %s", baseline_log);
+    a = dbt_acquire(p);
+    b = dbt_acquire(p);
+    exec_ok(a, "INSERT INTO t VALUES (2)");
+    exec_ok(b, "INSERT INTO t VALUES (3)");
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p);
 }
 
 /* A pool of one connection on `file`, validating at every hand-out. */
@@ -719,6 +816,7 @@ int main(void) {
         cmocka_unit_test(test_after_connect_objects_kept),
         cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
         cmocka_unit_test(test_changed_baseline_replaces_connection),
+        cmocka_unit_test(test_pragmas_restored_at_release),
         cmocka_unit_test(test_unfinished_statement_reset_at_release),
         cmocka_unit_test(test_replaced_file_noticed),
         cmocka_unit_test(test_moved_file_write_closes_connection),
