@@ -528,16 +528,39 @@ static int copy_text(void *out, int ncols, char **vals, char **names) {
     return 0;
 }
 
-/* Run a PRAGMA; its first value, if any, goes to out (16 bytes). */
-static int run_pragma_get(sqlite3 *db, const char *sql, char *out, dbpool_error *e) {
+/* Run a PRAGMA; its first value, if any, goes to out (16 bytes). A write
+ * refused says why, which depends on how the database was opened. */
+static int run_pragma_get(sqlite3 *db, const sqlite_cfg *c, const char *sql, char *out, dbpool_error *e) {
     char *msg = NULL;
     int src = sqlite3_exec(db, sql, out ? copy_text : NULL, out, &msg);
     if (src != SQLITE_OK) {
         int code = pragma_error_code(src);
-        dbpool__seterr(e, code, "SQLite '%s' failed: %s%s", sql, msg ? msg : sqlite3_errstr(src),
-                       code == DBPOOL_EPERM ? " (the database or its directory is not writable by this "
-                                              "process: fix the permissions, or open it with mode=ro)"
-                                            : "");
+        char hint[400] = "";
+        if (code == DBPOOL_EPERM && !(c->open_flags & SQLITE_OPEN_READONLY)) {
+            snprintf(
+                hint, sizeof hint,
+                " (the database or its directory is not writable by this process: fix the permissions, or "
+                "open it with mode=ro)");
+        } else if (src == SQLITE_READONLY && strncmp(sql, "PRAGMA journal_mode=", 20) == 0) {
+            /* mode=ro and a journal_mode other than the file's: a setting
+             * that cannot apply, like WAL on :memory:. */
+            code = DBPOOL_EINVAL;
+            snprintf(
+                hint, sizeof hint,
+                " (the journal mode is written in the database file, which mode=ro does not change: leave "
+                "journal_mode out of the URL, or write journal_mode=unchanged)");
+        } else if (code == DBPOOL_EPERM) {
+            /* Read-only, and still SQLite must write next to the file: the
+             * -shm (and -wal) of a WAL database, or a hot journal to roll
+             * back (SQLITE_READONLY_CANTINIT, _RECOVERY, _ROLLBACK). */
+            snprintf(
+                hint, sizeof hint,
+                " (mode=ro, but SQLite must create or write the -wal and -shm files of a WAL database, or "
+                "roll back its -journal, next to '%.150s', which this process may not: give it write access "
+                "to that directory, or take the database out of WAL mode)",
+                c->path);
+        }
+        dbpool__seterr(e, code, "SQLite '%s' failed: %s%s", sql, msg ? msg : sqlite3_errstr(src), hint);
         if (e)
             e->native_code = src;
         sqlite3_free(msg);
@@ -546,8 +569,8 @@ static int run_pragma_get(sqlite3 *db, const char *sql, char *out, dbpool_error 
     return DBPOOL_OK;
 }
 
-static int run_pragma(sqlite3 *db, const char *sql, dbpool_error *e) {
-    return run_pragma_get(db, sql, NULL, e);
+static int run_pragma(sqlite3 *db, const sqlite_cfg *c, const char *sql, dbpool_error *e) {
+    return run_pragma_get(db, c, sql, NULL, e);
 }
 
 static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, int64_t deadline, void **native,
@@ -585,7 +608,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     int rc = DBPOOL_OK;
     if (c->journal_mode[0]) {
         snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", c->journal_mode);
-        rc = run_pragma_get(db, sql, journal, e);
+        rc = run_pragma_get(db, c, sql, journal, e);
         /* SQLite answers with the mode it is in: one it cannot use (WAL on
          * an in-memory database, say) is refused without an error. */
         if (rc == DBPOOL_OK && strcasecmp(journal, c->journal_mode) != 0)
@@ -594,21 +617,21 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
                                 "for: choose another journal_mode, or journal_mode=unchanged",
                                 journal, c->memory ? ":memory:" : c->path, c->journal_mode);
     } else {
-        rc = run_pragma_get(db, "PRAGMA journal_mode", journal, e);
+        rc = run_pragma_get(db, c, "PRAGMA journal_mode", journal, e);
     }
     /* synchronous=normal is safe with WAL and much faster: the default
      * whenever the database is in WAL mode, however it got there. */
     const char *sync = c->synchronous[0] ? c->synchronous : strcasecmp(journal, "wal") == 0 ? "normal" : NULL;
     if (rc == DBPOOL_OK && sync) {
         snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
-        rc = run_pragma(db, sql, e);
+        rc = run_pragma(db, c, sql, e);
     }
     if (rc == DBPOOL_OK)
-        rc = run_pragma(db, c->foreign_keys ? "PRAGMA foreign_keys=ON" : "PRAGMA foreign_keys=OFF", e);
+        rc = run_pragma(db, c, c->foreign_keys ? "PRAGMA foreign_keys=ON" : "PRAGMA foreign_keys=OFF", e);
     if (rc == DBPOOL_OK && !c->memory) {
         /* Opening is lazy: read the schema now so that "not a database"
          * and permission problems show up here, not on the first query. */
-        rc = run_pragma(db, "PRAGMA schema_version", e);
+        rc = run_pragma(db, c, "PRAGMA schema_version", e);
     }
     if (rc != DBPOOL_OK) {
         sqlite3_close_v2(db);

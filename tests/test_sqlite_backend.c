@@ -6,8 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -583,6 +585,93 @@ static void raw_exec(const char *file, const char *sql) {
     sqlite3_close(db);
 }
 
+/* dbpool_open of url in a child process, as user nobody when we are root
+ * (root may write anywhere): its code, and its message in msg; 1 when the
+ * child could not become nobody (a user namespace without that user). */
+static int open_as_nobody(const char *url, char *msg, size_t cap) {
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(77);
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.max_retries = 0;
+        dbpool *p = NULL;
+        dbpool_error e;
+        int rc = dbpool_open(&p, url, &o, &e);
+        if (rc == DBPOOL_OK)
+            dbpool_close(p);
+        char out[600];
+        int n = snprintf(out, sizeof out, "%d %s", rc, rc == DBPOOL_OK ? "" : e.message);
+        if (write(fds[1], out, (size_t)n) != n)
+            _exit(3);
+        _exit(0);
+    }
+    close(fds[1]);
+    char in[600];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof in - 1 && (n = read(fds[0], in + got, sizeof in - 1 - got)) > 0)
+        got += (size_t)n;
+    in[got] = '\0';
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        return 1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the child opening %s failed (status %d)", url, status);
+    int rc = atoi(in);
+    const char *space = strchr(in, ' ');
+    snprintf(msg, cap, "%s", space ? space + 1 : "");
+    return rc;
+}
+
+/* A database opened with mode=ro that still cannot be read says why, and
+ * does not advise the mode=ro it already has. */
+static void test_read_only_errors_say_why(void **state) {
+    (void)state;
+    char path[600], url[700];
+    dbpool_error e;
+    dbpool *p = NULL;
+    /* A journal mode other than the file's: mode=ro cannot write it. */
+    snprintf(path, sizeof path, "%s/ro_journal.db", dbt_tmpdir());
+    raw_exec(path, "PRAGMA journal_mode=delete; CREATE TABLE t(x)");
+    snprintf(url, sizeof url, "sqlite:%s?mode=ro&journal_mode=wal", path);
+    int rc = dbpool_open(&p, url, NULL, &e);
+    if (rc != DBPOOL_EINVAL || !strstr(e.message, "journal_mode=unchanged") ||
+        strstr(e.message, "with mode=ro"))
+        fail_msg("mode=ro&journal_mode=wal on a rollback-journal file: %s: %s", dbpool_errname(rc),
+                 e.message);
+    snprintf(url, sizeof url, "sqlite:%s?mode=ro&journal_mode=delete", path); /* the file's own: fine */
+    dbpool_close(open_url(url));
+
+    /* A WAL database in a directory this process may not write: SQLite
+     * cannot make its -shm file, even to read. */
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/ro_dir", dbt_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/wal.db", dir);
+    raw_exec(path, "PRAGMA journal_mode=wal; CREATE TABLE t(x)"); /* closed: no -wal, no -shm */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(chmod(dir, 0555), 0);
+    assert_int_equal(chmod(dbt_tmpdir(), 0755), 0); /* for nobody */
+    snprintf(url, sizeof url, "sqlite:%s?mode=ro", path);
+    char msg[600];
+    rc = open_as_nobody(url, msg, sizeof msg);
+    assert_int_equal(chmod(dbt_tmpdir(), 0700), 0);
+    assert_int_equal(chmod(dir, 0755), 0);
+    if (rc == 1)
+        print_message("not checked: cannot run as user nobody here\n");
+    else if (rc != DBPOOL_EPERM || !strstr(msg, "-shm") || !strstr(msg, "write access to that directory") ||
+             strstr(msg, "with mode=ro"))
+        fail_msg("mode=ro on a WAL database in a read-only directory: %s: %s", dbpool_errname(rc), msg);
+}
+
 /* A statement stepped on the native handle and left unfinished holds a
  * read snapshot: the release resets it, and the next lease sees rows
  * committed since and can write. */
@@ -807,6 +896,7 @@ int main(void) {
         cmocka_unit_test(test_absolute_url_form),
         cmocka_unit_test(test_missing_file_not_created),
         cmocka_unit_test(test_read_only),
+        cmocka_unit_test(test_read_only_errors_say_why),
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_directory_as_path),
