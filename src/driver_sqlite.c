@@ -41,6 +41,12 @@ typedef struct sqlite_cfg {
 
 static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
 
+/* The memdb VFS's default size limit (SQLITE_MEMDB_DEFAULT_MAXSIZE), and
+ * one far beyond any memory (2^48 bytes; SQLite's own page limits end
+ * below it). */
+#define MEMDB_DEFAULT_MAXSIZE ((sqlite3_int64)1073741824)
+#define MEMDB_UNLIMITED ((sqlite3_int64)1 << 48)
+
 static int map_open_error(int src, const char *path, bool may_create, sqlite3 *db, dbpool_error *e) {
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(src);
     int code = DBPOOL_ECONNECT;
@@ -303,8 +309,20 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
         } else {
             int src = sqlite3_open_v2(c->path, &c->anchor, c->open_flags, NULL);
-            if (src != SQLITE_OK)
+            if (src != SQLITE_OK) {
                 rc = map_open_error(src, ":memory:", true, c->anchor, e);
+            } else {
+                /* memdb caps a database at SQLITE_MEMDB_DEFAULT_MAXSIZE (1
+                 * GiB) unless told otherwise; plain :memory: has no cap
+                 * but memory, and neither has ours. A cap the application
+                 * set itself (SQLITE_CONFIG_MEMDB_MAXSIZE) stays. */
+                sqlite3_int64 limit = -1;
+                if (sqlite3_file_control(c->anchor, "main", SQLITE_FCNTL_SIZE_LIMIT, &limit) == SQLITE_OK &&
+                    limit == MEMDB_DEFAULT_MAXSIZE) {
+                    limit = MEMDB_UNLIMITED;
+                    sqlite3_file_control(c->anchor, "main", SQLITE_FCNTL_SIZE_LIMIT, &limit);
+                }
+            }
         }
     } else if (rc == DBPOOL_OK && !(mode & SQLITE_OPEN_CREATE)) {
         if (access(c->path, F_OK) != 0)

@@ -213,6 +213,26 @@ static void test_memory_shared_and_typed(void **state) {
     dbpool_close(p);
 }
 
+/* sqlite::memory: holds as much as plain :memory: would: no 1 GiB cap
+ * (the memdb VFS's default), the same for every connection. */
+static void test_memory_not_capped(void **state) {
+    (void)state;
+    dbpool *p = open_url("sqlite::memory:");
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
+    sqlite3_int64 limit = -1;
+    assert_int_equal(sqlite3_file_control(dbpool_conn_native(a), "main", SQLITE_FCNTL_SIZE_LIMIT, &limit),
+                     SQLITE_OK);
+    if (limit <= (sqlite3_int64)1 << 40)
+        fail_msg("the shared in-memory database is capped at %lld bytes", (long long)limit);
+    sqlite3_int64 other = -1;
+    assert_int_equal(sqlite3_file_control(dbpool_conn_native(b), "main", SQLITE_FCNTL_SIZE_LIMIT, &other),
+                     SQLITE_OK);
+    assert_true(other == limit);
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p);
+}
+
 static void test_two_memory_pools_are_separate(void **state) {
     (void)state;
     dbpool *p1 = open_url("sqlite::memory:"), *p2 = open_url("sqlite::memory:");
@@ -902,6 +922,7 @@ int main(void) {
         cmocka_unit_test(test_directory_as_path),
         cmocka_unit_test(test_memory_shared_and_typed),
         cmocka_unit_test(test_two_memory_pools_are_separate),
+        cmocka_unit_test(test_memory_not_capped),
         cmocka_unit_test(test_temporary_objects_dropped_at_release),
         cmocka_unit_test(test_after_connect_objects_kept),
         cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
