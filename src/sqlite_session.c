@@ -101,6 +101,10 @@ static int track(void *arg, int action, const char *what, const char *detail, co
             s->dirty = true;
             s->marks++; /* not cached: run again, it would not be seen */
         }
+        /* A new temp_store deletes every temporary object, the baseline's
+         * too: compared at release. */
+        if (what && strcasecmp(what, "temp_store") == 0)
+            s->touched = true;
         return SQLITE_OK;
     }
     /* CREATE TEMP TABLE x has codes of its own; CREATE TABLE temp.x is an

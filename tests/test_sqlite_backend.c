@@ -458,10 +458,12 @@ static void test_changed_baseline_replaces_connection(void **state) {
         "DETACH 'sha' || 'red'; ATTACH DATABASE ':memory:' AS shared",
         /* the baseline trigger, rewritten by the rename, fires on base_old */
         "ALTER TABLE base RENAME TO base_old; CREATE TABLE base(a INTEGER)",
+        /* a new temp_store deletes every temporary object */
+        "PRAGMA temp_store = MEMORY",
     };
     /* What the warning names: the object the caller changed. */
-    static const char *const named[] = {"table 'setup'", "table 'setup'", "database 'shared'",
-                                        "database 'shared'", "trigger 'btr'"};
+    static const char *const named[] = {"table 'setup'",     "table 'setup'", "database 'shared'",
+                                        "database 'shared'", "trigger 'btr'", "trigger 'btr'"};
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
         char file[64], shared[512];
         snprintf(file, sizeof file, "changed_baseline_%zu.db", i);
