@@ -67,7 +67,18 @@ static int map_open_error(int src, const char *path, bool may_create, sqlite3 *d
          * are the cause, whatever the directory allows. */
         struct stat st;
         bool exists = stat(path, &st) == 0;
-        if (exists && S_ISDIR(st.st_mode))
+        /* SQLite refuses a path whose -journal file's name would be
+         * longer than its VFS takes (512 bytes on Unix), whatever the
+         * system allows: no retry shortens it. */
+        sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+        int longest = vfs ? vfs->mxPathname - 8 : INT_MAX;
+        if (strlen(path) > (size_t)longest)
+            snprintf(hint, sizeof hint,
+                     " (the path is %zu bytes long, and SQLite opens paths of up to %d: use a shorter one, "
+                     "such as a symbolic link to the directory)",
+                     strlen(path), longest),
+                code = DBPOOL_EINVAL;
+        else if (exists && S_ISDIR(st.st_mode))
             snprintf(hint, sizeof hint, " ('%.200s' is a directory: give the path of a database file)", path);
         else if (!exists && !may_create)
             snprintf(hint, sizeof hint, " ('%.200s' does not exist and the URL forbids creating it)", path),

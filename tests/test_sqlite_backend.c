@@ -170,6 +170,33 @@ static void test_not_a_database(void **state) {
 
 /* A directory where the file should be: said so, rather than SQLite's
  * "unable to open database file" alone. */
+/* A path longer than SQLite takes (its VFS's 512 bytes, less the
+ * "-journal" suffix) is named as the cause, not retried. */
+static void test_path_too_long(void **state) {
+    (void)state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", dbt_tmpdir());
+    while (strlen(dir) < 520) {
+        strcat(dir, "/dddddddddddddddddddddddddddddddddddddddd");
+        assert_int_equal(mkdir(dir, 0755), 0);
+    }
+    char url[1100];
+    snprintf(url, sizeof url, "sqlite:%s/x.db", dir);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 3;
+    o.backoff_base_ms = 2000; /* a retry would take seconds */
+    dbpool *p = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_open(&p, url, &o, &e);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_EINVAL || !strstr(e.message, "bytes long"))
+        fail_msg("a %zu-byte path: %s: %s", strlen(url) - 7, dbpool_errname(rc), e.message);
+    if (took > 1500)
+        fail_msg("a path too long was retried (%lld ms)", (long long)took);
+}
+
 static void test_directory_as_path(void **state) {
     (void)state;
     char url[620];
@@ -922,6 +949,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_directory_as_path),
+        cmocka_unit_test(test_path_too_long),
         cmocka_unit_test(test_memory_shared_and_typed),
         cmocka_unit_test(test_two_memory_pools_are_separate),
         cmocka_unit_test(test_memory_not_capped),
