@@ -352,7 +352,9 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
  * parameters, SQL of only white space and semicolons runs nothing
  * (DBPOOL_OK, *affected 0) on every backend. An error that means the
  * connection is broken marks
- * the lease so that it is closed on release. */
+ * the lease so that it is closed on release. In a child process after
+ * fork(), a lease the parent held is refused (DBPOOL_EMISUSE): it is the
+ * parent's session. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);
 
@@ -360,7 +362,8 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
  * must be freed before the lease is released: dbpool_release and
  * dbpool_discard refuse a lease with a result open (DBPOOL_EMISUSE). Free
  * each result once. SQL of only white space and semicolons is
- * DBPOOL_EINVAL on every backend. */
+ * DBPOOL_EINVAL on every backend. DBPOOL_EMISUSE in a forked child, as
+ * dbpool_exec; so is dbpool_result_next of a result opened before fork(). */
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                  dbpool_result **out, dbpool_error *err);
 

@@ -29,6 +29,10 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
                       dbpool_error *e) {
     if (!lease_ok(c))
         return dbpool__seterr(e, DBPOOL_EMISUSE, "not a lease (released already, or never acquired)");
+    /* A lease inherited across fork() is the parent's session: a statement
+     * from the child would go out on the parent's socket (or file). */
+    if (dbpool__forked(c->pool))
+        return dbpool__fork_error(e);
     if (!sql)
         return dbpool__seterr(e, DBPOOL_EINVAL, "sql must not be NULL");
     if (n > 0 && !params)
@@ -108,6 +112,8 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
     dbpool__clearerr(err);
     if (!r)
         return dbpool__seterr(err, DBPOOL_EINVAL, "result is NULL");
+    if (r->lease && dbpool__forked(r->lease->pool))
+        return dbpool__fork_error(err);
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);

@@ -2,7 +2,9 @@
  * test_fault_fork.c — a process forks while it holds a pool (one lease out,
  * one connection idle, maintenance and connector threads running). In the
  * child: dbpool_acquire fails with DBPOOL_EMISUSE, releasing the inherited
- * lease is refused (DBPOOL_EMISUSE, nothing touched), and dbpool_close
+ * lease is refused (DBPOOL_EMISUSE, nothing touched), so are statements on
+ * it (dbpool_exec, dbpool_query: they would run on the parent's session),
+ * and dbpool_close
  * returns without touching any connection. The parent's connections keep
  * working after the child has exited — on PostgreSQL and MariaDB the same
  * server sessions (same backend id) answer, which proves the child sent no
@@ -24,6 +26,10 @@ enum {
     CHILD_RELEASE_NOT_MISUSE,
     CHILD_DISCARD_NOT_MISUSE,
     CHILD_CLOSE_NOT_ZERO,
+    CHILD_EXEC_NOT_MISUSE,
+    CHILD_EXEC_NO_MESSAGE,
+    CHILD_QUERY_NOT_MISUSE,
+    CHILD_NEXT_NOT_MISUSE,
 };
 
 static const char *child_failure(int code) {
@@ -40,6 +46,16 @@ static const char *child_failure(int code) {
         return "dbpool_discard of the inherited lease in the child did not return DBPOOL_EMISUSE";
     case CHILD_CLOSE_NOT_ZERO:
         return "dbpool_close in the child did not return 0";
+    case CHILD_EXEC_NOT_MISUSE:
+        return "dbpool_exec on the inherited lease in the child did not return DBPOOL_EMISUSE (it ran on "
+               "the parent's connection)";
+    case CHILD_EXEC_NO_MESSAGE:
+        return "dbpool_exec in the child gave no message";
+    case CHILD_QUERY_NOT_MISUSE:
+        return "dbpool_query on the inherited lease in the child did not return DBPOOL_EMISUSE (it ran on "
+               "the parent's connection)";
+    case CHILD_NEXT_NOT_MISUSE:
+        return "dbpool_result_next of a result inherited from the parent did not return DBPOOL_EMISUSE";
     default:
         return "unknown";
     }
@@ -47,10 +63,20 @@ static const char *child_failure(int code) {
 
 /* Runs in the child: no cmocka, no atexit handlers (they would remove the
  * parent's temporary directory): _exit with a code. */
-static void child_main(dbpool *p, dbpool_conn *inherited) {
+static void child_main(dbpool *p, dbpool_conn *inherited, dbpool_result *open_result) {
     dbpool_conn *c = NULL;
     dbpool_error e;
     memset(&e, 0, sizeof e);
+    /* A statement would go out on the parent's socket (or file): refused. */
+    if (dbpool_exec(inherited, "SELECT 1", NULL, 0, NULL, &e) != DBPOOL_EMISUSE)
+        _exit(CHILD_EXEC_NOT_MISUSE);
+    if (e.message[0] == '\0')
+        _exit(CHILD_EXEC_NO_MESSAGE);
+    dbpool_result *r = NULL;
+    if (dbpool_query(inherited, "SELECT 1", NULL, 0, &r, &e) != DBPOOL_EMISUSE || r)
+        _exit(CHILD_QUERY_NOT_MISUSE);
+    if (dbpool_result_next(open_result, &e) != DBPOOL_EMISUSE)
+        _exit(CHILD_NEXT_NOT_MISUSE);
     if (dbpool_acquire(p, 1000, &c, &e) != DBPOOL_EMISUSE)
         _exit(CHILD_ACQUIRE_NOT_MISUSE);
     if (e.message[0] == '\0')
@@ -90,12 +116,19 @@ static void test_fork_while_holding_a_pool(void **state) {
         bt_exec(held, "CREATE TABLE fault_fork (id INTEGER)");
     }
 
+    /* A result open on the held lease at fork time (two rows: one read). */
+    dbpool_result *open_result = NULL;
+    dbpool_error qe;
+    BT_CHECK(dbpool_query(held, "SELECT 1 UNION ALL SELECT 2", NULL, 0, &open_result, &qe) == DBPOOL_OK,
+             "query: %s", qe.message);
+    BT_CHECK(dbpool_result_next(open_result, &qe) == 1, "first row: %s", qe.message);
+
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        child_main(p, held);
+        child_main(p, held, open_result);
 
     /* Bounded wait for the child. */
     int st = 0;
@@ -111,6 +144,12 @@ static void test_fork_while_holding_a_pool(void **state) {
     BT_CHECK(WIFEXITED(st), "the child died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     BT_CHECK(WEXITSTATUS(st) == CHILD_OK, "child: %s (exit %d)", child_failure(WEXITSTATUS(st)),
              WEXITSTATUS(st));
+
+    /* The parent reads its result on: the child took nothing from it. */
+    BT_CHECK(dbpool_result_next(open_result, &qe) == 1, "second row: %s", qe.message);
+    BT_CHECK(dbpool_result_int64(open_result, 0) == 2, "second row is %lld",
+             (long long)dbpool_result_int64(open_result, 0));
+    dbpool_result_free(open_result);
 
     dbt_sleep_ms(100); /* let a Terminate, had one been sent, reach the server */
     /* The parent's lease still works, on the same session. */
