@@ -1,7 +1,7 @@
 /* manager.c — several named pools behind one handle. A read-write lock
  * guards the table: lookups share it, opening and closing take it alone
  * (and do the pool's I/O outside it). */
-#include "internal.h"
+#include "pool_internal.h" /* dbpool__forked */
 #include "textbuf.h"
 
 #include <pthread.h>
@@ -138,8 +138,11 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
     dbpool *p = i >= 0 ? m->items[i].pool : NULL;
     /* From a callback on one of the pool's own threads dbpool_close
      * refuses (it would join that thread): keep the entry, or the pool
-     * would be left open with no name to close it by. */
-    if (p && dbpool__on_own_thread(p)) {
+     * would be left open with no name to close it by. Not asked in a
+     * forked child: no pool thread exists there, the pool's lock may have
+     * been held at fork() by one that is gone, and dbpool_close touches
+     * nothing there. */
+    if (p && !dbpool__forked(p) && dbpool__on_own_thread(p)) {
         pthread_rwlock_unlock(&m->lock);
         return DBPOOL_EMISUSE;
     }

@@ -1,15 +1,19 @@
 /* The manager of named pools: open, find, close by name, and all stats at
  * once (parsed as JSON). */
+#include "pool_internal.h" /* dbpool__lock: a pool's lock held at fork() */
 #include "testsupport.h"
 
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -224,6 +228,59 @@ static void test_close_pool_from_its_own_thread(void **state) {
     dbpool_manager_free(callback_manager);
 }
 
+/* A child process after fork(): closing a pool through the manager must do
+ * what dbpool_close does there (return at once, touch nothing), also when
+ * some thread of the parent held the pool's lock at the moment of fork()
+ * (the maintenance thread, a connector, any acquire or release): that
+ * lock stays locked forever in the child. */
+static void test_close_pool_in_forked_child(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "parent", "mock:", NULL, &e), DBPOOL_OK);
+    dbpool *p = dbpool_manager_get(m, "parent");
+    assert_non_null(p);
+
+    fflush(stdout);
+    fflush(stderr);
+    dbpool__lock(p); /* as a pool thread of the parent would hold it */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* No cmocka here: exit codes say what failed. */
+        int rc = dbpool_manager_close_pool(m, "parent");
+        if (rc != DBPOOL_OK)
+            _exit(10);
+        if (dbpool_manager_get(m, "parent") != NULL || dbpool_manager_count(m) != 0)
+            _exit(11);
+        dbpool_manager_free(m);
+        _exit(0);
+    }
+    dbpool__unlock(p);
+
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+        dbt_sleep_ms(10);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        fail_msg("dbpool_manager_close_pool in the child did not return within 10 s: it waited for the "
+                 "pool's lock, held by a thread that does not exist in the child");
+    }
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) != 0)
+        fail_msg("child: %s", WEXITSTATUS(st) == 10 ? "dbpool_manager_close_pool did not return DBPOOL_OK"
+                                                    : "the pool was still in the child's manager");
+    /* The parent's pool is untouched. */
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(m), 1);
+    dbpool_manager_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -231,6 +288,7 @@ int main(void) {
         cmocka_unit_test(test_names_that_would_collide),
         cmocka_unit_test(test_concurrent_opens_of_one_name),
         cmocka_unit_test(test_stats_json_while_pools_work),
+        cmocka_unit_test(test_close_pool_in_forked_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
