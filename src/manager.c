@@ -18,7 +18,47 @@ struct dbpool_manager {
     entry *items;
     int n, cap;
     int pending; /* names reserved by opens in progress: kept in items with pool NULL */
+    struct dbpool_manager *prev, *next; /* every manager of the process (for fork) */
 };
+
+/*
+ * fork(): a thread of the parent may hold a manager's lock at that moment
+ * (a lookup, the stats, an open's reservation), and it does not exist in
+ * the child, where that lock would then stay taken for ever: the child's
+ * dbpool_manager_close_pool, dbpool_manager_open, ... would hang. So fork
+ * waits until no thread is inside a manager (each lock is taken for
+ * writing before it, and the table is consistent), and the child starts
+ * with fresh locks. No manager function runs user code or waits for
+ * anything but pool locks while it holds its lock, so this cannot
+ * deadlock.
+ */
+static pthread_mutex_t managers_lock = PTHREAD_MUTEX_INITIALIZER;
+static dbpool_manager *managers;
+static pthread_once_t managers_fork_once = PTHREAD_ONCE_INIT;
+
+static void managers_before_fork(void) {
+    pthread_mutex_lock(&managers_lock);
+    for (dbpool_manager *m = managers; m; m = m->next)
+        pthread_rwlock_wrlock(&m->lock);
+}
+
+static void managers_after_fork_parent(void) {
+    for (dbpool_manager *m = managers; m; m = m->next)
+        pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_unlock(&managers_lock);
+}
+
+/* The child's only thread is not the one that took the locks (another
+ * thread id): they are made anew rather than unlocked. */
+static void managers_after_fork_child(void) {
+    for (dbpool_manager *m = managers; m; m = m->next)
+        pthread_rwlock_init(&m->lock, NULL);
+    pthread_mutex_init(&managers_lock, NULL);
+}
+
+static void managers_fork_install(void) {
+    pthread_atfork(managers_before_fork, managers_after_fork_parent, managers_after_fork_child);
+}
 
 int dbpool_manager_new(dbpool_manager **out) {
     if (!out)
@@ -30,6 +70,13 @@ int dbpool_manager_new(dbpool_manager **out) {
         free(m);
         return DBPOOL_ENOMEM;
     }
+    pthread_once(&managers_fork_once, managers_fork_install);
+    pthread_mutex_lock(&managers_lock);
+    m->next = managers;
+    if (managers)
+        managers->prev = m;
+    managers = m;
+    pthread_mutex_unlock(&managers_lock);
     *out = m;
     return DBPOOL_OK;
 }
@@ -244,6 +291,14 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
 void dbpool_manager_free(dbpool_manager *m) {
     if (!m)
         return;
+    pthread_mutex_lock(&managers_lock);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        managers = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    pthread_mutex_unlock(&managers_lock);
     for (int i = 0; i < m->n; i++) {
         dbpool_close(m->items[i].pool);
         free(m->items[i].name);

@@ -281,6 +281,73 @@ static void test_close_pool_in_forked_child(void **state) {
     dbpool_manager_free(m);
 }
 
+/* Wait up to 10 s for a child: its exit status, or -1 when it had to be
+ * killed (it hung). */
+static int child_status(pid_t pid) {
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+        dbt_sleep_ms(10);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static atomic_bool lookups_stop;
+static void *look_up_forever(void *arg) {
+    while (!atomic_load(&lookups_stop))
+        (void)dbpool_manager_get(arg, "parent");
+    return NULL;
+}
+
+/* Another thread of the parent inside the manager (here: lookups, over and
+ * over) at the moment of fork(): its hold on the manager's lock must not
+ * outlive it in the child. The child's close by name used to wait for that
+ * lock for ever in about half of the forks. */
+static void test_fork_while_another_thread_looks_up(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "parent", "mock:", NULL, &e), DBPOOL_OK);
+    atomic_store(&lookups_stop, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, look_up_forever, m), 0);
+    int hung = 0, failed = 0;
+    for (int round = 0; round < 20; round++) {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (dbpool_manager_close_pool(m, "parent") != DBPOOL_OK)
+                _exit(10);
+            if (dbpool_manager_count(m) != 0)
+                _exit(11);
+            _exit(0);
+        }
+        int st = child_status(pid);
+        hung += st == -1;
+        failed += st > 0;
+        if (hung || failed)
+            break; /* one is enough: each hang costs the whole wait */
+    }
+    atomic_store(&lookups_stop, true);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (hung || failed)
+        fail_msg("a child %s in dbpool_manager_close_pool (the manager's lock, held by the parent's other "
+                 "thread at fork(), stayed taken)",
+                 hung ? "hung" : "failed");
+    /* The parent's manager works on. */
+    assert_non_null(dbpool_manager_get(m, "parent"));
+    assert_int_equal(dbpool_manager_open(m, "after", "mock:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(m), 2);
+    dbpool_manager_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -289,6 +356,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_opens_of_one_name),
         cmocka_unit_test(test_stats_json_while_pools_work),
         cmocka_unit_test(test_close_pool_in_forked_child),
+        cmocka_unit_test(test_fork_while_another_thread_looks_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
