@@ -683,8 +683,14 @@ static int demo(const demo_args *a) {
     dbpool_options_init(&o);
     o.name = "demo";
     o.max_size = a->pool_size;
-    if (a->timeout_ms > 0)
+    if (a->timeout_ms > 0) {
         o.acquire_timeout_ms = a->timeout_ms;
+        /* As check and bench do: the open's connect is bounded by the
+         * acquire timeout anyway, and an error that named the default
+         * connect_timeout_ms would blame a bound that did not apply. */
+        if (o.connect_timeout_ms > a->timeout_ms)
+            o.connect_timeout_ms = a->timeout_ms;
+    }
     if (a->retries >= 0)
         o.max_retries = a->retries;
     if (a->verbose) {

@@ -123,6 +123,9 @@ int cli_stat_main(int argc, char **argv) {
     o.min_size = 0;
     o.max_size = pool_size;
     o.acquire_timeout_ms = 5000;
+    /* Each connect within it too, as in check and bench: the open gives up
+     * after 5 s, and its error must name that bound, not 10 s. */
+    o.connect_timeout_ms = o.acquire_timeout_ms;
     dbpool *p = NULL;
     dbpool_error e;
     char buf[700];

@@ -470,6 +470,31 @@ static void expect_usage(const char *const *args, const char *needle) {
     dbt_run_free(&r);
 }
 
+#ifdef DBPOOL_HAVE_PG
+/* stat against a server that never answers: its open gives up after its
+ * 5 s acquire timeout, and the error names that bound. It used to name
+ * the library's default connect_timeout_ms (10000), which had not applied. */
+static void test_stat_connect_bounded(void **state) {
+    (void)state;
+    int port = 0;
+    int fd = dbt_loopback_socket(&port, 8); /* listens, never accepts: no reply */
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/db", port);
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = dbt_run_cli((const char *[]){"stat", url, "0.1", "1", NULL});
+    int64_t took = dbt_now_ms() - t0;
+    close(fd);
+    if (r.status != 1 || took > 15000)
+        fail_msg("stat against a deaf server: exit %d after %lld ms (want 1 after about 5 s); stderr: %s",
+                 r.status, (long long)took, r.err);
+    if (!strstr(r.err, "DBPOOL_ETIMEDOUT") || strstr(r.err, "connect_timeout_ms 10000") ||
+        !strstr(r.err, "connect_timeout_ms 5000"))
+        fail_msg("the timeout's message should name stat's 5 s bound: %s", r.err);
+    assert_string_equal(r.out, "");
+    dbt_run_free(&r);
+}
+#endif
+
 static void test_usage_errors(void **state) {
     (void)state;
     expect_usage((const char *[]){"bench", NULL}, "URL is missing");
@@ -909,6 +934,9 @@ int main(void) {
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_stat_lines),
+#ifdef DBPOOL_HAVE_PG
+        cmocka_unit_test(test_stat_connect_bounded),
+#endif
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_connect_failure_and_no_password),

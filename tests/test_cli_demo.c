@@ -601,6 +601,31 @@ static void test_check_default_timeout(void **state) {
                  r.status, (long long)took, r.err);
     dbt_run_free(&r);
 }
+
+/* demo --timeout 1 against a server that never answers: the open gives up
+ * after the second it was given, and the error names that bound. It used
+ * to name the library's default connect_timeout_ms (10000), which had not
+ * applied: a reader would think the demo had waited 10 s. */
+static void test_demo_timeout_bounds_connect(void **state) {
+    (void)state;
+    int port = 0;
+    int fd = dbt_loopback_socket(&port, 8); /* listens, never accepts: the handshake completes, no reply */
+    char url[128], out[600];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/db", port);
+    snprintf(out, sizeof out, "%s/deaf.json", dbt_tmpdir());
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = dbt_run_cli(
+        (const char *[]){"demo", "--input", SAMPLE, "--output", out, "--db", url, "--timeout", "1", NULL});
+    int64_t took = dbt_now_ms() - t0;
+    close(fd);
+    if (r.status != 1 || took > 8000)
+        fail_msg("demo against a deaf server: exit %d after %lld ms (want 1 within about 1 s); stderr: %s",
+                 r.status, (long long)took, r.err);
+    if (!strstr(r.err, "DBPOOL_ETIMEDOUT") || strstr(r.err, "connect_timeout_ms 10000") ||
+        !strstr(r.err, "connect_timeout_ms 1000"))
+        fail_msg("the timeout's message should name the 1 s bound of --timeout: %s", r.err);
+    dbt_run_free(&r);
+}
 #endif
 
 static void test_check_healthy(void **state) {
@@ -929,6 +954,7 @@ int main(void) {
         cmocka_unit_test(test_check_healthy),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_check_default_timeout),
+        cmocka_unit_test(test_demo_timeout_bounds_connect),
 #endif
         cmocka_unit_test(test_check_unhealthy),
         cmocka_unit_test(test_check_unhealthy_names_backend),
