@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
 # Install, build and run the demo on embedded SQLite (the README's first command).
+# Arguments go to `dbpool demo` (e.g. --db URL, --pool-size N, --output FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh demo
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDBPOOL_TESTS=OFF -DDBPOOL_BENCH=OFF >/dev/null
 cmake --build build/release -j"$(nproc)" --target dbpool_cli >/dev/null
-mkdir -p out
-build/release/dbpool demo --input data/sample_input.txt --output out/demo.json "$@"
-echo "wrote out/demo.json" >&2
+# The report goes to out/demo.json unless the arguments name another file
+# (the last --output wins, as in dbpool demo).
+out=out/demo.json
+given=
+prev=
+for arg in "$@"; do
+  if [ "$prev" = --output ]; then
+    given=$arg
+  fi
+  case $arg in
+  --output=*) given=${arg#--output=} ;;
+  esac
+  prev=$arg
+done
+if [ -z "$given" ]; then
+  mkdir -p out
+  build/release/dbpool demo --input data/sample_input.txt --output "$out" "$@"
+else
+  out=$given
+  build/release/dbpool demo --input data/sample_input.txt "$@"
+fi
+echo "wrote $out" >&2
