@@ -134,7 +134,9 @@ int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->
 int dbpool__fork_error(dbpool_error *e) {
     return dbpool__seterr(e, DBPOOL_EMISUSE,
                           "this pool was opened before fork(): its connections belong to the parent "
-                          "process; open a new pool in the child");
+                          "process; give the child the database through exec, and open a pool after it "
+                          "(a pool opened in a forked child that has not called exec can deadlock: see "
+                          "docs/threading.md, fork)");
 }
 
 /* ---------------------------------------------------------------------- */

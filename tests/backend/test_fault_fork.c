@@ -30,6 +30,7 @@ enum {
     CHILD_EXEC_NO_MESSAGE,
     CHILD_QUERY_NOT_MISUSE,
     CHILD_NEXT_NOT_MISUSE,
+    CHILD_ACQUIRE_ADVISES_OPEN_HERE,
 };
 
 static const char *child_failure(int code) {
@@ -56,6 +57,9 @@ static const char *child_failure(int code) {
                "the parent's connection)";
     case CHILD_NEXT_NOT_MISUSE:
         return "dbpool_result_next of a result inherited from the parent did not return DBPOOL_EMISUSE";
+    case CHILD_ACQUIRE_ADVISES_OPEN_HERE:
+        return "the child's error does not point to exec: opening a new pool in a child that has not "
+               "called exec can deadlock (docs/threading.md)";
     default:
         return "unknown";
     }
@@ -81,6 +85,10 @@ static void child_main(dbpool *p, dbpool_conn *inherited, dbpool_result *open_re
         _exit(CHILD_ACQUIRE_NOT_MISUSE);
     if (e.message[0] == '\0')
         _exit(CHILD_ACQUIRE_NO_MESSAGE);
+    /* What to do instead: exec, where a new pool is safe (docs/threading.md);
+     * not "open a new pool" here, which can deadlock. */
+    if (!strstr(e.message, "exec"))
+        _exit(CHILD_ACQUIRE_ADVISES_OPEN_HERE);
     if (dbpool_try_acquire(p, &c, &e) != DBPOOL_EMISUSE)
         _exit(CHILD_TRY_ACQUIRE_NOT_MISUSE);
     if (dbpool_release(inherited) != DBPOOL_EMISUSE)
