@@ -540,7 +540,8 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
 int dbpool_manager_count(dbpool_manager *m);
 const char *dbpool_manager_name(dbpool_manager *m, int i);
 /* {"pools": {"<name>": <dbpool_stats_json>, ...}}, returned and sized as
- * dbpool_stats_json (never a cut document). */
+ * dbpool_stats_json (never a cut document). In a child process after
+ * fork() the parent's pools are left out. */
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
 /* Close every pool and free the manager. NULL is a no-op. */
 void dbpool_manager_free(dbpool_manager *m);

@@ -236,7 +236,10 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     pthread_rwlock_rdlock(&m->lock);
     bool first = true;
     for (int i = 0; i < m->n; i++) {
-        if (!m->items[i].pool)
+        /* In a forked child the parent's pools work no more, and reading
+         * one takes its lock, which a parent thread may have held at
+         * fork(): they are left out. */
+        if (!m->items[i].pool || dbpool__forked(m->items[i].pool))
             continue;
         /* The pool works on while it is rendered: its JSON may have grown
          * since it was measured (new latency figures). Render again into a

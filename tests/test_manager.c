@@ -348,6 +348,48 @@ static void test_fork_while_another_thread_looks_up(void **state) {
     dbpool_manager_free(m);
 }
 
+/* The manager's JSON in a forked child: the parent's pools work there no
+ * more, and reading one would take its lock, which a parent thread may
+ * have held at fork() (here: held on purpose). They are left out; the call
+ * used to hang. */
+static void test_stats_json_in_forked_child(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "parent", "mock:", NULL, &e), DBPOOL_OK);
+    dbpool *p = dbpool_manager_get(m, "parent");
+    fflush(stdout);
+    fflush(stderr);
+    dbpool__lock(p); /* as a pool thread of the parent would hold it */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char buf[4096];
+        int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+        if (n < 0 || (size_t)n >= sizeof buf)
+            _exit(10);
+        if (strcmp(buf, "{\"pools\": {}}") != 0)
+            _exit(11);
+        _exit(0);
+    }
+    dbpool__unlock(p);
+    int st = child_status(pid);
+    if (st == -1)
+        fail_msg("dbpool_manager_stats_json in the child did not return within 10 s: it waited for the lock "
+                 "of a pool of the parent");
+    if (st != 0)
+        fail_msg("child: %s (status %d)",
+                 st == 10 ? "dbpool_manager_stats_json failed" : "the parent's pool was in the child's JSON",
+                 st);
+    /* The parent's JSON still has it. */
+    char buf[1 << 14];
+    int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n < sizeof buf);
+    assert_non_null(strstr(buf, "\"parent\""));
+    dbpool_manager_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -357,6 +399,7 @@ int main(void) {
         cmocka_unit_test(test_stats_json_while_pools_work),
         cmocka_unit_test(test_close_pool_in_forked_child),
         cmocka_unit_test(test_fork_while_another_thread_looks_up),
+        cmocka_unit_test(test_stats_json_in_forked_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
