@@ -228,6 +228,53 @@ static void test_close_pool_from_its_own_thread(void **state) {
     dbpool_manager_free(callback_manager);
 }
 
+/* A parent thread that holds a pool's lock at the moment of fork(), as
+ * the maintenance thread, a connector or any acquire may: it takes the
+ * lock, says so, and lets go when told. (The forking thread itself never
+ * holds a pool's lock.) */
+typedef struct lock_holder {
+    dbpool *p;
+    pthread_t t;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stage; /* 1: holding; 2: told to let go */
+} lock_holder;
+
+static void *hold_pool_lock(void *arg) {
+    lock_holder *h = arg;
+    dbpool__lock(h->p);
+    pthread_mutex_lock(&h->mu);
+    h->stage = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (h->stage != 2)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    dbpool__unlock(h->p);
+    return NULL;
+}
+
+static void pool_lock_held_begin(lock_holder *h, dbpool *p) {
+    h->p = p;
+    h->stage = 0;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    assert_int_equal(pthread_create(&h->t, NULL, hold_pool_lock, h), 0);
+    pthread_mutex_lock(&h->mu);
+    while (h->stage != 1)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void pool_lock_held_end(lock_holder *h) {
+    pthread_mutex_lock(&h->mu);
+    h->stage = 2;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    assert_int_equal(pthread_join(h->t, NULL), 0);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+}
+
 /* A child process after fork(): closing a pool through the manager must do
  * what dbpool_close does there (return at once, touch nothing), also when
  * some thread of the parent held the pool's lock at the moment of fork()
@@ -244,7 +291,8 @@ static void test_close_pool_in_forked_child(void **state) {
 
     fflush(stdout);
     fflush(stderr);
-    dbpool__lock(p); /* as a pool thread of the parent would hold it */
+    lock_holder h;
+    pool_lock_held_begin(&h, p);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -257,7 +305,7 @@ static void test_close_pool_in_forked_child(void **state) {
         dbpool_manager_free(m);
         _exit(0);
     }
-    dbpool__unlock(p);
+    pool_lock_held_end(&h);
 
     int st = 0;
     pid_t w = 0;
@@ -361,7 +409,8 @@ static void test_stats_json_in_forked_child(void **state) {
     dbpool *p = dbpool_manager_get(m, "parent");
     fflush(stdout);
     fflush(stderr);
-    dbpool__lock(p); /* as a pool thread of the parent would hold it */
+    lock_holder h;
+    pool_lock_held_begin(&h, p);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -373,7 +422,7 @@ static void test_stats_json_in_forked_child(void **state) {
             _exit(11);
         _exit(0);
     }
-    dbpool__unlock(p);
+    pool_lock_held_end(&h);
     int st = child_status(pid);
     if (st == -1)
         fail_msg("dbpool_manager_stats_json in the child did not return within 10 s: it waited for the lock "
