@@ -55,8 +55,9 @@ static const char usage_text[] =
     "                       fractions allowed (default 0)\n"
     "  --burst N            fire N ops in all, as fast as the threads can, and\n"
     "                       report how long they took (1..100000000)\n"
-    "  --timeout SECONDS    how long one acquire may wait (default 5); the run\n"
-    "                       ends at most this long after --duration\n"
+    "  --timeout SECONDS    how long one acquire may wait (default 5): an acquire\n"
+    "                       still waiting when --duration ends gives up within\n"
+    "                       this; a query still running is waited for\n"
     "  --metrics-listen HOST:PORT\n"
     "                       serve GET /metrics (Prometheus text) during the run;\n"
     "                       HOST must be loopback: 127.0.0.1 (127.0.0.0/8), [::1]\n"
@@ -441,8 +442,21 @@ int cli_bench_main(int argc, char **argv) {
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));
-    if (a.mode != CLI_MODE_CONNECT) /* there, each op opens its own pool of one */
+    if (a.mode != CLI_MODE_CONNECT) { /* there, each op opens its own pool of one */
         report_pool_size(&a, p);
+    } else {
+        /* A pool_min key in the URL would make every op open that many
+         * connections, while the figures count one per op. */
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        if (s.min_size > 1) {
+            dbpool_close(p);
+            return cli_usage_error(CMD,
+                                   "--mode connect-per-query opens one connection per op, but the URL's "
+                                   "pool_min asks for %d: remove pool_min from the URL",
+                                   s.min_size);
+        }
+    }
 
     cli_metrics_server *metrics = NULL;
     if (a.listen) {

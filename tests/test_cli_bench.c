@@ -590,6 +590,21 @@ static void test_connect_failure_and_no_password(void **state) {
 
 /* A URL taken as an option's value (`--timeout $EMPTY "$URL"`) is refused
  * without being shown, whichever option or position takes it. */
+/* Mistakes before any command: a command typed in capitals is named
+ * back, and --version refuses what it would otherwise ignore. */
+static void test_top_level_mistakes(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){"DEMO", NULL});
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown command 'DEMO'"));
+    dbt_run_free(&r);
+    r = dbt_run_cli((const char *[]){"--version", "extra", NULL});
+    assert_int_equal(r.status, 2);
+    assert_string_equal(r.out, "");
+    assert_non_null(strstr(r.err, "--version takes no arguments"));
+    dbt_run_free(&r);
+}
+
 static void test_misplaced_url_not_echoed(void **state) {
     (void)state;
     const char *url = "postgresql://bob:s3cretPW@127.0.0.1:1/db";
@@ -677,6 +692,9 @@ static void test_metrics_listen_refused(void **state) {
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--metrics-listen", "127.0.0.1:0", "--mode",
                                   "connect-per-query", NULL},
                  "connect-per-query");
+    /* Nor may the URL ask for more than one connection per op. */
+    expect_usage((const char *[]){"bench", "sqlite::memory:?pool_min=3", "--mode", "connect-per-query", NULL},
+                 "pool_min asks for 3");
     /* Nor is there a pool to size. */
     expect_usage(
         (const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query", "--pool-size", "7", NULL},
@@ -940,6 +958,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_connect_failure_and_no_password),
+        cmocka_unit_test(test_top_level_mistakes),
         cmocka_unit_test(test_misplaced_url_not_echoed),
         cmocka_unit_test(test_metrics_listen_refused),
         cmocka_unit_test(test_metrics_served),
