@@ -26,8 +26,9 @@ static void usage(FILE *out) {
           "       dbpool COMMAND --help\n"
           "\n"
           "A thread-safe database connection pool for SQLite, PostgreSQL and\n"
-          "MySQL/MariaDB, and this command to try it out. Results are JSON on\n"
-          "stdout; progress, logs and errors go to stderr.\n"
+          "MySQL/MariaDB, and this command to try it out. Results go to stdout\n"
+          "(JSON from demo and check, a table or --json from bench, lines from\n"
+          "stat); progress, logs and errors go to stderr.\n"
           "\n"
           "Commands:\n",
           out);
@@ -51,7 +52,8 @@ static void usage(FILE *out) {
 /* Whether `name` can be echoed in an error: a URL given where a command
  * was expected may hold a password, and is not a plain word. */
 static bool echoable(const char *name) {
-    return strlen(name) < 32 && strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") == strlen(name);
+    return strlen(name) < 32 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == strlen(name);
 }
 
 /* "the commands are demo, check, bench, stat" for an error message. */
@@ -131,6 +133,10 @@ int main(int argc, char **argv) {
         return flush_stdout("help");
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "dbpool: %s takes no arguments: run 'dbpool --version' alone\n", name);
+            return CLI_EXIT_USAGE;
+        }
         printf("dbpool %s\n", dbpool_version());
         return flush_stdout("version");
     }
