@@ -350,13 +350,22 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     bool w_ready = false; /* w's condition variable is initialised */
     int rc;
 
+    /* A connection handed to this caller, back in line, while the one that
+     * failed its checks was being closed, when the acquire ends anyway
+     * (its deadline passed): closed after the lock is dropped, when the
+     * pool was closed meanwhile (else it goes back to the pool). */
+    dbpool_conn *give_back = NULL;
+
     lock(p);
     for (;;) {
-        if (p->closed) {
+        /* Handed a connection before a close or a suspend: the hand-off
+         * counts, as in wait_in_line. */
+        bool handed = w_ready && w.conn;
+        if (p->closed && !handed) {
             rc = dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' is closed", p->name);
             break;
         }
-        if (p->suspended && p->opt.suspend_fails_fast) {
+        if (p->suspended && p->opt.suspend_fails_fast && !handed) {
             rc = dbpool__seterr(err, DBPOOL_EBUSY, "pool '%s' is suspended: try again after dbpool_resume",
                                 p->name);
             break;
@@ -491,6 +500,19 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 dbpool__waiter_dequeue(p, &w);
                 dbpool__poke_head_locked(p);
             }
+            if (w_ready && w.conn) {
+                /* Handed another one meanwhile (back in line, first): it
+                 * would need its own checks past the deadline. It is not
+                 * this caller's; dropping it would lose it for good. */
+                dbpool_conn *back = w.conn;
+                w.conn = NULL;
+                if (p->closed) {
+                    give_back = back; /* still counted as leased: closed below */
+                } else {
+                    p->n_leased--;
+                    dbpool__publish_locked(p, back, back->last_used_ns);
+                }
+            }
             rc = timeout_error_locked(p, start, err, &holders);
             break;
         }
@@ -508,6 +530,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         dbpool__free(p);
         return rc;
     }
+    if (give_back) /* the pool was closed meanwhile; this may free it */
+        dbpool__destroy_conn(p, give_back, DBPOOL_CLOSE_POOL_CLOSED);
     if (holders.have_trace && err) {
         char where[384];
         dbpool__trace_format(&holders.trace, where, sizeof where, 4);
