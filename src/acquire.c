@@ -418,12 +418,23 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                                         "(try_acquire does not wait)",
                                         p->name);
                 } else if (try_only) {
+                    /* In use as dbpool_get_stats counts it: a connection in
+                     * a keepalive ping is idle, held by maintenance for a
+                     * moment, and said apart; callers waiting explain why
+                     * no new connection was opened. */
                     int parked_busy, parked_free;
                     dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
-                    rc = dbpool__seterr(err, DBPOOL_EBUSY,
-                                        "no connection free in pool '%s' (%d in use, max %d) and "
-                                        "try_acquire does not wait",
-                                        p->name, p->n_leased + parked_busy, p->cap);
+                    char more[96] = "";
+                    size_t n = 0;
+                    if (p->n_pinging > 0)
+                        n += (size_t)snprintf(more, sizeof more, "; %d in a keepalive ping", p->n_pinging);
+                    if (p->n_waiting > 0 && n < sizeof more)
+                        snprintf(more + n, sizeof more - n, "; %d waiting ahead", p->n_waiting);
+                    rc =
+                        dbpool__seterr(err, DBPOOL_EBUSY,
+                                       "no connection free in pool '%s' (%d in use, max %d%s) and "
+                                       "try_acquire does not wait",
+                                       p->name, dbpool__callers_leased_locked(p) + parked_busy, p->cap, more);
                 } else {
                     rc = timeout_error_locked(p, start, err, &holders); /* a timeout of 0 */
                 }

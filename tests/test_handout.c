@@ -192,10 +192,45 @@ static void test_handoff_during_failed_check_then_suspend(void **state) {
     assert_int_equal(mc.live, 0);
 }
 
+/* try_acquire finds the pool's only connection in a keepalive ping: it is
+ * idle (dbpool_get_stats says so), held by maintenance for a moment, and
+ * the DBPOOL_EBUSY message must say that, not that a caller holds it. */
+static void test_try_acquire_busy_message_counts_a_ping_apart(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 10;
+    dbpool__mock_set_ping_delay_ms(2000); /* before the first ping */
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool__mock_counters mc;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(2);
+        dbpool__mock_get_counters(&mc);
+    } while (mc.pings == 0 && dbt_now_ms() < until);
+    assert_true(mc.pings > 0); /* the ping is under way for two seconds */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.idle, 1);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_EBUSY);
+    if (!strstr(e.message, "(0 in use, max 1; 1 in a keepalive ping)"))
+        fail_msg("message: %s", e.message);
+    dbpool__mock_set_ping_delay_ms(0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_handoff_during_failed_check_past_deadline, setup),
         cmocka_unit_test_setup(test_handoff_during_failed_check_then_suspend, setup),
+        cmocka_unit_test_setup(test_try_acquire_busy_message_counts_a_ping_apart, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
