@@ -93,8 +93,30 @@ static bool scan(const char *sql, bool backslash_escapes) {
                 end++;
             s = *end ? end + 2 : end;
         } else if (ch == '@') {
-            if (s[1] == '@') { /* a system variable: SET of one is reported by the server */
+            if (s[1] == '@') {
+                /* A system variable. The server reports a SET of one
+                 * written with its scope (SET x, SET SESSION x,
+                 * @@session.x, @@local.x), but MariaDB does not report
+                 * @@x = ... without one, which sets the session's value
+                 * just the same (SET @@autocommit = 0). Reading one
+                 * changes nothing; a comparison (@@x = 1) is a false
+                 * alarm. */
                 s += 2;
+                const char *name = s;
+                if (*s == '`')
+                    s = skip_quoted(s, backslash_escapes);
+                else
+                    while (ident_char((unsigned char)*s))
+                        s++;
+                size_t len = (size_t)(s - name);
+                if (*s == '.' && (is_keyword(name, len, "session") || is_keyword(name, len, "local") ||
+                                  is_keyword(name, len, "global"))) {
+                    s++; /* the name after the scope is read as a word */
+                    continue;
+                }
+                const char *after = skip_blank(s);
+                if (len > 0 && (after[0] == '=' || (after[0] == ':' && after[1] == '=')))
+                    return true;
                 continue;
             }
             unsigned char next = (unsigned char)s[1];

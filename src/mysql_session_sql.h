@@ -15,9 +15,12 @@
  * LOCK, BACKUP LOCK, BACKUP STAGE, ... LOCK IN SHARE MODE), named locks
  * (GET_LOCK), HANDLER tables, and user variables assigned outside SET
  * (@name := ..., SELECT ... INTO @name, GET DIAGNOSTICS @name = ...; SET
- * @name is reported by the server). A cheap lexical scan, run twice (with
- * and without backslash escapes in strings, as sql_mode may have either):
- * false positives cost one reset at release, never a wrong result.
+ * @name is reported by the server), system variables set as @@name = ...
+ * without a scope (MariaDB reports SET name and @@session.name, not
+ * that), SET TRANSACTION and session_track_... . A cheap lexical scan,
+ * run twice (with and without backslash escapes in strings, as sql_mode
+ * may have either): false positives cost one reset at release, never a
+ * wrong result.
  */
 bool dbpool__mysql_untracked_session_change(const char *sql);
 

@@ -768,6 +768,36 @@ static void test_native_changes_reset(void **state) {
     left_clean_close(&t);
 }
 
+/* SET @@name = ... without a scope changes the session, but MariaDB does
+ * not report it: autocommit turned off that way would make the next
+ * caller's writes a transaction that its release rolls back. */
+static void test_unscoped_system_variable_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300], tz[64];
+    dbpool_conn *c = dbt_acquire(t.p);
+    dbt_exec_ok(c, "SET @@autocommit = 0", NULL, 0);
+    dbt_exec_ok(c, "SET @@time_zone = '+04:00'", NULL, 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), t.id);
+    int64_t autocommit = query_int(c, "SELECT @@autocommit");
+    text_of(c, "SELECT @@time_zone", tz, sizeof tz);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (3)", t.table);
+    dbt_exec_ok(c, sql, NULL, 0); /* autocommit, as far as this caller knows */
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE v = 3", t.table);
+    int64_t rows = query_int(c, sql);
+    dbpool_release(c);
+    if (autocommit != 1 || rows != 1 || strcmp(tz, "+04:00") == 0)
+        fail_msg("after SET @@autocommit = 0 and SET @@time_zone the next lease had autocommit %lld, "
+                 "time_zone %s, and its INSERT %s",
+                 (long long)autocommit, tz, rows == 1 ? "was kept" : "was rolled back");
+    left_clean_close(&t);
+}
+
 /* SET TRANSACTION READ ONLY, for the next transaction only. */
 static void test_set_transaction_reset(void **state) {
     (void)state;
@@ -1173,6 +1203,7 @@ int main(void) {
         cmocka_unit_test(test_failed_statement_resets),
         cmocka_unit_test(test_native_changes_reset),
         cmocka_unit_test(test_set_transaction_reset),
+        cmocka_unit_test(test_unscoped_system_variable_reset),
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),

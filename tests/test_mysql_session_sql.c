@@ -44,6 +44,13 @@ static void test_flagged(void **state) {
     expect("SET TRANSACTION READ ONLY", true);
     expect("set /* next one */ transaction isolation level serializable", true);
     expect("SET session_track_state_change = OFF", true);
+    /* MariaDB does not report SET @@name without a scope. */
+    expect("SET @@autocommit = 0", true);
+    expect("set @@sql_mode='', @@time_zone = '+00:00'", true);
+    expect("SET sql_mode = '', @@foreign_key_checks=0", true);
+    expect("SET @@`time_zone` := '+01:00'", true);
+    expect("SET @@session_track_state_change=0", true);
+    expect("SET @@session.session_track_state_change = OFF", true);
 }
 
 static void test_not_flagged(void **state) {
@@ -61,6 +68,9 @@ static void test_not_flagged(void **state) {
     expect("SET @a = 1", false);                /* the server reports SET itself */
     expect("SELECT @a = 1", false);             /* a comparison */
     expect("SELECT @@session.sql_mode", false);
+    expect("SELECT @@autocommit, @@sql_mode <> ''", false);
+    expect("SET @@session.sql_mode = ''", false); /* reported */
+    expect("SET @@local.time_zone = '+00:00'", false);
     expect("SELECT 1 -- LOCK TABLES t WRITE", false);
     expect("SELECT 1 # GET_LOCK('x', 0)", false);
     expect("SELECT /* @x LOCK */ 1", false);
