@@ -83,6 +83,8 @@ typedef struct my_conn {
                                      the kept statements were prepared: prepare them again */
     bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
     bool schema_changed;          /* the server reported a new default database (USE) since the reset */
+    bool xa_prepared;             /* an XA PREPARE ran: no reset may touch this session (see
+                                     dbpool__mysql_prepares_xa); closed at release */
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
     char *init_command;           /* rerun after a reset, or NULL */
@@ -772,7 +774,8 @@ static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
  * temporary tables, USE, ...) since the last reset — session_track_state_change
  * is switched on for every connection so that the server tells us. Otherwise
  * 0, which saves the reset's round trip on the common path. -1 once the link
- * is known to be lost.
+ * is known to be lost. After an XA PREPARE, 1: the reset then refuses and
+ * the connection is closed (reason reset_failed, logged).
  */
 static int my_needs_reset(void *native) {
     MYSQL *m = native;
@@ -786,7 +789,7 @@ static int my_needs_reset(void *native) {
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
         return 1;
-    if (status & SERVER_STATUS_IN_TRANS)
+    if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared)
         return 1;
     return mc->dirty ? 1 : 0;
 }
@@ -795,6 +798,14 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     MYSQL *m = native;
     my_conn *mc = conn_of(m);
     *session_cleared = false;
+    /* MariaDB's reset would leave a session with a prepared XA transaction
+     * unable to use InnoDB, and the transaction orphaned with its locks.
+     * Closing the connection detaches it cleanly, for XA COMMIT or XA
+     * ROLLBACK from any session (XA RECOVER lists it). */
+    if (mc->xa_prepared)
+        return dbpool__seterr(e, DBPOOL_EBROKEN,
+                              "mysql: an XA PREPARE ran on this connection, which a reset would leave "
+                              "unusable; the prepared transaction stays for XA COMMIT or XA ROLLBACK");
     int rc = run_bounded(m, mysql_reset_connection, deadline_ns, "reset", e);
     if (rc)
         return rc;
@@ -867,6 +878,8 @@ static void note_status(MYSQL *m) {
 static void note_statement(my_conn *mc, const char *sql) {
     if (!mc->dirty && dbpool__mysql_untracked_session_change(sql))
         mc->dirty = true;
+    if (!mc->xa_prepared && dbpool__mysql_prepares_xa(sql))
+        mc->xa_prepared = true;
 }
 
 /* Drain further result sets (CALL returns several). mysql_more_results

@@ -169,3 +169,29 @@ bool dbpool__mysql_untracked_session_change(const char *sql) {
     /* The two readings differ only where a backslash stands. */
     return scan(sql, true) || (strchr(sql, '\\') && scan(sql, false));
 }
+
+bool dbpool__mysql_prepares_xa(const char *sql) {
+    const char *s = skip_blank(sql);
+    /* An executable comment around it is code too. */
+    if (s[0] == '/' && s[1] == '*') {
+        s += 2;
+        if (*s == 'M')
+            s++;
+        if (*s != '!')
+            return false;
+        s++;
+        while (*s >= '0' && *s <= '9')
+            s++;
+        s = skip_blank(s);
+    }
+    const char *word = s;
+    while (ident_char((unsigned char)*s))
+        s++;
+    if (!is_keyword(word, (size_t)(s - word), "XA"))
+        return false;
+    s = skip_blank(s);
+    word = s;
+    while (ident_char((unsigned char)*s))
+        s++;
+    return is_keyword(word, (size_t)(s - word), "PREPARE");
+}

@@ -24,4 +24,15 @@
  */
 bool dbpool__mysql_untracked_session_change(const char *sql);
 
+/*
+ * True when sql is XA PREPARE. MariaDB's COM_RESET_CONNECTION on a session
+ * whose XA transaction is prepared leaves the session unable to use InnoDB
+ * (every later statement on a table fails with error 1031) and the
+ * transaction orphaned on the server, holding its locks: such a connection
+ * is closed at release instead (closing it detaches the prepared
+ * transaction, which XA RECOVER then lists). Looks at the statement's first
+ * words only: XA cannot stand anywhere else.
+ */
+bool dbpool__mysql_prepares_xa(const char *sql);
+
 #endif

@@ -798,6 +798,44 @@ static void test_unscoped_system_variable_reset(void **state) {
     left_clean_close(&t);
 }
 
+/* A lease that prepares an XA transaction and releases it: MariaDB's reset
+ * would leave that session failing every InnoDB statement (error 1031)
+ * and the transaction orphaned with its locks. The connection is closed
+ * instead; the prepared transaction stays for XA ROLLBACK from elsewhere. */
+static void test_xa_prepared_not_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300], xid[64];
+    snprintf(xid, sizeof xid, "dbpool_xa_%ld", (long)getpid());
+    dbpool_conn *c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "XA START '%s'", xid);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (7)", t.table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "XA END '%s'", xid);
+    dbt_exec_ok(c, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "XA PREPARE '%s'", xid);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+
+    c = dbt_acquire(t.p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (8)", t.table);
+    dbpool_error e;
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &e);
+    if (rc != DBPOOL_OK) /* no clean-up: the orphaned transaction locks the table */
+        fail_msg("the lease after an XA PREPARE (session %lld, first %lld) cannot write: %s", (long long)id,
+                 (long long)t.id, e.message);
+    assert_int_not_equal(id, t.id); /* closed, not reset */
+    snprintf(sql, sizeof sql, "XA ROLLBACK '%s'", xid);
+    dbt_exec_ok(c, sql, NULL, 0); /* the prepared transaction was kept */
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE v IN (7, 8)", t.table);
+    assert_int_equal(query_int(c, sql), 1);
+    dbpool_release(c);
+    left_clean_close(&t);
+}
+
 /* SET TRANSACTION READ ONLY, for the next transaction only. */
 static void test_set_transaction_reset(void **state) {
     (void)state;
@@ -1204,6 +1242,7 @@ int main(void) {
         cmocka_unit_test(test_native_changes_reset),
         cmocka_unit_test(test_set_transaction_reset),
         cmocka_unit_test(test_unscoped_system_variable_reset),
+        cmocka_unit_test(test_xa_prepared_not_reset),
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),

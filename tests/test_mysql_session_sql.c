@@ -81,10 +81,33 @@ static void test_not_flagged(void **state) {
     expect("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", false); /* reported */
 }
 
+static void xa(const char *sql, bool prepares) {
+    if (dbpool__mysql_prepares_xa(sql) != prepares)
+        fail_msg("'%s': expected %s", sql, prepares ? "XA PREPARE" : "not XA PREPARE");
+}
+
+/* XA PREPARE, which no reset may follow, and nothing else. */
+static void test_xa_prepare(void **state) {
+    (void)state;
+    xa("XA PREPARE 'tx1'", true);
+    xa("  xa\tprepare 'tx1'", true);
+    xa("/* 2PC */ XA PREPARE 'a','b',1", true);
+    xa("/*!50503 XA PREPARE 'tx1' */", true);
+    xa("XA START 'tx1'", false);
+    xa("XA END 'tx1'", false);
+    xa("XA COMMIT 'tx1'", false);
+    xa("XA RECOVER", false);
+    xa("PREPARE s FROM 'XA PREPARE 1'", false);
+    xa("SELECT 'XA PREPARE'", false);
+    xa("XAPREPARE", false);
+    xa("", false);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flagged),
         cmocka_unit_test(test_not_flagged),
+        cmocka_unit_test(test_xa_prepare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
