@@ -813,10 +813,13 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     /* The reset put session variables back to the server's defaults but
      * kept the default database and (MariaDB) the current role; the same
      * deadline bounds the statements that restore them, in the order of a
-     * new connection: the database, the role, init_command, then the pool's
-     * settings. */
-    char restore[256];
-    session_sql(mc, true, restore, sizeof restore);
+     * new connection: the database, the role, the charset (a new
+     * connection's comes with the handshake, so an init_command's SET NAMES
+     * wins over it: SET NAMES goes first, on its own, when there is an
+     * init_command), init_command, then the pool's settings. */
+    char names[64], restore[256];
+    snprintf(names, sizeof names, "SET NAMES %s", mc->charset);
+    session_sql(mc, !mc->init_command, restore, sizeof restore);
     my_guard g;
     bound_begin(m, deadline_ns, &g);
     if (mc->schema_changed && mc->database && mysql_select_db(m, mc->database) != 0) {
@@ -825,6 +828,8 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     }
     if (rc == DBPOOL_OK && mc->set_role)
         rc = run_sql(m, mc->set_role, "restoring the role after reset", e);
+    if (rc == DBPOOL_OK && mc->init_command)
+        rc = run_sql(m, names, "restoring the charset after reset", e);
     if (rc == DBPOOL_OK && mc->init_command)
         rc = run_sql(m, mc->init_command, "init_command after reset", e);
     if (rc == DBPOOL_OK)

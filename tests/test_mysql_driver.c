@@ -910,6 +910,30 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+/* An init_command that sets the character set (SET NAMES, as older set-ups
+ * do) overrides the URL's charset on a new connection: the same after a
+ * reset, or the next lease reads and writes in another character set. */
+static void test_reset_keeps_init_command_charset(void **state) {
+    (void)state;
+    char url[1200], fresh[64], after[64];
+    snprintf(url, sizeof url, "%s%sinit_command=SET%%20NAMES%%20latin1", base_url,
+             strchr(base_url, '?') ? "&" : "?");
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    text_of(c, "SELECT CONCAT(@@character_set_client, '/', @@character_set_results)", fresh, sizeof fresh);
+    dbt_exec_ok(c, "SET @dirty = 1", NULL, 0); /* the release resets */
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    assert_int_equal(query_int(c, "SELECT CONNECTION_ID()"), id);
+    text_of(c, "SELECT CONCAT(@@character_set_client, '/', @@character_set_results)", after, sizeof after);
+    dbpool_release(c);
+    dbpool_close(p);
+    assert_string_equal(fresh, "latin1/latin1");
+    if (strcmp(after, fresh) != 0)
+        fail_msg("character set %s on a new connection, %s after a reset", fresh, after);
+}
+
 /* MariaDB's reset keeps the current role: a caller's SET ROLE must not
  * give the next caller that role's privileges. The role the connection
  * started with (none here) is set again after the reset. */
@@ -1246,6 +1270,7 @@ int main(void) {
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),
+        cmocka_unit_test(test_reset_keeps_init_command_charset),
         cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
