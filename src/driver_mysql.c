@@ -49,6 +49,7 @@ enum {
     MY_ER_DBACCESS_DENIED = 1044,
     MY_ER_ACCESS_DENIED = 1045,
     MY_ER_BAD_DB = 1049,
+    MY_ER_HOST_NOT_PRIVILEGED = 1130,
     MY_ER_ACCESS_DENIED_NO_PASSWORD = 1698,
     MY_ER_CONNECTION_KILLED = 1927,
     MY_ER_MAX_PREPARED_STMT_COUNT = 1461,
@@ -347,6 +348,7 @@ static int connect_error_code(unsigned n) {
     case MY_ER_ACCESS_DENIED:
     case MY_ER_DBACCESS_DENIED:
     case MY_ER_ACCESS_DENIED_NO_PASSWORD:
+    case MY_ER_HOST_NOT_PRIVILEGED: /* no account for the client's host: as pg_hba.conf */
     case MY_ER_MUST_CHANGE_PASSWORD_LOGIN:
     case MY_ER_ACCOUNT_HAS_BEEN_LOCKED:
         return DBPOOL_EAUTH;

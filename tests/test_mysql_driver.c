@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <mysql.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1159,6 +1160,68 @@ static void test_procedure_result_sets_drained(void **state) {
     dbpool_close(p);
 }
 
+/* A server that answers every connection with one error packet in place of
+ * its greeting, as MariaDB does for a client host no account may connect
+ * from, and counts the connections. */
+typedef struct refusing_server {
+    int fd;
+    int accepted;
+    pthread_t thread;
+} refusing_server;
+
+static void *refuse_all(void *arg) {
+    refusing_server *s = arg;
+    static const char msg[] = "Host '127.0.0.1' is not allowed to connect to this MariaDB server";
+    unsigned char pkt[128];
+    size_t body = 3 + sizeof msg - 1; /* 0xFF, the error number, the text */
+    pkt[0] = (unsigned char)body;
+    pkt[1] = pkt[2] = 0;
+    pkt[3] = 0; /* sequence number */
+    pkt[4] = 0xFF;
+    pkt[5] = 1130 & 0xFF; /* ER_HOST_NOT_PRIVILEGED, little-endian */
+    pkt[6] = 1130 >> 8;
+    memcpy(pkt + 7, msg, sizeof msg - 1);
+    for (;;) {
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            return NULL; /* the listener was shut down */
+        s->accepted++;
+        ssize_t w = write(c, pkt, 4 + body);
+        (void)w;
+        close(c);
+    }
+}
+
+/* "Host is not allowed to connect" (1130) fails on every attempt, like a
+ * wrong password: DBPOOL_EAUTH at once, not retried as a network error
+ * (PostgreSQL's "no pg_hba.conf entry" is DBPOOL_EAUTH too). */
+static void test_host_not_allowed_auth_error(void **state) {
+    (void)state;
+    refusing_server s = {.accepted = 0};
+    int port;
+    s.fd = dbt_loopback_socket(&port, 16);
+    assert_int_equal(pthread_create(&s.thread, NULL, refuse_all, &s), 0);
+    char url[256];
+    snprintf(url, sizeof url, "mysql://dbpool:not-used@127.0.0.1:%d/dbpool_test", port);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 3;
+    o.backoff_base_ms = 10;
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, &o, &err);
+    shutdown(s.fd, SHUT_RDWR);
+    pthread_join(s.thread, NULL);
+    close(s.fd);
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    if (rc != DBPOOL_EAUTH || s.accepted != 1)
+        fail_msg("host not allowed: %s after %d connection(s): %s", dbpool_errname(rc), s.accepted,
+                 err.message);
+    assert_int_equal(err.native_code, 1130);
+}
+
 static void test_wrong_password_fast_auth_error(void **state) {
     (void)state;
     static const char secret[] = "Wr0ngSecretPw";
@@ -1274,6 +1337,7 @@ int main(void) {
         cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
+        cmocka_unit_test(test_host_not_allowed_auth_error),
         cmocka_unit_test(test_locked_or_expired_account_auth_error),
         cmocka_unit_test(test_packet_too_large_is_broken),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
