@@ -788,6 +788,12 @@ static int my_needs_reset(void *native) {
      * further results): the next command would be out of sync. */
     if (m->status != MYSQL_STATUS_READY || mysql_more_results(m))
         return -1;
+    /* The last command failed: its error reply carried no status, and a
+     * procedure may have opened a transaction or changed the session
+     * before it failed. Statements through dbpool mark this themselves
+     * (dirty); this catches them on the native handle. */
+    if (mysql_errno(m) != 0)
+        return 1;
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
         return 1;

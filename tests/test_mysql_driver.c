@@ -747,6 +747,33 @@ static void test_failed_statement_resets(void **state) {
     left_clean_close(&t);
 }
 
+/* A statement that fails on the native handle after opening a transaction
+ * (a procedure's START TRANSACTION and INSERT, then an error): the error
+ * reply carries no status, and the transaction must not reach the next
+ * lease, which would see the row and could commit it. */
+static void test_native_failed_statement_resets(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300];
+    dbpool_conn *c = dbt_acquire(t.p);
+    MYSQL *m = dbpool_conn_native(c);
+    snprintf(sql, sizeof sql, "CALL %s()", t.proc);
+    assert_int_not_equal(mysql_query(m, sql), 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    int64_t in_tx = query_int(c, "SELECT @@in_transaction");
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t.table);
+    int64_t rows = query_int(c, sql);
+    dbt_exec_ok(c, "ROLLBACK", NULL, 0);
+    dbpool_release(c);
+    if (in_tx != 0 || rows != 0)
+        fail_msg("after a failed CALL on the native handle the next lease is %sin a transaction and sees "
+                 "%lld uncommitted row(s)",
+                 in_tx ? "" : "not ", (long long)rows);
+    left_clean_close(&t);
+}
+
 /* Changes made on the native handle are seen from the server's reports. */
 static void test_native_changes_reset(void **state) {
     (void)state;
@@ -1327,6 +1354,7 @@ int main(void) {
         cmocka_unit_test(test_use_undone_at_release),
         cmocka_unit_test(test_failed_statement_resets),
         cmocka_unit_test(test_native_changes_reset),
+        cmocka_unit_test(test_native_failed_statement_resets),
         cmocka_unit_test(test_set_transaction_reset),
         cmocka_unit_test(test_unscoped_system_variable_reset),
         cmocka_unit_test(test_xa_prepared_not_reset),
