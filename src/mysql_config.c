@@ -5,6 +5,7 @@
 #include "mysql_config.h"
 
 #include <limits.h>
+#include <mysql.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,20 @@ static int apply_key(my_cfg *c, const char *key, const char *v, dbpool_error *e)
                                   "mysql URL: bad value '%.64s' for charset (want a character set "
                                   "name such as utf8mb4)",
                                   v);
+        /* Checked here, once: at connect a name Connector/C does not know,
+         * or one the server refuses for a client, fails every attempt
+         * alike (retried as a connect error). */
+        const MARIADB_CHARSET_INFO *cs = mariadb_get_charset_by_name(v);
+        if (!cs)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "mysql URL: unknown charset '%.64s' (want a character set name such as "
+                                  "utf8mb4)",
+                                  v);
+        if (cs->char_minlen > 1)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "mysql URL: charset '%.64s' cannot be a client's character set (its "
+                                  "characters take %u bytes or more); use utf8mb4",
+                                  v, cs->char_minlen);
         return set_string(&c->charset, key, v, e);
     }
     if (strcmp(key, "ssl-mode") == 0) {

@@ -156,6 +156,39 @@ static void test_bad_values_rejected(void **state) {
     }
 }
 
+/* A charset Connector/C does not know, or one no client may use (UTF-16):
+ * refused by dbpool_open as the URL's mistake, not retried as a failed
+ * connect on every attempt. */
+static void test_bad_charset_rejected(void **state) {
+    (void)state;
+    static const char *const bad[] = {"nosuchcs", "utf16", "ucs2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char url[2048];
+        snprintf(url, sizeof url, "%s%scharset=%s", base_url, strchr(base_url, '?') ? "&" : "?", bad[i]);
+        dbpool *p = NULL;
+        dbpool_error err;
+        int rc = dbpool_open(&p, url, NULL, &err);
+        if (rc == DBPOOL_OK)
+            dbpool_close(p);
+        if (rc != DBPOOL_EINVAL || !strstr(err.message, "charset"))
+            fail_msg("charset=%s: want DBPOOL_EINVAL naming the charset, got %s: %s", bad[i],
+                     dbpool_errname(rc), err.message);
+    }
+    /* Names are matched as Connector/C matches them, in any case. */
+    char url[2048];
+    snprintf(url, sizeof url, "%s%scharset=LATIN1", base_url, strchr(base_url, '?') ? "&" : "?");
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    char got[64];
+    dbpool_result *r = dbt_query_ok(c, "SELECT @@character_set_client", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    snprintf(got, sizeof got, "%s", dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    dbpool_release(c);
+    dbpool_close(p);
+    assert_string_equal(got, "latin1");
+}
+
 static void test_ipv6_host_parses(void **state) {
     (void)state;
     /* dbpool_open dials the first host; the bracketed IPv6 entries come after
@@ -1336,6 +1369,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_bad_ssl_mode_rejected),
         cmocka_unit_test(test_bad_values_rejected),
+        cmocka_unit_test(test_bad_charset_rejected),
         cmocka_unit_test(test_ipv6_host_parses),
         cmocka_unit_test(test_percent_encoded_password),
         cmocka_unit_test(test_unknown_database_not_found),
