@@ -305,15 +305,27 @@ static bool bound_end(MYSQL *m, my_guard *g) {
 
 static void mark_broken(MYSQL *m) { conn_of(m)->broken = true; }
 
-/* Run one statement (and discard any result) inside a bounded call. */
+/* Run one statement inside a bounded call, reading and dropping every
+ * result it returns (a CALL in init_command answers with one result set
+ * per SELECT in the procedure, then a status): one left unread would put
+ * the connection out of sync. */
 static int run_sql(MYSQL *m, const char *sql, const char *what, dbpool_error *e) {
     int err = mysql_real_query(m, sql, (unsigned long)strlen(sql)) != 0;
-    if (!err && mysql_field_count(m) > 0) {
-        MYSQL_RES *res = mysql_store_result(m);
-        if (res)
-            mysql_free_result(res);
-        else
+    while (!err) {
+        if (mysql_field_count(m) > 0) {
+            MYSQL_RES *res = mysql_store_result(m);
+            if (res)
+                mysql_free_result(res);
+            else
+                err = 1;
+        }
+        if (err || !mysql_more_results(m))
+            break;
+        int r = mysql_next_result(m);
+        if (r > 0)
             err = 1;
+        else if (r < 0)
+            break;
     }
     if (tl_bound.expired) {
         mark_broken(m);

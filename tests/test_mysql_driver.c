@@ -971,6 +971,44 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+/* An init_command that calls a procedure returning a result set: the
+ * reset runs it again and must read every result, or the statements after
+ * it fail "out of sync" and every reset closes the connection. */
+static void test_reset_reads_init_command_results(void **state) {
+    (void)state;
+    char proc[64], sql[256], url[1200];
+    snprintf(proc, sizeof proc, "dbpool_init_rs_%ld", (long)getpid());
+    dbpool *admin = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *a = dbt_acquire(admin);
+    snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s", proc);
+    dbt_exec_ok(a, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "CREATE PROCEDURE %s() BEGIN SET @dbpool_ic = 5; SELECT @dbpool_ic AS v; END",
+             proc);
+    dbt_exec_ok(a, sql, NULL, 0);
+    snprintf(url, sizeof url, "%s%sinit_command=CALL%%20%s()", base_url, strchr(base_url, '?') ? "&" : "?",
+             proc);
+    dbpool *p = open_pool(url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = query_int(c, "SELECT CONNECTION_ID()");
+    assert_int_equal(query_int(c, "SELECT @dbpool_ic"), 5);
+    dbt_exec_ok(c, "SET @dbpool_ic = 6", NULL, 0); /* the release resets */
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    int64_t id2 = query_int(c, "SELECT CONNECTION_ID()");
+    int64_t v = query_int(c, "SELECT @dbpool_ic");
+    dbpool_release(c);
+    dbpool_stats st;
+    dbpool_get_stats(p, &st);
+    dbpool_close(p);
+    snprintf(sql, sizeof sql, "DROP PROCEDURE %s", proc);
+    dbt_exec_ok(a, sql, NULL, 0);
+    dbpool_release(a);
+    dbpool_close(admin);
+    if (id2 != id || v != 5 || st.rollbacks != 1)
+        fail_msg("init_command CALL: after the reset session %lld (was %lld), @dbpool_ic %lld, %llu reset(s)",
+                 (long long)id2, (long long)id, (long long)v, (unsigned long long)st.rollbacks);
+}
+
 /* An init_command that sets the character set (SET NAMES, as older set-ups
  * do) overrides the URL's charset on a new connection: the same after a
  * reset, or the next lease reads and writes in another character set. */
@@ -1396,6 +1434,7 @@ int main(void) {
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),
         cmocka_unit_test(test_reset_keeps_init_command_charset),
+        cmocka_unit_test(test_reset_reads_init_command_results),
         cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
