@@ -424,8 +424,8 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
     if (c->write_timeout)
         bad |= mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &c->write_timeout);
     bad |= mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, c->charset);
-    if (c->init_command)
-        bad |= mysql_optionsv(m, MYSQL_INIT_COMMAND, c->init_command);
+    /* init_command is run by my_connect, not by Connector/C (which would
+     * make its SQL error a failed connect, retried as a network error). */
     /* A host of "localhost" would otherwise silently mean the default socket. */
     if (c->socket || c->hosts[0].host)
         bad |= mysql_optionsv(m, MYSQL_OPT_PROTOCOL, &proto);
@@ -721,7 +721,12 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     my_guard g = {.fd = -1, .flags = 0};
     bound_set(deadline_ns);
     guard_nonblock(m, &g);
-    rc = run_sql(m, first, "setting up the session", e);
+    /* init_command first, as Connector/C would run it: a statement of the
+     * URL's, so its failure is the statement's (DBPOOL_EQUERY, not
+     * retried, as init_sql's), unless it lost the link. */
+    rc = mc->init_command ? run_sql(m, mc->init_command, "init_command", e) : DBPOOL_OK;
+    if (rc == DBPOOL_OK)
+        rc = run_sql(m, first, "setting up the session", e);
     if (rc == DBPOOL_OK)
         rc = record_role(mc, e);
     bound_end(m, &g);

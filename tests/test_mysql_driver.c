@@ -971,6 +971,38 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+static void count_attempts(void *user, dbpool_log_level level, const char *line) {
+    (void)level;
+    if (strstr(line, "connect attempt"))
+        (*(int *)user)++;
+}
+
+/* An init_command the server refuses fails every attempt alike: the open
+ * fails at once with the statement's error, as a failing init_sql does,
+ * not as a connect error retried max_retries times. */
+static void test_failing_init_command_not_retried(void **state) {
+    (void)state;
+    char url[1200];
+    snprintf(url, sizeof url, "%s%sinit_command=SELEC%%20wrong", base_url, strchr(base_url, '?') ? "&" : "?");
+    int attempts = 0;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 3;
+    o.backoff_base_ms = 10;
+    o.log_fn = count_attempts;
+    o.log_user = &attempts;
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, &o, &err);
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    if (rc != DBPOOL_EQUERY || attempts != 1 || !strstr(err.message, "init_command"))
+        fail_msg("a failing init_command: %s after %d attempt(s): %s", dbpool_errname(rc), attempts,
+                 err.message);
+    assert_int_equal(err.native_code, 1064); /* ER_PARSE_ERROR */
+}
+
 /* An init_command that calls a procedure returning a result set: the
  * reset runs it again and must read every result, or the statements after
  * it fail "out of sync" and every reset closes the connection. */
@@ -1435,6 +1467,7 @@ int main(void) {
         cmocka_unit_test(test_reset_restores_in_connect_order),
         cmocka_unit_test(test_reset_keeps_init_command_charset),
         cmocka_unit_test(test_reset_reads_init_command_results),
+        cmocka_unit_test(test_failing_init_command_not_retried),
         cmocka_unit_test(test_role_undone_at_release),
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
