@@ -1,6 +1,6 @@
 /* libFuzzer target: the lexical scans the server backends run over every
  * statement a caller sends (PostgreSQL's `?` numbering and session-change
- * scan, MySQL's session-change scan). Properties: no crash or sanitizer
+ * scan, MySQL's session-change scan and its XA PREPARE check). Properties: no crash or sanitizer
  * report on any text, and the numbered copy fits the size the header
  * promises and keeps every byte that is not a placeholder. */
 #ifdef DBPOOL_HAVE_PG
@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #endif
 #ifdef DBPOOL_HAVE_MYSQL
     (void)dbpool__mysql_untracked_session_change(sql);
+    (void)dbpool__mysql_prepares_xa(sql);
 #endif
     free(sql);
     return 0;
