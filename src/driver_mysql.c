@@ -89,6 +89,8 @@ typedef struct my_conn {
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
     char *init_command;           /* rerun after a reset, or NULL */
+    char *user;                   /* the account connected as (Connector/C's user after connect), or
+                                     NULL; another one after a mysql_change_user on the native handle */
     char *database;               /* the URL's, made current again after a reset; or NULL */
     char *set_role;               /* MariaDB: "SET ROLE ...", run after a reset (the reset keeps the
                                      caller's role); or NULL */
@@ -536,6 +538,7 @@ static void stmt_cache_clear(my_conn *mc) {
 static void close_conn(my_conn *mc) {
     mysql_close(&mc->mysql);
     stmt_cache_clear(mc);
+    free(mc->user);
     free(mc->init_command);
     free(mc->database);
     free(mc->set_role);
@@ -710,7 +713,8 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     dbpool__strlcpy(mc->charset, c->charset, sizeof mc->charset);
     mc->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
     if ((c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) ||
-        (c->database && *c->database && !(mc->database = dbpool__strdup(c->database)))) {
+        (c->database && *c->database && !(mc->database = dbpool__strdup(c->database))) ||
+        (m->user && !(mc->user = dbpool__strdup(m->user)))) {
         tl_bound.deadline_ns = 0;
         close_conn(mc);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
@@ -787,14 +791,25 @@ static int my_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
     return rc;
 }
 
+/* Still the account the connection was opened as? mysql_change_user on the
+ * native handle makes the session another account's, with its privileges,
+ * and no reset (COM_RESET_CONNECTION) changes it back. */
+static bool same_user(const my_conn *mc) {
+    const char *now = mc->mysql.user;
+    if (!now || !mc->user)
+        return now == mc->user;
+    return strcmp(now, mc->user) == 0;
+}
+
 /*
  * Local only. The rule: 1 when the server's last status said a transaction
  * is open, or when it reported a session state change (SET, user variables,
  * temporary tables, USE, ...) since the last reset — session_track_state_change
  * is switched on for every connection so that the server tells us. Otherwise
  * 0, which saves the reset's round trip on the common path. -1 once the link
- * is known to be lost. After an XA PREPARE, 1: the reset then refuses and
- * the connection is closed (reason reset_failed, logged).
+ * is known to be lost. After an XA PREPARE or a mysql_change_user, 1: the
+ * reset then refuses and the connection is closed (reason reset_failed,
+ * logged).
  */
 static int my_needs_reset(void *native) {
     MYSQL *m = native;
@@ -814,7 +829,7 @@ static int my_needs_reset(void *native) {
     unsigned status = 0;
     if (mariadb_get_infov(m, MARIADB_CONNECTION_SERVER_STATUS, &status) != 0)
         return 1;
-    if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared)
+    if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared || !same_user(mc))
         return 1;
     return mc->dirty ? 1 : 0;
 }
@@ -831,6 +846,10 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
         return dbpool__seterr(e, DBPOOL_EBROKEN,
                               "mysql: an XA PREPARE ran on this connection, which a reset would leave "
                               "unusable; the prepared transaction stays for XA COMMIT or XA ROLLBACK");
+    if (!same_user(mc))
+        return dbpool__seterr(e, DBPOOL_EBROKEN,
+                              "mysql: the session was changed to another account (mysql_change_user on "
+                              "the native handle), which no reset undoes");
     int rc = run_bounded(m, mysql_reset_connection, deadline_ns, "reset", e);
     if (rc)
         return rc;

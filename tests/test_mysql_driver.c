@@ -780,6 +780,49 @@ static void test_failed_statement_resets(void **state) {
     left_clean_close(&t);
 }
 
+/* A URL's percent-encoded user info, decoded (the test servers' are plain). */
+static void pct_decode(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (; *in && o + 1 < cap; in++) {
+        unsigned v;
+        if (in[0] == '%' && in[1] && in[2] && sscanf(in + 1, "%2x", &v) == 1) {
+            out[o++] = (char)v;
+            in += 2;
+        } else {
+            out[o++] = *in;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* mysql_change_user on the native handle makes the session another
+ * account's, and a reset keeps the account: the connection must not serve
+ * the next lease with those privileges. */
+static void test_native_change_user_not_pooled(void **state) {
+    (void)state;
+    char userinfo[512], hosts[512], rest[512];
+    split_url(admin_url(), userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    char *colon = strchr(userinfo, ':');
+    assert_non_null(colon); /* the admin URL has a password */
+    *colon = '\0';
+    char admin_pw[256];
+    pct_decode(colon + 1, admin_pw, sizeof admin_pw);
+    dbpool *p = open_pool(base_url, 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *c = dbt_acquire(p);
+    char mine[128], got[128];
+    text_of(c, "SELECT CURRENT_USER()", mine, sizeof mine);
+    MYSQL *m = dbpool_conn_native(c);
+    if (mysql_change_user(m, userinfo, admin_pw, NULL) != 0)
+        fail_msg("mysql_change_user: %s", mysql_error(m));
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    text_of(c, "SELECT CURRENT_USER()", got, sizeof got);
+    dbpool_release(c);
+    dbpool_close(p);
+    if (strcmp(got, mine) != 0)
+        fail_msg("the lease after a mysql_change_user runs as %s, not as the URL's %s", got, mine);
+}
+
 /* A statement that fails on the native handle after opening a transaction
  * (a procedure's START TRANSACTION and INSERT, then an error): the error
  * reply carries no status, and the transaction must not reach the next
@@ -1459,6 +1502,7 @@ int main(void) {
         cmocka_unit_test(test_failed_statement_resets),
         cmocka_unit_test(test_native_changes_reset),
         cmocka_unit_test(test_native_failed_statement_resets),
+        cmocka_unit_test(test_native_change_user_not_pooled),
         cmocka_unit_test(test_set_transaction_reset),
         cmocka_unit_test(test_unscoped_system_variable_reset),
         cmocka_unit_test(test_xa_prepared_not_reset),
