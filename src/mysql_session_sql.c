@@ -67,6 +67,7 @@ static bool scan(const char *sql, bool backslash_escapes) {
     const char *s = sql;
     bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
     bool after_set = false;  /* the word before was SET */
+    bool first_word = true;  /* no word read yet: the statement's own keyword is next */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
@@ -154,6 +155,13 @@ static bool scan(const char *sql, bool backslash_escapes) {
             if ((after_set && is_keyword(word, len, "TRANSACTION")) ||
                 (len > 14 && strncasecmp(word, "session_track_", 14) == 0))
                 return true;
+            /* EXECUTE IMMEDIATE 'text' and EXECUTE stmt run SQL the scan
+             * cannot read (a string, an expression, a statement prepared
+             * earlier), and the server reports none of the above inside
+             * them either. */
+            if (first_word && is_keyword(word, len, "EXECUTE"))
+                return true;
+            first_word = false;
             if (is_keyword(word, len, "INTO"))
                 after_into = true;
             after_set = is_keyword(word, len, "SET");

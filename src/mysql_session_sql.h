@@ -17,7 +17,9 @@
  * (@name := ..., SELECT ... INTO @name, GET DIAGNOSTICS @name = ...; SET
  * @name is reported by the server), system variables set as @@name = ...
  * without a scope (MariaDB reports SET name and @@session.name, not
- * that), SET TRANSACTION and session_track_... . A cheap lexical scan,
+ * that), SET TRANSACTION, session_track_..., and dynamic SQL (a statement
+ * starting with EXECUTE: EXECUTE IMMEDIATE, EXECUTE stmt), whose text the
+ * scan cannot read. A cheap lexical scan,
  * run twice (with and without backslash escapes in strings, as sql_mode
  * may have either): false positives cost one reset at release, never a
  * wrong result.

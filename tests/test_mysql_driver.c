@@ -902,6 +902,31 @@ static void test_unscoped_system_variable_reset(void **state) {
     left_clean_close(&t);
 }
 
+/* EXECUTE IMMEDIATE runs SQL from a string: a named lock or a SET
+ * @@autocommit inside it is no more reported than outside, and the scan
+ * cannot read it, so the statement itself asks for the reset. */
+static void test_execute_immediate_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char lock_name[64], sql[300];
+    snprintf(lock_name, sizeof lock_name, "dbpool_ei_lock_%ld", (long)getpid());
+    dbpool_conn *c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "EXECUTE IMMEDIATE 'DO GET_LOCK(''%s'', 0)'", lock_name);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbt_exec_ok(c, "EXECUTE IMMEDIATE 'SET @@autocommit = 0'", NULL, 0);
+    dbpool_release(c);
+    c = dbt_acquire(t.p);
+    int64_t autocommit = query_int(c, "SELECT @@autocommit");
+    dbpool_param name = dbpool_param_text(lock_name);
+    int64_t free_lock = query_int_params(c, "SELECT IS_FREE_LOCK(?)", &name, 1);
+    dbpool_release(c);
+    if (autocommit != 1 || free_lock != 1)
+        fail_msg("after EXECUTE IMMEDIATE the next lease had autocommit %lld and the named lock %s",
+                 (long long)autocommit, free_lock ? "free" : "still held by the pooled session");
+    left_clean_close(&t);
+}
+
 /* A lease that prepares an XA transaction and releases it: MariaDB's reset
  * would leave that session failing every InnoDB statement (error 1031)
  * and the transaction orphaned with its locks. The connection is closed
@@ -1506,6 +1531,7 @@ int main(void) {
         cmocka_unit_test(test_set_transaction_reset),
         cmocka_unit_test(test_unscoped_system_variable_reset),
         cmocka_unit_test(test_xa_prepared_not_reset),
+        cmocka_unit_test(test_execute_immediate_reset),
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),

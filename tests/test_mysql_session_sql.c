@@ -51,6 +51,10 @@ static void test_flagged(void **state) {
     expect("SET @@`time_zone` := '+01:00'", true);
     expect("SET @@session_track_state_change=0", true);
     expect("SET @@session.session_track_state_change = OFF", true);
+    /* Dynamic SQL: what it runs is a string or a statement prepared earlier. */
+    expect("EXECUTE IMMEDIATE 'DO GET_LOCK(''x'', 0)'", true);
+    expect("execute immediate concat('SET @', '@autocommit = 0')", true);
+    expect("/* dyn */ EXECUTE stmt USING @a", true);
 }
 
 static void test_not_flagged(void **state) {
@@ -71,6 +75,8 @@ static void test_not_flagged(void **state) {
     expect("SELECT @@autocommit, @@sql_mode <> ''", false);
     expect("SET @@session.sql_mode = ''", false); /* reported */
     expect("SET @@local.time_zone = '+00:00'", false);
+    expect("GRANT EXECUTE ON PROCEDURE p TO u", false);
+    expect("SELECT execute FROM t", false);
     expect("SELECT 1 -- LOCK TABLES t WRITE", false);
     expect("SELECT 1 # GET_LOCK('x', 0)", false);
     expect("SELECT /* @x LOCK */ 1", false);
