@@ -68,6 +68,7 @@ static bool scan(const char *sql, bool backslash_escapes) {
     bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
     bool after_set = false;  /* the word before was SET */
     bool first_word = true;  /* no word read yet: the statement's own keyword is next */
+    bool after_for = false;  /* the word before was FOR */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
@@ -161,6 +162,11 @@ static bool scan(const char *sql, bool backslash_escapes) {
              * them either. */
             if (first_word && is_keyword(word, len, "EXECUTE"))
                 return true;
+            /* FLUSH TABLES t FOR EXPORT: the tables stay locked for the
+             * session until UNLOCK TABLES. */
+            if (after_for && is_keyword(word, len, "EXPORT"))
+                return true;
+            after_for = is_keyword(word, len, "FOR");
             first_word = false;
             if (is_keyword(word, len, "INTO"))
                 after_into = true;

@@ -12,7 +12,8 @@
  * True when sql may leave state in the session that the server's
  * SERVER_SESSION_STATE_CHANGED flag does not report: table locks (the word
  * LOCK outside strings and comments: LOCK TABLES, FLUSH TABLES WITH READ
- * LOCK, BACKUP LOCK, BACKUP STAGE, ... LOCK IN SHARE MODE), named locks
+ * LOCK, BACKUP LOCK, BACKUP STAGE, ... LOCK IN SHARE MODE; and FLUSH
+ * TABLES ... FOR EXPORT), named locks
  * (GET_LOCK), HANDLER tables, and user variables assigned outside SET
  * (@name := ..., SELECT ... INTO @name, GET DIAGNOSTICS @name = ...; SET
  * @name is reported by the server), system variables set as @@name = ...

@@ -902,6 +902,36 @@ static void test_unscoped_system_variable_reset(void **state) {
     left_clean_close(&t);
 }
 
+/* FLUSH TABLES t FOR EXPORT keeps t locked for the session until UNLOCK
+ * TABLES, unreported: pooled as it was, the idle connection would block
+ * every writer of t. */
+static void test_flush_for_export_reset(void **state) {
+    (void)state;
+    left_clean t;
+    left_clean_open(&t);
+    char sql[300];
+    dbpool_conn *c = dbt_acquire(t.p);
+    snprintf(sql, sizeof sql, "FLUSH TABLES %s FOR EXPORT", t.table);
+    dbt_exec_ok(c, sql, NULL, 0);
+    dbpool_release(c);
+    dbpool *other = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+    dbpool_conn *o = dbt_acquire(other);
+    dbt_exec_ok(o, "SET SESSION lock_wait_timeout = 2", NULL, 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (9)", t.table);
+    dbpool_error e;
+    int rc = dbpool_exec(o, sql, NULL, 0, NULL, &e);
+    dbpool_release(o);
+    dbpool_close(other);
+    if (rc != DBPOOL_OK) {
+        /* Close the locking session first: the clean-up's DROP would wait for it. */
+        dbpool_close(t.p);
+        t.p = open_pool(admin_url(), 1, DBPOOL_VALIDATE_NEVER);
+        left_clean_close(&t);
+        fail_msg("a writer of the table after the lease's FLUSH ... FOR EXPORT: %s", e.message);
+    }
+    left_clean_close(&t);
+}
+
 /* EXECUTE IMMEDIATE runs SQL from a string: a named lock or a SET
  * @@autocommit inside it is no more reported than outside, and the scan
  * cannot read it, so the statement itself asks for the reset. */
@@ -1532,6 +1562,7 @@ int main(void) {
         cmocka_unit_test(test_unscoped_system_variable_reset),
         cmocka_unit_test(test_xa_prepared_not_reset),
         cmocka_unit_test(test_execute_immediate_reset),
+        cmocka_unit_test(test_flush_for_export_reset),
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),

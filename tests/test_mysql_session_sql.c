@@ -21,6 +21,8 @@ static void test_flagged(void **state) {
     expect("LOCK TABLES t WRITE", true);
     expect("lock table t read", true);
     expect("FLUSH TABLES WITH READ LOCK", true);
+    expect("FLUSH TABLES t FOR EXPORT", true);
+    expect("flush tables a, b for /* copy */ export", true);
     expect("SELECT GET_LOCK('job', 0)", true);
     expect("select get_lock(?, 10)", true);
     expect("SELECT * FROM t LOCK IN SHARE MODE", true);
@@ -83,6 +85,7 @@ static void test_not_flagged(void **state) {
     expect("SELECT 1 /* unterminated LOCK", false);
     expect("SELECT 5--1", false); /* no space after --: a minus sign twice */
     expect("SELECT * FROM t FOR UPDATE", false);
+    expect("SELECT export FROM t", false);
     expect("START TRANSACTION", false); /* the server's status shows it */
     expect("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", false); /* reported */
 }
