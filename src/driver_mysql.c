@@ -63,6 +63,7 @@ enum {
     MY_CR_SERVER_LOST = 2013,
     MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
     MY_CR_SERVER_LOST_EXTENDED = 2055,
+    MY_CR_AUTH_PLUGIN_CANNOT_LOAD = 2059,
     MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
 };
 
@@ -357,7 +358,14 @@ static unsigned seconds_left(int64_t deadline_ns) {
     return (unsigned)s;
 }
 
-static int connect_error_code(unsigned n) {
+static int connect_error_code(unsigned n, const char *msg) {
+    /* An authentication plugin the server asks for and the client cannot
+     * load: Connector/C reports it as CR_AUTH_PLUGIN_CANNOT_LOAD or, after
+     * an authentication switch, as a lost connection (2013) with the
+     * plugin's message, its own and in English. No retry loads it. */
+    if (n == MY_CR_AUTH_PLUGIN_CANNOT_LOAD ||
+        (strncmp(msg, "Plugin ", 7) == 0 && strstr(msg, " could not be loaded") != NULL))
+        return DBPOOL_EAUTH;
     switch (n) {
     case MY_ER_ACCESS_DENIED:
     case MY_ER_DBACCESS_DENIED:
@@ -592,8 +600,8 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
                                 "mysql: connecting to %s failed: no answer within connect_timeout=%us (%s)",
                                 target, c->connect_timeout, mysql_error(m));
         } else {
-            rc = dbpool__seterr(e, connect_error_code(n), "mysql: connecting to %s failed: %s", target,
-                                mysql_error(m));
+            rc = dbpool__seterr(e, connect_error_code(n, mysql_error(m)),
+                                "mysql: connecting to %s failed: %s", target, mysql_error(m));
         }
         fill_native(e, n, mysql_sqlstate(m));
         close_conn(mc);

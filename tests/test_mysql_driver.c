@@ -1450,6 +1450,92 @@ static void test_host_not_allowed_auth_error(void **state) {
     assert_int_equal(err.native_code, 1130);
 }
 
+/* Write one protocol packet: 3-byte length, sequence number, payload. */
+static void put_packet(int fd, const unsigned char *body, size_t len, unsigned seq) {
+    unsigned char h[4] = {(unsigned char)len, (unsigned char)(len >> 8), (unsigned char)(len >> 16),
+                          (unsigned char)seq};
+    ssize_t w = write(fd, h, sizeof h);
+    w = write(fd, body, len);
+    (void)w;
+}
+
+/* A server that greets like MariaDB (mysql_native_password), reads the
+ * client's answer and asks it to switch to an authentication plugin no
+ * client has, as a server does for an account made with a plugin whose
+ * client side is not installed. Counts the connections. */
+static void *ask_unknown_plugin(void *arg) {
+    refusing_server *s = arg;
+    unsigned char g[128];
+    size_t n = 0;
+    static const char version[] = "5.5.5-10.11.0-MariaDB-fake";
+    static const char native[] = "mysql_native_password";
+    g[n++] = 10; /* protocol version */
+    memcpy(g + n, version, sizeof version);
+    n += sizeof version;
+    memcpy(g + n, "\1\0\0\0abcdefgh\0", 13); /* connection id, scramble 1, filler */
+    n += 13;
+    /* capabilities: long password, found rows, long flag, connect with db,
+     * protocol 41, transactions, secure connection; multi results, plugin auth */
+    memcpy(g + n, "\x0f\xa2\x2d\x02\x00\x0a\x00\x15", 8); /* caps low, charset, status, caps high, 21 */
+    n += 8;
+    memset(g + n, 0, 10);
+    n += 10;
+    memcpy(g + n, "ijklmnopqrst", 13); /* scramble 2 and its NUL */
+    n += 13;
+    memcpy(g + n, native, sizeof native);
+    n += sizeof native;
+    unsigned char sw[64];
+    size_t m = 0;
+    static const char plugin[] = "dbpool_no_such_auth_plugin";
+    sw[m++] = 0xFE; /* authentication switch request */
+    memcpy(sw + m, plugin, sizeof plugin);
+    m += sizeof plugin;
+    memcpy(sw + m, "abcdefghijklmnopqrst", 21);
+    m += 21;
+    for (;;) {
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        s->accepted++;
+        put_packet(c, g, n, 0);
+        unsigned char buf[1024];
+        ssize_t r = read(c, buf, sizeof buf); /* the client's answer */
+        if (r > 0)
+            put_packet(c, sw, m, 2);
+        r = read(c, buf, sizeof buf); /* until the client gives up */
+        (void)r;
+        close(c);
+    }
+}
+
+/* An authentication plugin the client cannot load fails every attempt the
+ * same way: DBPOOL_EAUTH at once, not retried as a lost connection. */
+static void test_missing_auth_plugin_auth_error(void **state) {
+    (void)state;
+    refusing_server s = {.accepted = 0};
+    int port;
+    s.fd = dbt_loopback_socket(&port, 16);
+    assert_int_equal(pthread_create(&s.thread, NULL, ask_unknown_plugin, &s), 0);
+    char url[256];
+    snprintf(url, sizeof url, "mysql://dbpool:not-used@127.0.0.1:%d/dbpool_test", port);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 3;
+    o.backoff_base_ms = 10;
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, &o, &err);
+    shutdown(s.fd, SHUT_RDWR);
+    pthread_join(s.thread, NULL);
+    close(s.fd);
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    if (rc != DBPOOL_EAUTH || s.accepted != 1 || !strstr(err.message, "dbpool_no_such_auth_plugin"))
+        fail_msg("auth plugin missing: %s after %d connection(s): %s", dbpool_errname(rc), s.accepted,
+                 err.message);
+}
+
 static void test_wrong_password_fast_auth_error(void **state) {
     (void)state;
     static const char secret[] = "Wr0ngSecretPw";
@@ -1573,6 +1659,7 @@ int main(void) {
         cmocka_unit_test(test_procedure_result_sets_drained),
         cmocka_unit_test(test_wrong_password_fast_auth_error),
         cmocka_unit_test(test_host_not_allowed_auth_error),
+        cmocka_unit_test(test_missing_auth_plugin_auth_error),
         cmocka_unit_test(test_locked_or_expired_account_auth_error),
         cmocka_unit_test(test_packet_too_large_is_broken),
         cmocka_unit_test(test_ssl_required_without_tls_fails),
