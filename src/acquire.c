@@ -190,7 +190,7 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
                           p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
 }
 
-static int breaker_error_locked(dbpool *p, dbpool_error *err) {
+int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err) {
     char when[64] = "a trial connect is under way";
     if (p->breaker == DBPOOL_BREAKER_OPEN) {
         int64_t left =
@@ -386,7 +386,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         } else {
             bool needs_new = !p->suspended && !p->idle_head && total_locked(p) < p->cap;
             if (needs_new && dbpool__breaker_blocks_locked(p, now)) {
-                rc = breaker_error_locked(p, err);
+                rc = dbpool__breaker_error_locked(p, err);
                 break;
             }
             if (!may_wait) {
@@ -398,7 +398,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                      * above while it runs. */
                     breaker_event ev = BREAKER_EVENT_NONE;
                     if (!dbpool__breaker_admit_locked(p, now, &ev)) { /* not blocked above: admitted */
-                        rc = breaker_error_locked(p, err);
+                        rc = dbpool__breaker_error_locked(p, err);
                         break;
                     }
                     p->n_connecting++;

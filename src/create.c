@@ -84,6 +84,7 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
         p->last_connect_error.code = DBPOOL_OK;
         p->consecutive_failures = 0;
         p->trial_in_flight = false;
+        p->trial_jobs = 0; /* closed: a queued trial is an ordinary job now */
         if (p->breaker != DBPOOL_BREAKER_CLOSED) {
             p->breaker = DBPOOL_BREAKER_CLOSED;
             p->stats.breaker_closes++;
@@ -101,6 +102,7 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
                 (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
                  p->consecutive_failures >= p->opt.breaker_failures);
     p->trial_in_flight = false;
+    p->trial_jobs = 0;
     if (!open) {
         /* Already open: an attempt admitted before it opened (a
          * connector's, or a caller's on its own thread) failed too. The
@@ -145,6 +147,7 @@ void dbpool_breaker_reset(dbpool *p) {
     p->breaker = DBPOOL_BREAKER_CLOSED;
     p->consecutive_failures = 0;
     p->trial_in_flight = false;
+    p->trial_jobs = 0; /* closed: a queued trial is an ordinary job now */
     breaker_event ev = dbpool__request_connections_locked(p);
     unlock(p);
     if (was_open)
@@ -239,8 +242,8 @@ static void backoff_sleep(dbpool *p, int64_t ms) {
  * max_retries, never past `deadline`, and stopping early when the breaker
  * opens or `still_wanted` says nobody needs it any more.
  */
-static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpool *p), void **native,
-                         dbpool_error *err) {
+static int create_native(dbpool *p, int64_t deadline, uint64_t seq, bool (*still_wanted)(dbpool *p),
+                         void **native, dbpool_error *err) {
     dbpool_error e;
     dbpool__clearerr(&e);
     int rc = DBPOOL_ECONNECT;
@@ -251,7 +254,6 @@ static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpoo
         if (attempt_deadline > deadline || attempt_deadline < now)
             attempt_deadline = deadline;
         dbpool__clearerr(&e);
-        uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
         rc = connect_once(p, attempt_deadline, native, &e);
         if (rc == DBPOOL_OK)
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
@@ -283,6 +285,7 @@ static int create_native(dbpool *p, int64_t deadline, bool (*still_wanted)(dbpoo
          * trial is for whoever it admits after the cooldown). */
         lock(p);
         bool stop = p->closed || p->connectors_stop || p->breaker != DBPOOL_BREAKER_CLOSED;
+        seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed); /* the next attempt's */
         unlock(p);
         if (stop || (still_wanted && !still_wanted(p)))
             break;
@@ -339,7 +342,9 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
 int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
                           dbpool_conn **out, dbpool_error *err) {
     void *native = NULL;
-    int rc = create_native(p, deadline, NULL, &native, err);
+    /* The place was reserved (and the breaker asked) under the lock before. */
+    uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
+    int rc = create_native(p, deadline, seq, NULL, &native, err);
     lock(p);
     dbpool_conn *c = NULL;
     if (rc == DBPOOL_OK && !p->closed) {
@@ -401,6 +406,8 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
            covered < p->opt.max_connecting) {
         if (!dbpool__breaker_admit_locked(p, now, &ev))
             break;
+        if (p->breaker != DBPOOL_BREAKER_CLOSED)
+            p->trial_jobs++; /* admitted as the half-open trial */
         p->n_connecting++;
         p->connect_jobs++;
         covered++;
@@ -437,6 +444,23 @@ static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
     dbpool__fail_waiters_locked(p, e, hopeless && p->n_leased == 0 && p->connect_running == 0);
 }
 
+/* A job queued while the breaker was closed, picked up after it opened (or
+ * went half-open with its trial elsewhere): it is not run, since no connect
+ * may start now but the one trial. Its place is given back, and the waiter
+ * it was for, who now needs a connection the breaker will not let be
+ * opened, gets the breaker's error, as one arriving now would; every
+ * waiter when nothing else can serve them (no lease out, no connect under
+ * way). Lock held. */
+static void drop_job_locked(dbpool *p) {
+    p->n_connecting--;
+    if (!p->wait_head || p->idle_head || dbpool__total_locked(p) >= p->cap)
+        return; /* an idle connection for the first waiter, or it waits for a release */
+    dbpool_error e;
+    dbpool__clearerr(&e);
+    dbpool__breaker_error_locked(p, &e);
+    dbpool__fail_waiters_locked(p, &e, p->n_leased == 0 && p->n_connecting == 0);
+}
+
 /* A connector's whole time for one connection: every attempt and every
  * backoff between them. Saturates instead of overflowing (options allow
  * durations up to 2^62 ns). */
@@ -461,6 +485,16 @@ static void *connector_main(void *arg) {
             continue;
         }
         p->connect_jobs--;
+        if (p->breaker != DBPOOL_BREAKER_CLOSED) {
+            if (p->trial_jobs == 0) {
+                drop_job_locked(p);
+                continue;
+            }
+            p->trial_jobs--; /* this one is the trial */
+        }
+        /* Read with the breaker's state: a trial admitted from here on is
+         * not this job's. */
+        uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
         p->connect_running++;
         unlock(p);
         void *native = NULL;
@@ -469,7 +503,7 @@ static void *connector_main(void *arg) {
         /* Each attempt is bounded by connect_timeout_ms; the whole by the
          * retry budget, cut short when no waiter needs it any more. */
         int64_t budget = connect_budget_ms(&p->opt);
-        int rc = create_native(p, dbpool__deadline_after_ms(budget), still_wanted, &native, &e);
+        int rc = create_native(p, dbpool__deadline_after_ms(budget), seq, still_wanted, &native, &e);
         lock(p);
         p->connect_running--;
         dbpool_conn *c = NULL;
@@ -529,5 +563,6 @@ void dbpool__connectors_stop(dbpool *p) {
     /* Requested jobs nobody picked up hold places: give them back. */
     p->n_connecting -= p->connect_jobs;
     p->connect_jobs = 0;
+    p->trial_jobs = 0;
     unlock(p);
 }

@@ -154,6 +154,7 @@ struct dbpool {
     /* connector threads: open connections for waiters in the background */
     int connect_jobs;    /* requested, not yet picked up (each holds a place in n_connecting) */
     int connect_running; /* picked up and connecting (each holds a place in n_connecting) */
+    int trial_jobs;      /* of connect_jobs: the breaker's admitted half-open trial (0 or 1) */
     int n_connectors;
     int n_holding; /* threads that touch the pool again after an unlock and keep it alive until then:
                       acquires inside checkout_slow, a breaker event logged after a close's accounting */
@@ -338,6 +339,8 @@ bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
 bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev);
 /* A connect now under way is the breaker's one half-open trial. Lock held. */
 void dbpool__breaker_trial_begins_locked(dbpool *p);
+/* DBPOOL_EUNAVAILABLE with the breaker's state and the last connect error. Lock held. */
+int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err);
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */
