@@ -404,8 +404,20 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
     int covered = p->connect_jobs + p->connect_running;
     while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap &&
            covered < p->opt.max_connecting) {
-        if (!dbpool__breaker_admit_locked(p, now, &ev))
+        if (!dbpool__breaker_admit_locked(p, now, &ev)) {
+            /* These waiters need connections the breaker will not let be
+             * opened. With nothing else that could serve them (no lease out
+             * to come back, no connect under way, nothing idle or parked),
+             * they get its error now, as a caller arriving now would,
+             * rather than wait out their timeouts for nothing. */
+            if (p->n_leased + p->n_parked + p->n_connecting + p->n_idle == 0) {
+                dbpool_error e;
+                dbpool__clearerr(&e);
+                dbpool__breaker_error_locked(p, &e);
+                dbpool__fail_waiters_locked(p, &e, true);
+            }
             break;
+        }
         if (p->breaker != DBPOOL_BREAKER_CLOSED)
             p->trial_jobs++; /* admitted as the half-open trial */
         p->n_connecting++;

@@ -410,6 +410,76 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+typedef struct timed_acquire {
+    dbpool *p;
+    int rc;
+    int64_t took_ms;
+    char message[512];
+} timed_acquire;
+
+static void *acquire_for_8s(void *arg) {
+    timed_acquire *a = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    a->rc = dbpool_acquire(a->p, 8000, &c, &e);
+    a->took_ms = dbt_now_ms() - t0;
+    snprintf(a->message, sizeof a->message, "%s", a->rc == DBPOOL_OK ? "" : e.message);
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* A caller waiting for a release (the pool was full) while the breaker
+ * opened: when the lease it waited for is closed instead of coming back,
+ * it needs a new connection the breaker refuses, and nothing else could
+ * serve it (no lease out, no connect under way). It gets the breaker's
+ * error then, not a wait to its timeout. */
+static void test_waiter_failed_when_nothing_left_to_serve_it(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 60000; /* open for the whole test */
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, &e), DBPOOL_OK);
+    /* From now on connects fail, after 300 ms. */
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool__mock_set_connect_delay_ms(300);
+    timed_acquire w1 = {.p = p, .rc = -100}, w2 = {.p = p, .rc = -100};
+    pthread_t t1, t2;
+    /* W1's connect runs; W2 finds the pool full (one lease, one connect)
+     * and waits for a release. */
+    assert_int_equal(pthread_create(&t1, NULL, acquire_for_8s, &w1), 0);
+    dbt_wait_for_waiters(p, 1, 10000);
+    assert_int_equal(pthread_create(&t2, NULL, acquire_for_8s, &w2), 0);
+    dbt_wait_for_waiters(p, 2, 10000);
+    /* W1's connect fails and opens the breaker: W1 is told; W2 waits on,
+     * since the lease could come back. */
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(w1.rc, DBPOOL_EUNAVAILABLE);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    /* It does not: it is closed. */
+    dbpool_discard(held);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    if (w2.rc != DBPOOL_EUNAVAILABLE || w2.took_ms > 4000)
+        fail_msg("the waiter left with nothing to serve it got %s after %lld ms (want EUNAVAILABLE at "
+                 "once): %s",
+                 dbpool_errname(w2.rc), (long long)w2.took_ms, w2.message);
+    assert_non_null(strstr(w2.message, "injected"));
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_disabled_breaker(void **state) {
     (void)state;
     dbpool_options o;
@@ -438,6 +508,7 @@ int main(void) {
         cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
         cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
         cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
+        cmocka_unit_test_setup(test_waiter_failed_when_nothing_left_to_serve_it, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
