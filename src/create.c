@@ -453,7 +453,9 @@ static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
                        "circuit breaker opened after %d consecutive failed connects; last connect error: %s",
                        p->consecutive_failures, cause);
     }
-    dbpool__fail_waiters_locked(p, e, hopeless && p->n_leased == 0 && p->connect_running == 0);
+    /* A connection parked for a thread (in use through its cache) comes
+     * back as a lease does. */
+    dbpool__fail_waiters_locked(p, e, hopeless && p->n_leased + p->n_parked == 0 && p->connect_running == 0);
 }
 
 /* A job queued while the breaker was closed, picked up after it opened (or
@@ -470,7 +472,7 @@ static void drop_job_locked(dbpool *p) {
     dbpool_error e;
     dbpool__clearerr(&e);
     dbpool__breaker_error_locked(p, &e);
-    dbpool__fail_waiters_locked(p, &e, p->n_leased == 0 && p->n_connecting == 0);
+    dbpool__fail_waiters_locked(p, &e, p->n_leased + p->n_parked == 0 && p->n_connecting == 0);
 }
 
 /* A connector's whole time for one connection: every attempt and every

@@ -4,6 +4,8 @@
 #include "driver_mock.h"
 #include "testsupport.h"
 
+#include <pthread.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -189,6 +191,65 @@ static void test_timeout_carries_last_connect_error(void **state) {
     dbpool_close(p);
 }
 
+typedef struct waiting_caller {
+    dbpool *p;
+    int rc;
+    int64_t took_ms;
+} waiting_caller;
+
+static void *acquire_for_5s(void *arg) {
+    waiting_caller *a = arg;
+    dbpool_conn *c = NULL;
+    int64_t t0 = dbt_now_ms();
+    a->rc = dbpool_acquire(a->p, 5000, &c, NULL);
+    a->took_ms = dbt_now_ms() - t0;
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* A permanent connect error fails every caller in line only when no lease
+ * is out that could come back. A lease taken back through the thread cache
+ * (this thread's parked connection, in use) is one: the caller waiting for
+ * it is served when it comes back, not failed with the connect error. */
+static void test_permanent_error_spares_waiter_of_cached_lease(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 0;
+    o.breaker_failures = 0;
+    dbpool *p = open_lazy(&o);
+    dbpool_conn *held = NULL;
+    /* Released once, it is parked for this thread; acquired again, it is
+     * in use through the thread cache. */
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool_release(held);
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    /* From now on connects fail for good, after 300 ms. */
+    dbpool__mock_fail_connect(2, -1, DBPOOL_EAUTH);
+    dbpool__mock_set_connect_delay_ms(300);
+    /* W1's connect runs; W2 finds the pool full and waits for a release. */
+    waiting_caller w1 = {.p = p, .rc = -100}, w2 = {.p = p, .rc = -100};
+    pthread_t t1, t2;
+    assert_int_equal(pthread_create(&t1, NULL, acquire_for_5s, &w1), 0);
+    dbt_wait_for_waiters(p, 1, 10000);
+    assert_int_equal(pthread_create(&t2, NULL, acquire_for_5s, &w2), 0);
+    dbt_wait_for_waiters(p, 2, 10000);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(w1.rc, DBPOOL_EAUTH);
+    /* W2 still waits for the lease, which now comes back to it. */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    dbpool_release(held);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    if (w2.rc != DBPOOL_OK)
+        fail_msg("the caller waiting for a lease held through the thread cache got %s after %lld ms (%d "
+                 "waiting when the connect failed)",
+                 dbpool_errname(w2.rc), (long long)w2.took_ms, s.waiting);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_open_fails_with_cause(void **state) {
     (void)state;
     dbpool_options o;
@@ -318,6 +379,7 @@ int main(void) {
         cmocka_unit_test_setup(test_never_past_deadline, setup),
         cmocka_unit_test_setup(test_slow_connect_bounded, setup),
         cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
+        cmocka_unit_test_setup(test_permanent_error_spares_waiter_of_cached_lease, setup),
         cmocka_unit_test_setup(test_open_fails_with_cause, setup),
         cmocka_unit_test_setup(test_after_connect_and_init_sql, setup),
         cmocka_unit_test_setup(test_init_sql_bounded_by_connect_timeout, setup),
