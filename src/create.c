@@ -262,6 +262,11 @@ static int create_native(dbpool *p, int64_t deadline, uint64_t seq, bool (*still
         lock(p);
         breaker_event ev = note_attempt_locked(p, rc, &e, seq);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
+        /* Closed again: callers in line whose connections the breaker
+         * refused (they waited for a lease that was then closed) get them
+         * opened now. This connect's own waiter is covered by it. */
+        if (ev == BREAKER_EVENT_CLOSED)
+            (void)dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
         dbpool__log_breaker_event(p, ev);
         if (rc == DBPOOL_OK)

@@ -246,6 +246,7 @@ static void test_no_wait_callers_get_one_trial(void **state) {
 typedef struct slow_attempt {
     dbpool *p;
     int rc;
+    dbpool_conn *conn;
 } slow_attempt;
 
 static void *try_slowly(void *arg) {
@@ -480,6 +481,72 @@ static void test_waiter_failed_when_nothing_left_to_serve_it(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void *try_acquire_and_hold(void *arg) {
+    slow_attempt *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_try_acquire(a->p, &c, NULL);
+    a->conn = c;
+    return NULL;
+}
+
+/* A trial that succeeds closes the breaker, and callers in line who need a
+ * new connection get one opened for them then: not only at the next
+ * maintenance pass, nor (without one) never. Here the trial is a
+ * try_acquire's, which keeps its connection; the caller in line waited for
+ * a lease that was closed while the trial ran. */
+static void test_closing_breaker_serves_waiters(void **state) {
+    (void)state;
+    const int64_t cooldown = 300;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = cooldown;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *held = NULL, *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(2, 1, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_ECONNECT); /* opens the breaker */
+    dbt_sleep_ms(cooldown + 50); /* the cooldown is a time: this waits it out, it synchronises nothing */
+    /* The trial: a try_acquire whose connect takes 500 ms and succeeds. */
+    dbpool__mock_set_connect_delay_ms(500);
+    slow_attempt trial = {.p = p, .rc = -100};
+    pthread_t tt;
+    assert_int_equal(pthread_create(&tt, NULL, try_acquire_and_hold, &trial), 0);
+    int64_t t0 = dbt_now_ms();
+    while (mock_connects() < 3) {
+        if (dbt_now_ms() - t0 > 10000)
+            fail_msg("the trial did not start within 10 s");
+        dbt_sleep_ms(1);
+    }
+    dbpool__mock_set_connect_delay_ms(0);
+    /* A caller finds the pool full (a lease, the trial) and waits. */
+    timed_acquire w = {.p = p, .rc = -100};
+    pthread_t tw;
+    assert_int_equal(pthread_create(&tw, NULL, acquire_for_8s, &w), 0);
+    dbt_wait_for_waiters(p, 1, 10000);
+    /* The lease it waited for is closed instead of coming back. */
+    dbpool_discard(held);
+    assert_int_equal(pthread_join(tt, NULL), 0);
+    assert_int_equal(trial.rc, DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_int_equal(pthread_join(tw, NULL), 0);
+    if (w.rc != DBPOOL_OK || w.took_ms > 4000)
+        fail_msg("the caller in line got %s after %lld ms once the breaker closed (want a connection at "
+                 "once): %s",
+                 dbpool_errname(w.rc), (long long)w.took_ms, w.message);
+    dbpool_release(trial.conn);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_disabled_breaker(void **state) {
     (void)state;
     dbpool_options o;
@@ -509,6 +576,7 @@ int main(void) {
         cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
         cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
         cmocka_unit_test_setup(test_waiter_failed_when_nothing_left_to_serve_it, setup),
+        cmocka_unit_test_setup(test_closing_breaker_serves_waiters, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
