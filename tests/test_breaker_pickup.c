@@ -31,13 +31,21 @@ int __real_pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
 static dbpool *pool;
 static _Atomic(dbpool *) watched; /* pool, for the connector threads */
 static atomic_bool hold_wakeups;
-static atomic_int held; /* connectors kept away from the lock right now */
+static atomic_int held;    /* connectors kept away from the lock right now */
+static atomic_int waiting; /* connectors asleep in the wait for jobs */
 
 int __wrap_pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
 int __wrap_pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) {
-    int rc = __real_pthread_cond_wait(c, m);
     dbpool *p = atomic_load(&watched);
-    if (p && c == &p->connector_cond && atomic_load(&hold_wakeups)) {
+    bool connector = p && c == &p->connector_cond;
+    /* Counted with the lock held, which the wait gives up only once
+     * asleep: whoever sees the count under the lock sees it asleep. */
+    if (connector)
+        atomic_fetch_add(&waiting, 1);
+    int rc = __real_pthread_cond_wait(c, m);
+    if (connector)
+        atomic_fetch_sub(&waiting, 1);
+    if (connector && atomic_load(&hold_wakeups)) {
         atomic_fetch_add(&held, 1);
         pthread_mutex_unlock(m);
         /* At most 10 s: a test that hangs would say less than one that fails. */
@@ -87,6 +95,7 @@ static bool wait_until(bool (*cond)(void), int64_t ms) {
 static long connects_before;
 static bool one_connect_started(void) { return mock_connects() > connects_before; }
 static bool one_connector_held(void) { return atomic_load(&held) >= 1; }
+static bool one_connector_asleep(void) { return atomic_load(&waiting) == 1; }
 static bool breaker_opened(void) {
     dbpool_stats s;
     dbpool_get_stats(pool, &s);
@@ -103,6 +112,10 @@ static bool nothing_connecting(void) {
  * then depends on its own job's fate. */
 static void job_picked_up_after_opening(bool lease_out) {
     dbpool__mock_reset();
+    /* After a failed test: its pool's threads are no longer watched. */
+    atomic_store(&watched, NULL);
+    atomic_store(&hold_wakeups, false);
+    atomic_store(&waiting, 0);
     dbpool_options o;
     dbt_options(&o, 0, 4);
     o.lazy_connect = true;
@@ -129,6 +142,9 @@ static void job_picked_up_after_opening(bool lease_out) {
     assert_int_equal(pthread_create(&t1, NULL, acquire_one, &w1), 0);
     if (!wait_until(one_connect_started, 10000))
         fail_msg("the first connect did not start within 10 s");
+    /* The other connector is back asleep: W2's job is what wakes it. */
+    if (!wait_until(one_connector_asleep, 10000))
+        fail_msg("the idle connector did not go back to sleep within 10 s");
     /* W2: its job is queued while the breaker is closed; the idle
      * connector woken for it is held off the lock. */
     atomic_store(&hold_wakeups, true);
