@@ -448,7 +448,10 @@ static bool still_wanted(dbpool *p) {
  * every waiter when nothing else can serve them (the cause is permanent or
  * the breaker is open, and no lease is out to come back). Lock held. */
 static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
-    if (!p->wait_head)
+    /* Closing: dbpool_close has woken the waiters, and each leaves with
+     * DBPOOL_ECLOSED. Taken out of the line here, one not yet run would
+     * no longer keep the pool, which the close could then free under it. */
+    if (!p->wait_head || p->closed)
         return;
     bool hopeless = !retriable(rc) || p->breaker != DBPOOL_BREAKER_CLOSED;
     if (p->breaker == DBPOOL_BREAKER_OPEN && rc != DBPOOL_EAUTH) {
@@ -472,8 +475,9 @@ static void deliver_failure_locked(dbpool *p, int rc, dbpool_error *e) {
  * way). Lock held. */
 static void drop_job_locked(dbpool *p) {
     p->n_connecting--;
-    if (!p->wait_head || p->idle_head || dbpool__total_locked(p) >= p->cap)
-        return; /* an idle connection for the first waiter, or it waits for a release */
+    if (!p->wait_head || p->closed || p->idle_head || dbpool__total_locked(p) >= p->cap)
+        return; /* closing (see deliver_failure_locked), an idle connection for the first
+                   waiter, or it waits for a release */
     dbpool_error e;
     dbpool__clearerr(&e);
     dbpool__breaker_error_locked(p, &e);
