@@ -402,10 +402,12 @@ typedef struct dbpool_health {
     dbpool_error error;      /* why, when unhealthy */
 } dbpool_health;
 
-/* Acquire (pool default timeout), run one round trip, release. Returns
- * DBPOOL_OK when healthy; out->status says the same either way. Takes at
- * most acquire_timeout_ms + validation_timeout_ms (plus a new connection's
- * connect_timeout_ms when the acquire has to open one). */
+/* Acquire (pool default timeout), run one round trip, release. When the
+ * acquire validated the connection, that round trip is the check's (it is
+ * not made twice). Returns DBPOOL_OK when healthy; out->status says the
+ * same either way. Takes at most acquire_timeout_ms +
+ * validation_timeout_ms: a new connection is opened within the acquire's
+ * wait. */
 int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
 
 typedef enum {

@@ -40,6 +40,7 @@ void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const le
     c->acquired_ns = now;
     c->lease_start = now; /* hand_out, when it follows, stamps it again after the lock */
     c->leak_reported = false;
+    c->validated_rtt_ns = 0;
     if (trace) {
         if (!c->trace)
             c->trace = malloc(sizeof *c->trace);
@@ -93,13 +94,19 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
                                         : DBPOOL_CLOSE_IDLE_TIMEOUT);
         return false;
     }
+    int64_t rtt = 0; /* of the validation round trip, if one ran */
     if (dbpool__needs_validation(p, c, now)) {
         /* Bounded by validation_timeout_ms alone: cutting it at the caller's
          * deadline would close healthy connections of callers in a hurry. */
+        int64_t t0 = dbpool__now_ns();
         int64_t vdeadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
         dbpool_error e;
         dbpool__clearerr(&e);
-        if (p->driver->ping(c->native, vdeadline, &e) != DBPOOL_OK) {
+        int vrc = p->driver->ping(c->native, vdeadline, &e);
+        rtt = dbpool__now_ns() - t0;
+        if (rtt <= 0)
+            rtt = 1;
+        if (vrc != DBPOOL_OK) {
             back_in_line(p, requeue);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu failed validation, replacing it: %s",
@@ -114,6 +121,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
     lock(p);
     p->n_holding--; /* the lease keeps the pool from here on */
     dbpool__lease_begin_locked(p, c, now, trace);
+    c->validated_rtt_ns = rtt; /* dbpool_check_health's round trip, if one ran */
     unlock(p);
     return true;
 }

@@ -81,6 +81,8 @@ struct dbpool_conn {
     lease_trace *trace;              /* leak detection on: where the lease began */
     int open_results;                /* results of dbpool_query not yet freed (the holder's thread only):
                                         release refuses the lease while any is open */
+    int64_t validated_rtt_ns;        /* this lease began with a validation round trip that took this
+                                        long (0: it did not); dbpool_check_health counts it as its own */
 
     /* Parking (sticky.c). While parked, only the owning thread touches the
      * fields above, and only while it holds the park word at PARK_BUSY.

@@ -120,6 +120,7 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
     c->uses++;
     c->acquired_ns = now;
     c->lease_start = now;
+    c->validated_rtt_ns = 0;
     atomic_store_explicit(&c->fast_leases, atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     return c;

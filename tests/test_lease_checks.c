@@ -600,6 +600,51 @@ static void test_long_maintenance_interval_keeps_thread_cache(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* dbpool_check_health takes at most acquire_timeout_ms +
+ * validation_timeout_ms (include/dbpool.h). Its acquire may validate the
+ * connection with a round trip; the check then ran a second one of its
+ * own, so a slow but working database took up to acquire_timeout_ms plus
+ * two validation_timeout_ms (here 3 s against a promised 2.1 s). */
+static void test_health_check_within_its_bound(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.acquire_timeout_ms = 100;
+    o.validation_timeout_ms = 2000;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK); /* used once: validated from now on */
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
+    dbpool__mock_set_ping_delay_ms(1500); /* slow, within validation_timeout_ms */
+    dbpool_health h;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_check_health(p, &h, &e), DBPOOL_OK);
+    int64_t took = dbt_now_ms() - t0;
+    dbpool__mock_set_ping_delay_ms(0);
+    assert_int_equal(h.status, DBPOOL_HEALTHY);
+    if (took >= o.acquire_timeout_ms + o.validation_timeout_ms)
+        fail_msg("dbpool_check_health took %lld ms, past acquire_timeout_ms + validation_timeout_ms (%lld)",
+                 (long long)took, (long long)(o.acquire_timeout_ms + o.validation_timeout_ms));
+    dbpool__mock_get_counters(&after);
+    assert_int_equal(after.pings - before.pings, 1);
+    if (h.round_trip_ms < 1400)
+        fail_msg("round_trip_ms %.3f is not the round trip made (about 1500 ms)", h.round_trip_ms);
+    /* Without a validation in the acquire, the check makes its own. */
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *q = open_mock(&o);
+    dbpool__mock_get_counters(&before);
+    assert_int_equal(dbpool_check_health(q, &h, &e), DBPOOL_OK);
+    dbpool__mock_get_counters(&after);
+    assert_int_equal(after.pings - before.pings, 1);
+    assert_int_equal(dbpool_close(q), 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -619,6 +664,7 @@ int main(void) {
         cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
         cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
+        cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
