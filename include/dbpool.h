@@ -42,7 +42,7 @@ extern "C" {
     X(ETIMEDOUT, -2, "timed out")                                                                            \
     X(ECONNECT, -3, "could not connect to the database")                                                     \
     X(ECLOSED, -4, "pool is closed")                                                                         \
-    X(EBUSY, -5, "too many callers waiting")                                                                 \
+    X(EBUSY, -5, "pool busy: no connection free without waiting, max_waiters reached, or suspended")         \
     X(ENOMEM, -6, "out of memory")                                                                           \
     X(EQUERY, -7, "query failed")                                                                            \
     X(ENOTFOUND, -8, "database not found")                                                                   \

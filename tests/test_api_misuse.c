@@ -80,10 +80,43 @@ static void test_release_after_close_does_not_reset(void **state) {
     assert_int_equal(after_connect_calls, 1);
 }
 
+/* dbpool_strerror(DBPOOL_EBUSY) read "too many callers waiting", but most
+ * EBUSY answers have nobody waiting: a try_acquire on a full pool and an
+ * acquire on a suspended one. The description covers every case in which
+ * the pool returns the code. */
+static void test_ebusy_description_fits_every_case(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_url("mock:", &o);
+    dbpool_conn *c = NULL, *c2 = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    int rc = dbpool_try_acquire(p, &c2, &e); /* full, nobody waiting */
+    assert_int_equal(rc, DBPOOL_EBUSY);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.waiting, 0);
+    const char *d = dbpool_strerror(rc);
+    if (strstr(d, "callers waiting") && !strstr(d, "free"))
+        fail_msg("try_acquire on a full pool with nobody waiting: dbpool_strerror says '%s'", d);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_EBUSY); /* suspended, fails fast */
+    if (!strstr(d, "suspended"))
+        fail_msg("dbpool_strerror(DBPOOL_EBUSY) '%s' does not cover a suspended pool", d);
+    if (!strstr(d, "max_waiters"))
+        fail_msg("dbpool_strerror(DBPOOL_EBUSY) '%s' does not cover max_waiters", d);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
         cmocka_unit_test(test_release_after_close_does_not_reset),
+        cmocka_unit_test(test_ebusy_description_fits_every_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
