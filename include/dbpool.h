@@ -372,7 +372,8 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err);
 int dbpool_result_columns(const dbpool_result *r);
 const char *dbpool_result_column_name(const dbpool_result *r, int col);
 bool dbpool_result_is_null(const dbpool_result *r, int col);
-/* Typed getters convert text to numbers the way strtoll/strtod do; a
+/* Typed getters convert text to numbers the way strtoll/strtod do (in the
+ * "C" locale, as servers write them, whatever LC_NUMERIC says); a
  * boolean reads 1 or 0 on every backend (PostgreSQL's "t" / "f" too); a
  * NULL or out-of-range column reads as 0 / 0.0 / NULL. */
 int64_t dbpool_result_int64(const dbpool_result *r, int col);

@@ -983,7 +983,7 @@ static double pr_double(const dbpool_result *res, int col) {
     int b;
     if (!v)
         return 0.0;
-    return pr_bool((const pg_result *)res, col, v, &b) ? b : strtod(v, NULL);
+    return pr_bool((const pg_result *)res, col, v, &b) ? b : dbpool__strtod_c(v, NULL);
 }
 /* bytea arrives as text (hex, or the old escape format): decoded once per
  * cell and row. Other columns' text is their bytes. */

@@ -68,6 +68,11 @@ void dbpool__kv_free(dbpool_kv *kvs, size_t n);
 char *dbpool__pct_decode(const char *src, size_t len);
 /* Parse a base-10 integer in [lo, hi]; false when not a number or outside. */
 bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+/* strtod as in the "C" locale, whatever LC_NUMERIC the application set
+ * (the servers write numbers with a '.'). */
+double dbpool__strtod_c(const char *s, char **end);
+/* snprintf(buf, cap, "%.17g", d) as in the "C" locale. */
+int dbpool__format_double_c(char *buf, size_t cap, double d);
 /* Parse true/false/on/off/1/0/yes/no. */
 bool dbpool__parse_bool(const char *s, bool *out);
 

@@ -134,7 +134,7 @@ bool dbpool_result_is_null(const dbpool_result *r, int col) {
     return col_ok(r, col) ? r->ops->is_null(r, col) : true;
 }
 /* A backend whose cells are text (no int64 / dbl of its own) is read the
- * way strtoll and strtod read it. */
+ * way strtoll and strtod read it, strtod as in the "C" locale. */
 int64_t dbpool_result_int64(const dbpool_result *r, int col) {
     if (!col_ok(r, col))
         return 0;
@@ -149,7 +149,7 @@ double dbpool_result_double(const dbpool_result *r, int col) {
     if (r->ops->dbl)
         return r->ops->dbl(r, col);
     const char *v = r->ops->text(r, col, NULL);
-    return v ? strtod(v, NULL) : 0.0;
+    return v ? dbpool__strtod_c(v, NULL) : 0.0; /* a server's '.', under any LC_NUMERIC */
 }
 const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len) {
     if (!col_ok(r, col)) {

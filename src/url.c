@@ -4,6 +4,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <locale.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -309,6 +312,32 @@ bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
         return false;
     *out = (int64_t)v;
     return true;
+}
+
+/* The "C" locale's numbers, whatever the application's LC_NUMERIC says:
+ * under de_DE strtod reads "1.5" as 1 and printf writes 1.5 as "1,5",
+ * while the servers speak with a '.'. NULL when it cannot be made. */
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+static void c_numeric_init(void) { c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
+
+double dbpool__strtod_c(const char *s, char **end) {
+    pthread_once(&c_numeric_once, c_numeric_init);
+    if (!c_numeric)
+        return strtod(s, end);
+    locale_t old = uselocale(c_numeric);
+    double d = strtod(s, end);
+    uselocale(old);
+    return d;
+}
+
+int dbpool__format_double_c(char *buf, size_t cap, double d) {
+    pthread_once(&c_numeric_once, c_numeric_init);
+    locale_t old = c_numeric ? uselocale(c_numeric) : (locale_t)0;
+    int n = snprintf(buf, cap, "%.17g", d);
+    if (c_numeric)
+        uselocale(old);
+    return n;
 }
 
 bool dbpool__parse_bool(const char *s, bool *out) {

@@ -8,6 +8,7 @@
  */
 #include "backend_common.h"
 
+#include <locale.h>
 #include <stdarg.h>
 #include <unistd.h>
 
@@ -816,6 +817,23 @@ static void test_constraint_violations(void **state) {
     exec_f(c, "DROP TABLE %s", parent);
 }
 
+/* dbpool_result_double reads text the way strtod does (include/dbpool.h),
+ * but a server writes its numbers with a '.': under an application's
+ * LC_NUMERIC with a decimal comma (setlocale(LC_ALL, "") on a German
+ * desktop), strtod read PostgreSQL's and MySQL's "2.5" as 2. */
+static void test_double_getter_ignores_lc_numeric(void **state) {
+    dbpool_conn *c = conn_of(state);
+    if (!setlocale(LC_NUMERIC, "de_DE.UTF-8"))
+        fail_msg("the machine has no de_DE.UTF-8 locale (scripts/install-deps.sh test makes it)");
+    dbpool_result *r = dbt_query_ok(c, "SELECT 2.5 AS d, '-0.125' AS t", NULL, 0);
+    BT_CHECK(dbt_next_ok(r) == 1, "one row");
+    double d = dbpool_result_double(r, 0), t = dbpool_result_double(r, 1);
+    dbpool_result_free(r);
+    setlocale(LC_NUMERIC, "C");
+    if (d != 2.5 || t != -0.125)
+        fail_msg("[%s] under LC_NUMERIC de_DE, 2.5 read %.17g and '-0.125' read %.17g", bt_backend, d, t);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -824,6 +842,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_many_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
