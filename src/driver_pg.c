@@ -805,8 +805,8 @@ static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n,
                 text += (size_t)snprintf(text, 32, "NaN") + 1;
             else if (isinf(d))
                 text += (size_t)snprintf(text, 32, "%s", d > 0 ? "Infinity" : "-Infinity") + 1;
-            else
-                text += (size_t)snprintf(text, 32, "%.17g", d) + 1;
+            else /* with a '.', whatever LC_NUMERIC the application set */
+                text += (size_t)dbpool__format_double_c(text, 32, d) + 1;
             break;
         }
         case DBPOOL_TYPE_TEXT:

@@ -834,6 +834,26 @@ static void test_double_getter_ignores_lc_numeric(void **state) {
         fail_msg("[%s] under LC_NUMERIC de_DE, 2.5 read %.17g and '-0.125' read %.17g", bt_backend, d, t);
 }
 
+/* A double parameter reaches the server as the same number under an
+ * application's LC_NUMERIC with a decimal comma: PostgreSQL's driver
+ * wrote it with printf's "%.17g", so 2.25 went out as "2,25" and the
+ * statement failed ("invalid input syntax for type double precision"). */
+static void test_double_parameter_ignores_lc_numeric(void **state) {
+    dbpool_conn *c = conn_of(state);
+    if (!setlocale(LC_NUMERIC, "de_DE.UTF-8"))
+        fail_msg("the machine has no de_DE.UTF-8 locale (scripts/install-deps.sh test makes it)");
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, num) VALUES (1, ?)");
+    dbpool_param p = dbpool_param_double(2.25);
+    dbpool_error e;
+    int rc = dbpool_exec(c, sql, &p, 1, NULL, &e);
+    setlocale(LC_NUMERIC, "C");
+    if (rc != DBPOOL_OK)
+        fail_msg("[%s] a double parameter under LC_NUMERIC de_DE: %s: %s", bt_backend, dbpool_errname(rc),
+                 e.message);
+    BT_CHECK(count_where(c, "num = 2.25") == 1, "the value stored is 2.25");
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -843,6 +863,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_getters_outside_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_results_open_at_once, setup, teardown),
