@@ -35,7 +35,9 @@ extern "C" {
 /* X(name, value, description). One table; dbpool_strerror() reads it.
  * No function of this version returns DBPOOL_EVALIDATE: a connection that
  * fails validation is closed and replaced, and the caller never sees it
- * (a failed dbpool_check_health returns the round trip's own error). */
+ * (a failed dbpool_check_health returns the round trip's own error). Nor
+ * DBPOOL_ERANGE: the result getters read a column out of range as NULL
+ * (0 / 0.0 / NULL), they do not fail. */
 #define DBPOOL_ERRNO_MAP(X)                                                                                  \
     X(OK, 0, "success")                                                                                      \
     X(EINVAL, -1, "invalid argument or option")                                                              \
@@ -95,7 +97,8 @@ typedef enum {
 
 typedef enum {
     DBPOOL_VALIDATE_NEVER = 0,  /* hand connections out unchecked             */
-    DBPOOL_VALIDATE_ALWAYS = 1, /* round trip before every hand-out           */
+    DBPOOL_VALIDATE_ALWAYS = 1, /* round trip before every hand-out, except a new
+                                   connection's first within validation_window_ms */
     DBPOOL_VALIDATE_IF_IDLE = 2 /* round trip when idle >= validation_window_ms */
 } dbpool_validation;
 
@@ -263,6 +266,8 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err);
  * its timeout). Leases already out are not touched, and no connection is
  * opened (maintenance refills min_size after the resume). */
 int dbpool_suspend(dbpool *p);
+/* Hand out connections again: those waiting are served first, in order.
+ * Both return DBPOOL_OK, or DBPOOL_EINVAL for NULL. */
 int dbpool_resume(dbpool *p);
 
 typedef enum {
@@ -369,8 +374,12 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
 
 /* 1: a row is ready; 0: no more rows; negative: an error. */
 int dbpool_result_next(dbpool_result *r, dbpool_error *err);
+/* Number of columns (0 for NULL). */
 int dbpool_result_columns(const dbpool_result *r);
+/* Name of column `col` (borrowed: copy it to keep it past the next
+ * dbpool_result_next); NULL when out of range. */
 const char *dbpool_result_column_name(const dbpool_result *r, int col);
+/* true for SQL NULL, and for a column out of range or no current row. */
 bool dbpool_result_is_null(const dbpool_result *r, int col);
 /* Typed getters convert text to numbers the way strtoll/strtod do (in the
  * "C" locale, as servers write them, whatever LC_NUMERIC says); a
@@ -525,6 +534,7 @@ int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len);
  * all their statistics at once. Thread-safe. */
 typedef struct dbpool_manager dbpool_manager;
 
+/* DBPOOL_OK, DBPOOL_EINVAL (out NULL) or DBPOOL_ENOMEM. */
 int dbpool_manager_new(dbpool_manager **out);
 /* Open a pool under `name` (copied; it also becomes the pool's name in logs
  * and metrics, replacing o->name). DBPOOL_EINVAL when the name is taken or
@@ -535,7 +545,8 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
 /* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
  * through the manager, which callers must not do while others use it. */
 dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
-/* Close one pool (as dbpool_close). DBPOOL_ENOTFOUND for an unknown name;
+/* Close one pool (as dbpool_close; leases still out stay valid) and return
+ * DBPOOL_OK. DBPOOL_ENOTFOUND for an unknown name;
  * DBPOOL_EMISUSE, the pool left open and in the manager, from a callback
  * on one of that pool's own threads (see dbpool_close). */
 int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
