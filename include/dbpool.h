@@ -352,14 +352,14 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
  * the statements of a multi-statement text, PostgreSQL reports its last
  * one; MySQL/MariaDB report 0 for a statement that returns rows, such as
  * INSERT ... RETURNING). With parameters, the SQL must hold exactly one
- * statement with as many `?`, else DBPOOL_EINVAL (on MySQL/MariaDB a
- * second statement is the server's syntax error: DBPOOL_EQUERY). Without
- * parameters, SQL of only white space and semicolons runs nothing
- * (DBPOOL_OK, *affected 0) on every backend. An error that means the
- * connection is broken marks
- * the lease so that it is closed on release. In a child process after
- * fork(), a lease the parent held is refused (DBPOOL_EMISUSE): it is the
- * parent's session. */
+ * statement with as many `?`, else DBPOOL_EINVAL. MySQL/MariaDB run one
+ * statement per call, with parameters or without: a second is the
+ * server's syntax error (DBPOOL_EQUERY). Without parameters, SQL of only
+ * white space and semicolons runs nothing (DBPOOL_OK, *affected 0) on
+ * every backend. An error that means the connection is broken marks the
+ * lease so that it is closed on release. In a child process after fork(),
+ * a lease the parent held is refused (DBPOOL_EMISUSE): it is the parent's
+ * session. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);
 
