@@ -215,7 +215,8 @@ int dbpool_close(dbpool *p);
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err);
 
 /* dbpool_acquire that never waits: an idle connection, a new one if there is
- * room, or DBPOOL_EBUSY at once. */
+ * room and nobody waits in line (a new connection is theirs), or
+ * DBPOOL_EBUSY at once. */
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
 
 /*
