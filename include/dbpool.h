@@ -201,22 +201,23 @@ int dbpool_close(dbpool *p);
 /*
  * Lease a connection, waiting up to timeout_ms (negative: the pool's
  * acquire_timeout_ms; 0: do not wait — an idle connection or one connect
- * attempt on this thread, else DBPOOL_ETIMEDOUT at once). Waiters are
- * served first come, first served; new connections are opened for them in
- * the background, and whichever comes first — a released or a new
- * connection — goes to the head of the line. On timeout the error says what
- * the pool looked like, who holds the connections and the last connect
- * error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT, DBPOOL_EBUSY (max_waiters
- * reached, or suspended), DBPOOL_EUNAVAILABLE (circuit breaker open),
- * DBPOOL_ECLOSED, DBPOOL_EMISUSE (used in a forked child), or the connect
- * error of a new connection (DBPOOL_ECONNECT, DBPOOL_EAUTH,
- * DBPOOL_ENOTFOUND, ...). Thread-safe.
+ * on this thread, within connect_timeout_ms, else DBPOOL_ETIMEDOUT at
+ * once). Waiters are served first come, first served; new connections are
+ * opened for them in the background, and whichever comes first — a
+ * released or a new connection — goes to the head of the line. On timeout
+ * the error says what the pool looked like, who holds the connections and
+ * the last connect error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT,
+ * DBPOOL_EBUSY (max_waiters reached, or suspended), DBPOOL_EUNAVAILABLE
+ * (circuit breaker open), DBPOOL_ECLOSED, DBPOOL_EMISUSE (used in a forked
+ * child), or the connect error of a new connection (DBPOOL_ECONNECT,
+ * DBPOOL_EAUTH, DBPOOL_ENOTFOUND, ...). Thread-safe.
  */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err);
 
-/* dbpool_acquire that never waits: an idle connection, a new one if there is
- * room and nobody waits in line (a new connection is theirs), or
- * DBPOOL_EBUSY at once. */
+/* dbpool_acquire that never waits in line: an idle connection, a new one if
+ * there is room and nobody waits in line (a new connection is theirs), or
+ * DBPOOL_EBUSY at once. The new one is opened on this thread, which can
+ * take up to connect_timeout_ms; a failed connect returns its error. */
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err);
 
 /*
