@@ -47,7 +47,7 @@ extern "C" {
     X(EBUSY, -5, "pool busy: no connection free without waiting, max_waiters reached, or suspended")         \
     X(ENOMEM, -6, "out of memory")                                                                           \
     X(EQUERY, -7, "query failed")                                                                            \
-    X(ENOTFOUND, -8, "database not found")                                                                   \
+    X(ENOTFOUND, -8, "not found: the database, or a pool name in a manager")                                 \
     X(EMISUSE, -9, "API misuse")                                                                             \
     X(EAUTH, -10, "authentication failed")                                                                   \
     X(EUNAVAILABLE, -11, "database unavailable (circuit breaker open)")                                      \

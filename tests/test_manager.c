@@ -439,6 +439,24 @@ static void test_stats_json_in_forked_child(void **state) {
     dbpool_manager_free(m);
 }
 
+/* dbpool_manager_close_pool returns DBPOOL_ENOTFOUND for a name it does
+ * not know, and dbpool_strerror said "database not found": a caller
+ * printing it went looking for a missing database when the pool name was
+ * wrong. The description covers both. */
+static void test_unknown_name_strerror(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    int rc = dbpool_manager_close_pool(m, "no-such-pool");
+    assert_int_equal(rc, DBPOOL_ENOTFOUND);
+    const char *d = dbpool_strerror(rc);
+    if (!strstr(d, "pool"))
+        fail_msg("dbpool_manager_close_pool of an unknown name: dbpool_strerror says '%s'", d);
+    if (!strstr(d, "database"))
+        fail_msg("dbpool_strerror(DBPOOL_ENOTFOUND) '%s' no longer covers a missing database", d);
+    dbpool_manager_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -449,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_close_pool_in_forked_child),
         cmocka_unit_test(test_fork_while_another_thread_looks_up),
         cmocka_unit_test(test_stats_json_in_forked_child),
+        cmocka_unit_test(test_unknown_name_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
