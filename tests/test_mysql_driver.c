@@ -1420,15 +1420,15 @@ static void *refuse_all(void *arg) {
     }
 }
 
-/* "Host is not allowed to connect" (1130) fails on every attempt, like a
- * wrong password: DBPOOL_EAUTH at once, not retried as a network error
- * (PostgreSQL's "no pg_hba.conf entry" is DBPOOL_EAUTH too). */
-static void test_host_not_allowed_auth_error(void **state) {
-    (void)state;
-    refusing_server s = {.accepted = 0};
+/* Open a pool of one connection, with up to 3 retries, against a fake
+ * server on a loopback port that `serve` runs; stops the server and
+ * closes the pool again. Returns dbpool_open's code; s->accepted says how
+ * many connections the server saw. */
+static int open_against_fake(void *(*serve)(void *), refusing_server *s, dbpool_error *err) {
     int port;
-    s.fd = dbt_loopback_socket(&port, 16);
-    assert_int_equal(pthread_create(&s.thread, NULL, refuse_all, &s), 0);
+    s->accepted = 0;
+    s->fd = dbt_loopback_socket(&port, 16);
+    assert_int_equal(pthread_create(&s->thread, NULL, serve, s), 0);
     char url[256];
     snprintf(url, sizeof url, "mysql://dbpool:not-used@127.0.0.1:%d/dbpool_test", port);
     dbpool_options o;
@@ -1437,13 +1437,23 @@ static void test_host_not_allowed_auth_error(void **state) {
     o.max_retries = 3;
     o.backoff_base_ms = 10;
     dbpool *p = NULL;
-    dbpool_error err;
-    int rc = dbpool_open(&p, url, &o, &err);
-    shutdown(s.fd, SHUT_RDWR);
-    pthread_join(s.thread, NULL);
-    close(s.fd);
+    int rc = dbpool_open(&p, url, &o, err);
+    shutdown(s->fd, SHUT_RDWR);
+    pthread_join(s->thread, NULL);
+    close(s->fd);
     if (rc == DBPOOL_OK)
         dbpool_close(p);
+    return rc;
+}
+
+/* "Host is not allowed to connect" (1130) fails on every attempt, like a
+ * wrong password: DBPOOL_EAUTH at once, not retried as a network error
+ * (PostgreSQL's "no pg_hba.conf entry" is DBPOOL_EAUTH too). */
+static void test_host_not_allowed_auth_error(void **state) {
+    (void)state;
+    refusing_server s;
+    dbpool_error err;
+    int rc = open_against_fake(refuse_all, &s, &err);
     if (rc != DBPOOL_EAUTH || s.accepted != 1)
         fail_msg("host not allowed: %s after %d connection(s): %s", dbpool_errname(rc), s.accepted,
                  err.message);
@@ -1512,25 +1522,9 @@ static void *ask_unknown_plugin(void *arg) {
  * same way: DBPOOL_EAUTH at once, not retried as a lost connection. */
 static void test_missing_auth_plugin_auth_error(void **state) {
     (void)state;
-    refusing_server s = {.accepted = 0};
-    int port;
-    s.fd = dbt_loopback_socket(&port, 16);
-    assert_int_equal(pthread_create(&s.thread, NULL, ask_unknown_plugin, &s), 0);
-    char url[256];
-    snprintf(url, sizeof url, "mysql://dbpool:not-used@127.0.0.1:%d/dbpool_test", port);
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    o.max_retries = 3;
-    o.backoff_base_ms = 10;
-    dbpool *p = NULL;
+    refusing_server s;
     dbpool_error err;
-    int rc = dbpool_open(&p, url, &o, &err);
-    shutdown(s.fd, SHUT_RDWR);
-    pthread_join(s.thread, NULL);
-    close(s.fd);
-    if (rc == DBPOOL_OK)
-        dbpool_close(p);
+    int rc = open_against_fake(ask_unknown_plugin, &s, &err);
     if (rc != DBPOOL_EAUTH || s.accepted != 1 || !strstr(err.message, "dbpool_no_such_auth_plugin"))
         fail_msg("auth plugin missing: %s after %d connection(s): %s", dbpool_errname(rc), s.accepted,
                  err.message);
