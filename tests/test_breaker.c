@@ -411,26 +411,6 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
-typedef struct timed_acquire {
-    dbpool *p;
-    int rc;
-    int64_t took_ms;
-    char message[512];
-} timed_acquire;
-
-static void *acquire_for_8s(void *arg) {
-    timed_acquire *a = arg;
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    int64_t t0 = dbt_now_ms();
-    a->rc = dbpool_acquire(a->p, 8000, &c, &e);
-    a->took_ms = dbt_now_ms() - t0;
-    snprintf(a->message, sizeof a->message, "%s", a->rc == DBPOOL_OK ? "" : e.message);
-    if (a->rc == DBPOOL_OK)
-        dbpool_release(c);
-    return NULL;
-}
-
 /* A caller waiting for a release (the pool was full) while the breaker
  * opened: when the lease it waited for is closed instead of coming back,
  * it needs a new connection the breaker refuses, and nothing else could
@@ -454,13 +434,13 @@ static void test_waiter_failed_when_nothing_left_to_serve_it(void **state) {
     /* From now on connects fail, after 300 ms. */
     dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
     dbpool__mock_set_connect_delay_ms(300);
-    timed_acquire w1 = {.p = p, .rc = -100}, w2 = {.p = p, .rc = -100};
+    dbt_timed_acquire w1 = {.p = p, .timeout_ms = 8000, .rc = -100}, w2 = w1;
     pthread_t t1, t2;
     /* W1's connect runs; W2 finds the pool full (one lease, one connect)
      * and waits for a release. */
-    assert_int_equal(pthread_create(&t1, NULL, acquire_for_8s, &w1), 0);
+    assert_int_equal(pthread_create(&t1, NULL, dbt_timed_acquire_main, &w1), 0);
     dbt_wait_for_waiters(p, 1, 10000);
-    assert_int_equal(pthread_create(&t2, NULL, acquire_for_8s, &w2), 0);
+    assert_int_equal(pthread_create(&t2, NULL, dbt_timed_acquire_main, &w2), 0);
     dbt_wait_for_waiters(p, 2, 10000);
     /* W1's connect fails and opens the breaker: W1 is told; W2 waits on,
      * since the lease could come back. */
@@ -526,9 +506,9 @@ static void test_closing_breaker_serves_waiters(void **state) {
     }
     dbpool__mock_set_connect_delay_ms(0);
     /* A caller finds the pool full (a lease, the trial) and waits. */
-    timed_acquire w = {.p = p, .rc = -100};
+    dbt_timed_acquire w = {.p = p, .timeout_ms = 8000, .rc = -100};
     pthread_t tw;
-    assert_int_equal(pthread_create(&tw, NULL, acquire_for_8s, &w), 0);
+    assert_int_equal(pthread_create(&tw, NULL, dbt_timed_acquire_main, &w), 0);
     dbt_wait_for_waiters(p, 1, 10000);
     /* The lease it waited for is closed instead of coming back. */
     dbpool_discard(held);

@@ -63,25 +63,6 @@ static long mock_connects(void) {
     return m.connects;
 }
 
-typedef struct caller {
-    int rc;
-    int64_t took_ms;
-    char message[512];
-} caller;
-
-static void *acquire_one(void *arg) {
-    caller *a = arg;
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    int64_t t0 = dbt_now_ms();
-    a->rc = dbpool_acquire(pool, 8000, &c, &e);
-    a->took_ms = dbt_now_ms() - t0;
-    snprintf(a->message, sizeof a->message, "%s", a->rc == DBPOOL_OK ? "" : e.message);
-    if (a->rc == DBPOOL_OK)
-        dbpool_release(c);
-    return NULL;
-}
-
 static bool wait_until(bool (*cond)(void), int64_t ms) {
     int64_t t0 = dbt_now_ms();
     while (!cond()) {
@@ -137,9 +118,9 @@ static void job_picked_up_after_opening(bool lease_out) {
     dbpool__mock_set_connect_delay_ms(300);
 
     /* W1: its job is picked up at once; the connect runs 300 ms. */
-    caller w1 = {.rc = -100}, w2 = {.rc = -100};
+    dbt_timed_acquire w1 = {.p = pool, .timeout_ms = 8000, .rc = -100}, w2 = w1;
     pthread_t t1, t2;
-    assert_int_equal(pthread_create(&t1, NULL, acquire_one, &w1), 0);
+    assert_int_equal(pthread_create(&t1, NULL, dbt_timed_acquire_main, &w1), 0);
     if (!wait_until(one_connect_started, 10000))
         fail_msg("the first connect did not start within 10 s");
     /* The other connector is back asleep: W2's job is what wakes it. */
@@ -148,7 +129,7 @@ static void job_picked_up_after_opening(bool lease_out) {
     /* W2: its job is queued while the breaker is closed; the idle
      * connector woken for it is held off the lock. */
     atomic_store(&hold_wakeups, true);
-    assert_int_equal(pthread_create(&t2, NULL, acquire_one, &w2), 0);
+    assert_int_equal(pthread_create(&t2, NULL, dbt_timed_acquire_main, &w2), 0);
     if (!wait_until(one_connector_held, 10000))
         fail_msg("no connector woke for the second caller's job within 10 s");
     /* The first connect fails and opens the breaker (threshold 1). */

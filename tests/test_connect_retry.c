@@ -191,23 +191,6 @@ static void test_timeout_carries_last_connect_error(void **state) {
     dbpool_close(p);
 }
 
-typedef struct waiting_caller {
-    dbpool *p;
-    int rc;
-    int64_t took_ms;
-} waiting_caller;
-
-static void *acquire_for_5s(void *arg) {
-    waiting_caller *a = arg;
-    dbpool_conn *c = NULL;
-    int64_t t0 = dbt_now_ms();
-    a->rc = dbpool_acquire(a->p, 5000, &c, NULL);
-    a->took_ms = dbt_now_ms() - t0;
-    if (a->rc == DBPOOL_OK)
-        dbpool_release(c);
-    return NULL;
-}
-
 /* A permanent connect error fails every caller in line only when no lease
  * is out that could come back. A lease taken back through the thread cache
  * (this thread's parked connection, in use) is one: the caller waiting for
@@ -229,11 +212,11 @@ static void test_permanent_error_spares_waiter_of_cached_lease(void **state) {
     dbpool__mock_fail_connect(2, -1, DBPOOL_EAUTH);
     dbpool__mock_set_connect_delay_ms(300);
     /* W1's connect runs; W2 finds the pool full and waits for a release. */
-    waiting_caller w1 = {.p = p, .rc = -100}, w2 = {.p = p, .rc = -100};
+    dbt_timed_acquire w1 = {.p = p, .timeout_ms = 5000, .rc = -100}, w2 = w1;
     pthread_t t1, t2;
-    assert_int_equal(pthread_create(&t1, NULL, acquire_for_5s, &w1), 0);
+    assert_int_equal(pthread_create(&t1, NULL, dbt_timed_acquire_main, &w1), 0);
     dbt_wait_for_waiters(p, 1, 10000);
-    assert_int_equal(pthread_create(&t2, NULL, acquire_for_5s, &w2), 0);
+    assert_int_equal(pthread_create(&t2, NULL, dbt_timed_acquire_main, &w2), 0);
     dbt_wait_for_waiters(p, 2, 10000);
     assert_int_equal(pthread_join(t1, NULL), 0);
     assert_int_equal(w1.rc, DBPOOL_EAUTH);

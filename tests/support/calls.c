@@ -92,3 +92,16 @@ void dbt_expect_slow_init_sql_bounded(dbpool *p, dbpool_conn *c, dbpool_conn *ad
     snprintf(sql, sizeof sql, "DELETE FROM %s", flag_table);
     dbt_exec_ok(admin, sql, NULL, 0);
 }
+
+void *dbt_timed_acquire_main(void *arg) {
+    dbt_timed_acquire *a = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    a->rc = dbpool_acquire(a->p, a->timeout_ms, &c, &e);
+    a->took_ms = dbt_now_ms() - t0;
+    snprintf(a->message, sizeof a->message, "%s", a->rc == DBPOOL_OK ? "" : e.message);
+    if (a->rc == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}

@@ -46,6 +46,18 @@ void dbt_exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, si
 dbpool_result *dbt_query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
 /* dbpool_result_next: 1 a row, 0 the end; an error fails the test. */
 int dbt_next_ok(dbpool_result *r);
+/* One acquire on a thread of its own: fill p and timeout_ms, start it with
+ * pthread_create(&t, NULL, dbt_timed_acquire_main, &a), join. It records
+ * the code, how long the call took and the error message, and gives back
+ * a lease it got at once. */
+typedef struct dbt_timed_acquire {
+    dbpool *p;
+    int64_t timeout_ms;
+    int rc;
+    int64_t took_ms;
+    char message[512];
+} dbt_timed_acquire;
+void *dbt_timed_acquire_main(void *arg);
 /* Poll until the pool has exactly n callers waiting; after timeout_ms the
  * test fails. */
 void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms);
