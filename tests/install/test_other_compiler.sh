@@ -1,0 +1,42 @@
+#!/bin/sh
+# The library builds with the other compiler too, with DBPOOL_WERROR=ON:
+# each flag in the warning set must be one that compiler knows (clang
+# rejects GCC-only -W options under -Werror, and warns about them on every
+# file without it), and no warning may appear that the first compiler did
+# not give. Configures a scratch build of the library alone with the
+# compiler this build does not use (clang for a GCC build, gcc for a clang
+# one) and builds the static and the shared library.
+#
+#   test_other_compiler.sh SOURCE_DIR C_COMPILER_ID
+set -eu
+src=$1
+case $2 in
+Clang) other=gcc ;;
+*) other=clang ;;
+esac
+command -v "$other" >/dev/null 2>&1 || {
+  echo "skip: $other is not installed" >&2
+  exit 77
+}
+tmp=$(mktemp -d /tmp/dbpool-compiler-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+cmake -S "$src" -B "$tmp/build" -DCMAKE_C_COMPILER="$other" -DDBPOOL_WERROR=ON -DDBPOOL_TESTS=OFF \
+  -DDBPOOL_BENCH=OFF -DDBPOOL_CLI=OFF >"$tmp/configure.log" 2>&1 || {
+  cat "$tmp/configure.log" >&2
+  fail "configure with $other"
+}
+cmake --build "$tmp/build" -j2 >"$tmp/build.log" 2>&1 || {
+  grep -m 20 -E 'error|warning' "$tmp/build.log" >&2 || cat "$tmp/build.log" >&2
+  fail "the library does not build with $other and DBPOOL_WERROR=ON"
+}
+! grep -q 'warning:' "$tmp/build.log" || {
+  grep -m 20 'warning:' "$tmp/build.log" >&2
+  fail "$other warns"
+}
+echo "ok: the library builds with $other, -Werror, no warnings"
