@@ -5,7 +5,8 @@
 # pkg-config (PKG_CONFIG_PATH and an rpath, nothing else), linked once to
 # the shared and once to the static library, must print "1 alice". The
 # prefix is given relative to the current directory, which dbpool.pc must
-# not depend on. Also checks that the shared library exports the public API
+# not depend on; installed in pkg-config's system directories, dbpool.pc
+# must not name them. Also checks that the shared library exports the public API
 # only and that the installed command runs.
 #
 #   test_install.sh BUILD_DIR SOURCE_DIR
@@ -44,6 +45,28 @@ cc -std=c11 -Wall -Wextra -Werror "$tmp/quickstart.c" $(pkg-config --cflags --li
 ldd "$tmp/qs_shared" | grep -q "libdbpool\.so\.0 => $libdir" || fail "qs_shared does not load $libdir/libdbpool.so.0"
 out=$("$tmp/qs_shared") || fail "qs_shared exited $?"
 [ "$out" = "1 alice" ] || fail "qs_shared printed '$out', not '1 alice'"
+
+# Installed where pkg-config's system directories are (a distribution's
+# /usr: here the scratch prefix, named as such), dbpool.pc adds no -I or -L:
+# pkg-config drops those only when they are written as the same path, and
+# an -L of the system's library directory ahead of another package's would
+# make the linker take the system's copy of that package's libraries.
+prefix_abs=$(cd "$tmp/prefix" && pwd)
+sys_libdir=$(dirname "$(find "$prefix_abs" -name libdbpool.a)")
+sys_incdir=$(dirname "$(find "$prefix_abs" -name dbpool.h)")
+sys_flags=$(PKG_CONFIG_SYSTEM_LIBRARY_PATH=$sys_libdir PKG_CONFIG_SYSTEM_INCLUDE_PATH=$sys_incdir \
+  pkg-config --cflags --libs --static dbpool)
+case " $sys_flags" in
+*" -I"* | *" -L"*) fail "installed in the system's directories, dbpool.pc still names them: $sys_flags" ;;
+esac
+[ "$(pkg-config --variable=libdir dbpool)" = "$sys_libdir" ] ||
+  fail "libdir is $(pkg-config --variable=libdir dbpool), not $sys_libdir"
+
+# A prefix with a space in it: pkg-config's flags name it with the space
+# escaped, as one word each.
+(cd "$tmp" && cmake --install "$build" --prefix "sp ace") >"$tmp/install2.log" || fail "cmake --install to 'sp ace'"
+eval "set -- $(PKG_CONFIG_PATH=$(dirname "$(find "$tmp/sp ace" -name dbpool.pc)") pkg-config --cflags dbpool)"
+[ $# -eq 1 ] && [ -f "${1#-I}/dbpool.h" ] || fail "installed in '$tmp/sp ace', pkg-config --cflags gives: $*"
 
 # Static: the archive itself, with the libraries dbpool.pc lists for it.
 static_libs=$(pkg-config --static --libs dbpool | sed 's/-ldbpool\b//')
