@@ -1,0 +1,61 @@
+#!/bin/sh
+# The backend switches take CMake's spellings of on and off, in any case
+# (-DDBPOOL_WITH_PG=off, =No, =FALSE, =0, ...), as the other options do:
+# off leaves the backend out even when its client library is installed,
+# on requires it. A value that is neither, nor AUTO, is a configure error,
+# not a silent AUTO. Configures only (the library alone, nothing built).
+#
+#   test_configure_options.sh SOURCE_DIR
+set -eu
+src=$1
+tmp=$(mktemp -d /tmp/dbpool-options-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+n=0
+configure() { # LOG ARGS...: configure a fresh build with ARGS
+  log=$1
+  shift
+  n=$((n + 1))
+  cmake -S "$src" -B "$tmp/b$n" -DDBPOOL_TESTS=OFF -DDBPOOL_BENCH=OFF -DDBPOOL_CLI=OFF "$@" >"$log" 2>&1
+}
+backends() { # LOG: the backends line of a configure
+  grep -o 'dbpool backends: .*' "$1" || true
+}
+
+for v in off OFF No false 0 n Ignore; do
+  configure "$tmp/log" -DDBPOOL_WITH_PG="$v" -DDBPOOL_WITH_MYSQL="$v" || {
+    cat "$tmp/log" >&2
+    fail "configure with DBPOOL_WITH_PG=$v"
+  }
+  [ "$(backends "$tmp/log")" = "dbpool backends: sqlite mock pg=OFF mysql=OFF" ] ||
+    fail "DBPOOL_WITH_PG=DBPOOL_WITH_MYSQL=$v gave '$(backends "$tmp/log")'"
+done
+
+# On: the backend is required (compiled in where its library is found).
+for v in on Yes true 1; do
+  if configure "$tmp/log" -DDBPOOL_WITH_PG="$v" -DDBPOOL_WITH_MYSQL=OFF; then
+    [ "$(backends "$tmp/log")" = "dbpool backends: sqlite mock pg=ON mysql=OFF" ] ||
+      fail "DBPOOL_WITH_PG=$v gave '$(backends "$tmp/log")'"
+  else
+    grep -q "libpq was not found" "$tmp/log" || {
+      cat "$tmp/log" >&2
+      fail "DBPOOL_WITH_PG=$v failed otherwise than on a missing libpq"
+    }
+  fi
+done
+
+for opt in DBPOOL_WITH_PG DBPOOL_WITH_MYSQL; do
+  if configure "$tmp/log" -D$opt=maybe; then
+    fail "$opt=maybe was accepted: $(backends "$tmp/log")"
+  fi
+  grep -q "$opt" "$tmp/log" || {
+    cat "$tmp/log" >&2
+    fail "the error for $opt=maybe does not name $opt"
+  }
+done
+echo "ok: DBPOOL_WITH_PG / DBPOOL_WITH_MYSQL take CMake's on and off spellings, reject others"
