@@ -5,7 +5,8 @@
 # file without it), and no warning may appear that the first compiler did
 # not give. Configures a scratch build of the library alone with the
 # compiler this build does not use (clang for a GCC build, gcc for a clang
-# one) and builds the static and the shared library.
+# one) and builds the static and the shared library; then the shared
+# library once more with DBPOOL_SANITIZE=address,undefined.
 #
 #   test_other_compiler.sh SOURCE_DIR C_COMPILER_ID
 set -eu
@@ -39,4 +40,17 @@ cmake --build "$tmp/build" -j2 >"$tmp/build.log" 2>&1 || {
   grep -m 20 'warning:' "$tmp/build.log" >&2
   fail "$other warns"
 }
-echo "ok: the library builds with $other, -Werror, no warnings"
+
+# With a sanitizer, the shared library links too (clang leaves the
+# sanitizer runtime to the executable: its symbols are undefined in a
+# shared library).
+cmake -S "$src" -B "$tmp/san" -DCMAKE_C_COMPILER="$other" -DDBPOOL_SANITIZE=address,undefined \
+  -DDBPOOL_TESTS=OFF -DDBPOOL_BENCH=OFF -DDBPOOL_CLI=OFF >"$tmp/configure-san.log" 2>&1 || {
+  cat "$tmp/configure-san.log" >&2
+  fail "configure with $other and DBPOOL_SANITIZE=address,undefined"
+}
+cmake --build "$tmp/san" -j2 --target dbpool_shared >"$tmp/build-san.log" 2>&1 || {
+  grep -m 10 -E 'error|undefined' "$tmp/build-san.log" >&2 || tail -20 "$tmp/build-san.log" >&2
+  fail "libdbpool.so does not link with $other and DBPOOL_SANITIZE=address,undefined"
+}
+echo "ok: the library builds with $other, -Werror, no warnings; and with sanitizers"
