@@ -42,7 +42,13 @@ grep -q dbpool_open "$tmp/quickstart.c" || fail "no quick start found in README.
 cc -std=c11 -Wall -Wextra -Werror "$tmp/quickstart.c" $(pkg-config --cflags --libs dbpool) \
   -Wl,-rpath,"$(pkg-config --variable=libdir dbpool)" -o "$tmp/qs_shared" ||
   fail "the quick start does not build against the shared library"
-ldd "$tmp/qs_shared" | grep -q "libdbpool\.so\.0 => $libdir" || fail "qs_shared does not load $libdir/libdbpool.so.0"
+# Before 1.0 the soname names the minor version (every 0.x may change the
+# ABI); from 1.0 on, the major version alone.
+major=$(sed -n 's/^#define DBPOOL_VERSION_MAJOR \([0-9]*\)$/\1/p' "$src/include/dbpool.h")
+minor=$(sed -n 's/^#define DBPOOL_VERSION_MINOR \([0-9]*\)$/\1/p' "$src/include/dbpool.h")
+soname=libdbpool.so.$major
+[ "$major" = 0 ] && soname=$soname.$minor
+ldd "$tmp/qs_shared" | grep -qF "$soname => $libdir/" || fail "qs_shared does not load $libdir/$soname"
 out=$("$tmp/qs_shared") || fail "qs_shared exited $?"
 [ "$out" = "1 alice" ] || fail "qs_shared printed '$out', not '1 alice'"
 
