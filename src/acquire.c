@@ -412,8 +412,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                     p->n_connecting++;
                     unlock(p);
                     dbpool__log_breaker_event(p, ev);
-                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), true,
-                                               trace, out, err);
+                    rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), NULL,
+                                               true, trace, out, err);
                     if (rc == DBPOOL_OK)
                         dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
                                                dbpool__fast_now_ns() - fast_start);

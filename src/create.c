@@ -213,11 +213,7 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
         return rc;
     rc = dbpool__start_session(p, *native, deadline, e);
     if (rc != DBPOOL_OK) {
-        if (rc == DBPOOL_ETIMEDOUT)
-            dbpool__prefix_err(e, "on a new connection (connect_timeout_ms %lld covers connect and init_sql)",
-                               (long long)p->opt.connect_timeout_ms);
-        else
-            dbpool__prefix_err(e, "on a new connection");
+        dbpool__prefix_err(e, "on a new connection");
         p->driver->disconnect(*native);
         *native = NULL;
     }
@@ -236,14 +232,37 @@ static void backoff_sleep(dbpool *p, int64_t ms) {
     unlock(p);
 }
 
+/* An attempt that timed out: say how long it ran and which bound ended it,
+ * connect_timeout_ms or the caller's shorter deadline (`bound`, say
+ * "acquire_timeout_ms 1000 of dbpool_open"): naming connect_timeout_ms when
+ * the caller's deadline came first would make a reader think the pool had
+ * waited that long. */
+static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t began_ns, bool cut,
+                                    const char *bound) {
+    long long took = (long long)((dbpool__now_ns() - began_ns) / DBPOOL_NS_PER_MS);
+    if (cut && bound)
+        dbpool__prefix_err(e, "gave up after %lld ms (%s ended the attempt, before connect_timeout_ms %lld)",
+                           took, bound, (long long)p->opt.connect_timeout_ms);
+    else if (cut)
+        dbpool__prefix_err(e,
+                           "gave up after %lld ms (the caller's deadline ended the attempt, before "
+                           "connect_timeout_ms %lld)",
+                           took, (long long)p->opt.connect_timeout_ms);
+    else
+        dbpool__prefix_err(
+            e, "gave up after %lld ms (connect_timeout_ms %lld, which covers connect and init_sql)", took,
+            (long long)p->opt.connect_timeout_ms);
+}
+
 /*
  * Open a native connection, retrying retriable failures with exponential
  * backoff ("equal jitter": half the delay fixed, half random) up to
  * max_retries, never past `deadline`, and stopping early when the breaker
- * opens or `still_wanted` says nobody needs it any more.
+ * opens or `still_wanted` says nobody needs it any more. `bound` names the
+ * deadline for a timeout's message (NULL: "the caller's deadline").
  */
-static int create_native(dbpool *p, int64_t deadline, uint64_t seq, bool (*still_wanted)(dbpool *p),
-                         void **native, dbpool_error *err) {
+static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_t seq,
+                         bool (*still_wanted)(dbpool *p), void **native, dbpool_error *err) {
     dbpool_error e;
     dbpool__clearerr(&e);
     int rc = DBPOOL_ECONNECT;
@@ -251,14 +270,22 @@ static int create_native(dbpool *p, int64_t deadline, uint64_t seq, bool (*still
         int64_t t0 = dbpool__fast_now_ns();
         int64_t now = dbpool__now_ns();
         int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
-        if (attempt_deadline > deadline || attempt_deadline < now)
+        /* The caller's deadline comes first (by more than the moments
+         * between the two clock readings: equal bounds are connect_timeout_ms's). */
+        bool cut = false;
+        if (attempt_deadline > deadline || attempt_deadline < now) {
+            cut = attempt_deadline < now || attempt_deadline - deadline > 10 * DBPOOL_NS_PER_MS;
             attempt_deadline = deadline;
+        }
         dbpool__clearerr(&e);
         rc = connect_once(p, attempt_deadline, native, &e);
         if (rc == DBPOOL_OK)
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
-        else
+        else {
+            if (rc == DBPOOL_ETIMEDOUT)
+                explain_attempt_timeout(p, &e, now, cut, bound);
             dbpool__finish_err(p, &e);
+        }
         lock(p);
         breaker_event ev = note_attempt_locked(p, rc, &e, seq);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
@@ -344,12 +371,12 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     return c;
 }
 
-int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
-                          dbpool_conn **out, dbpool_error *err) {
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool leased,
+                          const lease_trace *trace, dbpool_conn **out, dbpool_error *err) {
     void *native = NULL;
     /* The place was reserved (and the breaker asked) under the lock before. */
     uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
-    int rc = create_native(p, deadline, seq, NULL, &native, err);
+    int rc = create_native(p, deadline, bound, seq, NULL, &native, err);
     lock(p);
     dbpool_conn *c = NULL;
     if (rc == DBPOOL_OK && !p->closed) {
@@ -392,7 +419,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_
 }
 
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e) {
-    return dbpool__fill_reserved(p, deadline_ns, false, NULL, NULL, e);
+    return dbpool__fill_reserved(p, deadline_ns, NULL, false, NULL, NULL, e);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -526,7 +553,8 @@ static void *connector_main(void *arg) {
         /* Each attempt is bounded by connect_timeout_ms; the whole by the
          * retry budget, cut short when no waiter needs it any more. */
         int64_t budget = connect_budget_ms(&p->opt);
-        int rc = create_native(p, dbpool__deadline_after_ms(budget), seq, still_wanted, &native, &e);
+        int rc = create_native(p, dbpool__deadline_after_ms(budget), "the connector's retry budget", seq,
+                               still_wanted, &native, &e);
         lock(p);
         p->connect_running--;
         dbpool_conn *c = NULL;

@@ -545,11 +545,10 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                     *head = '\0';
                 one_line(msg, sizeof msg);
             }
-            dbpool__seterr(e, DBPOOL_ETIMEDOUT,
-                           "connecting to %s: no answer before the deadline "
-                           "(connect_timeout_ms %lld)%s%s",
-                           target, (long long)(s ? s->connect_timeout_ms : 0), msg[0] ? "; earlier: " : "",
-                           msg);
+            /* Which bound that was (connect_timeout_ms or the caller's
+             * shorter deadline) the core says: it knows. */
+            dbpool__seterr(e, DBPOOL_ETIMEDOUT, "connecting to %s: no answer before the deadline%s%s", target,
+                           msg[0] ? "; earlier: " : "", msg);
             PQfinish(c);
             return DBPOOL_ETIMEDOUT;
         }

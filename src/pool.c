@@ -608,8 +608,11 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         lock(p);
         p->n_connecting++;
         unlock(p);
-        rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.acquire_timeout_ms), false, NULL, NULL,
-                                   err);
+        char bound[64];
+        snprintf(bound, sizeof bound, "acquire_timeout_ms %lld of dbpool_open",
+                 (long long)p->opt.acquire_timeout_ms);
+        rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.acquire_timeout_ms), bound, false,
+                                   NULL, NULL, err);
         if (rc != DBPOOL_OK)
             dbpool__prefix_err(err, "opening pool '%s' failed at connection %d of %d", p->name, i + 1, warm);
     }

@@ -346,8 +346,8 @@ int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err);
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */
-int dbpool__fill_reserved(dbpool *p, int64_t deadline, bool leased, const lease_trace *trace,
-                          dbpool_conn **out, dbpool_error *err);
+int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool leased,
+                          const lease_trace *trace, dbpool_conn **out, dbpool_error *err);
 int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
 /* Make a session no caller holds the one every lease starts from: init_sql,
  * then after_connect, each made the baseline. Run on a new connection and

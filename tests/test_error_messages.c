@@ -1,0 +1,100 @@
+/* Error messages and log lines tell the truth: every figure in them is the
+ * one that applied, and the log's order follows cause then effect. Uses the
+ * mock backend (and a silent loopback listener where a real driver's
+ * message is read). */
+#include "driver_mock.h"
+#include "loopback.h"
+#include "testsupport.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    return 0;
+}
+
+/* A connect that dbpool_open's acquire_timeout_ms cut short names that
+ * bound, not connect_timeout_ms, which had not applied: with
+ * acquire_timeout_ms 300 and connect_timeout_ms 10000 the open used to fail
+ * after 300 ms with nothing (mock) or "(connect_timeout_ms 10000)"
+ * (PostgreSQL) as the bound. */
+static void expect_open_names_acquire_bound(const char *url) {
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.acquire_timeout_ms = 300;
+    o.connect_timeout_ms = 10000;
+    o.max_retries = 0;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_open(&p, url, &o, &e);
+    int64_t took = dbt_now_ms() - t0;
+    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
+    if (took > 5000)
+        fail_msg("the open took %lld ms with acquire_timeout_ms 300", (long long)took);
+    if (!strstr(e.message, "acquire_timeout_ms 300") || strstr(e.message, "(connect_timeout_ms 10000)"))
+        fail_msg("the open's timeout should name acquire_timeout_ms 300 as the bound: %s", e.message);
+    if (!strstr(e.message, "gave up after "))
+        fail_msg("the open's timeout should say how long the attempt ran: %s", e.message);
+}
+
+static void test_open_timeout_names_acquire_bound_mock(void **state) {
+    (void)state;
+    dbpool__mock_set_connect_delay_ms(5000);
+    expect_open_names_acquire_bound("mock:");
+}
+
+#ifdef DBPOOL_HAVE_PG
+static void test_open_timeout_names_acquire_bound_pg(void **state) {
+    (void)state;
+    int port;
+    int ls = dbt_loopback_socket(&port, 16); /* listens, never accepts */
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/db", port);
+    expect_open_names_acquire_bound(url);
+    close(ls);
+}
+#endif
+
+/* A connect that ran into connect_timeout_ms names that bound. */
+static void test_connect_timeout_named(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.acquire_timeout_ms = 5000;
+    o.connect_timeout_ms = 200;
+    o.max_retries = 0;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool__mock_set_connect_delay_ms(5000);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ETIMEDOUT);
+    if (!strstr(e.message, "connect_timeout_ms 200"))
+        fail_msg("the connect's timeout should name connect_timeout_ms 200: %s", e.message);
+    dbpool_close(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
+#ifdef DBPOOL_HAVE_PG
+        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_pg, setup),
+#endif
+        cmocka_unit_test_setup(test_connect_timeout_named, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
