@@ -300,6 +300,10 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: pool is NULL");
     if (dbpool__forked(p))
         return dbpool__fork_error(err);
+    /* When this call began, if before the fast path below (a connection
+     * from the thread cache checked first): the deadline and a timeout's
+     * "timed out after N ms" count from here, not from after that check. */
+    int64_t call_start = 0, fast_call_start = 0;
     if (!trace) {
         /* The fastest path: the connection this thread parked at its last
          * release, taken back without the lock (sticky.c). It never
@@ -311,7 +315,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             return DBPOOL_OK;
         }
         if (c) { /* an ordinary lease now, due for the checks */
-            int64_t t0 = dbpool__fast_now_ns();
+            call_start = dbpool__now_ns();
+            int64_t t0 = fast_call_start = dbpool__fast_now_ns();
             if (checkout_slow(p, c, NULL, NULL))
                 return hand_out(p, c, t0, out);
             lock(p);
@@ -326,12 +331,13 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             unlock(p);
         }
     }
-    const int64_t fast_start = dbpool__fast_now_ns();
+    const int64_t fast_now0 = dbpool__fast_now_ns();
+    const int64_t fast_start = fast_call_start ? fast_call_start : fast_now0; /* for the wait's histogram */
     if (!trace) {
         /* The fast path: an idle connection ready to go, nobody waiting.
          * One lock round, no deadline arithmetic, no system clock: the
          * bookkeeping takes the fast clock's reading. */
-        int64_t now = fast_start;
+        int64_t now = fast_now0;
         lock(p);
         dbpool_conn *c = p->idle_head;
         if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
@@ -346,7 +352,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         timeout_ms = p->opt.acquire_timeout_ms;
     if (timeout_ms == 0)
         may_wait = false;
-    const int64_t start = dbpool__now_ns();
+    const int64_t start = call_start ? call_start : dbpool__now_ns();
     const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
                                  ? INT64_MAX
                                  : start + timeout_ms * DBPOOL_NS_PER_MS;

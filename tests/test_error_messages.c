@@ -88,6 +88,59 @@ static void test_connect_timeout_named(void **state) {
     dbpool_close(p);
 }
 
+/* The "N" of "timed out after N ms" in a timeout's message (-1: none). */
+static long long timed_out_after(const char *msg) {
+    const char *t = strstr(msg, "timed out after ");
+    long long n = -1;
+    if (t && sscanf(t, "timed out after %lld ms", &n) != 1)
+        n = -1;
+    return n;
+}
+
+/* A connection taken back from the thread cache that needs validation is
+ * checked before the acquire's wait. The wait's deadline and the message's
+ * "timed out after N ms" used to count from after that check: a validation
+ * of 400 ms that failed, then a wait of 300 ms, took 700 ms while the
+ * message said 300. They count from the call's start now. */
+static void test_timeout_counts_thread_cache_validation(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.thread_cache = true;
+    o.validation = DBPOOL_VALIDATE_IF_IDLE;
+    o.validation_window_ms = 1;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.thread_cached, 1); /* parked for this thread */
+    dbt_sleep_ms(20);                     /* idle past validation_window_ms: due for a check */
+    dbpool__mock_set_ping_delay_ms(400);
+    dbpool__mock_fail_ping(1, -1);
+    dbpool__mock_set_connect_delay_ms(5000); /* the replacement does not come in time */
+    int64_t t0 = dbt_now_ms();
+    c = NULL;
+    assert_int_equal(dbpool_acquire(p, 300, &c, &e), DBPOOL_ETIMEDOUT);
+    int64_t took = dbt_now_ms() - t0;
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.pings, 1); /* the check ran */
+    long long said = timed_out_after(e.message);
+    if (said < 0 || said + 100 < took || said > took + 5)
+        fail_msg("the acquire took %lld ms, the message says: %s", (long long)took, e.message);
+    if (took > 400 + 300 - 50)
+        fail_msg("the acquire took %lld ms: its 300 ms timeout should count from the call's start, "
+                 "validation included",
+                 (long long)took);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -95,6 +148,7 @@ int main(void) {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_pg, setup),
 #endif
         cmocka_unit_test_setup(test_connect_timeout_named, setup),
+        cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
