@@ -295,11 +295,14 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         if (ev == BREAKER_EVENT_CLOSED)
             (void)dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
+        /* Cause, then effect: the failed attempt before the breaker it
+         * opened. */
+        if (rc != DBPOOL_OK)
+            dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
+                        p->opt.max_retries + 1, e.message);
         dbpool__log_breaker_event(p, ev);
         if (rc == DBPOOL_OK)
             break;
-        dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
-                    p->opt.max_retries + 1, e.message);
         if (!retriable(rc) || attempt >= p->opt.max_retries || breaker_open)
             break;
         int64_t delay = p->opt.backoff_base_ms;

@@ -141,6 +141,59 @@ static void test_timeout_counts_thread_cache_validation(void **state) {
     dbpool_close(p);
 }
 
+/* Log lines, collected in order. */
+typedef struct log_lines {
+    pthread_mutex_t lock;
+    char text[32][512];
+    int n;
+} log_lines;
+
+static void collect(void *user, dbpool_log_level level, const char *message) {
+    (void)level;
+    log_lines *l = user;
+    pthread_mutex_lock(&l->lock);
+    if (l->n < 32)
+        snprintf(l->text[l->n++], sizeof l->text[0], "%s", message);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* Index of the first line containing `needle`, -1 if none. */
+static int line_with(log_lines *l, const char *needle) {
+    pthread_mutex_lock(&l->lock);
+    int at = -1;
+    for (int i = 0; i < l->n && at < 0; i++)
+        if (strstr(l->text[i], needle))
+            at = i;
+    pthread_mutex_unlock(&l->lock);
+    return at;
+}
+
+/* The log follows cause then effect: the failed attempt that opened the
+ * breaker is logged before "circuit breaker opened". It used to come after. */
+static void test_breaker_opened_logged_after_its_cause(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT);
+    int failed = line_with(&l, "connect attempt 1 of 1 failed");
+    int opened = line_with(&l, "circuit breaker opened");
+    if (failed < 0 || opened < 0 || failed > opened)
+        fail_msg("want the failed attempt (line %d) before the breaker it opened (line %d)", failed, opened);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -149,6 +202,7 @@ int main(void) {
 #endif
         cmocka_unit_test_setup(test_connect_timeout_named, setup),
         cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
+        cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
