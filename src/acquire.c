@@ -188,14 +188,15 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
     p->stats.timeouts++;
     /* In use and idle as dbpool_get_stats counts them: parked connections
      * by their park word. */
-    return dbpool__seterr(err, DBPOOL_ETIMEDOUT,
-                          "timed out after %lld ms waiting for a connection from pool '%s' "
-                          "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s)%s%s",
-                          (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
-                          dbpool__callers_leased_locked(p) + cached, p->n_idle + parked_free + p->n_pinging,
-                          p->n_connecting, p->n_waiting, p->cap,
-                          p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
-                          p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker open" : "", holders, last);
+    return dbpool__seterr(
+        err, DBPOOL_ETIMEDOUT,
+        "timed out after %lld ms waiting for a connection from pool '%s' "
+        "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s%s)%s%s",
+        (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
+        dbpool__callers_leased_locked(p) + cached, p->n_idle + parked_free + p->n_pinging, p->n_connecting,
+        p->n_waiting, p->cap, p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
+        p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker " : "",
+        p->breaker != DBPOOL_BREAKER_CLOSED ? dbpool_breaker_state_name(p->breaker) : "", holders, last);
 }
 
 int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err) {

@@ -194,6 +194,36 @@ static void test_breaker_opened_logged_after_its_cause(void **state) {
     dbpool_close(p);
 }
 
+/* A timeout while the breaker is half-open (its trial connect under way)
+ * says so: it used to say "circuit breaker open". */
+static void test_timeout_says_half_open(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 50;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* opens the breaker */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    dbt_sleep_ms(100);                      /* past the cooldown */
+    dbpool__mock_set_connect_delay_ms(800); /* the trial outlasts the wait below */
+    assert_int_equal(dbpool_acquire(p, 200, &c, &e), DBPOOL_ETIMEDOUT);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_HALF_OPEN);
+    if (!strstr(e.message, "circuit breaker half_open") || strstr(e.message, "circuit breaker open"))
+        fail_msg("the breaker is half-open: %s", e.message);
+    dbpool_close(p); /* waits for the trial (800 ms) */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -203,6 +233,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connect_timeout_named, setup),
         cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
         cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
+        cmocka_unit_test_setup(test_timeout_says_half_open, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
