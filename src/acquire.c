@@ -439,10 +439,14 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                      * no new connection was opened. */
                     int parked_busy, parked_free;
                     dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
-                    char more[96] = "";
+                    char more[128] = "";
                     size_t n = 0;
                     if (p->n_pinging > 0)
                         n += (size_t)snprintf(more, sizeof more, "; %d in a keepalive ping", p->n_pinging);
+                    /* Places taken by connects under way: without them,
+                     * "1 in use, max 2" would not explain the refusal. */
+                    if (p->n_connecting > 0 && n < sizeof more)
+                        n += (size_t)snprintf(more + n, sizeof more - n, "; %d connecting", p->n_connecting);
                     if (p->n_waiting > 0 && n < sizeof more)
                         snprintf(more + n, sizeof more - n, "; %d waiting ahead", p->n_waiting);
                     rc =

@@ -224,6 +224,55 @@ static void test_timeout_says_half_open(void **state) {
     dbpool_close(p); /* waits for the trial (800 ms) */
 }
 
+static void *acquire_now(void *arg) {
+    dbpool *p = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_acquire(p, 0, &c, &e) == DBPOOL_OK) /* connects on this thread */
+        dbpool_release(c);
+    return NULL;
+}
+
+/* Poll until the pool has n connects under way (fails after 5 s). */
+static void wait_for_connecting(dbpool *p, int n) {
+    int64_t until = dbt_now_ms() + 5000;
+    dbpool_stats s;
+    for (;;) {
+        dbpool_get_stats(p, &s);
+        if (s.connecting == n)
+            return;
+        if (dbt_now_ms() > until)
+            fail_msg("%d connecting after 5 s, want %d", s.connecting, n);
+        dbt_sleep_ms(1);
+    }
+}
+
+/* try_acquire refused with one connection in use of max 2, the other
+ * place taken by a connect under way: its message read "(1 in use, max
+ * 2)", which does not explain the refusal. It names the connect now. */
+static void test_try_acquire_names_connecting(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *held = dbt_acquire(p);
+    dbpool__mock_set_connect_delay_ms(500);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_now, p), 0);
+    wait_for_connecting(p, 1);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_EBUSY);
+    if (!strstr(e.message, "1 in use, max 2") || !strstr(e.message, "1 connecting"))
+        fail_msg("the refusal should name the connect that holds the second place: %s", e.message);
+    pthread_join(t, NULL);
+    dbpool_release(held);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -234,6 +283,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
         cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
         cmocka_unit_test_setup(test_timeout_says_half_open, setup),
+        cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
