@@ -147,13 +147,17 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
      * ordinary one. Its start is written by its owner without the lock, so
      * it is counted but not aged (reading it would race with the owner's
      * next lease). */
-    int cached, parked_free, pinged = 0;
+    int cached, parked_free, pinged = 0, reclaimed = 0;
     dbpool__parked_counts_locked(p, &cached, &parked_free);
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
         if (c->state != CONN_LEASED && c->state != CONN_RETURNING)
             continue;
         if (c->pinging) { /* maintenance's, for a moment: no caller to blame */
             pinged++;
+            continue;
+        }
+        if (c->reclaimed) { /* a leak whose place was given back: it holds no place now */
+            reclaimed++;
             continue;
         }
         h->count++;
@@ -179,7 +183,11 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
         }
     }
     if (pinged > 0 && n < sizeof holders)
-        snprintf(holders + n, sizeof holders - n, "; %d in a keepalive ping", pinged);
+        n += (size_t)snprintf(holders + n, sizeof holders - n, "; %d in a keepalive ping", pinged);
+    if (reclaimed > 0 && n < sizeof holders)
+        snprintf(holders + n, sizeof holders - n,
+                 "; %d reclaimed lease%s still out (not counted against max)", reclaimed,
+                 reclaimed == 1 ? "" : "s");
     char last[sizeof err->message];
     last[0] = '\0';
     if (p->last_connect_error.code != DBPOOL_OK)

@@ -273,6 +273,44 @@ static void test_try_acquire_names_connecting(void **state) {
     dbpool_close(p);
 }
 
+/* A lease reclaimed as a leak holds no place: a timeout used to count it
+ * as a holder, and name it the oldest, beside "1 in use" ("1 in use, ...;
+ * 2 holders, the oldest holding its connection for 305 ms" with max 1).
+ * It is said apart now. */
+static void test_timeout_does_not_blame_reclaimed_lease(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 10;
+    o.leak_threshold_ms = 300;
+    o.leak_reclaim_ms = 300;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *leaked = dbt_acquire(p);
+    int64_t until = dbt_now_ms() + 5000;
+    dbpool_stats s;
+    for (dbpool_get_stats(p, &s); s.leaks_reclaimed == 0; dbpool_get_stats(p, &s)) {
+        if (dbt_now_ms() > until)
+            fail_msg("the leak was not reclaimed within 5 s");
+        dbt_sleep_ms(5);
+    }
+    dbpool_conn *held = dbt_acquire(p); /* the place given back, 300 ms before it is reclaimed too */
+    dbpool_conn *c = NULL;
+    int rc = dbpool_acquire(p, 0, &c, &e);
+    dbpool_get_stats(p, &s);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("want a timeout, got %s (%d reclaimed: the machine stalled?)", dbpool_errname(rc),
+                 (int)s.leaks_reclaimed);
+    if (!strstr(e.message, "1 in use") || !strstr(e.message, "; 1 holder,") ||
+        !strstr(e.message, "1 reclaimed lease still out"))
+        fail_msg("want 1 in use, 1 holder and the reclaimed lease said apart: %s", e.message);
+    dbpool_release(held);
+    dbpool_release(leaked);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -284,6 +322,7 @@ int main(void) {
         cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
         cmocka_unit_test_setup(test_timeout_says_half_open, setup),
         cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
+        cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
