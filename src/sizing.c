@@ -64,8 +64,9 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
     breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
     dbpool__maint_wake(p);                                    /* a larger min is filled there */
     unlock(p);
-    dbpool__log_breaker_event(p, ev);
+    /* Cause, then effect: the resize, then the breaker's trial it let in. */
     dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", min_size, max_size);
+    dbpool__log_breaker_event(p, ev);
     dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);
     return DBPOOL_OK;
 }
@@ -113,7 +114,7 @@ int dbpool_resume(dbpool *p) {
     }
     breaker_event ev = dbpool__request_connections_locked(p);
     unlock(p);
+    dbpool__log(p, DBPOOL_LOG_INFO, "resumed"); /* before the breaker's trial it let in */
     dbpool__log_breaker_event(p, ev);
-    dbpool__log(p, DBPOOL_LOG_INFO, "resumed");
     return DBPOOL_OK;
 }

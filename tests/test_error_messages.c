@@ -311,6 +311,52 @@ static void test_timeout_does_not_blame_reclaimed_lease(void **state) {
     dbpool_close(p);
 }
 
+static void *acquire_and_release(void *arg) {
+    dbpool *p = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_acquire(p, 5000, &c, &e) == DBPOOL_OK)
+        dbpool_release(c);
+    return NULL;
+}
+
+/* dbpool_resume that lets the breaker's trial connect in (a caller waited
+ * through the suspend for a connection the open breaker had refused)
+ * logged "circuit breaker half-open" before "resumed", the effect before
+ * its cause. */
+static void test_resume_logged_before_breaker_trial(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 50;
+    o.suspend_fails_fast = false;
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* opens the breaker */
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, p), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    dbt_sleep_ms(100); /* past the cooldown */
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    pthread_join(t, NULL);
+    int resumed = line_with(&l, "resumed");
+    int trial = line_with(&l, "circuit breaker half-open");
+    if (resumed < 0 || trial < 0 || resumed > trial)
+        fail_msg("want \"resumed\" (line %d) before the trial it let in (line %d)", resumed, trial);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -323,6 +369,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_says_half_open, setup),
         cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
         cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
+        cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
