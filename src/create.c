@@ -245,8 +245,8 @@ static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t be
                            took, bound, (long long)p->opt.connect_timeout_ms);
     else if (cut)
         dbpool__prefix_err(e,
-                           "gave up after %lld ms (the caller's deadline ended the attempt, before "
-                           "connect_timeout_ms %lld)",
+                           "gave up after %lld ms (the deadline for this connection, its earlier "
+                           "attempts included, ended the attempt before connect_timeout_ms %lld)",
                            took, (long long)p->opt.connect_timeout_ms);
     else
         dbpool__prefix_err(
@@ -259,7 +259,9 @@ static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t be
  * backoff ("equal jitter": half the delay fixed, half random) up to
  * max_retries, never past `deadline`, and stopping early when the breaker
  * opens or `still_wanted` says nobody needs it any more. `bound` names the
- * deadline for a timeout's message (NULL: "the caller's deadline").
+ * deadline for a timeout's message (NULL: the deadline for this connection,
+ * which its retries share: the maintenance refill's, a non-waiting
+ * acquire's).
  */
 static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_t seq,
                          bool (*still_wanted)(dbpool *p), void **native, dbpool_error *err) {

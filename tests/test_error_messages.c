@@ -357,6 +357,35 @@ static void test_resume_logged_before_breaker_trial(void **state) {
     dbpool_close(p);
 }
 
+/* A retry cut short by the deadline its connection's attempts share (here
+ * a non-waiting acquire's, connect_timeout_ms from its first attempt) says
+ * so; it used to blame "the caller's deadline", which read wrongly for the
+ * maintenance thread's refill, where there is no caller. */
+static void test_retry_cut_by_shared_deadline_named(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.connect_timeout_ms = 300;
+    o.max_retries = 1;
+    o.backoff_base_ms = 1;
+    o.backoff_max_ms = 1;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    /* Each attempt takes 250 ms; the first then fails, the second has
+     * about 50 ms left of the 300. */
+    dbpool__mock_set_connect_delay_ms(250);
+    dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ETIMEDOUT);
+    if (!strstr(e.message, "the deadline for this connection, its earlier attempts included") ||
+        !strstr(e.message, "before connect_timeout_ms 300"))
+        fail_msg("the second attempt was cut by the deadline both attempts share: %s", e.message);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -364,6 +393,7 @@ int main(void) {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_pg, setup),
 #endif
         cmocka_unit_test_setup(test_connect_timeout_named, setup),
+        cmocka_unit_test_setup(test_retry_cut_by_shared_deadline_named, setup),
         cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
         cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
         cmocka_unit_test_setup(test_timeout_says_half_open, setup),
