@@ -249,9 +249,8 @@ static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t be
                            "attempts included, ended the attempt before connect_timeout_ms %lld)",
                            took, (long long)p->opt.connect_timeout_ms);
     else
-        dbpool__prefix_err(
-            e, "gave up after %lld ms (connect_timeout_ms %lld, which covers connect and init_sql)", took,
-            (long long)p->opt.connect_timeout_ms);
+        dbpool__prefix_err(e, "gave up after %lld ms (connect_timeout_ms %lld)", took,
+                           (long long)p->opt.connect_timeout_ms);
 }
 
 /*
