@@ -98,9 +98,9 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
         seq != atomic_load_explicit(&p->trial_seq, memory_order_relaxed))
         return BREAKER_EVENT_NONE; /* admitted before the trial, which is still under way: not its outcome */
-    bool open = p->breaker == DBPOOL_BREAKER_HALF_OPEN ||
-                (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
-                 p->consecutive_failures >= p->opt.breaker_failures);
+    bool trial_failed = p->breaker == DBPOOL_BREAKER_HALF_OPEN;
+    bool open = trial_failed || (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
+                                 p->consecutive_failures >= p->opt.breaker_failures);
     p->trial_in_flight = false;
     p->trial_jobs = 0;
     if (!open) {
@@ -115,7 +115,7 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     p->breaker = DBPOOL_BREAKER_OPEN;
     p->breaker_opened_ns = dbpool__fast_now_ns();
     p->stats.breaker_opens++;
-    return BREAKER_EVENT_OPENED;
+    return trial_failed ? BREAKER_EVENT_REOPENED : BREAKER_EVENT_OPENED;
 }
 
 void dbpool__log_breaker_event(dbpool *p, breaker_event ev) {
@@ -125,6 +125,13 @@ void dbpool__log_breaker_event(dbpool *p, breaker_event ev) {
         dbpool__log(p, DBPOOL_LOG_ERROR,
                     "circuit breaker opened (breaker_failures %d): new connections are refused for %lld ms",
                     p->opt.breaker_failures, (long long)p->opt.breaker_cooldown_ms);
+        break;
+    case BREAKER_EVENT_REOPENED:
+        /* One failure, the trial's: not breaker_failures of them. */
+        dbpool__log(p, DBPOOL_LOG_ERROR,
+                    "circuit breaker opened again: the trial connect failed; new connections are refused "
+                    "for %lld ms",
+                    (long long)p->opt.breaker_cooldown_ms);
         break;
     case BREAKER_EVENT_HALF_OPEN:
         dbpool__log(p, DBPOOL_LOG_WARN, "circuit breaker half-open: trying one connection");

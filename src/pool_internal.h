@@ -112,6 +112,7 @@ struct waiter {
 typedef enum {
     BREAKER_EVENT_NONE = 0,
     BREAKER_EVENT_OPENED,
+    BREAKER_EVENT_REOPENED, /* half-open -> open: the trial failed */
     BREAKER_EVENT_HALF_OPEN,
     BREAKER_EVENT_CLOSED
 } breaker_event;

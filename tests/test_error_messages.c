@@ -386,6 +386,47 @@ static void test_retry_cut_by_shared_deadline_named(void **state) {
     dbpool_close(p);
 }
 
+/* A failed half-open trial opens the breaker again after one failure: the
+ * log line used to be the first opening's, "circuit breaker opened
+ * (breaker_failures 3)", as if three more connects had failed. */
+static void test_breaker_reopen_logged_as_failed_trial(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 2;
+    o.backoff_base_ms = 1;
+    o.backoff_max_ms = 1;
+    o.breaker_failures = 3;
+    o.breaker_cooldown_ms = 50;
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* three attempts: opened */
+    dbt_sleep_ms(100);                                               /* past the cooldown */
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* the trial, failed */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker_opens, 2);
+    int first = line_with(&l, "circuit breaker opened (breaker_failures 3)");
+    int again = line_with(&l, "circuit breaker opened again: the trial connect failed");
+    if (first < 0 || again < first)
+        fail_msg("want the first opening (line %d), then the failed trial's (line %d)", first, again);
+    pthread_mutex_lock(&l.lock);
+    int openings = 0;
+    for (int i = 0; i < l.n; i++)
+        openings += strstr(l.text[i], "(breaker_failures 3)") != NULL;
+    pthread_mutex_unlock(&l.lock);
+    assert_int_equal(openings, 1);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -400,6 +441,7 @@ int main(void) {
         cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
         cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
         cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
+        cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
