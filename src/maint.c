@@ -179,9 +179,16 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
 void dbpool__maint_pass(dbpool *p) {
     dbpool_conn *expired = NULL, *idle_out = NULL, *over_cap = NULL;
     leak_report leaks[MAX_LEAK_REPORTS];
+    /* Taken before the pool's lock (the order everywhere), held from the
+     * scan that marks leaks until their reports are logged. */
+    bool leak_scan = p->opt.leak_threshold_ms > 0;
+    if (leak_scan)
+        pthread_mutex_lock(&p->leak_log_lock);
     lock(p);
     if (p->closed) {
         unlock(p);
+        if (leak_scan)
+            pthread_mutex_unlock(&p->leak_log_lock);
         return;
     }
     int64_t now = dbpool__fast_now_ns();
@@ -208,6 +215,8 @@ void dbpool__maint_pass(dbpool *p) {
     if (new_cap != old_cap)
         dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", old_cap, new_cap);
     log_leaks(p, leaks, nleaks);
+    if (leak_scan)
+        pthread_mutex_unlock(&p->leak_log_lock);
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
     dbpool__close_closing_list(p, over_cap, DBPOOL_CLOSE_SHRINK);

@@ -420,6 +420,7 @@ void dbpool__free(dbpool *p) {
     pthread_cond_destroy(&p->maint_cond);
     pthread_cond_destroy(&p->connector_cond);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->leak_log_lock);
     free(p->connectors);
     free(p->name);
     free(p->init_sql);
@@ -556,6 +557,15 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     int mrc = pthread_mutex_init(&p->lock, &ma);
     pthread_mutexattr_destroy(&ma);
     if (mrc != 0) {
+        free(p);
+        return dbpool__seterr(err, DBPOOL_ENOMEM, "pthread_mutex_init failed");
+    }
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE); /* a log callback may release the lease */
+    mrc = pthread_mutex_init(&p->leak_log_lock, &ma);
+    pthread_mutexattr_destroy(&ma);
+    if (mrc != 0) {
+        pthread_mutex_destroy(&p->lock);
         free(p);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "pthread_mutex_init failed");
     }

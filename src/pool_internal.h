@@ -182,6 +182,11 @@ struct dbpool {
     bool maint_woken; /* dbpool__maint_wake asked for a pass before the interval is up */
     pthread_t maint_thread;
     pthread_cond_t maint_cond;
+    /* Held (recursive) by the maintenance thread from its leak scan until
+     * the reports are logged: a release's "came back" line takes it first,
+     * so that it never comes before the report it answers. Taken before
+     * the pool's lock, never while holding it. */
+    pthread_mutex_t leak_log_lock;
     double util_sum; /* autoscale: utilisation samples since the last decision */
     int util_samples;
     int64_t last_scale_ns;

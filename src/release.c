@@ -18,10 +18,15 @@ static bool idle_expired(const dbpool *p, const dbpool_conn *c, void *arg) {
     return dbpool__idle_expired_locked(p, c, *(const int64_t *)arg);
 }
 
+/* Called without the pool's lock. The leak report this answers may still
+ * be being logged by the maintenance thread: wait for it, so that the log
+ * reads report, then return. */
 static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
+    pthread_mutex_lock(&p->leak_log_lock);
     dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu reported as leaked came back after %lld ms%s",
                 (unsigned long long)c->id, (long long)(held_ns / DBPOOL_NS_PER_MS),
                 c->reclaimed ? " (reclaimed: closing it)" : "");
+    pthread_mutex_unlock(&p->leak_log_lock);
 }
 
 static int release_impl(dbpool_conn *c, bool discard) {

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -427,6 +428,76 @@ static void test_breaker_reopen_logged_as_failed_trial(void **state) {
     dbpool_close(p);
 }
 
+/* A logger slow to write the leak report (it waits, bounded, for the
+ * leaked lease's "came back" line) and writes each line as it returns. */
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    bool reporting, came_back;
+    log_lines lines;
+} slow = {
+    .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .lines.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void slow_leak_logger(void *user, dbpool_log_level level, const char *message) {
+    (void)user;
+    if (strstr(message, "possible leak")) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 300 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&slow.m);
+        slow.reporting = true;
+        pthread_cond_broadcast(&slow.cv);
+        while (!slow.came_back)
+            if (pthread_cond_timedwait(&slow.cv, &slow.m, &until) != 0)
+                break;
+        pthread_mutex_unlock(&slow.m);
+        collect(&slow.lines, level, message);
+        return;
+    }
+    collect(&slow.lines, level, message);
+    if (strstr(message, "came back")) {
+        pthread_mutex_lock(&slow.m);
+        slow.came_back = true;
+        pthread_cond_broadcast(&slow.cv);
+        pthread_mutex_unlock(&slow.m);
+    }
+}
+
+/* A leaked lease released while the maintenance thread was still logging
+ * its report had its "reported as leaked came back" line written first:
+ * the answer before the report. The release now waits for the report. */
+static void test_leak_return_logged_after_report(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 10;
+    o.leak_threshold_ms = 50;
+    o.log_fn = slow_leak_logger;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = dbt_acquire(p);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&slow.m);
+    while (!slow.reporting)
+        if (pthread_cond_timedwait(&slow.cv, &slow.m, &until) != 0)
+            fail_msg("no leak report within 5 s");
+    pthread_mutex_unlock(&slow.m);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK); /* while the report is being logged */
+    dbpool_close(p);
+    int report = line_with(&slow.lines, "possible leak");
+    int back = line_with(&slow.lines, "reported as leaked came back");
+    if (report < 0 || back < 0 || report > back)
+        fail_msg("want the leak report (line %d) before the lease's return (line %d)", report, back);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -442,6 +513,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
         cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
         cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
+        cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
