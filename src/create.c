@@ -409,6 +409,9 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     if (hold)
         dbpool__hold_locked(p);
     bool free_it = dbpool__can_free_locked(p);
+    /* Under the lock: a published connection may be leased, closed and its
+     * slot reused by another thread once it is dropped. */
+    unsigned long long id = c ? (unsigned long long)c->id : 0;
     unlock(p);
     if (free_it) {
         dbpool__free(p);
@@ -424,7 +427,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     if (c) {
         if (out)
             *out = c;
-        dbpool__log(p, DBPOOL_LOG_DEBUG, "opened connection #%llu", (unsigned long long)c->id);
+        dbpool__log(p, DBPOOL_LOG_DEBUG, "opened connection #%llu", id);
     }
     return rc;
 }
@@ -577,9 +580,14 @@ static void *connector_main(void *arg) {
                 deliver_failure_locked(p, rc, &e);
         }
         breaker_event ev = dbpool__request_connections_locked(p);
+        /* Read under the lock: once published, the connection may be
+         * leased, closed and its slot reused by another thread. */
+        unsigned long long id = c ? (unsigned long long)c->id : 0;
         unlock(p);
         if (!c && native)
             p->driver->disconnect(native);
+        if (c)
+            dbpool__log(p, DBPOOL_LOG_DEBUG, "opened connection #%llu", id);
         dbpool__log_breaker_event(p, ev);
         lock(p);
     }

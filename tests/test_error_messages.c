@@ -498,6 +498,30 @@ static void test_leak_return_logged_after_report(void **state) {
         fail_msg("want the leak report (line %d) before the lease's return (line %d)", report, back);
 }
 
+/* Connections opened by the connector threads, for callers who wait (the
+ * usual way a pool grows), were never logged: operations.md promises
+ * "connection opened" at DEBUG, and only those opened on a caller's own
+ * thread (dbpool_open, a timeout of 0, the maintenance refill) had it. */
+static void test_connector_opened_connection_logged(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = dbt_acquire(p); /* waits: a connector opens it */
+    dbpool_release(c);
+    dbpool_close(p); /* joins the connector: its log line is in */
+    if (line_with(&l, "opened connection #1") < 0)
+        fail_msg("no \"opened connection #1\" line at DEBUG for the connector's connection");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -514,6 +538,7 @@ int main(void) {
         cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
         cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
         cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
+        cmocka_unit_test_setup(test_connector_opened_connection_logged, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
