@@ -609,7 +609,7 @@ int dbpool__connectors_start(dbpool *p, dbpool_error *e) {
             pthread_attr_destroy(&attr);
             return dbpool__seterr(e, DBPOOL_ENOMEM,
                                   "could not start connector thread %d of max_connecting %d (%s): lower "
-                                  "max_connecting or the process's thread limit",
+                                  "max_connecting, or raise the limit on threads (ulimit -u)",
                                   i + 1, p->opt.max_connecting, strerror(rc));
         }
         lock(p);

@@ -304,11 +304,19 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     p->last_scale_ns = dbpool__fast_now_ns();
     int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
-    if (rc != 0)
-        return dbpool__seterr(e, DBPOOL_ENOMEM,
-                              "could not start the maintenance thread (%s): the process is out of threads or "
-                              "memory; maintenance_interval_ms=0 runs the pool without it",
-                              strerror(rc));
+    if (rc != 0) {
+        /* Without the thread: only when nothing needs it (options.c refuses
+         * maintenance_interval_ms=0 with these). */
+        bool needed = p->opt.autoscale || p->opt.leak_threshold_ms > 0 || p->opt.keepalive_ms > 0;
+        return dbpool__seterr(
+            e, DBPOOL_ENOMEM,
+            "could not start the maintenance thread (%s): the process is out of threads or "
+            "memory; %s",
+            strerror(rc),
+            needed ? "raise the limit on threads (ulimit -u) or lower max_connecting"
+                   : "raise the limit on threads (ulimit -u), or set maintenance_interval_ms=0 "
+                     "to run the pool without it");
+    }
     lock(p);
     p->maint_running = true;
     unlock(p);

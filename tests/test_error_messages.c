@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -522,6 +524,79 @@ static void test_connector_opened_connection_logged(void **state) {
         fail_msg("no \"opened connection #1\" line at DEBUG for the connector's connection");
 }
 
+/* Out of threads: the advice must be one that helps. The connector
+ * message said "lower max_connecting or the process's thread limit" (the
+ * limit wants raising), and the maintenance one offered
+ * maintenance_interval_ms=0 even when leak detection needs the thread, a
+ * setting dbpool_open then refuses. Run in a child as nobody, under
+ * RLIMIT_NPROC (root ignores the limit; others may already be near it). */
+static void test_out_of_threads_advice(void **state) {
+    (void)state;
+    if (getuid() != 0)
+        skip();
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct rlimit r = {20, 20};
+        if (setgid(65534) != 0 || setuid(65534) != 0 || setrlimit(RLIMIT_NPROC, &r) != 0)
+            _exit(3);
+        char out[2 * sizeof(((dbpool_error *)0)->message) + 2] = "";
+        dbpool_options o;
+        dbt_options(&o, 0, 1);
+        o.lazy_connect = true;
+        o.max_connecting = 100;
+        dbpool *p = NULL;
+        dbpool_error e;
+        if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_ENOMEM)
+            _exit(4);
+        int started = 0;
+        if (sscanf(e.message, "could not start connector thread %d", &started) != 1 || started < 2)
+            _exit(5);
+        snprintf(out, sizeof out, "%s\n", e.message);
+        /* One connector fewer: then the maintenance thread is the one
+         * that cannot start (once the first pool's threads are reaped). */
+        o.max_connecting = started - 1;
+        o.leak_threshold_ms = 1000;
+        int rc = DBPOOL_OK;
+        for (int i = 0; i < 200; i++) {
+            rc = dbpool_open(&p, "mock:", &o, &e);
+            if (rc == DBPOOL_OK)
+                dbpool_close(p);
+            if (rc != DBPOOL_ENOMEM || strstr(e.message, "maintenance thread"))
+                break;
+            usleep(10000);
+        }
+        if (rc != DBPOOL_ENOMEM || !strstr(e.message, "maintenance thread"))
+            _exit(6);
+        strncat(out, e.message, sizeof out - strlen(out) - 1);
+        if (write(fds[1], out, strlen(out)) < 0)
+            _exit(7);
+        _exit(0);
+    }
+    close(fds[1]);
+    char got[2 * sizeof(((dbpool_error *)0)->message) + 2];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof got - 1 && (k = read(fds[0], got + n, sizeof got - 1 - n)) > 0)
+        n += (size_t)k;
+    got[n] = '\0';
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the child could not set the scene (exit %d): %s", WEXITSTATUS(status), got);
+    char *maint = strchr(got, '\n');
+    assert_non_null(maint);
+    *maint++ = '\0';
+    if (!strstr(got, "raise the limit on threads"))
+        fail_msg("the connector message should say to raise the thread limit: %s", got);
+    if (strstr(maint, "maintenance_interval_ms=0") || !strstr(maint, "raise the limit on threads"))
+        fail_msg("with leak detection on, maintenance_interval_ms=0 is refused: %s", maint);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -539,6 +614,7 @@ int main(void) {
         cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
         cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
         cmocka_unit_test_setup(test_connector_opened_connection_logged, setup),
+        cmocka_unit_test_setup(test_out_of_threads_advice, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
