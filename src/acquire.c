@@ -108,6 +108,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
             rtt = 1;
         if (vrc != DBPOOL_OK) {
             back_in_line(p, requeue);
+            dbpool__note_validation_bound(p, &e);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu failed validation, replacing it: %s",
                         (unsigned long long)c->id, e.message);

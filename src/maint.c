@@ -235,6 +235,7 @@ void dbpool__maint_pass(dbpool *p) {
             dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
         unlock(p);
         if (prc != DBPOOL_OK) {
+            dbpool__note_validation_bound(p, &e);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "keepalive ping of connection #%llu failed, closing it: %s",
                         (unsigned long long)ping->id, e.message);

@@ -115,6 +115,12 @@ void dbpool__finish_err(const dbpool *p, dbpool_error *e) {
         dbpool__redact(e->message, sizeof e->message, p ? p->secrets : NULL);
 }
 
+void dbpool__note_validation_bound(const dbpool *p, dbpool_error *e) {
+    if (e && e->code == DBPOOL_ETIMEDOUT)
+        dbpool__prefix_err(e, "no answer within validation_timeout_ms %lld",
+                           (long long)p->opt.validation_timeout_ms);
+}
+
 void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
     if (!p->opt.log_fn || level > p->opt.log_level)
         return;

@@ -270,6 +270,9 @@ void dbpool__unlock(dbpool *p);
 void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dbpool__finish_err(const dbpool *p, dbpool_error *e);
+/* A check bounded by validation_timeout_ms (validation, keepalive ping,
+ * reset on release) that timed out: say which bound ran out. */
+void dbpool__note_validation_bound(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
 /* c is to close for idle time: timed out, and the pool above min_size. */
 static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {

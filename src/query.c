@@ -206,6 +206,7 @@ int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {
             out->status = DBPOOL_HEALTHY;
             dbpool_release(c);
         } else {
+            dbpool__note_validation_bound(p, &out->error);
             dbpool__finish_err(p, &out->error);
             dbpool_discard(c);
         }

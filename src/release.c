@@ -124,6 +124,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
             p->stats.rollbacks++;
             unlock(p);
         } else {
+            dbpool__note_validation_bound(p, &e);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "reset of connection #%llu failed, closing it: %s",
                         (unsigned long long)c->id, e.message);

@@ -597,6 +597,38 @@ static void test_out_of_threads_advice(void **state) {
         fail_msg("with leak detection on, maintenance_interval_ms=0 is refused: %s", maint);
 }
 
+/* A check bounded by validation_timeout_ms that ran out said only "no
+ * answer in time" (the driver's words): which bound applied, and so what
+ * to raise, was left to guess. The validation's log line and
+ * dbpool_check_health's error name it now. */
+static void test_validation_timeout_named(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.validation_window_ms = 2000; /* the replacement, just opened, is not checked */
+    o.validation_timeout_ms = 100;
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool_release(dbt_acquire(p)); /* leased once: checked from now on */
+    dbpool__mock_set_ping_delay_ms(2000);
+    dbpool_health h;
+    assert_int_equal(dbpool_check_health(p, &h, &e), DBPOOL_ETIMEDOUT);
+    int line = line_with(&l, "failed validation");
+    if (line < 0 || !strstr(l.text[line], "validation_timeout_ms 100"))
+        fail_msg("the validation's log line should name validation_timeout_ms 100: %s",
+                 line < 0 ? "(none)" : l.text[line]);
+    if (!strstr(e.message, "validation_timeout_ms 100"))
+        fail_msg("the health check's error should name validation_timeout_ms 100: %s", e.message);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -615,6 +647,7 @@ int main(void) {
         cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
         cmocka_unit_test_setup(test_connector_opened_connection_logged, setup),
         cmocka_unit_test_setup(test_out_of_threads_advice, setup),
+        cmocka_unit_test_setup(test_validation_timeout_named, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
