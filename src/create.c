@@ -279,10 +279,15 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         int64_t now = dbpool__now_ns();
         int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
         /* The caller's deadline comes first (by more than the moments
-         * between the two clock readings: equal bounds are connect_timeout_ms's). */
+         * between the two clock readings: equal bounds are connect_timeout_ms's).
+         * Without a `bound`, the deadline is connect_timeout_ms from the
+         * first attempt (or longer): that one is never cut, however long
+         * the thread was held up before it. */
         bool cut = false;
         if (attempt_deadline > deadline || attempt_deadline < now) {
             cut = attempt_deadline < now || attempt_deadline - deadline > 10 * DBPOOL_NS_PER_MS;
+            if (attempt == 0 && !bound)
+                cut = false;
             attempt_deadline = deadline;
         }
         dbpool__clearerr(&e);
