@@ -197,15 +197,33 @@ static int timeout_error_locked(dbpool *p, int64_t start, dbpool_error *err, hol
     p->stats.timeouts++;
     /* In use and idle as dbpool_get_stats counts them: parked connections
      * by their park word. */
-    return dbpool__seterr(
-        err, DBPOOL_ETIMEDOUT,
-        "timed out after %lld ms waiting for a connection from pool '%s' "
-        "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s%s)%s%s",
-        (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
-        dbpool__callers_leased_locked(p) + cached, p->n_idle + parked_free + p->n_pinging, p->n_connecting,
-        p->n_waiting, p->cap, p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
-        p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker " : "",
-        p->breaker != DBPOOL_BREAKER_CLOSED ? dbpool_breaker_state_name(p->breaker) : "", holders, last);
+    char head[sizeof err->message];
+    snprintf(head, sizeof head,
+             "timed out after %lld ms waiting for a connection from pool '%s' "
+             "(%d in use, %d idle, %d connecting, %d waiting, max %d%s%s%s)",
+             (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), p->name,
+             dbpool__callers_leased_locked(p) + cached, p->n_idle + parked_free + p->n_pinging,
+             p->n_connecting, p->n_waiting, p->cap,
+             p->suspended ? ", suspended: nothing is handed out until dbpool_resume" : "",
+             p->breaker != DBPOOL_BREAKER_CLOSED ? ", circuit breaker " : "",
+             p->breaker != DBPOOL_BREAKER_CLOSED ? dbpool_breaker_state_name(p->breaker) : "");
+    /* The holders yield to the last connect error, the likelier cause,
+     * when both do not fit (a long pool name, a long driver message). */
+    size_t used = strlen(head) + strlen(last), cap = sizeof err->message - 1;
+    if (used + strlen(holders) > cap) {
+        size_t room = used < cap ? cap - used : 0;
+        if (room > 4) {
+            memcpy(holders + room - 4, " ...", 5);
+        } else {
+            holders[0] = '\0';
+        }
+    }
+    /* The holders go inside head's closing parenthesis. */
+    size_t hl = strlen(head);
+    bool closes = hl > 0 && head[hl - 1] == ')';
+    if (closes)
+        head[hl - 1] = '\0';
+    return dbpool__seterr(err, DBPOOL_ETIMEDOUT, "%s%s%s%s", head, holders, closes ? ")" : "", last);
 }
 
 int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err) {

@@ -314,6 +314,50 @@ static void test_timeout_does_not_blame_reclaimed_lease(void **state) {
     dbpool_close(p);
 }
 
+/* The last connect error is the likelier cause of a timeout, and it comes
+ * last in the message: with a long pool name, a suspended pool, an open
+ * breaker and holders to describe, it was cut off the 512-byte message.
+ * Now the holders' part yields to it. */
+static void test_timeout_keeps_last_connect_error(void **state) {
+    (void)state;
+    char name[128];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    dbpool_options o;
+    dbt_options(&o, 0, 3);
+    o.name = name;
+    o.suspend_fails_fast = false; /* a suspended pool waits */
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 60000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    /* Two holders, one of them through this thread's cache. */
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_release(a);
+    a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
+    /* The third connect fails and opens the breaker. */
+    dbpool__mock_fail_connect(3, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    assert_int_not_equal(dbpool_acquire(p, 200, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    int rc = dbpool_acquire(p, 100, &c, &e);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("want a timeout, got %s: %s", dbpool_errname(rc), e.message);
+    if (!strstr(e.message, "suspended") || !strstr(e.message, "circuit breaker open") ||
+        !strstr(e.message, "; last connect error (") || !strstr(e.message, "injected (attempt 3)"))
+        fail_msg("the last connect error was cut off the message: %s", e.message);
+    assert_true(strlen(e.message) < sizeof e.message);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_close(p);
+}
+
 static void *acquire_and_release(void *arg) {
     dbpool *p = arg;
     dbpool_conn *c = NULL;
@@ -642,6 +686,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_says_half_open, setup),
         cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
         cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
+        cmocka_unit_test_setup(test_timeout_keeps_last_connect_error, setup),
         cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
         cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
         cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
