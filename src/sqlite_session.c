@@ -1,6 +1,7 @@
 /* sqlite_session.c — see sqlite_session.h. */
 #include "sqlite_session.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,8 +91,8 @@ static int track(void *arg, int action, const char *what, const char *detail, co
             return SQLITE_OK;
         int i = pragma_index(restorable, SQLITE_SESSION_PRAGMAS, what);
         int lost = i < 0 ? pragma_index(unrestorable, SIZE_MAX, what) : -1;
-        if ((lost == 0 && strcasecmp(detail, s->journal_base) == 0) ||
-            (lost == 1 && strcasecmp(detail, s->locking_base) == 0))
+        if ((lost == 0 && strcasecmp(detail, s->base->journal) == 0) ||
+            (lost == 1 && strcasecmp(detail, s->base->locking) == 0))
             lost = -1; /* the mode it is in: a no-op */
         if (i >= 0)
             s->pragmas |= UINT32_C(1) << i;
@@ -145,8 +146,8 @@ static int track(void *arg, int action, const char *what, const char *detail, co
 }
 
 /* Read the restorable settings as they are now. */
-static int read_pragmas(sqlite3 *db, sqlite_session *s) {
-    s->pragmas_known = 0;
+static int read_pragmas(sqlite3 *db, sqlite_pragma_base *b) {
+    memset(b, 0, sizeof *b);
     for (int i = 0; i < SQLITE_SESSION_PRAGMAS; i++) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA main.%s", restorable[i]);
@@ -155,8 +156,8 @@ static int read_pragmas(sqlite3 *db, sqlite_session *s) {
         if (src == SQLITE_OK)
             src = sqlite3_step(st);
         if (src == SQLITE_ROW) {
-            s->pragma_base[i] = sqlite3_column_int64(st, 0);
-            s->pragmas_known |= UINT32_C(1) << i;
+            b->value[i] = sqlite3_column_int64(st, 0);
+            b->known |= UINT32_C(1) << i;
             src = SQLITE_OK;
         } else if (src == SQLITE_DONE) {
             src = SQLITE_OK; /* compiled out: nothing to put back */
@@ -166,15 +167,14 @@ static int read_pragmas(sqlite3 *db, sqlite_session *s) {
             return src;
     }
     static const char *const modes[] = {"PRAGMA main.journal_mode", "PRAGMA main.locking_mode"};
-    char *bases[] = {s->journal_base, s->locking_base};
+    char *bases[] = {b->journal, b->locking};
     for (int i = 0; i < 2; i++) {
         sqlite3_stmt *st = NULL;
         int src = sqlite3_prepare_v2(db, modes[i], -1, &st, NULL);
         if (src == SQLITE_OK)
             src = sqlite3_step(st);
-        bases[i][0] = '\0';
         if (src == SQLITE_ROW && sqlite3_column_text(st, 0))
-            snprintf(bases[i], sizeof s->journal_base, "%s", (const char *)sqlite3_column_text(st, 0));
+            snprintf(bases[i], sizeof b->journal, "%s", (const char *)sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
         if (src != SQLITE_ROW && src != SQLITE_DONE)
             return src;
@@ -182,16 +182,68 @@ static int read_pragmas(sqlite3 *db, sqlite_session *s) {
     return SQLITE_OK;
 }
 
+/* The shared copies of the settings sessions start with: one per distinct
+ * set, counted (usually one in the whole process). */
+static pthread_mutex_t bases_lock = PTHREAD_MUTEX_INITIALIZER;
+static sqlite_pragma_base *bases;
+
+static bool same_base(const sqlite_pragma_base *a, const sqlite_pragma_base *b) {
+    return a->known == b->known && memcmp(a->value, b->value, sizeof a->value) == 0 &&
+           strcmp(a->journal, b->journal) == 0 && strcmp(a->locking, b->locking) == 0;
+}
+
+static void base_put(const sqlite_pragma_base *b) {
+    if (!b)
+        return;
+    pthread_mutex_lock(&bases_lock);
+    sqlite_pragma_base **at = &bases;
+    while (*at && *at != b)
+        at = &(*at)->next;
+    if (*at && --(*at)->refs == 0) {
+        sqlite_pragma_base *gone = *at;
+        *at = gone->next;
+        free(gone);
+    }
+    pthread_mutex_unlock(&bases_lock);
+}
+
+/* s->base becomes the shared copy of `now` (made when there is none). */
+static bool base_set(sqlite_session *s, const sqlite_pragma_base *now) {
+    pthread_mutex_lock(&bases_lock);
+    sqlite_pragma_base *b = bases;
+    while (b && !same_base(b, now))
+        b = b->next;
+    if (!b) {
+        b = malloc(sizeof *b);
+        if (!b) {
+            pthread_mutex_unlock(&bases_lock);
+            return false;
+        }
+        *b = *now;
+        b->refs = 0;
+        b->next = bases;
+        bases = b;
+    }
+    b->refs++;
+    pthread_mutex_unlock(&bases_lock);
+    base_put(s->base);
+    s->base = b;
+    return true;
+}
+
 int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, dbpool_error *e) {
-    int src = read_pragmas(db, s);
+    sqlite_pragma_base now;
+    int src = read_pragmas(db, &now);
     if (src != SQLITE_OK)
         return dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_ECONNECT,
                               "reading the new SQLite connection's settings failed: %s", sqlite3_errstr(src));
     int busy = pragma_index(restorable, SQLITE_SESSION_PRAGMAS, "busy_timeout");
     if (busy >= 0) { /* what the connection runs with once opened */
-        s->pragma_base[busy] = busy_timeout_ms;
-        s->pragmas_known |= UINT32_C(1) << busy;
+        now.value[busy] = busy_timeout_ms;
+        now.known |= UINT32_C(1) << busy;
     }
+    if (!base_set(s, &now))
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     sqlite3_set_authorizer(db, track, s);
     return DBPOOL_OK;
 }
@@ -301,12 +353,15 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
     }
     /* init_sql or after_connect set a PRAGMA: its value is the baseline. */
     if (s->pragmas || s->lost_pragma) {
-        int src = read_pragmas(db, s);
+        sqlite_pragma_base now;
+        int src = read_pragmas(db, &now);
         if (src != SQLITE_OK)
             return dbpool__seterr(e, DBPOOL_ECONNECT,
                                   "reading the settings init_sql and after_connect left on the new SQLite "
                                   "connection failed: %s",
                                   sqlite3_errstr(src));
+        if (!base_set(s, &now))
+            return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
     s->dirty = s->touched = s->broken = false;
     s->pragmas = 0;
@@ -321,13 +376,13 @@ static int restore_pragmas(sqlite3 *db, sqlite_session *s, dbpool_error *e) {
                               "a caller set PRAGMA %s, which a reset cannot put back: the connection is "
                               "replaced",
                               unrestorable[s->lost_pragma - 1]);
-    uint32_t todo = s->pragmas & s->pragmas_known;
+    uint32_t todo = s->pragmas & s->base->known;
     if (!todo)
         return DBPOOL_OK;
     sqlite3_str *script = sqlite3_str_new(db);
     for (int i = 0; i < SQLITE_SESSION_PRAGMAS; i++)
         if (todo & (UINT32_C(1) << i))
-            sqlite3_str_appendf(script, "PRAGMA main.%s=%lld;", restorable[i], (long long)s->pragma_base[i]);
+            sqlite3_str_appendf(script, "PRAGMA main.%s=%lld;", restorable[i], (long long)s->base->value[i]);
     int src = sqlite3_str_errcode(script);
     char *sql = sqlite3_str_finish(script);
     char *msg = NULL;
@@ -405,6 +460,8 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
 }
 
 void dbpool__sqlite_session_free(sqlite_session *s) {
+    base_put(s->base);
+    s->base = NULL;
     free_objects(s->baseline, s->nbaseline);
     s->baseline = NULL;
     s->nbaseline = 0;

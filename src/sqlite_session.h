@@ -39,6 +39,19 @@ typedef struct sqlite_object {
  * sqlite_session.c): at most 32. */
 #define SQLITE_SESSION_PRAGMAS 26
 
+/* The PRAGMA settings a session starts with. Every connection of a pool
+ * (and of most pools) starts with the same ones, so they are kept once,
+ * shared and counted (sqlite_session.c), not per connection: 250 bytes a
+ * connection otherwise. Immutable once shared. */
+typedef struct sqlite_pragma_base {
+    struct sqlite_pragma_base *next; /* the process's list of them */
+    size_t refs;
+    uint32_t known;                        /* bit i: value[i] was read (the PRAGMA is compiled in) */
+    int64_t value[SQLITE_SESSION_PRAGMAS]; /* their values at the baseline */
+    char journal[16];                      /* the journal and locking modes at the baseline: */
+    char locking[16];                      /* setting the same is no change */
+} sqlite_pragma_base;
+
 typedef struct sqlite_session {
     bool dirty;              /* something was made, dropped or changed since the baseline */
     bool touched;            /* something temporary was dropped or altered, or a database detached */
@@ -47,12 +60,9 @@ typedef struct sqlite_session {
     unsigned marks;          /* authorizer hits so far: compare around a prepare */
     sqlite_object *baseline; /* what the session starts with; NULL: nothing */
     size_t nbaseline;
-    uint32_t pragmas;       /* bit i: a caller set restorable PRAGMA i since the baseline */
-    uint32_t pragmas_known; /* bit i: pragma_base[i] was read (the PRAGMA is compiled in) */
-    int lost_pragma;        /* a PRAGMA set that no reset puts back: its index + 1; 0 = none */
-    int64_t pragma_base[SQLITE_SESSION_PRAGMAS]; /* their values at the baseline */
-    char journal_base[16];                       /* the journal and locking modes at the baseline: */
-    char locking_base[16];                       /* setting the same is no change */
+    uint32_t pragmas;               /* bit i: a caller set restorable PRAGMA i since the baseline */
+    int lost_pragma;                /* a PRAGMA set that no reset puts back: its index + 1; 0 = none */
+    const sqlite_pragma_base *base; /* the settings at the baseline (shared) */
 } sqlite_session;
 
 /* Install the authorizer on a new connection (s lives as long as db), and
