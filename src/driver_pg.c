@@ -75,6 +75,15 @@ typedef struct pg_session {
     pg_session_effect effect;     /* what statements may have left beyond ROLLBACK */
     bool keep_statements;         /* the pool's statement_cache */
     pg_stmt_cache *stmts;         /* made at the first parameterised statement */
+    /* The native handle was given out (dbpool_conn_native): what a caller
+     * may have set on it that outlives the lease and is not the server's
+     * (a notice processor or receiver and its argument, nonblocking mode)
+     * is checked at release and put back as the session started. */
+    bool lent;
+    bool nonblocking0;                 /* as after init_sql and after_connect */
+    PQnoticeProcessor processor0;      /* ditto; dbpool's own: quiet_notices */
+    PQnoticeReceiver receiver0;        /* ditto */
+    PQnoticeReceiver default_receiver; /* libpq's, whose argument is NULL */
 } pg_session;
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
@@ -578,6 +587,9 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
     }
     ps->pg = c;
     ps->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
+    ps->processor0 = quiet_notices;
+    ps->receiver0 = ps->default_receiver = PQsetNoticeReceiver(c, NULL, NULL);
+    ps->nonblocking0 = false;
     ps->keep_statements = !s || s->statement_cache;
     *native = ps;
     return DBPOOL_OK;
@@ -613,6 +625,38 @@ static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
     return rc;
 }
 
+/* What a caller left on the lent handle that is libpq's, not the
+ * server's: 0 as the session started, 1 changed and put back by
+ * restore_handle, -1 changed where it cannot be put back (after_connect
+ * installed a notice processor or receiver of its own, whose argument
+ * libpq does not tell). A processor left with a pointer to the last
+ * lease's data would be called with it at the next caller's notice. */
+static int handle_changed(const pg_session *ps) {
+    PGconn *c = ps->pg;
+    int changed = (PQisnonblocking(c) != 0) != ps->nonblocking0;
+    if (PQsetNoticeProcessor(c, NULL, NULL) != ps->processor0) {
+        if (ps->processor0 != quiet_notices)
+            return -1;
+        changed = 1;
+    }
+    if (PQsetNoticeReceiver(c, NULL, NULL) != ps->receiver0) {
+        if (ps->receiver0 != ps->default_receiver)
+            return -1;
+        changed = 1;
+    }
+    return changed;
+}
+
+static void restore_handle(pg_session *ps) {
+    PGconn *c = ps->pg;
+    if (PQsetNoticeProcessor(c, NULL, NULL) != ps->processor0)
+        PQsetNoticeProcessor(c, quiet_notices, NULL);
+    if (PQsetNoticeReceiver(c, NULL, NULL) != ps->receiver0)
+        PQsetNoticeReceiver(c, ps->default_receiver, NULL);
+    if ((PQisnonblocking(c) != 0) != ps->nonblocking0)
+        PQsetnonblocking(c, ps->nonblocking0);
+}
+
 static int pg_needs_reset(void *native) {
     PGconn *c = pg_of(native);
     if (!c || PQstatus(c) != CONNECTION_OK)
@@ -623,15 +667,29 @@ static int pg_needs_reset(void *native) {
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
         return -1;
 #endif
+    pg_session *ps = native;
+    int need;
     switch (PQtransactionStatus(c)) {
     case PQTRANS_IDLE:
-        return ((pg_session *)native)->effect != PG_SESSION_UNCHANGED ? 1 : 0;
+        need = ps->effect != PG_SESSION_UNCHANGED ? 1 : 0;
+        break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR:
-        return 1;
+        need = 1;
+        break;
     default: /* ACTIVE (a result not read to the end) or UNKNOWN */
         return -1;
     }
+    if (ps->lent) {
+        int h = handle_changed(ps);
+        if (h < 0)
+            return -1;
+        if (h > 0)
+            need = 1;
+        else if (need == 0)
+            ps->lent = false;
+    }
+    return need;
 }
 
 /*
@@ -642,8 +700,7 @@ static int pg_needs_reset(void *native) {
  * core runs init_sql again. A LOADed library stays whatever runs: such a
  * connection fails its reset and is closed.
  */
-static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
-    pg_session *ps = native;
+static int reset_session(pg_session *ps, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
     PGconn *c = ps->pg;
     *session_cleared = false;
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
@@ -673,9 +730,30 @@ static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     return DBPOOL_OK;
 }
 
-/* init_sql has just run: what it set is where every lease starts. */
+/* The session's reset, then what the caller left on the lent handle. */
+static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
+    pg_session *ps = native;
+    int rc = reset_session(ps, deadline_ns, session_cleared, e);
+    if (rc == DBPOOL_OK && ps->lent) {
+        if (handle_changed(ps) < 0)
+            return dbpool__seterr(e, DBPOOL_EBROKEN,
+                                  "a notice processor or receiver other than after_connect's was left on the "
+                                  "native handle, which no reset can put back");
+        restore_handle(ps);
+        ps->lent = false;
+    }
+    return rc;
+}
+
+/* init_sql or after_connect has just run: what it set is where every
+ * lease starts. */
 static int pg_session_baseline(void *native, dbpool_error *e) {
     (void)e;
+    pg_session *ps = native;
+    ps->processor0 = PQsetNoticeProcessor(ps->pg, NULL, NULL);
+    ps->receiver0 = PQsetNoticeReceiver(ps->pg, NULL, NULL);
+    ps->nonblocking0 = PQisnonblocking(ps->pg) != 0;
+    ps->lent = false;
     /* A LOAD in init_sql too: every connection has the library, so it is
      * no caller's doing (counted, every release would close the
      * connection). */
@@ -683,7 +761,11 @@ static int pg_session_baseline(void *native, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
-static void *pg_user_handle(void *native) { return pg_of(native); }
+static void *pg_user_handle(void *native) {
+    if (native)
+        ((pg_session *)native)->lent = true;
+    return pg_of(native);
+}
 
 /* A statement a caller runs through dbpool: does it change the session for
  * longer than its transaction? Scanned before it runs (a failed statement

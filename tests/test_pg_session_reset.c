@@ -569,6 +569,56 @@ static void test_native_handle_not_scanned(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* What a caller sets on the native handle that is libpq's and not the
+ * server's: a notice processor or receiver, with a pointer to the lease's
+ * own data, and nonblocking mode. Left there, the next caller's notice
+ * would call the last caller's function with a pointer it no longer owns.
+ * The release puts them back (a reset, on the same backend). */
+static void count_notice(void *arg, const char *message) {
+    (void)message;
+    (*(int *)arg)++;
+}
+
+static void count_notice_result(void *arg, const PGresult *r) {
+    (void)r;
+    (*(int *)arg)++;
+}
+
+static void raise_notice(dbpool_conn *c) {
+    exec_ok(c, "DO $$BEGIN RAISE NOTICE 'dbpool test notice'; END$$");
+}
+
+static void test_native_handle_hooks_put_back(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    int processed = 0, received = 0;
+
+    /* Seen while the lease lasts: the test's notice does reach libpq. */
+    PQsetNoticeProcessor(dbpool_conn_native(c), count_notice, &processed);
+    raise_notice(c);
+    assert_int_equal(processed, 1);
+    assert_int_equal(PQsetnonblocking(dbpool_conn_native(c), 1), 0);
+    c = release_and_lease_again(p, c, pid, 1, "a notice processor and nonblocking mode on the native handle");
+    raise_notice(c);
+    assert_int_equal(processed, 1);
+    assert_int_equal(PQisnonblocking(dbpool_conn_native(c)), 0);
+
+    PQsetNoticeReceiver(dbpool_conn_native(c), count_notice_result, &received);
+    raise_notice(c);
+    assert_int_equal(received, 1);
+    c = release_and_lease_again(p, c, pid, 1, "a notice receiver on the native handle");
+    raise_notice(c);
+    assert_int_equal(received, 1);
+    assert_int_equal(processed, 1);
+
+    /* Put back, nothing is left to do: the next release costs nothing. */
+    c = release_and_lease_again(p, c, pid, 0, "a lease that only ran statements");
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* init_sql that sleeps 5 s while the test's flag table holds a row: fast
  * while the flag is down, a server that does not answer it once it is up.
  * The rerun after DISCARD ALL is bounded by validation_timeout_ms (the
@@ -637,6 +687,7 @@ int main(void) {
         cmocka_unit_test(test_load_closes_the_connection),
         cmocka_unit_test(test_load_in_init_sql_is_the_baseline),
         cmocka_unit_test(test_native_handle_not_scanned),
+        cmocka_unit_test(test_native_handle_hooks_put_back),
         cmocka_unit_test(test_after_connect_restored),
         cmocka_unit_test(test_after_connect_refusal_at_reset),
         cmocka_unit_test(test_slow_init_sql_bounded),
