@@ -84,6 +84,9 @@ typedef struct pg_session {
     PQnoticeProcessor processor0;      /* ditto; dbpool's own: quiet_notices */
     PQnoticeReceiver receiver0;        /* ditto */
     PQnoticeReceiver default_receiver; /* libpq's, whose argument is NULL */
+    PGVerbosity verbosity0;            /* as after init_sql and after_connect */
+    PGContextVisibility context0;      /* ditto */
+    bool traced_by_after_connect;      /* after_connect had the handle: a PQtrace may be its */
 } pg_session;
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
@@ -590,6 +593,8 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
     ps->processor0 = quiet_notices;
     ps->receiver0 = ps->default_receiver = PQsetNoticeReceiver(c, NULL, NULL);
     ps->nonblocking0 = false;
+    ps->verbosity0 = PQERRORS_DEFAULT;
+    ps->context0 = PQSHOW_CONTEXT_ERRORS;
     ps->keep_statements = !s || s->statement_cache;
     *native = ps;
     return DBPOOL_OK;
@@ -657,6 +662,19 @@ static void restore_handle(pg_session *ps) {
         PQsetnonblocking(c, ps->nonblocking0);
 }
 
+/* What is only the client's and cheap to set, put back at every release
+ * of a lent handle without asking whether it changed: the error
+ * verbosity and context, and a trace (PQtrace) the caller left writing
+ * the next caller's statements into its FILE, which it may have closed
+ * (libpq does not tell whether a trace is on: one after_connect may have
+ * started is left alone). */
+static void put_back_client_settings(pg_session *ps) {
+    if (!ps->traced_by_after_connect)
+        PQuntrace(ps->pg);
+    PQsetErrorVerbosity(ps->pg, ps->verbosity0);
+    PQsetErrorContextVisibility(ps->pg, ps->context0);
+}
+
 static int pg_needs_reset(void *native) {
     PGconn *c = pg_of(native);
     if (!c || PQstatus(c) != CONNECTION_OK)
@@ -681,6 +699,7 @@ static int pg_needs_reset(void *native) {
         return -1;
     }
     if (ps->lent) {
+        put_back_client_settings(ps);
         int h = handle_changed(ps);
         if (h < 0)
             return -1;
@@ -753,6 +772,11 @@ static int pg_session_baseline(void *native, dbpool_error *e) {
     ps->processor0 = PQsetNoticeProcessor(ps->pg, NULL, NULL);
     ps->receiver0 = PQsetNoticeReceiver(ps->pg, NULL, NULL);
     ps->nonblocking0 = PQisnonblocking(ps->pg) != 0;
+    ps->verbosity0 = PQsetErrorVerbosity(ps->pg, PQERRORS_DEFAULT);
+    PQsetErrorVerbosity(ps->pg, ps->verbosity0);
+    ps->context0 = PQsetErrorContextVisibility(ps->pg, PQSHOW_CONTEXT_ERRORS);
+    PQsetErrorContextVisibility(ps->pg, ps->context0);
+    ps->traced_by_after_connect = ps->lent;
     ps->lent = false;
     /* A LOAD in init_sql too: every connection has the library, so it is
      * no caller's doing (counted, every release would close the

@@ -619,6 +619,35 @@ static void test_native_handle_hooks_put_back(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A trace (PQtrace) a caller left on the native handle would write the
+ * next caller's statements into its FILE, which it may have closed by
+ * then; its error verbosity would shape the next caller's messages. Both
+ * are put back at release, which needs no reset for it. */
+static void test_native_handle_trace_stopped(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    FILE *trace = tmpfile();
+    assert_non_null(trace);
+    PQtrace(dbpool_conn_native(c), trace);
+    PQsetErrorVerbosity(dbpool_conn_native(c), PQERRORS_VERBOSE);
+    exec_ok(c, "SELECT 1");
+    assert_int_equal(fflush(trace), 0);
+    long traced = ftell(trace);
+    assert_true(traced > 0);
+    c = release_and_lease_again(p, c, pid, 0, "PQtrace on the native handle");
+    exec_ok(c, "SELECT 2");
+    assert_int_equal(fflush(trace), 0);
+    if (ftell(trace) != traced)
+        fail_msg("the last lease's trace got the next lease's statements: %ld bytes, then %ld", traced,
+                 ftell(trace));
+    assert_int_equal(PQsetErrorVerbosity(dbpool_conn_native(c), PQERRORS_DEFAULT), PQERRORS_DEFAULT);
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    fclose(trace);
+}
+
 /* init_sql that sleeps 5 s while the test's flag table holds a row: fast
  * while the flag is down, a server that does not answer it once it is up.
  * The rerun after DISCARD ALL is bounded by validation_timeout_ms (the
@@ -688,6 +717,7 @@ int main(void) {
         cmocka_unit_test(test_load_in_init_sql_is_the_baseline),
         cmocka_unit_test(test_native_handle_not_scanned),
         cmocka_unit_test(test_native_handle_hooks_put_back),
+        cmocka_unit_test(test_native_handle_trace_stopped),
         cmocka_unit_test(test_after_connect_restored),
         cmocka_unit_test(test_after_connect_refusal_at_reset),
         cmocka_unit_test(test_slow_init_sql_bounded),
