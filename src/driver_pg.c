@@ -66,6 +66,16 @@ typedef struct pg_config {
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
 
+/* Settings the server reports to the client whenever they change: what
+ * a caller sets on the native handle that the reset can see. Not
+ * in_hot_standby, which is the server's, nor the fixed ones. */
+static const char *const reported_settings[] = {
+    "application_name",      "client_encoding", "DateStyle",
+    "IntervalStyle",         "TimeZone",        "standard_conforming_strings",
+    "session_authorization", "is_superuser",    "search_path",
+};
+#define PG_NREPORTED (sizeof reported_settings / sizeof *reported_settings)
+
 /* One connection: libpq's handle (what callers see as the native handle),
  * what a reset needs to put the session back as it was made, and the
  * statements kept prepared on it. */
@@ -87,7 +97,14 @@ typedef struct pg_session {
     PGVerbosity verbosity0;            /* as after init_sql and after_connect */
     PGContextVisibility context0;      /* ditto */
     bool traced_by_after_connect;      /* after_connect had the handle: a PQtrace may be its */
+    /* The server's reports (ParameterStatus) of the settings below, as
+     * after init_sql and after_connect: one that differs at the release of
+     * a lent handle was set there (PQsetClientEncoding, a SET on the
+     * native handle), and the release runs DISCARD ALL. */
+    char *reported0[PG_NREPORTED];
 } pg_session;
+
+static void note_reported(pg_session *ps);
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
 
@@ -595,6 +612,7 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
     ps->nonblocking0 = false;
     ps->verbosity0 = PQERRORS_DEFAULT;
     ps->context0 = PQSHOW_CONTEXT_ERRORS;
+    note_reported(ps);
     ps->keep_statements = !s || s->statement_cache;
     *native = ps;
     return DBPOOL_OK;
@@ -604,6 +622,8 @@ static void pg_disconnect(void *native) {
     if (native) {
         PQfinish(pg_of(native));
         dbpool__pg_stmts_free(((pg_session *)native)->stmts);
+        for (size_t i = 0; i < PG_NREPORTED; i++)
+            free(((pg_session *)native)->reported0[i]);
         free(native);
     }
 }
@@ -628,6 +648,26 @@ static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
             e->code = rc;
     }
     return rc;
+}
+
+static void note_reported(pg_session *ps) {
+    for (size_t i = 0; i < PG_NREPORTED; i++) {
+        free(ps->reported0[i]);
+        const char *v = PQparameterStatus(ps->pg, reported_settings[i]);
+        ps->reported0[i] = v ? dbpool__strdup(v) : NULL;
+    }
+}
+
+/* Has a reported setting changed since the baseline? (Out of memory at
+ * the baseline: it looks changed, which costs one reset.) */
+static bool reported_changed(const pg_session *ps) {
+    for (size_t i = 0; i < PG_NREPORTED; i++) {
+        const char *v = PQparameterStatus(ps->pg, reported_settings[i]);
+        const char *v0 = ps->reported0[i];
+        if ((v == NULL) != (v0 == NULL) || (v && strcmp(v, v0) != 0))
+            return true;
+    }
+    return false;
 }
 
 /* What a caller left on the lent handle that is libpq's, not the
@@ -700,6 +740,10 @@ static int pg_needs_reset(void *native) {
     }
     if (ps->lent) {
         put_back_client_settings(ps);
+        if (ps->effect == PG_SESSION_UNCHANGED && reported_changed(ps)) {
+            ps->effect = PG_SESSION_CHANGED;
+            need = 1;
+        }
         int h = handle_changed(ps);
         if (h < 0)
             return -1;
@@ -777,6 +821,7 @@ static int pg_session_baseline(void *native, dbpool_error *e) {
     ps->context0 = PQsetErrorContextVisibility(ps->pg, PQSHOW_CONTEXT_ERRORS);
     PQsetErrorContextVisibility(ps->pg, ps->context0);
     ps->traced_by_after_connect = ps->lent;
+    note_reported(ps);
     ps->lent = false;
     /* A LOAD in init_sql too: every connection has the library, so it is
      * no caller's doing (counted, every release would close the

@@ -559,12 +559,13 @@ static void test_native_handle_not_scanned(void **state) {
     dbpool *p = open_pool();
     dbpool_conn *c = lease(p);
     int pid = backend_pid(c);
-    PGresult *r = PQexec(dbpool_conn_native(c), "SET application_name = 'native'");
+    /* work_mem: a setting the server does not report to the client. */
+    PGresult *r = PQexec(dbpool_conn_native(c), "SET work_mem = '1234kB'");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("PQexec: %s", PQresultErrorMessage(r));
     PQclear(r);
     c = release_and_lease_again(p, c, pid, 0, "a SET on the native handle");
-    expect_text(c, "SELECT current_setting('application_name')", "native");
+    expect_text(c, "SHOW work_mem", "1234kB");
     release(c);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -648,6 +649,38 @@ static void test_native_handle_trace_stopped(void **state) {
     fclose(trace);
 }
 
+/* What the server reports to the client when it changes (ParameterStatus:
+ * client_encoding, TimeZone, application_name, session_authorization, ...)
+ * is seen at release also when it was set on the native handle, with
+ * PQsetClientEncoding or a SET: the next caller would read its text in
+ * the last caller's encoding. The release runs DISCARD ALL. */
+static void test_native_handle_reported_setting(void **state) {
+    (void)state;
+    dbpool *p = open_pool();
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    char *encoding = query_text(c, "SHOW client_encoding");
+    char *zone = query_text(c, "SHOW TimeZone");
+    assert_string_not_equal(encoding, "LATIN1");
+    assert_int_equal(PQsetClientEncoding(dbpool_conn_native(c), "LATIN1"), 0);
+    c = release_and_lease_again(p, c, pid, 1, "PQsetClientEncoding on the native handle");
+    expect_text(c, "SHOW client_encoding", encoding);
+
+    PGresult *r = PQexec(dbpool_conn_native(c), "SET TimeZone = 'Pacific/Chatham'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("PQexec: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    c = release_and_lease_again(p, c, pid, 1, "SET TimeZone on the native handle");
+    expect_text(c, "SHOW TimeZone", zone);
+    /* Reading the handle is not changing it: no reset. */
+    (void)dbpool_conn_native(c);
+    c = release_and_lease_again(p, c, pid, 0, "a lease that only looked at the native handle");
+    release(c);
+    free(encoding);
+    free(zone);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* init_sql that sleeps 5 s while the test's flag table holds a row: fast
  * while the flag is down, a server that does not answer it once it is up.
  * The rerun after DISCARD ALL is bounded by validation_timeout_ms (the
@@ -718,6 +751,7 @@ int main(void) {
         cmocka_unit_test(test_native_handle_not_scanned),
         cmocka_unit_test(test_native_handle_hooks_put_back),
         cmocka_unit_test(test_native_handle_trace_stopped),
+        cmocka_unit_test(test_native_handle_reported_setting),
         cmocka_unit_test(test_after_connect_restored),
         cmocka_unit_test(test_after_connect_refusal_at_reset),
         cmocka_unit_test(test_slow_init_sql_bounded),
