@@ -90,7 +90,9 @@ static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
         /* Reported once logged: one past what this pass logs waits for the
          * next pass, or its stack would never be shown. */
         bool report = !c->leak_reported && held >= threshold && n < MAX_LEAK_REPORTS;
-        bool take_back = reclaim > 0 && !c->reclaimed && held >= reclaim;
+        /* Likewise a reclaim: one this pass cannot log waits for the next,
+         * or a place would be given back without its WARN line. */
+        bool take_back = reclaim > 0 && !c->reclaimed && held >= reclaim && n < MAX_LEAK_REPORTS;
         if (!report && !take_back)
             continue;
         if (report) {
