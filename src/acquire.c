@@ -82,6 +82,10 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
     /* Held from now on, as far as the leak scan and a timeout's report
      * are concerned: the previous lease's start would age it wrongly. */
     c->acquired_ns = now;
+    /* Not a lease yet: a validation that outlasts leak_reclaim_ms must
+     * not be reported and reclaimed as one (the caller would get a lease
+     * that counts nowhere, and the pool would open another past the cap). */
+    c->checking = true;
     bool expired = now >= c->expires_ns;
     bool over_cap = total_locked(p) > p->cap;
     bool stale = dbpool__idle_expired_locked(p, c, now);
@@ -121,6 +125,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
     }
     lock(p);
     p->n_holding--; /* the lease keeps the pool from here on */
+    c->checking = false;
     dbpool__lease_begin_locked(p, c, now, trace);
     c->validated_rtt_ns = rtt; /* dbpool_check_health's round trip, if one ran */
     unlock(p);

@@ -91,9 +91,55 @@ static void test_every_reclaim_is_logged(void **state) {
     pthread_mutex_destroy(&n.lock);
 }
 
+/* An acquire whose validation round trip outlasted leak_reclaim_ms: the
+ * connection, counted as leased while the pool checked it, was reported as
+ * a leak and reclaimed before the caller ever had it. The caller then got
+ * a lease that counted nowhere (in_use 0), and the pool opened another
+ * connection past max_size beside it. */
+static void test_validation_is_not_a_leak(void **state) {
+    (void)state;
+    line_count n = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 5;
+    o.leak_threshold_ms = 20;
+    o.leak_reclaim_ms = 20;
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.log_fn = count_lines;
+    o.log_user = &n;
+    o.log_level = DBPOOL_LOG_WARN;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    dbpool_release(c);                   /* leased once: the next hand-out is validated */
+    dbpool__mock_set_ping_delay_ms(300); /* many maintenance passes, past leak_reclaim_ms */
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    dbpool__mock_set_ping_delay_ms(0);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.in_use, 1);
+    assert_int_equal(s.reclaimed_out, 0);
+    assert_int_equal(s.leaks_reclaimed, 0);
+    assert_int_equal(s.leaks_detected, 0);
+    /* max_size 1, held: nothing more to be had. */
+    dbpool_conn *more = NULL;
+    assert_int_equal(dbpool_try_acquire(p, &more, &e), DBPOOL_EBUSY);
+    dbpool_release(c);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RECLAIMED], 0);
+    dbpool_close(p);
+    assert_int_equal(n.leak_reports, 0);
+    assert_int_equal(n.reclaims, 0);
+    pthread_mutex_destroy(&n.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
+        cmocka_unit_test_setup(test_validation_is_not_a_leak, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
