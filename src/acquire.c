@@ -126,7 +126,10 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
     lock(p);
     p->n_holding--; /* the lease keeps the pool from here on */
     c->checking = false;
-    dbpool__lease_begin_locked(p, c, now, trace);
+    /* Held from the hand-out: a long validation before it is no part of
+     * the lease (else the next leak scan would find it held that long and
+     * reclaim a lease the caller has only just got). */
+    dbpool__lease_begin_locked(p, c, rtt > 0 ? dbpool__fast_now_ns() : now, trace);
     c->validated_rtt_ns = rtt; /* dbpool_check_health's round trip, if one ran */
     unlock(p);
     return true;

@@ -95,15 +95,16 @@ static void test_every_reclaim_is_logged(void **state) {
  * connection, counted as leased while the pool checked it, was reported as
  * a leak and reclaimed before the caller ever had it. The caller then got
  * a lease that counted nowhere (in_use 0), and the pool opened another
- * connection past max_size beside it. */
+ * connection past max_size beside it. Nor may the lease, once handed out,
+ * count the validation as held time: the next pass would reclaim it. */
 static void test_validation_is_not_a_leak(void **state) {
     (void)state;
     line_count n = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.maintenance_interval_ms = 5;
-    o.leak_threshold_ms = 20;
-    o.leak_reclaim_ms = 20;
+    o.leak_threshold_ms = 500;
+    o.leak_reclaim_ms = 500;
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.log_fn = count_lines;
     o.log_user = &n;
@@ -115,9 +116,11 @@ static void test_validation_is_not_a_leak(void **state) {
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
     dbpool_release(c);                   /* leased once: the next hand-out is validated */
-    dbpool__mock_set_ping_delay_ms(300); /* many maintenance passes, past leak_reclaim_ms */
+    dbpool__mock_set_ping_delay_ms(700); /* many maintenance passes, past leak_reclaim_ms */
     assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
     dbpool__mock_set_ping_delay_ms(0);
+    /* Held for a fraction of leak_threshold_ms: passes run meanwhile. */
+    sleep_ms(100);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.in_use, 1);
