@@ -123,6 +123,10 @@ typedef struct dbpool_rowset dbpool_rowset;
 dbpool_rowset *dbpool__rowset_new(int ncols);
 /* Copies the name. Returns DBPOOL_OK or DBPOOL_ENOMEM. */
 int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name);
+/* Mark column `col` as holding doubles or decimals written as text:
+ * dbpool_result_int64 then reads "1e+20" as a number, not as 1.
+ * Returns DBPOOL_OK, DBPOOL_ERANGE or DBPOOL_ENOMEM. */
+int dbpool__rowset_set_real(dbpool_rowset *rs, int col);
 /* Start a new row (all cells NULL until set). */
 int dbpool__rowset_add_row(dbpool_rowset *rs);
 /* Set a cell of the last added row; `value` NULL = SQL NULL. Copies. */

@@ -999,6 +999,17 @@ static const char *tr_text(const dbpool_result *r, int col, size_t *len) {
         *len = v ? (size_t)text_result(r)->lengths[col] : 0;
     return v;
 }
+/* A FLOAT, DOUBLE or DECIMAL column: its text may hold an exponent. */
+static bool real_type(enum enum_field_types t) {
+    return t == MYSQL_TYPE_DOUBLE || t == MYSQL_TYPE_FLOAT || t == MYSQL_TYPE_DECIMAL ||
+           t == MYSQL_TYPE_NEWDECIMAL;
+}
+static int64_t tr_int64(const dbpool_result *r, int col) {
+    const char *v = tr_cell(r, col);
+    if (!v)
+        return 0;
+    return real_type(text_result(r)->fields[col].type) ? dbpool__int64_of_real_text(v) : strtoll(v, NULL, 10);
+}
 static void tr_free(dbpool_result *r) {
     my_text_result *t = text_result(r);
     mysql_free_result(t->res);
@@ -1010,6 +1021,7 @@ static const dbpool_result_ops text_result_ops = {
     .columns = tr_columns,
     .column_name = tr_column_name,
     .is_null = tr_is_null,
+    .int64 = tr_int64,
     .text = tr_text,
     .free = tr_free,
 };
@@ -1100,7 +1112,8 @@ static int stmt_fetch_rows(MYSQL *m, MYSQL_STMT *st, dbpool_result **out, dbpool
     }
     MYSQL_FIELD *f = mysql_fetch_fields(meta);
     for (unsigned i = 0; i < nf; i++) {
-        if (dbpool__rowset_set_column(rs, (int)i, f[i].name)) {
+        if (dbpool__rowset_set_column(rs, (int)i, f[i].name) ||
+            (real_type(f[i].type) && dbpool__rowset_set_real(rs, (int)i))) {
             rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
             goto out;
         }

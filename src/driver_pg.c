@@ -48,7 +48,9 @@
 /* From the server's catalog/pg_type_d.h, which libpq-dev does not ship. */
 #define PG_OID_INT4 23
 #define PG_OID_INT8 20
+#define PG_OID_FLOAT4 700
 #define PG_OID_FLOAT8 701
+#define PG_OID_NUMERIC 1700
 #define PG_OID_BYTEA 17
 #define PG_OID_BOOL 16
 /* The protocol's limit on bound parameters (a 16-bit count). */
@@ -1126,7 +1128,14 @@ static int64_t pr_int64(const dbpool_result *res, int col) {
     int b;
     if (!v)
         return 0;
-    return pr_bool((const pg_result *)res, col, v, &b) ? b : strtoll(v, NULL, 10);
+    const pg_result *pr = (const pg_result *)res;
+    if (pr_bool(pr, col, v, &b))
+        return b;
+    /* A double or numeric: "1e+20" is not 1 (as strtoll would read it). */
+    Oid t = PQftype(pr->r, col);
+    if (PQfformat(pr->r, col) == 0 && (t == PG_OID_FLOAT8 || t == PG_OID_FLOAT4 || t == PG_OID_NUMERIC))
+        return dbpool__int64_of_real_text(v);
+    return strtoll(v, NULL, 10);
 }
 static double pr_double(const dbpool_result *res, int col) {
     const char *v = pr_cell(res, col);

@@ -71,6 +71,14 @@ bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* strtod as in the "C" locale, whatever LC_NUMERIC the application set
  * (the servers write numbers with a '.'). */
 double dbpool__strtod_c(const char *s, char **end);
+/* The int64 of the text of a floating-point or decimal cell (a column
+ * whose values are doubles or numerics, not text): what SQLite's
+ * sqlite3_column_int64 gives for a REAL. Plain digits with an optional
+ * fraction are read exactly (truncated, saturated as strtoll does); an
+ * exponent or an infinity goes through the double (truncated toward zero,
+ * saturated at INT64_MIN / INT64_MAX), NaN reads 0. Without this a server's
+ * "1e+20" or "1.5e-07" read 1 through strtoll. */
+int64_t dbpool__int64_of_real_text(const char *s);
 /* snprintf(buf, cap, "%.17g", d) as in the "C" locale. */
 int dbpool__format_double_c(char *buf, size_t cap, double d);
 /* Parse true/false/on/off/1/0/yes/no. */

@@ -29,6 +29,7 @@ struct dbpool_rowset {
     struct dbpool_result base; /* first: a rowset is a dbpool_result */
     int ncols;
     size_t *names; /* ncols offsets into text; RS_NONE = not set */
+    bool *real;    /* ncols flags (dbpool__rowset_set_real); NULL = none set */
     cell *cells;   /* cap_rows * max(ncols, 1) */
     size_t rows, cap_rows;
     size_t cursor; /* 1-based index of the current row; 0 = before the first */
@@ -53,6 +54,7 @@ dbpool_rowset *dbpool__rowset_new(int ncols) {
     rs->base.lease = NULL;
     rs->ncols = ncols;
     rs->names = rs->inline_names;
+    rs->real = NULL;
     if (ncols > RS_INLINE_COLS && !(rs->names = malloc((size_t)ncols * sizeof *rs->names))) {
         free(rs);
         return NULL;
@@ -120,6 +122,15 @@ int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name) {
     return DBPOOL_OK;
 }
 
+int dbpool__rowset_set_real(dbpool_rowset *rs, int col) {
+    if (col < 0 || col >= rs->ncols)
+        return DBPOOL_ERANGE;
+    if (!rs->real && !(rs->real = calloc((size_t)rs->ncols, sizeof *rs->real)))
+        return DBPOOL_ENOMEM;
+    rs->real[col] = true;
+    return DBPOOL_OK;
+}
+
 int dbpool__rowset_add_row(dbpool_rowset *rs) {
     size_t w = width(rs);
     if (rs->rows == rs->cap_rows) {
@@ -161,6 +172,7 @@ void dbpool__rowset_free(dbpool_rowset *rs) {
         free(rs->cells);
     if (rs->names != rs->inline_names)
         free(rs->names);
+    free(rs->real);
     if (rs->text != rs->inline_text)
         free(rs->text);
     free(rs);
@@ -203,6 +215,13 @@ static const char *rs_text(const dbpool_result *r, int col, size_t *len) {
         *len = c ? c->len : 0;
     return value_of(r, c);
 }
+static int64_t rs_int64(const dbpool_result *r, int col) {
+    const char *v = value_of(r, current(r, col));
+    if (!v)
+        return 0;
+    const dbpool_rowset *rs = (const dbpool_rowset *)r;
+    return rs->real && rs->real[col] ? dbpool__int64_of_real_text(v) : strtoll(v, NULL, 10);
+}
 static void rs_free(dbpool_result *r) { dbpool__rowset_free((dbpool_rowset *)r); }
 
 static const dbpool_result_ops rowset_ops = {
@@ -210,6 +229,7 @@ static const dbpool_result_ops rowset_ops = {
     .columns = rs_columns,
     .column_name = rs_column_name,
     .is_null = rs_is_null,
+    .int64 = rs_int64,
     .text = rs_text,
     .free = rs_free,
 };

@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <locale.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,6 +330,21 @@ double dbpool__strtod_c(const char *s, char **end) {
     double d = strtod(s, end);
     uselocale(old);
     return d;
+}
+
+int64_t dbpool__int64_of_real_text(const char *s) {
+    char *end;
+    long long i = strtoll(s, &end, 10);
+    if (end != s && (*end == '\0' || (*end == '.' && end[1 + strspn(end + 1, "0123456789")] == '\0')))
+        return (int64_t)i;
+    double d = dbpool__strtod_c(s, NULL);
+    if (isnan(d))
+        return 0;
+    if (d >= 9223372036854775808.0)
+        return INT64_MAX;
+    if (d <= -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)d;
 }
 
 int dbpool__format_double_c(char *buf, size_t cap, double d) {

@@ -9,6 +9,7 @@
 #include "backend_common.h"
 
 #include <locale.h>
+#include <math.h>
 #include <stdarg.h>
 #include <unistd.h>
 
@@ -320,6 +321,63 @@ static void test_numeric_getters_on_text(void **state) {
     BT_CHECK(dbpool_result_int64(r, 0) == 2, "2.5 as int64 is 2");
     BT_CHECK(dbpool_result_int64(r, 1) == -3 && dbpool_result_double(r, 1) == -3.0, "-3");
     dbpool_result_free(r);
+}
+
+/* dbpool_result_int64 of a double column reads its value truncated toward
+ * zero and saturated, as SQLite's sqlite3_column_int64 reads a REAL, on
+ * every backend. Before, PostgreSQL and MySQL/MariaDB, whose doubles come
+ * as text, read it with strtoll: 1e20 ("1e+20") read 1, 1.5e-7
+ * ("1.5e-07") read 1, 5e-324 read 5. */
+static void test_int64_of_double_columns(void **state) {
+    dbpool_conn *c = conn_of(state);
+    static const struct {
+        double v;
+        int64_t i64;
+    } cases[] = {
+        {1e20, INT64_MAX},  {-1e20, INT64_MIN},
+        {1e300, INT64_MAX}, {1.5e-7, 0},
+        {-1.5e-7, 0},       {5e-324, 0},
+        {2.75, 2},          {-2.75, -2},
+        {123456.0, 123456}, {4.5e15, 4500000000000000},
+    };
+    size_t ncases = sizeof cases / sizeof *cases;
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, num) VALUES (?, ?)");
+    for (size_t i = 0; i < ncases; i++) {
+        dbpool_param ps[2] = {dbpool_param_int64((int64_t)i), dbpool_param_double(cases[i].v)};
+        bt_exec_params(c, sql, ps, 2);
+    }
+    /* Without and with a parameter (on MySQL: the text and the binary
+     * protocol). */
+    char without[256], with[256];
+    fmt_sql(without, sizeof without, "SELECT num, id FROM %s ORDER BY id");
+    fmt_sql(with, sizeof with, "SELECT num, id FROM %s WHERE id >= ? ORDER BY id");
+    dbpool_param zero = dbpool_param_int64(0);
+    for (int how = 0; how < 2; how++) {
+        dbpool_result *r = how == 0 ? dbt_query_ok(c, without, NULL, 0) : dbt_query_ok(c, with, &zero, 1);
+        for (size_t i = 0; i < ncases; i++) {
+            BT_CHECK(dbt_next_ok(r) == 1, "way %d: row %zu", how, i);
+            int64_t got = dbpool_result_int64(r, 0);
+            double d = dbpool_result_double(r, 0);
+            if (got != cases[i].i64 || d != cases[i].v)
+                fail_msg("[%s] way %d: the double %.17g (text \"%s\") reads int64 %lld and double %.17g; "
+                         "expected %lld",
+                         bt_backend, how, cases[i].v, dbpool_result_text(r, 0, NULL), (long long)got, d,
+                         (long long)cases[i].i64);
+        }
+        BT_CHECK(dbt_next_ok(r) == 0, "way %d: no more rows", how);
+        dbpool_result_free(r);
+    }
+    /* Infinity, where the backend stores it (MySQL/MariaDB cannot). */
+    if (!bt_is("mysql")) {
+        dbpool_param inf[2] = {dbpool_param_double(INFINITY), dbpool_param_double(-INFINITY)};
+        dbpool_result *r = dbt_query_ok(c, "SELECT ?, ?", inf, 2);
+        BT_CHECK(dbt_next_ok(r) == 1, "one row");
+        BT_CHECK(dbpool_result_int64(r, 0) == INT64_MAX && dbpool_result_int64(r, 1) == INT64_MIN,
+                 "infinities read INT64_MAX and INT64_MIN, got %lld and %lld",
+                 (long long)dbpool_result_int64(r, 0), (long long)dbpool_result_int64(r, 1));
+        dbpool_result_free(r);
+    }
 }
 
 /* A comparison's true and false read as 1 and 0 through the numeric
@@ -862,6 +920,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_many_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_int64_of_double_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
