@@ -325,6 +325,9 @@ static inline dbpool_param dbpool_param_int64(int64_t v) {
     p.v.i64 = v;
     return p;
 }
+/* NaN and the infinities: PostgreSQL keeps them; SQLite keeps the
+ * infinities and binds NaN as NULL (SQLite has no NaN); MySQL/MariaDB have
+ * neither, and the statement fails with DBPOOL_EINVAL. */
 static inline dbpool_param dbpool_param_double(double v) {
     dbpool_param p;
     p.type = DBPOOL_TYPE_DOUBLE;

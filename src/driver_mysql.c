@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <mysql.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1246,6 +1247,15 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
             b[i].buffer = &ints[i];
             break;
         case DBPOOL_TYPE_DOUBLE:
+            /* The server has neither: it would read one as 0 (SELECT ?,
+             * a comparison) or refuse it only where a column stores it. */
+            if (isnan(p[i].v.f64) || isinf(p[i].v.f64)) {
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "mysql: parameter %zu is %s, which MySQL/MariaDB cannot hold (it would "
+                                    "read as 0)",
+                                    i + 1, isnan(p[i].v.f64) ? "NaN" : "an infinity");
+                goto out;
+            }
             dbls[i] = p[i].v.f64;
             b[i].buffer_type = MYSQL_TYPE_DOUBLE;
             b[i].buffer = &dbls[i];

@@ -380,6 +380,53 @@ static void test_int64_of_double_columns(void **state) {
     }
 }
 
+/* NaN and the infinities as double parameters: PostgreSQL keeps them,
+ * SQLite keeps the infinities and stores NaN as NULL (as SQLite does), and
+ * MySQL/MariaDB, which have neither, refuse them with DBPOOL_EINVAL.
+ * Before, MariaDB read them as 0 where no column stored them: SELECT ?
+ * gave 0, and "WHERE num < ?" with +infinity compared with 0. */
+static void test_nan_and_infinity_parameters(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_text("a"), dbpool_param_int64(1));
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "UPDATE %s SET num = 5.5");
+    bt_exec(c, sql);
+    const double values[] = {NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < 3; i++) {
+        dbpool_param p = dbpool_param_double(values[i]);
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        dbpool_result *r = NULL;
+        int rc = dbpool_query(c, "SELECT ?", &p, 1, &r, &e);
+        if (bt_is("mysql")) {
+            BT_CHECK(rc == DBPOOL_EINVAL && r == NULL && strstr(e.message, "parameter 1"),
+                     "%g: expected DBPOOL_EINVAL naming the parameter, got %s: %s", values[i],
+                     dbpool_errname(rc), e.message);
+            fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE num < ?");
+            rc = dbpool_query(c, sql, &p, 1, &r, &e);
+            BT_CHECK(rc == DBPOOL_EINVAL && r == NULL, "%g in a comparison: expected DBPOOL_EINVAL, got %s",
+                     values[i], dbpool_errname(rc));
+            continue;
+        }
+        BT_OK(rc, &e, "SELECT ? of NaN or an infinity");
+        BT_CHECK(dbt_next_ok(r) == 1, "one row");
+        double d = dbpool_result_double(r, 0);
+        if (isnan(values[i]) && bt_is("sqlite"))
+            BT_CHECK(dbpool_result_is_null(r, 0), "SQLite stores NaN as NULL");
+        else if (isnan(values[i]))
+            BT_CHECK(isnan(d), "NaN reads NaN, got %g", d);
+        else
+            BT_CHECK(d == values[i], "%g reads %g", values[i], d);
+        dbpool_result_free(r);
+    }
+    if (!bt_is("mysql")) {
+        fmt_sql(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE num < ?");
+        dbpool_param inf = dbpool_param_double(INFINITY);
+        BT_CHECK(bt_query_int(c, sql, &inf, 1) == 1, "5.5 < infinity");
+    }
+    BT_CHECK(count_where(c, "num = 5.5") == 1, "the lease still works");
+}
+
 /* A comparison's true and false read as 1 and 0 through the numeric
  * getters on every backend (PostgreSQL sends them as "t" and "f"). */
 static void test_booleans_read_as_numbers(void **state) {
@@ -921,6 +968,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_column_names_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_int64_of_double_columns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nan_and_infinity_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
