@@ -368,7 +368,9 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                 int64_t *affected, dbpool_error *err);
 
-/* Run a query; step through its rows with dbpool_result_next. The result
+/* Run a query; step through its rows with dbpool_result_next. The SQL
+ * holds one statement: several are DBPOOL_EINVAL on SQLite and PostgreSQL
+ * (none of them runs), the server's syntax error on MySQL/MariaDB. The result
  * must be freed before the lease is released: dbpool_release and
  * dbpool_discard refuse a lease with a result open (DBPOOL_EMISUSE). Free
  * each result once. SQL of only white space and semicolons is

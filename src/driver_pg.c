@@ -1197,8 +1197,14 @@ static const dbpool_result_ops pg_result_ops = {
 static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
                     dbpool_error *e) {
     PGconn *c = pg_of(native);
-    note_session_change(native, sql);
     *out = NULL;
+    /* The simple protocol would run every statement of the text and hand
+     * back the last one's rows: one statement, as on SQLite. */
+    bool several = false;
+    if (n == 0 && (dbpool__pg_scan(sql, NULL, &several), several))
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "dbpool_query takes one statement; use dbpool_exec for several");
+    note_session_change(native, sql);
     PGresult *r = NULL;
     int rc = run(native, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)

@@ -427,6 +427,31 @@ static void test_nan_and_infinity_parameters(void **state) {
     BT_CHECK(count_where(c, "num = 5.5") == 1, "the lease still works");
 }
 
+/* dbpool_query runs one statement: SQL that holds several is refused and
+ * none of it runs (DBPOOL_EINVAL on SQLite and PostgreSQL, the server's
+ * syntax error on MySQL/MariaDB). Before, PostgreSQL ran every statement
+ * and returned the last one's rows: the UPDATE in front of the SELECT
+ * changed the table, and its result was silently dropped. */
+static void test_query_of_several_statements(void **state) {
+    dbpool_conn *c = conn_of(state);
+    insert_row(c, 1, dbpool_param_text("a"), dbpool_param_int64(1));
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE %s SET val = 2; SELECT val FROM %s", table, table);
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    dbpool_result *r = NULL;
+    int rc = dbpool_query(c, sql, NULL, 0, &r, &e);
+    int want = bt_is("mysql") ? DBPOOL_EQUERY : DBPOOL_EINVAL;
+    BT_CHECK(rc == want && r == NULL, "two statements through dbpool_query: expected %s, got %s: %s",
+             dbpool_errname(want), dbpool_errname(rc), e.message);
+    if (r)
+        dbpool_result_free(r);
+    BT_CHECK(count_where(c, "val = 1") == 1, "the UPDATE did not run");
+    /* One statement with a trailing semicolon and comment is one. */
+    fmt_sql(sql, sizeof sql, "SELECT val FROM %s; -- the end");
+    BT_CHECK(bt_query_int(c, sql, NULL, 0) == 1, "one statement, a semicolon and a comment");
+}
+
 /* A comparison's true and false read as 1 and 0 through the numeric
  * getters on every backend (PostgreSQL sends them as "t" and "f"). */
 static void test_booleans_read_as_numbers(void **state) {
@@ -969,6 +994,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_numeric_getters_on_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_int64_of_double_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nan_and_infinity_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_of_several_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
