@@ -353,7 +353,8 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
 }
 
 /* Run a statement. *affected (may be NULL) receives the rows it inserted,
- * updated or deleted: 0 for DDL, SELECT, BEGIN and the like (SQLite sums
+ * updated or deleted: 0 for DDL (a CREATE TABLE ... AS SELECT and an ALTER
+ * TABLE that copies rows too), SELECT, BEGIN and the like (SQLite sums
  * the statements of a multi-statement text, PostgreSQL reports its last
  * one; MySQL/MariaDB report 0 for a statement that returns rows, such as
  * INSERT ... RETURNING). With parameters, the SQL must hold exactly one

@@ -1053,8 +1053,8 @@ static int text_run_sent(MYSQL *m, const char *sql, int64_t *affected, dbpool_re
     MYSQL_RES *res = mysql_store_result(m);
     if (!res && mysql_field_count(m) > 0)
         return conn_error(m, e);
-    if (affected)
-        *affected = res ? 0 : (int64_t)mysql_affected_rows(m);
+    if (affected) /* DDL: 0, not the rows a CREATE ... SELECT or an ALTER copied */
+        *affected = res || dbpool__mysql_is_ddl(sql) ? 0 : (int64_t)mysql_affected_rows(m);
     if (out && res) {
         rc = text_result_of(res, out, e); /* owns res from here */
         res = NULL;
@@ -1300,7 +1300,9 @@ static int stmt_run(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, 
         goto out;
     }
     if (affected)
-        *affected = mysql_stmt_field_count(st) > 0 ? 0 : (int64_t)mysql_stmt_affected_rows(st);
+        *affected = mysql_stmt_field_count(st) > 0 || dbpool__mysql_is_ddl(sql)
+                        ? 0
+                        : (int64_t)mysql_stmt_affected_rows(st);
     if (out) {
         if (mysql_stmt_field_count(st) > 0) {
             rc = stmt_fetch_rows(m, st, out, e);

@@ -184,15 +184,17 @@ bool dbpool__mysql_untracked_session_change(const char *sql) {
     return scan(sql, true) || (strchr(sql, '\\') && scan(sql, false));
 }
 
-bool dbpool__mysql_prepares_xa(const char *sql) {
+/* The statement's first word (an executable comment around it is code
+ * too): its start, its length in *len; NULL when the text starts with an
+ * ordinary comment that is not closed, or with anything but a word. */
+static const char *first_word(const char *sql, size_t *len) {
     const char *s = skip_blank(sql);
-    /* An executable comment around it is code too. */
     if (s[0] == '/' && s[1] == '*') {
         s += 2;
         if (*s == 'M')
             s++;
         if (*s != '!')
-            return false;
+            return NULL;
         s++;
         while (*s >= '0' && *s <= '9')
             s++;
@@ -201,8 +203,26 @@ bool dbpool__mysql_prepares_xa(const char *sql) {
     const char *word = s;
     while (ident_char((unsigned char)*s))
         s++;
-    if (!is_keyword(word, (size_t)(s - word), "XA"))
+    *len = (size_t)(s - word);
+    return word;
+}
+
+bool dbpool__mysql_is_ddl(const char *sql) {
+    static const char *const verbs[] = {"CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE"};
+    size_t len = 0;
+    const char *word = first_word(sql, &len);
+    for (size_t i = 0; word && i < sizeof verbs / sizeof verbs[0]; i++)
+        if (is_keyword(word, len, verbs[i]))
+            return true;
+    return false;
+}
+
+bool dbpool__mysql_prepares_xa(const char *sql) {
+    size_t len = 0;
+    const char *word = first_word(sql, &len);
+    if (!word || !is_keyword(word, len, "XA"))
         return false;
+    const char *s = word + len;
     s = skip_blank(s);
     word = s;
     while (ident_char((unsigned char)*s))

@@ -38,4 +38,12 @@ bool dbpool__mysql_untracked_session_change(const char *sql);
  */
 bool dbpool__mysql_prepares_xa(const char *sql);
 
+/*
+ * True when sql is DDL (its first word CREATE, ALTER, DROP, RENAME or
+ * TRUNCATE): the server reports the rows a CREATE TABLE ... SELECT filled
+ * or a copying ALTER TABLE copied as affected, where dbpool_exec promises
+ * 0 for DDL (as PostgreSQL and SQLite count it).
+ */
+bool dbpool__mysql_is_ddl(const char *sql);
+
 #endif

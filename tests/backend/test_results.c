@@ -729,6 +729,29 @@ static void test_affected_counts(void **state) {
     BT_CHECK(affected_by(c, ddl) == 0, "DROP TABLE changes no rows");
     fmt_sql(sql, sizeof sql, "DELETE FROM %s WHERE id = 3");
     BT_CHECK(affected_by(c, sql) == 1, "the DELETE removes 1 row");
+
+    /* DDL that fills or copies rows changes none either. Before,
+     * MySQL/MariaDB reported the rows a CREATE TABLE ... SELECT filled
+     * (also with a parameter) and those a copying ALTER TABLE copied. */
+    snprintf(sql, sizeof sql, "CREATE TABLE %s AS SELECT id, val FROM %s", other, table);
+    BT_CHECK(affected_by(c, sql) == 0, "CREATE TABLE ... AS SELECT of 2 rows changes no rows");
+    snprintf(ddl, sizeof ddl, "DROP TABLE %s", other);
+    BT_CHECK(affected_by(c, ddl) == 0, "DROP TABLE changes no rows");
+    snprintf(sql, sizeof sql, "CREATE TABLE %s AS SELECT id, val FROM %s WHERE id > ?", other, table);
+    dbpool_param zero = dbpool_param_int64(0);
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t n = -1;
+    BT_OK(dbpool_exec(c, sql, &zero, 1, &n, &e), &e, sql);
+    BT_CHECK(n == 0, "CREATE TABLE ... AS SELECT with a parameter changes no rows, got %lld", (long long)n);
+    BT_CHECK(affected_by(c, ddl) == 0, "DROP TABLE changes no rows");
+    if (!bt_is("sqlite")) { /* SQLite cannot change a column's type */
+        snprintf(sql, sizeof sql,
+                 bt_is("pg") ? "ALTER TABLE %s ALTER COLUMN val TYPE BIGINT"
+                             : "ALTER TABLE %s MODIFY val BIGINT",
+                 table);
+        BT_CHECK(affected_by(c, sql) == 0, "ALTER TABLE that rewrites 2 rows changes no rows");
+    }
 }
 
 /* A text parameter built by hand with a NULL pointer is SQL NULL on every
