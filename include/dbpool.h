@@ -395,6 +395,7 @@ bool dbpool_result_is_null(const dbpool_result *r, int col);
  * double or decimal column reads through dbpool_result_int64 as its value
  * truncated toward zero, saturated at INT64_MIN / INT64_MAX (NaN: 0), on
  * every backend (1e20 is INT64_MAX, not the 1 of strtoll("1e+20")); a
+ * bit field (MySQL BIT, PostgreSQL bit) reads as its number; a
  * NULL or out-of-range column reads as 0 / 0.0 / NULL. */
 int64_t dbpool_result_int64(const dbpool_result *r, int col);
 double dbpool_result_double(const dbpool_result *r, int col);

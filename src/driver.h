@@ -123,10 +123,15 @@ typedef struct dbpool_rowset dbpool_rowset;
 dbpool_rowset *dbpool__rowset_new(int ncols);
 /* Copies the name. Returns DBPOOL_OK or DBPOOL_ENOMEM. */
 int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name);
-/* Mark column `col` as holding doubles or decimals written as text:
- * dbpool_result_int64 then reads "1e+20" as a number, not as 1.
+/* What a column's cells are, for the numeric getters. */
+typedef enum {
+    DBPOOL_CELL_TEXT = 0, /* read as strtoll / strtod read text */
+    DBPOOL_CELL_REAL = 1, /* doubles or decimals as text: "1e+20" is a number, not 1 */
+    DBPOOL_CELL_BITS = 2  /* a bit field's bytes, most significant first (MySQL BIT) */
+} dbpool_cell_kind;
+/* Say what column `col` holds (DBPOOL_CELL_TEXT until set).
  * Returns DBPOOL_OK, DBPOOL_ERANGE or DBPOOL_ENOMEM. */
-int dbpool__rowset_set_real(dbpool_rowset *rs, int col);
+int dbpool__rowset_set_kind(dbpool_rowset *rs, int col, dbpool_cell_kind kind);
 /* Start a new row (all cells NULL until set). */
 int dbpool__rowset_add_row(dbpool_rowset *rs);
 /* Set a cell of the last added row; `value` NULL = SQL NULL. Copies. */

@@ -1000,16 +1000,36 @@ static const char *tr_text(const dbpool_result *r, int col, size_t *len) {
         *len = v ? (size_t)text_result(r)->lengths[col] : 0;
     return v;
 }
-/* A FLOAT, DOUBLE or DECIMAL column: its text may hold an exponent. */
-static bool real_type(enum enum_field_types t) {
-    return t == MYSQL_TYPE_DOUBLE || t == MYSQL_TYPE_FLOAT || t == MYSQL_TYPE_DECIMAL ||
-           t == MYSQL_TYPE_NEWDECIMAL;
+/* What the numeric getters read in a column's cells: a FLOAT, DOUBLE or
+ * DECIMAL's text may hold an exponent; a BIT column's are raw bytes. */
+static dbpool_cell_kind cell_kind(enum enum_field_types t) {
+    if (t == MYSQL_TYPE_DOUBLE || t == MYSQL_TYPE_FLOAT || t == MYSQL_TYPE_DECIMAL ||
+        t == MYSQL_TYPE_NEWDECIMAL)
+        return DBPOOL_CELL_REAL;
+    return t == MYSQL_TYPE_BIT ? DBPOOL_CELL_BITS : DBPOOL_CELL_TEXT;
 }
 static int64_t tr_int64(const dbpool_result *r, int col) {
     const char *v = tr_cell(r, col);
     if (!v)
         return 0;
-    return real_type(text_result(r)->fields[col].type) ? dbpool__int64_of_real_text(v) : strtoll(v, NULL, 10);
+    const my_text_result *t = text_result(r);
+    switch (cell_kind(t->fields[col].type)) {
+    case DBPOOL_CELL_REAL:
+        return dbpool__int64_of_real_text(v);
+    case DBPOOL_CELL_BITS:
+        return dbpool__int64_of_bits(v, t->lengths[col]);
+    default:
+        return strtoll(v, NULL, 10);
+    }
+}
+static double tr_double(const dbpool_result *r, int col) {
+    const char *v = tr_cell(r, col);
+    if (!v)
+        return 0.0;
+    const my_text_result *t = text_result(r);
+    if (cell_kind(t->fields[col].type) == DBPOOL_CELL_BITS)
+        return (double)dbpool__uint_of_bits(v, t->lengths[col]);
+    return dbpool__strtod_c(v, NULL);
 }
 static void tr_free(dbpool_result *r) {
     my_text_result *t = text_result(r);
@@ -1023,6 +1043,7 @@ static const dbpool_result_ops text_result_ops = {
     .column_name = tr_column_name,
     .is_null = tr_is_null,
     .int64 = tr_int64,
+    .dbl = tr_double,
     .text = tr_text,
     .free = tr_free,
 };
@@ -1114,7 +1135,8 @@ static int stmt_fetch_rows(MYSQL *m, MYSQL_STMT *st, dbpool_result **out, dbpool
     MYSQL_FIELD *f = mysql_fetch_fields(meta);
     for (unsigned i = 0; i < nf; i++) {
         if (dbpool__rowset_set_column(rs, (int)i, f[i].name) ||
-            (real_type(f[i].type) && dbpool__rowset_set_real(rs, (int)i))) {
+            (cell_kind(f[i].type) != DBPOOL_CELL_TEXT &&
+             dbpool__rowset_set_kind(rs, (int)i, cell_kind(f[i].type)))) {
             rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
             goto out;
         }

@@ -51,6 +51,8 @@
 #define PG_OID_FLOAT4 700
 #define PG_OID_FLOAT8 701
 #define PG_OID_NUMERIC 1700
+#define PG_OID_BIT 1560
+#define PG_OID_VARBIT 1562
 #define PG_OID_BYTEA 17
 #define PG_OID_BOOL 16
 /* The protocol's limit on bound parameters (a 16-bit count). */
@@ -1135,6 +1137,11 @@ static int64_t pr_int64(const dbpool_result *res, int col) {
     Oid t = PQftype(pr->r, col);
     if (PQfformat(pr->r, col) == 0 && (t == PG_OID_FLOAT8 || t == PG_OID_FLOAT4 || t == PG_OID_NUMERIC))
         return dbpool__int64_of_real_text(v);
+    /* A bit string "101" is 5, as MySQL's BIT reads. */
+    if (PQfformat(pr->r, col) == 0 && (t == PG_OID_BIT || t == PG_OID_VARBIT)) {
+        unsigned long long u = strtoull(v, NULL, 2);
+        return u > (unsigned long long)INT64_MAX ? INT64_MAX : (int64_t)u;
+    }
     return strtoll(v, NULL, 10);
 }
 static double pr_double(const dbpool_result *res, int col) {
@@ -1142,7 +1149,13 @@ static double pr_double(const dbpool_result *res, int col) {
     int b;
     if (!v)
         return 0.0;
-    return pr_bool((const pg_result *)res, col, v, &b) ? b : dbpool__strtod_c(v, NULL);
+    const pg_result *pr = (const pg_result *)res;
+    if (pr_bool(pr, col, v, &b))
+        return b;
+    Oid t = PQftype(pr->r, col);
+    if (PQfformat(pr->r, col) == 0 && (t == PG_OID_BIT || t == PG_OID_VARBIT))
+        return (double)strtoull(v, NULL, 2);
+    return dbpool__strtod_c(v, NULL);
 }
 /* bytea arrives as text (hex, or the old escape format): decoded once per
  * cell and row. Other columns' text is their bytes. */

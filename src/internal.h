@@ -79,6 +79,11 @@ double dbpool__strtod_c(const char *s, char **end);
  * saturated at INT64_MIN / INT64_MAX), NaN reads 0. Without this a server's
  * "1e+20" or "1.5e-07" read 1 through strtoll. */
 int64_t dbpool__int64_of_real_text(const char *s);
+/* A bit field's bytes (MySQL BIT, sent as len raw bytes, most significant
+ * first) as a number; as int64, saturated at INT64_MAX as strtoll reads a
+ * BIGINT UNSIGNED above it. */
+uint64_t dbpool__uint_of_bits(const void *bytes, size_t len);
+int64_t dbpool__int64_of_bits(const void *bytes, size_t len);
 /* snprintf(buf, cap, "%.17g", d) as in the "C" locale. */
 int dbpool__format_double_c(char *buf, size_t cap, double d);
 /* Parse true/false/on/off/1/0/yes/no. */

@@ -28,9 +28,9 @@ typedef struct cell {
 struct dbpool_rowset {
     struct dbpool_result base; /* first: a rowset is a dbpool_result */
     int ncols;
-    size_t *names; /* ncols offsets into text; RS_NONE = not set */
-    bool *real;    /* ncols flags (dbpool__rowset_set_real); NULL = none set */
-    cell *cells;   /* cap_rows * max(ncols, 1) */
+    size_t *names;        /* ncols offsets into text; RS_NONE = not set */
+    unsigned char *kinds; /* ncols dbpool_cell_kind; NULL = all text */
+    cell *cells;          /* cap_rows * max(ncols, 1) */
     size_t rows, cap_rows;
     size_t cursor; /* 1-based index of the current row; 0 = before the first */
     char *text;    /* every name and value, NUL-terminated, back to back */
@@ -54,7 +54,7 @@ dbpool_rowset *dbpool__rowset_new(int ncols) {
     rs->base.lease = NULL;
     rs->ncols = ncols;
     rs->names = rs->inline_names;
-    rs->real = NULL;
+    rs->kinds = NULL;
     if (ncols > RS_INLINE_COLS && !(rs->names = malloc((size_t)ncols * sizeof *rs->names))) {
         free(rs);
         return NULL;
@@ -122,12 +122,12 @@ int dbpool__rowset_set_column(dbpool_rowset *rs, int col, const char *name) {
     return DBPOOL_OK;
 }
 
-int dbpool__rowset_set_real(dbpool_rowset *rs, int col) {
+int dbpool__rowset_set_kind(dbpool_rowset *rs, int col, dbpool_cell_kind kind) {
     if (col < 0 || col >= rs->ncols)
         return DBPOOL_ERANGE;
-    if (!rs->real && !(rs->real = calloc((size_t)rs->ncols, sizeof *rs->real)))
+    if (!rs->kinds && !(rs->kinds = calloc((size_t)rs->ncols, sizeof *rs->kinds)))
         return DBPOOL_ENOMEM;
-    rs->real[col] = true;
+    rs->kinds[col] = (unsigned char)kind;
     return DBPOOL_OK;
 }
 
@@ -172,7 +172,7 @@ void dbpool__rowset_free(dbpool_rowset *rs) {
         free(rs->cells);
     if (rs->names != rs->inline_names)
         free(rs->names);
-    free(rs->real);
+    free(rs->kinds);
     if (rs->text != rs->inline_text)
         free(rs->text);
     free(rs);
@@ -215,12 +215,31 @@ static const char *rs_text(const dbpool_result *r, int col, size_t *len) {
         *len = c ? c->len : 0;
     return value_of(r, c);
 }
+static dbpool_cell_kind kind_of(const dbpool_rowset *rs, int col) {
+    return rs->kinds ? (dbpool_cell_kind)rs->kinds[col] : DBPOOL_CELL_TEXT;
+}
 static int64_t rs_int64(const dbpool_result *r, int col) {
-    const char *v = value_of(r, current(r, col));
-    if (!v)
+    const cell *c = current(r, col);
+    if (!c)
         return 0;
-    const dbpool_rowset *rs = (const dbpool_rowset *)r;
-    return rs->real && rs->real[col] ? dbpool__int64_of_real_text(v) : strtoll(v, NULL, 10);
+    const char *v = value_of(r, c);
+    switch (kind_of((const dbpool_rowset *)r, col)) {
+    case DBPOOL_CELL_REAL:
+        return dbpool__int64_of_real_text(v);
+    case DBPOOL_CELL_BITS:
+        return dbpool__int64_of_bits(v, c->len);
+    default:
+        return strtoll(v, NULL, 10);
+    }
+}
+static double rs_double(const dbpool_result *r, int col) {
+    const cell *c = current(r, col);
+    if (!c)
+        return 0.0;
+    const char *v = value_of(r, c);
+    if (kind_of((const dbpool_rowset *)r, col) == DBPOOL_CELL_BITS)
+        return (double)dbpool__uint_of_bits(v, c->len);
+    return dbpool__strtod_c(v, NULL);
 }
 static void rs_free(dbpool_result *r) { dbpool__rowset_free((dbpool_rowset *)r); }
 
@@ -230,6 +249,7 @@ static const dbpool_result_ops rowset_ops = {
     .column_name = rs_column_name,
     .is_null = rs_is_null,
     .int64 = rs_int64,
+    .dbl = rs_double,
     .text = rs_text,
     .free = rs_free,
 };

@@ -347,6 +347,19 @@ int64_t dbpool__int64_of_real_text(const char *s) {
     return (int64_t)d;
 }
 
+uint64_t dbpool__uint_of_bits(const void *bytes, size_t len) {
+    const unsigned char *b = bytes;
+    uint64_t v = 0;
+    for (size_t i = len > 8 ? len - 8 : 0; i < len; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
+int64_t dbpool__int64_of_bits(const void *bytes, size_t len) {
+    uint64_t v = dbpool__uint_of_bits(bytes, len);
+    return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
 int dbpool__format_double_c(char *buf, size_t cap, double d) {
     pthread_once(&c_numeric_once, c_numeric_init);
     locale_t old = c_numeric ? uselocale(c_numeric) : (locale_t)0;

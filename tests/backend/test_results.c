@@ -452,6 +452,45 @@ static void test_query_of_several_statements(void **state) {
     BT_CHECK(bt_query_int(c, sql, NULL, 0) == 1, "one statement, a semicolon and a comment");
 }
 
+/* A bit-field column (MySQL BIT, PostgreSQL bit) reads through the
+ * numeric getters as its number. Before, MySQL/MariaDB's BIT, sent as raw
+ * bytes, read 0 whatever its bits (strtoll of "\x05"), and PostgreSQL's
+ * "101" read 101. SQLite has no bit type. */
+static void test_bit_columns_read_as_numbers(void **state) {
+    dbpool_conn *c = conn_of(state);
+    if (bt_is("sqlite"))
+        return;
+    char bits[96], sql[256];
+    snprintf(bits, sizeof bits, "%s_bits", table);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", bits);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER NOT NULL, flag BIT(1), b BIT(8))", bits);
+    bt_exec(c, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, B'1', B'00000101'), (2, B'0', B'11111111')", bits);
+    bt_exec(c, sql);
+    char without[256], with[256];
+    snprintf(without, sizeof without, "SELECT flag, b FROM %s ORDER BY id", bits);
+    snprintf(with, sizeof with, "SELECT flag, b FROM %s WHERE id >= ? ORDER BY id", bits);
+    dbpool_param one = dbpool_param_int64(1);
+    for (int how = 0; how < 2; how++) {
+        dbpool_result *r = how == 0 ? dbt_query_ok(c, without, NULL, 0) : dbt_query_ok(c, with, &one, 1);
+        BT_CHECK(dbt_next_ok(r) == 1, "way %d: row 1", how);
+        BT_CHECK(dbpool_result_int64(r, 0) == 1 && dbpool_result_double(r, 0) == 1.0,
+                 "way %d: BIT(1) 1 reads 1, got %lld", how, (long long)dbpool_result_int64(r, 0));
+        BT_CHECK(dbpool_result_int64(r, 1) == 5 && dbpool_result_double(r, 1) == 5.0,
+                 "way %d: BIT(8) 00000101 reads 5, got %lld and %g", how,
+                 (long long)dbpool_result_int64(r, 1), dbpool_result_double(r, 1));
+        BT_CHECK(dbt_next_ok(r) == 1, "way %d: row 2", how);
+        BT_CHECK(dbpool_result_int64(r, 0) == 0, "way %d: BIT(1) 0 reads 0", how);
+        BT_CHECK(dbpool_result_int64(r, 1) == 255 && dbpool_result_double(r, 1) == 255.0,
+                 "way %d: BIT(8) 11111111 reads 255, got %lld", how, (long long)dbpool_result_int64(r, 1));
+        BT_CHECK(dbt_next_ok(r) == 0, "way %d: two rows", how);
+        dbpool_result_free(r);
+    }
+    snprintf(sql, sizeof sql, "DROP TABLE %s", bits);
+    bt_exec(c, sql);
+}
+
 /* A comparison's true and false read as 1 and 0 through the numeric
  * getters on every backend (PostgreSQL sends them as "t" and "f"). */
 static void test_booleans_read_as_numbers(void **state) {
@@ -1018,6 +1057,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_int64_of_double_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nan_and_infinity_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_of_several_statements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bit_columns_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
