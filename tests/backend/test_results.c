@@ -20,6 +20,8 @@
  * several builds at once). */
 static char table[64];
 
+static int64_t affected_by(dbpool_conn *c, const char *sql);
+
 static void fmt_sql(char *buf, size_t cap, const char *fmt) {
     /* fmt holds one %s, the table name. */
     int n = snprintf(buf, cap, fmt, table);
@@ -489,6 +491,37 @@ static void test_bit_columns_read_as_numbers(void **state) {
     }
     snprintf(sql, sizeof sql, "DROP TABLE %s", bits);
     bt_exec(c, sql);
+}
+
+/* A result freed before its last row leaves nothing behind on the
+ * connection: the next statements, a write to the same table and a DROP
+ * of another, run at once on every backend (SQLite streams its rows, and
+ * a statement left stepping would hold its table). */
+static void test_result_freed_before_the_end(void **state) {
+    dbpool_conn *c = conn_of(state);
+    bt_exec(c, "BEGIN");
+    for (int i = 1; i <= 50; i++)
+        insert_row(c, i, dbpool_param_text("x"), dbpool_param_int64(i));
+    bt_exec(c, "COMMIT");
+    char sql[256], other[96];
+    snprintf(other, sizeof other, "%s_early", table);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (a INTEGER)", other);
+    bt_exec(c, sql);
+    dbpool_param from = dbpool_param_int64(0);
+    for (int how = 0; how < 2; how++) {
+        char q[256];
+        snprintf(q, sizeof q, "SELECT o.a, t.id FROM %s t LEFT JOIN %s o ON o.a = t.id WHERE t.id > %s",
+                 table, other, how ? "?" : "0");
+        dbpool_result *r = how ? dbt_query_ok(c, q, &from, 1) : dbt_query_ok(c, q, NULL, 0);
+        for (int i = 0; i < 3; i++)
+            BT_CHECK(dbt_next_ok(r) == 1, "way %d: row %d of 50", how, i + 1);
+        dbpool_result_free(r);
+        fmt_sql(sql, sizeof sql, "UPDATE %s SET val = val + 1");
+        BT_CHECK(affected_by(c, sql) == 50, "way %d: the UPDATE after the early free changes 50 rows", how);
+    }
+    snprintf(sql, sizeof sql, "DROP TABLE %s", other);
+    BT_CHECK(affected_by(c, sql) == 0, "the joined table drops after the early frees");
+    BT_CHECK(count_where(c, "val = id + 2") == 50, "both UPDATEs ran");
 }
 
 /* A comparison's true and false read as 1 and 0 through the numeric
@@ -1058,6 +1091,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_nan_and_infinity_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_of_several_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bit_columns_read_as_numbers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_freed_before_the_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
