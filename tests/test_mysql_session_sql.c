@@ -112,11 +112,35 @@ static void test_xa_prepare(void **state) {
     xa("", false);
 }
 
+static void ddl(const char *sql, bool is_ddl) {
+    if (dbpool__mysql_is_ddl(sql) != is_ddl)
+        fail_msg("'%s': expected %s", sql, is_ddl ? "DDL" : "not DDL");
+}
+
+/* DDL, whose affected-rows count dbpool_exec reports as 0: by its first
+ * word, behind comments and inside an executable comment. */
+static void test_ddl(void **state) {
+    (void)state;
+    ddl("CREATE TABLE t2 AS SELECT * FROM t", true);
+    ddl("  alter\ttable t MODIFY v BIGINT", true);
+    ddl("/* copy */ -- x\nDROP TABLE t", true);
+    ddl("/*!40000 ALTER TABLE t DISABLE KEYS */", true);
+    ddl("RENAME TABLE a TO b", true);
+    ddl("TRUNCATE t", true);
+    ddl("INSERT INTO t SELECT * FROM u", false);
+    ddl("UPDATE t SET created = 1", false);
+    ddl("SELECT 'CREATE'", false);
+    ddl("CREATED", false);
+    ddl("/* unterminated CREATE", false);
+    ddl("", false);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flagged),
         cmocka_unit_test(test_not_flagged),
         cmocka_unit_test(test_xa_prepare),
+        cmocka_unit_test(test_ddl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
