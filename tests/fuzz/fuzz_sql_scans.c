@@ -50,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef DBPOOL_HAVE_MYSQL
     (void)dbpool__mysql_untracked_session_change(sql);
     (void)dbpool__mysql_prepares_xa(sql);
+    (void)dbpool__mysql_is_ddl(sql);
 #endif
     free(sql);
     return 0;
