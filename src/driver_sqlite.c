@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -382,6 +383,8 @@ typedef struct sqlite_result {
     bool has_row;
     bool primed;     /* the first step was taken by sqlite_query: its outcome is next's first answer */
     bool primed_row; /* ... and it was a row */
+    char *reals;     /* nreals buffers of REAL_TEXT bytes: REAL cells as text (real_text) */
+    int nreals;
 } sqlite_result;
 
 struct cached_stmt {
@@ -950,12 +953,46 @@ static double sr_double(const dbpool_result *r, int col) {
     const sqlite_result *sr = (const sqlite_result *)r;
     return sr->has_row ? sqlite3_column_double(sr->st, col) : 0.0;
 }
+/* A REAL cell's text. SQLite writes 15 significant digits, which do not
+ * always read back as the value (0.1 + 0.2 reads "0.3", 1.0 / 3 loses its
+ * last digit), where PostgreSQL and MySQL send the shortest text that
+ * does: such a value is written again, with the fewest digits (up to 17)
+ * that read back. SQLite's own text stands where it reads back ("2.0").
+ * The copy lives in the result until the same column's next row. */
+#define REAL_TEXT 32
+static const char *real_text(sqlite_result *sr, int col, size_t *len) {
+    const char *t = (const char *)sqlite3_column_text(sr->st, col);
+    double d = sqlite3_column_double(sr->st, col);
+    if (!t || !isfinite(d) || dbpool__strtod_c(t, NULL) == d)
+        return NULL; /* SQLite's own text */
+    if (!sr->reals) {
+        int n = sqlite3_column_count(sr->st);
+        if (n <= 0 || !(sr->reals = malloc((size_t)n * REAL_TEXT)))
+            return NULL;
+        sr->nreals = n;
+    }
+    if (col >= sr->nreals)
+        return NULL;
+    char *buf = sr->reals + (size_t)col * REAL_TEXT;
+    int n = dbpool__format_double_shortest_c(buf, REAL_TEXT, d);
+    if (n <= 0 || n >= REAL_TEXT)
+        return NULL;
+    *len = (size_t)n;
+    return buf;
+}
 static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
-    const sqlite_result *sr = (const sqlite_result *)r;
+    sqlite_result *sr = (sqlite_result *)(uintptr_t)r; /* the REAL texts are a cache */
     if (!sr->has_row || sqlite3_column_type(sr->st, col) == SQLITE_NULL) {
         if (len)
             *len = 0;
         return NULL;
+    }
+    size_t rlen = 0;
+    const char *rt = sqlite3_column_type(sr->st, col) == SQLITE_FLOAT ? real_text(sr, col, &rlen) : NULL;
+    if (rt) {
+        if (len)
+            *len = rlen;
+        return rt;
     }
     const char *t = (const char *)sqlite3_column_text(sr->st, col);
     if (len)
@@ -968,6 +1005,8 @@ static const void *sr_blob(const dbpool_result *r, int col, size_t *len) {
         *len = 0;
         return NULL;
     }
+    if (sqlite3_column_type(sr->st, col) == SQLITE_FLOAT)
+        return sr_text(r, col, len); /* the same text as dbpool_result_text */
     const void *b = sqlite3_column_blob(sr->st, col);
     *len = (size_t)sqlite3_column_bytes(sr->st, col);
     if (b)
@@ -980,6 +1019,8 @@ static const void *sr_blob(const dbpool_result *r, int col, size_t *len) {
 }
 static void sr_free(dbpool_result *r) {
     sqlite_result *sr = (sqlite_result *)r;
+    free(sr->reals);
+    sr->reals = NULL;
     if (sr->slot) {
         slot_return(sr->slot); /* the result lives in the cache entry */
         return;

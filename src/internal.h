@@ -84,6 +84,9 @@ int64_t dbpool__int64_of_real_text(const char *s);
  * BIGINT UNSIGNED above it. */
 uint64_t dbpool__uint_of_bits(const void *bytes, size_t len);
 int64_t dbpool__int64_of_bits(const void *bytes, size_t len);
+/* The shortest "%.Ng" (N 15 to 17) of d, as in the "C" locale, that
+ * strtod reads back as d; returns what snprintf returns. */
+int dbpool__format_double_shortest_c(char *buf, size_t cap, double d);
 /* snprintf(buf, cap, "%.17g", d) as in the "C" locale. */
 int dbpool__format_double_c(char *buf, size_t cap, double d);
 /* Parse true/false/on/off/1/0/yes/no. */

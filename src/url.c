@@ -360,6 +360,20 @@ int64_t dbpool__int64_of_bits(const void *bytes, size_t len) {
     return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
+int dbpool__format_double_shortest_c(char *buf, size_t cap, double d) {
+    pthread_once(&c_numeric_once, c_numeric_init);
+    locale_t old = c_numeric ? uselocale(c_numeric) : (locale_t)0;
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, cap, "%.*g", prec, d);
+        if (n < 0 || (size_t)n >= cap || strtod(buf, NULL) == d)
+            break;
+    }
+    if (c_numeric)
+        uselocale(old);
+    return n;
+}
+
 int dbpool__format_double_c(char *buf, size_t cap, double d) {
     pthread_once(&c_numeric_once, c_numeric_init);
     locale_t old = c_numeric ? uselocale(c_numeric) : (locale_t)0;

@@ -524,6 +524,41 @@ static void test_result_freed_before_the_end(void **state) {
     BT_CHECK(count_where(c, "val = id + 2") == 50, "both UPDATEs ran");
 }
 
+/* The text of a double reads back as the same double on every backend.
+ * Before, SQLite wrote 15 significant digits: 0.1 + 0.2 read "0.3" and
+ * 1.0 / 3 lost its last digit, while PostgreSQL and MySQL/MariaDB send
+ * the shortest text that reads back. */
+static void test_double_text_reads_back(void **state) {
+    dbpool_conn *c = conn_of(state);
+    const double values[] = {0.1 + 0.2, 1.0 / 3, 2.0, -1.5e-7, 123456789.12345679, 1e20, 0.1};
+    size_t n = sizeof values / sizeof *values;
+    char sql[256];
+    fmt_sql(sql, sizeof sql, "INSERT INTO %s (id, num) VALUES (?, ?)");
+    for (size_t i = 0; i < n; i++) {
+        dbpool_param ps[2] = {dbpool_param_int64((int64_t)i), dbpool_param_double(values[i])};
+        bt_exec_params(c, sql, ps, 2);
+    }
+    fmt_sql(sql, sizeof sql, "SELECT num FROM %s ORDER BY id");
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    for (size_t i = 0; i < n; i++) {
+        BT_CHECK(dbt_next_ok(r) == 1, "row %zu", i);
+        size_t len = 0, blen = 0;
+        const char *t = dbpool_result_text(r, 0, &len);
+        BT_CHECK(t && len == strlen(t), "row %zu: text with its length", i);
+        char *end = NULL;
+        double back = strtod(t, &end);
+        if (back != values[i] || *end != '\0')
+            fail_msg("[%s] the double %.17g reads as the text \"%s\", which is %.17g", bt_backend, values[i],
+                     t, back);
+        const char *b = dbpool_result_blob(r, 0, &blen);
+        BT_CHECK(b && blen == len && memcmp(b, t, len) == 0, "row %zu: the blob getter reads the same text",
+                 i);
+        BT_CHECK(dbpool_result_double(r, 0) == values[i], "row %zu: the double itself", i);
+    }
+    BT_CHECK(dbt_next_ok(r) == 0, "no more rows");
+    dbpool_result_free(r);
+}
+
 /* A comparison's true and false read as 1 and 0 through the numeric
  * getters on every backend (PostgreSQL sends them as "t" and "f"). */
 static void test_booleans_read_as_numbers(void **state) {
@@ -1092,6 +1127,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_query_of_several_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bit_columns_read_as_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_freed_before_the_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_double_text_reads_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_getter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_double_parameter_ignores_lc_numeric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_booleans_read_as_numbers, setup, teardown),
