@@ -376,12 +376,12 @@ static int restore_pragmas(sqlite3 *db, sqlite_session *s, dbpool_error *e) {
                               "a caller set PRAGMA %s, which a reset cannot put back: the connection is "
                               "replaced",
                               unrestorable[s->lost_pragma - 1]);
-    uint32_t todo = s->pragmas & s->base->known;
-    if (!todo)
+    uint32_t changed = s->pragmas & s->base->known;
+    if (!changed)
         return DBPOOL_OK;
     sqlite3_str *script = sqlite3_str_new(db);
     for (int i = 0; i < SQLITE_SESSION_PRAGMAS; i++)
-        if (todo & (UINT32_C(1) << i))
+        if (changed & (UINT32_C(1) << i))
             sqlite3_str_appendf(script, "PRAGMA main.%s=%lld;", restorable[i], (long long)s->base->value[i]);
     int src = sqlite3_str_errcode(script);
     char *sql = sqlite3_str_finish(script);
