@@ -52,8 +52,6 @@ static bool logged(log_lines *l, const char *needle) {
 static dbpool *open_pool_with_breaker(log_lines *logs, int failures, int64_t cooldown_ms) {
     dbpool_options o;
     dbt_options(&o, 0, 4);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = failures;
     o.breaker_cooldown_ms = cooldown_ms;
@@ -62,10 +60,7 @@ static dbpool *open_pool_with_breaker(log_lines *logs, int failures, int64_t coo
         o.log_user = logs;
         o.log_level = DBPOOL_LOG_DEBUG;
     }
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_lazy_mock(&o);
     return p;
 }
 
@@ -380,18 +375,13 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 4);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_connecting = 2;
     o.max_retries = 5;
     o.backoff_base_ms = 500;
     o.backoff_max_ms = 500;
     o.breaker_failures = 2;
     o.breaker_cooldown_ms = 10000;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool__mock_set_connect_delay_ms(20);
     pthread_t a, b;
@@ -420,15 +410,11 @@ static void test_waiter_failed_when_nothing_left_to_serve_it(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.breaker_cooldown_ms = 60000; /* open for the whole test */
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
     dbpool_conn *held;
     assert_int_equal(dbpool_acquire(p, 1000, &held, &e), DBPOOL_OK);
     /* From now on connects fail, after 300 ms. */
@@ -479,15 +465,11 @@ static void test_closing_breaker_serves_waiters(void **state) {
     const int64_t cooldown = 300;
     dbpool_options o;
     dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.breaker_cooldown_ms = cooldown;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
     dbpool_conn *held = NULL, *c = NULL;
     assert_int_equal(dbpool_acquire(p, 1000, &held, &e), DBPOOL_OK);
     dbpool__mock_fail_connect(2, 1, DBPOOL_ECONNECT);

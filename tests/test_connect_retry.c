@@ -19,24 +19,13 @@ static int setup(void **state) {
     return 0;
 }
 
-static dbpool *open_lazy(dbpool_options *o) {
-    o->lazy_connect = true;
-    o->maintenance_interval_ms = 0;
-    dbpool *p = NULL;
-    dbpool_error e;
-    int rc = dbpool_open(&p, "mock:", o, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
-}
-
 static void test_retried_then_reported(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.max_retries = 3;
     o.backoff_base_ms = 1;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -63,7 +52,7 @@ static void test_auth_error_not_retried(void **state) {
      * the bound below, which leaves room for a descheduled thread. */
     o.backoff_base_ms = 4000;
     o.backoff_max_ms = 4000;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, -1, DBPOOL_EAUTH);
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -83,7 +72,7 @@ static void test_backoff_grows_with_jitter(void **state) {
     o.max_retries = 3;
     o.backoff_base_ms = 40;
     o.backoff_max_ms = 1000;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, 3, DBPOOL_ECONNECT); /* the 4th attempt works */
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -105,7 +94,7 @@ static void test_backoff_capped(void **state) {
     o.backoff_base_ms = 20;
     o.backoff_max_ms = 20;
     o.breaker_failures = 0; /* seven failures in a row */
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, 7, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     int64_t t0 = dbt_now_ms();
@@ -129,7 +118,7 @@ static void test_never_past_deadline(void **state) {
      * would end far past its 300 ms, and past the bound below. */
     o.backoff_base_ms = 4000;
     o.backoff_max_ms = 5000;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -149,7 +138,7 @@ static void test_slow_connect_bounded(void **state) {
     dbt_options(&o, 0, 1);
     o.max_retries = 0;
     o.connect_timeout_ms = 100;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_set_connect_delay_ms(2000);
     dbpool_conn *c = NULL;
     dbpool_error e;
@@ -168,7 +157,7 @@ static void test_timeout_carries_last_connect_error(void **state) {
     dbt_options(&o, 0, 2);
     o.max_retries = 0;
     o.breaker_failures = 0;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_conn *held = NULL;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
     /* The database goes away: a caller gets the connect error itself... */
@@ -201,7 +190,7 @@ static void test_permanent_error_spares_waiter_of_cached_lease(void **state) {
     dbt_options(&o, 0, 2);
     o.max_retries = 0;
     o.breaker_failures = 0;
-    dbpool *p = open_lazy(&o);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_conn *held = NULL;
     /* Released once, it is parked for this thread; acquired again, it is
      * in use through the thread cache. */
@@ -302,7 +291,7 @@ static void test_init_sql_bounded_by_connect_timeout(void **state) {
     assert_non_null(strstr(e.message, "connect_timeout_ms"));
     /* A caller's acquire, the connect made by a connector thread. */
     o.min_size = 0;
-    p = open_lazy(&o);
+    p = dbt_open_lazy_mock(&o);
     dbpool_conn *c = NULL;
     t0 = dbt_now_ms();
     rc = dbpool_acquire(p, 5000, &c, &e);

@@ -75,14 +75,11 @@ static void test_connect_timeout_named(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
     o.acquire_timeout_ms = 5000;
     o.connect_timeout_ms = 200;
     o.max_retries = 0;
-    o.maintenance_interval_ms = 0;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool__mock_set_connect_delay_ms(5000);
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ETIMEDOUT);
@@ -109,15 +106,12 @@ static void test_timeout_counts_thread_cache_validation(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.thread_cache = true;
     o.validation = DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = 1;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     dbpool_stats s;
@@ -178,15 +172,12 @@ static void test_breaker_opened_logged_after_its_cause(void **state) {
     log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.log_fn = collect;
     o.log_user = &l;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT);
@@ -203,14 +194,11 @@ static void test_timeout_says_half_open(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.breaker_cooldown_ms = 50;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* opens the breaker */
@@ -257,11 +245,8 @@ static void test_try_acquire_names_connecting(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool_conn *held = dbt_acquire(p);
     dbpool__mock_set_connect_delay_ms(500);
     pthread_t t;
@@ -327,14 +312,11 @@ static void test_timeout_keeps_last_connect_error(void **state) {
     dbt_options(&o, 0, 3);
     o.name = name;
     o.suspend_fails_fast = false; /* a suspended pool waits */
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.breaker_cooldown_ms = 60000;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     /* Two holders, one of them through this thread's cache. */
     dbpool_conn *a = dbt_acquire(p);
     dbpool_release(a);
@@ -376,17 +358,14 @@ static void test_resume_logged_before_breaker_trial(void **state) {
     log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.breaker_failures = 1;
     o.breaker_cooldown_ms = 50;
     o.suspend_fails_fast = false;
     o.log_fn = collect;
     o.log_user = &l;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* opens the breaker */
@@ -412,15 +391,12 @@ static void test_retry_cut_by_shared_deadline_named(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
     o.connect_timeout_ms = 300;
     o.max_retries = 1;
     o.backoff_base_ms = 1;
     o.backoff_max_ms = 1;
-    o.maintenance_interval_ms = 0;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     /* Each attempt takes 250 ms; the first then fails, the second has
      * about 50 ms left of the 300. */
     dbpool__mock_set_connect_delay_ms(250);
@@ -441,8 +417,6 @@ static void test_breaker_reopen_logged_as_failed_trial(void **state) {
     log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.max_retries = 2;
     o.backoff_base_ms = 1;
     o.backoff_max_ms = 1;
@@ -450,9 +424,8 @@ static void test_breaker_reopen_logged_as_failed_trial(void **state) {
     o.breaker_cooldown_ms = 50;
     o.log_fn = collect;
     o.log_user = &l;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     dbpool_conn *c = NULL;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ECONNECT); /* three attempts: opened */
@@ -553,14 +526,10 @@ static void test_connector_opened_connection_logged(void **state) {
     log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.log_level = DBPOOL_LOG_DEBUG;
     o.log_fn = collect;
     o.log_user = &l;
-    dbpool *p = NULL;
-    dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_conn *c = dbt_acquire(p); /* waits: a connector opens it */
     dbpool_release(c);
     dbpool_close(p); /* joins the connector: its log line is in */
@@ -650,16 +619,13 @@ static void test_validation_timeout_named(void **state) {
     log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.validation_window_ms = 2000; /* the replacement, just opened, is not checked */
     o.validation_timeout_ms = 100;
     o.log_fn = collect;
     o.log_user = &l;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
     dbpool_release(dbt_acquire(p)); /* leased once: checked from now on */
     dbpool__mock_set_ping_delay_ms(2000);
     dbpool_health h;

@@ -91,18 +91,14 @@ static void test_handoff_during_failed_check_past_deadline(void **state) {
     g_cue.stage = 0;
     dbpool_options o;
     dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
     o.thread_cache = false;
-    o.maintenance_interval_ms = 0;
     o.barging_window_us = 0; /* strict hand-off: a release goes to the first waiter */
     o.validation = DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = 0; /* every hand-out is validated */
     o.log_fn = on_log;
     o.log_level = DBPOOL_LOG_WARN;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
     dbpool_conn *a = dbt_acquire(p);
     dbpool_conn *b = dbt_acquire(p);
 
@@ -145,19 +141,14 @@ static void test_handoff_during_failed_check_then_suspend(void **state) {
     g_cue.stage = 0;
     dbpool_options o;
     dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
     o.thread_cache = false;
-    o.maintenance_interval_ms = 0;
     o.barging_window_us = 0;
     o.validation = DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = 0;
     o.suspend_fails_fast = true;
     o.log_fn = on_log;
     o.log_level = DBPOOL_LOG_WARN;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_conn *a = dbt_acquire(p);
     dbpool_conn *b = dbt_acquire(p);
     int b_id = dbpool__mock_conn_id(dbpool_conn_native(b));

@@ -105,3 +105,13 @@ void *dbt_timed_acquire_main(void *arg) {
         dbpool_release(c);
     return NULL;
 }
+
+dbpool *dbt_open_lazy_mock(dbpool_options *o) {
+    o->lazy_connect = true;
+    o->maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}

@@ -46,6 +46,9 @@ void dbt_exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, si
 dbpool_result *dbt_query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
 /* dbpool_result_next: 1 a row, 0 the end; an error fails the test. */
 int dbt_next_ok(dbpool_result *r);
+/* A mock: pool with o's options, lazy (no connection until asked for) and
+ * without a maintenance thread; a failed open fails the test. */
+dbpool *dbt_open_lazy_mock(dbpool_options *o);
 /* One acquire on a thread of its own: fill p and timeout_ms, start it with
  * pthread_create(&t, NULL, dbt_timed_acquire_main, &a), join. It records
  * the code, how long the call took and the error message, and gives back
