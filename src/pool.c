@@ -361,6 +361,18 @@ void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c) {
     pthread_cond_signal(&w->cond);
 }
 
+void dbpool__serve_waiters_from_idle_locked(dbpool *p) {
+    /* Handed straight to each waiter in turn: publishing would put the
+     * connection back on the idle list for a waiter still inside its
+     * barging window, and this loop would spin under the lock until the
+     * window ended. The most recently used goes first, as for an acquire. */
+    while (!p->suspended && p->wait_head && p->idle_head) {
+        dbpool_conn *c = p->idle_head;
+        dbpool__idle_remove(p, c);
+        dbpool__hand_off_locked(p, c);
+    }
+}
+
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;

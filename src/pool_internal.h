@@ -283,6 +283,10 @@ static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_con
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
 /* Give c (counted nowhere yet) to the first waiter, who must exist. */
 void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c);
+/* Hand idle connections to those in line, first come first served, unless
+ * the pool is suspended (a shrink, resize or resume that took connections
+ * back from the thread caches: their release woke nobody). */
+void dbpool__serve_waiters_from_idle_locked(dbpool *p);
 /* Back from a keepalive ping: to the first waiter, else the idle list at
  * the place its last use gives it (a ping is not a use: the LIFO order and
  * its idle time stay). Lock held; c counted as leased. */

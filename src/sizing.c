@@ -30,6 +30,10 @@ int dbpool_shrink(dbpool *p, int target_idle) {
         return DBPOOL_ECLOSED;
     }
     dbpool__recall_parked_locked(p, false, -1); /* parked and free counts as idle here */
+    /* Not idle if someone waits for it: a connection released through a
+     * thread cache woke nobody, and shrinking must not close what a caller
+     * in line is about to get. */
+    dbpool__serve_waiters_from_idle_locked(p);
     keep_count k = {target_idle};
     dbpool_conn *list = dbpool__take_idle_locked(p, idle_above, &k); /* least recently used first */
     unlock(p);
@@ -61,6 +65,9 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
         p->cap = min_size;
     dbpool__recall_parked_locked(p, false, -1);
     dbpool_conn *list = dbpool__take_idle_locked(p, over_cap, NULL);
+    /* Those recalled from the thread caches, within the cap: their release
+     * woke nobody, so the first in line would sleep to its window's end. */
+    dbpool__serve_waiters_from_idle_locked(p);
     breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
     dbpool__maint_wake(p);                                    /* a larger min is filled there */
     unlock(p);
@@ -97,21 +104,7 @@ int dbpool_resume(dbpool *p) {
         return DBPOOL_EINVAL;
     lock(p);
     p->suspended = false;
-    /* Serve those who waited, in order, from the idle list first. */
-    while (p->wait_head && p->idle_head) {
-        dbpool_conn *c = p->idle_head;
-        /* Handed straight to the first waiter: publishing would put it back
-         * on the idle list for a waiter still inside its barging window,
-         * and this loop would spin under the lock until the window ended. */
-        if (c->next)
-            c->next->prev = NULL;
-        else
-            p->idle_tail = NULL;
-        p->idle_head = c->next;
-        c->next = NULL;
-        p->n_idle--;
-        dbpool__hand_off_locked(p, c);
-    }
+    dbpool__serve_waiters_from_idle_locked(p); /* in order, from the idle list first */
     breaker_event ev = dbpool__request_connections_locked(p);
     unlock(p);
     dbpool__log(p, DBPOOL_LOG_INFO, "resumed"); /* before the breaker's trial it let in */

@@ -217,6 +217,106 @@ static void test_resume_serves_waiters_at_once(void **state) {
     dbpool_close(p);
 }
 
+/* A thread that keeps a connection in its thread cache: it takes it,
+ * gives it back through the cache (no lock, nobody woken: a waiter finds
+ * it at its window's end), and lives on until told to stop, so that the
+ * connection stays parked in its cache. */
+typedef struct cache_holder {
+    dbpool *p;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stage; /* 1: holding, 2: told to release, 3: released, 4: told to stop */
+} cache_holder;
+
+static void holder_set(cache_holder *h, int stage) {
+    pthread_mutex_lock(&h->mu);
+    h->stage = stage;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void holder_await(cache_holder *h, int stage) {
+    pthread_mutex_lock(&h->mu);
+    while (h->stage < stage)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *hold_through_cache(void *arg) {
+    cache_holder *h = arg;
+    dbpool_conn *c = NULL;
+    if (dbpool_acquire(h->p, 3000, &c, NULL) != DBPOOL_OK)
+        return (void *)"first acquire failed";
+    dbpool_release(c); /* parked in this thread's cache */
+    if (dbpool_acquire(h->p, 3000, &c, NULL) != DBPOOL_OK)
+        return (void *)"second acquire failed";
+    holder_set(h, 1);
+    holder_await(h, 2);
+    dbpool_release(c);
+    holder_set(h, 3);
+    holder_await(h, 4);
+    return NULL;
+}
+
+typedef enum { BY_SHRINK, BY_RESIZE } recall_by;
+
+/* A connection in a thread's cache, given back while a caller waits inside
+ * its (wide) barging window: a shrink or a resize that takes it back from
+ * the cache hands it to that caller at once, rather than closing it
+ * (shrink) or leaving it idle beside a caller asleep until its window's
+ * end. */
+static void recall_serves_waiter(recall_by how) {
+    dbpool *p = open_pool(0, 1, wide_window_waits);
+    cache_holder h = {.p = p, .stage = 0};
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    pthread_t ht, wt;
+    assert_int_equal(pthread_create(&ht, NULL, hold_through_cache, &h), 0);
+    holder_await(&h, 1);
+    waiter_arg w = {p, -100, 0};
+    assert_int_equal(pthread_create(&wt, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    holder_set(&h, 2);
+    holder_await(&h, 3);
+    /* Every thread is joined before any check: a failed check must not
+     * leave a thread behind on this stack frame. */
+    dbpool_stats before;
+    dbpool_get_stats(p, &before); /* the waiter still asleep: the cache woke nobody */
+    int rc = how == BY_SHRINK ? dbpool_shrink(p, 0) : dbpool_resize(p, 0, 1, NULL);
+    pthread_join(wt, NULL);
+    holder_set(&h, 4);
+    void *why = NULL;
+    pthread_join(ht, &why);
+    dbpool_stats after;
+    dbpool_get_stats(p, &after);
+    bool invariant = dbt_invariant_holds(p);
+    dbpool_close(p);
+    pthread_mutex_destroy(&h.mu);
+    pthread_cond_destroy(&h.cv);
+
+    if (why)
+        fail_msg("holder: %s", (const char *)why);
+    assert_int_equal(before.waiting, 1);
+    /* shrink: nothing idle once the waiter has it; resize: OK */
+    assert_int_equal(rc, how == BY_SHRINK ? 0 : DBPOOL_OK);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    if (w.waited_ms >= 1500)
+        fail_msg("the waiter got its connection after %lld ms: the %s left it asleep", (long long)w.waited_ms,
+                 how == BY_SHRINK ? "shrink" : "resize");
+    assert_int_equal(after.created, 1); /* the same connection, not a new one */
+    assert_true(invariant);
+}
+
+static void test_shrink_serves_waiter_before_closing(void **state) {
+    (void)state;
+    recall_serves_waiter(BY_SHRINK);
+}
+
+static void test_resize_serves_waiter_at_once(void **state) {
+    (void)state;
+    recall_serves_waiter(BY_RESIZE);
+}
+
 static void maintained(dbpool_options *o) { o->maintenance_interval_ms = 10; }
 
 /* Suspended means no new session: maintenance does not refill min_size
@@ -341,6 +441,8 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
+        cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
+        cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
     };
