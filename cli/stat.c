@@ -161,9 +161,9 @@ int cli_stat_main(int argc, char **argv) {
     uint64_t prev_ops = 0, prev_errors = 0;
     int64_t prev_ns = start;
     int code = CLI_EXIT_OK;
-    for (int line = 0; count == 0 || line < count; line++) {
+    for (int64_t line = 0; count == 0 || line < count; line++) {
         /* Ticks on a fixed grid from the start, so that lines do not drift. */
-        int64_t tick = start + (int64_t)(line + 1) * interval_ns;
+        int64_t tick = start + (line + 1) * interval_ns;
         cli_nap_ns(tick - cli_now_ns());
         if (cli_stop_requested())
             break;
