@@ -189,9 +189,9 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * Close the pool. Idle connections are closed now; every waiter wakes with
  * DBPOOL_ECLOSED; leases still out stay valid and are closed when released;
  * the pool's memory is freed with the last lease. Returns the number of
- * leases still out (>= 0). NULL is a no-op returning 0. Call it once: a
- * second call returns DBPOOL_EMISUSE while leases are still out, and is
- * use of freed memory once they are not (docs/threading.md).
+ * leases still out (>= 0). NULL is a no-op returning 0. A second call on
+ * the same pointer returns DBPOOL_EMISUSE and touches nothing (unless a
+ * new pool has been given the same address since: docs/threading.md).
  * From a callback running on one of the pool's own threads (a log line of
  * the maintenance thread, after_connect on a connector) it returns
  * DBPOOL_EMISUSE and does nothing: it would have to join that thread.

@@ -670,6 +670,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     }
     dbpool__log(p, DBPOOL_LOG_INFO, "opened (%s backend, min %d, max %d)", driver->name, p->opt.min_size,
                 p->opt.max_size);
+    dbpool__live_add(p);
     *out = p;
     return DBPOOL_OK;
 }
@@ -698,6 +699,10 @@ bool dbpool__on_own_thread(dbpool *p) {
 int dbpool_close(dbpool *p) {
     if (!p)
         return 0;
+    /* Closed already (its memory may be gone): touch nothing. Taken out of
+     * the list here, so that a second close racing this one is refused too. */
+    if (!dbpool__live_take(p))
+        return DBPOOL_EMISUSE;
     if (dbpool__forked(p))
         return 0; /* the child owns none of it: touch nothing (docs/threading.md) */
     lock(p);
@@ -705,6 +710,7 @@ int dbpool_close(dbpool *p) {
         /* From a pool thread, pthread_join would fail with EDEADLK and the
          * close would free the pool under that thread: refuse instead. */
         unlock(p);
+        dbpool__live_add(p); /* still open: a close from another thread may follow */
         return DBPOOL_EMISUSE;
     }
     p->closed = true;

@@ -120,6 +120,7 @@ typedef enum {
 
 struct dbpool {
     pthread_mutex_t lock;
+    dbpool *live_next; /* live_pools.c's list, under its own lock */
     const dbpool_driver *driver;
     void *driver_cfg;
     const char *const *secrets;
@@ -265,6 +266,10 @@ void dbpool__cond_init_monotonic(pthread_cond_t *cv);
 /* Close a connection counted only in n_closing (takes the lock; may free
  * the pool: touch nothing of it afterwards). */
 void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
+/* live_pools.c: pools opened and not yet closed. take removes p and says
+ * whether it was there (a second dbpool_close finds it gone). */
+void dbpool__live_add(dbpool *p);
+bool dbpool__live_take(dbpool *p);
 /* pool.c */
 void dbpool__lock(dbpool *p);
 void dbpool__unlock(dbpool *p);

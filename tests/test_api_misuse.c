@@ -112,11 +112,39 @@ static void test_ebusy_description_fits_every_case(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* dbpool_close twice, as an error path that closes a pool already closed
+ * does: the second call is refused with DBPOOL_EMISUSE and touches
+ * nothing (it read the freed pool: heap-use-after-free under ASan, a
+ * crash or a hang without), also after a close that left a lease out
+ * whose release freed the pool. */
+static void test_second_close_is_refused(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_url("mock:", &o);
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(dbpool_close(p), DBPOOL_EMISUSE);
+
+    dbpool *q = open_url("mock:", &o);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(q, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_close(q), 1);              /* the lease keeps the pool */
+    assert_int_equal(dbpool_close(q), DBPOOL_EMISUSE); /* still there: refused */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);    /* frees it */
+    assert_int_equal(dbpool_close(q), DBPOOL_EMISUSE); /* gone: refused, untouched */
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.live, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
         cmocka_unit_test(test_release_after_close_does_not_reset),
         cmocka_unit_test(test_ebusy_description_fits_every_case),
+        cmocka_unit_test(test_second_close_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,45 @@
+/* live_pools.c — the pools that are open and not yet closed, so that a
+ * second dbpool_close of the same pointer is refused (DBPOOL_EMISUSE)
+ * instead of touching freed memory. Only open and close come here: the
+ * cost is one global lock each, and nothing on the lease path.
+ *
+ * It cannot tell a closed pool from a new one that malloc gave the same
+ * address: closing "twice" then closes the new pool, as free() twice can
+ * free someone else's block. The common mistake, an error path that
+ * closes a pool already closed, is caught. */
+#include "pool_internal.h"
+
+#include <pthread.h>
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static dbpool *live_head;
+static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+
+/* A fork while another thread holds the lock must not leave the child's
+ * copy locked: closing a pool in the child (which touches nothing else)
+ * would hang. */
+static void before_fork(void) { pthread_mutex_lock(&live_lock); }
+static void after_fork(void) { pthread_mutex_unlock(&live_lock); }
+static void install(void) { pthread_atfork(before_fork, after_fork, after_fork); }
+
+void dbpool__live_add(dbpool *p) {
+    pthread_once(&live_once, install);
+    pthread_mutex_lock(&live_lock);
+    p->live_next = live_head;
+    live_head = p;
+    pthread_mutex_unlock(&live_lock);
+}
+
+bool dbpool__live_take(dbpool *p) {
+    pthread_mutex_lock(&live_lock);
+    dbpool **at = &live_head;
+    while (*at && *at != p)
+        at = &(*at)->live_next;
+    bool found = *at != NULL;
+    if (found) {
+        *at = p->live_next;
+        p->live_next = NULL;
+    }
+    pthread_mutex_unlock(&live_lock);
+    return found;
+}
