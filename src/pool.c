@@ -165,8 +165,6 @@ static void idle_link_after(dbpool *p, dbpool_conn *after, dbpool_conn *c) {
     p->n_idle++;
 }
 
-static void idle_push(dbpool *p, dbpool_conn *c) { idle_link_after(p, NULL, c); }
-
 void dbpool__idle_insert_locked(dbpool *p, dbpool_conn *c) {
     dbpool_conn *after = NULL; /* the last one used more recently than c */
     for (dbpool_conn *x = p->idle_head; x && x->last_used_ns > c->last_used_ns; x = x->next)
@@ -376,16 +374,16 @@ void dbpool__serve_waiters_from_idle_locked(dbpool *p) {
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now) {
     c->last_used_ns = now;
     waiter *w = p->wait_head;
-    if (w && !p->suspended && dbpool__may_overtake_locked(p)) {
-        idle_push(p, c);
-        dbpool__poke_head_locked(p);
-        return;
-    }
-    if (w && !p->suspended) {
+    if (w && !p->suspended && !dbpool__may_overtake_locked(p)) {
         dbpool__hand_off_locked(p, c);
         return;
     }
-    idle_push(p, c);
+    /* In last-used order: a release stops at the head (it is the latest);
+     * one given back with an older last use (a recalled thread cache, a
+     * hand-off to a waiter that timed out) goes behind those used since. */
+    dbpool__idle_insert_locked(p, c);
+    if (w && !p->suspended)
+        dbpool__poke_head_locked(p);
 }
 
 void dbpool__return_pinged_locked(dbpool *p, dbpool_conn *c, int64_t now) {

@@ -81,42 +81,57 @@ static void *waiter_thread(void *arg) {
     return NULL;
 }
 
-/* A waiter is handed connection A, which fails validation after the
- * waiter's deadline; while A is being closed, B is released and handed to
- * the waiter (first in line again, at its old place). The acquire ends in
- * a timeout (the deadline has passed), but B must not be lost with it: it
- * goes back to the pool, and the pool's counts still add up. */
-static void test_handoff_during_failed_check_past_deadline(void **state) {
-    (void)state;
+static dbpool *open_strict_validating(int max_size) {
     g_cue.stage = 0;
     dbpool_options o;
-    dbt_options(&o, 0, 2);
+    dbt_options(&o, 0, max_size);
     o.thread_cache = false;
     o.barging_window_us = 0; /* strict hand-off: a release goes to the first waiter */
     o.validation = DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = 0; /* every hand-out is validated */
     o.log_fn = on_log;
     o.log_level = DBPOOL_LOG_WARN;
-    dbpool *p = dbt_open_lazy_mock(&o);
-    dbpool_error e;
-    dbpool_conn *a = dbt_acquire(p);
-    dbpool_conn *b = dbt_acquire(p);
+    return dbt_open_lazy_mock(&o);
+}
 
-    waiter_arg w = {.p = p, .timeout_ms = 300};
+/* A waiter (300 ms) is handed a, whose check outlasts its deadline and
+ * fails; while a is being closed, b is released and handed to the waiter
+ * (first in line again, at its old place), then `then` (if any) is
+ * released, to the idle list. The waiter's acquire is over on return. */
+static void fail_a_then_hand_b(dbpool *p, dbpool_conn *a, dbpool_conn *b, dbpool_conn *then, waiter_arg *w) {
+    *w = (waiter_arg){.p = p, .timeout_ms = 300};
     pthread_t t;
-    pthread_create(&t, NULL, waiter_thread, &w);
+    pthread_create(&t, NULL, waiter_thread, w);
     dbt_wait_for_waiters(p, 1, 5000);
-    /* A's check, on the waiter's thread, outlasts the waiter's deadline
-     * and fails. */
     dbpool__mock_counters mc;
     dbpool__mock_get_counters(&mc);
     dbpool__mock_fail_ping(mc.pings + 1, 1);
     dbpool__mock_set_ping_delay_ms(500);
     dbpool_release(a);
-    assert_true(cue_wait(1, 5000));
+    bool cued = cue_wait(1, 5000);
     dbpool_release(b); /* handed to the waiter, back in line */
+    if (then) {
+        dbt_sleep_ms(2); /* a later last use than b's, on any clock */
+        dbpool_release(then);
+    }
     cue_set(2);
     pthread_join(t, NULL);
+    assert_true(cued);
+}
+
+/* A waiter is handed connection A, which fails validation after the
+ * waiter's deadline; while A is being closed, B is released and handed to
+ * the waiter. The acquire ends in a timeout (the deadline has passed), but
+ * B must not be lost with it: it goes back to the pool, and the pool's
+ * counts still add up. */
+static void test_handoff_during_failed_check_past_deadline(void **state) {
+    (void)state;
+    dbpool *p = open_strict_validating(2);
+    dbpool_error e;
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
+    waiter_arg w;
+    fail_a_then_hand_b(p, a, b, NULL, &w);
 
     assert_int_equal(w.rc, DBPOOL_ETIMEDOUT);
     dbpool_stats s;
@@ -129,8 +144,46 @@ static void test_handoff_during_failed_check_past_deadline(void **state) {
     assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_OK);
     dbpool_release(c);
     assert_int_equal(dbpool_close(p), 0);
+    dbpool__mock_counters mc;
     dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.live, 0);
+}
+
+/* The same, with C released to the idle list after B was handed over: B,
+ * given back when the waiter's acquire times out, was last used before C
+ * and must take its place behind it. It went to the head of the idle
+ * list, so the next acquire got B, not the most recently used C, and a
+ * shrink closed C, not the least recently used B. */
+static void test_handoff_given_back_keeps_last_used_order(void **state) {
+    (void)state;
+    dbpool *p = open_strict_validating(3);
+    dbpool_conn *a = dbt_acquire(p);
+    dbpool_conn *b = dbt_acquire(p);
+    dbpool_conn *c = dbt_acquire(p);
+    int b_id = dbpool__mock_conn_id(dbpool_conn_native(b));
+    int c_id = dbpool__mock_conn_id(dbpool_conn_native(c));
+    waiter_arg w;
+    fail_a_then_hand_b(p, a, b, c, &w);
+    assert_int_equal(w.rc, DBPOOL_ETIMEDOUT);
+
+    dbpool_conn *next = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(p, &next, &e), DBPOOL_OK);
+    int next_id = dbpool__mock_conn_id(dbpool_conn_native(next));
+    dbpool_release(next); /* the most recently used again */
+    assert_int_equal(dbpool_shrink(p, 1), 1);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(dbpool_try_acquire(p, &next, &e), DBPOOL_OK);
+    int kept_id = dbpool__mock_conn_id(dbpool_conn_native(next));
+    dbpool_release(next);
+    assert_int_equal(dbpool_close(p), 0);
+    if (next_id != c_id)
+        fail_msg("the next acquire got connection %d (b), not %d (c, used last)", next_id, c_id);
+    if (kept_id != c_id)
+        fail_msg("shrink kept connection %d, not %d (c): it closed the more recently used (b was %d)",
+                 kept_id, c_id, b_id);
 }
 
 /* The same hand-off, then the pool is suspended (suspend_fails_fast)
@@ -221,6 +274,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_handoff_during_failed_check_past_deadline, setup),
         cmocka_unit_test_setup(test_handoff_during_failed_check_then_suspend, setup),
+        cmocka_unit_test_setup(test_handoff_given_back_keeps_last_used_order, setup),
         cmocka_unit_test_setup(test_try_acquire_busy_message_counts_a_ping_apart, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
