@@ -6,7 +6,9 @@
  *
  * Why connector threads: a caller who waited for a new connection on its
  * own thread could not be served by a connection released meanwhile, and a
- * burst of callers would each open one. Callers wait in the FIFO queue
+ * burst of callers would each open one. They also open the connections
+ * that bring the pool back to min_size (requested by the maintenance
+ * pass), so that no pass waits for a connect. Callers wait in the FIFO queue
  * instead; at most max_connecting connects run at once, for as many
  * waiters as are not already covered, and each result goes to whoever is
  * first in line.
@@ -437,10 +439,6 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     return rc;
 }
 
-int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e) {
-    return dbpool__fill_reserved(p, deadline_ns, NULL, false, NULL, NULL, e);
-}
-
 /* ---------------------------------------------------------------------- */
 /* connector threads                                                      */
 /* ---------------------------------------------------------------------- */
@@ -475,6 +473,33 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
         p->connect_jobs++;
         covered++;
         /* Broadcast: connectors sleeping in a backoff share the variable. */
+        pthread_cond_broadcast(&p->connector_cond);
+        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
+            break; /* one trial only */
+    }
+    return ev;
+}
+
+breaker_event dbpool__request_refill_locked(dbpool *p) {
+    breaker_event ev = BREAKER_EVENT_NONE;
+    /* Not while suspended: a switchover wants no new session opened. */
+    /* Without the maintenance thread nothing refills (documented). */
+    if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0 || p->maint_stop ||
+        !p->maint_running)
+        return ev;
+    int64_t now = dbpool__fast_now_ns();
+    /* A place being opened counts in the total: a refill requested by an
+     * earlier pass and still under way is not requested again. */
+    while (dbpool__total_locked(p) < p->opt.min_size && dbpool__total_locked(p) < p->cap &&
+           p->connect_jobs + p->connect_running < p->opt.max_connecting) {
+        /* The breaker's rules, as for a waiter's job: nothing while open,
+         * and after the cooldown this refill is the one trial. */
+        if (!dbpool__breaker_admit_locked(p, now, &ev))
+            break;
+        if (p->breaker != DBPOOL_BREAKER_CLOSED)
+            p->trial_jobs++; /* admitted as the half-open trial */
+        p->n_connecting++;
+        p->connect_jobs++;
         pthread_cond_broadcast(&p->connector_cond);
         if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
             break; /* one trial only */
@@ -585,6 +610,11 @@ static void *connector_main(void *arg) {
                 deliver_failure_locked(p, rc, &e);
         }
         breaker_event ev = dbpool__request_connections_locked(p);
+        /* Connected: the refill to min_size goes on, as the maintenance
+         * pass did it one connect after another (after a failure it waits
+         * for the next pass). The breaker is closed now: no event. */
+        if (c)
+            (void)dbpool__request_refill_locked(p);
         /* Read under the lock: once published, the connection may be
          * leased, closed and its slot reused by another thread. */
         unsigned long long id = c ? (unsigned long long)c->id : 0;

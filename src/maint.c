@@ -2,10 +2,12 @@
  * dbpool_open and joined by dbpool_close. Every maintenance_interval_ms it
  * retires connections past their lifetime, closes idle ones past
  * idle_timeout down to min_size, pings idle ones every keepalive_ms,
- * refills to min_size, reports (and optionally reclaims) leaked leases and
- * adjusts the autoscale cap. It takes connections out of the idle list
- * under the lock and does its I/O outside it; it never touches a leased
- * connection (a reclaimed lease is only stopped being counted). */
+ * asks the connector threads to refill to min_size (it never connects
+ * itself: a pass must not wait for a slow database), reports (and
+ * optionally reclaims) leaked leases and adjusts the autoscale cap. It
+ * takes connections out of the idle list under the lock and does its I/O
+ * outside it; it never touches a leased connection (a reclaimed lease is
+ * only stopped being counted). */
 #include "pool_internal.h"
 
 #include <errno.h>
@@ -213,8 +215,13 @@ void dbpool__maint_pass(dbpool *p) {
     int nleaks = scan_leaks_locked(p, now, leaks);
     pick_locked(p, now, &expired, &idle_out, &over_cap);
     breaker_event ev = dbpool__request_connections_locked(p); /* reclaimed or grown places */
+    /* Refill to min_size: the connects run on the connector threads, so
+     * that a slow or dead database never holds up this pass (leak reports,
+     * idle timeout, lifetime, keepalive) for a connect_timeout_ms. */
+    breaker_event refill_ev = dbpool__request_refill_locked(p);
     unlock(p);
     dbpool__log_breaker_event(p, ev);
+    dbpool__log_breaker_event(p, refill_ev);
     if (new_cap != old_cap)
         dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", old_cap, new_cap);
     log_leaks(p, leaks, nleaks);
@@ -244,34 +251,6 @@ void dbpool__maint_pass(dbpool *p) {
                         (unsigned long long)ping->id, e.message);
             dbpool__destroy_conn(p, ping, DBPOOL_CLOSE_BROKEN);
         }
-    }
-
-    /* Refill to min_size, one connection at a time, outside the lock. */
-    for (;;) {
-        lock(p);
-        int64_t t = dbpool__fast_now_ns();
-        /* Not while suspended: a switchover wants no new session opened. */
-        bool need = !p->closed && !p->maint_stop && !p->suspended &&
-                    dbpool__total_locked(p) < p->opt.min_size && dbpool__total_locked(p) < p->cap &&
-                    !dbpool__breaker_blocks_locked(p, t);
-        bool trial = need && p->breaker == DBPOOL_BREAKER_OPEN;
-        if (trial) {
-            /* Cooldown over: this refill is the breaker's one trial. */
-            p->breaker = DBPOOL_BREAKER_HALF_OPEN;
-            p->stats.breaker_half_opens++;
-            dbpool__breaker_trial_begins_locked(p);
-        }
-        if (need)
-            p->n_connecting++;
-        unlock(p);
-        if (trial)
-            dbpool__log_breaker_event(p, BREAKER_EVENT_HALF_OPEN);
-        if (!need)
-            break;
-        dbpool_error e;
-        dbpool__clearerr(&e);
-        if (dbpool__open_one_idle(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), &e) != DBPOOL_OK)
-            break; /* logged and counted by the connect path; next pass tries again */
     }
 }
 

@@ -354,6 +354,11 @@ void dbpool__connectors_stop(dbpool *p);
 /* Ask the connector threads for as many new connections as waiters need.
  * Lock held; returns a breaker event to log after unlocking. */
 breaker_event dbpool__request_connections_locked(dbpool *p);
+/* Ask the connector threads for the connections that bring the pool back
+ * to min_size (the maintenance pass's refill: no pass waits for a
+ * connect), within the cap, max_connecting and the breaker's rules. Lock
+ * held; returns a breaker event to log after unlocking. */
+breaker_event dbpool__request_refill_locked(dbpool *p);
 /* Would a caller who needs a new connection be refused by the breaker? */
 bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
 /* May a connect start now (open -> half-open after the cooldown: the one trial)? */
@@ -367,7 +372,6 @@ void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
  * thread. leased: hand it to the caller (*out), else publish it. */
 int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool leased,
                           const lease_trace *trace, dbpool_conn **out, dbpool_error *err);
-int dbpool__open_one_idle(dbpool *p, int64_t deadline_ns, dbpool_error *e);
 /* Make a session no caller holds the one every lease starts from: init_sql,
  * then after_connect, each made the baseline. Run on a new connection and
  * again after a reset that cleared the session. init_sql ends by the

@@ -139,10 +139,109 @@ static void test_validation_is_not_a_leak(void **state) {
     pthread_mutex_destroy(&n.lock);
 }
 
+/* When the first "possible leak" line came, and what the mock had done by
+ * then. */
+typedef struct leak_seen {
+    pthread_mutex_t lock;
+    int64_t at_ms; /* 0: not yet */
+    dbpool__mock_counters then;
+} leak_seen;
+
+static void note_leak(void *user, dbpool_log_level level, const char *message) {
+    (void)level;
+    leak_seen *s = user;
+    if (!strstr(message, "possible leak"))
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->at_ms == 0) {
+        s->at_ms = now_ms();
+        dbpool__mock_get_counters(&s->then);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The first leak report's time (0: none within timeout_ms) and the mock's
+ * counters at that moment. */
+static int64_t wait_for_leak_report(leak_seen *s, int64_t timeout_ms, dbpool__mock_counters *then) {
+    int64_t until = now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        int64_t at = s->at_ms;
+        *then = s->then;
+        pthread_mutex_unlock(&s->lock);
+        if (at || now_ms() > until)
+            return at;
+        sleep_ms(5);
+    }
+}
+
+static dbpool__mock_counters mock_now(void) {
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    return n;
+}
+
+/* Refill to min_size connected on the maintenance thread: against a slow
+ * database (here a 2 s connect) every other check of the pass waited for
+ * it, and a lease held past leak_threshold_ms 100 was reported only when
+ * the connect was over, 2 s late. Idle timeout, lifetime and keepalive
+ * waited the same way. Refill's connects run on the connector threads; the
+ * pass goes on. */
+static void test_refill_does_not_hold_up_leak_reports(void **state) {
+    (void)state;
+    leak_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.maintenance_interval_ms = 5;
+    o.leak_threshold_ms = 100;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.log_fn = note_leak;
+    o.log_user = &seen;
+    o.log_level = DBPOOL_LOG_WARN;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *held = NULL, *lost = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &held, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 5000, &lost, &e), DBPOOL_OK);
+    dbpool__mock_set_connect_delay_ms(2000);
+    dbpool_discard(lost); /* one below min_size: the next pass refills */
+    dbpool__mock_counters then;
+    int64_t at = wait_for_leak_report(&seen, 10000, &then);
+    if (at == 0)
+        fail_msg("no leak report within 10 s");
+    if (then.connects < 3)
+        fail_msg("the refill's connect had not started when the leak was reported");
+    if (at - t0 > 100 + 900 || then.live != 1)
+        fail_msg("a lease past leak_threshold_ms 100 was reported after %lld ms, %s the refill's 2 s "
+                 "connect",
+                 (long long)(at - t0), then.live != 1 ? "after" : "before");
+    /* The refill itself still happens, and is counted as a connect. */
+    dbpool_stats s;
+    int64_t until = now_ms() + 10000;
+    for (dbpool_get_stats(p, &s); s.total < 2 || s.connecting > 0; dbpool_get_stats(p, &s)) {
+        if (now_ms() > until)
+            fail_msg("min_size 2 not refilled within 10 s (total %d, connecting %d)", s.total, s.connecting);
+        sleep_ms(10);
+    }
+    assert_int_equal(s.total, 2);
+    assert_int_equal((int)s.created, 3);
+    assert_int_equal((int)s.connect_time.count, 3);
+    assert_int_equal((int)s.connect_errors, 0);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_release(held);
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(mock_now().live, 0);
+    pthread_mutex_destroy(&seen.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
         cmocka_unit_test_setup(test_validation_is_not_a_leak, setup),
+        cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
