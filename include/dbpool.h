@@ -180,7 +180,8 @@ typedef struct dbpool_result dbpool_result;
  * Validates the options (DBPOOL_EINVAL names the field and the value),
  * opens max(min_size, 1) connections (0 with lazy_connect and min_size 0)
  * and fails with the real cause if the database cannot be reached. Starts
- * the maintenance thread unless maintenance_interval_ms is 0. On success
+ * the maintenance thread unless maintenance_interval_ms is 0 (and the
+ * keepalive thread when keepalive_ms is set). On success
  * *out is the pool; on failure *out is NULL.
  */
 int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err);
@@ -193,7 +194,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * the same pointer returns DBPOOL_EMISUSE and touches nothing (unless a
  * new pool has been given the same address since: docs/threading.md).
  * From a callback running on one of the pool's own threads (a log line of
- * the maintenance thread, after_connect on a connector) it returns
+ * the maintenance or keepalive thread, after_connect on a connector) it returns
  * DBPOOL_EMISUSE and does nothing: it would have to join that thread.
  */
 int dbpool_close(dbpool *p);

@@ -1,8 +1,8 @@
 /* maint.c — the pool's maintenance thread, one per pool, started by
  * dbpool_open and joined by dbpool_close. Every maintenance_interval_ms it
  * retires connections past their lifetime, closes idle ones past
- * idle_timeout down to min_size, pings idle ones every keepalive_ms,
- * asks the connector threads to refill to min_size (it never connects
+ * idle_timeout down to min_size, has the keepalive thread ping idle ones
+ * every keepalive_ms, asks the connector threads to refill to min_size (it never connects
  * itself: a pass must not wait for a slow database), reports (and
  * optionally reclaims) leaked leases and adjusts the autoscale cap. It
  * takes connections out of the idle list under the lock and does its I/O
@@ -181,7 +181,9 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     return p->cap;
 }
 
-void dbpool__maint_pass(dbpool *p) {
+/* Everything a pass does but the keepalive pings: no network I/O but the
+ * disconnects of the connections it closes. */
+static void maint_checks(dbpool *p) {
     dbpool_conn *expired = NULL, *idle_out = NULL, *over_cap = NULL;
     leak_report leaks[MAX_LEAK_REPORTS];
     /* Taken before the pool's lock (the order everywhere), held from the
@@ -230,9 +232,18 @@ void dbpool__maint_pass(dbpool *p) {
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
     dbpool__close_closing_list(p, over_cap, DBPOOL_CLOSE_SHRINK);
+}
+
+/* One round of keepalive pings: every idle connection due one, oldest
+ * first, one at a time, each bounded by validation_timeout_ms. Run on the
+ * keepalive thread, so that a ping that stalls (a server that stops
+ * answering) holds up neither the maintenance pass's other checks (leak
+ * reports, idle timeout, lifetime, refill) nor its next pass. */
+static void keepalive_round(dbpool *p) {
+    int64_t round_ns = dbpool__fast_now_ns();
     for (;;) {
         lock(p);
-        dbpool_conn *ping = next_ping_locked(p, dbpool__fast_now_ns(), now);
+        dbpool_conn *ping = next_ping_locked(p, dbpool__fast_now_ns(), round_ns);
         unlock(p);
         if (!ping)
             break;
@@ -254,6 +265,33 @@ void dbpool__maint_pass(dbpool *p) {
     }
 }
 
+/* A whole pass on the calling thread, pings included (tests run passes
+ * this way; the maintenance thread hands the pings to the keepalive
+ * thread instead). */
+void dbpool__maint_pass(dbpool *p) {
+    maint_checks(p);
+    keepalive_round(p);
+}
+
+/* The keepalive thread: a round of pings whenever a maintenance pass asks
+ * for one (a pass that comes while a round runs asks for the next). */
+static void *keepalive_main(void *arg) {
+    dbpool *p = arg;
+    lock(p);
+    for (;;) {
+        while (!p->maint_stop && !p->keepalive_woken)
+            pthread_cond_wait(&p->keepalive_cond, &p->lock);
+        if (p->maint_stop)
+            break;
+        p->keepalive_woken = false;
+        unlock(p);
+        keepalive_round(p);
+        lock(p);
+    }
+    unlock(p);
+    return NULL;
+}
+
 static void *maint_main(void *arg) {
     dbpool *p = arg;
     lock(p);
@@ -268,8 +306,12 @@ static void *maint_main(void *arg) {
             break;
         p->maint_woken = false;
         unlock(p);
-        dbpool__maint_pass(p);
+        maint_checks(p);
         lock(p);
+        if (p->keepalive_running) {
+            p->keepalive_woken = true;
+            pthread_cond_signal(&p->keepalive_cond);
+        }
     }
     unlock(p);
     return NULL;
@@ -285,9 +327,23 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     p->last_scale_ns = dbpool__fast_now_ns();
+    if (p->opt.keepalive_ms > 0) {
+        int krc = pthread_create(&p->keepalive_thread, &attr, keepalive_main, p);
+        if (krc != 0) {
+            pthread_attr_destroy(&attr);
+            return dbpool__seterr(e, DBPOOL_ENOMEM,
+                                  "could not start the keepalive thread (%s): the process is out of threads "
+                                  "or memory; raise the limit on threads (ulimit -u) or lower max_connecting",
+                                  strerror(krc));
+        }
+        lock(p);
+        p->keepalive_running = true;
+        unlock(p);
+    }
     int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        dbpool__maint_stop(p); /* the keepalive thread, if started */
         /* Without the thread: only when nothing needs it (options.c refuses
          * maintenance_interval_ms=0 with these). */
         bool needed = p->opt.autoscale || p->opt.leak_threshold_ms > 0 || p->opt.keepalive_ms > 0;
@@ -308,14 +364,18 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
 
 void dbpool__maint_stop(dbpool *p) {
     lock(p);
-    bool running = p->maint_running;
+    bool running = p->maint_running, keepalive = p->keepalive_running;
     p->maint_stop = true;
     pthread_cond_broadcast(&p->maint_cond);
+    pthread_cond_broadcast(&p->keepalive_cond);
     unlock(p);
-    if (!running)
-        return;
-    pthread_join(p->maint_thread, NULL);
+    if (running)
+        pthread_join(p->maint_thread, NULL);
+    /* A ping in flight ends by validation_timeout_ms; no other starts. */
+    if (keepalive)
+        pthread_join(p->keepalive_thread, NULL);
     lock(p);
     p->maint_running = false;
+    p->keepalive_running = false;
     unlock(p);
 }

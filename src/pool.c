@@ -435,6 +435,7 @@ void dbpool__free(dbpool *p) {
     dbpool__metrics_free(p->metrics);
     pthread_cond_destroy(&p->maint_cond);
     pthread_cond_destroy(&p->connector_cond);
+    pthread_cond_destroy(&p->keepalive_cond);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->leak_log_lock);
     free(p->connectors);
@@ -587,6 +588,7 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     }
     dbpool__cond_init_monotonic(&p->maint_cond);
     dbpool__cond_init_monotonic(&p->connector_cond);
+    dbpool__cond_init_monotonic(&p->keepalive_cond);
     dbpool__fork_watch();
     p->fork_generation = dbpool__fork_generation();
     p->opened_ns = dbpool__now_ns();
@@ -673,13 +675,15 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     return DBPOOL_OK;
 }
 
-/* Is the calling thread one of p's own (maintenance, connectors)? Lock
+/* Is the calling thread one of p's own (maintenance, keepalive, connectors)? Lock
  * held. A callback running there (a log line, after_connect) must not
  * close the pool: the close would have to join the very thread it runs
  * on. */
 static bool on_own_thread_locked(const dbpool *p) {
     pthread_t self = pthread_self();
     if (p->maint_running && pthread_equal(self, p->maint_thread))
+        return true;
+    if (p->keepalive_running && pthread_equal(self, p->keepalive_thread))
         return true;
     for (int i = 0; i < p->n_connectors; i++)
         if (pthread_equal(self, p->connectors[i]))

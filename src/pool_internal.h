@@ -6,8 +6,8 @@
  *   release.c  taking them back: reset, or close what must not be pooled
  *   create.c   opening connections: retry with backoff, the connector
  *              threads, the circuit breaker
- *   maint.c    the maintenance thread: idle reaping, lifetime, keepalive,
- *              refill, leak detection, autoscaling
+ *   maint.c    the maintenance thread: idle reaping, lifetime, refill,
+ *              leak detection, autoscaling; the keepalive thread
  *   sizing.c   shrink, resize, suspend/resume
  *   leak.c     recording and reporting where a lease was acquired
  * Nothing outside src/ sees them. Lock order: there is one lock per pool;
@@ -184,6 +184,12 @@ struct dbpool {
     bool maint_woken; /* dbpool__maint_wake asked for a pass before the interval is up */
     pthread_t maint_thread;
     pthread_cond_t maint_cond;
+    /* keepalive thread (keepalive_ms > 0): the pings, off the maintenance
+     * thread; stops with it (maint_stop) */
+    bool keepalive_running;
+    bool keepalive_woken; /* a maintenance pass asked for a round of pings */
+    pthread_t keepalive_thread;
+    pthread_cond_t keepalive_cond;
     /* Held (recursive) by the maintenance thread from its leak scan until
      * the reports are logged: a release's "came back" line takes it first,
      * so that it never comes before the report it answers. Taken before

@@ -1,6 +1,6 @@
 /* dbpool_close called from a callback that runs on one of the pool's own
- * threads (a log line of the maintenance thread, after_connect on a
- * connector thread). Closing there would have to join the calling thread:
+ * threads (a log line of the maintenance or the keepalive thread,
+ * after_connect on a connector thread). Closing there would have to join the calling thread:
  * pthread_join returned EDEADLK, the close went on and freed the pool
  * while that thread still ran in it (a use after free, not the deadlock
  * the documentation promised). It returns DBPOOL_EMISUSE and touches
@@ -103,10 +103,44 @@ static void test_close_from_connector_after_connect(void **state) {
     assert_int_equal(n.live, 0);
 }
 
+static void close_on_failed_ping(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level;
+    if (strstr(line, "keepalive ping of connection") && !atomic_load(&closed_from_callback)) {
+        atomic_store(&close_rc, dbpool_close(pool));
+        atomic_store(&closed_from_callback, true);
+    }
+}
+
+/* The keepalive pings run on a thread of their own: a log line of a failed
+ * ping is logged there, and a close from it is refused the same way. */
+static void test_close_from_keepalive_log(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.keepalive_ms = 5;
+    o.maintenance_interval_ms = 5;
+    o.log_fn = close_on_failed_ping;
+    dbpool_error e;
+    if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool__mock_fail_ping(1, 1);
+    wait_for_callback();
+    assert_int_equal(atomic_load(&close_rc), DBPOOL_EMISUSE);
+    /* Still open and working. */
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(pool, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(pool), 0);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.live, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_close_from_maintenance_log, setup),
         cmocka_unit_test_setup(test_close_from_connector_after_connect, setup),
+        cmocka_unit_test_setup(test_close_from_keepalive_log, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

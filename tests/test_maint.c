@@ -237,11 +237,59 @@ static void test_refill_does_not_hold_up_leak_reports(void **state) {
     pthread_mutex_destroy(&seen.lock);
 }
 
+/* A keepalive ping ran on the maintenance thread: one ping that stalls (a
+ * server that stops answering; here 3 s, under validation_timeout_ms 10 s)
+ * held up the rest of maintenance, and a lease held past leak_threshold_ms
+ * 200 was reported only after the ping. */
+static void test_slow_keepalive_ping_does_not_hold_up_leak_reports(void **state) {
+    (void)state;
+    leak_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 2, 2);
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 10;
+    o.validation_timeout_ms = 10000;
+    o.leak_threshold_ms = 200;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.log_fn = note_leak;
+    o.log_user = &seen;
+    o.log_level = DBPOOL_LOG_WARN;
+    dbpool__mock_set_ping_delay_ms(3000);
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    /* The first ping is under way (one at a time): the other connection
+     * stays idle for a caller until it is due. */
+    int64_t until = now_ms() + 10000;
+    while (mock_now().pings < 1) {
+        if (now_ms() > until)
+            fail_msg("no keepalive ping within 10 s");
+        sleep_ms(1);
+    }
+    dbpool_conn *held = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(dbpool_acquire(p, 5000, &held, &e), DBPOOL_OK);
+    dbpool__mock_counters then;
+    int64_t at = wait_for_leak_report(&seen, 10000, &then);
+    if (at == 0)
+        fail_msg("no leak report within 10 s");
+    if (at - t0 > 200 + 900)
+        fail_msg("a lease past leak_threshold_ms 200 was reported after %lld ms, behind a 3 s keepalive "
+                 "ping",
+                 (long long)(at - t0));
+    dbpool_release(held);
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(mock_now().live, 0);
+    pthread_mutex_destroy(&seen.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
         cmocka_unit_test_setup(test_validation_is_not_a_leak, setup),
         cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
+        cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
