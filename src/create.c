@@ -579,6 +579,14 @@ static void *connector_main(void *arg) {
             continue;
         }
         p->connect_jobs--;
+        if (p->closed) {
+            /* Closing: the waiters it was for leave with DBPOOL_ECLOSED, and
+             * nothing it opened would be kept. Not run (dbpool_close sets
+             * `closed` before it stops the connectors): its place is given
+             * back. */
+            p->n_connecting--;
+            continue;
+        }
         if (p->breaker != DBPOOL_BREAKER_CLOSED) {
             if (p->trial_jobs == 0) {
                 drop_job_locked(p);
