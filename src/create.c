@@ -579,11 +579,18 @@ static void *connector_main(void *arg) {
             continue;
         }
         p->connect_jobs--;
-        if (p->closed) {
-            /* Closing: the waiters it was for leave with DBPOOL_ECLOSED, and
-             * nothing it opened would be kept. Not run (dbpool_close sets
-             * `closed` before it stops the connectors): its place is given
-             * back. */
+        if (p->closed || p->suspended) {
+            /* Not run, its place given back. Closing: the waiters it was
+             * for leave with DBPOOL_ECLOSED, and nothing it opened would be
+             * kept (dbpool_close sets `closed` before it stops the
+             * connectors). Suspended: no new session until dbpool_resume,
+             * which asks again for the callers still in line. */
+            if (p->breaker != DBPOOL_BREAKER_CLOSED && p->trial_jobs > 0) {
+                /* It was the half-open trial, which never ran: the next
+                 * request is admitted as the trial. */
+                p->trial_jobs--;
+                p->trial_in_flight = false;
+            }
             p->n_connecting--;
             continue;
         }
