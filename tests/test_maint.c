@@ -289,12 +289,77 @@ static void test_slow_keepalive_ping_does_not_hold_up_leak_reports(void **state)
     pthread_mutex_destroy(&seen.lock);
 }
 
+/* Refill keeps the circuit breaker's rules: while it is open nothing is
+ * connected, and after each cooldown one refill connect is the single
+ * trial, though min_size wants two and max_connecting allows two. */
+static void test_refill_keeps_breaker_rules(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.maintenance_interval_ms = 5;
+    o.max_connecting = 2;
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 300;
+    o.log_level = DBPOOL_LOG_ERROR;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *a = NULL, *b = NULL;
+    assert_int_equal(dbpool_acquire(p, 5000, &a, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 5000, &b, &e), DBPOOL_OK);
+    dbpool__mock_fail_connect(mock_now().connects + 1, -1, DBPOOL_ECONNECT);
+    dbpool_discard(a);
+    dbpool_discard(b); /* min_size 2, none left: refill, which fails and opens the breaker */
+    dbpool_stats s;
+    int64_t until = now_ms() + 10000;
+    for (dbpool_get_stats(p, &s); s.breaker != DBPOOL_BREAKER_OPEN || s.connecting > 0;
+         dbpool_get_stats(p, &s)) {
+        if (now_ms() > until)
+            fail_msg("the breaker did not open within 10 s");
+        sleep_ms(1);
+    }
+    long n0 = mock_now().connects;
+    uint64_t opens0 = s.breaker_opens;
+    /* Two failed trials, one per cooldown; never a second connect beside
+     * the trial. */
+    until = now_ms() + 10000;
+    while (s.breaker_opens < opens0 + 2) {
+        long extra = mock_now().connects - n0;
+        if (extra > (long)(s.breaker_opens - opens0) + 1)
+            fail_msg("%ld refill connects after %d failed trials: more than the one trial at a time", extra,
+                     (int)(s.breaker_opens - opens0));
+        if (now_ms() > until)
+            fail_msg("no two failed trials within 10 s (breaker_opens %d)", (int)(s.breaker_opens - opens0));
+        sleep_ms(1);
+        dbpool_get_stats(p, &s);
+    }
+    long extra = mock_now().connects - n0;
+    if (extra < 2 || extra > 3)
+        fail_msg("%ld refill connects for two failed trials", extra);
+    /* The database is back: the next trial closes the breaker and the
+     * refill fills min_size. */
+    dbpool__mock_fail_connect(0, 0, 0);
+    until = now_ms() + 10000;
+    for (dbpool_get_stats(p, &s); s.total < 2 || s.connecting > 0 || s.breaker != DBPOOL_BREAKER_CLOSED;
+         dbpool_get_stats(p, &s)) {
+        if (now_ms() > until)
+            fail_msg("min_size 2 not refilled within 10 s of the database coming back (total %d)", s.total);
+        sleep_ms(5);
+    }
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(mock_now().live, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
         cmocka_unit_test_setup(test_validation_is_not_a_leak, setup),
         cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
         cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, setup),
+        cmocka_unit_test_setup(test_refill_keeps_breaker_rules, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
