@@ -507,10 +507,11 @@ breaker_event dbpool__request_refill_locked(dbpool *p) {
     return ev;
 }
 
-/* Does any waiter still need a connection? */
+/* Does any waiter still need a connection, now? Not while suspended: no
+ * new session until dbpool_resume, which asks again for those in line. */
 static bool still_wanted(dbpool *p) {
     lock(p);
-    bool wanted = p->n_waiting > 0 && !p->closed && !p->connectors_stop;
+    bool wanted = p->n_waiting > 0 && !p->closed && !p->connectors_stop && !p->suspended;
     unlock(p);
     return wanted;
 }
@@ -621,7 +622,10 @@ static void *connector_main(void *arg) {
             c = adopt_locked(p, native, false, NULL); /* to the first waiter, or idle */
         if (!c) {
             p->n_connecting--;
-            if (rc != DBPOOL_OK)
+            /* Suspended meanwhile (the retries stopped for it): those in
+             * line wait for the resume, which asks again, rather than
+             * leave with an error from before the suspension. */
+            if (rc != DBPOOL_OK && !p->suspended)
                 deliver_failure_locked(p, rc, &e);
         }
         breaker_event ev = dbpool__request_connections_locked(p);

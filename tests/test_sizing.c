@@ -317,6 +317,45 @@ static void test_resize_serves_waiter_at_once(void **state) {
     recall_serves_waiter(BY_RESIZE);
 }
 
+/* A connect that failed and sleeps in its retry backoff when the pool is
+ * suspended: no further attempt while suspended (a switchover wants no new
+ * session), and the caller in line is not failed with the old connect
+ * error either: it waits for the resume, which opens its connection. */
+static void test_connect_retry_waits_for_resume(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.suspend_fails_fast = false;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1000; /* the first backoff: 500-1000 ms */
+    o.backoff_max_ms = 1000;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbpool__mock_counters mc;
+    int64_t until = dbt_now_ms() + 3000;
+    do {
+        dbt_sleep_ms(1);
+        dbpool__mock_get_counters(&mc);
+    } while (mc.connect_failures < 1 && dbt_now_ms() < until);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK); /* in the backoff */
+    dbt_sleep_ms(1300);                             /* past the backoff */
+    dbpool__mock_counters suspended;
+    dbpool__mock_get_counters(&suspended);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    pthread_join(t, NULL);
+    dbpool__mock_get_counters(&mc);
+    dbpool_close(p);
+    assert_int_equal(suspended.connects, 1); /* no attempt while suspended */
+    assert_int_equal(s.waiting, 1);          /* still in line, not failed */
+    assert_int_equal(w.rc, DBPOOL_OK);       /* served after the resume */
+    assert_int_equal(mc.connects, 2);
+}
+
 static void maintained(dbpool_options *o) { o->maintenance_interval_ms = 10; }
 
 /* Suspended means no new session: maintenance does not refill min_size
@@ -443,6 +482,7 @@ int main(void) {
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
         cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
+        cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
     };
