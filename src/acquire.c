@@ -598,10 +598,19 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     if (give_back) /* the pool was closed meanwhile; this may free it */
         dbpool__destroy_conn(p, give_back, DBPOOL_CLOSE_POOL_CLOSED);
     if (holders.have_trace && err) {
-        char where[384];
-        dbpool__trace_format(&holders.trace, where, sizeof where, 4);
+        /* Formatted for the room left in the message, so that it ends on
+         * a whole frame, not in the middle of an address. */
+        static const char intro[] = "; the oldest was acquired at:\n";
         size_t used = strlen(err->message);
-        snprintf(err->message + used, sizeof err->message - used, "; the oldest was acquired at:\n%s", where);
+        char where[sizeof err->message];
+        where[0] = '\0';
+        if (used + sizeof intro < sizeof err->message)
+            dbpool__trace_format(&holders.trace, where, sizeof err->message - used - (sizeof intro - 1), 4);
+        size_t wl = strlen(where);
+        if (wl > 0 && strncmp(where, "  #", 3) == 0) { /* at least one frame */
+            where[wl - 1] = '\0';                      /* an error message does not end in a newline */
+            snprintf(err->message + used, sizeof err->message - used, "%s%s", intro, where);
+        }
     }
     return rc;
 }

@@ -125,6 +125,65 @@ __attribute__((noinline)) dbpool_conn *fault_leak_second_holder(dbpool *p) {
     return c;
 }
 
+/* A deep stack of long names: more frames than a report has room for,
+ * whatever the path of this executable. */
+#define DEEP_HOLDER(n, next)                                                                                 \
+    dbpool_conn *fault_leak_holder_with_a_long_name_to_fill_the_report_##n(dbpool *p);                       \
+    __attribute__((noinline))                                                                                \
+    dbpool_conn *fault_leak_holder_with_a_long_name_to_fill_the_report_##n(dbpool *p) {                      \
+        dbpool_conn *c = next(p);                                                                            \
+        __asm__ __volatile__("" ::: "memory");                                                               \
+        return c;                                                                                            \
+    }
+DEEP_HOLDER(1, fault_leak_forgetful_holder)
+DEEP_HOLDER(2, fault_leak_holder_with_a_long_name_to_fill_the_report_1)
+DEEP_HOLDER(3, fault_leak_holder_with_a_long_name_to_fill_the_report_2)
+DEEP_HOLDER(4, fault_leak_holder_with_a_long_name_to_fill_the_report_3)
+DEEP_HOLDER(5, fault_leak_holder_with_a_long_name_to_fill_the_report_4)
+DEEP_HOLDER(6, fault_leak_holder_with_a_long_name_to_fill_the_report_5)
+DEEP_HOLDER(7, fault_leak_holder_with_a_long_name_to_fill_the_report_6)
+DEEP_HOLDER(8, fault_leak_holder_with_a_long_name_to_fill_the_report_7)
+DEEP_HOLDER(9, fault_leak_holder_with_a_long_name_to_fill_the_report_8)
+DEEP_HOLDER(10, fault_leak_holder_with_a_long_name_to_fill_the_report_9)
+DEEP_HOLDER(11, fault_leak_holder_with_a_long_name_to_fill_the_report_10)
+DEEP_HOLDER(12, fault_leak_holder_with_a_long_name_to_fill_the_report_11)
+DEEP_HOLDER(13, fault_leak_holder_with_a_long_name_to_fill_the_report_12)
+#define deep_holder fault_leak_holder_with_a_long_name_to_fill_the_report_13
+
+/* The lines of a stack after "acquired at:\n" (a leak report or a
+ * timeout error): each a whole frame as backtrace_symbols writes it
+ * ("  #N name [0xaddr]"), or "  ..." for those left out; returns the
+ * number of frames, or -1 (with the bad line in *bad) when one is cut. */
+static int whole_frames(const char *text, char *bad, size_t badlen) {
+    const char *s = strstr(text, "acquired at:\n");
+    if (!s) {
+        snprintf(bad, badlen, "(no stack)");
+        return -1;
+    }
+    s += strlen("acquired at:\n");
+    int frames = 0;
+    while (*s) {
+        const char *e = strchr(s, '\n');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        char l[600];
+        snprintf(l, sizeof l, "%.*s", (int)len, s);
+        bool ok = false;
+        if (strcmp(l, "  ...") == 0) {
+            ok = true;
+        } else if (strncmp(l, "  #", 3) == 0 && len > 0 && l[len - 1] == ']') {
+            const char *a = strrchr(l, '[');
+            ok = a && strncmp(a, "[0x", 3) == 0 && strspn(a + 3, "0123456789abcdef") == strlen(a + 3) - 1;
+            frames++;
+        }
+        if (!ok) {
+            snprintf(bad, badlen, "%s", l);
+            return -1;
+        }
+        s = e ? e + 1 : s + len;
+    }
+    return frames;
+}
+
 static bool wait_until(dbpool *p, bool (*cond)(const dbpool_stats *), int64_t timeout_ms) {
     int64_t end = dbt_now_ms() + timeout_ms;
     for (;;) {
@@ -499,6 +558,50 @@ static void test_every_leak_is_logged(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A stack deeper and longer than a report has room for: the report and
+ * the timeout error end on a whole frame (then "  ..."), never in the
+ * middle of a name or an address. */
+static void test_long_stack_cut_at_a_whole_frame(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 100;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *leaked = deep_holder(p);
+
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(dbpool_acquire(p, 50, &c, &e), DBPOOL_ETIMEDOUT);
+    print_message("timeout error:\n%s\n", e.message);
+    char bad[600];
+    int n = whole_frames(e.message, bad, sizeof bad);
+    if (n < 1)
+        fail_msg("the timeout error's stack should be whole frames, at least one; this one is not: '%s'",
+                 bad);
+    if (!strstr(e.message, "  #0 ") || !strstr(strstr(e.message, "  #0 "), "fault_leak_forgetful_holder"))
+        fail_msg("the first frame should be the caller of dbpool_acquire: %s", e.message);
+    assert_int_not_equal(e.message[strlen(e.message) - 1], '\n');
+
+    if (!wait_until(p, one_leak, 5000)) {
+        logs_dump();
+        fail_msg("no leak detected within 5 s of a 100 ms threshold");
+    }
+    char line[2048];
+    if (!logs_find("possible leak", NULL, line, sizeof line)) {
+        logs_dump();
+        fail_msg("no leak report");
+    }
+    print_message("leak report:\n%s\n", line);
+    n = whole_frames(line, bad, sizeof bad);
+    if (n < 2)
+        fail_msg("the leak report's stack should be whole frames; this one is not: '%s'", bad);
+    assert_non_null(strstr(line, "  ...\n"));
+    assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
@@ -509,6 +612,7 @@ int main(void) {
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
         cmocka_unit_test_setup(test_one_hung_ping_holds_one_connection, setup),
+        cmocka_unit_test_setup(test_long_stack_cut_at_a_whole_frame, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
