@@ -509,6 +509,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             if (!w_ready) {
                 memset(&w, 0, sizeof w);
                 dbpool__cond_init_monotonic(&w.cond);
+                w.trace = trace;
                 w_ready = true;
             }
             w.conn = NULL;

@@ -356,6 +356,17 @@ void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c) {
      * it runs: until then the leak scan and a timeout's report of the
      * oldest holder read this, not the previous lease's start. */
     c->acquired_ns = w->handed_ns;
+    /* And where it was taken: the waiter's stack, not that of the lease
+     * that was just released (which a report would blame wrongly). */
+    c->leak_reported = false;
+    if (w->trace) {
+        if (!c->trace)
+            c->trace = malloc(sizeof *c->trace);
+        if (c->trace)
+            *c->trace = *w->trace;
+    } else if (c->trace) {
+        c->trace->depth = 0;
+    }
     pthread_cond_signal(&w->cond);
 }
 

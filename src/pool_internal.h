@@ -107,6 +107,7 @@ struct waiter {
     bool queued;
     bool failed; /* a connector gave up: `error` says why */
     dbpool_error error;
+    const lease_trace *trace; /* leak detection on: the caller's stack, given to what is handed over */
 };
 
 /* A breaker transition to log after the lock is dropped. */

@@ -418,6 +418,67 @@ static void test_handed_connection_held_since_hand_off(void **state) {
     sem_destroy(&resume);
 }
 
+/* The waiter's acquire, exported so that its stack names it. */
+void *fault_leak_waiting_holder(void *arg);
+__attribute__((noinline)) void *fault_leak_waiting_holder(void *arg) {
+    dbpool *p = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_acquire(p, 10000, &c, &e) != DBPOOL_OK)
+        fail_msg("the waiter's acquire: %s", e.message);
+    __asm__ __volatile__("" ::: "memory");
+    dbpool_release(c);
+    return NULL;
+}
+
+/* With leak detection on, a connection handed to a waiter that has not run
+ * yet is the waiter's lease: the stack a timeout error (or a leak report)
+ * shows for it is the waiter's, not that of the lease that released it. */
+static void test_handed_connection_has_the_waiters_stack(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 60000; /* stacks recorded, nothing reported */
+    o.maintenance_interval_ms = 1000;
+    o.barging_window_us = 0; /* a release hands the connection to the waiter */
+    dbpool *p = open_mock(&o);
+    assert_int_equal(sem_init(&in_handler, 0, 0), 0);
+    assert_int_equal(sem_init(&resume, 0, 0), 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = pause_here;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old;
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+
+    dbpool_conn *held = fault_leak_forgetful_holder(p);
+    pthread_t waiter;
+    assert_int_equal(pthread_create(&waiter, NULL, fault_leak_waiting_holder, p), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(pthread_kill(waiter, SIGUSR1), 0);
+    while (sem_wait(&in_handler) != 0) {
+    }
+    assert_int_equal(dbpool_release(held), DBPOOL_OK); /* to the waiter, who is not running */
+
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 50, &c, &e);
+    sem_post(&resume);
+    assert_int_equal(pthread_join(waiter, NULL), 0);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    print_message("timeout error while the connection is handed over:\n%s\n", e.message);
+    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
+    if (strstr(e.message, "fault_leak_forgetful_holder") || !strstr(e.message, "fault_leak_waiting_holder"))
+        fail_msg("the handed-over connection's stack should be the waiter's (fault_leak_waiting_holder), "
+                 "not the released lease's: %s",
+                 e.message);
+    assert_int_equal(dbpool_close(p), 0);
+    sem_destroy(&in_handler);
+    sem_destroy(&resume);
+}
+
 /* A connection that maintenance holds for a keepalive ping is no caller's:
  * the timeout error does not name it a holder, nor show the stack of the
  * lease that last used it. */
@@ -610,6 +671,7 @@ int main(void) {
         cmocka_unit_test_setup(test_every_leak_is_logged, setup),
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
+        cmocka_unit_test_setup(test_handed_connection_has_the_waiters_stack, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
         cmocka_unit_test_setup(test_one_hung_ping_holds_one_connection, setup),
         cmocka_unit_test_setup(test_long_stack_cut_at_a_whole_frame, setup),
