@@ -312,10 +312,14 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(o->max_connecting >= 1 && o->max_connecting <= 1000,
             "max_connecting must be from 1 to 1000 (got %d): it is the number of connector threads",
             o->max_connecting);
-    REQUIRE(o->leak_reclaim_ms == 0 ||
-                (o->leak_threshold_ms > 0 && o->leak_reclaim_ms >= o->leak_threshold_ms),
-            "leak_reclaim_ms (%lld) needs leak_threshold_ms > 0 and must not be below it",
+    REQUIRE(o->leak_reclaim_ms >= 0, "leak_reclaim_ms must be 0 (never) or more (got %lld)",
             (long long)o->leak_reclaim_ms);
+    REQUIRE(o->leak_reclaim_ms == 0 || o->leak_threshold_ms > 0,
+            "leak_reclaim_ms (%lld) needs leak detection: set leak_threshold_ms > 0 as well",
+            (long long)o->leak_reclaim_ms);
+    REQUIRE(o->leak_reclaim_ms == 0 || o->leak_reclaim_ms >= o->leak_threshold_ms,
+            "leak_reclaim_ms (%lld) must not be below leak_threshold_ms (%lld)",
+            (long long)o->leak_reclaim_ms, (long long)o->leak_threshold_ms);
     REQUIRE(o->breaker_failures >= 0, "breaker_failures must be 0 (off) or more (got %d)",
             o->breaker_failures);
     REQUIRE(o->breaker_cooldown_ms > 0, "breaker_cooldown_ms must be greater than 0 (got %lld)",

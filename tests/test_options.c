@@ -124,6 +124,41 @@ static void test_microseconds_bound_in_its_unit(void **state) {
         fail_msg("message: %s", e.message);
 }
 
+/* Each way leak_reclaim_ms can be wrong is said as it is: a negative one
+ * was told it "needs leak_threshold_ms > 0" when that was set, and one
+ * below the threshold was not told the threshold. */
+static void test_leak_reclaim_errors_say_what_is_wrong(void **state) {
+    (void)state;
+    static const struct {
+        int64_t threshold, reclaim;
+        const char *want[3];
+        const char *not_want;
+    } reclaim_cases[] = {
+        {100, -1, {"leak_reclaim_ms", "-1", "0 (never) or more"}, "leak_threshold_ms"},
+        {100, 50, {"leak_reclaim_ms (50)", "below", "leak_threshold_ms (100)"}, NULL},
+        {0, 100, {"leak_reclaim_ms (100)", "leak_threshold_ms > 0", NULL}, "below"},
+    };
+    for (size_t i = 0; i < sizeof reclaim_cases / sizeof *reclaim_cases; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.leak_threshold_ms = reclaim_cases[i].threshold;
+        o.leak_reclaim_ms = reclaim_cases[i].reclaim;
+        dbpool *p = NULL;
+        dbpool_error e;
+        assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+        for (int k = 0; k < 3; k++)
+            if (reclaim_cases[i].want[k] && !strstr(e.message, reclaim_cases[i].want[k]))
+                fail_msg("threshold %lld, reclaim %lld: '%s' should say '%s'",
+                         (long long)reclaim_cases[i].threshold, (long long)reclaim_cases[i].reclaim,
+                         e.message, reclaim_cases[i].want[k]);
+        if (reclaim_cases[i].not_want && strstr(e.message, reclaim_cases[i].not_want))
+            fail_msg("threshold %lld, reclaim %lld: '%s' should not mention '%s'",
+                     (long long)reclaim_cases[i].threshold, (long long)reclaim_cases[i].reclaim, e.message,
+                     reclaim_cases[i].not_want);
+        assert_null(p);
+    }
+}
+
 static void test_null_options_are_defaults(void **state) {
     (void)state;
     dbpool *p = NULL;
@@ -401,6 +436,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_each_violation_named),
         cmocka_unit_test(test_microseconds_bound_in_its_unit),
+        cmocka_unit_test(test_leak_reclaim_errors_say_what_is_wrong),
         cmocka_unit_test(test_null_options_are_defaults),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
