@@ -617,7 +617,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
 }
 
 /* The trace is captured here, one call below the caller, so that the leak
- * report's first frame is the caller's (leak.c skips two frames). */
+ * report's first frame is the caller's (dbpool__trace_capture keeps the
+ * frames from there on). */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
     lease_trace t;
     bool tracing = p && p->opt.leak_threshold_ms > 0;

@@ -8,9 +8,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Called by dbpool_acquire and dbpool_try_acquire only. The frames kept
+ * start at their caller: the frames above it are found by the return
+ * address into the public function, not by counting, since how many
+ * there are depends on the build (a sanitizer's interceptor of backtrace()
+ * adds one, so does a preloaded one, and a compiler may split a function
+ * in two). */
 __attribute__((noinline)) void dbpool__trace_capture(lease_trace *t) {
-    t->depth = backtrace(t->frames, DBPOOL_LEAK_FRAMES);
+    void *into_public = __builtin_extract_return_addr(__builtin_return_address(0));
+    int depth = backtrace(t->frames, DBPOOL_LEAK_FRAMES);
     t->thread = (unsigned long)pthread_self();
+    /* Without that address among the frames: the usual two (this
+     * function and the public one). */
+    int skip = depth > 2 ? 2 : 0;
+    for (int i = 0; i < depth; i++) {
+        if (t->frames[i] == into_public) {
+            skip = i + 1;
+            break;
+        }
+    }
+    memmove(t->frames, t->frames + skip, (size_t)(depth - skip) * sizeof t->frames[0]);
+    t->depth = depth - skip;
 }
 
 /* What stands for the frames that do not fit. */
@@ -20,15 +38,14 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
     if (cap == 0)
         return;
     buf[0] = '\0';
-    /* Skip dbpool__trace_capture and the public function that called it
-     * (dbpool_acquire or dbpool_try_acquire): frame 2 is the caller. */
-    int skip = t->depth > 2 ? 2 : 0;
-    int n = t->depth - skip;
+    /* The first frame is the caller of dbpool_acquire or
+     * dbpool_try_acquire (dbpool__trace_capture). */
+    int n = t->depth;
     if (max_frames > 0 && n > max_frames)
         n = max_frames;
     if (n <= 0)
         return;
-    char **names = backtrace_symbols((void *const *)(t->frames + skip), n);
+    char **names = backtrace_symbols((void *const *)t->frames, n);
     /* Whole frames only: one cut short would end in half an address (or
      * half a name), which no one can use. A frame that does not fit ends
      * the list with MORE_FRAMES, for which room is kept. */
@@ -36,7 +53,7 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
     for (int i = 0; i < n; i++) {
         char line[512];
         int w = names ? snprintf(line, sizeof line, "  #%d %s\n", i, names[i])
-                      : snprintf(line, sizeof line, "  #%d [%p]\n", i, t->frames[skip + i]);
+                      : snprintf(line, sizeof line, "  #%d [%p]\n", i, t->frames[i]);
         if (w < 0)
             break;
         if ((size_t)w >= sizeof line) { /* a name longer than a line: its start, marked */
