@@ -86,6 +86,9 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
      * not be reported and reclaimed as one (the caller would get a lease
      * that counts nowhere, and the pool would open another past the cap). */
     c->checking = true;
+    /* And by whom: a timeout meanwhile names it as a holder, with this
+     * caller's stack, not that of the lease that used it before. */
+    dbpool__trace_store_locked(c, trace);
     bool expired = now >= c->expires_ns;
     bool over_cap = total_locked(p) > p->cap;
     bool stale = dbpool__idle_expired_locked(p, c, now);

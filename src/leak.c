@@ -31,6 +31,17 @@ __attribute__((noinline)) void dbpool__trace_capture(lease_trace *t) {
     t->depth = depth - skip;
 }
 
+void dbpool__trace_store_locked(dbpool_conn *c, const lease_trace *t) {
+    if (t) {
+        if (!c->trace)
+            c->trace = malloc(sizeof *c->trace);
+        if (c->trace)
+            *c->trace = *t;
+    } else if (c->trace) {
+        c->trace->depth = 0;
+    }
+}
+
 /* What stands for the frames that do not fit. */
 #define MORE_FRAMES "  ...\n"
 

@@ -359,14 +359,7 @@ void dbpool__hand_off_locked(dbpool *p, dbpool_conn *c) {
     /* And where it was taken: the waiter's stack, not that of the lease
      * that was just released (which a report would blame wrongly). */
     c->leak_reported = false;
-    if (w->trace) {
-        if (!c->trace)
-            c->trace = malloc(sizeof *c->trace);
-        if (c->trace)
-            *c->trace = *w->trace;
-    } else if (c->trace) {
-        c->trace->depth = 0;
-    }
+    dbpool__trace_store_locked(c, w->trace);
     pthread_cond_signal(&w->cond);
 }
 

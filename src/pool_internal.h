@@ -402,6 +402,9 @@ void dbpool__maint_pass(dbpool *p);
 /* leak.c */
 /* Capture the caller's stack (when leak detection is on). */
 void dbpool__trace_capture(lease_trace *t);
+/* Where c's lease was taken, for the leak scan and a timeout's report
+ * (lock held): a copy of t, or none when t is NULL (leak detection off). */
+void dbpool__trace_store_locked(dbpool_conn *c, const lease_trace *t);
 /* "  #0 frame\n  #1 frame..." into buf, symbolised now. */
 void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_frames);
 

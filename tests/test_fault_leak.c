@@ -502,6 +502,50 @@ static void test_handed_connection_has_the_waiters_stack(void **state) {
     sem_destroy(&resume);
 }
 
+/* A connection being validated for an acquire counts as held by that
+ * caller: the stack a timeout error shows for it is that caller's, not
+ * the one of the lease that used it before (and released it). */
+static void test_connection_in_validation_has_its_callers_stack(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 60000; /* stacks recorded, nothing reported */
+    o.maintenance_interval_ms = 1000;
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.validation_timeout_ms = 5000;
+    dbpool *p = open_mock(&o);
+    assert_int_equal(dbpool_release(fault_leak_forgetful_holder(p)), DBPOOL_OK);
+
+    dbpool__mock_counters n0, n;
+    dbpool__mock_get_counters(&n0);
+    dbpool__mock_set_ping_delay_ms(1000);
+    pthread_t waiter;
+    assert_int_equal(pthread_create(&waiter, NULL, fault_leak_waiting_holder, p), 0);
+    /* The mock counts a ping as it begins. */
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(2);
+        dbpool__mock_get_counters(&n);
+    } while (n.pings == n0.pings && dbt_now_ms() < until);
+    if (n.pings == n0.pings)
+        fail_msg("the acquire's validation did not start within 5 s");
+
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 50, &c, &e);
+    assert_int_equal(pthread_join(waiter, NULL), 0);
+    dbpool__mock_set_ping_delay_ms(0);
+    print_message("timeout error while the connection is validated:\n%s\n", e.message);
+    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
+    if (strstr(e.message, "fault_leak_forgetful_holder") ||
+        !first_frame_is(e.message, "fault_leak_waiting_holder"))
+        fail_msg("the connection in validation should show its caller's stack (fault_leak_waiting_holder), "
+                 "not the previous lease's: %s",
+                 e.message);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A connection that maintenance holds for a keepalive ping is no caller's:
  * the timeout error does not name it a holder, nor show the stack of the
  * lease that last used it. */
@@ -740,6 +784,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_error_names_holders, setup),
         cmocka_unit_test_setup(test_handed_connection_held_since_hand_off, setup),
         cmocka_unit_test_setup(test_handed_connection_has_the_waiters_stack, setup),
+        cmocka_unit_test_setup(test_connection_in_validation_has_its_callers_stack, setup),
         cmocka_unit_test_setup(test_timeout_error_leaves_out_keepalive_ping, setup),
         cmocka_unit_test_setup(test_one_hung_ping_holds_one_connection, setup),
         cmocka_unit_test_setup(test_long_stack_cut_at_a_whole_frame, setup),
