@@ -12,7 +12,11 @@
  *    time and, with leak detection on, where the oldest was acquired;
  *  - a connection handed to a waiter that has not run yet counts as held
  *    since the hand-off, not since its previous lease began;
- *  - a connection in a keepalive ping is not named as a holder.
+ *  - a connection in a keepalive ping is not named as a holder;
+ *  - the stack starts at the caller of dbpool_acquire / dbpool_try_acquire
+ *    in every build (ASan's interceptor of backtrace() adds a frame), is
+ *    cut at a whole frame when long, and is the current holder's when the
+ *    connection was handed to a waiter or is in an acquire's validation.
  */
 #include "driver_mock.h"
 #include "testsupport.h"
