@@ -302,11 +302,28 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     int name_rc = check_name(o->name, e);
     if (name_rc != DBPOOL_OK)
         return name_rc;
-    REQUIRE(o->maintenance_interval_ms > 0 ||
-                (!o->autoscale && o->leak_threshold_ms == 0 && o->keepalive_ms == 0),
-            "autoscale, leak_threshold_ms and keepalive_ms run in the maintenance thread: set "
-            "maintenance_interval_ms > 0 (got %lld)",
-            (long long)o->maintenance_interval_ms);
+    if (o->maintenance_interval_ms == 0 &&
+        (o->autoscale || o->leak_threshold_ms > 0 || o->keepalive_ms > 0)) {
+        /* Named as set: one who set only leak_threshold_ms is not left to
+         * guess which of the three is meant. */
+        char set[96] = "";
+        size_t n = 0;
+        int count = 0;
+        const char *names[] = {o->autoscale ? "autoscale" : NULL,
+                               o->leak_threshold_ms > 0 ? "leak_threshold_ms" : NULL,
+                               o->keepalive_ms > 0 ? "keepalive_ms" : NULL};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (!names[i])
+                continue;
+            n += (size_t)snprintf(set + n, sizeof set - n, "%s%s", count ? " and " : "", names[i]);
+            count++;
+        }
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "%s %s in the maintenance thread, which maintenance_interval_ms 0 turns off: set "
+            "maintenance_interval_ms > 0 (got 0)",
+            set, count == 1 ? "runs" : "run");
+    }
     REQUIRE(o->barging_window_us >= 0, "barging_window_us must be 0 (strict hand-off) or more (got %lld)",
             (long long)o->barging_window_us);
     REQUIRE(o->max_connecting >= 1 && o->max_connecting <= 1000,

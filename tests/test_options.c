@@ -159,6 +159,36 @@ static void test_leak_reclaim_errors_say_what_is_wrong(void **state) {
     }
 }
 
+/* Work that needs the maintenance thread, asked for with none: the error
+ * names what was set (it listed autoscale, leak_threshold_ms and
+ * keepalive_ms whichever one it was). */
+static void test_maintenance_off_names_what_needs_it(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.maintenance_interval_ms = 0;
+    o.leak_threshold_ms = 100;
+    o.leak_reclaim_ms = 200;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+    if (!strstr(e.message, "leak_threshold_ms runs in the maintenance thread") ||
+        !strstr(e.message, "maintenance_interval_ms > 0") || strstr(e.message, "autoscale") ||
+        strstr(e.message, "keepalive_ms"))
+        fail_msg("leak detection without maintenance: %s", e.message);
+    assert_null(p);
+
+    dbpool_options_init(&o);
+    o.maintenance_interval_ms = 0;
+    o.keepalive_ms = 1000;
+    o.leak_threshold_ms = 100;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+    if (!strstr(e.message, "leak_threshold_ms and keepalive_ms run in the maintenance thread") ||
+        strstr(e.message, "autoscale"))
+        fail_msg("leak detection and keepalive without maintenance: %s", e.message);
+    assert_null(p);
+}
+
 static void test_null_options_are_defaults(void **state) {
     (void)state;
     dbpool *p = NULL;
@@ -437,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_each_violation_named),
         cmocka_unit_test(test_microseconds_bound_in_its_unit),
         cmocka_unit_test(test_leak_reclaim_errors_say_what_is_wrong),
+        cmocka_unit_test(test_maintenance_off_names_what_needs_it),
         cmocka_unit_test(test_null_options_are_defaults),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
