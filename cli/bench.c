@@ -373,6 +373,9 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
         fprintf(f, "  %-20s %10d of %d\n", "peak in use", s->peak_in_use, s->max_size);
     fprintf(f, "  %-20s %10llu\n", "timeouts",
             (unsigned long long)(pooled ? s->timeouts : r->errors_by[-DBPOOL_ETIMEDOUT]));
+    if (pooled && s->leaks_detected > 0) /* only with pool_leak_threshold in the URL */
+        fprintf(f, "  %-20s %10llu (%llu reclaimed)\n", "leaks detected",
+                (unsigned long long)s->leaks_detected, (unsigned long long)s->leaks_reclaimed);
 }
 
 /* ---- the run ------------------------------------------------------------ */

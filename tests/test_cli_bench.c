@@ -197,6 +197,38 @@ static void test_bench_connect_per_query(void **state) {
     dbt_run_free(&r);
 }
 
+/* A run with leak detection in the URL (each lease held past the
+ * threshold): its leak reports go to stderr with --verbose, and the
+ * summary's pool_stats counts them (it had no leak figure at all). */
+static void test_bench_counts_leaks(void **state) {
+    (void)state;
+    dbt_run r = dbt_run_cli((const char *[]){
+        "bench", "sqlite::memory:?pool_leak_threshold=5&pool_maintenance_interval=5", "--hold-ms", "40",
+        "--duration", "0.4", "--threads", "2", "--verbose", "--json", NULL});
+    expect_ok(&r);
+    json_t *doc = dbt_json_parse(r.out);
+    json_t *ps = json_object_get(doc, "pool_stats");
+    size_t lines = 0;
+    for (const char *f = r.err; (f = strstr(f, "possible leak")) != NULL; f++)
+        lines++;
+    json_int_t detected = get_int(ps, "leaks_detected");
+    if (detected < 1 || (size_t)detected > lines)
+        fail_msg("pool_stats.leaks_detected %lld, %zu leak reports on stderr", (long long)detected, lines);
+    assert_int_equal(get_int(ps, "leaks_reclaimed"), 0);
+    assert_int_equal(get_int(ps, "reclaimed_out"), 0);
+    json_decref(doc);
+    dbt_run_free(&r);
+
+    /* The table says it too. */
+    r = dbt_run_cli((const char *[]){"bench",
+                                     "sqlite::memory:?pool_leak_threshold=5&pool_maintenance_interval=5",
+                                     "--hold-ms", "40", "--duration", "0.3", "--threads", "1", NULL});
+    expect_ok(&r);
+    if (!strstr(r.out, "leaks detected"))
+        fail_msg("the summary table does not count the leaks: %s", r.out);
+    dbt_run_free(&r);
+}
+
 static void test_bench_oversubscribed(void **state) {
     (void)state;
     json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--threads", "200", "--pool-size",
@@ -961,6 +993,7 @@ int main(void) {
         cmocka_unit_test(test_top_level_mistakes),
         cmocka_unit_test(test_misplaced_url_not_echoed),
         cmocka_unit_test(test_metrics_listen_refused),
+        cmocka_unit_test(test_bench_counts_leaks),
         cmocka_unit_test(test_metrics_served),
         cmocka_unit_test(test_metrics_listen_port_taken),
         cmocka_unit_test(test_metrics_slow_clients),
