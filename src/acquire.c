@@ -610,11 +610,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         where[0] = '\0';
         if (used + sizeof intro < sizeof err->message)
             dbpool__trace_format(&holders.trace, where, sizeof err->message - used - (sizeof intro - 1), 4);
-        size_t wl = strlen(where);
-        if (wl > 0 && strncmp(where, "  #", 3) == 0) { /* at least one frame */
-            where[wl - 1] = '\0';                      /* an error message does not end in a newline */
+        if (strncmp(where, "  #", 3) == 0) /* at least one frame */
             snprintf(err->message + used, sizeof err->message - used, "%s%s", intro, where);
-        }
     }
     return rc;
 }

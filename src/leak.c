@@ -82,5 +82,9 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
         memcpy(buf + used, line, (size_t)w + 1);
         used += (size_t)w;
     }
+    /* Lines between, not after: a log line or an error message does not
+     * end in a newline (a logger adding its own would print an empty line). */
+    if (used > 0 && buf[used - 1] == '\n')
+        buf[used - 1] = '\0';
     free(names);
 }
