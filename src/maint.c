@@ -127,7 +127,7 @@ static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
 
 static void log_leaks(dbpool *p, const leak_report *r, int n) {
     for (int i = 0; i < n; i++) {
-        char where[1024] = "  (stack not recorded)\n";
+        char where[1024] = "  (stack not recorded)";
         if (r[i].have_trace)
             dbpool__trace_format(&r[i].trace, where, sizeof where, 12);
         /* Reported and reclaimed in one pass (leak_reclaim_ms close to
