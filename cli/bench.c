@@ -57,7 +57,10 @@ static const char usage_text[] =
     "                       report how long they took (1..100000000)\n"
     "  --timeout SECONDS    how long one acquire may wait (default 5): an acquire\n"
     "                       still waiting when --duration ends gives up within\n"
-    "                       this; a query still running is waited for\n"
+    "                       this; an op still running then (a query, a connect)\n"
+    "                       is waited for as long again, and one that has not\n"
+    "                       returned by then (a database that stopped answering)\n"
+    "                       is counted as unfinished and left behind\n"
     "  --metrics-listen HOST:PORT\n"
     "                       serve GET /metrics (Prometheus text) during the run;\n"
     "                       HOST must be loopback: 127.0.0.1 (127.0.0.0/8), [::1]\n"
@@ -69,8 +72,9 @@ static const char usage_text[] =
     "  --help               show this help\n"
     "\n"
     "Exit status: 0 the run finished (failed ops are counted, not fatal);\n"
-    "1 the database could not be reached at the start; 2 the command line is wrong,\n"
-    "or the --metrics-listen port is taken or cannot be used.\n"
+    "1 the database could not be reached at the start, or ops were unfinished\n"
+    "(the summary is printed first); 2 the command line is wrong, or the\n"
+    "--metrics-listen port is taken or cannot be used.\n"
     "\n"
     "Examples:\n"
     "  dbpool bench sqlite::memory: --threads 1000 --pool-size 10 --duration 10\n"
@@ -276,6 +280,8 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
         doc, "ops_per_s",
         json_integer(r->elapsed_s > 0 ? (json_int_t)llround((double)r->ops / r->elapsed_s) : 0));
     json_object_set_new(doc, "errors", json_integer((json_int_t)r->errors));
+    /* Ops still running --timeout after the stop: in no other figure. */
+    json_object_set_new(doc, "unfinished", json_integer(r->unfinished));
     json_object_set_new(doc, "errors_by_code", by);
     json_object_set_new(doc, "error_messages", msgs);
     json_object_set_new(doc, "acquire_wait_ms", pooled ? latency_json(&s->acquire_wait) : json_null());
@@ -346,6 +352,9 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
     fprintf(f, "  %-20s %10llu\n", "ops", (unsigned long long)r->ops);
     fprintf(f, "  %-20s %10.0f\n", "ops/s", r->elapsed_s > 0 ? (double)r->ops / r->elapsed_s : 0.0);
     fprintf(f, "  %-20s %10llu\n", "errors", (unsigned long long)r->errors);
+    if (r->unfinished)
+        fprintf(f, "  %-20s %10d  still running %.1f s after the stop\n", "unfinished", r->unfinished,
+                (double)a->timeout_ms / 1000.0);
     for (int k = 0; k < CLI_ERR_SLOTS; k++)
         if (r->errors_by[k])
             fprintf(f, "    %-18s %10llu  first: %s\n", cli_err_slot_name(k),
@@ -431,6 +440,8 @@ int cli_bench_main(int argc, char **argv) {
     o.acquire_timeout_ms = a.timeout_ms;
     if (o.connect_timeout_ms > a.timeout_ms)
         o.connect_timeout_ms = a.timeout_ms;
+    if (o.validation_timeout_ms > a.timeout_ms)
+        o.validation_timeout_ms = a.timeout_ms;
     if (a.verbose) {
         o.log_fn = cli_log_stderr;
         o.log_level = DBPOOL_LOG_INFO;
@@ -514,7 +525,10 @@ int cli_bench_main(int argc, char **argv) {
 
     cli_load_report report;
     const cli_load_report *r = &report;
-    cli_load_finish(load, &report);
+    /* An op still running gets as long as an acquire may wait: a query
+     * on a server that stopped answering would otherwise hold the run,
+     * and its summary, for ever. */
+    cli_load_finish_within(load, &report, a.timeout_ms * 1000000LL);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     const char *backend = dbpool_backend(p);
@@ -534,7 +548,16 @@ int cli_bench_main(int argc, char **argv) {
         if (fflush(stdout) != 0 || ferror(stdout))
             code = cli_fail(CMD, "cannot write the result to stdout: check the output stream");
     }
+    if (r->unfinished) {
+        fprintf(stderr,
+                "dbpool bench: %d op%s still running %.1f s after the run stopped, left unfinished: "
+                "check that the database is answering, or raise --timeout\n",
+                r->unfinished, r->unfinished == 1 ? " was" : "s were", (double)a.timeout_ms / 1000.0);
+        fflush(stderr);
+        if (code == CLI_EXIT_OK)
+            code = CLI_EXIT_FAILED;
+    }
     cli_metrics_stop(metrics);
-    dbpool_close(p);
+    dbpool_close(p); /* the leases of unfinished ops stay valid */
     return code;
 }

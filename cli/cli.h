@@ -159,6 +159,7 @@ typedef struct cli_load_report {
     uint64_t errors; /* of which failed */
     uint64_t errors_by[CLI_ERR_SLOTS];
     uint64_t opened; /* connect-per-query: pools opened */
+    int unfinished;  /* cli_load_finish_within: workers still in an op at its end */
     /* Filled by cli_load_finish only: */
     char error_sample[CLI_ERR_SLOTS][256]; /* the first message seen per code */
     double elapsed_s;                      /* start to the last worker's end */
@@ -180,6 +181,11 @@ bool cli_load_done(const cli_load *l);
 void cli_load_snapshot(const cli_load *l, cli_load_report *r);
 /* Stop the workers (each finishes its op), join them, fill r, free l. */
 void cli_load_finish(cli_load *l, cli_load_report *r);
+/* cli_load_finish waiting at most grace_ns (< 0: without limit) for the
+ * ops still running: a worker whose op has not returned by then (a server
+ * that stopped answering) is left running, its op missing from r, and l
+ * is not freed. Returns how many were left (also r->unfinished). */
+int cli_load_finish_within(cli_load *l, cli_load_report *r, int64_t grace_ns);
 
 /* Slot -> "DBPOOL_ETIMEDOUT", or "other" for slot 0. */
 const char *cli_err_slot_name(int slot);

@@ -35,13 +35,17 @@ typedef struct worker {
     atomic_uint_fast64_t errors;
     atomic_uint_fast64_t opened;
     atomic_uint_fast64_t errors_by[CLI_ERR_SLOTS];
+    /* Written by the worker only (relaxed loads and stores, plain moves),
+     * read by the main thread once the worker has ended, or, when an op
+     * never returns, while the worker may still come back to them. */
+    atomic_uint_fast64_t lat[LAT_BUCKETS];
+    atomic_uint_fast64_t lat_max_ns;
+    atomic_uint_fast64_t lat_sum_ns;
     /* The worker's own until it is joined. */
     struct cli_load *load;
     pthread_t tid;
     uint64_t rng;
-    uint64_t lat[LAT_BUCKETS];
-    uint64_t lat_max_ns;
-    double lat_sum_ns;
+    bool exited; /* under the load's mu */
 } worker;
 
 struct cli_load {
@@ -51,6 +55,9 @@ struct cli_load {
     pthread_mutex_t mu;
     pthread_cond_t gate_cv;
     bool gate_open;
+    pthread_cond_t exit_cv;     /* CLOCK_MONOTONIC; signalled as each worker ends */
+    int exited;                 /* workers that ended, under mu */
+    struct cli_load *next_left; /* in left_behind */
     int64_t start_ns;
     _Alignas(64) atomic_bool stop;
     atomic_bool suspended;                      /* set just before the pool is suspended at the stop */
@@ -253,6 +260,12 @@ static int op_connect(worker *w, dbpool_error *e) {
     return rc;
 }
 
+/* Add to a counter only its worker writes: a relaxed load and store, no
+ * locked instruction, yet no data race with a reader on another thread. */
+static void bump(atomic_uint_fast64_t *c, uint64_t by) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     cli_load *l = w->load;
@@ -285,16 +298,21 @@ static void *worker_main(void *arg) {
             continue; /* and the loop ends: the load is stopping */
         int64_t t1 = cli_now_ns();
         uint64_t ns = t1 > t0 ? (uint64_t)(t1 - t0) : 0;
-        w->lat[lat_bucket(ns)]++;
-        w->lat_sum_ns += (double)ns;
-        if (ns > w->lat_max_ns)
-            w->lat_max_ns = ns;
+        bump(&w->lat[lat_bucket(ns)], 1);
+        bump(&w->lat_sum_ns, ns);
+        if (ns > atomic_load_explicit(&w->lat_max_ns, memory_order_relaxed))
+            atomic_store_explicit(&w->lat_max_ns, ns, memory_order_relaxed);
         if (rc != DBPOOL_OK)
             count_error(w, rc, &e);
         atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
         if (max && atomic_fetch_add_explicit(&l->finished, 1, memory_order_acq_rel) + 1 == max)
             atomic_store_explicit(&l->done_ns, t1, memory_order_release);
     }
+    pthread_mutex_lock(&l->mu);
+    w->exited = true;
+    l->exited++;
+    pthread_cond_broadcast(&l->exit_cv);
+    pthread_mutex_unlock(&l->mu);
     return NULL;
 }
 
@@ -308,7 +326,7 @@ static void open_gate(cli_load *l) {
     pthread_mutex_unlock(&l->mu);
 }
 
-static void join_all(cli_load *l) {
+static void stop_all(cli_load *l) {
     /* Callers still queued would each get a connection as the holds end,
      * and every such lease is an op in the pool's histograms: the pool is
      * suspended first, so that they fail at once instead (DBPOOL_EBUSY,
@@ -322,11 +340,50 @@ static void join_all(cli_load *l) {
     atomic_store(&l->stop, true);
     if (!l->gate_open)
         open_gate(l);
+}
+
+static void join_all(cli_load *l) {
+    stop_all(l);
     for (int i = 0; i < l->started; i++)
         pthread_join(l->w[i].tid, NULL);
 }
 
+/* Loads left behind with workers stuck in an op: never freed (the workers
+ * may yet come back to them), and kept reachable. */
+static cli_load *_Atomic left_behind;
+
+/* Stop the workers and join those that end within grace_ns (< 0: wait for
+ * all). Returns how many are still in an op: they are detached, and the
+ * load must then not be freed. */
+static int stop_and_join_within(cli_load *l, int64_t grace_ns) {
+    stop_all(l);
+    int64_t deadline = cli_now_ns() + grace_ns;
+    pthread_mutex_lock(&l->mu);
+    while (l->exited < l->started) {
+        if (grace_ns < 0) {
+            pthread_cond_wait(&l->exit_cv, &l->mu);
+            continue;
+        }
+        if (cli_now_ns() >= deadline)
+            break;
+        struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+        pthread_cond_timedwait(&l->exit_cv, &l->mu, &ts); /* exit_cv runs on CLOCK_MONOTONIC */
+    }
+    int stuck = 0;
+    for (int i = 0; i < l->started; i++) {
+        if (l->w[i].exited)
+            pthread_join(l->w[i].tid, NULL);
+        else {
+            pthread_detach(l->w[i].tid);
+            stuck++;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return stuck;
+}
+
 static void free_load(cli_load *l) {
+    pthread_cond_destroy(&l->exit_cv);
     pthread_cond_destroy(&l->gate_cv);
     pthread_mutex_destroy(&l->mu);
     free(l->w);
@@ -346,6 +403,11 @@ bool cli_load_start(cli_load **out, const cli_load_config *cfg, char *why, size_
     l->w = w;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->gate_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->exit_cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&l->stop, false);
     atomic_init(&l->suspended, false);
     atomic_init(&l->tickets, 0);
@@ -404,10 +466,13 @@ void cli_load_snapshot(const cli_load *l, cli_load_report *r) {
     }
 }
 
-void cli_load_finish(cli_load *l, cli_load_report *r) {
-    join_all(l);
+void cli_load_finish(cli_load *l, cli_load_report *r) { cli_load_finish_within(l, r, -1); }
+
+int cli_load_finish_within(cli_load *l, cli_load_report *r, int64_t grace_ns) {
+    int stuck = stop_and_join_within(l, grace_ns);
     int64_t end_ns = cli_now_ns();
     memset(r, 0, sizeof *r);
+    r->unfinished = stuck;
     cli_load_snapshot(l, r);
     pthread_mutex_lock(&l->mu);
     memcpy(r->error_sample, l->samples, sizeof r->error_sample);
@@ -422,10 +487,11 @@ void cli_load_finish(cli_load *l, cli_load_report *r) {
     for (int i = 0; i < l->started; i++) {
         worker *w = &l->w[i];
         for (int b = 0; lat && b < LAT_BUCKETS; b++)
-            lat[b] += w->lat[b];
-        sum += w->lat_sum_ns;
-        if ((double)w->lat_max_ns > max)
-            max = (double)w->lat_max_ns;
+            lat[b] += atomic_load_explicit(&w->lat[b], memory_order_relaxed);
+        sum += (double)atomic_load_explicit(&w->lat_sum_ns, memory_order_relaxed);
+        uint64_t wmax = atomic_load_explicit(&w->lat_max_ns, memory_order_relaxed);
+        if ((double)wmax > max)
+            max = (double)wmax;
     }
     if (lat) {
         for (int b = 0; b < LAT_BUCKETS; b++)
@@ -438,5 +504,13 @@ void cli_load_finish(cli_load *l, cli_load_report *r) {
         r->op.max_ms = max / 1e6;
         free(lat);
     }
-    free_load(l);
+    if (stuck == 0) {
+        free_load(l);
+    } else {
+        /* A stuck worker may still return from its op, and then reads and
+         * writes l: it is left to the end of the process. */
+        l->next_left = atomic_load(&left_behind);
+        atomic_store(&left_behind, l);
+    }
+    return stuck;
 }

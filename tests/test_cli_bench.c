@@ -450,6 +450,78 @@ static void test_bench_stop_cuts_holds(void **state) {
     dbt_run_free(&r);
 }
 
+/* Wait up to bound_ms for the child to end; a child still running then is
+ * killed and the test fails. */
+static dbt_run wait_cli_within(child *c, int64_t bound_ms, const char *what) {
+    int64_t t0 = dbt_now_ms();
+    int st;
+    pid_t got;
+    while ((got = waitpid(c->pid, &st, WNOHANG)) == 0 && dbt_now_ms() - t0 < bound_ms)
+        dbt_sleep_ms(20);
+    if (got == 0) {
+        kill(c->pid, SIGKILL);
+        waitpid(c->pid, &st, 0);
+        unlink(c->out_path);
+        unlink(c->err_path);
+        fail_msg("%s: still running after %lld ms", what, (long long)bound_ms);
+    }
+    assert_int_equal(got, c->pid);
+    dbt_run r;
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = dbt_slurp(c->out_path);
+    r.err = dbt_slurp(c->err_path);
+    assert_non_null(r.out);
+    assert_non_null(r.err);
+    unlink(c->out_path);
+    unlink(c->err_path);
+    return r;
+}
+
+/*
+ * An op that does not return (a server that stopped answering; here a
+ * write waiting on another connection's lock for a minute) ends the run
+ * --timeout after --duration, not when the op returns: the summary is
+ * printed with the op counted as unfinished, and the command exits 1. The
+ * run waited for the op without bound, printing nothing.
+ */
+static void test_bench_stuck_op_bounded(void **state) {
+    (void)state;
+    char url[700], bench_url[760];
+    snprintf(url, sizeof url, "sqlite:%s/stuck.db", dbt_tmpdir());
+    snprintf(bench_url, sizeof bench_url, "%s?busy_timeout=60000", url);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p;
+    dbpool_error e;
+    if (dbpool_open(&p, url, &o, &e) != DBPOOL_OK)
+        fail_msg("open %s: %s", url, e.message);
+    dbpool_conn *holder = dbt_acquire(p);
+    dbt_exec_ok(holder, "CREATE TABLE t(x INTEGER)", NULL, 0);
+    dbt_exec_ok(holder, "BEGIN IMMEDIATE", NULL, 0); /* the write lock, held */
+    dbt_exec_ok(holder, "INSERT INTO t VALUES (1)", NULL, 0);
+
+    child c =
+        spawn_cli((const char *[]){"bench", bench_url, "--query", "INSERT INTO t VALUES (2)", "--threads",
+                                   "2", "--duration", "0.3", "--timeout", "1", "--json", NULL});
+    /* 0.3 s + 1 s, with room for a loaded machine; far below the minute. */
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = wait_cli_within(&c, 15000, "bench with ops stuck on a lock");
+    int64_t took = dbt_now_ms() - t0;
+    dbpool_release(holder);
+    dbpool_close(p);
+    if (r.status != 1)
+        fprintf(stderr, "exit %d, stderr: %s\n", r.status, r.err);
+    assert_int_equal(r.status, 1);
+    assert_true(took >= 1000); /* the ops were given --timeout to return */
+    json_t *doc = dbt_json_parse(r.out);
+    assert_int_equal(get_int(doc, "unfinished"), 2);
+    assert_int_equal(get_int(doc, "ops"), 0);
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+    assert_non_null(strstr(r.err, "2 ops were still running 1.0 s after the run stopped"));
+    dbt_run_free(&r);
+}
+
 static void test_stat_lines(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"stat", "sqlite::memory:", "0.2", "3", NULL});
@@ -983,6 +1055,7 @@ int main(void) {
         cmocka_unit_test(test_bench_hold_minus_zero),
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
+        cmocka_unit_test(test_bench_stuck_op_bounded),
         cmocka_unit_test(test_stat_lines),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
