@@ -26,8 +26,10 @@ static const char usage_text[] =
     "Runs a load test against a pool opened on URL and prints a summary on\n"
     "stdout: ops, ops/s, errors by code, acquire wait, use time and hand-off delay\n"
     "(a waiter handed a connection, until it ran) p50/p95/p99/max, connections\n"
-    "created, peak in use, timeouts. On a terminal a progress line\n"
-    "(elapsed, ops/s, p99 acquire wait, in use, waiting) is redrawn on stderr.\n"
+    "created, peak in use, timeouts, and the callers still waiting for a\n"
+    "connection when the run stopped (their waits are in no figure above).\n"
+    "On a terminal a progress line (elapsed, ops/s, p99 acquire wait, in use,\n"
+    "waiting) is redrawn on stderr.\n"
     "A failed op is counted under its error code and the run goes on; Ctrl-C\n"
     "stops the run early and still prints the summary.\n"
     "\n"
@@ -293,6 +295,9 @@ static json_t *summary_json(const bench_args *a, const char *backend, const cli_
     json_object_set_new(doc, "peak_in_use", pooled ? json_integer(s->peak_in_use) : json_null());
     json_object_set_new(doc, "timeouts",
                         json_integer((json_int_t)(pooled ? s->timeouts : r->errors_by[-DBPOOL_ETIMEDOUT])));
+    /* Their waits, cut short by the stop, are in no histogram. */
+    json_object_set_new(doc, "waiting_at_stop",
+                        pooled ? json_integer((json_int_t)r->abandoned) : json_null());
     if (a->burst) {
         bool done = r->burst_s >= 0;
         json_object_set_new(
@@ -385,6 +390,8 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
     if (pooled && s->leaks_detected > 0) /* only with pool_leak_threshold in the URL */
         fprintf(f, "  %-20s %10llu (%llu reclaimed)\n", "leaks detected",
                 (unsigned long long)s->leaks_detected, (unsigned long long)s->leaks_reclaimed);
+    if (pooled)
+        fprintf(f, "  %-20s %10llu\n", "waiting at stop", (unsigned long long)r->abandoned);
 }
 
 /* ---- the run ------------------------------------------------------------ */

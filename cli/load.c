@@ -34,6 +34,7 @@ typedef struct worker {
     _Alignas(64) atomic_uint_fast64_t ops;
     atomic_uint_fast64_t errors;
     atomic_uint_fast64_t opened;
+    atomic_uint_fast64_t abandoned; /* acquires given up when the load stopped */
     atomic_uint_fast64_t errors_by[CLI_ERR_SLOTS];
     /* Written by the worker only (relaxed loads and stores, plain moves),
      * read by the main thread once the worker has ended, or, when an op
@@ -294,8 +295,12 @@ static void *worker_main(void *arg) {
             rc = op_connect(w, &e);
             break;
         }
-        if (rc == OP_ABANDONED)
-            continue; /* and the loop ends: the load is stopping */
+        if (rc == OP_ABANDONED) {
+            /* The load is stopping (the stop flag follows the suspend):
+             * once per caller, not once per retry until the flag is up. */
+            atomic_fetch_add_explicit(&w->abandoned, 1, memory_order_relaxed);
+            break;
+        }
         int64_t t1 = cli_now_ns();
         uint64_t ns = t1 > t0 ? (uint64_t)(t1 - t0) : 0;
         bump(&w->lat[lat_bucket(ns)], 1);
@@ -454,13 +459,14 @@ bool cli_load_done(const cli_load *l) {
 }
 
 void cli_load_snapshot(const cli_load *l, cli_load_report *r) {
-    r->ops = r->errors = r->opened = 0;
+    r->ops = r->errors = r->opened = r->abandoned = 0;
     memset(r->errors_by, 0, sizeof r->errors_by);
     for (int i = 0; i < l->started; i++) {
         worker *w = &l->w[i];
         r->ops += atomic_load_explicit(&w->ops, memory_order_relaxed);
         r->errors += atomic_load_explicit(&w->errors, memory_order_relaxed);
         r->opened += atomic_load_explicit(&w->opened, memory_order_relaxed);
+        r->abandoned += atomic_load_explicit(&w->abandoned, memory_order_relaxed);
         for (int s = 0; s < CLI_ERR_SLOTS; s++)
             r->errors_by[s] += atomic_load_explicit(&w->errors_by[s], memory_order_relaxed);
     }

@@ -450,6 +450,40 @@ static void test_bench_stop_cuts_holds(void **state) {
     dbt_run_free(&r);
 }
 
+/*
+ * Callers still in line when the run stops are counted: their waits, cut
+ * short, are in no histogram, and without the count the summary of a
+ * pool far too small (19 callers of 20 never served) read as a clean run
+ * of one op with no timeouts and no errors.
+ */
+static void test_bench_waiting_at_stop(void **state) {
+    (void)state;
+    static const char *const args[] = {
+        "bench", "sqlite::memory:", "--threads", "20",         "--pool-size", "1",      "--hold-ms",
+        "5000",  "--timeout",       "30",        "--duration", "1",           "--json", NULL};
+    json_t *doc = bench_json(args);
+    /* One caller holds the only connection for the whole run. */
+    assert_int_equal(get_int(doc, "ops"), 1);
+    assert_int_equal(get_int(doc, "waiting_at_stop"), 19);
+    assert_int_equal(get_int(doc, "errors"), 0);
+    json_decref(doc);
+
+    dbt_run r =
+        dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--threads", "20", "--pool-size", "1",
+                                     "--hold-ms", "5000", "--timeout", "30", "--duration", "1", NULL});
+    expect_ok(&r);
+    if (!strstr(r.out, "waiting at stop              19\n"))
+        fprintf(stderr, "stdout: %s", r.out);
+    assert_non_null(strstr(r.out, "waiting at stop              19\n"));
+    dbt_run_free(&r);
+
+    /* Connect-per-query has no line to wait in. */
+    doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--mode", "connect-per-query", "--duration",
+                                      "0.1", "--threads", "2", "--json", NULL});
+    assert_true(json_is_null(json_object_get(doc, "waiting_at_stop")));
+    json_decref(doc);
+}
+
 /* Wait up to bound_ms for the child to end; a child still running then is
  * killed and the test fails. */
 static dbt_run wait_cli_within(child *c, int64_t bound_ms, const char *what) {
@@ -1056,6 +1090,7 @@ int main(void) {
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_bench_stuck_op_bounded),
+        cmocka_unit_test(test_bench_waiting_at_stop),
         cmocka_unit_test(test_stat_lines),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
