@@ -217,7 +217,8 @@ typedef struct cli_progress {
 /* Enabled only when stderr is a terminal. */
 void cli_progress_init(cli_progress *pr, int64_t start_ns);
 /* Redraw "elapsed, ops/s, p99 acquire wait, in use, waiting" with \r, at
- * most every 250 ms. `p` may be NULL (no pool figures). */
+ * most every 250 ms, narrower than the terminal (the fields that do not
+ * fit are left out). `p` may be NULL (no pool figures). */
 void cli_progress_update(cli_progress *pr, dbpool *p, int64_t start_ns, uint64_t ops);
 /* Erase the line, so that what follows starts at column 0. */
 void cli_progress_clear(cli_progress *pr);

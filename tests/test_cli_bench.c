@@ -3,6 +3,7 @@
  * them (a child process), their JSON parsed with jansson. Figures are
  * checked for sense (ops > 0, no errors), never against a speed.
  */
+#define _XOPEN_SOURCE 700 /* posix_openpt, grantpt, unlockpt, ptsname */
 #include "cli_run.h"
 #include "loopback.h"
 #include "testsupport.h"
@@ -25,6 +26,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -482,6 +484,90 @@ static void test_bench_waiting_at_stop(void **state) {
                                       "0.1", "--threads", "2", "--json", NULL});
     assert_true(json_is_null(json_object_get(doc, "waiting_at_stop")));
     json_decref(doc);
+}
+
+/*
+ * The progress line stays on one row of the terminal: one as wide as the
+ * terminal wraps, and each "\r" redraw then left a row behind (an
+ * 80-column terminal got a new row every 250 ms with 1000 callers, whose
+ * line is 81 characters). Fields that do not fit are left out whole. The
+ * command runs with stderr on a pseudo-terminal 60 columns wide.
+ */
+static void test_bench_progress_fits_terminal(void **state) {
+    (void)state;
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0)
+        skip(); /* no pseudo-terminals here */
+    assert_int_equal(grantpt(master), 0);
+    assert_int_equal(unlockpt(master), 0);
+    char slave[256];
+    snprintf(slave, sizeof slave, "%s", ptsname(master));
+    struct winsize ws = {.ws_row = 24, .ws_col = 60};
+    assert_int_equal(ioctl(master, TIOCSWINSZ, &ws), 0);
+
+    char out_path[600];
+    snprintf(out_path, sizeof out_path, "%s/progress.stdout", dbt_tmpdir());
+    char *argv[] = {
+        (char *)DBPOOL_CLI_PATH, "bench", "sqlite::memory:", "--threads", "2", "--duration", "1.2", NULL};
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, slave, O_RDWR | O_NOCTTY, 0);
+    posix_spawn_file_actions_addclose(&fa, master);
+    pid_t pid;
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+
+    /* Read what reaches the terminal until the command has closed it
+     * (EIO), within a bound. */
+    char err[16384];
+    size_t len = 0;
+    int64_t t0 = dbt_now_ms();
+    for (;;) {
+        struct pollfd pfd = {.fd = master, .events = POLLIN};
+        int ready = poll(&pfd, 1, 200);
+        if (ready > 0) {
+            ssize_t got = read(master, err + len, sizeof err - 1 - len);
+            if (got <= 0)
+                break; /* EIO: no one has the terminal open any more */
+            len += (size_t)got;
+            if (len == sizeof err - 1)
+                break;
+        }
+        if (dbt_now_ms() - t0 > 30000) {
+            kill(pid, SIGKILL);
+            break;
+        }
+    }
+    err[len] = '\0';
+    close(master);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unlink(out_path);
+
+    /* Every redraw is "\r" and a line: each segment fits in 59 columns. */
+    int drawn = 0;
+    for (char *seg = err, *end; *seg; seg = end + (*end != '\0')) {
+        end = seg + strcspn(seg, "\r\n");
+        char cut = *end;
+        *end = '\0';
+        size_t n = strlen(seg);
+        if (n > 59)
+            fail_msg("a line of %zu characters on a 60-column terminal: %s", n, seg);
+        if (strstr(seg, "ops/s")) {
+            drawn++;
+            /* The figures shown are whole: "in use N/M", never "in use N". */
+            const char *in_use = strstr(seg, "in use ");
+            if (in_use)
+                assert_non_null(strchr(in_use, '/'));
+        }
+        *end = cut;
+    }
+    assert_true(drawn >= 1);
 }
 
 /* Wait up to bound_ms for the child to end; a child still running then is
@@ -1091,6 +1177,7 @@ int main(void) {
         cmocka_unit_test(test_bench_stop_cuts_holds),
         cmocka_unit_test(test_bench_stuck_op_bounded),
         cmocka_unit_test(test_bench_waiting_at_stop),
+        cmocka_unit_test(test_bench_progress_fits_terminal),
         cmocka_unit_test(test_stat_lines),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
