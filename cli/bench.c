@@ -449,8 +449,12 @@ int cli_bench_main(int argc, char **argv) {
         o.connect_timeout_ms = a.timeout_ms;
     if (o.validation_timeout_ms > a.timeout_ms)
         o.validation_timeout_ms = a.timeout_ms;
+    /* Zeroed now (no line drawn): the pool logs from its open on. */
+    cli_progress pr;
+    memset(&pr, 0, sizeof pr);
     if (a.verbose) {
-        o.log_fn = cli_log_stderr;
+        o.log_fn = cli_progress_log;
+        o.log_user = &pr;
         o.log_level = DBPOOL_LOG_INFO;
     }
     dbpool *p = NULL;
@@ -513,7 +517,6 @@ int cli_bench_main(int argc, char **argv) {
 
     int64_t start = cli_load_started_ns(load);
     int64_t deadline = start + a.duration_ms * 1000000LL;
-    cli_progress pr;
     cli_progress_init(&pr, start);
     for (;;) {
         int64_t now = cli_now_ns();

@@ -222,6 +222,10 @@ void cli_progress_init(cli_progress *pr, int64_t start_ns);
 void cli_progress_update(cli_progress *pr, dbpool *p, int64_t start_ns, uint64_t ops);
 /* Erase the line, so that what follows starts at column 0. */
 void cli_progress_clear(cli_progress *pr);
+/* dbpool_log_fn for a pool whose log shares stderr with the progress line
+ * `user` (a cli_progress, zeroed or initialised before the pool opens):
+ * cli_log_stderr after erasing the line, which the next update redraws. */
+void cli_progress_log(void *user, dbpool_log_level level, const char *message);
 
 /* ------------------------------------------------------------------------ */
 /* GET /metrics for `bench --metrics-listen` (metrics_http.c)               */

@@ -493,22 +493,23 @@ static void test_bench_waiting_at_stop(void **state) {
  * line is 81 characters). Fields that do not fit are left out whole. The
  * command runs with stderr on a pseudo-terminal 60 columns wide.
  */
-static void test_bench_progress_fits_terminal(void **state) {
-    (void)state;
+/* Run the command with stdin /dev/null, stdout to a file and stderr on a
+ * pseudo-terminal `cols` columns wide; what reached the terminal goes to
+ * buf. Returns the exit status, or -1 without pseudo-terminals. Bounded:
+ * a command still running after 30 s is killed. */
+static int run_on_pty(char *const argv[], int cols, char *buf, size_t cap) {
     int master = posix_openpt(O_RDWR | O_NOCTTY);
     if (master < 0)
-        skip(); /* no pseudo-terminals here */
+        return -1;
     assert_int_equal(grantpt(master), 0);
     assert_int_equal(unlockpt(master), 0);
     char slave[256];
     snprintf(slave, sizeof slave, "%s", ptsname(master));
-    struct winsize ws = {.ws_row = 24, .ws_col = 60};
+    struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
     assert_int_equal(ioctl(master, TIOCSWINSZ, &ws), 0);
 
     char out_path[600];
-    snprintf(out_path, sizeof out_path, "%s/progress.stdout", dbt_tmpdir());
-    char *argv[] = {
-        (char *)DBPOOL_CLI_PATH, "bench", "sqlite::memory:", "--threads", "2", "--duration", "1.2", NULL};
+    snprintf(out_path, sizeof out_path, "%s/pty.stdout", dbt_tmpdir());
     posix_spawn_file_actions_t fa;
     assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -521,20 +522,17 @@ static void test_bench_progress_fits_terminal(void **state) {
     if (rc != 0)
         fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
 
-    /* Read what reaches the terminal until the command has closed it
-     * (EIO), within a bound. */
-    char err[16384];
+    /* Read until the command has closed the terminal (EIO). */
     size_t len = 0;
     int64_t t0 = dbt_now_ms();
     for (;;) {
         struct pollfd pfd = {.fd = master, .events = POLLIN};
-        int ready = poll(&pfd, 1, 200);
-        if (ready > 0) {
-            ssize_t got = read(master, err + len, sizeof err - 1 - len);
+        if (poll(&pfd, 1, 200) > 0) {
+            ssize_t got = read(master, buf + len, cap - 1 - len);
             if (got <= 0)
-                break; /* EIO: no one has the terminal open any more */
+                break;
             len += (size_t)got;
-            if (len == sizeof err - 1)
+            if (len == cap - 1)
                 break;
         }
         if (dbt_now_ms() - t0 > 30000) {
@@ -542,12 +540,23 @@ static void test_bench_progress_fits_terminal(void **state) {
             break;
         }
     }
-    err[len] = '\0';
+    buf[len] = '\0';
     close(master);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     unlink(out_path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_bench_progress_fits_terminal(void **state) {
+    (void)state;
+    char *argv[] = {
+        (char *)DBPOOL_CLI_PATH, "bench", "sqlite::memory:", "--threads", "2", "--duration", "1.2", NULL};
+    char err[16384];
+    int status = run_on_pty(argv, 60, err, sizeof err);
+    if (status < 0)
+        skip(); /* no pseudo-terminals here */
+    assert_int_equal(status, 0);
 
     /* Every redraw is "\r" and a line: each segment fits in 59 columns. */
     int drawn = 0;
@@ -568,6 +577,37 @@ static void test_bench_progress_fits_terminal(void **state) {
         *end = cut;
     }
     assert_true(drawn >= 1);
+}
+
+/*
+ * With --verbose on a terminal, a log line from the pool's threads starts
+ * on a row of its own: it was glued to the end of the progress line
+ * ("waiting 0dbpool[info]: ..."). Connections retired every 300 ms give
+ * log lines in the middle of the run.
+ */
+static void test_bench_verbose_log_not_glued(void **state) {
+    (void)state;
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s/verbose.db?pool_max_lifetime=300", dbt_tmpdir());
+    char *argv[] = {
+        (char *)DBPOOL_CLI_PATH, "bench", url, "--threads", "2", "--duration", "1.5", "--verbose", NULL};
+    char err[65536];
+    int status = run_on_pty(argv, 200, err, sizeof err);
+    if (status < 0)
+        skip(); /* no pseudo-terminals here */
+    assert_int_equal(status, 0);
+    int logs = 0, drawn = 0;
+    for (const char *at = strstr(err, "dbpool["); at; at = strstr(at + 1, "dbpool[")) {
+        if (at != err && at[-1] != '\r' && at[-1] != '\n') {
+            size_t back = (size_t)(at - err) < 80 ? (size_t)(at - err) : 80;
+            fail_msg("a log line does not start a row: ...%.*s", (int)back + 40, at - back);
+        }
+        logs += strncmp(at, "dbpool[info]: pool 'bench': closing connection", 46) == 0;
+    }
+    for (const char *at = strstr(err, "ops/s"); at; at = strstr(at + 1, "ops/s"))
+        drawn++;
+    if (logs < 1 || drawn < 1)
+        fail_msg("%d retirements logged, %d progress lines: %s", logs, drawn, err);
 }
 
 /* Wait up to bound_ms for the child to end; a child still running then is
@@ -1178,6 +1218,7 @@ int main(void) {
         cmocka_unit_test(test_bench_stuck_op_bounded),
         cmocka_unit_test(test_bench_waiting_at_stop),
         cmocka_unit_test(test_bench_progress_fits_terminal),
+        cmocka_unit_test(test_bench_verbose_log_not_glued),
         cmocka_unit_test(test_stat_lines),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
