@@ -197,7 +197,8 @@ static void hold(worker *w) {
     int64_t ns = c->hold_ns;
     if (c->hold_jitter_ns > 0)
         ns += (int64_t)(next_rand(&w->rng) % (uint64_t)c->hold_jitter_ns);
-    nap_sliced(ns, HOLD_SLICE_NS, l);
+    if (ns > 0)
+        nap_sliced(ns, HOLD_SLICE_NS, l);
 }
 
 static int run_query(dbpool_conn *c, const char *sql, dbpool_error *e) {
