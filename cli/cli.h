@@ -165,7 +165,8 @@ typedef struct cli_load_report {
     int unfinished; /* cli_load_finish_within: workers still in an op at its end */
     /* Filled by cli_load_finish only: */
     char error_sample[CLI_ERR_SLOTS][256]; /* the first message seen per code */
-    double elapsed_s;                      /* start to the last worker's end */
+    double elapsed_s;                      /* start to the stop, or to the end of an op
+                                              that ran on past it */
     double burst_s;                        /* start to the max_ops-th op, or -1 */
     dbpool_latency op;                     /* the whole op as the caller saw it */
 } cli_load_report;
