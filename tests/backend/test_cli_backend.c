@@ -1,6 +1,6 @@
-/* `dbpool demo` and `dbpool check` against each backend: the same JSON
- * shape everywhere, the server's version under a key naming the backend,
- * and no password in anything the command prints. */
+/* `dbpool demo`, `dbpool check` and `dbpool bench` against each backend:
+ * the same JSON shape everywhere, the server's version under a key naming
+ * the backend, and no password in anything the command prints. */
 #include "cli_run.h"
 #include "testsupport.h"
 
@@ -12,12 +12,17 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
 static const char *backend;
 static char url[1024];
 static char password[256];
+
+static const char *backend_name(void) {
+    return strcmp(backend, "pg") == 0 ? "postgresql" : strcmp(backend, "mysql") == 0 ? "mysql" : "sqlite";
+}
 
 static const char *version_key(void) {
     return strcmp(backend, "pg") == 0      ? "postgresql_version"
@@ -109,6 +114,78 @@ static void test_check_wrong_password(void **state) {
     dbt_run_free(&r);
 }
 
+static json_int_t get_int(const json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v))
+        fail_msg("\"%s\" is missing or not an integer", key);
+    return json_integer_value(v);
+}
+
+/* A bench run that must succeed: its JSON (caller frees), nothing on
+ * stderr, no password anywhere, no failed op, within bound_ms. */
+static json_t *bench_ok(const char *const *args, int64_t bound_ms) {
+    int64_t t0 = dbt_now_ms();
+    dbt_run r = dbt_run_cli(args);
+    int64_t took = dbt_now_ms() - t0;
+    if (r.status != 0 || r.err[0])
+        fail_msg("bench exited %d: %s", r.status, r.err);
+    assert_no_password(&r);
+    if (took > bound_ms)
+        fail_msg("bench took %lld ms (bound %lld)", (long long)took, (long long)bound_ms);
+    json_t *doc = dbt_json_parse(r.out);
+    dbt_run_free(&r);
+    assert_string_equal(json_string_value(json_object_get(doc, "backend")), backend_name());
+    assert_true(get_int(doc, "ops") > 0);
+    if (get_int(doc, "errors") != 0)
+        fail_msg("%lld failed ops: %s", (long long)get_int(doc, "errors"),
+                 json_dumps(json_object_get(doc, "error_messages"), 0));
+    return doc;
+}
+
+/* The scenarios of a load test on a real database: 50 workers running a
+ * statement, 1000 callers on a pool of 10, a burst of 10,000 acquisitions,
+ * and a connection per query. Figures are checked for sense, never for
+ * speed: every op acquired once, the pool never above its size, the op
+ * count what ops/s over the elapsed time says. */
+static void test_bench(void **state) {
+    (void)state;
+    json_t *doc = bench_ok((const char *[]){"bench", url, "--mode", "statement", "--threads", "50",
+                                            "--pool-size", "5", "--duration", "0.5", "--json", NULL},
+                           15000);
+    json_int_t ops = get_int(doc, "ops");
+    json_t *stats = json_object_get(doc, "pool_stats");
+    assert_int_equal(get_int(stats, "acquired"), ops);
+    assert_int_equal(get_int(doc, "pool_size"), 5);
+    assert_true(get_int(doc, "peak_in_use") <= 5);
+    assert_true(get_int(doc, "connections_created") <= 5);
+    assert_int_equal(get_int(json_object_get(doc, "op_latency_ms"), "count"), ops);
+    double per_s = (double)get_int(doc, "ops_per_s"),
+           elapsed = json_number_value(json_object_get(doc, "elapsed_s"));
+    if (fabs(per_s * elapsed - (double)ops) > 0.01 * (double)ops + 1)
+        fail_msg("ops/s %.0f over %.3f s is not the %lld ops", per_s, elapsed, (long long)ops);
+    json_decref(doc);
+
+    doc = bench_ok((const char *[]){"bench", url, "--mode", "statement", "--threads", "1000", "--pool-size",
+                                    "10", "--duration", "0.5", "--json", NULL},
+                   20000);
+    assert_int_equal(get_int(doc, "threads"), 1000);
+    assert_true(get_int(doc, "peak_in_use") <= 10);
+    json_decref(doc);
+
+    doc = bench_ok((const char *[]){"bench", url, "--burst", "10000", "--threads", "100", "--pool-size", "10",
+                                    "--json", NULL},
+                   30000);
+    assert_int_equal(get_int(doc, "ops"), 10000);
+    assert_true(json_is_true(json_object_get(json_object_get(doc, "burst"), "completed")));
+    json_decref(doc);
+
+    doc = bench_ok((const char *[]){"bench", url, "--mode", "connect-per-query", "--threads", "2",
+                                    "--duration", "0.3", "--json", NULL},
+                   15000);
+    assert_int_equal(get_int(doc, "connections_created"), get_int(doc, "ops"));
+    json_decref(doc);
+}
+
 int main(int argc, char **argv) {
     backend = dbt_backend_arg(argc, argv);
     snprintf(url, sizeof url, "%s", dbt_backend_url(backend));
@@ -117,6 +194,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_demo),
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_check_wrong_password),
+        cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
