@@ -464,6 +464,13 @@ int cli_bench_main(int argc, char **argv) {
     if (rc == DBPOOL_EINVAL)
         return cli_usage_error(CMD, "%s: check the URL and options (see dbpool bench --help)",
                                cli_errtext(rc, &e, buf, sizeof buf));
+    /* --timeout caps connect_timeout_ms, which the message names: say so,
+     * or "connect_timeout_ms 500" points at an option never given. */
+    if (rc == DBPOOL_ETIMEDOUT && o.connect_timeout_ms == a.timeout_ms)
+        return cli_fail(CMD,
+                        "cannot connect: %s: check that the database is up, or raise --timeout, which "
+                        "bounds a connect too",
+                        cli_errtext(rc, &e, buf, sizeof buf));
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));

@@ -880,6 +880,23 @@ static void test_connect_failure_and_no_password(void **state) {
  * without being shown, whichever option or position takes it. */
 /* Mistakes before any command: a command typed in capitals is named
  * back, and --version refuses what it would otherwise ignore. */
+/* A connect that times out under --timeout says that --timeout bounds it:
+ * the message names connect_timeout_ms, an option bench has no flag for. */
+static void test_bench_connect_timeout_names_option(void **state) {
+    (void)state;
+    int port = 0;
+    int fd = dbt_loopback_socket(&port, 8); /* listens, never accepts: no reply */
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/db", port);
+    dbt_run r = dbt_run_cli((const char *[]){"bench", url, "--timeout", "0.3", "--duration", "0.2", NULL});
+    close(fd);
+    if (r.status != 1 || !strstr(r.err, "DBPOOL_ETIMEDOUT") || !strstr(r.err, "raise --timeout"))
+        fail_msg("exit %d, stderr: %s", r.status, r.err);
+    assert_int_equal(count_char(r.err, '\n'), 1);
+    assert_string_equal(r.out, "");
+    dbt_run_free(&r);
+}
+
 static void test_top_level_mistakes(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"DEMO", NULL});
@@ -1251,6 +1268,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_connect_failure_and_no_password),
+        cmocka_unit_test(test_bench_connect_timeout_names_option),
         cmocka_unit_test(test_top_level_mistakes),
         cmocka_unit_test(test_misplaced_url_not_echoed),
         cmocka_unit_test(test_metrics_listen_refused),
