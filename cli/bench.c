@@ -369,6 +369,9 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
         if (r->burst_s >= 0)
             fprintf(f, "  %-20s %10d ops in %.6f s (%.0f/s)\n", "burst", a->burst, r->burst_s,
                     r->burst_s > 0 ? a->burst / r->burst_s : 0.0);
+        else if (interrupted) /* not the --duration cap: the run was cut short */
+            fprintf(f, "  %-20s %10d ops not finished: interrupted after %.2f s\n", "burst", a->burst,
+                    r->elapsed_s);
         else
             fprintf(f, "  %-20s %10d ops not finished within %.1f s\n", "burst", a->burst,
                     (double)a->duration_ms / 1000.0);

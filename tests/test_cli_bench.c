@@ -645,6 +645,25 @@ static void test_bench_verbose_log_not_glued(void **state) {
         fail_msg("%d retirements logged, %d progress lines: %s", logs, drawn, err);
 }
 
+/* A burst cut short by Ctrl-C says so; it said "not finished within 60.0 s"
+ * (the --duration cap) of a run interrupted after a second. */
+static void test_bench_burst_interrupted(void **state) {
+    (void)state;
+    if (access("/proc/self/status", R_OK) != 0)
+        skip(); /* no /proc: cannot tell when the handler is in place */
+    child c = spawn_cli((const char *[]){"bench", "sqlite::memory:", "--burst", "100000000", "--threads", "2",
+                                         "--hold-ms", "1", NULL});
+    for (int i = 0; i < 1000 && !catches_sigint(c.pid); i++)
+        dbt_sleep_ms(10);
+    assert_true(catches_sigint(c.pid));
+    assert_int_equal(kill(c.pid, SIGINT), 0);
+    dbt_run r = wait_cli(&c);
+    expect_ok(&r);
+    if (!strstr(r.out, "ops not finished: interrupted after ") || strstr(r.out, "within 60.0 s"))
+        fail_msg("stdout: %s", r.out);
+    dbt_run_free(&r);
+}
+
 /* Wait up to bound_ms for the child to end; a child still running then is
  * killed and the test fails. */
 static dbt_run wait_cli_within(child *c, int64_t bound_ms, const char *what) {
@@ -1274,6 +1293,7 @@ int main(void) {
         cmocka_unit_test(test_bench_hold_minus_zero),
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
+        cmocka_unit_test(test_bench_burst_interrupted),
         cmocka_unit_test(test_bench_stuck_op_bounded),
         cmocka_unit_test(test_bench_waiting_at_stop),
         cmocka_unit_test(test_bench_progress_fits_terminal),
