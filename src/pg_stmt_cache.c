@@ -152,6 +152,23 @@ static pg_stmt_slot *find(pg_stmt_cache *k, const char *sql, size_t len, const O
     return NULL;
 }
 
+/* Inside a transaction nothing forgotten can be deallocated (see
+ * drop_retired), so a statement prepared there while the cache is full (its
+ * victim waits for the transaction's end) or while forgotten ones wait
+ * would add one more to the server's for as long as the transaction lasts:
+ * a long transaction over thousands of distinct statements held thousands.
+ * Such a statement runs unnamed instead, until the transaction ends. */
+static bool no_room_in_transaction(const pg_stmt_cache *k, PGconn *c) {
+    if (!k || PQtransactionStatus(c) == PQTRANS_IDLE)
+        return false;
+    if (k->nretired > 0)
+        return true;
+    for (int i = 0; i < PG_STMT_SLOTS; i++)
+        if (!k->slot[i].sql)
+            return false;
+    return true;
+}
+
 /* FNV-1a over the text and the types; never 0 (an empty ring entry). */
 static uint64_t stmt_hash(const char *sql, size_t len, const Oid *types, int n) {
     uint64_t h = UINT64_C(14695981039346656037);
@@ -208,10 +225,11 @@ static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_session_effect
             victim = &k->slot[i];
     if (victim->sql) {
         /* Full: the least recently used one goes, on the server too, with
-         * the retired ones: now outside a transaction, after it inside one
-         * (found gone, a DEALLOCATE behind dbpool's back, the failed
-         * DEALLOCATE would abort the caller's transaction, and the
-         * caller's statement would fail with 25P02). */
+         * the retired ones (outside a transaction only: inside one, found
+         * gone, a DEALLOCATE behind dbpool's back, the failed DEALLOCATE
+         * would abort the caller's transaction, and the caller's statement
+         * would fail with 25P02; there no_room_in_transaction runs the
+         * statement unnamed instead of coming here). */
         if (!stmt_slot_retire(k, victim))
             discard_due(effect); /* out of memory */
         drop_retired(k, c, effect);
@@ -289,6 +307,8 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_stmt_cache **cache, pg_session_ef
     for (int attempt = 0;; attempt++) {
         pg_stmt_slot *s = find(*cache, sql, len, types, n);
         if (!s && attempt == 0 && !seen_before(cache, sql, len, types, n))
+            return PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
+        if (!s && no_room_in_transaction(*cache, c))
             return PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
         if (!s) {
             PGresult *failed;
