@@ -526,6 +526,36 @@ static int apply_statement_timeout(PGconn *c, int64_t ms, int64_t deadline_ns, d
     return roundtrip(c, sql, PGRES_COMMAND_OK, deadline_ns, "setting statement_timeout", e);
 }
 
+/*
+ * A statement the pool gave up on (init_sql, a reset, a ping past its
+ * deadline) goes on running on the server after the connection is closed:
+ * the backend notices the closed socket only when it next writes, so a
+ * sleeping or lock-waiting init_sql kept one server session per attempt for
+ * as long as it ran (a lock wait: until the lock was released). PostgreSQL
+ * 14+ can look for a closed client while a statement runs
+ * (client_connection_check_interval): set to one second, unless the server,
+ * role, database or URL already set a value of its own. Refused (a server
+ * on a system without the check), the connection works on without it.
+ * DISCARD ALL puts the setting back to that value: set again after it.
+ */
+#define PG_CLIENT_CHECK_SQL                                                                                  \
+    "SELECT set_config('client_connection_check_interval', '1000', false) "                                  \
+    "WHERE current_setting('client_connection_check_interval') = '0'"
+
+static int watch_for_closed_client(PGconn *c, int64_t deadline_ns, dbpool_error *e) {
+    if (PQserverVersion(c) < 140000)
+        return DBPOOL_OK;
+    dbpool_error local;
+    dbpool__clearerr(&local);
+    int rc = roundtrip(c, PG_CLIENT_CHECK_SQL, PGRES_TUPLES_OK, deadline_ns,
+                       "setting client_connection_check_interval", &local);
+    if (rc == DBPOOL_EQUERY && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE)
+        return DBPOOL_OK; /* refused: without it, as before */
+    if (rc != DBPOOL_OK && e)
+        *e = local;
+    return rc;
+}
+
 static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
                       dbpool_error *e) {
     const pg_config *cfg = p;
@@ -593,6 +623,15 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
         st = PQconnectPoll(c);
     }
 
+    int wrc = watch_for_closed_client(c, deadline_ns, e);
+    if (wrc != DBPOOL_OK) {
+        if (wrc != DBPOOL_ETIMEDOUT)
+            wrc = DBPOOL_ECONNECT;
+        if (e)
+            e->code = wrc;
+        PQfinish(c);
+        return wrc;
+    }
     if (s && s->statement_timeout_ms > 0) {
         int rc = apply_statement_timeout(c, s->statement_timeout_ms, deadline_ns, e);
         if (rc != DBPOOL_OK) {
@@ -783,6 +822,8 @@ static int reset_session(pg_session *ps, int64_t deadline_ns, bool *session_clea
         return dbpool__seterr(e, DBPOOL_EBROKEN, "a LOAD ran on this connection, which no reset undoes");
     int rc =
         roundtrip(c, "DISCARD ALL", PGRES_COMMAND_OK, deadline_ns, "discarding session state on release", e);
+    if (rc == DBPOOL_OK)
+        rc = watch_for_closed_client(c, deadline_ns, e);
     if (rc == DBPOOL_OK && ps->statement_timeout_ms > 0)
         rc = apply_statement_timeout(c, ps->statement_timeout_ms, deadline_ns, e);
     if (rc != DBPOOL_OK)
