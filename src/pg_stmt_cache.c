@@ -20,6 +20,8 @@
  */
 #include "pg_stmt_cache.h"
 
+#include "pg_lexer.h"
+
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -330,11 +332,16 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_stmt_cache **cache, pg_session_ef
     }
 }
 
-/* Does sql hold `word` anywhere, in any case? */
+/* Does sql hold `word` as a word of its own anywhere (in a string too: a
+ * DO block's EXECUTE 'DEALLOCATE ALL'), in any case? Not inside a longer
+ * word: a SET application_name = 'discarded-items' in each job of a long
+ * lease made the cache forget its statements rather than retire them, and
+ * they piled up on the server (one more per job) until the release. */
 static bool mentions(const char *sql, const char *word) {
     size_t len = strlen(word);
-    for (; *sql; sql++)
-        if (strncasecmp(sql, word, len) == 0)
+    for (const char *at = sql; *at; at++)
+        if (strncasecmp(at, word, len) == 0 && (at == sql || !dbpool__pg_ident_cont((unsigned char)at[-1])) &&
+            !dbpool__pg_ident_cont((unsigned char)at[len]))
             return true;
     return false;
 }

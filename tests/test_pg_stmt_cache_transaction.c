@@ -6,8 +6,12 @@
  * distinct parameterised statements (a batch job) leaves at most the 32
  * kept ones on the server, not one per distinct statement, and so does a
  * transaction that changes the session (an advisory lock per job) over
- * and over. After the transaction the cache works as before. The server's
- * pg_prepared_statements is the witness. Needs DBPOOL_TEST_PG_URL. */
+ * and over. After the transaction the cache works as before. And in a
+ * long lease, a session change that has "discard" only inside a longer
+ * word (SET application_name = 'discarded-items-job') retires the kept
+ * statements for deallocation rather than forgetting them, which left one
+ * more on the server per job. The server's pg_prepared_statements is the
+ * witness. Needs DBPOOL_TEST_PG_URL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -109,11 +113,37 @@ static void test_session_changes_in_one_transaction(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void test_word_inside_another_word(void **state) {
+    (void)state;
+    dbpool *p = open_one();
+    dbpool_conn *c = dbt_acquire(p);
+    for (int64_t job = 0; job < 100; job++) {
+        dbt_exec_ok(c, "SET application_name = 'discarded-items-job'", NULL, 0);
+        for (int64_t i = 0; i < 3; i++) {
+            dbpool_param v = dbpool_param_int64(i);
+            assert_int_equal(first_int(c, "SELECT ?::bigint + 1", &v, 1), i + 1);
+        }
+    }
+    int64_t left = kept_on_server(c);
+    if (left > 32)
+        fail_msg("%lld of dbpool's statements on the server after 100 jobs in one lease", (long long)left);
+    /* A real DEALLOCATE ALL through dbpool still empties the cache at once. */
+    dbt_exec_ok(c, "DEALLOCATE ALL", NULL, 0);
+    assert_int_equal(kept_on_server(c), 0);
+    for (int64_t i = 0; i < 3; i++) {
+        dbpool_param v = dbpool_param_int64(i);
+        assert_int_equal(first_int(c, "SELECT ?::bigint + 1", &v, 1), i + 1);
+    }
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     (void)dbt_backend_url("pg"); /* skips without a server */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_statements_in_one_transaction),
         cmocka_unit_test(test_session_changes_in_one_transaction),
+        cmocka_unit_test(test_word_inside_another_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
