@@ -11,6 +11,12 @@
 # server listens on 127.0.0.1 only. Every server program runs with
 # --no-defaults so that /etc/mysql/my.cnf (a system server's port and socket)
 # is never read, and only the pid recorded in DIR is ever signalled.
+#
+# With DBPOOL_TEST_TLS=1 at start, the server also takes TLS with a
+# throw-away CA and certificate for localhost/127.0.0.1 made in
+# DIR/mysql-tls (scripts/tls-certs.sh); mysql.env then also names
+# DBPOOL_TEST_MYSQL_SSL_CA (that CA) and DBPOOL_TEST_MYSQL_SSL_OTHER_CA (an
+# unrelated one). Restart keeps it.
 set -euo pipefail
 # mariadbd is in /usr/sbin, which a normal user's PATH lacks on Debian.
 case :$PATH: in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
@@ -31,6 +37,7 @@ sock=$run/mysqld.sock
 pidfile=$run/mysqld.pid
 envfile=$dir/mysql.env
 errlog=$run/error.log
+tlsdir=$dir/mysql-tls
 
 log() { echo "mysql-server: $*" >&2; }
 die() {
@@ -128,6 +135,11 @@ launch() {
     rm -f "$sock" "$pidfile"
     : >"$errlog"
     chown "$run_user" "$errlog"
+    # TLS when start made the certificates (DBPOOL_TEST_TLS=1).
+    local tls=()
+    if [ -f "$tlsdir/server.crt" ]; then
+        tls=(--ssl-ca="$tlsdir/ca.crt" --ssl-cert="$tlsdir/server.crt" --ssl-key="$tlsdir/server.key")
+    fi
     mariadbd --no-defaults \
         --user="$run_user" \
         --datadir="$data" \
@@ -146,6 +158,7 @@ launch() {
         --max-connections=300 \
         --character-set-server=utf8mb4 \
         --collation-server=utf8mb4_general_ci \
+        ${tls[@]+"${tls[@]}"} \
         </dev/null >/dev/null 2>&1 &
     local launcher=$!
     launched=$launcher
@@ -217,8 +230,12 @@ do_start() {
     if [ "$(id -u)" -eq 0 ]; then
         chmod o+x "$dir"
     fi
-    rm -rf "$data" "$run" "$envfile" "$dir/mysql-root.pw"
+    rm -rf "$data" "$run" "$envfile" "$dir/mysql-root.pw" "$tlsdir"
     mkdir -p "$data"
+    if [ "${DBPOOL_TEST_TLS:-0}" = 1 ]; then
+        "$(dirname -- "$(realpath -- "$0")")/tls-certs.sh" "$tlsdir"
+        chown "$run_user" "$tlsdir/server.key"
+    fi
     chown "$run_user" "$data"
     log "initialising $data"
     if ! mariadb-install-db --no-defaults --user="$run_user" --datadir="$data" \
@@ -278,6 +295,12 @@ export DBPOOL_TEST_MYSQL_ADMIN_URL=mysql://dbpool_admin:$admin_pw@127.0.0.1:$por
 export DBPOOL_TEST_MYSQL_PORT=$port
 export DBPOOL_TEST_MYSQL_SOCKET=$(printf %q "$sock")
 EOF
+        if [ -f "$tlsdir/server.crt" ]; then
+            cat >>"$envfile" <<EOF
+export DBPOOL_TEST_MYSQL_SSL_CA=$(printf %q "$tlsdir/ca.crt")
+export DBPOOL_TEST_MYSQL_SSL_OTHER_CA=$(printf %q "$tlsdir/other-ca.crt")
+EOF
+        fi
     )
     trap - EXIT INT TERM
     log "MariaDB $(mariadbd --version | sed 's/.*Ver //; s/ .*//') running on 127.0.0.1:$port (pid $(server_pid))"
@@ -313,7 +336,7 @@ do_stop() {
             wait_gone "$pid" 100 || true
         fi
     fi
-    rm -rf "$data" "$run" "$envfile" "$dir/mysql-root.pw" "$dir/mysql-install.log"
+    rm -rf "$data" "$run" "$envfile" "$dir/mysql-root.pw" "$dir/mysql-install.log" "$tlsdir"
 }
 
 do_kill() {

@@ -12,6 +12,11 @@
 # unprivileged user $DBPOOL_PG_USER (created if missing; PostgreSQL refuses
 # to run as root). Only the server whose data directory is DIR/pg is ever
 # touched. `source DIR/pg.env` sets DBPOOL_TEST_PG_URL and friends.
+#
+# With DBPOOL_TEST_TLS=1 at start, the server also takes TLS (ssl = on) with
+# a throw-away CA and certificate for localhost/127.0.0.1 made in DIR/pg-tls
+# (scripts/tls-certs.sh); pg.env then also names DBPOOL_TEST_PG_SSL_CA (that
+# CA) and DBPOOL_TEST_PG_SSL_OTHER_CA (an unrelated one). Restart keeps it.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -34,6 +39,8 @@ DATA=$DIR/pg
 SOCK=$DIR/pg-sock
 LOG=$DIR/pg.log
 ENVFILE=$DIR/pg.env
+TLSDIR=$DIR/pg-tls
+TLS=${DBPOOL_TEST_TLS:-0}
 
 [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL 15 not found in $PG_BIN (apt-get install postgresql-15, or set PG_BIN)"
 
@@ -175,6 +182,17 @@ local   all       all                  scram-sha-256
 host    all       all   127.0.0.1/32   scram-sha-256
 EOF
 
+    local tls_conf=""
+    if [[ $TLS == 1 ]]; then
+        "$(dirname -- "$(realpath -- "$0")")/tls-certs.sh" "$TLSDIR"
+        if is_root; then
+            chown "$RUN_USER:" "$TLSDIR/server.key"
+        fi
+        tls_conf="ssl = on
+ssl_cert_file = '$TLSDIR/server.crt'
+ssl_key_file = '$TLSDIR/server.key'"
+    fi
+
     local attempt port
     for attempt in 1 2 3 4 5; do
         port=$(free_port)
@@ -192,6 +210,7 @@ lc_messages = 'C'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+$tls_conf
 EOF
         if start_server; then
             break
@@ -216,6 +235,12 @@ export DBPOOL_TEST_PG_SOCKET_DIR=$(printf %q "$SOCK")
 export DBPOOL_TEST_PG_DATA=$(printf %q "$DATA")
 export DBPOOL_TEST_PG_DIR=$(printf %q "$DIR")
 EOF
+        if [[ $TLS == 1 ]]; then
+            cat >>"$ENVFILE" <<EOF
+export DBPOOL_TEST_PG_SSL_CA=$(printf %q "$TLSDIR/ca.crt")
+export DBPOOL_TEST_PG_SSL_OTHER_CA=$(printf %q "$TLSDIR/other-ca.crt")
+EOF
+        fi
     )
     trap - EXIT INT TERM
     print_env
@@ -235,7 +260,7 @@ stop_server() {
 cmd_stop() {
     stop_server fast
     # Only what start created; never a glob that could match the caller's files.
-    rm -rf -- "$DATA" "$SOCK" "$LOG" "$ENVFILE" "$DIR/pg.initdb.log" "$DIR/pg.initdb-pw"
+    rm -rf -- "$DATA" "$SOCK" "$LOG" "$ENVFILE" "$DIR/pg.initdb.log" "$DIR/pg.initdb-pw" "$TLSDIR"
 }
 
 cmd_kill() {

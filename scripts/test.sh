@@ -30,6 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# The servers take TLS too (a throw-away CA each): test_pg_tls and
+# test_mysql_tls connect with it; the other tests keep their URLs (libpq's
+# default sslmode=prefer encrypts them on PostgreSQL).
+export DBPOOL_TEST_TLS=1
 if [ -z "${DBPOOL_TEST_PG_URL:-}" ]; then
   echo "== starting PostgreSQL" >&2
   started_pg=1

@@ -30,6 +30,8 @@ typedef struct session {
     pthread_t thread;
     int client_fd;
     int64_t delay_ms; /* wait before connecting upstream (DELAY at accept time) */
+    bool greet_only;  /* GREET at accept time: the server's first read only */
+    bool greeted;     /* ... and it has been forwarded */
     atomic_bool done;
     char buf[BUF_SIZE];
 } session;
@@ -66,6 +68,8 @@ const char *dbt_proxy_mode_name(dbt_proxy_mode mode) {
         return "silent";
     case DBT_PROXY_DEAF:
         return "deaf";
+    case DBT_PROXY_GREET:
+        return "greet";
     }
     return "?";
 }
@@ -178,7 +182,11 @@ static void *session_main(void *arg) {
                 continue;
             int from = i == 0 ? s->client_fd : up, to = i == 0 ? up : s->client_fd;
             ssize_t n = recv(from, s->buf, sizeof s->buf, 0);
+            if (n > 0 && from == up && s->greet_only && s->greeted)
+                continue; /* GREET: dropped */
             if (n > 0) {
+                if (from == up)
+                    s->greeted = true;
                 if (!write_all(px, to, s->buf, (size_t)n))
                     gone = true;
             } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
@@ -220,7 +228,7 @@ static void reap(dbt_proxy *px, bool all) {
     }
 }
 
-static void start_session(dbt_proxy *px, int fd, int64_t delay_ms) {
+static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, bool greet_only) {
     session *s = px->n_sessions < DBT_PROXY_MAX_SESSIONS ? calloc(1, sizeof *s) : NULL;
     if (!s) {
         close(fd);
@@ -230,6 +238,7 @@ static void start_session(dbt_proxy *px, int fd, int64_t delay_ms) {
     s->px = px;
     s->client_fd = fd;
     s->delay_ms = delay_ms;
+    s->greet_only = greet_only;
     atomic_init(&s->done, false);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -280,12 +289,13 @@ static void *acceptor_main(void *arg) {
             break;
         case DBT_PROXY_DELAY:
             set_nonblocking(fd);
-            start_session(px, fd, (int64_t)atomic_load(&px->delay_ms));
+            start_session(px, fd, (int64_t)atomic_load(&px->delay_ms), false);
             break;
         case DBT_PROXY_PASS:
         case DBT_PROXY_SILENT:
+        case DBT_PROXY_GREET:
             set_nonblocking(fd);
-            start_session(px, fd, 0);
+            start_session(px, fd, 0, m == DBT_PROXY_GREET);
             break;
         }
     }
@@ -349,7 +359,8 @@ int dbt_proxy_port(const dbt_proxy *px) { return px ? px->port : 0; }
 void dbt_proxy_set_mode(dbt_proxy *px, dbt_proxy_mode mode, int64_t delay_ms) {
     if (!px)
         return;
-    if (!px->have_target && (mode == DBT_PROXY_PASS || mode == DBT_PROXY_DELAY || mode == DBT_PROXY_SILENT))
+    if (!px->have_target && (mode == DBT_PROXY_PASS || mode == DBT_PROXY_DELAY || mode == DBT_PROXY_SILENT ||
+                             mode == DBT_PROXY_GREET))
         mode = DBT_PROXY_DEAF;
     atomic_store(&px->delay_ms, (long long)(delay_ms > 0 ? delay_ms : 0));
     atomic_store(&px->mode, (int)mode);

@@ -22,6 +22,12 @@
  *           handshake) but never read, written or forwarded: a connect whose
  *           protocol handshake never completes. They are closed when the
  *           proxy is destroyed. Existing connections keep forwarding.
+ *   GREET   new connections are forwarded, but of what the server sends only
+ *           its first message (one read) reaches the client; the rest is
+ *           dropped. The protocol's opening (PostgreSQL's answer to
+ *           SSLRequest, MySQL's greeting) arrives, and the TLS handshake
+ *           that follows never completes. Existing connections keep
+ *           forwarding.
  *
  * Bounded: at most DBT_PROXY_MAX_SESSIONS connections are served at once
  * (more are closed at once); every thread polls with a short timeout, so
@@ -42,7 +48,8 @@ typedef enum {
     DBT_PROXY_REFUSE,
     DBT_PROXY_RESET,
     DBT_PROXY_SILENT,
-    DBT_PROXY_DEAF
+    DBT_PROXY_DEAF,
+    DBT_PROXY_GREET
 } dbt_proxy_mode;
 
 typedef struct dbt_proxy dbt_proxy;
