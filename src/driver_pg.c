@@ -475,6 +475,26 @@ static int classify_connect_error(const char *msg) {
      * value ...'; and a host list the ports do not match. */
     if (strstr(msg, " failed: invalid ") || strncmp(msg, "could not match ", 16) == 0)
         return DBPOOL_EINVAL;
+    /* A TLS file the URL names (or libpq's default one) that is missing or
+     * unreadable: sslrootcert, sslcert, sslkey, sslcrl. A wrong setting,
+     * the same at every attempt. */
+    static const char *const tls_files[] = {
+        "root certificate file \"",   "could not open certificate file",
+        "could not read certificate", "certificate present, but not private key",
+        "private key file \"",        "could not load private key file",
+        "could not read private key", "SSL certificate revocation list file",
+    };
+    for (size_t i = 0; i < sizeof tls_files / sizeof *tls_files; i++)
+        if (strstr(msg, tls_files[i]))
+            return DBPOOL_EINVAL;
+    /* The server's certificate failed verification (sslmode=verify-ca or
+     * verify-full): the server did not prove who it is. As a refused
+     * login, no retry changes that. */
+    if (strstr(msg, "certificate verify failed") ||
+        (strstr(msg, "server certificate for \"") && strstr(msg, "does not match host name")) ||
+        strstr(msg, "could not get server's host name from server certificate") ||
+        strstr(msg, "server certificate includes no"))
+        return DBPOOL_EAUTH;
     /* Also a role that may not log in (NOLOGIN, SQLSTATE 28000) and one
      * without the CONNECT privilege on the database (42501): as MySQL's
      * locked account and denied database, no retry fixes them. */
@@ -588,7 +608,13 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
             copy_conn_error(c, msg, sizeof msg);
             int code = classify_connect_error(msg);
             PQfinish(c);
-            return dbpool__seterr(e, code, "%s", msg);
+            /* libpq's own words do not say which setting to change. */
+            return dbpool__seterr(e, code, "%s%s", msg,
+                                  strstr(msg, "certificate verify failed")
+                                      ? " (the server's certificate is not signed by a CA in sslrootcert: "
+                                        "name the CA that signed it, or use sslmode=require to encrypt "
+                                        "without checking)"
+                                      : "");
         }
         /* The socket can change between polls (next host, SSL retry). */
         int w = wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);

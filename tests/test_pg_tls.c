@@ -1,0 +1,256 @@
+/* test_pg_tls.c — TLS to a real PostgreSQL server: sslmode=require,
+ * verify-ca and verify-full really encrypt the session; a wrong CA, a
+ * certificate for another host name and a missing CA file fail at once,
+ * with a message that says what to fix and holds no password;
+ * connect_timeout_ms bounds a TLS handshake that never completes; pooled
+ * TLS connections are reused, validated and reset like plain ones.
+ *
+ * Needs a server started with DBPOOL_TEST_TLS=1 (scripts/pg-server.sh
+ * writes DBPOOL_TEST_PG_SSL_CA and DBPOOL_TEST_PG_SSL_OTHER_CA to pg.env);
+ * skipped when that CA is not named. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "dbpool.h"
+#include "servers.h"
+#include "tcp_proxy.h"
+#include "testsupport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef DBPOOL_HAVE_PG
+
+static const char *ca;       /* the server's CA */
+static const char *other_ca; /* an unrelated one */
+
+/* The test URL with extra libpq keys ("sslmode=require&..."). */
+static const char *url_with(const char *extra) { return dbt_backend_url_with("pg", extra); }
+
+static dbpool *open_ok(const char *url, dbpool_options *o) {
+    dbpool *p = NULL;
+    dbpool_error err;
+    int rc = dbpool_open(&p, url, o, &err);
+    if (rc != DBPOOL_OK) {
+        dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
+    }
+    return p;
+}
+
+/* The first column of the first row, as text, into buf. */
+static void query_text(dbpool_conn *c, const char *sql, char *buf, size_t len) {
+    dbpool_result *r = dbt_query_ok(c, sql, NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    const char *v = dbpool_result_text(r, 0, NULL);
+    snprintf(buf, len, "%s", v ? v : "<NULL>");
+    dbpool_result_free(r);
+}
+
+static bool session_encrypted(dbpool_conn *c) {
+    char v[16];
+    query_text(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", v, sizeof v);
+    return strcmp(v, "t") == 0;
+}
+
+static void test_sslmodes_encrypt(void **state) {
+    (void)state;
+    const char *modes[] = {"require", "verify-ca", "verify-full"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        char extra[1200];
+        snprintf(extra, sizeof extra, "sslmode=%s&sslrootcert=%s", modes[i], ca);
+        dbpool_options o;
+        dbt_options(&o, 0, 2);
+        dbpool *p = open_ok(url_with(extra), &o);
+        dbpool_conn *c = dbt_acquire(p);
+        assert_true(session_encrypted(c));
+        dbpool_release(c);
+        dbpool_close(p);
+    }
+    /* And the test is not vacuous: sslmode=disable is plaintext. */
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = open_ok(url_with("sslmode=disable"), &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_false(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+/* One lease's connection is the next one's, still encrypted; validation
+ * passes over TLS; a transaction and a session setting a caller left are
+ * gone for the next caller. */
+static void test_pooled_tls_reused_validated_reset(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s", ca);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.validation_window_ms = 0;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_ok(url_with(extra), &o);
+
+    dbpool_conn *c = dbt_acquire(p);
+    char pid1[32], pid2[32], v[64];
+    query_text(c, "SELECT pg_backend_pid()::text", pid1, sizeof pid1);
+    dbt_exec_ok(c, "BEGIN", NULL, 0);
+    dbt_exec_ok(c, "CREATE TEMP TABLE tls_left_behind(x int)", NULL, 0);
+    dbt_exec_ok(c, "SET application_name = 'tls_caller'", NULL, 0);
+    dbpool_release(c);
+
+    c = dbt_acquire(p);
+    query_text(c, "SELECT pg_backend_pid()::text", pid2, sizeof pid2);
+    assert_string_equal(pid1, pid2);
+    assert_true(session_encrypted(c));
+    query_text(c, "SELECT count(*)::text FROM pg_class WHERE relname = 'tls_left_behind'", v, sizeof v);
+    assert_string_equal(v, "0");
+    query_text(c, "SELECT current_setting('application_name')", v, sizeof v);
+    assert_string_not_equal(v, "tls_caller");
+    query_text(c, "SELECT (now() = statement_timestamp())::text", v, sizeof v); /* no transaction open */
+    assert_string_equal(v, "true");
+    dbpool_release(c);
+
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.created, 1);
+    assert_true(s.reused >= 1);
+    assert_int_equal(s.validation_failures, 0);
+    dbpool_close(p);
+}
+
+/*
+ * A connect that fails for a reason no retry changes: the code, one
+ * attempt only (not retried for the acquire's whole timeout), a message
+ * with `want` in it, no password. Through a lazy pool's acquire, which is
+ * where a retried error would keep the caller waiting.
+ */
+static void expect_permanent(const char *extra, int want_code, const char *want) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.acquire_timeout_ms = 20000;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1000; /* a retry would show in the time taken */
+    o.backoff_max_ms = 1000;
+    dbpool *p = open_ok(url_with(extra), &o);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    int64_t took = dbt_now_ms() - t0;
+    bool secret = dbt_has_secret(err.message, NULL);
+    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+    fprintf(stderr, "  %s -> %s after %lld ms: %s\n", want, dbpool_errname(rc), (long long)took, err.message);
+    assert_false(secret);
+    assert_int_equal(rc, want_code);
+    assert_int_equal(err.code, want_code);
+    assert_non_null(strstr(err.message, want));
+    assert_true(took < 3000);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.connect_errors, 1);
+    dbpool_close(p);
+}
+
+static void test_wrong_ca_is_permanent(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "sslmode=verify-ca&sslrootcert=%s", other_ca);
+    expect_permanent(extra, DBPOOL_EAUTH, "sslrootcert");
+    snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s", other_ca);
+    expect_permanent(extra, DBPOOL_EAUTH, "sslrootcert");
+}
+
+static void test_other_host_name_is_permanent(void **state) {
+    (void)state;
+    /* The certificate names localhost and 127.0.0.1; the connection goes
+     * to 127.0.0.1 under another name. */
+    char extra[1200];
+    snprintf(extra, sizeof extra,
+             "sslmode=verify-full&sslrootcert=%s&host=db.example.invalid&hostaddr=127.0.0.1", ca);
+    expect_permanent(extra, DBPOOL_EAUTH, "does not match host name \"db.example.invalid\"");
+    /* verify-ca does not check the name. */
+    snprintf(extra, sizeof extra,
+             "sslmode=verify-ca&sslrootcert=%s&host=db.example.invalid&hostaddr=127.0.0.1", ca);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = open_ok(url_with(extra), &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
+static void test_missing_ca_file_is_invalid(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s/no-such-ca.pem", dbt_tmpdir());
+    expect_permanent(extra, DBPOOL_EINVAL, "no-such-ca.pem");
+}
+
+/* The server answers the SSLRequest, then nothing: the handshake never
+ * completes, and connect_timeout_ms ends the attempt. */
+static void test_stalled_handshake_bounded(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(px);
+    dbt_proxy_set_mode(px, DBT_PROXY_GREET, 0);
+    char url[2048];
+    snprintf(url, sizeof url, "%s%ssslmode=require", dbt_url_via_port("pg", dbt_proxy_port(px)),
+             strchr(dbt_url_via_port("pg", dbt_proxy_port(px)), '?') ? "&" : "?");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.connect_timeout_ms = 400;
+    o.max_retries = 0;
+    o.acquire_timeout_ms = 10000;
+    dbpool *p = open_ok(url, &o);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    int64_t took = dbt_now_ms() - t0;
+    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+    fprintf(stderr, "  stalled handshake: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
+            err.message);
+    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
+    assert_true(took >= 350);
+    assert_true(took < 2500);
+    assert_true(dbt_proxy_accepted(px) >= 1);
+    dbpool_close(p);
+    dbt_proxy_destroy(px);
+}
+
+int main(void) {
+    (void)dbt_backend_url("pg");
+    ca = getenv("DBPOOL_TEST_PG_SSL_CA");
+    other_ca = getenv("DBPOOL_TEST_PG_SSL_OTHER_CA");
+    if (!ca || !*ca || !other_ca || !*other_ca) {
+        fprintf(stderr, "skipped: DBPOOL_TEST_PG_SSL_CA / DBPOOL_TEST_PG_SSL_OTHER_CA not set (start the "
+                        "server with DBPOOL_TEST_TLS=1 scripts/pg-server.sh start DIR)\n");
+        return DBT_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sslmodes_encrypt),
+        cmocka_unit_test(test_pooled_tls_reused_validated_reset),
+        cmocka_unit_test(test_wrong_ca_is_permanent),
+        cmocka_unit_test(test_other_host_name_is_permanent),
+        cmocka_unit_test(test_missing_ca_file_is_invalid),
+        cmocka_unit_test(test_stalled_handshake_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else
+
+int main(void) {
+    fprintf(stderr, "skipped: this build has no PostgreSQL backend\n");
+    return DBT_SKIP;
+}
+
+#endif
