@@ -40,6 +40,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 /* Client and server error numbers we act on (errmsg.h / mysqld_error.h). */
 enum {
@@ -65,6 +66,7 @@ enum {
     MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
     MY_CR_SERVER_LOST_EXTENDED = 2055,
     MY_CR_AUTH_PLUGIN_CANNOT_LOAD = 2059,
+    MY_CR_SSL_CONNECTION_ERROR = 2026,
     MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
 };
 
@@ -359,6 +361,63 @@ static unsigned seconds_left(int64_t deadline_ns) {
     return (unsigned)s;
 }
 
+/* What a failed TLS handshake says (CR_SSL_CONNECTION_ERROR), sorted by
+ * what the user has to change. */
+typedef enum { TLS_OTHER = 0, TLS_NOT_TRUSTED, TLS_OTHER_HOST, TLS_BAD_CA_FILE } tls_failure;
+
+static tls_failure tls_failure_of(unsigned n, const char *msg) {
+    if (n != MY_CR_SSL_CONNECTION_ERROR)
+        return TLS_OTHER;
+    /* Connector/C's own check of the host name (VERIFY_CA, VERIFY_IDENTITY). */
+    if (strstr(msg, "Validation of SSL server certificate failed"))
+        return TLS_OTHER_HOST;
+    /* OpenSSL's verification of the chain against ssl-ca (in every mode
+     * once ssl-ca is given), in its own words. */
+    static const char *const untrusted[] = {
+        "certificate verify failed",
+        "self-signed certificate",
+        "self signed certificate",
+        "unable to get local issuer certificate",
+        "unable to get issuer certificate",
+        "unable to verify the first certificate",
+        "certificate has expired",
+        "certificate is not yet valid",
+        "certificate signature failure",
+        "invalid CA certificate",
+        "certificate rejected",
+        "certificate not trusted",
+    };
+    for (size_t i = 0; i < sizeof untrusted / sizeof *untrusted; i++)
+        if (strstr(msg, untrusted[i]))
+            return TLS_NOT_TRUSTED;
+    if (strstr(msg, "no certificate or crl found"))
+        return TLS_BAD_CA_FILE;
+    return TLS_OTHER;
+}
+
+/* The TLS files the URL names must be readable: Connector/C's own error
+ * for one that is not ("TLS/SSL error: No such file or directory (2)")
+ * names neither the key nor the file. A wrong path is the URL's, the same
+ * at every attempt: DBPOOL_EINVAL, not retried. */
+static int check_tls_files(const my_cfg *c, dbpool_error *e) {
+    if (c->ssl == SSL_DISABLED)
+        return DBPOOL_OK;
+    const struct {
+        const char *key, *path;
+    } files[] = {{"ssl-ca", c->ssl_ca}, {"ssl-cert", c->ssl_cert}, {"ssl-key", c->ssl_key}};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        if (!files[i].path)
+            continue;
+        int fd = open(files[i].path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "mysql: cannot read the %s file '%.200s' (%s): fix %s in the URL",
+                                  files[i].key, files[i].path, strerror(errno), files[i].key);
+        close(fd);
+    }
+    return DBPOOL_OK;
+}
+
 static int connect_error_code(unsigned n, const char *msg) {
     /* An authentication plugin the server asks for and the client cannot
      * load: Connector/C reports it as CR_AUTH_PLUGIN_CANNOT_LOAD or, after
@@ -378,8 +437,39 @@ static int connect_error_code(unsigned n, const char *msg) {
     case MY_ER_BAD_DB:
         return DBPOOL_ENOTFOUND;
     default:
-        return DBPOOL_ECONNECT;
+        break;
     }
+    /* The server's certificate failed verification: it did not prove who
+     * it is, and as with a refused login no retry changes that. */
+    switch (tls_failure_of(n, msg)) {
+    case TLS_NOT_TRUSTED:
+    case TLS_OTHER_HOST:
+        return DBPOOL_EAUTH;
+    case TLS_BAD_CA_FILE:
+        return DBPOOL_EINVAL;
+    case TLS_OTHER:
+        break;
+    }
+    return DBPOOL_ECONNECT;
+}
+
+/* What to change, after Connector/C's words, for a failed TLS check. */
+static const char *tls_hint(const my_cfg *c, unsigned n, const char *msg) {
+    switch (tls_failure_of(n, msg)) {
+    case TLS_NOT_TRUSTED:
+        return c->ssl_ca ? " (the server's certificate is not signed by the CA in ssl-ca: name the CA that "
+                           "signed it; with ssl-ca, every ssl-mode checks the certificate)"
+                         : " (no ssl-ca given: name the CA that signed the server's certificate with ssl-ca, "
+                           "or use ssl-mode=REQUIRED to encrypt without checking)";
+    case TLS_OTHER_HOST:
+        return " (the server's certificate does not name this host: connect by a name or address it lists; "
+               "ssl-mode=VERIFY_CA checks the host name too)";
+    case TLS_BAD_CA_FILE:
+        return " (the ssl-ca file holds no PEM certificate)";
+    case TLS_OTHER:
+        break;
+    }
+    return "";
 }
 
 static void describe_target(const my_cfg *c, const my_host *h, char *buf, size_t len) {
@@ -571,6 +661,8 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         return dbpool__seterr(e, DBPOOL_ENOMEM, "mysql: out of memory in mysql_init");
     }
     int rc = set_options(m, c, deadline_ns, e);
+    if (rc == DBPOOL_OK)
+        rc = check_tls_files(c, e);
     if (rc) {
         close_conn(mc);
         return rc;
@@ -602,7 +694,8 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
                                 target, c->connect_timeout, mysql_error(m));
         } else {
             rc = dbpool__seterr(e, connect_error_code(n, mysql_error(m)),
-                                "mysql: connecting to %s failed: %s", target, mysql_error(m));
+                                "mysql: connecting to %s failed: %s%s", target, mysql_error(m),
+                                tls_hint(c, n, mysql_error(m)));
         }
         fill_native(e, n, mysql_sqlstate(m));
         close_conn(mc);
