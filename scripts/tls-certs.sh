@@ -8,6 +8,9 @@
 #   server.crt/key  a server certificate signed by it, for the names
 #                   localhost and 127.0.0.1 (CN localhost)
 #   other-ca.crt    another, unrelated CA: "the wrong CA" for tests
+#   client.crt/key  a client certificate signed by the CA, its key
+#                   encrypted with the passphrase dbpool-test-passphrase
+#                   (for tests that a connect never asks for it)
 # Used by pg-server.sh and mysql-server.sh when DBPOOL_TEST_TLS=1.
 set -euo pipefail
 
@@ -43,5 +46,11 @@ printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,ke
     "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$tmp/ext"
 ossl x509 -req -in "$tmp/server.csr" -CA "$out/ca.crt" -CAkey "$tmp/ca.key" -set_serial "0x$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" \
     -days 30 -extfile "$tmp/ext" -out "$out/server.crt"
-chmod 600 "$out/server.key"
-chmod 644 "$out/ca.crt" "$out/other-ca.crt" "$out/server.crt"
+ossl req -new -newkey rsa:2048 -subj "/CN=dbpool" -passout pass:dbpool-test-passphrase \
+    -keyout "$out/client.key" -out "$tmp/client.csr"
+printf '%s\n' "basicConstraints=CA:FALSE" "extendedKeyUsage=clientAuth" >"$tmp/client-ext"
+ossl x509 -req -in "$tmp/client.csr" -CA "$out/ca.crt" -CAkey "$tmp/ca.key" \
+    -set_serial "0x$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" -days 30 -extfile "$tmp/client-ext" \
+    -out "$out/client.crt"
+chmod 600 "$out/server.key" "$out/client.key"
+chmod 644 "$out/ca.crt" "$out/other-ca.crt" "$out/server.crt" "$out/client.crt"

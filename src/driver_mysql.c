@@ -363,7 +363,13 @@ static unsigned seconds_left(int64_t deadline_ns) {
 
 /* What a failed TLS handshake says (CR_SSL_CONNECTION_ERROR), sorted by
  * what the user has to change. */
-typedef enum { TLS_OTHER = 0, TLS_NOT_TRUSTED, TLS_OTHER_HOST, TLS_BAD_CA_FILE } tls_failure;
+typedef enum {
+    TLS_OTHER = 0,
+    TLS_NOT_TRUSTED,
+    TLS_OTHER_HOST,
+    TLS_BAD_CA_FILE,
+    TLS_ENCRYPTED_KEY
+} tls_failure;
 
 static tls_failure tls_failure_of(unsigned n, const char *msg) {
     if (n != MY_CR_SSL_CONNECTION_ERROR)
@@ -392,6 +398,8 @@ static tls_failure tls_failure_of(unsigned n, const char *msg) {
             return TLS_NOT_TRUSTED;
     if (strstr(msg, "no certificate or crl found"))
         return TLS_BAD_CA_FILE;
+    if (strstr(msg, "bad decrypt"))
+        return TLS_ENCRYPTED_KEY;
     return TLS_OTHER;
 }
 
@@ -446,6 +454,7 @@ static int connect_error_code(unsigned n, const char *msg) {
     case TLS_OTHER_HOST:
         return DBPOOL_EAUTH;
     case TLS_BAD_CA_FILE:
+    case TLS_ENCRYPTED_KEY:
         return DBPOOL_EINVAL;
     case TLS_OTHER:
         break;
@@ -466,6 +475,8 @@ static const char *tls_hint(const my_cfg *c, unsigned n, const char *msg) {
                "ssl-mode=VERIFY_CA checks the host name too)";
     case TLS_BAD_CA_FILE:
         return " (the ssl-ca file holds no PEM certificate)";
+    case TLS_ENCRYPTED_KEY:
+        return " (the ssl-key file is encrypted: dbpool takes an unencrypted key; openssl pkey writes one)";
     case TLS_OTHER:
         break;
     }
@@ -509,6 +520,8 @@ static void status_report(void *data, enum enum_mariadb_status_info type, ...) {
     }
 }
 
+#define NO_KEY_PASSPHRASE "dbpool: ssl-key must not be encrypted"
+
 static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_error *e) {
     my_bool off = 0, on = 1;
     unsigned ct = c->connect_timeout ? c->connect_timeout : seconds_left(deadline_ns);
@@ -538,6 +551,13 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
         bad |= mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
         if (c->ssl >= SSL_REQUIRED)
             bad |= mysql_optionsv(m, MYSQL_OPT_SSL_ENFORCE, &on);
+        /* Without a passphrase, OpenSSL's default callback would ask for
+         * an encrypted ssl-key's on the terminal or stderr and read it from
+         * the terminal or stdin: a library blocking its host, past any
+         * deadline. With one of dbpool's own, such a key fails to load at
+         * once ("bad decrypt"); an unencrypted key never uses it. */
+        if (c->ssl_key)
+            bad |= mysql_optionsv(m, MARIADB_OPT_TLS_PASSPHRASE, NO_KEY_PASSPHRASE);
     }
     if (bad)
         return dbpool__seterr(e, DBPOOL_EINVAL, "mysql: Connector/C rejected an option (%s)", mysql_error(m));

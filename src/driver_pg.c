@@ -66,6 +66,7 @@
 
 typedef struct pg_config {
     char *conninfo;                          /* the URL handed to libpq */
+    bool no_key_prompt;                      /* pass NO_KEY_PASSPHRASE as sslpassword (see there) */
     char *secret_store[PG_MAX_SECRETS];      /* owned strings */
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
@@ -123,6 +124,16 @@ static const char *const default_values[] = {
     "1", "30", "10", "3", "30000", "dbpool",
 };
 #define PG_NDEFAULTS (sizeof default_keys / sizeof *default_keys)
+
+/* With no sslpassword, libpq leaves an encrypted sslkey to OpenSSL's
+ * default passphrase callback, which writes "Enter PEM pass phrase:" to
+ * the terminal or stderr and reads the answer from the terminal or stdin:
+ * a library that blocks its host on the terminal, past any deadline. A
+ * passphrase of dbpool's own makes such a key fail to load at once
+ * instead ("bad decrypt"), and an unencrypted key never uses it. Not when
+ * the URL names a service, whose file may hold the real sslpassword (the
+ * keywords dbpool passes would override it). */
+#define NO_KEY_PASSPHRASE "dbpool: no sslpassword given"
 
 static void free_config(void *p) {
     pg_config *cfg = p;
@@ -292,11 +303,15 @@ static int configure(const char *url, void **out, dbpool_error *e) {
         free_config(cfg);
         return code;
     }
+    cfg->no_key_prompt = !getenv("PGSERVICE");
     for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
+        bool given = o->val && *o->val;
+        if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) && given) {
             add_secret(cfg, dbpool__strdup(o->val));
             add_secret(cfg, pct_encode(o->val));
         }
+        if ((strcmp(o->keyword, "sslpassword") == 0 || strcmp(o->keyword, "service") == 0) && given)
+            cfg->no_key_prompt = false;
     }
     PQconninfoFree(opts);
     *out = cfg;
@@ -580,18 +595,23 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                       dbpool_error *e) {
     const pg_config *cfg = p;
     *native = NULL;
-    const char *keys[PG_NDEFAULTS + 2];
-    const char *vals[PG_NDEFAULTS + 2];
-    for (size_t i = 0; i < PG_NDEFAULTS; i++) {
-        keys[i] = default_keys[i];
-        vals[i] = default_values[i];
+    const char *keys[PG_NDEFAULTS + 3];
+    const char *vals[PG_NDEFAULTS + 3];
+    size_t n = 0;
+    for (size_t i = 0; i < PG_NDEFAULTS; i++, n++) {
+        keys[n] = default_keys[i];
+        vals[n] = default_values[i];
+    }
+    if (cfg->no_key_prompt) {
+        keys[n] = "sslpassword";
+        vals[n++] = NO_KEY_PASSPHRASE;
     }
     /* Last: with expand_dbname the URL's own settings override the
      * defaults above (libpq keeps the last value of a repeated key). */
-    keys[PG_NDEFAULTS] = "dbname";
-    vals[PG_NDEFAULTS] = cfg->conninfo;
-    keys[PG_NDEFAULTS + 1] = NULL;
-    vals[PG_NDEFAULTS + 1] = NULL;
+    keys[n] = "dbname";
+    vals[n++] = cfg->conninfo;
+    keys[n] = NULL;
+    vals[n] = NULL;
 
     PGconn *c = PQconnectStartParams(keys, vals, 1);
     if (!c)
@@ -609,12 +629,13 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
             int code = classify_connect_error(msg);
             PQfinish(c);
             /* libpq's own words do not say which setting to change. */
-            return dbpool__seterr(e, code, "%s%s", msg,
-                                  strstr(msg, "certificate verify failed")
-                                      ? " (the server's certificate is not signed by a CA in sslrootcert: "
-                                        "name the CA that signed it, or use sslmode=require to encrypt "
-                                        "without checking)"
-                                      : "");
+            const char *hint = "";
+            if (strstr(msg, "certificate verify failed"))
+                hint = " (the server's certificate is not signed by a CA in sslrootcert: name the CA that "
+                       "signed it, or use sslmode=require to encrypt without checking)";
+            else if (cfg->no_key_prompt && strstr(msg, "bad decrypt"))
+                hint = " (an encrypted key: give its passphrase as sslpassword)";
+            return dbpool__seterr(e, code, "%s%s", msg, hint);
         }
         /* The socket can change between polls (next host, SSL retry). */
         int w = wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);

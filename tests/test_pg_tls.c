@@ -19,9 +19,13 @@
 #include "tcp_proxy.h"
 #include "testsupport.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifdef DBPOOL_HAVE_PG
 
@@ -226,6 +230,140 @@ static void test_stalled_handshake_bounded(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* ---- An encrypted client key never makes the connect ask for its passphrase ---- */
+
+typedef struct acquire_job {
+    dbpool *p;
+    int rc;
+    dbpool_error err;
+    bool done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} acquire_job;
+
+static void *acquire_main(void *arg) {
+    acquire_job *j = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(j->p, -1, &c, &err);
+    if (rc == DBPOOL_OK)
+        dbpool_release(c);
+    pthread_mutex_lock(&j->mu);
+    j->rc = rc;
+    j->err = err;
+    j->done = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/*
+ * Acquire from a lazy pool on `url` with stdin a pipe nobody writes to and
+ * stderr captured: OpenSSL's default passphrase prompt writes "Enter PEM
+ * pass phrase:" there and waits for an answer on stdin (or the terminal).
+ * Expects the acquire to end by itself within a few seconds, after one
+ * attempt, with DBPOOL_EINVAL, `want` in the message, and nothing written.
+ */
+static void expect_no_prompt(const char *url, const char *want) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.acquire_timeout_ms = 5000;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1000;
+    o.backoff_max_ms = 1000;
+    dbpool *p = open_ok(url, &o);
+
+    char errpath[1024];
+    snprintf(errpath, sizeof errpath, "%s/stderr.txt", dbt_tmpdir());
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(errfd >= 0);
+    fflush(stderr);
+    int saved_in = dup(0), saved_err = dup(2);
+    assert_true(saved_in >= 0 && saved_err >= 0);
+    dup2(in[0], 0);
+    dup2(errfd, 2);
+
+    acquire_job j = {.p = p, .done = false};
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_cond_init(&j.cv, NULL);
+    pthread_t t;
+    bool started = pthread_create(&t, NULL, acquire_main, &j) == 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&j.mu);
+    while (started && !j.done && pthread_cond_timedwait(&j.cv, &j.mu, &until) == 0) {
+    }
+    bool done = j.done;
+    pthread_mutex_unlock(&j.mu);
+    /* A prompt reading stdin ends at EOF. */
+    close(in[1]);
+
+    dup2(saved_in, 0);
+    dup2(saved_err, 2);
+    close(saved_in);
+    close(saved_err);
+    close(in[0]);
+    close(errfd);
+    assert_true(started);
+    if (!done)
+        fail_msg("the connect blocked for 10 s (asking for the key's passphrase?)");
+    pthread_join(t, NULL);
+
+    char written[512] = "";
+    FILE *f = fopen(errpath, "r");
+    assert_non_null(f);
+    size_t n = fread(written, 1, sizeof written - 1, f);
+    written[n] = '\0';
+    fclose(f);
+    dbt_scrub_secrets(j.err.message, sizeof j.err.message, NULL);
+    fprintf(stderr, "  encrypted key -> %s: %s\n", dbpool_errname(j.rc), j.err.message);
+    if (n > 0)
+        fail_msg("the connect wrote to stderr: %s", written);
+    assert_int_equal(j.rc, DBPOOL_EINVAL);
+    assert_non_null(strstr(j.err.message, want));
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.connect_errors, 1);
+    pthread_cond_destroy(&j.cv);
+    pthread_mutex_destroy(&j.mu);
+    dbpool_close(p);
+}
+
+/* DIR/name next to the CA (scripts/tls-certs.sh makes client.crt and
+ * client.key there), or NULL when the file is not there. */
+static const char *next_to_ca(const char *name, char *buf, size_t len) {
+    const char *slash = strrchr(ca, '/');
+    snprintf(buf, len, "%.*s/%s", slash ? (int)(slash - ca) : 1, slash ? ca : ".", name);
+    return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+static void test_encrypted_key_never_prompts(void **state) {
+    (void)state;
+    char crt[1024], key[1024];
+    if (!next_to_ca("client.crt", crt, sizeof crt) || !next_to_ca("client.key", key, sizeof key)) {
+        fprintf(stderr,
+                "  skipped: no client.crt/client.key next to the CA (an older scripts/tls-certs.sh)\n");
+        skip();
+    }
+    char extra[3000];
+    snprintf(extra, sizeof extra, "sslmode=require&sslcert=%s&sslkey=%s", crt, key);
+    expect_no_prompt(url_with(extra), "sslpassword");
+    /* With its passphrase the key loads. */
+    snprintf(extra, sizeof extra, "sslmode=require&sslcert=%s&sslkey=%s&sslpassword=dbpool-test-passphrase",
+             crt, key);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = open_ok(url_with(extra), &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     (void)dbt_backend_url("pg");
     ca = getenv("DBPOOL_TEST_PG_SSL_CA");
@@ -242,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_other_host_name_is_permanent),
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),
+        cmocka_unit_test(test_encrypted_key_never_prompts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
