@@ -393,6 +393,56 @@ static void test_encrypted_key_never_prompts(void **state) {
     expect_no_prompt(dbt_backend_url_with("mysql", extra), "encrypted");
 }
 
+/* A pooled TLS connection whose peer goes silent: validation before the
+ * next hand-out ends at validation_timeout_ms (OpenSSL must not block in a
+ * read the deadline cannot reach), the connection is replaced, and the
+ * acquire gets a new one once the peer answers again. */
+static void test_silent_peer_validation_bounded(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("mysql"));
+    assert_non_null(px);
+    const char *via = dbt_url_via_port("mysql", dbt_proxy_port(px));
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s%s", via, strchr(via, '?') ? "&" : "?", "ssl-mode=REQUIRED");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.validation_window_ms = 0;
+    o.validation_timeout_ms = 300;
+    o.maintenance_interval_ms = 0;
+    o.connect_timeout_ms = 2000;
+    o.acquire_timeout_ms = 1500;
+    dbpool *p = open_ok(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    dbpool_error err;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc == DBPOOL_OK)
+        dbpool_release(c);
+    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+    fprintf(stderr, "  silent peer: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
+            rc == DBPOOL_OK ? "" : err.message);
+    /* The validation failed within its bound, then the replacement's
+     * connect found nobody answering until the acquire's timeout. */
+    assert_int_not_equal(rc, DBPOOL_OK);
+    assert_true(took < 1500 + 1000);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.validation_failures, 1);
+
+    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+    c = dbt_acquire(p);
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+    dbt_proxy_destroy(px);
+}
+
 int main(void) {
     (void)dbt_backend_url("mysql");
     ca = getenv("DBPOOL_TEST_MYSQL_SSL_CA");
@@ -410,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),
         cmocka_unit_test(test_encrypted_key_never_prompts),
+        cmocka_unit_test(test_silent_peer_validation_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
