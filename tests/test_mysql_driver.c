@@ -1601,8 +1601,8 @@ static void test_packet_too_large_is_broken(void **state) {
 
 static void test_ssl_required_without_tls_fails(void **state) {
     (void)state;
-    /* A server started with DBPOOL_TEST_TLS=1 takes TLS: the mysql_tls
-     * test covers it. */
+    /* A server started with DBPOOL_TEST_TLS=1 takes TLS: test_mysql_tls
+     * covers this through a proxy that takes the TLS offer away. */
     const char *tls_ca = getenv("DBPOOL_TEST_MYSQL_SSL_CA");
     if (tls_ca && *tls_ca) {
         fprintf(stderr, "skipped: the test server takes TLS (DBPOOL_TEST_MYSQL_SSL_CA is set)\n");

@@ -414,6 +414,52 @@ static void test_silent_peer_validation_bounded(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* Connect through a proxy that takes the server's TLS offer away (as a
+ * man in the middle could): DBPOOL_OK and whether the session is
+ * encrypted, or the error. */
+static int connect_stripped(dbt_proxy *px, const char *query, bool *encrypted, dbpool_error *err) {
+    const char *via = dbt_url_via_port("pg", dbt_proxy_port(px));
+    char url[3000];
+    snprintf(url, sizeof url, "%s%s%s", via, strchr(via, '?') ? "&" : "?", query);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.max_retries = 0;
+    dbpool *p = open_ok(url, &o);
+    dbpool_conn *c = NULL;
+    int rc = dbpool_acquire(p, -1, &c, err);
+    if (rc == DBPOOL_OK) {
+        *encrypted = session_encrypted(c);
+        dbpool_release(c);
+    } else {
+        dbt_scrub_secrets(err->message, sizeof err->message, NULL);
+        fprintf(stderr, "  %s without the TLS offer -> %s: %s\n", query, dbpool_errname(rc), err->message);
+    }
+    dbpool_close(p);
+    return rc;
+}
+
+static void test_tls_offer_taken_away(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(px);
+    dbt_proxy_set_mode(px, DBT_PROXY_NOTLS, 0);
+    bool encrypted = true;
+    dbpool_error err;
+    /* libpq's default, prefer, falls back to plaintext. */
+    assert_int_equal(connect_stripped(px, "sslmode=prefer", &encrypted, &err), DBPOOL_OK);
+    assert_false(encrypted);
+    /* require and the verify modes refuse before logging in. */
+    char q[1200];
+    const char *modes[] = {"require", "verify-ca", "verify-full"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        snprintf(q, sizeof q, "sslmode=%s&sslrootcert=%s", modes[i], ca);
+        assert_int_equal(connect_stripped(px, q, &encrypted, &err), DBPOOL_ECONNECT);
+        assert_non_null(strstr(err.message, "server does not support SSL, but SSL was required"));
+    }
+    dbt_proxy_destroy(px);
+}
+
 int main(void) {
     (void)dbt_backend_url("pg");
     ca = getenv("DBPOOL_TEST_PG_SSL_CA");
@@ -432,6 +478,7 @@ int main(void) {
         cmocka_unit_test(test_stalled_handshake_bounded),
         cmocka_unit_test(test_encrypted_key_never_prompts),
         cmocka_unit_test(test_silent_peer_validation_bounded),
+        cmocka_unit_test(test_tls_offer_taken_away),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,8 @@ typedef struct session {
     int64_t delay_ms; /* wait before connecting upstream (DELAY at accept time) */
     bool greet_only;  /* GREET at accept time: the server's first read only */
     bool greeted;     /* ... and it has been forwarded */
+    bool no_tls;      /* NOTLS at accept time: take the TLS offer away */
+    bool opened;      /* ... the first message either way has been seen */
     atomic_bool done;
     char buf[BUF_SIZE];
 } session;
@@ -70,6 +72,8 @@ const char *dbt_proxy_mode_name(dbt_proxy_mode mode) {
         return "deaf";
     case DBT_PROXY_GREET:
         return "greet";
+    case DBT_PROXY_NOTLS:
+        return "notls";
     }
     return "?";
 }
@@ -139,6 +143,33 @@ static bool write_all(dbt_proxy *px, int fd, const char *buf, size_t n) {
     return true;
 }
 
+/* NOTLS: the first message of a connection, from either side. PostgreSQL's
+ * client speaks first, with an 8-byte SSLRequest: answered "N" here and not
+ * forwarded (*n becomes 0). MySQL's server speaks first, with its greeting
+ * (3-byte length, sequence, protocol 10, version string, thread id,
+ * 8 bytes of scramble, a filler, then the low 16 capability bits): its
+ * CLIENT_SSL (0x0800) is cleared. Anything else is left alone. */
+static void strip_tls_offer(session *s, bool from_client, char *buf, size_t *n) {
+    static const unsigned char ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+    s->opened = true;
+    if (from_client) {
+        if (*n >= 8 && memcmp(buf, ssl_request, 8) == 0) {
+            send(s->client_fd, "N", 1, MSG_NOSIGNAL);
+            memmove(buf, buf + 8, *n - 8);
+            *n -= 8;
+        }
+        return;
+    }
+    if (*n < 6 || (unsigned char)buf[4] != 10)
+        return;
+    const char *end = memchr(buf + 5, '\0', *n - 5);
+    if (!end)
+        return;
+    size_t caps = (size_t)(end + 1 - buf) + 4 + 8 + 1;
+    if (caps + 2 <= *n)
+        buf[caps + 1] = (char)((unsigned char)buf[caps + 1] & ~0x08u);
+}
+
 static void *session_main(void *arg) {
     session *s = arg;
     dbt_proxy *px = s->px;
@@ -184,6 +215,13 @@ static void *session_main(void *arg) {
             ssize_t n = recv(from, s->buf, sizeof s->buf, 0);
             if (n > 0 && from == up && s->greet_only && s->greeted)
                 continue; /* GREET: dropped */
+            if (n > 0 && s->no_tls && !s->opened) {
+                size_t len = (size_t)n;
+                strip_tls_offer(s, from == s->client_fd, s->buf, &len);
+                if (len == 0)
+                    continue;
+                n = (ssize_t)len;
+            }
             if (n > 0) {
                 if (from == up)
                     s->greeted = true;
@@ -228,7 +266,7 @@ static void reap(dbt_proxy *px, bool all) {
     }
 }
 
-static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, bool greet_only) {
+static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, dbt_proxy_mode m) {
     session *s = px->n_sessions < DBT_PROXY_MAX_SESSIONS ? calloc(1, sizeof *s) : NULL;
     if (!s) {
         close(fd);
@@ -238,7 +276,8 @@ static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, bool greet_on
     s->px = px;
     s->client_fd = fd;
     s->delay_ms = delay_ms;
-    s->greet_only = greet_only;
+    s->greet_only = m == DBT_PROXY_GREET;
+    s->no_tls = m == DBT_PROXY_NOTLS;
     atomic_init(&s->done, false);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -289,13 +328,14 @@ static void *acceptor_main(void *arg) {
             break;
         case DBT_PROXY_DELAY:
             set_nonblocking(fd);
-            start_session(px, fd, (int64_t)atomic_load(&px->delay_ms), false);
+            start_session(px, fd, (int64_t)atomic_load(&px->delay_ms), m);
             break;
         case DBT_PROXY_PASS:
         case DBT_PROXY_SILENT:
         case DBT_PROXY_GREET:
+        case DBT_PROXY_NOTLS:
             set_nonblocking(fd);
-            start_session(px, fd, 0, m == DBT_PROXY_GREET);
+            start_session(px, fd, 0, m);
             break;
         }
     }
@@ -360,7 +400,7 @@ void dbt_proxy_set_mode(dbt_proxy *px, dbt_proxy_mode mode, int64_t delay_ms) {
     if (!px)
         return;
     if (!px->have_target && (mode == DBT_PROXY_PASS || mode == DBT_PROXY_DELAY || mode == DBT_PROXY_SILENT ||
-                             mode == DBT_PROXY_GREET))
+                             mode == DBT_PROXY_GREET || mode == DBT_PROXY_NOTLS))
         mode = DBT_PROXY_DEAF;
     atomic_store(&px->delay_ms, (long long)(delay_ms > 0 ? delay_ms : 0));
     atomic_store(&px->mode, (int)mode);

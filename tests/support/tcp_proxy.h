@@ -28,6 +28,11 @@
  *           SSLRequest, MySQL's greeting) arrives, and the TLS handshake
  *           that follows never completes. Existing connections keep
  *           forwarding.
+ *   NOTLS   new connections are forwarded, but the server's offer of TLS
+ *           is taken away, as a man in the middle would: PostgreSQL's
+ *           SSLRequest is answered "N" by the proxy (the server never sees
+ *           it), MySQL's greeting loses its CLIENT_SSL flag. Existing
+ *           connections keep forwarding.
  *
  * Bounded: at most DBT_PROXY_MAX_SESSIONS connections are served at once
  * (more are closed at once); every thread polls with a short timeout, so
@@ -49,7 +54,8 @@ typedef enum {
     DBT_PROXY_RESET,
     DBT_PROXY_SILENT,
     DBT_PROXY_DEAF,
-    DBT_PROXY_GREET
+    DBT_PROXY_GREET,
+    DBT_PROXY_NOTLS
 } dbt_proxy_mode;
 
 typedef struct dbt_proxy dbt_proxy;
