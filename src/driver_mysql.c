@@ -368,7 +368,8 @@ typedef enum {
     TLS_NOT_TRUSTED,
     TLS_OTHER_HOST,
     TLS_BAD_CA_FILE,
-    TLS_ENCRYPTED_KEY
+    TLS_ENCRYPTED_KEY,
+    TLS_BAD_CLIENT_FILES
 } tls_failure;
 
 static tls_failure tls_failure_of(unsigned n, const char *msg) {
@@ -400,6 +401,14 @@ static tls_failure tls_failure_of(unsigned n, const char *msg) {
         return TLS_BAD_CA_FILE;
     if (strstr(msg, "bad decrypt"))
         return TLS_ENCRYPTED_KEY;
+    /* OpenSSL could not load ssl-cert and ssl-key: a file that is not PEM,
+     * a key that is not the certificate's, no key (ssl-cert alone is read
+     * as holding both). */
+    static const char *const client_files[] = {"no start line", "key values mismatch", "PEM lib",
+                                               "bad base64 decode", "unsupported"};
+    for (size_t i = 0; i < sizeof client_files / sizeof *client_files; i++)
+        if (strstr(msg, client_files[i]))
+            return TLS_BAD_CLIENT_FILES;
     return TLS_OTHER;
 }
 
@@ -455,6 +464,7 @@ static int connect_error_code(unsigned n, const char *msg) {
         return DBPOOL_EAUTH;
     case TLS_BAD_CA_FILE:
     case TLS_ENCRYPTED_KEY:
+    case TLS_BAD_CLIENT_FILES:
         return DBPOOL_EINVAL;
     case TLS_OTHER:
         break;
@@ -477,6 +487,9 @@ static const char *tls_hint(const my_cfg *c, unsigned n, const char *msg) {
         return " (the ssl-ca file holds no PEM certificate)";
     case TLS_ENCRYPTED_KEY:
         return " (the ssl-key file is encrypted: dbpool takes an unencrypted key; openssl pkey writes one)";
+    case TLS_BAD_CLIENT_FILES:
+        return " (check ssl-cert and ssl-key: a PEM certificate and its own unencrypted PEM key, or one file "
+               "holding both as ssl-cert; and ssl-ca: PEM certificates)";
     case TLS_OTHER:
         break;
     }

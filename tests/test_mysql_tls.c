@@ -490,6 +490,21 @@ static void test_tls_offer_taken_away(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* Client certificate files OpenSSL cannot use: a "key" that is a
+ * certificate, a certificate without its key. A wrong URL: not retried,
+ * and the message names the keys to check. */
+static void test_bad_client_files_are_invalid(void **state) {
+    (void)state;
+    char extra[3000];
+    snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s&ssl-key=%s", ca, other_ca);
+    expect_permanent(dbt_backend_url_with("mysql", extra), DBPOOL_EINVAL, "ssl-key");
+    char crt[1024];
+    if (next_to_ca("client.crt", crt, sizeof crt)) {
+        snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s", crt);
+        expect_permanent(dbt_backend_url_with("mysql", extra), DBPOOL_EINVAL, "ssl-key");
+    }
+}
+
 int main(void) {
     (void)dbt_backend_url("mysql");
     ca = getenv("DBPOOL_TEST_MYSQL_SSL_CA");
@@ -509,6 +524,7 @@ int main(void) {
         cmocka_unit_test(test_encrypted_key_never_prompts),
         cmocka_unit_test(test_silent_peer_validation_bounded),
         cmocka_unit_test(test_tls_offer_taken_away),
+        cmocka_unit_test(test_bad_client_files_are_invalid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
