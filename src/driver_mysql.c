@@ -196,9 +196,12 @@ static int conn_error(MYSQL *m, dbpool_error *e) {
  * left, rounded up); when one expires, the hook is asked and the deadline
  * decides. When Connector/C had to wait for the server's greeting (always
  * over a real network), the hook tightens those socket timeouts to the time
- * left (tighten_socket_timeouts) and the handshake keeps the deadline to a
- * few milliseconds. When the greeting was already there, a stalled
- * handshake is cut up to one second late.
+ * left (tighten_socket_timeouts) and makes the socket non-blocking until
+ * connect returns, so that the handshake's reads come back through the hook
+ * (a peer sending a byte at a time no longer restarts a socket timeout at
+ * each byte) and it keeps the deadline to a few milliseconds. When the
+ * greeting was already there, a stalled handshake is cut up to one second
+ * late, and a trickling peer can hold it longer.
  *
  * The non-blocking API (mysql_*_start/_cont) would bound everything, but it
  * needs MYSQL_OPT_NONBLOCK, which gives every handle its own coroutine stack
@@ -209,6 +212,8 @@ typedef struct my_bound {
     int64_t deadline_ns; /* 0: no bounded call on this thread */
     bool expired;        /* the hook reported the deadline */
     bool tls_connect;    /* a connect that will run a TLS handshake */
+    int connect_fd;      /* made non-blocking by the hook during that connect, or -1 */
+    int connect_flags;   /* its flags before */
 } my_bound;
 
 static _Thread_local my_bound tl_bound;
@@ -252,8 +257,20 @@ static int bounded_io_wait(my_socket fd, my_bool is_read, int lib_timeout_ms) {
                 continue; /* the check at the top decides */
             errno = ETIMEDOUT;
         }
-        if (r > 0 && is_read && tl_bound.deadline_ns && tl_bound.tls_connect)
+        if (r > 0 && is_read && tl_bound.deadline_ns && tl_bound.tls_connect) {
             tighten_socket_timeouts(fd);
+            /* And the handshake's reads and writes come back here when the
+             * socket is not ready (OpenSSL's WANT_READ/WANT_WRITE), instead
+             * of blocking under those timeouts: a peer that sends a byte at
+             * a time, each before the socket timeout, would otherwise hold
+             * the handshake past the deadline for as long as it likes.
+             * connect_one puts the flags back. */
+            int fl = tl_bound.connect_fd < 0 ? fcntl((int)fd, F_GETFL) : -1;
+            if (fl >= 0 && !(fl & O_NONBLOCK) && fcntl((int)fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+                tl_bound.connect_fd = (int)fd;
+                tl_bound.connect_flags = fl;
+            }
+        }
         return r;
     }
 }
@@ -283,6 +300,7 @@ static void bound_set(int64_t deadline_ns) {
     tl_bound.deadline_ns = deadline_ns ? deadline_ns : 1;
     tl_bound.expired = false;
     tl_bound.tls_connect = false;
+    tl_bound.connect_fd = -1;
 }
 
 /* Start a bounded call on a connected handle: the deadline and the hook. */
@@ -714,6 +732,11 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
                                     c->socket ? 0 : h->port, c->socket, flags);
     bool expired = tl_bound.expired;
     tl_bound.tls_connect = false;
+    /* Blocking again, as Connector/C left it, while the handle still owns
+     * that descriptor (after a failure it may be closed and reused). */
+    if (tl_bound.connect_fd >= 0 && ret && (int)mysql_get_socket(m) == tl_bound.connect_fd)
+        fcntl(tl_bound.connect_fd, F_SETFL, tl_bound.connect_flags);
+    tl_bound.connect_fd = -1;
     char target[300];
     describe_target(c, h, target, sizeof target);
     if (!ret) {

@@ -460,6 +460,40 @@ static void test_tls_offer_taken_away(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* A peer that keeps the TLS handshake alive a byte at a time, each well
+ * within any socket timeout, and never finishes it: connect_timeout_ms
+ * still ends the attempt. (The greeting comes late too, as over any real
+ * network.) Asserted before the pool is closed: a connect stuck in the
+ * handshake would hold the close. */
+static void test_trickled_handshake_bounded(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(px);
+    dbt_proxy_set_mode(px, DBT_PROXY_TRICKLE, 100);
+    const char *via = dbt_url_via_port("pg", dbt_proxy_port(px));
+    char url[2048];
+    snprintf(url, sizeof url, "%s%ssslmode=require", via, strchr(via, '?') ? "&" : "?");
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.connect_timeout_ms = 1000;
+    o.max_retries = 0;
+    o.acquire_timeout_ms = 8000;
+    dbpool *p = open_ok(url, &o);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    int64_t took = dbt_now_ms() - t0;
+    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+    fprintf(stderr, "  trickled handshake: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
+            err.message);
+    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
+    assert_true(took < 2500);
+    dbpool_close(p);
+    dbt_proxy_destroy(px);
+}
+
 int main(void) {
     (void)dbt_backend_url("pg");
     ca = getenv("DBPOOL_TEST_PG_SSL_CA");
@@ -476,6 +510,7 @@ int main(void) {
         cmocka_unit_test(test_other_host_name_is_permanent),
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),
+        cmocka_unit_test(test_trickled_handshake_bounded),
         cmocka_unit_test(test_encrypted_key_never_prompts),
         cmocka_unit_test(test_silent_peer_validation_bounded),
         cmocka_unit_test(test_tls_offer_taken_away),

@@ -29,11 +29,12 @@ typedef struct session {
     dbt_proxy *px;
     pthread_t thread;
     int client_fd;
-    int64_t delay_ms; /* wait before connecting upstream (DELAY at accept time) */
-    bool greet_only;  /* GREET at accept time: the server's first read only */
-    bool greeted;     /* ... and it has been forwarded */
-    bool no_tls;      /* NOTLS at accept time: take the TLS offer away */
-    bool opened;      /* ... the first message either way has been seen */
+    int64_t delay_ms;   /* wait before connecting upstream (DELAY at accept time) */
+    bool greet_only;    /* GREET at accept time: the server's first read only */
+    bool greeted;       /* ... and it has been forwarded */
+    bool no_tls;        /* NOTLS at accept time: take the TLS offer away */
+    int64_t trickle_ms; /* TRICKLE at accept time: the server's bytes this late, or 0 */
+    bool opened;        /* ... the first message either way has been seen */
     atomic_bool done;
     char buf[BUF_SIZE];
 } session;
@@ -74,6 +75,8 @@ const char *dbt_proxy_mode_name(dbt_proxy_mode mode) {
         return "greet";
     case DBT_PROXY_NOTLS:
         return "notls";
+    case DBT_PROXY_TRICKLE:
+        return "trickle";
     }
     return "?";
 }
@@ -170,6 +173,26 @@ static void strip_tls_offer(session *s, bool from_client, char *buf, size_t *n) 
         buf[caps + 1] = (char)((unsigned char)buf[caps + 1] & ~0x08u);
 }
 
+/* TRICKLE: the server's first message after trickle_ms, every later byte
+ * alone trickle_ms after the one before; false when the proxy stops or the
+ * client is gone. */
+static bool write_trickled(session *s, const char *buf, size_t n) {
+    dbt_proxy *px = s->px;
+    for (size_t i = 0; i < n;) {
+        for (int64_t waited = 0; waited < s->trickle_ms; waited += 10) {
+            if (atomic_load(&px->stop))
+                return false;
+            sleep_ms(s->trickle_ms - waited < 10 ? s->trickle_ms - waited : 10);
+        }
+        size_t len = s->greeted ? 1 : n;
+        if (!write_all(px, s->client_fd, buf + i, len))
+            return false;
+        s->greeted = true;
+        i += len;
+    }
+    return true;
+}
+
 static void *session_main(void *arg) {
     session *s = arg;
     dbt_proxy *px = s->px;
@@ -221,6 +244,11 @@ static void *session_main(void *arg) {
                 if (len == 0)
                     continue;
                 n = (ssize_t)len;
+            }
+            if (n > 0 && from == up && s->trickle_ms > 0) {
+                if (!write_trickled(s, s->buf, (size_t)n))
+                    gone = true;
+                continue;
             }
             if (n > 0) {
                 if (from == up)
@@ -278,6 +306,7 @@ static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, dbt_proxy_mod
     s->delay_ms = delay_ms;
     s->greet_only = m == DBT_PROXY_GREET;
     s->no_tls = m == DBT_PROXY_NOTLS;
+    s->trickle_ms = m == DBT_PROXY_TRICKLE ? (int64_t)atomic_load(&px->delay_ms) : 0;
     atomic_init(&s->done, false);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -334,6 +363,7 @@ static void *acceptor_main(void *arg) {
         case DBT_PROXY_SILENT:
         case DBT_PROXY_GREET:
         case DBT_PROXY_NOTLS:
+        case DBT_PROXY_TRICKLE:
             set_nonblocking(fd);
             start_session(px, fd, 0, m);
             break;
@@ -400,7 +430,7 @@ void dbt_proxy_set_mode(dbt_proxy *px, dbt_proxy_mode mode, int64_t delay_ms) {
     if (!px)
         return;
     if (!px->have_target && (mode == DBT_PROXY_PASS || mode == DBT_PROXY_DELAY || mode == DBT_PROXY_SILENT ||
-                             mode == DBT_PROXY_GREET || mode == DBT_PROXY_NOTLS))
+                             mode == DBT_PROXY_GREET || mode == DBT_PROXY_NOTLS || mode == DBT_PROXY_TRICKLE))
         mode = DBT_PROXY_DEAF;
     atomic_store(&px->delay_ms, (long long)(delay_ms > 0 ? delay_ms : 0));
     atomic_store(&px->mode, (int)mode);

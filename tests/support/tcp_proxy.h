@@ -33,6 +33,11 @@
  *           SSLRequest is answered "N" by the proxy (the server never sees
  *           it), MySQL's greeting loses its CLIENT_SSL flag. Existing
  *           connections keep forwarding.
+ *   TRICKLE new connections are forwarded, but what the server sends
+ *           reaches the client late: its first message after `delay_ms`,
+ *           every later byte alone, `delay_ms` after the one before (a
+ *           peer that keeps a handshake alive without finishing it).
+ *           Existing connections keep forwarding.
  *
  * Bounded: at most DBT_PROXY_MAX_SESSIONS connections are served at once
  * (more are closed at once); every thread polls with a short timeout, so
@@ -55,7 +60,8 @@ typedef enum {
     DBT_PROXY_SILENT,
     DBT_PROXY_DEAF,
     DBT_PROXY_GREET,
-    DBT_PROXY_NOTLS
+    DBT_PROXY_NOTLS,
+    DBT_PROXY_TRICKLE
 } dbt_proxy_mode;
 
 typedef struct dbt_proxy dbt_proxy;
@@ -69,7 +75,7 @@ dbt_proxy *dbt_proxy_start(const char *target_host, int target_port);
 /* The local port clients connect to (on 127.0.0.1). */
 int dbt_proxy_port(const dbt_proxy *px);
 
-/* Switch mode; delay_ms is used by DBT_PROXY_DELAY only. Takes effect within
+/* Switch mode; delay_ms is used by DBT_PROXY_DELAY and DBT_PROXY_TRICKLE only. Takes effect within
  * one poll interval (<= 20 ms) for existing connections and at once for new
  * ones. */
 void dbt_proxy_set_mode(dbt_proxy *px, dbt_proxy_mode mode, int64_t delay_ms);
