@@ -23,6 +23,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <fcntl.h>
+#include <mysql.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,6 +416,11 @@ static void test_silent_peer_validation_bounded(void **state) {
     dbpool *p = open_ok(url, &o);
     dbpool_conn *c = dbt_acquire(p);
     assert_true(session_encrypted(c));
+    /* The connect (which may have made the socket non-blocking for its TLS
+     * handshake) left it blocking, as Connector/C expects it. */
+    int fd = (int)mysql_get_socket((MYSQL *)dbpool_conn_native(c));
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
     dbpool_release(c);
 
     dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
