@@ -423,10 +423,15 @@ static tls_failure tls_failure_of(unsigned n, const char *msg) {
      * a key that is not the certificate's, no key (ssl-cert alone is read
      * as holding both). */
     static const char *const client_files[] = {"no start line", "key values mismatch", "PEM lib",
-                                               "bad base64 decode", "unsupported"};
+                                               "bad base64 decode"};
     for (size_t i = 0; i < sizeof client_files / sizeof *client_files; i++)
         if (strstr(msg, client_files[i]))
             return TLS_BAD_CLIENT_FILES;
+    /* A certificate without its key: OpenSSL's bare "unsupported" (not
+     * "unsupported protocol", a TLS version the two sides do not share). */
+    size_t len = strlen(msg);
+    if (len >= 13 && strcmp(msg + len - 13, ": unsupported") == 0)
+        return TLS_BAD_CLIENT_FILES;
     return TLS_OTHER;
 }
 
