@@ -113,15 +113,22 @@ fi
 
 # PostgreSQL in a directory with a space: `source DIR/pg.env` works.
 if [ -x "$PG_BIN/pg_ctl" ]; then
+  # With TLS (DBPOOL_TEST_TLS=1): its certificate paths, with the space,
+  # in postgresql.conf and pg.env.
   spaced="$tmp/with space"
-  "$src/scripts/pg-server.sh" start "$spaced" >/dev/null 2>"$tmp/pg-space.err" || {
+  DBPOOL_TEST_TLS=1 "$src/scripts/pg-server.sh" start "$spaced" >/dev/null 2>"$tmp/pg-space.err" || {
     cat "$tmp/pg-space.err" >&2
     fail "pg-server.sh start in a directory with a space"
   }
   got=$(bash -c 'set -e; source "$1/pg.env"; printf %s "$DBPOOL_TEST_PG_SOCKET_DIR"' _ "$spaced") ||
     fail "pg.env of a directory with a space cannot be sourced"
   [ "$got" = "$spaced/pg-sock" ] || fail "pg.env: DBPOOL_TEST_PG_SOCKET_DIR is '$got', not '$spaced/pg-sock'"
+  got=$(bash -c 'set -e; source "$1/pg.env"; printf %s "$DBPOOL_TEST_PG_SSL_CA"' _ "$spaced")
+  [ "$got" = "$spaced/pg-tls/ca.crt" ] && [ -f "$got" ] ||
+    fail "pg.env: DBPOOL_TEST_PG_SSL_CA is '$got', not the CA in '$spaced/pg-tls'"
+  grep -q "^ssl = on" "$spaced/pg/postgresql.conf" || fail "DBPOOL_TEST_TLS=1 start did not turn ssl on"
   "$src/scripts/pg-server.sh" stop "$spaced" >/dev/null 2>&1 || fail "pg-server.sh stop in a directory with a space"
+  [ ! -e "$spaced/pg-tls" ] || fail "pg-server.sh stop left the TLS certificates in $spaced/pg-tls"
 fi
 
 # MariaDB: the script pings with mariadb-admin once the socket exists.
