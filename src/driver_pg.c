@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* From the server's catalog/pg_type_d.h, which libpq-dev does not ship. */
 #define PG_OID_INT4 23
@@ -64,9 +65,19 @@
 
 #define PG_MAX_SECRETS 8
 
+static const char *const tls_file_keys[] = {"sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir"};
+#define PG_NTLSFILES (sizeof tls_file_keys / sizeof *tls_file_keys)
+
 typedef struct pg_config {
-    char *conninfo;                          /* the URL handed to libpq */
-    bool no_key_prompt;                      /* pass NO_KEY_PASSPHRASE as sslpassword (see there) */
+    char *conninfo;     /* the URL handed to libpq */
+    bool no_key_prompt; /* pass NO_KEY_PASSPHRASE as sslpassword (see there) */
+    /* The URL's relative TLS file paths, made absolute at dbpool_open and
+     * passed after the URL (so they win): libpq reads the files at each
+     * connect, and a program that changes directory afterwards (a daemon's
+     * chdir("/")) would have every later connect fail. */
+    const char *abs_keys[PG_NTLSFILES];
+    char *abs_vals[PG_NTLSFILES];
+    size_t nabs;
     char *secret_store[PG_MAX_SECRETS];      /* owned strings */
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
@@ -140,6 +151,8 @@ static void free_config(void *p) {
     if (!cfg)
         return;
     free(cfg->conninfo);
+    for (size_t i = 0; i < cfg->nabs; i++)
+        free(cfg->abs_vals[i]);
     for (size_t i = 0; i < PG_MAX_SECRETS; i++)
         free(cfg->secret_store[i]);
     free(cfg);
@@ -312,6 +325,19 @@ static int configure(const char *url, void **out, dbpool_error *e) {
         }
         if ((strcmp(o->keyword, "sslpassword") == 0 || strcmp(o->keyword, "service") == 0) && given)
             cfg->no_key_prompt = false;
+        for (size_t i = 0; i < PG_NTLSFILES && given && o->val[0] != '/'; i++) {
+            /* sslrootcert=system (libpq 16) names the system's CAs. */
+            if (strcmp(o->keyword, tls_file_keys[i]) != 0 || (i == 0 && strcmp(o->val, "system") == 0))
+                continue;
+            char cwd[4096];
+            size_t n = strlen(o->val) + sizeof cwd + 2;
+            char *abs = getcwd(cwd, sizeof cwd) ? malloc(n) : NULL;
+            if (abs) {
+                snprintf(abs, n, "%s/%s", cwd, o->val);
+                cfg->abs_keys[cfg->nabs] = tls_file_keys[i];
+                cfg->abs_vals[cfg->nabs++] = abs;
+            }
+        }
     }
     PQconninfoFree(opts);
     *out = cfg;
@@ -595,8 +621,8 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                       dbpool_error *e) {
     const pg_config *cfg = p;
     *native = NULL;
-    const char *keys[PG_NDEFAULTS + 3];
-    const char *vals[PG_NDEFAULTS + 3];
+    const char *keys[PG_NDEFAULTS + 3 + PG_NTLSFILES];
+    const char *vals[PG_NDEFAULTS + 3 + PG_NTLSFILES];
     size_t n = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++, n++) {
         keys[n] = default_keys[i];
@@ -610,6 +636,10 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
      * defaults above (libpq keeps the last value of a repeated key). */
     keys[n] = "dbname";
     vals[n++] = cfg->conninfo;
+    for (size_t i = 0; i < cfg->nabs; i++, n++) {
+        keys[n] = cfg->abs_keys[i];
+        vals[n] = cfg->abs_vals[i];
+    }
     keys[n] = NULL;
     vals[n] = NULL;
 

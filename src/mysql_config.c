@@ -4,12 +4,14 @@
 #include "internal.h"
 #include "mysql_config.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <mysql.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 void dbpool__mysql_free_config(void *p) {
     my_cfg *c = p;
@@ -206,6 +208,30 @@ static int apply_key(my_cfg *c, const char *key, const char *v, dbpool_error *e)
                           key);
 }
 
+/* A relative TLS file path made absolute against the working directory at
+ * dbpool_open: Connector/C reads the file at each connect, and a program
+ * that changes directory afterwards (a daemon's chdir("/")) would have
+ * every later connect fail on a file that is still there. */
+static int absolute_path(char **path, const char *key, dbpool_error *e) {
+    if (!*path || (*path)[0] == '/')
+        return DBPOOL_OK;
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd))
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "mysql URL: %s is a relative path and the working directory cannot be read (%s): "
+            "give an absolute path",
+            key, strerror(errno));
+    size_t n = strlen(cwd) + 1 + strlen(*path) + 1;
+    char *abs = malloc(n);
+    if (!abs)
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
+    snprintf(abs, n, "%s/%s", cwd, *path);
+    free(*path);
+    *path = abs;
+    return DBPOOL_OK;
+}
+
 static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
     char *base = NULL;
     dbpool_kv *kv = NULL;
@@ -314,6 +340,9 @@ static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
                             "mysql URL: ssl-ca/ssl-cert/ssl-key given with ssl-mode=DISABLED");
         goto out;
     }
+    if ((rc = absolute_path(&c->ssl_ca, "ssl-ca", e)) || (rc = absolute_path(&c->ssl_cert, "ssl-cert", e)) ||
+        (rc = absolute_path(&c->ssl_key, "ssl-key", e)))
+        goto out;
     /* Certificates without a mode mean the user wants TLS: prefer it. */
     if (!c->ssl_mode_given && (c->ssl_ca || c->ssl_cert || c->ssl_key))
         c->ssl = SSL_PREFERRED;

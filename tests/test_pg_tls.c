@@ -494,6 +494,37 @@ static void test_trickled_handshake_bounded(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* A CA named by a path relative to the working directory at dbpool_open
+ * still works for connections opened after the program changed directory
+ * (as a daemon does), as an SQLite path does. */
+static void test_relative_ca_path_survives_chdir(void **state) {
+    (void)state;
+    char saved[4096], dir[4096];
+    assert_non_null(getcwd(saved, sizeof saved));
+    const char *slash = strrchr(ca, '/');
+    assert_non_null(slash);
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - ca), ca);
+    assert_int_equal(chdir(dir), 0);
+    char extra[1200];
+    snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s", slash + 1);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.max_retries = 0;
+    dbpool *p = open_ok(dbt_backend_url_with("pg", extra), &o);
+    assert_int_equal(chdir("/"), 0);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(p, -1, &c, &err);
+    assert_int_equal(chdir(saved), 0);
+    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
+    if (rc != DBPOOL_OK)
+        fail_msg("after chdir: %s: %s", dbpool_errname(rc), err.message);
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     (void)dbt_backend_url("pg");
     ca = getenv("DBPOOL_TEST_PG_SSL_CA");
@@ -511,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),
         cmocka_unit_test(test_trickled_handshake_bounded),
+        cmocka_unit_test(test_relative_ca_path_survives_chdir),
         cmocka_unit_test(test_encrypted_key_never_prompts),
         cmocka_unit_test(test_silent_peer_validation_bounded),
         cmocka_unit_test(test_tls_offer_taken_away),
