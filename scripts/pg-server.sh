@@ -16,7 +16,10 @@
 # With DBPOOL_TEST_TLS=1 at start, the server also takes TLS (ssl = on) with
 # a throw-away CA and certificate for localhost/127.0.0.1 made in DIR/pg-tls
 # (scripts/tls-certs.sh); pg.env then also names DBPOOL_TEST_PG_SSL_CA (that
-# CA) and DBPOOL_TEST_PG_SSL_OTHER_CA (an unrelated one). Restart keeps it.
+# CA), DBPOOL_TEST_PG_SSL_OTHER_CA (an unrelated one) and
+# DBPOOL_TEST_PG_CERT_URL (the role dbpool_cert, which logs in over TLS
+# with the client certificate DIR/pg-tls/client.crt, no password). Restart
+# keeps it.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -190,7 +193,13 @@ EOF
         fi
         tls_conf="ssl = on
 ssl_cert_file = '$TLSDIR/server.crt'
-ssl_key_file = '$TLSDIR/server.key'"
+ssl_key_file = '$TLSDIR/server.key'
+ssl_ca_file = '$TLSDIR/ca.crt'"
+        # One more role, dbpool_cert, that logs in with the client
+        # certificate (CN dbpool) instead of a password, over TLS only.
+        sed -i 's|^host    all       all   127.0.0.1/32   scram-sha-256$|hostssl all       dbpool_cert 127.0.0.1/32 cert map=dbpool_cert\n&|' \
+            "$DATA/pg_hba.conf"
+        echo "dbpool_cert dbpool dbpool_cert" >>"$DATA/pg_ident.conf"
     fi
 
     local attempt port
@@ -223,6 +232,7 @@ EOF
         -U postgres -d postgres >/dev/null <<EOF
 CREATE ROLE dbpool LOGIN PASSWORD '$user_pw';
 CREATE DATABASE dbpool_test OWNER dbpool;
+$([[ $TLS == 1 ]] && echo "CREATE ROLE dbpool_cert LOGIN;")
 EOF
 
     (
@@ -239,6 +249,7 @@ EOF
             cat >>"$ENVFILE" <<EOF
 export DBPOOL_TEST_PG_SSL_CA=$(printf %q "$TLSDIR/ca.crt")
 export DBPOOL_TEST_PG_SSL_OTHER_CA=$(printf %q "$TLSDIR/other-ca.crt")
+export DBPOOL_TEST_PG_CERT_URL=postgresql://dbpool_cert@127.0.0.1:$port/dbpool_test
 EOF
         fi
     )

@@ -548,6 +548,16 @@ static int classify_connect_error(const char *msg) {
         "SCRAM authentication",
         "\" is not permitted to log in",
         "permission denied for database",
+        /* cert authentication (pg_hba.conf's cert, clientcert=): no client
+         * certificate, or one the server's TLS layer refused. */
+        "connection requires a valid client certificate",
+        "alert unknown ca",
+        "alert bad certificate",
+        "alert unsupported certificate",
+        "alert certificate unknown",
+        "alert certificate revoked",
+        "alert certificate expired",
+        "alert certificate required",
     };
     for (size_t i = 0; i < sizeof auth / sizeof *auth; i++)
         if (strstr(msg, auth[i]))
@@ -665,6 +675,12 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                        "signed it, or use sslmode=require to encrypt without checking)";
             else if (cfg->no_key_prompt && strstr(msg, "bad decrypt"))
                 hint = " (an encrypted key: give its passphrase as sslpassword)";
+            else if (strstr(msg, "requires a valid client certificate"))
+                hint = " (give the client certificate and its key as sslcert and sslkey)";
+            else if (code == DBPOOL_EAUTH && strstr(msg, "SSL error: ") && strstr(msg, " alert "))
+                hint =
+                    " (the server refused the client certificate in sslcert: it must be signed by a CA the "
+                    "server trusts, for client use)";
             return dbpool__seterr(e, code, "%s%s", msg, hint);
         }
         /* The socket can change between polls (next host, SSL retry). */

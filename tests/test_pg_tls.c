@@ -133,7 +133,13 @@ static void test_pooled_tls_reused_validated_reset(void **state) {
  * with `want` in it, no password. Through a lazy pool's acquire, which is
  * where a retried error would keep the caller waiting.
  */
+static void expect_permanent_url(const char *url, int want_code, const char *want);
+
 static void expect_permanent(const char *extra, int want_code, const char *want) {
+    expect_permanent_url(url_with(extra), want_code, want);
+}
+
+static void expect_permanent_url(const char *url, int want_code, const char *want) {
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.lazy_connect = true;
@@ -141,7 +147,7 @@ static void expect_permanent(const char *extra, int want_code, const char *want)
     o.max_retries = 3;
     o.backoff_base_ms = 1000; /* a retry would show in the time taken */
     o.backoff_max_ms = 1000;
-    dbpool *p = open_ok(url_with(extra), &o);
+    dbpool *p = open_ok(url, &o);
     dbpool_conn *c = NULL;
     dbpool_error err;
     int64_t t0 = dbt_now_ms();
@@ -525,6 +531,46 @@ static void test_relative_ca_path_survives_chdir(void **state) {
     dbpool_close(p);
 }
 
+/* The role dbpool_cert logs in with the client certificate alone
+ * (pg_hba.conf's cert): with it, the session is that role's; without it,
+ * or with a certificate the server refuses, the login fails at once as an
+ * authentication error that says what to give. */
+static void test_client_certificate_login(void **state) {
+    (void)state;
+    const char *cert_url = getenv("DBPOOL_TEST_PG_CERT_URL");
+    char crt[1024], key[1024], srv_crt[1024], srv_key[1024];
+    if (!cert_url || !*cert_url || !next_to_ca("client.crt", crt, sizeof crt) ||
+        !next_to_ca("client.key", key, sizeof key)) {
+        fprintf(stderr,
+                "  skipped: no DBPOOL_TEST_PG_CERT_URL or client certificate (an older pg-server.sh)\n");
+        skip();
+    }
+    char url[4096];
+    snprintf(url, sizeof url,
+             "%s?sslmode=verify-full&sslrootcert=%s&sslcert=%s&sslkey=%s&sslpassword=dbpool-test-passphrase",
+             cert_url, ca, crt, key);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = open_ok(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    char v[64];
+    query_text(c, "SELECT current_user", v, sizeof v);
+    assert_string_equal(v, "dbpool_cert");
+    assert_true(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
+
+    snprintf(url, sizeof url, "%s?sslmode=verify-full&sslrootcert=%s", cert_url, ca);
+    expect_permanent_url(url, DBPOOL_EAUTH, "sslcert");
+    /* The server certificate as a client's: refused by the server's TLS. */
+    if (next_to_ca("server.crt", srv_crt, sizeof srv_crt) &&
+        next_to_ca("server.key", srv_key, sizeof srv_key)) {
+        snprintf(url, sizeof url, "%s?sslmode=verify-full&sslrootcert=%s&sslcert=%s&sslkey=%s", cert_url, ca,
+                 srv_crt, srv_key);
+        expect_permanent_url(url, DBPOOL_EAUTH, "sslcert");
+    }
+}
+
 int main(void) {
     (void)dbt_backend_url("pg");
     ca = getenv("DBPOOL_TEST_PG_SSL_CA");
@@ -543,6 +589,7 @@ int main(void) {
         cmocka_unit_test(test_stalled_handshake_bounded),
         cmocka_unit_test(test_trickled_handshake_bounded),
         cmocka_unit_test(test_relative_ca_path_survives_chdir),
+        cmocka_unit_test(test_client_certificate_login),
         cmocka_unit_test(test_encrypted_key_never_prompts),
         cmocka_unit_test(test_silent_peer_validation_bounded),
         cmocka_unit_test(test_tls_offer_taken_away),
