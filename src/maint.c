@@ -160,8 +160,11 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     /* Callers waiting count as full use: the cap is what holds them back.
      * Not while suspended: then they wait for dbpool_resume, and counting
      * them would grow the cap through a switchover, opening that many more
-     * connections at the resume. */
-    if (p->n_waiting > 0 && !p->suspended)
+     * connections at the resume. Nor while the circuit breaker is not
+     * closed: they wait on a database that is down (for a lease to come
+     * back), and a cap grown through the outage would open that many more
+     * connections once it is back. */
+    if (p->n_waiting > 0 && !p->suspended && p->breaker == DBPOOL_BREAKER_CLOSED)
         p->util_sum += 1.0 - (p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0);
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)

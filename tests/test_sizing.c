@@ -471,6 +471,63 @@ static void test_autoscale_ignores_waiters_while_suspended(void **state) {
     dbpool_close(p);
 }
 
+/* Callers waiting while the circuit breaker is open wait on a dead
+ * database (for a lease to come back), not for room under the cap:
+ * counting them as full use grew the cap towards max_size during the
+ * outage, and once the database was back the pool opened that many more
+ * connections. */
+static void autoscale_breaker(dbpool_options *o) {
+    autoscale_suspended(o);
+    o->suspend_fails_fast = true;
+    o->breaker_failures = 1;
+    o->breaker_cooldown_ms = 60000;
+    o->max_retries = 0;
+    o->max_connecting = 1;
+}
+
+static void test_autoscale_ignores_waiters_while_breaker_open(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_breaker);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap;
+    /* The database goes away: both callers queue behind one slow failing
+     * connect, which opens the breaker and fails the first of them; the
+     * second waits for the lease out. */
+    dbpool__mock_set_connect_delay_ms(100);
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    waiter_arg w[2] = {{p, -100, 0}, {p, -100, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, acquire_and_release, &w[i]), 0);
+    dbt_wait_for_waiters(p, 2, 2000);
+    int64_t until = dbt_now_ms() + 2000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(p, &s);
+    } while ((s.breaker != DBPOOL_BREAKER_OPEN || s.waiting != 1) && dbt_now_ms() < until);
+    dbpool_breaker_state breaker = s.breaker;
+    int waiting = s.waiting;
+    for (int i = 0; i < 3; i++) {
+        dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
+        dbpool__maint_pass(p);
+    }
+    dbpool_get_stats(p, &s);
+    int open_cap = s.cap;
+    dbpool_release(held);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    dbpool_close(p);
+    assert_int_equal(breaker, DBPOOL_BREAKER_OPEN);
+    assert_int_equal(waiting, 1);
+    assert_true((w[0].rc == DBPOOL_OK) != (w[1].rc == DBPOOL_OK)); /* one failed, one got the lease */
+    if (open_cap > cap)
+        fail_msg("a caller waiting behind an open circuit breaker grew the autoscale cap from %d to %d", cap,
+                 open_cap);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
@@ -485,6 +542,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
+        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
