@@ -176,8 +176,21 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     int floor_cap = p->opt.min_size > 1 ? p->opt.min_size : 1;
     if (util > p->opt.autoscale_high && p->cap < p->opt.max_size)
         p->cap = p->cap + step > p->opt.max_size ? p->opt.max_size : p->cap + step;
-    else if (util < p->opt.autoscale_low && p->cap > floor_cap)
-        p->cap = p->cap - step < floor_cap ? floor_cap : p->cap - step;
+    else if (util < p->opt.autoscale_low && p->cap > floor_cap) {
+        /* Not so far that the load just seen would be above the high mark
+         * at the new cap: the next interval would grow it back (at cap 2,
+         * a load of 0.9 connection is 45%, and 90% at cap 1), and the cap
+         * would go up and down every interval under a steady load,
+         * closing and opening a connection each time. */
+        int fits = (int)ceil(util * p->cap / p->opt.autoscale_high - 1e-9);
+        int lower = p->cap - step;
+        if (lower < fits)
+            lower = fits;
+        if (lower < floor_cap)
+            lower = floor_cap;
+        if (lower < p->cap)
+            p->cap = lower;
+    }
     p->util_sum = 0;
     p->util_samples = 0;
     p->last_scale_ns = now;

@@ -471,6 +471,47 @@ static void test_autoscale_ignores_waiters_while_suspended(void **state) {
     dbpool_close(p);
 }
 
+/* A steady load at the top of the smallest cap: one lease out 90% of the
+ * time. At cap 1 that is above autoscale_high, so the cap grows to 2; at
+ * cap 2 it is 45%, below autoscale_low, and the cap shrank back to 1,
+ * where the same load is above the high mark again: the cap went up and
+ * down every interval, closing and opening a connection each time. A
+ * shrink must not go so far that the load it saw would be above the high
+ * mark. The passes run here: 9 samples with the lease out, 1 without,
+ * then the decision. */
+static void autoscale_manual(dbpool_options *o) {
+    o->autoscale = true;
+    o->autoscale_interval_ms = 300;
+    o->maintenance_interval_ms = 24 * 3600 * 1000;
+}
+
+static void test_autoscale_steady_load_does_not_oscillate(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, autoscale_manual);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.cap, 1);
+    int caps[4];
+    for (int round = 0; round < 4; round++) {
+        dbpool_conn *c;
+        assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+        for (int i = 0; i < 9; i++)
+            dbpool__maint_pass(p); /* within the interval: samples only */
+        dbpool_release(c);
+        dbt_sleep_ms(320); /* past autoscale_interval_ms: the next pass decides */
+        dbpool__maint_pass(p);
+        dbpool_get_stats(p, &s);
+        caps[round] = s.cap;
+    }
+    dbpool_stats end;
+    dbpool_get_stats(p, &end);
+    dbpool_close(p);
+    if (caps[0] != 2 || caps[1] != 2 || caps[2] != 2 || caps[3] != 2)
+        fail_msg("under a steady 90%% load of one lease the cap went 1 -> %d -> %d -> %d -> %d", caps[0],
+                 caps[1], caps[2], caps[3]);
+    assert_int_equal(end.destroyed_by[DBPOOL_CLOSE_SHRINK], 0);
+}
+
 /* Callers waiting while the circuit breaker is open wait on a dead
  * database (for a lease to come back), not for room under the cap:
  * counting them as full use grew the cap towards max_size during the
@@ -542,6 +583,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
+        cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
