@@ -154,17 +154,21 @@ static void log_leaks(dbpool *p, const leak_report *r, int n) {
 /* Lock held. Utilisation-driven cap (opt.autoscale). */
 static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     *old_cap = p->cap;
-    if (!p->opt.autoscale)
+    /* No sample and no decision while suspended: nothing is handed out,
+     * so in use / cap falls to 0 whatever the demand, and the cap would
+     * shrink through a switchover (closing the idle connections above
+     * it), leaving the resumed pool less room than its load had; and the
+     * callers in line wait for dbpool_resume, not for room, so counting
+     * them would grow it instead. The first pass after the resume decides
+     * from the samples before. */
+    if (!p->opt.autoscale || p->suspended)
         return p->cap;
     p->util_sum += p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
     /* Callers waiting count as full use: the cap is what holds them back.
-     * Not while suspended: then they wait for dbpool_resume, and counting
-     * them would grow the cap through a switchover, opening that many more
-     * connections at the resume. Nor while the circuit breaker is not
-     * closed: they wait on a database that is down (for a lease to come
-     * back), and a cap grown through the outage would open that many more
-     * connections once it is back. */
-    if (p->n_waiting > 0 && !p->suspended && p->breaker == DBPOOL_BREAKER_CLOSED)
+     * Not while the circuit breaker is not closed: they wait on a database
+     * that is down (for a lease to come back), and a cap grown through the
+     * outage would open that many more connections once it is back. */
+    if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED)
         p->util_sum += 1.0 - (p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0);
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)

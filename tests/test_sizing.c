@@ -471,6 +471,43 @@ static void test_autoscale_ignores_waiters_while_suspended(void **state) {
     dbpool_close(p);
 }
 
+/* While the pool is suspended nothing is handed out, so in use / cap
+ * falls to 0 whatever the demand: the callers are in line for the resume.
+ * Autoscale took that for a quiet pool, shrank the cap step by step
+ * through a switchover and closed the idle connections above it, so the
+ * resumed pool had less room than the load it had before (5 -> 1 here),
+ * and got it back only one interval at a time. */
+static void test_autoscale_does_not_shrink_while_suspended(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_suspended);
+    dbpool_conn *held[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &held[i], NULL), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap; /* 4 of 5 in use: 80%, neither above the high mark nor below the low one */
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    for (int i = 0; i < 4; i++)
+        dbpool_release(held[i]); /* the work under way ends; new work waits */
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    for (int i = 0; i < 5; i++) {
+        dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
+        dbpool__maint_pass(p);
+    }
+    dbpool_stats suspended;
+    dbpool_get_stats(p, &suspended);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    pthread_join(t, NULL);
+    dbpool_close(p);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    if (suspended.cap < cap || suspended.destroyed_by[DBPOOL_CLOSE_SHRINK] != 0)
+        fail_msg("while suspended the autoscale cap went from %d to %d and %llu idle connections were closed",
+                 cap, suspended.cap, (unsigned long long)suspended.destroyed_by[DBPOOL_CLOSE_SHRINK]);
+}
+
 /* A steady load at the top of the smallest cap: one lease out 90% of the
  * time. At cap 1 that is above autoscale_high, so the cap grows to 2; at
  * cap 2 it is 45%, below autoscale_low, and the cap shrank back to 1,
@@ -582,6 +619,7 @@ int main(void) {
         cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
+        cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
