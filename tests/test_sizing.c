@@ -518,7 +518,7 @@ static void test_autoscale_does_not_shrink_while_suspended(void **state) {
  * then the decision. */
 static void autoscale_manual(dbpool_options *o) {
     o->autoscale = true;
-    o->autoscale_interval_ms = 300;
+    o->autoscale_interval_ms = 500;
     o->maintenance_interval_ms = 24 * 3600 * 1000;
 }
 
@@ -535,7 +535,7 @@ static void test_autoscale_steady_load_does_not_oscillate(void **state) {
         for (int i = 0; i < 9; i++)
             dbpool__maint_pass(p); /* within the interval: samples only */
         dbpool_release(c);
-        dbt_sleep_ms(320); /* past autoscale_interval_ms: the next pass decides */
+        dbt_sleep_ms(520); /* past autoscale_interval_ms: the next pass decides */
         dbpool__maint_pass(p);
         dbpool_get_stats(p, &s);
         caps[round] = s.cap;
