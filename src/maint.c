@@ -163,13 +163,14 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
      * from the samples before. */
     if (!p->opt.autoscale || p->suspended)
         return p->cap;
-    p->util_sum += p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
+    double used = p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
     /* Callers waiting count as full use: the cap is what holds them back.
      * Not while the circuit breaker is not closed: they wait on a database
      * that is down (for a lease to come back), and a cap grown through the
      * outage would open that many more connections once it is back. */
-    if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED)
-        p->util_sum += 1.0 - (p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0);
+    if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED && used < 1.0)
+        used = 1.0;
+    p->util_sum += used;
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)
         return p->cap;
@@ -178,7 +179,10 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
     if (step < 1)
         step = 1;
     int floor_cap = p->opt.min_size > 1 ? p->opt.min_size : 1;
-    if (util > p->opt.autoscale_high && p->cap < p->opt.max_size)
+    /* Above the high mark; with a mark of 1, which utilisation does not
+     * pass, full at every sample of the interval (or it would never grow). */
+    bool grow = util > p->opt.autoscale_high || (p->opt.autoscale_high >= 1.0 && util >= 1.0);
+    if (grow && p->cap < p->opt.max_size)
         p->cap = p->cap + step > p->opt.max_size ? p->opt.max_size : p->cap + step;
     else if (util < p->opt.autoscale_low && p->cap > floor_cap) {
         /* Not so far that the load just seen would be above the high mark

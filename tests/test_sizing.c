@@ -508,6 +508,43 @@ static void test_autoscale_does_not_shrink_while_suspended(void **state) {
                  cap, suspended.cap, (unsigned long long)suspended.destroyed_by[DBPOOL_CLOSE_SHRINK]);
 }
 
+/* autoscale_high may be 1 (the documented range is low < x <= 1): grow
+ * only when the pool was full the whole interval. But utilisation never
+ * goes above 1 (callers waiting count as 1), and the cap grew only above
+ * the mark, so with 1 it never grew: every place in use and a caller in
+ * line at every sample, and the cap stayed where it started. */
+static void autoscale_high_one(dbpool_options *o) {
+    autoscale_suspended(o);
+    o->autoscale_high = 1.0;
+}
+
+static void test_autoscale_high_one_grows_when_full(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_high_one);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap;
+    dbpool_conn *held[5];
+    for (int i = 0; i < cap; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &held[i], NULL), DBPOOL_OK);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    dbt_sleep_ms(3);       /* past autoscale_interval_ms: the pass decides */
+    dbpool__maint_pass(p); /* a larger cap opens a connection for the waiter */
+    dbpool_get_stats(p, &s);
+    int grown = s.cap;
+    for (int i = 0; i < cap; i++)
+        dbpool_release(held[i]); /* the waiter is served either way */
+    pthread_join(t, NULL);
+    dbpool_close(p);
+    assert_int_equal(cap, 5);
+    if (grown <= cap)
+        fail_msg("with autoscale_high 1 a full pool with a caller in line kept its cap at %d", grown);
+    assert_int_equal(w.rc, DBPOOL_OK);
+}
+
 /* A steady load at the top of the smallest cap: one lease out 90% of the
  * time. At cap 1 that is above autoscale_high, so the cap grows to 2; at
  * cap 2 it is 45%, below autoscale_low, and the cap shrank back to 1,
@@ -620,6 +657,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, setup),
+        cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
