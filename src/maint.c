@@ -159,10 +159,15 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
      * shrink through a switchover (closing the idle connections above
      * it), leaving the resumed pool less room than its load had; and the
      * callers in line wait for dbpool_resume, not for room, so counting
-     * them would grow it instead. The first pass after the resume decides
-     * from the samples before. */
-    if (!p->opt.autoscale || p->suspended)
+     * them would grow it instead. The interval starts again at the
+     * resume: the first pass after it would otherwise decide from what it
+     * sees at that instant, before the load is back. */
+    if (!p->opt.autoscale)
         return p->cap;
+    if (p->suspended) {
+        p->last_scale_ns = now;
+        return p->cap;
+    }
     double used = p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
     /* Callers waiting count as full use: the cap is what holds them back.
      * Not while the circuit breaker is not closed: they wait on a database

@@ -508,6 +508,40 @@ static void test_autoscale_does_not_shrink_while_suspended(void **state) {
                  cap, suspended.cap, (unsigned long long)suspended.destroyed_by[DBPOOL_CLOSE_SHRINK]);
 }
 
+/* After a suspension longer than autoscale_interval_ms, the first pass
+ * after the resume decided at once, from what it saw at that instant
+ * (nothing in use yet: the callers told to come back later had not), and
+ * shrank the cap. The interval starts again at the resume. */
+static void autoscale_slow_manual(dbpool_options *o) {
+    autoscale_suspended(o);
+    o->autoscale_interval_ms = 300;
+}
+
+static void test_autoscale_waits_an_interval_after_resume(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_slow_manual);
+    dbpool_conn *held[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &held[i], NULL), DBPOOL_OK);
+    dbt_sleep_ms(320);
+    dbpool__maint_pass(p); /* decides: 80%, the cap stays */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap;
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    for (int i = 0; i < 4; i++)
+        dbpool_release(held[i]);
+    dbt_sleep_ms(320);
+    dbpool__maint_pass(p); /* suspended: no sample */
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    dbpool__maint_pass(p); /* the instant after the resume */
+    dbpool_get_stats(p, &s);
+    dbpool_close(p);
+    assert_int_equal(cap, 5);
+    if (s.cap != cap)
+        fail_msg("the first pass after a resume moved the autoscale cap from %d to %d", cap, s.cap);
+}
+
 /* autoscale_high may be 1 (the documented range is low < x <= 1): grow
  * only when the pool was full the whole interval. But utilisation never
  * goes above 1 (callers waiting count as 1), and the cap grew only above
@@ -657,6 +691,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, setup),
+        cmocka_unit_test_setup(test_autoscale_waits_an_interval_after_resume, setup),
         cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
