@@ -168,18 +168,21 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
         p->last_scale_ns = now;
         return p->cap;
     }
-    double used = p->cap > 0 ? (double)dbpool__callers_leased_locked(p) / p->cap : 0.0;
+    /* The load in connections, read against the cap in force when the
+     * interval ends: a dbpool_resize may have moved the cap since, and
+     * shares of the old cap would be read against the new one. */
+    int used = dbpool__callers_leased_locked(p);
     /* Callers waiting count as full use: the cap is what holds them back.
      * Not while the circuit breaker is not closed: they wait on a database
      * that is down (for a lease to come back), and a cap grown through the
      * outage would open that many more connections once it is back. */
-    if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED && used < 1.0)
-        used = 1.0;
+    if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED && used < p->cap)
+        used = p->cap;
     p->util_sum += used;
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)
         return p->cap;
-    double util = p->util_samples ? p->util_sum / p->util_samples : 0.0;
+    double util = p->util_samples && p->cap > 0 ? p->util_sum / p->util_samples / p->cap : 0.0;
     int step = (int)ceil(p->cap * p->opt.autoscale_step);
     if (step < 1)
         step = 1;

@@ -196,7 +196,8 @@ struct dbpool {
      * so that it never comes before the report it answers. Taken before
      * the pool's lock, never while holding it. */
     pthread_mutex_t leak_log_lock;
-    double util_sum; /* autoscale: utilisation samples since the last decision */
+    double util_sum; /* autoscale: connections in use (or the cap, callers waiting), summed over the
+                        samples since the last decision */
     int util_samples;
     int64_t last_scale_ns;
 };

@@ -542,6 +542,35 @@ static void test_autoscale_waits_an_interval_after_resume(void **state) {
         fail_msg("the first pass after a resume moved the autoscale cap from %d to %d", cap, s.cap);
 }
 
+/* The samples of an interval were shares of the cap at the time they were
+ * taken, averaged and then read against the cap at the decision. After a
+ * dbpool_resize moved the cap, that mixed two scales: two leases out, 40%
+ * of cap 5 before a resize to max 3 and 67% of cap 3 after, averaged to
+ * 48%, below the low mark, and the cap shrank to 2, where the same two
+ * leases are 100%. The load seen is now averaged in connections and read
+ * against the cap in force. */
+static void test_autoscale_after_resize_reads_load_against_new_cap(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_slow_manual);
+    dbpool_conn *held[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &held[i], NULL), DBPOOL_OK);
+    for (int i = 0; i < 5; i++)
+        dbpool__maint_pass(p); /* within the interval: samples only, 2 of cap 5 */
+    dbpool_error e;
+    assert_int_equal(dbpool_resize(p, 0, 3, &e), DBPOOL_OK);
+    dbpool__maint_pass(p); /* 2 of cap 3 */
+    dbt_sleep_ms(320);
+    dbpool__maint_pass(p); /* decides */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    for (int i = 0; i < 2; i++)
+        dbpool_release(held[i]);
+    dbpool_close(p);
+    if (s.cap != 3)
+        fail_msg("with two leases out the autoscale cap went from 3 (after the resize) to %d", s.cap);
+}
+
 /* autoscale_high may be 1 (the documented range is low < x <= 1): grow
  * only when the pool was full the whole interval. But utilisation never
  * goes above 1 (callers waiting count as 1), and the cap grew only above
@@ -692,6 +721,7 @@ int main(void) {
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, setup),
         cmocka_unit_test_setup(test_autoscale_waits_an_interval_after_resume, setup),
+        cmocka_unit_test_setup(test_autoscale_after_resize_reads_load_against_new_cap, setup),
         cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
