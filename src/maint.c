@@ -172,12 +172,16 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
      * interval ends: a dbpool_resize may have moved the cap since, and
      * shares of the old cap would be read against the new one. */
     int used = dbpool__callers_leased_locked(p);
-    /* Callers waiting count as full use: the cap is what holds them back.
-     * Not while the circuit breaker is not closed: they wait on a database
-     * that is down (for a lease to come back), and a cap grown through the
-     * outage would open that many more connections once it is back. */
+    /* Callers waiting are demand: in a pool at its cap they count as full
+     * use (the cap is what holds them back); with room under the cap they
+     * wait for connects under way (a slow database), which a larger cap
+     * would not speed up, and count one each. Not while the circuit
+     * breaker is not closed: they wait on a database that is down (for a
+     * lease to come back), and a cap grown through the outage would open
+     * that many more connections once it is back. */
     if (p->n_waiting > 0 && p->breaker == DBPOOL_BREAKER_CLOSED && used < p->cap)
-        used = p->cap;
+        used =
+            dbpool__total_locked(p) >= p->cap || used + p->n_waiting > p->cap ? p->cap : used + p->n_waiting;
     p->util_sum += used;
     p->util_samples++;
     if (now - p->last_scale_ns < p->opt.autoscale_interval_ms * DBPOOL_NS_PER_MS)

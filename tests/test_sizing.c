@@ -706,6 +706,49 @@ static void test_autoscale_ignores_waiters_while_breaker_open(void **state) {
                  open_cap);
 }
 
+static void autoscale_slow_connects(dbpool_options *o) {
+    autoscale_suspended(o);
+    o->breaker_failures = 0; /* no breaker: callers wait on the connects */
+    o->max_connecting = 2;
+}
+
+/* Callers waiting while the pool has room under its cap wait for connects
+ * under way (a slow database), not for the cap: they count as the demand
+ * they are, not as a full pool, else the cap grew to max_size behind
+ * slow connects (5 -> 10 here) with one lease out. */
+static void test_autoscale_waiters_under_the_cap_are_demand_not_full(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 10, autoscale_slow_connects);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    int cap = s.cap;
+    dbpool__mock_set_connect_delay_ms(1500);
+    waiter_arg w[2] = {{p, -100, 0}, {p, -100, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, acquire_and_release, &w[i]), 0);
+    dbt_wait_for_waiters(p, 2, 2000);
+    for (int i = 0; i < 4; i++) {
+        dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
+        dbpool__maint_pass(p);
+    }
+    dbpool_get_stats(p, &s);
+    int slow_cap = s.cap, total = s.total;
+    dbpool__mock_set_connect_delay_ms(0);
+    dbpool_release(held);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    dbpool_close(p);
+    assert_true(total < cap); /* room under the cap: the connects were what they waited for */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(w[i].rc, DBPOOL_OK);
+    if (slow_cap > cap)
+        fail_msg("callers waiting on slow connects with room under the cap grew it from %d to %d", cap,
+                 slow_cap);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
@@ -726,6 +769,7 @@ int main(void) {
         cmocka_unit_test_setup(test_autoscale, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
+        cmocka_unit_test_setup(test_autoscale_waiters_under_the_cap_are_demand_not_full, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
