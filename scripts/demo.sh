@@ -9,9 +9,18 @@ cmake --build build/release -j"$(nproc)" --target dbpool_cli >/dev/null
 # The report goes to out/demo.json unless the arguments name another file
 # (the last --output wins, as in dbpool demo).
 out=out/demo.json
+# With --help (or -h) before any --, dbpool demo prints its help and
+# writes no report.
 given=
 prev=
+help=
+options=1
 for arg in "$@"; do
+  if [ "$arg" = -- ]; then
+    options=
+  elif [ -n "$options" ] && { [ "$arg" = --help ] || [ "$arg" = -h ]; }; then
+    help=1
+  fi
   if [ "$prev" = --output ]; then
     given=$arg
   fi
@@ -20,6 +29,9 @@ for arg in "$@"; do
   esac
   prev=$arg
 done
+if [ -n "$help" ]; then
+  exec build/release/dbpool demo "$@"
+fi
 if [ -z "$given" ]; then
   mkdir -p out
   build/release/dbpool demo --input data/sample_input.txt --output "$out" "$@"

@@ -3,7 +3,7 @@
 # `dbpool demo`, and its last line names the report it wrote. With an
 # --output of the caller's, that line must name the caller's file, not
 # out/demo.json (which it did not write, and which may hold an older
-# report).
+# report). With --help it prints the help and claims no report.
 #
 # The script runs in a scratch copy of the tree, with stand-ins for what it
 # installs and builds (scripts/install-deps.sh, cmake) and the command
@@ -51,4 +51,13 @@ for form in separate joined; do
     fail "--output ($form): the last line names another file: $(tail -n 1 <<<"$err")"
   [ ! -e "$tree/out/demo.json" ] || fail "--output ($form): out/demo.json was written too"
 done
-echo "demo.sh names the report it wrote"
+
+# --help: the command's help, and no claim of a report (none is written).
+rm -rf "$tree/out"
+for flag in --help -h; do
+  out=$("$tree/scripts/demo.sh" "$flag" 2>"$tmp/err") || fail "demo.sh $flag failed: $(cat "$tmp/err")"
+  grep -q '^Usage: dbpool demo' <<<"$out" || fail "demo.sh $flag printed no help: $out"
+  ! grep -q 'wrote' "$tmp/err" || fail "demo.sh $flag claims a report: $(cat "$tmp/err")"
+  [ ! -e "$tree/out/demo.json" ] || fail "demo.sh $flag wrote out/demo.json"
+done
+echo "demo.sh names the report it wrote, and claims none for --help"
