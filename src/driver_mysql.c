@@ -754,9 +754,19 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
                                 "mysql: connecting to %s failed: no answer within connect_timeout=%us (%s)",
                                 target, c->connect_timeout, mysql_error(m));
         } else {
+            /* Connector/C's words for nothing listening there ("Can't
+             * connect to server on '127.0.0.1' (115)", the errno of its
+             * non-blocking connect, not the refusal) say neither the port
+             * nor what to check: say it, as libpq does (a TLS failure
+             * keeps tls_hint's advice). */
+            const char *hint = tls_hint(c, n, mysql_error(m));
+            if (!*hint && (n == MY_CR_CONN_HOST_ERROR || n == MY_CR_CONNECTION_ERROR))
+                hint = c->socket || !h->host
+                           ? "; is the server running, and is that the path of its socket?"
+                           : "; is a MySQL/MariaDB server running on that host and port, accepting TCP "
+                             "connections?";
             rc = dbpool__seterr(e, connect_error_code(n, mysql_error(m)),
-                                "mysql: connecting to %s failed: %s%s", target, mysql_error(m),
-                                tls_hint(c, n, mysql_error(m)));
+                                "mysql: connecting to %s failed: %s%s", target, mysql_error(m), hint);
         }
         fill_native(e, n, mysql_sqlstate(m));
         close_conn(mc);

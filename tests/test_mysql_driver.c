@@ -293,6 +293,33 @@ static void test_failover_host_list(void **state) {
     dbpool_close(p);
 }
 
+/* A port where nothing listens, the newcomer's first mistake (the server is
+ * not started, or the port is PostgreSQL's): the message names the host
+ * and port and says what to check. Connector/C alone said "Can't connect to
+ * server on '127.0.0.1' (115)", an errno that is not the refusal's. The
+ * same for a unix socket that is not there. */
+static void test_nothing_listening_says_what_to_check(void **state) {
+    (void)state;
+    int port = dbt_free_port();
+    char url[256], where[64];
+    snprintf(url, sizeof url, "mysql://u:pw@127.0.0.1:%d/db", port);
+    snprintf(where, sizeof where, "127.0.0.1:%d", port);
+    dbpool_options o;
+    pool_options(&o, 1, DBPOOL_VALIDATE_NEVER);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, url, &o, &err), DBPOOL_ECONNECT);
+    assert_null(p);
+    if (!strstr(err.message, where) || !strstr(err.message, "server running on that host and port"))
+        fail_msg("refused connect: %s", err.message);
+
+    assert_int_equal(dbpool_open(&p, "mysql://u:pw@localhost/db?socket=/nonexistent/mysqld.sock", &o, &err),
+                     DBPOOL_ECONNECT);
+    if (!strstr(err.message, "/nonexistent/mysqld.sock") || !strstr(err.message, "path of its socket"))
+        fail_msg("missing socket: %s", err.message);
+}
+
 static void test_unix_socket(void **state) {
     (void)state;
     const char *sock = getenv("DBPOOL_TEST_MYSQL_SOCKET");
@@ -1629,6 +1656,7 @@ int main(void) {
         cmocka_unit_test(test_percent_encoded_password),
         cmocka_unit_test(test_unknown_database_not_found),
         cmocka_unit_test(test_failover_host_list),
+        cmocka_unit_test(test_nothing_listening_says_what_to_check),
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_text_result),
