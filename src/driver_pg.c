@@ -1026,8 +1026,12 @@ static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n,
     if (count != n)
         return dbpool__seterr(e, DBPOOL_EINVAL,
                               "the statement has %zu ? placeholders (outside quotes and comments) "
-                              "but %zu parameters were given",
-                              count, n);
+                              "but %zu parameters were given%s",
+                              count, n,
+                              dbpool__pg_has_positional(sql)
+                                  ? ": write ? for each parameter, not $1, $2, ... (dbpool numbers them "
+                                    "for PostgreSQL, and takes ? on every backend)"
+                                  : "");
 
     /* One allocation: rewritten SQL, value pointers, types, then the text
      * of every parameter, each NUL-terminated as libpq wants it. */

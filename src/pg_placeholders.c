@@ -9,7 +9,17 @@
 #include <stdio.h>
 #include <string.h>
 
-size_t dbpool__pg_number_placeholders(const char *sql, char *out) { return dbpool__pg_scan(sql, out, NULL); }
+static size_t scan(const char *sql, char *out, bool *several, bool *positional);
+
+size_t dbpool__pg_number_placeholders(const char *sql, char *out) { return scan(sql, out, NULL, NULL); }
+
+size_t dbpool__pg_scan(const char *sql, char *out, bool *several) { return scan(sql, out, several, NULL); }
+
+bool dbpool__pg_has_positional(const char *sql) {
+    bool positional = false;
+    scan(sql, NULL, NULL, &positional);
+    return positional;
+}
 
 /* Append n bytes of s to out (when there is an out). */
 static void emit(char *out, size_t *o, const char *s, size_t n) {
@@ -22,13 +32,16 @@ static void emit(char *out, size_t *o, const char *s, size_t n) {
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
  * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
- * bytes ("$65535" for "?").
+ * bytes ("$65535" for "?"). *positional (when given) says whether a $1,
+ * $2, ... stands there too.
  */
-size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
+static size_t scan(const char *sql, char *out, bool *several, bool *positional) {
     size_t count = 0, o = 0;
     bool after_semicolon = false;
     if (several)
         *several = false;
+    if (positional)
+        *positional = false;
     const char *s = sql;
     while (*s) {
         unsigned char ch = (unsigned char)*s;
@@ -46,6 +59,8 @@ size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
                 s++;
         } else if (ch == '$') { /* $1: a positional parameter */
             s++;
+            if (positional && isdigit((unsigned char)*s))
+                *positional = true;
             while (*s && isdigit((unsigned char)*s))
                 s++;
         } else if (ch == '?') {

@@ -24,4 +24,8 @@ size_t dbpool__pg_number_placeholders(const char *sql, char *out);
  * `;` and comments after it. */
 size_t dbpool__pg_scan(const char *sql, char *out, bool *several);
 
+/* Whether sql holds a PostgreSQL positional parameter ($1, $2, ...)
+ * outside quotes and comments: written where dbpool wants `?`. */
+bool dbpool__pg_has_positional(const char *sql);
+
 #endif

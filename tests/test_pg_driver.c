@@ -319,6 +319,13 @@ static void test_placeholders_outside_quotes(void **state) {
     dbpool_error err;
     assert_int_equal(dbpool_exec(c, "SELECT ?, '?'", abc, 2, NULL, &err), DBPOOL_EINVAL);
     assert_non_null(strstr(err.message, "placeholder"));
+    /* PostgreSQL's own $1 where dbpool wants ?: the message says so. */
+    assert_int_equal(dbpool_exec(c, "SELECT $1::text", abc, 1, NULL, &err), DBPOOL_EINVAL);
+    if (!strstr(err.message, "write ? for each parameter, not $1"))
+        fail_msg("$1 written: %s", err.message);
+    /* A plain miscount carries no such advice. */
+    assert_int_equal(dbpool_exec(c, "SELECT ?, '$1'", abc, 2, NULL, &err), DBPOOL_EINVAL);
+    assert_null(strstr(err.message, "not $1"));
     /* And the lease is still fine. */
     assert_int_equal(query_int(c, "SELECT ?::int + 1", (dbpool_param[]){dbpool_param_int64(41)}, 1), 42);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);

@@ -67,6 +67,28 @@ static void test_several_statements(void **state) {
     several("SELECT 1;SELECT ?", true);
 }
 
+/* $1, $2, ... where dbpool wants `?` (a PostgreSQL habit), for the error's
+ * advice: found only where the server would read a parameter. */
+static void positional(const char *sql, bool expect) {
+    if (dbpool__pg_has_positional(sql) != expect)
+        fail_msg("'%s': %s expected", sql, expect ? "a $n parameter" : "no $n parameter");
+}
+
+static void test_positional_parameters(void **state) {
+    (void)state;
+    positional("INSERT INTO t VALUES ($1, $2)", true);
+    positional("SELECT $12", true);
+    positional("SELECT ?", false);
+    positional("SELECT '$1', ?", false);
+    positional("SELECT \"$1\" FROM t", false);
+    positional("SELECT $$ $1 $$", false);
+    positional("SELECT $a$ $1 $a$", false);
+    positional("SELECT 1 -- $1\n", false);
+    positional("SELECT /* $1 */ 1", false);
+    positional("SELECT a$1 FROM t", false); /* part of an identifier */
+    positional("", false);
+}
+
 static void test_unterminated_input_is_safe(void **state) {
     (void)state;
     /* The scanner must stop at the end, whatever is left open. */
@@ -83,6 +105,7 @@ int main(void) {
         cmocka_unit_test(test_quoted_places_untouched),
         cmocka_unit_test(test_unterminated_input_is_safe),
         cmocka_unit_test(test_several_statements),
+        cmocka_unit_test(test_positional_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
