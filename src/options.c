@@ -256,6 +256,16 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
         if (!(cond))                                                                                         \
             return dbpool__seterr(e, DBPOOL_EINVAL, __VA_ARGS__);                                            \
     } while (0)
+    /* A struct set up as `dbpool_options o = {0};` (or memset) and given
+     * a size: every field the caller did not set is 0, and the first one
+     * named below would be a field the caller never touched. Say what
+     * happened instead. No caller means all of these to be 0: each is
+     * invalid on its own. */
+    REQUIRE(o->acquire_timeout_ms != 0 || o->connect_timeout_ms != 0 || o->validation_timeout_ms != 0 ||
+                o->max_connecting != 0 || o->breaker_cooldown_ms != 0,
+            "the options were not filled by dbpool_options_init(): acquire_timeout_ms, connect_timeout_ms, "
+            "validation_timeout_ms, max_connecting and breaker_cooldown_ms are all 0; call "
+            "dbpool_options_init(&o) first and then set the fields you want (or pass NULL for the defaults)");
     REQUIRE(o->max_size >= 1, "max_size must be at least 1 (got %d): a pool needs room for one connection",
             o->max_size);
     REQUIRE(o->max_size <= 1000000, "max_size must be at most 1000000 (got %d), as pool_max in the URL",

@@ -109,6 +109,34 @@ static void test_each_violation_named(void **state) {
     }
 }
 
+/* The classic first mistake: `dbpool_options o = {0};` (no
+ * dbpool_options_init) and a size set. The error said "acquire_timeout_ms
+ * must be greater than 0 (got 0)", naming a field the caller never set;
+ * it says what was missed. */
+static void test_uninitialised_options_named(void **state) {
+    (void)state;
+    for (int max = 0; max <= 4; max += 4) {
+        dbpool_options o;
+        memset(&o, 0, sizeof o);
+        o.max_size = max;
+        dbpool *p = (dbpool *)0x1;
+        dbpool_error e;
+        assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+        assert_null(p);
+        if (!strstr(e.message, "dbpool_options_init(&o) first"))
+            fail_msg("max_size %d: %s", max, e.message);
+    }
+    /* One field at 0 is still that field's own error. */
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.acquire_timeout_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_EINVAL);
+    if (strstr(e.message, "dbpool_options_init") || !strstr(e.message, "acquire_timeout_ms"))
+        fail_msg("acquire_timeout_ms 0 alone: %s", e.message);
+}
+
 /* The bound on a microseconds field is given in its own unit: 4611686018427
  * microseconds are about 53 days (the message said 146 years, the figure
  * for milliseconds). */
@@ -465,6 +493,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_each_violation_named),
+        cmocka_unit_test(test_uninitialised_options_named),
         cmocka_unit_test(test_microseconds_bound_in_its_unit),
         cmocka_unit_test(test_leak_reclaim_errors_say_what_is_wrong),
         cmocka_unit_test(test_maintenance_off_names_what_needs_it),
