@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define CMD "check"
 
@@ -220,10 +221,18 @@ int cli_check_main(int argc, char **argv) {
                 path = decoded;
                 path_len = strlen(decoded);
             }
+            /* A relative path is looked for in the working directory,
+             * which a check run by a service or cron is not the user's:
+             * say which (the library makes it absolute the same way). */
+            char cwd[4096], where[300] = "";
+            if (path_len > 0 && path[0] != '/' && getcwd(cwd, sizeof cwd))
+                snprintf(where, sizeof where,
+                         " (a relative path: looked for in the working directory %.200s)", cwd);
             snprintf(h.error.message, sizeof h.error.message,
-                     "SQLite database '%.*s' does not exist: check the path in the URL (dbpool check "
+                     "SQLite database '%.*s'%s does not exist: check the path in the URL (dbpool check "
                      "does not create databases; add ?mode=rwc to the URL to allow it)",
-                     (int)(path_len > 300 ? 300 : path_len), path);
+                     (int)(path_len > (where[0] ? 200 : 300) ? (where[0] ? 200 : 300) : path_len), path,
+                     where);
             free(decoded);
         }
     } else {

@@ -716,6 +716,24 @@ static void test_check_does_not_create_sqlite_file(void **state) {
         dbt_run_free(&r);
     }
 
+    /* A relative path names the working directory it was looked for in
+     * (a check run by a service is not run where its user stands). */
+    {
+        char cwd[600];
+        assert_non_null(getcwd(cwd, sizeof cwd));
+        const char *rel = "dbpool_check_no_such_file.db";
+        dbt_run r = dbt_run_cli((const char *[]){"check", "sqlite:dbpool_check_no_such_file.db", NULL});
+        assert_int_equal(r.status, 1);
+        json_t *doc = dbt_json_parse(r.out);
+        assert_string_equal(get_str(doc, "error_code"), "DBPOOL_ENOTFOUND");
+        const char *msg = get_str(doc, "error");
+        if (!strstr(msg, rel) || !strstr(msg, "working directory") || !strstr(msg, cwd))
+            fail_msg("relative path, run in %s: %s", cwd, msg);
+        json_decref(doc);
+        dbt_run_free(&r);
+        assert_false(exists(rel));
+    }
+
     /* A URL that asks for creation is obeyed; so are the other settings. */
     const char *creating[] = {"?mode=rwc", "?create_if_missing=true"};
     for (size_t i = 0; i < sizeof creating / sizeof creating[0]; i++) {
