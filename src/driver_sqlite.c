@@ -261,7 +261,9 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
         } else if (strcmp(k, "busy_timeout") == 0) {
             if (!dbpool__parse_i64(v, 0, INT_MAX, &num))
                 rc = dbpool__seterr(e, DBPOOL_EINVAL,
-                                    "SQLite key busy_timeout: '%.32s' is not a number of milliseconds", v);
+                                    "SQLite key busy_timeout: '%.32s' is not a number of milliseconds from 0 "
+                                    "to 2147483647",
+                                    v);
             c->busy_timeout_ms = num;
         } else if (strcmp(k, "foreign_keys") == 0) {
             if (!dbpool__parse_bool(v, &b))

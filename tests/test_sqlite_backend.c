@@ -823,6 +823,23 @@ static void test_failed_attach_keeps_connection(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A busy_timeout out of range says the range it must be in (it said only
+ * "is not a number of milliseconds", of -5 and of 99999999999 alike). */
+static void test_busy_timeout_range_named(void **state) {
+    (void)state;
+    const char *urls[] = {"sqlite::memory:?busy_timeout=-5", "sqlite::memory:?busy_timeout=99999999999",
+                          "sqlite::memory:?busy_timeout=soon"};
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        dbpool *p = NULL;
+        dbpool_error e;
+        int rc = dbpool_open(&p, urls[i], NULL, &e);
+        if (rc != DBPOOL_EINVAL || !strstr(e.message, "busy_timeout") ||
+            !strstr(e.message, "from 0 to 2147483647"))
+            fail_msg("%s: %s: %s", urls[i], dbpool_errname(rc), e.message);
+        assert_null(p);
+    }
+}
+
 /* Keys that cannot take effect are refused, not ignored; key order does
  * not matter; paths are paths. */
 static void test_keys_that_cannot_apply(void **state) {
@@ -962,6 +979,7 @@ int main(void) {
         cmocka_unit_test(test_replaced_file_noticed),
         cmocka_unit_test(test_moved_file_write_closes_connection),
         cmocka_unit_test(test_failed_attach_keeps_connection),
+        cmocka_unit_test(test_busy_timeout_range_named),
         cmocka_unit_test(test_keys_that_cannot_apply),
         cmocka_unit_test(test_deleted_file_not_found),
         cmocka_unit_test(test_relative_path_fixed_at_open),
