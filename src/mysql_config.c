@@ -121,8 +121,9 @@ static int parse_host(const char *s, size_t n, my_host *h, dbpool_error *e) {
 static int parse_seconds(const char *key, const char *v, unsigned *out, dbpool_error *e) {
     int64_t n;
     if (!dbpool__parse_i64(v, 1, 31536000, &n))
-        return dbpool__seterr(e, DBPOOL_EINVAL,
-                              "mysql URL: bad value '%.64s' for %s (want whole seconds, 1 or more)", v, key);
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "mysql URL: bad value '%.64s' for %s (want whole seconds from 1 to 31536000, a year)", v, key);
     *out = (unsigned)n;
     return DBPOOL_OK;
 }

@@ -156,6 +156,22 @@ static void test_bad_values_rejected(void **state) {
     }
 }
 
+/* A timeout key out of range says the range: one over a year was told
+ * "want whole seconds, 1 or more", which it was. */
+static void test_timeout_range_named(void **state) {
+    (void)state;
+    static const char *const bad[] = {"connect_timeout=31536001", "read_timeout=0", "write_timeout=-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "mysql://user:secretpw@127.0.0.1/db?%s", bad[i]);
+        dbpool *p = NULL;
+        dbpool_error err;
+        int rc = dbpool_open(&p, url, NULL, &err);
+        if (rc != DBPOOL_EINVAL || !strstr(err.message, "from 1 to 31536000"))
+            fail_msg("%s: %s: %s", bad[i], dbpool_errname(rc), err.message);
+    }
+}
+
 /* A charset Connector/C does not know, or one no client may use (UTF-16):
  * refused by dbpool_open as the URL's mistake, not retried as a failed
  * connect on every attempt. */
@@ -1651,6 +1667,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_bad_ssl_mode_rejected),
         cmocka_unit_test(test_bad_values_rejected),
+        cmocka_unit_test(test_timeout_range_named),
         cmocka_unit_test(test_bad_charset_rejected),
         cmocka_unit_test(test_ipv6_host_parses),
         cmocka_unit_test(test_percent_encoded_password),
