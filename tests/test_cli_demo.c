@@ -899,6 +899,39 @@ static void test_help_and_version_unwritable_stdout(void **state) {
     }
 }
 
+/* The ranges demo --help gives are the ones it takes: the help said
+ * "N >= 1" for --pool-size and "N >= 0" for --retries, and 100001 or 1001
+ * were refused as the command line's mistake. */
+static void test_demo_help_ranges_hold(void **state) {
+    (void)state;
+    dbt_run h = dbt_run_cli((const char *[]){"demo", "--help", NULL});
+    assert_int_equal(h.status, 0);
+    static const struct {
+        const char *opt, *range, *top, *past;
+    } cases[] = {{"--pool-size", "1..100000", "100000", "100001"}, {"--retries", "0..1000", "1000", "1001"}};
+    char dir[600], out[700];
+    fresh_dir("help_ranges", dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/report.json", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *line = strstr(h.out, cases[i].opt);
+        assert_non_null(line);
+        const char *end = strchr(line, '\n');
+        if (!end || !strstr(line, cases[i].range) || strstr(line, cases[i].range) > end)
+            fail_msg("demo --help does not give %s as %s: %.*s", cases[i].opt, cases[i].range,
+                     end ? (int)(end - line) : 80, line);
+        dbt_run r = dbt_run_cli(
+            (const char *[]){"demo", "--input", SAMPLE, "--output", out, cases[i].opt, cases[i].top, NULL});
+        if (r.status != 0)
+            fail_msg("%s %s: exit %d: %s", cases[i].opt, cases[i].top, r.status, r.err);
+        dbt_run_free(&r);
+        r = dbt_run_cli(
+            (const char *[]){"demo", "--input", SAMPLE, "--output", out, cases[i].opt, cases[i].past, NULL});
+        assert_int_equal(r.status, 2);
+        dbt_run_free(&r);
+    }
+    dbt_run_free(&h);
+}
+
 static void test_help_and_version(void **state) {
     (void)state;
     const char *const *cases[] = {
@@ -985,6 +1018,7 @@ int main(void) {
         cmocka_unit_test(test_demo_output_through_symlink),
         cmocka_unit_test(test_demo_output_is_input_or_database),
         cmocka_unit_test(test_help_and_version),
+        cmocka_unit_test(test_demo_help_ranges_hold),
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
     };
