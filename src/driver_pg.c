@@ -320,6 +320,18 @@ static int configure(const char *url, void **out, dbpool_error *e) {
     cfg->no_key_prompt = !getenv("PGSERVICE");
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         bool given = o->val && *o->val;
+        /* libpq reads it only in its blocking connect, which dbpool does
+         * not use: taken, it would bound nothing (nor be checked). Its
+         * value is not quoted (it stands where a password could). */
+        if (strcmp(o->keyword, "connect_timeout") == 0 && given) {
+            dbpool__seterr(e, DBPOOL_EINVAL,
+                           "invalid PostgreSQL URL: libpq's connect_timeout key has no effect in dbpool, "
+                           "which bounds each connect itself: remove it, and give pool_connect_timeout=MS "
+                           "(connect_timeout_ms) instead");
+            PQconninfoFree(opts);
+            free_config(cfg);
+            return DBPOOL_EINVAL;
+        }
         if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) && given) {
             add_secret(cfg, dbpool__strdup(o->val));
             add_secret(cfg, pct_encode(o->val));

@@ -214,6 +214,30 @@ static void test_unknown_key_rejected(void **state) {
         fail_msg("the error shows the password: %s", err.message);
 }
 
+/* libpq's connect_timeout key does nothing here (dbpool's connects are
+ * non-blocking and bounded by connect_timeout_ms): it was taken and
+ * silently ignored, even as garbage, so `?connect_timeout=2` bounded
+ * nothing. It is refused, naming what to use; its value is not quoted. */
+static void test_connect_timeout_key_refused(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    int port = dbt_free_port();
+    const char *values[] = {"2", "abc"};
+    for (size_t i = 0; i < 2; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "postgresql://u@127.0.0.1:%d/db?connect_timeout=%s", port, values[i]);
+        dbpool *p = (dbpool *)1;
+        dbpool_error err;
+        int rc = dbpool_open(&p, url, &o, &err);
+        if (rc != DBPOOL_EINVAL || !strstr(err.message, "connect_timeout") ||
+            !strstr(err.message, "pool_connect_timeout"))
+            fail_msg("connect_timeout=%s: rc=%s: %s", values[i], dbpool_errname(rc), err.message);
+        assert_null(p);
+    }
+}
+
 /* A value libpq refuses before connecting is a wrong URL (EINVAL, not
  * retried), not an unreachable server. */
 static void test_bad_value_is_invalid_url(void **state) {
@@ -767,6 +791,7 @@ int main(void) {
         cmocka_unit_test(test_url_keys_reach_libpq),
         cmocka_unit_test(test_unknown_key_rejected),
         cmocka_unit_test(test_bad_value_is_invalid_url),
+        cmocka_unit_test(test_connect_timeout_key_refused),
         cmocka_unit_test(test_parse_error_hides_query_password),
         cmocka_unit_test(test_placeholders_outside_quotes),
         cmocka_unit_test(test_value_round_trip),
