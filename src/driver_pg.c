@@ -44,6 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pwd.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 /* From the server's catalog/pg_type_d.h, which libpq-dev does not ship. */
@@ -96,44 +98,54 @@ static const char *const reported_settings[] = {
  * what a reset needs to put the session back as it was made, and the
  * statements kept prepared on it. */
 typedef struct pg_session {
+    /* Pointers and 8-byte fields first, the small ones packed after them:
+     * this struct is most of dbpool's own memory per PostgreSQL connection
+     * (the goal: under 512 bytes of bookkeeping in all). */
     PGconn *pg;
     int64_t statement_timeout_ms; /* set on connect; DISCARD ALL drops it */
-    bool watching_client;         /* client_connection_check_interval set; DISCARD ALL drops it */
-    pg_session_effect effect;     /* what statements may have left beyond ROLLBACK */
-    bool keep_statements;         /* the pool's statement_cache */
     pg_stmt_cache *stmts;         /* made at the first parameterised statement */
     /* The native handle was given out (dbpool_conn_native): what a caller
      * may have set on it that outlives the lease and is not the server's
      * (a notice processor or receiver and its argument, nonblocking mode)
      * is checked at release and put back as the session started. */
-    bool lent;
-    bool nonblocking0;                 /* as after init_sql and after_connect */
-    PQnoticeProcessor processor0;      /* ditto; dbpool's own: quiet_notices */
-    PQnoticeReceiver receiver0;        /* ditto */
-    PQnoticeReceiver default_receiver; /* libpq's, whose argument is NULL */
-    PGVerbosity verbosity0;            /* as after init_sql and after_connect */
-    PGContextVisibility context0;      /* ditto */
-    bool traced_by_after_connect;      /* after_connect had the handle: a PQtrace may be its */
+    PQnoticeProcessor processor0; /* as after init_sql and after_connect; dbpool's own: quiet_notices */
+    PQnoticeReceiver receiver0;   /* ditto (libpq's own: default_receiver) */
     /* The server's reports (ParameterStatus) of the settings below, as
      * after init_sql and after_connect: one that differs at the release of
      * a lent handle was set there (PQsetClientEncoding, a SET on the
-     * native handle), and the release runs DISCARD ALL. */
-    char *reported0[PG_NREPORTED];
+     * native handle), and the release runs DISCARD ALL. Kept as one hash
+     * of them all, not copies: nine strings per connection were 366 bytes. */
+    uint64_t reported0;
+    pg_session_effect effect;     /* what statements may have left beyond ROLLBACK */
+    PGVerbosity verbosity0;       /* as after init_sql and after_connect */
+    PGContextVisibility context0; /* ditto */
+    bool watching_client;         /* client_connection_check_interval set; DISCARD ALL drops it */
+    bool keep_statements;         /* the pool's statement_cache */
+    bool lent;
+    bool nonblocking0;            /* as after init_sql and after_connect */
+    bool traced_by_after_connect; /* after_connect had the handle: a PQtrace may be its */
 } pg_session;
 
 static void note_reported(pg_session *ps);
+
+/* libpq's own notice receiver (whose argument is NULL): the same function
+ * for every connection, read at each connect. */
+static _Atomic(PQnoticeReceiver) default_receiver;
 
 static PGconn *pg_of(void *native) { return native ? ((pg_session *)native)->pg : NULL; }
 
 /* Defaults that keep pooled connections alive through NAT and firewalls
  * and notice a dead peer within about a minute instead of hours. They come
- * before the URL in the keyword list, so a value the URL sets wins. */
+ * before the URL in the keyword list, so a value the URL sets wins.
+ * keepalives itself is not among them: on is libpq's own default, and
+ * libpq keeps a copy of each keyword's value per connection (32 bytes of
+ * the pool's memory per connection each). */
 static const char *const default_keys[] = {
-    "keepalives",       "keepalives_idle",  "keepalives_interval",
-    "keepalives_count", "tcp_user_timeout", "fallback_application_name",
+    "keepalives_idle",  "keepalives_interval",       "keepalives_count",
+    "tcp_user_timeout", "fallback_application_name",
 };
 static const char *const default_values[] = {
-    "1", "30", "10", "3", "30000", "dbpool",
+    "30", "10", "3", "30000", "dbpool",
 };
 #define PG_NDEFAULTS (sizeof default_keys / sizeof *default_keys)
 
@@ -146,6 +158,32 @@ static const char *const default_values[] = {
  * the URL names a service, whose file may hold the real sslpassword (the
  * keywords dbpool passes would override it). */
 #define NO_KEY_PASSPHRASE "dbpool: no sslpassword given"
+
+/* Could libpq load a client key without the URL naming one? Only with a
+ * client certificate it finds by itself: PGSSLCERT or PGSSLKEY, or the
+ * default ~/.postgresql/postgresql.crt. Else NO_KEY_PASSPHRASE is not
+ * passed: libpq keeps a copy of it per connection, about 48 bytes of the
+ * pool's memory per connection for nothing. */
+static bool has_default_cert(const char *home) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/.postgresql/postgresql.crt", home);
+    return n < 0 || (size_t)n >= sizeof path || access(path, F_OK) == 0;
+}
+
+static bool may_load_client_key(void) {
+    if (getenv("PGSSLCERT") || getenv("PGSSLKEY"))
+        return true;
+    /* libpq's home: $HOME in newer versions, the password file's in older
+     * ones: either will do. */
+    const char *home = getenv("HOME");
+    if (home && *home && has_default_cert(home))
+        return true;
+    char pwbuf[1024];
+    struct passwd pw, *found = NULL;
+    if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &found) != 0 || !found || !found->pw_dir)
+        return !(home && *home); /* cannot tell: as if it could, unless $HOME said no */
+    return has_default_cert(found->pw_dir);
+}
 
 static void free_config(void *p) {
     pg_config *cfg = p;
@@ -317,7 +355,9 @@ static int configure(const char *url, void **out, dbpool_error *e) {
         free_config(cfg);
         return code;
     }
-    cfg->no_key_prompt = !getenv("PGSERVICE");
+    /* Passed when libpq may load a client key, and no sslpassword of the
+     * caller's (in the URL, or in a service file) is there to be overridden. */
+    bool key_loadable = may_load_client_key(), own_passphrase = getenv("PGSERVICE") != NULL;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         bool given = o->val && *o->val;
         /* libpq reads it only in its blocking connect, which dbpool does
@@ -337,7 +377,9 @@ static int configure(const char *url, void **out, dbpool_error *e) {
             add_secret(cfg, pct_encode(o->val));
         }
         if ((strcmp(o->keyword, "sslpassword") == 0 || strcmp(o->keyword, "service") == 0) && given)
-            cfg->no_key_prompt = false;
+            own_passphrase = true;
+        if ((strcmp(o->keyword, "sslcert") == 0 || strcmp(o->keyword, "sslkey") == 0) && given)
+            key_loadable = true;
         for (size_t i = 0; i < PG_NTLSFILES && given && o->val[0] != '/'; i++) {
             /* sslrootcert=system (libpq 16) names the system's CAs. */
             if (strcmp(o->keyword, tls_file_keys[i]) != 0 || (i == 0 && strcmp(o->val, "system") == 0))
@@ -353,6 +395,7 @@ static int configure(const char *url, void **out, dbpool_error *e) {
         }
     }
     PQconninfoFree(opts);
+    cfg->no_key_prompt = key_loadable && !own_passphrase;
     *out = cfg;
     return DBPOOL_OK;
 }
@@ -754,7 +797,8 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
     ps->pg = c;
     ps->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
     ps->processor0 = quiet_notices;
-    ps->receiver0 = ps->default_receiver = PQsetNoticeReceiver(c, NULL, NULL);
+    ps->receiver0 = PQsetNoticeReceiver(c, NULL, NULL);
+    atomic_store_explicit(&default_receiver, ps->receiver0, memory_order_relaxed);
     ps->nonblocking0 = false;
     ps->verbosity0 = PQERRORS_DEFAULT;
     ps->context0 = PQSHOW_CONTEXT_ERRORS;
@@ -768,8 +812,6 @@ static void pg_disconnect(void *native) {
     if (native) {
         PQfinish(pg_of(native));
         dbpool__pg_stmts_free(((pg_session *)native)->stmts);
-        for (size_t i = 0; i < PG_NREPORTED; i++)
-            free(((pg_session *)native)->reported0[i]);
         free(native);
     }
 }
@@ -796,25 +838,24 @@ static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
     return rc;
 }
 
-static void note_reported(pg_session *ps) {
+/* FNV-1a over the reported values, each followed by a byte no value
+ * holds (and another for one not reported): a change to any of them
+ * changes the hash but for a chance of 2^-64. */
+static uint64_t reported_hash(const pg_session *ps) {
+    uint64_t h = UINT64_C(14695981039346656037);
     for (size_t i = 0; i < PG_NREPORTED; i++) {
-        free(ps->reported0[i]);
         const char *v = PQparameterStatus(ps->pg, reported_settings[i]);
-        ps->reported0[i] = v ? dbpool__strdup(v) : NULL;
+        for (const unsigned char *b = (const unsigned char *)(v ? v : ""); *b; b++)
+            h = (h ^ *b) * UINT64_C(1099511628211);
+        h = (h ^ (v ? 0xffu : 0xfeu)) * UINT64_C(1099511628211);
     }
+    return h;
 }
 
-/* Has a reported setting changed since the baseline? (Out of memory at
- * the baseline: it looks changed, which costs one reset.) */
-static bool reported_changed(const pg_session *ps) {
-    for (size_t i = 0; i < PG_NREPORTED; i++) {
-        const char *v = PQparameterStatus(ps->pg, reported_settings[i]);
-        const char *v0 = ps->reported0[i];
-        if ((v == NULL) != (v0 == NULL) || (v && strcmp(v, v0) != 0))
-            return true;
-    }
-    return false;
-}
+static void note_reported(pg_session *ps) { ps->reported0 = reported_hash(ps); }
+
+/* Has a reported setting changed since the baseline? */
+static bool reported_changed(const pg_session *ps) { return reported_hash(ps) != ps->reported0; }
 
 /* What a caller left on the lent handle that is libpq's, not the
  * server's: 0 as the session started, 1 changed and put back by
@@ -831,7 +872,7 @@ static int handle_changed(const pg_session *ps) {
         changed = 1;
     }
     if (PQsetNoticeReceiver(c, NULL, NULL) != ps->receiver0) {
-        if (ps->receiver0 != ps->default_receiver)
+        if (ps->receiver0 != atomic_load_explicit(&default_receiver, memory_order_relaxed))
             return -1;
         changed = 1;
     }
@@ -843,7 +884,7 @@ static void restore_handle(pg_session *ps) {
     if (PQsetNoticeProcessor(c, NULL, NULL) != ps->processor0)
         PQsetNoticeProcessor(c, quiet_notices, NULL);
     if (PQsetNoticeReceiver(c, NULL, NULL) != ps->receiver0)
-        PQsetNoticeReceiver(c, ps->default_receiver, NULL);
+        PQsetNoticeReceiver(c, atomic_load_explicit(&default_receiver, memory_order_relaxed), NULL);
     if ((PQisnonblocking(c) != 0) != ps->nonblocking0)
         PQsetnonblocking(c, ps->nonblocking0);
 }

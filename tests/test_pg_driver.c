@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <float.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -179,9 +180,6 @@ static void test_url_keys_reach_libpq(void **state) {
         if (strcmp(o->keyword, "keepalives_idle") == 0) {
             assert_string_equal(o->val, "45"); /* the URL wins */
             seen++;
-        } else if (strcmp(o->keyword, "keepalives") == 0) {
-            assert_string_equal(o->val, "1");
-            seen++;
         } else if (strcmp(o->keyword, "tcp_user_timeout") == 0) {
             assert_string_equal(o->val, "30000");
             seen++;
@@ -191,7 +189,19 @@ static void test_url_keys_reach_libpq(void **state) {
         }
     }
     PQconninfoFree(opts);
-    assert_int_equal(seen, 4);
+    assert_int_equal(seen, 3);
+    /* Keepalives on (libpq's default, which dbpool leaves to it), with
+     * the URL's idle time and dbpool's count. */
+    int on = 0, idle = 0, count = 0;
+    socklen_t len = sizeof on;
+    assert_int_equal(getsockopt(PQsocket(pg), SOL_SOCKET, SO_KEEPALIVE, &on, &len), 0);
+    len = sizeof idle;
+    assert_int_equal(getsockopt(PQsocket(pg), IPPROTO_TCP, TCP_KEEPIDLE, &idle, &len), 0);
+    len = sizeof count;
+    assert_int_equal(getsockopt(PQsocket(pg), IPPROTO_TCP, TCP_KEEPCNT, &count, &len), 0);
+    assert_int_equal(on, 1);
+    assert_int_equal(idle, 45);
+    assert_int_equal(count, 3);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
 }
