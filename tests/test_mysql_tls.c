@@ -18,6 +18,7 @@
 #include "servers.h"
 #include "tcp_proxy.h"
 #include "testsupport.h"
+#include "tls_cases.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -37,17 +38,6 @@
 
 static const char *ca;       /* the server's CA */
 static const char *other_ca; /* an unrelated one */
-
-static dbpool *open_ok(const char *url, dbpool_options *o) {
-    dbpool *p = NULL;
-    dbpool_error err;
-    int rc = dbpool_open(&p, url, o, &err);
-    if (rc != DBPOOL_OK) {
-        dbt_scrub_secrets(err.message, sizeof err.message, NULL);
-        fail_msg("dbpool_open: %s: %s", dbpool_errname(rc), err.message);
-    }
-    return p;
-}
 
 /* Column `col` of the first row, as text, into buf. */
 static void query_text(dbpool_conn *c, const char *sql, int col, char *buf, size_t len) {
@@ -72,7 +62,7 @@ static void test_ssl_modes_encrypt(void **state) {
         snprintf(extra, sizeof extra, "ssl-mode=%s&ssl-ca=%s", modes[i], ca);
         dbpool_options o;
         dbt_options(&o, 0, 2);
-        dbpool *p = open_ok(dbt_backend_url_with("mysql", extra), &o);
+        dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", extra), &o);
         dbpool_conn *c = dbt_acquire(p);
         assert_true(session_encrypted(c));
         dbpool_release(c);
@@ -81,13 +71,13 @@ static void test_ssl_modes_encrypt(void **state) {
     /* REQUIRED without a CA encrypts without checking. */
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    dbpool *p = open_ok(dbt_backend_url_with("mysql", "ssl-mode=REQUIRED"), &o);
+    dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", "ssl-mode=REQUIRED"), &o);
     dbpool_conn *c = dbt_acquire(p);
     assert_true(session_encrypted(c));
     dbpool_release(c);
     dbpool_close(p);
     /* And the test is not vacuous: without ssl-* keys, plaintext. */
-    p = open_ok(dbt_backend_url("mysql"), &o);
+    p = dbt_tls_open_ok(dbt_backend_url("mysql"), &o);
     c = dbt_acquire(p);
     assert_false(session_encrypted(c));
     dbpool_release(c);
@@ -105,7 +95,7 @@ static void test_pooled_tls_reused_validated_reset(void **state) {
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.validation_window_ms = 0;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_ok(dbt_backend_url_with("mysql", extra), &o);
+    dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", extra), &o);
 
     dbpool_conn *c = dbt_acquire(p);
     char id1[32], id2[32], v[64];
@@ -151,7 +141,7 @@ static void expect_permanent(const char *url, int want_code, const char *want) {
     o.max_retries = 3;
     o.backoff_base_ms = 1000; /* a retry would show in the time taken */
     o.backoff_max_ms = 1000;
-    dbpool *p = open_ok(url, &o);
+    dbpool *p = dbt_tls_open_ok(url, &o);
     dbpool_conn *c = NULL;
     dbpool_error err;
     int64_t t0 = dbt_now_ms();
@@ -241,237 +231,41 @@ static void test_missing_ca_file_is_invalid(void **state) {
  * a second late when the greeting was already there). */
 static void test_stalled_handshake_bounded(void **state) {
     (void)state;
-    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("mysql"));
-    assert_non_null(px);
-    dbt_proxy_set_mode(px, DBT_PROXY_GREET, 0);
-    const char *via = dbt_url_via_port("mysql", dbt_proxy_port(px));
-    char url[2048];
-    snprintf(url, sizeof url, "%s%sssl-mode=REQUIRED", via, strchr(via, '?') ? "&" : "?");
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.connect_timeout_ms = 400;
-    o.max_retries = 0;
-    o.acquire_timeout_ms = 10000;
-    dbpool *p = open_ok(url, &o);
-    dbpool_conn *c = NULL;
-    dbpool_error err;
-    int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, -1, &c, &err);
-    int64_t took = dbt_now_ms() - t0;
-    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
-    fprintf(stderr, "  stalled handshake: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
-            err.message);
-    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
-    assert_true(took >= 350);
-    assert_true(took < 2500);
-    assert_true(dbt_proxy_accepted(px) >= 1);
-    dbpool_close(p);
-    dbt_proxy_destroy(px);
+    dbt_tls_expect_handshake_bounded("mysql", "ssl-mode=REQUIRED", DBT_PROXY_GREET, 0, 400, 350,
+                                     "stalled handshake");
 }
 
 /* ---- An encrypted client key never makes the connect ask for its passphrase ---- */
 
-typedef struct acquire_job {
-    dbpool *p;
-    int rc;
-    dbpool_error err;
-    bool done;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-} acquire_job;
-
-static void *acquire_main(void *arg) {
-    acquire_job *j = arg;
-    dbpool_conn *c = NULL;
-    dbpool_error err;
-    int rc = dbpool_acquire(j->p, -1, &c, &err);
-    if (rc == DBPOOL_OK)
-        dbpool_release(c);
-    pthread_mutex_lock(&j->mu);
-    j->rc = rc;
-    j->err = err;
-    j->done = true;
-    pthread_cond_signal(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-    return NULL;
-}
-
-/*
- * Acquire from a lazy pool on `url` with stdin a pipe nobody writes to and
- * stderr captured: OpenSSL's default passphrase prompt writes "Enter PEM
- * pass phrase:" there and waits for an answer on stdin (or the terminal).
- * Expects the acquire to end by itself within a few seconds, after one
- * attempt, with DBPOOL_EINVAL, `want` in the message, and nothing written.
- */
-static void expect_no_prompt(const char *url, const char *want) {
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.acquire_timeout_ms = 5000;
-    o.max_retries = 3;
-    o.backoff_base_ms = 1000;
-    o.backoff_max_ms = 1000;
-    dbpool *p = open_ok(url, &o);
-
-    char errpath[1024];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", dbt_tmpdir());
-    int in[2];
-    assert_int_equal(pipe(in), 0);
-    int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(errfd >= 0);
-    fflush(stderr);
-    int saved_in = dup(0), saved_err = dup(2);
-    assert_true(saved_in >= 0 && saved_err >= 0);
-    dup2(in[0], 0);
-    dup2(errfd, 2);
-
-    acquire_job j = {.p = p, .done = false};
-    pthread_mutex_init(&j.mu, NULL);
-    pthread_cond_init(&j.cv, NULL);
-    pthread_t t;
-    bool started = pthread_create(&t, NULL, acquire_main, &j) == 0;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    pthread_mutex_lock(&j.mu);
-    while (started && !j.done && pthread_cond_timedwait(&j.cv, &j.mu, &until) == 0) {
-    }
-    bool done = j.done;
-    pthread_mutex_unlock(&j.mu);
-    /* A prompt reading stdin ends at EOF. */
-    close(in[1]);
-
-    dup2(saved_in, 0);
-    dup2(saved_err, 2);
-    close(saved_in);
-    close(saved_err);
-    close(in[0]);
-    close(errfd);
-    assert_true(started);
-    if (!done)
-        fail_msg("the connect blocked for 10 s (asking for the key's passphrase?)");
-    pthread_join(t, NULL);
-
-    char written[512] = "";
-    FILE *f = fopen(errpath, "r");
-    assert_non_null(f);
-    size_t n = fread(written, 1, sizeof written - 1, f);
-    written[n] = '\0';
-    fclose(f);
-    dbt_scrub_secrets(j.err.message, sizeof j.err.message, NULL);
-    fprintf(stderr, "  encrypted key -> %s: %s\n", dbpool_errname(j.rc), j.err.message);
-    if (n > 0)
-        fail_msg("the connect wrote to stderr: %s", written);
-    assert_int_equal(j.rc, DBPOOL_EINVAL);
-    assert_non_null(strstr(j.err.message, want));
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    assert_int_equal(s.connect_errors, 1);
-    pthread_cond_destroy(&j.cv);
-    pthread_mutex_destroy(&j.mu);
-    dbpool_close(p);
-}
-
-/* DIR/name next to the CA (scripts/tls-certs.sh makes client.crt and
- * client.key there), or NULL when the file is not there. */
-static const char *next_to_ca(const char *name, char *buf, size_t len) {
-    const char *slash = strrchr(ca, '/');
-    snprintf(buf, len, "%.*s/%s", slash ? (int)(slash - ca) : 1, slash ? ca : ".", name);
-    return access(buf, R_OK) == 0 ? buf : NULL;
-}
-
 static void test_encrypted_key_never_prompts(void **state) {
     (void)state;
     char crt[1024], key[1024];
-    if (!next_to_ca("client.crt", crt, sizeof crt) || !next_to_ca("client.key", key, sizeof key)) {
+    if (!dbt_tls_next_to_ca(ca, "client.crt", crt, sizeof crt) ||
+        !dbt_tls_next_to_ca(ca, "client.key", key, sizeof key)) {
         fprintf(stderr,
                 "  skipped: no client.crt/client.key next to the CA (an older scripts/tls-certs.sh)\n");
         skip();
     }
     char extra[3000];
     snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s&ssl-key=%s", crt, key);
-    expect_no_prompt(dbt_backend_url_with("mysql", extra), "encrypted");
+    dbt_tls_expect_no_prompt(dbt_backend_url_with("mysql", extra), "encrypted");
 }
 
 /* A pooled TLS connection whose peer goes silent: validation before the
  * next hand-out ends at validation_timeout_ms (OpenSSL must not block in a
  * read the deadline cannot reach), the connection is replaced, and the
  * acquire gets a new one once the peer answers again. */
-static void test_silent_peer_validation_bounded(void **state) {
-    (void)state;
-    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("mysql"));
-    assert_non_null(px);
-    const char *via = dbt_url_via_port("mysql", dbt_proxy_port(px));
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s%s", via, strchr(via, '?') ? "&" : "?", "ssl-mode=REQUIRED");
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.validation = DBPOOL_VALIDATE_ALWAYS;
-    o.validation_window_ms = 0;
-    o.validation_timeout_ms = 300;
-    o.maintenance_interval_ms = 0;
-    o.connect_timeout_ms = 2000;
-    o.acquire_timeout_ms = 1500;
-    dbpool *p = open_ok(url, &o);
-    dbpool_conn *c = dbt_acquire(p);
-    assert_true(session_encrypted(c));
-    /* The connect (which may have made the socket non-blocking for its TLS
-     * handshake) left it blocking, as Connector/C expects it. */
+/* The connect (which may have made the socket non-blocking for its TLS
+ * handshake) left it blocking, as Connector/C expects it. */
+static void socket_left_blocking(dbpool_conn *c) {
     int fd = (int)mysql_get_socket((MYSQL *)dbpool_conn_native(c));
     assert_true(fd >= 0);
     assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
-    dbpool_release(c);
-
-    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
-    dbpool_error err;
-    int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, -1, &c, &err);
-    int64_t took = dbt_now_ms() - t0;
-    if (rc == DBPOOL_OK)
-        dbpool_release(c);
-    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
-    fprintf(stderr, "  silent peer: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
-            rc == DBPOOL_OK ? "" : err.message);
-    /* The validation failed within its bound, then the replacement's
-     * connect found nobody answering until the acquire's timeout. */
-    assert_int_not_equal(rc, DBPOOL_OK);
-    assert_true(took < 1500 + 1000);
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    assert_int_equal(s.validation_failures, 1);
-
-    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
-    c = dbt_acquire(p);
-    assert_true(session_encrypted(c));
-    dbpool_release(c);
-    dbpool_close(p);
-    dbt_proxy_destroy(px);
 }
 
-/* Connect through a proxy that takes the server's TLS offer away (as a
- * man in the middle could): DBPOOL_OK and whether the session is
- * encrypted, or the error. */
-static int connect_stripped(dbt_proxy *px, const char *query, bool *encrypted, dbpool_error *err) {
-    const char *via = dbt_url_via_port("mysql", dbt_proxy_port(px));
-    char url[3000];
-    snprintf(url, sizeof url, "%s%s%s", via, strchr(via, '?') ? "&" : "?", query);
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.max_retries = 0;
-    dbpool *p = open_ok(url, &o);
-    dbpool_conn *c = NULL;
-    int rc = dbpool_acquire(p, -1, &c, err);
-    if (rc == DBPOOL_OK) {
-        *encrypted = session_encrypted(c);
-        dbpool_release(c);
-    } else {
-        dbt_scrub_secrets(err->message, sizeof err->message, NULL);
-        fprintf(stderr, "  %s without the TLS offer -> %s: %s\n", query, dbpool_errname(rc), err->message);
-    }
-    dbpool_close(p);
-    return rc;
+static void test_silent_peer_validation_bounded(void **state) {
+    (void)state;
+    dbt_tls_expect_silent_peer_bounded("mysql", "ssl-mode=REQUIRED", session_encrypted, socket_left_blocking);
 }
 
 static void test_tls_offer_taken_away(void **state) {
@@ -482,16 +276,21 @@ static void test_tls_offer_taken_away(void **state) {
     bool encrypted = true;
     dbpool_error err;
     /* PREFERRED falls back to plaintext (docs/configuration.md). */
-    assert_int_equal(connect_stripped(px, "ssl-mode=PREFERRED", &encrypted, &err), DBPOOL_OK);
+    assert_int_equal(
+        dbt_tls_connect_stripped("mysql", px, "ssl-mode=PREFERRED", session_encrypted, &encrypted, &err),
+        DBPOOL_OK);
     assert_false(encrypted);
     /* REQUIRED never ends in a plaintext session (dbpool's own check after
      * connect: Connector/C has logged in by then). */
-    assert_int_equal(connect_stripped(px, "ssl-mode=REQUIRED", &encrypted, &err), DBPOOL_ECONNECT);
+    assert_int_equal(
+        dbt_tls_connect_stripped("mysql", px, "ssl-mode=REQUIRED", session_encrypted, &encrypted, &err),
+        DBPOOL_ECONNECT);
     assert_non_null(strstr(err.message, "is not encrypted"));
     /* The verify modes refuse before logging in. */
     char q[1200];
     snprintf(q, sizeof q, "ssl-mode=VERIFY_IDENTITY&ssl-ca=%s", ca);
-    assert_int_equal(connect_stripped(px, q, &encrypted, &err), DBPOOL_ECONNECT);
+    assert_int_equal(dbt_tls_connect_stripped("mysql", px, q, session_encrypted, &encrypted, &err),
+                     DBPOOL_ECONNECT);
     assert_non_null(strstr(err.message, "the server does not support it"));
     dbt_proxy_destroy(px);
 }
@@ -505,7 +304,7 @@ static void test_bad_client_files_are_invalid(void **state) {
     snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s&ssl-key=%s", ca, other_ca);
     expect_permanent(dbt_backend_url_with("mysql", extra), DBPOOL_EINVAL, "ssl-key");
     char crt[1024];
-    if (next_to_ca("client.crt", crt, sizeof crt)) {
+    if (dbt_tls_next_to_ca(ca, "client.crt", crt, sizeof crt)) {
         snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s", crt);
         expect_permanent(dbt_backend_url_with("mysql", extra), DBPOOL_EINVAL, "ssl-key");
     }
@@ -518,31 +317,8 @@ static void test_bad_client_files_are_invalid(void **state) {
  * handshake would hold the close. */
 static void test_trickled_handshake_bounded(void **state) {
     (void)state;
-    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("mysql"));
-    assert_non_null(px);
-    dbt_proxy_set_mode(px, DBT_PROXY_TRICKLE, 100);
-    const char *via = dbt_url_via_port("mysql", dbt_proxy_port(px));
-    char url[2048];
-    snprintf(url, sizeof url, "%s%sssl-mode=REQUIRED", via, strchr(via, '?') ? "&" : "?");
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.connect_timeout_ms = 1000;
-    o.max_retries = 0;
-    o.acquire_timeout_ms = 8000;
-    dbpool *p = open_ok(url, &o);
-    dbpool_conn *c = NULL;
-    dbpool_error err;
-    int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, -1, &c, &err);
-    int64_t took = dbt_now_ms() - t0;
-    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
-    fprintf(stderr, "  trickled handshake: %s after %lld ms: %s\n", dbpool_errname(rc), (long long)took,
-            err.message);
-    assert_int_equal(rc, DBPOOL_ETIMEDOUT);
-    assert_true(took < 2500);
-    dbpool_close(p);
-    dbt_proxy_destroy(px);
+    dbt_tls_expect_handshake_bounded("mysql", "ssl-mode=REQUIRED", DBT_PROXY_TRICKLE, 100, 1000, 0,
+                                     "trickled handshake");
 }
 
 /* A CA named by a path relative to the working directory at dbpool_open
@@ -562,7 +338,7 @@ static void test_relative_ca_path_survives_chdir(void **state) {
     dbt_options(&o, 0, 1);
     o.lazy_connect = true;
     o.max_retries = 0;
-    dbpool *p = open_ok(dbt_backend_url_with("mysql", extra), &o);
+    dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", extra), &o);
     assert_int_equal(chdir("/"), 0);
     dbpool_conn *c = NULL;
     dbpool_error err;
