@@ -326,30 +326,8 @@ static void test_trickled_handshake_bounded(void **state) {
  * (as a daemon does), as an SQLite path does. */
 static void test_relative_ca_path_survives_chdir(void **state) {
     (void)state;
-    char saved[4096], dir[4096];
-    assert_non_null(getcwd(saved, sizeof saved));
-    const char *slash = strrchr(ca, '/');
-    assert_non_null(slash);
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - ca), ca);
-    assert_int_equal(chdir(dir), 0);
-    char extra[1200];
-    snprintf(extra, sizeof extra, "ssl-mode=VERIFY_IDENTITY&ssl-ca=%s", slash + 1);
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.max_retries = 0;
-    dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", extra), &o);
-    assert_int_equal(chdir("/"), 0);
-    dbpool_conn *c = NULL;
-    dbpool_error err;
-    int rc = dbpool_acquire(p, -1, &c, &err);
-    assert_int_equal(chdir(saved), 0);
-    dbt_scrub_secrets(err.message, sizeof err.message, NULL);
-    if (rc != DBPOOL_OK)
-        fail_msg("after chdir: %s: %s", dbpool_errname(rc), err.message);
-    assert_true(session_encrypted(c));
-    dbpool_release(c);
-    dbpool_close(p);
+    dbt_tls_expect_relative_ca_survives_chdir("mysql", ca,
+                                              "ssl-mode=VERIFY_IDENTITY&ssl-ca=", session_encrypted);
 }
 
 int main(void) {

@@ -48,5 +48,11 @@ void dbt_tls_expect_silent_peer_bounded(const char *backend, const char *require
  * whether the session is encrypted, or the error. */
 int dbt_tls_connect_stripped(const char *backend, const dbt_proxy *px, const char *query,
                              dbt_tls_encrypted_fn encrypted_fn, bool *encrypted, dbpool_error *err);
+/* A CA named by a path relative to the working directory at dbpool_open
+ * (`verify` is the URL part before the file name, e.g.
+ * "sslmode=verify-full&sslrootcert=") still works for connections opened
+ * after the program changed directory (as a daemon does). */
+void dbt_tls_expect_relative_ca_survives_chdir(const char *backend, const char *ca, const char *verify,
+                                               dbt_tls_encrypted_fn encrypted);
 
 #endif
