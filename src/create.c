@@ -443,6 +443,19 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
 /* connector threads                                                      */
 /* ---------------------------------------------------------------------- */
 
+/* Queue one connect for the connector threads, admitted by the breaker
+ * just now. False when it is the half-open trial: nothing more may be
+ * queued beside it. Lock held. */
+static bool queue_connect_locked(dbpool *p) {
+    if (p->breaker != DBPOOL_BREAKER_CLOSED)
+        p->trial_jobs++; /* admitted as the half-open trial */
+    p->n_connecting++;
+    p->connect_jobs++;
+    /* Broadcast: connectors sleeping in a backoff share the variable. */
+    pthread_cond_broadcast(&p->connector_cond);
+    return p->breaker != DBPOOL_BREAKER_HALF_OPEN;
+}
+
 breaker_event dbpool__request_connections_locked(dbpool *p) {
     breaker_event ev = BREAKER_EVENT_NONE;
     if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0)
@@ -467,14 +480,8 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
             }
             break;
         }
-        if (p->breaker != DBPOOL_BREAKER_CLOSED)
-            p->trial_jobs++; /* admitted as the half-open trial */
-        p->n_connecting++;
-        p->connect_jobs++;
         covered++;
-        /* Broadcast: connectors sleeping in a backoff share the variable. */
-        pthread_cond_broadcast(&p->connector_cond);
-        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
+        if (!queue_connect_locked(p))
             break; /* one trial only */
     }
     return ev;
@@ -496,12 +503,7 @@ breaker_event dbpool__request_refill_locked(dbpool *p) {
          * and after the cooldown this refill is the one trial. */
         if (!dbpool__breaker_admit_locked(p, now, &ev))
             break;
-        if (p->breaker != DBPOOL_BREAKER_CLOSED)
-            p->trial_jobs++; /* admitted as the half-open trial */
-        p->n_connecting++;
-        p->connect_jobs++;
-        pthread_cond_broadcast(&p->connector_cond);
-        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN)
+        if (!queue_connect_locked(p))
             break; /* one trial only */
     }
     return ev;
