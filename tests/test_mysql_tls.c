@@ -240,12 +240,7 @@ static void test_stalled_handshake_bounded(void **state) {
 static void test_encrypted_key_never_prompts(void **state) {
     (void)state;
     char crt[1024], key[1024];
-    if (!dbt_tls_next_to_ca(ca, "client.crt", crt, sizeof crt) ||
-        !dbt_tls_next_to_ca(ca, "client.key", key, sizeof key)) {
-        fprintf(stderr,
-                "  skipped: no client.crt/client.key next to the CA (an older scripts/tls-certs.sh)\n");
-        skip();
-    }
+    dbt_tls_client_files_or_skip(ca, crt, key, sizeof crt);
     char extra[3000];
     snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s&ssl-key=%s", crt, key);
     dbt_tls_expect_no_prompt(dbt_backend_url_with("mysql", extra), "encrypted");

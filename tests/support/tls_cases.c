@@ -135,6 +135,14 @@ const char *dbt_tls_next_to_ca(const char *ca, const char *name, char *buf, size
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
+void dbt_tls_client_files_or_skip(const char *ca, char *crt, char *key, size_t len) {
+    if (!dbt_tls_next_to_ca(ca, "client.crt", crt, len) || !dbt_tls_next_to_ca(ca, "client.key", key, len)) {
+        fprintf(stderr,
+                "  skipped: no client.crt/client.key next to the CA (an older scripts/tls-certs.sh)\n");
+        skip();
+    }
+}
+
 void dbt_tls_expect_handshake_bounded(const char *backend, const char *require, dbt_proxy_mode mode,
                                       int64_t delay_ms, int64_t connect_timeout_ms, int64_t min_ms,
                                       const char *what) {

@@ -26,6 +26,9 @@ void dbt_tls_expect_no_prompt(const char *url, const char *want);
 /* DIR/name next to the CA file `ca` (scripts/tls-certs.sh makes
  * client.crt and client.key there), or NULL when the file is not there. */
 const char *dbt_tls_next_to_ca(const char *ca, const char *name, char *buf, size_t len);
+/* client.crt and client.key next to the CA into crt and key (len bytes
+ * each); the test is skipped when they are not there. */
+void dbt_tls_client_files_or_skip(const char *ca, char *crt, char *key, size_t len);
 /* A TLS handshake through the proxy in `mode` (GREET: the server's answer
  * to the TLS request, then nothing; TRICKLE: a byte per delay_ms) must end
  * in DBPOOL_ETIMEDOUT at connect_timeout_ms: after at least min_ms, within
