@@ -11,7 +11,10 @@
 atomic_uint dbpool__fork_gen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void in_child(void) { atomic_fetch_add_explicit(&dbpool__fork_gen, 1, memory_order_relaxed); }
+static void in_child(void) {
+    atomic_fetch_add_explicit(&dbpool__fork_gen, 1, memory_order_relaxed);
+    dbpool__metrics_forked_child();
+}
 static void install(void) { pthread_atfork(NULL, NULL, in_child); }
 
 void dbpool__fork_watch(void) { pthread_once(&once, install); }

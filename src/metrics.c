@@ -13,13 +13,30 @@
  *     slot = split[fine].base + (ns > split[fine].at)
  *     stripe->slot[kind][slot] += 1; stripe->sum[kind] += ns; max = max(max, ns)
  *
- * with relaxed atomics on the calling thread's stripe. Stripes are
- * cache-line aligned (128 bytes: the adjacent-line prefetcher pairs lines),
- * one per power of two >= 2 x CPUs, 4 to 16; a thread's stripe is fixed by an
- * index it takes once from a global counter. The count is the sum of the
- * slots, so a snapshot's +Inf bucket always equals its count.
+ * on the calling thread's stripe.
  *
- * Snapshots sum the stripes with relaxed loads: an observation in flight may
+ * Own stripes. A thread takes one of 64 process-wide writer numbers at its
+ * first record (a bit in g_writers_taken; given back by a thread-specific
+ * destructor when the thread exits) and, in each pool it records into, a
+ * stripe that only the holder of that number writes: its adds are a
+ * relaxed load and a relaxed store, with no locked instruction. Two locked
+ * adds were a fifth of a thread-cache lease (33 ns -> 27 ns single-threaded
+ * here), and a stripe no other thread writes never bounces between
+ * caches. A pool's own stripes are allocated at a writer's first record in
+ * it (10.7 KiB each, at most 64 per pool). A number passes to a new thread
+ * only after its old holder has exited (release at the give-back, acquire
+ * at the take), so the new holder continues the old one's counts.
+ *
+ * Shared stripes take the rest: threads beyond the 64th, a thread whose
+ * own stripe could not be allocated, records made by thread-specific
+ * destructors after the give-back. Their adds are relaxed atomic adds;
+ * they are cache-line aligned (128 bytes: the adjacent-line prefetcher
+ * pairs lines), one per power of two >= 2 x CPUs, 4 to 16, and a thread's
+ * one is fixed by an index it takes once from a global counter. The count
+ * is the sum of the slots, so a snapshot's +Inf bucket always equals its
+ * count.
+ *
+ * Snapshots sum all stripes with relaxed loads: an observation in flight may
  * be in the sum but not yet in a slot (or the other way round); nothing is
  * ever lost or counted twice.
  *
@@ -151,11 +168,121 @@ typedef struct sum_total {
     uint64_t lo[DBPOOL_HIST_COUNT], hi[DBPOOL_HIST_COUNT]; /* the 128-bit total */
 } sum_total;
 
+#define WRITERS 64u
+
 struct dbpool_metrics {
-    stripe *stripes;
+    stripe *stripes; /* shared */
     uint32_t mask;   /* nstripes - 1 */
     sum_total *sums; /* written by snapshots of a const dbpool_metrics */
+    /* Own stripes by writer number; set once, by the number's holder. */
+    _Atomic(stripe *) own[WRITERS];
 };
+
+/* Writer numbers (see the top of the file). */
+static _Atomic uint64_t g_writers_taken; /* bit n: number n is held */
+static pthread_key_t g_writer_key;       /* its value: the number + 1, for the give-back */
+static bool g_writer_key_made;
+static pthread_once_t g_writer_once = PTHREAD_ONCE_INIT;
+#define WRITER_SHARED UINT32_MAX /* no number: this thread uses the shared stripes */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((tls_model("initial-exec")))
+#endif
+static _Thread_local uint32_t tl_writer; /* number + 1; 0: not asked for yet; or WRITER_SHARED */
+
+static void writer_give_back(void *value) {
+    uint32_t n = (uint32_t)(uintptr_t)value - 1u;
+    /* Whatever this thread records from here on (a later destructor that
+     * releases a connection) goes to the shared stripes. */
+    tl_writer = WRITER_SHARED;
+    if (n < WRITERS)
+        atomic_fetch_and_explicit(&g_writers_taken, ~(UINT64_C(1) << n), memory_order_release);
+}
+
+static void writer_key_make(void) {
+    g_writer_key_made = pthread_key_create(&g_writer_key, writer_give_back) == 0;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+/* A library unloaded with dlclose must not leave its destructor behind for
+ * the threads that outlive it. */
+__attribute__((destructor)) static void writer_key_unmake(void) {
+    if (g_writer_key_made)
+        pthread_key_delete(g_writer_key);
+}
+#endif
+
+/* The calling thread's writer number + 1, taken now if it has none;
+ * WRITER_SHARED when all are held. */
+static uint32_t writer_take(void) {
+    pthread_once(&g_writer_once, writer_key_make);
+    uint64_t taken = atomic_load_explicit(&g_writers_taken, memory_order_relaxed);
+    while (g_writer_key_made && ~taken) {
+        unsigned n = (unsigned)__builtin_ctzll(~taken);
+        uint64_t bit = UINT64_C(1) << n;
+        if (!atomic_compare_exchange_weak_explicit(&g_writers_taken, &taken, taken | bit,
+                                                   memory_order_acquire, memory_order_relaxed))
+            continue;
+        if (pthread_setspecific(g_writer_key, (void *)(uintptr_t)(n + 1u)) != 0) {
+            atomic_fetch_and_explicit(&g_writers_taken, ~bit, memory_order_release);
+            break;
+        }
+        return tl_writer = n + 1u;
+    }
+    return tl_writer = WRITER_SHARED;
+}
+
+uint32_t dbpool__metrics_own_stripes(const dbpool_metrics *m) {
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < WRITERS; w++)
+        n += atomic_load_explicit(&((dbpool_metrics *)m)->own[w], memory_order_relaxed) != NULL;
+    return n;
+}
+
+uint32_t dbpool__metrics_writers_held(void) {
+    return (uint32_t)__builtin_popcountll(atomic_load_explicit(&g_writers_taken, memory_order_relaxed));
+}
+
+void dbpool__metrics_forked_child(void) {
+    /* Only the forking thread lives on: every other number is free. */
+    uint32_t w = tl_writer;
+    atomic_store_explicit(&g_writers_taken, w - 1u < WRITERS ? UINT64_C(1) << (w - 1u) : 0,
+                          memory_order_relaxed);
+}
+
+static stripe *stripe_new(void) {
+    stripe *s = aligned_alloc(alignof(stripe), sizeof(stripe));
+    if (s)
+        memset(s, 0, sizeof *s); /* all-zero is a valid atomic 0 here */
+    return s;
+}
+
+/* The calling thread's own stripe in m, or NULL: record into a shared one. */
+static inline stripe *own_stripe(dbpool_metrics *m) {
+    uint32_t w = tl_writer;
+    if (__builtin_expect(w - 1u >= WRITERS, 0)) {
+        if (w != 0)
+            return NULL;
+        w = writer_take();
+        if (w - 1u >= WRITERS)
+            return NULL;
+    }
+    /* Relaxed: only this number's holders ever store it, and a new holder
+     * took the number after the old one's last store (acquire at the take). */
+    stripe *s = atomic_load_explicit(&m->own[w - 1u], memory_order_relaxed);
+    if (__builtin_expect(s == NULL, 0)) {
+        s = stripe_new();
+        if (!s)
+            return NULL; /* the shared stripes, until an allocation works */
+        /* Release: a snapshot that sees the pointer sees the zeros. */
+        atomic_store_explicit(&m->own[w - 1u], s, memory_order_release);
+    }
+    return s;
+}
+
+/* An add that only one thread makes to this counter at a time. */
+static inline void own_add(_Atomic uint64_t *a, uint64_t v) {
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
+}
 
 static _Atomic uint32_t g_next_thread_index;
 #if defined(__GNUC__) || defined(__clang__)
@@ -214,6 +341,8 @@ void dbpool__metrics_free(dbpool_metrics *m) {
     pthread_mutex_destroy(&m->sums->lock);
     free(m->sums);
     free(m->stripes);
+    for (uint32_t w = 0; w < WRITERS; w++)
+        free(atomic_load_explicit(&m->own[w], memory_order_acquire));
     free(m);
 }
 
@@ -221,9 +350,17 @@ void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64
     if (!m || (unsigned)kind >= DBPOOL_HIST_COUNT)
         return;
     uint64_t v = ns > 0 ? (uint64_t)ns : 0;
-    stripe *s = &m->stripes[thread_index() & m->mask];
     const split_entry *e = &g_split[fine_index(v)];
     uint32_t slot = e->base + (v > e->at);
+    stripe *s = own_stripe(m);
+    if (__builtin_expect(s != NULL, 1)) {
+        own_add(&s->slot[kind][slot], 1);
+        own_add(&s->sum[kind], v);
+        if (v > atomic_load_explicit(&s->max[kind], memory_order_relaxed))
+            atomic_store_explicit(&s->max[kind], v, memory_order_relaxed);
+        return;
+    }
+    s = &m->stripes[thread_index() & m->mask];
     atomic_fetch_add_explicit(&s->slot[kind][slot], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->sum[kind], v, memory_order_relaxed);
     uint64_t cur = atomic_load_explicit(&s->max[kind], memory_order_relaxed);
@@ -236,6 +373,14 @@ void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64
 /* Snapshots                                                              */
 /* ---------------------------------------------------------------------- */
 
+/* Stripe i of all: the shared ones first, then the own ones (NULL where
+ * no writer has recorded yet). */
+static const stripe *stripe_at(const dbpool_metrics *m, uint32_t i) {
+    if (i <= m->mask)
+        return &m->stripes[i];
+    return atomic_load_explicit(&((dbpool_metrics *)m)->own[i - m->mask - 1u], memory_order_acquire);
+}
+
 typedef struct snapshot {
     uint64_t slot[NSLOTS];
     uint64_t count, max_ns;
@@ -246,8 +391,10 @@ static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *
     memset(out, 0, sizeof *out);
     if (!m || (unsigned)kind >= DBPOOL_HIST_COUNT)
         return;
-    for (uint32_t i = 0; i <= m->mask; i++) {
-        stripe *s = &m->stripes[i];
+    for (uint32_t i = 0; i <= m->mask + WRITERS; i++) {
+        const stripe *s = stripe_at(m, i);
+        if (!s)
+            continue;
         for (uint32_t k = 0; k < g_nslots; k++)
             out->slot[k] += atomic_load_explicit(&s->slot[kind][k], memory_order_relaxed);
         uint64_t mx = atomic_load_explicit(&s->max[kind], memory_order_relaxed);
@@ -274,8 +421,11 @@ static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *
     sum_total *t = m->sums;
     pthread_mutex_lock(&t->lock);
     uint64_t now = 0;
-    for (uint32_t i = 0; i <= m->mask; i++)
-        now += atomic_load_explicit(&m->stripes[i].sum[kind], memory_order_relaxed);
+    for (uint32_t i = 0; i <= m->mask + WRITERS; i++) {
+        const stripe *s = stripe_at(m, i);
+        if (s)
+            now += atomic_load_explicit(&s->sum[kind], memory_order_relaxed);
+    }
     uint64_t grew = now - t->last[kind];
     t->last[kind] = now;
     t->lo[kind] += grew;
@@ -370,8 +520,12 @@ void dbpool__metrics_latency(const dbpool_metrics *m, dbpool_histogram_kind kind
 void dbpool__metrics_record_zeros(dbpool_metrics *m, dbpool_histogram_kind kind, uint64_t n) {
     if (!m || (unsigned)kind >= DBPOOL_HIST_COUNT || n == 0)
         return;
-    stripe *s = &m->stripes[thread_index() & m->mask];
-    atomic_fetch_add_explicit(&s->slot[kind][g_split[0].base], n, memory_order_relaxed);
+    stripe *s = own_stripe(m);
+    if (s)
+        own_add(&s->slot[kind][g_split[0].base], n);
+    else
+        atomic_fetch_add_explicit(&m->stripes[thread_index() & m->mask].slot[kind][g_split[0].base], n,
+                                  memory_order_relaxed);
 }
 
 void dbpool_get_histogram(dbpool *p, dbpool_histogram_kind kind, dbpool_histogram *out) {

@@ -1,6 +1,7 @@
 /*
  * metrics.h — latency histograms that the hot path records into without
- * taking the pool lock (striped, cache-line separated counters).
+ * taking the pool lock (a stripe of counters per writing thread, and shared
+ * striped ones for the rest; see metrics.c).
  */
 #ifndef DBPOOL_METRICS_H
 #define DBPOOL_METRICS_H
@@ -14,6 +15,13 @@ typedef struct dbpool_metrics dbpool_metrics;
 
 dbpool_metrics *dbpool__metrics_new(void);
 void dbpool__metrics_free(dbpool_metrics *m);
+/* In a fork child: frees the writer numbers of the threads that did not
+ * come along. */
+void dbpool__metrics_forked_child(void);
+/* How many threads have a stripe of their own in m (for tests). */
+uint32_t dbpool__metrics_own_stripes(const dbpool_metrics *m);
+/* How many writer numbers threads hold now, process-wide (for tests). */
+uint32_t dbpool__metrics_writers_held(void);
 /* Record one observation of `ns` nanoseconds. Thread-safe, lock-free, a few
  * nanoseconds; never blocks. */
 void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64_t ns);

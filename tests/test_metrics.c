@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -354,6 +356,144 @@ static void test_concurrent_recording(void **state) {
     assert_int_equal(h.cumulative[0], (uint64_t)THREADS * (PER_THREAD / 1000) * 100 +
                                           (uint64_t)(PER_THREAD / 1000)); /* t == 0 at exactly 100 us */
     assert_int_equal(h.cumulative[3], h.count);                           /* all <= 1 ms */
+    dbpool__metrics_free(m);
+}
+
+/* More threads at once than there are writer numbers (64), in waves: the
+ * threads past the 64th record into the shared stripes, and each wave's
+ * threads take the numbers the last wave's gave back as they exited,
+ * continuing those stripes. Nothing is lost or counted twice, and a pool
+ * never holds more than 64 stripes of its own. */
+static void *record_once(void *arg) {
+    dbpool__metrics_record(arg, DBPOOL_HIST_USE, 5);
+    return NULL;
+}
+
+enum { WAVE_THREADS = 80, WAVES = 3, WAVE_RECORDS = 2000 };
+
+typedef struct wave_arg {
+    dbpool_metrics *m;
+    pthread_barrier_t *all_alive; /* every thread of the wave holds its number at once */
+    int t;
+} wave_arg;
+
+static void *wave_recorder(void *arg) {
+    wave_arg *a = arg;
+    dbpool__metrics_record(a->m, DBPOOL_HIST_USE, a->t);
+    pthread_barrier_wait(a->all_alive);
+    for (int i = 1; i < WAVE_RECORDS; i++)
+        dbpool__metrics_record(a->m, DBPOOL_HIST_USE, (int64_t)i * 1000 + a->t);
+    return NULL;
+}
+
+static void test_more_threads_than_writer_numbers(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    assert_non_null(m);
+    pthread_barrier_t all_alive;
+    assert_int_equal(pthread_barrier_init(&all_alive, NULL, WAVE_THREADS), 0);
+    uint64_t want_count = 0, want_sum = 0, want_max = 0;
+    for (int w = 0; w < WAVES; w++) {
+        pthread_t th[WAVE_THREADS];
+        wave_arg args[WAVE_THREADS];
+        for (int t = 0; t < WAVE_THREADS; t++) {
+            args[t] = (wave_arg){m, &all_alive, w * WAVE_THREADS + t};
+            assert_int_equal(pthread_create(&th[t], NULL, wave_recorder, &args[t]), 0);
+        }
+        for (int t = 0; t < WAVE_THREADS; t++) {
+            pthread_join(th[t], NULL);
+            uint64_t id = (uint64_t)args[t].t;
+            want_count += WAVE_RECORDS;
+            want_sum += id + (uint64_t)WAVE_RECORDS * (WAVE_RECORDS - 1) / 2 * 1000 + (WAVE_RECORDS - 1) * id;
+            uint64_t top = (uint64_t)(WAVE_RECORDS - 1) * 1000 + id;
+            if (top > want_max)
+                want_max = top;
+        }
+        dbpool_histogram h;
+        dbpool__metrics_histogram(m, DBPOOL_HIST_USE, &h);
+        if (h.count != want_count)
+            fail_msg("after wave %d: count %llu, want %llu", w + 1, (unsigned long long)h.count,
+                     (unsigned long long)want_count);
+        if (fabs(h.sum_s - (double)want_sum / 1e9) > 1e-9)
+            fail_msg("after wave %d: sum %.9f s, want %.9f s", w + 1, h.sum_s, (double)want_sum / 1e9);
+        assert_true(h.max_s == (double)want_max / 1e9);
+        assert_true(dbpool__metrics_own_stripes(m) <= 64);
+    }
+    /* 80 at once: the numbers were all held (the main thread may hold
+     * one too), and the later waves reused them rather than growing. */
+    assert_true(dbpool__metrics_own_stripes(m) >= 63);
+    /* The last wave's numbers were given back at its exit: a new thread
+     * gets one, and a stripe of its own in a new pool. */
+    dbpool_metrics *fresh = dbpool__metrics_new();
+    assert_non_null(fresh);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, record_once, fresh), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(dbpool__metrics_own_stripes(fresh), 1);
+    dbpool__metrics_free(fresh);
+    pthread_barrier_destroy(&all_alive);
+    dbpool__metrics_free(m);
+}
+
+/* Threads parked holding writer numbers, for the fork test. */
+typedef struct holder_arg {
+    dbpool_metrics *m;
+    pthread_barrier_t *recorded;
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond;
+    bool *done;
+} holder_arg;
+
+static void *number_holder(void *arg) {
+    holder_arg *a = arg;
+    dbpool__metrics_record(a->m, DBPOOL_HIST_USE, 1);
+    pthread_barrier_wait(a->recorded);
+    pthread_mutex_lock(a->lock);
+    while (!*a->done)
+        pthread_cond_wait(a->cond, a->lock);
+    pthread_mutex_unlock(a->lock);
+    return NULL;
+}
+
+/* A fork child has only the forking thread: the numbers the parent's other
+ * threads held are free there (when they stayed held, every thread the
+ * child started recorded through the shared stripes for its whole life). */
+static void test_fork_child_frees_writer_numbers(void **state) {
+    (void)state;
+    enum { HOLDERS = 70 };
+    dbpool__fork_watch(); /* what dbpool_open does: installs the fork handlers */
+    dbpool_metrics *m = dbpool__metrics_new();
+    assert_non_null(m);
+    pthread_barrier_t recorded;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    bool done = false;
+    assert_int_equal(pthread_barrier_init(&recorded, NULL, HOLDERS + 1), 0);
+    pthread_t th[HOLDERS];
+    holder_arg arg = {m, &recorded, &lock, &cond, &done};
+    for (int t = 0; t < HOLDERS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, number_holder, &arg), 0);
+    pthread_barrier_wait(&recorded);
+    assert_int_equal(dbpool__metrics_writers_held(), 64); /* 70 holders: every number is held */
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) /* at most the forking thread's own (no thread is started here: TSan cannot) */
+        _exit(dbpool__metrics_writers_held() <= 1 ? 0 : 3);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    pthread_mutex_lock(&lock);
+    done = true;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    for (int t = 0; t < HOLDERS; t++)
+        pthread_join(th[t], NULL);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    dbpool_histogram h;
+    dbpool__metrics_histogram(m, DBPOOL_HIST_USE, &h);
+    assert_int_equal(h.count, HOLDERS);
+    pthread_barrier_destroy(&recorded);
     dbpool__metrics_free(m);
 }
 
@@ -1212,6 +1352,8 @@ int main(void) {
         cmocka_unit_test(test_small_values_exact),
         cmocka_unit_test(test_sum_survives_wrap),
         cmocka_unit_test(test_concurrent_recording),
+        cmocka_unit_test(test_more_threads_than_writer_numbers),
+        cmocka_unit_test(test_fork_child_frees_writer_numbers),
         cmocka_unit_test(test_percentiles_never_above_max_while_recording),
         cmocka_unit_test(test_fast_clock),
         cmocka_unit_test_setup(test_pool_records_histograms, setup),
