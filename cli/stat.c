@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  --help         show this help\n"
     "\n"
     "Exit status: 0 done (COUNT lines, or Ctrl-C); 1 the database could not be\n"
-    "reached; 2 the command line is wrong.\n"
+    "reached, or stopped answering (an op still running 5 s after the last line\n"
+    "is left unfinished); 2 the command line is wrong.\n"
     "\n"
     "Example:\n"
     "  dbpool stat sqlite::memory: 1 10 --threads 8 --pool-size 4\n";
@@ -194,8 +195,20 @@ int cli_stat_main(int argc, char **argv) {
         prev_errors = snap.errors;
         prev_ns = now;
     }
+    /* An op still running gets as long as an acquire may wait, as in
+     * bench: a query on a server that stopped answering would otherwise
+     * hold the command for ever after its last line (or its Ctrl-C). */
     cli_load_report r;
-    cli_load_finish(load, &r);
-    dbpool_close(p);
+    int unfinished = cli_load_finish_within(load, &r, o.acquire_timeout_ms * 1000000LL);
+    if (unfinished > 0) {
+        int failed =
+            cli_fail(CMD,
+                     "%d op%s still running %.1f s after the last line, left unfinished: "
+                     "check that the database is answering",
+                     unfinished, unfinished == 1 ? " was" : "s were", (double)o.acquire_timeout_ms / 1000.0);
+        if (code == CLI_EXIT_OK)
+            code = failed;
+    }
+    dbpool_close(p); /* the leases of unfinished ops stay valid */
     return code;
 }

@@ -6,6 +6,8 @@
 #define _XOPEN_SOURCE 700 /* posix_openpt, grantpt, unlockpt, ptsname */
 #include "cli_run.h"
 #include "loopback.h"
+#include "servers.h"
+#include "tcp_proxy.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -816,6 +818,48 @@ static void test_stat_connect_bounded(void **state) {
     assert_string_equal(r.out, "");
     dbt_run_free(&r);
 }
+
+/* Lines of text in the file at path so far. */
+static size_t lines_in(const char *path) {
+    char *text = dbt_slurp(path);
+    size_t n = text ? count_char(text, '\n') : 0;
+    free(text);
+    return n;
+}
+
+/*
+ * stat against a server that stops answering while it runs (the proxy
+ * turns silent: queries in flight never return): after its COUNT lines it
+ * waits for the stuck ops at most its 5 s acquire timeout, says so and
+ * exits 1. It waited for them without bound, after printing every line
+ * (and after a Ctrl-C too), until the server answered again.
+ */
+static void test_stat_stuck_op_bounded(void **state) {
+    (void)state;
+    const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
+    if (!getenv("DBPOOL_TEST_PG_URL") && !(req && strcmp(req, "1") == 0))
+        skip(); /* needs a PostgreSQL server (scripts/test.sh starts one) */
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(px);
+    char url[2048];
+    snprintf(url, sizeof url, "%s", dbt_url_via_port("pg", dbt_proxy_port(px)));
+    child c =
+        spawn_cli((const char *[]){"stat", url, "0.2", "5", "--threads", "2", "--pool-size", "2", NULL});
+    /* Running: the header and a first line of figures. */
+    int64_t t0 = dbt_now_ms();
+    while (lines_in(c.out_path) < 2 && dbt_now_ms() - t0 < 15000)
+        dbt_sleep_ms(20);
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    /* 5 lines of 0.2 s, then 5 s for the stuck ops, with room for a
+     * loaded machine; without the bound it never ends. */
+    dbt_run r = wait_cli_within(&c, 30000, "stat with its ops stuck on a silent server");
+    dbt_proxy_destroy(px);
+    if (r.status != 1 || !strstr(r.err, "still running 5.0 s after the last line"))
+        fail_msg("exit %d (want 1), stderr: %s", r.status, r.err);
+    assert_int_equal(count_char(r.out, '\n'), 6); /* the header and every line */
+    assert_false(dbt_has_secret(r.err, NULL));
+    dbt_run_free(&r);
+}
 #endif
 
 static void test_usage_errors(void **state) {
@@ -1301,6 +1345,7 @@ int main(void) {
         cmocka_unit_test(test_stat_lines),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
+        cmocka_unit_test(test_stat_stuck_op_bounded),
 #endif
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
