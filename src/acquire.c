@@ -628,6 +628,14 @@ int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_erro
 }
 
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
+    /* Checked here too, so that the message names the function called. */
+    if (!out || !p) {
+        dbpool__clearerr(err);
+        if (out)
+            *out = NULL;
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_try_acquire: %s",
+                              !out ? "out must not be NULL" : "pool is NULL");
+    }
     lease_trace t;
     bool tracing = p && p->opt.leak_threshold_ms > 0;
     if (tracing)

@@ -139,12 +139,45 @@ static void test_second_close_is_refused(void **state) {
     assert_int_equal(n.live, 0);
 }
 
+/* NULL for the pool or for out: DBPOOL_EINVAL, *out NULL, and a message
+ * that names the function the caller called. dbpool_try_acquire's said
+ * "dbpool_acquire: pool is NULL", a function the caller never called. */
+static void test_null_arguments_of_acquire_named(void **state) {
+    (void)state;
+    dbpool_conn *c = (dbpool_conn *)&c; /* not NULL: must be set to NULL */
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(NULL, &c, &e), DBPOOL_EINVAL);
+    assert_null(c);
+    assert_int_equal(e.code, DBPOOL_EINVAL);
+    assert_string_equal(e.message, "dbpool_try_acquire: pool is NULL");
+    assert_int_equal(dbpool_try_acquire(NULL, NULL, &e), DBPOOL_EINVAL);
+    assert_string_equal(e.message, "dbpool_try_acquire: out must not be NULL");
+    assert_int_equal(dbpool_try_acquire(NULL, NULL, NULL), DBPOOL_EINVAL);
+    c = (dbpool_conn *)&c;
+    assert_int_equal(dbpool_acquire(NULL, 0, &c, &e), DBPOOL_EINVAL);
+    assert_null(c);
+    assert_string_equal(e.message, "dbpool_acquire: pool is NULL");
+    assert_int_equal(dbpool_acquire(NULL, -1, NULL, &e), DBPOOL_EINVAL);
+    assert_string_equal(e.message, "dbpool_acquire: out must not be NULL");
+
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_url("mock:", &o);
+    assert_int_equal(dbpool_try_acquire(p, NULL, &e), DBPOOL_EINVAL);
+    assert_string_equal(e.message, "dbpool_try_acquire: out must not be NULL");
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_OK); /* the pool is untouched */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
         cmocka_unit_test(test_release_after_close_does_not_reset),
         cmocka_unit_test(test_ebusy_description_fits_every_case),
         cmocka_unit_test(test_second_close_is_refused),
+        cmocka_unit_test(test_null_arguments_of_acquire_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
