@@ -4,8 +4,9 @@
  * pthread_join returned EDEADLK, the close went on and freed the pool
  * while that thread still ran in it (a use after free, not the deadlock
  * the documentation promised). It returns DBPOOL_EMISUSE and touches
- * nothing; the pool goes on working and closes normally later. Mock
- * backend. */
+ * nothing; the pool goes on working and closes normally later. From a
+ * callback on the caller's own thread the close goes ahead, and the call
+ * that ran the callback ends cleanly. Mock backend. */
 #include "driver_mock.h"
 #include "testsupport.h"
 
@@ -136,11 +137,136 @@ static void test_close_from_keepalive_log(void **state) {
     assert_int_equal(n.live, 0);
 }
 
+/* A callback that runs on the caller's own thread (a log line of acquire,
+ * release, discard, exec, resize or resume; after_connect of a connect
+ * made by try_acquire or of a reset at release) is not on a thread the
+ * close must join: dbpool_close goes ahead there. The call that ran the
+ * callback then ends with one of its documented codes, touching nothing
+ * that was freed (ASan), and everything is closed and freed in the end. */
+static const char *close_trigger; /* a log line containing it closes the pool */
+static bool close_when_connected;
+
+static void close_on_line(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level;
+    if (close_trigger && strstr(line, close_trigger) && !atomic_load(&closed_from_callback)) {
+        atomic_store(&closed_from_callback, true);
+        atomic_store(&close_rc, dbpool_close(pool));
+    }
+}
+
+static int close_in_callback(void *native, void *user) {
+    (void)native, (void)user;
+    if (close_when_connected && !atomic_load(&closed_from_callback)) {
+        atomic_store(&closed_from_callback, true);
+        atomic_store(&close_rc, dbpool_close(pool));
+    }
+    return 0;
+}
+
+typedef enum {
+    BY_TRY_ACQUIRE_CONNECT,
+    BY_RELEASE_RESET,
+    BY_DISCARD,
+    BY_EXEC_BROKEN,
+    BY_ACQUIRE_VALIDATION,
+    BY_RESIZE,
+    BY_RESUME,
+    BY_COUNT
+} close_site;
+
+static void close_from_caller_thread(close_site site) {
+    setup(NULL);
+    close_trigger = NULL;
+    close_when_connected = false;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    o.lazy_connect = true;
+    o.thread_cache = false;
+    o.log_fn = close_on_line;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    o.after_connect = close_in_callback;
+    if (site == BY_ACQUIRE_VALIDATION)
+        o.validation = DBPOOL_VALIDATE_ALWAYS;
+    dbpool_error e;
+    if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = NULL;
+    int rc = DBPOOL_OK, want = DBPOOL_OK;
+    if (site != BY_TRY_ACQUIRE_CONNECT) {
+        assert_int_equal(dbpool_acquire(pool, 1000, &c, NULL), DBPOOL_OK);
+        if (site == BY_ACQUIRE_VALIDATION) {
+            assert_int_equal(dbpool_release(c), DBPOOL_OK);
+            c = NULL;
+        }
+    }
+    switch (site) {
+    case BY_TRY_ACQUIRE_CONNECT:
+        close_when_connected = true;
+        rc = dbpool_try_acquire(pool, &c, &e);
+        want = DBPOOL_ECLOSED;
+        break;
+    case BY_RELEASE_RESET:
+        assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
+        dbpool__mock_set_reset_clears_session(true); /* the reset runs after_connect again */
+        close_when_connected = true;
+        rc = dbpool_release(c);
+        c = NULL;
+        break;
+    case BY_DISCARD:
+        close_trigger = "closing connection";
+        rc = dbpool_discard(c);
+        c = NULL;
+        break;
+    case BY_EXEC_BROKEN:
+        close_trigger = "is broken";
+        rc = dbpool_exec(c, "BREAK", NULL, 0, NULL, &e);
+        want = DBPOOL_EBROKEN;
+        break;
+    case BY_ACQUIRE_VALIDATION:
+        dbpool__mock_fail_ping(1, 1000);
+        close_trigger = "failed validation";
+        rc = dbpool_acquire(pool, 1000, &c, &e);
+        want = DBPOOL_ECLOSED;
+        break;
+    case BY_RESIZE:
+        close_trigger = "resized";
+        rc = dbpool_resize(pool, 0, 3, &e);
+        break;
+    case BY_RESUME:
+        assert_int_equal(dbpool_suspend(pool), DBPOOL_OK);
+        close_trigger = "resumed";
+        rc = dbpool_resume(pool);
+        break;
+    case BY_COUNT:
+        break;
+    }
+    if (rc != want || !atomic_load(&closed_from_callback))
+        fail_msg("site %d: rc %d (want %d), closed from the callback: %d", (int)site, rc, want,
+                 (int)atomic_load(&closed_from_callback));
+    /* The close went ahead: leases out (the one running the callback, if
+     * any) are counted, nothing is refused. */
+    assert_true(atomic_load(&close_rc) >= 0);
+    if (c)
+        assert_int_equal(dbpool_release(c), DBPOOL_OK); /* valid after the close; frees the pool */
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.live, 0);
+    dbpool__mock_reset();
+}
+
+static void test_close_from_caller_thread_callbacks(void **state) {
+    (void)state;
+    for (int site = 0; site < BY_COUNT; site++)
+        close_from_caller_thread((close_site)site);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_close_from_maintenance_log, setup),
         cmocka_unit_test_setup(test_close_from_connector_after_connect, setup),
         cmocka_unit_test_setup(test_close_from_keepalive_log, setup),
+        cmocka_unit_test_setup(test_close_from_caller_thread_callbacks, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
