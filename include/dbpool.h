@@ -245,7 +245,9 @@ int dbpool_release(dbpool_conn *c);
 int dbpool_discard(dbpool_conn *c);
 
 /* The backend's handle: sqlite3 *, PGconn * or MYSQL *. Borrowed for the
- * lease; do not close it (use dbpool_discard). */
+ * lease; do not close it (use dbpool_discard). NULL for NULL or a handle
+ * that is not a lease (released already), and in a child process after
+ * fork() for a lease the parent held: it is the parent's session. */
 void *dbpool_conn_native(dbpool_conn *c);
 
 /* The backend's name for a pool: "sqlite", "postgresql", "mysql", "mock". */

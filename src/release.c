@@ -153,5 +153,9 @@ int dbpool_discard(dbpool_conn *c) { return release_impl(c, true); }
 void *dbpool_conn_native(dbpool_conn *c) {
     if (!c || c->magic != DBPOOL_CONN_MAGIC || !dbpool__conn_held(c))
         return NULL;
+    /* A lease inherited across fork() is the parent's session, refused to
+     * dbpool_exec and dbpool_query there: not handed out raw either. */
+    if (dbpool__forked(c->pool))
+        return NULL;
     return dbpool__user_handle(c->pool->driver, c->native);
 }

@@ -8,6 +8,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -171,6 +173,42 @@ static void test_null_arguments_of_acquire_named(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* In a child process after fork(), a lease the parent held is the
+ * parent's session: dbpool_exec and dbpool_query refuse it, and
+ * dbpool_conn_native gave its native handle out all the same (a statement
+ * run on it from the child goes out on the parent's socket). It returns
+ * NULL there now; the parent's lease is untouched. */
+static void test_native_handle_refused_in_forked_child(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_url("mock:", &o);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    void *native = dbpool_conn_native(c);
+    assert_non_null(native);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child: only what touches no lock, then _exit. */
+        int code = dbpool_conn_native(c) == NULL ? 0 : 1;
+        if (dbpool_exec(c, "SELECT 1", NULL, 0, NULL, NULL) != DBPOOL_EMISUSE)
+            code |= 2;
+        _exit(code);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) != 0)
+        fail_msg("in the forked child: %s%s",
+                 WEXITSTATUS(st) & 1 ? "dbpool_conn_native gave the parent's handle; " : "",
+                 WEXITSTATUS(st) & 2 ? "dbpool_exec was not refused" : "");
+    assert_ptr_equal(dbpool_conn_native(c), native); /* the parent's lease as it was */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
@@ -178,6 +216,7 @@ int main(void) {
         cmocka_unit_test(test_ebusy_description_fits_every_case),
         cmocka_unit_test(test_second_close_is_refused),
         cmocka_unit_test(test_null_arguments_of_acquire_named),
+        cmocka_unit_test(test_native_handle_refused_in_forked_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
