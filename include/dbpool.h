@@ -578,8 +578,11 @@ const char *dbpool_manager_name(dbpool_manager *m, int i);
  * dbpool_stats_json (never a cut document). In a child process after
  * fork() the parent's pools are left out. */
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
-/* Close every pool and free the manager. NULL is a no-op. */
-void dbpool_manager_free(dbpool_manager *m);
+/* Close every pool (as dbpool_close), free the manager and return
+ * DBPOOL_OK; NULL is a no-op. DBPOOL_EMISUSE, nothing closed and the
+ * manager kept, from a callback on one of its pools' own threads (see
+ * dbpool_close): free it from another thread. */
+int dbpool_manager_free(dbpool_manager *m);
 
 #ifdef __cplusplus
 }

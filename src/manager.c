@@ -291,9 +291,22 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     return tb_finish(t);
 }
 
-void dbpool_manager_free(dbpool_manager *m) {
+int dbpool_manager_free(dbpool_manager *m) {
     if (!m)
-        return;
+        return DBPOOL_OK;
+    /* From a callback on one of its pools' own threads, that pool's close
+     * would be refused and the manager freed anyway: the pool would stay
+     * open with nothing left to close it. Refuse before touching anything.
+     * (Not asked in a forked child: see dbpool_manager_close_pool.) */
+    pthread_rwlock_rdlock(&m->lock);
+    bool own = false;
+    for (int i = 0; i < m->n && !own; i++) {
+        dbpool *p = m->items[i].pool;
+        own = p && !dbpool__forked(p) && dbpool__on_own_thread(p);
+    }
+    pthread_rwlock_unlock(&m->lock);
+    if (own)
+        return DBPOOL_EMISUSE;
     pthread_mutex_lock(&managers_lock);
     if (m->prev)
         m->prev->next = m->next;
@@ -309,4 +322,5 @@ void dbpool_manager_free(dbpool_manager *m) {
     free(m->items);
     pthread_rwlock_destroy(&m->lock);
     free(m);
+    return DBPOOL_OK;
 }

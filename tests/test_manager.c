@@ -228,6 +228,48 @@ static void test_close_pool_from_its_own_thread(void **state) {
     dbpool_manager_free(callback_manager);
 }
 
+/* dbpool_manager_free from a callback on a pool's own maintenance thread:
+ * refused, nothing closed. It closed the other pools, had that one's close
+ * refused and freed the manager anyway, so the pool stayed open with
+ * nothing left to close it by (its maintenance thread running for ever). */
+static atomic_int callback_free_rc;
+
+static void free_manager_on_leak(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level;
+    if (strstr(line, "possible leak"))
+        atomic_store(&callback_free_rc, dbpool_manager_free(callback_manager));
+}
+
+static void test_free_manager_from_a_pools_own_thread(void **state) {
+    (void)state;
+    assert_int_equal(dbpool_manager_new(&callback_manager), DBPOOL_OK);
+    atomic_store(&callback_free_rc, -1000);
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(callback_manager, "quiet", "mock:", &o, &e), DBPOOL_OK);
+    o.leak_threshold_ms = 20;
+    o.maintenance_interval_ms = 10;
+    o.log_fn = free_manager_on_leak;
+    assert_int_equal(dbpool_manager_open(callback_manager, "leaky", "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(dbpool_manager_get(callback_manager, "leaky"), 1000, &c, NULL),
+                     DBPOOL_OK);
+    int64_t until = dbt_now_ms() + 5000;
+    while (atomic_load(&callback_free_rc) == -1000 && dbt_now_ms() < until)
+        dbt_sleep_ms(5);
+    assert_int_equal(atomic_load(&callback_free_rc), DBPOOL_EMISUSE);
+    /* Nothing was closed: both pools still work through the manager. */
+    assert_int_equal(dbpool_manager_count(callback_manager), 2);
+    dbpool_conn *q;
+    assert_int_equal(dbpool_acquire(dbpool_manager_get(callback_manager, "quiet"), 1000, &q, NULL),
+                     DBPOOL_OK);
+    assert_int_equal(dbpool_release(q), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_free(callback_manager), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_free(NULL), DBPOOL_OK);
+}
+
 /* A parent thread that holds a pool's lock at the moment of fork(), as
  * the maintenance thread, a connector or any acquire may: it takes the
  * lock, says so, and lets go when told. (The forking thread itself never
@@ -455,6 +497,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
+        cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
         cmocka_unit_test(test_concurrent_opens_of_one_name),
         cmocka_unit_test(test_stats_json_while_pools_work),
