@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "internal.h" /* the library's own URL decoding: check reads URLs as it does */
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,8 +124,11 @@ static int print_doc(json_t *doc) {
     if (!text)
         return cli_fail(CMD, "out of memory rendering the result: try again");
     bool ok = cli_print_text(text);
+    int write_errno = errno;
     free(text);
-    return ok ? CLI_EXIT_OK : cli_fail(CMD, "cannot write the result to stdout: check the output stream");
+    return ok ? CLI_EXIT_OK
+              : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
+                         strerror(write_errno));
 }
 
 int cli_check_main(int argc, char **argv) {

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -187,7 +188,7 @@ int cli_stat_main(int argc, char **argv) {
                (unsigned long long)(s.created - prev.created),
                (unsigned long long)(s.destroyed - prev.destroyed));
         if (fflush(stdout) != 0) {
-            code = cli_fail(CMD, "cannot write to stdout: check the output stream");
+            code = cli_fail(CMD, "cannot write to stdout (%s): check the output stream", strerror(errno));
             break;
         }
         prev = s;

@@ -866,6 +866,34 @@ static void test_check_usage(void **state) {
     }
 }
 
+/* A result that did not reach stdout says why (the system's reason):
+ * "check the output stream" alone left a user guessing between a full
+ * disk, a closed pipe and a read-only file. */
+static void test_results_unwritable_stdout_say_why(void **state) {
+    (void)state;
+    if (!exists("/dev/full"))
+        skip();
+    char dir[512], url[600];
+    fresh_dir("unwritable", dir, sizeof dir);
+    snprintf(url, sizeof url, "sqlite:%s/u.db", dir);
+    const char *const *cases[] = {
+        (const char *[]){"check", url, NULL},
+        (const char *[]){"stat", url, "0.05", "2", NULL},
+        (const char *[]){"bench", url, "--duration", "0.2", "--threads", "1", NULL},
+        (const char *[]){"bench", url, "--duration", "0.2", "--threads", "1", "--json", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = NULL;
+        int status = dbt_run_cli_stdout(cases[i], "/dev/full", &err);
+        if (status != 1 || !strstr(err, "No space left on device"))
+            fprintf(stderr, "%s >/dev/full: exit %d, stderr: %s", cases[i][0], status, err);
+        assert_int_equal(status, 1);
+        assert_non_null(strstr(err, "cannot write"));
+        assert_non_null(strstr(err, "No space left on device"));
+        free(err);
+    }
+}
+
 /* Help or a version that did not reach stdout is an error: a script must
  * not read "" with exit 0. */
 static void test_help_and_version_unwritable_stdout(void **state) {
@@ -1020,6 +1048,7 @@ int main(void) {
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_demo_help_ranges_hold),
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
+        cmocka_unit_test(test_results_unwritable_stdout_say_why),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
