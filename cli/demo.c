@@ -383,9 +383,10 @@ static char *sqlite_file_of(const char *url) {
     if (strncmp(rest, "//", 2) == 0)
         rest += 2;
     size_t n = strcspn(rest, "?");
-    char *out = malloc(n + 3), *o = out + 2;
+    char *out = malloc(n + 3);
     if (!out)
         return NULL;
+    char *o = out + 2;
     for (size_t i = 0; i < n; i++) {
         if (rest[i] != '%') {
             *o++ = rest[i];
