@@ -1088,7 +1088,7 @@ static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n,
 
     /* One allocation: rewritten SQL, value pointers, types, then the text
      * of every parameter, each NUL-terminated as libpq wants it. */
-    size_t sql_len = strlen(sql) + 5 * count + 1;
+    size_t sql_len = strlen(sql) + 7 * count + 1;
     size_t text_len = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i].type == DBPOOL_TYPE_TEXT) {

@@ -31,8 +31,8 @@ static void emit(char *out, size_t *o, const char *s, size_t n) {
 /*
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
- * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
- * bytes ("$65535" for "?"). *positional (when given) says whether a $1,
+ * Returns how many were found. `out` needs strlen(sql) + 7 * count + 1
+ * bytes (" $65535 " for "?" between two words). *positional (when given) says whether a $1,
  * $2, ... stands there too.
  */
 static size_t scan(const char *sql, char *out, bool *several, bool *positional) {
@@ -66,8 +66,16 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional) 
         } else if (ch == '?') {
             count++;
             s++;
-            char num[16];
-            int len = snprintf(num, sizeof num, "$%zu", count);
+            /* Kept apart from a word on either side, as `?` is where the
+             * other backends read it: PostgreSQL would read "LIMIT$1" as
+             * one identifier, and "$1AND" (or "$1_x") as a parameter with
+             * trailing junk, an error since PostgreSQL 15; "?1" would
+             * become parameter $11. */
+            char num[24];
+            bool word_before = s - 1 > sql && dbpool__pg_ident_cont((unsigned char)s[-2]);
+            bool word_after = dbpool__pg_ident_cont((unsigned char)*s);
+            int len =
+                snprintf(num, sizeof num, "%s$%zu%s", word_before ? " " : "", count, word_after ? " " : "");
             emit(out, &o, num, (size_t)len);
             continue;
         } else {

@@ -11,9 +11,12 @@
 /*
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
- * Returns how many were found. `out` needs strlen(sql) + 5 * count + 1
- * bytes while count is at most 99999 (the backend allows PostgreSQL's
- * 65535 parameters; "$65535" is 5 bytes longer than "?"). PostgreSQL's
+ * Returns how many were found. A `?` next to a letter, digit, `_` or `$`
+ * gets a space on that side ("LIMIT?" -> "LIMIT $1", "?AND" -> "$1 AND"),
+ * so that the number is not read as part of a word. `out` needs
+ * strlen(sql) + 7 * count + 1 bytes while count is at most 99999 (the
+ * backend allows PostgreSQL's 65535 parameters; " $65535 " is 7 bytes
+ * longer than "?"). PostgreSQL's
  * own `?`, `?|` and `?&` operators cannot be written in a statement that
  * has parameters.
  */

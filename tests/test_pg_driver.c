@@ -344,6 +344,14 @@ static void test_placeholders_outside_quotes(void **state) {
     assert_string_equal(got, "a?b?c");
     free(got);
 
+    /* A ? against a word, as SQLite takes it: the number must
+     * not join the word ("LIMIT$1" is an identifier, "$1AND" trailing
+     * junk after a parameter). */
+    dbpool_param xnn[3] = {dbpool_param_text("X"), dbpool_param_int64(1), dbpool_param_int64(1)};
+    got = query_text(c, "SELECT ?::text WHERE 1=?AND true LIMIT?", xnn, 3);
+    assert_string_equal(got, "X");
+    free(got);
+
     /* Without parameters the SQL goes verbatim: jsonb's ? operator works. */
     got = query_text(c, "SELECT ('{\"k\": 1}'::jsonb ? 'k')::text", NULL, 0);
     assert_string_equal(got, "true");

@@ -13,7 +13,7 @@
 
 static void check(const char *sql, const char *expect, size_t count) {
     size_t n = dbpool__pg_number_placeholders(sql, NULL);
-    char *out = malloc(strlen(sql) + 5 * n + 1);
+    char *out = malloc(strlen(sql) + 7 * n + 1);
     assert_non_null(out);
     assert_int_equal(dbpool__pg_number_placeholders(sql, out), n);
     if (n != count || strcmp(out, expect) != 0)
@@ -28,6 +28,23 @@ static void test_numbering(void **state) {
     check("SELECT 1", "SELECT 1", 0);
     check("", "", 0);
     check("?", "$1", 1);
+}
+
+/* A `?` touching a word: the number must not join it. PostgreSQL reads
+ * "LIMIT$1" as one identifier and "$1AND" as a parameter with trailing
+ * junk (an error since 15); SQLite takes "LIMIT?" and "?AND", MariaDB
+ * "LIMIT?". */
+static void test_placeholder_next_to_a_word(void **state) {
+    (void)state;
+    check("SELECT 1 WHERE x=?AND y", "SELECT 1 WHERE x=$1 AND y", 1);
+    check("SELECT * FROM t LIMIT?", "SELECT * FROM t LIMIT $1", 1);
+    check("SELECT x FROM t LIMIT?OFFSET?", "SELECT x FROM t LIMIT $1 OFFSET $2", 2);
+    check("SELECT ?_a, ?$", "SELECT $1 _a, $2 $", 2);
+    check("SELECT ?1", "SELECT $1 1", 1); /* not parameter $11 */
+    check("SELECT \xc3\xa9?", "SELECT \xc3\xa9 $1", 1);
+    check("SELECT 1?", "SELECT 1 $1", 1);
+    /* Not next to a word: no space added. */
+    check("SELECT (?),?::int,?", "SELECT ($1),$2::int,$3", 3);
 }
 
 static void test_quoted_places_untouched(void **state) {
@@ -102,6 +119,7 @@ static void test_unterminated_input_is_safe(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numbering),
+        cmocka_unit_test(test_placeholder_next_to_a_word),
         cmocka_unit_test(test_quoted_places_untouched),
         cmocka_unit_test(test_unterminated_input_is_safe),
         cmocka_unit_test(test_several_statements),

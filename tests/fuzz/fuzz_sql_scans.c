@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool several;
     size_t count = dbpool__pg_scan(sql, NULL, &several);
     size_t len = strlen(sql);
-    size_t cap = len + 5 * count + 1;
+    size_t cap = len + 7 * count + 1;
     char *out = malloc(cap);
     if (out) {
         if (dbpool__pg_scan(sql, out, NULL) != count)
