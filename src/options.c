@@ -175,6 +175,15 @@ int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_
     size_t len = strlen(base);
     memcpy(out, base, len);
     bool first = true;
+    /* A key given twice is ambiguous (libpq and SQLite would take the last
+     * one silently): refused. The values are not quoted: one may be a
+     * password. */
+    for (size_t i = 1; i < n && rc == DBPOOL_OK; i++)
+        for (size_t j = 0; j < i && rc == DBPOOL_OK; j++)
+            if (strcmp(kvs[j].key, kvs[i].key) == 0)
+                rc =
+                    dbpool__seterr(e, DBPOOL_EINVAL,
+                                   "URL key '%.64s' is given more than once: give each key once", kvs[i].key);
     for (size_t i = 0; i < n && rc == DBPOOL_OK; i++) {
         if (strncmp(kvs[i].key, "pool_", 5) == 0) {
             const pool_key *k = NULL;

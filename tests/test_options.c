@@ -259,6 +259,10 @@ static void test_bad_urls(void **state) {
         {"sqlite::memory:?pool_max=+5", DBPOOL_EINVAL, "pool_max"},
         {"sqlite::memory:?pool_max=%205", DBPOOL_EINVAL, "pool_max"},
         {"sqlite::memory:?pool_acquire_timeout=5000000000000", DBPOOL_EINVAL, "to 4611686018427"},
+        /* A key twice is ambiguous (the last one used to win silently). */
+        {"sqlite::memory:?pool_max=2&pool_max=3", DBPOOL_EINVAL, "'pool_max' is given more than once"},
+        {"mock:?pool_name=x&pool_min=1&pool_name=y", DBPOOL_EINVAL, "'pool_name' is given more than once"},
+        {"sqlite::memory:?busy_timeout=1&busy_timeout=2", DBPOOL_EINVAL, "'busy_timeout' is given more"},
     };
     for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
         dbpool *p = NULL;

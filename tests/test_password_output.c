@@ -271,6 +271,7 @@ static const char *const pg_only[] = {
     "{S}://u@127.0.0.1:{P}/db?password={A}\\{B}",
     "{S}://u@127.0.0.1:{P}/db?password={A}%zz{B}",
     "{S}://u@127.0.0.1:{P}/db?password={A}#{B}",
+    "{S}://u@127.0.0.1:{P}/db?password={A}&password={B}", /* refused as given twice */
     "{S}://u@127.0.0.1:{P}/db?password={A};{B}",
     "{S}://u@127.0.0.1:{P}/db?password={A},{B}",
     "{S}://u@127.0.0.1:{P}/db?password={A}={B}",
