@@ -143,12 +143,14 @@ static void test_close_from_keepalive_log(void **state) {
  * close must join: dbpool_close goes ahead there. The call that ran the
  * callback then ends with one of its documented codes, touching nothing
  * that was freed (ASan), and everything is closed and freed in the end. */
-static const char *close_trigger; /* a log line containing it closes the pool */
-static bool close_when_connected;
+/* Atomic: the pool's connector threads log too, and read them. */
+static const char *_Atomic close_trigger; /* a log line containing it closes the pool */
+static atomic_bool close_when_connected;
 
 static void close_on_line(void *user, dbpool_log_level level, const char *line) {
     (void)user, (void)level;
-    if (close_trigger && strstr(line, close_trigger) && !atomic_load(&closed_from_callback)) {
+    const char *trigger = atomic_load(&close_trigger);
+    if (trigger && strstr(line, trigger) && !atomic_load(&closed_from_callback)) {
         atomic_store(&closed_from_callback, true);
         atomic_store(&close_rc, dbpool_close(pool));
     }
@@ -156,7 +158,7 @@ static void close_on_line(void *user, dbpool_log_level level, const char *line) 
 
 static int close_in_callback(void *native, void *user) {
     (void)native, (void)user;
-    if (close_when_connected && !atomic_load(&closed_from_callback)) {
+    if (atomic_load(&close_when_connected) && !atomic_load(&closed_from_callback)) {
         atomic_store(&closed_from_callback, true);
         atomic_store(&close_rc, dbpool_close(pool));
     }
@@ -176,8 +178,8 @@ typedef enum {
 
 static void close_from_caller_thread(close_site site) {
     setup(NULL);
-    close_trigger = NULL;
-    close_when_connected = false;
+    atomic_store(&close_trigger, NULL);
+    atomic_store(&close_when_connected, false);
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.maintenance_interval_ms = 0;
@@ -202,40 +204,40 @@ static void close_from_caller_thread(close_site site) {
     }
     switch (site) {
     case BY_TRY_ACQUIRE_CONNECT:
-        close_when_connected = true;
+        atomic_store(&close_when_connected, true);
         rc = dbpool_try_acquire(pool, &c, &e);
         want = DBPOOL_ECLOSED;
         break;
     case BY_RELEASE_RESET:
         assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
         dbpool__mock_set_reset_clears_session(true); /* the reset runs after_connect again */
-        close_when_connected = true;
+        atomic_store(&close_when_connected, true);
         rc = dbpool_release(c);
         c = NULL;
         break;
     case BY_DISCARD:
-        close_trigger = "closing connection";
+        atomic_store(&close_trigger, "closing connection");
         rc = dbpool_discard(c);
         c = NULL;
         break;
     case BY_EXEC_BROKEN:
-        close_trigger = "is broken";
+        atomic_store(&close_trigger, "is broken");
         rc = dbpool_exec(c, "BREAK", NULL, 0, NULL, &e);
         want = DBPOOL_EBROKEN;
         break;
     case BY_ACQUIRE_VALIDATION:
         dbpool__mock_fail_ping(1, 1000);
-        close_trigger = "failed validation";
+        atomic_store(&close_trigger, "failed validation");
         rc = dbpool_acquire(pool, 1000, &c, &e);
         want = DBPOOL_ECLOSED;
         break;
     case BY_RESIZE:
-        close_trigger = "resized";
+        atomic_store(&close_trigger, "resized");
         rc = dbpool_resize(pool, 0, 3, &e);
         break;
     case BY_RESUME:
         assert_int_equal(dbpool_suspend(pool), DBPOOL_OK);
-        close_trigger = "resumed";
+        atomic_store(&close_trigger, "resumed");
         rc = dbpool_resume(pool);
         break;
     case BY_COUNT:
