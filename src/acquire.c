@@ -329,7 +329,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
 }
 
 static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
-                        dbpool_conn **out, dbpool_error *err) {
+                        dbpool_conn *cached, dbpool_conn **out, dbpool_error *err) {
     bool may_wait = !try_only;
     dbpool__clearerr(err);
     if (!out)
@@ -344,15 +344,9 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
      * "timed out after N ms" count from here, not from after that check. */
     int64_t call_start = 0, fast_call_start = 0;
     if (!trace) {
-        /* The fastest path: the connection this thread parked at its last
-         * release, taken back without the lock (sticky.c). It never
-         * waits: its zero wait reaches the histogram at the next snapshot
-         * (dbpool__fold_fast_leases_locked). */
-        dbpool_conn *c = dbpool__sticky_acquire(p);
-        if (c && c->state == CONN_PARKED) {
-            *out = c;
-            return DBPOOL_OK;
-        }
+        /* The thread's parked connection was tried by the caller
+         * (sticky_first): one due for the checks comes here. */
+        dbpool_conn *c = cached;
         if (c) { /* an ordinary lease now, due for the checks */
             call_start = dbpool__now_ns();
             int64_t t0 = fast_call_start = dbpool__fast_now_ns();
@@ -619,12 +613,36 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
 /* The trace is captured here, one call below the caller, so that the leak
  * report's first frame is the caller's (dbpool__trace_capture keeps the
  * frames from there on). */
+/* The fastest path, before anything else: the connection this thread
+ * parked at its last release, taken back without the lock (sticky.c). It
+ * never waits: its zero wait reaches the histogram at the next snapshot
+ * (dbpool__fold_fast_leases_locked). Not with leak detection on (the lease
+ * needs its trace) nor in a forked child. True when *out is the lease;
+ * else *cached is a connection taken back that is due for the ordinary
+ * checks, or NULL. */
+static inline bool sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err, dbpool_conn **cached) {
+    *cached = NULL;
+    if (!p || !out || p->opt.leak_threshold_ms > 0 || dbpool__forked(p))
+        return false;
+    dbpool_conn *c = dbpool__sticky_acquire(p);
+    if (c && c->state == CONN_PARKED) {
+        dbpool__clearerr(err);
+        *out = c;
+        return true;
+    }
+    *cached = c;
+    return false;
+}
+
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
+    dbpool_conn *cached;
+    if (sticky_first(p, out, err, &cached))
+        return DBPOOL_OK;
     lease_trace t;
     bool tracing = p && p->opt.leak_threshold_ms > 0;
     if (tracing)
         dbpool__trace_capture(&t);
-    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, out, err);
+    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, cached, out, err);
 }
 
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
@@ -636,11 +654,14 @@ int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_try_acquire: %s",
                               !out ? "out must not be NULL" : "pool is NULL");
     }
+    dbpool_conn *cached;
+    if (sticky_first(p, out, err, &cached))
+        return DBPOOL_OK;
     lease_trace t;
-    bool tracing = p && p->opt.leak_threshold_ms > 0;
+    bool tracing = p->opt.leak_threshold_ms > 0;
     if (tracing)
         dbpool__trace_capture(&t);
-    return acquire_impl(p, 0, true, tracing ? &t : NULL, out, err);
+    return acquire_impl(p, 0, true, tracing ? &t : NULL, cached, out, err);
 }
 
 /* ---------------------------------------------------------------------- */
