@@ -505,7 +505,12 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             /* 2. Wait in line; ask for a new connection if there is room. */
             if (!w_ready) {
                 memset(&w, 0, sizeof w);
-                dbpool__cond_init_monotonic(&w.cond);
+                if (dbpool__cond_init_monotonic(&w.cond) != 0) {
+                    rc = dbpool__seterr(err, DBPOOL_ENOMEM,
+                                        "out of memory: no condition variable to wait in line for pool '%s'",
+                                        p->name);
+                    break;
+                }
                 w.trace = trace;
                 w_ready = true;
             }

@@ -523,13 +523,13 @@ void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reaso
 /* open / close                                                           */
 /* ---------------------------------------------------------------------- */
 
-void dbpool__cond_init_monotonic(pthread_cond_t *cv) {
+int dbpool__cond_init_monotonic(pthread_cond_t *cv) {
     pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(cv, &ca) != 0)
-        abort();
+    if (pthread_condattr_init(&ca) != 0)
+        return -1;
+    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 ? pthread_cond_init(cv, &ca) : -1;
     pthread_condattr_destroy(&ca);
+    return rc == 0 ? 0 : -1;
 }
 
 static bool take_all(const dbpool *p, const dbpool_conn *c, void *arg) {
@@ -590,9 +590,19 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
         free(p);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "pthread_mutex_init failed");
     }
-    dbpool__cond_init_monotonic(&p->maint_cond);
-    dbpool__cond_init_monotonic(&p->connector_cond);
-    dbpool__cond_init_monotonic(&p->keepalive_cond);
+    /* Out of memory (or of whatever a condition variable needs) is an
+     * error for the caller, not an abort: nothing else exists yet. */
+    pthread_cond_t *conds[] = {&p->maint_cond, &p->connector_cond, &p->keepalive_cond};
+    for (size_t i = 0; i < sizeof conds / sizeof conds[0]; i++) {
+        if (dbpool__cond_init_monotonic(conds[i]) != 0) {
+            while (i-- > 0)
+                pthread_cond_destroy(conds[i]);
+            pthread_mutex_destroy(&p->leak_log_lock);
+            pthread_mutex_destroy(&p->lock);
+            free(p);
+            return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory: pthread_cond_init failed");
+        }
+    }
     dbpool__fork_watch();
     p->fork_generation = dbpool__fork_generation();
     p->opened_ns = dbpool__now_ns();

@@ -270,7 +270,8 @@ int64_t dbpool__barging_window_ns(const dbpool *p);
 /* Idle connections (or parked ones not in use) and someone first in
  * line: tell them to look. */
 void dbpool__poke_head_locked(dbpool *p);
-void dbpool__cond_init_monotonic(pthread_cond_t *cv);
+/* 0, or -1 when the condition variable could not be made. */
+int dbpool__cond_init_monotonic(pthread_cond_t *cv);
 /* Close a connection counted only in n_closing (takes the lock; may free
  * the pool: touch nothing of it afterwards). */
 void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why);
