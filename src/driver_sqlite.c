@@ -201,7 +201,7 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     } else {
         char *decoded = dbpool__pct_decode(rest, strlen(rest));
         if (!decoded) {
-            rc = dbpool__seterr(e, DBPOOL_EINVAL, "bad percent-escape in the SQLite path");
+            rc = dbpool__pct_decode_error(rest, strlen(rest), "bad percent-escape in the SQLite path", e);
         } else if (strcmp(decoded, ":memory:") == 0) {
             c->memory = true; /* written percent-encoded: the same database */
             free(decoded);

@@ -64,8 +64,15 @@ typedef struct dbpool_kv {
  * nothing of the URL). Free with dbpool__kv_free. */
 int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv, dbpool_error *e);
 void dbpool__kv_free(dbpool_kv *kvs, size_t n);
-/* Percent-decode src[0..len) into a new string; NULL on a bad escape/ENOMEM. */
+/* Percent-decode src[0..len) into a new string; NULL on a bad escape/ENOMEM
+ * (dbpool__pct_valid tells the two apart). */
 char *dbpool__pct_decode(const char *src, size_t len);
+/* Are src[0..len)'s escapes ones dbpool__pct_decode takes (%XX, not %00)?
+ * A NULL from it for valid text means out of memory. */
+bool dbpool__pct_valid(const char *src, size_t len);
+/* The error for a NULL from dbpool__pct_decode(src, len): DBPOOL_ENOMEM when
+ * the text was valid, else DBPOOL_EINVAL with `bad_escape` as the message. */
+int dbpool__pct_decode_error(const char *src, size_t len, const char *bad_escape, dbpool_error *e);
 /* Parse a base-10 integer in [lo, hi]; false when not a number or outside. */
 bool dbpool__parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* strtod as in the "C" locale, whatever LC_NUMERIC the application set

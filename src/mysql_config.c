@@ -113,7 +113,7 @@ static int parse_host(const char *s, size_t n, my_host *h, dbpool_error *e) {
     if (namelen > 0) {
         h->host = dbpool__pct_decode(name, namelen);
         if (!h->host)
-            return dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in a host name");
+            return dbpool__pct_decode_error(name, namelen, "mysql URL: bad percent-escape in a host name", e);
     }
     return DBPOOL_OK;
 }
@@ -267,7 +267,8 @@ static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
         if (uend > p) {
             c->user = dbpool__pct_decode(p, (size_t)(uend - p));
             if (!c->user) {
-                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the user name");
+                rc = dbpool__pct_decode_error(p, (size_t)(uend - p),
+                                              "mysql URL: bad percent-escape in the user name", e);
                 goto out;
             }
         }
@@ -277,7 +278,8 @@ static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
             c->password_encoded = dup_range(colon + 1, n);
             if (!c->password || !c->password_encoded) {
                 /* Never echo the text: it is the password. */
-                rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the password");
+                rc = dbpool__pct_decode_error(colon + 1, n, "mysql URL: bad percent-escape in the password",
+                                              e);
                 goto out;
             }
         }
@@ -314,7 +316,8 @@ static int parse_url(my_cfg *c, const char *url, dbpool_error *e) {
     if (slash && slash[1]) {
         c->database = dbpool__pct_decode(slash + 1, strlen(slash + 1));
         if (!c->database) {
-            rc = dbpool__seterr(e, DBPOOL_EINVAL, "mysql URL: bad percent-escape in the database name");
+            rc = dbpool__pct_decode_error(slash + 1, strlen(slash + 1),
+                                          "mysql URL: bad percent-escape in the database name", e);
             goto out;
         }
     }

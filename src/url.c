@@ -43,6 +43,27 @@ static int hexval(char c) {
     return -1;
 }
 
+bool dbpool__pct_valid(const char *src, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (src[i] != '%')
+            continue;
+        if (i + 2 >= len)
+            return false;
+        int h = hexval(src[i + 1]), l = hexval(src[i + 2]);
+        if (h < 0 || l < 0 || h + l == 0)
+            return false;
+        i += 2;
+    }
+    return true;
+}
+
+int dbpool__pct_decode_error(const char *src, size_t len, const char *bad_escape, dbpool_error *e) {
+    /* Out of memory is not a typing mistake in the URL: said as what it is. */
+    if (dbpool__pct_valid(src, len))
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory decoding the URL");
+    return dbpool__seterr(e, DBPOOL_EINVAL, "%s", bad_escape);
+}
+
 char *dbpool__pct_decode(const char *src, size_t len) {
     char *out = malloc(len + 1);
     if (!out)
@@ -279,9 +300,9 @@ int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv
             if (!list[n].key || !list[n].value) {
                 dbpool__kv_free(list, n + 1);
                 free(b);
-                return dbpool__seterr(
-                    e, DBPOOL_EINVAL,
-                    "bad percent-escape in the URL's query (write %%XX with two hex digits)");
+                return dbpool__pct_decode_error(
+                    s, (size_t)(end - s),
+                    "bad percent-escape in the URL's query (write %XX with two hex digits)", e);
             }
             if (!list[n].key[0]) {
                 dbpool__kv_free(list, n + 1);
