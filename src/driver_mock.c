@@ -100,10 +100,9 @@ static bool rule_hits(const fail_rule *r, long k) {
 static const char *const mock_schemes[] = {"mock", NULL};
 
 static int mock_configure(const char *url, void **cfg, dbpool_error *e) {
-    (void)e;
     (void)url;
     *cfg = malloc(1); /* no settings: the controls are process-wide */
-    return *cfg ? DBPOOL_OK : DBPOOL_ENOMEM;
+    return *cfg ? DBPOOL_OK : dbpool__seterr(e, DBPOOL_ENOMEM, "mock: out of memory for the configuration");
 }
 static void mock_free_config(void *cfg) { free(cfg); }
 
