@@ -1,0 +1,508 @@
+/* Out of memory and failing system calls: every allocation and
+ * resource-creating call of the library fails in turn, and each run must
+ * end in success or a clear error (DBPOOL_ENOMEM or the documented code,
+ * with a message), never crash, hang or leak, and leave the pool usable or
+ * cleanly unopened.
+ *
+ * The executable is linked with -Wl,--wrap for malloc, calloc, realloc,
+ * strdup, aligned_alloc, pthread_create, pthread_mutex_init,
+ * pthread_cond_init, pthread_rwlock_init, sqlite3_open_v2 and
+ * backtrace_symbols (tests/CMakeLists.txt): the calls the library makes
+ * from libdbpool.a go through the shims below, which fail the Nth call
+ * counted while the injector is armed. Each scenario runs once to count
+ * its calls, then once per call with that call failing. The library's
+ * own threads (connectors, maintenance, keepalive) make calls too: their
+ * failures must degrade (the connect is tried again, or the work waits
+ * for the next pass), never abort or deadlock. Leaks are LeakSanitizer's
+ * to find (the ASan build), with the mock backend's count of live
+ * connections checked after every run. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* ---------------------------------------------------------------------- */
+/* the injector                                                           */
+/* ---------------------------------------------------------------------- */
+
+static atomic_bool armed;
+static atomic_long calls;   /* counted while armed */
+static atomic_long fail_at; /* 0: none; n: the nth call fails */
+static atomic_long failed;  /* injected failures */
+
+static bool inject(void) {
+    if (!atomic_load(&armed))
+        return false;
+    long n = atomic_fetch_add(&calls, 1) + 1;
+    if (n == atomic_load(&fail_at)) {
+        atomic_fetch_add(&failed, 1);
+        return true;
+    }
+    return false;
+}
+
+static void arm(long n) {
+    atomic_store(&calls, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_at, n);
+    atomic_store(&armed, true);
+}
+
+static void disarm(void) { atomic_store(&armed, false); }
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+void *__real_aligned_alloc(size_t align, size_t n);
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __real_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a);
+int __real_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a);
+int __real_pthread_rwlock_init(pthread_rwlock_t *l, const pthread_rwlockattr_t *a);
+int __real_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char *vfs);
+char **__real_backtrace_symbols(void *const *frames, int n);
+
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+void *__wrap_aligned_alloc(size_t align, size_t n);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __wrap_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a);
+int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a);
+int __wrap_pthread_rwlock_init(pthread_rwlock_t *l, const pthread_rwlockattr_t *a);
+int __wrap_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char *vfs);
+char **__wrap_backtrace_symbols(void *const *frames, int n);
+
+void *__wrap_malloc(size_t n) {
+    if (inject()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t size) {
+    if (inject()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t n) {
+    if (inject()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s) {
+    if (inject()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_strdup(s);
+}
+void *__wrap_aligned_alloc(size_t align, size_t n) {
+    if (inject()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_aligned_alloc(align, n);
+}
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg) {
+    return inject() ? EAGAIN : __real_pthread_create(t, a, fn, arg);
+}
+int __wrap_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a) {
+    return inject() ? ENOMEM : __real_pthread_mutex_init(m, a);
+}
+int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a) {
+    return inject() ? ENOMEM : __real_pthread_cond_init(c, a);
+}
+int __wrap_pthread_rwlock_init(pthread_rwlock_t *l, const pthread_rwlockattr_t *a) {
+    return inject() ? ENOMEM : __real_pthread_rwlock_init(l, a);
+}
+int __wrap_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char *vfs) {
+    if (inject()) {
+        *db = NULL; /* what SQLite does when it cannot allocate the handle */
+        return SQLITE_NOMEM;
+    }
+    return __real_sqlite3_open_v2(name, db, flags, vfs);
+}
+char **__wrap_backtrace_symbols(void *const *frames, int n) {
+    return inject() ? NULL : __real_backtrace_symbols(frames, n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* checks                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static long current_n; /* the failing call of this run, for messages */
+static const char *current_scenario;
+
+/* A call under injection returned rc: OK, or one of the allowed codes with
+ * a message. The run's injected failure explains any error. */
+static bool allowed(int rc, const dbpool_error *e, const char *what, const int *codes) {
+    if (rc == DBPOOL_OK)
+        return true;
+    bool known = false;
+    for (const int *c = codes; *c; c++)
+        known |= rc == *c;
+    if (!known || !e->message[0]) {
+        fprintf(stderr, "%s, call %ld failing: %s returned %s: \"%s\"\n", current_scenario, current_n, what,
+                dbpool_errname(rc), e->message);
+        return false;
+    }
+    return true;
+}
+
+static const int ENOMEM_ONLY[] = {DBPOOL_ENOMEM, 0};
+
+#define EXPECT(rc, e, what, codes)                                                                           \
+    do {                                                                                                     \
+        if (!allowed((rc), (e), (what), (codes)))                                                            \
+            fail_msg("%s: call %ld failing: %s gave %d", current_scenario, current_n, (what), (rc));         \
+    } while (0)
+
+/* After a run, with the injector off: the pool works (a lease, a query, a
+ * release) and closes with nothing out. */
+static void check_usable(dbpool *p) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int rc = dbpool_acquire(p, 5000, &c, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: call %ld failing: the pool was left unusable: %s", current_scenario, current_n,
+                 e.message);
+    dbpool_result *r = NULL;
+    rc = dbpool_query(c, "SELECT 1", NULL, 0, &r, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: call %ld failing: query after the run: %s", current_scenario, current_n, e.message);
+    assert_int_equal(dbpool_result_next(r, &e), 1);
+    dbpool_result_free(r);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_true(dbt_invariant_holds(p));
+}
+
+static void check_mock_clean(void) {
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    if (n.live != 0)
+        fail_msg("%s: call %ld failing: %ld mock connections left open", current_scenario, current_n, n.live);
+}
+
+/* Run a scenario once counting its calls, then once per call with that one
+ * failing. A scenario's own threads may make a few calls more or fewer
+ * from one run to the next: the loop goes on past the count until a run
+ * sees no failure. Returns the number of injection points covered. */
+typedef void (*scenario_fn)(void);
+
+static long run_scenario(const char *name, scenario_fn fn) {
+    current_scenario = name;
+    current_n = 0;
+    arm(0);
+    fn();
+    disarm();
+    long total = atomic_load(&calls);
+    long n = 1;
+    for (;; n++) {
+        current_n = n;
+        arm(n);
+        fn();
+        disarm();
+        if (atomic_load(&failed) == 0 && n > total)
+            break;
+    }
+    fprintf(stderr, "%s: %ld calls counted, %ld injection points run\n", name, total, n - 1);
+    return n - 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* scenarios                                                              */
+/* ---------------------------------------------------------------------- */
+
+static const char *sqlite_file_url(void) {
+    static char url[600];
+    if (!url[0])
+        snprintf(url, sizeof url, "sqlite:%s/alloc.db", dbt_tmpdir());
+    return url;
+}
+
+/* Open a pool (armed), and when it opened: a lease, statements with
+ * parameters and a result, the statistics, a resize, a release, then
+ * (disarmed) the usability check and the close. */
+static void pool_round(const char *url, const dbpool_options *o) {
+    dbpool__mock_reset();
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, url, o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        assert_null(p);
+        check_mock_clean();
+        return;
+    }
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, 2000, &c, &e);
+    EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
+    if (rc == DBPOOL_OK) {
+        rc = dbpool_exec(c, "CREATE TABLE IF NOT EXISTS t(id INTEGER, name TEXT)", NULL, 0, NULL, &e);
+        EXPECT(rc, &e, "dbpool_exec", ENOMEM_ONLY);
+        dbpool_param params[] = {dbpool_param_int64(7), dbpool_param_text("seven")};
+        rc = dbpool_exec(c, "INSERT INTO t VALUES (?, ?)", params, 2, NULL, &e);
+        EXPECT(rc, &e, "dbpool_exec with parameters", ENOMEM_ONLY);
+        dbpool_result *r = NULL;
+        rc = dbpool_query(c, "SELECT ?, 'x' AS name", params, 1, &r, &e);
+        EXPECT(rc, &e, "dbpool_query", ENOMEM_ONLY);
+        if (rc == DBPOOL_OK) {
+            int more;
+            while ((more = dbpool_result_next(r, &e)) == 1)
+                (void)dbpool_result_text(r, 1, NULL);
+            EXPECT(more, &e, "dbpool_result_next", ENOMEM_ONLY);
+            dbpool_result_free(r);
+        }
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    char buf[16384];
+    int n = dbpool_stats_json(p, buf, sizeof buf);
+    if (n < 0)
+        assert_int_equal(n, DBPOOL_ENOMEM);
+    n = dbpool_stats_prometheus(p, buf, sizeof buf);
+    if (n < 0)
+        assert_int_equal(n, DBPOOL_ENOMEM);
+    rc = dbpool_resize(p, o ? o->min_size : 0, 3, &e);
+    EXPECT(rc, &e, "dbpool_resize", ENOMEM_ONLY);
+    disarm();
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+static void base_options(dbpool_options *o, int min_size) {
+    dbt_options(o, min_size, 4);
+    o->maintenance_interval_ms = 0;
+    o->acquire_timeout_ms = 2000;
+    o->max_retries = 0;
+    o->breaker_failures = 0;
+}
+
+static void scenario_mock(void) {
+    dbpool_options o;
+    base_options(&o, 2);
+    o.init_sql = "SELECT 1";
+    o.name = "mock-pool";
+    pool_round("mock:?pool_max=4", &o);
+}
+
+static void scenario_sqlite_memory(void) {
+    dbpool_options o;
+    base_options(&o, 1);
+    pool_round("sqlite::memory:", &o);
+}
+
+static void scenario_sqlite_file(void) {
+    dbpool_options o;
+    base_options(&o, 2);
+    o.init_sql = "PRAGMA cache_size=100";
+    pool_round(sqlite_file_url(), &o);
+}
+
+/* The connectors open connections for a caller in line: a failure on
+ * their threads must reach the caller as an error or be tried again. */
+static void scenario_connectors(void) {
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 0);
+    o.lazy_connect = true;
+    o.acquire_timeout_ms = 1000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        check_mock_clean();
+        return;
+    }
+    dbpool_conn *c[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        rc = dbpool_acquire(p, 1000, &c[i], &e);
+        EXPECT(rc, &e, "dbpool_acquire (a connector's connection)", ENOMEM_ONLY);
+    }
+    for (int i = 0; i < 2; i++)
+        if (c[i])
+            assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+    disarm();
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+/* Leak detection: the holder's stack is kept for each lease, and a timeout
+ * names the oldest holder, symbolised. */
+static void scenario_leak_trace(void) {
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 1);
+    o.max_size = 1;
+    o.leak_threshold_ms = 60000;
+    o.maintenance_interval_ms = 1000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        check_mock_clean();
+        return;
+    }
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, 1000, &c, &e);
+    EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
+    if (rc == DBPOOL_OK) {
+        dbpool_conn *c2 = NULL;
+        static const int timeout[] = {DBPOOL_ETIMEDOUT, 0};
+        rc = dbpool_acquire(p, 0, &c2, &e);
+        EXPECT(rc == DBPOOL_OK ? DBPOOL_EINVAL : rc, &e, "a second acquire of a pool of one", timeout);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    disarm();
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+/* The maintenance and keepalive threads: a pass that cannot allocate must
+ * not stop them (the pool is refilled to min_size afterwards). */
+static void scenario_threads(void) {
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 2);
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 5;
+    o.idle_timeout_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        check_mock_clean();
+        return;
+    }
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, 1000, &c, &e);
+    EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
+    if (rc == DBPOOL_OK)
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool_shrink(p, 0); /* the maintenance pass refills */
+    dbt_sleep_ms(20);
+    disarm();
+    /* Refilled to min_size again after whatever failed. */
+    int64_t until = dbt_now_ms() + 5000;
+    dbpool_stats s;
+    do {
+        dbt_sleep_ms(5);
+        dbpool_get_stats(p, &s);
+    } while (s.idle + s.in_use < 2 && dbt_now_ms() < until);
+    if (s.idle + s.in_use < 2)
+        fail_msg("%s: call %ld failing: not refilled to min_size (%d idle)", current_scenario, current_n,
+                 s.idle);
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+/* The manager: create, open two pools, look up, statistics, close one,
+ * free. */
+static void scenario_manager(void) {
+    dbpool__mock_reset();
+    dbpool_manager *m = NULL;
+    int rc = dbpool_manager_new(&m);
+    if (rc != DBPOOL_OK) {
+        assert_int_equal(rc, DBPOOL_ENOMEM);
+        assert_null(m);
+        disarm();
+        return;
+    }
+    dbpool_options o;
+    base_options(&o, 1);
+    dbpool_error e;
+    const char *names[] = {"first", "second", "third"};
+    bool open[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        rc = dbpool_manager_open(m, names[i], "mock:", &o, &e);
+        EXPECT(rc, &e, "dbpool_manager_open", ENOMEM_ONLY);
+        open[i] = rc == DBPOOL_OK;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_true((dbpool_manager_get(m, names[i]) != NULL) == open[i]);
+    char buf[65536];
+    int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+    if (n < 0)
+        assert_int_equal(n, DBPOOL_ENOMEM);
+    if (open[1])
+        assert_int_equal(dbpool_manager_close_pool(m, "second"), DBPOOL_OK);
+    disarm();
+    for (int i = 0; i < 3; i += 2)
+        if (open[i])
+            check_usable(dbpool_manager_get(m, names[i]));
+    /* A name whose open failed can be opened now. */
+    if (!open[0])
+        assert_int_equal(dbpool_manager_open(m, names[0], "mock:", &o, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(m), 1 + (open[2] ? 1 : 0));
+    dbpool_manager_free(m);
+    check_mock_clean();
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void test_open_mock(void **state) {
+    (void)state;
+    assert_true(run_scenario("mock pool", scenario_mock) > 0);
+}
+static void test_open_sqlite_memory(void **state) {
+    (void)state;
+    assert_true(run_scenario("sqlite::memory: pool", scenario_sqlite_memory) > 0);
+}
+static void test_open_sqlite_file(void **state) {
+    (void)state;
+    assert_true(run_scenario("sqlite file pool", scenario_sqlite_file) > 0);
+}
+static void test_connectors(void **state) {
+    (void)state;
+    assert_true(run_scenario("connector threads", scenario_connectors) > 0);
+}
+static void test_leak_trace(void **state) {
+    (void)state;
+    assert_true(run_scenario("leak traces", scenario_leak_trace) > 0);
+}
+static void test_pool_threads(void **state) {
+    (void)state;
+    assert_true(run_scenario("maintenance and keepalive", scenario_threads) > 0);
+}
+static void test_manager(void **state) {
+    (void)state;
+    assert_true(run_scenario("manager", scenario_manager) > 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_mock),        cmocka_unit_test(test_open_sqlite_memory),
+        cmocka_unit_test(test_open_sqlite_file), cmocka_unit_test(test_connectors),
+        cmocka_unit_test(test_leak_trace),       cmocka_unit_test(test_pool_threads),
+        cmocka_unit_test(test_manager),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
