@@ -343,7 +343,7 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
         size_t n = 0;
         int src = list_objects(db, &now, &n);
         if (src != SQLITE_OK)
-            return dbpool__seterr(e, DBPOOL_ECONNECT,
+            return dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_ECONNECT,
                                   "listing what init_sql and after_connect set up on the new SQLite "
                                   "connection failed: %s",
                                   sqlite3_errstr(src));
@@ -356,7 +356,7 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
         sqlite_pragma_base now;
         int src = read_pragmas(db, &now);
         if (src != SQLITE_OK)
-            return dbpool__seterr(e, DBPOOL_ECONNECT,
+            return dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_ECONNECT,
                                   "reading the settings init_sql and after_connect left on the new SQLite "
                                   "connection failed: %s",
                                   sqlite3_errstr(src));

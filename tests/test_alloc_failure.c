@@ -20,6 +20,7 @@
 #include "testsupport.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
@@ -38,15 +39,16 @@
 /* ---------------------------------------------------------------------- */
 
 static atomic_bool armed;
-static atomic_long calls;   /* counted while armed */
-static atomic_long fail_at; /* 0: none; n: the nth call fails */
-static atomic_long failed;  /* injected failures */
+static atomic_long calls;    /* counted while armed */
+static atomic_long fail_at;  /* 0: none; n: the nth call fails */
+static atomic_long fail_len; /* calls failing from there on: 1, a few, or all (memory stays short) */
+static atomic_long failed;   /* injected failures */
 
 static bool inject(void) {
     if (!atomic_load(&armed))
         return false;
-    long n = atomic_fetch_add(&calls, 1) + 1;
-    if (n == atomic_load(&fail_at)) {
+    long n = atomic_fetch_add(&calls, 1) + 1, at = atomic_load(&fail_at);
+    if (at > 0 && n >= at && n - at < atomic_load(&fail_len)) {
         atomic_fetch_add(&failed, 1);
         return true;
     }
@@ -143,6 +145,23 @@ int __wrap_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char
 char **__wrap_backtrace_symbols(void *const *frames, int n) {
     return inject() ? NULL : __real_backtrace_symbols(frames, n);
 }
+#ifdef DBPOOL_HAVE_PG
+#include <libpq-fe.h>
+PGconn *__real_PQconnectStartParams(const char *const *keys, const char *const *values, int expand);
+PGconn *__wrap_PQconnectStartParams(const char *const *keys, const char *const *values, int expand);
+PGconn *__wrap_PQconnectStartParams(const char *const *keys, const char *const *values, int expand) {
+    return inject() ? NULL : __real_PQconnectStartParams(keys, values, expand);
+}
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+#include <mysql.h>
+MYSQL *__real_mysql_init(MYSQL *m);
+MYSQL *__wrap_mysql_init(MYSQL *m);
+MYSQL *__wrap_mysql_init(MYSQL *m) { return inject() ? NULL : __real_mysql_init(m); }
+MYSQL_STMT *__real_mysql_stmt_init(MYSQL *m);
+MYSQL_STMT *__wrap_mysql_stmt_init(MYSQL *m);
+MYSQL_STMT *__wrap_mysql_stmt_init(MYSQL *m) { return inject() ? NULL : __real_mysql_stmt_init(m); }
+#endif
 
 /* ---------------------------------------------------------------------- */
 /* checks                                                                 */
@@ -207,8 +226,8 @@ static void check_mock_clean(void) {
  * sees no failure. Returns the number of injection points covered. */
 typedef void (*scenario_fn)(void);
 
-static long run_scenario(const char *name, scenario_fn fn) {
-    current_scenario = name;
+static long run_pass(scenario_fn fn, long len) {
+    atomic_store(&fail_len, len);
     current_n = 0;
     arm(0);
     fn();
@@ -223,8 +242,21 @@ static long run_scenario(const char *name, scenario_fn fn) {
         if (atomic_load(&failed) == 0 && n > total)
             break;
     }
-    fprintf(stderr, "%s: %ld calls counted, %ld injection points run\n", name, total, n - 1);
     return n - 1;
+}
+
+/* Three times: the Nth call failing alone, the Nth and the two after it
+ * (a run of copies, such as every copy of a secret), and the Nth and every
+ * call after it (memory that stays short). */
+static long run_scenario(const char *name, scenario_fn fn) {
+    current_scenario = name;
+    long once = run_pass(fn, 1);
+    long three = run_pass(fn, 3);
+    long from = run_pass(fn, LONG_MAX);
+    fprintf(stderr,
+            "%s: %ld injection points (one call failing), %ld (three), %ld (every call from there on)\n",
+            name, once, three, from);
+    return once;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -241,7 +273,7 @@ static const char *sqlite_file_url(void) {
 /* Open a pool (armed), and when it opened: a lease, statements with
  * parameters and a result, the statistics, a resize, a release, then
  * (disarmed) the usability check and the close. */
-static void pool_round(const char *url, const dbpool_options *o) {
+static void pool_round(const char *url, const dbpool_options *o, const char *session_sql) {
     dbpool__mock_reset();
     dbpool *p = NULL;
     dbpool_error e;
@@ -257,22 +289,39 @@ static void pool_round(const char *url, const dbpool_options *o) {
     rc = dbpool_acquire(p, 2000, &c, &e);
     EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
     if (rc == DBPOOL_OK) {
-        rc = dbpool_exec(c, "CREATE TABLE IF NOT EXISTS t(id INTEGER, name TEXT)", NULL, 0, NULL, &e);
+        rc = dbpool_exec(c, "CREATE TABLE IF NOT EXISTS alloc_failure_t(id INTEGER, name TEXT)", NULL, 0,
+                         NULL, &e);
         EXPECT(rc, &e, "dbpool_exec", ENOMEM_ONLY);
+        /* Twice each: a server backend keeps a statement prepared at its
+         * second run. Then an open transaction for the release to reset. */
         dbpool_param params[] = {dbpool_param_int64(7), dbpool_param_text("seven")};
-        rc = dbpool_exec(c, "INSERT INTO t VALUES (?, ?)", params, 2, NULL, &e);
-        EXPECT(rc, &e, "dbpool_exec with parameters", ENOMEM_ONLY);
-        dbpool_result *r = NULL;
-        rc = dbpool_query(c, "SELECT ?, 'x' AS name", params, 1, &r, &e);
-        EXPECT(rc, &e, "dbpool_query", ENOMEM_ONLY);
-        if (rc == DBPOOL_OK) {
-            int more;
-            while ((more = dbpool_result_next(r, &e)) == 1)
-                (void)dbpool_result_text(r, 1, NULL);
-            EXPECT(more, &e, "dbpool_result_next", ENOMEM_ONLY);
-            dbpool_result_free(r);
+        for (int i = 0; i < 2; i++) {
+            rc = dbpool_exec(c, "INSERT INTO alloc_failure_t VALUES (?, ?)", params, 2, NULL, &e);
+            EXPECT(rc, &e, "dbpool_exec with parameters", ENOMEM_ONLY);
+            dbpool_result *r = NULL;
+            rc = dbpool_query(c, "SELECT id, name FROM alloc_failure_t WHERE id = ?", params, 1, &r, &e);
+            EXPECT(rc, &e, "dbpool_query", ENOMEM_ONLY);
+            if (rc == DBPOOL_OK) {
+                int more;
+                while ((more = dbpool_result_next(r, &e)) == 1)
+                    (void)dbpool_result_text(r, 1, NULL);
+                EXPECT(more, &e, "dbpool_result_next", ENOMEM_ONLY);
+                dbpool_result_free(r);
+            }
         }
-        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        /* What the release must clear: a temporary table, a session
+         * setting. */
+        rc = dbpool_exec(c, "CREATE TEMPORARY TABLE alloc_failure_tmp(x INTEGER)", NULL, 0, NULL, &e);
+        EXPECT(rc, &e, "dbpool_exec CREATE TEMPORARY TABLE", ENOMEM_ONLY);
+        if (session_sql) {
+            rc = dbpool_exec(c, session_sql, NULL, 0, NULL, &e);
+            EXPECT(rc, &e, session_sql, ENOMEM_ONLY);
+        }
+        rc = dbpool_exec(c, "BEGIN", NULL, 0, NULL, &e);
+        EXPECT(rc, &e, "dbpool_exec BEGIN", ENOMEM_ONLY);
+        rc = dbpool_exec(c, "DELETE FROM alloc_failure_t", NULL, 0, NULL, &e);
+        EXPECT(rc, &e, "dbpool_exec in a transaction", ENOMEM_ONLY);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK); /* rolled back */
     }
     char buf[16384];
     int n = dbpool_stats_json(p, buf, sizeof buf);
@@ -302,20 +351,31 @@ static void scenario_mock(void) {
     base_options(&o, 2);
     o.init_sql = "SELECT 1";
     o.name = "mock-pool";
-    pool_round("mock:?pool_max=4", &o);
+    pool_round("mock:?pool_max=4", &o, NULL);
 }
 
 static void scenario_sqlite_memory(void) {
     dbpool_options o;
     base_options(&o, 1);
-    pool_round("sqlite::memory:", &o);
+    pool_round("sqlite::memory:", &o, "ATTACH ':memory:' AS alloc_aux");
+}
+
+/* A temporary object made by after_connect is part of every lease's
+ * session (the baseline), not something a release drops. */
+static int sqlite_after_connect(void *native, void *user) {
+    (void)user;
+    return sqlite3_exec(native, "CREATE TEMP TABLE IF NOT EXISTS alloc_base(x)", NULL, NULL, NULL) ==
+                   SQLITE_OK
+               ? 0
+               : 1;
 }
 
 static void scenario_sqlite_file(void) {
     dbpool_options o;
     base_options(&o, 2);
     o.init_sql = "PRAGMA cache_size=100";
-    pool_round(sqlite_file_url(), &o);
+    o.after_connect = sqlite_after_connect;
+    pool_round(sqlite_file_url(), &o, "PRAGMA cache_size=50");
 }
 
 /* The connectors open connections for a caller in line: a failure on
@@ -377,6 +437,50 @@ static void scenario_leak_trace(void) {
         EXPECT(rc == DBPOOL_OK ? DBPOOL_EINVAL : rc, &e, "a second acquire of a pool of one", timeout);
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     }
+    disarm();
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+/* A lease held past leak_threshold_ms: the maintenance thread reports it
+ * with the holder's stack, and reclaims it; then a health check, and a
+ * suspend and resume. */
+static void scenario_leak_report(void) {
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 1);
+    o.max_size = 2;
+    o.leak_threshold_ms = 1;
+    o.leak_reclaim_ms = 2;
+    o.maintenance_interval_ms = 2;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        check_mock_clean();
+        return;
+    }
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, 1000, &c, &e);
+    EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
+    if (rc == DBPOOL_OK) {
+        dbpool_stats s;
+        int64_t until = dbt_now_ms() + 200;
+        do { /* reported and reclaimed, or out of time (an allocation failed) */
+            dbt_sleep_ms(2);
+            dbpool_get_stats(p, &s);
+        } while (s.leaks_reclaimed == 0 && dbt_now_ms() < until);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    dbpool_health h;
+    static const int health[] = {DBPOOL_ENOMEM, DBPOOL_ETIMEDOUT, 0};
+    rc = dbpool_check_health(p, &h, &e);
+    EXPECT(rc, &e, "dbpool_check_health", health);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
     disarm();
     check_usable(p);
     assert_int_equal(dbpool_close(p), 0);
@@ -466,6 +570,89 @@ static void scenario_manager(void) {
     check_mock_clean();
 }
 
+/* A server backend, when its URL is set (skipped otherwise). */
+static const char *server_url, *server_session_sql;
+
+static void scenario_server(void) {
+    dbpool_options o;
+    base_options(&o, 1);
+    o.connect_timeout_ms = 5000;
+    pool_round(server_url, &o, server_session_sql);
+}
+
+/* More distinct statements than a connection keeps prepared: the oldest
+ * are retired and deallocated. */
+static void scenario_server_statements(void) {
+    dbpool *p = NULL;
+    dbpool_options o;
+    base_options(&o, 1);
+    dbpool_error e;
+    int rc = dbpool_open(&p, server_url, &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        return;
+    }
+    dbpool_conn *c = NULL;
+    rc = dbpool_acquire(p, 2000, &c, &e);
+    EXPECT(rc, &e, "dbpool_acquire", ENOMEM_ONLY);
+    for (int i = 0; rc == DBPOOL_OK && i < 40; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT ? + %d", i);
+        dbpool_param one = dbpool_param_int64(i);
+        for (int k = 0; k < 2; k++) {
+            dbpool_result *r = NULL;
+            int q = dbpool_query(c, sql, &one, 1, &r, &e);
+            EXPECT(q, &e, "dbpool_query", ENOMEM_ONLY);
+            if (q == DBPOOL_OK) {
+                while (dbpool_result_next(r, &e) == 1)
+                    assert_int_equal(dbpool_result_int64(r, 0), 2 * i);
+                dbpool_result_free(r);
+            }
+        }
+    }
+    if (rc == DBPOOL_OK)
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    disarm();
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void server_test(const char *env, const char *name, const char *session_sql) {
+    server_session_sql = session_sql;
+    server_url = getenv(env);
+    if (!server_url || !*server_url) {
+        if (getenv("DBPOOL_TEST_REQUIRE_SERVERS") && strcmp(getenv("DBPOOL_TEST_REQUIRE_SERVERS"), "1") == 0)
+            fail_msg("%s is not set (DBPOOL_TEST_REQUIRE_SERVERS=1)", env);
+        skip();
+    }
+    assert_true(run_scenario(name, scenario_server) > 0);
+    char more[128];
+    snprintf(more, sizeof more, "%s, many statements", name);
+    assert_true(run_scenario(more, scenario_server_statements) > 0);
+}
+
+#ifdef DBPOOL_HAVE_PG
+/* The password is listed for redaction before libpq parses the URL, and
+ * libpq quotes a bad escape in it: a copy that could not be made must not
+ * let the password through (no server needed: the URL fails to parse). */
+static void scenario_pg_secret(void) {
+    dbpool_options o;
+    base_options(&o, 0);
+    o.lazy_connect = true;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "postgresql://u:Pw%zzSecret@127.0.0.1:1/db", &o, &e);
+    disarm();
+    assert_int_not_equal(rc, DBPOOL_OK);
+    if (strstr(e.message, "Secret"))
+        fail_msg("%s: call %ld failing: the password is in the error: %s", current_scenario, current_n,
+                 e.message);
+    static const int codes[] = {DBPOOL_EINVAL, DBPOOL_ENOMEM, 0};
+    EXPECT(rc, &e, "dbpool_open", codes);
+}
+#endif
+
 /* ---------------------------------------------------------------------- */
 
 static void test_open_mock(void **state) {
@@ -488,9 +675,37 @@ static void test_leak_trace(void **state) {
     (void)state;
     assert_true(run_scenario("leak traces", scenario_leak_trace) > 0);
 }
+static void test_leak_report(void **state) {
+    (void)state;
+    assert_true(run_scenario("leak report and reclaim", scenario_leak_report) > 0);
+}
 static void test_pool_threads(void **state) {
     (void)state;
     assert_true(run_scenario("maintenance and keepalive", scenario_threads) > 0);
+}
+static void test_pg_secret(void **state) {
+    (void)state;
+#ifdef DBPOOL_HAVE_PG
+    assert_true(run_scenario("postgresql URL with a password", scenario_pg_secret) > 0);
+#else
+    skip();
+#endif
+}
+static void test_pg(void **state) {
+    (void)state;
+#ifdef DBPOOL_HAVE_PG
+    server_test("DBPOOL_TEST_PG_URL", "postgresql pool", "SET application_name = 'alloc_failure'");
+#else
+    skip();
+#endif
+}
+static void test_mysql(void **state) {
+    (void)state;
+#ifdef DBPOOL_HAVE_MYSQL
+    server_test("DBPOOL_TEST_MYSQL_URL", "mysql pool", "SET @alloc_failure = 1");
+#else
+    skip();
+#endif
 }
 static void test_manager(void **state) {
     (void)state;
@@ -499,10 +714,17 @@ static void test_manager(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_open_mock),        cmocka_unit_test(test_open_sqlite_memory),
-        cmocka_unit_test(test_open_sqlite_file), cmocka_unit_test(test_connectors),
-        cmocka_unit_test(test_leak_trace),       cmocka_unit_test(test_pool_threads),
+        cmocka_unit_test(test_open_mock),
+        cmocka_unit_test(test_open_sqlite_memory),
+        cmocka_unit_test(test_open_sqlite_file),
+        cmocka_unit_test(test_connectors),
+        cmocka_unit_test(test_leak_trace),
+        cmocka_unit_test(test_pool_threads),
         cmocka_unit_test(test_manager),
+        cmocka_unit_test(test_pg_secret),
+        cmocka_unit_test(test_pg),
+        cmocka_unit_test(test_mysql),
+        cmocka_unit_test(test_leak_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
