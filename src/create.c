@@ -620,8 +620,16 @@ static void *connector_main(void *arg) {
         lock(p);
         p->connect_running--;
         dbpool_conn *c = NULL;
-        if (rc == DBPOOL_OK && !p->closed)
+        if (rc == DBPOOL_OK && !p->closed) {
             c = adopt_locked(p, native, false, NULL); /* to the first waiter, or idle */
+            /* No memory for its slot: the connection is closed below, and
+             * the waiter it was for told so. Not asked for again at once:
+             * that would connect and close in a loop, as fast as the
+             * database answers, until the waiter timed out. */
+            if (!c)
+                rc = dbpool__seterr(&e, DBPOOL_ENOMEM,
+                                    "out of memory for a connection slot: the new connection was closed");
+        }
         if (!c) {
             p->n_connecting--;
             /* Suspended meanwhile (the retries stopped for it): those in

@@ -116,8 +116,12 @@ char *__wrap_strdup(const char *s) {
     }
     return __real_strdup(s);
 }
+/* Every connection slot (the one aligned_alloc of the library) fails,
+ * apart from the counted calls. */
+static atomic_bool slots_fail;
+
 void *__wrap_aligned_alloc(size_t align, size_t n) {
-    if (inject()) {
+    if (atomic_load(&slots_fail) || inject()) {
         errno = ENOMEM;
         return NULL;
     }
@@ -443,6 +447,37 @@ static void scenario_leak_trace(void) {
     check_mock_clean();
 }
 
+/* The connection opened for a caller in line, with no memory for its slot:
+ * the caller gets DBPOOL_ENOMEM, not a timeout that says nothing of memory
+ * after the connector has opened and closed connection after connection
+ * for as long as it waited. */
+static void test_connector_no_slot(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 0);
+    o.lazy_connect = true;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    atomic_store(&slots_fail, true);
+    dbpool_conn *c = NULL;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 2000, &c, &e);
+    int64_t took = dbt_now_ms() - t0;
+    atomic_store(&slots_fail, false);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    fprintf(stderr, "no slot: %s after %lld ms, %ld connects: %s\n", dbpool_errname(rc), (long long)took,
+            n.connects, e.message);
+    assert_int_equal(rc, DBPOOL_ENOMEM);
+    assert_non_null(strstr(e.message, "memory"));
+    assert_true(n.connects <= 3);
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
 /* A lease held past leak_threshold_ms: the maintenance thread reports it
  * with the holder's stack, and reclaims it; then a health check, and a
  * suspend and resume. */
@@ -725,6 +760,7 @@ int main(void) {
         cmocka_unit_test(test_pg),
         cmocka_unit_test(test_mysql),
         cmocka_unit_test(test_leak_report),
+        cmocka_unit_test(test_connector_no_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
