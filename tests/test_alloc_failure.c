@@ -201,6 +201,13 @@ static const int ENOMEM_ONLY[] = {DBPOOL_ENOMEM, 0};
 /* After a run, with the injector off: the pool works (a lease, a query, a
  * release) and closes with nothing out. */
 static void check_usable(dbpool *p) {
+    /* A connect of the pool's own that failed while armed (a refill) gives
+     * its error to the first caller in line when it ends: let those end
+     * first. */
+    dbpool_stats s;
+    int64_t until = dbt_now_ms() + 5000;
+    for (dbpool_get_stats(p, &s); s.connecting > 0 && dbt_now_ms() < until; dbpool_get_stats(p, &s))
+        dbt_sleep_ms(1);
     dbpool_conn *c = NULL;
     dbpool_error e;
     int rc = dbpool_acquire(p, 5000, &c, &e);
@@ -312,6 +319,21 @@ static void pool_round(const char *url, const dbpool_options *o, const char *ses
                 EXPECT(more, &e, "dbpool_result_next", ENOMEM_ONLY);
                 dbpool_result_free(r);
             }
+        }
+        /* A result larger than a row set's inline storage. */
+        dbpool_param rows = dbpool_param_int64(300);
+        dbpool_result *big = NULL;
+        rc = dbpool_query(c,
+                          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                          "SELECT i, 'a row of the large result' AS t FROM n",
+                          &rows, 1, &big, &e);
+        EXPECT(rc, &e, "dbpool_query (300 rows)", ENOMEM_ONLY);
+        if (rc == DBPOOL_OK) {
+            int more;
+            while ((more = dbpool_result_next(big, &e)) == 1)
+                (void)dbpool_result_text(big, 1, NULL);
+            EXPECT(more, &e, "dbpool_result_next (300 rows)", ENOMEM_ONLY);
+            dbpool_result_free(big);
         }
         /* What the release must clear: a temporary table, a session
          * setting. */
