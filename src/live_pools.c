@@ -13,17 +13,19 @@
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dbpool *live_head;
-static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+static atomic_bool live_watched;
 
 /* A fork while another thread holds the lock must not leave the child's
  * copy locked: closing a pool in the child (which touches nothing else)
  * would hang. */
 static void before_fork(void) { pthread_mutex_lock(&live_lock); }
 static void after_fork(void) { pthread_mutex_unlock(&live_lock); }
-static void install(void) { pthread_atfork(before_fork, after_fork, after_fork); }
+
+int dbpool__live_watch(void) {
+    return dbpool__atfork_once(&live_watched, before_fork, after_fork, after_fork);
+}
 
 void dbpool__live_add(dbpool *p) {
-    pthread_once(&live_once, install);
     pthread_mutex_lock(&live_lock);
     p->live_next = live_head;
     live_head = p;

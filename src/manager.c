@@ -34,7 +34,7 @@ struct dbpool_manager {
  */
 static pthread_mutex_t managers_lock = PTHREAD_MUTEX_INITIALIZER;
 static dbpool_manager *managers;
-static pthread_once_t managers_fork_once = PTHREAD_ONCE_INIT;
+static atomic_bool managers_fork_installed;
 
 static void managers_before_fork(void) {
     pthread_mutex_lock(&managers_lock);
@@ -56,10 +56,6 @@ static void managers_after_fork_child(void) {
     pthread_mutex_init(&managers_lock, NULL);
 }
 
-static void managers_fork_install(void) {
-    pthread_atfork(managers_before_fork, managers_after_fork_parent, managers_after_fork_child);
-}
-
 int dbpool_manager_new(dbpool_manager **out) {
     if (!out)
         return DBPOOL_EINVAL;
@@ -70,7 +66,14 @@ int dbpool_manager_new(dbpool_manager **out) {
         free(m);
         return DBPOOL_ENOMEM;
     }
-    pthread_once(&managers_fork_once, managers_fork_install);
+    /* Without the handlers a fork could leave the child's manager locked
+     * for ever: no manager then (the next call tries again). */
+    if (dbpool__atfork_once(&managers_fork_installed, managers_before_fork, managers_after_fork_parent,
+                            managers_after_fork_child) != 0) {
+        pthread_rwlock_destroy(&m->lock);
+        free(m);
+        return DBPOOL_ENOMEM;
+    }
     pthread_mutex_lock(&managers_lock);
     m->next = managers;
     if (managers)

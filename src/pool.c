@@ -603,7 +603,13 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
             return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory: pthread_cond_init failed");
         }
     }
-    dbpool__fork_watch();
+    if (dbpool__fork_watch() != 0 || dbpool__live_watch() != 0) {
+        /* Without the handlers a forked child would take this pool's
+         * connections for its own (docs/threading.md, fork). */
+        dbpool__free(p);
+        return dbpool__seterr(err, DBPOOL_ENOMEM,
+                              "out of memory: could not register the pool's fork handler (pthread_atfork)");
+    }
     p->fork_generation = dbpool__fork_generation();
     p->opened_ns = dbpool__now_ns();
 

@@ -279,6 +279,9 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
  * whether it was there (a second dbpool_close finds it gone). */
 void dbpool__live_add(dbpool *p);
 bool dbpool__live_take(dbpool *p);
+/* The fork handlers of that list: before the first dbpool__live_add
+ * (dbpool_open calls it). 0 or pthread_atfork's error. */
+int dbpool__live_watch(void);
 /* pool.c */
 void dbpool__lock(dbpool *p);
 void dbpool__unlock(dbpool *p);
@@ -411,8 +414,12 @@ void dbpool__trace_store_locked(dbpool_conn *c, const lease_trace *t);
 void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_frames);
 
 /* fork.c */
-/* Install the fork handler (once per process; dbpool_open calls it). */
-void dbpool__fork_watch(void);
+/* Install the fork handler (once per process; dbpool_open calls it).
+ * 0, or pthread_atfork's error (the next call tries again). */
+int dbpool__fork_watch(void);
+/* pthread_atfork(prepare, parent, child) unless *done; sets *done when it
+ * succeeds. 0 or pthread_atfork's error. */
+int dbpool__atfork_once(atomic_bool *done, void (*prepare)(void), void (*parent)(void), void (*child)(void));
 /* Bumped in every child. Read on each acquire and release: inline, one load. */
 extern atomic_uint dbpool__fork_gen;
 static inline unsigned dbpool__fork_generation(void) {

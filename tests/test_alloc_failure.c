@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -146,6 +148,18 @@ int __wrap_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char
     }
     return __real_sqlite3_open_v2(name, db, flags, vfs);
 }
+/* pthread_atfork fails (ENOMEM) while this is above 0, counted down. */
+static atomic_int atfork_failures;
+
+int __real_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+int __wrap_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+int __wrap_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+    if (atomic_fetch_sub(&atfork_failures, 1) > 0)
+        return ENOMEM;
+    atomic_store(&atfork_failures, 0);
+    return inject() ? ENOMEM : __real_pthread_atfork(prepare, parent, child);
+}
+
 char **__wrap_backtrace_symbols(void *const *frames, int n) {
     return inject() ? NULL : __real_backtrace_symbols(frames, n);
 }
@@ -469,6 +483,43 @@ static void scenario_leak_trace(void) {
     check_mock_clean();
 }
 
+/* The first pool of the process registers the fork handler that makes a
+ * forked child refuse the parent's connections (docs/threading.md, fork).
+ * When that registration fails, the open fails with DBPOOL_ENOMEM rather
+ * than open a pool a child could use, and a later open registers it.
+ * Runs first: the registration is made once per process. */
+static void test_fork_watch(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 1);
+    dbpool *p = NULL;
+    dbpool_error e;
+    atomic_store(&atfork_failures, 1);
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    atomic_store(&atfork_failures, 0);
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    /* Refused, or else the child below must still be refused. */
+    if (rc != DBPOOL_OK) {
+        assert_int_equal(rc, DBPOOL_ENOMEM);
+        assert_non_null(strstr(e.message, "fork"));
+    }
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dbpool_conn *c = NULL;
+        _exit(dbpool_acquire(p, 0, &c, NULL) == DBPOOL_EMISUSE ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* the child was refused */
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
 /* The connection opened for a caller in line, with no memory for its slot:
  * the caller gets DBPOOL_ENOMEM, not a timeout that says nothing of memory
  * after the connector has opened and closed connection after connection
@@ -771,6 +822,7 @@ static void test_manager(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fork_watch),
         cmocka_unit_test(test_open_mock),
         cmocka_unit_test(test_open_sqlite_memory),
         cmocka_unit_test(test_open_sqlite_file),
