@@ -138,6 +138,8 @@ static void drop_retired(pg_stmt_cache *k, PGconn *c, pg_session_effect *effect)
             discard_due(effect); /* what is left */
         PQclear(r);
         free(sql);
+    } else {
+        discard_due(effect); /* out of memory: left for the release's DISCARD ALL */
     }
     forget_retired(k);
 }

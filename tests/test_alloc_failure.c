@@ -723,6 +723,20 @@ static void scenario_server_statements(void) {
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     disarm();
     check_usable(p);
+    if (strcmp(dbpool_backend(p), "postgresql") == 0) {
+        /* The next lease finds no statement of the last one's but the 32
+         * a connection keeps (pg_stmt_cache.c): one retired and not
+         * deallocated would stay on the server for the session's life. */
+        c = dbt_acquire(p);
+        dbpool_result *r = dbt_query_ok(c, "SELECT count(*) FROM pg_prepared_statements", NULL, 0);
+        assert_int_equal(dbt_next_ok(r), 1);
+        int64_t kept = dbpool_result_int64(r, 0);
+        dbpool_result_free(r);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        if (kept > 32)
+            fail_msg("%s: call %ld failing: %lld prepared statements left on the server", current_scenario,
+                     current_n, (long long)kept);
+    }
     assert_int_equal(dbpool_close(p), 0);
 }
 
