@@ -384,14 +384,28 @@ static int configure(const char *url, void **out, dbpool_error *e) {
             /* sslrootcert=system (libpq 16) names the system's CAs. */
             if (strcmp(o->keyword, tls_file_keys[i]) != 0 || (i == 0 && strcmp(o->val, "system") == 0))
                 continue;
+            /* Made absolute or refused, as the MySQL backend does: left
+             * relative, the first chdir() would make every later connect
+             * read another file, or none. */
             char cwd[4096];
             size_t n = strlen(o->val) + sizeof cwd + 2;
-            char *abs = getcwd(cwd, sizeof cwd) ? malloc(n) : NULL;
-            if (abs) {
-                snprintf(abs, n, "%s/%s", cwd, o->val);
-                cfg->abs_keys[cfg->nabs] = tls_file_keys[i];
-                cfg->abs_vals[cfg->nabs++] = abs;
+            int rc = DBPOOL_OK;
+            char *abs = NULL;
+            if (!getcwd(cwd, sizeof cwd))
+                rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                    "invalid PostgreSQL URL: %s is a relative path and the working directory "
+                                    "cannot be read (%s): give an absolute path",
+                                    tls_file_keys[i], strerror(errno));
+            else if (!(abs = malloc(n)))
+                rc = dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+            if (rc != DBPOOL_OK) {
+                PQconninfoFree(opts);
+                free_config(cfg);
+                return rc;
             }
+            snprintf(abs, n, "%s/%s", cwd, o->val);
+            cfg->abs_keys[cfg->nabs] = tls_file_keys[i];
+            cfg->abs_vals[cfg->nabs++] = abs;
         }
     }
     PQconninfoFree(opts);

@@ -755,6 +755,42 @@ static void server_test(const char *env, const char *name, const char *session_s
 }
 
 #ifdef DBPOOL_HAVE_PG
+/* sslrootcert given relative to the working directory: dbpool_open makes
+ * it absolute, so that a connection opened after a chdir() reads the
+ * same file (test_pg_tls). Out of memory for that copy must fail the open,
+ * not leave a path that breaks at the first chdir. */
+static const char *pg_ca;
+
+static void scenario_pg_relative_ca(void) {
+    char saved[4096], dir[4096], url[8192];
+    assert_non_null(getcwd(saved, sizeof saved));
+    const char *slash = strrchr(pg_ca, '/');
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - pg_ca), pg_ca);
+    const char *base = getenv("DBPOOL_TEST_PG_URL");
+    snprintf(url, sizeof url, "%s%ssslmode=verify-full&sslrootcert=%s", base, strchr(base, '?') ? "&" : "?",
+             slash + 1);
+    assert_int_equal(chdir(dir), 0);
+    dbpool_options o;
+    base_options(&o, 0);
+    o.lazy_connect = true;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, url, &o, &e);
+    disarm();
+    assert_int_equal(chdir("/"), 0);
+    if (rc == DBPOOL_OK) {
+        dbpool_conn *c = NULL;
+        rc = dbpool_acquire(p, 5000, &c, &e);
+        if (rc != DBPOOL_OK)
+            fail_msg("%s: call %ld failing: opened, but after chdir: %s", current_scenario, current_n,
+                     e.message);
+        dbpool_release(c);
+        assert_int_equal(dbpool_close(p), 0);
+    }
+    assert_int_equal(chdir(saved), 0);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+}
+
 /* The password is listed for redaction before libpq parses the URL, and
  * libpq quotes a bad escape in it: a copy that could not be made must not
  * let the password through (no server needed: the URL fails to parse). */
@@ -813,6 +849,17 @@ static void test_pg_secret(void **state) {
     skip();
 #endif
 }
+static void test_pg_relative_ca(void **state) {
+    (void)state;
+#ifdef DBPOOL_HAVE_PG
+    pg_ca = getenv("DBPOOL_TEST_PG_SSL_CA");
+    if (!getenv("DBPOOL_TEST_PG_URL") || !pg_ca || !strrchr(pg_ca, '/'))
+        skip(); /* the server was started without DBPOOL_TEST_TLS=1 */
+    assert_true(run_scenario("postgresql relative sslrootcert", scenario_pg_relative_ca) > 0);
+#else
+    skip();
+#endif
+}
 static void test_pg(void **state) {
     (void)state;
 #ifdef DBPOOL_HAVE_PG
@@ -847,6 +894,7 @@ int main(void) {
         cmocka_unit_test(test_pg_secret),
         cmocka_unit_test(test_pg),
         cmocka_unit_test(test_mysql),
+        cmocka_unit_test(test_pg_relative_ca),
         cmocka_unit_test(test_leak_report),
         cmocka_unit_test(test_connector_no_slot),
     };
