@@ -222,7 +222,15 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
          * opened as given, every reconnect after a chdir() would open (and
          * create) another, empty, database. */
         char cwd[PATH_MAX];
-        if (decoded && decoded[0] != '/' && getcwd(cwd, sizeof cwd)) {
+        if (decoded && decoded[0] != '/' && !getcwd(cwd, sizeof cwd)) {
+            /* Kept relative, it would name another file after a chdir(). */
+            rc = dbpool__seterr(e, DBPOOL_EINVAL,
+                                "the SQLite path is relative and the working directory cannot be read (%s): "
+                                "give an absolute path",
+                                strerror(errno));
+            free(decoded);
+            decoded = NULL;
+        } else if (decoded && decoded[0] != '/') {
             size_t need = strlen(cwd) + strlen(decoded) + 2;
             char *abs = malloc(need);
             if (abs)

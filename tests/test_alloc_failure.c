@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,6 +149,16 @@ int __wrap_sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char
     }
     return __real_sqlite3_open_v2(name, db, flags, vfs);
 }
+char *__real_getcwd(char *buf, size_t size);
+char *__wrap_getcwd(char *buf, size_t size);
+char *__wrap_getcwd(char *buf, size_t size) {
+    if (inject()) {
+        errno = ENOENT; /* the working directory was removed */
+        return NULL;
+    }
+    return __real_getcwd(buf, size);
+}
+
 /* pthread_atfork fails (ENOMEM) while this is above 0, counted down. */
 static atomic_int atfork_failures;
 
@@ -205,6 +216,8 @@ static bool allowed(int rc, const dbpool_error *e, const char *what, const int *
 }
 
 static const int ENOMEM_ONLY[] = {DBPOOL_ENOMEM, 0};
+/* And a relative path refused when getcwd() fails. */
+static const int ENOMEM_OR_CWD[] = {DBPOOL_ENOMEM, DBPOOL_EINVAL, 0};
 
 #define EXPECT(rc, e, what, codes)                                                                           \
     do {                                                                                                     \
@@ -416,6 +429,46 @@ static void scenario_sqlite_file(void) {
     o.init_sql = "PRAGMA cache_size=100";
     o.after_connect = sqlite_after_connect;
     pool_round(sqlite_file_url(), &o, "PRAGMA cache_size=50");
+}
+
+/* A relative SQLite path is the file in the working directory of the
+ * open, also for connections opened after a chdir(): made absolute, or
+ * the open fails (getcwd() or the copy failing). */
+static void scenario_sqlite_relative(void) {
+    char saved[4096], other[4096];
+    assert_non_null(__real_getcwd(saved, sizeof saved)); /* not counted */
+    snprintf(other, sizeof other, "%s/elsewhere", dbt_tmpdir());
+    (void)mkdir(other, 0700);
+    assert_int_equal(chdir(dbt_tmpdir()), 0);
+    dbpool_options o;
+    base_options(&o, 1);
+    o.max_size = 2;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "sqlite:relative.db", &o, &e);
+    disarm();
+    if (rc != DBPOOL_OK) {
+        assert_int_equal(chdir(saved), 0);
+        /* (withheld: the redactor, out of memory too, kept nothing of it) */
+        if (rc == DBPOOL_EINVAL && !strstr(e.message, "working directory") && !strstr(e.message, "withheld"))
+            fail_msg("%s: call %ld failing: %s", current_scenario, current_n, e.message);
+        EXPECT(rc, &e, "dbpool_open", ENOMEM_OR_CWD);
+        return;
+    }
+    dbpool_conn *first = dbt_acquire(p);
+    dbt_exec_ok(first, "CREATE TABLE IF NOT EXISTS here(x)", NULL, 0);
+    assert_int_equal(chdir(other), 0);
+    dbpool_conn *second = NULL; /* a new connection, opened in the other directory */
+    rc = dbpool_acquire(p, 5000, &second, &e);
+    assert_int_equal(chdir(saved), 0);
+    assert_int_equal(rc, DBPOOL_OK);
+    rc = dbpool_exec(second, "SELECT count(*) FROM here", NULL, 0, NULL, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("%s: call %ld failing: a connection opened after chdir() has another database: %s",
+                 current_scenario, current_n, e.message);
+    dbpool_release(second);
+    dbpool_release(first);
+    assert_int_equal(dbpool_close(p), 0);
 }
 
 /* The connectors open connections for a caller in line: a failure on
@@ -763,7 +816,7 @@ static const char *pg_ca;
 
 static void scenario_pg_relative_ca(void) {
     char saved[4096], dir[4096], url[8192];
-    assert_non_null(getcwd(saved, sizeof saved));
+    assert_non_null(__real_getcwd(saved, sizeof saved)); /* not counted */
     const char *slash = strrchr(pg_ca, '/');
     snprintf(dir, sizeof dir, "%.*s", (int)(slash - pg_ca), pg_ca);
     const char *base = getenv("DBPOOL_TEST_PG_URL");
@@ -788,7 +841,10 @@ static void scenario_pg_relative_ca(void) {
         assert_int_equal(dbpool_close(p), 0);
     }
     assert_int_equal(chdir(saved), 0);
-    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    /* (withheld: the redactor, out of memory too, kept nothing of it) */
+    if (rc == DBPOOL_EINVAL && !strstr(e.message, "working directory") && !strstr(e.message, "withheld"))
+        fail_msg("%s: call %ld failing: %s", current_scenario, current_n, e.message);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_OR_CWD);
 }
 
 /* The password is listed for redaction before libpq parses the URL, and
@@ -824,6 +880,10 @@ static void test_open_sqlite_memory(void **state) {
 static void test_open_sqlite_file(void **state) {
     (void)state;
     assert_true(run_scenario("sqlite file pool", scenario_sqlite_file) > 0);
+}
+static void test_sqlite_relative(void **state) {
+    (void)state;
+    assert_true(run_scenario("sqlite relative path", scenario_sqlite_relative) > 0);
 }
 static void test_connectors(void **state) {
     (void)state;
@@ -887,6 +947,7 @@ int main(void) {
         cmocka_unit_test(test_open_mock),
         cmocka_unit_test(test_open_sqlite_memory),
         cmocka_unit_test(test_open_sqlite_file),
+        cmocka_unit_test(test_sqlite_relative),
         cmocka_unit_test(test_connectors),
         cmocka_unit_test(test_leak_trace),
         cmocka_unit_test(test_pool_threads),
