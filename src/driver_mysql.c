@@ -62,6 +62,7 @@ enum {
     MY_CR_CONN_HOST_ERROR = 2003,
     MY_CR_UNKNOWN_HOST = 2005,
     MY_CR_SERVER_GONE = 2006,
+    MY_CR_OUT_OF_MEMORY = 2008,
     MY_CR_SERVER_LOST = 2013,
     MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
     MY_CR_SERVER_LOST_EXTENDED = 2055,
@@ -155,10 +156,14 @@ static void fill_native(dbpool_error *e, unsigned n, const char *sqlstate) {
 
 /* A failed statement: EBROKEN when the link is gone, EQUERY otherwise. */
 static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *msg, dbpool_error *e) {
-    bool broken = broken_errno(n);
+    /* Connector/C out of memory (reading a result, say) is not the
+     * statement's error; what it could not read is left on the socket, so
+     * the connection is not used again. */
+    bool oom = n == MY_CR_OUT_OF_MEMORY;
+    bool broken = oom || broken_errno(n);
     if (broken)
         conn_of(m)->broken = true;
-    int code = broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
+    int code = oom ? DBPOOL_ENOMEM : broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
     dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)", msg, n, sqlstate);
     fill_native(e, n, sqlstate);
     return code;

@@ -190,6 +190,20 @@ MYSQL *__wrap_mysql_init(MYSQL *m) { return inject() ? NULL : __real_mysql_init(
 MYSQL_STMT *__real_mysql_stmt_init(MYSQL *m);
 MYSQL_STMT *__wrap_mysql_stmt_init(MYSQL *m);
 MYSQL_STMT *__wrap_mysql_stmt_init(MYSQL *m) { return inject() ? NULL : __real_mysql_stmt_init(m); }
+
+/* Connector/C out of memory in mysql_store_result, as it happens there: the
+ * handle is marked ready for the next command with the rows still unread
+ * on the socket, and CR_OUT_OF_MEMORY is the error. One-shot. */
+static atomic_bool store_result_oom;
+MYSQL_RES *__real_mysql_store_result(MYSQL *m);
+MYSQL_RES *__wrap_mysql_store_result(MYSQL *m);
+MYSQL_RES *__wrap_mysql_store_result(MYSQL *m) {
+    if (!atomic_exchange(&store_result_oom, false))
+        return __real_mysql_store_result(m);
+    m->status = MYSQL_STATUS_READY;
+    SET_CLIENT_ERROR(m, 2008 /* CR_OUT_OF_MEMORY */, "HY000", "MySQL client ran out of memory");
+    return NULL;
+}
 #endif
 
 /* ---------------------------------------------------------------------- */
@@ -944,6 +958,47 @@ static void test_pg_relative_ca(void **state) {
     skip();
 #endif
 }
+/* A result Connector/C ran out of memory reading leaves the rest of it on
+ * the socket: that connection is done for. The caller gets DBPOOL_ENOMEM,
+ * and the next lease a working connection, not the leftover rows. */
+static void test_mysql_store_result_oom(void **state) {
+    (void)state;
+#ifdef DBPOOL_HAVE_MYSQL
+    const char *url = getenv("DBPOOL_TEST_MYSQL_URL");
+    if (!url || !*url) {
+        if (getenv("DBPOOL_TEST_REQUIRE_SERVERS") && strcmp(getenv("DBPOOL_TEST_REQUIRE_SERVERS"), "1") == 0)
+            fail_msg("DBPOOL_TEST_MYSQL_URL is not set (DBPOOL_TEST_REQUIRE_SERVERS=1)");
+        skip();
+    }
+    dbpool_options o;
+    base_options(&o, 1);
+    o.max_size = 1;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_result *r = NULL;
+    atomic_store(&store_result_oom, true);
+    int rc = dbpool_query(c, "SELECT 1 UNION ALL SELECT 2", NULL, 0, &r, &e);
+    atomic_store(&store_result_oom, false);
+    fprintf(stderr, "mysql_store_result out of memory: %s: %s\n", dbpool_errname(rc), e.message);
+    assert_int_equal(rc, DBPOOL_ENOMEM);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    c = dbt_acquire(p);
+    rc = dbpool_query(c, "SELECT 3", NULL, 0, &r, &e);
+    if (rc != DBPOOL_OK)
+        fail_msg("the next lease got the connection with the unread rows: %s: %s", dbpool_errname(rc),
+                 e.message);
+    assert_int_equal(dbt_next_ok(r), 1);
+    assert_int_equal(dbpool_result_int64(r, 0), 3);
+    dbpool_result_free(r);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+#else
+    skip();
+#endif
+}
+
 static void test_pg(void **state) {
     (void)state;
 #ifdef DBPOOL_HAVE_PG
@@ -980,6 +1035,7 @@ int main(void) {
         cmocka_unit_test(test_pg),
         cmocka_unit_test(test_mysql),
         cmocka_unit_test(test_pg_relative_ca),
+        cmocka_unit_test(test_mysql_store_result_oom),
         cmocka_unit_test(test_leak_report),
         cmocka_unit_test(test_connector_no_slot),
     };
