@@ -640,6 +640,77 @@ static void test_connector_no_slot(void **state) {
     check_mock_clean();
 }
 
+/* Callers on several threads wait in line for two connections while calls
+ * fail: each acquire ends with a lease or ENOMEM (or a timeout while
+ * another caller's connect failed), none hangs, and the counts add up. */
+typedef struct caller {
+    pthread_t t;
+    dbpool *p;
+    int bad_rc; /* an unexpected code, or 0 */
+    char message[256];
+} caller;
+
+static void *caller_main(void *arg) {
+    caller *k = arg;
+    for (int i = 0; i < 10; i++) {
+        dbpool_conn *c = NULL;
+        dbpool_error e;
+        int rc = dbpool_acquire(k->p, 2000, &c, &e);
+        if (rc == DBPOOL_OK) {
+            dbpool_result *r = NULL;
+            rc = dbpool_query(c, "SELECT 1", NULL, 0, &r, &e);
+            if (rc == DBPOOL_OK)
+                dbpool_result_free(r);
+            if (dbpool_release(c) != DBPOOL_OK)
+                rc = DBPOOL_EMISUSE;
+        }
+        if (rc != DBPOOL_OK && rc != DBPOOL_ENOMEM && rc != DBPOOL_ETIMEDOUT && !k->bad_rc) {
+            k->bad_rc = rc;
+            snprintf(k->message, sizeof k->message, "%s", e.message);
+        }
+    }
+    return NULL;
+}
+
+static void scenario_concurrent(void) {
+    dbpool__mock_reset();
+    dbpool_options o;
+    base_options(&o, 0);
+    o.max_size = 2;
+    o.lazy_connect = true;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "mock:", &o, &e);
+    EXPECT(rc, &e, "dbpool_open", ENOMEM_ONLY);
+    if (rc != DBPOOL_OK) {
+        disarm();
+        check_mock_clean();
+        return;
+    }
+    caller k[4];
+    memset(k, 0, sizeof k);
+    for (int i = 0; i < 4; i++) {
+        k[i].p = p;
+        /* __real: the test's own threads are not among the calls failed */
+        assert_int_equal(__real_pthread_create(&k[i].t, NULL, caller_main, &k[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(k[i].t, NULL);
+    disarm();
+    for (int i = 0; i < 4; i++)
+        if (k[i].bad_rc)
+            fail_msg("%s: call %ld failing: an acquire ended with %s: %s", current_scenario, current_n,
+                     dbpool_errname(k[i].bad_rc), k[i].message);
+    check_usable(p);
+    assert_int_equal(dbpool_close(p), 0);
+    check_mock_clean();
+}
+
+static void test_concurrent(void **state) {
+    (void)state;
+    assert_true(run_scenario("callers on four threads", scenario_concurrent) > 0);
+}
+
 /* A lease held past leak_threshold_ms: the maintenance thread reports it
  * with the holder's stack, and reclaims it; then a health check, and a
  * suspend and resume. */
@@ -1028,6 +1099,7 @@ int main(void) {
         cmocka_unit_test(test_open_sqlite_file),
         cmocka_unit_test(test_sqlite_relative),
         cmocka_unit_test(test_connectors),
+        cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_leak_trace),
         cmocka_unit_test(test_pool_threads),
         cmocka_unit_test(test_manager),
