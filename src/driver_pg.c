@@ -203,8 +203,9 @@ static const char *const *secrets(const void *p) {
 }
 
 /* The password exactly as written in the URL's userinfo, located the way
- * libpq does it (the authority ends at '@' or '/'). NULL if none. */
-static char *raw_url_password(const char *url) {
+ * libpq does it (the authority ends at '@' or '/'). NULL if none, or
+ * with *lost set when there is one but no memory for its copy. */
+static char *raw_url_password(const char *url, bool *lost) {
     const char *s = strstr(url, "://");
     if (!s)
         return NULL;
@@ -222,6 +223,8 @@ static char *raw_url_password(const char *url) {
     if (out) {
         memcpy(out, colon + 1, n);
         out[n] = '\0';
+    } else {
+        *lost = true;
     }
     return out;
 }
@@ -324,17 +327,27 @@ static int configure(const char *url, void **out, dbpool_error *e) {
 
     /* Known before parsing, so that a parse error echoing the URL is
      * scrubbed even though libpq never told us the password. */
-    char *raw = raw_url_password(cfg->conninfo);
+    bool lost = false;
+    char *raw = raw_url_password(cfg->conninfo, &lost);
     if (raw) {
-        add_secret(cfg, dbpool__pct_decode(raw, strlen(raw)));
+        char *decoded = dbpool__pct_decode(raw, strlen(raw));
+        if (!decoded && dbpool__pct_valid(raw, strlen(raw)))
+            lost = true;
+        add_secret(cfg, decoded);
         add_secret(cfg, raw);
     }
     /* Also each password= of the query, and the userinfo's as the redactor
      * delimits it (at the last '@'). */
     char *found[4];
-    size_t nfound = dbpool__url_passwords(cfg->conninfo, found);
+    size_t nfound = dbpool__url_passwords(cfg->conninfo, found, &lost);
     for (size_t i = 0; i < nfound; i++)
         add_secret(cfg, found[i]);
+    /* A password that could not be listed would pass the redactor in
+     * libpq's words about the URL (which quote it): no parse then. */
+    if (lost) {
+        free_config(cfg);
+        return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+    }
 
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &perr);
@@ -373,8 +386,14 @@ static int configure(const char *url, void **out, dbpool_error *e) {
             return DBPOOL_EINVAL;
         }
         if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) && given) {
-            add_secret(cfg, dbpool__strdup(o->val));
-            add_secret(cfg, pct_encode(o->val));
+            char *plain = dbpool__strdup(o->val), *encoded = pct_encode(o->val);
+            add_secret(cfg, plain);
+            add_secret(cfg, encoded);
+            if (!plain || !encoded) { /* unlisted, it would pass the redactor */
+                PQconninfoFree(opts);
+                free_config(cfg);
+                return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+            }
         }
         if ((strcmp(o->keyword, "sslpassword") == 0 || strcmp(o->keyword, "service") == 0) && given)
             own_passphrase = true;

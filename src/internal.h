@@ -48,8 +48,10 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets);
 void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url);
 /* The passwords written in `url`: the userinfo's and each password= query
  * value, each as written and percent-decoded, as up to 4 malloc'd strings
- * in out; returns how many. */
-size_t dbpool__url_passwords(const char *url, char *out[4]);
+ * in out; returns how many. *lost (may be NULL) is set when one could not
+ * be copied (out of memory): a message may then hold a password that the
+ * list cannot mask. */
+size_t dbpool__url_passwords(const char *url, char *out[4], bool *lost);
 
 /* A key=value pair from a URL query, both percent-decoded. */
 typedef struct dbpool_kv {

@@ -72,11 +72,36 @@ static void replace_secret(char *msg, size_t cap, const char *secret) {
 
 static bool is_key_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-'; }
 
+static const char *const password_keys[] = {"password", "passwd", "pwd", "sslpassword"};
+
+/* Does msg hold a key of password_keys followed by '=' (spaces allowed
+ * between)? Asked before the copy is made: a message with nothing to mask
+ * must not be withheld when memory is short (an "out of memory" error
+ * would read as a message that held a secret). */
+static bool has_key_value(const char *msg) {
+    for (const char *s = msg; *s; s++) {
+        if (s != msg && is_key_char(s[-1]))
+            continue;
+        for (size_t k = 0; k < sizeof password_keys / sizeof *password_keys; k++) {
+            size_t kl = strlen(password_keys[k]);
+            if (strncasecmp(s, password_keys[k], kl) != 0)
+                continue;
+            const char *v = s + kl;
+            while (*v == ' ')
+                v++;
+            if (*v == '=')
+                return true;
+        }
+    }
+    return false;
+}
+
 /* password=value, pwd=value, passwd=value (case-insensitive; value may be
  * quoted; ends at white space, '&', ';' or a quote). A ',' does not end it:
  * passwords hold commas, and masking too much is the safe mistake. */
 static void mask_key_values(char *msg, size_t cap) {
-    static const char *const keys[] = {"password", "passwd", "pwd", "sslpassword"};
+    if (!has_key_value(msg))
+        return;
     char *out = malloc(cap);
     if (!out) {
         dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
@@ -87,9 +112,9 @@ static void mask_key_values(char *msg, size_t cap) {
     while (*s) {
         bool masked = false;
         if (s == msg || !is_key_char(s[-1])) {
-            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
-                size_t kl = strlen(keys[k]);
-                if (strncasecmp(s, keys[k], kl) != 0)
+            for (size_t k = 0; k < sizeof password_keys / sizeof *password_keys; k++) {
+                size_t kl = strlen(password_keys[k]);
+                if (strncasecmp(s, password_keys[k], kl) != 0)
                     continue;
                 const char *v = s + kl;
                 while (*v == ' ')
@@ -130,8 +155,27 @@ static void mask_key_values(char *msg, size_t cap) {
     free(out);
 }
 
+/* Is there a "://" whose authority has a ':' before its last '@' (the
+ * rule below)? Asked before the copy, as has_key_value. */
+static bool has_url_password(const char *msg) {
+    for (const char *sep = strstr(msg, "://"); sep; sep = strstr(sep + 3, "://")) {
+        const char *auth = sep + 3, *end = auth;
+        while (*end && *end != '/' && *end != '?' && *end != '#' && !isspace((unsigned char)*end))
+            end++;
+        const char *at = NULL;
+        for (const char *p = auth; p < end; p++)
+            if (*p == '@')
+                at = p;
+        if (at && memchr(auth, ':', (size_t)(at - auth)))
+            return true;
+    }
+    return false;
+}
+
 /* scheme://user:password@host -> scheme://user:***@host */
 static void mask_url_userinfo(char *msg, size_t cap) {
+    if (!has_url_password(msg))
+        return;
     char *out = malloc(cap);
     if (!out) {
         dbpool__strlcpy(msg, "(message withheld: it contained a secret)", cap);
@@ -245,7 +289,22 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
         mask_cut_tail(msg, cap, secrets);
 }
 
-size_t dbpool__url_passwords(const char *url, char *out[4]) {
+/* A copy of url's password at src[0..len), raw or decoded, into out[*n]. A
+ * decoded one that does not decode (a bad escape) is no loss: its raw form
+ * is listed. */
+static void add_copy(char *out[4], size_t *n, const char *src, size_t len, bool decoded, bool *lost) {
+    char *c = decoded ? dbpool__pct_decode(src, len) : malloc(len + 1);
+    if (c && !decoded) {
+        memcpy(c, src, len);
+        c[len] = '\0';
+    }
+    if (c)
+        out[(*n)++] = c;
+    else if (lost && (!decoded || dbpool__pct_valid(src, len)))
+        *lost = true;
+}
+
+size_t dbpool__url_passwords(const char *url, char *out[4], bool *lost) {
     size_t n = 0;
     const char *sep = strstr(url, "://");
     if (sep) {
@@ -258,15 +317,8 @@ size_t dbpool__url_passwords(const char *url, char *out[4]) {
         const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
         if (colon && at > colon + 1) {
             size_t len = (size_t)(at - colon - 1);
-            out[n] = malloc(len + 1);
-            if (out[n]) {
-                memcpy(out[n], colon + 1, len);
-                out[n][len] = '\0';
-                n++;
-            }
-            out[n] = dbpool__pct_decode(colon + 1, len);
-            if (out[n])
-                n++;
+            add_copy(out, &n, colon + 1, len, false, lost);
+            add_copy(out, &n, colon + 1, len, true, lost);
         }
     }
     const char *q = strchr(url, '?');
@@ -276,15 +328,8 @@ size_t dbpool__url_passwords(const char *url, char *out[4]) {
             size_t len = strcspn(v, "&");
             if (len == 0)
                 continue;
-            out[n] = malloc(len + 1);
-            if (out[n]) {
-                memcpy(out[n], v, len);
-                out[n][len] = '\0';
-                n++;
-            }
-            out[n] = dbpool__pct_decode(v, len);
-            if (out[n])
-                n++;
+            add_copy(out, &n, v, len, false, lost);
+            add_copy(out, &n, v, len, true, lost);
         }
     }
     return n;
@@ -294,7 +339,15 @@ void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url) {
     if (!msg || !url)
         return;
     char *found[5] = {NULL, NULL, NULL, NULL, NULL};
-    size_t n = dbpool__url_passwords(url, found);
+    bool lost = false;
+    size_t n = dbpool__url_passwords(url, found, &lost);
+    if (lost) {
+        /* A password the list cannot hold may be in the message. */
+        dbpool__strlcpy(msg, "(message withheld: no memory to mask the URL's password in it)", cap);
+        for (size_t i = 0; i < n; i++)
+            free(found[i]);
+        return;
+    }
     const char *list[5];
     for (size_t i = 0; i < n; i++)
         list[i] = found[i];

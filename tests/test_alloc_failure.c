@@ -210,7 +210,8 @@ MYSQL_RES *__wrap_mysql_store_result(MYSQL *m) {
 /* checks                                                                 */
 /* ---------------------------------------------------------------------- */
 
-static long current_n; /* the failing call of this run, for messages */
+static long current_n;       /* the failing call of this run, for messages */
+static bool secrets_in_play; /* the scenario's URL holds a password */
 static const char *current_scenario;
 
 /* A call under injection returned rc: OK, or one of the allowed codes with
@@ -221,7 +222,11 @@ static bool allowed(int rc, const dbpool_error *e, const char *what, const int *
     bool known = false;
     for (const int *c = codes; *c; c++)
         known |= rc == *c;
-    if (!known || !e->message[0]) {
+    /* Withheld by the redactor: only a message with a password in it may
+     * be (it cannot mask one without memory); the scenarios' URLs with
+     * passwords are the server ones. */
+    bool withheld = strstr(e->message, "withheld") != NULL && !secrets_in_play;
+    if (!known || !e->message[0] || withheld) {
         fprintf(stderr, "%s, call %ld failing: %s returned %s: \"%s\"\n", current_scenario, current_n, what,
                 dbpool_errname(rc), e->message);
         return false;
@@ -910,10 +915,12 @@ static void server_test(const char *env, const char *name, const char *session_s
     }
     if (UNDER_TSAN)
         skip(); /* the pool's logic is the mock's, run above; the drivers hold no shared state */
+    secrets_in_play = true;
     assert_true(run_passes(name, scenario_server, SERVER) > 0);
     char more[128];
     snprintf(more, sizeof more, "%s, many statements", name);
     assert_true(run_passes(more, scenario_server_statements, HEAVY) > 0);
+    secrets_in_play = false;
 }
 
 #ifdef DBPOOL_HAVE_PG
@@ -1013,7 +1020,9 @@ static void test_pool_threads(void **state) {
 static void test_pg_secret(void **state) {
     (void)state;
 #ifdef DBPOOL_HAVE_PG
+    secrets_in_play = true;
     assert_true(run_scenario("postgresql URL with a password", scenario_pg_secret) > 0);
+    secrets_in_play = false;
 #else
     skip();
 #endif
@@ -1024,7 +1033,9 @@ static void test_pg_relative_ca(void **state) {
     pg_ca = getenv("DBPOOL_TEST_PG_SSL_CA");
     if (!getenv("DBPOOL_TEST_PG_URL") || !pg_ca || !strrchr(pg_ca, '/'))
         skip(); /* the server was started without DBPOOL_TEST_TLS=1 */
+    secrets_in_play = true;
     assert_true(run_passes("postgresql relative sslrootcert", scenario_pg_relative_ca, SERVER) > 0);
+    secrets_in_play = false;
 #else
     skip();
 #endif
