@@ -403,6 +403,13 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
      * pool was closed meanwhile (else it goes back to the pool). */
     dbpool_conn *give_back = NULL;
 
+    /* A caller who does not wait checks at most one connection with I/O:
+     * after one failed its checks, it takes only an idle connection ready
+     * without any, or makes its one connect. Else every idle connection of
+     * a pool whose network went silent would cost it a validation timeout
+     * in turn. */
+    bool checked_once = false;
+
     lock(p);
     for (;;) {
         /* Handed a connection before a close or a suspend: the hand-off
@@ -422,16 +429,17 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (w_ready && (w.queued || w.conn || w.failed)) {
             /* Back in line after a failed check: wait at its place (or
              * take what was handed over or said meanwhile). */
-        } else if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p)) {
+        } else if (!p->suspended && p->idle_head && dbpool__may_overtake_locked(p) &&
+                   (!checked_once || ready_locked(p, p->idle_head, now))) {
             /* 1. An idle connection, when nobody waits ahead of us. */
             c = p->idle_head;
             lease_idle_locked(p, c);
-        } else if (!p->suspended && p->parked_head && dbpool__may_overtake_locked(p) &&
+        } else if (!p->suspended && !checked_once && p->parked_head && dbpool__may_overtake_locked(p) &&
                    (c = dbpool__steal_parked_locked(p)) != NULL) {
             /* 1b. A connection parked for another thread, not in use now. */
             dbpool__note_peak(p, 0);
         } else {
-            bool needs_new = !p->suspended && !p->idle_head && total_locked(p) < p->cap;
+            bool needs_new = !p->suspended && (!p->idle_head || checked_once) && total_locked(p) < p->cap;
             if (needs_new && dbpool__breaker_blocks_locked(p, now)) {
                 rc = dbpool__breaker_error_locked(p, err);
                 break;
@@ -561,6 +569,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         }
         lock(p);
         checkout_failed_locked(p); /* a close meanwhile is reported at the top */
+        if (!may_wait)
+            checked_once = true;
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */
         if (may_wait && dbpool__now_ns() >= deadline) {

@@ -645,6 +645,43 @@ static void test_health_check_within_its_bound(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A caller who does not wait (try_acquire, or a timeout of 0) validates at
+ * most one connection: with every idle connection failing its validation
+ * by timing out (a network gone silent), it went through them all, one
+ * validation_timeout_ms each (here 4 x 200 ms), before its one connect. */
+static void test_non_waiting_acquire_validates_once(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 4);
+    o.validation = DBPOOL_VALIDATE_ALWAYS;
+    o.validation_window_ms = 0;
+    o.validation_timeout_ms = 200;
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    for (int round = 0; round < 2; round++) {
+        dbpool_conn *cs[4];
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(dbpool_acquire(p, 1000, &cs[i], NULL), DBPOOL_OK);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(dbpool_release(cs[i]), DBPOOL_OK); /* used: validated from now on */
+        dbpool__mock_set_ping_delay_ms(1000);                   /* every validation times out */
+        dbpool_conn *c = NULL;
+        dbpool_error e;
+        int64_t t0 = dbt_now_ms();
+        int rc = round == 0 ? dbpool_try_acquire(p, &c, &e) : dbpool_acquire(p, 0, &c, &e);
+        int64_t took = dbt_now_ms() - t0;
+        dbpool__mock_set_ping_delay_ms(0);
+        if (took >= 2 * o.validation_timeout_ms)
+            fail_msg("%s took %lld ms with validation_timeout_ms %lld: more than one validation",
+                     round == 0 ? "try_acquire" : "acquire(0)", (long long)took,
+                     (long long)o.validation_timeout_ms);
+        /* The connection that failed is replaced by a new one. */
+        assert_int_equal(rc, DBPOOL_OK);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -665,6 +702,7 @@ int main(void) {
         cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
+        cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
