@@ -574,22 +574,41 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */
         if (may_wait && dbpool__now_ns() >= deadline) {
-            if (w_ready && w.queued) {
+            int64_t fnow = dbpool__fast_now_ns();
+            if (w_ready && w.queued)
                 dbpool__waiter_dequeue(p, &w);
-                dbpool__poke_head_locked(p);
-            }
+            dbpool_conn *last = NULL;
             if (w_ready && w.conn) {
-                /* Handed another one meanwhile (back in line, first): it
-                 * would need its own checks past the deadline. It is not
-                 * this caller's; dropping it would lose it for good. */
+                /* Handed another one meanwhile (back in line, first): the
+                 * caller's if it needs no check; else it would need its own
+                 * checks past the deadline. It is not this caller's then;
+                 * dropping it would lose it for good. */
                 dbpool_conn *back = w.conn;
                 w.conn = NULL;
                 if (p->closed) {
                     give_back = back; /* still counted as leased: closed below */
+                } else if (ready_locked(p, back, fnow)) {
+                    last = back;
                 } else {
                     p->n_leased--;
                     dbpool__publish_locked(p, back, back->last_used_ns);
                 }
+            }
+            /* A last look, as a waiter's at its deadline: a connection
+             * that came back meanwhile and needs no I/O is this caller's,
+             * not a timeout's with it lying idle. */
+            if (!last && !p->closed && !p->suspended && p->idle_head && dbpool__may_overtake_locked(p) &&
+                ready_locked(p, p->idle_head, fnow)) {
+                last = p->idle_head;
+                lease_idle_locked(p, last);
+            }
+            dbpool__poke_head_locked(p);
+            if (last) {
+                dbpool__lease_begin_locked(p, last, fnow, trace);
+                unlock(p);
+                if (w_ready)
+                    pthread_cond_destroy(&w.cond);
+                return hand_out(p, last, fast_start, out);
             }
             rc = timeout_error_locked(p, start, err, &holders);
             break;

@@ -682,6 +682,60 @@ static void test_non_waiting_acquire_validates_once(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* An acquire whose connection failed a validation that outlasted its
+ * timeout takes a connection released meanwhile that needs no check (no
+ * I/O past the deadline), as a waiter's last look at its deadline does:
+ * it returned DBPOOL_ETIMEDOUT, "(0 in use, 1 idle, ...)", with that
+ * connection ready. */
+static void *acquire_short(void *arg) {
+    got_conn *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_acquire(a->p, 100, &c, NULL);
+    if (a->rc == DBPOOL_OK) {
+        a->id = conn_id(c);
+        dbpool_release(c);
+    }
+    return NULL;
+}
+
+static void test_ready_connection_taken_after_slow_failed_validation(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.validation = DBPOOL_VALIDATE_IF_IDLE;
+    o.validation_window_ms = 1000; /* a, released during b's validation, is within it after */
+    o.validation_timeout_ms = 300;
+    o.maintenance_interval_ms = 0;
+    o.thread_cache = false;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
+    int fresh = conn_id(a);
+    assert_int_equal(dbpool_release(b), DBPOOL_OK);
+    dbt_sleep_ms(1100);                   /* b idle past validation_window_ms: its next lease validates it */
+    dbpool__mock_set_ping_delay_ms(1000); /* ... and the validation times out */
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
+    long pings = mc.pings;
+    static got_conn g;
+    g = (got_conn){.p = p, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_short, &g), 0);
+    int64_t until = dbt_now_ms() + 5000;
+    for (dbpool__mock_get_counters(&mc); mc.pings == pings && dbt_now_ms() < until;
+         dbpool__mock_get_counters(&mc))
+        dbt_sleep_ms(1); /* until its validation has begun */
+    assert_true(mc.pings > pings);
+    assert_int_equal(dbpool_release(a), DBPOOL_OK); /* idle, and fresh: ready without a check */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    dbpool__mock_set_ping_delay_ms(0);
+    if (g.rc != DBPOOL_OK)
+        fail_msg("the acquire returned %s with a connection idle and ready", dbpool_errname(g.rc));
+    assert_int_equal(g.id, fresh);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -703,6 +757,7 @@ int main(void) {
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
         cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
+        cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
