@@ -7,7 +7,10 @@
  * discard, for a bounded time, while a chaos thread at random fails and
  * stalls connects, fails and stalls validation pings, fails resets, makes
  * resets clear the session, resizes, suspends and resumes, shrinks and
- * resets the breaker. A sampler checks dbpool_get_stats all the while.
+ * resets the breaker, and has after_connect reject new sessions. log_fn
+ * reads the pool's stats from inside log lines. Leak reclaim, autoscale,
+ * validation mode, keepalive and the thread cache vary with the seed. A
+ * sampler checks dbpool_get_stats all the while.
  * Then the faults clear and the pool must recover to min_size by itself,
  * and finally it is closed with leases out and callers waiting.
  *
@@ -131,6 +134,9 @@ typedef struct chaos {
     uint64_t seed;
     int64_t margin_ms;
     atomic_bool stop;
+    atomic_bool reject_sessions; /* after_connect rejects every connection while set */
+    atomic_bool pool_open;       /* log_fn may read the pool's stats */
+    atomic_long log_lines, rejected;
     atomic_int max_cap_seen; /* the largest max_size set during the run */
     /* Who holds each mock connection (by its id): 0 nobody, else the
      * worker's number + 1. */
@@ -139,7 +145,7 @@ typedef struct chaos {
     atomic_llong worst_overrun_ms;
     atomic_long acquires, ok, timeouts, busy, unavailable, connect_errors;
     atomic_long idle_timeouts; /* timeouts whose message shows a connection idle, nobody else waiting */
-    bool fails_fast;
+    bool fails_fast, autoscale;
 } chaos;
 
 static chaos *C;
@@ -329,7 +335,7 @@ static void *worker_main(void *arg) {
         }
         chaos_use(w->who, c, &rs);
         if (rnd(&rs, 4) == 0)
-            dbt_sleep_ms(rnd(&rs, 30));
+            dbt_sleep_ms(rnd(&rs, rnd(&rs, 10) == 0 ? 150 : 30)); /* some past leak_reclaim_ms */
         chaos_give_back(w->who, c, rnd(&rs, 6) == 0);
     }
     return NULL;
@@ -337,7 +343,30 @@ static void *worker_main(void *arg) {
 
 /* ---------------------------------------------------------------------- */
 
+static int chaos_after_connect(void *native, void *user) {
+    (void)native, (void)user;
+    if (atomic_load(&C->reject_sessions)) {
+        atomic_fetch_add(&C->rejected, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* Reads the pool from inside a log line, as docs/threading.md allows. */
+static void chaos_log(void *user, dbpool_log_level level, const char *line) {
+    (void)user, (void)level, (void)line;
+    atomic_fetch_add(&C->log_lines, 1);
+    if (atomic_load(&C->pool_open)) {
+        dbpool_stats s;
+        dbpool_get_stats(C->p, &s);
+        if (s.total != s.idle + s.in_use + s.connecting)
+            chaos_fail("from log_fn: total %d != idle %d + in_use %d + connecting %d", s.total, s.idle,
+                       s.in_use, s.connecting);
+    }
+}
+
 static void faults_clear(void) {
+    atomic_store(&C->reject_sessions, false);
     dbpool__mock_fail_connect(0, 0, 0);
     dbpool__mock_fail_ping(0, 0);
     dbpool__mock_fail_reset(0, 0);
@@ -414,7 +443,10 @@ static void *chaos_main(void *arg) {
             break;
         }
         case 12:
-            dbpool_breaker_reset(C->p);
+            if (rnd(&rs, 2))
+                dbpool_breaker_reset(C->p);
+            else
+                atomic_store(&C->reject_sessions, rnd(&rs, 3) == 0);
             break;
         default:
             faults_clear();
@@ -559,17 +591,30 @@ static void test_chaos(void **state) {
     if (rnd(&rs, 2))
         o.keepalive_ms = 30;
     o.thread_cache = rnd(&rs, 3) != 0;
+    o.after_connect = chaos_after_connect;
+    o.log_fn = chaos_log;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    if (rnd(&rs, 3) == 0) { /* leases held long are reported, then reclaimed */
+        o.leak_threshold_ms = 40;
+        o.leak_reclaim_ms = 80;
+    }
+    if (rnd(&rs, 3) == 0) {
+        o.autoscale = C->autoscale = true;
+        o.autoscale_interval_ms = 30;
+    }
     fprintf(stderr,
             "options: fails_fast %d validation %d window %lld keepalive %lld thread_cache %d "
-            "lifetime %lld\n",
+            "lifetime %lld leak_reclaim %lld autoscale %d\n",
             o.suspend_fails_fast, (int)o.validation, (long long)o.validation_window_ms,
-            (long long)o.keepalive_ms, o.thread_cache, (long long)o.max_lifetime_ms);
+            (long long)o.keepalive_ms, o.thread_cache, (long long)o.max_lifetime_ms,
+            (long long)o.leak_reclaim_ms, o.autoscale);
     dbpool_error e;
     memset(&e, 0, sizeof e);
     int rc = dbpool_open(&C->p, "mock:", &o, &e);
     if (rc != DBPOOL_OK)
         fail_msg("open: %s", e.message);
     atomic_store(&C->max_cap_seen, MAX_SIZE);
+    atomic_store(&C->pool_open, true);
 
     worker ws[WORKERS];
     pthread_t chaos_t, sampler_t;
@@ -645,10 +690,13 @@ static void test_chaos(void **state) {
         chaos_fail("a plain acquire after the chaos: %s: %s", dbpool_errname(rc), e.message);
     else
         dbpool_release(c);
-    /* No place lost: max_size leases at once, and then no more. */
+    /* No place lost: max_size leases at once (the cap's, with autoscale),
+     * and then no more. */
+    dbpool_get_stats(C->p, &s);
+    int places = C->autoscale ? s.cap : MAX_SIZE;
     dbpool_conn *all[MAX_SIZE];
     int got = 0;
-    for (; got < MAX_SIZE; got++) {
+    for (; got < places; got++) {
         rc = dbpool_acquire(C->p, 1000, &all[got], &e);
         if (rc != DBPOOL_OK) {
             chaos_fail("after the chaos, lease %d of max_size %d: %s: %s", got + 1, MAX_SIZE,
@@ -656,7 +704,7 @@ static void test_chaos(void **state) {
             break;
         }
     }
-    if (got == MAX_SIZE) {
+    if (got == places && !C->autoscale) {
         rc = dbpool_try_acquire(C->p, &c, &e);
         if (rc != DBPOOL_EBUSY)
             chaos_fail("after the chaos, a lease past max_size %d: %s", MAX_SIZE, dbpool_errname(rc));
@@ -691,6 +739,7 @@ static void test_chaos(void **state) {
         assert_int_equal(pthread_create(&wt[i], NULL, waiter_main, &wa[i]), 0);
     }
     dbt_wait_for_waiters(C->p, 2, 5000);
+    atomic_store(&C->pool_open, false); /* log_fn reads the pool no more */
     int out = dbpool_close(C->p);
     for (int i = 0; i < 2; i++) {
         pthread_join(wt[i], NULL);
