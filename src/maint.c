@@ -87,7 +87,9 @@ static int scan_leaks_locked(dbpool *p, int64_t now, leak_report *out) {
     int64_t reclaim = p->opt.leak_reclaim_ms * DBPOOL_NS_PER_MS;
     for (dbpool_conn *c = p->all_slots; c; c = c->all_next) {
         /* One an acquire is still checking is nobody's lease yet. */
-        if (c->state != CONN_LEASED || c->uses == 0 || c->checking)
+        /* A keepalive ping's connection is maintenance's for a moment, no
+         * caller's lease: its acquired_ns is the last lease's start. */
+        if (c->state != CONN_LEASED || c->uses == 0 || c->checking || c->pinging)
             continue;
         int64_t held = now - c->acquired_ns;
         /* Reported once logged: one past what this pass logs waits for the

@@ -353,6 +353,62 @@ static void test_refill_keeps_breaker_rules(void **state) {
     assert_int_equal(mock_now().live, 0);
 }
 
+/* A keepalive ping borrows an idle connection (counted leased for the
+ * moment, held by no caller). The leak scan took it for a lease held since
+ * its last real lease began: a ping that overlapped a maintenance pass on a
+ * connection last leased more than leak_reclaim_ms ago was reported as a
+ * leak and reclaimed, and its return to the idle list then counted it out
+ * twice: in_use -1, reclaimed_out 1 with no lease out, and the debug
+ * builds' invariant check aborted. */
+static void test_keepalive_ping_is_not_a_leak(void **state) {
+    (void)state;
+    line_count n = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 10;
+    o.leak_threshold_ms = 100;
+    o.leak_reclaim_ms = 100;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.log_fn = count_lines;
+    o.log_user = &n;
+    o.log_level = DBPOOL_LOG_WARN;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    dbpool_release(c);                   /* its last lease began now */
+    dbpool__mock_set_ping_delay_ms(400); /* many maintenance passes, past leak_reclaim_ms */
+    /* Until a second ping begins: the first is over, its connection back. */
+    int64_t until = now_ms() + 10000;
+    while (mock_now().pings < 2) {
+        if (now_ms() > until)
+            fail_msg("no second keepalive ping within 10 s");
+        sleep_ms(1);
+    }
+    dbpool__mock_set_ping_delay_ms(0);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.leaks_detected, 0);
+    assert_int_equal(s.leaks_reclaimed, 0);
+    assert_int_equal(s.reclaimed_out, 0);
+    assert_true(s.in_use >= 0);
+    /* max_size 1, and the one connection is the pool's: a caller gets it,
+     * and nothing more. */
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    dbpool_conn *more = NULL;
+    assert_int_equal(dbpool_try_acquire(p, &more, &e), DBPOOL_EBUSY);
+    dbpool_release(c);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_RECLAIMED], 0);
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(n.leak_reports, 0);
+    assert_int_equal(n.reclaims, 0);
+    pthread_mutex_destroy(&n.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
@@ -360,6 +416,7 @@ int main(void) {
         cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
         cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, setup),
         cmocka_unit_test_setup(test_refill_keeps_breaker_rules, setup),
+        cmocka_unit_test_setup(test_keepalive_ping_is_not_a_leak, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
