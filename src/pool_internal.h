@@ -208,7 +208,9 @@ bool dbpool__sql_is_blank(const char *sql);
 /* Does the caller hold c (an ordinary lease, or its parked connection in
  * use)? For the API's checks of a handle; no lock. */
 static inline bool dbpool__conn_held(const dbpool_conn *c) {
-    return c->state == CONN_LEASED ||
+    /* Leased, but not to maintenance for a keepalive ping (an idle
+     * connection, borrowed: a stale handle to it is no lease). */
+    return (c->state == CONN_LEASED && !c->pinging) ||
            (c->state == CONN_PARKED && (atomic_load_explicit(&c->park, memory_order_relaxed) & PARK_BUSY));
 }
 

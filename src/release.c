@@ -58,7 +58,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
     if (c->state == CONN_LEASED && !recorded)
         dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
     lock(p);
-    if (c->state != CONN_LEASED) {
+    if (c->state != CONN_LEASED || c->pinging) { /* pinging: idle, borrowed by a keepalive ping */
         unlock(p);
         return DBPOOL_EMISUSE;
     }

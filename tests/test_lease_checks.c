@@ -736,6 +736,46 @@ static void test_ready_connection_taken_after_slow_failed_validation(void **stat
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A lease released twice is refused until the connection is leased
+ * again, also while a keepalive ping borrows it from the idle list (it is
+ * counted leased then, but no caller's). That second release was taken
+ * for a real one: the connection went into the idle list while the ping
+ * still used it, and again when the ping ended, which made the idle list
+ * a cycle: the keepalive thread then spun under the pool's lock and every
+ * call on the pool hung. */
+static void test_release_twice_during_keepalive_ping_is_misuse(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 10;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool__mock_set_ping_delay_ms(1000); /* the next ping lasts */
+    dbpool__mock_counters mc;
+    int64_t until = dbt_now_ms() + 10000;
+    for (dbpool__mock_get_counters(&mc); mc.pings < 1 && dbt_now_ms() < until; dbpool__mock_get_counters(&mc))
+        dbt_sleep_ms(1);
+    assert_true(mc.pings >= 1); /* a ping of c is under way */
+    assert_null(dbpool_conn_native(c));
+    assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
+    assert_int_equal(dbpool_discard(c), DBPOOL_EMISUSE);
+    dbpool__mock_set_ping_delay_ms(0);
+    /* The pool still works: its one connection, then no more. */
+    dbpool_conn *again, *more;
+    assert_int_equal(dbpool_acquire(p, 3000, &again, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_try_acquire(p, &more, NULL), DBPOOL_EBUSY);
+    assert_int_equal(dbpool_release(again), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.total, 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_validation_failure_replaced, setup),
@@ -758,6 +798,7 @@ int main(void) {
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
         cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
         cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, setup),
+        cmocka_unit_test_setup(test_release_twice_during_keepalive_ping_is_misuse, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
