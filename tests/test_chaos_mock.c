@@ -253,7 +253,14 @@ static void chaos_give_back(int who, dbpool_conn *c, bool discard) {
         if (!atomic_compare_exchange_strong(&C->owner[id], &expected, 0))
             chaos_fail("worker %d gives back connection %d, held by %d", who, id, expected - 1);
     }
+    int64_t t0 = dbt_now_ms();
     int rc = discard ? dbpool_discard(c) : dbpool_release(c);
+    int64_t took = dbt_now_ms() - t0;
+    /* A reset and the init_sql after it share validation_timeout_ms. */
+    if (took > VALIDATION_TIMEOUT_MS + C->margin_ms)
+        chaos_fail("worker %d: %s took %lld ms (validation_timeout_ms %lld + margin %lld)", who,
+                   discard ? "discard" : "release", (long long)took, (long long)VALIDATION_TIMEOUT_MS,
+                   (long long)C->margin_ms);
     if (rc != DBPOOL_OK)
         chaos_fail("worker %d: %s returned %s", who, discard ? "discard" : "release", dbpool_errname(rc));
 }
@@ -584,7 +591,8 @@ static void test_chaos(void **state) {
     o.max_lifetime_ms = 400 + rnd(&rs, 400);
     o.breaker_failures = 6;
     o.breaker_cooldown_ms = 60;
-    o.init_sql = "SELECT 1";
+    o.init_sql =
+        rnd(&rs, 2) ? "SELECT 1" : "SLEEP 20"; /* a slow one: every new session, every cleared reset */
     o.suspend_fails_fast = C->fails_fast = rnd(&rs, 2);
     o.validation = rnd(&rs, 3) == 0 ? DBPOOL_VALIDATE_ALWAYS : DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = rnd(&rs, 2) ? 0 : 20;
