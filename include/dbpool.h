@@ -258,8 +258,9 @@ const char *dbpool_name(const dbpool *p);
 /* Close idle connections until at most target_idle remain. This may go
  * below min_size: maintenance opens the missing ones again at its next
  * pass. Leased connections are never touched, and callers waiting in line
- * get idle connections before any is closed. Returns how many were
- * closed, or a negative error. */
+ * get idle connections before any is closed. An idle connection in a
+ * keepalive ping at that moment is closed when its ping ends. Returns how
+ * many were closed (those included), or a negative error. */
 int dbpool_shrink(dbpool *p, int target_idle);
 
 /* Change the sizes at run time (validated as in dbpool_open). A smaller

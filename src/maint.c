@@ -290,10 +290,16 @@ static void keepalive_round(dbpool *p) {
         int prc = p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e);
         lock(p);
         dbpool__ping_over_locked(p, ping);
-        if (prc == DBPOOL_OK)
+        /* Shrunk during its ping: closed now, unless a caller waits for it
+         * (shrink serves those in line before it closes anything). */
+        bool shrink = ping->shrink_pinged && !(p->wait_head && !p->suspended && !p->closed);
+        ping->shrink_pinged = false;
+        if (prc == DBPOOL_OK && !shrink)
             dbpool__return_pinged_locked(p, ping, dbpool__fast_now_ns());
         unlock(p);
-        if (prc != DBPOOL_OK) {
+        if (prc == DBPOOL_OK && shrink) {
+            dbpool__destroy_conn(p, ping, DBPOOL_CLOSE_SHRINK);
+        } else if (prc != DBPOOL_OK) {
             dbpool__note_validation_bound(p, &e);
             dbpool__finish_err(p, &e);
             dbpool__log(p, DBPOOL_LOG_WARN, "keepalive ping of connection #%llu failed, closing it: %s",

@@ -66,6 +66,7 @@ struct dbpool_conn {
     bool leak_reported; /* reported as held past leak_threshold_ms */
     bool reclaimed;     /* no longer counted against the cap; closed on return */
     bool pinging;       /* leased to maintenance for a keepalive ping: no caller holds it */
+    bool shrink_pinged; /* dbpool_shrink took it during its ping: closed when the ping ends */
     bool checking;      /* an acquire checks it (lifetime, validation) before its lease begins */
     dbpool *pool;
     void *native;

@@ -36,8 +36,21 @@ int dbpool_shrink(dbpool *p, int target_idle) {
     dbpool__serve_waiters_from_idle_locked(p);
     keep_count k = {target_idle};
     dbpool_conn *list = dbpool__take_idle_locked(p, idle_above, &k); /* least recently used first */
+    /* Idle too, though borrowed by a keepalive ping now: closed when the
+     * ping ends (if no caller waits for it then). */
+    int pinged = 0, left = p->n_idle;
+    for (dbpool_conn *c = p->all_slots; c; c = c->all_next)
+        if (c->pinging && !c->shrink_pinged)
+            left++;
+    for (dbpool_conn *c = p->all_slots; c && left > target_idle; c = c->all_next) {
+        if (c->pinging && !c->shrink_pinged) {
+            c->shrink_pinged = true;
+            left--;
+            pinged++;
+        }
+    }
     unlock(p);
-    int n = 0;
+    int n = pinged;
     for (dbpool_conn *c = list; c; c = c->next)
         n++;
     dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);

@@ -749,6 +749,46 @@ static void test_autoscale_waiters_under_the_cap_are_demand_not_full(void **stat
                  slow_cap);
 }
 
+/* dbpool_shrink closes idle connections down to target_idle, including one
+ * that a keepalive ping borrowed at that moment (idle to dbpool_get_stats
+ * and to every caller): it was left out, and stayed open and idle after
+ * its ping (so a suspend, shrink(0), resume switchover kept a session to
+ * the old server). It is closed when its ping ends. */
+static void keepalive_often(dbpool_options *o) {
+    o->maintenance_interval_ms = 5;
+    o->keepalive_ms = 10;
+    o->validation = DBPOOL_VALIDATE_NEVER;
+}
+
+static void test_shrink_includes_connection_in_keepalive_ping(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, keepalive_often);
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(a), DBPOOL_OK);
+    assert_int_equal(dbpool_release(b), DBPOOL_OK);
+    dbpool__mock_set_ping_delay_ms(300); /* a ping lasts */
+    dbpool__mock_counters mc;
+    int64_t until = dbt_now_ms() + 10000;
+    for (dbpool__mock_get_counters(&mc); mc.pings < 1 && dbt_now_ms() < until; dbpool__mock_get_counters(&mc))
+        dbt_sleep_ms(1);
+    assert_true(mc.pings >= 1); /* one of the two is in a ping */
+    assert_int_equal(dbpool_shrink(p, 0), 2);
+    dbpool__mock_set_ping_delay_ms(0);
+    dbpool_stats s;
+    until = dbt_now_ms() + 5000;
+    for (dbpool_get_stats(p, &s); s.total > 0 && dbt_now_ms() < until; dbpool_get_stats(p, &s))
+        dbt_sleep_ms(5);
+    if (s.total != 0)
+        fail_msg("shrink(0): %d connection%s still open (idle %d) after the keepalive ping", s.total,
+                 s.total == 1 ? "" : "s", s.idle);
+    assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_SHRINK], 2);
+    dbpool__mock_get_counters(&mc);
+    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resize_down_and_up, setup),
@@ -759,6 +799,7 @@ int main(void) {
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
+        cmocka_unit_test_setup(test_shrink_includes_connection_in_keepalive_ping, setup),
         cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
         cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
