@@ -62,12 +62,11 @@ typedef struct lease_trace {
 struct dbpool_conn {
     uint32_t magic;
     conn_state state;
-    bool broken;        /* a query error said the connection is dead */
     bool leak_reported; /* reported as held past leak_threshold_ms */
     bool reclaimed;     /* no longer counted against the cap; closed on return */
     bool pinging;       /* leased to maintenance for a keepalive ping: no caller holds it */
-    bool shrink_pinged; /* dbpool_shrink took it during its ping: closed when the ping ends */
     bool checking;      /* an acquire checks it (lifetime, validation) before its lease begins */
+    bool shrink_pinged; /* dbpool_shrink took it during its ping: closed when the ping ends */
     dbpool *pool;
     void *native;
     uint64_t id; /* 1, 2, ... in order of creation */
@@ -83,8 +82,10 @@ struct dbpool_conn {
     lease_trace *trace;              /* leak detection on: where the lease began */
     int open_results;                /* results of dbpool_query not yet freed (the holder's thread only):
                                         release refuses the lease while any is open */
-    int64_t validated_rtt_ns;        /* this lease began with a validation round trip that took this
-                                        long (0: it did not); dbpool_check_health counts it as its own */
+    bool broken; /* a query error said the connection is dead (the holder's thread only, without the
+                    lock: kept off the word of the flags above, which others read under the lock) */
+    int64_t validated_rtt_ns; /* this lease began with a validation round trip that took this
+                                 long (0: it did not); dbpool_check_health counts it as its own */
 
     /* Parking (sticky.c). While parked, only the owning thread touches the
      * fields above, and only while it holds the park word at PARK_BUSY.
