@@ -404,10 +404,10 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     dbpool_conn *give_back = NULL;
 
     /* A caller who does not wait checks at most one connection with I/O:
-     * after one failed its checks, it takes only an idle connection ready
-     * without any, or makes its one connect. Else every idle connection of
-     * a pool whose network went silent would cost it a validation timeout
-     * in turn. */
+     * after one failed its validation, it takes only an idle connection
+     * ready without any, or makes its one connect. Else every idle
+     * connection of a pool whose network went silent would cost it a
+     * validation timeout in turn. */
     bool checked_once = false;
 
     lock(p);
@@ -561,6 +561,9 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 pthread_cond_destroy(&w.cond);
             return hand_out(p, c, fast_start, out);
         }
+        /* Did the check that fails run a validation? (another caller's
+         * failure meanwhile counts too: then one connect, no harm) */
+        uint64_t failed_validations = p->stats.validation_failures;
         unlock(p);
         if (checkout_slow(p, c, trace, w_ready ? &w : NULL)) {
             if (w_ready)
@@ -569,8 +572,8 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         }
         lock(p);
         checkout_failed_locked(p); /* a close meanwhile is reported at the top */
-        if (!may_wait)
-            checked_once = true;
+        if (!may_wait && p->stats.validation_failures != failed_validations)
+            checked_once = true; /* not for one closed without I/O (lifetime, idle time, cap) */
         /* A validation may have used up the time: no second one past the
          * deadline (so an acquire overruns by at most one validation). */
         if (may_wait && dbpool__now_ns() >= deadline) {
