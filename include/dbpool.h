@@ -135,7 +135,9 @@ typedef struct dbpool_options {
     dbpool_log_fn log_fn; /* NULL: no logging */
     void *log_user;
     dbpool_log_level log_level;      /* lines above this level are dropped (DBPOOL_LOG_INFO) */
-    int64_t statement_timeout_ms;    /* server-side statement timeout (0 = none); PostgreSQL and MySQL */
+    int64_t statement_timeout_ms;    /* statement timeout (0 = none); PostgreSQL and MySQL: the server's,
+                                        and the client gives up (DBPOOL_ETIMEDOUT) at this +
+                                        validation_timeout_ms on a server that stopped answering */
     int64_t keepalive_ms;            /* ping idle connections this often (0 = off) */
     int64_t leak_threshold_ms;       /* report leases held longer (0 = off) */
     int64_t maintenance_interval_ms; /* maintenance thread period (1000); 0 = no thread */
@@ -368,7 +370,10 @@ static inline dbpool_param dbpool_param_blob(const void *data, size_t len) {
  * server's syntax error (DBPOOL_EQUERY). Without parameters, SQL of only
  * white space and semicolons runs nothing (DBPOOL_OK, *affected 0) on
  * every backend. An error that means the connection is broken marks the
- * lease so that it is closed on release. In a child process after fork(),
+ * lease so that it is closed on release. With statement_timeout_ms set,
+ * a server that stopped answering is given up on at statement_timeout_ms +
+ * validation_timeout_ms: DBPOOL_ETIMEDOUT, and the lease is broken (later
+ * statements on it fail at once; release it). In a child process after fork(),
  * a lease the parent held is refused (DBPOOL_EMISUSE): it is the parent's
  * session. */
 int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
@@ -380,7 +385,9 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
  * must be freed before the lease is released: dbpool_release and
  * dbpool_discard refuse a lease with a result open (DBPOOL_EMISUSE). Free
  * each result once. SQL of only white space and semicolons is
- * DBPOOL_EINVAL on every backend. DBPOOL_EMISUSE in a forked child, as
+ * DBPOOL_EINVAL on every backend. The deadline of dbpool_exec applies; on
+ * PostgreSQL and MySQL/MariaDB the rows are read in full before it returns,
+ * so dbpool_result_next does not wait on the server. DBPOOL_EMISUSE in a forked child, as
  * dbpool_exec; so is dbpool_result_next of a result opened before fork(). */
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
                  dbpool_result **out, dbpool_error *err);

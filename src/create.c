@@ -186,7 +186,7 @@ int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_e
          * stops answering must not hold a connector, an acquire or a
          * releasing thread for as long as it likes. */
         int rc = p->driver->exec_bounded ? p->driver->exec_bounded(native, p->init_sql, deadline_ns, e)
-                                         : p->driver->exec(native, p->init_sql, NULL, 0, NULL, e);
+                                         : p->driver->exec(native, p->init_sql, NULL, 0, NULL, 0, e);
         /* What init_sql sets is the session every lease starts from, not
          * a caller's change: counted as one, every release would reset the
          * connection and run init_sql again, which counts again (MySQL). */

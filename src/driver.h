@@ -76,8 +76,14 @@ typedef struct dbpool_driver {
      * again. */
     int (*reset)(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e);
 
+    /* A caller's statement. deadline_ns 0: unbounded, as the backend's
+     * blocking calls are (the pool has no statement_timeout_ms). Otherwise
+     * the client-side backstop (design.md#statement-deadlines): by then the
+     * call returns DBPOOL_ETIMEDOUT and leaves the connection broken
+     * (is_broken says so, and later statements on it fail at once), as
+     * exec_bounded does. Rows are fetched in full before query returns. */
     int (*exec)(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
-                dbpool_error *e);
+                int64_t deadline_ns, dbpool_error *e);
     /* Optional: run the pool's init_sql (no parameters; it may hold
      * several statements, and rows it returns are discarded) and return by
      * the deadline. A time-out is DBPOOL_ETIMEDOUT and leaves the
@@ -85,7 +91,7 @@ typedef struct dbpool_driver {
      * server). Without it the core runs init_sql through exec, unbounded. */
     int (*exec_bounded)(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e);
     int (*query)(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
-                 dbpool_error *e);
+                 int64_t deadline_ns, dbpool_error *e);
     /* Does this error mean the connection can never be used again? */
     bool (*is_broken)(void *native, const dbpool_error *e);
     void (*server_version)(void *native, char *buf, size_t len);

@@ -190,11 +190,19 @@ static int mock_reset(void *native, int64_t deadline, bool *session_cleared, dbp
     return DBPOOL_OK;
 }
 
+static int mock_exec_bounded(void *native, const char *sql, int64_t deadline, dbpool_error *e);
+
+/* With a deadline (the pool's statement_timeout_ms), a SLEEP ends at it as
+ * init_sql's does: DBPOOL_ETIMEDOUT, the connection broken. */
 static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
-                     dbpool_error *e) {
+                     int64_t deadline_ns, dbpool_error *e) {
     (void)p;
     (void)n;
     mock_conn *c = native;
+    if (affected)
+        *affected = 0;
+    if (deadline_ns && strncasecmp(sql, "SLEEP ", 6) == 0)
+        return mock_exec_bounded(native, sql, deadline_ns, e);
     if (is_dead(c))
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection %d is closed", c->id);
     if (strcasecmp(sql, "BEGIN") == 0)
@@ -208,8 +216,6 @@ static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection lost");
     } else if (strncasecmp(sql, "SLEEP ", 6) == 0)
         dbpool__sleep_ms(atoll(sql + 6), INT64_MAX);
-    if (affected)
-        *affected = 0;
     return DBPOOL_OK;
 }
 
@@ -219,7 +225,7 @@ static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_
 static int mock_exec_bounded(void *native, const char *sql, int64_t deadline, dbpool_error *e) {
     mock_conn *c = native;
     if (strncasecmp(sql, "SLEEP ", 6) != 0 || is_dead(c))
-        return mock_exec(native, sql, NULL, 0, NULL, e);
+        return mock_exec(native, sql, NULL, 0, NULL, 0, e);
     int64_t ms = atoll(sql + 6);
     int64_t until = dbpool__deadline_after_ms(ms);
     dbpool__sleep_ms(ms, deadline);
@@ -231,8 +237,8 @@ static int mock_exec_bounded(void *native, const char *sql, int64_t deadline, db
 }
 
 static int mock_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
-                      dbpool_error *e) {
-    int rc = mock_exec(native, sql, p, n, NULL, e);
+                      int64_t deadline_ns, dbpool_error *e) {
+    int rc = mock_exec(native, sql, p, n, NULL, deadline_ns, e);
     if (rc != DBPOOL_OK)
         return rc;
     dbpool_rowset *rs = dbpool__rowset_new(1);

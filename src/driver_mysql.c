@@ -15,8 +15,10 @@
  *    MARIADB_OPT_IO_WAIT hook, on the blocking API (see "Deadlines" below:
  *    the non-blocking API would cost every connection a 256 KiB coroutine
  *    stack), and so does the pool's init_sql (exec_bounded). exec and query
- *    have no deadline in the vtable: they are bounded by the URL's
- *    read_timeout/write_timeout and the server's max_statement_time.
+ *    end at the core's backstop deadline the same way when the pool has
+ *    statement_timeout_ms (the server's max_statement_time normally ends
+ *    a long statement first); without it they are bounded only by the
+ *    URL's read_timeout/write_timeout.
  *  - The native handle is the MYSQL *; it is the first member of the
  *    per-connection bookkeeping (my_conn), initialised in place.
  */
@@ -216,9 +218,15 @@ static int conn_error(MYSQL *m, dbpool_error *e) {
 typedef struct my_bound {
     int64_t deadline_ns; /* 0: no bounded call on this thread */
     bool expired;        /* the hook reported the deadline */
-    bool tls_connect;    /* a connect that will run a TLS handshake */
-    int connect_fd;      /* made non-blocking by the hook during that connect, or -1 */
-    int connect_flags;   /* its flags before */
+    /* A caller's statement: Connector/C's own read/write timeout (the URL's
+     * read_timeout, write_timeout) still applies to each wait, the sooner
+     * of it and the deadline winning. 0: not one, or none set. On a TLS
+     * connection Connector/C passes it in seconds (see bounded_io_wait). */
+    bool lib_timeouts;
+    bool lib_timeouts_tls;
+    bool tls_connect;  /* a connect that will run a TLS handshake */
+    int connect_fd;    /* made non-blocking by the hook during that connect, or -1 */
+    int connect_flags; /* its flags before */
 } my_bound;
 
 static _Thread_local my_bound tl_bound;
@@ -241,8 +249,19 @@ static void tighten_socket_timeouts(my_socket fd) {
 
 static int bounded_io_wait(my_socket fd, my_bool is_read, int lib_timeout_ms) {
     struct pollfd pfd = {.fd = (int)fd, .events = is_read ? POLLIN : POLLOUT, .revents = 0};
+    /* A caller's statement: the sooner of the URL's read/write timeout and
+     * the deadline. Connector/C's TLS layer passes that timeout in seconds
+     * (its plain socket layer in milliseconds). */
+    int64_t lib_until = 0;
+    if (tl_bound.deadline_ns && tl_bound.lib_timeouts && lib_timeout_ms > 0)
+        lib_until = dbpool__deadline_after_ms(tl_bound.lib_timeouts_tls ? (int64_t)lib_timeout_ms * 1000
+                                                                        : (int64_t)lib_timeout_ms);
     for (;;) {
         int timeout = lib_timeout_ms > 0 ? lib_timeout_ms : -1;
+        if (lib_until && lib_until < tl_bound.deadline_ns && dbpool__ms_left(lib_until) <= 0) {
+            errno = ETIMEDOUT; /* Connector/C's own timeout: its error, not the deadline's */
+            return 0;
+        }
         if (tl_bound.deadline_ns) {
             /* The deadline alone governs: Connector/C's TLS layer passes its
              * timeouts in seconds where milliseconds are expected. */
@@ -252,6 +271,8 @@ static int bounded_io_wait(my_socket fd, my_bool is_read, int lib_timeout_ms) {
                 errno = ETIMEDOUT;
                 return 0;
             }
+            if (lib_until && lib_until < tl_bound.deadline_ns)
+                left = dbpool__ms_left(lib_until);
             timeout = left > INT_MAX ? INT_MAX : (int)left;
         }
         int r = poll(&pfd, 1, timeout);
@@ -304,6 +325,8 @@ static void guard_nonblock(MYSQL *m, my_guard *g) {
 static void bound_set(int64_t deadline_ns) {
     tl_bound.deadline_ns = deadline_ns ? deadline_ns : 1;
     tl_bound.expired = false;
+    tl_bound.lib_timeouts = true;
+    tl_bound.lib_timeouts_tls = false;
     tl_bound.tls_connect = false;
     tl_bound.connect_fd = -1;
 }
@@ -328,6 +351,7 @@ static bool bound_end(MYSQL *m, my_guard *g) {
     bool expired = tl_bound.expired;
     tl_bound.deadline_ns = 0;
     tl_bound.expired = false;
+    tl_bound.lib_timeouts = true;
     tl_bound.tls_connect = false;
     return expired;
 }
@@ -1543,12 +1567,45 @@ out:
     return rc;
 }
 
+/* A caller's statement; with a deadline (the core's backstop, set when the
+ * pool has statement_timeout_ms) inside a bounded call whose expiry leaves
+ * the connection broken. out NULL: exec. */
+static int run_statement(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                         dbpool_result **out, int64_t deadline_ns, dbpool_error *e) {
+    if (!deadline_ns)
+        return n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
+    if (conn_of(m)->broken)
+        return dbpool__seterr(
+            e, DBPOOL_EBROKEN,
+            "mysql: this connection was given up on (an earlier statement got no answer by its "
+            "deadline, or the link was lost): release the lease (the connection is closed) "
+            "and acquire another");
+    my_guard g;
+    bound_begin(m, deadline_ns, &g);
+    tl_bound.lib_timeouts = true;
+    tl_bound.lib_timeouts_tls = mysql_get_ssl_cipher(m) != NULL;
+    int rc = n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
+    if (bound_end(m, &g)) {
+        mark_broken(m);
+        if (out && *out) {
+            (*out)->ops->free(*out);
+            *out = NULL;
+        }
+        if (affected)
+            *affected = 0;
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: no answer from the server before the deadline");
+        fill_native(e, MY_CR_SERVER_LOST, "HY000");
+        return DBPOOL_ETIMEDOUT;
+    }
+    return rc;
+}
+
 static int my_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
-                   dbpool_error *e) {
+                   int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
     if (affected)
         *affected = 0;
-    return n == 0 ? text_run(m, sql, affected, NULL, e) : stmt_run(m, sql, p, n, affected, NULL, e);
+    return run_statement(m, sql, p, n, affected, NULL, deadline_ns, e);
 }
 
 /* The pool's init_sql inside a bounded call (its deadline: the connect's or
@@ -1571,10 +1628,10 @@ static int my_exec_bounded(void *native, const char *sql, int64_t deadline_ns, d
 }
 
 static int my_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
-                    dbpool_error *e) {
+                    int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
     *out = NULL;
-    return n == 0 ? text_run(m, sql, NULL, out, e) : stmt_run(m, sql, p, n, NULL, out, e);
+    return run_statement(m, sql, p, n, NULL, out, deadline_ns, e);
 }
 
 static bool my_is_broken(void *native, const dbpool_error *e) {

@@ -7,8 +7,10 @@
  *
  * Everything that happens before a caller holds the connection (connect,
  * validation, reset) is non-blocking and bounded by the caller's deadline.
- * Statements run on behalf of the caller block as libpq does; the server's
- * statement_timeout bounds them.
+ * Statements run on behalf of the caller block as libpq does when the pool
+ * has no statement_timeout_ms; with one, the server's statement_timeout
+ * bounds them and the core's backstop deadline cuts them off on the client
+ * (pg_bounded.h) when the server stops answering.
  *
  * Known limits:
  *  - Placeholders are `?` outside quotes and comments. PostgreSQL's own
@@ -28,6 +30,7 @@
  *    lc_messages report authentication failures as DBPOOL_ECONNECT.
  */
 #include "driver.h"
+#include "pg_bounded.h"
 #include "pg_placeholders.h"
 #include "pg_session_sql.h"
 #include "pg_stmt_cache.h"
@@ -124,6 +127,8 @@ typedef struct pg_session {
     bool lent;
     bool nonblocking0;            /* as after init_sql and after_connect */
     bool traced_by_after_connect; /* after_connect had the handle: a PQtrace may be its */
+    bool gave_up;                 /* a caller's statement got no answer by its deadline: the
+                                     connection is busy with it for ever, and only fit to close */
 } pg_session;
 
 static void note_reported(pg_session *ps);
@@ -937,7 +942,7 @@ static void put_back_client_settings(pg_session *ps) {
 
 static int pg_needs_reset(void *native) {
     PGconn *c = pg_of(native);
-    if (!c || PQstatus(c) != CONNECTION_OK)
+    if (!c || PQstatus(c) != CONNECTION_OK || ((pg_session *)native)->gave_up)
         return -1;
 #ifdef LIBPQ_HAS_PIPELINING
     /* Pipeline mode, entered on the native handle: every synchronous call
@@ -1088,7 +1093,7 @@ static void note_session_change(void *native, const char *sql) {
  * a kept prepared statement (pg_stmt_cache.h), its values in text format
  * except blobs (binary bytea).
  */
-static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n, PGresult **out,
+static int run(pg_session *ps, pg_bound *b, const char *sql, const dbpool_param *p, size_t n, PGresult **out,
                dbpool_error *e) {
     PGconn *c = ps->pg;
     *out = NULL;
@@ -1097,7 +1102,7 @@ static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n,
     if (n > 0 && !p)
         return dbpool__seterr(e, DBPOOL_EINVAL, "%zu parameters announced but the array is NULL", n);
     if (n == 0) {
-        *out = PQexec(c, sql);
+        *out = dbpool__pgb_exec(c, b, sql);
         return DBPOOL_OK;
     }
     if (n > PG_MAX_PARAMS)
@@ -1204,9 +1209,10 @@ static int run(pg_session *ps, const char *sql, const dbpool_param *p, size_t n,
             break;
         }
     }
-    *out = ps->keep_statements ? dbpool__pg_exec_cached(c, &ps->stmts, &ps->effect, sql, rewritten, (int)n,
-                                                        types, values, lengths, formats)
-                               : PQexecParams(c, rewritten, (int)n, types, values, lengths, formats, 0);
+    *out = ps->keep_statements
+               ? dbpool__pg_exec_cached(c, b, &ps->stmts, &ps->effect, sql, rewritten, (int)n, types, values,
+                                        lengths, formats)
+               : dbpool__pgb_exec_params(c, b, rewritten, (int)n, types, values, lengths, formats);
     free(mem);
     return DBPOOL_OK;
 }
@@ -1253,14 +1259,37 @@ static bool changes_rows(const char *status) {
     return false;
 }
 
+/* Before a caller's statement: a connection given up on takes no more. */
+static int refuse_given_up(const pg_session *ps, dbpool_error *e) {
+    if (!ps->gave_up)
+        return DBPOOL_OK;
+    return dbpool__seterr(e, DBPOOL_EBROKEN,
+                          "this connection was given up on when an earlier statement got no answer by its "
+                          "deadline: release the lease (the connection is closed) and acquire another");
+}
+
+/* After a caller's statement: did the backstop deadline cut it off? */
+static int check_deadline(pg_session *ps, const pg_bound *b, dbpool_error *e) {
+    if (!b->timed_out)
+        return DBPOOL_OK;
+    ps->gave_up = true;
+    return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "postgresql: no answer from the server before the deadline");
+}
+
 static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
-                   dbpool_error *e) {
+                   int64_t deadline_ns, dbpool_error *e) {
     PGconn *c = pg_of(native);
-    note_session_change(native, sql);
     if (affected)
         *affected = 0;
+    int rc = refuse_given_up(native, e);
+    if (rc != DBPOOL_OK)
+        return rc;
+    note_session_change(native, sql);
+    pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
     PGresult *r = NULL;
-    int rc = run(native, sql, p, n, &r, e);
+    rc = run(native, &b, sql, p, n, &r, e);
+    if (rc == DBPOOL_OK)
+        rc = check_deadline(native, &b, e);
     if (rc == DBPOOL_OK)
         rc = check_result(c, r, e);
     if (rc == DBPOOL_OK && affected && changes_rows(PQcmdStatus(r))) {
@@ -1436,9 +1465,12 @@ static const dbpool_result_ops pg_result_ops = {
 };
 
 static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
-                    dbpool_error *e) {
+                    int64_t deadline_ns, dbpool_error *e) {
     PGconn *c = pg_of(native);
     *out = NULL;
+    int rc = refuse_given_up(native, e);
+    if (rc != DBPOOL_OK)
+        return rc;
     /* The simple protocol would run every statement of the text and hand
      * back the last one's rows: one statement, as on SQLite. */
     bool several = false;
@@ -1446,8 +1478,11 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
         return dbpool__seterr(e, DBPOOL_EINVAL,
                               "dbpool_query takes one statement; use dbpool_exec for several");
     note_session_change(native, sql);
+    pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
     PGresult *r = NULL;
-    int rc = run(native, sql, p, n, &r, e);
+    rc = run(native, &b, sql, p, n, &r, e);
+    if (rc == DBPOOL_OK)
+        rc = check_deadline(native, &b, e);
     if (rc == DBPOOL_OK)
         rc = check_result(c, r, e);
     if (rc != DBPOOL_OK) {
@@ -1478,7 +1513,7 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
 
 static bool pg_is_broken(void *native, const dbpool_error *e) {
     PGconn *c = pg_of(native);
-    if (!c || PQstatus(c) != CONNECTION_OK)
+    if (!c || PQstatus(c) != CONNECTION_OK || ((pg_session *)native)->gave_up)
         return true;
     if (!e)
         return false;

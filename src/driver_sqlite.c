@@ -857,8 +857,10 @@ static void stmt_done(sqlite3_stmt *st, cached_stmt *slot) {
         sqlite3_finalize(st);
 }
 
+/* deadline_ns is ignored: no network, and busy_timeout bounds lock waits. */
 static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
-                       dbpool_error *e) {
+                       int64_t deadline_ns, dbpool_error *e) {
+    (void)deadline_ns;
     sqlite3 *db = ((sqlite_conn *)native)->db;
     stmt_cache *cache = cache_of(native);
     const char *tail = sql;
@@ -1052,7 +1054,8 @@ static const dbpool_result_ops sqlite_result_ops = {
 };
 
 static int sqlite_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
-                        dbpool_error *e) {
+                        int64_t deadline_ns, dbpool_error *e) {
+    (void)deadline_ns;
     sqlite3 *db = ((sqlite_conn *)native)->db;
     stmt_cache *cache = cache_of(native);
     sqlite3_stmt *st = NULL;

@@ -124,7 +124,7 @@ static void retire_all(pg_stmt_cache *k) {
  * dbpool's back) fails only that batch, where inside a transaction it
  * would abort the caller's. What a failed batch leaves goes with the
  * DISCARD ALL at release. */
-static void drop_retired(pg_stmt_cache *k, PGconn *c, pg_session_effect *effect) {
+static void drop_retired(pg_stmt_cache *k, PGconn *c, pg_bound *b, pg_session_effect *effect) {
     if (!k || !k->nretired || PQtransactionStatus(c) != PQTRANS_IDLE)
         return;
     size_t cap = k->nretired * (sizeof "DEALLOCATE ;" + sizeof k->retired[0]) + 1;
@@ -133,7 +133,7 @@ static void drop_retired(pg_stmt_cache *k, PGconn *c, pg_session_effect *effect)
         size_t used = 0;
         for (size_t i = 0; i < k->nretired; i++)
             used += (size_t)snprintf(sql + used, cap - used, "DEALLOCATE %s;", k->retired[i]);
-        PGresult *r = PQexec(c, sql);
+        PGresult *r = dbpool__pgb_exec(c, b, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             discard_due(effect); /* what is left */
         PQclear(r);
@@ -210,8 +210,8 @@ static bool seen_before(pg_stmt_cache **cache, const char *sql, size_t len, cons
  * caller's error); NULL with *failed NULL when it could not be kept (out
  * of memory): run it unnamed instead.
  */
-static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_session_effect *effect, const char *sql,
-                                  size_t len, const char *rewritten, const Oid *types, int n,
+static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_bound *b, pg_session_effect *effect,
+                                  const char *sql, size_t len, const char *rewritten, const Oid *types, int n,
                                   PGresult **failed) {
     *failed = NULL;
     char *sql_copy = malloc(len + 1);
@@ -236,11 +236,11 @@ static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_session_effect
          * statement unnamed instead of coming here). */
         if (!stmt_slot_retire(k, victim))
             discard_due(effect); /* out of memory */
-        drop_retired(k, c, effect);
+        drop_retired(k, c, b, effect);
     }
     char name[sizeof victim->name];
     snprintf(name, sizeof name, "_dbpool_s%llu", (unsigned long long)++k->serial);
-    PGresult *r = PQprepare(c, name, rewritten, n, types);
+    PGresult *r = dbpool__pgb_prepare(c, b, name, rewritten, n, types);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         free(sql_copy);
         free(types_copy);
@@ -300,27 +300,30 @@ static bool stmt_gone(const PGresult *r, const char *name, bool *all) {
  * first time), inside one the error is the caller's, as the transaction is
  * aborted either way.
  */
-PGresult *dbpool__pg_exec_cached(PGconn *c, pg_stmt_cache **cache, pg_session_effect *effect, const char *sql,
-                                 const char *rewritten, int n, const Oid *types, const char *const *values,
-                                 const int *lengths, const int *formats) {
+PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, pg_session_effect *effect,
+                                 const char *sql, const char *rewritten, int n, const Oid *types,
+                                 const char *const *values, const int *lengths, const int *formats) {
     size_t len = strlen(sql);
-    drop_retired(*cache, c, effect);
+    drop_retired(*cache, c, b, effect);
     if (len > PG_STMT_MAX_SQL)
-        return PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
+        return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
     bool outside_transaction = PQtransactionStatus(c) == PQTRANS_IDLE;
     for (int attempt = 0;; attempt++) {
         pg_stmt_slot *s = find(*cache, sql, len, types, n);
         if (!s && attempt == 0 && !seen_before(cache, sql, len, types, n))
-            return PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
+            return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
         if (!s && no_room_in_transaction(*cache, c))
-            return PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
+            return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
         if (!s) {
             PGresult *failed;
-            s = prepare_kept(*cache, c, effect, sql, len, rewritten, types, n, &failed);
+            s = prepare_kept(*cache, c, b, effect, sql, len, rewritten, types, n, &failed);
             if (!s)
-                return failed ? failed : PQexecParams(c, rewritten, n, types, values, lengths, formats, 0);
+                return failed ? failed
+                              : dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
         }
-        PGresult *r = PQexecPrepared(c, s->name, n, values, lengths, formats, 0);
+        PGresult *r = dbpool__pgb_exec_prepared(c, b, s->name, n, values, lengths, formats);
+        if (b && b->timed_out)
+            return r;
         bool all = false;
         if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, s->name, &all))
             return r;

@@ -7,6 +7,7 @@
 #ifndef DBPOOL_PG_STMT_CACHE_H
 #define DBPOOL_PG_STMT_CACHE_H
 
+#include "pg_bounded.h"
 #include "pg_session_sql.h"
 
 #include <libpq-fe.h>
@@ -20,11 +21,13 @@ typedef struct pg_stmt_cache pg_stmt_cache;
  * lost or must re-plan is prepared again and run once more outside a
  * transaction. *effect becomes PG_SESSION_CHANGED when statements are left
  * on the server that only the release's DISCARD ALL can remove. Returns
- * the result as PQexecParams does.
+ * the result as PQexecParams does. Every round trip it makes ends at b's
+ * deadline (pg_bounded.h; NULL, or a deadline of 0: unbounded): past it,
+ * NULL with b->timed_out set.
  */
-PGresult *dbpool__pg_exec_cached(PGconn *c, pg_stmt_cache **cache, pg_session_effect *effect, const char *sql,
-                                 const char *rewritten, int n, const Oid *types, const char *const *values,
-                                 const int *lengths, const int *formats);
+PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, pg_session_effect *effect,
+                                 const char *sql, const char *rewritten, int n, const Oid *types,
+                                 const char *const *values, const int *lengths, const int *formats);
 
 /* A statement the session scan flags runs (sql): it may change what a kept
  * statement means, or deallocate them. The kept ones are forgotten, and

@@ -54,10 +54,46 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
     return DBPOOL_OK;
 }
 
-static int after_call(dbpool_conn *c, int rc, dbpool_error *e) {
+/*
+ * The client's backstop for a caller's statement (design.md#statement-
+ * deadlines): with statement_timeout_ms set, the server's own limit ends a
+ * long statement with a clean error, and the call is also cut off on the
+ * client at statement_timeout_ms + validation_timeout_ms, for a server that
+ * stopped answering (stopped, partitioned away) and so never enforces its
+ * own limit. 0: no statement_timeout_ms, no bound (as before).
+ */
+static int64_t statement_deadline(const dbpool *p) {
+    int64_t stmt = p->opt.statement_timeout_ms;
+    if (stmt <= 0)
+        return 0;
+    int64_t grace = p->opt.validation_timeout_ms;
+    return dbpool__deadline_after_ms(stmt > INT64_MAX - grace ? INT64_MAX : stmt + grace);
+}
+
+static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error *e) {
     if (rc == DBPOOL_OK)
         return rc;
     dbpool *p = c->pool;
+    if (rc == DBPOOL_ETIMEDOUT && deadline_ns) {
+        /* The backstop fired: the statement may still be running, its
+         * answer may still come. Never hand this connection out again. */
+        c->broken = true;
+        char detail[sizeof e->message];
+        memcpy(detail, e->message, sizeof detail);
+        dbpool__seterr(e, DBPOOL_ETIMEDOUT,
+                       "the statement got no answer within statement_timeout_ms %lld + validation_timeout_ms "
+                       "%lld: the server or the network stopped answering (a working server ends a statement "
+                       "at statement_timeout_ms itself); the connection is closed when this lease is "
+                       "released: release it, retry on a new lease, and check the server (%s)",
+                       (long long)p->opt.statement_timeout_ms, (long long)p->opt.validation_timeout_ms,
+                       detail);
+        dbpool__log(
+            p, DBPOOL_LOG_WARN,
+            "connection #%llu: a statement got no answer by its deadline; it will be closed on release",
+            (unsigned long long)c->id);
+        dbpool__finish_err(p, e);
+        return rc;
+    }
     if (p->driver->is_broken(c->native, e)) {
         c->broken = true;
         dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu is broken and will be closed on release",
@@ -80,8 +116,9 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
-    rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, e);
-    return after_call(c, rc, e);
+    int64_t deadline = statement_deadline(c->pool);
+    rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, deadline, e);
+    return after_call(c, rc, deadline, e);
 }
 
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
@@ -100,12 +137,13 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
-    rc = c->pool->driver->query(c->native, sql, params, nparams, out, e);
+    int64_t deadline = statement_deadline(c->pool);
+    rc = c->pool->driver->query(c->native, sql, params, nparams, out, deadline, e);
     if (rc == DBPOOL_OK && *out) {
         (*out)->lease = c;
         c->open_results++;
     }
-    return after_call(c, rc, e);
+    return after_call(c, rc, deadline, e);
 }
 
 int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
@@ -117,9 +155,11 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
+    /* Local: every backend's rows are in memory by now (SQLite steps its
+     * own file, bounded by busy_timeout), so no deadline here. */
     int rc = r->ops->next(r, e);
     if (rc < 0 && r->lease)
-        after_call(r->lease, rc, e);
+        after_call(r->lease, rc, 0, e);
     return rc;
 }
 

@@ -1,0 +1,327 @@
+/*
+ * test_fault_statement_stall.c — the server stops answering in the middle
+ * of a caller's statement. With statement_timeout_ms set, dbpool_exec and
+ * dbpool_query have a client-side backstop (statement_timeout_ms +
+ * validation_timeout_ms): the call returns DBPOOL_ETIMEDOUT by then, the
+ * connection is closed at release, and the next acquire gets a working
+ * one. In the normal case the server's own timeout fires first: a clean
+ * error, and the connection stays usable.
+ *  - the network goes silent (tcp_proxy SILENT), PostgreSQL and MariaDB;
+ *  - the PostgreSQL backend serving the lease is stopped (SIGSTOP);
+ *  - a statement that runs past statement_timeout_ms on a live server.
+ * Each stalled call is bounded by an alarm: before the backstop existed it
+ * waited for ever.
+ */
+#include "backend_common.h"
+#include "servers.h"
+#include "tcp_proxy.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#define STATEMENT_MS 200
+#define GRACE_MS 300 /* validation_timeout_ms */
+#define MARGIN_MS 400
+#define CONNECT_MS 3000
+#define ALARM_S 20
+
+/* What a stalled call must not outlive: the alarm ends the test (and
+ * wakes a stopped backend first, so that the server can still stop). */
+static volatile sig_atomic_t stopped_pid;
+
+static void on_alarm(int sig) {
+    (void)sig;
+    if (stopped_pid > 0)
+        kill((pid_t)stopped_pid, SIGCONT);
+    static const char msg[] = "test_fault_statement_stall: a statement hung past its deadline\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(1);
+}
+
+static void arm(void) {
+    signal(SIGALRM, on_alarm);
+    alarm(ALARM_S);
+}
+
+static void disarm(void) { alarm(0); }
+
+static void stall_options(dbpool_options *o) {
+    bt_options(o, 0, 2);
+    o->statement_timeout_ms = STATEMENT_MS;
+    o->validation_timeout_ms = GRACE_MS;
+    o->connect_timeout_ms = CONNECT_MS;
+    o->acquire_timeout_ms = 5000;
+    o->max_retries = 0;
+    o->breaker_failures = 0;
+}
+
+/* The stalled call: DBPOOL_ETIMEDOUT, by the deadline (and not before the
+ * server's own timeout could have fired). */
+static void check_stalled(int rc, const dbpool_error *e, int64_t took, const char *what) {
+    print_message("[%s] %s on a server that stopped answering: %s after %lld ms: %s\n", bt_backend, what,
+                  dbpool_errname(rc), (long long)took, e->message);
+    BT_CHECK(rc == DBPOOL_ETIMEDOUT, "%s: expected DBPOOL_ETIMEDOUT, got %s: %s", what, dbpool_errname(rc),
+             e->message);
+    BT_CHECK(took >= STATEMENT_MS + GRACE_MS - 20, "%s gave up after %lld ms, before its deadline %d ms",
+             what, (long long)took, STATEMENT_MS + GRACE_MS);
+    BT_CHECK(took <= STATEMENT_MS + GRACE_MS + MARGIN_MS, "%s took %lld ms, past its deadline %d ms (+%d)",
+             what, (long long)took, STATEMENT_MS + GRACE_MS, MARGIN_MS);
+    BT_CHECK(strstr(e->message, "statement_timeout_ms") != NULL,
+             "%s: the message does not name the bound: %s", what, e->message);
+}
+
+/* After the stall: the stalled leases' connections are closed at release
+ * (never pooled), and the next acquire gets one that works. */
+static void check_recovered(dbpool *p, dbpool_conn **leases, int n) {
+    dbpool_stats before = bt_stats(p);
+    for (int i = 0; i < n; i++)
+        bt_release(leases[i]);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.idle == 0, "a connection that timed out went back to the pool (%d idle)", s.idle);
+    BT_CHECK(
+        s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] == (uint64_t)n,
+        "%d stalled connections should be closed as broken at release (closed %llu)", n,
+        (unsigned long long)(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN]));
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 10000, &c, &e);
+    BT_CHECK(rc == DBPOOL_OK, "acquire after the stall: %s: %s", dbpool_errname(rc), e.message);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    bt_release(c);
+    assert_true(dbt_invariant_holds(p));
+}
+
+static void test_silent_network(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
+    assert_non_null(px);
+    dbpool_options o;
+    stall_options(&o);
+    dbpool *p = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_OK(dbpool_open(&p, dbt_url_via_port(bt_backend, dbt_proxy_port(px)), &o, &e), &e, "dbpool_open");
+    dbpool_conn *c[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = bt_acquire(p);
+        assert_int_equal(bt_query_int(c[i], "SELECT 1", NULL, 0), 1);
+    }
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    dbt_sleep_ms(50); /* the proxy's threads see the mode within 20 ms */
+
+    arm();
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c[0], "SELECT 1", NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    check_stalled(rc, &e, took, "dbpool_exec");
+
+    /* A parameterised query (prepared-statement paths). */
+    arm();
+    dbpool_param prm = dbpool_param_int64(7);
+    dbpool_result *r = NULL;
+    memset(&e, 0, sizeof e);
+    t0 = dbt_now_ms();
+    rc = dbpool_query(c[1], "SELECT ?", &prm, 1, &r, &e);
+    took = dbt_now_ms() - t0;
+    disarm();
+    if (r)
+        dbpool_result_free(r);
+    check_stalled(rc, &e, took, "dbpool_query");
+
+    /* A second statement on a lease given up on fails at once. */
+    arm();
+    memset(&e, 0, sizeof e);
+    t0 = dbt_now_ms();
+    rc = dbpool_exec(c[0], "SELECT 1", NULL, 0, NULL, &e);
+    took = dbt_now_ms() - t0;
+    disarm();
+    BT_CHECK(rc != DBPOOL_OK && took < STATEMENT_MS,
+             "a statement on a lease whose last one timed out: %s after %lld ms (expected a fast failure)",
+             dbpool_errname(rc), (long long)took);
+
+    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+    check_recovered(p, c, 2);
+    assert_int_equal(dbpool_close(p), 0);
+    dbt_proxy_destroy(px);
+}
+
+/* MySQL/MariaDB: inside the backstop's bounded call the URL's read_timeout
+ * still ends each wait for the server, when it is the sooner: a silent
+ * network fails a statement after read_timeout=1 (Connector/C's lost
+ * connection), not at the far later backstop. */
+static void test_read_timeout_still_applies(void **state) {
+    (void)state;
+    if (!bt_is("mysql")) {
+        print_message("[%s] skipped: read_timeout is a MySQL/MariaDB URL key\n", bt_backend);
+        return;
+    }
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
+    assert_non_null(px);
+    dbpool_options o;
+    stall_options(&o);
+    o.statement_timeout_ms = 8000;
+    o.validation_timeout_ms = 2000;
+    char url[2048];
+    snprintf(url, sizeof url, "%s&read_timeout=1", dbt_url_via_port(bt_backend, dbt_proxy_port(px)));
+    if (!strchr(url, '?'))
+        *strchr(url, '&') = '?';
+    dbpool *p = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_OK(dbpool_open(&p, url, &o, &e), &e, "dbpool_open");
+    dbpool_conn *c = bt_acquire(p);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    dbt_sleep_ms(50);
+    arm();
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    print_message("[%s] read_timeout=1 through a silent network: %s after %lld ms: %s\n", bt_backend,
+                  dbpool_errname(rc), (long long)took, e.message);
+    BT_CHECK(rc != DBPOOL_OK, "the statement through a silent network succeeded");
+    BT_CHECK(took >= 900 && took <= 1000 + MARGIN_MS + 300,
+             "read_timeout=1 should end the wait after about 1 s, not at the backstop (%lld ms)",
+             (long long)took);
+    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+    check_recovered(p, &c, 1);
+    assert_int_equal(dbpool_close(p), 0);
+    dbt_proxy_destroy(px);
+}
+
+/* PostgreSQL: the backend process serving the lease is stopped. */
+static void test_stopped_backend(void **state) {
+    (void)state;
+    if (!bt_is("pg")) {
+        print_message("[%s] skipped: stopping the whole server would stop the other tests' sessions too\n",
+                      bt_backend);
+        return;
+    }
+    dbpool_options o;
+    stall_options(&o);
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(p);
+    int64_t pid = bt_query_int(c, "SELECT pg_backend_pid()", NULL, 0);
+    assert_true(pid > 0);
+
+    stopped_pid = (sig_atomic_t)pid;
+    arm();
+    assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    kill((pid_t)pid, SIGCONT);
+    stopped_pid = 0;
+    disarm();
+    check_stalled(rc, &e, took, "dbpool_exec");
+    check_recovered(p, &c, 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A live server ends a long statement itself, before the backstop: a
+ * clean error, and the same lease goes on working. */
+static void test_server_timeout_first(void **state) {
+    (void)state;
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    o.statement_timeout_ms = STATEMENT_MS;
+    o.validation_timeout_ms = 2000;
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(p);
+    const char *sleep_sql = bt_is("pg") ? "SELECT pg_sleep(2)" : "SELECT SLEEP(2)";
+    arm();
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, sleep_sql, NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    print_message("[%s] %s with statement_timeout_ms %d: %s after %lld ms: %s\n", bt_backend, sleep_sql,
+                  STATEMENT_MS, dbpool_errname(rc), (long long)took, e.message);
+    BT_CHECK(rc == DBPOOL_EQUERY, "the server's own timeout should end %s with DBPOOL_EQUERY, got %s: %s",
+             sleep_sql, dbpool_errname(rc), e.message);
+    BT_CHECK(took < 1500, "%s took %lld ms: the server's timeout of %d ms did not end it", sleep_sql,
+             (long long)took, STATEMENT_MS);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    dbpool_stats before = bt_stats(p);
+    bt_release(c);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.idle == 1 && s.destroyed == before.destroyed,
+             "the connection should go back to the pool after a server-side timeout");
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* With statement_timeout_ms set every statement takes the bounded path
+ * (PostgreSQL: libpq's non-blocking calls): it behaves as the blocking one
+ * does, kept prepared statements, errors, affected rows and all. */
+static void test_bounded_statements_work(void **state) {
+    (void)state;
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    o.statement_timeout_ms = 5000;
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(p);
+    bt_exec(c, "DROP TABLE IF EXISTS stall_t");
+    bt_exec(c, "CREATE TABLE stall_t (id INTEGER PRIMARY KEY, v INTEGER)");
+    dbpool_error e;
+    for (int i = 1; i <= 4; i++) { /* the second run on prepares a kept statement */
+        dbpool_param prm[2] = {dbpool_param_int64(i), dbpool_param_int64(i * 10)};
+        int64_t affected = -1;
+        memset(&e, 0, sizeof e);
+        BT_OK(dbpool_exec(c, "INSERT INTO stall_t (id, v) VALUES (?, ?)", prm, 2, &affected, &e), &e,
+              "insert");
+        assert_int_equal(affected, 1);
+        dbpool_param id = dbpool_param_int64(i);
+        assert_int_equal(bt_query_int(c, "SELECT v FROM stall_t WHERE id = ?", &id, 1), i * 10);
+    }
+    int64_t affected = -1;
+    memset(&e, 0, sizeof e);
+    BT_OK(dbpool_exec(c, "UPDATE stall_t SET v = v + 1", NULL, 0, &affected, &e), &e, "update");
+    assert_int_equal(affected, 4);
+    if (bt_is("pg")) {
+        /* Several statements in one text: the last one's result. */
+        memset(&e, 0, sizeof e);
+        BT_OK(dbpool_exec(c, "SELECT 1; DELETE FROM stall_t WHERE id = 4", NULL, 0, &affected, &e), &e,
+              "two statements");
+        assert_int_equal(affected, 1);
+    }
+    /* The server's error: a clean DBPOOL_EQUERY, and the lease goes on. */
+    memset(&e, 0, sizeof e);
+    BT_RC(dbpool_exec(c, "SELEC 1", NULL, 0, NULL, &e), DBPOOL_EQUERY, "a syntax error");
+    BT_CHECK(e.sqlstate[0] != '\0', "the syntax error has no SQLSTATE: %s", e.message);
+    dbpool_param bad = dbpool_param_text("x");
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_exec(c, "INSERT INTO stall_t (id, v) VALUES (1, ?)", &bad, 1, NULL, &e);
+    BT_CHECK(rc == DBPOOL_EQUERY, "a duplicate key: %s: %s", dbpool_errname(rc), e.message);
+    assert_int_equal(bt_query_int(c, "SELECT COUNT(*) FROM stall_t", NULL, 0), bt_is("pg") ? 3 : 4);
+    bt_exec(c, "DROP TABLE stall_t");
+    dbpool_stats before = bt_stats(p);
+    bt_release(c);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.idle == 1 && s.destroyed == before.destroyed, "the lease should go back to the pool");
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(int argc, char **argv) {
+    bt_init(argc, argv);
+    if (bt_is("sqlite")) {
+        fprintf(stderr, "skipped: SQLite has no network (busy_timeout bounds its lock waits)\n");
+        return DBT_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bounded_statements_work),
+        cmocka_unit_test(test_server_timeout_first),
+        cmocka_unit_test(test_silent_network),
+        cmocka_unit_test(test_stopped_backend),
+        cmocka_unit_test(test_read_timeout_still_applies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
