@@ -38,8 +38,11 @@ static const char usage_text[] =
     "  --db URL           database URL (default sqlite::memory:); with a file\n"
     "                     database each run appends after the highest id\n"
     "  --pool-size N      maximum connections in the pool, 1..100000 (default 5)\n"
-    "  --timeout SECONDS  how long an acquire may wait, > 0, fractions allowed\n"
-    "                     (default 30)\n"
+    "  --timeout SECONDS  how long an acquire may wait and a statement may run\n"
+    "                     (the server's statement timeout), > 0, fractions\n"
+    "                     allowed (default 30); a server that stops answering\n"
+    "                     mid-statement is given up on at most as long again\n"
+    "                     (5 s at most) later, so the demo always ends\n"
     "  --retries N        extra connect attempts after the first, 0..1000\n"
     "                     (default 3)\n"
     "  --reset            drop the events table first, so ids start again at 1\n"
@@ -691,7 +694,14 @@ static int demo(const demo_args *a) {
          * connect_timeout_ms would blame a bound that did not apply. */
         if (o.connect_timeout_ms > a->timeout_ms)
             o.connect_timeout_ms = a->timeout_ms;
+        if (o.validation_timeout_ms > a->timeout_ms)
+            o.validation_timeout_ms = a->timeout_ms;
     }
+    /* Statements get the same bound: the server's statement timeout, and
+     * the client gives up validation_timeout_ms after it on a server that
+     * stopped answering (a demo that hung there would never end). A
+     * pool_statement_timeout in the URL wins. */
+    o.statement_timeout_ms = o.acquire_timeout_ms;
     if (a->retries >= 0)
         o.max_retries = a->retries;
     if (a->verbose) {
