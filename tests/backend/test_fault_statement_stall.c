@@ -108,6 +108,9 @@ static void test_silent_network(void **state) {
         c[i] = bt_acquire(p);
         assert_int_equal(bt_query_int(c[i], "SELECT 1", NULL, 0), 1);
     }
+    /* Run once: on PostgreSQL its second run, below, prepares it to keep. */
+    dbpool_param prm = dbpool_param_int64(7);
+    assert_int_equal(bt_query_int(c[1], "SELECT ?", &prm, 1), 7);
     dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
     dbt_sleep_ms(50); /* the proxy's threads see the mode within 20 ms */
 
@@ -121,7 +124,6 @@ static void test_silent_network(void **state) {
 
     /* A parameterised query (prepared-statement paths). */
     arm();
-    dbpool_param prm = dbpool_param_int64(7);
     dbpool_result *r = NULL;
     memset(&e, 0, sizeof e);
     t0 = dbt_now_ms();
@@ -145,6 +147,52 @@ static void test_silent_network(void **state) {
 
     dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
     check_recovered(p, c, 2);
+    assert_int_equal(dbpool_close(p), 0);
+    dbt_proxy_destroy(px);
+}
+
+/* A statement too big for the socket buffers: the send itself stalls on
+ * the silent network. It ends by the deadline too, and the release that
+ * closes the connection does not wait on the unsent rest. */
+static void test_send_stalls(void **state) {
+    (void)state;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
+    assert_non_null(px);
+    dbpool_options o;
+    stall_options(&o);
+    dbpool *p = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_OK(dbpool_open(&p, dbt_url_via_port(bt_backend, dbt_proxy_port(px)), &o, &e), &e, "dbpool_open");
+    dbpool_conn *c = bt_acquire(p);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    size_t big = (size_t)24 << 20;
+    char *sql = malloc(big + 64);
+    assert_non_null(sql);
+    size_t n = (size_t)snprintf(sql, 64, "SELECT length('");
+    memset(sql + n, 'x', big);
+    strcpy(sql + n + big, "')");
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    dbt_sleep_ms(50);
+    arm();
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    free(sql);
+    disarm();
+    check_stalled(rc, &e, took, "dbpool_exec of 24 MB");
+    dbpool_stats before = bt_stats(p);
+    arm();
+    t0 = dbt_now_ms();
+    bt_release(c); /* the network still silent */
+    took = dbt_now_ms() - t0;
+    disarm();
+    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_BROKEN] - before.destroyed_by[DBPOOL_CLOSE_BROKEN] == 1,
+             "the connection whose send stalled should be closed at release");
+    BT_CHECK(took < 1000, "the release took %lld ms", (long long)took);
     assert_int_equal(dbpool_close(p), 0);
     dbt_proxy_destroy(px);
 }
@@ -322,6 +370,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_silent_network),
         cmocka_unit_test(test_stopped_backend),
         cmocka_unit_test(test_read_timeout_still_applies),
+        cmocka_unit_test(test_send_stalls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
