@@ -1259,6 +1259,28 @@ static bool changes_rows(const char *status) {
     return false;
 }
 
+/*
+ * A caller's statement's bound: the core's deadline, one statement_timeout
+ * later for each further statement of a multi-statement text. PostgreSQL
+ * 13+ applies statement_timeout to each statement of such a text, and
+ * sends nothing before the last has run (its answers are flushed
+ * together), so a working server may take that long in all without a
+ * sign of life. A ';' the count takes for a boundary where there is none
+ * only loosens the backstop.
+ */
+static pg_bound bound_of(const pg_session *ps, const char *sql, size_t nparams, int64_t deadline_ns) {
+    pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
+    if (deadline_ns && nparams == 0 && ps->statement_timeout_ms > 0) {
+        size_t more = dbpool__pg_count_statements(sql);
+        more = more > 1 ? more - 1 : 0;
+        int64_t per =
+            ps->statement_timeout_ms > INT64_MAX / 1000000 ? INT64_MAX : ps->statement_timeout_ms * 1000000;
+        for (size_t i = 0; i < more && b.deadline_ns < INT64_MAX; i++)
+            b.deadline_ns = b.deadline_ns > INT64_MAX - per ? INT64_MAX : b.deadline_ns + per;
+    }
+    return b;
+}
+
 /* Before a caller's statement: a connection given up on takes no more. */
 static int refuse_given_up(const pg_session *ps, dbpool_error *e) {
     if (!ps->gave_up)
@@ -1285,7 +1307,7 @@ static int pg_exec(void *native, const char *sql, const dbpool_param *p, size_t 
     if (rc != DBPOOL_OK)
         return rc;
     note_session_change(native, sql);
-    pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
+    pg_bound b = bound_of(native, sql, n, deadline_ns);
     PGresult *r = NULL;
     rc = run(native, &b, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)
@@ -1478,7 +1500,7 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
         return dbpool__seterr(e, DBPOOL_EINVAL,
                               "dbpool_query takes one statement; use dbpool_exec for several");
     note_session_change(native, sql);
-    pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
+    pg_bound b = bound_of(native, sql, n, deadline_ns);
     PGresult *r = NULL;
     rc = run(native, &b, sql, p, n, &r, e);
     if (rc == DBPOOL_OK)

@@ -9,16 +9,24 @@
 #include <stdio.h>
 #include <string.h>
 
-static size_t scan(const char *sql, char *out, bool *several, bool *positional);
+static size_t scan(const char *sql, char *out, bool *several, bool *positional, size_t *statements);
 
-size_t dbpool__pg_number_placeholders(const char *sql, char *out) { return scan(sql, out, NULL, NULL); }
+size_t dbpool__pg_number_placeholders(const char *sql, char *out) { return scan(sql, out, NULL, NULL, NULL); }
 
-size_t dbpool__pg_scan(const char *sql, char *out, bool *several) { return scan(sql, out, several, NULL); }
+size_t dbpool__pg_scan(const char *sql, char *out, bool *several) {
+    return scan(sql, out, several, NULL, NULL);
+}
 
 bool dbpool__pg_has_positional(const char *sql) {
     bool positional = false;
-    scan(sql, NULL, NULL, &positional);
+    scan(sql, NULL, NULL, &positional, NULL);
     return positional;
+}
+
+size_t dbpool__pg_count_statements(const char *sql) {
+    size_t statements = 0;
+    scan(sql, NULL, NULL, NULL, &statements);
+    return statements;
 }
 
 /* Append n bytes of s to out (when there is an out). */
@@ -32,12 +40,14 @@ static void emit(char *out, size_t *o, const char *s, size_t n) {
  * Copy sql to out (when out is not NULL), numbering each `?` that stands
  * outside a string, quoted identifier, dollar-quoted string or comment.
  * Returns how many were found. `out` needs strlen(sql) + 7 * count + 1
- * bytes (" $65535 " for "?" between two words). *positional (when given) says whether a $1,
- * $2, ... stands there too.
+ * bytes (" $65535 " for "?" between two words). *positional (when given)
+ * says whether a $1, $2, ... stands there too; *statements (when given)
+ * counts the statements.
  */
-static size_t scan(const char *sql, char *out, bool *several, bool *positional) {
+static size_t scan(const char *sql, char *out, bool *several, bool *positional, size_t *statements) {
     size_t count = 0, o = 0;
     bool after_semicolon = false;
+    bool in_statement = false; /* code seen since the last ';' */
     if (several)
         *several = false;
     if (positional)
@@ -47,8 +57,14 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional) 
         unsigned char ch = (unsigned char)*s;
         pg_token kind;
         const char *end = dbpool__pg_skip_noncode(s, false, &kind);
-        if (after_semicolon && several && !isspace(ch) && ch != ';' && !(end && kind == PG_TOKEN_COMMENT))
+        bool code = !isspace(ch) && ch != ';' && !(end && kind == PG_TOKEN_COMMENT);
+        if (after_semicolon && several && code)
             *several = true;
+        if (code && !in_statement) {
+            in_statement = true;
+            if (statements)
+                ++*statements;
+        }
         const char *from = s;
         if (end) {
             s = end;
@@ -80,6 +96,8 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional) 
             continue;
         } else {
             after_semicolon = after_semicolon || ch == ';';
+            if (ch == ';')
+                in_statement = false;
             s++;
         }
         emit(out, &o, from, (size_t)(s - from));

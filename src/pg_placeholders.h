@@ -27,6 +27,11 @@ size_t dbpool__pg_number_placeholders(const char *sql, char *out);
  * `;` and comments after it. */
 size_t dbpool__pg_scan(const char *sql, char *out, bool *several);
 
+/* How many statements sql holds: 1 plus each `;` outside quotes and
+ * comments that more than white space, `;` and comments follow (0 for a
+ * blank text). */
+size_t dbpool__pg_count_statements(const char *sql);
+
 /* Whether sql holds a PostgreSQL positional parameter ($1, $2, ...)
  * outside quotes and comments: written where dbpool wants `?`. */
 bool dbpool__pg_has_positional(const char *sql);

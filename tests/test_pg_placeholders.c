@@ -84,6 +84,26 @@ static void test_several_statements(void **state) {
     several("SELECT 1;SELECT ?", true);
 }
 
+/* The statements of a text, for the statement backstop's budget (one
+ * statement_timeout each). */
+static void statements(const char *sql, size_t expect) {
+    size_t got = dbpool__pg_count_statements(sql);
+    if (got != expect)
+        fail_msg("'%s': %zu statement(s) expected, counted %zu", sql, expect, got);
+}
+
+static void test_count_statements(void **state) {
+    (void)state;
+    statements("", 0);
+    statements(" ;; -- nothing\n", 0);
+    statements("SELECT 1", 1);
+    statements("SELECT 1;", 1);
+    statements("SELECT 1; -- done\n ; /* end */  ", 1);
+    statements("SELECT ';', $$;x;$$, \"a;b\"", 1);
+    statements("SELECT 1; SELECT 2;SELECT 3", 3);
+    statements("/* a; b */ SELECT 1; 'x'; ; SELECT 2", 3);
+}
+
 /* $1, $2, ... where dbpool wants `?` (a PostgreSQL habit), for the error's
  * advice: found only where the server would read a parameter. */
 static void positional(const char *sql, bool expect) {
@@ -123,6 +143,7 @@ int main(void) {
         cmocka_unit_test(test_quoted_places_untouched),
         cmocka_unit_test(test_unterminated_input_is_safe),
         cmocka_unit_test(test_several_statements),
+        cmocka_unit_test(test_count_statements),
         cmocka_unit_test(test_positional_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

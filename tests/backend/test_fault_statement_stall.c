@@ -358,6 +358,40 @@ static void test_bounded_statements_work(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* PostgreSQL applies statement_timeout to each statement of a
+ * multi-statement text: five statements of 150 ms each, under a 200 ms
+ * statement_timeout_ms, take 750 ms in all on a working server, past
+ * statement_timeout_ms + validation_timeout_ms (500 ms). The backstop
+ * counts from each answer, so it must not cut the text off. */
+static void test_pg_batch_per_statement(void **state) {
+    (void)state;
+    if (!bt_is("pg")) {
+        print_message("[%s] skipped: one statement per call on this backend\n", bt_backend);
+        return;
+    }
+    dbpool_options o;
+    stall_options(&o);
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(p);
+    arm();
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c,
+                         "SELECT pg_sleep(0.15); SELECT pg_sleep(0.15); SELECT pg_sleep(0.15); "
+                         "SELECT pg_sleep(0.15); SELECT pg_sleep(0.15)",
+                         NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    BT_CHECK(rc == DBPOOL_OK, "five statements each under statement_timeout_ms: %s after %lld ms: %s",
+             dbpool_errname(rc), (long long)took, e.message);
+    BT_CHECK(took >= STATEMENT_MS + GRACE_MS, "the batch took only %lld ms: it does not test the backstop",
+             (long long)took);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    bt_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     if (bt_is("sqlite")) {
@@ -367,6 +401,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounded_statements_work),
         cmocka_unit_test(test_server_timeout_first),
+        cmocka_unit_test(test_pg_batch_per_statement),
         cmocka_unit_test(test_silent_network),
         cmocka_unit_test(test_stopped_backend),
         cmocka_unit_test(test_read_timeout_still_applies),
