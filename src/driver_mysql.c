@@ -325,7 +325,7 @@ static void guard_nonblock(MYSQL *m, my_guard *g) {
 static void bound_set(int64_t deadline_ns) {
     tl_bound.deadline_ns = deadline_ns ? deadline_ns : 1;
     tl_bound.expired = false;
-    tl_bound.lib_timeouts = true;
+    tl_bound.lib_timeouts = false;
     tl_bound.lib_timeouts_tls = false;
     tl_bound.tls_connect = false;
     tl_bound.connect_fd = -1;
@@ -351,7 +351,7 @@ static bool bound_end(MYSQL *m, my_guard *g) {
     bool expired = tl_bound.expired;
     tl_bound.deadline_ns = 0;
     tl_bound.expired = false;
-    tl_bound.lib_timeouts = true;
+    tl_bound.lib_timeouts = false;
     tl_bound.tls_connect = false;
     return expired;
 }

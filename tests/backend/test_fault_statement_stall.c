@@ -243,6 +243,67 @@ static void test_read_timeout_still_applies(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* MySQL/MariaDB over TLS: a pool through the proxy, read_timeout=1 or not. */
+static dbpool *open_tls(dbt_proxy *px, const dbpool_options *o, const char *ca, bool read_timeout) {
+    const char *base = dbt_url_via_port(bt_backend, dbt_proxy_port(px));
+    char url[2048];
+    snprintf(url, sizeof url, "%s%cssl-mode=VERIFY_CA&ssl-ca=%s%s", base, strchr(base, '?') ? '&' : '?', ca,
+             read_timeout ? "&read_timeout=1" : "");
+    dbpool *p = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    BT_OK(dbpool_open(&p, url, o, &e), &e, "dbpool_open over TLS");
+    return p;
+}
+
+static const char *tls_ca(void) {
+    const char *ca = getenv("DBPOOL_TEST_MYSQL_SSL_CA");
+    if (!bt_is("mysql") || !ca || !*ca) {
+        print_message("[%s] skipped: needs a MariaDB test server with TLS (DBPOOL_TEST_TLS=1)\n", bt_backend);
+        return NULL;
+    }
+    return ca;
+}
+
+/* Over TLS the bounded call makes the socket non-blocking so that OpenSSL
+ * waits through the hook too: a silent network ends by the deadline. And a
+ * connect and statements with the URL's read_timeout work as before
+ * (Connector/C's own timeouts are the statement's only: a connect, ping or
+ * reset that honoured them too broke the TLS handshake). */
+static void test_tls_silent_network(void **state) {
+    (void)state;
+    const char *ca = tls_ca();
+    if (!ca)
+        return;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
+    assert_non_null(px);
+    dbpool_options o;
+    stall_options(&o);
+    dbpool *p = open_tls(px, &o, ca, true);
+    dbpool_conn *c = bt_acquire(p);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    bt_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+
+    p = open_tls(px, &o, ca, false);
+    c = bt_acquire(p);
+    assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+    dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+    dbt_sleep_ms(50);
+    arm();
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    check_stalled(rc, &e, took, "dbpool_exec over TLS");
+    dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+    check_recovered(p, &c, 1);
+    assert_int_equal(dbpool_close(p), 0);
+    dbt_proxy_destroy(px);
+}
+
 /* PostgreSQL: the backend process serving the lease is stopped. */
 static void test_stopped_backend(void **state) {
     (void)state;
@@ -406,6 +467,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_stopped_backend),
         cmocka_unit_test(test_read_timeout_still_applies),
         cmocka_unit_test(test_send_stalls),
+        cmocka_unit_test(test_tls_silent_network),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
