@@ -139,6 +139,10 @@ static bool broken_errno(unsigned n) {
     case MY_ER_CLIENT_INTERACTION_TIMEOUT:
     case MY_ER_CONNECTION_KILLED:
     case MY_ER_SERVER_SHUTDOWN:
+    /* On an established connection: OpenSSL's stream failed under a
+     * statement (a read past the URL's read_timeout, a reset): what is
+     * left of it cannot be read in step again. */
+    case MY_CR_SSL_CONNECTION_ERROR:
         return true;
     default:
         return false;

@@ -304,6 +304,49 @@ static void test_tls_silent_network(void **state) {
     dbt_proxy_destroy(px);
 }
 
+/* Over TLS, a statement's read that runs past the URL's read_timeout
+ * fails inside OpenSSL's stream (Connector/C error 2026): the connection
+ * cannot be used again, with or without statement_timeout_ms. It is
+ * DBPOOL_EBROKEN and closed at release, as the same timeout without TLS
+ * (2013, lost connection) is. */
+static void test_tls_read_timeout_breaks(void **state) {
+    (void)state;
+    const char *ca = tls_ca();
+    if (!ca)
+        return;
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
+    assert_non_null(px);
+    for (int backstop = 0; backstop < 2; backstop++) {
+        dbpool_options o;
+        stall_options(&o);
+        o.statement_timeout_ms = backstop ? 8000 : 0;
+        o.validation_timeout_ms = 2000;
+        dbpool *p = open_tls(px, &o, ca, true);
+        dbpool_conn *c = bt_acquire(p);
+        assert_int_equal(bt_query_int(c, "SELECT 1", NULL, 0), 1);
+        dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
+        dbt_sleep_ms(50);
+        arm();
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        int64_t t0 = dbt_now_ms();
+        int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+        int64_t took = dbt_now_ms() - t0;
+        disarm();
+        print_message(
+            "[%s] TLS, read_timeout=1, statement_timeout_ms %lld, silent network: %s after %lld ms: %s\n",
+            bt_backend, (long long)o.statement_timeout_ms, dbpool_errname(rc), (long long)took, e.message);
+        BT_CHECK(rc == DBPOOL_EBROKEN, "a TLS read cut by read_timeout should be DBPOOL_EBROKEN, got %s: %s",
+                 dbpool_errname(rc), e.message);
+        BT_CHECK(took >= 900 && took <= 1000 + MARGIN_MS + 300,
+                 "read_timeout=1 over TLS should end the wait after about 1 s (%lld ms)", (long long)took);
+        dbt_proxy_set_mode(px, DBT_PROXY_PASS, 0);
+        check_recovered(p, &c, 1);
+        assert_int_equal(dbpool_close(p), 0);
+    }
+    dbt_proxy_destroy(px);
+}
+
 /* PostgreSQL: the backend process serving the lease is stopped. */
 static void test_stopped_backend(void **state) {
     (void)state;
@@ -468,6 +511,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_read_timeout_still_applies),
         cmocka_unit_test(test_send_stalls),
         cmocka_unit_test(test_tls_silent_network),
+        cmocka_unit_test(test_tls_read_timeout_breaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
