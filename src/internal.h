@@ -23,6 +23,24 @@ int64_t dbpool__ms_left(int64_t deadline_ns);
 /* Sleep until the deadline or for ms, whichever comes first. */
 void dbpool__sleep_ms(int64_t ms, int64_t deadline_ns);
 
+/* Does text hold word (lower-case ASCII) anywhere, in any case? */
+static inline bool dbpool__mentions_ci(const char *text, const char *word) {
+    for (const char *t = text; t && *t; t++) {
+        size_t i = 0;
+        while (word[i]) {
+            char c = t[i];
+            if (c >= 'A' && c <= 'Z')
+                c = (char)(c - 'A' + 'a');
+            if (c != word[i])
+                break;
+            i++;
+        }
+        if (!word[i])
+            return true;
+    }
+    return false;
+}
+
 /* Fill e (may be NULL) and return code. */
 int dbpool__seterr(dbpool_error *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap);

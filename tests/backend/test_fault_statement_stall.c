@@ -496,6 +496,74 @@ static void test_pg_batch_per_statement(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* One long statement run with a limit of the caller's own: the session's
+ * (SET statement_timeout / SET SESSION max_statement_time), the
+ * transaction's (SET LOCAL) or the statement's (MariaDB's SET STATEMENT
+ * ... FOR). The backstop, made from the pool's limit, must not cut it off
+ * on a working server; after the release the pool's limit holds again. */
+static void run_long(dbpool_conn *c, const char *sql, const char *why) {
+    arm();
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, sql, NULL, 0, NULL, &e);
+    int64_t took = dbt_now_ms() - t0;
+    disarm();
+    BT_CHECK(rc == DBPOOL_OK, "%s: \"%s\" under the caller's own limit: %s after %lld ms: %s", why, sql,
+             dbpool_errname(rc), (long long)took, e.message);
+}
+
+static void test_caller_sets_own_limit(void **state) {
+    (void)state;
+    dbpool_options o;
+    stall_options(&o);
+    o.max_size = 1;
+    dbpool *p = bt_open(&o, NULL);
+    bool pg = bt_is("pg");
+    const char *long_sql = pg ? "SELECT pg_sleep(0.8)" : "SELECT SLEEP(0.8)";
+
+    dbpool_conn *c = bt_acquire(p);
+    bt_exec(c, pg ? "SET statement_timeout = 0" : "SET SESSION max_statement_time = 0");
+    run_long(c, long_sql, "after a session-level SET");
+    bt_release(c);
+
+    c = bt_acquire(p);
+    if (pg) {
+        bt_exec(c, "BEGIN");
+        bt_exec(c, "SET LOCAL statement_timeout = '5s'");
+        run_long(c, long_sql, "after SET LOCAL");
+        bt_exec(c, "COMMIT");
+    } else {
+        run_long(c, "SET STATEMENT max_statement_time = 0 FOR SELECT SLEEP(0.8)", "SET STATEMENT ... FOR");
+    }
+    bt_release(c);
+
+    /* The pool's limit again: the server ends a long statement itself. */
+    c = bt_acquire(p);
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    arm();
+    int rc = dbpool_exec(c, pg ? "SELECT pg_sleep(2)" : "SELECT SLEEP(2)", NULL, 0, NULL, &e);
+    disarm();
+    BT_CHECK(rc == DBPOOL_EQUERY, "the next lease should have the pool's limit again: %s: %s",
+             dbpool_errname(rc), e.message);
+    bt_release(c);
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.destroyed == 0, "no connection should have been closed (%llu)",
+             (unsigned long long)s.destroyed);
+    assert_int_equal(dbpool_close(p), 0);
+
+    /* init_sql sets the session's limit: for every lease. */
+    o.init_sql = pg ? "SET statement_timeout = 0" : "SET SESSION max_statement_time = 0";
+    p = bt_open(&o, NULL);
+    for (int i = 0; i < 2; i++) {
+        c = bt_acquire(p);
+        run_long(c, long_sql, "with init_sql setting the limit");
+        bt_release(c);
+    }
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     if (bt_is("sqlite")) {
@@ -506,6 +574,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bounded_statements_work),
         cmocka_unit_test(test_server_timeout_first),
         cmocka_unit_test(test_pg_batch_per_statement),
+        cmocka_unit_test(test_caller_sets_own_limit),
         cmocka_unit_test(test_silent_network),
         cmocka_unit_test(test_stopped_backend),
         cmocka_unit_test(test_read_timeout_still_applies),
