@@ -114,6 +114,17 @@ static void test_demo_ends_on_frozen_server(void **state) {
         pthread_join(th, NULL);
         fail_msg("the demo's session never waited on the lock: exit %d, stderr: %s", d.r.status, d.r.err);
     }
+    if (kill((pid_t)pid, 0) != 0) { /* the server runs as a user this test may not signal */
+        dbt_exec_ok(locker, "ROLLBACK", NULL, 0);
+        pthread_join(th, NULL);
+        alarm(0);
+        print_message("skipped: cannot signal the server's backend %lld\n", (long long)pid);
+        dbt_run_free(&d.r);
+        assert_int_equal(dbpool_release(locker), DBPOOL_OK);
+        assert_int_equal(dbpool_release(watcher), DBPOOL_OK);
+        assert_int_equal(dbpool_close(admin), 0);
+        return;
+    }
     stopped_pid = (sig_atomic_t)pid;
     assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
     int64_t frozen = dbt_now_ms();

@@ -21,7 +21,7 @@
 
 #define STATEMENT_MS 200
 #define GRACE_MS 300 /* validation_timeout_ms */
-#define MARGIN_MS 400
+#define MARGIN_MS 500
 #define CONNECT_MS 3000
 #define ALARM_S 20
 
@@ -362,6 +362,12 @@ static void test_stopped_backend(void **state) {
     int64_t pid = bt_query_int(c, "SELECT pg_backend_pid()", NULL, 0);
     assert_true(pid > 0);
 
+    if (kill((pid_t)pid, 0) != 0) { /* the server runs as a user this test may not signal */
+        print_message("[%s] skipped: cannot signal the server's backend %lld\n", bt_backend, (long long)pid);
+        bt_release(c);
+        assert_int_equal(dbpool_close(p), 0);
+        return;
+    }
     stopped_pid = (sig_atomic_t)pid;
     arm();
     assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
@@ -463,8 +469,8 @@ static void test_bounded_statements_work(void **state) {
 }
 
 /* PostgreSQL applies statement_timeout to each statement of a
- * multi-statement text: five statements of 150 ms each, under a 200 ms
- * statement_timeout_ms, take 750 ms in all on a working server, past
+ * multi-statement text: eight statements of 100 ms each, under a 200 ms
+ * statement_timeout_ms, take 800 ms in all on a working server, past
  * statement_timeout_ms + validation_timeout_ms (500 ms). The backstop
  * counts from each answer, so it must not cut the text off. */
 static void test_pg_batch_per_statement(void **state) {
@@ -481,13 +487,14 @@ static void test_pg_batch_per_statement(void **state) {
     dbpool_error e;
     memset(&e, 0, sizeof e);
     int64_t t0 = dbt_now_ms();
-    int rc = dbpool_exec(c,
-                         "SELECT pg_sleep(0.15); SELECT pg_sleep(0.15); SELECT pg_sleep(0.15); "
-                         "SELECT pg_sleep(0.15); SELECT pg_sleep(0.15)",
-                         NULL, 0, NULL, &e);
+    int rc =
+        dbpool_exec(c,
+                    "SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); "
+                    "SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1)",
+                    NULL, 0, NULL, &e);
     int64_t took = dbt_now_ms() - t0;
     disarm();
-    BT_CHECK(rc == DBPOOL_OK, "five statements each under statement_timeout_ms: %s after %lld ms: %s",
+    BT_CHECK(rc == DBPOOL_OK, "eight statements each under statement_timeout_ms: %s after %lld ms: %s",
              dbpool_errname(rc), (long long)took, e.message);
     BT_CHECK(took >= STATEMENT_MS + GRACE_MS, "the batch took only %lld ms: it does not test the backstop",
              (long long)took);
