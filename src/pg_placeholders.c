@@ -45,8 +45,7 @@ static void emit(char *out, size_t *o, const char *s, size_t n) {
  * counts the statements.
  */
 static size_t scan(const char *sql, char *out, bool *several, bool *positional, size_t *statements) {
-    size_t count = 0, o = 0;
-    bool after_semicolon = false;
+    size_t count = 0, o = 0, stmts = 0;
     bool in_statement = false; /* code seen since the last ';' */
     if (several)
         *several = false;
@@ -58,12 +57,12 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional, 
         pg_token kind;
         const char *end = dbpool__pg_skip_noncode(s, false, &kind);
         bool code = !isspace(ch) && ch != ';' && !(end && kind == PG_TOKEN_COMMENT);
-        if (after_semicolon && several && code)
-            *several = true;
+        /* A statement starts: several once a second one does (an empty
+         * one before it, "; SELECT 1", is none: the server drops it). */
         if (code && !in_statement) {
             in_statement = true;
-            if (statements)
-                ++*statements;
+            if (++stmts >= 2 && several)
+                *several = true;
         }
         const char *from = s;
         if (end) {
@@ -95,7 +94,6 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional, 
             emit(out, &o, num, (size_t)len);
             continue;
         } else {
-            after_semicolon = after_semicolon || ch == ';';
             if (ch == ';')
                 in_statement = false;
             s++;
@@ -103,5 +101,7 @@ static size_t scan(const char *sql, char *out, bool *several, bool *positional, 
         emit(out, &o, from, (size_t)(s - from));
     }
     emit(out, &o, "", 1);
+    if (statements)
+        *statements = stmts;
     return count;
 }

@@ -23,8 +23,8 @@
 size_t dbpool__pg_number_placeholders(const char *sql, char *out);
 
 /* dbpool__pg_number_placeholders, and whether sql holds more than one
- * statement: a `;` outside quotes and comments with more than white space,
- * `;` and comments after it. */
+ * statement: code (not white space, `;` or comments) on both sides of a
+ * `;` outside quotes and comments. */
 size_t dbpool__pg_scan(const char *sql, char *out, bool *several);
 
 /* How many statements sql holds: 1 plus each `;` outside quotes and

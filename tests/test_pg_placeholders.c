@@ -82,6 +82,10 @@ static void test_several_statements(void **state) {
     several("SELECT $$;x$$, ?", false);
     several("UPDATE t SET x = ?; SELECT 1", true);
     several("SELECT 1;SELECT ?", true);
+    /* An empty statement before the one: PostgreSQL drops it. */
+    several("; SELECT ?", false);
+    several(" ;; /* x */ ; SELECT 1;", false);
+    several("; SELECT 1; SELECT 2", true);
 }
 
 /* The statements of a text, for the statement backstop's budget (one

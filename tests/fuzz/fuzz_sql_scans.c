@@ -46,13 +46,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(out);
     }
     /* The statement count (the backstop's budget) agrees with the scan:
-     * two or more only where it sees several (which a lone leading ';'
-     * also makes it see), and at most one more than the ';' in the text. */
+     * several exactly when it counts two or more, and at most one more
+     * than the ';' in the text. */
     size_t statements = dbpool__pg_count_statements(sql);
     size_t semicolons = 0;
     for (size_t i = 0; i < len; i++)
         semicolons += sql[i] == ';';
-    if ((statements >= 2 && !several) || statements > semicolons + 1)
+    if (several != (statements >= 2) || statements > semicolons + 1)
         abort();
     (void)dbpool__pg_session_change(sql);
 #endif
