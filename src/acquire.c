@@ -647,9 +647,6 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     return rc;
 }
 
-/* The trace is captured here, one call below the caller, so that the leak
- * report's first frame is the caller's (dbpool__trace_capture keeps the
- * frames from there on). */
 /* The fastest path, before anything else: the connection this thread
  * parked at its last release, taken back without the lock (sticky.c). It
  * never waits: its zero wait reaches the histogram at the next snapshot
@@ -671,6 +668,9 @@ static inline bool sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err,
     return false;
 }
 
+/* The trace is captured here, one call below the caller, so that the leak
+ * report's first frame is the caller's (dbpool__trace_capture keeps the
+ * frames from there on). */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
     dbpool_conn *cached;
     if (sticky_first(p, out, err, &cached))
