@@ -74,25 +74,32 @@ static bool is_key_char(char c) { return isalnum((unsigned char)c) || c == '_' |
 
 static const char *const password_keys[] = {"password", "passwd", "pwd", "sslpassword"};
 
-/* Does msg hold a key of password_keys followed by '=' (spaces allowed
- * between)? Asked before the copy is made: a message with nothing to mask
- * must not be withheld when memory is short (an "out of memory" error
- * would read as a message that held a secret). */
-static bool has_key_value(const char *msg) {
-    for (const char *s = msg; *s; s++) {
-        if (s != msg && is_key_char(s[-1]))
+/* When s, in msg, starts a key of password_keys followed by '=' (spaces
+ * allowed between): the '='. Else NULL. */
+static const char *password_key_at(const char *msg, const char *s) {
+    if (s != msg && is_key_char(s[-1]))
+        return NULL;
+    for (size_t k = 0; k < sizeof password_keys / sizeof *password_keys; k++) {
+        size_t kl = strlen(password_keys[k]);
+        if (strncasecmp(s, password_keys[k], kl) != 0)
             continue;
-        for (size_t k = 0; k < sizeof password_keys / sizeof *password_keys; k++) {
-            size_t kl = strlen(password_keys[k]);
-            if (strncasecmp(s, password_keys[k], kl) != 0)
-                continue;
-            const char *v = s + kl;
-            while (*v == ' ')
-                v++;
-            if (*v == '=')
-                return true;
-        }
+        const char *v = s + kl;
+        while (*v == ' ')
+            v++;
+        if (*v == '=')
+            return v;
     }
+    return NULL;
+}
+
+/* Does msg hold a password key and its value? Asked before the copy is
+ * made: a message with nothing to mask must not be withheld when memory
+ * is short (an "out of memory" error would read as a message that held a
+ * secret). */
+static bool has_key_value(const char *msg) {
+    for (const char *s = msg; *s; s++)
+        if (password_key_at(msg, s))
+            return true;
     return false;
 }
 
@@ -110,45 +117,31 @@ static void mask_key_values(char *msg, size_t cap) {
     size_t o = 0;
     const char *s = msg;
     while (*s) {
-        bool masked = false;
-        if (s == msg || !is_key_char(s[-1])) {
-            for (size_t k = 0; k < sizeof password_keys / sizeof *password_keys; k++) {
-                size_t kl = strlen(password_keys[k]);
-                if (strncasecmp(s, password_keys[k], kl) != 0)
-                    continue;
-                const char *v = s + kl;
-                while (*v == ' ')
-                    v++;
-                if (*v != '=')
-                    continue;
-                v++;
-                while (*v == ' ')
-                    v++;
-                put(out, cap, &o, s, (size_t)(v - s));
-                put(out, cap, &o, MASK, sizeof MASK - 1);
-                if (*v == '\'' || *v == '"') {
-                    char q = *v++;
-                    while (*v && *v != q) {
-                        if (*v == '\\' && v[1])
-                            v++;
-                        v++;
-                    }
-                    if (*v)
-                        v++;
-                } else {
-                    while (*v && !isspace((unsigned char)*v) && *v != '&' && *v != ';' && *v != '"' &&
-                           *v != '\'')
-                        v++;
-                }
-                s = v;
-                masked = true;
-                break;
-            }
-        }
-        if (!masked) {
+        const char *v = password_key_at(msg, s);
+        if (!v) {
             put(out, cap, &o, s, 1);
             s++;
+            continue;
         }
+        v++;
+        while (*v == ' ')
+            v++;
+        put(out, cap, &o, s, (size_t)(v - s));
+        put(out, cap, &o, MASK, sizeof MASK - 1);
+        if (*v == '\'' || *v == '"') {
+            char q = *v++;
+            while (*v && *v != q) {
+                if (*v == '\\' && v[1])
+                    v++;
+                v++;
+            }
+            if (*v)
+                v++;
+        } else {
+            while (*v && !isspace((unsigned char)*v) && *v != '&' && *v != ';' && *v != '"' && *v != '\'')
+                v++;
+        }
+        s = v;
     }
     out[o] = '\0';
     memcpy(msg, out, o + 1);
