@@ -445,29 +445,8 @@ static int configure(const char *url, void **out, dbpool_error *e) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Waiting on the socket                                                    */
+/* Waiting on the socket (dbpool__pg_wait_socket, pg_bounded.h)             */
 /* ------------------------------------------------------------------------ */
-
-/* 1 = ready (or hung up: libpq finds out which), 0 = deadline passed,
- * -1 = no socket / poll failed. */
-static int wait_socket(PGconn *c, short events, int64_t deadline_ns) {
-    int fd = PQsocket(c);
-    if (fd < 0)
-        return -1;
-    for (;;) {
-        int64_t left = dbpool__ms_left(deadline_ns);
-        if (left <= 0)
-            return 0;
-        struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
-        int rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (rc > 0)
-            return 1;
-        if (rc == 0)
-            continue; /* re-check: poll may return a little early */
-        if (errno != EINTR)
-            return -1;
-    }
-}
 
 static void copy_conn_error_or(PGconn *c, char *buf, size_t cap, const char *fallback) {
     const char *m = c ? PQerrorMessage(c) : NULL;
@@ -543,7 +522,7 @@ static int roundtrip_any(PGconn *c, const char *sql, const ExecStatusType *accep
             break;
         if (f < 0)
             return lost(c, what, e);
-        int w = wait_socket(c, POLLOUT | POLLIN, deadline_ns);
+        int w = dbpool__pg_wait_socket(c, POLLOUT | POLLIN, deadline_ns);
         if (w == 0)
             return dbpool__seterr(e, DBPOOL_ETIMEDOUT,
                                   "%s: no answer from the server in time "
@@ -580,7 +559,7 @@ static int roundtrip_any(PGconn *c, const char *sql, const ExecStatusType *accep
             }
             PQclear(r);
         }
-        int w = wait_socket(c, POLLIN, deadline_ns);
+        int w = dbpool__pg_wait_socket(c, POLLIN, deadline_ns);
         if (w == 0)
             return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "%s: no answer from the server in time", what);
         if (w < 0 || !PQconsumeInput(c))
@@ -790,7 +769,7 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
             return dbpool__seterr(e, code, "%s%s", msg, hint);
         }
         /* The socket can change between polls (next host, SSL retry). */
-        int w = wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);
+        int w = dbpool__pg_wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);
         if (w == 0) {
             describe_target(c, target, sizeof target);
             /* With several hosts, what went wrong with the earlier ones.

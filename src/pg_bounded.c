@@ -7,9 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 
-/* 1 = ready (or hung up: libpq finds out which), 0 = deadline passed,
- * -1 = no socket / poll failed. */
-static int wait_fd(PGconn *c, short events, int64_t deadline_ns) {
+int dbpool__pg_wait_socket(PGconn *c, short events, int64_t deadline_ns) {
     int fd = PQsocket(c);
     if (fd < 0)
         return -1;
@@ -21,7 +19,9 @@ static int wait_fd(PGconn *c, short events, int64_t deadline_ns) {
         int rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
         if (rc > 0)
             return 1;
-        if (rc < 0 && errno != EINTR)
+        if (rc == 0)
+            continue; /* re-check: poll may return a little early */
+        if (errno != EINTR)
             return -1;
     }
 }
@@ -61,7 +61,7 @@ static PGresult *finish(PGconn *c, pg_bound *b, bool was_nonblocking, int sent) 
         int f = PQflush(c);
         if (f <= 0)
             break; /* sent, or failed: PQgetResult reports it */
-        int w = wait_fd(c, POLLOUT | POLLIN, b->deadline_ns);
+        int w = dbpool__pg_wait_socket(c, POLLOUT | POLLIN, b->deadline_ns);
         if (w == 0)
             return expired(b, NULL);
         /* libpq's advice: read what the server sent, or a full buffer on
@@ -85,7 +85,7 @@ static PGresult *finish(PGconn *c, pg_bound *b, bool was_nonblocking, int sent) 
                 PQstatus(c) == CONNECTION_BAD)
                 return last;
         }
-        int w = wait_fd(c, POLLIN, b->deadline_ns);
+        int w = dbpool__pg_wait_socket(c, POLLIN, b->deadline_ns);
         if (w == 0)
             return expired(b, last);
         if ((w < 0 || !PQconsumeInput(c)) && PQstatus(c) != CONNECTION_BAD) {

@@ -26,6 +26,13 @@ typedef struct pg_bound {
     bool timed_out;
 } pg_bound;
 
+/* Wait until c's socket is ready for events (POLLIN/POLLOUT) or the
+ * deadline (on dbpool__now_ns()'s clock) passes: 1 = ready (or hung up:
+ * libpq finds out which), 0 = deadline passed, -1 = no socket / poll
+ * failed. Shared by every bounded libpq call (connect, ping, reset,
+ * statements). */
+int dbpool__pg_wait_socket(PGconn *c, short events, int64_t deadline_ns);
+
 PGresult *dbpool__pgb_exec(PGconn *c, pg_bound *b, const char *sql);
 PGresult *dbpool__pgb_exec_params(PGconn *c, pg_bound *b, const char *sql, int n, const Oid *types,
                                   const char *const *values, const int *lengths, const int *formats);
