@@ -36,6 +36,7 @@
  * sets how long the chaos lasts (default 2500); DBPOOL_CHAOS_MARGIN_MS the
  * margin on deadlines (default 400, for loaded and sanitizer builds).
  */
+#include "chaos.h"
 #include "driver_mock.h"
 #include "testsupport.h"
 
@@ -63,69 +64,6 @@ static const int MIN_SIZE = 2, MAX_SIZE = 6;
 
 /* ---------------------------------------------------------------------- */
 /* What went wrong, recorded by any thread, asserted on the main one.      */
-
-static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
-static int n_failures;
-static char first_failure[1024];
-
-static void chaos_fail(const char *fmt, ...) {
-    pthread_mutex_lock(&fail_lock);
-    if (n_failures++ == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(first_failure, sizeof first_failure, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&fail_lock);
-}
-
-/* ---------------------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-static int rnd(uint64_t *s, int n) { return (int)(rng_next(s) % (uint64_t)n); }
-
-static uint64_t seed_from_env(void) {
-    const char *e = getenv("DBPOOL_CHAOS_SEED");
-    if (e && *e)
-        return strtoull(e, NULL, 0);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-}
-
-static int64_t env_ms(const char *name, int64_t dflt) {
-    const char *e = getenv(name);
-    return e && *e ? atoll(e) : dflt;
-}
-
-static void *noop_main(void *arg) { return arg; }
-
-/* Threads a runtime starts at the first pthread_create (TSan's) are there
- * before the baseline. */
-static void settle_runtime_threads(void) {
-    pthread_t t;
-    if (pthread_create(&t, NULL, noop_main, NULL) == 0)
-        pthread_join(t, NULL);
-}
-
-static int count_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n; /* with opendir's own descriptor, the same each time */
-}
 
 /* ---------------------------------------------------------------------- */
 
@@ -166,7 +104,7 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     dbpool_conn *c = NULL;
     dbpool_error e;
     memset(&e, 0, sizeof e);
-    int kind = rnd(rs, 10);
+    int kind = dbt_rnd(rs, 10);
     int64_t timeout = 0, bound;
     int rc;
     int64_t t0 = dbt_now_ms();
@@ -174,7 +112,7 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
         rc = dbpool_try_acquire(C->p, &c, &e);
         bound = CONNECT_TIMEOUT_MS + VALIDATION_TIMEOUT_MS;
     } else {
-        timeout = kind == 1 ? 0 : kind == 2 ? -1 : rnd(rs, 300);
+        timeout = kind == 1 ? 0 : kind == 2 ? -1 : dbt_rnd(rs, 300);
         rc = dbpool_acquire(C->p, timeout, &c, &e);
         int64_t t = timeout < 0 ? ACQUIRE_TIMEOUT_MS : timeout;
         /* A timeout of 0 may connect on this thread. */
@@ -185,15 +123,15 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     if (kind != 0 && timeout != 0)
         note_overrun(took - (timeout < 0 ? ACQUIRE_TIMEOUT_MS : timeout));
     if (took > bound + C->margin_ms)
-        chaos_fail("worker %d: %s(%lld ms) took %lld ms (bound %lld + margin %lld): %s: %s", who,
-                   kind == 0 ? "try_acquire" : "acquire", (long long)timeout, (long long)took,
-                   (long long)bound, (long long)C->margin_ms, dbpool_errname(rc), e.message);
+        dbt_chaos_fail("worker %d: %s(%lld ms) took %lld ms (bound %lld + margin %lld): %s: %s", who,
+                       kind == 0 ? "try_acquire" : "acquire", (long long)timeout, (long long)took,
+                       (long long)bound, (long long)C->margin_ms, dbpool_errname(rc), e.message);
     if (!code_expected(rc))
-        chaos_fail("worker %d: acquire returned %s: %s", who, dbpool_errname(rc), e.message);
+        dbt_chaos_fail("worker %d: acquire returned %s: %s", who, dbpool_errname(rc), e.message);
     if (rc != DBPOOL_OK && e.message[0] == '\0')
-        chaos_fail("worker %d: acquire returned %s without a message", who, dbpool_errname(rc));
+        dbt_chaos_fail("worker %d: acquire returned %s without a message", who, dbpool_errname(rc));
     if (rc == DBPOOL_OK && !c)
-        chaos_fail("worker %d: acquire returned OK without a lease", who);
+        dbt_chaos_fail("worker %d: acquire returned OK without a lease", who);
     if (rc == DBPOOL_ETIMEDOUT && strncmp(e.message, "timed out after", 15) == 0) {
         atomic_fetch_add(&C->timeouts, 1); /* else a connect's own timeout */
         int in_use = 0, idle = 0, connecting = 0, waiting = 0, pinged = 0;
@@ -229,19 +167,19 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     atomic_fetch_add(&C->ok, 1);
     void *native = dbpool_conn_native(c);
     if (!native) {
-        chaos_fail("worker %d: a lease without a native handle", who);
+        dbt_chaos_fail("worker %d: a lease without a native handle", who);
         return c;
     }
     int id = dbpool__mock_conn_id(native);
     if (id > 0 && id < MAX_IDS) {
         int expected = 0;
         if (!atomic_compare_exchange_strong(&C->owner[id], &expected, who + 1))
-            chaos_fail("worker %d got connection %d, which worker %d holds", who, id, expected - 1);
+            dbt_chaos_fail("worker %d got connection %d, which worker %d holds", who, id, expected - 1);
         if (atomic_load(&C->broken[id]))
-            chaos_fail("worker %d got connection %d, which a holder broke before", who, id);
+            dbt_chaos_fail("worker %d got connection %d, which a holder broke before", who, id);
     }
     if (dbpool__mock_in_transaction(native))
-        chaos_fail("worker %d got connection %d in a transaction", who, id);
+        dbt_chaos_fail("worker %d got connection %d in a transaction", who, id);
     return c;
 }
 
@@ -251,29 +189,29 @@ static void chaos_give_back(int who, dbpool_conn *c, bool discard) {
     if (id > 0 && id < MAX_IDS) {
         int expected = who + 1;
         if (!atomic_compare_exchange_strong(&C->owner[id], &expected, 0))
-            chaos_fail("worker %d gives back connection %d, held by %d", who, id, expected - 1);
+            dbt_chaos_fail("worker %d gives back connection %d, held by %d", who, id, expected - 1);
     }
     int64_t t0 = dbt_now_ms();
     int rc = discard ? dbpool_discard(c) : dbpool_release(c);
     int64_t took = dbt_now_ms() - t0;
     /* A reset and the init_sql after it share validation_timeout_ms. */
     if (took > VALIDATION_TIMEOUT_MS + C->margin_ms)
-        chaos_fail("worker %d: %s took %lld ms (validation_timeout_ms %lld + margin %lld)", who,
-                   discard ? "discard" : "release", (long long)took, (long long)VALIDATION_TIMEOUT_MS,
-                   (long long)C->margin_ms);
+        dbt_chaos_fail("worker %d: %s took %lld ms (validation_timeout_ms %lld + margin %lld)", who,
+                       discard ? "discard" : "release", (long long)took, (long long)VALIDATION_TIMEOUT_MS,
+                       (long long)C->margin_ms);
     if (rc != DBPOOL_OK)
-        chaos_fail("worker %d: %s returned %s", who, discard ? "discard" : "release", dbpool_errname(rc));
+        dbt_chaos_fail("worker %d: %s returned %s", who, discard ? "discard" : "release", dbpool_errname(rc));
 }
 
 /* Statements on a lease, some of which break it or leave a transaction open. */
 static void chaos_use(int who, dbpool_conn *c, uint64_t *rs) {
     void *native = dbpool_conn_native(c);
     int id = dbpool__mock_conn_id(native);
-    int n = rnd(rs, 4);
+    int n = dbt_rnd(rs, 4);
     for (int i = 0; i < n; i++) {
         dbpool_error e;
         memset(&e, 0, sizeof e);
-        switch (rnd(rs, 12)) {
+        switch (dbt_rnd(rs, 12)) {
         case 0:
         case 1:
         case 2: {
@@ -283,12 +221,12 @@ static void chaos_use(int who, dbpool_conn *c, uint64_t *rs) {
                 if (dbpool_result_next(r, &e) == 1) {
                     const char *t = dbpool_result_text(r, 0, NULL);
                     if (!t || atoi(t) != id)
-                        chaos_fail("worker %d: query on connection %d answered from %s", who, id,
-                                   t ? t : "?");
+                        dbt_chaos_fail("worker %d: query on connection %d answered from %s", who, id,
+                                       t ? t : "?");
                 }
                 dbpool_result_free(r);
             } else if (!atomic_load(&C->broken[id])) {
-                chaos_fail("worker %d: query on healthy connection %d failed: %s", who, id, e.message);
+                dbt_chaos_fail("worker %d: query on healthy connection %d failed: %s", who, id, e.message);
             }
             break;
         }
@@ -304,20 +242,20 @@ static void chaos_use(int who, dbpool_conn *c, uint64_t *rs) {
             (void)dbpool_exec(c, "FAIL", NULL, 0, NULL, &e);
             break;
         case 8:
-            if (rnd(rs, 4) == 0) {
+            if (dbt_rnd(rs, 4) == 0) {
                 atomic_store(&C->broken[id], true);
                 (void)dbpool_exec(c, "BREAK", NULL, 0, NULL, &e);
             }
             break;
         case 9:
-            if (rnd(rs, 6) == 0) { /* behind the pool's back */
+            if (dbt_rnd(rs, 6) == 0) { /* behind the pool's back */
                 atomic_store(&C->broken[id], true);
                 dbpool__mock_kill(native);
             }
             break;
         default: {
             char sql[32];
-            snprintf(sql, sizeof sql, "SLEEP %d", rnd(rs, 15));
+            snprintf(sql, sizeof sql, "SLEEP %d", dbt_rnd(rs, 15));
             (void)dbpool_exec(c, sql, NULL, 0, NULL, &e);
             break;
         }
@@ -336,14 +274,14 @@ static void *worker_main(void *arg) {
     while (!atomic_load(&C->stop)) {
         dbpool_conn *c = chaos_acquire(w->who, &rs);
         if (!c) {
-            if (rnd(&rs, 3) == 0)
-                dbt_sleep_ms(rnd(&rs, 5));
+            if (dbt_rnd(&rs, 3) == 0)
+                dbt_sleep_ms(dbt_rnd(&rs, 5));
             continue;
         }
         chaos_use(w->who, c, &rs);
-        if (rnd(&rs, 4) == 0)
-            dbt_sleep_ms(rnd(&rs, rnd(&rs, 10) == 0 ? 150 : 30)); /* some past leak_reclaim_ms */
-        chaos_give_back(w->who, c, rnd(&rs, 6) == 0);
+        if (dbt_rnd(&rs, 4) == 0)
+            dbt_sleep_ms(dbt_rnd(&rs, dbt_rnd(&rs, 10) == 0 ? 150 : 30)); /* some past leak_reclaim_ms */
+        chaos_give_back(w->who, c, dbt_rnd(&rs, 6) == 0);
     }
     return NULL;
 }
@@ -367,8 +305,8 @@ static void chaos_log(void *user, dbpool_log_level level, const char *line) {
         dbpool_stats s;
         dbpool_get_stats(C->p, &s);
         if (s.total != s.idle + s.in_use + s.connecting)
-            chaos_fail("from log_fn: total %d != idle %d + in_use %d + connecting %d", s.total, s.idle,
-                       s.in_use, s.connecting);
+            dbt_chaos_fail("from log_fn: total %d != idle %d + in_use %d + connecting %d", s.total, s.idle,
+                           s.in_use, s.connecting);
     }
 }
 
@@ -387,36 +325,36 @@ static void *chaos_main(void *arg) {
     uint64_t rs = C->seed ^ 0xC0FFEE;
     bool suspended = false;
     while (!atomic_load(&C->stop)) {
-        dbt_sleep_ms(2 + rnd(&rs, 40));
+        dbt_sleep_ms(2 + dbt_rnd(&rs, 40));
         dbpool__mock_counters mc;
         dbpool__mock_get_counters(&mc);
         dbpool_error e;
         memset(&e, 0, sizeof e);
-        switch (rnd(&rs, 15)) {
+        switch (dbt_rnd(&rs, 15)) {
         case 0:
-            dbpool__mock_fail_connect(mc.connects + 1 + rnd(&rs, 3), 1 + rnd(&rs, 6),
-                                      rnd(&rs, 10) == 0 ? DBPOOL_EAUTH : DBPOOL_ECONNECT);
+            dbpool__mock_fail_connect(mc.connects + 1 + dbt_rnd(&rs, 3), 1 + dbt_rnd(&rs, 6),
+                                      dbt_rnd(&rs, 10) == 0 ? DBPOOL_EAUTH : DBPOOL_ECONNECT);
             break;
         case 1:
-            dbpool__mock_set_connect_delay_ms(rnd(&rs, 3) ? rnd(&rs, 20)
-                                                          : rnd(&rs, (int)CONNECT_TIMEOUT_MS * 2));
+            dbpool__mock_set_connect_delay_ms(dbt_rnd(&rs, 3) ? dbt_rnd(&rs, 20)
+                                                              : dbt_rnd(&rs, (int)CONNECT_TIMEOUT_MS * 2));
             break;
         case 2:
-            dbpool__mock_fail_ping(mc.pings + 1, 1 + rnd(&rs, 5));
+            dbpool__mock_fail_ping(mc.pings + 1, 1 + dbt_rnd(&rs, 5));
             break;
         case 3:
-            dbpool__mock_set_ping_delay_ms(rnd(&rs, 3) ? rnd(&rs, 10)
-                                                       : rnd(&rs, (int)VALIDATION_TIMEOUT_MS * 2));
+            dbpool__mock_set_ping_delay_ms(dbt_rnd(&rs, 3) ? dbt_rnd(&rs, 10)
+                                                           : dbt_rnd(&rs, (int)VALIDATION_TIMEOUT_MS * 2));
             break;
         case 4:
-            dbpool__mock_fail_reset(mc.resets + 1, 1 + rnd(&rs, 5));
+            dbpool__mock_fail_reset(mc.resets + 1, 1 + dbt_rnd(&rs, 5));
             break;
         case 5:
-            dbpool__mock_set_reset_clears_session(rnd(&rs, 2));
+            dbpool__mock_set_reset_clears_session(dbt_rnd(&rs, 2));
             break;
         case 6:
         case 7: {
-            int mn = rnd(&rs, 4), mx = mn + rnd(&rs, MAX_CAP - mn) + (mn == 0);
+            int mn = dbt_rnd(&rs, 4), mx = mn + dbt_rnd(&rs, MAX_CAP - mn) + (mn == 0);
             if (mx > MAX_CAP)
                 mx = MAX_CAP;
             if (mx < 1)
@@ -426,11 +364,11 @@ static void *chaos_main(void *arg) {
                 atomic_store(&C->max_cap_seen, mx);
             int rc = dbpool_resize(C->p, mn, mx, &e);
             if (rc != DBPOOL_OK)
-                chaos_fail("resize(%d, %d): %s: %s", mn, mx, dbpool_errname(rc), e.message);
+                dbt_chaos_fail("resize(%d, %d): %s: %s", mn, mx, dbpool_errname(rc), e.message);
             break;
         }
         case 8:
-            if (!suspended && rnd(&rs, 2) == 0) {
+            if (!suspended && dbt_rnd(&rs, 2) == 0) {
                 dbpool_suspend(C->p);
                 suspended = true;
             }
@@ -444,16 +382,16 @@ static void *chaos_main(void *arg) {
             }
             break;
         case 11: {
-            int rc = dbpool_shrink(C->p, rnd(&rs, 3));
+            int rc = dbpool_shrink(C->p, dbt_rnd(&rs, 3));
             if (rc < 0)
-                chaos_fail("shrink: %s", dbpool_errname(rc));
+                dbt_chaos_fail("shrink: %s", dbpool_errname(rc));
             break;
         }
         case 12:
-            if (rnd(&rs, 2))
+            if (dbt_rnd(&rs, 2))
                 dbpool_breaker_reset(C->p);
             else
-                atomic_store(&C->reject_sessions, rnd(&rs, 3) == 0);
+                atomic_store(&C->reject_sessions, dbt_rnd(&rs, 3) == 0);
             break;
         default:
             faults_clear();
@@ -498,33 +436,33 @@ static void counters_of(const dbpool_stats *s, uint64_t v[N_COUNTERS]) {
 static void check_sample(const dbpool_stats *s, uint64_t prev[N_COUNTERS], long n) {
     int cap_bound = atomic_load(&C->max_cap_seen);
     if (s->total != s->idle + s->in_use + s->connecting)
-        chaos_fail("sample %ld: total %d != idle %d + in_use %d + connecting %d", n, s->total, s->idle,
-                   s->in_use, s->connecting);
+        dbt_chaos_fail("sample %ld: total %d != idle %d + in_use %d + connecting %d", n, s->total, s->idle,
+                       s->in_use, s->connecting);
     if (s->idle < 0 || s->in_use < 0 || s->connecting < 0 || s->waiting < 0 || s->reclaimed_out < 0 ||
         s->thread_cached < 0)
-        chaos_fail("sample %ld: a count below 0 (idle %d in_use %d connecting %d waiting %d)", n, s->idle,
-                   s->in_use, s->connecting, s->waiting);
+        dbt_chaos_fail("sample %ld: a count below 0 (idle %d in_use %d connecting %d waiting %d)", n, s->idle,
+                       s->in_use, s->connecting, s->waiting);
     if (s->total > cap_bound)
-        chaos_fail("sample %ld: total %d above every cap set (%d)", n, s->total, cap_bound);
+        dbt_chaos_fail("sample %ld: total %d above every cap set (%d)", n, s->total, cap_bound);
     if (s->cap < s->min_size || s->cap > s->max_size)
-        chaos_fail("sample %ld: cap %d outside min %d .. max %d", n, s->cap, s->min_size, s->max_size);
+        dbt_chaos_fail("sample %ld: cap %d outside min %d .. max %d", n, s->cap, s->min_size, s->max_size);
     if (s->peak_in_use < s->in_use)
-        chaos_fail("sample %ld: peak_in_use %d below in_use %d", n, s->peak_in_use, s->in_use);
+        dbt_chaos_fail("sample %ld: peak_in_use %d below in_use %d", n, s->peak_in_use, s->in_use);
     if (s->created < s->destroyed || s->created - s->destroyed < (uint64_t)(s->idle + s->in_use))
-        chaos_fail("sample %ld: created %llu - destroyed %llu below idle %d + in_use %d", n,
-                   (unsigned long long)s->created, (unsigned long long)s->destroyed, s->idle, s->in_use);
+        dbt_chaos_fail("sample %ld: created %llu - destroyed %llu below idle %d + in_use %d", n,
+                       (unsigned long long)s->created, (unsigned long long)s->destroyed, s->idle, s->in_use);
     uint64_t by = 0;
     for (int i = 0; i < DBPOOL_CLOSE_REASON_COUNT; i++)
         by += s->destroyed_by[i];
     if (by != s->destroyed)
-        chaos_fail("sample %ld: destroyed %llu but the reasons add up to %llu", n,
-                   (unsigned long long)s->destroyed, (unsigned long long)by);
+        dbt_chaos_fail("sample %ld: destroyed %llu but the reasons add up to %llu", n,
+                       (unsigned long long)s->destroyed, (unsigned long long)by);
     uint64_t v[N_COUNTERS];
     counters_of(s, v);
     for (size_t i = 0; i < N_COUNTERS; i++) {
         if (v[i] < prev[i])
-            chaos_fail("sample %ld: %s went back from %llu to %llu", n, counter_names[i],
-                       (unsigned long long)prev[i], (unsigned long long)v[i]);
+            dbt_chaos_fail("sample %ld: %s went back from %llu to %llu", n, counter_names[i],
+                           (unsigned long long)prev[i], (unsigned long long)v[i]);
         prev[i] = v[i];
     }
 }
@@ -567,16 +505,16 @@ static void test_chaos(void **state) {
     dbpool__mock_reset();
     C = calloc(1, sizeof *C);
     assert_non_null(C);
-    C->seed = seed_from_env();
+    C->seed = dbt_chaos_seed();
     if (C->seed == 0)
         C->seed = 1;
-    int64_t run_ms = env_ms("DBPOOL_CHAOS_MS", 2500);
-    C->margin_ms = env_ms("DBPOOL_CHAOS_MARGIN_MS", 400);
+    int64_t run_ms = dbt_env_ms("DBPOOL_CHAOS_MS", 2500);
+    C->margin_ms = dbt_env_ms("DBPOOL_CHAOS_MARGIN_MS", 400);
     fprintf(stderr, "chaos seed %llu (replay with DBPOOL_CHAOS_SEED=%llu), %lld ms\n",
             (unsigned long long)C->seed, (unsigned long long)C->seed, (long long)run_ms);
     uint64_t rs = C->seed;
-    settle_runtime_threads();
-    int tasks0 = count_dir("/proc/self/task"), fds0 = count_dir("/proc/self/fd");
+    dbt_settle_runtime_threads();
+    int tasks0 = dbt_count_dir("/proc/self/task"), fds0 = dbt_count_dir("/proc/self/fd");
 
     dbpool_options o;
     dbt_options(&o, MIN_SIZE, MAX_SIZE);
@@ -588,26 +526,26 @@ static void test_chaos(void **state) {
     o.backoff_max_ms = 20;
     o.maintenance_interval_ms = 20;
     o.idle_timeout_ms = 300;
-    o.max_lifetime_ms = 400 + rnd(&rs, 400);
+    o.max_lifetime_ms = 400 + dbt_rnd(&rs, 400);
     o.breaker_failures = 6;
     o.breaker_cooldown_ms = 60;
     o.init_sql =
-        rnd(&rs, 2) ? "SELECT 1" : "SLEEP 20"; /* a slow one: every new session, every cleared reset */
-    o.suspend_fails_fast = C->fails_fast = rnd(&rs, 2);
-    o.validation = rnd(&rs, 3) == 0 ? DBPOOL_VALIDATE_ALWAYS : DBPOOL_VALIDATE_IF_IDLE;
-    o.validation_window_ms = rnd(&rs, 2) ? 0 : 20;
-    if (rnd(&rs, 2))
+        dbt_rnd(&rs, 2) ? "SELECT 1" : "SLEEP 20"; /* a slow one: every new session, every cleared reset */
+    o.suspend_fails_fast = C->fails_fast = dbt_rnd(&rs, 2);
+    o.validation = dbt_rnd(&rs, 3) == 0 ? DBPOOL_VALIDATE_ALWAYS : DBPOOL_VALIDATE_IF_IDLE;
+    o.validation_window_ms = dbt_rnd(&rs, 2) ? 0 : 20;
+    if (dbt_rnd(&rs, 2))
         o.keepalive_ms = 30;
-    o.thread_cache = rnd(&rs, 3) != 0;
+    o.thread_cache = dbt_rnd(&rs, 3) != 0;
     o.after_connect = chaos_after_connect;
     o.log_fn = chaos_log;
     o.log_level = DBPOOL_LOG_DEBUG;
-    if (rnd(&rs, 3) == 0) { /* leases held long are reported, then reclaimed */
+    if (dbt_rnd(&rs, 3) == 0) { /* leases held long are reported, then reclaimed */
         C->reclaim = true;
         o.leak_threshold_ms = 40;
         o.leak_reclaim_ms = 80;
     }
-    if (rnd(&rs, 3) == 0) {
+    if (dbt_rnd(&rs, 3) == 0) {
         o.autoscale = C->autoscale = true;
         o.autoscale_interval_ms = 30;
     }
@@ -652,10 +590,11 @@ static void test_chaos(void **state) {
         if (s.idle >= MIN_SIZE && s.connecting == 0)
             break;
         if (dbt_now_ms() > until) {
-            chaos_fail("no recovery to min_size %d within 5 s: idle %d in_use %d connecting %d waiting %d "
-                       "breaker %s suspended %d",
-                       MIN_SIZE, s.idle, s.in_use, s.connecting, s.waiting,
-                       dbpool_breaker_state_name(s.breaker), s.suspended);
+            dbt_chaos_fail(
+                "no recovery to min_size %d within 5 s: idle %d in_use %d connecting %d waiting %d "
+                "breaker %s suspended %d",
+                MIN_SIZE, s.idle, s.in_use, s.connecting, s.waiting, dbpool_breaker_state_name(s.breaker),
+                s.suspended);
             break;
         }
         dbt_sleep_ms(5);
@@ -664,17 +603,17 @@ static void test_chaos(void **state) {
     assert_int_equal(s.waiting, 0);
     assert_int_equal(s.reclaimed_out, 0);
     if (s.acquired != (uint64_t)atomic_load(&C->ok))
-        chaos_fail("at rest: stats say %llu acquires, the workers got %ld leases",
-                   (unsigned long long)s.acquired, atomic_load(&C->ok));
+        dbt_chaos_fail("at rest: stats say %llu acquires, the workers got %ld leases",
+                       (unsigned long long)s.acquired, atomic_load(&C->ok));
     if (s.timeouts != (uint64_t)atomic_load(&C->timeouts))
-        chaos_fail("at rest: stats say %llu timeouts, the workers saw %ld", (unsigned long long)s.timeouts,
-                   atomic_load(&C->timeouts));
+        dbt_chaos_fail("at rest: stats say %llu timeouts, the workers saw %ld",
+                       (unsigned long long)s.timeouts, atomic_load(&C->timeouts));
     /* A smaller cap: idle connections above it go at once. */
     assert_int_equal(dbpool_resize(C->p, 1, 1, &e), DBPOOL_OK);
     dbpool_get_stats(C->p, &s);
     if (s.total > 1)
-        chaos_fail("at rest, resized to max 1: total %d (idle %d, connecting %d)", s.total, s.idle,
-                   s.connecting);
+        dbt_chaos_fail("at rest, resized to max 1: total %d (idle %d, connecting %d)", s.total, s.idle,
+                       s.connecting);
     assert_int_equal(dbpool_resize(C->p, MIN_SIZE, MAX_SIZE, &e), DBPOOL_OK);
     until = dbt_now_ms() + 5000;
     for (;;) {
@@ -682,8 +621,8 @@ static void test_chaos(void **state) {
         if (s.idle >= MIN_SIZE && s.connecting == 0)
             break;
         if (dbt_now_ms() > until) {
-            chaos_fail("no refill to min_size %d within 5 s after a resize: idle %d connecting %d", MIN_SIZE,
-                       s.idle, s.connecting);
+            dbt_chaos_fail("no refill to min_size %d within 5 s after a resize: idle %d connecting %d",
+                           MIN_SIZE, s.idle, s.connecting);
             break;
         }
         dbt_sleep_ms(5);
@@ -691,12 +630,12 @@ static void test_chaos(void **state) {
     dbpool__mock_counters mc;
     dbpool__mock_get_counters(&mc);
     if ((uint64_t)mc.live != s.created - s.destroyed || mc.live != s.total)
-        chaos_fail("at rest: %ld mock connections live, created %llu - destroyed %llu, total %d", mc.live,
-                   (unsigned long long)s.created, (unsigned long long)s.destroyed, s.total);
+        dbt_chaos_fail("at rest: %ld mock connections live, created %llu - destroyed %llu, total %d", mc.live,
+                       (unsigned long long)s.created, (unsigned long long)s.destroyed, s.total);
     dbpool_conn *c = NULL;
     rc = dbpool_acquire(C->p, -1, &c, &e);
     if (rc != DBPOOL_OK)
-        chaos_fail("a plain acquire after the chaos: %s: %s", dbpool_errname(rc), e.message);
+        dbt_chaos_fail("a plain acquire after the chaos: %s: %s", dbpool_errname(rc), e.message);
     else
         dbpool_release(c);
     /* No place lost: max_size leases at once (the cap's, with autoscale),
@@ -708,15 +647,15 @@ static void test_chaos(void **state) {
     for (; got < places; got++) {
         rc = dbpool_acquire(C->p, 1000, &all[got], &e);
         if (rc != DBPOOL_OK) {
-            chaos_fail("after the chaos, lease %d of max_size %d: %s: %s", got + 1, MAX_SIZE,
-                       dbpool_errname(rc), e.message);
+            dbt_chaos_fail("after the chaos, lease %d of max_size %d: %s: %s", got + 1, MAX_SIZE,
+                           dbpool_errname(rc), e.message);
             break;
         }
     }
     if (got == places && !C->autoscale && !C->reclaim) { /* a lease held long frees its place */
         rc = dbpool_try_acquire(C->p, &c, &e);
         if (rc != DBPOOL_EBUSY)
-            chaos_fail("after the chaos, a lease past max_size %d: %s", MAX_SIZE, dbpool_errname(rc));
+            dbt_chaos_fail("after the chaos, a lease past max_size %d: %s", MAX_SIZE, dbpool_errname(rc));
         if (rc == DBPOOL_OK)
             dbpool_release(c);
     }
@@ -736,9 +675,12 @@ static void test_chaos(void **state) {
     dbpool_conn *held[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++) {
         rc = dbpool_acquire(C->p, 2000, &held[i], &e);
-        if (rc != DBPOOL_OK)
+        if (rc != DBPOOL_OK) {
+            char first[1024];
+            dbt_chaos_failures(first, sizeof first);
             fail_msg("lease %d before close: %s: %s (first failure: %s)", i, dbpool_errname(rc), e.message,
-                     first_failure);
+                     first);
+        }
     }
     dbpool_exec(held[0], "BEGIN", NULL, 0, NULL, NULL);
     closer_arg wa[2];
@@ -753,34 +695,36 @@ static void test_chaos(void **state) {
     for (int i = 0; i < 2; i++) {
         pthread_join(wt[i], NULL);
         if (wa[i].rc != DBPOOL_ECLOSED)
-            chaos_fail("a caller waiting at close got %s: %s", dbpool_errname(wa[i].rc), wa[i].msg);
+            dbt_chaos_fail("a caller waiting at close got %s: %s", dbpool_errname(wa[i].rc), wa[i].msg);
         if (wa[i].lease)
             dbpool_release(wa[i].lease);
     }
     if (out != 2)
-        chaos_fail("close with 2 leases out returned %d", out);
+        dbt_chaos_fail("close with 2 leases out returned %d", out);
     for (int i = 0; i < 2; i++) {
         dbpool_error qe;
         memset(&qe, 0, sizeof qe);
         if (dbpool_exec(held[i], "SELECT 1", NULL, 0, NULL, &qe) != DBPOOL_OK)
-            chaos_fail("lease %d unusable after close: %s", i, qe.message);
+            dbt_chaos_fail("lease %d unusable after close: %s", i, qe.message);
         if (dbpool_release(held[i]) != DBPOOL_OK)
-            chaos_fail("release of lease %d after close failed", i);
+            dbt_chaos_fail("release of lease %d after close failed", i);
     }
     dbpool__mock_get_counters(&mc);
     if (mc.live != 0)
-        chaos_fail("%ld mock connections left open after close and the last release", mc.live);
-    int tasks1 = count_dir("/proc/self/task"), fds1 = count_dir("/proc/self/fd");
+        dbt_chaos_fail("%ld mock connections left open after close and the last release", mc.live);
+    int tasks1 = dbt_count_dir("/proc/self/task"), fds1 = dbt_count_dir("/proc/self/fd");
     if (tasks1 != tasks0)
-        chaos_fail("%d threads before open, %d after close", tasks0, tasks1);
+        dbt_chaos_fail("%d threads before open, %d after close", tasks0, tasks1);
     if (fds1 != fds0)
-        chaos_fail("%d descriptors before open, %d after close", fds0, fds1);
+        dbt_chaos_fail("%d descriptors before open, %d after close", fds0, fds1);
     uint64_t seed = C->seed;
     free(C);
     C = NULL;
-    if (n_failures)
-        fail_msg("seed %llu: %d invariant failures; the first: %s", (unsigned long long)seed, n_failures,
-                 first_failure);
+    char first[1024];
+    int failures = dbt_chaos_failures(first, sizeof first);
+    if (failures)
+        fail_msg("seed %llu: %d invariant failures; the first: %s", (unsigned long long)seed, failures,
+                 first);
 }
 
 int main(void) {

@@ -29,6 +29,7 @@
  * DBPOOL_CHAOS_MARGIN_MS the margin on deadlines (default 700).
  */
 #include "backend_common.h"
+#include "chaos.h"
 #include "servers.h"
 #include "tcp_proxy.h"
 
@@ -43,59 +44,6 @@
 #define MAX_CAP 6
 
 static const int64_t ACQUIRE_MS = 400, CONNECT_MS = 1000, VALIDATION_MS = 300;
-
-static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
-static int n_failures;
-static char first_failure[1024];
-
-static void chaos_fail(const char *fmt, ...) {
-    pthread_mutex_lock(&fail_lock);
-    if (n_failures++ == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(first_failure, sizeof first_failure, fmt, ap);
-        va_end(ap);
-        dbt_scrub_secrets(first_failure, sizeof first_failure, NULL);
-    }
-    pthread_mutex_unlock(&fail_lock);
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-static int rnd(uint64_t *s, int n) { return (int)(rng_next(s) % (uint64_t)n); }
-
-static int64_t env_ms(const char *name, int64_t dflt) {
-    const char *e = getenv(name);
-    return e && *e ? atoll(e) : dflt;
-}
-
-static void *noop_main(void *arg) { return arg; }
-
-/* Threads a runtime starts at the first pthread_create (TSan's) are there
- * before the baseline. */
-static void settle_runtime_threads(void) {
-    pthread_t t;
-    if (pthread_create(&t, NULL, noop_main, NULL) == 0)
-        pthread_join(t, NULL);
-}
-
-static int count_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 static struct {
     dbpool *p;
@@ -152,7 +100,7 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     dbpool_conn *c = NULL;
     dbpool_error e;
     memset(&e, 0, sizeof e);
-    int kind = rnd(rs, 10);
+    int kind = dbt_rnd(rs, 10);
     int64_t timeout = 0, bound;
     int rc;
     int64_t t0 = dbt_now_ms();
@@ -160,7 +108,7 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
         rc = dbpool_try_acquire(X.p, &c, &e);
         bound = CONNECT_MS + VALIDATION_MS;
     } else {
-        timeout = kind == 1 ? 0 : kind == 2 ? -1 : 50 + rnd(rs, 600);
+        timeout = kind == 1 ? 0 : kind == 2 ? -1 : 50 + dbt_rnd(rs, 600);
         rc = dbpool_acquire(X.p, timeout, &c, &e);
         int64_t t = timeout < 0 ? ACQUIRE_MS : timeout;
         bound = (t == 0 ? CONNECT_MS : t) + VALIDATION_MS;
@@ -170,15 +118,15 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     int64_t took = dbt_now_ms() - t0;
     atomic_fetch_add(&X.acquires, 1);
     if (took > bound + X.margin_ms)
-        chaos_fail("worker %d: %s(%lld ms) took %lld ms (bound %lld + margin %lld): %s: %s", who,
-                   kind == 0 ? "try_acquire" : "acquire", (long long)timeout, (long long)took,
-                   (long long)bound, (long long)X.margin_ms, dbpool_errname(rc), e.message);
+        dbt_chaos_fail("worker %d: %s(%lld ms) took %lld ms (bound %lld + margin %lld): %s: %s", who,
+                       kind == 0 ? "try_acquire" : "acquire", (long long)timeout, (long long)took,
+                       (long long)bound, (long long)X.margin_ms, dbpool_errname(rc), e.message);
     if (!code_expected(rc))
-        chaos_fail("worker %d: acquire returned %s: %s", who, dbpool_errname(rc), e.message);
+        dbt_chaos_fail("worker %d: acquire returned %s: %s", who, dbpool_errname(rc), e.message);
     if (rc != DBPOOL_OK && e.message[0] == '\0')
-        chaos_fail("worker %d: acquire returned %s without a message", who, dbpool_errname(rc));
+        dbt_chaos_fail("worker %d: acquire returned %s without a message", who, dbpool_errname(rc));
     if (dbt_has_secret(e.message, NULL))
-        chaos_fail("worker %d: an error message holds a password (%s)", who, dbpool_errname(rc));
+        dbt_chaos_fail("worker %d: an error message holds a password (%s)", who, dbpool_errname(rc));
     if (rc != DBPOOL_OK) {
         atomic_fetch_add(&X.failed, 1);
         return NULL;
@@ -187,13 +135,13 @@ static dbpool_conn *chaos_acquire(int who, uint64_t *rs) {
     pthread_mutex_lock(&X.held_lock);
     for (int i = 0; i < WORKERS; i++)
         if (X.held[i] == c)
-            chaos_fail("worker %d got a lease that worker %d holds", who, i);
+            dbt_chaos_fail("worker %d got a lease that worker %d holds", who, i);
     X.held[who] = c;
     pthread_mutex_unlock(&X.held_lock);
     if (ask_int(c, in_tx_sql()) == 1)
-        chaos_fail("worker %d got a connection inside a transaction", who);
+        dbt_chaos_fail("worker %d got a connection inside a transaction", who);
     if (ask_int(c, is_dirty_sql()) == 1)
-        chaos_fail("worker %d got a connection with the last caller's session setting", who);
+        dbt_chaos_fail("worker %d got a connection with the last caller's session setting", who);
     return c;
 }
 
@@ -205,12 +153,12 @@ static void chaos_give_back(int who, dbpool_conn *c, bool discard) {
     int rc = discard ? dbpool_discard(c) : dbpool_release(c);
     int64_t took = dbt_now_ms() - t0;
     if (rc != DBPOOL_OK)
-        chaos_fail("worker %d: %s returned %s", who, discard ? "discard" : "release", dbpool_errname(rc));
+        dbt_chaos_fail("worker %d: %s returned %s", who, discard ? "discard" : "release", dbpool_errname(rc));
     /* The reset and init_sql after it share validation_timeout_ms. */
     if (took > VALIDATION_MS + X.margin_ms)
-        chaos_fail("worker %d: %s took %lld ms (validation_timeout_ms %lld + margin %lld)", who,
-                   discard ? "discard" : "release", (long long)took, (long long)VALIDATION_MS,
-                   (long long)X.margin_ms);
+        dbt_chaos_fail("worker %d: %s took %lld ms (validation_timeout_ms %lld + margin %lld)", who,
+                       discard ? "discard" : "release", (long long)took, (long long)VALIDATION_MS,
+                       (long long)X.margin_ms);
 }
 
 static void *worker_main(void *arg) {
@@ -219,12 +167,12 @@ static void *worker_main(void *arg) {
     while (!atomic_load(&X.stop)) {
         dbpool_conn *c = chaos_acquire(who, &rs);
         if (!c) {
-            dbt_sleep_ms(rnd(&rs, 10));
+            dbt_sleep_ms(dbt_rnd(&rs, 10));
             continue;
         }
         dbpool_error e;
         memset(&e, 0, sizeof e);
-        switch (rnd(&rs, 4)) {
+        switch (dbt_rnd(&rs, 4)) {
         case 0:
             (void)dbpool_exec(c, "BEGIN", NULL, 0, NULL, &e);
             (void)ask_int(c, "SELECT 1");
@@ -236,9 +184,9 @@ static void *worker_main(void *arg) {
             (void)ask_int(c, "SELECT 1");
             break;
         }
-        if (rnd(&rs, 4) == 0)
-            dbt_sleep_ms(rnd(&rs, 40));
-        chaos_give_back(who, c, rnd(&rs, 8) == 0);
+        if (dbt_rnd(&rs, 4) == 0)
+            dbt_sleep_ms(dbt_rnd(&rs, 40));
+        chaos_give_back(who, c, dbt_rnd(&rs, 8) == 0);
     }
     return NULL;
 }
@@ -248,10 +196,10 @@ static void *chaos_main(void *arg) {
     uint64_t rs = X.seed ^ 0xC0FFEE;
     bool suspended = false;
     while (!atomic_load(&X.stop)) {
-        dbt_sleep_ms(10 + rnd(&rs, 120));
+        dbt_sleep_ms(10 + dbt_rnd(&rs, 120));
         dbpool_error e;
         memset(&e, 0, sizeof e);
-        switch (rnd(&rs, 16)) {
+        switch (dbt_rnd(&rs, 16)) {
         case 0:
             dbt_proxy_set_mode(X.px, DBT_PROXY_REFUSE, 0);
             break;
@@ -265,26 +213,26 @@ static void *chaos_main(void *arg) {
             dbt_proxy_set_mode(X.px, DBT_PROXY_DEAF, 0);
             break;
         case 4:
-            dbt_proxy_set_mode(X.px, DBT_PROXY_TRICKLE, 5 + rnd(&rs, 50));
+            dbt_proxy_set_mode(X.px, DBT_PROXY_TRICKLE, 5 + dbt_rnd(&rs, 50));
             break;
         case 5:
-            dbt_proxy_set_mode(X.px, DBT_PROXY_DELAY, rnd(&rs, (int)CONNECT_MS));
+            dbt_proxy_set_mode(X.px, DBT_PROXY_DELAY, dbt_rnd(&rs, (int)CONNECT_MS));
             break;
         case 6: {
             char msg[256];
-            if (rnd(&rs, 3) == 0 && dbt_kill_user_sessions(bt_backend, msg, sizeof msg) < 0)
-                chaos_fail("killing the test user's sessions: %s", msg);
+            if (dbt_rnd(&rs, 3) == 0 && dbt_kill_user_sessions(bt_backend, msg, sizeof msg) < 0)
+                dbt_chaos_fail("killing the test user's sessions: %s", msg);
             break;
         }
         case 7: {
-            int mn = rnd(&rs, 3), mx = mn + 1 + rnd(&rs, MAX_CAP - mn);
+            int mn = dbt_rnd(&rs, 3), mx = mn + 1 + dbt_rnd(&rs, MAX_CAP - mn);
             if (mx > MAX_CAP)
                 mx = MAX_CAP;
             if (mx > atomic_load(&X.max_cap_seen))
                 atomic_store(&X.max_cap_seen, mx);
             int rc = dbpool_resize(X.p, mn, mx, &e);
             if (rc != DBPOOL_OK)
-                chaos_fail("resize(%d, %d): %s: %s", mn, mx, dbpool_errname(rc), e.message);
+                dbt_chaos_fail("resize(%d, %d): %s: %s", mn, mx, dbpool_errname(rc), e.message);
             break;
         }
         case 8:
@@ -294,9 +242,9 @@ static void *chaos_main(void *arg) {
             }
             break;
         case 9: {
-            int rc = dbpool_shrink(X.p, rnd(&rs, 3));
+            int rc = dbpool_shrink(X.p, dbt_rnd(&rs, 3));
             if (rc < 0)
-                chaos_fail("shrink: %s", dbpool_errname(rc));
+                dbt_chaos_fail("shrink: %s", dbpool_errname(rc));
             break;
         }
         case 10:
@@ -323,22 +271,22 @@ static void *sampler_main(void *arg) {
         dbpool_stats s;
         dbpool_get_stats(X.p, &s);
         if (s.total != s.idle + s.in_use + s.connecting)
-            chaos_fail("total %d != idle %d + in_use %d + connecting %d", s.total, s.idle, s.in_use,
-                       s.connecting);
+            dbt_chaos_fail("total %d != idle %d + in_use %d + connecting %d", s.total, s.idle, s.in_use,
+                           s.connecting);
         if (s.idle < 0 || s.in_use < 0 || s.connecting < 0 || s.waiting < 0)
-            chaos_fail("a count below 0: idle %d in_use %d connecting %d waiting %d", s.idle, s.in_use,
-                       s.connecting, s.waiting);
+            dbt_chaos_fail("a count below 0: idle %d in_use %d connecting %d waiting %d", s.idle, s.in_use,
+                           s.connecting, s.waiting);
         if (s.total > atomic_load(&X.max_cap_seen))
-            chaos_fail("total %d above every cap set (%d)", s.total, atomic_load(&X.max_cap_seen));
+            dbt_chaos_fail("total %d above every cap set (%d)", s.total, atomic_load(&X.max_cap_seen));
         if (s.created - s.destroyed < (uint64_t)(s.idle + s.in_use))
-            chaos_fail("created %llu - destroyed %llu below idle %d + in_use %d",
-                       (unsigned long long)s.created, (unsigned long long)s.destroyed, s.idle, s.in_use);
+            dbt_chaos_fail("created %llu - destroyed %llu below idle %d + in_use %d",
+                           (unsigned long long)s.created, (unsigned long long)s.destroyed, s.idle, s.in_use);
         uint64_t v[8] = {s.created,  s.reused,         s.destroyed,           s.acquired,
                          s.timeouts, s.connect_errors, s.validation_failures, s.rollbacks};
         for (int i = 0; i < 8; i++) {
             if (v[i] < prev[i])
-                chaos_fail("counter %d went back from %llu to %llu", i, (unsigned long long)prev[i],
-                           (unsigned long long)v[i]);
+                dbt_chaos_fail("counter %d went back from %llu to %llu", i, (unsigned long long)prev[i],
+                               (unsigned long long)v[i]);
             prev[i] = v[i];
         }
         dbt_sleep_ms(2);
@@ -365,12 +313,9 @@ static int user_sessions(void) {
 
 static void test_chaos_servers(void **state) {
     (void)state;
-    const char *s_env = getenv("DBPOOL_CHAOS_SEED");
-    X.seed = s_env && *s_env ? strtoull(s_env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)dbt_now_ms() << 16;
-    if (X.seed == 0)
-        X.seed = 1;
-    int64_t run_ms = env_ms("DBPOOL_CHAOS_MS", 3000);
-    X.margin_ms = env_ms("DBPOOL_CHAOS_MARGIN_MS", 700);
+    X.seed = dbt_chaos_seed();
+    int64_t run_ms = dbt_env_ms("DBPOOL_CHAOS_MS", 3000);
+    X.margin_ms = dbt_env_ms("DBPOOL_CHAOS_MARGIN_MS", 700);
     fprintf(stderr, "[%s] chaos seed %llu (replay with DBPOOL_CHAOS_SEED=%llu), %lld ms\n", bt_backend,
             (unsigned long long)X.seed, (unsigned long long)X.seed, (long long)run_ms);
     pthread_mutex_init(&X.held_lock, NULL);
@@ -380,8 +325,8 @@ static void test_chaos_servers(void **state) {
     int64_t until = dbt_now_ms() + 5000;
     while (user_sessions() > 0 && dbt_now_ms() < until)
         dbt_sleep_ms(20);
-    settle_runtime_threads();
-    int tasks0 = count_dir("/proc/self/task"), fds0 = count_dir("/proc/self/fd");
+    dbt_settle_runtime_threads();
+    int tasks0 = dbt_count_dir("/proc/self/task"), fds0 = dbt_count_dir("/proc/self/fd");
 
     X.px = dbt_proxy_start("127.0.0.1", dbt_url_port(bt_backend));
     assert_non_null(X.px);
@@ -396,13 +341,13 @@ static void test_chaos_servers(void **state) {
     o.backoff_max_ms = 50;
     o.maintenance_interval_ms = 50;
     o.idle_timeout_ms = 1000;
-    o.max_lifetime_ms = 1000 + rnd(&rs, 2000);
+    o.max_lifetime_ms = 1000 + dbt_rnd(&rs, 2000);
     o.breaker_failures = 5;
     o.breaker_cooldown_ms = 150;
-    o.validation = rnd(&rs, 2) ? DBPOOL_VALIDATE_ALWAYS : DBPOOL_VALIDATE_IF_IDLE;
+    o.validation = dbt_rnd(&rs, 2) ? DBPOOL_VALIDATE_ALWAYS : DBPOOL_VALIDATE_IF_IDLE;
     o.validation_window_ms = 50;
-    o.keepalive_ms = rnd(&rs, 2) ? 100 : 0;
-    o.suspend_fails_fast = rnd(&rs, 2);
+    o.keepalive_ms = dbt_rnd(&rs, 2) ? 100 : 0;
+    o.suspend_fails_fast = dbt_rnd(&rs, 2);
     dbpool_error e;
     memset(&e, 0, sizeof e);
     BT_OK(dbpool_open(&X.p, dbt_url_via_port(bt_backend, dbt_proxy_port(X.px)), &o, &e), &e,
@@ -436,8 +381,9 @@ static void test_chaos_servers(void **state) {
         if (s.idle >= MIN_SIZE && s.connecting == 0)
             break;
         if (dbt_now_ms() > until) {
-            chaos_fail("no recovery to min_size %d within 10 s: idle %d in_use %d connecting %d breaker %s",
-                       MIN_SIZE, s.idle, s.in_use, s.connecting, dbpool_breaker_state_name(s.breaker));
+            dbt_chaos_fail(
+                "no recovery to min_size %d within 10 s: idle %d in_use %d connecting %d breaker %s",
+                MIN_SIZE, s.idle, s.in_use, s.connecting, dbpool_breaker_state_name(s.breaker));
             break;
         }
         dbt_sleep_ms(10);
@@ -448,10 +394,10 @@ static void test_chaos_servers(void **state) {
     int rc = dbpool_acquire(X.p, -1, &c, &e);
     if (rc != DBPOOL_OK) {
         dbt_scrub_secrets(e.message, sizeof e.message, NULL);
-        chaos_fail("a plain acquire after the chaos: %s: %s", dbpool_errname(rc), e.message);
+        dbt_chaos_fail("a plain acquire after the chaos: %s: %s", dbpool_errname(rc), e.message);
     } else {
         if (ask_int(c, "SELECT 1") != 1)
-            chaos_fail("SELECT 1 failed on a lease after the chaos");
+            dbt_chaos_fail("SELECT 1 failed on a lease after the chaos");
         dbpool_release(c);
     }
     fprintf(stderr,
@@ -481,17 +427,17 @@ static void test_chaos_servers(void **state) {
     for (int i = 0; i < 2; i++) {
         pthread_join(wt[i], NULL);
         if (wa[i].rc != DBPOOL_ECLOSED)
-            chaos_fail("a caller waiting at close got %s", dbpool_errname(wa[i].rc));
+            dbt_chaos_fail("a caller waiting at close got %s", dbpool_errname(wa[i].rc));
         if (wa[i].lease)
             dbpool_release(wa[i].lease);
     }
     if (out != 2)
-        chaos_fail("close with 2 leases out returned %d", out);
+        dbt_chaos_fail("close with 2 leases out returned %d", out);
     for (int i = 0; i < 2; i++) {
         if (ask_int(held[i], "SELECT 1") != 1)
-            chaos_fail("lease %d unusable after close", i);
+            dbt_chaos_fail("lease %d unusable after close", i);
         if (dbpool_release(held[i]) != DBPOOL_OK)
-            chaos_fail("release of lease %d after close failed", i);
+            dbt_chaos_fail("release of lease %d after close failed", i);
     }
     dbt_proxy_destroy(X.px);
     X.px = NULL;
@@ -500,16 +446,18 @@ static void test_chaos_servers(void **state) {
     while ((sessions = user_sessions()) != 0 && dbt_now_ms() < until)
         dbt_sleep_ms(20);
     if (sessions != 0)
-        chaos_fail("%d sessions of the test user left on the server after close", sessions);
-    int tasks1 = count_dir("/proc/self/task"), fds1 = count_dir("/proc/self/fd");
+        dbt_chaos_fail("%d sessions of the test user left on the server after close", sessions);
+    int tasks1 = dbt_count_dir("/proc/self/task"), fds1 = dbt_count_dir("/proc/self/fd");
     if (tasks1 != tasks0)
-        chaos_fail("%d threads before open, %d after close", tasks0, tasks1);
+        dbt_chaos_fail("%d threads before open, %d after close", tasks0, tasks1);
     if (fds1 != fds0)
-        chaos_fail("%d descriptors before open, %d after close", fds0, fds1);
+        dbt_chaos_fail("%d descriptors before open, %d after close", fds0, fds1);
     pthread_mutex_destroy(&X.held_lock);
-    if (n_failures)
+    char first[1024];
+    int failures = dbt_chaos_failures(first, sizeof first);
+    if (failures)
         fail_msg("[%s] seed %llu: %d invariant failures; the first: %s", bt_backend,
-                 (unsigned long long)X.seed, n_failures, first_failure);
+                 (unsigned long long)X.seed, failures, first);
 }
 
 int main(int argc, char **argv) {
