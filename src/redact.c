@@ -148,20 +148,28 @@ static void mask_key_values(char *msg, size_t cap) {
     free(out);
 }
 
-/* Is there a "://" whose authority has a ':' before its last '@' (the
- * rule below)? Asked before the copy, as has_key_value. */
+/* In the authority starting at auth (it ends at the first '/', '?', '#' or
+ * white space; the userinfo at its last '@': a password may contain '@'
+ * and ':'), the ':' that starts a password, and in *at the '@' that ends
+ * it. NULL when there is none. */
+static const char *url_password_at(const char *auth, const char **at) {
+    const char *end = auth;
+    while (*end && *end != '/' && *end != '?' && *end != '#' && !isspace((unsigned char)*end))
+        end++;
+    *at = NULL;
+    for (const char *p = auth; p < end; p++)
+        if (*p == '@')
+            *at = p;
+    return *at ? memchr(auth, ':', (size_t)(*at - auth)) : NULL;
+}
+
+/* Does msg hold a URL with a password? Asked before the copy, as
+ * has_key_value. */
 static bool has_url_password(const char *msg) {
-    for (const char *sep = strstr(msg, "://"); sep; sep = strstr(sep + 3, "://")) {
-        const char *auth = sep + 3, *end = auth;
-        while (*end && *end != '/' && *end != '?' && *end != '#' && !isspace((unsigned char)*end))
-            end++;
-        const char *at = NULL;
-        for (const char *p = auth; p < end; p++)
-            if (*p == '@')
-                at = p;
-        if (at && memchr(auth, ':', (size_t)(at - auth)))
+    const char *at;
+    for (const char *sep = strstr(msg, "://"); sep; sep = strstr(sep + 3, "://"))
+        if (url_password_at(sep + 3, &at))
             return true;
-    }
     return false;
 }
 
@@ -184,22 +192,8 @@ static void mask_url_userinfo(char *msg, size_t cap) {
         }
         const char *auth = sep + 3;
         put(out, cap, &o, s, (size_t)(auth - s));
-        /* The authority ends at the first '/', '?', '#' or white space; the
-         * userinfo at its last '@'. A password may contain '@' and ':'. */
-        const char *end = auth;
-        while (*end && *end != '/' && *end != '?' && *end != '#' && !isspace((unsigned char)*end))
-            end++;
-        const char *at = NULL;
-        for (const char *p = auth; p < end; p++)
-            if (*p == '@')
-                at = p;
-        const char *colon = NULL;
-        if (at)
-            for (const char *p = auth; p < at; p++)
-                if (*p == ':') {
-                    colon = p;
-                    break;
-                }
+        const char *at;
+        const char *colon = url_password_at(auth, &at);
         if (colon) {
             put(out, cap, &o, auth, (size_t)(colon + 1 - auth));
             put(out, cap, &o, MASK, sizeof MASK - 1);
