@@ -1603,7 +1603,7 @@ static int run_statement(MYSQL *m, const char *sql, const dbpool_param *p, size_
     }
     if (!deadline_ns)
         return n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
-    if (conn_of(m)->broken)
+    if (mc->broken)
         return dbpool__seterr(
             e, DBPOOL_EBROKEN,
             "mysql: this connection was given up on (an earlier statement got no answer by its "
