@@ -109,6 +109,7 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
         int64_t vdeadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
         dbpool_error e;
         dbpool__clearerr(&e);
+        c->touched = true;
         int vrc = p->driver->ping(c->native, vdeadline, &e);
         rtt = dbpool__now_ns() - t0;
         if (rtt <= 0)

@@ -372,6 +372,7 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     c->pool = p;
     int64_t now = dbpool__fast_now_ns();
     c->native = native;
+    c->touched = true; /* init_sql and after_connect ran on it: the first release asks the driver */
     c->id = ++p->next_conn_id;
     c->created_ns = now;
     c->expires_ns = jittered_expiry(p, now);

@@ -169,7 +169,11 @@ static int mock_ping(void *native, int64_t deadline, dbpool_error *e) {
 
 static int mock_needs_reset(void *native) {
     mock_conn *c = native;
-    if (is_dead(c))
+    pthread_mutex_lock(&mock_lock);
+    mock.n.reset_checks++;
+    bool dead = c->dead;
+    pthread_mutex_unlock(&mock_lock);
+    if (dead)
         return -1;
     return c->in_tx ? 1 : 0;
 }

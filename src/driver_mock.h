@@ -22,6 +22,7 @@ typedef struct dbpool__mock_counters {
     long disconnects;
     long pings;
     long resets;
+    long reset_checks; /* needs_reset calls: the pool asking whether a release needs a reset */
     long live; /* connected and not yet disconnected */
 } dbpool__mock_counters;
 

@@ -287,6 +287,7 @@ static void keepalive_round(dbpool *p) {
             break;
         dbpool_error e;
         dbpool__clearerr(&e);
+        ping->touched = true;
         int prc = p->driver->ping(ping->native, dbpool__deadline_after_ms(p->opt.validation_timeout_ms), &e);
         lock(p);
         dbpool__ping_over_locked(p, ping);

@@ -84,6 +84,10 @@ struct dbpool_conn {
                                         release refuses the lease while any is open */
     bool broken; /* a query error said the connection is dead (the holder's thread only, without the
                     lock: kept off the word of the flags above, which others read under the lock) */
+    bool touched; /* something may have changed the session since the driver last found it clean: a
+                     statement, a ping, init_sql, or the native handle handed out. Release asks the
+                     driver whether a reset is due only then (dbpool__needs_reset). Whoever holds the
+                     connection writes it; the hand-over (lock or park word) publishes it. */
     int64_t validated_rtt_ns; /* this lease began with a validation round trip that took this
                                  long (0: it did not); dbpool_check_health counts it as its own */
 
@@ -431,6 +435,20 @@ static inline unsigned dbpool__fork_generation(void) {
 }
 /* The pool was opened in another process (before a fork). */
 static inline bool dbpool__forked(const dbpool *p) { return p->fork_generation != dbpool__fork_generation(); }
+
+/* 1: the session needs a reset before the next lease; 0: clean; asked of
+ * the driver only when something could have changed it since the driver
+ * last said clean (a lease that ran no statement and never took the native
+ * handle cannot have opened a transaction, as HikariCP skips its rollback
+ * when no statement ran). The holder's thread only. */
+static inline int dbpool__needs_reset(const dbpool *p, dbpool_conn *c) {
+    if (!c->touched)
+        return 0;
+    int need = p->driver->needs_reset(c->native);
+    if (need == 0)
+        c->touched = false;
+    return need;
+}
 
 /* Thread-local xorshift; not for secrets. */
 uint64_t dbpool__random(void);

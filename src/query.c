@@ -117,6 +117,7 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
     int64_t deadline = statement_deadline(c->pool);
+    c->touched = true;
     rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, deadline, e);
     return after_call(c, rc, deadline, e);
 }
@@ -138,6 +139,7 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
     int64_t deadline = statement_deadline(c->pool);
+    c->touched = true;
     rc = c->pool->driver->query(c->native, sql, params, nparams, out, deadline, e);
     if (rc == DBPOOL_OK && *out) {
         (*out)->lease = c;
@@ -238,6 +240,7 @@ int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {
             out->round_trip_ms = (double)c->validated_rtt_ns / 1e6;
         } else {
             int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
+            c->touched = true;
             rc = p->driver->ping(c->native, deadline, &out->error);
             out->round_trip_ms = (double)(dbpool__now_ns() - t1) / 1e6;
         }

@@ -74,7 +74,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
         dbpool__disconnect_and_account(p, c, DBPOOL_CLOSE_RECLAIMED);
         return DBPOOL_OK;
     }
-    int need = (discard || c->broken) ? -1 : p->driver->needs_reset(c->native);
+    int need = (discard || c->broken) ? -1 : dbpool__needs_reset(p, c);
     if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
         /* The fast path: a clean connection straight back, parked for
          * this thread when nobody waits (sticky.c). */
@@ -157,5 +157,6 @@ void *dbpool_conn_native(dbpool_conn *c) {
      * dbpool_exec and dbpool_query there: not handed out raw either. */
     if (dbpool__forked(c->pool))
         return NULL;
+    c->touched = true; /* whatever the caller does with it, the release asks the driver */
     return dbpool__user_handle(c->pool->driver, c->native);
 }

@@ -133,7 +133,7 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
         return false; /* an ordinary lease, or released already (the ordinary path says so) */
     sticky_slot *s = slot_for(p);
     bool mine = s && s->conn == c && (w & ~PARK_WANTED) == s->free_word - PARK_FREE + PARK_BUSY;
-    if (mine && !discard && !(w & PARK_WANTED) && !c->broken && p->driver->needs_reset(c->native) == 0) {
+    if (mine && !discard && !(w & PARK_WANTED) && !c->broken && dbpool__needs_reset(p, c) == 0) {
         uint64_t busy = w;
         if (now < c->expires_ns) {
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
