@@ -78,6 +78,16 @@ void dbpool__breaker_trial_begins_locked(dbpool *p) {
                           memory_order_relaxed);
 }
 
+/* A failure of this process, not of the database: out of memory, or a
+ * setting that is wrong before anything reaches the server (a TLS file
+ * that cannot be read, a bad URL value). It says nothing about whether the
+ * server is up, so it neither opens the breaker nor counts towards
+ * opening it: that would refuse every new connection for a cooldown, as
+ * "database unavailable", while the database is fine. */
+static bool local_failure(int code) {
+    return code == DBPOOL_ENOMEM || code == DBPOOL_EINVAL || code == DBPOOL_EUNSUPPORTED;
+}
+
 /* Count one connect attempt's outcome; seq: trial_seq when it started. */
 static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq) {
     if (rc == DBPOOL_OK) {
@@ -96,6 +106,16 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     }
     p->stats.connect_errors++;
     p->last_connect_error = *e;
+    if (local_failure(rc)) {
+        /* The trial (if this was it) told nothing: the next connect is
+         * admitted as the trial instead. */
+        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
+            seq == atomic_load_explicit(&p->trial_seq, memory_order_relaxed)) {
+            p->trial_in_flight = false;
+            p->trial_jobs = 0;
+        }
+        return BREAKER_EVENT_NONE;
+    }
     p->consecutive_failures++;
     if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
         seq != atomic_load_explicit(&p->trial_seq, memory_order_relaxed))

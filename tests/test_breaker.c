@@ -527,6 +527,62 @@ static void test_disabled_breaker(void **state) {
     dbpool_close(p);
 }
 
+/* Failures of this process, not of the database (out of memory, a setting
+ * that is wrong before anything is sent), say nothing about whether the
+ * server is reachable: they do not open the breaker, which would refuse
+ * every new connection for a cooldown with "database unavailable" while
+ * the database is fine, and they reach the caller with their own code. */
+static void test_local_failures_do_not_open_breaker(void **state) {
+    (void)state;
+    static const int codes[] = {DBPOOL_ENOMEM, DBPOOL_EINVAL};
+    for (size_t k = 0; k < sizeof codes / sizeof codes[0]; k++) {
+        dbpool__mock_reset();
+        dbpool *p = open_pool_with_breaker(NULL, 2, 60000);
+        dbpool__mock_fail_connect(1, 5, codes[k]);
+        dbpool_conn *c;
+        dbpool_error e;
+        for (int i = 0; i < 5; i++) {
+            int rc = dbpool_acquire(p, 1000, &c, &e);
+            if (rc != codes[k])
+                fail_msg("acquire %d with %s injected returned %s: %s", i + 1, dbpool_errname(codes[k]),
+                         dbpool_errname(rc), e.message);
+        }
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+        assert_int_equal(s.breaker_opens, 0);
+        assert_int_equal(s.connect_errors, 5);
+        /* The local trouble is over: the next acquire connects at once. */
+        assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+        dbpool_release(c);
+        assert_true(dbt_invariant_holds(p));
+        assert_int_equal(dbpool_close(p), 0);
+    }
+}
+
+/* A failure that does say the server is unreachable, after local ones:
+ * the local ones are not part of the run of consecutive failures. */
+static void test_local_failures_do_not_count_towards_opening(void **state) {
+    (void)state;
+    dbpool *p = open_pool_with_breaker(NULL, 2, 60000);
+    dbpool_conn *c;
+    dbpool_error e;
+    dbpool__mock_fail_connect(1, 3, DBPOOL_ENOMEM);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ENOMEM);
+    dbpool__mock_fail_connect(4, 1, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ECONNECT);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    /* The second refusal in a row opens it (that acquire already says so). */
+    dbpool__mock_fail_connect(5, 1, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_EUNAVAILABLE);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
@@ -539,6 +595,8 @@ int main(void) {
         cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
         cmocka_unit_test_setup(test_waiter_failed_when_nothing_left_to_serve_it, setup),
         cmocka_unit_test_setup(test_closing_breaker_serves_waiters, setup),
+        cmocka_unit_test_setup(test_local_failures_do_not_open_breaker, setup),
+        cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
