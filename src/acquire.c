@@ -75,7 +75,8 @@ static void back_in_line(dbpool *p, waiter *w) {
     unlock(p);
 }
 
-static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue) {
+static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue,
+                          bool *failed_validation) {
     int64_t now = dbpool__fast_now_ns();
     lock(p);
     p->n_holding++;
@@ -123,6 +124,8 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
             lock(p);
             p->stats.validation_failures++;
             unlock(p);
+            if (failed_validation)
+                *failed_validation = true;
             dbpool__destroy_conn(p, c, DBPOOL_CLOSE_VALIDATION);
             return false;
         }
@@ -344,6 +347,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
      * from the thread cache checked first): the deadline and a timeout's
      * "timed out after N ms" count from here, not from after that check. */
     int64_t call_start = 0, fast_call_start = 0;
+    bool cached_failed_validation = false; /* that check was this caller's one round trip */
     if (!trace) {
         /* The thread's parked connection was tried by the caller
          * (sticky_first): one due for the checks comes here. */
@@ -351,7 +355,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (c) { /* an ordinary lease now, due for the checks */
             call_start = dbpool__now_ns();
             int64_t t0 = fast_call_start = dbpool__fast_now_ns();
-            if (checkout_slow(p, c, NULL, NULL))
+            if (checkout_slow(p, c, NULL, NULL, &cached_failed_validation))
                 return hand_out(p, c, t0, out);
             lock(p);
             checkout_failed_locked(p);
@@ -408,8 +412,9 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
      * after one failed its validation, it takes only an idle connection
      * ready without any, or makes its one connect. Else every idle
      * connection of a pool whose network went silent would cost it a
-     * validation timeout in turn. */
-    bool checked_once = false;
+     * validation timeout in turn. The connection of the thread's cache,
+     * checked above, counts. */
+    bool checked_once = !may_wait && cached_failed_validation;
 
     lock(p);
     for (;;) {
@@ -566,7 +571,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
          * failure meanwhile counts too: then one connect, no harm) */
         uint64_t failed_validations = p->stats.validation_failures;
         unlock(p);
-        if (checkout_slow(p, c, trace, w_ready ? &w : NULL)) {
+        if (checkout_slow(p, c, trace, w_ready ? &w : NULL, NULL)) {
             if (w_ready)
                 pthread_cond_destroy(&w.cond);
             return hand_out(p, c, fast_start, out);

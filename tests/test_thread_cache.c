@@ -833,6 +833,58 @@ static void test_maintenance_hands_cached_connection_to_waiter(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A connection taken back from the thread's cache that is due for
+ * validation is checked once, and a caller who does not wait
+ * (dbpool_try_acquire, dbpool_acquire with 0) checks at most one
+ * connection with a round trip, this one included: when it fails, the
+ * next idle connection is not validated in turn (each could cost a
+ * validation_timeout_ms on a network gone silent), a new one is opened. */
+static void test_cached_connection_validated_once(void **state) {
+    (void)state;
+    for (int failing = 0; failing < 2; failing++) {
+        for (int try_only = 0; try_only < 2; try_only++) {
+            dbpool__mock_reset();
+            dbpool_options o;
+            dbt_options(&o, 0, 3);
+            o.thread_cache = true;
+            o.maintenance_interval_ms = 0;
+            o.validation = DBPOOL_VALIDATE_IF_IDLE;
+            o.validation_window_ms = 20;
+            dbpool *p = NULL;
+            dbpool_error e;
+            if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+                fail_msg("open: %s", e.message);
+            dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
+            int a_id = conn_id(a);
+            dbpool_release(b); /* parked, then moved to the idle list by a's release */
+            dbpool_release(a); /* parked for this thread */
+            assert_int_equal(stats(p).thread_cached, 1);
+            /* Both idle past the validation window. */
+            dbt_sleep_ms(60);
+            if (failing)
+                dbpool__mock_fail_ping(1, -1);
+            dbpool__mock_counters before, after;
+            dbpool__mock_get_counters(&before);
+            dbpool_conn *c = NULL;
+            int rc = try_only ? dbpool_try_acquire(p, &c, &e) : dbpool_acquire(p, 0, &c, &e);
+            dbpool__mock_get_counters(&after);
+            if (rc != DBPOOL_OK)
+                fail_msg("%s (pings failing: %d) returned %s: %s", try_only ? "try_acquire" : "acquire(0)",
+                         failing, dbpool_errname(rc), e.message);
+            if (after.pings - before.pings != 1)
+                fail_msg("%s (pings failing: %d) made %ld validation round trips, want 1",
+                         try_only ? "try_acquire" : "acquire(0)", failing, after.pings - before.pings);
+            if (failing)
+                assert_int_equal(after.connects - before.connects, 1); /* a new one, not b checked */
+            else
+                assert_int_equal(conn_id(c), a_id);
+            dbpool_release(c);
+            assert_true(dbt_invariant_holds(p));
+            assert_int_equal(dbpool_close(p), 0);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
@@ -856,6 +908,7 @@ int main(void) {
         cmocka_unit_test_setup(test_waiter_is_told_of_a_parked_connection, setup),
         cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, setup),
         cmocka_unit_test_setup(test_maintenance_hands_cached_connection_to_waiter, setup),
+        cmocka_unit_test_setup(test_cached_connection_validated_once, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
