@@ -458,6 +458,13 @@ static void copy_conn_error(PGconn *c, char *buf, size_t cap) {
     copy_conn_error_or(c, buf, cap, "connection lost");
 }
 
+/* libpq's own "out of memory ..." (for a query result, a row, a buffer):
+ * this process's trouble, not the statement's. The server's errors carry
+ * a SQLSTATE (its own out of memory is 53200); libpq's carry none. */
+static bool libpq_out_of_memory(const char *state, const char *msg) {
+    return (!state || !*state) && msg && strncmp(msg, "out of memory", 13) == 0;
+}
+
 /* Fill e from a failed result: SQLSTATE and the primary message only (the
  * DETAIL line can carry row values, which do not belong in logs). */
 static int result_error(PGconn *c, const PGresult *r, int code, const char *what, dbpool_error *e) {
@@ -475,6 +482,8 @@ static int result_error(PGconn *c, const PGresult *r, int code, const char *what
     }
     if (code == DBPOOL_EQUERY && PQstatus(c) != CONNECTION_OK)
         code = DBPOOL_EBROKEN;
+    else if (code == DBPOOL_EQUERY && libpq_out_of_memory(state, msg))
+        code = DBPOOL_ENOMEM;
     dbpool__seterr(e, code, "%s%s%s%s", what, state ? " [" : "", state ? state : "", state ? "]: " : ": ");
     if (e) {
         size_t used = strlen(e->message);
@@ -1211,7 +1220,9 @@ static int check_result(PGconn *c, const PGresult *r, dbpool_error *e) {
     if (!r) {
         char msg[DBPOOL_MSG_CAP];
         copy_conn_error_or(c, msg, sizeof msg, "");
-        int code = PQstatus(c) != CONNECTION_OK ? DBPOOL_EBROKEN : msg[0] ? DBPOOL_EQUERY : DBPOOL_ENOMEM;
+        int code = PQstatus(c) != CONNECTION_OK                ? DBPOOL_EBROKEN
+                   : msg[0] && !libpq_out_of_memory(NULL, msg) ? DBPOOL_EQUERY
+                                                               : DBPOOL_ENOMEM;
 #ifdef LIBPQ_HAS_PIPELINING
         if (code != DBPOOL_EBROKEN && PQpipelineStatus(c) != PQ_PIPELINE_OFF)
             return dbpool__seterr(e, DBPOOL_EBROKEN,

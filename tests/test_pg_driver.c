@@ -26,7 +26,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char base_url[1024];
@@ -795,6 +797,70 @@ static void test_deaf_listener_deadline(void **state) {
     close(ls);
 }
 
+/* Sanitizer runtimes reserve terabytes of address space: a limit on it
+ * would stop them, not libpq. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DBT_NO_ADDRESS_LIMIT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DBT_NO_ADDRESS_LIMIT 1
+#endif
+#endif
+
+/* libpq running out of memory for a result ("out of memory for query
+ * result": this process's trouble, not the statement's) is
+ * DBPOOL_ENOMEM, not DBPOOL_EQUERY; a caller that retries or reports by
+ * code must not take it for a wrong statement. Run in a child whose
+ * address space is limited to a little above what it uses. */
+static void test_libpq_out_of_memory_is_enomem(void **state) {
+    (void)state;
+#ifdef DBT_NO_ADDRESS_LIMIT
+    skip();
+#else
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child: no cmocka here; the exit status says what happened. */
+        dbpool_options o;
+        dbt_options(&o, 0, 1);
+        o.maintenance_interval_ms = 0;
+        dbpool *p = NULL;
+        dbpool_conn *c = NULL;
+        dbpool_error err;
+        if (dbpool_open(&p, base_url, &o, &err) != DBPOOL_OK ||
+            dbpool_acquire(p, 5000, &c, &err) != DBPOOL_OK)
+            _exit(10);
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1)
+            _exit(11);
+        fclose(f);
+        struct rlimit lim;
+        lim.rlim_cur = lim.rlim_max =
+            (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)48 * 1024 * 1024;
+        if (setrlimit(RLIMIT_AS, &lim) != 0)
+            _exit(12);
+        dbpool_result *r = NULL;
+        /* About 400 MB of rows: far more than the limit leaves. */
+        int rc = dbpool_query(c, "SELECT g, repeat('x', 100) FROM generate_series(1, 3000000) g", NULL, 0, &r,
+                              &err);
+        if (r)
+            dbpool_result_free(r);
+        fprintf(stderr, "child: %s: %s\n", dbpool_errname(rc), err.message);
+        _exit(rc == DBPOOL_ENOMEM ? 0 : rc == DBPOOL_OK ? 13 : rc == DBPOOL_EQUERY ? 14 : 15);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg(
+            "libpq out of memory: the child exited with %d (13: the query passed, 14: DBPOOL_EQUERY, 15: "
+            "another code; 10-12: set-up)",
+            WEXITSTATUS(status));
+#endif
+}
+
 int main(void) {
     snprintf(base_url, sizeof base_url, "%s", dbt_backend_url("pg"));
     const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
@@ -823,6 +889,7 @@ int main(void) {
         cmocka_unit_test(test_pipeline_mode_not_pooled),
         cmocka_unit_test(test_several_statements_with_parameters),
         cmocka_unit_test(test_deaf_listener_deadline),
+        cmocka_unit_test(test_libpq_out_of_memory_is_enomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
