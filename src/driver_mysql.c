@@ -429,6 +429,7 @@ static unsigned seconds_left(int64_t deadline_ns) {
  * what the user has to change. */
 typedef enum {
     TLS_OTHER = 0,
+    TLS_NO_TLS, /* a verify mode, and the server offers no TLS */
     TLS_NOT_TRUSTED,
     TLS_OTHER_HOST,
     TLS_BAD_CA_FILE,
@@ -439,6 +440,10 @@ typedef enum {
 static tls_failure tls_failure_of(unsigned n, const char *msg) {
     if (n != MY_CR_SSL_CONNECTION_ERROR)
         return TLS_OTHER;
+    /* A verify mode (VERIFY_CA, VERIFY_IDENTITY) against a server that
+     * offers no TLS, or behind something that takes the offer away. */
+    if (strstr(msg, "SSL is required, but the server does not support it"))
+        return TLS_NO_TLS;
     /* Connector/C's own check of the host name (VERIFY_CA, VERIFY_IDENTITY). */
     if (strstr(msg, "Validation of SSL server certificate failed"))
         return TLS_OTHER_HOST;
@@ -528,6 +533,7 @@ static int connect_error_code(unsigned n, const char *msg) {
     /* The server's certificate failed verification: it did not prove who
      * it is, and as with a refused login no retry changes that. */
     switch (tls_failure_of(n, msg)) {
+    case TLS_NO_TLS: /* the session the URL asks for cannot be had from this server */
     case TLS_NOT_TRUSTED:
     case TLS_OTHER_HOST:
         return DBPOOL_EAUTH;
@@ -542,8 +548,14 @@ static int connect_error_code(unsigned n, const char *msg) {
 }
 
 /* What to change, after Connector/C's words, for a failed TLS check. */
+#define NO_TLS_HINT                                                                                          \
+    " (the server takes no TLS connections, or something between takes its offer away: enable TLS on the "   \
+    "server, or lower ssl-mode where plaintext is acceptable)"
+
 static const char *tls_hint(const my_cfg *c, unsigned n, const char *msg) {
     switch (tls_failure_of(n, msg)) {
+    case TLS_NO_TLS:
+        return NO_TLS_HINT;
     case TLS_NOT_TRUSTED:
         return c->ssl_ca ? " (the server's certificate is not signed by the CA in ssl-ca: name the CA that "
                            "signed it; with ssl-ca, every ssl-mode checks the certificate)"
@@ -819,10 +831,12 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         return rc;
     }
     if (c->ssl >= SSL_REQUIRED && !mysql_get_ssl_cipher(m)) {
-        /* Belt and braces: never let REQUIRED end in a plaintext session. */
+        /* Belt and braces: never let REQUIRED end in a plaintext session.
+         * Not retried: the server (or something between) offered no TLS,
+         * and each attempt would only repeat the login in the clear. */
         close_conn(mc);
-        return dbpool__seterr(e, DBPOOL_ECONNECT, "mysql: ssl-mode=%s but the session to %s is not encrypted",
-                              c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target);
+        return dbpool__seterr(e, DBPOOL_EAUTH, "mysql: ssl-mode=%s but the session to %s is not encrypted%s",
+                              c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target, NO_TLS_HINT);
     }
     *out = mc;
     return DBPOOL_OK;

@@ -619,6 +619,12 @@ static int classify_connect_error(const char *msg) {
     /* The server's certificate failed verification (sslmode=verify-ca or
      * verify-full): the server did not prove who it is. As a refused
      * login, no retry changes that. */
+    /* sslmode=require (or a verify mode) and a server that offers no TLS,
+     * or a man in the middle that takes the offer away: the connection the
+     * URL asks for cannot be had from this server, and each attempt would
+     * only repeat the refusal. */
+    if (strstr(msg, "server does not support SSL, but SSL was required"))
+        return DBPOOL_EAUTH;
     if (strstr(msg, "certificate verify failed") ||
         (strstr(msg, "server certificate for \"") && strstr(msg, "does not match host name")) ||
         strstr(msg, "could not get server's host name from server certificate") ||
@@ -769,6 +775,9 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                        "signed it, or use sslmode=require to encrypt without checking)";
             else if (cfg->no_key_prompt && strstr(msg, "bad decrypt"))
                 hint = " (an encrypted key: give its passphrase as sslpassword)";
+            else if (strstr(msg, "server does not support SSL, but SSL was required"))
+                hint = " (the server takes no TLS connections, or something between takes its offer away: "
+                       "enable TLS on the server (ssl = on), or lower sslmode where plaintext is acceptable)";
             else if (strstr(msg, "requires a valid client certificate"))
                 hint = " (give the client certificate and its key as sslcert and sslkey)";
             else if (code == DBPOOL_EAUTH && strstr(msg, "SSL error: ") && strstr(msg, " alert "))

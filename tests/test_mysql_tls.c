@@ -279,13 +279,13 @@ static void test_tls_offer_taken_away(void **state) {
      * connect: Connector/C has logged in by then). */
     assert_int_equal(
         dbt_tls_connect_stripped("mysql", px, "ssl-mode=REQUIRED", session_encrypted, &encrypted, &err),
-        DBPOOL_ECONNECT);
+        DBPOOL_EAUTH);
     assert_non_null(strstr(err.message, "is not encrypted"));
     /* The verify modes refuse before logging in. */
     char q[1200];
     snprintf(q, sizeof q, "ssl-mode=VERIFY_IDENTITY&ssl-ca=%s", ca);
     assert_int_equal(dbt_tls_connect_stripped("mysql", px, q, session_encrypted, &encrypted, &err),
-                     DBPOOL_ECONNECT);
+                     DBPOOL_EAUTH);
     assert_non_null(strstr(err.message, "the server does not support it"));
     dbt_proxy_destroy(px);
 }

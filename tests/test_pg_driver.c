@@ -861,6 +861,41 @@ static void test_libpq_out_of_memory_is_enomem(void **state) {
 #endif
 }
 
+/* sslmode=require against a server that offers no TLS: the session the
+ * URL asks for cannot be had there, so DBPOOL_EAUTH at once, not a
+ * retried DBPOOL_ECONNECT. (A server started with DBPOOL_TEST_TLS=1 takes
+ * TLS: test_pg_tls covers this through a proxy that takes the offer away.) */
+static void test_ssl_required_without_tls_not_retried(void **state) {
+    (void)state;
+    const char *tls_ca = getenv("DBPOOL_TEST_PG_SSL_CA");
+    if (tls_ca && *tls_ca) {
+        fprintf(stderr, "skipped: the test server takes TLS (DBPOOL_TEST_PG_SSL_CA is set)\n");
+        skip();
+    }
+    char url[2048];
+    snprintf(url, sizeof url, "%s%csslmode=require", base_url, strchr(base_url, '?') ? '&' : '?');
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 3;
+    o.backoff_base_ms = 1;
+    o.breaker_failures = 0;
+    dbpool *p = open_pool_opts(url, &o);
+    dbpool_conn *c = NULL;
+    dbpool_error err;
+    int rc = dbpool_acquire(p, 5000, &c, &err);
+    if (rc == DBPOOL_OK)
+        dbpool_release(c);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(dbpool_close(p), 0);
+    if (rc != DBPOOL_EAUTH || s.connect_errors != 1)
+        fail_msg("sslmode=require without TLS: %s after %llu attempts (want DBPOOL_EAUTH, not retried)",
+                 dbpool_errname(rc), (unsigned long long)s.connect_errors);
+    assert_non_null(strstr(err.message, "server does not support SSL"));
+}
+
 int main(void) {
     snprintf(base_url, sizeof base_url, "%s", dbt_backend_url("pg"));
     const char *admin = getenv("DBPOOL_TEST_PG_ADMIN_URL");
@@ -890,6 +925,7 @@ int main(void) {
         cmocka_unit_test(test_several_statements_with_parameters),
         cmocka_unit_test(test_deaf_listener_deadline),
         cmocka_unit_test(test_libpq_out_of_memory_is_enomem),
+        cmocka_unit_test(test_ssl_required_without_tls_not_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -248,7 +248,7 @@ static void test_tls_offer_taken_away(void **state) {
     for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
         snprintf(q, sizeof q, "sslmode=%s&sslrootcert=%s", modes[i], ca);
         assert_int_equal(dbt_tls_connect_stripped("pg", px, q, session_encrypted, &encrypted, &err),
-                         DBPOOL_ECONNECT);
+                         DBPOOL_EAUTH);
         assert_non_null(strstr(err.message, "server does not support SSL, but SSL was required"));
     }
     dbt_proxy_destroy(px);
