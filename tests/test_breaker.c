@@ -583,6 +583,35 @@ static void test_local_failures_do_not_count_towards_opening(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* The half-open trial failing for a reason of this process (out of
+ * memory) tells nothing about the database: the breaker neither opens
+ * again nor stays stuck with a trial "in flight"; the next connect is the
+ * trial, and it closes the breaker. */
+static void test_trial_failing_locally_leaves_the_trial_to_the_next(void **state) {
+    (void)state;
+    dbpool *p = open_pool_with_breaker(NULL, 2, 300);
+    dbpool_conn *c;
+    dbpool_error e;
+    dbpool__mock_fail_connect(1, 2, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_EUNAVAILABLE);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    dbt_sleep_ms(350); /* the cooldown */
+    dbpool__mock_fail_connect(3, 1, DBPOOL_ENOMEM);
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_ENOMEM);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_HALF_OPEN);
+    assert_int_equal(s.breaker_opens, 1);
+    assert_int_equal(dbpool_acquire(p, 1000, &c, &e), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    dbpool_release(c);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
@@ -597,6 +626,7 @@ int main(void) {
         cmocka_unit_test_setup(test_closing_breaker_serves_waiters, setup),
         cmocka_unit_test_setup(test_local_failures_do_not_open_breaker, setup),
         cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, setup),
+        cmocka_unit_test_setup(test_trial_failing_locally_leaves_the_trial_to_the_next, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
