@@ -562,14 +562,18 @@ int cli_bench_main(int argc, char **argv) {
         if (!text)
             code = cli_fail(CMD, "out of memory rendering the result: try again");
         else if (!cli_print_text(text))
-            code = cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
-                            strerror(errno));
+            code = cli_stdout_gone(errno)
+                       ? CLI_EXIT_FAILED
+                       : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
+                                  strerror(errno));
         free(text);
     } else {
         summary_table(stdout, &a, backend, r, &s, interrupted);
         if (fflush(stdout) != 0 || ferror(stdout))
-            code = cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
-                            strerror(errno));
+            code = cli_stdout_gone(errno)
+                       ? CLI_EXIT_FAILED
+                       : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
+                                  strerror(errno));
     }
     if (r->unfinished) {
         fprintf(stderr,

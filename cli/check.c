@@ -127,8 +127,10 @@ static int print_doc(json_t *doc) {
     int write_errno = errno;
     free(text);
     return ok ? CLI_EXIT_OK
-              : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
-                         strerror(write_errno));
+           : cli_stdout_gone(write_errno)
+               ? CLI_EXIT_FAILED
+               : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
+                          strerror(write_errno));
 }
 
 int cli_check_main(int argc, char **argv) {

@@ -36,6 +36,21 @@ int cli_stat_main(int argc, char **argv);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * A closed pipe on stdout (`dbpool stat URL | head -1`: the reader went
+ * away). main() ignores SIGPIPE, so that every backend sees the same thing
+ * (Connector/C would ignore it for the whole process on its first connect,
+ * while SQLite and libpq leave it to kill the process at the write): a
+ * write to stdout fails with EPIPE instead. cli_stdout_gone(errno) after a
+ * failed write to stdout says whether that was the cause, and remembers
+ * it: the command then stops without a message (the reader is gone, not
+ * the user's mistake), cleans up, and main() ends the process by SIGPIPE,
+ * as a filter killed at the write ends (shell status 141).
+ */
+void cli_sigpipe_ignore(void);
+bool cli_stdout_gone(int err);
+bool cli_stdout_was_gone(void);
+
 /* A library failure as "<message> (DBPOOL_E...)" in buf; returns buf.
  * `e` may be NULL or empty, then dbpool_strerror(code) is used. */
 const char *cli_errtext(int code, const dbpool_error *e, char *buf, size_t cap);

@@ -744,10 +744,13 @@ static int demo(const demo_args *a) {
     }
     progress("wrote %s", a->output);
     bool printed = cli_print_text(text);
+    int write_errno = errno;
     free(text);
+    if (!printed && cli_stdout_gone(write_errno))
+        return CLI_EXIT_FAILED; /* the report is in the file all the same */
     if (!printed)
         return cli_fail(CMD, "cannot write the report to stdout: %s: the file %s was written",
-                        strerror(errno), a->output);
+                        strerror(write_errno), a->output);
     return CLI_EXIT_OK;
 }
 

@@ -1,9 +1,13 @@
 /* diag.c — what the command says on stderr: one-line errors and pool logs. */
 #include "cli.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* One line per error, whatever the text holds: scripts read stderr by line. */
 static void print_line(const char *cmd, const char *fmt, va_list ap) {
@@ -46,3 +50,25 @@ void cli_log_stderr(void *user, dbpool_log_level level, const char *message) {
      * pool's threads do not interleave. */
     fprintf(stderr, "dbpool[%s]: %s\n", name, message);
 }
+
+static volatile sig_atomic_t stdout_gone;
+
+void cli_sigpipe_ignore(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+bool cli_stdout_gone(int err) {
+    /* errno may have been overwritten since the write that failed (stdio
+     * reports an earlier error through ferror only): a pipe whose reader
+     * has gone polls as POLLERR on its write end. */
+    struct pollfd pfd = {STDOUT_FILENO, POLLOUT, 0};
+    if (err == EPIPE || (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR)))
+        stdout_gone = 1;
+    return stdout_gone != 0;
+}
+
+bool cli_stdout_was_gone(void) { return stdout_gone != 0; }

@@ -110,5 +110,7 @@ int cli_print_help(const char *cmd, const char *text) {
     if (cli_print_text(text))
         return CLI_EXIT_OK;
     int err = errno ? errno : EIO;
+    if (cli_stdout_gone(err))
+        return CLI_EXIT_FAILED;
     return cli_fail(cmd, "cannot write the help to stdout: %s: check where stdout goes", strerror(err));
 }

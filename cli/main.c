@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +42,8 @@ static void usage(FILE *out) {
           "  --version  show the library's version\n"
           "\n"
           "Exit status: 0 success; 1 the work failed; 2 the command line is wrong.\n"
+          "A reader of stdout that goes away (| head) ends a command quietly, by\n"
+          "SIGPIPE (status 141 in the shell), once it has closed its pool.\n"
           "\n"
           "Example:\n"
           "  dbpool demo --input data/sample_input.txt --output /tmp/demo.json\n"
@@ -71,6 +75,8 @@ static int flush_stdout(const char *what) {
     errno = 0;
     if (fflush(stdout) == 0 && !ferror(stdout))
         return CLI_EXIT_OK;
+    if (cli_stdout_gone(errno))
+        return CLI_EXIT_FAILED;
     fprintf(stderr, "dbpool: cannot write the %s to stdout: %s: check where stdout goes\n", what,
             strerror(errno ? errno : EIO));
     return CLI_EXIT_FAILED;
@@ -103,9 +109,37 @@ static bool standard_fds_open(void) {
     return !stdout_closed;
 }
 
+/* The reader of stdout went away: end as a filter killed by SIGPIPE at
+ * the write would have, but after the command cleaned up (pool closed,
+ * server sessions ended), and the same way on every backend. */
+static int end_by_sigpipe(int code) {
+    fflush(stderr);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(SIGPIPE);
+    return code; /* not reached */
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
     if (!standard_fds_open())
         return CLI_EXIT_FAILED;
+    /* A closed pipe on stdout is reported by the write, on every backend
+     * (see cli_stdout_gone). */
+    cli_sigpipe_ignore();
+    int code = run(argc, argv);
+    return cli_stdout_was_gone() ? end_by_sigpipe(code) : code;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) {
         fputs("dbpool: a command is missing: run 'dbpool --help' for the list\n", stderr);
         return CLI_EXIT_USAGE;

@@ -187,8 +187,12 @@ int cli_stat_main(int argc, char **argv) {
                (unsigned long long)(s.timeouts - prev.timeouts),
                (unsigned long long)(s.created - prev.created),
                (unsigned long long)(s.destroyed - prev.destroyed));
-        if (fflush(stdout) != 0) {
-            code = cli_fail(CMD, "cannot write to stdout (%s): check the output stream", strerror(errno));
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            /* A reader that went away (| head) ends the command quietly. */
+            code =
+                cli_stdout_gone(errno)
+                    ? CLI_EXIT_FAILED
+                    : cli_fail(CMD, "cannot write to stdout (%s): check the output stream", strerror(errno));
             break;
         }
         prev = s;

@@ -743,6 +743,55 @@ static void test_bench_stuck_op_bounded(void **state) {
     dbt_run_free(&r);
 }
 
+/*
+ * A reader that goes away (`dbpool stat URL | head -1`) ends the command
+ * quietly and promptly, and the same way whatever SIGPIPE's disposition
+ * was: killed by SIGPIPE (shell status 141), after it cleaned up, with
+ * nothing on stderr. Connector/C ignores SIGPIPE for the whole process on
+ * its first connect, and a parent may pass it on ignored: there, stat
+ * said "cannot write to stdout (Broken pipe)" and exited 1, bench and
+ * check the same, where on SQLite the same command died silently.
+ */
+#define PIPE_BOUND_MS 10000
+
+static void expect_pipe_end(const char *const *args, size_t keep, bool ignore) {
+    char *err = NULL;
+    int64_t took;
+    int status = dbt_run_cli_pipe_closed(args, keep, ignore, &err, &took);
+    if (status != 128 + SIGPIPE || err[0] || took > PIPE_BOUND_MS)
+        fail_msg("dbpool %s %s into a closed pipe, SIGPIPE %s: exit %d after %lld ms, stderr: %s", args[0],
+                 args[1], ignore ? "ignored" : "default", status, (long long)took, err);
+    free(err);
+}
+
+static void test_output_into_closed_pipe(void **state) {
+    (void)state;
+    char report[600];
+    snprintf(report, sizeof report, "%s/pipe-report.json", dbt_tmpdir());
+    for (int ignore = 0; ignore < 2; ignore++) {
+        /* A line every 50 ms: the one after the reader left fails. */
+        expect_pipe_end((const char *[]){"stat", "sqlite::memory:", "0.05", "1000", NULL}, 10, ignore);
+        expect_pipe_end((const char *[]){"bench", "sqlite::memory:", "--duration", "0.2", "--threads", "1",
+                                         "--json", NULL},
+                        0, ignore);
+        expect_pipe_end(
+            (const char *[]){"bench", "sqlite::memory:", "--duration", "0.2", "--threads", "1", NULL}, 0,
+            ignore);
+        expect_pipe_end((const char *[]){"check", "sqlite::memory:", NULL}, 0, ignore);
+        expect_pipe_end((const char *[]){"demo", "--input", DBPOOL_SOURCE_DIR "/data/sample_input.txt",
+                                         "--output", report, NULL},
+                        0, ignore);
+        /* The report is in its file all the same. */
+        char *text = dbt_slurp(report);
+        assert_non_null(text);
+        json_decref(dbt_json_parse(text));
+        free(text);
+        unlink(report);
+        expect_pipe_end((const char *[]){"bench", "--help", NULL}, 0, ignore);
+        expect_pipe_end((const char *[]){"--version", NULL}, 0, ignore);
+    }
+}
+
 static void test_stat_lines(void **state) {
     (void)state;
     dbt_run r = dbt_run_cli((const char *[]){"stat", "sqlite::memory:", "0.2", "3", NULL});
@@ -1343,6 +1392,7 @@ int main(void) {
         cmocka_unit_test(test_bench_progress_fits_terminal),
         cmocka_unit_test(test_bench_verbose_log_not_glued),
         cmocka_unit_test(test_stat_lines),
+        cmocka_unit_test(test_output_into_closed_pipe),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
         cmocka_unit_test(test_stat_stuck_op_bounded),

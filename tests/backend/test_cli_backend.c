@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 #include <math.h>
+#include <signal.h>
 
 #define SAMPLE DBPOOL_SOURCE_DIR "/data/sample_input.txt"
 
@@ -186,6 +187,32 @@ static void test_bench(void **state) {
     json_decref(doc);
 }
 
+/*
+ * A reader that goes away (`| head`) ends each command the same way on
+ * every backend: quietly, killed by SIGPIPE after cleaning up. Connector/C
+ * ignores SIGPIPE for the whole process on its first connect, so on
+ * MariaDB stat printed "cannot write to stdout (Broken pipe)" and exited 1
+ * where SQLite and PostgreSQL died silently at the write.
+ */
+static void expect_pipe_end(const char *const *args, size_t keep) {
+    char *err = NULL;
+    int64_t took;
+    int status = dbt_run_cli_pipe_closed(args, keep, false, &err, &took);
+    assert_no_password(&(dbt_run){.status = status, .out = (char *)"", .err = err});
+    if (status != 128 + SIGPIPE || err[0] || took > 15000)
+        fail_msg("dbpool %s on %s into a closed pipe: exit %d after %lld ms, stderr: %s", args[0], backend,
+                 status, (long long)took, err);
+    free(err);
+}
+
+static void test_closed_pipe(void **state) {
+    (void)state;
+    expect_pipe_end((const char *[]){"stat", url, "0.05", "1000", NULL}, 10);
+    expect_pipe_end(
+        (const char *[]){"bench", url, "--mode", "statement", "--duration", "0.2", "--json", NULL}, 0);
+    expect_pipe_end((const char *[]){"check", url, NULL}, 0);
+}
+
 int main(int argc, char **argv) {
     backend = dbt_backend_arg(argc, argv);
     snprintf(url, sizeof url, "%s", dbt_backend_url(backend));
@@ -195,6 +222,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_check_wrong_password),
         cmocka_unit_test(test_bench),
+        cmocka_unit_test(test_closed_pipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

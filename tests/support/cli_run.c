@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +96,78 @@ int dbt_run_cli_stdout(const char *const *args, const char *stdout_path, char **
     assert_non_null(*err);
     unlink(err_path);
     return status;
+}
+
+int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_sigpipe, char **err,
+                            int64_t *took_ms) {
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/run-pipe.stderr", dbt_tmpdir());
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    char *argv[64];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 63; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_addclose(&fa, p[0]);
+    posix_spawn_file_actions_addclose(&fa, p[1]);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    /* An ignored signal stays ignored across exec; a default one is reset
+     * to the default in the child in any case. */
+    posix_spawnattr_t attr;
+    assert_int_equal(posix_spawnattr_init(&attr), 0);
+    sigset_t def;
+    sigemptyset(&def);
+    if (!ignore_sigpipe) {
+        sigaddset(&def, SIGPIPE);
+        posix_spawnattr_setsigdefault(&attr, &def);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    }
+    struct sigaction ign, old;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, ignore_sigpipe ? &ign : NULL, &old);
+    pid_t pid;
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, &attr, argv, environ);
+    if (ignore_sigpipe)
+        sigaction(SIGPIPE, &old, NULL);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    /* Take `keep` bytes (or what comes before the command ends), then go. */
+    size_t got = 0;
+    char buf[4096];
+    while (got < keep) {
+        size_t want = keep - got < sizeof buf ? keep - got : sizeof buf;
+        ssize_t r = read(p[0], buf, want);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(p[0]);
+    int64_t t0 = dbt_now_ms();
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &st, WNOHANG)) == 0 && dbt_now_ms() - t0 < 60000)
+        dbt_sleep_ms(10);
+    *took_ms = dbt_now_ms() - t0;
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        fail_msg("the command was still running 60 s after its stdout was closed");
+    }
+    *err = dbt_slurp(err_path);
+    assert_non_null(*err);
+    unlink(err_path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 void dbt_run_free(dbt_run *r) {

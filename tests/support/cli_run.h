@@ -4,6 +4,9 @@
 #define DBPOOL_CLI_RUN_H
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct dbt_run {
     int status; /* exit code, or 128 + signal */
@@ -19,6 +22,15 @@ void dbt_run_free(dbt_run *r);
  * /dev/full) or closed when stdout_path is NULL: the exit code, and stderr
  * (malloc'd) in *err. */
 int dbt_run_cli_stdout(const char *const *args, const char *stdout_path, char **err);
+/* The command with stdout on a pipe whose reader takes `keep` bytes and
+ * then closes its end, as `dbpool ... | head -c keep` does; the child
+ * starts with SIGPIPE ignored when ignore_sigpipe (as a parent that ignores
+ * it passes it on, and as Connector/C sets it). The exit code (128 + signal
+ * when killed), stderr (malloc'd) in *err, and in *took_ms the time from
+ * the close to its end. A command still running 60 s after the close is
+ * killed and fails the test. */
+int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_sigpipe, char **err,
+                            int64_t *took_ms);
 /* A whole file as a string (NULL if it cannot be read). Free it. */
 char *dbt_slurp(const char *path);
 /* Parse JSON text, failing the test (with the text) when it is not. */
