@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,21 @@ static void sync_parent_dir(const char *path) {
     free(copy);
 }
 
+void cli_signals_hold(sigset_t *old) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+void cli_signals_release(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+
+static bool write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
+                              size_t whycap);
+
 int cli_tmp_create(const char *path, char **tmp) {
     size_t n = strlen(path);
     *tmp = malloc(n + sizeof CLI_TMP_SUFFIX);
@@ -59,6 +76,18 @@ int cli_tmp_create(const char *path, char **tmp) {
 
 bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
                            size_t whycap) {
+    /* A Ctrl-C or SIGTERM while the temporary file exists would kill the
+     * process and leave PATH.tmp-XXXXXX behind: it takes effect once the
+     * file is renamed (or removed). */
+    sigset_t old;
+    cli_signals_hold(&old);
+    bool ok = write_file_atomic(path, data, len, mode, why, whycap);
+    cli_signals_release(&old);
+    return ok;
+}
+
+static bool write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
+                              size_t whycap) {
     char *tmp;
     int fd = cli_tmp_create(path, &tmp);
     if (fd < 0) {

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,6 +131,14 @@ json_t *cli_json_string_lossy(const char *s);
 /* What cli_write_file_atomic appends to the path for its temporary file. */
 #define CLI_TMP_SUFFIX ".tmp-XXXXXX"
 
+/* Block the signals that end the command (SIGINT, SIGTERM, SIGHUP,
+ * SIGQUIT) in the calling thread, the old mask in *old; and put it back,
+ * which delivers a signal that came meanwhile. Around the life of a
+ * temporary file, so that a signal never leaves one behind (the process
+ * must have no other thread that could take the signal). */
+void cli_signals_hold(sigset_t *old);
+void cli_signals_release(const sigset_t *old);
+
 /* Create PATH.tmp-XXXXXX (mode 0600): its descriptor, with the malloc'd
  * name in *tmp; or -1 with errno set (ENOMEM: *tmp is NULL). */
 int cli_tmp_create(const char *path, char **tmp);
@@ -138,7 +147,8 @@ int cli_tmp_create(const char *path, char **tmp);
  * Replace `path` with `data` atomically: write PATH.tmp-XXXXXX in the same
  * directory, fsync, rename, fsync the directory. On failure nothing is left
  * behind (no temporary, `path` untouched), false is returned and `why`
- * holds the reason. `mode` is the new file's permission bits.
+ * holds the reason. `mode` is the new file's permission bits. A stop
+ * signal that comes meanwhile takes effect once it is done.
  */
 bool cli_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode, char *why,
                            size_t whycap);

@@ -31,7 +31,9 @@ static const char usage_text[] =
     "  --input FILE       labels, one per line, UTF-8, at most 4096 bytes each;\n"
     "                     blank lines are skipped, CRLF line ends are accepted\n"
     "  --output FILE      where the JSON report goes; written to FILE.tmp-XXXXXX\n"
-    "                     first and renamed, so it is never left half-written;\n"
+    "                     first and renamed, so it is never left half-written\n"
+    "                     (a Ctrl-C or SIGTERM meanwhile ends the command once\n"
+    "                     it is in place, leaving no temporary file);\n"
     "                     an existing FILE must be a regular file (a symbolic\n"
     "                     link is followed), not a device such as /dev/null,\n"
     "                     and neither the input file nor the SQLite database\n"
@@ -237,16 +239,22 @@ static int read_labels(const char *path, labels *out) {
  * yes for root even on a directory, such as /proc, that refuses them. */
 static int probe_temporary(const char *path, const char *dir) {
     char *tmp;
+    sigset_t old;
+    cli_signals_hold(&old); /* a Ctrl-C now would leave the file behind */
     int fd = cli_tmp_create(path, &tmp);
+    int create_errno = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    cli_signals_release(&old);
+    errno = create_errno;
     if (fd < 0 && !tmp)
         return cli_fail(CMD, "out of memory: try again");
     int rc = CLI_EXIT_OK;
     if (fd < 0) {
         rc = cli_fail(CMD, "cannot create a file in output directory '%s': %s: change --output",
                       cli_shown(dir), strerror(errno));
-    } else {
-        close(fd);
-        unlink(tmp);
     }
     free(tmp);
     return rc;

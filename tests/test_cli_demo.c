@@ -20,6 +20,9 @@
 #include <jansson.h>
 #include <spawn.h>
 #include <sqlite3.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1019,6 +1022,89 @@ static void test_demo_verbose_logs_to_stderr(void **state) {
     dbt_run_free(&r);
 }
 
+/*
+ * A SIGTERM (or Ctrl-C) while the report is being written leaves no
+ * temporary file: it takes effect once the report is in place. The demo
+ * was killed between creating REPORT.tmp-XXXXXX and renaming it, and the
+ * temporary (here megabytes of a half-written report) stayed next to the
+ * output for good. The signal is sent as the report's temporary file
+ * appears (inotify), while a large report is written.
+ */
+static void test_demo_signal_leaves_no_temporary(void **state) {
+    (void)state;
+    char dir[512], input[600], output[600], err_path[600];
+    fresh_dir("sigterm", dir, sizeof dir);
+    snprintf(input, sizeof input, "%s/many-labels.txt", dbt_tmpdir());
+    snprintf(output, sizeof output, "%s/report.json", dir);
+    snprintf(err_path, sizeof err_path, "%s/sigterm.stderr", dbt_tmpdir());
+    FILE *f = fopen(input, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100000; i++)
+        fprintf(f, "label number %d, long enough to make the report take a while\n", i);
+    assert_int_equal(fclose(f), 0);
+
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    assert_true(in >= 0);
+    assert_true(inotify_add_watch(in, dir, IN_CREATE) >= 0);
+    const char *argv[] = {DBPOOL_CLI_PATH, "demo", "--input", input, "--output", output, NULL};
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, (char **)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+
+    /* The first temporary is the probe of the directory, made before the
+     * database is touched; the second is the report's. */
+    int temporaries = 0;
+    bool signalled = false;
+    int64_t end = dbt_now_ms() + 60000;
+    while (!signalled && dbt_now_ms() < end) {
+        struct pollfd pfd = {in, POLLIN, 0};
+        if (poll(&pfd, 1, 100) != 1) {
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                fail_msg("the demo ended before writing its report");
+            continue;
+        }
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        ssize_t n = read(in, buf, sizeof buf);
+        for (ssize_t off = 0; n > 0 && off < n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+            if (ev->len && strstr(ev->name, ".tmp-") && ++temporaries == 2 && !signalled) {
+                assert_int_equal(kill(pid, SIGTERM), 0);
+                signalled = true;
+            }
+            off += (ssize_t)(sizeof *ev + ev->len);
+        }
+    }
+    close(in);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(signalled);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, ".tmp-"))
+            fail_msg("SIGTERM while the report was written left %s/%s behind", dir, e->d_name);
+    closedir(d);
+    /* The report, if there is one, is whole; and the signal was obeyed. */
+    if (exists(output)) {
+        char *text = dbt_slurp(output);
+        assert_non_null(text);
+        json_t *doc = dbt_json_parse(text);
+        assert_int_equal(json_array_size(json_object_get(doc, "rows")), 100000);
+        json_decref(doc);
+        free(text);
+    }
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    unlink(output);
+    unlink(input);
+    unlink(err_path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_sample),
@@ -1050,6 +1136,7 @@ int main(void) {
         cmocka_unit_test(test_help_and_version_unwritable_stdout),
         cmocka_unit_test(test_results_unwritable_stdout_say_why),
         cmocka_unit_test(test_demo_verbose_logs_to_stderr),
+        cmocka_unit_test(test_demo_signal_leaves_no_temporary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
