@@ -76,8 +76,9 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 the run finished (failed ops are counted, not fatal);\n"
     "1 the database could not be reached at the start, or ops were unfinished\n"
-    "(the summary is printed first); 2 the command line is wrong, or the\n"
-    "--metrics-listen port is taken or cannot be used.\n"
+    "(the summary is printed first), or a stop signal came while the summary\n"
+    "waited for stdout's reader (it is incomplete); 2 the command line is\n"
+    "wrong, or the --metrics-listen port is taken or cannot be used.\n"
     "\n"
     "Examples:\n"
     "  dbpool bench sqlite::memory: --threads 1000 --pool-size 10 --duration 10\n"
@@ -398,6 +399,13 @@ static void summary_table(FILE *f, const bench_args *a, const char *backend, con
         fprintf(f, "  %-20s %10llu\n", "waiting at stop", (unsigned long long)r->abandoned);
 }
 
+/* A stop signal came while the summary waited for a reader that was not
+ * reading: what reached stdout is cut short, and the exit status says so. */
+static int summary_cut(void) {
+    return cli_fail(CMD, "stopped by a signal while the summary was being written to stdout, which was "
+                         "not being read: the summary is incomplete");
+}
+
 /* ---- the run ------------------------------------------------------------ */
 
 /* The summary reports the pool as it is: a pool_max key in the URL
@@ -562,7 +570,8 @@ int cli_bench_main(int argc, char **argv) {
         if (!text)
             code = cli_fail(CMD, "out of memory rendering the result: try again");
         else if (!cli_print_text(text))
-            code = cli_stdout_gone(errno)
+            code = cli_stdout_interrupted(errno) ? summary_cut()
+                   : cli_stdout_gone(errno)
                        ? CLI_EXIT_FAILED
                        : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
                                   strerror(errno));
@@ -570,7 +579,8 @@ int cli_bench_main(int argc, char **argv) {
     } else {
         summary_table(stdout, &a, backend, r, &s, interrupted);
         if (fflush(stdout) != 0 || ferror(stdout))
-            code = cli_stdout_gone(errno)
+            code = cli_stdout_interrupted(errno) ? summary_cut()
+                   : cli_stdout_gone(errno)
                        ? CLI_EXIT_FAILED
                        : cli_fail(CMD, "cannot write the result to stdout (%s): check the output stream",
                                   strerror(errno));

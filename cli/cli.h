@@ -51,6 +51,14 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
 void cli_sigpipe_ignore(void);
 bool cli_stdout_gone(int err);
 bool cli_stdout_was_gone(void);
+/*
+ * A write to stdout that failed with err (EINTR) because a stop signal
+ * came while it was blocked (a reader that is not reading: a full pipe
+ * into `less`, a stalled consumer): true then, and what stdout still
+ * buffers is dropped, so that neither the command nor exit() blocks on it
+ * again. False for any other failure.
+ */
+bool cli_stdout_interrupted(int err);
 
 /* A library failure as "<message> (DBPOOL_E...)" in buf; returns buf.
  * `e` may be NULL or empty, then dbpool_strerror(code) is used. */

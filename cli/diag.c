@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -72,3 +73,11 @@ bool cli_stdout_gone(int err) {
 }
 
 bool cli_stdout_was_gone(void) { return stdout_gone != 0; }
+
+bool cli_stdout_interrupted(int err) {
+    if (err != EINTR || !cli_stop_requested())
+        return false;
+    __fpurge(stdout);
+    clearerr(stdout);
+    return true;
+}

@@ -188,6 +188,10 @@ int cli_stat_main(int argc, char **argv) {
                (unsigned long long)(s.created - prev.created),
                (unsigned long long)(s.destroyed - prev.destroyed));
         if (fflush(stdout) != 0 || ferror(stdout)) {
+            /* Ctrl-C while the line waited for a reader that is not
+             * reading (| less): the stop asked for, as anywhere else. */
+            if (cli_stdout_interrupted(errno))
+                break;
             /* A reader that went away (| head) ends the command quietly. */
             code =
                 cli_stdout_gone(errno)

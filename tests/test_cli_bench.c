@@ -30,6 +30,7 @@
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -487,6 +488,115 @@ static void test_bench_stop_cuts_holds(void **state) {
     assert_true(json_is_true(json_object_get(doc, "interrupted")));
     json_decref(doc);
     dbt_run_free(&r);
+}
+
+/* The command args with stdout on a pipe that is full already (its reader,
+ * *rd, not reading), started; stderr to err_path. */
+static pid_t spawn_into_full_pipe(const char *const *args, int *rd, const char *err_path) {
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    int fl = fcntl(p[1], F_GETFL);
+    assert_int_equal(fcntl(p[1], F_SETFL, fl | O_NONBLOCK), 0);
+    static const char fill[4096] = {0};
+    while (write(p[1], fill, sizeof fill) > 0) {
+    }
+    while (write(p[1], fill, 1) > 0) {
+    }
+    assert_int_equal(errno, EAGAIN);
+    /* The flag belongs to the open file, which the command shares. */
+    assert_int_equal(fcntl(p[1], F_SETFL, fl), 0);
+    char *argv[40];
+    size_t n = 0;
+    argv[n++] = (char *)DBPOOL_CLI_PATH;
+    for (; args[n - 1] && n < 39; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_addclose(&fa, p[0]);
+    posix_spawn_file_actions_addclose(&fa, p[1]);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    *rd = p[0];
+    return pid;
+}
+
+/* True once pid's main thread is blocked in a write to its stdout (Linux:
+ * /proc/PID/syscall names the system call and its first argument). */
+static bool blocked_writing_stdout(pid_t pid) {
+    char path[64], want[32];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    snprintf(want, sizeof want, "%ld 0x1 ", (long)SYS_write);
+    char *text = dbt_slurp(path);
+    bool blocked = text && strncmp(text, want, strlen(want)) == 0;
+    free(text);
+    return blocked;
+}
+
+/*
+ * Ctrl-C or SIGTERM while the command waits to write to a reader that is
+ * not reading (`dbpool stat URL | less`, the pipe full) stops it as
+ * anywhere else: stat ends at once with status 0 (the help's "Ctrl-C"),
+ * quietly; bench says that its summary is cut short and exits 1. The
+ * interrupted write made stat print "cannot write to stdout (Interrupted
+ * system call)" and exit 1, and bench the same, as if stdout were broken.
+ * Nothing is read from the pipe until the command has ended.
+ */
+static void test_stop_while_stdout_full(void **state) {
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)getpid());
+    if (access(path, R_OK) != 0)
+        skip(); /* cannot tell when the command is blocked in its write */
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/full-pipe.stderr", dbt_tmpdir());
+    static const char *const stat_args[] = {"stat", "sqlite::memory:", "0.05", NULL};
+    static const char *const bench_args[] = {"bench", "sqlite::memory:", "--duration", "0.1", "--threads",
+                                             "1",     "--json",          NULL};
+    const char *const *cases[] = {stat_args, bench_args};
+    for (int k = 0; k < 2; k++) {
+        int rd;
+        pid_t pid = spawn_into_full_pipe(cases[k], &rd, err_path);
+        bool blocked = false;
+        for (int i = 0; i < 1000 && !blocked; i++) {
+            blocked = catches_sigint(pid) && blocked_writing_stdout(pid);
+            if (!blocked)
+                dbt_sleep_ms(10);
+        }
+        if (!blocked)
+            kill(pid, SIGKILL);
+        assert_true(blocked);
+        assert_int_equal(kill(pid, SIGTERM), 0);
+        int64_t t0 = dbt_now_ms();
+        int st = 0;
+        pid_t w = 0;
+        while ((w = waitpid(pid, &st, WNOHANG)) == 0 && dbt_now_ms() - t0 < 10000)
+            dbt_sleep_ms(10);
+        if (w != pid) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            fail_msg("dbpool %s still running 10 s after SIGTERM", cases[k][0]);
+        }
+        close(rd);
+        char *err = dbt_slurp(err_path);
+        assert_non_null(err);
+        int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        bool ok = k == 0
+                      ? status == 0 && err[0] == '\0'
+                      : status == 1 && strstr(err, "the summary is incomplete") && count_char(err, '\n') == 1;
+        if (!ok)
+            fail_msg("dbpool %s stopped while its stdout was full: exit %d, stderr: %s", cases[k][0], status,
+                     err);
+        free(err);
+    }
+    unlink(err_path);
 }
 
 /*
@@ -1386,6 +1496,7 @@ int main(void) {
         cmocka_unit_test(test_bench_hold_minus_zero),
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
+        cmocka_unit_test(test_stop_while_stdout_full),
         cmocka_unit_test(test_bench_burst_interrupted),
         cmocka_unit_test(test_bench_stuck_op_bounded),
         cmocka_unit_test(test_bench_waiting_at_stop),
