@@ -16,6 +16,10 @@
 
 #ifdef DBPOOL_HAVE_MICROHTTPD
 #include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
 #endif
 
 bool cli_metrics_parse_listen(const char *cmd, const char *spec, cli_listen_addr *out) {
@@ -133,18 +137,86 @@ typedef enum MHD_Result MHD_RESULT_T;
  * libmicrohttpd 0.9.75 times out idle connections only, and has no bound
  * on the time to receive a request's headers. So connections are
  * plentiful and the idle timeout is short: a scraper sends its request at
- * once and is answered within milliseconds, while up to half the limit in
- * slow clients still leaves room for it, and a silent connection is gone
- * after 3 s. (A Prometheus keep-alive connection is closed between
- * scrapes; the next scrape opens another.)
+ * once and is answered within milliseconds, and a silent connection is
+ * gone after 3 s. (A Prometheus keep-alive connection is closed between
+ * scrapes; the next scrape opens another.) And no connection lives longer
+ * than MAX_AGE_S, however it trickles: CONNECTION_LIMIT clients sending a
+ * byte a second held every place for the whole run, and no scrape was
+ * answered. The server then runs on a thread of this file's, which cuts
+ * such connections (shutdown) between its rounds of MHD_run_wait.
  */
 #define CONNECTION_LIMIT 64
 #define IDLE_TIMEOUT_S 3
+#define MAX_AGE_S 8
+/* How long one round waits for activity: the bound on noticing the stop,
+ * and on cutting a connection past its age. */
+#define ROUND_MS 100
+
+#if MHD_VERSION >= 0x00097206 /* MHD_run_wait */
+#define OWN_LOOP 1
+#endif
+
+typedef struct conn_slot {
+    int fd; /* -1: free */
+    int64_t started_ns;
+    bool cut;
+} conn_slot;
 
 struct cli_metrics_server {
     struct MHD_Daemon *d;
     dbpool *pool;
+#ifdef OWN_LOOP
+    pthread_t thread;
+    atomic_bool stop;
+    /* Written by the serving thread only (the callbacks run on it), and by
+     * MHD_stop_daemon once that thread is joined. */
+    conn_slot conns[CONNECTION_LIMIT];
+#endif
 };
+
+#ifdef OWN_LOOP
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    cli_metrics_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_slot *slot = *socket_context;
+        if (slot)
+            slot->fd = -1; /* called before the socket is closed */
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!info)
+        return;
+    for (int i = 0; i < CONNECTION_LIMIT; i++) {
+        if (s->conns[i].fd < 0) {
+            s->conns[i] = (conn_slot){.fd = info->connect_fd, .started_ns = cli_now_ns(), .cut = false};
+            *socket_context = &s->conns[i];
+            return;
+        }
+    }
+}
+
+static void *serve(void *arg) {
+    cli_metrics_server *s = arg;
+    while (!atomic_load(&s->stop)) {
+        if (MHD_run_wait(s->d, ROUND_MS) != MHD_YES) {
+            struct timespec ts = {0, ROUND_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        int64_t now = cli_now_ns();
+        for (int i = 0; i < CONNECTION_LIMIT; i++) {
+            conn_slot *c = &s->conns[i];
+            if (c->fd >= 0 && !c->cut && now - c->started_ns > MAX_AGE_S * 1000000000LL) {
+                /* libmicrohttpd sees the end of the stream and closes it. */
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = true;
+            }
+        }
+    }
+    return NULL;
+}
+#endif
 
 bool cli_metrics_available(void) { return true; }
 
@@ -219,14 +291,25 @@ bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, 
         return false;
     }
     s->pool = p;
+#ifdef OWN_LOOP
+    for (int i = 0; i < CONNECTION_LIMIT; i++)
+        s->conns[i].fd = -1;
+    atomic_init(&s->stop, false);
+    unsigned flags = MHD_USE_AUTO; /* epoll on Linux; run by serve() */
+#else
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+#endif
     if (a->ipv6)
         flags |= MHD_USE_IPv6;
     errno = 0;
-    s->d = MHD_start_daemon(flags, (uint16_t)a->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                            (const struct sockaddr *)&a->sa, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_END);
+    s->d =
+        MHD_start_daemon(flags, (uint16_t)a->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                         (const struct sockaddr *)&a->sa, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+#ifdef OWN_LOOP
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+#endif
+                         MHD_OPTION_END);
     if (!s->d) {
         int err = errno;
         snprintf(why, whycap, "cannot listen on %s:%d%s%s", a->host, a->port, err ? ": " : "",
@@ -237,6 +320,16 @@ bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, 
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     if (info && info->port)
         a->port = info->port;
+#ifdef OWN_LOOP
+    int err = pthread_create(&s->thread, NULL, serve, s);
+    if (err != 0) {
+        MHD_stop_daemon(s->d);
+        free(s);
+        snprintf(why, whycap, "cannot start the thread that serves %s:%d: %s", a->host, a->port,
+                 strerror(err));
+        return false;
+    }
+#endif
     *out = s;
     return true;
 }
@@ -244,6 +337,10 @@ bool cli_metrics_start(cli_metrics_server **out, dbpool *p, cli_listen_addr *a, 
 void cli_metrics_stop(cli_metrics_server *s) {
     if (!s)
         return;
+#ifdef OWN_LOOP
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+#endif
     MHD_stop_daemon(s->d);
     free(s);
 }

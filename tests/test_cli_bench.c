@@ -1481,6 +1481,60 @@ static void test_metrics_slow_clients(void **state) {
     dbt_run_free(&r);
 }
 
+/*
+ * As many local clients as the server takes at once (64), each sending
+ * its request a byte at a time, never idle long enough to be timed out:
+ * they held every place for the whole run and no scrape was answered.
+ * Now no connection lives longer than 8 s, and a scrape is answered
+ * within that (the bound here leaves room for a loaded machine).
+ */
+#define TRICKLERS 64
+#define TRICKLE_BOUND_MS 20000
+
+static void test_metrics_trickling_clients_cut(void **state) {
+    (void)state;
+    int port;
+    child c = bench_serving_metrics("127.0.0.1", &port, "60", "1", "1");
+    free(first_response(&c, port, "/metrics"));
+    int slow[TRICKLERS];
+    for (int i = 0; i < TRICKLERS; i++) {
+        slow[i] = connect_local(port);
+        assert_true(slow[i] >= 0);
+    }
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    int64_t t0 = dbt_now_ms();
+    char *resp = NULL;
+    for (size_t byte = 0; dbt_now_ms() - t0 < TRICKLE_BOUND_MS; byte++) {
+        for (int i = 0; i < TRICKLERS; i++) /* a byte each; the header never ends */
+            send(slow[i], byte < sizeof req - 1 ? &req[byte] : "y", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        resp = scrape_within(port, 500);
+        if (resp && strstr(resp, " 200 "))
+            break;
+        free(resp);
+        resp = NULL;
+    }
+    if (!resp)
+        fprintf(stderr, "no scrape answered within %d ms beside %d trickling clients\n", TRICKLE_BOUND_MS,
+                TRICKLERS);
+    assert_non_null(resp);
+    assert_non_null(strstr(resp, "\ndbpool_connections{"));
+    free(resp);
+    /* They were cut, not served for ever. */
+    int cut = 0;
+    for (int i = 0; i < TRICKLERS; i++) {
+        cut += closed_within(slow[i], 0);
+        close(slow[i]);
+    }
+    assert_true(cut > 0);
+
+    for (int i = 0; i < 1000 && !catches_sigint(c.pid); i++)
+        dbt_sleep_ms(10);
+    assert_int_equal(kill(c.pid, SIGINT), 0);
+    dbt_run r = wait_cli(&c);
+    expect_ok(&r);
+    dbt_run_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bench_cycle_json),
@@ -1519,6 +1573,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_served),
         cmocka_unit_test(test_metrics_listen_port_taken),
         cmocka_unit_test(test_metrics_slow_clients),
+        cmocka_unit_test(test_metrics_trickling_clients_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
