@@ -451,7 +451,9 @@ static int check_output_distinct(const demo_args *a) {
 static const char *hint_for(int code) {
     switch (code) {
     case DBPOOL_ETIMEDOUT:
-        return "raise --timeout or --pool-size, or check that the database answers";
+        /* Not --pool-size: the demo holds one lease at a time, so a time-out
+         * is a connect or a statement the database did not answer in time. */
+        return "raise --timeout, or check that the database answers";
     case DBPOOL_ENOTFOUND:
         return "check the path or database name in --db";
     case DBPOOL_EAUTH:
