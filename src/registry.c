@@ -44,13 +44,25 @@ const dbpool_driver *dbpool__driver_for_url(const char *url, dbpool_error *e) {
                 return drivers[i];
         }
     }
-    static const char *const known_elsewhere[] = {"postgresql", "postgres", "mysql", "mariadb"};
+    /* A backend left out of this build: say which library it needs, by
+     * the name of the package that brings it (Debian's, which the scripts
+     * and the README use). */
+    static const struct {
+        const char *scheme, *library, *package;
+    } known_elsewhere[] = {
+        {"postgresql", "libpq", "libpq-dev"},
+        {"postgres", "libpq", "libpq-dev"},
+        {"mysql", "MariaDB Connector/C", "libmariadb-dev"},
+        {"mariadb", "MariaDB Connector/C", "libmariadb-dev"},
+    };
     for (size_t i = 0; i < sizeof known_elsewhere / sizeof *known_elsewhere; i++) {
-        if (strlen(known_elsewhere[i]) == len && strncasecmp(known_elsewhere[i], url, len) == 0) {
+        if (strlen(known_elsewhere[i].scheme) == len &&
+            strncasecmp(known_elsewhere[i].scheme, url, len) == 0) {
             dbpool__seterr(e, DBPOOL_EUNSUPPORTED,
-                           "the %.*s backend is not compiled into this build of dbpool "
-                           "(install its client library's -dev package and rebuild)",
-                           (int)len, url);
+                           "the %.*s backend is not compiled into this build of dbpool: it needs %s "
+                           "(on Debian: apt-get install %s); install it, then configure and build "
+                           "dbpool again",
+                           (int)len, url, known_elsewhere[i].library, known_elsewhere[i].package);
             return NULL;
         }
     }
