@@ -347,7 +347,15 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
             }
         }
     } else if (rc == DBPOOL_OK && !(mode & SQLITE_OPEN_CREATE)) {
-        if (access(c->path, F_OK) != 0)
+        /* Name what the URL said: create_if_missing=false wins over any
+         * mode=, so "use mode=rwc" would not help a URL that has both. */
+        if (access(c->path, F_OK) != 0 && no_create)
+            rc = dbpool__seterr(e, DBPOOL_ENOTFOUND,
+                                "SQLite database '%.300s' does not exist and the URL forbids creating it "
+                                "(create_if_missing=false): create it first or leave out "
+                                "create_if_missing=false",
+                                c->path);
+        else if (access(c->path, F_OK) != 0)
             rc = dbpool__seterr(e, DBPOOL_ENOTFOUND,
                                 "SQLite database '%.300s' does not exist and the URL forbids creating it "
                                 "(mode=%s): create it first or use mode=rwc",

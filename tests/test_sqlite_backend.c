@@ -92,17 +92,33 @@ static void test_absolute_url_form(void **state) {
     assert_int_equal(access(path, F_OK), 0);
 }
 
+/* The message names the key that forbade creating the file, and its advice
+ * is not what the URL already says: with create_if_missing=false and
+ * mode=rwc it used to say "(mode=rw): ... or use mode=rwc". */
 static void test_missing_file_not_created(void **state) {
     (void)state;
-    const char *forms[] = {"mode=rw", "create_if_missing=false", "mode=ro"};
-    for (size_t i = 0; i < 3; i++) {
+    static const struct {
+        const char *query, *named, *not_advised;
+    } forms[] = {
+        {"mode=rw", "mode=rw", NULL},
+        {"create_if_missing=false", "create_if_missing=false", "use mode=rwc"},
+        {"mode=ro", "mode=ro", NULL},
+        {"create_if_missing=false&mode=rwc", "create_if_missing=false", "use mode=rwc"},
+        {"mode=rwc&create_if_missing=no", "create_if_missing=false", "use mode=rwc"},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
         char url[600], path[600];
         snprintf(path, sizeof path, "%s/missing%zu.db", dbt_tmpdir(), i);
-        snprintf(url, sizeof url, "sqlite:%s?%s", path, forms[i]);
+        snprintf(url, sizeof url, "sqlite:%s?%s", path, forms[i].query);
         dbpool *p = NULL;
         dbpool_error e;
         assert_int_equal(dbpool_open(&p, url, NULL, &e), DBPOOL_ENOTFOUND);
         assert_non_null(strstr(e.message, path));
+        if (!strstr(e.message, forms[i].named) ||
+            (forms[i].not_advised && strstr(e.message, forms[i].not_advised)))
+            fail_msg("?%s: the message should name %s%s%s: %s", forms[i].query, forms[i].named,
+                     forms[i].not_advised ? " and not say " : "",
+                     forms[i].not_advised ? forms[i].not_advised : "", e.message);
         assert_int_not_equal(access(path, F_OK), 0);
     }
 }
