@@ -1081,6 +1081,29 @@ static void test_help(void **state) {
     dbt_run_free(&r);
 }
 
+/* The range bench --help gives for --hold-ms is the one it takes: the help
+ * said ">= 0", and 10001 was refused as the command line's mistake
+ * ("from 0 to 10000"). */
+static void test_bench_help_hold_range_holds(void **state) {
+    (void)state;
+    dbt_run h = dbt_run_cli((const char *[]){"bench", "--help", NULL});
+    expect_ok(&h);
+    const char *line = strstr(h.out, "--hold-ms");
+    assert_non_null(line);
+    const char *next = strstr(line + 1, "\n  --"); /* the next option: the entry may wrap */
+    const char *range = strstr(line, "0..10000");
+    if (!range || (next && range > next))
+        fail_msg("bench --help does not give --hold-ms as 0..10000: %.*s", next ? (int)(next - line) : 120,
+                 line);
+    dbt_run_free(&h);
+    /* The top of the range is taken (the stop ends the hold), one past it is not. */
+    dbt_run r = dbt_run_cli((const char *[]){"bench", "sqlite::memory:", "--hold-ms", "10000", "--duration",
+                                             "0.1", "--threads", "1", NULL});
+    expect_ok(&r);
+    dbt_run_free(&r);
+    expect_usage((const char *[]){"bench", "sqlite::memory:", "--hold-ms", "10000.5", NULL}, "--hold-ms");
+}
+
 static void test_connect_failure_and_no_password(void **state) {
     (void)state;
     char url[700];
@@ -1564,6 +1587,7 @@ int main(void) {
 #endif
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_bench_help_hold_range_holds),
         cmocka_unit_test(test_connect_failure_and_no_password),
         cmocka_unit_test(test_bench_connect_timeout_names_option),
         cmocka_unit_test(test_top_level_mistakes),
