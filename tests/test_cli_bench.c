@@ -1104,6 +1104,20 @@ static void test_bench_help_hold_range_holds(void **state) {
     expect_usage((const char *[]){"bench", "sqlite::memory:", "--hold-ms", "10000.5", NULL}, "--hold-ms");
 }
 
+/* The bounds stat --help gives for INTERVAL and COUNT are the ones it
+ * takes: the help gave none, and an interval above 3600 s was refused as
+ * the command line's mistake. */
+static void test_stat_help_bounds_hold(void **state) {
+    (void)state;
+    dbt_run h = dbt_run_cli((const char *[]){"stat", "--help", NULL});
+    expect_ok(&h);
+    if (!strstr(h.out, "at most 3600") || !strstr(h.out, "1..1000000000"))
+        fail_msg("stat --help does not give INTERVAL's and COUNT's bounds: %s", h.out);
+    dbt_run_free(&h);
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "3600.5", NULL}, "at most 3600");
+    expect_usage((const char *[]){"stat", "sqlite::memory:", "1", "1000000001", NULL}, "1 to 1000000000");
+}
+
 static void test_connect_failure_and_no_password(void **state) {
     (void)state;
     char url[700];
@@ -1588,6 +1602,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_bench_help_hold_range_holds),
+        cmocka_unit_test(test_stat_help_bounds_hold),
         cmocka_unit_test(test_connect_failure_and_no_password),
         cmocka_unit_test(test_bench_connect_timeout_names_option),
         cmocka_unit_test(test_top_level_mistakes),
