@@ -67,12 +67,13 @@ for f in "$tmp"/*.c; do
   [ -e "$f" ] || continue
   blocks=$((blocks + 1))
   where=$(basename "$f" .c)
+  where="${where%_*}.md, line ${where##*_}" # README_130 -> README.md, line 130
   if grep -q 'int main' "$f"; then
     "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$src/include" "$f" 2>"$tmp/err" ||
-      fail "the C block $where (file_line) does not compile as C11: $(cat "$tmp/err")"
+      fail "the C block of $where does not compile as C11: $(cat "$tmp/err")"
     if [ -n "$cxx" ]; then
       "$cxx" -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ -I"$src/include" "$f" 2>"$tmp/err" ||
-        fail "the C block $where (file_line) does not compile as C++17: $(cat "$tmp/err")"
+        fail "the C block of $where does not compile as C++17: $(cat "$tmp/err")"
     fi
   else
     {
@@ -84,7 +85,7 @@ for f in "$tmp"/*.c; do
     } >"$tmp/wrapped.c"
     "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror -Wno-unused-variable -Wno-unused-but-set-variable \
       -Wno-unused-parameter -fsyntax-only -I"$src/include" "$tmp/wrapped.c" 2>"$tmp/err" ||
-      fail "the C fragment $where (file_line) does not compile inside a function: $(cat "$tmp/err")"
+      fail "the C fragment of $where does not compile inside a function: $(cat "$tmp/err")"
   fi
 done
 [ "$blocks" -ge 3 ] || fail "only $blocks C blocks found in README.md and docs/"
