@@ -192,8 +192,9 @@ typedef struct cli_load_report {
     uint64_t errors; /* of which failed */
     uint64_t errors_by[CLI_ERR_SLOTS];
     uint64_t opened; /* connect-per-query: pools opened */
-    /* Callers still waiting for a connection when the load stopped: they
-     * gave up without an op (not in ops, nor in the pool's histograms). */
+    /* Callers waiting in the pool's line when the load stopped (its
+     * `waiting` as it was suspended): they gave up without an op (not in
+     * ops, nor in the pool's histograms). */
     uint64_t abandoned;
     int unfinished; /* cli_load_finish_within: workers still in an op at its end */
     /* Filled by cli_load_finish only: */

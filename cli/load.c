@@ -37,7 +37,6 @@ typedef struct worker {
     _Alignas(64) atomic_uint_fast64_t ops;
     atomic_uint_fast64_t errors;
     atomic_uint_fast64_t opened;
-    atomic_uint_fast64_t abandoned; /* acquires given up when the load stopped */
     atomic_uint_fast64_t errors_by[CLI_ERR_SLOTS];
     /* Written by the worker only (relaxed loads and stores, plain moves),
      * read by the main thread once the worker has ended, or, when an op
@@ -67,6 +66,7 @@ struct cli_load {
     int64_t stop_ns; /* when the stop began */
     _Alignas(64) atomic_bool stop;
     atomic_bool suspended;                      /* set just before the pool is suspended at the stop */
+    atomic_int waiting_at_stop;                 /* the pool's callers in line as it was suspended */
     _Alignas(64) atomic_uint_fast64_t tickets;  /* ops handed out (max_ops mode) */
     _Alignas(64) atomic_uint_fast64_t finished; /* ops finished (max_ops mode) */
     atomic_int_fast64_t done_ns;                /* when the max_ops-th op finished */
@@ -316,12 +316,8 @@ static void *worker_main(void *arg) {
             rc = op_connect(w, &e);
             break;
         }
-        if (rc == OP_ABANDONED) {
-            /* The load is stopping (the stop flag follows the suspend):
-             * once per caller, not once per retry until the flag is up. */
-            atomic_fetch_add_explicit(&w->abandoned, 1, memory_order_relaxed);
-            break;
-        }
+        if (rc == OP_ABANDONED)
+            break; /* the load is stopping (the stop flag follows the suspend) */
         int64_t t1 = cli_now_ns();
         uint64_t ns = t1 > t0 ? (uint64_t)(t1 - t0) : 0;
         bump(&w->lat[lat_bucket(ns)], 1);
@@ -362,6 +358,13 @@ static void stop_all(cli_load *l) {
      * In the other order the cut holds hand the connections round the
      * whole queue (a review measured 200 zero-length ops on 300). */
     if (l->cfg.pool && l->cfg.mode != CLI_MODE_CONNECT) {
+        /* The pool's own count of callers in line: a worker refused by the
+         * suspended pool may have just come to it, without waiting. */
+        if (!atomic_load(&l->suspended)) {
+            dbpool_stats s;
+            dbpool_get_stats(l->cfg.pool, &s);
+            atomic_store(&l->waiting_at_stop, s.waiting);
+        }
         atomic_store(&l->suspended, true);
         dbpool_suspend(l->cfg.pool);
     }
@@ -438,6 +441,7 @@ bool cli_load_start(cli_load **out, const cli_load_config *cfg, char *why, size_
     pthread_condattr_destroy(&ca);
     atomic_init(&l->stop, false);
     atomic_init(&l->suspended, false);
+    atomic_init(&l->waiting_at_stop, 0);
     atomic_init(&l->tickets, 0);
     atomic_init(&l->finished, 0);
     atomic_init(&l->done_ns, 0);
@@ -482,14 +486,14 @@ bool cli_load_done(const cli_load *l) {
 }
 
 void cli_load_snapshot(const cli_load *l, cli_load_report *r) {
-    r->ops = r->errors = r->opened = r->abandoned = 0;
+    r->ops = r->errors = r->opened = 0;
+    r->abandoned = (uint64_t)atomic_load(&((cli_load *)l)->waiting_at_stop);
     memset(r->errors_by, 0, sizeof r->errors_by);
     for (int i = 0; i < l->started; i++) {
         worker *w = &l->w[i];
         r->ops += atomic_load_explicit(&w->ops, memory_order_relaxed);
         r->errors += atomic_load_explicit(&w->errors, memory_order_relaxed);
         r->opened += atomic_load_explicit(&w->opened, memory_order_relaxed);
-        r->abandoned += atomic_load_explicit(&w->abandoned, memory_order_relaxed);
         for (int s = 0; s < CLI_ERR_SLOTS; s++)
             r->errors_by[s] += atomic_load_explicit(&w->errors_by[s], memory_order_relaxed);
     }
