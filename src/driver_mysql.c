@@ -94,9 +94,9 @@ typedef struct my_conn {
     bool xa_prepared;     /* an XA PREPARE ran: no reset may touch this session (see
                              dbpool__mysql_prepares_xa); closed at release */
     /* The session's statement limit may not be the pool's, so the client's
-     * backstop, made from the pool's, is off: init_command or init_sql
-     * names it (for the connection's life), or the lease's statements did
-     * (until the release finds the session as the pool made it). */
+     * backstop, made from the pool's, is off: init_sql names it (for the
+     * connection's life), or the lease's statements did (until the release
+     * finds the session as the pool made it). */
     bool init_owns_timeout;
     bool lease_owns_timeout;
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
@@ -945,7 +945,9 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     MYSQL *m = &mc->mysql;
     dbpool__strlcpy(mc->charset, c->charset, sizeof mc->charset);
     mc->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
-    mc->init_owns_timeout = c->init_command && names_statement_limit(c->init_command);
+    /* Not init_owns_timeout for an init_command that names the limit: it
+     * runs before the pool's own SET of max_statement_time (here and after
+     * each reset), which wins, so the session has the pool's limit. */
     if ((c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) ||
         (c->database && *c->database && !(mc->database = dbpool__strdup(c->database))) ||
         (m->user && !(mc->user = dbpool__strdup(m->user)))) {

@@ -1112,6 +1112,50 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+/* The URL's init_command runs before the pool sets its own statement limit,
+ * so naming max_statement_time there leaves the session with the pool's
+ * limit: the client-side backstop still holds. A CALL whose statements each
+ * stay under the server's limit but together run past the backstop is cut
+ * off, as on a pool without init_command (before, such an init_command
+ * turned the backstop off for the connection's life, and a frozen server
+ * held callers for ever). */
+static void test_init_command_limit_keeps_backstop(void **state) {
+    (void)state;
+    char url[1200];
+    snprintf(url, sizeof url, "%s%sinit_command=SET%%20SESSION%%20max_statement_time%%3D0", base_url,
+             strchr(base_url, '?') ? "&" : "?");
+    dbpool_options o;
+    pool_options(&o, 1, DBPOOL_VALIDATE_NEVER);
+    o.statement_timeout_ms = 400;
+    o.validation_timeout_ms = 150;
+    dbpool *p = open_pool_opts(url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    /* This statement names the limit: the backstop stands aside until the release. */
+    assert_int_equal(query_int(c, "SELECT @@max_statement_time * 1000"), 400);
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_naps", NULL, 0);
+    dbt_exec_ok(
+        c,
+        "CREATE PROCEDURE dbpool_naps() BEGIN DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); "
+        "DO SLEEP(0.2); END",
+        NULL, 0);
+    dbpool_error err;
+    memset(&err, 0, sizeof err);
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_exec(c, "CALL dbpool_naps()", NULL, 0, NULL, &err);
+    int64_t took = dbt_now_ms() - t0;
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    dbt_exec_ok(c, "DROP PROCEDURE dbpool_naps", NULL, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("a CALL past statement_timeout_ms + validation_timeout_ms (550 ms) on a pool whose "
+                 "init_command names max_statement_time: %s after %lld ms (the backstop should end it): %s",
+                 dbpool_errname(rc), (long long)took, err.message);
+}
+
 static void count_attempts(void *user, dbpool_log_level level, const char *line) {
     (void)level;
     if (strstr(line, "connect attempt"))
@@ -1742,6 +1786,7 @@ int main(void) {
         cmocka_unit_test(test_unread_native_result_not_pooled),
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),
+        cmocka_unit_test(test_init_command_limit_keeps_backstop),
         cmocka_unit_test(test_reset_keeps_init_command_charset),
         cmocka_unit_test(test_reset_reads_init_command_results),
         cmocka_unit_test(test_failing_init_command_not_retried),
