@@ -258,6 +258,13 @@ static int mock_query(void *native, const char *sql, const dbpool_param *p, size
     return DBPOOL_OK;
 }
 
+/* The mock's statement limit, as a server's: a text that names
+ * "statement_limit" (SET statement_limit = 0, ...). exec runs it as any
+ * other statement: it only tells the core to stand its backstop aside. */
+static bool mock_names_statement_limit(const char *sql) {
+    return dbpool__mentions_ci(sql, "statement_limit");
+}
+
 static bool mock_is_broken(void *native, const dbpool_error *e) {
     return is_dead(native) || (e && e->code == DBPOOL_EBROKEN);
 }
@@ -283,4 +290,5 @@ const dbpool_driver dbpool__driver_mock = {
     .query = mock_query,
     .is_broken = mock_is_broken,
     .server_version = mock_server_version,
+    .names_statement_limit = mock_names_statement_limit,
 };

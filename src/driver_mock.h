@@ -7,8 +7,13 @@
  * The mock understands these statements in exec: BEGIN, COMMIT, ROLLBACK
  * (tracks the transaction), FAIL (a query error), BREAK (an error that
  * marks the connection broken), SLEEP <ms>; query returns one row with the
- * connection's id in column "conn_id". A SLEEP in init_sql (exec_bounded)
- * ends at the deadline with DBPOOL_ETIMEDOUT and a broken connection.
+ * connection's id in column "conn_id". A SLEEP in init_sql (exec_bounded),
+ * or in a caller's statement given a deadline (the pool's
+ * statement_timeout_ms), ends at the deadline with DBPOOL_ETIMEDOUT and a
+ * broken connection. A statement that names "statement_limit" (e.g. SET
+ * statement_limit = 0) stands for one that names the server's statement
+ * limit (names_statement_limit): it runs as any other, and the pool's
+ * backstop stands aside.
  */
 #ifndef DBPOOL_DRIVER_MOCK_H
 #define DBPOOL_DRIVER_MOCK_H
@@ -23,7 +28,7 @@ typedef struct dbpool__mock_counters {
     long pings;
     long resets;
     long reset_checks; /* needs_reset calls: the pool asking whether a release needs a reset */
-    long live; /* connected and not yet disconnected */
+    long live;         /* connected and not yet disconnected */
 } dbpool__mock_counters;
 
 void dbpool__mock_reset(void);

@@ -84,21 +84,15 @@ typedef struct my_stmt_cache my_stmt_cache;
 
 typedef struct my_conn {
     MYSQL mysql;
-    my_stmt_cache *stmts; /* prepared parameterised statements, made at the first one */
-    bool dirty;           /* the session changed since the last reset (server-reported, or a
-                             statement mysql_session_sql.c flags) */
-    bool stmts_stale;     /* the server reported a session change (USE, sql_mode, ...) since
-                             the kept statements were prepared: prepare them again */
-    bool broken;          /* an operation was cut off at its deadline, or the link was lost */
-    bool schema_changed;  /* the server reported a new default database (USE) since the reset */
-    bool xa_prepared;     /* an XA PREPARE ran: no reset may touch this session (see
-                             dbpool__mysql_prepares_xa); closed at release */
-    /* The session's statement limit may not be the pool's, so the client's
-     * backstop, made from the pool's, is off: init_sql names it (for the
-     * connection's life), or the lease's statements did (until the release
-     * finds the session as the pool made it). */
-    bool init_owns_timeout;
-    bool lease_owns_timeout;
+    my_stmt_cache *stmts;         /* prepared parameterised statements, made at the first one */
+    bool dirty;                   /* the session changed since the last reset (server-reported, or a
+                                     statement mysql_session_sql.c flags) */
+    bool stmts_stale;             /* the server reported a session change (USE, sql_mode, ...) since
+                                     the kept statements were prepared: prepare them again */
+    bool broken;                  /* an operation was cut off at its deadline, or the link was lost */
+    bool schema_changed;          /* the server reported a new default database (USE) since the reset */
+    bool xa_prepared;             /* an XA PREPARE ran: no reset may touch this session (see
+                                     dbpool__mysql_prepares_xa); closed at release */
     char charset[33];             /* for SET NAMES after a reset (the URL allows 32 characters) */
     int64_t statement_timeout_ms; /* re-applied after a reset; 0: none */
     char *init_command;           /* rerun after a reset, or NULL */
@@ -945,9 +939,6 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     MYSQL *m = &mc->mysql;
     dbpool__strlcpy(mc->charset, c->charset, sizeof mc->charset);
     mc->statement_timeout_ms = s ? s->statement_timeout_ms : 0;
-    /* Not init_owns_timeout for an init_command that names the limit: it
-     * runs before the pool's own SET of max_statement_time (here and after
-     * each reset), which wins, so the session has the pool's limit. */
     if ((c->init_command && !(mc->init_command = dbpool__strdup(c->init_command))) ||
         (c->database && *c->database && !(mc->database = dbpool__strdup(c->database))) ||
         (m->user && !(mc->user = dbpool__strdup(m->user)))) {
@@ -1067,10 +1058,7 @@ static int my_needs_reset(void *native) {
         return 1;
     if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared || !same_user(mc))
         return 1;
-    if (mc->dirty)
-        return 1;
-    mc->lease_owns_timeout = false; /* a SET STATEMENT ... FOR or a hint lasted one statement */
-    return 0;
+    return mc->dirty ? 1 : 0;
 }
 
 static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
@@ -1125,8 +1113,7 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     mc->dirty = false;
     mc->stmts_stale = false;
     mc->schema_changed = false;
-    mc->lease_owns_timeout = false; /* the pool's limit set again */
-    *session_cleared = true;        /* mysql_reset_connection: init_sql again */
+    *session_cleared = true; /* mysql_reset_connection: init_sql again */
     return DBPOOL_OK;
 }
 
@@ -1610,13 +1597,7 @@ out:
  * the connection broken. out NULL: exec. */
 static int run_statement(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                          dbpool_result **out, int64_t deadline_ns, dbpool_error *e) {
-    /* A statement that sets its own limit, or one after it in the lease,
-     * may run longer than the pool's: without the backstop, as before. */
     my_conn *mc = conn_of(m);
-    if (deadline_ns && (mc->init_owns_timeout || mc->lease_owns_timeout || names_statement_limit(sql))) {
-        mc->lease_owns_timeout = !mc->init_owns_timeout;
-        deadline_ns = 0;
-    }
     if (!deadline_ns)
         return n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
     if (mc->broken)
@@ -1658,8 +1639,6 @@ static int my_exec(void *native, const char *sql, const dbpool_param *p, size_t 
  * leaves the connection broken. */
 static int my_exec_bounded(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e) {
     MYSQL *m = native;
-    if (names_statement_limit(sql))
-        conn_of(m)->init_owns_timeout = true;
     if (conn_of(m)->broken)
         return dbpool__seterr(e, DBPOOL_EBROKEN, "mysql: connection is broken");
     my_guard g;
@@ -1717,4 +1696,5 @@ const dbpool_driver dbpool__driver_mysql = {
     .is_broken = my_is_broken,
     .server_version = my_server_version,
     .session_baseline = my_session_baseline,
+    .names_statement_limit = names_statement_limit,
 };

@@ -129,12 +129,6 @@ typedef struct pg_session {
     bool traced_by_after_connect; /* after_connect had the handle: a PQtrace may be its */
     bool gave_up;                 /* a caller's statement got no answer by its deadline: the
                                      connection is busy with it for ever, and only fit to close */
-    /* The session's statement_timeout may not be the pool's, so the
-     * client's backstop, made from the pool's, is off: init_sql sets it
-     * (for the connection's life), or the lease's statements did (until
-     * the release finds the session back as the pool made it). */
-    bool init_owns_timeout;
-    bool lease_owns_timeout;
 } pg_session;
 
 static void note_reported(pg_session *ps);
@@ -980,8 +974,6 @@ static int pg_needs_reset(void *native) {
         else if (need == 0)
             ps->lent = false;
     }
-    if (need == 0)
-        ps->lease_owns_timeout = false; /* a SET LOCAL ended with its transaction */
     return need;
 }
 
@@ -1028,8 +1020,6 @@ static int reset_session(pg_session *ps, int64_t deadline_ns, bool *session_clea
 static int pg_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
     pg_session *ps = native;
     int rc = reset_session(ps, deadline_ns, session_cleared, e);
-    if (rc == DBPOOL_OK)
-        ps->lease_owns_timeout = false; /* ROLLBACK, or DISCARD ALL and the pool's SET again */
     if (rc == DBPOOL_OK && ps->lent) {
         if (handle_changed(ps) < 0)
             return dbpool__seterr(e, DBPOOL_EBROKEN,
@@ -1277,16 +1267,7 @@ static bool changes_rows(const char *status) {
  * sign of life. A ';' the count takes for a boundary where there is none
  * only loosens the backstop.
  */
-static pg_bound bound_of(pg_session *ps, const char *sql, size_t nparams, int64_t deadline_ns) {
-    /* A statement that names statement_timeout (SET, SET LOCAL, set_config,
-     * SHOW) may give the session a limit of its own, longer than the
-     * pool's or none: from it until the release, statements run without
-     * the backstop, as they did before there was one. */
-    if (deadline_ns &&
-        (ps->init_owns_timeout || ps->lease_owns_timeout || dbpool__mentions_ci(sql, "statement_timeout"))) {
-        ps->lease_owns_timeout = !ps->init_owns_timeout;
-        deadline_ns = 0;
-    }
+static pg_bound bound_of(const pg_session *ps, const char *sql, size_t nparams, int64_t deadline_ns) {
     pg_bound b = {.deadline_ns = deadline_ns, .timed_out = false};
     if (deadline_ns && nparams == 0 && ps->statement_timeout_ms > 0) {
         size_t more = dbpool__pg_count_statements(sql);
@@ -1297,6 +1278,13 @@ static pg_bound bound_of(pg_session *ps, const char *sql, size_t nparams, int64_
             b.deadline_ns = b.deadline_ns > INT64_MAX - per ? INT64_MAX : b.deadline_ns + per;
     }
     return b;
+}
+
+/* A statement that names statement_timeout (SET, SET LOCAL, set_config,
+ * SHOW, ALTER ROLE ... SET) may give the session a limit of its own, longer
+ * than the pool's or none: the core then calls without a deadline. */
+static bool pg_names_statement_limit(const char *sql) {
+    return dbpool__mentions_ci(sql, "statement_timeout");
 }
 
 /* Before a caller's statement: a connection given up on takes no more. */
@@ -1353,8 +1341,6 @@ static int pg_exec_bounded(void *native, const char *sql, int64_t deadline_ns, d
         ps->watching_client = true;
     }
     note_session_change(native, sql);
-    if (dbpool__mentions_ci(sql, "statement_timeout"))
-        ps->init_owns_timeout = true;
     return roundtrip_any(pg_of(native), sql, ok, sizeof ok / sizeof ok[0], deadline_ns, "query failed", e);
 }
 
@@ -1602,4 +1588,5 @@ const dbpool_driver dbpool__driver_pg = {
     .server_version = pg_server_version,
     .user_handle = pg_user_handle,
     .session_baseline = pg_session_baseline,
+    .names_statement_limit = pg_names_statement_limit,
 };

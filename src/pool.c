@@ -635,6 +635,10 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
     free(driver_url);
     if (rc == DBPOOL_OK && driver->secrets)
         p->secrets = driver->secrets(p->driver_cfg);
+    /* init_sql runs after the pool sets its statement limit on a session:
+     * one that names the limit may set another, for every lease. */
+    p->init_sql_owns_limit =
+        p->init_sql && driver->names_statement_limit && driver->names_statement_limit(p->init_sql);
     p->settings.connect_timeout_ms = p->opt.connect_timeout_ms;
     p->settings.statement_timeout_ms = p->opt.statement_timeout_ms;
     p->settings.statement_cache = p->opt.statement_cache;

@@ -82,12 +82,16 @@ struct dbpool_conn {
     lease_trace *trace;              /* leak detection on: where the lease began */
     int open_results;                /* results of dbpool_query not yet freed (the holder's thread only):
                                         release refuses the lease while any is open */
-    bool broken; /* a query error said the connection is dead (the holder's thread only, without the
-                    lock: kept off the word of the flags above, which others read under the lock) */
-    bool touched; /* something may have changed the session since the driver last found it clean: a
-                     statement, a ping, init_sql, or the native handle handed out. Release asks the
-                     driver whether a reset is due only then (dbpool__needs_reset). Whoever holds the
-                     connection writes it; the hand-over (lock or park word) publishes it. */
+    bool broken;    /* a query error said the connection is dead (the holder's thread only, without the
+                       lock: kept off the word of the flags above, which others read under the lock) */
+    bool touched;   /* something may have changed the session since the driver last found it clean: a
+                       statement, a ping, init_sql, or the native handle handed out. Release asks the
+                       driver whether a reset is due only then (dbpool__needs_reset). Whoever holds the
+                       connection writes it; the hand-over (lock or park word) publishes it. */
+    bool own_limit; /* a statement of this lease named the server's statement limit (the driver's
+                       names_statement_limit): the session's limit may not be the pool's, so the
+                       client's backstop stands aside until the release finds the session as the pool
+                       made it (dbpool__needs_reset clean, or a reset). The holder's thread only. */
     int64_t validated_rtt_ns; /* this lease began with a validation round trip that took this
                                  long (0: it did not); dbpool_check_health counts it as its own */
 
@@ -135,6 +139,9 @@ struct dbpool {
     dbpool_options opt; /* validated copy; strings point into the copies below */
     char *name;
     char *init_sql;
+    bool init_sql_owns_limit; /* init_sql names the server's statement limit (the driver's
+                                 names_statement_limit): the session's limit is its, for every
+                                 lease, and the client's backstop is off (set at open) */
     dbpool_metrics *metrics;
     unsigned fork_generation; /* the process generation that opened the pool */
     int64_t opened_ns;
@@ -445,8 +452,10 @@ static inline int dbpool__needs_reset(const dbpool *p, dbpool_conn *c) {
     if (!c->touched)
         return 0;
     int need = p->driver->needs_reset(c->native);
-    if (need == 0)
+    if (need == 0) {
         c->touched = false;
+        c->own_limit = false; /* a SET LOCAL, SET STATEMENT ... FOR or a hint has ended */
+    }
     return need;
 }
 

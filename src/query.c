@@ -61,13 +61,28 @@ static int check_args(const dbpool_conn *c, const char *sql, const dbpool_param 
  * client at statement_timeout_ms + validation_timeout_ms, for a server that
  * stopped answering (stopped, partitioned away) and so never enforces its
  * own limit. 0: no statement_timeout_ms, no bound (as before).
+ *
+ * The backstop is made from the pool's limit, so it stands aside where the
+ * session's may be another: init_sql names the server's setting (for every
+ * lease), or a statement of this lease did, this one included (until the
+ * release finds the session as the pool made it: dbpool__needs_reset, the
+ * reset in release.c). Those statements run unbounded, as before the
+ * backstop existed. The driver knows only the text (names_statement_limit).
  */
-static int64_t statement_deadline(const dbpool *p) {
+static int64_t statement_deadline(dbpool_conn *c, const char *sql) {
+    const dbpool *p = c->pool;
     int64_t stmt = p->opt.statement_timeout_ms;
-    if (stmt <= 0)
+    if (stmt <= 0 || p->init_sql_owns_limit || c->own_limit)
         return 0;
+    /* From the call's start: the scans of the text (this one, the
+     * driver's) count against the bound, which a 24 MB text can feel. */
     int64_t grace = p->opt.validation_timeout_ms;
-    return dbpool__deadline_after_ms(stmt > INT64_MAX - grace ? INT64_MAX : stmt + grace);
+    int64_t deadline = dbpool__deadline_after_ms(stmt > INT64_MAX - grace ? INT64_MAX : stmt + grace);
+    if (p->driver->names_statement_limit && p->driver->names_statement_limit(sql)) {
+        c->own_limit = true;
+        return 0;
+    }
+    return deadline;
 }
 
 static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error *e) {
@@ -116,7 +131,7 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
-    int64_t deadline = statement_deadline(c->pool);
+    int64_t deadline = statement_deadline(c, sql);
     c->touched = true;
     rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, deadline, e);
     return after_call(c, rc, deadline, e);
@@ -138,7 +153,7 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool_error local;
     dbpool_error *e = err ? err : &local;
     dbpool__clearerr(e);
-    int64_t deadline = statement_deadline(c->pool);
+    int64_t deadline = statement_deadline(c, sql);
     c->touched = true;
     rc = c->pool->driver->query(c->native, sql, params, nparams, out, deadline, e);
     if (rc == DBPOOL_OK && *out) {

@@ -120,6 +120,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
             rrc = dbpool__start_session(p, c->native, deadline, &e); /* the whole release bounded */
         if (rrc == DBPOOL_OK) {
             keep = true;
+            c->own_limit = false; /* rolled back, or the session cleared and the pool's limit set again */
             lock(p);
             p->stats.rollbacks++;
             unlock(p);
