@@ -1594,18 +1594,19 @@ out:
 
 /* A caller's statement; with a deadline (the core's backstop, set when the
  * pool has statement_timeout_ms) inside a bounded call whose expiry leaves
- * the connection broken. out NULL: exec. */
+ * the connection broken. out NULL: exec. A broken connection takes no
+ * statement, with a deadline or without (the core sends none for one that
+ * names the server's statement limit). */
 static int run_statement(MYSQL *m, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                          dbpool_result **out, int64_t deadline_ns, dbpool_error *e) {
-    my_conn *mc = conn_of(m);
-    if (!deadline_ns)
-        return n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
-    if (mc->broken)
+    if (conn_of(m)->broken)
         return dbpool__seterr(
             e, DBPOOL_EBROKEN,
             "mysql: this connection was given up on (an earlier statement got no answer by its "
             "deadline, or the link was lost): release the lease (the connection is closed) "
             "and acquire another");
+    if (!deadline_ns)
+        return n == 0 ? text_run(m, sql, affected, out, e) : stmt_run(m, sql, p, n, affected, out, e);
     my_guard g;
     bound_begin(m, deadline_ns, &g);
     tl_bound.lib_timeouts = true;

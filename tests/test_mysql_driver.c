@@ -1156,6 +1156,48 @@ static void test_init_command_limit_keeps_backstop(void **state) {
                  dbpool_errname(rc), (long long)took, err.message);
 }
 
+/* A lease whose statement the backstop cut off refuses later statements at
+ * once, saying why: also one that names the server's statement limit,
+ * which the pool sends without a deadline (before, that one reached
+ * Connector/C and failed with "Server has gone away", as if the server had
+ * closed the connection). */
+static void test_given_up_lease_refuses_unbounded_statement(void **state) {
+    (void)state;
+    dbpool_options o;
+    pool_options(&o, 1, DBPOOL_VALIDATE_NEVER);
+    o.statement_timeout_ms = 400;
+    o.validation_timeout_ms = 150;
+    dbpool *p = open_pool_opts(base_url, &o);
+    dbpool_conn *c = dbt_acquire(p);
+    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_naps", NULL, 0);
+    dbt_exec_ok(
+        c,
+        "CREATE PROCEDURE dbpool_naps() BEGIN DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); "
+        "DO SLEEP(0.2); END",
+        NULL, 0);
+    dbpool_error err;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(dbpool_exec(c, "CALL dbpool_naps()", NULL, 0, NULL, &err), DBPOOL_ETIMEDOUT);
+    const char *const later[] = {"SELECT 1", "SELECT @@max_statement_time"};
+    int rc[2];
+    char msg[2][sizeof err.message];
+    for (int i = 0; i < 2; i++) {
+        memset(&err, 0, sizeof err);
+        rc[i] = dbpool_exec(c, later[i], NULL, 0, NULL, &err);
+        memcpy(msg[i], err.message, sizeof msg[i]);
+    }
+    dbpool_release(c);
+    c = dbt_acquire(p);
+    dbt_exec_ok(c, "DROP PROCEDURE dbpool_naps", NULL, 0);
+    dbpool_release(c);
+    dbpool_close(p);
+    for (int i = 0; i < 2; i++)
+        if (rc[i] != DBPOOL_EBROKEN || !strstr(msg[i], "given up"))
+            fail_msg("\"%s\" on a lease given up on: %s: %s (expected DBPOOL_EBROKEN saying the connection "
+                     "was given up on)",
+                     later[i], dbpool_errname(rc[i]), msg[i]);
+}
+
 static void count_attempts(void *user, dbpool_log_level level, const char *line) {
     (void)level;
     if (strstr(line, "connect attempt"))
@@ -1787,6 +1829,7 @@ int main(void) {
         cmocka_unit_test(test_prepared_statement_limit),
         cmocka_unit_test(test_reset_restores_in_connect_order),
         cmocka_unit_test(test_init_command_limit_keeps_backstop),
+        cmocka_unit_test(test_given_up_lease_refuses_unbounded_statement),
         cmocka_unit_test(test_reset_keeps_init_command_charset),
         cmocka_unit_test(test_reset_reads_init_command_results),
         cmocka_unit_test(test_failing_init_command_not_retried),
