@@ -104,14 +104,14 @@ typedef struct dbpool_driver {
      * not count what they changed (for drivers that track session changes:
      * MySQL, PostgreSQL, SQLite). Failure fails the connect. */
     int (*session_baseline)(void *native, dbpool_error *e);
-    /* Optional: does this SQL text name the server's statement limit (the
-     * setting the pool's statement_timeout_ms sets on every connection:
-     * PostgreSQL's statement_timeout, MariaDB's max_statement_time,
-     * MySQL's max_execution_time)? Text only, no I/O, any thread. Such a
-     * statement may give the session a limit other than the pool's, so the
-     * core's backstop stands aside (design.md#statement-deadlines); a false
-     * alarm only turns the backstop off. NULL: no text does (SQLite, whose
-     * statements have no backstop to stand aside). */
+    /* Optional: may this SQL text give the session a statement limit other
+     * than the one the pool's statement_timeout_ms sets on every
+     * connection? It names that setting (PostgreSQL's statement_timeout,
+     * MariaDB's max_statement_time, MySQL's max_execution_time) or puts the
+     * server's default back (PostgreSQL's RESET ALL, DISCARD ALL). Text
+     * only, no I/O, any thread. The core's backstop then stands aside
+     * (design.md#statement-deadlines); a false alarm only turns it off.
+     * NULL: no text does (SQLite, whose statements have no backstop). */
     bool (*names_statement_limit)(const char *sql);
 } dbpool_driver;
 

@@ -31,6 +31,7 @@
  */
 #include "driver.h"
 #include "pg_bounded.h"
+#include "pg_lexer.h"
 #include "pg_placeholders.h"
 #include "pg_session_sql.h"
 #include "pg_stmt_cache.h"
@@ -1280,11 +1281,36 @@ static pg_bound bound_of(const pg_session *ps, const char *sql, size_t nparams, 
     return b;
 }
 
+/* Does sql hold RESET ALL or DISCARD ALL (words apart, any case, white
+ * space between)? They give the session the server's default
+ * statement_timeout, not the pool's. A lexical look, not a parse: a match
+ * inside a string or a comment only turns the backstop off. */
+static bool resets_all(const char *sql) {
+    static const char *const verbs[] = {"reset", "discard"};
+    /* strpbrk skips the rest in libc's stride: this runs over every
+     * statement, and a text can be megabytes long. */
+    for (const char *t = strpbrk(sql, "rRdD"); t; t = strpbrk(t + 1, "rRdD")) {
+        if (t > sql && dbpool__pg_ident_cont((unsigned char)t[-1]))
+            continue;
+        const char *verb = verbs[(*t | 0x20) == 'd'];
+        size_t n = strlen(verb);
+        if (strncasecmp(t, verb, n) != 0 || !isspace((unsigned char)t[n]))
+            continue;
+        const char *a = t + n;
+        while (isspace((unsigned char)*a))
+            a++;
+        if (strncasecmp(a, "all", 3) == 0 && !dbpool__pg_ident_cont((unsigned char)a[3]))
+            return true;
+    }
+    return false;
+}
+
 /* A statement that names statement_timeout (SET, SET LOCAL, set_config,
- * SHOW, ALTER ROLE ... SET) may give the session a limit of its own, longer
- * than the pool's or none: the core then calls without a deadline. */
+ * SHOW, ALTER ROLE ... SET), or RESET ALL / DISCARD ALL, may give the
+ * session a limit other than the pool's, longer or none: the core then
+ * calls without a deadline. */
 static bool pg_names_statement_limit(const char *sql) {
-    return dbpool__mentions_ci(sql, "statement_timeout");
+    return dbpool__mentions_ci(sql, "statement_timeout") || resets_all(sql);
 }
 
 /* Before a caller's statement: a connection given up on takes no more. */

@@ -526,6 +526,52 @@ static void test_statement_timeout(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* RESET ALL and DISCARD ALL put statement_timeout back to the server's
+ * default, not the pool's: the session's limit is another, and the
+ * client's backstop, made from the pool's, stands aside until the release
+ * (which sets the pool's again). Before, a working pg_sleep(0.6) after
+ * them was cut off at 450 ms as if the server had stopped answering, and
+ * the connection closed. */
+static void test_reset_all_stands_backstop_aside(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.statement_timeout_ms = 300;
+    o.validation_timeout_ms = 150;
+    dbpool *p = open_pool_opts(base_url, &o);
+    dbpool_conn *c = lease(p);
+    int pid = backend_pid(c);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    const char *const resets[] = {"RESET ALL", "DISCARD ALL", "reset\n  all;"};
+    for (size_t i = 0; i < sizeof resets / sizeof resets[0]; i++) {
+        c = lease(p);
+        dbt_exec_ok(c, resets[i], NULL, 0);
+        dbpool_error err;
+        memset(&err, 0, sizeof err);
+        int64_t t0 = dbt_now_ms();
+        int rc = dbpool_exec(c, "SELECT pg_sleep(0.6)", NULL, 0, NULL, &err);
+        int64_t took = dbt_now_ms() - t0;
+        /* The server's default limit decides: none on the test server. */
+        if (rc != DBPOOL_OK && !(rc == DBPOOL_EQUERY && strcmp(err.sqlstate, "57014") == 0))
+            fail_msg("after %s, a statement under the server's default limit: %s after %lld ms: %s",
+                     resets[i], dbpool_errname(rc), (long long)took, err.message);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+        /* The release set the pool's limit again: the server ends a long statement. */
+        c = lease(p);
+        assert_int_equal(backend_pid(c), pid);
+        memset(&err, 0, sizeof err);
+        rc = dbpool_exec(c, "SELECT pg_sleep(2)", NULL, 0, NULL, &err);
+        if (rc != DBPOOL_EQUERY || strcmp(err.sqlstate, "57014") != 0)
+            fail_msg("the lease after %s should have the pool's limit: %s: %s", resets[i], dbpool_errname(rc),
+                     err.message);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A backend killed while its connection is leased: the query fails, the
  * lease is marked broken and closed on release, the next acquire works. */
 static void test_killed_backend_discarded(void **state) {
@@ -926,6 +972,7 @@ int main(void) {
         cmocka_unit_test(test_value_round_trip),
         cmocka_unit_test(test_sqlstate_on_error),
         cmocka_unit_test(test_statement_timeout),
+        cmocka_unit_test(test_reset_all_stands_backstop_aside),
         cmocka_unit_test(test_killed_backend_discarded),
         cmocka_unit_test(test_killed_idle_backend_validated),
         cmocka_unit_test(test_open_transaction_rolled_back),
