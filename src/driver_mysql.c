@@ -32,6 +32,7 @@
 #include <limits.h>
 #include <math.h>
 #include <mysql.h>
+#include <mysql/plugin_auth.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -69,6 +70,7 @@ enum {
     MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
     MY_CR_SERVER_LOST_EXTENDED = 2055,
     MY_CR_AUTH_PLUGIN_CANNOT_LOAD = 2059,
+    MY_CR_PLUGIN_NOT_ALLOWED = 5010,
     MY_CR_SSL_CONNECTION_ERROR = 2026,
     MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
 };
@@ -229,6 +231,8 @@ typedef struct my_bound {
     bool lib_timeouts;
     bool lib_timeouts_tls;
     bool tls_connect;  /* a connect that will run a TLS handshake */
+    bool gate_ran;     /* ssl-mode=REQUIRED: the TLS gate (tls_gate_auth) was asked */
+    bool gate_refused; /* ... and refused: the server offered no TLS */
     int connect_fd;    /* made non-blocking by the hook during that connect, or -1 */
     int connect_flags; /* its flags before */
 } my_bound;
@@ -610,6 +614,88 @@ static void status_report(void *data, enum enum_mariadb_status_info type, ...) {
 
 #define NO_KEY_PASSPHRASE "dbpool: ssl-key must not be encrypted"
 
+/*
+ * ssl-mode=REQUIRED: no login before TLS.
+ *
+ * Connector/C 3.3 refuses a server that does not offer TLS only when it
+ * checks the certificate (VERIFY_*): with MYSQL_OPT_SSL_ENFORCE alone it
+ * sends its login unencrypted to a server whose greeting lacks CLIENT_SSL
+ * (or through a man in the middle that cleared it) -- the user name, the
+ * password's scramble (cracked offline), and the password itself to a
+ * peer that asks for mysql_clear_password -- and only then could dbpool
+ * see the plaintext session. Nothing in its API runs between reading the
+ * greeting and sending the login, except the authentication plugin that
+ * computes it. So a REQUIRED connect starts with this plugin, and only
+ * with it (MARIADB_OPT_RESTRICTED_AUTH: a greeting without
+ * CLIENT_PLUGIN_AUTH, whose login Connector/C would compute with its
+ * built-in plugin, is refused too): it refuses a greeting without
+ * CLIENT_SSL before a byte is sent, and otherwise lets the login go,
+ * which Connector/C sends only after the TLS handshake, with no
+ * authentication data. The server, seeing a plugin it does not use,
+ * answers over TLS with the account's own plugin (an authentication
+ * switch, one round trip more), which then runs as on any connect.
+ */
+#define TLS_GATE_PLUGIN "dbpool_tls_gate"
+
+static int tls_gate_auth(MYSQL_PLUGIN_VIO *vio, MYSQL *m) {
+    tl_bound.gate_ran = true;
+    if (!m->options.use_ssl || !(m->server_capabilities & CLIENT_SSL)) {
+        tl_bound.gate_refused = true;
+        return CR_ERROR;
+    }
+    /* From here the account's plugin, whichever the server names. */
+    if (mysql_optionsv(m, MARIADB_OPT_RESTRICTED_AUTH, (void *)NULL))
+        return CR_ERROR;
+    return vio->write_packet(vio, NULL, 0) ? CR_ERROR : CR_OK;
+}
+
+/* mysql/client_plugin.h's st_mysql_client_plugin_AUTHENTICATION (that
+ * header needs Connector/C's private headers). */
+#ifndef MYSQL_CLIENT_AUTHENTICATION_PLUGIN
+#define MYSQL_CLIENT_AUTHENTICATION_PLUGIN 2
+#endif
+#ifndef MYSQL_CLIENT_AUTHENTICATION_PLUGIN_INTERFACE_VERSION
+#define MYSQL_CLIENT_AUTHENTICATION_PLUGIN_INTERFACE_VERSION 0x0100
+#endif
+typedef struct gate_plugin {
+    MYSQL_CLIENT_PLUGIN_HEADER
+    int (*authenticate_user)(MYSQL_PLUGIN_VIO *vio, MYSQL *mysql);
+} gate_plugin;
+
+static gate_plugin tls_gate_plugin = {
+    MYSQL_CLIENT_AUTHENTICATION_PLUGIN,
+    MYSQL_CLIENT_AUTHENTICATION_PLUGIN_INTERFACE_VERSION,
+    TLS_GATE_PLUGIN,
+    "dbpool",
+    "refuses to log in before TLS (ssl-mode=REQUIRED)",
+    {1, 0, 0},
+    "LGPL",
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    tls_gate_auth,
+};
+
+static pthread_mutex_t tls_gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool tls_gate_registered;
+
+/* Register the gate with Connector/C once (m: any initialised handle). */
+static int tls_gate_register(MYSQL *m, dbpool_error *e) {
+    pthread_mutex_lock(&tls_gate_lock);
+    if (!tls_gate_registered &&
+        (mysql_client_register_plugin(m, (struct st_mysql_client_plugin *)&tls_gate_plugin) ||
+         mysql_client_find_plugin(m, TLS_GATE_PLUGIN, MYSQL_CLIENT_AUTHENTICATION_PLUGIN) ==
+             (struct st_mysql_client_plugin *)&tls_gate_plugin))
+        tls_gate_registered = true;
+    bool ok = tls_gate_registered;
+    pthread_mutex_unlock(&tls_gate_lock);
+    return ok ? DBPOOL_OK
+              : dbpool__seterr(e, DBPOOL_ENOMEM,
+                               "mysql: could not register the TLS check of ssl-mode=REQUIRED (%s)",
+                               mysql_error(m));
+}
+
 static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_error *e) {
     my_bool off = 0, on = 1;
     unsigned ct = c->connect_timeout ? c->connect_timeout : seconds_left(deadline_ns);
@@ -639,6 +725,13 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
         bad |= mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
         if (c->ssl >= SSL_REQUIRED)
             bad |= mysql_optionsv(m, MYSQL_OPT_SSL_ENFORCE, &on);
+        if (c->ssl == SSL_REQUIRED) {
+            int rc = tls_gate_register(m, e);
+            if (rc)
+                return rc;
+            bad |= mysql_optionsv(m, MYSQL_DEFAULT_AUTH, TLS_GATE_PLUGIN);
+            bad |= mysql_optionsv(m, MARIADB_OPT_RESTRICTED_AUTH, TLS_GATE_PLUGIN);
+        }
         /* Without a passphrase, OpenSSL's default callback would ask for
          * an encrypted ssl-key's on the terminal or stderr and read it from
          * the terminal or stdin: a library blocking its host, past any
@@ -785,10 +878,12 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
     unsigned long flags = CLIENT_FOUND_ROWS;
     bound_set(attempt_ns);
     tl_bound.tls_connect = c->ssl != SSL_DISABLED;
+    tl_bound.gate_ran = tl_bound.gate_refused = false;
     MYSQL *ret = mysql_real_connect(m, c->socket ? NULL : h->host, c->user, c->password, c->database,
                                     c->socket ? 0 : h->port, c->socket, flags);
     bool expired = tl_bound.expired;
-    tl_bound.tls_connect = false;
+    bool gate_ran = tl_bound.gate_ran, gate_refused = tl_bound.gate_refused;
+    tl_bound.tls_connect = tl_bound.gate_ran = tl_bound.gate_refused = false;
     /* Blocking again, as Connector/C left it, while the handle still owns
      * that descriptor (after a failure it may be closed and reused). */
     if (tl_bound.connect_fd >= 0 && ret && (int)mysql_get_socket(m) == tl_bound.connect_fd)
@@ -801,6 +896,18 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         if (dbpool__ms_left(deadline_ns) <= 0 || (expired && attempt_ns == deadline_ns)) {
             rc = dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: connecting to %s timed out (%s)", target,
                                 mysql_error(m));
+        } else if (c->ssl == SSL_REQUIRED && (gate_refused || (!gate_ran && n == MY_CR_PLUGIN_NOT_ALLOWED))) {
+            /* The gate refused before sending anything. Not retried, as a
+             * verify mode's refusal (TLS_NO_TLS). */
+            rc = dbpool__seterr(e, DBPOOL_EAUTH,
+                                "mysql: ssl-mode=REQUIRED but %s does not offer %s (or something on the way "
+                                "took the offer away): nothing was sent, the login included. Enable TLS on "
+                                "the server (ssl_cert, ssl_key), or connect without ssl-mode=REQUIRED where "
+                                "plaintext is acceptable",
+                                target,
+                                gate_refused ? "TLS"
+                                             : "pluggable authentication (CLIENT_PLUGIN_AUTH), which dbpool "
+                                               "needs to make sure of TLS before logging in");
         } else if (expired) {
             rc = dbpool__seterr(e, DBPOOL_ECONNECT,
                                 "mysql: connecting to %s failed: no answer within connect_timeout=%us (%s)",
@@ -825,9 +932,9 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         return rc;
     }
     if (c->ssl >= SSL_REQUIRED && !mysql_get_ssl_cipher(m)) {
-        /* Belt and braces: never let REQUIRED end in a plaintext session.
-         * Not retried: the server (or something between) offered no TLS,
-         * and each attempt would only repeat the login in the clear. */
+        /* Belt and braces (tls_gate_auth refuses before the login):
+         * never let REQUIRED end in a plaintext session. Not retried: the
+         * server (or something between) offered no TLS. */
         close_conn(mc);
         return dbpool__seterr(e, DBPOOL_EAUTH, "mysql: ssl-mode=%s but the session to %s is not encrypted%s",
                               c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target, NO_TLS_HINT);

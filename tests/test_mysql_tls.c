@@ -275,17 +275,32 @@ static void test_tls_offer_taken_away(void **state) {
         dbt_tls_connect_stripped("mysql", px, "ssl-mode=PREFERRED", session_encrypted, &encrypted, &err),
         DBPOOL_OK);
     assert_false(encrypted);
-    /* REQUIRED never ends in a plaintext session (dbpool's own check after
-     * connect: Connector/C has logged in by then). */
+    /* REQUIRED and the verify modes refuse before logging in: nothing of
+     * the login crosses the network. */
+    dbt_tls_record_client(px);
     assert_int_equal(
         dbt_tls_connect_stripped("mysql", px, "ssl-mode=REQUIRED", session_encrypted, &encrypted, &err),
         DBPOOL_EAUTH);
-    assert_non_null(strstr(err.message, "is not encrypted"));
-    /* The verify modes refuse before logging in. */
+    dbt_tls_expect_no_login_in_clear("mysql", px);
+    assert_non_null(strstr(err.message, "does not offer TLS"));
+    /* Nor when the greeting also loses CLIENT_PLUGIN_AUTH (Connector/C
+     * would then compute the login with its built-in plugin; this
+     * greeting, edited, is one it cannot parse either: see
+     * test_greeting_without_plugin_auth for a well-formed one). */
+    dbt_proxy_notls_clear(px, 1u << 19);
+    dbt_tls_record_client(px);
+    assert_int_not_equal(
+        dbt_tls_connect_stripped("mysql", px, "ssl-mode=REQUIRED", session_encrypted, &encrypted, &err),
+        DBPOOL_OK);
+    dbt_tls_expect_no_login_in_clear("mysql", px);
+    assert_non_null(strstr(err.message, "does not offer pluggable authentication (CLIENT_PLUGIN_AUTH)"));
+    dbt_proxy_notls_clear(px, 0);
     char q[1200];
     snprintf(q, sizeof q, "ssl-mode=VERIFY_IDENTITY&ssl-ca=%s", ca);
+    dbt_tls_record_client(px);
     assert_int_equal(dbt_tls_connect_stripped("mysql", px, q, session_encrypted, &encrypted, &err),
                      DBPOOL_EAUTH);
+    dbt_tls_expect_no_login_in_clear("mysql", px);
     assert_non_null(strstr(err.message, "the server does not support it"));
     dbt_proxy_destroy(px);
 }

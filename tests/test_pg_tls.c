@@ -247,8 +247,10 @@ static void test_tls_offer_taken_away(void **state) {
     const char *modes[] = {"require", "verify-ca", "verify-full"};
     for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
         snprintf(q, sizeof q, "sslmode=%s&sslrootcert=%s", modes[i], ca);
+        dbt_tls_record_client(px);
         assert_int_equal(dbt_tls_connect_stripped("pg", px, q, session_encrypted, &encrypted, &err),
                          DBPOOL_EAUTH);
+        dbt_tls_expect_no_login_in_clear("pg", px);
         assert_non_null(strstr(err.message, "server does not support SSL, but SSL was required"));
     }
     dbt_proxy_destroy(px);

@@ -33,6 +33,7 @@ typedef struct session {
     bool greet_only;    /* GREET at accept time: the server's first read only */
     bool greeted;       /* ... and it has been forwarded */
     bool no_tls;        /* NOTLS at accept time: take the TLS offer away */
+    uint32_t no_caps;   /* ... and these MySQL capability bits too */
     int64_t trickle_ms; /* TRICKLE at accept time: the server's bytes this late, or 0 */
     bool opened;        /* ... the first message either way has been seen */
     atomic_bool done;
@@ -50,11 +51,16 @@ struct dbt_proxy {
     atomic_bool stop;
     atomic_long accepted;
     atomic_long active;
+    _Atomic uint32_t notls_clear;
     /* Owned by the acceptor thread while it runs, then by destroy. */
     session *sessions;
     int n_sessions;
     int parked[MAX_PARKED];
     int n_parked;
+    /* What clients sent (dbt_proxy_record), under rec_lock. */
+    pthread_mutex_t rec_lock;
+    unsigned char *rec;
+    size_t rec_cap, rec_len;
 };
 
 const char *dbt_proxy_mode_name(dbt_proxy_mode mode) {
@@ -169,8 +175,17 @@ static void strip_tls_offer(session *s, bool from_client, char *buf, size_t *n) 
     if (!end)
         return;
     size_t caps = (size_t)(end + 1 - buf) + 4 + 8 + 1;
-    if (caps + 2 <= *n)
-        buf[caps + 1] = (char)((unsigned char)buf[caps + 1] & ~0x08u);
+    uint32_t clear = s->no_caps | 0x0800u; /* CLIENT_SSL */
+    /* The low 16 bits; after them the character set (1 byte) and the
+     * status (2), then the high 16 bits. */
+    if (caps + 2 <= *n) {
+        buf[caps] = (char)((unsigned char)buf[caps] & ~(clear & 0xffu));
+        buf[caps + 1] = (char)((unsigned char)buf[caps + 1] & ~((clear >> 8) & 0xffu));
+    }
+    if (caps + 7 <= *n) {
+        buf[caps + 5] = (char)((unsigned char)buf[caps + 5] & ~((clear >> 16) & 0xffu));
+        buf[caps + 6] = (char)((unsigned char)buf[caps + 6] & ~((clear >> 24) & 0xffu));
+    }
 }
 
 /* TRICKLE: the server's first message after trickle_ms, every later byte
@@ -191,6 +206,44 @@ static bool write_trickled(session *s, const char *buf, size_t n) {
         i += len;
     }
     return true;
+}
+
+static void record(dbt_proxy *px, const char *buf, size_t n) {
+    pthread_mutex_lock(&px->rec_lock);
+    size_t room = px->rec_cap - px->rec_len;
+    if (px->rec && room > 0) {
+        size_t k = n < room ? n : room;
+        memcpy(px->rec + px->rec_len, buf, k);
+        px->rec_len += k;
+    }
+    pthread_mutex_unlock(&px->rec_lock);
+}
+
+void dbt_proxy_notls_clear(dbt_proxy *px, uint32_t caps) {
+    if (px)
+        atomic_store(&px->notls_clear, caps);
+}
+
+void dbt_proxy_record(dbt_proxy *px, size_t cap) {
+    if (!px)
+        return;
+    pthread_mutex_lock(&px->rec_lock);
+    free(px->rec);
+    px->rec = cap ? malloc(cap) : NULL;
+    px->rec_cap = px->rec ? cap : 0;
+    px->rec_len = 0;
+    pthread_mutex_unlock(&px->rec_lock);
+}
+
+size_t dbt_proxy_recorded(dbt_proxy *px, void *buf, size_t len) {
+    if (!px)
+        return 0;
+    pthread_mutex_lock(&px->rec_lock);
+    size_t n = px->rec_len;
+    if (buf && len)
+        memcpy(buf, px->rec, n < len ? n : len);
+    pthread_mutex_unlock(&px->rec_lock);
+    return n;
 }
 
 static void *session_main(void *arg) {
@@ -236,6 +289,8 @@ static void *session_main(void *arg) {
                 continue;
             int from = i == 0 ? s->client_fd : up, to = i == 0 ? up : s->client_fd;
             ssize_t n = recv(from, s->buf, sizeof s->buf, 0);
+            if (n > 0 && from == s->client_fd)
+                record(px, s->buf, (size_t)n);
             if (n > 0 && from == up && s->greet_only && s->greeted)
                 continue; /* GREET: dropped */
             if (n > 0 && s->no_tls && !s->opened) {
@@ -306,6 +361,7 @@ static void start_session(dbt_proxy *px, int fd, int64_t delay_ms, dbt_proxy_mod
     s->delay_ms = delay_ms;
     s->greet_only = m == DBT_PROXY_GREET;
     s->no_tls = m == DBT_PROXY_NOTLS;
+    s->no_caps = atomic_load(&px->notls_clear);
     s->trickle_ms = m == DBT_PROXY_TRICKLE ? (int64_t)atomic_load(&px->delay_ms) : 0;
     atomic_init(&s->done, false);
     pthread_attr_t attr;
@@ -383,11 +439,14 @@ dbt_proxy *dbt_proxy_start(const char *target_host, int target_port) {
     atomic_init(&px->stop, false);
     atomic_init(&px->accepted, 0);
     atomic_init(&px->active, 0);
+    atomic_init(&px->notls_clear, 0);
+    pthread_mutex_init(&px->rec_lock, NULL);
     if (target_port > 0) {
         px->target.sin_family = AF_INET;
         px->target.sin_port = htons((uint16_t)target_port);
         if (inet_pton(AF_INET, target_host ? target_host : "127.0.0.1", &px->target.sin_addr) != 1) {
             fprintf(stderr, "tcp_proxy: target host must be an IPv4 literal\n");
+            pthread_mutex_destroy(&px->rec_lock);
             free(px);
             return NULL;
         }
@@ -396,6 +455,7 @@ dbt_proxy *dbt_proxy_start(const char *target_host, int target_port) {
     px->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (px->listen_fd < 0) {
         perror("tcp_proxy: socket");
+        pthread_mutex_destroy(&px->rec_lock);
         free(px);
         return NULL;
     }
@@ -411,6 +471,7 @@ dbt_proxy *dbt_proxy_start(const char *target_host, int target_port) {
         getsockname(px->listen_fd, (struct sockaddr *)&a, &alen) != 0) {
         perror("tcp_proxy: bind/listen");
         close(px->listen_fd);
+        pthread_mutex_destroy(&px->rec_lock);
         free(px);
         return NULL;
     }
@@ -418,6 +479,7 @@ dbt_proxy *dbt_proxy_start(const char *target_host, int target_port) {
     if (pthread_create(&px->acceptor, NULL, acceptor_main, px) != 0) {
         fprintf(stderr, "tcp_proxy: could not start the acceptor thread\n");
         close(px->listen_fd);
+        pthread_mutex_destroy(&px->rec_lock);
         free(px);
         return NULL;
     }
@@ -452,5 +514,7 @@ void dbt_proxy_destroy(dbt_proxy *px) {
         close(px->parked[i]);
         atomic_fetch_sub(&px->active, 1);
     }
+    free(px->rec);
+    pthread_mutex_destroy(&px->rec_lock);
     free(px);
 }

@@ -31,13 +31,19 @@
  *   NOTLS   new connections are forwarded, but the server's offer of TLS
  *           is taken away, as a man in the middle would: PostgreSQL's
  *           SSLRequest is answered "N" by the proxy (the server never sees
- *           it), MySQL's greeting loses its CLIENT_SSL flag. Existing
+ *           it), MySQL's greeting loses its CLIENT_SSL flag (and the
+ *           capability bits dbt_proxy_notls_clear names). Existing
  *           connections keep forwarding.
  *   TRICKLE new connections are forwarded, but what the server sends
  *           reaches the client late: its first message after `delay_ms`,
  *           every later byte alone, `delay_ms` after the one before (a
  *           peer that keeps a handshake alive without finishing it).
  *           Existing connections keep forwarding.
+ *
+ * Recording (any mode, off by default): dbt_proxy_record keeps the first
+ * bytes every connection's client sends, as they arrive on the wire
+ * (before NOTLS takes anything out), so a test can look for what a
+ * listener on the network would have seen.
  *
  * Bounded: at most DBT_PROXY_MAX_SESSIONS connections are served at once
  * (more are closed at once); every thread polls with a short timeout, so
@@ -48,6 +54,7 @@
 #ifndef DBPOOL_TCP_PROXY_H
 #define DBPOOL_TCP_PROXY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define DBT_PROXY_MAX_SESSIONS 256
@@ -89,5 +96,18 @@ long dbt_proxy_active(const dbt_proxy *px);
 void dbt_proxy_destroy(dbt_proxy *px);
 
 const char *dbt_proxy_mode_name(dbt_proxy_mode mode);
+
+/* NOTLS: more capability bits to clear in MySQL's greeting, for
+ * connections accepted from now on (e.g. 1u << 19, CLIENT_PLUGIN_AUTH;
+ * 0: CLIENT_SSL only, the default). */
+void dbt_proxy_notls_clear(dbt_proxy *px, uint32_t caps);
+
+/* Start recording what clients send (on connections new and already
+ * open), keeping the first `cap` bytes in all (what an earlier call
+ * recorded is dropped); 0 stops and drops the recording. */
+void dbt_proxy_record(dbt_proxy *px, size_t cap);
+/* A copy of what was recorded so far into buf (at most len bytes); returns
+ * the number of bytes recorded (which may be more than len). */
+size_t dbt_proxy_recorded(dbt_proxy *px, void *buf, size_t len);
 
 #endif

@@ -270,3 +270,55 @@ void dbt_tls_expect_relative_ca_survives_chdir(const char *backend, const char *
     dbpool_release(c);
     dbpool_close(p);
 }
+
+void dbt_tls_record_client(dbt_proxy *px) { dbt_proxy_record(px, 1 << 16); }
+
+/* The user name or password of a scheme://user:password@host URL into buf
+ * (percent-escapes left as they are: the test URLs have none). */
+static void url_part(const char *url, bool password, char *buf, size_t len) {
+    buf[0] = '\0';
+    const char *p = strstr(url, "://");
+    if (!p)
+        return;
+    p += 3;
+    const char *at = strchr(p, '@');
+    if (!at)
+        return;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    const char *from = password ? (colon ? colon + 1 : at) : p;
+    const char *to = password ? at : (colon ? colon : at);
+    snprintf(buf, len, "%.*s", (int)(to - from), from);
+}
+
+static bool holds(const unsigned char *buf, size_t n, const char *s) {
+    size_t k = strlen(s);
+    for (size_t i = 0; k && i + k <= n; i++)
+        if (memcmp(buf + i, s, k) == 0)
+            return true;
+    return false;
+}
+
+void dbt_tls_expect_no_login_in_clear(const char *backend, dbt_proxy *px) {
+    int64_t until = dbt_now_ms() + 5000;
+    while (dbt_proxy_active(px) > 0 && dbt_now_ms() < until) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(dbt_proxy_active(px), 0);
+    static unsigned char sent[1 << 16];
+    size_t n = dbt_proxy_recorded(px, sent, sizeof sent);
+    if (n > sizeof sent)
+        n = sizeof sent;
+    char user[256], pw[256];
+    url_part(dbt_backend_url(backend), false, user, sizeof user);
+    url_part(dbt_backend_url(backend), true, pw, sizeof pw);
+    assert_true(strlen(user) >= 3);
+    bool user_seen = holds(sent, n, user);
+    bool pw_seen = holds(sent, n, pw);
+    fprintf(stderr,
+            "  the client sent %zu bytes in the clear or encrypted; user name in the clear: %s, "
+            "password: %s\n",
+            n, user_seen ? "yes" : "no", pw_seen ? "yes" : "no");
+    assert_false(pw_seen);
+    assert_false(user_seen);
+}

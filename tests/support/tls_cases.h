@@ -51,6 +51,15 @@ void dbt_tls_expect_silent_peer_bounded(const char *backend, const char *require
  * whether the session is encrypted, or the error. */
 int dbt_tls_connect_stripped(const char *backend, const dbt_proxy *px, const char *query,
                              dbt_tls_encrypted_fn encrypted_fn, bool *encrypted, dbpool_error *err);
+/* Call before a connect through px: record what the client sends. */
+void dbt_tls_record_client(dbt_proxy *px);
+/* After it (the pool closed): what crossed the network from the client
+ * holds neither the test user's name (in the clear in every login's first
+ * message, PostgreSQL's and MySQL's) nor its password, so no login, and
+ * nothing a listener could replay or crack, went out unencrypted. Waits
+ * (up to 5 s) for the proxy's connections to end first, so that all the
+ * client wrote is recorded. */
+void dbt_tls_expect_no_login_in_clear(const char *backend, dbt_proxy *px);
 /* A CA named by a path relative to the working directory at dbpool_open
  * (`verify` is the URL part before the file name, e.g.
  * "sslmode=verify-full&sslrootcert=") still works for connections opened
