@@ -565,7 +565,11 @@ static const char *tls_hint(const my_cfg *c, unsigned n, const char *msg) {
     case TLS_BAD_CA_FILE:
         return " (the ssl-ca file holds no PEM certificate)";
     case TLS_ENCRYPTED_KEY:
-        return " (the ssl-key file is encrypted: dbpool takes an unencrypted key; openssl pkey writes one)";
+        return c->ssl_key
+                   ? " (the ssl-key file is encrypted: dbpool takes an unencrypted key; openssl pkey writes "
+                     "one)"
+                   : " (the key in the ssl-cert file is encrypted: dbpool takes an unencrypted key; openssl "
+                     "pkey writes one)";
     case TLS_BAD_CLIENT_FILES:
         return " (check ssl-cert and ssl-key: a PEM certificate and its own unencrypted PEM key, or one file "
                "holding both as ssl-cert; and ssl-ca: PEM certificates)";
@@ -736,8 +740,9 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
          * an encrypted ssl-key's on the terminal or stderr and read it from
          * the terminal or stdin: a library blocking its host, past any
          * deadline. With one of dbpool's own, such a key fails to load at
-         * once ("bad decrypt"); an unencrypted key never uses it. */
-        if (c->ssl_key)
+         * once ("bad decrypt"); an unencrypted key never uses it. Without
+         * ssl-key, Connector/C reads the key from ssl-cert. */
+        if (c->ssl_key || c->ssl_cert)
             bad |= mysql_optionsv(m, MARIADB_OPT_TLS_PASSPHRASE, NO_KEY_PASSPHRASE);
     }
     if (bad)

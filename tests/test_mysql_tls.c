@@ -244,6 +244,25 @@ static void test_encrypted_key_never_prompts(void **state) {
     char extra[3000];
     snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s&ssl-key=%s", crt, key);
     dbt_tls_expect_no_prompt(dbt_backend_url_with("mysql", extra), "encrypted");
+    /* Nor when ssl-cert alone holds the certificate and its encrypted key
+     * (Connector/C then reads the key from ssl-cert). */
+    char both[1200];
+    snprintf(both, sizeof both, "%s/cert-and-key.pem", dbt_tmpdir());
+    FILE *out = fopen(both, "w");
+    assert_non_null(out);
+    const char *parts[] = {crt, key};
+    for (size_t i = 0; i < 2; i++) {
+        FILE *in = fopen(parts[i], "r");
+        assert_non_null(in);
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+            assert_int_equal(fwrite(buf, 1, n, out), n);
+        fclose(in);
+    }
+    assert_int_equal(fclose(out), 0);
+    snprintf(extra, sizeof extra, "ssl-mode=REQUIRED&ssl-cert=%s", both);
+    dbt_tls_expect_no_prompt(dbt_backend_url_with("mysql", extra), "the key in the ssl-cert file is encrypted");
 }
 
 /* A pooled TLS connection whose peer goes silent: validation before the
