@@ -70,7 +70,6 @@ enum {
     MY_CR_COMMANDS_OUT_OF_SYNC = 2014,
     MY_CR_SERVER_LOST_EXTENDED = 2055,
     MY_CR_AUTH_PLUGIN_CANNOT_LOAD = 2059,
-    MY_CR_PLUGIN_NOT_ALLOWED = 5010,
     MY_CR_SSL_CONNECTION_ERROR = 2026,
     MY_ER_CLIENT_INTERACTION_TIMEOUT = 4031,
 };
@@ -629,17 +628,24 @@ static void status_report(void *data, enum enum_mariadb_status_info type, ...) {
  * peer that asks for mysql_clear_password -- and only then could dbpool
  * see the plaintext session. Nothing in its API runs between reading the
  * greeting and sending the login, except the authentication plugin that
- * computes it. So a REQUIRED connect starts with this plugin, and only
- * with it (MARIADB_OPT_RESTRICTED_AUTH: a greeting without
- * CLIENT_PLUGIN_AUTH, whose login Connector/C would compute with its
- * built-in plugin, is refused too): it refuses a greeting without
- * CLIENT_SSL before a byte is sent, and otherwise lets the login go,
- * which Connector/C sends only after the TLS handshake, with no
- * authentication data. The server, seeing a plugin it does not use,
+ * computes it. So a REQUIRED connect starts with this plugin: it refuses
+ * a greeting without CLIENT_SSL before a byte is sent, and otherwise lets
+ * the login go, which Connector/C sends only after the TLS handshake, with
+ * no authentication data. The server, seeing a plugin it does not use,
  * answers over TLS with the account's own plugin (an authentication
  * switch, one round trip more), which then runs as on any connect.
+ *
+ * A greeting without CLIENT_PLUGIN_AUTH (no server since MySQL 5.5, but a
+ * fake server or a man in the middle can send one) makes Connector/C
+ * compute the login with its built-in plugin, never asking this one. For
+ * that case the connect also carries a server certificate fingerprint that
+ * no certificate has (TLS_GATE_FP): Connector/C then refuses a server
+ * without TLS before the login, as it does for VERIFY_*, and fails the
+ * certificate check of one with TLS. The gate, once it has seen
+ * CLIENT_SSL, takes the fingerprint away again.
  */
 #define TLS_GATE_PLUGIN "dbpool_tls_gate"
+#define TLS_GATE_FP "0000000000000000000000000000000000000000"
 
 static int tls_gate_auth(MYSQL_PLUGIN_VIO *vio, MYSQL *m) {
     tl_bound.gate_ran = true;
@@ -647,8 +653,8 @@ static int tls_gate_auth(MYSQL_PLUGIN_VIO *vio, MYSQL *m) {
         tl_bound.gate_refused = true;
         return CR_ERROR;
     }
-    /* From here the account's plugin, whichever the server names. */
-    if (mysql_optionsv(m, MARIADB_OPT_RESTRICTED_AUTH, (void *)NULL))
+    /* TLS comes first: no fingerprint to check it against. */
+    if (mysql_optionsv(m, MARIADB_OPT_TLS_PEER_FP, (void *)NULL))
         return CR_ERROR;
     return vio->write_packet(vio, NULL, 0) ? CR_ERROR : CR_OK;
 }
@@ -734,7 +740,7 @@ static int set_options(MYSQL *m, const my_cfg *c, int64_t deadline_ns, dbpool_er
             if (rc)
                 return rc;
             bad |= mysql_optionsv(m, MYSQL_DEFAULT_AUTH, TLS_GATE_PLUGIN);
-            bad |= mysql_optionsv(m, MARIADB_OPT_RESTRICTED_AUTH, TLS_GATE_PLUGIN);
+            bad |= mysql_optionsv(m, MARIADB_OPT_TLS_PEER_FP, TLS_GATE_FP);
         }
         /* Without a passphrase, OpenSSL's default callback would ask for
          * an encrypted ssl-key's on the terminal or stderr and read it from
@@ -901,18 +907,22 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         if (dbpool__ms_left(deadline_ns) <= 0 || (expired && attempt_ns == deadline_ns)) {
             rc = dbpool__seterr(e, DBPOOL_ETIMEDOUT, "mysql: connecting to %s timed out (%s)", target,
                                 mysql_error(m));
-        } else if (c->ssl == SSL_REQUIRED && (gate_refused || (!gate_ran && n == MY_CR_PLUGIN_NOT_ALLOWED))) {
-            /* The gate refused before sending anything. Not retried, as a
-             * verify mode's refusal (TLS_NO_TLS). */
+        } else if (c->ssl == SSL_REQUIRED &&
+                   (gate_refused || (!gate_ran && n == MY_CR_SSL_CONNECTION_ERROR &&
+                                     (!(m->server_capabilities & CLIENT_SSL) ||
+                                      !(m->server_capabilities & CLIENT_PLUGIN_AUTH))))) {
+            /* The gate, or TLS_GATE_FP, refused before the login. Not
+             * retried, as a verify mode's refusal (TLS_NO_TLS). */
             rc = dbpool__seterr(e, DBPOOL_EAUTH,
                                 "mysql: ssl-mode=REQUIRED but %s does not offer %s (or something on the way "
                                 "took the offer away): nothing was sent, the login included. Enable TLS on "
                                 "the server (ssl_cert, ssl_key), or connect without ssl-mode=REQUIRED where "
                                 "plaintext is acceptable",
                                 target,
-                                gate_refused ? "TLS"
-                                             : "pluggable authentication (CLIENT_PLUGIN_AUTH), which dbpool "
-                                               "needs to make sure of TLS before logging in");
+                                !(m->server_capabilities & CLIENT_SSL)
+                                    ? "TLS"
+                                    : "pluggable authentication (CLIENT_PLUGIN_AUTH), which dbpool "
+                                      "needs to make sure of TLS before logging in");
         } else if (expired) {
             rc = dbpool__seterr(e, DBPOOL_ECONNECT,
                                 "mysql: connecting to %s failed: no answer within connect_timeout=%us (%s)",
