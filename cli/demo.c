@@ -448,7 +448,12 @@ static int check_output_distinct(const demo_args *a) {
     return CLI_EXIT_OK;
 }
 
-static const char *hint_for(int code) {
+static const char *hint_for(int code, const dbpool_error *e) {
+    /* A server certificate that failed the check, or a client certificate
+     * refused, is DBPOOL_EAUTH too: the password is not the problem. */
+    if (code == DBPOOL_EAUTH && e && strstr(e->message, "certificate"))
+        return "check the TLS settings in --db (the CA file, the host name, the client certificate) as the "
+               "message says";
     switch (code) {
     case DBPOOL_ETIMEDOUT:
         /* Not --pool-size: the demo holds one lease at a time, so a time-out
@@ -473,7 +478,7 @@ static const char *hint_for(int code) {
 
 static int db_fail(const char *what, int code, const dbpool_error *e) {
     char buf[700];
-    int rc = cli_fail(CMD, "%s: %s: %s", what, cli_errtext(code, e, buf, sizeof buf), hint_for(code));
+    int rc = cli_fail(CMD, "%s: %s: %s", what, cli_errtext(code, e, buf, sizeof buf), hint_for(code, e));
     return code == DBPOOL_EINVAL ? CLI_EXIT_USAGE : rc;
 }
 

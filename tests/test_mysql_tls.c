@@ -187,6 +187,14 @@ static void test_wrong_ca_is_permanent(void **state) {
     }
 }
 
+/* The command's advice for a certificate that fails the check. */
+static void test_cli_blames_tls(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "ssl-mode=VERIFY_IDENTITY&ssl-ca=%s", other_ca);
+    dbt_tls_expect_cli_blames_tls(dbt_backend_url_with("mysql", extra));
+}
+
 /* A name of this machine that resolves to 127.0.0.1 only and that the
  * certificate (localhost, 127.0.0.1) does not list, or NULL. */
 static const char *other_local_name(void) {
@@ -513,6 +521,7 @@ int main(void) {
         cmocka_unit_test(test_ssl_modes_encrypt),
         cmocka_unit_test(test_pooled_tls_reused_validated_reset),
         cmocka_unit_test(test_wrong_ca_is_permanent),
+        cmocka_unit_test(test_cli_blames_tls),
         cmocka_unit_test(test_other_host_name_is_permanent),
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),

@@ -166,6 +166,14 @@ static void test_wrong_ca_is_permanent(void **state) {
     expect_permanent(extra, DBPOOL_EAUTH, "sslrootcert");
 }
 
+/* The command's advice for a certificate that fails the check. */
+static void test_cli_blames_tls(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s", other_ca);
+    dbt_tls_expect_cli_blames_tls(url_with(extra));
+}
+
 static void test_other_host_name_is_permanent(void **state) {
     (void)state;
     /* The certificate names localhost and 127.0.0.1; the connection goes
@@ -329,6 +337,7 @@ int main(void) {
         cmocka_unit_test(test_sslmodes_encrypt),
         cmocka_unit_test(test_pooled_tls_reused_validated_reset),
         cmocka_unit_test(test_wrong_ca_is_permanent),
+        cmocka_unit_test(test_cli_blames_tls),
         cmocka_unit_test(test_other_host_name_is_permanent),
         cmocka_unit_test(test_missing_ca_file_is_invalid),
         cmocka_unit_test(test_stalled_handshake_bounded),

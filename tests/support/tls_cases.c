@@ -1,6 +1,7 @@
 /* tls_cases.c — see tls_cases.h. */
 #include "tls_cases.h"
 
+#include "cli_run.h"
 #include "servers.h"
 #include "testsupport.h"
 
@@ -321,4 +322,29 @@ void dbt_tls_expect_no_login_in_clear(const char *backend, dbt_proxy *px) {
             n, user_seen ? "yes" : "no", pw_seen ? "yes" : "no");
     assert_false(pw_seen);
     assert_false(user_seen);
+}
+
+void dbt_tls_expect_cli_blames_tls(const char *url) {
+    char out[1200];
+    snprintf(out, sizeof out, "%s/tls-demo.json", dbt_tmpdir());
+    dbt_run r = dbt_run_cli((const char *[]){"demo", "--input", DBPOOL_SOURCE_DIR "/data/sample_input.txt",
+                                             "--output", out, "--db", url, "--timeout", "5", NULL});
+    bool secret = dbt_has_secret(r.out, NULL) || dbt_has_secret(r.err, NULL);
+    dbt_scrub_secrets(r.err, strlen(r.err) + 1, NULL);
+    fprintf(stderr, "  dbpool demo -> exit %d: %s", r.status, r.err);
+    assert_false(secret);
+    assert_int_equal(r.status, 1);
+    assert_null(strstr(r.err, "user and password"));
+    assert_non_null(strstr(r.err, "check the TLS settings in --db"));
+    dbt_run_free(&r);
+
+    r = dbt_run_cli((const char *[]){"check", url, "--timeout", "5", NULL});
+    secret = dbt_has_secret(r.out, NULL) || dbt_has_secret(r.err, NULL);
+    assert_false(secret);
+    assert_int_equal(r.status, 1);
+    json_t *j = dbt_json_parse(r.out);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "unhealthy");
+    assert_string_equal(json_string_value(json_object_get(j, "error_code")), "DBPOOL_EAUTH");
+    json_decref(j);
+    dbt_run_free(&r);
 }

@@ -60,6 +60,10 @@ void dbt_tls_record_client(dbt_proxy *px);
  * (up to 5 s) for the proxy's connections to end first, so that all the
  * client wrote is recorded. */
 void dbt_tls_expect_no_login_in_clear(const char *backend, dbt_proxy *px);
+/* `dbpool demo` and `dbpool check` on `url`, whose server certificate
+ * fails the check: both fail, neither prints a password, and demo's
+ * advice is about TLS, not the user and password. */
+void dbt_tls_expect_cli_blames_tls(const char *url);
 /* A CA named by a path relative to the working directory at dbpool_open
  * (`verify` is the URL part before the file name, e.g.
  * "sslmode=verify-full&sslrootcert=") still works for connections opened
