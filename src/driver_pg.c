@@ -41,6 +41,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -84,6 +85,14 @@ typedef struct pg_config {
     const char *abs_keys[PG_NTLSFILES];
     char *abs_vals[PG_NTLSFILES];
     size_t nabs;
+    /* Every TLS file the URL names (absolute), checked at each connect:
+     * libpq itself ignores a missing sslrootcert under sslmode=require or
+     * prefer (and so does not check the server's certificate it was
+     * asked to check), a missing sslcrl (no revocation check) and a
+     * missing sslcert (no client certificate). Not under sslmode=disable. */
+    const char *file_keys[PG_NTLSFILES];
+    char *file_paths[PG_NTLSFILES];
+    size_t nfiles;
     char *secret_store[PG_MAX_SECRETS];      /* owned strings */
     const char *secrets[PG_MAX_SECRETS + 1]; /* NULL-terminated view */
 } pg_config;
@@ -198,6 +207,8 @@ static void free_config(void *p) {
     free(cfg->conninfo);
     for (size_t i = 0; i < cfg->nabs; i++)
         free(cfg->abs_vals[i]);
+    for (size_t i = 0; i < cfg->nfiles; i++)
+        free(cfg->file_paths[i]);
     for (size_t i = 0; i < PG_MAX_SECRETS; i++)
         free(cfg->secret_store[i]);
     free(cfg);
@@ -377,8 +388,23 @@ static int configure(const char *url, void **out, dbpool_error *e) {
     /* Passed when libpq may load a client key, and no sslpassword of the
      * caller's (in the URL, or in a service file) is there to be overridden. */
     bool key_loadable = may_load_client_key(), own_passphrase = getenv("PGSERVICE") != NULL;
+    const char *sslmode = getenv("PGSSLMODE");
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "sslmode") == 0 && o->val && *o->val)
+            sslmode = o->val;
+    bool tls_off = sslmode && strcmp(sslmode, "disable") == 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         bool given = o->val && *o->val;
+        for (size_t i = 0; i < PG_NTLSFILES && given && !tls_off && o->val[0] == '/'; i++) {
+            if (strcmp(o->keyword, tls_file_keys[i]) != 0)
+                continue;
+            if (!(cfg->file_paths[cfg->nfiles] = dbpool__strdup(o->val))) {
+                PQconninfoFree(opts);
+                free_config(cfg);
+                return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+            }
+            cfg->file_keys[cfg->nfiles++] = tls_file_keys[i];
+        }
         /* libpq reads it only in its blocking connect, which dbpool does
          * not use: taken, it would bound nothing (nor be checked). Its
          * value is not quoted (it stands where a password could). */
@@ -431,6 +457,14 @@ static int configure(const char *url, void **out, dbpool_error *e) {
             snprintf(abs, n, "%s/%s", cwd, o->val);
             cfg->abs_keys[cfg->nabs] = tls_file_keys[i];
             cfg->abs_vals[cfg->nabs++] = abs;
+            if (!tls_off) {
+                if (!(cfg->file_paths[cfg->nfiles] = dbpool__strdup(abs))) {
+                    PQconninfoFree(opts);
+                    free_config(cfg);
+                    return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory reading the PostgreSQL URL");
+                }
+                cfg->file_keys[cfg->nfiles++] = tls_file_keys[i];
+            }
         }
     }
     PQconninfoFree(opts);
@@ -722,10 +756,27 @@ static int watch_for_closed_client(PGconn *c, int64_t deadline_ns, dbpool_error 
     return rc;
 }
 
+/* The TLS files the URL names must be readable (see pg_config): a wrong
+ * path is the URL's, the same at every attempt. */
+static int check_tls_files(const pg_config *cfg, dbpool_error *e) {
+    for (size_t i = 0; i < cfg->nfiles; i++) {
+        int fd = open(cfg->file_paths[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return dbpool__seterr(e, DBPOOL_EINVAL,
+                                  "cannot read the %s file '%.200s' (%s): fix %s in the URL",
+                                  cfg->file_keys[i], cfg->file_paths[i], strerror(errno), cfg->file_keys[i]);
+        close(fd);
+    }
+    return DBPOOL_OK;
+}
+
 static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t deadline_ns, void **native,
                       dbpool_error *e) {
     const pg_config *cfg = p;
     *native = NULL;
+    int frc = check_tls_files(cfg, e);
+    if (frc != DBPOOL_OK)
+        return frc;
     const char *keys[PG_NDEFAULTS + 3 + PG_NTLSFILES];
     const char *vals[PG_NDEFAULTS + 3 + PG_NTLSFILES];
     size_t n = 0;

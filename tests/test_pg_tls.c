@@ -199,6 +199,29 @@ static void test_missing_ca_file_is_invalid(void **state) {
     char extra[1200];
     snprintf(extra, sizeof extra, "sslmode=verify-full&sslrootcert=%s/no-such-ca.pem", dbt_tmpdir());
     expect_permanent(extra, DBPOOL_EINVAL, "no-such-ca.pem");
+    /* Under require and prefer too: libpq alone would skip the check of
+     * the server's certificate the CA was named for. */
+    const char *modes[] = {"require", "prefer"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(extra, sizeof extra, "sslmode=%s&sslrootcert=%s/no-such-ca.pem", modes[i], dbt_tmpdir());
+        expect_permanent(extra, DBPOOL_EINVAL, "sslrootcert file");
+    }
+    /* A revocation list (libpq alone: no revocation check) and a client
+     * certificate (libpq alone: none sent). */
+    snprintf(extra, sizeof extra, "sslmode=require&sslcrl=%s/no-such.crl", dbt_tmpdir());
+    expect_permanent(extra, DBPOOL_EINVAL, "no-such.crl");
+    snprintf(extra, sizeof extra, "sslmode=require&sslcert=%s/no-such.crt&sslkey=%s/no-such.key",
+             dbt_tmpdir(), dbt_tmpdir());
+    expect_permanent(extra, DBPOOL_EINVAL, "no-such.crt");
+    /* sslmode=disable reads none of them. */
+    snprintf(extra, sizeof extra, "sslmode=disable&sslrootcert=%s/no-such-ca.pem", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = dbt_tls_open_ok(url_with(extra), &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_false(session_encrypted(c));
+    dbpool_release(c);
+    dbpool_close(p);
 }
 
 /* The server answers the SSLRequest, then nothing: the handshake never
