@@ -3,7 +3,9 @@
  * certificate for another host name and a missing CA file fail at once,
  * with a message that says what to fix and holds no password;
  * connect_timeout_ms bounds a TLS handshake that never completes; pooled
- * TLS connections are reused, validated and reset like plain ones.
+ * TLS connections are reused, validated and reset like plain ones; with
+ * the server's TLS offer taken away, or a fake server's old greeting,
+ * nothing of the login crosses the network.
  *
  * Needs a server started with DBPOOL_TEST_TLS=1 (scripts/mysql-server.sh
  * writes DBPOOL_TEST_MYSQL_SSL_CA and DBPOOL_TEST_MYSQL_SSL_OTHER_CA to
