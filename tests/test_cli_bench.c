@@ -48,21 +48,7 @@ static child spawn_cli(const char *const *args) {
     seq++;
     snprintf(c.out_path, sizeof c.out_path, "%s/bg%d.stdout", dbt_tmpdir(), seq);
     snprintf(c.err_path, sizeof c.err_path, "%s/bg%d.stderr", dbt_tmpdir(), seq);
-    char *argv[40];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 39; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, c.out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, c.err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int rc = posix_spawn(&c.pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    c.pid = dbt_spawn_cli(args, DBT_STDOUT_PATH(c.out_path), c.err_path, NULL);
     return c;
 }
 
@@ -505,25 +491,8 @@ static pid_t spawn_into_full_pipe(const char *const *args, int *rd, const char *
     assert_int_equal(errno, EAGAIN);
     /* The flag belongs to the open file, which the command shares. */
     assert_int_equal(fcntl(p[1], F_SETFL, fl), 0);
-    char *argv[40];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 39; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    posix_spawn_file_actions_addclose(&fa, p[0]);
-    posix_spawn_file_actions_addclose(&fa, p[1]);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = dbt_spawn_cli(args, DBT_STDOUT_PIPE(p[1], p[0]), err_path, NULL);
     close(p[1]);
-    if (rc != 0)
-        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
     *rd = p[0];
     return pid;
 }

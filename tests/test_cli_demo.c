@@ -344,20 +344,7 @@ static int run_cli_rss(const char *const *args, long *maxrss_kib, char **err) {
     char out_path[600], err_path[600];
     snprintf(out_path, sizeof out_path, "%s/rss.stdout", dbt_tmpdir());
     snprintf(err_path, sizeof err_path, "%s/rss.stderr", dbt_tmpdir());
-    char *argv[32];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 31; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    assert_int_equal(posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = dbt_spawn_cli(args, DBT_STDOUT_PATH(out_path), err_path, NULL);
     int st;
     struct rusage ru;
     assert_int_equal(wait4(pid, &st, 0, &ru), pid);
@@ -1050,15 +1037,8 @@ static void test_demo_signal_leaves_no_temporary(void **state) {
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     assert_true(in >= 0);
     assert_true(inotify_add_watch(in, dir, IN_CREATE) >= 0);
-    const char *argv[] = {DBPOOL_CLI_PATH, "demo", "--input", input, "--output", output, NULL};
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    assert_int_equal(posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, (char **)argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = dbt_spawn_cli((const char *[]){"demo", "--input", input, "--output", output, NULL},
+                              (dbt_stdout){.fd = -1, .other_end = -1, .path = "/dev/null"}, err_path, NULL);
 
     /* The first temporary is the probe of the directory, made before the
      * database is touched; the second is the report's. */

@@ -43,9 +43,8 @@ char *dbt_slurp(const char *path) {
     return buf;
 }
 
-/* Spawn the command; stdout goes to out_path (created, or opened as it is
- * when create is false) or is closed when out_path is NULL. */
-static int spawn_cli(const char *const *args, const char *out_path, bool create, const char *err_path) {
+pid_t dbt_spawn_cli(const char *const *args, dbt_stdout out, const char *err_path,
+                    const posix_spawnattr_t *attr) {
     char *argv[64];
     size_t n = 0;
     argv[n++] = (char *)DBPOOL_CLI_PATH;
@@ -56,16 +55,30 @@ static int spawn_cli(const char *const *args, const char *out_path, bool create,
     posix_spawn_file_actions_t fa;
     assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (!out_path)
+    if (out.fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, out.fd, 1);
+        if (out.other_end >= 0)
+            posix_spawn_file_actions_addclose(&fa, out.other_end);
+        posix_spawn_file_actions_addclose(&fa, out.fd);
+    } else if (out.path) {
+        posix_spawn_file_actions_addopen(&fa, 1, out.path, O_WRONLY | (out.create ? O_CREAT | O_TRUNC : 0),
+                                         0600);
+    } else {
         posix_spawn_file_actions_addclose(&fa, 1);
-    else
-        posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | (create ? O_CREAT | O_TRUNC : 0), 0600);
+    }
     posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     pid_t pid;
-    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, NULL, argv, environ);
+    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, attr, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
+    return pid;
+}
+
+/* Run the command to its end: its exit code, or 128 + signal. */
+static int spawn_cli(const char *const *args, const char *out_path, bool create, const char *err_path) {
+    pid_t pid = dbt_spawn_cli(
+        args, (dbt_stdout){.fd = -1, .other_end = -1, .path = out_path, .create = create}, err_path, NULL);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -104,19 +117,6 @@ int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_si
     snprintf(err_path, sizeof err_path, "%s/run-pipe.stderr", dbt_tmpdir());
     int p[2];
     assert_int_equal(pipe(p), 0);
-    char *argv[64];
-    size_t n = 0;
-    argv[n++] = (char *)DBPOOL_CLI_PATH;
-    for (; args[n - 1] && n < 63; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    posix_spawn_file_actions_addclose(&fa, p[0]);
-    posix_spawn_file_actions_addclose(&fa, p[1]);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     /* An ignored signal stays ignored across exec; a default one is reset
      * to the default in the child in any case. */
     posix_spawnattr_t attr;
@@ -133,15 +133,11 @@ int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_si
     ign.sa_handler = SIG_IGN;
     sigemptyset(&ign.sa_mask);
     sigaction(SIGPIPE, ignore_sigpipe ? &ign : NULL, &old);
-    pid_t pid;
-    int rc = posix_spawn(&pid, DBPOOL_CLI_PATH, &fa, &attr, argv, environ);
+    pid_t pid = dbt_spawn_cli(args, DBT_STDOUT_PIPE(p[1], p[0]), err_path, &attr);
     if (ignore_sigpipe)
         sigaction(SIGPIPE, &old, NULL);
     posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
-    if (rc != 0)
-        fail_msg("cannot run %s: %s", DBPOOL_CLI_PATH, strerror(rc));
     /* Take `keep` bytes (or what comes before the command ends), then go. */
     size_t got = 0;
     char buf[4096];

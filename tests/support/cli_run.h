@@ -4,15 +4,36 @@
 #define DBPOOL_CLI_RUN_H
 
 #include <jansson.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct dbt_run {
     int status; /* exit code, or 128 + signal */
     char *out;  /* everything it wrote to stdout */
     char *err;  /* and to stderr */
 } dbt_run;
+
+/* Where a started command's stdout goes: the descriptor `fd` when >= 0
+ * (the child closes `fd` and `other_end`, a pipe's reading end, once it
+ * has it as stdout); else the file `path`, opened for writing (created and
+ * truncated when `create`); else nowhere: stdout closed. */
+typedef struct dbt_stdout {
+    int fd, other_end;
+    const char *path;
+    bool create;
+} dbt_stdout;
+#define DBT_STDOUT_PATH(p) ((dbt_stdout){.fd = -1, .other_end = -1, .path = (p), .create = true})
+#define DBT_STDOUT_PIPE(write_end, read_end) ((dbt_stdout){.fd = (write_end), .other_end = (read_end)})
+
+/* Start DBPOOL_CLI_PATH with args (NULL-terminated, without argv[0]),
+ * stdin from /dev/null, stdout as `out` says and stderr into err_path
+ * (created); attr may be NULL. Does not wait. Fails the test if it cannot
+ * be started. */
+pid_t dbt_spawn_cli(const char *const *args, dbt_stdout out, const char *err_path,
+                    const posix_spawnattr_t *attr);
 
 /* Run DBPOOL_CLI_PATH with args (NULL-terminated, without argv[0]) and
  * stdin from /dev/null. Fails the test if it cannot be started. */
