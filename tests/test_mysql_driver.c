@@ -1112,6 +1112,17 @@ static void test_reset_restores_in_connect_order(void **state) {
                  (long long)after);
 }
 
+/* A procedure of five 200 ms sleeps, each a statement of its own: each
+ * stays under a 400 ms server limit, the CALL as a whole runs past the
+ * client's backstop. The caller drops it (DROP PROCEDURE dbpool_naps). */
+static void create_naps(dbpool_conn *c) {
+    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_naps", NULL, 0);
+    dbt_exec_ok(c,
+                "CREATE PROCEDURE dbpool_naps() BEGIN DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); "
+                "DO SLEEP(0.2); DO SLEEP(0.2); END",
+                NULL, 0);
+}
+
 /* The URL's init_command runs before the pool sets its own statement limit,
  * so naming max_statement_time there leaves the session with the pool's
  * limit: the client-side backstop still holds. A CALL whose statements each
@@ -1134,12 +1145,7 @@ static void test_init_command_limit_keeps_backstop(void **state) {
     assert_int_equal(query_int(c, "SELECT @@max_statement_time * 1000"), 400);
     dbpool_release(c);
     c = dbt_acquire(p);
-    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_naps", NULL, 0);
-    dbt_exec_ok(
-        c,
-        "CREATE PROCEDURE dbpool_naps() BEGIN DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); "
-        "DO SLEEP(0.2); END",
-        NULL, 0);
+    create_naps(c);
     dbpool_error err;
     memset(&err, 0, sizeof err);
     int64_t t0 = dbt_now_ms();
@@ -1169,12 +1175,7 @@ static void test_given_up_lease_refuses_unbounded_statement(void **state) {
     o.validation_timeout_ms = 150;
     dbpool *p = open_pool_opts(base_url, &o);
     dbpool_conn *c = dbt_acquire(p);
-    dbt_exec_ok(c, "DROP PROCEDURE IF EXISTS dbpool_naps", NULL, 0);
-    dbt_exec_ok(
-        c,
-        "CREATE PROCEDURE dbpool_naps() BEGIN DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); DO SLEEP(0.2); "
-        "DO SLEEP(0.2); END",
-        NULL, 0);
+    create_naps(c);
     dbpool_error err;
     memset(&err, 0, sizeof err);
     assert_int_equal(dbpool_exec(c, "CALL dbpool_naps()", NULL, 0, NULL, &err), DBPOOL_ETIMEDOUT);
