@@ -1045,17 +1045,22 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     if (rc)
         return rc;
     my_conn *mc = NULL;
-    size_t tries = c->socket ? 1 : c->nhosts;
+    size_t tries = c->socket ? 1 : c->nhosts, tried = 0;
     for (size_t i = 0; i < tries; i++) {
+        tried++;
         rc = connect_one(c, &c->hosts[i], deadline_ns, &mc, e);
+        /* A refusal no other host changes (a login, the URL's TLS files)
+         * ends the list, as does the deadline. */
         if (rc == DBPOOL_OK || rc == DBPOOL_EAUTH || rc == DBPOOL_ENOTFOUND || rc == DBPOOL_ENOMEM ||
             rc == DBPOOL_EINVAL || dbpool__ms_left(deadline_ns) <= 0)
             break;
     }
     if (rc) {
         tl_bound.deadline_ns = 0;
-        if (tries > 1)
+        if (tried == tries && tries > 1)
             dbpool__prefix_err(e, "all %zu hosts failed; the last", tries);
+        else if (tried > 1)
+            dbpool__prefix_err(e, "%zu of %zu hosts tried; the last", tried, tries);
         return rc;
     }
     MYSQL *m = &mc->mysql;

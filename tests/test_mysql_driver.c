@@ -309,6 +309,37 @@ static void test_failover_host_list(void **state) {
     dbpool_close(p);
 }
 
+/* The message says how many hosts of the list were tried: a refusal that
+ * no other host would change (here the URL's ssl-ca file, missing) ends
+ * the list at its first host, and said "all 2 hosts failed". */
+static void test_host_list_message_counts_hosts_tried(void **state) {
+    (void)state;
+    char userinfo[512], hosts[512], rest[512], url[2048];
+    split_url(base_url, userinfo, sizeof userinfo, hosts, sizeof hosts, rest, sizeof rest);
+    snprintf(url, sizeof url, "mysql://%s@%s,%s%s%cssl-mode=VERIFY_CA&ssl-ca=/nonexistent/dbpool-ca.pem",
+             userinfo, hosts, hosts, rest, strchr(rest, '?') ? '&' : '?');
+    dbpool_error err;
+    assert_int_equal(open_and_acquire(url, 3000, &err), DBPOOL_EINVAL);
+    if (strstr(err.message, "hosts") || !strstr(err.message, "/nonexistent/dbpool-ca.pem"))
+        fail_msg("a URL error at the first of two hosts: %s", err.message);
+
+    /* Both tried, neither listening: all of them failed. */
+    snprintf(url, sizeof url, "mysql://%s@127.0.0.1:%d,127.0.0.1:%d%s", userinfo, dbt_free_port(),
+             dbt_free_port(), rest);
+    assert_int_equal(open_and_acquire(url, 3000, &err), DBPOOL_ECONNECT);
+    if (!strstr(err.message, "all 2 hosts failed"))
+        fail_msg("two hosts not listening: %s", err.message);
+
+    /* The first not listening, the second refusing the database: both
+     * tried. */
+    snprintf(url, sizeof url, "mysql://%s@127.0.0.1:%d,%s/no_such_db_dbpool", userinfo, dbt_free_port(),
+             hosts);
+    int rc = open_and_acquire(url, 3000, &err);
+    assert_true(rc == DBPOOL_ENOTFOUND || rc == DBPOOL_EAUTH);
+    if (!strstr(err.message, "all 2 hosts failed"))
+        fail_msg("the second host refusing: %s", err.message);
+}
+
 /* A port where nothing listens, the newcomer's first mistake (the server is
  * not started, or the port is PostgreSQL's): the message names the host
  * and port and says what to check. Connector/C alone said "Can't connect to
@@ -1804,6 +1835,7 @@ int main(void) {
         cmocka_unit_test(test_percent_encoded_password),
         cmocka_unit_test(test_unknown_database_not_found),
         cmocka_unit_test(test_failover_host_list),
+        cmocka_unit_test(test_host_list_message_counts_hosts_tried),
         cmocka_unit_test(test_nothing_listening_says_what_to_check),
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_round_trip),
