@@ -73,7 +73,9 @@ typedef struct dbpool_error {
                         * prefix means a broken constraint on every backend (Oracle MySQL
                         * 8 reports a failed CHECK as HY000, error 3819). SQLite's other
                         * refusals also as PostgreSQL says them: a trigger's RAISE(ABORT)
-                        * P0001, a STRICT column's type refusal 22P02, a commit hook's veto "" */
+                        * P0001, a STRICT column's type refusal 22P02, a commit hook's veto "";
+                        * SQLITE_BUSY in a transaction (run it again) 40001, outside one
+                        * (busy_timeout ran out) 55P03 */
     char message[512]; /* what went wrong and what to do; never a password */
 } dbpool_error;
 

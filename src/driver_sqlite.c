@@ -137,14 +137,61 @@ static const char *constraint_sqlstate(int ext) {
     }
 }
 
+/* SQLite's "database is locked" says neither why nor what to do, and
+ * which it is decides whether trying the statement again can help. A
+ * transaction that read and then could not write (another connection
+ * wrote since its snapshot: SQLITE_BUSY_SNAPSHOT; or, in rollback-journal
+ * mode, two deferred transactions that both want to write, which SQLite
+ * answers at once instead of waiting) must be rolled back and run again:
+ * SQLSTATE 40001 (serialization_failure), as PostgreSQL and MySQL report
+ * theirs. Outside a transaction, the statement waited busy_timeout for
+ * another connection's lock: 55P03 (lock_not_available), as PostgreSQL's
+ * lock_timeout. The message keeps SQLite's words and adds what to do. */
+static void busy_advice(sqlite3 *db, int ext, char *hint, size_t cap, const char **sqlstate) {
+    long long ms = -1;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        ms = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (ext == SQLITE_BUSY_SNAPSHOT) {
+        *sqlstate = "40001";
+        snprintf(hint, cap,
+                 " (another connection wrote to the database after this transaction read it, so this one "
+                 "cannot write: roll the transaction back and run it again; a transaction that will write "
+                 "should begin with BEGIN IMMEDIATE, which takes the write lock before it reads)");
+    } else if (!sqlite3_get_autocommit(db)) {
+        *sqlstate = "40001";
+        snprintf(hint, cap,
+                 " (this transaction could not take a lock another connection holds, within busy_timeout "
+                 "(%lld ms), or at once where waiting could not help: roll the transaction back and run it "
+                 "again; a transaction that will write should begin with BEGIN IMMEDIATE)",
+                 ms);
+    } else {
+        *sqlstate = "55P03";
+        snprintf(hint, cap,
+                 " (another connection held the lock for longer than busy_timeout (%lld ms): try again, "
+                 "keep write transactions short, or raise busy_timeout in the URL)",
+                 ms);
+    }
+}
+
 static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error *e) {
     int ext = db ? sqlite3_extended_errcode(db) : src;
-    dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_EQUERY, "%s: %s", what,
-                   db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+    char msg[256];
+    dbpool__strlcpy(msg, db ? sqlite3_errmsg(db) : sqlite3_errstr(src), sizeof msg);
+    char hint[320] = "";
+    const char *sqlstate = NULL;
+    if (db && (ext & 0xff) == SQLITE_BUSY)
+        busy_advice(db, ext, hint, sizeof hint, &sqlstate);
+    dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_EQUERY, "%s: %s%s", what, msg,
+                   hint);
     if (e) {
         e->native_code = ext;
         if ((ext & 0xff) == SQLITE_CONSTRAINT)
-            dbpool__strlcpy(e->sqlstate, constraint_sqlstate(ext), sizeof e->sqlstate);
+            sqlstate = constraint_sqlstate(ext);
+        if (sqlstate)
+            dbpool__strlcpy(e->sqlstate, sqlstate, sizeof e->sqlstate);
     }
     return e ? e->code : DBPOOL_EQUERY;
 }

@@ -971,6 +971,53 @@ static void test_deleted_file_not_found(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Lock conflicts between connections say what happened and what to do,
+ * with an SQLSTATE a retry loop can test on every backend: a transaction
+ * that read and then could not write (another connection wrote since its
+ * snapshot) must be run again (40001, as PostgreSQL and MySQL report
+ * theirs), a statement that waited busy_timeout in vain may be tried again
+ * (55P03, PostgreSQL's lock_not_available). The transaction is rolled back
+ * at release and the connection stays usable. */
+static void test_busy_errors_say_what_to_do(void **state) {
+    (void)state;
+    char file[600];
+    snprintf(file, sizeof file, "%s/busy.db", dbt_tmpdir());
+    dbpool *p = open_single(file, "busy_timeout=50");
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE t(x)");
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(file, &other), SQLITE_OK);
+
+    /* Read, another connection writes, then write: SQLITE_BUSY_SNAPSHOT. */
+    exec_ok(c, "BEGIN");
+    assert_int_equal(int_of(c, "SELECT count(*) FROM t"), 0);
+    assert_int_equal(sqlite3_exec(other, "INSERT INTO t VALUES (1)", NULL, NULL, NULL), SQLITE_OK);
+    dbpool_error e;
+    int rc = dbpool_exec(c, "INSERT INTO t VALUES (2)", NULL, 0, NULL, &e);
+    if (rc != DBPOOL_EQUERY || strcmp(e.sqlstate, "40001") != 0 || !strstr(e.message, "run it again") ||
+        !strstr(e.message, "BEGIN IMMEDIATE"))
+        fail_msg("a write after another connection's: %s, SQLSTATE '%s': %s", dbpool_errname(rc), e.sqlstate,
+                 e.message);
+    assert_int_equal(e.native_code, SQLITE_BUSY_SNAPSHOT);
+    dbpool_release(c);
+
+    /* The lock held past busy_timeout: the statement may be tried again. */
+    c = dbt_acquire(p);
+    assert_int_equal(sqlite3_get_autocommit(dbpool_conn_native(c)), 1);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    rc = dbpool_exec(c, "INSERT INTO t VALUES (3)", NULL, 0, NULL, &e);
+    if (rc != DBPOOL_EQUERY || strcmp(e.sqlstate, "55P03") != 0 || !strstr(e.message, "busy_timeout (50 ms)"))
+        fail_msg("a write while another connection holds the lock: %s, SQLSTATE '%s': %s", dbpool_errname(rc),
+                 e.sqlstate, e.message);
+    assert_int_equal(e.native_code & 0xff, SQLITE_BUSY);
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    exec_ok(c, "INSERT INTO t VALUES (3)");
+    assert_int_equal(int_of(c, "SELECT count(*) FROM t"), 2);
+    dbpool_release(c);
+    sqlite3_close(other);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -999,6 +1046,7 @@ int main(void) {
         cmocka_unit_test(test_keys_that_cannot_apply),
         cmocka_unit_test(test_deleted_file_not_found),
         cmocka_unit_test(test_relative_path_fixed_at_open),
+        cmocka_unit_test(test_busy_errors_say_what_to_do),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
