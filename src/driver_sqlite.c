@@ -176,6 +176,19 @@ static void busy_advice(sqlite3 *db, int ext, char *hint, size_t cap, const char
     }
 }
 
+/* SQLITE_READONLY_DBMOVED reads "attempt to write a readonly database",
+ * as if permissions were wrong: the file was renamed or deleted under the
+ * connection, which is closed at release (sqlite_is_broken). */
+static void moved_advice(sqlite3 *db, char *hint, size_t cap) {
+    const char *file = sqlite3_db_filename(db, "main");
+    snprintf(
+        hint, cap,
+        " (the database file '%.200s' was renamed, replaced or deleted since this connection opened it; "
+        "nothing was written: the connection is closed at release, and the next one opens the file now at "
+        "that path)",
+        file ? file : "");
+}
+
 static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error *e) {
     int ext = db ? sqlite3_extended_errcode(db) : src;
     char msg[256];
@@ -184,6 +197,8 @@ static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error 
     const char *sqlstate = NULL;
     if (db && (ext & 0xff) == SQLITE_BUSY)
         busy_advice(db, ext, hint, sizeof hint, &sqlstate);
+    else if (db && ext == SQLITE_READONLY_DBMOVED)
+        moved_advice(db, hint, sizeof hint);
     dbpool__seterr(e, (src & 0xff) == SQLITE_NOMEM ? DBPOOL_ENOMEM : DBPOOL_EQUERY, "%s: %s%s", what, msg,
                    hint);
     if (e) {

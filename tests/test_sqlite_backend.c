@@ -813,6 +813,10 @@ static void test_moved_file_write_closes_connection(void **state) {
     dbpool_error e;
     assert_int_equal(dbpool_exec(c, "INSERT INTO t VALUES (1)", NULL, 0, NULL, &e), DBPOOL_EQUERY);
     assert_int_equal(e.native_code, SQLITE_READONLY_DBMOVED);
+    /* Said as what it is, not as SQLite's "attempt to write a readonly
+     * database", which points at permissions. */
+    if (!strstr(e.message, "renamed, replaced or deleted") || !strstr(e.message, file))
+        fail_msg("a write to a moved database file: %s", e.message);
     dbpool_release(c);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
