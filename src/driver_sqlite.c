@@ -927,6 +927,33 @@ static void stmt_done(sqlite3_stmt *st, cached_stmt *slot) {
         sqlite3_finalize(st);
 }
 
+/* A connection whose database file was renamed over or deleted since it
+ * opened it: in rollback-journal mode SQLite refuses its writes
+ * (SQLITE_READONLY_DBMOVED), but in WAL mode it writes on, into a file no
+ * other connection sees and that is gone once closed, and reports
+ * success. Refused the same in both modes, before the statement that
+ * would begin a write transaction (a stat of the path, once per write
+ * transaction; BEGIN IMMEDIATE and EXCLUSIVE are not read-only
+ * statements). sqlite_is_broken then closes the connection at release, as
+ * validation would have. */
+static int refuse_write_to_moved_file(sqlite3 *db, sqlite3_stmt *st, dbpool_error *e) {
+    if (sqlite3_stmt_readonly(st))
+        return DBPOOL_OK;
+#if SQLITE_VERSION_NUMBER >= 3034000
+    if (sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE)
+        return DBPOOL_OK; /* looked when it began */
+#endif
+    int moved = 0;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || !moved)
+        return DBPOOL_OK;
+    char hint[320];
+    moved_advice(db, hint, sizeof hint);
+    dbpool__seterr(e, DBPOOL_EQUERY, "SQLite statement refused%s", hint);
+    if (e)
+        e->native_code = SQLITE_READONLY_DBMOVED;
+    return DBPOOL_EQUERY;
+}
+
 /* deadline_ns is ignored: no network, and busy_timeout bounds lock waits. */
 static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
                        int64_t deadline_ns, dbpool_error *e) {
@@ -971,6 +998,8 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
         }
         first = false;
         int rc = bind_params(db, st, p, n, e);
+        if (rc == DBPOOL_OK)
+            rc = refuse_write_to_moved_file(db, st, e);
         if (rc != DBPOOL_OK) {
             stmt_done(st, slot);
             return rc;
@@ -1151,6 +1180,8 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
             slot_lend(slot);
     }
     int rc = bind_params(db, st, p, n, e);
+    if (rc == DBPOOL_OK)
+        rc = refuse_write_to_moved_file(db, st, e);
     if (rc != DBPOOL_OK) {
         stmt_done(st, slot);
         return rc;

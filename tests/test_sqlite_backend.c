@@ -1022,6 +1022,57 @@ static void test_busy_errors_say_what_to_do(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* In WAL mode (the default) SQLite goes on writing through a connection
+ * whose database file was deleted, into a file gone once it closes, and
+ * reports success: the write is refused as in rollback-journal mode
+ * (SQLITE_READONLY_DBMOVED), also after a BEGIN IMMEDIATE and through
+ * dbpool_query, and the connection is replaced at release. */
+static void test_write_to_deleted_wal_file_refused(void **state) {
+    (void)state;
+    char file[600], side[620];
+    snprintf(file, sizeof file, "%s/deleted-wal.db", dbt_tmpdir());
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER; /* no ping to notice it first */
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s", file);
+    dbpool *p = open_one(url, &o);
+    static const char *const writes[] = {"INSERT INTO t VALUES (1)", "BEGIN IMMEDIATE",
+                                         "INSERT INTO t VALUES (1) RETURNING x"};
+    for (int round = 0; round < 3; round++) {
+        dbpool_conn *c = dbt_acquire(p);
+        char buf[32];
+        assert_string_equal(pragma_text(c, "PRAGMA journal_mode", buf, sizeof buf), "wal");
+        exec_ok(c, "CREATE TABLE t(x)");
+        dbpool_release(c);
+        assert_int_equal(unlink(file), 0);
+        snprintf(side, sizeof side, "%s-wal", file);
+        unlink(side);
+        snprintf(side, sizeof side, "%s-shm", file);
+        unlink(side);
+        c = dbt_acquire(p);
+        dbpool_error e;
+        dbpool_result *r = NULL;
+        int rc = round == 2 ? dbpool_query(c, writes[round], NULL, 0, &r, &e)
+                            : dbpool_exec(c, writes[round], NULL, 0, NULL, &e);
+        if (rc != DBPOOL_EQUERY || e.native_code != SQLITE_READONLY_DBMOVED ||
+            !strstr(e.message, "renamed, replaced or deleted"))
+            fail_msg("%s on a deleted WAL database: %s (native %d): %s", writes[round], dbpool_errname(rc),
+                     rc ? e.native_code : 0, rc ? e.message : "");
+        dbpool_release(c);
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        assert_int_equal(s.destroyed, round + 1);
+        /* The next lease opens (here: makes) the file at the path. */
+        c = dbt_acquire(p);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM sqlite_master"), 0);
+        dbpool_release(c);
+        assert_int_equal(access(file, F_OK), 0);
+    }
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -1045,6 +1096,7 @@ int main(void) {
         cmocka_unit_test(test_unfinished_statement_reset_at_release),
         cmocka_unit_test(test_replaced_file_noticed),
         cmocka_unit_test(test_moved_file_write_closes_connection),
+        cmocka_unit_test(test_write_to_deleted_wal_file_refused),
         cmocka_unit_test(test_failed_attach_keeps_connection),
         cmocka_unit_test(test_busy_timeout_range_named),
         cmocka_unit_test(test_keys_that_cannot_apply),
