@@ -685,6 +685,14 @@ static int run_pragma(sqlite3 *db, const sqlite_cfg *c, const char *sql, dbpool_
     return run_pragma_get(db, c, sql, NULL, e);
 }
 
+/* The busy timeout for the connect's next statement: what is left of its
+ * deadline, or busy_timeout when that is shorter. Set once, it would let
+ * every statement wait that long in turn. */
+static void connect_wait(sqlite3 *db, int64_t deadline, int64_t busy_timeout_ms) {
+    int64_t left = dbpool__ms_left(deadline);
+    sqlite3_busy_timeout(db, (int)(left < busy_timeout_ms ? left : busy_timeout_ms));
+}
+
 static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, int64_t deadline, void **native,
                           dbpool_error *e) {
     (void)s;
@@ -711,10 +719,10 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
             c->path);
     }
     sqlite3_extended_result_codes(db, 1);
-    /* The busy timeout is bounded by the connect deadline while we set the
-     * journal mode (which takes a lock), then set to the configured value. */
-    int64_t left = dbpool__ms_left(deadline);
-    sqlite3_busy_timeout(db, (int)(left < c->busy_timeout_ms ? left : c->busy_timeout_ms));
+    /* Each statement below may wait for a lock: each waits only for what
+     * is left of the connect's deadline (connect_wait), then the busy
+     * timeout is set to the configured value. */
+    connect_wait(db, deadline, c->busy_timeout_ms);
     char sql[96];
     char journal[16] = "";
     int rc = DBPOOL_OK;
@@ -736,13 +744,17 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     const char *sync = c->synchronous[0] ? c->synchronous : strcasecmp(journal, "wal") == 0 ? "normal" : NULL;
     if (rc == DBPOOL_OK && sync) {
         snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
+        connect_wait(db, deadline, c->busy_timeout_ms);
         rc = run_pragma(db, c, sql, e);
     }
-    if (rc == DBPOOL_OK)
+    if (rc == DBPOOL_OK) {
+        connect_wait(db, deadline, c->busy_timeout_ms);
         rc = run_pragma(db, c, c->foreign_keys ? "PRAGMA foreign_keys=ON" : "PRAGMA foreign_keys=OFF", e);
+    }
     if (rc == DBPOOL_OK && !c->memory) {
         /* Opening is lazy: read the schema now so that "not a database"
          * and permission problems show up here, not on the first query. */
+        connect_wait(db, deadline, c->busy_timeout_ms);
         rc = run_pragma(db, c, "PRAGMA schema_version", e);
     }
     if (rc != DBPOOL_OK) {
@@ -762,6 +774,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     sc->db = db;
     /* Still within the connect's deadline: reading the settings loads the
      * schema of an in-memory database, which waits for its lock. */
+    connect_wait(db, deadline, c->busy_timeout_ms);
     rc = dbpool__sqlite_session_watch(db, &sc->session, (int)c->busy_timeout_ms, e);
     if (rc != DBPOOL_OK) {
         sqlite3_close_v2(db);

@@ -1073,6 +1073,77 @@ static void test_write_to_deleted_wal_file_refused(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* ---- a VFS that keeps a lock as another process would ----
+ *
+ * Wraps the default VFS for main database files whose name holds
+ * "deadline": their SHARED lock is refused (SQLITE_BUSY, so the busy
+ * handler waits and asks again) until free_at_ms, granted once after it,
+ * and refused for ever after: the database is written by others, and a
+ * connect's statements each wait their turn. */
+static sqlite3_vfs *real_vfs, locker_vfs;
+static sqlite3_io_methods locker_methods;
+static const sqlite3_io_methods *real_methods;
+static int64_t free_at_ms;
+static int shared_granted;
+
+static int locker_lock(sqlite3_file *f, int level) {
+    if (level == SQLITE_LOCK_SHARED) {
+        if (dbt_now_ms() < free_at_ms || shared_granted > 0)
+            return SQLITE_BUSY;
+        shared_granted++;
+    }
+    return real_methods->xLock(f, level);
+}
+
+static int locker_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    int rc = real_vfs->xOpen(real_vfs, name, f, flags, out);
+    if (rc == SQLITE_OK && (flags & SQLITE_OPEN_MAIN_DB) && name && strstr(name, "deadline") && f->pMethods) {
+        if (!real_methods) {
+            real_methods = f->pMethods;
+            locker_methods = *real_methods;
+            locker_methods.xLock = locker_lock;
+        }
+        if (f->pMethods == real_methods)
+            f->pMethods = &locker_methods;
+    }
+    return rc;
+}
+
+/* Every statement of a connect that waits for a lock waits within what is
+ * left of connect_timeout_ms, not each from the whole of it: a database
+ * busy with writers made one connect take the sum of the waits. */
+static void test_connect_lock_waits_end_at_its_deadline(void **state) {
+    (void)state;
+    char file[600];
+    snprintf(file, sizeof file, "%s/deadline.db", dbt_tmpdir());
+    raw_exec(file, "PRAGMA journal_mode=delete; CREATE TABLE t(x)");
+    real_vfs = sqlite3_vfs_find(NULL);
+    locker_vfs = *real_vfs;
+    locker_vfs.zName = "dbpool-test-locker";
+    locker_vfs.xOpen = locker_open;
+    assert_int_equal(sqlite3_vfs_register(&locker_vfs, 1), SQLITE_OK);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.connect_timeout_ms = 1500;
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=delete", file);
+    dbpool *p = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    free_at_ms = t0 + 900; /* the first wait ends well within the deadline */
+    shared_granted = 0;
+    int rc = dbpool_open(&p, url, &o, &e);
+    int64_t took = dbt_now_ms() - t0;
+    sqlite3_vfs_unregister(&locker_vfs);
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    if (rc != DBPOOL_ECONNECT || took > 1500 + 400)
+        fail_msg("a connect with connect_timeout_ms 1500 took %lld ms: %s: %s", (long long)took,
+                 dbpool_errname(rc), rc ? e.message : "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -1103,6 +1174,7 @@ int main(void) {
         cmocka_unit_test(test_deleted_file_not_found),
         cmocka_unit_test(test_relative_path_fixed_at_open),
         cmocka_unit_test(test_busy_errors_say_what_to_do),
+        cmocka_unit_test(test_connect_lock_waits_end_at_its_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
