@@ -80,7 +80,8 @@ static int map_open_error(int src, const char *path, bool may_create, sqlite3 *d
                      strlen(path), longest),
                 code = DBPOOL_EINVAL;
         else if (exists && S_ISDIR(st.st_mode))
-            snprintf(hint, sizeof hint, " ('%.200s' is a directory: give the path of a database file)", path);
+            snprintf(hint, sizeof hint, " ('%.200s' is a directory: give the path of a database file)", path),
+                code = DBPOOL_EINVAL; /* no retry makes it a file */
         else if (!exists && !may_create)
             snprintf(hint, sizeof hint, " ('%.200s' does not exist and the URL forbids creating it)", path),
                 code = DBPOOL_ENOTFOUND;

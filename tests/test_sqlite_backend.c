@@ -218,6 +218,20 @@ static void test_directory_as_path(void **state) {
     char url[620];
     snprintf(url, sizeof url, "sqlite:%s", dbt_tmpdir());
     open_fails_saying(url, "is a directory");
+    /* No retry makes a directory a file: not retried, as a path too long
+     * is not. */
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 3;
+    o.backoff_base_ms = 2000; /* a retry would take seconds */
+    dbpool *p = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_open(&p, url, &o, &e);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_EINVAL || took > 1500)
+        fail_msg("a directory as the database: %s after %lld ms: %s", dbpool_errname(rc), (long long)took,
+                 e.message);
 }
 
 static void test_memory_shared_and_typed(void **state) {
