@@ -441,8 +441,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
  * handed back is reset and its bindings cleared, so it holds no lock and
  * no copy of a parameter. SQLite re-prepares a statement by itself when the
  * schema (or a setting compiled into it) changes; if that re-prepare fails
- * (the table is gone), the error comes from the step, i.e. from
- * dbpool_result_next or dbpool_exec, instead of from dbpool_query.
+ * (the table is gone), the error comes from the step: dbpool_exec, or
+ * dbpool_query, which takes the first step itself.
  *
  * The driver's handle is a small struct holding the sqlite3 * and its
  * cache (made at the first statement, so a pooled connection that runs
