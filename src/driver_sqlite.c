@@ -192,7 +192,7 @@ static void moved_advice(sqlite3 *db, char *hint, size_t cap) {
 
 static int set_query_error(sqlite3 *db, int src, const char *what, dbpool_error *e) {
     int ext = db ? sqlite3_extended_errcode(db) : src;
-    char msg[256];
+    char msg[sizeof e->message];
     dbpool__strlcpy(msg, db ? sqlite3_errmsg(db) : sqlite3_errstr(src), sizeof msg);
     char hint[320] = "";
     const char *sqlstate = NULL;
