@@ -106,7 +106,12 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
     }
     p->stats.connect_errors++;
     p->last_connect_error = *e;
-    if (local_failure(rc)) {
+    /* A server at its connection limit is up and answering: counted as an
+     * outage, a pool whose max_size is above the server's limit opened
+     * the breaker after a few callers beyond it, and everyone needing a new
+     * connection got DBPOOL_EUNAVAILABLE for a cooldown, even once a
+     * session had ended or the limit had been raised. */
+    if (local_failure(rc) || (p->driver->at_connection_limit && p->driver->at_connection_limit(e))) {
         /* The trial (if this was it) told nothing: the next connect is
          * admitted as the trial instead. */
         if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&

@@ -113,6 +113,13 @@ typedef struct dbpool_driver {
      * (design.md#statement-deadlines); a false alarm only turns it off.
      * NULL: no text does (SQLite, whose statements have no backstop). */
     bool (*names_statement_limit)(const char *sql);
+    /* Optional: does this failed connect's error say the server is at one
+     * of its connection limits (PostgreSQL's max_connections, a role's or
+     * database's CONNECTION LIMIT; MariaDB's max_connections,
+     * max_user_connections)? The server is up and answering: the core
+     * retries such a failure but does not count it towards the circuit
+     * breaker. NULL: no error does. */
+    bool (*at_connection_limit)(const dbpool_error *e);
 } dbpool_driver;
 
 static inline void *dbpool__user_handle(const dbpool_driver *d, void *native) {

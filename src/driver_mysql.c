@@ -61,6 +61,9 @@ enum {
     MY_ER_MUST_CHANGE_PASSWORD = 1820,
     MY_ER_MUST_CHANGE_PASSWORD_LOGIN = 1862,
     MY_ER_ACCOUNT_HAS_BEEN_LOCKED = 4151,
+    MY_ER_CON_COUNT = 1040,                 /* max_connections */
+    MY_ER_TOO_MANY_USER_CONNECTIONS = 1203, /* the global max_user_connections */
+    MY_ER_USER_LIMIT_REACHED = 1226,        /* an account's MAX_USER_CONNECTIONS (or hourly limits) */
     MY_CR_CONNECTION_ERROR = 2002,
     MY_CR_CONN_HOST_ERROR = 2003,
     MY_CR_UNKNOWN_HOST = 2005,
@@ -506,6 +509,16 @@ static int check_tls_files(const my_cfg *c, dbpool_error *e) {
     return DBPOOL_OK;
 }
 
+/* The server refused the session at one of its connection limits. */
+static bool connection_limit_errno(unsigned n) {
+    return n == MY_ER_CON_COUNT || n == MY_ER_TOO_MANY_USER_CONNECTIONS || n == MY_ER_USER_LIMIT_REACHED;
+}
+
+static bool my_at_connection_limit(const dbpool_error *e) {
+    return e && e->code == DBPOOL_ECONNECT && e->native_code > 0 &&
+           connection_limit_errno((unsigned)e->native_code);
+}
+
 static int connect_error_code(unsigned n, const char *msg) {
     /* An authentication plugin the server asks for and the client cannot
      * load: Connector/C reports it as CR_AUTH_PLUGIN_CANNOT_LOAD or, after
@@ -934,6 +947,10 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
              * nor what to check: say it, as libpq does (a TLS failure
              * keeps tls_hint's advice). */
             const char *hint = tls_hint(c, n, mysql_error(m));
+            if (connection_limit_errno(n))
+                hint = " (the server is at a connection limit: max_connections, max_user_connections or the "
+                       "account's MAX_USER_CONNECTIONS; keep max_size, summed over every pool and client of "
+                       "this server, below it, or raise the limit)";
             if (!*hint && (n == MY_CR_CONN_HOST_ERROR || n == MY_CR_CONNECTION_ERROR))
                 hint = c->socket || !h->host
                            ? "; is the server running, and is that the path of its socket?"
@@ -1825,4 +1842,5 @@ const dbpool_driver dbpool__driver_mysql = {
     .server_version = my_server_version,
     .session_baseline = my_session_baseline,
     .names_statement_limit = names_statement_limit,
+    .at_connection_limit = my_at_connection_limit,
 };

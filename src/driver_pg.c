@@ -695,6 +695,18 @@ static int classify_connect_error(const char *msg) {
     return DBPOOL_ECONNECT;
 }
 
+/* The server refused the session at one of its connection limits
+ * (SQLSTATE 53300, which libpq does not hand over for a failed connect):
+ * max_connections ("sorry, too many clients already", or the last slots
+ * kept for superusers) or a role's or database's CONNECTION LIMIT. */
+static bool names_connection_limit(const char *msg) {
+    return strstr(msg, "too many clients already") || strstr(msg, "too many connections for role \"") ||
+           strstr(msg, "too many connections for database \"") ||
+           strstr(msg, "remaining connection slots are reserved");
+}
+
+static bool pg_at_connection_limit(const dbpool_error *e) { return e && strcmp(e->sqlstate, "53300") == 0; }
+
 /* "host:port" or "unix socket /dir/.s.PGSQL.port" of the attempt under way. */
 static void describe_target(PGconn *c, char *buf, size_t cap) {
     const char *host = PQhost(c);
@@ -830,7 +842,15 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                 hint =
                     " (the server refused the client certificate in sslcert: it must be signed by a CA the "
                     "server trusts, for client use)";
-            return dbpool__seterr(e, code, "%s%s", msg, hint);
+            bool limit = code == DBPOOL_ECONNECT && names_connection_limit(msg);
+            if (limit)
+                hint = " (the server is at a connection limit: max_connections, or the role's or the "
+                       "database's CONNECTION LIMIT; keep max_size, summed over every pool and client of "
+                       "this server, below it, or raise the limit)";
+            dbpool__seterr(e, code, "%s%s", msg, hint);
+            if (limit && e)
+                memcpy(e->sqlstate, "53300", 6);
+            return code;
         }
         /* The socket can change between polls (next host, SSL retry). */
         int w = dbpool__pg_wait_socket(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ns);
@@ -1666,4 +1686,5 @@ const dbpool_driver dbpool__driver_pg = {
     .user_handle = pg_user_handle,
     .session_baseline = pg_session_baseline,
     .names_statement_limit = pg_names_statement_limit,
+    .at_connection_limit = pg_at_connection_limit,
 };

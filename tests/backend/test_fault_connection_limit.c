@@ -1,0 +1,153 @@
+/*
+ * test_fault_connection_limit.c — a server whose connection limit for the
+ * test user (PostgreSQL: ALTER ROLE ... CONNECTION LIMIT 2; MariaDB: ALTER
+ * USER ... WITH MAX_USER_CONNECTIONS 2) is below the pool's max_size.
+ *
+ * Callers beyond the limit get DBPOOL_ECONNECT, within their timeout, with
+ * a message that names the limit and what to do; the refusals do not open
+ * the circuit breaker (the server is up: before, a few of them opened it,
+ * and every caller needing a new connection got DBPOOL_EUNAVAILABLE for the
+ * whole cooldown); a released lease serves the next caller at once; once
+ * the limit is raised, the next acquire connects at once.
+ *
+ * Changes the test user's limit on the server: registered RUN_SERIAL
+ * (SERVER_WIDE_TESTS in tests/CMakeLists.txt); the teardown lifts it.
+ */
+#include "backend_common.h"
+#include "servers.h"
+
+#define LIMIT 2
+
+static char user[128];
+
+/* The user name of the test URL: between "://" and the next ':' or '@'. */
+static void find_user(void) {
+    const char *url = dbt_backend_url(bt_backend);
+    const char *s = strstr(url, "://");
+    assert_non_null(s);
+    s += 3;
+    size_t n = strcspn(s, ":@/");
+    assert_true(n > 0 && n < sizeof user);
+    memcpy(user, s, n);
+    user[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        assert_true((user[i] >= 'a' && user[i] <= 'z') || (user[i] >= '0' && user[i] <= '9') ||
+                    user[i] == '_');
+}
+
+static void admin_exec(const char *sql) {
+    const char *url = getenv(bt_is("pg") ? "DBPOOL_TEST_PG_ADMIN_URL" : "DBPOOL_TEST_MYSQL_ADMIN_URL");
+    if (!url || !*url)
+        fail_msg("[%s] no admin URL in the environment", bt_backend);
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    o.breaker_failures = 0;
+    dbpool *a = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_open(&a, url, &o, &e) != DBPOOL_OK) {
+        dbt_scrub_secrets(e.message, sizeof e.message, NULL);
+        fail_msg("[%s] opening the admin pool: %s", bt_backend, e.message);
+    }
+    dbpool_conn *c = bt_acquire(a);
+    bt_exec(c, sql);
+    bt_release(c);
+    dbpool_close(a);
+}
+
+static void set_limit(int limit) {
+    char sql[256];
+    if (bt_is("pg")) {
+        snprintf(sql, sizeof sql, "ALTER ROLE %s CONNECTION LIMIT %d", user, limit);
+        admin_exec(sql);
+    } else {
+        /* The scripts make the account for both ways in. */
+        snprintf(sql, sizeof sql, "ALTER USER '%s'@'127.0.0.1' WITH MAX_USER_CONNECTIONS %d", user, limit);
+        admin_exec(sql);
+        snprintf(sql, sizeof sql, "ALTER USER '%s'@'localhost' WITH MAX_USER_CONNECTIONS %d", user, limit);
+        admin_exec(sql);
+    }
+}
+
+static void lift_limit(void) { set_limit(bt_is("pg") ? -1 : 0); }
+
+static int setup(void **state) {
+    (void)state;
+    find_user();
+    set_limit(LIMIT);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    lift_limit();
+    return 0;
+}
+
+static void test_limit_below_max_size(void **state) {
+    (void)state;
+    dbpool_options o;
+    bt_options(&o, 0, LIMIT + 2);
+    o.max_retries = 3;
+    o.breaker_failures = 3;
+    o.breaker_cooldown_ms = 60000; /* open, it would refuse for the rest of the test */
+    o.acquire_timeout_ms = 10000;
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *held[LIMIT];
+    for (int i = 0; i < LIMIT; i++)
+        held[i] = bt_acquire(p);
+
+    /* Beyond the limit: each refusal is retried max_retries times; three
+     * callers make twelve refused connects, four times breaker_failures. */
+    for (int i = 0; i < 3; i++) {
+        dbpool_conn *c = NULL;
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        int64_t t0 = dbt_now_ms();
+        int rc = dbpool_acquire(p, -1, &c, &e);
+        int64_t took = dbt_now_ms() - t0;
+        print_message("[%s] caller %d beyond the limit: %s after %lld ms: %s\n", bt_backend, i,
+                      dbpool_errname(rc), (long long)took, e.message);
+        BT_CHECK(rc == DBPOOL_ECONNECT, "caller %d beyond the limit: expected DBPOOL_ECONNECT, got %s: %s", i,
+                 dbpool_errname(rc), e.message);
+        BT_CHECK(strstr(e.message, "connection limit") && strstr(e.message, "max_size"),
+                 "the message should name the server's limit and max_size: %s", e.message);
+        BT_CHECK(took < o.acquire_timeout_ms, "caller %d waited %lld ms", i, (long long)took);
+        BT_CHECK(!dbt_has_secret(e.message, NULL), "a password in the message");
+    }
+    dbpool_stats s = bt_stats(p);
+    BT_CHECK(s.breaker == DBPOOL_BREAKER_CLOSED && s.breaker_opens == 0,
+             "a server at its connection limit opened the circuit breaker (%s, %llu opens)",
+             dbpool_breaker_state_name(s.breaker), (unsigned long long)s.breaker_opens);
+    BT_CHECK(s.connect_errors >= 12, "expected every refusal retried, %llu connect errors",
+             (unsigned long long)s.connect_errors);
+
+    /* A connection freed: the next caller gets it at once. */
+    bt_release(held[0]);
+    held[0] = bt_acquire(p);
+
+    /* The limit raised: a new connection at once, not after a cooldown. */
+    lift_limit();
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    int rc = dbpool_acquire(p, 5000, &c, &e);
+    BT_CHECK(rc == DBPOOL_OK, "after the limit was raised: %s: %s", dbpool_errname(rc), e.message);
+    bt_release(c);
+    for (int i = 0; i < LIMIT; i++)
+        bt_release(held[i]);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(int argc, char **argv) {
+    bt_init(argc, argv);
+    if (bt_is("sqlite")) {
+        fprintf(stderr, "skipped: SQLite has no connection limit\n");
+        return DBT_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_limit_below_max_size, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
