@@ -1636,6 +1636,39 @@ static int pg_query(void *native, const char *sql, const dbpool_param *p, size_t
 /* Classification and metadata                                              */
 /* ------------------------------------------------------------------------ */
 
+/* Does this URL's connection ask for a server that takes writes
+ * (target_session_attrs read-write or primary)? */
+static bool wants_writable(PGconn *c) {
+    PQconninfoOption *opts = PQconninfo(c);
+    if (!opts)
+        return true; /* out of memory: as before, replace it */
+    bool yes = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+            yes = strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0;
+    PQconninfoFree(opts);
+    return yes;
+}
+
+/* SQLSTATE 25006 (read_only_sql_transaction): a write in a read-only
+ * transaction. The connection is only worth replacing when the server it
+ * reached is now a standby (a failover demoted it: a new connection finds
+ * the primary), or when it no longer takes writes and the URL asks for one
+ * that does (target_session_attrs). A caller's own BEGIN READ ONLY, or a
+ * server whose default_transaction_read_only is on for everyone, leaves a
+ * working connection: closing it helped nothing, and cost a connect per
+ * refused write. Servers before 14 report neither setting: replaced, as
+ * a standby's. */
+static bool read_only_means_replace(PGconn *c) {
+    const char *standby = PQparameterStatus(c, "in_hot_standby");
+    if (!standby)
+        return true;
+    if (strcmp(standby, "on") == 0)
+        return true;
+    const char *ro = PQparameterStatus(c, "default_transaction_read_only");
+    return ro && strcmp(ro, "on") == 0 && wants_writable(c);
+}
+
 static bool pg_is_broken(void *native, const dbpool_error *e) {
     PGconn *c = pg_of(native);
     if (!c || PQstatus(c) != CONNECTION_OK || ((pg_session *)native)->gave_up)
@@ -1647,11 +1680,11 @@ static bool pg_is_broken(void *native, const dbpool_error *e) {
     const char *st = e->sqlstate;
     if (strlen(st) != 5)
         return false;
-    return strncmp(st, "08", 2) == 0    /* connection exception */
-           || strcmp(st, "57P01") == 0  /* admin_shutdown */
-           || strcmp(st, "57P02") == 0  /* crash_shutdown */
-           || strcmp(st, "57P03") == 0  /* cannot_connect_now */
-           || strcmp(st, "25006") == 0; /* read_only_sql_transaction: a standby after failover */
+    return strncmp(st, "08", 2) == 0                                    /* connection exception */
+           || strcmp(st, "57P01") == 0                                  /* admin_shutdown */
+           || strcmp(st, "57P02") == 0                                  /* crash_shutdown */
+           || strcmp(st, "57P03") == 0                                  /* cannot_connect_now */
+           || (strcmp(st, "25006") == 0 && read_only_means_replace(c)); /* a standby after failover */
 }
 
 static void pg_server_version(void *native, char *buf, size_t len) {
