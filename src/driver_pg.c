@@ -509,9 +509,19 @@ static int result_error(PGconn *c, const PGresult *r, int code, const char *what
     } else {
         copy_conn_error(c, msg, sizeof msg);
     }
-    if (code == DBPOOL_EQUERY && PQstatus(c) != CONNECTION_OK)
+    if (code == DBPOOL_EQUERY && PQstatus(c) != CONNECTION_OK) {
         code = DBPOOL_EBROKEN;
-    else if (code == DBPOOL_EQUERY && libpq_out_of_memory(state, msg))
+        /* libpq's own result for the lost connection ("server closed the
+         * connection unexpectedly ... terminated abnormally") leaves out
+         * what the server said before it closed, which the connection's
+         * message keeps: "FATAL: terminating connection due to
+         * idle-session timeout" is why, and no crash. */
+        if (!state) {
+            const char *whole = PQerrorMessage(c);
+            if (whole && strstr(whole, "FATAL:"))
+                copy_conn_error(c, msg, sizeof msg);
+        }
+    } else if (code == DBPOOL_EQUERY && libpq_out_of_memory(state, msg))
         code = DBPOOL_ENOMEM;
     dbpool__seterr(e, code, "%s%s%s%s", what, state ? " [" : "", state ? state : "", state ? "]: " : ": ");
     if (e) {
@@ -1386,6 +1396,13 @@ static bool pg_names_statement_limit(const char *sql) {
 
 /* Before a caller's statement: a connection given up on takes no more. */
 static int refuse_given_up(const pg_session *ps, dbpool_error *e) {
+    /* Lost under an earlier statement (the server closed it: an idle
+     * timeout, a terminated backend): libpq's own words here would be "no
+     * connection to the server", which says neither that nor what to do. */
+    if (PQstatus(ps->pg) != CONNECTION_OK)
+        return dbpool__seterr(e, DBPOOL_EBROKEN,
+                              "postgresql: this connection was lost under an earlier statement: release the "
+                              "lease (the connection is closed) and acquire another");
     if (!ps->gave_up)
         return DBPOOL_OK;
     return dbpool__seterr(e, DBPOOL_EBROKEN,
