@@ -335,21 +335,41 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         if (ev == BREAKER_EVENT_CLOSED)
             (void)dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
+        /* A server at its connection limit, for callers in line: they are
+         * served by the first lease released, and a connection by the
+         * first session to end on the server or a raised limit. Giving up
+         * after max_retries failed the first of them at once, within tens
+         * of milliseconds, however long its acquire timeout and however
+         * soon a lease came back; the next one in line then got a connect
+         * of its own, and so on. Retried for as long as someone waits (a
+         * timeout then quotes this error), the backoff spacing the
+         * attempts out to backoff_max_ms. */
+        bool at_limit = rc != DBPOOL_OK && still_wanted && p->driver->at_connection_limit &&
+                        p->driver->at_connection_limit(&e);
         /* Cause, then effect: the failed attempt before the breaker it
          * opened. */
-        if (rc != DBPOOL_OK)
+        if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
             dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
                         p->opt.max_retries + 1, e.message);
+        else if (rc != DBPOOL_OK)
+            dbpool__log(p, DBPOOL_LOG_WARN,
+                        "connect attempt %d failed (past max_retries %d: the server is at a connection limit "
+                        "and callers wait): %s",
+                        attempt + 1, p->opt.max_retries, e.message);
         dbpool__log_breaker_event(p, ev);
         if (rc == DBPOOL_OK)
             break;
-        if (!retriable(rc) || attempt >= p->opt.max_retries || breaker_open)
+        if (!retriable(rc) || (attempt >= p->opt.max_retries && !at_limit) || breaker_open)
             break;
         int64_t delay = p->opt.backoff_base_ms;
         for (int i = 0; i < attempt && delay < p->opt.backoff_max_ms; i++)
             delay *= 2;
         if (delay > p->opt.backoff_max_ms)
             delay = p->opt.backoff_max_ms;
+        /* Past max_retries (a connection limit, callers waiting): not in
+         * a tight loop, whatever the backoff options say. */
+        if (attempt >= p->opt.max_retries && delay < 100)
+            delay = 100;
         if (delay > 1)
             delay = delay / 2 + (int64_t)(dbpool__random() % (uint64_t)(delay / 2 + 1));
         if (dbpool__now_ns() + delay * DBPOOL_NS_PER_MS >= deadline)

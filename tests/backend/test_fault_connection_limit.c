@@ -3,8 +3,10 @@
  * test user (PostgreSQL: ALTER ROLE ... CONNECTION LIMIT 2; MariaDB: ALTER
  * USER ... WITH MAX_USER_CONNECTIONS 2) is below the pool's max_size.
  *
- * Callers beyond the limit get DBPOOL_ECONNECT, within their timeout, with
- * a message that names the limit and what to do; the refusals do not open
+ * Callers beyond the limit wait for their timeout (served by a lease
+ * released meanwhile) and then get DBPOOL_ETIMEDOUT quoting the refusal; a
+ * caller who will not wait gets DBPOOL_ECONNECT; both messages name the
+ * limit and what to do. The refusals do not open
  * the circuit breaker (the server is up: before, a few of them opened it,
  * and every caller needing a new connection got DBPOOL_EUNAVAILABLE for the
  * whole cooldown); a released lease serves the next caller at once; once
@@ -15,6 +17,8 @@
  */
 #include "backend_common.h"
 #include "servers.h"
+
+#include <pthread.h>
 
 #define LIMIT 2
 
@@ -97,29 +101,44 @@ static void test_limit_below_max_size(void **state) {
     for (int i = 0; i < LIMIT; i++)
         held[i] = bt_acquire(p);
 
-    /* Beyond the limit: each refusal is retried max_retries times; three
-     * callers make twelve refused connects, four times breaker_failures. */
+    /* Beyond the limit, a caller who waits: the connector retries the
+     * refusal for as long as it waits (past max_retries, spaced out by the
+     * backoff), and its timeout quotes the limit. Three such callers make
+     * more than three times breaker_failures refused connects. */
     for (int i = 0; i < 3; i++) {
         dbpool_conn *c = NULL;
         dbpool_error e;
         memset(&e, 0, sizeof e);
         int64_t t0 = dbt_now_ms();
-        int rc = dbpool_acquire(p, -1, &c, &e);
+        int rc = dbpool_acquire(p, 400, &c, &e);
         int64_t took = dbt_now_ms() - t0;
         print_message("[%s] caller %d beyond the limit: %s after %lld ms: %s\n", bt_backend, i,
                       dbpool_errname(rc), (long long)took, e.message);
-        BT_CHECK(rc == DBPOOL_ECONNECT, "caller %d beyond the limit: expected DBPOOL_ECONNECT, got %s: %s", i,
-                 dbpool_errname(rc), e.message);
+        BT_CHECK(rc == DBPOOL_ETIMEDOUT, "caller %d beyond the limit: expected DBPOOL_ETIMEDOUT, got %s: %s",
+                 i, dbpool_errname(rc), e.message);
         BT_CHECK(strstr(e.message, "connection limit") && strstr(e.message, "max_size"),
                  "the message should name the server's limit and max_size: %s", e.message);
-        BT_CHECK(took < o.acquire_timeout_ms, "caller %d waited %lld ms", i, (long long)took);
+        BT_CHECK(took >= 400 && took < 5000, "caller %d returned after %lld ms (timeout 400)", i,
+                 (long long)took);
         BT_CHECK(!dbt_has_secret(e.message, NULL), "a password in the message");
+    }
+    /* One who will not wait: one connect, on its own thread, and its error. */
+    {
+        dbpool_conn *c = NULL;
+        dbpool_error e;
+        memset(&e, 0, sizeof e);
+        int rc = dbpool_acquire(p, 0, &c, &e);
+        print_message("[%s] caller who will not wait: %s: %s\n", bt_backend, dbpool_errname(rc), e.message);
+        BT_CHECK(rc == DBPOOL_ECONNECT && strstr(e.message, "connection limit"),
+                 "a caller who will not wait: expected DBPOOL_ECONNECT naming the limit, got %s: %s",
+                 dbpool_errname(rc), e.message);
     }
     dbpool_stats s = bt_stats(p);
     BT_CHECK(s.breaker == DBPOOL_BREAKER_CLOSED && s.breaker_opens == 0,
              "a server at its connection limit opened the circuit breaker (%s, %llu opens)",
              dbpool_breaker_state_name(s.breaker), (unsigned long long)s.breaker_opens);
-    BT_CHECK(s.connect_errors >= 12, "expected every refusal retried, %llu connect errors",
+    BT_CHECK(s.connect_errors >= 12,
+             "expected the refusals retried while callers waited, %llu connect errors",
              (unsigned long long)s.connect_errors);
 
     /* A connection freed: the next caller gets it at once. */
@@ -140,6 +159,45 @@ static void test_limit_below_max_size(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A caller beyond the limit waits for its timeout, not for max_retries
+ * refusals: a lease released after them serves it. Before, the connector
+ * gave up after max_retries + 1 refusals (tens of milliseconds) and failed
+ * the caller with DBPOOL_ECONNECT, whatever its timeout. */
+static void test_waiter_served_by_release(void **state) {
+    (void)state;
+    dbpool_options o;
+    bt_options(&o, 0, LIMIT + 1);
+    o.max_retries = 1;
+    o.breaker_failures = 0;
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *held[LIMIT];
+    for (int i = 0; i < LIMIT; i++)
+        held[i] = bt_acquire(p);
+    dbt_timed_acquire a = {.p = p, .timeout_ms = 20000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &a), 0);
+    dbt_wait_for_waiters(p, 1, 10000);
+    /* Until the connector has gone past max_retries + 1 refusals (or the
+     * caller has left). */
+    int64_t t0 = dbt_now_ms();
+    dbpool_stats s = bt_stats(p);
+    while (s.waiting == 1 && s.connect_errors < (uint64_t)o.max_retries + 3 && dbt_now_ms() - t0 < 10000) {
+        dbt_sleep_ms(10);
+        s = bt_stats(p);
+    }
+    print_message("[%s] %llu refused connects, %d waiting\n", bt_backend,
+                  (unsigned long long)s.connect_errors, s.waiting);
+    bt_release(held[0]);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    print_message("[%s] the waiter: %s after %lld ms: %s\n", bt_backend, dbpool_errname(a.rc),
+                  (long long)a.took_ms, a.message);
+    BT_CHECK(a.rc == DBPOOL_OK, "the caller in line: expected a released lease, got %s after %lld ms: %s",
+             dbpool_errname(a.rc), (long long)a.took_ms, a.message);
+    bt_release(held[1]);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     if (bt_is("sqlite")) {
@@ -148,6 +206,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_limit_below_max_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiter_served_by_release, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
