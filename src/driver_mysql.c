@@ -174,7 +174,14 @@ static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *ms
     if (broken)
         conn_of(m)->broken = true;
     int code = oom ? DBPOOL_ENOMEM : broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
-    dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)", msg, n, sqlstate);
+    /* Connector/C's words ("Server has gone away", "Lost connection to
+     * server during query") say nothing of what to do: a session the server
+     * closed (wait_timeout, a KILL, a shutdown) is not coming back. */
+    dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)%s", msg, n, sqlstate,
+                   code == DBPOOL_EBROKEN
+                       ? "; this connection cannot be used again: release the lease (it is "
+                         "closed) and acquire another"
+                       : "");
     fill_native(e, n, sqlstate);
     return code;
 }
