@@ -619,6 +619,7 @@ static int64_t connect_budget_ms(const dbpool_options *o) {
 
 static void *connector_main(void *arg) {
     dbpool *p = arg;
+    dbpool__metrics_thread_shared(); /* no writer number for a thread that records a connect now and then */
     lock(p);
     for (;;) {
         if (p->connectors_stop)

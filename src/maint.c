@@ -322,6 +322,7 @@ void dbpool__maint_pass(dbpool *p) {
  * for one (a pass that comes while a round runs asks for the next). */
 static void *keepalive_main(void *arg) {
     dbpool *p = arg;
+    dbpool__metrics_thread_shared(); /* the writer numbers are for the application's threads */
     lock(p);
     for (;;) {
         while (!p->maint_stop && !p->keepalive_woken)
@@ -339,6 +340,7 @@ static void *keepalive_main(void *arg) {
 
 static void *maint_main(void *arg) {
     dbpool *p = arg;
+    dbpool__metrics_thread_shared(); /* the writer numbers are for the application's threads */
     lock(p);
     while (!p->maint_stop) {
         int64_t wake = dbpool__deadline_after_ms(p->opt.maintenance_interval_ms);

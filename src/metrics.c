@@ -29,7 +29,11 @@
  *
  * Shared stripes take the rest: threads beyond the 64th, a thread whose
  * own stripe could not be allocated, records made by thread-specific
- * destructors after the give-back. Their adds are relaxed atomic adds;
+ * destructors after the give-back, and the pools' own threads
+ * (connectors, maintenance, keepalive: dbpool__metrics_thread_shared).
+ * Those record a connect now and then and live as long as their pool:
+ * holding numbers, 32 idle pools' connectors took all 64, and every
+ * application thread recorded through the shared stripes. Their adds are relaxed atomic adds;
  * they are cache-line aligned (128 bytes: the adjacent-line prefetcher
  * pairs lines), one per power of two >= 2 x CPUs, 4 to 16, and a thread's
  * one is fixed by an index it takes once from a global counter. The count
@@ -230,6 +234,8 @@ static uint32_t writer_take(void) {
     }
     return tl_writer = WRITER_SHARED;
 }
+
+void dbpool__metrics_thread_shared(void) { tl_writer = WRITER_SHARED; }
 
 uint32_t dbpool__metrics_own_stripes(const dbpool_metrics *m) {
     uint32_t n = 0;

@@ -18,6 +18,11 @@ void dbpool__metrics_free(dbpool_metrics *m);
 /* In a fork child: frees the writer numbers of the threads that did not
  * come along. */
 void dbpool__metrics_forked_child(void);
+/* The calling thread records through the shared stripes from now on and
+ * takes no writer number: for the pool's own threads (connectors,
+ * maintenance, keepalive), which record rarely and live as long as their
+ * pool, so that they do not hold numbers the application's threads need. */
+void dbpool__metrics_thread_shared(void);
 /* How many threads have a stripe of their own in m (for tests). */
 uint32_t dbpool__metrics_own_stripes(const dbpool_metrics *m);
 /* How many writer numbers threads hold now, process-wide (for tests). */

@@ -225,6 +225,54 @@ static void test_thread_churn_cache_off(void **state) {
 }
 
 /* ------------------------------------------------------------------ */
+/* The pools' own threads take no writer number                         */
+/* ------------------------------------------------------------------ */
+
+#define MANY_POOLS 40
+
+static void *lease_once(void *arg) {
+    dbpool_conn *c = dbt_acquire(arg);
+    dbpool_release(c);
+    return NULL;
+}
+
+/* A connector thread records a connect's duration now and then: were it
+ * to hold one of the 64 writer numbers for its pool's life, 32 open pools
+ * (two connectors each) would hold them all, and every application thread
+ * would record through the shared stripes, with locked adds, for good. */
+static void test_pool_threads_take_no_writer_numbers(void **state) {
+    (void)state;
+    uint32_t writers0 = dbpool__metrics_writers_held();
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 5;
+    o.max_connecting = 2;
+    dbpool *pools[MANY_POOLS];
+    for (int i = 0; i < MANY_POOLS; i++) {
+        dbpool_error e;
+        if (dbpool_open(&pools[i], "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("open %d: %s", i, e.message);
+        /* Two connects, made by the connector threads for a caller in line. */
+        dbpool_conn *a = dbt_acquire(pools[i]), *b = dbt_acquire(pools[i]);
+        dbpool_release(a);
+        dbpool_release(b);
+        assert_true(stats(pools[i]).created == 2);
+    }
+    if (dbpool__metrics_writers_held() > writers0 + 1)
+        fail_msg("%u writer numbers held with %d pools open and idle, %u before (this thread may hold one)",
+                 dbpool__metrics_writers_held(), MANY_POOLS, writers0);
+    /* An application thread still gets a stripe of its own. */
+    uint32_t own0 = dbpool__metrics_own_stripes(pools[0]->metrics);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, lease_once, pools[0]), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(dbpool__metrics_own_stripes(pools[0]->metrics), own0 + 1);
+    for (int i = 0; i < MANY_POOLS; i++)
+        assert_int_equal(dbpool_close(pools[i]), 0);
+}
+
+/* ------------------------------------------------------------------ */
 /* Pools opened and closed by the thousand                             */
 /* ------------------------------------------------------------------ */
 
@@ -578,6 +626,7 @@ int main(void) {
         cmocka_unit_test_setup(test_thread_churn_cache_on, setup),
         cmocka_unit_test_setup(test_thread_churn_cache_on_maintenance, setup),
         cmocka_unit_test_setup(test_thread_churn_cache_off, setup),
+        cmocka_unit_test_setup(test_pool_threads_take_no_writer_numbers, setup),
         cmocka_unit_test_setup(test_open_close_many, setup),
         cmocka_unit_test_setup(test_open_close_many_with_threads, setup),
         cmocka_unit_test_setup(test_manager_add_remove_many, setup),
