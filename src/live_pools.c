@@ -14,6 +14,7 @@
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static dbpool *live_head;
 static atomic_bool live_watched;
+static _Atomic uint64_t live_closes; /* pools taken out of the list so far */
 
 /* A fork while another thread holds the lock must not leave the child's
  * copy locked: closing a pool in the child (which touches nothing else)
@@ -41,7 +42,20 @@ bool dbpool__live_take(dbpool *p) {
     if (found) {
         *at = p->live_next;
         p->live_next = NULL;
+        atomic_fetch_add_explicit(&live_closes, 1, memory_order_relaxed);
     }
+    pthread_mutex_unlock(&live_lock);
+    return found;
+}
+
+uint64_t dbpool__live_closes(void) { return atomic_load_explicit(&live_closes, memory_order_relaxed); }
+
+bool dbpool__live_has(const dbpool *p, uint64_t serial) {
+    pthread_mutex_lock(&live_lock);
+    const dbpool *x = live_head;
+    while (x && x != p)
+        x = x->live_next;
+    bool found = x && x->serial == serial; /* open: its memory is there to read */
     pthread_mutex_unlock(&live_lock);
     return found;
 }

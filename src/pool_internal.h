@@ -294,6 +294,12 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
  * whether it was there (a second dbpool_close finds it gone). */
 void dbpool__live_add(dbpool *p);
 bool dbpool__live_take(dbpool *p);
+/* How many pools were taken out of the list so far (it only grows), and
+ * whether the pool at p with this serial is still in it (p is compared,
+ * not read, unless it is there): for a thread cache's entries of pools
+ * closed since (sticky.c). */
+uint64_t dbpool__live_closes(void);
+bool dbpool__live_has(const dbpool *p, uint64_t serial);
 /* The fork handlers of that list: before the first dbpool__live_add
  * (dbpool_open calls it). 0 or pthread_atfork's error. */
 int dbpool__live_watch(void);

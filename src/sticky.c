@@ -58,6 +58,32 @@ __attribute__((tls_model("initial-exec")))
 #endif
 static _Thread_local sticky_slot tl_slots[STICKY_SLOTS];
 
+/* dbpool__live_closes() when this thread last dropped the entries of
+ * closed pools. */
+static _Thread_local uint64_t tl_closes_seen;
+
+/* Lock held, the table full: drop the entries of pools closed since the
+ * last look (only when a pool was closed since, so the global lock is
+ * taken once per close at most). Without this they stayed for the
+ * thread's life: after four pools it used were closed, every pool it used
+ * then had to share one entry (by serial), and two taking turns pushed
+ * each other's connection out at every release. True when one was
+ * dropped. */
+static bool forget_closed_pools(void) {
+    uint64_t closes = dbpool__live_closes();
+    if (closes == tl_closes_seen)
+        return false;
+    tl_closes_seen = closes; /* read before the looks: a close after them is seen next time */
+    bool dropped = false;
+    for (int i = 0; i < STICKY_SLOTS; i++) {
+        if (tl_slots[i].pool && !dbpool__live_has(tl_slots[i].pool, tl_slots[i].serial)) {
+            tl_slots[i].pool = NULL; /* never read: its pool may be gone */
+            dropped = true;
+        }
+    }
+    return dropped;
+}
+
 static inline sticky_slot *slot_for(const dbpool *p) {
     for (int i = 0; i < STICKY_SLOTS; i++)
         if (tl_slots[i].pool == p && tl_slots[i].serial == p->serial)
@@ -191,6 +217,10 @@ bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now) {
         for (int i = 0; i < STICKY_SLOTS && !s; i++)
             if (!tl_slots[i].pool)
                 s = &tl_slots[i];
+        if (!s && forget_closed_pools())
+            for (int i = 0; i < STICKY_SLOTS && !s; i++)
+                if (!tl_slots[i].pool)
+                    s = &tl_slots[i];
         if (!s) /* full: the pool's slot of a busy thread's cache; the old one stays parked */
             s = &tl_slots[p->serial % STICKY_SLOTS];
     }

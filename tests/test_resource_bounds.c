@@ -273,6 +273,78 @@ static void test_pool_threads_take_no_writer_numbers(void **state) {
 }
 
 /* ------------------------------------------------------------------ */
+/* A thread's cache after pools it used were closed                     */
+/* ------------------------------------------------------------------ */
+
+static dbpool *open_cached(void) {
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+/* Leases handed out through the thread cache so far. */
+static uint64_t fast_leases(dbpool *p) {
+    (void)stats(p); /* folds them in */
+    dbpool__lock(p);
+    uint64_t n = p->fast_folded;
+    dbpool__unlock(p);
+    return n;
+}
+
+static void lease(dbpool *p) {
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_release(c);
+}
+
+/* A thread keeps its connections for four pools at most. The entries of
+ * pools it used and that were closed since must not stay in the way: a
+ * long-lived thread that went through a few short-lived pools (a manager
+ * replacing them, say) would otherwise keep one entry for all the pools it
+ * uses now, and two of them taking turns would each push the other's
+ * connection out at every release: no lease would come from the cache. */
+static void test_closed_pools_leave_the_thread_cache(void **state) {
+    (void)state;
+    dbpool *a = open_cached();
+    lease(a); /* parked for this thread */
+    /* Three pools used and closed: with a's, the table is full. */
+    for (int i = 0; i < 3; i++) {
+        dbpool *gone = open_cached();
+        lease(gone);
+        assert_int_equal(dbpool_close(gone), 0);
+    }
+    /* A live pool whose entry would go where a's is. */
+    dbpool *b = NULL;
+    while (!b) {
+        dbpool *q = open_cached();
+        if (q->serial % 4 == a->serial % 4) {
+            b = q;
+        } else {
+            lease(q);
+            assert_int_equal(dbpool_close(q), 0);
+        }
+    }
+    lease(b);
+    lease(a);
+    uint64_t fa = fast_leases(a), fb = fast_leases(b);
+    for (int i = 0; i < 200; i++) {
+        lease(a);
+        lease(b);
+    }
+    uint64_t got_a = fast_leases(a) - fa, got_b = fast_leases(b) - fb;
+    if (got_a < 190 || got_b < 190)
+        fail_msg("of 200 leases each, %llu and %llu came from the thread cache", (unsigned long long)got_a,
+                 (unsigned long long)got_b);
+    assert_int_equal(dbpool_close(a), 0);
+    assert_int_equal(dbpool_close(b), 0);
+}
+
+/* ------------------------------------------------------------------ */
 /* Pools opened and closed by the thousand                             */
 /* ------------------------------------------------------------------ */
 
@@ -627,6 +699,7 @@ int main(void) {
         cmocka_unit_test_setup(test_thread_churn_cache_on_maintenance, setup),
         cmocka_unit_test_setup(test_thread_churn_cache_off, setup),
         cmocka_unit_test_setup(test_pool_threads_take_no_writer_numbers, setup),
+        cmocka_unit_test_setup(test_closed_pools_leave_the_thread_cache, setup),
         cmocka_unit_test_setup(test_open_close_many, setup),
         cmocka_unit_test_setup(test_open_close_many_with_threads, setup),
         cmocka_unit_test_setup(test_manager_add_remove_many, setup),
