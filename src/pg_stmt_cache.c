@@ -327,9 +327,19 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, 
         bool all = false;
         if (PQresultStatus(r) != PGRES_FATAL_ERROR || !stmt_gone(r, s->name, &all))
             return r;
-        if (all)
-            forget_all(*cache);
-        else if (!stmt_slot_retire(*cache, s))
+        if (all) {
+            /* This one is gone. The others may be (a DEALLOCATE ALL or
+             * DISCARD ALL on the native handle) or not (a DEALLOCATE of
+             * this one): forgotten while the server kept them, they stayed
+             * there for the connection's life, 31 more at each such event.
+             * They are retired: the next statement outside a transaction
+             * deallocates them, and a batch that finds one gone leaves
+             * the rest to the release's DISCARD ALL (drop_retired). */
+            stmt_slot_forget(s);
+            for (int i = 0; i < PG_STMT_SLOTS; i++)
+                if ((*cache)->slot[i].sql && !stmt_slot_retire(*cache, &(*cache)->slot[i]))
+                    discard_due(effect); /* still on the server, out of memory */
+        } else if (!stmt_slot_retire(*cache, s))
             discard_due(effect); /* still on the server, out of memory */
         if (attempt > 0 || !outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE)
             return r;

@@ -279,6 +279,45 @@ static void test_deallocated_behind_its_back(void **state) {
     release_and_close(p, c);
 }
 
+/* One kept statement deallocated on the native handle, the others still
+ * there: the run that finds it gone must not forget the others while the
+ * server keeps them (before, it forgot all 32, and the server held 63
+ * after the next 32 distinct statements, more at each such event, for
+ * the connection's life). They are deallocated instead. */
+static void test_one_deallocated_behind_its_back(void **state) {
+    (void)state;
+    dbpool *p = open_one(NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    run_distinct_twice(c, 32);
+    assert_int_equal(kept_on_server(c), 32);
+    dbpool_result *r = dbt_query_ok(
+        c, "SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT $1::int + 0'", NULL, 0);
+    assert_int_equal(dbt_next_ok(r), 1);
+    char sql[96];
+    snprintf(sql, sizeof sql, "DEALLOCATE %s", dbpool_result_text(r, 0, NULL));
+    dbpool_result_free(r);
+    PGresult *res = PQexec(dbpool_conn_native(c), sql);
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    dbpool_param v = dbpool_param_int64(5);
+    assert_int_equal(first_int(c, "SELECT ?::int + 0", &v, 1), 5); /* gone: prepared and run again */
+    assert_int_equal(plus(c, 1), 2);
+    assert_true(kept_on_server(c) <= 32);
+    /* And so on, however many come after. */
+    char more[64];
+    for (int k = 100; k < 132; k++) {
+        snprintf(more, sizeof more, "SELECT ?::int + %d", k);
+        for (int64_t i = 1; i <= 2; i++) {
+            dbpool_param w = dbpool_param_int64(i);
+            assert_int_equal(first_int(c, more, &w, 1), i + k);
+        }
+    }
+    int64_t kept = kept_on_server(c);
+    if (kept > 32)
+        fail_msg("%lld statements on the server, 32 kept at most", (long long)kept);
+    release_and_close(p, c);
+}
+
 /* A function the statement calls runs EXECUTE of a statement that does
  * not exist: 26000, but not dbpool's statement. The call ran (its nextval
  * is not rolled back) and is not run again, and the statements dbpool
@@ -476,6 +515,7 @@ int main(void) {
         cmocka_unit_test(test_table_changed_shape),
         cmocka_unit_test(test_changed_shape_in_another_language),
         cmocka_unit_test(test_deallocated_behind_its_back),
+        cmocka_unit_test(test_one_deallocated_behind_its_back),
         cmocka_unit_test(test_error_from_inside_is_the_callers),
         cmocka_unit_test(test_full_cache_in_a_transaction),
         cmocka_unit_test(test_deallocate_through_dbpool),
