@@ -104,7 +104,7 @@ static void test_limit_below_max_size(void **state) {
     /* Beyond the limit, a caller who waits: the connector retries the
      * refusal for as long as it waits (past max_retries, spaced out by the
      * backoff), and its timeout quotes the limit. Three such callers make
-     * more than three times breaker_failures refused connects. */
+     * more refused connects than breaker_failures. */
     for (int i = 0; i < 3; i++) {
         dbpool_conn *c = NULL;
         dbpool_error e;
@@ -137,8 +137,12 @@ static void test_limit_below_max_size(void **state) {
     BT_CHECK(s.breaker == DBPOOL_BREAKER_CLOSED && s.breaker_opens == 0,
              "a server at its connection limit opened the circuit breaker (%s, %llu opens)",
              dbpool_breaker_state_name(s.breaker), (unsigned long long)s.breaker_opens);
-    BT_CHECK(s.connect_errors >= 12,
-             "expected the refusals retried while callers waited, %llu connect errors",
+    /* That the refusals were retried past max_retries shows in the waits
+     * above, each ended by its timeout (before, by the connector giving up
+     * within tens of milliseconds); how many attempts fit in 400 ms depends
+     * on the machine (11 under TSan once), so only the count's floor here:
+     * each caller met at least one refusal. */
+    BT_CHECK(s.connect_errors >= 4, "expected every caller's refusals counted, %llu connect errors",
              (unsigned long long)s.connect_errors);
 
     /* A connection freed: the next caller gets it at once. */
