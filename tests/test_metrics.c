@@ -1342,6 +1342,253 @@ static void test_no_url_parts_in_output(void **state) {
     dbpool_close(p);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Scrapes while the pool works                                           */
+/* ---------------------------------------------------------------------- */
+
+typedef struct churn {
+    dbpool *p;
+    atomic_bool stop;
+    atomic_int generations; /* short-lived worker threads started so far */
+} churn;
+
+/* One short-lived worker: a few leases, some discarded, then it exits and
+ * gives its writer number back. */
+static void *churn_worker(void *arg) {
+    churn *c = arg;
+    for (int i = 0; i < 20; i++) {
+        dbpool_conn *conn;
+        if (dbpool_acquire(c->p, 50, &conn, NULL) != DBPOOL_OK)
+            continue;
+        if (i % 7 == 3)
+            dbpool_discard(conn);
+        else
+            dbpool_release(conn);
+    }
+    return NULL;
+}
+
+/* Keeps 8 workers alive at a time, each replaced when it exits, so that
+ * far more than 64 threads record over the test; and resizes, suspends
+ * and resumes the pool between them. */
+static void *churn_driver(void *arg) {
+    churn *c = arg;
+    unsigned round = 0;
+    while (!atomic_load(&c->stop)) {
+        /* Now and then more threads at once than there are writer
+         * numbers: the rest record into the shared stripes. */
+        pthread_t t[72];
+        int nt = round % 5 == 4 ? 72 : 8;
+        for (int i = 0; i < nt; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, churn_worker, c), 0);
+        atomic_fetch_add(&c->generations, nt);
+        switch (round++ % 4) {
+        case 0:
+            dbpool_resize(c->p, 1, 2, NULL);
+            break;
+        case 1:
+            dbpool_resize(c->p, 0, 6, NULL);
+            break;
+        case 2:
+            dbpool_suspend(c->p);
+            dbpool_resume(c->p);
+            break;
+        default:
+            dbpool_shrink(c->p, 0);
+        }
+        for (int i = 0; i < nt; i++)
+            pthread_join(t[i], NULL);
+    }
+    return NULL;
+}
+
+/* Every value a scrape takes from a counter or a histogram series, by
+ * series, to compare with the next scrape. */
+typedef struct scrape_values {
+    char series[512][512];
+    double value[512];
+    int n;
+} scrape_values;
+
+static bool is_monotonic_series(const char *name) {
+    size_t n = strlen(name);
+    return (n > 6 && strcmp(name + n - 6, "_total") == 0) ||
+           (n > 7 && strcmp(name + n - 7, "_bucket") == 0) ||
+           (n > 6 && strcmp(name + n - 6, "_count") == 0) || (n > 4 && strcmp(name + n - 4, "_sum") == 0);
+}
+
+static void check_scrape(const char *text, scrape_values *prev) {
+    parsed *P = calloc(1, sizeof *P);
+    assert_non_null(P);
+    check_exposition(text, P);
+    static const char *const hists[] = {"dbpool_acquire_duration_seconds", "dbpool_use_duration_seconds",
+                                        "dbpool_connect_duration_seconds", "dbpool_handoff_delay_seconds"};
+    for (size_t h = 0; h < 4; h++) {
+        char cnt[160];
+        snprintf(cnt, sizeof cnt, "%s_count", hists[h]);
+        check_histogram(P, hists[h], "scraped", (uint64_t)find_sample(P, cnt, NULL, NULL)->value);
+    }
+    for (int i = 0; i < P->nsmp; i++) {
+        const sample *s = &P->smp[i];
+        if (isnan(s->value))
+            fail_msg("%s is NaN", P->series[i]);
+        if (strcmp(s->name, "dbpool_connections") == 0 || strcmp(s->name, "dbpool_pending_requests") == 0)
+            assert_true(s->value >= 0);
+        if (!is_monotonic_series(s->name))
+            continue;
+        int k = 0;
+        while (k < prev->n && strcmp(prev->series[k], P->series[i]) != 0)
+            k++;
+        if (k == prev->n) {
+            assert_true(prev->n < 512);
+            snprintf(prev->series[k], sizeof prev->series[k], "%s", P->series[i]);
+            prev->n++;
+        } else if (s->value < prev->value[k]) {
+            fail_msg("%s went down: %.17g -> %.17g", P->series[i], prev->value[k], s->value);
+        }
+        prev->value[k] = s->value;
+    }
+    free(P);
+}
+
+/* The JSON of one scrape: gauges agree with each other, counters and
+ * latency counts never go down from the previous scrape. */
+static void check_json_scrape(const char *text, uint64_t prev[32]) {
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    if (!root)
+        fail_msg("JSON does not parse: %s", je.text);
+    int idle = (int)json_integer_value(json_object_get(root, "idle"));
+    int in_use = (int)json_integer_value(json_object_get(root, "in_use"));
+    int connecting = (int)json_integer_value(json_object_get(root, "connecting"));
+    int waiting = (int)json_integer_value(json_object_get(root, "waiting"));
+    int total = (int)json_integer_value(json_object_get(root, "total"));
+    assert_true(idle >= 0 && in_use >= 0 && connecting >= 0 && waiting >= 0);
+    assert_int_equal(total, idle + in_use + connecting);
+    int peak_in_use = (int)json_integer_value(json_object_get(root, "peak_in_use"));
+    int peak_waiting = (int)json_integer_value(json_object_get(root, "peak_waiting"));
+    assert_true(peak_in_use >= in_use && peak_in_use >= (int)prev[30]);
+    assert_true(peak_waiting >= waiting && peak_waiting >= (int)prev[31]);
+    prev[30] = (uint64_t)peak_in_use;
+    prev[31] = (uint64_t)peak_waiting;
+    int min_size = (int)json_integer_value(json_object_get(root, "min_size"));
+    int max_size = (int)json_integer_value(json_object_get(root, "max_size"));
+    int cap = (int)json_integer_value(json_object_get(root, "cap"));
+    assert_true(0 <= min_size && min_size <= max_size && cap <= max_size && cap >= 1);
+    assert_true(json_is_number(json_object_get(root, "utilisation")));
+    uint64_t by = 0;
+    json_t *dby = json_object_get(root, "destroyed_by");
+    const char *k;
+    json_t *v;
+    json_object_foreach(dby, k, v) by += (uint64_t)json_integer_value(v);
+    assert_int_equal(by, (uint64_t)json_integer_value(json_object_get(root, "destroyed")));
+    static const char *const counters[] = {"created",   "reused",        "destroyed",
+                                           "acquired",  "timeouts",      "connect_errors",
+                                           "rollbacks", "breaker_opens", "leaks_detected"};
+    static const char *const lats[] = {"acquire_wait", "use_time", "connect_time", "handoff_delay"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++, n++) {
+        json_t *x = json_object_get(root, counters[i]);
+        assert_true(json_is_integer(x));
+        uint64_t now = (uint64_t)json_integer_value(x);
+        if (now < prev[n])
+            fail_msg("%s went down: %llu -> %llu", counters[i], (unsigned long long)prev[n],
+                     (unsigned long long)now);
+        prev[n] = now;
+    }
+    for (size_t i = 0; i < 4; i++, n++) {
+        json_t *l = json_object_get(root, lats[i]);
+        uint64_t now = (uint64_t)json_integer_value(json_object_get(l, "count"));
+        if (now < prev[n])
+            fail_msg("%s.count went down: %llu -> %llu", lats[i], (unsigned long long)prev[n],
+                     (unsigned long long)now);
+        prev[n] = now;
+        double mx = json_number_value(json_object_get(l, "max_ms"));
+        static const char *const fields[] = {"mean_ms", "p50_ms", "p95_ms", "p99_ms"};
+        for (int f = 0; f < 4; f++) {
+            json_t *x = json_object_get(l, fields[f]);
+            assert_true(json_is_number(x));
+            double d = json_number_value(x);
+            if (!(d >= 0 && d <= mx))
+                fail_msg("%s.%s %g, max %g", lats[i], fields[f], d, mx);
+        }
+    }
+    json_decref(root);
+}
+
+/* Counters and histogram series never go down from one scrape to the
+ * next, +Inf equals _count, no gauge is negative, while threads come and
+ * go (more than the 64 writer numbers over time), connections are opened,
+ * discarded and shrunk away, and the pool is resized and suspended. */
+static void scrapes_while_pool_works(bool thread_cache) {
+    dbpool_options o;
+    dbt_options(&o, 1, 4);
+    o.name = "scraped";
+    o.thread_cache = thread_cache;
+    /* Maintenance at work too: keepalive pings (a pinged connection
+     * counts as idle), idle timeouts and lifetimes closing connections. */
+    o.maintenance_interval_ms = 5;
+    o.keepalive_ms = 10;
+    o.idle_timeout_ms = 20;
+    o.max_lifetime_ms = 100;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    churn c = {.p = p};
+    atomic_init(&c.stop, false);
+    atomic_init(&c.generations, 0);
+    pthread_t driver;
+    assert_int_equal(pthread_create(&driver, NULL, churn_driver, &c), 0);
+    scrape_values *prev = calloc(1, sizeof *prev);
+    assert_non_null(prev);
+    uint64_t jprev[32] = {0};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int scrapes = 0;
+    for (;;) {
+        char *text = render(dbpool_stats_prometheus, p);
+        check_scrape(text, prev);
+        free(text);
+        text = render(dbpool_stats_json, p);
+        check_json_scrape(text, jprev);
+        free(text);
+        scrapes++;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+        if ((atomic_load(&c.generations) > 400 && scrapes >= 50 && el > 1) || el > 20)
+            break;
+    }
+    atomic_store(&c.stop, true);
+    pthread_join(driver, NULL);
+    assert_true(atomic_load(&c.generations) > 64);
+    char *text = render(dbpool_stats_prometheus, p);
+    check_scrape(text, prev);
+    free(text);
+    free(prev);
+    dbpool_stats st;
+    dbpool_get_stats(p, &st);
+    /* At rest, every lease is in the acquire and use histograms, every
+     * connection opened in the connect one. */
+    assert_int_equal(st.acquire_wait.count, st.acquired);
+    assert_int_equal(st.use_time.count, st.acquired);
+    assert_int_equal(st.connect_time.count, st.created);
+    dbpool_close(p);
+}
+
+static void test_scrapes_while_pool_works(void **state) {
+    (void)state;
+    scrapes_while_pool_works(false);
+}
+
+/* The same with the thread cache: leases through the fast path are folded
+ * into the counters and the acquire histogram at each scrape. */
+static void test_scrapes_while_cached_pool_works(void **state) {
+    (void)state;
+    scrapes_while_pool_works(true);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounds_are_exact),
@@ -1364,6 +1611,8 @@ int main(void) {
         cmocka_unit_test_setup(test_prometheus_escapes_pool_name, setup),
         cmocka_unit_test_setup(test_invalid_utf8_name, setup),
         cmocka_unit_test_setup(test_no_url_parts_in_output, setup),
+        cmocka_unit_test_setup(test_scrapes_while_pool_works, setup),
+        cmocka_unit_test_setup(test_scrapes_while_cached_pool_works, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
