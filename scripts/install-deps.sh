@@ -7,7 +7,7 @@ set -euo pipefail
 what=${1:-test}
 
 demo_pkgs=(build-essential cmake pkg-config libsqlite3-dev libjansson-dev)
-test_pkgs=("${demo_pkgs[@]}" libcmocka-dev libpq-dev libmariadb-dev libmicrohttpd-dev postgresql mariadb-server
+test_pkgs=("${demo_pkgs[@]}" libcmocka-dev libpq-dev libmariadb-dev libmicrohttpd-dev postgresql pgbouncer mariadb-server
            clang libclang-rt-14-dev clang-format python3 iproute2 procps locales openssl)
 bench_pkgs=("${test_pkgs[@]}" gnuplot-nox libzdb-dev libaprutil1-dev default-jdk-headless
             libhikaricp-java libpostgresql-jdbc-java libxerial-sqlite-jdbc-java libslf4j-java)

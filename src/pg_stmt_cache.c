@@ -58,6 +58,12 @@ struct pg_stmt_cache {
      * statement outside a transaction (or by the release's DISCARD ALL). */
     char (*retired)[sizeof((pg_stmt_slot *)0)->name];
     size_t nretired, retired_cap;
+    /* The server sessions behind this connection change between
+     * transactions (a pooler such as PgBouncer in transaction mode): a
+     * statement of dbpool's was found on a session that never prepared it,
+     * or gone right after it was prepared. Every statement runs unnamed
+     * from then on. */
+    bool shared_sessions;
 };
 
 static void stmt_slot_forget(pg_stmt_slot *s) {
@@ -204,16 +210,48 @@ static bool seen_before(pg_stmt_cache **cache, const char *sql, size_t len, cons
     return false;
 }
 
+/* Does text name the statement `name` (and not one whose name only starts
+ * with it: _dbpool_s1 in _dbpool_s12)? The quotes around it are
+ * translated with the message, so they are not looked for. */
+static bool names_statement(const char *text, const char *name) {
+    size_t len = strlen(name);
+    for (const char *at = text ? strstr(text, name) : NULL; at; at = strstr(at + 1, name))
+        if (!isdigit((unsigned char)at[len]))
+            return true;
+    return false;
+}
+
+/* Does a failed prepare of `name` say the name is taken (42P05, raised
+ * as the statement is parsed, so nothing ran)? dbpool's names are never
+ * reused within a session, so the session is another connection's: a
+ * pooler in front of the server shares its sessions. */
+static bool name_taken(const PGresult *r, const char *name) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return state && strcmp(state, "42P05") == 0 && !PQresultErrorField(r, PG_DIAG_CONTEXT) &&
+           names_statement(PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), name);
+}
+
+/* Keep nothing more on this connection (see shared_sessions). What is
+ * kept is forgotten: its server copies sit on sessions this connection no
+ * longer reaches in particular. */
+static void share_sessions(pg_stmt_cache *k) {
+    forget_all(k);
+    forget_retired(k);
+    k->shared_sessions = true;
+}
+
 /*
  * Prepare sql (numbered as `rewritten`) and keep it. NULL with *failed set
  * to the server's answer when the prepare failed (a syntax error: the
- * caller's error); NULL with *failed NULL when it could not be kept (out
+ * caller's error; *taken too when the server said the name is taken,
+ * see name_taken); NULL with *failed NULL when it could not be kept (out
  * of memory): run it unnamed instead.
  */
 static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_bound *b, pg_session_effect *effect,
                                   const char *sql, size_t len, const char *rewritten, const Oid *types, int n,
-                                  PGresult **failed) {
+                                  PGresult **failed, bool *taken) {
     *failed = NULL;
+    *taken = false;
     char *sql_copy = malloc(len + 1);
     Oid *types_copy = malloc((size_t)n * sizeof *types);
     if (!k || !sql_copy || !types_copy) {
@@ -245,23 +283,13 @@ static pg_stmt_slot *prepare_kept(pg_stmt_cache *k, PGconn *c, pg_bound *b, pg_s
         free(sql_copy);
         free(types_copy);
         *failed = r;
+        *taken = name_taken(r, name);
         return NULL;
     }
     PQclear(r);
     *victim = (pg_stmt_slot){.sql = sql_copy, .len = len, .types = types_copy, .n = n, .used = ++k->clock};
     memcpy(victim->name, name, sizeof name);
     return victim;
-}
-
-/* Does text name the statement `name` (and not one whose name only starts
- * with it: _dbpool_s1 in _dbpool_s12)? The quotes around it are
- * translated with the message, so they are not looked for. */
-static bool names_statement(const char *text, const char *name) {
-    size_t len = strlen(name);
-    for (const char *at = text ? strstr(text, name) : NULL; at; at = strstr(at + 1, name))
-        if (!isdigit((unsigned char)at[len]))
-            return true;
-    return false;
 }
 
 /*
@@ -305,7 +333,7 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, 
                                  const char *const *values, const int *lengths, const int *formats) {
     size_t len = strlen(sql);
     drop_retired(*cache, c, b, effect);
-    if (len > PG_STMT_MAX_SQL)
+    if (len > PG_STMT_MAX_SQL || (*cache && (*cache)->shared_sessions))
         return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
     bool outside_transaction = PQtransactionStatus(c) == PQTRANS_IDLE;
     for (int attempt = 0;; attempt++) {
@@ -316,7 +344,18 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, 
             return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
         if (!s) {
             PGresult *failed;
-            s = prepare_kept(*cache, c, b, effect, sql, len, rewritten, types, n, &failed);
+            bool taken;
+            s = prepare_kept(*cache, c, b, effect, sql, len, rewritten, types, n, &failed, &taken);
+            if (!s && taken) {
+                /* Nothing ran: outside a transaction it runs unnamed, as
+                 * every statement from now on; inside the caller's, which
+                 * the failed prepare aborted, the error is the caller's. */
+                share_sessions(*cache);
+                if (!outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE || (b && b->timed_out))
+                    return failed;
+                PQclear(failed);
+                return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
+            }
             if (!s)
                 return failed ? failed
                               : dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
@@ -341,7 +380,18 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, 
                     discard_due(effect); /* still on the server, out of memory */
         } else if (!stmt_slot_retire(*cache, s))
             discard_due(effect); /* still on the server, out of memory */
-        if (attempt > 0 || !outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE)
+        if (!outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE)
+            return r;
+        if (attempt > 0 && all) {
+            /* Prepared again just now and gone already: the prepare and
+             * the run reached different sessions. Nothing ran (26000 is
+             * raised as the statement is bound): run it unnamed, as every
+             * statement from now on. */
+            share_sessions(*cache);
+            PQclear(r);
+            return dbpool__pgb_exec_params(c, b, rewritten, n, types, values, lengths, formats);
+        }
+        if (attempt > 0)
             return r;
         PQclear(r);
     }
