@@ -35,14 +35,17 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static pid_t bouncer = -1;
-static char bouncer_url[1024];
+/* [0]: one server session; [1]: two, handed out in turn. */
+static pid_t bouncer[2] = {-1, -1};
+static char bouncer_url[2][1024];
 
-static void stop_bouncer(void) {
-    if (bouncer > 0) {
-        kill(bouncer, SIGTERM);
-        waitpid(bouncer, NULL, 0);
-        bouncer = -1;
+static void stop_bouncers(void) {
+    for (int i = 0; i < 2; i++) {
+        if (bouncer[i] > 0) {
+            kill(bouncer[i], SIGTERM);
+            waitpid(bouncer[i], NULL, 0);
+            bouncer[i] = -1;
+        }
     }
 }
 
@@ -83,9 +86,10 @@ static const char *opt(PQconninfoOption *o, const char *key) {
     return NULL;
 }
 
-/* PgBouncer in transaction mode with one server session, in front of the
- * test server; bouncer_url is the test URL pointed at it. */
-static void start_bouncer(void) {
+/* PgBouncer `which` in transaction mode in front of the test server: with
+ * one server session, or with two handed out in turn
+ * (server_round_robin); bouncer_url[which] is the test URL pointed at it. */
+static void start_bouncer(int which) {
     const char *exe = find_pgbouncer();
     if (!exe)
         skip_or_fail("pgbouncer is not installed (scripts/install-deps.sh test installs it)");
@@ -105,7 +109,7 @@ static void start_bouncer(void) {
     }
     char dir[512];
     chmod(dbt_tmpdir(), 0711); /* mkdtemp's 0700: PgBouncer's user enters */
-    snprintf(dir, sizeof dir, "%s/pgbouncer", dbt_tmpdir());
+    snprintf(dir, sizeof dir, "%s/pgbouncer%d", dbt_tmpdir(), which);
     mkdir(dir, 0755);
     chmod(dir, 0755);
     char ini[600], users[600];
@@ -122,9 +126,9 @@ static void start_bouncer(void) {
             "[databases]\n%s = host=127.0.0.1 port=%s dbname=%s\n"
             "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
             "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
-            "default_pool_size = 1\nmin_pool_size = 0\nmax_client_conn = 20\n"
-            "log_connections = 0\nlog_disconnections = 0\n",
-            db, port, db, listen, users);
+            "default_pool_size = %d\nmin_pool_size = 0\nmax_client_conn = 20\n"
+            "server_round_robin = %d\nlog_connections = 0\nlog_disconnections = 0\n",
+            db, port, db, listen, users, which + 1, which);
     fclose(f);
     if (pw) {
         if (chown(dir, pw->pw_uid, pw->pw_gid) != 0 || chown(ini, pw->pw_uid, pw->pw_gid) != 0 ||
@@ -134,9 +138,9 @@ static void start_bouncer(void) {
     chmod(users, 0600);
 
     fflush(NULL);
-    bouncer = fork();
-    assert_true(bouncer >= 0);
-    if (bouncer == 0) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
         if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
             _exit(127);
         if (chdir(dir) != 0)
@@ -144,7 +148,7 @@ static void start_bouncer(void) {
         execl(exe, "pgbouncer", "-q", ini, (char *)NULL);
         _exit(127);
     }
-    atexit(stop_bouncer);
+    bouncer[which] = pid;
 
     /* The test URL, at PgBouncer's port. */
     const char *at = strchr(url, '@');
@@ -152,15 +156,16 @@ static void start_bouncer(void) {
     const char *slash = colon ? strchr(colon, '/') : NULL;
     if (!slash)
         fail_msg("the test URL is not postgresql://user:password@host:port/db");
-    snprintf(bouncer_url, sizeof bouncer_url, "%.*s:%d%s", (int)(colon - url), url, listen, slash);
+    snprintf(bouncer_url[which], sizeof bouncer_url[which], "%.*s:%d%s", (int)(colon - url), url, listen,
+             slash);
     char conninfo[256];
     snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d dbname=%s connect_timeout=2", listen, db);
     PQconninfoFree(o);
     for (int i = 0; i < 200; i++) { /* up to 10 s */
         if (PQping(conninfo) == PQPING_OK)
             return;
-        if (waitpid(bouncer, NULL, WNOHANG) == bouncer) {
-            bouncer = -1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            bouncer[which] = -1;
             fail_msg("pgbouncer exited at start");
         }
         dbt_sleep_ms(50);
@@ -168,18 +173,20 @@ static void start_bouncer(void) {
     fail_msg("pgbouncer did not start listening within 10 s");
 }
 
-static dbpool *open_one(const char *extra) {
+static dbpool *open_one_at(int which, const char *extra) {
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.maintenance_interval_ms = 0;
     char url[1100];
-    snprintf(url, sizeof url, "%s%s%s", bouncer_url, extra ? "?" : "", extra ? extra : "");
+    snprintf(url, sizeof url, "%s%s%s", bouncer_url[which], extra ? "?" : "", extra ? extra : "");
     dbpool *p = NULL;
     dbpool_error err;
     if (dbpool_open(&p, url, &o, &err) != DBPOOL_OK)
         fail_msg("dbpool_open: %s", err.message);
     return p;
 }
+
+static dbpool *open_one(const char *extra) { return open_one_at(0, extra); }
 
 static int run_plus(dbpool_conn *c, int64_t v, int64_t *out, dbpool_error *err) {
     dbpool_param p = dbpool_param_int64(v);
@@ -283,15 +290,41 @@ static void test_cache_off(void **state) {
     assert_int_equal(dbpool_close(b), 0);
 }
 
+/* Two server sessions handed out in turn: a statement's prepare and its
+ * run reach different sessions. It was prepared twice (the second time
+ * as a retry of a statement "gone") and then failed with 26000
+ * "prepared statement "_dbpool_s2" does not exist". */
+static void test_prepared_and_run_on_different_sessions(void **state) {
+    (void)state;
+    dbpool *a = open_one_at(1, NULL), *b = open_one_at(1, NULL);
+    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
+    /* Two server sessions exist: both leases hold one at once. */
+    dbt_exec_ok(ca, "BEGIN", NULL, 0);
+    dbt_exec_ok(ca, "SELECT 1", NULL, 0);
+    dbt_exec_ok(cb, "BEGIN", NULL, 0);
+    dbt_exec_ok(cb, "SELECT 1", NULL, 0);
+    dbt_exec_ok(ca, "COMMIT", NULL, 0);
+    dbt_exec_ok(cb, "COMMIT", NULL, 0);
+    for (int64_t i = 0; i < 6; i++)
+        plus_ok(ca, i);
+    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
+    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
+    assert_int_equal(dbpool_close(a), 0);
+    assert_int_equal(dbpool_close(b), 0);
+}
+
 int main(void) {
-    start_bouncer();
+    start_bouncer(0);
+    start_bouncer(1);
+    atexit(stop_bouncers);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_outside_transactions),
         cmocka_unit_test(test_in_transaction_error_points_at_the_option),
         cmocka_unit_test(test_cache_off),
+        cmocka_unit_test(test_prepared_and_run_on_different_sessions),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    stop_bouncer();
+    stop_bouncers();
     return rc;
 }
 
