@@ -716,6 +716,9 @@ static int classify_connect_error(const char *msg) {
     const char *db = strstr(msg, "database \"");
     if (db && strstr(db, "\" does not exist"))
         return DBPOOL_ENOTFOUND;
+    /* PgBouncer's words for a database its [databases] does not list. */
+    if (strstr(msg, "FATAL:  no such database: ") || strstr(msg, "FATAL: no such database: "))
+        return DBPOOL_ENOTFOUND;
     return DBPOOL_ECONNECT;
 }
 
@@ -726,7 +729,8 @@ static int classify_connect_error(const char *msg) {
 static bool names_connection_limit(const char *msg) {
     return strstr(msg, "too many clients already") || strstr(msg, "too many connections for role \"") ||
            strstr(msg, "too many connections for database \"") ||
-           strstr(msg, "remaining connection slots are reserved");
+           strstr(msg, "remaining connection slots are reserved") ||
+           strstr(msg, "no more connections allowed (max_client_conn)"); /* PgBouncer's */
 }
 
 static bool pg_at_connection_limit(const dbpool_error *e) { return e && strcmp(e->sqlstate, "53300") == 0; }
@@ -868,9 +872,12 @@ static int pg_connect(const void *p, const dbpool_connect_settings *s, int64_t d
                     "server trusts, for client use)";
             bool limit = code == DBPOOL_ECONNECT && names_connection_limit(msg);
             if (limit)
-                hint = " (the server is at a connection limit: max_connections, or the role's or the "
-                       "database's CONNECTION LIMIT; keep max_size, summed over every pool and client of "
-                       "this server, below it, or raise the limit)";
+                hint = strstr(msg, "(max_client_conn)")
+                           ? " (PgBouncer is at its max_client_conn: keep max_size, summed over every pool "
+                             "and client of this PgBouncer, below it, or raise it)"
+                           : " (the server is at a connection limit: max_connections, or the role's or the "
+                             "database's CONNECTION LIMIT; keep max_size, summed over every pool and client "
+                             "of this server, below it, or raise the limit)";
             dbpool__seterr(e, code, "%s%s", msg, hint);
             if (limit && e)
                 memcpy(e->sqlstate, "53300", 6);

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "dbpool.h"
+#include "servers.h"
 #include "testsupport.h"
 
 #include <stdbool.h>
@@ -87,8 +88,8 @@ static const char *opt(PQconninfoOption *o, const char *key) {
 }
 
 /* PgBouncer `which` in transaction mode in front of the test server: with
- * one server session, or with two handed out in turn
- * (server_round_robin); bouncer_url[which] is the test URL pointed at it. */
+ * one server session, or with two handed out in turn (server_round_robin)
+ * and room for 3 clients (max_client_conn); bouncer_url[which] is the test URL pointed at it. */
 static void start_bouncer(int which) {
     const char *exe = find_pgbouncer();
     if (!exe)
@@ -126,9 +127,9 @@ static void start_bouncer(int which) {
             "[databases]\n%s = host=127.0.0.1 port=%s dbname=%s\n"
             "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
             "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
-            "default_pool_size = %d\nmin_pool_size = 0\nmax_client_conn = 20\n"
+            "default_pool_size = %d\nmin_pool_size = 0\nmax_client_conn = %d\n"
             "server_round_robin = %d\nlog_connections = 0\nlog_disconnections = 0\n",
-            db, port, db, listen, users, which + 1, which);
+            db, port, db, listen, users, which + 1, which ? 3 : 20, which);
     fclose(f);
     if (pw) {
         if (chown(dir, pw->pw_uid, pw->pw_gid) != 0 || chown(ini, pw->pw_uid, pw->pw_gid) != 0 ||
@@ -313,6 +314,57 @@ static void test_prepared_and_run_on_different_sessions(void **state) {
     assert_int_equal(dbpool_close(b), 0);
 }
 
+/* A database PgBouncer does not list: DBPOOL_ENOTFOUND, as from the
+ * server itself, not ECONNECT (which is retried and counted by the
+ * circuit breaker). */
+static void test_unknown_database(void **state) {
+    (void)state;
+    char url[1100];
+    const char *slash = strrchr(bouncer_url[0], '/');
+    assert_non_null(slash);
+    snprintf(url, sizeof url, "%.*s/no_such_db_here", (int)(slash - bouncer_url[0]), bouncer_url[0]);
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, url, &o, &err), DBPOOL_ENOTFOUND);
+    assert_non_null(strstr(err.message, "no such database"));
+    assert_false(dbt_has_secret(err.message, NULL));
+}
+
+/* PgBouncer's max_client_conn refuses the client as the server's
+ * max_connections does: SQLSTATE 53300 and a hint naming the setting. */
+static void test_max_client_conn(void **state) {
+    (void)state;
+    dbpool *held[3];
+    dbpool_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        held[i] = open_one_at(1, NULL);
+        /* The clients of the tests before may take PgBouncer a moment to
+         * let go of: their places are waited for (up to 10 s). */
+        dbpool_error err;
+        int rc = DBPOOL_ECONNECT;
+        for (int tries = 0; tries < 200 && (rc = dbpool_acquire(held[i], 1000, &c[i], &err)) != DBPOOL_OK;
+             tries++)
+            dbt_sleep_ms(50);
+        if (rc != DBPOOL_OK)
+            fail_msg("client %d of 3: %s", i + 1, err.message);
+    }
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, bouncer_url[1], &o, &err), DBPOOL_ECONNECT);
+    assert_string_equal(err.sqlstate, "53300");
+    assert_non_null(strstr(err.message, "PgBouncer is at its max_client_conn"));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+        assert_int_equal(dbpool_close(held[i]), 0);
+    }
+}
+
 int main(void) {
     start_bouncer(0);
     start_bouncer(1);
@@ -322,6 +374,8 @@ int main(void) {
         cmocka_unit_test(test_in_transaction_error_points_at_the_option),
         cmocka_unit_test(test_cache_off),
         cmocka_unit_test(test_prepared_and_run_on_different_sessions),
+        cmocka_unit_test(test_unknown_database),
+        cmocka_unit_test(test_max_client_conn),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_bouncers();
