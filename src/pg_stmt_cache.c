@@ -380,8 +380,16 @@ PGresult *dbpool__pg_exec_cached(PGconn *c, pg_bound *b, pg_stmt_cache **cache, 
                     discard_due(effect); /* still on the server, out of memory */
         } else if (!stmt_slot_retire(*cache, s))
             discard_due(effect); /* still on the server, out of memory */
-        if (!outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE)
+        if (!outside_transaction || PQtransactionStatus(c) != PQTRANS_IDLE) {
+            /* Gone inside the caller's transaction, which it aborted: a
+             * pooler ran the transaction on another session than the one
+             * that prepared it (or a DEALLOCATE on the native handle).
+             * Kept again, it would fail the next transaction that lands
+             * elsewhere, and the next: from now on nothing is kept. */
+            if (all)
+                share_sessions(*cache);
             return r;
+        }
         if (attempt > 0 && all) {
             /* Prepared again just now and gone already: the prepare and
              * the run reached different sessions. Nothing ran (26000 is

@@ -36,12 +36,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-/* [0]: one server session; [1]: two, handed out in turn. */
-static pid_t bouncer[2] = {-1, -1};
-static char bouncer_url[2][1024];
+/* [0]: one server session; [1]: two, handed out in turn; [2]: two, the
+ * last one freed handed out first (PgBouncer's default). */
+static pid_t bouncer[3] = {-1, -1, -1};
+static char bouncer_url[3][1024];
 
 static void stop_bouncers(void) {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (bouncer[i] > 0) {
             kill(bouncer[i], SIGTERM);
             waitpid(bouncer[i], NULL, 0);
@@ -88,8 +89,9 @@ static const char *opt(PQconninfoOption *o, const char *key) {
 }
 
 /* PgBouncer `which` in transaction mode in front of the test server: with
- * one server session, or with two handed out in turn (server_round_robin)
- * and room for 3 clients (max_client_conn); bouncer_url[which] is the test URL pointed at it. */
+ * one server session; with two handed out in turn (server_round_robin)
+ * and room for 3 clients (max_client_conn); or with two, last freed first; bouncer_url[which] is the test URL
+ * pointed at it. */
 static void start_bouncer(int which) {
     const char *exe = find_pgbouncer();
     if (!exe)
@@ -129,7 +131,7 @@ static void start_bouncer(int which) {
             "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
             "default_pool_size = %d\nmin_pool_size = 0\nmax_client_conn = %d\n"
             "server_round_robin = %d\nlog_connections = 0\nlog_disconnections = 0\n",
-            db, port, db, listen, users, which + 1, which ? 3 : 20, which);
+            db, port, db, listen, users, which ? 2 : 1, which == 1 ? 3 : 20, which == 1);
     fclose(f);
     if (pw) {
         if (chown(dir, pw->pw_uid, pw->pw_gid) != 0 || chown(ini, pw->pw_uid, pw->pw_gid) != 0 ||
@@ -365,15 +367,54 @@ static void test_max_client_conn(void **state) {
     }
 }
 
+/* A statement kept on one session, then run in a transaction that
+ * PgBouncer puts on the other: 26000, and the transaction is aborted, as
+ * nothing can run it again there. It used to be prepared again after the
+ * transaction and so fail the next transaction that landed elsewhere,
+ * and the next; now the connection keeps nothing from then on. */
+static void test_kept_statement_in_a_later_transaction(void **state) {
+    (void)state;
+    dbpool *a = open_one_at(2, NULL), *b = open_one_at(2, NULL);
+    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
+    int failed = 0;
+    for (int round = 0; round < 3; round++) {
+        plus_ok(ca, 1);
+        plus_ok(ca, 2); /* kept, on the session last freed */
+        /* B holds that session in a transaction: A's lands on the other. */
+        dbt_exec_ok(cb, "BEGIN", NULL, 0);
+        dbt_exec_ok(cb, "SELECT 1", NULL, 0);
+        dbt_exec_ok(ca, "BEGIN", NULL, 0);
+        int64_t got = 0;
+        dbpool_error err;
+        int rc = run_plus(ca, 3, &got, &err);
+        if (rc != DBPOOL_OK) {
+            assert_string_equal(err.sqlstate, "26000");
+            assert_non_null(strstr(err.message, "pool_statement_cache=off"));
+            failed++;
+        } else {
+            assert_int_equal(got, 4);
+        }
+        dbt_exec_ok(ca, "ROLLBACK", NULL, 0);
+        dbt_exec_ok(cb, "COMMIT", NULL, 0);
+    }
+    assert_int_equal(failed, 1);
+    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
+    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
+    assert_int_equal(dbpool_close(a), 0);
+    assert_int_equal(dbpool_close(b), 0);
+}
+
 int main(void) {
     start_bouncer(0);
     start_bouncer(1);
+    start_bouncer(2);
     atexit(stop_bouncers);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_outside_transactions),
         cmocka_unit_test(test_in_transaction_error_points_at_the_option),
         cmocka_unit_test(test_cache_off),
         cmocka_unit_test(test_prepared_and_run_on_different_sessions),
+        cmocka_unit_test(test_kept_statement_in_a_later_transaction),
         cmocka_unit_test(test_unknown_database),
         cmocka_unit_test(test_max_client_conn),
     };
