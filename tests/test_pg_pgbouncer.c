@@ -31,6 +31,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -146,7 +147,9 @@ static void start_bouncer(int which) {
     if (pid == 0) {
         if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
             _exit(127);
-        if (chdir(dir) != 0)
+        /* Gone with the test, also when it crashes or is killed (after
+         * the change of user, which clears the setting). */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1 || chdir(dir) != 0)
             _exit(127);
         execl(exe, "pgbouncer", "-q", ini, (char *)NULL);
         _exit(127);
