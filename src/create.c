@@ -254,12 +254,17 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
     return rc;
 }
 
-/* Sleep ms, but wake early when the pool stops its connectors. */
+/* Sleep ms, but wake early when the pool stops its connectors, and when a
+ * connection closed while callers wait (dbpool__kick_backoff_locked): the
+ * place it gave back is room for a connect now, and a waiter would
+ * otherwise wait out the rest of the delay (up to backoff_max_ms) though
+ * the database may well answer again. */
 static void backoff_sleep(dbpool *p, int64_t ms) {
     int64_t until = dbpool__deadline_after_ms(ms);
     struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
     lock(p);
-    while (!p->connectors_stop && !p->closed) {
+    uint64_t kicks = p->backoff_kicks;
+    while (!p->connectors_stop && !p->closed && p->backoff_kicks == kicks) {
         if (pthread_cond_timedwait(&p->connector_cond, &p->lock, &ts) == ETIMEDOUT)
             break;
     }
@@ -500,6 +505,15 @@ static bool queue_connect_locked(dbpool *p) {
     /* Broadcast: connectors sleeping in a backoff share the variable. */
     pthread_cond_broadcast(&p->connector_cond);
     return p->breaker != DBPOOL_BREAKER_HALF_OPEN;
+}
+
+void dbpool__kick_backoff_locked(dbpool *p) {
+    /* Only for callers in line not served by an idle connection, and only
+     * when a connector is under way (it may be sleeping in a backoff). */
+    if (p->connect_running == 0 || p->n_waiting - p->n_idle <= 0 || dbpool__total_locked(p) >= p->cap)
+        return;
+    p->backoff_kicks++;
+    pthread_cond_broadcast(&p->connector_cond);
 }
 
 breaker_event dbpool__request_connections_locked(dbpool *p) {

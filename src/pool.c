@@ -470,6 +470,9 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     p->stats.destroyed_by[why]++;
     slot_put(p, c);
     breaker_event ev = dbpool__request_connections_locked(p);
+    /* The place given back is room for a connect now: a connector backing
+     * off for these waiters tries again at once. */
+    dbpool__kick_backoff_locked(p);
     bool hold = ev != BREAKER_EVENT_NONE; /* a dbpool_close may be finishing on another thread */
     if (hold)
         dbpool__hold_locked(p);

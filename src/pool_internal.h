@@ -181,6 +181,10 @@ struct dbpool {
     bool connectors_stop;
     pthread_t *connectors;
     pthread_cond_t connector_cond;
+    /* Bumped when a place opens under the cap for callers in line (a
+     * connection closed): a connector sleeping in a backoff tries again at
+     * once instead of at the end of its delay. */
+    uint64_t backoff_kicks;
 
     /* circuit breaker */
     dbpool_breaker_state breaker;
@@ -384,6 +388,9 @@ void dbpool__gate_refresh_locked(dbpool *p);
 /* create.c */
 int dbpool__connectors_start(dbpool *p, dbpool_error *e);
 void dbpool__connectors_stop(dbpool *p);
+/* A connection closed while callers wait: a connector sleeping in a backoff
+ * tries again now (see backoff_sleep in create.c). Lock held. */
+void dbpool__kick_backoff_locked(dbpool *p);
 /* Ask the connector threads for as many new connections as waiters need.
  * Lock held; returns a breaker event to log after unlocking. */
 breaker_event dbpool__request_connections_locked(dbpool *p);
