@@ -111,14 +111,28 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
      * the breaker after a few callers beyond it, and everyone needing a new
      * connection got DBPOOL_EUNAVAILABLE for a cooldown, even once a
      * session had ended or the limit had been raised. */
-    if (local_failure(rc) || (p->driver->at_connection_limit && p->driver->at_connection_limit(e))) {
-        /* The trial (if this was it) told nothing: the next connect is
-         * admitted as the trial instead. */
-        if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
-            seq == atomic_load_explicit(&p->trial_seq, memory_order_relaxed)) {
+    bool at_limit = !local_failure(rc) && p->driver->at_connection_limit && p->driver->at_connection_limit(e);
+    if (local_failure(rc) || at_limit) {
+        bool trial = p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
+                     seq == atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
+        if (trial) {
             p->trial_in_flight = false;
             p->trial_jobs = 0;
         }
+        if (trial && at_limit) {
+            /* The trial reached a server that answers: its verdict is
+             * "up", and the breaker closes. Left half-open, each waiter
+             * got the refusal at once (nothing retried it while the
+             * breaker was not closed), though a lease coming back or a
+             * session ending would soon have served it; the callers in
+             * line now wait for that, as with a closed breaker. */
+            p->consecutive_failures = 0;
+            p->breaker = DBPOOL_BREAKER_CLOSED;
+            p->stats.breaker_closes++;
+            return BREAKER_EVENT_CLOSED;
+        }
+        /* A local failure of the trial told nothing: the next connect is
+         * admitted as the trial instead. */
         return BREAKER_EVENT_NONE;
     }
     p->consecutive_failures++;

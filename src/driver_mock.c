@@ -28,6 +28,7 @@ static struct {
     fail_rule connect_rule, ping_rule, reset_rule;
     int64_t connect_delay_ms, ping_delay_ms;
     bool reset_clears_session;
+    bool connect_at_limit;
     int next_id;
 } mock;
 
@@ -50,6 +51,12 @@ void dbpool__mock_fail_connect(long nth, long count, int code) {
 }
 void dbpool__mock_fail_ping(long nth, long count) { set_rule(&mock.ping_rule, nth, count, DBPOOL_EBROKEN); }
 void dbpool__mock_fail_reset(long nth, long count) { set_rule(&mock.reset_rule, nth, count, DBPOOL_EBROKEN); }
+
+void dbpool__mock_set_connect_at_limit(bool on) {
+    pthread_mutex_lock(&mock_lock);
+    mock.connect_at_limit = on;
+    pthread_mutex_unlock(&mock_lock);
+}
 
 void dbpool__mock_set_connect_delay_ms(int64_t ms) {
     pthread_mutex_lock(&mock_lock);
@@ -97,6 +104,8 @@ static bool rule_hits(const fail_rule *r, long k) {
     return k >= r->nth && (r->count < 0 || k < r->nth + r->count);
 }
 
+static bool mock_at_connection_limit(const dbpool_error *e) { return e && strcmp(e->sqlstate, "53300") == 0; }
+
 static const char *const mock_schemes[] = {"mock", NULL};
 
 static int mock_configure(const char *url, void **cfg, dbpool_error *e) {
@@ -115,6 +124,7 @@ static int mock_connect(const void *cfg, const dbpool_connect_settings *s, int64
     bool fail = rule_hits(&mock.connect_rule, k);
     int code = mock.connect_rule.code ? mock.connect_rule.code : DBPOOL_ECONNECT;
     int64_t delay = mock.connect_delay_ms;
+    bool at_limit = mock.connect_at_limit;
     pthread_mutex_unlock(&mock_lock);
     if (delay > 0) {
         dbpool__sleep_ms(delay, deadline);
@@ -129,6 +139,12 @@ static int mock_connect(const void *cfg, const dbpool_connect_settings *s, int64
         pthread_mutex_lock(&mock_lock);
         mock.n.connect_failures++;
         pthread_mutex_unlock(&mock_lock);
+        if (at_limit) {
+            dbpool__seterr(e, code, "mock connect failure injected: too many clients already (attempt %ld)",
+                           k);
+            memcpy(e->sqlstate, "53300", 6);
+            return code;
+        }
         return dbpool__seterr(e, code, "mock connect failure injected (attempt %ld)", k);
     }
     mock_conn *c = calloc(1, sizeof *c);
@@ -291,4 +307,5 @@ const dbpool_driver dbpool__driver_mock = {
     .is_broken = mock_is_broken,
     .server_version = mock_server_version,
     .names_statement_limit = mock_names_statement_limit,
+    .at_connection_limit = mock_at_connection_limit,
 };

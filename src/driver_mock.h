@@ -36,6 +36,10 @@ void dbpool__mock_reset(void);
  * from the last reset) with `code` (e.g. DBPOOL_ECONNECT, DBPOOL_EAUTH).
  * count < 0: fail every attempt from nth on. */
 void dbpool__mock_fail_connect(long nth, long count, int code);
+/* While on, an injected connect failure is a refusal at the server's
+ * connection limit (SQLSTATE 53300, as PostgreSQL's "too many clients"),
+ * which the mock's at_connection_limit recognises. */
+void dbpool__mock_set_connect_at_limit(bool on);
 void dbpool__mock_fail_ping(long nth, long count);
 void dbpool__mock_fail_reset(long nth, long count);
 void dbpool__mock_set_connect_delay_ms(int64_t ms);

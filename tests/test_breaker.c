@@ -612,6 +612,48 @@ static void test_trial_failing_locally_leaves_the_trial_to_the_next(void **state
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* After an outage, the half-open trial finds the server at its connection
+ * limit: the server answers, so the breaker closes, and the callers in
+ * line wait for a lease to come back (or a session to end on the server),
+ * as with a closed breaker. The trial used to end without a verdict: the
+ * waiter got a quick DBPOOL_ECONNECT though a lease came back soon, and the
+ * breaker stayed half-open until some connect succeeded. */
+static void test_trial_at_connection_limit_closes_breaker(void **state) {
+    (void)state;
+    int64_t cooldown_ms = 200;
+    dbpool *p = open_pool_with_breaker(NULL, 1, cooldown_ms);
+    dbpool_conn *a = dbt_acquire(p); /* connect 1 */
+    dbpool__mock_fail_connect(2, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    assert_int_not_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_OK); /* the outage opens the breaker */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    dbpool__mock_set_connect_at_limit(true); /* back, but at its connection limit */
+    dbt_sleep_ms(cooldown_ms + 50); /* the cooldown is a time: this waits it out, it synchronises nothing */
+    dbt_timed_acquire w = {.p = p, .timeout_ms = 20000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &w), 0);
+    dbpool__mock_counters n;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool__mock_get_counters(&n);
+    } while (n.connect_failures < 2 && dbt_now_ms() < until);
+    assert_true(n.connect_failures >= 2);           /* the trial, refused at the limit */
+    assert_int_equal(dbpool_release(a), DBPOOL_OK); /* a lease comes back: the waiter's */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (w.rc != DBPOOL_OK)
+        fail_msg("waiter: %s after %lld ms: %s", dbpool_errname(w.rc), (long long)w.took_ms, w.message);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_CLOSED);
+    assert_int_equal(s.breaker_half_opens, 1);
+    assert_int_equal(s.breaker_closes, 1);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
@@ -627,6 +669,7 @@ int main(void) {
         cmocka_unit_test_setup(test_local_failures_do_not_open_breaker, setup),
         cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, setup),
         cmocka_unit_test_setup(test_trial_failing_locally_leaves_the_trial_to_the_next, setup),
+        cmocka_unit_test_setup(test_trial_at_connection_limit_closes_breaker, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
