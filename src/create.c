@@ -22,6 +22,10 @@
 #include <time.h>
 
 #define lock(p) dbpool__lock(p)
+
+/* The refill's hold after a refusal at the server's connection limit. */
+#define REFILL_HOLD_MIN_MS 250
+#define REFILL_HOLD_MAX_MS 5000
 #define unlock(p) dbpool__unlock(p)
 
 static bool retriable(int code) {
@@ -268,6 +272,33 @@ static int connect_once(dbpool *p, int64_t deadline, void **native, dbpool_error
     return rc;
 }
 
+/* Note a connect's outcome for the refill's hold at a connection limit.
+ * True: a refusal at the limit with nobody waiting (the refill's), to be
+ * logged quietly (connector: a connector's job, not a caller's own
+ * connect); *refusals: the episode's count so far, or, after a
+ * success that ended an episode, its count (to log). Lock held. */
+static bool note_refill_limit_locked(dbpool *p, int rc, const dbpool_error *e, bool connector,
+                                     uint64_t *refusals) {
+    if (rc == DBPOOL_OK) {
+        *refusals = p->refill_limit_refusals;
+        p->refill_limit_refusals = 0;
+        p->refill_hold_ms = 0;
+        p->refill_hold_until_ns = 0;
+        return false;
+    }
+    /* A caller's own connect (it will not wait; the warm-up) reports its
+     * refusal itself, and is no refill. */
+    if (!connector || p->n_waiting > 0 || !p->driver->at_connection_limit ||
+        !p->driver->at_connection_limit(e))
+        return false;
+    p->refill_hold_ms = p->refill_hold_ms == 0 ? REFILL_HOLD_MIN_MS : p->refill_hold_ms * 2;
+    if (p->refill_hold_ms > REFILL_HOLD_MAX_MS)
+        p->refill_hold_ms = REFILL_HOLD_MAX_MS;
+    p->refill_hold_until_ns = dbpool__fast_now_ns() + p->refill_hold_ms * DBPOOL_NS_PER_MS;
+    *refusals = ++p->refill_limit_refusals;
+    return true;
+}
+
 /* Sleep ms, but wake early when the pool stops its connectors, and when a
  * connection closed while callers wait (dbpool__kick_backoff_locked): the
  * place it gave back is room for a connect now, and a waiter would
@@ -348,6 +379,8 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         lock(p);
         breaker_event ev = note_attempt_locked(p, rc, &e, seq);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
+        uint64_t refusals = 0;
+        bool quiet = note_refill_limit_locked(p, rc, &e, still_wanted != NULL, &refusals);
         /* Closed again: callers in line whose connections the breaker
          * refused (they waited for a lease that was then closed) get them
          * opened now. This connect's own waiter is covered by it. */
@@ -367,7 +400,22 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
                         p->driver->at_connection_limit(&e);
         /* Cause, then effect: the failed attempt before the breaker it
          * opened. */
-        if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
+        if (rc == DBPOOL_OK && refusals > 0)
+            dbpool__log(p, DBPOOL_LOG_INFO,
+                        "a connection opened again after %llu refusals at the server's connection limit: the "
+                        "refill to min_size goes on",
+                        (unsigned long long)refusals);
+        if (quiet && refusals == 1)
+            dbpool__log(
+                p, DBPOOL_LOG_WARN,
+                "the refill to min_size %d was refused at the server's connection limit: it is retried "
+                "less and less often (up to every %d ms) until a connect succeeds; further refusals "
+                "are logged at DEBUG: %s",
+                p->opt.min_size, REFILL_HOLD_MAX_MS, e.message);
+        else if (quiet)
+            dbpool__log(p, DBPOOL_LOG_DEBUG, "the refill to min_size refused again (%llu times): %s",
+                        (unsigned long long)refusals, e.message);
+        else if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
             dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
                         p->opt.max_retries + 1, e.message);
         else if (rc != DBPOOL_OK)
@@ -569,10 +617,16 @@ breaker_event dbpool__request_refill_locked(dbpool *p) {
         !p->maint_running)
         return ev;
     int64_t now = dbpool__fast_now_ns();
+    /* Refused at the server's connection limit lately: not before the
+     * hold is over, and one connect at a time (each pass used to queue
+     * max_connecting of them, each refused and logged at WARN). */
+    if (p->refill_limit_refusals > 0 && now < p->refill_hold_until_ns)
+        return ev;
+    int most = p->refill_limit_refusals > 0 ? 1 : p->opt.max_connecting;
     /* A place being opened counts in the total: a refill requested by an
      * earlier pass and still under way is not requested again. */
     while (dbpool__total_locked(p) < p->opt.min_size && dbpool__total_locked(p) < p->cap &&
-           p->connect_jobs + p->connect_running < p->opt.max_connecting) {
+           p->connect_jobs + p->connect_running < most) {
         /* The breaker's rules, as for a waiter's job: nothing while open,
          * and after the cooldown this refill is the one trial. */
         if (!dbpool__breaker_admit_locked(p, now, &ev))

@@ -186,6 +186,15 @@ struct dbpool {
      * once instead of at the end of its delay. */
     uint64_t backoff_kicks;
 
+    /* The refill to min_size against a server at its connection limit
+     * (a refusal with nobody waiting): held back, the hold doubling up to
+     * REFILL_HOLD_MAX_MS, one connect at a time, the episode logged once
+     * at WARN and its end with the count; any connect that succeeds ends
+     * it. */
+    int64_t refill_hold_until_ns;
+    int64_t refill_hold_ms;
+    uint64_t refill_limit_refusals;
+
     /* circuit breaker */
     dbpool_breaker_state breaker;
     int consecutive_failures;

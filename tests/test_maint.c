@@ -409,6 +409,72 @@ static void test_keepalive_ping_is_not_a_leak(void **state) {
     pthread_mutex_destroy(&n.lock);
 }
 
+typedef struct limit_lines {
+    pthread_mutex_t lock;
+    int warn_limit;   /* WARN lines that name the connection limit */
+    int opened_again; /* the episode's end */
+} limit_lines;
+
+static void count_limit_lines(void *user, dbpool_log_level level, const char *msg) {
+    limit_lines *l = user;
+    pthread_mutex_lock(&l->lock);
+    if (level == DBPOOL_LOG_WARN && strstr(msg, "too many clients"))
+        l->warn_limit++;
+    if (strstr(msg, "opened again after"))
+        l->opened_again++;
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* min_size above a server's (lowered) connection limit: the refill backs
+ * off and logs the episode once, instead of max_connecting refused
+ * connects and as many WARN lines every pass; once connects succeed again
+ * it refills, and says after how many refusals. */
+static void test_refill_at_connection_limit_backs_off(void **state) {
+    (void)state;
+    limit_lines lines = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.maintenance_interval_ms = 50;
+    o.max_retries = 0;
+    o.log_fn = count_limit_lines;
+    o.log_user = &lines;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
+    dbpool__mock_set_connect_at_limit(true);
+    dbpool__mock_fail_connect(3, -1, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_discard(a), DBPOOL_OK);
+    assert_int_equal(dbpool_discard(b), DBPOOL_OK);
+    /* A rate over a window: 1500 ms of passes every 50 ms used to make
+     * about 60 refused connects (2 a pass). */
+    sleep_ms(1500);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    pthread_mutex_lock(&lines.lock);
+    int warns = lines.warn_limit;
+    pthread_mutex_unlock(&lines.lock);
+    if (n.connect_failures < 1 || n.connect_failures > 10 || warns != 1)
+        fail_msg("%ld refused connects and %d WARN lines in 1500 ms", n.connect_failures, warns);
+    dbpool__mock_set_connect_at_limit(false);
+    dbpool__mock_fail_connect(0, 0, 0); /* the limit raised */
+    dbpool_stats s;
+    int64_t until = now_ms() + 10000;
+    do {
+        sleep_ms(10);
+        dbpool_get_stats(p, &s);
+    } while (s.total < 2 && now_ms() < until);
+    assert_int_equal(s.total, 2);
+    pthread_mutex_lock(&lines.lock);
+    int again = lines.opened_again;
+    pthread_mutex_unlock(&lines.lock);
+    assert_int_equal(again, 1);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
@@ -416,6 +482,7 @@ int main(void) {
         cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
         cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, setup),
         cmocka_unit_test_setup(test_refill_keeps_breaker_rules, setup),
+        cmocka_unit_test_setup(test_refill_at_connection_limit_backs_off, setup),
         cmocka_unit_test_setup(test_keepalive_ping_is_not_a_leak, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
