@@ -433,12 +433,14 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
             delay *= 2;
         if (delay > p->opt.backoff_max_ms)
             delay = p->opt.backoff_max_ms;
-        /* Past max_retries (a connection limit, callers waiting): not in
-         * a tight loop, whatever the backoff options say. */
-        if (attempt >= p->opt.max_retries && delay < 100)
-            delay = 100;
         if (delay > 1)
             delay = delay / 2 + (int64_t)(dbpool__random() % (uint64_t)(delay / 2 + 1));
+        /* Past max_retries (a connection limit, callers waiting): not in
+         * a tight loop, whatever the backoff options say. After the
+         * jitter, which would otherwise halve it (50..100 ms, not the
+         * documented at least 100). */
+        if (attempt >= p->opt.max_retries && delay < 100)
+            delay = 100;
         if (dbpool__now_ns() + delay * DBPOOL_NS_PER_MS >= deadline)
             break; /* no time left for another attempt */
         backoff_sleep(p, delay);

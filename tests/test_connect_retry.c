@@ -380,6 +380,35 @@ static void test_close_cuts_connector_backoff_for_waiter(void **state) {
     dbpool_close(p);
 }
 
+/* A server at its connection limit while a caller waits: the connector
+ * retries past max_retries at least 100 ms apart (documented), whatever
+ * the backoff options. The jitter used to be applied after the 100 ms
+ * floor, spacing the attempts 50..100 ms apart. */
+static void test_limit_retries_at_least_100ms_apart(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 0;
+    o.backoff_base_ms = 1;
+    o.backoff_max_ms = 1;
+    o.breaker_failures = 0;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool__mock_set_connect_at_limit(true);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    int64_t t0 = dbt_now_ms();
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_ETIMEDOUT);
+    int64_t took = dbt_now_ms() - t0;
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    /* 100 ms apart: at most one attempt a 100 ms of the wait, plus the
+     * first (50..100 ms apart made about 27 in 2 s). */
+    if (n.connects < 2 || n.connects > took / 100 + 2)
+        fail_msg("%ld connect attempts in %lld ms", n.connects, (long long)took);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_retried_then_reported, setup),
@@ -395,6 +424,7 @@ int main(void) {
         cmocka_unit_test_setup(test_init_sql_bounded_by_connect_timeout, setup),
         cmocka_unit_test_setup(test_close_cuts_backoff_short, setup),
         cmocka_unit_test_setup(test_close_cuts_connector_backoff_for_waiter, setup),
+        cmocka_unit_test_setup(test_limit_retries_at_least_100ms_apart, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
