@@ -82,7 +82,8 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
      * woke nobody, so the first in line would sleep to its window's end. */
     dbpool__serve_waiters_from_idle_locked(p);
     breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
-    dbpool__maint_wake(p);                                    /* a larger min is filled there */
+    dbpool__kick_backoff_locked(p); /* and a connector backing off for them tries again now */
+    dbpool__maint_wake(p);          /* a larger min is filled there */
     unlock(p);
     /* Cause, then effect: the resize, then the breaker's trial it let in. */
     dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", min_size, max_size);

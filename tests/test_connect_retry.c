@@ -409,6 +409,44 @@ static void test_limit_retries_at_least_100ms_apart(void **state) {
     dbpool_close(p);
 }
 
+/* The same for a cap raised by dbpool_resize while a connector backs off
+ * for a waiter: the room is there now, and the connector tries again at
+ * once instead of after its delay. */
+static void test_resize_cuts_connector_backoff_for_waiter(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.max_retries = 5;
+    o.backoff_base_ms = 8000; /* a backoff sleeps 4000..8000 ms */
+    o.backoff_max_ms = 8000;
+    o.breaker_failures = 0;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
+    dbpool__mock_fail_connect(3, 1, DBPOOL_ECONNECT);
+    dbt_timed_acquire w = {.p = p, .timeout_ms = 20000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &w), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_discard(a), DBPOOL_OK); /* a connect for the waiter, which fails */
+    dbpool__mock_counters n;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbt_sleep_ms(5);
+        dbpool__mock_get_counters(&n);
+    } while (n.connect_failures < 1 && dbt_now_ms() < until);
+    assert_int_equal(n.connect_failures, 1);
+    int64_t t0 = dbt_now_ms();
+    dbpool_error e;
+    assert_int_equal(dbpool_resize(p, 0, 3, &e), DBPOOL_OK);
+    pthread_join(t, NULL);
+    int64_t took = dbt_now_ms() - t0;
+    if (w.rc != DBPOOL_OK || took > 2000)
+        fail_msg("waiter: %s %lld ms after the resize: %s", dbpool_errname(w.rc), (long long)took, w.message);
+    assert_int_equal(dbpool_release(b), DBPOOL_OK);
+    assert_true(dbt_invariant_holds(p));
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_retried_then_reported, setup),
@@ -425,6 +463,7 @@ int main(void) {
         cmocka_unit_test_setup(test_close_cuts_backoff_short, setup),
         cmocka_unit_test_setup(test_close_cuts_connector_backoff_for_waiter, setup),
         cmocka_unit_test_setup(test_limit_retries_at_least_100ms_apart, setup),
+        cmocka_unit_test_setup(test_resize_cuts_connector_backoff_for_waiter, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
