@@ -22,11 +22,11 @@
 #include <time.h>
 
 #define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
 
 /* The refill's hold after a refusal at the server's connection limit. */
 #define REFILL_HOLD_MIN_MS 250
 #define REFILL_HOLD_MAX_MS 5000
-#define unlock(p) dbpool__unlock(p)
 
 static bool retriable(int code) {
     return code == DBPOOL_ECONNECT || code == DBPOOL_ETIMEDOUT || code == DBPOOL_EBUSY ||
