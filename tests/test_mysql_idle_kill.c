@@ -38,59 +38,21 @@ static dbpool *open_pool(void) {
     return p;
 }
 
-static dbpool_conn *lease(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_acquire(p, 5000, &c, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("dbpool_acquire: %s: %s", dbpool_errname(rc), e.message);
-    return c;
-}
-
-static int64_t query_int(dbpool_conn *c, const char *sql, const dbpool_param *prm, size_t n) {
-    dbpool_result *r = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_query(c, sql, prm, n, &r, &e) != DBPOOL_OK || dbpool_result_next(r, &e) != 1)
-        fail_msg("\"%s\": %s", sql, e.message);
-    int64_t v = dbpool_result_int64(r, 0);
-    dbpool_result_free(r);
-    return v;
-}
-
-/* Wait (up to 15 s) until the server has closed session `id`, watching
- * from a second pool's connection. */
+/* Wait (up to 15 s) until the server has closed session `id`. */
 static void wait_session_gone(int64_t id) {
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *w = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_open(&w, dbt_backend_url("mysql"), &o, &e) != DBPOOL_OK)
-        fail_msg("watcher: %s", e.message);
-    dbpool_conn *c = lease(w);
-    dbpool_param prm = dbpool_param_int64(id);
-    int64_t t0 = dbt_now_ms();
-    while (query_int(c, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", &prm, 1) != 0) {
-        if (dbt_now_ms() - t0 > 15000)
-            fail_msg("session %lld still there after 15 s", (long long)id);
-        dbt_sleep_ms(50);
-    }
-    dbpool_release(c);
-    dbpool_close(w);
+    dbt_wait_count_zero(dbt_backend_url("mysql"),
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", id, 15000);
 }
 
 static void test_idle_in_pool_replaced(void **state) {
     (void)state;
     dbpool *p = open_pool();
-    dbpool_conn *c = lease(p);
-    int64_t id = query_int(c, "SELECT CONNECTION_ID()", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = dbt_query_int(c, "SELECT CONNECTION_ID()", NULL, 0);
     dbpool_release(c);
     wait_session_gone(id);
-    c = lease(p);
-    assert_int_equal(query_int(c, "SELECT 1", NULL, 0), 1);
+    c = dbt_acquire(p);
+    assert_int_equal(dbt_query_int(c, "SELECT 1", NULL, 0), 1);
     dbpool_release(c);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -101,8 +63,8 @@ static void test_idle_in_pool_replaced(void **state) {
 static void test_idle_lease_broken_says_what_to_do(void **state) {
     (void)state;
     dbpool *p = open_pool();
-    dbpool_conn *c = lease(p);
-    int64_t id = query_int(c, "SELECT CONNECTION_ID()", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t id = dbt_query_int(c, "SELECT CONNECTION_ID()", NULL, 0);
     wait_session_gone(id);
     dbpool_error e;
     memset(&e, 0, sizeof e);
@@ -113,8 +75,8 @@ static void test_idle_lease_broken_says_what_to_do(void **state) {
     if (!strstr(e.message, "acquire another"))
         fail_msg("the message should say to acquire another lease: %s", e.message);
     dbpool_release(c);
-    c = lease(p);
-    assert_int_equal(query_int(c, "SELECT 1", NULL, 0), 1);
+    c = dbt_acquire(p);
+    assert_int_equal(dbt_query_int(c, "SELECT 1", NULL, 0), 1);
     dbpool_release(c);
     dbpool_close(p);
 }

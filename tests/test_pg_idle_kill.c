@@ -44,48 +44,10 @@ static dbpool *open_pool(void) {
     return p;
 }
 
-static dbpool_conn *lease(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_acquire(p, 5000, &c, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("dbpool_acquire: %s: %s", dbpool_errname(rc), e.message);
-    return c;
-}
-
-static int64_t query_int(dbpool_conn *c, const char *sql, const dbpool_param *prm, size_t n) {
-    dbpool_result *r = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_query(c, sql, prm, n, &r, &e) != DBPOOL_OK || dbpool_result_next(r, &e) != 1)
-        fail_msg("\"%s\": %s", sql, e.message);
-    int64_t v = dbpool_result_int64(r, 0);
-    dbpool_result_free(r);
-    return v;
-}
-
-/* Wait (up to 10 s) until the server has closed backend `pid`, watching
- * from a second pool's connection. */
+/* Wait (up to 10 s) until the server has closed backend `pid`. */
 static void wait_backend_gone(int64_t pid) {
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *w = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_open(&w, dbt_backend_url("pg"), &o, &e) != DBPOOL_OK)
-        fail_msg("watcher: %s", e.message);
-    dbpool_conn *c = lease(w);
-    dbpool_param prm = dbpool_param_int64(pid);
-    int64_t t0 = dbt_now_ms();
-    while (query_int(c, "SELECT count(*) FROM pg_stat_activity WHERE pid = ?", &prm, 1) != 0) {
-        if (dbt_now_ms() - t0 > 10000)
-            fail_msg("backend %lld still there after 10 s", (long long)pid);
-        dbt_sleep_ms(20);
-    }
-    dbpool_release(c);
-    dbpool_close(w);
+    dbt_wait_count_zero(dbt_backend_url("pg"), "SELECT count(*) FROM pg_stat_activity WHERE pid = ?", pid,
+                        10000);
 }
 
 static int expect_broken(dbpool_conn *c, const char *sql, const char *words) {
@@ -103,12 +65,12 @@ static int expect_broken(dbpool_conn *c, const char *sql, const char *words) {
 static void test_idle_in_pool_replaced(void **state) {
     (void)state;
     dbpool *p = open_pool();
-    dbpool_conn *c = lease(p);
-    int64_t pid = query_int(c, "SELECT pg_backend_pid()", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t pid = dbt_query_int(c, "SELECT pg_backend_pid()", NULL, 0);
     dbpool_release(c);
     wait_backend_gone(pid);
-    c = lease(p);
-    assert_int_equal(query_int(c, "SELECT 1", NULL, 0), 1);
+    c = dbt_acquire(p);
+    assert_int_equal(dbt_query_int(c, "SELECT 1", NULL, 0), 1);
     dbpool_release(c);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -119,14 +81,14 @@ static void test_idle_in_pool_replaced(void **state) {
 static void test_idle_lease_broken_says_why(void **state) {
     (void)state;
     dbpool *p = open_pool();
-    dbpool_conn *c = lease(p);
-    int64_t pid = query_int(c, "SELECT pg_backend_pid()", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t pid = dbt_query_int(c, "SELECT pg_backend_pid()", NULL, 0);
     wait_backend_gone(pid);
     expect_broken(c, "SELECT 1", "idle-session timeout");
     expect_broken(c, "SELECT 1", "acquire another");
     dbpool_release(c);
-    c = lease(p);
-    assert_int_equal(query_int(c, "SELECT 1", NULL, 0), 1);
+    c = dbt_acquire(p);
+    assert_int_equal(dbt_query_int(c, "SELECT 1", NULL, 0), 1);
     dbpool_release(c);
     dbpool_close(p);
 }
@@ -134,8 +96,8 @@ static void test_idle_lease_broken_says_why(void **state) {
 static void test_idle_in_transaction_broken_says_why(void **state) {
     (void)state;
     dbpool *p = open_pool();
-    dbpool_conn *c = lease(p);
-    int64_t pid = query_int(c, "SELECT pg_backend_pid()", NULL, 0);
+    dbpool_conn *c = dbt_acquire(p);
+    int64_t pid = dbt_query_int(c, "SELECT pg_backend_pid()", NULL, 0);
     dbpool_error e;
     memset(&e, 0, sizeof e);
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, &e), DBPOOL_OK);

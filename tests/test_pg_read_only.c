@@ -39,16 +39,6 @@ static dbpool *open_pool(const char *extra) {
     return p;
 }
 
-static dbpool_conn *lease(dbpool *p) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    int rc = dbpool_acquire(p, 5000, &c, &e);
-    if (rc != DBPOOL_OK)
-        fail_msg("dbpool_acquire: %s: %s", dbpool_errname(rc), e.message);
-    return c;
-}
-
 static void exec_ok(dbpool_conn *c, const char *sql) {
     dbpool_error e;
     memset(&e, 0, sizeof e);
@@ -87,7 +77,7 @@ static int setup(void **state) {
     (void)state;
     snprintf(table, sizeof table, "ro_test_%ld", (long)getpid());
     dbpool *p = open_pool(NULL);
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     char sql[128];
     snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (x int)", table);
     exec_ok(c, sql);
@@ -99,7 +89,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     dbpool *p = open_pool(NULL);
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     char sql[128];
     snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
     exec_ok(c, sql);
@@ -111,13 +101,13 @@ static int teardown(void **state) {
 static void test_own_read_only_transaction_keeps_connection(void **state) {
     (void)state;
     dbpool *p = open_pool(NULL);
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     exec_ok(c, "BEGIN READ ONLY");
     write_refused(c);
     exec_ok(c, "ROLLBACK");
     exec_ok(c, "SELECT 1");
     dbpool_release(c);
-    c = lease(p);
+    c = dbt_acquire(p);
     exec_ok(c, "SELECT 1");
     dbpool_release(c);
     assert_int_equal(closed_broken(p), 0);
@@ -132,7 +122,7 @@ static void test_read_only_server_keeps_connection(void **state) {
      * would be just as read-only. */
     dbpool *p = open_pool("options=-c%20default_transaction_read_only%3Don");
     for (int i = 0; i < 3; i++) {
-        dbpool_conn *c = lease(p);
+        dbpool_conn *c = dbt_acquire(p);
         write_refused(c);
         exec_ok(c, "SELECT 1");
         dbpool_release(c);
@@ -145,13 +135,13 @@ static void test_read_only_server_keeps_connection(void **state) {
 static void test_read_only_replaced_when_url_wants_writes(void **state) {
     (void)state;
     dbpool *p = open_pool("target_session_attrs=read-write");
-    dbpool_conn *c = lease(p);
+    dbpool_conn *c = dbt_acquire(p);
     /* Reported to the client, as a server made read-only would report it. */
     exec_ok(c, "SET default_transaction_read_only = on");
     write_refused(c);
     dbpool_release(c);
     assert_int_equal(closed_broken(p), 1);
-    c = lease(p);
+    c = dbt_acquire(p);
     exec_ok(c, "SELECT 1");
     dbpool_release(c);
     assert_int_equal(created(p), 2);

@@ -115,3 +115,36 @@ dbpool *dbt_open_lazy_mock(dbpool_options *o) {
         fail_msg("open: %s", e.message);
     return p;
 }
+
+int64_t dbt_query_int(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {
+    dbpool_result *r = dbt_query_ok(c, sql, params, n);
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_result_next(r, &e) != 1)
+        fail_msg("\"%s\" returned no row: %s", sql, e.message);
+    int64_t v = dbpool_result_int64(r, 0);
+    dbpool_result_free(r);
+    return v;
+}
+
+void dbt_wait_count_zero(const char *url, const char *count_sql, int64_t id, int64_t timeout_ms) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *w = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (dbpool_open(&w, url, &o, &e) != DBPOOL_OK)
+        fail_msg("watcher: %s", e.message);
+    dbpool_conn *c = dbt_acquire(w);
+    dbpool_param prm = dbpool_param_int64(id);
+    int64_t t0 = dbt_now_ms();
+    while (dbt_query_int(c, count_sql, &prm, 1) != 0) {
+        if (dbt_now_ms() - t0 > timeout_ms)
+            fail_msg("%lld still counted by \"%s\" after %lld ms", (long long)id, count_sql,
+                     (long long)timeout_ms);
+        dbt_sleep_ms(20);
+    }
+    dbpool_release(c);
+    dbpool_close(w);
+}

@@ -46,6 +46,12 @@ void dbt_exec_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, si
 dbpool_result *dbt_query_ok(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
 /* dbpool_result_next: 1 a row, 0 the end; an error fails the test. */
 int dbt_next_ok(dbpool_result *r);
+/* The first column of the first row, as an integer. */
+int64_t dbt_query_int(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n);
+/* Wait up to timeout_ms until `count_sql`, run with `id` as its one
+ * parameter on a connection of a second pool to `url`, counts 0 (a
+ * session the server closed: pg_stat_activity, PROCESSLIST). */
+void dbt_wait_count_zero(const char *url, const char *count_sql, int64_t id, int64_t timeout_ms);
 /* A mock: pool with o's options, lazy (no connection until asked for) and
  * without a maintenance thread; a failed open fails the test. */
 dbpool *dbt_open_lazy_mock(dbpool_options *o);
