@@ -401,6 +401,32 @@ static void test_backoff_sleeper_stops_when_breaker_opens(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A connector's attempt that opens the breaker is its last, at once: the
+ * caller it was for gets the breaker's error then, not after the backoff
+ * before an attempt that will not be made (here 4 to 8 s). */
+static void test_attempt_that_opens_breaker_is_the_last(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 3;
+    o.backoff_base_ms = 8000;
+    o.backoff_max_ms = 8000;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 60000; /* open for the whole test */
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbt_timed_acquire w = {.p = p, .timeout_ms = 20000, .rc = -100};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &w), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (w.rc != DBPOOL_EUNAVAILABLE || w.took_ms > 3000)
+        fail_msg("the caller got %s after %lld ms (want EUNAVAILABLE at once): %s", dbpool_errname(w.rc),
+                 (long long)w.took_ms, w.message);
+    assert_int_equal(mock_connects(), 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A caller waiting for a release (the pool was full) while the breaker
  * opened: when the lease it waited for is closed instead of coming back,
  * it needs a new connection the breaker refuses, and nothing else could
@@ -661,6 +687,7 @@ int main(void) {
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
         cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
+        cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, setup),
         cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
         cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
         cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
