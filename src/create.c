@@ -337,6 +337,149 @@ static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t be
                            (long long)p->opt.connect_timeout_ms);
 }
 
+/* One attempt of create_native's, bounded by connect_timeout_ms or by
+ * `deadline` when that comes first. A failure's message says which bound
+ * ended a timed-out attempt. */
+static int attempt_connect(dbpool *p, int attempt, int64_t deadline, const char *bound, void **native,
+                           dbpool_error *e) {
+    int64_t t0 = dbpool__fast_now_ns();
+    int64_t now = dbpool__now_ns();
+    int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
+    /* The caller's deadline comes first (by more than the moments
+     * between the two clock readings: equal bounds are connect_timeout_ms's).
+     * Without a `bound`, the deadline is connect_timeout_ms from the
+     * first attempt (or longer): that one is never cut, however long
+     * the thread was held up before it. */
+    bool cut = false;
+    if (attempt_deadline > deadline || attempt_deadline < now) {
+        cut = attempt_deadline < now || attempt_deadline - deadline > 10 * DBPOOL_NS_PER_MS;
+        if (attempt == 0 && !bound)
+            cut = false;
+        attempt_deadline = deadline;
+    }
+    dbpool__clearerr(e);
+    int rc = connect_once(p, attempt_deadline, native, e);
+    if (rc == DBPOOL_OK)
+        dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
+    else {
+        if (rc == DBPOOL_ETIMEDOUT)
+            explain_attempt_timeout(p, e, now, cut, bound);
+        dbpool__finish_err(p, e);
+    }
+    return rc;
+}
+
+/* Log an attempt's outcome (quiet, refusals: from note_refill_limit_locked).
+ * Cause, then effect: the caller logs the breaker event after this. */
+static void log_attempt(dbpool *p, int rc, const dbpool_error *e, int attempt, bool quiet,
+                        uint64_t refusals) {
+    if (rc == DBPOOL_OK && refusals > 0)
+        dbpool__log(p, DBPOOL_LOG_INFO,
+                    "a connection opened again after %llu refusals at the server's connection limit: the "
+                    "refill to min_size goes on",
+                    (unsigned long long)refusals);
+    if (quiet && refusals == 1)
+        dbpool__log(p, DBPOOL_LOG_WARN,
+                    "the refill to min_size %d was refused at the server's connection limit: it is retried "
+                    "less and less often (up to every %d ms) until a connect succeeds; further refusals "
+                    "are logged at DEBUG: %s",
+                    p->opt.min_size, REFILL_HOLD_MAX_MS, e->message);
+    else if (quiet)
+        dbpool__log(p, DBPOOL_LOG_DEBUG, "the refill to min_size refused again (%llu times): %s",
+                    (unsigned long long)refusals, e->message);
+    else if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
+        dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
+                    p->opt.max_retries + 1, e->message);
+    else if (rc != DBPOOL_OK)
+        dbpool__log(p, DBPOOL_LOG_WARN,
+                    "connect attempt %d failed (past max_retries %d: the server is at a connection limit "
+                    "and callers wait): %s",
+                    attempt + 1, p->opt.max_retries, e->message);
+}
+
+/* The backoff after failed attempt `attempt` (0 the first): exponential
+ * from backoff_base_ms up to backoff_max_ms, with "equal jitter" (half
+ * fixed, half random) so that pools that failed together do not retry
+ * together. past_retries: at a connection limit past max_retries. */
+static int64_t backoff_ms(const dbpool *p, int attempt, bool past_retries) {
+    int64_t delay = p->opt.backoff_base_ms;
+    for (int i = 0; i < attempt && delay < p->opt.backoff_max_ms; i++)
+        delay *= 2;
+    if (delay > p->opt.backoff_max_ms)
+        delay = p->opt.backoff_max_ms;
+    if (delay > 1)
+        delay = delay / 2 + (int64_t)(dbpool__random() % (uint64_t)(delay / 2 + 1));
+    /* Past max_retries (a connection limit, callers waiting): not in
+     * a tight loop, whatever the backoff options say. After the
+     * jitter, which would otherwise halve it (50..100 ms, not the
+     * documented at least 100). */
+    if (past_retries && delay < 100)
+        delay = 100;
+    return delay;
+}
+
+/* What create_native does after an attempt. */
+typedef enum {
+    AFTER_CONNECTED, /* return the connection */
+    AFTER_GIVE_UP,   /* return this attempt's error */
+    AFTER_BACKOFF,   /* sleep the delay, then attempt again */
+} after_attempt;
+
+/*
+ * Decide what follows attempt `attempt` (0 the first), which returned rc
+ * with error e. for_waiters: a connector's connect, for callers in line;
+ * breaker_open: the breaker was not closed once this attempt was counted.
+ * On AFTER_BACKOFF, *delay_ms is the sleep before the next attempt.
+ */
+static after_attempt decide_after_attempt(const dbpool *p, int rc, const dbpool_error *e, int attempt,
+                                          bool for_waiters, bool breaker_open, int64_t deadline,
+                                          int64_t *delay_ms) {
+    if (rc == DBPOOL_OK)
+        return AFTER_CONNECTED;
+    /* A wrong password, an unknown database, a local failure: another
+     * attempt would fail the same way. */
+    if (!retriable(rc))
+        return AFTER_GIVE_UP;
+    /* The breaker opened (this failure, or another connect's, opened it;
+     * or it was half-open and this was the trial): no connect may start
+     * now but the trial it admits after the cooldown. */
+    if (breaker_open)
+        return AFTER_GIVE_UP;
+    /* A server at its connection limit, for callers in line: they are
+     * served by the first lease released, and a connection by the
+     * first session to end on the server or a raised limit. Giving up
+     * after max_retries failed the first of them at once, within tens
+     * of milliseconds, however long its acquire timeout and however
+     * soon a lease came back; the next one in line then got a connect
+     * of its own, and so on. Retried for as long as someone waits (a
+     * timeout then quotes this error; the caller stops when nobody
+     * does), the backoff spacing the attempts out to backoff_max_ms. */
+    bool at_limit = for_waiters && p->driver->at_connection_limit && p->driver->at_connection_limit(e);
+    bool past_retries = attempt >= p->opt.max_retries;
+    if (past_retries && !at_limit)
+        return AFTER_GIVE_UP;
+    *delay_ms = backoff_ms(p, attempt, past_retries);
+    /* No time left for another attempt after the backoff: this attempt's
+     * error is the answer, now rather than at the deadline. */
+    if (dbpool__now_ns() + *delay_ms * DBPOOL_NS_PER_MS >= deadline)
+        return AFTER_GIVE_UP;
+    return AFTER_BACKOFF;
+}
+
+/* After a backoff: may another attempt start? Not once the pool closed or
+ * stops its connectors, nor once another connect's failure opened the
+ * breaker while this one slept (the breaker's trial is for whoever it
+ * admits after the cooldown), nor when nobody waits for the connection any
+ * more (still_wanted, for a connector's connect). *seq: the next attempt's
+ * trial_seq. */
+static bool may_attempt_again(dbpool *p, bool (*still_wanted)(dbpool *p), uint64_t *seq) {
+    lock(p);
+    bool stop = p->closed || p->connectors_stop || p->breaker != DBPOOL_BREAKER_CLOSED;
+    *seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
+    unlock(p);
+    return !stop && (!still_wanted || still_wanted(p));
+}
+
 /*
  * Open a native connection, retrying retriable failures with exponential
  * backoff ("equal jitter": half the delay fixed, half random) up to
@@ -352,30 +495,7 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
     dbpool__clearerr(&e);
     int rc = DBPOOL_ECONNECT;
     for (int attempt = 0;; attempt++) {
-        int64_t t0 = dbpool__fast_now_ns();
-        int64_t now = dbpool__now_ns();
-        int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
-        /* The caller's deadline comes first (by more than the moments
-         * between the two clock readings: equal bounds are connect_timeout_ms's).
-         * Without a `bound`, the deadline is connect_timeout_ms from the
-         * first attempt (or longer): that one is never cut, however long
-         * the thread was held up before it. */
-        bool cut = false;
-        if (attempt_deadline > deadline || attempt_deadline < now) {
-            cut = attempt_deadline < now || attempt_deadline - deadline > 10 * DBPOOL_NS_PER_MS;
-            if (attempt == 0 && !bound)
-                cut = false;
-            attempt_deadline = deadline;
-        }
-        dbpool__clearerr(&e);
-        rc = connect_once(p, attempt_deadline, native, &e);
-        if (rc == DBPOOL_OK)
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
-        else {
-            if (rc == DBPOOL_ETIMEDOUT)
-                explain_attempt_timeout(p, &e, now, cut, bound);
-            dbpool__finish_err(p, &e);
-        }
+        rc = attempt_connect(p, attempt, deadline, bound, native, &e);
         lock(p);
         breaker_event ev = note_attempt_locked(p, rc, &e, seq);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
@@ -387,71 +507,14 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         if (ev == BREAKER_EVENT_CLOSED)
             (void)dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
-        /* A server at its connection limit, for callers in line: they are
-         * served by the first lease released, and a connection by the
-         * first session to end on the server or a raised limit. Giving up
-         * after max_retries failed the first of them at once, within tens
-         * of milliseconds, however long its acquire timeout and however
-         * soon a lease came back; the next one in line then got a connect
-         * of its own, and so on. Retried for as long as someone waits (a
-         * timeout then quotes this error), the backoff spacing the
-         * attempts out to backoff_max_ms. */
-        bool at_limit = rc != DBPOOL_OK && still_wanted && p->driver->at_connection_limit &&
-                        p->driver->at_connection_limit(&e);
-        /* Cause, then effect: the failed attempt before the breaker it
-         * opened. */
-        if (rc == DBPOOL_OK && refusals > 0)
-            dbpool__log(p, DBPOOL_LOG_INFO,
-                        "a connection opened again after %llu refusals at the server's connection limit: the "
-                        "refill to min_size goes on",
-                        (unsigned long long)refusals);
-        if (quiet && refusals == 1)
-            dbpool__log(
-                p, DBPOOL_LOG_WARN,
-                "the refill to min_size %d was refused at the server's connection limit: it is retried "
-                "less and less often (up to every %d ms) until a connect succeeds; further refusals "
-                "are logged at DEBUG: %s",
-                p->opt.min_size, REFILL_HOLD_MAX_MS, e.message);
-        else if (quiet)
-            dbpool__log(p, DBPOOL_LOG_DEBUG, "the refill to min_size refused again (%llu times): %s",
-                        (unsigned long long)refusals, e.message);
-        else if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
-            dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
-                        p->opt.max_retries + 1, e.message);
-        else if (rc != DBPOOL_OK)
-            dbpool__log(p, DBPOOL_LOG_WARN,
-                        "connect attempt %d failed (past max_retries %d: the server is at a connection limit "
-                        "and callers wait): %s",
-                        attempt + 1, p->opt.max_retries, e.message);
+        log_attempt(p, rc, &e, attempt, quiet, refusals);
         dbpool__log_breaker_event(p, ev);
-        if (rc == DBPOOL_OK)
+        int64_t delay_ms = 0;
+        if (decide_after_attempt(p, rc, &e, attempt, still_wanted != NULL, breaker_open, deadline,
+                                 &delay_ms) != AFTER_BACKOFF)
             break;
-        if (!retriable(rc) || (attempt >= p->opt.max_retries && !at_limit) || breaker_open)
-            break;
-        int64_t delay = p->opt.backoff_base_ms;
-        for (int i = 0; i < attempt && delay < p->opt.backoff_max_ms; i++)
-            delay *= 2;
-        if (delay > p->opt.backoff_max_ms)
-            delay = p->opt.backoff_max_ms;
-        if (delay > 1)
-            delay = delay / 2 + (int64_t)(dbpool__random() % (uint64_t)(delay / 2 + 1));
-        /* Past max_retries (a connection limit, callers waiting): not in
-         * a tight loop, whatever the backoff options say. After the
-         * jitter, which would otherwise halve it (50..100 ms, not the
-         * documented at least 100). */
-        if (attempt >= p->opt.max_retries && delay < 100)
-            delay = 100;
-        if (dbpool__now_ns() + delay * DBPOOL_NS_PER_MS >= deadline)
-            break; /* no time left for another attempt */
-        backoff_sleep(p, delay);
-        /* While it slept, the pool may have closed, or another connect's
-         * failure opened the breaker: then no more attempts (the breaker's
-         * trial is for whoever it admits after the cooldown). */
-        lock(p);
-        bool stop = p->closed || p->connectors_stop || p->breaker != DBPOOL_BREAKER_CLOSED;
-        seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed); /* the next attempt's */
-        unlock(p);
-        if (stop || (still_wanted && !still_wanted(p)))
+        backoff_sleep(p, delay_ms);
+        if (!may_attempt_again(p, still_wanted, &seq))
             break;
     }
     if (rc != DBPOOL_OK && err)
