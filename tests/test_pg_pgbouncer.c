@@ -6,6 +6,9 @@
  * test PostgreSQL server, with ONE server session: every client's
  * statements land on it, so two dbpool connections both preparing their
  * first kept statement (`_dbpool_s1`) collide there, every time.
+ * Most cases are two clients through one of three PgBouncers (one server
+ * session, two handed out in turn, two last freed first), run from the
+ * table two_client_cases; the refusals at open are cases of their own.
  * Needs DBPOOL_TEST_PG_URL (scripts/pg-server.sh) and pgbouncer
  * (scripts/install-deps.sh test installs it); skipped without them, unless
  * DBPOOL_TEST_REQUIRE_SERVERS=1. */
@@ -37,13 +40,25 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-/* [0]: one server session; [1]: two, handed out in turn; [2]: two, the
- * last one freed handed out first (PgBouncer's default). */
-static pid_t bouncer[3] = {-1, -1, -1};
-static char bouncer_url[3][1024];
+/* The PgBouncers the test starts, all in transaction mode in front of the
+ * test server. */
+enum { ONE_SESSION, TWO_IN_TURN, TWO_LAST_FREED_FIRST, N_BOUNCERS };
+static const struct {
+    int server_sessions; /* default_pool_size */
+    int max_client_conn;
+    /* server_round_robin: sessions handed out in turn; without it the
+     * last one freed is handed out first (PgBouncer's default). */
+    bool round_robin;
+} bouncer_config[N_BOUNCERS] = {
+    [ONE_SESSION] = {1, 20, false},
+    [TWO_IN_TURN] = {2, 3, true}, /* room for 3 clients: test_max_client_conn */
+    [TWO_LAST_FREED_FIRST] = {2, 20, false},
+};
+static pid_t bouncer[N_BOUNCERS] = {-1, -1, -1};
+static char bouncer_url[N_BOUNCERS][1024];
 
 static void stop_bouncers(void) {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_BOUNCERS; i++) {
         if (bouncer[i] > 0) {
             kill(bouncer[i], SIGTERM);
             waitpid(bouncer[i], NULL, 0);
@@ -89,10 +104,8 @@ static const char *opt(PQconninfoOption *o, const char *key) {
     return NULL;
 }
 
-/* PgBouncer `which` in transaction mode in front of the test server: with
- * one server session; with two handed out in turn (server_round_robin)
- * and room for 3 clients (max_client_conn); or with two, last freed first; bouncer_url[which] is the test URL
- * pointed at it. */
+/* PgBouncer `which` (bouncer_config) in transaction mode in front of the
+ * test server; bouncer_url[which] is the test URL pointed at it. */
 static void start_bouncer(int which) {
     const char *exe = find_pgbouncer();
     if (!exe)
@@ -132,7 +145,8 @@ static void start_bouncer(int which) {
             "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
             "default_pool_size = %d\nmin_pool_size = 0\nmax_client_conn = %d\n"
             "server_round_robin = %d\nlog_connections = 0\nlog_disconnections = 0\n",
-            db, port, db, listen, users, which ? 2 : 1, which == 1 ? 3 : 20, which == 1);
+            db, port, db, listen, users, bouncer_config[which].server_sessions,
+            bouncer_config[which].max_client_conn, bouncer_config[which].round_robin);
     fclose(f);
     if (pw) {
         if (chown(dir, pw->pw_uid, pw->pw_gid) != 0 || chown(ini, pw->pw_uid, pw->pw_gid) != 0 ||
@@ -192,8 +206,6 @@ static dbpool *open_one_at(int which, const char *extra) {
     return p;
 }
 
-static dbpool *open_one(const char *extra) { return open_one_at(0, extra); }
-
 static int run_plus(dbpool_conn *c, int64_t v, int64_t *out, dbpool_error *err) {
     dbpool_param p = dbpool_param_int64(v);
     dbpool_result *r = NULL;
@@ -216,107 +228,175 @@ static void plus_ok(dbpool_conn *c, int64_t v) {
     assert_int_equal(got, v + 1);
 }
 
+/* plus_ok with 0, 1, ... n - 1. */
+static void plus_ok_n(dbpool_conn *c, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        plus_ok(c, i);
+}
+
+/* The same, inside a transaction of its own. */
+static void plus_ok_n_in_transaction(dbpool_conn *c, int64_t n) {
+    dbt_exec_ok(c, "BEGIN", NULL, 0);
+    plus_ok_n(c, n);
+    dbt_exec_ok(c, "COMMIT", NULL, 0);
+}
+
+/* The statement that fails: with this SQLSTATE, and a message that points
+ * at pool_statement_cache=off. */
+static void plus_fails_pointing_at_the_option(dbpool_conn *c, int64_t v, const char *sqlstate) {
+    int64_t got = 0;
+    dbpool_error err;
+    int rc = run_plus(c, v, &got, &err);
+    assert_int_equal(rc, DBPOOL_EQUERY);
+    assert_string_equal(err.sqlstate, sqlstate);
+    assert_non_null(strstr(err.message, "pool_statement_cache=off"));
+}
+
+/*
+ * Most cases have one shape: two clients A and B (a pool of one
+ * connection each) through one PgBouncer, a lease of each, statements on
+ * them, and both leases released and the pools closed cleanly. A case
+ * names the PgBouncer, the URL options, and what runs on the leases.
+ */
+typedef struct {
+    dbpool *a, *b;
+    dbpool_conn *ca, *cb;
+} two_clients;
+
+typedef struct {
+    const char *name;
+    int bouncer;
+    const char *url_options; /* NULL: the defaults */
+    void (*run)(two_clients *t);
+} two_client_case;
+
 /* With the defaults, two connections that run the same parameterised
  * statement a few times each, outside transactions: both prepare
  * `_dbpool_s1` on the one server session. The second used to fail with
  * 42P05 "prepared statement "_dbpool_s1" already exists". */
-static void test_defaults_outside_transactions(void **state) {
-    (void)state;
-    dbpool *a = open_one(NULL), *b = open_one(NULL);
-    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
-    for (int64_t i = 0; i < 4; i++)
-        plus_ok(ca, i);
-    for (int64_t i = 0; i < 4; i++)
-        plus_ok(cb, i);
+static void defaults_outside_transactions(two_clients *t) {
+    plus_ok_n(t->ca, 4);
+    plus_ok_n(t->cb, 4);
     for (int64_t i = 0; i < 4; i++) {
-        plus_ok(ca, i);
-        plus_ok(cb, i);
+        plus_ok(t->ca, i);
+        plus_ok(t->cb, i);
     }
     /* Leases end and come back: the reset and the next lease work too. */
-    dbt_exec_ok(cb, "SET application_name = 'pgbouncer-test'", NULL, 0);
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    ca = dbt_acquire(a);
-    cb = dbt_acquire(b);
+    dbt_exec_ok(t->cb, "SET application_name = 'pgbouncer-test'", NULL, 0);
+    assert_int_equal(dbpool_release(t->ca), DBPOOL_OK);
+    assert_int_equal(dbpool_release(t->cb), DBPOOL_OK);
+    t->ca = dbt_acquire(t->a);
+    t->cb = dbt_acquire(t->b);
     for (int64_t i = 0; i < 3; i++) {
-        plus_ok(cb, i);
-        plus_ok(ca, i);
+        plus_ok(t->cb, i);
+        plus_ok(t->ca, i);
     }
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    assert_int_equal(dbpool_close(a), 0);
-    assert_int_equal(dbpool_close(b), 0);
 }
 
 /* The collision inside the caller's transaction cannot be undone (the
  * failed prepare aborted it): the error says what to do about it, and the
  * connection works from the next transaction on. */
-static void test_in_transaction_error_points_at_the_option(void **state) {
-    (void)state;
-    dbpool *a = open_one(NULL), *b = open_one(NULL);
-    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
-    plus_ok(ca, 1);
-    plus_ok(ca, 2); /* _dbpool_s1 on the server session, A's */
-    dbt_exec_ok(cb, "BEGIN", NULL, 0);
-    plus_ok(cb, 1);
-    int64_t got = 0;
-    dbpool_error err;
-    int rc = run_plus(cb, 2, &got, &err); /* B prepares _dbpool_s1 */
-    assert_int_equal(rc, DBPOOL_EQUERY);
-    assert_string_equal(err.sqlstate, "42P05");
-    assert_non_null(strstr(err.message, "pool_statement_cache=off"));
-    dbt_exec_ok(cb, "ROLLBACK", NULL, 0);
-    for (int64_t i = 0; i < 3; i++)
-        plus_ok(cb, i);
-    dbt_exec_ok(cb, "BEGIN", NULL, 0);
-    for (int64_t i = 0; i < 3; i++)
-        plus_ok(cb, i);
-    dbt_exec_ok(cb, "COMMIT", NULL, 0);
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    assert_int_equal(dbpool_close(a), 0);
-    assert_int_equal(dbpool_close(b), 0);
+static void in_transaction_error_points_at_the_option(two_clients *t) {
+    plus_ok(t->ca, 1);
+    plus_ok(t->ca, 2); /* _dbpool_s1 on the server session, A's */
+    dbt_exec_ok(t->cb, "BEGIN", NULL, 0);
+    plus_ok(t->cb, 1);
+    plus_fails_pointing_at_the_option(t->cb, 2, "42P05"); /* B prepares _dbpool_s1 */
+    dbt_exec_ok(t->cb, "ROLLBACK", NULL, 0);
+    plus_ok_n(t->cb, 3);
+    plus_ok_n_in_transaction(t->cb, 3);
 }
 
 /* pool_statement_cache=off, as docs/operations.md recommends there: no
  * collision even inside transactions. */
-static void test_cache_off(void **state) {
-    (void)state;
-    dbpool *a = open_one("pool_statement_cache=off"), *b = open_one("pool_statement_cache=off");
-    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
-    for (int64_t i = 0; i < 3; i++)
-        plus_ok(ca, i);
-    dbt_exec_ok(cb, "BEGIN", NULL, 0);
-    for (int64_t i = 0; i < 3; i++)
-        plus_ok(cb, i);
-    dbt_exec_ok(cb, "COMMIT", NULL, 0);
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    assert_int_equal(dbpool_close(a), 0);
-    assert_int_equal(dbpool_close(b), 0);
+static void cache_off(two_clients *t) {
+    plus_ok_n(t->ca, 3);
+    plus_ok_n_in_transaction(t->cb, 3);
 }
 
 /* Two server sessions handed out in turn: a statement's prepare and its
  * run reach different sessions. It was prepared twice (the second time
  * as a retry of a statement "gone") and then failed with 26000
  * "prepared statement "_dbpool_s2" does not exist". */
-static void test_prepared_and_run_on_different_sessions(void **state) {
-    (void)state;
-    dbpool *a = open_one_at(1, NULL), *b = open_one_at(1, NULL);
-    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
+static void prepared_and_run_on_different_sessions(two_clients *t) {
     /* Two server sessions exist: both leases hold one at once. */
-    dbt_exec_ok(ca, "BEGIN", NULL, 0);
-    dbt_exec_ok(ca, "SELECT 1", NULL, 0);
-    dbt_exec_ok(cb, "BEGIN", NULL, 0);
-    dbt_exec_ok(cb, "SELECT 1", NULL, 0);
-    dbt_exec_ok(ca, "COMMIT", NULL, 0);
-    dbt_exec_ok(cb, "COMMIT", NULL, 0);
-    for (int64_t i = 0; i < 6; i++)
-        plus_ok(ca, i);
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    assert_int_equal(dbpool_close(a), 0);
-    assert_int_equal(dbpool_close(b), 0);
+    dbt_exec_ok(t->ca, "BEGIN", NULL, 0);
+    dbt_exec_ok(t->ca, "SELECT 1", NULL, 0);
+    dbt_exec_ok(t->cb, "BEGIN", NULL, 0);
+    dbt_exec_ok(t->cb, "SELECT 1", NULL, 0);
+    dbt_exec_ok(t->ca, "COMMIT", NULL, 0);
+    dbt_exec_ok(t->cb, "COMMIT", NULL, 0);
+    plus_ok_n(t->ca, 6);
+}
+
+/* A statement kept on one session, then run in a transaction that
+ * PgBouncer puts on the other: 26000, and the transaction is aborted, as
+ * nothing can run it again there. It used to be prepared again after the
+ * transaction and so fail the next transaction that landed elsewhere,
+ * and the next; now the connection keeps nothing from then on. */
+static void kept_statement_in_a_later_transaction(two_clients *t) {
+    int failed = 0;
+    for (int round = 0; round < 3; round++) {
+        plus_ok(t->ca, 1);
+        plus_ok(t->ca, 2); /* kept, on the session last freed */
+        /* B holds that session in a transaction: A's lands on the other. */
+        dbt_exec_ok(t->cb, "BEGIN", NULL, 0);
+        dbt_exec_ok(t->cb, "SELECT 1", NULL, 0);
+        dbt_exec_ok(t->ca, "BEGIN", NULL, 0);
+        int64_t got = 0;
+        dbpool_error err;
+        int rc = run_plus(t->ca, 3, &got, &err);
+        if (rc != DBPOOL_OK) {
+            assert_string_equal(err.sqlstate, "26000");
+            assert_non_null(strstr(err.message, "pool_statement_cache=off"));
+            failed++;
+        } else {
+            assert_int_equal(got, 4);
+        }
+        dbt_exec_ok(t->ca, "ROLLBACK", NULL, 0);
+        dbt_exec_ok(t->cb, "COMMIT", NULL, 0);
+    }
+    assert_int_equal(failed, 1);
+}
+
+static two_client_case two_client_cases[] = {
+    {"defaults_outside_transactions", ONE_SESSION, NULL, defaults_outside_transactions},
+    {"in_transaction_error_points_at_the_option", ONE_SESSION, NULL,
+     in_transaction_error_points_at_the_option},
+    {"cache_off", ONE_SESSION, "pool_statement_cache=off", cache_off},
+    {"prepared_and_run_on_different_sessions", TWO_IN_TURN, NULL, prepared_and_run_on_different_sessions},
+    {"kept_statement_in_a_later_transaction", TWO_LAST_FREED_FIRST, NULL,
+     kept_statement_in_a_later_transaction},
+};
+
+static void test_two_clients(void **state) {
+    const two_client_case *k = *state;
+    two_clients t;
+    t.a = open_one_at(k->bouncer, k->url_options);
+    t.b = open_one_at(k->bouncer, k->url_options);
+    t.ca = dbt_acquire(t.a);
+    t.cb = dbt_acquire(t.b);
+    k->run(&t);
+    assert_int_equal(dbpool_release(t.ca), DBPOOL_OK);
+    assert_int_equal(dbpool_release(t.cb), DBPOOL_OK);
+    assert_int_equal(dbpool_close(t.a), 0);
+    assert_int_equal(dbpool_close(t.b), 0);
+}
+
+/* An open through PgBouncer that it refuses, without retries: the code,
+ * the SQLSTATE (NULL: not checked), words of the message, and no password
+ * in it. */
+static void expect_open_refused(const char *url, int code, const char *sqlstate, const char *words) {
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.max_retries = 0;
+    dbpool *p = NULL;
+    dbpool_error err;
+    assert_int_equal(dbpool_open(&p, url, &o, &err), code);
+    if (sqlstate)
+        assert_string_equal(err.sqlstate, sqlstate);
+    assert_non_null(strstr(err.message, words));
+    assert_false(dbt_has_secret(err.message, NULL));
 }
 
 /* A database PgBouncer does not list: DBPOOL_ENOTFOUND, as from the
@@ -325,27 +405,23 @@ static void test_prepared_and_run_on_different_sessions(void **state) {
 static void test_unknown_database(void **state) {
     (void)state;
     char url[1100];
-    const char *slash = strrchr(bouncer_url[0], '/');
+    const char *slash = strrchr(bouncer_url[ONE_SESSION], '/');
     assert_non_null(slash);
-    snprintf(url, sizeof url, "%.*s/no_such_db_here", (int)(slash - bouncer_url[0]), bouncer_url[0]);
-    dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.max_retries = 0;
-    dbpool *p = NULL;
-    dbpool_error err;
-    assert_int_equal(dbpool_open(&p, url, &o, &err), DBPOOL_ENOTFOUND);
-    assert_non_null(strstr(err.message, "no such database"));
-    assert_false(dbt_has_secret(err.message, NULL));
+    snprintf(url, sizeof url, "%.*s/no_such_db_here", (int)(slash - bouncer_url[ONE_SESSION]),
+             bouncer_url[ONE_SESSION]);
+    expect_open_refused(url, DBPOOL_ENOTFOUND, NULL, "no such database");
 }
 
 /* PgBouncer's max_client_conn refuses the client as the server's
  * max_connections does: SQLSTATE 53300 and a hint naming the setting. */
 static void test_max_client_conn(void **state) {
     (void)state;
+    int room = bouncer_config[TWO_IN_TURN].max_client_conn;
     dbpool *held[3];
     dbpool_conn *c[3];
-    for (int i = 0; i < 3; i++) {
-        held[i] = open_one_at(1, NULL);
+    assert_int_equal(room, 3);
+    for (int i = 0; i < room; i++) {
+        held[i] = open_one_at(TWO_IN_TURN, NULL);
         /* The clients of the tests before may take PgBouncer a moment to
          * let go of: their places are waited for (up to 10 s). */
         dbpool_error err;
@@ -354,73 +430,27 @@ static void test_max_client_conn(void **state) {
              tries++)
             dbt_sleep_ms(50);
         if (rc != DBPOOL_OK)
-            fail_msg("client %d of 3: %s", i + 1, err.message);
+            fail_msg("client %d of %d: %s", i + 1, room, err.message);
     }
-    dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.max_retries = 0;
-    dbpool *p = NULL;
-    dbpool_error err;
-    assert_int_equal(dbpool_open(&p, bouncer_url[1], &o, &err), DBPOOL_ECONNECT);
-    assert_string_equal(err.sqlstate, "53300");
-    assert_non_null(strstr(err.message, "PgBouncer is at its max_client_conn"));
-    for (int i = 0; i < 3; i++) {
+    expect_open_refused(bouncer_url[TWO_IN_TURN], DBPOOL_ECONNECT, "53300",
+                        "PgBouncer is at its max_client_conn");
+    for (int i = 0; i < room; i++) {
         assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
         assert_int_equal(dbpool_close(held[i]), 0);
     }
 }
 
-/* A statement kept on one session, then run in a transaction that
- * PgBouncer puts on the other: 26000, and the transaction is aborted, as
- * nothing can run it again there. It used to be prepared again after the
- * transaction and so fail the next transaction that landed elsewhere,
- * and the next; now the connection keeps nothing from then on. */
-static void test_kept_statement_in_a_later_transaction(void **state) {
-    (void)state;
-    dbpool *a = open_one_at(2, NULL), *b = open_one_at(2, NULL);
-    dbpool_conn *ca = dbt_acquire(a), *cb = dbt_acquire(b);
-    int failed = 0;
-    for (int round = 0; round < 3; round++) {
-        plus_ok(ca, 1);
-        plus_ok(ca, 2); /* kept, on the session last freed */
-        /* B holds that session in a transaction: A's lands on the other. */
-        dbt_exec_ok(cb, "BEGIN", NULL, 0);
-        dbt_exec_ok(cb, "SELECT 1", NULL, 0);
-        dbt_exec_ok(ca, "BEGIN", NULL, 0);
-        int64_t got = 0;
-        dbpool_error err;
-        int rc = run_plus(ca, 3, &got, &err);
-        if (rc != DBPOOL_OK) {
-            assert_string_equal(err.sqlstate, "26000");
-            assert_non_null(strstr(err.message, "pool_statement_cache=off"));
-            failed++;
-        } else {
-            assert_int_equal(got, 4);
-        }
-        dbt_exec_ok(ca, "ROLLBACK", NULL, 0);
-        dbt_exec_ok(cb, "COMMIT", NULL, 0);
-    }
-    assert_int_equal(failed, 1);
-    assert_int_equal(dbpool_release(ca), DBPOOL_OK);
-    assert_int_equal(dbpool_release(cb), DBPOOL_OK);
-    assert_int_equal(dbpool_close(a), 0);
-    assert_int_equal(dbpool_close(b), 0);
-}
-
 int main(void) {
-    start_bouncer(0);
-    start_bouncer(1);
-    start_bouncer(2);
+    for (int i = 0; i < N_BOUNCERS; i++)
+        start_bouncer(i);
     atexit(stop_bouncers);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_outside_transactions),
-        cmocka_unit_test(test_in_transaction_error_points_at_the_option),
-        cmocka_unit_test(test_cache_off),
-        cmocka_unit_test(test_prepared_and_run_on_different_sessions),
-        cmocka_unit_test(test_kept_statement_in_a_later_transaction),
-        cmocka_unit_test(test_unknown_database),
-        cmocka_unit_test(test_max_client_conn),
-    };
+    enum { N_TWO = sizeof two_client_cases / sizeof two_client_cases[0] };
+    struct CMUnitTest tests[N_TWO + 2];
+    for (size_t i = 0; i < N_TWO; i++)
+        tests[i] =
+            (struct CMUnitTest){two_client_cases[i].name, test_two_clients, NULL, NULL, &two_client_cases[i]};
+    tests[N_TWO] = (struct CMUnitTest)cmocka_unit_test(test_unknown_database);
+    tests[N_TWO + 1] = (struct CMUnitTest)cmocka_unit_test(test_max_client_conn);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_bouncers();
     return rc;
