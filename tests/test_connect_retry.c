@@ -132,6 +132,35 @@ static void test_never_past_deadline(void **state) {
     dbpool_close(p);
 }
 
+/* The same for a caller who will not wait (timeout 0), whose connect runs
+ * on its own thread within connect_timeout_ms, its retries included: a
+ * backoff that would end past that deadline is not slept. */
+static void test_own_connect_no_backoff_past_deadline(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.max_retries = 10;
+    o.connect_timeout_ms = 300;
+    /* The first backoff is 2000..4000 ms. */
+    o.backoff_base_ms = 4000;
+    o.backoff_max_ms = 5000;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    int rc = dbpool_acquire(p, 0, &c, &e);
+    int64_t took = dbt_now_ms() - t0;
+    if (rc != DBPOOL_ECONNECT || took > 1500)
+        fail_msg("acquire(timeout 0): %s after %lld ms (want ECONNECT within connect_timeout_ms 300): %s",
+                 dbpool_errname(rc), (long long)took, e.message);
+    assert_non_null(strstr(e.message, "injected"));
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.connects, 1);
+    dbpool_close(p);
+}
+
 static void test_slow_connect_bounded(void **state) {
     (void)state;
     dbpool_options o;
@@ -454,6 +483,7 @@ int main(void) {
         cmocka_unit_test_setup(test_backoff_grows_with_jitter, setup),
         cmocka_unit_test_setup(test_backoff_capped, setup),
         cmocka_unit_test_setup(test_never_past_deadline, setup),
+        cmocka_unit_test_setup(test_own_connect_no_backoff_past_deadline, setup),
         cmocka_unit_test_setup(test_slow_connect_bounded, setup),
         cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
         cmocka_unit_test_setup(test_permanent_error_spares_waiter_of_cached_lease, setup),
