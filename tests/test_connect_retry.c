@@ -109,22 +109,39 @@ static void test_backoff_capped(void **state) {
     dbpool_close(p);
 }
 
-static void test_never_past_deadline(void **state) {
-    (void)state;
+/* A mock pool whose connects all fail, the first backoff 2000..4000 ms;
+ * connect_timeout_ms 0: the default. */
+static dbpool *open_failing_with_long_backoff(int64_t connect_timeout_ms) {
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.max_retries = 10;
-    /* The first backoff is 2000..4000 ms: an acquire that waited for it
-     * would end far past its 300 ms, and past the bound below. */
+    if (connect_timeout_ms > 0)
+        o.connect_timeout_ms = connect_timeout_ms;
     o.backoff_base_ms = 4000;
     o.backoff_max_ms = 5000;
     dbpool *p = dbt_open_lazy_mock(&o);
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    return p;
+}
+
+/* dbpool_acquire with this timeout, which must fail; *took_ms: how long. */
+static int acquire_fails(dbpool *p, int64_t timeout_ms, dbpool_error *e, int64_t *took_ms) {
     dbpool_conn *c = NULL;
-    dbpool_error e;
     int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, 300, &c, &e);
-    int64_t took = dbt_now_ms() - t0;
+    int rc = dbpool_acquire(p, timeout_ms, &c, e);
+    *took_ms = dbt_now_ms() - t0;
+    assert_null(c);
+    return rc;
+}
+
+/* A waiter leaves at its timeout, not after the backoff (an acquire that
+ * waited for it would end far past its 300 ms, and past the bound below). */
+static void test_never_past_deadline(void **state) {
+    (void)state;
+    dbpool *p = open_failing_with_long_backoff(0);
+    dbpool_error e;
+    int64_t took;
+    int rc = acquire_fails(p, 300, &e, &took);
     assert_true(rc == DBPOOL_ECONNECT || rc == DBPOOL_ETIMEDOUT);
     assert_true(took < 1000);
     /* The cause, not a bare timeout. */
@@ -137,20 +154,10 @@ static void test_never_past_deadline(void **state) {
  * backoff that would end past that deadline is not slept. */
 static void test_own_connect_no_backoff_past_deadline(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.max_retries = 10;
-    o.connect_timeout_ms = 300;
-    /* The first backoff is 2000..4000 ms. */
-    o.backoff_base_ms = 4000;
-    o.backoff_max_ms = 5000;
-    dbpool *p = dbt_open_lazy_mock(&o);
-    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
-    dbpool_conn *c = NULL;
+    dbpool *p = open_failing_with_long_backoff(300);
     dbpool_error e;
-    int64_t t0 = dbt_now_ms();
-    int rc = dbpool_acquire(p, 0, &c, &e);
-    int64_t took = dbt_now_ms() - t0;
+    int64_t took;
+    int rc = acquire_fails(p, 0, &e, &took);
     if (rc != DBPOOL_ECONNECT || took > 1500)
         fail_msg("acquire(timeout 0): %s after %lld ms (want ECONNECT within connect_timeout_ms 300): %s",
                  dbpool_errname(rc), (long long)took, e.message);
