@@ -165,10 +165,20 @@ int cli_stat_main(int argc, char **argv) {
     uint64_t prev_ops = 0, prev_errors = 0;
     int64_t prev_ns = start;
     int code = CLI_EXIT_OK;
+    int64_t tick = start;
     for (int64_t line = 0; count == 0 || line < count; line++) {
-        /* Ticks on a fixed grid from the start, so that lines do not drift. */
-        int64_t tick = start + (line + 1) * interval_ns;
-        cli_nap_ns(tick - cli_now_ns());
+        /* Ticks on a fixed grid, so that lines do not drift. A tick
+         * already past once the last line is out means that line came a
+         * whole interval late: the process did not run (stopped with
+         * Ctrl-Z and continued, a debugger, a paused VM). The grid then
+         * starts again one interval after that line. Kept, it printed a
+         * line for every tick missed, all at once, each over an interval
+         * of microseconds (0 ops/s), and they used up COUNT. */
+        tick += interval_ns;
+        int64_t before = cli_now_ns();
+        if (tick <= before)
+            tick = before + interval_ns;
+        cli_nap_ns(tick - before);
         if (cli_stop_requested())
             break;
         int64_t now = cli_now_ns();

@@ -915,6 +915,82 @@ static void test_stat_lines(void **state) {
     dbt_run_free(&r);
 }
 
+/*
+ * `dbpool stat` stopped (Ctrl-Z, a debugger) and continued goes on one line
+ * per interval. It kept its grid of ticks from the start and printed a line
+ * for every tick it had missed, all at once (each over microseconds, 0
+ * ops/s), and those used up COUNT: here it ended as soon as it was
+ * continued, instead of about 7 intervals later.
+ */
+#define STAT_PAUSE_INTERVAL_MS 200
+#define STAT_PAUSE_COUNT 10
+
+/* Append what fd has to out (of *len bytes so far); wait up to wait_ms for
+ * the first bytes (0: take only what is there). False at the end of the
+ * stream. */
+static bool read_some(int fd, char *out, size_t cap, size_t *len, int wait_ms) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+    int rc = poll(&pfd, 1, wait_ms);
+    assert_true(rc >= 0);
+    if (rc == 0) {
+        assert_int_equal(wait_ms, 0); /* no line within wait_ms: stuck */
+        return true;
+    }
+    ssize_t n = read(fd, out + *len, cap - 1 - *len);
+    assert_true(n >= 0);
+    *len += (size_t)n;
+    out[*len] = '\0';
+    return n > 0;
+}
+
+static void test_stat_resumes_after_stop(void **state) {
+    (void)state;
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/stat_stop.stderr", dbt_tmpdir());
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid =
+        dbt_spawn_cli((const char *[]){"stat", "sqlite::memory:", "0.2", "10", "--threads", "1", NULL},
+                      DBT_STDOUT_PIPE(fds[1], fds[0]), err_path, NULL);
+    close(fds[1]);
+    /* The header and two lines: the run is under way. */
+    char out[8192] = "";
+    size_t len = 0;
+    while (count_char(out, '\n') < 3)
+        assert_true(read_some(fds[0], out, sizeof out, &len, 30000));
+    /* Stopped for longer than the whole run has left (8 lines, 1.6 s). */
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    int st;
+    assert_int_equal(waitpid(pid, &st, WUNTRACED), pid);
+    assert_true(WIFSTOPPED(st));
+    /* What came out before the stop (on a slow machine, maybe a line more). */
+    for (size_t before = SIZE_MAX; before != len;) {
+        before = len;
+        assert_true(read_some(fds[0], out, sizeof out, &len, 0));
+    }
+    size_t lines_before = count_char(out, '\n');
+    dbt_sleep_ms(2000);
+    int64_t resumed = dbt_now_ms();
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    while (read_some(fds[0], out, sizeof out, &len, 30000)) {
+    }
+    int64_t after = dbt_now_ms() - resumed;
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    unlink(err_path);
+    /* Every line printed, the header once (fewer than 20 lines). */
+    assert_int_equal(count_char(out, '\n'), STAT_PAUSE_COUNT + 1);
+    /* The line due during the stop comes at once, the others one interval
+     * apart. A loaded machine only makes this longer. */
+    size_t lines_after = STAT_PAUSE_COUNT + 1 - lines_before;
+    assert_true(lines_after >= 4);
+    if (after < (int64_t)(lines_after - 2) * STAT_PAUSE_INTERVAL_MS)
+        fail_msg("stat ended %lld ms after it was continued, its last %zu lines not an interval apart:\n%s",
+                 (long long)after, lines_after - 1, out);
+}
+
 /* Exit 2 with exactly one line on stderr starting "dbpool CMD: ". */
 static void expect_usage(const char *const *args, const char *needle) {
     dbt_run r = dbt_run_cli(args);
@@ -1573,6 +1649,7 @@ int main(void) {
         cmocka_unit_test(test_bench_progress_fits_terminal),
         cmocka_unit_test(test_bench_verbose_log_not_glued),
         cmocka_unit_test(test_stat_lines),
+        cmocka_unit_test(test_stat_resumes_after_stop),
         cmocka_unit_test(test_output_into_closed_pipe),
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
