@@ -12,13 +12,19 @@ int dbpool__pg_wait_socket(PGconn *c, short events, int64_t deadline_ns) {
     if (fd < 0)
         return -1;
     for (;;) {
+        /* Past the deadline: one look that does not wait. What the server
+         * sent in time may be there unread because this thread did not run
+         * (the process was stopped, the machine overloaded): libpq's own
+         * timed waits take it, and so does this one, rather than give up on
+         * a connection that answered (a validation failed, a statement
+         * reported as unanswered, the connection closed). */
         int64_t left = dbpool__ms_left(deadline_ns);
-        if (left <= 0)
-            return 0;
         struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
         int rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
         if (rc > 0)
             return 1;
+        if (rc == 0 && left <= 0)
+            return 0;
         if (rc == 0)
             continue; /* re-check: poll may return a little early */
         if (errno != EINTR)

@@ -29,8 +29,9 @@ typedef struct pg_bound {
 /* Wait until c's socket is ready for events (POLLIN/POLLOUT) or the
  * deadline (on dbpool__now_ns()'s clock) passes: 1 = ready (or hung up:
  * libpq finds out which), 0 = deadline passed, -1 = no socket / poll
- * failed. Shared by every bounded libpq call (connect, ping, reset,
- * statements). */
+ * failed. Ready once the deadline has passed too, when it is so without
+ * waiting (an answer that came while this thread did not run). Shared by
+ * every bounded libpq call (connect, ping, reset, statements). */
 int dbpool__pg_wait_socket(PGconn *c, short events, int64_t deadline_ns);
 
 PGresult *dbpool__pgb_exec(PGconn *c, pg_bound *b, const char *sql);
