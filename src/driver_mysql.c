@@ -275,26 +275,33 @@ static int bounded_io_wait(my_socket fd, my_bool is_read, int lib_timeout_ms) {
                                                                         : (int64_t)lib_timeout_ms);
     for (;;) {
         int timeout = lib_timeout_ms > 0 ? lib_timeout_ms : -1;
+        bool past = false; /* the deadline has passed */
         if (lib_until && lib_until < tl_bound.deadline_ns && dbpool__ms_left(lib_until) <= 0) {
             errno = ETIMEDOUT; /* Connector/C's own timeout: its error, not the deadline's */
             return 0;
         }
         if (tl_bound.deadline_ns) {
             /* The deadline alone governs: Connector/C's TLS layer passes its
-             * timeouts in seconds where milliseconds are expected. */
+             * timeouts in seconds where milliseconds are expected. Past
+             * it, one look that does not wait (as in pg_bounded.c):
+             * an answer the server sent in time may lie unread because this
+             * thread did not run (the process was stopped, the machine
+             * overloaded). Take it rather than give up on a connection
+             * that answered. */
             int64_t left = dbpool__ms_left(tl_bound.deadline_ns);
-            if (left <= 0) {
-                tl_bound.expired = true;
-                errno = ETIMEDOUT;
-                return 0;
-            }
-            if (lib_until && lib_until < tl_bound.deadline_ns)
+            past = left <= 0;
+            if (!past && lib_until && lib_until < tl_bound.deadline_ns)
                 left = dbpool__ms_left(lib_until);
             timeout = left > INT_MAX ? INT_MAX : (int)left;
         }
         int r = poll(&pfd, 1, timeout);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r == 0 && past) {
+            tl_bound.expired = true;
+            errno = ETIMEDOUT;
+            return 0;
+        }
         if (r == 0) {
             if (tl_bound.deadline_ns)
                 continue; /* the check at the top decides */
