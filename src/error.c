@@ -45,7 +45,8 @@ int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap) {
     e->code = code;
     e->native_code = 0;
     e->sqlstate[0] = '\0';
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    if (vsnprintf(e->message, sizeof e->message, fmt, ap) >= (int)sizeof e->message)
+        dbpool__utf8_cut_tail(e->message);
     return code;
 }
 
@@ -67,5 +68,6 @@ void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) {
     va_end(ap);
     char old[sizeof e->message];
     memcpy(old, e->message, sizeof old);
-    snprintf(e->message, sizeof e->message, "%s: %s", prefix, old);
+    if (snprintf(e->message, sizeof e->message, "%s: %s", prefix, old) >= (int)sizeof e->message)
+        dbpool__utf8_cut_tail(e->message);
 }

@@ -124,7 +124,12 @@ bool dbpool__parse_bool(const char *s, bool *out);
 bool dbpool__on_own_thread(dbpool *p);
 
 char *dbpool__strdup(const char *s);
-/* Bounded copy that always terminates. */
+/* Bounded copy that always terminates; a copy cut short ends on a whole
+ * UTF-8 character (dbpool__utf8_cut_tail). */
 void dbpool__strlcpy(char *dst, const char *src, size_t cap);
+/* s was (maybe) cut to fit a buffer: drop a UTF-8 sequence the cut left
+ * incomplete at its end, so that a server's non-ASCII message stays valid
+ * UTF-8 however it was shortened. */
+void dbpool__utf8_cut_tail(char *s);
 
 #endif

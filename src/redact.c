@@ -274,6 +274,10 @@ void dbpool__redact(char *msg, size_t cap, const char *const *secrets) {
     mask_url_userinfo(msg, cap);
     if (cut_to_fit)
         mask_cut_tail(msg, cap, secrets);
+    /* A full buffer was cut, by whoever filled it or by a mask above: end
+     * it on a whole UTF-8 character. */
+    if (strlen(msg) + 1 == cap)
+        dbpool__utf8_cut_tail(msg);
 }
 
 /* A copy of url's password at src[0..len), raw or decoded, into out[*n]. A

@@ -26,11 +26,28 @@ void dbpool__strlcpy(char *dst, const char *src, size_t cap) {
     if (cap == 0)
         return;
     size_t n = src ? strlen(src) : 0;
-    if (n >= cap)
+    bool cut = n >= cap;
+    if (cut)
         n = cap - 1;
     if (n)
         memcpy(dst, src, n);
     dst[n] = '\0';
+    if (cut)
+        dbpool__utf8_cut_tail(dst);
+}
+
+void dbpool__utf8_cut_tail(char *s) {
+    size_t n = strlen(s);
+    /* The last lead byte, at most three continuation bytes back. */
+    size_t i = n;
+    while (i > 0 && n - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && n - (i - 1) < need)
+        s[i - 1] = '\0';
 }
 
 static int hexval(char c) {

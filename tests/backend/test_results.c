@@ -1081,6 +1081,65 @@ static void test_constraint_violations(void **state) {
  * but a server writes its numbers with a '.': under an application's
  * LC_NUMERIC with a decimal comma (setlocale(LC_ALL, "") on a German
  * desktop), strtod read PostgreSQL's and MySQL's "2.5" as 2. */
+/* Is s whole UTF-8 (no sequence cut short, no stray continuation byte)? */
+static bool valid_utf8(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80             ? 1
+                   : (*p & 0xE0) == 0xC0 ? 2
+                   : (*p & 0xF0) == 0xE0 ? 3
+                   : (*p & 0xF8) == 0xF0 ? 4
+                                         : 0;
+        if (n == 0)
+            return false;
+        for (size_t i = 1; i < n; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+/* A server's error text longer than dbpool_error's buffer, all of it
+ * two-byte characters (é): the message is cut to fit, and wherever the
+ * cut falls (one test text shifted by one byte against the other) it ends
+ * on a whole character, so the message stays UTF-8 (the CLI's JSON, a
+ * log); the SQLSTATE is kept in its field. */
+static void test_long_error_message_stays_utf8(void **state) {
+    dbpool_conn *c = conn_of(state);
+    const char *want_state = bt_is("pg") ? "22012" : bt_is("mysql") ? "45001" : "";
+    for (int shift = 0; shift < 2; shift++) {
+        char text[1024] = "";
+        if (shift)
+            strcat(text, "a");
+        for (int i = 0; i < 400; i++)
+            strcat(text, "\xc3\xa9");
+        char sql[1200];
+        if (bt_is("pg"))
+            snprintf(sql, sizeof sql,
+                     "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '22012', MESSAGE = '%s'; END $$", text);
+        else if (bt_is("mysql"))
+            snprintf(sql, sizeof sql, "SIGNAL SQLSTATE '45001' SET MESSAGE_TEXT = '%s'", text);
+        else
+            snprintf(sql, sizeof sql, "SELECT * FROM \"%s\"", text);
+        for (int q = 0; q < 2; q++) {
+            dbpool_error e;
+            memset(&e, 0, sizeof e);
+            dbpool_result *r = NULL;
+            int rc = q ? dbpool_query(c, sql, NULL, 0, &r, &e) : dbpool_exec(c, sql, NULL, 0, NULL, &e);
+            BT_CHECK(rc == DBPOOL_EQUERY, "%s (shift %d): %s, expected DBPOOL_EQUERY", q ? "query" : "exec",
+                     shift, dbpool_errname(rc));
+            BT_CHECK(strlen(e.message) + 4 >= sizeof e.message, "the message should be cut to fit: %zu bytes",
+                     strlen(e.message));
+            BT_CHECK(valid_utf8(e.message), "%s (shift %d): the message is no longer UTF-8: ...%s",
+                     q ? "query" : "exec", shift, e.message + strlen(e.message) - 8);
+            BT_CHECK(strcmp(e.sqlstate, want_state) == 0, "SQLSTATE '%s', expected '%s'", e.sqlstate,
+                     want_state);
+        }
+    }
+    assert_int_equal(bt_query_int(c, "SELECT 7", NULL, 0), 7);
+}
+
 static void test_double_getter_ignores_lc_numeric(void **state) {
     dbpool_conn *c = conn_of(state);
     if (!setlocale(LC_NUMERIC, "de_DE.UTF-8"))
@@ -1140,6 +1199,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_constraint_violations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_error_message_stays_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
