@@ -12,9 +12,25 @@ static json_t *counter(uint64_t v) {
     return json_integer(v > (uint64_t)LLONG_MAX ? LLONG_MAX : (json_int_t)v);
 }
 
-/* Library messages may quote a path that is not UTF-8, and a query may be in
- * another encoding; json_string refuses those, and a missing key would hide
- * what was run or why it failed. */
+/* The length of the UTF-8 character at p (1 to 4), or 0 when the bytes
+ * there are not one (a sequence cut short, a stray continuation byte). */
+static size_t utf8_char(const unsigned char *p) {
+    size_t n = p[0] < 0x80             ? 1
+               : (p[0] & 0xE0) == 0xC0 ? 2
+               : (p[0] & 0xF0) == 0xE0 ? 3
+               : (p[0] & 0xF8) == 0xF0 ? 4
+                                       : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Library messages may quote a path that is not UTF-8, a query may be in
+ * another encoding, and a message cut to fit a buffer may end in half a
+ * character; json_string refuses those, and a missing key would hide what
+ * was run or why it failed. Only the bytes that are not UTF-8 become '?':
+ * the rest of a message in another language stays readable. */
 json_t *cli_json_string_lossy(const char *s) {
     json_t *j = json_string(s);
     if (j)
@@ -22,10 +38,21 @@ json_t *cli_json_string_lossy(const char *s) {
     char *copy = strdup(s);
     if (!copy)
         return NULL;
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
+    for (unsigned char *p = (unsigned char *)copy; *p;) {
+        size_t n = utf8_char(p);
+        if (n) {
+            p += n;
+        } else {
+            *p++ = '?';
+        }
+    }
     j = json_string(copy);
+    if (!j) { /* an overlong form or a surrogate: ASCII only */
+        for (char *p = copy; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        j = json_string(copy);
+    }
     free(copy);
     return j;
 }

@@ -379,6 +379,31 @@ static void test_bench_query_not_utf8(void **state) {
     json_decref(doc);
 }
 
+/* An error sample is cut to fit the bench's buffer, which can split a
+ * character of a server's message in another language: the JSON keeps
+ * every whole character (only the broken bytes read '?'); all of the
+ * message's non-ASCII text used to become '?'. Two texts a byte apart, so
+ * that one of them is cut inside a character. */
+static void test_bench_error_sample_keeps_utf8(void **state) {
+    (void)state;
+    for (int shift = 0; shift < 2; shift++) {
+        char query[1024] = "SELECT * FROM \"";
+        if (shift)
+            strcat(query, "a");
+        for (int i = 0; i < 300; i++)
+            strcat(query, "\xc3\xa9");
+        strcat(query, "\"");
+        json_t *doc = bench_json((const char *[]){"bench", "sqlite::memory:", "--query", query, "--duration",
+                                                  "0.1", "--threads", "1", "--json", NULL});
+        const char *m =
+            json_string_value(json_object_get(json_object_get(doc, "error_messages"), "DBPOOL_EQUERY"));
+        assert_non_null(m);
+        if (!strstr(m, "no such table: \xc3\xa9\xc3\xa9") && !strstr(m, "no such table: a\xc3\xa9\xc3\xa9"))
+            fail_msg("shift %d: the sample lost its text: %s", shift, m);
+        json_decref(doc);
+    }
+}
+
 /* "--hold-ms -0" is a hold of 0 ms, reported as 0: it was taken as -0.0
  * and printed "hold_ms": -0.0, a negative hold. */
 static void test_bench_hold_minus_zero(void **state) {
@@ -1639,6 +1664,7 @@ int main(void) {
         cmocka_unit_test(test_bench_table),
         cmocka_unit_test(test_bench_pool_size_from_url),
         cmocka_unit_test(test_bench_query_not_utf8),
+        cmocka_unit_test(test_bench_error_sample_keeps_utf8),
         cmocka_unit_test(test_bench_hold_minus_zero),
         cmocka_unit_test(test_bench_duration_as_written),
         cmocka_unit_test(test_bench_stop_cuts_holds),
