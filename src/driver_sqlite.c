@@ -466,6 +466,8 @@ typedef struct sqlite_result {
     bool primed_row; /* ... and it was a row */
     char *reals;     /* nreals buffers of REAL_TEXT bytes: REAL cells as text (real_text) */
     int nreals;
+    struct blob_text *blob_texts; /* nblob_texts: BLOB cells as text (blob_text) */
+    int nblob_texts;
 } sqlite_result;
 
 struct cached_stmt {
@@ -1105,6 +1107,49 @@ static const char *real_text(sqlite_result *sr, int col, size_t *len) {
     *len = (size_t)n;
     return buf;
 }
+/* A BLOB cell's text, NUL-terminated, in a copy of the result's own.
+ * sqlite3_column_text would add the NUL to SQLite's value in place, moving
+ * it, which frees the bytes an earlier dbpool_result_blob of the same cell
+ * returned (a pointer the API lends until the next row). The copy is made
+ * again at each call; within a row it stays where it is (same length). */
+struct blob_text {
+    char *p;
+    size_t cap;
+};
+static const char *blob_text(sqlite_result *sr, int col, size_t *len) {
+    const void *b = sqlite3_column_blob(sr->st, col);
+    size_t n = (size_t)sqlite3_column_bytes(sr->st, col);
+    if (!b && n)
+        return NULL; /* out of memory */
+    if (!sr->blob_texts) {
+        int nc = sqlite3_column_count(sr->st);
+        if (nc <= 0 || !(sr->blob_texts = calloc((size_t)nc, sizeof *sr->blob_texts)))
+            return NULL;
+        sr->nblob_texts = nc;
+    }
+    if (col >= sr->nblob_texts)
+        return NULL;
+    struct blob_text *t = &sr->blob_texts[col];
+    if (t->cap < n + 1) {
+        char *q = realloc(t->p, n + 1);
+        if (!q)
+            return NULL;
+        t->p = q;
+        t->cap = n + 1;
+    }
+    if (n)
+        memcpy(t->p, b, n);
+    t->p[n] = '\0';
+    *len = n;
+    return t->p;
+}
+static void forget_blob_texts(sqlite_result *sr) {
+    for (int i = 0; i < sr->nblob_texts; i++)
+        free(sr->blob_texts[i].p);
+    free(sr->blob_texts);
+    sr->blob_texts = NULL;
+    sr->nblob_texts = 0;
+}
 static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
     sqlite_result *sr = (sqlite_result *)(uintptr_t)r; /* the REAL texts are a cache */
     if (!sr->has_row || sqlite3_column_type(sr->st, col) == SQLITE_NULL) {
@@ -1113,7 +1158,14 @@ static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
         return NULL;
     }
     size_t rlen = 0;
-    const char *rt = sqlite3_column_type(sr->st, col) == SQLITE_FLOAT ? real_text(sr, col, &rlen) : NULL;
+    int type = sqlite3_column_type(sr->st, col);
+    if (type == SQLITE_BLOB) {
+        const char *bt = blob_text(sr, col, &rlen);
+        if (len)
+            *len = bt ? rlen : 0;
+        return bt;
+    }
+    const char *rt = type == SQLITE_FLOAT ? real_text(sr, col, &rlen) : NULL;
     if (rt) {
         if (len)
             *len = rlen;
@@ -1146,6 +1198,7 @@ static void sr_free(dbpool_result *r) {
     sqlite_result *sr = (sqlite_result *)r;
     free(sr->reals);
     sr->reals = NULL;
+    forget_blob_texts(sr);
     if (sr->slot) {
         slot_return(sr->slot); /* the result lives in the cache entry */
         return;

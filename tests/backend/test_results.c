@@ -971,6 +971,49 @@ static void test_blob_round_trip(void **state) {
 }
 
 /* Run one statement made from a printf format (table names). */
+/* The bytes dbpool_result_blob lends stay valid, and where they are, until
+ * the next row, whatever other getter reads the same cell in between. On
+ * SQLite dbpool_result_text of a BLOB cell made SQLite add a NUL to the
+ * value in place, which moved it and freed the bytes the blob getter had
+ * returned (a use after free under ASan; a dangling pointer otherwise). */
+static void test_blob_stays_put_while_other_getters_read_it(void **state) {
+    dbpool_conn *c = conn_of(state);
+    unsigned char bytes[1000];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (unsigned char)(i * 7 + 1);
+    dbpool_param p = dbpool_param_blob(bytes, sizeof bytes);
+    /* SQLite: a value a function made, which SQLite holds in a buffer of
+     * its exact size; the server backends: the parameter back. */
+    bool sqlite = bt_is("sqlite");
+    dbpool_result *r =
+        dbt_query_ok(c, sqlite ? "SELECT randomblob(1000)" : "SELECT ?", sqlite ? NULL : &p, sqlite ? 0 : 1);
+    BT_CHECK(dbt_next_ok(r) == 1, "a row");
+    size_t len = 0;
+    const unsigned char *b = dbpool_result_blob(r, 0, &len);
+    BT_CHECK(b && len == sizeof bytes, "the blob's %zu bytes", len);
+    unsigned char seen[sizeof bytes];
+    memcpy(seen, b, len);
+    if (!sqlite)
+        BT_CHECK(memcmp(seen, bytes, len) == 0, "the parameter's bytes");
+    size_t tlen = 0;
+    const char *t = dbpool_result_text(r, 0, &tlen);
+    BT_CHECK(t && t[tlen] == '\0', "the cell as NUL-terminated text");
+    if (!bt_is("pg")) /* PostgreSQL sends bytea as hex text */
+        BT_CHECK(tlen == len && memcmp(t, seen, len) == 0, "the text is the blob's bytes");
+    (void)dbpool_result_int64(r, 0);
+    (void)dbpool_result_double(r, 0);
+    BT_CHECK(!dbpool_result_is_null(r, 0), "not NULL");
+    const char *t2 = dbpool_result_text(r, 0, NULL);
+    BT_CHECK(t2 == t, "the text stays where it is within the row");
+    size_t len2 = 0;
+    const unsigned char *b2 = dbpool_result_blob(r, 0, &len2);
+    BT_CHECK(b2 == b && len2 == len, "the blob moved (%p, then %p) after the other getters read the cell",
+             (const void *)b, (const void *)b2);
+    BT_CHECK(memcmp(b, seen, len) == 0, "the blob's bytes changed under the caller");
+    BT_CHECK(dbt_next_ok(r) == 0, "one row");
+    dbpool_result_free(r);
+}
+
 static void exec_f(dbpool_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void exec_f(dbpool_conn *c, const char *fmt, ...) {
     char sql[512];
@@ -1198,6 +1241,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_affected_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_text_pointer_and_stray_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_stays_put_while_other_getters_read_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_constraint_violations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_error_message_stays_utf8, setup, teardown),
     };
