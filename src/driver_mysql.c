@@ -177,8 +177,16 @@ static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *ms
     /* Connector/C's words ("Server has gone away", "Lost connection to
      * server during query") say nothing of what to do: a session the server
      * closed (wait_timeout, a KILL, a shutdown) is not coming back. */
+    /* Too large a packet (a statement and its parameters over the
+     * server's max_allowed_packet) ends the connection too, but another
+     * one fails the same way: say what does help. */
+    bool too_large = n == MY_ER_NET_PACKET_TOO_LARGE;
     dbpool__seterr(e, code, "mysql: %s (error %u, SQLSTATE %s)%s", msg, n, sqlstate,
-                   code == DBPOOL_EBROKEN
+                   too_large ? "; the statement with its parameters is larger than the server's "
+                               "max_allowed_packet allows, and would be on any connection: send "
+                               "less per statement, or raise max_allowed_packet on the server; this "
+                               "connection is closed when the lease is released"
+                   : code == DBPOOL_EBROKEN
                        ? "; this connection cannot be used again: release the lease (it is "
                          "closed) and acquire another"
                        : "");
