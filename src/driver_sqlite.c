@@ -1076,9 +1076,18 @@ static int64_t sr_int64(const dbpool_result *r, int col) {
     const sqlite_result *sr = (const sqlite_result *)r;
     return sr->has_row ? sqlite3_column_int64(sr->st, col) : 0;
 }
+/* A TEXT cell is read as strtod reads it (include/dbpool.h), as the
+ * server backends read theirs: SQLite's own conversion reads "Infinity",
+ * "NaN" and "0x10" as 0. */
 static double sr_double(const dbpool_result *r, int col) {
     const sqlite_result *sr = (const sqlite_result *)r;
-    return sr->has_row ? sqlite3_column_double(sr->st, col) : 0.0;
+    if (!sr->has_row)
+        return 0.0;
+    if (sqlite3_column_type(sr->st, col) == SQLITE_TEXT) {
+        const char *t = (const char *)sqlite3_column_text(sr->st, col);
+        return t ? dbpool__strtod_c(t, NULL) : 0.0;
+    }
+    return sqlite3_column_double(sr->st, col);
 }
 /* A REAL cell's text. SQLite writes 15 significant digits, which do not
  * always read back as the value (0.1 + 0.2 reads "0.3", 1.0 / 3 loses its
