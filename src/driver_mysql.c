@@ -993,6 +993,14 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
         return dbpool__seterr(e, DBPOOL_EAUTH, "mysql: ssl-mode=%s but the session to %s is not encrypted%s",
                               c->ssl == SSL_REQUIRED ? "REQUIRED" : "VERIFY_*", target, NO_TLS_HINT);
     }
+    /* Connector/C creates its socket without SOCK_CLOEXEC: a program that
+     * runs another with fork and exec would hand it the live session (the
+     * child could write on it, and holds the server's session open for as
+     * long as it runs). libpq and SQLite set close-on-exec themselves. */
+    int fd = (int)mysql_get_socket(m);
+    int fdfl = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
+    if (fdfl >= 0 && !(fdfl & FD_CLOEXEC))
+        fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC);
     *out = mc;
     return DBPOOL_OK;
 }

@@ -1,0 +1,122 @@
+/*
+ * test_descriptors.c — the pool as a guest in a process that runs other
+ * programs: every descriptor the pool opens (the PostgreSQL and MariaDB
+ * sockets, SQLite's database, -wal and -shm files) is close-on-exec, so a
+ * child the application starts with fork and exec does not inherit a live
+ * database session. Checked on the descriptors themselves (FD_CLOEXEC) and
+ * in a program run by exec (its own /proc/self/fd).
+ */
+#include "backend_common.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_FDS 1024
+
+/* The open descriptors of this process, as a set. */
+static void open_fds(bool set[MAX_FDS]) {
+    memset(set, 0, MAX_FDS * sizeof set[0]);
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int self = dirfd(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        if (*end == '\0' && end != de->d_name && fd != self && fd >= 0 && fd < MAX_FDS)
+            set[fd] = true;
+    }
+    closedir(d);
+}
+
+static void describe(int fd, char *buf, size_t len) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, buf, len - 1);
+    buf[n > 0 ? n : 0] = '\0';
+}
+
+static void test_pool_descriptors_are_close_on_exec(void **state) {
+    (void)state;
+    static bool before[MAX_FDS], after[MAX_FDS];
+    open_fds(before);
+    dbpool_options o;
+    bt_options(&o, 2, 3);
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *a = bt_acquire(p), *b = bt_acquire(p);
+    bt_exec(a, "CREATE TABLE IF NOT EXISTS descriptors_t (id INTEGER)");
+    bt_exec(a, "INSERT INTO descriptors_t (id) VALUES (1)"); /* SQLite: the -wal and -shm files */
+    BT_CHECK(bt_query_int(b, "SELECT COUNT(*) FROM descriptors_t", NULL, 0) >= 1, "the row is not there");
+    open_fds(after);
+
+    int opened = 0;
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        if (!after[fd] || before[fd])
+            continue;
+        opened++;
+        int fl = fcntl(fd, F_GETFD);
+        char what[256];
+        describe(fd, what, sizeof what);
+        BT_CHECK(fl >= 0 && (fl & FD_CLOEXEC), "descriptor %d (%s), opened by the pool, is not close-on-exec",
+                 fd, what);
+    }
+    BT_CHECK(opened >= 2, "the pool opened %d descriptors, expected one per connection at least", opened);
+
+    /* And a program run by exec has none of them: cat, waiting on a pipe
+     * for its input, while this process reads its /proc/PID/fd. */
+    int in[2], execd[2];
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(execd), 0);
+    assert_int_equal(fcntl(execd[1], F_SETFD, FD_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], STDIN_FILENO);
+        close(in[0]);
+        close(in[1]);
+        execl("/bin/cat", "cat", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(execd[1]);
+    char byte;
+    /* EOF once the exec has closed the child's copy (close-on-exec). */
+    while (read(execd[0], &byte, 1) > 0) {
+    }
+    close(execd[0]);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    int inherited = -1;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        if (*end == '\0' && end != de->d_name && fd > STDERR_FILENO && fd < MAX_FDS && after[fd] &&
+            !before[fd])
+            inherited = (int)fd;
+    }
+    closedir(d);
+    close(in[1]); /* cat ends */
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    BT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "cat did not run (status %d)", st);
+    BT_CHECK(inherited < 0, "a program run by exec inherited descriptor %d, which the pool opened",
+             inherited);
+
+    bt_exec(a, "DROP TABLE descriptors_t");
+    bt_release(a);
+    bt_release(b);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+int main(int argc, char **argv) {
+    bt_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_descriptors_are_close_on_exec),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
