@@ -17,9 +17,13 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define lock(p) dbpool__lock(p)
 #define unlock(p) dbpool__unlock(p)
@@ -92,8 +96,48 @@ static bool local_failure(int code) {
     return code == DBPOOL_ENOMEM || code == DBPOOL_EINVAL || code == DBPOOL_EUNSUPPORTED;
 }
 
-/* Count one connect attempt's outcome; seq: trial_seq when it started. */
-static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq) {
+/*
+ * A failed connect in a process (or a system) out of file descriptors:
+ * EMFILE or ENFILE, else 0. Probed with a descriptor of its own, as the
+ * client library's errno is gone by now and SQLite says only "unable to
+ * open database file". Such a failure says nothing about the database: it
+ * is a local failure for the breaker, and retried, since descriptors come
+ * free again.
+ */
+static int descriptor_shortage(void) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    return errno == EMFILE || errno == ENFILE ? errno : 0;
+}
+
+/* Say so in the error, first, with what to do. */
+static void explain_descriptor_shortage(dbpool_error *e, int shortage) {
+    e->code = DBPOOL_ECONNECT;
+    if (shortage == ENFILE) {
+        dbpool__prefix_err(e, "the system is out of file descriptors (ENFILE: its file table is full, see "
+                              "fs.file-max), so no connection could be opened; the database was not "
+                              "counted as down");
+        return;
+    }
+    struct rlimit rl;
+    char limit[48] = "";
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        snprintf(limit, sizeof limit, " %llu", (unsigned long long)rl.rlim_cur);
+    dbpool__prefix_err(
+        e,
+        "this process is out of file descriptors (EMFILE: all%s of RLIMIT_NOFILE are open), so "
+        "no connection could be opened; raise the limit (ulimit -n, LimitNOFILE=) or close "
+        "descriptors; the database was not counted as down",
+        limit);
+}
+
+/* Count one connect attempt's outcome; seq: trial_seq when it started;
+ * local: a failure of this process that attempt_connect found (out of
+ * descriptors), counted as local_failure's. */
+static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq, bool local) {
     if (rc == DBPOOL_OK) {
         /* A timeout message quotes the last connect error: not one from
          * before the database came back. */
@@ -115,8 +159,9 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
      * the breaker after a few callers beyond it, and everyone needing a new
      * connection got DBPOOL_EUNAVAILABLE for a cooldown, even once a
      * session had ended or the limit had been raised. */
-    bool at_limit = !local_failure(rc) && p->driver->at_connection_limit && p->driver->at_connection_limit(e);
-    if (local_failure(rc) || at_limit) {
+    local = local || local_failure(rc);
+    bool at_limit = !local && p->driver->at_connection_limit && p->driver->at_connection_limit(e);
+    if (local || at_limit) {
         bool trial = p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
                      seq == atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
         if (trial) {
@@ -341,7 +386,8 @@ static void explain_attempt_timeout(const dbpool *p, dbpool_error *e, int64_t be
  * `deadline` when that comes first. A failure's message says which bound
  * ended a timed-out attempt. */
 static int attempt_connect(dbpool *p, int attempt, int64_t deadline, const char *bound, void **native,
-                           dbpool_error *e) {
+                           dbpool_error *e, bool *out_of_fds) {
+    *out_of_fds = false;
     int64_t t0 = dbpool__fast_now_ns();
     int64_t now = dbpool__now_ns();
     int64_t attempt_deadline = now + p->opt.connect_timeout_ms * DBPOOL_NS_PER_MS;
@@ -362,6 +408,12 @@ static int attempt_connect(dbpool *p, int attempt, int64_t deadline, const char 
     if (rc == DBPOOL_OK)
         dbpool__metrics_record(p->metrics, DBPOOL_HIST_CONNECT, dbpool__fast_now_ns() - t0);
     else {
+        int shortage = rc != DBPOOL_ETIMEDOUT && !local_failure(rc) ? descriptor_shortage() : 0;
+        if (shortage) {
+            explain_descriptor_shortage(e, shortage);
+            rc = e->code;
+            *out_of_fds = true;
+        }
         if (rc == DBPOOL_ETIMEDOUT)
             explain_attempt_timeout(p, e, now, cut, bound);
         dbpool__finish_err(p, e);
@@ -495,9 +547,10 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
     dbpool__clearerr(&e);
     int rc = DBPOOL_ECONNECT;
     for (int attempt = 0;; attempt++) {
-        rc = attempt_connect(p, attempt, deadline, bound, native, &e);
+        bool out_of_fds;
+        rc = attempt_connect(p, attempt, deadline, bound, native, &e, &out_of_fds);
         lock(p);
-        breaker_event ev = note_attempt_locked(p, rc, &e, seq);
+        breaker_event ev = note_attempt_locked(p, rc, &e, seq, out_of_fds);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
         uint64_t refusals = 0;
         bool quiet = note_refill_limit_locked(p, rc, &e, still_wanted != NULL, &refusals);

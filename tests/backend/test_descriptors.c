@@ -4,12 +4,15 @@
  * sockets, SQLite's database, -wal and -shm files) is close-on-exec, so a
  * child the application starts with fork and exec does not inherit a live
  * database session. Checked on the descriptors themselves (FD_CLOEXEC) and
- * in a program run by exec (its own /proc/self/fd).
+ * in a program run by exec (its own /proc/self/fd). And a process that has
+ * run out of descriptors gets a clear error, not an open circuit breaker.
  */
 #include "backend_common.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,10 +116,90 @@ static void test_pool_descriptors_are_close_on_exec(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/*
+ * A process out of descriptors (RLIMIT_NOFILE reached) cannot open a
+ * connection: the error says so and what to do, the circuit breaker does
+ * not count it (the database is fine: an open breaker would refuse every
+ * new connection as "database unavailable" for a cooldown), and the pool
+ * opens connections again as soon as descriptors are free.
+ */
+static void test_out_of_descriptors_is_not_an_outage(void **state) {
+    (void)state;
+    dbpool_options o;
+    bt_options(&o, 1, 4);
+    o.breaker_failures = 2;
+    o.breaker_cooldown_ms = 60000;
+    o.max_retries = 1;
+    o.backoff_base_ms = 1;
+    o.backoff_max_ms = 5;
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *held = bt_acquire(p); /* every further lease needs a new connection */
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    static bool open_now[MAX_FDS];
+    open_fds(open_now);
+    int highest = 0;
+    for (int fd = 0; fd < MAX_FDS; fd++)
+        if (open_now[fd])
+            highest = fd;
+    struct rlimit low = saved;
+    low.rlim_cur = (rlim_t)highest + 32;
+    assert_true(low.rlim_cur <= saved.rlim_cur);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    static int fillers[MAX_FDS];
+    int n_fillers = 0;
+    for (;;) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            assert_int_equal(errno, EMFILE);
+            break;
+        }
+        assert_true(n_fillers < MAX_FDS);
+        fillers[n_fillers++] = fd;
+    }
+
+    int rcs[3];
+    dbpool_error errs[3];
+    for (int i = 0; i < 3; i++) { /* more than breaker_failures */
+        dbpool_conn *c = NULL;
+        memset(&errs[i], 0, sizeof errs[i]);
+        rcs[i] = dbpool_acquire(p, 2000, &c, &errs[i]);
+        if (rcs[i] == DBPOOL_OK)
+            dbpool_release(c);
+    }
+    dbpool_stats s = bt_stats(p);
+    /* Descriptors back, limit back, before anything can fail. */
+    for (int i = 0; i < n_fillers; i++)
+        close(fillers[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+    for (int i = 0; i < 3; i++) {
+        BT_CHECK(rcs[i] == DBPOOL_ECONNECT,
+                 "acquire %d without descriptors: %s, expected DBPOOL_ECONNECT: %s", i,
+                 dbpool_errname(rcs[i]), errs[i].message);
+        BT_CHECK(strstr(errs[i].message, "out of file descriptors") &&
+                     strstr(errs[i].message, "RLIMIT_NOFILE"),
+                 "the error does not say the process is out of descriptors: %s", errs[i].message);
+    }
+    BT_CHECK(s.breaker_opens == 0 && s.breaker == DBPOOL_BREAKER_CLOSED,
+             "the breaker counted a shortage of descriptors as the database being down (opened %llu times)",
+             (unsigned long long)s.breaker_opens);
+
+    /* Descriptors free again: a new connection opens at once. */
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    BT_OK(dbpool_acquire(p, 5000, &c, &e), &e, "acquire once descriptors are free");
+    bt_release(c);
+    bt_release(held);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_descriptors_are_close_on_exec),
+        cmocka_unit_test(test_out_of_descriptors_is_not_an_outage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
