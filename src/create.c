@@ -915,7 +915,7 @@ int dbpool__connectors_start(dbpool *p, dbpool_error *e) {
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     for (int i = 0; i < n; i++) {
-        int rc = pthread_create(&p->connectors[i], &attr, connector_main, p);
+        int rc = dbpool__thread_start(&p->connectors[i], &attr, connector_main, p);
         if (rc != 0) {
             pthread_attr_destroy(&attr);
             return dbpool__seterr(e, DBPOOL_ENOMEM,

@@ -2,10 +2,12 @@
  * parent's sockets: if it used or closed a pooled connection it would
  * corrupt the parent's session (libpq's PQfinish sends a Terminate on the
  * shared socket). Every pool remembers the process generation that opened
- * it; a child's generation differs, and the pool refuses to work there. */
+ * it; a child's generation differs, and the pool refuses to work there.
+ * Also: the pool's threads start with the application's signals blocked. */
 #include "pool_internal.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 atomic_uint dbpool__fork_gen;
@@ -36,3 +38,26 @@ int dbpool__atfork_once(atomic_bool *done, void (*prepare)(void), void (*parent)
 }
 
 int dbpool__fork_watch(void) { return dbpool__atfork_once(&installed, NULL, NULL, in_child); }
+
+/* The pool's own threads (connectors, maintenance, keepalive) block every
+ * signal but the ones a fault raises in the thread itself. A thread
+ * inherits the mask of the one that created it, the caller of
+ * dbpool_open: a signal the process receives (SIGINT, SIGTERM, SIGCHLD, a
+ * timer's SIGALRM) could then be delivered to a pool thread, where the
+ * application's handler ran on a thread it does not know, a sigwait thread
+ * never saw it (the application blocked it in its own threads, after the
+ * pool was opened: the default action, ending the process, ran instead),
+ * and the interrupted thread was a pool thread, not the one the
+ * application meant to wake. */
+int dbpool__thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
+    sigset_t all, old;
+    sigfillset(&all);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&all, faults[i]);
+    int mrc = pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, attr, fn, arg);
+    if (mrc == 0)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}

@@ -375,7 +375,7 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
     pthread_attr_setstacksize(&attr, 256 * 1024);
     p->last_scale_ns = dbpool__fast_now_ns();
     if (p->opt.keepalive_ms > 0) {
-        int krc = pthread_create(&p->keepalive_thread, &attr, keepalive_main, p);
+        int krc = dbpool__thread_start(&p->keepalive_thread, &attr, keepalive_main, p);
         if (krc != 0) {
             pthread_attr_destroy(&attr);
             return dbpool__seterr(e, DBPOOL_ENOMEM,
@@ -387,7 +387,7 @@ int dbpool__maint_start(dbpool *p, dbpool_error *e) {
         p->keepalive_running = true;
         unlock(p);
     }
-    int rc = pthread_create(&p->maint_thread, &attr, maint_main, p);
+    int rc = dbpool__thread_start(&p->maint_thread, &attr, maint_main, p);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         dbpool__maint_stop(p); /* the keepalive thread, if started */

@@ -1,0 +1,99 @@
+/* The pool's own threads and the application's signals. A pool's threads
+ * (connectors, maintenance, keepalive) start with the signal mask of the
+ * thread that opened it; with nothing blocked there, a signal sent to the
+ * process (SIGINT, SIGTERM, a timer's SIGALRM, SIGCHLD) could be delivered
+ * to a pool thread: the application's handler then ran there, and a
+ * sigwait thread of the application never got it. They block every signal
+ * but a fault's. Mock backend. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* The SigBlk mask of one thread of this process, from /proc. */
+static bool blocked_mask(const char *tid, unsigned long long *mask) {
+    char path[96], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false; /* gone meanwhile */
+    bool found = false;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "SigBlk: %llx", mask) == 1)
+            found = true;
+    fclose(f);
+    return found;
+}
+
+static bool has(unsigned long long mask, int sig) { return (mask >> (sig - 1)) & 1; }
+
+static void test_pool_threads_leave_signals_to_the_application(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    sigset_t none, saved;
+    sigemptyset(&none);
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, &none, &saved), 0);
+
+    dbpool_options o;
+    dbt_options(&o, 1, 4);
+    o.max_connecting = 2;
+    o.maintenance_interval_ms = 1000;
+    o.keepalive_ms = 1000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    /* The opening thread's own mask is as it was. */
+    sigset_t now;
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, NULL, &now), 0);
+    assert_false(sigismember(&now, SIGINT));
+
+    char self[32];
+    snprintf(self, sizeof self, "%d", (int)getpid()); /* the main thread's tid: this test runs on it */
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int others = 0;
+    struct dirent *de;
+    static const int app_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGALRM, SIGCHLD, SIGUSR1, SIGUSR2, SIGPIPE};
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || strcmp(de->d_name, self) == 0)
+            continue;
+        unsigned long long mask = 0;
+        if (!blocked_mask(de->d_name, &mask))
+            continue;
+        others++;
+        for (size_t i = 0; i < sizeof app_signals / sizeof app_signals[0]; i++)
+            if (!has(mask, app_signals[i]))
+                fail_msg("pool thread %s takes signal %d (%s) sent to the process (SigBlk %llx)", de->d_name,
+                         app_signals[i], strsignal(app_signals[i]), mask);
+        /* A fault in the thread itself is still delivered (blocked, it
+         * would kill the process without the application's handler). */
+        if (has(mask, SIGSEGV) || has(mask, SIGBUS))
+            fail_msg("pool thread %s blocks SIGSEGV/SIGBUS (SigBlk %llx)", de->d_name, mask);
+    }
+    closedir(d);
+    /* Two connectors, the maintenance and the keepalive thread. */
+    assert_true(others >= 4);
+
+    assert_int_equal(dbpool_close(p), 0);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_threads_leave_signals_to_the_application),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
