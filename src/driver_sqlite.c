@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct sqlite_cfg {
@@ -47,6 +49,53 @@ static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
  * below it). */
 #define MEMDB_DEFAULT_MAXSIZE ((sqlite3_int64)1073741824)
 #define MEMDB_UNLIMITED ((sqlite3_int64)1 << 48)
+
+/*
+ * Lock waits that a signal does not cut short. SQLite's busy handler
+ * (busy_timeout) counts the time it waited by the sleeps it asked for, and
+ * the Unix VFS sleeps with usleep, which a signal handler installed without
+ * SA_RESTART ends early: under an application's interval timer a
+ * statement gave up on a lock after a few milliseconds with "database is
+ * locked", busy_timeout (5000 ms) not nearly spent. File databases are
+ * opened through "dbpool-unix", the default Unix VFS under another name
+ * with a sleep that sleeps the whole time asked. Everything else is the
+ * default VFS's own, its locks' bookkeeping included (shared with the
+ * application's connections to the same file). Memory databases use
+ * memdb, which sleeps through the default VFS: not covered.
+ */
+static sqlite3_vfs sleep_vfs;
+static bool sleep_vfs_ok;
+static pthread_once_t sleep_vfs_once = PTHREAD_ONCE_INIT;
+
+static int sleep_whole(sqlite3_vfs *vfs, int us) {
+    (void)vfs;
+    if (us <= 0)
+        return 0;
+    int64_t until = dbpool__now_ns() + (int64_t)us * 1000;
+    struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    return us;
+}
+
+static void sleep_vfs_make(void) {
+    sqlite3_vfs *base = sqlite3_vfs_find(NULL);
+    /* Only the Unix VFS, whose functions take any struct that carries its
+     * pAppData; an application's own default VFS is left alone. */
+    if (!base || strncmp(base->zName, "unix", 4) != 0)
+        return;
+    sleep_vfs = *base;
+    sleep_vfs.pNext = NULL;
+    sleep_vfs.zName = "dbpool-unix";
+    sleep_vfs.xSleep = sleep_whole;
+    sleep_vfs_ok = sqlite3_vfs_register(&sleep_vfs, 0) == SQLITE_OK;
+}
+
+/* The VFS for a file database: dbpool-unix, or NULL (the default). */
+static const char *file_vfs(void) {
+    pthread_once(&sleep_vfs_once, sleep_vfs_make);
+    return sleep_vfs_ok ? sleep_vfs.zName : NULL;
+}
 
 static int map_open_error(int src, const char *path, bool may_create, sqlite3 *db, dbpool_error *e) {
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(src);
@@ -704,7 +753,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     *native = NULL;
     if (dbpool__ms_left(deadline) == 0)
         return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "no time left to open the SQLite database");
-    int src = sqlite3_open_v2(c->path, &db, c->open_flags, NULL);
+    int src = sqlite3_open_v2(c->path, &db, c->open_flags, c->memory ? NULL : file_vfs());
     if (src != SQLITE_OK) {
         int rc = map_open_error(src, c->memory ? ":memory:" : c->path,
                                 (c->open_flags & SQLITE_OPEN_CREATE) != 0, db, e);

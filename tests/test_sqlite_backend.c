@@ -1,7 +1,10 @@
 /* The SQLite backend's URL keys and the pragmas they set. */
 #include "testsupport.h"
 
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -9,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1160,6 +1165,94 @@ static void test_connect_lock_waits_end_at_its_deadline(void **state) {
                  dbpool_errname(rc), rc ? e.message : "");
 }
 
+/* A lock wait under an application's interval timer whose handler has no
+ * SA_RESTART: SQLite's busy handler counts the sleeps it asked for, and
+ * each usleep a signal cut short counted whole, so the statement gave up
+ * with "database is locked" after a few milliseconds of a 5000 ms
+ * busy_timeout. Here the lock is held until the waiting thread has taken
+ * 300 signals (about 60 would have used up its busy_timeout before). */
+static atomic_int storm_signals;
+static void on_storm_signal(int sig) {
+    (void)sig;
+    atomic_fetch_add(&storm_signals, 1);
+}
+
+typedef struct lock_holder {
+    dbpool_conn *c;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool holding;
+    int rc;
+} lock_holder;
+
+static void *hold_write_lock(void *arg) {
+    lock_holder *h = arg;
+    sigset_t alrm;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &alrm, NULL); /* the waiting thread takes them */
+    dbpool_error e;
+    int rc = dbpool_exec(h->c, "BEGIN IMMEDIATE", NULL, 0, NULL, &e);
+    pthread_mutex_lock(&h->lock);
+    h->holding = rc == DBPOOL_OK;
+    h->rc = rc;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+    if (rc != DBPOOL_OK)
+        return NULL;
+    for (int i = 0; i < 10000 && atomic_load(&storm_signals) < 300; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    h->rc = dbpool_exec(h->c, "COMMIT", NULL, 0, NULL, &e);
+    return NULL;
+}
+
+static void test_lock_wait_outlasts_signals(void **state) {
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url, "sqlite:%s/storm.db?busy_timeout=5000", dbt_tmpdir());
+    dbpool *p = open_url(url);
+    dbpool_conn *waiter = NULL, *holder_conn = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 5000, &waiter, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 5000, &holder_conn, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_exec(waiter, "CREATE TABLE storm (x INTEGER)", NULL, 0, NULL, &e), DBPOOL_OK);
+
+    struct sigaction sa, old_sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_storm_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART */
+    assert_int_equal(sigaction(SIGALRM, &sa, &old_sa), 0);
+    lock_holder h = {.c = holder_conn, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_write_lock, &h), 0);
+    pthread_mutex_lock(&h.lock);
+    while (!h.holding && h.rc == DBPOOL_OK)
+        pthread_cond_wait(&h.cond, &h.lock);
+    pthread_mutex_unlock(&h.lock);
+    assert_true(h.holding);
+
+    atomic_store(&storm_signals, 0);
+    struct itimerval every = {{0, 200}, {0, 200}}, off = {{0, 0}, {0, 0}};
+    assert_int_equal(setitimer(ITIMER_REAL, &every, NULL), 0);
+    int rc = dbpool_exec(waiter, "INSERT INTO storm (x) VALUES (1)", NULL, 0, NULL, &e);
+    setitimer(ITIMER_REAL, &off, NULL);
+    int took = atomic_load(&storm_signals);
+    pthread_join(t, NULL);
+    sigaction(SIGALRM, &old_sa, NULL);
+
+    if (rc != DBPOOL_OK)
+        fail_msg("the insert gave up after %d signals, the lock held for less than busy_timeout: %s (%s)",
+                 took, dbpool_errname(rc), e.message);
+    assert_int_equal(h.rc, DBPOOL_OK);
+    assert_true(took >= 300);
+    dbpool_release(waiter);
+    dbpool_release(holder_conn);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -1191,6 +1284,7 @@ int main(void) {
         cmocka_unit_test(test_relative_path_fixed_at_open),
         cmocka_unit_test(test_busy_errors_say_what_to_do),
         cmocka_unit_test(test_connect_lock_waits_end_at_its_deadline),
+        cmocka_unit_test(test_lock_wait_outlasts_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
