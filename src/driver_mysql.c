@@ -522,6 +522,11 @@ static int check_tls_files(const my_cfg *c, dbpool_error *e) {
         if (!files[i].path)
             continue;
         int fd = open(files[i].path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+            /* No descriptor left: nothing wrong with the URL, and it
+             * passes once descriptors are free (the core says so). */
+            return dbpool__seterr(e, DBPOOL_ECONNECT, "mysql: cannot open the %s file '%.200s' (%s)",
+                                  files[i].key, files[i].path, strerror(errno));
         if (fd < 0)
             return dbpool__seterr(e, DBPOOL_EINVAL,
                                   "mysql: cannot read the %s file '%.200s' (%s): fix %s in the URL",

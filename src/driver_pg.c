@@ -801,6 +801,11 @@ static int watch_for_closed_client(PGconn *c, int64_t deadline_ns, dbpool_error 
 static int check_tls_files(const pg_config *cfg, dbpool_error *e) {
     for (size_t i = 0; i < cfg->nfiles; i++) {
         int fd = open(cfg->file_paths[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+            /* No descriptor left: nothing wrong with the URL, and it
+             * passes once descriptors are free (the core says so). */
+            return dbpool__seterr(e, DBPOOL_ECONNECT, "cannot open the %s file '%.200s' (%s)",
+                                  cfg->file_keys[i], cfg->file_paths[i], strerror(errno));
         if (fd < 0)
             return dbpool__seterr(e, DBPOOL_EINVAL,
                                   "cannot read the %s file '%.200s' (%s): fix %s in the URL",

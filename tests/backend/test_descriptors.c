@@ -123,8 +123,7 @@ static void test_pool_descriptors_are_close_on_exec(void **state) {
  * new connection as "database unavailable" for a cooldown), and the pool
  * opens connections again as soon as descriptors are free.
  */
-static void test_out_of_descriptors_is_not_an_outage(void **state) {
-    (void)state;
+static void out_of_descriptors(const char *extra) {
     dbpool_options o;
     bt_options(&o, 1, 4);
     o.breaker_failures = 2;
@@ -132,7 +131,7 @@ static void test_out_of_descriptors_is_not_an_outage(void **state) {
     o.max_retries = 1;
     o.backoff_base_ms = 1;
     o.backoff_max_ms = 5;
-    dbpool *p = bt_open(&o, NULL);
+    dbpool *p = bt_open(&o, extra);
     dbpool_conn *held = bt_acquire(p); /* every further lease needs a new connection */
 
     struct rlimit saved;
@@ -195,11 +194,32 @@ static void test_out_of_descriptors_is_not_an_outage(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void test_out_of_descriptors_is_not_an_outage(void **state) {
+    (void)state;
+    out_of_descriptors(NULL);
+}
+
+/* With TLS files in the URL, the first thing a connect opens is each of
+ * them, to check it can be read: out of descriptors, that was
+ * DBPOOL_EINVAL, "fix ssl-ca in the URL", never retried, for a URL that
+ * is right. */
+static void test_out_of_descriptors_with_tls_files(void **state) {
+    (void)state;
+    const char *ca = getenv(bt_is("pg") ? "DBPOOL_TEST_PG_SSL_CA" : "DBPOOL_TEST_MYSQL_SSL_CA");
+    if (bt_is("sqlite") || !ca || !*ca)
+        skip(); /* SQLite has no TLS; the servers take TLS with DBPOOL_TEST_TLS=1 (scripts/test.sh) */
+    char extra[1200];
+    snprintf(extra, sizeof extra,
+             bt_is("pg") ? "sslmode=verify-full&sslrootcert=%s" : "ssl-mode=VERIFY_CA&ssl-ca=%s", ca);
+    out_of_descriptors(extra);
+}
+
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_descriptors_are_close_on_exec),
         cmocka_unit_test(test_out_of_descriptors_is_not_an_outage),
+        cmocka_unit_test(test_out_of_descriptors_with_tls_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
