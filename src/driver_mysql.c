@@ -35,6 +35,7 @@
 #include <mysql/plugin_auth.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1857,6 +1858,110 @@ static void my_server_version(void *native, char *buf, size_t len) {
     dbpool__strlcpy(buf, v ? v : "", len);
 }
 
+/*
+ * SIGPIPE on TLS connections. Connector/C sends on a plain socket with
+ * MSG_NOSIGNAL, but OpenSSL writes a TLS connection's socket with write(),
+ * and a write to a connection the server has closed (a killed session, a
+ * restart) raises SIGPIPE in the writing thread. Connector/C ignores
+ * SIGPIPE for the whole process when it starts, which hid this; a program
+ * that puts the default action back (threading.md shows how) was killed by
+ * the next statement, ping, reset or close on such a connection, instead
+ * of getting DBPOOL_EBROKEN. So on a TLS connection each driver call runs
+ * with SIGPIPE blocked in the calling thread, and a SIGPIPE it raised is
+ * taken back before the mask is restored, as libpq does.
+ */
+typedef struct pipe_guard {
+    bool active;
+    bool was_pending; /* a SIGPIPE was pending before: not ours to take */
+    sigset_t old;
+} pipe_guard;
+
+static void pipe_guard_begin(bool tls, pipe_guard *g) {
+    g->active = false;
+    if (!tls)
+        return;
+    sigset_t pipe_only, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipe_only, &g->old) != 0)
+        return;
+    g->active = true;
+    g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+static void pipe_guard_end(pipe_guard *g) {
+    if (!g->active)
+        return;
+    sigset_t pipe_only, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec none = {0, 0};
+        (void)sigtimedwait(&pipe_only, NULL, &none);
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static bool is_tls(void *native) { return native && mysql_get_ssl_cipher((MYSQL *)native) != NULL; }
+
+static int guarded_connect(const void *cfg, const dbpool_connect_settings *s, int64_t deadline_ns,
+                           void **native, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(((const my_cfg *)cfg)->ssl != SSL_DISABLED, &g);
+    int rc = my_connect(cfg, s, deadline_ns, native, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
+static void guarded_disconnect(void *native) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    my_disconnect(native);
+    pipe_guard_end(&g);
+}
+
+static int guarded_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    int rc = my_ping(native, deadline_ns, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
+static int guarded_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    int rc = my_reset(native, deadline_ns, session_cleared, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
+static int guarded_exec(void *native, const char *sql, const dbpool_param *p, size_t n, int64_t *affected,
+                        int64_t deadline_ns, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    int rc = my_exec(native, sql, p, n, affected, deadline_ns, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
+static int guarded_exec_bounded(void *native, const char *sql, int64_t deadline_ns, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    int rc = my_exec_bounded(native, sql, deadline_ns, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
+static int guarded_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,
+                         int64_t deadline_ns, dbpool_error *e) {
+    pipe_guard g;
+    pipe_guard_begin(is_tls(native), &g);
+    int rc = my_query(native, sql, p, n, out, deadline_ns, e);
+    pipe_guard_end(&g);
+    return rc;
+}
+
 static const char *const my_schemes[] = {"mysql", "mariadb", NULL};
 
 const dbpool_driver dbpool__driver_mysql = {
@@ -1865,14 +1970,14 @@ const dbpool_driver dbpool__driver_mysql = {
     .configure = dbpool__mysql_configure,
     .free_config = dbpool__mysql_free_config,
     .secrets = dbpool__mysql_secrets,
-    .connect = my_connect,
-    .disconnect = my_disconnect,
-    .ping = my_ping,
+    .connect = guarded_connect,
+    .disconnect = guarded_disconnect,
+    .ping = guarded_ping,
     .needs_reset = my_needs_reset,
-    .reset = my_reset,
-    .exec = my_exec,
-    .exec_bounded = my_exec_bounded,
-    .query = my_query,
+    .reset = guarded_reset,
+    .exec = guarded_exec,
+    .exec_bounded = guarded_exec_bounded,
+    .query = guarded_query,
     .is_broken = my_is_broken,
     .server_version = my_server_version,
     .session_baseline = my_session_baseline,

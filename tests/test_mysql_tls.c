@@ -29,6 +29,7 @@
 #include <mysql.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -510,6 +511,55 @@ static void test_relative_ca_path_survives_chdir(void **state) {
                                               "ssl-mode=VERIFY_IDENTITY&ssl-ca=", session_encrypted);
 }
 
+/* A TLS session the server ended (KILL, a restart): OpenSSL writes the
+ * socket with write(), which raised SIGPIPE in the caller's thread on the
+ * next statement or close. Connector/C sets SIGPIPE to "ignore" when it
+ * starts, but an application that puts the default action back (as
+ * threading.md shows) was killed (status 141), and one with a SIGPIPE
+ * handler of its own had it run. Here: the application's handler. */
+static volatile sig_atomic_t app_sigpipes;
+static void count_sigpipe(int sig) {
+    (void)sig;
+    app_sigpipes++;
+}
+
+static void test_killed_tls_session_raises_no_sigpipe(void **state) {
+    (void)state;
+    char extra[1200];
+    snprintf(extra, sizeof extra, "ssl-mode=VERIFY_CA&ssl-ca=%s", ca);
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = dbt_tls_open_ok(dbt_backend_url_with("mysql", extra), &o);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_true(session_encrypted(c));
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = count_sigpipe;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGPIPE, &sa, &old), 0);
+    app_sigpipes = 0;
+    char msg[256];
+    int killed = dbt_kill_user_sessions("mysql", msg, sizeof msg);
+    int rcs[3];
+    for (int i = 0; i < 3; i++) {
+        dbpool_error e;
+        rcs[i] = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+    }
+    dbpool_release(c); /* closes the broken connection */
+    dbpool_close(p);
+    int got = app_sigpipes;
+    sigaction(SIGPIPE, &old, NULL);
+    if (killed < 1)
+        fail_msg("could not kill the session: %s", msg);
+    assert_int_equal(rcs[0], DBPOOL_EBROKEN);
+    if (got != 0)
+        fail_msg(
+            "the application's SIGPIPE handler ran %d times for the pool's writes on a TLS connection the "
+            "server had closed (with the default action the process would have died)",
+            got);
+}
+
 int main(void) {
     (void)dbt_backend_url("mysql");
     ca = getenv("DBPOOL_TEST_MYSQL_SSL_CA");
@@ -534,6 +584,7 @@ int main(void) {
         cmocka_unit_test(test_tls_offer_taken_away),
         cmocka_unit_test(test_greeting_without_plugin_auth),
         cmocka_unit_test(test_bad_client_files_are_invalid),
+        cmocka_unit_test(test_killed_tls_session_raises_no_sigpipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
