@@ -40,7 +40,7 @@ int dbpool__atfork_once(atomic_bool *done, void (*prepare)(void), void (*parent)
 int dbpool__fork_watch(void) { return dbpool__atfork_once(&installed, NULL, NULL, in_child); }
 
 /* The pool's own threads (connectors, maintenance, keepalive) block every
- * signal but the ones a fault raises in the thread itself. A thread
+ * signal but the ones a fault raises in the thread itself (and SIGPROF). A thread
  * inherits the mask of the one that created it, the caller of
  * dbpool_open: a signal the process receives (SIGINT, SIGTERM, SIGCHLD, a
  * timer's SIGALRM) could then be delivered to a pool thread, where the
@@ -52,9 +52,11 @@ int dbpool__fork_watch(void) { return dbpool__atfork_once(&installed, NULL, NULL
 int dbpool__thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
     sigset_t all, old;
     sigfillset(&all);
-    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
-    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
-        sigdelset(&all, faults[i]);
+    /* A fault's, and SIGPROF: a sampling profiler (ITIMER_PROF) samples
+     * whichever thread runs, the pool's too. */
+    static const int kept[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGPROF};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        sigdelset(&all, kept[i]);
     int mrc = pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(t, attr, fn, arg);
     if (mrc == 0)
