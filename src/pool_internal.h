@@ -455,7 +455,7 @@ void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_f
  * 0, or pthread_atfork's error (the next call tries again). */
 int dbpool__fork_watch(void);
 /* pthread_create for the pool's own threads: they start with every signal
- * blocked but a fault's (fork.c), the application's signals stay its own. */
+ * blocked but a fault's (pool_threads.c), the application's signals stay its own. */
 int dbpool__thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 /* pthread_atfork(prepare, parent, child) unless *done; sets *done when it
  * succeeds. 0 or pthread_atfork's error. */
