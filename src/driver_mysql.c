@@ -1017,8 +1017,20 @@ static int connect_one(const my_cfg *c, const my_host *h, int64_t deadline_ns, m
  * charset was given to Connector/C as an option).
  */
 static void session_sql(my_conn *mc, bool names, char *buf, size_t len) {
-    int n = snprintf(buf, len, "SET %s%s%ssession_track_state_change=ON", names ? "NAMES " : "",
-                     names ? mc->charset : "", names ? ", " : "");
+    /* The server does not report a change of session_track_state_change
+     * itself: turned off on the native handle, it would hide every later
+     * change from the release (and from every later lease's), and nothing
+     * would ever reset it. Both tracking settings are tracked as system
+     * variables too (added to the server's list, which may name others the
+     * application reads; '*' already has them and takes no others), so
+     * turning either off is reported. */
+    int n = snprintf(
+        buf, len,
+        "SET %s%s%ssession_track_state_change=ON, session_track_system_variables=IF(FIND_IN_SET('*', "
+        "@@session.session_track_system_variables), '*', CONCAT_WS(',', "
+        "NULLIF(@@session.session_track_system_variables, ''), 'session_track_state_change', "
+        "'session_track_system_variables'))",
+        names ? "NAMES " : "", names ? mc->charset : "", names ? ", " : "");
     int64_t ms = mc->statement_timeout_ms;
     if (ms > 0 && n > 0 && (size_t)n < len) {
         if (mariadb_connection(&mc->mysql))
@@ -1126,7 +1138,7 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
         close_conn(mc);
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
-    char first[256];
+    char first[512];
     session_sql(mc, false, first, sizeof first);
     /* Still inside connect_one's bound; now against the whole deadline. */
     my_guard g = {.fd = -1, .flags = 0};
@@ -1268,7 +1280,7 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
      * connection's comes with the handshake, so an init_command's SET NAMES
      * wins over it: SET NAMES goes first, on its own, when there is an
      * init_command), init_command, then the pool's settings. */
-    char names[64], restore[256];
+    char names[64], restore[512];
     snprintf(names, sizeof names, "SET NAMES %s", mc->charset);
     session_sql(mc, !mc->init_command, restore, sizeof restore);
     my_guard g;
