@@ -31,7 +31,9 @@ static size_t in_baseline(const sqlite_session *s, bool database, const char *na
  * come from the URL and must hold for every lease; the others change what
  * the next caller's statements do (query_only refuses its writes,
  * ignore_check_constraints lets rows through, full_column_names renames
- * its columns...). None of them takes a lock to read or write. */
+ * its columns, read_uncommitted lets it read other connections' uncommitted
+ * rows in a shared cache, fullfsync changes how its commits sync...). None of them takes a lock to read or
+ * write. */
 static const char *const restorable[SQLITE_SESSION_PRAGMAS] = {
     "foreign_keys",
     "busy_timeout",
@@ -59,6 +61,9 @@ static const char *const restorable[SQLITE_SESSION_PRAGMAS] = {
     "empty_result_callbacks",
     "wal_autocheckpoint",
     "mmap_size",
+    "fullfsync",
+    "checkpoint_fullfsync",
+    "read_uncommitted",
 };
 
 /* Settings no reset puts back: journal_mode and max_page_count take a lock

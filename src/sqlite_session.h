@@ -37,7 +37,7 @@ typedef struct sqlite_object {
 
 /* The per-connection PRAGMA settings a reset puts back (see
  * sqlite_session.c): at most 32. */
-#define SQLITE_SESSION_PRAGMAS 26
+#define SQLITE_SESSION_PRAGMAS 29
 
 /* The PRAGMA settings a session starts with. Every connection of a pool
  * (and of most pools) starts with the same ones, so they are kept once,
