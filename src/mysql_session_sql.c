@@ -69,6 +69,7 @@ static bool scan(const char *sql, bool backslash_escapes) {
     bool after_set = false;  /* the word before was SET */
     bool first_word = true;  /* no word read yet: the statement's own keyword is next */
     bool after_for = false;  /* the word before was FOR */
+    bool create = false;     /* the statement is a CREATE */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
@@ -166,6 +167,13 @@ static bool scan(const char *sql, bool backslash_escapes) {
              * session until UNLOCK TABLES. */
             if (after_for && is_keyword(word, len, "EXPORT"))
                 return true;
+            /* CREATE TEMPORARY TABLE t [AS] SELECT ...: MariaDB reports a
+             * temporary table made from a query as no change at all (the
+             * others it does). Any CREATE TEMPORARY counts. */
+            if (create && is_keyword(word, len, "TEMPORARY"))
+                return true;
+            if (first_word && is_keyword(word, len, "CREATE"))
+                create = true;
             after_for = is_keyword(word, len, "FOR");
             first_word = false;
             if (is_keyword(word, len, "INTO"))

@@ -36,6 +36,11 @@ static void test_flagged(void **state) {
     expect("/*!50000 LOCK TABLES t WRITE */", true);
     expect("/*M!100100 SELECT GET_LOCK('x', 0) */", true);
     expect("SELECT 1; LOCK TABLES t WRITE", true);
+    /* MariaDB does not report a temporary table made from a query. */
+    expect("CREATE TEMPORARY TABLE t AS SELECT 1 AS x", true);
+    expect("create temporary table t select ? as x", true);
+    expect("CREATE OR REPLACE TEMPORARY TABLE t (x INT) SELECT 1 AS x", true);
+    expect("/*!32302 CREATE TEMPORARY TABLE t AS SELECT 1 */", true);
     /* Under NO_BACKSLASH_ESCAPES the string ends at the second quote. */
     expect("SELECT '\\', GET_LOCK('nbe', 0)", true);
     expect("SELECT 1 AS \"a\\\", GET_LOCK('aq', 0) AS \"b\"", true);
@@ -62,6 +67,8 @@ static void test_flagged(void **state) {
 static void test_not_flagged(void **state) {
     (void)state;
     expect("SELECT 1", false);
+    expect("CREATE TABLE t AS SELECT 'TEMPORARY' AS x", false);
+    expect("SELECT temporary FROM t", false);
     expect("", false);
     expect("INSERT INTO users (email) VALUES ('a@b.example')", false);
     expect("INSERT INTO t VALUES (\"it's @home\")", false);
