@@ -538,11 +538,81 @@ struct stmt_cache {
 };
 
 /* The driver's handle for one connection. */
+/* The handle's own settings a caller can change only through the native
+ * handle (sqlite3_limit, sqlite3_db_config), with no statement the
+ * authorizer would see: compared with the baseline at the release of a
+ * lease that took the handle, and put back. Changed, one stays for every
+ * later caller: a lowered SQLITE_LIMIT_LENGTH fails its statements, load
+ * extensions enabled let its SQL load_extension(), foreign keys or
+ * triggers turned off let its rows through. */
+#define HANDLE_LIMITS (SQLITE_LIMIT_WORKER_THREADS + 1)
+static const int handle_flags[] = {
+    SQLITE_DBCONFIG_ENABLE_FKEY,
+    SQLITE_DBCONFIG_ENABLE_TRIGGER,
+    SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER,
+    SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
+    SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+    SQLITE_DBCONFIG_ENABLE_QPSG,
+    SQLITE_DBCONFIG_TRIGGER_EQP,
+    SQLITE_DBCONFIG_DEFENSIVE,
+    SQLITE_DBCONFIG_WRITABLE_SCHEMA,
+    SQLITE_DBCONFIG_LEGACY_ALTER_TABLE,
+    SQLITE_DBCONFIG_DQS_DML,
+    SQLITE_DBCONFIG_DQS_DDL,
+#ifdef SQLITE_DBCONFIG_ENABLE_VIEW
+    SQLITE_DBCONFIG_ENABLE_VIEW,
+#endif
+#ifdef SQLITE_DBCONFIG_LEGACY_FILE_FORMAT
+    SQLITE_DBCONFIG_LEGACY_FILE_FORMAT,
+#endif
+#ifdef SQLITE_DBCONFIG_TRUSTED_SCHEMA
+    SQLITE_DBCONFIG_TRUSTED_SCHEMA,
+#endif
+#ifdef SQLITE_DBCONFIG_STMT_SCANSTATUS
+    SQLITE_DBCONFIG_STMT_SCANSTATUS,
+#endif
+#ifdef SQLITE_DBCONFIG_REVERSE_SCANORDER
+    SQLITE_DBCONFIG_REVERSE_SCANORDER,
+#endif
+};
+#define HANDLE_FLAGS (sizeof handle_flags / sizeof handle_flags[0])
+
+typedef struct handle_settings {
+    int limit[HANDLE_LIMITS];
+    uint32_t flags; /* bit i: handle_flags[i] on */
+} handle_settings;
+
 typedef struct sqlite_conn {
     sqlite3 *db;
     stmt_cache *cache;      /* NULL until the first statement (or when memory was short) */
     sqlite_session session; /* temporary objects and attached databases a caller made */
+    bool lent;              /* the native handle was taken since the settings were last found as set */
+    handle_settings base;   /* the handle's settings after init_sql and after_connect */
 } sqlite_conn;
+
+static void handle_settings_read(sqlite3 *db, handle_settings *h) {
+    for (int i = 0; i < HANDLE_LIMITS; i++)
+        h->limit[i] = sqlite3_limit(db, i, -1);
+    h->flags = 0;
+    for (size_t i = 0; i < HANDLE_FLAGS; i++) {
+        int on = 0;
+        if (sqlite3_db_config(db, handle_flags[i], -1, &on) == SQLITE_OK && on)
+            h->flags |= UINT32_C(1) << i;
+    }
+}
+
+static bool handle_settings_changed(sqlite_conn *sc) {
+    handle_settings now;
+    handle_settings_read(sc->db, &now);
+    return memcmp(&now, &sc->base, sizeof now) != 0;
+}
+
+static void handle_settings_restore(sqlite_conn *sc) {
+    for (int i = 0; i < HANDLE_LIMITS; i++)
+        sqlite3_limit(sc->db, i, sc->base.limit[i]);
+    for (size_t i = 0; i < HANDLE_FLAGS; i++)
+        sqlite3_db_config(sc->db, handle_flags[i], (sc->base.flags >> i) & 1, (int *)NULL);
+}
 
 /* The connection's cache, made at its first statement; NULL when memory is
  * short (then every statement is prepared afresh). */
@@ -834,6 +904,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         return rc;
     }
     sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
+    handle_settings_read(db, &sc->base); /* read again after init_sql and after_connect, if any */
     *native = sc;
     return DBPOOL_OK;
 }
@@ -850,7 +921,11 @@ static void sqlite_disconnect(void *native) {
     free(sc);
 }
 
-static void *sqlite_user_handle(void *native) { return ((sqlite_conn *)native)->db; }
+static void *sqlite_user_handle(void *native) {
+    sqlite_conn *sc = native;
+    sc->lent = true;
+    return sc->db;
+}
 
 static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
     (void)deadline;
@@ -875,6 +950,11 @@ static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
 
 static int sqlite_needs_reset(void *native) {
     sqlite_conn *sc = native;
+    if (sc->lent) {
+        if (handle_settings_changed(sc))
+            return 1; /* lent stays set: the reset puts them back */
+        sc->lent = false;
+    }
     if (!sqlite3_get_autocommit(sc->db) || sc->session.dirty)
         return 1;
 #if SQLITE_VERSION_NUMBER >= 3034000
@@ -896,6 +976,10 @@ static int sqlite_reset(void *native, int64_t deadline, bool *session_cleared, d
     *session_cleared = false; /* what it drops was made by a caller, not init_sql */
     sqlite_conn *sc = native;
     sqlite3 *db = sc->db;
+    if (sc->lent) {
+        handle_settings_restore(sc);
+        sc->lent = false;
+    }
     /* Reset statements still stepping, or ROLLBACK (and DROP, DETACH)
      * could fail with BUSY or LOCKED. */
     for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
@@ -914,6 +998,8 @@ static int sqlite_reset(void *native, int64_t deadline, bool *session_cleared, d
 
 static int sqlite_session_baseline(void *native, dbpool_error *e) {
     sqlite_conn *sc = native;
+    handle_settings_read(sc->db, &sc->base); /* after_connect may have set them: where leases start */
+    sc->lent = false;
     return dbpool__sqlite_session_baseline(sc->db, &sc->session, e);
 }
 

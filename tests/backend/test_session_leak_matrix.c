@@ -382,6 +382,49 @@ static void test_matrix(void **state) {
                  "CREATE TABLE IF NOT EXISTS leak41_t (x)");
 }
 
+/* SQLite: the handle's own settings a caller changes on the native handle
+ * (sqlite3_limit, sqlite3_db_config), which no statement shows. */
+static void test_sqlite_handle_settings(void **state) {
+    (void)state;
+    if (!bt_is("sqlite"))
+        skip();
+    int (*limit)(void *, int, int);
+    SYM(limit, "sqlite3_limit");
+    int (*db_config)(void *, int, ...);
+    SYM(db_config, "sqlite3_db_config");
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_conn *c = bt_acquire(p);
+    void *db = dbpool_conn_native(c);
+    int length0 = limit(db, 0 /* SQLITE_LIMIT_LENGTH */, -1);
+    int ext0 = -1, fkey0 = -1;
+    db_config(db, 1005 /* SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION */, -1, &ext0);
+    db_config(db, 1002 /* SQLITE_DBCONFIG_ENABLE_FKEY */, -1, &fkey0);
+    bt_release(c);
+
+    c = bt_acquire(p);
+    db = dbpool_conn_native(c);
+    limit(db, 0, 10);
+    db_config(db, 1005, !ext0, (int *)NULL);
+    db_config(db, 1002, !fkey0, (int *)NULL);
+    bt_release(c);
+
+    c = bt_acquire(p);
+    BT_CHECK(bt_query_int(c, "SELECT length('a long enough text')", NULL, 0) == 18,
+             "the last caller's SQLITE_LIMIT_LENGTH fails this caller's statement");
+    BT_CHECK(bt_query_int(c, "PRAGMA foreign_keys", NULL, 0) == fkey0,
+             "foreign keys as the last caller set them on the native handle");
+    db = dbpool_conn_native(c);
+    int ext = -1;
+    db_config(db, 1005, -1, &ext);
+    BT_CHECK(limit(db, 0, -1) == length0 && ext == ext0,
+             "SQLITE_LIMIT_LENGTH %d (was %d), load_extension enabled %d (was %d)", limit(db, 0, -1), length0,
+             ext, ext0);
+    bt_release(c);
+    dbpool_close(p);
+}
+
 /* The other side: leases that leave nothing behind are not reset (a reset
  * costs round trips, and on MySQL and PostgreSQL init_sql again). */
 static void test_clean_leases_not_reset(void **state) {
@@ -418,6 +461,7 @@ static void test_clean_leases_not_reset(void **state) {
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_matrix),
+                                       cmocka_unit_test(test_sqlite_handle_settings),
                                        cmocka_unit_test(test_clean_leases_not_reset)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
