@@ -106,6 +106,10 @@ typedef struct my_conn {
     char *database;               /* the URL's, made current again after a reset; or NULL */
     char *set_role;               /* MariaDB: "SET ROLE ...", run after a reset (the reset keeps the
                                      caller's role); or NULL */
+    MYSQL_STMT *canary;           /* never prepared: Connector/C detaches it (canary->mysql = NULL)
+                                     when the session is reset or changed on the native handle
+                                     (mysql_reset_connection, mysql_change_user), which the server
+                                     does not report; NULL when memory was short */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -890,6 +894,8 @@ static void stmt_cache_clear(my_conn *mc) {
 static void close_conn(my_conn *mc) {
     mysql_close(&mc->mysql);
     stmt_cache_clear(mc);
+    if (mc->canary)
+        mysql_stmt_close(mc->canary); /* detached by mysql_close: frees it, no I/O */
     free(mc->user);
     free(mc->init_command);
     free(mc->database);
@@ -1166,8 +1172,23 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     }
     /* The handshake's own reports (the default database) are no change. */
     mc->dirty = mc->stmts_stale = mc->schema_changed = false;
+    mc->canary = mysql_stmt_init(m); /* client-side only */
     *native = m;
     return DBPOOL_OK;
+}
+
+/* The session was reset (or the account changed) since the canary was
+ * made: a mysql_reset_connection on the native handle put every session
+ * variable back to the server's defaults, session_track_state_change
+ * among them, so the server reports nothing more, and init_sql's settings
+ * are gone too. */
+static bool session_replaced(my_conn *mc) { return mc->canary && mc->canary->mysql != &mc->mysql; }
+
+/* After the pool's own reset, which detaches the canary too. */
+static void renew_canary(my_conn *mc) {
+    if (mc->canary)
+        mysql_stmt_close(mc->canary); /* detached: frees it, no I/O */
+    mc->canary = mysql_stmt_init(&mc->mysql);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1250,7 +1271,7 @@ static int my_needs_reset(void *native) {
         return 1;
     if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared || !same_user(mc))
         return 1;
-    return mc->dirty ? 1 : 0;
+    return mc->dirty || session_replaced(mc) ? 1 : 0;
 }
 
 static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, dbpool_error *e) {
@@ -1273,6 +1294,7 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     if (rc)
         return rc;
     stmt_cache_clear(mc); /* closed on the server by the reset */
+    renew_canary(mc);
     /* The reset put session variables back to the server's defaults but
      * kept the default database and (MariaDB) the current role; the same
      * deadline bounds the statements that restore them, in the order of a

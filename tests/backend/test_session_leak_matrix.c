@@ -178,6 +178,9 @@ static const row mysql_rows[] = {
     {"native PREPARE", "PREPARE leak41n FROM 'SELECT 5'", true, "EXECUTE leak41n"},
     {"native SET SESSION max_statement_time", "SET SESSION max_statement_time = 5", true,
      "SELECT @@max_statement_time"},
+    {"native mysql_reset_connection", "@mysql_reset_connection", true, "SELECT @@session_track_state_change"},
+    {"native SET @v after mysql_reset_connection", "@mysql_reset_connection\nSET @leak41r = 7", true,
+     "SELECT COALESCE(@leak41r, 0)"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
@@ -273,6 +276,11 @@ static int native_run(dbpool_conn *c, const char *sql) {
         SYM(store, "mysql_store_result");
         void (*freeres)(void *);
         SYM(freeres, "mysql_free_result");
+        if (strcmp(sql, "@mysql_reset_connection") == 0) {
+            int (*reset)(void *);
+            SYM(reset, "mysql_reset_connection");
+            return reset(h) == 0 ? 0 : -1;
+        }
         if (query(h, sql) != 0)
             return -1;
         void *r = store(h);
