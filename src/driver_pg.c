@@ -983,9 +983,15 @@ static int pg_ping(void *native, int64_t deadline_ns, dbpool_error *e) {
 
 /* FNV-1a over the reported values, each followed by a byte no value
  * holds (and another for one not reported): a change to any of them
- * changes the hash but for a chance of 2^-64. */
+ * changes the hash but for a chance of 2^-64. The server process's id
+ * starts it: a PQreset (or PQresetStart) on the native handle connects a
+ * new session, without the pool's statement timeout, init_sql or the
+ * statements it keeps prepared, whose reported values may all be the
+ * same. */
 static uint64_t reported_hash(const pg_session *ps) {
     uint64_t h = UINT64_C(14695981039346656037);
+    for (unsigned pid = (unsigned)PQbackendPID(ps->pg), i = 0; i < sizeof pid; i++, pid >>= 8)
+        h = (h ^ (pid & 0xffu)) * UINT64_C(1099511628211);
     for (size_t i = 0; i < PG_NREPORTED; i++) {
         const char *v = PQparameterStatus(ps->pg, reported_settings[i]);
         for (const unsigned char *b = (const unsigned char *)(v ? v : ""); *b; b++)

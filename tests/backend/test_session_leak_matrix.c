@@ -433,6 +433,42 @@ static void test_sqlite_handle_settings(void **state) {
     dbpool_close(p);
 }
 
+/* PostgreSQL: PQreset on the native handle opens a new server session:
+ * the next caller must still get the session the pool makes (init_sql,
+ * and statements dbpool keeps prepared that exist). */
+static void test_pg_native_reconnect(void **state) {
+    (void)state;
+    if (!bt_is("pg"))
+        skip();
+    void (*pqreset)(void *);
+    SYM(pqreset, "PQreset");
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    o.init_sql = "SET work_mem = '5MB'";
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_param prm = dbpool_param_int64(1);
+    dbpool_conn *c = bt_acquire(p);
+    for (int i = 0; i < 3; i++)
+        BT_CHECK(bt_query_int(c, "SELECT 41 + ?::int", &prm, 1) == 42, "kept statement");
+    pqreset(dbpool_conn_native(c));
+    bt_release(c);
+
+    c = bt_acquire(p);
+    BT_CHECK(bt_query_int(c, "SELECT (current_setting('work_mem') = '5MB')::int", NULL, 0) == 1,
+             "init_sql's work_mem is gone after the last caller's PQreset");
+    bt_exec(c, "BEGIN");
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    dbpool_result *r = NULL;
+    int rc = dbpool_query(c, "SELECT 41 + ?::int", &prm, 1, &r, &e);
+    BT_CHECK(rc == DBPOOL_OK, "a kept statement in a transaction after the last caller's PQreset: %s",
+             e.message);
+    if (r)
+        dbpool_result_free(r);
+    bt_release(c);
+    dbpool_close(p);
+}
+
 /* The other side: leases that leave nothing behind are not reset (a reset
  * costs round trips, and on MySQL and PostgreSQL init_sql again). */
 static void test_clean_leases_not_reset(void **state) {
@@ -468,8 +504,8 @@ static void test_clean_leases_not_reset(void **state) {
 
 int main(int argc, char **argv) {
     bt_init(argc, argv);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_matrix),
-                                       cmocka_unit_test(test_sqlite_handle_settings),
-                                       cmocka_unit_test(test_clean_leases_not_reset)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matrix), cmocka_unit_test(test_sqlite_handle_settings),
+        cmocka_unit_test(test_pg_native_reconnect), cmocka_unit_test(test_clean_leases_not_reset)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
