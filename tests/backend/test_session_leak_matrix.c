@@ -345,7 +345,31 @@ static void run_change(dbpool_conn *c, const row *w) {
     }
 }
 
-static void run_rows(const row *rows, size_t n, const char *setup) {
+/* What docs/operations.md ("What a reset does not clear") says stays:
+ * asserted to stay, so that a change of behaviour changes the docs too. */
+static const row pg_documented[] = {
+    {"native PREPARE (not scanned)", "PREPARE leak41d AS SELECT 1", true,
+     "SELECT count(*) FROM pg_prepared_statements WHERE name = 'leak41d'"},
+    {"SET inside a DO block", "DO $$BEGIN PERFORM set_config('work_mem', '6MB', false); END$$", false,
+     "SELECT (current_setting('work_mem') = '6MB')::int"},
+    {"lastval", "SELECT nextval('leak41_seq')", false, "SELECT lastval()"},
+};
+
+static const row mysql_documented[] = {
+    {"native unscoped @@ (MariaDB sends no report)", "SET @@max_statement_time = 7", true,
+     "SELECT @@max_statement_time = 7"},
+    {"LAST_INSERT_ID", "SELECT LAST_INSERT_ID(41)", false, "SELECT LAST_INSERT_ID()"},
+};
+
+static const row sqlite_documented[] = {
+    {"last_insert_rowid", "INSERT INTO leak41_t (rowid, x) VALUES (41000 + random() % 1000, 1)", false,
+     "SELECT last_insert_rowid()"},
+};
+
+#define MYSQL_SETUP "CREATE TABLE IF NOT EXISTS leak41_t (x INT)\nCREATE TABLE IF NOT EXISTS leak41_u (x INT)"
+#define SQLITE_SETUP "CREATE TABLE IF NOT EXISTS leak41_t (x)"
+
+static void run_rows(const row *rows, size_t n, const char *setup, bool documented) {
     dbpool_options o;
     bt_options(&o, 0, 1);
     dbpool *p = bt_open(&o, NULL);
@@ -367,27 +391,39 @@ static void run_rows(const row *rows, size_t n, const char *setup) {
         c = bt_acquire(p);
         probe_out after = probe(c, w->probe);
         bt_release(c);
-        if (before.rc != after.rc || before.v != after.v) {
-            print_message("[%s] LEAK row \"%s\": before rc=%d v=%lld (%s), after rc=%d v=%lld (%s)\n",
-                          bt_backend, w->name, before.rc, (long long)before.v, before.msg, after.rc,
-                          (long long)after.v, after.msg);
+        if ((before.rc != after.rc || before.v != after.v) != documented) {
+            print_message("[%s] %s row \"%s\": before rc=%d v=%lld (%s), after rc=%d v=%lld (%s)\n",
+                          bt_backend, documented ? "documented exception no longer" : "LEAK", w->name,
+                          before.rc, (long long)before.v, before.msg, after.rc, (long long)after.v,
+                          after.msg);
             leaks++;
         }
     }
     dbpool_close(p);
-    BT_CHECK(leaks == 0, "%d row(s) leaked to the next caller (listed above)", leaks);
+    BT_CHECK(leaks == 0, "%d row(s) %s (listed above)", leaks,
+             documented ? "no longer stay as docs/operations.md says" : "leaked to the next caller");
 }
 
 static void test_matrix(void **state) {
     (void)state;
     if (bt_is("pg"))
-        run_rows(pg_rows, sizeof pg_rows / sizeof pg_rows[0], NULL);
+        run_rows(pg_rows, sizeof pg_rows / sizeof pg_rows[0], NULL, false);
     else if (bt_is("mysql"))
-        run_rows(mysql_rows, sizeof mysql_rows / sizeof mysql_rows[0],
-                 "CREATE TABLE IF NOT EXISTS leak41_t (x INT)\nCREATE TABLE IF NOT EXISTS leak41_u (x INT)");
+        run_rows(mysql_rows, sizeof mysql_rows / sizeof mysql_rows[0], MYSQL_SETUP, false);
     else
-        run_rows(sqlite_rows, sizeof sqlite_rows / sizeof sqlite_rows[0],
-                 "CREATE TABLE IF NOT EXISTS leak41_t (x)");
+        run_rows(sqlite_rows, sizeof sqlite_rows / sizeof sqlite_rows[0], SQLITE_SETUP, false);
+}
+
+static void test_documented_exceptions(void **state) {
+    (void)state;
+    if (bt_is("pg"))
+        run_rows(pg_documented, sizeof pg_documented / sizeof pg_documented[0],
+                 "CREATE SEQUENCE IF NOT EXISTS leak41_seq", true);
+    else if (bt_is("mysql"))
+        run_rows(mysql_documented, sizeof mysql_documented / sizeof mysql_documented[0], MYSQL_SETUP, true);
+    else
+        run_rows(sqlite_documented, sizeof sqlite_documented / sizeof sqlite_documented[0], SQLITE_SETUP,
+                 true);
 }
 
 /* SQLite: the handle's own settings a caller changes on the native handle
@@ -491,11 +527,33 @@ static void test_clean_leases_not_reset(void **state) {
         bt_exec(c, "SELECT 1");
         bt_release(c);
     }
+    /* Took the native handle and changed nothing. */
+    c = bt_acquire(p);
+    assert_non_null(dbpool_conn_native(c));
+    bt_release(c);
     dbpool_stats after = bt_stats(p);
     BT_CHECK(after.rollbacks == before.rollbacks && after.destroyed == before.destroyed,
              "clean leases were reset (%llu) or closed (%llu)",
              (unsigned long long)(after.rollbacks - before.rollbacks),
              (unsigned long long)(after.destroyed - before.destroyed));
+    /* One reset, then clean again: what the reset itself does (init_sql
+     * again, the pool's settings) is where leases start. */
+    c = bt_acquire(p);
+    bt_exec(c, bt_is("sqlite") ? "PRAGMA recursive_triggers = 1"
+               : bt_is("pg")   ? "SET work_mem = '7MB'"
+                               : "SET @leak41_once = 1");
+    bt_release(c);
+    for (int i = 0; i < 2; i++) {
+        c = bt_acquire(p);
+        bt_exec(c, "SELECT 1");
+        assert_non_null(dbpool_conn_native(c));
+        bt_release(c);
+    }
+    dbpool_stats last = bt_stats(p);
+    BT_CHECK(last.rollbacks == after.rollbacks + 1 && last.destroyed == after.destroyed,
+             "one dirty lease: %llu resets and %llu closed, expected 1 and 0",
+             (unsigned long long)(last.rollbacks - after.rollbacks),
+             (unsigned long long)(last.destroyed - after.destroyed));
     c = bt_acquire(p);
     bt_exec(c, "DROP TABLE leak41_clean");
     bt_release(c);
@@ -505,7 +563,8 @@ static void test_clean_leases_not_reset(void **state) {
 int main(int argc, char **argv) {
     bt_init(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matrix), cmocka_unit_test(test_sqlite_handle_settings),
-        cmocka_unit_test(test_pg_native_reconnect), cmocka_unit_test(test_clean_leases_not_reset)};
+        cmocka_unit_test(test_matrix), cmocka_unit_test(test_documented_exceptions),
+        cmocka_unit_test(test_sqlite_handle_settings), cmocka_unit_test(test_pg_native_reconnect),
+        cmocka_unit_test(test_clean_leases_not_reset)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
