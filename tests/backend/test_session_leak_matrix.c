@@ -94,6 +94,21 @@ static const row pg_rows[] = {
      "SELECT (current_setting('work_mem') = '7MB')::int"},
     {"advisory lock shared", "SELECT pg_advisory_lock_shared(4143)", false,
      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
+    {"client_encoding", "SET client_encoding = 'LATIN1'", false,
+     "SELECT (current_setting('client_encoding') = 'LATIN1')::int"},
+    {"standard_conforming_strings", "SET standard_conforming_strings = off", false,
+     "SELECT (current_setting('standard_conforming_strings') = 'off')::int"},
+    {"DateStyle", "SET datestyle = 'German'", false,
+     "SELECT (current_setting('DateStyle') LIKE 'German%')::int"},
+    {"RESET of init state", "RESET ALL", false, "SELECT (current_setting('statement_timeout') = '0')::int"},
+    {"temp ON COMMIT DELETE ROWS", "CREATE TEMP TABLE leak41oc (x int) ON COMMIT DELETE ROWS", false,
+     "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"},
+    {"SET role none", "SET ROLE NONE", false, "SELECT (current_user = session_user)::int"},
+    {"init_sql after a reset", "SET application_name = 'leak41i'", false,
+     "SELECT (current_setting('work_mem') = '5MB')::int"},
+    {"statement limit after a reset", "SET statement_timeout = 0", false,
+     "SELECT (current_setting('statement_timeout') = '20s')::int"},
+    {"init_sql after DISCARD ALL", "DISCARD ALL", false, "SELECT (current_setting('work_mem') = '5MB')::int"},
     /* On the native handle: what the server reports. */
     {"native SET application_name", "SET application_name = 'leak41n'", true,
      "SELECT (current_setting('application_name') = 'leak41n')::int"},
@@ -181,6 +196,19 @@ static const row mysql_rows[] = {
     {"native mysql_reset_connection", "@mysql_reset_connection", true, "SELECT @@session_track_state_change"},
     {"native SET @v after mysql_reset_connection", "@mysql_reset_connection\nSET @leak41r = 7", true,
      "SELECT COALESCE(@leak41r, 0)"},
+    {"character_set_results NULL", "SET character_set_results = NULL", false,
+     "SELECT @@character_set_results IS NULL"},
+    {"group_concat_max_len", "SET SESSION group_concat_max_len = 4", false, "SELECT @@group_concat_max_len"},
+    {"foreign_key_checks", "SET @@session.foreign_key_checks = 0", false, "SELECT @@foreign_key_checks"},
+    {"unique_checks via SET", "SET unique_checks = 0", false, "SELECT @@unique_checks"},
+    {"sql_select_limit", "SET sql_select_limit = 1", false, "SELECT @@sql_select_limit"},
+    {"DEFAULT database via prepared USE", "PREPARE leak41u FROM 'SELECT 1'\nEXECUTE leak41u", false,
+     "SELECT DATABASE()"},
+    {"init_sql after a reset", "SET time_zone = '+01:00'", false, "SELECT COALESCE(@init41, 0)"},
+    {"init_sql after native mysql_reset_connection", "@mysql_reset_connection", true,
+     "SELECT COALESCE(@init41, 0)"},
+    {"statement limit after a reset", "SET SESSION max_statement_time = 0", false,
+     "SELECT @@max_statement_time"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
@@ -238,6 +266,8 @@ static const row sqlite_rows[] = {
     {"SAVEPOINT probe", "SAVEPOINT s42", false, "=BEGIN"},
     {"native BEGIN", "BEGIN", true, "=BEGIN"},
     {"native PRAGMA busy_timeout", "PRAGMA busy_timeout = 1", true, "PRAGMA busy_timeout"},
+    {"init_sql's temp table dropped", "DROP TABLE temp.init41", false,
+     "SELECT count(*) FROM temp.sqlite_master WHERE name = 'init41'"},
     {"native foreign_keys", "PRAGMA foreign_keys = OFF", true, "PRAGMA foreign_keys"},
     {"native temp table", "CREATE TEMP TABLE leak41n (x)", true, "SELECT count(*) FROM temp.sqlite_master"},
     {"native ATTACH", "ATTACH ':memory:' AS leak41n", true,
@@ -362,6 +392,7 @@ static const row mysql_documented[] = {
 };
 
 static const row sqlite_documented[] = {
+    {"rows in init_sql's temp table", "INSERT INTO init41 VALUES (1)", false, "SELECT count(*) FROM init41"},
     {"last_insert_rowid", "INSERT INTO leak41_t (rowid, x) VALUES (41000 + random() % 1000, 1)", false,
      "SELECT last_insert_rowid()"},
 };
@@ -372,6 +403,12 @@ static const row sqlite_documented[] = {
 static void run_rows(const row *rows, size_t n, const char *setup, bool documented) {
     dbpool_options o;
     bt_options(&o, 0, 1);
+    /* Where every lease starts: init_sql's and the pool's statement limit,
+     * which a reset must give back, not the server's defaults. */
+    o.statement_timeout_ms = 20000;
+    o.init_sql = bt_is("pg")      ? "SET work_mem = '5MB'"
+                 : bt_is("mysql") ? "SET @init41 = 41"
+                                  : "CREATE TEMP TABLE init41 (x)";
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *c = bt_acquire(p);
     if (setup)
