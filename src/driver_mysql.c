@@ -650,8 +650,19 @@ static void status_report(void *data, enum enum_mariadb_status_info type, ...) {
     if (type == STATUS_TYPE) {
         changed = (va_arg(ap, unsigned int) & SERVER_SESSION_STATE_CHANGED) != 0;
     } else if (type == SESSION_TRACK_TYPE) {
-        if (va_arg(ap, int) == SESSION_TRACK_SCHEMA)
+        int track = va_arg(ap, int);
+        if (track == SESSION_TRACK_SCHEMA) {
             mc->schema_changed = true;
+        } else if (track == SESSION_TRACK_SYSTEM_VARIABLES) {
+            /* session_track_schema set (off, or on again): a USE from
+             * here on may go unreported, so the reset makes the URL's
+             * database current again whatever it hears. */
+            static const char name[] = "session_track_schema";
+            const MARIADB_CONST_STRING *key = va_arg(ap, const MARIADB_CONST_STRING *);
+            if (key && key->str && key->length == sizeof name - 1 &&
+                strncasecmp(key->str, name, sizeof name - 1) == 0)
+                mc->schema_changed = true;
+        }
     }
     va_end(ap);
     if (changed) {
@@ -1026,16 +1037,17 @@ static void session_sql(my_conn *mc, bool names, char *buf, size_t len) {
     /* The server does not report a change of session_track_state_change
      * itself: turned off on the native handle, it would hide every later
      * change from the release (and from every later lease's), and nothing
-     * would ever reset it. Both tracking settings are tracked as system
+     * would ever reset it. The tracking settings are tracked as system
      * variables too (added to the server's list, which may name others the
      * application reads; '*' already has them and takes no others), so
-     * turning either off is reported. */
+     * turning one off is reported; session_track_schema's report also says
+     * that a USE may go unreported from then on (status_report). */
     int n = snprintf(
         buf, len,
         "SET %s%s%ssession_track_state_change=ON, session_track_system_variables=IF(FIND_IN_SET('*', "
         "@@session.session_track_system_variables), '*', CONCAT_WS(',', "
         "NULLIF(@@session.session_track_system_variables, ''), 'session_track_state_change', "
-        "'session_track_system_variables'))",
+        "'session_track_system_variables', 'session_track_schema'))",
         names ? "NAMES " : "", names ? mc->charset : "", names ? ", " : "");
     int64_t ms = mc->statement_timeout_ms;
     if (ms > 0 && n > 0 && (size_t)n < len) {

@@ -209,6 +209,10 @@ static const row mysql_rows[] = {
      "SELECT COALESCE(@init41, 0)"},
     {"statement limit after a reset", "SET SESSION max_statement_time = 0", false,
      "SELECT @@max_statement_time"},
+    {"USE after session_track_schema off", "SET SESSION session_track_schema = OFF\nUSE information_schema",
+     false, "SELECT DATABASE() = 'information_schema'"},
+    {"native USE after session_track_schema off", "SET SESSION session_track_schema = OFF\nUSE information_schema",
+     true, "SELECT DATABASE() = 'information_schema'"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
@@ -268,6 +272,12 @@ static const row sqlite_rows[] = {
     {"native PRAGMA busy_timeout", "PRAGMA busy_timeout = 1", true, "PRAGMA busy_timeout"},
     {"init_sql's temp table dropped", "DROP TABLE temp.init41", false,
      "SELECT count(*) FROM temp.sqlite_master WHERE name = 'init41'"},
+    {"query_only after a temp table", "CREATE TEMP TABLE leak41q (x)\nPRAGMA query_only = 1", false,
+     "PRAGMA query_only"},
+    {"writable_schema after a temp table", "CREATE TEMP TABLE leak41w (x)\nPRAGMA writable_schema = 1", false,
+     "PRAGMA writable_schema"},
+    {"foreign_keys off in a transaction", "BEGIN\nCREATE TEMP TABLE leak41f (x)\nPRAGMA foreign_keys = 0", false,
+     "PRAGMA foreign_keys"},
     {"native foreign_keys", "PRAGMA foreign_keys = OFF", true, "PRAGMA foreign_keys"},
     {"native temp table", "CREATE TEMP TABLE leak41n (x)", true, "SELECT count(*) FROM temp.sqlite_master"},
     {"native ATTACH", "ATTACH ':memory:' AS leak41n", true,
@@ -423,7 +433,11 @@ static void run_rows(const row *rows, size_t n, const char *setup, bool document
 
         c = bt_acquire(p);
         run_change(c, w);
+        dbpool_stats s0 = bt_stats(p);
         bt_release(c);
+        dbpool_stats s1 = bt_stats(p);
+        if (s1.destroyed != s0.destroyed)
+            print_message("[%s] CLOSED row \"%s\"\n", bt_backend, w->name);
 
         c = bt_acquire(p);
         probe_out after = probe(c, w->probe);
