@@ -580,6 +580,7 @@ static const int handle_flags[] = {
 typedef struct handle_settings {
     int limit[HANDLE_LIMITS];
     uint32_t flags; /* bit i: handle_flags[i] on */
+    int busy_ms;    /* sqlite3_busy_timeout's; 0 also when a busy handler replaced it; -1 unknown */
 } handle_settings;
 
 typedef struct sqlite_conn {
@@ -599,6 +600,16 @@ static void handle_settings_read(sqlite3 *db, handle_settings *h) {
         if (sqlite3_db_config(db, handle_flags[i], -1, &on) == SQLITE_OK && on)
             h->flags |= UINT32_C(1) << i;
     }
+    /* Readable only as a PRAGMA, which needs neither the schema nor a
+     * lock. A caller's sqlite3_busy_timeout(db, 0) (or a busy handler of
+     * its own, which sets it to 0) would fail the next caller's statements
+     * at once on a lock. */
+    h->busy_ms = -1;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        h->busy_ms = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
 }
 
 static bool handle_settings_changed(sqlite_conn *sc) {
@@ -612,6 +623,12 @@ static void handle_settings_restore(sqlite_conn *sc) {
         sqlite3_limit(sc->db, i, sc->base.limit[i]);
     for (size_t i = 0; i < HANDLE_FLAGS; i++)
         sqlite3_db_config(sc->db, handle_flags[i], (sc->base.flags >> i) & 1, (int *)NULL);
+    if (sc->base.busy_ms >= 0) {
+        handle_settings now;
+        handle_settings_read(sc->db, &now);
+        if (now.busy_ms != sc->base.busy_ms)
+            sqlite3_busy_timeout(sc->db, sc->base.busy_ms);
+    }
 }
 
 /* The connection's cache, made at its first statement; NULL when memory is

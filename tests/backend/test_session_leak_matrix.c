@@ -211,8 +211,9 @@ static const row mysql_rows[] = {
      "SELECT @@max_statement_time"},
     {"USE after session_track_schema off", "SET SESSION session_track_schema = OFF\nUSE information_schema",
      false, "SELECT DATABASE() = 'information_schema'"},
-    {"native USE after session_track_schema off", "SET SESSION session_track_schema = OFF\nUSE information_schema",
-     true, "SELECT DATABASE() = 'information_schema'"},
+    {"native USE after session_track_schema off",
+     "SET SESSION session_track_schema = OFF\nUSE information_schema", true,
+     "SELECT DATABASE() = 'information_schema'"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
@@ -276,8 +277,8 @@ static const row sqlite_rows[] = {
      "PRAGMA query_only"},
     {"writable_schema after a temp table", "CREATE TEMP TABLE leak41w (x)\nPRAGMA writable_schema = 1", false,
      "PRAGMA writable_schema"},
-    {"foreign_keys off in a transaction", "BEGIN\nCREATE TEMP TABLE leak41f (x)\nPRAGMA foreign_keys = 0", false,
-     "PRAGMA foreign_keys"},
+    {"foreign_keys off in a transaction", "BEGIN\nCREATE TEMP TABLE leak41f (x)\nPRAGMA foreign_keys = 0",
+     false, "PRAGMA foreign_keys"},
     {"native foreign_keys", "PRAGMA foreign_keys = OFF", true, "PRAGMA foreign_keys"},
     {"native temp table", "CREATE TEMP TABLE leak41n (x)", true, "SELECT count(*) FROM temp.sqlite_master"},
     {"native ATTACH", "ATTACH ':memory:' AS leak41n", true,
@@ -487,12 +488,15 @@ static void test_sqlite_handle_settings(void **state) {
     SYM(limit, "sqlite3_limit");
     int (*db_config)(void *, int, ...);
     SYM(db_config, "sqlite3_db_config");
+    int (*busy_timeout)(void *, int);
+    SYM(busy_timeout, "sqlite3_busy_timeout");
     dbpool_options o;
     bt_options(&o, 0, 1);
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *c = bt_acquire(p);
     void *db = dbpool_conn_native(c);
     int length0 = limit(db, 0 /* SQLITE_LIMIT_LENGTH */, -1);
+    int64_t busy0 = bt_query_int(c, "PRAGMA busy_timeout", NULL, 0);
     int ext0 = -1, fkey0 = -1;
     db_config(db, 1005 /* SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION */, -1, &ext0);
     db_config(db, 1002 /* SQLITE_DBCONFIG_ENABLE_FKEY */, -1, &fkey0);
@@ -501,6 +505,7 @@ static void test_sqlite_handle_settings(void **state) {
     c = bt_acquire(p);
     db = dbpool_conn_native(c);
     limit(db, 0, 10);
+    busy_timeout(db, 0);
     db_config(db, 1005, !ext0, (int *)NULL);
     db_config(db, 1002, !fkey0, (int *)NULL);
     bt_release(c);
@@ -508,6 +513,9 @@ static void test_sqlite_handle_settings(void **state) {
     c = bt_acquire(p);
     BT_CHECK(bt_query_int(c, "SELECT length('a long enough text')", NULL, 0) == 18,
              "the last caller's SQLITE_LIMIT_LENGTH fails this caller's statement");
+    BT_CHECK(bt_query_int(c, "PRAGMA busy_timeout", NULL, 0) == busy0,
+             "the last caller's sqlite3_busy_timeout(db, 0) would fail this caller's statements at once on a "
+             "lock");
     BT_CHECK(bt_query_int(c, "PRAGMA foreign_keys", NULL, 0) == fkey0,
              "foreign keys as the last caller set them on the native handle");
     db = dbpool_conn_native(c);
