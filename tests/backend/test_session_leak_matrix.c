@@ -394,6 +394,8 @@ static const row pg_documented[] = {
     {"SET inside a DO block", "DO $$BEGIN PERFORM set_config('work_mem', '6MB', false); END$$", false,
      "SELECT (current_setting('work_mem') = '6MB')::int"},
     {"lastval", "SELECT nextval('leak41_seq')", false, "SELECT lastval()"},
+    {"EXECUTE of init_sql's statement", "EXECUTE init41_lock", false,
+     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
 };
 
 static const row mysql_documented[] = {
@@ -417,7 +419,7 @@ static void run_rows(const row *rows, size_t n, const char *setup, bool document
     /* Where every lease starts: init_sql's and the pool's statement limit,
      * which a reset must give back, not the server's defaults. */
     o.statement_timeout_ms = 20000;
-    o.init_sql = bt_is("pg")      ? "SET work_mem = '5MB'"
+    o.init_sql = bt_is("pg") ? "SET work_mem = '5MB'; PREPARE init41_lock AS SELECT pg_advisory_lock(4145)"
                  : bt_is("mysql") ? "SET @init41 = 41"
                                   : "CREATE TEMP TABLE init41 (x)";
     dbpool *p = bt_open(&o, NULL);
