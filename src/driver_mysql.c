@@ -106,10 +106,14 @@ typedef struct my_conn {
     char *database;               /* the URL's, made current again after a reset; or NULL */
     char *set_role;               /* MariaDB: "SET ROLE ...", run after a reset (the reset keeps the
                                      caller's role); or NULL */
-    MYSQL_STMT *canary;           /* never prepared: Connector/C detaches it (canary->mysql = NULL)
-                                     when the session is reset or changed on the native handle
-                                     (mysql_reset_connection, mysql_change_user), which the server
-                                     does not report; NULL when memory was short */
+    char *db0;                    /* Connector/C's default database (mysql->db) where leases start:
+                                     a mysql_select_db on the native handle changes it with no
+                                     status callback; NULL for none (or unknown: db0_known) */
+    bool db0_known;
+    MYSQL_STMT *canary; /* never prepared: Connector/C detaches it (canary->mysql = NULL)
+                           when the session is reset or changed on the native handle
+                           (mysql_reset_connection, mysql_change_user), which the server
+                           does not report; NULL when memory was short */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -907,11 +911,31 @@ static void close_conn(my_conn *mc) {
     stmt_cache_clear(mc);
     if (mc->canary)
         mysql_stmt_close(mc->canary); /* detached by mysql_close: frees it, no I/O */
+    free(mc->db0);
     free(mc->user);
     free(mc->init_command);
     free(mc->database);
     free(mc->set_role);
     free(mc);
+}
+
+/* The default database where leases start (after connect, init_sql,
+ * after_connect or a reset), as Connector/C knows it. */
+static void note_db(my_conn *mc) {
+    const char *db = mc->mysql.db;
+    free(mc->db0);
+    mc->db0 = db ? dbpool__strdup(db) : NULL;
+    mc->db0_known = !db || mc->db0;
+}
+
+/* Another default database than where leases start: a USE the server
+ * reported, or a mysql_select_db on the native handle, whose reply
+ * Connector/C reads without calling the status callback. */
+static bool db_moved(const my_conn *mc) {
+    const char *db = mc->mysql.db;
+    if (!mc->db0_known)
+        return false;
+    return (db == NULL) != (mc->db0 == NULL) || (db && strcmp(db, mc->db0) != 0);
 }
 
 /*
@@ -1185,6 +1209,7 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     /* The handshake's own reports (the default database) are no change. */
     mc->dirty = mc->stmts_stale = mc->schema_changed = false;
     mc->canary = mysql_stmt_init(m); /* client-side only */
+    note_db(mc);
     *native = m;
     return DBPOOL_OK;
 }
@@ -1283,6 +1308,8 @@ static int my_needs_reset(void *native) {
         return 1;
     if ((status & SERVER_STATUS_IN_TRANS) || mc->xa_prepared || !same_user(mc))
         return 1;
+    if (db_moved(mc))
+        mc->dirty = mc->schema_changed = mc->stmts_stale = true;
     return mc->dirty || session_replaced(mc) ? 1 : 0;
 }
 
@@ -1339,6 +1366,7 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     mc->dirty = false;
     mc->stmts_stale = false;
     mc->schema_changed = false;
+    note_db(mc);
     *session_cleared = true; /* mysql_reset_connection: init_sql again */
     return DBPOOL_OK;
 }
@@ -1355,6 +1383,7 @@ static int my_session_baseline(void *native, dbpool_error *e) {
     /* A USE in init_sql is where leases start: the reset keeps it (it
      * keeps the default database), so the URL's must not replace it. */
     mc->schema_changed = false;
+    note_db(mc);
     return DBPOOL_OK;
 }
 

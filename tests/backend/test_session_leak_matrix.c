@@ -214,6 +214,15 @@ static const row mysql_rows[] = {
     {"native USE after session_track_schema off",
      "SET SESSION session_track_schema = OFF\nUSE information_schema", true,
      "SELECT DATABASE() = 'information_schema'"},
+    {"native mysql_select_db", "@mysql_select_db information_schema", true,
+     "SELECT DATABASE() = 'information_schema'"},
+    {"native mysql_set_character_set", "@mysql_set_character_set latin1", true,
+     "SELECT @@character_set_client = 'latin1'"},
+    {"native mysql_autocommit", "@mysql_autocommit_off", true, "SELECT @@autocommit"},
+    {"native mysql_change_user (same account)", "SET @leak41cu = 1\n@mysql_change_user", true,
+     "SELECT COALESCE(@init41, 0)"},
+    {"native SET @v after mysql_change_user", "@mysql_change_user\nSET @leak41cv = 7", true,
+     "SELECT COALESCE(@leak41cv, 0)"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
@@ -317,6 +326,32 @@ static int native_run(dbpool_conn *c, const char *sql) {
         SYM(store, "mysql_store_result");
         void (*freeres)(void *);
         SYM(freeres, "mysql_free_result");
+        if (strncmp(sql, "@mysql_select_db ", 17) == 0) {
+            int (*select_db)(void *, const char *);
+            SYM(select_db, "mysql_select_db");
+            return select_db(h, sql + 17) == 0 ? 0 : -1;
+        }
+        if (strncmp(sql, "@mysql_set_character_set ", 25) == 0) {
+            int (*set_cs)(void *, const char *);
+            SYM(set_cs, "mysql_set_character_set");
+            return set_cs(h, sql + 25) == 0 ? 0 : -1;
+        }
+        if (strcmp(sql, "@mysql_autocommit_off") == 0) {
+            char (*autocommit)(void *, char);
+            SYM(autocommit, "mysql_autocommit");
+            return autocommit(h, 0) == 0 ? 0 : -1;
+        }
+        if (strcmp(sql, "@mysql_change_user") == 0) {
+            /* The same account again, from the test URL
+             * (mysql://user:password@host...). */
+            char (*change_user)(void *, const char *, const char *, const char *);
+            SYM(change_user, "mysql_change_user");
+            const char *url = getenv("DBPOOL_TEST_MYSQL_URL");
+            char user[128] = "", pw[128] = "", db[128] = "";
+            assert_non_null(url);
+            assert_true(sscanf(url, "mysql://%127[^:]:%127[^@]@%*[^/]/%127[^?]", user, pw, db) == 3);
+            return change_user(h, user, pw, db) == 0 ? 0 : -1;
+        }
         if (strcmp(sql, "@mysql_reset_connection") == 0) {
             int (*reset)(void *);
             SYM(reset, "mysql_reset_connection");
