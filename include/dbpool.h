@@ -252,7 +252,13 @@ int dbpool_discard(dbpool_conn *c);
 /* The backend's handle: sqlite3 *, PGconn * or MYSQL *. Borrowed for the
  * lease; do not close it (use dbpool_discard). NULL for NULL or a handle
  * that is not a lease (released already), and in a child process after
- * fork() for a lease the parent held: it is the parent's session. */
+ * fork() for a lease the parent held: it is the parent's session.
+ * The release resets only what it can see of what a caller did on the
+ * handle: a transaction, and per backend what docs/operations.md ("Reset
+ * on release") lists; what it cannot see ("What a reset does not clear":
+ * e.g. PostgreSQL statements run here, SQLite functions and hooks) stays
+ * for the next caller. Set those up in after_connect, or dbpool_discard
+ * the lease. */
 void *dbpool_conn_native(dbpool_conn *c);
 
 /* The backend's name for a pool: "sqlite", "postgresql", "mysql", "mock". */
