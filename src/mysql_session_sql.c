@@ -69,7 +69,7 @@ static bool scan(const char *sql, bool backslash_escapes) {
     bool after_set = false;  /* the word before was SET */
     bool first_word = true;  /* no word read yet: the statement's own keyword is next */
     bool after_for = false;  /* the word before was FOR */
-    bool create = false;     /* the statement is a CREATE */
+    bool create = false;     /* a CREATE was read */
     while (s && *s) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '\'' || ch == '"' || ch == '`') {
@@ -169,10 +169,12 @@ static bool scan(const char *sql, bool backslash_escapes) {
                 return true;
             /* CREATE TEMPORARY TABLE t [AS] SELECT ...: MariaDB reports a
              * temporary table made from a query as no change at all (the
-             * others it does). Any CREATE TEMPORARY counts. */
+             * others it does). Any CREATE TEMPORARY counts, also one that
+             * is not the first statement of the text (BEGIN NOT ATOMIC
+             * ... END runs several). */
             if (create && is_keyword(word, len, "TEMPORARY"))
                 return true;
-            if (first_word && is_keyword(word, len, "CREATE"))
+            if (is_keyword(word, len, "CREATE"))
                 create = true;
             after_for = is_keyword(word, len, "FOR");
             first_word = false;

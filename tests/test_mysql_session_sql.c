@@ -41,6 +41,7 @@ static void test_flagged(void **state) {
     expect("create temporary table t select ? as x", true);
     expect("CREATE OR REPLACE TEMPORARY TABLE t (x INT) SELECT 1 AS x", true);
     expect("/*!32302 CREATE TEMPORARY TABLE t AS SELECT 1 */", true);
+    expect("BEGIN NOT ATOMIC CREATE TEMPORARY TABLE t AS SELECT 1; END", true);
     /* Under NO_BACKSLASH_ESCAPES the string ends at the second quote. */
     expect("SELECT '\\', GET_LOCK('nbe', 0)", true);
     expect("SELECT 1 AS \"a\\\", GET_LOCK('aq', 0) AS \"b\"", true);
