@@ -67,7 +67,10 @@ static bool scan(const char *sql, bool backslash_escapes) {
     const char *s = sql;
     bool after_into = false; /* SELECT ... INTO @a, @b assigns them */
     bool after_set = false;  /* the word before was SET */
-    bool first_word = true;  /* no word read yet: the statement's own keyword is next */
+    bool first_word = true;  /* a statement's own keyword is next: at the start, after ';' and after
+                                the words that open one inside a compound statement (BEGIN NOT
+                                ATOMIC ...; END, IF ... THEN ...; END IF, which MariaDB runs
+                                outside stored programs too) */
     bool after_for = false;  /* the word before was FOR */
     bool create = false;     /* a CREATE was read */
     while (s && *s) {
@@ -177,12 +180,17 @@ static bool scan(const char *sql, bool backslash_escapes) {
             if (is_keyword(word, len, "CREATE"))
                 create = true;
             after_for = is_keyword(word, len, "FOR");
-            first_word = false;
+            first_word = is_keyword(word, len, "BEGIN") || is_keyword(word, len, "ATOMIC") ||
+                         is_keyword(word, len, "THEN") || is_keyword(word, len, "ELSE") ||
+                         is_keyword(word, len, "LOOP") || is_keyword(word, len, "REPEAT") ||
+                         is_keyword(word, len, "DO");
             if (is_keyword(word, len, "INTO"))
                 after_into = true;
             after_set = is_keyword(word, len, "SET");
             continue;
         } else {
+            if (ch == ';')
+                first_word = true;
             s++;
         }
     }

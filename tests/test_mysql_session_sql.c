@@ -42,6 +42,11 @@ static void test_flagged(void **state) {
     expect("CREATE OR REPLACE TEMPORARY TABLE t (x INT) SELECT 1 AS x", true);
     expect("/*!32302 CREATE TEMPORARY TABLE t AS SELECT 1 */", true);
     expect("BEGIN NOT ATOMIC CREATE TEMPORARY TABLE t AS SELECT 1; END", true);
+    /* Dynamic SQL as a statement of a compound statement. */
+    expect("BEGIN NOT ATOMIC EXECUTE IMMEDIATE 'SELECT 1'; END", true);
+    expect("BEGIN NOT ATOMIC SELECT 1; EXECUTE s; END", true);
+    expect("IF 1 THEN EXECUTE IMMEDIATE @q; END IF", true);
+    expect("IF 0 THEN SELECT 1; ELSE EXECUTE s; END IF", true);
     /* Under NO_BACKSLASH_ESCAPES the string ends at the second quote. */
     expect("SELECT '\\', GET_LOCK('nbe', 0)", true);
     expect("SELECT 1 AS \"a\\\", GET_LOCK('aq', 0) AS \"b\"", true);
