@@ -237,6 +237,8 @@ static const row mysql_rows[] = {
     {"EXECUTE IMMEDIATE in an anonymous block",
      "BEGIN NOT ATOMIC EXECUTE IMMEDIATE 'SELECT GET_LOCK(''leak41ei'', 0)'; END", false,
      "SELECT COALESCE(IS_USED_LOCK('leak41ei') = CONNECTION_ID(), 0)"},
+    {"collation after a reset", "SET time_zone = '+02:00'", false,
+     "SELECT CRC32(CONCAT(@@collation_connection, @@character_set_results, @@collation_database))"},
     {"native user variable", "SET @leak41n = 7", true, "SELECT COALESCE(@leak41n, 0)"},
     {"native BEGIN", "BEGIN", true, "SELECT @@in_transaction"},
     {"native sql_mode", "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'", true,
