@@ -5,8 +5,11 @@
  * one connection, a first lease runs the probe (the clean value), caller A
  * leases, changes the session one way (through dbpool_exec, or on the
  * native handle) and releases, then caller B leases the same connection
- * and runs the probe again: it must read what it read before A. Rows the
- * docs list as what a reset does not clear are not here.
+ * and runs the probe again: it must read what it read before A. The pool
+ * has init_sql and a statement limit, which a reset must give back. Rows
+ * docs/operations.md lists as what a reset does not clear are run apart
+ * (test_documented_exceptions) and must stay, so that a change of
+ * behaviour changes the docs too.
  *
  * The native handle's calls are looked up at run time (the client
  * libraries are loaded with libdbpool), so this test links like its
