@@ -532,15 +532,17 @@ static int result_error(PGconn *c, const PGresult *r, int code, const char *what
         /* One of dbpool's kept statements found gone (26000) or its name
          * taken (42P05) inside the caller's transaction, where it cannot
          * be run again: the usual cause is a pooler between dbpool and the
-         * server (outside a transaction dbpool runs it unnamed instead). */
+         * server (outside a transaction dbpool runs it unnamed instead),
+         * or a DEALLOCATE / DISCARD an earlier lease ran on the native
+         * handle, which the release cannot see. */
         if (state && (strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0) &&
             strstr(msg, "_dbpool_s")) {
             used = strlen(e->message);
             dbpool__strlcpy(
                 e->message + used,
-                " (a statement dbpool keeps prepared: behind a pooler that shares server sessions, "
-                "such as PgBouncer in transaction mode, turn statement_cache off: "
-                "pool_statement_cache=off)",
+                " (a statement dbpool keeps prepared: removed by a DEALLOCATE or DISCARD run on the "
+                "native handle, or behind a pooler that shares server sessions, such as PgBouncer in "
+                "transaction mode, turn statement_cache off: pool_statement_cache=off)",
                 sizeof e->message - used);
         }
     }

@@ -620,6 +620,42 @@ static void test_pg_native_reconnect(void **state) {
     dbpool_close(p);
 }
 
+/* PostgreSQL: a DEALLOCATE ALL on the native handle removes the statements
+ * dbpool keeps prepared, unseen (documented): the next caller's kept
+ * statement inside a transaction fails, and says what may have done it. */
+static void test_pg_native_deallocate(void **state) {
+    (void)state;
+    if (!bt_is("pg"))
+        skip();
+    dbpool_options o;
+    bt_options(&o, 0, 1);
+    dbpool *p = bt_open(&o, NULL);
+    dbpool_param prm = dbpool_param_int64(1);
+    dbpool_conn *c = bt_acquire(p);
+    for (int i = 0; i < 3; i++)
+        BT_CHECK(bt_query_int(c, "SELECT 41 + ?::int", &prm, 1) == 42, "kept statement");
+    assert_int_equal(native_run(c, "DEALLOCATE ALL"), 0);
+    bt_release(c);
+
+    c = bt_acquire(p);
+    bt_exec(c, "BEGIN");
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    dbpool_result *r = NULL;
+    int rc = dbpool_query(c, "SELECT 41 + ?::int", &prm, 1, &r, &e);
+    if (r)
+        dbpool_result_free(r);
+    BT_CHECK(rc == DBPOOL_EQUERY && strcmp(e.sqlstate, "26000") == 0 &&
+                 strstr(e.message, "DEALLOCATE or DISCARD run on the native handle"),
+             "the next caller's kept statement in a transaction: %s", e.message);
+    bt_release(c);
+    /* Outside a transaction it runs (unnamed from then on). */
+    c = bt_acquire(p);
+    BT_CHECK(bt_query_int(c, "SELECT 41 + ?::int", &prm, 1) == 42, "kept statement outside a transaction");
+    bt_release(c);
+    dbpool_close(p);
+}
+
 /* The other side: leases that leave nothing behind are not reset (a reset
  * costs round trips, and on MySQL and PostgreSQL init_sql again). */
 static void test_clean_leases_not_reset(void **state) {
@@ -677,9 +713,11 @@ static void test_clean_leases_not_reset(void **state) {
 
 int main(int argc, char **argv) {
     bt_init(argc, argv);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matrix), cmocka_unit_test(test_documented_exceptions),
-        cmocka_unit_test(test_sqlite_handle_settings), cmocka_unit_test(test_pg_native_reconnect),
-        cmocka_unit_test(test_clean_leases_not_reset)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_matrix),
+                                       cmocka_unit_test(test_pg_native_deallocate),
+                                       cmocka_unit_test(test_documented_exceptions),
+                                       cmocka_unit_test(test_sqlite_handle_settings),
+                                       cmocka_unit_test(test_pg_native_reconnect),
+                                       cmocka_unit_test(test_clean_leases_not_reset)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
