@@ -459,6 +459,7 @@ static const row mysql_documented[] = {
 };
 
 static const row sqlite_documented[] = {
+    {"PRAGMA on temp", "PRAGMA temp.cache_size = 7", false, "PRAGMA temp.cache_size"},
     {"rows in init_sql's temp table", "INSERT INTO init41 VALUES (1)", false, "SELECT count(*) FROM init41"},
     {"last_insert_rowid", "INSERT INTO leak41_t (rowid, x) VALUES (41000 + random() % 1000, 1)", false,
      "SELECT last_insert_rowid()"},
