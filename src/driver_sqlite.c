@@ -580,7 +580,6 @@ static const int handle_flags[] = {
 typedef struct handle_settings {
     int limit[HANDLE_LIMITS];
     uint32_t flags; /* bit i: handle_flags[i] on */
-    int busy_ms;    /* sqlite3_busy_timeout's; 0 also when a busy handler replaced it; -1 unknown */
 } handle_settings;
 
 typedef struct sqlite_conn {
@@ -589,33 +588,84 @@ typedef struct sqlite_conn {
     sqlite_session session; /* temporary objects and attached databases a caller made */
     bool lent;              /* the native handle was taken since the settings were last found as set */
     handle_settings base;   /* the handle's settings after init_sql and after_connect */
+    int base_busy_ms;       /* PRAGMA busy_timeout then: 0 none (or a busy handler), -1 unknown */
+    sqlite3_stmt *canary;   /* never run: expired when a flag may have changed (canary_arm) */
 } sqlite_conn;
 
-static void handle_settings_read(sqlite3 *db, handle_settings *h) {
+static void limits_read(sqlite3 *db, handle_settings *h) {
     for (int i = 0; i < HANDLE_LIMITS; i++)
         h->limit[i] = sqlite3_limit(db, i, -1);
+}
+
+static void flags_read(sqlite3 *db, handle_settings *h) {
     h->flags = 0;
     for (size_t i = 0; i < HANDLE_FLAGS; i++) {
         int on = 0;
         if (sqlite3_db_config(db, handle_flags[i], -1, &on) == SQLITE_OK && on)
             h->flags |= UINT32_C(1) << i;
     }
-    /* Readable only as a PRAGMA, which needs neither the schema nor a
-     * lock. A caller's sqlite3_busy_timeout(db, 0) (or a busy handler of
-     * its own, which sets it to 0) would fail the next caller's statements
-     * at once on a lock. */
-    h->busy_ms = -1;
+}
+
+static void handle_settings_read(sqlite3 *db, handle_settings *h) {
+    limits_read(db, h);
+    flags_read(db, h);
+}
+
+/* Reading the flags back costs about 130 ns (15 sqlite3_db_config calls),
+ * twice a lease that took the handle and ran one prepared statement. But
+ * sqlite3_db_config expires every prepared statement of the connection
+ * when it changes a flag, so a statement prepared and never run says in a
+ * nanosecond (sqlite3_expired, deprecated but kept by SQLite for this)
+ * whether one may have changed. Other calls expire it too (a function
+ * created, an authorizer set): then the flags are read, and the canary
+ * armed again (a prepare, a microsecond). Without one (out of memory) the
+ * flags are read every time. */
+static void canary_arm(sqlite_conn *sc) {
+    sqlite3_finalize(sc->canary);
+    sc->canary = NULL;
+    if (sqlite3_prepare_v3(sc->db, "SELECT 1", -1, SQLITE_PREPARE_PERSISTENT, &sc->canary, NULL) !=
+        SQLITE_OK) {
+        sqlite3_finalize(sc->canary);
+        sc->canary = NULL;
+    }
+}
+
+/* The busy timeout is readable only as a PRAGMA, about 0.6 us even
+ * prepared once: too dear for every release of a lease that took the
+ * handle (a lease of a prepared statement's step costs a tenth of that).
+ * So it is read at the baseline only and put back, unread, after each such
+ * lease (sqlite3_busy_timeout: a few ns). A caller's
+ * sqlite3_busy_timeout(db, 0), or a busy handler of its own, would
+ * otherwise fail the next caller's statements at once on a lock. A
+ * baseline of 0 (busy_timeout=0, or a busy handler after_connect set) is
+ * not put back: such a handler cannot be. */
+static int busy_timeout_read(sqlite3 *db) {
+    int ms = -1;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
-        h->busy_ms = sqlite3_column_int(st, 0);
+        ms = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
+    return ms;
+}
+
+static void busy_timeout_put_back(sqlite_conn *sc) {
+    if (sc->base_busy_ms > 0)
+        sqlite3_busy_timeout(sc->db, sc->base_busy_ms);
 }
 
 static bool handle_settings_changed(sqlite_conn *sc) {
     handle_settings now;
-    handle_settings_read(sc->db, &now);
-    return memcmp(&now, &sc->base, sizeof now) != 0;
+    limits_read(sc->db, &now);
+    if (memcmp(now.limit, sc->base.limit, sizeof now.limit) != 0)
+        return true;
+    if (sc->canary && !sqlite3_expired(sc->canary))
+        return false;
+    flags_read(sc->db, &now);
+    if (now.flags != sc->base.flags)
+        return true;
+    canary_arm(sc); /* expired by something else: watch again */
+    return false;
 }
 
 static void handle_settings_restore(sqlite_conn *sc) {
@@ -623,12 +673,8 @@ static void handle_settings_restore(sqlite_conn *sc) {
         sqlite3_limit(sc->db, i, sc->base.limit[i]);
     for (size_t i = 0; i < HANDLE_FLAGS; i++)
         sqlite3_db_config(sc->db, handle_flags[i], (sc->base.flags >> i) & 1, (int *)NULL);
-    if (sc->base.busy_ms >= 0) {
-        handle_settings now;
-        handle_settings_read(sc->db, &now);
-        if (now.busy_ms != sc->base.busy_ms)
-            sqlite3_busy_timeout(sc->db, sc->base.busy_ms);
-    }
+    busy_timeout_put_back(sc);
+    canary_arm(sc); /* the flags put back expired it */
 }
 
 /* The connection's cache, made at its first statement; NULL when memory is
@@ -922,6 +968,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     }
     sqlite3_busy_timeout(db, (int)c->busy_timeout_ms);
     handle_settings_read(db, &sc->base); /* read again after init_sql and after_connect, if any */
+    sc->base_busy_ms = (int)c->busy_timeout_ms;
     *native = sc;
     return DBPOOL_OK;
 }
@@ -932,6 +979,7 @@ static void sqlite_disconnect(void *native) {
     sqlite3_set_authorizer(sc->db, NULL, NULL);
     dbpool__sqlite_session_free(&sc->session);
     cache_detach(sc->cache);
+    sqlite3_finalize(sc->canary);
     /* _v2: a statement a careless caller left open keeps the connection
      * alive as a zombie until it is finalized, instead of failing here. */
     sqlite3_close_v2(sc->db);
@@ -968,6 +1016,7 @@ static int sqlite_ping(void *native, int64_t deadline, dbpool_error *e) {
 static int sqlite_needs_reset(void *native) {
     sqlite_conn *sc = native;
     if (sc->lent) {
+        busy_timeout_put_back(sc); /* unread: see busy_timeout_read */
         if (handle_settings_changed(sc))
             return 1; /* lent stays set: the reset puts them back */
         sc->lent = false;
@@ -1016,8 +1065,11 @@ static int sqlite_reset(void *native, int64_t deadline, bool *session_cleared, d
 static int sqlite_session_baseline(void *native, dbpool_error *e) {
     sqlite_conn *sc = native;
     handle_settings_read(sc->db, &sc->base); /* after_connect may have set them: where leases start */
+    sc->base_busy_ms = busy_timeout_read(sc->db);
     sc->lent = false;
-    return dbpool__sqlite_session_baseline(sc->db, &sc->session, e);
+    int rc = dbpool__sqlite_session_baseline(sc->db, &sc->session, e);
+    canary_arm(sc); /* after the authorizer is set, which expires it */
+    return rc;
 }
 
 static int bind_params(sqlite3 *db, sqlite3_stmt *st, const dbpool_param *p, size_t n, dbpool_error *e) {
