@@ -201,6 +201,8 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * From a callback running on one of the pool's own threads (a log line of
  * the maintenance or keepalive thread, after_connect on a connector) it returns
  * DBPOOL_EMISUSE and does nothing: it would have to join that thread.
+ * A pool opened by dbpool_manager_open is closed through its manager:
+ * dbpool_close of it returns DBPOOL_EMISUSE and does nothing.
  */
 int dbpool_close(dbpool *p);
 
@@ -578,7 +580,9 @@ int dbpool_manager_new(dbpool_manager **out);
 int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, const dbpool_options *o,
                         dbpool_error *err);
 /* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
- * through the manager, which callers must not do while others use it. */
+ * through the manager, which callers must not do while others use it.
+ * Close it with dbpool_manager_close_pool, not dbpool_close (which refuses
+ * it with DBPOOL_EMISUSE). */
 dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
 /* Close one pool (as dbpool_close; leases still out stay valid) and return
  * DBPOOL_OK. DBPOOL_ENOTFOUND for an unknown name;

@@ -162,9 +162,10 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
 
     pthread_rwlock_wrlock(&m->lock);
     int i = find(m, name);
-    if (rc == DBPOOL_OK)
+    if (rc == DBPOOL_OK) {
+        atomic_store(&p->managed, true); /* dbpool_close refuses it from now on */
         m->items[i].pool = p;
-    else
+    } else
         remove_at(m, i);
     pthread_rwlock_unlock(&m->lock);
     return rc;
@@ -201,6 +202,7 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
     pthread_rwlock_unlock(&m->lock);
     if (!p)
         return DBPOOL_ENOTFOUND;
+    atomic_store(&p->managed, false);
     dbpool_close(p);
     return DBPOOL_OK;
 }
@@ -319,6 +321,8 @@ int dbpool_manager_free(dbpool_manager *m) {
         m->next->prev = m->prev;
     pthread_mutex_unlock(&managers_lock);
     for (int i = 0; i < m->n; i++) {
+        if (m->items[i].pool)
+            atomic_store(&m->items[i].pool->managed, false);
         dbpool_close(m->items[i].pool);
         free(m->items[i].name);
     }

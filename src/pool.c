@@ -732,6 +732,15 @@ int dbpool_close(dbpool *p) {
      * the list here, so that a second close racing this one is refused too. */
     if (!dbpool__live_take(p))
         return DBPOOL_EMISUSE;
+    if (atomic_load(&p->managed)) {
+        /* Freed here, it would stay in its manager's table: the manager's
+         * stats, lookups and free would then read freed memory. */
+        dbpool__live_add(p);
+        dbpool__log(p, DBPOOL_LOG_ERROR,
+                    "dbpool_close: this pool belongs to a dbpool_manager: close it with "
+                    "dbpool_manager_close_pool (nothing was closed)");
+        return DBPOOL_EMISUSE;
+    }
     if (dbpool__forked(p))
         return 0; /* the child owns none of it: touch nothing (docs/threading.md) */
     lock(p);

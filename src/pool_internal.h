@@ -226,6 +226,11 @@ struct dbpool {
                         samples since the last decision */
     int util_samples;
     int64_t last_scale_ns;
+    /* Opened by dbpool_manager_open and still in its manager: dbpool_close
+     * refuses it (the manager would keep the freed pool, and its stats,
+     * lookups and free would read freed memory); the manager clears it
+     * before closing the pool itself. */
+    atomic_bool managed;
 };
 
 /* Is the SQL text only white space and semicolons? (query.c) */

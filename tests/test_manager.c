@@ -78,6 +78,38 @@ static void test_open_get_close(void **state) {
     dbpool_manager_free(NULL);
 }
 
+/* A pool of a manager closed directly with dbpool_close stayed in the
+ * manager's table: its stats, lookups and free then read the freed pool
+ * (ASan: heap-use-after-free in dbpool_manager_stats_json). dbpool_close
+ * refuses it; the manager still closes it. */
+static void test_direct_close_of_a_managed_pool(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "a", "mock:", NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "b", "mock:", NULL, &e), DBPOOL_OK);
+    dbpool *a = dbpool_manager_get(m, "a");
+    assert_non_null(a);
+    assert_int_equal(dbpool_close(a), DBPOOL_EMISUSE);
+    /* Nothing was closed: the pool works and is still in the manager. */
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(a, 1000, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_ptr_equal(dbpool_manager_get(m, "a"), a);
+    char buf[16384];
+    int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n < sizeof buf);
+    json_error_t je;
+    json_t *doc = json_loads(buf, 0, &je);
+    assert_non_null(doc);
+    assert_int_equal(json_object_size(json_object_get(doc, "pools")), 2);
+    json_decref(doc);
+    assert_int_equal(dbpool_manager_close_pool(m, "a"), DBPOOL_OK);
+    /* b is closed by the manager's free, which is not refused either. */
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+}
+
 /* Two names that differ only in bytes that are not UTF-8 would be one
  * key in the manager's JSON (both become U+FFFD) and one pool's stats
  * would vanish: such names are refused, and a refused open leaves no
@@ -579,6 +611,7 @@ static void test_unknown_name_strerror(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
+        cmocka_unit_test(test_direct_close_of_a_managed_pool),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
