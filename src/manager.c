@@ -10,14 +10,14 @@
 
 typedef struct entry {
     char *name;
-    dbpool *pool;
+    dbpool *pool;      /* NULL while its dbpool_manager_open runs */
+    unsigned fork_gen; /* dbpool__fork_generation() when reserved */
 } entry;
 
 struct dbpool_manager {
     pthread_rwlock_t lock;
     entry *items;
     int n, cap;
-    int pending; /* names reserved by opens in progress: kept in items with pool NULL */
     struct dbpool_manager *prev, *next; /* every manager of the process (for fork) */
 };
 
@@ -148,7 +148,7 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
         pthread_rwlock_unlock(&m->lock);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
     }
-    m->items[m->n++] = (entry){copy, NULL};
+    m->items[m->n++] = (entry){copy, NULL, dbpool__fork_generation()};
     pthread_rwlock_unlock(&m->lock);
 
     dbpool_options opts;
@@ -304,13 +304,19 @@ int dbpool_manager_free(dbpool_manager *m) {
      * open with nothing left to close it. Refuse before touching anything.
      * (Not asked in a forked child: see dbpool_manager_close_pool.) */
     pthread_rwlock_rdlock(&m->lock);
-    bool own = false;
-    for (int i = 0; i < m->n && !own; i++) {
+    bool own = false, opening = false;
+    for (int i = 0; i < m->n && !own && !opening; i++) {
         dbpool *p = m->items[i].pool;
         own = p && !dbpool__forked(p) && dbpool__on_own_thread(p);
+        /* A dbpool_manager_open still running on another thread would
+         * come back to a freed manager (its lock, its table) and leave its
+         * pool open with no one to close it. An entry reserved before a
+         * fork() belongs to a thread the child does not have: not waited
+         * for. */
+        opening = !p && m->items[i].fork_gen == dbpool__fork_generation();
     }
     pthread_rwlock_unlock(&m->lock);
-    if (own)
+    if (own || opening)
         return DBPOOL_EMISUSE;
     pthread_mutex_lock(&managers_lock);
     if (m->prev)

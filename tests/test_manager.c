@@ -110,6 +110,69 @@ static void test_direct_close_of_a_managed_pool(void **state) {
     assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
 }
 
+/* dbpool_manager_free while another thread's dbpool_manager_open of it was
+ * still connecting freed the manager under that open, which then took the
+ * freed lock and wrote to the freed table (ASan: heap-use-after-free in
+ * dbpool_manager_open), and its pool was never closed. The free is
+ * refused until the open has returned. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, go;
+} gate;
+
+static int wait_at_gate(void *native, void *user) {
+    (void)native;
+    gate *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->go)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
+typedef struct gated_open {
+    dbpool_manager *m;
+    dbpool_options o;
+    int rc;
+} gated_open;
+
+static void *open_gated(void *arg) {
+    gated_open *g = arg;
+    g->rc = dbpool_manager_open(g->m, "slow", "mock:", &g->o, NULL);
+    return NULL;
+}
+
+static void test_free_while_an_open_runs(void **state) {
+    (void)state;
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    gated_open go;
+    assert_int_equal(dbpool_manager_new(&go.m), DBPOOL_OK);
+    dbt_options(&go.o, 1, 2);
+    go.o.maintenance_interval_ms = 0;
+    go.o.after_connect = wait_at_gate;
+    go.o.after_connect_user = &g;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, open_gated, &go), 0);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* The open is inside dbpool_open (its first connect). */
+    assert_int_equal(dbpool_manager_free(go.m), DBPOOL_EMISUSE);
+    assert_int_equal(dbpool_manager_count(go.m), 0);
+    pthread_mutex_lock(&g.mu);
+    g.go = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(go.rc, DBPOOL_OK);
+    assert_int_equal(dbpool_manager_count(go.m), 1);
+    assert_int_equal(dbpool_manager_free(go.m), DBPOOL_OK);
+}
+
 /* Two names that differ only in bytes that are not UTF-8 would be one
  * key in the manager's JSON (both become U+FFFD) and one pool's stats
  * would vanish: such names are refused, and a refused open leaves no
@@ -612,6 +675,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
         cmocka_unit_test(test_direct_close_of_a_managed_pool),
+        cmocka_unit_test(test_free_while_an_open_runs),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
