@@ -580,10 +580,22 @@ int dbpool_manager_new(dbpool_manager **out);
 int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, const dbpool_options *o,
                         dbpool_error *err);
 /* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
- * through the manager, which callers must not do while others use it.
+ * through the manager, which callers must not do while others use it
+ * (threads that may race a close lease through dbpool_manager_acquire).
  * Close it with dbpool_manager_close_pool, not dbpool_close (which refuses
  * it with DBPOOL_EMISUSE). */
 dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
+/* Lease a connection of the pool named `name`, as dbpool_acquire: the way
+ * for threads that look a pool up while another may close it (a server
+ * serving each request from a pool by name, with pools closed or reopened
+ * at a reload). The lookup and the acquire are one step: a pool closed by
+ * dbpool_manager_close_pool meanwhile gives DBPOOL_ECLOSED, never freed
+ * memory, and the lease is valid after the close (release it as usual).
+ * Returns what dbpool_acquire returns, DBPOOL_ENOTFOUND when no pool of
+ * that name is open (or its open is still running), DBPOOL_EINVAL for a
+ * NULL argument. */
+int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_ms, dbpool_conn **out,
+                           dbpool_error *err);
 /* Close one pool (as dbpool_close; leases still out stay valid) and return
  * DBPOOL_OK. DBPOOL_ENOTFOUND for an unknown name;
  * DBPOOL_EMISUSE, the pool left open and in the manager, from a callback

@@ -181,6 +181,38 @@ dbpool *dbpool_manager_get(dbpool_manager *m, const char *name) {
     return p;
 }
 
+int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_ms, dbpool_conn **out,
+                           dbpool_error *err) {
+    dbpool__clearerr(err);
+    if (out)
+        *out = NULL;
+    if (!m || !name || !out)
+        return dbpool__seterr(err, DBPOOL_EINVAL,
+                              "dbpool_manager_acquire: a manager, a name and an out pointer are needed");
+    pthread_rwlock_rdlock(&m->lock);
+    int i = find(m, name);
+    dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    /* Held before the manager's lock is let go: a dbpool_manager_close_pool
+     * racing this call closes the pool, and the acquire then answers
+     * DBPOOL_ECLOSED from memory that is still there (the last hold, lease
+     * or waiter frees it). In a forked child the pool's lock may have been
+     * held at fork() by a thread that is gone: the acquire refuses there
+     * without it. */
+    bool hold = p && !dbpool__forked(p);
+    if (hold) {
+        dbpool__lock(p);
+        p->n_holding++;
+        dbpool__unlock(p);
+    }
+    pthread_rwlock_unlock(&m->lock);
+    if (!p)
+        return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%.64s' is open in this manager", name);
+    int rc = dbpool_acquire(p, timeout_ms, out, err);
+    if (hold)
+        dbpool__unhold(p);
+    return rc;
+}
+
 int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
     if (!m || !name)
         return DBPOOL_EINVAL;

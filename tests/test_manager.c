@@ -173,6 +173,80 @@ static void test_free_while_an_open_runs(void **state) {
     assert_int_equal(dbpool_manager_free(go.m), DBPOOL_OK);
 }
 
+/* A server that looks its pool up by name for each request while another
+ * thread closes and reopens it (a reload): with dbpool_manager_get the
+ * pointer could be freed between the lookup and the acquire, and nothing
+ * in the API let such a program lease safely. dbpool_manager_acquire does
+ * both as one step: each call gets a lease, DBPOOL_ENOTFOUND or
+ * DBPOOL_ECLOSED, never freed memory (run under ASan and TSan). */
+typedef struct lookup_ctx {
+    dbpool_manager *m;
+    atomic_bool stop;
+    atomic_int leases, other;
+} lookup_ctx;
+
+static void *serve_by_name(void *arg) {
+    lookup_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        dbpool_conn *conn = NULL;
+        dbpool_error e;
+        int rc = dbpool_manager_acquire(c->m, "db", 1000, &conn, &e);
+        if (rc == DBPOOL_OK) {
+            assert_int_equal(dbpool_exec(conn, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
+            assert_int_equal(dbpool_release(conn), DBPOOL_OK);
+            atomic_fetch_add(&c->leases, 1);
+        } else {
+            if (rc != DBPOOL_ENOTFOUND && rc != DBPOOL_ECLOSED)
+                fail_msg("dbpool_manager_acquire: %s (%s)", dbpool_strerror(rc), e.message);
+            assert_null(conn);
+            assert_int_equal(e.code, rc);
+            atomic_fetch_add(&c->other, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_acquire_by_name_racing_close(void **state) {
+    (void)state;
+    lookup_ctx c;
+    assert_int_equal(dbpool_manager_new(&c.m), DBPOOL_OK);
+    atomic_init(&c.stop, false);
+    atomic_init(&c.leases, 0);
+    atomic_init(&c.other, 0);
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    dbpool_conn *conn = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_acquire(c.m, "db", 0, &conn, &e), DBPOOL_ENOTFOUND);
+    assert_null(conn);
+    assert_non_null(strstr(e.message, "db"));
+    assert_int_equal(dbpool_manager_acquire(c.m, NULL, 0, &conn, &e), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_acquire(c.m, "db", 0, NULL, &e), DBPOOL_EINVAL);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, serve_by_name, &c), 0);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int round = 0; round < 300 || atomic_load(&c.leases) < 100; round++) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > 60)
+            fail_msg("%d leases in 60 s", atomic_load(&c.leases));
+        assert_int_equal(dbpool_manager_open(c.m, "db", "mock:", &o, NULL), DBPOOL_OK);
+        /* A lease taken by name stays valid when its pool is closed. */
+        assert_int_equal(dbpool_manager_acquire(c.m, "db", 1000, &conn, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_manager_close_pool(c.m, "db"), DBPOOL_OK);
+        assert_int_equal(dbpool_exec(conn, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_release(conn), DBPOOL_OK);
+    }
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_true(atomic_load(&c.leases) >= 100);
+    assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
+}
+
 /* Two names that differ only in bytes that are not UTF-8 would be one
  * key in the manager's JSON (both become U+FFFD) and one pool's stats
  * would vanish: such names are refused, and a refused open leaves no
@@ -676,6 +750,7 @@ int main(void) {
         cmocka_unit_test(test_open_get_close),
         cmocka_unit_test(test_direct_close_of_a_managed_pool),
         cmocka_unit_test(test_free_while_an_open_runs),
+        cmocka_unit_test(test_acquire_by_name_racing_close),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
