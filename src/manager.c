@@ -103,6 +103,11 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     if (!m || !name || !*name)
         return dbpool__seterr(err, DBPOOL_EINVAL,
                               "dbpool_manager_open: a manager and a non-empty name are needed");
+    /* Checked first: the name goes into the messages below, and a name
+     * dbpool_open would refuse deserves that reason, not another. */
+    int named = dbpool__check_pool_name(name, err);
+    if (named != DBPOOL_OK)
+        return named;
     if (!url)
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_manager_open: the URL is NULL");
     /* The manager's name is the pool's name (its key in the manager's JSON
@@ -122,7 +127,7 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     dbpool__kv_free(kv, nkv);
     if (renamed)
         return dbpool__seterr(err, DBPOOL_EINVAL,
-                              "the URL of pool '%.64s' sets pool_name to another name: in a manager the "
+                              "the URL of pool '%s' sets pool_name to another name: in a manager the "
                               "pool is named by dbpool_manager_open; remove pool_name from the URL",
                               name);
     /* Reserve the name first, so that two threads opening the same name
@@ -130,8 +135,7 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     pthread_rwlock_wrlock(&m->lock);
     if (find(m, name) >= 0) {
         pthread_rwlock_unlock(&m->lock);
-        return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%.64s' is already open in this manager",
-                              name);
+        return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%s' is already open in this manager", name);
     }
     if (m->n == m->cap) {
         int cap = m->cap ? m->cap * 2 : 4;
@@ -206,7 +210,8 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
     }
     pthread_rwlock_unlock(&m->lock);
     if (!p)
-        return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%.64s' is open in this manager", name);
+        return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%s' is open in this manager",
+                              dbpool__check_pool_name(name, NULL) == DBPOOL_OK ? name : "(not a valid name)");
     int rc = dbpool_acquire(p, timeout_ms, out, err);
     if (hold)
         dbpool__unhold(p);

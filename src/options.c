@@ -225,7 +225,7 @@ int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_
  * Prometheus; a control character splits a log line, and Prometheus leaves
  * all but the line feed unescaped. With these refused, distinct names give
  * distinct output. */
-static int check_name(const char *name, dbpool_error *e) {
+int dbpool__check_pool_name(const char *name, dbpool_error *e) {
     if (!name)
         return DBPOOL_OK; /* "default" */
     size_t len = strlen(name);
@@ -318,7 +318,7 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(o->maintenance_interval_ms >= 0,
             "maintenance_interval_ms must be 0 (no maintenance thread) or more (got %lld)",
             (long long)o->maintenance_interval_ms);
-    int name_rc = check_name(o->name, e);
+    int name_rc = dbpool__check_pool_name(o->name, e);
     if (name_rc != DBPOOL_OK)
         return name_rc;
     if (o->maintenance_interval_ms == 0 &&

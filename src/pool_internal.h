@@ -436,6 +436,9 @@ int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_e
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
 
 /* options.c */
+/* DBPOOL_OK for a pool name dbpool_open takes (NULL: "default"), else
+ * DBPOOL_EINVAL saying what is wrong with it (options.c). */
+int dbpool__check_pool_name(const char *name, dbpool_error *e);
 int dbpool__options_apply_url(dbpool_options *o, const char *url, char **driver_url, char **name_copy,
                               dbpool_error *e);
 int dbpool__options_validate(const dbpool_options *o, dbpool_error *e);

@@ -263,6 +263,17 @@ static void test_names_that_would_collide(void **state) {
     assert_int_equal(dbpool_manager_open(m, "orders\n", "mock:", NULL, &e), DBPOOL_EINVAL);
     assert_non_null(strstr(e.message, "control"));
     assert_null(dbpool_manager_get(m, "orders\xff"));
+    /* The name is checked before anything else: a URL renaming the pool
+     * gave "sets pool_name to another name" with the raw line feed of the
+     * name in the message. */
+    assert_int_equal(dbpool_manager_open(m, "x\ny", "mock:?pool_name=z", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "control"));
+    assert_null(strchr(e.message, '\n'));
+    assert_int_equal(dbpool_manager_open(m, "\xc3\xa9\xff", "mock:?pool_name=z", NULL, &e), DBPOOL_EINVAL);
+    assert_non_null(strstr(e.message, "UTF-8"));
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_manager_acquire(m, "x\ny", 0, &c, &e), DBPOOL_ENOTFOUND);
+    assert_null(strchr(e.message, '\n'));
     assert_int_equal(dbpool_manager_open(m, "orders \xc3\xa9", "mock:", NULL, &e), DBPOOL_OK);
     assert_int_equal(dbpool_manager_count(m), 2);
 
