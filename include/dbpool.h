@@ -602,9 +602,9 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
  * on one of that pool's own threads (see dbpool_close). */
 int dbpool_manager_close_pool(dbpool_manager *m, const char *name);
 /* Number of pools, and the name of the i-th (order of opening; NULL when i
- * is out of range). The name is borrowed: it is freed when that pool is
- * closed through the manager, so a thread that may race such a close must
- * copy it under its own synchronisation, and indexes shift after a close. */
+ * is out of range). The name is borrowed from the manager and stays valid
+ * until dbpool_manager_free, even after that pool is closed (a thread may
+ * list the pools while another closes one); indexes shift after a close. */
 int dbpool_manager_count(dbpool_manager *m);
 const char *dbpool_manager_name(dbpool_manager *m, int i);
 /* {"pools": {"<name>": <dbpool_stats_json>, ...}}, returned and sized as

@@ -18,6 +18,13 @@ struct dbpool_manager {
     pthread_rwlock_t lock;
     entry *items;
     int n, cap;
+    /* Names of pools closed through the manager: dbpool_manager_name's
+     * pointers stay valid until dbpool_manager_free, so a thread listing
+     * the pools cannot read a name freed by another's close. A name opened
+     * again takes its string back, so this holds each name once. Room for
+     * every open name is made at open, so a close never allocates. */
+    char **retired;
+    int n_retired, cap_retired;
     struct dbpool_manager *prev, *next; /* every manager of the process (for fork) */
 };
 
@@ -91,8 +98,11 @@ static int find(const dbpool_manager *m, const char *name) {
     return -1;
 }
 
-static void remove_at(dbpool_manager *m, int i) {
-    free(m->items[i].name);
+static void remove_at(dbpool_manager *m, int i, bool retire) {
+    if (retire)
+        m->retired[m->n_retired++] = m->items[i].name;
+    else
+        free(m->items[i].name);
     memmove(&m->items[i], &m->items[i + 1], (size_t)(m->n - i - 1) * sizeof *m->items);
     m->n--;
 }
@@ -147,7 +157,24 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
         m->items = items;
         m->cap = cap;
     }
-    char *copy = dbpool__strdup(name);
+    if (m->cap_retired < m->n_retired + m->n + 1) {
+        int cap = m->n_retired + m->n + 1 + 4;
+        char **retired = realloc(m->retired, (size_t)cap * sizeof *retired);
+        if (!retired) {
+            pthread_rwlock_unlock(&m->lock);
+            return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
+        }
+        m->retired = retired;
+        m->cap_retired = cap;
+    }
+    char *copy = NULL;
+    for (int k = 0; k < m->n_retired && !copy; k++)
+        if (strcmp(m->retired[k], name) == 0) {
+            copy = m->retired[k];
+            m->retired[k] = m->retired[--m->n_retired];
+        }
+    if (!copy)
+        copy = dbpool__strdup(name);
     if (!copy) {
         pthread_rwlock_unlock(&m->lock);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
@@ -170,7 +197,7 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
         atomic_store(&p->managed, true); /* dbpool_close refuses it from now on */
         m->items[i].pool = p;
     } else
-        remove_at(m, i);
+        remove_at(m, i, false); /* never listed by dbpool_manager_name */
     pthread_rwlock_unlock(&m->lock);
     return rc;
 }
@@ -235,7 +262,7 @@ int dbpool_manager_close_pool(dbpool_manager *m, const char *name) {
         return DBPOOL_EMISUSE;
     }
     if (p)
-        remove_at(m, i);
+        remove_at(m, i, true);
     pthread_rwlock_unlock(&m->lock);
     if (!p)
         return DBPOOL_ENOTFOUND;
@@ -370,6 +397,9 @@ int dbpool_manager_free(dbpool_manager *m) {
         free(m->items[i].name);
     }
     free(m->items);
+    for (int i = 0; i < m->n_retired; i++)
+        free(m->retired[i]);
+    free(m->retired);
     pthread_rwlock_destroy(&m->lock);
     free(m);
     return DBPOOL_OK;

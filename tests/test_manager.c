@@ -247,6 +247,66 @@ static void test_acquire_by_name_racing_close(void **state) {
     assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
 }
 
+/* A thread listing the pools (an admin page) while another closes them:
+ * the name from dbpool_manager_name was freed by the close, so the lister
+ * read freed memory (ASan: heap-use-after-free in strncmp), and no
+ * synchronisation of the caller's could prevent it. Names stay valid until
+ * dbpool_manager_free. */
+static void *list_names(void *arg) {
+    lookup_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        int n = dbpool_manager_count(c->m);
+        for (int i = 0; i < n; i++) {
+            const char *name = dbpool_manager_name(c->m, i);
+            if (!name)
+                continue;                  /* a close shifted the indexes */
+            for (int k = 0; k < 1000; k++) /* a while, as a real caller would use it */
+                assert_true(strcmp(name, "stay") == 0 || strncmp(name, "churn-", 6) == 0);
+            atomic_fetch_add(&c->leases, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_names_listed_while_pools_close(void **state) {
+    (void)state;
+    lookup_ctx c;
+    assert_int_equal(dbpool_manager_new(&c.m), DBPOOL_OK);
+    atomic_init(&c.stop, false);
+    atomic_init(&c.leases, 0);
+    atomic_init(&c.other, 0);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    assert_int_equal(dbpool_manager_open(c.m, "stay", "mock:", &o, NULL), DBPOOL_OK);
+    const char *stay = dbpool_manager_name(c.m, 0);
+    assert_string_equal(stay, "stay");
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, list_names, &c), 0);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int round = 0; round < 400 || atomic_load(&c.leases) < 200; round++) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > 60)
+            fail_msg("%d names read in 60 s", atomic_load(&c.leases));
+        char name[32];
+        snprintf(name, sizeof name, "churn-%d", round % 5); /* new names, and names again */
+        assert_int_equal(dbpool_manager_open(c.m, name, "mock:", &o, NULL), DBPOOL_OK);
+        const char *listed = dbpool_manager_name(c.m, 1);
+        assert_string_equal(listed, name);
+        assert_int_equal(dbpool_manager_close_pool(c.m, name), DBPOOL_OK);
+        assert_string_equal(listed, name); /* still readable after its close */
+    }
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(dbpool_manager_close_pool(c.m, "stay"), DBPOOL_OK);
+    assert_string_equal(stay, "stay");
+    assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
+}
+
 /* Two names that differ only in bytes that are not UTF-8 would be one
  * key in the manager's JSON (both become U+FFFD) and one pool's stats
  * would vanish: such names are refused, and a refused open leaves no
@@ -762,6 +822,7 @@ int main(void) {
         cmocka_unit_test(test_direct_close_of_a_managed_pool),
         cmocka_unit_test(test_free_while_an_open_runs),
         cmocka_unit_test(test_acquire_by_name_racing_close),
+        cmocka_unit_test(test_names_listed_while_pools_close),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
