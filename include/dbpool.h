@@ -616,8 +616,9 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
  * manager kept, from a callback on one of its pools' own threads (see
  * dbpool_close): free it from another thread; and while a
  * dbpool_manager_open of it is still running on another thread: free it
- * once that has returned. No other call on the manager may run during or
- * after its free. */
+ * once that has returned; and for a manager freed already (as a second
+ * dbpool_close). No other call on the manager may run during or after its
+ * free. */
 int dbpool_manager_free(dbpool_manager *m);
 
 #ifdef __cplusplus

@@ -363,11 +363,24 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
 int dbpool_manager_free(dbpool_manager *m) {
     if (!m)
         return DBPOOL_OK;
+    /* A manager freed already is no longer in the list of managers: found
+     * by its address alone, without reading its memory (a second free is
+     * refused as a second dbpool_close is; a new manager that malloc gave
+     * the same address cannot be told apart). The list's lock is held to
+     * the end of the checks, so two frees racing cannot both pass. */
+    pthread_mutex_lock(&managers_lock);
+    dbpool_manager *x = managers;
+    while (x && x != m)
+        x = x->next;
+    if (!x) {
+        pthread_mutex_unlock(&managers_lock);
+        return DBPOOL_EMISUSE;
+    }
     /* From a callback on one of its pools' own threads, that pool's close
      * would be refused and the manager freed anyway: the pool would stay
      * open with nothing left to close it. Refuse before touching anything.
      * (Not asked in a forked child: see dbpool_manager_close_pool.) */
-    pthread_rwlock_rdlock(&m->lock);
+    pthread_rwlock_rdlock(&m->lock); /* after managers_lock, as at fork() */
     bool own = false, opening = false;
     for (int i = 0; i < m->n && !own && !opening; i++) {
         dbpool *p = m->items[i].pool;
@@ -380,9 +393,10 @@ int dbpool_manager_free(dbpool_manager *m) {
         opening = !p && m->items[i].fork_gen == dbpool__fork_generation();
     }
     pthread_rwlock_unlock(&m->lock);
-    if (own || opening)
+    if (own || opening) {
+        pthread_mutex_unlock(&managers_lock);
         return DBPOOL_EMISUSE;
-    pthread_mutex_lock(&managers_lock);
+    }
     if (m->prev)
         m->prev->next = m->next;
     else

@@ -171,6 +171,9 @@ static void test_free_while_an_open_runs(void **state) {
     assert_int_equal(go.rc, DBPOOL_OK);
     assert_int_equal(dbpool_manager_count(go.m), 1);
     assert_int_equal(dbpool_manager_free(go.m), DBPOOL_OK);
+    /* A second free was a use after free (ASan: in pthread_rwlock_rdlock):
+     * refused, as a second dbpool_close is. */
+    assert_int_equal(dbpool_manager_free(go.m), DBPOOL_EMISUSE);
 }
 
 /* A server that looks its pool up by name for each request while another
