@@ -1,6 +1,7 @@
 /* manager.c — several named pools behind one handle. A read-write lock
  * guards the table: lookups share it, opening and closing take it alone
  * (and do the pool's I/O outside it). */
+#define _GNU_SOURCE        /* pthread_rwlockattr_setkind_np (glibc) */
 #include "pool_internal.h" /* dbpool__forked */
 #include "textbuf.h"
 
@@ -27,6 +28,23 @@ struct dbpool_manager {
     int n_retired, cap_retired;
     struct dbpool_manager *prev, *next; /* every manager of the process (for fork) */
 };
+
+/* glibc's rwlock lets a reader in while a writer waits: threads that look
+ * pools up without pause (a server's workers) kept dbpool_manager_open
+ * and dbpool_manager_close_pool waiting for ever. Writers go first here.
+ * No thread takes a manager's read lock twice (no manager function calls
+ * another or user code while holding it), which that kind requires. */
+static int manager_lock_init(pthread_rwlock_t *lock) {
+    pthread_rwlockattr_t attr;
+    if (pthread_rwlockattr_init(&attr) != 0)
+        return -1;
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    int rc = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return rc;
+}
 
 /*
  * fork(): a thread of the parent may hold a manager's lock at that moment
@@ -59,7 +77,7 @@ static void managers_after_fork_parent(void) {
  * thread id): they are made anew rather than unlocked. */
 static void managers_after_fork_child(void) {
     for (dbpool_manager *m = managers; m; m = m->next)
-        pthread_rwlock_init(&m->lock, NULL);
+        manager_lock_init(&m->lock);
     pthread_mutex_init(&managers_lock, NULL);
 }
 
@@ -69,7 +87,7 @@ int dbpool_manager_new(dbpool_manager **out) {
     dbpool_manager *m = calloc(1, sizeof *m);
     if (!m)
         return DBPOOL_ENOMEM;
-    if (pthread_rwlock_init(&m->lock, NULL) != 0) {
+    if (manager_lock_init(&m->lock) != 0) {
         free(m);
         return DBPOOL_ENOMEM;
     }

@@ -310,6 +310,79 @@ static void test_names_listed_while_pools_close(void **state) {
     assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
 }
 
+/* Threads that look a pool up without pause (a server's workers) kept
+ * dbpool_manager_open and dbpool_manager_close_pool out for ever: glibc's
+ * rwlock let each new reader in while the writer waited (8 such threads:
+ * 2 of 20 open+close rounds in 30 s). Writers now go first. */
+typedef struct starve_ctx {
+    dbpool_manager *m;
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rounds;
+} starve_ctx;
+
+static void *look_up_without_pause(void *arg) {
+    starve_ctx *c = arg;
+    while (!atomic_load(&c->stop))
+        assert_non_null(dbpool_manager_get(c->m, "stay"));
+    return NULL;
+}
+
+static void *open_and_close(void *arg) {
+    starve_ctx *c = arg;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    for (int r = 0; r < 20 && !atomic_load(&c->stop); r++) {
+        assert_int_equal(dbpool_manager_open(c->m, "churn", "mock:", &o, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_manager_close_pool(c->m, "churn"), DBPOOL_OK);
+        pthread_mutex_lock(&c->mu);
+        c->rounds++;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return NULL;
+}
+
+static void test_open_close_not_starved_by_lookups(void **state) {
+    (void)state;
+    starve_ctx c;
+    assert_int_equal(dbpool_manager_new(&c.m), DBPOOL_OK);
+    atomic_init(&c.stop, false);
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    c.rounds = 0;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 0;
+    assert_int_equal(dbpool_manager_open(c.m, "stay", "mock:", &o, NULL), DBPOOL_OK);
+    enum { READERS = 8 };
+    pthread_t r[READERS], w;
+    for (int i = 0; i < READERS; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, look_up_without_pause, &c), 0);
+    assert_int_equal(pthread_create(&w, NULL, open_and_close, &c), 0);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&c.mu);
+    while (c.rounds < 20 && pthread_cond_timedwait(&c.cv, &c.mu, &deadline) == 0)
+        ;
+    int done = c.rounds;
+    pthread_mutex_unlock(&c.mu);
+    atomic_store(&c.stop, true); /* lets a starved writer in, so the joins end */
+    for (int i = 0; i < READERS; i++)
+        assert_int_equal(pthread_join(r[i], NULL), 0);
+    assert_int_equal(pthread_join(w, NULL), 0);
+    if (done < 20)
+        fail_msg("%d of 20 open+close rounds in 30 s under lookups", done);
+    assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+}
+
 /* Two names that differ only in bytes that are not UTF-8 would be one
  * key in the manager's JSON (both become U+FFFD) and one pool's stats
  * would vanish: such names are refused, and a refused open leaves no
@@ -826,6 +899,7 @@ int main(void) {
         cmocka_unit_test(test_free_while_an_open_runs),
         cmocka_unit_test(test_acquire_by_name_racing_close),
         cmocka_unit_test(test_names_listed_while_pools_close),
+        cmocka_unit_test(test_open_close_not_starved_by_lookups),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
