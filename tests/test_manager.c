@@ -10,7 +10,9 @@
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -381,6 +383,96 @@ static void test_open_close_not_starved_by_lookups(void **state) {
     assert_int_equal(dbpool_manager_free(c.m), DBPOOL_OK);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
+}
+
+/* Every manager call at once on four names, from six threads, for 2 s
+ * (run under ASan and TSan): opens, closes, leases by name, listings,
+ * lookups and JSON, each checked for what it may return. */
+typedef struct mixed_ctx {
+    dbpool_manager *m;
+    atomic_bool stop;
+    atomic_long ops;
+} mixed_ctx;
+
+static void *mixed_calls(void *arg) {
+    mixed_ctx *x = arg;
+    static const char *const names[] = {"a", "b", "c", "d"};
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    size_t cap = 1 << 16;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 3;
+    while (!atomic_load(&x->stop)) {
+        const char *n = names[rand_r(&seed) % 4];
+        dbpool_conn *c = NULL;
+        int rc;
+        switch (rand_r(&seed) % 6) {
+        case 0:
+            rc = dbpool_manager_open(x->m, n, "mock:", &o, NULL);
+            assert_true(rc == DBPOOL_OK || rc == DBPOOL_EINVAL); /* or taken */
+            break;
+        case 1:
+            rc = dbpool_manager_close_pool(x->m, n);
+            assert_true(rc == DBPOOL_OK || rc == DBPOOL_ENOTFOUND);
+            break;
+        case 2:
+            rc = dbpool_manager_acquire(x->m, n, 50, &c, NULL);
+            assert_true(rc == DBPOOL_OK || rc == DBPOOL_ENOTFOUND || rc == DBPOOL_ECLOSED ||
+                        rc == DBPOOL_ETIMEDOUT);
+            if (rc == DBPOOL_OK) {
+                assert_int_equal(dbpool_exec(c, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
+                assert_int_equal(dbpool_release(c), DBPOOL_OK);
+            }
+            break;
+        case 3: {
+            int k = dbpool_manager_count(x->m);
+            assert_true(k >= 0 && k <= 4);
+            for (int i = 0; i < k; i++) {
+                const char *name = dbpool_manager_name(x->m, i);
+                assert_true(!name || (strlen(name) == 1 && name[0] >= 'a' && name[0] <= 'd'));
+            }
+            break;
+        }
+        case 4: {
+            int len = dbpool_manager_stats_json(x->m, buf, cap);
+            assert_true(len > 0 && (size_t)len < cap);
+            json_error_t je;
+            json_t *doc = json_loads(buf, JSON_REJECT_DUPLICATES, &je);
+            if (!doc)
+                fail_msg("not JSON (%s): %s", je.text, buf);
+            assert_true(json_object_size(json_object_get(doc, "pools")) <= 4);
+            json_decref(doc);
+            break;
+        }
+        default:
+            (void)dbpool_manager_get(x->m, n);
+            break;
+        }
+        atomic_fetch_add(&x->ops, 1);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void test_every_call_at_once(void **state) {
+    (void)state;
+    mixed_ctx x;
+    assert_int_equal(dbpool_manager_new(&x.m), DBPOOL_OK);
+    atomic_init(&x.stop, false);
+    atomic_init(&x.ops, 0);
+    enum { THREADS = 6 };
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, mixed_calls, &x), 0);
+    dbt_sleep_ms(2000); /* the length of the run, not a synchronisation */
+    atomic_store(&x.stop, true);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_true(atomic_load(&x.ops) > 100);
+    assert_int_equal(dbpool_manager_free(x.m), DBPOOL_OK);
 }
 
 /* Two names that differ only in bytes that are not UTF-8 would be one
@@ -900,6 +992,7 @@ int main(void) {
         cmocka_unit_test(test_acquire_by_name_racing_close),
         cmocka_unit_test(test_names_listed_while_pools_close),
         cmocka_unit_test(test_open_close_not_starved_by_lookups),
+        cmocka_unit_test(test_every_call_at_once),
         cmocka_unit_test(test_close_pool_from_its_own_thread),
         cmocka_unit_test(test_free_manager_from_a_pools_own_thread),
         cmocka_unit_test(test_names_that_would_collide),
