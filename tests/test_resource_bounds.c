@@ -473,7 +473,10 @@ static void test_sqlite_distinct_sql(void **state) {
         }
         sqlite3 *db = dbpool_conn_native(c);
         int live = live_statements(db);
-        if (live > 16)
+        /* The statement cache's 16, and the one the driver keeps to see
+         * whether a caller changed the handle's flags (driver_sqlite.c,
+         * canary_arm). */
+        if (live > 16 + 1)
             fail_msg("%d statements live on the connection after %d distinct texts", live, i + 1);
         if (i % 1000 == 999)
             dbpool_release(c);
