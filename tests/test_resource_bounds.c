@@ -676,7 +676,11 @@ static void test_tiny_lifetimes_under_load(void **state) {
     for (int r = 0; r < DBPOOL_CLOSE_REASON_COUNT; r++)
         by += s.destroyed_by[r];
     assert_int_equal(by, s.destroyed);
-    assert_true(s.destroyed_by[DBPOOL_CLOSE_LIFETIME] > 0);
+    /* By age: its lifetime, or its idle timeout when the loaded machine
+     * let it sit 5 ms first (once, none of 8 s reached its 20 ms). */
+    if (s.destroyed_by[DBPOOL_CLOSE_LIFETIME] + s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] == 0)
+        fail_msg("%llu connections closed, none by lifetime or idle timeout",
+                 (unsigned long long)s.destroyed);
     assert_int_equal(s.created - s.destroyed, (uint64_t)s.total);
     assert_true(s.total <= 4);
     /* At most 4 connections (a database file and its journal each) at once,
