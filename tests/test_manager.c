@@ -190,6 +190,19 @@ typedef struct lookup_ctx {
     atomic_int leases, other;
 } lookup_ctx;
 
+/* A new manager, the counters at zero, and options for its pools of at
+ * most max_size connections that open nothing until asked and run no
+ * maintenance. */
+static void lookup_start(lookup_ctx *c, dbpool_options *o, int max_size) {
+    assert_int_equal(dbpool_manager_new(&c->m), DBPOOL_OK);
+    atomic_init(&c->stop, false);
+    atomic_init(&c->leases, 0);
+    atomic_init(&c->other, 0);
+    dbt_options(o, 0, max_size);
+    o->lazy_connect = true;
+    o->maintenance_interval_ms = 0;
+}
+
 static void *serve_by_name(void *arg) {
     lookup_ctx *c = arg;
     while (!atomic_load(&c->stop)) {
@@ -214,14 +227,8 @@ static void *serve_by_name(void *arg) {
 static void test_acquire_by_name_racing_close(void **state) {
     (void)state;
     lookup_ctx c;
-    assert_int_equal(dbpool_manager_new(&c.m), DBPOOL_OK);
-    atomic_init(&c.stop, false);
-    atomic_init(&c.leases, 0);
-    atomic_init(&c.other, 0);
     dbpool_options o;
-    dbt_options(&o, 0, 2);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
+    lookup_start(&c, &o, 2);
     dbpool_conn *conn = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_manager_acquire(c.m, "db", 0, &conn, &e), DBPOOL_ENOTFOUND);
@@ -276,14 +283,8 @@ static void *list_names(void *arg) {
 static void test_names_listed_while_pools_close(void **state) {
     (void)state;
     lookup_ctx c;
-    assert_int_equal(dbpool_manager_new(&c.m), DBPOOL_OK);
-    atomic_init(&c.stop, false);
-    atomic_init(&c.leases, 0);
-    atomic_init(&c.other, 0);
     dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.lazy_connect = true;
-    o.maintenance_interval_ms = 0;
+    lookup_start(&c, &o, 1);
     assert_int_equal(dbpool_manager_open(c.m, "stay", "mock:", &o, NULL), DBPOOL_OK);
     const char *stay = dbpool_manager_name(c.m, 0);
     assert_string_equal(stay, "stay");

@@ -5,12 +5,11 @@
  * a socket this test listens on, and the test writes to it.
  */
 #include "internal.h"
+#include "loopback.h"
 #include "pg_bounded.h"
 #include "testsupport.h"
 
-#include <arpa/inet.h>
 #include <poll.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,22 +19,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-
-/* A listening socket on 127.0.0.1; its port in *port. */
-static int listen_loopback(int *port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 4), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
 
 /* A libpq connection under way to the listener, and the server's end. */
 static PGconn *start_conn(int listener, int port, int *server) {
@@ -64,7 +47,7 @@ static PGconn *start_conn(int listener, int port, int *server) {
 static void test_answer_there_at_deadline_is_taken(void **state) {
     (void)state;
     int port;
-    int listener = listen_loopback(&port);
+    int listener = dbt_loopback_socket(&port, 4);
     int server;
     PGconn *c = start_conn(listener, port, &server);
 
