@@ -113,7 +113,11 @@ typedef struct my_conn {
     MYSQL_STMT *canary; /* never prepared: Connector/C detaches it (canary->mysql = NULL)
                            when the session is reset or changed on the native handle
                            (mysql_reset_connection, mysql_change_user), which the server
-                           does not report; NULL when memory was short */
+                           does not report. Made when a lease takes the native handle
+                           (my_user_handle): about 9 KB of Connector/C buffers that a
+                           connection only leased through dbpool's own calls, which
+                           cannot reset the session, does without. NULL until then, or
+                           when memory was short */
 } my_conn;
 
 /* ------------------------------------------------------------------------ */
@@ -1208,7 +1212,6 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
     }
     /* The handshake's own reports (the default database) are no change. */
     mc->dirty = mc->stmts_stale = mc->schema_changed = false;
-    mc->canary = mysql_stmt_init(m); /* client-side only */
     note_db(mc);
     *native = m;
     return DBPOOL_OK;
@@ -1221,11 +1224,21 @@ static int my_connect(const void *cfg, const dbpool_connect_settings *s, int64_t
  * are gone too. */
 static bool session_replaced(my_conn *mc) { return mc->canary && mc->canary->mysql != &mc->mysql; }
 
-/* After the pool's own reset, which detaches the canary too. */
-static void renew_canary(my_conn *mc) {
+/* After the pool's own reset, which detaches the canary too: the next
+ * lease that takes the handle makes a new one. */
+static void drop_canary(my_conn *mc) {
     if (mc->canary)
         mysql_stmt_close(mc->canary); /* detached: frees it, no I/O */
-    mc->canary = mysql_stmt_init(&mc->mysql);
+    mc->canary = NULL;
+}
+
+/* The handle a caller gets (dbpool_conn_native, after_connect): from now
+ * on a reset on it must be seen at release. */
+static void *my_user_handle(void *native) {
+    my_conn *mc = conn_of(native);
+    if (!mc->canary)
+        mc->canary = mysql_stmt_init(&mc->mysql); /* client-side only */
+    return native;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1333,7 +1346,7 @@ static int my_reset(void *native, int64_t deadline_ns, bool *session_cleared, db
     if (rc)
         return rc;
     stmt_cache_clear(mc); /* closed on the server by the reset */
-    renew_canary(mc);
+    drop_canary(mc);
     /* The reset put session variables back to the server's defaults but
      * kept the default database and (MariaDB) the current role; the same
      * deadline bounds the statements that restore them, in the order of a
@@ -2055,6 +2068,7 @@ const dbpool_driver dbpool__driver_mysql = {
     .query = guarded_query,
     .is_broken = my_is_broken,
     .server_version = my_server_version,
+    .user_handle = my_user_handle,
     .session_baseline = my_session_baseline,
     .names_statement_limit = names_statement_limit,
     .at_connection_limit = my_at_connection_limit,
