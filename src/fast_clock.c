@@ -1,4 +1,5 @@
-/* fast_clock.c — calibrating the TSC against CLOCK_MONOTONIC (fast_clock.h). */
+/* fast_clock.c — calibrating the TSC against CLOCK_MONOTONIC, and keeping
+ * it there (fast_clock.h). */
 #include "fast_clock.h"
 
 #include "internal.h"
@@ -15,6 +16,27 @@ dbpool_fast_clock dbpool__fast_clock;
 #ifdef DBPOOL_HAVE_TSC
 static pthread_once_t g_clock_once = PTHREAD_ONCE_INIT;
 
+/* Every anchor ever published, never rewritten (a reader may still hold
+ * any of them); g_used of them so far. Written under g_recheck_lock (or by
+ * the calibration, before anyone can recheck). */
+static dbpool_clock_anchor g_anchors[DBPOOL_FAST_CLOCK_MAX_ANCHORS];
+static int g_used;
+static int g_steps; /* re-anchors in a row that were steps */
+/* Shorter spans say nothing of the rate: the readings' own error. */
+#define MIN_SPAN_NS INT64_C(100000000)
+#define MAX_STEPS_IN_A_ROW 8
+static pthread_mutex_t g_recheck_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int64_t g_next_check_ns;
+#define NS_PER_SEC INT64_C(1000000000)
+
+/* A rate between 100 MHz and 20 GHz; anything else is a broken or
+ * virtualised counter we do not trust. */
+static bool sane_rate(double ns_per_tick) { return ns_per_tick > 0.05 && ns_per_tick < 10.0; }
+
+static uint64_t mult_of(double ns_per_tick) {
+    return (uint64_t)(ns_per_tick * (double)(UINT64_C(1) << DBPOOL_FAST_CLOCK_SHIFT) + 0.5);
+}
+
 static bool invariant_tsc(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(0x80000007u, &a, &b, &c, &d)) /* checks the max leaf */
@@ -23,8 +45,9 @@ static bool invariant_tsc(void) {
 }
 
 /* One (tsc, monotonic) pair, the TSC read on both sides of clock_gettime;
- * keep the tightest of a few tries so the pair is accurate to ~10 ns. */
-static void pair(uint64_t *tsc, int64_t *ns) {
+ * keep the tightest of a few tries so the pair is accurate to ~10 ns.
+ * Returns the ticks between the tightest try's two reads. */
+static uint64_t pair(uint64_t *tsc, int64_t *ns) {
     uint64_t best = UINT64_MAX;
     for (int i = 0; i < 8; i++) {
         uint64_t t0 = __rdtsc();
@@ -36,11 +59,11 @@ static void pair(uint64_t *tsc, int64_t *ns) {
             *ns = n;
         }
     }
+    return best;
 }
 
 static void calibrate(void) {
     dbpool_fast_clock *k = &dbpool__fast_clock;
-    k->use_tsc = false;
     if (invariant_tsc()) {
         uint64_t tsc0 = 0, tsc1 = 0;
         int64_t ns0 = 0, ns1 = 0;
@@ -51,16 +74,14 @@ static void calibrate(void) {
         pair(&tsc1, &ns1);
         if (tsc1 > tsc0 && ns1 > ns0) {
             double npt = (double)(ns1 - ns0) / (double)(tsc1 - tsc0);
-            /* A TSC between 100 MHz and 20 GHz; anything else is a broken
-             * or virtualised counter we do not trust. */
-            if (npt > 0.05 && npt < 10.0) {
-                k->tsc0 = tsc1;
-                k->ns0 = ns1;
-                k->mult = (uint64_t)(npt * (double)(UINT64_C(1) << DBPOOL_FAST_CLOCK_SHIFT) + 0.5);
-                k->use_tsc = true;
+            if (sane_rate(npt)) {
+                g_anchors[0] = (dbpool_clock_anchor){.tsc0 = tsc1, .ns0 = ns1, .mult = mult_of(npt)};
+                g_used = 1;
+                atomic_store_explicit(&k->anchor, &g_anchors[0], memory_order_release);
             }
         }
     }
+    atomic_store_explicit(&g_next_check_ns, dbpool__now_ns() + NS_PER_SEC, memory_order_relaxed);
     atomic_store_explicit(&k->ready, 1, memory_order_release);
 }
 
@@ -68,16 +89,101 @@ int64_t dbpool__fast_now_slow(void) {
     dbpool_fast_clock *k = &dbpool__fast_clock;
     if (!atomic_load_explicit(&k->ready, memory_order_acquire))
         pthread_once(&g_clock_once, calibrate);
-    if (!k->use_tsc)
+    const dbpool_clock_anchor *a = atomic_load_explicit(&k->anchor, memory_order_acquire);
+    if (!a)
         return dbpool__now_ns();
-    uint64_t t = __rdtsc();
-    if (t >= k->tsc0)
-        return dbpool__fast_now_ns();
-    /* A CPU whose TSC lags the calibrating one's: before the anchor. */
-    __extension__ typedef unsigned __int128 u128;
-    u128 back = (u128)(k->tsc0 - t) * k->mult;
-    return k->ns0 - (int64_t)(uint64_t)(back >> DBPOOL_FAST_CLOCK_SHIFT);
+    return dbpool__clock_anchor_at(a, __rdtsc());
+}
+
+dbpool_clock_verdict dbpool__fast_clock_judge(const dbpool_clock_anchor *cur, bool measure, uint64_t tsc,
+                                              int64_t mono, dbpool_clock_anchor *next) {
+    int64_t err = dbpool__clock_anchor_at(cur, tsc) - mono;
+    if (err <= DBPOOL_FAST_CLOCK_TOLERANCE_NS && err >= -DBPOOL_FAST_CLOCK_TOLERANCE_NS)
+        return DBPOOL_CLOCK_KEEP;
+    /* The rate since the anchor, where that span is long enough for the
+     * pairs' own error (tens of ns) not to matter. */
+    int64_t span = mono - cur->ns0;
+    double rate = tsc > cur->tsc0 && span >= MIN_SPAN_NS ? (double)span / (double)(tsc - cur->tsc0) : 0.0;
+    /* An error that grew slowly (under 1% of the time since the anchor)
+     * is the rate's: the rate measured over that time replaces it. A
+     * larger one is a jump of the TSC (or of its rate), whose size says
+     * nothing of the rate: keep the rate, and measure it next time, over
+     * a span that starts after the jump. */
+    double err_share = rate > 0.0 ? (double)(err < 0 ? -err : err) / (double)span : 1.0;
+    if (sane_rate(rate) && (measure || err_share < 0.01)) {
+        *next = (dbpool_clock_anchor){.tsc0 = tsc, .ns0 = mono, .mult = mult_of(rate)};
+        return DBPOOL_CLOCK_DRIFTED;
+    }
+    *next = (dbpool_clock_anchor){.tsc0 = tsc, .ns0 = mono, .mult = cur->mult};
+    return DBPOOL_CLOCK_STEPPED;
+}
+
+/* g_recheck_lock held. */
+static dbpool_clock_verdict recheck_locked(uint64_t tsc, int64_t mono) {
+    dbpool_fast_clock *k = &dbpool__fast_clock;
+    const dbpool_clock_anchor *cur = atomic_load_explicit(&k->anchor, memory_order_relaxed);
+    if (!cur)
+        return DBPOOL_CLOCK_KEEP; /* CLOCK_MONOTONIC already */
+    dbpool_clock_anchor next;
+    dbpool_clock_verdict v = dbpool__fast_clock_judge(cur, g_steps > 0, tsc, mono, &next);
+    if (v == DBPOOL_CLOCK_KEEP)
+        return v;
+    g_steps = v == DBPOOL_CLOCK_STEPPED ? g_steps + 1 : 0;
+    /* A TSC that jumps at every look, or keeps needing new anchors, is no
+     * clock to keep. */
+    if (g_steps > MAX_STEPS_IN_A_ROW || g_used == DBPOOL_FAST_CLOCK_MAX_ANCHORS) {
+        atomic_store_explicit(&k->anchor, NULL, memory_order_release);
+        return DBPOOL_CLOCK_GIVE_UP;
+    }
+    g_anchors[g_used] = next;
+    atomic_store_explicit(&k->anchor, &g_anchors[g_used], memory_order_release);
+    g_used++;
+    return v;
+}
+
+dbpool_clock_verdict dbpool__fast_clock_recheck_with(uint64_t tsc, int64_t mono) {
+    (void)dbpool__fast_now_ns(); /* calibrated first */
+    pthread_mutex_lock(&g_recheck_lock);
+    dbpool_clock_verdict v = recheck_locked(tsc, mono);
+    pthread_mutex_unlock(&g_recheck_lock);
+    return v;
+}
+
+void dbpool__fast_clock_reset_for_tests(void) {
+    pthread_mutex_lock(&g_recheck_lock);
+    (void)dbpool__fast_now_ns(); /* the first calibration done, not run again later */
+    atomic_store_explicit(&dbpool__fast_clock.anchor, NULL, memory_order_release);
+    g_used = 0;
+    g_steps = 0;
+    calibrate();
+    pthread_mutex_unlock(&g_recheck_lock);
+}
+
+void dbpool__fast_clock_recheck(void) {
+    if (!atomic_load_explicit(&dbpool__fast_clock.ready, memory_order_acquire))
+        return; /* nothing to check before the calibration */
+    int64_t now = dbpool__now_ns();
+    int64_t due = atomic_load_explicit(&g_next_check_ns, memory_order_relaxed);
+    /* One caller per second does it, the others go on at once. */
+    if (now < due || !atomic_compare_exchange_strong_explicit(&g_next_check_ns, &due, now + NS_PER_SEC,
+                                                              memory_order_relaxed, memory_order_relaxed))
+        return;
+    if (pthread_mutex_trylock(&g_recheck_lock) != 0)
+        return;
+    if (atomic_load_explicit(&dbpool__fast_clock.anchor, memory_order_relaxed)) {
+        uint64_t tsc = 0;
+        int64_t mono = 0;
+        /* A pair whose every try was cut by a preemption (a virtual CPU
+         * descheduled) could be off by the preemption: not judged, and
+         * the next look comes in a second. At 100 MHz and up, 10,000
+         * ticks are 100 us at most. */
+        if (pair(&tsc, &mono) < 10000)
+            (void)recheck_locked(tsc, mono);
+    }
+    pthread_mutex_unlock(&g_recheck_lock);
 }
 #else
 int64_t dbpool__fast_now_slow(void) { return dbpool__now_ns(); }
+void dbpool__fast_clock_reset_for_tests(void) {}
+void dbpool__fast_clock_recheck(void) {}
 #endif

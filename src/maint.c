@@ -227,6 +227,9 @@ static void maint_checks(dbpool *p) {
     /* Taken before the pool's lock (the order everywhere), held from the
      * scan that marks leaks until their reports are logged. */
     bool leak_scan = p->opt.leak_threshold_ms > 0;
+    /* Before "now" is read: a clock that parted from CLOCK_MONOTONIC is put
+     * back first (once a second, whichever pool's pass comes). */
+    dbpool__fast_clock_recheck();
     if (leak_scan)
         pthread_mutex_lock(&p->leak_log_lock);
     lock(p);
