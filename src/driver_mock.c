@@ -231,9 +231,9 @@ static int mock_exec(void *native, const char *sql, const dbpool_param *p, size_
         c->in_tx = false;
     else if (strcasecmp(sql, "FAIL") == 0)
         return dbpool__seterr(e, DBPOOL_EQUERY, "mock query failure");
-    else if (strcasecmp(sql, "BREAK") == 0) {
+    else if (strncasecmp(sql, "BREAK", 5) == 0 && (sql[5] == '\0' || sql[5] == ' ')) {
         dbpool__mock_kill(c);
-        return dbpool__seterr(e, DBPOOL_EBROKEN, "mock connection lost");
+        return dbpool__seterr(e, DBPOOL_EBROKEN, "%s", sql[5] ? sql + 6 : "mock connection lost");
     } else if (strncasecmp(sql, "SLEEP ", 6) == 0)
         dbpool__sleep_ms(atoll(sql + 6), INT64_MAX);
     return DBPOOL_OK;

@@ -5,8 +5,8 @@
  * process-wide; call dbpool__mock_reset() at the start of each test.
  *
  * The mock understands these statements in exec: BEGIN, COMMIT, ROLLBACK
- * (tracks the transaction), FAIL (a query error), BREAK (an error that
- * marks the connection broken), SLEEP <ms>; query returns one row with the
+ * (tracks the transaction), FAIL (a query error), BREAK [message] (an
+ * error that marks the connection broken), SLEEP <ms>; query returns one row with the
  * connection's id in column "conn_id". A SLEEP in init_sql (exec_bounded),
  * or in a caller's statement given a deadline (the pool's
  * statement_timeout_ms), ends at the deadline with DBPOOL_ETIMEDOUT and a

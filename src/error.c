@@ -71,3 +71,19 @@ void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) {
     if (snprintf(e->message, sizeof e->message, "%s: %s", prefix, old) >= (int)sizeof e->message)
         dbpool__utf8_cut_tail(e->message);
 }
+
+void dbpool__suffix_err(dbpool_error *e, const char *suffix) {
+    if (!e)
+        return;
+    size_t cap = sizeof e->message, n = strlen(suffix);
+    if (n >= cap)
+        return;
+    size_t used = strlen(e->message);
+    if (used + n >= cap) {
+        /* The end of the message gives way: the suffix is what to do. */
+        e->message[cap - 1 - n] = '\0';
+        dbpool__utf8_cut_tail(e->message);
+        used = strlen(e->message);
+    }
+    memcpy(e->message + used, suffix, n + 1);
+}

@@ -46,6 +46,9 @@ int dbpool__seterr(dbpool_error *e, int code, const char *fmt, ...) __attribute_
 int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap);
 /* Prefix e->message with "prefix: " (keeps the code). */
 void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends suffix whole (what to do, usually), cutting the message's end
+ * (on a whole UTF-8 character) when both do not fit. */
+void dbpool__suffix_err(dbpool_error *e, const char *suffix);
 void dbpool__clearerr(dbpool_error *e);
 
 /*

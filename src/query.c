@@ -111,6 +111,14 @@ static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error 
     }
     if (p->driver->is_broken(c->native, e)) {
         c->broken = true;
+        /* The first error on a lost session is the server's or the client
+         * library's ("terminating connection due to administrator
+         * command"), which says why but not what to do now. (Unless a
+         * driver said it already, or said what helps instead.) */
+        if (!strstr(e->message, "acquire another") && !strstr(e->message, "closed when") &&
+            !strstr(e->message, "closed on release"))
+            dbpool__suffix_err(e, "; this connection cannot be used again: release the lease (it is closed) "
+                                  "and acquire another");
         dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu is broken and will be closed on release",
                     (unsigned long long)c->id);
     }

@@ -639,6 +639,43 @@ static void test_validation_timeout_named(void **state) {
     dbpool_close(p);
 }
 
+/* A statement that lost its connection says what to do next, after the
+ * driver's words, however long those were: the end of the driver's message
+ * gives way (on a whole UTF-8 character), not the advice. */
+static void test_broken_statement_says_acquire_another(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = dbt_open_lazy_mock(&o);
+    static const char advice[] = "release the lease (it is closed) and acquire another";
+    const char *words[] = {"BREAK", "BREAK server closed the connection"};
+    for (size_t i = 0; i < 2; i++) {
+        dbpool_conn *c = dbt_acquire(p);
+        dbpool_error e;
+        assert_int_equal(dbpool_exec(c, words[i], NULL, 0, NULL, &e), DBPOOL_EBROKEN);
+        if (!strstr(e.message, advice))
+            fail_msg("%s: the message should say what to do: %s", words[i], e.message);
+        dbpool_release(c);
+    }
+    /* A message as long as the buffer, of two-byte characters. */
+    char sql[2 * sizeof(((dbpool_error *)0)->message) + 8] = "BREAK ";
+    for (size_t n = strlen(sql); n + 2 < sizeof sql; n += 2)
+        memcpy(sql + n, "\xc3\xa9", 3);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c, sql, NULL, 0, NULL, &e), DBPOOL_EBROKEN);
+    size_t len = strlen(e.message), alen = strlen(advice);
+    if (len < alen || strcmp(e.message + len - alen, advice) != 0)
+        fail_msg("the advice should end the cut message: ...%s", e.message + (len > 80 ? len - 80 : 0));
+    assert_true(len < sizeof e.message);
+    assert_true(strncmp(e.message, "\xc3\xa9\xc3\xa9", 4) == 0);
+    const char *semi = strstr(e.message, "; this connection");
+    assert_non_null(semi);
+    assert_true((semi - e.message) % 2 == 0); /* no half character before it */
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -659,6 +696,7 @@ int main(void) {
         cmocka_unit_test_setup(test_connector_opened_connection_logged, setup),
         cmocka_unit_test_setup(test_out_of_threads_advice, setup),
         cmocka_unit_test_setup(test_validation_timeout_named, setup),
+        cmocka_unit_test_setup(test_broken_statement_says_acquire_another, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
