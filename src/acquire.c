@@ -282,9 +282,65 @@ static bool take_unused_locked(dbpool *p, waiter *w) {
     return false;
 }
 
+/* A caller cancelled while it waited in line (pthread_cancel, deferred):
+ * the wait has taken the pool lock back before this runs. It leaves the
+ * line, and a connection handed to it meanwhile goes back to the pool (or,
+ * the pool closed, is closed), as at a timeout; the pool may be freed
+ * here, as at the end of an acquire. Nothing else of the caller's is held
+ * during the wait (a manager's hold on the pool has a handler of its own). */
+typedef struct wait_cancel {
+    dbpool *p;
+    waiter *w;
+} wait_cancel;
+
+static void waiter_cancelled(void *arg) {
+    const wait_cancel *wc = arg;
+    dbpool *p = wc->p;
+    waiter *w = wc->w;
+    dbpool__waiter_dequeue(p, w);
+    dbpool_conn *give_back = w->conn;
+    w->conn = NULL;
+    if (give_back && !p->closed) {
+        p->n_leased--;
+        dbpool__publish_locked(p, give_back, give_back->last_used_ns);
+        give_back = NULL;
+    }
+    dbpool__poke_head_locked(p);
+    pthread_cond_destroy(&w->cond);
+    bool free_it = dbpool__can_free_locked(p);
+    unlock(p);
+    if (free_it)
+        dbpool__free(p);
+    else if (give_back) /* still counted as leased: this may free the pool */
+        dbpool__destroy_conn(p, give_back, DBPOOL_CLOSE_POOL_CLOSED);
+}
+
+/* One wait on w's condition variable. With `cancellable` (the caller had
+ * cancellation enabled), a deferred cancellation point: a cancel ends the
+ * caller's thread here through waiter_cancelled. Cancellation is disabled
+ * again before the wait returns normally. */
+static int wait_once(dbpool *p, waiter *w, int64_t until, bool cancellable) {
+    struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
+    if (!cancellable)
+        return until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
+                                  : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
+    int wrc, type, ignored;
+    wait_cancel wc = {p, w};
+    pthread_cleanup_push(waiter_cancelled, &wc);
+    /* Asynchronous cancellation would strike anywhere: deferred for the wait. */
+    pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &type);
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &ignored);
+    wrc = until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
+                             : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &ignored);
+    pthread_setcanceltype(type, &ignored);
+    pthread_cleanup_pop(0);
+    return wrc;
+}
+
 /* Wait in line until a connection is handed over, a connector fails us,
  * the deadline passes or the pool closes. Lock held on entry and return. */
-static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
+static void wait_in_line(dbpool *p, waiter *w, int64_t deadline, bool cancellable) {
     /* w->since on the condition variable's clock (a caller back in line
      * keeps the window it started with). */
     const int64_t since = dbpool__now_ns() - (dbpool__fast_now_ns() - w->since);
@@ -313,9 +369,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
                 break;
         }
         w->timed = !p->starving;
-        struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
-        int wrc = until == INT64_MAX ? pthread_cond_wait(&w->cond, &p->lock)
-                                     : pthread_cond_timedwait(&w->cond, &p->lock, &ts);
+        int wrc = wait_once(p, w, until, cancellable);
         if (wrc == ETIMEDOUT && until == deadline) {
             /* A last look before giving up. A release through a thread
              * cache wakes nobody, and with a barging window longer than
@@ -332,60 +386,12 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline) {
     dbpool__poke_head_locked(p); /* whatever is still idle is the next one's */
 }
 
-static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
-                        dbpool_conn *cached, dbpool_conn **out, dbpool_error *err) {
-    bool may_wait = !try_only;
-    dbpool__clearerr(err);
-    if (!out)
-        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: out must not be NULL");
-    *out = NULL;
-    if (!p)
-        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: pool is NULL");
-    if (dbpool__forked(p))
-        return dbpool__fork_error(err);
-    /* When this call began, if before the fast path below (a connection
-     * from the thread cache checked first): the deadline and a timeout's
-     * "timed out after N ms" count from here, not from after that check. */
-    int64_t call_start = 0, fast_call_start = 0;
-    bool cached_failed_validation = false; /* that check was this caller's one round trip */
-    if (!trace) {
-        /* The thread's parked connection was tried by the caller
-         * (sticky_first): one due for the checks comes here. */
-        dbpool_conn *c = cached;
-        if (c) { /* an ordinary lease now, due for the checks */
-            call_start = dbpool__now_ns();
-            int64_t t0 = fast_call_start = dbpool__fast_now_ns();
-            if (checkout_slow(p, c, NULL, NULL, &cached_failed_validation))
-                return hand_out(p, c, t0, out);
-            lock(p);
-            checkout_failed_locked(p);
-            if (p->closed) {
-                bool free_it = dbpool__can_free_locked(p);
-                unlock(p);
-                if (free_it)
-                    dbpool__free(p);
-                return dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed during this acquire");
-            }
-            unlock(p);
-        }
-    }
-    const int64_t fast_now0 = dbpool__fast_now_ns();
-    const int64_t fast_start = fast_call_start ? fast_call_start : fast_now0; /* for the wait's histogram */
-    if (!trace) {
-        /* The fast path: an idle connection ready to go, nobody waiting.
-         * One lock round, no deadline arithmetic, no system clock: the
-         * bookkeeping takes the fast clock's reading. */
-        int64_t now = fast_now0;
-        lock(p);
-        dbpool_conn *c = p->idle_head;
-        if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
-            lease_idle_locked(p, c);
-            dbpool__lease_begin_locked(p, c, now, NULL);
-            unlock(p);
-            return hand_out(p, c, fast_start, out);
-        }
-        unlock(p);
-    }
+/* The part of an acquire that may wait or do I/O, run with cancellation
+ * disabled (pool_internal.h): only the wait in line itself, when the caller
+ * had cancellation enabled, is a cancellation point. */
+static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_only, const lease_trace *trace,
+                        dbpool_conn **out, dbpool_error *err, int64_t call_start, int64_t fast_start,
+                        bool cached_failed_validation, bool cancellable) {
     if (timeout_ms < 0)
         timeout_ms = p->opt.acquire_timeout_ms;
     if (timeout_ms == 0)
@@ -541,7 +547,7 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 dbpool__log_breaker_event(p, ev);
                 lock(p);
             }
-            wait_in_line(p, &w, deadline);
+            wait_in_line(p, &w, deadline, cancellable);
             if (w.conn) {
                 c = w.conn;
                 now = dbpool__fast_now_ns();
@@ -650,6 +656,68 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
         if (strncmp(where, "  #", 3) == 0) /* at least one frame */
             snprintf(err->message + used, sizeof err->message - used, "%s%s", intro, where);
     }
+    return rc;
+}
+
+static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
+                        dbpool_conn *cached, dbpool_conn **out, dbpool_error *err) {
+    bool may_wait = !try_only;
+    dbpool__clearerr(err);
+    if (!out)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: out must not be NULL");
+    *out = NULL;
+    if (!p)
+        return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_acquire: pool is NULL");
+    if (dbpool__forked(p))
+        return dbpool__fork_error(err);
+    /* When this call began, if before the fast path below (a connection
+     * from the thread cache checked first): the deadline and a timeout's
+     * "timed out after N ms" count from here, not from after that check. */
+    int64_t call_start = 0, fast_call_start = 0;
+    bool cached_failed_validation = false; /* that check was this caller's one round trip */
+    if (!trace) {
+        /* The thread's parked connection was tried by the caller
+         * (sticky_first): one due for the checks comes here. */
+        dbpool_conn *c = cached;
+        if (c) { /* an ordinary lease now, due for the checks */
+            call_start = dbpool__now_ns();
+            int64_t t0 = fast_call_start = dbpool__fast_now_ns();
+            if (checkout_slow(p, c, NULL, NULL, &cached_failed_validation))
+                return hand_out(p, c, t0, out);
+            lock(p);
+            checkout_failed_locked(p);
+            if (p->closed) {
+                bool free_it = dbpool__can_free_locked(p);
+                unlock(p);
+                if (free_it)
+                    dbpool__free(p);
+                return dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed during this acquire");
+            }
+            unlock(p);
+        }
+    }
+    const int64_t fast_now0 = dbpool__fast_now_ns();
+    const int64_t fast_start = fast_call_start ? fast_call_start : fast_now0; /* for the wait's histogram */
+    if (!trace) {
+        /* The fast path: an idle connection ready to go, nobody waiting.
+         * One lock round, no deadline arithmetic, no system clock: the
+         * bookkeeping takes the fast clock's reading. */
+        int64_t now = fast_now0;
+        lock(p);
+        dbpool_conn *c = p->idle_head;
+        if (c && !p->closed && !p->suspended && ready_locked(p, c, now) && dbpool__may_overtake_locked(p)) {
+            lease_idle_locked(p, c);
+            dbpool__lease_begin_locked(p, c, now, NULL);
+            unlock(p);
+            return hand_out(p, c, fast_start, out);
+        }
+        unlock(p);
+    }
+    /* The rest may wait and do I/O: no cancel may end it half-way. */
+    int cancel_state = dbpool__nocancel_begin();
+    int rc = acquire_wait(p, timeout_ms, may_wait, try_only, trace, out, err, call_start, fast_start,
+                          cached_failed_validation, cancel_state == PTHREAD_CANCEL_ENABLE);
+    dbpool__nocancel_end(cancel_state);
     return rc;
 }
 

@@ -230,6 +230,11 @@ dbpool *dbpool_manager_get(dbpool_manager *m, const char *name) {
     return p;
 }
 
+static void unhold_cancelled(void *p) {
+    if (p)
+        dbpool__unhold(p);
+}
+
 int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_ms, dbpool_conn **out,
                            dbpool_error *err) {
     dbpool__clearerr(err);
@@ -257,7 +262,13 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
     if (!p)
         return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%s' is open in this manager",
                               dbpool__check_pool_name(name, NULL) == DBPOOL_OK ? name : "(not a valid name)");
-    int rc = dbpool_acquire(p, timeout_ms, out, err);
+    int rc;
+    /* A caller cancelled while it waits in line (docs/threading.md,
+     * "Cancellation") lets its hold go on the way out, or the pool could
+     * never be freed. */
+    pthread_cleanup_push(unhold_cancelled, hold ? p : NULL);
+    rc = dbpool_acquire(p, timeout_ms, out, err);
+    pthread_cleanup_pop(0);
     if (hold)
         dbpool__unhold(p);
     return rc;
