@@ -75,8 +75,8 @@ static void back_in_line(dbpool *p, waiter *w) {
     unlock(p);
 }
 
-static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue,
-                          bool *failed_validation) {
+static bool checkout_slow_io(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue,
+                             bool *failed_validation) {
     int64_t now = dbpool__fast_now_ns();
     lock(p);
     p->n_holding++;
@@ -140,6 +140,17 @@ static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, w
     c->validated_rtt_ns = rtt; /* dbpool_check_health's round trip, if one ran */
     unlock(p);
     return true;
+}
+
+/* checkout_slow_io with cancellation disabled (pool_internal.h): a cancel
+ * during its validation or close would leave the connection counted as
+ * checking, and the pool held, for good. */
+static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue,
+                          bool *failed_validation) {
+    int cancel_state = dbpool__nocancel_begin();
+    bool ok = checkout_slow_io(p, c, trace, requeue, failed_validation);
+    dbpool__nocancel_end(cancel_state);
+    return ok;
 }
 
 /* After checkout_slow returned false: lock held, drop its count. A pool

@@ -131,7 +131,11 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     dbpool__redact(line, sizeof line, p->secrets);
+    /* The callback's own cancellation points (a write) do not end the
+     * library call that logs half-way (pool_internal.h). */
+    int cancel_state = dbpool__nocancel_begin();
     p->opt.log_fn(p->opt.log_user, level, line);
+    dbpool__nocancel_end(cancel_state);
 }
 
 int dbpool__total_locked(const dbpool *p) { return p->n_idle + p->n_leased + p->n_parked + p->n_connecting; }
@@ -462,6 +466,11 @@ static void slot_put(dbpool *p, dbpool_conn *c) {
 /* Close a connection that is out of every list and counted only in
  * n_closing (I/O outside the lock). */
 void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
+    /* close() is a cancellation point: a cancel there would leave the
+     * connection counted in n_closing, and the pool never freed. Closed
+     * whole; the cancel takes effect at the caller's next cancellation
+     * point (pool_internal.h). */
+    int cancel_state = dbpool__nocancel_begin();
     if (!dbpool__forked(p))
         p->driver->disconnect(c->native);
     lock(p);
@@ -480,12 +489,11 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     unlock(p);
     if (free_it) {
         dbpool__free(p);
-        return;
-    }
-    if (hold) {
+    } else if (hold) {
         dbpool__log_breaker_event(p, ev);
         dbpool__unhold(p);
     }
+    dbpool__nocancel_end(cancel_state);
 }
 
 void dbpool__unhold(dbpool *p) {
@@ -506,13 +514,16 @@ void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
     c->state = CONN_CLOSING;
     p->n_closing++;
     unlock(p);
+    int cancel_state = dbpool__nocancel_begin(); /* as in dbpool__disconnect_and_account */
     dbpool__log(
         p, why == DBPOOL_CLOSE_SHRINK || why == DBPOOL_CLOSE_POOL_CLOSED ? DBPOOL_LOG_DEBUG : DBPOOL_LOG_INFO,
         "closing connection #%llu (%s)", (unsigned long long)c->id, dbpool_close_reason_name(why));
     dbpool__disconnect_and_account(p, c, why);
+    dbpool__nocancel_end(cancel_state);
 }
 
 void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why) {
+    int cancel_state = dbpool__nocancel_begin(); /* as in dbpool__disconnect_and_account */
     while (list) {
         dbpool_conn *next = list->next;
         dbpool__log(p, DBPOOL_LOG_DEBUG, "closing connection #%llu (%s)", (unsigned long long)list->id,
@@ -520,6 +531,7 @@ void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reaso
         dbpool__disconnect_and_account(p, list, why);
         list = next;
     }
+    dbpool__nocancel_end(cancel_state);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -550,7 +562,19 @@ static int initial_cap(const dbpool_options *o) {
     return cap < 1 ? 1 : cap;
 }
 
+static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err);
+
+/* Open and close run whole, with cancellation disabled (pool_internal.h):
+ * a cancel in a warm-up connect, a backoff or a join would leave a pool
+ * half made or half closed. */
 int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err) {
+    int cancel_state = dbpool__nocancel_begin();
+    int rc = open_pool(out, url, o, err);
+    dbpool__nocancel_end(cancel_state);
+    return rc;
+}
+
+static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err) {
     dbpool__clearerr(err);
     if (!out)
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_open: out must not be NULL");
@@ -725,7 +749,16 @@ bool dbpool__on_own_thread(dbpool *p) {
     return own;
 }
 
+static int close_pool(dbpool *p);
+
 int dbpool_close(dbpool *p) {
+    int cancel_state = dbpool__nocancel_begin();
+    int rc = close_pool(p);
+    dbpool__nocancel_end(cancel_state);
+    return rc;
+}
+
+static int close_pool(dbpool *p) {
     if (!p)
         return 0;
     /* Closed already (its memory may be gone): touch nothing. Taken out of

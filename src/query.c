@@ -141,8 +141,13 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     dbpool__clearerr(e);
     int64_t deadline = statement_deadline(c, sql);
     c->touched = true;
+    /* Not cut off by a cancel (pool_internal.h): a statement left half-way
+     * on the connection would answer the next lease's. */
+    int cancel_state = dbpool__nocancel_begin();
     rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, deadline, e);
-    return after_call(c, rc, deadline, e);
+    rc = after_call(c, rc, deadline, e);
+    dbpool__nocancel_end(cancel_state);
+    return rc;
 }
 
 int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t nparams,
@@ -163,12 +168,15 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool__clearerr(e);
     int64_t deadline = statement_deadline(c, sql);
     c->touched = true;
+    int cancel_state = dbpool__nocancel_begin(); /* as in dbpool_exec */
     rc = c->pool->driver->query(c->native, sql, params, nparams, out, deadline, e);
     if (rc == DBPOOL_OK && *out) {
         (*out)->lease = c;
         c->open_results++;
     }
-    return after_call(c, rc, deadline, e);
+    rc = after_call(c, rc, deadline, e);
+    dbpool__nocancel_end(cancel_state);
+    return rc;
 }
 
 int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
@@ -182,9 +190,11 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
     dbpool__clearerr(e);
     /* Local: every backend's rows are in memory by now (SQLite steps its
      * own file, bounded by busy_timeout), so no deadline here. */
+    int cancel_state = dbpool__nocancel_begin(); /* SQLite steps: file I/O, lock waits */
     int rc = r->ops->next(r, e);
     if (rc < 0 && r->lease)
         after_call(r->lease, rc, 0, e);
+    dbpool__nocancel_end(cancel_state);
     return rc;
 }
 
@@ -237,12 +247,25 @@ const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len) {
 void dbpool_result_free(dbpool_result *r) {
     if (!r)
         return;
+    int cancel_state = dbpool__nocancel_begin();
     if (r->lease)
         r->lease->open_results--;
     r->ops->free(r);
+    dbpool__nocancel_end(cancel_state);
 }
 
+static int check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
+
+/* Bounded (acquire_timeout_ms plus one validation): run whole, with no
+ * lease left out by a cancel during its ping (pool_internal.h). */
 int dbpool_check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {
+    int cancel_state = dbpool__nocancel_begin();
+    int rc = check_health(p, out, err);
+    dbpool__nocancel_end(cancel_state);
+    return rc;
+}
+
+static int check_health(dbpool *p, dbpool_health *out, dbpool_error *err) {
     dbpool__clearerr(err);
     if (!p || !out)
         return dbpool__seterr(err, DBPOOL_EINVAL, "dbpool_check_health: pool and out must not be NULL");

@@ -29,6 +29,68 @@ static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
     pthread_mutex_unlock(&p->leak_log_lock);
 }
 
+/* The slow way back, with the lock held on entry: a reset round trip, or
+ * a close. Run with cancellation disabled (pool_internal.h): a cancel
+ * during the reset would leave the connection returning for good. */
+static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need, bool was_leak, int64_t now) {
+    bool over_cap = total_locked(p) > p->cap;
+    bool closed = p->closed;
+    c->state = CONN_RETURNING;
+    unlock(p);
+    if (was_leak)
+        log_leak_return(p, c, now - c->acquired_ns);
+
+    dbpool_close_reason why = DBPOOL_CLOSE_POOL_CLOSED;
+    bool keep = false;
+    if (discard) {
+        why = DBPOOL_CLOSE_DISCARDED;
+    } else if (need < 0) {
+        why = DBPOOL_CLOSE_BROKEN;
+    } else if (now >= c->expires_ns) {
+        why = DBPOOL_CLOSE_LIFETIME;
+    } else if (over_cap) {
+        why = DBPOOL_CLOSE_SHRINK;
+    } else if (closed) {
+        /* Closed anyway: no reset round trips (nor init_sql and
+         * after_connect again, after dbpool_close returned) before it. */
+        why = DBPOOL_CLOSE_POOL_CLOSED;
+    } else if (need == 1) {
+        dbpool_error e;
+        dbpool__clearerr(&e);
+        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
+        bool cleared = false;
+        int rrc = p->driver->reset(c->native, deadline, &cleared, &e);
+        if (rrc == DBPOOL_OK && cleared)
+            rrc = dbpool__start_session(p, c->native, deadline, &e); /* the whole release bounded */
+        if (rrc == DBPOOL_OK) {
+            keep = true;
+            c->own_limit = false; /* rolled back, or the session cleared and the pool's limit set again */
+            lock(p);
+            p->stats.rollbacks++;
+            unlock(p);
+        } else {
+            dbpool__note_validation_bound(p, &e);
+            dbpool__finish_err(p, &e);
+            dbpool__log(p, DBPOOL_LOG_WARN, "reset of connection #%llu failed, closing it: %s",
+                        (unsigned long long)c->id, e.message);
+            why = DBPOOL_CLOSE_RESET_FAILED;
+        }
+    } else {
+        keep = true; /* clean, but the pool is closed: handled below */
+    }
+    lock(p);
+    if (keep && !p->closed) {
+        p->n_leased--;
+        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
+        unlock(p);
+        return;
+    }
+    if (p->closed && keep)
+        why = DBPOOL_CLOSE_POOL_CLOSED;
+    unlock(p);
+    dbpool__destroy_conn(p, c, why);
+}
+
 static int release_impl(dbpool_conn *c, bool discard) {
     if (!c || c->magic != DBPOOL_CONN_MAGIC)
         return DBPOOL_EMISUSE;
@@ -89,62 +151,9 @@ static int release_impl(dbpool_conn *c, bool discard) {
             dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_IDLE_TIMEOUT);
         return DBPOOL_OK;
     }
-    bool over_cap = total_locked(p) > p->cap;
-    bool closed = p->closed;
-    c->state = CONN_RETURNING;
-    unlock(p);
-    if (was_leak)
-        log_leak_return(p, c, now - c->acquired_ns);
-
-    dbpool_close_reason why = DBPOOL_CLOSE_POOL_CLOSED;
-    bool keep = false;
-    if (discard) {
-        why = DBPOOL_CLOSE_DISCARDED;
-    } else if (need < 0) {
-        why = DBPOOL_CLOSE_BROKEN;
-    } else if (now >= c->expires_ns) {
-        why = DBPOOL_CLOSE_LIFETIME;
-    } else if (over_cap) {
-        why = DBPOOL_CLOSE_SHRINK;
-    } else if (closed) {
-        /* Closed anyway: no reset round trips (nor init_sql and
-         * after_connect again, after dbpool_close returned) before it. */
-        why = DBPOOL_CLOSE_POOL_CLOSED;
-    } else if (need == 1) {
-        dbpool_error e;
-        dbpool__clearerr(&e);
-        int64_t deadline = dbpool__deadline_after_ms(p->opt.validation_timeout_ms);
-        bool cleared = false;
-        int rrc = p->driver->reset(c->native, deadline, &cleared, &e);
-        if (rrc == DBPOOL_OK && cleared)
-            rrc = dbpool__start_session(p, c->native, deadline, &e); /* the whole release bounded */
-        if (rrc == DBPOOL_OK) {
-            keep = true;
-            c->own_limit = false; /* rolled back, or the session cleared and the pool's limit set again */
-            lock(p);
-            p->stats.rollbacks++;
-            unlock(p);
-        } else {
-            dbpool__note_validation_bound(p, &e);
-            dbpool__finish_err(p, &e);
-            dbpool__log(p, DBPOOL_LOG_WARN, "reset of connection #%llu failed, closing it: %s",
-                        (unsigned long long)c->id, e.message);
-            why = DBPOOL_CLOSE_RESET_FAILED;
-        }
-    } else {
-        keep = true; /* clean, but the pool is closed: handled below */
-    }
-    lock(p);
-    if (keep && !p->closed) {
-        p->n_leased--;
-        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
-        unlock(p);
-        return DBPOOL_OK;
-    }
-    if (p->closed && keep)
-        why = DBPOOL_CLOSE_POOL_CLOSED;
-    unlock(p);
-    dbpool__destroy_conn(p, c, why);
+    int cancel_state = dbpool__nocancel_begin();
+    release_returning(p, c, discard, need, was_leak, now);
+    dbpool__nocancel_end(cancel_state);
     return DBPOOL_OK;
 }
 

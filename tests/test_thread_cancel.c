@@ -219,7 +219,8 @@ static void *validating_acquire_main(void *arg) {
 /* A validation round trip before hand-out (a cancellation point in every
  * backend's ping: poll, or a sleep here) is not cut off by a cancel: cut
  * off, it left the connection counted as being checked and in use for
- * good, and dbpool_close reported a lease out that nobody held. */
+ * good, and dbpool_close reported a lease out that nobody held. Both for a
+ * connection from the idle list and one from the thread's cache. */
 static void cancel_during_validation(bool cached) {
     dbpool__mock_reset();
     dbpool_options o;
@@ -264,6 +265,85 @@ static void test_cancel_during_validation(void **state) {
     cancel_during_validation(false);
 }
 
+static void test_cancel_during_validation_of_a_cached_connection(void **state) {
+    (void)state;
+    cancel_during_validation(true);
+}
+
+/* after_connect, run again after a reset that cleared the session, blocks
+ * in a cancellation point (poll) while `armed`. */
+static int g_pipe[2];
+static volatile int g_armed, g_entered;
+
+static int blocking_after_connect(void *native, void *user) {
+    (void)native, (void)user;
+    if (!__atomic_load_n(&g_armed, __ATOMIC_SEQ_CST))
+        return 0;
+    __atomic_store_n(&g_entered, 1, __ATOMIC_SEQ_CST);
+    struct pollfd pfd = {.fd = g_pipe[0], .events = POLLIN};
+    poll(&pfd, 1, 5000);
+    return 0;
+}
+
+typedef struct releaser {
+    dbpool_conn *c;
+    int rc;
+    bool returned;
+} releaser;
+
+static void *release_main(void *arg) {
+    releaser *r = arg;
+    r->rc = dbpool_release(r->c);
+    r->returned = true;
+    pthread_testcancel();
+    return NULL;
+}
+
+/* A cancel during dbpool_release's reset (here in after_connect, which the
+ * reset runs again) does not end the release half-way: cut off, it left
+ * the connection "returning" for good, counted in use, and dbpool_close
+ * reported a lease out. */
+static void test_cancel_during_release_reset(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool__mock_set_reset_clears_session(true);
+    assert_int_equal(pipe(g_pipe), 0);
+    g_armed = 0;
+    g_entered = 0;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.thread_cache = false;
+    o.after_connect = blocking_after_connect;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool_conn *c = dbt_acquire(p);
+    dbt_exec_ok(c, "BEGIN", NULL, 0); /* the release must reset */
+    __atomic_store_n(&g_armed, 1, __ATOMIC_SEQ_CST);
+    releaser r = {.c = c, .rc = -999};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_main, &r), 0);
+    int64_t give_up = dbt_now_ms() + 5000;
+    while (!__atomic_load_n(&g_entered, __ATOMIC_SEQ_CST) && dbt_now_ms() < give_up)
+        dbt_sleep_ms(2);
+    assert_true(g_entered);
+    assert_int_equal(pthread_cancel(t), 0);
+    dbt_sleep_ms(100); /* a cancel acted on at once ends the thread meanwhile (nothing to wait for) */
+    assert_int_equal(write(g_pipe[1], "x", 1), 1); /* lets the callback return */
+    if (!join_within(t, 10000, NULL))
+        fail_msg("a thread cancelled during a release's reset did not end");
+    __atomic_store_n(&g_armed, 0, __ATOMIC_SEQ_CST);
+    assert_true(r.returned);
+    assert_int_equal(r.rc, DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.idle, 1);
+    c = dbt_acquire(p);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    dbpool__mock_set_reset_clears_session(false);
+}
 
 int main(int argc, char **argv) {
     if (argc > 1) /* one test by name (a cancel that wrecks the pool wrecks the tests after it) */
@@ -273,6 +353,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_connection_handed_to_a_cancelled_waiter_comes_back),
         cmocka_unit_test(test_cancelled_manager_acquire_lets_the_pool_go),
         cmocka_unit_test(test_cancel_during_validation),
+        cmocka_unit_test(test_cancel_during_validation_of_a_cached_connection),
+        cmocka_unit_test(test_cancel_during_release_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
