@@ -11,6 +11,12 @@
  *  - A `dbpool` is fully thread-safe. A `dbpool_conn` (a lease) and a
  *    `dbpool_result` belong to one thread at a time, from acquire to release.
  *  - No message that crosses this interface contains a password.
+ *  - Cancellation (pthread_cancel, deferred): the wait in line of
+ *    dbpool_acquire is a cancellation point (a cancelled caller leaves the
+ *    line cleanly); every other call runs with cancellation disabled, and
+ *    a cancel takes effect after it returns. A lease is not given back when
+ *    its thread ends: release it in a cleanup handler. No function is
+ *    async-signal-safe or async-cancel-safe. See docs/threading.md.
  */
 #ifndef DBPOOL_H
 #define DBPOOL_H

@@ -345,6 +345,78 @@ static void test_cancel_during_release_reset(void **state) {
     dbpool__mock_set_reset_clears_session(false);
 }
 
+static void *exit_holding_main(void *arg) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_acquire(arg, 5000, &c, &e) == DBPOOL_OK)
+        pthread_exit(c); /* the lease never comes back */
+    return NULL;
+}
+
+/* A thread that ends with pthread_exit while holding a lease: leak detection
+ * reports it (it cannot know the thread is gone), and leak_reclaim_ms gives
+ * its place back, so the pool does not stay one short. */
+static void test_thread_exiting_with_a_lease_is_reported_as_a_leak(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.lazy_connect = true;
+    o.maintenance_interval_ms = 20;
+    o.leak_threshold_ms = 50;
+    o.leak_reclaim_ms = 100;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, exit_holding_main, p), 0);
+    void *lease = NULL;
+    assert_true(join_within(t, 5000, &lease));
+    assert_non_null(lease);
+    /* The reclaim gives the place back: a new connection within the wait. */
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_acquire(p, 5000, &c, &e), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.leaks_detected, 1);
+    assert_int_equal(s.leaks_reclaimed, 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_release(lease), DBPOOL_OK); /* late, but still valid */
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void *park_and_exit_main(void *arg) {
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_acquire(arg, 5000, &c, &e) == DBPOOL_OK)
+        dbpool_release(c); /* kept in this thread's cache */
+    return NULL;
+}
+
+/* A connection kept in the cache of a thread that has ended is not lost:
+ * another thread gets it at once. */
+static void test_connection_cached_by_an_ended_thread_is_not_lost(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.thread_cache = true;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, park_and_exit_main, p), 0);
+    assert_true(join_within(t, 5000, NULL));
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int64_t t0 = dbt_now_ms();
+    assert_int_equal(dbpool_acquire(p, 2000, &c, &e), DBPOOL_OK);
+    assert_true(dbt_now_ms() - t0 < 1000);
+    dbpool__mock_counters n;
+    dbpool__mock_get_counters(&n);
+    assert_int_equal(n.connects, 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) /* one test by name (a cancel that wrecks the pool wrecks the tests after it) */
         cmocka_set_test_filter(argv[1]);
@@ -355,6 +427,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_cancel_during_validation),
         cmocka_unit_test(test_cancel_during_validation_of_a_cached_connection),
         cmocka_unit_test(test_cancel_during_release_reset),
+        cmocka_unit_test(test_thread_exiting_with_a_lease_is_reported_as_a_leak),
+        cmocka_unit_test(test_connection_cached_by_an_ended_thread_is_not_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
