@@ -64,7 +64,21 @@ static void test_cancel_during_statement(void **state) {
     while (__atomic_load_n(&a.stage, __ATOMIC_SEQ_CST) == 0 && dbt_now_ms() < give_up)
         dbt_sleep_ms(5);
     BT_CHECK(a.stage == 1, "the statement thread did not start");
-    dbt_sleep_ms(300); /* the statement is on the server now (no condition to wait for there) */
+    /* Cancel once the server runs the statement (seen from another pool). */
+    dbpool_options ao;
+    bt_options(&ao, 1, 1);
+    dbpool *admin = bt_open(&ao, NULL);
+    dbpool_conn *ac = bt_acquire(admin);
+    const char *running =
+        bt_is("pg")
+            ? "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+              "'SELECT pg_sleep(1.5)%'"
+            : "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(1.5)%'";
+    while (bt_query_int(ac, running, NULL, 0) == 0 && dbt_now_ms() < give_up)
+        dbt_sleep_ms(10);
+    BT_CHECK(dbt_now_ms() < give_up, "the server never ran the statement");
+    bt_release(ac);
+    assert_int_equal(dbpool_close(admin), 0);
     assert_int_equal(pthread_cancel(t), 0);
     void *ret = NULL;
     if (!join_within(t, 10000, &ret))
