@@ -1430,6 +1430,7 @@ static const dbpool_result_ops sqlite_result_ops = {
     .text = sr_text,
     .blob = sr_blob,
     .free = sr_free,
+    .steps = true,
 };
 
 static int sqlite_query(void *native, const char *sql, const dbpool_param *p, size_t n, dbpool_result **out,

@@ -190,11 +190,13 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
     dbpool__clearerr(e);
     /* Local: every backend's rows are in memory by now (SQLite steps its
      * own file, bounded by busy_timeout), so no deadline here. */
-    int cancel_state = dbpool__nocancel_begin(); /* SQLite steps: file I/O, lock waits */
+    bool steps = r->ops->steps; /* SQLite steps: file I/O, lock waits */
+    int cancel_state = steps ? dbpool__nocancel_begin() : 0;
     int rc = r->ops->next(r, e);
     if (rc < 0 && r->lease)
         after_call(r->lease, rc, 0, e);
-    dbpool__nocancel_end(cancel_state);
+    if (steps)
+        dbpool__nocancel_end(cancel_state);
     return rc;
 }
 
@@ -247,11 +249,13 @@ const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len) {
 void dbpool_result_free(dbpool_result *r) {
     if (!r)
         return;
-    int cancel_state = dbpool__nocancel_begin();
+    bool steps = r->ops->steps; /* SQLite's reset may finish a write */
+    int cancel_state = steps ? dbpool__nocancel_begin() : 0;
     if (r->lease)
         r->lease->open_results--;
     r->ops->free(r);
-    dbpool__nocancel_end(cancel_state);
+    if (steps)
+        dbpool__nocancel_end(cancel_state);
 }
 
 static int check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
