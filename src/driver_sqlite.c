@@ -8,8 +8,8 @@
  * sqlite::memory: is one database shared by every connection of the pool.
  * Plain ":memory:" would give each connection its own empty database, and
  * shared-cache mode has table-level locks that ignore busy_timeout, so we
- * use the "memdb" VFS with a name unique to the pool (normal locking, busy
- * timeout honoured). The config holds one extra connection to it, so the
+ * use SQLite's "memdb" VFS (as "dbpool-memdb", below) with a name unique
+ * to the pool (normal locking, busy timeout honoured). The config holds one extra connection to it, so the
  * database lives exactly as long as the pool even when every pooled
  * connection has been closed.
  */
@@ -60,11 +60,16 @@ static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
  * opened through "dbpool-unix", the default Unix VFS under another name
  * with a sleep that sleeps the whole time asked. Everything else is the
  * default VFS's own, its locks' bookkeeping included (shared with the
- * application's connections to the same file). Memory databases use
- * memdb, which sleeps through the default VFS: not covered.
+ * application's connections to the same file). Memory databases are
+ * opened through "dbpool-memdb", SQLite's memdb VFS under another name
+ * with the same sleep: memdb's own sleeps through the default VFS, and a
+ * lock wait on sqlite::memory: ended early the same way. Its functions
+ * ignore the VFS they are called with but for pAppData (the default VFS,
+ * for randomness, time and dlopen), which the copy keeps; the databases
+ * it holds are found by name, whichever of the two opened them.
  */
-static sqlite3_vfs sleep_vfs;
-static bool sleep_vfs_ok;
+static sqlite3_vfs sleep_vfs, sleep_memdb;
+static bool sleep_vfs_ok, sleep_memdb_ok;
 static pthread_once_t sleep_vfs_once = PTHREAD_ONCE_INIT;
 
 static int sleep_whole(sqlite3_vfs *vfs, int us) {
@@ -79,6 +84,14 @@ static int sleep_whole(sqlite3_vfs *vfs, int us) {
 }
 
 static void sleep_vfs_make(void) {
+    sqlite3_vfs *memdb = sqlite3_vfs_find("memdb");
+    if (memdb) {
+        sleep_memdb = *memdb;
+        sleep_memdb.pNext = NULL;
+        sleep_memdb.zName = "dbpool-memdb";
+        sleep_memdb.xSleep = sleep_whole;
+        sleep_memdb_ok = sqlite3_vfs_register(&sleep_memdb, 0) == SQLITE_OK;
+    }
     sqlite3_vfs *base = sqlite3_vfs_find(NULL);
     /* Only the Unix VFS, whose functions take any struct that carries its
      * pAppData; an application's own default VFS is left alone. */
@@ -95,6 +108,12 @@ static void sleep_vfs_make(void) {
 static const char *file_vfs(void) {
     pthread_once(&sleep_vfs_once, sleep_vfs_make);
     return sleep_vfs_ok ? sleep_vfs.zName : NULL;
+}
+
+/* The VFS for sqlite::memory:: dbpool-memdb, or memdb. */
+static const char *memory_vfs(void) {
+    pthread_once(&sleep_vfs_once, sleep_vfs_make);
+    return sleep_memdb_ok ? sleep_memdb.zName : "memdb";
 }
 
 static int map_open_error(int src, const char *path, bool may_create, sqlite3 *db, dbpool_error *e) {
@@ -435,8 +454,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     if (rc == DBPOOL_OK && c->memory) {
         static atomic_uint_fast64_t counter;
         char name[96];
-        snprintf(name, sizeof name, "file:/dbpool-memdb-%ld-%llu?vfs=memdb", (long)getpid(),
-                 (unsigned long long)atomic_fetch_add(&counter, 1));
+        snprintf(name, sizeof name, "file:/dbpool-memdb-%ld-%llu?vfs=%s", (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&counter, 1), memory_vfs());
         c->path = dbpool__strdup(name);
         c->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
         if (!c->path) {

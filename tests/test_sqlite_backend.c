@@ -1216,10 +1216,7 @@ static void *hold_write_lock(void *arg) {
     return NULL;
 }
 
-static void test_lock_wait_outlasts_signals(void **state) {
-    (void)state;
-    char url[512];
-    snprintf(url, sizeof url, "sqlite:%s/storm.db?busy_timeout=5000", dbt_tmpdir());
+static void lock_wait_outlasts_signals(const char *url) {
     dbpool *p = open_url(url);
     dbpool_conn *waiter = NULL, *holder_conn = NULL;
     dbpool_error e;
@@ -1261,6 +1258,20 @@ static void test_lock_wait_outlasts_signals(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void test_lock_wait_outlasts_signals(void **state) {
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url, "sqlite:%s/storm.db?busy_timeout=5000", dbt_tmpdir());
+    lock_wait_outlasts_signals(url);
+}
+
+/* The same on sqlite::memory:, whose lock waits SQLite's memdb VFS slept
+ * through the default VFS's usleep: they ended early as the file's did. */
+static void test_memory_lock_wait_outlasts_signals(void **state) {
+    (void)state;
+    lock_wait_outlasts_signals("sqlite::memory:?busy_timeout=5000");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_defaults),
@@ -1293,6 +1304,7 @@ int main(void) {
         cmocka_unit_test(test_busy_errors_say_what_to_do),
         cmocka_unit_test(test_connect_lock_waits_end_at_its_deadline),
         cmocka_unit_test(test_lock_wait_outlasts_signals),
+        cmocka_unit_test(test_memory_lock_wait_outlasts_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
