@@ -609,6 +609,7 @@ typedef struct sqlite_conn {
     handle_settings base;   /* the handle's settings after init_sql and after_connect */
     int base_busy_ms;       /* PRAGMA busy_timeout then: 0 none (or a busy handler), -1 unknown */
     sqlite3_stmt *canary;   /* never run: expired when a flag may have changed (canary_arm) */
+    bool blind;             /* a caller replaced the session's authorizer: the reset fails */
 } sqlite_conn;
 
 static void limits_read(sqlite3 *db, handle_settings *h) {
@@ -1036,6 +1037,12 @@ static int sqlite_needs_reset(void *native) {
     sqlite_conn *sc = native;
     if (sc->lent) {
         busy_timeout_put_back(sc); /* unread: see busy_timeout_read */
+        /* sqlite3_set_authorizer on the native handle (another, or none):
+         * what the lease did since went unseen. */
+        if (!dbpool__sqlite_session_ours(sc->db, &sc->session)) {
+            sc->blind = true;
+            return 1;
+        }
         if (handle_settings_changed(sc))
             return 1; /* lent stays set: the reset puts them back */
         sc->lent = false;
@@ -1061,6 +1068,12 @@ static int sqlite_reset(void *native, int64_t deadline, bool *session_cleared, d
     *session_cleared = false; /* what it drops was made by a caller, not init_sql */
     sqlite_conn *sc = native;
     sqlite3 *db = sc->db;
+    if (sc->blind)
+        return dbpool__seterr(e, DBPOOL_EQUERY,
+                              "a caller replaced dbpool's SQLite authorizer (sqlite3_set_authorizer on the "
+                              "native handle), which sees the temporary objects, attached databases and "
+                              "PRAGMAs a lease leaves: what this lease left is unknown, so the connection is "
+                              "replaced");
     if (sc->lent) {
         handle_settings_restore(sc);
         sc->lent = false;
@@ -1086,6 +1099,14 @@ static int sqlite_session_baseline(void *native, dbpool_error *e) {
     handle_settings_read(sc->db, &sc->base); /* after_connect may have set them: where leases start */
     sc->base_busy_ms = busy_timeout_read(sc->db);
     sc->lent = false;
+    /* after_connect may have set an authorizer of its own: every lease
+     * would then leave its temporary objects, attached databases and
+     * PRAGMAs to the next, unseen. */
+    if (!dbpool__sqlite_session_ours(sc->db, &sc->session))
+        return dbpool__seterr(e, DBPOOL_EINVAL,
+                              "after_connect replaced dbpool's SQLite authorizer (sqlite3_set_authorizer), "
+                              "which the pool needs to see what each lease leaves in the session (temporary "
+                              "objects, attached databases, PRAGMAs): leave the authorizer to the pool");
     int rc = dbpool__sqlite_session_baseline(sc->db, &sc->session, e);
     canary_arm(sc); /* after the authorizer is set, which expires it */
     return rc;

@@ -89,6 +89,7 @@ static int track(void *arg, int action, const char *what, const char *detail, co
                  const char *trigger) {
     (void)trigger;
     sqlite_session *s = arg;
+    s->heard++;
     if (action == SQLITE_PRAGMA) {
         /* PRAGMA name = value (or name(value)): what is the name, detail
          * the value; NULL when the PRAGMA only reads. */
@@ -462,6 +463,16 @@ int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e
     s->dirty = s->touched = s->broken = false;
     s->pragmas = 0;
     return DBPOOL_OK;
+}
+
+bool dbpool__sqlite_session_ours(sqlite3 *db, sqlite_session *s) {
+    /* SELECT asks the authorizer (SQLITE_SELECT) and names no table, so it
+     * reads no schema. Refused by another authorizer, it is not ours. */
+    unsigned before = s->heard;
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db, "SELECT 1", -1, &st, NULL);
+    sqlite3_finalize(st);
+    return s->heard != before;
 }
 
 void dbpool__sqlite_session_free(sqlite_session *s) {

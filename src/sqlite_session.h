@@ -11,8 +11,9 @@
  * while it prepares a statement, also for statements run on the native
  * handle. A statement that set the flag must not be kept in a statement
  * cache: run again from the cache it would not be prepared, and not seen.
- * A caller that installs its own authorizer on the native handle replaces
- * this one.
+ * A caller that installs its own authorizer on the native handle (or
+ * none) replaces this one: dbpool__sqlite_session_ours tells, and the
+ * connection is then replaced at release, what it left being unknown.
  *
  * What the pool's init_sql and after_connect made is the baseline, kept
  * from lease to lease (rows callers write into a baseline table stay too).
@@ -58,6 +59,7 @@ typedef struct sqlite_session {
     bool broken;             /* a baseline object was dropped or detached (maybe made again since) */
     size_t broken_at;        /* which: its index in baseline */
     unsigned marks;          /* authorizer hits so far: compare around a prepare */
+    unsigned heard;          /* authorizer calls so far: is it still installed? */
     sqlite_object *baseline; /* what the session starts with; NULL: nothing */
     size_t nbaseline;
     uint32_t pragmas;               /* bit i: a caller set restorable PRAGMA i since the baseline */
@@ -80,6 +82,10 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
  * changed, or a caller set a PRAGMA that cannot be put back (journal_mode,
  * locking_mode, case_sensitive_like, max_page_count). */
 int dbpool__sqlite_session_clear(sqlite3 *db, sqlite_session *s, dbpool_error *e);
+
+/* Whether the authorizer is still this session's: a statement prepared
+ * (not run) must call it. About a microsecond; no lock, no I/O. */
+bool dbpool__sqlite_session_ours(sqlite3 *db, sqlite_session *s);
 
 void dbpool__sqlite_session_free(sqlite_session *s);
 

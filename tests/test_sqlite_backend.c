@@ -405,6 +405,75 @@ static void test_temporary_objects_dropped_at_release(void **state) {
     dbpool_close(p);
 }
 
+/* A caller's own authorizer on the native handle (or none) replaces the
+ * one that sees temporary objects, attached databases and PRAGMAs: what
+ * the lease left after that went unseen, and the next caller of the same
+ * connection got its TEMP table (shadowing the main one) and its
+ * query_only. The release notices and replaces the connection; a lease
+ * that took the handle and left the authorizer alone keeps it. */
+static int allow_all(void *arg, int action, const char *a, const char *b, const char *c, const char *d) {
+    (void)arg, (void)action, (void)a, (void)b, (void)c, (void)d;
+    return SQLITE_OK;
+}
+
+static void test_replaced_authorizer_replaces_connection(void **state) {
+    (void)state;
+    for (int own = 0; own < 2; own++) {
+        dbpool_options o;
+        dbt_options(&o, 0, 1);
+        o.maintenance_interval_ms = 0;
+        dbpool *p = open_one("sqlite::memory:", &o);
+        dbpool_conn *c = dbt_acquire(p);
+        exec_ok(c, "CREATE TABLE accounts(id INTEGER); INSERT INTO accounts VALUES (1)");
+        dbpool_release(c);
+
+        c = dbt_acquire(p);
+        void *first = dbpool_conn_native(c); /* taken, authorizer left alone: kept */
+        dbpool_release(c);
+        c = dbt_acquire(p);
+        assert_ptr_equal(dbpool_conn_native(c), first);
+        sqlite3_set_authorizer(first, own ? allow_all : NULL, NULL);
+        exec_ok(c, "CREATE TEMP TABLE accounts(id INTEGER)"); /* shadows main.accounts */
+        exec_ok(c, "PRAGMA query_only = ON");
+        dbpool_release(c);
+
+        c = dbt_acquire(p);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM accounts"), 1);
+        assert_int_equal(int_of(c, temp_and_attached), 0);
+        assert_int_equal(int_of(c, "PRAGMA query_only"), 0);
+        dbpool_release(c);
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        assert_int_equal(s.created, 2); /* the one whose authorizer was replaced is gone */
+        dbpool_close(p);
+    }
+}
+
+/* after_connect's own authorizer would leave every lease unwatched: the
+ * connect fails and says why. */
+static int set_authorizer(void *native, void *user) {
+    (void)user;
+    sqlite3_set_authorizer(native, allow_all, NULL);
+    return 0;
+}
+
+static void test_after_connect_authorizer_refused(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.after_connect = set_authorizer;
+    dbpool *p = NULL;
+    dbpool_error e;
+    int rc = dbpool_open(&p, "sqlite::memory:", &o, &e); /* opens its first connection */
+    if (rc == DBPOOL_OK)
+        dbpool_close(p);
+    assert_int_equal(rc, DBPOOL_EINVAL);
+    if (!strstr(e.message, "after_connect replaced dbpool's SQLite authorizer"))
+        fail_msg("the error does not say why: %s", e.message);
+}
+
 /* What after_connect sets up is where every lease starts: it stays, while
  * what a caller adds goes. */
 static int attach_and_prepare(void *native, void *user) {
@@ -1289,6 +1358,8 @@ int main(void) {
         cmocka_unit_test(test_memory_not_capped),
         cmocka_unit_test(test_temporary_objects_dropped_at_release),
         cmocka_unit_test(test_after_connect_objects_kept),
+        cmocka_unit_test(test_replaced_authorizer_replaces_connection),
+        cmocka_unit_test(test_after_connect_authorizer_refused),
         cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
         cmocka_unit_test(test_changed_baseline_replaces_connection),
         cmocka_unit_test(test_pragmas_restored_at_release),
