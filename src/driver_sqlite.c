@@ -980,7 +980,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     /* Still within the connect's deadline: reading the settings loads the
      * schema of an in-memory database, which waits for its lock. */
     connect_wait(db, deadline, c->busy_timeout_ms);
-    rc = dbpool__sqlite_session_watch(db, &sc->session, (int)c->busy_timeout_ms, e);
+    rc = dbpool__sqlite_session_watch(db, &sc->session, (int)c->busy_timeout_ms, c->memory, e);
     if (rc != DBPOOL_OK) {
         sqlite3_close_v2(db);
         free(sc);
@@ -1173,10 +1173,28 @@ static bool only_space(const char *s) {
 static int prepare_watched(sqlite_conn *sc, const char *sql, bool *cacheable, sqlite3_stmt **st,
                            const char **tail) {
     unsigned marks = sc->session.marks;
+    sc->session.refused_wal = false; /* what a refusal of this prepare means */
     int src = sqlite3_prepare_v3(sc->db, sql, -1, *cacheable ? SQLITE_PREPARE_PERSISTENT : 0, st, tail);
     if (sc->session.marks != marks)
         *cacheable = false;
     return src;
+}
+
+/* A statement that did not prepare. The session's authorizer refuses one
+ * thing only, and SQLite says no more than "not authorized". */
+static int prepare_error(sqlite_conn *sc, int src, const char *what, dbpool_error *e) {
+    int rc = set_query_error(sc->db, src, what, e);
+    if ((src & 0xff) == SQLITE_AUTH && sc->session.refused_wal) {
+        rc = dbpool__seterr(
+            e, DBPOOL_EQUERY,
+            "%s: %s (sqlite::memory: cannot go into WAL mode under locking_mode=EXCLUSIVE: "
+            "the database would be marked WAL, which the pool's other connections to it cannot "
+            "open; leave the journal mode as it is, or use a database file for WAL)",
+            what, sqlite3_errmsg(sc->db));
+        if (e)
+            e->native_code = src;
+    }
+    return rc;
 }
 
 /* A statement done with: back to the cache, or finalized. */
@@ -1241,7 +1259,7 @@ static int sqlite_exec(void *native, const char *sql, const dbpool_param *p, siz
         if (!slot) {
             int src = prepare_watched(native, tail, &cacheable, &st, &tail);
             if (src != SQLITE_OK)
-                return set_query_error(db, src, "SQLite could not prepare the statement", e);
+                return prepare_error(native, src, "SQLite could not prepare the statement", e);
             if (!st) { /* only white space or comments */
                 if (first && n > 0)
                     return dbpool__seterr(e, DBPOOL_EINVAL,
@@ -1489,7 +1507,7 @@ static int sqlite_query(void *native, const char *sql, const dbpool_param *p, si
         const char *tail = NULL;
         int src = prepare_watched(native, sql, &cacheable, &st, &tail);
         if (src != SQLITE_OK)
-            return set_query_error(db, src, "SQLite could not prepare the query", e);
+            return prepare_error(native, src, "SQLite could not prepare the query", e);
         if (!st)
             return dbpool__seterr(e, DBPOOL_EINVAL, "the query is empty");
         if (!only_space(tail)) {

@@ -95,6 +95,21 @@ static int track(void *arg, int action, const char *what, const char *detail, co
          * the value; NULL when the PRAGMA only reads. */
         if (!detail)
             return SQLITE_OK;
+        bool main_db = !schema || strcasecmp(schema, "main") == 0;
+        if (main_db && what && strcasecmp(what, "locking_mode") == 0)
+            s->exclusive = strcasecmp(detail, "exclusive") == 0;
+        /* memdb has no shared memory for a WAL index, so SQLite keeps an
+         * in-memory database out of WAL mode, except under an exclusive
+         * lock: then the database itself is marked WAL, and every other
+         * connection to it (the pool's next ones) fails to open it, the
+         * pool broken until closed. Refused ("not authorized",
+         * explained by the driver). */
+        if (s->memory && main_db && what && strcasecmp(what, "journal_mode") == 0 &&
+            strcasecmp(detail, "wal") == 0 &&
+            (s->exclusive || (s->base && strcasecmp(s->base->locking, "exclusive") == 0))) {
+            s->refused_wal = true;
+            return SQLITE_DENY;
+        }
         int i = pragma_index(restorable, SQLITE_SESSION_PRAGMAS, what);
         int lost = i < 0 ? pragma_index(unrestorable, SIZE_MAX, what) : -1;
         if ((lost == 0 && strcasecmp(detail, s->base->journal) == 0) ||
@@ -237,7 +252,9 @@ static bool base_set(sqlite_session *s, const sqlite_pragma_base *now) {
     return true;
 }
 
-int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, dbpool_error *e) {
+int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, bool memory,
+                                 dbpool_error *e) {
+    s->memory = memory;
     sqlite_pragma_base now;
     int src = read_pragmas(db, &now);
     if (src != SQLITE_OK)
@@ -369,7 +386,7 @@ int dbpool__sqlite_session_baseline(sqlite3 *db, sqlite_session *s, dbpool_error
         if (!base_set(s, &now))
             return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
-    s->dirty = s->touched = s->broken = false;
+    s->dirty = s->touched = s->broken = s->exclusive = false;
     s->pragmas = 0;
     s->lost_pragma = 0;
     return DBPOOL_OK;

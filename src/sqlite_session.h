@@ -60,6 +60,9 @@ typedef struct sqlite_session {
     size_t broken_at;        /* which: its index in baseline */
     unsigned marks;          /* authorizer hits so far: compare around a prepare */
     unsigned heard;          /* authorizer calls so far: is it still installed? */
+    bool memory;             /* the database is sqlite::memory: (memdb) */
+    bool exclusive;          /* locking_mode=exclusive set since the baseline */
+    bool refused_wal;        /* the last refusal: WAL on sqlite::memory: (why "not authorized") */
     sqlite_object *baseline; /* what the session starts with; NULL: nothing */
     size_t nbaseline;
     uint32_t pragmas;               /* bit i: a caller set restorable PRAGMA i since the baseline */
@@ -69,8 +72,10 @@ typedef struct sqlite_session {
 
 /* Install the authorizer on a new connection (s lives as long as db), and
  * read the PRAGMA settings a reset puts back; busy_timeout_ms is the busy
- * timeout the connection will have (the connect runs with a shorter one). */
-int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, dbpool_error *e);
+ * timeout the connection will have (the connect runs with a shorter one);
+ * memory: the database is sqlite::memory:. */
+int dbpool__sqlite_session_watch(sqlite3 *db, sqlite_session *s, int busy_timeout_ms, bool memory,
+                                 dbpool_error *e);
 
 /* The session as it is now is where every lease starts (after the pool's
  * init_sql and after_connect): remember what exists, clear the flags. */

@@ -474,6 +474,51 @@ static void test_after_connect_authorizer_refused(void **state) {
         fail_msg("the error does not say why: %s", e.message);
 }
 
+/* An in-memory database that went into WAL mode (possible under an
+ * exclusive lock only: memdb has no shared memory for the WAL index)
+ * could not be opened by any other connection: after the connection
+ * that did it was replaced, every new one failed with "unable to open
+ * database file", the pool broken until closed. Refused, saying why. */
+static void test_memory_wal_refused(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    dbpool *p = open_one("sqlite::memory:", &o);
+    dbpool_conn *c = dbt_acquire(p);
+    exec_ok(c, "CREATE TABLE kept(x); INSERT INTO kept VALUES (1)");
+    exec_ok(c, "PRAGMA locking_mode = EXCLUSIVE");
+    dbpool_error e;
+    int rc = dbpool_exec(c, "PRAGMA journal_mode = WAL", NULL, 0, NULL, &e);
+    if (rc != DBPOOL_EQUERY || !strstr(e.message, "cannot go into WAL mode"))
+        fail_msg("journal_mode=WAL on sqlite::memory: under an exclusive lock: %s: %s", dbpool_errname(rc),
+                 rc ? e.message : "accepted");
+    exec_ok(c, "INSERT INTO kept VALUES (2)");
+    dbpool_release(c); /* replaced: locking_mode cannot be put back */
+
+    dbpool_conn *a = NULL, *b = NULL;
+    if (dbpool_acquire(p, 2000, &a, &e) != DBPOOL_OK)
+        fail_msg("a new connection: %s", e.message);
+    if (dbpool_acquire(p, 2000, &b, &e) != DBPOOL_OK)
+        fail_msg("a second new connection: %s", e.message);
+    assert_int_equal(int_of(a, "SELECT count(*) FROM kept"), 2);
+    assert_int_equal(int_of(b, "SELECT count(*) FROM kept"), 2);
+    dbpool_release(a);
+    dbpool_release(b);
+
+    /* Through init_sql: the connect fails and says why. */
+    o.init_sql = "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL";
+    dbpool *q = NULL;
+    rc = dbpool_open(&q, "sqlite::memory:", &o, &e);
+    if (rc == DBPOOL_OK)
+        dbpool_close(q);
+    if (rc == DBPOOL_OK || !strstr(e.message, "cannot go into WAL mode"))
+        fail_msg("init_sql putting sqlite::memory: in WAL mode: %s: %s", dbpool_errname(rc),
+                 rc ? e.message : "accepted");
+    dbpool_close(p);
+}
+
 /* What after_connect sets up is where every lease starts: it stays, while
  * what a caller adds goes. */
 static int attach_and_prepare(void *native, void *user) {
@@ -1360,6 +1405,7 @@ int main(void) {
         cmocka_unit_test(test_after_connect_objects_kept),
         cmocka_unit_test(test_replaced_authorizer_replaces_connection),
         cmocka_unit_test(test_after_connect_authorizer_refused),
+        cmocka_unit_test(test_memory_wal_refused),
         cmocka_unit_test(test_temporary_objects_dropped_while_main_is_locked),
         cmocka_unit_test(test_changed_baseline_replaces_connection),
         cmocka_unit_test(test_pragmas_restored_at_release),
