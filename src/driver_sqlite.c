@@ -890,6 +890,43 @@ static int run_pragma(sqlite3 *db, const sqlite_cfg *c, const char *sql, dbpool_
     return run_pragma_get(db, c, sql, NULL, e);
 }
 
+/* A rollback journal is a file SQLite creates next to the database for
+ * every write transaction (delete mode; truncate and persist keep it once
+ * made): in a directory this process may not write, every write would
+ * fail with "attempt to write a readonly database"
+ * (SQLITE_READONLY_DIRECTORY) although the file itself is writable, as a
+ * file opened read-only would (refused at the connect, above). WAL mode
+ * already fails at the connect there (its -shm); memory and off make no
+ * file. The directory is the one of the file SQLite opened (symbolic
+ * links followed). */
+static int check_journal_creatable(sqlite3 *db, const char *journal, dbpool_error *e) {
+    if (strcasecmp(journal, "delete") != 0 && strcasecmp(journal, "truncate") != 0 &&
+        strcasecmp(journal, "persist") != 0)
+        return DBPOOL_OK;
+    const char *file = sqlite3_db_filename(db, "main");
+    if (!file || !*file)
+        return DBPOOL_OK;
+    char buf[PATH_MAX + 16];
+    if ((size_t)snprintf(buf, sizeof buf, "%s-journal", file) >= sizeof buf || access(buf, W_OK) == 0)
+        return DBPOOL_OK; /* one that exists and may be written is enough */
+    snprintf(buf, sizeof buf, "%s", file);
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+        return DBPOOL_OK;
+    if (slash == buf)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(buf, W_OK | X_OK) == 0 || (errno != EACCES && errno != EROFS))
+        return DBPOOL_OK;
+    return dbpool__seterr(
+        e, DBPOOL_EPERM,
+        "SQLite database '%.200s' cannot be written: in journal_mode=%s SQLite creates its "
+        "-journal file in the directory '%.200s', which this process may not write: give it "
+        "write access to that directory, or open the database with mode=ro",
+        file, journal, buf);
+}
+
 /* The busy timeout for the connect's next statement: what is left of its
  * deadline, or busy_timeout when that is shorter. Set once, it would let
  * every statement wait that long in turn. */
@@ -962,6 +999,8 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         connect_wait(db, deadline, c->busy_timeout_ms);
         rc = run_pragma(db, c, "PRAGMA schema_version", e);
     }
+    if (rc == DBPOOL_OK && !c->memory && !(c->open_flags & SQLITE_OPEN_READONLY))
+        rc = check_journal_creatable(db, journal, e);
     if (rc != DBPOOL_OK) {
         sqlite3_close_v2(db);
         if (e && (e->native_code & 0xff) == SQLITE_NOTADB)

@@ -870,6 +870,38 @@ static void test_read_only_errors_say_why(void **state) {
         fail_msg("mode=ro on a WAL database in a read-only directory: %s: %s", dbpool_errname(rc), msg);
 }
 
+/* A writable rollback-journal database in a directory this process may
+ * not write: the pool opened it, and every write failed with "attempt
+ * to write a readonly database" (SQLite cannot make the -journal file).
+ * Refused at the connect, as a file that can only be opened read-only
+ * is; a journal mode that makes no file is fine. */
+static void test_read_only_directory_refused_at_connect(void **state) {
+    (void)state;
+    char dir[600], path[700], url[800], msg[600];
+    snprintf(dir, sizeof dir, "%s/ro_journal_dir", dbt_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/rollback.db", dir);
+    raw_exec(path, "PRAGMA journal_mode=delete; CREATE TABLE t(x)");
+    assert_int_equal(chmod(path, 0666), 0); /* the file itself may be written */
+    assert_int_equal(chmod(dir, 0555), 0);
+    assert_int_equal(chmod(dbt_tmpdir(), 0755), 0); /* for nobody */
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=unchanged", path);
+    int rc = open_as_nobody(url, msg, sizeof msg);
+    char msg_memory[600];
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=memory", path);
+    int rc_memory = rc == 1 ? 1 : open_as_nobody(url, msg_memory, sizeof msg_memory);
+    assert_int_equal(chmod(dbt_tmpdir(), 0700), 0);
+    assert_int_equal(chmod(dir, 0755), 0);
+    if (rc == 1) {
+        print_message("not checked: cannot run as user nobody here\n");
+        return;
+    }
+    if (rc != DBPOOL_EPERM || !strstr(msg, "-journal") || !strstr(msg, "write access to that directory"))
+        fail_msg("a rollback-journal database in a read-only directory: %s: %s", dbpool_errname(rc), msg);
+    if (rc_memory != DBPOOL_OK)
+        fail_msg("journal_mode=memory there: %s: %s", dbpool_errname(rc_memory), msg_memory);
+}
+
 /* A statement stepped on the native handle and left unfinished holds a
  * read snapshot: the release resets it, and the next lease sees rows
  * committed since and can write. */
@@ -1394,6 +1426,7 @@ int main(void) {
         cmocka_unit_test(test_missing_file_not_created),
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_read_only_errors_say_why),
+        cmocka_unit_test(test_read_only_directory_refused_at_connect),
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_directory_as_path),
