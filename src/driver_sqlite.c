@@ -67,10 +67,51 @@ static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
  * ignore the VFS they are called with but for pAppData (the default VFS,
  * for randomness, time and dlopen), which the copy keeps; the databases
  * it holds are found by name, whichever of the two opened them.
+ *
+ * SQLite opens a database attached to a connection (ATTACH, in a lease or
+ * in after_connect) through the VFS of its main database: through memdb,
+ * a file path became an empty database in memory, and what was written
+ * to it was lost. So dbpool-memdb gives memdb the pool's own databases
+ * (MEMDB_PREFIX, their journals, and nameless temporary files, as memdb
+ * had them) and dbpool-unix every other path.
  */
+#define MEMDB_PREFIX "/dbpool-memdb-"
 static sqlite3_vfs sleep_vfs, sleep_memdb;
+static sqlite3_vfs *real_memdb;
 static bool sleep_vfs_ok, sleep_memdb_ok;
 static pthread_once_t sleep_vfs_once = PTHREAD_ONCE_INIT;
+
+static bool in_memory(const char *name) {
+    return !name || strncmp(name, MEMDB_PREFIX, sizeof MEMDB_PREFIX - 1) == 0;
+}
+
+static int mixed_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    if (in_memory(name))
+        return real_memdb->xOpen(real_memdb, name, f, flags, out);
+    return sleep_vfs.xOpen(&sleep_vfs, name, f, flags, out);
+}
+
+static int mixed_delete(sqlite3_vfs *vfs, const char *name, int sync_dir) {
+    (void)vfs;
+    if (in_memory(name)) /* memdb deletes nothing: its files go when closed */
+        return real_memdb->xDelete ? real_memdb->xDelete(real_memdb, name, sync_dir) : SQLITE_OK;
+    return sleep_vfs.xDelete(&sleep_vfs, name, sync_dir);
+}
+
+static int mixed_access(sqlite3_vfs *vfs, const char *name, int flags, int *res) {
+    (void)vfs;
+    if (in_memory(name))
+        return real_memdb->xAccess(real_memdb, name, flags, res);
+    return sleep_vfs.xAccess(&sleep_vfs, name, flags, res);
+}
+
+static int mixed_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out) {
+    (void)vfs;
+    if (in_memory(name))
+        return real_memdb->xFullPathname(real_memdb, name, n, out);
+    return sleep_vfs.xFullPathname(&sleep_vfs, name, n, out);
+}
 
 static int sleep_whole(sqlite3_vfs *vfs, int us) {
     (void)vfs;
@@ -84,14 +125,6 @@ static int sleep_whole(sqlite3_vfs *vfs, int us) {
 }
 
 static void sleep_vfs_make(void) {
-    sqlite3_vfs *memdb = sqlite3_vfs_find("memdb");
-    if (memdb) {
-        sleep_memdb = *memdb;
-        sleep_memdb.pNext = NULL;
-        sleep_memdb.zName = "dbpool-memdb";
-        sleep_memdb.xSleep = sleep_whole;
-        sleep_memdb_ok = sqlite3_vfs_register(&sleep_memdb, 0) == SQLITE_OK;
-    }
     sqlite3_vfs *base = sqlite3_vfs_find(NULL);
     /* Only the Unix VFS, whose functions take any struct that carries its
      * pAppData; an application's own default VFS is left alone. */
@@ -102,6 +135,23 @@ static void sleep_vfs_make(void) {
     sleep_vfs.zName = "dbpool-unix";
     sleep_vfs.xSleep = sleep_whole;
     sleep_vfs_ok = sqlite3_vfs_register(&sleep_vfs, 0) == SQLITE_OK;
+    real_memdb = sqlite3_vfs_find("memdb");
+    if (!sleep_vfs_ok || !real_memdb || real_memdb->iVersion < 2)
+        return; /* plain memdb */
+    sleep_memdb = *real_memdb;
+    sleep_memdb.iVersion = 2; /* no system calls of its own */
+    sleep_memdb.pNext = NULL;
+    sleep_memdb.zName = "dbpool-memdb";
+    /* Room for either's file; paths as long as the Unix VFS takes. */
+    if (sleep_vfs.szOsFile > sleep_memdb.szOsFile)
+        sleep_memdb.szOsFile = sleep_vfs.szOsFile;
+    sleep_memdb.mxPathname = sleep_vfs.mxPathname;
+    sleep_memdb.xOpen = mixed_open;
+    sleep_memdb.xDelete = mixed_delete;
+    sleep_memdb.xAccess = mixed_access;
+    sleep_memdb.xFullPathname = mixed_full_pathname;
+    sleep_memdb.xSleep = sleep_whole;
+    sleep_memdb_ok = sqlite3_vfs_register(&sleep_memdb, 0) == SQLITE_OK;
 }
 
 /* The VFS for a file database: dbpool-unix, or NULL (the default). */
@@ -454,7 +504,7 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     if (rc == DBPOOL_OK && c->memory) {
         static atomic_uint_fast64_t counter;
         char name[96];
-        snprintf(name, sizeof name, "file:/dbpool-memdb-%ld-%llu?vfs=%s", (long)getpid(),
+        snprintf(name, sizeof name, "file:" MEMDB_PREFIX "%ld-%llu?vfs=%s", (long)getpid(),
                  (unsigned long long)atomic_fetch_add(&counter, 1), memory_vfs());
         c->path = dbpool__strdup(name);
         c->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;

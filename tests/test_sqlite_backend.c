@@ -870,6 +870,58 @@ static void test_read_only_errors_say_why(void **state) {
         fail_msg("mode=ro on a WAL database in a read-only directory: %s: %s", dbpool_errname(rc), msg);
 }
 
+/* A file attached to sqlite::memory: (in a lease, or in after_connect) is
+ * that file: SQLite opens an attached database through the VFS of the
+ * main one, and memdb's made every path an empty database in memory, so
+ * the ATTACH succeeded, its tables were not there and what was written
+ * to it vanished. In WAL mode and with a rollback journal; and VACUUM
+ * INTO, whose backup went nowhere. */
+static void test_memory_attaches_files(void **state) {
+    (void)state;
+    const char *modes[] = {"delete", "wal"};
+    for (int i = 0; i < 2; i++) {
+        char file[600], sql[800];
+        snprintf(file, sizeof file, "%s/attached_to_memory_%s.db", dbt_tmpdir(), modes[i]);
+        snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s; CREATE TABLE t(x); INSERT INTO t VALUES (1)",
+                 modes[i]);
+        raw_exec(file, sql);
+        dbpool_options o;
+        dbt_options(&o, 0, 2);
+        o.maintenance_interval_ms = 0;
+        dbpool *p = open_one("sqlite::memory:", &o);
+        dbpool_conn *c = dbt_acquire(p);
+        exec_ok(c, "CREATE TABLE in_memory(x)");
+        if (i == 0) { /* VACUUM INTO attaches its target the same way: a backup to nowhere */
+            char backup[700];
+            snprintf(backup, sizeof backup, "%s/memory_backup.db", dbt_tmpdir());
+            snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
+            exec_ok(c, sql);
+            if (access(backup, F_OK) != 0)
+                fail_msg("VACUUM INTO '%s' from sqlite::memory: made no file", backup);
+        }
+        snprintf(sql, sizeof sql, "ATTACH DATABASE '%s' AS disk", file);
+        exec_ok(c, sql);
+        assert_int_equal(int_of(c, "SELECT count(*) FROM disk.t"), 1);
+        exec_ok(c, "INSERT INTO disk.t VALUES (2)");
+        dbpool_conn *other = dbt_acquire(p); /* the memory database is still the pool's, shared */
+        assert_int_equal(int_of(other, "SELECT count(*) FROM sqlite_master WHERE name = 'in_memory'"), 1);
+        dbpool_release(other);
+        dbpool_release(c);
+        assert_int_equal(dbpool_close(p), 0);
+
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(file, &db), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        int n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        if (n != 2)
+            fail_msg("the row written through the attached %s file is not in it (%d rows)", modes[i], n);
+    }
+}
+
 /* A writable rollback-journal database in a directory this process may
  * not write: the pool opened it, and every write failed with "attempt
  * to write a readonly database" (SQLite cannot make the -journal file).
@@ -1427,6 +1479,7 @@ int main(void) {
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_read_only_errors_say_why),
         cmocka_unit_test(test_read_only_directory_refused_at_connect),
+        cmocka_unit_test(test_memory_attaches_files),
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_directory_as_path),
