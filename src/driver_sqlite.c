@@ -1126,9 +1126,14 @@ static int sqlite_needs_reset(void *native) {
     sqlite_conn *sc = native;
     if (sc->lent) {
         busy_timeout_put_back(sc); /* unread: see busy_timeout_read */
-        /* sqlite3_set_authorizer on the native handle (another, or none):
-         * what the lease did since went unseen. */
-        if (!dbpool__sqlite_session_ours(sc->db, &sc->session)) {
+        /* sqlite3_set_authorizer on the native handle: what the lease did
+         * since went unseen. Setting one expires every prepared statement,
+         * the canary too, so the check (a prepare, about a microsecond)
+         * runs only when the canary says something may have: a lease that
+         * took the handle pays nanoseconds otherwise. Setting none (NULL)
+         * expires nothing and goes unseen (operations.md). */
+        if ((!sc->canary || sqlite3_expired(sc->canary)) &&
+            !dbpool__sqlite_session_ours(sc->db, &sc->session)) {
             sc->blind = true;
             return 1;
         }
