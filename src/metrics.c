@@ -27,7 +27,9 @@
  * only after its old holder has exited (release at the give-back, acquire
  * at the take), so the new holder continues the old one's counts.
  *
- * Shared stripes take the rest: threads beyond the 64th, a thread whose
+ * Shared stripes take the rest: threads that come while all 64 numbers
+ * are held (until one is given back: they look again at each record, one
+ * relaxed load of g_writers_taken, while all are held), a thread whose
  * own stripe could not be allocated, records made by thread-specific
  * destructors after the give-back, and the pools' own threads
  * (connectors, maintenance, keepalive: dbpool__metrics_thread_shared).
@@ -188,6 +190,9 @@ static pthread_key_t g_writer_key;       /* its value: the number + 1, for the g
 static bool g_writer_key_made;
 static pthread_once_t g_writer_once = PTHREAD_ONCE_INIT;
 #define WRITER_SHARED UINT32_MAX /* no number: this thread uses the shared stripes */
+/* No number yet: all were held at this thread's last try. It records
+ * through the shared stripes and tries again once one is free. */
+#define WRITER_WAITING (UINT32_MAX - 1u)
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((tls_model("initial-exec")))
 #endif
@@ -216,11 +221,14 @@ __attribute__((destructor)) static void writer_key_unmake(void) {
 #endif
 
 /* The calling thread's writer number + 1, taken now if it has none;
- * WRITER_SHARED when all are held. */
+ * WRITER_WAITING when all are held, WRITER_SHARED when the thread can
+ * never hold one (no thread-specific key for the give-back). */
 static uint32_t writer_take(void) {
     pthread_once(&g_writer_once, writer_key_make);
+    if (!g_writer_key_made)
+        return tl_writer = WRITER_SHARED;
     uint64_t taken = atomic_load_explicit(&g_writers_taken, memory_order_relaxed);
-    while (g_writer_key_made && ~taken) {
+    while (~taken) {
         unsigned n = (unsigned)__builtin_ctzll(~taken);
         uint64_t bit = UINT64_C(1) << n;
         if (!atomic_compare_exchange_weak_explicit(&g_writers_taken, &taken, taken | bit,
@@ -232,7 +240,11 @@ static uint32_t writer_take(void) {
         }
         return tl_writer = n + 1u;
     }
-    return tl_writer = WRITER_SHARED;
+    /* Not for good: a thread that came while a burst of threads held every
+     * number recorded through the shared stripes (atomic adds, cache lines
+     * shared with other threads) for its whole life, however many numbers
+     * were given back once the burst was over. */
+    return tl_writer = ~taken ? WRITER_SHARED : WRITER_WAITING;
 }
 
 void dbpool__metrics_thread_shared(void) { tl_writer = WRITER_SHARED; }
@@ -266,7 +278,8 @@ static stripe *stripe_new(void) {
 static inline stripe *own_stripe(dbpool_metrics *m) {
     uint32_t w = tl_writer;
     if (__builtin_expect(w - 1u >= WRITERS, 0)) {
-        if (w != 0)
+        if (w == WRITER_SHARED ||
+            (w == WRITER_WAITING && !~atomic_load_explicit(&g_writers_taken, memory_order_relaxed)))
             return NULL;
         w = writer_take();
         if (w - 1u >= WRITERS)

@@ -455,6 +455,101 @@ static void *number_holder(void *arg) {
     return NULL;
 }
 
+/* A thread that comes while every writer number is held records through
+ * the shared stripes, but only until a number is free again: it used to
+ * stay there for its whole life, so that the threads a burst had started
+ * (a thread pool grown past 64 and shrunk back) kept paying atomic adds on
+ * shared cache lines for good. */
+typedef struct late_arg {
+    dbpool_metrics *m;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int phase; /* 1: recorded while all were held; 2: record again; 3: done */
+} late_arg;
+
+static void *late_recorder(void *arg) {
+    late_arg *a = arg;
+    dbpool__metrics_record(a->m, DBPOOL_HIST_USE, 7);
+    pthread_mutex_lock(&a->lock);
+    a->phase = 1;
+    pthread_cond_broadcast(&a->cond);
+    while (a->phase != 2)
+        pthread_cond_wait(&a->cond, &a->lock);
+    pthread_mutex_unlock(&a->lock);
+    dbpool__metrics_record(a->m, DBPOOL_HIST_USE, 9);
+    pthread_mutex_lock(&a->lock);
+    a->phase = 3;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static void test_late_thread_takes_a_number_given_back(void **state) {
+    (void)state;
+    dbpool_metrics *m = dbpool__metrics_new();
+    assert_non_null(m);
+    dbpool__metrics_record(m, DBPOOL_HIST_USE, 1); /* this thread's number, if it can have one */
+    int holders = 64 - (int)dbpool__metrics_writers_held();
+    assert_true(holders > 0 && holders <= 64);
+    pthread_t th[64];
+    holder_arg *args = calloc((size_t)holders, sizeof *args);
+    assert_non_null(args);
+    pthread_barrier_t recorded;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    bool done = false;
+    assert_int_equal(pthread_barrier_init(&recorded, NULL, (unsigned)holders + 1), 0);
+    for (int i = 0; i < holders; i++) {
+        args[i] = (holder_arg){m, &recorded, &lock, &cond, &done};
+        assert_int_equal(pthread_create(&th[i], NULL, number_holder, &args[i]), 0);
+    }
+    pthread_barrier_wait(&recorded);
+    assert_int_equal(dbpool__metrics_writers_held(), 64);
+
+    /* The late thread records into a pool of its own: a stripe of its own
+     * there says it holds a number. */
+    late_arg late = {.m = dbpool__metrics_new(), .phase = 0};
+    assert_non_null(late.m);
+    pthread_mutex_init(&late.lock, NULL);
+    pthread_cond_init(&late.cond, NULL);
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, late_recorder, &late), 0);
+    pthread_mutex_lock(&late.lock);
+    while (late.phase != 1)
+        pthread_cond_wait(&late.cond, &late.lock);
+    pthread_mutex_unlock(&late.lock);
+    assert_int_equal(dbpool__metrics_own_stripes(late.m), 0); /* all held: the shared stripes */
+
+    /* The burst is over: the holders exit and give their numbers back. */
+    pthread_mutex_lock(&lock);
+    done = true;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < holders; i++)
+        pthread_join(th[i], NULL);
+
+    pthread_mutex_lock(&late.lock);
+    late.phase = 2;
+    pthread_cond_broadcast(&late.cond);
+    while (late.phase != 3)
+        pthread_cond_wait(&late.cond, &late.lock);
+    pthread_mutex_unlock(&late.lock);
+    assert_int_equal(dbpool__metrics_own_stripes(late.m), 1);
+    assert_true(dbpool__metrics_writers_held() <= 2); /* this thread's and the late one's */
+    pthread_join(lt, NULL);
+    dbpool_histogram h;
+    dbpool__metrics_histogram(late.m, DBPOOL_HIST_USE, &h);
+    assert_int_equal(h.count, 2); /* one in a shared stripe, one in its own */
+    assert_true(fabs(h.sum_s - 16e-9) < 1e-15);
+
+    pthread_barrier_destroy(&recorded);
+    pthread_mutex_destroy(&late.lock);
+    pthread_cond_destroy(&late.cond);
+    free(args);
+    dbpool__metrics_free(late.m);
+    dbpool__metrics_free(m);
+}
+
 /* A fork child has only the forking thread: the numbers the parent's other
  * threads held are free there (when they stayed held, every thread the
  * child started recorded through the shared stripes for its whole life). */
@@ -1600,6 +1695,7 @@ int main(void) {
         cmocka_unit_test(test_sum_survives_wrap),
         cmocka_unit_test(test_concurrent_recording),
         cmocka_unit_test(test_more_threads_than_writer_numbers),
+        cmocka_unit_test(test_late_thread_takes_a_number_given_back),
         cmocka_unit_test(test_fork_child_frees_writer_numbers),
         cmocka_unit_test(test_percentiles_never_above_max_while_recording),
         cmocka_unit_test(test_fast_clock),
