@@ -16,11 +16,17 @@ dbpool_fast_clock dbpool__fast_clock;
 #ifdef DBPOOL_HAVE_TSC
 static pthread_once_t g_clock_once = PTHREAD_ONCE_INIT;
 
-/* Every anchor ever published, never rewritten (a reader may still hold
- * any of them); g_used of them so far. Written under g_recheck_lock (or by
- * the calibration, before anyone can recheck). */
-static dbpool_clock_anchor g_anchors[DBPOOL_FAST_CLOCK_MAX_ANCHORS];
-static int g_used;
+/* The anchors, published in turn: the current one is
+ * g_anchors[(g_count - 1) % ANCHOR_RING]. A slot is written again only
+ * ANCHOR_RING anchors later, which the give-up rule (recheck_locked) puts
+ * at least an hour after the anchor it held stopped being current: a
+ * reader that loaded the pointer reads a whole anchor unless it stalled
+ * that long between two loads (and then reads a newer, whole one, unless
+ * it resumes in the nanoseconds the slot is being written). Written under g_recheck_lock (or by the
+ * calibration, before anyone can recheck). */
+#define ANCHOR_RING 64
+static dbpool_clock_anchor g_anchors[ANCHOR_RING];
+static uint64_t g_count;
 static int g_steps; /* re-anchors in a row that were steps */
 /* Shorter spans say nothing of the rate: the readings' own error. */
 #define MIN_SPAN_NS INT64_C(100000000)
@@ -28,6 +34,7 @@ static int g_steps; /* re-anchors in a row that were steps */
 static pthread_mutex_t g_recheck_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int64_t g_next_check_ns;
 #define NS_PER_SEC INT64_C(1000000000)
+#define HOUR_NS (3600 * NS_PER_SEC)
 
 /* A rate between 100 MHz and 20 GHz; anything else is a broken or
  * virtualised counter we do not trust. */
@@ -76,7 +83,7 @@ static void calibrate(void) {
             double npt = (double)(ns1 - ns0) / (double)(tsc1 - tsc0);
             if (sane_rate(npt)) {
                 g_anchors[0] = (dbpool_clock_anchor){.tsc0 = tsc1, .ns0 = ns1, .mult = mult_of(npt)};
-                g_used = 1;
+                g_count = 1;
                 atomic_store_explicit(&k->anchor, &g_anchors[0], memory_order_release);
             }
         }
@@ -129,15 +136,21 @@ static dbpool_clock_verdict recheck_locked(uint64_t tsc, int64_t mono) {
     if (v == DBPOOL_CLOCK_KEEP)
         return v;
     g_steps = v == DBPOOL_CLOCK_STEPPED ? g_steps + 1 : 0;
-    /* A TSC that jumps at every look, or keeps needing new anchors, is no
-     * clock to keep. */
-    if (g_steps > MAX_STEPS_IN_A_ROW || g_used == DBPOOL_FAST_CLOCK_MAX_ANCHORS) {
+    /* A TSC that jumps at every look, or needs a new anchor more than
+     * DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR times an hour, is no clock to
+     * keep. (NTP's wandering correction alone, a few ppm, needs one every
+     * hour or so.) */
+    const uint64_t per_hour = DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR;
+    bool too_often =
+        g_count >= per_hour && next.ns0 - g_anchors[(g_count - per_hour) % ANCHOR_RING].ns0 < HOUR_NS;
+    if (g_steps > MAX_STEPS_IN_A_ROW || too_often) {
         atomic_store_explicit(&k->anchor, NULL, memory_order_release);
         return DBPOOL_CLOCK_GIVE_UP;
     }
-    g_anchors[g_used] = next;
-    atomic_store_explicit(&k->anchor, &g_anchors[g_used], memory_order_release);
-    g_used++;
+    dbpool_clock_anchor *slot = &g_anchors[g_count % ANCHOR_RING];
+    *slot = next;
+    atomic_store_explicit(&k->anchor, slot, memory_order_release);
+    g_count++;
     return v;
 }
 
@@ -153,7 +166,7 @@ void dbpool__fast_clock_reset_for_tests(void) {
     pthread_mutex_lock(&g_recheck_lock);
     (void)dbpool__fast_now_ns(); /* the first calibration done, not run again later */
     atomic_store_explicit(&dbpool__fast_clock.anchor, NULL, memory_order_release);
-    g_used = 0;
+    g_count = 0;
     g_steps = 0;
     calibrate();
     pthread_mutex_unlock(&g_recheck_lock);

@@ -59,8 +59,9 @@ int64_t dbpool__fast_now_slow(void);
  * rate drifted from the calibration (NTP changed its correction), that
  * jumped or restarted (suspend, a virtual machine moved to another host),
  * or that runs at another rate since (a host with another TSC frequency).
- * After DBPOOL_FAST_CLOCK_MAX_ANCHORS re-anchors, or 8 jumps in a row, the
- * TSC is given up for CLOCK_MONOTONIC. */
+ * When it needs a new anchor more than DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR
+ * times within an hour, or jumped 8 times in a row, the TSC is given up
+ * for CLOCK_MONOTONIC. */
 void dbpool__fast_clock_recheck(void);
 
 /* Tests only: forget every re-anchor and calibrate again (no pool open,
@@ -68,7 +69,7 @@ void dbpool__fast_clock_recheck(void);
 void dbpool__fast_clock_reset_for_tests(void);
 
 #define DBPOOL_FAST_CLOCK_TOLERANCE_NS 1000000 /* 1 ms */
-#define DBPOOL_FAST_CLOCK_MAX_ANCHORS 256
+#define DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR 32
 
 #ifdef DBPOOL_HAVE_TSC
 typedef enum dbpool_clock_verdict {

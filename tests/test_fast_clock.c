@@ -168,27 +168,51 @@ static void test_recheck_gives_up_a_jumping_tsc(void **state) {
     assert_true(f >= a && f <= b);
 }
 
-/* A rate that needs anchor after anchor: given up after the last one. */
-static void test_recheck_gives_up_after_the_last_anchor(void **state) {
+/* Drift made of NTP's wandering correction (2 ppm one way, then the
+ * other, every hour): a new anchor every hour, for as long as it takes,
+ * through the ring of anchors many times over. */
+static void test_recheck_keeps_up_with_slow_drift(void **state) {
+    (void)state;
+    dbpool__fast_clock_reset_for_tests();
+    if (!have_tsc_clock())
+        skip();
+    const int64_t hour = 3600 * SEC;
+    for (int h = 0; h < 1000; h++) {
+        const dbpool_clock_anchor *cur = atomic_load(&dbpool__fast_clock.anchor);
+        assert_non_null(cur);
+        uint64_t tsc = cur->tsc0 + (uint64_t)((double)hour / rate_of(cur));
+        int64_t drift = hour / 1000000 * 2; /* 2 ppm: 7.2 ms an hour */
+        dbpool_clock_verdict v =
+            dbpool__fast_clock_recheck_with(tsc, cur->ns0 + hour + (h % 2 ? drift : -drift));
+        assert_int_equal(v, DBPOOL_CLOCK_DRIFTED);
+        const dbpool_clock_anchor *now = atomic_load(&dbpool__fast_clock.anchor);
+        assert_true(now != cur);
+        assert_true(now->tsc0 == tsc);
+    }
+}
+
+/* A rate that needs anchor after anchor, 32 in an hour: given up. */
+static void test_recheck_gives_up_anchors_needed_too_often(void **state) {
     (void)state;
     dbpool__fast_clock_reset_for_tests();
     if (!have_tsc_clock())
         skip();
     int drifted = 0;
     dbpool_clock_verdict v = DBPOOL_CLOCK_KEEP;
-    while (v != DBPOOL_CLOCK_GIVE_UP && drifted <= DBPOOL_FAST_CLOCK_MAX_ANCHORS) {
-        /* 2 ms slow over the next 10 s, every time. */
+    while (v != DBPOOL_CLOCK_GIVE_UP && drifted <= DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR) {
+        /* 2 ms slow over the next 100 s, every time. */
         const dbpool_clock_anchor *cur = atomic_load(&dbpool__fast_clock.anchor);
         assert_non_null(cur);
-        uint64_t tsc = cur->tsc0 + (uint64_t)((double)(10 * SEC) / rate_of(cur));
-        v = dbpool__fast_clock_recheck_with(tsc, cur->ns0 + 10 * SEC + 2 * MS);
+        uint64_t tsc = cur->tsc0 + (uint64_t)((double)(100 * SEC) / rate_of(cur));
+        v = dbpool__fast_clock_recheck_with(tsc, cur->ns0 + 100 * SEC + 2 * MS);
         if (v == DBPOOL_CLOCK_DRIFTED)
             drifted++;
         else
             assert_int_equal(v, DBPOOL_CLOCK_GIVE_UP);
     }
     assert_int_equal(v, DBPOOL_CLOCK_GIVE_UP);
-    assert_int_equal(drifted, DBPOOL_FAST_CLOCK_MAX_ANCHORS - 1); /* the calibration's is the first */
+    /* The calibration's and 31 more within the hour; the 32nd is one too many. */
+    assert_int_equal(drifted, DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR - 1);
     assert_null(atomic_load(&dbpool__fast_clock.anchor));
 }
 
@@ -270,7 +294,8 @@ int main(void) {
         cmocka_unit_test(test_judge_measures_after_a_jump),
         cmocka_unit_test(test_recheck_moves_the_clock),
         cmocka_unit_test(test_recheck_gives_up_a_jumping_tsc),
-        cmocka_unit_test(test_recheck_gives_up_after_the_last_anchor),
+        cmocka_unit_test(test_recheck_keeps_up_with_slow_drift),
+        cmocka_unit_test(test_recheck_gives_up_anchors_needed_too_often),
         cmocka_unit_test(test_recheck_is_rate_limited),
         cmocka_unit_test(test_maintenance_rechecks),
 #else
