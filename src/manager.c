@@ -13,6 +13,7 @@ typedef struct entry {
     char *name;
     dbpool *pool;      /* NULL while its dbpool_manager_open runs */
     unsigned fork_gen; /* dbpool__fork_generation() when reserved */
+    bool kept;         /* name taken back from retired: a lister may hold it */
 } entry;
 
 struct dbpool_manager {
@@ -186,10 +187,12 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
         m->cap_retired = cap;
     }
     char *copy = NULL;
+    bool kept = false;
     for (int k = 0; k < m->n_retired && !copy; k++)
         if (strcmp(m->retired[k], name) == 0) {
             copy = m->retired[k];
             m->retired[k] = m->retired[--m->n_retired];
+            kept = true;
         }
     if (!copy)
         copy = dbpool__strdup(name);
@@ -197,7 +200,7 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
         pthread_rwlock_unlock(&m->lock);
         return dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory");
     }
-    m->items[m->n++] = (entry){copy, NULL, dbpool__fork_generation()};
+    m->items[m->n++] = (entry){copy, NULL, dbpool__fork_generation(), kept};
     pthread_rwlock_unlock(&m->lock);
 
     dbpool_options opts;
@@ -214,8 +217,12 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     if (rc == DBPOOL_OK) {
         atomic_store(&p->managed, true); /* dbpool_close refuses it from now on */
         m->items[i].pool = p;
-    } else
-        remove_at(m, i, false); /* never listed by dbpool_manager_name */
+    } else {
+        /* Not listed by dbpool_manager_name while it opened; but a name
+         * taken back from an earlier pool of that name was, and must stay
+         * valid (room for it: it came from there). */
+        remove_at(m, i, m->items[i].kept);
+    }
     pthread_rwlock_unlock(&m->lock);
     return rc;
 }

@@ -985,6 +985,33 @@ static void test_unknown_name_strerror(void **state) {
     dbpool_manager_free(m);
 }
 
+/* A name closed and opened again takes back the string dbpool_manager_name
+ * gave out for it; when that second open failed, the string was freed,
+ * though a lister may still hold it (promised valid until
+ * dbpool_manager_free; ASan: heap-use-after-free in strcmp). A failed
+ * open gives the string back to the names kept. */
+static void test_name_kept_after_a_failed_reopen(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "db", "mock:", NULL, &e), DBPOOL_OK);
+    const char *listed = dbpool_manager_name(m, 0);
+    assert_string_equal(listed, "db");
+    assert_int_equal(dbpool_manager_close_pool(m, "db"), DBPOOL_OK);
+    /* The reopen fails in dbpool_open (a bad option), after the name was
+     * reserved. */
+    assert_int_equal(dbpool_manager_open(m, "db", "mock:?pool_max=0", NULL, &e), DBPOOL_EINVAL);
+    assert_null(dbpool_manager_get(m, "db"));
+    assert_string_equal(listed, "db");
+    /* And once more: the name is taken back and kept again. */
+    assert_int_equal(dbpool_manager_open(m, "db", "mock:", NULL, &e), DBPOOL_OK);
+    assert_ptr_equal(dbpool_manager_name(m, 0), listed);
+    assert_int_equal(dbpool_manager_close_pool(m, "db"), DBPOOL_OK);
+    assert_string_equal(listed, "db");
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1004,6 +1031,7 @@ int main(void) {
         cmocka_unit_test(test_fork_while_another_thread_looks_up),
         cmocka_unit_test(test_stats_json_in_forked_child),
         cmocka_unit_test(test_unknown_name_strerror),
+        cmocka_unit_test(test_name_kept_after_a_failed_reopen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
