@@ -589,7 +589,10 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
  * through the manager, which callers must not do while others use it
  * (threads that may race a close lease through dbpool_manager_acquire).
  * Close it with dbpool_manager_close_pool, not dbpool_close (which refuses
- * it with DBPOOL_EMISUSE). */
+ * it with DBPOOL_EMISUSE). In a child process after fork() the parent's
+ * pools are not handed out (NULL), counted, listed or rendered, and
+ * dbpool_manager_acquire of one returns DBPOOL_EMISUSE; closing them by
+ * name or freeing the manager there touches none of their connections. */
 dbpool *dbpool_manager_get(dbpool_manager *m, const char *name);
 /* Lease a connection of the pool named `name`, as dbpool_acquire: the way
  * for threads that look a pool up while another may close it (a server

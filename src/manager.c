@@ -117,6 +117,12 @@ static int find(const dbpool_manager *m, const char *name) {
     return -1;
 }
 
+/* The entry's pool when this process may use it: not while its open runs,
+ * and not in a forked child for a pool the parent opened (its connections
+ * are the parent's sessions, and its lock may have been held at fork() by
+ * a thread the child does not have). */
+static dbpool *usable(const entry *e) { return e->pool && !dbpool__forked(e->pool) ? e->pool : NULL; }
+
 static void remove_at(dbpool_manager *m, int i, bool retire) {
     if (retire)
         m->retired[m->n_retired++] = m->items[i].name;
@@ -162,8 +168,15 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     /* Reserve the name first, so that two threads opening the same name
      * cannot both succeed; the open itself runs without the lock. */
     pthread_rwlock_wrlock(&m->lock);
-    if (find(m, name) >= 0) {
+    int taken = find(m, name);
+    if (taken >= 0) {
+        bool parents = m->items[taken].pool && dbpool__forked(m->items[taken].pool);
         pthread_rwlock_unlock(&m->lock);
+        if (parents)
+            return dbpool__seterr(err, DBPOOL_EINVAL,
+                                  "the name '%s' is taken by a pool the parent process opened before fork(): "
+                                  "dbpool_manager_close_pool it first (that touches nothing of the parent's)",
+                                  name);
         return dbpool__seterr(err, DBPOOL_EINVAL, "a pool named '%s' is already open in this manager", name);
     }
     if (m->n == m->cap) {
@@ -232,7 +245,7 @@ dbpool *dbpool_manager_get(dbpool_manager *m, const char *name) {
         return NULL;
     pthread_rwlock_rdlock(&m->lock);
     int i = find(m, name);
-    dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    dbpool *p = i >= 0 ? usable(&m->items[i]) : NULL;
     pthread_rwlock_unlock(&m->lock);
     return p;
 }
@@ -252,20 +265,23 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
                               "dbpool_manager_acquire: a manager, a name and an out pointer are needed");
     pthread_rwlock_rdlock(&m->lock);
     int i = find(m, name);
-    dbpool *p = i >= 0 ? m->items[i].pool : NULL;
+    /* In a forked child the parent's pool is refused as dbpool_acquire
+     * refuses it, without its lock (a thread that is gone may have held
+     * it at fork()). */
+    bool parents = i >= 0 && m->items[i].pool && dbpool__forked(m->items[i].pool);
+    dbpool *p = i >= 0 ? usable(&m->items[i]) : NULL;
     /* Held before the manager's lock is let go: a dbpool_manager_close_pool
      * racing this call closes the pool, and the acquire then answers
      * DBPOOL_ECLOSED from memory that is still there (the last hold, lease
-     * or waiter frees it). In a forked child the pool's lock may have been
-     * held at fork() by a thread that is gone: the acquire refuses there
-     * without it. */
-    bool hold = p && !dbpool__forked(p);
-    if (hold) {
+     * or waiter frees it). */
+    if (p) {
         dbpool__lock(p);
         p->n_holding++;
         dbpool__unlock(p);
     }
     pthread_rwlock_unlock(&m->lock);
+    if (parents)
+        return dbpool__fork_error(err);
     if (!p)
         return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%s' is open in this manager",
                               dbpool__check_pool_name(name, NULL) == DBPOOL_OK ? name : "(not a valid name)");
@@ -273,11 +289,10 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
     /* A caller cancelled while it waits in line (docs/threading.md,
      * "Cancellation") lets its hold go on the way out, or the pool could
      * never be freed. */
-    pthread_cleanup_push(unhold_cancelled, hold ? p : NULL);
+    pthread_cleanup_push(unhold_cancelled, p);
     rc = dbpool_acquire(p, timeout_ms, out, err);
     pthread_cleanup_pop(0);
-    if (hold)
-        dbpool__unhold(p);
+    dbpool__unhold(p);
     return rc;
 }
 
@@ -313,7 +328,7 @@ int dbpool_manager_count(dbpool_manager *m) {
     pthread_rwlock_rdlock(&m->lock);
     int n = 0;
     for (int i = 0; i < m->n; i++)
-        n += m->items[i].pool != NULL;
+        n += usable(&m->items[i]) != NULL;
     pthread_rwlock_unlock(&m->lock);
     return n;
 }
@@ -324,7 +339,7 @@ const char *dbpool_manager_name(dbpool_manager *m, int idx) {
     const char *name = NULL;
     pthread_rwlock_rdlock(&m->lock);
     for (int i = 0, k = 0; i < m->n && !name; i++)
-        if (m->items[i].pool && k++ == idx)
+        if (usable(&m->items[i]) && k++ == idx)
             name = m->items[i].name;
     pthread_rwlock_unlock(&m->lock);
     return name;
@@ -344,7 +359,7 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
         /* In a forked child the parent's pools work no more, and reading
          * one takes its lock, which a parent thread may have held at
          * fork(): they are left out. */
-        if (!m->items[i].pool || dbpool__forked(m->items[i].pool))
+        if (!usable(&m->items[i]))
             continue;
         /* The pool works on while it is rendered: its JSON may have grown
          * since it was measured (new latency figures). Render again into a

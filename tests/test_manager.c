@@ -1,5 +1,6 @@
 /* The manager of named pools: open, find, close by name, and all stats at
  * once (parsed as JSON). */
+#include "driver_mock.h"   /* the mock's counters: what a forked child closed */
 #include "pool_internal.h" /* dbpool__lock: a pool's lock held at fork() */
 #include "testsupport.h"
 
@@ -1012,6 +1013,99 @@ static void test_name_kept_after_a_failed_reopen(void **state) {
     assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
 }
 
+/* What a forked child sees of its parent's manager. The parent's pools
+ * are the parent's sessions, and their locks may have been held at
+ * fork() by a thread the child does not have (here: held on purpose):
+ * dbpool_manager_get handed the child the parent's pool (on which
+ * dbpool_get_stats or dbpool_stats_json then waited for ever), and
+ * dbpool_manager_count and dbpool_manager_name listed pools that the
+ * child's JSON left out. Now the child's manager hands out none of them:
+ * get is NULL, they are not counted or listed, a lease by name is
+ * DBPOOL_EMISUSE (as dbpool_acquire), an open of the same name says why
+ * it is taken, and the free closes none of their connections. */
+enum {
+    FORK_GET = 10,
+    FORK_LISTED,
+    FORK_ACQUIRE,
+    FORK_JSON,
+    FORK_OPEN,
+    FORK_FREE,
+    FORK_DISCONNECTED,
+};
+
+static void manager_child(dbpool_manager *m) {
+    if (dbpool_manager_get(m, "parent") != NULL)
+        _exit(FORK_GET);
+    if (dbpool_manager_count(m) != 0 || dbpool_manager_name(m, 0) != NULL)
+        _exit(FORK_LISTED);
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    if (dbpool_manager_acquire(m, "parent", 1000, &c, &e) != DBPOOL_EMISUSE || c ||
+        !strstr(e.message, "fork"))
+        _exit(FORK_ACQUIRE);
+    char buf[4096];
+    int n = dbpool_manager_stats_json(m, buf, sizeof buf);
+    if (n < 0 || (size_t)n >= sizeof buf || strcmp(buf, "{\"pools\": {}}") != 0)
+        _exit(FORK_JSON);
+    if (dbpool_manager_open(m, "parent", "mock:", NULL, &e) != DBPOOL_EINVAL || !strstr(e.message, "fork"))
+        _exit(FORK_OPEN);
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
+    if (dbpool_manager_free(m) != DBPOOL_OK)
+        _exit(FORK_FREE);
+    dbpool__mock_get_counters(&after);
+    if (after.disconnects != before.disconnects || after.live != before.live)
+        _exit(FORK_DISCONNECTED);
+    _exit(0);
+}
+
+static void test_parents_pools_in_forked_child(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_options o;
+    dbt_options(&o, 2, 2);
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "parent", "mock:", &o, &e), DBPOOL_OK);
+    dbpool *p = dbpool_manager_get(m, "parent");
+    dbpool_conn *held = NULL;
+    assert_int_equal(dbpool_manager_acquire(m, "parent", 1000, &held, &e), DBPOOL_OK);
+    fflush(stdout);
+    fflush(stderr);
+    lock_holder h;
+    pool_lock_held_begin(&h, p);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        manager_child(m);
+    pool_lock_held_end(&h);
+    int st = child_status(pid);
+    static const char *const what[] = {
+        [FORK_GET] = "dbpool_manager_get handed out the parent's pool",
+        [FORK_LISTED] = "the parent's pool was counted or listed",
+        [FORK_ACQUIRE] = "dbpool_manager_acquire was not DBPOOL_EMISUSE with a message about fork()",
+        [FORK_JSON] = "the parent's pool was in the JSON",
+        [FORK_OPEN] = "an open of the parent's pool's name was not refused with a message about fork()",
+        [FORK_FREE] = "dbpool_manager_free failed",
+        [FORK_DISCONNECTED] = "dbpool_manager_free closed the parent's connections",
+    };
+    if (st == -1)
+        fail_msg("the child did not return within 10 s (it waited for the lock of the parent's pool)");
+    if (st != 0)
+        fail_msg("child: %s (status %d)", st >= FORK_GET && st <= FORK_DISCONNECTED ? what[st] : "it died",
+                 st);
+    /* The parent's manager and pool work on. */
+    assert_ptr_equal(dbpool_manager_get(m, "parent"), p);
+    assert_int_equal(dbpool_manager_count(m), 1);
+    assert_int_equal(dbpool_exec(held, "SELECT 1", NULL, 0, NULL, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
+    assert_int_equal(mc.disconnects, 0);
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1032,6 +1126,7 @@ int main(void) {
         cmocka_unit_test(test_stats_json_in_forked_child),
         cmocka_unit_test(test_unknown_name_strerror),
         cmocka_unit_test(test_name_kept_after_a_failed_reopen),
+        cmocka_unit_test(test_parents_pools_in_forked_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
