@@ -55,8 +55,17 @@ static int manager_lock_init(pthread_rwlock_t *lock) {
  * waits until no thread is inside a manager (each lock is taken for
  * writing before it, and the table is consistent), and the child starts
  * with fresh locks. No manager function runs user code or waits for
- * anything but pool locks while it holds its lock, so this cannot
- * deadlock.
+ * anything but pool locks while it holds its lock.
+ *
+ * The order of the locks, everywhere: managers_lock, a manager's lock, a
+ * pool's lock, the list of open pools (live_pools.c: a release asks it
+ * with the pool's lock held). The handlers take the managers' locks before
+ * that list's: they are registered after its handlers, since pthread_atfork
+ * runs the prepare handlers in the reverse order of their registration.
+ * Taken the other way round (a manager made before the process's first
+ * pool), the forking thread held the list and waited for a manager's
+ * reader, the reader waited for a pool's lock, and that lock's holder
+ * waited for the list: all three for ever.
  */
 static pthread_mutex_t managers_lock = PTHREAD_MUTEX_INITIALIZER;
 static dbpool_manager *managers;
@@ -93,8 +102,10 @@ int dbpool_manager_new(dbpool_manager **out) {
         return DBPOOL_ENOMEM;
     }
     /* Without the handlers a fork could leave the child's manager locked
-     * for ever: no manager then (the next call tries again). */
-    if (dbpool__atfork_once(&managers_fork_installed, managers_before_fork, managers_after_fork_parent,
+     * for ever: no manager then (the next call tries again). The list's
+     * handlers first (see the order of the locks above). */
+    if (dbpool__live_watch() != 0 ||
+        dbpool__atfork_once(&managers_fork_installed, managers_before_fork, managers_after_fork_parent,
                             managers_after_fork_child) != 0) {
         pthread_rwlock_destroy(&m->lock);
         free(m);
