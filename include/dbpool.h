@@ -587,7 +587,9 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
                         dbpool_error *err);
 /* The pool named `name`, or NULL. Borrowed: valid until that pool is closed
  * through the manager, which callers must not do while others use it
- * (threads that may race a close lease through dbpool_manager_acquire).
+ * (threads that may race a close lease through dbpool_manager_acquire, and
+ * read statistics through dbpool_manager_pool_stats,
+ * dbpool_manager_stats_json or dbpool_manager_stats_prometheus).
  * Close it with dbpool_manager_close_pool, not dbpool_close (which refuses
  * it with DBPOOL_EMISUSE). In a child process after fork() the parent's
  * pools are not handed out (NULL), counted, listed or rendered, and
@@ -620,6 +622,20 @@ const char *dbpool_manager_name(dbpool_manager *m, int i);
  * dbpool_stats_json (never a cut document). In a child process after
  * fork() the parent's pools are left out. */
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len);
+/* Every pool's dbpool_stats_prometheus as one text of format 0.0.4, each
+ * metric family once with the samples of every pool (told apart by their
+ * pool="<name>" label): what a /metrics endpoint serves. Returned and
+ * sized as dbpool_stats_prometheus (never a cut text; "" for no pools).
+ * In a child process after fork() the parent's pools are left out. */
+int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len);
+/* The statistics of the pool named `name`, as dbpool_get_stats: DBPOOL_OK,
+ * DBPOOL_ENOTFOUND (*out zeroed) when no pool of that name is open, or
+ * DBPOOL_EINVAL for a NULL argument. The manager's calls read a pool under
+ * the manager's lock, so a dbpool_manager_close_pool of it on another
+ * thread waits for them; the dbpool_get_stats, dbpool_stats_json, ... of
+ * a pointer from dbpool_manager_get racing such a close read freed
+ * memory. */
+int dbpool_manager_pool_stats(dbpool_manager *m, const char *name, dbpool_stats *out);
 /* Close every pool (as dbpool_close), free the manager and return
  * DBPOOL_OK; NULL is a no-op. DBPOOL_EMISUSE, nothing closed and the
  * manager kept, from a callback on one of its pools' own threads (see

@@ -356,6 +356,51 @@ const char *dbpool_manager_name(dbpool_manager *m, int idx) {
     return name;
 }
 
+int dbpool_manager_pool_stats(dbpool_manager *m, const char *name, dbpool_stats *out) {
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!m || !name || !out)
+        return DBPOOL_EINVAL;
+    /* Read under the manager's lock: a dbpool_manager_close_pool of the
+     * pool waits for it, so the pool cannot be freed while it is read. */
+    pthread_rwlock_rdlock(&m->lock);
+    int i = find(m, name);
+    dbpool *p = i >= 0 ? usable(&m->items[i]) : NULL;
+    if (p)
+        dbpool_get_stats(p, out);
+    pthread_rwlock_unlock(&m->lock);
+    return p ? DBPOOL_OK : DBPOOL_ENOTFOUND;
+}
+
+/* One pool's text from a renderer (dbpool_stats_json, ...) in memory of its
+ * own, NUL-terminated; *len its length. NULL with *len the error (renderer's
+ * or DBPOOL_ENOMEM). The pool works on while it is rendered: its text may
+ * have grown since it was measured (new latency figures), so it is
+ * rendered again into a larger buffer until the whole of it fits. */
+static char *render_one(dbpool *p, int (*render)(dbpool *, char *, size_t), int *len) {
+    char *one = NULL;
+    size_t cap = 0;
+    int got = render(p, NULL, 0);
+    while (got >= 0 && (size_t)got >= cap) {
+        cap = (size_t)got + 256;
+        char *bigger = realloc(one, cap);
+        if (!bigger) {
+            free(one);
+            *len = DBPOOL_ENOMEM;
+            return NULL;
+        }
+        one = bigger;
+        got = render(p, one, cap);
+    }
+    if (got < 0) {
+        free(one);
+        *len = got;
+        return NULL;
+    }
+    *len = got;
+    return one;
+}
+
 int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     int rc = tb_check_args(m, buf, len); /* as dbpool_stats_json */
     if (rc != DBPOOL_OK)
@@ -372,29 +417,13 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
          * fork(): they are left out. */
         if (!usable(&m->items[i]))
             continue;
-        /* The pool works on while it is rendered: its JSON may have grown
-         * since it was measured (new latency figures). Render again into a
-         * larger buffer until the whole of it fits. */
-        char *one = NULL;
-        size_t cap = 0;
-        int got = dbpool_stats_json(m->items[i].pool, NULL, 0);
-        while (got >= 0 && (size_t)got >= cap) {
-            cap = (size_t)got + 256;
-            char *bigger = realloc(one, cap);
-            if (!bigger) {
-                free(one);
-                one = NULL;
-                break;
-            }
-            one = bigger;
-            got = dbpool_stats_json(m->items[i].pool, one, cap);
-        }
-        if (!one || got < 0) {
-            free(one);
+        int got;
+        char *one = render_one(m->items[i].pool, dbpool_stats_json, &got);
+        if (!one) {
             pthread_rwlock_unlock(&m->lock);
             if (len)
                 buf[0] = '\0'; /* never a cut document (textbuf.h) */
-            return got < 0 ? got : DBPOOL_ENOMEM;
+            return got;
         }
         if (!first)
             tb_puts(t, ", ");
@@ -419,6 +448,82 @@ int dbpool_manager_stats_json(dbpool_manager *m, char *buf, size_t len) {
     }
     pthread_rwlock_unlock(&m->lock);
     tb_puts(t, "}}");
+    return tb_finish(t);
+}
+
+/* The metric family of the block that starts at `s` ("# HELP <family> ..."):
+ * its name's length. */
+static size_t family_len(const char *s) {
+    s += 7; /* "# HELP " */
+    return strcspn(s, " \n");
+}
+
+/* The next family block of a Prometheus text after `s` (a line that starts
+ * "# HELP "), or its end. */
+static const char *next_family(const char *s) {
+    const char *at = strstr(s + 1, "\n# HELP ");
+    return at ? at + 1 : s + strlen(s);
+}
+
+/* The block of `family` (flen bytes) in `text`, or NULL: at the start of a
+ * line (a pool's name in a label never holds a line feed). */
+static const char *find_family(const char *text, const char *family, size_t flen) {
+    for (const char *b = text; *b; b = next_family(b))
+        if (strncmp(b, "# HELP ", 7) == 0 && family_len(b) == flen && strncmp(b + 7, family, flen) == 0)
+            return b;
+    return NULL;
+}
+
+int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
+    int rc = tb_check_args(m, buf, len); /* as dbpool_stats_prometheus */
+    if (rc != DBPOOL_OK)
+        return rc;
+    /* Each pool's text, taken under the manager's lock (a close of the pool
+     * waits for it); put together without it. */
+    pthread_rwlock_rdlock(&m->lock);
+    char **texts = m->n ? calloc((size_t)m->n, sizeof *texts) : NULL;
+    int n = 0, err = m->n && !texts ? DBPOOL_ENOMEM : DBPOOL_OK;
+    for (int i = 0; i < m->n && err == DBPOOL_OK; i++) {
+        if (!usable(&m->items[i])) /* as in the JSON */
+            continue;
+        int got;
+        texts[n] = render_one(m->items[i].pool, dbpool_stats_prometheus, &got);
+        if (!texts[n])
+            err = got;
+        else
+            n++;
+    }
+    pthread_rwlock_unlock(&m->lock);
+    textbuf tb;
+    textbuf *t = &tb;
+    tb_init(t, buf, len);
+    /* Text format 0.0.4 wants each family once, its samples together: the
+     * first pool's block of each family whole (HELP, TYPE, samples), then
+     * the other pools' samples of that family. Every pool's text is made
+     * by the same renderer, so each has every family. */
+    for (const char *b = n ? texts[0] : ""; err == DBPOOL_OK && *b;) {
+        const char *end = next_family(b);
+        tb_putn(t, b, (size_t)(end - b));
+        size_t flen = strncmp(b, "# HELP ", 7) == 0 ? family_len(b) : 0;
+        for (int k = 1; k < n && flen; k++) {
+            const char *o = find_family(texts[k], b + 7, flen);
+            const char *samples = o ? strchr(o, '\n') : NULL;     /* past HELP */
+            samples = samples ? strchr(samples + 1, '\n') : NULL; /* past TYPE */
+            if (samples) {
+                samples++;
+                tb_putn(t, samples, (size_t)(next_family(o) - samples));
+            }
+        }
+        b = end;
+    }
+    for (int k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+    if (err != DBPOOL_OK) {
+        if (len)
+            buf[0] = '\0'; /* never a cut text (textbuf.h) */
+        return err;
+    }
     return tb_finish(t);
 }
 

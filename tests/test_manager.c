@@ -1106,6 +1106,248 @@ static void test_parents_pools_in_forked_child(void **state) {
     assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
 }
 
+/* A Prometheus text: every family's HELP and TYPE once, every sample of
+ * the family its last TYPE named, and of the pools `pools` (each with a
+ * sample in every family); NULL when it is so, else what is wrong. */
+static const char *check_prometheus(const char *text, const char *const *pools, int npools) {
+    static char why[256];
+    char family[128] = "";
+    char seen[64][128];
+    int nseen = 0;
+    bool pool_in_family[8] = {false};
+    const char *line = text;
+    while (*line) {
+        const char *eol = strchr(line, '\n');
+        if (!eol)
+            return "the text does not end with a line feed";
+        size_t n = (size_t)(eol - line);
+        if (strncmp(line, "# HELP ", 7) == 0) {
+            for (int k = 0; k < npools && family[0]; k++)
+                if (!pool_in_family[k]) {
+                    snprintf(why, sizeof why, "family %s has no sample of pool %s", family, pools[k]);
+                    return why;
+                }
+            size_t fl = strcspn(line + 7, " \n");
+            snprintf(family, sizeof family, "%.*s", (int)fl, line + 7);
+            for (int k = 0; k < nseen; k++)
+                if (strcmp(seen[k], family) == 0) {
+                    snprintf(why, sizeof why, "family %s appears twice", family);
+                    return why;
+                }
+            if (nseen < 64)
+                snprintf(seen[nseen++], sizeof seen[0], "%s", family);
+            memset(pool_in_family, 0, sizeof pool_in_family);
+        } else if (strncmp(line, "# TYPE ", 7) == 0) {
+            if (strncmp(line + 7, family, strlen(family)) != 0 || line[7 + strlen(family)] != ' ') {
+                snprintf(why, sizeof why, "TYPE of another family than %s: %.*s", family, (int)n, line);
+                return why;
+            }
+        } else {
+            size_t fl = strlen(family);
+            const char *rest = line + fl;
+            if (!fl || strncmp(line, family, fl) != 0 ||
+                !(rest[0] == '{' || strncmp(rest, "_bucket{", 8) == 0 || strncmp(rest, "_sum{", 5) == 0 ||
+                  strncmp(rest, "_count{", 7) == 0)) {
+                snprintf(why, sizeof why, "sample outside its family %s: %.*s", family, (int)n, line);
+                return why;
+            }
+            bool known = false;
+            for (int k = 0; k < npools; k++) {
+                char label[160];
+                snprintf(label, sizeof label, "{pool=\"%s\"", pools[k]);
+                if (strncmp(strchr(line, '{'), label, strlen(label)) == 0)
+                    known = pool_in_family[k] = true;
+            }
+            if (!known) {
+                snprintf(why, sizeof why, "sample of an unknown pool: %.*s", (int)n, line);
+                return why;
+            }
+        }
+        line = eol + 1;
+    }
+    for (int k = 0; k < npools && family[0]; k++)
+        if (!pool_in_family[k]) {
+            snprintf(why, sizeof why, "family %s has no sample of pool %s", family, pools[k]);
+            return why;
+        }
+    return NULL;
+}
+
+/* Statistics by name, and every pool's Prometheus text as one. A program
+ * serving /metrics from a manager had only dbpool_manager_get and
+ * dbpool_stats_prometheus of each pool, which read freed memory when a
+ * reload closed that pool meanwhile, and whose texts put together repeat
+ * each family's HELP and TYPE (a scrape Prometheus refuses). */
+static void test_stats_by_name_and_prometheus(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    char small[8];
+    memset(small, 'X', sizeof small);
+    assert_int_equal(dbpool_manager_stats_prometheus(m, small, sizeof small), 0); /* no pools: "" */
+    assert_string_equal(small, "");
+    assert_int_equal(dbpool_manager_stats_prometheus(NULL, small, sizeof small), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_stats_prometheus(m, NULL, 1), DBPOOL_EINVAL);
+    dbpool_stats st;
+    assert_int_equal(dbpool_manager_pool_stats(m, "a", &st), DBPOOL_ENOTFOUND);
+    assert_int_equal(dbpool_manager_pool_stats(m, NULL, &st), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_pool_stats(m, "a", NULL), DBPOOL_EINVAL);
+    dbpool_options o;
+    dbt_options(&o, 1, 3);
+    o.maintenance_interval_ms = 0;
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "a", "mock:", &o, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "b \"q\"", "sqlite::memory:", &o, &e), DBPOOL_OK);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_manager_acquire(m, "a", 1000, &c, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_pool_stats(m, "a", &st), DBPOOL_OK);
+    assert_int_equal(st.in_use, 1);
+    assert_int_equal(st.max_size, 3);
+    assert_int_equal(st.acquired, 1);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+
+    int need = dbpool_manager_stats_prometheus(m, NULL, 0);
+    assert_true(need > 0);
+    size_t cap = (size_t)need + 4096;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    int got = dbpool_manager_stats_prometheus(m, buf, cap);
+    assert_true(got > 0 && (size_t)got < cap);
+    assert_int_equal(strlen(buf), got);
+    static const char *const pools[] = {"a", "b \\\"q\\\""}; /* as label values */
+    const char *why = check_prometheus(buf, pools, 2);
+    if (why)
+        fail_msg("%s in:\n%s", why, buf);
+    /* Each pool's samples are those of its own text. */
+    char one[1 << 15];
+    int n1 = dbpool_stats_prometheus(dbpool_manager_get(m, "b \"q\""), one, sizeof one);
+    assert_true(n1 > 0 && (size_t)n1 < sizeof one);
+    for (char *line = one, *eol; (eol = strchr(line, '\n')); line = eol + 1) {
+        *eol = '\0';
+        if (line[0] != '#') {
+            char *at = strstr(buf, line);
+            if (!at || at[strlen(line)] != '\n')
+                fail_msg("the sample '%s' of pool b is not in the manager's text", line);
+        }
+    }
+    assert_non_null(strstr(buf, "dbpool_connections_max{pool=\"b \\\"q\\\"\"} 3\n"));
+    assert_non_null(strstr(buf, "dbpool_connections_max{pool=\"a\"} 3\n"));
+    /* Too small a buffer: the length, and no cut text. */
+    memset(buf, 'X', 100);
+    assert_true(dbpool_manager_stats_prometheus(m, buf, 100) >= 100);
+    assert_string_equal(buf, "");
+    free(buf);
+    assert_int_equal(dbpool_manager_close_pool(m, "a"), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_pool_stats(m, "a", &st), DBPOOL_ENOTFOUND);
+    assert_int_equal(st.max_size, 0); /* zeroed */
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+}
+
+/* A /metrics handler and a status page reading the statistics while a
+ * reload closes and reopens a pool, with a lease out across the close:
+ * each read gets the pool's figures or DBPOOL_ENOTFOUND, each text is one
+ * valid exposition, and nothing reads a freed pool (run under ASan and
+ * TSan; bounded by time). */
+typedef struct metrics_ctx {
+    dbpool_manager *m;
+    atomic_bool stop;
+    atomic_int scrapes, reads;
+    char failure[512];
+    pthread_mutex_t mu;
+} metrics_ctx;
+
+static void metrics_fail(metrics_ctx *x, const char *what, const char *text) {
+    pthread_mutex_lock(&x->mu);
+    if (!x->failure[0])
+        snprintf(x->failure, sizeof x->failure, "%s: %.300s", what, text ? text : "");
+    pthread_mutex_unlock(&x->mu);
+    atomic_store(&x->stop, true);
+}
+
+static void *serve_metrics(void *arg) {
+    metrics_ctx *x = arg;
+    size_t cap = 256;
+    char *buf = malloc(cap);
+    static const char *const two[] = {"stay", "churn"};
+    while (buf && !atomic_load(&x->stop)) {
+        int n = dbpool_manager_stats_prometheus(x->m, buf, cap);
+        if (n < 0) {
+            metrics_fail(x, "dbpool_manager_stats_prometheus failed", dbpool_strerror(n));
+            break;
+        }
+        if ((size_t)n >= cap) {
+            if (buf[0])
+                metrics_fail(x, "a cut text", buf);
+            cap = (size_t)n + 1024;
+            char *bigger = realloc(buf, cap);
+            if (!bigger)
+                break;
+            buf = bigger;
+            continue;
+        }
+        /* "churn" may or may not be open: check with both, then with one. */
+        const char *why = check_prometheus(buf, two, 2);
+        if (why && check_prometheus(buf, two, 1) != NULL)
+            metrics_fail(x, why, buf);
+        atomic_fetch_add(&x->scrapes, 1);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void *read_by_name(void *arg) {
+    metrics_ctx *x = arg;
+    while (!atomic_load(&x->stop)) {
+        dbpool_stats st;
+        int rc = dbpool_manager_pool_stats(x->m, "churn", &st);
+        if (rc == DBPOOL_OK && st.max_size != 2)
+            metrics_fail(x, "wrong max_size read by name", NULL);
+        else if (rc != DBPOOL_OK && rc != DBPOOL_ENOTFOUND)
+            metrics_fail(x, "dbpool_manager_pool_stats failed", dbpool_strerror(rc));
+        atomic_fetch_add(&x->reads, 1);
+    }
+    return NULL;
+}
+
+static void test_stats_racing_reload(void **state) {
+    (void)state;
+    metrics_ctx x;
+    memset(&x, 0, sizeof x);
+    pthread_mutex_init(&x.mu, NULL);
+    assert_int_equal(dbpool_manager_new(&x.m), DBPOOL_OK);
+    atomic_init(&x.stop, false);
+    atomic_init(&x.scrapes, 0);
+    atomic_init(&x.reads, 0);
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 0;
+    assert_int_equal(dbpool_manager_open(x.m, "stay", "mock:", &o, NULL), DBPOOL_OK);
+    pthread_t t[2];
+    assert_int_equal(pthread_create(&t[0], NULL, serve_metrics, &x), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, read_by_name, &x), 0);
+    int64_t until = dbt_now_ms() + 20000;
+    for (int round = 0;
+         !atomic_load(&x.stop) && (round < 200 || atomic_load(&x.scrapes) < 50 || atomic_load(&x.reads) < 50);
+         round++) {
+        if (dbt_now_ms() > until) {
+            metrics_fail(&x, "too few scrapes or reads in 20 s", NULL);
+            break;
+        }
+        assert_int_equal(dbpool_manager_open(x.m, "churn", "mock:", &o, NULL), DBPOOL_OK);
+        dbpool_conn *c = NULL;
+        assert_int_equal(dbpool_manager_acquire(x.m, "churn", 1000, &c, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_manager_close_pool(x.m, "churn"), DBPOOL_OK);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK); /* frees the pool */
+    }
+    atomic_store(&x.stop, true);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    if (x.failure[0])
+        fail_msg("%s (%d scrapes, %d reads)", x.failure, atomic_load(&x.scrapes), atomic_load(&x.reads));
+    assert_int_equal(dbpool_manager_free(x.m), DBPOOL_OK);
+    pthread_mutex_destroy(&x.mu);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1127,6 +1369,8 @@ int main(void) {
         cmocka_unit_test(test_unknown_name_strerror),
         cmocka_unit_test(test_name_kept_after_a_failed_reopen),
         cmocka_unit_test(test_parents_pools_in_forked_child),
+        cmocka_unit_test(test_stats_by_name_and_prometheus),
+        cmocka_unit_test(test_stats_racing_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
