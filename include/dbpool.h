@@ -642,8 +642,11 @@ int dbpool_manager_pool_stats(dbpool_manager *m, const char *name, dbpool_stats 
  * dbpool_close): free it from another thread; and while a
  * dbpool_manager_open of it is still running on another thread: free it
  * once that has returned; and for a manager freed already (as a second
- * dbpool_close). No other call on the manager may run during or after its
- * free. */
+ * dbpool_close). No other call on the manager may start during or after
+ * its free (it would use the freed manager: stop your threads first); a
+ * dbpool_manager_acquire already waiting for a connection when the free
+ * begins touches only its pool, and is answered DBPOOL_ECLOSED as by
+ * dbpool_close. */
 int dbpool_manager_free(dbpool_manager *m);
 
 #ifdef __cplusplus

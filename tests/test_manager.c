@@ -1348,6 +1348,62 @@ static void test_stats_racing_reload(void **state) {
     pthread_mutex_destroy(&x.mu);
 }
 
+/* A server shutting down: its workers wait in dbpool_manager_acquire for
+ * a connection of an exhausted pool while the main thread frees the
+ * manager. Past its lookup a lease by name no longer touches the manager
+ * (only the pool, which it holds), so each waiter is answered
+ * DBPOOL_ECLOSED and nothing reads the freed manager or pool (ASan, TSan).
+ * The lease held across the free stays valid. */
+typedef struct shutdown_ctx {
+    dbpool_manager *m;
+    atomic_int answered, closed;
+} shutdown_ctx;
+
+static void *wait_by_name(void *arg) {
+    shutdown_ctx *x = arg;
+    dbpool_conn *c = NULL;
+    dbpool_error e;
+    int rc = dbpool_manager_acquire(x->m, "db", 30000, &c, &e);
+    if (rc == DBPOOL_ECLOSED && !c)
+        atomic_fetch_add(&x->closed, 1);
+    else if (c)
+        dbpool_release(c);
+    atomic_fetch_add(&x->answered, 1);
+    return NULL;
+}
+
+static void test_free_with_waiters_by_name(void **state) {
+    (void)state;
+    shutdown_ctx x;
+    assert_int_equal(dbpool_manager_new(&x.m), DBPOOL_OK);
+    atomic_init(&x.answered, 0);
+    atomic_init(&x.closed, 0);
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 0;
+    assert_int_equal(dbpool_manager_open(x.m, "db", "mock:", &o, NULL), DBPOOL_OK);
+    dbpool_conn *held = NULL;
+    assert_int_equal(dbpool_manager_acquire(x.m, "db", 1000, &held, NULL), DBPOOL_OK);
+    enum { WAITERS = 3 };
+    pthread_t t[WAITERS];
+    for (int i = 0; i < WAITERS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, wait_by_name, &x), 0);
+    dbpool_stats st;
+    int64_t until = dbt_now_ms() + 10000;
+    do {
+        assert_int_equal(dbpool_manager_pool_stats(x.m, "db", &st), DBPOOL_OK);
+        if (st.waiting < WAITERS)
+            dbt_sleep_ms(5);
+    } while (st.waiting < WAITERS && dbt_now_ms() < until);
+    assert_int_equal(st.waiting, WAITERS);
+    assert_int_equal(dbpool_manager_free(x.m), DBPOOL_OK);
+    for (int i = 0; i < WAITERS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(atomic_load(&x.closed), WAITERS);
+    assert_int_equal(dbpool_exec(held, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK); /* frees the pool */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1371,6 +1427,7 @@ int main(void) {
         cmocka_unit_test(test_parents_pools_in_forked_child),
         cmocka_unit_test(test_stats_by_name_and_prometheus),
         cmocka_unit_test(test_stats_racing_reload),
+        cmocka_unit_test(test_free_with_waiters_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
