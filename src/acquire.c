@@ -767,6 +767,11 @@ int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_erro
     return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, cached, out, err);
 }
 
+int dbpool__acquire_traced(dbpool *p, int64_t timeout_ms, const lease_trace *trace, dbpool_conn **out,
+                           dbpool_error *err) {
+    return acquire_impl(p, timeout_ms, false, trace, NULL, out, err);
+}
+
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
     /* Checked here too, so that the message names the function called. */
     if (!out || !p) {

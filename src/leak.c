@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Called by dbpool_acquire and dbpool_try_acquire only. The frames kept
+/* Called by dbpool_acquire, dbpool_try_acquire and dbpool_manager_acquire
+ * only. The frames kept
  * start at their caller: the frames above it are found by the return
  * address into the public function, not by counting, since how many
  * there are depends on the build (a sanitizer's interceptor of backtrace()

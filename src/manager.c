@@ -296,12 +296,20 @@ int dbpool_manager_acquire(dbpool_manager *m, const char *name, int64_t timeout_
     if (!p)
         return dbpool__seterr(err, DBPOOL_ENOTFOUND, "no pool named '%s' is open in this manager",
                               dbpool__check_pool_name(name, NULL) == DBPOOL_OK ? name : "(not a valid name)");
+    /* With leak detection on, the lease's stack is taken here, so that its
+     * first frame is this function's caller (operations.md), not this
+     * function. A caller cancelled while it waits in line
+     * (docs/threading.md, "Cancellation") lets its hold go on the way out,
+     * or the pool could never be freed. */
     int rc;
-    /* A caller cancelled while it waits in line (docs/threading.md,
-     * "Cancellation") lets its hold go on the way out, or the pool could
-     * never be freed. */
     pthread_cleanup_push(unhold_cancelled, p);
-    rc = dbpool_acquire(p, timeout_ms, out, err);
+    if (p->opt.leak_threshold_ms > 0) {
+        lease_trace t;
+        dbpool__trace_capture(&t);
+        rc = dbpool__acquire_traced(p, timeout_ms, &t, out, err);
+    } else {
+        rc = dbpool_acquire(p, timeout_ms, out, err);
+    }
     pthread_cleanup_pop(0);
     dbpool__unhold(p);
     return rc;

@@ -450,6 +450,12 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
 int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_error *e);
 /* Start a lease on c (lock held): counters, times, trace. */
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
+/* dbpool_acquire with the stack its caller captured (leak detection on):
+ * for a public function that acquires on its caller's behalf
+ * (dbpool_manager_acquire), so that the lease's first frame is that
+ * function's caller. */
+int dbpool__acquire_traced(dbpool *p, int64_t timeout_ms, const lease_trace *trace, dbpool_conn **out,
+                           dbpool_error *err);
 
 /* options.c */
 /* DBPOOL_OK for a pool name dbpool_open takes (NULL: "default"), else

@@ -1404,6 +1404,45 @@ static void test_free_with_waiters_by_name(void **state) {
     assert_int_equal(dbpool_release(held), DBPOOL_OK); /* frees the pool */
 }
 
+/* With leak detection on, a lease's stack starts at the function that
+ * asked for it: operations.md promises the caller as the first frame
+ * (#0). Through dbpool_manager_acquire the first frame was
+ * dbpool_manager_acquire itself, one of the four frames a timeout's
+ * error shows. */
+dbpool_conn *manager_named_holder(dbpool_manager *m);
+__attribute__((noinline)) dbpool_conn *manager_named_holder(dbpool_manager *m) {
+    dbpool_conn *c = NULL;
+    if (dbpool_manager_acquire(m, "traced", 1000, &c, NULL) != DBPOOL_OK)
+        return NULL;
+    __asm__ __volatile__("" ::: "memory"); /* no tail call: this frame stays */
+    return c;
+}
+
+static void test_lease_by_name_traced_from_its_caller(void **state) {
+    (void)state;
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 600000; /* traces kept, no report in this test */
+    o.maintenance_interval_ms = 1000;
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "traced", "mock:", &o, &e), DBPOOL_OK);
+    dbpool_conn *held = manager_named_holder(m);
+    assert_non_null(held);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_manager_acquire(m, "traced", 50, &c, &e), DBPOOL_ETIMEDOUT);
+    const char *f = strstr(e.message, "acquired at:\n  #0 ");
+    if (!f)
+        fail_msg("no stack in the timeout error: %s", e.message);
+    const char *eol = strchr(f + 14, '\n');
+    const char *hit = strstr(f + 14, "manager_named_holder");
+    if (!hit || (eol && hit > eol))
+        fail_msg("the first frame should be the caller of dbpool_manager_acquire: %s", e.message);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1428,6 +1467,7 @@ int main(void) {
         cmocka_unit_test(test_stats_by_name_and_prometheus),
         cmocka_unit_test(test_stats_racing_reload),
         cmocka_unit_test(test_free_with_waiters_by_name),
+        cmocka_unit_test(test_lease_by_name_traced_from_its_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
