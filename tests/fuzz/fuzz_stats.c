@@ -1,6 +1,7 @@
 /* libFuzzer target: the JSON and Prometheus writers (dbpool_stats_json,
- * dbpool_stats_prometheus, dbpool_manager_stats_json) with hostile pool
- * names, and the name's validation before them. The name comes from the
+ * dbpool_stats_prometheus, dbpool_manager_stats_json,
+ * dbpool_manager_stats_prometheus) with hostile pool names, and the name's
+ * validation before them. The name comes from the
  * data, through the options struct or through pool_name in the URL.
  * Properties: no crash or sanitizer report; a name dbpool_open accepts
  * comes out unchanged: the JSON parses (jansson) and its "name" and the
@@ -54,6 +55,7 @@ static int render(int (*fn)(void *, char *, size_t), void *obj, char **out) {
 static int json_fn(void *p, char *b, size_t n) { return dbpool_stats_json(p, b, n); }
 static int prom_fn(void *p, char *b, size_t n) { return dbpool_stats_prometheus(p, b, n); }
 static int manager_fn(void *m, char *b, size_t n) { return dbpool_manager_stats_json(m, b, n); }
+static int manager_prom_fn(void *m, char *b, size_t n) { return dbpool_manager_stats_prometheus(m, b, n); }
 
 /* Every sample line's pool label must unescape to `name`. */
 static void check_prometheus(const char *text, const char *name) {
@@ -206,6 +208,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 char *text;
                 if (render(manager_fn, m, &text) >= 0) {
                     check_manager_json(text, name);
+                    free(text);
+                }
+                /* One pool: the manager's text is the pool's own. */
+                char *own;
+                if (render(manager_prom_fn, m, &text) >= 0) {
+                    check_prometheus(text, name);
+                    if (render(prom_fn, dbpool_manager_get(m, name), &own) >= 0) {
+                        if (strcmp(own, text) != 0)
+                            abort();
+                        free(own);
+                    }
                     free(text);
                 }
             }
