@@ -473,13 +473,23 @@ static const char *next_family(const char *s) {
     return at ? at + 1 : s + strlen(s);
 }
 
-/* The block of `family` (flen bytes) in `text`, or NULL: at the start of a
- * line (a pool's name in a label never holds a line feed). */
-static const char *find_family(const char *text, const char *family, size_t flen) {
-    for (const char *b = text; *b; b = next_family(b))
-        if (strncmp(b, "# HELP ", 7) == 0 && family_len(b) == flen && strncmp(b + 7, family, flen) == 0)
-            return b;
-    return NULL;
+/* Whether the block at b is that of `family` (flen bytes). */
+static bool family_is(const char *b, const char *family, size_t flen) {
+    return strncmp(b, "# HELP ", 7) == 0 && family_len(b) == flen && strncmp(b + 7, family, flen) == 0;
+}
+
+/* The block of `family` in `text`, or NULL: the one at `*at` when it is
+ * that family (the texts list their families in one order), else looked
+ * for from the start; *at then the block after it. Blocks start at the
+ * start of a line (a pool's name in a label never holds a line feed). */
+static const char *find_family(const char *text, const char **at, const char *family, size_t flen) {
+    const char *found = **at && family_is(*at, family, flen) ? *at : NULL;
+    for (const char *b = text; !found && *b; b = next_family(b))
+        if (family_is(b, family, flen))
+            found = b;
+    if (found)
+        *at = next_family(found);
+    return found;
 }
 
 int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
@@ -490,7 +500,8 @@ int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
      * waits for it); put together without it. */
     pthread_rwlock_rdlock(&m->lock);
     char **texts = m->n ? calloc((size_t)m->n, sizeof *texts) : NULL;
-    int n = 0, err = m->n && !texts ? DBPOOL_ENOMEM : DBPOOL_OK;
+    const char **at = m->n ? calloc((size_t)m->n, sizeof *at) : NULL; /* where each is read */
+    int n = 0, err = m->n && (!texts || !at) ? DBPOOL_ENOMEM : DBPOOL_OK;
     for (int i = 0; i < m->n && err == DBPOOL_OK; i++) {
         if (!usable(&m->items[i])) /* as in the JSON */
             continue;
@@ -499,7 +510,7 @@ int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
         if (!texts[n])
             err = got;
         else
-            n++;
+            at[n] = texts[n], n++;
     }
     pthread_rwlock_unlock(&m->lock);
     textbuf tb;
@@ -514,7 +525,7 @@ int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
         tb_putn(t, b, (size_t)(end - b));
         size_t flen = strncmp(b, "# HELP ", 7) == 0 ? family_len(b) : 0;
         for (int k = 1; k < n && flen; k++) {
-            const char *o = find_family(texts[k], b + 7, flen);
+            const char *o = find_family(texts[k], &at[k], b + 7, flen);
             const char *samples = o ? strchr(o, '\n') : NULL;     /* past HELP */
             samples = samples ? strchr(samples + 1, '\n') : NULL; /* past TYPE */
             if (samples) {
@@ -527,6 +538,7 @@ int dbpool_manager_stats_prometheus(dbpool_manager *m, char *buf, size_t len) {
     for (int k = 0; k < n; k++)
         free(texts[k]);
     free(texts);
+    free(at);
     if (err != DBPOOL_OK) {
         if (len)
             buf[0] = '\0'; /* never a cut text (textbuf.h) */
