@@ -829,6 +829,14 @@ static void scenario_manager(void) {
     int n = dbpool_manager_stats_json(m, buf, sizeof buf);
     if (n < 0)
         assert_int_equal(n, DBPOOL_ENOMEM);
+    n = dbpool_manager_stats_prometheus(m, buf, sizeof buf);
+    if (n < 0) {
+        assert_int_equal(n, DBPOOL_ENOMEM);
+        assert_string_equal(buf, ""); /* never a cut text */
+    }
+    dbpool_stats st;
+    rc = dbpool_manager_pool_stats(m, names[0], &st);
+    assert_int_equal(rc, open[0] ? DBPOOL_OK : DBPOOL_ENOTFOUND);
     if (open[1])
         assert_int_equal(dbpool_manager_close_pool(m, "second"), DBPOOL_OK);
     disarm();
