@@ -1047,6 +1047,11 @@ static void manager_child(dbpool_manager *m) {
     int n = dbpool_manager_stats_json(m, buf, sizeof buf);
     if (n < 0 || (size_t)n >= sizeof buf || strcmp(buf, "{\"pools\": {}}") != 0)
         _exit(FORK_JSON);
+    if (dbpool_manager_stats_prometheus(m, buf, sizeof buf) != 0 || buf[0] != '\0')
+        _exit(FORK_JSON);
+    dbpool_stats st;
+    if (dbpool_manager_pool_stats(m, "parent", &st) != DBPOOL_ENOTFOUND)
+        _exit(FORK_JSON);
     if (dbpool_manager_open(m, "parent", "mock:", NULL, &e) != DBPOOL_EINVAL || !strstr(e.message, "fork"))
         _exit(FORK_OPEN);
     dbpool__mock_counters before, after;
@@ -1085,7 +1090,7 @@ static void test_parents_pools_in_forked_child(void **state) {
         [FORK_GET] = "dbpool_manager_get handed out the parent's pool",
         [FORK_LISTED] = "the parent's pool was counted or listed",
         [FORK_ACQUIRE] = "dbpool_manager_acquire was not DBPOOL_EMISUSE with a message about fork()",
-        [FORK_JSON] = "the parent's pool was in the JSON",
+        [FORK_JSON] = "the parent's pool was in the JSON, the Prometheus text or read by name",
         [FORK_OPEN] = "an open of the parent's pool's name was not refused with a message about fork()",
         [FORK_FREE] = "dbpool_manager_free failed",
         [FORK_DISCONNECTED] = "dbpool_manager_free closed the parent's connections",
