@@ -182,7 +182,11 @@ int dbpool_manager_open(dbpool_manager *m, const char *name, const char *url, co
     int taken = find(m, name);
     if (taken >= 0) {
         bool parents = m->items[taken].pool && dbpool__forked(m->items[taken].pool);
+        bool opening = !m->items[taken].pool;
         pthread_rwlock_unlock(&m->lock);
+        if (opening) /* it may yet fail: "already open" would send the caller to look for it */
+            return dbpool__seterr(err, DBPOOL_EINVAL,
+                                  "a pool named '%s' is being opened in this manager by another call", name);
         if (parents)
             return dbpool__seterr(err, DBPOOL_EINVAL,
                                   "the name '%s' is taken by a pool the parent process opened before fork(): "

@@ -163,7 +163,13 @@ static void test_free_while_an_open_runs(void **state) {
     while (!g.entered)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
-    /* The open is inside dbpool_open (its first connect). */
+    /* The open is inside dbpool_open (its first connect). A second open of
+     * the name said it was "already open", though no pool of that name
+     * was, and the first open might yet fail. */
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(go.m, "slow", "mock:", NULL, &e), DBPOOL_EINVAL);
+    if (!strstr(e.message, "being opened"))
+        fail_msg("a second open while the first runs: '%s'", e.message);
     assert_int_equal(dbpool_manager_free(go.m), DBPOOL_EMISUSE);
     assert_int_equal(dbpool_manager_count(go.m), 0);
     pthread_mutex_lock(&g.mu);
