@@ -395,7 +395,8 @@ static void test_open_close_not_starved_by_lookups(void **state) {
 
 /* Every manager call at once on four names, from six threads, for 2 s
  * (run under ASan and TSan): opens, closes, leases by name, listings,
- * lookups and JSON, each checked for what it may return. */
+ * lookups, JSON, Prometheus text and statistics by name, each checked for
+ * what it may return. */
 typedef struct mixed_ctx {
     dbpool_manager *m;
     atomic_bool stop;
@@ -417,7 +418,7 @@ static void *mixed_calls(void *arg) {
         const char *n = names[rand_r(&seed) % 4];
         dbpool_conn *c = NULL;
         int rc;
-        switch (rand_r(&seed) % 6) {
+        switch (rand_r(&seed) % 8) {
         case 0:
             rc = dbpool_manager_open(x->m, n, "mock:", &o, NULL);
             assert_true(rc == DBPOOL_OK || rc == DBPOOL_EINVAL); /* or taken */
@@ -453,6 +454,19 @@ static void *mixed_calls(void *arg) {
                 fail_msg("not JSON (%s): %s", je.text, buf);
             assert_true(json_object_size(json_object_get(doc, "pools")) <= 4);
             json_decref(doc);
+            break;
+        }
+        case 5: {
+            int len = dbpool_manager_stats_prometheus(x->m, buf, cap);
+            assert_true(len >= 0 && (size_t)len < cap);
+            assert_int_equal(strlen(buf), len);
+            break;
+        }
+        case 6: {
+            dbpool_stats st;
+            rc = dbpool_manager_pool_stats(x->m, n, &st);
+            assert_true(rc == DBPOOL_OK || rc == DBPOOL_ENOTFOUND);
+            assert_true(rc != DBPOOL_OK || st.max_size == 2);
             break;
         }
         default:
