@@ -646,7 +646,10 @@ int dbpool_manager_pool_stats(dbpool_manager *m, const char *name, dbpool_stats 
  * its free (it would use the freed manager: stop your threads first); a
  * dbpool_manager_acquire already waiting for a connection when the free
  * begins touches only its pool, and is answered DBPOOL_ECLOSED as by
- * dbpool_close. */
+ * dbpool_close. A callback that the closes run (log_fn, on this thread or
+ * on a pool's thread being joined) may call the manager: it shows no pool
+ * by then. A lease released after the free still logs through log_fn,
+ * which must not call the manager any more. */
 int dbpool_manager_free(dbpool_manager *m);
 
 #ifdef __cplusplus

@@ -570,8 +570,9 @@ int dbpool_manager_free(dbpool_manager *m) {
     /* From a callback on one of its pools' own threads, that pool's close
      * would be refused and the manager freed anyway: the pool would stay
      * open with nothing left to close it. Refuse before touching anything.
-     * (Not asked in a forked child: see dbpool_manager_close_pool.) */
-    pthread_rwlock_rdlock(&m->lock); /* after managers_lock, as at fork() */
+     * (Not asked in a forked child: see dbpool_manager_close_pool.)
+     * Taken for writing: the table is taken out below. */
+    pthread_rwlock_wrlock(&m->lock); /* after managers_lock, as at fork() */
     bool own = false, opening = false;
     for (int i = 0; i < m->n && !own && !opening; i++) {
         dbpool *p = m->items[i].pool;
@@ -583,8 +584,8 @@ int dbpool_manager_free(dbpool_manager *m) {
          * for. */
         opening = !p && m->items[i].fork_gen == dbpool__fork_generation();
     }
-    pthread_rwlock_unlock(&m->lock);
     if (own || opening) {
+        pthread_rwlock_unlock(&m->lock);
         pthread_mutex_unlock(&managers_lock);
         return DBPOOL_EMISUSE;
     }
@@ -594,14 +595,32 @@ int dbpool_manager_free(dbpool_manager *m) {
         managers = m->next;
     if (m->next)
         m->next->prev = m->prev;
+    pthread_rwlock_unlock(&m->lock);
     pthread_mutex_unlock(&managers_lock);
-    for (int i = 0; i < m->n; i++) {
-        if (m->items[i].pool)
-            atomic_store(&m->items[i].pool->managed, false);
-        dbpool_close(m->items[i].pool);
-        free(m->items[i].name);
+    /* The pools are closed out of the table: a callback the closes run (a
+     * log line, on this thread or on a pool thread being joined) may call
+     * the manager, which then shows none of them, rather than pools closed
+     * already (their memory gone), and cannot close one again. A pool such
+     * a callback opened meanwhile is closed in the next round (its open
+     * has returned: the callback ran on this thread or on one the close
+     * joined). */
+    for (;;) {
+        pthread_rwlock_wrlock(&m->lock);
+        entry *items = m->items;
+        int n = m->n;
+        m->items = NULL;
+        m->n = m->cap = 0;
+        pthread_rwlock_unlock(&m->lock);
+        if (!items)
+            break;
+        for (int i = 0; i < n; i++) {
+            if (items[i].pool)
+                atomic_store(&items[i].pool->managed, false);
+            dbpool_close(items[i].pool);
+            free(items[i].name);
+        }
+        free(items);
     }
-    free(m->items);
     for (int i = 0; i < m->n_retired; i++)
         free(m->retired[i]);
     free(m->retired);

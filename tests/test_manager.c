@@ -1468,6 +1468,70 @@ static void test_lease_by_name_traced_from_its_caller(void **state) {
     assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
 }
 
+/* A log callback that reads the manager (its JSON, a lookup, a close by
+ * name) while dbpool_manager_free closes the pools: the free ran through
+ * its table without the lock, with the pools it had closed still in it, so
+ * such a callback, called by the free itself ("closing ..." lines), read
+ * closed and freed pools (ASan: heap-use-after-free), and its close by
+ * name closed a pool a second time. The free takes the table out of the
+ * manager first: during the free the manager is empty, and a pool the
+ * callback opens meanwhile is closed as well. */
+typedef struct during_free {
+    dbpool_manager *m;
+    atomic_int calls, seen_pools, close_rc, opened;
+} during_free;
+
+static void read_manager_on_close(void *user, dbpool_log_level level, const char *line) {
+    (void)level;
+    during_free *d = user;
+    if (!d->m || !strstr(line, "closing ("))
+        return;
+    atomic_fetch_add(&d->calls, 1);
+    char buf[1 << 15];
+    int n = dbpool_manager_stats_json(d->m, buf, sizeof buf);
+    if (n <= 0 || (size_t)n >= sizeof buf || strstr(buf, "\"name\":\"a\"") || strstr(buf, "\"name\":\"b\"") ||
+        strstr(buf, "\"name\":\"c\""))
+        atomic_fetch_add(&d->seen_pools, 1);
+    if (dbpool_manager_get(d->m, "a") || dbpool_manager_get(d->m, "b") || dbpool_manager_get(d->m, "c"))
+        atomic_fetch_add(&d->seen_pools, 1);
+    int rc = dbpool_manager_close_pool(d->m, "a");
+    if (rc != DBPOOL_ENOTFOUND)
+        atomic_store(&d->close_rc, rc);
+    /* A pool opened meanwhile is closed by the free too. */
+    if (atomic_load(&d->calls) == 1 && dbpool_manager_open(d->m, "late", "mock:", NULL, NULL) == DBPOOL_OK)
+        atomic_fetch_add(&d->opened, 1);
+}
+
+static void test_log_callback_during_free(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    during_free d;
+    memset(&d, 0, sizeof d);
+    atomic_init(&d.close_rc, DBPOOL_ENOTFOUND);
+    dbpool_manager *m = NULL;
+    assert_int_equal(dbpool_manager_new(&m), DBPOOL_OK);
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 0;
+    o.log_fn = read_manager_on_close;
+    o.log_user = &d;
+    o.log_level = DBPOOL_LOG_INFO;
+    dbpool_error e;
+    assert_int_equal(dbpool_manager_open(m, "a", "mock:", &o, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "b", "mock:", &o, &e), DBPOOL_OK);
+    assert_int_equal(dbpool_manager_open(m, "c", "mock:", &o, &e), DBPOOL_OK);
+    d.m = m;
+    assert_int_equal(dbpool_manager_free(m), DBPOOL_OK);
+    d.m = NULL;
+    assert_int_equal(atomic_load(&d.calls), 3); /* one "closing (...)" line per pool */
+    assert_int_equal(atomic_load(&d.seen_pools), 0);
+    assert_int_equal(atomic_load(&d.close_rc), DBPOOL_ENOTFOUND);
+    assert_int_equal(atomic_load(&d.opened), 1);
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
+    assert_int_equal(mc.live, 0); /* "late" too */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_get_close),
@@ -1493,6 +1557,7 @@ int main(void) {
         cmocka_unit_test(test_stats_racing_reload),
         cmocka_unit_test(test_free_with_waiters_by_name),
         cmocka_unit_test(test_lease_by_name_traced_from_its_caller),
+        cmocka_unit_test(test_log_callback_during_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
