@@ -1056,8 +1056,8 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         if (e && (e->native_code & 0xff) == SQLITE_NOTADB)
             dbpool__prefix_err(e, "'%.200s' is not an SQLite database", c->path);
         else if (e && (e->native_code & 0xff) == SQLITE_CANTOPEN)
-            return map_open_error(e->native_code, c->path, (c->open_flags & SQLITE_OPEN_CREATE) != 0, NULL,
-                                  e);
+            return map_open_error(e->native_code, c->memory ? ":memory:" : c->path,
+                                  (c->open_flags & SQLITE_OPEN_CREATE) != 0, NULL, e);
         return rc;
     }
     sqlite_conn *sc = calloc(1, sizeof *sc);
