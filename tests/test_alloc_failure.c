@@ -201,7 +201,13 @@ MYSQL_RES *__wrap_mysql_store_result(MYSQL *m) {
     if (!atomic_exchange(&store_result_oom, false))
         return __real_mysql_store_result(m);
     m->status = MYSQL_STATUS_READY;
-    SET_CLIENT_ERROR(m, 2008 /* CR_OUT_OF_MEMORY */, "HY000", "MySQL client ran out of memory");
+    /* What Connector/C's SET_CLIENT_ERROR does, written out: that macro
+     * names ER() from errmsg.h, which mysql.h does not include (GCC says
+     * nothing inside a system header's macro; clang fails the build on the
+     * implicit declaration). */
+    m->net.last_errno = 2008; /* CR_OUT_OF_MEMORY */
+    snprintf(m->net.sqlstate, sizeof m->net.sqlstate, "%s", "HY000");
+    snprintf(m->net.last_error, sizeof m->net.last_error, "%s", "MySQL client ran out of memory");
     return NULL;
 }
 #endif
