@@ -58,4 +58,30 @@ for opt in DBPOOL_WITH_PG DBPOOL_WITH_MYSQL; do
     fail "the error for $opt=maybe does not name $opt"
   }
 done
-echo "ok: DBPOOL_WITH_PG / DBPOOL_WITH_MYSQL take CMake's on and off spellings, reject others"
+
+# DBPOOL_NO_TSC (docs/metrics.md: the clock_gettime path of every platform
+# but x86-64) is an option: ON compiles everything with it, which a
+# -DDBPOOL_NO_TSC on cmake's command line once did not (CMake took it for
+# a variable nobody reads, said so in a warning, and built the TSC path).
+for v in ON off; do
+  configure "$tmp/log" -DDBPOOL_NO_TSC=$v || {
+    cat "$tmp/log" >&2
+    fail "configure with DBPOOL_NO_TSC=$v"
+  }
+  cc_json="$tmp/b$n/compile_commands.json"
+  # The command of each entry whose file is src/fast_clock.c (CMake writes
+  # an entry's keys one to a line, in no order a script should rely on).
+  clock_cc=$(awk '/^ *\{/ { cmd = ""; file = "" } /"command":/ { cmd = $0 } /"file":/ { file = $0 }
+    /^ *\}/ && file ~ /src\/fast_clock\.c"/ { print cmd }' "$cc_json")
+  [ -n "$clock_cc" ] || fail "no compile command for src/fast_clock.c in $cc_json"
+  if [ $v = ON ]; then
+    printf '%s\n' "$clock_cc" | grep -q -- '-DDBPOOL_NO_TSC' ||
+      fail "DBPOOL_NO_TSC=ON: src/fast_clock.c is compiled without -DDBPOOL_NO_TSC"
+  elif grep -q -- '-DDBPOOL_NO_TSC' "$cc_json"; then
+    fail "DBPOOL_NO_TSC=off: compiled with -DDBPOOL_NO_TSC"
+  fi
+  ! grep -q 'Manually-specified variables were not used' "$tmp/log" ||
+    fail "DBPOOL_NO_TSC=$v: CMake says the variable was not used"
+done
+echo "ok: DBPOOL_WITH_PG / DBPOOL_WITH_MYSQL take CMake's on and off spellings, reject others;" \
+  "DBPOOL_NO_TSC=ON compiles the clock_gettime path"
