@@ -857,7 +857,9 @@ static void scenario_manager(void) {
     check_mock_clean();
 }
 
-/* A server backend, when its URL is set (skipped otherwise). */
+/* A server backend, when its URL is set (skipped otherwise); in a build
+ * with neither server backend, none of this is used. */
+#if defined(DBPOOL_HAVE_PG) || defined(DBPOOL_HAVE_MYSQL)
 static const char *server_url, *server_session_sql;
 
 static void scenario_server(void) {
@@ -936,6 +938,7 @@ static void server_test(const char *env, const char *name, const char *session_s
     assert_true(run_passes(more, scenario_server_statements, HEAVY) > 0);
     secrets_in_play = false;
 }
+#endif
 
 #ifdef DBPOOL_HAVE_PG
 /* sslrootcert given relative to the working directory: dbpool_open makes
