@@ -485,6 +485,10 @@ int cli_bench_main(int argc, char **argv) {
                         "cannot connect: %s: check that the database is up, or raise --timeout, which "
                         "bounds a connect too",
                         cli_errtext(rc, &e, buf, sizeof buf));
+    /* A backend this build lacks: nothing was connected to, and the
+     * message already says what to install. */
+    if (rc == DBPOOL_EUNSUPPORTED)
+        return cli_fail(CMD, "%s", cli_errtext(rc, &e, buf, sizeof buf));
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));

@@ -726,6 +726,13 @@ static int demo(const demo_args *a) {
     dbpool *p = NULL;
     dbpool_error e;
     int rc = dbpool_open(&p, a->db, &o, &e);
+    if (rc == DBPOOL_EUNSUPPORTED) {
+        /* A backend this build lacks: the message says what to install;
+         * --db is not wrong and --verbose would show nothing more. */
+        char buf[700];
+        labels_free(&l);
+        return cli_fail(CMD, "%s", cli_errtext(rc, &e, buf, sizeof buf));
+    }
     if (rc != DBPOOL_OK) {
         labels_free(&l);
         return db_fail("cannot open the pool", rc, &e);

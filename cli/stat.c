@@ -137,6 +137,10 @@ int cli_stat_main(int argc, char **argv) {
     if (rc == DBPOOL_EINVAL)
         return cli_usage_error(CMD, "%s: check the URL (see dbpool stat --help)",
                                cli_errtext(rc, &e, buf, sizeof buf));
+    /* A backend this build lacks: nothing was connected to, and the
+     * message already says what to install. */
+    if (rc == DBPOOL_EUNSUPPORTED)
+        return cli_fail(CMD, "%s", cli_errtext(rc, &e, buf, sizeof buf));
     if (rc != DBPOOL_OK)
         return cli_fail(CMD, "cannot connect: %s: check the URL and that the database is up",
                         cli_errtext(rc, &e, buf, sizeof buf));

@@ -1235,6 +1235,7 @@ static void test_connect_failure_and_no_password(void **state) {
  * without being shown, whichever option or position takes it. */
 /* Mistakes before any command: a command typed in capitals is named
  * back, and --version refuses what it would otherwise ignore. */
+#ifdef DBPOOL_HAVE_PG /* a PostgreSQL URL: its backend must be built in */
 /* A connect that times out under --timeout says that --timeout bounds it:
  * the message names connect_timeout_ms, an option bench has no flag for. */
 static void test_bench_connect_timeout_names_option(void **state) {
@@ -1251,6 +1252,7 @@ static void test_bench_connect_timeout_names_option(void **state) {
     assert_string_equal(r.out, "");
     dbt_run_free(&r);
 }
+#endif
 
 static void test_top_level_mistakes(void **state) {
     (void)state;
@@ -1686,7 +1688,9 @@ int main(void) {
         cmocka_unit_test(test_bench_help_hold_range_holds),
         cmocka_unit_test(test_stat_help_bounds_hold),
         cmocka_unit_test(test_connect_failure_and_no_password),
+#ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_bench_connect_timeout_names_option),
+#endif
         cmocka_unit_test(test_top_level_mistakes),
         cmocka_unit_test(test_misplaced_url_not_echoed),
         cmocka_unit_test(test_metrics_listen_refused),
