@@ -83,5 +83,17 @@ for v in ON off; do
   ! grep -q 'Manually-specified variables were not used' "$tmp/log" ||
     fail "DBPOOL_NO_TSC=$v: CMake says the variable was not used"
 done
+
+# DBPOOL_FUZZ (libFuzzer) is clang's: with GCC the configure says so,
+# rather than every fuzz target failing in the build on -fsanitize=fuzzer.
+if command -v gcc >/dev/null 2>&1; then
+  if configure "$tmp/log" -DCMAKE_C_COMPILER=gcc -DDBPOOL_FUZZ=ON; then
+    fail "DBPOOL_FUZZ=ON was accepted with gcc, which has no libFuzzer"
+  fi
+  grep -q "DBPOOL_FUZZ=ON needs clang" "$tmp/log" || {
+    cat "$tmp/log" >&2
+    fail "the error for DBPOOL_FUZZ=ON with gcc does not say it needs clang"
+  }
+fi
 echo "ok: DBPOOL_WITH_PG / DBPOOL_WITH_MYSQL take CMake's on and off spellings, reject others;" \
-  "DBPOOL_NO_TSC=ON compiles the clock_gettime path"
+  "DBPOOL_NO_TSC=ON compiles the clock_gettime path; DBPOOL_FUZZ=ON asks for clang"
