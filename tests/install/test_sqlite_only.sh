@@ -86,8 +86,9 @@ expect_unbuilt "MariaDB Connector/C" libmariadb-dev demo --input "$tmp/input.txt
 status=0
 "$dbpool" check "$pg" >"$tmp/out" 2>"$tmp/err" || status=$?
 [ "$status" = 1 ] || fail "dbpool check $pg: exit status $status, not 1"
-grep -qF '"error_code": "DBPOOL_EUNSUPPORTED"' "$tmp/out" && grep -qF libpq-dev "$tmp/out" ||
+if ! grep -qF '"error_code": "DBPOOL_EUNSUPPORTED"' "$tmp/out" || ! grep -qF libpq-dev "$tmp/out"; then
   fail "dbpool check with a PostgreSQL URL: $(cat "$tmp/out" "$tmp/err")"
+fi
 ! grep -qF s3cretPW "$tmp/out" "$tmp/err" || fail "dbpool check showed the password"
 # The SQLite demo works.
 "$dbpool" demo --input "$tmp/input.txt" --output "$tmp/demo.json" >/dev/null 2>"$tmp/err" ||
