@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <string.h>
 #include <time.h>
 
 #ifdef DBPOOL_HAVE_TSC
@@ -172,6 +173,24 @@ void dbpool__fast_clock_reset_for_tests(void) {
     pthread_mutex_unlock(&g_recheck_lock);
 }
 
+/* Only the forking thread lives on in the child: a recheck another thread
+ * was in at fork() never unlocks there, and without this the child's
+ * clock was never checked again (the passes' trylock failed each time)
+ * and dbpool__fast_clock_recheck_with hung. No recheck runs in the child
+ * yet (one thread), so the lock is made anew; the anchors it may have
+ * been writing are the parent thread's, whole or not yet published. */
+void dbpool__fast_clock_forked_child(void) {
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&g_recheck_lock, &fresh, sizeof fresh);
+}
+
+void dbpool__fast_clock_hold_for_tests(bool hold) {
+    if (hold)
+        pthread_mutex_lock(&g_recheck_lock);
+    else
+        pthread_mutex_unlock(&g_recheck_lock);
+}
+
 void dbpool__fast_clock_recheck(void) {
     if (!atomic_load_explicit(&dbpool__fast_clock.ready, memory_order_acquire))
         return; /* nothing to check before the calibration */
@@ -199,4 +218,6 @@ void dbpool__fast_clock_recheck(void) {
 int64_t dbpool__fast_now_slow(void) { return dbpool__now_ns(); }
 void dbpool__fast_clock_reset_for_tests(void) {}
 void dbpool__fast_clock_recheck(void) {}
+void dbpool__fast_clock_forked_child(void) {}
+void dbpool__fast_clock_hold_for_tests(bool hold) { (void)hold; }
 #endif

@@ -68,6 +68,14 @@ void dbpool__fast_clock_recheck(void);
  * no other thread reading the clock). */
 void dbpool__fast_clock_reset_for_tests(void);
 
+/* The fork() child's handler (fork.c): a recheck another thread of the
+ * parent was in at fork() left its lock held in the child for good. */
+void dbpool__fast_clock_forked_child(void);
+
+/* Tests only: hold (true) or let go (false) the recheck's lock, as a
+ * recheck under way on another thread does. */
+void dbpool__fast_clock_hold_for_tests(bool hold);
+
 #define DBPOOL_FAST_CLOCK_TOLERANCE_NS 1000000 /* 1 ms */
 #define DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR 32
 

@@ -5,6 +5,8 @@
  * it; a child's generation differs, and the pool refuses to work there. */
 #include "pool_internal.h"
 
+#include "fast_clock.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -13,6 +15,7 @@ atomic_uint dbpool__fork_gen;
 static void in_child(void) {
     atomic_fetch_add_explicit(&dbpool__fork_gen, 1, memory_order_relaxed);
     dbpool__metrics_forked_child();
+    dbpool__fast_clock_forked_child();
 }
 
 /* Not pthread_once: pthread_atfork can fail (ENOMEM), and a pool opened

@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #define MS INT64_C(1000000)
@@ -276,6 +278,39 @@ static void test_maintenance_rechecks(void **state) {
     assert_true(off > -MS && off < MS);
 }
 
+/* A fork() while another thread rechecks the clock: the child's clock is
+ * still checked (its recheck does not wait for a thread it does not have). */
+static void test_child_forked_during_a_recheck_rechecks(void **state) {
+    (void)state;
+    dbpool__fast_clock_reset_for_tests();
+    if (!have_tsc_clock())
+        skip();
+    dbpool_options o;
+    dbpool_options_init(&o);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = NULL;
+    dbpool_error e;
+    assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK); /* the fork handler */
+    dbpool__fast_clock_hold_for_tests(true);                       /* a recheck under way at fork() */
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10); /* a recheck that waits for the parent's thread ends here */
+        uint64_t tsc = 0;
+        int64_t mono = 0;
+        real_pair(&tsc, &mono);
+        dbpool_clock_verdict v = dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS);
+        _exit(v == DBPOOL_CLOCK_STEPPED && offset_now() < -49 * MS ? 0 : 3);
+    }
+    dbpool__fast_clock_hold_for_tests(false);
+    assert_true(pid > 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    dbpool_close(p);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the child's recheck: %s %d", WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
 #else
 static void test_no_tsc(void **state) {
     (void)state;
@@ -298,6 +333,7 @@ int main(void) {
         cmocka_unit_test(test_recheck_gives_up_anchors_needed_too_often),
         cmocka_unit_test(test_recheck_is_rate_limited),
         cmocka_unit_test(test_maintenance_rechecks),
+        cmocka_unit_test(test_child_forked_during_a_recheck_rechecks),
 #else
         cmocka_unit_test(test_no_tsc),
 #endif
