@@ -134,8 +134,16 @@ static dbpool_clock_verdict recheck_locked(uint64_t tsc, int64_t mono) {
         return DBPOOL_CLOCK_KEEP; /* CLOCK_MONOTONIC already */
     dbpool_clock_anchor next;
     dbpool_clock_verdict v = dbpool__fast_clock_judge(cur, g_steps > 0, tsc, mono, &next);
-    if (v == DBPOOL_CLOCK_KEEP)
+    if (v == DBPOOL_CLOCK_KEEP) {
+        /* The clock kept since the last step: that run of jumps is over,
+         * and its rate is right. Counted on, a laptop's ninth suspend
+         * (a TSC that restarts) gave the TSC up however long it had kept
+         * time between them, and a jump hours after a step was taken for
+         * the rate of the whole time since (a clock off by the jump's
+         * share until the next looks put it right). */
+        g_steps = 0;
         return v;
+    }
     g_steps = v == DBPOOL_CLOCK_STEPPED ? g_steps + 1 : 0;
     /* A TSC that jumps at every look, or needs a new anchor more than
      * DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR times an hour, is no clock to

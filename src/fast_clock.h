@@ -60,8 +60,8 @@ int64_t dbpool__fast_now_slow(void);
  * jumped or restarted (suspend, a virtual machine moved to another host),
  * or that runs at another rate since (a host with another TSC frequency).
  * When it needs a new anchor more than DBPOOL_FAST_CLOCK_MAX_ANCHORS_PER_HOUR
- * times within an hour, or jumped 8 times in a row, the TSC is given up
- * for CLOCK_MONOTONIC. */
+ * times within an hour, or jumped 8 times in a row (with no look on time
+ * between), the TSC is given up for CLOCK_MONOTONIC. */
 void dbpool__fast_clock_recheck(void);
 
 /* Tests only: forget every re-anchor and calibrate again (no pool open,

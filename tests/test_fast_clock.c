@@ -170,6 +170,27 @@ static void test_recheck_gives_up_a_jumping_tsc(void **state) {
     assert_true(f >= a && f <= b);
 }
 
+/* Jumps apart, the clock keeping time between them (a laptop's suspends,
+ * its TSC restarting each time): not "in a row", never given up. */
+static void test_recheck_keeps_a_tsc_that_jumps_now_and_then(void **state) {
+    (void)state;
+    dbpool__fast_clock_reset_for_tests();
+    if (!have_tsc_clock())
+        skip();
+    for (int jump = 0; jump < 12; jump++) {
+        int64_t off = (jump % 2 ? 30 : -30) * MS;
+        uint64_t tsc = 0;
+        int64_t mono = 0;
+        real_pair(&tsc, &mono);
+        assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono + off), DBPOOL_CLOCK_STEPPED);
+        real_pair(&tsc, &mono); /* a look later: on time since */
+        dbpool_clock_verdict v = dbpool__fast_clock_recheck_with(tsc, mono + off);
+        if (v != DBPOOL_CLOCK_KEEP)
+            fail_msg("after jump %d, a look that found the clock on time: verdict %d", jump + 1, (int)v);
+    }
+    assert_non_null(atomic_load(&dbpool__fast_clock.anchor));
+}
+
 /* Drift made of NTP's wandering correction (2 ppm one way, then the
  * other, every hour): a new anchor every hour, for as long as it takes,
  * through the ring of anchors many times over. */
@@ -330,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_recheck_moves_the_clock),
         cmocka_unit_test(test_recheck_gives_up_a_jumping_tsc),
         cmocka_unit_test(test_recheck_keeps_up_with_slow_drift),
+        cmocka_unit_test(test_recheck_keeps_a_tsc_that_jumps_now_and_then),
         cmocka_unit_test(test_recheck_gives_up_anchors_needed_too_often),
         cmocka_unit_test(test_recheck_is_rate_limited),
         cmocka_unit_test(test_maintenance_rechecks),
