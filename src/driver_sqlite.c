@@ -957,8 +957,15 @@ static int check_journal_creatable(sqlite3 *db, const char *journal, dbpool_erro
     if (!file || !*file)
         return DBPOOL_OK;
     char buf[PATH_MAX + 16];
-    if ((size_t)snprintf(buf, sizeof buf, "%s-journal", file) >= sizeof buf || access(buf, W_OK) == 0)
-        return DBPOOL_OK; /* one that exists and may be written is enough */
+    /* In truncate and persist mode one that exists and may be written is
+     * enough; delete mode deletes it at every commit, which takes the
+     * directory too (a -journal left there by an earlier mode or a crash
+     * let the connect pass, and every write failed with "disk I/O
+     * error"). */
+    bool deletes = strcasecmp(journal, "delete") == 0;
+    if ((size_t)snprintf(buf, sizeof buf, "%s-journal", file) >= sizeof buf ||
+        (!deletes && access(buf, W_OK) == 0))
+        return DBPOOL_OK;
     snprintf(buf, sizeof buf, "%s", file);
     char *slash = strrchr(buf, '/');
     if (!slash)
@@ -971,10 +978,10 @@ static int check_journal_creatable(sqlite3 *db, const char *journal, dbpool_erro
         return DBPOOL_OK;
     return dbpool__seterr(
         e, DBPOOL_EPERM,
-        "SQLite database '%.200s' cannot be written: in journal_mode=%s SQLite creates its "
+        "SQLite database '%.200s' cannot be written: in journal_mode=%s SQLite %s its "
         "-journal file in the directory '%.200s', which this process may not write: give it "
         "write access to that directory, or open the database with mode=ro",
-        file, journal, buf);
+        file, journal, deletes ? "creates and deletes" : "creates", buf);
 }
 
 /* The busy timeout for the connect's next statement: what is left of its

@@ -972,6 +972,42 @@ static void test_read_only_directory_refused_at_connect(void **state) {
         fail_msg("journal_mode=memory there: %s: %s", dbpool_errname(rc_memory), msg_memory);
 }
 
+/* The same with a -journal file left in that directory (by an earlier
+ * journal mode, or a crash) that may be written: delete mode deletes it at
+ * every commit, which takes the directory. The connect passed, and every
+ * write then failed with "disk I/O error". In persist mode it is enough. */
+static void test_read_only_directory_with_a_journal_left(void **state) {
+    (void)state;
+    char dir[600], path[700], journal[720], url[800], msg[600], msg_persist[600];
+    snprintf(dir, sizeof dir, "%s/ro_journal_left", dbt_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/rollback.db", dir);
+    raw_exec(path, "PRAGMA journal_mode=delete; CREATE TABLE t(x)");
+    snprintf(journal, sizeof journal, "%s-journal", path);
+    FILE *f = fopen(journal, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0666), 0);
+    assert_int_equal(chmod(journal, 0666), 0);
+    assert_int_equal(chmod(dir, 0555), 0);
+    assert_int_equal(chmod(dbt_tmpdir(), 0755), 0); /* for nobody */
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=unchanged", path);
+    int rc = open_as_nobody(url, msg, sizeof msg);
+    snprintf(url, sizeof url, "sqlite:%s?journal_mode=persist", path);
+    int rc_persist = rc == 1 ? 1 : open_as_nobody(url, msg_persist, sizeof msg_persist);
+    assert_int_equal(chmod(dbt_tmpdir(), 0700), 0);
+    assert_int_equal(chmod(dir, 0755), 0);
+    if (rc == 1) {
+        print_message("not checked: cannot run as user nobody here\n");
+        return;
+    }
+    if (rc != DBPOOL_EPERM || !strstr(msg, "creates and deletes") ||
+        !strstr(msg, "write access to that directory"))
+        fail_msg("delete mode, a -journal left in a read-only directory: %s: %s", dbpool_errname(rc), msg);
+    if (rc_persist != DBPOOL_OK)
+        fail_msg("journal_mode=persist there: %s: %s", dbpool_errname(rc_persist), msg_persist);
+}
+
 /* A statement stepped on the native handle and left unfinished holds a
  * read snapshot: the release resets it, and the next lease sees rows
  * committed since and can write. */
@@ -1497,6 +1533,7 @@ int main(void) {
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_read_only_errors_say_why),
         cmocka_unit_test(test_read_only_directory_refused_at_connect),
+        cmocka_unit_test(test_read_only_directory_with_a_journal_left),
         cmocka_unit_test(test_memory_attaches_files),
         cmocka_unit_test(test_invalid_path_retried_then_reported),
         cmocka_unit_test(test_not_a_database),
