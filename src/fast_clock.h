@@ -10,8 +10,9 @@
  * calibration is good to about 1e-5, and NTP slews CLOCK_MONOTONIC but not
  * the TSC), so timestamps from the two must never be compared. The recheck
  * keeps the fast clock within about a millisecond of CLOCK_MONOTONIC while
- * some pool's maintenance runs; a re-anchor may move it back by up to that
- * much once (durations across it may read short, and are clamped at 0).
+ * some pool's maintenance runs; a re-anchor for drift may move it back by
+ * up to that much (durations across it may read short, and are clamped at
+ * 0), one for a jump by the jump (design.md, Clocks).
  *
  * The reader is inline: the thread-cache lease reads it twice per cycle,
  * and the TSC itself (about 10 ns on a virtual machine) is a large part of
