@@ -3,7 +3,6 @@
  * cancelled caller waiting in dbpool_acquire leaves the line at once; the
  * pool lock is not left held, the counts stay right, and the pool goes on
  * working (docs/threading.md, "Cancellation"). Mock backend. */
-#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "driver_mock.h"
 #include "testsupport.h"
 
@@ -21,19 +20,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-
-/* Join t within timeout_ms; false if it is still running then. */
-static bool join_within(pthread_t t, int64_t timeout_ms, void **ret) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return pthread_timedjoin_np(t, ret, &ts) == 0;
-}
 
 typedef struct acquirer {
     dbpool *p;
@@ -90,7 +76,7 @@ static void test_cancelled_waiter_leaves_the_line(void **state) {
     dbt_wait_for_waiters(p, 1, 5000);
     assert_int_equal(pthread_cancel(t), 0);
     void *ret = NULL;
-    if (!join_within(t, 5000, &ret))
+    if (!dbt_join_within(t, 5000, &ret))
         fail_msg("a caller cancelled while waiting in dbpool_acquire did not end");
     assert_ptr_equal(ret, PTHREAD_CANCELED);
     assert_false(a.returned);
@@ -98,7 +84,7 @@ static void test_cancelled_waiter_leaves_the_line(void **state) {
     after_cancel ac = {.p = p, .held = held, .acquire_rc = -999, .close_rc = -999};
     pthread_t checker;
     assert_int_equal(pthread_create(&checker, NULL, after_cancel_main, &ac), 0);
-    if (!join_within(checker, 10000, NULL))
+    if (!dbt_join_within(checker, 10000, NULL))
         fail_msg("the pool hangs after a waiter was cancelled (its lock left held?)");
     assert_int_equal(ac.before_release.waiting, 0);
     assert_int_equal(ac.before_release.in_use, 1);
@@ -124,7 +110,7 @@ static void test_connection_handed_to_a_cancelled_waiter_comes_back(void **state
         dbt_wait_for_waiters(p, 1, 5000);
         assert_int_equal(pthread_cancel(t), 0);
         assert_int_equal(dbpool_release(held), DBPOOL_OK);
-        if (!join_within(t, 5000, NULL))
+        if (!dbt_join_within(t, 5000, NULL))
             fail_msg("round %d: a cancelled waiter did not end", round);
         dbpool_stats s;
         dbpool_get_stats(p, &s);
@@ -174,7 +160,7 @@ static void test_cancelled_manager_acquire_lets_the_pool_go(void **state) {
     assert_int_equal(pthread_create(&t, NULL, manager_acquire_main, &a), 0);
     dbt_wait_for_waiters(p, 1, 5000);
     assert_int_equal(pthread_cancel(t), 0);
-    if (!join_within(t, 5000, NULL))
+    if (!dbt_join_within(t, 5000, NULL))
         fail_msg("a caller cancelled in dbpool_manager_acquire did not end");
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -246,7 +232,7 @@ static void cancel_during_validation(bool cached) {
     } while (n.pings == 0 && dbt_now_ms() < give_up);
     assert_true(n.pings > 0);
     assert_int_equal(pthread_cancel(t), 0);
-    if (!join_within(t, 5000, NULL))
+    if (!dbt_join_within(t, 5000, NULL))
         fail_msg("a thread cancelled during a validation did not end");
     assert_true(a.returned);
     assert_int_equal(a.rc, DBPOOL_OK);
@@ -328,7 +314,7 @@ static void test_cancel_during_release_reset(void **state) {
     assert_int_equal(pthread_cancel(t), 0);
     dbt_sleep_ms(100); /* a cancel acted on at once ends the thread meanwhile (nothing to wait for) */
     assert_int_equal(write(g_pipe[1], "x", 1), 1); /* lets the callback return */
-    if (!join_within(t, 10000, NULL))
+    if (!dbt_join_within(t, 10000, NULL))
         fail_msg("a thread cancelled during a release's reset did not end");
     __atomic_store_n(&g_armed, 0, __ATOMIC_SEQ_CST);
     assert_true(r.returned);
@@ -371,7 +357,7 @@ static void test_thread_exiting_with_a_lease_is_reported_as_a_leak(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, exit_holding_main, p), 0);
     void *lease = NULL;
-    assert_true(join_within(t, 5000, &lease));
+    assert_true(dbt_join_within(t, 5000, &lease));
     assert_non_null(lease);
     /* The reclaim gives the place back: a new connection within the wait. */
     dbpool_conn *c = NULL;
@@ -404,7 +390,7 @@ static void test_connection_cached_by_an_ended_thread_is_not_lost(void **state) 
     dbpool *p = dbt_open_lazy_mock(&o);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, park_and_exit_main, p), 0);
-    assert_true(join_within(t, 5000, NULL));
+    assert_true(dbt_join_within(t, 5000, NULL));
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();

@@ -34,6 +34,16 @@ static inline void bt_init(int argc, char **argv) {
 
 static inline bool bt_is(const char *backend) { return strcmp(bt_backend, backend) == 0; }
 
+/* A statement that names the server session a connection is (SQLite has
+ * none: "SELECT 1"). */
+static inline const char *bt_session_id_sql(void) {
+    if (bt_is("pg"))
+        return "SELECT pg_backend_pid()";
+    if (bt_is("mysql"))
+        return "SELECT CONNECTION_ID()";
+    return "SELECT 1";
+}
+
 /* Fail the test with the error's name and message when rc is not OK. */
 #define BT_OK(rc_expr, errp, what)                                                                           \
     do {                                                                                                     \

@@ -6,7 +6,6 @@
  * returned, and the connection the pool hands out next is not in the middle
  * of the cancelled statement (docs/threading.md, "Cancellation").
  * Server backends only. */
-#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "backend_common.h"
 
 #include <pthread.h>
@@ -39,18 +38,6 @@ static void *statement_main(void *arg) {
     return NULL;
 }
 
-static bool join_within(pthread_t t, int64_t timeout_ms, void **ret) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return pthread_timedjoin_np(t, ret, &ts) == 0;
-}
-
 static void test_cancel_during_statement(void **state) {
     (void)state;
     dbpool_options o;
@@ -81,7 +68,7 @@ static void test_cancel_during_statement(void **state) {
     assert_int_equal(dbpool_close(admin), 0);
     assert_int_equal(pthread_cancel(t), 0);
     void *ret = NULL;
-    if (!join_within(t, 10000, &ret))
+    if (!dbt_join_within(t, 10000, &ret))
         fail_msg("[%s] a thread cancelled in dbpool_exec did not end", bt_backend);
     BT_CHECK(ret == PTHREAD_CANCELED, "the thread was not cancelled");
     /* The statement was not cut off: it ran to its end and said so. */

@@ -100,14 +100,6 @@ static void child_main(dbpool *p, dbpool_conn *inherited, dbpool_result *open_re
     _exit(CHILD_OK);
 }
 
-static const char *session_sql(void) {
-    if (bt_is("pg"))
-        return "SELECT pg_backend_pid()";
-    if (bt_is("mysql"))
-        return "SELECT CONNECTION_ID()";
-    return "SELECT 1";
-}
-
 static void test_fork_while_holding_a_pool(void **state) {
     (void)state;
     dbpool_options o;
@@ -116,8 +108,8 @@ static void test_fork_while_holding_a_pool(void **state) {
     o.validation = DBPOOL_VALIDATE_ALWAYS; /* a dead connection would be replaced: compare session ids */
     dbpool *p = bt_open(&o, NULL);
     dbpool_conn *held = bt_acquire(p), *other = bt_acquire(p);
-    int64_t held_id = bt_query_int(held, session_sql(), NULL, 0);
-    int64_t other_id = bt_query_int(other, session_sql(), NULL, 0);
+    int64_t held_id = bt_query_int(held, bt_session_id_sql(), NULL, 0);
+    int64_t other_id = bt_query_int(other, bt_session_id_sql(), NULL, 0);
     bt_release(other); /* idle in the parent's pool at fork time */
     if (!bt_is("sqlite")) {
         bt_exec(held, "DROP TABLE IF EXISTS fault_fork");
@@ -161,7 +153,7 @@ static void test_fork_while_holding_a_pool(void **state) {
 
     dbt_sleep_ms(100); /* let a Terminate, had one been sent, reach the server */
     /* The parent's lease still works, on the same session. */
-    BT_CHECK(bt_query_int(held, session_sql(), NULL, 0) == held_id, "the held lease changed session");
+    BT_CHECK(bt_query_int(held, bt_session_id_sql(), NULL, 0) == held_id, "the held lease changed session");
     if (!bt_is("sqlite")) {
         dbpool_param v = dbpool_param_int64(7);
         bt_exec_params(held, "INSERT INTO fault_fork (id) VALUES (?)", &v, 1);
@@ -171,7 +163,7 @@ static void test_fork_while_holding_a_pool(void **state) {
      * id must be the one from before the fork. */
     dbpool_stats before = bt_stats(p);
     dbpool_conn *again = bt_acquire(p);
-    int64_t again_id = bt_query_int(again, session_sql(), NULL, 0);
+    int64_t again_id = bt_query_int(again, bt_session_id_sql(), NULL, 0);
     dbpool_stats s = bt_stats(p);
     BT_CHECK(s.validation_failures == before.validation_failures,
              "the idle connection failed validation after the child exited: the child closed it");

@@ -15,15 +15,11 @@
 
 #define N 4
 
-static const char *session_id_sql(void) {
-    return bt_is("pg") ? "SELECT pg_backend_pid()" : "SELECT CONNECTION_ID()";
-}
-
 /* Hold N leases at once and record their session ids. */
 static void hold_all(dbpool *p, dbpool_conn **cs, int64_t *ids) {
     for (int i = 0; i < N; i++) {
         cs[i] = bt_acquire(p);
-        ids[i] = bt_query_int(cs[i], session_id_sql(), NULL, 0);
+        ids[i] = bt_query_int(cs[i], bt_session_id_sql(), NULL, 0);
     }
 }
 
@@ -50,7 +46,7 @@ static void check_fresh(dbpool *p, const int64_t *old_ids, const char *how) {
         BT_CHECK(rc == DBPOOL_OK, "%s: acquire %d after the kill failed: %s: %s", how, i + 1,
                  dbpool_errname(rc), e.message);
         dbpool_result *r = NULL;
-        rc = dbpool_query(cs[i], session_id_sql(), NULL, 0, &r, &e);
+        rc = dbpool_query(cs[i], bt_session_id_sql(), NULL, 0, &r, &e);
         BT_CHECK(rc == DBPOOL_OK, "%s: the first query on lease %d after the kill failed: %s: %s", how, i + 1,
                  dbpool_errname(rc), e.message);
         BT_CHECK(dbpool_result_next(r, &e) == 1, "%s: no row", how);

@@ -86,14 +86,6 @@ static void child_main(dbpool_manager *m) {
     _exit(CHILD_OK);
 }
 
-static const char *session_sql(void) {
-    if (bt_is("pg"))
-        return "SELECT pg_backend_pid()";
-    if (bt_is("mysql"))
-        return "SELECT CONNECTION_ID()";
-    return "SELECT 1";
-}
-
 static void test_fork_with_a_manager(void **state) {
     (void)state;
     dbpool_manager *m = NULL;
@@ -108,8 +100,8 @@ static void test_fork_with_a_manager(void **state) {
     dbpool_conn *held = NULL, *other = NULL;
     BT_OK(dbpool_manager_acquire(m, "a", 5000, &held, &e), &e, "dbpool_manager_acquire");
     BT_OK(dbpool_manager_acquire(m, "a", 5000, &other, &e), &e, "dbpool_manager_acquire");
-    int64_t held_id = bt_query_int(held, session_sql(), NULL, 0);
-    int64_t other_id = bt_query_int(other, session_sql(), NULL, 0);
+    int64_t held_id = bt_query_int(held, bt_session_id_sql(), NULL, 0);
+    int64_t other_id = bt_query_int(other, bt_session_id_sql(), NULL, 0);
     bt_release(other); /* idle in the parent's pool at fork time */
 
     fflush(stdout);
@@ -133,13 +125,13 @@ static void test_fork_with_a_manager(void **state) {
              WEXITSTATUS(st));
 
     dbt_sleep_ms(100); /* let a Terminate, had one been sent, reach the server */
-    BT_CHECK(bt_query_int(held, session_sql(), NULL, 0) == held_id, "the held lease changed session");
+    BT_CHECK(bt_query_int(held, bt_session_id_sql(), NULL, 0) == held_id, "the held lease changed session");
     dbpool *a = dbpool_manager_get(m, "a");
     assert_non_null(a);
     dbpool_stats before = bt_stats(a);
     dbpool_conn *again = NULL;
     BT_OK(dbpool_manager_acquire(m, "a", 5000, &again, &e), &e, "dbpool_manager_acquire after the fork");
-    int64_t again_id = bt_query_int(again, session_sql(), NULL, 0);
+    int64_t again_id = bt_query_int(again, bt_session_id_sql(), NULL, 0);
     dbpool_stats s = bt_stats(a);
     BT_CHECK(s.validation_failures == before.validation_failures,
              "the idle connection failed validation after the child exited: the child closed it");

@@ -4,6 +4,8 @@
 
 #include "dbpool.h"
 
+#include <pthread.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,6 +32,8 @@ const char *dbt_not_a_database_url(const char *name);
 /* Monotonic milliseconds. */
 int64_t dbt_now_ms(void);
 void dbt_sleep_ms(int64_t ms);
+/* Join t within timeout_ms (join.c); false if it is still running then. */
+bool dbt_join_within(pthread_t t, int64_t timeout_ms, void **ret);
 /* Options with a short acquire timeout, for tests. */
 void dbt_options(dbpool_options *o, int min_size, int max_size);
 /* Check the pool's counters: total == idle + in_use + connecting. */
