@@ -164,7 +164,7 @@ for j in "${JARS[@]}"; do
 done
 CP=${CP#:}
 mkdir -p "$BUILD/java"
-javac -d "$BUILD/java" -cp "$CP" "$ROOT/bench/HikariBench.java" >>"$RUNLOG" 2>&1 || die "javac failed (see $RUNLOG)"
+javac -encoding UTF-8 -d "$BUILD/java" -cp "$CP" "$ROOT/bench/HikariBench.java" >>"$RUNLOG" 2>&1 || die "javac failed (see $RUNLOG)"
 # A fixed heap and no background compilation surprises: the JIT warms up
 # during HikariBench's untimed warm-up runs.
 JAVA=(java -Xms256m -Xmx256m -XX:+UseParallelGC -cp "$BUILD/java:$CP" HikariBench)
