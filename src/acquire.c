@@ -142,7 +142,7 @@ static bool checkout_slow_io(dbpool *p, dbpool_conn *c, const lease_trace *trace
     return true;
 }
 
-/* checkout_slow_io with cancellation disabled (pool_internal.h): a cancel
+/* checkout_slow_io with cancellation disabled (internal.h): a cancel
  * during its validation or close would leave the connection counted as
  * checking, and the pool held, for good. */
 static bool checkout_slow(dbpool *p, dbpool_conn *c, const lease_trace *trace, waiter *requeue,
@@ -398,7 +398,7 @@ static void wait_in_line(dbpool *p, waiter *w, int64_t deadline, bool cancellabl
 }
 
 /* The part of an acquire that may wait or do I/O, run with cancellation
- * disabled (pool_internal.h): only the wait in line itself, when the caller
+ * disabled (internal.h): only the wait in line itself, when the caller
  * had cancellation enabled, is a cancellation point. */
 static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_only, const lease_trace *trace,
                         dbpool_conn **out, dbpool_error *err, int64_t call_start, int64_t fast_start,

@@ -8,7 +8,7 @@
  * sqlite::memory: is one database shared by every connection of the pool.
  * Plain ":memory:" would give each connection its own empty database, and
  * shared-cache mode has table-level locks that ignore busy_timeout, so we
- * use SQLite's "memdb" VFS (as "dbpool-memdb", below) with a name unique
+ * use SQLite's "memdb" VFS (as "dbpool-memdb": sqlite_vfs.c) with a name unique
  * to the pool (normal locking, busy timeout honoured). The config holds one extra connection to it, so the
  * database lives exactly as long as the pool even when every pooled
  * connection has been closed.
@@ -16,6 +16,7 @@
 #include "driver.h"
 #include "internal.h"
 #include "sqlite_session.h"
+#include "sqlite_vfs.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -49,122 +50,6 @@ static const char *const sqlite_schemes[] = {"sqlite", "sqlite3", NULL};
  * below it). */
 #define MEMDB_DEFAULT_MAXSIZE ((sqlite3_int64)1073741824)
 #define MEMDB_UNLIMITED ((sqlite3_int64)1 << 48)
-
-/*
- * Lock waits that a signal does not cut short. SQLite's busy handler
- * (busy_timeout) counts the time it waited by the sleeps it asked for, and
- * the Unix VFS sleeps with usleep, which a signal handler installed without
- * SA_RESTART ends early: under an application's interval timer a
- * statement gave up on a lock after a few milliseconds with "database is
- * locked", busy_timeout (5000 ms) not nearly spent. File databases are
- * opened through "dbpool-unix", the default Unix VFS under another name
- * with a sleep that sleeps the whole time asked. Everything else is the
- * default VFS's own, its locks' bookkeeping included (shared with the
- * application's connections to the same file). Memory databases are
- * opened through "dbpool-memdb", SQLite's memdb VFS under another name
- * with the same sleep: memdb's own sleeps through the default VFS, and a
- * lock wait on sqlite::memory: ended early the same way. Its functions
- * ignore the VFS they are called with but for pAppData (the default VFS,
- * for randomness, time and dlopen), which the copy keeps; the databases
- * it holds are found by name, whichever of the two opened them.
- *
- * SQLite opens a database attached to a connection (ATTACH, in a lease or
- * in after_connect) through the VFS of its main database: through memdb,
- * a file path became an empty database in memory, and what was written
- * to it was lost. So dbpool-memdb gives memdb the pool's own databases
- * (MEMDB_PREFIX, their journals, and nameless temporary files, as memdb
- * had them) and dbpool-unix every other path.
- */
-#define MEMDB_PREFIX "/dbpool-memdb-"
-static sqlite3_vfs sleep_vfs, sleep_memdb;
-static sqlite3_vfs *real_memdb;
-static bool sleep_vfs_ok, sleep_memdb_ok;
-static pthread_once_t sleep_vfs_once = PTHREAD_ONCE_INIT;
-
-static bool in_memory(const char *name) {
-    return !name || strncmp(name, MEMDB_PREFIX, sizeof MEMDB_PREFIX - 1) == 0;
-}
-
-static int mixed_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
-    (void)vfs;
-    if (in_memory(name))
-        return real_memdb->xOpen(real_memdb, name, f, flags, out);
-    return sleep_vfs.xOpen(&sleep_vfs, name, f, flags, out);
-}
-
-static int mixed_delete(sqlite3_vfs *vfs, const char *name, int sync_dir) {
-    (void)vfs;
-    if (in_memory(name)) /* memdb deletes nothing: its files go when closed */
-        return real_memdb->xDelete ? real_memdb->xDelete(real_memdb, name, sync_dir) : SQLITE_OK;
-    return sleep_vfs.xDelete(&sleep_vfs, name, sync_dir);
-}
-
-static int mixed_access(sqlite3_vfs *vfs, const char *name, int flags, int *res) {
-    (void)vfs;
-    if (in_memory(name))
-        return real_memdb->xAccess(real_memdb, name, flags, res);
-    return sleep_vfs.xAccess(&sleep_vfs, name, flags, res);
-}
-
-static int mixed_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out) {
-    (void)vfs;
-    if (in_memory(name))
-        return real_memdb->xFullPathname(real_memdb, name, n, out);
-    return sleep_vfs.xFullPathname(&sleep_vfs, name, n, out);
-}
-
-static int sleep_whole(sqlite3_vfs *vfs, int us) {
-    (void)vfs;
-    if (us <= 0)
-        return 0;
-    int64_t until = dbpool__now_ns() + (int64_t)us * 1000;
-    struct timespec ts = {(time_t)(until / INT64_C(1000000000)), (long)(until % INT64_C(1000000000))};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-    return us;
-}
-
-static void sleep_vfs_make(void) {
-    sqlite3_vfs *base = sqlite3_vfs_find(NULL);
-    /* Only the Unix VFS, whose functions take any struct that carries its
-     * pAppData; an application's own default VFS is left alone. */
-    if (!base || strncmp(base->zName, "unix", 4) != 0)
-        return;
-    sleep_vfs = *base;
-    sleep_vfs.pNext = NULL;
-    sleep_vfs.zName = "dbpool-unix";
-    sleep_vfs.xSleep = sleep_whole;
-    sleep_vfs_ok = sqlite3_vfs_register(&sleep_vfs, 0) == SQLITE_OK;
-    real_memdb = sqlite3_vfs_find("memdb");
-    if (!sleep_vfs_ok || !real_memdb || real_memdb->iVersion < 2)
-        return; /* plain memdb */
-    sleep_memdb = *real_memdb;
-    sleep_memdb.iVersion = 2; /* no system calls of its own */
-    sleep_memdb.pNext = NULL;
-    sleep_memdb.zName = "dbpool-memdb";
-    /* Room for either's file; paths as long as the Unix VFS takes. */
-    if (sleep_vfs.szOsFile > sleep_memdb.szOsFile)
-        sleep_memdb.szOsFile = sleep_vfs.szOsFile;
-    sleep_memdb.mxPathname = sleep_vfs.mxPathname;
-    sleep_memdb.xOpen = mixed_open;
-    sleep_memdb.xDelete = mixed_delete;
-    sleep_memdb.xAccess = mixed_access;
-    sleep_memdb.xFullPathname = mixed_full_pathname;
-    sleep_memdb.xSleep = sleep_whole;
-    sleep_memdb_ok = sqlite3_vfs_register(&sleep_memdb, 0) == SQLITE_OK;
-}
-
-/* The VFS for a file database: dbpool-unix, or NULL (the default). */
-static const char *file_vfs(void) {
-    pthread_once(&sleep_vfs_once, sleep_vfs_make);
-    return sleep_vfs_ok ? sleep_vfs.zName : NULL;
-}
-
-/* The VFS for sqlite::memory:: dbpool-memdb, or memdb. */
-static const char *memory_vfs(void) {
-    pthread_once(&sleep_vfs_once, sleep_vfs_make);
-    return sleep_memdb_ok ? sleep_memdb.zName : "memdb";
-}
 
 static int map_open_error(int src, const char *path, bool may_create, sqlite3 *db, dbpool_error *e) {
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(src);
@@ -504,8 +389,8 @@ static int sqlite_configure(const char *url, void **out, dbpool_error *e) {
     if (rc == DBPOOL_OK && c->memory) {
         static atomic_uint_fast64_t counter;
         char name[96];
-        snprintf(name, sizeof name, "file:" MEMDB_PREFIX "%ld-%llu?vfs=%s", (long)getpid(),
-                 (unsigned long long)atomic_fetch_add(&counter, 1), memory_vfs());
+        snprintf(name, sizeof name, "file:" DBPOOL_MEMDB_PREFIX "%ld-%llu?vfs=%s", (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&counter, 1), dbpool__sqlite_memory_vfs());
         c->path = dbpool__strdup(name);
         c->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
         if (!c->path) {
@@ -660,6 +545,7 @@ typedef struct sqlite_conn {
     int base_busy_ms;       /* PRAGMA busy_timeout then: 0 none (or a busy handler), -1 unknown */
     sqlite3_stmt *canary;   /* never run: expired when a flag may have changed (canary_arm) */
     bool blind;             /* a caller replaced the session's authorizer: the reset fails */
+    bool vfs_cancel_free;   /* opened through dbpool's VFS: its I/O runs with cancellation off */
 } sqlite_conn;
 
 static void limits_read(sqlite3 *db, handle_settings *h) {
@@ -1000,7 +886,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
     *native = NULL;
     if (dbpool__ms_left(deadline) == 0)
         return dbpool__seterr(e, DBPOOL_ETIMEDOUT, "no time left to open the SQLite database");
-    int src = sqlite3_open_v2(c->path, &db, c->open_flags, c->memory ? NULL : file_vfs());
+    int src = sqlite3_open_v2(c->path, &db, c->open_flags, c->memory ? NULL : dbpool__sqlite_file_vfs());
     if (src != SQLITE_OK) {
         int rc = map_open_error(src, c->memory ? ":memory:" : c->path,
                                 (c->open_flags & SQLITE_OPEN_CREATE) != 0, db, e);
@@ -1073,6 +959,7 @@ static int sqlite_connect(const void *cfgp, const dbpool_connect_settings *s, in
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     }
     sc->db = db;
+    sc->vfs_cancel_free = dbpool__sqlite_vfs_cancel_free(db);
     /* Still within the connect's deadline: reading the settings loads the
      * schema of an in-memory database, which waits for its lock. */
     connect_wait(db, deadline, c->busy_timeout_ms);
@@ -1669,6 +1556,16 @@ static bool main_database_reads(void *native) {
     return src == SQLITE_ROW || (src & 0xff) == SQLITE_BUSY || (src & 0xff) == SQLITE_LOCKED;
 }
 
+/* Statements on this connection reach no cancellation point: its VFS
+ * makes its system calls with cancellation off (sqlite_vfs.c), and no
+ * worker thread of a sorter is joined (pthread_join is one; PRAGMA threads
+ * or sqlite3_limit start them). A caller's own functions or hooks on the
+ * native handle are the caller's (docs/threading.md). */
+static bool sqlite_cancel_free(void *native) {
+    const sqlite_conn *sc = native;
+    return sc->vfs_cancel_free && sqlite3_limit(sc->db, SQLITE_LIMIT_WORKER_THREADS, -1) == 0;
+}
+
 static bool sqlite_is_broken(void *native, const dbpool_error *e) {
     if (!e)
         return false;
@@ -1714,4 +1611,5 @@ const dbpool_driver dbpool__driver_sqlite = {
     .server_version = sqlite_server_version,
     .user_handle = sqlite_user_handle,
     .session_baseline = sqlite_session_baseline,
+    .cancel_free = sqlite_cancel_free,
 };

@@ -7,6 +7,7 @@
 
 #include "dbpool.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -134,5 +135,25 @@ void dbpool__strlcpy(char *dst, const char *src, size_t cap);
  * incomplete at its end, so that a server's non-ASCII message stays valid
  * UTF-8 however it was shortened. */
 void dbpool__utf8_cut_tail(char *s);
+
+/* Cancellation (docs/threading.md, "Cancellation"): a library call runs
+ * with the calling thread's cancellation disabled, so that a
+ * pthread_cancel never ends it half-way (a count or state left behind, a
+ * statement cut off on a connection that is then pooled); the cancel takes
+ * effect at the caller's next cancellation point. The one exception is the
+ * wait in line in dbpool_acquire (acquire.c), which stays a cancellation
+ * point with a cleanup handler. SQLite's statements reach none of their
+ * own: its VFS disables cancellation around its system calls
+ * (sqlite_vfs.c), and the core asks the driver (cancel_free) before paying
+ * for a pair here. begin returns the state to restore. */
+static inline int dbpool__nocancel_begin(void) {
+    int old = PTHREAD_CANCEL_ENABLE;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+static inline void dbpool__nocancel_end(int old) {
+    int ignored;
+    pthread_setcancelstate(old, &ignored);
+}
 
 #endif

@@ -322,22 +322,6 @@ bool dbpool__live_has(const dbpool *p, uint64_t serial);
  * (dbpool_open calls it). 0 or pthread_atfork's error. */
 int dbpool__live_watch(void);
 /* pool.c */
-/* Cancellation (docs/threading.md, "Cancellation"): a library call runs
- * with the calling thread's cancellation disabled, so that a
- * pthread_cancel never ends it half-way (a count or state left behind, a
- * statement cut off on a connection that is then pooled); the cancel takes
- * effect at the caller's next cancellation point. The one exception is the
- * wait in line in dbpool_acquire (acquire.c), which stays a cancellation
- * point with a cleanup handler. begin returns the state to restore. */
-static inline int dbpool__nocancel_begin(void) {
-    int old = PTHREAD_CANCEL_ENABLE;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-    return old;
-}
-static inline void dbpool__nocancel_end(int old) {
-    int ignored;
-    pthread_setcancelstate(old, &ignored);
-}
 void dbpool__lock(dbpool *p);
 void dbpool__unlock(dbpool *p);
 void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...)

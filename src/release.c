@@ -30,7 +30,7 @@ static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
 }
 
 /* The slow way back, with the lock held on entry: a reset round trip, or
- * a close. Run with cancellation disabled (pool_internal.h): a cancel
+ * a close. Run with cancellation disabled (internal.h): a cancel
  * during the reset would leave the connection returning for good. */
 static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need, bool was_leak, int64_t now) {
     bool over_cap = total_locked(p) > p->cap;
