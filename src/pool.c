@@ -132,7 +132,7 @@ void dbpool__log(dbpool *p, dbpool_log_level level, const char *fmt, ...) {
     va_end(ap);
     dbpool__redact(line, sizeof line, p->secrets);
     /* The callback's own cancellation points (a write) do not end the
-     * library call that logs half-way (pool_internal.h). */
+     * library call that logs half-way (internal.h). */
     int cancel_state = dbpool__nocancel_begin();
     p->opt.log_fn(p->opt.log_user, level, line);
     dbpool__nocancel_end(cancel_state);
@@ -469,7 +469,7 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     /* close() is a cancellation point: a cancel there would leave the
      * connection counted in n_closing, and the pool never freed. Closed
      * whole; the cancel takes effect at the caller's next cancellation
-     * point (pool_internal.h). */
+     * point (internal.h). */
     int cancel_state = dbpool__nocancel_begin();
     if (!dbpool__forked(p))
         p->driver->disconnect(c->native);
@@ -514,24 +514,22 @@ void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {
     c->state = CONN_CLOSING;
     p->n_closing++;
     unlock(p);
-    int cancel_state = dbpool__nocancel_begin(); /* as in dbpool__disconnect_and_account */
+    /* Both calls below disable cancellation around their own cancellation
+     * points (the log callback, the close). */
     dbpool__log(
         p, why == DBPOOL_CLOSE_SHRINK || why == DBPOOL_CLOSE_POOL_CLOSED ? DBPOOL_LOG_DEBUG : DBPOOL_LOG_INFO,
         "closing connection #%llu (%s)", (unsigned long long)c->id, dbpool_close_reason_name(why));
     dbpool__disconnect_and_account(p, c, why);
-    dbpool__nocancel_end(cancel_state);
 }
 
 void dbpool__close_closing_list(dbpool *p, dbpool_conn *list, dbpool_close_reason why) {
-    int cancel_state = dbpool__nocancel_begin(); /* as in dbpool__disconnect_and_account */
-    while (list) {
+    while (list) { /* as in dbpool__destroy_conn: no cancellation point of its own */
         dbpool_conn *next = list->next;
         dbpool__log(p, DBPOOL_LOG_DEBUG, "closing connection #%llu (%s)", (unsigned long long)list->id,
                     dbpool_close_reason_name(why));
         dbpool__disconnect_and_account(p, list, why);
         list = next;
     }
-    dbpool__nocancel_end(cancel_state);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -564,7 +562,7 @@ static int initial_cap(const dbpool_options *o) {
 
 static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err);
 
-/* Open and close run whole, with cancellation disabled (pool_internal.h):
+/* Open and close run whole, with cancellation disabled (internal.h):
  * a cancel in a warm-up connect, a backoff or a join would leave a pool
  * half made or half closed. */
 int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_error *err) {
