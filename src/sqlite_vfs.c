@@ -65,13 +65,12 @@ static pthread_once_t vfs_once = PTHREAD_ONCE_INIT;
 
 /* ---- files of the Unix VFS, each call that may block with cancellation off */
 
-typedef struct nc_file {
-    sqlite3_file base; /* pMethods: one of nc_methods, or NULL when the open failed before any */
-    sqlite3_file *real;
-} nc_file;
-#define NC_HEADER ((int)((sizeof(nc_file) + 7) & ~(size_t)7))
+/* A file of dbpool-unix: our methods, then the Unix VFS's file itself
+ * (no pointer to it: it is always right behind, which saves 8 bytes a
+ * file, and a connection has two or three open). */
+#define NC_HEADER ((int)((sizeof(sqlite3_file) + 7) & ~(size_t)7))
 
-static sqlite3_file *real(sqlite3_file *f) { return ((nc_file *)f)->real; }
+static sqlite3_file *real(sqlite3_file *f) { return (sqlite3_file *)((char *)f + NC_HEADER); }
 
 #define NC_CALL(expr)                                                                                        \
     do {                                                                                                     \
@@ -196,18 +195,17 @@ static void nc_methods_make(void) {
 }
 
 static int nc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
-    nc_file *nf = (nc_file *)f;
-    nf->base.pMethods = NULL;
-    nf->real = (sqlite3_file *)((char *)f + NC_HEADER);
-    nf->real->pMethods = NULL;
+    sqlite3_file *r = real(f);
+    f->pMethods = NULL;
+    r->pMethods = NULL;
     int cancel_state = dbpool__nocancel_begin();
-    int rc = base_unix->xOpen(vfs, name, nf->real, flags, out);
+    int rc = base_unix->xOpen(vfs, name, r, flags, out);
     dbpool__nocancel_end(cancel_state);
     /* SQLite closes a file whose xOpen set pMethods, even when it failed. */
-    const sqlite3_io_methods *m = nf->real->pMethods;
+    const sqlite3_io_methods *m = r->pMethods;
     if (m) {
         int v = m->iVersion < 1 ? 1 : m->iVersion > 3 ? 3 : m->iVersion;
-        nf->base.pMethods = &nc_methods[v >= 2 && m->xShmMap ? 1 : 0][v - 1];
+        f->pMethods = &nc_methods[v >= 2 && m->xShmMap ? 1 : 0][v - 1];
     }
     return rc;
 }
