@@ -152,6 +152,133 @@ static bool host_port_ok(const char *h, size_t n) {
     return dbpool__parse_i64(digits, 1, 65535, &v);
 }
 
+/* What a control character is called in a message (without quoting it). */
+static const char *control_name(unsigned c) {
+    switch (c) {
+    case '\t':
+        return "a tab";
+    case '\n':
+        return "a line feed";
+    case '\r':
+        return "a carriage return";
+    case 0x1b:
+        return "an escape";
+    default:
+        return "a control character";
+    }
+}
+
+/* The first control character of src[0..len) as decoded (C0, DEL, or a
+ * C1 control U+0080..U+009F in UTF-8, raw or escaped), its offset in src in
+ * *at; 0 when there is none. */
+static unsigned decoded_control(const char *src, size_t len, size_t *at) {
+    unsigned prev = 0;
+    for (size_t i = 0; i < len;) {
+        size_t start = i;
+        unsigned b = (unsigned char)src[i++];
+        if (b == '%' && i + 1 < len && hexval(src[i]) >= 0 && hexval(src[i + 1]) >= 0) {
+            b = (unsigned)(hexval(src[i]) * 16 + hexval(src[i + 1]));
+            i += 2;
+        }
+        if (b < 0x20 || b == 0x7f || (prev == 0xc2 && b >= 0x80 && b <= 0x9f)) {
+            *at = start;
+            return b;
+        }
+        prev = b;
+    }
+    return 0;
+}
+
+static int control_error(const char *what, unsigned c, size_t at, dbpool_error *e) {
+    return dbpool__seterr(e, DBPOOL_EINVAL,
+                          "%s holds a control character (U+%04X, %s, at byte %zu of the URL), which would be "
+                          "invisible in messages and split log lines: remove it. Only a password may hold "
+                          "one, percent-encoded",
+                          what, c, control_name(c), at);
+}
+
+/*
+ * Control characters. Raw ones are no URL's (RFC 3986), and the usual one
+ * is the line feed a URL read from a file ends in: left in, it became part
+ * of the last piece, a SQLite path ("app.db\n", another file, made empty)
+ * or a value. Refused before anything else reads the URL.
+ */
+static int raw_control_check(const char *url, dbpool_error *e) {
+    for (const char *p = url; *p; p++) {
+        unsigned c = (unsigned char)*p;
+        if (c < 0x20 || c == 0x7f)
+            return dbpool__seterr(
+                e, DBPOOL_EINVAL,
+                "the URL holds a raw control character (U+%04X, %s, at byte %zu): remove it (a "
+                "URL read from a file or an environment variable may end in a line feed); in a "
+                "password, write it percent-encoded (%%%02X)",
+                c, control_name(c), (size_t)(p - url), c);
+    }
+    return DBPOOL_OK;
+}
+
+/*
+ * Percent-encoded control characters, everywhere but in a password: every
+ * other piece of a URL may be quoted, decoded, by an error message or a
+ * log line (a path, a database, user or host name, a value), where a line
+ * feed forges a line of the pool's own and an escape sequence drives the
+ * terminal. A password is masked wherever it would show. Run on a URL
+ * whose shape url_check has accepted.
+ */
+static int encoded_control_check(const char *url, bool path_scheme, dbpool_error *e) {
+    const char *query = strchr(url, '?');
+    const char *base_end = query ? query : url + strlen(url);
+    const char *sep = strstr(url, "://");
+    size_t at;
+    unsigned c;
+    if (sep && sep < base_end && !path_scheme) {
+        /* scheme://[user[:password]@]hosts[/database] */
+        const char *auth = sep + 3;
+        const char *end = auth + strcspn(auth, "/?#");
+        const char *amp = memchr(auth, '@', (size_t)(end - auth));
+        const char *hosts = amp ? amp + 1 : auth;
+        if (amp) {
+            const char *colon = memchr(auth, ':', (size_t)(amp - auth));
+            const char *user_end = colon ? colon : amp;
+            if ((c = decoded_control(auth, (size_t)(user_end - auth), &at)))
+                return control_error("the URL's user name", c, (size_t)(auth - url) + at, e);
+        }
+        if ((c = decoded_control(hosts, (size_t)(end - hosts), &at)))
+            return control_error("a host of the URL", c, (size_t)(hosts - url) + at, e);
+        if (end < base_end && (c = decoded_control(end, (size_t)(base_end - end), &at)))
+            return control_error("the URL's database name", c, (size_t)(end - url) + at, e);
+    } else if ((c = decoded_control(url, (size_t)(base_end - url), &at))) {
+        bool sqlite = strncasecmp(url, "sqlite:", 7) == 0 || strncasecmp(url, "sqlite3:", 8) == 0;
+        return control_error(sqlite ? "the SQLite path" : "the URL before its '?'", c, at, e);
+    }
+    for (const char *item = query ? query + 1 : NULL; item && *item;) {
+        size_t len = strcspn(item, "&");
+        const char *eq = memchr(item, '=', len);
+        size_t klen = eq ? (size_t)(eq - item) : len;
+        if ((c = decoded_control(item, klen, &at)))
+            return control_error("a key of the URL's query", c, (size_t)(item - url) + at, e);
+        if (eq) {
+            /* Keys are words (url_check) without control characters: one
+             * is quoted as it decodes. */
+            char key[64] = "";
+            char *k = klen < sizeof key ? dbpool__pct_decode(item, klen) : NULL;
+            if (k)
+                dbpool__strlcpy(key, k, sizeof key);
+            free(k);
+            bool password = strcmp(key, "password") == 0 || strcmp(key, "sslpassword") == 0;
+            if (!password && (c = decoded_control(eq + 1, len - klen - 1, &at))) {
+                char what[96];
+                snprintf(what, sizeof what, "the value of URL key '%s'", key[0] ? key : "?");
+                return control_error(what, c, (size_t)(eq + 1 - url) + at, e);
+            }
+        }
+        item += len;
+        if (*item == '&')
+            item++;
+    }
+    return DBPOOL_OK;
+}
+
 /*
  * What no backend can take and what would otherwise reach a driver's own
  * parser, whose error messages quote the URL's pieces. A password with a
@@ -165,6 +292,9 @@ static int url_check(const char *url, dbpool_error *e) {
             return dbpool__seterr(e, DBPOOL_EINVAL,
                                   "the URL contains %%00, a NUL byte, which no path, user name, password "
                                   "or value can hold; remove it");
+    int raw = raw_control_check(url, e);
+    if (raw != DBPOOL_OK)
+        return raw;
     const char *sep = strstr(url, "://");
     const char *q = strpbrk(url, "?#");
     /* SQLite's "//" starts a path (sqlite://name.db is the relative path
@@ -273,7 +403,7 @@ static int url_check(const char *url, dbpool_error *e) {
         if (*item == '&')
             item++;
     }
-    return DBPOOL_OK;
+    return encoded_control_check(url, path_scheme, e);
 }
 
 int dbpool__url_query(const char *url, char **base, dbpool_kv **kvs, size_t *nkv, dbpool_error *e) {
