@@ -295,6 +295,17 @@ static int url_check(const char *url, dbpool_error *e) {
     int raw = raw_control_check(url, e);
     if (raw != DBPOOL_OK)
         return raw;
+    /* A space that ends the URL (a configuration file's, or a no-break
+     * space pasted with it) would end its last piece: "app.db " is another
+     * SQLite file, made empty. One that belongs there is written %20. */
+    size_t ulen = strlen(url);
+    if ((ulen > 0 && url[ulen - 1] == ' ') ||
+        (ulen > 1 && (unsigned char)url[ulen - 2] == 0xc2 && (unsigned char)url[ulen - 1] == 0xa0))
+        return dbpool__seterr(
+            e, DBPOOL_EINVAL,
+            "the URL ends in a space%s: remove it (a space that belongs at the end of a file "
+            "name or a value is written %%20)",
+            url[ulen - 1] == ' ' ? "" : " (a no-break space, U+00A0)");
     const char *sep = strstr(url, "://");
     const char *q = strpbrk(url, "?#");
     /* SQLite's "//" starts a path (sqlite://name.db is the relative path

@@ -5,7 +5,9 @@
  * path, a database or a host name went on, decoded, into error messages
  * and log lines: a line feed split a log line into one that looked like
  * the pool's own, an escape sequence drove the terminal. A password is
- * never shown, so it may hold any byte, percent-encoded. */
+ * never shown, so it may hold any byte, percent-encoded. A raw space (or
+ * no-break space) at the very end of a URL is refused for the first reason:
+ * "app.db " was another file. */
 #include "testsupport.h"
 
 #include <setjmp.h>
@@ -76,6 +78,33 @@ static void test_trailing_line_feed_opens_no_other_file(void **state) {
     expect_refused(url, "carriage return");
     snprintf(url, sizeof url, "sqlite:%s/app.db\t", dir);
     expect_refused(url, "tab");
+}
+
+/* A space at the end, as a configuration file or a paste from a web page
+ * (a no-break space) leaves it: "app.db " would be another file too. */
+static void test_trailing_space_opens_no_other_file(void **state) {
+    (void)state;
+    static const char *const tails[] = {" ", "\xc2\xa0", "?journal_mode=wal ", "  "};
+    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
+        char url[700];
+        snprintf(url, sizeof url, "sqlite:%s/space.db%s", dir, tails[i]);
+        dbpool_error e;
+        int rc = open_url_connecting(url, true, &e);
+        if (rc != DBPOOL_EINVAL || !strstr(e.message, "ends in a space"))
+            fail_msg("URL '%s': want DBPOOL_EINVAL saying 'ends in a space', got %s: %s", url,
+                     dbpool_errname(rc), e.message);
+    }
+    char made[600];
+    snprintf(made, sizeof made, "%s/space.db ", dir);
+    assert_int_not_equal(access(made, F_OK), 0);
+    dbpool_error e;
+    int rc = open_url("postgresql://u@127.0.0.1:5432/db ", &e);
+    assert_true(rc == DBPOOL_EUNSUPPORTED || (rc == DBPOOL_EINVAL && strstr(e.message, "ends in a space")));
+    /* Written %20, it is meant: a file named so. */
+    char url[700];
+    snprintf(url, sizeof url, "sqlite:%s/space.db%%20", dir);
+    assert_int_equal(open_url_connecting(url, true, &e), DBPOOL_OK);
+    assert_int_equal(access(made, F_OK), 0);
 }
 
 static void test_raw_control_characters(void **state) {
@@ -153,6 +182,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s", dbt_tmpdir());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trailing_line_feed_opens_no_other_file),
+        cmocka_unit_test(test_trailing_space_opens_no_other_file),
         cmocka_unit_test(test_raw_control_characters),
         cmocka_unit_test(test_encoded_control_characters),
         cmocka_unit_test(test_password_may_hold_any_byte),
