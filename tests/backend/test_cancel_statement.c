@@ -172,8 +172,8 @@ static void *pending_cancel_main(void *arg) {
     pthread_cancel(pthread_self()); /* deferred: acts at the next cancellation point */
     static const char *const steps[] = {
         "CREATE TABLE IF NOT EXISTS pending_t (v INTEGER)",
-        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000) "
-        "INSERT INTO pending_t SELECT x FROM n",
+        ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000) "
+         "INSERT INTO pending_t SELECT x FROM n"),
         "BEGIN",
         "UPDATE pending_t SET v = v + 1",
         "COMMIT",
