@@ -82,8 +82,10 @@ typedef struct dbpool_error {
                         * P0001, a STRICT column's type refusal 22P02, a commit hook's veto "";
                         * SQLITE_BUSY in a transaction (run it again) 40001, outside one
                         * (busy_timeout ran out) 55P03 */
-    char message[512]; /* what went wrong and what to do; never a password; a longer text (a
-                        * server's) is cut to fit on a whole UTF-8 character */
+    char message[512]; /* what went wrong and what to do; never a password; one line of
+                        * printable text (a server's line breaks and tabs become spaces, its
+                        * other control characters '?'); a longer text (a server's) is cut
+                        * to fit on a whole UTF-8 character */
 } dbpool_error;
 
 /* The name-free description of a code ("timed out"). Never NULL. */

@@ -59,6 +59,13 @@ void dbpool__clearerr(dbpool_error *e);
  * `scheme://user:password@` URL become "***".
  */
 void dbpool__redact(char *msg, size_t cap, const char *const *secrets);
+/* A message that leaves the library in a dbpool_error is one line of
+ * printable text, whatever a server put in it (a value in a constraint
+ * error, a RAISE message, an escape sequence): line breaks and tabs
+ * become spaces, other control characters (C0, DEL, C1 in UTF-8) '?'.
+ * An application that logs e.message then logs one line, and a terminal
+ * that shows it gets no escape sequence. In place; never longer. */
+void dbpool__fold_controls(char *msg);
 /* The size of dbpool_error.message: a buffer that collects a message
  * before it goes there is at least this large, so that a message cut to
  * fit is cut at the end of dbpool_error.message, where the redactor looks

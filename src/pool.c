@@ -111,8 +111,10 @@ uint64_t dbpool__random(void) {
 }
 
 void dbpool__finish_err(const dbpool *p, dbpool_error *e) {
-    if (e && e->code != DBPOOL_OK)
+    if (e && e->code != DBPOOL_OK) {
         dbpool__redact(e->message, sizeof e->message, p ? p->secrets : NULL);
+        dbpool__fold_controls(e->message); /* after: a secret may hold a line break */
+    }
 }
 
 void dbpool__note_validation_bound(const dbpool *p, dbpool_error *e) {

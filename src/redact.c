@@ -347,3 +347,22 @@ void dbpool__redact_url_secrets(char *msg, size_t cap, const char *url) {
     for (size_t i = 0; i < n; i++)
         free(found[i]);
 }
+
+void dbpool__fold_controls(char *msg) {
+    if (!msg)
+        return;
+    char *out = msg;
+    for (const unsigned char *s = (const unsigned char *)msg; *s; s++) {
+        if (*s == '\n' || *s == '\r' || *s == '\t' || *s == '\v' || *s == '\f') {
+            *out++ = ' ';
+        } else if (*s < 0x20 || *s == 0x7f) {
+            *out++ = '?';
+        } else if (*s == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f) {
+            *out++ = '?'; /* a C1 control (U+0080..U+009F), two bytes in UTF-8 */
+            s++;
+        } else {
+            *out++ = (char)*s;
+        }
+    }
+    *out = '\0';
+}

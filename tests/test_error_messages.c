@@ -676,6 +676,43 @@ static void test_broken_statement_says_acquire_another(void **state) {
     dbpool_close(p);
 }
 
+/* A statement error is one line of printable text whatever the server
+ * (here the driver) put in it: an application that logs e.message must not
+ * log a forged second line, or send an escape sequence to a terminal. */
+static void test_statement_error_is_one_printable_line(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c,
+                                 "BREAK lost\npool 'x': forged\r\tline \x1b[31mred\x7f \xc2\x9b"
+                                 "2J end",
+                                 NULL, 0, NULL, &e),
+                     DBPOOL_EBROKEN);
+    static const char folded[] = "lost pool 'x': forged  line ?[31mred? ?2J end; ";
+    if (strncmp(e.message, folded, sizeof folded - 1) != 0)
+        fail_msg("the driver's message was not folded to one printable line: %s", e.message);
+    dbpool_release(c);
+    dbpool_close(p);
+
+    /* SQLite's own message quotes the name the statement used. */
+    char url[512];
+    snprintf(url, sizeof url, "sqlite:%s/fold.db", dbt_tmpdir());
+    dbt_options(&o, 0, 1);
+    p = NULL;
+    assert_int_equal(dbpool_open(&p, url, &o, &e), DBPOOL_OK);
+    c = dbt_acquire(p);
+    assert_int_equal(dbpool_exec(c, "SELECT * FROM \"a\nb\x1b\"", NULL, 0, NULL, &e), DBPOOL_EQUERY);
+    if (!strstr(e.message, "no such table: a b?"))
+        fail_msg("SQLite's message was not folded to one printable line: %s", e.message);
+    for (const char *m = e.message; *m; m++)
+        assert_true((unsigned char)*m >= 0x20 && *m != 0x7f);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -697,6 +734,7 @@ int main(void) {
         cmocka_unit_test_setup(test_out_of_threads_advice, setup),
         cmocka_unit_test_setup(test_validation_timeout_named, setup),
         cmocka_unit_test_setup(test_broken_statement_says_acquire_another, setup),
+        cmocka_unit_test_setup(test_statement_error_is_one_printable_line, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
