@@ -52,10 +52,7 @@ static bool invariant_tsc(void) {
     return (d >> 8) & 1u;
 }
 
-/* One (tsc, monotonic) pair, the TSC read on both sides of clock_gettime;
- * keep the tightest of a few tries so the pair is accurate to ~10 ns.
- * Returns the ticks between the tightest try's two reads. */
-static uint64_t pair(uint64_t *tsc, int64_t *ns) {
+uint64_t dbpool__clock_pair(uint64_t *tsc, int64_t *ns) {
     uint64_t best = UINT64_MAX;
     for (int i = 0; i < 8; i++) {
         uint64_t t0 = __rdtsc();
@@ -75,11 +72,11 @@ static void calibrate(void) {
     if (invariant_tsc()) {
         uint64_t tsc0 = 0, tsc1 = 0;
         int64_t ns0 = 0, ns1 = 0;
-        pair(&tsc0, &ns0);
+        dbpool__clock_pair(&tsc0, &ns0);
         struct timespec ts = {0, 5000000}; /* 5 ms: +-20 ns pairs give 1e-5 */
         while (nanosleep(&ts, &ts) != 0) {
         }
-        pair(&tsc1, &ns1);
+        dbpool__clock_pair(&tsc1, &ns1);
         if (tsc1 > tsc0 && ns1 > ns0) {
             double npt = (double)(ns1 - ns0) / (double)(tsc1 - tsc0);
             if (sane_rate(npt)) {
@@ -217,7 +214,7 @@ void dbpool__fast_clock_recheck(void) {
          * descheduled) could be off by the preemption: not judged, and
          * the next look comes in a second. At 100 MHz and up, 10,000
          * ticks are 100 us at most. */
-        if (pair(&tsc, &mono) < 10000)
+        if (dbpool__clock_pair(&tsc, &mono) < 10000)
             (void)recheck_locked(tsc, mono);
     }
     pthread_mutex_unlock(&g_recheck_lock);

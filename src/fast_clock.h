@@ -96,6 +96,12 @@ typedef enum dbpool_clock_verdict {
 dbpool_clock_verdict dbpool__fast_clock_judge(const dbpool_clock_anchor *cur, bool measure, uint64_t tsc,
                                               int64_t mono, dbpool_clock_anchor *next);
 
+/* One (tsc, monotonic) pair, the TSC read on both sides of clock_gettime;
+ * keeps the tightest of a few tries so the pair is accurate to ~10 ns.
+ * Returns the ticks between the tightest try's two reads. (The
+ * calibration, the recheck and the tests' made-up readings.) */
+uint64_t dbpool__clock_pair(uint64_t *tsc, int64_t *ns);
+
 /* What dbpool__fast_clock_recheck does with one reading pair, now, without
  * the once-a-second limit (tests). Returns the verdict. */
 dbpool_clock_verdict dbpool__fast_clock_recheck_with(uint64_t tsc, int64_t mono);

@@ -93,20 +93,6 @@ static void test_judge_measures_after_a_jump(void **state) {
                      DBPOOL_CLOCK_STEPPED);
 }
 
-static void real_pair(uint64_t *tsc, int64_t *mono) {
-    uint64_t best = UINT64_MAX;
-    for (int i = 0; i < 20; i++) {
-        uint64_t t0 = __rdtsc();
-        int64_t m = dbpool__now_ns();
-        uint64_t t1 = __rdtsc();
-        if (t1 - t0 < best) {
-            best = t1 - t0;
-            *tsc = t0 + (t1 - t0) / 2;
-            *mono = m;
-        }
-    }
-}
-
 /* fast clock minus CLOCK_MONOTONIC, now */
 static int64_t offset_now(void) {
     int64_t best = INT64_MAX, off = 0;
@@ -125,6 +111,16 @@ static bool have_tsc_clock(void) {
     return atomic_load(&dbpool__fast_clock.anchor) != NULL;
 }
 
+/* Tell the clock it is 50 ms fast: a recheck with a reading of
+ * CLOCK_MONOTONIC 50 ms behind the real one. Its verdict (STEPPED: the
+ * clock then reads 50 ms behind). */
+static dbpool_clock_verdict tell_it_is_50_ms_fast(void) {
+    uint64_t tsc = 0;
+    int64_t mono = 0;
+    dbpool__clock_pair(&tsc, &mono);
+    return dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS);
+}
+
 /* The process's own clock: a calibrated one is kept; one told it is 50 ms
  * fast moves back 50 ms, and the next real look puts it right again. */
 static void test_recheck_moves_the_clock(void **state) {
@@ -134,13 +130,12 @@ static void test_recheck_moves_the_clock(void **state) {
         skip(); /* no invariant TSC here: CLOCK_MONOTONIC all along */
     uint64_t tsc = 0;
     int64_t mono = 0;
-    real_pair(&tsc, &mono);
+    dbpool__clock_pair(&tsc, &mono);
     assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono), DBPOOL_CLOCK_KEEP);
-    real_pair(&tsc, &mono);
-    assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS), DBPOOL_CLOCK_STEPPED);
+    assert_int_equal(tell_it_is_50_ms_fast(), DBPOOL_CLOCK_STEPPED);
     int64_t off = offset_now();
     assert_true(off < -49 * MS && off > -51 * MS);
-    real_pair(&tsc, &mono);
+    dbpool__clock_pair(&tsc, &mono);
     assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono), DBPOOL_CLOCK_STEPPED);
     off = offset_now();
     assert_true(off > -MS && off < MS);
@@ -158,7 +153,7 @@ static void test_recheck_gives_up_a_jumping_tsc(void **state) {
     for (; looks < 20 && v != DBPOOL_CLOCK_GIVE_UP; looks++) {
         uint64_t tsc = 0;
         int64_t mono = 0;
-        real_pair(&tsc, &mono);
+        dbpool__clock_pair(&tsc, &mono);
         v = dbpool__fast_clock_recheck_with(tsc, mono + (looks % 2 ? 30 : -30) * MS);
         if (v != DBPOOL_CLOCK_GIVE_UP)
             assert_int_equal(v, DBPOOL_CLOCK_STEPPED);
@@ -181,9 +176,9 @@ static void test_recheck_keeps_a_tsc_that_jumps_now_and_then(void **state) {
         int64_t off = (jump % 2 ? 30 : -30) * MS;
         uint64_t tsc = 0;
         int64_t mono = 0;
-        real_pair(&tsc, &mono);
+        dbpool__clock_pair(&tsc, &mono);
         assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono + off), DBPOOL_CLOCK_STEPPED);
-        real_pair(&tsc, &mono); /* a look later: on time since */
+        dbpool__clock_pair(&tsc, &mono); /* a look later: on time since */
         dbpool_clock_verdict v = dbpool__fast_clock_recheck_with(tsc, mono + off);
         if (v != DBPOOL_CLOCK_KEEP)
             fail_msg("after jump %d, a look that found the clock on time: verdict %d", jump + 1, (int)v);
@@ -250,10 +245,7 @@ static void test_recheck_is_rate_limited(void **state) {
      * before a second has passed since the calibration, then once. (The
      * rate it measures then, over a span that starts at the made-up
      * reading, is 5% off: the offset is checked right after.) */
-    uint64_t tsc = 0;
-    int64_t mono = 0;
-    real_pair(&tsc, &mono);
-    assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS), DBPOOL_CLOCK_STEPPED);
+    assert_int_equal(tell_it_is_50_ms_fast(), DBPOOL_CLOCK_STEPPED);
     dbpool__fast_clock_recheck();
     assert_true(offset_now() < -49 * MS); /* too early: not looked */
     int64_t off = offset_now();
@@ -276,10 +268,7 @@ static void test_maintenance_rechecks(void **state) {
     dbpool__fast_clock_reset_for_tests();
     if (!have_tsc_clock())
         skip();
-    uint64_t tsc = 0;
-    int64_t mono = 0;
-    real_pair(&tsc, &mono);
-    assert_int_equal(dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS), DBPOOL_CLOCK_STEPPED);
+    assert_int_equal(tell_it_is_50_ms_fast(), DBPOOL_CLOCK_STEPPED);
     dbt_sleep_ms(1100); /* past the once-a-second limit, no pool open */
     assert_true(offset_now() < -49 * MS);
 
@@ -316,10 +305,7 @@ static void test_child_forked_during_a_recheck_rechecks(void **state) {
     pid_t pid = fork();
     if (pid == 0) {
         alarm(10); /* a recheck that waits for the parent's thread ends here */
-        uint64_t tsc = 0;
-        int64_t mono = 0;
-        real_pair(&tsc, &mono);
-        dbpool_clock_verdict v = dbpool__fast_clock_recheck_with(tsc, mono - 50 * MS);
+        dbpool_clock_verdict v = tell_it_is_50_ms_fast();
         _exit(v == DBPOOL_CLOCK_STEPPED && offset_now() < -49 * MS ? 0 : 3);
     }
     dbpool__fast_clock_hold_for_tests(false);

@@ -7,7 +7,6 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -830,21 +828,6 @@ static void pool_lock_held_end(lock_holder *h) {
     pthread_mutex_destroy(&h->mu);
 }
 
-/* Wait up to 10 s for a child: its exit status, or -1 when it had to be
- * killed (it hung). */
-static int child_status(pid_t pid) {
-    int st = 0;
-    pid_t w = 0;
-    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
-        dbt_sleep_ms(10);
-    if (w == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        return -1;
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
 /* A child process after fork(): closing a pool through the manager must do
  * what dbpool_close does there (return at once, touch nothing), also when
  * some thread of the parent held the pool's lock at the moment of fork()
@@ -877,7 +860,7 @@ static void test_close_pool_in_forked_child(void **state) {
     }
     pool_lock_held_end(&h);
 
-    int st = child_status(pid);
+    int st = dbt_child_status(pid, 10000);
     if (st == -1)
         fail_msg("dbpool_manager_close_pool in the child did not return within 10 s: it waited for the "
                  "pool's lock, held by a thread that does not exist in the child");
@@ -926,7 +909,7 @@ static void test_fork_while_another_thread_looks_up(void **state) {
                 _exit(11);
             _exit(0);
         }
-        int st = child_status(pid);
+        int st = dbt_child_status(pid, 10000);
         hung += st == -1;
         failed += st > 0;
         if (hung || failed)
@@ -972,7 +955,7 @@ static void test_stats_json_in_forked_child(void **state) {
         _exit(0);
     }
     pool_lock_held_end(&h);
-    int st = child_status(pid);
+    int st = dbt_child_status(pid, 10000);
     if (st == -1)
         fail_msg("dbpool_manager_stats_json in the child did not return within 10 s: it waited for the lock "
                  "of a pool of the parent");
@@ -1105,7 +1088,7 @@ static void test_parents_pools_in_forked_child(void **state) {
     if (pid == 0)
         manager_child(m);
     pool_lock_held_end(&h);
-    int st = child_status(pid);
+    int st = dbt_child_status(pid, 10000);
     static const char *const what[] = {
         [FORK_GET] = "dbpool_manager_get handed out the parent's pool",
         [FORK_LISTED] = "the parent's pool was counted or listed",

@@ -21,21 +21,28 @@
 
 #include <cmocka.h>
 
+/* One acquire on a thread of its own, and then the lease given back, or
+ * kept by a thread that ends with pthread_exit(lease). */
 typedef struct acquirer {
     dbpool *p;
+    dbpool_manager *m; /* when set, through this manager's pool "cancelled" */
     int64_t timeout_ms;
+    bool exit_holding; /* the lease never comes back */
     int rc;
-    bool returned;
+    bool returned; /* not when the thread was cancelled in the call */
 } acquirer;
 
 static void *acquire_main(void *arg) {
     acquirer *a = arg;
     dbpool_conn *c = NULL;
     dbpool_error e;
-    a->rc = dbpool_acquire(a->p, a->timeout_ms, &c, &e);
+    a->rc = a->m ? dbpool_manager_acquire(a->m, "cancelled", a->timeout_ms, &c, &e)
+                 : dbpool_acquire(a->p, a->timeout_ms, &c, &e);
     a->returned = true;
+    if (c && a->exit_holding)
+        pthread_exit(c);
     if (c)
-        dbpool_release(c);
+        dbpool_release(c); /* kept in this thread's cache where it has one */
     return NULL;
 }
 
@@ -123,21 +130,6 @@ static void test_connection_handed_to_a_cancelled_waiter_comes_back(void **state
     assert_int_equal(dbpool_close(p), 0);
 }
 
-typedef struct manager_acquirer {
-    dbpool_manager *m;
-    int rc;
-} manager_acquirer;
-
-static void *manager_acquire_main(void *arg) {
-    manager_acquirer *a = arg;
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    a->rc = dbpool_manager_acquire(a->m, "cancelled", 60000, &c, &e);
-    if (c)
-        dbpool_release(c);
-    return NULL;
-}
-
 /* dbpool_manager_acquire holds the pool while it waits: a cancel there must
  * let that hold go, or the pool is never freed (LeakSanitizer reports it). */
 static void test_cancelled_manager_acquire_lets_the_pool_go(void **state) {
@@ -155,9 +147,9 @@ static void test_cancelled_manager_acquire_lets_the_pool_go(void **state) {
     dbpool *p = dbpool_manager_get(m, "cancelled");
     assert_non_null(p);
     dbpool_conn *held = dbt_acquire(p);
-    manager_acquirer a = {.m = m, .rc = -999};
+    acquirer a = {.m = m, .timeout_ms = 60000, .rc = -999};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, manager_acquire_main, &a), 0);
+    assert_int_equal(pthread_create(&t, NULL, acquire_main, &a), 0);
     dbt_wait_for_waiters(p, 1, 5000);
     assert_int_equal(pthread_cancel(t), 0);
     if (!dbt_join_within(t, 5000, NULL))
@@ -331,14 +323,6 @@ static void test_cancel_during_release_reset(void **state) {
     dbpool__mock_set_reset_clears_session(false);
 }
 
-static void *exit_holding_main(void *arg) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    if (dbpool_acquire(arg, 5000, &c, &e) == DBPOOL_OK)
-        pthread_exit(c); /* the lease never comes back */
-    return NULL;
-}
-
 /* A thread that ends with pthread_exit while holding a lease: leak detection
  * reports it (it cannot know the thread is gone), and leak_reclaim_ms gives
  * its place back, so the pool does not stay one short. */
@@ -354,8 +338,9 @@ static void test_thread_exiting_with_a_lease_is_reported_as_a_leak(void **state)
     dbpool *p = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_open(&p, "mock:", &o, &e), DBPOOL_OK);
+    acquirer a = {.p = p, .timeout_ms = 5000, .exit_holding = true};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, exit_holding_main, p), 0);
+    assert_int_equal(pthread_create(&t, NULL, acquire_main, &a), 0);
     void *lease = NULL;
     assert_true(dbt_join_within(t, 5000, &lease));
     assert_non_null(lease);
@@ -371,14 +356,6 @@ static void test_thread_exiting_with_a_lease_is_reported_as_a_leak(void **state)
     assert_int_equal(dbpool_close(p), 0);
 }
 
-static void *park_and_exit_main(void *arg) {
-    dbpool_conn *c = NULL;
-    dbpool_error e;
-    if (dbpool_acquire(arg, 5000, &c, &e) == DBPOOL_OK)
-        dbpool_release(c); /* kept in this thread's cache */
-    return NULL;
-}
-
 /* A connection kept in the cache of a thread that has ended is not lost:
  * another thread gets it at once. */
 static void test_connection_cached_by_an_ended_thread_is_not_lost(void **state) {
@@ -388,9 +365,11 @@ static void test_connection_cached_by_an_ended_thread_is_not_lost(void **state) 
     dbt_options(&o, 0, 1);
     o.thread_cache = true;
     dbpool *p = dbt_open_lazy_mock(&o);
+    acquirer a = {.p = p, .timeout_ms = 5000}; /* its release parks the connection in its cache */
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, park_and_exit_main, p), 0);
+    assert_int_equal(pthread_create(&t, NULL, acquire_main, &a), 0);
     assert_true(dbt_join_within(t, 5000, NULL));
+    assert_int_equal(a.rc, DBPOOL_OK);
     dbpool_conn *c = NULL;
     dbpool_error e;
     int64_t t0 = dbt_now_ms();

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <cmocka.h>
 
@@ -139,6 +140,43 @@ static inline dbpool_stats bt_stats(dbpool *p) {
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     return s;
+}
+
+/* After fork(): wait up to 10 s for the child, which reports what it found
+ * by its exit code (0 all well); fail with failure(code) otherwise. */
+static inline void bt_expect_child_ok(pid_t pid, const char *(*failure)(int code)) {
+    int st = dbt_child_status(pid, 10000);
+    BT_CHECK(st != -1,
+             "the child did not exit within 10 s (a deadlock on a lock inherited from the parent?)");
+    BT_CHECK(st < 128, "the child died of signal %d", st - 128);
+    BT_CHECK(st == 0, "child: %s (exit %d)", failure(st), st);
+}
+
+/* After fork(), once the child has exited: the connection that was idle in
+ * pool p at fork time (server session idle_id) is alive in the parent.
+ * The next lease (through manager m's pool `name` when m is not NULL)
+ * passes validation (p must validate always), is on the same server
+ * session, and p has opened no connection beyond the `created` it had. */
+static inline void bt_expect_idle_kept(dbpool *p, dbpool_manager *m, const char *name, int64_t idle_id,
+                                       uint64_t created) {
+    dbpool_stats before = bt_stats(p);
+    dbpool_conn *again = NULL;
+    dbpool_error e;
+    memset(&e, 0, sizeof e);
+    if (m)
+        BT_OK(dbpool_manager_acquire(m, name, 5000, &again, &e), &e, "dbpool_manager_acquire after the fork");
+    else
+        again = bt_acquire(p);
+    int64_t again_id = bt_query_int(again, bt_session_id_sql(), NULL, 0);
+    dbpool_stats s = bt_stats(p);
+    bt_release(again);
+    BT_CHECK(s.validation_failures == before.validation_failures,
+             "the idle connection failed validation after the child exited: the child closed it");
+    if (!bt_is("sqlite"))
+        BT_CHECK(again_id == idle_id, "the idle connection's session changed (%lld -> %lld)",
+                 (long long)idle_id, (long long)again_id);
+    BT_CHECK(s.created == created, "the pool opened %llu connections, expected the %llu from before the fork",
+             (unsigned long long)s.created, (unsigned long long)created);
 }
 
 #endif

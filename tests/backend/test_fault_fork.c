@@ -13,8 +13,6 @@
  */
 #include "backend_common.h"
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* Child exit codes: which check failed. */
@@ -130,20 +128,7 @@ static void test_fork_while_holding_a_pool(void **state) {
     if (pid == 0)
         child_main(p, held, open_result);
 
-    /* Bounded wait for the child. */
-    int st = 0;
-    pid_t w = 0;
-    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
-        dbt_sleep_ms(10);
-    if (w == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        fail_msg("[%s] the child did not exit within 10 s (a deadlock on a lock inherited from the parent?)",
-                 bt_backend);
-    }
-    BT_CHECK(WIFEXITED(st), "the child died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    BT_CHECK(WEXITSTATUS(st) == CHILD_OK, "child: %s (exit %d)", child_failure(WEXITSTATUS(st)),
-             WEXITSTATUS(st));
+    bt_expect_child_ok(pid, child_failure);
 
     /* The parent reads its result on: the child took nothing from it. */
     BT_CHECK(dbpool_result_next(open_result, &qe) == 1, "second row: %s", qe.message);
@@ -159,21 +144,9 @@ static void test_fork_while_holding_a_pool(void **state) {
         bt_exec_params(held, "INSERT INTO fault_fork (id) VALUES (?)", &v, 1);
         BT_CHECK(bt_query_int(held, "SELECT COUNT(*) FROM fault_fork", NULL, 0) == 1, "insert lost");
     }
-    /* The idle one too: validation would replace a dead one, so its session
-     * id must be the one from before the fork. */
-    dbpool_stats before = bt_stats(p);
-    dbpool_conn *again = bt_acquire(p);
-    int64_t again_id = bt_query_int(again, bt_session_id_sql(), NULL, 0);
-    dbpool_stats s = bt_stats(p);
-    BT_CHECK(s.validation_failures == before.validation_failures,
-             "the idle connection failed validation after the child exited: the child closed it");
-    if (!bt_is("sqlite"))
-        BT_CHECK(again_id == other_id, "the idle connection's session changed (%lld -> %lld)",
-                 (long long)other_id, (long long)again_id);
-    bt_release(again);
+    /* The idle one too, on its session from before the fork. */
+    bt_expect_idle_kept(p, NULL, NULL, other_id, 2);
     bt_release(held);
-    BT_CHECK(s.created == 2, "the parent opened %llu connections, expected the 2 from before the fork",
-             (unsigned long long)s.created);
     if (!bt_is("sqlite")) {
         dbpool_conn *c = bt_acquire(p);
         bt_exec(c, "DROP TABLE fault_fork");

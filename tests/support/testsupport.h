@@ -5,6 +5,7 @@
 #include "dbpool.h"
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,6 +35,10 @@ int64_t dbt_now_ms(void);
 void dbt_sleep_ms(int64_t ms);
 /* Join t within timeout_ms (join.c); false if it is still running then. */
 bool dbt_join_within(pthread_t t, int64_t timeout_ms, void **ret);
+/* Wait up to timeout_ms for child process pid (join.c): its exit code,
+ * 128 + the signal that ended it, or -1 when it was still running then
+ * (it is killed and reaped). */
+int dbt_child_status(pid_t pid, int64_t timeout_ms);
 /* Options with a short acquire timeout, for tests. */
 void dbt_options(dbpool_options *o, int min_size, int max_size);
 /* Check the pool's counters: total == idle + in_use + connecting. */
