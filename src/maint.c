@@ -135,14 +135,14 @@ static void log_leaks(dbpool *p, const leak_report *r, int n) {
         /* Reported and reclaimed in one pass (leak_reclaim_ms close to
          * leak_threshold_ms): both lines, so that the stack is not lost. */
         if (r[i].reported) {
-            char by[48] = "";
+            char by[80] = "";
             if (r[i].have_trace)
-                snprintf(by, sizeof by, " by thread %lu", r[i].trace.thread);
+                dbpool__trace_holder(&r[i].trace, by, sizeof by);
             dbpool__log(p, DBPOOL_LOG_WARN,
-                        "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld)%s, "
+                        "possible leak: connection #%llu held for %lld ms (leak_threshold_ms %lld)%s%s, "
                         "acquired at:\n%s",
                         (unsigned long long)r[i].id, (long long)r[i].held_ms,
-                        (long long)p->opt.leak_threshold_ms, by, where);
+                        (long long)p->opt.leak_threshold_ms, by[0] ? " by " : "", by, where);
         }
         if (r[i].reclaimed)
             dbpool__log(

@@ -56,7 +56,8 @@ typedef enum {
 typedef struct lease_trace {
     void *frames[DBPOOL_LEAK_FRAMES];
     int depth;
-    unsigned long thread;
+    unsigned long thread; /* pthread_self() */
+    long tid;             /* the kernel's thread id (Linux), 0 elsewhere */
 } lease_trace;
 
 struct dbpool_conn {
@@ -463,6 +464,8 @@ void dbpool__trace_capture(lease_trace *t);
 void dbpool__trace_store_locked(dbpool_conn *c, const lease_trace *t);
 /* "  #0 frame\n  #1 frame..." into buf, symbolised now. */
 void dbpool__trace_format(const lease_trace *t, char *buf, size_t cap, int max_frames);
+/* Who took the lease: "thread N (tid T)" (without the tid off Linux). */
+void dbpool__trace_holder(const lease_trace *t, char *buf, size_t cap);
 
 /* fork.c */
 /* Install the fork handler (once per process; dbpool_open calls it).

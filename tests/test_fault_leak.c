@@ -16,7 +16,9 @@
  *  - the stack starts at the caller of dbpool_acquire / dbpool_try_acquire
  *    in every build (ASan's interceptor of backtrace() adds a frame), is
  *    cut at a whole frame when long, and is the current holder's when the
- *    connection was handed to a waiter or is in an acquire's validation.
+ *    connection was handed to a waiter or is in an acquire's validation;
+ *  - a report names the holder thread by pthread_self() and, on Linux, by
+ *    its kernel thread id (gettid), which a later thread does not reuse.
  */
 #include "driver_mock.h"
 #include "testsupport.h"
@@ -30,6 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <cmocka.h>
 
@@ -123,6 +129,21 @@ static dbpool *open_mock(dbpool_options *o) {
         fail_msg("open: %s", e.message);
     return p;
 }
+
+/* Whether this build records stacks (backtrace(), <execinfo.h>); a build
+ * without (-DDBPOOL_NO_EXECINFO=ON, musl) names the holder thread alone. */
+#ifdef DBPOOL_HAVE_EXECINFO
+static const bool have_stacks = true;
+#else
+static const bool have_stacks = false;
+#endif
+
+/* First in a test of the stacks themselves: skipped without them. */
+#define NEEDS_STACKS()                                                                                       \
+    do {                                                                                                     \
+        if (!have_stacks)                                                                                    \
+            skip();                                                                                          \
+    } while (0)
 
 static dbpool_stats stats(dbpool *p) {
     dbpool_stats s;
@@ -252,6 +273,7 @@ static bool one_leak(const dbpool_stats *s) { return s->leaks_detected >= 1; }
 
 static void test_leak_reported_with_stack(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 2);
     /* The short lease below must stay under it even on a thread
@@ -376,7 +398,7 @@ static void test_timeout_error_names_holders(void **state) {
     assert_int_equal(dbpool_acquire(p, 100, &c, &e), DBPOOL_ETIMEDOUT);
     print_message("timeout error (leak detection on):\n%s\n", e.message);
     if (!strstr(e.message, "1 holder") || !strstr(e.message, "holding its connection for") ||
-        !strstr(e.message, "fault_leak_forgetful_holder"))
+        (have_stacks && !strstr(e.message, "fault_leak_forgetful_holder")))
         fail_msg("the timeout error should name the holders (count, oldest hold time, where): %s", e.message);
     long held_ms = 0;
     const char *f = strstr(e.message, "holding its connection for ");
@@ -489,6 +511,7 @@ __attribute__((noinline)) void *fault_leak_waiting_holder(void *arg) {
  * shows for it is the waiter's, not that of the lease that released it. */
 static void test_handed_connection_has_the_waiters_stack(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.leak_threshold_ms = 60000; /* stacks recorded, nothing reported */
@@ -536,6 +559,7 @@ static void test_handed_connection_has_the_waiters_stack(void **state) {
  * the one of the lease that used it before (and released it). */
 static void test_connection_in_validation_has_its_callers_stack(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.leak_threshold_ms = 60000; /* stacks recorded, nothing reported */
@@ -652,6 +676,7 @@ static bool one_reclaimed(const dbpool_stats *s) { return s->leaks_reclaimed >= 
 
 static void test_reclaim_in_same_pass_still_reports_stack(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.leak_threshold_ms = 100;
@@ -687,6 +712,7 @@ static bool many_leaks(const dbpool_stats *s) { return s->leaks_detected >= MANY
 
 static void test_every_leak_is_logged(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, MANY_LEAKS);
     o.leak_threshold_ms = 100;
@@ -715,6 +741,7 @@ static void test_every_leak_is_logged(void **state) {
  * middle of a name or an address. */
 static void test_long_stack_cut_at_a_whole_frame(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.leak_threshold_ms = 100;
@@ -764,6 +791,7 @@ static bool two_leaks(const dbpool_stats *s) { return s->leaks_detected >= 2; }
 
 static void test_first_frame_is_the_caller(void **state) {
     (void)state;
+    NEEDS_STACKS();
     dbpool_options o;
     dbt_options(&o, 0, 2);
     o.leak_threshold_ms = 100;
@@ -805,6 +833,74 @@ static void test_first_frame_is_the_caller(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A holder on a thread of its own, which ends holding the lease: who it
+ * was, as a report should name it. */
+typedef struct thread_holder {
+    dbpool *p;
+    dbpool_conn *lease;
+    unsigned long self; /* pthread_self(): reused by the next thread */
+    long tid;           /* the kernel's id (Linux), 0 elsewhere */
+} thread_holder;
+
+static void *hold_and_end_main(void *arg) {
+    thread_holder *h = arg;
+    h->self = (unsigned long)pthread_self();
+#ifdef __linux__
+    h->tid = (long)syscall(SYS_gettid);
+#endif
+    h->lease = fault_leak_forgetful_holder(h->p);
+    return NULL;
+}
+
+/* Two leases taken by two threads, the second started after the first
+ * ended (so it often gets the same pthread_t): each report names its
+ * holder by pthread_self() and, on Linux, by the kernel's thread id,
+ * which tells them apart. */
+static void test_leak_report_names_the_holder_thread(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.leak_threshold_ms = 100;
+    o.maintenance_interval_ms = 20;
+    dbpool *p = open_mock(&o);
+    thread_holder h[2] = {{.p = p}, {.p = p}};
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, hold_and_end_main, &h[i]), 0);
+        assert_true(dbt_join_within(t, 5000, NULL));
+        assert_non_null(h[i].lease);
+    }
+    if (!wait_until(p, two_leaks, 5000)) {
+        logs_dump();
+        fail_msg("two leaks not detected within 5 s of a 100 ms threshold");
+    }
+    for (int i = 0; i < 2; i++) {
+        char conn[64], holder[96], line[2048];
+        snprintf(conn, sizeof conn, "connection #%d held", i + 1);
+#ifdef __linux__
+        snprintf(holder, sizeof holder, " by thread %lu (tid %ld), acquired at:", h[i].self, h[i].tid);
+#else
+        snprintf(holder, sizeof holder, " by thread %lu, acquired at:", h[i].self);
+#endif
+        if (!logs_find(conn, holder, line, sizeof line)) {
+            logs_dump();
+            fail_msg("no report of %s names its holder as '%s'", conn, holder);
+        }
+#ifndef DBPOOL_HAVE_EXECINFO
+        /* No backtrace() in this build: the report says why no stack. */
+        if (!strstr(line, "acquired at:\n  (stack not available on this platform"))
+            fail_msg("a build without <execinfo.h>: the report should say the stack is not available: %s",
+                     line);
+#endif
+    }
+#ifdef __linux__
+    assert_true(h[0].tid != h[1].tid);
+#endif
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dbpool_release(h[i].lease), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
@@ -819,6 +915,7 @@ int main(void) {
         cmocka_unit_test_setup(test_one_hung_ping_holds_one_connection, setup),
         cmocka_unit_test_setup(test_long_stack_cut_at_a_whole_frame, setup),
         cmocka_unit_test_setup(test_first_frame_is_the_caller, setup),
+        cmocka_unit_test_setup(test_leak_report_names_the_holder_thread, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

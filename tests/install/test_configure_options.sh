@@ -84,6 +84,32 @@ for v in ON off; do
     fail "DBPOOL_NO_TSC=$v: CMake says the variable was not used"
 done
 
+# DBPOOL_NO_EXECINFO=ON builds leak reports without backtrace(), as where
+# <execinfo.h> is missing (musl): src/leak.c is compiled without
+# DBPOOL_HAVE_EXECINFO, and the configure says so. Left OFF, the check
+# finds <execinfo.h> where the C library has it (glibc).
+for v in ON OFF; do
+  configure "$tmp/log" -DDBPOOL_NO_EXECINFO=$v || {
+    cat "$tmp/log" >&2
+    fail "configure with DBPOOL_NO_EXECINFO=$v"
+  }
+  said=$(grep -o "dbpool leak reports: holder's stack (backtrace) [A-Z]*" "$tmp/log" || true)
+  leak_cc=$(awk '/^ *\{/ { cmd = ""; file = "" } /"command":/ { cmd = $0 } /"file":/ { file = $0 }
+    /^ *\}/ && file ~ /src\/leak\.c"/ { print cmd }' "$tmp/b$n/compile_commands.json")
+  [ -n "$leak_cc" ] || fail "no compile command for src/leak.c"
+  if [ $v = ON ]; then
+    [ "$said" = "dbpool leak reports: holder's stack (backtrace) OFF" ] ||
+      fail "DBPOOL_NO_EXECINFO=ON: the configure says '$said'"
+    ! printf '%s\n' "$leak_cc" | grep -q -- '-DDBPOOL_HAVE_EXECINFO' ||
+      fail "DBPOOL_NO_EXECINFO=ON: src/leak.c is compiled with -DDBPOOL_HAVE_EXECINFO"
+  elif [ -f /usr/include/execinfo.h ]; then
+    [ "$said" = "dbpool leak reports: holder's stack (backtrace) ON" ] ||
+      fail "<execinfo.h> is there, but the configure says '$said'"
+    printf '%s\n' "$leak_cc" | grep -q -- '-DDBPOOL_HAVE_EXECINFO' ||
+      fail "<execinfo.h> is there, but src/leak.c is compiled without -DDBPOOL_HAVE_EXECINFO"
+  fi
+done
+
 # DBPOOL_FUZZ (libFuzzer) is clang's: with GCC the configure says so,
 # rather than every fuzz target failing in the build on -fsanitize=fuzzer.
 if command -v gcc >/dev/null 2>&1; then
@@ -96,4 +122,5 @@ if command -v gcc >/dev/null 2>&1; then
   }
 fi
 echo "ok: DBPOOL_WITH_PG / DBPOOL_WITH_MYSQL take CMake's on and off spellings, reject others;" \
-  "DBPOOL_NO_TSC=ON compiles the clock_gettime path; DBPOOL_FUZZ=ON asks for clang"
+  "DBPOOL_NO_TSC=ON compiles the clock_gettime path; DBPOOL_NO_EXECINFO=ON leaves backtrace() out;" \
+  "DBPOOL_FUZZ=ON asks for clang"

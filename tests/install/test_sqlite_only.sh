@@ -3,6 +3,7 @@
 # (or a packager who turns them off): SQLite only. Configures everything
 # (library, command, tests, benchmarks) with DBPOOL_WITH_PG, _MYSQL and
 # _MICROHTTPD OFF and DBPOOL_WERROR=ON, with this build's compiler, and
+# without backtrace() (DBPOOL_NO_EXECINFO=ON: musl has no <execinfo.h>), and
 # compiles every source (tests/install/compile_check.py): code for the server
 # backends must be left out cleanly, not leave an unused function behind
 # (test_alloc_failure's server scenarios once did, and -Werror stopped the
@@ -26,7 +27,7 @@ fail() {
 }
 
 cmake -S "$src" -B "$tmp/build" -DCMAKE_C_COMPILER="$cc" -DDBPOOL_WERROR=ON -DDBPOOL_SHARED=OFF \
-  -DDBPOOL_WITH_PG=OFF -DDBPOOL_WITH_MYSQL=OFF -DDBPOOL_WITH_MICROHTTPD=OFF \
+  -DDBPOOL_WITH_PG=OFF -DDBPOOL_WITH_MYSQL=OFF -DDBPOOL_WITH_MICROHTTPD=OFF -DDBPOOL_NO_EXECINFO=ON \
   -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >"$tmp/configure.log" 2>&1 || {
   cat "$tmp/configure.log" >&2
   fail "configure with the server backends and libmicrohttpd OFF"
