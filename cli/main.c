@@ -39,7 +39,8 @@ static void usage(FILE *out) {
     fputs("\n"
           "Options:\n"
           "  --help     show this help\n"
-          "  --version  show the library's version\n"
+          "  --version  show the version and what this build has: the backends,\n"
+          "             and whether bench --metrics-listen works (libmicrohttpd)\n"
           "\n"
           "Exit status: 0 success; 1 the work failed; 2 the command line is wrong.\n"
           "A reader of stdout that goes away (| head) ends a command quietly, by\n"
@@ -171,7 +172,17 @@ static int run(int argc, char **argv) {
             fprintf(stderr, "dbpool: %s takes no arguments: run 'dbpool --version' alone\n", name);
             return CLI_EXIT_USAGE;
         }
-        printf("dbpool %s\n", dbpool_version());
+        /* What this build can talk to: the library is linked in statically,
+         * so its backend switches are the command's too. */
+        printf("dbpool %s (backends: sqlite"
+#ifdef DBPOOL_HAVE_PG
+               ", postgresql"
+#endif
+#ifdef DBPOOL_HAVE_MYSQL
+               ", mysql"
+#endif
+               "; metrics-listen: %s)\n",
+               dbpool_version(), cli_metrics_available() ? "yes" : "no");
         return flush_stdout("version");
     }
     for (size_t i = 0; i < NCOMMANDS; i++)

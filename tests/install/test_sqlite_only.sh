@@ -7,8 +7,9 @@
 # compiles every source (tests/install/compile_check.py): code for the server
 # backends must be left out cleanly, not leave an unused function behind
 # (test_alloc_failure's server scenarios once did, and -Werror stopped the
-# build). Then builds the command alone that way and gives it server URLs:
-# it must say what to install, and nothing misleading.
+# build). Then builds the command alone that way: --version lists sqlite
+# alone, and given server URLs it must say what to install, and nothing
+# misleading.
 #
 #   test_sqlite_only.sh SOURCE_DIR C_COMPILER
 set -eu
@@ -56,6 +57,12 @@ cmake --build "$tmp/cli" -j2 --target dbpool_cli >"$tmp/build-cli.log" 2>&1 || {
   fail "the command does not build with the server backends OFF"
 }
 dbpool=$tmp/cli/dbpool
+# --version says what this build has.
+version=$("$dbpool" --version) || fail "dbpool --version failed"
+case $version in
+"dbpool "*" (backends: sqlite; metrics-listen: no)") ;;
+*) fail "dbpool --version of a SQLite-only build without libmicrohttpd: '$version'" ;;
+esac
 pg='postgresql://app:s3cretPW@127.0.0.1:1/app'
 my='mysql://app:s3cretPW@127.0.0.1:1/app'
 printf 'one\ntwo\n' >"$tmp/input.txt"
