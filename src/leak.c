@@ -19,6 +19,30 @@
 /* What a report shows for the stack of a build without backtrace(). */
 #define NO_STACK "  (stack not available on this platform: dbpool was built without <execinfo.h>)"
 
+/* pthread_self() is reused once a thread has ended; the kernel's id tells
+ * two holders apart (and names the thread in ps, top, gdb). The system
+ * call costs as much as a whole cycle of acquire and release (~150 ns):
+ * kept per thread, and taken again in a forked child (whose one thread
+ * has an id of its own), which dbpool__fork_generation tells. 0 off
+ * Linux. */
+#ifdef __linux__
+static _Thread_local long tl_tid;
+static _Thread_local unsigned tl_tid_gen;
+#endif
+
+static long own_tid(void) {
+#ifdef __linux__
+    unsigned gen = dbpool__fork_generation();
+    if (tl_tid == 0 || tl_tid_gen != gen) {
+        tl_tid = (long)syscall(SYS_gettid);
+        tl_tid_gen = gen;
+    }
+    return tl_tid;
+#else
+    return 0;
+#endif
+}
+
 /* Called by dbpool_acquire, dbpool_try_acquire and dbpool_manager_acquire
  * only. The frames kept
  * start at their caller: the frames above it are found by the return
@@ -28,15 +52,7 @@
  * in two). */
 __attribute__((noinline)) void dbpool__trace_capture(lease_trace *t) {
     t->thread = (unsigned long)pthread_self();
-    /* pthread_self() is reused once a thread has ended; the kernel's id
-     * tells two holders apart (and names the thread in ps, top, gdb).
-     * Taken here only, with leak detection on: a system call next to the
-     * microsecond backtrace() costs. */
-#ifdef __linux__
-    t->tid = (long)syscall(SYS_gettid);
-#else
-    t->tid = 0;
-#endif
+    t->tid = own_tid();
 #ifndef DBPOOL_HAVE_EXECINFO
     /* One frame that is none: the lease is traced (reports name the
      * holder thread), and dbpool__trace_format says why there is no stack. */

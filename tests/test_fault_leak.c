@@ -18,7 +18,8 @@
  *    cut at a whole frame when long, and is the current holder's when the
  *    connection was handed to a waiter or is in an acquire's validation;
  *  - a report names the holder thread by pthread_self() and, on Linux, by
- *    its kernel thread id (gettid), which a later thread does not reuse.
+ *    its kernel thread id (gettid), which a later thread does not reuse,
+ *    and a forked child's thread by its own.
  */
 #include "driver_mock.h"
 #include "testsupport.h"
@@ -901,6 +902,56 @@ static void test_leak_report_names_the_holder_thread(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+#ifdef __linux__
+/* A forked child's one thread has a tid of its own: a lease it takes in a
+ * pool of its own is reported with that tid, not with the one of the
+ * parent's thread that forked (which had taken leases before). */
+static void test_leak_report_in_a_forked_child_names_the_childs_tid(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.leak_threshold_ms = 60000;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c = fault_leak_forgetful_holder(p); /* this thread's lease, traced */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+    logs_clear();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* no cmocka here: the exit code says what failed */
+        alarm(20);
+        dbt_options(&o, 0, 1);
+        o.leak_threshold_ms = 50;
+        o.maintenance_interval_ms = 20;
+        o.log_fn = collect;
+        o.log_level = DBPOOL_LOG_DEBUG;
+        dbpool *q = NULL;
+        dbpool_error e;
+        if (dbpool_open(&q, "mock:", &o, &e) != DBPOOL_OK)
+            _exit(2);
+        dbpool_conn *held = NULL;
+        if (dbpool_acquire(q, 1000, &held, &e) != DBPOOL_OK)
+            _exit(3);
+        char want[64], line[2048];
+        snprintf(want, sizeof want, "(tid %ld), acquired at:", (long)syscall(SYS_gettid));
+        bool found = logs_find("possible leak", want, line, sizeof line);
+        dbpool_release(held);
+        dbpool_close(q);
+        _exit(found ? 0 : 4);
+    }
+    int st = dbt_child_status(pid, 30000);
+    if (st != 0)
+        fail_msg("the child: %s (%d)",
+                 st == 4   ? "its leak report does not name its own tid"
+                 : st == 2 ? "dbpool_open failed"
+                 : st == 3 ? "dbpool_acquire failed"
+                           : "it did not end well",
+                 st);
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_leak_reported_with_stack, setup),
@@ -916,6 +967,9 @@ int main(void) {
         cmocka_unit_test_setup(test_long_stack_cut_at_a_whole_frame, setup),
         cmocka_unit_test_setup(test_first_frame_is_the_caller, setup),
         cmocka_unit_test_setup(test_leak_report_names_the_holder_thread, setup),
+#ifdef __linux__
+        cmocka_unit_test_setup(test_leak_report_in_a_forked_child_names_the_childs_tid, setup),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
