@@ -188,9 +188,12 @@ static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *ms
         conn_of(m)->broken = true;
     int code = oom ? DBPOOL_ENOMEM : broken ? DBPOOL_EBROKEN : DBPOOL_EQUERY;
     /* Connector/C's words ("Server has gone away", "Lost connection to
-     * server during query") say nothing of what to do: a session the server
-     * closed (wait_timeout, a KILL, a shutdown) is not coming back. */
-    /* Too large a packet (a statement and its parameters over the
+     * server during query") say nothing of what to do, but what to do
+     * depends on who reads them: a caller's statement gets "release the
+     * lease and acquire another" from the core (query.c), as on every
+     * backend, while a ping, a reset or a connect has no lease to release
+     * (the pool closes or replaces the connection, and logs these words).
+     * Too large a packet (a statement and its parameters over the
      * server's max_allowed_packet) ends the connection too, but another
      * one fails the same way: say what does help. */
     bool too_large = n == MY_ER_NET_PACKET_TOO_LARGE;
@@ -199,10 +202,7 @@ static int stmt_error(MYSQL *m, unsigned n, const char *sqlstate, const char *ms
                                "max_allowed_packet allows, and would be on any connection: send "
                                "less per statement, or raise max_allowed_packet on the server; this "
                                "connection is closed when the lease is released"
-                   : code == DBPOOL_EBROKEN
-                       ? "; this connection cannot be used again: release the lease (it is "
-                         "closed) and acquire another"
-                       : "");
+                             : "");
     fill_native(e, n, sqlstate);
     return code;
 }

@@ -19,6 +19,10 @@
  * - Held by a caller inside a transaction: the same, with PostgreSQL's
  *   reason "idle-in-transaction timeout"; the release of that lease (whose
  *   transaction cannot be rolled back) leaves the pool working.
+ * - The log, as an operator reads it: the WARN line of the validation that
+ *   replaced the session gives the server's words and no advice meant for
+ *   a lease holder (there is none: before, MariaDB's said "release the
+ *   lease (it is closed) and acquire another").
  *
  * SQLite has no server to close a session: skipped there.
  */
@@ -38,18 +42,50 @@ typedef struct {
      * must say this: idle, and idle inside a transaction. */
     const char *idle_says;
     const char *in_transaction_says;
+    /* The WARN line of the validation that finds the session closed
+     * must say this: the server's words, or Connector/C's error (2006
+     * "Server has gone away", or 2013 "Lost connection"). */
+    const char *validation_says;
 } idle_kill_case;
 
 static const idle_kill_case cases[] = {
     {"pg", "SET idle_session_timeout = 300; SET idle_in_transaction_session_timeout = 300",
      "SELECT pg_backend_pid()", "SELECT count(*) FROM pg_stat_activity WHERE pid = ?", 10000,
-     "idle-session timeout", "idle-in-transaction timeout"},
+     "idle-session timeout", "idle-in-transaction timeout", "idle-session timeout"},
     {"mysql", "SET SESSION wait_timeout = 1", "SELECT CONNECTION_ID()",
      "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", 15000, "acquire another",
-     "acquire another"},
+     "acquire another", "(error 20"},
 };
 
 static const idle_kill_case *the_case;
+
+/* The pool's log lines, for the tests that read them. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_lines[32][1200];
+static int log_count;
+
+static void collect(void *user, dbpool_log_level level, const char *message) {
+    (void)user;
+    pthread_mutex_lock(&log_mu);
+    if (log_count < (int)(sizeof log_lines / sizeof log_lines[0]))
+        snprintf(log_lines[log_count++], sizeof log_lines[0], "%s %s",
+                 level == DBPOOL_LOG_WARN    ? "WARN"
+                 : level == DBPOOL_LOG_ERROR ? "ERROR"
+                                             : "INFO",
+                 message);
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* The collected line that contains `words`, or NULL. */
+static const char *logged(const char *words) {
+    const char *found = NULL;
+    pthread_mutex_lock(&log_mu);
+    for (int i = 0; i < log_count && !found; i++)
+        if (strstr(log_lines[i], words))
+            found = log_lines[i];
+    pthread_mutex_unlock(&log_mu);
+    return found;
+}
 
 static dbpool *open_pool(void) {
     dbpool_options o;
@@ -58,6 +94,11 @@ static dbpool *open_pool(void) {
      * window, 500 ms, is longer than PostgreSQL's idle timeouts here). */
     o.validation_window_ms = 100;
     o.init_sql = the_case->init_sql;
+    o.log_fn = collect;
+    o.log_level = DBPOOL_LOG_WARN;
+    pthread_mutex_lock(&log_mu);
+    log_count = 0;
+    pthread_mutex_unlock(&log_mu);
     return bt_open(&o, NULL);
 }
 
@@ -101,6 +142,15 @@ static void test_idle_in_pool_replaced(void **state) {
     BT_CHECK(s.destroyed_by[DBPOOL_CLOSE_VALIDATION] == 1, "validation should have replaced it: %llu closed",
              (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_VALIDATION]);
     assert_int_equal(dbpool_close(p), 0);
+    /* Nobody holds that connection: the line must not tell anyone to
+     * release a lease, only why the pool replaced it. */
+    const char *line = logged("failed validation");
+    BT_CHECK(line != NULL, "the validation failure should be logged at WARN");
+    print_message("[%s] %s\n", bt_backend, line);
+    BT_CHECK(strstr(line, "release the lease") == NULL && strstr(line, "acquire another") == NULL,
+             "the validation line tells a lease holder what to do, but there is none: %s", line);
+    BT_CHECK(strstr(line, the_case->validation_says) != NULL, "the validation line should say \"%s\": %s",
+             the_case->validation_says, line);
 }
 
 static void test_idle_lease_broken_says_why(void **state) {
