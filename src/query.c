@@ -123,6 +123,9 @@ static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error 
         return rc;
     }
     if (p->driver->is_broken(c->native, e)) {
+        /* Logged once, when the lease breaks: further statements on it
+         * fail at once and say so to their caller. */
+        bool newly = !c->broken;
         c->broken = true;
         /* The first error on a lost session is the server's or the client
          * library's ("terminating connection due to administrator
@@ -132,8 +135,9 @@ static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error 
             !strstr(e->message, "closed on release"))
             dbpool__suffix_err(e, "; this connection cannot be used again: release the lease (it is closed) "
                                   "and acquire another");
-        dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu is broken and will be closed on release",
-                    (unsigned long long)c->id);
+        if (newly)
+            dbpool__log(p, DBPOOL_LOG_WARN, "connection #%llu is broken and will be closed on release",
+                        (unsigned long long)c->id);
     }
     dbpool__finish_err(p, e);
     return rc;

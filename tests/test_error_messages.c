@@ -713,6 +713,37 @@ static void test_statement_error_is_one_printable_line(void **state) {
     dbpool_close(p);
 }
 
+/* A broken lease is logged once, when it breaks: each further statement
+ * on it (which fails at once, saying to release it) used to log "is
+ * broken and will be closed on release" again, a WARN line per call for a
+ * caller that retries on the dead lease. */
+static void test_broken_lease_logged_once(void **state) {
+    (void)state;
+    log_lines l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.log_fn = collect;
+    o.log_user = &l;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool_error e;
+    assert_int_equal(dbpool_exec(c, "BREAK", NULL, 0, NULL, &e), DBPOOL_EBROKEN);
+    for (int i = 0; i < 3; i++) {
+        int rc = dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e);
+        if (rc != DBPOOL_EBROKEN || !strstr(e.message, "acquire another"))
+            fail_msg("a statement on the broken lease: %s: %s", dbpool_errname(rc), e.message);
+    }
+    pthread_mutex_lock(&l.lock);
+    int lines = 0;
+    for (int i = 0; i < l.n; i++)
+        lines += strstr(l.text[i], "is broken and will be closed on release") != NULL;
+    pthread_mutex_unlock(&l.lock);
+    if (lines != 1)
+        fail_msg("want one \"is broken\" line for the lease, got %d", lines);
+    dbpool_release(c);
+    dbpool_close(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -735,6 +766,7 @@ int main(void) {
         cmocka_unit_test_setup(test_validation_timeout_named, setup),
         cmocka_unit_test_setup(test_broken_statement_says_acquire_another, setup),
         cmocka_unit_test_setup(test_statement_error_is_one_printable_line, setup),
+        cmocka_unit_test_setup(test_broken_lease_logged_once, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
