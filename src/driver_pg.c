@@ -535,15 +535,25 @@ static int result_error(PGconn *c, const PGresult *r, int code, const char *what
          * server (outside a transaction dbpool runs it unnamed instead),
          * or a DEALLOCATE / DISCARD an earlier lease ran on the native
          * handle, which the release cannot see. */
-        if (state && (strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0) &&
-            strstr(msg, "_dbpool_s")) {
+        /* The failure aborted the caller's transaction: say so, and what
+         * to change. A name taken (42P05) has one cause, the pooler; a
+         * statement gone (26000) may also be a native DEALLOCATE. */
+        bool taken = state && strcmp(state, "42P05") == 0, gone = state && strcmp(state, "26000") == 0;
+        if ((taken || gone) && strstr(msg, "_dbpool_s")) {
             used = strlen(e->message);
-            dbpool__strlcpy(
-                e->message + used,
-                " (a statement dbpool keeps prepared: removed by a DEALLOCATE or DISCARD run on the "
-                "native handle, or behind a pooler that shares server sessions, such as PgBouncer in "
-                "transaction mode, turn statement_cache off: pool_statement_cache=off)",
-                sizeof e->message - used);
+            dbpool__strlcpy(e->message + used,
+                            taken ? " (a name of the statements dbpool keeps prepared, taken on this server "
+                                    "session by another client: behind a pooler that shares server "
+                                    "sessions, such as PgBouncer in transaction mode, turn statement_cache "
+                                    "off: pool_statement_cache=off; roll this transaction back and run it "
+                                    "again)"
+                                  : " (a statement dbpool keeps prepared, gone from this server session: "
+                                    "behind a pooler that shares server sessions, such as PgBouncer in "
+                                    "transaction mode, turn statement_cache off: pool_statement_cache=off; "
+                                    "or a DEALLOCATE or DISCARD run on the native handle removed it: run "
+                                    "those through dbpool_exec; roll this transaction back and run it "
+                                    "again)",
+                            sizeof e->message - used);
         }
     }
     return code;
