@@ -185,6 +185,10 @@ typedef struct cli_load_config {
     int64_t hold_ns;            /* held this long per lease ... */
     int64_t hold_jitter_ns;     /* ... plus a uniform random [0, jitter) */
     uint64_t max_ops;           /* stop after this many ops in all; 0: until stopped */
+    /* After a failed op the worker waits this long before the next (0:
+     * none, as a load test wants): stat's workload must not spin on a
+     * database that is down (an open breaker fails each acquire at once). */
+    int64_t pause_after_error_ns;
 } cli_load_config;
 
 typedef struct cli_load_report {
@@ -217,6 +221,9 @@ int64_t cli_load_started_ns(const cli_load *l);
 bool cli_load_done(const cli_load *l);
 /* A live snapshot of ops, errors, errors_by, opened (cheap). */
 void cli_load_snapshot(const cli_load *l, cli_load_report *r);
+/* The first message seen for error slot `slot` (see CLI_ERR_SLOTS) into
+ * buf; false when no op has failed with it yet. */
+bool cli_load_error_sample(cli_load *l, int slot, char *buf, size_t cap);
 /* Stop the workers (each finishes its op), join them, fill r, free l. */
 void cli_load_finish(cli_load *l, cli_load_report *r);
 /* cli_load_finish waiting at most grace_ns (< 0: without limit) for the

@@ -330,6 +330,8 @@ static void *worker_main(void *arg) {
         atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
         if (max && atomic_fetch_add_explicit(&l->finished, 1, memory_order_acq_rel) + 1 == max)
             atomic_store_explicit(&l->done_ns, t1, memory_order_release);
+        if (rc != DBPOOL_OK && l->cfg.pause_after_error_ns > 0)
+            nap_sliced(l->cfg.pause_after_error_ns, HOLD_SLICE_NS, l);
     }
     pthread_mutex_lock(&l->mu);
     w->exited = true;
@@ -497,6 +499,15 @@ void cli_load_snapshot(const cli_load *l, cli_load_report *r) {
         for (int s = 0; s < CLI_ERR_SLOTS; s++)
             r->errors_by[s] += atomic_load_explicit(&w->errors_by[s], memory_order_relaxed);
     }
+}
+
+bool cli_load_error_sample(cli_load *l, int slot, char *buf, size_t cap) {
+    if (slot < 0 || slot >= CLI_ERR_SLOTS || !atomic_load_explicit(&l->sampled[slot], memory_order_acquire))
+        return false;
+    pthread_mutex_lock(&l->mu);
+    snprintf(buf, cap, "%s", l->samples[slot]);
+    pthread_mutex_unlock(&l->mu);
+    return true;
 }
 
 void cli_load_finish(cli_load *l, cli_load_report *r) { cli_load_finish_within(l, r, -1); }

@@ -1099,6 +1099,63 @@ static void test_stat_stuck_op_bounded(void **state) {
     assert_false(dbt_has_secret(r.err, NULL));
     dbt_run_free(&r);
 }
+
+/*
+ * stat while the database is down (the proxy resets every connection, old
+ * and new: the breaker opens, and then every acquire fails at once). Each
+ * failed op is followed by stat's 10 ms pause, so that a line of 0.2 s
+ * counts at most about 2 threads x 20 failed ops: its workload ran them in
+ * a loop without a pause, hundreds of thousands a line on every core it
+ * had. And stderr says why the ops fail, once per kind, with the code and
+ * the library's message: before, only the errs column moved.
+ */
+static void test_stat_outage_paced_and_explained(void **state) {
+    (void)state;
+    const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
+    if (!getenv("DBPOOL_TEST_PG_URL") && !(req && strcmp(req, "1") == 0))
+        skip(); /* needs a PostgreSQL server (scripts/test.sh starts one) */
+    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(px);
+    char url[2048];
+    snprintf(url, sizeof url, "%s", dbt_url_via_port("pg", dbt_proxy_port(px)));
+    child c =
+        spawn_cli((const char *[]){"stat", url, "0.2", "10", "--threads", "2", "--pool-size", "2", NULL});
+    int64_t t0 = dbt_now_ms();
+    while (lines_in(c.out_path) < 2 && dbt_now_ms() - t0 < 15000)
+        dbt_sleep_ms(20);
+    dbt_proxy_set_mode(px, DBT_PROXY_RESET, 0);
+    dbt_run r = wait_cli_within(&c, 30000, "stat during an outage");
+    dbt_proxy_destroy(px);
+    if (r.status != 0)
+        fail_msg("exit %d (want 0), stderr: %s", r.status, r.err);
+    /* Every line of figures: "time total idle used wait ops/s errs ...". */
+    uint64_t most = 0, all = 0;
+    int lines = 0;
+    for (const char *at = r.out; at && *at; at = strchr(at, '\n') ? strchr(at, '\n') + 1 : NULL) {
+        char when[16];
+        unsigned long long errs = 0;
+        double ops = 0;
+        int total, idle, used, wait;
+        if (sscanf(at, "%15s %d %d %d %d %lf %llu", when, &total, &idle, &used, &wait, &ops, &errs) != 7)
+            continue; /* the header */
+        lines++;
+        all += errs;
+        if (errs > most)
+            most = errs;
+    }
+    assert_int_equal(lines, 10);
+    if (all == 0)
+        fail_msg("no op failed while the proxy reset every connection:\n%s", r.out);
+    /* 2 threads x (200 ms / 10 ms + 1), with room for a late line. */
+    if (most > 400)
+        fail_msg(
+            "%llu failed ops in one line of 0.2 s: stat's workload spins on a database that is down:\n%s",
+            (unsigned long long)most, r.out);
+    if (!strstr(r.err, "ops fail with DBPOOL_E") || !strstr(r.err, "(counted in errs): "))
+        fail_msg("stderr should say why the ops fail: %s", r.err);
+    assert_false(dbt_has_secret(r.err, NULL));
+    dbt_run_free(&r);
+}
 #endif
 
 static void test_usage_errors(void **state) {
@@ -1682,6 +1739,7 @@ int main(void) {
 #ifdef DBPOOL_HAVE_PG
         cmocka_unit_test(test_stat_connect_bounded),
         cmocka_unit_test(test_stat_stuck_op_bounded),
+        cmocka_unit_test(test_stat_outage_paced_and_explained),
 #endif
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help),
