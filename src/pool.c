@@ -806,7 +806,8 @@ static int close_pool(dbpool *p) {
         leased = p->n_leased + p->n_reclaimed + p->n_parked; /* parked: in use (free ones were recalled) */
     dbpool_conn *list = dbpool__take_idle_locked(p, take_all, NULL);
     unlock(p);
-    dbpool__log(p, DBPOOL_LOG_INFO, "closing (%d idle closed now, %d leases still out)", idle, leased);
+    dbpool__log(p, DBPOOL_LOG_INFO, "closing (%d idle closed now, %d lease%s still out)", idle, leased,
+                leased == 1 ? "" : "s");
     dbpool__close_closing_list(p, list, DBPOOL_CLOSE_POOL_CLOSED);
     lock(p);
     p->n_closing--;
