@@ -287,10 +287,28 @@ static void add_secret(pg_config *cfg, char *s) {
     cfg->secrets[n + 1] = NULL;
 }
 
+/* "X; X" (or X three times...) -> "X": libpq repeats its whole message
+ * when it tried twice with the same outcome (sslmode=prefer tries TLS,
+ * then no TLS: a wrong password was reported twice, word for word). */
+static void drop_repeats(char *msg) {
+    size_t len = strlen(msg);
+    for (size_t i = 1; i + 2 < len; i++) {
+        if (msg[i] != ';' || msg[i + 1] != ' ')
+            continue;
+        size_t o = i;
+        while (o + 2 + i <= len && msg[o] == ';' && msg[o + 1] == ' ' && memcmp(msg + o + 2, msg, i) == 0)
+            o += 2 + i;
+        if (o == len) {
+            msg[i] = '\0';
+            return;
+        }
+    }
+}
+
 /* Join libpq's multi-line messages (one line per host tried, hints on
  * lines of their own) into one line of at most cap bytes: a run of white
  * space with a newline becomes "; ", any other run one space; the ends are
- * trimmed. */
+ * trimmed. A message that only repeats itself is said once. */
 static void one_line(char *msg, size_t cap) {
     if (cap == 0)
         return;
@@ -315,6 +333,7 @@ static void one_line(char *msg, size_t cap) {
         msg[o++] = *p;
     }
     msg[o] = '\0';
+    drop_repeats(msg);
 }
 
 static int configure(const char *url, void **out, dbpool_error *e) {

@@ -61,6 +61,11 @@ static void check_message(const char *where, int rc, int64_t took, const dbpool_
              LIMIT_MS);
     BT_CHECK(!secret, "%s: the error message contains a password: %s", where, msg);
     BT_CHECK(msg[0] != '\0', "%s: empty message", where);
+    /* Said once: libpq tries twice under sslmode=prefer (TLS, then none)
+     * and reported the same failure twice, word for word. */
+    const char *first = strstr(msg, "password authentication failed");
+    BT_CHECK(!first || !strstr(first + 1, "password authentication failed"),
+             "%s: the message says the same thing twice: %s", where, msg);
 }
 
 static void check_logs(log_lines *l, const char *where) {
