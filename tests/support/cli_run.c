@@ -133,6 +133,13 @@ int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_si
     ign.sa_handler = SIG_IGN;
     sigemptyset(&ign.sa_mask);
     sigaction(SIGPIPE, ignore_sigpipe ? &ign : NULL, &old);
+    /* keep 0: the reader is gone before the command starts. Closed after
+     * the spawn, a quick command (--version) on a loaded machine could
+     * write its line into the pipe and exit 0 before the close. */
+    if (keep == 0) {
+        close(p[0]);
+        p[0] = -1;
+    }
     pid_t pid = dbt_spawn_cli(args, DBT_STDOUT_PIPE(p[1], p[0]), err_path, &attr);
     if (ignore_sigpipe)
         sigaction(SIGPIPE, &old, NULL);
@@ -148,7 +155,8 @@ int dbt_run_cli_pipe_closed(const char *const *args, size_t keep, bool ignore_si
             break;
         got += (size_t)r;
     }
-    close(p[0]);
+    if (p[0] >= 0)
+        close(p[0]);
     int64_t t0 = dbt_now_ms();
     int st = 0;
     pid_t w = 0;
