@@ -1066,6 +1066,25 @@ static size_t lines_in(const char *path) {
     return n;
 }
 
+/* `dbpool stat URL 0.2 COUNT --threads 2 --pool-size 2` on PostgreSQL
+ * through a TCP proxy (*px), once it runs: the header and a first line of
+ * figures are out. Skips the test without a PostgreSQL server. */
+static child stat_through_proxy(dbt_proxy **px, const char *count) {
+    const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
+    if (!getenv("DBPOOL_TEST_PG_URL") && !(req && strcmp(req, "1") == 0))
+        skip(); /* needs a PostgreSQL server (scripts/test.sh starts one) */
+    *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
+    assert_non_null(*px);
+    char url[2048];
+    snprintf(url, sizeof url, "%s", dbt_url_via_port("pg", dbt_proxy_port(*px)));
+    child c =
+        spawn_cli((const char *[]){"stat", url, "0.2", count, "--threads", "2", "--pool-size", "2", NULL});
+    int64_t t0 = dbt_now_ms();
+    while (lines_in(c.out_path) < 2 && dbt_now_ms() - t0 < 15000)
+        dbt_sleep_ms(20);
+    return c;
+}
+
 /*
  * stat against a server that stops answering while it runs (the proxy
  * turns silent: queries in flight never return): after its COUNT lines it
@@ -1075,19 +1094,8 @@ static size_t lines_in(const char *path) {
  */
 static void test_stat_stuck_op_bounded(void **state) {
     (void)state;
-    const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
-    if (!getenv("DBPOOL_TEST_PG_URL") && !(req && strcmp(req, "1") == 0))
-        skip(); /* needs a PostgreSQL server (scripts/test.sh starts one) */
-    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
-    assert_non_null(px);
-    char url[2048];
-    snprintf(url, sizeof url, "%s", dbt_url_via_port("pg", dbt_proxy_port(px)));
-    child c =
-        spawn_cli((const char *[]){"stat", url, "0.2", "5", "--threads", "2", "--pool-size", "2", NULL});
-    /* Running: the header and a first line of figures. */
-    int64_t t0 = dbt_now_ms();
-    while (lines_in(c.out_path) < 2 && dbt_now_ms() - t0 < 15000)
-        dbt_sleep_ms(20);
+    dbt_proxy *px = NULL;
+    child c = stat_through_proxy(&px, "5");
     dbt_proxy_set_mode(px, DBT_PROXY_SILENT, 0);
     /* 5 lines of 0.2 s, then 5 s for the stuck ops, with room for a
      * loaded machine; without the bound it never ends. */
@@ -1111,18 +1119,8 @@ static void test_stat_stuck_op_bounded(void **state) {
  */
 static void test_stat_outage_paced_and_explained(void **state) {
     (void)state;
-    const char *req = getenv("DBPOOL_TEST_REQUIRE_SERVERS");
-    if (!getenv("DBPOOL_TEST_PG_URL") && !(req && strcmp(req, "1") == 0))
-        skip(); /* needs a PostgreSQL server (scripts/test.sh starts one) */
-    dbt_proxy *px = dbt_proxy_start("127.0.0.1", dbt_url_port("pg"));
-    assert_non_null(px);
-    char url[2048];
-    snprintf(url, sizeof url, "%s", dbt_url_via_port("pg", dbt_proxy_port(px)));
-    child c =
-        spawn_cli((const char *[]){"stat", url, "0.2", "10", "--threads", "2", "--pool-size", "2", NULL});
-    int64_t t0 = dbt_now_ms();
-    while (lines_in(c.out_path) < 2 && dbt_now_ms() - t0 < 15000)
-        dbt_sleep_ms(20);
+    dbt_proxy *px = NULL;
+    child c = stat_through_proxy(&px, "10");
     dbt_proxy_set_mode(px, DBT_PROXY_RESET, 0);
     dbt_run r = wait_cli_within(&c, 30000, "stat during an outage");
     dbt_proxy_destroy(px);
