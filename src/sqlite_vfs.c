@@ -118,7 +118,14 @@ static int nc_check_reserved_lock(sqlite3_file *f, int *out) {
 }
 static int nc_file_control(sqlite3_file *f, int op, void *arg) {
     sqlite3_file *r = real(f);
-    NC_CALL(r->pMethods->xFileControl(r, op, arg));
+    int cancel_state = dbpool__nocancel_begin();
+    int rc = r->pMethods->xFileControl(r, op, arg);
+    dbpool__nocancel_end(cancel_state);
+    /* The Unix VFS names itself (its file was opened through it): a VFS
+     * that wraps another puts its own name in front, SQLite's convention. */
+    if (op == SQLITE_FCNTL_VFSNAME && rc == SQLITE_OK && *(char **)arg)
+        *(char **)arg = sqlite3_mprintf("%s/%z", unix_vfs.zName, *(char **)arg);
+    return rc;
 }
 static int nc_sector_size(sqlite3_file *f) {
     sqlite3_file *r = real(f);
@@ -198,8 +205,12 @@ static int nc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
     sqlite3_file *r = real(f);
     f->pMethods = NULL;
     r->pMethods = NULL;
+    (void)vfs;
+    /* Opened through the Unix VFS itself, not through dbpool-unix, a copy
+     * of it: its open reads the VFS's name, and unix-excl's files take
+     * their process-wide exclusive lock only when it is "unix-excl". */
     int cancel_state = dbpool__nocancel_begin();
-    int rc = base_unix->xOpen(vfs, name, r, flags, out);
+    int rc = base_unix->xOpen((sqlite3_vfs *)base_unix, name, r, flags, out);
     dbpool__nocancel_end(cancel_state);
     /* SQLite closes a file whose xOpen set pMethods, even when it failed. */
     const sqlite3_io_methods *m = r->pMethods;
