@@ -43,9 +43,11 @@
  * are wrapped too). Memory databases make no system call at all, but
  * through the default VFS's sleep and randomness, both replaced here.
  * The cost moves to where I/O happens, beside a system call that costs
- * far more. SQLite's random number generator is seeded once per process
- * through the default VFS, not the connection's: it is seeded here,
- * cancellation off, before any statement needs it.
+ * far more. SQLite's random number generator is seeded through the
+ * default VFS, not the connection's, once per process (the Unix VFS's
+ * open starts it anew in a forked child): it is seeded here, cancellation
+ * off, when the VFS is made and after each open, before any statement
+ * needs it.
  */
 #include "sqlite_vfs.h"
 
@@ -211,6 +213,13 @@ static int nc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
      * their process-wide exclusive lock only when it is "unix-excl". */
     int cancel_state = dbpool__nocancel_begin();
     int rc = base_unix->xOpen((sqlite3_vfs *)base_unix, name, r, flags, out);
+    /* The Unix VFS's open resets SQLite's random number generator in a
+     * process it has not seen before (a child after fork); the statement
+     * that next needs a random number would seed it again through the
+     * default VFS, reading /dev/urandom with the caller's cancellation
+     * state. Seeded here instead (a no-op but a few bytes' copy after). */
+    unsigned char seed;
+    sqlite3_randomness(1, &seed);
     dbpool__nocancel_end(cancel_state);
     /* SQLite closes a file whose xOpen set pMethods, even when it failed. */
     const sqlite3_io_methods *m = r->pMethods;

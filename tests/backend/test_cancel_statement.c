@@ -538,6 +538,55 @@ static void test_pending_cancel_after_a_wal_recovery(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A process forked after its pools were closed (threading.md, "fork()")
+ * opens a pool of its own. SQLite's Unix VFS resets the random number
+ * generator at the first file it opens in a new process, and the next
+ * statement that needs a random number (randomblob(), a journal's header,
+ * a WAL's salt) seeds it again through the default VFS, which reads
+ * /dev/urandom: open, read and close, with the caller's cancellation
+ * state. */
+static void test_pending_cancel_in_a_forked_child(void **state) {
+    (void)state;
+    dbpool *p = open_sqlite("forked.db", "journal_mode=delete");
+    dbpool_conn *c = bt_acquire(p);
+    bt_exec(c, "CREATE TABLE t (a, b)");
+    bt_release(c);
+    assert_int_equal(dbpool_close(p), 0);
+    fflush(NULL);
+    pid_t pid = fork(); /* no pool is open */
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char url[700];
+        snprintf(url, sizeof url, "sqlite:%s/forked.db?journal_mode=delete", dbt_tmpdir());
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.min_size = 1;
+        o.max_size = 1;
+        o.thread_cache = false;
+        dbpool_error e;
+        if (dbpool_open(&p, url, &o, &e) != DBPOOL_OK) {
+            fprintf(stderr, "child: open: %s\n", e.message);
+            _exit(2);
+        }
+        pending_steps a = {
+            .p = p,
+            .sql = (const char *const[]){"?SELECT randomblob(16)", "INSERT INTO t VALUES (1, 2)", NULL}};
+        const char *why = pending_steps_run(&a);
+        if (why) {
+            fprintf(stderr, "child: %s\n", why);
+            _exit(1);
+        }
+        dbpool_close(p);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    BT_CHECK(
+        WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "in a forked child, statements with a cancel pending failed (status %d, the child's message above)",
+        status);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--killed-writer") == 0)
         return killed_writer_main(argv[2], argv[3]);
@@ -551,6 +600,7 @@ int main(int argc, char **argv) {
             cmocka_unit_test(test_pending_cancel_reaches_no_sqlite_io_in_a_backup),
             cmocka_unit_test(test_pending_cancel_rolls_back_a_hot_journal),
             cmocka_unit_test(test_pending_cancel_after_a_wal_recovery),
+            cmocka_unit_test(test_pending_cancel_in_a_forked_child),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
     }
