@@ -29,14 +29,23 @@ typedef struct canceller {
 
 static void release_on_cancel(void *arg) { dbpool_release(arg); }
 
-static void *statement_main(void *arg) {
-    canceller *a = arg;
+/* A lease for a thread about to be cancelled, or NULL with *rc -1000. */
+static dbpool_conn *lease_or_note(dbpool *p, int *rc) {
     dbpool_conn *c = NULL;
     dbpool_error e;
-    if (dbpool_acquire(a->p, 5000, &c, &e) != DBPOOL_OK) {
-        a->rc = -1000;
+    if (dbpool_acquire(p, 5000, &c, &e) != DBPOOL_OK) {
+        *rc = -1000;
         return NULL;
     }
+    return c;
+}
+
+static void *statement_main(void *arg) {
+    canceller *a = arg;
+    dbpool_error e;
+    dbpool_conn *c = lease_or_note(a->p, &a->rc);
+    if (!c)
+        return NULL;
     pthread_cleanup_push(release_on_cancel, c);
     __atomic_store_n(&a->stage, 1, __ATOMIC_SEQ_CST);
     a->rc = dbpool_exec(c, a->sql, NULL, 0, NULL, &e);
@@ -167,12 +176,10 @@ typedef struct pending_cancel {
 
 static void *pending_cancel_main(void *arg) {
     pending_cancel *a = arg;
-    dbpool_conn *c = NULL;
     dbpool_error e;
-    if (dbpool_acquire(a->p, 5000, &c, &e) != DBPOOL_OK) {
-        a->failed_rc = -1000;
+    dbpool_conn *c = lease_or_note(a->p, &a->failed_rc);
+    if (!c)
         return NULL;
-    }
     pthread_cleanup_push(release_on_cancel, c);
     pthread_cancel(pthread_self()); /* deferred: acts at the next cancellation point */
     static const char *const steps[] = {
