@@ -289,9 +289,11 @@ static int mixed_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *
 
 static void vfs_make(void) {
     sqlite3_vfs *base = sqlite3_vfs_find(NULL);
-    /* Only the Unix VFS, whose functions take any struct that carries its
-     * pAppData; an application's own default VFS is left alone. */
-    if (!base || strncmp(base->zName, "unix", 4) != 0)
+    sqlite3_vfs *unix_own = sqlite3_vfs_find("unix");
+    /* Only the Unix VFS (any of its variants: they share its open), whose
+     * functions take any struct that carries its pAppData; an
+     * application's own default VFS is left alone, whatever its name. */
+    if (!base || !unix_own || base->xOpen != unix_own->xOpen)
         return;
     base_unix = base;
     wrap_shm_lock = sqlite3_compileoption_used("ENABLE_SETLK_TIMEOUT") != 0;

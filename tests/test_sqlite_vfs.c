@@ -161,6 +161,48 @@ static void test_each_unix_vfs_as_the_default_keeps_its_locking(void **state) {
         in_child(default_vfs_locks, vfses[i]);
 }
 
+/* An application's own default VFS is left alone, even when its name
+ * starts with "unix": the pool's connections open through it, and it sees
+ * their files opened. (dbpool wrapped any default VFS named "unix...",
+ * as if it were SQLite's Unix VFS.) */
+static int app_vfs_opens;
+static sqlite3_vfs app_vfs;
+static int app_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    app_vfs_opens++;
+    sqlite3_vfs *u = sqlite3_vfs_find("unix");
+    return u->xOpen(u, name, f, flags, out);
+}
+
+static int default_app_vfs(const char *vfs) {
+    app_vfs = *sqlite3_vfs_find("unix");
+    app_vfs.zName = vfs;
+    app_vfs.pNext = NULL;
+    app_vfs.xOpen = app_open;
+    CHILD_CHECK(sqlite3_vfs_register(&app_vfs, 1) == SQLITE_OK, "cannot register %s", vfs);
+    char path[640];
+    fresh_path(path, sizeof path, "app-vfs.db");
+    dbpool_error e;
+    dbpool *p = open_pool(path, NULL, &e);
+    CHILD_CHECK(p, "open: %s", e.message);
+    dbpool_conn *c = NULL;
+    CHILD_CHECK(dbpool_acquire(p, 5000, &c, &e) == DBPOOL_OK, "acquire: %s", e.message);
+    CHILD_CHECK(child_exec(c, "CREATE TABLE t (v INTEGER)") == 0, "create");
+    sqlite3_vfs *used = NULL;
+    sqlite3_file_control(dbpool_conn_native(c), "main", SQLITE_FCNTL_VFS_POINTER, &used);
+    CHILD_CHECK(used == &app_vfs, "the pool's connection opened through '%s', not the default '%s'",
+                used ? used->zName : "?", vfs);
+    CHILD_CHECK(app_vfs_opens > 0, "the application's VFS saw no open");
+    dbpool_release(c);
+    dbpool_close(p);
+    return 0;
+}
+
+static void test_an_application_vfs_named_unix_is_left_alone(void **state) {
+    (void)state;
+    in_child(default_app_vfs, "unix-app");
+}
+
 /* WAL where SQLite allows it (shared memory: unix, unix-excl), refused
  * where it does not (unix-dotfile, unix-none), as SQLite's own VFS does. */
 static int default_vfs_wal(const char *vfs) {
@@ -388,6 +430,7 @@ int main(int argc, char **argv) {
         return other_process_main(argv[2], argv[3]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_unix_vfs_as_the_default_keeps_its_locking),
+        cmocka_unit_test(test_an_application_vfs_named_unix_is_left_alone),
         cmocka_unit_test(test_wal_where_sqlite_allows_it),
         cmocka_unit_test(test_pool_and_application_connections_share_the_locks),
         cmocka_unit_test(test_file_controls_through_the_native_handle),
