@@ -167,6 +167,30 @@ static void test_full_pool_still_serves_while_open(void **state) {
     dbpool_close(p);
 }
 
+/* While open, an acquire that needs a new connection fails at once with
+ * EUNAVAILABLE also when a lease is out (operations.md, "While open"): it
+ * does not wait in line for that lease, which may be held for long, and
+ * end in a timeout that hides the outage. */
+static void test_lease_out_still_fails_fast_while_open(void **state) {
+    (void)state;
+    dbpool *p = open_pool_with_breaker(NULL, 1, 60000);
+    dbpool_conn *held, *c;
+    dbpool_error e;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    assert_int_not_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* its connect opens the breaker */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    int rc = dbpool_acquire(p, 3000, &c, &e);
+    if (rc != DBPOOL_EUNAVAILABLE)
+        fail_msg("an acquire needing a new connection while the breaker is open, one lease out, got %s "
+                 "(want DBPOOL_EUNAVAILABLE): %s",
+                 dbpool_errname(rc), e.message);
+    dbpool_release(held);
+    dbpool_close(p);
+}
+
 /* A breaker pool whose acquires will not wait: every connect runs on the
  * caller's thread (try_acquire, acquire with a timeout of 0). */
 static dbpool *open_no_wait_pool(int64_t cooldown_ms) { return open_pool_with_breaker(NULL, 2, cooldown_ms); }
@@ -685,6 +709,7 @@ int main(void) {
         cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
         cmocka_unit_test_setup(test_manual_reset, setup),
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
+        cmocka_unit_test_setup(test_lease_out_still_fails_fast_while_open, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
         cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
         cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, setup),
