@@ -217,6 +217,37 @@ static void test_resume_serves_waiters_at_once(void **state) {
     dbpool_close(p);
 }
 
+static void strict_fifo_waits(dbpool_options *o) {
+    o->suspend_fails_fast = false;
+    o->barging_window_us = 0; /* every release handed to the first waiter */
+}
+
+/* A lease released while the pool is suspended goes to the idle list, not
+ * to a caller in line, even with strict hand-off: nothing is handed out
+ * until dbpool_resume (operations.md), which then serves the caller. */
+static void test_release_while_suspended_hands_nothing_out(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 1, strict_fifo_waits);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.waiting != 1 || s.idle != 1 || s.in_use != 0)
+        fail_msg("a release while suspended was handed to the caller in line: waiting %d, idle %d, in use %d "
+                 "(want 1, 1, 0)",
+                 s.waiting, s.idle, s.in_use);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    dbpool_close(p);
+}
+
 /* A thread that keeps a connection in its thread cache: it takes it,
  * gives it back through the cache (no lock, nobody woken: a waiter finds
  * it at its window's end), and lives on until told to stop, so that the
@@ -798,6 +829,7 @@ int main(void) {
         cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
+        cmocka_unit_test_setup(test_release_while_suspended_hands_nothing_out, setup),
         cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
         cmocka_unit_test_setup(test_shrink_includes_connection_in_keepalive_ping, setup),
         cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
