@@ -743,6 +743,32 @@ static void test_ready_connection_taken_after_slow_failed_validation(void **stat
  * still used it, and again when the ping ended, which made the idle list
  * a cycle: the keepalive thread then spun under the pool's lock and every
  * call on the pool hung. */
+/* A full pool with a caller in line: a lease discarded (or closed as
+ * broken) gives its place back, and a new connection is opened for the
+ * caller at once, not left for a timeout. */
+static void test_discard_opens_one_for_caller_in_line(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    dbpool *p = open_mock(&o);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    dbt_timed_acquire a = {.p = p, .timeout_ms = 5000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &a), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_discard(held), DBPOOL_OK);
+    pthread_join(t, NULL);
+    if (a.rc != DBPOOL_OK)
+        fail_msg("the caller in line when the only lease was discarded got %s: %s", dbpool_errname(a.rc),
+                 a.message);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.created, 2);
+    dbpool_close(p);
+}
+
 static void test_release_twice_during_keepalive_ping_is_misuse(void **state) {
     (void)state;
     dbpool_options o;
@@ -799,6 +825,7 @@ int main(void) {
         cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
         cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, setup),
         cmocka_unit_test_setup(test_release_twice_during_keepalive_ping_is_misuse, setup),
+        cmocka_unit_test_setup(test_discard_opens_one_for_caller_in_line, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
