@@ -573,6 +573,30 @@ static void test_keepalive_keeps_lifo_order(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Keepalive pings connections not used for keepalive_ms: one just used
+ * is not pinged, whenever its last ping was (configuration.md). */
+static void test_keepalive_skips_recently_used(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.maintenance_interval_ms = 3600 * 1000; /* passes run here, below */
+    o.keepalive_ms = 10000;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.thread_cache = false; /* released to the idle list, where keepalive looks */
+    dbpool *p = open_mock(&o);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
+    dbpool__maint_pass(p);
+    dbpool__mock_get_counters(&after);
+    if (after.pings != before.pings)
+        fail_msg("a connection used just now was pinged by keepalive (keepalive_ms 10000): %ld ping(s)",
+                 after.pings - before.pings);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A maintenance pass returns to the idle list only the parked connections
  * unused for a whole interval. With an interval longer than the monotonic
  * clock's reading (the time since boot), "unused since now - interval" was
@@ -819,6 +843,7 @@ int main(void) {
         cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
         cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
         cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
+        cmocka_unit_test_setup(test_keepalive_skips_recently_used, setup),
         cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
