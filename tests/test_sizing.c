@@ -490,6 +490,31 @@ static void test_autoscale(void **state) {
     dbpool_close(p);
 }
 
+/* The autoscale cap grows by steps but never past max_size, also when the
+ * last step would overshoot it (max 9: 5, 6, 8, then 9, not 10). */
+static void test_autoscale_cap_stops_at_max(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 9, autoscale_fast);
+    dbpool_stats s;
+    dbpool_conn *held[10];
+    int n = 0;
+    int64_t until = dbt_now_ms() + 3000;
+    for (;;) {
+        while (n < 10 && dbpool_try_acquire(p, &held[n], NULL) == DBPOOL_OK)
+            n++;
+        dbpool_get_stats(p, &s);
+        if (s.cap > 9 || n > 9)
+            fail_msg("the autoscale cap grew to %d with %d leases out, past max_size 9", s.cap, n);
+        if ((s.cap == 9 && n == 9) || dbt_now_ms() >= until)
+            break;
+        dbt_sleep_ms(10);
+    }
+    assert_int_equal(s.cap, 9);
+    for (int i = 0; i < n; i++)
+        dbpool_release(held[i]);
+    dbpool_close(p);
+}
+
 /* Callers waiting while the pool is suspended wait for dbpool_resume, not
  * for room under the cap: autoscale must not count them as demand. It did
  * (waiters count as full use), so a switchover grew the cap towards
@@ -872,6 +897,7 @@ int main(void) {
         cmocka_unit_test_setup(test_autoscale_after_resize_reads_load_against_new_cap, setup),
         cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, setup),
         cmocka_unit_test_setup(test_autoscale, setup),
+        cmocka_unit_test_setup(test_autoscale_cap_stops_at_max, setup),
         cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
         cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
         cmocka_unit_test_setup(test_autoscale_waiters_under_the_cap_are_demand_not_full, setup),
