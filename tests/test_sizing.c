@@ -417,6 +417,65 @@ static void test_suspended_pool_is_not_refilled(void **state) {
     dbpool_close(p);
 }
 
+void dbpool__maint_pass(dbpool *p);
+
+typedef struct pass_arg {
+    dbpool *p;
+} pass_arg;
+
+static void *one_pass(void *arg) {
+    dbpool__maint_pass(((pass_arg *)arg)->p);
+    return NULL;
+}
+
+/* A connection in a keepalive ping during a resize below the pool's size
+ * is not closed by the resize (it is not idle then). Back on the idle
+ * list, above the new cap, it is closed, not handed out: a pool of
+ * max_size 1 never has two leases out. */
+static void test_pinged_connection_over_cap_not_handed_out(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 2);
+    o.maintenance_interval_ms = 3600 * 1000; /* the pass runs on a thread of the test's */
+    o.keepalive_ms = 1;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.thread_cache = false;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *held, *other;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &other, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(other), DBPOOL_OK);
+    dbt_sleep_ms(5); /* due a ping */
+    dbpool__mock_set_ping_delay_ms(1000);
+    pass_arg a = {p};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, one_pass, &a), 0);
+    dbpool__mock_counters n;
+    do {
+        dbt_sleep_ms(1);
+        dbpool__mock_get_counters(&n);
+    } while (n.pings == 0);
+    assert_int_equal(dbpool_resize(p, 0, 1, NULL), DBPOOL_OK); /* during the ping */
+    pthread_join(t, NULL);
+    dbpool_conn *second = NULL;
+    int rc = dbpool_try_acquire(p, &second, &e);
+    if (rc == DBPOOL_OK) {
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        dbpool_release(second);
+        fail_msg("a max_size 1 pool handed out a second lease (in use %d, cap %d)", s.in_use, s.cap);
+    }
+    assert_int_equal(rc, DBPOOL_EBUSY);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.total, 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void autoscale_slow(dbpool_options *o) {
     o->autoscale = true;
     o->autoscale_interval_ms = 600000; /* the cap moves only by the resize below */
@@ -520,7 +579,6 @@ static void test_autoscale_cap_stops_at_max(void **state) {
  * (waiters count as full use), so a switchover grew the cap towards
  * max_size, and on resume the pool opened that many more connections. The
  * passes run here, on the test's thread (the thread's interval is a day). */
-void dbpool__maint_pass(dbpool *p);
 
 static void autoscale_suspended(dbpool_options *o) {
     o->autoscale = true;
@@ -887,6 +945,7 @@ int main(void) {
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_release_while_suspended_hands_nothing_out, setup),
         cmocka_unit_test_setup(test_resize_raises_autoscale_cap_to_min, setup),
+        cmocka_unit_test_setup(test_pinged_connection_over_cap_not_handed_out, setup),
         cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
         cmocka_unit_test_setup(test_shrink_includes_connection_in_keepalive_ping, setup),
         cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
