@@ -597,6 +597,33 @@ static void test_keepalive_skips_recently_used(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* idle_timeout_ms counts from the last use, not from the connect: a
+ * connection used again and again stays, however old (configuration.md). */
+static void test_idle_timeout_counts_from_last_use(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    o.idle_timeout_ms = 1000;
+    o.max_lifetime_ms = 0;
+    dbpool *p = open_mock(&o);
+    int64_t until = dbt_now_ms() + 1500;
+    while (dbt_now_ms() < until) {
+        dbpool_conn *c;
+        assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        dbt_sleep_ms(50); /* idle far less than idle_timeout_ms */
+    }
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.created != 1 || s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] != 0)
+        fail_msg("a connection reused every 50 ms was closed for idle time (idle_timeout_ms 1000): "
+                 "created %llu, destroyed_by[idle_timeout] %llu",
+                 (unsigned long long)s.created,
+                 (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT]);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A maintenance pass returns to the idle list only the parked connections
  * unused for a whole interval. With an interval longer than the monotonic
  * clock's reading (the time since boot), "unused since now - interval" was
@@ -844,6 +871,7 @@ int main(void) {
         cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
         cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
         cmocka_unit_test_setup(test_keepalive_skips_recently_used, setup),
+        cmocka_unit_test_setup(test_idle_timeout_counts_from_last_use, setup),
         cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
