@@ -191,6 +191,30 @@ static void test_lease_out_still_fails_fast_while_open(void **state) {
     dbpool_close(p);
 }
 
+/* The failures that open the breaker are consecutive: a connect that
+ * succeeds in between starts the count again (operations.md). */
+static void test_success_restarts_failure_count(void **state) {
+    (void)state;
+    dbpool *p = open_pool_with_breaker(NULL, 3, 60000);
+    dbpool_conn *c, *held;
+    dbpool__mock_fail_connect(1, 2, DBPOOL_ECONNECT); /* attempts 1 and 2 */
+    for (int i = 0; i < 2; i++)
+        assert_int_not_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK); /* attempt 3 */
+    dbpool__mock_fail_connect(4, 2, DBPOOL_ECONNECT);                  /* attempts 4 and 5 */
+    for (int i = 0; i < 2; i++)
+        assert_int_not_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.breaker != DBPOOL_BREAKER_CLOSED || s.breaker_opens != 0)
+        fail_msg(
+            "2 failed connects, 1 success, 2 failed: the breaker (breaker_failures 3) is %s, opened %llu "
+            "time(s)",
+            dbpool_breaker_state_name(s.breaker), (unsigned long long)s.breaker_opens);
+    dbpool_release(held);
+    dbpool_close(p);
+}
+
 /* A breaker pool whose acquires will not wait: every connect runs on the
  * caller's thread (try_acquire, acquire with a timeout of 0). */
 static dbpool *open_no_wait_pool(int64_t cooldown_ms) { return open_pool_with_breaker(NULL, 2, cooldown_ms); }
@@ -710,6 +734,7 @@ int main(void) {
         cmocka_unit_test_setup(test_manual_reset, setup),
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
         cmocka_unit_test_setup(test_lease_out_still_fails_fast_while_open, setup),
+        cmocka_unit_test_setup(test_success_restarts_failure_count, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
         cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
         cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, setup),
