@@ -225,6 +225,27 @@ static long mock_connects(void) {
     return m.connects;
 }
 
+/* The breaker stays open for the whole breaker_cooldown_ms: past half
+ * of it, an acquire needing a connection is still refused without a
+ * connect attempt. (The sleep is at least 1800 ms; only a test thread held
+ * up for 1.2 s more could see the cooldown over.) */
+static void test_open_for_the_whole_cooldown(void **state) {
+    (void)state;
+    dbpool *p = open_pool_with_breaker(NULL, 1, 3000);
+    dbpool_conn *c;
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    assert_int_not_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* opens it */
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
+    dbt_sleep_ms(1800);
+    long before = mock_connects();
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_EUNAVAILABLE);
+    if (mock_connects() != before)
+        fail_msg("1.8 s into a 3 s cooldown the breaker let a connect through");
+    dbpool_close(p);
+}
+
 /* Ten callers that will not wait, after the cooldown: one trial connects,
  * the others get EUNAVAILABLE, and the failed trial opens the breaker
  * again. try_only: try_acquire, else acquire with a timeout of 0. */
@@ -735,6 +756,7 @@ int main(void) {
         cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
         cmocka_unit_test_setup(test_lease_out_still_fails_fast_while_open, setup),
         cmocka_unit_test_setup(test_success_restarts_failure_count, setup),
+        cmocka_unit_test_setup(test_open_for_the_whole_cooldown, setup),
         cmocka_unit_test_setup(test_disabled_breaker, setup),
         cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
         cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, setup),
