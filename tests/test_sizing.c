@@ -251,6 +251,32 @@ static void test_release_while_suspended_hands_nothing_out(void **state) {
     dbpool_close(p);
 }
 
+/* A lease released while the pool is suspended is not kept in the
+ * releasing thread's cache (its next acquire could not take it anyway):
+ * it is idle, and dbpool_resume serves the caller in line with it at
+ * once, inside the caller's barging window. */
+static void test_release_while_suspended_not_cached(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 1, wide_window_waits);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK); /* nobody in line yet */
+    waiter_arg w = {p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    if (s.waiting != 0)
+        fail_msg("dbpool_resume left the caller in line: the lease released while suspended was kept in "
+                 "the releasing thread's cache");
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, DBPOOL_OK);
+    dbpool_close(p);
+}
+
 /* A thread that keeps a connection in its thread cache: it takes it,
  * gives it back through the cache (no lock, nobody woken: a waiter finds
  * it at its window's end), and lives on until told to stop, so that the
@@ -944,6 +970,7 @@ int main(void) {
         cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
         cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
         cmocka_unit_test_setup(test_release_while_suspended_hands_nothing_out, setup),
+        cmocka_unit_test_setup(test_release_while_suspended_not_cached, setup),
         cmocka_unit_test_setup(test_resize_raises_autoscale_cap_to_min, setup),
         cmocka_unit_test_setup(test_pinged_connection_over_cap_not_handed_out, setup),
         cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
