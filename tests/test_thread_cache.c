@@ -43,6 +43,38 @@ static dbpool_stats stats(dbpool *p) {
     return s;
 }
 
+/* A lease taken from the thread cache that outlived max_lifetime_ms is
+ * closed at its release (operations.md, "Lifetime"), not kept for the
+ * thread's next acquire. */
+static void test_expired_cached_lease_closed_on_release(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.thread_cache = true;
+    o.maintenance_interval_ms = 0;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.max_lifetime_ms = 200;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked */
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    dbpool_stats s = stats(p);
+    assert_int_equal(s.reused, 1); /* the parked one, before its lifetime ended */
+    dbt_sleep_ms(300);             /* its lifetime ends while it is leased */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    s = stats(p);
+    if (s.destroyed_by[DBPOOL_CLOSE_LIFETIME] != 1 || s.total != 0)
+        fail_msg(
+            "an expired lease from the thread cache was kept at its release: destroyed_by[lifetime] %llu, "
+            "total %d",
+            (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_LIFETIME], s.total);
+    dbpool_close(p);
+}
+
 /* Released and acquired again on one thread: the same connection, and
  * every hand-out counted (stats and the acquire histogram). */
 static void test_same_thread_gets_its_connection_back(void **state) {
@@ -888,6 +920,7 @@ static void test_cached_connection_validated_once(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
+        cmocka_unit_test_setup(test_expired_cached_lease_closed_on_release, setup),
         cmocka_unit_test_setup(test_most_recent_first, setup),
         cmocka_unit_test_setup(test_double_release_and_stale_handle, setup),
         cmocka_unit_test_setup(test_released_on_another_thread, setup),
