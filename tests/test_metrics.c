@@ -110,6 +110,10 @@ static void test_values_land_in_right_bucket(void **state) {
          * above the exact maximum. */
         assert_true(l.p50_ms <= l.max_ms);
         assert_true(l.p50_ms >= (double)v / 1e6 * 0.87 - 1e-6);
+        /* And, the only one, it is every percentile exactly. */
+        if (l.p50_ms != l.max_ms || l.p95_ms != l.max_ms || l.p99_ms != l.max_ms)
+            fail_msg("one observation of %lld ns: p50 %.9f, p95 %.9f, p99 %.9f ms, max %.9f ms", (long long)v,
+                     l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms);
         dbpool__metrics_free(m);
     }
 }
