@@ -75,6 +75,24 @@ static void test_expired_cached_lease_closed_on_release(void **state) {
     dbpool_close(p);
 }
 
+/* Leases taken back from the thread cache are counted in the acquire
+ * histogram when it is read, also before any dbpool_get_stats. */
+static void test_cached_leases_in_histogram(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 1, true, 0);
+    for (int i = 0; i < 5; i++) {
+        dbpool_conn *c;
+        assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    }
+    dbpool_histogram h;
+    dbpool_get_histogram(p, DBPOOL_HIST_ACQUIRE, &h);
+    if (h.count != 5)
+        fail_msg("5 acquires (4 from the thread cache): the acquire histogram counts %llu",
+                 (unsigned long long)h.count);
+    dbpool_close(p);
+}
+
 /* Released and acquired again on one thread: the same connection, and
  * every hand-out counted (stats and the acquire histogram). */
 static void test_same_thread_gets_its_connection_back(void **state) {
@@ -921,6 +939,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
         cmocka_unit_test_setup(test_expired_cached_lease_closed_on_release, setup),
+        cmocka_unit_test_setup(test_cached_leases_in_histogram, setup),
         cmocka_unit_test_setup(test_most_recent_first, setup),
         cmocka_unit_test_setup(test_double_release_and_stale_handle, setup),
         cmocka_unit_test_setup(test_released_on_another_thread, setup),
