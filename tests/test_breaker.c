@@ -227,22 +227,22 @@ static long mock_connects(void) {
 
 /* The breaker stays open for the whole breaker_cooldown_ms: past half
  * of it, an acquire needing a connection is still refused without a
- * connect attempt. (The sleep is at least 1800 ms; only a test thread held
- * up for 1.2 s more could see the cooldown over.) */
+ * connect attempt. (The sleep is at least 3100 ms; only a test thread held
+ * up for 2.9 s more could see the cooldown over.) */
 static void test_open_for_the_whole_cooldown(void **state) {
     (void)state;
-    dbpool *p = open_pool_with_breaker(NULL, 1, 3000);
+    dbpool *p = open_pool_with_breaker(NULL, 1, 6000);
     dbpool_conn *c;
     dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
     assert_int_not_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK); /* opens it */
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.breaker, DBPOOL_BREAKER_OPEN);
-    dbt_sleep_ms(1800);
+    dbt_sleep_ms(3100);
     long before = mock_connects();
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_EUNAVAILABLE);
     if (mock_connects() != before)
-        fail_msg("1.8 s into a 3 s cooldown the breaker let a connect through");
+        fail_msg("3.1 s into a 6 s cooldown the breaker let a connect through");
     dbpool_close(p);
 }
 

@@ -53,7 +53,7 @@ static void test_expired_cached_lease_closed_on_release(void **state) {
     o.thread_cache = true;
     o.maintenance_interval_ms = 0;
     o.validation = DBPOOL_VALIDATE_NEVER;
-    o.max_lifetime_ms = 200;
+    o.max_lifetime_ms = 1000; /* room for a loaded machine before the second acquire */
     dbpool *p = NULL;
     dbpool_error e;
     if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
@@ -64,7 +64,7 @@ static void test_expired_cached_lease_closed_on_release(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     dbpool_stats s = stats(p);
     assert_int_equal(s.reused, 1); /* the parked one, before its lifetime ended */
-    dbt_sleep_ms(300);             /* its lifetime ends while it is leased */
+    dbt_sleep_ms(1200);            /* its lifetime ends while it is leased */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     s = stats(p);
     if (s.destroyed_by[DBPOOL_CLOSE_LIFETIME] != 1 || s.total != 0)
