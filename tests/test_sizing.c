@@ -93,6 +93,16 @@ static void *acquire_and_release(void *arg) {
     return NULL;
 }
 
+/* A caller in line: a thread in acquire_and_release on p, started and
+ * seen waiting. */
+static pthread_t start_waiter(waiter_arg *w, dbpool *p) {
+    *w = (waiter_arg){p, -100, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, w), 0);
+    dbt_wait_for_waiters(p, 1, 2000);
+    return t;
+}
+
 /* A larger min_size is filled by a maintenance pass at once, not at the
  * end of the interval. */
 static void test_resize_fills_new_min_at_once(void **state) {
@@ -138,10 +148,8 @@ static void test_suspend_resume(void **state) {
     /* Blocking mode: callers wait until resume. */
     p = open_pool(1, 2, fail_fast_off);
     dbpool_suspend(p);
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    pthread_create(&t, NULL, acquire_and_release, &w);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     dbt_sleep_ms(100);
     dbpool_resume(p);
     pthread_join(t, NULL);
@@ -203,10 +211,8 @@ static void test_resume_serves_waiters_at_once(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, wide_window_waits);
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     assert_int_equal(dbpool_resume(p), DBPOOL_OK);
     /* Handed over inside dbpool_resume: nobody in line when it returns
      * (else the waiter would sleep to its window's end, 3 s). */
@@ -234,10 +240,8 @@ static void test_release_while_suspended_hands_nothing_out(void **state) {
     dbpool_conn *held;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     assert_int_equal(dbpool_release(held), DBPOOL_OK);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -262,10 +266,8 @@ static void test_release_while_suspended_not_cached(void **state) {
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
     assert_int_equal(dbpool_release(held), DBPOOL_OK); /* nobody in line yet */
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     assert_int_equal(dbpool_resume(p), DBPOOL_OK);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
@@ -622,10 +624,8 @@ static void test_autoscale_ignores_waiters_while_suspended(void **state) {
     dbpool_get_stats(p, &s);
     int cap = s.cap;
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     for (int i = 0; i < 3; i++) {
         dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
         dbpool__maint_pass(p);
@@ -660,10 +660,8 @@ static void test_autoscale_does_not_shrink_while_suspended(void **state) {
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
     for (int i = 0; i < 4; i++)
         dbpool_release(held[i]); /* the work under way ends; new work waits */
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     for (int i = 0; i < 5; i++) {
         dbt_sleep_ms(3); /* past autoscale_interval_ms: each pass decides */
         dbpool__maint_pass(p);
@@ -761,10 +759,8 @@ static void test_autoscale_high_one_grows_when_full(void **state) {
     dbpool_conn *held[5];
     for (int i = 0; i < cap; i++)
         assert_int_equal(dbpool_acquire(p, 1000, &held[i], NULL), DBPOOL_OK);
-    waiter_arg w = {p, -100, 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &w), 0);
-    dbt_wait_for_waiters(p, 1, 2000);
+    waiter_arg w;
+    pthread_t t = start_waiter(&w, p);
     dbt_sleep_ms(3);       /* past autoscale_interval_ms: the pass decides */
     dbpool__maint_pass(p); /* a larger cap opens a connection for the waiter */
     dbpool_get_stats(p, &s);
