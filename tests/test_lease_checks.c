@@ -27,6 +27,14 @@ static dbpool *open_mock(dbpool_options *o) {
     return p;
 }
 
+/* A mock pool of one connection at most, without a maintenance thread. */
+static dbpool *open_one_mock(void) {
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 0;
+    return open_mock(&o);
+}
+
 static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
 
 static void test_validation_failure_replaced(void **state) {
@@ -80,10 +88,7 @@ static void test_validation_window(void **state) {
 
 static void test_killed_behind_back_is_discarded(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = open_one_mock();
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     int first = conn_id(c);
@@ -102,10 +107,7 @@ static void test_killed_behind_back_is_discarded(void **state) {
 
 static void test_broken_error_marks_lease(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = open_one_mock();
     dbpool_conn *c;
     dbpool_error e;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
@@ -125,10 +127,7 @@ static void test_broken_error_marks_lease(void **state) {
 
 static void test_open_transaction_rolled_back(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = open_one_mock();
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     void *native = dbpool_conn_native(c);
@@ -145,10 +144,7 @@ static void test_open_transaction_rolled_back(void **state) {
 
 static void test_failed_reset_discards(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = open_one_mock();
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL), DBPOOL_OK);
@@ -799,10 +795,7 @@ static void test_ready_connection_taken_after_slow_failed_validation(void **stat
  * caller at once, not left for a timeout. */
 static void test_discard_opens_one_for_caller_in_line(void **state) {
     (void)state;
-    dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = open_one_mock();
     dbpool_conn *held;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK);
     dbt_timed_acquire a = {.p = p, .timeout_ms = 5000};
