@@ -85,17 +85,27 @@ static int64_t statement_deadline(dbpool_conn *c, const char *sql) {
     return deadline;
 }
 
-/* Does a statement call on c need cancellation off around it? Yes,
- * unless the driver says the connection reaches no cancellation point
- * (SQLite through dbpool's VFS): then the pair of pthread_setcancelstate
- * calls, about 12 ns, is saved three times a statement. */
-static bool needs_nocancel(const dbpool_conn *c) {
+/* Cancellation off around a statement call on c (internal.h), unless the
+ * driver says the connection reaches no cancellation point (SQLite
+ * through dbpool's VFS): then the pair of pthread_setcancelstate calls,
+ * about 12 ns, is saved three times a statement. Returns what
+ * nocancel_done takes: the state to restore, or NO_PAIR. */
+#define NO_PAIR (-1)
+static int nocancel_for(const dbpool_conn *c) {
     const dbpool_driver *d = c->pool->driver;
-    return !d->cancel_free || !d->cancel_free(c->native);
+    return d->cancel_free && d->cancel_free(c->native) ? NO_PAIR : dbpool__nocancel_begin();
 }
 
-static bool result_needs_nocancel(const dbpool_result *r) {
-    return r->ops->steps && (!r->lease || needs_nocancel(r->lease));
+/* A result's next and free: only where it steps (SQLite). */
+static int nocancel_for_result(const dbpool_result *r) {
+    if (!r->ops->steps)
+        return NO_PAIR;
+    return r->lease ? nocancel_for(r->lease) : dbpool__nocancel_begin();
+}
+
+static void nocancel_done(int state) {
+    if (state != NO_PAIR)
+        dbpool__nocancel_end(state);
 }
 
 static int after_call(dbpool_conn *c, int rc, int64_t deadline_ns, dbpool_error *e) {
@@ -160,12 +170,10 @@ int dbpool_exec(dbpool_conn *c, const char *sql, const dbpool_param *params, siz
     c->touched = true;
     /* Not cut off by a cancel (internal.h): a statement left half-way
      * on the connection would answer the next lease's. */
-    bool guard = needs_nocancel(c);
-    int cancel_state = guard ? dbpool__nocancel_begin() : 0;
+    int cancel_state = nocancel_for(c);
     rc = c->pool->driver->exec(c->native, sql, params, nparams, affected, deadline, e);
     rc = after_call(c, rc, deadline, e);
-    if (guard)
-        dbpool__nocancel_end(cancel_state);
+    nocancel_done(cancel_state);
     return rc;
 }
 
@@ -187,16 +195,14 @@ int dbpool_query(dbpool_conn *c, const char *sql, const dbpool_param *params, si
     dbpool__clearerr(e);
     int64_t deadline = statement_deadline(c, sql);
     c->touched = true;
-    bool guard = needs_nocancel(c); /* as in dbpool_exec */
-    int cancel_state = guard ? dbpool__nocancel_begin() : 0;
+    int cancel_state = nocancel_for(c); /* as in dbpool_exec */
     rc = c->pool->driver->query(c->native, sql, params, nparams, out, deadline, e);
     if (rc == DBPOOL_OK && *out) {
         (*out)->lease = c;
         c->open_results++;
     }
     rc = after_call(c, rc, deadline, e);
-    if (guard)
-        dbpool__nocancel_end(cancel_state);
+    nocancel_done(cancel_state);
     return rc;
 }
 
@@ -211,13 +217,11 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err) {
     dbpool__clearerr(e);
     /* Local: every backend's rows are in memory by now (SQLite steps its
      * own file, bounded by busy_timeout), so no deadline here. */
-    bool guard = result_needs_nocancel(r); /* SQLite steps: file I/O, lock waits */
-    int cancel_state = guard ? dbpool__nocancel_begin() : 0;
+    int cancel_state = nocancel_for_result(r); /* SQLite steps: file I/O, lock waits */
     int rc = r->ops->next(r, e);
     if (rc < 0 && r->lease)
         after_call(r->lease, rc, 0, e);
-    if (guard)
-        dbpool__nocancel_end(cancel_state);
+    nocancel_done(cancel_state);
     return rc;
 }
 
@@ -270,13 +274,11 @@ const void *dbpool_result_blob(const dbpool_result *r, int col, size_t *len) {
 void dbpool_result_free(dbpool_result *r) {
     if (!r)
         return;
-    bool guard = result_needs_nocancel(r); /* SQLite's reset may finish a write */
-    int cancel_state = guard ? dbpool__nocancel_begin() : 0;
+    int cancel_state = nocancel_for_result(r); /* SQLite's reset may finish a write */
     if (r->lease)
         r->lease->open_results--;
     r->ops->free(r);
-    if (guard)
-        dbpool__nocancel_end(cancel_state);
+    nocancel_done(cancel_state);
 }
 
 static int check_health(dbpool *p, dbpool_health *out, dbpool_error *err);
