@@ -474,14 +474,13 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
                      * connector's job: after the cooldown it is the one
                      * trial (half-open), and other callers get EUNAVAILABLE
                      * above while it runs. */
-                    breaker_event ev = BREAKER_EVENT_NONE;
-                    if (!dbpool__breaker_admit_locked(p, now, &ev)) { /* not blocked above: admitted */
+                    if (!dbpool__breaker_admit_locked(p, now)) { /* not blocked above: admitted */
                         rc = dbpool__breaker_error_locked(p, err);
                         break;
                     }
                     p->n_connecting++;
                     unlock(p);
-                    dbpool__log_breaker_event(p, ev);
+                    dbpool__log_queued_events(p);
                     rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), NULL,
                                                true, trace, out, err);
                     if (rc == DBPOOL_OK)
@@ -552,10 +551,10 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
             dbpool__waiter_enqueue(p, &w);
         }
         if (!c) {
-            breaker_event ev = dbpool__request_connections_locked(p);
-            if (ev != BREAKER_EVENT_NONE) {
+            dbpool__request_connections_locked(p);
+            if (dbpool__events_waiting_locked(p)) {
                 unlock(p);
-                dbpool__log_breaker_event(p, ev);
+                dbpool__log_queued_events(p);
                 lock(p);
             }
             wait_in_line(p, &w, deadline, cancellable);

@@ -66,7 +66,7 @@ bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now) {
  * through here (the connectors' jobs, and the connect of a caller who will
  * not wait): checking dbpool__breaker_blocks_locked alone would let every
  * caller past an open breaker once its cooldown is over. */
-bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
+bool dbpool__breaker_admit_locked(dbpool *p, int64_t now) {
     if (p->breaker == DBPOOL_BREAKER_CLOSED)
         return true;
     if (dbpool__breaker_blocks_locked(p, now))
@@ -74,7 +74,7 @@ bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev) {
     if (p->breaker == DBPOOL_BREAKER_OPEN) {
         p->breaker = DBPOOL_BREAKER_HALF_OPEN;
         p->stats.breaker_half_opens++;
-        *ev = BREAKER_EVENT_HALF_OPEN;
+        dbpool__queue_event_locked(p, POOL_EVENT_BREAKER_HALF_OPEN);
     }
     dbpool__breaker_trial_begins_locked(p);
     return true;
@@ -137,7 +137,7 @@ static void explain_descriptor_shortage(dbpool_error *e, int shortage) {
 /* Count one connect attempt's outcome; seq: trial_seq when it started;
  * local: a failure of this process that attempt_connect found (out of
  * descriptors), counted as local_failure's. */
-static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq, bool local) {
+static pool_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *e, uint64_t seq, bool local) {
     if (rc == DBPOOL_OK) {
         /* A timeout message quotes the last connect error: not one from
          * before the database came back. */
@@ -148,9 +148,10 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
         if (p->breaker != DBPOOL_BREAKER_CLOSED) {
             p->breaker = DBPOOL_BREAKER_CLOSED;
             p->stats.breaker_closes++;
-            return BREAKER_EVENT_CLOSED;
+            dbpool__queue_event_locked(p, POOL_EVENT_BREAKER_CLOSED);
+            return POOL_EVENT_BREAKER_CLOSED;
         }
-        return BREAKER_EVENT_NONE;
+        return POOL_EVENT_NONE;
     }
     p->stats.connect_errors++;
     p->last_connect_error = *e;
@@ -178,16 +179,17 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
             p->consecutive_failures = 0;
             p->breaker = DBPOOL_BREAKER_CLOSED;
             p->stats.breaker_closes++;
-            return BREAKER_EVENT_CLOSED;
+            dbpool__queue_event_locked(p, POOL_EVENT_BREAKER_CLOSED);
+            return POOL_EVENT_BREAKER_CLOSED;
         }
         /* A local failure of the trial told nothing: the next connect is
          * admitted as the trial instead. */
-        return BREAKER_EVENT_NONE;
+        return POOL_EVENT_NONE;
     }
     p->consecutive_failures++;
     if (p->breaker == DBPOOL_BREAKER_HALF_OPEN &&
         seq != atomic_load_explicit(&p->trial_seq, memory_order_relaxed))
-        return BREAKER_EVENT_NONE; /* admitted before the trial, which is still under way: not its outcome */
+        return POOL_EVENT_NONE; /* admitted before the trial, which is still under way: not its outcome */
     bool trial_failed = p->breaker == DBPOOL_BREAKER_HALF_OPEN;
     bool open = trial_failed || (p->breaker == DBPOOL_BREAKER_CLOSED && p->opt.breaker_failures > 0 &&
                                  p->consecutive_failures >= p->opt.breaker_failures);
@@ -200,38 +202,14 @@ static breaker_event note_attempt_locked(dbpool *p, int rc, const dbpool_error *
          * failure, as after a failed trial. */
         if (p->breaker == DBPOOL_BREAKER_OPEN)
             p->breaker_opened_ns = dbpool__fast_now_ns();
-        return BREAKER_EVENT_NONE;
+        return POOL_EVENT_NONE;
     }
     p->breaker = DBPOOL_BREAKER_OPEN;
     p->breaker_opened_ns = dbpool__fast_now_ns();
     p->stats.breaker_opens++;
-    return trial_failed ? BREAKER_EVENT_REOPENED : BREAKER_EVENT_OPENED;
-}
-
-void dbpool__log_breaker_event(dbpool *p, breaker_event ev) {
-    switch (ev) {
-    case BREAKER_EVENT_OPENED:
-        /* Only the immutable options here: the counters belong to the lock. */
-        dbpool__log(p, DBPOOL_LOG_ERROR,
-                    "circuit breaker opened (breaker_failures %d): new connections are refused for %lld ms",
-                    p->opt.breaker_failures, (long long)p->opt.breaker_cooldown_ms);
-        break;
-    case BREAKER_EVENT_REOPENED:
-        /* One failure, the trial's: not breaker_failures of them. */
-        dbpool__log(p, DBPOOL_LOG_ERROR,
-                    "circuit breaker opened again: the trial connect failed; new connections are refused "
-                    "for %lld ms",
-                    (long long)p->opt.breaker_cooldown_ms);
-        break;
-    case BREAKER_EVENT_HALF_OPEN:
-        dbpool__log(p, DBPOOL_LOG_WARN, "circuit breaker half-open: trying one connection");
-        break;
-    case BREAKER_EVENT_CLOSED:
-        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker closed: the database answers again");
-        break;
-    case BREAKER_EVENT_NONE:
-        break;
-    }
+    pool_event ev = trial_failed ? POOL_EVENT_BREAKER_REOPENED : POOL_EVENT_BREAKER_OPENED;
+    dbpool__queue_event_locked(p, ev);
+    return ev;
 }
 
 void dbpool_breaker_reset(dbpool *p) {
@@ -239,17 +217,17 @@ void dbpool_breaker_reset(dbpool *p) {
         return;
     lock(p);
     bool was_open = p->breaker != DBPOOL_BREAKER_CLOSED;
-    if (was_open)
+    if (was_open) {
         p->stats.breaker_closes++;
+        dbpool__queue_event_locked(p, POOL_EVENT_BREAKER_RESET);
+    }
     p->breaker = DBPOOL_BREAKER_CLOSED;
     p->consecutive_failures = 0;
     p->trial_in_flight = false;
     p->trial_jobs = 0; /* closed: a queued trial is an ordinary job now */
-    breaker_event ev = dbpool__request_connections_locked(p);
+    dbpool__request_connections_locked(p);
     unlock(p);
-    if (was_open)
-        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker reset by hand");
-    dbpool__log_breaker_event(p, ev);
+    dbpool__log_queued_events(p);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -550,18 +528,18 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         bool out_of_fds;
         rc = attempt_connect(p, attempt, deadline, bound, native, &e, &out_of_fds);
         lock(p);
-        breaker_event ev = note_attempt_locked(p, rc, &e, seq, out_of_fds);
+        pool_event ev = note_attempt_locked(p, rc, &e, seq, out_of_fds);
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
         uint64_t refusals = 0;
         bool quiet = note_refill_limit_locked(p, rc, &e, still_wanted != NULL, &refusals);
         /* Closed again: callers in line whose connections the breaker
          * refused (they waited for a lease that was then closed) get them
          * opened now. This connect's own waiter is covered by it. */
-        if (ev == BREAKER_EVENT_CLOSED)
-            (void)dbpool__request_connections_locked(p); /* closed: no breaker event */
+        if (ev == POOL_EVENT_BREAKER_CLOSED)
+            dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
         log_attempt(p, rc, &e, attempt, quiet, refusals);
-        dbpool__log_breaker_event(p, ev);
+        dbpool__log_queued_events(p);
         int64_t delay_ms = 0;
         if (decide_after_attempt(p, rc, &e, attempt, still_wanted != NULL, breaker_open, deadline,
                                  &delay_ms) != AFTER_BACKOFF)
@@ -635,15 +613,14 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     } else if (rc == DBPOOL_OK) {
         rc = dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed while a connection was being opened");
     }
-    breaker_event ev = BREAKER_EVENT_NONE;
     if (!c) {
         p->n_connecting--;
-        ev = dbpool__request_connections_locked(p);
+        dbpool__request_connections_locked(p);
     }
     /* Without a lease, nothing of this thread keeps the pool once its
      * connecting place is given back: hold it for the disconnect and the
      * log below (a dbpool_close may be finishing on another thread). */
-    bool hold = !c && (native || ev != BREAKER_EVENT_NONE);
+    bool hold = !c && (native || dbpool__events_waiting_locked(p));
     if (hold)
         dbpool__hold_locked(p);
     bool free_it = dbpool__can_free_locked(p);
@@ -658,7 +635,7 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     if (hold) {
         if (native)
             p->driver->disconnect(native);
-        dbpool__log_breaker_event(p, ev);
+        dbpool__log_queued_events(p);
         dbpool__unhold(p);
         return rc;
     }
@@ -696,17 +673,16 @@ void dbpool__kick_backoff_locked(dbpool *p) {
     pthread_cond_broadcast(&p->connector_cond);
 }
 
-breaker_event dbpool__request_connections_locked(dbpool *p) {
-    breaker_event ev = BREAKER_EVENT_NONE;
+void dbpool__request_connections_locked(dbpool *p) {
     if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0)
-        return ev;
+        return;
     int64_t now = dbpool__fast_now_ns();
     /* Waiters not yet covered by an idle connection they were told about
      * (barging) or by a connect requested or under way. */
     int covered = p->connect_jobs + p->connect_running;
     while (p->n_waiting - p->n_idle > covered && dbpool__total_locked(p) < p->cap &&
            covered < p->opt.max_connecting) {
-        if (!dbpool__breaker_admit_locked(p, now, &ev)) {
+        if (!dbpool__breaker_admit_locked(p, now)) {
             /* These waiters need connections the breaker will not let be
              * opened. With nothing else that could serve them (no lease out
              * to come back, no connect under way, nothing idle or parked),
@@ -724,22 +700,20 @@ breaker_event dbpool__request_connections_locked(dbpool *p) {
         if (!queue_connect_locked(p))
             break; /* one trial only */
     }
-    return ev;
 }
 
-breaker_event dbpool__request_refill_locked(dbpool *p) {
-    breaker_event ev = BREAKER_EVENT_NONE;
+void dbpool__request_refill_locked(dbpool *p) {
     /* Not while suspended: a switchover wants no new session opened. */
     /* Without the maintenance thread nothing refills (documented). */
     if (p->closed || p->suspended || p->connectors_stop || p->n_connectors == 0 || p->maint_stop ||
         !p->maint_running)
-        return ev;
+        return;
     int64_t now = dbpool__fast_now_ns();
     /* Refused at the server's connection limit lately: not before the
      * hold is over, and one connect at a time (each pass used to queue
      * max_connecting of them, each refused and logged at WARN). */
     if (p->refill_limit_refusals > 0 && now < p->refill_hold_until_ns)
-        return ev;
+        return;
     int most = p->refill_limit_refusals > 0 ? 1 : p->opt.max_connecting;
     /* A place being opened counts in the total: a refill requested by an
      * earlier pass and still under way is not requested again. */
@@ -747,12 +721,11 @@ breaker_event dbpool__request_refill_locked(dbpool *p) {
            p->connect_jobs + p->connect_running < most) {
         /* The breaker's rules, as for a waiter's job: nothing while open,
          * and after the cooldown this refill is the one trial. */
-        if (!dbpool__breaker_admit_locked(p, now, &ev))
+        if (!dbpool__breaker_admit_locked(p, now))
             break;
         if (!queue_connect_locked(p))
             break; /* one trial only */
     }
-    return ev;
 }
 
 /* Does any waiter still need a connection, now? Not while suspended: no
@@ -885,12 +858,12 @@ static void *connector_main(void *arg) {
             if (rc != DBPOOL_OK && !p->suspended)
                 deliver_failure_locked(p, rc, &e);
         }
-        breaker_event ev = dbpool__request_connections_locked(p);
+        dbpool__request_connections_locked(p);
         /* Connected: the refill to min_size goes on, as the maintenance
          * pass did it one connect after another (after a failure it waits
          * for the next pass). The breaker is closed now: no event. */
         if (c)
-            (void)dbpool__request_refill_locked(p);
+            dbpool__request_refill_locked(p);
         /* Read under the lock: once published, the connection may be
          * leased, closed and its slot reused by another thread. */
         unsigned long long id = c ? (unsigned long long)c->id : 0;
@@ -899,7 +872,7 @@ static void *connector_main(void *arg) {
             p->driver->disconnect(native);
         if (c)
             dbpool__log(p, DBPOOL_LOG_DEBUG, "opened connection #%llu", id);
-        dbpool__log_breaker_event(p, ev);
+        dbpool__log_queued_events(p);
         lock(p);
     }
     unlock(p);

@@ -257,14 +257,13 @@ static void maint_checks(dbpool *p) {
     int new_cap = autoscale_locked(p, now, &old_cap);
     int nleaks = scan_leaks_locked(p, now, leaks);
     pick_locked(p, now, &expired, &idle_out, &over_cap);
-    breaker_event ev = dbpool__request_connections_locked(p); /* reclaimed or grown places */
+    dbpool__request_connections_locked(p); /* reclaimed or grown places */
     /* Refill to min_size: the connects run on the connector threads, so
      * that a slow or dead database never holds up this pass (leak reports,
      * idle timeout, lifetime, keepalive) for a connect_timeout_ms. */
-    breaker_event refill_ev = dbpool__request_refill_locked(p);
+    dbpool__request_refill_locked(p);
     unlock(p);
-    dbpool__log_breaker_event(p, ev);
-    dbpool__log_breaker_event(p, refill_ev);
+    dbpool__log_queued_events(p);
     if (new_cap != old_cap)
         dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", old_cap, new_cap);
     log_leaks(p, leaks, nleaks);

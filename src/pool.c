@@ -480,11 +480,12 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     p->stats.destroyed++;
     p->stats.destroyed_by[why]++;
     slot_put(p, c);
-    breaker_event ev = dbpool__request_connections_locked(p);
+    dbpool__request_connections_locked(p);
     /* The place given back is room for a connect now: a connector backing
      * off for these waiters tries again at once. */
     dbpool__kick_backoff_locked(p);
-    bool hold = ev != BREAKER_EVENT_NONE; /* a dbpool_close may be finishing on another thread */
+    /* A dbpool_close may be finishing on another thread. */
+    bool hold = dbpool__events_waiting_locked(p);
     if (hold)
         dbpool__hold_locked(p);
     bool free_it = dbpool__can_free_locked(p);
@@ -492,7 +493,7 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     if (free_it) {
         dbpool__free(p);
     } else if (hold) {
-        dbpool__log_breaker_event(p, ev);
+        dbpool__log_queued_events(p);
         dbpool__unhold(p);
     }
     dbpool__nocancel_end(cancel_state);

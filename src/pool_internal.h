@@ -121,14 +121,29 @@ struct waiter {
     const lease_trace *trace; /* leak detection on: the caller's stack, given to what is handed over */
 };
 
-/* A breaker transition to log after the lock is dropped. */
+/* A change of the pool's state whose log line must come out in the order
+ * of the changes: queued under the lock, logged after it is dropped
+ * (dbpool__log_queued_events). */
 typedef enum {
-    BREAKER_EVENT_NONE = 0,
-    BREAKER_EVENT_OPENED,
-    BREAKER_EVENT_REOPENED, /* half-open -> open: the trial failed */
-    BREAKER_EVENT_HALF_OPEN,
-    BREAKER_EVENT_CLOSED
-} breaker_event;
+    POOL_EVENT_NONE = 0,
+    POOL_EVENT_BREAKER_OPENED,
+    POOL_EVENT_BREAKER_REOPENED, /* half-open -> open: the trial failed */
+    POOL_EVENT_BREAKER_HALF_OPEN,
+    POOL_EVENT_BREAKER_CLOSED,
+    POOL_EVENT_BREAKER_RESET, /* dbpool_breaker_reset on a breaker that was not closed */
+    POOL_EVENT_RESIZED,       /* dbpool_resize: before the trial connect it may let in */
+    POOL_EVENT_SUSPENDED,     /* dbpool_suspend: in order with its resume */
+    POOL_EVENT_RESUMED        /* dbpool_resume: before the trial connect it may let in */
+} pool_event;
+
+typedef struct queued_event {
+    pool_event what;
+    int min_size, max_size; /* POOL_EVENT_RESIZED's */
+} queued_event;
+
+/* Events not yet logged: more than a few only while a log callback blocks
+ * through several cooldowns. */
+#define DBPOOL_EVENT_LOG_SLOTS 16
 
 struct dbpool {
     pthread_mutex_t lock;
@@ -205,6 +220,17 @@ struct dbpool {
      * reads it as it starts, so that one admitted before the trial that
      * fails during it is not taken for the trial's outcome. */
     _Atomic uint64_t trial_seq;
+    /* Events to log, in the order they happened (under the lock). Logged
+     * by one thread at a time, the one that set event_log_busy, so that
+     * the lines come out in that order too: each thread used to log its
+     * own after unlocking, and a breaker trial's "opened again" could come
+     * out before the "half-open" that admitted it, or a connector's
+     * "half-open" before the "resumed" that let it in. */
+    queued_event event_log[DBPOOL_EVENT_LOG_SLOTS];
+    unsigned event_log_first, event_log_count;
+    unsigned event_log_lost;       /* queue full: dropped, and said so when it drains */
+    atomic_uint event_log_waiting; /* count + lost, read without the lock */
+    atomic_bool event_log_busy;    /* a thread is logging the queue */
 
     /* maintenance thread */
     bool maint_running;
@@ -407,22 +433,30 @@ void dbpool__connectors_stop(dbpool *p);
  * tries again now (see backoff_sleep in create.c). Lock held. */
 void dbpool__kick_backoff_locked(dbpool *p);
 /* Ask the connector threads for as many new connections as waiters need.
- * Lock held; returns a breaker event to log after unlocking. */
-breaker_event dbpool__request_connections_locked(dbpool *p);
+ * Lock held; a breaker event is queued (dbpool__log_queued_events). */
+void dbpool__request_connections_locked(dbpool *p);
 /* Ask the connector threads for the connections that bring the pool back
  * to min_size (the maintenance pass's refill: no pass waits for a
  * connect), within the cap, max_connecting and the breaker's rules. Lock
- * held; returns a breaker event to log after unlocking. */
-breaker_event dbpool__request_refill_locked(dbpool *p);
+ * held; a breaker event is queued (dbpool__log_queued_events). */
+void dbpool__request_refill_locked(dbpool *p);
 /* Would a caller who needs a new connection be refused by the breaker? */
 bool dbpool__breaker_blocks_locked(const dbpool *p, int64_t now);
 /* May a connect start now (open -> half-open after the cooldown: the one trial)? */
-bool dbpool__breaker_admit_locked(dbpool *p, int64_t now, breaker_event *ev);
+bool dbpool__breaker_admit_locked(dbpool *p, int64_t now);
 /* A connect now under way is the breaker's one half-open trial. Lock held. */
 void dbpool__breaker_trial_begins_locked(dbpool *p);
 /* DBPOOL_EUNAVAILABLE with the breaker's state and the last connect error. Lock held. */
 int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err);
-void dbpool__log_breaker_event(dbpool *p, breaker_event ev);
+/* Queue an event to log (RESIZED: the sizes it has now). Lock held. */
+void dbpool__queue_event_locked(dbpool *p, pool_event ev);
+/* Events queued and not yet logged? Lock held. */
+bool dbpool__events_waiting_locked(const dbpool *p);
+/* Log the queued events in order; without the lock, on a thread that
+ * keeps the pool alive. Call it after every unlock that may have queued
+ * one. If another thread is logging them, it logs these too, and this
+ * returns at once (also when called from inside the log callback). */
+void dbpool__log_queued_events(dbpool *p);
 /* Open a connection into a place already reserved in n_connecting, on this
  * thread. leased: hand it to the caller (*out), else publish it. */
 int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool leased,

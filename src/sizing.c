@@ -76,18 +76,18 @@ int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {
         p->cap = max_size;
     if (p->cap < min_size)
         p->cap = min_size;
+    /* Cause, then effect: the resize, then the breaker's trial it may let in. */
+    dbpool__queue_event_locked(p, POOL_EVENT_RESIZED);
     dbpool__recall_parked_locked(p, false, -1);
     dbpool_conn *list = dbpool__take_idle_locked(p, over_cap, NULL);
     /* Those recalled from the thread caches, within the cap: their release
      * woke nobody, so the first in line would sleep to its window's end. */
     dbpool__serve_waiters_from_idle_locked(p);
-    breaker_event ev = dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
-    dbpool__kick_backoff_locked(p); /* and a connector backing off for them tries again now */
-    dbpool__maint_wake(p);          /* a larger min is filled there */
+    dbpool__request_connections_locked(p); /* a larger cap serves waiters now */
+    dbpool__kick_backoff_locked(p);        /* and a connector backing off for them tries again now */
+    dbpool__maint_wake(p);                 /* a larger min is filled there */
     unlock(p);
-    /* Cause, then effect: the resize, then the breaker's trial it let in. */
-    dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", min_size, max_size);
-    dbpool__log_breaker_event(p, ev);
+    dbpool__log_queued_events(p);
     dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);
     return DBPOOL_OK;
 }
@@ -97,6 +97,7 @@ int dbpool_suspend(dbpool *p) {
         return DBPOOL_EINVAL;
     lock(p);
     p->suspended = true;
+    dbpool__queue_event_locked(p, POOL_EVENT_SUSPENDED); /* in order with a resume on another thread */
     dbpool__recall_parked_locked(p, false, -1);
     if (p->opt.suspend_fails_fast && p->wait_head) {
         /* Those already in line get what a caller arriving now gets. */
@@ -109,7 +110,7 @@ int dbpool_suspend(dbpool *p) {
         dbpool__fail_waiters_locked(p, &e, true);
     }
     unlock(p);
-    dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
+    dbpool__log_queued_events(p);
     return DBPOOL_OK;
 }
 
@@ -118,10 +119,10 @@ int dbpool_resume(dbpool *p) {
         return DBPOOL_EINVAL;
     lock(p);
     p->suspended = false;
-    dbpool__serve_waiters_from_idle_locked(p); /* in order, from the idle list first */
-    breaker_event ev = dbpool__request_connections_locked(p);
+    dbpool__queue_event_locked(p, POOL_EVENT_RESUMED); /* before the breaker's trial it may let in */
+    dbpool__serve_waiters_from_idle_locked(p);         /* in order, from the idle list first */
+    dbpool__request_connections_locked(p);
     unlock(p);
-    dbpool__log(p, DBPOOL_LOG_INFO, "resumed"); /* before the breaker's trial it let in */
-    dbpool__log_breaker_event(p, ev);
+    dbpool__log_queued_events(p);
     return DBPOOL_OK;
 }

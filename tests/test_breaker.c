@@ -749,6 +749,111 @@ static void test_trial_at_connection_limit_closes_breaker(void **state) {
     dbpool_close(p);
 }
 
+/* The lines of the breaker's transitions come out in the order the
+ * transitions happened, whichever threads make them. A thread logs after
+ * dropping the lock; a trial's failure used to be logged by the thread
+ * that tried, so when that thread was slow to log (here: held inside the
+ * log callback by its own "connect attempt failed" line), the next trial's
+ * "half-open" line, logged at once by another thread, came out before the
+ * "opened again" of the trial before it. */
+typedef struct ordered_log {
+    log_lines lines;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed;   /* hold the next "connect attempt" line until released */
+    bool holding; /* a thread is held in the callback */
+    bool release;
+} ordered_log;
+
+static void collect_and_hold(void *user, dbpool_log_level level, const char *msg) {
+    ordered_log *l = user;
+    collect(&l->lines, level, msg);
+    if (!strstr(msg, "connect attempt"))
+        return;
+    pthread_mutex_lock(&l->mu);
+    if (l->armed) {
+        l->armed = false;
+        l->holding = true;
+        pthread_cond_broadcast(&l->cv);
+        while (!l->release)
+            pthread_cond_wait(&l->cv, &l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *try_once(void *arg) {
+    dbpool_conn *c;
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(arg, &c, &e), DBPOOL_ECONNECT);
+    return NULL;
+}
+
+static void test_transitions_logged_in_order(void **state) {
+    (void)state;
+    ordered_log l = {.lines = {.mu = PTHREAD_MUTEX_INITIALIZER},
+                     .mu = PTHREAD_MUTEX_INITIALIZER,
+                     .cv = PTHREAD_COND_INITIALIZER};
+    dbpool_options o;
+    dbt_options(&o, 0, 4);
+    o.max_retries = 0;
+    o.breaker_failures = 1;
+    o.breaker_cooldown_ms = 100;
+    o.log_fn = collect_and_hold;
+    o.log_user = &l;
+    o.log_level = DBPOOL_LOG_DEBUG;
+    dbpool *p = dbt_open_lazy_mock(&o);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    dbpool_conn *c;
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_ECONNECT); /* opened */
+
+    /* The first trial, on a thread held in the callback by its failure's
+     * "connect attempt" line, after the failure has opened the breaker
+     * again and before that thread logs it. */
+    dbt_sleep_ms(200);
+    pthread_mutex_lock(&l.mu);
+    l.armed = true;
+    pthread_mutex_unlock(&l.mu);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, try_once, p), 0);
+    pthread_mutex_lock(&l.mu);
+    while (!l.holding)
+        pthread_cond_wait(&l.cv, &l.mu);
+    pthread_mutex_unlock(&l.mu);
+
+    /* The second trial, after the cooldown that the first's failure
+     * started, on this thread. */
+    dbt_sleep_ms(200);
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_ECONNECT);
+    pthread_mutex_lock(&l.mu);
+    l.release = true;
+    pthread_cond_broadcast(&l.cv);
+    pthread_mutex_unlock(&l.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.breaker_half_opens, 2);
+    assert_int_equal(s.breaker_opens, 3);
+    dbpool_close(p);
+
+    const char *want[] = {"circuit breaker opened (", "circuit breaker half-open",
+                          "circuit breaker opened again", "circuit breaker half-open",
+                          "circuit breaker opened again"};
+    size_t n = 0;
+    char got[1024] = "";
+    for (int i = 0; i < l.lines.n; i++) {
+        if (!strstr(l.lines.text[i], "circuit breaker"))
+            continue;
+        snprintf(got + strlen(got), sizeof got - strlen(got), "\n  %.60s", l.lines.text[i]);
+        if (n < sizeof want / sizeof want[0] && strstr(l.lines.text[i], want[n]))
+            n++;
+        else
+            n = 99;
+    }
+    if (n != sizeof want / sizeof want[0])
+        fail_msg("the breaker's lines are not in the order of its transitions:%s", got);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
@@ -769,6 +874,7 @@ int main(void) {
         cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, setup),
         cmocka_unit_test_setup(test_trial_failing_locally_leaves_the_trial_to_the_next, setup),
         cmocka_unit_test_setup(test_trial_at_connection_limit_closes_breaker, setup),
+        cmocka_unit_test_setup(test_transitions_logged_in_order, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

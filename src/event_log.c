@@ -1,0 +1,107 @@
+/*
+ * event_log.c — the pool's state changes whose log lines must come out in
+ * the order of the changes (the circuit breaker's transitions, a resize or
+ * a resume that lets a trial connect in).
+ *
+ * A change happens under the pool lock, and nothing is logged under it:
+ * the log callback may block, or call back into the pool. Each thread
+ * used to log its own change after unlocking, so the lines of two threads
+ * came out in the order the threads got to them: a connector's trial
+ * could fail and log "opened again" before the caller that admitted the
+ * trial logged "half-open". Instead a change is queued under the lock, and
+ * one thread at a time logs the queue from its head; a thread that finds
+ * another doing so leaves its event to it.
+ */
+#include "pool_internal.h"
+
+#define lock(p) dbpool__lock(p)
+#define unlock(p) dbpool__unlock(p)
+
+void dbpool__queue_event_locked(dbpool *p, pool_event ev) {
+    if (p->event_log_count == DBPOOL_EVENT_LOG_SLOTS) {
+        p->event_log_lost++;
+    } else {
+        queued_event *q = &p->event_log[(p->event_log_first + p->event_log_count++) % DBPOOL_EVENT_LOG_SLOTS];
+        q->what = ev;
+        q->min_size = p->opt.min_size;
+        q->max_size = p->opt.max_size;
+    }
+    atomic_store(&p->event_log_waiting, p->event_log_count + p->event_log_lost);
+}
+
+bool dbpool__events_waiting_locked(const dbpool *p) { return p->event_log_count + p->event_log_lost > 0; }
+
+static void log_one_event(dbpool *p, const queued_event *q) {
+    switch (q->what) {
+    case POOL_EVENT_BREAKER_OPENED:
+        /* Only the immutable options here: the counters belong to the lock. */
+        dbpool__log(p, DBPOOL_LOG_ERROR,
+                    "circuit breaker opened (breaker_failures %d): new connections are refused for %lld ms",
+                    p->opt.breaker_failures, (long long)p->opt.breaker_cooldown_ms);
+        break;
+    case POOL_EVENT_BREAKER_REOPENED:
+        /* One failure, the trial's: not breaker_failures of them. */
+        dbpool__log(p, DBPOOL_LOG_ERROR,
+                    "circuit breaker opened again: the trial connect failed; new connections are refused "
+                    "for %lld ms",
+                    (long long)p->opt.breaker_cooldown_ms);
+        break;
+    case POOL_EVENT_BREAKER_HALF_OPEN:
+        dbpool__log(p, DBPOOL_LOG_WARN, "circuit breaker half-open: trying one connection");
+        break;
+    case POOL_EVENT_BREAKER_CLOSED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker closed: the database answers again");
+        break;
+    case POOL_EVENT_BREAKER_RESET:
+        dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker reset by hand");
+        break;
+    case POOL_EVENT_RESIZED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", q->min_size, q->max_size);
+        break;
+    case POOL_EVENT_SUSPENDED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
+        break;
+    case POOL_EVENT_RESUMED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "resumed");
+        break;
+    case POOL_EVENT_NONE:
+        break;
+    }
+}
+
+/* Take the queue's head into *q (false: empty). *lost: how many events
+ * were dropped for want of room, said once the queue drains. */
+static bool next_queued_event(dbpool *p, queued_event *q, unsigned *lost) {
+    lock(p);
+    bool any = p->event_log_count > 0;
+    *lost = 0;
+    if (any) {
+        *q = p->event_log[p->event_log_first];
+        p->event_log_first = (p->event_log_first + 1) % DBPOOL_EVENT_LOG_SLOTS;
+        p->event_log_count--;
+    } else {
+        *lost = p->event_log_lost;
+        p->event_log_lost = 0;
+    }
+    atomic_store(&p->event_log_waiting, p->event_log_count + p->event_log_lost);
+    unlock(p);
+    return any;
+}
+
+void dbpool__log_queued_events(dbpool *p) {
+    /* Sequentially consistent: a thread that queues an event and then
+     * finds the flag set, and the logger that clears the flag and then
+     * finds nothing waiting, cannot both miss each other. */
+    while (atomic_load(&p->event_log_waiting) > 0) {
+        if (atomic_exchange(&p->event_log_busy, true))
+            return; /* that thread logs ours after its own */
+        queued_event q;
+        unsigned lost;
+        while (next_queued_event(p, &q, &lost))
+            log_one_event(p, &q);
+        if (lost > 0)
+            dbpool__log(p, DBPOOL_LOG_WARN,
+                        "%u events of the pool were not logged: the log callback was too slow", lost);
+        atomic_store(&p->event_log_busy, false);
+    }
+}
