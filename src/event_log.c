@@ -70,9 +70,8 @@ static void log_one_event(dbpool *p, const queued_event *q) {
 }
 
 /* Take the queue's head into *q (false: empty). *lost: how many events
- * were dropped for want of room, said once the queue drains. */
-static bool next_queued_event(dbpool *p, queued_event *q, unsigned *lost) {
-    lock(p);
+ * were dropped for want of room, said once the queue drains. Lock held. */
+static bool take_next_locked(dbpool *p, queued_event *q, unsigned *lost) {
     bool any = p->event_log_count > 0;
     *lost = 0;
     if (any) {
@@ -84,24 +83,37 @@ static bool next_queued_event(dbpool *p, queued_event *q, unsigned *lost) {
         p->event_log_lost = 0;
     }
     atomic_store(&p->event_log_waiting, p->event_log_count + p->event_log_lost);
-    unlock(p);
     return any;
 }
 
 void dbpool__log_queued_events(dbpool *p) {
-    /* Sequentially consistent: a thread that queues an event and then
-     * finds the flag set, and the logger that clears the flag and then
-     * finds nothing waiting, cannot both miss each other. */
-    while (atomic_load(&p->event_log_waiting) > 0) {
-        if (atomic_exchange(&p->event_log_busy, true))
-            return; /* that thread logs ours after its own */
+    /* Sequentially consistent, here and at the queueing: a thread that
+     * queues an event and then finds the flag set, and the logger that
+     * clears the flag and then finds nothing waiting, cannot both miss
+     * each other. */
+    if (atomic_load(&p->event_log_waiting) == 0 || atomic_exchange(&p->event_log_busy, true))
+        return; /* nothing, or the thread logging now logs ours after its own */
+    /* Held while logging: a log_fn on the caller's thread may close the
+     * pool (documented), and the next event is read after it returns.
+     * The last unhold frees the pool then. */
+    lock(p);
+    dbpool__hold_locked(p);
+    for (;;) {
         queued_event q;
         unsigned lost;
-        while (next_queued_event(p, &q, &lost))
+        while (take_next_locked(p, &q, &lost)) {
+            unlock(p);
             log_one_event(p, &q);
+            lock(p);
+        }
+        unlock(p);
         if (lost > 0)
             dbpool__log(p, DBPOOL_LOG_WARN,
                         "%u events of the pool were not logged: the log callback was too slow", lost);
         atomic_store(&p->event_log_busy, false);
+        if (atomic_load(&p->event_log_waiting) == 0 || atomic_exchange(&p->event_log_busy, true))
+            break;
+        lock(p);
     }
+    dbpool__unhold(p);
 }

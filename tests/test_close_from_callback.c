@@ -263,12 +263,48 @@ static void test_close_from_caller_thread_callbacks(void **state) {
         close_from_caller_thread((close_site)site);
 }
 
+/* The same with no lease out, so that the close frees the pool at once:
+ * resize and resume log their line through the pool's queue of state
+ * changes, which read the queue again after the callback returned (freed
+ * memory, ASan) until the logging thread held the pool while logging. */
+static void test_close_from_callback_with_no_lease_out(void **state) {
+    (void)state;
+    const char *triggers[] = {"resized", "resumed", "suspended"};
+    for (size_t i = 0; i < sizeof triggers / sizeof triggers[0]; i++) {
+        setup(NULL);
+        atomic_store(&close_trigger, NULL);
+        atomic_store(&close_when_connected, false);
+        dbpool_options o;
+        dbt_options(&o, 0, 2);
+        o.maintenance_interval_ms = 0;
+        o.lazy_connect = true;
+        o.log_fn = close_on_line;
+        dbpool_error e;
+        if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("open: %s", e.message);
+        int rc;
+        if (i == 1)
+            assert_int_equal(dbpool_suspend(pool), DBPOOL_OK);
+        atomic_store(&close_trigger, triggers[i]);
+        if (i == 0)
+            rc = dbpool_resize(pool, 0, 3, &e);
+        else if (i == 1)
+            rc = dbpool_resume(pool);
+        else
+            rc = dbpool_suspend(pool);
+        assert_int_equal(rc, DBPOOL_OK);
+        assert_true(atomic_load(&closed_from_callback));
+        assert_int_equal(atomic_load(&close_rc), 0);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_close_from_maintenance_log, setup),
         cmocka_unit_test_setup(test_close_from_connector_after_connect, setup),
         cmocka_unit_test_setup(test_close_from_keepalive_log, setup),
         cmocka_unit_test_setup(test_close_from_caller_thread_callbacks, setup),
+        cmocka_unit_test_setup(test_close_from_callback_with_no_lease_out, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
