@@ -667,14 +667,26 @@ static void cache_detach(stmt_cache *c) {
         free(c);
 }
 
-/* FNV-1a over the text; also measures it. */
+/* A text's key: its length, and its first, middle and last eight bytes
+ * (all of it when shorter) folded into one word; also measures it. The key
+ * only filters: cache_find compares the whole text where it matches, so a
+ * word needs no mixing, only factors that keep the three from cancelling
+ * out. A hash of every byte (FNV-1a) was a chain of multiplies, one per
+ * byte: 8 ns of a SELECT 1's statement call, and ten times that for a
+ * 100-byte text, which strlen reads 32 bytes an instruction. */
 static uint64_t sql_hash(const char *sql, size_t *len) {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    const unsigned char *p = (const unsigned char *)sql;
-    for (; *p; p++)
-        h = (h ^ *p) * UINT64_C(0x100000001b3);
-    *len = (size_t)((const char *)p - sql);
-    return h;
+    size_t n = strlen(sql);
+    *len = n;
+    uint64_t first = 0, middle = 0, last = 0;
+    if (n >= 8) {
+        memcpy(&first, sql, 8);
+        memcpy(&middle, sql + (n - 8) / 2, 8);
+        memcpy(&last, sql + n - 8, 8);
+    } else {
+        memcpy(&first, sql, n);
+    }
+    return (uint64_t)n ^ first * UINT64_C(0x9e3779b97f4a7c15) ^ middle * UINT64_C(0xc2b2ae3d27d4eb4f) ^
+           last * UINT64_C(0x165667b19e3779f9);
 }
 
 /* The entry holding exactly this text, lent or not; NULL if none. */

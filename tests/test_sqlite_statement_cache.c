@@ -367,6 +367,50 @@ static void test_more_statements_than_the_cache_holds(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Texts of one length that differ only in a few bytes away from their
+ * start, middle and end: the cache keys a text by its length and some of
+ * its bytes, and only the whole text may decide which statement runs. */
+#define ALIKE_TEXTS 12
+static void alike_text(char *buf, size_t cap, int k) {
+    /* k's two digits at bytes 24-25 and again at 98-99 of 118. */
+    int n = snprintf(buf, cap,
+                     "SELECT x.v FROM (SELECT %02d AS v, 'padding-padding-padding-padding-padding-padding-"
+                     "padding-' AS p, %02d AS w) AS x -- end",
+                     k, k);
+    assert_int_equal(n, 118);
+}
+
+static void test_texts_alike_but_at_a_few_bytes(void **state) {
+    (void)state;
+    dbpool *p = open_pool("alike.db", 1, NULL);
+    dbpool_conn *c = dbt_acquire(p);
+    char sql[ALIKE_TEXTS][160];
+    for (int k = 0; k < ALIKE_TEXTS; k++)
+        alike_text(sql[k], sizeof sql[k], k);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < ALIKE_TEXTS; i++) {
+            int k = round == 1 ? ALIKE_TEXTS - 1 - i : (i * 5) % ALIKE_TEXTS; /* 5, 12 coprime */
+            assert_int_equal(query_int(c, sql[k], NULL, 0), k);
+            dbt_exec_ok(c, sql[k], NULL, 0); /* through dbpool_exec's lookup too */
+        }
+    /* Two of them open at once, and one text in a reused buffer. */
+    dbpool_result *a = dbt_query_ok(c, sql[3], NULL, 0);
+    dbpool_result *b = dbt_query_ok(c, sql[4], NULL, 0);
+    assert_int_equal(dbt_next_ok(b), 1);
+    assert_int_equal(dbt_next_ok(a), 1);
+    assert_int_equal(dbpool_result_int64(a, 0), 3);
+    assert_int_equal(dbpool_result_int64(b, 0), 4);
+    dbpool_result_free(a);
+    dbpool_result_free(b);
+    char reused[160];
+    for (int k = 0; k < ALIKE_TEXTS; k++) {
+        alike_text(reused, sizeof reused, k);
+        assert_int_equal(query_int(c, reused, NULL, 0), k);
+    }
+    release(c);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* SELECT * on t, read to its first row: its column count and the last
  * column's name. (Before the first row, SQLite may still report the shape
  * it knew: a change made by another connection is only seen when the
@@ -731,6 +775,7 @@ int main(void) {
         cmocka_unit_test(test_nested_results_of_the_same_text),
         cmocka_unit_test(test_wrong_parameter_count),
         cmocka_unit_test(test_more_statements_than_the_cache_holds),
+        cmocka_unit_test(test_texts_alike_but_at_a_few_bytes),
         cmocka_unit_test(test_schema_change_on_the_same_connection),
         cmocka_unit_test(test_columns_before_the_first_row_after_alter),
         cmocka_unit_test(test_schema_change_from_another_connection),
