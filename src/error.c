@@ -30,15 +30,6 @@ const char *dbpool_errname(int code) {
 
 const char *dbpool_version(void) { return DBPOOL_VERSION_STRING; }
 
-void dbpool__clearerr(dbpool_error *e) {
-    if (!e)
-        return;
-    e->code = DBPOOL_OK;
-    e->native_code = 0;
-    e->sqlstate[0] = '\0';
-    e->message[0] = '\0';
-}
-
 int dbpool__vseterr(dbpool_error *e, int code, const char *fmt, va_list ap) {
     if (!e)
         return code;

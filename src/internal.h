@@ -50,7 +50,15 @@ void dbpool__prefix_err(dbpool_error *e, const char *fmt, ...) __attribute__((fo
 /* Appends suffix whole (what to do, usually), cutting the message's end
  * (on a whole UTF-8 character) when both do not fit. */
 void dbpool__suffix_err(dbpool_error *e, const char *suffix);
-void dbpool__clearerr(dbpool_error *e);
+/* Inline: every statement call and result call clears one or two. */
+static inline void dbpool__clearerr(dbpool_error *e) {
+    if (!e)
+        return;
+    e->code = DBPOOL_OK;
+    e->native_code = 0;
+    e->sqlstate[0] = '\0';
+    e->message[0] = '\0';
+}
 
 /*
  * Scrub secrets from a NUL-terminated message in place: every occurrence of

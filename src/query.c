@@ -18,8 +18,28 @@ dbpool_param dbpool_param_text(const char *s) {
 
 /* SQL with nothing to run: only white space and semicolons. The backends
  * disagree about it (SQLite and PostgreSQL run nothing, MySQL/MariaDB
- * fail with "Query was empty"), so it is answered here, the same on all. */
-bool dbpool__sql_is_blank(const char *sql) { return sql[strspn(sql, " \t\r\n\f\v;")] == '\0'; }
+ * fail with "Query was empty"), so it is answered here, the same on all.
+ * Asked at every statement, whose first byte almost always answers it: a
+ * loop here, where strspn's call and setup of its set took 4 ns of a
+ * SELECT 1 on SQLite. */
+bool dbpool__sql_is_blank(const char *sql) {
+    for (;; sql++) {
+        switch (*sql) {
+        case ' ':
+        case '\t':
+        case '\r':
+        case '\n':
+        case '\f':
+        case '\v':
+        case ';':
+            continue;
+        case '\0':
+            return true;
+        default:
+            return false;
+        }
+    }
+}
 
 static bool lease_ok(const dbpool_conn *c) {
     return c && c->magic == DBPOOL_CONN_MAGIC && dbpool__conn_held(c);
