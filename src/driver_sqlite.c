@@ -482,6 +482,7 @@ struct cached_stmt {
     uint64_t hash;
     uint64_t used; /* for least-recently-used eviction */
     bool in_use;
+    bool has_params; /* its placeholders (the same after a re-prepare: same text) */
 };
 
 struct stmt_cache {
@@ -728,6 +729,7 @@ static cached_stmt *cache_insert(stmt_cache *c, const char *sql, size_t len, uin
     victim->sql = copy;
     victim->len = len;
     victim->hash = h;
+    victim->has_params = sqlite3_bind_parameter_count(st) > 0;
     return victim;
 }
 
@@ -750,7 +752,8 @@ static void slot_return(cached_stmt *s) {
         return;
     }
     sqlite3_reset(s->st);
-    sqlite3_clear_bindings(s->st);
+    if (s->has_params)
+        sqlite3_clear_bindings(s->st);
 }
 
 /* The lookup for a statement about to run: a cached statement that is free
@@ -1467,9 +1470,12 @@ static const void *sr_blob(const dbpool_result *r, int col, size_t *len) {
 }
 static void sr_free(dbpool_result *r) {
     sqlite_result *sr = (sqlite_result *)r;
-    free(sr->reals);
-    sr->reals = NULL;
-    forget_blob_texts(sr);
+    if (sr->reals) { /* made for a REAL's text only: most results have none */
+        free(sr->reals);
+        sr->reals = NULL;
+    }
+    if (sr->blob_texts)
+        forget_blob_texts(sr);
     if (sr->slot) {
         slot_return(sr->slot); /* the result lives in the cache entry */
         return;
