@@ -3,6 +3,7 @@
  * lock round), waiting in the FIFO line, the checks before hand-out
  * (lifetime, idle time, validation) and what a timeout reports.
  */
+#include "perturb.h"
 #include "pool_internal.h"
 
 #include <errno.h>
@@ -743,6 +744,7 @@ static inline bool sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err,
     if (!p || !out || p->opt.leak_threshold_ms > 0 || dbpool__forked(p))
         return false;
     dbpool_conn *c = dbpool__sticky_acquire(p);
+    DBPOOL_PERTURB(); /* busy (or leased): a recall may mark it wanted before its state is read */
     if (c && c->state == CONN_PARKED) {
         dbpool__clearerr(err);
         *out = c;

@@ -57,6 +57,7 @@
 #include "metrics.h"
 
 #include "internal.h"
+#include "perturb.h"
 #include "pool_internal.h"
 
 #include <math.h>
@@ -203,6 +204,7 @@ static void writer_give_back(void *value) {
     /* Whatever this thread records from here on (a later destructor that
      * releases a connection) goes to the shared stripes. */
     tl_writer = WRITER_SHARED;
+    DBPOOL_PERTURB(); /* the number still held: a new thread must not get it yet */
     if (n < WRITERS)
         atomic_fetch_and_explicit(&g_writers_taken, ~(UINT64_C(1) << n), memory_order_release);
 }
@@ -231,6 +233,7 @@ static uint32_t writer_take(void) {
     while (~taken) {
         unsigned n = (unsigned)__builtin_ctzll(~taken);
         uint64_t bit = UINT64_C(1) << n;
+        DBPOOL_PERTURB(); /* another thread may take the same number, or give one back */
         if (!atomic_compare_exchange_weak_explicit(&g_writers_taken, &taken, taken | bit,
                                                    memory_order_acquire, memory_order_relaxed))
             continue;
@@ -374,6 +377,7 @@ void dbpool__metrics_record(dbpool_metrics *m, dbpool_histogram_kind kind, int64
     stripe *s = own_stripe(m);
     if (__builtin_expect(s != NULL, 1)) {
         own_add(&s->slot[kind][slot], 1);
+        DBPOOL_PERTURB(); /* a snapshot between the slot and the sum and maximum */
         own_add(&s->sum[kind], v);
         if (v > atomic_load_explicit(&s->max[kind], memory_order_relaxed))
             atomic_store_explicit(&s->max[kind], v, memory_order_relaxed);
@@ -437,6 +441,7 @@ static void take(const dbpool_metrics *m, dbpool_histogram_kind kind, snapshot *
     /* The sums are read under the lock, so each snapshot's reads come after
      * the previous one's and the 64-bit total only grows (mod 2^64) from
      * one to the next. */
+    DBPOOL_PERTURB(); /* records land between the slots' reading and the sums' */
     sum_total *t = m->sums;
     pthread_mutex_lock(&t->lock);
     uint64_t now = 0;

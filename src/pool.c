@@ -21,6 +21,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "perturb.h"
 #include "pool_internal.h"
 
 #include <errno.h>
@@ -34,6 +35,7 @@
 /* ---------------------------------------------------------------------- */
 
 void dbpool__lock(dbpool *p) {
+    DBPOOL_PERTURB(); /* who gets the lock first */
     if (pthread_mutex_lock(&p->lock) != 0)
         abort(); /* a failed lock on a valid mutex is a bug, as in libuv */
 }
@@ -91,6 +93,7 @@ void dbpool__unlock(dbpool *p) {
 #endif
     if (pthread_mutex_unlock(&p->lock) != 0)
         abort();
+    DBPOOL_PERTURB(); /* others run between a critical section and what follows it */
 }
 #define lock(p) dbpool__lock(p)
 #define unlock(p) dbpool__unlock(p)

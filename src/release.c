@@ -3,6 +3,7 @@
  * reset (rollback) for a dirty one, and closing what must not be pooled
  * (broken, expired, over the cap, discarded, reclaimed, pool closed).
  */
+#include "perturb.h"
 #include "pool_internal.h"
 
 #include <stdlib.h>
@@ -115,6 +116,7 @@ static int release_impl(dbpool_conn *c, bool discard) {
     bool recorded;
     if (dbpool__sticky_release(p, c, discard, now, &recorded))
         return DBPOOL_OK;
+    DBPOOL_PERTURB(); /* an ordinary lease now: a close, recall or maintenance pass may run first */
     /* Recorded before locking: once the connection is published, another
      * thread may close the pool, and nothing of it may be touched here. */
     if (c->state == CONN_LEASED && !recorded)

@@ -36,6 +36,7 @@
  * The owner touches nothing of the pool after a successful BUSY -> FREE:
  * from then on the connection may be taken, the pool closed and freed.
  */
+#include "perturb.h"
 #include "pool_internal.h"
 
 #include <stdlib.h>
@@ -74,6 +75,7 @@ static bool forget_closed_pools(void) {
     if (closes == tl_closes_seen)
         return false;
     tl_closes_seen = closes; /* read before the looks: a close after them is seen next time */
+    DBPOOL_PERTURB();        /* a pool closes between the count and the looks */
     bool dropped = false;
     for (int i = 0; i < STICKY_SLOTS; i++) {
         if (tl_slots[i].pool && !dbpool__live_has(tl_slots[i].pool, tl_slots[i].serial)) {
@@ -111,6 +113,7 @@ static void unparked_uncounted(dbpool *p, dbpool_conn *c) {
 
 /* The holder of a tag|BUSY lease (maybe WANTED): make it an ordinary lease. */
 static void unpark_own(dbpool *p, dbpool_conn *c) {
+    DBPOOL_PERTURB(); /* a recall may mark it wanted before the lock */
     lock(p);
     atomic_store_explicit(&c->park, 0, memory_order_relaxed);
     parked_unlink(p, c);
@@ -129,12 +132,14 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
     dbpool_conn *c = s->conn;
     uint64_t expect = s->free_word;
     int64_t now = dbpool__fast_now_ns(); /* first: the CAS runs while the TSC answers */
+    DBPOOL_PERTURB(); /* a steal, recall or new parking may change the word before the CAS */
     if (!atomic_compare_exchange_strong_explicit(&c->park, &expect, s->free_word - PARK_FREE + PARK_BUSY,
                                                  memory_order_acquire, memory_order_relaxed)) {
         if ((expect >> PARK_TAG_SHIFT) != (s->free_word >> PARK_TAG_SHIFT))
             s->pool = NULL; /* taken away: forget it (else: in use by this thread, a second lease) */
         return NULL;
     }
+    DBPOOL_PERTURB(); /* busy now: a recall marks it wanted meanwhile */
     /* Idle time alone, without the lock: whether the pool is above
      * min_size is for the ordinary path to decide. */
     if (now >= c->expires_ns || dbpool__needs_validation(p, c, now) || dbpool__idle_timed_out(p, c, now)) {
@@ -157,6 +162,7 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
     if (!(w & PARK_BUSY))
         return false; /* an ordinary lease, or released already (the ordinary path says so) */
+    DBPOOL_PERTURB(); /* a recall may mark it wanted after the load */
     sticky_slot *s = slot_for(p);
     bool mine = s && s->conn == c && (w & ~PARK_WANTED) == s->free_word - PARK_FREE + PARK_BUSY;
     if (mine && !discard && !(w & PARK_WANTED) && !c->broken && dbpool__needs_reset(p, c) == 0) {
@@ -167,6 +173,7 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
             c->last_used_ns = now;
             atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
             uint64_t expect = busy;
+            DBPOOL_PERTURB(); /* maintenance may read parked_used_ns, a recall mark it wanted */
             if (atomic_compare_exchange_strong_explicit(&c->park, &expect, s->free_word, memory_order_release,
                                                         memory_order_relaxed))
                 return true; /* nothing of the pool may be touched from here on */
@@ -184,6 +191,7 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
 /* Lock held: take a free parked connection away from its owner. */
 static bool take_free(dbpool_conn *c) {
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
+    DBPOOL_PERTURB(); /* the owner may take it back, or give it back, before the CAS */
     while (w & PARK_FREE) {
         if (atomic_compare_exchange_weak_explicit(&c->park, &w, 0, memory_order_acquire,
                                                   memory_order_relaxed))
@@ -264,6 +272,7 @@ dbpool_conn *dbpool__steal_parked_locked(dbpool *p) {
 /* Lock held: take c if free, else mark it wanted back. True when taken. */
 static bool take_or_mark(dbpool_conn *c) {
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
+    DBPOOL_PERTURB(); /* the owner may take it back, or give it back, before the CAS */
     for (;;) {
         if (w & PARK_FREE) {
             if (atomic_compare_exchange_weak_explicit(&c->park, &w, 0, memory_order_acquire,
