@@ -426,6 +426,58 @@ static void test_cache_off(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* include/dbpool.h: the cache is off while leak_threshold_ms, validation
+ * "always" or autoscale is set, whatever thread_cache says: each needs the
+ * lock on every lease (a stack to record, a round trip before every
+ * hand-out, the utilisation samples). A release goes to the idle list, and
+ * under "always" the next acquire on the same thread validates. */
+static void set_leak_threshold(dbpool_options *o) { o->leak_threshold_ms = 600000; }
+static void set_validate_always(dbpool_options *o) {
+    o->validation = DBPOOL_VALIDATE_ALWAYS;
+    o->validation_window_ms = 0;
+}
+static void set_autoscale(dbpool_options *o) { o->autoscale = true; }
+
+static void test_cache_off_where_the_lock_is_needed(void **state) {
+    (void)state;
+    static const struct {
+        void (*set)(dbpool_options *);
+        const char *what;
+    } cases[] = {
+        {set_leak_threshold, "leak_threshold_ms"},
+        {set_validate_always, "validation always"},
+        {set_autoscale, "autoscale"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dbpool__mock_reset();
+        dbpool_options o;
+        dbt_options(&o, 1, 2);
+        o.thread_cache = true;
+        o.validation = DBPOOL_VALIDATE_NEVER;
+        cases[i].set(&o);
+        dbpool *p = NULL;
+        dbpool_error e;
+        if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("%s: open: %s", cases[i].what, e.message);
+        for (int round = 0; round < 2; round++) {
+            dbpool__mock_counters before, after;
+            dbpool__mock_get_counters(&before);
+            dbpool_conn *c = dbt_acquire(p);
+            dbpool__mock_get_counters(&after);
+            if (o.validation == DBPOOL_VALIDATE_ALWAYS && after.pings != before.pings + 1)
+                fail_msg("%s: acquire %d made %ld pings, not 1", cases[i].what, round + 1,
+                         after.pings - before.pings);
+            assert_int_equal(dbpool_release(c), DBPOOL_OK);
+            dbpool_stats s = stats(p);
+            if (s.thread_cached != 0 || s.idle != 1)
+                fail_msg("%s: after release %d: thread_cached %d, idle %d", cases[i].what, round + 1,
+                         s.thread_cached, s.idle);
+        }
+        assert_true(dbt_invariant_holds(p));
+        assert_int_equal(dbpool_close(p), 0);
+    }
+}
+
 /* Many threads on few connections with every kind of return, while
  * another thread reads the stats and resizes: nothing lost, invariants
  * hold (a TSan build checks the races). */
@@ -961,6 +1013,7 @@ int main(void) {
         cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, setup),
         cmocka_unit_test_setup(test_maintenance_hands_cached_connection_to_waiter, setup),
         cmocka_unit_test_setup(test_cached_connection_validated_once, setup),
+        cmocka_unit_test_setup(test_cache_off_where_the_lock_is_needed, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
