@@ -744,6 +744,75 @@ static void test_broken_lease_logged_once(void **state) {
     dbpool_close(p);
 }
 
+/* log_level drops the lines less important than it, and every line that
+ * reaches log_fn starts with "pool 'NAME': " and comes with log_user
+ * (include/dbpool.h, docs/configuration.md). A retried connect (WARN),
+ * open, suspend, resume and close (INFO), the connection opened and closed
+ * by the close (DEBUG) are logged at each level in turn: no test noticed
+ * when the filter or the prefix was dropped. */
+typedef struct log_seen {
+    pthread_mutex_t mu;
+    int lines[DBPOOL_LOG_DEBUG + 1];
+    int bad_level, wrong_user;
+    char bad_line[256];
+} log_seen;
+
+static log_seen seen_log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void count_lines(void *user, dbpool_log_level level, const char *line) {
+    pthread_mutex_lock(&seen_log.mu);
+    if (user != &seen_log)
+        seen_log.wrong_user++;
+    if (level < DBPOOL_LOG_ERROR || level > DBPOOL_LOG_DEBUG)
+        seen_log.bad_level++;
+    else
+        seen_log.lines[level]++;
+    if (strncmp(line, "pool 'logged': ", 15) != 0 && !seen_log.bad_line[0])
+        snprintf(seen_log.bad_line, sizeof seen_log.bad_line, "%s", line);
+    pthread_mutex_unlock(&seen_log.mu);
+}
+
+static void test_log_level_drops_and_prefix(void **state) {
+    (void)state;
+    for (int level = DBPOOL_LOG_ERROR; level <= DBPOOL_LOG_DEBUG; level++) {
+        dbpool__mock_reset();
+        dbpool__mock_fail_connect(1, 1, DBPOOL_ECONNECT); /* the first attempt: a WARN line */
+        pthread_mutex_lock(&seen_log.mu);
+        memset(seen_log.lines, 0, sizeof seen_log.lines);
+        seen_log.bad_level = seen_log.wrong_user = 0;
+        seen_log.bad_line[0] = '\0';
+        pthread_mutex_unlock(&seen_log.mu);
+        dbpool_options o;
+        dbt_options(&o, 1, 1);
+        o.name = "logged";
+        o.max_retries = 1;
+        o.backoff_base_ms = 0;
+        o.backoff_max_ms = 0;
+        o.maintenance_interval_ms = 0;
+        o.log_fn = count_lines;
+        o.log_user = &seen_log;
+        o.log_level = (dbpool_log_level)level;
+        dbpool *p = NULL;
+        dbpool_error e;
+        if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("open: %s", e.message);
+        assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
+        assert_int_equal(dbpool_resume(p), DBPOOL_OK);
+        assert_int_equal(dbpool_close(p), 0); /* joins the pool's threads: no line comes later */
+        pthread_mutex_lock(&seen_log.mu);
+        log_seen got = seen_log;
+        pthread_mutex_unlock(&seen_log.mu);
+        if (got.bad_line[0])
+            fail_msg("log_level %d: a line without the pool's prefix: '%s'", level, got.bad_line);
+        assert_int_equal(got.bad_level, 0);
+        assert_int_equal(got.wrong_user, 0);
+        assert_int_equal(got.lines[DBPOOL_LOG_ERROR], 0); /* nothing here is an error */
+        for (int l = DBPOOL_LOG_WARN; l <= DBPOOL_LOG_DEBUG; l++)
+            if ((got.lines[l] > 0) != (l <= level))
+                fail_msg("log_level %d: %d lines of level %d", level, got.lines[l], l);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
@@ -767,6 +836,7 @@ int main(void) {
         cmocka_unit_test_setup(test_broken_statement_says_acquire_another, setup),
         cmocka_unit_test_setup(test_statement_error_is_one_printable_line, setup),
         cmocka_unit_test_setup(test_broken_lease_logged_once, setup),
+        cmocka_unit_test_setup(test_log_level_drops_and_prefix, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
