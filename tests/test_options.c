@@ -1,10 +1,13 @@
 /* Every option's validation: each bad value is DBPOOL_EINVAL naming the
  * field and the value; defaults match the documented ones. */
+#include "pool_internal.h"
 #include "testsupport.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,6 +30,32 @@ static void test_defaults(void **state) {
     assert_int_equal(o.validation, DBPOOL_VALIDATE_IF_IDLE);
     assert_int_equal(o.validation_window_ms, 500);
     assert_string_equal(o.name, "default");
+    /* The rest of include/dbpool.h's "(default)" figures. */
+    assert_int_equal(o.backoff_max_ms, 2000);
+    assert_null(o.init_sql);
+    assert_null(o.after_connect);
+    assert_null(o.after_connect_user);
+    assert_null(o.log_fn);
+    assert_null(o.log_user);
+    assert_int_equal(o.log_level, DBPOOL_LOG_INFO);
+    assert_int_equal(o.statement_timeout_ms, 0);
+    assert_int_equal(o.keepalive_ms, 0);
+    assert_int_equal(o.leak_threshold_ms, 0);
+    assert_int_equal(o.maintenance_interval_ms, 1000);
+    assert_false(o.lazy_connect);
+    assert_int_equal(o.max_connecting, 2);
+    assert_int_equal(o.leak_reclaim_ms, 0);
+    assert_int_equal(o.breaker_failures, 5);
+    assert_int_equal(o.breaker_cooldown_ms, 5000);
+    assert_false(o.autoscale);
+    assert_true(o.autoscale_high == 0.8);
+    assert_true(o.autoscale_low == 0.5);
+    assert_true(o.autoscale_step == 0.2);
+    assert_int_equal(o.autoscale_interval_ms, 60000);
+    assert_true(o.suspend_fails_fast);
+    assert_int_equal(o.barging_window_us, 50);
+    assert_true(o.thread_cache);
+    assert_true(o.statement_cache);
 }
 
 typedef void (*mutate_fn)(dbpool_options *o);
@@ -58,6 +87,25 @@ static void m_lifehuge(dbpool_options *o) { o->max_lifetime_ms = INT64_MAX; }
 static void m_idlehuge(dbpool_options *o) { o->idle_timeout_ms = INT64_MAX / 1000; }
 static void m_bargehuge(dbpool_options *o) { o->barging_window_us = INT64_MAX; }
 static void m_backhuge(dbpool_options *o) { o->backoff_max_ms = INT64_MAX / 2; }
+static void m_connecting0(dbpool_options *o) { o->max_connecting = 0; }
+static void m_bargeneg(dbpool_options *o) { o->barging_window_us = -1; }
+static void m_breakneg(dbpool_options *o) { o->breaker_failures = -1; }
+static void m_cool0(dbpool_options *o) { o->breaker_cooldown_ms = 0; }
+static void m_scale_low0(dbpool_options *o) { o->autoscale = true, o->autoscale_low = 0; }
+static void m_scale_low_high(dbpool_options *o) {
+    o->autoscale = true, o->autoscale_low = 0.75, o->autoscale_high = 0.75;
+}
+static void m_scale_high(dbpool_options *o) { o->autoscale = true, o->autoscale_high = 1.25; }
+static void m_scale_step0(dbpool_options *o) { o->autoscale = true, o->autoscale_step = 0; }
+static void m_scale_step(dbpool_options *o) { o->autoscale = true, o->autoscale_step = 1.5; }
+static void m_scale_int0(dbpool_options *o) { o->autoscale = true, o->autoscale_interval_ms = 0; }
+/* The upper bound applies with autoscale off too (docs/configuration.md). */
+static void m_scale_inthuge(dbpool_options *o) { o->autoscale_interval_ms = INT64_MAX; }
+static void m_name128(dbpool_options *o) {
+    static char name[129];
+    memset(name, 'n', 128);
+    o->name = name;
+}
 
 static const struct {
     mutate_fn fn;
@@ -91,6 +139,18 @@ static const struct {
     {m_idlehuge, "idle_timeout_ms", "at most"},
     {m_bargehuge, "barging_window_us", "at most"},
     {m_backhuge, "backoff_max_ms", "at most"},
+    {m_connecting0, "max_connecting", "0"},
+    {m_bargeneg, "barging_window_us", "-1"},
+    {m_breakneg, "breaker_failures", "-1"},
+    {m_cool0, "breaker_cooldown_ms", "0"},
+    {m_scale_low0, "autoscale_low", "0"},
+    {m_scale_low_high, "autoscale_low", "0.75"},
+    {m_scale_high, "autoscale_high", "1.25"},
+    {m_scale_step0, "autoscale_step", "0"},
+    {m_scale_step, "autoscale_step", "1.5"},
+    {m_scale_int0, "autoscale_interval_ms", "0"},
+    {m_scale_inthuge, "autoscale_interval_ms", "at most"},
+    {m_name128, "name", "128"},
 };
 
 static void test_each_violation_named(void **state) {
@@ -481,6 +541,181 @@ static void test_pool_names(void **state) {
     dbpool_close(p);
 }
 
+/* The documented bounds are inclusive: a value at the edge of each range
+ * in docs/configuration.md opens. */
+static void test_values_at_the_bounds_open(void **state) {
+    (void)state;
+    const int64_t max_duration = 4611686018427; /* INT64_MAX / 2000000 */
+    char name127[128];
+    memset(name127, 'n', 127);
+    name127[127] = '\0';
+    for (int i = 0; i < 9; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.lazy_connect = true;
+        const char *what = "";
+        switch (i) {
+        case 0:
+            what = "max_size 1000000";
+            o.max_size = 1000000;
+            o.min_size = 0;
+            break;
+        case 1:
+            what = "max_retries 1000, backoff_max_ms = backoff_base_ms";
+            o.max_retries = 1000;
+            o.backoff_base_ms = o.backoff_max_ms = 7;
+            break;
+        case 2:
+            what = "name of 127 bytes";
+            o.name = name127;
+            break;
+        case 3:
+            what = "autoscale_step 1, autoscale_high 1";
+            o.autoscale = true;
+            o.autoscale_step = 1.0;
+            o.autoscale_high = 1.0;
+            break;
+        case 4:
+            what = "leak_reclaim_ms = leak_threshold_ms";
+            o.leak_threshold_ms = o.leak_reclaim_ms = 100;
+            break;
+        case 5:
+            what = "every duration at its upper bound";
+            o.acquire_timeout_ms = o.connect_timeout_ms = o.idle_timeout_ms = max_duration;
+            o.max_lifetime_ms = o.validation_timeout_ms = o.backoff_max_ms = max_duration;
+            o.validation_window_ms = o.statement_timeout_ms = o.keepalive_ms = max_duration;
+            o.leak_threshold_ms = o.leak_reclaim_ms = o.maintenance_interval_ms = max_duration;
+            o.breaker_cooldown_ms = o.autoscale_interval_ms = o.barging_window_us = max_duration;
+            break;
+        case 6:
+            what = "zeros where 0 means off";
+            o.idle_timeout_ms = o.max_lifetime_ms = o.statement_timeout_ms = o.keepalive_ms = 0;
+            o.leak_threshold_ms = o.leak_reclaim_ms = o.maintenance_interval_ms = 0;
+            o.breaker_failures = o.max_waiters = o.max_retries = 0;
+            o.backoff_base_ms = o.validation_window_ms = o.barging_window_us = 0;
+            break;
+        case 7:
+            what = "min_size = max_size, max_connecting 1";
+            o.lazy_connect = false;
+            o.min_size = o.max_size = 3;
+            o.max_connecting = 1;
+            break;
+        case 8:
+            what = "autoscale fields out of range, autoscale off (validated only when on)";
+            o.autoscale_low = 2, o.autoscale_high = 0, o.autoscale_step = 0, o.autoscale_interval_ms = 0;
+            break;
+        }
+        dbpool *p = NULL;
+        dbpool_error e;
+        if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+            fail_msg("%s: %s", what, e.message);
+        assert_int_equal(dbpool_close(p), 0);
+    }
+}
+
+/* Each pool_* key of docs/configuration.md's table sets its field, takes
+ * the ends of its range and refuses one past each end, naming the key; the
+ * keys are removed from what the backend sees, other keys are passed on. */
+static void test_every_pool_key_sets_its_field(void **state) {
+    (void)state;
+    const int64_t md = 4611686018427;
+#define F(field) offsetof(dbpool_options, field), sizeof(((dbpool_options *)0)->field)
+    static const struct {
+        const char *key;
+        size_t offset, size;
+        int64_t lo, hi;
+    } keys[] = {
+        {"pool_min", F(min_size), 0, 1000000},
+        {"pool_max", F(max_size), 1, 1000000},
+        {"pool_acquire_timeout", F(acquire_timeout_ms), 1, md},
+        {"pool_connect_timeout", F(connect_timeout_ms), 1, md},
+        {"pool_idle_timeout", F(idle_timeout_ms), 0, md},
+        {"pool_max_lifetime", F(max_lifetime_ms), 0, md},
+        {"pool_validation_timeout", F(validation_timeout_ms), 1, md},
+        {"pool_max_retries", F(max_retries), 0, 1000},
+        {"pool_backoff_base", F(backoff_base_ms), 0, md},
+        {"pool_backoff_max", F(backoff_max_ms), 0, md},
+        {"pool_max_waiters", F(max_waiters), 0, 100000000},
+        {"pool_validation_window", F(validation_window_ms), 0, md},
+        {"pool_statement_timeout", F(statement_timeout_ms), 0, md},
+        {"pool_keepalive", F(keepalive_ms), 0, md},
+        {"pool_leak_threshold", F(leak_threshold_ms), 0, md},
+        {"pool_leak_reclaim", F(leak_reclaim_ms), 0, md},
+        {"pool_maintenance_interval", F(maintenance_interval_ms), 0, md},
+        {"pool_max_connecting", F(max_connecting), 1, 1000},
+        {"pool_breaker_failures", F(breaker_failures), 0, 1000000},
+        {"pool_breaker_cooldown", F(breaker_cooldown_ms), 1, md},
+        {"pool_barging_window_us", F(barging_window_us), 0, md},
+    };
+#undef F
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const int64_t edges[4] = {keys[i].lo, keys[i].hi, keys[i].lo - 1, keys[i].hi + 1};
+        for (int k = 0; k < 4; k++) {
+            dbpool_options o, before;
+            memset(&o, 0x5a, sizeof o); /* every field changed only by its key */
+            before = o;
+            char url[160];
+            snprintf(url, sizeof url, "mock:?a=1&%s=%lld&b=2", keys[i].key, (long long)edges[k]);
+            char *driver_url = NULL, *name = NULL;
+            dbpool_error e;
+            int rc = dbpool__options_apply_url(&o, url, &driver_url, &name, &e);
+            if (k >= 2) {
+                if (rc != DBPOOL_EINVAL || !strstr(e.message, keys[i].key))
+                    fail_msg("%s: rc %d, '%s'", url, rc, rc ? e.message : "");
+                assert_null(driver_url);
+                continue;
+            }
+            if (rc != DBPOOL_OK)
+                fail_msg("%s: %s", url, e.message);
+            int64_t v = keys[i].size == sizeof(int) ? *(int *)(void *)((char *)&o + keys[i].offset)
+                                                    : *(int64_t *)(void *)((char *)&o + keys[i].offset);
+            if (v != edges[k])
+                fail_msg("%s set %s's field to %lld", url, keys[i].key, (long long)v);
+            /* Nothing else changed. */
+            memcpy((char *)&o + keys[i].offset, (char *)&before + keys[i].offset, keys[i].size);
+            if (memcmp(&o, &before, sizeof o) != 0)
+                fail_msg("%s changed another field", url);
+            assert_string_equal(driver_url, "mock:?a=1&b=2");
+            free(driver_url);
+            free(name);
+        }
+    }
+    /* The keys that are not numbers. */
+    static const struct {
+        const char *query;
+        bool thread_cache, statement_cache;
+        dbpool_validation validation;
+    } words[] = {
+        {"pool_thread_cache=false&pool_statement_cache=on&pool_validation=NEVER", false, true,
+         DBPOOL_VALIDATE_NEVER},
+        {"pool_thread_cache=yes&pool_statement_cache=0&pool_validation=Always", true, false,
+         DBPOOL_VALIDATE_ALWAYS},
+        {"pool_thread_cache=1&pool_statement_cache=no&pool_validation=if_idle", true, false,
+         DBPOOL_VALIDATE_IF_IDLE},
+        {"pool_thread_cache=off&pool_statement_cache=true&pool_validation=never", false, true,
+         DBPOOL_VALIDATE_NEVER},
+    };
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+        dbpool_options o;
+        dbpool_options_init(&o);
+        o.thread_cache = !words[i].thread_cache;
+        o.statement_cache = !words[i].statement_cache;
+        o.validation = (dbpool_validation)7;
+        char url[160];
+        snprintf(url, sizeof url, "mock:?%s", words[i].query);
+        char *driver_url = NULL, *name = NULL;
+        dbpool_error e;
+        if (dbpool__options_apply_url(&o, url, &driver_url, &name, &e) != DBPOOL_OK)
+            fail_msg("%s: %s", url, e.message);
+        assert_int_equal(o.thread_cache, words[i].thread_cache);
+        assert_int_equal(o.statement_cache, words[i].statement_cache);
+        assert_int_equal(o.validation, words[i].validation);
+        assert_string_equal(driver_url, "mock:");
+        free(driver_url);
+        free(name);
+    }
+}
+
 static void test_strerror_table(void **state) {
     (void)state;
     assert_string_equal(dbpool_strerror(DBPOOL_OK), "success");
@@ -506,6 +741,8 @@ int main(void) {
         cmocka_unit_test(test_ambiguous_urls_refused_without_quoting),
         cmocka_unit_test(test_pool_keys_override_struct),
         cmocka_unit_test(test_pool_names),
+        cmocka_unit_test(test_values_at_the_bounds_open),
+        cmocka_unit_test(test_every_pool_key_sets_its_field),
         cmocka_unit_test(test_strerror_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
