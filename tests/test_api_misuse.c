@@ -4,6 +4,7 @@
 #include "driver_mock.h"
 #include "testsupport.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -209,6 +210,78 @@ static void test_native_handle_refused_in_forked_child(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* A caller who does not wait (dbpool_try_acquire, dbpool_acquire with
+ * timeout 0) opens a new connection on its own thread only "if there is
+ * room and nobody waits in line (a new connection is theirs)"
+ * (include/dbpool.h). With a caller in line and a place free, it gets
+ * DBPOOL_EBUSY / DBPOOL_ETIMEDOUT at once and opens nothing: no test
+ * noticed when the "nobody waits" condition was dropped from
+ * src/acquire.c (the caller then connected ahead of the line). */
+static void test_no_wait_caller_leaves_new_connections_to_the_line(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    dbpool_options o;
+    dbt_options(&o, 0, 3);
+    o.maintenance_interval_ms = 0;
+    o.max_connecting = 1;
+    dbpool *p = open_url("mock:", &o);
+    dbpool_conn *held = NULL;
+    assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK); /* the one opened by open */
+    dbpool__mock_set_connect_delay_ms(1500); /* the waiter's connect stays under way */
+    dbt_timed_acquire w = {.p = p, .timeout_ms = 30000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dbt_timed_acquire_main, &w), 0);
+    dbt_wait_for_waiters(p, 1, 10000);
+    dbpool_stats s;
+    int64_t until = dbt_now_ms() + 10000;
+    for (dbpool_get_stats(p, &s); s.connecting != 1; dbpool_get_stats(p, &s)) {
+        if (dbt_now_ms() > until)
+            fail_msg("no connect under way for the waiter after 10 s");
+        dbt_sleep_ms(1);
+    }
+    assert_true(s.total < s.max_size); /* a place is free */
+    dbpool__mock_counters before, after;
+    dbpool__mock_get_counters(&before);
+    dbpool_conn *c = (dbpool_conn *)&c;
+    dbpool_error e;
+    assert_int_equal(dbpool_try_acquire(p, &c, &e), DBPOOL_EBUSY);
+    assert_null(c);
+    if (!strstr(e.message, "waiting ahead"))
+        fail_msg("try_acquire with a caller in line: %s", e.message);
+    c = (dbpool_conn *)&c;
+    assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ETIMEDOUT);
+    assert_null(c);
+    dbpool__mock_get_counters(&after);
+    assert_int_equal(after.connects, before.connects); /* neither opened one of its own */
+    assert_true(dbt_join_within(t, 30000, NULL));
+    assert_int_equal(w.rc, DBPOOL_OK); /* the caller in line got its new connection */
+    dbpool__mock_set_connect_delay_ms(0);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* NULL handles and unknown values, as include/dbpool.h answers them. */
+static void test_null_handles_and_unknown_values(void **state) {
+    (void)state;
+    assert_null(dbpool_conn_native(NULL));
+    assert_int_equal(dbpool_suspend(NULL), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_resume(NULL), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_manager_new(NULL), DBPOOL_EINVAL);
+    assert_non_null(dbpool_errname(12345));
+    assert_non_null(dbpool_errname(1));
+    assert_string_equal(dbpool_breaker_state_name(DBPOOL_BREAKER_CLOSED), "closed");
+    assert_string_equal(dbpool_breaker_state_name(DBPOOL_BREAKER_OPEN), "open");
+    assert_string_equal(dbpool_breaker_state_name(DBPOOL_BREAKER_HALF_OPEN), "half_open");
+    assert_non_null(dbpool_breaker_state_name((dbpool_breaker_state)99));
+    assert_string_equal(dbpool_close_reason_name(DBPOOL_CLOSE_IDLE_TIMEOUT), "idle_timeout");
+    assert_string_equal(dbpool_close_reason_name(DBPOOL_CLOSE_LIFETIME), "lifetime");
+    assert_non_null(dbpool_close_reason_name(DBPOOL_CLOSE_REASON_COUNT));
+    dbpool_param np = dbpool_param_text(NULL);
+    assert_int_equal(np.type, DBPOOL_TYPE_NULL);
+    np = dbpool_param_blob(NULL, 5);
+    assert_int_equal(np.type, DBPOOL_TYPE_NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_try_acquire_while_suspended_says_so),
@@ -217,6 +290,8 @@ int main(void) {
         cmocka_unit_test(test_second_close_is_refused),
         cmocka_unit_test(test_null_arguments_of_acquire_named),
         cmocka_unit_test(test_native_handle_refused_in_forked_child),
+        cmocka_unit_test(test_no_wait_caller_leaves_new_connections_to_the_line),
+        cmocka_unit_test(test_null_handles_and_unknown_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
