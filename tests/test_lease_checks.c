@@ -692,6 +692,54 @@ static void test_health_check_within_its_bound(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* An unhealthy check: dbpool_check_health returns the failure, and
+ * out->status says the same (include/dbpool.h: "out->status says the same
+ * either way"), with out->error and err saying why. No test asserted
+ * DBPOOL_UNHEALTHY: with the status left at DBPOOL_HEALTHY on failure, the
+ * tests that call the check (and the command's) passed. Both ways to fail:
+ * the round trip, and the acquire. */
+static void test_unhealthy_check_says_so(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 1);
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.maintenance_interval_ms = 0;
+    o.max_retries = 0;
+    o.acquire_timeout_ms = 2000;
+    dbpool *p = open_mock(&o);
+    dbpool__mock_fail_ping(1, 1);
+    dbpool_health h;
+    memset(&h, 0x5a, sizeof h);
+    dbpool_error e;
+    int rc = dbpool_check_health(p, &h, &e);
+    assert_int_not_equal(rc, DBPOOL_OK);
+    assert_int_equal(h.status, DBPOOL_UNHEALTHY);
+    assert_string_equal(h.backend, "mock");
+    assert_int_equal(h.error.code, rc);
+    assert_int_equal(e.code, rc);
+    assert_true(h.error.message[0] != '\0');
+    assert_string_equal(e.message, h.error.message);
+    /* The connection that failed is not kept; the next check is healthy. */
+    assert_int_equal(dbpool_check_health(p, &h, &e), DBPOOL_OK);
+    assert_int_equal(h.status, DBPOOL_HEALTHY);
+    assert_int_equal(h.error.code, DBPOOL_OK);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.created, 2);
+    /* The acquire fails: no connection can be opened. */
+    dbpool_conn *c;
+    assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_discard(c), DBPOOL_OK);
+    dbpool__mock_fail_connect(1, -1, DBPOOL_ECONNECT);
+    memset(&h, 0x5a, sizeof h);
+    rc = dbpool_check_health(p, &h, &e);
+    assert_int_equal(rc, DBPOOL_ECONNECT);
+    assert_int_equal(h.status, DBPOOL_UNHEALTHY);
+    assert_int_equal(h.error.code, DBPOOL_ECONNECT);
+    assert_int_equal(e.code, DBPOOL_ECONNECT);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 /* A caller who does not wait (try_acquire, or a timeout of 0) validates at
  * most one connection: with every idle connection failing its validation
  * by timing out (a network gone silent), it went through them all, one
@@ -868,6 +916,7 @@ int main(void) {
         cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
         cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
         cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
+        cmocka_unit_test_setup(test_unhealthy_check_says_so, setup),
         cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
         cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, setup),
         cmocka_unit_test_setup(test_release_twice_during_keepalive_ping_is_misuse, setup),
