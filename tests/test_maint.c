@@ -1,6 +1,7 @@
 /* The maintenance pass, one behaviour at a time: leak reports and
  * reclaims, keepalive, refill. Mock backend. */
 #include "driver_mock.h"
+#include "pool_internal.h"
 #include "testsupport.h"
 
 #include <pthread.h>
@@ -475,6 +476,44 @@ static void test_refill_at_connection_limit_backs_off(void **state) {
     dbpool_close(p);
 }
 
+/* max_lifetime_ms: each connection is retired "up to 2.5% sooner, jitter"
+ * (include/dbpool.h), so that connections opened together do not expire
+ * together. Read from the connections' own expiry: each within
+ * [97.5%, 100%] of the lifetime after its creation, and not all the same.
+ * A jitter of 10% went unnoticed by every test before. */
+static void test_lifetime_jitter_within_its_bound(void **state) {
+    (void)state;
+    enum { N = 32 };
+    dbpool_options o;
+    dbt_options(&o, N, N);
+    o.maintenance_interval_ms = 0;
+    o.max_lifetime_ms = 1000000;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    const int64_t life = o.max_lifetime_ms * 1000000;
+    int64_t shortest = INT64_MAX, longest = 0;
+    int n = 0;
+    dbpool__lock(p);
+    for (dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->magic != DBPOOL_CONN_MAGIC)
+            continue;
+        int64_t l = c->expires_ns - c->created_ns;
+        shortest = l < shortest ? l : shortest;
+        longest = l > longest ? l : longest;
+        n++;
+    }
+    dbpool__unlock(p);
+    assert_int_equal(n, N);
+    if (longest > life || shortest < life - life / 40)
+        fail_msg("lifetimes from %lld to %lld ns, outside [%lld, %lld]", (long long)shortest,
+                 (long long)longest, (long long)(life - life / 40), (long long)life);
+    if (longest == shortest)
+        fail_msg("%d connections opened together all expire together (no jitter)", N);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
@@ -484,6 +523,7 @@ int main(void) {
         cmocka_unit_test_setup(test_refill_keeps_breaker_rules, setup),
         cmocka_unit_test_setup(test_refill_at_connection_limit_backs_off, setup),
         cmocka_unit_test_setup(test_keepalive_ping_is_not_a_leak, setup),
+        cmocka_unit_test_setup(test_lifetime_jitter_within_its_bound, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
