@@ -860,6 +860,58 @@ static void check_latency(json_t *root, const char *k, const dbpool_latency *l) 
     assert_true(jnum(o, "max_ms") == l->max_ms);
 }
 
+/* The gauges of dbpool_stats as include/dbpool.h defines them, read
+ * directly (the JSON test compares the JSON with dbpool_get_stats, so a
+ * gauge wrong in both passed it): utilisation is in_use / cap, cap is
+ * max_size without autoscale, min_size and max_size are the pool's, total
+ * is idle + in_use + connecting, uptime_s grows. With utilisation or
+ * uptime_s written as 0 in dbpool_get_stats, the tests of statistics
+ * passed. */
+static void test_stats_gauges_as_defined(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 1, 4);
+    o.maintenance_interval_ms = 0;
+    o.thread_cache = false;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.min_size, 1);
+    assert_int_equal(s.max_size, 4);
+    assert_int_equal(s.cap, 4);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.in_use, 0);
+    assert_true(s.utilisation == 0.0);
+    double up0 = s.uptime_s;
+    assert_true(up0 >= 0);
+    dbpool_conn *c[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_acquire(p, 1000, &c[i], NULL), DBPOOL_OK);
+    assert_int_equal(dbpool_release(c[2]), DBPOOL_OK);
+    dbt_sleep_ms(30);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.in_use, 2);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.connecting, 0);
+    assert_int_equal(s.total, s.idle + s.in_use + s.connecting);
+    assert_int_equal(s.peak_in_use, 3);
+    assert_true(s.utilisation == 0.5);
+    if (s.uptime_s < up0 + 0.025)
+        fail_msg("uptime_s %.6f, 30 ms after %.6f", s.uptime_s, up0);
+    assert_int_equal(dbpool_resize(p, 2, 8, &e), DBPOOL_OK);
+    dbpool_get_stats(p, &s);
+    assert_int_equal(s.min_size, 2);
+    assert_int_equal(s.max_size, 8);
+    assert_int_equal(s.cap, 8);
+    assert_true(s.utilisation == 0.25);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_json_matches_stats(void **state) {
     (void)state;
     dbpool *p = open_pool(weird_name, "mock:");
@@ -1713,6 +1765,7 @@ int main(void) {
         cmocka_unit_test_setup(test_no_url_parts_in_output, setup),
         cmocka_unit_test_setup(test_scrapes_while_pool_works, setup),
         cmocka_unit_test_setup(test_scrapes_while_cached_pool_works, setup),
+        cmocka_unit_test_setup(test_stats_gauges_as_defined, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
