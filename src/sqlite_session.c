@@ -282,6 +282,9 @@ static void free_objects(sqlite_object *v, size_t n) {
 
 static char *dup_or_null(const unsigned char *s) { return s ? strdup((const char *)s) : NULL; }
 
+/* false: out of memory. A cell read back NULL counts as that: these cells
+ * are never NULL in the schema (bar an object's sql), so NULL is SQLite
+ * failing to convert the text (a UTF-16 database). */
 static bool push(sqlite_object **v, size_t *n, size_t *cap, const char *kind, const unsigned char *name,
                  const unsigned char *sql) {
     if (*n == *cap) {
@@ -293,7 +296,7 @@ static bool push(sqlite_object **v, size_t *n, size_t *cap, const char *kind, co
         *cap = ncap;
     }
     sqlite_object *o = &(*v)[*n];
-    o->kind = strdup(kind);
+    o->kind = kind ? strdup(kind) : NULL;
     o->name = dup_or_null(name);
     o->sql = dup_or_null(sql);
     (*n)++;
