@@ -12,6 +12,7 @@
  * through the allocator below. */
 #include "testsupport.h"
 
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -26,13 +27,13 @@
 
 static sqlite3_mem_methods real;
 static atomic_bool armed;
-static atomic_long calls, fail_at, failed;
+static atomic_long calls, fail_at, fail_len = 1, failed; /* fail_len: calls failing from fail_at on */
 
 static bool inject(void) {
     if (!atomic_load(&armed))
         return false;
-    long n = atomic_fetch_add(&calls, 1) + 1;
-    if (n == atomic_load(&fail_at)) {
+    long n = atomic_fetch_add(&calls, 1) + 1, at = atomic_load(&fail_at);
+    if (n >= at && n - at < atomic_load(&fail_len)) {
         atomic_fetch_add(&failed, 1);
         return true;
     }
@@ -73,6 +74,7 @@ static void test_release_drops_temp_objects_when_sqlite_runs_out(void **state) {
         dbpool_conn *c = dbt_acquire(p);
         dbt_exec_ok(c, "CREATE TEMP TABLE scratch(v TEXT); CREATE TEMP VIEW v AS SELECT * FROM scratch", NULL,
                     0);
+        atomic_store(&fail_len, 1);
         arm(at);
         int rc = dbpool_release(c);
         atomic_store(&armed, false);
@@ -91,6 +93,73 @@ static void test_release_drops_temp_objects_when_sqlite_runs_out(void **state) {
     assert_true(runs > 1);
 }
 
+/* Each allocation of a whole pool's life fails in turn, with the
+ * `failing` - 1 after it (1: alone; LONG_MAX: memory stays short): open
+ * with an init_sql, a lease that makes temporary objects and reads rows
+ * back, release, close. Each run ends in success or an error, never a
+ * crash or a leak (the ASan build). */
+static void pool_life(const char *name, long failing) {
+    char path[512], url[600];
+    snprintf(path, sizeof path, "%s/%s.db", dbt_tmpdir(), name);
+    snprintf(url, sizeof url, "sqlite://%s", path);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA encoding='UTF-16le'; CREATE TABLE m(x TEXT, y REAL, z BLOB); "
+                                  "INSERT INTO m VALUES ('one', 0.1, x'00ff'), ('two', 2.5, NULL)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    int runs = 0;
+    for (long at = 1;; at++) {
+        dbpool_options o;
+        dbt_options(&o, 1, 2);
+        o.maintenance_interval_ms = 0;
+        o.init_sql = "CREATE TEMP TABLE base(a)";
+        dbpool *p = NULL;
+        dbpool_error e;
+        atomic_store(&fail_len, failing);
+        arm(at);
+        if (dbpool_open(&p, url, &o, &e) == DBPOOL_OK) {
+            dbpool_conn *c = NULL;
+            if (dbpool_acquire(p, 2000, &c, &e) == DBPOOL_OK) {
+                dbpool_exec(c, "CREATE TEMP TABLE t(v TEXT); INSERT INTO t VALUES ('x')", NULL, 0, NULL, &e);
+                dbpool_result *r = NULL;
+                if (dbpool_query(c, "SELECT x, y, z FROM m UNION ALL SELECT v, 1, NULL FROM t", NULL, 0, &r,
+                                 &e) == DBPOOL_OK) {
+                    while (dbpool_result_next(r, &e) == 1) {
+                        size_t len = 0;
+                        for (int i = 0; i < 3; i++) {
+                            (void)dbpool_result_column_name(r, i);
+                            (void)dbpool_result_text(r, i, &len);
+                            (void)dbpool_result_blob(r, i, &len);
+                            (void)dbpool_result_double(r, i);
+                        }
+                    }
+                    dbpool_result_free(r);
+                }
+                dbpool_release(c);
+            }
+            dbpool_close(p);
+        }
+        atomic_store(&armed, false);
+        runs++;
+        if (atomic_load(&failed) == 0)
+            break;
+    }
+    assert_true(runs > 1);
+}
+
+static void test_pool_life_one_allocation_fails(void **state) {
+    (void)state;
+    pool_life("one", 1);
+}
+
+static void test_pool_life_memory_stays_short(void **state) {
+    (void)state;
+    pool_life("short", LONG_MAX);
+}
+
 int main(void) {
     /* Before anything initialises SQLite. */
     if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &real) != SQLITE_OK)
@@ -103,6 +172,8 @@ int main(void) {
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_release_drops_temp_objects_when_sqlite_runs_out),
+        cmocka_unit_test(test_pool_life_one_allocation_fails),
+        cmocka_unit_test(test_pool_life_memory_stays_short),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
