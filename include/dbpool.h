@@ -430,9 +430,11 @@ bool dbpool_result_is_null(const dbpool_result *r, int col);
  * NULL or out-of-range column reads as 0 / 0.0 / NULL. */
 int64_t dbpool_result_int64(const dbpool_result *r, int col);
 double dbpool_result_double(const dbpool_result *r, int col);
-/* Borrowed until the next dbpool_result_next; NULL for SQL NULL. A
- * double's text reads back (strtod) as the same double on every backend
- * (SQLite's own 15 digits are replaced where they do not). */
+/* Borrowed until the next dbpool_result_next; NULL for SQL NULL, and
+ * NULL with *len 0 when out of memory (SQLite converting the cell's
+ * text; dbpool_result_is_null tells the two apart). A double's text
+ * reads back (strtod) as the same double on every backend (SQLite's own
+ * 15 digits are replaced where they do not). */
 const char *dbpool_result_text(const dbpool_result *r, int col, size_t *len);
 /* The cell's bytes, for binary columns (BLOB, bytea): *len receives
  * their number (len may be NULL, but bytes may hold NULs). PostgreSQL sends bytea as hex text, which

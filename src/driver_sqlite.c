@@ -1446,8 +1446,10 @@ static const char *sr_text(const dbpool_result *r, int col, size_t *len) {
         return rt;
     }
     const char *t = (const char *)sqlite3_column_text(sr->st, col);
+    /* NULL here is SQLite out of memory converting the cell (a UTF-16
+     * database); its byte count is the cell's, not the text's. */
     if (len)
-        *len = (size_t)sqlite3_column_bytes(sr->st, col);
+        *len = t ? (size_t)sqlite3_column_bytes(sr->st, col) : 0;
     return t;
 }
 static const void *sr_blob(const dbpool_result *r, int col, size_t *len) {

@@ -131,7 +131,9 @@ static void pool_life(const char *name, long failing) {
                         size_t len = 0;
                         for (int i = 0; i < 3; i++) {
                             (void)dbpool_result_column_name(r, i);
-                            (void)dbpool_result_text(r, i, &len);
+                            /* NULL: SQL NULL, or out of memory, both with no length */
+                            if (!dbpool_result_text(r, i, &len) && len != 0)
+                                fail_msg("allocation %ld failing: a NULL text with length %zu", at, len);
                             (void)dbpool_result_blob(r, i, &len);
                             (void)dbpool_result_double(r, i);
                         }
