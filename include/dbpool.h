@@ -416,7 +416,8 @@ int dbpool_result_next(dbpool_result *r, dbpool_error *err);
 /* Number of columns (0 for NULL). */
 int dbpool_result_columns(const dbpool_result *r);
 /* Name of column `col` (borrowed: copy it to keep it past the next
- * dbpool_result_next); NULL when out of range. */
+ * dbpool_result_next); NULL when out of range, and on SQLite when out of
+ * memory. */
 const char *dbpool_result_column_name(const dbpool_result *r, int col);
 /* true for SQL NULL, and for a column out of range or no current row. */
 bool dbpool_result_is_null(const dbpool_result *r, int col);
