@@ -207,8 +207,10 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * the same pointer returns DBPOOL_EMISUSE and touches nothing (unless a
  * new pool has been given the same address since: docs/threading.md).
  * From a callback running on one of the pool's own threads (a log line of
- * the maintenance or keepalive thread, after_connect on a connector) it returns
- * DBPOOL_EMISUSE and does nothing: it would have to join that thread.
+ * the maintenance, keepalive or a connector thread, which may be another
+ * thread's state change: docs/threading.md; after_connect on a connector)
+ * it returns DBPOOL_EMISUSE and does nothing: it would have to join that
+ * thread.
  * A pool opened by dbpool_manager_open is closed through its manager:
  * dbpool_close of it returns DBPOOL_EMISUSE and does nothing.
  */

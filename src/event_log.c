@@ -86,6 +86,21 @@ static bool take_next_locked(dbpool *p, queued_event *q, unsigned *lost) {
     return any;
 }
 
+/* Lines one call logs before it leaves the rest to the maintenance
+ * thread: other threads leave theirs to the one logging, and while they
+ * come faster than log_fn returns, that thread's call (a resize, an
+ * acquire in line) would not return for as long as they came. */
+#define LINES_PER_CALL (2 * DBPOOL_EVENT_LOG_SLOTS)
+
+/* Leave the queue to the maintenance thread's next pass, now. False
+ * without one (interval 0, or stopping): the caller logs on. Lock held. */
+static bool hand_off_locked(dbpool *p) {
+    if (!p->maint_running || p->maint_stop)
+        return false;
+    dbpool__maint_wake(p);
+    return true;
+}
+
 void dbpool__log_queued_events(dbpool *p) {
     /* Sequentially consistent, here and at the queueing: a thread that
      * queues an event and then finds the flag set, and the logger that
@@ -98,15 +113,24 @@ void dbpool__log_queued_events(dbpool *p) {
      * The last unhold frees the pool then. */
     lock(p);
     dbpool__hold_locked(p);
+    int logged = 0;
     for (;;) {
         queued_event q;
-        unsigned lost;
-        while (take_next_locked(p, &q, &lost)) {
+        unsigned lost = 0;
+        bool handed_off = false;
+        while (!(handed_off = logged >= LINES_PER_CALL && hand_off_locked(p)) &&
+               take_next_locked(p, &q, &lost)) {
             unlock(p);
             log_one_event(p, &q);
+            logged++;
             lock(p);
         }
         unlock(p);
+        if (handed_off) {
+            /* The maintenance pass logs the rest (it asks at every pass). */
+            atomic_store(&p->event_log_busy, false);
+            break;
+        }
         if (lost > 0)
             dbpool__log(p, DBPOOL_LOG_WARN,
                         "%u events of the pool were not logged: the log callback was too slow", lost);

@@ -805,6 +805,9 @@ static int close_pool(dbpool *p) {
      * connect_timeout_ms); backoff sleeps are cut short. */
     dbpool__maint_stop(p);
     dbpool__connectors_stop(p);
+    /* State changes a logging thread left to the maintenance thread, which
+     * has stopped: before the "closing" line. */
+    dbpool__log_queued_events(p);
     lock(p);
     int idle = p->n_idle,
         leased = p->n_leased + p->n_reclaimed + p->n_parked; /* parked: in use (free ones were recalled) */
