@@ -52,16 +52,23 @@ static void arm(long at) {
 
 static int64_t count_of(dbpool_conn *c, const char *sql) { return dbt_query_int(c, sql, NULL, 0); }
 
-static void test_release_drops_temp_objects_when_sqlite_runs_out(void **state) {
-    (void)state;
-    char path[512], url[600];
-    snprintf(path, sizeof path, "%s/utf16.db", dbt_tmpdir());
-    snprintf(url, sizeof url, "sqlite://%s", path);
+/* A UTF-16 database `name` in the test's directory made with `schema`
+ * (SQLite allocates to convert its texts), its URL in url. */
+static void make_utf16_db(const char *name, const char *schema, char *url, size_t url_len) {
+    char path[512], sql[512];
+    snprintf(path, sizeof path, "%s/%s.db", dbt_tmpdir(), name);
+    snprintf(url, url_len, "sqlite://%s", path);
+    snprintf(sql, sizeof sql, "PRAGMA encoding='UTF-16le'; %s", schema);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA encoding='UTF-16le'; CREATE TABLE m(x)", NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
+}
+
+static void test_release_drops_temp_objects_when_sqlite_runs_out(void **state) {
+    (void)state;
+    char url[600];
+    make_utf16_db("utf16", "CREATE TABLE m(x)", url, sizeof url);
 
     int runs = 0;
     for (long at = 1;; at++) {
@@ -99,17 +106,11 @@ static void test_release_drops_temp_objects_when_sqlite_runs_out(void **state) {
  * back, release, close. Each run ends in success or an error, never a
  * crash or a leak (the ASan build). */
 static void pool_life(const char *name, long failing) {
-    char path[512], url[600];
-    snprintf(path, sizeof path, "%s/%s.db", dbt_tmpdir(), name);
-    snprintf(url, sizeof url, "sqlite://%s", path);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "PRAGMA encoding='UTF-16le'; CREATE TABLE m(x TEXT, y REAL, z BLOB); "
-                                  "INSERT INTO m VALUES ('one', 0.1, x'00ff'), ('two', 2.5, NULL)",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    char url[600];
+    make_utf16_db(name,
+                  "CREATE TABLE m(x TEXT, y REAL, z BLOB); "
+                  "INSERT INTO m VALUES ('one', 0.1, x'00ff'), ('two', 2.5, NULL)",
+                  url, sizeof url);
     int runs = 0;
     for (long at = 1;; at++) {
         dbpool_options o;
