@@ -227,7 +227,7 @@ static void test_state_changes_logged_in_order(void **state) {
  * the changes went on (3 s of a 3 s run, r57's measurement). */
 static void slow_log(void *user, dbpool_log_level level, const char *msg) {
     (void)user, (void)level, (void)msg;
-    nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    dbt_sleep_ms(1);
 }
 
 static _Atomic int64_t longest_call_ms;
