@@ -1,7 +1,7 @@
 /*
  * event_log.c — the pool's state changes whose log lines must come out in
  * the order of the changes (the circuit breaker's transitions, a resize or
- * a resume that lets a trial connect in).
+ * a resume that lets a trial connect in, autoscale's cap changes).
  *
  * A change happens under the pool lock, and nothing is logged under it:
  * the log callback may block, or call back into the pool. Each thread
@@ -10,26 +10,48 @@
  * could fail and log "opened again" before the caller that admitted the
  * trial logged "half-open". Instead a change is queued under the lock, and
  * one thread at a time logs the queue from its head; a thread that finds
- * another doing so leaves its event to it.
+ * another doing so leaves its event to it. Events that find the queue
+ * full are counted on its newest one, and the count is logged right after
+ * that one's line: where the lost lines would have come.
  */
 #include "pool_internal.h"
 
 #define lock(p) dbpool__lock(p)
 #define unlock(p) dbpool__unlock(p)
 
-void dbpool__queue_event_locked(dbpool *p, pool_event ev) {
+/* The slot for a new event, or NULL when the queue is full: the event is
+ * then counted on the newest one, whose line is followed by the count. */
+static queued_event *queue_locked(dbpool *p, pool_event ev) {
+    queued_event *q = NULL;
     if (p->event_log_count == DBPOOL_EVENT_LOG_SLOTS) {
-        p->event_log_lost++;
+        p->event_log[(p->event_log_first + p->event_log_count - 1) % DBPOOL_EVENT_LOG_SLOTS].lost_after++;
     } else {
-        queued_event *q = &p->event_log[(p->event_log_first + p->event_log_count++) % DBPOOL_EVENT_LOG_SLOTS];
+        q = &p->event_log[(p->event_log_first + p->event_log_count++) % DBPOOL_EVENT_LOG_SLOTS];
         q->what = ev;
-        q->min_size = p->opt.min_size;
-        q->max_size = p->opt.max_size;
+        q->lost_after = 0;
     }
-    atomic_store(&p->event_log_waiting, p->event_log_count + p->event_log_lost);
+    atomic_store(&p->event_log_waiting, p->event_log_count);
+    return q;
 }
 
-bool dbpool__events_waiting_locked(const dbpool *p) { return p->event_log_count + p->event_log_lost > 0; }
+void dbpool__queue_event_locked(dbpool *p, pool_event ev) {
+    queued_event *q = queue_locked(p, ev);
+    if (q) {
+        /* The sizes as they are now: they may change again before it is logged. */
+        q->resized.min_size = p->opt.min_size;
+        q->resized.max_size = p->opt.max_size;
+    }
+}
+
+void dbpool__queue_cap_change_locked(dbpool *p, int from, int to) {
+    queued_event *q = queue_locked(p, POOL_EVENT_AUTOSCALED);
+    if (q) {
+        q->autoscaled.from = from;
+        q->autoscaled.to = to;
+    }
+}
+
+bool dbpool__events_waiting_locked(const dbpool *p) { return p->event_log_count > 0; }
 
 static void log_one_event(dbpool *p, const queued_event *q) {
     switch (q->what) {
@@ -56,7 +78,8 @@ static void log_one_event(dbpool *p, const queued_event *q) {
         dbpool__log(p, DBPOOL_LOG_INFO, "circuit breaker reset by hand");
         break;
     case POOL_EVENT_RESIZED:
-        dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", q->min_size, q->max_size);
+        dbpool__log(p, DBPOOL_LOG_INFO, "resized to min %d, max %d", q->resized.min_size,
+                    q->resized.max_size);
         break;
     case POOL_EVENT_SUSPENDED:
         dbpool__log(p, DBPOOL_LOG_INFO, "suspended");
@@ -64,26 +87,26 @@ static void log_one_event(dbpool *p, const queued_event *q) {
     case POOL_EVENT_RESUMED:
         dbpool__log(p, DBPOOL_LOG_INFO, "resumed");
         break;
+    case POOL_EVENT_AUTOSCALED:
+        dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", q->autoscaled.from, q->autoscaled.to);
+        break;
     case POOL_EVENT_NONE:
         break;
     }
+    if (q->lost_after > 0)
+        dbpool__log(p, DBPOOL_LOG_WARN,
+                    "%u events of the pool were not logged: the log callback was too slow", q->lost_after);
 }
 
-/* Take the queue's head into *q (false: empty). *lost: how many events
- * were dropped for want of room, said once the queue drains. Lock held. */
-static bool take_next_locked(dbpool *p, queued_event *q, unsigned *lost) {
-    bool any = p->event_log_count > 0;
-    *lost = 0;
-    if (any) {
-        *q = p->event_log[p->event_log_first];
-        p->event_log_first = (p->event_log_first + 1) % DBPOOL_EVENT_LOG_SLOTS;
-        p->event_log_count--;
-    } else {
-        *lost = p->event_log_lost;
-        p->event_log_lost = 0;
-    }
-    atomic_store(&p->event_log_waiting, p->event_log_count + p->event_log_lost);
-    return any;
+/* Take the queue's head into *q (false: empty). Lock held. */
+static bool take_next_locked(dbpool *p, queued_event *q) {
+    if (p->event_log_count == 0)
+        return false;
+    *q = p->event_log[p->event_log_first];
+    p->event_log_first = (p->event_log_first + 1) % DBPOOL_EVENT_LOG_SLOTS;
+    p->event_log_count--;
+    atomic_store(&p->event_log_waiting, p->event_log_count);
+    return true;
 }
 
 /* Lines one call logs before it leaves the rest to the maintenance
@@ -116,10 +139,8 @@ void dbpool__log_queued_events(dbpool *p) {
     int logged = 0;
     for (;;) {
         queued_event q;
-        unsigned lost = 0;
         bool handed_off = false;
-        while (!(handed_off = logged >= LINES_PER_CALL && hand_off_locked(p)) &&
-               take_next_locked(p, &q, &lost)) {
+        while (!(handed_off = logged >= LINES_PER_CALL && hand_off_locked(p)) && take_next_locked(p, &q)) {
             unlock(p);
             log_one_event(p, &q);
             logged++;
@@ -131,9 +152,6 @@ void dbpool__log_queued_events(dbpool *p) {
             atomic_store(&p->event_log_busy, false);
             break;
         }
-        if (lost > 0)
-            dbpool__log(p, DBPOOL_LOG_WARN,
-                        "%u events of the pool were not logged: the log callback was too slow", lost);
         atomic_store(&p->event_log_busy, false);
         if (atomic_load(&p->event_log_waiting) == 0 || atomic_exchange(&p->event_log_busy, true))
             break;

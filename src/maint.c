@@ -255,6 +255,8 @@ static void maint_checks(dbpool *p) {
     }
     int old_cap;
     int new_cap = autoscale_locked(p, now, &old_cap);
+    if (new_cap != old_cap)
+        dbpool__queue_cap_change_locked(p, old_cap, new_cap); /* in order with resizes */
     int nleaks = scan_leaks_locked(p, now, leaks);
     pick_locked(p, now, &expired, &idle_out, &over_cap);
     dbpool__request_connections_locked(p); /* reclaimed or grown places */
@@ -264,8 +266,6 @@ static void maint_checks(dbpool *p) {
     dbpool__request_refill_locked(p);
     unlock(p);
     dbpool__log_queued_events(p);
-    if (new_cap != old_cap)
-        dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", old_cap, new_cap);
     log_leaks(p, leaks, nleaks);
     if (leak_scan)
         pthread_mutex_unlock(&p->leak_log_lock);

@@ -133,12 +133,23 @@ typedef enum {
     POOL_EVENT_BREAKER_RESET, /* dbpool_breaker_reset on a breaker that was not closed */
     POOL_EVENT_RESIZED,       /* dbpool_resize: before the trial connect it may let in */
     POOL_EVENT_SUSPENDED,     /* dbpool_suspend: in order with its resume */
-    POOL_EVENT_RESUMED        /* dbpool_resume: before the trial connect it may let in */
+    POOL_EVENT_RESUMED,       /* dbpool_resume: before the trial connect it may let in */
+    POOL_EVENT_AUTOSCALED     /* the maintenance pass moved the cap: in order with resizes */
 } pool_event;
 
 typedef struct queued_event {
     pool_event what;
-    int min_size, max_size; /* POOL_EVENT_RESIZED's */
+    union {
+        struct {
+            int min_size, max_size;
+        } resized;
+        struct {
+            int from, to;
+        } autoscaled;
+    };
+    /* Events dropped for want of room right after this one: said in a
+     * line of their own right after its line, where they would have come. */
+    unsigned lost_after;
 } queued_event;
 
 /* Events not yet logged: more than a few only while a log callback blocks
@@ -228,8 +239,7 @@ struct dbpool {
      * "half-open" before the "resumed" that let it in. */
     queued_event event_log[DBPOOL_EVENT_LOG_SLOTS];
     unsigned event_log_first, event_log_count;
-    unsigned event_log_lost;       /* queue full: dropped, and said so when it drains */
-    atomic_uint event_log_waiting; /* count + lost, read without the lock */
+    atomic_uint event_log_waiting; /* event_log_count, read without the lock */
     atomic_bool event_log_busy;    /* a thread is logging the queue */
 
     /* maintenance thread */
@@ -450,6 +460,8 @@ void dbpool__breaker_trial_begins_locked(dbpool *p);
 int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err);
 /* Queue an event to log (RESIZED: the sizes it has now). Lock held. */
 void dbpool__queue_event_locked(dbpool *p, pool_event ev);
+/* POOL_EVENT_AUTOSCALED: the cap moved from `from` to `to`. Lock held. */
+void dbpool__queue_cap_change_locked(dbpool *p, int from, int to);
 /* Events queued and not yet logged? Lock held. */
 bool dbpool__events_waiting_locked(const dbpool *p);
 /* Log the queued events in order; without the lock, on a thread that
