@@ -286,6 +286,16 @@ const char *dbpool_name(const dbpool *p);
  * many were closed (those included), or a negative error. */
 int dbpool_shrink(dbpool *p, int target_idle);
 
+/* Retire every connection the pool has now, and open new ones as needed
+ * (after a failover, a rotated password or certificate, a changed search
+ * path or schema): idle ones are closed at once, leased ones when they
+ * are released (never under their holder), and ones being opened as soon
+ * as they are done. min_size is refilled and callers in line are served
+ * by new connections. Closes count under DBPOOL_CLOSE_REFRESHED. Returns
+ * how many were closed at once, DBPOOL_EINVAL for NULL, DBPOOL_ECLOSED,
+ * or DBPOOL_EMISUSE in a forked child (the parent's connections). */
+int dbpool_refresh(dbpool *p);
+
 /* Change the sizes at run time (validated as in dbpool_open). A smaller
  * max closes idle connections above it now and leased ones as they come
  * back; a larger min is filled by the maintenance thread. */
@@ -480,6 +490,7 @@ typedef enum {
     DBPOOL_CLOSE_DISCARDED,
     DBPOOL_CLOSE_RESET_FAILED,
     DBPOOL_CLOSE_RECLAIMED, /* a leaked lease, closed when it finally came back */
+    DBPOOL_CLOSE_REFRESHED, /* retired by dbpool_refresh */
     DBPOOL_CLOSE_REASON_COUNT
 } dbpool_close_reason;
 

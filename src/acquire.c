@@ -98,7 +98,7 @@ static bool checkout_slow_io(dbpool *p, dbpool_conn *c, const lease_trace *trace
     if (expired || over_cap || stale) {
         back_in_line(p, requeue);
         dbpool__destroy_conn(p, c,
-                             expired    ? DBPOOL_CLOSE_LIFETIME
+                             expired    ? dbpool__expiry_reason(c)
                              : over_cap ? DBPOOL_CLOSE_SHRINK
                                         : DBPOOL_CLOSE_IDLE_TIMEOUT);
         return false;

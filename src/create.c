@@ -555,7 +555,8 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
 
 /* Turn a fresh native handle into a slot (its place already counted in
  * n_connecting). Lock held. */
-static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lease_trace *trace) {
+static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lease_trace *trace,
+                                 uint64_t refresh_seq) {
     dbpool_conn *c = p->free_slots;
     if (c) {
         p->free_slots = c->next;
@@ -584,6 +585,12 @@ static dbpool_conn *adopt_locked(dbpool *p, void *native, bool leased, const lea
     c->id = ++p->next_conn_id;
     c->created_ns = now;
     c->expires_ns = jittered_expiry(p, now);
+    if (refresh_seq != atomic_load_explicit(&p->refresh_seq, memory_order_relaxed)) {
+        /* Opened from before a dbpool_refresh (its address, its
+         * credentials): retired at its first check, or at its release. */
+        c->retire = true;
+        c->expires_ns = 0;
+    }
     c->last_used_ns = now;
     p->n_connecting--;
     p->stats.created++;
@@ -603,11 +610,12 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
     void *native = NULL;
     /* The place was reserved (and the breaker asked) under the lock before. */
     uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
+    uint64_t refresh_seq = atomic_load_explicit(&p->refresh_seq, memory_order_relaxed);
     int rc = create_native(p, deadline, bound, seq, NULL, &native, err);
     lock(p);
     dbpool_conn *c = NULL;
     if (rc == DBPOOL_OK && !p->closed) {
-        c = adopt_locked(p, native, leased, trace);
+        c = adopt_locked(p, native, leased, trace, refresh_seq);
         if (!c)
             rc = dbpool__seterr(err, DBPOOL_ENOMEM, "out of memory for a connection slot");
     } else if (rc == DBPOOL_OK) {
@@ -827,6 +835,7 @@ static void *connector_main(void *arg) {
         /* Read with the breaker's state: a trial admitted from here on is
          * not this job's. */
         uint64_t seq = atomic_load_explicit(&p->trial_seq, memory_order_relaxed);
+        uint64_t refresh_seq = atomic_load_explicit(&p->refresh_seq, memory_order_relaxed);
         p->connect_running++;
         unlock(p);
         void *native = NULL;
@@ -841,7 +850,7 @@ static void *connector_main(void *arg) {
         p->connect_running--;
         dbpool_conn *c = NULL;
         if (rc == DBPOOL_OK && !p->closed) {
-            c = adopt_locked(p, native, false, NULL); /* to the first waiter, or idle */
+            c = adopt_locked(p, native, false, NULL, refresh_seq); /* to the first waiter, or idle */
             /* No memory for its slot: the connection is closed below, and
              * the waiter it was for told so. Not asked for again at once:
              * that would connect and close in a loop, as fast as the

@@ -1,7 +1,8 @@
 /*
  * event_log.c — the pool's state changes whose log lines must come out in
  * the order of the changes (the circuit breaker's transitions, a resize or
- * a resume that lets a trial connect in, autoscale's cap changes).
+ * a resume that lets a trial connect in, a refresh, autoscale's cap
+ * changes).
  *
  * A change happens under the pool lock, and nothing is logged under it:
  * the log callback may block, or call back into the pool. Each thread
@@ -51,6 +52,14 @@ void dbpool__queue_cap_change_locked(dbpool *p, int from, int to) {
     }
 }
 
+void dbpool__queue_refresh_locked(dbpool *p, int closed, int later) {
+    queued_event *q = queue_locked(p, POOL_EVENT_REFRESHED);
+    if (q) {
+        q->refreshed.closed = closed;
+        q->refreshed.later = later;
+    }
+}
+
 bool dbpool__events_waiting_locked(const dbpool *p) { return p->event_log_count > 0; }
 
 static void log_one_event(dbpool *p, const queued_event *q) {
@@ -89,6 +98,12 @@ static void log_one_event(dbpool *p, const queued_event *q) {
         break;
     case POOL_EVENT_AUTOSCALED:
         dbpool__log(p, DBPOOL_LOG_INFO, "autoscale: cap %d -> %d", q->autoscaled.from, q->autoscaled.to);
+        break;
+    case POOL_EVENT_REFRESHED:
+        dbpool__log(p, DBPOOL_LOG_INFO,
+                    "refreshed: %d idle connections closed now, %d leased ones close when they come back, "
+                    "and any being opened when done",
+                    q->refreshed.closed, q->refreshed.later);
         break;
     case POOL_EVENT_NONE:
         break;

@@ -25,9 +25,9 @@ static void push(dbpool_conn **list, dbpool_conn *c) {
     *list = c;
 }
 
-/* Lock held. Move idle connections due to close onto three lists. */
-static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **idle_out,
-                        dbpool_conn **over_cap_out) {
+/* Lock held. Move idle connections due to close onto four lists. */
+static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_conn **refreshed,
+                        dbpool_conn **idle_out, dbpool_conn **over_cap_out) {
     dbpool_conn *c = p->idle_tail;
     while (c) {
         dbpool_conn *prev = c->prev;
@@ -39,7 +39,7 @@ static void pick_locked(dbpool *p, int64_t now, dbpool_conn **expired, dbpool_co
             c->state = CONN_CLOSING;
             p->n_closing++;
             /* Over the cap (autoscale lowered it) is a shrink, as at resize. */
-            push(is_expired ? expired : is_idle_out ? idle_out : over_cap_out, c);
+            push(is_expired ? (c->retire ? refreshed : expired) : is_idle_out ? idle_out : over_cap_out, c);
         }
         c = prev;
     }
@@ -222,7 +222,7 @@ static int autoscale_locked(dbpool *p, int64_t now, int *old_cap) {
 /* Everything a pass does but the keepalive pings: no network I/O but the
  * disconnects of the connections it closes. */
 static void maint_checks(dbpool *p) {
-    dbpool_conn *expired = NULL, *idle_out = NULL, *over_cap = NULL;
+    dbpool_conn *expired = NULL, *refreshed = NULL, *idle_out = NULL, *over_cap = NULL;
     leak_report leaks[MAX_LEAK_REPORTS];
     /* Taken before the pool's lock (the order everywhere), held from the
      * scan that marks leaks until their reports are logged. */
@@ -258,7 +258,7 @@ static void maint_checks(dbpool *p) {
     if (new_cap != old_cap)
         dbpool__queue_cap_change_locked(p, old_cap, new_cap); /* in order with resizes */
     int nleaks = scan_leaks_locked(p, now, leaks);
-    pick_locked(p, now, &expired, &idle_out, &over_cap);
+    pick_locked(p, now, &expired, &refreshed, &idle_out, &over_cap);
     dbpool__request_connections_locked(p); /* reclaimed or grown places */
     /* Refill to min_size: the connects run on the connector threads, so
      * that a slow or dead database never holds up this pass (leak reports,
@@ -270,6 +270,7 @@ static void maint_checks(dbpool *p) {
     if (leak_scan)
         pthread_mutex_unlock(&p->leak_log_lock);
     dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_LIFETIME);
+    dbpool__close_closing_list(p, refreshed, DBPOOL_CLOSE_REFRESHED);
     dbpool__close_closing_list(p, idle_out, DBPOOL_CLOSE_IDLE_TIMEOUT);
     dbpool__close_closing_list(p, over_cap, DBPOOL_CLOSE_SHRINK);
 }

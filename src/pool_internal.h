@@ -68,6 +68,8 @@ struct dbpool_conn {
     bool pinging;       /* leased to maintenance for a keepalive ping: no caller holds it */
     bool checking;      /* an acquire checks it (lifetime, validation) before its lease begins */
     bool shrink_pinged; /* dbpool_shrink took it during its ping: closed when the ping ends */
+    bool retire;        /* dbpool_refresh came while it was out: closed when it comes back (its
+                           expires_ns is 0 too, unless its thread cache holds it) */
     dbpool *pool;
     void *native;
     uint64_t id; /* 1, 2, ... in order of creation */
@@ -134,7 +136,8 @@ typedef enum {
     POOL_EVENT_RESIZED,       /* dbpool_resize: before the trial connect it may let in */
     POOL_EVENT_SUSPENDED,     /* dbpool_suspend: in order with its resume */
     POOL_EVENT_RESUMED,       /* dbpool_resume: before the trial connect it may let in */
-    POOL_EVENT_AUTOSCALED     /* the maintenance pass moved the cap: in order with resizes */
+    POOL_EVENT_AUTOSCALED,    /* the maintenance pass moved the cap: in order with resizes */
+    POOL_EVENT_REFRESHED      /* dbpool_refresh */
 } pool_event;
 
 typedef struct queued_event {
@@ -146,6 +149,9 @@ typedef struct queued_event {
         struct {
             int from, to;
         } autoscaled;
+        struct {
+            int closed, later; /* closed at once; leased, closed when they come back */
+        } refreshed;
     };
     /* Events dropped for want of room right after this one: said in a
      * line of their own right after its line, where they would have come. */
@@ -231,6 +237,10 @@ struct dbpool {
      * reads it as it starts, so that one admitted before the trial that
      * fails during it is not taken for the trial's outcome. */
     _Atomic uint64_t trial_seq;
+    /* dbpool_refresh calls so far (written under the lock): a connect reads
+     * it as it starts, and a connection whose connect began before a
+     * refresh is retired as soon as it is done. */
+    _Atomic uint64_t refresh_seq;
     /* Events to log, in the order they happened (under the lock). Logged
      * by one thread at a time, the one that set event_log_busy, so that
      * the lines come out in that order too: each thread used to log its
@@ -460,6 +470,12 @@ void dbpool__breaker_trial_begins_locked(dbpool *p);
 int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err);
 /* Queue an event to log (RESIZED: the sizes it has now). Lock held. */
 void dbpool__queue_event_locked(dbpool *p, pool_event ev);
+/* POOL_EVENT_REFRESHED: `closed` at once, `later` when they come back. Lock held. */
+void dbpool__queue_refresh_locked(dbpool *p, int closed, int later);
+/* Why a connection past its expiry is closed: its lifetime, or a refresh. */
+static inline dbpool_close_reason dbpool__expiry_reason(const dbpool_conn *c) {
+    return c->retire ? DBPOOL_CLOSE_REFRESHED : DBPOOL_CLOSE_LIFETIME;
+}
 /* POOL_EVENT_AUTOSCALED: the cap moved from `from` to `to`. Lock held. */
 void dbpool__queue_cap_change_locked(dbpool *p, int from, int to);
 /* Events queued and not yet logged? Lock held. */

@@ -36,6 +36,9 @@ static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
 static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need, bool was_leak, int64_t now) {
     bool over_cap = total_locked(p) > p->cap;
     bool closed = p->closed;
+    /* Read under the lock: a dbpool_refresh during the reset writes them. */
+    bool expired = now >= c->expires_ns || c->retire;
+    dbpool_close_reason expiry = dbpool__expiry_reason(c);
     c->state = CONN_RETURNING;
     unlock(p);
     if (was_leak)
@@ -47,8 +50,8 @@ static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need,
         why = DBPOOL_CLOSE_DISCARDED;
     } else if (need < 0) {
         why = DBPOOL_CLOSE_BROKEN;
-    } else if (now >= c->expires_ns) {
-        why = DBPOOL_CLOSE_LIFETIME;
+    } else if (expired) {
+        why = expiry;
     } else if (over_cap) {
         why = DBPOOL_CLOSE_SHRINK;
     } else if (closed) {
@@ -80,6 +83,10 @@ static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need,
         keep = true; /* clean, but the pool is closed: handled below */
     }
     lock(p);
+    if (keep && c->retire && !p->closed) {
+        keep = false; /* a dbpool_refresh came during the reset */
+        why = DBPOOL_CLOSE_REFRESHED;
+    }
     if (keep && !p->closed) {
         p->n_leased--;
         dbpool__publish_locked(p, c, dbpool__fast_now_ns());
@@ -139,7 +146,8 @@ static int release_impl(dbpool_conn *c, bool discard) {
         return DBPOOL_OK;
     }
     int need = (discard || c->broken) ? -1 : dbpool__needs_reset(p, c);
-    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && total_locked(p) <= p->cap) {
+    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && !c->retire &&
+        total_locked(p) <= p->cap) {
         /* The fast path: a clean connection straight back, parked for
          * this thread when nobody waits (sticky.c). */
         p->n_leased--;

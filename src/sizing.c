@@ -1,5 +1,5 @@
 /* sizing.c — changing what the pool holds at run time: shrink, resize,
- * suspend and resume. */
+ * refresh, suspend and resume. */
 #include "pool_internal.h"
 
 #include <stdlib.h>
@@ -55,6 +55,52 @@ int dbpool_shrink(dbpool *p, int target_idle) {
         n++;
     dbpool__close_closing_list(p, list, DBPOOL_CLOSE_SHRINK);
     return n;
+}
+
+static bool every(const dbpool *p, const dbpool_conn *c, void *arg) {
+    (void)p, (void)c, (void)arg;
+    return true;
+}
+
+int dbpool_refresh(dbpool *p) {
+    if (!p)
+        return DBPOOL_EINVAL;
+    if (dbpool__forked(p))
+        return DBPOOL_EMISUSE; /* the parent's connections: not the child's to close */
+    lock(p);
+    if (p->closed) {
+        unlock(p);
+        return DBPOOL_ECLOSED;
+    }
+    /* Connects under way read the old number as they started. */
+    atomic_fetch_add_explicit(&p->refresh_seq, 1, memory_order_relaxed);
+    /* Parked and free: idle, closed below; parked and in use: wanted
+     * back, so that its release takes the ordinary way, which looks at
+     * `retire` (its expires_ns is its thread's to read without the lock). */
+    dbpool__recall_parked_locked(p, false, -1);
+    int later = 0;
+    for (dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        if (c->state == CONN_LEASED || c->state == CONN_RETURNING || c->state == CONN_PARKED) {
+            c->retire = true;
+            if (c->state != CONN_PARKED)
+                c->expires_ns = 0; /* every check of its lifetime retires it: release, hand-out, a pass */
+            if (!c->reclaimed)
+                later++;
+        }
+    }
+    dbpool_conn *list = dbpool__take_idle_locked(p, every, NULL);
+    int closed = 0;
+    for (dbpool_conn *c = list; c; c = c->next)
+        closed++;
+    dbpool__queue_refresh_locked(p, closed, later);
+    /* New ones for the callers in line and for min_size, now: not at the
+     * next maintenance pass. */
+    dbpool__request_connections_locked(p);
+    dbpool__request_refill_locked(p);
+    unlock(p);
+    dbpool__log_queued_events(p);
+    dbpool__close_closing_list(p, list, DBPOOL_CLOSE_REFRESHED);
+    return closed;
 }
 
 int dbpool_resize(dbpool *p, int min_size, int max_size, dbpool_error *err) {

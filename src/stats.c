@@ -12,6 +12,7 @@ const char *dbpool_close_reason_name(dbpool_close_reason r) {
         [DBPOOL_CLOSE_DISCARDED] = "discarded",
         [DBPOOL_CLOSE_RESET_FAILED] = "reset_failed",
         [DBPOOL_CLOSE_RECLAIMED] = "leak_reclaimed",
+        [DBPOOL_CLOSE_REFRESHED] = "refreshed",
     };
     if ((int)r < 0 || r >= DBPOOL_CLOSE_REASON_COUNT)
         return "unknown";

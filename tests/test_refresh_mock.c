@@ -1,0 +1,384 @@
+/* dbpool_refresh: every connection the pool has at the call is retired,
+ * wherever it is (idle, parked in a thread cache, leased through either
+ * path, being opened), and none of them is handed out again; new ones take
+ * their place. Mock backend: each connection has its own number. */
+#include "driver_mock.h"
+#include "testsupport.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static int setup(void **state) {
+    (void)state;
+    dbpool__mock_reset();
+    return 0;
+}
+
+static char last_refresh_line[256];
+static pthread_mutex_t line_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void keep_refresh_line(void *user, dbpool_log_level level, const char *msg) {
+    (void)user, (void)level;
+    if (!strstr(msg, "refreshed:"))
+        return;
+    pthread_mutex_lock(&line_lock);
+    snprintf(last_refresh_line, sizeof last_refresh_line, "%s", msg);
+    pthread_mutex_unlock(&line_lock);
+}
+
+/* A pool with a maintenance thread that never runs a pass by itself
+ * (the refill after a refresh must not wait for one). */
+static dbpool *open_pool(int min, int max, bool thread_cache) {
+    dbpool_options o;
+    dbt_options(&o, min, max);
+    o.maintenance_interval_ms = 3600 * 1000;
+    o.lazy_connect = true; /* min_size 0: no first connection before the test's */
+    o.thread_cache = thread_cache;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    o.log_fn = keep_refresh_line;
+    o.log_level = DBPOOL_LOG_INFO;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    return p;
+}
+
+static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
+
+/* Wait (5 s at most) until the mock has seen `n` connect attempts begin:
+ * a connect queued but not begun at a refresh is a new one. */
+static void wait_connects(long n) {
+    dbpool__mock_counters mc;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        dbpool__mock_get_counters(&mc);
+        if (mc.connects >= n)
+            return;
+        dbt_sleep_ms(1);
+    } while (dbt_now_ms() < until);
+    fail_msg("%ld connect attempts within 5 s, expected %ld", mc.connects, n);
+}
+
+static dbpool_stats stats(dbpool *p) {
+    dbpool_stats s;
+    dbpool_get_stats(p, &s);
+    return s;
+}
+
+static uint64_t refreshed(dbpool *p) { return stats(p).destroyed_by[DBPOOL_CLOSE_REFRESHED]; }
+
+/* Wait (5 s at most) until the pool holds `idle` idle connections and
+ * opens none. */
+static void wait_idle(dbpool *p, int idle) {
+    dbpool_stats s;
+    int64_t until = dbt_now_ms() + 5000;
+    do {
+        s = stats(p);
+        if (s.idle == idle && s.connecting == 0)
+            return;
+        dbt_sleep_ms(2);
+    } while (dbt_now_ms() < until);
+    fail_msg("after 5 s: %d idle, %d connecting; expected %d idle", s.idle, s.connecting, idle);
+}
+
+/* Idle connections go at once, min_size is refilled with new ones at
+ * once (no maintenance pass comes), and the log and the metrics say so. */
+static void test_idle_closed_and_refilled(void **state) {
+    (void)state;
+    dbpool *p = open_pool(3, 6, false);
+    wait_idle(p, 3);
+    int newest = 0;
+    dbpool_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = dbt_acquire(p);
+        if (conn_id(c[i]) > newest)
+            newest = conn_id(c[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+
+    assert_int_equal(dbpool_refresh(p), 3);
+    assert_int_equal(refreshed(p), 3);
+    pthread_mutex_lock(&line_lock);
+    bool said = strstr(last_refresh_line, "refreshed: 3 idle connections closed now, 0 leased") != NULL;
+    pthread_mutex_unlock(&line_lock);
+    if (!said)
+        fail_msg("the refresh's line: \"%s\"", last_refresh_line);
+    wait_idle(p, 3);
+    for (int i = 0; i < 3; i++) {
+        c[i] = dbt_acquire(p);
+        if (conn_id(c[i]) <= newest)
+            fail_msg("connection %d, opened before the refresh (the newest then was %d), handed out after it",
+                     conn_id(c[i]), newest);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
+
+    char prom[16384];
+    assert_true(dbpool_stats_prometheus(p, prom, sizeof prom) > 0);
+    assert_non_null(strstr(prom, "dbpool_connections_closed_total{pool=\"default\",reason=\"refreshed\"} 3"));
+    assert_string_equal(dbpool_close_reason_name(DBPOOL_CLOSE_REFRESHED), "refreshed");
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A lease is never closed under its holder: it goes when released, and
+ * the next caller gets a new connection. Through the ordinary path and
+ * through the thread cache's (its connection parked for this thread and
+ * taken again without the lock). */
+static void lease_survives_then_goes(bool thread_cache) {
+    dbpool *p = open_pool(0, 2, thread_cache);
+    dbpool_conn *c = dbt_acquire(p);
+    if (thread_cache) {
+        assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked for this thread */
+        c = dbt_acquire(p);                             /* and taken back from there */
+    }
+    int old = conn_id(c);
+    assert_int_equal(dbpool_refresh(p), 0);
+    assert_int_equal(refreshed(p), 0);
+    assert_int_equal(conn_id(c), old); /* still the holder's (no statement: its release needs no reset) */
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1);
+    c = dbt_acquire(p);
+    assert_int_not_equal(conn_id(c), old);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    /* The new one is kept as usual. */
+    c = dbt_acquire(p);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void test_lease_closed_at_release(void **state) {
+    (void)state;
+    lease_survives_then_goes(false);
+}
+
+static void test_thread_cache_lease_closed_at_release(void **state) {
+    (void)state;
+    lease_survives_then_goes(true);
+}
+
+/* One parked for this thread and free is closed at once: the thread's
+ * next acquire must not find it in its cache. */
+static void test_parked_connection_closed_at_once(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, true);
+    dbpool_conn *c = dbt_acquire(p);
+    int old = conn_id(c);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_refresh(p), 1);
+    c = dbt_acquire(p);
+    assert_int_not_equal(conn_id(c), old);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+typedef struct acquirer {
+    dbpool *p;
+    int64_t timeout_ms;
+    int rc;
+    int id;
+} acquirer;
+
+static void *acquire_and_release(void *arg) {
+    acquirer *a = arg;
+    dbpool_conn *c = NULL;
+    a->rc = dbpool_acquire(a->p, a->timeout_ms, &c, NULL);
+    if (a->rc == DBPOOL_OK) {
+        a->id = conn_id(c);
+        a->rc = dbpool_release(c);
+    }
+    return NULL;
+}
+
+/* A connection whose connect began before the refresh is not used past
+ * it. Opened by a connector thread for a caller in line, it is closed when
+ * done, and the caller gets the next one. */
+static void test_connect_under_way_retired(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, false);
+    dbpool__mock_set_connect_delay_ms(300);
+    acquirer a = {.p = p, .timeout_ms = 5000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
+    wait_connects(1);
+    assert_int_equal(dbpool_refresh(p), 0);
+    assert_true(dbt_join_within(t, 5000, NULL));
+    assert_int_equal(a.rc, DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1); /* the first, before the caller saw it */
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
+    assert_int_equal(mc.connects, 2);
+    dbpool__mock_set_connect_delay_ms(0);
+    dbpool_conn *c = dbt_acquire(p); /* the caller's, kept */
+    assert_int_equal(conn_id(c), a.id);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* Opened by the caller itself (an acquire that does not wait makes its
+ * one connect on its own thread): it is the caller's for this lease, and
+ * its release closes it. */
+static void test_own_connect_under_way_retired_at_release(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, false);
+    dbpool__mock_set_connect_delay_ms(300);
+    acquirer a = {.p = p, .timeout_ms = 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
+    wait_connects(1);
+    assert_int_equal(dbpool_refresh(p), 0);
+    assert_true(dbt_join_within(t, 5000, NULL));
+    assert_int_equal(a.rc, DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1);
+    dbpool__mock_set_connect_delay_ms(0);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_int_not_equal(conn_id(c), a.id);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* The refill opened for min_size before the refresh is not handed out
+ * when it is done: the first acquire after it closes it and gets a new
+ * one. */
+static void test_refill_under_way_not_handed_out(void **state) {
+    (void)state;
+    dbpool__mock_set_connect_delay_ms(300);
+    dbpool_options o;
+    dbt_options(&o, 1, 2);
+    o.maintenance_interval_ms = 3600 * 1000;
+    o.lazy_connect = true; /* not the open's warm-up: the refill's connect */
+    o.thread_cache = false;
+    o.log_fn = keep_refresh_line;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    /* The first connection, opened in dbpool_open (min_size 1): closed
+     * by a refresh, whose refill then opens the next. */
+    wait_idle(p, 1);
+    assert_int_equal(dbpool_refresh(p), 1);
+    wait_connects(2);
+    assert_int_equal(dbpool_refresh(p), 0); /* while the refill is under way */
+    wait_idle(p, 1);
+    dbpool__mock_counters before;
+    dbpool__mock_get_counters(&before);
+    dbpool__mock_set_connect_delay_ms(0);
+    dbpool_conn *c = dbt_acquire(p);
+    dbpool__mock_counters after;
+    dbpool__mock_get_counters(&after);
+    assert_int_equal(after.connects, before.connects + 1); /* a new one, not the refill's */
+    assert_int_equal(refreshed(p), 2);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A caller in line when a retired lease comes back gets a new connection. */
+static void test_waiter_served_by_new_connection(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 1, false);
+    dbpool_conn *held = dbt_acquire(p);
+    int old = conn_id(held);
+    acquirer a = {.p = p, .timeout_ms = 5000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
+    dbt_wait_for_waiters(p, 1, 5000);
+    assert_int_equal(dbpool_refresh(p), 0);
+    assert_int_equal(dbpool_release(held), DBPOOL_OK);
+    assert_true(dbt_join_within(t, 5000, NULL));
+    assert_int_equal(a.rc, DBPOOL_OK);
+    assert_int_not_equal(a.id, old);
+    assert_int_equal(refreshed(p), 1);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+/* A release resetting its session when the refresh comes (here: held in
+ * after_connect, which a reset that cleared the session runs again): the
+ * connection is closed once the reset is done, not put back. */
+static atomic_bool hold_reset;
+static atomic_bool in_reset;
+
+static int hold_while_asked(void *native, void *user) {
+    (void)native, (void)user;
+    int64_t until = dbt_now_ms() + 10000;
+    while (atomic_load(&hold_reset) && dbt_now_ms() < until) {
+        atomic_store(&in_reset, true);
+        dbt_sleep_ms(1);
+    }
+    return 0;
+}
+
+static void *release_on_thread(void *arg) { return (void *)(intptr_t)dbpool_release(arg); }
+
+static void test_connection_in_reset_retired(void **state) {
+    (void)state;
+    dbpool__mock_set_reset_clears_session(true);
+    dbpool_options o;
+    dbt_options(&o, 0, 1);
+    o.maintenance_interval_ms = 3600 * 1000;
+    o.lazy_connect = true;
+    o.thread_cache = false;
+    o.after_connect = hold_while_asked;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    dbpool_conn *c = dbt_acquire(p);
+    int old = conn_id(c);
+    dbt_exec_ok(c, "BEGIN", NULL, 0); /* its release must reset it */
+    atomic_store(&in_reset, false);
+    atomic_store(&hold_reset, true);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_on_thread, c), 0);
+    int64_t until = dbt_now_ms() + 5000;
+    while (!atomic_load(&in_reset) && dbt_now_ms() < until)
+        dbt_sleep_ms(1);
+    assert_true(atomic_load(&in_reset));
+    assert_int_equal(dbpool_refresh(p), 0);
+    atomic_store(&hold_reset, false);
+    void *rc;
+    assert_true(dbt_join_within(t, 5000, &rc));
+    assert_int_equal((int)(intptr_t)rc, DBPOOL_OK);
+    assert_int_equal(refreshed(p), 1);
+    c = dbt_acquire(p);
+    assert_int_not_equal(conn_id(c), old);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
+static void test_refresh_misuse(void **state) {
+    (void)state;
+    assert_int_equal(dbpool_refresh(NULL), DBPOOL_EINVAL);
+    dbpool *p = open_pool(0, 1, false);
+    dbpool_conn *c = dbt_acquire(p);
+    assert_int_equal(dbpool_close(p), 1); /* one lease out: kept until it comes back */
+    assert_int_equal(dbpool_refresh(p), DBPOOL_ECLOSED);
+    assert_int_equal(dbpool_release(c), DBPOOL_OK);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_idle_closed_and_refilled, setup),
+        cmocka_unit_test_setup(test_lease_closed_at_release, setup),
+        cmocka_unit_test_setup(test_thread_cache_lease_closed_at_release, setup),
+        cmocka_unit_test_setup(test_parked_connection_closed_at_once, setup),
+        cmocka_unit_test_setup(test_connect_under_way_retired, setup),
+        cmocka_unit_test_setup(test_own_connect_under_way_retired_at_release, setup),
+        cmocka_unit_test_setup(test_refill_under_way_not_handed_out, setup),
+        cmocka_unit_test_setup(test_waiter_served_by_new_connection, setup),
+        cmocka_unit_test_setup(test_connection_in_reset_retired, setup),
+        cmocka_unit_test_setup(test_refresh_misuse, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
