@@ -13,6 +13,7 @@
 
 typedef struct mock_conn {
     int id;
+    long attempt; /* the connect attempt that made it (counters.connects when it began) */
     bool dead;
     bool in_tx;
 } mock_conn;
@@ -90,6 +91,7 @@ static bool is_dead(mock_conn *c) {
 
 bool dbpool__mock_in_transaction(void *native) { return ((mock_conn *)native)->in_tx; }
 int dbpool__mock_conn_id(void *native) { return ((mock_conn *)native)->id; }
+long dbpool__mock_conn_attempt(void *native) { return ((mock_conn *)native)->attempt; }
 
 void dbpool__mock_get_counters(dbpool__mock_counters *out) {
     pthread_mutex_lock(&mock_lock);
@@ -152,6 +154,7 @@ static int mock_connect(const void *cfg, const dbpool_connect_settings *s, int64
         return dbpool__seterr(e, DBPOOL_ENOMEM, "out of memory");
     pthread_mutex_lock(&mock_lock);
     c->id = ++mock.next_id;
+    c->attempt = k;
     mock.n.live++;
     pthread_mutex_unlock(&mock_lock);
     *native = c;

@@ -54,6 +54,10 @@ void dbpool__mock_kill(void *native);
 /* Was this connection's transaction open? (for rollback tests) */
 bool dbpool__mock_in_transaction(void *native);
 int dbpool__mock_conn_id(void *native);
+/* The connect attempt that made it: counters.connects as that attempt
+ * began (a connection whose attempt is at most a count read earlier
+ * began connecting before that read). */
+long dbpool__mock_conn_attempt(void *native);
 void dbpool__mock_get_counters(dbpool__mock_counters *out);
 
 #endif

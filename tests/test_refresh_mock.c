@@ -357,6 +357,72 @@ static void test_connection_in_reset_retired(void **state) {
     assert_int_equal(dbpool_close(p), 0);
 }
 
+/* Under load, with the thread caches on and a maintenance pass every
+ * 2 ms: no acquire that begins after a refresh has returned gets a
+ * connection whose connect began before that refresh, whichever way the
+ * connection went meanwhile (a cache, the idle list, a reset, a connect
+ * under way). Bounded: 1.5 s. */
+#define LOAD_WORKERS 4
+static atomic_long refreshed_below; /* attempts at most this began before a finished refresh */
+static atomic_long stale_handouts;
+static atomic_bool load_stop;
+
+static void *load_worker(void *arg) {
+    dbpool *p = arg;
+    for (unsigned i = 1; !atomic_load(&load_stop); i++) {
+        long before = atomic_load(&refreshed_below);
+        dbpool_conn *c = NULL;
+        if (dbpool_acquire(p, 2000, &c, NULL) != DBPOOL_OK)
+            continue;
+        if (dbpool__mock_conn_attempt(dbpool_conn_native(c)) <= before)
+            atomic_fetch_add(&stale_handouts, 1);
+        if (i % 7 == 0)
+            dbpool_exec(c, "BEGIN", NULL, 0, NULL, NULL); /* its release resets it */
+        if (i % 31 == 0)
+            dbpool_discard(c);
+        else
+            dbpool_release(c);
+    }
+    return NULL;
+}
+
+static void test_refresh_under_load(void **state) {
+    (void)state;
+    dbpool_options o;
+    dbt_options(&o, 2, 4);
+    o.maintenance_interval_ms = 2;
+    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbpool *p = NULL;
+    dbpool_error e;
+    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
+        fail_msg("open: %s", e.message);
+    atomic_store(&refreshed_below, 0);
+    atomic_store(&stale_handouts, 0);
+    atomic_store(&load_stop, false);
+    pthread_t t[LOAD_WORKERS];
+    for (int i = 0; i < LOAD_WORKERS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, load_worker, p), 0);
+    long refreshes = 0;
+    for (int64_t end = dbt_now_ms() + 1500; dbt_now_ms() < end; refreshes++) {
+        dbpool__mock_counters mc;
+        dbpool__mock_get_counters(&mc);
+        assert_true(dbpool_refresh(p) >= 0);
+        atomic_store(&refreshed_below, mc.connects);
+        dbt_sleep_ms(1 + refreshes % 3);
+    }
+    atomic_store(&load_stop, true);
+    for (int i = 0; i < LOAD_WORKERS; i++)
+        assert_true(dbt_join_within(t[i], 10000, NULL));
+    dbpool_stats s = stats(p);
+    print_message("%ld refreshes, %llu acquires, %llu closed as refreshed, %ld stale hand-outs\n", refreshes,
+                  (unsigned long long)s.acquired, (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_REFRESHED],
+                  atomic_load(&stale_handouts));
+    assert_int_equal(atomic_load(&stale_handouts), 0);
+    assert_true(refreshes > 100 && s.acquired > 1000 && s.destroyed_by[DBPOOL_CLOSE_REFRESHED] > 100);
+    assert_true(dbt_invariant_holds(p));
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 static void test_refresh_misuse(void **state) {
     (void)state;
     assert_int_equal(dbpool_refresh(NULL), DBPOOL_EINVAL);
@@ -378,6 +444,7 @@ int main(void) {
         cmocka_unit_test_setup(test_refill_under_way_not_handed_out, setup),
         cmocka_unit_test_setup(test_waiter_served_by_new_connection, setup),
         cmocka_unit_test_setup(test_connection_in_reset_retired, setup),
+        cmocka_unit_test_setup(test_refresh_under_load, setup),
         cmocka_unit_test_setup(test_refresh_misuse, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

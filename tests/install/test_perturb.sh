@@ -18,7 +18,7 @@ fail() {
   exit 1
 }
 
-tests="test_thread_cache_races test_handout_stress test_chaos_mock test_maint_stress"
+tests="test_thread_cache_races test_handout_stress test_chaos_mock test_maint_stress test_refresh_mock"
 cmake -S "$src" -B "$tmp/build" -DDBPOOL_PERTURB=ON -DDBPOOL_DEBUG_INVARIANTS=ON -DDBPOOL_WERROR=ON \
   -DDBPOOL_BENCH=OFF -DDBPOOL_SHARED=OFF -DDBPOOL_WITH_PG=OFF -DDBPOOL_WITH_MYSQL=OFF -DDBPOOL_WITH_MICROHTTPD=OFF \
   >"$tmp/configure.log" 2>&1 || {
