@@ -201,25 +201,32 @@ static void *acquire_and_release(void *arg) {
     return NULL;
 }
 
-/* A connection whose connect began before the refresh is not used past
- * it. Opened by a connector thread for a caller in line, it is closed when
- * done, and the caller gets the next one. */
-static void test_connect_under_way_retired(void **state) {
-    (void)state;
-    dbpool *p = open_pool(0, 2, false);
+/* An acquire with timeout_ms on a thread of its own, whose connect (300
+ * ms) is under way when the pool is refreshed: what it got, once done. */
+static acquirer refresh_during_connect(dbpool *p, int64_t timeout_ms) {
     dbpool__mock_set_connect_delay_ms(300);
-    acquirer a = {.p = p, .timeout_ms = 5000};
+    acquirer a = {.p = p, .timeout_ms = timeout_ms};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
     wait_connects(1);
     assert_int_equal(dbpool_refresh(p), 0);
     assert_true(dbt_join_within(t, 5000, NULL));
     assert_int_equal(a.rc, DBPOOL_OK);
-    assert_int_equal(refreshed(p), 1); /* the first, before the caller saw it */
+    assert_int_equal(refreshed(p), 1);
+    dbpool__mock_set_connect_delay_ms(0);
+    return a;
+}
+
+/* A connection whose connect began before the refresh is not used past
+ * it. Opened by a connector thread for a caller in line, it is closed when
+ * done (before the caller saw it), and the caller gets the next one. */
+static void test_connect_under_way_retired(void **state) {
+    (void)state;
+    dbpool *p = open_pool(0, 2, false);
+    acquirer a = refresh_during_connect(p, 5000);
     dbpool__mock_counters mc;
     dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.connects, 2);
-    dbpool__mock_set_connect_delay_ms(0);
     dbpool_conn *c = dbt_acquire(p); /* the caller's, kept */
     assert_int_equal(conn_id(c), a.id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
@@ -233,16 +240,7 @@ static void test_connect_under_way_retired(void **state) {
 static void test_own_connect_under_way_retired_at_release(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 2, false);
-    dbpool__mock_set_connect_delay_ms(300);
-    acquirer a = {.p = p, .timeout_ms = 0};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
-    wait_connects(1);
-    assert_int_equal(dbpool_refresh(p), 0);
-    assert_true(dbt_join_within(t, 5000, NULL));
-    assert_int_equal(a.rc, DBPOOL_OK);
-    assert_int_equal(refreshed(p), 1);
-    dbpool__mock_set_connect_delay_ms(0);
+    acquirer a = refresh_during_connect(p, 0);
     dbpool_conn *c = dbt_acquire(p);
     assert_int_not_equal(conn_id(c), a.id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
