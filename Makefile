@@ -1,5 +1,5 @@
 # The two commands of the README, and a few conveniences.
-.PHONY: demo test build bench clean format
+.PHONY: demo test build bench soak clean format
 
 demo:            ## install, build and run the demo on embedded SQLite
 	scripts/demo.sh
@@ -12,6 +12,9 @@ build:
 
 bench:           ## the benchmark suite and its report (bench/report/)
 	bench/run.sh
+
+soak:            ## the endurance run: 10 minutes per backend, own servers (docs/testing.md)
+	scripts/soak.sh
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i
