@@ -11,6 +11,7 @@
 #   SOAK_THREADS=12      worker threads
 #   SOAK_ARGS=           more options for the program (--thread-cache, --no-faults)
 #   SOAK_BUILD=build/soak  build directory (configured here if missing)
+#   SOAK_TMP=/tmp        where the run's temporary directory (servers, SQLite file) goes
 #   SOAK_SANITIZE=       e.g. address,undefined: a sanitizer build (leaks at exit
 #                        are named: ASAN_OPTIONS gets detect_leaks=1)
 #   SOAK_SERVER_DIR=     a directory where scripts/pg-server.sh and
@@ -45,7 +46,7 @@ cmake --build "$build" -j"$(nproc)" --target soak >/dev/null
 needs_server=0
 for b in "${backends[@]}"; do [ "$b" = sqlite ] || needs_server=1; done
 
-work=$(mktemp -d /tmp/dbpool-soak-XXXXXX)
+work=$(mktemp -d "${SOAK_TMP:-/tmp}/dbpool-soak-XXXXXX")
 chmod 755 "$work"
 srv=${SOAK_SERVER_DIR:-}
 started=0
