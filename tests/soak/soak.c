@@ -307,6 +307,14 @@ static void give_back(dbpool_conn *c, bool discard) {
 
 static void stmt_count(int rc) { atomic_fetch_add(rc == DBPOOL_OK ? &n_stmt_ok : &n_stmt_err, 1); }
 
+/* A statement through the pool: a failure outside the faults is worth
+ * reading (the first 20 are printed; messages never hold a password). */
+static void stmt_note(const dbpool_error *e, int rc) {
+    if (rc != DBPOOL_OK && atomic_load(&n_stmt_err) < 20)
+        fprintf(stderr, "soak: statement failed: %s: %s\n", dbpool_errname(rc), e->message);
+    stmt_count(rc);
+}
+
 /* A parameterised statement, rows read and freed. */
 static bool run_text(dbpool_conn *c, uint64_t *rs, int tid) {
     const char *sql = texts[rng_next(rs) % N_TEXTS];
@@ -324,7 +332,7 @@ static bool run_text(dbpool_conn *c, uint64_t *rs, int tid) {
         rc = rc < 0 ? rc : DBPOOL_OK;
     }
     dbpool_result_free(r);
-    stmt_count(rc);
+    stmt_note(&e, rc);
     return rc == DBPOOL_OK;
 }
 
@@ -370,7 +378,7 @@ static void change_session(dbpool_conn *c, int tid) {
         snprintf(sql, sizeof sql, "SET @soak = %d", tid);
     else
         snprintf(sql, sizeof sql, "CREATE TEMP TABLE IF NOT EXISTS soak_tmp%d (x)", tid % 4);
-    stmt_count(dbpool_exec(c, sql, NULL, 0, NULL, &e));
+    stmt_note(&e, dbpool_exec(c, sql, NULL, 0, NULL, &e));
 }
 
 static void render_stats(void) {
@@ -404,7 +412,7 @@ static void pg_prepared_look(dbpool_conn *c) {
         }
     }
     dbpool_result_free(r);
-    stmt_count(rc);
+    stmt_note(&e, rc);
 }
 
 static void park_if_paused(void) {
@@ -458,15 +466,15 @@ static void *worker(void *arg) {
             prm[0] = dbpool_param_int64(1000 + tid);
             prm[1] = dbpool_param_text(v);
             rc = dbpool_exec(c, "BEGIN", NULL, 0, NULL, &e);
-            stmt_count(rc);
+            stmt_note(&e, rc);
             if (rc == DBPOOL_OK) {
                 rc = dbpool_exec(c, "INSERT INTO soak_t (k, v) VALUES (?, ?)", prm, 2, NULL, &e);
-                stmt_count(rc);
+                stmt_note(&e, rc);
             }
             if (rc == DBPOOL_OK && r < 55) {
-                stmt_count(rc = dbpool_exec(c, "COMMIT", NULL, 0, NULL, &e));
+                stmt_note(&e, rc = dbpool_exec(c, "COMMIT", NULL, 0, NULL, &e));
                 if (rc == DBPOOL_OK)
-                    stmt_count(dbpool_exec(c, "DELETE FROM soak_t WHERE k = ?", prm, 1, NULL, &e));
+                    stmt_note(&e, dbpool_exec(c, "DELETE FROM soak_t WHERE k = ?", prm, 1, NULL, &e));
                 atomic_fetch_add(&n_tx_commit, 1);
             } else {
                 atomic_fetch_add(&n_tx_open, 1); /* left open: the release rolls it back */
@@ -475,7 +483,7 @@ static void *worker(void *arg) {
             run_text(c, &rs, tid);
             discard = cfg.lifetime_ms != 0; /* --lifetime-ms 0: connections live on */
         } else if (r < 75) {
-            stmt_count(dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e));
+            stmt_note(&e, dbpool_exec(c, "SELECT 1", NULL, 0, NULL, &e));
         } else if (r < 80) {
             native_statement(c);
         } else if (r < 85) {
@@ -502,7 +510,7 @@ static void *worker(void *arg) {
                 while (dbpool_result_next(res, &e) == 1) {
                 }
             dbpool_result_free(res);
-            stmt_count(rc);
+            stmt_note(&e, rc);
         }
         /* Now and then a lease held past leak_threshold_ms (one thread at a time). */
         if (!cfg.thread_cache && now_ms() >= next_leak && tid == (int)((now_ms() / 30000) % cfg.threads)) {
