@@ -913,6 +913,8 @@ int main(int argc, char **argv) {
         }
         if (tick % 11 == 0)
             dbpool_shrink(pool, 1);
+        if (tick % 17 == 0 && dbpool_refresh(pool) < 0)
+            fprintf(stderr, "soak: dbpool_refresh failed\n");
         if (tick % 23 == 0) {
             dbpool_suspend(pool);
             sleep_ms(200);
