@@ -122,6 +122,14 @@ typedef void (*dbpool_log_fn)(void *user, dbpool_log_level level, const char *me
  * the connect attempt fails; after a reset, the connection is closed). No
  * deadline bounds it. */
 typedef int (*dbpool_after_connect_fn)(void *native, void *user);
+/* The lease hooks, at hand-out and at return (before_acquire,
+ * after_release): called with the native handle (as after_connect) on the
+ * thread of the caller of dbpool_acquire or dbpool_release, without the
+ * pool's lock and with cancellation disabled; no deadline bounds them.
+ * Return 0 to keep the connection, non-zero to close it. What a hook may
+ * call is in docs/threading.md ("Callbacks"): an acquire or a close of the
+ * same pool from inside it returns DBPOOL_EMISUSE. */
+typedef int (*dbpool_lease_hook_fn)(void *native, void *user);
 
 typedef struct dbpool_options {
     const char *name;              /* pool name for logs and metrics ("default") */
@@ -172,6 +180,31 @@ typedef struct dbpool_options {
     bool statement_cache;      /* PostgreSQL: parameterised statements are prepared once per connection
                                   and kept (true). Off behind a proxy that cannot keep them (PgBouncer
                                   in transaction mode before 1.21). SQLite and MySQL keep theirs always */
+    /* Called before every hand-out (an idle connection, one kept in the
+     * thread cache, a new one after after_connect) by dbpool_acquire,
+     * dbpool_try_acquire, dbpool_manager_acquire and dbpool_check_health:
+     * check or prepare the session for the caller. Non-zero closes the
+     * connection (reason "before_acquire") and the acquire goes on to
+     * another, within its timeout: the pool's cap's worth at once, then
+     * each refusal followed by a wait of backoff_base_ms (doubling up to
+     * backoff_max_ms), so a hook that refuses everything ends the acquire
+     * at its deadline with DBPOOL_ETIMEDOUT (a caller who does not wait:
+     * at once, DBPOOL_EBUSY from dbpool_try_acquire) rather than in a
+     * connect storm. Refused hand-outs are not counted as acquires. What
+     * it runs on the handle is the lease's: the release resets it as it
+     * would the caller's statements. NULL: none */
+    dbpool_lease_hook_fn before_acquire;
+    void *before_acquire_user;
+    /* Called by dbpool_release for a connection about to go back to the
+     * pool, after the reset (rollback, session cleared): it sees the
+     * session as the next caller would get it, and is not bothered with
+     * one that is closed anyway (broken, discarded, expired, a failed
+     * reset, the pool closed). Non-zero closes it instead (reason
+     * "after_release"): for session state it knows the reset cannot
+     * clear. What it runs on the handle stays for the next lease (it runs
+     * after the reset). NULL: none */
+    dbpool_lease_hook_fn after_release;
+    void *after_release_user;
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -210,7 +243,8 @@ int dbpool_open(dbpool **out, const char *url, const dbpool_options *o, dbpool_e
  * the maintenance, keepalive or a connector thread, which may be another
  * thread's state change: docs/threading.md; after_connect on a connector)
  * it returns DBPOOL_EMISUSE and does nothing: it would have to join that
- * thread.
+ * thread. So it does from the pool's own before_acquire or after_release
+ * on any thread: it would take back the connection the hook holds.
  * A pool opened by dbpool_manager_open is closed through its manager:
  * dbpool_close of it returns DBPOOL_EMISUSE and does nothing.
  */
@@ -489,8 +523,10 @@ typedef enum {
     DBPOOL_CLOSE_POOL_CLOSED,
     DBPOOL_CLOSE_DISCARDED,
     DBPOOL_CLOSE_RESET_FAILED,
-    DBPOOL_CLOSE_RECLAIMED, /* a leaked lease, closed when it finally came back */
-    DBPOOL_CLOSE_REFRESHED, /* retired by dbpool_refresh */
+    DBPOOL_CLOSE_RECLAIMED,      /* a leaked lease, closed when it finally came back */
+    DBPOOL_CLOSE_REFRESHED,      /* retired by dbpool_refresh */
+    DBPOOL_CLOSE_BEFORE_ACQUIRE, /* the before_acquire hook rejected it at hand-out */
+    DBPOOL_CLOSE_AFTER_RELEASE,  /* the after_release hook rejected it at release */
     DBPOOL_CLOSE_REASON_COUNT
 } dbpool_close_reason;
 

@@ -34,9 +34,11 @@ static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
 }
 
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace) {
-    p->stats.acquired++;
-    if (c->uses > 0)
-        p->stats.reused++;
+    if (!p->opt.before_acquire) { /* else counted once the hook took it (acquire_hooked) */
+        p->stats.acquired++;
+        if (c->uses > 0)
+            p->stats.reused++;
+    }
     c->uses++;
     c->acquired_ns = now;
     c->lease_start = now; /* hand_out, when it follows, stamps it again after the lock */
@@ -268,11 +270,13 @@ int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err) {
 }
 
 /* After the lock is dropped: stamp the lease's start (no clock read inside
- * the critical section, which every thread shares) and record the wait. */
+ * the critical section, which every thread shares) and record the wait
+ * (with a before_acquire hook, once the hook took it: acquire_hooked). */
 static int hand_out(dbpool *p, dbpool_conn *c, int64_t fast_start, dbpool_conn **out) {
     int64_t fast_now = dbpool__fast_now_ns();
     c->lease_start = fast_now;
-    dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
+    if (!p->opt.before_acquire)
+        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
     *out = c;
     return DBPOOL_OK;
 }
@@ -484,7 +488,7 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
                     dbpool__log_queued_events(p);
                     rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), NULL,
                                                true, trace, out, err);
-                    if (rc == DBPOOL_OK)
+                    if (rc == DBPOOL_OK && !p->opt.before_acquire)
                         dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
                                                dbpool__fast_now_ns() - fast_start);
                     return rc;
@@ -670,8 +674,12 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
     return rc;
 }
 
-static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
-                        dbpool_conn *cached, dbpool_conn **out, dbpool_error *err) {
+/* One hand-out. call_start0 and fast_start0 (0: now) are when the caller's
+ * call began, on the system and the fast clock: acquire_hooked calls this
+ * again after its hook refused a connection, within the same deadline. */
+static int acquire_once(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
+                        dbpool_conn *cached, int64_t call_start0, int64_t fast_start0, dbpool_conn **out,
+                        dbpool_error *err) {
     bool may_wait = !try_only;
     dbpool__clearerr(err);
     if (!out)
@@ -684,15 +692,18 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     /* When this call began, if before the fast path below (a connection
      * from the thread cache checked first): the deadline and a timeout's
      * "timed out after N ms" count from here, not from after that check. */
-    int64_t call_start = 0, fast_call_start = 0;
+    int64_t call_start = call_start0, fast_call_start = fast_start0;
     bool cached_failed_validation = false; /* that check was this caller's one round trip */
     if (!trace) {
         /* The thread's parked connection was tried by the caller
          * (sticky_first): one due for the checks comes here. */
         dbpool_conn *c = cached;
         if (c) { /* an ordinary lease now, due for the checks */
-            call_start = dbpool__now_ns();
-            int64_t t0 = fast_call_start = dbpool__fast_now_ns();
+            if (!call_start)
+                call_start = dbpool__now_ns();
+            if (!fast_call_start)
+                fast_call_start = dbpool__fast_now_ns();
+            int64_t t0 = fast_call_start;
             if (checkout_slow(p, c, NULL, NULL, &cached_failed_validation))
                 return hand_out(p, c, t0, out);
             lock(p);
@@ -732,26 +743,185 @@ static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const leas
     return rc;
 }
 
+/* With a before_acquire hook: each connection the pool hands out is shown
+ * to the hook, and one it refuses is closed and the acquire goes on, with
+ * the same deadline, the same place in the statistics (one acquire, one
+ * wait recorded) and the same errors. Refusals of connections that were
+ * open already are bounded by the pool's size; beyond that, the refusals
+ * are of connections opened for this caller, and each is followed by a
+ * backoff (backoff_base_ms doubling to backoff_max_ms), so a hook that
+ * refuses everything costs a few connects and ends at the deadline with
+ * DBPOOL_ETIMEDOUT, rather than a connect storm until then. A caller who
+ * does not wait stops there. `refused`: connections the thread cache's
+ * path refused already. */
+static int acquire_hooked(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
+                          dbpool_conn *cached, int refused, dbpool_conn **out, dbpool_error *err) {
+    const int64_t start = dbpool__now_ns(), fast_start = dbpool__fast_now_ns();
+    char pool_name[64]; /* for a message after a close, which may free the pool */
+    snprintf(pool_name, sizeof pool_name, "%s", p->name);
+    if (timeout_ms < 0)
+        timeout_ms = p->opt.acquire_timeout_ms;
+    const bool may_wait = !try_only && timeout_ms > 0;
+    const int64_t deadline = timeout_ms > (INT64_MAX - start) / DBPOOL_NS_PER_MS
+                                 ? INT64_MAX
+                                 : start + timeout_ms * DBPOOL_NS_PER_MS;
+    /* Held from here to the end: between two hand-outs this caller holds
+     * nothing else of the pool, and a close meanwhile must not free it. */
+    lock(p);
+    dbpool__hold_locked(p);
+    unlock(p);
+    int backoffs = 0, rc;
+    for (;;) {
+        rc = acquire_once(p, timeout_ms, try_only, trace, cached, start, fast_start, out, err);
+        cached = NULL;
+        if (rc != DBPOOL_OK) {
+            if (refused > 0 && err && (rc == DBPOOL_ETIMEDOUT || rc == DBPOOL_EBUSY)) {
+                size_t used = strlen(err->message);
+                snprintf(err->message + used, sizeof err->message - used,
+                         "; before_acquire refused %d connection%s during this acquire", refused,
+                         refused == 1 ? "" : "s");
+            }
+            break;
+        }
+        dbpool_conn *c = *out;
+        if (dbpool__hook_before_acquire(p, c)) {
+            lock(p);
+            p->stats.acquired++;
+            if (c->uses > 1)
+                p->stats.reused++;
+            unlock(p);
+            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
+            break;
+        }
+        *out = NULL;
+        refused++;
+        unsigned long long id = (unsigned long long)c->id; /* its slot may be someone else's once closed */
+        int cap;
+        if (!dbpool__reject_handed(p, c, &cap)) {
+            rc = dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' was closed during this acquire", pool_name);
+            break;
+        }
+        if (refused <= cap)
+            continue; /* maybe one that was open already: the next one at once */
+        if (!may_wait || dbpool__now_ns() >= deadline) {
+            rc = try_only ? DBPOOL_EBUSY : DBPOOL_ETIMEDOUT;
+            if (rc == DBPOOL_ETIMEDOUT) {
+                lock(p);
+                p->stats.timeouts++;
+                unlock(p);
+            }
+            rc = dbpool__seterr(err, rc,
+                                "%s after %lld ms: before_acquire refused %d connection%s of pool '%s', more "
+                                "than its cap of %d (the last was connection #%llu, now closed)",
+                                try_only ? "no connection free" : "timed out",
+                                (long long)((dbpool__now_ns() - start) / DBPOOL_NS_PER_MS), refused,
+                                refused == 1 ? "" : "s", pool_name, cap, id);
+            break;
+        }
+        int64_t delay = p->opt.backoff_base_ms;
+        for (int i = 0; i < backoffs && delay < p->opt.backoff_max_ms; i++)
+            delay *= 2;
+        if (delay > p->opt.backoff_max_ms)
+            delay = p->opt.backoff_max_ms;
+        backoffs++;
+        int64_t until = dbpool__now_ns() + delay * DBPOOL_NS_PER_MS;
+        if (!dbpool__hook_backoff(p, until < deadline ? until : deadline)) {
+            rc = dbpool__seterr(err, DBPOOL_ECLOSED, "pool '%s' was closed during this acquire", pool_name);
+            break;
+        }
+    }
+    lock(p);
+    p->n_holding--;
+    bool free_it = dbpool__can_free_locked(p);
+    unlock(p);
+    if (free_it) /* closed meanwhile, and nothing else holds it: no lease was handed out */
+        dbpool__free(p);
+    return rc;
+}
+
+/* An acquire of the pool from inside its own lease hook (hooks.c) could
+ * wait for the connection the hook holds: refused. */
+static int acquire_in_hook(dbpool *p, dbpool_conn **out, dbpool_error *err) {
+    dbpool__clearerr(err);
+    *out = NULL;
+    return dbpool__seterr(err, DBPOOL_EMISUSE,
+                          "an acquire from pool '%s' inside its own before_acquire or after_release hook "
+                          "(docs/threading.md, \"Callbacks\")",
+                          p->name);
+}
+
+static int acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
+                        dbpool_conn *cached, int refused, dbpool_conn **out, dbpool_error *err) {
+    if (p && out && p->hooks) {
+        if (dbpool__in_hook(p))
+            return acquire_in_hook(p, out, err); /* cached is NULL: sticky_hooked took none */
+        if (p->opt.before_acquire && !dbpool__forked(p))
+            return acquire_hooked(p, timeout_ms, try_only, trace, cached, refused, out, err);
+    }
+    return acquire_once(p, timeout_ms, try_only, trace, cached, 0, 0, out, err);
+}
+
+/* A fast hand-out, for the statistics: by the owner of the parked
+ * connection, which still holds it busy, so without an atomic add. */
+static inline void count_fast_lease(dbpool_conn *c) {
+    atomic_store_explicit(&c->fast_leases, atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* sticky_first for a pool with lease hooks: not from inside one of them
+ * (acquire_impl refuses that), and the thread's parked connection shown
+ * to before_acquire. One it refuses is closed, and the ordinary path takes
+ * over (2; negative: the pool was closed meanwhile). */
+static int sticky_hooked(dbpool *p, dbpool_conn **out, dbpool_error *err, dbpool_conn **cached) {
+    if (dbpool__in_hook(p))
+        return 0;
+    dbpool_conn *c = dbpool__sticky_acquire(p);
+    DBPOOL_PERTURB(); /* as in sticky_first */
+    if (!c || c->state != CONN_PARKED) {
+        *cached = c;
+        return 0;
+    }
+    if (!p->opt.before_acquire || dbpool__hook_before_acquire(p, c)) {
+        count_fast_lease(c);
+        dbpool__clearerr(err);
+        *out = c;
+        return 1;
+    }
+    bool recorded;
+    int hooked;
+    dbpool__sticky_release(p, c, true, 0, &recorded, &hooked); /* an ordinary lease now */
+    int cap;
+    if (!dbpool__reject_handed(p, c, &cap)) {
+        dbpool__clearerr(err);
+        *out = NULL;
+        return dbpool__seterr(err, DBPOOL_ECLOSED, "the pool was closed during this acquire");
+    }
+    return 2;
+}
+
 /* The fastest path, before anything else: the connection this thread
  * parked at its last release, taken back without the lock (sticky.c). It
  * never waits: its zero wait reaches the histogram at the next snapshot
  * (dbpool__fold_fast_leases_locked). Not with leak detection on (the lease
- * needs its trace) nor in a forked child. True when *out is the lease;
- * else *cached is a connection taken back that is due for the ordinary
- * checks, or NULL. */
-static inline bool sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err, dbpool_conn **cached) {
+ * needs its trace) nor in a forked child. 1 when *out is the lease; else
+ * *cached is a connection taken back that is due for the ordinary checks,
+ * or NULL (2: and before_acquire refused one; negative: an error). */
+static inline int sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err, dbpool_conn **cached) {
     *cached = NULL;
     if (!p || !out || p->opt.leak_threshold_ms > 0 || dbpool__forked(p))
-        return false;
+        return 0;
+    if (p->hooks)
+        return sticky_hooked(p, out, err, cached);
     dbpool_conn *c = dbpool__sticky_acquire(p);
     DBPOOL_PERTURB(); /* busy (or leased): a recall may mark it wanted before its state is read */
     if (c && c->state == CONN_PARKED) {
+        count_fast_lease(c);
         dbpool__clearerr(err);
         *out = c;
-        return true;
+        return 1;
     }
     *cached = c;
-    return false;
+    return 0;
 }
 
 /* The trace is captured here, one call below the caller, so that the leak
@@ -759,18 +929,21 @@ static inline bool sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err,
  * frames from there on). */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err) {
     dbpool_conn *cached;
-    if (sticky_first(p, out, err, &cached))
+    int sticky = sticky_first(p, out, err, &cached);
+    if (sticky == 1)
         return DBPOOL_OK;
+    if (sticky < 0)
+        return sticky;
     lease_trace t;
     bool tracing = p && p->opt.leak_threshold_ms > 0;
     if (tracing)
         dbpool__trace_capture(&t);
-    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, cached, out, err);
+    return acquire_impl(p, timeout_ms, false, tracing ? &t : NULL, cached, sticky == 2, out, err);
 }
 
 int dbpool__acquire_traced(dbpool *p, int64_t timeout_ms, const lease_trace *trace, dbpool_conn **out,
                            dbpool_error *err) {
-    return acquire_impl(p, timeout_ms, false, trace, NULL, out, err);
+    return acquire_impl(p, timeout_ms, false, trace, NULL, 0, out, err);
 }
 
 int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
@@ -783,13 +956,16 @@ int dbpool_try_acquire(dbpool *p, dbpool_conn **out, dbpool_error *err) {
                               !out ? "out must not be NULL" : "pool is NULL");
     }
     dbpool_conn *cached;
-    if (sticky_first(p, out, err, &cached))
+    int sticky = sticky_first(p, out, err, &cached);
+    if (sticky == 1)
         return DBPOOL_OK;
+    if (sticky < 0)
+        return sticky;
     lease_trace t;
     bool tracing = p->opt.leak_threshold_ms > 0;
     if (tracing)
         dbpool__trace_capture(&t);
-    return acquire_impl(p, 0, true, tracing ? &t : NULL, cached, out, err);
+    return acquire_impl(p, 0, true, tracing ? &t : NULL, cached, sticky == 2, out, err);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -680,6 +680,7 @@ static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbp
      * view of use. */
     static _Atomic uint64_t next_serial;
     p->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;
+    p->hooks = p->opt.before_acquire || p->opt.after_release;
     p->park_enabled = p->opt.leak_threshold_ms == 0 && p->opt.validation != DBPOOL_VALIDATE_ALWAYS &&
                       !p->opt.autoscale && p->opt.thread_cache;
 
@@ -736,6 +737,10 @@ static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbp
  * on. */
 static bool on_own_thread_locked(const dbpool *p) {
     pthread_t self = pthread_self();
+    /* Nor a lease hook of p on any thread: there the close would recall
+     * the connection the hook holds (hooks.c). */
+    if (p->hooks && dbpool__in_hook(p))
+        return true;
     if (p->maint_running && pthread_equal(self, p->maint_thread))
         return true;
     if (p->keepalive_running && pthread_equal(self, p->keepalive_thread))

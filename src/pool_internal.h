@@ -181,6 +181,7 @@ struct dbpool {
 
     uint64_t serial;   /* unique per pool in this process: thread caches check it */
     bool park_enabled; /* the options allow parking (sticky.c) */
+    bool hooks;        /* before_acquire or after_release is set (hooks.c) */
     /* Non-zero while the fast path must stay out: someone waits, or the
      * pool is closed, suspended or over its cap. Written at unlock. */
     _Atomic int gate;
@@ -416,14 +417,36 @@ void dbpool__free(dbpool *p);
 static inline void dbpool__hold_locked(dbpool *p) { p->n_holding++; }
 void dbpool__unhold(dbpool *p);
 
+/* hooks.c: the lease hooks (before_acquire, after_release) */
+/* Run the hook on c, which the calling thread holds (leased, returning, or
+ * parked busy), without the lock and with cancellation off, the thread
+ * marked as inside a hook of p. True: keep c. */
+bool dbpool__hook_before_acquire(dbpool *p, dbpool_conn *c);
+bool dbpool__hook_after_release(dbpool *p, dbpool_conn *c);
+/* Is the calling thread inside a lease hook of p? (an acquire or a close
+ * of p from there is refused with DBPOOL_EMISUSE) */
+bool dbpool__in_hook(const dbpool *p);
+/* c, handed out to the calling thread, was refused by before_acquire:
+ * close it (reason before_acquire). False when the pool was closed
+ * meanwhile; it may have been freed then, and nothing of it may be
+ * touched. Else *cap is the pool's cap. */
+bool dbpool__reject_handed(dbpool *p, dbpool_conn *c, int *cap);
+/* Sleep until the fast clock's `until` (a backoff between rejected
+ * connections), or until the pool closes. The pool stays alive meanwhile.
+ * False when it was closed (it may have been freed then). */
+bool dbpool__hook_backoff(dbpool *p, int64_t until_ns);
+
 /* sticky.c: connections parked for the thread that last released them */
 /* Lease the calling thread's parked connection without the lock. Returns
  * the connection, or NULL (then take the ordinary path). */
 dbpool_conn *dbpool__sticky_acquire(dbpool *p);
 /* Give back a lease the fast way: true when done. False: the lease is now
  * an ordinary one (CONN_LEASED) and the caller must release it the
- * ordinary way; *recorded says whether its use time was already recorded. */
-bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded);
+ * ordinary way; *recorded says whether its use time was already recorded,
+ * and *hooked what the after_release hook said if it ran (0: it did not
+ * run; 1: keep; -1: close it, reason after_release). */
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded,
+                            int *hooked);
 /* Park c for the calling thread instead of making it idle, if allowed.
  * Lock held; c counted in nothing (as for publish). */
 bool dbpool__park_locked(dbpool *p, dbpool_conn *c, int64_t now);

@@ -32,8 +32,13 @@ static void log_leak_return(dbpool *p, const dbpool_conn *c, int64_t held_ns) {
 
 /* The slow way back, with the lock held on entry: a reset round trip, or
  * a close. Run with cancellation disabled (internal.h): a cancel
- * during the reset would leave the connection returning for good. */
-static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need, bool was_leak, int64_t now) {
+ * during the reset would leave the connection returning for good. `why`
+ * closes it for that reason (-1: none); with `hook`, the after_release
+ * hook is asked about a connection that would be kept, after its reset;
+ * with `may_park`, a kept one may be parked for this thread as on the
+ * fast path (a clean one that came here for its hook alone). */
+static void release_returning(dbpool *p, dbpool_conn *c, int forced, int need, bool was_leak, int64_t now,
+                              bool hook, bool may_park) {
     bool over_cap = total_locked(p) > p->cap;
     bool closed = p->closed;
     /* Read under the lock: a dbpool_refresh during the reset writes them. */
@@ -46,8 +51,8 @@ static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need,
 
     dbpool_close_reason why = DBPOOL_CLOSE_POOL_CLOSED;
     bool keep = false;
-    if (discard) {
-        why = DBPOOL_CLOSE_DISCARDED;
+    if (forced >= 0) {
+        why = (dbpool_close_reason)forced;
     } else if (need < 0) {
         why = DBPOOL_CLOSE_BROKEN;
     } else if (expired) {
@@ -82,6 +87,12 @@ static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need,
     } else {
         keep = true; /* clean, but the pool is closed: handled below */
     }
+    /* After the reset: the hook sees the session as the next caller would
+     * get it, and is not asked about a connection closed anyway. */
+    if (keep && hook && !closed && !dbpool__hook_after_release(p, c)) {
+        keep = false;
+        why = DBPOOL_CLOSE_AFTER_RELEASE;
+    }
     lock(p);
     if (keep && c->retire && !p->closed) {
         keep = false; /* a dbpool_refresh came during the reset */
@@ -89,7 +100,9 @@ static void release_returning(dbpool *p, dbpool_conn *c, bool discard, int need,
     }
     if (keep && !p->closed) {
         p->n_leased--;
-        dbpool__publish_locked(p, c, dbpool__fast_now_ns());
+        int64_t t = dbpool__fast_now_ns();
+        if (!may_park || !dbpool__park_locked(p, c, t))
+            dbpool__publish_locked(p, c, t);
         unlock(p);
         return;
     }
@@ -121,7 +134,8 @@ static int release_impl(dbpool_conn *c, bool discard) {
      * below run meanwhile instead of waiting for it. */
     int64_t now = dbpool__fast_now_ns();
     bool recorded;
-    if (dbpool__sticky_release(p, c, discard, now, &recorded))
+    int hooked; /* after_release asked on the way already: 1 kept, -1 refused */
+    if (dbpool__sticky_release(p, c, discard, now, &recorded, &hooked))
         return DBPOOL_OK;
     DBPOOL_PERTURB(); /* an ordinary lease now: a close, recall or maintenance pass may run first */
     /* Recorded before locking: once the connection is published, another
@@ -146,7 +160,11 @@ static int release_impl(dbpool_conn *c, bool discard) {
         return DBPOOL_OK;
     }
     int need = (discard || c->broken) ? -1 : dbpool__needs_reset(p, c);
-    if (need == 0 && !was_leak && !p->closed && now < c->expires_ns && !c->retire &&
+    /* The hook, if any and not asked yet, runs outside the lock: on the
+     * slow way, whose reset (if due) comes first. */
+    bool hook = !discard && hooked == 0 && p->opt.after_release;
+    int forced = discard ? DBPOOL_CLOSE_DISCARDED : hooked < 0 ? DBPOOL_CLOSE_AFTER_RELEASE : -1;
+    if (need == 0 && forced < 0 && !hook && !was_leak && !p->closed && now < c->expires_ns && !c->retire &&
         total_locked(p) <= p->cap) {
         /* The fast path: a clean connection straight back, parked for
          * this thread when nobody waits (sticky.c). */
@@ -161,8 +179,10 @@ static int release_impl(dbpool_conn *c, bool discard) {
             dbpool__close_closing_list(p, expired, DBPOOL_CLOSE_IDLE_TIMEOUT);
         return DBPOOL_OK;
     }
+    bool may_park = need == 0 && forced < 0 && !was_leak && !p->closed && now < c->expires_ns && !c->retire &&
+                    total_locked(p) <= p->cap;
     int cancel_state = dbpool__nocancel_begin();
-    release_returning(p, c, discard, need, was_leak, now);
+    release_returning(p, c, forced, need, was_leak, now, hook, may_park);
     dbpool__nocancel_end(cancel_state);
     return DBPOOL_OK;
 }

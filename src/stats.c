@@ -13,6 +13,8 @@ const char *dbpool_close_reason_name(dbpool_close_reason r) {
         [DBPOOL_CLOSE_RESET_FAILED] = "reset_failed",
         [DBPOOL_CLOSE_RECLAIMED] = "leak_reclaimed",
         [DBPOOL_CLOSE_REFRESHED] = "refreshed",
+        [DBPOOL_CLOSE_BEFORE_ACQUIRE] = "before_acquire",
+        [DBPOOL_CLOSE_AFTER_RELEASE] = "after_release",
     };
     if ((int)r < 0 || r >= DBPOOL_CLOSE_REASON_COUNT)
         return "unknown";

@@ -152,13 +152,13 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
     c->acquired_ns = now;
     c->lease_start = now;
     c->validated_rtt_ns = 0;
-    atomic_store_explicit(&c->fast_leases, atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    return c;
+    return c; /* counted in fast_leases by the caller, once it is handed out (dbpool__count_fast_lease) */
 }
 
-bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded) {
+bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded,
+                            int *hooked) {
     *recorded = false;
+    *hooked = 0;
     uint64_t w = atomic_load_explicit(&c->park, memory_order_relaxed);
     if (!(w & PARK_BUSY))
         return false; /* an ordinary lease, or released already (the ordinary path says so) */
@@ -170,6 +170,12 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
         if (now < c->expires_ns) {
             dbpool__metrics_record(p->metrics, DBPOOL_HIST_USE, now - c->lease_start);
             *recorded = true;
+            /* Still busy, so still this thread's: the hook runs before the
+             * connection can be anyone else's. Refused, it is closed the
+             * ordinary way; kept but wanted back meanwhile, the ordinary
+             * way does not ask again. */
+            if (p->opt.after_release && (*hooked = dbpool__hook_after_release(p, c) ? 1 : -1) < 0)
+                goto ordinary;
             c->last_used_ns = now;
             atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
             uint64_t expect = busy;
@@ -179,9 +185,11 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
                 return true; /* nothing of the pool may be touched from here on */
         }
     }
-    /* Dirty, broken, discarded, expired, wanted back, or leased by another
-     * thread's cache and released on this one: the ordinary way. The
-     * cache that parked it finds its word changed and forgets it. */
+    /* Dirty, broken, discarded, expired, wanted back, refused by
+     * after_release, or leased by another thread's cache and released on
+     * this one: the ordinary way. The cache that parked it finds its word
+     * changed and forgets it. */
+ordinary:
     unpark_own(p, c);
     if (mine)
         s->pool = NULL;
