@@ -174,7 +174,7 @@ bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now
              * connection can be anyone else's. Refused, it is closed the
              * ordinary way; kept but wanted back meanwhile, the ordinary
              * way does not ask again. */
-            if (p->opt.after_release && (*hooked = dbpool__hook_after_release(p, c) ? 1 : -1) < 0)
+            if (p->hooks && p->opt.after_release && (*hooked = dbpool__hook_after_release(p, c) ? 1 : -1) < 0)
                 goto ordinary;
             c->last_used_ns = now;
             atomic_store_explicit(&c->parked_used_ns, now, memory_order_relaxed);
