@@ -261,8 +261,11 @@ int dbpool_close(dbpool *p);
  * the last connect error. Returns DBPOOL_OK, DBPOOL_ETIMEDOUT,
  * DBPOOL_EBUSY (max_waiters reached, or suspended), DBPOOL_EUNAVAILABLE
  * (circuit breaker open), DBPOOL_ECLOSED, DBPOOL_EMISUSE (used in a forked
- * child), or the connect error of a new connection (DBPOOL_ECONNECT,
- * DBPOOL_EAUTH, DBPOOL_ENOTFOUND, ...). Thread-safe.
+ * child, or from inside the pool's own before_acquire or after_release),
+ * or the connect error of a new connection (DBPOOL_ECONNECT, DBPOOL_EAUTH,
+ * DBPOOL_ENOTFOUND, ...). With a before_acquire hook, every connection is
+ * shown to it before it is handed out, and one it refuses is closed and
+ * replaced within the same timeout (see dbpool_options). Thread-safe.
  */
 int dbpool_acquire(dbpool *p, int64_t timeout_ms, dbpool_conn **out, dbpool_error *err);
 
