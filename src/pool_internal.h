@@ -431,8 +431,8 @@ bool dbpool__in_hook(const dbpool *p);
  * meanwhile; it may have been freed then, and nothing of it may be
  * touched. Else *cap is the pool's cap. */
 bool dbpool__reject_handed(dbpool *p, dbpool_conn *c, int *cap);
-/* Sleep until the fast clock's `until` (a backoff between rejected
- * connections), or until the pool closes. The pool stays alive meanwhile.
+/* Sleep until `until_ns` on the monotonic clock (dbpool__now_ns: a
+ * backoff between rejected connections), or until the pool closes. The pool stays alive meanwhile.
  * False when it was closed (it may have been freed then). */
 bool dbpool__hook_backoff(dbpool *p, int64_t until_ns);
 
