@@ -837,12 +837,7 @@ static int acquire_hooked(dbpool *p, int64_t timeout_ms, bool try_only, const le
             break;
         }
     }
-    lock(p);
-    p->n_holding--;
-    bool free_it = dbpool__can_free_locked(p);
-    unlock(p);
-    if (free_it) /* closed meanwhile, and nothing else holds it: no lease was handed out */
-        dbpool__free(p);
+    dbpool__unhold(p); /* freed if closed meanwhile and nothing else holds it: no lease was handed out */
     return rc;
 }
 

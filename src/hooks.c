@@ -53,13 +53,9 @@ bool dbpool__reject_handed(dbpool *p, dbpool_conn *c, int *cap) {
     unlock(p);
     dbpool__destroy_conn(p, c, DBPOOL_CLOSE_BEFORE_ACQUIRE);
     lock(p);
-    p->n_holding--;
     bool open = !p->closed;
     *cap = p->cap;
-    bool free_it = dbpool__can_free_locked(p);
-    unlock(p);
-    if (free_it)
-        dbpool__free(p);
+    dbpool__unhold_and_unlock(p);
     return open;
 }
 
@@ -74,12 +70,8 @@ bool dbpool__hook_backoff(dbpool *p, int64_t until_ns) {
         if (pthread_cond_timedwait(&p->connector_cond, &p->lock, &ts) == ETIMEDOUT)
             break;
     }
-    p->n_holding--;
     bool open = !p->closed;
-    bool free_it = dbpool__can_free_locked(p);
-    unlock(p);
-    if (free_it)
-        dbpool__free(p);
+    dbpool__unhold_and_unlock(p);
     dbpool__nocancel_end(cancel_state);
     return open;
 }

@@ -502,13 +502,17 @@ void dbpool__disconnect_and_account(dbpool *p, dbpool_conn *c, dbpool_close_reas
     dbpool__nocancel_end(cancel_state);
 }
 
-void dbpool__unhold(dbpool *p) {
-    lock(p);
+void dbpool__unhold_and_unlock(dbpool *p) {
     p->n_holding--;
     bool free_it = dbpool__can_free_locked(p);
     unlock(p);
     if (free_it)
         dbpool__free(p);
+}
+
+void dbpool__unhold(dbpool *p) {
+    lock(p);
+    dbpool__unhold_and_unlock(p);
 }
 
 void dbpool__destroy_conn(dbpool *p, dbpool_conn *c, dbpool_close_reason why) {

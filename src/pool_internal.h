@@ -416,6 +416,9 @@ void dbpool__free(dbpool *p);
  * was the last thing keeping it (a dbpool_close finished meanwhile). */
 static inline void dbpool__hold_locked(dbpool *p) { p->n_holding++; }
 void dbpool__unhold(dbpool *p);
+/* The same with the lock held on entry (dropped on return): the pool may
+ * be gone then. */
+void dbpool__unhold_and_unlock(dbpool *p);
 
 /* hooks.c: the lease hooks (before_acquire, after_release) */
 /* Run the hook on c, which the calling thread holds (leased, returning, or
