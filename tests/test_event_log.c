@@ -275,9 +275,7 @@ static void test_logging_thread_not_held_by_others_lines(void **state) {
     o.maintenance_interval_ms = 50;
     o.log_fn = slow_log;
     o.log_level = DBPOOL_LOG_INFO;
-    dbpool_error e;
-    if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    pool = dbt_open_mock(&o);
     pthread_t t[3];
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_create(&t[i], NULL, suspend_resume_timed, NULL), 0);
@@ -426,9 +424,7 @@ static void test_autoscale_line_in_order(void **state) {
     o.autoscale_interval_ms = 1;
     o.log_fn = gated_log;
     o.log_level = DBPOOL_LOG_INFO;
-    dbpool_error e;
-    if (dbpool_open(&pool, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    pool = dbt_open_mock(&o);
     pthread_mutex_lock(&gate_lock);
     n_gated = 0, gate_allowed = 0;
     pthread_mutex_unlock(&gate_lock);

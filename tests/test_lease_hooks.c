@@ -81,10 +81,7 @@ static dbpool *open_pool(int min, int max, bool cache, bool with_before, bool wi
         o.after_release = hook;
         o.after_release_user = &after;
     }
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     return p;
 }
 
@@ -211,10 +208,8 @@ static void test_before_acquire_always_refuses(void **state) {
     o.before_acquire = hook;
     o.before_acquire_user = &before;
     before.refuse_all = true;
-    dbpool *p = NULL;
+    dbpool *p = dbt_open_mock(&o);
     dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
     dbpool_conn *c = NULL;
     int64_t t0 = dbt_now_ms();
     int rc = dbpool_acquire(p, 600, &c, &e);
@@ -276,10 +271,7 @@ static void test_close_during_backoff(void **state) {
     o.before_acquire = hook;
     o.before_acquire_user = &before;
     before.refuse_all = true;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     waiter_arg w = {p, 0, 0};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, acquire_long, &w), 0);
@@ -432,10 +424,7 @@ static void test_threads(void **state) {
     o.after_release_user = &after;
     atomic_store(&before.refuse_mod, 7);
     atomic_store(&after.refuse_mod, 11);
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     enum { N = 4 };
     pthread_t t[N];
     hammer_arg a[N];

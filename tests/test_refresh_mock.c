@@ -45,10 +45,7 @@ static dbpool *open_pool(int min, int max, bool thread_cache) {
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.log_fn = keep_refresh_line;
     o.log_level = DBPOOL_LOG_INFO;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     return p;
 }
 
@@ -259,10 +256,7 @@ static void test_refill_under_way_not_handed_out(void **state) {
     o.lazy_connect = true; /* not the open's warm-up: the refill's connect */
     o.thread_cache = false;
     o.log_fn = keep_refresh_line;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     /* The first connection, opened in dbpool_open (min_size 1): closed
      * by a refresh, whose refill then opens the next. */
     wait_idle(p, 1);
@@ -328,10 +322,7 @@ static void test_connection_in_reset_retired(void **state) {
     o.lazy_connect = true;
     o.thread_cache = false;
     o.after_connect = hold_while_asked;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c = dbt_acquire(p);
     int old = conn_id(c);
     dbt_exec_ok(c, "BEGIN", NULL, 0); /* its release must reset it */
@@ -390,10 +381,7 @@ static void test_refresh_under_load(void **state) {
     dbt_options(&o, 2, 4);
     o.maintenance_interval_ms = 2;
     o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     atomic_store(&refreshed_below, 0);
     atomic_store(&stale_handouts, 0);
     atomic_store(&load_stop, false);

@@ -106,14 +106,18 @@ void *dbt_timed_acquire_main(void *arg) {
     return NULL;
 }
 
-dbpool *dbt_open_lazy_mock(dbpool_options *o) {
-    o->lazy_connect = true;
-    o->maintenance_interval_ms = 0;
+dbpool *dbt_open_mock(const dbpool_options *o) {
     dbpool *p = NULL;
     dbpool_error e;
     if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
         fail_msg("open: %s", e.message);
     return p;
+}
+
+dbpool *dbt_open_lazy_mock(dbpool_options *o) {
+    o->lazy_connect = true;
+    o->maintenance_interval_ms = 0;
+    return dbt_open_mock(o);
 }
 
 int64_t dbt_query_int(dbpool_conn *c, const char *sql, const dbpool_param *params, size_t n) {

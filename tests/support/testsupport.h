@@ -61,6 +61,8 @@ int64_t dbt_query_int(dbpool_conn *c, const char *sql, const dbpool_param *param
  * parameter on a connection of a second pool to `url`, counts 0 (a
  * session the server closed: pg_stat_activity, PROCESSLIST). */
 void dbt_wait_count_zero(const char *url, const char *count_sql, int64_t id, int64_t timeout_ms);
+/* A mock pool with o's options; a failed open fails the test. */
+dbpool *dbt_open_mock(const dbpool_options *o);
 /* A mock: pool with o's options, lazy (no connection until asked for) and
  * without a maintenance thread; a failed open fails the test. */
 dbpool *dbt_open_lazy_mock(dbpool_options *o);
