@@ -205,6 +205,14 @@ typedef struct dbpool_options {
      * after the reset). NULL: none */
     dbpool_lease_hook_fn after_release;
     void *after_release_user;
+    /* Spare connections kept ready for any caller (0 = none): when the
+     * idle list holds fewer (a lease took one), the connector threads open
+     * more in the background, up to the cap, so that a burst finds them
+     * open (HikariCP's minimumIdle, pgxpool's MinIdleConns). Idle timeout
+     * leaves this many, the most recently used. A connection in a thread's
+     * cache is that thread's, not a spare. 0 .. max_size; needs the
+     * maintenance thread. See docs/configuration.md */
+    int min_idle;
 } dbpool_options;
 
 /* Fill every field with its default (the values in parentheses above). */
@@ -592,6 +600,7 @@ typedef struct dbpool_stats {
     int min_size;
     int max_size;
     int cap; /* current cap (== max_size unless autoscale) */
+    int min_idle;
     bool suspended;
     dbpool_breaker_state breaker;
     uint64_t breaker_opens;      /* times the breaker opened (a failed half-open trial re-opens it) */

@@ -25,6 +25,8 @@ static void lease_idle_locked(dbpool *p, dbpool_conn *c) {
     c->state = CONN_LEASED;
     p->n_leased++;
     dbpool__note_peak(p, 0);
+    if (p->opt.min_idle > 0) /* a spare taken: another opened now, not at the next pass */
+        dbpool__request_refill_locked(p);
 }
 
 /* Can c be handed out without I/O? (lock held) */

@@ -7,7 +7,7 @@
  * Why connector threads: a caller who waited for a new connection on its
  * own thread could not be served by a connection released meanwhile, and a
  * burst of callers would each open one. They also open the connections
- * that bring the pool back to min_size (requested by the maintenance
+ * that bring the pool back to min_size and min_idle (requested by the maintenance
  * pass), so that no pass waits for a connect. Callers wait in the FIFO queue
  * instead; at most max_connecting connects run at once, for as many
  * waiters as are not already covered, and each result goes to whoever is
@@ -403,19 +403,25 @@ static int attempt_connect(dbpool *p, int attempt, int64_t deadline, const char 
  * Cause, then effect: the caller logs the breaker event after this. */
 static void log_attempt(dbpool *p, int rc, const dbpool_error *e, int attempt, bool quiet,
                         uint64_t refusals) {
+    /* What the refill works towards, as configured. */
+    char goal[64];
+    if (p->opt.min_idle > 0)
+        snprintf(goal, sizeof goal, "min_size %d and min_idle %d", p->opt.min_size, p->opt.min_idle);
+    else
+        snprintf(goal, sizeof goal, "min_size %d", p->opt.min_size);
     if (rc == DBPOOL_OK && refusals > 0)
         dbpool__log(p, DBPOOL_LOG_INFO,
                     "a connection opened again after %llu refusals at the server's connection limit: the "
-                    "refill to min_size goes on",
-                    (unsigned long long)refusals);
+                    "refill to %s goes on",
+                    (unsigned long long)refusals, goal);
     if (quiet && refusals == 1)
         dbpool__log(p, DBPOOL_LOG_WARN,
-                    "the refill to min_size %d was refused at the server's connection limit: it is retried "
+                    "the refill to %s was refused at the server's connection limit: it is retried "
                     "less and less often (up to every %d ms) until a connect succeeds; further refusals "
                     "are logged at DEBUG: %s",
-                    p->opt.min_size, REFILL_HOLD_MAX_MS, e->message);
+                    goal, REFILL_HOLD_MAX_MS, e->message);
     else if (quiet)
-        dbpool__log(p, DBPOOL_LOG_DEBUG, "the refill to min_size refused again (%llu times): %s",
+        dbpool__log(p, DBPOOL_LOG_DEBUG, "the refill to %s refused again (%llu times): %s", goal,
                     (unsigned long long)refusals, e->message);
     else if (rc != DBPOOL_OK && attempt < p->opt.max_retries + 1)
         dbpool__log(p, DBPOOL_LOG_WARN, "connect attempt %d of %d failed: %s", attempt + 1,
@@ -710,6 +716,17 @@ void dbpool__request_connections_locked(dbpool *p) {
     }
 }
 
+/* Below what the pool keeps, once the connects requested or under way
+ * are done? Fewer than min_size open, or fewer than min_idle idle: those
+ * connects serve the callers in line first, and only what is left of
+ * them adds to the idle list. Lock held. */
+static bool below_floor_locked(const dbpool *p) {
+    if (dbpool__total_locked(p) < p->opt.min_size)
+        return true;
+    return p->opt.min_idle > 0 &&
+           p->n_idle + p->connect_jobs + p->connect_running - p->n_waiting < p->opt.min_idle;
+}
+
 void dbpool__request_refill_locked(dbpool *p) {
     /* Not while suspended: a switchover wants no new session opened. */
     /* Without the maintenance thread nothing refills (documented). */
@@ -725,7 +742,7 @@ void dbpool__request_refill_locked(dbpool *p) {
     int most = p->refill_limit_refusals > 0 ? 1 : p->opt.max_connecting;
     /* A place being opened counts in the total: a refill requested by an
      * earlier pass and still under way is not requested again. */
-    while (dbpool__total_locked(p) < p->opt.min_size && dbpool__total_locked(p) < p->cap &&
+    while (below_floor_locked(p) && dbpool__total_locked(p) < p->cap &&
            p->connect_jobs + p->connect_running < most) {
         /* The breaker's rules, as for a waiter's job: nothing while open,
          * and after the cooldown this refill is the one trial. */
@@ -868,7 +885,7 @@ static void *connector_main(void *arg) {
                 deliver_failure_locked(p, rc, &e);
         }
         dbpool__request_connections_locked(p);
-        /* Connected: the refill to min_size goes on, as the maintenance
+        /* Connected: the refill to min_size and min_idle goes on, as the maintenance
          * pass did it one connect after another (after a failure it waits
          * for the next pass). The breaker is closed now: no event. */
         if (c)

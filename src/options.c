@@ -57,6 +57,7 @@ typedef struct pool_key {
 #define OFF(field) offsetof(dbpool_options, field), #field
 static const pool_key pool_keys[] = {
     {"pool_min", K_INT, OFF(min_size), 0, 1000000},
+    {"pool_min_idle", K_INT, OFF(min_idle), 0, 1000000},
     {"pool_max", K_INT, OFF(max_size), 1, 1000000},
     {"pool_acquire_timeout", K_MS, OFF(acquire_timeout_ms), 1, DBPOOL__MAX_DURATION},
     {"pool_connect_timeout", K_MS, OFF(connect_timeout_ms), 1, DBPOOL__MAX_DURATION},
@@ -282,6 +283,9 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     REQUIRE(o->min_size >= 0, "min_size must be 0 or more (got %d)", o->min_size);
     REQUIRE(o->min_size <= o->max_size, "min_size (%d) must not exceed max_size (%d)", o->min_size,
             o->max_size);
+    REQUIRE(o->min_idle >= 0, "min_idle must be 0 (none) or more (got %d)", o->min_idle);
+    REQUIRE(o->min_idle <= o->max_size, "min_idle (%d) must not exceed max_size (%d)", o->min_idle,
+            o->max_size);
     REQUIRE(o->acquire_timeout_ms > 0, "acquire_timeout_ms must be greater than 0 (got %lld)",
             (long long)o->acquire_timeout_ms);
     REQUIRE(o->connect_timeout_ms > 0, "connect_timeout_ms must be greater than 0 (got %lld)",
@@ -322,15 +326,15 @@ int dbpool__options_validate(const dbpool_options *o, dbpool_error *e) {
     if (name_rc != DBPOOL_OK)
         return name_rc;
     if (o->maintenance_interval_ms == 0 &&
-        (o->autoscale || o->leak_threshold_ms > 0 || o->keepalive_ms > 0)) {
+        (o->autoscale || o->leak_threshold_ms > 0 || o->keepalive_ms > 0 || o->min_idle > 0)) {
         /* Named as set: one who set only leak_threshold_ms is not left to
-         * guess which of the three is meant. */
-        char set[96] = "";
+         * guess which of them is meant. */
+        char set[128] = "";
         size_t n = 0;
         int count = 0;
-        const char *names[] = {o->autoscale ? "autoscale" : NULL,
-                               o->leak_threshold_ms > 0 ? "leak_threshold_ms" : NULL,
-                               o->keepalive_ms > 0 ? "keepalive_ms" : NULL};
+        const char *names[] = {
+            o->autoscale ? "autoscale" : NULL, o->leak_threshold_ms > 0 ? "leak_threshold_ms" : NULL,
+            o->keepalive_ms > 0 ? "keepalive_ms" : NULL, o->min_idle > 0 ? "min_idle" : NULL};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             if (!names[i])
                 continue;

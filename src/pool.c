@@ -381,6 +381,8 @@ void dbpool__serve_waiters_from_idle_locked(dbpool *p) {
         dbpool_conn *c = p->idle_head;
         dbpool__idle_remove(p, c);
         dbpool__hand_off_locked(p, c);
+        if (p->opt.min_idle > 0)
+            dbpool__request_refill_locked(p);
     }
 }
 
@@ -728,6 +730,13 @@ static int open_pool(dbpool **out, const char *url, const dbpool_options *o, dbp
         dbpool__free(p);
         return rc;
     }
+    /* The spares beyond the warm-up open in the background: dbpool_open
+     * waits for min_size only. */
+    if (p->opt.min_idle > 0) {
+        lock(p);
+        dbpool__request_refill_locked(p);
+        unlock(p);
+    }
     dbpool__log(p, DBPOOL_LOG_INFO, "opened (%s backend, min %d, max %d)", driver->name, p->opt.min_size,
                 p->opt.max_size);
     dbpool__live_add(p);
@@ -871,6 +880,7 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     out->min_size = p->opt.min_size;
     out->max_size = p->opt.max_size;
     out->cap = p->cap;
+    out->min_idle = p->opt.min_idle;
     out->suspended = p->suspended;
     out->breaker = p->breaker;
     out->reclaimed_out = p->n_reclaimed;

@@ -379,9 +379,12 @@ void dbpool__finish_err(const dbpool *p, dbpool_error *e);
  * reset on release) that timed out: say which bound ran out. */
 void dbpool__note_validation_bound(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
-/* c is to close for idle time: timed out, and the pool above min_size. */
+/* c is to close for idle time: timed out, the pool above min_size and
+ * more than min_idle idle (those who close them walk from the least
+ * recently used: the most recently used stay). */
 static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
-    return dbpool__idle_timed_out(p, c, now) && dbpool__total_locked(p) > p->opt.min_size;
+    return dbpool__idle_timed_out(p, c, now) && dbpool__total_locked(p) > p->opt.min_size &&
+           p->n_idle > p->opt.min_idle;
 }
 /* Put a healthy connection back: to the first waiter, else the idle list. */
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);

@@ -168,6 +168,7 @@ int dbpool_resume(dbpool *p) {
     dbpool__queue_event_locked(p, POOL_EVENT_RESUMED); /* before the breaker's trial it may let in */
     dbpool__serve_waiters_from_idle_locked(p);         /* in order, from the idle list first */
     dbpool__request_connections_locked(p);
+    dbpool__request_refill_locked(p); /* min_size and min_idle now, not at the next pass */
     unlock(p);
     dbpool__log_queued_events(p);
     return DBPOOL_OK;

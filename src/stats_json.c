@@ -151,6 +151,7 @@ int dbpool_stats_json(dbpool *p, char *buf, size_t len) {
     kv_int(t, &f, "min_size", s.min_size);
     kv_int(t, &f, "max_size", s.max_size);
     kv_int(t, &f, "cap", s.cap);
+    kv_int(t, &f, "min_idle", s.min_idle);
     key(t, &f, "suspended");
     tb_puts(t, s.suspended ? "true" : "false");
     kv_double(t, &f, "utilisation", s.utilisation);

@@ -152,8 +152,9 @@ int dbpool_stats_prometheus(dbpool *p, char *buf, size_t len) {
     sample_int(t, "dbpool_connections", pool, "state", "used", s.in_use);
     gauge_int(t, "dbpool_connections_max", "Maximum number of open connections allowed (max_size).", pool,
               s.max_size);
-    gauge_int(t, "dbpool_connections_min_idle", "Connections kept open even when idle (min_size).", pool,
-              s.min_size);
+    gauge_int(t, "dbpool_connections_min_idle",
+              "Idle connections kept open when none is in use (the larger of min_size and min_idle).", pool,
+              s.min_size > s.min_idle ? s.min_size : s.min_idle);
     gauge_int(t, "dbpool_pending_requests", "Callers waiting for a connection.", pool, s.waiting);
 
     counter(t, "dbpool_acquire_timeouts_total", "Acquires that timed out waiting for a connection.", pool,

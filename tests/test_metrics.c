@@ -957,6 +957,7 @@ static void test_json_matches_stats(void **state) {
     assert_int_equal(jint(root, "min_size"), s.min_size);
     assert_int_equal(jint(root, "max_size"), s.max_size);
     assert_int_equal(jint(root, "cap"), s.cap);
+    assert_int_equal(jint(root, "min_idle"), s.min_idle);
     assert_true(json_is_boolean(json_object_get(root, "suspended")));
     assert_int_equal(json_boolean_value(json_object_get(root, "suspended")), s.suspended);
     assert_true(jnum(root, "utilisation") == s.utilisation);
@@ -973,7 +974,7 @@ static void test_json_matches_stats(void **state) {
     check_latency(root, "use_time", &s.use_time);
     check_latency(root, "connect_time", &s.connect_time);
     check_latency(root, "handoff_delay", &s.handoff_delay);
-    assert_int_equal(json_object_size(root), 37);
+    assert_int_equal(json_object_size(root), 38);
 
     json_decref(root);
     free(text);
@@ -1396,7 +1397,8 @@ static void check_prometheus_for(dbpool *p, const char *name) {
     assert_true(find_sample(P, "dbpool_connections", "state", "idle")->value == s.idle);
     assert_true(find_sample(P, "dbpool_connections", "state", "used")->value == s.in_use);
     assert_true(find_sample(P, "dbpool_connections_max", NULL, NULL)->value == s.max_size);
-    assert_true(find_sample(P, "dbpool_connections_min_idle", NULL, NULL)->value == s.min_size);
+    assert_true(find_sample(P, "dbpool_connections_min_idle", NULL, NULL)->value ==
+                (s.min_size > s.min_idle ? s.min_size : s.min_idle));
     assert_true(find_sample(P, "dbpool_pending_requests", NULL, NULL)->value == s.waiting);
     assert_true(find_sample(P, "dbpool_acquire_timeouts_total", NULL, NULL)->value == (double)s.timeouts);
     assert_true(find_sample(P, "dbpool_connections_created_total", NULL, NULL)->value == (double)s.created);
