@@ -401,14 +401,15 @@ static int attempt_connect(dbpool *p, int attempt, int64_t deadline, const char 
 
 /* Log an attempt's outcome (quiet, refusals: from note_refill_limit_locked).
  * Cause, then effect: the caller logs the breaker event after this. */
-static void log_attempt(dbpool *p, int rc, const dbpool_error *e, int attempt, bool quiet,
-                        uint64_t refusals) {
-    /* What the refill works towards, as configured. */
-    char goal[64];
-    if (p->opt.min_idle > 0)
-        snprintf(goal, sizeof goal, "min_size %d and min_idle %d", p->opt.min_size, p->opt.min_idle);
-    else
-        snprintf(goal, sizeof goal, "min_size %d", p->opt.min_size);
+static void log_attempt(dbpool *p, int rc, const dbpool_error *e, int attempt, bool quiet, uint64_t refusals,
+                        int min_size) {
+    /* What the refill works towards: min_size as read under the lock (a
+     * resize may change it meanwhile); min_idle is fixed at open. */
+    char goal[64] = "";
+    if (refusals > 0 && p->opt.min_idle > 0)
+        snprintf(goal, sizeof goal, "min_size %d and min_idle %d", min_size, p->opt.min_idle);
+    else if (refusals > 0)
+        snprintf(goal, sizeof goal, "min_size %d", min_size);
     if (rc == DBPOOL_OK && refusals > 0)
         dbpool__log(p, DBPOOL_LOG_INFO,
                     "a connection opened again after %llu refusals at the server's connection limit: the "
@@ -538,13 +539,14 @@ static int create_native(dbpool *p, int64_t deadline, const char *bound, uint64_
         bool breaker_open = p->breaker != DBPOOL_BREAKER_CLOSED;
         uint64_t refusals = 0;
         bool quiet = note_refill_limit_locked(p, rc, &e, still_wanted != NULL, &refusals);
+        int min_size = p->opt.min_size; /* for its log line: dbpool_resize writes it under the lock */
         /* Closed again: callers in line whose connections the breaker
          * refused (they waited for a lease that was then closed) get them
          * opened now. This connect's own waiter is covered by it. */
         if (ev == POOL_EVENT_BREAKER_CLOSED)
             dbpool__request_connections_locked(p); /* closed: no breaker event */
         unlock(p);
-        log_attempt(p, rc, &e, attempt, quiet, refusals);
+        log_attempt(p, rc, &e, attempt, quiet, refusals, min_size);
         dbpool__log_queued_events(p);
         int64_t delay_ms = 0;
         if (decide_after_attempt(p, rc, &e, attempt, still_wanted != NULL, breaker_open, deadline,
