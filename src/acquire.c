@@ -98,13 +98,14 @@ static bool checkout_slow_io(dbpool *p, dbpool_conn *c, const lease_trace *trace
     bool expired = now >= c->expires_ns;
     bool over_cap = total_locked(p) > p->cap;
     bool stale = dbpool__idle_expired_locked(p, c, now);
+    /* Under the lock: a dbpool_refresh meanwhile writes c->retire. */
+    dbpool_close_reason why = expired    ? dbpool__expiry_reason(c)
+                              : over_cap ? DBPOOL_CLOSE_SHRINK
+                                         : DBPOOL_CLOSE_IDLE_TIMEOUT;
     unlock(p);
     if (expired || over_cap || stale) {
         back_in_line(p, requeue);
-        dbpool__destroy_conn(p, c,
-                             expired    ? dbpool__expiry_reason(c)
-                             : over_cap ? DBPOOL_CLOSE_SHRINK
-                                        : DBPOOL_CLOSE_IDLE_TIMEOUT);
+        dbpool__destroy_conn(p, c, why);
         return false;
     }
     int64_t rtt = 0; /* of the validation round trip, if one ran */
