@@ -36,14 +36,9 @@ static bool ready_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
 }
 
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace) {
-    if (!p->opt.before_acquire) { /* else counted once the hook took it (acquire_hooked) */
-        p->stats.acquired++;
-        if (c->uses > 0)
-            p->stats.reused++;
-    }
+    (void)p;
     c->uses++;
     c->acquired_ns = now;
-    c->lease_start = now; /* hand_out, when it follows, stamps it again after the lock */
     c->leak_reported = false;
     c->validated_rtt_ns = 0;
     if (trace) {
@@ -272,16 +267,66 @@ int dbpool__breaker_error_locked(dbpool *p, dbpool_error *err) {
                           p->last_connect_error.message);
 }
 
-/* After the lock is dropped: stamp the lease's start (no clock read inside
- * the critical section, which every thread shares) and record the wait
- * (with a before_acquire hook, once the hook took it: acquire_hooked). */
-static int hand_out(dbpool *p, dbpool_conn *c, int64_t fast_start, dbpool_conn **out) {
-    int64_t fast_now = dbpool__fast_now_ns();
-    c->lease_start = fast_now;
-    if (!p->opt.before_acquire)
-        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, fast_now - fast_start);
+/* A lease for the caller of acquire_once, not counted yet: its caller
+ * counts it (acquire_counted) once the caller gets it. Until then
+ * lease_start holds when the acquire began, on the fast clock. */
+static inline int hand_out(dbpool_conn *c, int64_t fast_start, dbpool_conn **out) {
+    c->lease_start = fast_start;
     *out = c;
     return DBPOOL_OK;
+}
+
+/* Count one acquire: the one place every way to a lease goes through, once
+ * per lease, when the caller gets it. That is after before_acquire took it
+ * (a refused hand-out is no acquire) and after the lock is dropped (no
+ * clock read or histogram write inside the critical section every thread
+ * shares). The caller holds c, and only its holder writes the counts, so
+ * they need no lock and no atomic add, and a hooked acquire no lock round
+ * of its own; dbpool_get_stats sums them over the slots.
+ *
+ * The use time starts at `now`, so a hook's time is no part of the
+ * caller's use. c->lease_start holds when the acquire began until then
+ * (hand_out; sticky.c for the thread cache's).
+ *
+ * `no_wait`: the thread cache's own hand-out: one count, and its zero wait
+ * reaches the histogram at the next snapshot
+ * (dbpool__fold_fast_leases_locked), so that path stays at one store. A
+ * hook's time there is no wait either (docs/configuration.md), and `now`
+ * is 0 without a hook: the use time started at the compare-and-swap.
+ * Else the wait until `now`, a hook's time included, is recorded. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
+static inline void
+acquire_counted(dbpool *p, dbpool_conn *c, int64_t now, bool no_wait) {
+    if (no_wait) {
+        if (now)
+            c->lease_start = now;
+        atomic_store_explicit(&c->fast_leases,
+                              atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        return;
+    }
+    int64_t start = c->lease_start;
+    c->lease_start = now;
+    atomic_store_explicit(&c->leases, atomic_load_explicit(&c->leases, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    if (c->uses == 1)
+        atomic_store_explicit(&c->first_leases,
+                              atomic_load_explicit(&c->first_leases, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, now - start);
+}
+
+void dbpool__acquire_counts_locked(const dbpool *p, uint64_t *acquired, uint64_t *reused) {
+    uint64_t fast = 0, other = 0, first = 0;
+    for (const dbpool_conn *c = p->all_slots; c; c = c->all_next) {
+        fast += atomic_load_explicit(&c->fast_leases, memory_order_relaxed);
+        other += atomic_load_explicit(&c->leases, memory_order_relaxed);
+        first += atomic_load_explicit(&c->first_leases, memory_order_relaxed);
+    }
+    *acquired = fast + other;
+    *reused = fast + other - first;
 }
 
 /* A connection nobody uses, for w: an idle one, or one parked for a thread
@@ -491,9 +536,8 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
                     dbpool__log_queued_events(p);
                     rc = dbpool__fill_reserved(p, dbpool__deadline_after_ms(p->opt.connect_timeout_ms), NULL,
                                                true, trace, out, err);
-                    if (rc == DBPOOL_OK && !p->opt.before_acquire)
-                        dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE,
-                                               dbpool__fast_now_ns() - fast_start);
+                    if (rc == DBPOOL_OK)
+                        (*out)->lease_start = fast_start; /* as hand_out */
                     return rc;
                 }
                 if (try_only && p->suspended) {
@@ -589,7 +633,7 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
             unlock(p);
             if (w_ready)
                 pthread_cond_destroy(&w.cond);
-            return hand_out(p, c, fast_start, out);
+            return hand_out(c, fast_start, out);
         }
         /* Did the check that fails run a validation? (another caller's
          * failure meanwhile counts too: then one connect, no harm) */
@@ -598,7 +642,7 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
         if (checkout_slow(p, c, trace, w_ready ? &w : NULL, NULL)) {
             if (w_ready)
                 pthread_cond_destroy(&w.cond);
-            return hand_out(p, c, fast_start, out);
+            return hand_out(c, fast_start, out);
         }
         lock(p);
         checkout_failed_locked(p); /* a close meanwhile is reported at the top */
@@ -641,7 +685,7 @@ static int acquire_wait(dbpool *p, int64_t timeout_ms, bool may_wait, bool try_o
                 unlock(p);
                 if (w_ready)
                     pthread_cond_destroy(&w.cond);
-                return hand_out(p, last, fast_start, out);
+                return hand_out(last, fast_start, out);
             }
             rc = timeout_error_locked(p, start, err, &holders);
             break;
@@ -682,10 +726,11 @@ typedef struct call_starts {
     int64_t ns, fast_ns;
 } call_starts;
 
-/* One hand-out. `starts` (NULL: now) is when the caller's call began:
- * acquire_hooked calls this again after its hook refused a connection,
- * within the same deadline. (One pointer, not two numbers: the ordinary
- * acquire passes no more arguments on the stack than it did before.) */
+/* One hand-out, not counted yet (the caller counts it: acquire_counted).
+ * `starts` (NULL: now) is when the caller's call began: acquire_hooked
+ * calls this again after its hook refused a connection, within the same
+ * deadline. (One pointer, not two numbers: the ordinary acquire passes no
+ * more arguments on the stack than it did before.) */
 static int acquire_once(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *trace,
                         dbpool_conn *cached, const call_starts *starts, dbpool_conn **out,
                         dbpool_error *err) {
@@ -714,7 +759,7 @@ static int acquire_once(dbpool *p, int64_t timeout_ms, bool try_only, const leas
                 fast_call_start = dbpool__fast_now_ns();
             int64_t t0 = fast_call_start;
             if (checkout_slow(p, c, NULL, NULL, &cached_failed_validation))
-                return hand_out(p, c, t0, out);
+                return hand_out(c, t0, out);
             lock(p);
             checkout_failed_locked(p);
             if (p->closed) {
@@ -740,7 +785,7 @@ static int acquire_once(dbpool *p, int64_t timeout_ms, bool try_only, const leas
             lease_idle_locked(p, c);
             dbpool__lease_begin_locked(p, c, now, NULL);
             unlock(p);
-            return hand_out(p, c, fast_start, out);
+            return hand_out(c, fast_start, out);
         }
         unlock(p);
     }
@@ -795,12 +840,7 @@ static int acquire_hooked(dbpool *p, int64_t timeout_ms, bool try_only, const le
         }
         dbpool_conn *c = *out;
         if (dbpool__hook_before_acquire(p, c)) {
-            lock(p);
-            p->stats.acquired++;
-            if (c->uses > 1)
-                p->stats.reused++;
-            unlock(p);
-            dbpool__metrics_record(p->metrics, DBPOOL_HIST_ACQUIRE, dbpool__fast_now_ns() - fast_start);
+            acquire_counted(p, c, dbpool__fast_now_ns(), false); /* the hook's time is the wait's */
             break;
         }
         *out = NULL;
@@ -870,14 +910,10 @@ acquire_impl(dbpool *p, int64_t timeout_ms, bool try_only, const lease_trace *tr
         if (p->opt.before_acquire && !dbpool__forked(p))
             return acquire_hooked(p, timeout_ms, try_only, trace, cached, refused, out, err);
     }
-    return acquire_once(p, timeout_ms, try_only, trace, cached, NULL, out, err);
-}
-
-/* A fast hand-out, for the statistics: by the owner of the parked
- * connection, which still holds it busy, so without an atomic add. */
-static inline void count_fast_lease(dbpool_conn *c) {
-    atomic_store_explicit(&c->fast_leases, atomic_load_explicit(&c->fast_leases, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    int rc = acquire_once(p, timeout_ms, try_only, trace, cached, NULL, out, err);
+    if (rc == DBPOOL_OK)
+        acquire_counted(p, *out, dbpool__fast_now_ns(), false);
+    return rc;
 }
 
 /* sticky_first for a pool with lease hooks: not from inside one of them
@@ -894,7 +930,7 @@ static int sticky_hooked(dbpool *p, dbpool_conn **out, dbpool_error *err, dbpool
         return 0;
     }
     if (!p->opt.before_acquire || dbpool__hook_before_acquire(p, c)) {
-        count_fast_lease(c);
+        acquire_counted(p, c, p->opt.before_acquire ? dbpool__fast_now_ns() : 0, true);
         dbpool__clearerr(err);
         *out = c;
         return 1;
@@ -927,7 +963,7 @@ static inline int sticky_first(dbpool *p, dbpool_conn **out, dbpool_error *err, 
     dbpool_conn *c = dbpool__sticky_acquire(p);
     DBPOOL_PERTURB(); /* busy (or leased): a recall may mark it wanted before its state is read */
     if (c && c->state == CONN_PARKED) {
-        count_fast_lease(c);
+        acquire_counted(p, c, 0, true);
         dbpool__clearerr(err);
         *out = c;
         return 1;

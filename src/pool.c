@@ -862,9 +862,7 @@ void dbpool_get_stats(dbpool *p, dbpool_stats *out) {
     int parked_busy, parked_free;
     dbpool__parked_counts_locked(p, &parked_busy, &parked_free);
     dbpool__fold_fast_leases_locked(p);
-    uint64_t fast = p->fast_folded;
-    out->acquired += fast;
-    out->reused += fast;
+    dbpool__acquire_counts_locked(p, &out->acquired, &out->reused);
     /* A keepalive ping borrows an idle connection for a moment: still
      * idle to everyone who reads these (no caller holds it). */
     out->idle = p->n_idle + parked_free + p->n_pinging;

@@ -78,7 +78,8 @@ struct dbpool_conn {
     int64_t last_used_ns;            /* when it last became idle (idle timeout counts from here) */
     int64_t last_ping_ns;            /* last keepalive ping (keepalive counts from the later) */
     int64_t acquired_ns;             /* when the current lease began: set under the lock (leak scan) */
-    int64_t lease_start;             /* the same, set after the lock is dropped: the use-time histogram */
+    int64_t lease_start;             /* when the caller got it (acquire_counted, after before_acquire): the
+                                        use-time histogram */
     uint64_t uses;                   /* hand-outs so far */
     struct dbpool_conn *prev, *next; /* idle list, parked list, or free list (next only) */
     struct dbpool_conn *all_next;    /* every slot the pool ever made */
@@ -104,7 +105,13 @@ struct dbpool_conn {
      * thread may still hold an old tag for it (its CAS then fails). */
     _Atomic uint64_t park;
     _Atomic int64_t parked_used_ns; /* last fast release: maintenance reads it */
-    _Atomic uint64_t fast_leases;   /* hand-outs by the fast path, for the stats */
+    /* Acquires counted (acquire.c, acquire_counted), by the holder, without
+     * the lock: the pool's acquired and reused are their sums over
+     * all_slots (dbpool__acquire_counts_locked). */
+    _Atomic uint64_t fast_leases;  /* the thread cache's own hand-outs: no wait (zeros folded in the
+                                      acquire histogram at a snapshot), each a reuse */
+    _Atomic uint64_t leases;       /* every other acquire: its wait recorded as it was counted */
+    _Atomic uint64_t first_leases; /* of those, the connection's first lease (no reuse) */
 };
 
 /* A caller waiting in line (on its own stack). */
@@ -202,7 +209,8 @@ struct dbpool {
     int64_t hold_ewma_ns;     /* typical lease (ordinary releases): picks the barging window */
     uint64_t next_conn_id;
     dbpool_error last_connect_error; /* redacted; for timeout messages */
-    dbpool_stats stats;              /* counters; the gauges are filled on read */
+    dbpool_stats stats;              /* counters (but acquired and reused: from the slots); the gauges
+                                        are filled on read */
 
     /* connector threads: open connections for waiters in the background */
     int connect_jobs;    /* requested, not yet picked up (each holds a place in n_connecting) */
@@ -524,8 +532,11 @@ int dbpool__fill_reserved(dbpool *p, int64_t deadline, const char *bound, bool l
  * deadline (DBPOOL_ETIMEDOUT: the connection is broken); after_connect,
  * the user's callback, is not bounded. */
 int dbpool__start_session(dbpool *p, void *native, int64_t deadline_ns, dbpool_error *e);
-/* Start a lease on c (lock held): counters, times, trace. */
+/* Start a lease on c (lock held): uses, when it was taken, trace. The
+ * acquire is counted once the caller gets it (acquire.c, acquire_counted). */
 void dbpool__lease_begin_locked(dbpool *p, dbpool_conn *c, int64_t now, const lease_trace *trace);
+/* The pool's acquired and reused, summed over its slots (lock held). */
+void dbpool__acquire_counts_locked(const dbpool *p, uint64_t *acquired, uint64_t *reused);
 /* dbpool_acquire with the stack its caller captured (leak detection on):
  * for a public function that acquires on its caller's behalf
  * (dbpool_manager_acquire), so that the lease's first frame is that

@@ -150,9 +150,9 @@ dbpool_conn *dbpool__sticky_acquire(dbpool *p) {
     }
     c->uses++;
     c->acquired_ns = now;
-    c->lease_start = now;
+    c->lease_start = now; /* the acquire's start, until its caller counts it (acquire.c, acquire_counted) */
     c->validated_rtt_ns = 0;
-    return c; /* counted in fast_leases by the caller, once it is handed out (dbpool__count_fast_lease) */
+    return c;
 }
 
 bool dbpool__sticky_release(dbpool *p, dbpool_conn *c, bool discard, int64_t now, bool *recorded,
@@ -332,7 +332,8 @@ void dbpool__parked_counts_locked(const dbpool *p, int *busy, int *free_) {
     }
 }
 
-/* Fast-path hand-outs so far. Lock held. */
+/* The thread cache's hand-outs counted with no wait so far (acquire.c,
+ * acquire_counted). Lock held. */
 static uint64_t fast_leases_locked(const dbpool *p) {
     uint64_t n = 0;
     for (const dbpool_conn *c = p->all_slots; c; c = c->all_next)

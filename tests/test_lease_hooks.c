@@ -31,6 +31,7 @@ typedef struct hook_state {
     bool refuse_all;             /* refuse every connection */
     atomic_int refuse_mod;       /* refuse every n-th call (0: none) */
     atomic_bool saw_transaction; /* after_release: the caller's transaction was still open */
+    atomic_int sleep_ms;         /* take this long before answering */
     dbpool *pool;                /* for the misuse checks */
     bool try_misuse;
     int misuse_acquire_rc, misuse_close_rc;
@@ -59,6 +60,9 @@ static int hook(void *native, void *user) {
             dbpool_release(c);
         h->misuse_close_rc = dbpool_close(h->pool);
     }
+    int ms = atomic_load(&h->sleep_ms);
+    if (ms > 0)
+        dbt_sleep_ms(ms);
     int mod = atomic_load(&h->refuse_mod);
     bool refuse = h->refuse_all || (h->refuse_id != 0 && dbpool__mock_conn_id(native) == h->refuse_id) ||
                   (mod > 0 && n % mod == 0);
@@ -133,6 +137,32 @@ static void test_before_acquire_once_per_handout(void **state) {
     assert_int_equal((int)s.acquired, 3);
     assert_int_equal((int)s.acquire_wait.count, 3);
     dbpool_close(p);
+}
+
+/* The hook's time is no part of the caller's use: use_time starts when
+ * the caller gets the lease, on the ordinary way and the thread cache's.
+ * On the ordinary way it is the acquire's wait; a hand-out from the
+ * thread cache is a zero wait (docs/configuration.md, before_acquire). */
+static void test_before_acquire_time_is_the_wait(void **state) {
+    (void)state;
+    for (int cache = 0; cache <= 1; cache++) {
+        memset(&before, 0, sizeof before);
+        dbpool *p = open_pool(1, 1, cache, true, false);
+        dbpool_conn *c = dbt_acquire(p);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        assert_int_equal(stats(p).thread_cached, cache); /* the next acquire takes it back from the cache */
+        atomic_store(&before.sleep_ms, 300);
+        c = dbt_acquire(p);
+        assert_int_equal(dbpool_release(c), DBPOOL_OK);
+        dbpool_stats s = stats(p);
+        assert_int_equal((int)s.acquired, 2);
+        assert_int_equal((int)s.acquire_wait.count, 2);
+        assert_int_equal((int)s.use_time.count, 2);
+        if ((cache ? s.acquire_wait.max_ms >= 250 : s.acquire_wait.max_ms < 250) || s.use_time.max_ms >= 250)
+            fail_msg("thread cache %s, a hook of 300 ms: acquire_wait max %.1f ms, use_time max %.1f ms",
+                     cache ? "on" : "off", s.acquire_wait.max_ms, s.use_time.max_ms);
+        dbpool_close(p);
+    }
 }
 
 /* A refused connection is closed with its own reason and the caller gets
@@ -510,6 +540,7 @@ static void test_sqlite(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_before_acquire_once_per_handout, setup),
+        cmocka_unit_test_setup(test_before_acquire_time_is_the_wait, setup),
         cmocka_unit_test_setup(test_before_acquire_refusal_gives_another, setup),
         cmocka_unit_test_setup(test_before_acquire_always_refuses, setup),
         cmocka_unit_test_setup(test_close_during_backoff, setup),
