@@ -15,12 +15,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 /* The log callback runs on any pool thread: guard the lines. */
 typedef struct log_lines {
     pthread_mutex_t mu;
@@ -856,25 +850,25 @@ static void test_transitions_logged_in_order(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, setup),
-        cmocka_unit_test_setup(test_manual_reset, setup),
-        cmocka_unit_test_setup(test_full_pool_still_serves_while_open, setup),
-        cmocka_unit_test_setup(test_lease_out_still_fails_fast_while_open, setup),
-        cmocka_unit_test_setup(test_success_restarts_failure_count, setup),
-        cmocka_unit_test_setup(test_open_for_the_whole_cooldown, setup),
-        cmocka_unit_test_setup(test_disabled_breaker, setup),
-        cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, setup),
-        cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, setup),
-        cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, setup),
-        cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, setup),
-        cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, setup),
-        cmocka_unit_test_setup(test_waiter_failed_when_nothing_left_to_serve_it, setup),
-        cmocka_unit_test_setup(test_closing_breaker_serves_waiters, setup),
-        cmocka_unit_test_setup(test_local_failures_do_not_open_breaker, setup),
-        cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, setup),
-        cmocka_unit_test_setup(test_trial_failing_locally_leaves_the_trial_to_the_next, setup),
-        cmocka_unit_test_setup(test_trial_at_connection_limit_closes_breaker, setup),
-        cmocka_unit_test_setup(test_transitions_logged_in_order, setup),
+        cmocka_unit_test_setup(test_opens_fails_fast_and_recovers, dbt_mock_setup),
+        cmocka_unit_test_setup(test_manual_reset, dbt_mock_setup),
+        cmocka_unit_test_setup(test_full_pool_still_serves_while_open, dbt_mock_setup),
+        cmocka_unit_test_setup(test_lease_out_still_fails_fast_while_open, dbt_mock_setup),
+        cmocka_unit_test_setup(test_success_restarts_failure_count, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_for_the_whole_cooldown, dbt_mock_setup),
+        cmocka_unit_test_setup(test_disabled_breaker, dbt_mock_setup),
+        cmocka_unit_test_setup(test_backoff_sleeper_stops_when_breaker_opens, dbt_mock_setup),
+        cmocka_unit_test_setup(test_attempt_that_opens_breaker_is_the_last, dbt_mock_setup),
+        cmocka_unit_test_setup(test_no_wait_callers_get_one_trial, dbt_mock_setup),
+        cmocka_unit_test_setup(test_failure_while_open_restarts_cooldown, dbt_mock_setup),
+        cmocka_unit_test_setup(test_stale_failure_is_not_the_trial, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_failed_when_nothing_left_to_serve_it, dbt_mock_setup),
+        cmocka_unit_test_setup(test_closing_breaker_serves_waiters, dbt_mock_setup),
+        cmocka_unit_test_setup(test_local_failures_do_not_open_breaker, dbt_mock_setup),
+        cmocka_unit_test_setup(test_local_failures_do_not_count_towards_opening, dbt_mock_setup),
+        cmocka_unit_test_setup(test_trial_failing_locally_leaves_the_trial_to_the_next, dbt_mock_setup),
+        cmocka_unit_test_setup(test_trial_at_connection_limit_closes_breaker, dbt_mock_setup),
+        cmocka_unit_test_setup(test_transitions_logged_in_order, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

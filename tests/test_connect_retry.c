@@ -13,12 +13,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static void test_retried_then_reported(void **state) {
     (void)state;
     dbpool_options o;
@@ -485,22 +479,22 @@ static void test_resize_cuts_connector_backoff_for_waiter(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_retried_then_reported, setup),
-        cmocka_unit_test_setup(test_auth_error_not_retried, setup),
-        cmocka_unit_test_setup(test_backoff_grows_with_jitter, setup),
-        cmocka_unit_test_setup(test_backoff_capped, setup),
-        cmocka_unit_test_setup(test_never_past_deadline, setup),
-        cmocka_unit_test_setup(test_own_connect_no_backoff_past_deadline, setup),
-        cmocka_unit_test_setup(test_slow_connect_bounded, setup),
-        cmocka_unit_test_setup(test_timeout_carries_last_connect_error, setup),
-        cmocka_unit_test_setup(test_permanent_error_spares_waiter_of_cached_lease, setup),
-        cmocka_unit_test_setup(test_open_fails_with_cause, setup),
-        cmocka_unit_test_setup(test_after_connect_and_init_sql, setup),
-        cmocka_unit_test_setup(test_init_sql_bounded_by_connect_timeout, setup),
-        cmocka_unit_test_setup(test_close_cuts_backoff_short, setup),
-        cmocka_unit_test_setup(test_close_cuts_connector_backoff_for_waiter, setup),
-        cmocka_unit_test_setup(test_limit_retries_at_least_100ms_apart, setup),
-        cmocka_unit_test_setup(test_resize_cuts_connector_backoff_for_waiter, setup),
+        cmocka_unit_test_setup(test_retried_then_reported, dbt_mock_setup),
+        cmocka_unit_test_setup(test_auth_error_not_retried, dbt_mock_setup),
+        cmocka_unit_test_setup(test_backoff_grows_with_jitter, dbt_mock_setup),
+        cmocka_unit_test_setup(test_backoff_capped, dbt_mock_setup),
+        cmocka_unit_test_setup(test_never_past_deadline, dbt_mock_setup),
+        cmocka_unit_test_setup(test_own_connect_no_backoff_past_deadline, dbt_mock_setup),
+        cmocka_unit_test_setup(test_slow_connect_bounded, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_carries_last_connect_error, dbt_mock_setup),
+        cmocka_unit_test_setup(test_permanent_error_spares_waiter_of_cached_lease, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_fails_with_cause, dbt_mock_setup),
+        cmocka_unit_test_setup(test_after_connect_and_init_sql, dbt_mock_setup),
+        cmocka_unit_test_setup(test_init_sql_bounded_by_connect_timeout, dbt_mock_setup),
+        cmocka_unit_test_setup(test_close_cuts_backoff_short, dbt_mock_setup),
+        cmocka_unit_test_setup(test_close_cuts_connector_backoff_for_waiter, dbt_mock_setup),
+        cmocka_unit_test_setup(test_limit_retries_at_least_100ms_apart, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resize_cuts_connector_backoff_for_waiter, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

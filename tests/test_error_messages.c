@@ -20,12 +20,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 /* A connect that dbpool_open's acquire_timeout_ms cut short names that
  * bound, not connect_timeout_ms, which had not applied: with
  * acquire_timeout_ms 300 and connect_timeout_ms 10000 the open used to fail
@@ -815,28 +809,28 @@ static void test_log_level_drops_and_prefix(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, setup),
+        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_mock, dbt_mock_setup),
 #ifdef DBPOOL_HAVE_PG
-        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_pg, setup),
+        cmocka_unit_test_setup(test_open_timeout_names_acquire_bound_pg, dbt_mock_setup),
 #endif
-        cmocka_unit_test_setup(test_connect_timeout_named, setup),
-        cmocka_unit_test_setup(test_retry_cut_by_shared_deadline_named, setup),
-        cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, setup),
-        cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, setup),
-        cmocka_unit_test_setup(test_timeout_says_half_open, setup),
-        cmocka_unit_test_setup(test_try_acquire_names_connecting, setup),
-        cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, setup),
-        cmocka_unit_test_setup(test_timeout_keeps_last_connect_error, setup),
-        cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, setup),
-        cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, setup),
-        cmocka_unit_test_setup(test_leak_return_logged_after_report, setup),
-        cmocka_unit_test_setup(test_connector_opened_connection_logged, setup),
-        cmocka_unit_test_setup(test_out_of_threads_advice, setup),
-        cmocka_unit_test_setup(test_validation_timeout_named, setup),
-        cmocka_unit_test_setup(test_broken_statement_says_acquire_another, setup),
-        cmocka_unit_test_setup(test_statement_error_is_one_printable_line, setup),
-        cmocka_unit_test_setup(test_broken_lease_logged_once, setup),
-        cmocka_unit_test_setup(test_log_level_drops_and_prefix, setup),
+        cmocka_unit_test_setup(test_connect_timeout_named, dbt_mock_setup),
+        cmocka_unit_test_setup(test_retry_cut_by_shared_deadline_named, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_counts_thread_cache_validation, dbt_mock_setup),
+        cmocka_unit_test_setup(test_breaker_opened_logged_after_its_cause, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_says_half_open, dbt_mock_setup),
+        cmocka_unit_test_setup(test_try_acquire_names_connecting, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_does_not_blame_reclaimed_lease, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_keeps_last_connect_error, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resume_logged_before_breaker_trial, dbt_mock_setup),
+        cmocka_unit_test_setup(test_breaker_reopen_logged_as_failed_trial, dbt_mock_setup),
+        cmocka_unit_test_setup(test_leak_return_logged_after_report, dbt_mock_setup),
+        cmocka_unit_test_setup(test_connector_opened_connection_logged, dbt_mock_setup),
+        cmocka_unit_test_setup(test_out_of_threads_advice, dbt_mock_setup),
+        cmocka_unit_test_setup(test_validation_timeout_named, dbt_mock_setup),
+        cmocka_unit_test_setup(test_broken_statement_says_acquire_another, dbt_mock_setup),
+        cmocka_unit_test_setup(test_statement_error_is_one_printable_line, dbt_mock_setup),
+        cmocka_unit_test_setup(test_broken_lease_logged_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_log_level_drops_and_prefix, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,12 +123,7 @@ static int setup(void **state) {
 static dbpool *open_mock(dbpool_options *o) {
     o->log_fn = collect;
     o->log_level = DBPOOL_LOG_DEBUG;
-    dbpool *p = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
+    return dbt_open_mock(o);
 }
 
 /* Whether this build records stacks (backtrace(), <execinfo.h>); a build
@@ -145,12 +140,6 @@ static const bool have_stacks = false;
         if (!have_stacks)                                                                                    \
             skip();                                                                                          \
     } while (0)
-
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
-}
 
 /* The holders: external (exported) and never inlined, so that
  * backtrace_symbols names them in the reports. */
@@ -261,7 +250,7 @@ __attribute__((noinline)) dbpool_conn *fault_leak_trying_holder(dbpool *p) {
 static bool wait_until(dbpool *p, bool (*cond)(const dbpool_stats *), int64_t timeout_ms) {
     int64_t end = dbt_now_ms() + timeout_ms;
     for (;;) {
-        dbpool_stats s = stats(p);
+        dbpool_stats s = dbt_stats(p);
         if (cond(&s))
             return true;
         if (dbt_now_ms() > end)
@@ -293,7 +282,7 @@ static void test_leak_reported_with_stack(void **state) {
         fail_msg("no leak detected within 2 s of a 400 ms threshold");
     }
     dbt_sleep_ms(200); /* more maintenance passes: reported once only */
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.leaks_detected, 1);
 
     char line[2048];
@@ -329,7 +318,7 @@ static void test_reclaim_restores_capacity(void **state) {
     dbpool *p = open_mock(&o);
 
     dbpool_conn *leaked = fault_leak_forgetful_holder(p);
-    int leaked_id = dbpool__mock_conn_id(dbpool_conn_native(leaked));
+    int leaked_id = dbt_conn_id(leaked);
 
     /* The only connection is out: a second caller waits, and is served by
      * a replacement once the lease passes the reclaim threshold. */
@@ -345,8 +334,8 @@ static void test_reclaim_restores_capacity(void **state) {
                  (long long)took, dbpool_errname(rc), e.message);
     }
     print_message("acquire served after %lld ms by reclaim\n", (long long)took);
-    assert_true(dbpool__mock_conn_id(dbpool_conn_native(c)) != leaked_id);
-    dbpool_stats s = stats(p);
+    assert_true(dbt_conn_id(c) != leaked_id);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.leaks_reclaimed, 1);
     assert_int_equal(s.reclaimed_out, 1);
     assert_true(s.leaks_detected >= 1);
@@ -360,7 +349,7 @@ static void test_reclaim_restores_capacity(void **state) {
     dbpool__mock_counters before;
     dbpool__mock_get_counters(&before);
     assert_int_equal(dbpool_release(leaked), DBPOOL_OK);
-    s = stats(p);
+    s = dbt_stats(p);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_RECLAIMED], 1);
     assert_int_equal(s.reclaimed_out, 0);
     assert_true(s.total <= 1);
@@ -689,7 +678,7 @@ static void test_reclaim_in_same_pass_still_reports_stack(void **state) {
         logs_dump();
         fail_msg("the lease was not reclaimed within 5 s of a 100 ms threshold");
     }
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.leaks_detected, 1);
     char line[2048];
     if (!logs_find("held for", "fault_leak_forgetful_holder", line, sizeof line)) {

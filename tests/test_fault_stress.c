@@ -27,23 +27,12 @@
 #define MANY 1000
 #define SMALL_STACK (64 * 1024)
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static dbpool *open_mock(int min_size, int max_size, int64_t acquire_timeout_ms) {
     dbpool_options o;
     dbt_options(&o, min_size, max_size);
     o.acquire_timeout_ms = acquire_timeout_ms;
     o.maintenance_interval_ms = 10; /* maintenance runs alongside */
-    dbpool *p = NULL;
-    dbpool_error e;
-    memset(&e, 0, sizeof e);
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
+    return dbt_open_mock(&o);
 }
 
 typedef struct cycler {
@@ -257,9 +246,9 @@ static void test_thousand_threads_some_time_out(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_acquire_discard_cycles, setup),
-        cmocka_unit_test_setup(test_thousand_threads_all_served, setup),
-        cmocka_unit_test_setup(test_thousand_threads_some_time_out, setup),
+        cmocka_unit_test_setup(test_acquire_discard_cycles, dbt_mock_setup),
+        cmocka_unit_test_setup(test_thousand_threads_all_served, dbt_mock_setup),
+        cmocka_unit_test_setup(test_thousand_threads_some_time_out, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

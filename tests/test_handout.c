@@ -16,12 +16,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 /* A rendezvous between the log callback, on the waiter's thread, and the
  * test's main thread. */
 typedef struct cue {
@@ -160,8 +154,8 @@ static void test_handoff_given_back_keeps_last_used_order(void **state) {
     dbpool_conn *a = dbt_acquire(p);
     dbpool_conn *b = dbt_acquire(p);
     dbpool_conn *c = dbt_acquire(p);
-    int b_id = dbpool__mock_conn_id(dbpool_conn_native(b));
-    int c_id = dbpool__mock_conn_id(dbpool_conn_native(c));
+    int b_id = dbt_conn_id(b);
+    int c_id = dbt_conn_id(c);
     waiter_arg w;
     fail_a_then_hand_b(p, a, b, c, &w);
     assert_int_equal(w.rc, DBPOOL_ETIMEDOUT);
@@ -169,14 +163,14 @@ static void test_handoff_given_back_keeps_last_used_order(void **state) {
     dbpool_conn *next = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_try_acquire(p, &next, &e), DBPOOL_OK);
-    int next_id = dbpool__mock_conn_id(dbpool_conn_native(next));
+    int next_id = dbt_conn_id(next);
     dbpool_release(next); /* the most recently used again */
     assert_int_equal(dbpool_shrink(p, 1), 1);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.idle, 1);
     assert_int_equal(dbpool_try_acquire(p, &next, &e), DBPOOL_OK);
-    int kept_id = dbpool__mock_conn_id(dbpool_conn_native(next));
+    int kept_id = dbt_conn_id(next);
     dbpool_release(next);
     assert_int_equal(dbpool_close(p), 0);
     if (next_id != c_id)
@@ -204,7 +198,7 @@ static void test_handoff_during_failed_check_then_suspend(void **state) {
     dbpool *p = dbt_open_lazy_mock(&o);
     dbpool_conn *a = dbt_acquire(p);
     dbpool_conn *b = dbt_acquire(p);
-    int b_id = dbpool__mock_conn_id(dbpool_conn_native(b));
+    int b_id = dbt_conn_id(b);
 
     waiter_arg w = {.p = p, .timeout_ms = 5000};
     pthread_t t;
@@ -222,7 +216,7 @@ static void test_handoff_during_failed_check_then_suspend(void **state) {
 
     if (w.rc != DBPOOL_OK)
         fail_msg("acquire: %s", w.message);
-    assert_int_equal(dbpool__mock_conn_id(dbpool_conn_native(w.c)), b_id);
+    assert_int_equal(dbt_conn_id(w.c), b_id);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.in_use, 1);
@@ -272,10 +266,10 @@ static void test_try_acquire_busy_message_counts_a_ping_apart(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_handoff_during_failed_check_past_deadline, setup),
-        cmocka_unit_test_setup(test_handoff_during_failed_check_then_suspend, setup),
-        cmocka_unit_test_setup(test_handoff_given_back_keeps_last_used_order, setup),
-        cmocka_unit_test_setup(test_try_acquire_busy_message_counts_a_ping_apart, setup),
+        cmocka_unit_test_setup(test_handoff_during_failed_check_past_deadline, dbt_mock_setup),
+        cmocka_unit_test_setup(test_handoff_during_failed_check_then_suspend, dbt_mock_setup),
+        cmocka_unit_test_setup(test_handoff_given_back_keeps_last_used_order, dbt_mock_setup),
+        cmocka_unit_test_setup(test_try_acquire_busy_message_counts_a_ping_apart, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,15 +38,13 @@ static int setup(void **state) {
     return 0;
 }
 
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
-
 static void take(dbpool_conn *c) {
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     if (id <= 0 || atomic_fetch_add(&held_by[id % MAX_IDS], 1) != 0)
         atomic_fetch_add(&double_use, 1);
 }
 static void give(dbpool_conn *c) {
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     if (id > 0)
         atomic_fetch_sub(&held_by[id % MAX_IDS], 1);
 }

@@ -13,29 +13,13 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
-static dbpool *open_mock(dbpool_options *o) {
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
-}
-
 /* A mock pool of one connection at most, without a maintenance thread. */
 static dbpool *open_one_mock(void) {
     dbpool_options o;
     dbt_options(&o, 0, 1);
     o.maintenance_interval_ms = 0;
-    return open_mock(&o);
+    return dbt_open_mock(&o);
 }
-
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
 
 static void test_validation_failure_replaced(void **state) {
     (void)state;
@@ -43,14 +27,14 @@ static void test_validation_failure_replaced(void **state) {
     dbt_options(&o, 0, 2);
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    int first = conn_id(c);
+    int first = dbt_conn_id(c);
     dbpool_release(c);
     dbpool__mock_fail_ping(1, 1);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    assert_int_not_equal(conn_id(c), first);
+    assert_int_not_equal(dbt_conn_id(c), first);
     dbpool_stats s;
     dbpool_get_stats(p, &s);
     assert_int_equal(s.validation_failures, 1);
@@ -69,7 +53,7 @@ static void test_validation_window(void **state) {
      * thread descheduled for a few hundred ms (TSan, a loaded machine). */
     o.validation_window_ms = 400;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     dbpool__mock_counters n;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
@@ -91,7 +75,7 @@ static void test_killed_behind_back_is_discarded(void **state) {
     dbpool *p = open_one_mock();
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    int first = conn_id(c);
+    int first = dbt_conn_id(c);
     dbpool__mock_kill(dbpool_conn_native(c));
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     dbpool_stats s;
@@ -99,7 +83,7 @@ static void test_killed_behind_back_is_discarded(void **state) {
     assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
     assert_int_equal(s.idle, 0);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    assert_int_not_equal(conn_id(c), first);
+    assert_int_not_equal(dbt_conn_id(c), first);
     assert_int_equal(dbpool_exec(c, "SELECT 1", NULL, 0, NULL, NULL), DBPOOL_OK);
     dbpool_release(c);
     dbpool_close(p);
@@ -170,7 +154,7 @@ static void test_init_sql_rerun_bounded_on_release(void **state) {
     o.connect_timeout_ms = 10000; /* the new connection's init_sql may take its time */
     o.validation_timeout_ms = 200;
     o.init_sql = "SLEEP 2500";
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     dbpool_error e;
     if (dbpool_acquire(p, 10000, &c, &e) != DBPOOL_OK)
@@ -198,7 +182,7 @@ static void test_misuse_is_an_error(void **state) {
     (void)state;
     dbpool_options o;
     dbt_options(&o, 0, 1);
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
@@ -224,7 +208,7 @@ static void test_maintenance_refills_min(void **state) {
     dbpool_options o;
     dbt_options(&o, 2, 4);
     o.maintenance_interval_ms = 20;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *a, *b;
     assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
@@ -249,10 +233,10 @@ static void test_keepalive_finds_dead_idle(void **state) {
     o.maintenance_interval_ms = 20;
     o.keepalive_ms = 40;
     o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    int first = conn_id(c);
+    int first = dbt_conn_id(c);
     void *native = dbpool_conn_native(c);
     dbpool_release(c);
     dbpool__mock_kill(native); /* the server dropped it while idle */
@@ -264,7 +248,7 @@ static void test_keepalive_finds_dead_idle(void **state) {
     } while ((s.destroyed_by[DBPOOL_CLOSE_BROKEN] < 1 || s.idle < 1) && dbt_now_ms() < until);
     assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    assert_int_not_equal(conn_id(c), first); /* never handed the dead one */
+    assert_int_not_equal(dbt_conn_id(c), first); /* never handed the dead one */
     dbpool_release(c);
     dbpool_close(p);
 }
@@ -294,7 +278,7 @@ static void close_during_validation(bool thread_cache) {
     o.validation_window_ms = 20;
     o.maintenance_interval_ms = 0;
     o.thread_cache = thread_cache;
-    close_race r = {open_mock(&o), -100};
+    close_race r = {dbt_open_mock(&o), -100};
     if (thread_cache) { /* park a connection for the acquiring thread itself */
         pthread_t t;
         pthread_create(&t, NULL, acquire_once, &r);
@@ -359,7 +343,7 @@ static void test_validating_acquire_is_not_a_leak(void **state) {
     o.validation_window_ms = 20;
     o.log_fn = count_leak_logs;
     leak_logs = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     dbpool_release(c);
@@ -382,7 +366,7 @@ static void test_keepalive_ping_is_not_in_use(void **state) {
     dbt_options(&o, 2, 2);
     o.maintenance_interval_ms = 10;
     o.keepalive_ms = 20;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool__mock_set_ping_delay_ms(50);
     dbpool_stats s;
     int most_in_use = 0, pings_seen = 0;
@@ -433,7 +417,7 @@ static void test_failed_validation_keeps_place_in_line(void **state) {
     dbt_options(&o, 0, 1);
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *held;
     assert_int_equal(dbpool_acquire(p, 1000, &held, NULL), DBPOOL_OK); /* fresh: not validated */
     atomic_int served;
@@ -487,7 +471,7 @@ static void *acquire_note_hold(void *arg) {
     dbpool_conn *c = NULL;
     a->rc = dbpool_acquire(a->p, 10000, &c, NULL);
     if (a->rc == DBPOOL_OK) {
-        a->id = conn_id(c);
+        a->id = dbt_conn_id(c);
         dbt_sleep_ms(300);
         dbpool_release(c);
     }
@@ -501,11 +485,11 @@ static void test_failed_validation_back_in_line_before_close(void **state) {
     o.validation = DBPOOL_VALIDATE_ALWAYS;
     o.maintenance_interval_ms = 0;
     o.log_fn = release_when_closing;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c1, *c2;
     assert_int_equal(dbpool_acquire(p, 1000, &c1, NULL), DBPOOL_OK); /* fresh ones: not validated */
     assert_int_equal(dbpool_acquire(p, 1000, &c2, NULL), DBPOOL_OK);
-    int second = conn_id(c2);
+    int second = dbt_conn_id(c2);
     static got_conn a, b; /* static: a failed check must not leave the threads a dead stack frame */
     a = (got_conn){.p = p, .rc = -100};
     b = (got_conn){.p = p, .rc = -100};
@@ -547,11 +531,11 @@ static void test_keepalive_keeps_lifo_order(void **state) {
     o.keepalive_ms = 1;
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.thread_cache = false;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c[3];
     for (int i = 0; i < 3; i++)
         assert_int_equal(dbpool_acquire(p, 1000, &c[i], NULL), DBPOOL_OK);
-    int newest = conn_id(c[0]);
+    int newest = dbt_conn_id(c[0]);
     for (int i = 2; i >= 0; i--) /* c[0] last: the most recently used */
         assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
     dbt_sleep_ms(5); /* all three due a ping */
@@ -561,9 +545,9 @@ static void test_keepalive_keeps_lifo_order(void **state) {
     assert_int_equal(n.pings, 3);
     dbpool_conn *got;
     assert_int_equal(dbpool_acquire(p, 1000, &got, NULL), DBPOOL_OK);
-    if (conn_id(got) != newest)
+    if (dbt_conn_id(got) != newest)
         fail_msg("keepalive pings reordered the idle list: got connection %d, the most recently used is %d",
-                 conn_id(got), newest);
+                 dbt_conn_id(got), newest);
     dbpool_release(got);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
@@ -579,7 +563,7 @@ static void test_keepalive_skips_recently_used(void **state) {
     o.keepalive_ms = 10000;
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.thread_cache = false; /* released to the idle list, where keepalive looks */
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
@@ -602,7 +586,7 @@ static void test_idle_timeout_counts_from_last_use(void **state) {
     o.maintenance_interval_ms = 0;
     o.idle_timeout_ms = 1000;
     o.max_lifetime_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     int64_t until = dbt_now_ms() + 1500;
     while (dbt_now_ms() < until) {
         dbpool_conn *c;
@@ -632,7 +616,7 @@ static void test_long_maintenance_interval_keeps_thread_cache(void **state) {
     o.maintenance_interval_ms = INT64_C(100) * 365 * 24 * 3600 * 1000; /* a century: beyond any uptime */
     o.validation = DBPOOL_VALIDATE_NEVER;
     o.thread_cache = true;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked for this thread */
@@ -660,7 +644,7 @@ static void test_health_check_within_its_bound(void **state) {
     o.acquire_timeout_ms = 100;
     o.validation_timeout_ms = 2000;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK); /* used once: validated from now on */
@@ -683,7 +667,7 @@ static void test_health_check_within_its_bound(void **state) {
         fail_msg("round_trip_ms %.3f is not the round trip made (about 1500 ms)", h.round_trip_ms);
     /* Without a validation in the acquire, the check makes its own. */
     o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *q = open_mock(&o);
+    dbpool *q = dbt_open_mock(&o);
     dbpool__mock_get_counters(&before);
     assert_int_equal(dbpool_check_health(q, &h, &e), DBPOOL_OK);
     dbpool__mock_get_counters(&after);
@@ -706,7 +690,7 @@ static void test_unhealthy_check_says_so(void **state) {
     o.maintenance_interval_ms = 0;
     o.max_retries = 0;
     o.acquire_timeout_ms = 2000;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool__mock_fail_ping(1, 1);
     dbpool_health h;
     memset(&h, 0x5a, sizeof h);
@@ -752,7 +736,7 @@ static void test_non_waiting_acquire_validates_once(void **state) {
     o.validation_window_ms = 0;
     o.validation_timeout_ms = 200;
     o.maintenance_interval_ms = 0;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     for (int round = 0; round < 2; round++) {
         dbpool_conn *cs[4];
         for (int i = 0; i < 4; i++)
@@ -787,7 +771,7 @@ static void *acquire_short(void *arg) {
     dbpool_conn *c = NULL;
     a->rc = dbpool_acquire(a->p, 100, &c, NULL);
     if (a->rc == DBPOOL_OK) {
-        a->id = conn_id(c);
+        a->id = dbt_conn_id(c);
         dbpool_release(c);
     }
     return NULL;
@@ -802,11 +786,11 @@ static void test_ready_connection_taken_after_slow_failed_validation(void **stat
     o.validation_timeout_ms = 300;
     o.maintenance_interval_ms = 0;
     o.thread_cache = false;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *a, *b;
     assert_int_equal(dbpool_acquire(p, 1000, &a, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_acquire(p, 1000, &b, NULL), DBPOOL_OK);
-    int fresh = conn_id(a);
+    int fresh = dbt_conn_id(a);
     assert_int_equal(dbpool_release(b), DBPOOL_OK);
     dbt_sleep_ms(1100);                   /* b idle past validation_window_ms: its next lease validates it */
     dbpool__mock_set_ping_delay_ms(1000); /* ... and the validation times out */
@@ -868,7 +852,7 @@ static void test_release_twice_during_keepalive_ping_is_misuse(void **state) {
     o.maintenance_interval_ms = 5;
     o.keepalive_ms = 10;
     o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *p = open_mock(&o);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
@@ -896,31 +880,31 @@ static void test_release_twice_during_keepalive_ping_is_misuse(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_validation_failure_replaced, setup),
-        cmocka_unit_test_setup(test_validation_window, setup),
-        cmocka_unit_test_setup(test_killed_behind_back_is_discarded, setup),
-        cmocka_unit_test_setup(test_broken_error_marks_lease, setup),
-        cmocka_unit_test_setup(test_open_transaction_rolled_back, setup),
-        cmocka_unit_test_setup(test_failed_reset_discards, setup),
-        cmocka_unit_test_setup(test_misuse_is_an_error, setup),
-        cmocka_unit_test_setup(test_maintenance_refills_min, setup),
-        cmocka_unit_test_setup(test_keepalive_finds_dead_idle, setup),
-        cmocka_unit_test_setup(test_close_during_validation, setup),
-        cmocka_unit_test_setup(test_validating_acquire_is_not_a_leak, setup),
-        cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, setup),
-        cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, setup),
-        cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, setup),
-        cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, setup),
-        cmocka_unit_test_setup(test_keepalive_skips_recently_used, setup),
-        cmocka_unit_test_setup(test_idle_timeout_counts_from_last_use, setup),
-        cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, setup),
-        cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, setup),
-        cmocka_unit_test_setup(test_health_check_within_its_bound, setup),
-        cmocka_unit_test_setup(test_unhealthy_check_says_so, setup),
-        cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, setup),
-        cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, setup),
-        cmocka_unit_test_setup(test_release_twice_during_keepalive_ping_is_misuse, setup),
-        cmocka_unit_test_setup(test_discard_opens_one_for_caller_in_line, setup),
+        cmocka_unit_test_setup(test_validation_failure_replaced, dbt_mock_setup),
+        cmocka_unit_test_setup(test_validation_window, dbt_mock_setup),
+        cmocka_unit_test_setup(test_killed_behind_back_is_discarded, dbt_mock_setup),
+        cmocka_unit_test_setup(test_broken_error_marks_lease, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_transaction_rolled_back, dbt_mock_setup),
+        cmocka_unit_test_setup(test_failed_reset_discards, dbt_mock_setup),
+        cmocka_unit_test_setup(test_misuse_is_an_error, dbt_mock_setup),
+        cmocka_unit_test_setup(test_maintenance_refills_min, dbt_mock_setup),
+        cmocka_unit_test_setup(test_keepalive_finds_dead_idle, dbt_mock_setup),
+        cmocka_unit_test_setup(test_close_during_validation, dbt_mock_setup),
+        cmocka_unit_test_setup(test_validating_acquire_is_not_a_leak, dbt_mock_setup),
+        cmocka_unit_test_setup(test_keepalive_ping_is_not_in_use, dbt_mock_setup),
+        cmocka_unit_test_setup(test_failed_validation_keeps_place_in_line, dbt_mock_setup),
+        cmocka_unit_test_setup(test_failed_validation_back_in_line_before_close, dbt_mock_setup),
+        cmocka_unit_test_setup(test_keepalive_keeps_lifo_order, dbt_mock_setup),
+        cmocka_unit_test_setup(test_keepalive_skips_recently_used, dbt_mock_setup),
+        cmocka_unit_test_setup(test_idle_timeout_counts_from_last_use, dbt_mock_setup),
+        cmocka_unit_test_setup(test_init_sql_rerun_bounded_on_release, dbt_mock_setup),
+        cmocka_unit_test_setup(test_long_maintenance_interval_keeps_thread_cache, dbt_mock_setup),
+        cmocka_unit_test_setup(test_health_check_within_its_bound, dbt_mock_setup),
+        cmocka_unit_test_setup(test_unhealthy_check_says_so, dbt_mock_setup),
+        cmocka_unit_test_setup(test_non_waiting_acquire_validates_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_ready_connection_taken_after_slow_failed_validation, dbt_mock_setup),
+        cmocka_unit_test_setup(test_release_twice_during_keepalive_ping_is_misuse, dbt_mock_setup),
+        cmocka_unit_test_setup(test_discard_opens_one_for_caller_in_line, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,10 +73,7 @@ static int hook(void *native, void *user) {
 
 static dbpool *open_pool(int min, int max, bool cache, bool with_before, bool with_after) {
     dbpool_options o;
-    dbt_options(&o, min, max);
-    o.thread_cache = cache;
-    o.maintenance_interval_ms = 0;
-    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbt_mock_options(&o, min, max, cache);
     if (with_before) {
         o.before_acquire = hook;
         o.before_acquire_user = &before;
@@ -85,16 +82,7 @@ static dbpool *open_pool(int min, int max, bool cache, bool with_before, bool wi
         o.after_release = hook;
         o.after_release_user = &after;
     }
-    dbpool *p = dbt_open_mock(&o);
-    return p;
-}
-
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
-
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
+    return dbt_open_mock(&o);
 }
 
 /* Once per hand-out, with the lease's native handle: a new connection, the
@@ -109,14 +97,14 @@ static void test_before_acquire_once_per_handout(void **state) {
         assert_int_equal(atomic_load(&before.calls), i + 1);
         assert_ptr_equal(atomic_load(&before.last_native), dbpool_conn_native(c));
         if (i > 0)
-            assert_int_equal(stats(p).thread_cached, 1); /* the cache's connection, leased again */
+            assert_int_equal(dbt_stats(p).thread_cached, 1); /* the cache's connection, leased again */
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     }
     dbpool_conn *c;
     assert_int_equal(dbpool_try_acquire(p, &c, NULL), DBPOOL_OK);
     assert_int_equal(atomic_load(&before.calls), 6);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.acquired, 6);
     assert_int_equal((int)s.reused, 5);
     assert_int_equal((int)s.created, 1);
@@ -133,7 +121,7 @@ static void test_before_acquire_once_per_handout(void **state) {
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     }
     assert_int_equal(atomic_load(&before.calls), 3);
-    s = stats(p);
+    s = dbt_stats(p);
     assert_int_equal((int)s.acquired, 3);
     assert_int_equal((int)s.acquire_wait.count, 3);
     dbpool_close(p);
@@ -150,11 +138,12 @@ static void test_before_acquire_time_is_the_wait(void **state) {
         dbpool *p = open_pool(1, 1, cache, true, false);
         dbpool_conn *c = dbt_acquire(p);
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
-        assert_int_equal(stats(p).thread_cached, cache); /* the next acquire takes it back from the cache */
+        assert_int_equal(dbt_stats(p).thread_cached,
+                         cache); /* the next acquire takes it back from the cache */
         atomic_store(&before.sleep_ms, 300);
         c = dbt_acquire(p);
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
-        dbpool_stats s = stats(p);
+        dbpool_stats s = dbt_stats(p);
         assert_int_equal((int)s.acquired, 2);
         assert_int_equal((int)s.acquire_wait.count, 2);
         assert_int_equal((int)s.use_time.count, 2);
@@ -173,10 +162,10 @@ static void test_before_acquire_refusal_gives_another(void **state) {
     before.refuse_id = 1; /* the first warm-up connection, at the head of the idle list or next */
     dbpool_conn *a, *b;
     assert_int_equal(dbpool_acquire(p, 2000, &a, NULL), DBPOOL_OK);
-    assert_int_not_equal(conn_id(a), 1);
+    assert_int_not_equal(dbt_conn_id(a), 1);
     assert_int_equal(dbpool_acquire(p, 2000, &b, NULL), DBPOOL_OK); /* a new one in place of #1 */
-    assert_int_not_equal(conn_id(b), 1);
-    dbpool_stats s = stats(p);
+    assert_int_not_equal(dbt_conn_id(b), 1);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_BEFORE_ACQUIRE], 1);
     assert_int_equal((int)s.acquired, 2);
     assert_int_equal(s.total, 2);
@@ -208,13 +197,13 @@ static void test_before_acquire_refusal_gives_another(void **state) {
     p = open_pool(0, 2, true, true, false);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 2000, &c, NULL), DBPOOL_OK);
-    int first = conn_id(c);
+    int first = dbt_conn_id(c);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(stats(p).thread_cached, 1);
+    assert_int_equal(dbt_stats(p).thread_cached, 1);
     before.refuse_id = first;
     assert_int_equal(dbpool_acquire(p, 2000, &c, NULL), DBPOOL_OK);
-    assert_int_not_equal(conn_id(c), first);
-    s = stats(p);
+    assert_int_not_equal(dbt_conn_id(c), first);
+    s = dbt_stats(p);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_BEFORE_ACQUIRE], 1);
     assert_int_equal((int)s.acquired, 2);
     assert_int_equal(atomic_load(&before.calls), 3);
@@ -230,9 +219,7 @@ static void test_before_acquire_refusal_gives_another(void **state) {
 static void test_before_acquire_always_refuses(void **state) {
     (void)state;
     dbpool_options o;
-    dbt_options(&o, 2, 2);
-    o.maintenance_interval_ms = 0;
-    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbt_mock_options(&o, 2, 2, true);
     o.backoff_base_ms = 20;
     o.backoff_max_ms = 100;
     o.before_acquire = hook;
@@ -254,7 +241,7 @@ static void test_before_acquire_always_refuses(void **state) {
     print_message("always refusing: %d calls, %ld connects, DBPOOL_ETIMEDOUT after %lld ms\n", calls,
                   k.connects, (long long)took);
     assert_non_null(strstr(e.message, "before_acquire refused"));
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_BEFORE_ACQUIRE], calls);
     assert_int_equal((int)s.acquired, 0);
     assert_int_equal((int)s.timeouts, 1);
@@ -338,7 +325,7 @@ static void test_after_release(void **state) {
             assert_ptr_equal(atomic_load(&after.last_native), native);
         }
         assert_false(atomic_load(&after.saw_transaction));
-        dbpool_stats s = stats(p);
+        dbpool_stats s = dbt_stats(p);
         assert_int_equal((int)s.rollbacks, 3);
         assert_int_equal((int)s.created, 1);
 
@@ -349,13 +336,13 @@ static void test_after_release(void **state) {
         }
         assert_int_equal(atomic_load(&after.calls), 6);
         if (cache)
-            assert_int_equal(stats(p).thread_cached, 1);
+            assert_int_equal(dbt_stats(p).thread_cached, 1);
 
         /* Refused: closed, counted. */
         after.refuse_all = true;
         assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
-        s = stats(p);
+        s = dbt_stats(p);
         assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_AFTER_RELEASE], 1);
         assert_int_equal(s.total, 0);
         dbpool__mock_counters k;
@@ -410,7 +397,7 @@ static void test_no_hooks(void **state) {
         assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     }
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.acquired, 4);
     assert_int_equal((int)s.reused, 3);
     assert_int_equal(s.thread_cached, 1);
@@ -445,9 +432,8 @@ static void *hammer(void *arg) {
 static void test_threads(void **state) {
     (void)state;
     dbpool_options o;
-    dbt_options(&o, 0, 3);
+    dbt_mock_options(&o, 0, 3, true);
     o.maintenance_interval_ms = 5;
-    o.validation = DBPOOL_VALIDATE_NEVER;
     o.before_acquire = hook;
     o.before_acquire_user = &before;
     o.after_release = hook;
@@ -468,7 +454,7 @@ static void test_threads(void **state) {
         ok += a[i].ok;
     }
     assert_int_equal(ok, N * 2000);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.acquired, ok);
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_BEFORE_ACQUIRE], atomic_load(&before.refusals));
     assert_int_equal((int)s.destroyed_by[DBPOOL_CLOSE_AFTER_RELEASE], atomic_load(&after.refusals));
@@ -526,12 +512,12 @@ static void test_sqlite(void **state) {
     assert_int_equal(atomic_load(&before.calls), 3);
     assert_int_equal(atomic_load(&after.calls), 3);
     assert_false(atomic_load(&after.saw_transaction));
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal((int)s.created, 1);
     before.refuse_all = true;
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 0, &c, &e), DBPOOL_ETIMEDOUT);
-    s = stats(p);
+    s = dbt_stats(p);
     assert_true(s.destroyed_by[DBPOOL_CLOSE_BEFORE_ACQUIRE] >= 1);
     assert_true(dbt_invariant_holds(p));
     dbpool_close(p);

@@ -16,12 +16,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -516,14 +510,14 @@ static void test_lifetime_jitter_within_its_bound(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_every_reclaim_is_logged, setup),
-        cmocka_unit_test_setup(test_validation_is_not_a_leak, setup),
-        cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, setup),
-        cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, setup),
-        cmocka_unit_test_setup(test_refill_keeps_breaker_rules, setup),
-        cmocka_unit_test_setup(test_refill_at_connection_limit_backs_off, setup),
-        cmocka_unit_test_setup(test_keepalive_ping_is_not_a_leak, setup),
-        cmocka_unit_test_setup(test_lifetime_jitter_within_its_bound, setup),
+        cmocka_unit_test_setup(test_every_reclaim_is_logged, dbt_mock_setup),
+        cmocka_unit_test_setup(test_validation_is_not_a_leak, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refill_does_not_hold_up_leak_reports, dbt_mock_setup),
+        cmocka_unit_test_setup(test_slow_keepalive_ping_does_not_hold_up_leak_reports, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refill_keeps_breaker_rules, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refill_at_connection_limit_backs_off, dbt_mock_setup),
+        cmocka_unit_test_setup(test_keepalive_ping_is_not_a_leak, dbt_mock_setup),
+        cmocka_unit_test_setup(test_lifetime_jitter_within_its_bound, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -71,7 +71,7 @@ static void *worker(void *arg) {
         int rc = dbpool_acquire(s->p, 500, &c, &e);
         if (rc != DBPOOL_OK)
             continue; /* timeouts and connect failures are expected here */
-        int id = dbpool__mock_conn_id(dbpool_conn_native(c));
+        int id = dbt_conn_id(c);
         int64_t t = now_ms();
         if (id >= 0 && id < MAX_IDS) {
             int64_t zero = 0;

@@ -2,7 +2,6 @@
  * and the two renderings of the statistics: JSON checked with jansson
  * against dbpool_get_stats, Prometheus text checked line by line against the
  * exposition format's rules. Uses the mock backend. */
-#include "driver_mock.h"
 #include "metrics.h"
 #include "pool_internal.h"
 #include "testsupport.h"
@@ -27,12 +26,6 @@ static const double bounds_s[DBPOOL_HISTOGRAM_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30};
 
 static int64_t bound_ns(int b) { return (int64_t)llround(bounds_s[b] * 1e9); }
-
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
 
 /* ---------------------------------------------------------------------- */
 /* Histograms                                                             */
@@ -1757,17 +1750,17 @@ int main(void) {
         cmocka_unit_test(test_fork_child_frees_writer_numbers),
         cmocka_unit_test(test_percentiles_never_above_max_while_recording),
         cmocka_unit_test(test_fast_clock),
-        cmocka_unit_test_setup(test_pool_records_histograms, setup),
-        cmocka_unit_test_setup(test_handoff_delay_recorded, setup),
-        cmocka_unit_test_setup(test_json_matches_stats, setup),
-        cmocka_unit_test_setup(test_snprintf_contract, setup),
-        cmocka_unit_test_setup(test_prometheus_format, setup),
-        cmocka_unit_test_setup(test_prometheus_escapes_pool_name, setup),
-        cmocka_unit_test_setup(test_invalid_utf8_name, setup),
-        cmocka_unit_test_setup(test_no_url_parts_in_output, setup),
-        cmocka_unit_test_setup(test_scrapes_while_pool_works, setup),
-        cmocka_unit_test_setup(test_scrapes_while_cached_pool_works, setup),
-        cmocka_unit_test_setup(test_stats_gauges_as_defined, setup),
+        cmocka_unit_test_setup(test_pool_records_histograms, dbt_mock_setup),
+        cmocka_unit_test_setup(test_handoff_delay_recorded, dbt_mock_setup),
+        cmocka_unit_test_setup(test_json_matches_stats, dbt_mock_setup),
+        cmocka_unit_test_setup(test_snprintf_contract, dbt_mock_setup),
+        cmocka_unit_test_setup(test_prometheus_format, dbt_mock_setup),
+        cmocka_unit_test_setup(test_prometheus_escapes_pool_name, dbt_mock_setup),
+        cmocka_unit_test_setup(test_invalid_utf8_name, dbt_mock_setup),
+        cmocka_unit_test_setup(test_no_url_parts_in_output, dbt_mock_setup),
+        cmocka_unit_test_setup(test_scrapes_while_pool_works, dbt_mock_setup),
+        cmocka_unit_test_setup(test_scrapes_while_cached_pool_works, dbt_mock_setup),
+        cmocka_unit_test_setup(test_stats_gauges_as_defined, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,12 +16,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static char last_refresh_line[256];
 static pthread_mutex_t line_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -38,18 +32,13 @@ static void keep_refresh_line(void *user, dbpool_log_level level, const char *ms
  * (the refill after a refresh must not wait for one). */
 static dbpool *open_pool(int min, int max, bool thread_cache) {
     dbpool_options o;
-    dbt_options(&o, min, max);
+    dbt_mock_options(&o, min, max, thread_cache);
     o.maintenance_interval_ms = 3600 * 1000;
     o.lazy_connect = true; /* min_size 0: no first connection before the test's */
-    o.thread_cache = thread_cache;
-    o.validation = DBPOOL_VALIDATE_NEVER;
     o.log_fn = keep_refresh_line;
     o.log_level = DBPOOL_LOG_INFO;
-    dbpool *p = dbt_open_mock(&o);
-    return p;
+    return dbt_open_mock(&o);
 }
-
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
 
 /* Wait (5 s at most) until the mock has seen `n` connect attempts begin:
  * a connect queued but not begun at a refresh is a new one. */
@@ -65,13 +54,7 @@ static void wait_connects(long n) {
     fail_msg("%ld connect attempts within 5 s, expected %ld", mc.connects, n);
 }
 
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
-}
-
-static uint64_t refreshed(dbpool *p) { return stats(p).destroyed_by[DBPOOL_CLOSE_REFRESHED]; }
+static uint64_t refreshed(dbpool *p) { return dbt_stats(p).destroyed_by[DBPOOL_CLOSE_REFRESHED]; }
 
 /* Wait (5 s at most) until the pool holds `idle` idle connections and
  * opens none. */
@@ -79,7 +62,7 @@ static void wait_idle(dbpool *p, int idle) {
     dbpool_stats s;
     int64_t until = dbt_now_ms() + 5000;
     do {
-        s = stats(p);
+        s = dbt_stats(p);
         if (s.idle == idle && s.connecting == 0)
             return;
         dbt_sleep_ms(2);
@@ -97,8 +80,8 @@ static void test_idle_closed_and_refilled(void **state) {
     dbpool_conn *c[3];
     for (int i = 0; i < 3; i++) {
         c[i] = dbt_acquire(p);
-        if (conn_id(c[i]) > newest)
-            newest = conn_id(c[i]);
+        if (dbt_conn_id(c[i]) > newest)
+            newest = dbt_conn_id(c[i]);
     }
     for (int i = 0; i < 3; i++)
         assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
@@ -113,9 +96,9 @@ static void test_idle_closed_and_refilled(void **state) {
     wait_idle(p, 3);
     for (int i = 0; i < 3; i++) {
         c[i] = dbt_acquire(p);
-        if (conn_id(c[i]) <= newest)
+        if (dbt_conn_id(c[i]) <= newest)
             fail_msg("connection %d, opened before the refresh (the newest then was %d), handed out after it",
-                     conn_id(c[i]), newest);
+                     dbt_conn_id(c[i]), newest);
     }
     for (int i = 0; i < 3; i++)
         assert_int_equal(dbpool_release(c[i]), DBPOOL_OK);
@@ -138,14 +121,14 @@ static void lease_survives_then_goes(bool thread_cache) {
         assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked for this thread */
         c = dbt_acquire(p);                             /* and taken back from there */
     }
-    int old = conn_id(c);
+    int old = dbt_conn_id(c);
     assert_int_equal(dbpool_refresh(p), 0);
     assert_int_equal(refreshed(p), 0);
-    assert_int_equal(conn_id(c), old); /* still the holder's (no statement: its release needs no reset) */
+    assert_int_equal(dbt_conn_id(c), old); /* still the holder's (no statement: its release needs no reset) */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(refreshed(p), 1);
     c = dbt_acquire(p);
-    assert_int_not_equal(conn_id(c), old);
+    assert_int_not_equal(dbt_conn_id(c), old);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     /* The new one is kept as usual. */
     c = dbt_acquire(p);
@@ -171,11 +154,11 @@ static void test_parked_connection_closed_at_once(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 2, true);
     dbpool_conn *c = dbt_acquire(p);
-    int old = conn_id(c);
+    int old = dbt_conn_id(c);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_refresh(p), 1);
     c = dbt_acquire(p);
-    assert_int_not_equal(conn_id(c), old);
+    assert_int_not_equal(dbt_conn_id(c), old);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -192,7 +175,7 @@ static void *acquire_and_release(void *arg) {
     dbpool_conn *c = NULL;
     a->rc = dbpool_acquire(a->p, a->timeout_ms, &c, NULL);
     if (a->rc == DBPOOL_OK) {
-        a->id = conn_id(c);
+        a->id = dbt_conn_id(c);
         a->rc = dbpool_release(c);
     }
     return NULL;
@@ -225,7 +208,7 @@ static void test_connect_under_way_retired(void **state) {
     dbpool__mock_get_counters(&mc);
     assert_int_equal(mc.connects, 2);
     dbpool_conn *c = dbt_acquire(p); /* the caller's, kept */
-    assert_int_equal(conn_id(c), a.id);
+    assert_int_equal(dbt_conn_id(c), a.id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(refreshed(p), 1);
     assert_int_equal(dbpool_close(p), 0);
@@ -239,7 +222,7 @@ static void test_own_connect_under_way_retired_at_release(void **state) {
     dbpool *p = open_pool(0, 2, false);
     acquirer a = refresh_during_connect(p, 0);
     dbpool_conn *c = dbt_acquire(p);
-    assert_int_not_equal(conn_id(c), a.id);
+    assert_int_not_equal(dbt_conn_id(c), a.id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -281,7 +264,7 @@ static void test_waiter_served_by_new_connection(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 1, false);
     dbpool_conn *held = dbt_acquire(p);
-    int old = conn_id(held);
+    int old = dbt_conn_id(held);
     acquirer a = {.p = p, .timeout_ms = 5000};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, acquire_and_release, &a), 0);
@@ -324,7 +307,7 @@ static void test_connection_in_reset_retired(void **state) {
     o.after_connect = hold_while_asked;
     dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c = dbt_acquire(p);
-    int old = conn_id(c);
+    int old = dbt_conn_id(c);
     dbt_exec_ok(c, "BEGIN", NULL, 0); /* its release must reset it */
     atomic_store(&in_reset, false);
     atomic_store(&hold_reset, true);
@@ -341,7 +324,7 @@ static void test_connection_in_reset_retired(void **state) {
     assert_int_equal((int)(intptr_t)rc, DBPOOL_OK);
     assert_int_equal(refreshed(p), 1);
     c = dbt_acquire(p);
-    assert_int_not_equal(conn_id(c), old);
+    assert_int_not_equal(dbt_conn_id(c), old);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -399,7 +382,7 @@ static void test_refresh_under_load(void **state) {
     atomic_store(&load_stop, true);
     for (int i = 0; i < LOAD_WORKERS; i++)
         assert_true(dbt_join_within(t[i], 10000, NULL));
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     print_message("%ld refreshes, %llu acquires, %llu closed as refreshed, %ld stale hand-outs\n", refreshes,
                   (unsigned long long)s.acquired, (unsigned long long)s.destroyed_by[DBPOOL_CLOSE_REFRESHED],
                   atomic_load(&stale_handouts));
@@ -421,17 +404,17 @@ static void test_refresh_misuse(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_idle_closed_and_refilled, setup),
-        cmocka_unit_test_setup(test_lease_closed_at_release, setup),
-        cmocka_unit_test_setup(test_thread_cache_lease_closed_at_release, setup),
-        cmocka_unit_test_setup(test_parked_connection_closed_at_once, setup),
-        cmocka_unit_test_setup(test_connect_under_way_retired, setup),
-        cmocka_unit_test_setup(test_own_connect_under_way_retired_at_release, setup),
-        cmocka_unit_test_setup(test_refill_under_way_not_handed_out, setup),
-        cmocka_unit_test_setup(test_waiter_served_by_new_connection, setup),
-        cmocka_unit_test_setup(test_connection_in_reset_retired, setup),
-        cmocka_unit_test_setup(test_refresh_under_load, setup),
-        cmocka_unit_test_setup(test_refresh_misuse, setup),
+        cmocka_unit_test_setup(test_idle_closed_and_refilled, dbt_mock_setup),
+        cmocka_unit_test_setup(test_lease_closed_at_release, dbt_mock_setup),
+        cmocka_unit_test_setup(test_thread_cache_lease_closed_at_release, dbt_mock_setup),
+        cmocka_unit_test_setup(test_parked_connection_closed_at_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_connect_under_way_retired, dbt_mock_setup),
+        cmocka_unit_test_setup(test_own_connect_under_way_retired_at_release, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refill_under_way_not_handed_out, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_served_by_new_connection, dbt_mock_setup),
+        cmocka_unit_test_setup(test_connection_in_reset_retired, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refresh_under_load, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refresh_misuse, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

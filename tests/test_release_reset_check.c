@@ -15,36 +15,18 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static dbpool *open_pool(bool cache, dbpool_validation validation) {
     dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.thread_cache = cache;
-    o.maintenance_interval_ms = 0;
+    dbt_mock_options(&o, 1, 1, cache);
     o.validation = validation;
     o.validation_window_ms = 0;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
+    return dbt_open_mock(&o);
 }
 
 static long reset_checks(void) {
     dbpool__mock_counters n;
     dbpool__mock_get_counters(&n);
     return n.reset_checks;
-}
-
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
 }
 
 /* The first release of a new connection is checked (init_sql ran on it);
@@ -66,7 +48,7 @@ static void checks_only_touched_leases(bool cache) {
     c = dbt_acquire(p); /* found clean by that check: nothing to ask again */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(reset_checks(), 2);
-    assert_int_equal(stats(p).total, 1);
+    assert_int_equal(dbt_stats(p).total, 1);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -92,12 +74,12 @@ static void open_transaction_is_rolled_back(bool cache) {
     void *native = dbpool_conn_native(c);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_false(dbpool__mock_in_transaction(native));
-    assert_int_equal(stats(p).rollbacks, 1);
+    assert_int_equal(dbt_stats(p).rollbacks, 1);
     c = dbt_acquire(p);
     assert_false(dbpool__mock_in_transaction(dbpool_conn_native(c)));
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    assert_int_equal(stats(p).rollbacks, 1);
-    assert_int_equal(stats(p).total, 1);
+    assert_int_equal(dbt_stats(p).rollbacks, 1);
+    assert_int_equal(dbt_stats(p).total, 1);
     assert_int_equal(dbpool_close(p), 0);
 }
 
@@ -123,7 +105,7 @@ static void native_handle_makes_the_release_check(bool cache) {
     dbpool__mock_kill(dbpool_conn_native(c));
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_true(reset_checks() > before); /* the cache's release asks, then the ordinary one again */
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_BROKEN], 1);
     assert_int_equal(s.total, 0);
     assert_true(dbt_invariant_holds(p));
@@ -160,13 +142,13 @@ static void test_validated_lease_is_checked(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_untouched_leases_skip_the_check_cached, setup),
-        cmocka_unit_test_setup(test_untouched_leases_skip_the_check_ordinary, setup),
-        cmocka_unit_test_setup(test_open_transaction_is_rolled_back_cached, setup),
-        cmocka_unit_test_setup(test_open_transaction_is_rolled_back_ordinary, setup),
-        cmocka_unit_test_setup(test_native_handle_makes_the_release_check_cached, setup),
-        cmocka_unit_test_setup(test_native_handle_makes_the_release_check_ordinary, setup),
-        cmocka_unit_test_setup(test_validated_lease_is_checked, setup),
+        cmocka_unit_test_setup(test_untouched_leases_skip_the_check_cached, dbt_mock_setup),
+        cmocka_unit_test_setup(test_untouched_leases_skip_the_check_ordinary, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_transaction_is_rolled_back_cached, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_transaction_is_rolled_back_ordinary, dbt_mock_setup),
+        cmocka_unit_test_setup(test_native_handle_makes_the_release_check_cached, dbt_mock_setup),
+        cmocka_unit_test_setup(test_native_handle_makes_the_release_check_ordinary, dbt_mock_setup),
+        cmocka_unit_test_setup(test_validated_lease_is_checked, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,18 +78,6 @@ static int tasks_settle(int n) {
     return now;
 }
 
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
-}
-
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* 10,000 short-lived threads on one pool                              */
 /* ------------------------------------------------------------------ */
@@ -170,7 +158,7 @@ static void thread_churn(bool cache, int64_t maint_ms) {
                  dbpool__metrics_writers_held(), writers0);
     assert_true(dbpool__metrics_own_stripes(p->metrics) <= 64);
 
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.waiting, 0);
     assert_true(s.total <= max);
@@ -184,16 +172,16 @@ static void thread_churn(bool cache, int64_t maint_ms) {
         /* No connection stays parked for a thread that no longer exists:
          * maintenance gives them back to the idle list. */
         int64_t t0 = dbt_now_ms();
-        while (stats(p).thread_cached > 0 && dbt_now_ms() - t0 < 5000)
+        while (dbt_stats(p).thread_cached > 0 && dbt_now_ms() - t0 < 5000)
             dbt_sleep_ms(maint_ms);
-        assert_int_equal(stats(p).thread_cached, 0);
+        assert_int_equal(dbt_stats(p).thread_cached, 0);
     }
     /* Parked or idle, every connection serves someone else: max leases at
      * once on this thread, without a new connect. */
     dbpool_conn *held[4];
     for (int i = 0; i < max; i++)
         held[i] = dbt_acquire(p);
-    s = stats(p);
+    s = dbt_stats(p);
     assert_int_equal(s.in_use, max);
     for (int i = 0; i < max; i++)
         dbpool_release(held[i]);
@@ -260,7 +248,7 @@ static void test_pool_threads_take_no_writer_numbers(void **state) {
         dbpool_conn *a = dbt_acquire(pools[i]), *b = dbt_acquire(pools[i]);
         dbpool_release(a);
         dbpool_release(b);
-        assert_true(stats(pools[i]).created == 2);
+        assert_true(dbt_stats(pools[i]).created == 2);
     }
     if (dbpool__metrics_writers_held() > writers0 + 1)
         fail_msg("%u writer numbers held with %d pools open and idle, %u before (this thread may hold one)",
@@ -293,7 +281,7 @@ static dbpool *open_cached(void) {
 
 /* Leases handed out through the thread cache so far. */
 static uint64_t fast_leases(dbpool *p) {
-    (void)stats(p); /* folds them in */
+    (void)dbt_stats(p); /* folds them in */
     dbpool__lock(p);
     uint64_t n = p->fast_folded;
     dbpool__unlock(p);
@@ -495,7 +483,7 @@ static void test_sqlite_distinct_sql(void **state) {
                  (long long)(mem_end - mem_warm));
     if (heap_end - heap_warm > 512 * 1024)
         fail_msg("heap grew by %ld bytes over 95,000 distinct texts", heap_end - heap_warm);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.created, 1);
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -676,9 +664,9 @@ static void test_tiny_lifetimes_under_load(void **state) {
      * to be closed has left total at once but counts in destroyed only
      * when its close is over, and one being opened is in total before it
      * counts in created. Read at a moment with neither in flight. */
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     for (int64_t until = dbt_now_ms() + 5000;
-         s.created - s.destroyed != (uint64_t)s.total && dbt_now_ms() < until; s = stats(p))
+         s.created - s.destroyed != (uint64_t)s.total && dbt_now_ms() < until; s = dbt_stats(p))
         dbt_sleep_ms(1);
     /* Connections churned, and every one counted where it went. */
     assert_true(s.created > 20);
@@ -712,18 +700,18 @@ int main(void) {
     if (pthread_create(&t, NULL, nothing, NULL) == 0)
         pthread_join(t, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_thread_churn_cache_on, setup),
-        cmocka_unit_test_setup(test_thread_churn_cache_on_maintenance, setup),
-        cmocka_unit_test_setup(test_thread_churn_cache_off, setup),
-        cmocka_unit_test_setup(test_pool_threads_take_no_writer_numbers, setup),
-        cmocka_unit_test_setup(test_closed_pools_leave_the_thread_cache, setup),
-        cmocka_unit_test_setup(test_open_close_many, setup),
-        cmocka_unit_test_setup(test_open_close_many_with_threads, setup),
-        cmocka_unit_test_setup(test_manager_add_remove_many, setup),
-        cmocka_unit_test_setup(test_sqlite_distinct_sql, setup),
-        cmocka_unit_test_setup(test_pg_distinct_sql, setup),
-        cmocka_unit_test_setup(test_mysql_distinct_sql, setup),
-        cmocka_unit_test_setup(test_tiny_lifetimes_under_load, setup),
+        cmocka_unit_test_setup(test_thread_churn_cache_on, dbt_mock_setup),
+        cmocka_unit_test_setup(test_thread_churn_cache_on_maintenance, dbt_mock_setup),
+        cmocka_unit_test_setup(test_thread_churn_cache_off, dbt_mock_setup),
+        cmocka_unit_test_setup(test_pool_threads_take_no_writer_numbers, dbt_mock_setup),
+        cmocka_unit_test_setup(test_closed_pools_leave_the_thread_cache, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_close_many, dbt_mock_setup),
+        cmocka_unit_test_setup(test_open_close_many_with_threads, dbt_mock_setup),
+        cmocka_unit_test_setup(test_manager_add_remove_many, dbt_mock_setup),
+        cmocka_unit_test_setup(test_sqlite_distinct_sql, dbt_mock_setup),
+        cmocka_unit_test_setup(test_pg_distinct_sql, dbt_mock_setup),
+        cmocka_unit_test_setup(test_mysql_distinct_sql, dbt_mock_setup),
+        cmocka_unit_test_setup(test_tiny_lifetimes_under_load, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

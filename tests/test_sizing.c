@@ -12,12 +12,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static dbpool *open_pool(int min, int max, void (*tweak)(dbpool_options *)) {
     dbpool_options o;
     dbt_options(&o, min, max);
@@ -1006,32 +1000,32 @@ static void test_shrink_includes_connection_in_keepalive_ping(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_resize_down_and_up, setup),
-        cmocka_unit_test_setup(test_resize_fills_new_min_at_once, setup),
-        cmocka_unit_test_setup(test_suspend_resume, setup),
-        cmocka_unit_test_setup(test_suspend_fails_waiters_in_line, setup),
-        cmocka_unit_test_setup(test_timeout_while_suspended_says_so, setup),
-        cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, setup),
-        cmocka_unit_test_setup(test_resume_serves_waiters_at_once, setup),
-        cmocka_unit_test_setup(test_release_while_suspended_hands_nothing_out, setup),
-        cmocka_unit_test_setup(test_release_while_suspended_not_cached, setup),
-        cmocka_unit_test_setup(test_resize_raises_autoscale_cap_to_min, setup),
-        cmocka_unit_test_setup(test_pinged_connection_over_cap_not_handed_out, setup),
-        cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, setup),
-        cmocka_unit_test_setup(test_shrink_includes_connection_in_keepalive_ping, setup),
-        cmocka_unit_test_setup(test_resize_serves_waiter_at_once, setup),
-        cmocka_unit_test_setup(test_connect_retry_waits_for_resume, setup),
-        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, setup),
-        cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, setup),
-        cmocka_unit_test_setup(test_autoscale_waits_an_interval_after_resume, setup),
-        cmocka_unit_test_setup(test_autoscale_after_resize_reads_load_against_new_cap, setup),
-        cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, setup),
-        cmocka_unit_test_setup(test_autoscale, setup),
-        cmocka_unit_test_setup(test_autoscale_cap_stops_at_max, setup),
-        cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, setup),
-        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, setup),
-        cmocka_unit_test_setup(test_autoscale_waiters_under_the_cap_are_demand_not_full, setup),
-        cmocka_unit_test_setup(test_no_refill_while_suspended, setup),
+        cmocka_unit_test_setup(test_resize_down_and_up, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resize_fills_new_min_at_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_suspend_resume, dbt_mock_setup),
+        cmocka_unit_test_setup(test_suspend_fails_waiters_in_line, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_while_suspended_says_so, dbt_mock_setup),
+        cmocka_unit_test_setup(test_suspended_pool_is_not_refilled, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resume_serves_waiters_at_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_release_while_suspended_hands_nothing_out, dbt_mock_setup),
+        cmocka_unit_test_setup(test_release_while_suspended_not_cached, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resize_raises_autoscale_cap_to_min, dbt_mock_setup),
+        cmocka_unit_test_setup(test_pinged_connection_over_cap_not_handed_out, dbt_mock_setup),
+        cmocka_unit_test_setup(test_shrink_serves_waiter_before_closing, dbt_mock_setup),
+        cmocka_unit_test_setup(test_shrink_includes_connection_in_keepalive_ping, dbt_mock_setup),
+        cmocka_unit_test_setup(test_resize_serves_waiter_at_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_connect_retry_waits_for_resume, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_suspended, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_does_not_shrink_while_suspended, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_waits_an_interval_after_resume, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_after_resize_reads_load_against_new_cap, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_high_one_grows_when_full, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_cap_stops_at_max, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_steady_load_does_not_oscillate, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_ignores_waiters_while_breaker_open, dbt_mock_setup),
+        cmocka_unit_test_setup(test_autoscale_waiters_under_the_cap_are_demand_not_full, dbt_mock_setup),
+        cmocka_unit_test_setup(test_no_refill_while_suspended, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

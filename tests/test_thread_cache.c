@@ -16,31 +16,11 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 static dbpool *open_pool(int min, int max, bool cache, int64_t maint_ms) {
     dbpool_options o;
-    dbt_options(&o, min, max);
-    o.thread_cache = cache;
+    dbt_mock_options(&o, min, max, cache);
     o.maintenance_interval_ms = maint_ms;
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
-}
-
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
-
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
+    return dbt_open_mock(&o);
 }
 
 /* A lease taken from the thread cache that outlived max_lifetime_ms is
@@ -49,24 +29,18 @@ static dbpool_stats stats(dbpool *p) {
 static void test_expired_cached_lease_closed_on_release(void **state) {
     (void)state;
     dbpool_options o;
-    dbt_options(&o, 0, 1);
-    o.thread_cache = true;
-    o.maintenance_interval_ms = 0;
-    o.validation = DBPOOL_VALIDATE_NEVER;
+    dbt_mock_options(&o, 0, 1, true);
     o.max_lifetime_ms = 1000; /* room for a loaded machine before the second acquire */
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *c;
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_OK); /* parked */
     assert_int_equal(dbpool_acquire(p, 1000, &c, NULL), DBPOOL_OK);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.reused, 1); /* the parked one, before its lifetime ended */
     dbt_sleep_ms(1200);            /* its lifetime ends while it is leased */
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
-    s = stats(p);
+    s = dbt_stats(p);
     if (s.destroyed_by[DBPOOL_CLOSE_LIFETIME] != 1 || s.total != 0)
         fail_msg(
             "an expired lease from the thread cache was kept at its release: destroyed_by[lifetime] %llu, "
@@ -99,24 +73,24 @@ static void test_same_thread_gets_its_connection_back(void **state) {
     (void)state;
     dbpool *p = open_pool(2, 4, true, 0);
     dbpool_conn *c = dbt_acquire(p);
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     dbpool_release(c);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.idle, 2); /* the parked one counts as idle */
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.thread_cached, 1);
     for (int i = 0; i < 1000; i++) {
         c = dbt_acquire(p);
-        assert_int_equal(conn_id(c), id);
+        assert_int_equal(dbt_conn_id(c), id);
         if (i == 0) {
-            s = stats(p);
+            s = dbt_stats(p);
             assert_int_equal(s.in_use, 1);
             assert_int_equal(s.idle, 1);
             assert_true(dbt_invariant_holds(p));
         }
         assert_int_equal(dbpool_release(c), DBPOOL_OK);
     }
-    s = stats(p);
+    s = dbt_stats(p);
     assert_int_equal(s.acquired, 1001);
     assert_int_equal(s.reused, 1000); /* the first lease of a warm-up connection is no reuse */
     dbpool_histogram h;
@@ -134,14 +108,14 @@ static void test_most_recent_first(void **state) {
     (void)state;
     dbpool *p = open_pool(0, 3, true, 0);
     dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p), *c = dbt_acquire(p);
-    int ids[3] = {conn_id(a), conn_id(b), conn_id(c)};
+    int ids[3] = {dbt_conn_id(a), dbt_conn_id(b), dbt_conn_id(c)};
     dbpool_release(a);
     dbpool_release(b);
     dbpool_release(c);
     dbpool_conn *x = dbt_acquire(p), *y = dbt_acquire(p), *z = dbt_acquire(p);
-    assert_int_equal(conn_id(x), ids[2]);
-    assert_int_equal(conn_id(y), ids[1]);
-    assert_int_equal(conn_id(z), ids[0]);
+    assert_int_equal(dbt_conn_id(x), ids[2]);
+    assert_int_equal(dbt_conn_id(y), ids[1]);
+    assert_int_equal(dbt_conn_id(z), ids[0]);
     dbpool_release(x);
     dbpool_release(y);
     dbpool_release(z);
@@ -160,7 +134,7 @@ static void test_double_release_and_stale_handle(void **state) {
     assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
     assert_int_equal(dbpool_discard(c), DBPOOL_EMISUSE);
     assert_null(dbpool_conn_native(c));
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.destroyed, 0);
     assert_int_equal(s.idle, 1);
     assert_true(dbt_invariant_holds(p));
@@ -186,17 +160,17 @@ static void test_released_on_another_thread(void **state) {
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     c = dbt_acquire(p); /* the fast path */
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     handover h = {.c = c, .rc = -100};
     pthread_t t;
     pthread_create(&t, NULL, release_there, &h);
     pthread_join(t, NULL);
     assert_int_equal(h.rc, DBPOOL_OK);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.idle, 1);
     c = dbt_acquire(p);
-    assert_int_equal(conn_id(c), id);
+    assert_int_equal(dbt_conn_id(c), id);
     assert_int_equal(dbpool_release(c), DBPOOL_OK);
     assert_int_equal(dbpool_release(c), DBPOOL_EMISUSE);
     assert_true(dbt_invariant_holds(p));
@@ -215,10 +189,10 @@ static void test_dirty_and_discarded_leave_the_cache(void **state) {
     void *native = dbpool_conn_native(c);
     dbpool_release(c);
     assert_false(dbpool__mock_in_transaction(native));
-    assert_int_equal(stats(p).rollbacks, 1);
+    assert_int_equal(dbt_stats(p).rollbacks, 1);
     c = dbt_acquire(p);
     assert_int_equal(dbpool_discard(c), DBPOOL_OK);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.destroyed_by[DBPOOL_CLOSE_DISCARDED], 1);
     assert_int_equal(s.total, 0);
     assert_true(dbt_invariant_holds(p));
@@ -237,7 +211,7 @@ static void *wait_for_one(void *arg) {
     dbpool_conn *c = NULL;
     if (dbpool_acquire(w->p, 5000, &c, NULL) == DBPOOL_OK) {
         w->waited_ms = dbt_now_ms() - t0;
-        atomic_store(&w->got_id, conn_id(c));
+        atomic_store(&w->got_id, dbt_conn_id(c));
         dbt_sleep_ms(50);
         dbpool_release(c);
     } else {
@@ -254,7 +228,7 @@ static void test_waiter_is_served_before_the_owner(void **state) {
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     c = dbt_acquire(p); /* parked for this thread, in use */
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     waiter_arg w = {.p = p};
     pthread_t t;
     pthread_create(&t, NULL, wait_for_one, &w);
@@ -279,7 +253,7 @@ static void test_free_parked_connection_serves_others(void **state) {
     (void)state;
     dbpool *p = open_pool(1, 1, true, 0);
     dbpool_conn *c = dbt_acquire(p);
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     dbpool_release(c); /* parked for this thread, free */
     waiter_arg w = {.p = p};
     pthread_t t;
@@ -289,7 +263,7 @@ static void test_free_parked_connection_serves_others(void **state) {
     assert_true(w.waited_ms < 1000);
     /* This thread's cache lost it; it gets it back the ordinary way. */
     c = dbt_acquire(p);
-    assert_int_equal(conn_id(c), id);
+    assert_int_equal(dbt_conn_id(c), id);
     dbpool_release(c);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
@@ -311,11 +285,11 @@ static void test_exited_thread_leaves_nothing_behind(void **state) {
         pthread_create(&t[i], NULL, park_and_exit, p);
         pthread_join(t[i], NULL);
     }
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_true(s.total >= 1 && s.idle == s.total);
     assert_true(s.thread_cached >= 1); /* left behind by the threads, free for anyone */
     dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
-    assert_int_equal(stats(p).in_use, 2);
+    assert_int_equal(dbt_stats(p).in_use, 2);
     dbpool_release(a);
     dbpool_release(b);
     assert_true(dbt_invariant_holds(p));
@@ -342,10 +316,10 @@ static void test_maintenance_recalls_unused_parked(void **state) {
      * the total leaves out a connection being closed, which maintenance
      * counts in destroyed_by once its disconnect has returned. */
     int64_t t0 = dbt_now_ms();
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     while ((s.total > 0 || s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] == 0) && dbt_now_ms() - t0 < 3000) {
         dbt_sleep_ms(10);
-        s = stats(p);
+        s = dbt_stats(p);
     }
     assert_int_equal(s.total, 0);
     assert_true(s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] >= 1);
@@ -395,7 +369,7 @@ static void test_suspend_and_resize_recall(void **state) {
     dbpool_release(a);
     dbpool_release(b);
     assert_int_equal(dbpool_resize(p, 0, 1, NULL), DBPOOL_OK);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.total, 1);
     assert_int_equal(dbpool_suspend(p), DBPOOL_OK);
     dbpool_conn *c = NULL;
@@ -404,7 +378,7 @@ static void test_suspend_and_resize_recall(void **state) {
     c = dbt_acquire(p);
     dbpool_release(c);
     assert_int_equal(dbpool_shrink(p, 0), 1); /* the parked one counts as idle */
-    assert_int_equal(stats(p).total, 0);
+    assert_int_equal(dbt_stats(p).total, 0);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -415,10 +389,10 @@ static void test_cache_off(void **state) {
     dbpool *p = open_pool(1, 1, false, 0);
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
-    assert_int_equal(stats(p).thread_cached, 0);
+    assert_int_equal(dbt_stats(p).thread_cached, 0);
     c = dbt_acquire(p);
     dbpool_release(c);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.acquired, 2);
     assert_int_equal(s.thread_cached, 0);
     assert_int_equal(s.idle, 1);
@@ -468,7 +442,7 @@ static void test_cache_off_where_the_lock_is_needed(void **state) {
                 fail_msg("%s: acquire %d made %ld pings, not 1", cases[i].what, round + 1,
                          after.pings - before.pings);
             assert_int_equal(dbpool_release(c), DBPOOL_OK);
-            dbpool_stats s = stats(p);
+            dbpool_stats s = dbt_stats(p);
             if (s.thread_cached != 0 || s.idle != 1)
                 fail_msg("%s: after release %d: thread_cached %d, idle %d", cases[i].what, round + 1,
                          s.thread_cached, s.idle);
@@ -528,7 +502,7 @@ static void test_stress(void **state) {
         pthread_create(&t[i], NULL, stress, &a[i]);
     }
     for (int k = 0; k < 50; k++) {
-        dbpool_stats s = stats(p);
+        dbpool_stats s = dbt_stats(p);
         /* Not in_use <= cap: right after a shrink from 4 to 2, up to 4
          * leases are still out until their holders release them. */
         assert_true(s.in_use <= 4 && s.in_use <= s.total && s.idle >= 0);
@@ -540,7 +514,7 @@ static void test_stress(void **state) {
         pthread_join(t[i], NULL);
         ok += atomic_load(&a[i].ok);
     }
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 0);
     assert_int_equal((long)s.acquired, ok);
     assert_true(dbt_invariant_holds(p));
@@ -615,7 +589,7 @@ static void test_short_leases_overtake_for_a_bounded_time(void **state) {
          * 5000 ms wait with the 5 s it had, now 10 s, 4 times the bound. */
         assert_true(a[i].max_wait_ms < CONVOY_MAX_WAIT_MS);
     }
-    assert_int_equal(stats(p).in_use, 0);
+    assert_int_equal(dbt_stats(p).in_use, 0);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
 }
@@ -655,14 +629,9 @@ static void *wait_then_cycle(void *arg) {
 static void test_waiter_from_starving_mode_gets_its_turn(void **state) {
     (void)state;
     dbpool_options o;
-    dbt_options(&o, 1, 1);
-    o.maintenance_interval_ms = 0; /* nothing else recalls the cache */
-    o.validation = DBPOOL_VALIDATE_NEVER;
-    o.barging_window_us = 100000; /* 100 ms: wide enough to order the steps below */
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
+    dbt_mock_options(&o, 1, 1, true); /* no maintenance: nothing else recalls the cache */
+    o.barging_window_us = 100000;     /* 100 ms: wide enough to order the steps below */
+    dbpool *p = dbt_open_mock(&o);
     dbpool_conn *held = dbt_acquire(p);
 
     waiter_arg c = {.p = p};
@@ -764,13 +733,13 @@ static void test_peak_counts_cached_leases(void **state) {
     static cued a[4]; /* static: a failed check must not leave the threads a dead stack frame */
     static pthread_t t[4];
     cued_hold(p, a, t, 4);
-    dbpool_stats held = stats(p);
+    dbpool_stats held = dbt_stats(p);
     cued_release(a, t, 4);
     assert_int_equal(held.in_use, 4);
     assert_int_equal(held.thread_cached, 4); /* all four through the caches */
     if (held.peak_in_use != 4)
         fail_msg("4 leases out at once through the thread caches, peak_in_use says %d", held.peak_in_use);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 0);
     assert_int_equal(s.peak_in_use, 4);
     assert_true(dbt_invariant_holds(p));
@@ -789,7 +758,7 @@ static void test_peak_seen_by_release_beside_cached_leases(void **state) {
     dbpool_conn *c = dbt_acquire(p); /* the idle one, the ordinary way */
     dbpool_release(c);
     cued_release(a, t, 3);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 0);
     if (s.peak_in_use != 4)
         fail_msg("one ordinary lease beside 3 through the thread caches, peak_in_use says %d", s.peak_in_use);
@@ -820,7 +789,7 @@ static void test_timeout_counts_cached_lease(void **state) {
     dbpool_conn *c = dbt_acquire(p);
     dbpool_release(c);
     c = dbt_acquire(p); /* through the cache */
-    assert_int_equal(stats(p).in_use, 1);
+    assert_int_equal(dbt_stats(p).in_use, 1);
     timed_out a = {.p = p, .rc = -100};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, acquire_200ms, &a), 0);
@@ -839,15 +808,10 @@ static void test_timeout_counts_cached_lease(void **state) {
  * inside its window for the whole of its wait. */
 static dbpool *open_wide_window_pool_maintained(int64_t maint_ms) {
     dbpool_options o;
-    dbt_options(&o, 1, 1);
+    dbt_mock_options(&o, 1, 1, true);
     o.maintenance_interval_ms = maint_ms;
-    o.validation = DBPOOL_VALIDATE_NEVER;
     o.barging_window_us = 10000000; /* 10 s */
-    dbpool *p = NULL;
-    dbpool_error e;
-    if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-        fail_msg("open: %s", e.message);
-    return p;
+    return dbt_open_mock(&o);
 }
 
 static dbpool *open_wide_window_pool(void) { return open_wide_window_pool_maintained(0); }
@@ -911,7 +875,7 @@ static void test_waiter_takes_cached_connection_at_its_deadline(void **state) {
     assert_int_equal(pthread_join(t, NULL), 0);
     if (w.rc != DBPOOL_OK)
         fail_msg("the waiter timed out beside a free connection: %s", w.e.message);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.timeouts, 0);
     assert_int_equal(s.in_use, 0);
     assert_true(dbt_invariant_holds(p));
@@ -953,20 +917,15 @@ static void test_cached_connection_validated_once(void **state) {
         for (int try_only = 0; try_only < 2; try_only++) {
             dbpool__mock_reset();
             dbpool_options o;
-            dbt_options(&o, 0, 3);
-            o.thread_cache = true;
-            o.maintenance_interval_ms = 0;
+            dbt_mock_options(&o, 0, 3, true);
             o.validation = DBPOOL_VALIDATE_IF_IDLE;
             o.validation_window_ms = 20;
-            dbpool *p = NULL;
-            dbpool_error e;
-            if (dbpool_open(&p, "mock:", &o, &e) != DBPOOL_OK)
-                fail_msg("open: %s", e.message);
+            dbpool *p = dbt_open_mock(&o);
             dbpool_conn *a = dbt_acquire(p), *b = dbt_acquire(p);
-            int a_id = conn_id(a);
+            int a_id = dbt_conn_id(a);
             dbpool_release(b); /* parked, then moved to the idle list by a's release */
             dbpool_release(a); /* parked for this thread */
-            assert_int_equal(stats(p).thread_cached, 1);
+            assert_int_equal(dbt_stats(p).thread_cached, 1);
             /* Both idle past the validation window. */
             dbt_sleep_ms(60);
             if (failing)
@@ -974,6 +933,7 @@ static void test_cached_connection_validated_once(void **state) {
             dbpool__mock_counters before, after;
             dbpool__mock_get_counters(&before);
             dbpool_conn *c = NULL;
+            dbpool_error e;
             int rc = try_only ? dbpool_try_acquire(p, &c, &e) : dbpool_acquire(p, 0, &c, &e);
             dbpool__mock_get_counters(&after);
             if (rc != DBPOOL_OK)
@@ -985,7 +945,7 @@ static void test_cached_connection_validated_once(void **state) {
             if (failing)
                 assert_int_equal(after.connects - before.connects, 1); /* a new one, not b checked */
             else
-                assert_int_equal(conn_id(c), a_id);
+                assert_int_equal(dbt_conn_id(c), a_id);
             dbpool_release(c);
             assert_true(dbt_invariant_holds(p));
             assert_int_equal(dbpool_close(p), 0);
@@ -995,31 +955,31 @@ static void test_cached_connection_validated_once(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, setup),
-        cmocka_unit_test_setup(test_expired_cached_lease_closed_on_release, setup),
-        cmocka_unit_test_setup(test_cached_leases_in_histogram, setup),
-        cmocka_unit_test_setup(test_most_recent_first, setup),
-        cmocka_unit_test_setup(test_double_release_and_stale_handle, setup),
-        cmocka_unit_test_setup(test_released_on_another_thread, setup),
-        cmocka_unit_test_setup(test_dirty_and_discarded_leave_the_cache, setup),
-        cmocka_unit_test_setup(test_waiter_is_served_before_the_owner, setup),
-        cmocka_unit_test_setup(test_free_parked_connection_serves_others, setup),
-        cmocka_unit_test_setup(test_exited_thread_leaves_nothing_behind, setup),
-        cmocka_unit_test_setup(test_maintenance_recalls_unused_parked, setup),
-        cmocka_unit_test_setup(test_close_while_parked_connection_in_use, setup),
-        cmocka_unit_test_setup(test_suspend_and_resize_recall, setup),
-        cmocka_unit_test_setup(test_cache_off, setup),
-        cmocka_unit_test_setup(test_stress, setup),
-        cmocka_unit_test_setup(test_short_leases_overtake_for_a_bounded_time, setup),
-        cmocka_unit_test_setup(test_waiter_from_starving_mode_gets_its_turn, setup),
-        cmocka_unit_test_setup(test_peak_counts_cached_leases, setup),
-        cmocka_unit_test_setup(test_peak_seen_by_release_beside_cached_leases, setup),
-        cmocka_unit_test_setup(test_timeout_counts_cached_lease, setup),
-        cmocka_unit_test_setup(test_waiter_is_told_of_a_parked_connection, setup),
-        cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, setup),
-        cmocka_unit_test_setup(test_maintenance_hands_cached_connection_to_waiter, setup),
-        cmocka_unit_test_setup(test_cached_connection_validated_once, setup),
-        cmocka_unit_test_setup(test_cache_off_where_the_lock_is_needed, setup),
+        cmocka_unit_test_setup(test_same_thread_gets_its_connection_back, dbt_mock_setup),
+        cmocka_unit_test_setup(test_expired_cached_lease_closed_on_release, dbt_mock_setup),
+        cmocka_unit_test_setup(test_cached_leases_in_histogram, dbt_mock_setup),
+        cmocka_unit_test_setup(test_most_recent_first, dbt_mock_setup),
+        cmocka_unit_test_setup(test_double_release_and_stale_handle, dbt_mock_setup),
+        cmocka_unit_test_setup(test_released_on_another_thread, dbt_mock_setup),
+        cmocka_unit_test_setup(test_dirty_and_discarded_leave_the_cache, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_is_served_before_the_owner, dbt_mock_setup),
+        cmocka_unit_test_setup(test_free_parked_connection_serves_others, dbt_mock_setup),
+        cmocka_unit_test_setup(test_exited_thread_leaves_nothing_behind, dbt_mock_setup),
+        cmocka_unit_test_setup(test_maintenance_recalls_unused_parked, dbt_mock_setup),
+        cmocka_unit_test_setup(test_close_while_parked_connection_in_use, dbt_mock_setup),
+        cmocka_unit_test_setup(test_suspend_and_resize_recall, dbt_mock_setup),
+        cmocka_unit_test_setup(test_cache_off, dbt_mock_setup),
+        cmocka_unit_test_setup(test_stress, dbt_mock_setup),
+        cmocka_unit_test_setup(test_short_leases_overtake_for_a_bounded_time, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_from_starving_mode_gets_its_turn, dbt_mock_setup),
+        cmocka_unit_test_setup(test_peak_counts_cached_leases, dbt_mock_setup),
+        cmocka_unit_test_setup(test_peak_seen_by_release_beside_cached_leases, dbt_mock_setup),
+        cmocka_unit_test_setup(test_timeout_counts_cached_lease, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_is_told_of_a_parked_connection, dbt_mock_setup),
+        cmocka_unit_test_setup(test_waiter_takes_cached_connection_at_its_deadline, dbt_mock_setup),
+        cmocka_unit_test_setup(test_maintenance_hands_cached_connection_to_waiter, dbt_mock_setup),
+        cmocka_unit_test_setup(test_cached_connection_validated_once, dbt_mock_setup),
+        cmocka_unit_test_setup(test_cache_off_where_the_lock_is_needed, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,11 +80,9 @@ static void failure(shared *s, const char *fmt, ...) {
     pthread_mutex_unlock(&s->failure_lock);
 }
 
-static int conn_id(dbpool_conn *c) { return dbpool__mock_conn_id(dbpool_conn_native(c)); }
-
 static void take(shared *s, dbpool_conn *c) {
     atomic_fetch_add(&s->ok, 1);
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     if (id <= 0 || id >= MAX_IDS)
         failure(s, "connection id %d out of the test's range", id);
     else if (atomic_fetch_add(&held_by[id], 1) != 0)
@@ -92,7 +90,7 @@ static void take(shared *s, dbpool_conn *c) {
 }
 
 static void give(dbpool_conn *c) {
-    int id = conn_id(c);
+    int id = dbt_conn_id(c);
     if (id > 0 && id < MAX_IDS)
         atomic_fetch_sub(&held_by[id], 1);
 }

@@ -66,6 +66,18 @@ dbpool *dbt_open_mock(const dbpool_options *o);
 /* A mock: pool with o's options, lazy (no connection until asked for) and
  * without a maintenance thread; a failed open fails the test. */
 dbpool *dbt_open_lazy_mock(dbpool_options *o);
+
+/* The mock backend (mock.c). */
+/* A cmocka setup: the mock's faults and counters cleared (dbpool__mock_reset). */
+int dbt_mock_setup(void **state);
+/* dbt_options for a mock pool whose checks are the test's own: no
+ * maintenance thread, no validation round trip, the thread cache on or off. */
+void dbt_mock_options(dbpool_options *o, int min_size, int max_size, bool thread_cache);
+/* The mock's number of the connection behind a lease (1, 2, ... as opened). */
+int dbt_conn_id(dbpool_conn *c);
+/* dbpool_get_stats as a value. */
+dbpool_stats dbt_stats(dbpool *p);
+
 /* One acquire on a thread of its own: fill p and timeout_ms, start it with
  * pthread_create(&t, NULL, dbt_timed_acquire_main, &a), join. It records
  * the code, how long the call took and the error message, and gives back
