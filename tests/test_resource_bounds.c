@@ -197,9 +197,7 @@ static void thread_churn(bool cache, int64_t maint_ms) {
     if (dbpool__metrics_writers_held() > writers0 + 1)
         fail_msg("writer numbers held: %u after the pool closed, %u before it opened",
                  dbpool__metrics_writers_held(), writers0);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
 }
 
 static void test_thread_churn_cache_on(void **state) {
@@ -374,9 +372,7 @@ static void open_close(bool maintenance) {
     if (heap_end - heap_warm > 128 * 1024)
         fail_msg("heap grew by %ld bytes over %d opens and closes", heap_end - heap_warm,
                  OPEN_CLOSE_ROUNDS - 100);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
 }
 
 static void test_open_close_many(void **state) {

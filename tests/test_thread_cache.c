@@ -294,9 +294,7 @@ static void test_exited_thread_leaves_nothing_behind(void **state) {
     dbpool_release(b);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
 }
 
 /* Maintenance takes back a parked connection its thread stopped using, so
@@ -356,9 +354,7 @@ static void test_close_while_parked_connection_in_use(void **state) {
     assert_int_equal(dbpool_close(p), 1); /* one lease still out */
     atomic_store(&h.phase, 2);
     pthread_join(t, NULL);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
 }
 
 /* Suspend and resize give parked connections back to the pool. */
@@ -519,9 +515,7 @@ static void test_stress(void **state) {
     assert_int_equal((long)s.acquired, ok);
     assert_true(dbt_invariant_holds(p));
     assert_int_equal(dbpool_close(p), 0);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
 }
 
 /* Zero-length leases from more threads than connections: the threads

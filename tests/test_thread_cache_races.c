@@ -384,9 +384,7 @@ static void one_round(unsigned seed) {
     if (atomic_load(&s.failures) > 0)
         fail_msg("%d failure(s), the first: %s", atomic_load(&s.failures), s.first_failure);
     assert_int_equal(out, WORKERS);
-    dbpool__mock_counters mc;
-    dbpool__mock_get_counters(&mc);
-    assert_int_equal(mc.live, 0);
+    assert_int_equal(dbt_mock_live(), 0);
     pthread_mutex_destroy(&s.failure_lock);
 }
 

@@ -22,3 +22,9 @@ dbpool_stats dbt_stats(dbpool *p) {
     dbpool_get_stats(p, &s);
     return s;
 }
+
+long dbt_mock_live(void) {
+    dbpool__mock_counters mc;
+    dbpool__mock_get_counters(&mc);
+    return mc.live;
+}

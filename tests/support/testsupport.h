@@ -77,6 +77,8 @@ void dbt_mock_options(dbpool_options *o, int min_size, int max_size, bool thread
 int dbt_conn_id(dbpool_conn *c);
 /* dbpool_get_stats as a value. */
 dbpool_stats dbt_stats(dbpool *p);
+/* The mock's connections open now (connected, not yet disconnected). */
+long dbt_mock_live(void);
 
 /* One acquire on a thread of its own: fill p and timeout_ms, start it with
  * pthread_create(&t, NULL, dbt_timed_acquire_main, &a), join. It records
