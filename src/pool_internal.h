@@ -387,12 +387,14 @@ void dbpool__finish_err(const dbpool *p, dbpool_error *e);
  * reset on release) that timed out: say which bound ran out. */
 void dbpool__note_validation_bound(const dbpool *p, dbpool_error *e);
 int dbpool__total_locked(const dbpool *p);
-/* c is to close for idle time: timed out, the pool above min_size and
- * more than min_idle idle (those who close them walk from the least
- * recently used: the most recently used stay). */
+/* c is to close for idle time: timed out, the pool above min_size and,
+ * with min_idle, more than min_idle idle (those who close them walk from
+ * the least recently used: the most recently used stay). Without it, one
+ * taken off the idle list for a hand-out is closed too, though none is
+ * left idle. */
 static inline bool dbpool__idle_expired_locked(const dbpool *p, const dbpool_conn *c, int64_t now) {
     return dbpool__idle_timed_out(p, c, now) && dbpool__total_locked(p) > p->opt.min_size &&
-           p->n_idle > p->opt.min_idle;
+           (p->opt.min_idle == 0 || p->n_idle > p->opt.min_idle);
 }
 /* Put a healthy connection back: to the first waiter, else the idle list. */
 void dbpool__publish_locked(dbpool *p, dbpool_conn *c, int64_t now);
