@@ -15,12 +15,6 @@
 
 #include <cmocka.h>
 
-static int setup(void **state) {
-    (void)state;
-    dbpool__mock_reset();
-    return 0;
-}
-
 /* A pool whose maintenance thread never runs a pass by itself within a
  * test: whatever opens the spares, it is not a pass. */
 static void spare_options(dbpool_options *o, int min_idle, int max) {
@@ -31,26 +25,8 @@ static void spare_options(dbpool_options *o, int min_idle, int max) {
     o->validation = DBPOOL_VALIDATE_NEVER;
 }
 
-static dbpool_stats stats(dbpool *p) {
-    dbpool_stats s;
-    dbpool_get_stats(p, &s);
-    return s;
-}
-
-/* Wait (5 s at most) until the pool holds `idle` idle connections, `total`
- * in all, and opens none. */
-static void wait_settled(dbpool *p, int idle, int total) {
-    dbpool_stats s;
-    int64_t until = dbt_now_ms() + 5000;
-    do {
-        s = stats(p);
-        if (s.idle == idle && s.total == total && s.connecting == 0)
-            return;
-        dbt_sleep_ms(1);
-    } while (dbt_now_ms() < until);
-    fail_msg("within 5 s: idle %d (expected %d), total %d (expected %d), connecting %d", s.idle, idle,
-             s.total, total, s.connecting);
-}
+/* Settled within 5 s: the spares open in the background. */
+static void wait_settled(dbpool *p, int idle, int total) { dbt_wait_settled(p, idle, total, 5000); }
 
 /* dbpool_open waits for its first connection only; the spares are asked
  * for before it returns and open in the background. */
@@ -60,12 +36,12 @@ static void test_open_asks_for_spares(void **state) {
     spare_options(&o, 3, 10);
     dbpool__mock_set_connect_delay_ms(100);
     dbpool *p = dbt_open_mock(&o);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.min_idle, 3);
     assert_int_equal(s.idle + s.connecting, 3); /* one open, two asked for (max_connecting 2) */
     assert_int_equal(s.connecting, 2);
     wait_settled(p, 3, 3);
-    assert_int_equal(stats(p).created, 3);
+    assert_int_equal(dbt_stats(p).created, 3);
     dbpool_close(p);
 }
 
@@ -79,7 +55,7 @@ static void test_lease_replaces_its_spare(void **state) {
     wait_settled(p, 2, 2);
     dbpool__mock_set_connect_delay_ms(50);
     dbpool_conn *a = dbt_acquire(p);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.in_use, 1);
     assert_int_equal(s.idle, 1);
     assert_int_equal(s.connecting, 1); /* asked for by the acquire, before it returned */
@@ -87,15 +63,15 @@ static void test_lease_replaces_its_spare(void **state) {
     dbpool_conn *b = dbt_acquire(p);
     dbpool_conn *c = dbt_acquire(p);
     wait_settled(p, 2, 5);
-    assert_int_equal(stats(p).acquired, 3);
+    assert_int_equal(dbt_stats(p).acquired, 3);
     /* Back from their leases they are spares too: nothing more opens,
      * nothing closes (idle timeout is 10 minutes). */
     dbpool_release(a);
     dbpool_release(b);
     dbpool_release(c);
     wait_settled(p, 5, 5);
-    assert_int_equal(stats(p).created, 5);
-    assert_int_equal(stats(p).destroyed, 0);
+    assert_int_equal(dbt_stats(p).created, 5);
+    assert_int_equal(dbt_stats(p).destroyed, 0);
     dbpool_close(p);
 }
 
@@ -111,13 +87,13 @@ static void test_spares_stop_at_the_cap(void **state) {
         c[i] = dbt_acquire(p);
     wait_settled(p, 1, 4);
     c[3] = dbt_acquire(p); /* the last spare, at the cap: none asked for */
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_int_equal(s.connecting, 0);
     assert_int_equal(s.total, 4);
     for (int i = 0; i < 4; i++)
         dbpool_release(c[i]);
     wait_settled(p, 4, 4);
-    assert_int_equal(stats(p).created, 4);
+    assert_int_equal(dbt_stats(p).created, 4);
     dbpool_close(p);
 }
 
@@ -139,12 +115,12 @@ static void test_idle_timeout_leaves_spares(void **state) {
     for (int i = 0; i < 5; i++)
         dbpool_release(c[i]);
     wait_settled(p, 2, 2);
-    dbpool_stats s = stats(p);
+    dbpool_stats s = dbt_stats(p);
     assert_true(s.destroyed_by[DBPOOL_CLOSE_IDLE_TIMEOUT] >= 5);
     assert_int_equal(s.created - s.destroyed, 2);
     /* Many idle timeouts later (20 passes), the two are the same two. */
     dbt_sleep_ms(400);
-    dbpool_stats later = stats(p);
+    dbpool_stats later = dbt_stats(p);
     assert_int_equal(later.idle, 2);
     assert_int_equal(later.created, s.created);
     assert_int_equal(later.destroyed, s.destroyed);
@@ -163,7 +139,7 @@ static void test_no_spares_while_suspended(void **state) {
     assert_int_equal(dbpool_shrink(p, 0), 2); /* a switchover empties the pool */
     wait_settled(p, 0, 0);
     dbt_sleep_ms(100);
-    assert_int_equal(stats(p).total, 0);
+    assert_int_equal(dbt_stats(p).total, 0);
     assert_int_equal(dbpool_resume(p), DBPOOL_OK);
     wait_settled(p, 2, 2);
     dbpool_close(p);
@@ -186,7 +162,7 @@ static void test_refused_connects_no_storm(void **state) {
     dbpool__mock_fail_connect(before.connects + 1, -1, DBPOOL_ECONNECT);
     /* Leases, each asking for a spare, until the failures open the breaker. */
     int64_t until = dbt_now_ms() + 5000;
-    while (stats(p).breaker != DBPOOL_BREAKER_OPEN) {
+    while (dbt_stats(p).breaker != DBPOOL_BREAKER_OPEN) {
         if (dbt_now_ms() > until)
             fail_msg("the breaker did not open within 5 s of failed connects");
         dbpool_release(dbt_acquire(p));
@@ -203,7 +179,7 @@ static void test_refused_connects_no_storm(void **state) {
     dbpool__mock_counters last;
     dbpool__mock_get_counters(&last);
     assert_int_equal(last.connects, after.connects);
-    assert_int_equal(stats(p).total, 1);
+    assert_int_equal(dbt_stats(p).total, 1);
     dbpool_close(p);
 }
 
@@ -236,7 +212,7 @@ static void test_callers_in_line_before_spares(void **state) {
         assert_non_null(c[i]);
     }
     wait_settled(p, 1, 5);
-    assert_int_equal(stats(p).timeouts, 0);
+    assert_int_equal(dbt_stats(p).timeouts, 0);
     for (int i = 0; i < 3; i++)
         dbpool_release(c[i]);
     dbpool_release(held);
@@ -273,7 +249,7 @@ static void test_options_checked(void **state) {
     dbpool *p = NULL;
     dbpool_error e;
     assert_int_equal(dbpool_open(&p, "mock:?pool_min_idle=3", &o, &e), DBPOOL_OK);
-    assert_int_equal(stats(p).min_idle, 3);
+    assert_int_equal(dbt_stats(p).min_idle, 3);
     wait_settled(p, 3, 3);
     char json[8192];
     assert_true(dbpool_stats_json(p, json, sizeof json) > 0);
@@ -283,14 +259,14 @@ static void test_options_checked(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_open_asks_for_spares, setup),
-        cmocka_unit_test_setup(test_lease_replaces_its_spare, setup),
-        cmocka_unit_test_setup(test_spares_stop_at_the_cap, setup),
-        cmocka_unit_test_setup(test_idle_timeout_leaves_spares, setup),
-        cmocka_unit_test_setup(test_no_spares_while_suspended, setup),
-        cmocka_unit_test_setup(test_refused_connects_no_storm, setup),
-        cmocka_unit_test_setup(test_callers_in_line_before_spares, setup),
-        cmocka_unit_test_setup(test_options_checked, setup),
+        cmocka_unit_test_setup(test_open_asks_for_spares, dbt_mock_setup),
+        cmocka_unit_test_setup(test_lease_replaces_its_spare, dbt_mock_setup),
+        cmocka_unit_test_setup(test_spares_stop_at_the_cap, dbt_mock_setup),
+        cmocka_unit_test_setup(test_idle_timeout_leaves_spares, dbt_mock_setup),
+        cmocka_unit_test_setup(test_no_spares_while_suspended, dbt_mock_setup),
+        cmocka_unit_test_setup(test_refused_connects_no_storm, dbt_mock_setup),
+        cmocka_unit_test_setup(test_callers_in_line_before_spares, dbt_mock_setup),
+        cmocka_unit_test_setup(test_options_checked, dbt_mock_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,20 +6,8 @@
  */
 #include "backend_common.h"
 
-/* Wait (10 s at most) until the pool holds `idle` idle connections,
- * `total` in all, and opens none. */
-static void wait_settled(dbpool *p, int idle, int total) {
-    dbpool_stats s;
-    int64_t until = dbt_now_ms() + 10000;
-    do {
-        s = bt_stats(p);
-        if (s.idle == idle && s.total == total && s.connecting == 0)
-            return;
-        dbt_sleep_ms(2);
-    } while (dbt_now_ms() < until);
-    fail_msg("%s: within 10 s idle %d (expected %d), total %d (expected %d), connecting %d", bt_backend,
-             s.idle, idle, s.total, total, s.connecting);
-}
+/* Settled within 10 s: the spares open in the background. */
+static void wait_settled(dbpool *p, int idle, int total) { dbt_wait_settled(p, idle, total, 10000); }
 
 static void test_spares_are_sessions_beside_the_leases(void **state) {
     (void)state;

@@ -62,6 +62,20 @@ void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms) {
     }
 }
 
+void dbt_wait_settled(dbpool *p, int idle, int total, int64_t timeout_ms) {
+    int64_t end = dbt_now_ms() + timeout_ms;
+    for (;;) {
+        dbpool_stats s;
+        dbpool_get_stats(p, &s);
+        if (s.idle == idle && s.total == total && s.connecting == 0)
+            return;
+        if (dbt_now_ms() > end)
+            fail_msg("within %lld ms: idle %d (expected %d), total %d (expected %d), connecting %d",
+                     (long long)timeout_ms, s.idle, idle, s.total, total, s.connecting);
+        dbt_sleep_ms(1);
+    }
+}
+
 void dbt_expect_slow_init_sql_bounded(dbpool *p, dbpool_conn *c, dbpool_conn *admin, const char *flag_table,
                                       int64_t bound_ms) {
     char sql[256];

@@ -95,6 +95,9 @@ void *dbt_timed_acquire_main(void *arg);
 /* Poll until the pool has exactly n callers waiting; after timeout_ms the
  * test fails. */
 void dbt_wait_for_waiters(dbpool *p, int n, int64_t timeout_ms);
+/* Poll until the pool holds `idle` idle connections, `total` in all, and
+ * opens none; after timeout_ms the test fails with what it shows. */
+void dbt_wait_settled(dbpool *p, int idle, int total, int64_t timeout_ms);
 /* The two halves of a slow init_sql, for pools whose init_sql sleeps while
  * `flag_table` holds a row and whose validation_timeout_ms and
  * connect_timeout_ms are both `bound_ms`. `c` is a lease that changed the
